@@ -1,0 +1,34 @@
+/**
+ * What every API route plugin receives, and the per-request decorations the
+ * app adds (`caller`, `apiVersion`).
+ */
+import type { BasaltConfig } from '../config/index.ts';
+import type { Clock, Caller } from '../common/index.ts';
+import type { Db, ServiceRepository, VolumeRepository } from '../db/index.ts';
+import type { VolumeManager } from '../volume/index.ts';
+import type { ApiVersion } from './microversion.ts';
+
+/** Dependencies of the API. */
+export interface ApiDeps {
+  config: BasaltConfig;
+  db: Db;
+  clock: Clock;
+  volumes: VolumeRepository;
+  services: ServiceRepository;
+  volumeManager: VolumeManager;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set for every `/v3/…` request by the auth hook. */
+    caller: Caller;
+    /** The negotiated microversion. */
+    apiVersion: ApiVersion;
+  }
+}
+
+/** Base URL of the request, e.g. `http://127.0.0.1:8776`. */
+export function baseUrl(req: { protocol: string; headers: Record<string, unknown>; hostname: string }): string {
+  const host = typeof req.headers.host === 'string' ? req.headers.host : req.hostname;
+  return `${req.protocol}://${host}`;
+}

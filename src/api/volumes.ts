@@ -1,0 +1,307 @@
+/**
+ * Volumes: create, show, list, detail, update, delete, metadata, and actions
+ * (`os-extend`).
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { cinderTime, type Caller } from '../common/index.ts';
+import { VOLUME_SORT_KEYS, type VolumeFilter, type VolumeRow } from '../db/index.ts';
+import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { scopeOf } from '../volume/index.ts';
+import { baseUrl, type ApiDeps } from './context.ts';
+import type { ApiVersion } from './microversion.ts';
+import { nextLinks, parsePaging, queryValue } from './pagination.ts';
+import { metadataSchema, nameSchema, sizeSchema, toSize, validate } from './validation.ts';
+
+const uuidOrNull = { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] };
+
+/** Fields of `volume` in a create body; `additionalProperties` is closed from 3.53. */
+const createProperties = {
+  size: sizeSchema,
+  name: nameSchema,
+  description: nameSchema,
+  display_name: nameSchema,
+  display_description: nameSchema,
+  metadata: metadataSchema,
+  availability_zone: { type: ['string', 'null'], minLength: 1, maxLength: 255 },
+  volume_type: { type: ['string', 'null'], maxLength: 255 },
+  snapshot_id: uuidOrNull,
+  source_volid: uuidOrNull,
+  source_replica: uuidOrNull,
+  consistencygroup_id: uuidOrNull,
+  group_id: uuidOrNull,
+  backup_id: uuidOrNull,
+  imageRef: { type: ['string', 'null'] },
+  image_id: { type: ['string', 'null'] },
+  multiattach: { type: 'boolean' },
+  bootable: { type: 'boolean' },
+} as const;
+
+function createSchema(strict: boolean): object {
+  return {
+    type: 'object',
+    required: ['volume'],
+    additionalProperties: !strict,
+    properties: {
+      volume: { type: 'object', required: ['size'], additionalProperties: !strict, properties: createProperties },
+      'OS-SCH-HNT:scheduler_hints': { type: ['object', 'null'] },
+      scheduler_hints: { type: ['object', 'null'] },
+    },
+  };
+}
+const CREATE_SCHEMA_LEGACY = createSchema(false);
+const CREATE_SCHEMA_STRICT = createSchema(true);
+
+function updateSchema(strict: boolean): object {
+  return {
+    type: 'object',
+    required: ['volume'],
+    additionalProperties: !strict,
+    properties: {
+      volume: {
+        type: 'object', additionalProperties: !strict,
+        properties: { name: nameSchema, description: nameSchema, display_name: nameSchema, display_description: nameSchema, metadata: metadataSchema },
+      },
+    },
+  };
+}
+const UPDATE_SCHEMA_LEGACY = updateSchema(false);
+const UPDATE_SCHEMA_STRICT = updateSchema(true);
+
+const METADATA_BODY = { type: 'object', required: ['metadata'], properties: { metadata: metadataSchema } };
+const META_BODY = { type: 'object', required: ['meta'], properties: { meta: { ...metadataSchema, minProperties: 1 } } };
+const EXTEND_BODY = {
+  type: 'object', required: ['new_size'], additionalProperties: false, properties: { new_size: sizeSchema },
+};
+
+/** The volume as the API shows it in detail, for this caller and microversion. */
+export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>): Record<string, unknown> {
+  const caller: Caller = req.caller;
+  const version: ApiVersion = req.apiVersion;
+  const view: Record<string, unknown> = {
+    id: v.id,
+    status: v.status,
+    size: v.size,
+    availability_zone: v.availability_zone,
+    created_at: cinderTime(v.created_at),
+    updated_at: cinderTime(v.updated_at),
+    attachments: [],
+    name: v.name,
+    description: v.description,
+    volume_type: null,
+    snapshot_id: v.snapshot_id,
+    source_volid: v.source_volid,
+    metadata,
+    links: links(req, v),
+    user_id: v.user_id,
+    bootable: v.bootable ? 'true' : 'false',
+    encrypted: false,
+    replication_status: null,
+    consistencygroup_id: null,
+    multiattach: v.multiattach === 1,
+    migration_status: null,
+    'os-vol-tenant-attr:tenant_id': v.project_id,
+  };
+  if (caller.isAdmin) {
+    view['os-vol-host-attr:host'] = v.host;
+    view['os-vol-mig-status-attr:migstat'] = null;
+    view['os-vol-mig-status-attr:name_id'] = null;
+  }
+  if (version.atLeast('3.13')) view.group_id = null;
+  if (version.atLeast('3.21') && caller.isAdmin) view.provider_id = null;
+  if (version.atLeast('3.48')) { view.service_uuid = null; view.shared_targets = false; }
+  if (version.atLeast('3.61') && caller.isAdmin) view.cluster_name = v.cluster_name;
+  if (version.atLeast('3.63')) view.volume_type_id = v.volume_type_id;
+  if (version.atLeast('3.65')) view.consumes_quota = true;
+  return view;
+}
+
+function links(req: FastifyRequest, v: { id: string; project_id: string }): { href: string; rel: string }[] {
+  const base = baseUrl(req);
+  return [
+    { href: `${base}/v3/${v.project_id}/volumes/${v.id}`, rel: 'self' },
+    { href: `${base}/${v.project_id}/volumes/${v.id}`, rel: 'bookmark' },
+  ];
+}
+
+/**
+ * Parses a `metadata` filter. Clients send JSON or, like cinderclient, a
+ * Python dict literal (`{'k': 'v'}`).
+ * @throws InvalidInputError when it is neither.
+ */
+function parseMetadataFilter(text: string): Record<string, string> {
+  for (const candidate of [text, text.replace(/'/g, '"')]) {
+    try {
+      const v = JSON.parse(candidate) as unknown;
+      if (v && typeof v === 'object' && !Array.isArray(v)) {
+        return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, String(x)]));
+      }
+    } catch { /* try the next form */ }
+  }
+  throw new InvalidInputError(`Invalid input received: metadata filter ${text} is not a JSON object`);
+}
+
+function truthy(text: string | undefined): boolean {
+  return text !== undefined && ['1', 'true', 'yes', 'on'].includes(text.toLowerCase());
+}
+
+/** Registers the volume routes (under a `/v3/{project_id}` or `/v3` prefix). */
+export function volumeRoutes(deps: ApiDeps) {
+  const { db, volumes, volumeManager, config } = deps;
+  return async (app: FastifyInstance): Promise<void> => {
+    const one = async (req: FastifyRequest, v: VolumeRow) => {
+      const md = await volumes.metadataOf(db.kysely, [v.id]);
+      return { volume: volumeView(req, v, md.get(v.id)!) };
+    };
+
+    app.post('/volumes', async (req, reply) => {
+      const strict = req.apiVersion.atLeast('3.53');
+      const body = validate<{ volume: Record<string, unknown> }>(strict ? CREATE_SCHEMA_STRICT : CREATE_SCHEMA_LEGACY, req.body);
+      const v = body.volume;
+      const size = toSize('size', v.size as number | string);
+      if (v.snapshot_id || v.source_volid || v.imageRef || v.image_id || v.backup_id || v.source_replica) {
+        throw new InvalidInputError('Invalid input received: creating a volume from a snapshot, volume, image or backup is not supported by this Basalt release.');
+      }
+      if (v.consistencygroup_id || v.group_id) {
+        throw new InvalidInputError('Invalid input received: volume groups are not supported by this Basalt release.');
+      }
+      if (typeof v.volume_type === 'string' && v.volume_type !== '') {
+        throw new NotFoundError(`Volume type with name ${v.volume_type} could not be found.`);
+      }
+      if (v.multiattach === true) {
+        throw new InvalidInputError('Invalid input received: multiattach volumes are not supported by this Basalt release.');
+      }
+      const zone = (v.availability_zone as string | null | undefined) ?? config.DEFAULT.default_availability_zone;
+      const zones = new Set([config.DEFAULT.default_availability_zone, ...(await deps.services.list(db.kysely))
+        .filter((s) => s.binary === 'cinder-volume').map((s) => s.availability_zone)]);
+      if (!zones.has(zone)) throw new InvalidInputError(`Invalid input received: Availability zone '${zone}' is invalid.`);
+      const created = await volumeManager.requestCreate(req.caller, {
+        sizeGiB: size,
+        name: (v.name ?? v.display_name ?? null) as string | null,
+        description: (v.description ?? v.display_description ?? null) as string | null,
+        metadata: (v.metadata ?? {}) as Record<string, string>,
+        availabilityZone: zone,
+      });
+      return reply.code(202).send(await one(req, created));
+    });
+
+    const list = (detail: boolean) => async (req: FastifyRequest) => {
+      const q = req.query as Record<string, unknown>;
+      const paging = parsePaging(q, VOLUME_SORT_KEYS, config.DEFAULT.osapi_max_limit, [{ column: 'created_at', dir: 'desc' }]);
+      const allTenants = truthy(queryValue(q, 'all_tenants'));
+      const filter: VolumeFilter = { scope: scopeOf(req.caller, allTenants) };
+      const projectFilter = queryValue(q, 'project_id');
+      if (req.caller.isAdmin && allTenants && projectFilter) filter.scope = { projectId: projectFilter };
+      const name = queryValue(q, 'name') ?? queryValue(q, 'display_name');
+      if (name !== undefined) filter.name = name;
+      const status = queryValue(q, 'status');
+      if (status !== undefined) filter.status = status;
+      const zone = queryValue(q, 'availability_zone');
+      if (zone !== undefined) filter.availabilityZone = zone;
+      const bootable = queryValue(q, 'bootable');
+      if (bootable !== undefined) filter.bootable = truthy(bootable);
+      const md = queryValue(q, 'metadata');
+      if (md !== undefined) filter.metadata = parseMetadataFilter(md);
+      let marker: VolumeRow | undefined;
+      if (paging.marker !== undefined) {
+        marker = await volumes.get(db.kysely, paging.marker, filter.scope);
+        if (!marker) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
+      }
+      const rows = await volumes.list(db.kysely, filter, paging.sort, paging.limit, marker);
+      const body: Record<string, unknown> = {};
+      if (detail) {
+        const mds = await volumes.metadataOf(db.kysely, rows.map((r) => r.id));
+        body.volumes = rows.map((r) => volumeView(req, r, mds.get(r.id)!));
+      } else {
+        body.volumes = rows.map((r) => ({ id: r.id, name: r.name, links: links(req, r) }));
+      }
+      const next = nextLinks(req, paging, rows);
+      if (next) body.volumes_links = next;
+      if (req.apiVersion.atLeast('3.45') && truthy(queryValue(q, 'with_count'))) body.count = await volumes.count(db.kysely, filter);
+      return body;
+    };
+    app.get('/volumes', list(false));
+    app.get('/volumes/detail', list(true));
+
+    app.get<{ Params: { id: string } }>('/volumes/:id', async (req) => one(req, await volumeManager.get(req.caller, req.params.id)));
+
+    app.put<{ Params: { id: string } }>('/volumes/:id', async (req) => {
+      const strict = req.apiVersion.atLeast('3.53');
+      const body = validate<{ volume: Record<string, unknown> }>(strict ? UPDATE_SCHEMA_STRICT : UPDATE_SCHEMA_LEGACY, req.body);
+      const v = await volumeManager.get(req.caller, req.params.id);
+      const u = body.volume;
+      await db.kysely.transaction().execute(async (tx) => {
+        const set: { name?: string | null; description?: string | null } = {};
+        if ('name' in u || 'display_name' in u) set.name = (u.name ?? u.display_name ?? null) as string | null;
+        if ('description' in u || 'display_description' in u) set.description = (u.description ?? u.display_description ?? null) as string | null;
+        await volumes.update(tx, v.id, set);
+        if (u.metadata) await volumes.replaceMetadata(tx, v.id, u.metadata as Record<string, string>);
+      });
+      return one(req, (await volumes.get(db.kysely, v.id))!);
+    });
+
+    app.delete<{ Params: { id: string } }>('/volumes/:id', async (req, reply) => {
+      const q = req.query as Record<string, unknown>;
+      const force = truthy(queryValue(q, 'force'));
+      if (force && !req.caller.isAdmin) throw new InvalidInputError('Invalid input received: force delete requires the admin role.');
+      await volumeManager.requestDelete(req.caller, req.params.id, { force });
+      return reply.code(202).send();
+    });
+
+    // Metadata sub-resources.
+    app.get<{ Params: { id: string } }>('/volumes/:id/metadata', async (req) => {
+      const v = await volumeManager.get(req.caller, req.params.id);
+      return { metadata: (await volumes.metadataOf(db.kysely, [v.id])).get(v.id) };
+    });
+    const writeAll = (replace: boolean) => async (req: FastifyRequest<{ Params: { id: string } }>) => {
+      const body = validate<{ metadata: Record<string, string> }>(METADATA_BODY, req.body);
+      const v = await volumeManager.get(req.caller, req.params.id);
+      await db.kysely.transaction().execute((tx) => replace
+        ? volumes.replaceMetadata(tx, v.id, body.metadata)
+        : volumes.addMetadata(tx, v.id, body.metadata));
+      return { metadata: replace ? body.metadata : (await volumes.metadataOf(db.kysely, [v.id])).get(v.id) };
+    };
+    app.post('/volumes/:id/metadata', writeAll(false));
+    app.put('/volumes/:id/metadata', writeAll(true));
+    app.get<{ Params: { id: string; key: string } }>('/volumes/:id/metadata/:key', async (req) => {
+      const v = await volumeManager.get(req.caller, req.params.id);
+      const md = (await volumes.metadataOf(db.kysely, [v.id])).get(v.id)!;
+      if (!(req.params.key in md)) throw new NotFoundError(`Volume ${v.id} has no metadata with key ${req.params.key}.`);
+      return { meta: { [req.params.key]: md[req.params.key] } };
+    });
+    app.put<{ Params: { id: string; key: string } }>('/volumes/:id/metadata/:key', async (req) => {
+      const body = validate<{ meta: Record<string, string> }>(META_BODY, req.body);
+      const keys = Object.keys(body.meta);
+      if (keys.length > 1) throw new InvalidInputError('Request body contains too many items');
+      if (keys[0] !== req.params.key) throw new InvalidInputError('Request body and URI mismatch');
+      const v = await volumeManager.get(req.caller, req.params.id);
+      await volumes.addMetadata(db.kysely, v.id, body.meta);
+      return { meta: body.meta };
+    });
+    app.delete<{ Params: { id: string; key: string } }>('/volumes/:id/metadata/:key', async (req, reply) => {
+      const v = await volumeManager.get(req.caller, req.params.id);
+      if (!(await volumes.deleteMetadataKey(db.kysely, v.id, req.params.key))) {
+        throw new NotFoundError(`Volume ${v.id} has no metadata with key ${req.params.key}.`);
+      }
+      return reply.code(200).send();
+    });
+
+    // Actions: one key per body names the action.
+    const actions: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<void>> = {
+      'os-extend': async (req, arg) => {
+        const a = validate<{ new_size: number | string }>(EXTEND_BODY, arg);
+        await volumeManager.requestExtend(req.caller, req.params.id, toSize('new_size', a.new_size));
+      },
+    };
+    app.post<{ Params: { id: string } }>('/volumes/:id/action', async (req, reply) => {
+      const body = req.body;
+      if (!body || typeof body !== 'object' || Array.isArray(body) || Object.keys(body).length !== 1) {
+        throw new InvalidInputError('Invalid input received: an action body has exactly one key, the action name.');
+      }
+      const [name, arg] = Object.entries(body)[0]!;
+      const action = actions[name];
+      if (!action) throw new InvalidInputError(`There is no such action: ${name}`);
+      await action(req, arg);
+      return reply.code(202).send();
+    });
+  };
+}

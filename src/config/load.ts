@@ -1,0 +1,236 @@
+/**
+ * Builds the effective {@link BasaltConfig} from, in rising precedence: the
+ * defaults in `schema.ts`, the INI file, `BASALT_*` environment variables and
+ * command-line flags. Every value remembers where it came from.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import ini from 'ini';
+import { ConfigError } from '../errors/index.ts';
+import {
+  BACKEND_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS,
+  type BackendOptions, type BasaltConfig, type DefaultContext, type OptionSpec,
+} from './schema.ts';
+
+/** Inputs to {@link loadConfig}. */
+export interface LoadConfigInput {
+  /** Path of the INI file; none by default. */
+  configFile?: string | undefined;
+  /** Environment to read `BASALT_*` from. Default: `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Command-line flags, strongest of all. */
+  flags?: { port?: number | undefined; stateDir?: string | undefined };
+}
+
+type Group = Record<string, OptionSpec>;
+
+/** A raw value with its provenance. */
+interface RawValue { value: string; source: string }
+
+/** Section name → option name → raw value. */
+type RawConfig = Map<string, Map<string, RawValue>>;
+
+/** Environment variables that are not option names. */
+const ENV_ALIASES: Record<string, [section: string, option: string]> = {
+  BASALT_PORT: ['DEFAULT', 'osapi_volume_listen_port'],
+  BASALT_STATE_DIR: ['DEFAULT', 'state_dir'],
+};
+/** `BASALT_*` variables read elsewhere, not options. */
+const ENV_NOT_OPTIONS = new Set(['BASALT_CONFIG']);
+
+function put(raw: RawConfig, section: string, option: string, value: RawValue): void {
+  let sec = raw.get(section);
+  if (!sec) raw.set(section, (sec = new Map()));
+  sec.set(option, value);
+}
+
+/**
+ * Reads the INI file into raw values, each tagged `[section] file:line`.
+ * The `ini` package parses; this only finds line numbers for messages.
+ */
+function readFile(file: string, raw: RawConfig): void {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`Cannot read configuration file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const lines = new Map<string, number>();
+  let section = 'DEFAULT';
+  text.split(/\r?\n/).forEach((line, i) => {
+    const header = /^\s*\[([^\]]+)\]\s*$/.exec(line);
+    if (header) { section = header[1]!.trim(); lines.set(`[${section}]`, i + 1); return; }
+    const kv = /^\s*([^=;#\s][^=]*?)\s*=/.exec(line);
+    if (kv && !lines.has(`${section}.${kv[1]}`)) lines.set(`${section}.${kv[1]}`, i + 1);
+  });
+  const parsed = ini.parse(text) as Record<string, unknown>;
+  const where = (sec: string, key?: string): string => {
+    const n = key === undefined ? lines.get(`[${sec}]`) : lines.get(`${sec}.${key}`);
+    return `[${sec}] ${file}:${n ?? '?'}`;
+  };
+  const addSection = (sec: string, values: Record<string, unknown>): void => {
+    for (const [key, value] of Object.entries(values)) {
+      if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+        // ini nests dotted section names; Basalt has none, so name the line.
+        throw new ConfigError(`Unsupported section [${sec}.${key}] at ${where(`${sec}.${key}`)}`);
+      }
+      put(raw, sec, key, { value: Array.isArray(value) ? value.join(',') : String(value), source: where(sec, key) });
+    }
+  };
+  const root: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) addSection(key, value as Record<string, unknown>);
+    else root[key] = value; // keys before any header belong to [DEFAULT]
+  }
+  addSection('DEFAULT', root);
+}
+
+/** Reads `BASALT_*` variables: `BASALT_OPTION` for [DEFAULT], `BASALT_SECTION__OPTION` otherwise. */
+function readEnv(env: NodeJS.ProcessEnv, raw: RawConfig): void {
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('BASALT_') || value === undefined || ENV_NOT_OPTIONS.has(name)) continue;
+    const alias = ENV_ALIASES[name];
+    if (alias) { put(raw, alias[0], alias[1], { value, source: `env ${name}` }); continue; }
+    const rest = name.slice('BASALT_'.length);
+    const split = rest.indexOf('__');
+    const [section, option] = split < 0
+      ? ['DEFAULT', rest.toLowerCase()]
+      : [rest.slice(0, split).toLowerCase(), rest.slice(split + 2).toLowerCase()];
+    put(raw, section, option, { value, source: `env ${name}` });
+  }
+}
+
+/** Converts a raw string to the option's type, or throws naming option and source. */
+function convert(section: string, option: string, spec: OptionSpec, raw: RawValue): unknown {
+  const fail = (why: string): never => {
+    throw new ConfigError(`Invalid value "${raw.value}" for option ${option} in [${section}] (${raw.source}): ${why}`);
+  };
+  const text = raw.value.trim();
+  let value: unknown;
+  switch (spec.type) {
+    case 'string': value = text; break;
+    case 'int':
+      if (!/^-?\d+$/.test(text)) fail('expected an integer');
+      value = Number(text);
+      break;
+    case 'float': {
+      const n = Number(text);
+      if (text === '' || !Number.isFinite(n)) fail('expected a number');
+      value = n;
+      break;
+    }
+    case 'bool': {
+      const t = text.toLowerCase();
+      if (['true', 'yes', 'on', '1'].includes(t)) value = true;
+      else if (['false', 'no', 'off', '0'].includes(t)) value = false;
+      else fail('expected true or false');
+      break;
+    }
+    case 'list': value = text.split(',').map((s) => s.trim()).filter((s) => s !== ''); break;
+  }
+  if (typeof value === 'number') {
+    if (spec.min !== undefined && value < spec.min) fail(`must be at least ${spec.min}`);
+    if (spec.max !== undefined && value > spec.max) fail(`must be at most ${spec.max}`);
+  }
+  if (spec.choices && !spec.choices.includes(value as string)) fail(`must be one of ${spec.choices.join(', ')}`);
+  return value;
+}
+
+/**
+ * Resolves one group of options from the given sections, first match wins,
+ * falling back to the default. Records provenance in `sources` under `label`.
+ */
+function resolveGroup(
+  group: Group, sections: string[], raw: RawConfig, ctx: DefaultContext,
+  sources: Map<string, string>, label: string, order: string[] = Object.keys(group),
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const name of order) {
+    const spec = group[name]!;
+    let found: { section: string; raw: RawValue } | undefined;
+    for (const section of sections) {
+      const r = raw.get(section)?.get(name);
+      if (r) { found = { section, raw: r }; break; }
+    }
+    if (found) {
+      out[name] = convert(found.section, name, spec, found.raw);
+      sources.set(`${label}.${name}`, found.raw.source);
+    } else {
+      out[name] = typeof spec.default === 'function' ? (spec.default as (c: DefaultContext) => unknown)(ctx) : spec.default;
+      sources.set(`${label}.${name}`, 'default');
+    }
+    if (label === 'DEFAULT' && name === 'state_dir') ctx.stateDir = path.resolve(out[name] as string);
+    if (label === 'DEFAULT' && name === 'storage_availability_zone') ctx.storageAvailabilityZone = out[name] as string;
+  }
+  return out;
+}
+
+/** Throws for any raw option that no group declares. */
+function rejectUnknown(raw: RawConfig, known: Map<string, Group>, backendGroup: Group): void {
+  for (const [section, values] of raw) {
+    const group = known.get(section) ?? backendGroup; // any other section is a backend section
+    for (const [option, r] of values) {
+      if (!(option in group)) {
+        throw new ConfigError(`Unknown option ${option} in [${section}] (${r.source})`);
+      }
+    }
+  }
+}
+
+/**
+ * Loads and validates the configuration.
+ * @throws ConfigError naming the option and its file line (or variable) for an
+ *   unknown option, a wrong type, or an unreadable file.
+ */
+export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
+  const raw: RawConfig = new Map();
+  if (input.configFile) readFile(input.configFile, raw);
+  readEnv(input.env ?? process.env, raw);
+  if (input.flags?.port !== undefined) put(raw, 'DEFAULT', 'osapi_volume_listen_port', { value: String(input.flags.port), source: '--port' });
+  if (input.flags?.stateDir !== undefined) put(raw, 'DEFAULT', 'state_dir', { value: input.flags.stateDir, source: '--state-dir' });
+
+  rejectUnknown(raw, new Map<string, Group>([
+    ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['backend_defaults', BACKEND_OPTIONS],
+  ]), BACKEND_OPTIONS);
+
+  const sources = new Map<string, string>();
+  const ctx: DefaultContext = { stateDir: '', storageAvailabilityZone: '' };
+  // state_dir and the storage zone first: other defaults are derived from them.
+  const order = ['state_dir', 'storage_availability_zone',
+    ...Object.keys(DEFAULT_OPTIONS).filter((k) => k !== 'state_dir' && k !== 'storage_availability_zone')];
+  const DEFAULT = resolveGroup(DEFAULT_OPTIONS, ['DEFAULT'], raw, ctx, sources, 'DEFAULT', order);
+  DEFAULT.state_dir = ctx.stateDir;
+  const database = resolveGroup(DATABASE_OPTIONS, ['database'], raw, ctx, sources, 'database');
+
+  const names = DEFAULT.enabled_backends as string[];
+  if (names.length === 0) throw new ConfigError('Option enabled_backends in [DEFAULT] names no backend');
+  const dupe = names.find((n, i) => names.indexOf(n) !== i);
+  if (dupe) throw new ConfigError(`Option enabled_backends in [DEFAULT] names backend ${dupe} twice`);
+  const backends = names.map((name) => {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name)) {
+      throw new ConfigError(`Option enabled_backends in [DEFAULT] has an invalid backend name "${name}" (letters, digits, _ . - only)`);
+    }
+    const values = resolveGroup(BACKEND_OPTIONS, [name, 'backend_defaults'], raw, { ...ctx, backend: name }, sources, name);
+    return { ...values, name } as BackendOptions;
+  });
+  return { DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'], backends, sources };
+}
+
+/**
+ * Renders every effective option, one per line, as `section.option = value  # source`.
+ * Used by `basalt config show`.
+ */
+export function describeConfig(config: BasaltConfig): string {
+  const lines: string[] = [];
+  const emit = (label: string, values: object): void => {
+    for (const [k, v] of Object.entries(values)) {
+      if (k === 'name') continue;
+      const shown = Array.isArray(v) ? v.join(',') : String(v);
+      lines.push(`${label}.${k} = ${shown}  # ${config.sources.get(`${label}.${k}`) ?? 'default'}`);
+    }
+  };
+  emit('DEFAULT', config.DEFAULT);
+  emit('database', config.database);
+  for (const b of config.backends) emit(b.name, b);
+  return lines.join('\n');
+}

@@ -1,0 +1,192 @@
+/**
+ * The one typed option schema. Every option Basalt reads is declared here with
+ * its type, default and meaning; nothing else reads configuration.
+ *
+ * Sections follow Cinder's shape: `[DEFAULT]` holds service-wide options,
+ * `[backend_defaults]` what every backend inherits, and one section per name in
+ * `enabled_backends` overrides it. `[database]` picks the database.
+ */
+import os from 'node:os';
+import path from 'node:path';
+
+/** The value kinds an option can have. */
+export type OptionType = 'string' | 'int' | 'float' | 'bool' | 'list';
+
+/** What a default may depend on: options resolved before it. */
+export interface DefaultContext {
+  /** The resolved `[DEFAULT] state_dir`. */
+  stateDir: string;
+  /** The resolved `[DEFAULT] storage_availability_zone`. */
+  storageAvailabilityZone: string;
+  /** For backend options, the backend's section name. */
+  backend?: string;
+}
+
+/** The declaration of one option. */
+export interface OptionSpec<T = unknown> {
+  readonly type: OptionType;
+  /** The default, or a function of options resolved earlier. */
+  readonly default: T | ((ctx: DefaultContext) => T);
+  /** What the option means, shown by `basalt config show --help` and in docs. */
+  readonly help: string;
+  /** Inclusive bounds for numbers. */
+  readonly min?: number;
+  readonly max?: number;
+  /** The only values a string option may take. */
+  readonly choices?: readonly string[];
+}
+
+const opt = <T>(spec: OptionSpec<T>): OptionSpec<T> => spec;
+
+/** `[DEFAULT]`: service-wide options. */
+export const DEFAULT_OPTIONS = {
+  state_dir: opt<string>({
+    type: 'string', default: './state',
+    help: 'Folder holding all local state: the SQLite database, file-backend volumes and locks. Relative paths are resolved against the working directory.',
+  }),
+  host: opt<string>({
+    type: 'string', default: () => os.hostname(),
+    help: 'Name of this node, the first part of host strings (host@backend#pool). Default: the machine hostname.',
+  }),
+  osapi_volume_listen: opt<string>({
+    type: 'string', default: '127.0.0.1',
+    help: 'Address the API listens on. Loopback by default: noauth must not be reachable from other hosts.',
+  }),
+  osapi_volume_listen_port: opt<number>({
+    type: 'int', default: 8776, min: 0, max: 65535,
+    help: 'API port (0 picks a free one). Also set by BASALT_PORT and --port.',
+  }),
+  auth_strategy: opt<string>({
+    type: 'string', default: 'noauth', choices: ['noauth'],
+    help: 'How requests are authenticated. noauth takes project and user from X-Auth-Token "user:project" or X-Project-Id/X-User-Id, roles from X-Roles.',
+  }),
+  allow_noauth_on_any_address: opt<boolean>({
+    type: 'bool', default: false,
+    help: 'Allow noauth on a non-loopback listen address. Off by default because noauth trusts whatever the client claims.',
+  }),
+  enabled_backends: opt<string[]>({
+    type: 'list', default: ['file'],
+    help: 'Backend section names to run a volume service for, comma separated.',
+  }),
+  storage_availability_zone: opt<string>({
+    type: 'string', default: 'nova',
+    help: 'Availability zone of this node\'s backends unless a backend sets backend_availability_zone.',
+  }),
+  default_availability_zone: opt<string>({
+    type: 'string', default: (ctx) => ctx.storageAvailabilityZone,
+    help: 'Zone given to volumes created without one. Default: storage_availability_zone.',
+  }),
+  osapi_max_limit: opt<number>({
+    type: 'int', default: 1000, min: 1,
+    help: 'Most items one list request returns.',
+  }),
+  report_interval: opt<number>({
+    type: 'float', default: 10, min: 0.05,
+    help: 'Seconds between service heartbeats (and pool stats reports).',
+  }),
+  service_down_time: opt<number>({
+    type: 'float', default: 60, min: 0.1,
+    help: 'Seconds without a heartbeat after which a service counts as down.',
+  }),
+  job_lease_seconds: opt<number>({
+    type: 'float', default: 30, min: 0.1,
+    help: 'How long a claimed job stays leased without renewal; a dead worker\'s jobs are taken over after this.',
+  }),
+  job_max_attempts: opt<number>({
+    type: 'int', default: 5, min: 1,
+    help: 'Attempts before a job that keeps failing transiently fails for good.',
+  }),
+  job_retry_delay_seconds: opt<number>({
+    type: 'float', default: 1, min: 0,
+    help: 'First retry delay; doubles with each attempt (exponential back-off).',
+  }),
+  job_poll_interval_seconds: opt<number>({
+    type: 'float', default: 1, min: 0.01,
+    help: 'How often an idle worker looks for jobs written by other processes (jobs from its own process wake it at once).',
+  }),
+  job_concurrency: opt<number>({
+    type: 'int', default: 8, min: 1,
+    help: 'Jobs one role runs at the same time.',
+  }),
+  message_ttl: opt<number>({
+    type: 'int', default: 2592000, min: 1,
+    help: 'Seconds a user message is kept (Cinder default: 30 days).',
+  }),
+  log_level: opt<string>({
+    type: 'string', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+    help: 'Log level of the JSON log on standard output.',
+  }),
+  quota_volumes: opt<number>({ type: 'int', default: 10, min: -1, help: 'Default number of volumes a project may have (-1: unlimited).' }),
+  quota_snapshots: opt<number>({ type: 'int', default: 10, min: -1, help: 'Default number of snapshots a project may have (-1: unlimited).' }),
+  quota_gigabytes: opt<number>({ type: 'int', default: 1000, min: -1, help: 'Default GiB of volumes and snapshots a project may have (-1: unlimited).' }),
+  quota_backups: opt<number>({ type: 'int', default: 10, min: -1, help: 'Default number of backups a project may have (-1: unlimited).' }),
+  quota_backup_gigabytes: opt<number>({ type: 'int', default: 1000, min: -1, help: 'Default GiB of backups a project may have (-1: unlimited).' }),
+} as const;
+
+/** `[backend_defaults]` and per-backend sections. */
+export const BACKEND_OPTIONS = {
+  volume_driver: opt<string>({
+    type: 'string', default: 'file', choices: ['file', 'memory'],
+    help: 'Driver serving this backend: file (sparse raw files, the reference) or memory (test double, data lost on exit).',
+  }),
+  volume_backend_name: opt<string>({
+    type: 'string', default: (ctx) => ctx.backend ?? '',
+    help: 'Name volume types match with the volume_backend_name extra spec. Default: the section name.',
+  }),
+  backend_availability_zone: opt<string>({
+    type: 'string', default: (ctx) => ctx.storageAvailabilityZone,
+    help: 'Availability zone of this backend. Default: storage_availability_zone.',
+  }),
+  cluster: opt<string>({
+    type: 'string', default: '',
+    help: 'Cluster name shared by volume services that serve this backend together. Default: host@backend (not clustered).',
+  }),
+  file_volume_dir: opt<string>({
+    type: 'string', default: (ctx) => path.join(ctx.stateDir, 'volumes', ctx.backend ?? ''),
+    help: 'Folder holding the volume files of a file backend. Default: <state_dir>/volumes/<backend>.',
+  }),
+  total_capacity_gb: opt<number>({
+    type: 'float', default: 0, min: 0,
+    help: 'Capacity to report in GiB; 0 means the filesystem\'s own size (file driver) or 1024 GiB (memory driver).',
+  }),
+  reserved_percentage: opt<number>({
+    type: 'int', default: 0, min: 0, max: 100,
+    help: 'Percentage of capacity kept free for the backend\'s own use.',
+  }),
+  max_over_subscription_ratio: opt<number>({
+    type: 'float', default: 20, min: 1,
+    help: 'How far thin provisioning may promise beyond total capacity.',
+  }),
+  driver_timeout_seconds: opt<number>({
+    type: 'float', default: 600, min: 0.1,
+    help: 'Longest one driver call may take before it counts as failed (and is retried).',
+  }),
+} as const;
+
+/** `[database]`. */
+export const DATABASE_OPTIONS = {
+  connection: opt<string>({
+    type: 'string', default: (ctx) => `sqlite://${path.join(ctx.stateDir, 'basalt.sqlite')}`,
+    help: 'Database URL. sqlite://PATH (default: <state_dir>/basalt.sqlite, WAL mode).',
+  }),
+} as const;
+
+type ValueOf<S> = S extends OptionSpec<infer T> ? T : never;
+type Resolved<G> = { -readonly [K in keyof G]: ValueOf<G[K]> };
+
+/** Resolved `[DEFAULT]` options. */
+export type DefaultOptions = Resolved<typeof DEFAULT_OPTIONS>;
+/** Resolved options of one backend, plus its section name. */
+export type BackendOptions = Resolved<typeof BACKEND_OPTIONS> & { readonly name: string };
+/** Resolved `[database]` options. */
+export type DatabaseOptions = Resolved<typeof DATABASE_OPTIONS>;
+
+/** The effective configuration every role is built from. */
+export interface BasaltConfig {
+  readonly DEFAULT: DefaultOptions;
+  readonly database: DatabaseOptions;
+  /** One entry per name in `enabled_backends`, in that order. */
+  readonly backends: readonly BackendOptions[];
+  /** Where each effective value came from, keyed `section.option`. */
+  readonly sources: ReadonlyMap<string, string>;
+}

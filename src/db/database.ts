@@ -1,0 +1,70 @@
+/**
+ * Opens the database named by `[database] connection` and applies migrations.
+ * One Kysely instance per process; every query in Basalt goes through it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import SQLite from 'better-sqlite3';
+import { Kysely, Migrator, SqliteDialect, type Migration, type MigrationResultSet } from 'kysely';
+import { ConfigError } from '../errors/index.ts';
+import type { Database } from './schema.ts';
+import * as m0001 from './migrations/0001-initial.ts';
+
+/** Every migration, in order. Append only; never edit a released one. */
+const MIGRATIONS: Record<string, Migration> = {
+  '0001-initial': m0001,
+};
+
+/** An open database. */
+export interface Db {
+  readonly kysely: Kysely<Database>;
+  /** `sqlite` today; `postgres` joins with the clustering work. */
+  readonly dialect: 'sqlite';
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the database at `connection` (`sqlite://PATH`).
+ * SQLite runs in WAL mode with `synchronous=FULL`: a job row must survive a
+ * power cut from the moment the API answers, so the safe setting is the default.
+ * @throws ConfigError for an unsupported URL.
+ */
+export function openDatabase(connection: string): Db {
+  const match = /^sqlite:\/\/(.+)$/.exec(connection);
+  if (!match) {
+    throw new ConfigError(`Unsupported [database] connection "${connection}": expected sqlite://PATH`);
+  }
+  const file = match[1]!;
+  if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const sqlite = new SQLite(file);
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('synchronous = FULL');
+  sqlite.pragma('busy_timeout = 10000');
+  sqlite.pragma('foreign_keys = ON');
+  const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return { kysely, dialect: 'sqlite', close: () => kysely.destroy() };
+}
+
+function migrator(db: Db): Migrator {
+  return new Migrator({
+    db: db.kysely,
+    provider: { getMigrations: async () => MIGRATIONS },
+  });
+}
+
+/**
+ * Applies every pending migration. Safe to call at every start and from
+ * several processes: Kysely's migration lock serialises them.
+ * @throws Error from the failing migration (with the result set as cause).
+ */
+export async function migrateToLatest(db: Db): Promise<string[]> {
+  const result: MigrationResultSet = await migrator(db).migrateToLatest();
+  if (result.error) throw new Error('Database migration failed', { cause: result.error });
+  return (result.results ?? []).map((r) => r.migrationName);
+}
+
+/** Lists every known migration and whether it is applied (for `basalt db status`). */
+export async function migrationStatus(db: Db): Promise<{ name: string; applied: boolean }[]> {
+  const all = await migrator(db).getMigrations();
+  return all.map((m) => ({ name: m.name, applied: m.executedAt !== undefined }));
+}

@@ -1,0 +1,133 @@
+/**
+ * Row types of every table, as Kysely sees them. Timestamps are ISO-8601 text
+ * (`…Z`); lease and scheduling instants are integer epoch milliseconds so that
+ * comparisons are plain integer comparisons on every dialect.
+ */
+import type { Insertable, Selectable, Updateable } from 'kysely';
+
+/** `volumes`: one row per volume that exists or is being created or deleted. */
+export interface VolumesTable {
+  id: string;
+  project_id: string;
+  user_id: string;
+  name: string | null;
+  description: string | null;
+  /** Size in GiB, as in the Cinder API. */
+  size: number;
+  status: string;
+  attach_status: string;
+  availability_zone: string;
+  /** Host string `host@backend#pool`, set by the scheduler. */
+  host: string | null;
+  /** Cluster whose volume services own the volume. */
+  cluster_name: string | null;
+  volume_type_id: string | null;
+  snapshot_id: string | null;
+  source_volid: string | null;
+  bootable: number;
+  multiattach: number;
+  provider_location: string | null;
+  created_at: string;
+  updated_at: string | null;
+  launched_at: string | null;
+}
+
+/** `volume_metadata`: user key/value pairs of a volume. */
+export interface VolumeMetadataTable {
+  volume_id: string;
+  key: string;
+  value: string;
+}
+
+/** `jobs`: the durable work queue (see `src/jobs`). */
+export interface JobsTable {
+  id: string;
+  kind: string;
+  payload_version: number;
+  /** JSON text. */
+  payload: string;
+  target: string;
+  resource_type: string;
+  resource_id: string;
+  /** `queued` | `running` | `done` | `failed`. */
+  state: string;
+  attempts: number;
+  max_attempts: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  not_before: number;
+  last_error: string | null;
+  request_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** `services`: one row per running role instance. */
+export interface ServicesTable {
+  id: string;
+  /** `host` for the scheduler, `host@backend` for a volume service. */
+  host: string;
+  /** Cinder's binary names: `cinder-scheduler`, `cinder-volume`. */
+  binary: string;
+  backend: string | null;
+  cluster: string | null;
+  availability_zone: string;
+  version: string;
+  /** JSON: job kind → highest payload version this code understands. */
+  payload_versions: string;
+  /** The current process incarnation; older incarnations' leases are dead. */
+  instance_id: string;
+  disabled: number;
+  disabled_reason: string | null;
+  heartbeat_at: string;
+  heartbeat_ms: number;
+  /** JSON capabilities and pool stats reported by a volume service. */
+  capabilities: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+/** `messages`: user messages about asynchronous failures (Cinder 3.3). */
+export interface MessagesTable {
+  id: string;
+  project_id: string;
+  request_id: string | null;
+  resource_type: string;
+  resource_uuid: string | null;
+  event_id: string;
+  message_level: string;
+  action_id: string;
+  detail_id: string;
+  created_at: string;
+  expires_at: string;
+}
+
+/** `events`: status changes of resources, newest last. */
+export interface EventsTable {
+  id: string;
+  project_id: string;
+  resource_type: string;
+  resource_id: string;
+  event: string;
+  from_status: string | null;
+  to_status: string | null;
+  request_id: string | null;
+  created_at: string;
+}
+
+/** The whole database. */
+export interface Database {
+  volumes: VolumesTable;
+  volume_metadata: VolumeMetadataTable;
+  jobs: JobsTable;
+  services: ServicesTable;
+  messages: MessagesTable;
+  events: EventsTable;
+}
+
+export type VolumeRow = Selectable<VolumesTable>;
+export type NewVolume = Insertable<VolumesTable>;
+export type VolumeUpdate = Updateable<VolumesTable>;
+export type JobRow = Selectable<JobsTable>;
+export type ServiceRow = Selectable<ServicesTable>;
+export type MessageRow = Selectable<MessagesTable>;

@@ -1,0 +1,96 @@
+/**
+ * The runtime guard the core wraps around every driver. It runs `init` once
+ * before any other call, serialises calls when the driver cannot run them in
+ * parallel, applies a timeout, and turns stray throws into `DriverError`
+ * (keeping the original as `cause`) so backend text never leaks.
+ *
+ * It implements every method explicitly: a new contract method must be added
+ * here on purpose, never forwarded blindly.
+ */
+import { BasaltError, DriverError } from '../errors/index.ts';
+import {
+  DRIVER_CONTRACT_VERSION,
+  type BackendStats, type DriverCapabilities, type VolumeDriver, type VolumeRef,
+} from './volume-driver.ts';
+
+/** A driver behind the guard. */
+export class GuardedDriver implements VolumeDriver {
+  readonly contractVersion = DRIVER_CONTRACT_VERSION;
+  readonly capabilities: DriverCapabilities;
+  private initialised: Promise<void> | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  /**
+   * @throws DriverError when the driver declares an unknown contract major version.
+   */
+  constructor(private readonly driver: VolumeDriver, private readonly timeoutMs: number) {
+    const [major] = driver.contractVersion.split('.');
+    const [ours] = DRIVER_CONTRACT_VERSION.split('.');
+    if (major !== ours) {
+      throw new DriverError(`Driver contract ${driver.contractVersion} is not supported (core implements ${DRIVER_CONTRACT_VERSION})`);
+    }
+    this.capabilities = driver.capabilities;
+  }
+
+  init(): Promise<void> {
+    this.initialised ??= this.call('init', () => this.driver.init?.() ?? Promise.resolve(), false).catch((err) => {
+      this.initialised = undefined; // let a later call try again
+      throw err;
+    });
+    return this.initialised;
+  }
+
+  getStats(): Promise<BackendStats> {
+    return this.call('getStats', () => this.driver.getStats());
+  }
+
+  createVolume(vol: VolumeRef): Promise<void> {
+    return this.call('createVolume', () => this.driver.createVolume(vol));
+  }
+
+  deleteVolume(vol: Pick<VolumeRef, 'id'>): Promise<void> {
+    return this.call('deleteVolume', () => this.driver.deleteVolume(vol));
+  }
+
+  extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void> {
+    if (!(newSizeGiB > vol.sizeGiB)) {
+      return Promise.reject(new DriverError(`extendVolume needs a larger size than ${vol.sizeGiB} GiB`));
+    }
+    return this.call('extendVolume', () => this.driver.extendVolume(vol, newSizeGiB));
+  }
+
+  async close(): Promise<void> {
+    await this.tail.catch(() => undefined);
+    await this.driver.close?.();
+  }
+
+  private async call<T>(method: string, fn: () => Promise<T>, needsInit = true): Promise<T> {
+    if (needsInit) await this.init();
+    const run = (): Promise<T> => this.withTimeout(method, fn);
+    if (this.capabilities.canRunInParallel) return run();
+    const result = this.tail.then(run, run);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private async withTimeout<T>(method: string, fn: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DriverError(`Driver call ${method} timed out after ${this.timeoutMs} ms`, { retryable: true })), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([fn(), timeout]);
+    } catch (err) {
+      if (err instanceof BasaltError) throw err;
+      throw new DriverError(`Driver call ${method} failed`, { cause: err, retryable: isTransient(err) });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** System errors worth retrying: the backend may recover by itself. */
+function isTransient(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EAGAIN' || code === 'EBUSY' || code === 'EINTR' || code === 'ETIMEDOUT' || code === 'EMFILE' || code === 'ENFILE';
+}

@@ -1,0 +1,147 @@
+/**
+ * The error catalogue: every error Basalt raises on purpose has a stable `code`
+ * listed here, an HTTP `status`, and a message that is safe to show a client.
+ *
+ * Exactly one place (the API's fault mapper) turns these into HTTP faults; the
+ * job runner uses {@link BasaltError.retryable} to choose between retry and a
+ * permanent failure. `docs/errors.md` lists the same codes; a unit test keeps
+ * the two equal.
+ */
+
+/** Every error code Basalt can produce, with its HTTP status. */
+export const ERROR_CATALOGUE = {
+  /** A resource id that does not exist for this caller (or is malformed). */
+  NOT_FOUND: 404,
+  /** A request body, query or header that fails validation. */
+  INVALID_INPUT: 400,
+  /** The resource is not in a status that allows the operation. */
+  INVALID_STATUS: 400,
+  /** The caller is not allowed to do this. */
+  FORBIDDEN: 403,
+  /** No usable credentials were presented. */
+  UNAUTHORIZED: 401,
+  /** The requested microversion is outside the supported range. */
+  VERSION_NOT_ACCEPTABLE: 406,
+  /** A quota would be exceeded. */
+  QUOTA_EXCEEDED: 413,
+  /** A storage driver failed; the detail stays in the log. */
+  DRIVER_FAILED: 500,
+  /** The driver or backend is temporarily unable to serve; the job is retried. */
+  BACKEND_UNAVAILABLE: 503,
+  /** No backend can hold the volume. */
+  NO_VALID_BACKEND: 500,
+  /** A configuration file or option is wrong. */
+  CONFIG_INVALID: 500,
+  /** The route exists for another method, or not at this microversion. */
+  NOT_IMPLEMENTED: 501,
+  /** An unexpected internal failure. */
+  INTERNAL: 500,
+} as const;
+
+/** One stable error code. */
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** Options every {@link BasaltError} accepts. */
+export interface BasaltErrorOptions {
+  /** The error this one wraps; kept for logs, never shown to clients. */
+  cause?: unknown;
+  /** Whether a job that hit this error may be retried. Default false. */
+  retryable?: boolean;
+}
+
+/**
+ * The base of every deliberate error. `message` must be safe for end users:
+ * it never carries backend output or stack traces.
+ */
+export class BasaltError extends Error {
+  /** Stable code from {@link ERROR_CATALOGUE}. */
+  readonly code: ErrorCode;
+  /** HTTP status the API answers with. */
+  readonly status: number;
+  /** Whether the job runner may try again. */
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, options: BasaltErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code];
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** A resource does not exist, or the caller may not see it. */
+export class NotFoundError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('NOT_FOUND', message, options);
+  }
+  /** The Cinder-shaped message for a missing resource, e.g. "Volume abc could not be found.". */
+  static of(kind: string, id: string): NotFoundError {
+    return new NotFoundError(`${kind} ${id} could not be found.`);
+  }
+}
+
+/** Input that fails validation; the message names the field. */
+export class InvalidInputError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('INVALID_INPUT', message, options);
+  }
+}
+
+/** The resource's status does not allow the operation (Cinder's InvalidVolume). */
+export class InvalidStatusError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('INVALID_STATUS', message, options);
+  }
+}
+
+/** The caller lacks the role for the operation. */
+export class ForbiddenError extends BasaltError {
+  constructor(message = 'Policy does not allow this operation to be performed.', options?: BasaltErrorOptions) {
+    super('FORBIDDEN', message, options);
+  }
+}
+
+/** Missing credentials. */
+export class UnauthorizedError extends BasaltError {
+  constructor(message = 'Authentication required', options?: BasaltErrorOptions) {
+    super('UNAUTHORIZED', message, options);
+  }
+}
+
+/** A quota would be exceeded. */
+export class QuotaExceededError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('QUOTA_EXCEEDED', message, options);
+  }
+}
+
+/**
+ * A driver call failed. The message is generic; the driver's own text stays
+ * in `cause` and in the log, never in a response or user message.
+ */
+export class DriverError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super(options?.retryable ? 'BACKEND_UNAVAILABLE' : 'DRIVER_FAILED', message, options);
+  }
+}
+
+/** No backend passed the scheduler's filters. */
+export class NoValidBackendError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('NO_VALID_BACKEND', message, options);
+  }
+}
+
+/** A configuration error; the message names the option and, for files, the line. */
+export class ConfigError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('CONFIG_INVALID', message, options);
+  }
+}
+
+/** Wraps anything that is not a {@link BasaltError}, keeping it as `cause`. */
+export function toBasaltError(err: unknown): BasaltError {
+  if (err instanceof BasaltError) return err;
+  return new BasaltError('INTERNAL', 'An unknown error occurred.', { cause: err });
+}

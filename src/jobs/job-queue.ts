@@ -1,0 +1,211 @@
+/**
+ * The durable job queue in the `jobs` table: enqueue inside the caller's
+ * transaction, claim with an expiring lease in one atomic statement, renew,
+ * complete, retry with back-off, fail.
+ *
+ * Job states: `queued` ➜ `running` (leased) ➜ `done` | `failed`; a `running`
+ * job whose lease expired is claimable again while it has attempts left.
+ */
+import { EventEmitter } from 'node:events';
+import type { Clock } from '../common/index.ts';
+import { isoAt, newId } from '../common/index.ts';
+import type { Db, JobRow } from '../db/index.ts';
+import { BasaltError } from '../errors/index.ts';
+import type { AnyJobKind, Enqueue, JobKind, NewJob, Tx } from './job-kind.ts';
+
+/** Thrown when a worker acts on a job whose lease another worker now holds. */
+export class LeaseLostError extends BasaltError {
+  constructor(jobId: string) {
+    super('INTERNAL', `Lease of job ${jobId} was lost`, { retryable: false });
+  }
+}
+
+/** Settings of a {@link JobQueue}. */
+export interface JobQueueOptions {
+  /** Attempts before a job fails for good. */
+  maxAttempts: number;
+  /** Lease length in ms. */
+  leaseMs: number;
+  /** First retry delay in ms; doubles per attempt. */
+  retryDelayMs: number;
+}
+
+/** The queue over one database. One per process. */
+export class JobQueue {
+  /** Emits `wake` with a target after a transaction that enqueued for it commits. */
+  readonly wakeups = new EventEmitter();
+
+  constructor(readonly db: Db, readonly clock: Clock, readonly options: JobQueueOptions) {
+    this.wakeups.setMaxListeners(0);
+  }
+
+  /**
+   * Runs `fn` in one transaction with an `enqueue` bound to it; after commit,
+   * wakes this process's workers for the targets it enqueued for.
+   */
+  async transaction<T>(fn: (tx: Tx, enqueue: Enqueue) => Promise<T>): Promise<T> {
+    const targets = new Set<string>();
+    const result = await this.db.kysely.transaction().execute((tx) =>
+      fn(tx, (kind, job) => {
+        targets.add(job.target);
+        return this.insert(tx, kind, job);
+      }));
+    for (const t of targets) this.wakeups.emit('wake', t);
+    return result;
+  }
+
+  private async insert<P>(tx: Tx, kind: JobKind<P>, job: NewJob<P>): Promise<string> {
+    const now = this.clock.now();
+    const id = newId();
+    await tx.insertInto('jobs').values({
+      id,
+      kind: kind.kind,
+      payload_version: kind.version,
+      payload: JSON.stringify(job.payload),
+      target: job.target,
+      resource_type: kind.resourceType,
+      resource_id: job.resourceId,
+      state: 'queued',
+      attempts: 0,
+      max_attempts: this.options.maxAttempts,
+      lease_owner: null,
+      lease_expires_at: null,
+      not_before: job.notBefore ?? now,
+      last_error: null,
+      request_id: job.requestId ?? null,
+      created_at: isoAt(now),
+      updated_at: isoAt(now),
+    }).execute();
+    return id;
+  }
+
+  /**
+   * Claims the oldest due job for any of `targets` and `kinds` in one atomic
+   * UPDATE: a queued job whose time has come, or a running one whose lease
+   * expired and that has attempts left. Returns undefined when there is none.
+   */
+  async claim(owner: string, targets: readonly string[], kinds: readonly string[]): Promise<JobRow | undefined> {
+    if (targets.length === 0 || kinds.length === 0) return undefined;
+    const now = this.clock.now();
+    const due = (db: Tx) => db.selectFrom('jobs').select('id')
+      .where('target', 'in', targets)
+      .where('kind', 'in', kinds)
+      .where((eb) => eb.or([
+        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', now)]),
+        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now), eb('attempts', '<', eb.ref('max_attempts'))]),
+      ]))
+      .orderBy('not_before').orderBy('created_at')
+      .limit(1);
+    const k = this.db.kysely;
+    return k.updateTable('jobs')
+      .set((eb) => ({
+        state: 'running',
+        lease_owner: owner,
+        lease_expires_at: now + this.options.leaseMs,
+        attempts: eb('attempts', '+', 1),
+        updated_at: isoAt(now),
+      }))
+      .where('id', '=', due(k))
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  /** Extends the lease; false when `owner` no longer holds the job. */
+  async renew(jobId: string, owner: string): Promise<boolean> {
+    const now = this.clock.now();
+    const r = await this.db.kysely.updateTable('jobs')
+      .set({ lease_expires_at: now + this.options.leaseMs, updated_at: isoAt(now) })
+      .where('id', '=', jobId).where('lease_owner', '=', owner).where('state', '=', 'running')
+      .executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+
+  /**
+   * Marks the job done inside `tx` if `owner` still holds it.
+   * @throws LeaseLostError otherwise (so the caller's transaction rolls back).
+   */
+  async markDone(tx: Tx, jobId: string, owner: string): Promise<void> {
+    const now = this.clock.now();
+    const r = await tx.updateTable('jobs')
+      .set({ state: 'done', lease_owner: null, lease_expires_at: null, updated_at: isoAt(now) })
+      .where('id', '=', jobId).where('lease_owner', '=', owner).where('state', '=', 'running')
+      .executeTakeFirst();
+    if (r.numUpdatedRows === 0n) throw new LeaseLostError(jobId);
+  }
+
+  /** Puts a job back in the queue after a transient failure, with exponential back-off. */
+  async retryLater(job: JobRow, owner: string, error: string): Promise<boolean> {
+    const now = this.clock.now();
+    const delay = this.options.retryDelayMs * 2 ** Math.max(0, job.attempts - 1);
+    const r = await this.db.kysely.updateTable('jobs')
+      .set({ state: 'queued', lease_owner: null, lease_expires_at: null, not_before: now + delay, last_error: error, updated_at: isoAt(now) })
+      .where('id', '=', job.id).where('lease_owner', '=', owner).where('state', '=', 'running')
+      .executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+
+  /**
+   * Fails a job for good and lets its kind put the resource into its error
+   * status, in one transaction. `owner` null means "whoever held it" (the
+   * sweeper failing an expired job); then only an expired lease is taken.
+   * Returns false when the job was not in a state to fail (someone else acted).
+   */
+  async fail(kind: AnyJobKind, job: JobRow, owner: string | null, error: BasaltError): Promise<boolean> {
+    const now = this.clock.now();
+    return this.transaction(async (tx) => {
+      let q = tx.updateTable('jobs')
+        .set({ state: 'failed', lease_owner: null, lease_expires_at: null, last_error: describe(error), updated_at: isoAt(now) })
+        .where('id', '=', job.id).where('state', '=', 'running');
+      q = owner === null ? q.where('lease_expires_at', '<', now) : q.where('lease_owner', '=', owner);
+      const r = await q.executeTakeFirst();
+      if (r.numUpdatedRows === 0n) return false;
+      let payload: unknown;
+      try {
+        payload = kind.parse(JSON.parse(job.payload), job.payload_version);
+      } catch {
+        payload = JSON.parse(job.payload);
+      }
+      await kind.onFailure(tx, payload, job, error);
+      return true;
+    });
+  }
+
+  /** Running jobs whose lease expired with no attempts left: the sweeper fails them. */
+  async exhausted(): Promise<JobRow[]> {
+    const now = this.clock.now();
+    return this.db.kysely.selectFrom('jobs').selectAll()
+      .where('state', '=', 'running').where('lease_expires_at', '<', now)
+      .where((eb) => eb('attempts', '>=', eb.ref('max_attempts')))
+      .execute();
+  }
+
+  /**
+   * Expires at once the leases held by a dead incarnation of this process
+   * (found through the `services` row it left), so its jobs are taken over now
+   * rather than when the lease would have run out.
+   */
+  async releaseLeasesOf(deadOwner: string): Promise<number> {
+    const r = await this.db.kysely.updateTable('jobs')
+      .set({ lease_expires_at: 0 })
+      .where('state', '=', 'running').where('lease_owner', '=', deadOwner)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows);
+  }
+
+  /** Deletes finished jobs older than `ageMs`. */
+  async prune(ageMs: number): Promise<void> {
+    const before = isoAt(this.clock.now() - ageMs);
+    await this.db.kysely.deleteFrom('jobs')
+      .where('state', 'in', ['done', 'failed']).where('updated_at', '<', before)
+      .execute();
+  }
+}
+
+/** Log-safe one-line description of an error, kept in `jobs.last_error` (never shown to users). */
+export function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    return `${err.name}: ${err.message}${cause}`.slice(0, 2000);
+  }
+  return String(err).slice(0, 2000);
+}

@@ -1,0 +1,84 @@
+/**
+ * One running role instance that consumes jobs: it registers its `services`
+ * row, releases the leases its own dead previous incarnation left, runs a
+ * {@link Worker} for its target and heartbeats (with capabilities, if it has
+ * any to report) until stopped.
+ */
+import type { Logger } from 'pino';
+import type { ServiceRepository, ServiceRow } from '../db/index.ts';
+import type { AnyJobHandler, AnyJobKind } from './job-kind.ts';
+import type { JobQueue } from './job-queue.ts';
+import { Worker } from './worker.ts';
+
+/** Settings of a {@link RoleService}. */
+export interface RoleServiceOptions {
+  queue: JobQueue;
+  services: ServiceRepository;
+  /** Service identity, Cinder style: `host` or `host@backend`, and `cinder-volume` … */
+  host: string;
+  binary: string;
+  backend: string | null;
+  cluster: string | null;
+  availabilityZone: string;
+  version: string;
+  instanceId: string;
+  target: string;
+  handlers: readonly AnyJobHandler[];
+  concurrency: number;
+  pollMs: number;
+  heartbeatMs: number;
+  log: Logger;
+  /** Called at each heartbeat; its answer is stored as the row's capabilities. */
+  reportCapabilities?: () => Promise<unknown>;
+}
+
+/** A role that consumes jobs and heartbeats. */
+export class RoleService {
+  private worker: Worker | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private beating: Promise<void> | undefined;
+  /** The service row after registration. */
+  row: ServiceRow | undefined;
+
+  constructor(private readonly o: RoleServiceOptions) {}
+
+  /** Registers, takes over dead leases, reports once, then starts working. */
+  async start(): Promise<void> {
+    const { queue, services, log } = this.o;
+    const payloadVersions = Object.fromEntries(this.o.handlers.map((h) => [h.kind.kind, (h.kind as AnyJobKind).version]));
+    const { row, previousInstanceId } = await services.register(queue.db.kysely, {
+      host: this.o.host, binary: this.o.binary, backend: this.o.backend, cluster: this.o.cluster,
+      availabilityZone: this.o.availabilityZone, version: this.o.version, payloadVersions, instanceId: this.o.instanceId,
+    });
+    this.row = row;
+    if (previousInstanceId) {
+      const n = await queue.releaseLeasesOf(previousInstanceId);
+      if (n > 0) log.warn({ count: n, previous: previousInstanceId }, 'took over jobs of this service\'s previous, dead incarnation');
+    }
+    await this.beat();
+    this.worker = new Worker({
+      queue, owner: this.o.instanceId, targets: [this.o.target], handlers: this.o.handlers,
+      concurrency: this.o.concurrency, pollMs: this.o.pollMs, log,
+    });
+    this.worker.start();
+    this.timer = setInterval(() => {
+      this.beating ??= this.beat().finally(() => { this.beating = undefined; });
+    }, this.o.heartbeatMs);
+  }
+
+  /** Stops heartbeats and the worker (waiting for running jobs to settle). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.beating;
+    await this.worker?.stop();
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      const caps = this.o.reportCapabilities ? await this.o.reportCapabilities() : undefined;
+      await this.o.services.heartbeat(this.o.queue.db.kysely, this.row!.id, caps);
+    } catch (err) {
+      this.o.log.error({ err }, 'heartbeat failed');
+    }
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The sweeper: the guarantee that nothing stays stuck. Every process that runs
+ * a worker also runs one; they may overlap safely because every change they make
+ * is a compare-and-swap.
+ *
+ * Each pass: fails jobs whose lease expired with no attempts left (their kind
+ * puts the resource into its error status), applies each resource's stuck rule
+ * (a transitional status with no live job), and prunes old finished jobs.
+ */
+import type { Logger } from 'pino';
+import { BasaltError } from '../errors/index.ts';
+import type { AnyJobKind } from './job-kind.ts';
+import type { JobQueue } from './job-queue.ts';
+
+/** How one resource type finds and fails rows stuck in a transitional status. */
+export interface StuckRule {
+  readonly name: string;
+  /**
+   * Moves every row that has sat in a transitional status since before
+   * `olderThanMs` with no queued or running job into its error status, with a
+   * user message. Returns how many it moved.
+   */
+  sweep(olderThanMs: number): Promise<number>;
+}
+
+/** Settings of a {@link Sweeper}. */
+export interface SweeperOptions {
+  queue: JobQueue;
+  kinds: readonly AnyJobKind[];
+  rules: readonly StuckRule[];
+  intervalMs: number;
+  /** How long a row may sit transitional with no job before it counts as stuck. */
+  graceMs: number;
+  /** Age after which finished jobs are deleted. */
+  retentionMs: number;
+  log: Logger;
+}
+
+/** Runs {@link Sweeper.sweepOnce} every interval until stopped. */
+export class Sweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private current: Promise<void> | undefined;
+
+  constructor(private readonly options: SweeperOptions) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (!this.current) this.current = this.sweepOnce().catch((err) => this.options.log.error({ err }, 'sweep failed')).finally(() => { this.current = undefined; });
+    }, this.options.intervalMs);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.current;
+  }
+
+  /** One pass. Exposed for tests and for start-up. */
+  async sweepOnce(): Promise<void> {
+    const { queue, kinds, rules, log } = this.options;
+    const byName = new Map(kinds.map((k) => [k.kind, k]));
+    for (const job of await queue.exhausted()) {
+      const kind = byName.get(job.kind);
+      if (!kind) continue; // a kind from a newer release: its own services will sweep it
+      const err = new BasaltError('INTERNAL', `Job ${job.kind} ran out of attempts`, { cause: job.last_error });
+      if (await queue.fail(kind, job, null, err)) log.warn({ job_id: job.id, kind: job.kind }, 'failed job that ran out of attempts');
+    }
+    const olderThan = queue.clock.now() - this.options.graceMs;
+    for (const rule of rules) {
+      const n = await rule.sweep(olderThan);
+      if (n > 0) log.warn({ rule: rule.name, count: n }, 'moved stuck resources to their error status');
+    }
+    await queue.prune(this.options.retentionMs);
+  }
+}

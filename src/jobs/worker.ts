@@ -1,0 +1,154 @@
+/**
+ * A worker: claims jobs for its targets, runs their handlers with a renewed
+ * lease, and settles each one (done, retried later, or failed for good).
+ *
+ * It wakes when its own process enqueues for one of its targets, and polls
+ * for jobs written by other processes.
+ */
+import type { Logger } from 'pino';
+import type { JobRow } from '../db/index.ts';
+import { BasaltError, toBasaltError } from '../errors/index.ts';
+import type { AnyJobHandler, JobContext } from './job-kind.ts';
+import { describe, JobQueue, LeaseLostError } from './job-queue.ts';
+
+/** Settings of one {@link Worker}. */
+export interface WorkerOptions {
+  queue: JobQueue;
+  /** Lease owner id: the process incarnation. */
+  owner: string;
+  targets: readonly string[];
+  handlers: readonly AnyJobHandler[];
+  /** Jobs run at once. */
+  concurrency: number;
+  pollMs: number;
+  log: Logger;
+}
+
+/** Runs jobs until stopped. */
+export class Worker {
+  private readonly handlers = new Map<string, AnyJobHandler>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly aborts = new Set<AbortController>();
+  private stopped = true;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  /** Set by a wake-up that came while the loop was not sleeping, so it is not lost. */
+  private woken = false;
+  private readonly onWake = (target: string): void => {
+    if (this.options.targets.includes(target)) this.poke();
+  };
+  private poke(): void {
+    this.woken = true;
+    this.wake?.();
+  }
+
+  constructor(private readonly options: WorkerOptions) {
+    for (const h of options.handlers) this.handlers.set(h.kind.kind, h);
+  }
+
+  /** Starts claiming. */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.options.queue.wakeups.on('wake', this.onWake);
+    this.loop = this.run();
+  }
+
+  /**
+   * Stops claiming, aborts the running handlers' signals and waits for them to
+   * settle. Jobs they leave unfinished keep their lease and are taken over.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.options.queue.wakeups.off('wake', this.onWake);
+    this.poke();
+    for (const a of this.aborts) a.abort();
+    await this.loop;
+    await Promise.allSettled([...this.running]);
+  }
+
+  private async run(): Promise<void> {
+    const kinds = [...this.handlers.keys()];
+    while (!this.stopped) {
+      this.woken = false;
+      let claimed = false;
+      while (!this.stopped && this.running.size < this.options.concurrency) {
+        let job: JobRow | undefined;
+        try {
+          job = await this.options.queue.claim(this.options.owner, this.options.targets, kinds);
+        } catch (err) {
+          this.options.log.error({ err }, 'job claim failed');
+          break;
+        }
+        if (!job) break;
+        claimed = true;
+        const p = this.execute(job).finally(() => {
+          this.running.delete(p);
+          this.poke();
+        });
+        this.running.add(p);
+      }
+      if (this.stopped) break;
+      // Sleep until woken (own enqueue, a free slot) or the poll interval passes.
+      if ((!claimed || this.running.size >= this.options.concurrency) && !this.woken) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(done, this.options.pollMs);
+          function done(): void { clearTimeout(t); resolve(); }
+          this.wake = done;
+        });
+        this.wake = undefined;
+      }
+    }
+  }
+
+  private async execute(job: JobRow): Promise<void> {
+    const { queue, owner, log: baseLog } = this.options;
+    const handler = this.handlers.get(job.kind)!;
+    const log = baseLog.child({ job_id: job.id, kind: job.kind, request_id: job.request_id, resource_id: job.resource_id, attempt: job.attempts });
+    const abort = new AbortController();
+    this.aborts.add(abort);
+    const renewEvery = Math.max(10, Math.floor(queue.options.leaseMs / 3));
+    const renewal = setInterval(() => {
+      queue.renew(job.id, owner).then((held) => {
+        if (!held) abort.abort(new LeaseLostError(job.id));
+      }, (err) => log.warn({ err }, 'lease renewal failed'));
+    }, renewEvery);
+    const ctx: JobContext = {
+      job,
+      signal: abort.signal,
+      log,
+      complete: (fn) => queue.transaction(async (tx, enqueue) => {
+        if (fn) await fn(tx, enqueue);
+        await queue.markDone(tx, job.id, owner);
+      }),
+    };
+    try {
+      let payload: unknown;
+      try {
+        payload = handler.kind.parse(JSON.parse(job.payload), job.payload_version);
+      } catch (err) {
+        throw new BasaltError('INTERNAL', `Unreadable payload of job ${job.id}`, { cause: err });
+      }
+      log.debug('job started');
+      await handler.run(ctx, payload);
+      log.debug('job done');
+    } catch (raw) {
+      const err = toBasaltError(raw);
+      if (raw instanceof LeaseLostError || abort.signal.reason instanceof LeaseLostError) {
+        log.warn('job lease lost; another worker owns it now');
+      } else if (this.stopped && abort.signal.aborted) {
+        log.info('job interrupted by shutdown; it will be taken over');
+      } else if (err.retryable && job.attempts < job.max_attempts) {
+        log.warn({ err: raw }, 'job failed; retrying later');
+        await queue.retryLater(job, owner, describe(raw)).catch((e) => log.error({ err: e }, 'retry bookkeeping failed'));
+      } else {
+        log.error({ err: raw }, 'job failed permanently');
+        await queue.fail(handler.kind, job, owner, err).catch((e) => log.error({ err: e }, 'failure bookkeeping failed'));
+      }
+    } finally {
+      clearInterval(renewal);
+      this.aborts.delete(abort);
+    }
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * User messages: the fixed catalogue of end-user explanations for asynchronous
+ * failures, served by Cinder's `/messages` API (3.3). Backend text never
+ * reaches a message; only these actions and details do.
+ */
+import type { Clock } from '../common/index.ts';
+import { isoAt, newId } from '../common/index.ts';
+import type { Tx } from '../jobs/index.ts';
+import type { BasaltError } from '../errors/index.ts';
+
+/** What the user was doing. Ids are stable: they form the message's event_id. */
+export const MESSAGE_ACTIONS = {
+  SCHEDULE_ALLOCATE_VOLUME: { id: '001', text: 'schedule allocate volume' },
+  EXTEND_VOLUME: { id: '007', text: 'extend volume' },
+  CREATE_VOLUME: { id: '013', text: 'create volume' },
+  DELETE_VOLUME: { id: '016', text: 'delete volume' },
+} as const;
+
+/** What went wrong. Ids are stable. */
+export const MESSAGE_DETAILS = {
+  UNKNOWN_ERROR: { id: '001', text: 'An unknown error occurred.' },
+  NO_VALID_BACKEND: { id: '003', text: 'Could not find any available weighted backend.' },
+  DRIVER_FAILED: { id: '010', text: 'The storage backend failed to complete the operation.' },
+  BACKEND_UNAVAILABLE: { id: '011', text: 'The storage backend was unavailable; retries were exhausted.' },
+  INTERRUPTED: { id: '012', text: 'The operation was interrupted and did not finish; it was stopped so the volume is not left in a transitional status.' },
+} as const;
+
+export type MessageAction = (typeof MESSAGE_ACTIONS)[keyof typeof MESSAGE_ACTIONS];
+export type MessageDetail = (typeof MESSAGE_DETAILS)[keyof typeof MESSAGE_DETAILS];
+
+/** The detail that explains an error to a user. */
+export function detailFor(err: BasaltError): MessageDetail {
+  switch (err.code) {
+    case 'NO_VALID_BACKEND': return MESSAGE_DETAILS.NO_VALID_BACKEND;
+    case 'DRIVER_FAILED': return MESSAGE_DETAILS.DRIVER_FAILED;
+    case 'BACKEND_UNAVAILABLE': return MESSAGE_DETAILS.BACKEND_UNAVAILABLE;
+    default: return MESSAGE_DETAILS.UNKNOWN_ERROR;
+  }
+}
+
+/** Cinder's event id for an action and detail, e.g. `VOLUME_VOLUME_001_003`. */
+export function eventId(resourceType: string, action: MessageAction, detail: MessageDetail): string {
+  return `VOLUME_${resourceType.toUpperCase()}_${action.id}_${detail.id}`;
+}
+
+/** Renders the text users read: `action: detail`. */
+export function userMessageText(actionId: string, detailId: string): string {
+  const action = Object.values(MESSAGE_ACTIONS).find((a) => a.id === actionId);
+  const detail = Object.values(MESSAGE_DETAILS).find((d) => d.id === detailId);
+  return `${action?.text ?? 'unknown action'}: ${detail?.text ?? MESSAGE_DETAILS.UNKNOWN_ERROR.text}`;
+}
+
+/** What one message records. */
+export interface NewUserMessage {
+  projectId: string;
+  resourceType: string;
+  resourceId: string | null;
+  action: MessageAction;
+  detail: MessageDetail;
+  requestId: string | null;
+}
+
+/** Records a user message inside the caller's transaction; it expires after `ttlSeconds`. */
+export async function recordUserMessage(tx: Tx, clock: Clock, ttlSeconds: number, m: NewUserMessage): Promise<void> {
+  const now = clock.now();
+  await tx.insertInto('messages').values({
+    id: newId(),
+    project_id: m.projectId,
+    request_id: m.requestId,
+    resource_type: m.resourceType.toUpperCase(),
+    resource_uuid: m.resourceId,
+    event_id: eventId(m.resourceType, m.action, m.detail),
+    message_level: 'ERROR',
+    action_id: m.action.id,
+    detail_id: m.detail.id,
+    created_at: isoAt(now),
+    expires_at: isoAt(now + ttlSeconds * 1000),
+  }).execute();
+}

@@ -1,0 +1,2 @@
+/** The scheduler role. */
+export { Scheduler, type SchedulerOptions } from './scheduler.ts';

@@ -1,0 +1,104 @@
+/**
+ * The scheduler role: consumes `volume.schedule` jobs, picks a backend pool
+ * for each new volume, records the host string on the volume and queues the
+ * `volume.create` job for that backend's cluster, in one transaction.
+ *
+ * Placement here is deliberately simple (zone + capacity, most free space
+ * wins); filters and weighers over volume types come with the scheduler issue.
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../common/index.ts';
+import type { ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
+import { BasaltError, NoValidBackendError } from '../errors/index.ts';
+import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
+import { volumeTarget, type SchedulePayload, type VolumeJobKinds, type VolumeServiceCapabilities } from '../volume/index.ts';
+
+/** Settings of a {@link Scheduler}. */
+export interface SchedulerOptions {
+  queue: JobQueue;
+  services: ServiceRepository;
+  volumes: VolumeRepository;
+  kinds: VolumeJobKinds;
+  clock: Clock;
+  host: string;
+  availabilityZone: string;
+  version: string;
+  instanceId: string;
+  concurrency: number;
+  pollMs: number;
+  heartbeatMs: number;
+  serviceDownMs: number;
+  log: Logger;
+}
+
+/** One candidate pool. */
+interface Candidate { service: ServiceRow; pool: VolumeServiceCapabilities['pools'][number] }
+
+/** Runs the scheduler role. */
+export class Scheduler {
+  private readonly role: RoleService;
+
+  constructor(private readonly o: SchedulerOptions) {
+    const handler: JobHandler<SchedulePayload> = { kind: o.kinds.schedule, run: (ctx, p) => this.schedule(ctx, p) };
+    this.role = new RoleService({
+      queue: o.queue, services: o.services, host: o.host, binary: 'cinder-scheduler', backend: null, cluster: null,
+      availabilityZone: o.availabilityZone, version: o.version, instanceId: o.instanceId, target: 'scheduler',
+      handlers: [handler], concurrency: o.concurrency, pollMs: o.pollMs, heartbeatMs: o.heartbeatMs,
+      log: o.log.child({ role: 'scheduler' }),
+    });
+  }
+
+  start(): Promise<void> { return this.role.start(); }
+  stop(): Promise<void> { return this.role.stop(); }
+
+  private async schedule(ctx: Parameters<JobHandler<SchedulePayload>['run']>[0], p: SchedulePayload): Promise<void> {
+    const { queue, services, volumes, kinds } = this.o;
+    const volume = await volumes.get(queue.db.kysely, p.volumeId);
+    if (!volume || volume.status !== 'creating' || volume.host !== null) return ctx.complete(); // settled meanwhile
+    const up = (await services.list(queue.db.kysely))
+      .filter((s) => s.binary === 'cinder-volume' && s.disabled === 0 && services.isUp(s, this.o.serviceDownMs) && s.capabilities);
+    if (up.length === 0) {
+      // Volume services may still be starting: worth retrying before giving up.
+      throw new BasaltError('NO_VALID_BACKEND', 'No volume service is up', { retryable: true });
+    }
+    const chosen = this.pick(up, p);
+    await ctx.complete(async (tx, enqueue) => {
+      const host = `${chosen.service.host}#${chosen.pool.pool_name}`;
+      const placed = await tx.updateTable('volumes').set({ host, cluster_name: chosen.service.cluster })
+        .where('id', '=', p.volumeId).where('status', '=', 'creating').where('host', 'is', null).executeTakeFirst();
+      if (placed.numUpdatedRows === 0n) return;
+      await enqueue(kinds.create, {
+        target: volumeTarget(chosen.service.cluster!), resourceId: p.volumeId, requestId: ctx.job.request_id,
+        payload: { volumeId: p.volumeId, sizeGiB: p.sizeGiB },
+      });
+    });
+  }
+
+  /**
+   * Zone filter, then thin-aware capacity filter, then most free space.
+   * @throws NoValidBackendError naming why each backend was rejected.
+   */
+  private pick(up: ServiceRow[], p: SchedulePayload): Candidate {
+    const reasons: string[] = [];
+    const fits: Candidate[] = [];
+    for (const service of up) {
+      if (service.availability_zone !== p.availabilityZone) {
+        reasons.push(`${service.host}: AvailabilityZoneFilter`);
+        continue;
+      }
+      const caps = JSON.parse(service.capabilities!) as VolumeServiceCapabilities;
+      for (const pool of caps.pools) {
+        const usable = pool.total_capacity_gb * (1 - pool.reserved_percentage / 100);
+        const thinOk = pool.thin_provisioning_support
+          && pool.provisioned_capacity_gb + p.sizeGiB <= usable * pool.max_over_subscription_ratio
+          && p.sizeGiB <= pool.total_capacity_gb * pool.max_over_subscription_ratio;
+        const thickOk = pool.free_capacity_gb - pool.total_capacity_gb * pool.reserved_percentage / 100 >= p.sizeGiB;
+        if (thinOk || thickOk) fits.push({ service, pool });
+        else reasons.push(`${service.host}#${pool.pool_name}: CapacityFilter`);
+      }
+    }
+    if (fits.length === 0) throw new NoValidBackendError(`No valid backend was found. ${reasons.join('; ')}`);
+    fits.sort((a, b) => b.pool.free_capacity_gb - a.pool.free_capacity_gb);
+    return fits[0]!;
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Composes the roles of one process from the configuration: the volume
+ * services of every enabled backend, the scheduler, the sweeper and the API.
+ * `basalt server` runs them all; `--roles` will pick a subset.
+ */
+import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { buildApi, isLoopback } from '../api/index.ts';
+import { newId, systemClock, type Clock } from '../common/index.ts';
+import type { BasaltConfig } from '../config/index.ts';
+import { migrateToLatest, openDatabase, ServiceRepository, VolumeRepository, type Db } from '../db/index.ts';
+import { createDriver } from '../drivers/index.ts';
+import { ConfigError } from '../errors/index.ts';
+import { JobQueue, Sweeper } from '../jobs/index.ts';
+import { Scheduler } from '../scheduler/index.ts';
+import { stuckVolumeRule, VolumeManager, volumeJobKinds, VolumeService } from '../volume/index.ts';
+import { BASALT_VERSION } from './version.ts';
+
+/** The roles a process can run. */
+export const ROLES = ['api', 'scheduler', 'volume'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Inputs to {@link startServer}. */
+export interface StartServerInput {
+  config: BasaltConfig;
+  /** Default: every role. */
+  roles?: readonly Role[];
+  /** Default: pino JSON to stdout at `log_level`. */
+  logger?: Logger;
+  clock?: Clock;
+}
+
+/** A running Basalt process. */
+export interface RunningServer {
+  /** `http://host:port` of the API (when the api role runs). */
+  readonly url: string | undefined;
+  readonly db: Db;
+  readonly config: BasaltConfig;
+  readonly api: FastifyInstance | undefined;
+  readonly sweeper: Sweeper;
+  /** Stops every role (letting running jobs settle) and closes the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the configured roles.
+ * @throws ConfigError for an unsafe or invalid configuration (e.g. noauth off loopback).
+ */
+export async function startServer(input: StartServerInput): Promise<RunningServer> {
+  const { config } = input;
+  const d = config.DEFAULT;
+  const roles = new Set(input.roles ?? ROLES);
+  const log = input.logger ?? pino({ level: d.log_level, base: { service: 'basalt' } });
+  const clock = input.clock ?? systemClock;
+
+  if (roles.has('api') && d.auth_strategy === 'noauth' && !isLoopback(d.osapi_volume_listen) && !d.allow_noauth_on_any_address) {
+    throw new ConfigError(`Refusing to serve auth_strategy = noauth on ${d.osapi_volume_listen}: noauth trusts any client. Listen on loopback, or set allow_noauth_on_any_address = true in [DEFAULT] to force it.`);
+  }
+
+  fs.mkdirSync(d.state_dir, { recursive: true });
+  const db = openDatabase(config.database.connection);
+  const applied = await migrateToLatest(db);
+  if (applied.length) log.info({ migrations: applied }, 'database migrated');
+
+  const instanceId = newId();
+  const leaseMs = d.job_lease_seconds * 1000;
+  const queue = new JobQueue(db, clock, { maxAttempts: d.job_max_attempts, leaseMs, retryDelayMs: d.job_retry_delay_seconds * 1000 });
+  const volumes = new VolumeRepository(clock);
+  const services = new ServiceRepository(clock);
+  const jobDeps = { volumes, clock, messageTtlSeconds: d.message_ttl };
+  const kinds = volumeJobKinds(jobDeps);
+  const common = {
+    queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
+    pollMs: d.job_poll_interval_seconds * 1000, heartbeatMs: d.report_interval * 1000,
+  };
+
+  const stoppers: Array<() => Promise<void>> = [];
+  const stopAll = async (): Promise<void> => {
+    for (const stop of stoppers.reverse()) await stop().catch((err) => log.error({ err }, 'stop failed'));
+    await db.close();
+  };
+
+  try {
+    if (roles.has('volume')) {
+      for (const backend of config.backends) {
+        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, kinds, host: d.host, log });
+        await svc.start();
+        stoppers.push(() => svc.stop());
+        log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');
+      }
+    }
+    if (roles.has('scheduler')) {
+      const scheduler = new Scheduler({
+        ...common, volumes, kinds, clock, host: d.host, availabilityZone: d.storage_availability_zone,
+        serviceDownMs: d.service_down_time * 1000, log,
+      });
+      await scheduler.start();
+      stoppers.push(() => scheduler.stop());
+    }
+    const sweeper = new Sweeper({
+      queue, kinds: Object.values(kinds), rules: [stuckVolumeRule(db, jobDeps)],
+      intervalMs: Math.max(200, leaseMs / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
+    });
+    await sweeper.sweepOnce();
+    sweeper.start();
+    stoppers.push(() => sweeper.stop());
+
+    let api: FastifyInstance | undefined;
+    let url: string | undefined;
+    if (roles.has('api')) {
+      api = buildApi({ config, db, clock, volumes, services, volumeManager: new VolumeManager({ db, queue, clock, volumes, kinds }) }, log);
+      await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
+      const addr = api.server.address() as AddressInfo;
+      url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+      stoppers.push(() => api!.close());
+      log.info({ url }, 'API listening');
+    }
+    return { url, db, config, api, sweeper, close: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

@@ -1,0 +1,5 @@
+/** The volume manager, its job kinds, the volume service and the stuck-volume rule. */
+export * from './volume-jobs.ts';
+export * from './volume-manager.ts';
+export * from './volume-service.ts';
+export * from './stuck-volumes.ts';

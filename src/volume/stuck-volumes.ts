@@ -1,0 +1,28 @@
+/**
+ * The sweeper's rule for volumes: a volume in a transitional status with no
+ * queued or running job will never leave it by itself, so it is moved to the
+ * matching error status with a user message saying the operation was interrupted.
+ */
+import type { Db } from '../db/index.ts';
+import { isoAt } from '../common/index.ts';
+import type { StuckRule } from '../jobs/index.ts';
+import { MESSAGE_DETAILS } from '../messages/index.ts';
+import { failVolume, TRANSITIONAL_STATUSES, type VolumeJobDeps } from './volume-jobs.ts';
+
+/** Builds the stuck-volume rule. */
+export function stuckVolumeRule(db: Db, deps: VolumeJobDeps): StuckRule {
+  return {
+    name: 'stuck-volumes',
+    async sweep(olderThanMs) {
+      let moved = 0;
+      const rows = await deps.volumes.stuck(db.kysely, Object.keys(TRANSITIONAL_STATUSES), isoAt(olderThanMs));
+      for (const v of rows) {
+        const t = TRANSITIONAL_STATUSES[v.status]!;
+        const ok = await db.kysely.transaction().execute((tx) =>
+          failVolume(deps, tx, v.id, v.status, t.action, MESSAGE_DETAILS.INTERRUPTED, null));
+        if (ok) moved++;
+      }
+      return moved;
+    },
+  };
+}

@@ -1,0 +1,98 @@
+/**
+ * The volume service of one backend: a {@link RoleService} whose handlers call
+ * that backend's driver and whose heartbeat reports its pools.
+ */
+import type { Logger } from 'pino';
+import type { BackendOptions } from '../config/index.ts';
+import type { ServiceRepository } from '../db/index.ts';
+import type { GuardedDriver } from '../drivers/index.ts';
+import { RoleService, type JobQueue } from '../jobs/index.ts';
+import { volumeHandlers, type VolumeManagerDeps } from './volume-manager.ts';
+import { volumeTarget } from './volume-jobs.ts';
+
+/** Capabilities a volume service stores in its row, in Cinder's shape. */
+export interface VolumeServiceCapabilities {
+  volume_backend_name: string;
+  vendor_name: string;
+  driver_version: string;
+  storage_protocol: string;
+  pools: Array<{
+    pool_name: string;
+    total_capacity_gb: number;
+    free_capacity_gb: number;
+    provisioned_capacity_gb: number;
+    reserved_percentage: number;
+    max_over_subscription_ratio: number;
+    thin_provisioning_support: boolean;
+    thick_provisioning_support: boolean;
+  }>;
+}
+
+/** Settings of a {@link VolumeService}. */
+export interface VolumeServiceOptions extends Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db'> {
+  backend: BackendOptions;
+  driver: GuardedDriver;
+  queue: JobQueue;
+  services: ServiceRepository;
+  host: string;
+  version: string;
+  instanceId: string;
+  concurrency: number;
+  pollMs: number;
+  heartbeatMs: number;
+  log: Logger;
+}
+
+/** Serves one backend. */
+export class VolumeService {
+  private readonly role: RoleService;
+  /** `host@backend`, the service's host string. */
+  readonly serviceHost: string;
+  /** The cluster whose jobs this service takes. */
+  readonly cluster: string;
+
+  constructor(private readonly o: VolumeServiceOptions) {
+    this.serviceHost = `${o.host}@${o.backend.name}`;
+    this.cluster = o.backend.cluster || this.serviceHost;
+    this.role = new RoleService({
+      queue: o.queue, services: o.services, host: this.serviceHost, binary: 'cinder-volume',
+      backend: o.backend.name, cluster: this.cluster, availabilityZone: o.backend.backend_availability_zone,
+      version: o.version, instanceId: o.instanceId, target: volumeTarget(this.cluster),
+      handlers: volumeHandlers(o, o.driver), concurrency: o.concurrency, pollMs: o.pollMs,
+      heartbeatMs: o.heartbeatMs, log: o.log.child({ role: 'volume', backend: o.backend.name }),
+      reportCapabilities: () => this.capabilities(),
+    });
+  }
+
+  /** Prepares the driver, then registers and starts taking jobs. */
+  async start(): Promise<void> {
+    await this.o.driver.init();
+    await this.role.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.role.stop();
+    await this.o.driver.close();
+  }
+
+  private async capabilities(): Promise<VolumeServiceCapabilities> {
+    const { driver, backend } = this.o;
+    const stats = await driver.getStats();
+    return {
+      volume_backend_name: backend.volume_backend_name,
+      vendor_name: driver.capabilities.vendorName,
+      driver_version: driver.capabilities.driverVersion,
+      storage_protocol: driver.capabilities.storageProtocol,
+      pools: stats.pools.map((p) => ({
+        pool_name: p.name,
+        total_capacity_gb: p.totalCapacityGiB,
+        free_capacity_gb: p.freeCapacityGiB,
+        provisioned_capacity_gb: p.provisionedCapacityGiB,
+        reserved_percentage: backend.reserved_percentage,
+        max_over_subscription_ratio: backend.max_over_subscription_ratio,
+        thin_provisioning_support: driver.capabilities.supportsThinProvisioning,
+        thick_provisioning_support: !driver.capabilities.supportsThinProvisioning,
+      })),
+    };
+  }
+}
