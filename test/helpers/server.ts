@@ -1,0 +1,124 @@
+/**
+ * Starts a real Basalt (all roles, in this process) on a free loopback port
+ * with a fresh temporary state directory, and talks HTTP to it.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import pino from 'pino';
+import { loadConfig } from '../../src/config/index.ts';
+import { startServer, type RunningServer } from '../../src/server/index.ts';
+
+/** Fast timings for tests: short leases and heartbeats, quick polling. */
+export const FAST_TIMINGS = {
+  BASALT_REPORT_INTERVAL: '0.2',
+  BASALT_SERVICE_DOWN_TIME: '5',
+  BASALT_JOB_POLL_INTERVAL_SECONDS: '0.05',
+  BASALT_JOB_LEASE_SECONDS: '2',
+  BASALT_JOB_RETRY_DELAY_SECONDS: '0.05',
+};
+
+/** A project id used by most tests. */
+export const PROJECT = '0123456789abcdef0123456789abcdef';
+
+/** Answer of {@link TestServer.request}. */
+export interface Reply {
+  status: number;
+  headers: Headers;
+  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+/** Options of {@link startTestServer}. */
+export interface TestServerOptions {
+  /** INI text written to a file and passed as the configuration. */
+  ini?: string;
+  /** Extra `BASALT_*` variables. */
+  env?: Record<string, string>;
+  /** Reuse this state directory (restarts). */
+  stateDir?: string;
+}
+
+/** A running test server. */
+export interface TestServer {
+  url: string;
+  stateDir: string;
+  server: RunningServer;
+  /** One HTTP request; `headers` default to the admin of {@link PROJECT}. */
+  request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Reply>;
+  close(): Promise<void>;
+}
+
+/** Makes a temporary state directory removed after the test. */
+export function tempStateDir(t: TestContext): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-test-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Starts the server; it is closed after the test. */
+export async function startTestServer(t: TestContext, o: TestServerOptions = {}): Promise<TestServer> {
+  const stateDir = o.stateDir ?? tempStateDir(t);
+  let configFile: string | undefined;
+  if (o.ini) {
+    configFile = path.join(stateDir, 'basalt.conf');
+    fs.writeFileSync(configFile, o.ini);
+  }
+  const config = loadConfig({
+    configFile,
+    env: { ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir, ...o.env },
+  });
+  const server = await startServer({ config, logger: pino({ level: process.env.BASALT_TEST_LOG ?? 'silent' }) });
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    await server.close();
+  };
+  t.after(close);
+  const url = server.url!;
+  return {
+    url, stateDir, server, close,
+    request: (method, p, body, headers) => request(url, method, p, body, headers),
+  };
+}
+
+/** One HTTP request against `url`. */
+export async function request(url: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
+  const h: Record<string, string> = { 'X-Auth-Token': `admin:${PROJECT}`, ...headers };
+  let payload: string | undefined;
+  if (body !== undefined) {
+    payload = typeof body === 'string' ? body : JSON.stringify(body);
+    h['Content-Type'] ??= 'application/json';
+  }
+  const res = await fetch(url + p, { method, headers: h, body: payload });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, body: parsed };
+}
+
+/** Polls `fn` until it returns a truthy value, or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Waits until the volume has `status` and returns it. */
+export async function waitForStatus(s: TestServer, id: string, status: string, timeoutMs?: number): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  let last = '';
+  try {
+    return await waitFor(`volume ${id} to be ${status}`, async () => {
+      const r = await s.request('GET', `/v3/${PROJECT}/volumes/${id}`);
+      last = r.body?.volume?.status;
+      return last === status ? r.body.volume : undefined;
+    }, timeoutMs);
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (last status ${last})`);
+  }
+}
