@@ -1,0 +1,127 @@
+/** The job queue on a real (in-memory) SQLite with a controlled clock. */
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import pino from 'pino';
+import type { Clock } from '../../../src/common/index.ts';
+import { migrateToLatest, openDatabase, type JobRow } from '../../../src/db/index.ts';
+import { BasaltError } from '../../../src/errors/index.ts';
+import { JobQueue, LeaseLostError, Sweeper, Worker, type JobKind, type Tx } from '../../../src/jobs/index.ts';
+
+class FakeClock implements Clock {
+  constructor(public ms = 1_000_000) {}
+  now(): number { return this.ms; }
+}
+
+interface P { n: number }
+
+async function setup(t: TestContext) {
+  const db = openDatabase('sqlite://:memory:');
+  t.after(() => db.close());
+  await migrateToLatest(db);
+  const clock = new FakeClock();
+  const queue = new JobQueue(db, clock, { maxAttempts: 3, leaseMs: 1000, retryDelayMs: 100 });
+  const failures: Array<{ payload: P; error: BasaltError }> = [];
+  const kind: JobKind<P> = {
+    kind: 'test.thing', version: 1, minVersion: 1, resourceType: 'volume',
+    parse: (p) => p as P,
+    onFailure: async (_tx: Tx, payload: P, _job: JobRow, error: BasaltError) => { failures.push({ payload, error }); },
+  };
+  const enqueue = (n: number) => queue.transaction((_tx, enq) => enq(kind, { target: 't', resourceId: `r${n}`, payload: { n } }));
+  return { db, clock, queue, kind, failures, enqueue };
+}
+
+test('a claim leases the job; an expired lease lets another owner take it over', async (t) => {
+  const { clock, queue, enqueue } = await setup(t);
+  await enqueue(1);
+  const a = await queue.claim('A', ['t'], ['test.thing']);
+  assert.equal(a?.attempts, 1);
+  assert.equal(a?.lease_owner, 'A');
+  assert.equal(await queue.claim('B', ['t'], ['test.thing']), undefined, 'a leased job is not claimable');
+  assert.equal(await queue.claim('B', ['other'], ['test.thing']), undefined, 'other targets see nothing');
+  clock.ms += 500;
+  assert.ok(await queue.renew(a!.id, 'A'));
+  clock.ms += 900;
+  assert.equal(await queue.claim('B', ['t'], ['test.thing']), undefined, 'renewal pushed the expiry');
+  clock.ms += 200;
+  const b = await queue.claim('B', ['t'], ['test.thing']);
+  assert.equal(b?.id, a!.id);
+  assert.equal(b?.attempts, 2);
+  assert.equal(await queue.renew(a!.id, 'A'), false, 'the old owner lost its lease');
+  await assert.rejects(queue.transaction((tx) => queue.markDone(tx, a!.id, 'A')), LeaseLostError);
+  await queue.transaction((tx) => queue.markDone(tx, a!.id, 'B'));
+  clock.ms += 10_000;
+  assert.equal(await queue.claim('C', ['t'], ['test.thing']), undefined, 'a done job is never claimed again');
+});
+
+test('retries back off exponentially; a dead incarnation\'s leases are released at once', async (t) => {
+  const { clock, queue, enqueue } = await setup(t);
+  await enqueue(1);
+  const j1 = (await queue.claim('A', ['t'], ['test.thing']))!;
+  assert.ok(await queue.retryLater(j1, 'A', 'flaky'));
+  clock.ms += 99;
+  assert.equal(await queue.claim('A', ['t'], ['test.thing']), undefined);
+  clock.ms += 1;
+  const j2 = (await queue.claim('A', ['t'], ['test.thing']))!;
+  assert.equal(j2.attempts, 2);
+  assert.ok(await queue.retryLater(j2, 'A', 'flaky'));
+  clock.ms += 199;
+  assert.equal(await queue.claim('A', ['t'], ['test.thing']), undefined, 'second delay is doubled');
+  clock.ms += 1;
+  const j3 = (await queue.claim('A', ['t'], ['test.thing']))!;
+  await queue.transaction((tx) => queue.markDone(tx, j3.id, 'A'));
+  await enqueue(2);
+  await queue.claim('dead', ['t'], ['test.thing']);
+  assert.equal(await queue.claim('B', ['t'], ['test.thing']), undefined);
+  assert.equal(await queue.releaseLeasesOf('dead'), 1);
+  assert.equal((await queue.claim('B', ['t'], ['test.thing']))?.attempts, 2, 'taken over without waiting for the lease');
+});
+
+test('the sweeper fails a job that ran out of attempts, through its kind', async (t) => {
+  const { clock, queue, kind, failures, enqueue } = await setup(t);
+  await enqueue(7);
+  for (let i = 0; i < 3; i++) {
+    assert.ok(await queue.claim(`w${i}`, ['t'], ['test.thing']));
+    clock.ms += 1001; // the worker dies: its lease expires
+  }
+  assert.equal(await queue.claim('w4', ['t'], ['test.thing']), undefined, 'no attempts left');
+  const sweeper = new Sweeper({ queue, kinds: [kind], rules: [], intervalMs: 1000, graceMs: 1000, retentionMs: 1000, log: pino({ level: 'silent' }) });
+  await sweeper.sweepOnce();
+  assert.equal(failures.length, 1);
+  assert.deepEqual(failures[0]!.payload, { n: 7 });
+  await sweeper.sweepOnce();
+  assert.equal(failures.length, 1, 'failed once only');
+});
+
+test('a worker retries transient errors and fails permanent ones', async (t) => {
+  const { db, queue, kind, failures, enqueue } = await setup(t);
+  const real = new JobQueue(db, { now: () => Date.now() }, { maxAttempts: 3, leaseMs: 1000, retryDelayMs: 1 });
+  void queue;
+  let calls = 0;
+  const worker = new Worker({
+    queue: real, owner: 'W', targets: ['t'], concurrency: 2, pollMs: 20, log: pino({ level: 'silent' }),
+    handlers: [{
+      kind,
+      async run(ctx, p) {
+        calls++;
+        if (p.n === 1 && ctx.job.attempts < 2) throw new BasaltError('BACKEND_UNAVAILABLE', 'busy', { retryable: true });
+        if (p.n === 2) throw new BasaltError('DRIVER_FAILED', 'broken');
+        await ctx.complete();
+      },
+    }],
+  });
+  worker.start();
+  t.after(() => worker.stop());
+  await enqueue(1);
+  await enqueue(2);
+  const deadline = Date.now() + 5000;
+  let states: string[] = [];
+  while (Date.now() < deadline) {
+    states = (await db.kysely.selectFrom('jobs').select('state').orderBy('resource_id').execute()).map((r) => r.state);
+    if (states.every((s) => s === 'done' || s === 'failed')) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(states, ['done', 'failed']);
+  assert.equal(calls, 3, 'job 1 ran twice, job 2 once');
+  assert.equal(failures.length, 1);
+  assert.equal(failures[0]!.error.code, 'DRIVER_FAILED');
+});
