@@ -1,0 +1,181 @@
+/**
+ * Control-plane benchmark: creates N volumes at concurrency C until all are
+ * available, lists them M times (detail), deletes them all until the list is
+ * empty; prints each phase's wall time and request p50/p99, and the server's
+ * RSS (the process and its children).
+ *
+ * Without --url it starts Basalt itself (all roles, temporary state dir, free
+ * port). With --url it measures any Cinder-compatible endpoint, e.g. the real
+ * Cinder from ../shared/peers/cinder (pass --pid-dir /tmp/cinder-peer/pids).
+ *
+ *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--url URL --pid-dir DIR]
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { parseArgs } from 'node:util';
+
+const { values: args } = parseArgs({
+  options: {
+    n: { type: 'string', default: '100' },
+    c: { type: 'string', default: '10' },
+    gets: { type: 'string', default: '200' },
+    url: { type: 'string' },
+    'pid-dir': { type: 'string' },
+    project: { type: 'string', default: 'bec0000000000000000000000000000b' },
+    label: { type: 'string' },
+  },
+});
+const N = Number(args.n);
+const C = Number(args.c);
+const GETS = Number(args.gets);
+const PROJECT = args.project!;
+const HEADERS = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json', 'OpenStack-API-Version': 'volume 3.0' };
+
+/** RSS in MiB of `pids` and all their descendants. */
+function rssMiB(pids: number[]): number {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(entry));
+      children.set(ppid, list);
+    } catch { /* process went away */ }
+  }
+  const seen = new Set<number>();
+  const walk = (p: number): void => {
+    if (seen.has(p)) return;
+    seen.add(p);
+    for (const c of children.get(p) ?? []) walk(c);
+  };
+  pids.forEach(walk);
+  let kb = 0;
+  for (const p of seen) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m) kb += Number(m[1]);
+    } catch { /* gone */ }
+  }
+  return Math.round(kb / 1024);
+}
+
+async function call(url: string, method: string, p: string, body?: unknown): Promise<{ status: number; body: any; ms: number }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const t = performance.now();
+  const res = await fetch(url + p, { method, headers: HEADERS, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined, ms: performance.now() - t };
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10 : 0;
+}
+
+async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let i = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (i < items.length) await fn(items[i++]!);
+  }));
+}
+
+async function startBasalt(): Promise<{ url: string; pids: number[]; stop: () => void }> {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-bench-'));
+  const bin = path.resolve(import.meta.dirname, '../bin/basalt.js');
+  const child = spawn(process.execPath, [bin, 'server'], {
+    env: { ...process.env, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const e = JSON.parse(line) as { msg?: string; url?: string };
+        if (e.msg === 'API listening' && e.url) resolve(e.url);
+      } catch { /* ignore */ }
+    });
+    child.once('exit', (code) => reject(new Error(`basalt exited with ${code}`)));
+  });
+  child.stdout!.resume();
+  return { url, pids: [child.pid!], stop: () => { child.kill('SIGTERM'); setTimeout(() => fs.rmSync(stateDir, { recursive: true, force: true }), 2000).unref(); } };
+}
+
+async function main(): Promise<void> {
+  let url = args.url;
+  let pids: number[] = [];
+  let stop = (): void => undefined;
+  if (!url) {
+    const b = await startBasalt();
+    ({ url, pids, stop } = b);
+  } else if (args['pid-dir']) {
+    pids = fs.readdirSync(args['pid-dir']).filter((f) => f.endsWith('.pid'))
+      .map((f) => Number(fs.readFileSync(path.join(args['pid-dir']!, f), 'utf8').trim()));
+  }
+  const V = `/v3/${PROJECT}`;
+  const rssIdle = rssMiB(pids);
+  let rssPeak = rssIdle;
+  const sample = setInterval(() => { rssPeak = Math.max(rssPeak, rssMiB(pids)); }, 250);
+
+  // Phase 1: create N at concurrency C, until all available.
+  const createMs: number[] = [];
+  const ids: string[] = [];
+  const t1 = performance.now();
+  await pool(Array.from({ length: N }, (_, i) => i), C, async (i) => {
+    const r = await call(url!, 'POST', `${V}/volumes`, { volume: { size: 1, name: `bench-${i}` } });
+    if (r.status !== 202) throw new Error(`create answered ${r.status}: ${JSON.stringify(r.body)}`);
+    createMs.push(r.ms);
+    ids.push(r.body.volume.id);
+  });
+  let errors = 0;
+  for (;;) {
+    const r = await call(url!, 'GET', `${V}/volumes/detail`);
+    const vs = r.body.volumes as Array<{ status: string }>;
+    errors = vs.filter((v) => v.status.startsWith('error')).length;
+    if (vs.filter((v) => v.status === 'available').length + errors >= N) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  const createPhase = performance.now() - t1;
+
+  // Phase 2: M sequential detail lists.
+  const listMs: number[] = [];
+  const t2 = performance.now();
+  for (let i = 0; i < GETS; i++) listMs.push((await call(url!, 'GET', `${V}/volumes/detail`)).ms);
+  const listPhase = performance.now() - t2;
+
+  // Phase 3: delete all at concurrency C, until the list is empty.
+  const deleteMs: number[] = [];
+  const t3 = performance.now();
+  await pool(ids, C, async (id) => {
+    const r = await call(url!, 'DELETE', `${V}/volumes/${id}`);
+    if (r.status !== 202) throw new Error(`delete answered ${r.status}`);
+    deleteMs.push(r.ms);
+  });
+  for (;;) {
+    const r = await call(url!, 'GET', `${V}/volumes`);
+    if (r.body.volumes.length === 0) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  const deletePhase = performance.now() - t3;
+  clearInterval(sample);
+  rssPeak = Math.max(rssPeak, rssMiB(pids));
+
+  const result = {
+    label: args.label ?? (args.url ? args.url : 'basalt'),
+    n: N, concurrency: C, gets: GETS, errors,
+    create: { total_s: +(createPhase / 1000).toFixed(2), p50_ms: pct(createMs, 50), p99_ms: pct(createMs, 99) },
+    list_detail: { total_s: +(listPhase / 1000).toFixed(2), p50_ms: pct(listMs, 50), p99_ms: pct(listMs, 99) },
+    delete: { total_s: +(deletePhase / 1000).toFixed(2), p50_ms: pct(deleteMs, 50), p99_ms: pct(deleteMs, 99) },
+    end_to_end_s: +((createPhase + listPhase + deletePhase) / 1000).toFixed(2),
+    rss_mib: { idle: rssIdle, peak: rssPeak },
+  };
+  console.log(JSON.stringify(result, null, 2));
+  stop();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
