@@ -119,6 +119,9 @@ async function main(): Promise<void> {
   let rssPeak = rssIdle;
   const sample = setInterval(() => { rssPeak = Math.max(rssPeak, rssMiB(pids)); }, 250);
 
+  // Lift the project's quotas where the server has quota sets (Cinder's default is 10 volumes).
+  await call(url, 'PUT', `${V}/os-quota-sets/${PROJECT}`, { quota_set: { volumes: -1, gigabytes: -1, snapshots: -1 } });
+
   // Phase 1: create N at concurrency C, until all available.
   const createMs: number[] = [];
   const ids: string[] = [];
@@ -132,7 +135,8 @@ async function main(): Promise<void> {
   let errors = 0;
   for (;;) {
     const r = await call(url!, 'GET', `${V}/volumes/detail`);
-    const vs = r.body.volumes as Array<{ status: string }>;
+    const mine = new Set(ids);
+    const vs = (r.body.volumes as Array<{ id: string; status: string }>).filter((v) => mine.has(v.id));
     errors = vs.filter((v) => v.status.startsWith('error')).length;
     if (vs.filter((v) => v.status === 'available').length + errors >= N) break;
     await new Promise((res) => setTimeout(res, 50));
@@ -155,7 +159,8 @@ async function main(): Promise<void> {
   });
   for (;;) {
     const r = await call(url!, 'GET', `${V}/volumes`);
-    if (r.body.volumes.length === 0) break;
+    const mine = new Set(ids);
+    if (!(r.body.volumes as Array<{ id: string }>).some((v) => mine.has(v.id))) break;
     await new Promise((res) => setTimeout(res, 50));
   }
   const deletePhase = performance.now() - t3;

@@ -5,23 +5,15 @@
  * any to report) until stopped.
  */
 import type { Logger } from 'pino';
-import type { ServiceRepository, ServiceRow } from '../db/index.ts';
+import type { ServiceRegistration, ServiceRepository, ServiceRow } from '../db/index.ts';
 import type { AnyJobHandler, AnyJobKind } from './job-kind.ts';
 import type { JobQueue } from './job-queue.ts';
 import { Worker } from './worker.ts';
 
 /** Settings of a {@link RoleService}. */
-export interface RoleServiceOptions {
+export interface RoleServiceOptions extends Omit<ServiceRegistration, 'payloadVersions'> {
   queue: JobQueue;
   services: ServiceRepository;
-  /** Service identity, Cinder style: `host` or `host@backend`, and `cinder-volume` … */
-  host: string;
-  binary: string;
-  backend: string | null;
-  cluster: string | null;
-  availabilityZone: string;
-  version: string;
-  instanceId: string;
   target: string;
   handlers: readonly AnyJobHandler[];
   concurrency: number;
