@@ -85,7 +85,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   try {
     if (roles.has('volume')) {
       for (const backend of config.backends) {
-        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, kinds, host: d.host, log });
+        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, kinds, clock, host: d.host, log });
         await svc.start();
         stoppers.push(() => svc.stop());
         log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');

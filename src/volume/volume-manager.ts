@@ -127,7 +127,7 @@ export class VolumeManager {
  * The handlers a volume service runs for one backend. Each is idempotent: it
  * may run again after a crash and then completes the same step.
  */
-export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db'>, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock'>, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
   const { volumes, kinds } = deps;
   const create: JobHandler<CreatePayload> = {
     kind: kinds.create,
@@ -136,7 +136,7 @@ export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds'
       if (!v || v.status !== 'creating') return ctx.complete(); // deleted or settled meanwhile
       await driver.createVolume({ id: p.volumeId, sizeGiB: p.sizeGiB });
       await ctx.complete(async (tx) => {
-        await volumes.transition(tx, { id: p.volumeId, from: ['creating'], to: 'available', set: { launched_at: new Date().toISOString() }, requestId: ctx.job.request_id });
+        await volumes.transition(tx, { id: p.volumeId, from: ['creating'], to: 'available', set: { launched_at: isoAt(deps.clock.now()) }, requestId: ctx.job.request_id });
       });
     },
   };

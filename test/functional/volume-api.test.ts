@@ -194,3 +194,18 @@ test('noauth on a non-loopback address is refused unless forced', async (t) => {
   const config = loadConfig({ env: { BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_OSAPI_VOLUME_LISTEN: '0.0.0.0' } });
   await assert.rejects(startServer({ config, logger: pino({ level: 'silent' }) }), /Refusing to serve auth_strategy = noauth on 0\.0\.0\.0/);
 });
+
+test('every response carries x-openstack-request-id, and the same id is in its JSON log line', async (t) => {
+  const logLines: string[] = [];
+  const s = await startTestServer(t, { logLines });
+  const r = await s.request('GET', `${V}/volumes/00000000-0000-0000-0000-000000000000`);
+  assert.equal(r.status, 404);
+  const id = r.headers.get('x-openstack-request-id')!;
+  assert.match(id, /^req-/);
+  const entry = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.request_id === id);
+  assert.ok(entry, 'a log line names the request id');
+  assert.equal(entry.status, 404);
+  assert.equal(entry.method, 'GET');
+  const other = await s.request('GET', '/');
+  assert.notEqual(other.headers.get('x-openstack-request-id'), id);
+});

@@ -37,6 +37,8 @@ export interface TestServerOptions {
   env?: Record<string, string>;
   /** Reuse this state directory (restarts). */
   stateDir?: string;
+  /** Receives the server's JSON log lines (at info) instead of silence. */
+  logLines?: string[];
 }
 
 /** A running test server. */
@@ -68,7 +70,10 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
     configFile,
     env: { ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir, ...o.env },
   });
-  const server = await startServer({ config, logger: pino({ level: process.env.BASALT_TEST_LOG ?? 'silent' }) });
+  const logger = o.logLines
+    ? pino({ level: 'info' }, { write: (line: string) => { o.logLines!.push(line); } })
+    : pino({ level: process.env.BASALT_TEST_LOG ?? 'silent' });
+  const server = await startServer({ config, logger });
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
