@@ -3,8 +3,8 @@
  * app adds (`caller`, `apiVersion`).
  */
 import type { BasaltConfig } from '../config/index.ts';
-import type { Clock, Caller } from '../common/index.ts';
-import type { Db, ServiceRepository, VolumeRepository } from '../db/index.ts';
+import type { Caller } from '../common/index.ts';
+import type { Db, MessageRepository, ServiceRepository, VolumeRepository } from '../db/index.ts';
 import type { VolumeManager } from '../volume/index.ts';
 import type { ApiVersion } from './microversion.ts';
 
@@ -12,9 +12,9 @@ import type { ApiVersion } from './microversion.ts';
 export interface ApiDeps {
   config: BasaltConfig;
   db: Db;
-  clock: Clock;
   volumes: VolumeRepository;
   services: ServiceRepository;
+  messages: MessageRepository;
   volumeManager: VolumeManager;
 }
 

@@ -1,15 +1,12 @@
 /** User messages (3.3+): list, show, delete. */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
-import type { MessageRow } from '../db/index.ts';
+import { MESSAGE_SORT_KEYS, type MessageFilter, type MessageRow } from '../db/index.ts';
 import { NotFoundError } from '../errors/index.ts';
 import { userMessageText } from '../messages/index.ts';
+import { scopeOf } from '../volume/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
-import { nextLinks, parsePaging, queryValue } from './pagination.ts';
-
-const SORT_KEYS: Record<string, 'created_at' | 'id' | 'event_id' | 'resource_type' | 'message_level'> = {
-  created_at: 'created_at', id: 'id', event_id: 'event_id', resource_type: 'resource_type', message_level: 'message_level',
-};
+import { nextLinks, parsePaging, queryValue, truthy } from './pagination.ts';
 
 function view(req: FastifyRequest, m: MessageRow): Record<string, unknown> {
   return {
@@ -31,14 +28,13 @@ function view(req: FastifyRequest, m: MessageRow): Record<string, unknown> {
 
 /** Registers the message routes; they exist from microversion 3.3. */
 export function messageRoutes(deps: ApiDeps) {
-  const { db, clock, config } = deps;
+  const { db, messages, config } = deps;
   const requireVersion = (req: FastifyRequest): void => {
     if (!req.apiVersion.atLeast('3.3')) throw new NotFoundError('The resource could not be found.');
   };
   const find = async (req: FastifyRequest<{ Params: { id: string } }>): Promise<MessageRow> => {
-    let q = db.kysely.selectFrom('messages').selectAll().where('id', '=', req.params.id);
-    if (!req.caller.isAdmin) q = q.where('project_id', '=', req.caller.projectId);
-    const m = await q.executeTakeFirst();
+    requireVersion(req);
+    const m = await messages.get(db.kysely, req.params.id, req.caller.isAdmin ? 'all' : { projectId: req.caller.projectId });
     if (!m) throw NotFoundError.of('Message', req.params.id);
     return m;
   };
@@ -46,37 +42,26 @@ export function messageRoutes(deps: ApiDeps) {
     app.get('/messages', async (req) => {
       requireVersion(req);
       const q = req.query as Record<string, unknown>;
-      const paging = parsePaging(q, SORT_KEYS, config.DEFAULT.osapi_max_limit, [{ column: 'created_at', dir: 'desc' }]);
-      let s = db.kysely.selectFrom('messages').selectAll().where('expires_at', '>', new Date(clock.now()).toISOString());
-      if (!(req.caller.isAdmin && ['1', 'true'].includes(queryValue(q, 'all_tenants') ?? ''))) s = s.where('project_id', '=', req.caller.projectId);
+      const paging = parsePaging(q, MESSAGE_SORT_KEYS, config.DEFAULT.osapi_max_limit, [{ column: 'created_at', dir: 'desc' }]);
+      const filter: MessageFilter = { scope: scopeOf(req.caller, truthy(queryValue(q, 'all_tenants'))) };
       for (const f of ['resource_uuid', 'resource_type', 'event_id', 'request_id', 'message_level'] as const) {
         const v = queryValue(q, f);
-        if (v !== undefined) s = s.where(f, '=', v);
+        if (v !== undefined) filter[f] = v;
       }
+      let marker: MessageRow | undefined;
       if (paging.marker !== undefined) {
-        const m = await db.kysely.selectFrom('messages').selectAll().where('id', '=', paging.marker).executeTakeFirst();
-        if (!m) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
-        const first = paging.sort[0]!;
-        s = s.where((eb) => eb.or([
-          eb(first.column, first.dir === 'asc' ? '>' : '<', m[first.column]),
-          eb.and([eb(first.column, '=', m[first.column]), eb('id', first.dir === 'asc' ? '>' : '<', m.id)]),
-        ]));
+        marker = await messages.get(db.kysely, paging.marker, filter.scope);
+        if (!marker) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
       }
-      for (const k of paging.sort) s = s.orderBy(k.column, k.dir);
-      const rows = await s.orderBy('id', paging.sort[0]!.dir).limit(paging.limit).execute();
+      const rows = await messages.list(db.kysely, filter, paging.sort, paging.limit, marker);
       const body: Record<string, unknown> = { messages: rows.map((m) => view(req, m)) };
       const next = nextLinks(req, paging, rows);
       if (next) body.messages_links = next;
       return body;
     });
-    app.get<{ Params: { id: string } }>('/messages/:id', async (req) => {
-      requireVersion(req);
-      return { message: view(req, await find(req)) };
-    });
+    app.get<{ Params: { id: string } }>('/messages/:id', async (req) => ({ message: view(req, await find(req)) }));
     app.delete<{ Params: { id: string } }>('/messages/:id', async (req, reply) => {
-      requireVersion(req);
-      const m = await find(req);
-      await db.kysely.deleteFrom('messages').where('id', '=', m.id).execute();
+      await messages.delete(db.kysely, (await find(req)).id);
       return reply.code(204).send();
     });
   };

@@ -25,6 +25,11 @@ export function queryValue(q: Record<string, unknown>, name: string): string | u
   return v === undefined ? undefined : String(v);
 }
 
+/** Whether a query flag is set (`1`, `true`, `yes`, `on`). */
+export function truthy(text: string | undefined): boolean {
+  return text !== undefined && ['1', 'true', 'yes', 'on'].includes(text.toLowerCase());
+}
+
 /**
  * Parses paging from the query.
  * @throws InvalidInputError for a bad limit, sort key or direction.

@@ -5,11 +5,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type VolumeFilter, type VolumeRow } from '../db/index.ts';
-import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { ForbiddenError, InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { scopeOf } from '../volume/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
-import { nextLinks, parsePaging, queryValue } from './pagination.ts';
+import { nextLinks, parsePaging, queryValue, truthy } from './pagination.ts';
 import { metadataSchema, nameSchema, sizeSchema, toSize, validate } from './validation.ts';
 
 const uuidOrNull = { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] };
@@ -140,10 +140,6 @@ function parseMetadataFilter(text: string): Record<string, string> {
   throw new InvalidInputError(`Invalid input received: metadata filter ${text} is not a JSON object`);
 }
 
-function truthy(text: string | undefined): boolean {
-  return text !== undefined && ['1', 'true', 'yes', 'on'].includes(text.toLowerCase());
-}
-
 /** Registers the volume routes (under a `/v3/{project_id}` or `/v3` prefix). */
 export function volumeRoutes(deps: ApiDeps) {
   const { db, volumes, volumeManager, config } = deps;
@@ -242,7 +238,7 @@ export function volumeRoutes(deps: ApiDeps) {
     app.delete<{ Params: { id: string } }>('/volumes/:id', async (req, reply) => {
       const q = req.query as Record<string, unknown>;
       const force = truthy(queryValue(q, 'force'));
-      if (force && !req.caller.isAdmin) throw new InvalidInputError('Invalid input received: force delete requires the admin role.');
+      if (force && !req.caller.isAdmin) throw new ForbiddenError();
       await volumeManager.requestDelete(req.caller, req.params.id, { force });
       return reply.code(202).send();
     });

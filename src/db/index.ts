@@ -3,3 +3,5 @@ export * from './schema.ts';
 export { openDatabase, migrateToLatest, migrationStatus, type Db } from './database.ts';
 export * from './volume-repository.ts';
 export * from './service-repository.ts';
+export * from './message-repository.ts';
+export * from './keyset.ts';

@@ -6,6 +6,7 @@
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type { Kysely } from 'kysely';
+import { afterMarker, keysetExpression, keysetKeys, type KeysetKey, type KeysetTable } from './keyset.ts';
 import type { Database, NewVolume, VolumeRow, VolumeUpdate } from './schema.ts';
 
 type Q = Kysely<Database>;
@@ -30,6 +31,9 @@ export const VOLUME_SORT_KEYS: Record<string, keyof VolumeRow> = {
   project_id: 'project_id', bootable: 'bootable', host: 'host',
 };
 
+/** Volume columns that may be NULL among the sort keys. */
+const VOLUME_KEYSET: KeysetTable<keyof VolumeRow> = { table: 'volumes', nullable: new Set(['name', 'updated_at', 'host']) };
+
 /** Filters a volume list understands. */
 export interface VolumeFilter {
   scope: ProjectScope;
@@ -42,7 +46,7 @@ export interface VolumeFilter {
 }
 
 /** One sort key and direction. */
-export interface SortKey { column: keyof VolumeRow; dir: 'asc' | 'desc' }
+export type SortKey = KeysetKey<keyof VolumeRow>;
 
 /** Repository over volumes. */
 export class VolumeRepository {
@@ -97,16 +101,10 @@ export class VolumeRepository {
    * tie-breaker), starting after `marker` (keyset pagination), at most `limit`.
    */
   async list(q: Q, filter: VolumeFilter, sort: SortKey[], limit: number, marker?: VolumeRow): Promise<VolumeRow[]> {
-    const keys = sort.some((k) => k.column === 'id') ? sort : [...sort, { column: 'id' as const, dir: sort[sort.length - 1]?.dir ?? 'desc' }];
+    const keys = keysetKeys(sort);
     let s = this.filtered(q, filter).selectAll('volumes');
-    if (marker) {
-      // (k1 > m1) OR (k1 = m1 AND k2 > m2) OR … with each key's own direction.
-      s = s.where((eb) => eb.or(keys.map((k, i) => eb.and([
-        ...keys.slice(0, i).map((p) => eb(`volumes.${p.column}`, '=', marker[p.column] as never)),
-        eb(`volumes.${k.column}`, k.dir === 'asc' ? '>' : '<', marker[k.column] as never),
-      ]))));
-    }
-    for (const k of keys) s = s.orderBy(`volumes.${k.column}`, k.dir);
+    if (marker) s = s.where(afterMarker(VOLUME_KEYSET, keys, marker));
+    for (const k of keys) s = s.orderBy(keysetExpression(VOLUME_KEYSET, k.column), k.dir);
     return s.limit(limit).execute();
   }
 
@@ -168,11 +166,11 @@ export class VolumeRepository {
     return { count: Number(r.n), gigabytes: Number(r.g) };
   }
 
-  /** Sum of sizes of the volumes placed on `hostPrefix` (`host@backend`), for provisioned capacity. */
-  async provisionedGiB(q: Q, hostPrefix: string): Promise<number> {
+  /** Sum of sizes of the volumes placed in one pool (host string `host@backend#pool`). */
+  async provisionedGiB(q: Q, host: string): Promise<number> {
     const r = await q.selectFrom('volumes')
       .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size'), eb.lit(0)).as('g'))
-      .where('host', 'like', `${hostPrefix}#%`).executeTakeFirstOrThrow();
+      .where('host', '=', host).executeTakeFirstOrThrow();
     return Number(r.g);
   }
 

@@ -2,5 +2,5 @@
 export * from './job-kind.ts';
 export { JobQueue, LeaseLostError, describe, type JobQueueOptions } from './job-queue.ts';
 export { Worker, type WorkerOptions } from './worker.ts';
-export { Sweeper, type StuckRule, type SweeperOptions } from './sweeper.ts';
+export { Sweeper, type SweepRule, type SweeperOptions } from './sweeper.ts';
 export { RoleService, type RoleServiceOptions } from './role-service.ts';

@@ -4,21 +4,22 @@
  * is a compare-and-swap.
  *
  * Each pass: fails jobs whose lease expired with no attempts left (their kind
- * puts the resource into its error status), applies each resource's stuck rule
- * (a transitional status with no live job), and prunes old finished jobs.
+ * puts the resource into its error status), applies each rule (e.g. a resource
+ * stuck in a transitional status with no live job, expired user messages), and
+ * prunes old finished jobs.
  */
 import type { Logger } from 'pino';
 import { BasaltError } from '../errors/index.ts';
 import type { AnyJobKind } from './job-kind.ts';
 import type { JobQueue } from './job-queue.ts';
 
-/** How one resource type finds and fails rows stuck in a transitional status. */
-export interface StuckRule {
+/** One housekeeping step of every sweep, e.g. failing stuck volumes. */
+export interface SweepRule {
   readonly name: string;
   /**
-   * Moves every row that has sat in a transitional status since before
-   * `olderThanMs` with no queued or running job into its error status, with a
-   * user message. Returns how many it moved.
+   * Does the step. `olderThanMs` is the instant before which a transitional
+   * status with no queued or running job counts as stuck. Returns how many rows
+   * it changed (logged when non-zero).
    */
   sweep(olderThanMs: number): Promise<number>;
 }
@@ -27,7 +28,7 @@ export interface StuckRule {
 export interface SweeperOptions {
   queue: JobQueue;
   kinds: readonly AnyJobKind[];
-  rules: readonly StuckRule[];
+  rules: readonly SweepRule[];
   intervalMs: number;
   /** How long a row may sit transitional with no job before it counts as stuck. */
   graceMs: number;
@@ -69,7 +70,7 @@ export class Sweeper {
     const olderThan = queue.clock.now() - this.options.graceMs;
     for (const rule of rules) {
       const n = await rule.sweep(olderThan);
-      if (n > 0) log.warn({ rule: rule.name, count: n }, 'moved stuck resources to their error status');
+      if (n > 0) log.warn({ rule: rule.name, count: n }, 'sweep rule changed rows');
     }
     await queue.prune(this.options.retentionMs);
   }

@@ -4,7 +4,7 @@
  * `volume.create` job for that backend's cluster, in one transaction.
  *
  * Placement here is deliberately simple (zone + capacity, most free space
- * wins); filters and weighers over volume types come with the scheduler issue.
+ * first); filters and weighers over volume types come with the scheduler issue.
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
@@ -61,44 +61,59 @@ export class Scheduler {
       // Volume services may still be starting: worth retrying before giving up.
       throw new BasaltError('NO_VALID_BACKEND', 'No volume service is up', { retryable: true });
     }
-    const chosen = this.pick(up, p);
+    const { candidates, reasons } = this.candidates(up, p);
     await ctx.complete(async (tx, enqueue) => {
-      const host = `${chosen.service.host}#${chosen.pool.pool_name}`;
-      const placed = await tx.updateTable('volumes').set({ host, cluster_name: chosen.service.cluster })
-        .where('id', '=', p.volumeId).where('status', '=', 'creating').where('host', 'is', null).executeTakeFirst();
-      if (placed.numUpdatedRows === 0n) return;
-      await enqueue(kinds.create, {
-        target: volumeTarget(chosen.service.cluster!), resourceId: p.volumeId, requestId: ctx.job.request_id,
-        payload: { volumeId: p.volumeId, sizeGiB: p.sizeGiB },
-      });
+      // Capacity is checked against the database inside the placing transaction,
+      // so volumes placed since the last heartbeat count and concurrent
+      // placements cannot overcommit a pool (transactions are serialised).
+      for (const { service, pool } of candidates) {
+        const host = `${service.host}#${pool.pool_name}`;
+        if (!fitsThin(pool, await volumes.provisionedGiB(tx, host), p.sizeGiB) && !fitsThick(pool, p.sizeGiB)) {
+          reasons.push(`${host}: CapacityFilter`);
+          continue;
+        }
+        const placed = await tx.updateTable('volumes').set({ host, cluster_name: service.cluster })
+          .where('id', '=', p.volumeId).where('status', '=', 'creating').where('host', 'is', null).executeTakeFirst();
+        if (placed.numUpdatedRows === 0n) return;
+        await enqueue(kinds.create, {
+          target: volumeTarget(service.cluster!), resourceId: p.volumeId, requestId: ctx.job.request_id,
+          payload: { volumeId: p.volumeId, sizeGiB: p.sizeGiB },
+        });
+        return;
+      }
+      throw new NoValidBackendError(`No valid backend was found. ${reasons.join('; ')}`);
     });
   }
 
   /**
-   * Zone filter, then thin-aware capacity filter, then most free space.
-   * @throws NoValidBackendError naming why each backend was rejected.
+   * The pools that pass the zone filter, most free space first, with the
+   * reasons the others were rejected.
    */
-  private pick(up: ServiceRow[], p: SchedulePayload): Candidate {
+  private candidates(up: ServiceRow[], p: SchedulePayload): { candidates: Candidate[]; reasons: string[] } {
     const reasons: string[] = [];
-    const fits: Candidate[] = [];
+    const candidates: Candidate[] = [];
     for (const service of up) {
       if (service.availability_zone !== p.availabilityZone) {
         reasons.push(`${service.host}: AvailabilityZoneFilter`);
         continue;
       }
       const caps = JSON.parse(service.capabilities!) as VolumeServiceCapabilities;
-      for (const pool of caps.pools) {
-        const usable = pool.total_capacity_gb * (1 - pool.reserved_percentage / 100);
-        const thinOk = pool.thin_provisioning_support
-          && pool.provisioned_capacity_gb + p.sizeGiB <= usable * pool.max_over_subscription_ratio
-          && p.sizeGiB <= pool.total_capacity_gb * pool.max_over_subscription_ratio;
-        const thickOk = pool.free_capacity_gb - pool.total_capacity_gb * pool.reserved_percentage / 100 >= p.sizeGiB;
-        if (thinOk || thickOk) fits.push({ service, pool });
-        else reasons.push(`${service.host}#${pool.pool_name}: CapacityFilter`);
-      }
+      for (const pool of caps.pools) candidates.push({ service, pool });
     }
-    if (fits.length === 0) throw new NoValidBackendError(`No valid backend was found. ${reasons.join('; ')}`);
-    fits.sort((a, b) => b.pool.free_capacity_gb - a.pool.free_capacity_gb);
-    return fits[0]!;
+    candidates.sort((a, b) => b.pool.free_capacity_gb - a.pool.free_capacity_gb);
+    return { candidates, reasons };
   }
+}
+
+type Pool = VolumeServiceCapabilities['pools'][number];
+
+/** Thin provisioning: what is promised stays within usable capacity × over-subscription ratio. */
+function fitsThin(pool: Pool, provisionedGiB: number, sizeGiB: number): boolean {
+  const usable = pool.total_capacity_gb * (1 - pool.reserved_percentage / 100);
+  return pool.thin_provisioning_support && provisionedGiB + sizeGiB <= usable * pool.max_over_subscription_ratio;
+}
+
+/** Thick provisioning: the free space beyond the reserve holds the whole volume. */
+function fitsThick(pool: Pool, sizeGiB: number): boolean {
+  return pool.thick_provisioning_support && pool.free_capacity_gb - pool.total_capacity_gb * pool.reserved_percentage / 100 >= sizeGiB;
 }

@@ -10,7 +10,7 @@ import pino, { type Logger } from 'pino';
 import { buildApi, isLoopback } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
-import { migrateToLatest, openDatabase, ServiceRepository, VolumeRepository, type Db } from '../db/index.ts';
+import { MessageRepository, migrateToLatest, openDatabase, ServiceRepository, VolumeRepository, type Db } from '../db/index.ts';
 import { createDriver } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
@@ -69,6 +69,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const queue = new JobQueue(db, clock, { maxAttempts: d.job_max_attempts, leaseMs, retryDelayMs: d.job_retry_delay_seconds * 1000 });
   const volumes = new VolumeRepository(clock);
   const services = new ServiceRepository(clock);
+  const messages = new MessageRepository(clock);
   const jobDeps = { volumes, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
   const common = {
@@ -100,7 +101,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       stoppers.push(() => scheduler.stop());
     }
     const sweeper = new Sweeper({
-      queue, kinds: Object.values(kinds), rules: [stuckVolumeRule(db, jobDeps)],
+      queue, kinds: Object.values(kinds), rules: [stuckVolumeRule(db, jobDeps), { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
       intervalMs: Math.max(200, leaseMs / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
     });
     await sweeper.sweepOnce();
@@ -110,7 +111,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     let api: FastifyInstance | undefined;
     let url: string | undefined;
     if (roles.has('api')) {
-      api = buildApi({ config, db, clock, volumes, services, volumeManager: new VolumeManager({ db, queue, clock, volumes, kinds }) }, log);
+      api = buildApi({ config, db, volumes, services, messages, volumeManager: new VolumeManager({ db, queue, clock, volumes, kinds }) }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;
       url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;

@@ -5,12 +5,12 @@
  */
 import type { Db } from '../db/index.ts';
 import { isoAt } from '../common/index.ts';
-import type { StuckRule } from '../jobs/index.ts';
+import type { SweepRule } from '../jobs/index.ts';
 import { MESSAGE_DETAILS } from '../messages/index.ts';
 import { failVolume, TRANSITIONAL_STATUSES, type VolumeJobDeps } from './volume-jobs.ts';
 
 /** Builds the stuck-volume rule. */
-export function stuckVolumeRule(db: Db, deps: VolumeJobDeps): StuckRule {
+export function stuckVolumeRule(db: Db, deps: VolumeJobDeps): SweepRule {
   return {
     name: 'stuck-volumes',
     async sweep(olderThanMs) {

@@ -209,3 +209,34 @@ test('every response carries x-openstack-request-id, and the same id is in its J
   const other = await s.request('GET', '/');
   assert.notEqual(other.headers.get('x-openstack-request-id'), id);
 });
+
+test('pagination by a column that may be empty (unnamed volumes) visits every volume once', async (t) => {
+  const s = await startTestServer(t);
+  const ids = [
+    await createAvailable(s, { size: 1 }),
+    await createAvailable(s, { size: 1, name: 'b' }),
+    await createAvailable(s, { size: 1 }),
+    await createAvailable(s, { size: 1, name: 'a' }),
+    await createAvailable(s, { size: 1 }),
+  ];
+  for (const dir of ['asc', 'desc']) {
+    const seen: string[] = [];
+    let marker = '';
+    for (let page = 0; page < 10; page++) {
+      const r = await s.request('GET', `${V}/volumes?sort=name:${dir}&limit=2${marker}`);
+      seen.push(...r.body.volumes.map((v: { id: string }) => v.id));
+      if (!r.body.volumes_links) break;
+      marker = `&marker=${r.body.volumes.at(-1).id}`;
+    }
+    assert.deepEqual([...seen].sort(), [...ids].sort(), `sort=name:${dir}`);
+  }
+});
+
+test('force delete is for admins only', async (t) => {
+  const s = await startTestServer(t);
+  const member = { 'X-Auth-Token': 'alice:proj-a', 'X-Project-Id': 'proj-a' };
+  const id = await createAvailable(s, { size: 1 }, member);
+  const r = await s.request('DELETE', `/v3/proj-a/volumes/${id}?force=true`, undefined, member);
+  assert.equal(r.status, 403);
+  assert.ok(r.body.forbidden);
+});

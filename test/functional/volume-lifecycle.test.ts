@@ -107,3 +107,38 @@ test('a volume that fits no backend ends in error with a user message', async (t
   assert.equal((await s.request('DELETE', `${V}/messages/${m.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.3' })).status, 204);
   assert.equal((await s.request('GET', `${V}/messages/${m.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.3' })).status, 404);
 });
+
+test('messages page by keyset like volumes, and are private to their project', async (t) => {
+  const s = await startTestServer(t, { env: { BASALT_BACKEND_DEFAULTS__TOTAL_CAPACITY_GB: '10', BASALT_BACKEND_DEFAULTS__MAX_OVER_SUBSCRIPTION_RATIO: '1' } });
+  const mv = { 'OpenStack-API-Version': 'volume 3.3' };
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await s.request('POST', `${V}/volumes`, { volume: { size: 100 } })).body.volume.id);
+  for (const id of ids) await waitForStatus(s, id, 'error');
+  const seen: string[] = [];
+  let next: string | undefined = `${V}/messages?limit=1&sort=created_at:asc`;
+  while (next) {
+    const page = await s.request('GET', next, undefined, mv);
+    assert.equal(page.status, 200);
+    seen.push(...page.body.messages.map((m: { resource_uuid: string }) => m.resource_uuid));
+    const href = page.body.messages_links?.[0]?.href as string | undefined;
+    next = href ? new URL(href).pathname + new URL(href).search : undefined;
+  }
+  assert.deepEqual([...seen].sort(), [...ids].sort(), 'every message once');
+  const other = await s.request('GET', '/v3/elsewhere/messages', undefined, { ...mv, 'X-Auth-Token': 'eve:elsewhere' });
+  assert.deepEqual(other.body.messages, []);
+});
+
+test('a burst of creates cannot overcommit a pool: capacity counts volumes placed since the last heartbeat', async (t) => {
+  const s = await startTestServer(t, { env: {
+    BASALT_BACKEND_DEFAULTS__TOTAL_CAPACITY_GB: '10', BASALT_BACKEND_DEFAULTS__MAX_OVER_SUBSCRIPTION_RATIO: '1',
+    BASALT_REPORT_INTERVAL: '60', // stats stay stale for the whole burst
+  } });
+  const created = await Promise.all(Array.from({ length: 14 }, () => s.request('POST', `${V}/volumes`, { volume: { size: 1 } })));
+  const ids = created.map((r) => r.body.volume.id as string);
+  const final = await Promise.all(ids.map((id) => waitFor(`volume ${id} settled`, async () => {
+    const v = (await s.request('GET', `${V}/volumes/${id}`)).body.volume;
+    return v.status === 'available' || v.status === 'error' ? v.status as string : undefined;
+  })));
+  assert.equal(final.filter((x) => x === 'available').length, 10);
+  assert.equal(final.filter((x) => x === 'error').length, 4);
+});
