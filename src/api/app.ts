@@ -12,6 +12,7 @@ import type { ApiDeps } from './context.ts';
 import { faultBody, handleError } from './fault.ts';
 import { infrastructureRoutes } from './infrastructure.ts';
 import { messageRoutes } from './messages.ts';
+import { quotaRoutes } from './quotas.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -69,6 +70,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(volumeRoutes(deps));
     await scope.register(messageRoutes(deps));
     await scope.register(infrastructureRoutes(deps));
+    await scope.register(quotaRoutes(deps));
   };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {

@@ -6,6 +6,7 @@ import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
 import type { Db, MessageRepository, ServiceRepository, VolumeRepository } from '../db/index.ts';
 import type { VolumeManager } from '../volume/index.ts';
+import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
 
 /** Dependencies of the API. */
@@ -15,6 +16,7 @@ export interface ApiDeps {
   volumes: VolumeRepository;
   services: ServiceRepository;
   messages: MessageRepository;
+  quotas: QuotaEngine;
   volumeManager: VolumeManager;
 }
 

@@ -1,4 +1,4 @@
-/** `os-services` (admin), `os-availability-zone` and `limits`. */
+/** `os-services` (admin) and `os-availability-zone`. */
 import type { FastifyInstance } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import { ForbiddenError } from '../errors/index.ts';
@@ -7,7 +7,7 @@ import { queryValue } from './pagination.ts';
 
 /** Registers the routes. */
 export function infrastructureRoutes(deps: ApiDeps) {
-  const { db, services, volumes, config } = deps;
+  const { db, services, config } = deps;
   const downMs = config.DEFAULT.service_down_time * 1000;
   return async (app: FastifyInstance): Promise<void> => {
     app.get('/os-services', async (req) => {
@@ -45,28 +45,6 @@ export function infrastructureRoutes(deps: ApiDeps) {
         zones.set(s.availability_zone, (zones.get(s.availability_zone) ?? false) || available);
       }
       return { availabilityZoneInfo: [...zones].map(([zoneName, available]) => ({ zoneName, zoneState: { available } })) };
-    });
-
-    app.get('/limits', async (req) => {
-      const d = config.DEFAULT;
-      const usage = await volumes.usage(db.kysely, req.caller.projectId);
-      return {
-        limits: {
-          rate: [],
-          absolute: {
-            maxTotalVolumes: d.quota_volumes,
-            maxTotalSnapshots: d.quota_snapshots,
-            maxTotalVolumeGigabytes: d.quota_gigabytes,
-            maxTotalBackups: d.quota_backups,
-            maxTotalBackupGigabytes: d.quota_backup_gigabytes,
-            totalVolumesUsed: usage.count,
-            totalGigabytesUsed: usage.gigabytes,
-            totalSnapshotsUsed: 0,
-            totalBackupsUsed: 0,
-            totalBackupGigabytesUsed: 0,
-          },
-        },
-      };
     });
   };
 }

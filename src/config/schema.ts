@@ -121,6 +121,8 @@ export const DEFAULT_OPTIONS = {
   quota_gigabytes: opt<number>({ type: 'int', default: 1000, min: -1, help: 'Default GiB of volumes and snapshots a project may have (-1: unlimited).' }),
   quota_backups: opt<number>({ type: 'int', default: 10, min: -1, help: 'Default number of backups a project may have (-1: unlimited).' }),
   quota_backup_gigabytes: opt<number>({ type: 'int', default: 1000, min: -1, help: 'Default GiB of backups a project may have (-1: unlimited).' }),
+  quota_groups: opt<number>({ type: 'int', default: 10, min: -1, help: 'Default number of volume groups a project may have (-1: unlimited).' }),
+  per_volume_size_limit: opt<number>({ type: 'int', default: -1, min: -1, help: 'Default largest size in GiB of one volume (-1: unlimited); the per_volume_gigabytes quota.' }),
 } as const;
 
 /** `[backend_defaults]` and per-backend sections. */

@@ -9,10 +9,12 @@ import { Kysely, Migrator, SqliteDialect, type Migration, type MigrationResultSe
 import { ConfigError } from '../errors/index.ts';
 import type { Database } from './schema.ts';
 import * as m0001 from './migrations/0001-initial.ts';
+import * as m0002 from './migrations/0002-quotas.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
   '0001-initial': m0001,
+  '0002-quotas': m0002,
 };
 
 /** An open database. */

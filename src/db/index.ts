@@ -5,3 +5,4 @@ export * from './volume-repository.ts';
 export * from './service-repository.ts';
 export * from './message-repository.ts';
 export * from './keyset.ts';
+export * from './quota-repository.ts';

@@ -115,6 +115,30 @@ export interface EventsTable {
   created_at: string;
 }
 
+/** `quotas`: per-project hard limits (-1: unlimited). */
+export interface QuotasTable {
+  project_id: string;
+  resource: string;
+  hard_limit: number;
+  updated_at: string;
+}
+
+/** `quota_classes`: limits of a quota class; the `default` class overrides configured defaults. */
+export interface QuotaClassesTable {
+  class_name: string;
+  resource: string;
+  hard_limit: number;
+  updated_at: string;
+}
+
+/** `quota_usages`: what a project uses now, per resource. */
+export interface QuotaUsagesTable {
+  project_id: string;
+  resource: string;
+  in_use: number;
+  updated_at: string;
+}
+
 /** The whole database. */
 export interface Database {
   volumes: VolumesTable;
@@ -123,6 +147,9 @@ export interface Database {
   services: ServicesTable;
   messages: MessagesTable;
   events: EventsTable;
+  quotas: QuotasTable;
+  quota_classes: QuotaClassesTable;
+  quota_usages: QuotaUsagesTable;
 }
 
 export type VolumeRow = Selectable<VolumesTable>;

@@ -10,12 +10,13 @@ import pino, { type Logger } from 'pino';
 import { buildApi, isLoopback } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
-import { MessageRepository, migrateToLatest, openDatabase, ServiceRepository, VolumeRepository, type Db } from '../db/index.ts';
+import { MessageRepository, migrateToLatest, openDatabase, QuotaRepository, ServiceRepository, VolumeRepository, type Db } from '../db/index.ts';
+import { QuotaEngine } from '../quota/index.ts';
 import { createDriver } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { stuckVolumeRule, VolumeManager, volumeJobKinds, VolumeService } from '../volume/index.ts';
+import { stuckVolumeRule, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 
 /** The roles a process can run. */
@@ -70,7 +71,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const volumes = new VolumeRepository(clock);
   const services = new ServiceRepository(clock);
   const messages = new MessageRepository(clock);
-  const jobDeps = { volumes, clock, messageTtlSeconds: d.message_ttl };
+  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: volumeUsageCounter(volumes) });
+  const jobDeps = { volumes, quotas, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
   const common = {
     queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
@@ -86,7 +88,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   try {
     if (roles.has('volume')) {
       for (const backend of config.backends) {
-        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, kinds, clock, host: d.host, log });
+        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, quotas, kinds, clock, host: d.host, log });
         await svc.start();
         stoppers.push(() => svc.stop());
         log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');
@@ -111,7 +113,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     let api: FastifyInstance | undefined;
     let url: string | undefined;
     if (roles.has('api')) {
-      api = buildApi({ config, db, volumes, services, messages, volumeManager: new VolumeManager({ db, queue, clock, volumes, kinds }) }, log);
+      api = buildApi({ config, db, volumes, services, messages, quotas, volumeManager: new VolumeManager({ db, queue, clock, volumes, quotas, kinds }) }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;
       url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;

@@ -3,3 +3,4 @@ export * from './volume-jobs.ts';
 export * from './volume-manager.ts';
 export * from './volume-service.ts';
 export * from './stuck-volumes.ts';
+export * from './volume-quota.ts';

@@ -18,8 +18,13 @@ export function stuckVolumeRule(db: Db, deps: VolumeJobDeps): SweepRule {
       const rows = await deps.volumes.stuck(db.kysely, Object.keys(TRANSITIONAL_STATUSES), isoAt(olderThanMs));
       for (const v of rows) {
         const t = TRANSITIONAL_STATUSES[v.status]!;
-        const ok = await db.kysely.transaction().execute((tx) =>
-          failVolume(deps, tx, v.id, v.status, t.action, MESSAGE_DETAILS.INTERRUPTED, null));
+        const ok = await db.kysely.transaction().execute(async (tx) => {
+          if (!(await failVolume(deps, tx, v.id, v.status, t.action, MESSAGE_DETAILS.INTERRUPTED, null))) return false;
+          // An extend with no job left no record of how much quota it took:
+          // recount the project's gigabytes from the volume rows.
+          if (v.status === 'extending') await deps.quotas.recount(tx, v.project_id, ['gigabytes']);
+          return true;
+        });
         if (ok) moved++;
       }
       return moved;

@@ -7,6 +7,7 @@ import type { Clock } from '../common/index.ts';
 import type { JobRow, VolumeRepository } from '../db/index.ts';
 import type { BasaltError } from '../errors/index.ts';
 import type { JobKind, Tx } from '../jobs/index.ts';
+import type { QuotaEngine } from '../quota/index.ts';
 import { detailFor, MESSAGE_ACTIONS, recordUserMessage, type MessageAction, type MessageDetail } from '../messages/index.ts';
 
 /** `volume.schedule` (target `scheduler`): pick a backend for a new volume. */
@@ -29,6 +30,7 @@ export interface VolumeJobKinds {
 /** Everything `onFailure` touches. */
 export interface VolumeJobDeps {
   volumes: VolumeRepository;
+  quotas: QuotaEngine;
   clock: Clock;
   messageTtlSeconds: number;
 }
@@ -90,7 +92,12 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
     extend: {
       kind: 'volume.extend', version: 1, minVersion: 1, resourceType: 'volume',
       parse: parser<ExtendPayload>({ volumeId: 'string', newSizeGiB: 'number' }),
-      onFailure: onFailure('extending', MESSAGE_ACTIONS.EXTEND_VOLUME),
+      async onFailure(tx, payload, job, err) {
+        const v = await deps.volumes.get(tx, payload.volumeId);
+        if (!v || !(await failVolume(deps, tx, payload.volumeId, 'extending', MESSAGE_ACTIONS.EXTEND_VOLUME, detailFor(err), job.request_id))) return;
+        // The size did not change: give back what the request took.
+        await deps.quotas.release(tx, v.project_id, { gigabytes: payload.newSizeGiB - v.size });
+      },
     },
     delete: {
       kind: 'volume.delete', version: 1, minVersion: 1, resourceType: 'volume',

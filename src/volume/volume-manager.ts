@@ -8,8 +8,10 @@ import type { Caller, Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type { Db, ProjectScope, VolumeRepository, VolumeRow } from '../db/index.ts';
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
-import type { JobHandler, JobQueue } from '../jobs/index.ts';
+import type { JobHandler, JobQueue, Tx } from '../jobs/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
+import type { QuotaEngine } from '../quota/index.ts';
+import { volumeQuota } from './volume-quota.ts';
 import { volumeTarget, type CreatePayload, type DeletePayload, type ExtendPayload, type VolumeJobKinds } from './volume-jobs.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
@@ -29,6 +31,7 @@ export interface CreateVolumeInput {
 /** What the manager needs. */
 export interface VolumeManagerDeps {
   db: Db;
+  quotas: QuotaEngine;
   queue: JobQueue;
   clock: Clock;
   volumes: VolumeRepository;
@@ -60,6 +63,7 @@ export class VolumeManager {
     const id = newId();
     const now = isoAt(clock.now());
     await queue.transaction(async (tx, enqueue) => {
+      await this.deps.quotas.consume(tx, caller.projectId, volumeQuota(input.sizeGiB), input.sizeGiB);
       await volumes.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, name: input.name, description: input.description,
         size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: input.availabilityZone,
@@ -89,6 +93,7 @@ export class VolumeManager {
       if (newSizeGiB <= v.size) {
         throw new InvalidInputError(`Invalid input received: New size for extend must be greater than current size. (current: ${v.size}, extended: ${newSizeGiB}).`);
       }
+      await this.deps.quotas.consume(tx, v.project_id, { gigabytes: newSizeGiB - v.size }, newSizeGiB);
       if (!(await volumes.transition(tx, { id, from: ['available'], to: 'extending', requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid volume: Volume ${id} status changed concurrently; try again.`);
       }
@@ -115,7 +120,7 @@ export class VolumeManager {
       }
       if (v.cluster_name === null) {
         // Never reached a backend (failed scheduling): nothing to delete but the row.
-        await volumes.deleteRow(tx, id, 'deleting', caller.requestId);
+        await removeVolume(this.deps, tx, v, caller.requestId);
         return;
       }
       await enqueue(kinds.delete, { target: volumeTarget(v.cluster_name), resourceId: id, requestId: caller.requestId, payload: { volumeId: id } });
@@ -123,11 +128,18 @@ export class VolumeManager {
   }
 }
 
+/** Deletes a `deleting` volume's row and gives its quota back, in `tx`. */
+async function removeVolume(deps: Pick<VolumeManagerDeps, 'volumes' | 'quotas'>, tx: Tx, v: VolumeRow, requestId: string | null): Promise<void> {
+  if (await deps.volumes.deleteRow(tx, v.id, 'deleting', requestId)) {
+    await deps.quotas.release(tx, v.project_id, volumeQuota(v.size));
+  }
+}
+
 /**
  * The handlers a volume service runs for one backend. Each is idempotent: it
  * may run again after a crash and then completes the same step.
  */
-export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock'>, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas'>, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
   const { volumes, kinds } = deps;
   const create: JobHandler<CreatePayload> = {
     kind: kinds.create,
@@ -158,7 +170,7 @@ export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds'
       if (!v || v.status !== 'deleting') return ctx.complete();
       await driver.deleteVolume({ id: p.volumeId });
       await ctx.complete(async (tx) => {
-        await volumes.deleteRow(tx, p.volumeId, 'deleting', ctx.job.request_id);
+        await removeVolume(deps, tx, v, ctx.job.request_id);
       });
     },
   };

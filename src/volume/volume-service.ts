@@ -29,7 +29,7 @@ export interface VolumeServiceCapabilities {
 }
 
 /** Settings of a {@link VolumeService}. */
-export interface VolumeServiceOptions extends Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock'> {
+export interface VolumeServiceOptions extends Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas'> {
   backend: BackendOptions;
   driver: GuardedDriver;
   queue: JobQueue;

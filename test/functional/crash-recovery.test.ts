@@ -20,7 +20,7 @@ const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 /** Starts `basalt server` as a child process and resolves with its API URL. */
 async function spawnServer(stateDir: string): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [BIN, 'server'], {
-    env: { ...process.env, ...FAST_TIMINGS, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info' },
+    env: { ...process.env, ...FAST_TIMINGS, BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1', BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {

@@ -132,6 +132,7 @@ test('a burst of creates cannot overcommit a pool: capacity counts volumes place
   const s = await startTestServer(t, { env: {
     BASALT_BACKEND_DEFAULTS__TOTAL_CAPACITY_GB: '10', BASALT_BACKEND_DEFAULTS__MAX_OVER_SUBSCRIPTION_RATIO: '1',
     BASALT_REPORT_INTERVAL: '60', // stats stay stale for the whole burst
+    BASALT_QUOTA_VOLUMES: '-1',
   } });
   const created = await Promise.all(Array.from({ length: 14 }, () => s.request('POST', `${V}/volumes`, { volume: { size: 1 } })));
   const ids = created.map((r) => r.body.volume.id as string);

@@ -1,0 +1,2 @@
+/** Quotas: limits, usage and the engine that keeps them exact. */
+export * from './quota-engine.ts';
