@@ -13,6 +13,7 @@ import { faultBody, handleError } from './fault.ts';
 import { infrastructureRoutes } from './infrastructure.ts';
 import { messageRoutes } from './messages.ts';
 import { quotaRoutes } from './quotas.ts';
+import { typeRoutes } from './types.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -71,6 +72,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(messageRoutes(deps));
     await scope.register(infrastructureRoutes(deps));
     await scope.register(quotaRoutes(deps));
+    await scope.register(typeRoutes(deps));
   };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {

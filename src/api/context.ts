@@ -4,7 +4,7 @@
  */
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
-import type { Db, MessageRepository, ServiceRepository, VolumeRepository } from '../db/index.ts';
+import type { Db, MessageRepository, QosRepository, ServiceRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import type { VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
@@ -17,6 +17,8 @@ export interface ApiDeps {
   services: ServiceRepository;
   messages: MessageRepository;
   quotas: QuotaEngine;
+  types: VolumeTypeRepository;
+  qos: QosRepository;
   volumeManager: VolumeManager;
 }
 

@@ -12,7 +12,7 @@ function view(req: FastifyRequest, m: MessageRow): Record<string, unknown> {
   return {
     id: m.id,
     event_id: m.event_id,
-    user_message: userMessageText(m.action_id, m.detail_id),
+    user_message: userMessageText(m.action_id, m.detail_id, m.detail_args),
     message_level: m.message_level,
     resource_type: m.resource_type,
     resource_uuid: m.resource_uuid,

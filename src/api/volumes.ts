@@ -74,7 +74,7 @@ const EXTEND_BODY = {
 };
 
 /** The volume as the API shows it in detail, for this caller and microversion. */
-export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>): Record<string, unknown> {
+export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>, typeName: string | null): Record<string, unknown> {
   const caller: Caller = req.caller;
   const version: ApiVersion = req.apiVersion;
   const view: Record<string, unknown> = {
@@ -87,7 +87,7 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     attachments: [],
     name: v.name,
     description: v.description,
-    volume_type: null,
+    volume_type: typeName,
     snapshot_id: v.snapshot_id,
     source_volid: v.source_volid,
     metadata,
@@ -144,10 +144,13 @@ function parseMetadataFilter(text: string): Record<string, string> {
 export function volumeRoutes(deps: ApiDeps) {
   const { db, volumes, volumeManager, config } = deps;
   return async (app: FastifyInstance): Promise<void> => {
-    const one = async (req: FastifyRequest, v: VolumeRow) => {
-      const md = await volumes.metadataOf(db.kysely, [v.id]);
-      return { volume: volumeView(req, v, md.get(v.id)!) };
+    /** Detailed views of rows, with their metadata and type names loaded in two queries. */
+    const views = async (req: FastifyRequest, rows: VolumeRow[]) => {
+      const md = await volumes.metadataOf(db.kysely, rows.map((r) => r.id));
+      const typeRows = await deps.types.byIds(db.kysely, rows.flatMap((r) => r.volume_type_id ? [r.volume_type_id] : []));
+      return rows.map((r) => volumeView(req, r, md.get(r.id)!, r.volume_type_id ? typeRows.get(r.volume_type_id)?.name ?? null : null));
     };
+    const one = async (req: FastifyRequest, v: VolumeRow) => ({ volume: (await views(req, [v]))[0] });
 
     app.post('/volumes', async (req, reply) => {
       const strict = req.apiVersion.atLeast('3.53');
@@ -160,22 +163,16 @@ export function volumeRoutes(deps: ApiDeps) {
       if (v.consistencygroup_id || v.group_id) {
         throw new InvalidInputError('Invalid input received: volume groups are not supported by this Basalt release.');
       }
-      if (typeof v.volume_type === 'string' && v.volume_type !== '') {
-        throw new NotFoundError(`Volume type with name ${v.volume_type} could not be found.`);
-      }
       if (v.multiattach === true) {
         throw new InvalidInputError('Invalid input received: multiattach volumes are not supported by this Basalt release.');
       }
-      const zone = (v.availability_zone as string | null | undefined) ?? config.DEFAULT.default_availability_zone;
-      const zones = new Set([config.DEFAULT.default_availability_zone, ...(await deps.services.list(db.kysely))
-        .filter((s) => s.binary === 'cinder-volume').map((s) => s.availability_zone)]);
-      if (!zones.has(zone)) throw new InvalidInputError(`Invalid input received: Availability zone '${zone}' is invalid.`);
       const created = await volumeManager.requestCreate(req.caller, {
         sizeGiB: size,
         name: (v.name ?? v.display_name ?? null) as string | null,
         description: (v.description ?? v.display_description ?? null) as string | null,
         metadata: (v.metadata ?? {}) as Record<string, string>,
-        availabilityZone: zone,
+        availabilityZone: (v.availability_zone ?? null) as string | null,
+        volumeType: (v.volume_type ?? null) as string | null,
       });
       return reply.code(202).send(await one(req, created));
     });
@@ -205,8 +202,7 @@ export function volumeRoutes(deps: ApiDeps) {
       const rows = await volumes.list(db.kysely, filter, paging.sort, paging.limit, marker);
       const body: Record<string, unknown> = {};
       if (detail) {
-        const mds = await volumes.metadataOf(db.kysely, rows.map((r) => r.id));
-        body.volumes = rows.map((r) => volumeView(req, r, mds.get(r.id)!));
+        body.volumes = await views(req, rows);
       } else {
         body.volumes = rows.map((r) => ({ id: r.id, name: r.name, links: links(req, r) }));
       }

@@ -76,6 +76,14 @@ export const DEFAULT_OPTIONS = {
     type: 'string', default: (ctx) => ctx.storageAvailabilityZone,
     help: 'Zone given to volumes created without one. Default: storage_availability_zone.',
   }),
+  allow_availability_zone_fallback: opt<boolean>({
+    type: 'bool', default: false,
+    help: 'Place a volume that asks for an unknown availability zone in default_availability_zone instead of refusing it (the volume then shows the zone it got).',
+  }),
+  default_volume_type: opt<string>({
+    type: 'string', default: '__DEFAULT__',
+    help: 'Name of the volume type given to volumes created without one, unless the project has its own default (3.62).',
+  }),
   osapi_max_limit: opt<number>({
     type: 'int', default: 1000, min: 1,
     help: 'Most items one list request returns.',

@@ -6,3 +6,5 @@ export * from './service-repository.ts';
 export * from './message-repository.ts';
 export * from './keyset.ts';
 export * from './quota-repository.ts';
+export * from './volume-type-repository.ts';
+export * from './qos-repository.ts';

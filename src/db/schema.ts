@@ -98,6 +98,8 @@ export interface MessagesTable {
   message_level: string;
   action_id: string;
   detail_id: string;
+  /** Safe arguments of the detail, appended to its text (0004). */
+  detail_args: string | null;
   created_at: string;
   expires_at: string;
 }
@@ -139,6 +141,32 @@ export interface QuotaUsagesTable {
   updated_at: string;
 }
 
+/** `volume_types`. */
+export interface VolumeTypesTable {
+  id: string;
+  name: string;
+  description: string | null;
+  is_public: number;
+  qos_specs_id: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+/** `volume_type_extra_specs`: key/value pairs that steer placement (and drivers). */
+export interface VolumeTypeExtraSpecsTable { volume_type_id: string; key: string; value: string }
+
+/** `volume_type_projects`: projects that may use a private type. */
+export interface VolumeTypeProjectsTable { volume_type_id: string; project_id: string }
+
+/** `default_volume_types`: per-project default type (3.62). */
+export interface DefaultVolumeTypesTable { project_id: string; volume_type_id: string }
+
+/** `qos_specs`. */
+export interface QosSpecsTable { id: string; name: string; consumer: string; created_at: string }
+
+/** `qos_spec_items`: the key/value pairs of a QoS spec. */
+export interface QosSpecItemsTable { qos_specs_id: string; key: string; value: string }
+
 /** The whole database. */
 export interface Database {
   volumes: VolumesTable;
@@ -150,7 +178,16 @@ export interface Database {
   quotas: QuotasTable;
   quota_classes: QuotaClassesTable;
   quota_usages: QuotaUsagesTable;
+  volume_types: VolumeTypesTable;
+  volume_type_extra_specs: VolumeTypeExtraSpecsTable;
+  volume_type_projects: VolumeTypeProjectsTable;
+  default_volume_types: DefaultVolumeTypesTable;
+  qos_specs: QosSpecsTable;
+  qos_spec_items: QosSpecItemsTable;
 }
+
+export type VolumeTypeRow = Selectable<VolumeTypesTable>;
+export type QosSpecsRow = Selectable<QosSpecsTable>;
 
 export type VolumeRow = Selectable<VolumesTable>;
 export type NewVolume = Insertable<VolumesTable>;

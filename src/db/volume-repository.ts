@@ -158,11 +158,13 @@ export class VolumeRepository {
     return r.numDeletedRows > 0n;
   }
 
-  /** Sum of sizes and count of a project's volumes (for limits). */
-  async usage(q: Q, projectId: string): Promise<{ count: number; gigabytes: number }> {
-    const r = await q.selectFrom('volumes')
+  /** Count and sum of sizes of a project's volumes, optionally of one type (for quotas). */
+  async usage(q: Q, projectId: string, typeId?: string): Promise<{ count: number; gigabytes: number }> {
+    let s = q.selectFrom('volumes')
       .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.coalesce(eb.fn.sum<number>('size'), eb.lit(0)).as('g')])
-      .where('project_id', '=', projectId).executeTakeFirstOrThrow();
+      .where('project_id', '=', projectId);
+    if (typeId !== undefined) s = s.where('volume_type_id', '=', typeId);
+    const r = await s.executeTakeFirstOrThrow();
     return { count: Number(r.n), gigabytes: Number(r.g) };
   }
 

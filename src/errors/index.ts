@@ -16,6 +16,8 @@ export const ERROR_CATALOGUE = {
   INVALID_INPUT: 400,
   /** The resource is not in a status that allows the operation. */
   INVALID_STATUS: 400,
+  /** The request conflicts with what exists (e.g. a name already taken). */
+  CONFLICT: 409,
   /** The caller is not allowed to do this. */
   FORBIDDEN: 403,
   /** No usable credentials were presented. */
@@ -95,6 +97,13 @@ export class InvalidStatusError extends BasaltError {
   }
 }
 
+/** The request conflicts with an existing resource, e.g. a duplicate name. */
+export class ConflictError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('CONFLICT', message, options);
+  }
+}
+
 /** The caller lacks the role for the operation. */
 export class ForbiddenError extends BasaltError {
   constructor(message = 'Policy does not allow this operation to be performed.', options?: BasaltErrorOptions) {
@@ -126,10 +135,14 @@ export class DriverError extends BasaltError {
   }
 }
 
-/** No backend passed the scheduler's filters. */
+/**
+ * No backend passed the scheduler's filters. `rejections` names, per pool, the
+ * filter that refused it; it is Basalt's own text (host strings and filter
+ * names), so it may be shown to users in the volume's message.
+ */
 export class NoValidBackendError extends BasaltError {
-  constructor(message: string, options?: BasaltErrorOptions) {
-    super('NO_VALID_BACKEND', message, options);
+  constructor(readonly rejections: readonly string[], options?: BasaltErrorOptions) {
+    super('NO_VALID_BACKEND', `No valid backend was found. ${rejections.join('; ')}`, options);
   }
 }
 

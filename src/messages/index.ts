@@ -6,7 +6,7 @@
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type { Tx } from '../jobs/index.ts';
-import type { BasaltError } from '../errors/index.ts';
+import { NoValidBackendError, type BasaltError } from '../errors/index.ts';
 
 /** What the user was doing. Ids are stable: they form the message's event_id. */
 export const MESSAGE_ACTIONS = {
@@ -43,11 +43,20 @@ export function eventId(resourceType: string, action: MessageAction, detail: Mes
   return `VOLUME_${resourceType.toUpperCase()}_${action.id}_${detail.id}`;
 }
 
-/** Renders the text users read: `action: detail`. */
-export function userMessageText(actionId: string, detailId: string): string {
+/** Renders the text users read: `action: detail`, then the detail's arguments if any. */
+export function userMessageText(actionId: string, detailId: string, detailArgs?: string | null): string {
   const action = Object.values(MESSAGE_ACTIONS).find((a) => a.id === actionId);
   const detail = Object.values(MESSAGE_DETAILS).find((d) => d.id === detailId);
-  return `${action?.text ?? 'unknown action'}: ${detail?.text ?? MESSAGE_DETAILS.UNKNOWN_ERROR.text}`;
+  const text = `${action?.text ?? 'unknown action'}: ${detail?.text ?? MESSAGE_DETAILS.UNKNOWN_ERROR.text}`;
+  return detailArgs ? `${text} ${detailArgs}` : text;
+}
+
+/**
+ * Arguments of the detail, for errors that carry Basalt's own safe text
+ * (e.g. which filter rejected each backend). Never driver or backend output.
+ */
+export function detailArgsFor(err: BasaltError): string | null {
+  return err instanceof NoValidBackendError && err.rejections.length ? `Rejected: ${err.rejections.join('; ')}.` : null;
 }
 
 /** What one message records. */
@@ -57,6 +66,8 @@ export interface NewUserMessage {
   resourceId: string | null;
   action: MessageAction;
   detail: MessageDetail;
+  /** Safe arguments of the detail (see {@link detailArgsFor}). */
+  detailArgs?: string | null;
   requestId: string | null;
 }
 
@@ -73,6 +84,7 @@ export async function recordUserMessage(tx: Tx, clock: Clock, ttlSeconds: number
     message_level: 'ERROR',
     action_id: m.action.id,
     detail_id: m.detail.id,
+    detail_args: m.detailArgs ?? null,
     created_at: isoAt(now),
     expires_at: isoAt(now + ttlSeconds * 1000),
   }).execute();

@@ -8,7 +8,8 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
-import type { ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
+import type { ServiceRepository, ServiceRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
+import { capabilityKey, matchesSpec } from './extra-specs.ts';
 import { BasaltError, NoValidBackendError } from '../errors/index.ts';
 import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
 import { volumeTarget, type SchedulePayload, type VolumeJobKinds, type VolumeServiceCapabilities } from '../volume/index.ts';
@@ -18,6 +19,7 @@ export interface SchedulerOptions {
   queue: JobQueue;
   services: ServiceRepository;
   volumes: VolumeRepository;
+  types: VolumeTypeRepository;
   kinds: VolumeJobKinds;
   clock: Clock;
   host: string;
@@ -61,7 +63,8 @@ export class Scheduler {
       // Volume services may still be starting: worth retrying before giving up.
       throw new BasaltError('NO_VALID_BACKEND', 'No volume service is up', { retryable: true });
     }
-    const { candidates, reasons } = this.candidates(up, p);
+    const type = volume.volume_type_id ? await this.o.types.find(queue.db.kysely, volume.volume_type_id, { isAdmin: true, projectId: volume.project_id }) : undefined;
+    const { candidates, reasons } = this.candidates(up, p, type?.extra_specs ?? {});
     await ctx.complete(async (tx, enqueue) => {
       // Capacity is checked against the database inside the placing transaction,
       // so volumes placed since the last heartbeat count and concurrent
@@ -81,15 +84,15 @@ export class Scheduler {
         });
         return;
       }
-      throw new NoValidBackendError(`No valid backend was found. ${reasons.join('; ')}`);
+      throw new NoValidBackendError(reasons);
     });
   }
 
   /**
-   * The pools that pass the zone filter, most free space first, with the
-   * reasons the others were rejected.
+   * The pools that pass the zone and capabilities filters, most free space
+   * first, with the reasons the others were rejected.
    */
-  private candidates(up: ServiceRow[], p: SchedulePayload): { candidates: Candidate[]; reasons: string[] } {
+  private candidates(up: ServiceRow[], p: SchedulePayload, specs: Record<string, string>): { candidates: Candidate[]; reasons: string[] } {
     const reasons: string[] = [];
     const candidates: Candidate[] = [];
     for (const service of up) {
@@ -98,7 +101,11 @@ export class Scheduler {
         continue;
       }
       const caps = JSON.parse(service.capabilities!) as VolumeServiceCapabilities;
-      for (const pool of caps.pools) candidates.push({ service, pool });
+      for (const pool of caps.pools) {
+        const failed = unmetSpecs(caps, pool, specs);
+        if (failed.length) reasons.push(`${service.host}#${pool.pool_name}: CapabilitiesFilter (${failed.join(', ')})`);
+        else candidates.push({ service, pool });
+      }
     }
     candidates.sort((a, b) => b.pool.free_capacity_gb - a.pool.free_capacity_gb);
     return { candidates, reasons };
@@ -106,6 +113,18 @@ export class Scheduler {
 }
 
 type Pool = VolumeServiceCapabilities['pools'][number];
+
+/** Extra specs a pool does not meet (pool capabilities first, then the backend's). */
+function unmetSpecs(caps: VolumeServiceCapabilities, pool: Pool, specs: Record<string, string>): string[] {
+  const failed: string[] = [];
+  for (const [key, requirement] of Object.entries(specs)) {
+    const cap = capabilityKey(key);
+    if (cap === undefined) continue;
+    const value = (pool as unknown as Record<string, unknown>)[cap] ?? (caps as unknown as Record<string, unknown>)[cap];
+    if (!matchesSpec(value, requirement)) failed.push(key);
+  }
+  return failed;
+}
 
 /** Thin provisioning: what is promised stays within usable capacity × over-subscription ratio. */
 function fitsThin(pool: Pool, provisionedGiB: number, sizeGiB: number): boolean {

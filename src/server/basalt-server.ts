@@ -10,13 +10,15 @@ import pino, { type Logger } from 'pino';
 import { buildApi, isLoopback } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
-import { MessageRepository, migrateToLatest, openDatabase, QuotaRepository, ServiceRepository, VolumeRepository, type Db } from '../db/index.ts';
+import {
+  MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, VolumeRepository, VolumeTypeRepository, type Db,
+} from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
 import { createDriver } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { stuckVolumeRule, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { perTypeResources, stuckVolumeRule, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 
 /** The roles a process can run. */
@@ -71,8 +73,9 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const volumes = new VolumeRepository(clock);
   const services = new ServiceRepository(clock);
   const messages = new MessageRepository(clock);
-  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: volumeUsageCounter(volumes) });
-  const jobDeps = { volumes, quotas, clock, messageTtlSeconds: d.message_ttl };
+  const types = new VolumeTypeRepository(clock);
+  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: volumeUsageCounter(volumes, types), extraResources: perTypeResources(types) });
+  const jobDeps = { volumes, quotas, types, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
   const common = {
     queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
@@ -88,7 +91,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   try {
     if (roles.has('volume')) {
       for (const backend of config.backends) {
-        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, quotas, kinds, clock, host: d.host, log });
+        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, quotas, types, kinds, clock, host: d.host, log });
         await svc.start();
         stoppers.push(() => svc.stop());
         log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');
@@ -96,7 +99,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     }
     if (roles.has('scheduler')) {
       const scheduler = new Scheduler({
-        ...common, volumes, kinds, clock, host: d.host, availabilityZone: d.storage_availability_zone,
+        ...common, volumes, types, kinds, clock, host: d.host, availabilityZone: d.storage_availability_zone,
         serviceDownMs: d.service_down_time * 1000, log,
       });
       await scheduler.start();
@@ -113,7 +116,11 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     let api: FastifyInstance | undefined;
     let url: string | undefined;
     if (roles.has('api')) {
-      api = buildApi({ config, db, volumes, services, messages, quotas, volumeManager: new VolumeManager({ db, queue, clock, volumes, quotas, kinds }) }, log);
+      const volumeManager = new VolumeManager({
+        db, queue, clock, volumes, quotas, kinds, types, services,
+        options: { defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback },
+      });
+      api = buildApi({ config, db, volumes, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;
       url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;

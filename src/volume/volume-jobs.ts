@@ -4,11 +4,12 @@
  * error status and records a user message, all in the failing transaction.
  */
 import type { Clock } from '../common/index.ts';
-import type { JobRow, VolumeRepository } from '../db/index.ts';
+import type { JobRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import type { BasaltError } from '../errors/index.ts';
 import type { JobKind, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
-import { detailFor, MESSAGE_ACTIONS, recordUserMessage, type MessageAction, type MessageDetail } from '../messages/index.ts';
+import { typeNameOf, volumeQuota } from './volume-quota.ts';
+import { detailArgsFor, detailFor, MESSAGE_ACTIONS, recordUserMessage, type MessageAction, type MessageDetail } from '../messages/index.ts';
 
 /** `volume.schedule` (target `scheduler`): pick a backend for a new volume. */
 export interface SchedulePayload { volumeId: string; sizeGiB: number; availabilityZone: string }
@@ -31,6 +32,7 @@ export interface VolumeJobKinds {
 export interface VolumeJobDeps {
   volumes: VolumeRepository;
   quotas: QuotaEngine;
+  types: VolumeTypeRepository;
   clock: Clock;
   messageTtlSeconds: number;
 }
@@ -61,13 +63,14 @@ function parser<P>(fields: Record<string, 'string' | 'number'>) {
  */
 export async function failVolume(
   deps: VolumeJobDeps, tx: Tx, volumeId: string, from: string, action: MessageAction, detail: MessageDetail, requestId: string | null,
+  detailArgs: string | null = null,
 ): Promise<boolean> {
   const volume = await deps.volumes.get(tx, volumeId);
   if (!volume) return false;
   const to = TRANSITIONAL_STATUSES[from]!.error;
   if (!(await deps.volumes.transition(tx, { id: volumeId, from: [from], to, requestId }))) return false;
   await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
-    projectId: volume.project_id, resourceType: 'volume', resourceId: volumeId, action, detail, requestId,
+    projectId: volume.project_id, resourceType: 'volume', resourceId: volumeId, action, detail, detailArgs, requestId,
   });
   return true;
 }
@@ -76,7 +79,7 @@ export async function failVolume(
 export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
   const onFailure = (from: string, action: MessageAction) =>
     async (tx: Tx, payload: { volumeId: string }, job: JobRow, err: BasaltError): Promise<void> => {
-      await failVolume(deps, tx, payload.volumeId, from, action, detailFor(err), job.request_id);
+      await failVolume(deps, tx, payload.volumeId, from, action, detailFor(err), job.request_id, detailArgsFor(err));
     };
   return {
     schedule: {
@@ -96,7 +99,7 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
         const v = await deps.volumes.get(tx, payload.volumeId);
         if (!v || !(await failVolume(deps, tx, payload.volumeId, 'extending', MESSAGE_ACTIONS.EXTEND_VOLUME, detailFor(err), job.request_id))) return;
         // The size did not change: give back what the request took.
-        await deps.quotas.release(tx, v.project_id, { gigabytes: payload.newSizeGiB - v.size });
+        await deps.quotas.release(tx, v.project_id, volumeQuota(payload.newSizeGiB - v.size, await typeNameOf(deps.types, tx, v.volume_type_id), 0));
       },
     },
     delete: {

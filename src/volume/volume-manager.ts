@@ -6,12 +6,12 @@
  */
 import type { Caller, Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
-import type { Db, ProjectScope, VolumeRepository, VolumeRow } from '../db/index.ts';
-import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
+import type { Db, ProjectScope, ServiceRepository, VolumeRepository, VolumeRow, VolumeType, VolumeTypeRepository } from '../db/index.ts';
+import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { JobHandler, JobQueue, Tx } from '../jobs/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
-import { volumeQuota } from './volume-quota.ts';
+import { typeNameOf, volumeQuota } from './volume-quota.ts';
 import { volumeTarget, type CreatePayload, type DeletePayload, type ExtendPayload, type VolumeJobKinds } from './volume-jobs.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
@@ -25,7 +25,10 @@ export interface CreateVolumeInput {
   name: string | null;
   description: string | null;
   metadata: Record<string, string>;
-  availabilityZone: string;
+  /** The zone asked for; null means the default zone. */
+  availabilityZone: string | null;
+  /** Type name or id; null means the project's (or the configured) default type. */
+  volumeType: string | null;
 }
 
 /** What the manager needs. */
@@ -36,6 +39,10 @@ export interface VolumeManagerDeps {
   clock: Clock;
   volumes: VolumeRepository;
   kinds: VolumeJobKinds;
+  types: VolumeTypeRepository;
+  services: ServiceRepository;
+  /** `[DEFAULT] default_volume_type`, `default_availability_zone`, `allow_availability_zone_fallback`. */
+  options: { defaultVolumeType: string; defaultZone: string; zoneFallback: boolean };
 }
 
 /** The scope a caller sees: own project, or everything for an admin asking for all. */
@@ -57,22 +64,65 @@ export class VolumeManager {
     return v;
   }
 
+  /**
+   * The type a volume gets when none is asked for: the project's default
+   * (3.62), else `default_volume_type`.
+   * @throws BasaltError CONFIG_INVALID when the configured default type does not exist.
+   */
+  async defaultType(q: Tx, caller: Caller): Promise<VolumeType> {
+    const { types, options } = this.deps;
+    const own = await types.projectDefault(q, caller.projectId);
+    const t = (own && await types.find(q, own, { isAdmin: true, projectId: caller.projectId }))
+      ?? await types.find(q, options.defaultVolumeType, { isAdmin: true, projectId: caller.projectId });
+    if (!t) {
+      throw new BasaltError('CONFIG_INVALID', `The request cannot be fulfilled as the default volume type ${options.defaultVolumeType} cannot be found.`);
+    }
+    return t;
+  }
+
+  /**
+   * The type a create asks for, by id or name, if the caller may use it.
+   * @throws NotFoundError for an unknown or inaccessible type.
+   */
+  async resolveType(q: Tx, caller: Caller, requested: string | null): Promise<VolumeType> {
+    if (requested === null || requested === '') return this.defaultType(q, caller);
+    const t = await this.deps.types.find(q, requested, caller);
+    if (!t) throw new NotFoundError(`Volume type with name ${requested} could not be found.`);
+    return t;
+  }
+
+  /**
+   * The zone a create gets: the one asked for if a volume service serves it,
+   * else the default zone when fallback is allowed.
+   * @throws InvalidInputError for an unknown zone without fallback.
+   */
+  async resolveZone(q: Tx, requested: string | null): Promise<string> {
+    const { options, services } = this.deps;
+    if (requested === null) return options.defaultZone;
+    const zones = new Set([options.defaultZone, ...(await services.list(q)).filter((s) => s.binary === 'cinder-volume').map((s) => s.availability_zone)]);
+    if (zones.has(requested)) return requested;
+    if (options.zoneFallback) return options.defaultZone;
+    throw new InvalidInputError(`Invalid input received: Availability zone '${requested}' is invalid.`);
+  }
+
   /** Records the volume in `creating` and queues its scheduling, atomically. */
   async requestCreate(caller: Caller, input: CreateVolumeInput): Promise<VolumeRow> {
     const { queue, volumes, kinds, clock } = this.deps;
     const id = newId();
     const now = isoAt(clock.now());
     await queue.transaction(async (tx, enqueue) => {
-      await this.deps.quotas.consume(tx, caller.projectId, volumeQuota(input.sizeGiB), input.sizeGiB);
+      const type = await this.resolveType(tx, caller, input.volumeType);
+      const zone = await this.resolveZone(tx, input.availabilityZone);
+      await this.deps.quotas.consume(tx, caller.projectId, volumeQuota(input.sizeGiB, type.name), input.sizeGiB);
       await volumes.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, name: input.name, description: input.description,
-        size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: input.availabilityZone,
-        host: null, cluster_name: null, volume_type_id: null, snapshot_id: null, source_volid: null,
+        size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: zone,
+        host: null, cluster_name: null, volume_type_id: type.id, snapshot_id: null, source_volid: null,
         bootable: 0, multiattach: 0, provider_location: null, created_at: now, updated_at: null, launched_at: null,
       }, input.metadata);
       await enqueue(kinds.schedule, {
         target: 'scheduler', resourceId: id, requestId: caller.requestId,
-        payload: { volumeId: id, sizeGiB: input.sizeGiB, availabilityZone: input.availabilityZone },
+        payload: { volumeId: id, sizeGiB: input.sizeGiB, availabilityZone: zone },
       });
     });
     return (await volumes.get(this.deps.db.kysely, id))!;
@@ -93,7 +143,8 @@ export class VolumeManager {
       if (newSizeGiB <= v.size) {
         throw new InvalidInputError(`Invalid input received: New size for extend must be greater than current size. (current: ${v.size}, extended: ${newSizeGiB}).`);
       }
-      await this.deps.quotas.consume(tx, v.project_id, { gigabytes: newSizeGiB - v.size }, newSizeGiB);
+      const typeName = await typeNameOf(this.deps.types, tx, v.volume_type_id);
+      await this.deps.quotas.consume(tx, v.project_id, volumeQuota(newSizeGiB - v.size, typeName, 0), newSizeGiB);
       if (!(await volumes.transition(tx, { id, from: ['available'], to: 'extending', requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid volume: Volume ${id} status changed concurrently; try again.`);
       }
@@ -129,9 +180,9 @@ export class VolumeManager {
 }
 
 /** Deletes a `deleting` volume's row and gives its quota back, in `tx`. */
-async function removeVolume(deps: Pick<VolumeManagerDeps, 'volumes' | 'quotas'>, tx: Tx, v: VolumeRow, requestId: string | null): Promise<void> {
+async function removeVolume(deps: Pick<VolumeManagerDeps, 'volumes' | 'quotas' | 'types'>, tx: Tx, v: VolumeRow, requestId: string | null): Promise<void> {
   if (await deps.volumes.deleteRow(tx, v.id, 'deleting', requestId)) {
-    await deps.quotas.release(tx, v.project_id, volumeQuota(v.size));
+    await deps.quotas.release(tx, v.project_id, volumeQuota(v.size, await typeNameOf(deps.types, tx, v.volume_type_id)));
   }
 }
 
@@ -139,7 +190,7 @@ async function removeVolume(deps: Pick<VolumeManagerDeps, 'volumes' | 'quotas'>,
  * The handlers a volume service runs for one backend. Each is idempotent: it
  * may run again after a crash and then completes the same step.
  */
-export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas'>, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas' | 'types'>, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
   const { volumes, kinds } = deps;
   const create: JobHandler<CreatePayload> = {
     kind: kinds.create,

@@ -29,7 +29,7 @@ export interface VolumeServiceCapabilities {
 }
 
 /** Settings of a {@link VolumeService}. */
-export interface VolumeServiceOptions extends Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas'> {
+export interface VolumeServiceOptions extends Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas' | 'types'> {
   backend: BackendOptions;
   driver: GuardedDriver;
   queue: JobQueue;

@@ -33,6 +33,8 @@ test('quota-set show, update, defaults, usage, reset, class defaults and policy'
   const shown = await s.request('GET', `${V}/os-quota-sets/${PROJECT}`);
   assert.deepEqual(shown.body.quota_set, {
     id: PROJECT, volumes: 10, snapshots: 10, gigabytes: 1000, backups: 10, backup_gigabytes: 1000, groups: 10, per_volume_gigabytes: -1,
+    // Per-type quotas of the default type, unlimited by default as in Cinder.
+    volumes___DEFAULT__: -1, gigabytes___DEFAULT__: -1, snapshots___DEFAULT__: -1,
   });
   const updated = await s.request('PUT', `${V}/os-quota-sets/proj-a`, { quota_set: { tenant_id: 'proj-a', volumes: 2, gigabytes: '5' } });
   assert.equal(updated.status, 200);

@@ -96,7 +96,8 @@ test('a volume that fits no backend ends in error with a user message', async (t
   assert.equal(msgs.body.messages.length, 1);
   const m = msgs.body.messages[0];
   assert.equal(m.event_id, 'VOLUME_VOLUME_001_003');
-  assert.equal(m.user_message, 'schedule allocate volume: Could not find any available weighted backend.');
+  assert.ok(m.user_message.startsWith('schedule allocate volume: Could not find any available weighted backend.'));
+  assert.match(m.user_message, /Rejected: .*@file#file: CapacityFilter/, 'the message names the filter that rejected each backend');
   assert.equal(m.resource_type, 'VOLUME');
   assert.equal(m.request_id, created.headers.get('x-openstack-request-id'), 'the message names the request that created the volume');
   const one = await s.request('GET', `${V}/messages/${m.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });

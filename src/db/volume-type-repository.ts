@@ -1,0 +1,167 @@
+/**
+ * Queries on volume types, their extra specs and project access, and
+ * per-project default types.
+ */
+import type { Kysely } from 'kysely';
+import type { Clock } from '../common/index.ts';
+import { isoAt, newId } from '../common/index.ts';
+import type { Database, VolumeTypeRow } from './schema.ts';
+
+type Q = Kysely<Database>;
+
+/** A type as callers see it: the row with its extra specs. */
+export interface VolumeType extends VolumeTypeRow { extra_specs: Record<string, string> }
+
+/** Who is looking: admins see every type, others public ones and those shared with their project. */
+export interface TypeViewer { isAdmin: boolean; projectId: string }
+
+/** Repository over volume types. */
+export class VolumeTypeRepository {
+  constructor(private readonly clock: Clock) {}
+
+  /**
+   * Types `viewer` may see, by name. For admins `isPublic` picks public or
+   * private ones (undefined: all); others always get the public types plus the
+   * private ones shared with their project.
+   */
+  async list(q: Q, viewer: TypeViewer, isPublic?: boolean): Promise<VolumeType[]> {
+    let s = q.selectFrom('volume_types').selectAll('volume_types');
+    if (viewer.isAdmin && isPublic !== undefined) s = s.where('is_public', '=', isPublic ? 1 : 0);
+    if (!viewer.isAdmin) {
+      s = s.where((eb) => eb.or([
+        eb('is_public', '=', 1),
+        eb.exists(eb.selectFrom('volume_type_projects as p').select('p.project_id')
+          .whereRef('p.volume_type_id', '=', 'volume_types.id').where('p.project_id', '=', viewer.projectId)),
+      ]));
+    }
+    return this.withSpecs(q, await s.orderBy('name').execute());
+  }
+
+  /** A type by id or, failing that, by name, if `viewer` may see it. */
+  async find(q: Q, idOrName: string, viewer: TypeViewer): Promise<VolumeType | undefined> {
+    const row = await q.selectFrom('volume_types').selectAll().where('id', '=', idOrName).executeTakeFirst()
+      ?? await q.selectFrom('volume_types').selectAll().where('name', '=', idOrName).executeTakeFirst();
+    if (!row || !(await this.canUse(q, row, viewer))) return undefined;
+    return (await this.withSpecs(q, [row]))[0];
+  }
+
+  /** Types by id, for views (no visibility check). */
+  async byIds(q: Q, ids: readonly string[]): Promise<Map<string, VolumeTypeRow>> {
+    if (ids.length === 0) return new Map();
+    const rows = await q.selectFrom('volume_types').selectAll().where('id', 'in', [...new Set(ids)]).execute();
+    return new Map(rows.map((r) => [r.id, r]));
+  }
+
+  /** Whether `viewer` may see and use the type. */
+  async canUse(q: Q, t: VolumeTypeRow, viewer: TypeViewer): Promise<boolean> {
+    if (t.is_public || viewer.isAdmin) return true;
+    return (await q.selectFrom('volume_type_projects').select('project_id')
+      .where('volume_type_id', '=', t.id).where('project_id', '=', viewer.projectId).executeTakeFirst()) !== undefined;
+  }
+
+  /** Creates a type; the caller checked the name is free. */
+  async create(q: Q, t: { name: string; description: string | null; isPublic: boolean; extraSpecs: Record<string, string> }): Promise<string> {
+    const id = newId();
+    await q.insertInto('volume_types').values({
+      id, name: t.name, description: t.description, is_public: t.isPublic ? 1 : 0, qos_specs_id: null,
+      created_at: isoAt(this.clock.now()), updated_at: null,
+    }).execute();
+    await this.setExtraSpecs(q, id, t.extraSpecs);
+    return id;
+  }
+
+  /** Whether a type of this name exists. */
+  async nameTaken(q: Q, name: string, exceptId?: string): Promise<boolean> {
+    let s = q.selectFrom('volume_types').select('id').where('name', '=', name);
+    if (exceptId) s = s.where('id', '!=', exceptId);
+    return (await s.executeTakeFirst()) !== undefined;
+  }
+
+  /** Updates name, description or visibility. */
+  async update(q: Q, id: string, set: { name?: string; description?: string | null; is_public?: number }): Promise<void> {
+    await q.updateTable('volume_types').set({ ...set, updated_at: isoAt(this.clock.now()) }).where('id', '=', id).execute();
+  }
+
+  /** Whether any volume uses the type. */
+  async inUse(q: Q, id: string): Promise<boolean> {
+    return (await q.selectFrom('volumes').select('id').where('volume_type_id', '=', id).limit(1).executeTakeFirst()) !== undefined;
+  }
+
+  /** Deletes the type (specs, access and default entries cascade). */
+  async delete(q: Q, id: string): Promise<void> {
+    await q.deleteFrom('volume_types').where('id', '=', id).execute();
+  }
+
+  /** Sets the given extra specs, keeping others. */
+  async setExtraSpecs(q: Q, id: string, specs: Record<string, string>): Promise<void> {
+    for (const [key, value] of Object.entries(specs)) {
+      await q.insertInto('volume_type_extra_specs').values({ volume_type_id: id, key, value })
+        .onConflict((oc) => oc.columns(['volume_type_id', 'key']).doUpdateSet({ value })).execute();
+    }
+  }
+
+  /** Deletes one extra spec; false if absent. */
+  async deleteExtraSpec(q: Q, id: string, key: string): Promise<boolean> {
+    const r = await q.deleteFrom('volume_type_extra_specs').where('volume_type_id', '=', id).where('key', '=', key).executeTakeFirst();
+    return r.numDeletedRows > 0n;
+  }
+
+  /** Projects a type is shared with. */
+  async access(q: Q, id: string): Promise<string[]> {
+    return (await q.selectFrom('volume_type_projects').select('project_id').where('volume_type_id', '=', id).orderBy('project_id').execute()).map((r) => r.project_id);
+  }
+
+  /** Shares a type with a project; false if it already was. */
+  async addAccess(q: Q, id: string, projectId: string): Promise<boolean> {
+    const r = await q.insertInto('volume_type_projects').values({ volume_type_id: id, project_id: projectId })
+      .onConflict((oc) => oc.columns(['volume_type_id', 'project_id']).doNothing()).executeTakeFirst();
+    return Number(r.numInsertedOrUpdatedRows ?? 0n) > 0;
+  }
+
+  /** Stops sharing; false if it was not shared. */
+  async removeAccess(q: Q, id: string, projectId: string): Promise<boolean> {
+    const r = await q.deleteFrom('volume_type_projects').where('volume_type_id', '=', id).where('project_id', '=', projectId).executeTakeFirst();
+    return r.numDeletedRows > 0n;
+  }
+
+  /** A project's own default type id, if set. */
+  async projectDefault(q: Q, projectId: string): Promise<string | undefined> {
+    return (await q.selectFrom('default_volume_types').select('volume_type_id').where('project_id', '=', projectId).executeTakeFirst())?.volume_type_id;
+  }
+
+  /** All per-project defaults. */
+  async projectDefaults(q: Q): Promise<Array<{ project_id: string; volume_type_id: string }>> {
+    return q.selectFrom('default_volume_types').selectAll().orderBy('project_id').execute();
+  }
+
+  /** Sets a project's default type. */
+  async setProjectDefault(q: Q, projectId: string, typeId: string): Promise<void> {
+    await q.insertInto('default_volume_types').values({ project_id: projectId, volume_type_id: typeId })
+      .onConflict((oc) => oc.column('project_id').doUpdateSet({ volume_type_id: typeId })).execute();
+  }
+
+  /** Clears a project's default type; false if none was set. */
+  async deleteProjectDefault(q: Q, projectId: string): Promise<boolean> {
+    const r = await q.deleteFrom('default_volume_types').where('project_id', '=', projectId).executeTakeFirst();
+    return r.numDeletedRows > 0n;
+  }
+
+  /** Whether any project uses the type as its default. */
+  async isProjectDefault(q: Q, id: string): Promise<boolean> {
+    return (await q.selectFrom('default_volume_types').select('project_id').where('volume_type_id', '=', id).limit(1).executeTakeFirst()) !== undefined;
+  }
+
+  /** Names of every type (for per-type quota resources). */
+  async names(q: Q): Promise<string[]> {
+    return (await q.selectFrom('volume_types').select('name').execute()).map((r) => r.name);
+  }
+
+  private async withSpecs(q: Q, rows: VolumeTypeRow[]): Promise<VolumeType[]> {
+    if (rows.length === 0) return [];
+    const specs = await q.selectFrom('volume_type_extra_specs').selectAll().where('volume_type_id', 'in', rows.map((r) => r.id)).orderBy('key').execute();
+    return rows.map((r) => ({
+      ...r,
+      extra_specs: Object.fromEntries(specs.filter((s) => s.volume_type_id === r.id).map((s) => [s.key, s.value])),
+    }));
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Matching a volume type's extra spec against a backend capability, with
+ * Cinder's operators: `<is> True`, `<in> x`, `<or> a <or> b`, `<all-in> a b`,
+ * numeric `=` (at least), `==`, `!=`, `>=`, `<=`, and string `s==`, `s!=`,
+ * `s<`, `s<=`, `s>`, `s>=`. A spec without an operator must equal the
+ * capability as text.
+ */
+
+/** Capability values render as Cinder (Python) would: `True`, `False`, numbers. */
+function text(value: unknown): string {
+  if (value === true) return 'True';
+  if (value === false) return 'False';
+  return String(value);
+}
+
+function num(s: string): number | undefined {
+  const n = Number(s);
+  return s.trim() !== '' && Number.isFinite(n) ? n : undefined;
+}
+
+/** Whether `capability` satisfies `requirement`. A missing capability never does. */
+export function matchesSpec(capability: unknown, requirement: string): boolean {
+  if (capability === undefined || capability === null) return false;
+  const value = text(capability);
+  const words = requirement.trim().split(/\s+/);
+  const op = words[0] ?? '';
+  const rest = words.slice(1).join(' ');
+  const numeric = (cmp: (a: number, b: number) => boolean): boolean => {
+    const a = num(value);
+    const b = num(rest);
+    return a !== undefined && b !== undefined && cmp(a, b);
+  };
+  switch (op) {
+    case '<is>': return value.toLowerCase() === rest.toLowerCase();
+    case '<in>': return value.includes(rest);
+    case '<all-in>': return words.slice(1).every((w) => value.split(/[\s,]+/).includes(w));
+    case '<or>': return words.filter((w) => w !== '<or>').some((w) => w === value);
+    case '=': return numeric((a, b) => a >= b);
+    case '==': return numeric((a, b) => a === b);
+    case '!=': return numeric((a, b) => a !== b);
+    case '>=': return numeric((a, b) => a >= b);
+    case '<=': return numeric((a, b) => a <= b);
+    case 's==': return value === rest;
+    case 's!=': return value !== rest;
+    case 's<': return value < rest;
+    case 's<=': return value <= rest;
+    case 's>': return value > rest;
+    case 's>=': return value >= rest;
+    default: return value === requirement.trim();
+  }
+}
+
+/**
+ * The capability name an extra spec key is about, or undefined when the key
+ * does not constrain placement (scoped to something other than `capabilities`,
+ * e.g. `qos:` or `RESKEY:`).
+ */
+export function capabilityKey(specKey: string): string | undefined {
+  const i = specKey.indexOf(':');
+  if (i < 0) return specKey;
+  return specKey.slice(0, i) === 'capabilities' ? specKey.slice(i + 1) : undefined;
+}
