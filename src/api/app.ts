@@ -14,6 +14,7 @@ import { infrastructureRoutes } from './infrastructure.ts';
 import { messageRoutes } from './messages.ts';
 import { quotaRoutes } from './quotas.ts';
 import { typeRoutes } from './types.ts';
+import { qosRoutes } from './qos-specs.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -73,6 +74,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(infrastructureRoutes(deps));
     await scope.register(quotaRoutes(deps));
     await scope.register(typeRoutes(deps));
+    await scope.register(qosRoutes(deps));
   };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {

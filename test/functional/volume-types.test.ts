@@ -157,3 +157,33 @@ test('per-type quotas', async (t) => {
   assert.equal(u.volumes_gold.in_use, 1);
   assert.equal(u.volumes.in_use, 2);
 });
+
+test('QoS specs: CRUD, keys, association with types, admin only', async (t) => {
+  const s = await startTestServer(t);
+  const typeId = await createType(s, 'limited');
+  const created = await s.request('POST', `${V}/qos-specs`, { qos_specs: { name: 'slow-io', consumer: 'front-end', total_iops_sec: '500', read_bytes_sec: '1000' } });
+  assert.equal(created.status, 200);
+  const q = created.body.qos_specs;
+  assert.deepEqual(q.specs, { read_bytes_sec: '1000', total_iops_sec: '500' });
+  assert.equal(q.consumer, 'front-end');
+  assert.equal((await s.request('POST', `${V}/qos-specs`, { qos_specs: { name: 'slow-io' } })).status, 409);
+  assert.equal((await s.request('POST', `${V}/qos-specs`, { qos_specs: { name: 'x', consumer: 'middle' } })).status, 400);
+  assert.equal((await s.request('GET', '/v3/proj-a/qos-specs', undefined, MEMBER)).status, 403);
+
+  assert.deepEqual((await s.request('PUT', `${V}/qos-specs/${q.id}`, { qos_specs: { total_iops_sec: '800' } })).body, { qos_specs: { total_iops_sec: '800' } });
+  assert.equal((await s.request('PUT', `${V}/qos-specs/${q.id}/delete_keys`, { keys: ['read_bytes_sec'] })).status, 202);
+  assert.equal((await s.request('PUT', `${V}/qos-specs/${q.id}/delete_keys`, { keys: ['read_bytes_sec'] })).status, 404);
+  assert.deepEqual((await s.request('GET', `${V}/qos-specs/${q.id}`)).body.qos_specs.specs, { total_iops_sec: '800' });
+
+  assert.equal((await s.request('GET', `${V}/qos-specs/${q.id}/associate?vol_type_id=${typeId}`)).status, 202);
+  assert.deepEqual((await s.request('GET', `${V}/qos-specs/${q.id}/associations`)).body.qos_associations, [{ association_type: 'volume_type', name: 'limited', id: typeId }]);
+  assert.equal((await s.request('GET', `${V}/types/${typeId}`)).body.volume_type.qos_specs_id, q.id);
+  assert.equal((await s.request('DELETE', `${V}/qos-specs/${q.id}`)).status, 400, 'still associated');
+  assert.equal((await s.request('GET', `${V}/qos-specs/${q.id}/disassociate?vol_type_id=${typeId}`)).status, 202);
+  assert.equal((await s.request('GET', `${V}/types/${typeId}`)).body.volume_type.qos_specs_id, null);
+  assert.equal((await s.request('GET', `${V}/qos-specs/${q.id}/associate?vol_type_id=${typeId}`)).status, 202);
+  assert.equal((await s.request('DELETE', `${V}/qos-specs/${q.id}?force=true`)).status, 202);
+  assert.equal((await s.request('GET', `${V}/qos-specs/${q.id}`)).status, 404);
+  assert.equal((await s.request('GET', `${V}/types/${typeId}`)).body.volume_type.qos_specs_id, null);
+  assert.deepEqual((await s.request('GET', `${V}/qos-specs`)).body.qos_specs, []);
+});
