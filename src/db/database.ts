@@ -12,6 +12,7 @@ import * as m0001 from './migrations/0001-initial.ts';
 import * as m0002 from './migrations/0002-quotas.ts';
 import * as m0003 from './migrations/0003-volume-types.ts';
 import * as m0004 from './migrations/0004-message-args.ts';
+import * as m0005 from './migrations/0005-snapshots.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -19,6 +20,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0002-quotas': m0002,
   '0003-volume-types': m0003,
   '0004-message-args': m0004,
+  '0005-snapshots': m0005,
 };
 
 /** An open database. */

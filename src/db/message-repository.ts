@@ -4,7 +4,7 @@ import type { Clock } from '../common/index.ts';
 import { isoAt } from '../common/index.ts';
 import { afterMarker, keysetExpression, keysetKeys, type KeysetKey, type KeysetTable } from './keyset.ts';
 import type { Database, MessageRow } from './schema.ts';
-import type { ProjectScope } from './volume-repository.ts';
+import type { ProjectScope } from './resource-repository.ts';
 
 type Q = Kysely<Database>;
 

@@ -167,6 +167,25 @@ export interface QosSpecsTable { id: string; name: string; consumer: string; cre
 /** `qos_spec_items`: the key/value pairs of a QoS spec. */
 export interface QosSpecItemsTable { qos_specs_id: string; key: string; value: string }
 
+/** `snapshots`: point-in-time copies of volumes. */
+export interface SnapshotsTable {
+  id: string;
+  project_id: string;
+  user_id: string;
+  volume_id: string;
+  /** Size in GiB of the volume when the snapshot was taken. */
+  volume_size: number;
+  volume_type_id: string | null;
+  name: string | null;
+  description: string | null;
+  status: string;
+  created_at: string;
+  updated_at: string | null;
+}
+
+/** `snapshot_metadata`: user key/value pairs of a snapshot. */
+export interface SnapshotMetadataTable { snapshot_id: string; key: string; value: string }
+
 /** The whole database. */
 export interface Database {
   volumes: VolumesTable;
@@ -184,7 +203,11 @@ export interface Database {
   default_volume_types: DefaultVolumeTypesTable;
   qos_specs: QosSpecsTable;
   qos_spec_items: QosSpecItemsTable;
+  snapshots: SnapshotsTable;
+  snapshot_metadata: SnapshotMetadataTable;
 }
+
+export type SnapshotRow = Selectable<SnapshotsTable>;
 
 export type VolumeTypeRow = Selectable<VolumeTypesTable>;
 export type QosSpecsRow = Selectable<QosSpecsTable>;

@@ -1,0 +1,191 @@
+/**
+ * What volumes and snapshots share in the database: rows with a project, a
+ * status changed only by compare-and-swap (each change recorded as an event),
+ * user metadata in a side table, keyset-paginated lists, and the sweeper's
+ * stuck query. Each resource's repository adds its own queries on top.
+ *
+ * Table names are dynamic here, so queries go through an untyped Kysely view;
+ * the public methods are typed by the resource's row.
+ */
+import type { Kysely, SelectQueryBuilder } from 'kysely';
+import type { Clock } from '../common/index.ts';
+import { isoAt, newId } from '../common/index.ts';
+import { afterMarker, keysetExpression, keysetKeys, type KeysetKey, type KeysetTable } from './keyset.ts';
+import type { Database } from './schema.ts';
+
+type Q = Kysely<Database>;
+type AnyQ = Kysely<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type AnySelect = SelectQueryBuilder<any, any, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Which rows a caller may see: one project, or all (admin with all_tenants). */
+export type ProjectScope = { projectId: string } | 'all';
+
+/** A status change to make, if the row is in one of `from`. */
+export interface Transition<Row> {
+  id: string;
+  from: readonly string[];
+  to: string;
+  /** Other columns to set in the same UPDATE. */
+  set?: Partial<Row>;
+  requestId?: string | null;
+}
+
+/** Filters every resource list understands. */
+export interface ResourceFilter {
+  scope: ProjectScope;
+  name?: string;
+  status?: string;
+  /** Every pair must be present. */
+  metadata?: Record<string, string>;
+}
+
+/** How one resource is stored. */
+export interface ResourceTable<Row> {
+  /** `volumes`, `snapshots`. */
+  table: 'volumes' | 'snapshots';
+  /** `volume`, `snapshot`: events' resource type. */
+  resourceType: string;
+  metadataTable: 'volume_metadata' | 'snapshot_metadata';
+  /** Column of the metadata table naming the row. */
+  metadataKey: 'volume_id' | 'snapshot_id';
+  keyset: KeysetTable<keyof Row & string>;
+}
+
+/** Base of resource repositories. */
+export class ResourceRepository<Row extends { id: string; project_id: string; status: string }, Filter extends ResourceFilter = ResourceFilter> {
+  constructor(protected readonly clock: Clock, protected readonly t: ResourceTable<Row>) {}
+
+  /** Inserts a row, its metadata and a create event. */
+  async insert(q: Q, row: Row, metadata: Record<string, string>): Promise<void> {
+    await (q as AnyQ).insertInto(this.t.table).values(row).execute();
+    await this.addMetadata(q, row.id, metadata);
+    await this.event(q, row.project_id, row.id, `${this.t.resourceType}.create`, null, row.status, null);
+  }
+
+  /** The row, if it exists within `scope`. */
+  async get(q: Q, id: string, scope: ProjectScope = 'all'): Promise<Row | undefined> {
+    let s = (q as AnyQ).selectFrom(this.t.table).selectAll().where('id', '=', id);
+    if (scope !== 'all') s = s.where('project_id', '=', scope.projectId);
+    return s.executeTakeFirst() as Promise<Row | undefined>;
+  }
+
+  /**
+   * Compare-and-swap of the status: changes the row only if its status is one
+   * of `t.from`. Returns whether it changed. Records an event when it did.
+   */
+  async transition(q: Q, t: Transition<Row>): Promise<boolean> {
+    const before = await this.get(q, t.id);
+    if (!before) return false;
+    const r = await (q as AnyQ).updateTable(this.t.table)
+      .set({ ...t.set, status: t.to, updated_at: isoAt(this.clock.now()) })
+      .where('id', '=', t.id).where('status', 'in', t.from)
+      .executeTakeFirst();
+    if (r.numUpdatedRows === 0n) return false;
+    await this.event(q, before.project_id, t.id, `${this.t.resourceType}.status`, before.status, t.to, t.requestId ?? null);
+    return true;
+  }
+
+  /** Deletes the row if its status is `from`; metadata goes with it (FK cascade). */
+  async deleteRow(q: Q, id: string, from: string, requestId: string | null): Promise<boolean> {
+    const row = await this.get(q, id);
+    if (!row) return false;
+    const r = await (q as AnyQ).deleteFrom(this.t.table).where('id', '=', id).where('status', '=', from).executeTakeFirst();
+    if (r.numDeletedRows === 0n) return false;
+    await this.event(q, row.project_id, id, `${this.t.resourceType}.delete`, from, 'deleted', requestId);
+    return true;
+  }
+
+  /** Updates name/description (not status). */
+  async update(q: Q, id: string, set: { name?: string | null; description?: string | null }): Promise<void> {
+    await (q as AnyQ).updateTable(this.t.table).set({ ...set, updated_at: isoAt(this.clock.now()) }).where('id', '=', id).execute();
+  }
+
+  /**
+   * Lists rows matching `filter`, ordered by `sort` (id appended as the final
+   * tie-breaker), starting after `marker` (keyset pagination), at most `limit`.
+   */
+  async list(q: Q, filter: Filter, sort: KeysetKey<keyof Row & string>[], limit: number, marker?: Row): Promise<Row[]> {
+    const keys = keysetKeys(sort);
+    let s = this.filtered(q, filter).selectAll(this.t.table);
+    if (marker) s = s.where(afterMarker(this.t.keyset, keys, marker));
+    for (const k of keys) s = s.orderBy(keysetExpression(this.t.keyset, k.column), k.dir);
+    return s.limit(limit).execute() as Promise<Row[]>;
+  }
+
+  /** How many rows match `filter` (for `with_count`). */
+  async count(q: Q, filter: Filter): Promise<number> {
+    const r = await this.filtered(q, filter).select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number((r as { n: number }).n);
+  }
+
+  /** The shared filters; subclasses add their own in {@link narrow}. */
+  private filtered(q: Q, f: Filter): AnySelect {
+    const tb = this.t.table;
+    let s: AnySelect = (q as AnyQ).selectFrom(tb);
+    if (f.scope !== 'all') s = s.where(`${tb}.project_id`, '=', f.scope.projectId);
+    if (f.name !== undefined) s = s.where(`${tb}.name`, '=', f.name);
+    if (f.status !== undefined) s = s.where(`${tb}.status`, '=', f.status);
+    for (const [key, value] of Object.entries(f.metadata ?? {})) {
+      s = s.where((eb) => eb.exists(eb.selectFrom(`${this.t.metadataTable} as m`).select(`m.${this.t.metadataKey}`)
+        .whereRef(`m.${this.t.metadataKey}`, '=', `${tb}.id`).where('m.key', '=', key).where('m.value', '=', value)));
+    }
+    return this.narrow(s, f);
+  }
+
+  /** Resource-specific filters. Default: none. */
+  protected narrow(s: AnySelect, _f: Filter): AnySelect {
+    return s;
+  }
+
+  /** Metadata of many rows at once: id → key → value. */
+  async metadataOf(q: Q, ids: readonly string[]): Promise<Map<string, Record<string, string>>> {
+    const out = new Map<string, Record<string, string>>(ids.map((id) => [id, {}]));
+    if (ids.length === 0) return out;
+    const rows = await (q as AnyQ).selectFrom(this.t.metadataTable).selectAll().where(this.t.metadataKey, 'in', ids).orderBy('key').execute();
+    for (const r of rows) out.get(r[this.t.metadataKey])![r.key] = r.value;
+    return out;
+  }
+
+  /** Sets the given keys, keeping others. */
+  async addMetadata(q: Q, id: string, metadata: Record<string, string>): Promise<void> {
+    for (const [key, value] of Object.entries(metadata)) {
+      await (q as AnyQ).insertInto(this.t.metadataTable).values({ [this.t.metadataKey]: id, key, value })
+        .onConflict((oc) => oc.columns([this.t.metadataKey, 'key']).doUpdateSet({ value }))
+        .execute();
+    }
+  }
+
+  /** Replaces all metadata. */
+  async replaceMetadata(q: Q, id: string, metadata: Record<string, string>): Promise<void> {
+    await (q as AnyQ).deleteFrom(this.t.metadataTable).where(this.t.metadataKey, '=', id).execute();
+    await this.addMetadata(q, id, metadata);
+  }
+
+  /** Deletes one key; false if it was absent. */
+  async deleteMetadataKey(q: Q, id: string, key: string): Promise<boolean> {
+    const r = await (q as AnyQ).deleteFrom(this.t.metadataTable).where(this.t.metadataKey, '=', id).where('key', '=', key).executeTakeFirst();
+    return r.numDeletedRows > 0n;
+  }
+
+  /**
+   * Rows in one of `statuses`, last changed before `beforeIso`, with no queued
+   * or running job: the sweeper's stuck candidates.
+   */
+  async stuck(q: Q, statuses: readonly string[], beforeIso: string): Promise<Row[]> {
+    const tb = this.t.table;
+    return (q as AnyQ).selectFrom(tb).selectAll()
+      .where('status', 'in', statuses)
+      .where((eb) => eb(eb.fn.coalesce('updated_at', 'created_at'), '<', beforeIso))
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('jobs').select('jobs.id')
+        .whereRef('jobs.resource_id', '=', `${tb}.id`).where('jobs.state', 'in', ['queued', 'running']))))
+      .execute() as Promise<Row[]>;
+  }
+
+  /** Records a status event. */
+  protected async event(q: Q, projectId: string, id: string, event: string, from: string | null, to: string | null, requestId: string | null): Promise<void> {
+    await q.insertInto('events').values({
+      id: newId(), project_id: projectId, resource_type: this.t.resourceType, resource_id: id, event,
+      from_status: from, to_status: to, request_id: requestId, created_at: isoAt(this.clock.now()),
+    }).execute();
+  }
+}
