@@ -9,3 +9,4 @@ export * from './keyset.ts';
 export * from './quota-repository.ts';
 export * from './volume-type-repository.ts';
 export * from './qos-repository.ts';
+export * from './snapshot-repository.ts';

@@ -7,10 +7,10 @@
  * It implements every method explicitly: a new contract method must be added
  * here on purpose, never forwarded blindly.
  */
-import { BasaltError, DriverError } from '../errors/index.ts';
+import { BasaltError, DriverError, InvalidInputError } from '../errors/index.ts';
 import {
   DRIVER_CONTRACT_VERSION,
-  type BackendStats, type DriverCapabilities, type VolumeDriver, type VolumeRef,
+  type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from './volume-driver.ts';
 
 /** A driver behind the guard. */
@@ -57,6 +57,51 @@ export class GuardedDriver implements VolumeDriver {
       return Promise.reject(new DriverError(`extendVolume needs a larger size than ${vol.sizeGiB} GiB`));
     }
     return this.call('extendVolume', () => this.driver.extendVolume(vol, newSizeGiB));
+  }
+
+  createSnapshot(snap: SnapshotRef): Promise<void> {
+    return this.call('createSnapshot', () => this.driver.createSnapshot(snap));
+  }
+
+  deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+    return this.call('deleteSnapshot', () => this.driver.deleteSnapshot(snap));
+  }
+
+  createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+    if (vol.sizeGiB < snap.sizeGiB) return Promise.reject(new DriverError(`A volume from snapshot ${snap.id} needs at least ${snap.sizeGiB} GiB`));
+    return this.call('createVolumeFromSnapshot', () => this.driver.createVolumeFromSnapshot(vol, snap));
+  }
+
+  cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void> {
+    if (vol.sizeGiB < source.sizeGiB) return Promise.reject(new DriverError(`A clone of ${source.id} needs at least ${source.sizeGiB} GiB`));
+    return this.call('cloneVolume', () => this.driver.cloneVolume(vol, source));
+  }
+
+  /** @throws BasaltError NOT_IMPLEMENTED when the driver does not declare `supportsRevertToSnapshot`. */
+  revertToSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+    const revert = this.driver.revertToSnapshot;
+    if (!this.capabilities.supportsRevertToSnapshot || !revert) {
+      return Promise.reject(new BasaltError('NOT_IMPLEMENTED', 'This backend cannot revert a volume to a snapshot.'));
+    }
+    return this.call('revertToSnapshot', () => revert.call(this.driver, vol, snap));
+  }
+
+  /** Opens the volume; the returned handle checks every range before the driver sees it. */
+  async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
+    const inner = await this.call('openVolume', () => this.driver.openVolume(vol));
+    const check = (offset: number, length: number): void => {
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > inner.sizeBytes) {
+        throw new InvalidInputError(`Range ${offset}+${length} is outside the volume (${inner.sizeBytes} bytes)`);
+      }
+    };
+    const guard = <T>(method: string, fn: () => Promise<T>): Promise<T> => this.withTimeout(method, fn);
+    return {
+      sizeBytes: inner.sizeBytes,
+      read: async (offset, length) => { check(offset, length); return guard('read', () => inner.read(offset, length)); },
+      write: async (offset, data) => { check(offset, data.length); return guard('write', () => inner.write(offset, data)); },
+      flush: () => guard('flush', () => inner.flush()),
+      close: () => guard('close', () => inner.close()),
+    };
   }
 
   async close(): Promise<void> {

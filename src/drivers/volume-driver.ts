@@ -3,13 +3,18 @@
  * implements, plus a readonly capabilities object. The core never probes a
  * driver's methods or class to learn what it can do; it reads `capabilities`.
  *
- * Lifecycle of a volume as the core drives it:
+ * Lifecycle of a volume and its snapshots as the core drives them:
  *
- *       createVolume ──► (exists, size N) ──extendVolume(M>N)──► (exists, size M)
- *            │                   │
- *            │ (crash: re-run)   └──deleteVolume──► (gone)
- *            ▼
- *       createVolume again completes the same volume (idempotent)
+ *   createVolume ─┐
+ *   createVolumeFromSnapshot ─┼─► volume (size N) ──extendVolume(M>N)──► volume (size M)
+ *   cloneVolume ──┘               │   ▲      │                        │
+ *                                 │   │      └─openVolume─► handle (read/write/flush/close)
+ *                   createSnapshot│   │revertToSnapshot (optional)
+ *                                 ▼   │
+ *                             snapshot (point in time) ──deleteSnapshot──► (gone)
+ *                                 │
+ *                                 └─► createVolumeFromSnapshot: a new, independent volume
+ *   deleteVolume ─► (gone); the core deletes a volume's snapshots first.
  *
  * Every method may be called again after a crash with the same arguments and
  * must then complete the step, not fail or duplicate it.
@@ -32,6 +37,8 @@ export interface DriverCapabilities {
   readonly supportsThinProvisioning: boolean;
   /** Whether `extendVolume` may be called on an attached volume. Default false. */
   readonly supportsOnlineExtend: boolean;
+  /** Whether `revertToSnapshot` exists. Default false (the core refuses reverts). */
+  readonly supportsRevertToSnapshot: boolean;
   /** Protocol named in pool stats (`storage_protocol`), e.g. `nbd`. */
   readonly storageProtocol: string;
   /** Vendor and version shown in capabilities. */
@@ -47,6 +54,37 @@ export interface VolumeRef {
   readonly sizeGiB: number;
 }
 
+/** The part of a snapshot a driver needs. */
+export interface SnapshotRef {
+  /** The snapshot's UUID; drivers name their objects after it (`snapshot-<id>`). */
+  readonly id: string;
+  /** The volume it was (or is being) taken of. */
+  readonly volumeId: string;
+  /** Size in GiB of the volume when the snapshot was taken. */
+  readonly sizeGiB: number;
+}
+
+/**
+ * Block I/O on an open volume: what the NBD export, backups and image
+ * transfers use. Offsets and lengths are in bytes; the core checks them
+ * against `sizeBytes` before calling.
+ */
+export interface VolumeHandle {
+  /** Size of the volume when it was opened. */
+  readonly sizeBytes: number;
+  /** Reads `length` bytes at `offset`; unwritten ranges read as zeros. */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** Writes `data` at `offset`. Durable only after `flush`. */
+  write(offset: number, data: Buffer): Promise<void>;
+  /** Makes every completed write durable. */
+  flush(): Promise<void>;
+  /** Releases the handle. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** How a pool makes snapshots and clones. */
+export type CopyMethod = 'reflink' | 'copy' | 'cow';
+
 /** Live capacity of one pool. */
 export interface PoolStats {
   readonly name: string;
@@ -54,6 +92,12 @@ export interface PoolStats {
   readonly freeCapacityGiB: number;
   /** Sum of the sizes of the volumes the backend holds (thin: promised, not used). */
   readonly provisionedCapacityGiB: number;
+  /**
+   * How snapshots and clones are made here: `reflink` (shared extents,
+   * instant), `copy` (a sparse-aware copy of the data), `cow` (copy on write
+   * in the driver). Default `copy`.
+   */
+  readonly copyMethod?: CopyMethod;
 }
 
 /** The answer of {@link VolumeDriver.getStats}. */
@@ -121,6 +165,63 @@ export interface VolumeDriver {
    * - Errors: `DriverError` (non-retryable if the volume does not exist).
    */
   extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void>;
+
+  /**
+   * Takes a point-in-time copy of a volume.
+   * - When: for a snapshot in status `creating`; the core guarantees no
+   *   extend, revert or delete of the volume runs meanwhile, and (for in-use
+   *   volumes) that writes are quiesced at the export.
+   * - Postconditions: the snapshot holds the volume's data as of the call;
+   *   later writes to the volume do not change it.
+   * - Idempotent: an existing, complete snapshot of that id succeeds; a
+   *   partial one left by a crash is replaced.
+   * - Errors: `DriverError`.
+   */
+  createSnapshot(snap: SnapshotRef): Promise<void>;
+
+  /**
+   * Deletes a snapshot.
+   * - Idempotent: deleting a missing snapshot succeeds.
+   * - Postconditions: nothing of the snapshot remains; volumes made from it are untouched.
+   */
+  deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void>;
+
+  /**
+   * Creates a new volume holding a snapshot's data.
+   * - Preconditions: `vol.sizeGiB` ≥ `snap.sizeGiB`; the snapshot exists on this backend.
+   * - Postconditions: the volume has `vol.sizeGiB`; its first `snap.sizeGiB`
+   *   GiB equal the snapshot, the rest reads as zeros; it is independent of
+   *   the snapshot (either may be written or deleted).
+   * - Idempotent: like `createVolume`.
+   */
+  createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void>;
+
+  /**
+   * Creates a new volume holding a copy of another volume.
+   * - Preconditions: `vol.sizeGiB` ≥ `source.sizeGiB`; no write reaches the
+   *   source meanwhile (the core keeps it detached or quiesced).
+   * - Postconditions: like `createVolumeFromSnapshot`, from the source volume.
+   * - Idempotent: like `createVolume`.
+   */
+  cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void>;
+
+  /**
+   * Puts a snapshot's data back into its volume. Optional: present exactly
+   * when `capabilities.supportsRevertToSnapshot`.
+   * - Preconditions: the snapshot is the volume's latest; `vol.sizeGiB` ≥ `snap.sizeGiB`.
+   * - Postconditions: the volume keeps `vol.sizeGiB`; its first `snap.sizeGiB`
+   *   GiB equal the snapshot and the rest reads as zeros; the snapshot is unchanged.
+   * - Idempotent: reverting again gives the same result.
+   * - Default if omitted: the core refuses reverts on this backend.
+   */
+  revertToSnapshot?(vol: VolumeRef, snap: SnapshotRef): Promise<void>;
+
+  /**
+   * Opens a volume for block I/O.
+   * - Preconditions: the volume exists.
+   * - Errors: `DriverError` when it does not.
+   */
+  openVolume(vol: VolumeRef): Promise<VolumeHandle>;
 
   /**
    * Releases resources (handles, connections) at shutdown.

@@ -1,45 +1,66 @@
 /**
- * The test double of a backend: volumes live in this process's memory and are
- * lost when it exits. It stands for the storage edge only; the core treats it
- * exactly like any other driver.
+ * The test double of a backend: volumes and snapshots live in this process's
+ * memory and are lost when it exits. It stands for the storage edge only; the
+ * core treats it exactly like any other driver.
+ *
+ * Data is kept in 64 KiB chunks; unwritten chunks read as zeros. Snapshots and
+ * clones share chunk buffers with their source, and a write replaces a chunk
+ * instead of changing it in place, so they are copy-on-write for free.
  */
 import { DriverError } from '../../errors/index.ts';
 import {
-  DRIVER_CONTRACT_VERSION,
-  type BackendStats, type DriverCapabilities, type VolumeDriver, type VolumeRef,
+  DRIVER_CONTRACT_VERSION, GiB,
+  type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
+
+const CHUNK = 64 * 1024;
+
+/** One volume's or snapshot's data. */
+interface Image { sizeBytes: number; chunks: Map<number, Buffer> }
 
 /** Settings of a {@link MemoryDriver}. */
 export interface MemoryDriverOptions {
   poolName: string;
   /** Capacity to report in GiB. Default 1024. */
   totalCapacityGiB?: number;
+  /** Whether to offer revert. Default true; false makes a driver that lacks the capability (for tests). */
+  supportsRevertToSnapshot?: boolean;
 }
 
-/** Volumes as sizes in a map. */
+/** Volumes and snapshots as chunk maps. */
 export class MemoryDriver implements VolumeDriver {
   readonly contractVersion = DRIVER_CONTRACT_VERSION;
-  readonly capabilities: DriverCapabilities = {
-    canRunInParallel: true,
-    supportsThinProvisioning: true,
-    supportsOnlineExtend: true,
-    storageProtocol: 'nbd',
-    vendorName: 'Basalt',
-    driverVersion: '1.0.0',
-  };
-  /** Volume id → size in GiB. Exposed for tests that check for leaks. */
-  readonly volumes = new Map<string, number>();
+  readonly capabilities: DriverCapabilities;
+  /** Volume id → data. Exposed for tests that check for leaks. */
+  readonly volumes = new Map<string, Image>();
+  /** Snapshot id → data. */
+  readonly snapshots = new Map<string, Image>();
 
-  constructor(private readonly options: MemoryDriverOptions) {}
+  constructor(private readonly options: MemoryDriverOptions) {
+    this.capabilities = {
+      canRunInParallel: true,
+      supportsThinProvisioning: true,
+      supportsOnlineExtend: true,
+      supportsRevertToSnapshot: options.supportsRevertToSnapshot ?? true,
+      storageProtocol: 'nbd',
+      vendorName: 'Basalt',
+      driverVersion: '1.0.0',
+    };
+    // Without the capability the method must be absent too, as the contract says.
+    if (!this.capabilities.supportsRevertToSnapshot) (this as { revertToSnapshot?: unknown }).revertToSnapshot = undefined;
+  }
 
   async getStats(): Promise<BackendStats> {
     const total = this.options.totalCapacityGiB || 1024;
-    const provisioned = [...this.volumes.values()].reduce((a, b) => a + b, 0);
-    return { pools: [{ name: this.options.poolName, totalCapacityGiB: total, freeCapacityGiB: total, provisionedCapacityGiB: provisioned }] };
+    const provisioned = [...this.volumes.values()].reduce((a, v) => a + v.sizeBytes / GiB, 0);
+    const used = [...this.volumes.values(), ...this.snapshots.values()].reduce((a, v) => a + v.chunks.size * CHUNK / GiB, 0);
+    return { pools: [{ name: this.options.poolName, totalCapacityGiB: total, freeCapacityGiB: Math.max(0, total - used), provisionedCapacityGiB: provisioned, copyMethod: 'cow' }] };
   }
 
   async createVolume(vol: VolumeRef): Promise<void> {
-    this.volumes.set(vol.id, vol.sizeGiB);
+    const existing = this.volumes.get(vol.id);
+    if (existing) resize(existing, vol.sizeGiB * GiB);
+    else this.volumes.set(vol.id, { sizeBytes: vol.sizeGiB * GiB, chunks: new Map() });
   }
 
   async deleteVolume(vol: Pick<VolumeRef, 'id'>): Promise<void> {
@@ -47,8 +68,83 @@ export class MemoryDriver implements VolumeDriver {
   }
 
   async extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void> {
-    const size = this.volumes.get(vol.id);
-    if (size === undefined) throw new DriverError(`Volume ${vol.id} does not exist`);
-    this.volumes.set(vol.id, Math.max(size, newSizeGiB));
+    const image = this.volume(vol.id);
+    if (image.sizeBytes < newSizeGiB * GiB) image.sizeBytes = newSizeGiB * GiB;
   }
+
+  async createSnapshot(snap: SnapshotRef): Promise<void> {
+    if (this.snapshots.has(snap.id)) return;
+    this.snapshots.set(snap.id, copy(this.volume(snap.volumeId)));
+  }
+
+  async deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+    this.snapshots.delete(snap.id);
+  }
+
+  async createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+    const source = this.snapshots.get(snap.id);
+    if (!source) throw new DriverError(`Snapshot ${snap.id} does not exist`);
+    this.volumes.set(vol.id, resize(copy(source), vol.sizeGiB * GiB));
+  }
+
+  async cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void> {
+    this.volumes.set(vol.id, resize(copy(this.volume(source.id)), vol.sizeGiB * GiB));
+  }
+
+  async revertToSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+    const source = this.snapshots.get(snap.id);
+    if (!source) throw new DriverError(`Snapshot ${snap.id} does not exist`);
+    this.volumes.set(vol.id, resize(copy(source), vol.sizeGiB * GiB));
+  }
+
+  async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
+    const id = vol.id;
+    const image = (): Image => this.volume(id);
+    return {
+      sizeBytes: image().sizeBytes,
+      async read(offset, length) {
+        const out = Buffer.alloc(length);
+        for (let pos = offset; pos < offset + length;) {
+          const index = Math.floor(pos / CHUNK);
+          const within = pos - index * CHUNK;
+          const n = Math.min(CHUNK - within, offset + length - pos);
+          image().chunks.get(index)?.copy(out, pos - offset, within, within + n);
+          pos += n;
+        }
+        return out;
+      },
+      async write(offset, data) {
+        const img = image();
+        for (let pos = offset; pos < offset + data.length;) {
+          const index = Math.floor(pos / CHUNK);
+          const within = pos - index * CHUNK;
+          const n = Math.min(CHUNK - within, offset + data.length - pos);
+          const chunk = Buffer.alloc(CHUNK);
+          img.chunks.get(index)?.copy(chunk); // never change a (possibly shared) chunk in place
+          data.copy(chunk, within, pos - offset, pos - offset + n);
+          img.chunks.set(index, chunk);
+          pos += n;
+        }
+      },
+      async flush() { /* memory is as durable as it gets */ },
+      async close() { /* nothing held */ },
+    };
+  }
+
+  private volume(id: string): Image {
+    const image = this.volumes.get(id);
+    if (!image) throw new DriverError(`Volume ${id} does not exist`);
+    return image;
+  }
+}
+
+function copy(image: Image): Image {
+  return { sizeBytes: image.sizeBytes, chunks: new Map(image.chunks) };
+}
+
+/** Sets the size, dropping chunks past a smaller end. */
+function resize(image: Image, sizeBytes: number): Image {
+  image.sizeBytes = sizeBytes;
+  for (const index of image.chunks.keys()) if (index * CHUNK >= sizeBytes) image.chunks.delete(index);
+  return image;
 }

@@ -1,0 +1,8 @@
+/** The memory test driver passes the conformance suite. */
+import { MemoryDriver } from '../../src/drivers/index.ts';
+import { driverConformance } from './driver-conformance.ts';
+
+driverConformance('memory', async (_t, o) => {
+  const driver = new MemoryDriver({ poolName: 'mem', supportsRevertToSnapshot: o.supportsRevertToSnapshot });
+  return { driver, objects: async () => [...driver.volumes.keys(), ...driver.snapshots.keys()].sort() };
+});
