@@ -15,6 +15,7 @@ import { messageRoutes } from './messages.ts';
 import { quotaRoutes } from './quotas.ts';
 import { typeRoutes } from './types.ts';
 import { qosRoutes } from './qos-specs.ts';
+import { snapshotRoutes } from './snapshots.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -75,6 +76,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(quotaRoutes(deps));
     await scope.register(typeRoutes(deps));
     await scope.register(qosRoutes(deps));
+    await scope.register(snapshotRoutes(deps));
   };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {

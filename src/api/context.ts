@@ -4,7 +4,7 @@
  */
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
-import type { Db, MessageRepository, QosRepository, ServiceRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
+import type { Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import type { VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
@@ -14,6 +14,7 @@ export interface ApiDeps {
   config: BasaltConfig;
   db: Db;
   volumes: VolumeRepository;
+  snapshots: SnapshotRepository;
   services: ServiceRepository;
   messages: MessageRepository;
   quotas: QuotaEngine;

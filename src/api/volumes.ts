@@ -5,11 +5,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type VolumeFilter, type VolumeRow } from '../db/index.ts';
-import { ForbiddenError, InvalidInputError, NotFoundError } from '../errors/index.ts';
-import { scopeOf } from '../volume/index.ts';
+import { ForbiddenError, InvalidInputError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
-import { nextLinks, parsePaging, queryValue, truthy } from './pagination.ts';
+import { metadataRoutes } from './metadata.ts';
+import { resourceList, type ResourceListOptions } from './resource-list.ts';
+import { queryValue, truthy } from './pagination.ts';
 import { metadataSchema, nameSchema, sizeSchema, toSize, validate } from './validation.ts';
 
 const uuidOrNull = { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] };
@@ -67,8 +68,9 @@ function updateSchema(strict: boolean): object {
 const UPDATE_SCHEMA_LEGACY = updateSchema(false);
 const UPDATE_SCHEMA_STRICT = updateSchema(true);
 
-const METADATA_BODY = { type: 'object', required: ['metadata'], properties: { metadata: metadataSchema } };
-const META_BODY = { type: 'object', required: ['meta'], properties: { meta: { ...metadataSchema, minProperties: 1 } } };
+const REVERT_BODY = {
+  type: 'object', required: ['snapshot_id'], additionalProperties: false, properties: { snapshot_id: { type: 'string', format: 'uuid' } },
+};
 const EXTEND_BODY = {
   type: 'object', required: ['new_size'], additionalProperties: false, properties: { new_size: sizeSchema },
 };
@@ -123,23 +125,6 @@ function links(req: FastifyRequest, v: { id: string; project_id: string }): { hr
   ];
 }
 
-/**
- * Parses a `metadata` filter. Clients send JSON or, like cinderclient, a
- * Python dict literal (`{'k': 'v'}`).
- * @throws InvalidInputError when it is neither.
- */
-function parseMetadataFilter(text: string): Record<string, string> {
-  for (const candidate of [text, text.replace(/'/g, '"')]) {
-    try {
-      const v = JSON.parse(candidate) as unknown;
-      if (v && typeof v === 'object' && !Array.isArray(v)) {
-        return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, String(x)]));
-      }
-    } catch { /* try the next form */ }
-  }
-  throw new InvalidInputError(`Invalid input received: metadata filter ${text} is not a JSON object`);
-}
-
 /** Registers the volume routes (under a `/v3/{project_id}` or `/v3` prefix). */
 export function volumeRoutes(deps: ApiDeps) {
   const { db, volumes, volumeManager, config } = deps;
@@ -157,8 +142,8 @@ export function volumeRoutes(deps: ApiDeps) {
       const body = validate<{ volume: Record<string, unknown> }>(strict ? CREATE_SCHEMA_STRICT : CREATE_SCHEMA_LEGACY, req.body);
       const v = body.volume;
       const size = toSize('size', v.size as number | string);
-      if (v.snapshot_id || v.source_volid || v.imageRef || v.image_id || v.backup_id || v.source_replica) {
-        throw new InvalidInputError('Invalid input received: creating a volume from a snapshot, volume, image or backup is not supported by this Basalt release.');
+      if (v.imageRef || v.image_id || v.backup_id || v.source_replica) {
+        throw new InvalidInputError('Invalid input received: creating a volume from an image, backup or replica is not supported by this Basalt release.');
       }
       if (v.consistencygroup_id || v.group_id) {
         throw new InvalidInputError('Invalid input received: volume groups are not supported by this Basalt release.');
@@ -173,44 +158,24 @@ export function volumeRoutes(deps: ApiDeps) {
         metadata: (v.metadata ?? {}) as Record<string, string>,
         availabilityZone: (v.availability_zone ?? null) as string | null,
         volumeType: (v.volume_type ?? null) as string | null,
+        snapshotId: (v.snapshot_id ?? null) as string | null,
+        sourceVolumeId: (v.source_volid ?? null) as string | null,
       });
       return reply.code(202).send(await one(req, created));
     });
 
-    const list = (detail: boolean) => async (req: FastifyRequest) => {
-      const q = req.query as Record<string, unknown>;
-      const paging = parsePaging(q, VOLUME_SORT_KEYS, config.DEFAULT.osapi_max_limit, [{ column: 'created_at', dir: 'desc' }]);
-      const allTenants = truthy(queryValue(q, 'all_tenants'));
-      const filter: VolumeFilter = { scope: scopeOf(req.caller, allTenants) };
-      const projectFilter = queryValue(q, 'project_id');
-      if (req.caller.isAdmin && allTenants && projectFilter) filter.scope = { projectId: projectFilter };
-      const name = queryValue(q, 'name') ?? queryValue(q, 'display_name');
-      if (name !== undefined) filter.name = name;
-      const status = queryValue(q, 'status');
-      if (status !== undefined) filter.status = status;
-      const zone = queryValue(q, 'availability_zone');
-      if (zone !== undefined) filter.availabilityZone = zone;
-      const bootable = queryValue(q, 'bootable');
-      if (bootable !== undefined) filter.bootable = truthy(bootable);
-      const md = queryValue(q, 'metadata');
-      if (md !== undefined) filter.metadata = parseMetadataFilter(md);
-      let marker: VolumeRow | undefined;
-      if (paging.marker !== undefined) {
-        marker = await volumes.get(db.kysely, paging.marker, filter.scope);
-        if (!marker) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
-      }
-      const rows = await volumes.list(db.kysely, filter, paging.sort, paging.limit, marker);
-      const body: Record<string, unknown> = {};
-      if (detail) {
-        body.volumes = await views(req, rows);
-      } else {
-        body.volumes = rows.map((r) => ({ id: r.id, name: r.name, links: links(req, r) }));
-      }
-      const next = nextLinks(req, paging, rows);
-      if (next) body.volumes_links = next;
-      if (req.apiVersion.atLeast('3.45') && truthy(queryValue(q, 'with_count'))) body.count = await volumes.count(db.kysely, filter);
-      return body;
+    const listing: ResourceListOptions<VolumeRow, VolumeFilter> = {
+      db: db.kysely, repo: volumes, collection: 'volumes', sortKeys: VOLUME_SORT_KEYS, maxLimit: config.DEFAULT.osapi_max_limit,
+      narrow(q, filter) {
+        const zone = queryValue(q, 'availability_zone');
+        if (zone !== undefined) filter.availabilityZone = zone;
+        const bootable = queryValue(q, 'bootable');
+        if (bootable !== undefined) filter.bootable = truthy(bootable);
+      },
+      summary: (req, r) => ({ id: r.id, name: r.name, links: links(req, r) }),
+      details: views,
     };
+    const list = (detail: boolean) => resourceList(listing, detail);
     app.get('/volumes', list(false));
     app.get('/volumes/detail', list(true));
 
@@ -235,53 +200,26 @@ export function volumeRoutes(deps: ApiDeps) {
       const q = req.query as Record<string, unknown>;
       const force = truthy(queryValue(q, 'force'));
       if (force && !req.caller.isAdmin) throw new ForbiddenError();
-      await volumeManager.requestDelete(req.caller, req.params.id, { force });
+      await volumeManager.requestDelete(req.caller, req.params.id, { force, cascade: truthy(queryValue(q, 'cascade')) });
       return reply.code(202).send();
     });
 
-    // Metadata sub-resources.
-    app.get<{ Params: { id: string } }>('/volumes/:id/metadata', async (req) => {
-      const v = await volumeManager.get(req.caller, req.params.id);
-      return { metadata: (await volumes.metadataOf(db.kysely, [v.id])).get(v.id) };
-    });
-    const writeAll = (replace: boolean) => async (req: FastifyRequest<{ Params: { id: string } }>) => {
-      const body = validate<{ metadata: Record<string, string> }>(METADATA_BODY, req.body);
-      const v = await volumeManager.get(req.caller, req.params.id);
-      await db.kysely.transaction().execute((tx) => replace
-        ? volumes.replaceMetadata(tx, v.id, body.metadata)
-        : volumes.addMetadata(tx, v.id, body.metadata));
-      return { metadata: replace ? body.metadata : (await volumes.metadataOf(db.kysely, [v.id])).get(v.id) };
-    };
-    app.post('/volumes/:id/metadata', writeAll(false));
-    app.put('/volumes/:id/metadata', writeAll(true));
-    app.get<{ Params: { id: string; key: string } }>('/volumes/:id/metadata/:key', async (req) => {
-      const v = await volumeManager.get(req.caller, req.params.id);
-      const md = (await volumes.metadataOf(db.kysely, [v.id])).get(v.id)!;
-      if (!(req.params.key in md)) throw new NotFoundError(`Volume ${v.id} has no metadata with key ${req.params.key}.`);
-      return { meta: { [req.params.key]: md[req.params.key] } };
-    });
-    app.put<{ Params: { id: string; key: string } }>('/volumes/:id/metadata/:key', async (req) => {
-      const body = validate<{ meta: Record<string, string> }>(META_BODY, req.body);
-      const keys = Object.keys(body.meta);
-      if (keys.length > 1) throw new InvalidInputError('Request body contains too many items');
-      if (keys[0] !== req.params.key) throw new InvalidInputError('Request body and URI mismatch');
-      const v = await volumeManager.get(req.caller, req.params.id);
-      await volumes.addMetadata(db.kysely, v.id, body.meta);
-      return { meta: body.meta };
-    });
-    app.delete<{ Params: { id: string; key: string } }>('/volumes/:id/metadata/:key', async (req, reply) => {
-      const v = await volumeManager.get(req.caller, req.params.id);
-      if (!(await volumes.deleteMetadataKey(db.kysely, v.id, req.params.key))) {
-        throw new NotFoundError(`Volume ${v.id} has no metadata with key ${req.params.key}.`);
-      }
-      return reply.code(200).send();
-    });
+    metadataRoutes(app, deps, { path: '/volumes', kind: 'Volume', repo: volumes, find: (req, id) => volumeManager.get(req.caller, id) });
 
     // Actions: one key per body names the action.
     const actions: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<void>> = {
       'os-extend': async (req, arg) => {
         const a = validate<{ new_size: number | string }>(EXTEND_BODY, arg);
         await volumeManager.requestExtend(req.caller, req.params.id, toSize('new_size', a.new_size));
+      },
+      revert: async (req, arg) => {
+        if (!req.apiVersion.atLeast('3.40')) throw new InvalidInputError('There is no such action: revert');
+        const a = validate<{ snapshot_id: string }>(REVERT_BODY, arg);
+        await volumeManager.requestRevert(req.caller, req.params.id, a.snapshot_id, async (tx, cluster) => {
+          const svc = (await deps.services.list(tx)).find((x) => x.binary === 'cinder-volume' && x.cluster === cluster && x.capabilities);
+          const caps = svc ? JSON.parse(svc.capabilities!) as { pools: Array<{ revert_to_snapshot_support?: boolean }> } : undefined;
+          return caps?.pools.some((p) => p.revert_to_snapshot_support) ?? false;
+        });
       },
     };
     app.post<{ Params: { id: string } }>('/volumes/:id/action', async (req, reply) => {

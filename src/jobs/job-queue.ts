@@ -42,6 +42,10 @@ export class JobQueue {
   /**
    * Runs `fn` in one transaction with an `enqueue` bound to it; after commit,
    * wakes this process's workers for the targets it enqueued for.
+   *
+   * Inside `fn`, query only through `tx`: on SQLite the transaction holds the
+   * one connection, so a query through the outer database handle waits for it
+   * forever.
    */
   async transaction<T>(fn: (tx: Tx, enqueue: Enqueue) => Promise<T>): Promise<T> {
     const targets = new Set<string>();

@@ -12,8 +12,11 @@ import { NoValidBackendError, type BasaltError } from '../errors/index.ts';
 export const MESSAGE_ACTIONS = {
   SCHEDULE_ALLOCATE_VOLUME: { id: '001', text: 'schedule allocate volume' },
   EXTEND_VOLUME: { id: '007', text: 'extend volume' },
+  SNAPSHOT_CREATE: { id: '009', text: 'snapshot create' },
+  SNAPSHOT_DELETE: { id: '010', text: 'snapshot delete' },
   CREATE_VOLUME: { id: '013', text: 'create volume' },
   DELETE_VOLUME: { id: '016', text: 'delete volume' },
+  REVERT_VOLUME: { id: '021', text: 'revert volume to snapshot' },
 } as const;
 
 /** What went wrong. Ids are stable. */

@@ -11,14 +11,14 @@ import { buildApi, isLoopback } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import {
-  MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, VolumeRepository, VolumeTypeRepository, type Db,
+  MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository, type Db,
 } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
 import { createDriver } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { perTypeResources, stuckVolumeRule, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 
 /** The roles a process can run. */
@@ -74,8 +74,9 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const services = new ServiceRepository(clock);
   const messages = new MessageRepository(clock);
   const types = new VolumeTypeRepository(clock);
-  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: volumeUsageCounter(volumes, types), extraResources: perTypeResources(types) });
-  const jobDeps = { volumes, quotas, types, clock, messageTtlSeconds: d.message_ttl };
+  const snapshots = new SnapshotRepository(clock);
+  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: volumeUsageCounter(volumes, snapshots, types), extraResources: perTypeResources(types) });
+  const jobDeps = { volumes, snapshots, quotas, types, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
   const common = {
     queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
@@ -91,7 +92,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   try {
     if (roles.has('volume')) {
       for (const backend of config.backends) {
-        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, quotas, types, kinds, clock, host: d.host, log });
+        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log });
         await svc.start();
         stoppers.push(() => svc.stop());
         log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');
@@ -106,7 +107,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       stoppers.push(() => scheduler.stop());
     }
     const sweeper = new Sweeper({
-      queue, kinds: Object.values(kinds), rules: [stuckVolumeRule(db, jobDeps), { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
+      queue, kinds: Object.values(kinds), rules: [...stuckResourceRules(db, jobDeps), { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
       intervalMs: Math.max(200, leaseMs / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
     });
     await sweeper.sweepOnce();
@@ -117,10 +118,10 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     let url: string | undefined;
     if (roles.has('api')) {
       const volumeManager = new VolumeManager({
-        db, queue, clock, volumes, quotas, kinds, types, services,
+        db, queue, clock, volumes, snapshots, quotas, kinds, types, services,
         options: { defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback },
       });
-      api = buildApi({ config, db, volumes, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager }, log);
+      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;
       url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;

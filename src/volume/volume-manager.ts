@@ -1,23 +1,28 @@
 /**
- * The volume manager owns every status transition of a volume. The API calls
- * its `request*` methods, which change the row with a compare-and-swap and
- * write the job in the same transaction; the volume service runs the handlers
- * from {@link volumeHandlers}, which call the driver and finish the transition.
+ * The volume manager owns every status transition of volumes and snapshots.
+ * The API calls its `request*` methods, which check and change rows with
+ * compare-and-swap updates, take quota, and write the job, all in one
+ * transaction; the volume service runs the handlers (`volume-handlers.ts`),
+ * which call the driver and finish the transition.
  */
 import type { Caller, Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
-import type { Db, ProjectScope, ServiceRepository, VolumeRepository, VolumeRow, VolumeType, VolumeTypeRepository } from '../db/index.ts';
+import type {
+  Db, ProjectScope, ServiceRepository, SnapshotRepository, SnapshotRow, VolumeRepository, VolumeRow, VolumeType, VolumeTypeRepository,
+} from '../db/index.ts';
 import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
-import type { JobHandler, JobQueue, Tx } from '../jobs/index.ts';
-import type { GuardedDriver } from '../drivers/index.ts';
+import type { JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
-import { typeNameOf, volumeQuota } from './volume-quota.ts';
-import { volumeTarget, type CreatePayload, type DeletePayload, type ExtendPayload, type VolumeJobKinds } from './volume-jobs.ts';
+import { busyReason, removeVolume } from './lifecycle.ts';
+import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
+import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
 export const DELETABLE_STATUSES = ['available', 'error', 'error_restoring', 'error_extending', 'error_managing'] as const;
 /** Added by an admin's `force`. */
 export const FORCE_DELETABLE_STATUSES = [...DELETABLE_STATUSES, 'error_deleting'] as const;
+/** Statuses from which a snapshot may be deleted. */
+export const SNAPSHOT_DELETABLE_STATUSES = ['available', 'error', 'error_deleting'] as const;
 
 /** A create request after validation. */
 export interface CreateVolumeInput {
@@ -25,10 +30,23 @@ export interface CreateVolumeInput {
   name: string | null;
   description: string | null;
   metadata: Record<string, string>;
-  /** The zone asked for; null means the default zone. */
+  /** The zone asked for; null means the default zone (or the source's, for copies). */
   availabilityZone: string | null;
-  /** Type name or id; null means the project's (or the configured) default type. */
+  /** Type name or id; null means the project's (or the configured) default type, or the source's. */
   volumeType: string | null;
+  /** Make the volume from this snapshot. */
+  snapshotId?: string | null;
+  /** Make the volume a clone of this volume. */
+  sourceVolumeId?: string | null;
+}
+
+/** A snapshot request after validation. */
+export interface CreateSnapshotInput {
+  volumeId: string;
+  force: boolean;
+  name: string | null;
+  description: string | null;
+  metadata: Record<string, string>;
 }
 
 /** What the manager needs. */
@@ -38,6 +56,7 @@ export interface VolumeManagerDeps {
   queue: JobQueue;
   clock: Clock;
   volumes: VolumeRepository;
+  snapshots: SnapshotRepository;
   kinds: VolumeJobKinds;
   types: VolumeTypeRepository;
   services: ServiceRepository;
@@ -50,18 +69,33 @@ export function scopeOf(caller: Caller, allTenants = false): ProjectScope {
   return caller.isAdmin && allTenants ? 'all' : { projectId: caller.projectId };
 }
 
-/** API-side volume operations. */
+/** The scope of single-resource look-ups: admins see every project's. */
+function lookupScope(caller: Caller): ProjectScope {
+  return caller.isAdmin ? 'all' : { projectId: caller.projectId };
+}
+
+/** API-side volume and snapshot operations. */
 export class VolumeManager {
   constructor(private readonly deps: VolumeManagerDeps) {}
 
   /**
-   * Finds a volume the caller may see (admins see every project's).
+   * Finds a volume the caller may see.
    * @throws NotFoundError when there is none (also for malformed ids).
    */
-  async get(caller: Caller, id: string): Promise<VolumeRow> {
-    const v = await this.deps.volumes.get(this.deps.db.kysely, id, caller.isAdmin ? 'all' : { projectId: caller.projectId });
+  async get(caller: Caller, id: string, q: Tx = this.deps.db.kysely): Promise<VolumeRow> {
+    const v = await this.deps.volumes.get(q, id, lookupScope(caller));
     if (!v) throw NotFoundError.of('Volume', id);
     return v;
+  }
+
+  /**
+   * Finds a snapshot the caller may see.
+   * @throws NotFoundError when there is none.
+   */
+  async getSnapshot(caller: Caller, id: string, q: Tx = this.deps.db.kysely): Promise<SnapshotRow> {
+    const s = await this.deps.snapshots.get(q, id, lookupScope(caller));
+    if (!s) throw NotFoundError.of('Snapshot', id);
+    return s;
   }
 
   /**
@@ -105,125 +139,211 @@ export class VolumeManager {
     throw new InvalidInputError(`Invalid input received: Availability zone '${requested}' is invalid.`);
   }
 
-  /** Records the volume in `creating` and queues its scheduling, atomically. */
+  /**
+   * Records the volume in `creating` and queues its work, atomically. A new
+   * empty volume goes to the scheduler; a volume from a snapshot or a clone
+   * goes straight to the source's backend (the data is there).
+   * @throws NotFoundError (type, snapshot or source), InvalidInputError, InvalidStatusError, QuotaExceededError.
+   */
   async requestCreate(caller: Caller, input: CreateVolumeInput): Promise<VolumeRow> {
     const { queue, volumes, kinds, clock } = this.deps;
     const id = newId();
-    const now = isoAt(clock.now());
     await queue.transaction(async (tx, enqueue) => {
-      const type = await this.resolveType(tx, caller, input.volumeType);
-      const zone = await this.resolveZone(tx, input.availabilityZone);
+      const source = await this.copySource(tx, caller, input);
+      const type = source && !input.volumeType
+        ? (await this.deps.types.find(tx, source.typeId ?? '', { isAdmin: true, projectId: caller.projectId })) ?? await this.defaultType(tx, caller)
+        : await this.resolveType(tx, caller, input.volumeType);
+      let zone: string;
+      if (source) {
+        if (input.availabilityZone !== null && input.availabilityZone !== source.volume.availability_zone) {
+          throw new InvalidInputError(`Invalid input received: Volume must be in the same availability zone as the ${source.kind}: ${source.volume.availability_zone}.`);
+        }
+        zone = source.volume.availability_zone;
+      } else {
+        zone = await this.resolveZone(tx, input.availabilityZone);
+      }
       await this.deps.quotas.consume(tx, caller.projectId, volumeQuota(input.sizeGiB, type.name), input.sizeGiB);
       await volumes.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, name: input.name, description: input.description,
         size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: zone,
-        host: null, cluster_name: null, volume_type_id: type.id, snapshot_id: null, source_volid: null,
-        bootable: 0, multiattach: 0, provider_location: null, created_at: now, updated_at: null, launched_at: null,
+        host: source?.volume.host ?? null, cluster_name: source?.volume.cluster_name ?? null, volume_type_id: type.id,
+        snapshot_id: input.snapshotId ?? null, source_volid: input.sourceVolumeId ?? null,
+        bootable: source?.volume.bootable ?? 0, multiattach: 0, provider_location: null,
+        created_at: isoAt(clock.now()), updated_at: null, launched_at: null,
       }, input.metadata);
-      await enqueue(kinds.schedule, {
-        target: 'scheduler', resourceId: id, requestId: caller.requestId,
-        payload: { volumeId: id, sizeGiB: input.sizeGiB, availabilityZone: zone },
-      });
+      if (source) {
+        await enqueue(kinds.create, { target: volumeTarget(source.volume.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { volumeId: id, sizeGiB: input.sizeGiB } });
+      } else {
+        await enqueue(kinds.schedule, {
+          target: 'scheduler', resourceId: id, requestId: caller.requestId,
+          payload: { volumeId: id, sizeGiB: input.sizeGiB, availabilityZone: zone },
+        });
+      }
     });
     return (await volumes.get(this.deps.db.kysely, id))!;
   }
 
+  /** Checks the snapshot or source volume of a copy; undefined for an empty volume. */
+  private async copySource(tx: Tx, caller: Caller, input: CreateVolumeInput): Promise<{ kind: string; volume: VolumeRow; typeId: string | null } | undefined> {
+    if (input.snapshotId && input.sourceVolumeId) throw new InvalidInputError('Invalid input received: give either snapshot_id or source_volid, not both.');
+    if (input.snapshotId) {
+      const snap = await this.getSnapshot(caller, input.snapshotId, tx);
+      if (snap.status !== 'available') throw new InvalidStatusError(`Invalid snapshot: Originating snapshot status must be one of 'available' values`);
+      if (input.sizeGiB < snap.volume_size) {
+        throw new InvalidInputError(`Invalid input received: Volume size '${input.sizeGiB}'GB cannot be smaller than the snapshot size ${snap.volume_size}GB. They must be >= original snapshot size.`);
+      }
+      const volume = (await this.deps.volumes.get(tx, snap.volume_id))!;
+      return { kind: 'snapshot', volume, typeId: snap.volume_type_id };
+    }
+    if (input.sourceVolumeId) {
+      const volume = await this.get(caller, input.sourceVolumeId, tx);
+      if (volume.status !== 'available') throw new InvalidStatusError(`Invalid volume: Source volume status must be available, but current status is: ${volume.status}.`);
+      const busy = await busyReason(this.deps, tx, volume.id);
+      if (busy) throw new InvalidStatusError(`Invalid volume: Source volume ${volume.id} is busy: ${busy}.`);
+      if (input.sizeGiB < volume.size) {
+        throw new InvalidInputError(`Invalid input received: Volume size '${input.sizeGiB}'GB cannot be smaller than the source volume size ${volume.size}GB. They must be >= original volume size.`);
+      }
+      return { kind: 'source volume', volume, typeId: volume.volume_type_id };
+    }
+    return undefined;
+  }
+
   /**
    * Moves an available volume to `extending` and queues the driver work.
-   * @throws NotFoundError, InvalidInputError (size not larger), InvalidStatusError.
+   * @throws NotFoundError, InvalidInputError (size not larger), InvalidStatusError, QuotaExceededError.
    */
   async requestExtend(caller: Caller, id: string, newSizeGiB: number): Promise<void> {
-    const { queue, volumes, kinds } = this.deps;
+    const { queue, kinds } = this.deps;
     await queue.transaction(async (tx, enqueue) => {
-      const v = await volumes.get(tx, id, caller.isAdmin ? 'all' : { projectId: caller.projectId });
-      if (!v) throw NotFoundError.of('Volume', id);
+      const v = await this.get(caller, id, tx);
       if (v.status !== 'available') {
         throw new InvalidStatusError(`Invalid volume: Volume ${id} status must be available to extend, but current status is: ${v.status}.`);
       }
       if (newSizeGiB <= v.size) {
         throw new InvalidInputError(`Invalid input received: New size for extend must be greater than current size. (current: ${v.size}, extended: ${newSizeGiB}).`);
       }
+      await this.refuseIfBusy(tx, v.id);
       const typeName = await typeNameOf(this.deps.types, tx, v.volume_type_id);
       await this.deps.quotas.consume(tx, v.project_id, volumeQuota(newSizeGiB - v.size, typeName, 0), newSizeGiB);
-      if (!(await volumes.transition(tx, { id, from: ['available'], to: 'extending', requestId: caller.requestId }))) {
-        throw new InvalidStatusError(`Invalid volume: Volume ${id} status changed concurrently; try again.`);
-      }
+      await this.cas(tx, v.id, ['available'], 'extending', caller);
       await enqueue(kinds.extend, { target: volumeTarget(v.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { volumeId: id, newSizeGiB } });
     });
   }
 
   /**
-   * Moves the volume to `deleting` and queues the driver work; a volume never
-   * placed on a backend is removed at once.
-   * @throws NotFoundError, InvalidStatusError.
+   * Moves the volume (and with `cascade` its snapshots) to `deleting` and
+   * queues the driver work; a volume never placed on a backend is removed at once.
+   * @throws NotFoundError, InvalidStatusError (wrong status, snapshots without cascade, busy).
    */
-  async requestDelete(caller: Caller, id: string, opts: { force?: boolean } = {}): Promise<void> {
-    const { queue, volumes, kinds } = this.deps;
+  async requestDelete(caller: Caller, id: string, opts: { force?: boolean; cascade?: boolean } = {}): Promise<void> {
+    const { queue, kinds, snapshots } = this.deps;
     const allowed: readonly string[] = opts.force ? FORCE_DELETABLE_STATUSES : DELETABLE_STATUSES;
     await queue.transaction(async (tx, enqueue) => {
-      const v = await volumes.get(tx, id, caller.isAdmin ? 'all' : { projectId: caller.projectId });
-      if (!v) throw NotFoundError.of('Volume', id);
+      const v = await this.get(caller, id, tx);
       if (!allowed.includes(v.status) || v.attach_status === 'attached') {
         throw new InvalidStatusError(`Invalid volume: Volume status must be ${allowed.join(', ')} and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer.`);
       }
-      if (!(await volumes.transition(tx, { id, from: allowed, to: 'deleting', requestId: caller.requestId }))) {
-        throw new InvalidStatusError(`Invalid volume: Volume ${id} status changed concurrently; try again.`);
+      await this.refuseIfBusy(tx, v.id);
+      const snaps = await snapshots.ofVolume(tx, v.id);
+      if (snaps.length > 0 && !opts.cascade) {
+        throw new InvalidStatusError(`Invalid volume: Volume ${id} still has ${snaps.length} dependent snapshots.`);
       }
+      for (const s of snaps) {
+        if (!(await snapshots.transition(tx, { id: s.id, from: SNAPSHOT_DELETABLE_STATUSES, to: 'deleting', requestId: caller.requestId }))) {
+          throw new InvalidStatusError(`Invalid volume: Snapshot ${s.id} of the volume is ${s.status} and cannot be deleted.`);
+        }
+      }
+      await this.cas(tx, v.id, allowed, 'deleting', caller);
       if (v.cluster_name === null) {
         // Never reached a backend (failed scheduling): nothing to delete but the row.
-        await removeVolume(this.deps, tx, v, caller.requestId);
+        await removeVolume(this.deps, tx, { ...v, status: 'deleting' }, caller.requestId);
         return;
       }
       await enqueue(kinds.delete, { target: volumeTarget(v.cluster_name), resourceId: id, requestId: caller.requestId, payload: { volumeId: id } });
     });
   }
-}
 
-/** Deletes a `deleting` volume's row and gives its quota back, in `tx`. */
-async function removeVolume(deps: Pick<VolumeManagerDeps, 'volumes' | 'quotas' | 'types'>, tx: Tx, v: VolumeRow, requestId: string | null): Promise<void> {
-  if (await deps.volumes.deleteRow(tx, v.id, 'deleting', requestId)) {
-    await deps.quotas.release(tx, v.project_id, volumeQuota(v.size, await typeNameOf(deps.types, tx, v.volume_type_id)));
+  /**
+   * Reverts an available volume to its latest snapshot (3.40).
+   * @throws NotFoundError, InvalidInputError (not the latest, other volume, no backend support), InvalidStatusError.
+   */
+  async requestRevert(caller: Caller, id: string, snapshotId: string, backendCanRevert: (tx: Tx, cluster: string) => Promise<boolean>): Promise<void> {
+    const { queue, kinds, snapshots } = this.deps;
+    await queue.transaction(async (tx, enqueue) => {
+      const v = await this.get(caller, id, tx);
+      const snap = await this.getSnapshot(caller, snapshotId, tx);
+      if (snap.volume_id !== v.id) throw new InvalidInputError(`Invalid input received: Snapshot ${snapshotId} is not a snapshot of volume ${id}.`);
+      if (v.status !== 'available') throw new InvalidStatusError(`Invalid volume: Volume ${id} status must be available to revert, but current status is: ${v.status}.`);
+      if (snap.status !== 'available') throw new InvalidStatusError(`Invalid snapshot: Snapshot ${snapshotId} status must be available to revert, but current status is: ${snap.status}.`);
+      const all = await snapshots.ofVolume(tx, v.id);
+      if (all[all.length - 1]?.id !== snap.id) {
+        throw new InvalidInputError(`Invalid input received: Snapshot ${snapshotId} is not the latest one of volume ${id}; only the latest snapshot can be reverted to.`);
+      }
+      if (v.size < snap.volume_size) throw new InvalidInputError('Invalid input received: the volume is smaller than the snapshot.');
+      if (!(await backendCanRevert(tx, v.cluster_name!))) {
+        throw new InvalidInputError(`Invalid input received: the backend of volume ${id} cannot revert to a snapshot.`);
+      }
+      await this.refuseIfBusy(tx, v.id);
+      await this.cas(tx, v.id, ['available'], 'reverting', caller);
+      await snapshots.transition(tx, { id: snap.id, from: ['available'], to: 'restoring', requestId: caller.requestId });
+      await enqueue(kinds.revert, { target: volumeTarget(v.cluster_name!), resourceId: v.id, requestId: caller.requestId, payload: { volumeId: v.id, snapshotId: snap.id } });
+    });
   }
-}
 
-/**
- * The handlers a volume service runs for one backend. Each is idempotent: it
- * may run again after a crash and then completes the same step.
- */
-export function volumeHandlers(deps: Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas' | 'types'>, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const { volumes, kinds } = deps;
-  const create: JobHandler<CreatePayload> = {
-    kind: kinds.create,
-    async run(ctx, p) {
-      const v = await volumes.get(deps.db.kysely, p.volumeId);
-      if (!v || v.status !== 'creating') return ctx.complete(); // deleted or settled meanwhile
-      await driver.createVolume({ id: p.volumeId, sizeGiB: p.sizeGiB });
-      await ctx.complete(async (tx) => {
-        await volumes.transition(tx, { id: p.volumeId, from: ['creating'], to: 'available', set: { launched_at: isoAt(deps.clock.now()) }, requestId: ctx.job.request_id });
-      });
-    },
-  };
-  const extend: JobHandler<ExtendPayload> = {
-    kind: kinds.extend,
-    async run(ctx, p) {
-      const v = await volumes.get(deps.db.kysely, p.volumeId);
-      if (!v || v.status !== 'extending') return ctx.complete();
-      await driver.extendVolume({ id: p.volumeId, sizeGiB: v.size }, p.newSizeGiB);
-      await ctx.complete(async (tx) => {
-        await volumes.transition(tx, { id: p.volumeId, from: ['extending'], to: 'available', set: { size: p.newSizeGiB }, requestId: ctx.job.request_id });
-      });
-    },
-  };
-  const del: JobHandler<DeletePayload> = {
-    kind: kinds.delete,
-    async run(ctx, p) {
-      const v = await volumes.get(deps.db.kysely, p.volumeId);
-      if (!v || v.status !== 'deleting') return ctx.complete();
-      await driver.deleteVolume({ id: p.volumeId });
-      await ctx.complete(async (tx) => {
-        await removeVolume(deps, tx, v, ctx.job.request_id);
-      });
-    },
-  };
-  return [create, extend, del];
+  /**
+   * Records a snapshot in `creating` and queues it for the volume's backend.
+   * @throws NotFoundError, InvalidStatusError, QuotaExceededError.
+   */
+  async requestSnapshot(caller: Caller, input: CreateSnapshotInput): Promise<SnapshotRow> {
+    const { queue, kinds, snapshots, clock } = this.deps;
+    const id = newId();
+    await queue.transaction(async (tx, enqueue) => {
+      const v = await this.get(caller, input.volumeId, tx);
+      const allowed = input.force ? ['available', 'in-use'] : ['available'];
+      if (!allowed.includes(v.status)) {
+        throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be ${allowed.join(' or ')}, but current status is: ${v.status}.`);
+      }
+      await this.refuseIfBusy(tx, v.id);
+      await this.deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(this.deps.types, tx, v.volume_type_id)));
+      await snapshots.insert(tx, {
+        id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
+        volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating',
+        created_at: isoAt(clock.now()), updated_at: null,
+      }, input.metadata);
+      await enqueue(kinds.snapshotCreate, { target: volumeTarget(v.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { snapshotId: id } });
+    });
+    return (await snapshots.get(this.deps.db.kysely, id))!;
+  }
+
+  /**
+   * Moves a snapshot to `deleting` and queues the driver work.
+   * @throws NotFoundError, InvalidStatusError (wrong status, volumes being made from it).
+   */
+  async requestSnapshotDelete(caller: Caller, id: string): Promise<void> {
+    const { queue, kinds, snapshots, volumes } = this.deps;
+    await queue.transaction(async (tx, enqueue) => {
+      const s = await this.getSnapshot(caller, id, tx);
+      if (!(SNAPSHOT_DELETABLE_STATUSES as readonly string[]).includes(s.status)) {
+        throw new InvalidStatusError(`Invalid snapshot: Snapshot status must be available or error and must not be part of a group, but current status is: ${s.status}.`);
+      }
+      const copying = await tx.selectFrom('volumes').select('id').where('snapshot_id', '=', id).where('status', '=', 'creating').executeTakeFirst();
+      if (copying) throw new InvalidStatusError(`Invalid snapshot: volume ${copying.id} is being created from it.`);
+      if (!(await snapshots.transition(tx, { id, from: SNAPSHOT_DELETABLE_STATUSES, to: 'deleting', requestId: caller.requestId }))) {
+        throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} status changed concurrently; try again.`);
+      }
+      const v = (await volumes.get(tx, s.volume_id))!;
+      await enqueue(kinds.snapshotDelete, { target: volumeTarget(v.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { snapshotId: id } });
+    });
+  }
+
+  private async refuseIfBusy(tx: Tx, volumeId: string): Promise<void> {
+    const busy = await busyReason(this.deps, tx, volumeId);
+    if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${volumeId} is busy: ${busy}.`);
+  }
+
+  private async cas(tx: Tx, id: string, from: readonly string[], to: string, caller: Caller): Promise<void> {
+    if (!(await this.deps.volumes.transition(tx, { id, from, to, requestId: caller.requestId }))) {
+      throw new InvalidStatusError(`Invalid volume: Volume ${id} status changed concurrently; try again.`);
+    }
+  }
 }

@@ -7,7 +7,7 @@ import type { BackendOptions } from '../config/index.ts';
 import type { ServiceRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import { RoleService, type JobQueue } from '../jobs/index.ts';
-import { volumeHandlers, type VolumeManagerDeps } from './volume-manager.ts';
+import { volumeHandlers, type VolumeHandlerDeps } from './volume-handlers.ts';
 import { volumeTarget } from './volume-jobs.ts';
 
 /** Capabilities a volume service stores in its row, in Cinder's shape. */
@@ -25,11 +25,15 @@ export interface VolumeServiceCapabilities {
     max_over_subscription_ratio: number;
     thin_provisioning_support: boolean;
     thick_provisioning_support: boolean;
+    /** Whether volumes here can be reverted to a snapshot (3.40). */
+    revert_to_snapshot_support: boolean;
+    /** How snapshots and clones are made here: reflink, copy or cow. */
+    copy_method: string;
   }>;
 }
 
 /** Settings of a {@link VolumeService}. */
-export interface VolumeServiceOptions extends Pick<VolumeManagerDeps, 'volumes' | 'kinds' | 'db' | 'clock' | 'quotas' | 'types'> {
+export interface VolumeServiceOptions extends VolumeHandlerDeps {
   backend: BackendOptions;
   driver: GuardedDriver;
   queue: JobQueue;
@@ -92,6 +96,8 @@ export class VolumeService {
         max_over_subscription_ratio: backend.max_over_subscription_ratio,
         thin_provisioning_support: driver.capabilities.supportsThinProvisioning,
         thick_provisioning_support: !driver.capabilities.supportsThinProvisioning,
+        revert_to_snapshot_support: driver.capabilities.supportsRevertToSnapshot,
+        copy_method: p.copyMethod ?? 'copy',
       })),
     };
   }

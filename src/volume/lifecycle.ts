@@ -1,0 +1,45 @@
+/**
+ * Steps shared by the API-side managers and the volume service's handlers:
+ * what makes a volume busy, and removing rows together with their quota.
+ */
+import type { SnapshotRepository, SnapshotRow, VolumeRepository, VolumeRow, VolumeTypeRepository } from '../db/index.ts';
+import type { Tx } from '../jobs/index.ts';
+import type { QuotaEngine } from '../quota/index.ts';
+import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
+
+/** The repositories these steps touch. */
+export interface LifecycleDeps {
+  volumes: VolumeRepository;
+  snapshots: SnapshotRepository;
+  types: VolumeTypeRepository;
+  quotas: QuotaEngine;
+}
+
+/**
+ * Why a volume cannot be changed (extended, reverted, deleted, snapshotted)
+ * right now, or undefined. Driver work that reads the volume — a snapshot
+ * being taken, a clone being made — must not see it change underneath. Checked
+ * in the same transaction as the status change it guards.
+ */
+export async function busyReason(deps: LifecycleDeps, tx: Tx, volumeId: string): Promise<string | undefined> {
+  const snaps = await deps.snapshots.ofVolume(tx, volumeId);
+  const working = snaps.find((s) => ['creating', 'deleting', 'restoring'].includes(s.status));
+  if (working) return `snapshot ${working.id} is ${working.status}`;
+  const clone = await tx.selectFrom('volumes').select('id').where('source_volid', '=', volumeId).where('status', '=', 'creating').executeTakeFirst();
+  if (clone) return `volume ${clone.id} is being cloned from it`;
+  return undefined;
+}
+
+/** Deletes a `deleting` volume's row and gives its quota back, in `tx`. */
+export async function removeVolume(deps: LifecycleDeps, tx: Tx, v: VolumeRow, requestId: string | null): Promise<void> {
+  if (await deps.volumes.deleteRow(tx, v.id, 'deleting', requestId)) {
+    await deps.quotas.release(tx, v.project_id, volumeQuota(v.size, await typeNameOf(deps.types, tx, v.volume_type_id)));
+  }
+}
+
+/** Deletes a `deleting` snapshot's row and gives its quota back, in `tx`. */
+export async function removeSnapshot(deps: LifecycleDeps, tx: Tx, s: SnapshotRow, requestId: string | null): Promise<void> {
+  if (await deps.snapshots.deleteRow(tx, s.id, 'deleting', requestId)) {
+    await deps.quotas.release(tx, s.project_id, snapshotQuota(s.volume_size, await typeNameOf(deps.types, tx, s.volume_type_id)));
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The handlers a volume service runs for one backend. Each re-reads its rows
+ * first and is idempotent: run again after a crash, it completes the same step.
+ */
+import type { Clock } from '../common/index.ts';
+import { isoAt } from '../common/index.ts';
+import type { Db } from '../db/index.ts';
+import type { GuardedDriver, SnapshotRef } from '../drivers/index.ts';
+import type { JobHandler } from '../jobs/index.ts';
+import { removeSnapshot, removeVolume, type LifecycleDeps } from './lifecycle.ts';
+import type { CreatePayload, DeletePayload, ExtendPayload, RevertPayload, SnapshotPayload, VolumeJobKinds } from './volume-jobs.ts';
+
+/** What the handlers need. */
+export interface VolumeHandlerDeps extends LifecycleDeps {
+  db: Db;
+  clock: Clock;
+  kinds: VolumeJobKinds;
+}
+
+/** Builds the handlers over one backend's driver. */
+export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const { volumes, snapshots, kinds, db } = deps;
+  const snapRef = (s: { id: string; volume_id: string; volume_size: number }): SnapshotRef => ({ id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size });
+
+  const create: JobHandler<CreatePayload> = {
+    kind: kinds.create,
+    async run(ctx, p) {
+      const v = await volumes.get(db.kysely, p.volumeId);
+      if (!v || v.status !== 'creating') return ctx.complete(); // deleted or settled meanwhile
+      const vol = { id: v.id, sizeGiB: p.sizeGiB };
+      if (v.snapshot_id) {
+        const s = (await snapshots.get(db.kysely, v.snapshot_id))!;
+        await driver.createVolumeFromSnapshot(vol, snapRef(s));
+      } else if (v.source_volid) {
+        const src = (await volumes.get(db.kysely, v.source_volid))!;
+        await driver.cloneVolume(vol, { id: src.id, sizeGiB: src.size });
+      } else {
+        await driver.createVolume(vol);
+      }
+      await ctx.complete(async (tx) => {
+        await volumes.transition(tx, { id: v.id, from: ['creating'], to: 'available', set: { launched_at: isoAt(deps.clock.now()) }, requestId: ctx.job.request_id });
+      });
+    },
+  };
+
+  const extend: JobHandler<ExtendPayload> = {
+    kind: kinds.extend,
+    async run(ctx, p) {
+      const v = await volumes.get(db.kysely, p.volumeId);
+      if (!v || v.status !== 'extending') return ctx.complete();
+      await driver.extendVolume({ id: v.id, sizeGiB: v.size }, p.newSizeGiB);
+      await ctx.complete(async (tx) => {
+        await volumes.transition(tx, { id: v.id, from: ['extending'], to: 'available', set: { size: p.newSizeGiB }, requestId: ctx.job.request_id });
+      });
+    },
+  };
+
+  const del: JobHandler<DeletePayload> = {
+    kind: kinds.delete,
+    async run(ctx, p) {
+      const v = await volumes.get(db.kysely, p.volumeId);
+      if (!v || v.status !== 'deleting') return ctx.complete();
+      // Cascade: the volume's snapshots were moved to deleting with it.
+      for (const s of await snapshots.ofVolume(db.kysely, v.id)) {
+        if (s.status !== 'deleting') continue;
+        await driver.deleteSnapshot({ id: s.id });
+        await db.kysely.transaction().execute((tx) => removeSnapshot(deps, tx, s, ctx.job.request_id));
+      }
+      await driver.deleteVolume({ id: v.id });
+      await ctx.complete((tx) => removeVolume(deps, tx, v, ctx.job.request_id));
+    },
+  };
+
+  const revert: JobHandler<RevertPayload> = {
+    kind: kinds.revert,
+    async run(ctx, p) {
+      const v = await volumes.get(db.kysely, p.volumeId);
+      const s = await snapshots.get(db.kysely, p.snapshotId);
+      if (!v || !s || v.status !== 'reverting') return ctx.complete();
+      await driver.revertToSnapshot({ id: v.id, sizeGiB: v.size }, snapRef(s));
+      await ctx.complete(async (tx) => {
+        await volumes.transition(tx, { id: v.id, from: ['reverting'], to: 'available', requestId: ctx.job.request_id });
+        await snapshots.transition(tx, { id: s.id, from: ['restoring'], to: 'available', requestId: ctx.job.request_id });
+      });
+    },
+  };
+
+  const snapshotCreate: JobHandler<SnapshotPayload> = {
+    kind: kinds.snapshotCreate,
+    async run(ctx, p) {
+      const s = await snapshots.get(db.kysely, p.snapshotId);
+      if (!s || s.status !== 'creating') return ctx.complete();
+      await driver.createSnapshot(snapRef(s));
+      await ctx.complete(async (tx) => {
+        await snapshots.transition(tx, { id: s.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id });
+      });
+    },
+  };
+
+  const snapshotDelete: JobHandler<SnapshotPayload> = {
+    kind: kinds.snapshotDelete,
+    async run(ctx, p) {
+      const s = await snapshots.get(db.kysely, p.snapshotId);
+      if (!s || s.status !== 'deleting') return ctx.complete();
+      await driver.deleteSnapshot({ id: s.id });
+      await ctx.complete((tx) => removeSnapshot(deps, tx, s, ctx.job.request_id));
+    },
+  };
+
+  return [create, extend, del, revert, snapshotCreate, snapshotDelete];
+}
