@@ -69,3 +69,49 @@ test('python3-cinderclient: create, list, show, extend, metadata, delete', async
   await waitFor('deleted', async () => !(await cinder(s, 'list')).includes(id), 20_000);
   assert.equal(fs.existsSync(file), false);
 });
+
+test('python3-cinderclient: types with extra specs, zones, snapshots, copies, quotas', async (t) => {
+  const s = await startTestServer(t, { ini: '[DEFAULT]\nenabled_backends = main, edge\n[edge]\nbackend_availability_zone = edge-zone\n' });
+  assert.match(await cinder(s, 'type-create', 'gold'), /\| gold\s+\|/);
+  await cinder(s, 'type-key', 'gold', 'set', 'volume_backend_name=edge');
+  assert.match(await cinder(s, 'extra-specs-list'), /gold.*volume_backend_name.*edge/);
+
+  // A typed volume in a zone lands on the backend the type and zone select.
+  const inZone = table(await cinder(s, '--os-volume-api-version', '3.62', 'create', '--volume-type', 'gold', '--availability-zone', 'edge-zone', '--name', 'edgy', '1'));
+  const vid = inZone.id!;
+  const shown = await waitFor('available', async () => {
+    const p = table(await cinder(s, 'show', vid));
+    return p.status === 'available' ? p : undefined;
+  }, 20_000);
+  assert.equal(shown.availability_zone, 'edge-zone');
+  assert.equal(shown.volume_type, 'gold');
+  assert.match(shown['os-vol-host-attr:host']!, /@edge#edge$/);
+
+  // Snapshot, list, a volume from it, a clone.
+  const snap = table(await cinder(s, 'snapshot-create', '--name', 'snap', vid));
+  await waitFor('snapshot available', async () => table(await cinder(s, 'snapshot-show', snap.id!)).status === 'available', 20_000);
+  assert.match(await cinder(s, 'snapshot-list'), new RegExp(`${snap.id} \\| ${vid} \\| available`));
+  const fromSnap = table(await cinder(s, 'create', '--snapshot-id', snap.id!, '2'));
+  const clone = table(await cinder(s, 'create', '--source-volid', vid, '1'));
+  for (const id of [fromSnap.id!, clone.id!]) {
+    await waitFor(`${id} available`, async () => table(await cinder(s, 'show', id)).status === 'available', 20_000);
+  }
+  assert.equal(table(await cinder(s, 'show', fromSnap.id!)).snapshot_id, snap.id);
+  assert.equal(table(await cinder(s, 'show', clone.id!)).source_volid, vid);
+
+  // Quotas.
+  await cinder(s, 'quota-update', '--volumes', '7', '--gigabytes', '50', PROJECT);
+  const quota = table(await cinder(s, 'quota-show', PROJECT));
+  assert.equal(quota.volumes, '7');
+  assert.equal(quota.gigabytes, '50');
+  await cinder(s, 'quota-update', '--volume-type', 'gold', '--volumes', '5', PROJECT);
+  assert.equal(table(await cinder(s, 'quota-show', PROJECT)).volumes_gold, '5');
+  assert.match(await cinder(s, 'quota-usage', PROJECT), /\| volumes\s+\| 3\s+\|/);
+
+  await cinder(s, 'snapshot-delete', snap.id!);
+  await waitFor('snapshot deleted', async () => !(await cinder(s, 'snapshot-list')).includes(snap.id!), 20_000);
+  for (const id of [fromSnap.id!, clone.id!, vid]) await cinder(s, 'delete', id);
+  await waitFor('volumes deleted', async () => !(await cinder(s, 'list')).includes(vid), 20_000);
+  await cinder(s, 'type-delete', 'gold');
+  assert.doesNotMatch(await cinder(s, 'type-list'), /gold/);
+});
