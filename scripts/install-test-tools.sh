@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests use, if missing. Idempotent; waits for
 # the apt lock when another process holds it. Needs root (or the tools present).
 set -euo pipefail
-PKGS=(python3-cinderclient)
+# xfsprogs: the file driver's conformance run on a loop-mounted XFS with reflink=1.
+PKGS=(python3-cinderclient xfsprogs)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

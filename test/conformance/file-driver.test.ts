@@ -5,23 +5,11 @@ import fs from 'node:fs';
 import { test } from 'node:test';
 import os from 'node:os';
 import path from 'node:path';
-import { FileDriver, type VolumeDriver } from '../../src/drivers/index.ts';
+import { FileDriver } from '../../src/drivers/index.ts';
 import { driverConformance } from './driver-conformance.ts';
+import { fileDriverFactory } from './file-factory.ts';
 
-driverConformance('file', async (t, o) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-file-driver-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const file = new FileDriver({ poolName: 'file', directory: dir, totalCapacityGiB: 0 });
-  let driver: VolumeDriver = file;
-  if (o.supportsRevertToSnapshot === false) {
-    // The same driver declaring less: the guard must refuse what is not declared.
-    driver = Object.assign(Object.create(file) as FileDriver, {
-      capabilities: { ...file.capabilities, supportsRevertToSnapshot: false },
-      revertToSnapshot: undefined,
-    });
-  }
-  return { driver, objects: async () => fs.readdirSync(dir).filter((n) => !n.startsWith('.')).sort() };
-});
+driverConformance('file', fileDriverFactory(() => fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-file-driver-'))));
 
 test('file: snapshots and clones stay sparse, and the pool says how it copies', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-file-driver-'));
