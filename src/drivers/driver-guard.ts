@@ -100,6 +100,25 @@ export class GuardedDriver implements VolumeDriver {
       read: async (offset, length) => { check(offset, length); return guard('read', () => inner.read(offset, length)); },
       write: async (offset, data) => { check(offset, data.length); return guard('write', () => inner.write(offset, data)); },
       flush: () => guard('flush', () => inner.flush()),
+      trim: async (offset, length) => {
+        check(offset, length);
+        if (inner.trim) await guard('trim', () => inner.trim!(offset, length));
+      },
+      writeZeroes: async (offset, length, mayPunch) => {
+        check(offset, length);
+        if (inner.writeZeroes) return guard('writeZeroes', () => inner.writeZeroes!(offset, length, mayPunch));
+        const zero = Buffer.alloc(Math.min(length, 1024 * 1024));
+        for (let done = 0; done < length; done += zero.length) {
+          const n = Math.min(zero.length, length - done);
+          await guard('write', () => inner.write(offset + done, n === zero.length ? zero : zero.subarray(0, n)));
+        }
+      },
+      blockStatus: async (offset, length) => {
+        check(offset, length);
+        if (!inner.blockStatus) return [{ length, hole: false, zero: false }];
+        const extents = await guard('blockStatus', () => inner.blockStatus!(offset, length));
+        return extents.length ? extents : [{ length, hole: false, zero: false }];
+      },
       close: () => guard('close', () => inner.close()),
     };
   }

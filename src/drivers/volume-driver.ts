@@ -78,8 +78,34 @@ export interface VolumeHandle {
   write(offset: number, data: Buffer): Promise<void>;
   /** Makes every completed write durable. */
   flush(): Promise<void>;
+  /**
+   * Discards a range: it may read back as zeros or as its old data
+   * afterwards, and its space may be freed. Optional; default: nothing
+   * (discard is advisory).
+   */
+  trim?(offset: number, length: number): Promise<void>;
+  /**
+   * Makes a range read as zeros. With `mayPunch` the space may be freed (a
+   * hole); without it, it stays allocated. Optional; default: the core
+   * writes zero buffers.
+   */
+  writeZeroes?(offset: number, length: number, mayPunch: boolean): Promise<void>;
+  /**
+   * Describes the allocation of a range as consecutive extents from `offset`
+   * (they may stop short of `length`). Optional; default: one data extent.
+   */
+  blockStatus?(offset: number, length: number): Promise<Extent[]>;
   /** Releases the handle. Idempotent. */
   close(): Promise<void>;
+}
+
+/** One run of equally allocated bytes, as block status reports it. */
+export interface Extent {
+  length: number;
+  /** Unallocated: no space is used. */
+  hole: boolean;
+  /** Reads as zeros. */
+  zero: boolean;
 }
 
 /** How a pool makes snapshots and clones. */

@@ -158,6 +158,34 @@ export function driverConformance(name: string, factory: DriverFactory): void {
     }
   });
 
+  test(`${name}: write-zeroes, trim and block status`, async (t) => {
+    const { driver } = await setup(t);
+    const v = vol();
+    await driver.createVolume(v);
+    const h = await driver.openVolume(v);
+    t.after(() => h.close());
+    const fresh = await h.blockStatus!(0, 4 * MiB);
+    assert.ok(fresh.every((e) => e.zero), 'a new volume reads as zeros in block status');
+    await h.write(MiB, pattern(10, MiB));
+    await h.flush();
+    const after = await h.blockStatus!(0, 4 * MiB);
+    let pos = 0;
+    let dataSeen = false;
+    for (const e of after) {
+      if (pos < 2 * MiB && pos + e.length > MiB && !e.zero) dataSeen = true;
+      pos += e.length;
+    }
+    assert.ok(dataSeen, 'written data shows as data');
+    assert.ok(pos > 0 && pos <= 4 * MiB);
+    await h.writeZeroes!(MiB, 4096, false);
+    assert.ok((await h.read(MiB, 4096)).equals(Buffer.alloc(4096)), 'write-zeroes without punching reads as zeros');
+    await h.writeZeroes!(MiB + 4096, 65536, true);
+    assert.ok((await h.read(MiB + 4096, 65536)).equals(Buffer.alloc(65536)), 'write-zeroes with punching reads as zeros');
+    assert.ok((await h.read(MiB + 4096 + 65536, 4096)).equals(pattern(10, MiB).subarray(4096 + 65536, 4096 + 65536 + 4096)), 'data after the range is kept');
+    await h.trim!(0, 4 * MiB);
+    await assert.rejects(h.writeZeroes!(GiB - 1, 2, false), /outside the volume/);
+  });
+
   test(`${name}: an undeclared capability is refused`, async (t) => {
     const { driver } = await setup(t, { supportsRevertToSnapshot: false });
     assert.equal(driver.capabilities.supportsRevertToSnapshot, false);

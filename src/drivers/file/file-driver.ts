@@ -12,7 +12,7 @@ import {
   DRIVER_CONTRACT_VERSION, GiB,
   type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
-import { copyVolumeFile, tryReflink } from './sparse-copy.ts';
+import { copyVolumeFile, dataExtents, fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryReflink } from './sparse-copy.ts';
 
 /** Settings of a {@link FileDriver}. */
 export interface FileDriverOptions {
@@ -193,6 +193,22 @@ export class FileDriver implements VolumeDriver {
         while (done < data.length) done += (await handle.write(data, done, data.length - done, offset + done)).bytesWritten;
       },
       flush: () => handle.datasync(),
+      async trim(offset, length) {
+        // Discard is advisory: a filesystem without hole punching keeps the data.
+        fallocate(handle.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+      },
+      async writeZeroes(offset, length, mayPunch) {
+        const mode = mayPunch ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+        if (fallocate(handle.fd, mode, offset, length) === 0) return;
+        const zero = Buffer.alloc(Math.min(length, 1024 * 1024));
+        for (let done = 0; done < length;) {
+          const n = Math.min(zero.length, length - done);
+          done += (await handle.write(zero, 0, n, offset + done)).bytesWritten;
+        }
+      },
+      async blockStatus(offset, length) {
+        return dataExtents(handle.fd, size, offset, length).map((e) => ({ length: e.length, hole: e.hole, zero: e.hole }));
+      },
       async close() {
         if (closed) return;
         closed = true;

@@ -19,6 +19,52 @@ function lseek(fd: number, offset: number, whence: number): number {
   return Number(lseekFn(fd, offset, whence));
 }
 
+let fallocateFn: ((fd: number, mode: number, offset: number, length: number) => number) | undefined;
+let errnoFn: (() => number) | undefined;
+
+/** fallocate(2) modes. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+/**
+ * Calls fallocate(2) on `fd`; returns 0, or the errno (e.g. EOPNOTSUPP when
+ * the filesystem lacks the mode, so the caller can fall back).
+ */
+export function fallocate(fd: number, mode: number, offset: number, length: number): number {
+  if (!fallocateFn) {
+    const libc = koffi.load('libc.so.6');
+    fallocateFn = libc.func('int fallocate(int, int, int64_t, int64_t)') as unknown as typeof fallocateFn;
+    const loc = libc.func('int *__errno_location()');
+    errnoFn = () => koffi.decode(loc(), 'int') as number;
+  }
+  return fallocateFn!(fd, mode, offset, length) === 0 ? 0 : errnoFn!();
+}
+
+/**
+ * The data/hole extents of `[offset, offset + length)` of the open file `fd`
+ * of `size` bytes, from SEEK_DATA/SEEK_HOLE. Holes read as zeros.
+ */
+export function dataExtents(fd: number, size: number, offset: number, length: number): Array<{ length: number; hole: boolean }> {
+  const end = Math.min(size, offset + length);
+  const out: Array<{ length: number; hole: boolean }> = [];
+  let pos = offset;
+  while (pos < end) {
+    let data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0 || data > end) data = end; // no more data in range
+    if (data > pos) {
+      out.push({ length: data - pos, hole: true });
+      pos = data;
+      continue;
+    }
+    const hole = Math.min(lseek(fd, pos, SEEK_HOLE), end);
+    if (hole <= pos) break;
+    out.push({ length: hole - pos, hole: false });
+    pos = hole;
+  }
+  return out;
+}
+
 /** Errors that mean "this filesystem cannot reflink", not a real failure. */
 const NO_REFLINK = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY', 'EBADF']);
 

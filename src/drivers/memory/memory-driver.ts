@@ -10,7 +10,7 @@
 import { DriverError } from '../../errors/index.ts';
 import {
   DRIVER_CONTRACT_VERSION, GiB,
-  type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  type BackendStats, type DriverCapabilities, type Extent, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 
 const CHUNK = 64 * 1024;
@@ -100,7 +100,7 @@ export class MemoryDriver implements VolumeDriver {
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
     const id = vol.id;
     const image = (): Image => this.volume(id);
-    return {
+    const handle: VolumeHandle = {
       sizeBytes: image().sizeBytes,
       async read(offset, length) {
         const out = Buffer.alloc(length);
@@ -127,8 +127,43 @@ export class MemoryDriver implements VolumeDriver {
         }
       },
       async flush() { /* memory is as durable as it gets */ },
+      async trim(offset, length) {
+        await handle.writeZeroes!(offset, length, true);
+      },
+      async writeZeroes(offset, length, mayPunch) {
+        const img = image();
+        for (let pos = offset; pos < offset + length;) {
+          const index = Math.floor(pos / CHUNK);
+          const within = pos - index * CHUNK;
+          const n = Math.min(CHUNK - within, offset + length - pos);
+          const old = img.chunks.get(index);
+          if (n === CHUNK && mayPunch) img.chunks.delete(index);
+          else if (old) {
+            const chunk = Buffer.from(old);
+            chunk.fill(0, within, within + n);
+            img.chunks.set(index, chunk);
+          } else if (!mayPunch) img.chunks.set(index, Buffer.alloc(CHUNK));
+          pos += n;
+        }
+      },
+      async blockStatus(offset, length) {
+        const img = image();
+        const out: Extent[] = [];
+        const end = Math.min(img.sizeBytes, offset + length);
+        for (let pos = offset; pos < end;) {
+          const index = Math.floor(pos / CHUNK);
+          const n = Math.min((index + 1) * CHUNK, end) - pos;
+          const hole = !img.chunks.has(index);
+          const last = out[out.length - 1];
+          if (last && last.hole === hole) last.length += n;
+          else out.push({ length: n, hole, zero: hole });
+          pos += n;
+        }
+        return out;
+      },
       async close() { /* nothing held */ },
     };
+    return handle;
   }
 
   private volume(id: string): Image {
