@@ -1,0 +1,436 @@
+/**
+ * Basalt's NBD server: fixed newstyle negotiation, structured replies,
+ * `base:allocation` block status, and the transmission commands READ, WRITE
+ * (+FUA), FLUSH, TRIM, WRITE_ZEROES (+NO_HOLE, FAST_ZERO), CACHE, BLOCK_STATUS
+ * and DISC. Every offset and length is checked here before the volume handle
+ * is touched; read-only exports refuse writes with EPERM.
+ *
+ * Exports come from an {@link ExportProvider}: the attachments decide which
+ * names exist and who may see them; the server only speaks the protocol.
+ */
+import net, { type AddressInfo, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { VolumeHandle } from '../drivers/index.ts';
+import {
+  BASE_ALLOCATION, CMD, CMD_FLAG, ERR, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
+  IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
+  REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF,
+} from './nbd-protocol.ts';
+import { ConnectionClosed, SocketReader } from './socket-reader.ts';
+
+/** One export as the server sees it. */
+export interface NbdExport {
+  readonly name: string;
+  readonly description?: string;
+  readonly readOnly: boolean;
+  /** Opens block I/O for one connection (the handle checks ranges too). */
+  open(): Promise<VolumeHandle>;
+}
+
+/** Where exports come from. */
+export interface ExportProvider {
+  /** The export of this name, if it exists. */
+  find(name: string): NbdExport | undefined;
+  /** Names NBD_OPT_LIST may show: none by default, since export names are credentials. */
+  list(): string[];
+}
+
+/** Most block status descriptors sent in one reply. */
+const MAX_EXTENTS = 1024;
+/** Context id of `base:allocation` on every connection. */
+const BASE_ALLOCATION_ID = 1;
+
+/** Settings of an {@link NbdServer}. */
+export interface NbdServerOptions {
+  provider: ExportProvider;
+  log: Logger;
+}
+
+/** Thrown to end a connection on a protocol violation. */
+class ProtocolError extends Error {}
+
+/** The NBD server. */
+export class NbdServer {
+  private readonly server: net.Server;
+  /** Open connections by export name (for fencing). */
+  private readonly connections = new Map<string, Set<Socket>>();
+  private readonly sockets = new Set<Socket>();
+
+  constructor(o: NbdServerOptions) {
+    this.server = net.createServer((socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      socket.setNoDelay(true);
+      new Connection(socket, this, o).run().catch((err: unknown) => {
+        if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
+        socket.destroy();
+      });
+    });
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  listen(port: number, host: string): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve(this.server.address() as AddressInfo));
+    });
+  }
+
+  /** Closes the listener and every connection. */
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Drops every connection of an export at once (fencing on detach). */
+  closeExport(name: string): void {
+    for (const s of this.connections.get(name) ?? []) s.destroy();
+    this.connections.delete(name);
+  }
+
+  /** Records a connection's export. */
+  bind(name: string, socket: Socket): void {
+    let set = this.connections.get(name);
+    if (!set) this.connections.set(name, (set = new Set()));
+    set.add(socket);
+    socket.once('close', () => set!.delete(socket));
+  }
+}
+
+/** One client connection: negotiation, then transmission. */
+class Connection {
+  private readonly reader: SocketReader;
+  private structured = false;
+  /** Export name the meta context was set for, if any. */
+  private metaFor: string | undefined;
+  private noZeroes = false;
+
+  constructor(private readonly socket: Socket, private readonly server: NbdServer, private readonly o: NbdServerOptions) {
+    this.reader = new SocketReader(socket);
+  }
+
+  async run(): Promise<void> {
+    const hello = Buffer.alloc(18);
+    hello.writeBigUInt64BE(NBD_MAGIC, 0);
+    hello.writeBigUInt64BE(IHAVEOPT, 8);
+    hello.writeUInt16BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 16);
+    this.socket.write(hello);
+    const clientFlags = (await this.reader.read(4)).readUInt32BE(0);
+    if ((clientFlags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) !== 0) throw new ProtocolError('unknown client flags');
+    this.noZeroes = (clientFlags & FLAG_C_NO_ZEROES) !== 0;
+    const chosen = await this.negotiate();
+    if (chosen) await this.transmit(chosen);
+  }
+
+  private reply(option: number, type: number, data: Buffer = Buffer.alloc(0)): void {
+    const h = Buffer.alloc(20);
+    h.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
+    h.writeUInt32BE(option, 8);
+    h.writeUInt32BE(type, 12);
+    h.writeUInt32BE(data.length, 16);
+    this.socket.write(data.length ? Buffer.concat([h, data]) : h);
+  }
+
+  /** Option haggling; returns the export to serve, or undefined when the client aborted. */
+  private async negotiate(): Promise<NbdExport | undefined> {
+    for (;;) {
+      const head = await this.reader.read(16);
+      if (head.readBigUInt64BE(0) !== IHAVEOPT) throw new ProtocolError('bad option magic');
+      const option = head.readUInt32BE(8);
+      const length = head.readUInt32BE(12);
+      if (length > MAX_OPTION_LENGTH) throw new ProtocolError(`option of ${length} bytes`);
+      const data = await this.reader.read(length);
+      switch (option) {
+        case OPT.EXPORT_NAME: {
+          const exp = this.o.provider.find(data.toString('utf8'));
+          if (!exp) throw new ProtocolError('unknown export'); // the protocol allows no error reply here
+          const out = Buffer.alloc(this.noZeroes ? 10 : 134);
+          out.writeBigUInt64BE(BigInt((await this.sizeOf(exp))), 0);
+          out.writeUInt16BE(this.flags(exp), 8);
+          this.socket.write(out);
+          return exp;
+        }
+        case OPT.ABORT:
+          this.reply(option, REP.ACK);
+          this.socket.end();
+          return undefined;
+        case OPT.LIST: {
+          if (length !== 0) { this.reply(option, REP.ERR_INVALID); break; }
+          for (const name of this.o.provider.list()) {
+            const n = Buffer.from(name, 'utf8');
+            const d = Buffer.alloc(4 + n.length);
+            d.writeUInt32BE(n.length, 0);
+            n.copy(d, 4);
+            this.reply(option, REP.SERVER, d);
+          }
+          this.reply(option, REP.ACK);
+          break;
+        }
+        case OPT.INFO:
+        case OPT.GO: {
+          const parsed = parseInfoRequest(data);
+          if (!parsed) { this.reply(option, REP.ERR_INVALID); break; }
+          const exp = this.o.provider.find(parsed.name);
+          if (!exp) { this.reply(option, REP.ERR_UNKNOWN); break; }
+          const size = await this.sizeOf(exp);
+          const info = Buffer.alloc(12);
+          info.writeUInt16BE(INFO.EXPORT, 0);
+          info.writeBigUInt64BE(BigInt(size), 2);
+          info.writeUInt16BE(this.flags(exp), 10);
+          this.reply(option, REP.INFO, info);
+          const block = Buffer.alloc(14);
+          block.writeUInt16BE(INFO.BLOCK_SIZE, 0);
+          block.writeUInt32BE(MIN_BLOCK, 2);
+          block.writeUInt32BE(PREFERRED_BLOCK, 6);
+          block.writeUInt32BE(MAX_PAYLOAD, 10);
+          this.reply(option, REP.INFO, block);
+          if (parsed.infos.includes(INFO.NAME)) this.reply(option, REP.INFO, infoString(INFO.NAME, exp.name));
+          if (parsed.infos.includes(INFO.DESCRIPTION) && exp.description) this.reply(option, REP.INFO, infoString(INFO.DESCRIPTION, exp.description));
+          this.reply(option, REP.ACK);
+          if (option === OPT.GO) return exp;
+          break;
+        }
+        case OPT.STRUCTURED_REPLY:
+          if (length !== 0) { this.reply(option, REP.ERR_INVALID); break; }
+          this.structured = true;
+          this.reply(option, REP.ACK);
+          break;
+        case OPT.LIST_META_CONTEXT:
+        case OPT.SET_META_CONTEXT: {
+          if (option === OPT.SET_META_CONTEXT) this.metaFor = undefined; // replaced even on failure
+          if (!this.structured) { this.reply(option, REP.ERR_INVALID); break; }
+          const parsed = parseMetaRequest(data);
+          if (!parsed) { this.reply(option, REP.ERR_INVALID); break; }
+          if (!this.o.provider.find(parsed.name)) { this.reply(option, REP.ERR_UNKNOWN); break; }
+          const listing = option === OPT.LIST_META_CONTEXT;
+          const wanted = parsed.queries.some((q) => q === BASE_ALLOCATION || (listing && q === 'base:')) || (listing && parsed.queries.length === 0);
+          if (wanted) {
+            const n = Buffer.from(BASE_ALLOCATION);
+            const d = Buffer.alloc(4 + n.length);
+            d.writeUInt32BE(listing ? 0 : BASE_ALLOCATION_ID, 0);
+            n.copy(d, 4);
+            this.reply(option, REP.META_CONTEXT, d);
+            if (!listing) this.metaFor = parsed.name;
+          }
+          this.reply(option, REP.ACK);
+          break;
+        }
+        default:
+          // STARTTLS arrives with the TLS work; anything else is unknown.
+          this.reply(option, REP.ERR_UNSUP);
+      }
+    }
+  }
+
+  private async sizeOf(exp: NbdExport): Promise<number> {
+    const h = await exp.open();
+    try {
+      return h.sizeBytes;
+    } finally {
+      await h.close();
+    }
+  }
+
+  private flags(exp: NbdExport): number {
+    let f = TF.HAS_FLAGS | TF.SEND_FLUSH | TF.SEND_FUA | TF.SEND_CACHE | TF.CAN_MULTI_CONN;
+    if (exp.readOnly) f |= TF.READ_ONLY;
+    else f |= TF.SEND_TRIM | TF.SEND_WRITE_ZEROES | TF.SEND_FAST_ZERO;
+    return f;
+  }
+
+  /** The transmission phase: requests are served concurrently, replies go out as each completes. */
+  private async transmit(exp: NbdExport): Promise<void> {
+    this.server.bind(exp.name, this.socket);
+    const handle = await exp.open();
+    const inflight = new Set<Promise<void>>();
+    const writes = new Set<Promise<void>>();
+    try {
+      for (;;) {
+        const h = await this.reader.read(28);
+        if (h.readUInt32BE(0) !== REQUEST_MAGIC) throw new ProtocolError('bad request magic');
+        const flags = h.readUInt16BE(4);
+        const type = h.readUInt16BE(6);
+        const cookie = h.subarray(8, 16);
+        const offset = Number(h.readBigUInt64BE(16));
+        const length = h.readUInt32BE(24);
+        let payload: Buffer | undefined;
+        if (type === CMD.WRITE) {
+          if (length > MAX_PAYLOAD) {
+            // Too large to buffer: the stream cannot be resynchronised cheaply, so end it.
+            throw new ProtocolError(`write of ${length} bytes`);
+          }
+          payload = await this.reader.read(length);
+        }
+        if (type === CMD.DISC) break;
+        const work = this.command(handle, exp, type, flags, cookie, offset, length, payload, writes);
+        const tracked = work.finally(() => { inflight.delete(tracked); writes.delete(tracked); });
+        inflight.add(tracked);
+        if (type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM) writes.add(tracked);
+      }
+      await Promise.allSettled([...inflight]);
+      await handle.flush().catch(() => undefined);
+      this.socket.end();
+    } finally {
+      await Promise.allSettled([...inflight]);
+      await handle.close();
+    }
+  }
+
+  private async command(
+    handle: VolumeHandle, exp: NbdExport, type: number, flags: number, cookie: Buffer,
+    offset: number, length: number, payload: Buffer | undefined, writes: Set<Promise<void>>,
+  ): Promise<void> {
+    const size = handle.sizeBytes;
+    const outside = offset + length > size || !Number.isSafeInteger(offset + length);
+    const isWrite = type === CMD.WRITE || type === CMD.TRIM || type === CMD.WRITE_ZEROES;
+    try {
+      if (isWrite && exp.readOnly) return this.error(cookie, type, ERR.EPERM);
+      switch (type) {
+        case CMD.READ: {
+          if (outside) return this.error(cookie, type, ERR.EINVAL);
+          if (length > MAX_PAYLOAD) return this.error(cookie, type, ERR.EINVAL);
+          const data = await handle.read(offset, length);
+          return this.readReply(cookie, offset, data);
+        }
+        case CMD.WRITE:
+          if (outside) return this.error(cookie, type, ERR.ENOSPC);
+          await handle.write(offset, payload!);
+          if (flags & CMD_FLAG.FUA) await handle.flush();
+          return this.ok(cookie);
+        case CMD.FLUSH:
+          // Flush covers every write completed before it: wait for those in flight.
+          await Promise.allSettled([...writes]);
+          await handle.flush();
+          return this.ok(cookie);
+        case CMD.TRIM:
+          if (outside) return this.error(cookie, type, ERR.EINVAL);
+          await handle.trim!(offset, length);
+          if (flags & CMD_FLAG.FUA) await handle.flush();
+          return this.ok(cookie);
+        case CMD.WRITE_ZEROES:
+          if (outside) return this.error(cookie, type, ERR.ENOSPC);
+          await handle.writeZeroes!(offset, length, (flags & CMD_FLAG.NO_HOLE) === 0);
+          if (flags & CMD_FLAG.FUA) await handle.flush();
+          return this.ok(cookie);
+        case CMD.CACHE:
+          if (outside) return this.error(cookie, type, ERR.EINVAL);
+          return this.ok(cookie);
+        case CMD.BLOCK_STATUS: {
+          if (outside || length === 0) return this.error(cookie, type, ERR.EINVAL);
+          if (!this.structured || this.metaFor !== exp.name) return this.error(cookie, type, ERR.EINVAL);
+          const extents = await handle.blockStatus!(offset, length);
+          return this.blockStatusReply(cookie, extents, (flags & CMD_FLAG.REQ_ONE) !== 0);
+        }
+        default:
+          return this.error(cookie, type, ERR.EINVAL);
+      }
+    } catch (err) {
+      this.o.log.warn({ err, export: exp.name, type }, 'NBD command failed');
+      return this.error(cookie, type, (err as { code?: string }).code === 'INVALID_INPUT' ? ERR.EINVAL : ERR.EIO);
+    }
+  }
+
+  private ok(cookie: Buffer): void {
+    const r = Buffer.alloc(16);
+    r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+    r.writeUInt32BE(0, 4);
+    cookie.copy(r, 8);
+    this.socket.write(r);
+  }
+
+  /** An error: structured for READ and BLOCK_STATUS once negotiated, simple otherwise. */
+  private error(cookie: Buffer, type: number, code: number): void {
+    if (this.structured && (type === CMD.READ || type === CMD.BLOCK_STATUS)) {
+      this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, (() => {
+        const b = Buffer.alloc(6);
+        b.writeUInt32BE(code, 0);
+        return b;
+      })());
+      return;
+    }
+    const r = Buffer.alloc(16);
+    r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+    r.writeUInt32BE(code, 4);
+    cookie.copy(r, 8);
+    this.socket.write(r);
+  }
+
+  private chunk(cookie: Buffer, flags: number, type: number, payload: Buffer, extra?: Buffer): void {
+    const h = Buffer.alloc(20);
+    h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+    h.writeUInt16BE(flags, 4);
+    h.writeUInt16BE(type, 6);
+    cookie.copy(h, 8);
+    h.writeUInt32BE(payload.length + (extra?.length ?? 0), 16);
+    // Header and payload go out in consecutive writes on the same tick: replies never interleave.
+    this.socket.write(Buffer.concat([h, payload]));
+    if (extra) this.socket.write(extra);
+  }
+
+  private readReply(cookie: Buffer, offset: number, data: Buffer): void {
+    if (!this.structured) {
+      const r = Buffer.alloc(16);
+      r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+      cookie.copy(r, 8);
+      this.socket.write(r);
+      if (data.length) this.socket.write(data);
+      return;
+    }
+    const off = Buffer.alloc(8);
+    off.writeBigUInt64BE(BigInt(offset), 0);
+    this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, off, data);
+  }
+
+  private blockStatusReply(cookie: Buffer, extents: Array<{ length: number; hole: boolean; zero: boolean }>, one: boolean): void {
+    const list = (one ? extents.slice(0, 1) : extents.slice(0, MAX_EXTENTS)).filter((e) => e.length > 0);
+    const b = Buffer.alloc(4 + 8 * list.length);
+    b.writeUInt32BE(BASE_ALLOCATION_ID, 0);
+    list.forEach((e, i) => {
+      b.writeUInt32BE(Math.min(e.length, 0xffffffff), 4 + 8 * i);
+      b.writeUInt32BE((e.hole ? STATE_HOLE : 0) | (e.zero ? STATE_ZERO : 0), 8 + 8 * i);
+    });
+    this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, b);
+  }
+}
+
+/** Parses NBD_OPT_INFO/GO data; undefined when malformed. */
+function parseInfoRequest(d: Buffer): { name: string; infos: number[] } | undefined {
+  if (d.length < 6) return undefined;
+  const nameLen = d.readUInt32BE(0);
+  if (nameLen > d.length - 6) return undefined;
+  const name = d.subarray(4, 4 + nameLen).toString('utf8');
+  const n = d.readUInt16BE(4 + nameLen);
+  if (d.length !== 6 + nameLen + 2 * n) return undefined;
+  const infos: number[] = [];
+  for (let i = 0; i < n; i++) infos.push(d.readUInt16BE(6 + nameLen + 2 * i));
+  return { name, infos };
+}
+
+/** Parses NBD_OPT_{LIST,SET}_META_CONTEXT data; undefined when malformed. */
+function parseMetaRequest(d: Buffer): { name: string; queries: string[] } | undefined {
+  if (d.length < 8) return undefined;
+  const nameLen = d.readUInt32BE(0);
+  if (nameLen > d.length - 8) return undefined;
+  const name = d.subarray(4, 4 + nameLen).toString('utf8');
+  let pos = 4 + nameLen;
+  const count = d.readUInt32BE(pos);
+  pos += 4;
+  const queries: string[] = [];
+  for (let i = 0; i < count; i++) {
+    if (pos + 4 > d.length) return undefined;
+    const len = d.readUInt32BE(pos);
+    pos += 4;
+    if (pos + len > d.length) return undefined;
+    queries.push(d.subarray(pos, pos + len).toString('utf8'));
+    pos += len;
+  }
+  return pos === d.length ? { name, queries } : undefined;
+}
+
+function infoString(type: number, text: string): Buffer {
+  const s = Buffer.from(text, 'utf8');
+  const b = Buffer.alloc(2 + s.length);
+  b.writeUInt16BE(type, 0);
+  s.copy(b, 2);
+  return b;
+}

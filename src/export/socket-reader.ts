@@ -1,0 +1,81 @@
+/**
+ * Reads exact byte counts from a stream socket: `read(n)` resolves with the
+ * next n bytes, or rejects once the socket ends before they arrive.
+ */
+import type { Socket } from 'node:net';
+
+/** Thrown when the peer went away mid-message. */
+export class ConnectionClosed extends Error {
+  constructor() {
+    super('connection closed');
+  }
+}
+
+/** One pending `read`. */
+interface Waiter { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void }
+
+/** Buffered exact reads over a socket. */
+export class SocketReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private waiter: Waiter | undefined;
+  private ended = false;
+
+  constructor(socket: Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      this.pump();
+    });
+    const end = (): void => {
+      this.ended = true;
+      this.waiter?.reject(new ConnectionClosed());
+      this.waiter = undefined;
+    };
+    socket.on('end', end);
+    socket.on('close', end);
+    socket.on('error', end);
+  }
+
+  /** The next `n` bytes. Only one read may be pending at a time. */
+  read(n: number): Promise<Buffer> {
+    if (this.buffered >= n) return Promise.resolve(this.take(n));
+    if (this.ended) return Promise.reject(new ConnectionClosed());
+    return new Promise((resolve, reject) => {
+      this.waiter = { n, resolve, reject };
+    });
+  }
+
+  private pump(): void {
+    if (this.waiter && this.buffered >= this.waiter.n) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w.resolve(this.take(w.n));
+    }
+  }
+
+  private take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    const first = this.chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      // Fast path: the bytes sit in one chunk; no copy.
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let done = 0;
+      while (done < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - done);
+        c.copy(out, done, 0, k);
+        done += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.buffered -= n;
+    return out;
+  }
+}
