@@ -94,7 +94,30 @@ export class GuardedDriver implements VolumeDriver {
         throw new InvalidInputError(`Range ${offset}+${length} is outside the volume (${inner.sizeBytes} bytes)`);
       }
     };
-    const guard = <T>(method: string, fn: () => Promise<T>): Promise<T> => this.withTimeout(method, fn);
+    // Block I/O is the hot path: rather than a timer per call, one watchdog per
+    // handle fails calls that outlive the timeout.
+    const pending = new Map<number, { started: number; method: string; reject: (e: Error) => void }>();
+    let seq = 0;
+    const watchdog = setInterval(() => {
+      const now = Date.now();
+      for (const [k, p] of pending) {
+        if (now - p.started <= this.timeoutMs) continue;
+        pending.delete(k);
+        p.reject(new DriverError(`Driver call ${p.method} timed out after ${this.timeoutMs} ms`, { retryable: true }));
+      }
+    }, Math.max(10, Math.min(1000, this.timeoutMs / 4)));
+    watchdog.unref();
+    const guard = <T>(method: string, fn: () => Promise<T>): Promise<T> => new Promise<T>((resolve, reject) => {
+      const k = seq++;
+      pending.set(k, { started: Date.now(), method, reject });
+      fn().then(
+        (v) => { if (pending.delete(k)) resolve(v); },
+        (err: unknown) => {
+          if (!pending.delete(k)) return;
+          reject(err instanceof BasaltError ? err : new DriverError(`Driver call ${method} failed`, { cause: err, retryable: isTransient(err) }));
+        },
+      );
+    });
     return {
       sizeBytes: inner.sizeBytes,
       read: async (offset, length) => { check(offset, length); return guard('read', () => inner.read(offset, length)); },
@@ -119,7 +142,10 @@ export class GuardedDriver implements VolumeDriver {
         const extents = await guard('blockStatus', () => inner.blockStatus!(offset, length));
         return extents.length ? extents : [{ length, hole: false, zero: false }];
       },
-      close: () => guard('close', () => inner.close()),
+      close: () => {
+        clearInterval(watchdog);
+        return this.withTimeout('close', () => inner.close());
+      },
     };
   }
 

@@ -105,8 +105,28 @@ class Connection {
   private metaFor: string | undefined;
   private noZeroes = false;
 
+  /** Whether replies written this tick are being held for one writev. */
+  private corked = false;
+
   constructor(private readonly socket: Socket, private readonly server: NbdServer, private readonly o: NbdServerOptions) {
     this.reader = new SocketReader(socket);
+  }
+
+  /**
+   * Queues reply bytes. Replies finished in the same tick leave in one
+   * writev (cork until the next tick): at queue depth 32 this saves most
+   * system calls of the reply path.
+   */
+  private send(...buffers: Buffer[]): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    for (const b of buffers) this.socket.write(b);
   }
 
   async run(): Promise<void> {
@@ -335,7 +355,7 @@ class Connection {
     r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     r.writeUInt32BE(0, 4);
     cookie.copy(r, 8);
-    this.socket.write(r);
+    this.send(r);
   }
 
   /** An error: structured for READ and BLOCK_STATUS once negotiated, simple otherwise. */
@@ -352,7 +372,7 @@ class Connection {
     r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     r.writeUInt32BE(code, 4);
     cookie.copy(r, 8);
-    this.socket.write(r);
+    this.send(r);
   }
 
   private chunk(cookie: Buffer, flags: number, type: number, payload: Buffer, extra?: Buffer): void {
@@ -362,9 +382,9 @@ class Connection {
     h.writeUInt16BE(type, 6);
     cookie.copy(h, 8);
     h.writeUInt32BE(payload.length + (extra?.length ?? 0), 16);
-    // Header and payload go out in consecutive writes on the same tick: replies never interleave.
-    this.socket.write(Buffer.concat([h, payload]));
-    if (extra) this.socket.write(extra);
+    // Header and payload are queued together: replies never interleave.
+    if (extra) this.send(h, payload, extra);
+    else this.send(h, payload);
   }
 
   private readReply(cookie: Buffer, offset: number, data: Buffer): void {
@@ -372,8 +392,8 @@ class Connection {
       const r = Buffer.alloc(16);
       r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
       cookie.copy(r, 8);
-      this.socket.write(r);
-      if (data.length) this.socket.write(data);
+      if (data.length) this.send(r, data);
+      else this.send(r);
       return;
     }
     const off = Buffer.alloc(8);

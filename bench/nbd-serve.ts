@@ -1,0 +1,25 @@
+/**
+ * Serves one file-driver volume over Basalt's NBD server, for benchmarks:
+ *   node --import tsx bench/nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT
+ * (serves DIR/volume-VOLUME_ID as export `bench` on 127.0.0.1:PORT until killed).
+ */
+import pino from 'pino';
+import { FileDriver, GuardedDriver } from '../src/drivers/index.ts';
+import { NbdServer } from '../src/export/index.ts';
+
+const [dir, id, sizeGiB, port] = process.argv.slice(2);
+if (!dir || !id || !sizeGiB || !port) {
+  console.error('usage: nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT');
+  process.exit(2);
+}
+const driver = new GuardedDriver(new FileDriver({ poolName: 'bench', directory: dir, totalCapacityGiB: 0 }), 600_000);
+await driver.init();
+const server = new NbdServer({
+  provider: {
+    find: (name) => name === 'bench' ? { name, readOnly: false, open: () => driver.openVolume({ id, sizeGiB: Number(sizeGiB) }) } : undefined,
+    list: () => [],
+  },
+  log: pino({ level: 'warn' }),
+});
+const address = await server.listen(Number(port), '127.0.0.1');
+console.log(`listening ${address.port}`);
