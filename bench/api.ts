@@ -87,7 +87,7 @@ async function startBasalt(): Promise<{ url: string; pids: number[]; stop: () =>
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-bench-'));
   const bin = path.resolve(import.meta.dirname, '../bin/basalt.js');
   const child = spawn(process.execPath, [bin, 'server'], {
-    env: { ...process.env, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info' },
+    env: { ...process.env, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {

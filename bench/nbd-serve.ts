@@ -16,8 +16,8 @@ const driver = new GuardedDriver(new FileDriver({ poolName: 'bench', directory: 
 await driver.init();
 const server = new NbdServer({
   provider: {
-    find: (name) => name === 'bench' ? { name, readOnly: false, open: () => driver.openVolume({ id, sizeGiB: Number(sizeGiB) }) } : undefined,
-    list: () => [],
+    find: async (name) => name === 'bench' ? { name, readOnly: false, open: () => driver.openVolume({ id, sizeGiB: Number(sizeGiB) }) } : undefined,
+    list: async () => [],
   },
   log: pino({ level: 'warn' }),
 });

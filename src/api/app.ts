@@ -16,6 +16,7 @@ import { quotaRoutes } from './quotas.ts';
 import { typeRoutes } from './types.ts';
 import { qosRoutes } from './qos-specs.ts';
 import { snapshotRoutes } from './snapshots.ts';
+import { attachmentRoutes } from './attachments.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -77,6 +78,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(typeRoutes(deps));
     await scope.register(qosRoutes(deps));
     await scope.register(snapshotRoutes(deps));
+    await scope.register(attachmentRoutes(deps));
   };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {

@@ -4,8 +4,8 @@
  */
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
-import type { Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
-import type { VolumeManager } from '../volume/index.ts';
+import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
+import type { AttachmentManager, VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
 
@@ -21,6 +21,8 @@ export interface ApiDeps {
   types: VolumeTypeRepository;
   qos: QosRepository;
   volumeManager: VolumeManager;
+  attachments: AttachmentRepository;
+  attachmentManager: AttachmentManager;
 }
 
 declare module 'fastify' {

@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime, type Caller } from '../common/index.ts';
-import { VOLUME_SORT_KEYS, type VolumeFilter, type VolumeRow } from '../db/index.ts';
+import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow } from '../db/index.ts';
 import { ForbiddenError, InvalidInputError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
@@ -76,7 +76,7 @@ const EXTEND_BODY = {
 };
 
 /** The volume as the API shows it in detail, for this caller and microversion. */
-export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>, typeName: string | null): Record<string, unknown> {
+export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>, typeName: string | null, attachments: AttachmentRow[] = []): Record<string, unknown> {
   const caller: Caller = req.caller;
   const version: ApiVersion = req.apiVersion;
   const view: Record<string, unknown> = {
@@ -86,7 +86,10 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     availability_zone: v.availability_zone,
     created_at: cinderTime(v.created_at),
     updated_at: cinderTime(v.updated_at),
-    attachments: [],
+    attachments: attachments.filter((a) => a.attach_status === 'attached').map((a) => ({
+      id: v.id, attachment_id: a.id, volume_id: v.id, server_id: a.instance_uuid, host_name: a.attached_host,
+      device: a.mountpoint, attached_at: cinderTime(a.attach_time),
+    })),
     name: v.name,
     description: v.description,
     volume_type: typeName,
@@ -133,7 +136,8 @@ export function volumeRoutes(deps: ApiDeps) {
     const views = async (req: FastifyRequest, rows: VolumeRow[]) => {
       const md = await volumes.metadataOf(db.kysely, rows.map((r) => r.id));
       const typeRows = await deps.types.byIds(db.kysely, rows.flatMap((r) => r.volume_type_id ? [r.volume_type_id] : []));
-      return rows.map((r) => volumeView(req, r, md.get(r.id)!, r.volume_type_id ? typeRows.get(r.volume_type_id)?.name ?? null : null));
+      const attached = await deps.attachments.ofVolumes(db.kysely, rows.map((r) => r.id));
+      return rows.map((r) => volumeView(req, r, md.get(r.id)!, r.volume_type_id ? typeRows.get(r.volume_type_id)?.name ?? null : null, attached.get(r.id)));
     };
     const one = async (req: FastifyRequest, v: VolumeRow) => ({ volume: (await views(req, [v]))[0] });
 

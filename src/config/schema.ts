@@ -64,6 +64,14 @@ export const DEFAULT_OPTIONS = {
     type: 'bool', default: false,
     help: 'Allow noauth on a non-loopback listen address. Off by default because noauth trusts whatever the client claims.',
   }),
+  nbd_listen: opt<string>({
+    type: 'string', default: '127.0.0.1',
+    help: 'Address the NBD export server of the volume service listens on (and announces in connection info).',
+  }),
+  nbd_port: opt<number>({
+    type: 'int', default: 10809, min: 0, max: 65535,
+    help: 'Port of the NBD export server (0 picks a free one).',
+  }),
   enabled_backends: opt<string[]>({
     type: 'list', default: ['file'],
     help: 'Backend section names to run a volume service for, comma separated.',

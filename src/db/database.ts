@@ -13,6 +13,7 @@ import * as m0002 from './migrations/0002-quotas.ts';
 import * as m0003 from './migrations/0003-volume-types.ts';
 import * as m0004 from './migrations/0004-message-args.ts';
 import * as m0005 from './migrations/0005-snapshots.ts';
+import * as m0006 from './migrations/0006-attachments.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -21,6 +22,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0003-volume-types': m0003,
   '0004-message-args': m0004,
   '0005-snapshots': m0005,
+  '0006-attachments': m0006,
 };
 
 /** An open database. */

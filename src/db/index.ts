@@ -10,3 +10,4 @@ export * from './quota-repository.ts';
 export * from './volume-type-repository.ts';
 export * from './qos-repository.ts';
 export * from './snapshot-repository.ts';
+export * from './attachment-repository.ts';

@@ -186,6 +186,29 @@ export interface SnapshotsTable {
 /** `snapshot_metadata`: user key/value pairs of a snapshot. */
 export interface SnapshotMetadataTable { snapshot_id: string; key: string; value: string }
 
+/** `attachments`: a volume's attachments to hosts, each served by its own export. */
+export interface AttachmentsTable {
+  id: string;
+  volume_id: string;
+  project_id: string;
+  instance_uuid: string | null;
+  attached_host: string | null;
+  mountpoint: string | null;
+  /** `rw` or `ro`. */
+  attach_mode: string;
+  /** `reserved`, `attaching`, `attached`, `detaching`. */
+  attach_status: string;
+  /** JSON of the host's connector, once given. */
+  connector: string | null;
+  /** JSON of the connection info handed to the host. */
+  connection_info: string | null;
+  /** The NBD export name: unguessable, it is the credential. */
+  export_name: string;
+  created_at: string;
+  updated_at: string | null;
+  attach_time: string | null;
+}
+
 /** The whole database. */
 export interface Database {
   volumes: VolumesTable;
@@ -205,7 +228,10 @@ export interface Database {
   qos_spec_items: QosSpecItemsTable;
   snapshots: SnapshotsTable;
   snapshot_metadata: SnapshotMetadataTable;
+  attachments: AttachmentsTable;
 }
+
+export type AttachmentRow = Selectable<AttachmentsTable>;
 
 export type SnapshotRow = Selectable<SnapshotsTable>;
 

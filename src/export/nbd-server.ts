@@ -29,10 +29,10 @@ export interface NbdExport {
 
 /** Where exports come from. */
 export interface ExportProvider {
-  /** The export of this name, if it exists. */
-  find(name: string): NbdExport | undefined;
+  /** The export of this name, if it exists (checked at every negotiation). */
+  find(name: string): Promise<NbdExport | undefined>;
   /** Names NBD_OPT_LIST may show: none by default, since export names are credentials. */
-  list(): string[];
+  list(): Promise<string[]>;
 }
 
 /** Most block status descriptors sent in one reply. */
@@ -162,7 +162,7 @@ class Connection {
       const data = await this.reader.read(length);
       switch (option) {
         case OPT.EXPORT_NAME: {
-          const exp = this.o.provider.find(data.toString('utf8'));
+          const exp = await this.o.provider.find(data.toString('utf8'));
           if (!exp) throw new ProtocolError('unknown export'); // the protocol allows no error reply here
           const out = Buffer.alloc(this.noZeroes ? 10 : 134);
           out.writeBigUInt64BE(BigInt((await this.sizeOf(exp))), 0);
@@ -176,7 +176,7 @@ class Connection {
           return undefined;
         case OPT.LIST: {
           if (length !== 0) { this.reply(option, REP.ERR_INVALID); break; }
-          for (const name of this.o.provider.list()) {
+          for (const name of await this.o.provider.list()) {
             const n = Buffer.from(name, 'utf8');
             const d = Buffer.alloc(4 + n.length);
             d.writeUInt32BE(n.length, 0);
@@ -190,7 +190,7 @@ class Connection {
         case OPT.GO: {
           const parsed = parseInfoRequest(data);
           if (!parsed) { this.reply(option, REP.ERR_INVALID); break; }
-          const exp = this.o.provider.find(parsed.name);
+          const exp = await this.o.provider.find(parsed.name);
           if (!exp) { this.reply(option, REP.ERR_UNKNOWN); break; }
           const size = await this.sizeOf(exp);
           const info = Buffer.alloc(12);
@@ -221,7 +221,7 @@ class Connection {
           if (!this.structured) { this.reply(option, REP.ERR_INVALID); break; }
           const parsed = parseMetaRequest(data);
           if (!parsed) { this.reply(option, REP.ERR_INVALID); break; }
-          if (!this.o.provider.find(parsed.name)) { this.reply(option, REP.ERR_UNKNOWN); break; }
+          if (!(await this.o.provider.find(parsed.name))) { this.reply(option, REP.ERR_UNKNOWN); break; }
           const listing = option === OPT.LIST_META_CONTEXT;
           const wanted = parsed.queries.some((q) => q === BASE_ALLOCATION || (listing && q === 'base:')) || (listing && parsed.queries.length === 0);
           if (wanted) {

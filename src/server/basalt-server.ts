@@ -11,15 +11,17 @@ import { buildApi, isLoopback } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import {
-  MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository, type Db,
+  AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository, type Db,
 } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
-import { createDriver } from '../drivers/index.ts';
+import { createDriver, type GuardedDriver } from '../drivers/index.ts';
+import { NbdServer } from '../export/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
+import { attachmentExports } from './attachment-exports.ts';
 
 /** The roles a process can run. */
 export const ROLES = ['api', 'scheduler', 'volume'] as const;
@@ -75,6 +77,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const messages = new MessageRepository(clock);
   const types = new VolumeTypeRepository(clock);
   const snapshots = new SnapshotRepository(clock);
+  const attachments = new AttachmentRepository(clock);
   const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: volumeUsageCounter(volumes, snapshots, types), extraResources: perTypeResources(types) });
   const jobDeps = { volumes, snapshots, quotas, types, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
@@ -91,8 +94,19 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
 
   try {
     if (roles.has('volume')) {
+      // One NBD server per process serves the attachments of every backend it runs.
+      const drivers = new Map<string, GuardedDriver>();
+      const nbd = new NbdServer({ provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }) });
+      const address = await nbd.listen(d.nbd_port, d.nbd_listen);
+      stoppers.push(() => nbd.close());
+      log.info({ host: d.nbd_listen, port: address.port }, 'NBD export server listening');
       for (const backend of config.backends) {
-        const svc = new VolumeService({ ...common, backend, driver: createDriver(backend), db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log });
+        const driver = createDriver(backend);
+        const svc = new VolumeService({
+          ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log,
+          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port },
+        });
+        drivers.set(svc.cluster, driver);
         await svc.start();
         stoppers.push(() => svc.stop());
         log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');
@@ -121,7 +135,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         db, queue, clock, volumes, snapshots, quotas, kinds, types, services,
         options: { defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback },
       });
-      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager }, log);
+      const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds });
+      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;
       url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;

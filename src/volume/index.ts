@@ -6,3 +6,4 @@ export * from './stuck-volumes.ts';
 export * from './volume-handlers.ts';
 export * from './lifecycle.ts';
 export * from './volume-quota.ts';
+export * from './attachment-manager.ts';

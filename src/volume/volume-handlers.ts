@@ -8,13 +8,15 @@ import type { Db } from '../db/index.ts';
 import type { GuardedDriver, SnapshotRef } from '../drivers/index.ts';
 import type { JobHandler } from '../jobs/index.ts';
 import { removeSnapshot, removeVolume, type LifecycleDeps } from './lifecycle.ts';
-import type { CreatePayload, DeletePayload, ExtendPayload, RevertPayload, SnapshotPayload, VolumeJobKinds } from './volume-jobs.ts';
+import type { CreatePayload, DeletePayload, ExtendPayload, FencePayload, RevertPayload, SnapshotPayload, VolumeJobKinds } from './volume-jobs.ts';
 
 /** What the handlers need. */
 export interface VolumeHandlerDeps extends LifecycleDeps {
   db: Db;
   clock: Clock;
   kinds: VolumeJobKinds;
+  /** The process's export server, for fencing. */
+  exports?: { closeExport(name: string): void };
 }
 
 /** Builds the handlers over one backend's driver. */
@@ -107,5 +109,13 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     },
   };
 
-  return [create, extend, del, revert, snapshotCreate, snapshotDelete];
+  const fence: JobHandler<FencePayload> = {
+    kind: kinds.fence,
+    async run(ctx, p) {
+      deps.exports?.closeExport(p.exportName);
+      await ctx.complete();
+    },
+  };
+
+  return [create, extend, del, revert, snapshotCreate, snapshotDelete, fence];
 }

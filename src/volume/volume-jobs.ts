@@ -28,6 +28,9 @@ export interface RevertPayload { volumeId: string; snapshotId: string }
 /** `snapshot.create` / `snapshot.delete` (target: the volume's cluster). */
 export interface SnapshotPayload { snapshotId: string }
 
+/** `export.fence` (target: the volume's cluster): drop every connection of a deleted attachment's export. */
+export interface FencePayload { exportName: string }
+
 /** Every kind, built over the deps their failure handling needs. */
 export interface VolumeJobKinds {
   schedule: JobKind<SchedulePayload>;
@@ -37,6 +40,7 @@ export interface VolumeJobKinds {
   revert: JobKind<RevertPayload>;
   snapshotCreate: JobKind<SnapshotPayload>;
   snapshotDelete: JobKind<SnapshotPayload>;
+  fence: JobKind<FencePayload>;
 }
 
 /** Everything `onFailure` touches. */
@@ -167,6 +171,13 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
       kind: 'snapshot.delete', version: 1, minVersion: 1, resourceType: 'snapshot',
       parse: parser<SnapshotPayload>({ snapshotId: 'string' }),
       onFailure: failing(snapshot, 'deleting'),
+    },
+    fence: {
+      kind: 'export.fence', version: 1, minVersion: 1, resourceType: 'attachment',
+      parse: parser<FencePayload>({ exportName: 'string' }),
+      // The attachment row is already gone, so the export name no longer
+      // resolves: new connections are refused whatever happens to this job.
+      async onFailure() { /* nothing to mark */ },
     },
   };
 }

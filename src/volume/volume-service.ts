@@ -13,6 +13,9 @@ import { volumeTarget } from './volume-jobs.ts';
 /** Capabilities a volume service stores in its row, in Cinder's shape. */
 export interface VolumeServiceCapabilities {
   volume_backend_name: string;
+  /** Where this service's NBD server listens, for connection info. */
+  nbd_host?: string;
+  nbd_port?: number;
   vendor_name: string;
   driver_version: string;
   storage_protocol: string;
@@ -45,6 +48,8 @@ export interface VolumeServiceOptions extends VolumeHandlerDeps {
   pollMs: number;
   heartbeatMs: number;
   log: Logger;
+  /** The NBD endpoint to announce, when this process exports volumes. */
+  nbdEndpoint?: { host: string; port: number };
 }
 
 /** Serves one backend. */
@@ -84,6 +89,7 @@ export class VolumeService {
     const stats = await driver.getStats();
     return {
       volume_backend_name: backend.volume_backend_name,
+      ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port } : {}),
       vendor_name: driver.capabilities.vendorName,
       driver_version: driver.capabilities.driverVersion,
       storage_protocol: driver.capabilities.storageProtocol,

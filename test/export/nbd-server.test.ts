@@ -35,7 +35,7 @@ async function setup(t: TestContext, volumes: Array<{ name: string; sizeGiB: num
     await guarded.createVolume({ id, sizeGiB: v.sizeGiB });
     exports.set(v.name, { name: v.name, readOnly: v.readOnly ?? false, description: `volume ${id}`, open: () => guarded.openVolume({ id, sizeGiB: v.sizeGiB }) });
   }
-  const server = new NbdServer({ provider: { find: (n) => exports.get(n), list: () => [] }, log: pino({ level: 'silent' }) });
+  const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }) });
   const { port } = await server.listen(0, '127.0.0.1');
   t.after(() => server.close());
   return { port, server, dir, driver, ids, uri: (name) => `nbd://127.0.0.1:${port}/${name}` };

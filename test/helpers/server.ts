@@ -17,6 +17,7 @@ export const FAST_TIMINGS = {
   BASALT_JOB_POLL_INTERVAL_SECONDS: '0.05',
   BASALT_JOB_LEASE_SECONDS: '2',
   BASALT_JOB_RETRY_DELAY_SECONDS: '0.05',
+  BASALT_NBD_PORT: '0',
 };
 
 /** A project id used by most tests. */

@@ -1,0 +1,31 @@
+/**
+ * The export provider of a process's NBD server: an export name resolves
+ * while its attachment exists and has been given a connector, and the
+ * volume's backend runs in this process.
+ */
+import type { AttachmentRepository, Db, VolumeRepository } from '../db/index.ts';
+import type { GuardedDriver } from '../drivers/index.ts';
+import type { ExportProvider } from '../export/index.ts';
+
+/** Builds the provider over the drivers of this process, by cluster. */
+export function attachmentExports(db: Db, attachments: AttachmentRepository, volumes: VolumeRepository, drivers: ReadonlyMap<string, GuardedDriver>): ExportProvider {
+  return {
+    async find(name) {
+      const a = await attachments.byExport(db.kysely, name);
+      if (!a || !['attaching', 'attached'].includes(a.attach_status)) return undefined;
+      const v = await volumes.get(db.kysely, a.volume_id);
+      const driver = v?.cluster_name ? drivers.get(v.cluster_name) : undefined;
+      if (!v || !driver) return undefined;
+      return {
+        name,
+        description: `Basalt volume ${v.id}`,
+        readOnly: a.attach_mode === 'ro',
+        open: () => driver.openVolume({ id: v.id, sizeGiB: v.size }),
+      };
+    },
+    // Export names are credentials: nobody is entitled to a list of them.
+    async list() {
+      return [];
+    },
+  };
+}

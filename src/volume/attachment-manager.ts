@@ -1,0 +1,158 @@
+/**
+ * Attachments (the 3.27 API): reserve a volume for a host, hand the host its
+ * connection info, complete, and detach. Each attachment is its own NBD
+ * export whose unguessable name is the credential; deleting the attachment
+ * makes the name stop resolving and fences its open connections.
+ *
+ * Volume status: available ➜ reserved ➜ attaching ➜ in-use, and back to
+ * available when its last attachment is deleted.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Caller, Clock } from '../common/index.ts';
+import { isoAt, newId } from '../common/index.ts';
+import type { AttachmentRepository, AttachmentRow, Db, ServiceRepository, VolumeRow } from '../db/index.ts';
+import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
+import type { JobQueue, Tx } from '../jobs/index.ts';
+import { busyReason, type LifecycleDeps } from './lifecycle.ts';
+import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
+
+/** What a host says about itself when it asks for connection info (Cinder's connector). */
+export interface Connector {
+  host?: string;
+  ip?: string;
+  initiator?: string;
+  mode?: string;
+  [key: string]: unknown;
+}
+
+/** What the attachment manager needs. */
+export interface AttachmentManagerDeps extends LifecycleDeps {
+  db: Db;
+  queue: JobQueue;
+  clock: Clock;
+  attachments: AttachmentRepository;
+  services: ServiceRepository;
+  kinds: VolumeJobKinds;
+}
+
+/** NBD endpoint a volume service reports in its capabilities. */
+interface Endpoint { nbd_host: string; nbd_port: number }
+
+/** Attachment operations. */
+export class AttachmentManager {
+  constructor(private readonly deps: AttachmentManagerDeps) {}
+
+  /** @throws NotFoundError for an attachment the caller may not see. */
+  async get(caller: Caller, id: string, q: Tx = this.deps.db.kysely): Promise<AttachmentRow> {
+    const a = await this.deps.attachments.get(q, id, caller.isAdmin ? 'all' : { projectId: caller.projectId });
+    if (!a) throw NotFoundError.of('VolumeAttachment', id);
+    return a;
+  }
+
+  /**
+   * Reserves the volume and records an attachment; with a connector, also
+   * returns its connection info (status `attaching`).
+   * @throws NotFoundError, InvalidStatusError (not available, already attached), InvalidInputError.
+   */
+  async create(caller: Caller, input: { volumeId: string; instanceUuid: string | null; connector: Connector | null; mode: 'rw' | 'ro' }): Promise<AttachmentRow> {
+    const { queue, volumes, attachments, clock } = this.deps;
+    const id = newId();
+    await queue.transaction(async (tx) => {
+      const v = await volumes.get(tx, input.volumeId, caller.isAdmin ? 'all' : { projectId: caller.projectId });
+      if (!v) throw NotFoundError.of('Volume', input.volumeId);
+      if (v.status !== 'available') {
+        throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be available to reserve, but the current status is: ${v.status}.`);
+      }
+      const busy = await busyReason(this.deps, tx, v.id);
+      if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${v.id} is busy: ${busy}.`);
+      if (!(await volumes.transition(tx, { id: v.id, from: ['available'], to: 'reserved', requestId: caller.requestId }))) {
+        throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status changed concurrently; try again.`);
+      }
+      await attachments.insert(tx, {
+        id, volume_id: v.id, project_id: v.project_id, instance_uuid: input.instanceUuid, attached_host: null, mountpoint: null,
+        attach_mode: input.mode, attach_status: 'reserved', connector: null, connection_info: null,
+        export_name: `basalt-${randomBytes(24).toString('hex')}`, created_at: isoAt(clock.now()), updated_at: null, attach_time: null,
+      });
+      if (input.connector) await this.connect(tx, caller, (await attachments.get(tx, id))!, v, input.connector);
+    });
+    return (await attachments.get(this.deps.db.kysely, id))!;
+  }
+
+  /**
+   * Gives a reserved attachment the host's connector and its connection info.
+   * @throws NotFoundError, InvalidStatusError.
+   */
+  async update(caller: Caller, id: string, connector: Connector): Promise<AttachmentRow> {
+    await this.deps.queue.transaction(async (tx) => {
+      const a = await this.get(caller, id, tx);
+      const v = (await this.deps.volumes.get(tx, a.volume_id))!;
+      await this.connect(tx, caller, a, v, connector);
+    });
+    return (await this.deps.attachments.get(this.deps.db.kysely, id))!;
+  }
+
+  private async connect(tx: Tx, caller: Caller, a: AttachmentRow, v: VolumeRow, connector: Connector): Promise<void> {
+    const endpoint = await this.endpoint(tx, v);
+    const info = {
+      driver_volume_type: 'nbd',
+      data: {
+        host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
+        uri: `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
+        access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id,
+      },
+    };
+    if (!(await this.deps.attachments.transition(tx, a.id, ['reserved', 'attaching'], 'attaching', {
+      connector: JSON.stringify(connector), connection_info: JSON.stringify(info), attached_host: typeof connector.host === 'string' ? connector.host : null,
+    }))) {
+      throw new InvalidStatusError(`Invalid attachment: attachment ${a.id} is ${a.attach_status} and cannot be given a connector.`);
+    }
+    await this.deps.volumes.transition(tx, { id: v.id, from: ['reserved'], to: 'attaching', requestId: caller.requestId });
+  }
+
+  /**
+   * Marks the attachment attached and the volume in-use (3.44 `os-complete`).
+   * @throws NotFoundError, InvalidStatusError (no connector given yet).
+   */
+  async complete(caller: Caller, id: string): Promise<void> {
+    await this.deps.queue.transaction(async (tx) => {
+      const a = await this.get(caller, id, tx);
+      if (a.attach_status === 'attached') return;
+      if (!(await this.deps.attachments.transition(tx, id, ['attaching'], 'attached', { attach_time: isoAt(this.deps.clock.now()) }))) {
+        throw new InvalidStatusError(`Invalid attachment: attachment ${id} must be attaching (updated with a connector) to complete, but it is ${a.attach_status}.`);
+      }
+      await this.deps.volumes.transition(tx, { id: a.volume_id, from: ['attaching', 'reserved'], to: 'in-use', set: { attach_status: 'attached' }, requestId: caller.requestId });
+    });
+  }
+
+  /**
+   * Deletes the attachment: its export name stops resolving at once and its
+   * open connections are dropped by the volume service (a durable fence job);
+   * the volume is available again when no attachment is left.
+   * @throws NotFoundError.
+   */
+  async delete(caller: Caller, id: string): Promise<void> {
+    await this.deps.queue.transaction(async (tx, enqueue) => {
+      const a = await this.get(caller, id, tx);
+      await this.deps.attachments.delete(tx, id);
+      const v = (await this.deps.volumes.get(tx, a.volume_id))!;
+      if ((await this.deps.attachments.ofVolume(tx, v.id)).length === 0) {
+        await this.deps.volumes.transition(tx, {
+          id: v.id, from: ['reserved', 'attaching', 'in-use', 'detaching'], to: 'available', set: { attach_status: 'detached' }, requestId: caller.requestId,
+        });
+      }
+      if (v.cluster_name) {
+        await enqueue(this.deps.kinds.fence, { target: volumeTarget(v.cluster_name), resourceId: v.id, requestId: caller.requestId, payload: { exportName: a.export_name } });
+      }
+    });
+  }
+
+  /** The NBD endpoint of the service that owns the volume. */
+  private async endpoint(tx: Tx, v: VolumeRow): Promise<Endpoint> {
+    const svc = (await this.deps.services.list(tx)).find((s) => s.binary === 'cinder-volume' && s.cluster === v.cluster_name && s.capabilities);
+    const caps = svc ? JSON.parse(svc.capabilities!) as Partial<Endpoint> : {};
+    if (!caps.nbd_host || !caps.nbd_port) {
+      throw new InvalidInputError(`Invalid input received: no volume service of ${v.cluster_name ?? 'this volume'} exports volumes now; try again later.`);
+    }
+    return { nbd_host: caps.nbd_host, nbd_port: caps.nbd_port };
+  }
+}

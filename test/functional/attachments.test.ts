@@ -1,0 +1,115 @@
+/** Attachments API with the service's NBD export: real clients read and write through the connection info. */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import net from 'node:net';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+
+const run = promisify(execFile);
+const V = `/v3/${PROJECT}`;
+const MV = { 'OpenStack-API-Version': 'volume 3.54' };
+const CONNECTOR = { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' };
+
+async function availableVolume(s: TestServer): Promise<string> {
+  const r = await s.request('POST', `${V}/volumes`, { volume: { size: 1 } });
+  await waitForStatus(s, r.body.volume.id, 'available');
+  return r.body.volume.id;
+}
+
+/** Opens an NBD connection to an export (NBD_OPT_EXPORT_NAME) and resolves once it is in transmission. */
+async function nbdConnect(host: string, port: number, name: string): Promise<net.Socket> {
+  const sock = net.connect(port, host);
+  await new Promise((r) => sock.once('connect', r));
+  await new Promise((r) => sock.once('data', r));
+  sock.write(Buffer.from([0, 0, 0, 3]));
+  const opt = Buffer.alloc(16 + name.length);
+  opt.write('IHAVEOPT', 0);
+  opt.writeUInt32BE(1, 8);
+  opt.writeUInt32BE(name.length, 12);
+  opt.write(name, 16);
+  sock.write(opt);
+  await new Promise((r) => sock.once('data', r));
+  return sock;
+}
+
+test('reserve, connect, complete, read and write over NBD, detach with fencing', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  assert.equal((await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol } })).status, 404, 'attachments exist from 3.27');
+
+  const reserved = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, instance_uuid: '11111111-2222-3333-4444-555555555555' } }, MV);
+  assert.equal(reserved.status, 200, JSON.stringify(reserved.body));
+  const att = reserved.body.attachment;
+  assert.equal(att.status, 'reserved');
+  assert.deepEqual(att.connection_info, {});
+  assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'reserved');
+  const second = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol } }, MV);
+  assert.equal(second.status, 400, 'a volume without multiattach takes one attachment');
+
+  const updated = await s.request('PUT', `${V}/attachments/${att.id}`, { attachment: { connector: CONNECTOR } }, MV);
+  assert.equal(updated.status, 200);
+  const info = updated.body.attachment.connection_info;
+  assert.equal(info.driver_volume_type, 'nbd');
+  assert.match(info.data.export_name, /^basalt-[0-9a-f]{48}$/);
+  assert.equal(info.data.access_mode, 'rw');
+  assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'attaching');
+
+  assert.equal((await s.request('POST', `${V}/attachments/${att.id}/action`, { 'os-complete': null }, MV)).status, 204);
+  const inUse = (await s.request('GET', `${V}/volumes/${vol}`, undefined, MV)).body.volume;
+  assert.equal(inUse.status, 'in-use');
+  assert.equal(inUse.attachments[0].attachment_id, att.id);
+  assert.equal(inUse.attachments[0].host_name, 'compute-1');
+  assert.equal((await s.request('POST', `${V}/volumes/${vol}/action`, { 'os-extend': { new_size: 2 } })).status, 400, 'in-use volumes do not extend (yet)');
+  assert.equal((await s.request('DELETE', `${V}/volumes/${vol}`)).status, 400, 'attached volumes are not deleted');
+
+  // A real client reads and writes through the connection info.
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 1M 64k', info.data.uri]);
+  assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x42 1M 64k', info.data.uri])).stdout, /verification failed/);
+  const listed = (await s.request('GET', `${V}/attachments?volume_id=${vol}`, undefined, MV)).body.attachments;
+  assert.deepEqual(listed, [{ id: att.id, status: 'attached', instance: '11111111-2222-3333-4444-555555555555', volume_id: vol }]);
+
+  // Detach: the open connection is dropped and the export name stops working.
+  const sock = await nbdConnect(info.data.host, info.data.port, info.data.export_name);
+  const closed = new Promise((r) => sock.once('close', r));
+  const del = await s.request('DELETE', `${V}/attachments/${att.id}`, undefined, MV);
+  assert.equal(del.status, 200);
+  assert.deepEqual(del.body, { attachments: [] });
+  await closed;
+  await assert.rejects(run('nbdinfo', [info.data.uri]), 'a deleted attachment\'s export is gone');
+  const back = (await s.request('GET', `${V}/volumes/${vol}`, undefined, MV)).body.volume;
+  assert.equal(back.status, 'available');
+  assert.deepEqual(back.attachments, []);
+  assert.equal((await s.request('GET', `${V}/attachments/${att.id}`, undefined, MV)).status, 404);
+});
+
+test('read-only attachments (3.54) refuse writes', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector: CONNECTOR, mode: 'ro' } }, MV);
+  assert.equal(a.status, 200);
+  assert.equal(a.body.attachment.status, 'attaching');
+  const uri = a.body.attachment.connection_info.data.uri as string;
+  assert.equal(a.body.attachment.connection_info.data.access_mode, 'ro');
+  const r = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4096', uri]).catch((e: { stdout: string; stderr: string }) => e);
+  assert.match(`${r.stdout}${r.stderr}`, /Operation not permitted|read-only|Permission denied/i);
+  assert.match((await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0 0 4096', uri])).stdout, /read 4096\/4096/);
+  const info = JSON.parse((await run('nbdinfo', ['--json', uri])).stdout);
+  assert.equal(info.exports[0]['is_read_only'], true);
+  assert.equal(info.exports[0]['export-size'], 1024 ** 3);
+});
+
+test('attachment bad input and scope', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  assert.equal((await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: 'nope' } }, MV)).status, 400);
+  assert.equal((await s.request('POST', `${V}/attachments`, { attachment: {} }, MV)).status, 400);
+  assert.equal((await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: '00000000-0000-0000-0000-000000000000' } }, MV)).status, 404);
+  assert.equal((await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, mode: 'rx' } }, MV)).status, 400);
+  const a = (await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol } }, MV)).body.attachment;
+  assert.equal((await s.request('POST', `${V}/attachments/${a.id}/action`, { 'os-complete': null }, MV)).status, 400, 'complete needs a connector first');
+  const other = { 'X-Auth-Token': 'eve:elsewhere', 'OpenStack-API-Version': 'volume 3.54' };
+  assert.equal((await s.request('GET', `/v3/elsewhere/attachments/${a.id}`, undefined, other)).status, 404);
+  assert.equal((await s.request('DELETE', `${V}/attachments/${a.id}`, undefined, MV)).status, 200);
+  await waitFor('available', async () => (await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status === 'available');
+});
