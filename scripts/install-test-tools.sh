@@ -3,8 +3,8 @@
 # the apt lock when another process holds it. Needs root (or the tools present).
 set -euo pipefail
 # xfsprogs: the file driver's conformance run on a loop-mounted XFS with reflink=1.
-# qemu-utils, libnbd-bin: real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy); fio for bench/nbd.
-PKGS=(python3-cinderclient xfsprogs qemu-utils libnbd-bin fio)
+# qemu-utils, libnbd-bin: real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy); fio and nbdkit for bench/nbd.
+PKGS=(python3-cinderclient xfsprogs qemu-utils libnbd-bin fio nbdkit)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
