@@ -12,7 +12,8 @@ import {
   DRIVER_CONTRACT_VERSION, GiB,
   type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
-import { copyVolumeFile, dataExtents, fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryReflink } from './sparse-copy.ts';
+import { dataExtentsOf, fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, readNowait, writeNowait } from './native-io.ts';
+import { copyVolumeFile, tryReflink } from './sparse-copy.ts';
 
 /** Settings of a {@link FileDriver}. */
 export interface FileDriverOptions {
@@ -179,17 +180,22 @@ export class FileDriver implements VolumeDriver {
     return {
       sizeBytes: size,
       async read(offset, length) {
-        const buf = Buffer.alloc(length);
-        let done = 0;
+        const buf = Buffer.allocUnsafe(length);
+        // Fast path: straight from the page cache, no thread-pool hop.
+        let done = Math.max(0, readNowait(handle.fd, buf, offset));
+        if (done === length) return buf;
         while (done < length) {
           const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
-          if (bytesRead === 0) break; // past the end reads as zeros
+          if (bytesRead === 0) {
+            buf.fill(0, done); // past the end reads as zeros
+            break;
+          }
           done += bytesRead;
         }
         return buf;
       },
       async write(offset, data) {
-        let done = 0;
+        let done = Math.max(0, writeNowait(handle.fd, data, offset));
         while (done < data.length) done += (await handle.write(data, done, data.length - done, offset + done)).bytesWritten;
       },
       flush: () => handle.datasync(),
@@ -207,7 +213,7 @@ export class FileDriver implements VolumeDriver {
         }
       },
       async blockStatus(offset, length) {
-        return dataExtents(handle.fd, size, offset, length).map((e) => ({ length: e.length, hole: e.hole, zero: e.hole }));
+        return dataExtentsOf(handle.fd, size, offset, length).map((e) => ({ length: e.length, hole: e.hole, zero: e.hole }));
       },
       async close() {
         if (closed) return;
