@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow } from '../db/index.ts';
 import { ForbiddenError, InvalidInputError } from '../errors/index.ts';
+import type { Tx } from '../jobs/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
 import { metadataRoutes } from './metadata.ts';
@@ -153,7 +154,7 @@ export function volumeRoutes(deps: ApiDeps) {
         throw new InvalidInputError('Invalid input received: volume groups are not supported by this Basalt release.');
       }
       if (v.multiattach === true) {
-        throw new InvalidInputError('Invalid input received: multiattach volumes are not supported by this Basalt release.');
+        throw new InvalidInputError("Invalid input received: multiattach comes from the volume type (3.50): use a type with multiattach='<is> True'.");
       }
       const created = await volumeManager.requestCreate(req.caller, {
         sizeGiB: size,
@@ -210,20 +211,26 @@ export function volumeRoutes(deps: ApiDeps) {
 
     metadataRoutes(app, deps, { path: '/volumes', kind: 'Volume', repo: volumes, find: (req, id) => volumeManager.get(req.caller, id) });
 
+    /** Whether a live volume service of `cluster` reports a pool capability. */
+    const backendCan = async (tx: Tx, cluster: string, capability: string): Promise<boolean> => {
+      const svc = (await deps.services.list(tx)).find((x) => x.binary === 'cinder-volume' && x.cluster === cluster && x.capabilities);
+      const caps = svc ? JSON.parse(svc.capabilities!) as { pools: Array<Record<string, unknown>> } : undefined;
+      return caps?.pools.some((p) => p[capability] === true) ?? false;
+    };
+
     // Actions: one key per body names the action.
     const actions: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<void>> = {
       'os-extend': async (req, arg) => {
         const a = validate<{ new_size: number | string }>(EXTEND_BODY, arg);
-        await volumeManager.requestExtend(req.caller, req.params.id, toSize('new_size', a.new_size));
+        await volumeManager.requestExtend(req.caller, req.params.id, toSize('new_size', a.new_size), {
+          // In-use volumes extend from 3.42, where their backend can.
+          inUseAllowed: req.apiVersion.atLeast('3.42') ? (tx, cluster) => backendCan(tx, cluster, 'online_extend_support') : undefined,
+        });
       },
       revert: async (req, arg) => {
         if (!req.apiVersion.atLeast('3.40')) throw new InvalidInputError('There is no such action: revert');
         const a = validate<{ snapshot_id: string }>(REVERT_BODY, arg);
-        await volumeManager.requestRevert(req.caller, req.params.id, a.snapshot_id, async (tx, cluster) => {
-          const svc = (await deps.services.list(tx)).find((x) => x.binary === 'cinder-volume' && x.cluster === cluster && x.capabilities);
-          const caps = svc ? JSON.parse(svc.capabilities!) as { pools: Array<{ revert_to_snapshot_support?: boolean }> } : undefined;
-          return caps?.pools.some((p) => p.revert_to_snapshot_support) ?? false;
-        });
+        await volumeManager.requestRevert(req.caller, req.params.id, a.snapshot_id, (tx, cluster) => backendCan(tx, cluster, 'revert_to_snapshot_support'));
       },
     };
     app.post<{ Params: { id: string } }>('/volumes/:id/action', async (req, reply) => {

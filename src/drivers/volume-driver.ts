@@ -37,6 +37,8 @@ export interface DriverCapabilities {
   readonly supportsThinProvisioning: boolean;
   /** Whether `extendVolume` may be called on an attached volume. Default false. */
   readonly supportsOnlineExtend: boolean;
+  /** Whether several hosts may have the volume open at once (multiattach). Default false. */
+  readonly supportsMultiattach: boolean;
   /** Whether `revertToSnapshot` exists. Default false (the core refuses reverts). */
   readonly supportsRevertToSnapshot: boolean;
   /** Protocol named in pool stats (`storage_protocol`), e.g. `nbd`. */

@@ -60,12 +60,16 @@ export class AttachmentManager {
     await queue.transaction(async (tx) => {
       const v = await volumes.get(tx, input.volumeId, caller.isAdmin ? 'all' : { projectId: caller.projectId });
       if (!v) throw NotFoundError.of('Volume', input.volumeId);
-      if (v.status !== 'available') {
-        throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be available to reserve, but the current status is: ${v.status}.`);
+      // A multiattach volume takes further attachments while attached; any other only when available.
+      const joining = v.multiattach === 1 && ['reserved', 'attaching', 'in-use'].includes(v.status);
+      if (v.status !== 'available' && !joining) {
+        throw new InvalidStatusError(v.multiattach
+          ? `Invalid volume: Volume ${v.id} status must be available, reserved, attaching or in-use to attach, but the current status is: ${v.status}.`
+          : `Invalid volume: Volume ${v.id} status must be available to reserve, but the current status is: ${v.status} (the volume is not multiattach).`);
       }
       const busy = await busyReason(this.deps, tx, v.id);
       if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${v.id} is busy: ${busy}.`);
-      if (!(await volumes.transition(tx, { id: v.id, from: ['available'], to: 'reserved', requestId: caller.requestId }))) {
+      if (!joining && !(await volumes.transition(tx, { id: v.id, from: ['available'], to: 'reserved', requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status changed concurrently; try again.`);
       }
       await attachments.insert(tx, {

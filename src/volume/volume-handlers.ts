@@ -52,7 +52,9 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       if (!v || v.status !== 'extending') return ctx.complete();
       await driver.extendVolume({ id: v.id, sizeGiB: v.size }, p.newSizeGiB);
       await ctx.complete(async (tx) => {
-        await volumes.transition(tx, { id: v.id, from: ['extending'], to: 'available', set: { size: p.newSizeGiB }, requestId: ctx.job.request_id });
+        // An in-use volume (3.42) goes back to in-use: its attachments are still there.
+        const attached = await tx.selectFrom('attachments').select('id').where('volume_id', '=', v.id).executeTakeFirst();
+        await volumes.transition(tx, { id: v.id, from: ['extending'], to: attached ? 'in-use' : 'available', set: { size: p.newSizeGiB }, requestId: ctx.job.request_id });
       });
     },
   };

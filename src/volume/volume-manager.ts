@@ -64,6 +64,11 @@ export interface VolumeManagerDeps {
   options: { defaultVolumeType: string; defaultZone: string; zoneFallback: boolean };
 }
 
+/** Whether a type makes its volumes multiattach (`multiattach="<is> True"`, 3.50). */
+export function isMultiattachType(t: VolumeType): boolean {
+  return /^<is>\s+true$/i.test((t.extra_specs.multiattach ?? '').trim());
+}
+
 /** The scope a caller sees: own project, or everything for an admin asking for all. */
 export function scopeOf(caller: Caller, allTenants = false): ProjectScope {
   return caller.isAdmin && allTenants ? 'all' : { projectId: caller.projectId };
@@ -168,7 +173,7 @@ export class VolumeManager {
         size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: zone,
         host: source?.volume.host ?? null, cluster_name: source?.volume.cluster_name ?? null, volume_type_id: type.id,
         snapshot_id: input.snapshotId ?? null, source_volid: input.sourceVolumeId ?? null,
-        bootable: source?.volume.bootable ?? 0, multiattach: 0, provider_location: null,
+        bootable: source?.volume.bootable ?? 0, multiattach: isMultiattachType(type) ? 1 : 0, provider_location: null,
         created_at: isoAt(clock.now()), updated_at: null, launched_at: null,
       }, input.metadata);
       if (source) {
@@ -212,12 +217,13 @@ export class VolumeManager {
    * Moves an available volume to `extending` and queues the driver work.
    * @throws NotFoundError, InvalidInputError (size not larger), InvalidStatusError, QuotaExceededError.
    */
-  async requestExtend(caller: Caller, id: string, newSizeGiB: number): Promise<void> {
+  async requestExtend(caller: Caller, id: string, newSizeGiB: number, opts: { inUseAllowed?: (tx: Tx, cluster: string) => Promise<boolean> } = {}): Promise<void> {
     const { queue, kinds } = this.deps;
     await queue.transaction(async (tx, enqueue) => {
       const v = await this.get(caller, id, tx);
-      if (v.status !== 'available') {
-        throw new InvalidStatusError(`Invalid volume: Volume ${id} status must be available to extend, but current status is: ${v.status}.`);
+      const inUse = v.status === 'in-use' && opts.inUseAllowed !== undefined && await opts.inUseAllowed(tx, v.cluster_name!);
+      if (v.status !== 'available' && !inUse) {
+        throw new InvalidStatusError(`Invalid volume: Volume ${id} status must be available${opts.inUseAllowed ? ' or in-use on a backend that extends online' : ''} to extend, but current status is: ${v.status}.`);
       }
       if (newSizeGiB <= v.size) {
         throw new InvalidInputError(`Invalid input received: New size for extend must be greater than current size. (current: ${v.size}, extended: ${newSizeGiB}).`);
@@ -225,7 +231,7 @@ export class VolumeManager {
       await this.refuseIfBusy(tx, v.id);
       const typeName = await typeNameOf(this.deps.types, tx, v.volume_type_id);
       await this.deps.quotas.consume(tx, v.project_id, volumeQuota(newSizeGiB - v.size, typeName, 0), newSizeGiB);
-      await this.cas(tx, v.id, ['available'], 'extending', caller);
+      await this.cas(tx, v.id, [v.status], 'extending', caller);
       await enqueue(kinds.extend, { target: volumeTarget(v.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { volumeId: id, newSizeGiB } });
     });
   }

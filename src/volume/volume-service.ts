@@ -28,6 +28,10 @@ export interface VolumeServiceCapabilities {
     max_over_subscription_ratio: number;
     thin_provisioning_support: boolean;
     thick_provisioning_support: boolean;
+    /** Whether volumes here may be attached to several hosts (matched by the `multiattach` extra spec). */
+    multiattach: boolean;
+    /** Whether in-use volumes here can be extended (3.42). */
+    online_extend_support: boolean;
     /** Whether volumes here can be reverted to a snapshot (3.40). */
     revert_to_snapshot_support: boolean;
     /** How snapshots and clones are made here: reflink, copy or cow. */
@@ -103,6 +107,8 @@ export class VolumeService {
         thin_provisioning_support: driver.capabilities.supportsThinProvisioning,
         thick_provisioning_support: !driver.capabilities.supportsThinProvisioning,
         revert_to_snapshot_support: driver.capabilities.supportsRevertToSnapshot,
+        multiattach: driver.capabilities.supportsMultiattach,
+        online_extend_support: driver.capabilities.supportsOnlineExtend,
         copy_method: p.copyMethod ?? 'copy',
       })),
     };

@@ -113,3 +113,58 @@ test('attachment bad input and scope', async (t) => {
   assert.equal((await s.request('DELETE', `${V}/attachments/${a.id}`, undefined, MV)).status, 200);
   await waitFor('available', async () => (await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status === 'available');
 });
+
+test('multiattach: a type with multiattach="<is> True" gives several attachments, each its own export', async (t) => {
+  const s = await startTestServer(t);
+  assert.equal((await s.request('POST', `${V}/types`, { volume_type: { name: 'shared', extra_specs: { multiattach: '<is> True' } } })).status, 200);
+  const created = await s.request('POST', `${V}/volumes`, { volume: { size: 1, volume_type: 'shared' } });
+  const vol = created.body.volume.id;
+  assert.equal(created.body.volume.multiattach, true);
+  await waitForStatus(s, vol, 'available');
+  assert.equal((await s.request('POST', `${V}/volumes`, { volume: { size: 1, multiattach: true } })).status, 400, 'multiattach comes from the type (3.50)');
+
+  const uris: string[] = [];
+  const ids: string[] = [];
+  for (const host of ['compute-1', 'compute-2']) {
+    const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector: { ...CONNECTOR, host } } }, MV);
+    assert.equal(a.status, 200, JSON.stringify(a.body));
+    assert.equal((await s.request('POST', `${V}/attachments/${a.body.attachment.id}/action`, { 'os-complete': null }, MV)).status, 204);
+    uris.push(a.body.attachment.connection_info.data.uri);
+    ids.push(a.body.attachment.id);
+  }
+  assert.notEqual(uris[0], uris[1], 'each attachment is its own export');
+  const v = (await s.request('GET', `${V}/volumes/${vol}`, undefined, MV)).body.volume;
+  assert.equal(v.status, 'in-use');
+  assert.deepEqual(v.attachments.map((a: { host_name: string }) => a.host_name).sort(), ['compute-1', 'compute-2']);
+
+  // Two clients write their own regions and each reads the other's.
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x01 0 64k', uris[0]!]);
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x02 1M 64k', uris[1]!]);
+  assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x02 1M 64k', uris[0]!])).stdout, /verification failed/);
+  assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x01 0 64k', uris[1]!])).stdout, /verification failed/);
+  assert.equal(JSON.parse((await run('nbdinfo', ['--json', uris[0]!])).stdout).exports[0]['can_multi_conn'], true);
+
+  await s.request('DELETE', `${V}/attachments/${ids[0]}`, undefined, MV);
+  assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'in-use', 'still attached to the other host');
+  await assert.rejects(run('nbdinfo', [uris[0]!]));
+  await run('nbdinfo', [uris[1]!]);
+  await s.request('DELETE', `${V}/attachments/${ids[1]}`, undefined, MV);
+  assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'available');
+});
+
+test('in-use extend (3.42): the volume grows and new connections see the new size', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector: CONNECTOR } }, MV);
+  await s.request('POST', `${V}/attachments/${a.body.attachment.id}/action`, { 'os-complete': null }, MV);
+  const uri = a.body.attachment.connection_info.data.uri as string;
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 0 64k', uri]);
+  assert.equal((await s.request('POST', `${V}/volumes/${vol}/action`, { 'os-extend': { new_size: 2 } }, { 'OpenStack-API-Version': 'volume 3.41' })).status, 400);
+  assert.equal((await s.request('POST', `${V}/volumes/${vol}/action`, { 'os-extend': { new_size: 2 } }, { 'OpenStack-API-Version': 'volume 3.42' })).status, 202);
+  await waitFor('extended and in-use', async () => {
+    const v = (await s.request('GET', `${V}/volumes/${vol}`)).body.volume;
+    return v.status === 'in-use' && v.size === 2;
+  });
+  assert.equal(JSON.parse((await run('nbdinfo', ['--json', uri])).stdout).exports[0]['export-size'], 2 * 1024 ** 3);
+  assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x33 0 64k', '-c', 'read -P 0 1G 64k', uri])).stdout, /verification failed/);
+});

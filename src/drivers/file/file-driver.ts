@@ -31,7 +31,10 @@ export class FileDriver implements VolumeDriver {
   readonly capabilities: DriverCapabilities = {
     canRunInParallel: true, // every call touches only its own file
     supportsThinProvisioning: true,
-    supportsOnlineExtend: false,
+    // Growing a file that connections have open is safe; they see the new size when they reconnect.
+    supportsOnlineExtend: true,
+    // Every connection opens the file itself and FLUSH is fdatasync of the shared file.
+    supportsMultiattach: true,
     supportsRevertToSnapshot: true,
     storageProtocol: 'nbd',
     vendorName: 'Basalt',

@@ -41,6 +41,7 @@ export class MemoryDriver implements VolumeDriver {
       canRunInParallel: true,
       supportsThinProvisioning: true,
       supportsOnlineExtend: true,
+      supportsMultiattach: true,
       supportsRevertToSnapshot: options.supportsRevertToSnapshot ?? true,
       storageProtocol: 'nbd',
       vendorName: 'Basalt',
