@@ -21,6 +21,8 @@ import { ConnectionClosed, SocketReader } from './socket-reader.ts';
 /** One export as the server sees it. */
 export interface NbdExport {
   readonly name: string;
+  /** What the export serves (the volume id): the unit of {@link NbdServer.quiesce}. */
+  readonly key?: string;
   readonly description?: string;
   readonly readOnly: boolean;
   /** Opens block I/O for one connection (the handle checks ranges too). */
@@ -54,6 +56,10 @@ export class NbdServer {
   private readonly server: net.Server;
   /** Open connections by export name (for fencing). */
   private readonly connections = new Map<string, Set<Socket>>();
+  /** Writes in flight per key, for quiescing. */
+  private readonly writes = new Map<string, Set<Promise<void>>>();
+  /** Keys whose writes are paused, with the promise that releases them. */
+  private readonly gates = new Map<string, Promise<void>>();
   private readonly sockets = new Set<Socket>();
 
   constructor(o: NbdServerOptions) {
@@ -86,6 +92,39 @@ export class NbdServer {
   closeExport(name: string): void {
     for (const s of this.connections.get(name) ?? []) s.destroy();
     this.connections.delete(name);
+  }
+
+  /**
+   * Runs `fn` while no write reaches the exports of `key` (a volume): new
+   * writes wait, writes in flight finish first. A snapshot taken inside is
+   * crash-consistent: it holds every acknowledged write and no half of one.
+   */
+  async quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    while (this.gates.has(key)) await this.gates.get(key);
+    let release!: () => void;
+    this.gates.set(key, new Promise<void>((r) => { release = r; }));
+    try {
+      await Promise.allSettled([...(this.writes.get(key) ?? [])]);
+      return await fn();
+    } finally {
+      this.gates.delete(key);
+      release();
+    }
+  }
+
+  /** Waits while `key` is quiesced (called before a write starts). */
+  async gate(key: string | undefined): Promise<void> {
+    if (key === undefined) return;
+    for (let g = this.gates.get(key); g; g = this.gates.get(key)) await g;
+  }
+
+  /** Tracks a write in flight on `key`. */
+  trackWrite(key: string | undefined, write: Promise<void>): void {
+    if (key === undefined) return;
+    let set = this.writes.get(key);
+    if (!set) this.writes.set(key, (set = new Set()));
+    set.add(write);
+    void write.finally(() => set!.delete(write)).catch(() => undefined);
   }
 
   /** Records a connection's export. */
@@ -282,10 +321,16 @@ class Connection {
           payload = await this.reader.read(length);
         }
         if (type === CMD.DISC) break;
-        const work = this.command(handle, exp, type, flags, cookie, offset, length, payload, writes);
+        const isWrite = type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM;
+        const work = isWrite
+          ? this.server.gate(exp.key).then(() => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))
+          : this.command(handle, exp, type, flags, cookie, offset, length, payload, writes);
         const tracked = work.finally(() => { inflight.delete(tracked); writes.delete(tracked); });
         inflight.add(tracked);
-        if (type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM) writes.add(tracked);
+        if (isWrite) {
+          writes.add(tracked);
+          this.server.trackWrite(exp.key, tracked);
+        }
       }
       await Promise.allSettled([...inflight]);
       await handle.flush().catch(() => undefined);

@@ -18,6 +18,7 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
       if (!v || !driver) return undefined;
       return {
         name,
+        key: v.id,
         description: `Basalt volume ${v.id}`,
         readOnly: a.attach_mode === 'ro',
         open: () => driver.openVolume({ id: v.id, sizeGiB: v.size }),

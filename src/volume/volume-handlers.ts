@@ -15,8 +15,8 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   db: Db;
   clock: Clock;
   kinds: VolumeJobKinds;
-  /** The process's export server, for fencing. */
-  exports?: { closeExport(name: string): void };
+  /** The process's export server, for fencing and for quiescing writes around in-use snapshots. */
+  exports?: { closeExport(name: string): void; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
 }
 
 /** Builds the handlers over one backend's driver. */
@@ -94,7 +94,10 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     async run(ctx, p) {
       const s = await snapshots.get(db.kysely, p.snapshotId);
       if (!s || s.status !== 'creating') return ctx.complete();
-      await driver.createSnapshot(snapRef(s));
+      const v = await volumes.get(db.kysely, s.volume_id);
+      // An attached volume is snapshotted with its writes paused at the export (crash-consistent).
+      if (v && v.attach_status === 'attached' && deps.exports) await deps.exports.quiesce(v.id, () => driver.createSnapshot(snapRef(s)));
+      else await driver.createSnapshot(snapRef(s));
       await ctx.complete(async (tx) => {
         await snapshots.transition(tx, { id: s.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id });
       });

@@ -33,7 +33,7 @@ async function setup(t: TestContext, volumes: Array<{ name: string; sizeGiB: num
     const id = randomUUID();
     ids.set(v.name, id);
     await guarded.createVolume({ id, sizeGiB: v.sizeGiB });
-    exports.set(v.name, { name: v.name, readOnly: v.readOnly ?? false, description: `volume ${id}`, open: () => guarded.openVolume({ id, sizeGiB: v.sizeGiB }) });
+    exports.set(v.name, { name: v.name, key: id, readOnly: v.readOnly ?? false, description: `volume ${id}`, open: () => guarded.openVolume({ id, sizeGiB: v.sizeGiB }) });
   }
   const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }) });
   const { port } = await server.listen(0, '127.0.0.1');
@@ -191,4 +191,43 @@ test('malformed frames: the server replies or closes cleanly and keeps serving o
   assert.equal(huge.length, 18 + 10, 'an oversized write ends the connection without a reply');
   // Still serving.
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 7 0 4096', '-c', 'read -P 7 0 4096', s.uri('m')]);
+});
+
+test('quiesce holds writes back until the snapshot is done, and lets reads through', async (t) => {
+  const s = await setup(t, [{ name: 'q', sizeGiB: 1 }]);
+  const sock = net.connect(s.port, '127.0.0.1');
+  const replies: Buffer[] = [];
+  await new Promise((r) => sock.once('connect', r));
+  await new Promise((r) => sock.once('data', r));
+  sock.write(Buffer.from([0, 0, 0, 3]));
+  const opt = Buffer.alloc(17);
+  opt.write('IHAVEOPT', 0);
+  opt.writeUInt32BE(1, 8);
+  opt.writeUInt32BE(1, 12);
+  opt.write('q', 16);
+  sock.write(opt);
+  await new Promise((r) => sock.once('data', r));
+  sock.on('data', (c) => replies.push(c));
+  const request = (type: number, cookie: number, length: number, data?: Buffer): Buffer => {
+    const r = Buffer.alloc(28);
+    r.writeUInt32BE(0x25609513, 0);
+    r.writeUInt16BE(type, 6);
+    r.writeBigUInt64BE(BigInt(cookie), 8);
+    r.writeUInt32BE(length, 24);
+    return data ? Buffer.concat([r, data]) : r;
+  };
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  const done = s.server.quiesce(s.ids.get('q')!, () => held);
+  sock.write(request(1, 7, 4096, Buffer.alloc(4096, 9))); // WRITE
+  sock.write(request(0, 8, 4096)); // READ
+  await new Promise((r) => setTimeout(r, 200));
+  const cookies = () => Buffer.concat(replies).toString('hex');
+  assert.ok(cookies().includes('0000000000000008'), 'the read was answered during the quiesce');
+  assert.ok(!cookies().includes('0000000000000007'), 'the write waits');
+  release();
+  await done;
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok(cookies().includes('0000000000000007'), 'the write completes after the quiesce');
+  sock.destroy();
 });

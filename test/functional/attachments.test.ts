@@ -168,3 +168,21 @@ test('in-use extend (3.42): the volume grows and new connections see the new siz
   assert.equal(JSON.parse((await run('nbdinfo', ['--json', uri])).stdout).exports[0]['export-size'], 2 * 1024 ** 3);
   assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x33 0 64k', '-c', 'read -P 0 1G 64k', uri])).stdout, /verification failed/);
 });
+
+test('snapshot of an in-use volume needs force and holds the data written before it', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector: CONNECTOR } }, MV);
+  await s.request('POST', `${V}/attachments/${a.body.attachment.id}/action`, { 'os-complete': null }, MV);
+  const uri = a.body.attachment.connection_info.data.uri as string;
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 2M 64k', uri]);
+  assert.equal((await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: vol } })).status, 400, 'in-use needs force');
+  const snap = await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: vol, force: true } });
+  assert.equal(snap.status, 202);
+  await waitFor('snapshot', async () => (await s.request('GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'available');
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x78 2M 64k', uri]);
+  const copy = await s.request('POST', `${V}/volumes`, { volume: { size: 1, snapshot_id: snap.body.snapshot.id } });
+  await waitForStatus(s, copy.body.volume.id, 'available');
+  const b = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: copy.body.volume.id, connector: CONNECTOR, mode: 'ro' } }, MV);
+  assert.doesNotMatch((await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x77 2M 64k', b.body.attachment.connection_info.data.uri])).stdout, /verification failed/);
+});
