@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import pino from 'pino';
 import { FileDriver, GuardedDriver } from '../../src/drivers/index.ts';
 import { NbdServer, type NbdExport } from '../../src/export/index.ts';
+import { connectExport, optionFrame, requestFrame } from '../helpers/nbd-raw.ts';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -119,19 +120,7 @@ test('read-only exports refuse writes with EPERM', async (t) => {
 
 test('fencing: closing an export drops its connections at once', async (t) => {
   const s = await setup(t, [{ name: 'f', sizeGiB: 1 }]);
-  const sock = net.connect(s.port, '127.0.0.1');
-  await new Promise((r) => sock.once('connect', r));
-  const hello = await new Promise<Buffer>((r) => sock.once('data', r));
-  assert.equal(hello.subarray(0, 8).toString(), 'NBDMAGIC');
-  sock.write(Buffer.from([0, 0, 0, 3]));
-  // NBD_OPT_EXPORT_NAME "f"
-  const opt = Buffer.alloc(17);
-  opt.write('IHAVEOPT', 0);
-  opt.writeUInt32BE(1, 8);
-  opt.writeUInt32BE(1, 12);
-  opt.write('f', 16);
-  sock.write(opt);
-  await new Promise((r) => sock.once('data', r));
+  const sock = await connectExport('127.0.0.1', s.port, 'f');
   const closed = new Promise((r) => sock.once('close', r));
   s.server.closeExport('f');
   await closed;
@@ -148,13 +137,7 @@ test('malformed frames: the server replies or closes cleanly and keeps serving o
     await new Promise((r) => { sock.once('close', r); setTimeout(() => { sock.destroy(); r(undefined); }, 500); });
     return Buffer.concat(chunks);
   };
-  const header = (opt: number, data: Buffer): Buffer => {
-    const b = Buffer.alloc(16);
-    b.write('IHAVEOPT', 0);
-    b.writeUInt32BE(opt, 8);
-    b.writeUInt32BE(data.length, 12);
-    return Buffer.concat([b, data]);
-  };
+  const header = optionFrame;
   const flags = Buffer.from([0, 0, 0, 3]);
   await send([flags, Buffer.from('garbage-garbage-garbage')]); // bad option magic
   await send([Buffer.from([0xff, 0xff, 0xff, 0xff])]); // unknown client flags
@@ -173,15 +156,7 @@ test('malformed frames: the server replies or closes cleanly and keeps serving o
   assert.equal(unsup.readUInt32BE(18 + 12), 0x80000001);
   // Transmission phase: an out-of-range read gets EINVAL; a bad request magic ends the connection.
   const exportName = header(1, Buffer.from('m'));
-  const request = (magic: number, type: number, offset: bigint, length: number): Buffer => {
-    const r = Buffer.alloc(28);
-    r.writeUInt32BE(magic, 0);
-    r.writeUInt16BE(type, 6);
-    r.writeBigUInt64BE(0xc00c1eb0n, 8);
-    r.writeBigUInt64BE(offset, 16);
-    r.writeUInt32BE(length, 24);
-    return r;
-  };
+  const request = (magic: number, type: number, offset: bigint, length: number): Buffer => requestFrame(type, 0xc00c1eb0n, offset, length, undefined, magic);
   const replies = await send([flags, exportName, request(0x25609513, 0, BigInt(GiB), 4096), request(0xdeadbeef, 0, 0n, 1)]);
   const simple = replies.subarray(18 + 10); // after the greeting and the export-name answer
   assert.equal(simple.readUInt32BE(0), 0x67446698);
@@ -195,27 +170,10 @@ test('malformed frames: the server replies or closes cleanly and keeps serving o
 
 test('quiesce holds writes back until the snapshot is done, and lets reads through', async (t) => {
   const s = await setup(t, [{ name: 'q', sizeGiB: 1 }]);
-  const sock = net.connect(s.port, '127.0.0.1');
+  const sock = await connectExport('127.0.0.1', s.port, 'q');
   const replies: Buffer[] = [];
-  await new Promise((r) => sock.once('connect', r));
-  await new Promise((r) => sock.once('data', r));
-  sock.write(Buffer.from([0, 0, 0, 3]));
-  const opt = Buffer.alloc(17);
-  opt.write('IHAVEOPT', 0);
-  opt.writeUInt32BE(1, 8);
-  opt.writeUInt32BE(1, 12);
-  opt.write('q', 16);
-  sock.write(opt);
-  await new Promise((r) => sock.once('data', r));
   sock.on('data', (c) => replies.push(c));
-  const request = (type: number, cookie: number, length: number, data?: Buffer): Buffer => {
-    const r = Buffer.alloc(28);
-    r.writeUInt32BE(0x25609513, 0);
-    r.writeUInt16BE(type, 6);
-    r.writeBigUInt64BE(BigInt(cookie), 8);
-    r.writeUInt32BE(length, 24);
-    return data ? Buffer.concat([r, data]) : r;
-  };
+  const request = (type: number, cookie: number, length: number, data?: Buffer): Buffer => requestFrame(type, BigInt(cookie), 0n, length, data);
   let release!: () => void;
   const held = new Promise<void>((r) => { release = r; });
   const done = s.server.quiesce(s.ids.get('q')!, () => held);

@@ -1,9 +1,9 @@
 /** Attachments API with the service's NBD export: real clients read and write through the connection info. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import net from 'node:net';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { connectExport } from '../helpers/nbd-raw.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const run = promisify(execFile);
@@ -15,22 +15,6 @@ async function availableVolume(s: TestServer): Promise<string> {
   const r = await s.request('POST', `${V}/volumes`, { volume: { size: 1 } });
   await waitForStatus(s, r.body.volume.id, 'available');
   return r.body.volume.id;
-}
-
-/** Opens an NBD connection to an export (NBD_OPT_EXPORT_NAME) and resolves once it is in transmission. */
-async function nbdConnect(host: string, port: number, name: string): Promise<net.Socket> {
-  const sock = net.connect(port, host);
-  await new Promise((r) => sock.once('connect', r));
-  await new Promise((r) => sock.once('data', r));
-  sock.write(Buffer.from([0, 0, 0, 3]));
-  const opt = Buffer.alloc(16 + name.length);
-  opt.write('IHAVEOPT', 0);
-  opt.writeUInt32BE(1, 8);
-  opt.writeUInt32BE(name.length, 12);
-  opt.write(name, 16);
-  sock.write(opt);
-  await new Promise((r) => sock.once('data', r));
-  return sock;
 }
 
 test('reserve, connect, complete, read and write over NBD, detach with fencing', async (t) => {
@@ -70,7 +54,7 @@ test('reserve, connect, complete, read and write over NBD, detach with fencing',
   assert.deepEqual(listed, [{ id: att.id, status: 'attached', instance: '11111111-2222-3333-4444-555555555555', volume_id: vol }]);
 
   // Detach: the open connection is dropped and the export name stops working.
-  const sock = await nbdConnect(info.data.host, info.data.port, info.data.export_name);
+  const sock = await connectExport(info.data.host, info.data.port, info.data.export_name);
   const closed = new Promise((r) => sock.once('close', r));
   const del = await s.request('DELETE', `${V}/attachments/${att.id}`, undefined, MV);
   assert.equal(del.status, 200);
