@@ -19,7 +19,8 @@ const CREATE = {
         volume_uuid: { type: 'string', format: 'uuid' },
         instance_uuid: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] },
         connector,
-        mode: { enum: ['rw', 'ro'] },
+        // cinderclient sends "null" for "honour the volume's settings": read-write here.
+        mode: { enum: ['rw', 'ro', 'null', null] },
       },
     },
   },

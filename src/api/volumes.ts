@@ -7,6 +7,7 @@ import { cinderTime, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow } from '../db/index.ts';
 import { ForbiddenError, InvalidInputError } from '../errors/index.ts';
 import type { Tx } from '../jobs/index.ts';
+import type { Connector } from '../volume/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
 import { metadataRoutes } from './metadata.ts';
@@ -233,12 +234,52 @@ export function volumeRoutes(deps: ApiDeps) {
         await volumeManager.requestRevert(req.caller, req.params.id, a.snapshot_id, (tx, cluster) => backendCan(tx, cluster, 'revert_to_snapshot_support'));
       },
     };
+    // The older attach/detach actions, for clients that predate the attachments API.
+    const connectorBody = { type: 'object', required: ['connector'], properties: { connector: { type: 'object' } } };
+    const attachBody = {
+      type: 'object',
+      properties: {
+        instance_uuid: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] },
+        mountpoint: { type: ['string', 'null'], maxLength: 255 },
+        host_name: { type: ['string', 'null'], maxLength: 255 },
+        mode: { enum: ['rw', 'ro'] },
+      },
+    };
+    const detachBody = { type: ['object', 'null'], properties: { attachment_id: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] } } };
+    const legacy: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<unknown>> = {
+      'os-reserve': async (req) => { await deps.attachmentManager.create(req.caller, { volumeId: req.params.id, instanceUuid: null, connector: null, mode: 'rw' }); },
+      'os-unreserve': (req) => deps.attachmentManager.detachVolume(req.caller, req.params.id, { onlyPending: true }),
+      'os-initialize_connection': async (req, arg) => ({
+        connection_info: await deps.attachmentManager.initializeConnection(req.caller, req.params.id, validate<{ connector: Connector }>(connectorBody, arg).connector),
+      }),
+      'os-attach': async (req, arg) => {
+        const a = validate<{ instance_uuid?: string | null; mountpoint?: string | null; host_name?: string | null }>(attachBody, arg ?? {});
+        await deps.attachmentManager.legacyAttach(req.caller, req.params.id, { instanceUuid: a.instance_uuid ?? null, mountpoint: a.mountpoint ?? null, hostName: a.host_name ?? null });
+      },
+      'os-begin_detaching': (req) => deps.attachmentManager.setDetaching(req.caller, req.params.id, true),
+      'os-roll_detaching': (req) => deps.attachmentManager.setDetaching(req.caller, req.params.id, false),
+      'os-detach': (req, arg) => deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validate<{ attachment_id?: string | null } | null>(detachBody, arg ?? null)?.attachment_id ?? null }),
+      'os-terminate_connection': async (req, arg) => {
+        validate(connectorBody, arg);
+        await volumeManager.get(req.caller, req.params.id); // the attachment stays until os-detach, as in Cinder
+      },
+      'os-force_detach': async (req, arg) => {
+        if (!req.caller.isAdmin) throw new ForbiddenError();
+        await deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validate<{ attachment_id?: string | null } | null>(detachBody, arg ?? null)?.attachment_id ?? null });
+      },
+    };
+
     app.post<{ Params: { id: string } }>('/volumes/:id/action', async (req, reply) => {
       const body = req.body;
       if (!body || typeof body !== 'object' || Array.isArray(body) || Object.keys(body).length !== 1) {
         throw new InvalidInputError('Invalid input received: an action body has exactly one key, the action name.');
       }
       const [name, arg] = Object.entries(body)[0]!;
+      const old = legacy[name];
+      if (old) {
+        const result = await old(req, arg);
+        return result === undefined ? reply.code(202).send() : reply.code(200).send(result);
+      }
       const action = actions[name];
       if (!action) throw new InvalidInputError(`There is no such action: ${name}`);
       await action(req, arg);

@@ -150,6 +150,59 @@ export class AttachmentManager {
     });
   }
 
+  // The older action API (os-reserve … os-force_detach), mapped onto attachments.
+
+  /** `os-initialize_connection`: connection info for a host, reusing a pending attachment or making one. */
+  async initializeConnection(caller: Caller, volumeId: string, connector: Connector): Promise<unknown> {
+    const pending = (await this.deps.attachments.ofVolume(this.deps.db.kysely, volumeId))
+      .find((a) => a.attach_status === 'reserved' || (a.attach_status === 'attaching' && a.attached_host === (connector.host ?? null)));
+    const a = pending
+      ? await this.update(caller, pending.id, connector)
+      : await this.create(caller, { volumeId, instanceUuid: null, connector, mode: connector.mode === 'ro' ? 'ro' : 'rw' });
+    return JSON.parse(a.connection_info!);
+  }
+
+  /** `os-attach`: completes the volume's attaching attachment, recording instance and mount point. */
+  async legacyAttach(caller: Caller, volumeId: string, info: { instanceUuid: string | null; mountpoint: string | null; hostName: string | null }): Promise<void> {
+    const a = (await this.deps.attachments.ofVolume(this.deps.db.kysely, volumeId)).find((x) => x.attach_status === 'attaching' || x.attach_status === 'reserved');
+    if (!a) throw new InvalidStatusError(`Invalid volume: Volume ${volumeId} has no connection being attached; call os-initialize_connection first.`);
+    await this.deps.db.kysely.updateTable('attachments')
+      .set({ instance_uuid: info.instanceUuid ?? a.instance_uuid, mountpoint: info.mountpoint, attached_host: info.hostName ?? a.attached_host })
+      .where('id', '=', a.id).execute();
+    if (a.attach_status === 'reserved') {
+      await this.deps.attachments.transition(this.deps.db.kysely, a.id, ['reserved'], 'attaching');
+      await this.deps.volumes.transition(this.deps.db.kysely, { id: volumeId, from: ['reserved'], to: 'attaching', requestId: caller.requestId });
+    }
+    await this.complete(caller, a.id);
+  }
+
+  /** `os-begin_detaching` / `os-roll_detaching`: in-use ⇄ detaching. */
+  async setDetaching(caller: Caller, volumeId: string, detaching: boolean): Promise<void> {
+    const v = await this.deps.volumes.get(this.deps.db.kysely, volumeId, caller.isAdmin ? 'all' : { projectId: caller.projectId });
+    if (!v) throw NotFoundError.of('Volume', volumeId);
+    const [from, to] = detaching ? ['in-use', 'detaching'] : ['detaching', 'in-use'];
+    if (!(await this.deps.volumes.transition(this.deps.db.kysely, { id: v.id, from: [from], to, requestId: caller.requestId }))) {
+      if (!detaching && v.status !== 'detaching') return; // rolling back what was not begun is harmless
+      throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be ${from}, but current status is: ${v.status}.`);
+    }
+  }
+
+  /**
+   * `os-detach` / `os-unreserve` / `os-force_detach`: deletes the given
+   * attachment, or the volume's attachments (only the unattached ones for unreserve).
+   */
+  async detachVolume(caller: Caller, volumeId: string, opts: { attachmentId?: string | null; onlyPending?: boolean } = {}): Promise<void> {
+    const v = await this.deps.volumes.get(this.deps.db.kysely, volumeId, caller.isAdmin ? 'all' : { projectId: caller.projectId });
+    if (!v) throw NotFoundError.of('Volume', volumeId);
+    let targets = await this.deps.attachments.ofVolume(this.deps.db.kysely, v.id);
+    if (opts.attachmentId) {
+      targets = targets.filter((a) => a.id === opts.attachmentId);
+      if (targets.length === 0) throw NotFoundError.of('VolumeAttachment', opts.attachmentId);
+    }
+    if (opts.onlyPending) targets = targets.filter((a) => a.attach_status !== 'attached');
+    for (const a of targets) await this.delete(caller, a.id);
+  }
+
   /** The NBD endpoint of the service that owns the volume. */
   private async endpoint(tx: Tx, v: VolumeRow): Promise<Endpoint> {
     const svc = (await this.deps.services.list(tx)).find((s) => s.binary === 'cinder-volume' && s.cluster === v.cluster_name && s.capabilities);

@@ -170,3 +170,43 @@ test('snapshot of an in-use volume needs force and holds the data written before
   const b = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: copy.body.volume.id, connector: CONNECTOR, mode: 'ro' } }, MV);
   assert.doesNotMatch((await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x77 2M 64k', b.body.attachment.connection_info.data.uri])).stdout, /verification failed/);
 });
+
+test('the older action API: reserve, initialize_connection, attach, begin/roll detaching, detach, unreserve', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  const act = (body: unknown) => s.request('POST', `${V}/volumes/${vol}/action`, body);
+  const status = async () => (await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status;
+
+  assert.equal((await act({ 'os-reserve': {} })).status, 202);
+  assert.equal(await status(), 'reserved');
+  assert.equal((await act({ 'os-unreserve': {} })).status, 202);
+  assert.equal(await status(), 'available');
+
+  assert.equal((await act({ 'os-reserve': {} })).status, 202);
+  const init = await act({ 'os-initialize_connection': { connector: CONNECTOR } });
+  assert.equal(init.status, 200);
+  assert.equal(init.body.connection_info.driver_volume_type, 'nbd');
+  assert.equal(await status(), 'attaching');
+  assert.equal((await act({ 'os-attach': { instance_uuid: '11111111-2222-3333-4444-555555555555', mountpoint: '/dev/vdb' } })).status, 202);
+  const v = (await s.request('GET', `${V}/volumes/${vol}`)).body.volume;
+  assert.equal(v.status, 'in-use');
+  assert.equal(v.attachments[0].device, '/dev/vdb');
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 9 0 4096', init.body.connection_info.data.uri]);
+
+  assert.equal((await act({ 'os-begin_detaching': {} })).status, 202);
+  assert.equal(await status(), 'detaching');
+  assert.equal((await act({ 'os-roll_detaching': {} })).status, 202);
+  assert.equal(await status(), 'in-use');
+  assert.equal((await act({ 'os-begin_detaching': {} })).status, 202);
+  assert.equal((await act({ 'os-terminate_connection': { connector: CONNECTOR } })).status, 202);
+  assert.equal((await act({ 'os-detach': { attachment_id: v.attachments[0].attachment_id } })).status, 202);
+  assert.equal(await status(), 'available');
+  await assert.rejects(run('nbdinfo', [init.body.connection_info.data.uri]));
+
+  assert.equal((await act({ 'os-initialize_connection': {} })).status, 400, 'a connector is required');
+  assert.equal((await act({ 'os-attach': {} })).status, 400, 'nothing to attach');
+  const member = { 'X-Auth-Token': 'alice:proj-a' };
+  const mine = (await s.request('POST', '/v3/proj-a/volumes', { volume: { size: 1 } }, member)).body.volume.id;
+  await waitFor('available', async () => (await s.request('GET', `/v3/proj-a/volumes/${mine}`, undefined, member)).body.volume.status === 'available');
+  assert.equal((await s.request('POST', `/v3/proj-a/volumes/${mine}/action`, { 'os-force_detach': {} }, member)).status, 403);
+});

@@ -115,3 +115,18 @@ test('python3-cinderclient: types with extra specs, zones, snapshots, copies, qu
   await cinder(s, 'type-delete', 'gold');
   assert.doesNotMatch(await cinder(s, 'type-list'), /gold/);
 });
+
+test('python3-cinderclient: attachment create, list, complete, delete', async (t) => {
+  const s = await startTestServer(t);
+  const vol = table(await cinder(s, 'create', '1')).id!;
+  await waitFor('available', async () => table(await cinder(s, 'show', vol)).status === 'available', 20_000);
+
+  const att = table(await cinder(s, '--os-volume-api-version', '3.54', 'attachment-create', '--connect', 'True', '--host', 'compute-9', '--ip', '127.0.0.1', '--initiator', 'iqn.x', vol, '11111111-2222-3333-4444-555555555555'));
+  assert.equal(att.status, 'attaching');
+  assert.equal(att.driver_volume_type, 'nbd', 'the connection info table follows');
+  assert.match(await cinder(s, '--os-volume-api-version', '3.54', 'attachment-list'), new RegExp(att.id!));
+  await cinder(s, '--os-volume-api-version', '3.54', 'attachment-complete', att.id!);
+  assert.equal(table(await cinder(s, 'show', vol)).status, 'in-use');
+  await cinder(s, '--os-volume-api-version', '3.54', 'attachment-delete', att.id!);
+  assert.equal(table(await cinder(s, 'show', vol)).status, 'available');
+});
