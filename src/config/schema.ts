@@ -68,6 +68,10 @@ export const DEFAULT_OPTIONS = {
     type: 'string', default: '127.0.0.1',
     help: 'Address the NBD export server of the volume service listens on (and announces in connection info).',
   }),
+  nbd_require_tls: opt<string>({
+    type: 'string', default: 'auto', choices: ['auto', 'true', 'false'],
+    help: 'Refuse NBD clients that do not start TLS-PSK with their attachment\'s credentials. auto: required unless nbd_listen is loopback (safe default: export names alone then guard nothing off the host).',
+  }),
   nbd_port: opt<number>({
     type: 'int', default: 10809, min: 0, max: 65535,
     help: 'Port of the NBD export server (0 picks a free one).',

@@ -27,6 +27,13 @@ export class AttachmentRepository {
     return q.selectFrom('attachments').selectAll().where('export_name', '=', exportName).executeTakeFirst();
   }
 
+  /** Identity → key of every attachment that can be connected to now. */
+  async pskKeys(q: Q): Promise<Map<string, string>> {
+    const rows = await q.selectFrom('attachments').select(['psk_identity', 'psk_key'])
+      .where('attach_status', 'in', ['attaching', 'attached']).where('psk_identity', 'is not', null).execute();
+    return new Map(rows.map((r) => [r.psk_identity!, r.psk_key!]));
+  }
+
   /** A volume's attachments, oldest first. */
   async ofVolume(q: Q, volumeId: string): Promise<AttachmentRow[]> {
     return q.selectFrom('attachments').selectAll().where('volume_id', '=', volumeId).orderBy('created_at').execute();

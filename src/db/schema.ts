@@ -207,6 +207,10 @@ export interface AttachmentsTable {
   created_at: string;
   updated_at: string | null;
   attach_time: string | null;
+  /** TLS-PSK identity for the export (0007). */
+  psk_identity: string | null;
+  /** TLS-PSK key, hex (0007). */
+  psk_key: string | null;
 }
 
 /** The whole database. */

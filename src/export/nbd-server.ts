@@ -9,6 +9,7 @@
  * names exist and who may see them; the server only speaks the protocol.
  */
 import net, { type AddressInfo, type Socket } from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { VolumeHandle } from '../drivers/index.ts';
 import {
@@ -21,6 +22,8 @@ import { ConnectionClosed, SocketReader } from './socket-reader.ts';
 /** One export as the server sees it. */
 export interface NbdExport {
   readonly name: string;
+  /** The TLS-PSK identity that may open this export; required when TLS is in use. */
+  readonly pskIdentity?: string;
   /** What the export serves (the volume id): the unit of {@link NbdServer.quiesce}. */
   readonly key?: string;
   readonly description?: string;
@@ -35,7 +38,17 @@ export interface ExportProvider {
   find(name: string): Promise<NbdExport | undefined>;
   /** Names NBD_OPT_LIST may show: none by default, since export names are credentials. */
   list(): Promise<string[]>;
+  /**
+   * Makes the TLS-PSK keys current before a STARTTLS handshake (the TLS
+   * library asks for keys synchronously). Optional: no TLS without it.
+   */
+  refreshKeys?(): Promise<void>;
+  /** The key of a PSK identity, from the keys made current by `refreshKeys`. */
+  pskKey?(identity: string): Buffer | undefined;
 }
+
+/** Cipher suites offered for TLS-PSK (TLS 1.2: Node's PSK support stops there). */
+const PSK_CIPHERS = 'ECDHE-PSK-AES256-CBC-SHA384:DHE-PSK-AES256-GCM-SHA384:PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256';
 
 /** Most block status descriptors sent in one reply. */
 const MAX_EXTENTS = 1024;
@@ -46,6 +59,8 @@ const BASE_ALLOCATION_ID = 1;
 export interface NbdServerOptions {
   provider: ExportProvider;
   log: Logger;
+  /** Refuse clients that do not start TLS (FORCEDTLS mode). Default false. */
+  requireTls?: boolean;
 }
 
 /** Thrown to end a connection on a protocol violation. */
@@ -138,7 +153,9 @@ export class NbdServer {
 
 /** One client connection: negotiation, then transmission. */
 class Connection {
-  private readonly reader: SocketReader;
+  private reader: SocketReader;
+  /** The PSK identity of an upgraded connection, else undefined. */
+  private tlsIdentity: string | undefined;
   private structured = false;
   /** Export name the meta context was set for, if any. */
   private metaFor: string | undefined;
@@ -147,7 +164,7 @@ class Connection {
   /** Whether replies written this tick are being held for one writev. */
   private corked = false;
 
-  constructor(private readonly socket: Socket, private readonly server: NbdServer, private readonly o: NbdServerOptions) {
+  constructor(private socket: Socket, private readonly server: NbdServer, private readonly o: NbdServerOptions) {
     this.reader = new SocketReader(socket);
   }
 
@@ -199,9 +216,23 @@ class Connection {
       const length = head.readUInt32BE(12);
       if (length > MAX_OPTION_LENGTH) throw new ProtocolError(`option of ${length} bytes`);
       const data = await this.reader.read(length);
+      if (this.o.requireTls && this.tlsIdentity === undefined && option !== OPT.STARTTLS && option !== OPT.ABORT) {
+        if (option === OPT.EXPORT_NAME) throw new ProtocolError('TLS required');
+        this.reply(option, REP.ERR_TLS_REQD);
+        continue;
+      }
       switch (option) {
+        case OPT.STARTTLS: {
+          if (length !== 0) { this.reply(option, REP.ERR_INVALID); break; }
+          if (this.tlsIdentity !== undefined) { this.reply(option, REP.ERR_INVALID); break; }
+          if (!this.o.provider.refreshKeys || !this.o.provider.pskKey) { this.reply(option, REP.ERR_POLICY); break; }
+          await this.o.provider.refreshKeys();
+          this.reply(option, REP.ACK);
+          await this.startTls();
+          break;
+        }
         case OPT.EXPORT_NAME: {
-          const exp = await this.o.provider.find(data.toString('utf8'));
+          const exp = await this.find(data.toString('utf8'));
           if (!exp) throw new ProtocolError('unknown export'); // the protocol allows no error reply here
           const out = Buffer.alloc(this.noZeroes ? 10 : 134);
           out.writeBigUInt64BE(BigInt((await this.sizeOf(exp))), 0);
@@ -229,7 +260,7 @@ class Connection {
         case OPT.GO: {
           const parsed = parseInfoRequest(data);
           if (!parsed) { this.reply(option, REP.ERR_INVALID); break; }
-          const exp = await this.o.provider.find(parsed.name);
+          const exp = await this.find(parsed.name);
           if (!exp) { this.reply(option, REP.ERR_UNKNOWN); break; }
           const size = await this.sizeOf(exp);
           const info = Buffer.alloc(12);
@@ -260,7 +291,7 @@ class Connection {
           if (!this.structured) { this.reply(option, REP.ERR_INVALID); break; }
           const parsed = parseMetaRequest(data);
           if (!parsed) { this.reply(option, REP.ERR_INVALID); break; }
-          if (!(await this.o.provider.find(parsed.name))) { this.reply(option, REP.ERR_UNKNOWN); break; }
+          if (!(await this.find(parsed.name))) { this.reply(option, REP.ERR_UNKNOWN); break; }
           const listing = option === OPT.LIST_META_CONTEXT;
           const wanted = parsed.queries.some((q) => q === BASE_ALLOCATION || (listing && q === 'base:')) || (listing && parsed.queries.length === 0);
           if (wanted) {
@@ -275,10 +306,50 @@ class Connection {
           break;
         }
         default:
-          // STARTTLS arrives with the TLS work; anything else is unknown.
           this.reply(option, REP.ERR_UNSUP);
       }
     }
+  }
+
+  /**
+   * The export, if this connection may open it: over TLS only with the
+   * export's own PSK identity (one attachment's key opens no other export).
+   */
+  private async find(name: string): Promise<NbdExport | undefined> {
+    const exp = await this.o.provider.find(name);
+    if (!exp) return undefined;
+    if (this.tlsIdentity !== undefined && exp.pskIdentity !== this.tlsIdentity) return undefined;
+    if (this.o.requireTls && this.tlsIdentity === undefined) return undefined;
+    return exp;
+  }
+
+  /** Upgrades the connection to TLS-PSK; negotiation state starts afresh, as the protocol requires. */
+  private async startTls(): Promise<void> {
+    const raw = this.socket;
+    raw.removeAllListeners('data');
+    let identity: string | undefined;
+    // pskCallback works on a server TLSSocket, though Node 20's types list it only for tls.createServer.
+    const options = {
+      isServer: true,
+      ciphers: PSK_CIPHERS,
+      maxVersion: 'TLSv1.2',
+      pskCallback: (_socket: tls.TLSSocket, id: string): Buffer | null => {
+        const key = this.o.provider.pskKey!(id);
+        if (key) identity = id;
+        return key ?? null;
+      },
+    } as tls.TLSSocketOptions;
+    const secure = new tls.TLSSocket(raw, options);
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secure', resolve);
+      secure.once('error', reject);
+      secure.once('close', () => reject(new ConnectionClosed()));
+    });
+    this.socket = secure;
+    this.reader = new SocketReader(secure);
+    this.tlsIdentity = identity;
+    this.structured = false;
+    this.metaFor = undefined;
   }
 
   private async sizeOf(exp: NbdExport): Promise<number> {

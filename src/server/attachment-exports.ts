@@ -9,6 +9,7 @@ import type { ExportProvider } from '../export/index.ts';
 
 /** Builds the provider over the drivers of this process, by cluster. */
 export function attachmentExports(db: Db, attachments: AttachmentRepository, volumes: VolumeRepository, drivers: ReadonlyMap<string, GuardedDriver>): ExportProvider {
+  let keys = new Map<string, Buffer>();
   return {
     async find(name) {
       const a = await attachments.byExport(db.kysely, name);
@@ -19,6 +20,7 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
       return {
         name,
         key: v.id,
+        ...(a.psk_identity ? { pskIdentity: a.psk_identity } : {}),
         description: `Basalt volume ${v.id}`,
         readOnly: a.attach_mode === 'ro',
         open: () => driver.openVolume({ id: v.id, sizeGiB: v.size }),
@@ -28,5 +30,9 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
     async list() {
       return [];
     },
+    async refreshKeys() {
+      keys = new Map([...await attachments.pskKeys(db.kysely)].map(([id, hex]) => [id, Buffer.from(hex, 'hex')]));
+    },
+    pskKey: (identity) => keys.get(identity),
   };
 }

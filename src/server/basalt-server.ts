@@ -96,7 +96,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     if (roles.has('volume')) {
       // One NBD server per process serves the attachments of every backend it runs.
       const drivers = new Map<string, GuardedDriver>();
-      const nbd = new NbdServer({ provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }) });
+      const requireTls = d.nbd_require_tls === 'auto' ? !isLoopback(d.nbd_listen) : d.nbd_require_tls === 'true';
+      const nbd = new NbdServer({ provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls });
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
       stoppers.push(() => nbd.close());
       log.info({ host: d.nbd_listen, port: address.port }, 'NBD export server listening');
@@ -104,7 +105,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         const driver = createDriver(backend);
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log,
-          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port },
+          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls },
         });
         drivers.set(svc.cluster, driver);
         await svc.start();

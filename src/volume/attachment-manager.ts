@@ -36,7 +36,7 @@ export interface AttachmentManagerDeps extends LifecycleDeps {
 }
 
 /** NBD endpoint a volume service reports in its capabilities. */
-interface Endpoint { nbd_host: string; nbd_port: number }
+interface Endpoint { nbd_host: string; nbd_port: number; nbd_require_tls?: boolean }
 
 /** Attachment operations. */
 export class AttachmentManager {
@@ -76,6 +76,7 @@ export class AttachmentManager {
         id, volume_id: v.id, project_id: v.project_id, instance_uuid: input.instanceUuid, attached_host: null, mountpoint: null,
         attach_mode: input.mode, attach_status: 'reserved', connector: null, connection_info: null,
         export_name: `basalt-${randomBytes(24).toString('hex')}`, created_at: isoAt(clock.now()), updated_at: null, attach_time: null,
+        psk_identity: `basalt-${id}`, psk_key: randomBytes(32).toString('hex'),
       });
       if (input.connector) await this.connect(tx, caller, (await attachments.get(tx, id))!, v, input.connector);
     });
@@ -103,6 +104,8 @@ export class AttachmentManager {
         host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
         uri: `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
         access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id,
+        // STARTTLS with these (TLS-PSK); required when the export listens off loopback.
+        tls: { psk_identity: a.psk_identity, psk_key: a.psk_key, required: endpoint.nbd_require_tls === true },
       },
     };
     if (!(await this.deps.attachments.transition(tx, a.id, ['reserved', 'attaching'], 'attaching', {
@@ -210,6 +213,6 @@ export class AttachmentManager {
     if (!caps.nbd_host || !caps.nbd_port) {
       throw new InvalidInputError(`Invalid input received: no volume service of ${v.cluster_name ?? 'this volume'} exports volumes now; try again later.`);
     }
-    return { nbd_host: caps.nbd_host, nbd_port: caps.nbd_port };
+    return { nbd_host: caps.nbd_host, nbd_port: caps.nbd_port, nbd_require_tls: caps.nbd_require_tls };
   }
 }

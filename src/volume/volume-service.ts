@@ -16,6 +16,7 @@ export interface VolumeServiceCapabilities {
   /** Where this service's NBD server listens, for connection info. */
   nbd_host?: string;
   nbd_port?: number;
+  nbd_require_tls?: boolean;
   vendor_name: string;
   driver_version: string;
   storage_protocol: string;
@@ -53,7 +54,7 @@ export interface VolumeServiceOptions extends VolumeHandlerDeps {
   heartbeatMs: number;
   log: Logger;
   /** The NBD endpoint to announce, when this process exports volumes. */
-  nbdEndpoint?: { host: string; port: number };
+  nbdEndpoint?: { host: string; port: number; requireTls: boolean };
 }
 
 /** Serves one backend. */
@@ -93,7 +94,7 @@ export class VolumeService {
     const stats = await driver.getStats();
     return {
       volume_backend_name: backend.volume_backend_name,
-      ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port } : {}),
+      ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port, nbd_require_tls: this.o.nbdEndpoint.requireTls } : {}),
       vendor_name: driver.capabilities.vendorName,
       driver_version: driver.capabilities.driverVersion,
       storage_protocol: driver.capabilities.storageProtocol,

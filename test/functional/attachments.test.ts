@@ -210,3 +210,20 @@ test('the older action API: reserve, initialize_connection, attach, begin/roll d
   await waitFor('available', async () => (await s.request('GET', `/v3/proj-a/volumes/${mine}`, undefined, member)).body.volume.status === 'available');
   assert.equal((await s.request('POST', `/v3/proj-a/volumes/${mine}/action`, { 'os-force_detach': {} }, member)).status, 403);
 });
+
+test('require_tls: clients use the TLS-PSK credentials from the connection info', async (t) => {
+  const s = await startTestServer(t, { env: { BASALT_NBD_REQUIRE_TLS: 'true' } });
+  const vol = await availableVolume(s);
+  const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector: CONNECTOR } }, MV);
+  const data = a.body.attachment.connection_info.data;
+  assert.equal(data.tls.required, true);
+  assert.match(data.tls.psk_key, /^[0-9a-f]{64}$/);
+  const pskFile = `${s.stateDir}/client.psk`;
+  (await import('node:fs')).writeFileSync(pskFile, `${data.tls.psk_identity}:${data.tls.psk_key}\n`);
+  const uri = `nbds://${data.tls.psk_identity}@${data.host}:${data.port}/${data.export_name}?tls-psk-file=${pskFile}`;
+  const info = JSON.parse((await run('nbdinfo', ['--json', uri])).stdout);
+  assert.equal(info.TLS, true);
+  await assert.rejects(run('nbdinfo', [data.uri]), 'plain NBD is refused');
+  await s.request('DELETE', `${V}/attachments/${a.body.attachment.id}`, undefined, MV);
+  await assert.rejects(run('nbdinfo', [uri]), 'a deleted attachment\'s key no longer works');
+});
