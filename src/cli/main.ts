@@ -2,7 +2,10 @@
  * The `basalt` command: `server`, `db migrate|status`, `config show`.
  * Client subcommands (volume, snapshot, attach, …) arrive with later issues.
  */
+import os from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
+import { attachLoop, detachLoop, loopDevicesOf } from '../privileged/index.ts';
+import { ApiClient } from './api-client.ts';
 import { describeConfig, loadConfig, type BasaltConfig } from '../config/index.ts';
 import { migrateToLatest, migrationStatus, openDatabase } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
@@ -77,6 +80,50 @@ const config = program.command('config').description('configuration');
 withCommon(config.command('show')).description('print every effective option and where it came from').action((flags: CommonFlags) => {
   console.log(describeConfig(configFrom(flags)));
 });
+
+/** Client options shared by the commands that talk to the API. */
+function withClient(cmd: Command): Command {
+  return cmd
+    .option('--url <url>', 'API endpoint', `http://127.0.0.1:${process.env.BASALT_PORT ?? '8776'}`)
+    .option('--project <id>', 'project (noauth)', process.env.OS_PROJECT_ID ?? 'admin')
+    .option('--user <id>', 'user (noauth)', process.env.OS_USER_ID ?? 'admin');
+}
+
+withClient(program.command('attach <volume>'))
+  .description('attach a volume to this host: a loop device when the volume is a file here, else the NBD URI')
+  .option('--mode <mode>', 'rw or ro', 'rw')
+  .option('--host <name>', 'this host\'s name as the volume service knows it', os.hostname())
+  .action(async (volume: string, flags: { url: string; project: string; user: string; mode: string; host: string }) => {
+    if (flags.mode !== 'rw' && flags.mode !== 'ro') throw new InvalidArgumentError('--mode must be rw or ro');
+    const api = new ApiClient(flags);
+    const connector = { host: flags.host, ip: '127.0.0.1', initiator: null, mode: flags.mode };
+    const { attachment } = await api.call('POST', '/attachments', { attachment: { volume_uuid: volume, connector, mode: flags.mode } });
+    await api.call('POST', `/attachments/${attachment.id}/action`, { 'os-complete': null });
+    const info = attachment.connection_info as { driver_volume_type: string; data: Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+    if (info.driver_volume_type === 'local') {
+      console.log(await attachLoop(info.data.device_path));
+    } else {
+      const d = info.data;
+      console.log(d.tls?.required ? `nbds://${d.tls.psk_identity}@${d.host}:${d.port}/${d.export_name} (TLS-PSK key ${d.tls.psk_key})` : d.uri);
+    }
+  });
+
+withClient(program.command('detach <volume>'))
+  .description('detach a volume from this host: removes its loop device and deletes its local attachment (--all: every attachment of the volume)')
+  .option('--all', 'also delete the volume\'s NBD attachments (other hosts\')', false)
+  .action(async (volume: string, flags: { url: string; project: string; user: string; all: boolean }) => {
+    const api = new ApiClient(flags);
+    const { attachments } = await api.call('GET', `/attachments/detail?volume_id=${encodeURIComponent(volume)}`);
+    for (const a of attachments as Array<{ id: string; connection_info: { driver_volume_type?: string; data?: { device_path?: string } } }>) {
+      const local = a.connection_info.driver_volume_type === 'local';
+      if (!local && !flags.all) continue;
+      if (local && a.connection_info.data?.device_path) {
+        for (const device of await loopDevicesOf(a.connection_info.data.device_path)) await detachLoop(device);
+      }
+      await api.call('DELETE', `/attachments/${a.id}`);
+      console.log(`detached ${a.id}`);
+    }
+  });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof BasaltError) {

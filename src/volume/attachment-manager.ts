@@ -36,7 +36,7 @@ export interface AttachmentManagerDeps extends LifecycleDeps {
 }
 
 /** NBD endpoint a volume service reports in its capabilities. */
-interface Endpoint { nbd_host: string; nbd_port: number; nbd_require_tls?: boolean }
+interface Endpoint { nbd_host: string; nbd_port: number; nbd_require_tls?: boolean; local_host?: string; local_dir?: string }
 
 /** Attachment operations. */
 export class AttachmentManager {
@@ -98,7 +98,12 @@ export class AttachmentManager {
 
   private async connect(tx: Tx, caller: Caller, a: AttachmentRow, v: VolumeRow, connector: Connector): Promise<void> {
     const endpoint = await this.endpoint(tx, v);
-    const info = {
+    // On the volume's own host, a file-backed volume is used directly (as a loop device).
+    const local = endpoint.local_dir && endpoint.local_host && connector.host === endpoint.local_host;
+    const info = local ? {
+      driver_volume_type: 'local',
+      data: { device_path: `${endpoint.local_dir}/volume-${v.id}`, access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id },
+    } : {
       driver_volume_type: 'nbd',
       data: {
         host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
@@ -213,6 +218,6 @@ export class AttachmentManager {
     if (!caps.nbd_host || !caps.nbd_port) {
       throw new InvalidInputError(`Invalid input received: no volume service of ${v.cluster_name ?? 'this volume'} exports volumes now; try again later.`);
     }
-    return { nbd_host: caps.nbd_host, nbd_port: caps.nbd_port, nbd_require_tls: caps.nbd_require_tls };
+    return caps as Endpoint;
   }
 }

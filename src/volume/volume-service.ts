@@ -17,6 +17,9 @@ export interface VolumeServiceCapabilities {
   nbd_host?: string;
   nbd_port?: number;
   nbd_require_tls?: boolean;
+  /** For file backends: the host and folder where volumes are files (`local` connections). */
+  local_host?: string;
+  local_dir?: string;
   vendor_name: string;
   driver_version: string;
   storage_protocol: string;
@@ -94,6 +97,7 @@ export class VolumeService {
     const stats = await driver.getStats();
     return {
       volume_backend_name: backend.volume_backend_name,
+      ...(backend.volume_driver === 'file' ? { local_host: this.o.host, local_dir: backend.file_volume_dir } : {}),
       ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port, nbd_require_tls: this.o.nbdEndpoint.requireTls } : {}),
       vendor_name: driver.capabilities.vendorName,
       driver_version: driver.capabilities.driverVersion,
