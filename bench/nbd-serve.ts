@@ -23,3 +23,7 @@ const server = new NbdServer({
 });
 const address = await server.listen(Number(port), '127.0.0.1');
 console.log(`listening ${address.port}`);
+// Exit cleanly on a signal, so that --cpu-prof can write its profile.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => { void server.close().finally(() => process.exit(0)); });
+}
