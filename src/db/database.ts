@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, SqliteDialect, type Migration, type MigrationResultSet } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type MigrationResultSet } from 'kysely';
+import pg from 'pg';
 import { ConfigError } from '../errors/index.ts';
 import type { Database } from './schema.ts';
 import * as m0001 from './migrations/0001-initial.ts';
@@ -30,21 +31,32 @@ const MIGRATIONS: Record<string, Migration> = {
 /** An open database. */
 export interface Db {
   readonly kysely: Kysely<Database>;
-  /** `sqlite` today; `postgres` joins with the clustering work. */
-  readonly dialect: 'sqlite';
+  readonly dialect: 'sqlite' | 'postgres';
   close(): Promise<void>;
 }
 
+// BIGINT (lease and heartbeat instants, counts) as JavaScript numbers: every
+// value Basalt stores fits in 2^53.
+pg.types.setTypeParser(20, (v) => Number(v));
+
 /**
- * Opens the database at `connection` (`sqlite://PATH`).
+ * Opens the database at `connection`: `sqlite://PATH` or `postgresql://…`.
  * SQLite runs in WAL mode with `synchronous=FULL`: a job row must survive a
  * power cut from the moment the API answers, so the safe setting is the default.
  * @throws ConfigError for an unsupported URL.
  */
 export function openDatabase(connection: string): Db {
+  if (/^postgres(ql)?:\/\//.test(connection)) {
+    const pool = new pg.Pool({ connectionString: connection, max: 10 });
+    // An idle pooled connection that the server drops (restart, failover) must
+    // not crash the process: the pool replaces it at the next query.
+    pool.on('error', () => undefined);
+    const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    return { kysely, dialect: 'postgres', close: () => kysely.destroy() };
+  }
   const match = /^sqlite:\/\/(.+)$/.exec(connection);
   if (!match) {
-    throw new ConfigError(`Unsupported [database] connection "${connection}": expected sqlite://PATH`);
+    throw new ConfigError(`Unsupported [database] connection "${connection}": expected sqlite://PATH or postgresql://…`);
   }
   const file = match[1]!;
   if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });

@@ -48,14 +48,26 @@ export class JobQueue {
    * forever.
    */
   async transaction<T>(fn: (tx: Tx, enqueue: Enqueue) => Promise<T>): Promise<T> {
-    const targets = new Set<string>();
-    const result = await this.db.kysely.transaction().execute((tx) =>
-      fn(tx, (kind, job) => {
+    for (let attempt = 1; ; attempt++) {
+      const targets = new Set<string>();
+      const body = (tx: Tx) => fn(tx, (kind, job) => {
         targets.add(job.target);
         return this.insert(tx, kind, job);
-      }));
-    for (const t of targets) this.wakeups.emit('wake', t);
-    return result;
+      });
+      try {
+        // SQLite runs one transaction at a time; on PostgreSQL SERIALIZABLE gives
+        // the same guarantee (check-and-change inside one transaction cannot race),
+        // at the price of retrying when two transactions collide.
+        const result = this.db.dialect === 'postgres'
+          ? await this.db.kysely.transaction().setIsolationLevel('serializable').execute(body)
+          : await this.db.kysely.transaction().execute(body);
+        for (const t of targets) this.wakeups.emit('wake', t);
+        return result;
+      } catch (err) {
+        if (attempt >= 20 || !isSerializationFailure(err)) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+      }
+    }
   }
 
   private async insert<P>(tx: Tx, kind: JobKind<P>, job: NewJob<P>): Promise<string> {
@@ -101,6 +113,10 @@ export class JobQueue {
       .orderBy('not_before').orderBy('created_at')
       .limit(1);
     const k = this.db.kysely;
+    // PostgreSQL: SKIP LOCKED lets concurrent claimers pass over each other's
+    // candidate; the outer conditions repeat the due test, so a row another
+    // claimer took meanwhile is not taken twice.
+    const candidate = this.db.dialect === 'postgres' ? due(k).forUpdate().skipLocked() : due(k);
     return k.updateTable('jobs')
       .set((eb) => ({
         state: 'running',
@@ -109,7 +125,11 @@ export class JobQueue {
         attempts: eb('attempts', '+', 1),
         updated_at: isoAt(now),
       }))
-      .where('id', '=', due(k))
+      .where('id', '=', candidate)
+      .where((eb) => eb.or([
+        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', now)]),
+        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now)]),
+      ]))
       .returningAll()
       .executeTakeFirst();
   }
@@ -203,6 +223,12 @@ export class JobQueue {
       .where('state', 'in', ['done', 'failed']).where('updated_at', '<', before)
       .execute();
   }
+}
+
+/** PostgreSQL's "could not serialize" and deadlock errors: the transaction may simply be run again. */
+function isSerializationFailure(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === '40001' || code === '40P01';
 }
 
 /** Log-safe one-line description of an error, kept in `jobs.last_error` (never shown to users). */

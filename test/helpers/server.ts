@@ -9,6 +9,7 @@ import type { TestContext } from 'node:test';
 import pino from 'pino';
 import { loadConfig } from '../../src/config/index.ts';
 import { startServer, type RunningServer } from '../../src/server/index.ts';
+import { createDatabase } from './postgres.ts';
 
 /** Fast timings for tests: short leases and heartbeats, quick polling. */
 export const FAST_TIMINGS = {
@@ -67,9 +68,11 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
     configFile = path.join(stateDir, 'basalt.conf');
     fs.writeFileSync(configFile, o.ini);
   }
+  // With BASALT_TEST_PG_URL (set by the PostgreSQL runs), each server gets a fresh database there.
+  const pgDatabase = process.env.BASALT_TEST_PG_URL ? await createDatabase(process.env.BASALT_TEST_PG_URL) : undefined;
   const config = loadConfig({
     configFile,
-    env: { ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir, ...o.env },
+    env: { ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir, ...(pgDatabase ? { BASALT_DATABASE__CONNECTION: pgDatabase } : {}), ...o.env },
   });
   const logger = o.logLines
     ? pino({ level: 'info' }, { write: (line: string) => { o.logLines!.push(line); } })

@@ -1,0 +1,30 @@
+/**
+ * The functional suite again, on a real PostgreSQL (Debian's, started here
+ * on loopback in a temporary folder): same migrations, same queries, each
+ * test server on a fresh database. The crash-recovery and CLI tests stay on
+ * SQLite (they open the SQLite file themselves); the clustered fault tests
+ * cover PostgreSQL crashes.
+ */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { startPostgres } from '../helpers/postgres.ts';
+import { startTestServer } from '../helpers/server.ts';
+
+const postgres = await startPostgres();
+process.env.BASALT_TEST_PG_URL = postgres.url;
+after(() => postgres.stop());
+
+await import('../functional/volume-lifecycle.test.ts');
+await import('../functional/volume-api.test.ts');
+await import('../functional/volume-types.test.ts');
+await import('../functional/quotas.test.ts');
+await import('../functional/snapshots.test.ts');
+await import('../functional/attachments.test.ts');
+await import('../functional/sweeper.test.ts');
+await import('../functional/cinderclient.test.ts');
+await import('../functional/local-attach.test.ts');
+
+test('these runs really use PostgreSQL', async (t) => {
+  const s = await startTestServer(t);
+  assert.equal(s.server.db.dialect, 'postgres');
+});
