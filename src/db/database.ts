@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration, type MigrationResultSet } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql, SqliteDialect, type Migration, type MigrationResultSet } from 'kysely';
 import pg from 'pg';
 import { ConfigError } from '../errors/index.ts';
 import type { Database } from './schema.ts';
@@ -32,6 +32,13 @@ const MIGRATIONS: Record<string, Migration> = {
 export interface Db {
   readonly kysely: Kysely<Database>;
   readonly dialect: 'sqlite' | 'postgres';
+  /**
+   * Publishes `payload` on `channel` to every process sharing the database
+   * (PostgreSQL NOTIFY). SQLite: nothing to do across processes (they poll).
+   */
+  notify(channel: string, payload: string): Promise<void>;
+  /** Calls `fn` for each notification on `channel` (PostgreSQL LISTEN). Returns a stop function. */
+  listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -52,7 +59,23 @@ export function openDatabase(connection: string): Db {
     // not crash the process: the pool replaces it at the next query.
     pool.on('error', () => undefined);
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    return { kysely, dialect: 'postgres', close: () => kysely.destroy() };
+    return {
+      kysely,
+      dialect: 'postgres',
+      notify: async (channel, payload) => {
+        await sql`select pg_notify(${channel}, ${payload})`.execute(kysely);
+      },
+      listen: async (channel, fn) => {
+        // A dedicated connection: LISTEN holds its session.
+        const client = new pg.Client({ connectionString: connection });
+        client.on('error', () => undefined);
+        await client.connect();
+        client.on('notification', (n) => { if (n.channel === channel) fn(n.payload ?? ''); });
+        await client.query(`LISTEN ${channel}`);
+        return async () => { await client.end().catch(() => undefined); };
+      },
+      close: () => kysely.destroy(),
+    };
   }
   const match = /^sqlite:\/\/(.+)$/.exec(connection);
   if (!match) {
@@ -66,7 +89,13 @@ export function openDatabase(connection: string): Db {
   sqlite.pragma('busy_timeout = 10000');
   sqlite.pragma('foreign_keys = ON');
   const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-  return { kysely, dialect: 'sqlite', close: () => kysely.destroy() };
+  return {
+    kysely,
+    dialect: 'sqlite',
+    notify: async () => undefined,
+    listen: async () => async () => undefined,
+    close: () => kysely.destroy(),
+  };
 }
 
 function migrator(db: Db): Migrator {

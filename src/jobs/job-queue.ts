@@ -20,6 +20,9 @@ export class LeaseLostError extends BasaltError {
   }
 }
 
+/** The notification channel of job wake-ups. */
+const WAKE_CHANNEL = 'basalt_jobs';
+
 /** Settings of a {@link JobQueue}. */
 export interface JobQueueOptions {
   /** Attempts before a job fails for good. */
@@ -61,7 +64,11 @@ export class JobQueue {
         const result = this.db.dialect === 'postgres'
           ? await this.db.kysely.transaction().setIsolationLevel('serializable').execute(body)
           : await this.db.kysely.transaction().execute(body);
-        for (const t of targets) this.wakeups.emit('wake', t);
+        for (const t of targets) {
+          this.wakeups.emit('wake', t);
+          // Other processes on PostgreSQL hear it through LISTEN (see listenForWakeups).
+          if (this.db.dialect === 'postgres') void this.db.notify(WAKE_CHANNEL, t).catch(() => undefined);
+        }
         return result;
       } catch (err) {
         if (attempt >= 20 || !isSerializationFailure(err)) throw err;
@@ -93,6 +100,14 @@ export class JobQueue {
       updated_at: isoAt(now),
     }).execute();
     return id;
+  }
+
+  /**
+   * Wakes this process's workers when another process enqueues for their
+   * targets (PostgreSQL LISTEN/NOTIFY; SQLite workers poll). Returns a stop function.
+   */
+  async listenForWakeups(): Promise<() => Promise<void>> {
+    return this.db.listen(WAKE_CHANNEL, (target) => this.wakeups.emit('wake', target));
   }
 
   /**

@@ -93,6 +93,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   };
 
   try {
+    if (roles.has('volume') || roles.has('scheduler')) stoppers.push(await queue.listenForWakeups());
     if (roles.has('volume')) {
       // One NBD server per process serves the attachments of every backend it runs.
       const drivers = new Map<string, GuardedDriver>();
@@ -120,6 +121,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       });
       await scheduler.start();
       stoppers.push(() => scheduler.stop());
+      log.info('scheduler started');
     }
     const sweeper = new Sweeper({
       queue, kinds: Object.values(kinds), rules: [...stuckResourceRules(db, jobDeps), { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
