@@ -17,6 +17,7 @@ import { typeRoutes } from './types.ts';
 import { qosRoutes } from './qos-specs.ts';
 import { snapshotRoutes } from './snapshots.ts';
 import { attachmentRoutes } from './attachments.ts';
+import { clusterRoutes } from './clusters.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -79,6 +80,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(qosRoutes(deps));
     await scope.register(snapshotRoutes(deps));
     await scope.register(attachmentRoutes(deps));
+    await scope.register(clusterRoutes(deps));
   };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {

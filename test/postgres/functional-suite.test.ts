@@ -21,6 +21,7 @@ await import('../functional/quotas.test.ts');
 await import('../functional/snapshots.test.ts');
 await import('../functional/attachments.test.ts');
 await import('../functional/sweeper.test.ts');
+await import('../functional/clusters.test.ts');
 await import('../functional/cinderclient.test.ts');
 await import('../functional/local-attach.test.ts');
 

@@ -1,0 +1,86 @@
+/**
+ * Clusters (3.7, admin): the volume services that share one backend's jobs,
+ * seen as one. Listing, showing, and enable/disable (a disabled cluster gets
+ * no new volumes from the scheduler).
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { cinderTime } from '../common/index.ts';
+import type { ServiceRow } from '../db/index.ts';
+import { ForbiddenError, NotFoundError } from '../errors/index.ts';
+import type { ApiDeps } from './context.ts';
+import { queryValue } from './pagination.ts';
+import { validate } from './validation.ts';
+
+const TOGGLE = {
+  type: 'object', required: ['name'], additionalProperties: false,
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 255 },
+    binary: { enum: ['cinder-volume'] },
+    disabled_reason: { type: ['string', 'null'], maxLength: 255 },
+  },
+};
+
+/** Registers the routes. */
+export function clusterRoutes(deps: ApiDeps) {
+  const { db, services, config } = deps;
+  const downMs = config.DEFAULT.service_down_time * 1000;
+  const guard = (req: FastifyRequest): void => {
+    if (!req.apiVersion.atLeast('3.7')) throw new NotFoundError('The resource could not be found.');
+    if (!req.caller.isAdmin) throw new ForbiddenError();
+  };
+  /** Clusters from the service rows, by name. */
+  const clusters = async (): Promise<Map<string, ServiceRow[]>> => {
+    const out = new Map<string, ServiceRow[]>();
+    for (const s of await services.list(db.kysely)) {
+      if (!s.cluster) continue;
+      out.set(s.cluster, [...(out.get(s.cluster) ?? []), s]);
+    }
+    return out;
+  };
+  const view = (name: string, rows: ServiceRow[], detail: boolean): Record<string, unknown> => {
+    const up = rows.filter((s) => services.isUp(s, downMs));
+    const disabled = rows.every((s) => s.disabled === 1);
+    const v: Record<string, unknown> = { name, binary: rows[0]!.binary, state: up.length ? 'up' : 'down', status: disabled ? 'disabled' : 'enabled' };
+    if (detail) {
+      v.num_hosts = rows.length;
+      v.num_down_hosts = rows.length - up.length;
+      v.last_heartbeat = cinderTime(rows.map((s) => s.heartbeat_at).sort().pop());
+      v.created_at = cinderTime(rows.map((s) => s.created_at).sort()[0]);
+      v.updated_at = cinderTime(rows.map((s) => s.updated_at ?? s.created_at).sort().pop());
+      v.disabled_reason = disabled ? rows[0]!.disabled_reason : null;
+      v.replication_status = 'disabled';
+      v.frozen = false;
+      v.active_backend_id = null;
+    }
+    return v;
+  };
+  return async (app: FastifyInstance): Promise<void> => {
+    const list = (detail: boolean) => async (req: FastifyRequest) => {
+      guard(req);
+      const q = req.query as Record<string, unknown>;
+      const name = queryValue(q, 'name');
+      return { clusters: [...await clusters()].filter(([n]) => name === undefined || n === name).map(([n, rows]) => view(n, rows, detail)) };
+    };
+    app.get('/clusters', list(false));
+    app.get('/clusters/detail', list(true));
+    app.get<{ Params: { name: string } }>('/clusters/:name', async (req) => {
+      guard(req);
+      const rows = (await clusters()).get(req.params.name);
+      if (!rows) throw new NotFoundError(`Cluster {'name': '${req.params.name}'} could not be found.`);
+      return { cluster: view(req.params.name, rows, true) };
+    });
+    const toggle = (disable: boolean) => async (req: FastifyRequest) => {
+      guard(req);
+      const b = validate<{ name: string; disabled_reason?: string | null }>(TOGGLE, req.body);
+      const rows = (await clusters()).get(b.name);
+      if (!rows) throw new NotFoundError(`Cluster {'name': '${b.name}'} could not be found.`);
+      await db.kysely.updateTable('services')
+        .set({ disabled: disable ? 1 : 0, disabled_reason: disable ? b.disabled_reason ?? null : null })
+        .where('cluster', '=', b.name).execute();
+      const fresh = (await clusters()).get(b.name)!;
+      return { cluster: view(b.name, fresh, false) };
+    };
+    app.put('/clusters/disable', toggle(true));
+    app.put('/clusters/enable', toggle(false));
+  };
+}
