@@ -16,15 +16,17 @@ export interface LifecycleDeps {
 }
 
 /**
- * Why a volume cannot be changed (extended, reverted, deleted, snapshotted)
- * right now, or undefined. Driver work that reads the volume — a snapshot
- * being taken, a clone being made — must not see it change underneath. Checked
- * in the same transaction as the status change it guards.
+ * Why a volume cannot be changed (extended, reverted, deleted) — or, with
+ * `reading`, read for a new snapshot or clone — right now, or undefined.
+ * Driver work that reads the volume (a snapshot being taken, a clone being
+ * made) must not see it change underneath; readers may share it, but not with
+ * a revert rewriting it. Checked in the same transaction as the change it guards.
  */
-export async function busyReason(deps: LifecycleDeps, tx: Tx, volumeId: string): Promise<string | undefined> {
-  const snaps = await deps.snapshots.ofVolume(tx, volumeId);
-  const working = snaps.find((s) => ['creating', 'deleting', 'restoring'].includes(s.status));
+export async function busyReason(deps: LifecycleDeps, tx: Tx, volumeId: string, opts: { reading?: boolean } = {}): Promise<string | undefined> {
+  const blocking = opts.reading ? ['restoring'] : ['creating', 'deleting', 'restoring'];
+  const working = (await deps.snapshots.ofVolume(tx, volumeId)).find((s) => blocking.includes(s.status));
   if (working) return `snapshot ${working.id} is ${working.status}`;
+  if (opts.reading) return undefined;
   const clone = await tx.selectFrom('volumes').select('id').where('source_volid', '=', volumeId).where('status', '=', 'creating').executeTakeFirst();
   if (clone) return `volume ${clone.id} is being cloned from it`;
   return undefined;

@@ -203,7 +203,7 @@ export class VolumeManager {
     if (input.sourceVolumeId) {
       const volume = await this.get(caller, input.sourceVolumeId, tx);
       if (volume.status !== 'available') throw new InvalidStatusError(`Invalid volume: Source volume status must be available, but current status is: ${volume.status}.`);
-      const busy = await busyReason(this.deps, tx, volume.id);
+      const busy = await busyReason(this.deps, tx, volume.id, { reading: true });
       if (busy) throw new InvalidStatusError(`Invalid volume: Source volume ${volume.id} is busy: ${busy}.`);
       if (input.sizeGiB < volume.size) {
         throw new InvalidInputError(`Invalid input received: Volume size '${input.sizeGiB}'GB cannot be smaller than the source volume size ${volume.size}GB. They must be >= original volume size.`);
@@ -309,7 +309,7 @@ export class VolumeManager {
       if (!allowed.includes(v.status)) {
         throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be ${allowed.join(' or ')}, but current status is: ${v.status}.`);
       }
-      await this.refuseIfBusy(tx, v.id);
+      await this.refuseIfBusy(tx, v.id, { reading: true });
       await this.deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(this.deps.types, tx, v.volume_type_id)));
       await snapshots.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
@@ -342,8 +342,8 @@ export class VolumeManager {
     });
   }
 
-  private async refuseIfBusy(tx: Tx, volumeId: string): Promise<void> {
-    const busy = await busyReason(this.deps, tx, volumeId);
+  private async refuseIfBusy(tx: Tx, volumeId: string, opts: { reading?: boolean } = {}): Promise<void> {
+    const busy = await busyReason(this.deps, tx, volumeId, opts);
     if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${volumeId} is busy: ${busy}.`);
   }
 

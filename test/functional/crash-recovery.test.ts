@@ -5,36 +5,21 @@
  * may be orphaned or missing; no job may stay leased.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { test } from 'node:test';
 import SQLite from 'better-sqlite3';
+import { spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, tempStateDir, waitFor } from '../helpers/server.ts';
 
 const GiB = 1024 ** 3;
 const V = `/v3/${PROJECT}`;
-const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 
 /** Starts `basalt server` as a child process and resolves with its API URL. */
 async function spawnServer(stateDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [BIN, 'server'], {
-    env: { ...process.env, ...FAST_TIMINGS, BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1', BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = readline.createInterface({ input: child.stdout! });
-    lines.on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'API listening' && entry.url) resolve(entry.url);
-      } catch { /* not a log line */ }
-    });
-    child.once('exit', (code) => reject(new Error(`basalt server exited with ${code} before listening`)));
-  });
-  child.stdout!.resume();
-  return { child, url };
+  const { child, url } = await spawnBasalt({ ...FAST_TIMINGS, BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1', BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info' });
+  return { child, url: url! };
 }
 
 function kill9(child: ChildProcess): Promise<void> {

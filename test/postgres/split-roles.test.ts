@@ -5,31 +5,15 @@
  * LISTEN/NOTIFY (polling is set to a slow 20 s to prove it).
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import readline from 'node:readline';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { startPostgres } from '../helpers/postgres.ts';
+import { spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, tempStateDir, waitFor } from '../helpers/server.ts';
 
 const run = promisify(execFile);
-const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 const V = `/v3/${PROJECT}`;
-
-function spawnRole(roles: string, env: Record<string, string>): Promise<{ child: ChildProcess; url?: string }> {
-  const child = spawn(process.execPath, [BIN, 'server', '--roles', roles], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const e = JSON.parse(line) as { msg?: string; url?: string };
-        if (e.msg === 'API listening') resolve({ child, url: e.url });
-        if (e.msg === 'volume service started' || (roles === 'scheduler' && e.msg === 'scheduler started')) resolve({ child });
-      } catch { /* not a log line */ }
-    });
-    child.once('exit', (code) => reject(new Error(`${roles} exited with ${code}`)));
-  });
-}
 
 test('api ×2, scheduler and volume as separate processes on PostgreSQL', { timeout: 120_000 }, async (t) => {
   const pg = await startPostgres();
@@ -44,13 +28,13 @@ test('api ×2, scheduler and volume as separate processes on PostgreSQL', { time
   t.after(async () => {
     for (const p of procs) p.kill('SIGKILL');
   });
-  const volume = await spawnRole('volume', env);
+  const volume = await spawnBasalt(env, 'volume', 'volume service started');
   procs.push(volume.child);
-  const scheduler = await spawnRole('scheduler', env);
+  const scheduler = await spawnBasalt(env, 'scheduler', 'scheduler started');
   procs.push(scheduler.child);
-  const a = await spawnRole('api', env);
+  const a = await spawnBasalt(env, 'api');
   procs.push(a.child);
-  const b = await spawnRole('api', env);
+  const b = await spawnBasalt(env, 'api');
   procs.push(b.child);
   assert.notEqual(a.url, b.url);
 
