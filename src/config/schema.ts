@@ -124,6 +124,10 @@ export const DEFAULT_OPTIONS = {
     type: 'float', default: 1, min: 0.01,
     help: 'How often an idle worker looks for jobs written by other processes (jobs from its own process wake it at once).',
   }),
+  job_payload_version_cap: opt<number>({
+    type: 'int', default: 0, min: 0,
+    help: 'Highest job payload version this process writes and reads; 0: none. Like Cinder\'s [upgrade_levels]: lets a node behave as the previous release during a rolling upgrade (see docs/upgrades.md).',
+  }),
   job_concurrency: opt<number>({
     type: 'int', default: 8, min: 1,
     help: 'Jobs one role runs at the same time.',

@@ -37,6 +37,12 @@ export interface JobKind<P> {
   /** `volume`, … : the resource the job changes. */
   readonly resourceType: string;
   /**
+   * Writes `payload` in the shape of an older `version` (from `minVersion`),
+   * for consumers that do not read the current one yet. Default: the payload
+   * as it is (the shape did not change).
+   */
+  encode?(payload: P, version: number): unknown;
+  /**
    * Validates a stored payload of `version` and upgrades it to the current shape.
    * @throws Error for a payload this code cannot read (the job then fails permanently).
    */

@@ -25,6 +25,13 @@ const WAKE_CHANNEL = 'basalt_jobs';
 
 /** Settings of a {@link JobQueue}. */
 export interface JobQueueOptions {
+  /**
+   * Highest payload version this process writes and reads (0: no cap). Set on
+   * a process that must behave as the previous release during a rolling upgrade.
+   */
+  payloadVersionCap?: number;
+  /** After how long without a heartbeat a consumer no longer counts for version pinning. */
+  serviceDownMs?: number;
   /** Attempts before a job fails for good. */
   maxAttempts: number;
   /** Lease length in ms. */
@@ -77,14 +84,39 @@ export class JobQueue {
     }
   }
 
+  /**
+   * The payload version to write for `kind` to `target`: the newest that every
+   * live consumer of the target understands (each service row lists what its
+   * code reads), never above this process's cap nor below the kind's minimum.
+   * This is what lets release N and N-1 run side by side.
+   */
+  async pinnedVersion(tx: Tx, kind: AnyJobKind, target: string): Promise<number> {
+    let version = kind.version;
+    const cap = this.options.payloadVersionCap ?? 0;
+    if (cap > 0) version = Math.min(version, cap);
+    const downMs = this.options.serviceDownMs ?? 60_000;
+    let q = tx.selectFrom('services').select(['payload_versions', 'heartbeat_ms']);
+    if (target === 'scheduler') q = q.where('binary', '=', 'cinder-scheduler');
+    else if (target.startsWith('volume:')) q = q.where('binary', '=', 'cinder-volume').where('cluster', '=', target.slice('volume:'.length));
+    else return Math.max(version, kind.minVersion);
+    for (const row of await q.execute()) {
+      if (Number(row.heartbeat_ms) < this.clock.now() - downMs) continue;
+      const understood = (JSON.parse(row.payload_versions) as Record<string, number>)[kind.kind];
+      if (understood !== undefined) version = Math.min(version, understood);
+    }
+    return Math.max(version, kind.minVersion);
+  }
+
   private async insert<P>(tx: Tx, kind: JobKind<P>, job: NewJob<P>): Promise<string> {
     const now = this.clock.now();
     const id = newId();
+    const version = await this.pinnedVersion(tx, kind, job.target);
+    const payload = version === kind.version || !kind.encode ? job.payload : kind.encode(job.payload, version);
     await tx.insertInto('jobs').values({
       id,
       kind: kind.kind,
-      payload_version: kind.version,
-      payload: JSON.stringify(job.payload),
+      payload_version: version,
+      payload: JSON.stringify(payload),
       target: job.target,
       resource_type: kind.resourceType,
       resource_id: job.resourceId,

@@ -37,7 +37,11 @@ export class RoleService {
   /** Registers, takes over dead leases, reports once, then starts working. */
   async start(): Promise<void> {
     const { queue, services, log } = this.o;
-    const payloadVersions = Object.fromEntries(this.o.handlers.map((h) => [h.kind.kind, (h.kind as AnyJobKind).version]));
+    const cap = queue.options.payloadVersionCap ?? 0;
+    const payloadVersions = Object.fromEntries(this.o.handlers.map((h) => {
+      const v = (h.kind as AnyJobKind).version;
+      return [h.kind.kind, cap > 0 ? Math.min(v, cap) : v];
+    }));
     const { row, previousInstanceId } = await services.register(queue.db.kysely, {
       host: this.o.host, binary: this.o.binary, backend: this.o.backend, cluster: this.o.cluster,
       availabilityZone: this.o.availabilityZone, version: this.o.version, payloadVersions, instanceId: this.o.instanceId,

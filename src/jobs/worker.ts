@@ -126,6 +126,8 @@ export class Worker {
     try {
       let payload: unknown;
       try {
+        const cap = queue.options.payloadVersionCap ?? 0;
+        if (cap > 0 && job.payload_version > cap) throw new Error(`payload version ${job.payload_version} is newer than this release reads (${cap})`);
         payload = handler.kind.parse(JSON.parse(job.payload), job.payload_version);
       } catch (err) {
         throw new BasaltError('INTERNAL', `Unreadable payload of job ${job.id}`, { cause: err });

@@ -71,7 +71,10 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
 
   const instanceId = newId();
   const leaseMs = d.job_lease_seconds * 1000;
-  const queue = new JobQueue(db, clock, { maxAttempts: d.job_max_attempts, leaseMs, retryDelayMs: d.job_retry_delay_seconds * 1000 });
+  const queue = new JobQueue(db, clock, {
+    maxAttempts: d.job_max_attempts, leaseMs, retryDelayMs: d.job_retry_delay_seconds * 1000,
+    payloadVersionCap: d.job_payload_version_cap, serviceDownMs: d.service_down_time * 1000,
+  });
   const volumes = new VolumeRepository(clock);
   const services = new ServiceRepository(clock);
   const messages = new MessageRepository(clock);

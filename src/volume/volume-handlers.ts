@@ -64,9 +64,10 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     async run(ctx, p) {
       const v = await volumes.get(db.kysely, p.volumeId);
       if (!v || v.status !== 'deleting') return ctx.complete();
-      // Cascade: the volume's snapshots were moved to deleting with it.
+      // Cascade: v2 names the snapshots deleted with the volume; a v1 payload
+      // (release N-1) means those moved to deleting with it.
       for (const s of await snapshots.ofVolume(db.kysely, v.id)) {
-        if (s.status !== 'deleting') continue;
+        if (s.status !== 'deleting' || (p.snapshotIds && !p.snapshotIds.includes(s.id))) continue;
         await driver.deleteSnapshot({ id: s.id });
         await db.kysely.transaction().execute((tx) => removeSnapshot(deps, tx, s, ctx.job.request_id));
       }

@@ -21,8 +21,12 @@ export interface SchedulePayload { volumeId: string; sizeGiB: number; availabili
 export interface CreatePayload { volumeId: string; sizeGiB: number }
 /** `volume.extend`: grow the volume to `newSizeGiB`. */
 export interface ExtendPayload { volumeId: string; newSizeGiB: number }
-/** `volume.delete`: remove the volume (and its snapshots in `deleting`, for cascade) from its backend, then the rows. */
-export interface DeletePayload { volumeId: string }
+/**
+ * `volume.delete`: remove the volume (and, for cascade, its snapshots) from
+ * its backend, then the rows. v2 names the cascaded snapshots; a v1 payload
+ * (from release N-1) leaves them to be inferred from their `deleting` status.
+ */
+export interface DeletePayload { volumeId: string; snapshotIds?: string[] }
 /** `volume.revert`: put the snapshot's data back into the volume (3.40). */
 export interface RevertPayload { volumeId: string; snapshotId: string }
 /** `snapshot.create` / `snapshot.delete` (target: the volume's cluster). */
@@ -71,9 +75,9 @@ export const SNAPSHOT_TRANSITIONAL: Record<string, TransitionalStatus> = {
   restoring: { error: 'available', action: MESSAGE_ACTIONS.REVERT_VOLUME },
 };
 
-function parser<P>(fields: Record<string, 'string' | 'number'>) {
+function parser<P>(fields: Record<string, 'string' | 'number'>, versions: readonly number[] = [1]) {
   return (payload: unknown, version: number): P => {
-    if (version !== 1) throw new Error(`payload version ${version} is not readable`);
+    if (!versions.includes(version)) throw new Error(`payload version ${version} is not readable`);
     if (payload === null || typeof payload !== 'object') throw new Error('payload must be an object');
     for (const [name, type] of Object.entries(fields)) {
       if (typeof (payload as Record<string, unknown>)[name] !== type) throw new Error(`payload field ${name} must be a ${type}`);
@@ -145,8 +149,15 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
       },
     },
     delete: {
-      kind: 'volume.delete', version: 1, minVersion: 1, resourceType: 'volume',
-      parse: parser<DeletePayload>({ volumeId: 'string' }),
+      kind: 'volume.delete', version: 2, minVersion: 1, resourceType: 'volume',
+      parse: (payload, version) => {
+        const p = parser<DeletePayload>({ volumeId: 'string' }, [1, 2])(payload, version);
+        if (version >= 2 && !(Array.isArray(p.snapshotIds) && p.snapshotIds.every((x) => typeof x === 'string'))) {
+          throw new Error('payload field snapshotIds must be a list of ids');
+        }
+        return version >= 2 ? p : { volumeId: p.volumeId };
+      },
+      encode: (p, version) => (version >= 2 ? p : { volumeId: p.volumeId }),
       async onFailure(tx, payload, job, err) {
         await failResource(deps, tx, volume(payload), 'deleting', detailFor(err), job.request_id);
         for (const s of await deps.snapshots.ofVolume(tx, payload.volumeId)) {

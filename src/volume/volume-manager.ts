@@ -265,7 +265,7 @@ export class VolumeManager {
         await removeVolume(this.deps, tx, { ...v, status: 'deleting' }, caller.requestId);
         return;
       }
-      await enqueue(kinds.delete, { target: volumeTarget(v.cluster_name), resourceId: id, requestId: caller.requestId, payload: { volumeId: id } });
+      await enqueue(kinds.delete, { target: volumeTarget(v.cluster_name), resourceId: id, requestId: caller.requestId, payload: { volumeId: id, snapshotIds: snaps.map((s) => s.id) } });
     });
   }
 

@@ -17,7 +17,6 @@ const V = `/v3/${PROJECT}`;
 
 test('api ×2, scheduler and volume as separate processes on PostgreSQL', { timeout: 120_000 }, async (t) => {
   const pg = await startPostgres();
-  t.after(() => pg.stop());
   const database = await pg.createDatabase();
   const stateDir = tempStateDir(t);
   const env = {
@@ -28,6 +27,7 @@ test('api ×2, scheduler and volume as separate processes on PostgreSQL', { time
   t.after(async () => {
     for (const p of procs) p.kill('SIGKILL');
   });
+  t.after(() => pg.stop()); // after the processes: hooks run in the order they were added
   const volume = await spawnBasalt(env, 'volume', 'volume service started');
   procs.push(volume.child);
   const scheduler = await spawnBasalt(env, 'scheduler', 'scheduler started');

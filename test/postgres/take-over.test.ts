@@ -17,7 +17,6 @@ const V = `/v3/${PROJECT}`;
 
 test('a killed cluster member\'s jobs are completed by the other member', { timeout: 120_000 }, async (t) => {
   const pg = await startPostgres();
-  t.after(() => pg.stop());
   const database = await pg.createDatabase();
   const stateDir = tempStateDir(t);
   const shared = path.join(stateDir, 'shared-storage');
@@ -29,6 +28,7 @@ test('a killed cluster member\'s jobs are completed by the other member', { time
   };
   const procs: ChildProcess[] = [];
   t.after(() => { for (const p of procs) p.kill('SIGKILL'); });
+  t.after(() => pg.stop()); // after the processes: hooks run in the order they were added
   const front = await spawnBasalt(env, 'api,scheduler');
   procs.push(front.child);
   const nodeA = await spawnBasalt({ ...env, BASALT_HOST: 'node-a' }, 'volume', 'volume service started');
