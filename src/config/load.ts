@@ -8,7 +8,7 @@ import path from 'node:path';
 import ini from 'ini';
 import { ConfigError } from '../errors/index.ts';
 import {
-  BACKEND_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS,
+  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS,
   type BackendOptions, type BasaltConfig, type DefaultContext, type OptionSpec,
 } from './schema.ts';
 
@@ -190,7 +190,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   if (input.flags?.stateDir !== undefined) put(raw, 'DEFAULT', 'state_dir', { value: input.flags.stateDir, source: '--state-dir' });
 
   rejectUnknown(raw, new Map<string, Group>([
-    ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['backend_defaults', BACKEND_OPTIONS],
+    ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['backend_defaults', BACKEND_OPTIONS],
   ]), BACKEND_OPTIONS);
 
   const sources = new Map<string, string>();
@@ -201,6 +201,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   const DEFAULT = resolveGroup(DEFAULT_OPTIONS, ['DEFAULT'], raw, ctx, sources, 'DEFAULT', order);
   DEFAULT.state_dir = ctx.stateDir;
   const database = resolveGroup(DATABASE_OPTIONS, ['database'], raw, ctx, sources, 'database');
+  const coordination = resolveGroup(COORDINATION_OPTIONS, ['coordination'], raw, ctx, sources, 'coordination');
 
   const names = DEFAULT.enabled_backends as string[];
   if (names.length === 0) throw new ConfigError('Option enabled_backends in [DEFAULT] names no backend');
@@ -213,7 +214,10 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
     const values = resolveGroup(BACKEND_OPTIONS, [name, 'backend_defaults'], raw, { ...ctx, backend: name }, sources, name);
     return { ...values, name } as BackendOptions;
   });
-  return { DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'], backends, sources };
+  return {
+    DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],
+    coordination: coordination as BasaltConfig['coordination'], backends, sources,
+  };
 }
 
 /**
@@ -231,6 +235,7 @@ export function describeConfig(config: BasaltConfig): string {
   };
   emit('DEFAULT', config.DEFAULT);
   emit('database', config.database);
+  emit('coordination', config.coordination);
   for (const b of config.backends) emit(b.name, b);
   return lines.join('\n');
 }

@@ -197,6 +197,18 @@ export const DATABASE_OPTIONS = {
   }),
 } as const;
 
+/** `[coordination]`. */
+export const COORDINATION_OPTIONS = {
+  backend_url: opt<string>({
+    type: 'string', default: (ctx) => `file://${path.join(ctx.stateDir, 'locks')}`,
+    help: 'Where named locks live: file://DIR (processes on one host; default <state_dir>/locks) or postgresql://… (advisory locks, for a cluster).',
+  }),
+  lock_timeout_seconds: opt<number>({
+    type: 'float', default: 120, min: 0.1,
+    help: 'Longest wait for a lock before the job is retried later.',
+  }),
+} as const;
+
 type ValueOf<S> = S extends OptionSpec<infer T> ? T : never;
 type Resolved<G> = { -readonly [K in keyof G]: ValueOf<G[K]> };
 
@@ -206,11 +218,14 @@ export type DefaultOptions = Resolved<typeof DEFAULT_OPTIONS>;
 export type BackendOptions = Resolved<typeof BACKEND_OPTIONS> & { readonly name: string };
 /** Resolved `[database]` options. */
 export type DatabaseOptions = Resolved<typeof DATABASE_OPTIONS>;
+/** Resolved `[coordination]` options. */
+export type CoordinationOptions = Resolved<typeof COORDINATION_OPTIONS>;
 
 /** The effective configuration every role is built from. */
 export interface BasaltConfig {
   readonly DEFAULT: DefaultOptions;
   readonly database: DatabaseOptions;
+  readonly coordination: CoordinationOptions;
   /** One entry per name in `enabled_backends`, in that order. */
   readonly backends: readonly BackendOptions[];
   /** Where each effective value came from, keyed `section.option`. */

@@ -16,6 +16,7 @@ import {
 import { QuotaEngine } from '../quota/index.ts';
 import { createDriver, type GuardedDriver } from '../drivers/index.ts';
 import { NbdServer } from '../export/index.ts';
+import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
@@ -90,6 +91,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   };
 
   const stoppers: Array<() => Promise<void>> = [];
+  const coordinator = openCoordinator(config.coordination.backend_url);
+  stoppers.push(() => coordinator.close());
   const stopAll = async (): Promise<void> => {
     for (const stop of stoppers.reverse()) await stop().catch((err) => log.error({ err }, 'stop failed'));
     await db.close();
@@ -109,6 +112,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         const driver = createDriver(backend);
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log,
+          coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000,
           exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls },
         });
         drivers.set(svc.cluster, driver);

@@ -7,6 +7,7 @@ import { isoAt } from '../common/index.ts';
 import type { Db } from '../db/index.ts';
 import type { GuardedDriver, SnapshotRef } from '../drivers/index.ts';
 import type { JobHandler } from '../jobs/index.ts';
+import { withLock, type Coordinator } from '../coordination/index.ts';
 import { removeSnapshot, removeVolume, type LifecycleDeps } from './lifecycle.ts';
 import type { CreatePayload, DeletePayload, ExtendPayload, FencePayload, RevertPayload, SnapshotPayload, VolumeJobKinds } from './volume-jobs.ts';
 
@@ -15,6 +16,9 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   db: Db;
   clock: Clock;
   kinds: VolumeJobKinds;
+  /** Named locks; handlers hold `volume-<id>` / `snapshot-<id>` around driver calls (see the lock inventory). */
+  coordinator: Coordinator;
+  lockTimeoutMs: number;
   /** The process's export server, for fencing and for quiescing writes around in-use snapshots. */
   exports?: { closeExport(name: string): void; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
 }
@@ -22,6 +26,7 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
 /** Builds the handlers over one backend's driver. */
 export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
   const { volumes, snapshots, kinds, db } = deps;
+  const locked = <T>(name: string, fn: () => Promise<T>): Promise<T> => withLock(deps.coordinator, name, deps.lockTimeoutMs, fn);
   const snapRef = (s: { id: string; volume_id: string; volume_size: number }): SnapshotRef => ({ id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size });
 
   const create: JobHandler<CreatePayload> = {
@@ -30,15 +35,17 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       const v = await volumes.get(db.kysely, p.volumeId);
       if (!v || v.status !== 'creating') return ctx.complete(); // deleted or settled meanwhile
       const vol = { id: v.id, sizeGiB: p.sizeGiB };
-      if (v.snapshot_id) {
-        const s = (await snapshots.get(db.kysely, v.snapshot_id))!;
-        await driver.createVolumeFromSnapshot(vol, snapRef(s));
-      } else if (v.source_volid) {
-        const src = (await volumes.get(db.kysely, v.source_volid))!;
-        await driver.cloneVolume(vol, { id: src.id, sizeGiB: src.size });
-      } else {
-        await driver.createVolume(vol);
-      }
+      await locked(`volume-${v.id}`, async () => {
+        if (v.snapshot_id) {
+          const s = (await snapshots.get(db.kysely, v.snapshot_id))!;
+          await driver.createVolumeFromSnapshot(vol, snapRef(s));
+        } else if (v.source_volid) {
+          const src = (await volumes.get(db.kysely, v.source_volid))!;
+          await driver.cloneVolume(vol, { id: src.id, sizeGiB: src.size });
+        } else {
+          await driver.createVolume(vol);
+        }
+      });
       await ctx.complete(async (tx) => {
         await volumes.transition(tx, { id: v.id, from: ['creating'], to: 'available', set: { launched_at: isoAt(deps.clock.now()) }, requestId: ctx.job.request_id });
       });
@@ -50,7 +57,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     async run(ctx, p) {
       const v = await volumes.get(db.kysely, p.volumeId);
       if (!v || v.status !== 'extending') return ctx.complete();
-      await driver.extendVolume({ id: v.id, sizeGiB: v.size }, p.newSizeGiB);
+      await locked(`volume-${v.id}`, () => driver.extendVolume({ id: v.id, sizeGiB: v.size }, p.newSizeGiB));
       await ctx.complete(async (tx) => {
         // An in-use volume (3.42) goes back to in-use: its attachments are still there.
         const attached = await tx.selectFrom('attachments').select('id').where('volume_id', '=', v.id).executeTakeFirst();
@@ -68,10 +75,10 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       // (release N-1) means those moved to deleting with it.
       for (const s of await snapshots.ofVolume(db.kysely, v.id)) {
         if (s.status !== 'deleting' || (p.snapshotIds && !p.snapshotIds.includes(s.id))) continue;
-        await driver.deleteSnapshot({ id: s.id });
+        await locked(`snapshot-${s.id}`, () => driver.deleteSnapshot({ id: s.id }));
         await db.kysely.transaction().execute((tx) => removeSnapshot(deps, tx, s, ctx.job.request_id));
       }
-      await driver.deleteVolume({ id: v.id });
+      await locked(`volume-${v.id}`, () => driver.deleteVolume({ id: v.id }));
       await ctx.complete((tx) => removeVolume(deps, tx, v, ctx.job.request_id));
     },
   };
@@ -82,7 +89,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       const v = await volumes.get(db.kysely, p.volumeId);
       const s = await snapshots.get(db.kysely, p.snapshotId);
       if (!v || !s || v.status !== 'reverting') return ctx.complete();
-      await driver.revertToSnapshot({ id: v.id, sizeGiB: v.size }, snapRef(s));
+      await locked(`volume-${v.id}`, () => driver.revertToSnapshot({ id: v.id, sizeGiB: v.size }, snapRef(s)));
       await ctx.complete(async (tx) => {
         await volumes.transition(tx, { id: v.id, from: ['reverting'], to: 'available', requestId: ctx.job.request_id });
         await snapshots.transition(tx, { id: s.id, from: ['restoring'], to: 'available', requestId: ctx.job.request_id });
@@ -97,8 +104,10 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       if (!s || s.status !== 'creating') return ctx.complete();
       const v = await volumes.get(db.kysely, s.volume_id);
       // An attached volume is snapshotted with its writes paused at the export (crash-consistent).
-      if (v && v.attach_status === 'attached' && deps.exports) await deps.exports.quiesce(v.id, () => driver.createSnapshot(snapRef(s)));
-      else await driver.createSnapshot(snapRef(s));
+      await locked(`snapshot-${s.id}`, async () => {
+        if (v && v.attach_status === 'attached' && deps.exports) await deps.exports.quiesce(v.id, () => driver.createSnapshot(snapRef(s)));
+        else await driver.createSnapshot(snapRef(s));
+      });
       await ctx.complete(async (tx) => {
         await snapshots.transition(tx, { id: s.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id });
       });
@@ -110,7 +119,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     async run(ctx, p) {
       const s = await snapshots.get(db.kysely, p.snapshotId);
       if (!s || s.status !== 'deleting') return ctx.complete();
-      await driver.deleteSnapshot({ id: s.id });
+      await locked(`snapshot-${s.id}`, () => driver.deleteSnapshot({ id: s.id }));
       await ctx.complete((tx) => removeSnapshot(deps, tx, s, ctx.job.request_id));
     },
   };

@@ -24,6 +24,7 @@ test('a killed cluster member\'s jobs are completed by the other member', { time
     ...FAST_TIMINGS, BASALT_JOB_LEASE_SECONDS: '2', BASALT_STATE_DIR: stateDir, BASALT_DATABASE__CONNECTION: database,
     BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info',
     BASALT_BACKEND_DEFAULTS__CLUSTER: 'c1', BASALT_BACKEND_DEFAULTS__FILE_VOLUME_DIR: shared,
+    BASALT_COORDINATION__BACKEND_URL: database, // the cluster's locks: PostgreSQL advisory locks
     BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1',
   };
   const procs: ChildProcess[] = [];

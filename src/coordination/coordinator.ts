@@ -1,0 +1,136 @@
+/**
+ * Named locks shared by every process of a deployment, chosen by
+ * `[coordination] backend_url`:
+ * - `file://DIR` (default `<state_dir>/locks`): lock files, for processes on one host;
+ * - `postgresql://…`: PostgreSQL session advisory locks, for a cluster on one database.
+ *
+ * Code takes locks the same way whatever the backend. A lock held by a process
+ * that dies is released (its PostgreSQL session ends; a file lock goes stale).
+ *
+ * Lock inventory (names are templates over ids):
+ * - `volume-<id>`: held around every driver call that changes or reads a
+ *   volume's data (create, extend, delete, snapshot, clone source, revert), so
+ *   that a job taken over after an expired lease never runs the driver beside
+ *   its first, merely slow, worker.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import lockfile from 'proper-lockfile';
+import pg from 'pg';
+import { ConfigError, BasaltError } from '../errors/index.ts';
+
+/** A held lock. */
+export interface Lock {
+  /** Releases the lock. Idempotent. */
+  release(): Promise<void>;
+}
+
+/** The coordination backend. */
+export interface Coordinator {
+  /**
+   * Takes the named lock, waiting up to `timeoutMs`.
+   * @throws BasaltError BACKEND_UNAVAILABLE (retryable) when it stays held.
+   */
+  lock(name: string, timeoutMs: number): Promise<Lock>;
+  close(): Promise<void>;
+}
+
+/** Runs `fn` under the named lock. */
+export async function withLock<T>(c: Coordinator, name: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+  const lock = await c.lock(name, timeoutMs);
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}
+
+function timedOut(name: string, timeoutMs: number): BasaltError {
+  return new BasaltError('BACKEND_UNAVAILABLE', `Lock ${name} stayed held for ${timeoutMs} ms`, { retryable: true });
+}
+
+/** Lock names become file names and advisory keys: keep them to a safe alphabet. */
+function checkName(name: string): void {
+  if (!/^[A-Za-z0-9_.-]{1,200}$/.test(name)) throw new ConfigError(`Invalid lock name ${name}`);
+}
+
+/** Lock files in a folder (proper-lockfile: atomic mkdir, refreshed mtime, stale after 10 s). */
+class FileCoordinator implements Coordinator {
+  constructor(private readonly dir: string) {
+    fs.mkdirSync(dir, { recursive: true });
+  }
+
+  async lock(name: string, timeoutMs: number): Promise<Lock> {
+    checkName(name);
+    const file = path.join(this.dir, name);
+    fs.closeSync(fs.openSync(file, 'a'));
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const release = await lockfile.lock(file, { stale: 10_000, update: 2_000, realpath: false });
+        let released = false;
+        return { release: async () => { if (!released) { released = true; await release(); } } };
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ELOCKED') throw err;
+        if (Date.now() > deadline) throw timedOut(name, timeoutMs);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  async close(): Promise<void> { /* nothing held open */ }
+}
+
+/** PostgreSQL session advisory locks, each on its own connection (the lock lives as long as the session). */
+class PostgresCoordinator implements Coordinator {
+  private readonly pool: pg.Pool;
+
+  constructor(url: string) {
+    this.pool = new pg.Pool({ connectionString: url, max: 20 });
+    this.pool.on('error', () => undefined);
+  }
+
+  async lock(name: string, timeoutMs: number): Promise<Lock> {
+    checkName(name);
+    const client = await this.pool.connect();
+    const deadline = Date.now() + timeoutMs;
+    try {
+      for (;;) {
+        const r = await client.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtext($1)) as ok', [name]);
+        if (r.rows[0]!.ok) break;
+        if (Date.now() > deadline) throw timedOut(name, timeoutMs);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    } catch (err) {
+      client.release();
+      throw err;
+    }
+    let released = false;
+    return {
+      release: async () => {
+        if (released) return;
+        released = true;
+        try {
+          await client.query('select pg_advisory_unlock(hashtext($1))', [name]);
+          client.release();
+        } catch (err) {
+          client.release(err as Error); // a broken session drops its locks anyway
+        }
+      },
+    };
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
+  }
+}
+
+/**
+ * Opens the backend named by `url`.
+ * @throws ConfigError for an unsupported scheme.
+ */
+export function openCoordinator(url: string): Coordinator {
+  if (url.startsWith('file://')) return new FileCoordinator(url.slice('file://'.length));
+  if (/^postgres(ql)?:\/\//.test(url)) return new PostgresCoordinator(url);
+  throw new ConfigError(`Unsupported [coordination] backend_url "${url}": expected file://DIR or postgresql://…`);
+}

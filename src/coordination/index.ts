@@ -1,0 +1,2 @@
+/** Named locks across processes. */
+export * from './coordinator.ts';

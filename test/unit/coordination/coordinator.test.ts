@@ -1,0 +1,62 @@
+/** Named locks on both backends: exclusion, timeouts, release, and a dead holder's lock freed (PostgreSQL). */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import pg from 'pg';
+import { openCoordinator, withLock, type Coordinator } from '../../../src/coordination/index.ts';
+import { startPostgres } from '../../helpers/postgres.ts';
+
+async function exclusion(t: TestContext, a: Coordinator, b: Coordinator): Promise<void> {
+  const held = await a.lock('volume-1', 1000);
+  await assert.rejects(b.lock('volume-1', 100), (e: { code: string; retryable: boolean }) => e.code === 'BACKEND_UNAVAILABLE' && e.retryable);
+  const other = await b.lock('volume-2', 100);
+  await other.release();
+  const waiting = b.lock('volume-1', 2000);
+  await new Promise((r) => setTimeout(r, 50));
+  await held.release();
+  await held.release(); // idempotent
+  const got = await waiting;
+  await got.release();
+  const order: string[] = [];
+  await Promise.all([1, 2, 3].map((i) => withLock(i % 2 ? a : b, 'volume-3', 5000, async () => {
+    order.push(`in${i}`);
+    await new Promise((r) => setTimeout(r, 20));
+    order.push(`out${i}`);
+  })));
+  for (let i = 0; i < order.length; i += 2) assert.equal(order[i]!.slice(2), order[i + 1]!.slice(3), `critical sections do not overlap: ${order}`);
+  await assert.rejects(a.lock('../etc/passwd', 10), /Invalid lock name/);
+  void t;
+}
+
+test('file:// locks exclude each other across coordinators', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-locks-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const a = openCoordinator(`file://${dir}`);
+  const b = openCoordinator(`file://${dir}`);
+  await exclusion(t, a, b);
+});
+
+test('postgresql:// advisory locks exclude each other, and a dead holder\'s lock is freed', async (t) => {
+  const server = await startPostgres();
+  t.after(() => server.stop());
+  const url = await server.createDatabase();
+  const a = openCoordinator(url);
+  const b = openCoordinator(url);
+  t.after(async () => { await a.close(); await b.close(); });
+  await exclusion(t, a, b);
+  // A holder whose session dies (its process was killed) loses the lock.
+  const holder = new pg.Client({ connectionString: url });
+  holder.on('error', () => undefined);
+  await holder.connect();
+  await holder.query(`select pg_advisory_lock(hashtext('volume-9'))`);
+  await assert.rejects(b.lock('volume-9', 100));
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where pid <> pg_backend_pid() and query like '%volume-9%' and query like '%pg_advisory_lock%'`);
+  await admin.end();
+  const freed = await b.lock('volume-9', 2000);
+  await freed.release();
+  assert.throws(() => openCoordinator('redis://x'), /Unsupported \[coordination\] backend_url/);
+});
