@@ -201,7 +201,7 @@ export const DATABASE_OPTIONS = {
 export const COORDINATION_OPTIONS = {
   backend_url: opt<string>({
     type: 'string', default: (ctx) => `file://${path.join(ctx.stateDir, 'locks')}`,
-    help: 'Where named locks live: file://DIR (processes on one host; default <state_dir>/locks) or postgresql://… (advisory locks, for a cluster).',
+    help: 'Where named locks live: file://DIR (processes on one host; default <state_dir>/locks), postgresql://… (advisory locks) or etcd3+http://HOST:PORT[,HOST:PORT][?ttl=S] (etcd leases), for a cluster.',
   }),
   lock_timeout_seconds: opt<number>({
     type: 'float', default: 120, min: 0.1,

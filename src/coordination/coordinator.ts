@@ -2,7 +2,8 @@
  * Named locks shared by every process of a deployment, chosen by
  * `[coordination] backend_url`:
  * - `file://DIR` (default `<state_dir>/locks`): lock files, for processes on one host;
- * - `postgresql://…`: PostgreSQL session advisory locks, for a cluster on one database.
+ * - `postgresql://…`: PostgreSQL session advisory locks, for a cluster on one database;
+ * - `etcd3+http://HOST:PORT[,HOST:PORT…][?ttl=SECONDS]`: etcd locks on leases (the etcd3 client).
  *
  * Code takes locks the same way whatever the backend. A lock held by a process
  * that dies is released (its PostgreSQL session ends; a file lock goes stale).
@@ -17,6 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import pg from 'pg';
+import { Etcd3, EtcdLockFailedError } from 'etcd3';
 import { ConfigError, BasaltError } from '../errors/index.ts';
 
 /** A held lock. */
@@ -125,6 +127,36 @@ class PostgresCoordinator implements Coordinator {
   }
 }
 
+/** etcd locks: each held lock is a key on a lease that dies with its holder (TTL, default 10 s). */
+class EtcdCoordinator implements Coordinator {
+  private readonly client: Etcd3;
+
+  constructor(hosts: string[], private readonly ttlSeconds: number) {
+    this.client = new Etcd3({ hosts });
+  }
+
+  async lock(name: string, timeoutMs: number): Promise<Lock> {
+    checkName(name);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const lock = this.client.lock(`basalt/locks/${name}`).ttl(this.ttlSeconds);
+      try {
+        await lock.acquire();
+        let released = false;
+        return { release: async () => { if (!released) { released = true; await lock.release(); } } };
+      } catch (err) {
+        if (!(err instanceof EtcdLockFailedError)) throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
+        if (Date.now() > deadline) throw timedOut(name, timeoutMs);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+}
+
 /**
  * Opens the backend named by `url`.
  * @throws ConfigError for an unsupported scheme.
@@ -132,5 +164,7 @@ class PostgresCoordinator implements Coordinator {
 export function openCoordinator(url: string): Coordinator {
   if (url.startsWith('file://')) return new FileCoordinator(url.slice('file://'.length));
   if (/^postgres(ql)?:\/\//.test(url)) return new PostgresCoordinator(url);
-  throw new ConfigError(`Unsupported [coordination] backend_url "${url}": expected file://DIR or postgresql://…`);
+  const etcd = /^etcd3\+(https?):\/\/([^/?]+)\/?(?:\?ttl=(\d+))?$/.exec(url);
+  if (etcd) return new EtcdCoordinator(etcd[2]!.split(',').map((h) => `${etcd[1]}://${h}`), Number(etcd[3] ?? 10));
+  throw new ConfigError(`Unsupported [coordination] backend_url "${url}": expected file://DIR, postgresql://… or etcd3+http://HOST:PORT`);
 }

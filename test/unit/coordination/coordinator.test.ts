@@ -1,11 +1,13 @@
 /** Named locks on both backends: exclusion, timeouts, release, and a dead holder's lock freed (PostgreSQL). */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { openCoordinator, withLock, type Coordinator } from '../../../src/coordination/index.ts';
+import { startEtcd } from '../../helpers/etcd.ts';
 import { startPostgres } from '../../helpers/postgres.ts';
 
 async function exclusion(t: TestContext, a: Coordinator, b: Coordinator): Promise<void> {
@@ -59,4 +61,22 @@ test('postgresql:// advisory locks exclude each other, and a dead holder\'s lock
   const freed = await b.lock('volume-9', 2000);
   await freed.release();
   assert.throws(() => openCoordinator('redis://x'), /Unsupported \[coordination\] backend_url/);
+});
+
+test('etcd3+http:// locks exclude each other, and a dead holder\'s lock expires with its lease', async (t) => {
+  const etcd = await startEtcd();
+  t.after(() => etcd.stop());
+  const url = `etcd3+${etcd.url}?ttl=2`;
+  const a = openCoordinator(url);
+  const b = openCoordinator(url);
+  t.after(async () => { await b.close(); });
+  await exclusion(t, a, b);
+  await a.close();
+  // A holder process killed without releasing: its lease is no longer renewed and expires.
+  const holder = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '../../helpers/lock-holder.ts'), url, 'volume-7'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((r) => holder.stdout!.once('data', r));
+  await assert.rejects(b.lock('volume-7', 100));
+  holder.kill('SIGKILL');
+  const freed = await b.lock('volume-7', 10_000);
+  await freed.release();
 });

@@ -1,0 +1,7 @@
+/** Takes a named lock on a coordination backend and holds it until killed: `lock-holder.ts URL NAME`. */
+import { openCoordinator } from '../../src/coordination/index.ts';
+
+const [url, name] = process.argv.slice(2);
+await openCoordinator(url!).lock(name!, 10_000);
+console.log('held');
+setInterval(() => undefined, 1 << 30);
