@@ -78,8 +78,10 @@ export class JobQueue {
         }
         return result;
       } catch (err) {
-        if (attempt >= 20 || !isSerializationFailure(err)) throw err;
-        await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+        // Hot rows (a project's quota usage) make concurrent transactions collide;
+        // retry with jittered exponential back-off (capped at 100 ms).
+        if (attempt >= 100 || !isSerializationFailure(err)) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
       }
     }
   }
