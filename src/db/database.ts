@@ -39,6 +39,14 @@ export interface Db {
   notify(channel: string, payload: string): Promise<void>;
   /** Calls `fn` for each notification on `channel` (PostgreSQL LISTEN). Returns a stop function. */
   listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Locks rows of `table` by id until the end of transaction `tx`
+   * (PostgreSQL `SELECT … FOR UPDATE`, in id order so that two lockers cannot
+   * deadlock). Every check-and-change of a volume takes its row's lock first:
+   * under READ COMMITTED that is what serialises them. SQLite: nothing to do,
+   * a transaction holds the only connection.
+   */
+  lockRows(tx: Kysely<Database>, table: 'volumes' | 'services', ids: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -74,6 +82,10 @@ export function openDatabase(connection: string): Db {
         await client.query(`LISTEN ${channel}`);
         return async () => { await client.end().catch(() => undefined); };
       },
+      lockRows: async (tx, table, ids) => {
+        if (ids.length === 0) return;
+        await tx.selectFrom(table).select('id').where('id', 'in', [...ids].sort()).orderBy('id').forUpdate().execute();
+      },
       close: () => kysely.destroy(),
     };
   }
@@ -94,6 +106,7 @@ export function openDatabase(connection: string): Db {
     dialect: 'sqlite',
     notify: async () => undefined,
     listen: async () => async () => undefined,
+    lockRows: async () => undefined,
     close: () => kysely.destroy(),
   };
 }

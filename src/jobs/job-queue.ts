@@ -65,12 +65,11 @@ export class JobQueue {
         return this.insert(tx, kind, job);
       });
       try {
-        // SQLite runs one transaction at a time; on PostgreSQL SERIALIZABLE gives
-        // the same guarantee (check-and-change inside one transaction cannot race),
-        // at the price of retrying when two transactions collide.
-        const result = this.db.dialect === 'postgres'
-          ? await this.db.kysely.transaction().setIsolationLevel('serializable').execute(body)
-          : await this.db.kysely.transaction().execute(body);
+        // SQLite runs one transaction at a time. PostgreSQL runs them at READ
+        // COMMITTED: single conditional UPDATEs (status compare-and-swap, quota
+        // within limit) are atomic there, and a check that spans statements
+        // takes the row lock of what it guards first (Db.lockRows).
+        const result = await this.db.kysely.transaction().execute(body);
         for (const t of targets) {
           this.wakeups.emit('wake', t);
           // Other processes on PostgreSQL hear it through LISTEN (see listenForWakeups).
@@ -78,8 +77,8 @@ export class JobQueue {
         }
         return result;
       } catch (err) {
-        // Hot rows (a project's quota usage) make concurrent transactions collide;
-        // retry with jittered exponential back-off (capped at 100 ms).
+        // A deadlock (or a serialization failure) ends one transaction of the
+        // pair: run it again after a jittered exponential back-off (capped at 100 ms).
         if (attempt >= 100 || !isSerializationFailure(err)) throw err;
         await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
       }

@@ -67,10 +67,11 @@ export class Scheduler {
     const { candidates, reasons } = this.candidates(up, p, type?.extra_specs ?? {});
     await ctx.complete(async (tx, enqueue) => {
       // Capacity is checked against the database inside the placing transaction,
-      // so volumes placed since the last heartbeat count and concurrent
-      // placements cannot overcommit a pool (transactions are serialised).
+      // so volumes placed since the last heartbeat count; the service row's lock
+      // serialises concurrent placements on it, so they cannot overcommit a pool.
       for (const { service, pool } of candidates) {
         const host = `${service.host}#${pool.pool_name}`;
+        await queue.db.lockRows(tx, 'services', [service.id]);
         if (!fitsThin(pool, await volumes.provisionedGiB(tx, host), p.sizeGiB) && !fitsThick(pool, p.sizeGiB)) {
           reasons.push(`${host}: CapacityFilter`);
           continue;

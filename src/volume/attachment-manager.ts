@@ -50,6 +50,18 @@ export class AttachmentManager {
   }
 
   /**
+   * Locks the row of an attachment's volume for the rest of `tx` (attachments
+   * change only under it: the count of a volume's attachments decides its
+   * status), then reads both afresh.
+   * @throws NotFoundError.
+   */
+  private async lock(caller: Caller, id: string, tx: Tx): Promise<{ a: AttachmentRow; v: VolumeRow }> {
+    const { volume_id } = await this.get(caller, id, tx);
+    await this.deps.db.lockRows(tx, 'volumes', [volume_id]);
+    return { a: await this.get(caller, id, tx), v: (await this.deps.volumes.get(tx, volume_id))! };
+  }
+
+  /**
    * Reserves the volume and records an attachment; with a connector, also
    * returns its connection info (status `attaching`).
    * @throws NotFoundError, InvalidStatusError (not available, already attached), InvalidInputError.
@@ -58,6 +70,7 @@ export class AttachmentManager {
     const { queue, volumes, attachments, clock } = this.deps;
     const id = newId();
     await queue.transaction(async (tx) => {
+      await this.deps.db.lockRows(tx, 'volumes', [input.volumeId]);
       const v = await volumes.get(tx, input.volumeId, caller.isAdmin ? 'all' : { projectId: caller.projectId });
       if (!v) throw NotFoundError.of('Volume', input.volumeId);
       // A multiattach volume takes further attachments while attached; any other only when available.
@@ -89,8 +102,7 @@ export class AttachmentManager {
    */
   async update(caller: Caller, id: string, connector: Connector): Promise<AttachmentRow> {
     await this.deps.queue.transaction(async (tx) => {
-      const a = await this.get(caller, id, tx);
-      const v = (await this.deps.volumes.get(tx, a.volume_id))!;
+      const { a, v } = await this.lock(caller, id, tx);
       await this.connect(tx, caller, a, v, connector);
     });
     return (await this.deps.attachments.get(this.deps.db.kysely, id))!;
@@ -127,7 +139,7 @@ export class AttachmentManager {
    */
   async complete(caller: Caller, id: string): Promise<void> {
     await this.deps.queue.transaction(async (tx) => {
-      const a = await this.get(caller, id, tx);
+      const { a } = await this.lock(caller, id, tx);
       if (a.attach_status === 'attached') return;
       if (!(await this.deps.attachments.transition(tx, id, ['attaching'], 'attached', { attach_time: isoAt(this.deps.clock.now()) }))) {
         throw new InvalidStatusError(`Invalid attachment: attachment ${id} must be attaching (updated with a connector) to complete, but it is ${a.attach_status}.`);
@@ -144,9 +156,8 @@ export class AttachmentManager {
    */
   async delete(caller: Caller, id: string): Promise<void> {
     await this.deps.queue.transaction(async (tx, enqueue) => {
-      const a = await this.get(caller, id, tx);
+      const { a, v } = await this.lock(caller, id, tx);
       await this.deps.attachments.delete(tx, id);
-      const v = (await this.deps.volumes.get(tx, a.volume_id))!;
       if ((await this.deps.attachments.ofVolume(tx, v.id)).length === 0) {
         await this.deps.volumes.transition(tx, {
           id: v.id, from: ['reserved', 'attaching', 'in-use', 'detaching'], to: 'available', set: { attach_status: 'detached' }, requestId: caller.requestId,

@@ -60,6 +60,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       await locked(`volume-${v.id}`, () => driver.extendVolume({ id: v.id, sizeGiB: v.size }, p.newSizeGiB));
       await ctx.complete(async (tx) => {
         // An in-use volume (3.42) goes back to in-use: its attachments are still there.
+        await db.lockRows(tx, 'volumes', [v.id]);
         const attached = await tx.selectFrom('attachments').select('id').where('volume_id', '=', v.id).executeTakeFirst();
         await volumes.transition(tx, { id: v.id, from: ['extending'], to: attached ? 'in-use' : 'available', set: { size: p.newSizeGiB }, requestId: ctx.job.request_id });
       });

@@ -94,6 +94,28 @@ export class VolumeManager {
   }
 
   /**
+   * Locks a volume's row for the rest of `tx`, then reads it: every request
+   * that checks a volume's state and changes it goes through here, so two such
+   * requests on one volume run one after the other.
+   * @throws NotFoundError.
+   */
+  async lockVolume(caller: Caller, id: string, tx: Tx): Promise<VolumeRow> {
+    await this.deps.db.lockRows(tx, 'volumes', [id]);
+    return this.get(caller, id, tx);
+  }
+
+  /**
+   * Locks the row of a snapshot's volume (a snapshot's state changes only
+   * under it), then reads the snapshot afresh.
+   * @throws NotFoundError.
+   */
+  async lockSnapshot(caller: Caller, id: string, tx: Tx): Promise<SnapshotRow> {
+    const s = await this.getSnapshot(caller, id, tx);
+    await this.deps.db.lockRows(tx, 'volumes', [s.volume_id]);
+    return this.getSnapshot(caller, id, tx);
+  }
+
+  /**
    * Finds a snapshot the caller may see.
    * @throws NotFoundError when there is none.
    */
@@ -192,7 +214,7 @@ export class VolumeManager {
   private async copySource(tx: Tx, caller: Caller, input: CreateVolumeInput): Promise<{ kind: string; volume: VolumeRow; typeId: string | null } | undefined> {
     if (input.snapshotId && input.sourceVolumeId) throw new InvalidInputError('Invalid input received: give either snapshot_id or source_volid, not both.');
     if (input.snapshotId) {
-      const snap = await this.getSnapshot(caller, input.snapshotId, tx);
+      const snap = await this.lockSnapshot(caller, input.snapshotId, tx);
       if (snap.status !== 'available') throw new InvalidStatusError(`Invalid snapshot: Originating snapshot status must be one of 'available' values`);
       if (input.sizeGiB < snap.volume_size) {
         throw new InvalidInputError(`Invalid input received: Volume size '${input.sizeGiB}'GB cannot be smaller than the snapshot size ${snap.volume_size}GB. They must be >= original snapshot size.`);
@@ -201,7 +223,7 @@ export class VolumeManager {
       return { kind: 'snapshot', volume, typeId: snap.volume_type_id };
     }
     if (input.sourceVolumeId) {
-      const volume = await this.get(caller, input.sourceVolumeId, tx);
+      const volume = await this.lockVolume(caller, input.sourceVolumeId, tx);
       if (volume.status !== 'available') throw new InvalidStatusError(`Invalid volume: Source volume status must be available, but current status is: ${volume.status}.`);
       const busy = await busyReason(this.deps, tx, volume.id, { reading: true });
       if (busy) throw new InvalidStatusError(`Invalid volume: Source volume ${volume.id} is busy: ${busy}.`);
@@ -220,7 +242,7 @@ export class VolumeManager {
   async requestExtend(caller: Caller, id: string, newSizeGiB: number, opts: { inUseAllowed?: (tx: Tx, cluster: string) => Promise<boolean> } = {}): Promise<void> {
     const { queue, kinds } = this.deps;
     await queue.transaction(async (tx, enqueue) => {
-      const v = await this.get(caller, id, tx);
+      const v = await this.lockVolume(caller, id, tx);
       const inUse = v.status === 'in-use' && opts.inUseAllowed !== undefined && await opts.inUseAllowed(tx, v.cluster_name!);
       if (v.status !== 'available' && !inUse) {
         throw new InvalidStatusError(`Invalid volume: Volume ${id} status must be available${opts.inUseAllowed ? ' or in-use on a backend that extends online' : ''} to extend, but current status is: ${v.status}.`);
@@ -245,7 +267,7 @@ export class VolumeManager {
     const { queue, kinds, snapshots } = this.deps;
     const allowed: readonly string[] = opts.force ? FORCE_DELETABLE_STATUSES : DELETABLE_STATUSES;
     await queue.transaction(async (tx, enqueue) => {
-      const v = await this.get(caller, id, tx);
+      const v = await this.lockVolume(caller, id, tx);
       if (!allowed.includes(v.status) || v.attach_status === 'attached') {
         throw new InvalidStatusError(`Invalid volume: Volume status must be ${allowed.join(', ')} and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer.`);
       }
@@ -276,7 +298,7 @@ export class VolumeManager {
   async requestRevert(caller: Caller, id: string, snapshotId: string, backendCanRevert: (tx: Tx, cluster: string) => Promise<boolean>): Promise<void> {
     const { queue, kinds, snapshots } = this.deps;
     await queue.transaction(async (tx, enqueue) => {
-      const v = await this.get(caller, id, tx);
+      const v = await this.lockVolume(caller, id, tx);
       const snap = await this.getSnapshot(caller, snapshotId, tx);
       if (snap.volume_id !== v.id) throw new InvalidInputError(`Invalid input received: Snapshot ${snapshotId} is not a snapshot of volume ${id}.`);
       if (v.status !== 'available') throw new InvalidStatusError(`Invalid volume: Volume ${id} status must be available to revert, but current status is: ${v.status}.`);
@@ -304,7 +326,7 @@ export class VolumeManager {
     const { queue, kinds, snapshots, clock } = this.deps;
     const id = newId();
     await queue.transaction(async (tx, enqueue) => {
-      const v = await this.get(caller, input.volumeId, tx);
+      const v = await this.lockVolume(caller, input.volumeId, tx);
       const allowed = input.force ? ['available', 'in-use'] : ['available'];
       if (!allowed.includes(v.status)) {
         throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be ${allowed.join(' or ')}, but current status is: ${v.status}.`);
@@ -328,7 +350,7 @@ export class VolumeManager {
   async requestSnapshotDelete(caller: Caller, id: string): Promise<void> {
     const { queue, kinds, snapshots, volumes } = this.deps;
     await queue.transaction(async (tx, enqueue) => {
-      const s = await this.getSnapshot(caller, id, tx);
+      const s = await this.lockSnapshot(caller, id, tx);
       if (!(SNAPSHOT_DELETABLE_STATUSES as readonly string[]).includes(s.status)) {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot status must be available or error and must not be part of a group, but current status is: ${s.status}.`);
       }
