@@ -18,6 +18,7 @@ import { qosRoutes } from './qos-specs.ts';
 import { snapshotRoutes } from './snapshots.ts';
 import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
+import { workerRoutes } from './workers.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -81,6 +82,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(snapshotRoutes(deps));
     await scope.register(attachmentRoutes(deps));
     await scope.register(clusterRoutes(deps));
+    await scope.register(workerRoutes(deps));
   };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {

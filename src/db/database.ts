@@ -34,9 +34,10 @@ export interface Db {
   readonly dialect: 'sqlite' | 'postgres';
   /**
    * Publishes `payload` on `channel` to every process sharing the database
-   * (PostgreSQL NOTIFY). SQLite: nothing to do across processes (they poll).
+   * (PostgreSQL NOTIFY; given a transaction `tx`, delivered when it commits).
+   * SQLite: nothing to do across processes (they poll).
    */
-  notify(channel: string, payload: string): Promise<void>;
+  notify(channel: string, payload: string, tx?: Kysely<Database>): Promise<void>;
   /** Calls `fn` for each notification on `channel` (PostgreSQL LISTEN). Returns a stop function. */
   listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>>;
   /**
@@ -70,8 +71,8 @@ export function openDatabase(connection: string): Db {
     return {
       kysely,
       dialect: 'postgres',
-      notify: async (channel, payload) => {
-        await sql`select pg_notify(${channel}, ${payload})`.execute(kysely);
+      notify: async (channel, payload, tx) => {
+        await sql`select pg_notify(${channel}, ${payload})`.execute(tx ?? kysely);
       },
       listen: async (channel, fn) => {
         // A dedicated connection: LISTEN holds its session.

@@ -252,15 +252,17 @@ export class JobQueue {
   }
 
   /**
-   * Expires at once the leases held by a dead incarnation of this process
-   * (found through the `services` row it left), so its jobs are taken over now
-   * rather than when the lease would have run out.
+   * Expires at once the leases held by a dead process incarnation (found
+   * through the `services` row it left), optionally only for one resource, so
+   * its jobs are taken over now rather than when the lease would have run out.
    */
-  async releaseLeasesOf(deadOwner: string): Promise<number> {
-    const r = await this.db.kysely.updateTable('jobs')
+  async releaseLeasesOf(deadOwner: string, only: { resourceId?: string; resourceType?: string } = {}): Promise<number> {
+    let q = this.db.kysely.updateTable('jobs')
       .set({ lease_expires_at: 0 })
-      .where('state', '=', 'running').where('lease_owner', '=', deadOwner)
-      .executeTakeFirst();
+      .where('state', '=', 'running').where('lease_owner', '=', deadOwner).where('lease_expires_at', '>', 0);
+    if (only.resourceId !== undefined) q = q.where('resource_id', '=', only.resourceId);
+    if (only.resourceType !== undefined) q = q.where('resource_type', '=', only.resourceType);
+    const r = await q.executeTakeFirst();
     return Number(r.numUpdatedRows);
   }
 

@@ -20,7 +20,7 @@ import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { AttachmentManager, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, cleanupServices, FENCE_CHANNEL, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
 
@@ -107,6 +107,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       const nbd = new NbdServer({ provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls });
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
       stoppers.push(() => nbd.close());
+      stoppers.push(await db.listen(FENCE_CHANNEL, (name) => nbd.closeExport(name)));
       log.info({ host: d.nbd_listen, port: address.port }, 'NBD export server listening');
       for (const backend of config.backends) {
         const driver = createDriver(backend);
@@ -130,9 +131,18 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       stoppers.push(() => scheduler.stop());
       log.info('scheduler started');
     }
+    const cleanupDeps = { db, queue, services, volumes, attachments, serviceDownMs: d.service_down_time * 1000 };
+    const deadServices = {
+      name: 'dead-services',
+      async sweep() {
+        const r = await cleanupServices(cleanupDeps);
+        return r.jobs + r.exports;
+      },
+    };
     const sweeper = new Sweeper({
-      queue, kinds: Object.values(kinds), rules: [...stuckResourceRules(db, jobDeps), { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
-      intervalMs: Math.max(200, leaseMs / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
+      queue, kinds: Object.values(kinds),
+      rules: [...stuckResourceRules(db, jobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
+      intervalMs: Math.max(200, Math.min(leaseMs, d.service_down_time * 1000) / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
     });
     await sweeper.sweepOnce();
     sweeper.start();
@@ -145,8 +155,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         db, queue, clock, volumes, snapshots, quotas, kinds, types, services,
         options: { defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback },
       });
-      const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds });
-      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager }, log);
+      const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds, serviceDownMs: d.service_down_time * 1000 });
+      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, cleanup: (f) => cleanupServices(cleanupDeps, f) }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;
       url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;

@@ -13,8 +13,12 @@ import { isoAt, newId } from '../common/index.ts';
 import type { AttachmentRepository, AttachmentRow, Db, ServiceRepository, VolumeRow } from '../db/index.ts';
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
+import { chooseEndpoint, connectionInfo } from './connection-info.ts';
 import { busyReason, type LifecycleDeps } from './lifecycle.ts';
 import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
+
+/** The notification channel on which deleted attachments' export names are fenced. */
+export const FENCE_CHANNEL = 'basalt_fence';
 
 /** What a host says about itself when it asks for connection info (Cinder's connector). */
 export interface Connector {
@@ -33,10 +37,10 @@ export interface AttachmentManagerDeps extends LifecycleDeps {
   attachments: AttachmentRepository;
   services: ServiceRepository;
   kinds: VolumeJobKinds;
+  /** `service_down_time` in ms: connection info points only at live services. */
+  serviceDownMs: number;
 }
 
-/** NBD endpoint a volume service reports in its capabilities. */
-interface Endpoint { nbd_host: string; nbd_port: number; nbd_require_tls?: boolean; local_host?: string; local_dir?: string }
 
 /** Attachment operations. */
 export class AttachmentManager {
@@ -109,22 +113,11 @@ export class AttachmentManager {
   }
 
   private async connect(tx: Tx, caller: Caller, a: AttachmentRow, v: VolumeRow, connector: Connector): Promise<void> {
-    const endpoint = await this.endpoint(tx, v);
-    // On the volume's own host, a file-backed volume is used directly (as a loop device).
-    const local = endpoint.local_dir && endpoint.local_host && connector.host === endpoint.local_host;
-    const info = local ? {
-      driver_volume_type: 'local',
-      data: { device_path: `${endpoint.local_dir}/volume-${v.id}`, access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id },
-    } : {
-      driver_volume_type: 'nbd',
-      data: {
-        host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
-        uri: `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
-        access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id,
-        // STARTTLS with these (TLS-PSK); required when the export listens off loopback.
-        tls: { psk_identity: a.psk_identity, psk_key: a.psk_key, required: endpoint.nbd_require_tls === true },
-      },
-    };
+    const endpoint = await chooseEndpoint(tx, this.deps.services, this.deps.serviceDownMs, v);
+    if (!endpoint) {
+      throw new InvalidInputError(`Invalid input received: no volume service of ${v.cluster_name ?? 'this volume'} exports volumes now; try again later.`);
+    }
+    const info = connectionInfo(a, v, endpoint, connector.host);
     if (!(await this.deps.attachments.transition(tx, a.id, ['reserved', 'attaching'], 'attaching', {
       connector: JSON.stringify(connector), connection_info: JSON.stringify(info), attached_host: typeof connector.host === 'string' ? connector.host : null,
     }))) {
@@ -163,6 +156,10 @@ export class AttachmentManager {
           id: v.id, from: ['reserved', 'attaching', 'in-use', 'detaching'], to: 'available', set: { attach_status: 'detached' }, requestId: caller.requestId,
         });
       }
+      // Every process's NBD server hears the fence when this commits (any
+      // member of the cluster may be serving the export); the durable job
+      // covers a process that misses it (SQLite has no notifications).
+      await this.deps.db.notify(FENCE_CHANNEL, a.export_name, tx);
       if (v.cluster_name) {
         await enqueue(this.deps.kinds.fence, { target: volumeTarget(v.cluster_name), resourceId: v.id, requestId: caller.requestId, payload: { exportName: a.export_name } });
       }
@@ -220,15 +217,5 @@ export class AttachmentManager {
     }
     if (opts.onlyPending) targets = targets.filter((a) => a.attach_status !== 'attached');
     for (const a of targets) await this.delete(caller, a.id);
-  }
-
-  /** The NBD endpoint of the service that owns the volume. */
-  private async endpoint(tx: Tx, v: VolumeRow): Promise<Endpoint> {
-    const svc = (await this.deps.services.list(tx)).find((s) => s.binary === 'cinder-volume' && s.cluster === v.cluster_name && s.capabilities);
-    const caps = svc ? JSON.parse(svc.capabilities!) as Partial<Endpoint> : {};
-    if (!caps.nbd_host || !caps.nbd_port) {
-      throw new InvalidInputError(`Invalid input received: no volume service of ${v.cluster_name ?? 'this volume'} exports volumes now; try again later.`);
-    }
-    return caps as Endpoint;
   }
 }

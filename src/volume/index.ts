@@ -1,4 +1,4 @@
-/** The volume manager, its job kinds, the volume service and the stuck-volume rule. */
+/** The volume manager, its job kinds, the volume service, attachments and the sweeper's rules. */
 export * from './volume-jobs.ts';
 export * from './volume-manager.ts';
 export * from './volume-service.ts';
@@ -7,3 +7,5 @@ export * from './volume-handlers.ts';
 export * from './lifecycle.ts';
 export * from './volume-quota.ts';
 export * from './attachment-manager.ts';
+export * from './connection-info.ts';
+export * from './service-cleanup.ts';

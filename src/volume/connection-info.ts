@@ -1,0 +1,61 @@
+/**
+ * Where a volume is exported and what a host is told to connect to. Every
+ * live member of a volume's cluster can serve its exports (they share the
+ * backend); one is chosen per volume by rendezvous hashing, so the choice is
+ * stable while that member lives and moves only when it dies.
+ */
+import { createHash } from 'node:crypto';
+import type { AttachmentRow, ServiceRepository, ServiceRow, VolumeRow } from '../db/index.ts';
+import type { Tx } from '../jobs/index.ts';
+
+/** What a volume service reports about its export endpoint in its capabilities. */
+export interface Endpoint { nbd_host: string; nbd_port: number; nbd_require_tls?: boolean; local_host?: string; local_dir?: string }
+
+/** The connection info handed to a host (Cinder's `connection_info`). */
+export interface ConnectionInfo { driver_volume_type: 'nbd' | 'local'; data: Record<string, unknown> }
+
+/** A service's endpoint, if it reports one. */
+export function endpointOf(s: Pick<ServiceRow, 'capabilities'>): Endpoint | undefined {
+  const caps = s.capabilities ? JSON.parse(s.capabilities) as Partial<Endpoint> : {};
+  return caps.nbd_host && caps.nbd_port ? caps as Endpoint : undefined;
+}
+
+/**
+ * The endpoint that serves `volume` now: among the cluster's volume services
+ * that are up and export, the one ranking first for the volume id.
+ */
+export async function chooseEndpoint(q: Tx, services: ServiceRepository, downMs: number, volume: Pick<VolumeRow, 'id' | 'cluster_name'>): Promise<Endpoint | undefined> {
+  let best: { rank: string; endpoint: Endpoint } | undefined;
+  for (const s of await services.list(q)) {
+    if (s.binary !== 'cinder-volume' || s.cluster !== volume.cluster_name || !services.isUp(s, downMs)) continue;
+    const endpoint = endpointOf(s);
+    if (!endpoint) continue;
+    const rank = createHash('sha256').update(`${s.host}\0${volume.id}`).digest('hex');
+    if (!best || rank > best.rank) best = { rank, endpoint };
+  }
+  return best?.endpoint;
+}
+
+/**
+ * The connection info of attachment `a` through `endpoint`: the volume's own
+ * file as a local device when the host is the volume's own host (file
+ * backends), else the NBD export with its TLS-PSK credentials.
+ */
+export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id'>, endpoint: Endpoint, connectorHost: unknown): ConnectionInfo {
+  if (endpoint.local_dir && endpoint.local_host && connectorHost === endpoint.local_host) {
+    return {
+      driver_volume_type: 'local',
+      data: { device_path: `${endpoint.local_dir}/volume-${v.id}`, access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id },
+    };
+  }
+  return {
+    driver_volume_type: 'nbd',
+    data: {
+      host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
+      uri: `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
+      access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id,
+      // STARTTLS with these (TLS-PSK); required when the export listens off loopback.
+      tls: { psk_identity: a.psk_identity, psk_key: a.psk_key, required: endpoint.nbd_require_tls === true },
+    },
+  };
+}
