@@ -20,7 +20,7 @@ import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { AttachmentManager, cleanupServices, FENCE_CHANNEL, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, cleanupServices, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
 
@@ -136,7 +136,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       name: 'dead-services',
       async sweep() {
         const r = await cleanupServices(cleanupDeps);
-        return r.jobs + r.exports;
+        return r.jobs + r.exports + await moveStaleExports(cleanupDeps);
       },
     };
     const sweeper = new Sweeper({

@@ -7,9 +7,10 @@
  *   of its cluster (or another scheduler) claims them now rather than when the
  *   lease would run out; the handlers are idempotent, so half-done driver work
  *   is redone or finished, never doubled;
- * - exports it served: attachments whose connection info points at its NBD
- *   endpoint get new connection info naming a live member of the cluster, so
- *   clients reconnect there (any member serves the cluster's exports).
+ * - exports it served: attachments whose connection info points at an NBD
+ *   endpoint no live member serves get new connection info naming a live
+ *   member of the cluster, so clients reconnect there (any member serves the
+ *   cluster's exports). This also covers a member restarted on another port.
  *
  * Locks it held need nothing: file locks go stale, PostgreSQL advisory locks
  * die with its sessions, etcd locks with its lease. The sweeper runs this for
@@ -70,7 +71,7 @@ export async function cleanupServices(deps: CleanupDeps, filter: CleanupFilter =
       ...(filter.resourceId !== undefined ? { resourceId: filter.resourceId } : {}),
       ...(filter.resourceType !== undefined ? { resourceType: filter.resourceType.toLowerCase() } : {}),
     });
-    if (s.binary === 'cinder-volume') result.exports += await moveExports(deps, s);
+    if (s.binary === 'cinder-volume') result.exports += await moveStaleExports(deps, s.cluster);
   }
   return result;
 }
@@ -83,23 +84,34 @@ function matches(s: ServiceRow, f: CleanupFilter): boolean {
     && (f.disabled === undefined || (s.disabled === 1) === f.disabled);
 }
 
-/** Points the attachments that name a dead service's endpoint at a live member. Returns how many moved. */
-async function moveExports(deps: CleanupDeps, dead: ServiceRow): Promise<number> {
-  const gone = endpointOf(dead);
-  if (!gone) return 0;
+/**
+ * Points the attachments whose connection info names an endpoint that no live
+ * member of their cluster serves (a dead member, or one restarted on another
+ * port) at a live member, in every cluster or in one. Returns how many moved.
+ */
+export async function moveStaleExports(deps: CleanupDeps, cluster?: string | null): Promise<number> {
   const { db, queue, volumes, attachments, services, serviceDownMs } = deps;
-  const candidates = await db.kysely.selectFrom('attachments').innerJoin('volumes', 'volumes.id', 'attachments.volume_id')
-    .select(['attachments.id as id', 'attachments.volume_id as volume_id', 'attachments.connection_info as connection_info'])
-    .where('volumes.cluster_name', '=', dead.cluster).where('attachments.attach_status', 'in', ['attaching', 'attached'])
-    .execute();
+  const live = new Set<string>();
+  for (const s of await services.list(db.kysely)) {
+    const e = s.binary === 'cinder-volume' && services.isUp(s, serviceDownMs) ? endpointOf(s) : undefined;
+    if (e) live.add(`${s.cluster}\0${e.nbd_host}:${e.nbd_port}`);
+  }
+  const stale = (clusterName: string | null, info: string | null): boolean => {
+    const i = info ? JSON.parse(info) as ConnectionInfo : undefined;
+    return i?.driver_volume_type === 'nbd' && !live.has(`${clusterName}\0${String(i.data.host)}:${String(i.data.port)}`);
+  };
+  let q = db.kysely.selectFrom('attachments').innerJoin('volumes', 'volumes.id', 'attachments.volume_id')
+    .select(['attachments.id as id', 'attachments.volume_id as volume_id', 'attachments.connection_info as connection_info', 'volumes.cluster_name as cluster_name'])
+    .where('attachments.attach_status', 'in', ['attaching', 'attached']);
+  if (cluster !== undefined) q = q.where('volumes.cluster_name', '=', cluster);
   let moved = 0;
-  for (const c of candidates) {
-    if (!pointsAt(c.connection_info, gone.nbd_host, gone.nbd_port)) continue;
+  for (const c of await q.execute()) {
+    if (!stale(c.cluster_name, c.connection_info)) continue;
     await queue.transaction(async (tx) => {
       await db.lockRows(tx, 'volumes', [c.volume_id]);
       const a = await attachments.get(tx, c.id);
       const v = await volumes.get(tx, c.volume_id);
-      if (!a || !v || !pointsAt(a.connection_info, gone.nbd_host, gone.nbd_port)) return;
+      if (!a || !v || !stale(v.cluster_name, a.connection_info)) return;
       const endpoint = await chooseEndpoint(tx, services, serviceDownMs, v);
       if (!endpoint) return;
       const connector = a.connector ? JSON.parse(a.connector) as { host?: unknown } : {};
@@ -109,10 +121,4 @@ async function moveExports(deps: CleanupDeps, dead: ServiceRow): Promise<number>
     });
   }
   return moved;
-}
-
-function pointsAt(info: string | null, host: string, port: number): boolean {
-  if (!info) return false;
-  const i = JSON.parse(info) as ConnectionInfo;
-  return i.driver_volume_type === 'nbd' && i.data.host === host && i.data.port === port;
 }
