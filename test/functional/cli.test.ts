@@ -4,23 +4,24 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { tempStateDir } from '../helpers/server.ts';
+import { tempStateDir, testDatabase } from '../helpers/server.ts';
 
 const run = promisify(execFile);
 const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 
 test('config show, db migrate and db status', async (t) => {
   const dir = tempStateDir(t);
-  const env = { ...process.env, BASALT_PORT: '9999' };
+  const db = { env: { ...process.env, ...(await testDatabase(dir)).env } };
+  const env = { ...db.env, BASALT_PORT: '9999' };
   const shown = (await run(process.execPath, [BIN, 'config', 'show', '--state-dir', dir], { env })).stdout;
   assert.match(shown, new RegExp(`^DEFAULT\\.state_dir = ${dir} {2}# --state-dir$`, 'm'));
   assert.match(shown, /^DEFAULT\.osapi_volume_listen_port = 9999 {2}# env BASALT_PORT$/m);
   assert.match(shown, /^file\.volume_driver = file {2}# default$/m);
 
-  assert.match((await run(process.execPath, [BIN, 'db', 'status', '--state-dir', dir])).stdout, /^pending {2}0001-initial$/m);
-  assert.match((await run(process.execPath, [BIN, 'db', 'migrate', '--state-dir', dir])).stdout, /applied: 0001-initial/);
-  assert.match((await run(process.execPath, [BIN, 'db', 'migrate', '--state-dir', dir])).stdout, /up to date/);
-  assert.match((await run(process.execPath, [BIN, 'db', 'status', '--state-dir', dir])).stdout, /^applied {2}0001-initial$/m);
+  assert.match((await run(process.execPath, [BIN, 'db', 'status', '--state-dir', dir], db)).stdout, /^pending {2}0001-initial$/m);
+  assert.match((await run(process.execPath, [BIN, 'db', 'migrate', '--state-dir', dir], db)).stdout, /applied: 0001-initial/);
+  assert.match((await run(process.execPath, [BIN, 'db', 'migrate', '--state-dir', dir], db)).stdout, /up to date/);
+  assert.match((await run(process.execPath, [BIN, 'db', 'status', '--state-dir', dir], db)).stdout, /^applied {2}0001-initial$/m);
 
   await assert.rejects(run(process.execPath, [BIN, 'config', 'show', '--state-dir', dir], { env: { ...process.env, BASALT_JOB_MAX_ATTEMPTS: 'many' } }),
     (e: { stderr: string; code: number }) => /Invalid value "many" for option job_max_attempts/.test(e.stderr) && e.code === 1);

@@ -9,16 +9,15 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import SQLite from 'better-sqlite3';
 import { spawnBasalt } from '../helpers/process.ts';
-import { FAST_TIMINGS, PROJECT, request, tempStateDir, waitFor } from '../helpers/server.ts';
+import { FAST_TIMINGS, PROJECT, request, tempStateDir, testDatabase, waitFor, type TestDatabase } from '../helpers/server.ts';
 
 const GiB = 1024 ** 3;
 const V = `/v3/${PROJECT}`;
 
 /** Starts `basalt server` as a child process and resolves with its API URL. */
-async function spawnServer(stateDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const { child, url } = await spawnBasalt({ ...FAST_TIMINGS, BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1', BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info' });
+async function spawnServer(stateDir: string, db: TestDatabase): Promise<{ child: ChildProcess; url: string }> {
+  const { child, url } = await spawnBasalt({ ...FAST_TIMINGS, BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1', BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', ...db.env });
   return { child, url: url! };
 }
 
@@ -31,7 +30,8 @@ function kill9(child: ChildProcess): Promise<void> {
 
 test('kill -9 mid-operation, restart: nothing stuck, lost or orphaned', { timeout: 120_000 }, async (t) => {
   const stateDir = tempStateDir(t);
-  const first = await spawnServer(stateDir);
+  const database = await testDatabase(stateDir);
+  const first = await spawnServer(stateDir, database);
   t.after(() => { first.child.kill('SIGKILL'); });
 
   // Volumes to extend and delete during the crash.
@@ -50,12 +50,10 @@ test('kill -9 mid-operation, restart: nothing stuck, lost or orphaned', { timeou
   await Promise.allSettled(burst);
   await kill9(first.child);
 
-  const db = new SQLite(path.join(stateDir, 'basalt.sqlite'), { readonly: true });
-  const inFlight = db.prepare("select count(*) n from volumes where status in ('creating','extending','deleting')").get() as { n: number };
-  db.close();
-  assert.ok(inFlight.n > 0, 'the kill hit volumes in a transitional status (otherwise this test proves nothing)');
+  const [inFlight] = await database.query<{ n: number }>("select cast(count(*) as integer) as n from volumes where status in ('creating','extending','deleting')");
+  assert.ok(inFlight!.n > 0, 'the kill hit volumes in a transitional status (otherwise this test proves nothing)');
 
-  const second = await spawnServer(stateDir);
+  const second = await spawnServer(stateDir, database);
   t.after(() => { second.child.kill('SIGKILL'); });
   const volumes = await waitFor('no transitional status left', async () => {
     const r = await request(second.url, 'GET', `${V}/volumes/detail`);
@@ -89,10 +87,8 @@ test('kill -9 mid-operation, restart: nothing stuck, lost or orphaned', { timeou
     assert.ok(v.status === 'available' || v.status === 'error_extending');
     if (v.status === 'available') assert.ok(v.size === 1 || v.size === 4);
   }
-  const check = new SQLite(path.join(stateDir, 'basalt.sqlite'), { readonly: true });
-  const leased = check.prepare("select count(*) n from jobs where state in ('queued','running')").get() as { n: number };
-  check.close();
-  assert.equal(leased.n, 0, 'no job is left queued or leased');
-  t.diagnostic(`in flight at kill: ${inFlight.n}; after restart: ${JSON.stringify(counts)}; files: ${files.size}`);
+  const [leased] = await database.query<{ n: number }>("select cast(count(*) as integer) as n from jobs where state in ('queued','running')");
+  assert.equal(leased!.n, 0, 'no job is left queued or leased');
+  t.diagnostic(`in flight at kill: ${inFlight!.n}; after restart: ${JSON.stringify(counts)}; files: ${files.size}`);
   await kill9(second.child);
 });

@@ -6,6 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
+import SQLite from 'better-sqlite3';
+import pg from 'pg';
 import pino from 'pino';
 import { loadConfig } from '../../src/config/index.ts';
 import { startServer, type RunningServer } from '../../src/server/index.ts';
@@ -60,6 +62,48 @@ export function tempStateDir(t: TestContext): string {
   return dir;
 }
 
+/** A test's own database: env naming it for child processes, and a way to query it from the test. */
+export interface TestDatabase {
+  /** `BASALT_DATABASE__CONNECTION` on PostgreSQL runs; empty on SQLite (the state dir's file). */
+  env: Record<string, string>;
+  /** Runs one read query (`?` placeholders; cast counts `as integer` for both dialects) and returns its rows. */
+  query<T = Record<string, unknown>>(sqlText: string, params?: unknown[]): Promise<T[]>;
+}
+
+/**
+ * The database a test's child processes use: a fresh PostgreSQL database when
+ * TEST_BASALT_PG_URL is set (the PostgreSQL runs), else `basalt.sqlite` in `stateDir`.
+ */
+export async function testDatabase(stateDir: string): Promise<TestDatabase> {
+  if (process.env.TEST_BASALT_PG_URL) {
+    const url = await createDatabase(process.env.TEST_BASALT_PG_URL);
+    return {
+      env: { BASALT_DATABASE__CONNECTION: url },
+      async query<T>(sqlText: string, params: unknown[] = []) {
+        const c = new pg.Client({ connectionString: url });
+        await c.connect();
+        try {
+          let n = 0;
+          return (await c.query(sqlText.replace(/\?/g, () => `$${++n}`), params)).rows as T[];
+        } finally {
+          await c.end();
+        }
+      },
+    };
+  }
+  return {
+    env: {},
+    async query<T>(sqlText: string, params: unknown[] = []) {
+      const db = new SQLite(path.join(stateDir, 'basalt.sqlite'), { readonly: true });
+      try {
+        return db.prepare(sqlText).all(...params) as T[];
+      } finally {
+        db.close();
+      }
+    },
+  };
+}
+
 /** Starts the server; it is closed after the test. */
 export async function startTestServer(t: TestContext, o: TestServerOptions = {}): Promise<TestServer> {
   const stateDir = o.stateDir ?? tempStateDir(t);
@@ -68,8 +112,8 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
     configFile = path.join(stateDir, 'basalt.conf');
     fs.writeFileSync(configFile, o.ini);
   }
-  // With BASALT_TEST_PG_URL (set by the PostgreSQL runs), each server gets a fresh database there.
-  const pgDatabase = process.env.BASALT_TEST_PG_URL ? await createDatabase(process.env.BASALT_TEST_PG_URL) : undefined;
+  // With TEST_BASALT_PG_URL (set by the PostgreSQL runs), each server gets a fresh database there.
+  const pgDatabase = process.env.TEST_BASALT_PG_URL ? await createDatabase(process.env.TEST_BASALT_PG_URL) : undefined;
   const config = loadConfig({
     configFile,
     env: { ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir, ...(pgDatabase ? { BASALT_DATABASE__CONNECTION: pgDatabase } : {}), ...o.env },

@@ -1,9 +1,7 @@
 /**
  * The functional suite again, on a real PostgreSQL (Debian's, started here
  * on loopback in a temporary folder): same migrations, same queries, each
- * test server on a fresh database. The crash-recovery and CLI tests stay on
- * SQLite (they open the SQLite file themselves); the clustered fault tests
- * cover PostgreSQL crashes.
+ * test server (and each spawned one) on a fresh database.
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
@@ -11,7 +9,7 @@ import { startPostgres } from '../helpers/postgres.ts';
 import { startTestServer } from '../helpers/server.ts';
 
 const postgres = await startPostgres();
-process.env.BASALT_TEST_PG_URL = postgres.url;
+process.env.TEST_BASALT_PG_URL = postgres.url;
 after(() => postgres.stop());
 
 await import('../functional/volume-lifecycle.test.ts');
@@ -24,6 +22,8 @@ await import('../functional/sweeper.test.ts');
 await import('../functional/clusters.test.ts');
 await import('../functional/cinderclient.test.ts');
 await import('../functional/local-attach.test.ts');
+await import('../functional/crash-recovery.test.ts');
+await import('../functional/cli.test.ts');
 
 test('these runs really use PostgreSQL', async (t) => {
   const s = await startTestServer(t);
