@@ -130,3 +130,16 @@ test('python3-cinderclient: attachment create, list, complete, delete', async (t
   await cinder(s, '--os-volume-api-version', '3.54', 'attachment-delete', att.id!);
   assert.equal(table(await cinder(s, 'show', vol)).status, 'available');
 });
+
+test('python3-cinderclient: work-cleanup names a dead member of a live cluster as cleaned', async (t) => {
+  const s = await startTestServer(t);
+  const live = await waitFor('the volume service row', async () => (await s.server.db.kysely.selectFrom('services').selectAll().where('binary', '=', 'cinder-volume').executeTakeFirst()));
+  // A member of the same cluster that stopped heartbeating long ago (its process is gone).
+  await s.server.db.kysely.insertInto('services').values({
+    ...live, id: 'dead0000-0000-4000-8000-000000000001', host: 'ghost@file', instance_id: 'gone', heartbeat_ms: 0, heartbeat_at: '1970-01-01T00:00:00.000Z',
+  }).execute();
+  const out = await cinder(s, '--os-volume-api-version', '3.24', 'work-cleanup', '--cluster', live.cluster!);
+  assert.match(out, /Following services will be cleaned/);
+  const hosts = [...out.matchAll(/^\|\s*[0-9a-f-]{36}\s*\|[^|]*\|\s*(\S+)\s*\|\s*cinder-volume\s*\|$/gm)].map((m) => m[1]);
+  assert.deepEqual(hosts, ['ghost@file'], 'only the dead member is cleaned');
+});
