@@ -190,11 +190,22 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         child.kill('SIGKILL');
         report.kills[victim.name] = (report.kills[victim.name] ?? 0) + 1;
         log(`killed ${victim.name}`);
-        restarts.push((async () => {
+        const restart = (async () => {
           await new Promise((r) => child.exitCode === null ? child.once('exit', r) : r(undefined));
           await sleep(200 + random() * 1500);
-          await start(victim);
-        })());
+          // A process that fails to start is a finding; like a supervisor, try again.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await start(victim);
+              return;
+            } catch (err) {
+              report.violations.push(`restart of ${victim.name} failed: ${(err as Error).message}`);
+              if (attempt === 3) throw err;
+            }
+          }
+        })();
+        restart.catch(() => undefined); // handled here; Promise.all below still reports it
+        restarts.push(restart);
       }
       await Promise.all(restarts);
     })();

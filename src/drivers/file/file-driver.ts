@@ -5,6 +5,7 @@
  * Snapshots and clones are reflinks where the filesystem shares extents
  * (probed at init) and sparse-aware copies elsewhere; stats say which.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { DriverError } from '../../errors/index.ts';
@@ -58,7 +59,8 @@ export class FileDriver implements VolumeDriver {
 
   async init(): Promise<void> {
     await fs.mkdir(this.options.directory, { recursive: true });
-    const probe = path.join(this.options.directory, '.reflink-probe');
+    // Its own probe name: members of a cluster share the folder and may start together.
+    const probe = path.join(this.options.directory, `.reflink-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
     await fs.writeFile(probe, 'probe');
     try {
       this.reflink = await tryReflink(probe, `${probe}.clone`);
