@@ -3,11 +3,14 @@
  * in one plugin per resource; this file wires version negotiation, auth, the
  * request id and the one fault mapper around them.
  */
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { newRequestId } from '../common/index.ts';
-import { InvalidInputError } from '../errors/index.ts';
+import { newRequestId, type Caller } from '../common/index.ts';
+import type { BasaltConfig } from '../config/index.ts';
+import { InvalidInputError, UnauthorizedError } from '../errors/index.ts';
 import { noauthCaller } from './auth.ts';
+import { KeystoneAuth } from './keystone-auth.ts';
+import { Policy } from './policy.ts';
 import type { ApiDeps } from './context.ts';
 import { faultBody, handleError } from './fault.ts';
 import { infrastructureRoutes } from './infrastructure.ts';
@@ -26,12 +29,16 @@ import { volumeRoutes } from './volumes.ts';
 /** Largest request body accepted. */
 const BODY_LIMIT_BYTES = 1024 * 1024;
 
-/** Negotiates the microversion and authenticates; echoes the version. */
-function prepare(req: FastifyRequest, reply: { header(k: string, v: string): unknown }): void {
-  req.apiVersion = negotiate(req.headers['openstack-api-version']);
-  reply.header('OpenStack-API-Version', `volume ${req.apiVersion}`);
-  reply.header('Vary', 'OpenStack-API-Version');
-  req.caller = noauthCaller(req);
+/** Authenticates a request: the caller from its credentials. */
+type Authenticate = (req: FastifyRequest) => Promise<Caller>;
+
+/** The authenticator `auth_strategy` names. */
+function authenticator(config: BasaltConfig): { authenticate: Authenticate; challenge?: string; keystone?: KeystoneAuth } {
+  if (config.DEFAULT.auth_strategy === 'keystone') {
+    const keystone = new KeystoneAuth(config.keystone_authtoken);
+    return { authenticate: (req) => keystone.caller(req), challenge: keystone.challenge, keystone };
+  }
+  return { authenticate: async (req) => noauthCaller(req) };
 }
 
 /** Builds the API. Call `listen` on the result (or `inject` in tests). */
@@ -71,6 +78,17 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   app.setErrorHandler(handleError);
   app.setNotFoundHandler((_req, reply) => reply.code(404).send(faultBody(404, 'The resource could not be found.')));
 
+  // Every route below /v3 must have a policy entry: an endpoint nobody wrote a rule for does not start.
+  const policy = new Policy();
+  const below = (url: string): string => url.replace(/^\/v3(\/:project_id)?/, '');
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith('/v3/')) return;
+    for (const method of [route.method].flat()) {
+      if (!policy.covers(method, below(route.url))) throw new Error(`No policy entry for ${method} ${below(route.url)} (src/api/policy.ts)`);
+    }
+  });
+  const enforce = async (req: FastifyRequest): Promise<void> => policy.enforce(req, below(req.routeOptions.url ?? ''));
+
   app.register(versionRoutes);
   const resources = async (scope: FastifyInstance): Promise<void> => {
     await scope.register(volumeRoutes(deps));
@@ -84,20 +102,35 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(clusterRoutes(deps));
     await scope.register(workerRoutes(deps));
   };
+  const auth = authenticator(deps.config);
+  const prepare = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    req.apiVersion = negotiate(req.headers['openstack-api-version']);
+    reply.header('OpenStack-API-Version', `volume ${req.apiVersion}`);
+    reply.header('Vary', 'OpenStack-API-Version');
+    try {
+      req.caller = await auth.authenticate(req);
+    } catch (err) {
+      if (err instanceof UnauthorizedError && auth.challenge) reply.header('WWW-Authenticate', auth.challenge);
+      throw err;
+    }
+  };
   app.register(async (scope) => {
     scope.addHook('onRequest', async (req, reply) => {
-      prepare(req, reply);
+      await prepare(req, reply);
       const { project_id: urlProject } = req.params as { project_id: string };
-      if (urlProject !== req.caller.projectId) {
+      // Only an admin acts under another project's URL.
+      if (urlProject !== req.caller.projectId && !req.caller.isAdmin) {
         throw new InvalidInputError(`Malformed request URL: URL's project_id '${urlProject}' doesn't match Context's project_id '${req.caller.projectId}'`);
       }
     });
+    scope.addHook('preValidation', enforce);
     await resources(scope);
   }, { prefix: '/v3/:project_id' });
   app.register(async (scope) => {
     // Paths without a project id: announced by 3.67, but (as in Cinder) routed at
     // every microversion, so clients that drop the project from the URL keep working.
-    scope.addHook('onRequest', async (req, reply) => prepare(req, reply));
+    scope.addHook('onRequest', prepare);
+    scope.addHook('preValidation', enforce);
     await resources(scope);
   }, { prefix: '/v3' });
   return app;

@@ -1,7 +1,7 @@
 /** QoS specs (admin): CRUD, key deletion, and association with volume types. */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { QosSpecs } from '../db/index.ts';
-import { ConflictError, ForbiddenError, InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { ConflictError, InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
 import { validate } from './validation.ts';
@@ -42,7 +42,6 @@ function links(req: FastifyRequest, q: QosSpecs): { href: string; rel: string }[
 export function qosRoutes(deps: ApiDeps) {
   const { db, qos, types } = deps;
   const find = async (req: FastifyRequest<{ Params: { id: string } }>): Promise<QosSpecs> => {
-    if (!req.caller.isAdmin) throw new ForbiddenError();
     const q = await qos.get(db.kysely, req.params.id);
     if (!q) throw new NotFoundError(`No such QoS spec ${req.params.id}.`);
     return q;
@@ -56,11 +55,9 @@ export function qosRoutes(deps: ApiDeps) {
   };
   return async (app: FastifyInstance): Promise<void> => {
     app.get('/qos-specs', async (req) => {
-      if (!req.caller.isAdmin) throw new ForbiddenError();
       return { qos_specs: (await qos.list(db.kysely)).map(view) };
     });
     app.post('/qos-specs', async (req) => {
-      if (!req.caller.isAdmin) throw new ForbiddenError();
       const { name, consumer, ...specs } = validate<{ qos_specs: Record<string, string> }>(CREATE, req.body).qos_specs;
       const id = await db.kysely.transaction().execute(async (tx) => {
         if (await qos.nameTaken(tx, name!.trim())) throw new ConflictError(`QoS Specs ${name} already exists.`);

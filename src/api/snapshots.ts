@@ -2,11 +2,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import { SNAPSHOT_SORT_KEYS, type SnapshotFilter, type SnapshotRow } from '../db/index.ts';
+import { InvalidInputError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { metadataRoutes } from './metadata.ts';
 import { queryValue } from './pagination.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
-import { metadataSchema, nameSchema, validate } from './validation.ts';
+import { actionOf, metadataSchema, nameSchema, validate } from './validation.ts';
 
 const boolish = { anyOf: [{ type: 'boolean' }, { type: 'string', enum: ['true', 'false', 'True', 'False', '1', '0'] }] };
 
@@ -57,6 +58,12 @@ function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<stri
   return view;
 }
 
+/** `os-reset_status`: the statuses an admin may set (Cinder's list). */
+const RESET_STATUS = {
+  type: 'object', required: ['status'], additionalProperties: false,
+  properties: { status: { enum: ['creating', 'available', 'deleting', 'error', 'error_deleting'] } },
+};
+
 /** Registers the routes. */
 export function snapshotRoutes(deps: ApiDeps) {
   const { db, snapshots, volumeManager, config } = deps;
@@ -104,6 +111,18 @@ export function snapshotRoutes(deps: ApiDeps) {
     });
     app.delete<{ Params: { id: string } }>('/snapshots/:id', async (req, reply) => {
       await volumeManager.requestSnapshotDelete(req.caller, req.params.id);
+      return reply.code(202).send();
+    });
+    app.post<{ Params: { id: string } }>('/snapshots/:id/action', async (req, reply) => {
+      const [name, arg] = actionOf(req.body);
+      if (name === 'os-reset_status') {
+        const a = validate<{ status: string }>(RESET_STATUS, arg);
+        await volumeManager.resetSnapshotStatus(req.caller, req.params.id, a.status);
+      } else if (name === 'os-force_delete') {
+        await volumeManager.requestSnapshotDelete(req.caller, req.params.id);
+      } else {
+        throw new InvalidInputError(`There is no such action: ${name}`);
+      }
       return reply.code(202).send();
     });
     metadataRoutes(app, deps, { path: '/snapshots', kind: 'Snapshot', repo: snapshots, find: (req, id) => volumeManager.getSnapshot(req.caller, id) });

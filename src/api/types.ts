@@ -60,9 +60,6 @@ export function typeView(req: FastifyRequest, t: VolumeType): Record<string, unk
   return view;
 }
 
-function requireAdmin(req: FastifyRequest): void {
-  if (!req.caller.isAdmin) throw new ForbiddenError();
-}
 
 /** Registers the routes. */
 export function typeRoutes(deps: ApiDeps) {
@@ -87,7 +84,6 @@ export function typeRoutes(deps: ApiDeps) {
     app.get<{ Params: { id: string } }>('/types/:id', async (req) => ({ volume_type: typeView(req, await find(req, req.params.id)) }));
 
     app.post('/types', async (req) => {
-      requireAdmin(req);
       const b = validate<{ volume_type: Record<string, unknown> }>(CREATE, req.body).volume_type;
       const name = (b.name as string).trim();
       const id = await db.kysely.transaction().execute(async (tx) => {
@@ -102,7 +98,6 @@ export function typeRoutes(deps: ApiDeps) {
     });
 
     app.put<{ Params: { id: string } }>('/types/:id', async (req) => {
-      requireAdmin(req);
       const b = validate<{ volume_type: Record<string, unknown> }>(UPDATE, req.body).volume_type;
       const t = await find(req, req.params.id);
       await db.kysely.transaction().execute(async (tx) => {
@@ -123,7 +118,6 @@ export function typeRoutes(deps: ApiDeps) {
     });
 
     app.delete<{ Params: { id: string } }>('/types/:id', async (req, reply) => {
-      requireAdmin(req);
       const t = await find(req, req.params.id);
       await db.kysely.transaction().execute(async (tx) => {
         if (t.name === config.DEFAULT.default_volume_type) throw new InvalidInputError(`Invalid input received: the default volume type ${t.name} cannot be deleted.`);
@@ -137,7 +131,6 @@ export function typeRoutes(deps: ApiDeps) {
     // Extra specs.
     app.get<{ Params: { id: string } }>('/types/:id/extra_specs', async (req) => ({ extra_specs: typeView(req, await find(req, req.params.id)).extra_specs }));
     app.post<{ Params: { id: string } }>('/types/:id/extra_specs', async (req) => {
-      requireAdmin(req);
       const b = validate<{ extra_specs: Record<string, string> }>(SPECS, req.body);
       const t = await find(req, req.params.id);
       await db.kysely.transaction().execute((tx) => types.setExtraSpecs(tx, t.id, b.extra_specs));
@@ -149,7 +142,6 @@ export function typeRoutes(deps: ApiDeps) {
       return { [req.params.key]: specs[req.params.key] };
     });
     app.put<{ Params: { id: string; key: string } }>('/types/:id/extra_specs/:key', async (req) => {
-      requireAdmin(req);
       const body = validate<Record<string, string>>(extraSpecs, req.body);
       const keys = Object.keys(body);
       if (keys.length !== 1) throw new InvalidInputError('Request body contains too many items');
@@ -159,7 +151,6 @@ export function typeRoutes(deps: ApiDeps) {
       return body;
     });
     app.delete<{ Params: { id: string; key: string } }>('/types/:id/extra_specs/:key', async (req, reply) => {
-      requireAdmin(req);
       const t = await find(req, req.params.id);
       if (!(await types.deleteExtraSpec(db.kysely, t.id, req.params.key))) {
         throw new NotFoundError(`Volume Type ${t.id} has no extra specs with key ${req.params.key}.`);
@@ -169,13 +160,11 @@ export function typeRoutes(deps: ApiDeps) {
 
     // Project access to private types.
     app.get<{ Params: { id: string } }>('/types/:id/os-volume-type-access', async (req) => {
-      requireAdmin(req);
       const t = await find(req, req.params.id);
       if (t.is_public) throw new NotFoundError(`Access list not available for public volume types.`);
       return { volume_type_access: (await types.access(db.kysely, t.id)).map((p) => ({ volume_type_id: t.id, project_id: p })) };
     });
     app.post<{ Params: { id: string } }>('/types/:id/action', async (req, reply) => {
-      requireAdmin(req);
       const body = req.body as Record<string, unknown> | undefined;
       const [name, arg] = Object.entries(body ?? {})[0] ?? [];
       if (name !== 'addProjectAccess' && name !== 'removeProjectAccess') throw new InvalidInputError(`There is no such action: ${name ?? ''}`);
@@ -197,7 +186,6 @@ export function typeRoutes(deps: ApiDeps) {
     const defaultView = (p: { project_id: string; volume_type_id: string }) => ({ project_id: p.project_id, volume_type_id: p.volume_type_id });
     app.put<{ Params: { project: string } }>('/default-types/:project', async (req) => {
       requireDefaults(req);
-      requireAdmin(req);
       const b = validate<{ default_type: { volume_type: string } }>(DEFAULT_TYPE, req.body);
       const t = await types.find(db.kysely, b.default_type.volume_type, req.caller);
       if (!t) throw NotFoundError.of('Volume type', b.default_type.volume_type);
@@ -213,12 +201,10 @@ export function typeRoutes(deps: ApiDeps) {
     });
     app.get('/default-types', async (req) => {
       requireDefaults(req);
-      requireAdmin(req);
       return { default_types: (await types.projectDefaults(db.kysely)).map(defaultView) };
     });
     app.delete<{ Params: { project: string } }>('/default-types/:project', async (req, reply) => {
       requireDefaults(req);
-      requireAdmin(req);
       if (!(await types.deleteProjectDefault(db.kysely, req.params.project))) {
         throw new NotFoundError(`Default type for project ${req.params.project} could not be found.`);
       }

@@ -89,3 +89,14 @@ export const metadataSchema = {
   propertyNames: { minLength: 1, maxLength: 255 },
   additionalProperties: { type: 'string', maxLength: 255 },
 } as const;
+
+/**
+ * The action name and argument of an `…/action` body (`{"os-extend": {…}}`).
+ * @throws InvalidInputError unless the body is an object with exactly one key.
+ */
+export function actionOf(body: unknown): [string, unknown] {
+  if (!body || typeof body !== 'object' || Array.isArray(body) || Object.keys(body).length !== 1) {
+    throw new InvalidInputError('Invalid input received: an action body has exactly one key, the action name.');
+  }
+  return Object.entries(body)[0]!;
+}

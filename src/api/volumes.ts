@@ -5,7 +5,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow } from '../db/index.ts';
-import { ForbiddenError, InvalidInputError } from '../errors/index.ts';
+import { InvalidInputError } from '../errors/index.ts';
 import type { Tx } from '../jobs/index.ts';
 import type { Connector } from '../volume/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
@@ -13,7 +13,7 @@ import type { ApiVersion } from './microversion.ts';
 import { metadataRoutes } from './metadata.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
 import { queryValue, truthy } from './pagination.ts';
-import { metadataSchema, nameSchema, sizeSchema, toSize, validate } from './validation.ts';
+import { actionOf, metadataSchema, nameSchema, sizeSchema, toSize, validate } from './validation.ts';
 
 const uuidOrNull = { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] };
 
@@ -72,6 +72,15 @@ const UPDATE_SCHEMA_STRICT = updateSchema(true);
 
 const REVERT_BODY = {
   type: 'object', required: ['snapshot_id'], additionalProperties: false, properties: { snapshot_id: { type: 'string', format: 'uuid' } },
+};
+/** `os-reset_status`: the statuses an admin may set (Cinder's list). */
+const RESET_STATUS_BODY = {
+  type: 'object', additionalProperties: false, minProperties: 1,
+  properties: {
+    status: { enum: ['creating', 'available', 'deleting', 'error', 'error_deleting', 'error_managing', 'managing', 'attaching', 'in-use', 'detaching', 'maintenance', 'reserved', 'error_extending', 'extending'] },
+    attach_status: { enum: ['attached', 'detached'] },
+    migration_status: { type: ['string', 'null'] },
+  },
 };
 const EXTEND_BODY = {
   type: 'object', required: ['new_size'], additionalProperties: false, properties: { new_size: sizeSchema },
@@ -205,7 +214,6 @@ export function volumeRoutes(deps: ApiDeps) {
     app.delete<{ Params: { id: string } }>('/volumes/:id', async (req, reply) => {
       const q = req.query as Record<string, unknown>;
       const force = truthy(queryValue(q, 'force'));
-      if (force && !req.caller.isAdmin) throw new ForbiddenError();
       await volumeManager.requestDelete(req.caller, req.params.id, { force, cascade: truthy(queryValue(q, 'cascade')) });
       return reply.code(202).send();
     });
@@ -227,6 +235,15 @@ export function volumeRoutes(deps: ApiDeps) {
           // In-use volumes extend from 3.42, where their backend can.
           inUseAllowed: req.apiVersion.atLeast('3.42') ? (tx, cluster) => backendCan(tx, cluster, 'online_extend_support') : undefined,
         });
+      },
+      'os-reset_status': async (req, arg) => {
+        const a = validate<{ status?: string; attach_status?: string }>(RESET_STATUS_BODY, arg);
+        await volumeManager.resetStatus(req.caller, req.params.id, {
+          ...(a.status !== undefined ? { status: a.status } : {}), ...(a.attach_status !== undefined ? { attachStatus: a.attach_status } : {}),
+        });
+      },
+      'os-force_delete': async (req) => {
+        await volumeManager.requestDelete(req.caller, req.params.id, { force: true });
       },
       revert: async (req, arg) => {
         if (!req.apiVersion.atLeast('3.40')) throw new InvalidInputError('There is no such action: revert');
@@ -264,17 +281,12 @@ export function volumeRoutes(deps: ApiDeps) {
         await volumeManager.get(req.caller, req.params.id); // the attachment stays until os-detach, as in Cinder
       },
       'os-force_detach': async (req, arg) => {
-        if (!req.caller.isAdmin) throw new ForbiddenError();
         await deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validate<{ attachment_id?: string | null } | null>(detachBody, arg ?? null)?.attachment_id ?? null });
       },
     };
 
     app.post<{ Params: { id: string } }>('/volumes/:id/action', async (req, reply) => {
-      const body = req.body;
-      if (!body || typeof body !== 'object' || Array.isArray(body) || Object.keys(body).length !== 1) {
-        throw new InvalidInputError('Invalid input received: an action body has exactly one key, the action name.');
-      }
-      const [name, arg] = Object.entries(body)[0]!;
+      const [name, arg] = actionOf(req.body);
       const old = legacy[name];
       if (old) {
         const result = await old(req, arg);

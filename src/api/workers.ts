@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { ServiceRow } from '../db/index.ts';
-import { ForbiddenError, NotFoundError } from '../errors/index.ts';
+import { NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { validate } from './validation.ts';
 
@@ -35,7 +35,6 @@ export function workerRoutes(deps: ApiDeps) {
   return async (app: FastifyInstance): Promise<void> => {
     app.post('/workers/cleanup', async (req, reply) => {
       if (!req.apiVersion.atLeast('3.24')) throw new NotFoundError('The resource could not be found.');
-      if (!req.caller.isAdmin) throw new ForbiddenError();
       const b = validate<CleanupBody | null>(CLEANUP, req.body ?? null) ?? {};
       // A service that is up is doing its own work: only dead ones are cleaned,
       // so `is_up: true` selects nothing.

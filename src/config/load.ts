@@ -8,7 +8,7 @@ import path from 'node:path';
 import ini from 'ini';
 import { ConfigError } from '../errors/index.ts';
 import {
-  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS,
+  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEYSTONE_OPTIONS,
   type BackendOptions, type BasaltConfig, type DefaultContext, type OptionSpec,
 } from './schema.ts';
 
@@ -190,7 +190,8 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   if (input.flags?.stateDir !== undefined) put(raw, 'DEFAULT', 'state_dir', { value: input.flags.stateDir, source: '--state-dir' });
 
   rejectUnknown(raw, new Map<string, Group>([
-    ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['backend_defaults', BACKEND_OPTIONS],
+    ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['keystone_authtoken', KEYSTONE_OPTIONS],
+    ['backend_defaults', BACKEND_OPTIONS],
   ]), BACKEND_OPTIONS);
 
   const sources = new Map<string, string>();
@@ -202,6 +203,10 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   DEFAULT.state_dir = ctx.stateDir;
   const database = resolveGroup(DATABASE_OPTIONS, ['database'], raw, ctx, sources, 'database');
   const coordination = resolveGroup(COORDINATION_OPTIONS, ['coordination'], raw, ctx, sources, 'coordination');
+  const keystone = resolveGroup(KEYSTONE_OPTIONS, ['keystone_authtoken'], raw, ctx, sources, 'keystone_authtoken');
+  if (DEFAULT.auth_strategy === 'keystone' && (!keystone.auth_url || !keystone.password)) {
+    throw new ConfigError('auth_strategy = keystone needs auth_url and password in [keystone_authtoken]');
+  }
 
   const names = DEFAULT.enabled_backends as string[];
   if (names.length === 0) throw new ConfigError('Option enabled_backends in [DEFAULT] names no backend');
@@ -216,7 +221,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   });
   return {
     DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],
-    coordination: coordination as BasaltConfig['coordination'], backends, sources,
+    coordination: coordination as BasaltConfig['coordination'], keystone_authtoken: keystone as BasaltConfig['keystone_authtoken'], backends, sources,
   };
 }
 
@@ -226,16 +231,17 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
  */
 export function describeConfig(config: BasaltConfig): string {
   const lines: string[] = [];
-  const emit = (label: string, values: object): void => {
+  const emit = (label: string, values: object, specs: Group = {}): void => {
     for (const [k, v] of Object.entries(values)) {
       if (k === 'name') continue;
-      const shown = Array.isArray(v) ? v.join(',') : String(v);
+      const shown = specs[k]?.secret && v !== '' ? '****' : Array.isArray(v) ? v.join(',') : String(v);
       lines.push(`${label}.${k} = ${shown}  # ${config.sources.get(`${label}.${k}`) ?? 'default'}`);
     }
   };
   emit('DEFAULT', config.DEFAULT);
   emit('database', config.database);
   emit('coordination', config.coordination);
+  emit('keystone_authtoken', config.keystone_authtoken, KEYSTONE_OPTIONS);
   for (const b of config.backends) emit(b.name, b);
   return lines.join('\n');
 }

@@ -34,6 +34,8 @@ export interface OptionSpec<T = unknown> {
   readonly max?: number;
   /** The only values a string option may take. */
   readonly choices?: readonly string[];
+  /** A credential: `basalt config show` prints it masked. */
+  readonly secret?: boolean;
 }
 
 const opt = <T>(spec: OptionSpec<T>): OptionSpec<T> => spec;
@@ -57,8 +59,8 @@ export const DEFAULT_OPTIONS = {
     help: 'API port (0 picks a free one). Also set by BASALT_PORT and --port.',
   }),
   auth_strategy: opt<string>({
-    type: 'string', default: 'noauth', choices: ['noauth'],
-    help: 'How requests are authenticated. noauth takes project and user from X-Auth-Token "user:project" or X-Project-Id/X-User-Id, roles from X-Roles.',
+    type: 'string', default: 'noauth', choices: ['noauth', 'keystone'],
+    help: 'How requests are authenticated. noauth takes project and user from X-Auth-Token "user:project" or X-Project-Id/X-User-Id, roles from X-Roles. keystone validates X-Auth-Token against Keystone v3 as [keystone_authtoken] says.',
   }),
   allow_noauth_on_any_address: opt<boolean>({
     type: 'bool', default: false,
@@ -209,6 +211,33 @@ export const COORDINATION_OPTIONS = {
   }),
 } as const;
 
+/**
+ * `[keystone_authtoken]`: Basalt's own token validation, with
+ * keystonemiddleware's option names (the ones Cinder's configuration uses).
+ */
+export const KEYSTONE_OPTIONS = {
+  www_authenticate_uri: opt<string>({
+    type: 'string', default: '',
+    help: 'Keystone URL sent to unauthenticated clients in WWW-Authenticate (default: auth_url).',
+  }),
+  auth_url: opt<string>({ type: 'string', default: '', help: 'Keystone URL Basalt validates tokens at, e.g. http://keystone:5000 (the /v3 suffix is optional).' }),
+  auth_type: opt<string>({ type: 'string', default: 'password', choices: ['password'], help: 'How Basalt authenticates itself to Keystone.' }),
+  username: opt<string>({ type: 'string', default: 'cinder', help: 'Basalt\'s service user.' }),
+  password: opt<string>({ type: 'string', default: '', secret: true, help: 'The service user\'s password.' }),
+  user_domain_name: opt<string>({ type: 'string', default: 'Default', help: 'Domain of the service user.' }),
+  project_name: opt<string>({ type: 'string', default: 'service', help: 'Project the service user\'s token is scoped to.' }),
+  project_domain_name: opt<string>({ type: 'string', default: 'Default', help: 'Domain of that project.' }),
+  token_cache_time: opt<number>({
+    type: 'int', default: 300, min: -1,
+    help: 'Seconds a validation result (valid or not) is reused; never beyond the token\'s expiry. -1: no cache.',
+  }),
+  token_cache_size: opt<number>({
+    type: 'int', default: 10000, min: 1,
+    help: 'Most tokens the validation cache holds (least recently used leave first). Basalt\'s own option.',
+  }),
+  http_connect_timeout: opt<number>({ type: 'float', default: 10, min: 0.1, help: 'Seconds to wait for Keystone.' }),
+} as const;
+
 type ValueOf<S> = S extends OptionSpec<infer T> ? T : never;
 type Resolved<G> = { -readonly [K in keyof G]: ValueOf<G[K]> };
 
@@ -220,12 +249,15 @@ export type BackendOptions = Resolved<typeof BACKEND_OPTIONS> & { readonly name:
 export type DatabaseOptions = Resolved<typeof DATABASE_OPTIONS>;
 /** Resolved `[coordination]` options. */
 export type CoordinationOptions = Resolved<typeof COORDINATION_OPTIONS>;
+/** Resolved `[keystone_authtoken]` options. */
+export type KeystoneOptions = Resolved<typeof KEYSTONE_OPTIONS>;
 
 /** The effective configuration every role is built from. */
 export interface BasaltConfig {
   readonly DEFAULT: DefaultOptions;
   readonly database: DatabaseOptions;
   readonly coordination: CoordinationOptions;
+  readonly keystone_authtoken: KeystoneOptions;
   /** One entry per name in `enabled_backends`, in that order. */
   readonly backends: readonly BackendOptions[];
   /** Where each effective value came from, keyed `section.option`. */

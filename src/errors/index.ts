@@ -32,6 +32,8 @@ export const ERROR_CATALOGUE = {
   BACKEND_UNAVAILABLE: 503,
   /** No backend can hold the volume. */
   NO_VALID_BACKEND: 500,
+  /** The identity service (Keystone) cannot validate tokens right now. */
+  AUTH_UNAVAILABLE: 503,
   /** A configuration file or option is wrong. */
   CONFIG_INVALID: 500,
   /** The route exists for another method, or not at this microversion. */

@@ -364,13 +364,39 @@ export class VolumeManager {
     });
   }
 
+  /**
+   * An admin's `os-reset_status`: sets a volume's status (and attach status)
+   * whatever it is now — the way out of a state only an operator can judge.
+   * A job still running for the volume finds the status changed and stops.
+   * @throws NotFoundError.
+   */
+  async resetStatus(caller: Caller, id: string, to: { status?: string; attachStatus?: string }): Promise<void> {
+    await this.deps.queue.transaction(async (tx) => {
+      const v = await this.lockVolume(caller, id, tx);
+      await this.cas(tx, v.id, [v.status], to.status ?? v.status, caller, to.attachStatus ? { attach_status: to.attachStatus } : undefined);
+    });
+  }
+
+  /**
+   * An admin's snapshot `os-reset_status`.
+   * @throws NotFoundError.
+   */
+  async resetSnapshotStatus(caller: Caller, id: string, status: string): Promise<void> {
+    await this.deps.queue.transaction(async (tx) => {
+      const s = await this.lockSnapshot(caller, id, tx);
+      if (!(await this.deps.snapshots.transition(tx, { id, from: [s.status], to: status, requestId: caller.requestId }))) {
+        throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} status changed concurrently; try again.`);
+      }
+    });
+  }
+
   private async refuseIfBusy(tx: Tx, volumeId: string, opts: { reading?: boolean } = {}): Promise<void> {
     const busy = await busyReason(this.deps, tx, volumeId, opts);
     if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${volumeId} is busy: ${busy}.`);
   }
 
-  private async cas(tx: Tx, id: string, from: readonly string[], to: string, caller: Caller): Promise<void> {
-    if (!(await this.deps.volumes.transition(tx, { id, from, to, requestId: caller.requestId }))) {
+  private async cas(tx: Tx, id: string, from: readonly string[], to: string, caller: Caller, set?: Partial<VolumeRow>): Promise<void> {
+    if (!(await this.deps.volumes.transition(tx, { id, from, to, requestId: caller.requestId, ...(set ? { set } : {}) }))) {
       throw new InvalidStatusError(`Invalid volume: Volume ${id} status changed concurrently; try again.`);
     }
   }

@@ -1,0 +1,205 @@
+/**
+ * Who may call what: one table, Cinder's default rules (its `*:policy` names),
+ * checked for every request before its body is validated. Every route the API
+ * registers must have an entry here (`buildApi` refuses to start otherwise),
+ * and test/functional/policy.test.ts walks the table with an admin, a member, a
+ * reader and a caller from another project.
+ *
+ * Rules:
+ * - `reader`: anyone with a role in the project (reads);
+ * - `member`: a member (or admin) of the project — a `reader` may only read;
+ * - `admin`: the admin role.
+ * Which rows a caller then sees (own project, or all for admins with
+ * `all_tenants`) is decided by the handlers.
+ */
+import type { FastifyRequest } from 'fastify';
+import type { Caller } from '../common/index.ts';
+import { ForbiddenError } from '../errors/index.ts';
+import { queryValue, truthy } from './pagination.ts';
+
+/** Who an entry lets in. */
+export type Rule = 'reader' | 'member' | 'admin';
+
+/** One policy entry. */
+export interface PolicyEntry {
+  /** Cinder's policy name for it. */
+  readonly name: string;
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** Route path below `/v3[/{project_id}]`. */
+  readonly path: string;
+  /** For `…/action` routes: the action (the body's only key). */
+  readonly action?: string;
+  /** Applies instead of the plain entry when this query flag is true (e.g. `force`). */
+  readonly flag?: string;
+  readonly rule: Rule;
+  /** The microversion the route appears at: below it the route answers 404, not 403. */
+  readonly since?: string;
+}
+
+const e = (name: string, method: PolicyEntry['method'], path: string, rule: Rule, more: Partial<PolicyEntry> = {}): PolicyEntry => ({ name, method, path, rule, ...more });
+
+/** The table. */
+export const POLICY: readonly PolicyEntry[] = [
+  // Volumes.
+  e('volume:create', 'POST', '/volumes', 'member'),
+  e('volume:get_all', 'GET', '/volumes', 'reader'),
+  e('volume:get_all', 'GET', '/volumes/detail', 'reader'),
+  e('volume:get', 'GET', '/volumes/:id', 'reader'),
+  e('volume:update', 'PUT', '/volumes/:id', 'member'),
+  e('volume:delete', 'DELETE', '/volumes/:id', 'member'),
+  e('volume:force_delete', 'DELETE', '/volumes/:id', 'admin', { flag: 'force' }),
+  e('volume:get_volume_metadata', 'GET', '/volumes/:id/metadata', 'reader'),
+  e('volume:get_volume_metadata', 'GET', '/volumes/:id/metadata/:key', 'reader'),
+  e('volume:create_volume_metadata', 'POST', '/volumes/:id/metadata', 'member'),
+  e('volume:update_volume_metadata', 'PUT', '/volumes/:id/metadata', 'member'),
+  e('volume:update_volume_metadata', 'PUT', '/volumes/:id/metadata/:key', 'member'),
+  e('volume:delete_volume_metadata', 'DELETE', '/volumes/:id/metadata/:key', 'member'),
+  e('volume:extend', 'POST', '/volumes/:id/action', 'member', { action: 'os-extend' }),
+  e('volume:revert_to_snapshot', 'POST', '/volumes/:id/action', 'member', { action: 'revert' }),
+  e('volume_extension:volume_admin_actions:reset_status', 'POST', '/volumes/:id/action', 'admin', { action: 'os-reset_status' }),
+  e('volume_extension:volume_admin_actions:force_delete', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_delete' }),
+  e('volume_extension:volume_admin_actions:force_detach', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_detach' }),
+  e('volume_extension:volume_actions:reserve', 'POST', '/volumes/:id/action', 'member', { action: 'os-reserve' }),
+  e('volume_extension:volume_actions:unreserve', 'POST', '/volumes/:id/action', 'member', { action: 'os-unreserve' }),
+  e('volume_extension:volume_actions:initialize_connection', 'POST', '/volumes/:id/action', 'member', { action: 'os-initialize_connection' }),
+  e('volume_extension:volume_actions:terminate_connection', 'POST', '/volumes/:id/action', 'member', { action: 'os-terminate_connection' }),
+  e('volume_extension:volume_actions:attach', 'POST', '/volumes/:id/action', 'member', { action: 'os-attach' }),
+  e('volume_extension:volume_actions:detach', 'POST', '/volumes/:id/action', 'member', { action: 'os-detach' }),
+  e('volume_extension:volume_actions:begin_detaching', 'POST', '/volumes/:id/action', 'member', { action: 'os-begin_detaching' }),
+  e('volume_extension:volume_actions:roll_detaching', 'POST', '/volumes/:id/action', 'member', { action: 'os-roll_detaching' }),
+  // An unknown action is refused by the handler (400), for anyone who may change the volume.
+  e('volume:action', 'POST', '/volumes/:id/action', 'member'),
+
+  // Snapshots.
+  e('volume:create_snapshot', 'POST', '/snapshots', 'member'),
+  e('volume:get_all_snapshots', 'GET', '/snapshots', 'reader'),
+  e('volume:get_all_snapshots', 'GET', '/snapshots/detail', 'reader'),
+  e('volume:get_snapshot', 'GET', '/snapshots/:id', 'reader'),
+  e('volume:update_snapshot', 'PUT', '/snapshots/:id', 'member'),
+  e('volume:delete_snapshot', 'DELETE', '/snapshots/:id', 'member'),
+  e('volume:get_snapshot_metadata', 'GET', '/snapshots/:id/metadata', 'reader'),
+  e('volume:get_snapshot_metadata', 'GET', '/snapshots/:id/metadata/:key', 'reader'),
+  e('volume:update_snapshot_metadata', 'POST', '/snapshots/:id/metadata', 'member'),
+  e('volume:update_snapshot_metadata', 'PUT', '/snapshots/:id/metadata', 'member'),
+  e('volume:update_snapshot_metadata', 'PUT', '/snapshots/:id/metadata/:key', 'member'),
+  e('volume:delete_snapshot_metadata', 'DELETE', '/snapshots/:id/metadata/:key', 'member'),
+  e('volume_extension:snapshot_admin_actions:reset_status', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-reset_status' }),
+  e('volume_extension:snapshot_admin_actions:force_delete', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-force_delete' }),
+  e('volume:snapshot_action', 'POST', '/snapshots/:id/action', 'member'),
+
+  // Attachments (3.27).
+  e('volume:attachment_create', 'POST', '/attachments', 'member', { since: '3.27' }),
+  e('volume:attachment_get_all', 'GET', '/attachments', 'reader', { since: '3.27' }),
+  e('volume:attachment_get_all', 'GET', '/attachments/detail', 'reader', { since: '3.27' }),
+  e('volume:attachment_get', 'GET', '/attachments/:id', 'reader', { since: '3.27' }),
+  e('volume:attachment_update', 'PUT', '/attachments/:id', 'member', { since: '3.27' }),
+  e('volume:attachment_delete', 'DELETE', '/attachments/:id', 'member', { since: '3.27' }),
+  e('volume:attachment_complete', 'POST', '/attachments/:id/action', 'member', { since: '3.44' }),
+
+  // Volume types, extra specs, access, defaults.
+  e('volume_extension:type_get_all', 'GET', '/types', 'reader'),
+  e('volume_extension:type_get', 'GET', '/types/:id', 'reader'),
+  e('volume_extension:type_create', 'POST', '/types', 'admin'),
+  e('volume_extension:type_update', 'PUT', '/types/:id', 'admin'),
+  e('volume_extension:type_delete', 'DELETE', '/types/:id', 'admin'),
+  e('volume_extension:types_extra_specs:index', 'GET', '/types/:id/extra_specs', 'reader'),
+  e('volume_extension:types_extra_specs:show', 'GET', '/types/:id/extra_specs/:key', 'reader'),
+  e('volume_extension:types_extra_specs:create', 'POST', '/types/:id/extra_specs', 'admin'),
+  e('volume_extension:types_extra_specs:update', 'PUT', '/types/:id/extra_specs/:key', 'admin'),
+  e('volume_extension:types_extra_specs:delete', 'DELETE', '/types/:id/extra_specs/:key', 'admin'),
+  e('volume_extension:volume_type_access', 'GET', '/types/:id/os-volume-type-access', 'admin'),
+  e('volume_extension:volume_type_access:addProjectAccess', 'POST', '/types/:id/action', 'admin', { action: 'addProjectAccess' }),
+  e('volume_extension:volume_type_access:removeProjectAccess', 'POST', '/types/:id/action', 'admin', { action: 'removeProjectAccess' }),
+  e('volume_extension:volume_type_access', 'POST', '/types/:id/action', 'admin'),
+  e('volume_extension:default_get_all', 'GET', '/default-types', 'admin', { since: '3.62' }),
+  e('volume_extension:default_get', 'GET', '/default-types/:project', 'reader', { since: '3.62' }),
+  e('volume_extension:default_set_or_update', 'PUT', '/default-types/:project', 'admin', { since: '3.62' }),
+  e('volume_extension:default_unset', 'DELETE', '/default-types/:project', 'admin', { since: '3.62' }),
+
+  // QoS specs: admins only, reads included.
+  e('volume_extension:qos_specs_manage:get_all', 'GET', '/qos-specs', 'admin'),
+  e('volume_extension:qos_specs_manage:create', 'POST', '/qos-specs', 'admin'),
+  e('volume_extension:qos_specs_manage:get', 'GET', '/qos-specs/:id', 'admin'),
+  e('volume_extension:qos_specs_manage:update', 'PUT', '/qos-specs/:id', 'admin'),
+  e('volume_extension:qos_specs_manage:delete', 'DELETE', '/qos-specs/:id', 'admin'),
+  e('volume_extension:qos_specs_manage:delete_keys', 'PUT', '/qos-specs/:id/delete_keys', 'admin'),
+  e('volume_extension:qos_specs_manage:get_all', 'GET', '/qos-specs/:id/associations', 'admin'),
+  e('volume_extension:qos_specs_manage:update', 'GET', '/qos-specs/:id/associate', 'admin'),
+  e('volume_extension:qos_specs_manage:update', 'GET', '/qos-specs/:id/disassociate', 'admin'),
+  e('volume_extension:qos_specs_manage:update', 'GET', '/qos-specs/:id/disassociate_all', 'admin'),
+
+  // Quotas and limits (a project reads its own quotas; the handler refuses others' to non-admins).
+  e('volume_extension:quotas:show', 'GET', '/os-quota-sets/:target', 'reader'),
+  e('volume_extension:quotas:show', 'GET', '/os-quota-sets/:target/defaults', 'reader'),
+  e('volume_extension:quotas:update', 'PUT', '/os-quota-sets/:target', 'admin'),
+  e('volume_extension:quotas:delete', 'DELETE', '/os-quota-sets/:target', 'admin'),
+  e('volume_extension:quota_classes', 'GET', '/os-quota-class-sets/:name', 'admin'),
+  e('volume_extension:quota_classes', 'PUT', '/os-quota-class-sets/:name', 'admin'),
+  e('limits_extension:used_limits', 'GET', '/limits', 'reader'),
+
+  // Messages (3.3).
+  e('message:get_all', 'GET', '/messages', 'reader', { since: '3.3' }),
+  e('message:get', 'GET', '/messages/:id', 'reader', { since: '3.3' }),
+  e('message:delete', 'DELETE', '/messages/:id', 'member', { since: '3.3' }),
+
+  // The service's own inventory.
+  e('volume_extension:services:index', 'GET', '/os-services', 'admin'),
+  e('volume_extension:availability_zone_list', 'GET', '/os-availability-zone', 'reader'),
+  e('clusters:get_all', 'GET', '/clusters', 'admin', { since: '3.7' }),
+  e('clusters:get_all', 'GET', '/clusters/detail', 'admin', { since: '3.7' }),
+  e('clusters:get', 'GET', '/clusters/:name', 'admin', { since: '3.7' }),
+  e('clusters:update', 'PUT', '/clusters/enable', 'admin', { since: '3.7' }),
+  e('clusters:update', 'PUT', '/clusters/disable', 'admin', { since: '3.7' }),
+  e('workers:cleanup', 'POST', '/workers/cleanup', 'admin', { since: '3.24' }),
+];
+
+/** Whether `caller` passes `rule`. */
+export function allows(rule: Rule, caller: Caller): boolean {
+  if (caller.isAdmin) return true;
+  if (rule === 'admin') return false;
+  if (rule === 'reader') return caller.roles.length > 0;
+  return caller.roles.some((r) => r !== 'reader');
+}
+
+/** Key of a route in the table's index. */
+const key = (method: string, path: string): string => `${method === 'HEAD' ? 'GET' : method} ${path}`;
+
+/** The table indexed by method and path. */
+export class Policy {
+  private readonly byRoute = new Map<string, PolicyEntry[]>();
+
+  constructor(entries: readonly PolicyEntry[] = POLICY) {
+    for (const p of entries) {
+      const k = key(p.method, p.path);
+      this.byRoute.set(k, [...(this.byRoute.get(k) ?? []), p]);
+    }
+  }
+
+  /** Whether a route (path below the version prefix) has entries. */
+  covers(method: string, path: string): boolean {
+    return method === 'OPTIONS' || this.byRoute.has(key(method, path));
+  }
+
+  /** The entry that governs a request: the most specific of action, flag, plain. */
+  entryFor(method: string, path: string, req: Pick<FastifyRequest, 'body' | 'query'>): PolicyEntry | undefined {
+    const entries = this.byRoute.get(key(method, path));
+    if (!entries) return undefined;
+    const body = req.body;
+    const action = body && typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 1 ? Object.keys(body)[0] : undefined;
+    const q = (req.query ?? {}) as Record<string, unknown>;
+    return entries.find((p) => p.action !== undefined && p.action === action)
+      ?? entries.find((p) => p.flag !== undefined && truthy(queryValue(q, p.flag)))
+      ?? entries.find((p) => p.action === undefined && p.flag === undefined);
+  }
+
+  /**
+   * Checks a request against the table.
+   * @throws ForbiddenError naming the policy when the caller's roles do not allow it.
+   */
+  enforce(req: FastifyRequest, path: string): void {
+    const p = this.entryFor(req.method, path, req);
+    if (!p) throw new ForbiddenError(); // unreachable for registered routes (buildApi checks coverage)
+    if (p.since && !req.apiVersion.atLeast(p.since)) return; // the handler answers 404 below its version
+    if (!allows(p.rule, req.caller)) throw new ForbiddenError(`Policy doesn't allow ${p.name} to be performed.`);
+  }
+}
