@@ -1,0 +1,137 @@
+/**
+ * auth_strategy = keystone against Debian's real Keystone (issue 6): token
+ * validation with Basalt's own service user, 401s with WWW-Authenticate,
+ * roles (member, reader, admin), the cross-project refusal, a project never
+ * seen before working at once, and the validation cache. Then the real
+ * clients: cinderclient and openstackclient with Keystone credentials find
+ * Basalt through the catalog.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import net from 'node:net';
+import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
+import { startKeystone, type Cloud, type Keystone } from '../helpers/keystone.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+const run = promisify(execFile);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+let keystone: Keystone;
+let cloud: Cloud;
+let port: number;
+
+before(async () => {
+  keystone = await startKeystone();
+  port = await freePort();
+  cloud = await keystone.cloud(`http://127.0.0.1:${port}`);
+});
+after(() => keystone.stop());
+
+async function basalt(t: Parameters<typeof startTestServer>[0]): Promise<TestServer> {
+  return startTestServer(t, {
+    env: {
+      BASALT_PORT: String(port), BASALT_AUTH_STRATEGY: 'keystone',
+      BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: keystone.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
+      BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
+      BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project,
+    },
+  });
+}
+
+test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) => {
+  const s = await basalt(t);
+  const call = (token: string | undefined, method: string, path: string, body?: unknown) =>
+    s.request(method, path, body, token === undefined ? { 'X-Auth-Token': '' } : { 'X-Auth-Token': token });
+  const demo = `/v3/${cloud.demo.id}`;
+
+  const none = await call(undefined, 'GET', `${demo}/volumes`);
+  assert.equal(none.status, 401);
+  assert.equal(none.headers.get('www-authenticate'), `Keystone uri="${cloud.authUrl}"`);
+  const forged = await call('gAAAAAB-not-a-token', 'GET', `${demo}/volumes`);
+  assert.equal(forged.status, 401);
+  assert.ok(forged.headers.get('www-authenticate'));
+  assert.equal((await s.request('GET', '/', undefined, { 'X-Auth-Token': '' })).status, 300, 'version discovery needs no token');
+
+  // A member of a project Basalt has never seen: empty lists, default quotas and type, creates at once.
+  const alice = await cloud.token('alice', 'demo');
+  assert.deepEqual((await call(alice, 'GET', `${demo}/volumes`)).body, { volumes: [] });
+  assert.equal((await call(alice, 'GET', `${demo}/os-quota-sets/${cloud.demo.id}`)).body.quota_set.volumes, 10);
+  const created = await call(alice, 'POST', `${demo}/volumes`, { volume: { size: 1, name: 'from-keystone' } });
+  assert.equal(created.status, 202, JSON.stringify(created.body));
+  const id = created.body.volume.id as string;
+  assert.equal(created.body.volume.volume_type, '__DEFAULT__');
+  assert.equal((await call(alice, 'GET', `${demo}/volumes/${id}`)).body.volume.user_id, (await tokenUser(alice)));
+
+  // A reader reads and is refused changes.
+  const rita = await cloud.token('rita', 'demo');
+  assert.equal((await call(rita, 'GET', `${demo}/volumes/${id}`)).status, 200);
+  const refused = await call(rita, 'POST', `${demo}/volumes`, { volume: { size: 1 } });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.forbidden.message, "Policy doesn't allow volume:create to be performed.");
+
+  // Another project's member: refused the URL, and does not see the volume under its own.
+  const mallory = await cloud.token('mallory', 'rival');
+  assert.equal((await call(mallory, 'GET', `${demo}/volumes`)).status, 400);
+  assert.equal((await call(mallory, 'GET', `/v3/${cloud.rival.id}/volumes/${id}`)).status, 404);
+  assert.equal((await call(mallory, 'GET', `/v3/${cloud.rival.id}/os-services`)).status, 403);
+
+  // The cloud admin sees every project's volumes and the services.
+  const admin = await cloud.token('admin', 'admin');
+  const all = await call(admin, 'GET', `/v3/${cloud.adminProject.id}/volumes/detail?all_tenants=1`);
+  assert.ok((all.body.volumes as Array<{ id: string }>).some((v) => v.id === id));
+  assert.equal((await call(admin, 'GET', `/v3/${cloud.adminProject.id}/os-services`)).status, 200);
+
+  // Cached: repeating a request with a known token does not ask Keystone again.
+  const before = cloud.requestLog().filter((l) => l.includes('GET /v3/auth/tokens')).length;
+  assert.ok(before >= 4, `Keystone's log shows Basalt's validations so far (${before})`);
+  for (let i = 0; i < 20; i++) assert.equal((await call(alice, 'GET', `${demo}/volumes/${id}`)).status, 200);
+  assert.equal((await call('gAAAAAB-not-a-token', 'GET', `${demo}/volumes`)).status, 401);
+  const afterCount = cloud.requestLog().filter((l) => l.includes('GET /v3/auth/tokens')).length;
+  assert.equal(afterCount, before, 'no validation reached Keystone for cached tokens (valid or not)');
+});
+
+/** The user id inside a token (as Keystone says). */
+async function tokenUser(token: string): Promise<string> {
+  const r = await fetch(`${cloud.authUrl}/auth/tokens`, { headers: { 'X-Auth-Token': token, 'X-Subject-Token': token } });
+  return ((await r.json()) as { token: { user: { id: string } } }).token.user.id;
+}
+
+test('cinderclient and openstackclient with Keystone credentials, through the catalog', { timeout: 180_000 }, async (t) => {
+  const s = await basalt(t);
+  void s;
+  const env = {
+    PATH: '/usr/bin:/bin', HOME: '/tmp',
+    OS_AUTH_URL: cloud.authUrl, OS_USERNAME: 'alice', OS_PASSWORD: cloud.password, OS_PROJECT_NAME: 'demo',
+    OS_USER_DOMAIN_NAME: 'Default', OS_PROJECT_DOMAIN_NAME: 'Default', OS_IDENTITY_API_VERSION: '3', OS_REGION_NAME: 'RegionOne',
+  };
+  const cinder = async (...args: string[]) => (await run('/usr/bin/cinder', ['--os-volume-api-version', '3.55', ...args], { env, timeout: 60_000 })).stdout;
+  const openstack = async (...args: string[]) => (await run('/usr/bin/openstack', args, { env: { ...env, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 })).stdout;
+
+  const created = await cinder('create', '--name', 'via-catalog', '1');
+  const id = /\|\s*id\s*\|\s*([0-9a-f-]{36})\s*\|/.exec(created)![1]!;
+  for (let i = 0; i < 100 && !(await cinder('show', id)).match(/\|\s*status\s*\|\s*available\s*\|/); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(await cinder('list'), new RegExp(id));
+
+  const shown = JSON.parse(await openstack('volume', 'show', id, '-f', 'json')) as { name: string; status: string; size: number };
+  assert.deepEqual([shown.name, shown.status, shown.size], ['via-catalog', 'available', 1]);
+  await openstack('volume', 'set', '--name', 'renamed', '--property', 'team=storage', id);
+  const listed = JSON.parse(await openstack('volume', 'list', '-f', 'json')) as Array<{ ID: string; Name: string }>;
+  assert.deepEqual(listed.map((v) => [v.ID, v.Name]), [[id, 'renamed']]);
+  const snap = JSON.parse(await openstack('volume', 'snapshot', 'create', '--volume', id, 'snap-1', '-f', 'json')) as { id: string };
+  for (let i = 0; i < 100 && JSON.parse(await openstack('volume', 'snapshot', 'show', snap.id, '-f', 'json')).status !== 'available'; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal((JSON.parse(await openstack('volume', 'snapshot', 'list', '-f', 'json')) as unknown[]).length, 1);
+  await openstack('volume', 'snapshot', 'delete', snap.id);
+  const types = JSON.parse(await openstack('volume', 'type', 'list', '-f', 'json')) as Array<{ Name: string }>;
+  assert.ok(types.some((x) => x.Name === '__DEFAULT__'));
+  for (let i = 0; i < 100 && (JSON.parse(await openstack('volume', 'snapshot', 'list', '-f', 'json')) as unknown[]).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  await openstack('volume', 'delete', id);
+});
