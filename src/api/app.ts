@@ -22,6 +22,7 @@ import { snapshotRoutes } from './snapshots.ts';
 import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
 import { workerRoutes } from './workers.ts';
+import { transferRoutes } from './transfers.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -101,6 +102,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(attachmentRoutes(deps));
     await scope.register(clusterRoutes(deps));
     await scope.register(workerRoutes(deps));
+    await scope.register(transferRoutes(deps));
   };
   const auth = authenticator(deps.config);
   const prepare = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {

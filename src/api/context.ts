@@ -5,7 +5,7 @@
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
 import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
-import type { AttachmentManager, CleanupFilter, CleanupResult, VolumeManager } from '../volume/index.ts';
+import type { AttachmentManager, CleanupFilter, CleanupResult, TransferManager, VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
 
@@ -23,6 +23,7 @@ export interface ApiDeps {
   volumeManager: VolumeManager;
   attachments: AttachmentRepository;
   attachmentManager: AttachmentManager;
+  transfers: TransferManager;
   /** Takes over the work of the dead services matching the filter (`POST /workers/cleanup`). */
   cleanup(filter: CleanupFilter): Promise<CleanupResult>;
 }

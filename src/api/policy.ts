@@ -142,6 +142,19 @@ export const POLICY: readonly PolicyEntry[] = [
   e('message:get', 'GET', '/messages/:id', 'reader', { since: '3.3' }),
   e('message:delete', 'DELETE', '/messages/:id', 'member', { since: '3.3' }),
 
+  // Transfers: offered by the volume's project, accepted by anyone holding the key.
+  ...['/os-volume-transfer', '/volume-transfers'].flatMap((base) => {
+    const since = base === '/volume-transfers' ? { since: '3.55' } : {};
+    return [
+      e('volume:create_transfer', 'POST', base, 'member', since),
+      e('volume:get_all_transfers', 'GET', base, 'reader', since),
+      e('volume:get_all_transfers', 'GET', `${base}/detail`, 'reader', since),
+      e('volume:get_transfer', 'GET', `${base}/:id`, 'reader', since),
+      e('volume:delete_transfer', 'DELETE', `${base}/:id`, 'member', since),
+      e('volume:accept_transfer', 'POST', `${base}/:id/accept`, 'member', since),
+    ];
+  }),
+
   // The service's own inventory.
   e('volume_extension:services:index', 'GET', '/os-services', 'admin'),
   e('volume_extension:availability_zone_list', 'GET', '/os-availability-zone', 'reader'),

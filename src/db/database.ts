@@ -16,6 +16,7 @@ import * as m0004 from './migrations/0004-message-args.ts';
 import * as m0005 from './migrations/0005-snapshots.ts';
 import * as m0006 from './migrations/0006-attachments.ts';
 import * as m0007 from './migrations/0007-attachment-psk.ts';
+import * as m0008 from './migrations/0008-transfers.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -26,6 +27,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0005-snapshots': m0005,
   '0006-attachments': m0006,
   '0007-attachment-psk': m0007,
+  '0008-transfers': m0008,
 };
 
 /** An open database. */

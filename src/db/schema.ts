@@ -214,6 +214,19 @@ export interface AttachmentsTable {
 }
 
 /** The whole database. */
+/** A pending volume transfer; `key_hash` is sha256(salt + auth key). */
+export interface TransfersTable {
+  id: string;
+  volume_id: string;
+  /** The project giving the volume away. */
+  project_id: string;
+  name: string | null;
+  salt: string;
+  key_hash: string;
+  no_snapshots: number;
+  created_at: string;
+}
+
 export interface Database {
   volumes: VolumesTable;
   volume_metadata: VolumeMetadataTable;
@@ -233,7 +246,10 @@ export interface Database {
   snapshots: SnapshotsTable;
   snapshot_metadata: SnapshotMetadataTable;
   attachments: AttachmentsTable;
+  transfers: TransfersTable;
 }
+
+export type TransferRow = Selectable<TransfersTable>;
 
 export type AttachmentRow = Selectable<AttachmentsTable>;
 

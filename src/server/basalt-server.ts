@@ -20,7 +20,7 @@ import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { AttachmentManager, cleanupServices, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
 
@@ -156,7 +156,9 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         options: { defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback },
       });
       const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds, serviceDownMs: d.service_down_time * 1000 });
-      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, cleanup: (f) => cleanupServices(cleanupDeps, f) }, log);
+      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, cleanup: (f) => cleanupServices(cleanupDeps, f),
+        transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }),
+      }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;
       url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;

@@ -9,3 +9,4 @@ export * from './volume-quota.ts';
 export * from './attachment-manager.ts';
 export * from './connection-info.ts';
 export * from './service-cleanup.ts';
+export * from './transfer-manager.ts';

@@ -8,22 +8,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { startKeystone, type Cloud, type Keystone } from '../helpers/keystone.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { freePort } from '../helpers/net.ts';
 
 const run = promisify(execFile);
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 let keystone: Keystone;
 let cloud: Cloud;

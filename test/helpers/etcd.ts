@@ -1,18 +1,10 @@
 /** Debian's etcd-server for tests: a single member in a temporary folder on free loopback ports. */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from './net.ts';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts etcd; resolves with its client URL and a stop function once it answers. */
 export async function startEtcd(): Promise<{ url: string; stop(): Promise<void> }> {

@@ -22,6 +22,8 @@ await import('../functional/sweeper.test.ts');
 await import('../functional/clusters.test.ts');
 await import('../functional/cinderclient.test.ts');
 await import('../functional/local-attach.test.ts');
+await import('../functional/transfers.test.ts');
+await import('../functional/policy.test.ts');
 await import('../functional/crash-recovery.test.ts');
 await import('../functional/cli.test.ts');
 
