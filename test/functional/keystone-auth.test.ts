@@ -108,6 +108,16 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   const cinder = async (...args: string[]) => (await run('/usr/bin/cinder', ['--os-volume-api-version', '3.55', ...args], { env, timeout: 60_000 })).stdout;
   const openstack = async (...args: string[]) => (await run('/usr/bin/openstack', args, { env: { ...env, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 })).stdout;
 
+  // openstackclient's volume create asks the catalog for an image service even without --image
+  // (as against Cinder); an image entry in the catalog gets past it: Glance, or any URL ending in /v2
+  // (the version is read from the URL; nothing is called for a volume without --image).
+  const noImage = await openstack('volume', 'create', '--size', '1', 'occ-made').then(() => '', (e: { stderr: string }) => e.stderr);
+  assert.match(noImage, /endpoint for image service in RegionOne region not found/);
+  await cloud.addService('image', 'glance', 'http://127.0.0.1:9/v2');
+  const occ = JSON.parse(await openstack('volume', 'create', '--size', '1', 'occ-made', '-f', 'json')) as { id: string; size: number };
+  assert.equal(occ.size, 1);
+  for (let i = 0; i < 100 && JSON.parse(await openstack('volume', 'show', occ.id, '-f', 'json')).status !== 'available'; i++) await new Promise((r) => setTimeout(r, 100));
+  await openstack('volume', 'delete', occ.id);
   const created = await cinder('create', '--name', 'via-catalog', '1');
   const id = /\|\s*id\s*\|\s*([0-9a-f-]{36})\s*\|/.exec(created)![1]!;
   for (let i = 0; i < 100 && !(await cinder('show', id)).match(/\|\s*status\s*\|\s*available\s*\|/); i++) await new Promise((r) => setTimeout(r, 100));
@@ -125,5 +135,15 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   const types = JSON.parse(await openstack('volume', 'type', 'list', '-f', 'json')) as Array<{ Name: string }>;
   assert.ok(types.some((x) => x.Name === '__DEFAULT__'));
   for (let i = 0; i < 100 && (JSON.parse(await openstack('volume', 'snapshot', 'list', '-f', 'json')) as unknown[]).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
-  await openstack('volume', 'delete', id);
+
+  // A transfer request to another project (openstackclient), accepted there (cinderclient).
+  const offer = JSON.parse(await openstack('volume', 'transfer', 'request', 'create', '--name', 'to-rival', id, '-f', 'json')) as { id: string; auth_key: string };
+  const requests = JSON.parse(await openstack('volume', 'transfer', 'request', 'list', '-f', 'json')) as Array<{ ID: string; Name: string }>;
+  assert.deepEqual(requests.map((x) => [x.ID, x.Name]), [[offer.id, 'to-rival']]);
+  const rivalEnv = { ...env, OS_USERNAME: 'mallory', OS_PROJECT_NAME: 'rival' };
+  await run('/usr/bin/cinder', ['transfer-accept', offer.id, offer.auth_key], { env: rivalEnv, timeout: 60_000 });
+  const theirs = (await run('/usr/bin/cinder', ['list'], { env: rivalEnv, timeout: 60_000 })).stdout;
+  assert.match(theirs, new RegExp(id), 'the volume now lists in the accepting project');
+  assert.doesNotMatch(await cinder('list'), new RegExp(id));
+  await run('/usr/bin/openstack', ['volume', 'delete', id], { env: { ...rivalEnv, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 });
 });

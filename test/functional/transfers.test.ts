@@ -23,7 +23,7 @@ async function volumeWithSnapshot(s: TestServer): Promise<{ volume: string; snap
   return { volume, snapshot };
 }
 
-async function usage(s: TestServer, project: string): Promise<Record<string, number>> {
+async function usage(s: TestServer, project: string): Promise<{ volumes: number; snapshots: number; gigabytes: number }> {
   const q = (await s.request('GET', `/v3/${project}/os-quota-sets/${project}?usage=true`, undefined, { 'X-Auth-Token': `x:${project}`, 'X-Roles': 'member' })).body.quota_set;
   return { volumes: q.volumes.in_use, snapshots: q.snapshots.in_use, gigabytes: q.gigabytes.in_use };
 }

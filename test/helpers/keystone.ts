@@ -28,6 +28,8 @@ export interface Cloud {
   token(user: string, project: string): Promise<string>;
   /** Request lines uwsgi logged (to count validations). */
   requestLog(): string[];
+  /** Adds a service of `type` with a public endpoint at `url` to the catalog. */
+  addService(type: string, name: string, url: string): Promise<void>;
 }
 
 /** A running Keystone. */
@@ -102,12 +104,16 @@ export async function startKeystone(): Promise<Keystone> {
       await user('rita', demo, 'reader');
       const rival = await project('rival');
       await user('mallory', rival, 'member');
-      const svc = (await api(admin, 'POST', '/services', { service: { name: 'cinderv3', type: 'volumev3', description: 'Basalt' } })).service as { id: string };
-      await api(admin, 'POST', '/endpoints', { endpoint: { service_id: svc.id, interface: 'public', region_id: 'RegionOne', url: `${basaltUrl}/v3/$(project_id)s` } });
+      const addService = async (type: string, name: string, endpoint: string): Promise<void> => {
+        const svc = (await api(admin, 'POST', '/services', { service: { name, type } })).service as { id: string };
+        await api(admin, 'POST', '/endpoints', { endpoint: { service_id: svc.id, interface: 'public', region_id: 'RegionOne', url: endpoint } });
+      };
+      await addService('volumev3', 'cinderv3', `${basaltUrl}/v3/$(project_id)s`);
       const adminProject = ((await api(admin, 'GET', '/projects?name=admin')).projects as Array<{ id: string }>)[0]!;
       return {
         authUrl: `${url}/v3`, adminPassword: 'secret', service: { user: 'basalt', password, project: 'service' }, demo, rival, adminProject, password,
         token: (u, p) => token(u, u === 'admin' ? 'secret' : password, p),
+        addService,
         requestLog: () => fs.readFileSync(log, 'utf8').split('\n').filter((l) => / (GET|POST|PUT|DELETE|HEAD) \//.test(l)),
       };
     },
