@@ -23,6 +23,7 @@ import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
 import { workerRoutes } from './workers.ts';
 import { transferRoutes } from './transfers.ts';
+import { discoveryRoutes } from './discovery.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -103,6 +104,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(clusterRoutes(deps));
     await scope.register(workerRoutes(deps));
     await scope.register(transferRoutes(deps));
+    await scope.register(discoveryRoutes(deps));
   };
   const auth = authenticator(deps.config);
   const prepare = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {

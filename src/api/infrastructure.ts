@@ -1,8 +1,21 @@
-/** `os-services` (admin) and `os-availability-zone`. */
-import type { FastifyInstance } from 'fastify';
-import { cinderTime } from '../common/index.ts';
+/** `os-services` (list, enable/disable, freeze/thaw), `os-hosts` and `os-availability-zone`. */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { sql } from 'kysely';
+import { cinderTime, isoAt } from '../common/index.ts';
+import { NotFoundError } from '../errors/index.ts';
+import { validate } from './validation.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
+
+const TOGGLE = {
+  type: 'object', required: ['host'], additionalProperties: false,
+  properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, binary: { enum: ['cinder-volume', 'cinder-scheduler'] } },
+};
+const DISABLE_WITH_REASON = {
+  ...TOGGLE, required: ['host', 'disabled_reason'],
+  properties: { ...TOGGLE.properties, disabled_reason: { type: 'string', minLength: 1, maxLength: 255 } },
+};
+const HOST_ONLY = { type: 'object', required: ['host'], additionalProperties: false, properties: { host: { type: 'string', minLength: 1, maxLength: 255 } } };
 
 /** Registers the routes. */
 export function infrastructureRoutes(deps: ApiDeps) {
@@ -26,13 +39,70 @@ export function infrastructureRoutes(deps: ApiDeps) {
           if (s.binary === 'cinder-volume') {
             view.replication_status = 'disabled';
             view.active_backend_id = null;
-            view.frozen = false;
+            view.frozen = s.frozen === 1;
           }
           if (req.apiVersion.atLeast('3.7')) view.cluster = s.cluster;
           if (req.apiVersion.atLeast('3.49') && s.binary === 'cinder-volume') view.backend_state = up ? 'up' : 'down';
           return view;
         }),
       };
+    });
+
+    // enable / disable / disable-log-reason (by host and binary), freeze / thaw (a volume host's backends).
+    const toggle = (disable: boolean, needReason: boolean) => async (req: FastifyRequest) => {
+      const b = validate<{ host: string; binary?: string; disabled_reason?: string }>(needReason ? DISABLE_WITH_REASON : TOGGLE, req.body);
+      const binary = b.binary ?? 'cinder-volume';
+      const rows = (await services.list(db.kysely)).filter((s) => s.binary === binary && (s.host === b.host || s.host.startsWith(`${b.host}@`)));
+      if (rows.length === 0) throw new NotFoundError(`Service ${binary} on host ${b.host} could not be found.`);
+      const reason = disable ? b.disabled_reason ?? null : null;
+      await db.kysely.updateTable('services').set({ disabled: disable ? 1 : 0, disabled_reason: reason, updated_at: isoAt(Date.now()) })
+        .where('id', 'in', rows.map((r) => r.id)).execute();
+      return { host: b.host, binary, status: disable ? 'disabled' : 'enabled', disabled: disable, disabled_reason: reason };
+    };
+    app.put('/os-services/enable', toggle(false, false));
+    app.put('/os-services/disable', toggle(true, false));
+    app.put('/os-services/disable-log-reason', toggle(true, true));
+    const freeze = (frozen: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
+      const b = validate<{ host: string }>(HOST_ONLY, req.body);
+      const rows = (await services.list(db.kysely)).filter((s) => s.binary === 'cinder-volume' && (s.host === b.host || s.host.startsWith(`${b.host}@`)));
+      if (rows.length === 0) throw new NotFoundError(`Host ${b.host} could not be found.`);
+      await db.kysely.updateTable('services').set({ frozen: frozen ? 1 : 0 }).where('id', 'in', rows.map((r) => r.id)).execute();
+      return reply.code(200).send();
+    };
+    app.put('/os-services/freeze', freeze(true));
+    app.put('/os-services/thaw', freeze(false));
+
+    // os-hosts: the hosts running services, and what one volume host holds per project.
+    app.get('/os-hosts', async () => ({
+      hosts: (await services.list(db.kysely)).map((s) => ({
+        host_name: s.host, service: s.binary, zone: s.availability_zone,
+        'service-status': services.isUp(s, downMs) ? 'available' : 'unavailable',
+        'service-state': s.disabled ? 'disabled' : 'enabled',
+        'last-update': cinderTime(s.heartbeat_at),
+      })),
+    }));
+    app.get<{ Params: { host: string } }>('/os-hosts/:host', async (req) => {
+      const { host } = req.params;
+      if (!(await services.list(db.kysely)).some((s) => s.binary === 'cinder-volume' && (s.host === host || s.host.startsWith(`${host}@`)))) {
+        throw new NotFoundError(`Host ${host} could not be found.`);
+      }
+      const onHost = (col: string) => sql<boolean>`(${sql.ref(col)} = ${host} or ${sql.ref(col)} like ${`${host}#%`} or ${sql.ref(col)} like ${`${host}@%`})`;
+      const vols = await db.kysely.selectFrom('volumes').select(['project_id', (eb) => eb.fn.countAll<number>().as('n'), (eb) => eb.fn.sum<number>('size').as('gb')])
+        .where(onHost('host')).groupBy('project_id').execute();
+      const snaps = await db.kysely.selectFrom('snapshots').innerJoin('volumes', 'volumes.id', 'snapshots.volume_id')
+        .select(['snapshots.project_id as project_id', (eb) => eb.fn.countAll<number>().as('n'), (eb) => eb.fn.sum<number>('snapshots.volume_size').as('gb')])
+        .where(onHost('volumes.host')).groupBy('snapshots.project_id').execute();
+      const projects = new Map<string, { volumes: number; gb: number; snapshots: number; snapshotGb: number }>();
+      const at = (p: string) => projects.get(p) ?? projects.set(p, { volumes: 0, gb: 0, snapshots: 0, snapshotGb: 0 }).get(p)!;
+      for (const v of vols) Object.assign(at(v.project_id), { volumes: Number(v.n), gb: Number(v.gb ?? 0) });
+      for (const x of snaps) Object.assign(at(x.project_id), { snapshots: Number(x.n), snapshotGb: Number(x.gb ?? 0) });
+      const total = [...projects.values()].reduce((a, p) => ({ volumes: a.volumes + p.volumes, gb: a.gb + p.gb, snapshots: a.snapshots + p.snapshots, snapshotGb: a.snapshotGb + p.snapshotGb }), { volumes: 0, gb: 0, snapshots: 0, snapshotGb: 0 });
+      const resource = (project: string, u: typeof total) => ({
+        resource: {
+          project, host, volume_count: String(u.volumes), total_volume_gb: String(u.gb), snapshot_count: String(u.snapshots), total_snapshot_gb: String(u.snapshotGb),
+        },
+      });
+      return { host: [resource('(total)', total), ...[...projects].map(([p, u]) => resource(p, u))] };
     });
 
     app.get('/os-availability-zone', async () => {

@@ -157,7 +157,17 @@ export const POLICY: readonly PolicyEntry[] = [
 
   // The service's own inventory.
   e('volume_extension:services:index', 'GET', '/os-services', 'admin'),
+  e('volume_extension:services:update', 'PUT', '/os-services/enable', 'admin'),
+  e('volume_extension:services:update', 'PUT', '/os-services/disable', 'admin'),
+  e('volume_extension:services:update', 'PUT', '/os-services/disable-log-reason', 'admin'),
+  e('volume:freeze_host', 'PUT', '/os-services/freeze', 'admin'),
+  e('volume:thaw_host', 'PUT', '/os-services/thaw', 'admin'),
+  e('volume_extension:hosts', 'GET', '/os-hosts', 'admin'),
+  e('volume_extension:hosts', 'GET', '/os-hosts/:host', 'admin'),
   e('volume_extension:availability_zone_list', 'GET', '/os-availability-zone', 'reader'),
+  e('volume_extension:list_extensions', 'GET', '/extensions', 'reader'),
+  e('scheduler_extension:scheduler_stats:get_pools', 'GET', '/scheduler-stats/get_pools', 'admin'),
+  e('volume_extension:capabilities', 'GET', '/capabilities/:host', 'admin'),
   e('clusters:get_all', 'GET', '/clusters', 'admin', { since: '3.7' }),
   e('clusters:get_all', 'GET', '/clusters/detail', 'admin', { since: '3.7' }),
   e('clusters:get', 'GET', '/clusters/:name', 'admin', { since: '3.7' }),

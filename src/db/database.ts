@@ -17,6 +17,7 @@ import * as m0005 from './migrations/0005-snapshots.ts';
 import * as m0006 from './migrations/0006-attachments.ts';
 import * as m0007 from './migrations/0007-attachment-psk.ts';
 import * as m0008 from './migrations/0008-transfers.ts';
+import * as m0009 from './migrations/0009-service-frozen.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -28,6 +29,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0006-attachments': m0006,
   '0007-attachment-psk': m0007,
   '0008-transfers': m0008,
+  '0009-service-frozen': m0009,
 };
 
 /** An open database. */

@@ -3,7 +3,7 @@
  * (`…Z`); lease and scheduling instants are integer epoch milliseconds so that
  * comparisons are plain integer comparisons on every dialect.
  */
-import type { Insertable, Selectable, Updateable } from 'kysely';
+import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
 
 /** `volumes`: one row per volume that exists or is being created or deleted. */
 export interface VolumesTable {
@@ -79,6 +79,8 @@ export interface ServicesTable {
   instance_id: string;
   disabled: number;
   disabled_reason: string | null;
+  /** 1 while frozen (os-services freeze): no management operations on its backend. */
+  frozen: Generated<number>;
   heartbeat_at: string;
   heartbeat_ms: number;
   /** JSON capabilities and pool stats reported by a volume service. */

@@ -58,7 +58,7 @@ export class Scheduler {
     const volume = await volumes.get(queue.db.kysely, p.volumeId);
     if (!volume || volume.status !== 'creating' || volume.host !== null) return ctx.complete(); // settled meanwhile
     const up = (await services.list(queue.db.kysely))
-      .filter((s) => s.binary === 'cinder-volume' && s.disabled === 0 && services.isUp(s, this.o.serviceDownMs) && s.capabilities);
+      .filter((s) => s.binary === 'cinder-volume' && s.disabled === 0 && s.frozen !== 1 && services.isUp(s, this.o.serviceDownMs) && s.capabilities);
     if (up.length === 0) {
       // Volume services may still be starting: worth retrying before giving up.
       throw new BasaltError('NO_VALID_BACKEND', 'No volume service is up', { retryable: true });

@@ -186,6 +186,7 @@ export class VolumeManager {
           throw new InvalidInputError(`Invalid input received: Volume must be in the same availability zone as the ${source.kind}: ${source.volume.availability_zone}.`);
         }
         zone = source.volume.availability_zone;
+        await this.refuseIfFrozen(tx, source.volume);
       } else {
         zone = await this.resolveZone(tx, input.availabilityZone);
       }
@@ -251,6 +252,7 @@ export class VolumeManager {
         throw new InvalidInputError(`Invalid input received: New size for extend must be greater than current size. (current: ${v.size}, extended: ${newSizeGiB}).`);
       }
       await this.refuseIfBusy(tx, v.id);
+      await this.refuseIfFrozen(tx, v);
       const typeName = await typeNameOf(this.deps.types, tx, v.volume_type_id);
       await this.deps.quotas.consume(tx, v.project_id, volumeQuota(newSizeGiB - v.size, typeName, 0), newSizeGiB);
       await this.cas(tx, v.id, [v.status], 'extending', caller);
@@ -272,6 +274,7 @@ export class VolumeManager {
         throw new InvalidStatusError(`Invalid volume: Volume status must be ${allowed.join(', ')} and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer.`);
       }
       await this.refuseIfBusy(tx, v.id);
+      await this.refuseIfFrozen(tx, v);
       const snaps = await snapshots.ofVolume(tx, v.id);
       if (snaps.length > 0 && !opts.cascade) {
         throw new InvalidStatusError(`Invalid volume: Volume ${id} still has ${snaps.length} dependent snapshots.`);
@@ -312,6 +315,7 @@ export class VolumeManager {
         throw new InvalidInputError(`Invalid input received: the backend of volume ${id} cannot revert to a snapshot.`);
       }
       await this.refuseIfBusy(tx, v.id);
+      await this.refuseIfFrozen(tx, v);
       await this.cas(tx, v.id, ['available'], 'reverting', caller);
       await snapshots.transition(tx, { id: snap.id, from: ['available'], to: 'restoring', requestId: caller.requestId });
       await enqueue(kinds.revert, { target: volumeTarget(v.cluster_name!), resourceId: v.id, requestId: caller.requestId, payload: { volumeId: v.id, snapshotId: snap.id } });
@@ -332,6 +336,7 @@ export class VolumeManager {
         throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be ${allowed.join(' or ')}, but current status is: ${v.status}.`);
       }
       await this.refuseIfBusy(tx, v.id, { reading: true });
+      await this.refuseIfFrozen(tx, v);
       await this.deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(this.deps.types, tx, v.volume_type_id)));
       await snapshots.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
@@ -388,6 +393,15 @@ export class VolumeManager {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} status changed concurrently; try again.`);
       }
     });
+  }
+
+  /** @throws InvalidInputError when every service of the volume's backend is frozen (os-services freeze). */
+  private async refuseIfFrozen(tx: Tx, v: VolumeRow): Promise<void> {
+    if (!v.cluster_name) return;
+    const members = await tx.selectFrom('services').select('frozen').where('binary', '=', 'cinder-volume').where('cluster', '=', v.cluster_name).execute();
+    if (members.length > 0 && members.every((m) => m.frozen === 1)) {
+      throw new InvalidInputError(`Invalid input received: the backend of volume ${v.id} (${v.cluster_name}) is frozen; thaw it first.`);
+    }
   }
 
   private async refuseIfBusy(tx: Tx, volumeId: string, opts: { reading?: boolean } = {}): Promise<void> {

@@ -24,6 +24,7 @@ await import('../functional/cinderclient.test.ts');
 await import('../functional/local-attach.test.ts');
 await import('../functional/transfers.test.ts');
 await import('../functional/policy.test.ts');
+await import('../functional/admin-api.test.ts');
 await import('../functional/crash-recovery.test.ts');
 await import('../functional/cli.test.ts');
 
