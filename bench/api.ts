@@ -9,6 +9,11 @@
  * Cinder from ../shared/peers/cinder (pass --pid-dir /tmp/cinder-peer/pids).
  *
  *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--url URL --pid-dir DIR]
+ *   node --import tsx bench/api.ts --auth keystone   # noauth, then the same against Debian's Keystone
+ *
+ * With `--auth keystone` it runs twice in one go: Basalt with noauth, then Basalt with
+ * auth_strategy = keystone against a real Keystone (test/helpers/keystone.ts), every request
+ * carrying a real token; it prints both and the ratio (the validation cache keeps it small).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -26,12 +31,13 @@ const { values: args } = parseArgs({
     'pid-dir': { type: 'string' },
     project: { type: 'string', default: 'bec0000000000000000000000000000b' },
     label: { type: 'string' },
+    auth: { type: 'string', default: 'noauth' },
   },
 });
 const N = Number(args.n);
 const C = Number(args.c);
 const GETS = Number(args.gets);
-const PROJECT = args.project!;
+let PROJECT = args.project!;
 const HEADERS = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json', 'OpenStack-API-Version': 'volume 3.0' };
 
 /** RSS in MiB of `pids` and all their descendants. */
@@ -83,11 +89,11 @@ async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise
   }));
 }
 
-async function startBasalt(): Promise<{ url: string; pids: number[]; stop: () => void }> {
+async function startBasalt(env: Record<string, string> = {}): Promise<{ url: string; pids: number[]; stop: () => void }> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-bench-'));
   const bin = path.resolve(import.meta.dirname, '../bin/basalt.js');
   const child = spawn(process.execPath, [bin, 'server'], {
-    env: { ...process.env, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info' },
+    env: { ...process.env, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {
@@ -103,12 +109,12 @@ async function startBasalt(): Promise<{ url: string; pids: number[]; stop: () =>
   return { url, pids: [child.pid!], stop: () => { child.kill('SIGTERM'); setTimeout(() => fs.rmSync(stateDir, { recursive: true, force: true }), 2000).unref(); } };
 }
 
-async function main(): Promise<void> {
+async function measure(label: string, env?: Record<string, string>): Promise<Record<string, unknown>> {
   let url = args.url;
   let pids: number[] = [];
   let stop = (): void => undefined;
-  if (!url) {
-    const b = await startBasalt();
+  if (!url || env) {
+    const b = await startBasalt(env);
     ({ url, pids, stop } = b);
   } else if (args['pid-dir']) {
     pids = fs.readdirSync(args['pid-dir']).filter((f) => f.endsWith('.pid'))
@@ -168,7 +174,7 @@ async function main(): Promise<void> {
   rssPeak = Math.max(rssPeak, rssMiB(pids));
 
   const result = {
-    label: args.label ?? (args.url ? args.url : 'basalt'),
+    label,
     n: N, concurrency: C, gets: GETS, errors,
     create: { total_s: +(createPhase / 1000).toFixed(2), p50_ms: pct(createMs, 50), p99_ms: pct(createMs, 99) },
     list_detail: { total_s: +(listPhase / 1000).toFixed(2), p50_ms: pct(listMs, 50), p99_ms: pct(listMs, 99) },
@@ -176,8 +182,35 @@ async function main(): Promise<void> {
     end_to_end_s: +((createPhase + listPhase + deletePhase) / 1000).toFixed(2),
     rss_mib: { idle: rssIdle, peak: rssPeak },
   };
-  console.log(JSON.stringify(result, null, 2));
   stop();
+  return result;
+}
+
+async function main(): Promise<void> {
+  if (args.auth !== 'keystone') {
+    console.log(JSON.stringify(await measure(args.label ?? (args.url ? args.url : 'basalt')), null, 2));
+    return;
+  }
+  const plain = await measure('basalt noauth');
+  console.log(JSON.stringify(plain, null, 2));
+  const { startKeystone } = await import('../test/helpers/keystone.ts');
+  const { freePort } = await import('../test/helpers/net.ts');
+  const keystone = await startKeystone();
+  try {
+    const port = await freePort();
+    const cloud = await keystone.cloud(`http://127.0.0.1:${port}`);
+    PROJECT = cloud.adminProject.id;
+    HEADERS['X-Auth-Token'] = await cloud.token('admin', 'admin');
+    const withKeystone = await measure('basalt keystone', {
+      BASALT_PORT: String(port), BASALT_AUTH_STRATEGY: 'keystone', BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: keystone.url,
+      BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
+    });
+    console.log(JSON.stringify(withKeystone, null, 2));
+    const e2e = (r: Record<string, unknown>) => r.end_to_end_s as number;
+    console.log(JSON.stringify({ keystone_over_noauth_end_to_end: +(e2e(withKeystone) / e2e(plain)).toFixed(2) }));
+  } finally {
+    await keystone.stop();
+  }
 }
 
 main().catch((err) => {

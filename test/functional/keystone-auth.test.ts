@@ -134,6 +134,14 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   await openstack('volume', 'snapshot', 'delete', snap.id);
   const types = JSON.parse(await openstack('volume', 'type', 'list', '-f', 'json')) as Array<{ Name: string }>;
   assert.ok(types.some((x) => x.Name === '__DEFAULT__'));
+  // Types are managed by the cloud admin; a member is refused.
+  const adminEnv = { ...env, OS_USERNAME: 'admin', OS_PASSWORD: cloud.adminPassword, OS_PROJECT_NAME: 'admin', OS_VOLUME_API_VERSION: '3' };
+  await run('/usr/bin/openstack', ['volume', 'type', 'create', '--property', 'tier=gold', 'gold'], { env: adminEnv, timeout: 60_000 });
+  const gold = JSON.parse((await run('/usr/bin/openstack', ['volume', 'type', 'show', 'gold', '-f', 'json'], { env: adminEnv, timeout: 60_000 })).stdout) as { name: string; properties: unknown };
+  assert.equal(gold.name, 'gold');
+  assert.match(JSON.stringify(gold.properties), /tier/);
+  const memberTry = await openstack('volume', 'type', 'create', 'tin').then(() => '', (e: { stderr: string }) => e.stderr);
+  assert.match(memberTry, /Policy doesn't allow volume_extension:type_create to be performed/);
   for (let i = 0; i < 100 && (JSON.parse(await openstack('volume', 'snapshot', 'list', '-f', 'json')) as unknown[]).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
 
   // A transfer request to another project (openstackclient), accepted there (cinderclient).
