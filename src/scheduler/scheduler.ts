@@ -9,6 +9,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import type { ServiceRepository, ServiceRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
+import { fits } from './capacity.ts';
 import { capabilityKey, matchesSpec } from './extra-specs.ts';
 import { BasaltError, NoValidBackendError } from '../errors/index.ts';
 import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
@@ -72,7 +73,7 @@ export class Scheduler {
       for (const { service, pool } of candidates) {
         const host = `${service.host}#${pool.pool_name}`;
         await queue.db.lockRows(tx, 'services', [service.id]);
-        if (!fitsThin(pool, await volumes.provisionedGiB(tx, host), p.sizeGiB) && !fitsThick(pool, p.sizeGiB)) {
+        if (!fits(pool, await volumes.provisionedGiB(tx, host), p.sizeGiB)) {
           reasons.push(`${host}: CapacityFilter`);
           continue;
         }
@@ -125,15 +126,4 @@ function unmetSpecs(caps: VolumeServiceCapabilities, pool: Pool, specs: Record<s
     if (!matchesSpec(value, requirement)) failed.push(key);
   }
   return failed;
-}
-
-/** Thin provisioning: what is promised stays within usable capacity × over-subscription ratio. */
-function fitsThin(pool: Pool, provisionedGiB: number, sizeGiB: number): boolean {
-  const usable = pool.total_capacity_gb * (1 - pool.reserved_percentage / 100);
-  return pool.thin_provisioning_support && provisionedGiB + sizeGiB <= usable * pool.max_over_subscription_ratio;
-}
-
-/** Thick provisioning: the free space beyond the reserve holds the whole volume. */
-function fitsThick(pool: Pool, sizeGiB: number): boolean {
-  return pool.thick_provisioning_support && pool.free_capacity_gb - pool.total_capacity_gb * pool.reserved_percentage / 100 >= sizeGiB;
 }

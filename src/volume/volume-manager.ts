@@ -13,9 +13,11 @@ import type {
 import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
+import { fits } from '../scheduler/capacity.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
 import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
+import type { VolumeServiceCapabilities } from './volume-service.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
 export const DELETABLE_STATUSES = ['available', 'error', 'error_restoring', 'error_extending', 'error_managing'] as const;
@@ -253,6 +255,7 @@ export class VolumeManager {
       }
       await this.refuseIfBusy(tx, v.id);
       await this.refuseIfFrozen(tx, v);
+      await this.refuseIfNoRoom(tx, v, newSizeGiB - v.size);
       const typeName = await typeNameOf(this.deps.types, tx, v.volume_type_id);
       await this.deps.quotas.consume(tx, v.project_id, volumeQuota(newSizeGiB - v.size, typeName, 0), newSizeGiB);
       await this.cas(tx, v.id, [v.status], 'extending', caller);
@@ -393,6 +396,24 @@ export class VolumeManager {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} status changed concurrently; try again.`);
       }
     });
+  }
+
+  /**
+   * The scheduler's capacity filter for an extend: the volume's pool (as its
+   * service last reported it) must hold `moreGiB` more. The service row's lock
+   * serialises this with placements on the same pool.
+   * @throws InvalidInputError naming the pool.
+   */
+  private async refuseIfNoRoom(tx: Tx, v: VolumeRow, moreGiB: number): Promise<void> {
+    if (!v.host) return;
+    const [serviceHost, poolName] = v.host.split('#');
+    const svc = await tx.selectFrom('services').selectAll().where('binary', '=', 'cinder-volume').where('host', '=', serviceHost!).executeTakeFirst();
+    const pool = svc?.capabilities ? (JSON.parse(svc.capabilities) as VolumeServiceCapabilities).pools.find((p) => p.pool_name === poolName) : undefined;
+    if (!svc || !pool) return; // not reported yet: the driver's own check decides
+    await this.deps.db.lockRows(tx, 'services', [svc.id]);
+    if (!fits(pool, await this.deps.volumes.provisionedGiB(tx, v.host), moreGiB)) {
+      throw new InvalidInputError(`Invalid input received: Insufficient free space for volume extension: pool ${v.host} cannot hold ${moreGiB} GiB more.`);
+    }
   }
 
   /** @throws InvalidInputError when every service of the volume's backend is frozen (os-services freeze). */

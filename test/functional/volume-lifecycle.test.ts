@@ -144,3 +144,16 @@ test('a burst of creates cannot overcommit a pool: capacity counts volumes place
   assert.equal(final.filter((x) => x === 'available').length, 10);
   assert.equal(final.filter((x) => x === 'error').length, 4);
 });
+
+test('an extend that the pool cannot hold is refused, naming the pool; one that fits goes ahead', async (t) => {
+  const s = await startTestServer(t, { env: { BASALT_BACKEND_DEFAULTS__TOTAL_CAPACITY_GB: '10', BASALT_BACKEND_DEFAULTS__MAX_OVER_SUBSCRIPTION_RATIO: '1' } });
+  const id = (await s.request('POST', `${V}/volumes`, { volume: { size: 4 } })).body.volume.id as string;
+  await waitForStatus(s, id, 'available');
+  const refused = await s.request('POST', `${V}/volumes/${id}/action`, { 'os-extend': { new_size: 11 } });
+  assert.equal(refused.status, 400);
+  assert.match(refused.body.badRequest.message, /Insufficient free space for volume extension: pool .*#.* cannot hold 7 GiB more/);
+  assert.equal((await s.request('GET', `${V}/volumes/${id}`)).body.volume.status, 'available', 'nothing changed');
+  assert.equal((await s.request('POST', `${V}/volumes/${id}/action`, { 'os-extend': { new_size: 10 } })).status, 202);
+  await waitForStatus(s, id, 'available');
+  assert.equal((await s.request('GET', `${V}/volumes/${id}`)).body.volume.size, 10);
+});

@@ -1,0 +1,31 @@
+/**
+ * Whether a pool has room for more GiB: the capacity filter of placements
+ * (scheduler) and of extends (volume manager). Kept free of other modules so
+ * both can use it.
+ */
+
+/** The capacity fields of a pool's reported capabilities. */
+export interface PoolCapacity {
+  total_capacity_gb: number;
+  free_capacity_gb: number;
+  reserved_percentage: number;
+  max_over_subscription_ratio: number;
+  thin_provisioning_support: boolean;
+  thick_provisioning_support: boolean;
+}
+
+/** Whether `sizeGiB` more fits, thinly or thickly, on a pool with `provisionedGiB` promised already. */
+export function fits(pool: PoolCapacity, provisionedGiB: number, sizeGiB: number): boolean {
+  return fitsThin(pool, provisionedGiB, sizeGiB) || fitsThick(pool, sizeGiB);
+}
+
+/** Thin provisioning: what is promised stays within usable capacity × over-subscription ratio. */
+function fitsThin(pool: PoolCapacity, provisionedGiB: number, sizeGiB: number): boolean {
+  const usable = pool.total_capacity_gb * (1 - pool.reserved_percentage / 100);
+  return pool.thin_provisioning_support && provisionedGiB + sizeGiB <= usable * pool.max_over_subscription_ratio;
+}
+
+/** Thick provisioning: the free space beyond the reserve holds the whole volume. */
+function fitsThick(pool: PoolCapacity, sizeGiB: number): boolean {
+  return pool.thick_provisioning_support && pool.free_capacity_gb - pool.total_capacity_gb * pool.reserved_percentage / 100 >= sizeGiB;
+}
