@@ -99,6 +99,7 @@ export class JobQueue {
     let q = tx.selectFrom('services').select(['payload_versions', 'heartbeat_ms']);
     if (target === 'scheduler') q = q.where('binary', '=', 'cinder-scheduler');
     else if (target.startsWith('volume:')) q = q.where('binary', '=', 'cinder-volume').where('cluster', '=', target.slice('volume:'.length));
+    else if (target.startsWith('member:')) q = q.where('binary', '=', 'cinder-volume').where('host', '=', target.slice('member:'.length));
     else return Math.max(version, kind.minVersion);
     for (const row of await q.execute()) {
       if (Number(row.heartbeat_ms) < this.clock.now() - downMs) continue;

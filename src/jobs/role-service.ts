@@ -15,6 +15,8 @@ export interface RoleServiceOptions extends Omit<ServiceRegistration, 'payloadVe
   queue: JobQueue;
   services: ServiceRepository;
   target: string;
+  /** Further targets this instance alone takes (e.g. its member target). */
+  extraTargets?: readonly string[];
   handlers: readonly AnyJobHandler[];
   concurrency: number;
   pollMs: number;
@@ -53,7 +55,7 @@ export class RoleService {
     }
     await this.beat();
     this.worker = new Worker({
-      queue, owner: this.o.instanceId, targets: [this.o.target], handlers: this.o.handlers,
+      queue, owner: this.o.instanceId, targets: [this.o.target, ...(this.o.extraTargets ?? [])], handlers: this.o.handlers,
       concurrency: this.o.concurrency, pollMs: this.o.pollMs, log,
     });
     this.worker.start();

@@ -153,7 +153,10 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     if (roles.has('api')) {
       const volumeManager = new VolumeManager({
         db, queue, clock, volumes, snapshots, quotas, kinds, types, services,
-        options: { defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback },
+        options: {
+          defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback,
+          serviceDownMs: d.service_down_time * 1000,
+        },
       });
       const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds, serviceDownMs: d.service_down_time * 1000 });
       api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, cleanup: (f) => cleanupServices(cleanupDeps, f),

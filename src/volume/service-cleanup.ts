@@ -19,6 +19,7 @@
 import type { AttachmentRepository, Db, ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
 import { chooseEndpoint, connectionInfo, endpointOf, type ConnectionInfo } from './connection-info.ts';
+import { memberTarget, volumeTarget } from './volume-jobs.ts';
 
 /** Which services to clean (the body of `POST /workers/cleanup`); every field narrows. */
 export interface CleanupFilter {
@@ -67,6 +68,12 @@ export async function cleanupServices(deps: CleanupDeps, filter: CleanupFilter =
       continue;
     }
     result.cleaning.push(s);
+    // Work queued for the dead member alone (a snapshot where its exports were) goes to the cluster.
+    if (s.binary === 'cinder-volume' && s.cluster) {
+      const moved = await db.kysely.updateTable('jobs').set({ target: volumeTarget(s.cluster) })
+        .where('target', '=', memberTarget(s.host)).where('state', 'in', ['queued', 'running']).executeTakeFirst();
+      result.jobs += Number(moved.numUpdatedRows);
+    }
     result.jobs += await deps.queue.releaseLeasesOf(s.instance_id, {
       ...(filter.resourceId !== undefined ? { resourceId: filter.resourceId } : {}),
       ...(filter.resourceType !== undefined ? { resourceType: filter.resourceType.toLowerCase() } : {}),

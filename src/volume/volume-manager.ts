@@ -16,7 +16,8 @@ import type { QuotaEngine } from '../quota/index.ts';
 import { fits } from '../scheduler/capacity.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
-import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
+import { endpointOf } from './connection-info.ts';
+import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import type { VolumeServiceCapabilities } from './volume-service.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
@@ -63,7 +64,7 @@ export interface VolumeManagerDeps {
   types: VolumeTypeRepository;
   services: ServiceRepository;
   /** `[DEFAULT] default_volume_type`, `default_availability_zone`, `allow_availability_zone_fallback`. */
-  options: { defaultVolumeType: string; defaultZone: string; zoneFallback: boolean };
+  options: { defaultVolumeType: string; defaultZone: string; zoneFallback: boolean; serviceDownMs: number };
 }
 
 /** Whether a type makes its volumes multiattach (`multiattach="<is> True"`, 3.50). */
@@ -346,7 +347,7 @@ export class VolumeManager {
         volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating',
         created_at: isoAt(clock.now()), updated_at: null,
       }, input.metadata);
-      await enqueue(kinds.snapshotCreate, { target: volumeTarget(v.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { snapshotId: id } });
+      await enqueue(kinds.snapshotCreate, { target: await this.snapshotTarget(tx, v), resourceId: id, requestId: caller.requestId, payload: { snapshotId: id } });
     });
     return (await snapshots.get(this.deps.db.kysely, id))!;
   }
@@ -396,6 +397,27 @@ export class VolumeManager {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} status changed concurrently; try again.`);
       }
     });
+  }
+
+  /**
+   * Where a snapshot is taken: an attached volume's on the member serving its
+   * NBD export (that member quiesces the writes of its connections, so the
+   * snapshot is crash-consistent), any other on any member of the cluster.
+   */
+  private async snapshotTarget(tx: Tx, v: VolumeRow): Promise<string> {
+    const cluster = volumeTarget(v.cluster_name!);
+    const served = new Set<string>();
+    for (const a of await tx.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute()) {
+      const info = a.connection_info ? JSON.parse(a.connection_info) as { driver_volume_type: string; data: { host?: unknown; port?: unknown } } : undefined;
+      if (info?.driver_volume_type === 'nbd') served.add(`${String(info.data.host)}:${String(info.data.port)}`);
+    }
+    if (served.size === 0) return cluster;
+    const { services, options } = this.deps;
+    const member = (await services.list(tx)).find((s) => {
+      const e = s.binary === 'cinder-volume' && s.cluster === v.cluster_name && services.isUp(s, options.serviceDownMs) ? endpointOf(s) : undefined;
+      return e !== undefined && served.has(`${e.nbd_host}:${e.nbd_port}`);
+    });
+    return member ? memberTarget(member.host) : cluster;
   }
 
   /**

@@ -8,7 +8,7 @@ import type { ServiceRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import { RoleService, type JobQueue } from '../jobs/index.ts';
 import { volumeHandlers, type VolumeHandlerDeps } from './volume-handlers.ts';
-import { volumeTarget } from './volume-jobs.ts';
+import { memberTarget, volumeTarget } from './volume-jobs.ts';
 
 /** Capabilities a volume service stores in its row, in Cinder's shape. */
 export interface VolumeServiceCapabilities {
@@ -74,7 +74,7 @@ export class VolumeService {
     this.role = new RoleService({
       queue: o.queue, services: o.services, host: this.serviceHost, binary: 'cinder-volume',
       backend: o.backend.name, cluster: this.cluster, availabilityZone: o.backend.backend_availability_zone,
-      version: o.version, instanceId: o.instanceId, target: volumeTarget(this.cluster),
+      version: o.version, instanceId: o.instanceId, target: volumeTarget(this.cluster), extraTargets: [memberTarget(this.serviceHost)],
       handlers: volumeHandlers(o, o.driver), concurrency: o.concurrency, pollMs: o.pollMs,
       heartbeatMs: o.heartbeatMs, log: o.log.child({ role: 'volume', backend: o.backend.name }),
       reportCapabilities: () => this.capabilities(),

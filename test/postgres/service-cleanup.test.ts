@@ -83,6 +83,13 @@ test('a dead member\'s jobs are handed over at once, its exports move, fences re
   await available(used);
   const att = await attach(used);
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 4M 1M', att.info.data.uri]);
+  // A snapshot of the attached volume runs on the member serving its export (which quiesces its writes).
+  await request(url, 'POST', `${V}/attachments/${att.id}/action`, { 'os-complete': null }, admin);
+  const snap = await request(url, 'POST', `${V}/snapshots`, { snapshot: { volume_id: used, force: true } });
+  assert.equal(snap.status, 202, JSON.stringify(snap.body));
+  const job = await client.query(`select target from jobs where kind = 'snapshot.create' and resource_id = $1`, [snap.body.snapshot.id]);
+  assert.equal((job.rows[0] as { target: string }).target, `member:${endpoints.get(att.info.data.port)}`);
+  await waitFor('snapshot available', async () => (await request(url, 'GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'available', 20_000);
   const src = await createVolume({});
   await available(src);
   execFileSync('dd', ['if=/dev/urandom', `of=${path.join(shared, `volume-${src}`)}`, 'bs=1M', 'count=512', 'conv=notrunc', 'status=none']);
