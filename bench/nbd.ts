@@ -5,7 +5,13 @@
  * holding 1% data through each server. Prints IOPS, MB/s, server CPU and the
  * ratio of Basalt to the faster of qemu-nbd and nbdkit.
  *
- *   node --import tsx bench/nbd.ts [--runtime 8] [--jobs name,…]
+ *   node --import tsx bench/nbd.ts [--runtime 8] [--jobs name,…] [--placement none|same|split]
+ *
+ * --placement pins every server and fio alike with taskset: `same` puts both on CPU 0,
+ * `split` the server on CPU 0 and fio on CPU 1, `none` (default) lets the scheduler choose.
+ * On a small VM the QD1 rows depend on it more than on any server's code: a wake-up across
+ * vCPUs costs tens of microseconds, and a server with many threads (nbdkit) gets some of them
+ * placed beside fio when unpinned.
  *
  * The page cache is warmed before each job and fio runs with --invalidate=0,
  * so the rows measure the servers, not the disk.
@@ -16,7 +22,16 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '8' }, jobs: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '8' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' } } });
+if (!['none', 'same', 'split'].includes(args.placement!)) throw new Error('--placement is none, same or split');
+/** taskset prefixes of the server and of fio. */
+const PIN = args.placement === 'same' ? { server: ['taskset', '-c', '0'], fio: ['taskset', '-c', '0'] }
+  : args.placement === 'split' ? { server: ['taskset', '-c', '0'], fio: ['taskset', '-c', '1'] } : { server: [], fio: [] };
+/** Spawns `cmd args` under the server's placement. */
+function spawnPinned(cmd: string, cmdArgs: string[]): ChildProcess {
+  const [bin, ...rest] = [...PIN.server, cmd, ...cmdArgs];
+  return spawn(bin!, rest, { stdio: 'ignore' });
+}
 const RUNTIME = Number(args.runtime);
 const GiB = 1024 ** 3;
 
@@ -63,16 +78,17 @@ interface Server { name: string; start(file: string, port: number): ChildProcess
 const SERVERS: Server[] = [
   {
     name: 'basalt',
-    start: (file, port) => spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), path.dirname(file), path.basename(file).replace(/^volume-/, ''), String(Math.ceil(fs.statSync(file).size / GiB)), String(port)], { stdio: 'ignore' }),
+    start: (file, port) => spawnPinned(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), path.dirname(file), path.basename(file).replace(/^volume-/, ''), String(Math.ceil(fs.statSync(file).size / GiB)), String(port)]),
   },
-  { name: 'qemu-nbd', start: (file, port) => spawn('qemu-nbd', ['-f', 'raw', '-x', 'bench', '-p', String(port), '-b', '127.0.0.1', '-t', '--cache=writeback', '--aio=threads', '-e', '16', file], { stdio: 'ignore' }) },
-  { name: 'nbdkit', start: (file, port) => spawn('nbdkit', ['-f', '-p', String(port), '-i', '127.0.0.1', '-e', 'bench', 'file', file], { stdio: 'ignore' }) },
+  { name: 'qemu-nbd', start: (file, port) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', '-p', String(port), '-b', '127.0.0.1', '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]) },
+  { name: 'nbdkit', start: (file, port) => spawnPinned('nbdkit', ['-f', '-p', String(port), '-i', '127.0.0.1', '-e', 'bench', 'file', file]) },
 ];
 
 interface Row { iops: number; mbps: number; cpu: number }
 
 function runFio(target: string[], job: Job): { iops: number; mbps: number } {
-  const out = execFileSync('fio', ['--name=b', '--output-format=json', '--time_based', `--runtime=${RUNTIME}`, '--invalidate=0', ...target, ...job.fio], { maxBuffer: 64 * 1024 * 1024 }).toString();
+  const [fio, ...pre] = [...PIN.fio, 'fio'];
+  const out = execFileSync(fio!, [...pre, '--name=b', '--output-format=json', '--time_based', `--runtime=${RUNTIME}`, '--invalidate=0', ...target, ...job.fio], { maxBuffer: 64 * 1024 * 1024 }).toString();
   const j = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
   const iops = j.read.iops + j.write.iops;
   const mbps = (j.read.bw_bytes + j.write.bw_bytes) / 1e6;
