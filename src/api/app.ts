@@ -35,10 +35,10 @@ const BODY_LIMIT_BYTES = 1024 * 1024;
 type Authenticate = (req: FastifyRequest) => Promise<Caller>;
 
 /** The authenticator `auth_strategy` names. */
-function authenticator(config: BasaltConfig): { authenticate: Authenticate; challenge?: string; keystone?: KeystoneAuth } {
+function authenticator(config: BasaltConfig): { authenticate: Authenticate; challenge?: string } {
   if (config.DEFAULT.auth_strategy === 'keystone') {
     const keystone = new KeystoneAuth(config.keystone_authtoken);
-    return { authenticate: (req) => keystone.caller(req), challenge: keystone.challenge, keystone };
+    return { authenticate: (req) => keystone.caller(req), challenge: keystone.challenge };
   }
   return { authenticate: async (req) => noauthCaller(req) };
 }

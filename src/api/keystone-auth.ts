@@ -37,8 +37,6 @@ export class KeystoneAuth {
   private service: { token: string; until: number } | undefined;
   private serviceLogin: Promise<string> | undefined;
   private readonly base: string;
-  /** Validations that reached Keystone (for tests and benchmarks). */
-  validations = 0;
 
   constructor(private readonly o: KeystoneOptions, private readonly now: () => number = Date.now) {
     this.base = o.auth_url.replace(/\/+$/, '').replace(/\/v3$/, '');
@@ -85,7 +83,6 @@ export class KeystoneAuth {
     for (let attempt = 0; ; attempt++) {
       const service = await this.serviceToken(attempt > 0);
       const r = await this.fetch('/v3/auth/tokens', { headers: { 'X-Auth-Token': service, 'X-Subject-Token': token } });
-      this.validations++;
       if (r.status === 200) {
         body = await r.json() as TokenBody;
         break;
