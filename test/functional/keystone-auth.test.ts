@@ -28,10 +28,10 @@ before(async () => {
 });
 after(() => keystone.stop());
 
-async function basalt(t: Parameters<typeof startTestServer>[0]): Promise<TestServer> {
+async function basalt(t: Parameters<typeof startTestServer>[0], env: Record<string, string> = {}): Promise<TestServer> {
   return startTestServer(t, {
     env: {
-      BASALT_PORT: String(port), BASALT_AUTH_STRATEGY: 'keystone',
+      BASALT_PORT: String(port), ...env, BASALT_AUTH_STRATEGY: 'keystone',
       BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: keystone.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
       BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
       BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project,
@@ -89,6 +89,24 @@ test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) =
   assert.equal((await call('gAAAAAB-not-a-token', 'GET', `${demo}/volumes`)).status, 401);
   const afterCount = cloud.requestLog().filter((l) => l.includes('GET /v3/auth/tokens')).length;
   assert.equal(afterCount, before, 'no validation reached Keystone for cached tokens (valid or not)');
+});
+
+test('the validation cache is bounded in size and in time', async (t) => {
+  const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__TOKEN_CACHE_SIZE: '1', BASALT_KEYSTONE_AUTHTOKEN__TOKEN_CACHE_TIME: '2' });
+  const validations = () => cloud.requestLog().filter((l) => l.includes('GET /v3/auth/tokens')).length;
+  const [alice, rita] = [await cloud.token('alice', 'demo'), await cloud.token('rita', 'demo')];
+  const get = async (token: string) => assert.equal((await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': token })).status, 200);
+  await get(alice);
+  let n = validations();
+  await get(alice);
+  assert.equal(validations(), n, 'a repeat is served from the cache');
+  await get(rita); // takes the only place
+  await get(alice);
+  assert.equal(validations(), n + 2, 'with room for one token, alternating tokens validate each time');
+  n = validations();
+  await new Promise((r) => setTimeout(r, 2200));
+  await get(alice);
+  assert.equal(validations(), n + 1, 'after token_cache_time the token is validated again');
 });
 
 /** The user id inside a token (as Keystone says). */
