@@ -55,10 +55,20 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Makes a temporary state directory removed after the test. */
+/** The servers each test started, closed before its state directories are removed. */
+const servers = new WeakMap<TestContext, Array<() => Promise<void>>>();
+
+/**
+ * Makes a temporary state directory removed after the test — after the test's
+ * servers have stopped (hooks run in the order they were added, and a server
+ * still writing lock files would make the removal fail).
+ */
 export function tempStateDir(t: TestContext): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-test-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  t.after(async () => {
+    for (const close of servers.get(t) ?? []) await close();
+    await fs.promises.rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+  });
   return dir;
 }
 
@@ -129,6 +139,7 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
     await server.close();
   };
   t.after(close);
+  servers.set(t, [...(servers.get(t) ?? []), close]);
   const url = server.url!;
   return {
     url, stateDir, server, close,
