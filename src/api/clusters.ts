@@ -73,9 +73,7 @@ export function clusterRoutes(deps: ApiDeps) {
       const b = validate<{ name: string; disabled_reason?: string | null }>(TOGGLE, req.body);
       const rows = (await clusters()).get(b.name);
       if (!rows) throw new NotFoundError(`Cluster {'name': '${b.name}'} could not be found.`);
-      await db.kysely.updateTable('services')
-        .set({ disabled: disable ? 1 : 0, disabled_reason: disable ? b.disabled_reason ?? null : null })
-        .where('cluster', '=', b.name).execute();
+      await services.setDisabled(db.kysely, rows.map((r) => r.id), disable, b.disabled_reason ?? null);
       const fresh = (await clusters()).get(b.name)!;
       return { cluster: view(b.name, fresh, false) };
     };

@@ -1,7 +1,7 @@
 /** `os-services` (list, enable/disable, freeze/thaw), `os-hosts` and `os-availability-zone`. */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sql } from 'kysely';
-import { cinderTime, isoAt } from '../common/index.ts';
+import { cinderTime } from '../common/index.ts';
 import { NotFoundError } from '../errors/index.ts';
 import { validate } from './validation.ts';
 import type { ApiDeps } from './context.ts';
@@ -27,7 +27,7 @@ export function infrastructureRoutes(deps: ApiDeps) {
       const binary = queryValue(q, 'binary');
       const host = queryValue(q, 'host');
       const rows = (await services.list(db.kysely))
-        .filter((s) => (binary === undefined || s.binary === binary) && (host === undefined || s.host === host || s.host.startsWith(`${host}@`)));
+        .filter((s) => (binary === undefined || s.binary === binary) && (host === undefined || services.onHost(s, host)));
       return {
         services: rows.map((s) => {
           const up = services.isUp(s, downMs);
@@ -52,11 +52,10 @@ export function infrastructureRoutes(deps: ApiDeps) {
     const toggle = (disable: boolean, needReason: boolean) => async (req: FastifyRequest) => {
       const b = validate<{ host: string; binary?: string; disabled_reason?: string }>(needReason ? DISABLE_WITH_REASON : TOGGLE, req.body);
       const binary = b.binary ?? 'cinder-volume';
-      const rows = (await services.list(db.kysely)).filter((s) => s.binary === binary && (s.host === b.host || s.host.startsWith(`${b.host}@`)));
+      const rows = (await services.list(db.kysely)).filter((s) => s.binary === binary && services.onHost(s, b.host));
       if (rows.length === 0) throw new NotFoundError(`Service ${binary} on host ${b.host} could not be found.`);
       const reason = disable ? b.disabled_reason ?? null : null;
-      await db.kysely.updateTable('services').set({ disabled: disable ? 1 : 0, disabled_reason: reason, updated_at: isoAt(Date.now()) })
-        .where('id', 'in', rows.map((r) => r.id)).execute();
+      await services.setDisabled(db.kysely, rows.map((r) => r.id), disable, reason);
       return { host: b.host, binary, status: disable ? 'disabled' : 'enabled', disabled: disable, disabled_reason: reason };
     };
     app.put('/os-services/enable', toggle(false, false));
@@ -64,9 +63,9 @@ export function infrastructureRoutes(deps: ApiDeps) {
     app.put('/os-services/disable-log-reason', toggle(true, true));
     const freeze = (frozen: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
       const b = validate<{ host: string }>(HOST_ONLY, req.body);
-      const rows = (await services.list(db.kysely)).filter((s) => s.binary === 'cinder-volume' && (s.host === b.host || s.host.startsWith(`${b.host}@`)));
+      const rows = (await services.list(db.kysely)).filter((s) => s.binary === 'cinder-volume' && services.onHost(s, b.host));
       if (rows.length === 0) throw new NotFoundError(`Host ${b.host} could not be found.`);
-      await db.kysely.updateTable('services').set({ frozen: frozen ? 1 : 0 }).where('id', 'in', rows.map((r) => r.id)).execute();
+      await services.setFrozen(db.kysely, rows.map((r) => r.id), frozen);
       return reply.code(200).send();
     };
     app.put('/os-services/freeze', freeze(true));
@@ -83,7 +82,7 @@ export function infrastructureRoutes(deps: ApiDeps) {
     }));
     app.get<{ Params: { host: string } }>('/os-hosts/:host', async (req) => {
       const { host } = req.params;
-      if (!(await services.list(db.kysely)).some((s) => s.binary === 'cinder-volume' && (s.host === host || s.host.startsWith(`${host}@`)))) {
+      if (!(await services.list(db.kysely)).some((s) => s.binary === 'cinder-volume' && services.onHost(s, host))) {
         throw new NotFoundError(`Host ${host} could not be found.`);
       }
       const onHost = (col: string) => sql<boolean>`(${sql.ref(col)} = ${host} or ${sql.ref(col)} like ${`${host}#%`} or ${sql.ref(col)} like ${`${host}@%`})`;

@@ -55,7 +55,8 @@ export class KeystoneAuth {
   async caller(req: FastifyRequest): Promise<Caller> {
     const raw = req.headers['x-auth-token'];
     const token = (Array.isArray(raw) ? raw[0] : raw)?.trim();
-    if (!token) throw new UnauthorizedError('The request you have made requires authentication.');
+    // Keystone tokens are short printable ASCII; anything else is refused here, not sent on.
+    if (!token || token.length > 8192 || /[^\x21-\x7e]/.test(token)) throw new UnauthorizedError('The request you have made requires authentication.');
     const identity = await this.identity(token);
     if (!identity) throw new UnauthorizedError('The request you have made requires authentication.');
     if (!identity.projectId) throw new ForbiddenError('The token is not scoped to a project; Basalt needs a project-scoped token.');

@@ -63,6 +63,24 @@ export class ServiceRepository {
     return q.selectFrom('services').selectAll().orderBy('binary').orderBy('host').execute();
   }
 
+  /** Sets rows (by id) enabled, or disabled with a reason. */
+  async setDisabled(q: Q, ids: readonly string[], disabled: boolean, reason: string | null): Promise<void> {
+    if (ids.length === 0) return;
+    await q.updateTable('services').set({ disabled: disabled ? 1 : 0, disabled_reason: disabled ? reason : null, updated_at: isoAt(this.clock.now()) })
+      .where('id', 'in', ids).execute();
+  }
+
+  /** Freezes or thaws rows (by id). */
+  async setFrozen(q: Q, ids: readonly string[], frozen: boolean): Promise<void> {
+    if (ids.length === 0) return;
+    await q.updateTable('services').set({ frozen: frozen ? 1 : 0, updated_at: isoAt(this.clock.now()) }).where('id', 'in', ids).execute();
+  }
+
+  /** Whether a row runs on `host`: its host string is `host`, or `host@backend`. */
+  onHost(row: Pick<ServiceRow, 'host'>, host: string): boolean {
+    return row.host === host || row.host.startsWith(`${host}@`);
+  }
+
   /** Whether a row's heartbeat is recent enough to count as up. */
   isUp(row: Pick<ServiceRow, 'heartbeat_ms'>, downMs: number): boolean {
     return Number(row.heartbeat_ms) >= this.clock.now() - downMs;

@@ -267,6 +267,19 @@ export class JobQueue {
     return Number(r.numUpdatedRows);
   }
 
+  /**
+   * Moves unfinished jobs from target `from` to target `to` (e.g. a dead
+   * member's own work back to its cluster), optionally only one resource's or
+   * one kind of resource's. Returns how many moved.
+   */
+  async retarget(from: string, to: string, only: { resourceId?: string; resourceType?: string } = {}): Promise<number> {
+    let q = this.db.kysely.updateTable('jobs').set({ target: to })
+      .where('target', '=', from).where('state', 'in', ['queued', 'running']);
+    if (only.resourceId !== undefined) q = q.where('resource_id', '=', only.resourceId);
+    if (only.resourceType !== undefined) q = q.where('resource_type', '=', only.resourceType);
+    return Number((await q.executeTakeFirst()).numUpdatedRows);
+  }
+
   /** Deletes finished jobs older than `ageMs`. */
   async prune(ageMs: number): Promise<void> {
     const before = isoAt(this.clock.now() - ageMs);

@@ -135,8 +135,9 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     const deadServices = {
       name: 'dead-services',
       async sweep() {
-        const r = await cleanupServices(cleanupDeps);
-        return r.jobs + r.exports + await moveStaleExports(cleanupDeps);
+        // Exports are checked once, in every cluster: a member restarted on another port leaves stale ones too.
+        const r = await cleanupServices(cleanupDeps, {}, { moveExports: false });
+        return r.jobs + await moveStaleExports(cleanupDeps);
       },
     };
     const sweeper = new Sweeper({

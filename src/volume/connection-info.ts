@@ -59,3 +59,27 @@ export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id'>, endpo
     },
   };
 }
+
+/** `host:port` of an NBD connection info (JSON as stored), or undefined for any other kind. */
+export function nbdAddress(info: string | null): string | undefined {
+  const i = info ? JSON.parse(info) as ConnectionInfo : undefined;
+  return i?.driver_volume_type === 'nbd' ? `${String(i.data.host)}:${String(i.data.port)}` : undefined;
+}
+
+/**
+ * The live volume services that export, by cluster and NBD address: the key
+ * is {@link exporterKey}. Which member, if any, serves an attachment now.
+ */
+export async function liveExporters(q: Tx, services: ServiceRepository, downMs: number): Promise<Map<string, ServiceRow>> {
+  const live = new Map<string, ServiceRow>();
+  for (const s of await services.list(q)) {
+    const e = s.binary === 'cinder-volume' && services.isUp(s, downMs) ? endpointOf(s) : undefined;
+    if (e) live.set(exporterKey(s.cluster, `${e.nbd_host}:${e.nbd_port}`), s);
+  }
+  return live;
+}
+
+/** Key of {@link liveExporters}. */
+export function exporterKey(cluster: string | null, address: string): string {
+  return `${cluster}\0${address}`;
+}

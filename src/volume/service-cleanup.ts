@@ -18,7 +18,7 @@
  */
 import type { AttachmentRepository, Db, ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
-import { chooseEndpoint, connectionInfo, endpointOf, type ConnectionInfo } from './connection-info.ts';
+import { chooseEndpoint, connectionInfo, exporterKey, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget } from './volume-jobs.ts';
 
 /** Which services to clean (the body of `POST /workers/cleanup`); every field narrows. */
@@ -53,13 +53,22 @@ export interface CleanupResult {
   exports: number;
 }
 
-/** Cleans the dead services that match `filter`. Safe to run from several processes at once. */
-export async function cleanupServices(deps: CleanupDeps, filter: CleanupFilter = {}): Promise<CleanupResult> {
+/**
+ * Cleans the dead services that match `filter`; with `moveExports` (the
+ * default) also points their clusters' stale attachments at live members.
+ * Safe to run from several processes at once.
+ */
+export async function cleanupServices(deps: CleanupDeps, filter: CleanupFilter = {}, opts: { moveExports?: boolean } = {}): Promise<CleanupResult> {
   const { db, services, serviceDownMs } = deps;
   const all = await services.list(db.kysely);
   const result: CleanupResult = { cleaning: [], unavailable: [], jobs: 0, exports: 0 };
+  const only = {
+    ...(filter.resourceId !== undefined ? { resourceId: filter.resourceId } : {}),
+    ...(filter.resourceType !== undefined ? { resourceType: filter.resourceType.toLowerCase() } : {}),
+  };
+  const clusters = new Set<string>();
   for (const s of all) {
-    if (services.isUp(s, serviceDownMs) || !matches(s, filter)) continue;
+    if (services.isUp(s, serviceDownMs) || !matches(services, s, filter)) continue;
     // Someone must be alive to take the work: another service of the same
     // binary (and, for volume services, of the same cluster).
     const peer = all.some((o) => o.id !== s.id && o.binary === s.binary && (s.binary !== 'cinder-volume' || o.cluster === s.cluster) && services.isUp(o, serviceDownMs));
@@ -68,24 +77,22 @@ export async function cleanupServices(deps: CleanupDeps, filter: CleanupFilter =
       continue;
     }
     result.cleaning.push(s);
-    // Work queued for the dead member alone (a snapshot where its exports were) goes to the cluster.
     if (s.binary === 'cinder-volume' && s.cluster) {
-      const moved = await db.kysely.updateTable('jobs').set({ target: volumeTarget(s.cluster) })
-        .where('target', '=', memberTarget(s.host)).where('state', 'in', ['queued', 'running']).executeTakeFirst();
-      result.jobs += Number(moved.numUpdatedRows);
+      // Work queued for the dead member alone (a snapshot where its exports were) goes to the cluster.
+      result.jobs += await deps.queue.retarget(memberTarget(s.host), volumeTarget(s.cluster), only);
+      clusters.add(s.cluster);
     }
-    result.jobs += await deps.queue.releaseLeasesOf(s.instance_id, {
-      ...(filter.resourceId !== undefined ? { resourceId: filter.resourceId } : {}),
-      ...(filter.resourceType !== undefined ? { resourceType: filter.resourceType.toLowerCase() } : {}),
-    });
-    if (s.binary === 'cinder-volume') result.exports += await moveStaleExports(deps, s.cluster);
+    result.jobs += await deps.queue.releaseLeasesOf(s.instance_id, only);
+  }
+  if (opts.moveExports !== false) {
+    for (const cluster of clusters) result.exports += await moveStaleExports(deps, cluster);
   }
   return result;
 }
 
-function matches(s: ServiceRow, f: CleanupFilter): boolean {
+function matches(services: ServiceRepository, s: ServiceRow, f: CleanupFilter): boolean {
   return (f.serviceId === undefined || s.id === f.serviceId)
-    && (f.host === undefined || s.host === f.host || s.host.startsWith(`${f.host}@`))
+    && (f.host === undefined || services.onHost(s, f.host))
     && (f.binary === undefined || s.binary === f.binary)
     && (f.clusterName === undefined || s.cluster === f.clusterName)
     && (f.disabled === undefined || (s.disabled === 1) === f.disabled);
@@ -98,14 +105,10 @@ function matches(s: ServiceRow, f: CleanupFilter): boolean {
  */
 export async function moveStaleExports(deps: CleanupDeps, cluster?: string | null): Promise<number> {
   const { db, queue, volumes, attachments, services, serviceDownMs } = deps;
-  const live = new Set<string>();
-  for (const s of await services.list(db.kysely)) {
-    const e = s.binary === 'cinder-volume' && services.isUp(s, serviceDownMs) ? endpointOf(s) : undefined;
-    if (e) live.add(`${s.cluster}\0${e.nbd_host}:${e.nbd_port}`);
-  }
+  const live = await liveExporters(db.kysely, services, serviceDownMs);
   const stale = (clusterName: string | null, info: string | null): boolean => {
-    const i = info ? JSON.parse(info) as ConnectionInfo : undefined;
-    return i?.driver_volume_type === 'nbd' && !live.has(`${clusterName}\0${String(i.data.host)}:${String(i.data.port)}`);
+    const address = nbdAddress(info);
+    return address !== undefined && !live.has(exporterKey(clusterName, address));
   };
   let q = db.kysely.selectFrom('attachments').innerJoin('volumes', 'volumes.id', 'attachments.volume_id')
     .select(['attachments.id as id', 'attachments.volume_id as volume_id', 'attachments.connection_info as connection_info', 'volumes.cluster_name as cluster_name'])

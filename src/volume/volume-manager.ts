@@ -16,7 +16,7 @@ import type { QuotaEngine } from '../quota/index.ts';
 import { fits } from '../scheduler/capacity.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
-import { endpointOf } from './connection-info.ts';
+import { exporterKey, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import type { VolumeServiceCapabilities } from './volume-service.ts';
 
@@ -405,20 +405,15 @@ export class VolumeManager {
    * snapshot is crash-consistent), any other on any member of the cluster.
    */
   private async snapshotTarget(tx: Tx, v: VolumeRow): Promise<string> {
-    const cluster = volumeTarget(v.cluster_name!);
-    const served = new Set<string>();
+    const live = await liveExporters(tx, this.deps.services, this.deps.options.serviceDownMs);
     for (const a of await tx.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute()) {
-      const info = a.connection_info ? JSON.parse(a.connection_info) as { driver_volume_type: string; data: { host?: unknown; port?: unknown } } : undefined;
-      if (info?.driver_volume_type === 'nbd') served.add(`${String(info.data.host)}:${String(info.data.port)}`);
+      const address = nbdAddress(a.connection_info);
+      const member = address === undefined ? undefined : live.get(exporterKey(v.cluster_name, address));
+      if (member) return memberTarget(member.host);
     }
-    if (served.size === 0) return cluster;
-    const { services, options } = this.deps;
-    const member = (await services.list(tx)).find((s) => {
-      const e = s.binary === 'cinder-volume' && s.cluster === v.cluster_name && services.isUp(s, options.serviceDownMs) ? endpointOf(s) : undefined;
-      return e !== undefined && served.has(`${e.nbd_host}:${e.nbd_port}`);
-    });
-    return member ? memberTarget(member.host) : cluster;
+    return volumeTarget(v.cluster_name!);
   }
+
 
   /**
    * The scheduler's capacity filter for an extend: the volume's pool (as its

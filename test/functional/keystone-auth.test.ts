@@ -31,10 +31,10 @@ after(() => keystone.stop());
 async function basalt(t: Parameters<typeof startTestServer>[0], env: Record<string, string> = {}): Promise<TestServer> {
   return startTestServer(t, {
     env: {
-      BASALT_PORT: String(port), ...env, BASALT_AUTH_STRATEGY: 'keystone',
+      BASALT_PORT: String(port), BASALT_AUTH_STRATEGY: 'keystone',
       BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: keystone.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
       BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
-      BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project,
+      BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project, ...env,
     },
   });
 }
@@ -107,6 +107,16 @@ test('the validation cache is bounded in size and in time', async (t) => {
   await new Promise((r) => setTimeout(r, 4500));
   await get(alice);
   assert.equal(await validations(), n + 1, 'after token_cache_time the token is validated again');
+});
+
+test('a Keystone that cannot be reached is a 503; a token that cannot be one is a 401', async (t) => {
+  const dead = await freePort();
+  const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: `http://127.0.0.1:${dead}` });
+  const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'gAAAAAB-some-token' });
+  assert.equal(r.status, 503);
+  assert.match(r.body.serviceUnavailable.message, /Keystone at http:\/\/127\.0\.0\.1:\d+ cannot be reached/);
+  const odd = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'x'.repeat(9000) });
+  assert.equal(odd.status, 401, 'refused before Keystone is asked');
 });
 
 /**

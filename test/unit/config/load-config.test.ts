@@ -82,3 +82,14 @@ test('unknown options and wrong types name the option and the file line', (t) =>
   assert.throws(() => loadConfig({ env: { BASALT_PORT: '99999' } }), /must be at most 65535/);
   assert.throws(() => loadConfig({ configFile: '/nonexistent/basalt.conf', env: {} }), /Cannot read configuration file/);
 });
+
+test('[keystone_authtoken]: keystone needs auth_url and password; config show masks the password', () => {
+  assert.throws(() => loadConfig({ env: { BASALT_AUTH_STRATEGY: 'keystone' } }), /auth_strategy = keystone needs auth_url and password in \[keystone_authtoken\]/);
+  const config = loadConfig({ env: {
+    BASALT_AUTH_STRATEGY: 'keystone', BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: 'http://ks:5000', BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: 's3cret',
+  } });
+  assert.equal(config.keystone_authtoken.username, 'cinder');
+  const shown = describeConfig(config);
+  assert.match(shown, /^keystone_authtoken\.password = \*\*\*\* {2}# env BASALT_KEYSTONE_AUTHTOKEN__PASSWORD$/m);
+  assert.doesNotMatch(shown, /s3cret/);
+});
