@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "basalt_io",
-      "sources": ["native/basalt_io.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+      "sources": ["native/basalt_io.c", "native/nbd_dataplane.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-pthread"],
+      "ldflags": ["-pthread"]
     }
   ]
 }

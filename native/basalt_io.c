@@ -20,6 +20,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "nbd_dataplane.h"
+
 #ifndef RWF_NOWAIT
 #define RWF_NOWAIT 0x00000008
 #endif
@@ -120,6 +122,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "fallocate", NULL, do_fallocate, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  nbd_dataplane_register(env, exports);
   return exports;
 }
 

@@ -2,3 +2,4 @@
 export * from './clock.ts';
 export * from './ids.ts';
 export * from './caller.ts';
+export * from './addon.ts';

@@ -78,6 +78,14 @@ export const DEFAULT_OPTIONS = {
     type: 'int', default: 10809, min: 0, max: 65535,
     help: 'Port of the NBD export server (0 picks a free one).',
   }),
+  nbd_data_plane: opt<string>({
+    type: 'string', default: 'native', choices: ['native', 'event-loop'],
+    help: 'Who serves the requests of plain (non-TLS) NBD connections to file-backed volumes once negotiated: native threads of Basalt\'s addon (fast), or the event loop, as TLS connections and other drivers always are.',
+  }),
+  nbd_threads_per_connection: opt<number>({
+    type: 'int', default: 8, min: 1, max: 64,
+    help: 'Native worker threads per NBD connection. They take turns reading requests, so deeper client queues spread over them; a request that may block (a cache miss, a flush) holds up only its own thread.',
+  }),
   enabled_backends: opt<string[]>({
     type: 'list', default: ['file'],
     help: 'Backend section names to run a volume service for, comma separated.',

@@ -120,6 +120,7 @@ export class GuardedDriver implements VolumeDriver {
     });
     return {
       sizeBytes: inner.sizeBytes,
+      fd: inner.fd,
       read: async (offset, length) => { check(offset, length); return guard('read', () => inner.read(offset, length)); },
       write: async (offset, data) => { check(offset, data.length); return guard('write', () => inner.write(offset, data)); },
       flush: () => guard('flush', () => inner.flush()),

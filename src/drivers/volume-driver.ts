@@ -19,12 +19,12 @@
  * Every method may be called again after a crash with the same arguments and
  * must then complete the step, not fail or duplicate it.
  *
- * Contract version 1.0. The loader refuses a driver with an unknown major
+ * Contract version 1.1 (1.1 added `VolumeHandle.fd`). The loader refuses a driver with an unknown major
  * version; a minor version only adds optional members with defaults.
  */
 
 /** The contract version this core implements. */
-export const DRIVER_CONTRACT_VERSION = '1.0';
+export const DRIVER_CONTRACT_VERSION = '1.1';
 
 /** What a driver declares it can do. Every flag's default is given. */
 export interface DriverCapabilities {
@@ -97,6 +97,16 @@ export interface VolumeHandle {
    * (they may stop short of `length`). Optional; default: one data extent.
    */
   blockStatus?(offset: number, length: number): Promise<Extent[]>;
+  /**
+   * The open file that holds the volume byte for byte (volume offset =
+   * file offset, holes read as zeros), when the volume is such a file.
+   * Optional; default: none. With it the NBD export serves plain (non-TLS)
+   * connections from native threads that read, write, punch and seek this
+   * file directly: the handle's methods, and the guard's range checks and
+   * timeouts, are then bypassed (the export checks ranges itself). The fd
+   * stays valid until `close`; the export duplicates it while serving.
+   */
+  readonly fd?: number;
   /** Releases the handle. Idempotent. */
   close(): Promise<void>;
 }

@@ -7,6 +7,11 @@
  *
  * Exports come from an {@link ExportProvider}: the attachments decide which
  * names exist and who may see them; the server only speaks the protocol.
+ *
+ * Two data planes serve the transmission phase. A plain TCP connection to an
+ * export whose handle is a file (`VolumeHandle.fd`) is handed to native
+ * threads once negotiated ({@link DataPlaneConnection}); TLS connections and
+ * other drivers are served here, on the event loop. Both answer alike.
  */
 import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
@@ -17,6 +22,7 @@ import {
   IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
   REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF,
 } from './nbd-protocol.ts';
+import { DataPlaneConnection } from './data-plane.ts';
 import { ConnectionClosed, SocketReader } from './socket-reader.ts';
 
 /** One export as the server sees it. */
@@ -61,7 +67,18 @@ export interface NbdServerOptions {
   log: Logger;
   /** Refuse clients that do not start TLS (FORCEDTLS mode). Default false. */
   requireTls?: boolean;
+  /**
+   * Where plain connections to file-backed exports are served: `native`
+   * threads (default: the event loop's one thread cannot keep up with a C
+   * server's per-request cost) or the `event-loop`.
+   */
+  dataPlane?: 'native' | 'event-loop';
+  /** Native worker threads per connection. Default 8 (they take turns reading requests; deeper queues spread over them). */
+  threadsPerConnection?: number;
 }
+
+/** Something the server can drop at once: a socket or a native connection. */
+interface Droppable { destroy(): void }
 
 /** Thrown to end a connection on a protocol violation. */
 class ProtocolError extends Error {}
@@ -70,17 +87,21 @@ class ProtocolError extends Error {}
 export class NbdServer {
   private readonly server: net.Server;
   /** Open connections by export name (for fencing). */
-  private readonly connections = new Map<string, Set<Socket>>();
+  private readonly connections = new Map<string, Set<Droppable>>();
+  /** Native connections by key, for quiescing. */
+  private readonly natives = new Map<string, Set<DataPlaneConnection>>();
   /** Writes in flight per key, for quiescing. */
   private readonly writes = new Map<string, Set<Promise<void>>>();
   /** Keys whose writes are paused, with the promise that releases them. */
   private readonly gates = new Map<string, Promise<void>>();
-  private readonly sockets = new Set<Socket>();
+  /** Everything open, for close(); native connections with their end. */
+  private readonly open = new Set<Droppable>();
+  private readonly ending = new Set<Promise<unknown>>();
 
   constructor(o: NbdServerOptions) {
     this.server = net.createServer((socket) => {
-      this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+      this.open.add(socket);
+      socket.once('close', () => this.open.delete(socket));
       socket.setNoDelay(true);
       new Connection(socket, this, o).run().catch((err: unknown) => {
         if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
@@ -97,10 +118,11 @@ export class NbdServer {
     });
   }
 
-  /** Closes the listener and every connection. */
+  /** Closes the listener and every connection; resolves once native connections have ended. */
   async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
+    for (const c of this.open) c.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.allSettled([...this.ending]);
   }
 
   /** Drops every connection of an export at once (fencing on detach). */
@@ -119,10 +141,15 @@ export class NbdServer {
     let release!: () => void;
     this.gates.set(key, new Promise<void>((r) => { release = r; }));
     try {
-      await Promise.allSettled([...(this.writes.get(key) ?? [])]);
+      await Promise.all([
+        Promise.allSettled([...(this.writes.get(key) ?? [])]),
+        ...[...(this.natives.get(key) ?? [])].map((c) => c.pause()),
+      ]);
       return await fn();
     } finally {
       this.gates.delete(key);
+      // Native connections that started during the quiesce started paused: resume them too.
+      for (const c of this.natives.get(key) ?? []) c.resume();
       release();
     }
   }
@@ -142,12 +169,41 @@ export class NbdServer {
     void write.finally(() => set!.delete(write)).catch(() => undefined);
   }
 
-  /** Records a connection's export. */
-  bind(name: string, socket: Socket): void {
+  /** Records a connection's export; returns the function that forgets it. */
+  bind(name: string, conn: Droppable): () => void {
     let set = this.connections.get(name);
     if (!set) this.connections.set(name, (set = new Set()));
-    set.add(socket);
-    socket.once('close', () => set!.delete(socket));
+    set.add(conn);
+    return () => set!.delete(conn);
+  }
+
+  /**
+   * Serves a negotiated connection from native threads (see
+   * {@link DataPlaneConnection.take}); resolves once it has ended. Started
+   * paused when its key is being quiesced. Undefined when the socket cannot
+   * be handed over.
+   */
+  serveNatively(exp: NbdExport, take: (paused: boolean) => DataPlaneConnection | undefined): Promise<unknown> | undefined {
+    const conn = take(exp.key !== undefined && this.gates.has(exp.key));
+    if (!conn) return undefined;
+    const forget = this.bind(exp.name, conn);
+    this.open.add(conn);
+    let byKey: Set<DataPlaneConnection> | undefined;
+    if (exp.key !== undefined) {
+      byKey = this.natives.get(exp.key);
+      if (!byKey) this.natives.set(exp.key, (byKey = new Set()));
+      byKey.add(conn);
+    }
+    const ended = conn.closed.then((reason) => {
+      forget();
+      this.open.delete(conn);
+      byKey?.delete(conn);
+      if (byKey?.size === 0 && this.natives.get(exp.key!) === byKey) this.natives.delete(exp.key!);
+      this.ending.delete(ended);
+      return reason;
+    });
+    this.ending.add(ended);
+    return ended;
   }
 }
 
@@ -370,8 +426,11 @@ class Connection {
 
   /** The transmission phase: requests are served concurrently, replies go out as each completes. */
   private async transmit(exp: NbdExport): Promise<void> {
-    this.server.bind(exp.name, this.socket);
+    this.socket.once('close', this.server.bind(exp.name, this.socket));
     const handle = await exp.open();
+    if (handle.fd !== undefined && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
+      if (await this.handOff(exp, handle, handle.fd)) return;
+    }
     const inflight = new Set<Promise<void>>();
     const writes = new Set<Promise<void>>();
     try {
@@ -410,6 +469,34 @@ class Connection {
       await Promise.allSettled([...inflight]);
       await handle.close();
     }
+  }
+
+  /**
+   * Serves the rest of the connection from native threads and waits for its
+   * end; false (nothing changed) when the socket cannot be handed over.
+   * @throws ProtocolError when the client sent a malformed request.
+   */
+  private async handOff(exp: NbdExport, handle: VolumeHandle, fd: number): Promise<boolean> {
+    const socket = this.socket;
+    // The negotiation's replies must be on the wire before the threads write theirs.
+    await new Promise<void>((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
+    const ended = socket.destroyed ? Promise.resolve('fenced') : this.server.serveNatively(exp, (paused) => DataPlaneConnection.take(socket, fd, () => this.reader.detach(), {
+      sizeBytes: handle.sizeBytes,
+      readOnly: exp.readOnly,
+      structured: this.structured,
+      metaContextId: this.structured && this.metaFor === exp.name ? BASE_ALLOCATION_ID : 0,
+      threads: this.o.threadsPerConnection ?? 8,
+      paused,
+    }));
+    if (!ended) return false;
+    let reason: unknown;
+    try {
+      reason = await ended;
+    } finally {
+      await handle.close();
+    }
+    if (reason === 'protocol') throw new ProtocolError('malformed request');
+    return true;
   }
 
   private async command(

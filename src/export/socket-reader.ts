@@ -21,12 +21,14 @@ export class SocketReader {
   private waiter: Waiter | undefined;
   private ended = false;
 
-  constructor(socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      this.pump();
-    });
+  private readonly onData = (chunk: Buffer): void => {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    this.pump();
+  };
+
+  constructor(private readonly socket: Socket) {
+    socket.on('data', this.onData);
     const end = (): void => {
       this.ended = true;
       this.waiter?.reject(new ConnectionClosed());
@@ -44,6 +46,18 @@ export class SocketReader {
     return new Promise((resolve, reject) => {
       this.waiter = { n, resolve, reject };
     });
+  }
+
+  /**
+   * Stops taking the socket's data and returns what was buffered but not
+   * read, for whoever reads the socket next.
+   */
+  detach(): Buffer {
+    this.socket.off('data', this.onData);
+    const rest = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return rest;
   }
 
   private pump(): void {

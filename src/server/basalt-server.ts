@@ -104,7 +104,10 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       // One NBD server per process serves the attachments of every backend it runs.
       const drivers = new Map<string, GuardedDriver>();
       const requireTls = d.nbd_require_tls === 'auto' ? !isLoopback(d.nbd_listen) : d.nbd_require_tls === 'true';
-      const nbd = new NbdServer({ provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls });
+      const nbd = new NbdServer({
+        provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls,
+        dataPlane: d.nbd_data_plane === 'event-loop' ? 'event-loop' : 'native', threadsPerConnection: d.nbd_threads_per_connection,
+      });
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
       stoppers.push(() => nbd.close());
       stoppers.push(await db.listen(FENCE_CHANNEL, (name) => nbd.closeExport(name)));

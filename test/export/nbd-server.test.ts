@@ -1,18 +1,20 @@
 /**
  * Basalt's NBD server against Debian's real clients (nbdinfo, qemu-io,
  * qemu-img, nbdcopy) over a file-driver volume, plus malformed traffic.
+ * Every test runs on both data planes: the native threads (the default for
+ * file-backed exports) and the event loop (TLS and other drivers).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
 import pino from 'pino';
-import { FileDriver, GuardedDriver } from '../../src/drivers/index.ts';
+import { FileDriver, GuardedDriver, type VolumeHandle } from '../../src/drivers/index.ts';
 import { NbdServer, type NbdExport } from '../../src/export/index.ts';
 import { connectExport, optionFrame, requestFrame } from '../helpers/nbd-raw.ts';
 
@@ -20,7 +22,13 @@ const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
-interface Setup { port: number; server: NbdServer; dir: string; driver: FileDriver; uri: (name: string) => string }
+interface Setup {
+  port: number; server: NbdServer; dir: string; driver: FileDriver; uri: (name: string) => string;
+  /** Calls that reached the volume handle's I/O methods (the event loop's data plane). */
+  handleCalls: () => number;
+}
+
+for (const dataPlane of ['native', 'event-loop'] as const) describe(`${dataPlane} data plane`, () => {
 
 async function setup(t: TestContext, volumes: Array<{ name: string; sizeGiB: number; readOnly?: boolean }>): Promise<Setup & { ids: Map<string, string> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-nbd-'));
@@ -34,12 +42,18 @@ async function setup(t: TestContext, volumes: Array<{ name: string; sizeGiB: num
     const id = randomUUID();
     ids.set(v.name, id);
     await guarded.createVolume({ id, sizeGiB: v.sizeGiB });
-    exports.set(v.name, { name: v.name, key: id, readOnly: v.readOnly ?? false, description: `volume ${id}`, open: () => guarded.openVolume({ id, sizeGiB: v.sizeGiB }) });
+    const open = async (): Promise<VolumeHandle> => {
+      const h = await guarded.openVolume({ id, sizeGiB: v.sizeGiB });
+      const count = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A): R => { calls++; return fn(...a); };
+      return { ...h, read: count(h.read), write: count(h.write), flush: count(h.flush), trim: count(h.trim!), writeZeroes: count(h.writeZeroes!), blockStatus: count(h.blockStatus!) };
+    };
+    exports.set(v.name, { name: v.name, key: id, readOnly: v.readOnly ?? false, description: `volume ${id}`, open });
   }
-  const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }) });
+  let calls = 0;
+  const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }), dataPlane });
   const { port } = await server.listen(0, '127.0.0.1');
   t.after(() => server.close());
-  return { port, server, dir, driver, ids, uri: (name) => `nbd://127.0.0.1:${port}/${name}` };
+  return { port, server, dir, driver, ids, uri: (name) => `nbd://127.0.0.1:${port}/${name}`, handleCalls: () => calls };
 }
 
 test('nbdinfo sees size, flags and base:allocation', async (t) => {
@@ -76,6 +90,7 @@ test('qemu-io writes patterns at many offsets and reads them back after reconnec
   const out = (await run('qemu-io', ['-f', 'raw', ...reads, s.uri('v')])).stdout;
   assert.doesNotMatch(out, /Pattern verification failed/);
   assert.equal((out.match(/read 4096\/4096 bytes/g) ?? []).length, offsets.length);
+  assert.equal(s.handleCalls() > 0, dataPlane === 'event-loop', 'native threads serve I/O without the handle');
   // The bytes are really in the volume file.
   const fd = fs.openSync(path.join(s.dir, `volume-${s.ids.get('v')}`), 'r');
   const b = Buffer.alloc(4096);
@@ -108,6 +123,21 @@ test('trim and write-zeroes make holes; qemu-img and nbdcopy copy a sparse volum
   fs.readSync(fd, a, 0, a.length, 600 * MiB);
   fs.closeSync(fd);
   assert.ok(a.equals(Buffer.alloc(2 * MiB, 0x22)));
+});
+
+test('many requests in flight over several connections: random data copied in and out comes back identical', async (t) => {
+  const s = await setup(t, [{ name: 'c', sizeGiB: 1 }]);
+  const src = path.join(s.dir, 'random.raw');
+  const fd = fs.openSync(src, 'w');
+  fs.ftruncateSync(fd, GiB);
+  for (let i = 0; i < 24; i++) fs.writeSync(fd, randomBytes(MiB + 4096 * i), 0, undefined, (37 * i % 1000) * MiB + 512 * i);
+  fs.closeSync(fd);
+  await run('nbdcopy', ['--connections=4', '--requests=64', src, s.uri('c')]);
+  const back = path.join(s.dir, 'back.raw');
+  fs.writeFileSync(back, '');
+  await run('nbdcopy', ['--connections=4', '--requests=64', s.uri('c'), back]);
+  await run('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', src, back]);
+  await run('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', src, path.join(s.dir, `volume-${s.ids.get('c')}`)]);
 });
 
 test('read-only exports refuse writes with EPERM', async (t) => {
@@ -154,15 +184,31 @@ test('malformed frames: the server replies or closes cleanly and keeps serving o
   const unsup = await send([flags, header(99, Buffer.alloc(0))]);
   assert.equal(unsup.length, 18 + 20);
   assert.equal(unsup.readUInt32BE(18 + 12), 0x80000001);
-  // Transmission phase: an out-of-range read gets EINVAL; a bad request magic ends the connection.
+  // Transmission phase (requests sent together with the negotiation): each
+  // gets its answer, by cookie, in whatever order they complete; a bad
+  // request magic then ends the connection.
   const exportName = header(1, Buffer.from('m'));
-  const request = (magic: number, type: number, offset: bigint, length: number): Buffer => requestFrame(type, 0xc00c1eb0n, offset, length, undefined, magic);
-  const replies = await send([flags, exportName, request(0x25609513, 0, BigInt(GiB), 4096), request(0xdeadbeef, 0, 0n, 1)]);
+  const request = (type: number, cookie: bigint, offset: bigint, length: number, magic = 0x25609513): Buffer => requestFrame(type, cookie, offset, length, undefined, magic);
+  const replies = await send([
+    flags, exportName,
+    request(0, 1n, BigInt(GiB), 4096), // READ past the end: EINVAL
+    request(6, 2n, BigInt(GiB - 4096), 8192), // WRITE_ZEROES past the end: ENOSPC
+    request(7, 3n, 0n, 4096), // BLOCK_STATUS without structured replies: EINVAL
+    request(5, 4n, 0n, 65536), // CACHE: done
+    request(3, 5n, 0n, 0), // FLUSH: done
+    request(42, 6n, 0n, 0), // an unknown command: EINVAL
+    request(4, 7n, 2n ** 64n - 4096n, 8192), // TRIM whose end overflows 64 bits: EINVAL
+    request(0, 8n, 0n, 1, 0xdeadbeef),
+  ]);
   const simple = replies.subarray(18 + 10); // after the greeting and the export-name answer
-  assert.equal(simple.readUInt32BE(0), 0x67446698);
-  assert.equal(simple.readUInt32BE(4), 22, 'EINVAL');
-  assert.equal(simple.readBigUInt64BE(8), 0xc00c1eb0n, 'the reply carries the request cookie');
-  const huge = await send([flags, exportName, request(0x25609513, 1, 0n, 0x7fffffff)]);
+  assert.equal(simple.length, 7 * 16, 'seven simple replies, then the bad magic ended the connection');
+  const errors = new Map<bigint, number>();
+  for (let at = 0; at < simple.length; at += 16) {
+    assert.equal(simple.readUInt32BE(at), 0x67446698);
+    errors.set(simple.readBigUInt64BE(at + 8), simple.readUInt32BE(at + 4));
+  }
+  assert.deepEqual([...errors].sort(([a], [b]) => Number(a - b)), [[1n, 22], [2n, 28], [3n, 22], [4n, 0], [5n, 0], [6n, 22], [7n, 22]]);
+  const huge = await send([flags, exportName, request(1, 9n, 0n, 0x7fffffff)]);
   assert.equal(huge.length, 18 + 10, 'an oversized write ends the connection without a reply');
   // Still serving.
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 7 0 4096', '-c', 'read -P 7 0 4096', s.uri('m')]);
@@ -188,4 +234,6 @@ test('quiesce holds writes back until the snapshot is done, and lets reads throu
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(cookies().includes('0000000000000007'), 'the write completes after the quiesce');
   sock.destroy();
+});
+
 });

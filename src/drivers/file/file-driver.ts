@@ -184,6 +184,7 @@ export class FileDriver implements VolumeDriver {
     let closed = false;
     return {
       sizeBytes: size,
+      fd: handle.fd,
       async read(offset, length) {
         const buf = Buffer.allocUnsafe(length);
         // Fast path: straight from the page cache, no thread-pool hop.

@@ -7,22 +7,12 @@
  * answers "would block" instead of waiting for the disk (the caller then goes
  * through the thread pool).
  */
-import { createRequire } from 'node:module';
+import { addon } from '../../common/index.ts';
 
 /** fallocate(2) modes. */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
-
-interface Addon {
-  preadNowait(fd: number, buf: Buffer, offset: number): number;
-  pwriteNowait(fd: number, bufs: Buffer | readonly Buffer[], offset: number): number;
-  seekData(fd: number, offset: number): number;
-  seekHole(fd: number, offset: number): number;
-  fallocate(fd: number, mode: number, offset: number, length: number): number;
-}
-
-const addon = createRequire(import.meta.url)('../../../build/Release/basalt_io.node') as Addon;
 
 /** The next data extent at or after `offset` of a file of `size` bytes, or undefined. */
 export function lseekData(fd: number, offset: number, size: number): { data: number; hole: number } | undefined {

@@ -1,0 +1,722 @@
+/*
+ * The NBD data plane: serves the transmission phase of one negotiated,
+ * non-TLS connection to a file-backed export from native threads, so that
+ * no request crosses the JavaScript event loop.
+ *
+ * TypeScript keeps everything else: the handshake and option haggling, TLS,
+ * which exports exist, fencing (it calls fence, which shuts the socket down)
+ * and quiescing (pause/resume). This file only speaks READ, WRITE (+FUA),
+ * FLUSH, TRIM, WRITE_ZEROES (+NO_HOLE, FAST_ZERO), CACHE, BLOCK_STATUS
+ * (base:allocation) and DISC, with simple or structured replies, and answers
+ * exactly as the TypeScript transmission phase does (nbd-server.ts): the same
+ * range checks and the same error for each of them.
+ *
+ * Threads: each connection has N workers that take turns reading the socket
+ * (the read lock), then serve the request they read and send its reply (the
+ * write lock), as nbdkit's parallel thread model does. At queue depth 1 one
+ * worker does everything with no hand-off; deeper queues spread over the
+ * workers. A small read buffer lets one recv pick up many request headers.
+ *
+ *   nbdServe(options, onClose) -> connection   starts the workers
+ *   nbdFence(connection)        shuts the socket down: in-flight replies fail, queued writes are dropped
+ *   nbdPause(connection)        -> Promise: new writes wait; resolves once none is in flight
+ *   nbdResume(connection)       lets writes go on
+ *
+ * The socket and the file are dup()ed: the caller may close its own
+ * descriptors at once. onClose(reason) is called once on the JavaScript
+ * thread when the last worker has gone: reason is "disconnect" (NBD_CMD_DISC
+ * or the client went away), "fenced", or "protocol" (a malformed frame).
+ */
+#define _GNU_SOURCE
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "nbd_dataplane.h"
+
+#ifndef RWF_DSYNC
+#define RWF_DSYNC 0x00000002
+#endif
+#define FALLOC_FL_KEEP_SIZE 0x01
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#define FALLOC_FL_ZERO_RANGE 0x10
+
+#define REQUEST_MAGIC 0x25609513u
+#define SIMPLE_REPLY_MAGIC 0x67446698u
+#define STRUCTURED_REPLY_MAGIC 0x668e33efu
+
+enum { CMD_READ = 0, CMD_WRITE = 1, CMD_DISC = 2, CMD_FLUSH = 3, CMD_TRIM = 4, CMD_CACHE = 5, CMD_WRITE_ZEROES = 6, CMD_BLOCK_STATUS = 7 };
+enum { FLAG_FUA = 1 << 0, FLAG_NO_HOLE = 1 << 1, FLAG_REQ_ONE = 1 << 3, FLAG_FAST_ZERO = 1 << 4 };
+enum { REPLY_FLAG_DONE = 1 };
+enum { REPLY_TYPE_OFFSET_DATA = 1, REPLY_TYPE_BLOCK_STATUS = 5, REPLY_TYPE_ERROR = 0x8001 };
+enum { NBD_EPERM = 1, NBD_EIO = 5, NBD_ENOMEM = 12, NBD_EINVAL = 22, NBD_ENOSPC = 28, NBD_EOVERFLOW = 75, NBD_ENOTSUP = 95 };
+enum { STATE_HOLE = 1, STATE_ZERO = 2 };
+
+/* Largest READ/WRITE payload (as nbd-protocol.ts MAX_PAYLOAD). */
+#define MAX_PAYLOAD (32u * 1024 * 1024)
+/* Most block status descriptors in one reply (as nbd-server.ts). */
+#define MAX_EXTENTS 1024
+/* The socket read buffer: request headers and small payloads. */
+#define READ_BUFFER (64 * 1024)
+/* A worker keeps a payload buffer up to this size between requests. */
+#define KEEP_BUFFER (4u * 1024 * 1024)
+#define MAX_THREADS 64
+#define WORKER_STACK (256 * 1024)
+
+typedef enum { END_NONE = 0, END_DISCONNECT, END_FENCED, END_PROTOCOL } end_reason;
+
+typedef struct conn {
+  int sock;
+  int file;
+  uint64_t size;
+  int read_only;
+  int structured;
+  uint32_t meta_id; /* base:allocation context id, 0 when not negotiated */
+
+  pthread_mutex_t read_lock; /* one worker reads the socket at a time */
+  uint8_t *rbuf;
+  size_t rsize, rstart, rend;
+
+  pthread_mutex_t write_lock; /* one reply at a time: replies never interleave */
+
+  pthread_mutex_t lock; /* guards everything below */
+  pthread_cond_t cond;
+  int done;         /* no more requests are read */
+  end_reason why;   /* the first reason to stop */
+  int disc;         /* the client sent NBD_CMD_DISC: flush before closing */
+  int paused;       /* quiesced: writes wait */
+  int writes;       /* writes in flight (between the gate and their end) */
+  int running;      /* workers alive */
+  int sock_closed;  /* the socket fd is closed: never shut it down again */
+
+  atomic_int refs;  /* the workers (as one) + the JavaScript object + pending pauses */
+  napi_threadsafe_function on_close;
+} conn_t;
+
+typedef struct request {
+  uint16_t flags;
+  uint16_t type;
+  uint8_t cookie[8];
+  uint64_t offset;
+  uint32_t length;
+} request_t;
+
+/* A worker's payload buffer. */
+typedef struct buffer {
+  uint8_t *data;
+  size_t capacity;
+} buffer_t;
+
+static uint8_t *zero_block; /* 1 MiB of zeros for WRITE_ZEROES without fallocate */
+#define ZERO_BLOCK (1024 * 1024)
+
+static void unref(conn_t *c) {
+  if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+  pthread_mutex_destroy(&c->read_lock);
+  pthread_mutex_destroy(&c->write_lock);
+  pthread_mutex_destroy(&c->lock);
+  pthread_cond_destroy(&c->cond);
+  free(c->rbuf);
+  free(c);
+}
+
+/* Stops reading; with `abrupt` also shuts the socket so every worker and the client see it at once. */
+static void stop(conn_t *c, end_reason why, int abrupt) {
+  pthread_mutex_lock(&c->lock);
+  c->done = 1;
+  if (c->why == END_NONE) c->why = why;
+  if (abrupt && !c->sock_closed) shutdown(c->sock, SHUT_RDWR);
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+}
+
+static int is_done(conn_t *c) {
+  pthread_mutex_lock(&c->lock);
+  int d = c->done;
+  pthread_mutex_unlock(&c->lock);
+  return d;
+}
+
+/* The NBD error of an errno. */
+static uint32_t nbd_error(int e) {
+  switch (e) {
+    case EPERM: case EROFS: return NBD_EPERM;
+    case ENOMEM: return NBD_ENOMEM;
+    case EINVAL: return NBD_EINVAL;
+    case ENOSPC: case EDQUOT: case EFBIG: return NBD_ENOSPC;
+    case EOVERFLOW: return NBD_EOVERFLOW;
+    case ENOTSUP: return NBD_ENOTSUP;
+    default: return NBD_EIO;
+  }
+}
+
+/* ---- socket input (called with read_lock held) ---- */
+
+/* Reads exactly n bytes into dst: from the buffer first, large rests straight from the socket. 0, or -1 at EOF/error. */
+static int read_exact(conn_t *c, uint8_t *dst, size_t n) {
+  while (n > 0) {
+    size_t have = c->rend - c->rstart;
+    if (have > 0) {
+      size_t k = have < n ? have : n;
+      memcpy(dst, c->rbuf + c->rstart, k);
+      c->rstart += k;
+      dst += k;
+      n -= k;
+      continue;
+    }
+    c->rstart = c->rend = 0;
+    ssize_t r;
+    if (n >= c->rsize / 2) {
+      r = recv(c->sock, dst, n, MSG_WAITALL);
+      if (r > 0) { dst += r; n -= (size_t)r; continue; }
+    } else {
+      r = recv(c->sock, c->rbuf, c->rsize, 0);
+      if (r > 0) { c->rend = (size_t)r; continue; }
+    }
+    if (r < 0 && errno == EINTR) continue;
+    return -1;
+  }
+  return 0;
+}
+
+static int ensure(buffer_t *b, size_t n) {
+  if (b->capacity >= n) return 0;
+  uint8_t *p = malloc(n < 4096 ? 4096 : n);
+  if (!p) return -1;
+  free(b->data);
+  b->data = p;
+  b->capacity = n < 4096 ? 4096 : n;
+  return 0;
+}
+
+/* Reads the next request (and a WRITE's payload). 0 to serve it, else why to stop. */
+static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
+  uint8_t h[28];
+  if (read_exact(c, h, sizeof h) != 0) return END_DISCONNECT;
+  uint32_t magic;
+  memcpy(&magic, h, 4);
+  if (be32toh(magic) != REQUEST_MAGIC) return END_PROTOCOL;
+  uint16_t u16;
+  memcpy(&u16, h + 4, 2);
+  r->flags = be16toh(u16);
+  memcpy(&u16, h + 6, 2);
+  r->type = be16toh(u16);
+  memcpy(r->cookie, h + 8, 8);
+  uint64_t u64;
+  memcpy(&u64, h + 16, 8);
+  r->offset = be64toh(u64);
+  uint32_t u32;
+  memcpy(&u32, h + 24, 4);
+  r->length = be32toh(u32);
+  if (r->type == CMD_DISC) return END_DISCONNECT;
+  if (r->type == CMD_WRITE) {
+    /* Too large to buffer: the stream cannot be resynchronised cheaply, so end it. */
+    if (r->length > MAX_PAYLOAD) return END_PROTOCOL;
+    if (ensure(payload, r->length) != 0) return END_PROTOCOL;
+    if (read_exact(c, payload->data, r->length) != 0) return END_DISCONNECT;
+  }
+  return END_NONE;
+}
+
+/* ---- replies ---- */
+
+/* Sends the iovecs whole, under the write lock. A failed send ends the connection. */
+static void send_all(conn_t *c, struct iovec *iov, int count) {
+  pthread_mutex_lock(&c->write_lock);
+  while (count > 0) {
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)count };
+    ssize_t n = sendmsg(c->sock, &m, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      pthread_mutex_unlock(&c->write_lock);
+      stop(c, END_DISCONNECT, 1);
+      return;
+    }
+    while (count > 0 && (size_t)n >= iov->iov_len) {
+      n -= (ssize_t)iov->iov_len;
+      iov++;
+      count--;
+    }
+    if (count > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + n;
+      iov->iov_len -= (size_t)n;
+    }
+  }
+  pthread_mutex_unlock(&c->write_lock);
+}
+
+static void simple_reply(conn_t *c, const request_t *r, uint32_t error, const void *data, size_t length) {
+  uint8_t h[16];
+  uint32_t v = htobe32(SIMPLE_REPLY_MAGIC);
+  memcpy(h, &v, 4);
+  v = htobe32(error);
+  memcpy(h + 4, &v, 4);
+  memcpy(h + 8, r->cookie, 8);
+  struct iovec iov[2] = { { h, 16 }, { (void *)data, length } };
+  send_all(c, iov, length ? 2 : 1);
+}
+
+/* One structured reply chunk with the DONE flag: header, then `a` and `b`. */
+static void chunk(conn_t *c, const request_t *r, uint16_t type, const void *a, size_t alen, const void *b, size_t blen) {
+  uint8_t h[20];
+  uint32_t v = htobe32(STRUCTURED_REPLY_MAGIC);
+  memcpy(h, &v, 4);
+  uint16_t s = htobe16(REPLY_FLAG_DONE);
+  memcpy(h + 4, &s, 2);
+  s = htobe16(type);
+  memcpy(h + 6, &s, 2);
+  memcpy(h + 8, r->cookie, 8);
+  v = htobe32((uint32_t)(alen + blen));
+  memcpy(h + 16, &v, 4);
+  struct iovec iov[3] = { { h, 20 }, { (void *)a, alen }, { (void *)b, blen } };
+  send_all(c, iov, blen ? 3 : 2);
+}
+
+/* An error: structured for READ and BLOCK_STATUS once negotiated, simple otherwise. */
+static void error_reply(conn_t *c, const request_t *r, uint32_t error) {
+  if (c->structured && (r->type == CMD_READ || r->type == CMD_BLOCK_STATUS)) {
+    uint8_t p[6] = { 0 };
+    uint32_t v = htobe32(error);
+    memcpy(p, &v, 4);
+    chunk(c, r, REPLY_TYPE_ERROR, p, sizeof p, NULL, 0);
+  } else {
+    simple_reply(c, r, error, NULL, 0);
+  }
+}
+
+static void ok_reply(conn_t *c, const request_t *r) { simple_reply(c, r, 0, NULL, 0); }
+
+/* ---- the write gate (quiesce) ---- */
+
+/* Waits while paused; -1 when the connection was fenced meanwhile (the write is dropped). */
+static int gate_enter(conn_t *c) {
+  pthread_mutex_lock(&c->lock);
+  while (c->paused && c->why != END_FENCED) pthread_cond_wait(&c->cond, &c->lock);
+  if (c->why == END_FENCED) {
+    pthread_mutex_unlock(&c->lock);
+    return -1;
+  }
+  c->writes++;
+  pthread_mutex_unlock(&c->lock);
+  return 0;
+}
+
+static void gate_leave(conn_t *c) {
+  pthread_mutex_lock(&c->lock);
+  if (--c->writes == 0) pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- commands ---- */
+
+static int write_all(conn_t *c, const uint8_t *data, size_t n, uint64_t offset, int fua) {
+  static atomic_int dsync_works = 1;
+  while (n > 0) {
+    struct iovec iov = { (void *)data, n };
+    ssize_t w = fua && atomic_load(&dsync_works) ? pwritev2(c->file, &iov, 1, (off_t)offset, RWF_DSYNC) : pwrite(c->file, data, n, (off_t)offset);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (fua && (errno == EOPNOTSUPP || errno == ENOSYS) && atomic_load(&dsync_works)) { atomic_store(&dsync_works, 0); continue; }
+      return errno;
+    }
+    data += w;
+    n -= (size_t)w;
+    offset += (uint64_t)w;
+  }
+  if (fua && !atomic_load(&dsync_works) && fdatasync(c->file) != 0) return errno;
+  return 0;
+}
+
+static void do_read(conn_t *c, const request_t *r, buffer_t *b) {
+  if (ensure(b, r->length) != 0) return error_reply(c, r, NBD_ENOMEM);
+  size_t done = 0;
+  while (done < r->length) {
+    ssize_t n = pread(c->file, b->data + done, r->length - done, (off_t)(r->offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return error_reply(c, r, nbd_error(errno));
+    if (n == 0) { /* past the end of the file reads as zeros */
+      memset(b->data + done, 0, r->length - done);
+      break;
+    }
+    done += (size_t)n;
+  }
+  if (!c->structured) return simple_reply(c, r, 0, b->data, r->length);
+  uint64_t off = htobe64(r->offset);
+  chunk(c, r, REPLY_TYPE_OFFSET_DATA, &off, 8, b->data, r->length);
+}
+
+static int zero_range(conn_t *c, const request_t *r) {
+  if (r->length == 0) return 0;
+  int mode = (r->flags & FLAG_NO_HOLE) ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  if (fallocate(c->file, mode, (off_t)r->offset, (off_t)r->length) == 0) return 0;
+  /* FAST_ZERO: the client would rather write zeros itself than wait for us to. */
+  if (r->flags & FLAG_FAST_ZERO) return ENOTSUP;
+  for (uint64_t done = 0; done < r->length;) {
+    size_t n = r->length - done < ZERO_BLOCK ? (size_t)(r->length - done) : ZERO_BLOCK;
+    int e = write_all(c, zero_block, n, r->offset + done, 0);
+    if (e) return e;
+    done += n;
+  }
+  return 0;
+}
+
+/* The base:allocation extents of [offset, offset+length), as SEEK_DATA/SEEK_HOLE see them. */
+static void block_status(conn_t *c, const request_t *r) {
+  uint32_t desc[1 + 2 * MAX_EXTENTS];
+  int count = 0;
+  int max = (r->flags & FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
+  uint64_t pos = r->offset, end = r->offset + r->length;
+  while (pos < end && count < max) {
+    off_t data = lseek(c->file, (off_t)pos, SEEK_DATA);
+    uint64_t d = (data < 0 || (uint64_t)data >= c->size) ? end : ((uint64_t)data < end ? (uint64_t)data : end);
+    uint64_t length;
+    uint32_t state;
+    if (d > pos) {
+      length = d - pos;
+      state = STATE_HOLE | STATE_ZERO;
+    } else {
+      off_t hole = lseek(c->file, (off_t)pos, SEEK_HOLE);
+      uint64_t h = hole < 0 ? end : ((uint64_t)hole < end ? (uint64_t)hole : end);
+      if (h <= pos) break;
+      length = h - pos;
+      state = 0;
+    }
+    desc[1 + 2 * count] = htobe32((uint32_t)length);
+    desc[2 + 2 * count] = htobe32(state);
+    count++;
+    pos += length;
+  }
+  if (count == 0) { /* nothing known: one data extent, as the guard answers */
+    desc[1] = htobe32(r->length);
+    desc[2] = 0;
+    count = 1;
+  }
+  desc[0] = htobe32(c->meta_id);
+  chunk(c, r, REPLY_TYPE_BLOCK_STATUS, desc, 4 + 8 * (size_t)count, NULL, 0);
+}
+
+static void serve(conn_t *c, const request_t *r, buffer_t *b) {
+  int outside = r->offset > c->size || r->length > c->size - r->offset;
+  int is_write = r->type == CMD_WRITE || r->type == CMD_TRIM || r->type == CMD_WRITE_ZEROES;
+  if (is_write && c->read_only) return error_reply(c, r, NBD_EPERM);
+  int e;
+  switch (r->type) {
+    case CMD_READ:
+      if (outside || r->length > MAX_PAYLOAD) return error_reply(c, r, NBD_EINVAL);
+      return do_read(c, r, b);
+    case CMD_WRITE:
+      if (outside) return error_reply(c, r, NBD_ENOSPC);
+      if (gate_enter(c) != 0) return;
+      e = write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
+      gate_leave(c);
+      return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
+    case CMD_FLUSH:
+      return fdatasync(c->file) == 0 ? ok_reply(c, r) : error_reply(c, r, nbd_error(errno));
+    case CMD_TRIM:
+      if (outside) return error_reply(c, r, NBD_EINVAL);
+      if (gate_enter(c) != 0) return;
+      /* Discard is advisory: a filesystem without hole punching keeps the data. */
+      if (r->length) (void)fallocate(c->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->length);
+      e = (r->flags & FLAG_FUA) && fdatasync(c->file) != 0 ? errno : 0;
+      gate_leave(c);
+      return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
+    case CMD_WRITE_ZEROES:
+      if (outside) return error_reply(c, r, NBD_ENOSPC);
+      if (gate_enter(c) != 0) return;
+      e = zero_range(c, r);
+      if (!e && (r->flags & FLAG_FUA) && fdatasync(c->file) != 0) e = errno;
+      gate_leave(c);
+      return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
+    case CMD_CACHE:
+      if (outside) return error_reply(c, r, NBD_EINVAL);
+      if (r->length) (void)posix_fadvise(c->file, (off_t)r->offset, (off_t)r->length, POSIX_FADV_WILLNEED);
+      return ok_reply(c, r);
+    case CMD_BLOCK_STATUS:
+      if (outside || r->length == 0) return error_reply(c, r, NBD_EINVAL);
+      if (!c->structured || c->meta_id == 0) return error_reply(c, r, NBD_EINVAL);
+      return block_status(c, r);
+    default:
+      return error_reply(c, r, NBD_EINVAL);
+  }
+}
+
+/* ---- workers ---- */
+
+static void finish(conn_t *c) {
+  pthread_mutex_lock(&c->lock);
+  int disc = c->disc;
+  end_reason why = c->why == END_NONE ? END_DISCONNECT : c->why;
+  c->sock_closed = 1;
+  pthread_mutex_unlock(&c->lock);
+  if (disc) (void)fdatasync(c->file); /* a clean disconnect leaves the data durable */
+  close(c->sock);
+  close(c->file);
+  napi_call_threadsafe_function(c->on_close, (void *)(intptr_t)why, napi_tsfn_blocking);
+  napi_release_threadsafe_function(c->on_close, napi_tsfn_release);
+  unref(c);
+}
+
+static void *worker(void *arg) {
+  conn_t *c = arg;
+  buffer_t b = { NULL, 0 };
+  for (;;) {
+    request_t r = { .type = UINT16_MAX };
+    pthread_mutex_lock(&c->read_lock);
+    if (is_done(c)) {
+      pthread_mutex_unlock(&c->read_lock);
+      break;
+    }
+    end_reason why = read_request(c, &r, &b);
+    if (why != END_NONE) {
+      pthread_mutex_lock(&c->lock);
+      if (why == END_DISCONNECT && r.type == CMD_DISC) c->disc = 1;
+      pthread_mutex_unlock(&c->lock);
+      /* The requests in flight finish and are answered; then the socket closes. */
+      stop(c, why, 0);
+      pthread_mutex_unlock(&c->read_lock);
+      break;
+    }
+    pthread_mutex_unlock(&c->read_lock);
+    serve(c, &r, &b);
+    if (b.capacity > KEEP_BUFFER) {
+      free(b.data);
+      b.data = NULL;
+      b.capacity = 0;
+    }
+  }
+  free(b.data);
+  pthread_mutex_lock(&c->lock);
+  int last = --c->running == 0;
+  pthread_mutex_unlock(&c->lock);
+  if (last) finish(c);
+  return NULL;
+}
+
+/* ---- the JavaScript side ---- */
+
+static napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static int get_number(napi_env env, napi_value obj, const char *name, double *out) {
+  napi_value v;
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok) return 0;
+  return napi_get_value_double(env, v, out) == napi_ok;
+}
+
+static int get_bool(napi_env env, napi_value obj, const char *name) {
+  napi_value v;
+  bool b = false;
+  if (napi_get_named_property(env, obj, name, &v) == napi_ok) napi_get_value_bool(env, v, &b);
+  return b;
+}
+
+static void call_on_close(napi_env env, napi_value fn, void *context, void *data) {
+  if (!env || !fn) return;
+  const char *names[] = { "disconnect", "disconnect", "fenced", "protocol" };
+  napi_value reason, result;
+  napi_create_string_utf8(env, names[(intptr_t)data], NAPI_AUTO_LENGTH, &reason);
+  napi_call_function(env, undefined(env), fn, 1, &reason, &result);
+}
+
+static void finalize_conn(napi_env env, void *data, void *hint) { unref(data); }
+
+static conn_t *conn_of(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "not an NBD data-plane connection");
+    return NULL;
+  }
+  return p;
+}
+
+/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, paused, buffered }, onClose) */
+static napi_value nbd_serve(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  double sock, file, size, meta = 0, threads = 8;
+  if (argc < 2 || !get_number(env, argv[0], "socket", &sock) || !get_number(env, argv[0], "file", &file) || !get_number(env, argv[0], "sizeBytes", &size)) {
+    napi_throw_type_error(env, NULL, "nbdServe needs { socket, file, sizeBytes } and onClose");
+    return NULL;
+  }
+  get_number(env, argv[0], "metaContextId", &meta);
+  get_number(env, argv[0], "threads", &threads);
+  if (threads < 1) threads = 1;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  void *buffered = NULL;
+  size_t buffered_len = 0;
+  napi_value bv;
+  bool is_buffer = false;
+  if (napi_get_named_property(env, argv[0], "buffered", &bv) == napi_ok && napi_is_buffer(env, bv, &is_buffer) == napi_ok && is_buffer) {
+    napi_get_buffer_info(env, bv, &buffered, &buffered_len);
+  }
+  if (!zero_block && !(zero_block = calloc(1, ZERO_BLOCK))) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+
+  conn_t *c = calloc(1, sizeof *c);
+  size_t rsize = buffered_len > READ_BUFFER ? buffered_len : READ_BUFFER;
+  if (!c || !(c->rbuf = malloc(rsize))) {
+    free(c);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  c->sock = fcntl((int)sock, F_DUPFD_CLOEXEC, 0);
+  c->file = fcntl((int)file, F_DUPFD_CLOEXEC, 0);
+  if (c->sock < 0 || c->file < 0) {
+    int e = errno;
+    if (c->sock >= 0) close(c->sock);
+    if (c->file >= 0) close(c->file);
+    free(c->rbuf);
+    free(c);
+    napi_throw_error(env, NULL, strerror(e));
+    return NULL;
+  }
+  /* The event loop made the socket non-blocking; the workers block. */
+  int fl = fcntl(c->sock, F_GETFL);
+  if (fl >= 0) fcntl(c->sock, F_SETFL, fl & ~O_NONBLOCK);
+  if (buffered_len) memcpy(c->rbuf, buffered, buffered_len);
+  c->rsize = rsize;
+  c->rend = buffered_len;
+  c->size = (uint64_t)size;
+  c->read_only = get_bool(env, argv[0], "readOnly");
+  c->structured = get_bool(env, argv[0], "structured");
+  c->paused = get_bool(env, argv[0], "paused");
+  c->meta_id = (uint32_t)meta;
+  pthread_mutex_init(&c->read_lock, NULL);
+  pthread_mutex_init(&c->write_lock, NULL);
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_cond_init(&c->cond, NULL);
+  atomic_init(&c->refs, 2);
+
+  napi_value name;
+  napi_create_string_utf8(env, "nbd-data-plane", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_on_close, &c->on_close) != napi_ok) {
+    close(c->sock);
+    close(c->file);
+    c->refs = 1;
+    unref(c);
+    napi_throw_type_error(env, NULL, "onClose must be a function");
+    return NULL;
+  }
+
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, WORKER_STACK);
+  pthread_mutex_lock(&c->lock); /* no worker may finish before all are counted */
+  for (int i = 0; i < (int)threads; i++) {
+    pthread_t t;
+    if (pthread_create(&t, &attr, worker, c) == 0) c->running++;
+  }
+  int started = c->running;
+  pthread_mutex_unlock(&c->lock);
+  pthread_attr_destroy(&attr);
+  if (started == 0) {
+    c->why = END_PROTOCOL;
+    finish(c); /* calls onClose and drops the workers' reference */
+  }
+
+  napi_value ext;
+  napi_create_external(env, c, finalize_conn, NULL, &ext);
+  return ext;
+}
+
+static napi_value one_conn(napi_env env, napi_callback_info info, conn_t **out) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, "missing connection");
+    return NULL;
+  }
+  *out = conn_of(env, argv[0]);
+  return *out ? argv[0] : NULL;
+}
+
+static napi_value nbd_fence(napi_env env, napi_callback_info info) {
+  conn_t *c;
+  if (!one_conn(env, info, &c)) return NULL;
+  pthread_mutex_lock(&c->lock);
+  c->done = 1;
+  c->why = END_FENCED; /* queued writes are dropped even after a clean disconnect began */
+  if (!c->sock_closed) shutdown(c->sock, SHUT_RDWR);
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+  return undefined(env);
+}
+
+typedef struct pause_work {
+  conn_t *c;
+  napi_deferred deferred;
+  napi_async_work work;
+} pause_work_t;
+
+static void pause_execute(napi_env env, void *data) {
+  conn_t *c = ((pause_work_t *)data)->c;
+  pthread_mutex_lock(&c->lock);
+  while (c->writes > 0) pthread_cond_wait(&c->cond, &c->lock);
+  pthread_mutex_unlock(&c->lock);
+}
+
+static void pause_complete(napi_env env, napi_status status, void *data) {
+  pause_work_t *p = data;
+  napi_resolve_deferred(env, p->deferred, undefined(env));
+  napi_delete_async_work(env, p->work);
+  unref(p->c);
+  free(p);
+}
+
+static napi_value nbd_pause(napi_env env, napi_callback_info info) {
+  conn_t *c;
+  if (!one_conn(env, info, &c)) return NULL;
+  pthread_mutex_lock(&c->lock);
+  c->paused = 1;
+  pthread_mutex_unlock(&c->lock);
+  pause_work_t *p = calloc(1, sizeof *p);
+  napi_value promise, name;
+  if (!p) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  p->c = c;
+  atomic_fetch_add(&c->refs, 1);
+  napi_create_promise(env, &p->deferred, &promise);
+  napi_create_string_utf8(env, "nbd-pause", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, pause_execute, pause_complete, p, &p->work);
+  napi_queue_async_work(env, p->work);
+  return promise;
+}
+
+static napi_value nbd_resume(napi_env env, napi_callback_info info) {
+  conn_t *c;
+  if (!one_conn(env, info, &c)) return NULL;
+  pthread_mutex_lock(&c->lock);
+  c->paused = 0;
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+  return undefined(env);
+}
+
+void nbd_dataplane_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "nbdServe", NULL, nbd_serve, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "nbdFence", NULL, nbd_fence, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "nbdPause", NULL, nbd_pause, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "nbdResume", NULL, nbd_resume, NULL, NULL, NULL, napi_enumerable, NULL },
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+}

@@ -1,0 +1,49 @@
+/**
+ * Basalt's own Node-API addon (`native/`, built from source by `npm ci`
+ * through node-gyp): the file driver's system calls that Node's fs lacks
+ * (`native/basalt_io.c`) and the NBD data plane (`native/nbd_dataplane.c`).
+ * Loaded once; each user wraps the calls it needs in typed functions.
+ */
+import { createRequire } from 'node:module';
+
+/** Options of {@link Addon.nbdServe}; see `native/nbd_dataplane.c`. */
+export interface NbdServeOptions {
+  /** The connected socket (dup()ed: the caller may close its own). */
+  socket: number;
+  /** The open volume file (dup()ed too). */
+  file: number;
+  sizeBytes: number;
+  readOnly: boolean;
+  /** Structured replies were negotiated. */
+  structured: boolean;
+  /** The id of `base:allocation` when it was set for this export, else 0. */
+  metaContextId: number;
+  /** Worker threads of the connection (1–64). */
+  threads: number;
+  /** Start with writes held back (the export is being quiesced). */
+  paused: boolean;
+  /** Bytes the event loop read past the negotiation: the first requests. */
+  buffered?: Buffer;
+}
+
+/** Why a data-plane connection ended. */
+export type NbdCloseReason = 'disconnect' | 'fenced' | 'protocol';
+
+/** An opaque data-plane connection. */
+export type NbdConnectionRef = { readonly __nbdConnection: unique symbol };
+
+/** The addon's functions. */
+export interface Addon {
+  preadNowait(fd: number, buf: Buffer, offset: number): number;
+  pwriteNowait(fd: number, bufs: Buffer | readonly Buffer[], offset: number): number;
+  seekData(fd: number, offset: number): number;
+  seekHole(fd: number, offset: number): number;
+  fallocate(fd: number, mode: number, offset: number, length: number): number;
+  nbdServe(options: NbdServeOptions, onClose: (reason: NbdCloseReason) => void): NbdConnectionRef;
+  nbdFence(conn: NbdConnectionRef): void;
+  nbdPause(conn: NbdConnectionRef): Promise<void>;
+  nbdResume(conn: NbdConnectionRef): void;
+}
+
+/** The loaded addon. */
+export const addon = createRequire(import.meta.url)('../../build/Release/basalt_io.node') as Addon;

@@ -1,0 +1,72 @@
+/**
+ * The native data plane: hands a negotiated connection's socket to native
+ * threads (`native/nbd_dataplane.c`) that serve its transmission phase
+ * straight on the volume file, so no request crosses the event loop.
+ *
+ * Used for plain TCP connections to exports whose handle has an `fd` (the
+ * file driver). TLS connections and other drivers stay on the event loop.
+ * The TypeScript server keeps negotiation, fencing ({@link DataPlaneConnection.destroy})
+ * and quiescing ({@link DataPlaneConnection.pause}).
+ */
+import type { Socket } from 'node:net';
+import { addon, type NbdCloseReason, type NbdConnectionRef, type NbdServeOptions } from '../common/index.ts';
+
+/** What the data plane needs to know of a negotiated connection (sizes, flags, threads). */
+export type DataPlaneSettings = Omit<NbdServeOptions, 'socket' | 'file' | 'buffered'>;
+
+/** libuv's stream handle behind a net.Socket (Node's internal, stable since Node 0.x). */
+interface StreamHandle { fd?: number; reading?: boolean; readStop(): number }
+
+/** One connection served by native threads. */
+export class DataPlaneConnection {
+  /** Resolves with why the connection ended, once every thread has gone. */
+  readonly closed: Promise<NbdCloseReason>;
+  private readonly ref: NbdConnectionRef;
+
+  private constructor(start: (onClose: (reason: NbdCloseReason) => void) => NbdConnectionRef) {
+    let ref!: NbdConnectionRef;
+    this.closed = new Promise((resolve) => { ref = start(resolve); });
+    this.ref = ref;
+  }
+
+  /**
+   * Stops the event loop reading `socket`, then hands it to native threads
+   * with `buffered` (requests the event loop already read) and the bytes the
+   * socket holds unread. Destroys the Node socket: the threads own a
+   * duplicate of its descriptor. Undefined when the socket has no
+   * descriptor (nothing was changed then).
+   */
+  static take(socket: Socket, file: number, buffered: () => Buffer, settings: DataPlaneSettings): DataPlaneConnection | undefined {
+    const handle = (socket as unknown as { _handle?: StreamHandle })._handle;
+    if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) return undefined;
+    socket.pause();
+    handle.reading = false;
+    handle.readStop();
+    // Bytes the stream itself buffered (none in flowing mode, but be sure):
+    // read() may re-arm reading, so stop again before anything arrives.
+    const rest = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
+    handle.reading = false;
+    handle.readStop();
+    const first = buffered();
+    const conn = new DataPlaneConnection((onClose) => addon.nbdServe({
+      ...settings, socket: handle.fd!, file, buffered: rest ? Buffer.concat([first, rest]) : first,
+    }, onClose));
+    socket.destroy();
+    return conn;
+  }
+
+  /** Fences: shuts the socket down; writes not yet started are dropped. */
+  destroy(): void {
+    addon.nbdFence(this.ref);
+  }
+
+  /** Holds new writes back; resolves once no write is in flight. */
+  pause(): Promise<void> {
+    return addon.nbdPause(this.ref);
+  }
+
+  /** Lets writes go on after {@link pause}. */
+  resume(): void {
+    addon.nbdResume(this.ref);
+  }
+}
