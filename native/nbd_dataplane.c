@@ -17,6 +17,13 @@
  * worker does everything with no hand-off; deeper queues spread over the
  * workers. A small read buffer lets one recv pick up many request headers.
  *
+ * A worker that finds no further request buffered keeps the read lock and
+ * serves a request that cannot block (a READ the page cache holds, a WRITE
+ * without FUA, CACHE, BLOCK_STATUS) itself before reading the next: at queue
+ * depth 1 one thread then does everything, with no wake-up of another per
+ * request. Whatever may block (a cache miss, a flush, FUA, a quiesced write)
+ * lets the lock go first, so it holds up no other request.
+ *
  *   nbdServe(options, onClose) -> connection   starts the workers
  *   nbdFence(connection)        shuts the socket down: in-flight replies fail, queued writes are dropped
  *   nbdPause(connection)        -> Promise: new writes wait; resolves once none is in flight
@@ -43,6 +50,9 @@
 
 #include "nbd_dataplane.h"
 
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
 #ifndef RWF_DSYNC
 #define RWF_DSYNC 0x00000002
 #endif
@@ -295,11 +305,28 @@ static void error_reply(conn_t *c, const request_t *r, uint32_t error) {
 
 static void ok_reply(conn_t *c, const request_t *r) { simple_reply(c, r, 0, NULL, 0); }
 
+/* Lets the read lock go if this worker still holds it: before anything that may block. */
+static void let_go(conn_t *c, int *holding) {
+  if (!*holding) return;
+  *holding = 0;
+  pthread_mutex_unlock(&c->read_lock);
+}
+
+/* Whether a request may be served while holding the read lock (it cannot block for long). */
+static int may_serve_holding(const request_t *r) {
+  return r->type == CMD_READ || (r->type == CMD_WRITE && !(r->flags & FLAG_FUA)) || r->type == CMD_CACHE || r->type == CMD_BLOCK_STATUS;
+}
+
 /* ---- the write gate (quiesce) ---- */
 
 /* Waits while paused; -1 when the connection was fenced meanwhile (the write is dropped). */
-static int gate_enter(conn_t *c) {
+static int gate_enter(conn_t *c, int *holding) {
   pthread_mutex_lock(&c->lock);
+  if (c->paused && *holding) { /* waiting must not stop the reads */
+    pthread_mutex_unlock(&c->lock);
+    let_go(c, holding);
+    pthread_mutex_lock(&c->lock);
+  }
   while (c->paused && c->why != END_FENCED) pthread_cond_wait(&c->cond, &c->lock);
   if (c->why == END_FENCED) {
     pthread_mutex_unlock(&c->lock);
@@ -336,9 +363,15 @@ static int write_all(conn_t *c, const uint8_t *data, size_t n, uint64_t offset, 
   return 0;
 }
 
-static void do_read(conn_t *c, const request_t *r, buffer_t *b) {
+static void do_read(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
   if (ensure(b, r->length) != 0) return error_reply(c, r, NBD_ENOMEM);
   size_t done = 0;
+  if (*holding) { /* only what the page cache holds: never wait for the disk with the lock */
+    struct iovec iov = { b->data, r->length };
+    ssize_t n = preadv2(c->file, &iov, 1, (off_t)r->offset, RWF_NOWAIT);
+    if (n > 0) done = (size_t)n;
+    if (done < r->length) let_go(c, holding);
+  }
   while (done < r->length) {
     ssize_t n = pread(c->file, b->data + done, r->length - done, (off_t)(r->offset + done));
     if (n < 0 && errno == EINTR) continue;
@@ -404,7 +437,7 @@ static void block_status(conn_t *c, const request_t *r) {
   chunk(c, r, REPLY_TYPE_BLOCK_STATUS, desc, 4 + 8 * (size_t)count, NULL, 0);
 }
 
-static void serve(conn_t *c, const request_t *r, buffer_t *b) {
+static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
   int outside = r->offset > c->size || r->length > c->size - r->offset;
   int is_write = r->type == CMD_WRITE || r->type == CMD_TRIM || r->type == CMD_WRITE_ZEROES;
   if (is_write && c->read_only) return error_reply(c, r, NBD_EPERM);
@@ -412,10 +445,10 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b) {
   switch (r->type) {
     case CMD_READ:
       if (outside || r->length > MAX_PAYLOAD) return error_reply(c, r, NBD_EINVAL);
-      return do_read(c, r, b);
+      return do_read(c, r, b, holding);
     case CMD_WRITE:
       if (outside) return error_reply(c, r, NBD_ENOSPC);
-      if (gate_enter(c) != 0) return;
+      if (gate_enter(c, holding) != 0) return;
       e = write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
       gate_leave(c);
       return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
@@ -423,7 +456,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b) {
       return fdatasync(c->file) == 0 ? ok_reply(c, r) : error_reply(c, r, nbd_error(errno));
     case CMD_TRIM:
       if (outside) return error_reply(c, r, NBD_EINVAL);
-      if (gate_enter(c) != 0) return;
+      if (gate_enter(c, holding) != 0) return;
       /* Discard is advisory: a filesystem without hole punching keeps the data. */
       if (r->length) (void)fallocate(c->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->length);
       e = (r->flags & FLAG_FUA) && fdatasync(c->file) != 0 ? errno : 0;
@@ -431,7 +464,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b) {
       return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
     case CMD_WRITE_ZEROES:
       if (outside) return error_reply(c, r, NBD_ENOSPC);
-      if (gate_enter(c) != 0) return;
+      if (gate_enter(c, holding) != 0) return;
       e = zero_range(c, r);
       if (!e && (r->flags & FLAG_FUA) && fdatasync(c->file) != 0) e = errno;
       gate_leave(c);
@@ -468,11 +501,13 @@ static void finish(conn_t *c) {
 static void *worker(void *arg) {
   conn_t *c = arg;
   buffer_t b = { NULL, 0 };
+  int holding = 0; /* this worker holds the read lock */
   for (;;) {
     request_t r = { .type = UINT16_MAX };
-    pthread_mutex_lock(&c->read_lock);
+    if (!holding) pthread_mutex_lock(&c->read_lock);
+    holding = 1;
     if (is_done(c)) {
-      pthread_mutex_unlock(&c->read_lock);
+      let_go(c, &holding);
       break;
     }
     end_reason why = read_request(c, &r, &b);
@@ -482,11 +517,12 @@ static void *worker(void *arg) {
       pthread_mutex_unlock(&c->lock);
       /* The requests in flight finish and are answered; then the socket closes. */
       stop(c, why, 0);
-      pthread_mutex_unlock(&c->read_lock);
+      let_go(c, &holding);
       break;
     }
-    pthread_mutex_unlock(&c->read_lock);
-    serve(c, &r, &b);
+    /* More requests buffered: let another worker read them while this one serves. */
+    if (c->rend > c->rstart || !may_serve_holding(&r)) let_go(c, &holding);
+    serve(c, &r, &b, &holding);
     if (b.capacity > KEEP_BUFFER) {
       free(b.data);
       b.data = NULL;
