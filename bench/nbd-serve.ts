@@ -2,6 +2,7 @@
  * Serves one file-driver volume over Basalt's NBD server, for benchmarks:
  *   node --import tsx bench/nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT
  * (serves DIR/volume-VOLUME_ID as export `bench` on 127.0.0.1:PORT until killed).
+ * NBD_POLL_US and NBD_THREADS set the data plane's polling bound and threads per connection.
  */
 import pino from 'pino';
 import { FileDriver, GuardedDriver } from '../src/drivers/index.ts';
@@ -20,6 +21,8 @@ const server = new NbdServer({
     list: async () => [],
   },
   log: pino({ level: 'warn' }),
+  pollMicros: process.env.NBD_POLL_US ? Number(process.env.NBD_POLL_US) : undefined,
+  threadsPerConnection: process.env.NBD_THREADS ? Number(process.env.NBD_THREADS) : undefined,
 });
 const address = await server.listen(Number(port), '127.0.0.1');
 console.log(`listening ${address.port}`);

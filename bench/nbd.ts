@@ -3,9 +3,11 @@
  * qemu-nbd and nbdkit's file plugin serving the same file in the same run,
  * plus fio directly on the file as the limit; then an nbdcopy of a 4 GiB file
  * holding 1% data through each server. Prints IOPS, MB/s, server CPU and the
- * ratio of Basalt to the faster of qemu-nbd and nbdkit.
+ * ratio of Basalt to the faster of qemu-nbd and nbdkit. Each row is the median
+ * of --rounds runs, the servers taking turns job by job.
  *
- *   node --import tsx bench/nbd.ts [--runtime 8] [--jobs name,…] [--placement none|same|split]
+ *   node --import tsx bench/nbd.ts [--runtime 5] [--rounds 3] [--jobs name,…] [--placement none|same|split]
+ *                                  [--servers basalt,nbdkit,…] [--no-limit] [--no-copy]
  *
  * --placement pins every server and fio alike with taskset: `same` puts both on CPU 0,
  * `split` the server on CPU 0 and fio on CPU 1, `none` (default) lets the scheduler choose.
@@ -22,7 +24,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '8' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' } } });
+const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true } }, allowNegative: true });
 if (!['none', 'same', 'split'].includes(args.placement!)) throw new Error('--placement is none, same or split');
 /** taskset prefixes of the server and of fio. */
 const PIN = args.placement === 'same' ? { server: ['taskset', '-c', '0'], fio: ['taskset', '-c', '0'] }
@@ -33,6 +35,7 @@ function spawnPinned(cmd: string, cmdArgs: string[]): ChildProcess {
   return spawn(bin!, rest, { stdio: 'ignore' });
 }
 const RUNTIME = Number(args.runtime);
+const ROUNDS = Number(args.rounds);
 const GiB = 1024 ** 3;
 
 interface Job { name: string; fio: string[] }
@@ -75,14 +78,15 @@ function cpuSeconds(pid: number): number {
 }
 
 interface Server { name: string; start(file: string, port: number): ChildProcess }
-const SERVERS: Server[] = [
+const SERVERS = ([
   {
     name: 'basalt',
     start: (file, port) => spawnPinned(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), path.dirname(file), path.basename(file).replace(/^volume-/, ''), String(Math.ceil(fs.statSync(file).size / GiB)), String(port)]),
   },
   { name: 'qemu-nbd', start: (file, port) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', '-p', String(port), '-b', '127.0.0.1', '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]) },
   { name: 'nbdkit', start: (file, port) => spawnPinned('nbdkit', ['-f', '-p', String(port), '-i', '127.0.0.1', '-e', 'bench', 'file', file]) },
-];
+] satisfies Server[]).filter((s) => !args.servers || args.servers.split(',').includes(s.name));
+const PEERS = SERVERS.filter((s) => s.name !== 'basalt');
 
 interface Row { iops: number; mbps: number; cpu: number }
 
@@ -93,6 +97,11 @@ function runFio(target: string[], job: Job): { iops: number; mbps: number } {
   const iops = j.read.iops + j.write.iops;
   const mbps = (j.read.bw_bytes + j.write.bw_bytes) / 1e6;
   return { iops: Math.round(iops), mbps: Math.round(mbps) };
+}
+
+/** The run with the median IOPS. */
+function median(rows: Row[]): Row {
+  return [...rows].sort((a, b) => a.iops - b.iops)[Math.floor(rows.length / 2)]!;
 }
 
 function warm(file: string): void {
@@ -107,27 +116,39 @@ async function main(): Promise<void> {
     execFileSync('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', 'count=1024', 'status=none']);
     const results = new Map<string, Map<string, Row>>();
     const direct = new Map<string, Row>();
-    for (const job of JOBS) {
+    for (const job of args.limit ? JOBS : []) {
       warm(file);
       const r = runFio(['--ioengine=libaio', `--filename=${file}`, '--size=1G'], job);
       direct.set(job.name, { ...r, cpu: 0 });
     }
-    for (const server of SERVERS) {
-      const rows = new Map<string, Row>();
-      results.set(server.name, rows);
+    // Every server runs at once, each on its own port, and each job runs on each in turn, round
+    // after round: drift of this VM (often 10-30% over minutes) then hits every server alike.
+    const running = await Promise.all(SERVERS.map(async (server) => {
       const port = await freePort();
       const child = server.start(file, port);
-      try {
-        await waitPort(port);
-        for (const job of JOBS) {
-          warm(file);
-          const before = cpuSeconds(child.pid!);
-          const t = performance.now();
-          const r = runFio(['--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/bench`, '--size=1G'], job);
-          const seconds = (performance.now() - t) / 1000;
-          rows.set(job.name, { ...r, cpu: Math.round(((cpuSeconds(child.pid!) - before) / seconds) * 100) });
+      await waitPort(port);
+      return { server, port, child };
+    }));
+    try {
+      for (const job of JOBS) {
+        const samples = new Map<string, Row[]>(SERVERS.map((s) => [s.name, []]));
+        for (let round = 0; round < ROUNDS; round++) {
+          for (const { server, port, child } of running) {
+            warm(file);
+            const before = cpuSeconds(child.pid!);
+            const t = performance.now();
+            const r = runFio(['--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/bench`, '--size=1G'], job);
+            const seconds = (performance.now() - t) / 1000;
+            samples.get(server.name)!.push({ ...r, cpu: Math.round(((cpuSeconds(child.pid!) - before) / seconds) * 100) });
+          }
         }
-      } finally {
+        for (const [name, rows] of samples) {
+          if (!results.has(name)) results.set(name, new Map());
+          results.get(name)!.set(job.name, median(rows));
+        }
+      }
+    } finally {
+      for (const { child } of running) {
         child.kill('SIGTERM');
         await new Promise((r) => child.once('exit', r));
       }
@@ -138,11 +159,13 @@ async function main(): Promise<void> {
     console.log(`|${header.map(() => '---').join('|')}|`);
     for (const job of JOBS) {
       const cell = (r: Row | undefined): string => r ? `${r.iops} IOPS, ${r.mbps} MB/s${r.cpu ? `, ${r.cpu}% CPU` : ''}` : '-';
-      const b = results.get('basalt')!.get(job.name)!;
-      const best = Math.max(results.get('qemu-nbd')!.get(job.name)!.iops, results.get('nbdkit')!.get(job.name)!.iops);
-      console.log(`| ${job.name} | ${cell(direct.get(job.name))} | ${SERVERS.map((s) => cell(results.get(s.name)!.get(job.name))).join(' | ')} | ${(b.iops / best).toFixed(2)} |`);
+      const b = results.get('basalt')?.get(job.name);
+      const best = Math.max(...PEERS.map((s) => results.get(s.name)!.get(job.name)!.iops));
+      const ratio = b && PEERS.length ? (b.iops / best).toFixed(2) : '-';
+      console.log(`| ${job.name} | ${cell(direct.get(job.name))} | ${SERVERS.map((s) => cell(results.get(s.name)!.get(job.name))).join(' | ')} | ${ratio} |`);
     }
 
+    if (!args.copy) return;
     // nbdcopy of a 4 GiB file holding 1% data (41 MiB in 1 MiB extents).
     const sparse = path.join(dir, 'volume-sparse');
     fs.writeFileSync(sparse, '');

@@ -20,6 +20,8 @@ export interface NbdServeOptions {
   metaContextId: number;
   /** Worker threads of the connection (1–64). */
   threads: number;
+  /** The bound of the adaptive polling window before a worker blocks for the next request, µs; 0 never polls. */
+  pollMicros: number;
   /** Start with writes held back (the export is being quiesced). */
   paused: boolean;
   /** Bytes the event loop read past the negotiation: the first requests. */

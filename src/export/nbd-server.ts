@@ -75,6 +75,13 @@ export interface NbdServerOptions {
   dataPlane?: 'native' | 'event-loop';
   /** Native worker threads per connection. Default 8 (they take turns reading requests; deeper queues spread over them). */
   threadsPerConnection?: number;
+  /**
+   * How long at most a native worker polls for the next request before it
+   * blocks, in µs (the window adapts below it; an idle client stops the
+   * polling). Default 50: a blocked worker's wake-up across vCPUs costs more
+   * than a 4k read. 0 never polls.
+   */
+  pollMicros?: number;
 }
 
 /** Something the server can drop at once: a socket or a native connection. */
@@ -486,6 +493,7 @@ class Connection {
       structured: this.structured,
       metaContextId: this.structured && this.metaFor === exp.name ? BASE_ALLOCATION_ID : 0,
       threads: this.o.threadsPerConnection ?? 8,
+      pollMicros: this.o.pollMicros ?? 50,
       paused,
     }));
     if (!ended) return false;

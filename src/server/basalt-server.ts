@@ -107,6 +107,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       const nbd = new NbdServer({
         provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls,
         dataPlane: d.nbd_data_plane === 'event-loop' ? 'event-loop' : 'native', threadsPerConnection: d.nbd_threads_per_connection,
+        pollMicros: d.nbd_poll_us,
       });
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
       stoppers.push(() => nbd.close());

@@ -2,7 +2,8 @@
  * Basalt's NBD server against Debian's real clients (nbdinfo, qemu-io,
  * qemu-img, nbdcopy) over a file-driver volume, plus malformed traffic.
  * Every test runs on both data planes: the native threads (the default for
- * file-backed exports) and the event loop (TLS and other drivers).
+ * file-backed exports), with and without polling for requests, and the event
+ * loop (TLS and other drivers).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -28,7 +29,13 @@ interface Setup {
   handleCalls: () => number;
 }
 
-for (const dataPlane of ['native', 'event-loop'] as const) describe(`${dataPlane} data plane`, () => {
+const PLANES = [
+  { title: 'native data plane', dataPlane: 'native', pollMicros: undefined },
+  { title: 'native data plane without polling', dataPlane: 'native', pollMicros: 0 },
+  { title: 'event-loop data plane', dataPlane: 'event-loop', pollMicros: undefined },
+] as const;
+
+for (const { title, dataPlane, pollMicros } of PLANES) describe(title, () => {
 
 async function setup(t: TestContext, volumes: Array<{ name: string; sizeGiB: number; readOnly?: boolean }>): Promise<Setup & { ids: Map<string, string> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-nbd-'));
@@ -50,7 +57,7 @@ async function setup(t: TestContext, volumes: Array<{ name: string; sizeGiB: num
     exports.set(v.name, { name: v.name, key: id, readOnly: v.readOnly ?? false, description: `volume ${id}`, open });
   }
   let calls = 0;
-  const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }), dataPlane });
+  const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }), dataPlane, pollMicros });
   const { port } = await server.listen(0, '127.0.0.1');
   t.after(() => server.close());
   return { port, server, dir, driver, ids, uri: (name) => `nbd://127.0.0.1:${port}/${name}`, handleCalls: () => calls };
@@ -138,6 +145,28 @@ test('many requests in flight over several connections: random data copied in an
   await run('nbdcopy', ['--connections=4', '--requests=64', s.uri('c'), back]);
   await run('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', src, back]);
   await run('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', src, path.join(s.dir, `volume-${s.ids.get('c')}`)]);
+});
+
+test('an idle connection costs no CPU: polling for requests stops while the client sends none', async (t) => {
+  const s = await setup(t, [{ name: 'idle', sizeGiB: 1 }]);
+  const sock = await connectExport('127.0.0.1', s.port, 'idle');
+  t.after(() => sock.destroy());
+  const replies: Buffer[] = [];
+  sock.on('data', (c) => replies.push(c));
+  // A busy spell (every reply awaited, as at queue depth 1), then silence.
+  for (let cookie = 1n; cookie <= 200n; cookie++) {
+    const answered = new Promise((r) => sock.once('data', r));
+    sock.write(requestFrame(0, cookie, 4096n * cookie, 4096));
+    await answered;
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  const cpu = process.cpuUsage();
+  const start = performance.now();
+  await new Promise((r) => setTimeout(r, 500));
+  const used = process.cpuUsage(cpu);
+  const share = (used.user + used.system) / 1000 / (performance.now() - start);
+  assert.ok(share < 0.2, `the server used ${(share * 100).toFixed(0)}% of a CPU with an idle client`);
+  assert.ok(Buffer.concat(replies).length >= 200 * 16, 'every read was answered');
 });
 
 test('read-only exports refuse writes with EPERM', async (t) => {
