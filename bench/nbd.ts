@@ -104,8 +104,9 @@ function median(rows: Row[]): Row {
   return [...rows].sort((a, b) => a.iops - b.iops)[Math.floor(rows.length / 2)]!;
 }
 
+/** Reads the file into the page cache and writes dirty pages back, so that no run pays for the last one's writes. */
 function warm(file: string): void {
-  execFileSync('sh', ['-c', `cat '${file}' > /dev/null`]);
+  execFileSync('sh', ['-c', `cat '${file}' > /dev/null; sync`]);
 }
 
 async function main(): Promise<void> {
@@ -133,7 +134,8 @@ async function main(): Promise<void> {
       for (const job of JOBS) {
         const samples = new Map<string, Row[]>(SERVERS.map((s) => [s.name, []]));
         for (let round = 0; round < ROUNDS; round++) {
-          for (const { server, port, child } of running) {
+          // Each round starts with the next server, so no server always runs right after another's writes.
+          for (const { server, port, child } of running.map((_, i) => running[(i + round) % running.length]!)) {
             warm(file);
             const before = cpuSeconds(child.pid!);
             const t = performance.now();

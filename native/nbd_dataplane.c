@@ -18,10 +18,10 @@
  * workers. A small read buffer lets one recv pick up many request headers.
  *
  * A worker that finds no further request buffered keeps the read lock and
- * serves a request that cannot block (a READ the page cache holds, a WRITE
- * without FUA, CACHE, BLOCK_STATUS) itself before reading the next: at queue
- * depth 1 one thread then does everything, with no wake-up of another per
- * request. Whatever may block (a cache miss, a flush, FUA, a quiesced write)
+ * serves a short request that cannot block (a READ of at most 64 KiB the page
+ * cache holds, a WRITE as short without FUA, CACHE, BLOCK_STATUS) itself
+ * before reading the next: at queue depth 1 one thread then does everything,
+ * with no wake-up of another per request. Whatever may block (a cache miss, a flush, FUA, a quiesced write)
  * lets the lock go first, so it holds up no other request.
  *
  * Adaptive polling (as QEMU's iothreads poll before they block): the worker
@@ -365,9 +365,13 @@ static void let_go(conn_t *c, int *holding) {
   pthread_mutex_unlock(&c->read_lock);
 }
 
-/* Whether a request may be served while holding the read lock (it cannot block for long). */
+/* The largest READ or WRITE served while holding the read lock: copying more takes long enough for the next request to come. */
+#define HOLD_MAX (64u * 1024)
+
+/* Whether a request may be served while holding the read lock (it is short and cannot block for long). */
 static int may_serve_holding(const request_t *r) {
-  return r->type == CMD_READ || (r->type == CMD_WRITE && !(r->flags & FLAG_FUA)) || r->type == CMD_CACHE || r->type == CMD_BLOCK_STATUS;
+  if (r->type == CMD_READ || (r->type == CMD_WRITE && !(r->flags & FLAG_FUA))) return r->length <= HOLD_MAX;
+  return r->type == CMD_CACHE || r->type == CMD_BLOCK_STATUS;
 }
 
 /* ---- the write gate (quiesce) ---- */
