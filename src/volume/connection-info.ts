@@ -60,6 +60,11 @@ export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id'>, endpo
   };
 }
 
+/** Whether a connection info (JSON as stored) is `local`: a loop device on the volume's own host. */
+export function isLocal(info: string | null): boolean {
+  return info !== null && (JSON.parse(info) as ConnectionInfo).driver_volume_type === 'local';
+}
+
 /** `host:port` of an NBD connection info (JSON as stored), or undefined for any other kind. */
 export function nbdAddress(info: string | null): string | undefined {
   const i = info ? JSON.parse(info) as ConnectionInfo : undefined;

@@ -16,7 +16,7 @@ import type { QuotaEngine } from '../quota/index.ts';
 import { fits } from '../scheduler/capacity.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
-import { exporterKey, liveExporters, nbdAddress } from './connection-info.ts';
+import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import type { VolumeServiceCapabilities } from './volume-service.ts';
 
@@ -341,6 +341,7 @@ export class VolumeManager {
       }
       await this.refuseIfBusy(tx, v.id, { reading: true });
       await this.refuseIfFrozen(tx, v);
+      if (v.status === 'in-use') await this.refuseIfUnquiescable(tx, v);
       await this.deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(this.deps.types, tx, v.volume_type_id)));
       await snapshots.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
@@ -422,15 +423,37 @@ export class VolumeManager {
    * @throws InvalidInputError naming the pool.
    */
   private async refuseIfNoRoom(tx: Tx, v: VolumeRow, moreGiB: number): Promise<void> {
-    if (!v.host) return;
+    const reported = await this.reportedPool(tx, v);
+    if (!reported) return; // not reported yet: the driver's own check decides
+    await this.deps.db.lockRows(tx, 'services', [reported.serviceId]);
+    if (!fits(reported.pool, await this.deps.volumes.provisionedGiB(tx, v.host!), moreGiB)) {
+      throw new InvalidInputError(`Invalid input received: Insufficient free space for volume extension: pool ${v.host} cannot hold ${moreGiB} GiB more.`);
+    }
+  }
+
+  /**
+   * Refuses a snapshot of an in-use volume whose writes cannot be quiesced:
+   * a local attachment's loop device writes to the volume file without
+   * passing the NBD export. A pool that snapshots by reflink still gives a
+   * crash-consistent snapshot (the filesystem clones under the file's lock,
+   * so each write lands wholly before or after it); a copy would mix in
+   * writes made while it runs.
+   * @throws InvalidInputError naming the ways out (detach, or attach over NBD).
+   */
+  private async refuseIfUnquiescable(tx: Tx, v: VolumeRow): Promise<void> {
+    const attachments = await tx.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute();
+    if (!attachments.some((a) => isLocal(a.connection_info))) return;
+    if ((await this.reportedPool(tx, v))?.pool.copy_method === 'reflink') return;
+    throw new InvalidInputError(`Invalid input received: Volume ${v.id} is attached as a local loop device, whose writes cannot be held back, and its pool ${v.host ?? ''} snapshots by copying: detach it, or attach it over NBD, to snapshot it while in use.`);
+  }
+
+  /** The volume's pool as its service last reported it (with that service row's id); undefined before a report. */
+  private async reportedPool(tx: Tx, v: VolumeRow): Promise<{ serviceId: string; pool: VolumeServiceCapabilities['pools'][number] } | undefined> {
+    if (!v.host) return undefined;
     const [serviceHost, poolName] = v.host.split('#');
     const svc = await tx.selectFrom('services').selectAll().where('binary', '=', 'cinder-volume').where('host', '=', serviceHost!).executeTakeFirst();
     const pool = svc?.capabilities ? (JSON.parse(svc.capabilities) as VolumeServiceCapabilities).pools.find((p) => p.pool_name === poolName) : undefined;
-    if (!svc || !pool) return; // not reported yet: the driver's own check decides
-    await this.deps.db.lockRows(tx, 'services', [svc.id]);
-    if (!fits(pool, await this.deps.volumes.provisionedGiB(tx, v.host), moreGiB)) {
-      throw new InvalidInputError(`Invalid input received: Insufficient free space for volume extension: pool ${v.host} cannot hold ${moreGiB} GiB more.`);
-    }
+    return svc && pool ? { serviceId: svc.id, pool } : undefined;
   }
 
   /** @throws InvalidInputError when every service of the volume's backend is frozen (os-services freeze). */

@@ -33,6 +33,16 @@ test('basalt attach gives a loop device on the volume\'s host, or the NBD URI el
   assert.ok(b.equals(Buffer.alloc(4096, 0x61)));
   await run('mkfs.ext4', ['-q', '-F', device]);
 
+  // A loop device's writes bypass the NBD export, so they cannot be quiesced: on a pool that
+  // snapshots by copying (this ext4), a snapshot while in use is refused and nothing is made.
+  const used = async () => (await s.request('GET', `${V}/os-quota-sets/${PROJECT}?usage=true`)).body.quota_set.snapshots.in_use as number;
+  const before = await used();
+  const refused = await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: vol, force: true } });
+  assert.equal(refused.status, 400);
+  assert.match(refused.body.badRequest.message, /attached as a local loop device.*snapshots by copying/);
+  assert.equal((await s.request('GET', `${V}/snapshots`)).body.snapshots.length, 0);
+  assert.equal(await used(), before);
+
   assert.match((await cli('detach', vol)).stdout, /detached/);
   assert.equal((await run('losetup', ['--associated', path.join(s.stateDir, 'volumes', 'file', `volume-${vol}`)])).stdout.trim(), '');
   assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'available');
@@ -42,6 +52,9 @@ test('basalt attach gives a loop device on the volume\'s host, or the NBD URI el
   assert.match(uri, /^nbd:\/\/127\.0\.0\.1:\d+\/basalt-[0-9a-f]{48}$/);
   const info = JSON.parse((await run('nbdinfo', ['--json', uri])).stdout);
   assert.equal(info.exports[0]['export-size'], 1024 ** 3);
+  // Attached over NBD, the same pool snapshots it in use: the export quiesces the writes.
+  const snap = await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: vol, force: true } });
+  assert.equal(snap.status, 202);
   await cli('detach', vol, '--all');
   assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'available');
   await assert.rejects(cli('attach', '00000000-0000-0000-0000-000000000000'), /could not be found/);
