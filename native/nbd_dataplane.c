@@ -21,16 +21,18 @@
  * serves a short request that cannot block (a READ of at most 64 KiB the page
  * cache holds, a WRITE as short without FUA, CACHE, BLOCK_STATUS) itself
  * before reading the next: at queue depth 1 one thread then does everything,
- * with no wake-up of another per request. Whatever may block (a cache miss, a flush, FUA, a quiesced write)
- * lets the lock go first, so it holds up no other request.
+ * with no wake-up of another per request. Whatever may block (a cache miss,
+ * a flush, FUA, a quiesced write) lets the lock go first, so it holds up no
+ * other request.
  *
- * Adaptive polling (as QEMU's iothreads poll before they block): the worker
- * waiting for the next request header first polls the socket for up to
- * pollNs. Blocking in recv costs a wake-up when the request comes, and on a
- * VM a wake-up across vCPUs (an IPI to a halted vCPU) costs tens of
- * microseconds, more than serving a 4k read from the page cache. Polling
- * stops while the client is idle, so an idle connection never spins. At most half the CPUs (at least one) poll at once,
- * process-wide, so polling never starves the clients or the other workers.
+ * Polling (as QEMU's iothreads poll before they block): the worker waiting
+ * for the next request header first polls the socket for up to pollMicros.
+ * Blocking in recv costs a wake-up when the request comes, and on a VM a
+ * wake-up across vCPUs (an IPI to a halted vCPU) costs tens of microseconds,
+ * more than serving a 4k read from the page cache. Polling stops while the
+ * client is idle, so an idle connection never spins. At most half the CPUs
+ * (at least one) poll at once, process-wide, so polling never starves the
+ * clients or the other workers.
  *
  *   nbdServe(options, onClose) -> connection   starts the workers
  *   nbdFence(connection)        shuts the socket down: in-flight replies fail, queued writes are dropped
@@ -657,13 +659,13 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   if (napi_get_named_property(env, argv[0], "buffered", &bv) == napi_ok && napi_is_buffer(env, bv, &is_buffer) == napi_ok && is_buffer) {
     napi_get_buffer_info(env, bv, &buffered, &buffered_len);
   }
-  if (!zero_block) {
+  if (!zero_block) { /* the first connection (always on the JavaScript thread) */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     max_pollers = cpus >= 4 ? (int)(cpus / 2) : 1;
-  }
-  if (!zero_block && !(zero_block = calloc(1, ZERO_BLOCK))) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
+    if (!(zero_block = calloc(1, ZERO_BLOCK))) {
+      napi_throw_error(env, NULL, "out of memory");
+      return NULL;
+    }
   }
 
   conn_t *c = calloc(1, sizeof *c);

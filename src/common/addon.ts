@@ -20,7 +20,7 @@ export interface NbdServeOptions {
   metaContextId: number;
   /** Worker threads of the connection (1–64). */
   threads: number;
-  /** The bound of the adaptive polling window before a worker blocks for the next request, µs; 0 never polls. */
+  /** How long at most a worker polls for the next request before it blocks, µs, while the client is busy; 0 never polls. */
   pollMicros: number;
   /** Start with writes held back (the export is being quiesced). */
   paused: boolean;

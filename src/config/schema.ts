@@ -88,7 +88,7 @@ export const DEFAULT_OPTIONS = {
   }),
   nbd_poll_us: opt<number>({
     type: 'int', default: 50, min: 0, max: 1000,
-    help: 'How long at most a native NBD worker polls the socket for the next request before it blocks, in microseconds. The window adapts per connection and shrinks to nothing while the client is idle; at most half the CPUs poll at once. Polling saves the wake-up of a blocked thread (tens of microseconds across vCPUs) at the price of CPU time while a client is busy. 0 never polls.',
+    help: 'How long at most a native NBD worker polls the socket for the next request before it blocks, in microseconds. Polling stops while a client is idle (no request for 20 times this long) and starts again when it is busy; at most half the CPUs poll at once. Polling saves the wake-up of a blocked thread (tens of microseconds across vCPUs) at the price of CPU time while a client is busy. 0 never polls.',
   }),
   enabled_backends: opt<string[]>({
     type: 'list', default: ['file'],

@@ -77,7 +77,7 @@ export interface NbdServerOptions {
   threadsPerConnection?: number;
   /**
    * How long at most a native worker polls for the next request before it
-   * blocks, in µs (the window adapts below it; an idle client stops the
+   * blocks, in µs, while the client is busy (an idle client stops the
    * polling). Default 50: a blocked worker's wake-up across vCPUs costs more
    * than a 4k read. 0 never polls.
    */
