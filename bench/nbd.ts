@@ -124,13 +124,13 @@ async function main(): Promise<void> {
     }
     // Every server runs at once, each on its own port, and each job runs on each in turn, round
     // after round: drift of this VM (often 10-30% over minutes) then hits every server alike.
-    const running = await Promise.all(SERVERS.map(async (server) => {
-      const port = await freePort();
-      const child = server.start(file, port);
-      await waitPort(port);
-      return { server, port, child };
-    }));
+    const running: Array<{ server: Server; port: number; child: ChildProcess }> = [];
     try {
+      for (const server of SERVERS) { // each is stopped in the finally below, even if a later one fails to start
+        const port = await freePort();
+        running.push({ server, port, child: server.start(file, port) });
+        await waitPort(port);
+      }
       for (const job of JOBS) {
         const samples = new Map<string, Row[]>(SERVERS.map((s) => [s.name, []]));
         for (let round = 0; round < ROUNDS; round++) {

@@ -443,6 +443,7 @@ export class VolumeManager {
   private async refuseIfUnquiescable(tx: Tx, v: VolumeRow): Promise<void> {
     const attachments = await tx.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute();
     if (!attachments.some((a) => isLocal(a.connection_info))) return;
+    // A pool not reported yet counts as copying: the safe guess.
     if ((await this.reportedPool(tx, v))?.pool.copy_method === 'reflink') return;
     throw new InvalidInputError(`Invalid input received: Volume ${v.id} is attached as a local loop device, whose writes cannot be held back, and its pool ${v.host ?? ''} snapshots by copying: detach it, or attach it over NBD, to snapshot it while in use.`);
   }
