@@ -27,6 +27,9 @@ import { discoveryRoutes } from './discovery.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
+import { groupTypeRoutes } from './group-types.ts';
+import { groupRoutes } from './groups.ts';
+import { groupSnapshotRoutes } from './group-snapshots.ts';
 
 /** Largest request body accepted. */
 const BODY_LIMIT_BYTES = 1024 * 1024;
@@ -105,6 +108,9 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(workerRoutes(deps));
     await scope.register(transferRoutes(deps));
     await scope.register(discoveryRoutes(deps));
+    await scope.register(groupTypeRoutes(deps));
+    await scope.register(groupRoutes(deps));
+    await scope.register(groupSnapshotRoutes(deps));
   };
   const auth = authenticator(deps.config);
   const prepare = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {

@@ -8,6 +8,8 @@ import type { AttachmentRepository, Db, MessageRepository, QosRepository, Servic
 import type { AttachmentManager, CleanupFilter, CleanupResult, TransferManager, VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
+import type { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
+import type { GroupManager } from '../volume/index.ts';
 
 /** Dependencies of the API. */
 export interface ApiDeps {
@@ -24,6 +26,10 @@ export interface ApiDeps {
   attachments: AttachmentRepository;
   attachmentManager: AttachmentManager;
   transfers: TransferManager;
+  groups: GroupRepository;
+  groupSnapshots: GroupSnapshotRepository;
+  groupTypes: GroupTypeRepository;
+  groupManager: GroupManager;
   /** Takes over the work of the dead services matching the filter (`POST /workers/cleanup`). */
   cleanup(filter: CleanupFilter): Promise<CleanupResult>;
 }

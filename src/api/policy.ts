@@ -96,6 +96,37 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume:attachment_delete', 'DELETE', '/attachments/:id', 'member', { since: '3.27' }),
   e('volume:attachment_complete', 'POST', '/attachments/:id/action', 'member', { since: '3.44' }),
 
+  // Group types and group specs (3.11): reads for everyone (Cinder has no rule for them), changes for admins.
+  e('group:group_types:get_all', 'GET', '/group_types', 'reader', { since: '3.11' }),
+  e('group:group_types:get', 'GET', '/group_types/:id', 'reader', { since: '3.11' }),
+  e('group:group_types:create', 'POST', '/group_types', 'admin', { since: '3.11' }),
+  e('group:group_types:update', 'PUT', '/group_types/:id', 'admin', { since: '3.11' }),
+  e('group:group_types:delete', 'DELETE', '/group_types/:id', 'admin', { since: '3.11' }),
+  e('group:group_types_specs:get_all', 'GET', '/group_types/:id/group_specs', 'admin', { since: '3.11' }),
+  e('group:group_types_specs:get', 'GET', '/group_types/:id/group_specs/:key', 'admin', { since: '3.11' }),
+  e('group:group_types_specs:create', 'POST', '/group_types/:id/group_specs', 'admin', { since: '3.11' }),
+  e('group:group_types_specs:update', 'PUT', '/group_types/:id/group_specs/:key', 'admin', { since: '3.11' }),
+  e('group:group_types_specs:delete', 'DELETE', '/group_types/:id/group_specs/:key', 'admin', { since: '3.11' }),
+
+  // Generic volume groups (3.13) and group snapshots (3.14).
+  e('group:create', 'POST', '/groups', 'member', { since: '3.13' }),
+  e('group:get_all', 'GET', '/groups', 'reader', { since: '3.13' }),
+  e('group:get_all', 'GET', '/groups/detail', 'reader', { since: '3.13' }),
+  e('group:get', 'GET', '/groups/:id', 'reader', { since: '3.13' }),
+  e('group:update', 'PUT', '/groups/:id', 'member', { since: '3.13' }),
+  e('group:delete', 'POST', '/groups/:id/action', 'member', { since: '3.13', action: 'delete' }),
+  e('group:reset_status', 'POST', '/groups/:id/action', 'admin', { since: '3.20', action: 'reset_status' }),
+  // An unknown action is refused by the handler (400), for anyone who may change the group.
+  e('group:update', 'POST', '/groups/:id/action', 'member', { since: '3.13' }),
+  e('group:create', 'POST', '/groups/action', 'member', { since: '3.14' }),
+  e('group:create_group_snapshot', 'POST', '/group_snapshots', 'member', { since: '3.14' }),
+  e('group:get_all_group_snapshots', 'GET', '/group_snapshots', 'reader', { since: '3.14' }),
+  e('group:get_all_group_snapshots', 'GET', '/group_snapshots/detail', 'reader', { since: '3.14' }),
+  e('group:get_group_snapshot', 'GET', '/group_snapshots/:id', 'reader', { since: '3.14' }),
+  e('group:delete_group_snapshot', 'DELETE', '/group_snapshots/:id', 'member', { since: '3.14' }),
+  e('group:reset_group_snapshot_status', 'POST', '/group_snapshots/:id/action', 'admin', { since: '3.19', action: 'reset_status' }),
+  e('group:update_group_snapshot', 'POST', '/group_snapshots/:id/action', 'member', { since: '3.19' }),
+
   // Volume types, extra specs, access, defaults.
   e('volume_extension:type_get_all', 'GET', '/types', 'reader'),
   e('volume_extension:type_get', 'GET', '/types/:id', 'reader'),

@@ -52,7 +52,7 @@ function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<stri
     'os-extended-snapshot-attributes:progress': s.status === 'available' ? '100%' : '0%',
     'os-extended-snapshot-attributes:project_id': s.project_id,
   };
-  if (req.apiVersion.atLeast('3.14')) view.group_snapshot_id = null;
+  if (req.apiVersion.atLeast('3.14')) view.group_snapshot_id = s.group_snapshot_id;
   if (req.apiVersion.atLeast('3.41')) view.user_id = s.user_id;
   if (req.apiVersion.atLeast('3.65')) view.consumes_quota = true;
   return view;

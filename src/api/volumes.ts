@@ -122,7 +122,7 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     view['os-vol-mig-status-attr:migstat'] = null;
     view['os-vol-mig-status-attr:name_id'] = null;
   }
-  if (version.atLeast('3.13')) view.group_id = null;
+  if (version.atLeast('3.13')) view.group_id = v.group_id;
   if (version.atLeast('3.21') && caller.isAdmin) view.provider_id = null;
   if (version.atLeast('3.48')) { view.service_uuid = null; view.shared_targets = false; }
   if (version.atLeast('3.61') && caller.isAdmin) view.cluster_name = v.cluster_name;
@@ -160,8 +160,8 @@ export function volumeRoutes(deps: ApiDeps) {
       if (v.imageRef || v.image_id || v.backup_id || v.source_replica) {
         throw new InvalidInputError('Invalid input received: creating a volume from an image, backup or replica is not supported by this Basalt release.');
       }
-      if (v.consistencygroup_id || v.group_id) {
-        throw new InvalidInputError('Invalid input received: volume groups are not supported by this Basalt release.');
+      if (v.consistencygroup_id) {
+        throw new InvalidInputError('Invalid input received: consistency groups are not supported by this Basalt release: use generic volume groups (group_id, 3.13).');
       }
       if (v.multiattach === true) {
         throw new InvalidInputError("Invalid input received: multiattach comes from the volume type (3.50): use a type with multiattach='<is> True'.");
@@ -175,6 +175,7 @@ export function volumeRoutes(deps: ApiDeps) {
         volumeType: (v.volume_type ?? null) as string | null,
         snapshotId: (v.snapshot_id ?? null) as string | null,
         sourceVolumeId: (v.source_volid ?? null) as string | null,
+        groupId: req.apiVersion.atLeast('3.13') ? (v.group_id ?? null) as string | null : null,
       });
       return reply.code(202).send(await one(req, created));
     });

@@ -106,6 +106,10 @@ export const DEFAULT_OPTIONS = {
     type: 'bool', default: false,
     help: 'Place a volume that asks for an unknown availability zone in default_availability_zone instead of refusing it (the volume then shows the zone it got).',
   }),
+  default_group_type: opt<string>({
+    type: 'string', default: '',
+    help: 'Name of the group type `GET /group_types/default` shows (3.11); empty: none, and that request answers 404, as in Cinder.',
+  }),
   default_volume_type: opt<string>({
     type: 'string', default: '__DEFAULT__',
     help: 'Name of the volume type given to volumes created without one, unless the project has its own default (3.62).',

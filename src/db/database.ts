@@ -18,6 +18,7 @@ import * as m0006 from './migrations/0006-attachments.ts';
 import * as m0007 from './migrations/0007-attachment-psk.ts';
 import * as m0008 from './migrations/0008-transfers.ts';
 import * as m0009 from './migrations/0009-service-frozen.ts';
+import * as m0010 from './migrations/0010-groups.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -30,6 +31,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0007-attachment-psk': m0007,
   '0008-transfers': m0008,
   '0009-service-frozen': m0009,
+  '0010-groups': m0010,
 };
 
 /** An open database. */
@@ -51,7 +53,7 @@ export interface Db {
    * under READ COMMITTED that is what serialises them. SQLite: nothing to do,
    * a transaction holds the only connection.
    */
-  lockRows(tx: Kysely<Database>, table: 'volumes' | 'services', ids: readonly string[]): Promise<void>;
+  lockRows(tx: Kysely<Database>, table: 'volumes' | 'services' | 'groups', ids: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -11,3 +11,6 @@ export * from './volume-type-repository.ts';
 export * from './qos-repository.ts';
 export * from './snapshot-repository.ts';
 export * from './attachment-repository.ts';
+export * from './group-type-repository.ts';
+export * from './group-repository.ts';
+export * from './group-snapshot-repository.ts';

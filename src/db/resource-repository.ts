@@ -41,14 +41,17 @@ export interface ResourceFilter {
 
 /** How one resource is stored. */
 export interface ResourceTable<Row> {
-  /** `volumes`, `snapshots`. */
-  table: 'volumes' | 'snapshots';
+  /** `volumes`, `snapshots`, `groups`, `group_snapshots`. */
+  table: 'volumes' | 'snapshots' | 'groups' | 'group_snapshots';
   /** `volume`, `snapshot`: events' resource type. */
   resourceType: string;
-  metadataTable: 'volume_metadata' | 'snapshot_metadata';
+  /** Absent for resources without user metadata (groups). */
+  metadataTable?: 'volume_metadata' | 'snapshot_metadata';
   /** Column of the metadata table naming the row. */
-  metadataKey: 'volume_id' | 'snapshot_id';
+  metadataKey?: 'volume_id' | 'snapshot_id';
   keyset: KeysetTable<keyof Row & string>;
+  /** Column naming a parent whose jobs work on this row too (a volume's group, a snapshot's group snapshot). */
+  jobParent?: 'group_id' | 'group_snapshot_id';
 }
 
 /** Base of resource repositories. */
@@ -126,8 +129,8 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
     if (f.name !== undefined) s = s.where(`${tb}.name`, '=', f.name);
     if (f.status !== undefined) s = s.where(`${tb}.status`, '=', f.status);
     for (const [key, value] of Object.entries(f.metadata ?? {})) {
-      s = s.where((eb) => eb.exists(eb.selectFrom(`${this.t.metadataTable} as m`).select(`m.${this.t.metadataKey}`)
-        .whereRef(`m.${this.t.metadataKey}`, '=', `${tb}.id`).where('m.key', '=', key).where('m.value', '=', value)));
+      s = s.where((eb) => eb.exists(eb.selectFrom(`${this.t.metadataTable!} as m`).select(`m.${this.t.metadataKey!}`)
+        .whereRef(`m.${this.t.metadataKey!}`, '=', `${tb}.id`).where('m.key', '=', key).where('m.value', '=', value)));
     }
     return this.narrow(s, f);
   }
@@ -141,29 +144,29 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
   async metadataOf(q: Q, ids: readonly string[]): Promise<Map<string, Record<string, string>>> {
     const out = new Map<string, Record<string, string>>(ids.map((id) => [id, {}]));
     if (ids.length === 0) return out;
-    const rows = await (q as AnyQ).selectFrom(this.t.metadataTable).selectAll().where(this.t.metadataKey, 'in', ids).orderBy('key').execute();
-    for (const r of rows) out.get(r[this.t.metadataKey])![r.key] = r.value;
+    const rows = await (q as AnyQ).selectFrom(this.t.metadataTable!).selectAll().where(this.t.metadataKey!, 'in', ids).orderBy('key').execute();
+    for (const r of rows) out.get(r[this.t.metadataKey!])![r.key] = r.value;
     return out;
   }
 
   /** Sets the given keys, keeping others. */
   async addMetadata(q: Q, id: string, metadata: Record<string, string>): Promise<void> {
     for (const [key, value] of Object.entries(metadata)) {
-      await (q as AnyQ).insertInto(this.t.metadataTable).values({ [this.t.metadataKey]: id, key, value })
-        .onConflict((oc) => oc.columns([this.t.metadataKey, 'key']).doUpdateSet({ value }))
+      await (q as AnyQ).insertInto(this.t.metadataTable!).values({ [this.t.metadataKey!]: id, key, value })
+        .onConflict((oc) => oc.columns([this.t.metadataKey!, 'key']).doUpdateSet({ value }))
         .execute();
     }
   }
 
   /** Replaces all metadata. */
   async replaceMetadata(q: Q, id: string, metadata: Record<string, string>): Promise<void> {
-    await (q as AnyQ).deleteFrom(this.t.metadataTable).where(this.t.metadataKey, '=', id).execute();
+    await (q as AnyQ).deleteFrom(this.t.metadataTable!).where(this.t.metadataKey!, '=', id).execute();
     await this.addMetadata(q, id, metadata);
   }
 
   /** Deletes one key; false if it was absent. */
   async deleteMetadataKey(q: Q, id: string, key: string): Promise<boolean> {
-    const r = await (q as AnyQ).deleteFrom(this.t.metadataTable).where(this.t.metadataKey, '=', id).where('key', '=', key).executeTakeFirst();
+    const r = await (q as AnyQ).deleteFrom(this.t.metadataTable!).where(this.t.metadataKey!, '=', id).where('key', '=', key).executeTakeFirst();
     return r.numDeletedRows > 0n;
   }
 
@@ -177,7 +180,12 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
       .where('status', 'in', statuses)
       .where((eb) => eb(eb.fn.coalesce('updated_at', 'created_at'), '<', beforeIso))
       .where((eb) => eb.not(eb.exists(eb.selectFrom('jobs').select('jobs.id')
-        .whereRef('jobs.resource_id', '=', `${tb}.id`).where('jobs.state', 'in', ['queued', 'running']))))
+        .where((j) => j.or([
+          j('jobs.resource_id', '=', j.ref(`${tb}.id`)),
+          // A group's job works on its members: they are not stuck while it runs.
+          ...(this.t.jobParent ? [j('jobs.resource_id', '=', j.ref(`${tb}.${this.t.jobParent}`))] : []),
+        ]))
+        .where('jobs.state', 'in', ['queued', 'running']))))
       .execute() as Promise<Row[]>;
   }
 

@@ -30,6 +30,8 @@ export interface VolumesTable {
   created_at: string;
   updated_at: string | null;
   launched_at: string | null;
+  /** The generic volume group the volume belongs to (0010). */
+  group_id: string | null;
 }
 
 /** `volume_metadata`: user key/value pairs of a volume. */
@@ -183,6 +185,8 @@ export interface SnapshotsTable {
   status: string;
   created_at: string;
   updated_at: string | null;
+  /** The group snapshot the snapshot was taken for (0010). */
+  group_snapshot_id: string | null;
 }
 
 /** `snapshot_metadata`: user key/value pairs of a snapshot. */
@@ -229,6 +233,60 @@ export interface TransfersTable {
   created_at: string;
 }
 
+/** `group_types`: named sets of group specs (3.11). */
+export interface GroupTypesTable {
+  id: string;
+  name: string;
+  description: string | null;
+  is_public: number;
+  created_at: string;
+  updated_at: string | null;
+}
+
+/** `group_type_specs`: key/value pairs of a group type. */
+export interface GroupTypeSpecsTable { group_type_id: string; key: string; value: string }
+
+/** `group_type_projects`: projects that may use a private group type. */
+export interface GroupTypeProjectsTable { group_type_id: string; project_id: string }
+
+/** `groups`: generic volume groups (3.13). */
+export interface GroupsTable {
+  id: string;
+  project_id: string;
+  user_id: string;
+  name: string | null;
+  description: string | null;
+  status: string;
+  availability_zone: string;
+  group_type_id: string;
+  /** Host string of the pool its volumes live in, once the first one is placed. */
+  host: string | null;
+  cluster_name: string | null;
+  /** The group snapshot it was created from. */
+  group_snapshot_id: string | null;
+  /** The group it was created from. */
+  source_group_id: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+/** `group_volume_types`: the volume types a group's volumes may have. */
+export interface GroupVolumeTypesTable { group_id: string; volume_type_id: string }
+
+/** `group_snapshots`: consistent snapshots of every volume of a group (3.14). */
+export interface GroupSnapshotsTable {
+  id: string;
+  project_id: string;
+  user_id: string;
+  group_id: string;
+  group_type_id: string;
+  name: string | null;
+  description: string | null;
+  status: string;
+  created_at: string;
+  updated_at: string | null;
+}
+
 export interface Database {
   volumes: VolumesTable;
   volume_metadata: VolumeMetadataTable;
@@ -249,7 +307,17 @@ export interface Database {
   snapshot_metadata: SnapshotMetadataTable;
   attachments: AttachmentsTable;
   transfers: TransfersTable;
+  group_types: GroupTypesTable;
+  group_type_specs: GroupTypeSpecsTable;
+  group_type_projects: GroupTypeProjectsTable;
+  groups: GroupsTable;
+  group_volume_types: GroupVolumeTypesTable;
+  group_snapshots: GroupSnapshotsTable;
 }
+
+export type GroupTypeRow = Selectable<GroupTypesTable>;
+export type GroupRow = Selectable<GroupsTable>;
+export type GroupSnapshotRow = Selectable<GroupSnapshotsTable>;
 
 export type TransferRow = Selectable<TransfersTable>;
 

@@ -34,7 +34,7 @@ export type SortKey = KeysetKey<keyof VolumeRow>;
 /** Repository over volumes. */
 export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter> {
   constructor(clock: Clock) {
-    super(clock, { table: 'volumes', resourceType: 'volume', metadataTable: 'volume_metadata', metadataKey: 'volume_id', keyset: VOLUME_KEYSET });
+    super(clock, { table: 'volumes', resourceType: 'volume', metadataTable: 'volume_metadata', metadataKey: 'volume_id', keyset: VOLUME_KEYSET, jobParent: 'group_id' });
   }
 
   protected override narrow(s: AnySelect, f: VolumeFilter): AnySelect {

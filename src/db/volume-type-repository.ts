@@ -82,8 +82,10 @@ export class VolumeTypeRepository {
     await q.updateTable('volume_types').set({ ...set, updated_at: isoAt(this.clock.now()) }).where('id', '=', id).execute();
   }
 
-  /** Whether any volume uses the type. */
+  /** Whether any volume or group uses the type. */
   async inUse(q: Q, id: string): Promise<boolean> {
+    // A group that allows the type uses it too (group_volume_types refers to it).
+    if (await q.selectFrom('group_volume_types').select('group_id').where('volume_type_id', '=', id).limit(1).executeTakeFirst()) return true;
     return (await q.selectFrom('volumes').select('id').where('volume_type_id', '=', id).limit(1).executeTakeFirst()) !== undefined;
   }
 

@@ -9,6 +9,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import type { ServiceRepository, ServiceRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
+import { claimGroupHost } from '../db/index.ts';
 import { fits } from './capacity.ts';
 import { capabilityKey, matchesSpec } from './extra-specs.ts';
 import { BasaltError, NoValidBackendError } from '../errors/index.ts';
@@ -75,6 +76,11 @@ export class Scheduler {
         await queue.db.lockRows(tx, 'services', [service.id]);
         if (!fits(pool, await volumes.provisionedGiB(tx, host), p.sizeGiB)) {
           reasons.push(`${host}: CapacityFilter`);
+          continue;
+        }
+        // A group's volumes share one pool: the first one placed picks it.
+        if (volume.group_id && !(await claimGroupHost(tx, volume.group_id, host, service.cluster))) {
+          reasons.push(`${host}: GroupFilter (the group's volumes are in another pool)`);
           continue;
         }
         const placed = await tx.updateTable('volumes').set({ host, cluster_name: service.cluster })

@@ -13,6 +13,7 @@ import type { BasaltConfig } from '../config/index.ts';
 import {
   AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository, type Db,
 } from '../db/index.ts';
+import { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
 import { createDriver, type GuardedDriver } from '../drivers/index.ts';
 import { NbdServer } from '../export/index.ts';
@@ -21,6 +22,7 @@ import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
 import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
 
@@ -82,9 +84,14 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const types = new VolumeTypeRepository(clock);
   const snapshots = new SnapshotRepository(clock);
   const attachments = new AttachmentRepository(clock);
-  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: volumeUsageCounter(volumes, snapshots, types), extraResources: perTypeResources(types) });
+  const groups = new GroupRepository(clock);
+  const groupSnapshots = new GroupSnapshotRepository(clock);
+  const groupTypes = new GroupTypeRepository(clock);
+  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: groupUsageCounter(groups, volumeUsageCounter(volumes, snapshots, types)), extraResources: perTypeResources(types) });
   const jobDeps = { volumes, snapshots, quotas, types, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
+  const groupJobDeps = { ...jobDeps, groups, groupSnapshots };
+  const groupKinds = groupJobKinds(groupJobDeps);
   const common = {
     queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
     pollMs: d.job_poll_interval_seconds * 1000, heartbeatMs: d.report_interval * 1000,
@@ -116,7 +123,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       for (const backend of config.backends) {
         const driver = createDriver(backend);
         const svc = new VolumeService({
-          ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log,
+          ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000,
           exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls },
         });
@@ -145,8 +152,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       },
     };
     const sweeper = new Sweeper({
-      queue, kinds: Object.values(kinds),
-      rules: [...stuckResourceRules(db, jobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
+      queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds)],
+      rules: [...stuckResourceRules(db, jobDeps), ...stuckGroupRules(db, groupJobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
       intervalMs: Math.max(200, Math.min(leaseMs, d.service_down_time * 1000) / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
     });
     await sweeper.sweepOnce();
@@ -164,7 +171,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         },
       });
       const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds, serviceDownMs: d.service_down_time * 1000 });
-      api = buildApi({ config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, cleanup: (f) => cleanupServices(cleanupDeps, f),
+      const groupManager = new GroupManager({ db, queue, clock, quotas, volumes, snapshots, types, groups, groupSnapshots, groupTypes, groupKinds, volumeManager });
+      api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, cleanup: (f) => cleanupServices(cleanupDeps, f),
         transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }),
       }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });

@@ -10,3 +10,8 @@ export * from './attachment-manager.ts';
 export * from './connection-info.ts';
 export * from './service-cleanup.ts';
 export * from './transfer-manager.ts';
+export * from './group-jobs.ts';
+export * from './group-membership.ts';
+export * from './group-manager.ts';
+export * from './group-handlers.ts';
+export * from './group-quota.ts';

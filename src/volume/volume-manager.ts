@@ -18,6 +18,7 @@ import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
 import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
+import { checkNewMember } from './group-membership.ts';
 import type { VolumeServiceCapabilities } from './volume-service.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
@@ -41,6 +42,8 @@ export interface CreateVolumeInput {
   snapshotId?: string | null;
   /** Make the volume a clone of this volume. */
   sourceVolumeId?: string | null;
+  /** Put the volume in this group (3.13); checked by the `checkGroup` hook of {@link VolumeManager.requestCreate}. */
+  groupId?: string | null;
 }
 
 /** A snapshot request after validation. */
@@ -183,6 +186,8 @@ export class VolumeManager {
       const type = source && !input.volumeType
         ? (await this.deps.types.find(tx, source.typeId ?? '', { isAdmin: true, projectId: caller.projectId })) ?? await this.defaultType(tx, caller)
         : await this.resolveType(tx, caller, input.volumeType);
+      const group = input.groupId ? await checkNewMember(this.deps.db, tx, caller, input.groupId, type.id, Boolean(input.volumeType)) : undefined;
+      if (group && source) throw new InvalidInputError('Invalid input received: a copy cannot be created into a group; create it, then add it to the group (add_volumes).');
       let zone: string;
       if (source) {
         if (input.availabilityZone !== null && input.availabilityZone !== source.volume.availability_zone) {
@@ -191,7 +196,7 @@ export class VolumeManager {
         zone = source.volume.availability_zone;
         await this.refuseIfFrozen(tx, source.volume);
       } else {
-        zone = await this.resolveZone(tx, input.availabilityZone);
+        zone = await this.resolveZone(tx, input.availabilityZone ?? group?.availability_zone ?? null);
       }
       await this.deps.quotas.consume(tx, caller.projectId, volumeQuota(input.sizeGiB, type.name), input.sizeGiB);
       await volumes.insert(tx, {
@@ -200,7 +205,7 @@ export class VolumeManager {
         host: source?.volume.host ?? null, cluster_name: source?.volume.cluster_name ?? null, volume_type_id: type.id,
         snapshot_id: input.snapshotId ?? null, source_volid: input.sourceVolumeId ?? null,
         bootable: source?.volume.bootable ?? 0, multiattach: isMultiattachType(type) ? 1 : 0, provider_location: null,
-        created_at: isoAt(clock.now()), updated_at: null, launched_at: null,
+        created_at: isoAt(clock.now()), updated_at: null, launched_at: null, group_id: input.groupId ?? null,
       }, input.metadata);
       if (source) {
         await enqueue(kinds.create, { target: volumeTarget(source.volume.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { volumeId: id, sizeGiB: input.sizeGiB } });
@@ -277,9 +282,12 @@ export class VolumeManager {
       if (!allowed.includes(v.status) || v.attach_status === 'attached') {
         throw new InvalidStatusError(`Invalid volume: Volume status must be ${allowed.join(', ')} and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer.`);
       }
+      if (v.group_id) throw new InvalidStatusError(`Invalid volume: Volume ${id} belongs to group ${v.group_id}: remove it from the group first, or delete the group with its volumes.`);
       await this.refuseIfBusy(tx, v.id);
       await this.refuseIfFrozen(tx, v);
       const snaps = await snapshots.ofVolume(tx, v.id);
+      const grouped = snaps.find((s) => s.group_snapshot_id);
+      if (grouped) throw new InvalidStatusError(`Invalid volume: Snapshot ${grouped.id} of volume ${id} is part of group snapshot ${grouped.group_snapshot_id}: delete the group snapshot first.`);
       if (snaps.length > 0 && !opts.cascade) {
         throw new InvalidStatusError(`Invalid volume: Volume ${id} still has ${snaps.length} dependent snapshots.`);
       }
@@ -346,7 +354,7 @@ export class VolumeManager {
       await snapshots.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
         volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating',
-        created_at: isoAt(clock.now()), updated_at: null,
+        created_at: isoAt(clock.now()), updated_at: null, group_snapshot_id: null,
       }, input.metadata);
       await enqueue(kinds.snapshotCreate, { target: await this.snapshotTarget(tx, v), resourceId: id, requestId: caller.requestId, payload: { snapshotId: id } });
     });
@@ -364,6 +372,7 @@ export class VolumeManager {
       if (!(SNAPSHOT_DELETABLE_STATUSES as readonly string[]).includes(s.status)) {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot status must be available or error and must not be part of a group, but current status is: ${s.status}.`);
       }
+      if (s.group_snapshot_id) throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} is part of group snapshot ${s.group_snapshot_id}: delete the group snapshot instead.`);
       const copying = await tx.selectFrom('volumes').select('id').where('snapshot_id', '=', id).where('status', '=', 'creating').executeTakeFirst();
       if (copying) throw new InvalidStatusError(`Invalid snapshot: volume ${copying.id} is being created from it.`);
       if (!(await snapshots.transition(tx, { id, from: SNAPSHOT_DELETABLE_STATUSES, to: 'deleting', requestId: caller.requestId }))) {
@@ -405,7 +414,7 @@ export class VolumeManager {
    * NBD export (that member quiesces the writes of its connections, so the
    * snapshot is crash-consistent), any other on any member of the cluster.
    */
-  private async snapshotTarget(tx: Tx, v: VolumeRow): Promise<string> {
+  async snapshotTarget(tx: Tx, v: VolumeRow): Promise<string> {
     const live = await liveExporters(tx, this.deps.services, this.deps.options.serviceDownMs);
     for (const a of await tx.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute()) {
       const address = nbdAddress(a.connection_info);
@@ -440,7 +449,7 @@ export class VolumeManager {
    * writes made while it runs.
    * @throws InvalidInputError naming the ways out (detach, or attach over NBD).
    */
-  private async refuseIfUnquiescable(tx: Tx, v: VolumeRow): Promise<void> {
+  async refuseIfUnquiescable(tx: Tx, v: VolumeRow): Promise<void> {
     const attachments = await tx.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute();
     if (!attachments.some((a) => isLocal(a.connection_info))) return;
     // A pool not reported yet counts as copying: the safe guess.
@@ -458,7 +467,7 @@ export class VolumeManager {
   }
 
   /** @throws InvalidInputError when every service of the volume's backend is frozen (os-services freeze). */
-  private async refuseIfFrozen(tx: Tx, v: VolumeRow): Promise<void> {
+  async refuseIfFrozen(tx: Tx, v: VolumeRow): Promise<void> {
     if (!v.cluster_name) return;
     const members = await tx.selectFrom('services').select('frozen').where('binary', '=', 'cinder-volume').where('cluster', '=', v.cluster_name).execute();
     if (members.length > 0 && members.every((m) => m.frozen === 1)) {
@@ -466,7 +475,8 @@ export class VolumeManager {
     }
   }
 
-  private async refuseIfBusy(tx: Tx, volumeId: string, opts: { reading?: boolean } = {}): Promise<void> {
+  /** @throws InvalidStatusError when the volume is busy (see {@link busyReason}). */
+  async refuseIfBusy(tx: Tx, volumeId: string, opts: { reading?: boolean } = {}): Promise<void> {
     const busy = await busyReason(this.deps, tx, volumeId, opts);
     if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${volumeId} is busy: ${busy}.`);
   }

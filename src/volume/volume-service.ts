@@ -7,7 +7,8 @@ import type { BackendOptions } from '../config/index.ts';
 import type { ServiceRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import { RoleService, type JobQueue } from '../jobs/index.ts';
-import { volumeHandlers, type VolumeHandlerDeps } from './volume-handlers.ts';
+import { volumeHandlers } from './volume-handlers.ts';
+import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
 import { memberTarget, volumeTarget } from './volume-jobs.ts';
 
 /** Capabilities a volume service stores in its row, in Cinder's shape. */
@@ -44,7 +45,7 @@ export interface VolumeServiceCapabilities {
 }
 
 /** Settings of a {@link VolumeService}. */
-export interface VolumeServiceOptions extends VolumeHandlerDeps {
+export interface VolumeServiceOptions extends GroupHandlerDeps {
   backend: BackendOptions;
   driver: GuardedDriver;
   queue: JobQueue;
@@ -75,7 +76,7 @@ export class VolumeService {
       queue: o.queue, services: o.services, host: this.serviceHost, binary: 'cinder-volume',
       backend: o.backend.name, cluster: this.cluster, availabilityZone: o.backend.backend_availability_zone,
       version: o.version, instanceId: o.instanceId, target: volumeTarget(this.cluster), extraTargets: [memberTarget(this.serviceHost)],
-      handlers: volumeHandlers(o, o.driver), concurrency: o.concurrency, pollMs: o.pollMs,
+      handlers: [...volumeHandlers(o, o.driver), ...groupHandlers(o, o.driver)], concurrency: o.concurrency, pollMs: o.pollMs,
       heartbeatMs: o.heartbeatMs, log: o.log.child({ role: 'volume', backend: o.backend.name }),
       reportCapabilities: () => this.capabilities(),
     });

@@ -1,0 +1,148 @@
+/**
+ * Generic volume groups (3.13): create, list, detail, show, update (rename,
+ * add and remove volumes), delete and reset status through `…/action`, and
+ * groups from a group snapshot or another group (3.14, `POST /groups/action`).
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { cinderTime } from '../common/index.ts';
+import { GROUP_SORT_KEYS, type GroupRow, type ResourceFilter } from '../db/index.ts';
+import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import type { ApiDeps } from './context.ts';
+import { queryValue, truthy } from './pagination.ts';
+import { resourceList, type ResourceListOptions } from './resource-list.ts';
+import { actionOf, nameSchema, validate } from './validation.ts';
+
+const boolish = { anyOf: [{ type: 'boolean' }, { type: 'string', enum: ['true', 'false', 'True', 'False', '1', '0', 'yes', 'no', 'on', 'off'] }] };
+const uuid = { type: 'string', format: 'uuid' };
+
+const CREATE = {
+  type: 'object', required: ['group'], additionalProperties: false,
+  properties: {
+    group: {
+      type: 'object', required: ['group_type', 'volume_types'], additionalProperties: false,
+      properties: {
+        name: nameSchema, description: nameSchema,
+        group_type: { type: 'string', minLength: 1, maxLength: 255 },
+        volume_types: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', minLength: 1, maxLength: 255 } },
+        availability_zone: { type: ['string', 'null'], minLength: 1, maxLength: 255 },
+      },
+    },
+  },
+};
+const CREATE_FROM_SOURCE = {
+  type: 'object', additionalProperties: false,
+  properties: { name: nameSchema, description: nameSchema, group_snapshot_id: uuid, source_group_id: uuid },
+  oneOf: [{ required: ['group_snapshot_id'] }, { required: ['source_group_id'] }],
+};
+const UPDATE = {
+  type: 'object', required: ['group'], additionalProperties: false,
+  properties: {
+    group: {
+      type: 'object', additionalProperties: false,
+      properties: { name: nameSchema, description: nameSchema, add_volumes: nameSchema, remove_volumes: nameSchema },
+      anyOf: [{ required: ['name'] }, { required: ['description'] }, { required: ['add_volumes'] }, { required: ['remove_volumes'] }],
+    },
+  },
+};
+const DELETE = { type: 'object', additionalProperties: false, properties: { 'delete-volumes': boolish } };
+/** Cinder's group statuses. */
+const RESET_STATUS = {
+  type: 'object', required: ['status'], additionalProperties: false,
+  properties: { status: { enum: ['error', 'available', 'creating', 'deleting', 'deleted', 'updating', 'in-use', 'error_deleting'] } },
+};
+
+/** A name or description as stored: trimmed, as Cinder does. */
+function text(v: unknown): string | null {
+  return typeof v === 'string' ? v.trim() : null;
+}
+
+/** Comma-separated volume ids (`add_volumes`, `remove_volumes`). */
+function ids(v: unknown): string[] {
+  return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
+}
+
+/** Registers the routes. */
+export function groupRoutes(deps: ApiDeps) {
+  const { db, groups, groupManager, config } = deps;
+
+  /** Detailed views, with volume types (and, at 3.25 with `list_volume`, members) loaded in bulk. */
+  const views = async (req: FastifyRequest, rows: GroupRow[]): Promise<Record<string, unknown>[]> => {
+    const v = req.apiVersion;
+    const types = await groups.volumeTypesOf(db.kysely, rows.map((r) => r.id));
+    const listVolumes = v.atLeast('3.25') && truthy(queryValue(req.query as Record<string, unknown>, 'list_volume'));
+    const members = listVolumes ? await groups.memberIdsOf(db.kysely, rows.map((r) => r.id)) : undefined;
+    return rows.map((g) => {
+      const view: Record<string, unknown> = {
+        id: g.id, status: g.status, availability_zone: g.availability_zone, created_at: cinderTime(g.created_at),
+        name: g.name, description: g.description, group_type: g.group_type_id, volume_types: types.get(g.id),
+      };
+      if (v.atLeast('3.14')) { view.group_snapshot_id = g.group_snapshot_id; view.source_group_id = g.source_group_id; }
+      if (members) view.volumes = members.get(g.id);
+      // Group replication is not served: every group's is disabled.
+      if (v.atLeast('3.38')) view.replication_status = 'disabled';
+      if (v.atLeast('3.58') && req.caller.isAdmin) view.project_id = g.project_id;
+      return view;
+    });
+  };
+  const summary = (g: GroupRow) => ({ id: g.id, name: g.name });
+
+  return async (app: FastifyInstance): Promise<void> => {
+    app.addHook('preHandler', async (req) => {
+      if (!req.apiVersion.atLeast('3.13')) throw new NotFoundError('The resource could not be found.');
+    });
+
+    app.post('/groups', async (req, reply) => {
+      const b = validate<{ group: Record<string, unknown> }>(CREATE, req.body).group;
+      const g = await groupManager.requestCreate(req.caller, {
+        name: text(b.name), description: text(b.description), groupType: b.group_type as string,
+        volumeTypes: b.volume_types as string[], availabilityZone: (b.availability_zone ?? null) as string | null,
+      });
+      return reply.code(202).send({ group: summary(g) });
+    });
+
+    const listing: ResourceListOptions<GroupRow, ResourceFilter> = {
+      db: db.kysely, repo: groups, collection: 'groups', sortKeys: GROUP_SORT_KEYS, maxLimit: config.DEFAULT.osapi_max_limit,
+      narrow() { /* name, status and the shared filters only */ },
+      summary: (_req, g) => summary(g),
+      details: views,
+    };
+    app.get('/groups', resourceList(listing, false));
+    app.get('/groups/detail', resourceList(listing, true));
+    app.get<{ Params: { id: string } }>('/groups/:id', async (req) => ({ group: (await views(req, [await groupManager.get(req.caller, req.params.id)]))[0] }));
+
+    app.put<{ Params: { id: string } }>('/groups/:id', async (req, reply) => {
+      const b = validate<{ group: Record<string, unknown> }>(UPDATE, req.body).group;
+      await groupManager.requestUpdate(req.caller, req.params.id, {
+        ...('name' in b ? { name: text(b.name) } : {}), ...('description' in b ? { description: text(b.description) } : {}),
+        addVolumes: ids(b.add_volumes), removeVolumes: ids(b.remove_volumes),
+      });
+      return reply.code(202).send();
+    });
+
+    app.post<{ Params: { id: string } }>('/groups/:id/action', async (req, reply) => {
+      const [name, arg] = actionOf(req.body);
+      if (name === 'delete') {
+        const a = validate<{ 'delete-volumes'?: unknown }>(DELETE, arg ?? {});
+        const del = a['delete-volumes'] === true || (typeof a['delete-volumes'] === 'string' && ['true', '1', 'yes', 'on'].includes(a['delete-volumes'].toLowerCase()));
+        await groupManager.requestDelete(req.caller, req.params.id, del);
+      } else if (name === 'reset_status' && req.apiVersion.atLeast('3.20')) {
+        const a = validate<{ status: string }>(RESET_STATUS, arg);
+        await groupManager.resetStatus(req.caller, req.params.id, a.status.toLowerCase());
+      } else {
+        throw new InvalidInputError(`There is no such action: ${name}`);
+      }
+      return reply.code(202).send();
+    });
+
+    app.post('/groups/action', async (req, reply) => {
+      const [name, arg] = actionOf(req.body);
+      if (name !== 'create-from-src' || !req.apiVersion.atLeast('3.14')) throw new InvalidInputError(`There is no such action: ${name}`);
+      const a = validate<{ name?: string | null; description?: string | null; group_snapshot_id?: string; source_group_id?: string }>(CREATE_FROM_SOURCE, arg);
+      const g = await groupManager.requestCreateFromSource(req.caller, {
+        name: text(a.name), description: text(a.description),
+        ...(a.group_snapshot_id ? { groupSnapshotId: a.group_snapshot_id } : { sourceGroupId: a.source_group_id! }),
+      });
+      return reply.code(202).send({ group: summary(g) });
+    });
+  };
+}

@@ -1,0 +1,108 @@
+/**
+ * Queries on group types (3.11), their group specs and project access.
+ * Shaped like {@link VolumeTypeRepository}: a group type is a named set of
+ * specs that groups are created with.
+ */
+import type { Kysely } from 'kysely';
+import type { Clock } from '../common/index.ts';
+import { isoAt, newId } from '../common/index.ts';
+import type { Database, GroupTypeRow } from './schema.ts';
+import type { TypeViewer } from './volume-type-repository.ts';
+
+type Q = Kysely<Database>;
+
+/** A group type with its group specs. */
+export interface GroupType extends GroupTypeRow { group_specs: Record<string, string> }
+
+/** Repository over group types. */
+export class GroupTypeRepository {
+  constructor(private readonly clock: Clock) {}
+
+  /**
+   * Group types `viewer` may see, by name. For admins `isPublic` picks public
+   * or private ones (undefined: all); others get the public ones and those
+   * shared with their project.
+   */
+  async list(q: Q, viewer: TypeViewer, isPublic?: boolean): Promise<GroupType[]> {
+    let s = q.selectFrom('group_types').selectAll('group_types');
+    if (viewer.isAdmin && isPublic !== undefined) s = s.where('is_public', '=', isPublic ? 1 : 0);
+    if (!viewer.isAdmin) {
+      s = s.where((eb) => eb.or([
+        eb('is_public', '=', 1),
+        eb.exists(eb.selectFrom('group_type_projects as p').select('p.project_id')
+          .whereRef('p.group_type_id', '=', 'group_types.id').where('p.project_id', '=', viewer.projectId)),
+      ]));
+    }
+    return this.withSpecs(q, await s.orderBy('name').execute());
+  }
+
+  /** A group type by id or, failing that, by name, if `viewer` may see it. */
+  async find(q: Q, idOrName: string, viewer: TypeViewer): Promise<GroupType | undefined> {
+    const row = await q.selectFrom('group_types').selectAll().where('id', '=', idOrName).executeTakeFirst()
+      ?? await q.selectFrom('group_types').selectAll().where('name', '=', idOrName).executeTakeFirst();
+    if (!row) return undefined;
+    if (!row.is_public && !viewer.isAdmin) {
+      const shared = await q.selectFrom('group_type_projects').select('project_id')
+        .where('group_type_id', '=', row.id).where('project_id', '=', viewer.projectId).executeTakeFirst();
+      if (!shared) return undefined;
+    }
+    return (await this.withSpecs(q, [row]))[0];
+  }
+
+  /** Creates a group type; the caller checked the name is free. */
+  async create(q: Q, t: { name: string; description: string | null; isPublic: boolean; specs: Record<string, string> }): Promise<string> {
+    const id = newId();
+    await q.insertInto('group_types').values({
+      id, name: t.name, description: t.description, is_public: t.isPublic ? 1 : 0, created_at: isoAt(this.clock.now()), updated_at: null,
+    }).execute();
+    await this.setSpecs(q, id, t.specs);
+    return id;
+  }
+
+  /** Whether a group type of this name exists (other than `exceptId`). */
+  async nameTaken(q: Q, name: string, exceptId?: string): Promise<boolean> {
+    let s = q.selectFrom('group_types').select('id').where('name', '=', name);
+    if (exceptId) s = s.where('id', '!=', exceptId);
+    return (await s.executeTakeFirst()) !== undefined;
+  }
+
+  /** Updates name, description or visibility. */
+  async update(q: Q, id: string, set: { name?: string; description?: string | null; is_public?: number }): Promise<void> {
+    await q.updateTable('group_types').set({ ...set, updated_at: isoAt(this.clock.now()) }).where('id', '=', id).execute();
+  }
+
+  /** Whether any group or group snapshot uses the group type. */
+  async inUse(q: Q, id: string): Promise<boolean> {
+    const group = await q.selectFrom('groups').select('id').where('group_type_id', '=', id).limit(1).executeTakeFirst();
+    const snap = await q.selectFrom('group_snapshots').select('id').where('group_type_id', '=', id).limit(1).executeTakeFirst();
+    return group !== undefined || snap !== undefined;
+  }
+
+  /** Deletes the group type (specs and access cascade). */
+  async delete(q: Q, id: string): Promise<void> {
+    await q.deleteFrom('group_types').where('id', '=', id).execute();
+  }
+
+  /** Sets the given group specs, keeping others. */
+  async setSpecs(q: Q, id: string, specs: Record<string, string>): Promise<void> {
+    for (const [key, value] of Object.entries(specs)) {
+      await q.insertInto('group_type_specs').values({ group_type_id: id, key, value })
+        .onConflict((oc) => oc.columns(['group_type_id', 'key']).doUpdateSet({ value })).execute();
+    }
+  }
+
+  /** Deletes one group spec; false if absent. */
+  async deleteSpec(q: Q, id: string, key: string): Promise<boolean> {
+    const r = await q.deleteFrom('group_type_specs').where('group_type_id', '=', id).where('key', '=', key).executeTakeFirst();
+    return r.numDeletedRows > 0n;
+  }
+
+  private async withSpecs(q: Q, rows: GroupTypeRow[]): Promise<GroupType[]> {
+    if (rows.length === 0) return [];
+    const specs = await q.selectFrom('group_type_specs').selectAll().where('group_type_id', 'in', rows.map((r) => r.id)).orderBy('key').execute();
+    return rows.map((r) => ({
+      ...r,
+      group_specs: Object.fromEntries(specs.filter((s) => s.group_type_id === r.id).map((s) => [s.key, s.value])),
+    }));
+  }
+}

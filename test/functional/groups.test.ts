@@ -1,0 +1,178 @@
+/**
+ * Generic volume groups: group types and specs (3.11), groups (3.13), group
+ * snapshots and groups from them (3.14), reset status (3.19, 3.20), group
+ * quotas; consistent group snapshots of attached members.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { PROJECT, startTestServer, waitFor, waitForStatus, type Reply, type TestServer } from '../helpers/server.ts';
+
+const V = `/v3/${PROJECT}`;
+const MV = { 'OpenStack-API-Version': 'volume 3.70' };
+const MEMBER = { 'X-Auth-Token': `member:${PROJECT}`, 'OpenStack-API-Version': 'volume 3.70' };
+
+const req = (s: TestServer, method: string, p: string, body?: unknown, headers: Record<string, string> = MV): Promise<Reply> => s.request(method, `${V}${p}`, body, headers);
+
+async function ok(r: Promise<Reply>, status: number): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const res = await r;
+  assert.equal(res.status, status, JSON.stringify(res.body));
+  return res.body;
+}
+
+/** A volume type, a group type and a group allowing that volume type. */
+async function setUp(s: TestServer): Promise<{ type: string; groupType: string; group: string }> {
+  const type = (await ok(req(s, 'POST', '/types', { volume_type: { name: `t-${Math.random()}` } }), 200)).volume_type.id as string;
+  const groupType = (await ok(req(s, 'POST', '/group_types', { group_type: { name: `gt-${Math.random()}` } }), 202)).group_type.id as string;
+  const group = (await ok(req(s, 'POST', '/groups', { group: { name: 'g1', group_type: groupType, volume_types: [type] } }), 202)).group.id as string;
+  return { type, groupType, group };
+}
+
+async function groupStatus(s: TestServer, id: string, status: string, kind = 'groups'): Promise<void> {
+  await waitFor(`${kind} ${id} ${status}`, async () => (await req(s, 'GET', `/${kind}/${id}`)).body?.[kind === 'groups' ? 'group' : 'group_snapshot']?.status === status);
+}
+
+async function memberVolume(s: TestServer, type: string, group: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const v = (await ok(req(s, 'POST', '/volumes', { volume: { size: 1, volume_type: type, group_id: group, ...extra } }), 202)).volume;
+  assert.equal(v.group_id, group);
+  await waitForStatus(s, v.id, 'available');
+  return v.id;
+}
+
+test('group types and group specs (3.11)', async (t) => {
+  const s = await startTestServer(t, { env: { BASALT_DEFAULT_GROUP_TYPE: 'gt-default' } });
+  assert.equal((await req(s, 'GET', '/group_types', undefined, { 'OpenStack-API-Version': 'volume 3.10' })).status, 404, 'not before 3.11');
+  assert.equal((await req(s, 'GET', '/group_types/default')).status, 404, 'the configured default does not exist yet');
+  const created = await ok(req(s, 'POST', '/group_types', { group_type: { name: 'gt-default', description: 'd', group_specs: { consistent_group_snapshot_enabled: '<is> True' } } }), 202);
+  assert.deepEqual(Object.keys(created.group_type).sort(), ['description', 'group_specs', 'id', 'is_public', 'name']);
+  const id = created.group_type.id as string;
+  assert.equal((await ok(req(s, 'GET', '/group_types/default'), 200)).group_type.id, id);
+  assert.equal((await req(s, 'POST', '/group_types', { group_type: { name: 'gt-default' } })).status, 409);
+  const bad = await req(s, 'POST', '/group_types', { group_type: { name: 'x', group_specs: { 'a key': 'v' } } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.badRequest.message, /group_specs/);
+  await ok(req(s, 'POST', '/group_types', { group_type: { name: 'private', is_public: false } }), 202);
+
+  // Lists: public by default; admins may ask for private ones or all; members never see specs.
+  const names = async (q: string, h = MV) => (await ok(req(s, 'GET', `/group_types${q}`, undefined, h), 200)).group_types.map((x: { name: string }) => x.name);
+  assert.deepEqual(await names(''), ['gt-default']);
+  assert.deepEqual(await names('?is_public=false'), ['private']);
+  assert.deepEqual(await names('?is_public=None&sort=name:desc'), ['private', 'gt-default']);
+  assert.deepEqual(await names('?is_public=None', MEMBER), ['gt-default']);
+  assert.equal((await ok(req(s, 'GET', `/group_types/${id}`, undefined, MEMBER), 200)).group_type.group_specs, undefined);
+  assert.equal((await req(s, 'POST', '/group_types', { group_type: { name: 'm' } }, MEMBER)).status, 403);
+
+  const updated = await ok(req(s, 'PUT', `/group_types/${id}`, { group_type: { name: 'renamed', description: 'new' } }), 200);
+  assert.equal(updated.group_type.name, 'renamed');
+  assert.equal((await req(s, 'PUT', `/group_types/${id}`, { group_type: {} })).status, 400);
+
+  // Specs.
+  assert.deepEqual(await ok(req(s, 'POST', `/group_types/${id}/group_specs`, { group_specs: { k1: 'v1', k2: 'v2' } }), 202), { group_specs: { k1: 'v1', k2: 'v2' } });
+  assert.deepEqual(await ok(req(s, 'GET', `/group_types/${id}/group_specs/k1`), 200), { k1: 'v1' });
+  assert.deepEqual(await ok(req(s, 'PUT', `/group_types/${id}/group_specs/k1`, { k1: 'v1b' }), 200), { k1: 'v1b' });
+  assert.equal((await req(s, 'PUT', `/group_types/${id}/group_specs/k1`, { k2: 'x' })).status, 400, 'body and URI must match');
+  assert.deepEqual((await ok(req(s, 'GET', `/group_types/${id}/group_specs`), 200)).group_specs, { consistent_group_snapshot_enabled: '<is> True', k1: 'v1b', k2: 'v2' });
+  await ok(req(s, 'DELETE', `/group_types/${id}/group_specs/k1`), 202);
+  assert.equal((await req(s, 'GET', `/group_types/${id}/group_specs/k1`)).status, 404);
+  assert.equal((await req(s, 'DELETE', `/group_types/${id}/group_specs/k1`)).status, 404);
+  assert.equal((await req(s, 'GET', `/group_types/${id}/group_specs`, undefined, MEMBER)).status, 403);
+
+  await ok(req(s, 'DELETE', `/group_types/${id}`), 202);
+  assert.equal((await req(s, 'GET', `/group_types/${id}`)).status, 404);
+});
+
+test('groups: create, volumes created into them, add and remove, delete with volumes; group quota', async (t) => {
+  const s = await startTestServer(t);
+  assert.equal((await req(s, 'GET', '/groups', undefined, { 'OpenStack-API-Version': 'volume 3.12' })).status, 404, 'not before 3.13');
+  const { type, groupType, group } = await setUp(s);
+  const missing = await req(s, 'POST', '/groups', { group: { group_type: groupType } });
+  assert.equal(missing.status, 400);
+  assert.match(missing.body.badRequest.message, /volume_types/);
+  assert.equal((await req(s, 'POST', '/groups', { group: { group_type: groupType, volume_types: ['nope'] } })).status, 404);
+  assert.equal((await req(s, 'POST', '/groups', { group: { group_type: 'nope', volume_types: [type] } })).status, 404);
+
+  const shown = (await ok(req(s, 'GET', `/groups/${group}`), 200)).group;
+  assert.equal(shown.status, 'available');
+  assert.equal(shown.group_type, groupType);
+  assert.deepEqual(shown.volume_types, [type]);
+  assert.equal(shown.replication_status, 'disabled');
+  assert.equal(shown.project_id, PROJECT, 'admins see the project from 3.58');
+  assert.equal((await ok(req(s, 'GET', `/groups/${group}`, undefined, MEMBER), 200)).group.project_id, undefined);
+  assert.deepEqual(Object.keys((await ok(req(s, 'GET', `/groups/${group}`, undefined, { 'OpenStack-API-Version': 'volume 3.13' }), 200)).group).sort(),
+    ['availability_zone', 'created_at', 'description', 'group_type', 'id', 'name', 'status', 'volume_types']);
+
+  // Volumes into the group: the type must be given and be one of the group's.
+  const other = (await ok(req(s, 'POST', '/types', { volume_type: { name: 'other' } }), 200)).volume_type.id as string;
+  const wrongType = await req(s, 'POST', '/volumes', { volume: { size: 1, volume_type: other, group_id: group } });
+  assert.equal(wrongType.status, 400);
+  assert.match(wrongType.body.badRequest.message, /volume_type/);
+  assert.equal((await req(s, 'POST', '/volumes', { volume: { size: 1, group_id: group } })).status, 400, 'the type must be named');
+  assert.equal((await req(s, 'POST', '/volumes', { volume: { size: 1, volume_type: type, group_id: '00000000-0000-0000-0000-000000000000' } })).status, 404);
+  const v1 = await memberVolume(s, type, group);
+  const v2 = await memberVolume(s, type, group);
+  assert.equal((await ok(req(s, 'GET', `/volumes/${v1}`), 200)).volume.group_id, group);
+  assert.deepEqual((await ok(req(s, 'GET', `/groups/${group}?list_volume=true`), 200)).group.volumes.sort(), [v1, v2].sort());
+  const alone = await req(s, 'DELETE', `/volumes/${v1}`);
+  assert.equal(alone.status, 400, 'a volume in a group is not deleted alone');
+  assert.match(alone.body.badRequest.message, /group/);
+
+  // Update: rename, remove, add back.
+  await ok(req(s, 'PUT', `/groups/${group}`, { group: { name: 'renamed', description: 'd', remove_volumes: v2 } }), 202);
+  assert.equal((await ok(req(s, 'GET', `/volumes/${v2}`), 200)).volume.group_id, null);
+  assert.equal((await ok(req(s, 'GET', `/groups/${group}`), 200)).group.name, 'renamed');
+  const both = await req(s, 'PUT', `/groups/${group}`, { group: { add_volumes: v2, remove_volumes: v2 } });
+  assert.equal(both.status, 400);
+  const notIn = await req(s, 'PUT', `/groups/${group}`, { group: { remove_volumes: v2 } });
+  assert.equal(notIn.status, 400);
+  assert.match(notIn.body.badRequest.message, /not in the group/);
+  const foreign = (await ok(req(s, 'POST', '/volumes', { volume: { size: 1, volume_type: other } }), 202)).volume.id as string;
+  await waitForStatus(s, foreign, 'available');
+  const wrong = await req(s, 'PUT', `/groups/${group}`, { group: { add_volumes: foreign } });
+  assert.equal(wrong.status, 400);
+  assert.match(wrong.body.badRequest.message, /not supported by the group/);
+  await ok(req(s, 'PUT', `/groups/${group}`, { group: { add_volumes: `${v2},` } }), 202);
+  assert.equal((await ok(req(s, 'GET', `/volumes/${v2}`), 200)).volume.group_id, group);
+
+  // Lists and filters.
+  const listed = (await ok(req(s, 'GET', '/groups'), 200)).groups;
+  assert.deepEqual(listed, [{ id: group, name: 'renamed' }]);
+  assert.equal((await ok(req(s, 'GET', '/groups/detail?name=nope'), 200)).groups.length, 0);
+  const another = await s.request('GET', '/v3/another/groups/detail', undefined, { ...MEMBER, 'X-Auth-Token': 'member:another' });
+  assert.equal(another.status, 200);
+  assert.equal(another.body.groups.length, 0, 'another project sees none');
+  assert.equal((await s.request('GET', `/v3/another/groups/${group}`, undefined, { ...MEMBER, 'X-Auth-Token': 'member:another' })).status, 404);
+
+  // Quota: a group counts in `groups`.
+  const quota = async () => (await ok(req(s, 'GET', `/os-quota-sets/${PROJECT}?usage=true`), 200)).quota_set.groups;
+  assert.equal((await quota()).in_use, 1);
+  await ok(req(s, 'PUT', `/os-quota-sets/${PROJECT}`, { quota_set: { groups: 1 } }), 200);
+  const over = await req(s, 'POST', '/groups', { group: { group_type: groupType, volume_types: [type] } });
+  assert.equal(over.status, 413);
+  assert.equal((await ok(req(s, 'GET', '/groups'), 200)).groups.length, 1, 'nothing half-created');
+
+  // Delete: with volumes only when asked; the volumes go with it.
+  const refused = await req(s, 'POST', `/groups/${group}/action`, { delete: { 'delete-volumes': false } });
+  assert.equal(refused.status, 400);
+  assert.match(refused.body.badRequest.message, /delete-volumes/);
+  await ok(req(s, 'POST', `/groups/${group}/action`, { delete: { 'delete-volumes': true } }), 202);
+  await waitFor('group gone', async () => (await req(s, 'GET', `/groups/${group}`)).status === 404);
+  assert.equal((await req(s, 'GET', `/volumes/${v1}`)).status, 404);
+  assert.equal((await req(s, 'GET', `/volumes/${v2}`)).status, 404);
+  assert.equal(fs.existsSync(path.join(s.stateDir, 'volumes', 'file', `volume-${v1}`)), false);
+  assert.equal((await quota()).in_use, 0);
+  // A group type in use cannot go; once unused it can.
+  const g2 = (await ok(req(s, 'POST', '/groups', { group: { group_type: groupType, volume_types: [type] } }), 202)).group.id;
+  assert.equal((await req(s, 'DELETE', `/group_types/${groupType}`)).status, 400);
+  assert.equal((await req(s, 'DELETE', `/types/${type}`)).status, 400, 'a volume type a group allows is in use');
+  await ok(req(s, 'POST', `/groups/${g2}/action`, { delete: {} }), 202);
+  await waitFor('empty group gone', async () => (await req(s, 'GET', `/groups/${g2}`)).status === 404);
+  await ok(req(s, 'DELETE', `/group_types/${groupType}`), 202);
+
+  // Reset status (3.20, admins).
+  const g3 = (await setUp(s)).group;
+  assert.equal((await req(s, 'POST', `/groups/${g3}/action`, { reset_status: { status: 'error' } }, { 'OpenStack-API-Version': 'volume 3.19' })).status, 400);
+  assert.equal((await req(s, 'POST', `/groups/${g3}/action`, { reset_status: { status: 'error' } }, MEMBER)).status, 403);
+  await ok(req(s, 'POST', `/groups/${g3}/action`, { reset_status: { status: 'error' } }), 202);
+  await groupStatus(s, g3, 'error');
+});
