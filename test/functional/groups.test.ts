@@ -4,14 +4,20 @@
  * quotas; consistent group snapshots of attached members.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import type net from 'node:net';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { connectExport, requestFrame } from '../helpers/nbd-raw.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type Reply, type TestServer } from '../helpers/server.ts';
 
+const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
 const MV = { 'OpenStack-API-Version': 'volume 3.70' };
 const MEMBER = { 'X-Auth-Token': `member:${PROJECT}`, 'OpenStack-API-Version': 'volume 3.70' };
+const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 
 const req = (s: TestServer, method: string, p: string, body?: unknown, headers: Record<string, string> = MV): Promise<Reply> => s.request(method, `${V}${p}`, body, headers);
 
@@ -175,4 +181,168 @@ test('groups: create, volumes created into them, add and remove, delete with vol
   assert.equal((await req(s, 'POST', `/groups/${g3}/action`, { reset_status: { status: 'error' } }, MEMBER)).status, 403);
   await ok(req(s, 'POST', `/groups/${g3}/action`, { reset_status: { status: 'error' } }), 202);
   await groupStatus(s, g3, 'error');
+});
+
+function volumeFile(s: TestServer, kind: 'volume' | 'snapshot', id: string): string {
+  return path.join(s.stateDir, 'volumes', 'file', `${kind}-${id}`);
+}
+
+function writeAt(s: TestServer, id: string, text: string): void {
+  const fd = fs.openSync(volumeFile(s, 'volume', id), 'r+');
+  fs.writeSync(fd, Buffer.from(text), 0, text.length, 4096);
+  fs.closeSync(fd);
+}
+
+function readAt(s: TestServer, kind: 'volume' | 'snapshot', id: string, length: number): string {
+  const fd = fs.openSync(volumeFile(s, kind, id), 'r');
+  const b = Buffer.alloc(length);
+  fs.readSync(fd, b, 0, length, 4096);
+  fs.closeSync(fd);
+  return b.toString();
+}
+
+test('group snapshots, and groups from a group snapshot or from another group (3.14)', async (t) => {
+  const s = await startTestServer(t);
+  const { type, group } = await setUp(s);
+  const [a, b] = [await memberVolume(s, type, group), await memberVolume(s, type, group)];
+  writeAt(s, a, 'a-before');
+  writeAt(s, b, 'b-before');
+  assert.equal((await req(s, 'POST', '/group_snapshots', { group_snapshot: { group_id: group } }, { 'OpenStack-API-Version': 'volume 3.13' })).status, 404);
+  const created = await ok(req(s, 'POST', '/group_snapshots', { group_snapshot: { group_id: group, name: 'gs1' } }), 202);
+  const gs = created.group_snapshot.id as string;
+  assert.deepEqual(Object.keys(created.group_snapshot).sort(), ['group_type_id', 'id', 'name']);
+  await groupStatus(s, gs, 'available', 'group_snapshots');
+  writeAt(s, a, 'a-after-');
+  const members = (await ok(req(s, 'GET', '/snapshots/detail'), 200)).snapshots.filter((x: { group_snapshot_id: string }) => x.group_snapshot_id === gs);
+  assert.equal(members.length, 2);
+  const snapOf = (v: string) => members.find((x: { volume_id: string }) => x.volume_id === v).id as string;
+  assert.equal(readAt(s, 'snapshot', snapOf(a), 8), 'a-before');
+  assert.equal(readAt(s, 'snapshot', snapOf(b), 8), 'b-before');
+  const shown = (await ok(req(s, 'GET', `/group_snapshots/${gs}`), 200)).group_snapshot;
+  assert.deepEqual([shown.group_id, shown.name, shown.status, shown.project_id], [group, 'gs1', 'available', PROJECT]);
+  assert.deepEqual((await ok(req(s, 'GET', '/group_snapshots'), 200)).group_snapshots, [{ id: gs, name: 'gs1' }]);
+  assert.equal((await ok(req(s, 'GET', `/group_snapshots/detail?group_id=${group}`), 200)).group_snapshots.length, 1);
+  const alone = await req(s, 'DELETE', `/snapshots/${snapOf(a)}`);
+  assert.equal(alone.status, 400, 'a member snapshot is deleted with its group snapshot only');
+  assert.match(alone.body.badRequest.message, /group snapshot/);
+  const busy = await req(s, 'POST', `/groups/${group}/action`, { delete: { 'delete-volumes': true } });
+  assert.equal(busy.status, 400);
+  assert.match(busy.body.badRequest.message, /existing snapshots/);
+
+  // A group from the group snapshot: one volume per member snapshot, with its data.
+  const fromSnap = (await ok(req(s, 'POST', '/groups/action', { 'create-from-src': { group_snapshot_id: gs, name: 'copy' } }), 202)).group;
+  assert.equal(fromSnap.name, 'copy');
+  await groupStatus(s, fromSnap.id, 'available');
+  const copied = (await ok(req(s, 'GET', `/groups/${fromSnap.id}?list_volume=true`), 200)).group;
+  assert.equal(copied.group_snapshot_id, gs);
+  assert.equal(copied.volumes.length, 2);
+  const texts = copied.volumes.map((v: string) => readAt(s, 'volume', v, 8)).sort();
+  assert.deepEqual(texts, ['a-before', 'b-before']);
+  for (const v of copied.volumes) assert.equal((await ok(req(s, 'GET', `/volumes/${v}`), 200)).volume.status, 'available');
+
+  // A group from another group: clones of its current data.
+  const clone = (await ok(req(s, 'POST', '/groups/action', { 'create-from-src': { source_group_id: group } }), 202)).group;
+  await groupStatus(s, clone.id, 'available');
+  const cloned = (await ok(req(s, 'GET', `/groups/${clone.id}?list_volume=true`), 200)).group;
+  assert.equal(cloned.source_group_id, group);
+  assert.deepEqual(cloned.volumes.map((v: string) => readAt(s, 'volume', v, 8)).sort(), ['a-after-', 'b-before']);
+  assert.equal((await req(s, 'POST', '/groups/action', { 'create-from-src': {} })).status, 400);
+  assert.equal((await req(s, 'POST', '/groups/action', { 'create-from-src': { group_snapshot_id: '00000000-0000-0000-0000-000000000000' } })).status, 404);
+
+  // Reset status (3.19) and delete: the member snapshots go with it.
+  assert.equal((await req(s, 'POST', `/group_snapshots/${gs}/action`, { reset_status: { status: 'error' } }, MEMBER)).status, 403);
+  await ok(req(s, 'POST', `/group_snapshots/${gs}/action`, { reset_status: { status: 'error' } }), 202);
+  await groupStatus(s, gs, 'error', 'group_snapshots');
+  await ok(req(s, 'DELETE', `/group_snapshots/${gs}`), 202);
+  await waitFor('group snapshot gone', async () => (await req(s, 'GET', `/group_snapshots/${gs}`)).status === 404);
+  assert.equal((await req(s, 'GET', `/snapshots/${snapOf(a)}`)).status, 404);
+  assert.equal(fs.existsSync(volumeFile(s, 'snapshot', snapOf(a))), false);
+  assert.equal((await ok(req(s, 'GET', `/os-quota-sets/${PROJECT}?usage=true`), 200)).quota_set.snapshots.in_use, 0);
+  for (const g of [group, fromSnap.id, clone.id]) await ok(req(s, 'POST', `/groups/${g}/action`, { delete: { 'delete-volumes': true } }), 202);
+  await waitFor('groups gone', async () => (await ok(req(s, 'GET', '/groups'), 200)).groups.length === 0);
+  assert.equal((await ok(req(s, 'GET', '/volumes'), 200)).volumes.length, 0);
+});
+
+/** Writes `gen` as 8 bytes at offset 0 through a raw NBD connection and waits for the reply. */
+async function nbdWrite(sock: net.Socket, cookie: bigint, gen: number): Promise<void> {
+  const data = Buffer.alloc(4096);
+  data.writeBigUInt64BE(BigInt(gen), 0);
+  const reply = new Promise<Buffer>((resolve) => {
+    let got = Buffer.alloc(0);
+    const onData = (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= 16) { sock.off('data', onData); resolve(got); }
+    };
+    sock.on('data', onData);
+  });
+  sock.write(requestFrame(1, cookie, 0n, 4096, data));
+  const r = await reply;
+  assert.equal(r.readUInt32BE(4), 0, 'write succeeded');
+}
+
+test('a group snapshot holds the writes of every attached member at once: the members are one point in time', async (t) => {
+  const s = await startTestServer(t);
+  const { type, group } = await setUp(s);
+  const vols = [await memberVolume(s, type, group), await memberVolume(s, type, group)];
+  const socks: net.Socket[] = [];
+  for (const v of vols) {
+    const a = await ok(req(s, 'POST', '/attachments', { attachment: { volume_uuid: v, connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' } } }), 200);
+    await ok(req(s, 'POST', `/attachments/${a.attachment.id}/action`, { 'os-complete': null }), 204);
+    const info = a.attachment.connection_info.data;
+    const sock = await connectExport(info.host, info.port, info.export_name);
+    t.after(() => sock.destroy());
+    socks.push(sock);
+  }
+  // The writer stamps generation n on the first member, then on the second, then n+1…: at any
+  // point in time the first holds n and the second n or n-1.
+  let stop = false;
+  let gen = 0;
+  const writer = (async () => {
+    while (!stop) {
+      gen++;
+      await nbdWrite(socks[0]!, BigInt(gen * 2), gen);
+      await nbdWrite(socks[1]!, BigInt(gen * 2 + 1), gen);
+    }
+  })();
+  await waitFor('writes flowing', async () => gen > 20);
+  const gs = (await ok(req(s, 'POST', '/group_snapshots', { group_snapshot: { group_id: group } }), 202)).group_snapshot.id as string;
+  await groupStatus(s, gs, 'available', 'group_snapshots');
+  const atSnapshot = gen;
+  await waitFor('writes resume', async () => gen > atSnapshot + 20);
+  stop = true;
+  await writer;
+  const snaps = (await ok(req(s, 'GET', '/snapshots/detail'), 200)).snapshots;
+  const genIn = (v: string) => {
+    const id = snaps.find((x: { volume_id: string; group_snapshot_id: string }) => x.volume_id === v && x.group_snapshot_id === gs).id;
+    const fd = fs.openSync(volumeFile(s, 'snapshot', id), 'r');
+    const b = Buffer.alloc(8);
+    fs.readSync(fd, b, 0, 8, 0);
+    fs.closeSync(fd);
+    return Number(b.readBigUInt64BE(0));
+  };
+  const [first, second] = [genIn(vols[0]!), genIn(vols[1]!)];
+  assert.ok(first > 20, `the writer was running (generation ${first})`);
+  assert.ok(first - second === 0 || first - second === 1, `one point in time across the group: ${first} and ${second}`);
+});
+
+test('a group snapshot is refused while a member is attached as a local loop device on a pool that copies', async (t) => {
+  const s = await startTestServer(t);
+  const { type, group } = await setUp(s);
+  const [a, b] = [await memberVolume(s, type, group), await memberVolume(s, type, group)];
+  const cli = (...args: string[]) => run(process.execPath, [BIN, ...args, '--url', s.url, '--project', PROJECT]);
+  const device = (await cli('attach', a)).stdout.trim();
+  assert.match(device, /^\/dev\/loop\d+$/);
+  t.after(() => run('losetup', ['-d', device]).catch(() => undefined));
+  const used = async () => (await ok(req(s, 'GET', `/os-quota-sets/${PROJECT}?usage=true`), 200)).quota_set.snapshots.in_use as number;
+  const refused = await req(s, 'POST', '/group_snapshots', { group_snapshot: { group_id: group } });
+  assert.equal(refused.status, 400);
+  assert.match(refused.body.badRequest.message, new RegExp(`${a} is attached as a local loop device.*detach it, or attach it over NBD`));
+  assert.equal((await ok(req(s, 'GET', '/group_snapshots'), 200)).group_snapshots.length, 0, 'nothing half-created');
+  assert.equal((await ok(req(s, 'GET', '/snapshots'), 200)).snapshots.length, 0);
+  assert.equal(await used(), 0);
+  await cli('detach', a);
+  const gs = (await ok(req(s, 'POST', '/group_snapshots', { group_snapshot: { group_id: group } }), 202)).group_snapshot.id as string;
+  await groupStatus(s, gs, 'available', 'group_snapshots');
+  assert.equal(await used(), 2);
+  assert.ok(b);
 });
