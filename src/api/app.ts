@@ -24,6 +24,7 @@ import { clusterRoutes } from './clusters.ts';
 import { workerRoutes } from './workers.ts';
 import { transferRoutes } from './transfers.ts';
 import { discoveryRoutes } from './discovery.ts';
+import { encryptionRoutes } from './encryption.ts';
 import { negotiate } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -108,6 +109,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(workerRoutes(deps));
     await scope.register(transferRoutes(deps));
     await scope.register(discoveryRoutes(deps));
+    await scope.register(encryptionRoutes(deps));
     await scope.register(groupTypeRoutes(deps));
     await scope.register(groupRoutes(deps));
     await scope.register(groupSnapshotRoutes(deps));

@@ -4,7 +4,7 @@
  */
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
-import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
+import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import type { AttachmentManager, CleanupFilter, CleanupResult, TransferManager, VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
@@ -21,6 +21,8 @@ export interface ApiDeps {
   messages: MessageRepository;
   quotas: QuotaEngine;
   types: VolumeTypeRepository;
+  /** Encryption specs of volume types (`/types/{id}/encryption`). */
+  typeEncryption: TypeEncryptionRepository;
   qos: QosRepository;
   volumeManager: VolumeManager;
   attachments: AttachmentRepository;

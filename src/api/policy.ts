@@ -67,6 +67,8 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:volume_actions:detach', 'POST', '/volumes/:id/action', 'member', { action: 'os-detach' }),
   e('volume_extension:volume_actions:begin_detaching', 'POST', '/volumes/:id/action', 'member', { action: 'os-begin_detaching' }),
   e('volume_extension:volume_actions:roll_detaching', 'POST', '/volumes/:id/action', 'member', { action: 'os-roll_detaching' }),
+  e('volume_extension:volume_encryption_metadata', 'GET', '/volumes/:id/encryption', 'reader'),
+  e('volume_extension:volume_encryption_metadata', 'GET', '/volumes/:id/encryption/:key', 'reader'),
   // An unknown action is refused by the handler (400), for anyone who may change the volume.
   e('volume:action', 'POST', '/volumes/:id/action', 'member'),
 
@@ -142,6 +144,11 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:volume_type_access:addProjectAccess', 'POST', '/types/:id/action', 'admin', { action: 'addProjectAccess' }),
   e('volume_extension:volume_type_access:removeProjectAccess', 'POST', '/types/:id/action', 'admin', { action: 'removeProjectAccess' }),
   e('volume_extension:volume_type_access', 'POST', '/types/:id/action', 'admin'),
+  e('volume_extension:volume_type_encryption:get', 'GET', '/types/:id/encryption', 'admin'),
+  e('volume_extension:volume_type_encryption:create', 'POST', '/types/:id/encryption', 'admin'),
+  e('volume_extension:volume_type_encryption:get', 'GET', '/types/:id/encryption/:key', 'admin'),
+  e('volume_extension:volume_type_encryption:update', 'PUT', '/types/:id/encryption/:key', 'admin'),
+  e('volume_extension:volume_type_encryption:delete', 'DELETE', '/types/:id/encryption/:key', 'admin'),
   e('volume_extension:default_get_all', 'GET', '/default-types', 'admin', { since: '3.62' }),
   e('volume_extension:default_get', 'GET', '/default-types/:project', 'reader', { since: '3.62' }),
   e('volume_extension:default_set_or_update', 'PUT', '/default-types/:project', 'admin', { since: '3.62' }),

@@ -110,7 +110,7 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     links: links(req, v),
     user_id: v.user_id,
     bootable: v.bootable ? 'true' : 'false',
-    encrypted: false,
+    encrypted: v.encryption_key_id !== null,
     replication_status: null,
     consistencygroup_id: null,
     multiattach: v.multiattach === 1,

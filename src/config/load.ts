@@ -8,7 +8,7 @@ import path from 'node:path';
 import ini from 'ini';
 import { ConfigError } from '../errors/index.ts';
 import {
-  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEYSTONE_OPTIONS,
+  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS,
   type BackendOptions, type BasaltConfig, type DefaultContext, type OptionSpec,
 } from './schema.ts';
 
@@ -191,7 +191,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
 
   rejectUnknown(raw, new Map<string, Group>([
     ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['keystone_authtoken', KEYSTONE_OPTIONS],
-    ['backend_defaults', BACKEND_OPTIONS],
+    ['key_manager', KEY_MANAGER_OPTIONS], ['backend_defaults', BACKEND_OPTIONS],
   ]), BACKEND_OPTIONS);
 
   const sources = new Map<string, string>();
@@ -204,6 +204,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   const database = resolveGroup(DATABASE_OPTIONS, ['database'], raw, ctx, sources, 'database');
   const coordination = resolveGroup(COORDINATION_OPTIONS, ['coordination'], raw, ctx, sources, 'coordination');
   const keystone = resolveGroup(KEYSTONE_OPTIONS, ['keystone_authtoken'], raw, ctx, sources, 'keystone_authtoken');
+  const keyManager = resolveGroup(KEY_MANAGER_OPTIONS, ['key_manager'], raw, ctx, sources, 'key_manager');
   if (DEFAULT.auth_strategy === 'keystone' && (!keystone.auth_url || !keystone.password)) {
     throw new ConfigError('auth_strategy = keystone needs auth_url and password in [keystone_authtoken]');
   }
@@ -221,7 +222,8 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   });
   return {
     DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],
-    coordination: coordination as BasaltConfig['coordination'], keystone_authtoken: keystone as BasaltConfig['keystone_authtoken'], backends, sources,
+    coordination: coordination as BasaltConfig['coordination'], keystone_authtoken: keystone as BasaltConfig['keystone_authtoken'],
+    key_manager: keyManager as BasaltConfig['key_manager'], backends, sources,
   };
 }
 
@@ -242,6 +244,7 @@ export function describeConfig(config: BasaltConfig): string {
   emit('database', config.database);
   emit('coordination', config.coordination);
   emit('keystone_authtoken', config.keystone_authtoken, KEYSTONE_OPTIONS);
+  emit('key_manager', config.key_manager, KEY_MANAGER_OPTIONS);
   for (const b of config.backends) emit(b.name, b);
   return lines.join('\n');
 }

@@ -254,6 +254,21 @@ export const KEYSTONE_OPTIONS = {
   http_connect_timeout: opt<number>({ type: 'float', default: 10, min: 0.1, help: 'Seconds to wait for Keystone.' }),
 } as const;
 
+/**
+ * `[key_manager]`: where the keys of encrypted volumes come from (the option
+ * names Cinder's configuration uses, read by Castellan there).
+ */
+export const KEY_MANAGER_OPTIONS = {
+  backend: opt<string>({
+    type: 'string', default: 'fixed', choices: ['fixed', 'cinder.keymgr.conf_key_mgr.ConfKeyManager'],
+    help: 'The key manager. fixed (or Cinder\'s name for it, cinder.keymgr.conf_key_mgr.ConfKeyManager): one key for every encrypted volume, from fixed_key. A Barbican-backed manager can implement the same interface (src/keymgr) later.',
+  }),
+  fixed_key: opt<string>({
+    type: 'string', default: '', secret: true,
+    help: 'The one key of the fixed-key manager, in hex (e.g. 64 hex digits for 256 bits). Every encrypted volume shares it: anyone holding it reads them all, so keep this file off the storage it protects. The compute side must be configured with the same key. Empty: volumes of encrypted types are refused.',
+  }),
+} as const;
+
 type ValueOf<S> = S extends OptionSpec<infer T> ? T : never;
 type Resolved<G> = { -readonly [K in keyof G]: ValueOf<G[K]> };
 
@@ -267,6 +282,8 @@ export type DatabaseOptions = Resolved<typeof DATABASE_OPTIONS>;
 export type CoordinationOptions = Resolved<typeof COORDINATION_OPTIONS>;
 /** Resolved `[keystone_authtoken]` options. */
 export type KeystoneOptions = Resolved<typeof KEYSTONE_OPTIONS>;
+/** Resolved `[key_manager]` options. */
+export type KeyManagerOptions = Resolved<typeof KEY_MANAGER_OPTIONS>;
 
 /** The effective configuration every role is built from. */
 export interface BasaltConfig {
@@ -274,6 +291,7 @@ export interface BasaltConfig {
   readonly database: DatabaseOptions;
   readonly coordination: CoordinationOptions;
   readonly keystone_authtoken: KeystoneOptions;
+  readonly key_manager: KeyManagerOptions;
   /** One entry per name in `enabled_backends`, in that order. */
   readonly backends: readonly BackendOptions[];
   /** Where each effective value came from, keyed `section.option`. */

@@ -19,6 +19,7 @@ import * as m0007 from './migrations/0007-attachment-psk.ts';
 import * as m0008 from './migrations/0008-transfers.ts';
 import * as m0009 from './migrations/0009-service-frozen.ts';
 import * as m0010 from './migrations/0010-groups.ts';
+import * as m0011 from './migrations/0011-encryption.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -32,6 +33,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0008-transfers': m0008,
   '0009-service-frozen': m0009,
   '0010-groups': m0010,
+  '0011-encryption': m0011,
 };
 
 /** An open database. */

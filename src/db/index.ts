@@ -11,6 +11,7 @@ export * from './volume-type-repository.ts';
 export * from './qos-repository.ts';
 export * from './snapshot-repository.ts';
 export * from './attachment-repository.ts';
+export * from './type-encryption-repository.ts';
 export * from './group-type-repository.ts';
 export * from './group-repository.ts';
 export * from './group-snapshot-repository.ts';

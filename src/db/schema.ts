@@ -30,6 +30,8 @@ export interface VolumesTable {
   created_at: string;
   updated_at: string | null;
   launched_at: string | null;
+  /** Id of the volume's key in the key manager, for a volume of an encrypted type (0011). */
+  encryption_key_id: string | null;
   /** The generic volume group the volume belongs to (0010). */
   group_id: string | null;
 }
@@ -165,6 +167,22 @@ export interface VolumeTypeProjectsTable { volume_type_id: string; project_id: s
 /** `default_volume_types`: per-project default type (3.62). */
 export interface DefaultVolumeTypesTable { project_id: string; volume_type_id: string }
 
+/** `volume_type_encryption`: the encryption spec of an encrypted volume type, at most one per type (0011). */
+export interface VolumeTypeEncryptionTable {
+  encryption_id: string;
+  volume_type_id: string;
+  /** Who encrypts, as the compute side names it: `luks`, `plain`, or an os-brick class name. */
+  provider: string;
+  /** dm-crypt cipher spec, e.g. `aes-xts-plain64`. */
+  cipher: string | null;
+  /** Key size in bits. */
+  key_size: number | null;
+  /** `front-end` (the compute host encrypts) or `back-end`. */
+  control_location: string;
+  created_at: string;
+  updated_at: string | null;
+}
+
 /** `qos_specs`. */
 export interface QosSpecsTable { id: string; name: string; consumer: string; created_at: string }
 
@@ -187,6 +205,8 @@ export interface SnapshotsTable {
   updated_at: string | null;
   /** The group snapshot the snapshot was taken for (0010). */
   group_snapshot_id: string | null;
+  /** The key id of the volume it was taken from, shared with it (0011). */
+  encryption_key_id: string | null;
 }
 
 /** `snapshot_metadata`: user key/value pairs of a snapshot. */
@@ -302,6 +322,7 @@ export interface Database {
   volume_type_projects: VolumeTypeProjectsTable;
   default_volume_types: DefaultVolumeTypesTable;
   qos_specs: QosSpecsTable;
+  volume_type_encryption: VolumeTypeEncryptionTable;
   qos_spec_items: QosSpecItemsTable;
   snapshots: SnapshotsTable;
   snapshot_metadata: SnapshotMetadataTable;
@@ -326,6 +347,7 @@ export type AttachmentRow = Selectable<AttachmentsTable>;
 export type SnapshotRow = Selectable<SnapshotsTable>;
 
 export type VolumeTypeRow = Selectable<VolumeTypesTable>;
+export type VolumeTypeEncryptionRow = Selectable<VolumeTypeEncryptionTable>;
 export type QosSpecsRow = Selectable<QosSpecsTable>;
 
 export type VolumeRow = Selectable<VolumesTable>;

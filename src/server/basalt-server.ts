@@ -11,7 +11,7 @@ import { buildApi, isLoopback } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import {
-  AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, VolumeRepository, VolumeTypeRepository, type Db,
+  AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository, type Db,
 } from '../db/index.ts';
 import { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
@@ -20,6 +20,7 @@ import { NbdServer } from '../export/index.ts';
 import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
+import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
 import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
@@ -38,6 +39,8 @@ export interface StartServerInput {
   /** Default: pino JSON to stdout at `log_level`. */
   logger?: Logger;
   clock?: Clock;
+  /** Default: the key manager `[key_manager] backend` names. */
+  keyManager?: KeyManager;
 }
 
 /** A running Basalt process. */
@@ -84,6 +87,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const types = new VolumeTypeRepository(clock);
   const snapshots = new SnapshotRepository(clock);
   const attachments = new AttachmentRepository(clock);
+  const typeEncryption = new TypeEncryptionRepository(clock, db.dialect);
+  const keys = input.keyManager ?? openKeyManager(config.key_manager);
   const groups = new GroupRepository(clock);
   const groupSnapshots = new GroupSnapshotRepository(clock);
   const groupTypes = new GroupTypeRepository(clock);
@@ -124,7 +129,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         const driver = createDriver(backend);
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
-          coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000,
+          coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
           exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls },
         });
         drivers.set(svc.cluster, driver);
@@ -164,7 +169,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     let url: string | undefined;
     if (roles.has('api')) {
       const volumeManager = new VolumeManager({
-        db, queue, clock, volumes, snapshots, quotas, kinds, types, services,
+        db, queue, clock, volumes, snapshots, quotas, kinds, types, services, typeEncryption, keys,
         options: {
           defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback,
           serviceDownMs: d.service_down_time * 1000,
@@ -172,7 +177,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       });
       const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds, serviceDownMs: d.service_down_time * 1000 });
       const groupManager = new GroupManager({ db, queue, clock, quotas, volumes, snapshots, types, groups, groupSnapshots, groupTypes, groupKinds, volumeManager });
-      api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, cleanup: (f) => cleanupServices(cleanupDeps, f),
+      api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
         transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }),
       }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });

@@ -39,13 +39,17 @@ export async function chooseEndpoint(q: Tx, services: ServiceRepository, downMs:
 /**
  * The connection info of attachment `a` through `endpoint`: the volume's own
  * file as a local device when the host is the volume's own host (file
- * backends), else the NBD export with its TLS-PSK credentials.
+ * backends), else the NBD export with its TLS-PSK credentials. `encrypted`
+ * says, as in Cinder, that the host must open an encryption layer over the
+ * device: it gets the key id from `GET /volumes/{id}/encryption` and the key
+ * from the key manager.
  */
-export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id'>, endpoint: Endpoint, connectorHost: unknown): ConnectionInfo {
+export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encryption_key_id'>, endpoint: Endpoint, connectorHost: unknown): ConnectionInfo {
+  const encrypted = v.encryption_key_id !== null;
   if (endpoint.local_dir && endpoint.local_host && connectorHost === endpoint.local_host) {
     return {
       driver_volume_type: 'local',
-      data: { device_path: `${endpoint.local_dir}/volume-${v.id}`, access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id },
+      data: { device_path: `${endpoint.local_dir}/volume-${v.id}`, access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted },
     };
   }
   return {
@@ -53,7 +57,7 @@ export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id'>, endpo
     data: {
       host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
       uri: `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
-      access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id,
+      access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted,
       // STARTTLS with these (TLS-PSK); required when the export listens off loopback.
       tls: { psk_identity: a.psk_identity, psk_key: a.psk_key, required: endpoint.nbd_require_tls === true },
     },

@@ -10,6 +10,7 @@ export * from './attachment-manager.ts';
 export * from './connection-info.ts';
 export * from './service-cleanup.ts';
 export * from './transfer-manager.ts';
+export * from './volume-encryption.ts';
 export * from './group-jobs.ts';
 export * from './group-membership.ts';
 export * from './group-manager.ts';

@@ -8,6 +8,7 @@ import type { Db } from '../db/index.ts';
 import type { GuardedDriver, SnapshotRef } from '../drivers/index.ts';
 import type { JobHandler } from '../jobs/index.ts';
 import { withLock, type Coordinator } from '../coordination/index.ts';
+import type { KeyManager } from '../keymgr/index.ts';
 import { removeSnapshot, removeVolume, type LifecycleDeps } from './lifecycle.ts';
 import type { CreatePayload, DeletePayload, ExtendPayload, FencePayload, RevertPayload, SnapshotPayload, VolumeJobKinds } from './volume-jobs.ts';
 
@@ -19,6 +20,8 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   /** Named locks; handlers hold `volume-<id>` / `snapshot-<id>` around driver calls (see the lock inventory). */
   coordinator: Coordinator;
   lockTimeoutMs: number;
+  /** Where the keys of encrypted volumes live: a deleted volume's key goes after its storage. */
+  keys: KeyManager;
   /** The process's export server, for fencing and for quiescing writes around in-use snapshots. */
   exports?: { closeExport(name: string): void; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
 }
@@ -80,6 +83,8 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
         await db.kysely.transaction().execute((tx) => removeSnapshot(deps, tx, s, ctx.job.request_id));
       }
       await locked(`volume-${v.id}`, () => driver.deleteVolume({ id: v.id }));
+      // Idempotent: a key already deleted counts as deleted when the job runs again.
+      if (v.encryption_key_id) await deps.keys.deleteKey({ projectId: v.project_id }, v.encryption_key_id);
       await ctx.complete((tx) => removeVolume(deps, tx, v, ctx.job.request_id));
     },
   };

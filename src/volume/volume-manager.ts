@@ -8,14 +8,16 @@
 import type { Caller, Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type {
-  Db, ProjectScope, ServiceRepository, SnapshotRepository, SnapshotRow, VolumeRepository, VolumeRow, VolumeType, VolumeTypeRepository,
+  Db, ProjectScope, ServiceRepository, TypeEncryptionRepository, SnapshotRepository, SnapshotRow, VolumeRepository, VolumeRow, VolumeType, VolumeTypeRepository,
 } from '../db/index.ts';
 import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
+import type { KeyManager } from '../keymgr/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import { fits } from '../scheduler/capacity.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
+import { keyForNewVolume, type CopySource } from './volume-encryption.ts';
 import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import { checkNewMember } from './group-membership.ts';
@@ -66,6 +68,9 @@ export interface VolumeManagerDeps {
   kinds: VolumeJobKinds;
   types: VolumeTypeRepository;
   services: ServiceRepository;
+  /** Encryption specs of types: a volume of an encrypted type gets a key from `keys`. */
+  typeEncryption: TypeEncryptionRepository;
+  keys: KeyManager;
   /** `[DEFAULT] default_volume_type`, `default_availability_zone`, `allow_availability_zone_fallback`. */
   options: { defaultVolumeType: string; defaultZone: string; zoneFallback: boolean; serviceDownMs: number };
 }
@@ -199,13 +204,15 @@ export class VolumeManager {
         zone = await this.resolveZone(tx, input.availabilityZone ?? group?.availability_zone ?? null);
       }
       await this.deps.quotas.consume(tx, caller.projectId, volumeQuota(input.sizeGiB, type.name), input.sizeGiB);
+      // After the checks above and the quota: a key made and then rolled back is one more key to sweep.
+      const encryptionKeyId = await keyForNewVolume(this.deps, tx, { projectId: caller.projectId }, type, source, isMultiattachType(type));
       await volumes.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, name: input.name, description: input.description,
         size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: zone,
         host: source?.volume.host ?? null, cluster_name: source?.volume.cluster_name ?? null, volume_type_id: type.id,
         snapshot_id: input.snapshotId ?? null, source_volid: input.sourceVolumeId ?? null,
         bootable: source?.volume.bootable ?? 0, multiattach: isMultiattachType(type) ? 1 : 0, provider_location: null,
-        created_at: isoAt(clock.now()), updated_at: null, launched_at: null, group_id: input.groupId ?? null,
+        encryption_key_id: encryptionKeyId, created_at: isoAt(clock.now()), updated_at: null, launched_at: null, group_id: input.groupId ?? null,
       }, input.metadata);
       if (source) {
         await enqueue(kinds.create, { target: volumeTarget(source.volume.cluster_name!), resourceId: id, requestId: caller.requestId, payload: { volumeId: id, sizeGiB: input.sizeGiB } });
@@ -220,7 +227,7 @@ export class VolumeManager {
   }
 
   /** Checks the snapshot or source volume of a copy; undefined for an empty volume. */
-  private async copySource(tx: Tx, caller: Caller, input: CreateVolumeInput): Promise<{ kind: string; volume: VolumeRow; typeId: string | null } | undefined> {
+  private async copySource(tx: Tx, caller: Caller, input: CreateVolumeInput): Promise<CopySource & { volume: VolumeRow } | undefined> {
     if (input.snapshotId && input.sourceVolumeId) throw new InvalidInputError('Invalid input received: give either snapshot_id or source_volid, not both.');
     if (input.snapshotId) {
       const snap = await this.lockSnapshot(caller, input.snapshotId, tx);
@@ -229,7 +236,7 @@ export class VolumeManager {
         throw new InvalidInputError(`Invalid input received: Volume size '${input.sizeGiB}'GB cannot be smaller than the snapshot size ${snap.volume_size}GB. They must be >= original snapshot size.`);
       }
       const volume = (await this.deps.volumes.get(tx, snap.volume_id))!;
-      return { kind: 'snapshot', volume, typeId: snap.volume_type_id };
+      return { kind: 'snapshot', volume, typeId: snap.volume_type_id, encryptionKeyId: snap.encryption_key_id };
     }
     if (input.sourceVolumeId) {
       const volume = await this.lockVolume(caller, input.sourceVolumeId, tx);
@@ -239,7 +246,7 @@ export class VolumeManager {
       if (input.sizeGiB < volume.size) {
         throw new InvalidInputError(`Invalid input received: Volume size '${input.sizeGiB}'GB cannot be smaller than the source volume size ${volume.size}GB. They must be >= original volume size.`);
       }
-      return { kind: 'source volume', volume, typeId: volume.volume_type_id };
+      return { kind: 'source volume', volume, typeId: volume.volume_type_id, encryptionKeyId: volume.encryption_key_id };
     }
     return undefined;
   }
@@ -298,7 +305,8 @@ export class VolumeManager {
       }
       await this.cas(tx, v.id, allowed, 'deleting', caller);
       if (v.cluster_name === null) {
-        // Never reached a backend (failed scheduling): nothing to delete but the row.
+        // Never reached a backend (failed scheduling): nothing to delete but the row (and its key).
+        if (v.encryption_key_id) await this.deps.keys.deleteKey({ projectId: v.project_id }, v.encryption_key_id);
         await removeVolume(this.deps, tx, { ...v, status: 'deleting' }, caller.requestId);
         return;
       }
@@ -353,7 +361,7 @@ export class VolumeManager {
       await this.deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(this.deps.types, tx, v.volume_type_id)));
       await snapshots.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
-        volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating',
+        volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating', encryption_key_id: v.encryption_key_id,
         created_at: isoAt(clock.now()), updated_at: null, group_snapshot_id: null,
       }, input.metadata);
       await enqueue(kinds.snapshotCreate, { target: await this.snapshotTarget(tx, v), resourceId: id, requestId: caller.requestId, payload: { snapshotId: id } });

@@ -10,6 +10,7 @@ import SQLite from 'better-sqlite3';
 import pg from 'pg';
 import pino from 'pino';
 import { loadConfig } from '../../src/config/index.ts';
+import type { KeyManager } from '../../src/keymgr/index.ts';
 import { startServer, type RunningServer } from '../../src/server/index.ts';
 import { createDatabase } from './postgres.ts';
 
@@ -43,6 +44,8 @@ export interface TestServerOptions {
   stateDir?: string;
   /** Receives the server's JSON log lines (at info) instead of silence. */
   logLines?: string[];
+  /** A key manager instead of the configured one. */
+  keyManager?: KeyManager;
 }
 
 /** A running test server. */
@@ -131,7 +134,7 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
   const logger = o.logLines
     ? pino({ level: 'info' }, { write: (line: string) => { o.logLines!.push(line); } })
     : pino({ level: process.env.BASALT_TEST_LOG ?? 'silent' });
-  const server = await startServer({ config, logger });
+  const server = await startServer({ config, logger, ...(o.keyManager ? { keyManager: o.keyManager } : {}) });
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
