@@ -6,8 +6,10 @@ set -euo pipefail
 # postgresql: the functional suite runs again on a real PostgreSQL; etcd-server: the etcd lock backend.
 # qemu-utils, libnbd-bin: real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy); fio and nbdkit for bench/nbd.
 # python3-keystone + uwsgi: a real Keystone for the auth tests; python3-openstackclient drives Basalt through its catalog.
+# tempest: OpenStack Tempest's volume API tests judge API fidelity (test/tempest).
 PKGS=(python3-cinderclient xfsprogs qemu-utils libnbd-bin fio nbdkit postgresql etcd-server
-  python3-keystone uwsgi-core uwsgi-plugin-python3 python3-openstackclient)
+  python3-keystone uwsgi-core uwsgi-plugin-python3 python3-openstackclient
+  tempest python3-tempest)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
