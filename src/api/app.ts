@@ -25,7 +25,7 @@ import { workerRoutes } from './workers.ts';
 import { transferRoutes } from './transfers.ts';
 import { discoveryRoutes } from './discovery.ts';
 import { encryptionRoutes } from './encryption.ts';
-import { negotiate } from './microversion.ts';
+import { requestedVersion, served } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { volumeRoutes } from './volumes.ts';
 import { groupTypeRoutes } from './group-types.ts';
@@ -63,15 +63,25 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-openstack-request-id', req.id);
+    // Every answer names its microversion, as Cinder's do: the version
+    // documents, 404s, and a 406 (which echoes the version asked for).
+    const requested = requestedVersion(req.headers['openstack-api-version']);
+    reply.header('OpenStack-API-Version', `volume ${requested}`);
+    reply.header('Vary', 'OpenStack-API-Version');
+    req.apiVersion = served(requested);
+    // A trailing slash below /v3 names an empty id (`GET /volumes/`): nothing is there.
+    const path = req.url.split('?', 1)[0]!;
+    if (path.endsWith('/') && path.startsWith('/v3/') && path !== '/v3/') return reply.code(404).send(faultBody(404, 'The resource could not be found.'));
   });
   // One JSON log line per request, carrying the same request id the client got.
   app.addHook('onResponse', async (req, reply) => {
     req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
   });
 
-  // JSON bodies: an empty body is no body (some clients send the header on DELETE).
+  // JSON bodies (also under Cinder's own media type): an empty body is no body
+  // (some clients send the header on DELETE).
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+  app.addContentTypeParser(['application/json', 'application/vnd.openstack.volume+json'], { parseAs: 'string' }, (_req, body, done) => {
     const text = (body as string).trim();
     if (text === '') return done(null, undefined);
     try {
@@ -109,16 +119,13 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(workerRoutes(deps));
     await scope.register(transferRoutes(deps));
     await scope.register(discoveryRoutes(deps));
-    await scope.register(encryptionRoutes(deps));
     await scope.register(groupTypeRoutes(deps));
     await scope.register(groupRoutes(deps));
     await scope.register(groupSnapshotRoutes(deps));
+    await scope.register(encryptionRoutes(deps));
   };
   const auth = authenticator(deps.config);
   const prepare = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    req.apiVersion = negotiate(req.headers['openstack-api-version']);
-    reply.header('OpenStack-API-Version', `volume ${req.apiVersion}`);
-    reply.header('Vary', 'OpenStack-API-Version');
     try {
       req.caller = await auth.authenticate(req);
     } catch (err) {
@@ -130,8 +137,10 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     scope.addHook('onRequest', async (req, reply) => {
       await prepare(req, reply);
       const { project_id: urlProject } = req.params as { project_id: string };
-      // Only an admin acts under another project's URL.
-      if (urlProject !== req.caller.projectId && !req.caller.isAdmin) {
+      // A request runs in the project its token names, and the URL must name the
+      // same one — for admins too, as in Cinder (admins reach other projects'
+      // resources through all_tenants and the admin APIs, never through the URL).
+      if (urlProject !== req.caller.projectId) {
         throw new InvalidInputError(`Malformed request URL: URL's project_id '${urlProject}' doesn't match Context's project_id '${req.caller.projectId}'`);
       }
     });

@@ -37,11 +37,10 @@ const MAX = ApiVersion.parse(MAX_VERSION);
 /**
  * The version a request asks for. The header may list several services
  * (`compute 2.1, volume 3.5`); only `volume` counts, and a header without it
- * counts as absent.
+ * counts as absent (3.0). `latest` is the newest served.
  * @throws InvalidInputError for a malformed version (400).
- * @throws BasaltError VERSION_NOT_ACCEPTABLE (406) outside the served range.
  */
-export function negotiate(header: string | string[] | undefined): ApiVersion {
+export function requestedVersion(header: string | string[] | undefined): ApiVersion {
   const text = Array.isArray(header) ? header.join(',') : header;
   if (!text) return MIN;
   let requested: string | undefined;
@@ -51,9 +50,24 @@ export function negotiate(header: string | string[] | undefined): ApiVersion {
   }
   if (requested === undefined) return MIN;
   if (requested.toLowerCase() === 'latest') return MAX;
-  const v = ApiVersion.parse(requested);
+  return ApiVersion.parse(requested);
+}
+
+/**
+ * The version a request is served at: the one it asks for.
+ * @throws BasaltError VERSION_NOT_ACCEPTABLE (406) outside the served range.
+ */
+export function served(v: ApiVersion): ApiVersion {
   if (!v.atLeast(MIN_VERSION) || !MAX.atLeast(v.toString())) {
     throw new BasaltError('VERSION_NOT_ACCEPTABLE', `Version ${v} is not supported by the API. Minimum is ${MIN_VERSION} and maximum is ${MAX_VERSION}.`);
   }
   return v;
+}
+
+/**
+ * {@link requestedVersion} then {@link served}.
+ * @throws InvalidInputError (400), BasaltError VERSION_NOT_ACCEPTABLE (406).
+ */
+export function negotiate(header: string | string[] | undefined): ApiVersion {
+  return served(requestedVersion(header));
 }

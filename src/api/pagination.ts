@@ -1,6 +1,6 @@
 /**
  * List query parameters shared by every collection: `limit`, `marker`,
- * `sort` (`key:dir,…`) or `sort_key`/`sort_dir`, and the `…_links` next link.
+ * `offset`, `sort` (`key:dir,…`) or `sort_key`/`sort_dir`, and the `…_links` next link.
  */
 import type { FastifyRequest } from 'fastify';
 import { InvalidInputError } from '../errors/index.ts';
@@ -15,6 +15,8 @@ export interface Paging<C extends string> {
   /** Whether the client gave a limit (then a full page gets a next link). */
   limited: boolean;
   marker: string | undefined;
+  /** Rows skipped (after the marker). */
+  offset: number;
   sort: SortSpec<C>[];
 }
 
@@ -32,7 +34,7 @@ export function truthy(text: string | undefined): boolean {
 
 /**
  * Parses paging from the query.
- * @throws InvalidInputError for a bad limit, sort key or direction.
+ * @throws InvalidInputError for a bad limit, offset, sort key or direction.
  */
 export function parsePaging<C extends string>(
   q: Record<string, unknown>, keys: Record<string, C>, maxLimit: number, defaultSort: SortSpec<C>[],
@@ -43,6 +45,9 @@ export function parsePaging<C extends string>(
     if (!/^\d+$/.test(limitText)) throw new InvalidInputError(`Invalid input received: limit param must be an integer`);
     limit = Math.min(Number(limitText), maxLimit);
   }
+  const offsetText = queryValue(q, 'offset');
+  if (offsetText !== undefined && !/^\d{1,15}$/.test(offsetText)) throw new InvalidInputError(`Invalid input received: offset param must be an integer`);
+  const offset = offsetText === undefined ? 0 : Number(offsetText);
   const parseDir = (d: string | undefined): 'asc' | 'desc' => {
     const dir = (d ?? 'desc').toLowerCase();
     if (dir !== 'asc' && dir !== 'desc') throw new InvalidInputError(`Invalid input received: Unknown sort direction, must be 'desc' or 'asc'`);
@@ -68,7 +73,7 @@ export function parsePaging<C extends string>(
     const dirs = (queryValue(q, 'sort_dir') ?? '').split(',');
     sort = sortKey.split(',').map((k, i) => ({ column: key(k.trim()), dir: parseDir(dirs[i] || dirs[0] || undefined) }));
   }
-  return { limit, limited: limitText !== undefined, marker: queryValue(q, 'marker'), sort };
+  return { limit, limited: limitText !== undefined, marker: queryValue(q, 'marker'), offset, sort };
 }
 
 /**

@@ -44,6 +44,7 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume:create', 'POST', '/volumes', 'member'),
   e('volume:get_all', 'GET', '/volumes', 'reader'),
   e('volume:get_all', 'GET', '/volumes/detail', 'reader'),
+  e('volume:get_all', 'GET', '/volumes/summary', 'reader'),
   e('volume:get', 'GET', '/volumes/:id', 'reader'),
   e('volume:update', 'PUT', '/volumes/:id', 'member'),
   e('volume:delete', 'DELETE', '/volumes/:id', 'member'),
@@ -56,6 +57,9 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume:delete_volume_metadata', 'DELETE', '/volumes/:id/metadata/:key', 'member'),
   e('volume:extend', 'POST', '/volumes/:id/action', 'member', { action: 'os-extend' }),
   e('volume:revert_to_snapshot', 'POST', '/volumes/:id/action', 'member', { action: 'revert' }),
+  e('volume:retype', 'POST', '/volumes/:id/action', 'member', { action: 'os-retype' }),
+  e('volume:update_readonly_flag', 'POST', '/volumes/:id/action', 'member', { action: 'os-update_readonly_flag' }),
+  e('volume:update', 'POST', '/volumes/:id/action', 'member', { action: 'os-set_bootable' }),
   e('volume_extension:volume_admin_actions:reset_status', 'POST', '/volumes/:id/action', 'admin', { action: 'os-reset_status' }),
   e('volume_extension:volume_admin_actions:force_delete', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_delete' }),
   e('volume_extension:volume_admin_actions:force_detach', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_detach' }),
@@ -87,6 +91,7 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume:delete_snapshot_metadata', 'DELETE', '/snapshots/:id/metadata/:key', 'member'),
   e('volume_extension:snapshot_admin_actions:reset_status', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-reset_status' }),
   e('volume_extension:snapshot_admin_actions:force_delete', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-force_delete' }),
+  e('snapshot_extension:snapshot_actions:update_snapshot_status', 'POST', '/snapshots/:id/action', 'member', { action: 'os-update_snapshot_status' }),
   e('volume:snapshot_action', 'POST', '/snapshots/:id/action', 'member'),
 
   // Attachments (3.27).

@@ -21,9 +21,9 @@ export interface ResourceListOptions<Row extends { id: string; project_id: strin
   maxLimit: number;
   /** Adds the resource's own filters from the query. */
   narrow(q: Record<string, unknown>, filter: F): void;
-  /** The summary view of a row. */
-  summary(req: FastifyRequest, row: Row): Record<string, unknown>;
-  /** Detailed views of rows (may load related data in bulk). */
+  /** Summary views of rows (`GET /<collection>`; may load related data in bulk). */
+  summaries(req: FastifyRequest, rows: Row[]): Promise<Record<string, unknown>[]>;
+  /** Detailed views of rows (`GET /<collection>/detail`). */
   details(req: FastifyRequest, rows: Row[]): Promise<Record<string, unknown>[]>;
 }
 
@@ -44,6 +44,28 @@ export function parseMetadataFilter(text: string): Record<string, string> {
   throw new InvalidInputError(`Invalid input received: metadata filter ${text} is not a JSON object`);
 }
 
+/**
+ * The filter of a list query: the caller's scope (an admin's `all_tenants`,
+ * optionally narrowed to `project_id`), `name`, `status`, `metadata` and the
+ * resource's own filters.
+ * @throws InvalidInputError for a malformed metadata filter.
+ */
+export function listFilter<F extends ResourceFilter>(o: { narrow(q: Record<string, unknown>, filter: F): void }, req: FastifyRequest): F {
+  const q = req.query as Record<string, unknown>;
+  const allTenants = truthy(queryValue(q, 'all_tenants'));
+  const filter = { scope: scopeOf(req.caller, allTenants) } as F;
+  const project = queryValue(q, 'project_id');
+  if (req.caller.isAdmin && allTenants && project) filter.scope = { projectId: project };
+  const name = queryValue(q, 'name') ?? queryValue(q, 'display_name');
+  if (name !== undefined) filter.name = name;
+  const status = queryValue(q, 'status');
+  if (status !== undefined) filter.status = status;
+  const md = queryValue(q, 'metadata');
+  if (md !== undefined) filter.metadata = parseMetadataFilter(md);
+  o.narrow(q, filter);
+  return filter;
+}
+
 /** Builds the handler of `GET /<collection>` (summary) or `/<collection>/detail`. */
 export function resourceList<Row extends { id: string; project_id: string; status: string }, F extends ResourceFilter>(
   o: ResourceListOptions<Row, F>, detail: boolean,
@@ -51,24 +73,14 @@ export function resourceList<Row extends { id: string; project_id: string; statu
   return async (req: FastifyRequest): Promise<Record<string, unknown>> => {
     const q = req.query as Record<string, unknown>;
     const paging = parsePaging(q, o.sortKeys, o.maxLimit, [{ column: 'created_at' as keyof Row & string, dir: 'desc' }]);
-    const allTenants = truthy(queryValue(q, 'all_tenants'));
-    const filter = { scope: scopeOf(req.caller, allTenants) } as F;
-    const project = queryValue(q, 'project_id');
-    if (req.caller.isAdmin && allTenants && project) filter.scope = { projectId: project };
-    const name = queryValue(q, 'name') ?? queryValue(q, 'display_name');
-    if (name !== undefined) filter.name = name;
-    const status = queryValue(q, 'status');
-    if (status !== undefined) filter.status = status;
-    const md = queryValue(q, 'metadata');
-    if (md !== undefined) filter.metadata = parseMetadataFilter(md);
-    o.narrow(q, filter);
+    const filter = listFilter(o, req);
     let marker: Row | undefined;
     if (paging.marker !== undefined) {
       marker = await o.repo.get(o.db, paging.marker, filter.scope);
       if (!marker) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
     }
-    const rows = await o.repo.list(o.db, filter, paging.sort, paging.limit, marker);
-    const body: Record<string, unknown> = { [o.collection]: detail ? await o.details(req, rows) : rows.map((r) => o.summary(req, r)) };
+    const rows = await o.repo.list(o.db, filter, paging.sort, paging.limit, marker, paging.offset);
+    const body: Record<string, unknown> = { [o.collection]: detail ? await o.details(req, rows) : await o.summaries(req, rows) };
     const next = nextLinks(req, paging, rows);
     if (next) body[`${o.collection}_links`] = next;
     if (req.apiVersion.atLeast('3.45') && truthy(queryValue(q, 'with_count'))) body.count = await o.repo.count(o.db, filter);

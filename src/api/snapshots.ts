@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import { SNAPSHOT_SORT_KEYS, type SnapshotFilter, type SnapshotRow } from '../db/index.ts';
-import { InvalidInputError } from '../errors/index.ts';
+import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { metadataRoutes } from './metadata.ts';
 import { queryValue } from './pagination.ts';
@@ -18,7 +18,8 @@ function createSchema(strict: boolean): object {
       snapshot: {
         type: 'object', required: ['volume_id'], additionalProperties: !strict,
         properties: {
-          volume_id: { type: 'string', format: 'uuid' }, force: boolish, name: nameSchema, description: nameSchema,
+          // A null volume_id names no volume: 404 below, as in Cinder.
+          volume_id: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] }, force: boolish, name: nameSchema, description: nameSchema,
           display_name: nameSchema, display_description: nameSchema, metadata: metadataSchema,
         },
       },
@@ -37,8 +38,12 @@ const UPDATE = {
   },
 };
 
-/** The snapshot as the API shows it in detail. */
-function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<string, string>): Record<string, unknown> {
+/**
+ * The snapshot as the API shows it for `action`: the summary list has the base
+ * fields only; create and update add the microversioned fields; show and detail
+ * also the extended attributes (progress, project), as Cinder answers.
+ */
+function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<string, string>, action: 'summary' | 'create' | 'show'): Record<string, unknown> {
   const view: Record<string, unknown> = {
     id: s.id,
     created_at: cinderTime(s.created_at),
@@ -49,9 +54,12 @@ function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<stri
     status: s.status,
     size: s.volume_size,
     metadata,
-    'os-extended-snapshot-attributes:progress': s.status === 'available' ? '100%' : '0%',
-    'os-extended-snapshot-attributes:project_id': s.project_id,
   };
+  if (action === 'summary') return view;
+  if (action === 'show') {
+    view['os-extended-snapshot-attributes:progress'] = s.progress ?? (s.status === 'available' ? '100%' : '0%');
+    view['os-extended-snapshot-attributes:project_id'] = s.project_id;
+  }
   if (req.apiVersion.atLeast('3.14')) view.group_snapshot_id = s.group_snapshot_id;
   if (req.apiVersion.atLeast('3.41')) view.user_id = s.user_id;
   if (req.apiVersion.atLeast('3.65')) view.consumes_quota = true;
@@ -64,24 +72,39 @@ const RESET_STATUS = {
   properties: { status: { enum: ['creating', 'available', 'deleting', 'error', 'error_deleting'] } },
 };
 
+/** `os-update_snapshot_status` (a host reporting on a snapshot it takes itself). */
+const UPDATE_STATUS = {
+  type: 'object', required: ['status'], additionalProperties: false,
+  properties: { status: { enum: ['creating', 'available', 'error', 'deleting', 'error_deleting'] }, progress: { type: 'string', maxLength: 255 } },
+};
+
 /** Registers the routes. */
 export function snapshotRoutes(deps: ApiDeps) {
   const { db, snapshots, volumeManager, config } = deps;
-  const views = async (req: FastifyRequest, rows: SnapshotRow[]) => {
+  const views = async (req: FastifyRequest, rows: SnapshotRow[], action: 'summary' | 'create' | 'show' = 'show') => {
     const md = await snapshots.metadataOf(db.kysely, rows.map((r) => r.id));
-    return rows.map((r) => snapshotView(req, r, md.get(r.id)!));
+    return rows.map((r) => snapshotView(req, r, md.get(r.id)!, action));
   };
   return async (app: FastifyInstance): Promise<void> => {
     app.post('/snapshots', async (req, reply) => {
       const body = validate<{ snapshot: Record<string, unknown> }>(req.apiVersion.atLeast('3.53') ? CREATE_STRICT : CREATE_LEGACY, req.body).snapshot;
+      if (body.volume_id === null) throw new NotFoundError('Volume could not be found.');
+      const force = body.force === undefined ? undefined
+        : body.force === true || (typeof body.force === 'string' && ['true', '1'].includes(body.force.toLowerCase()));
+      // From 3.66 in-use volumes need no force; an explicit force=false is refused there
+      // (and force=true silently accepted), as Cinder does.
+      const inUseAllowed = req.apiVersion.atLeast('3.66');
+      if (inUseAllowed && force === false) {
+        throw new InvalidInputError("Invalid input received: Since microversion 3.66 the 'force' flag is invalid for this request; a true value is accepted and ignored.");
+      }
       const s = await volumeManager.requestSnapshot(req.caller, {
         volumeId: body.volume_id as string,
-        force: body.force === true || (typeof body.force === 'string' && ['true', '1'].includes(body.force.toLowerCase())),
+        force: inUseAllowed || force === true,
         name: (body.name ?? body.display_name ?? null) as string | null,
         description: (body.description ?? body.display_description ?? null) as string | null,
         metadata: (body.metadata ?? {}) as Record<string, string>,
       });
-      return reply.code(202).send({ snapshot: (await views(req, [s]))[0] });
+      return reply.code(202).send({ snapshot: (await views(req, [s], 'create'))[0] });
     });
 
     const listing: ResourceListOptions<SnapshotRow, SnapshotFilter> = {
@@ -90,7 +113,7 @@ export function snapshotRoutes(deps: ApiDeps) {
         const volumeId = queryValue(q, 'volume_id');
         if (volumeId !== undefined) filter.volumeId = volumeId;
       },
-      summary: (_req, r) => ({ id: r.id, name: r.name, status: r.status, volume_id: r.volume_id, size: r.volume_size }),
+      summaries: (req, rows) => views(req, rows, 'summary'),
       details: views,
     };
     const list = (detail: boolean) => resourceList(listing, detail);
@@ -107,7 +130,7 @@ export function snapshotRoutes(deps: ApiDeps) {
       if ('name' in u || 'display_name' in u) set.name = (u.name ?? u.display_name ?? null) as string | null;
       if ('description' in u || 'display_description' in u) set.description = (u.description ?? u.display_description ?? null) as string | null;
       await snapshots.update(db.kysely, s.id, set);
-      return { snapshot: (await views(req, [(await snapshots.get(db.kysely, s.id))!]))[0] };
+      return { snapshot: (await views(req, [(await snapshots.get(db.kysely, s.id))!], 'create'))[0] };
     });
     app.delete<{ Params: { id: string } }>('/snapshots/:id', async (req, reply) => {
       await volumeManager.requestSnapshotDelete(req.caller, req.params.id);
@@ -119,7 +142,10 @@ export function snapshotRoutes(deps: ApiDeps) {
         const a = validate<{ status: string }>(RESET_STATUS, arg);
         await volumeManager.resetSnapshotStatus(req.caller, req.params.id, a.status);
       } else if (name === 'os-force_delete') {
-        await volumeManager.requestSnapshotDelete(req.caller, req.params.id);
+        await volumeManager.requestSnapshotDelete(req.caller, req.params.id, { force: true });
+      } else if (name === 'os-update_snapshot_status') {
+        const a = validate<{ status: string; progress?: string }>(UPDATE_STATUS, arg);
+        await volumeManager.updateSnapshotStatus(req.caller, req.params.id, a.status, a.progress);
       } else {
         throw new InvalidInputError(`There is no such action: ${name}`);
       }

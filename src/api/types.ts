@@ -49,14 +49,16 @@ function asBool(v: unknown): boolean {
   return v === true || (typeof v === 'string' && ['true', '1'].includes(v.toLowerCase()));
 }
 
-/** The type as the API shows it to this caller. */
-export function typeView(req: FastifyRequest, t: VolumeType): Record<string, unknown> {
+/**
+ * The type as the API shows it to this caller for `action`: show and list add
+ * the QoS specs id (admins) and the access extension's `is_public`; create adds
+ * only the latter and update neither, as Cinder answers.
+ */
+export function typeView(req: FastifyRequest, t: VolumeType, action: 'create' | 'update' | 'show' = 'show'): Record<string, unknown> {
   const specs = req.caller.isAdmin ? t.extra_specs : Object.fromEntries(Object.entries(t.extra_specs).filter(([k]) => USER_VISIBLE_SPECS.has(k)));
-  const view: Record<string, unknown> = {
-    id: t.id, name: t.name, description: t.description, is_public: t.is_public === 1,
-    'os-volume-type-access:is_public': t.is_public === 1, extra_specs: specs,
-  };
-  if (req.caller.isAdmin) view.qos_specs_id = t.qos_specs_id;
+  const view: Record<string, unknown> = { id: t.id, name: t.name, description: t.description, is_public: t.is_public === 1, extra_specs: specs };
+  if (action !== 'update') view['os-volume-type-access:is_public'] = t.is_public === 1;
+  if (action === 'show' && req.caller.isAdmin) view.qos_specs_id = t.qos_specs_id;
   return view;
 }
 
@@ -94,7 +96,7 @@ export function typeRoutes(deps: ApiDeps) {
           isPublic: pub === undefined ? true : asBool(pub), extraSpecs: (b.extra_specs ?? {}) as Record<string, string>,
         });
       });
-      return { volume_type: typeView(req, (await types.find(db.kysely, id, req.caller))!) };
+      return { volume_type: typeView(req, (await types.find(db.kysely, id, req.caller))!, 'create') };
     });
 
     app.put<{ Params: { id: string } }>('/types/:id', async (req) => {
@@ -114,7 +116,7 @@ export function typeRoutes(deps: ApiDeps) {
         if (b.is_public !== undefined) set.is_public = asBool(b.is_public) ? 1 : 0;
         await types.update(tx, t.id, set);
       });
-      return { volume_type: typeView(req, (await types.find(db.kysely, t.id, req.caller))!) };
+      return { volume_type: typeView(req, (await types.find(db.kysely, t.id, req.caller))!, 'update') };
     });
 
     app.delete<{ Params: { id: string } }>('/types/:id', async (req, reply) => {

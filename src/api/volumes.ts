@@ -5,13 +5,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow } from '../db/index.ts';
-import { InvalidInputError } from '../errors/index.ts';
+import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { Tx } from '../jobs/index.ts';
 import type { Connector } from '../volume/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
 import { metadataRoutes } from './metadata.ts';
-import { resourceList, type ResourceListOptions } from './resource-list.ts';
+import { listFilter, resourceList, type ResourceListOptions } from './resource-list.ts';
 import { queryValue, truthy } from './pagination.ts';
 import { actionOf, metadataSchema, nameSchema, sizeSchema, toSize, validate } from './validation.ts';
 
@@ -82,12 +82,28 @@ const RESET_STATUS_BODY = {
     migration_status: { type: ['string', 'null'] },
   },
 };
+/** A boolean as Cinder's strict `bool_from_string` takes it. */
+const strictBool = { anyOf: [{ type: 'boolean' }, { type: 'string', enum: ['true', 'false', 'True', 'False', 'TRUE', 'FALSE', '1', '0', 't', 'f', 'yes', 'no', 'on', 'off', 'y', 'n'] }] };
+const asBool = (v: boolean | string): boolean => v === true || (typeof v === 'string' && ['true', '1', 't', 'yes', 'on', 'y'].includes(v.toLowerCase()));
+const BOOTABLE_BODY = { type: 'object', required: ['bootable'], additionalProperties: false, properties: { bootable: strictBool } };
+const READONLY_BODY = { type: 'object', required: ['readonly'], additionalProperties: false, properties: { readonly: strictBool } };
+const RETYPE_BODY = {
+  type: 'object', required: ['new_type'], additionalProperties: false,
+  properties: { new_type: { type: 'string', minLength: 1, maxLength: 255 }, migration_policy: { enum: ['never', 'on-demand', null] } },
+};
 const EXTEND_BODY = {
   type: 'object', required: ['new_size'], additionalProperties: false, properties: { new_size: sizeSchema },
 };
 
-/** The volume as the API shows it in detail, for this caller and microversion. */
-export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>, typeName: string | null, attachments: AttachmentRow[] = []): Record<string, unknown> {
+/**
+ * Which action a volume view answers. Cinder's create and update answer with
+ * the base view; show and detail add the attribute extensions (project, and for
+ * admins host and migration status), and strict clients reject them elsewhere.
+ */
+export type VolumeViewAction = 'create' | 'update' | 'show';
+
+/** The volume as the API shows it for `action`, for this caller and microversion. */
+export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>, typeName: string | null, attachments: AttachmentRow[] = [], action: VolumeViewAction = 'show'): Record<string, unknown> {
   const caller: Caller = req.caller;
   const version: ApiVersion = req.apiVersion;
   const view: Record<string, unknown> = {
@@ -98,7 +114,9 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     created_at: cinderTime(v.created_at),
     updated_at: cinderTime(v.updated_at),
     attachments: attachments.filter((a) => a.attach_status === 'attached').map((a) => ({
-      id: v.id, attachment_id: a.id, volume_id: v.id, server_id: a.instance_uuid, host_name: a.attached_host,
+      id: v.id, attachment_id: a.id, volume_id: v.id, server_id: a.instance_uuid,
+      // Where a volume is attached is an operator's business (as in Cinder).
+      host_name: caller.isAdmin ? a.attached_host : null,
       device: a.mountpoint, attached_at: cinderTime(a.attach_time),
     })),
     name: v.name,
@@ -106,7 +124,8 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     volume_type: typeName,
     snapshot_id: v.snapshot_id,
     source_volid: v.source_volid,
-    metadata,
+    // Cinder shows the visible admin metadata (`readonly`) among the volume's metadata.
+    metadata: v.readonly === null ? metadata : { ...metadata, readonly: v.readonly ? 'True' : 'False' },
     links: links(req, v),
     user_id: v.user_id,
     bootable: v.bootable ? 'true' : 'false',
@@ -114,17 +133,19 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     replication_status: null,
     consistencygroup_id: null,
     multiattach: v.multiattach === 1,
-    migration_status: null,
-    'os-vol-tenant-attr:tenant_id': v.project_id,
   };
-  if (caller.isAdmin) {
-    view['os-vol-host-attr:host'] = v.host;
-    view['os-vol-mig-status-attr:migstat'] = null;
-    view['os-vol-mig-status-attr:name_id'] = null;
+  if (caller.isAdmin) view.migration_status = null;
+  if (action === 'show') {
+    view['os-vol-tenant-attr:tenant_id'] = v.project_id;
+    if (caller.isAdmin) {
+      view['os-vol-host-attr:host'] = v.host;
+      view['os-vol-mig-status-attr:migstat'] = null;
+      view['os-vol-mig-status-attr:name_id'] = null;
+    }
   }
   if (version.atLeast('3.13')) view.group_id = v.group_id;
   if (version.atLeast('3.21') && caller.isAdmin) view.provider_id = null;
-  if (version.atLeast('3.48')) { view.service_uuid = null; view.shared_targets = false; }
+  if (version.atLeast('3.48')) { view.shared_targets = false; view.service_uuid = null; }
   if (version.atLeast('3.61') && caller.isAdmin) view.cluster_name = v.cluster_name;
   if (version.atLeast('3.63')) view.volume_type_id = v.volume_type_id;
   if (version.atLeast('3.65')) view.consumes_quota = true;
@@ -144,13 +165,13 @@ export function volumeRoutes(deps: ApiDeps) {
   const { db, volumes, volumeManager, config } = deps;
   return async (app: FastifyInstance): Promise<void> => {
     /** Detailed views of rows, with their metadata and type names loaded in two queries. */
-    const views = async (req: FastifyRequest, rows: VolumeRow[]) => {
+    const views = async (req: FastifyRequest, rows: VolumeRow[], action: VolumeViewAction = 'show') => {
       const md = await volumes.metadataOf(db.kysely, rows.map((r) => r.id));
       const typeRows = await deps.types.byIds(db.kysely, rows.flatMap((r) => r.volume_type_id ? [r.volume_type_id] : []));
       const attached = await deps.attachments.ofVolumes(db.kysely, rows.map((r) => r.id));
-      return rows.map((r) => volumeView(req, r, md.get(r.id)!, r.volume_type_id ? typeRows.get(r.volume_type_id)?.name ?? null : null, attached.get(r.id)));
+      return rows.map((r) => volumeView(req, r, md.get(r.id)!, r.volume_type_id ? typeRows.get(r.volume_type_id)?.name ?? null : null, attached.get(r.id), action));
     };
-    const one = async (req: FastifyRequest, v: VolumeRow) => ({ volume: (await views(req, [v]))[0] });
+    const one = async (req: FastifyRequest, v: VolumeRow, action: VolumeViewAction = 'show') => ({ volume: (await views(req, [v], action))[0] });
 
     app.post('/volumes', async (req, reply) => {
       const strict = req.apiVersion.atLeast('3.53');
@@ -177,7 +198,7 @@ export function volumeRoutes(deps: ApiDeps) {
         sourceVolumeId: (v.source_volid ?? null) as string | null,
         groupId: req.apiVersion.atLeast('3.13') ? (v.group_id ?? null) as string | null : null,
       });
-      return reply.code(202).send(await one(req, created));
+      return reply.code(202).send(await one(req, created, 'create'));
     });
 
     const listing: ResourceListOptions<VolumeRow, VolumeFilter> = {
@@ -188,12 +209,17 @@ export function volumeRoutes(deps: ApiDeps) {
         const bootable = queryValue(q, 'bootable');
         if (bootable !== undefined) filter.bootable = truthy(bootable);
       },
-      summary: (req, r) => ({ id: r.id, name: r.name, links: links(req, r) }),
+      summaries: async (req, rows) => rows.map((r) => ({ id: r.id, name: r.name, links: links(req, r) })),
       details: views,
     };
     const list = (detail: boolean) => resourceList(listing, detail);
     app.get('/volumes', list(false));
     app.get('/volumes/detail', list(true));
+    app.get('/volumes/summary', async (req) => {
+      if (!req.apiVersion.atLeast('3.12')) throw NotFoundError.of('Volume', 'summary');
+      const sum = await volumes.summary(db.kysely, listFilter(listing, req));
+      return { 'volume-summary': { total_size: sum.sizeGiB, total_count: sum.count, ...(req.apiVersion.atLeast('3.36') ? { metadata: sum.metadata } : {}) } };
+    });
 
     app.get<{ Params: { id: string } }>('/volumes/:id', async (req) => one(req, await volumeManager.get(req.caller, req.params.id)));
 
@@ -209,7 +235,7 @@ export function volumeRoutes(deps: ApiDeps) {
         await volumes.update(tx, v.id, set);
         if (u.metadata) await volumes.replaceMetadata(tx, v.id, u.metadata as Record<string, string>);
       });
-      return one(req, (await volumes.get(db.kysely, v.id))!);
+      return one(req, (await volumes.get(db.kysely, v.id))!, 'update');
     });
 
     app.delete<{ Params: { id: string } }>('/volumes/:id', async (req, reply) => {
@@ -246,6 +272,20 @@ export function volumeRoutes(deps: ApiDeps) {
       'os-force_delete': async (req) => {
         await volumeManager.requestDelete(req.caller, req.params.id, { force: true });
       },
+      'os-update_readonly_flag': async (req, arg) => {
+        const a = validate<{ readonly: boolean | string }>(READONLY_BODY, arg);
+        await db.kysely.transaction().execute(async (tx) => {
+          const v = await volumeManager.lockVolume(req.caller, req.params.id, tx);
+          if (v.status !== 'available') {
+            throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be available to update readonly flag, but current status is: ${v.status}.`);
+          }
+          await volumes.setFlags(tx, v.id, { readonly: asBool(a.readonly) ? 1 : 0 });
+        });
+      },
+      'os-retype': async (req, arg) => {
+        const a = validate<{ new_type: string; migration_policy?: 'never' | 'on-demand' | null }>(RETYPE_BODY, arg);
+        await volumeManager.requestRetype(req.caller, req.params.id, a.new_type, a.migration_policy ?? 'never');
+      },
       revert: async (req, arg) => {
         if (!req.apiVersion.atLeast('3.40')) throw new InvalidInputError('There is no such action: revert');
         const a = validate<{ snapshot_id: string }>(REVERT_BODY, arg);
@@ -265,7 +305,7 @@ export function volumeRoutes(deps: ApiDeps) {
     };
     const detachBody = { type: ['object', 'null'], properties: { attachment_id: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] } } };
     const legacy: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<unknown>> = {
-      'os-reserve': async (req) => { await deps.attachmentManager.create(req.caller, { volumeId: req.params.id, instanceUuid: null, connector: null, mode: 'rw' }); },
+      'os-reserve': async (req) => { await deps.attachmentManager.create(req.caller, { volumeId: req.params.id, instanceUuid: null, connector: null, mode: 'rw', legacyReserve: true }); },
       'os-unreserve': (req) => deps.attachmentManager.detachVolume(req.caller, req.params.id, { onlyPending: true }),
       'os-initialize_connection': async (req, arg) => ({
         connection_info: await deps.attachmentManager.initializeConnection(req.caller, req.params.id, validate<{ connector: Connector }>(connectorBody, arg).connector),
@@ -288,6 +328,13 @@ export function volumeRoutes(deps: ApiDeps) {
 
     app.post<{ Params: { id: string } }>('/volumes/:id/action', async (req, reply) => {
       const [name, arg] = actionOf(req.body);
+      if (name === 'os-set_bootable') {
+        // Answered with 200 and no body, as Cinder does.
+        const a = validate<{ bootable: boolean | string }>(BOOTABLE_BODY, arg);
+        const v = await volumeManager.get(req.caller, req.params.id);
+        await volumes.setFlags(db.kysely, v.id, { bootable: asBool(a.bootable) ? 1 : 0 });
+        return reply.code(200).send();
+      }
       const old = legacy[name];
       if (old) {
         const result = await old(req, arg);

@@ -105,14 +105,17 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
 
   /**
    * Lists rows matching `filter`, ordered by `sort` (id appended as the final
-   * tie-breaker), starting after `marker` (keyset pagination), at most `limit`.
+   * tie-breaker), starting after `marker` (keyset pagination) and skipping
+   * `offset` rows, at most `limit`.
    */
-  async list(q: Q, filter: Filter, sort: KeysetKey<keyof Row & string>[], limit: number, marker?: Row): Promise<Row[]> {
+  async list(q: Q, filter: Filter, sort: KeysetKey<keyof Row & string>[], limit: number, marker?: Row, offset = 0): Promise<Row[]> {
     const keys = keysetKeys(sort);
     let s = this.filtered(q, filter).selectAll(this.t.table);
     if (marker) s = s.where(afterMarker(this.t.keyset, keys, marker));
     for (const k of keys) s = s.orderBy(keysetExpression(this.t.keyset, k.column), k.dir);
-    return s.limit(limit).execute() as Promise<Row[]>;
+    s = s.limit(limit);
+    if (offset > 0) s = s.offset(offset);
+    return s.execute() as Promise<Row[]>;
   }
 
   /** How many rows match `filter` (for `with_count`). */
@@ -122,7 +125,7 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
   }
 
   /** The shared filters; subclasses add their own in {@link narrow}. */
-  private filtered(q: Q, f: Filter): AnySelect {
+  protected filtered(q: Q, f: Filter): AnySelect {
     const tb = this.t.table;
     let s: AnySelect = (q as AnyQ).selectFrom(tb);
     if (f.scope !== 'all') s = s.where(`${tb}.project_id`, '=', f.scope.projectId);

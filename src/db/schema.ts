@@ -27,6 +27,8 @@ export interface VolumesTable {
   bootable: number;
   multiattach: number;
   provider_location: string | null;
+  /** 1 when read-only (`os-update_readonly_flag`), 0 when made writable again, null when never set. */
+  readonly: number | null;
   created_at: string;
   updated_at: string | null;
   launched_at: string | null;
@@ -207,6 +209,8 @@ export interface SnapshotsTable {
   group_snapshot_id: string | null;
   /** The key id of the volume it was taken from, shared with it (0011). */
   encryption_key_id: string | null;
+  /** Progress a host reported with `os-update_snapshot_status` (0012); null: derived from the status. */
+  progress: string | null;
 }
 
 /** `snapshot_metadata`: user key/value pairs of a snapshot. */

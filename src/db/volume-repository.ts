@@ -5,6 +5,7 @@
  */
 import type { Kysely, SelectQueryBuilder } from 'kysely';
 import type { Clock } from '../common/index.ts';
+import { isoAt } from '../common/index.ts';
 import type { KeysetKey, KeysetTable } from './keyset.ts';
 import { ResourceRepository, type ResourceFilter } from './resource-repository.ts';
 import type { Database, VolumeRow } from './schema.ts';
@@ -51,6 +52,27 @@ export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter
     if (typeId !== undefined) s = s.where('volume_type_id', '=', typeId);
     const r = await s.executeTakeFirstOrThrow();
     return { count: Number(r.n), gigabytes: Number(r.g) };
+  }
+
+  /** Sets the bootable or read-only flag (`os-set_bootable`, `os-update_readonly_flag`). */
+  async setFlags(q: Q, id: string, set: { bootable?: number; readonly?: number }): Promise<void> {
+    await q.updateTable('volumes').set({ ...set, updated_at: isoAt(this.clock.now()) }).where('id', '=', id).execute();
+  }
+
+  /**
+   * Count, total size and every distinct metadata value (by key) of the
+   * volumes matching `filter` (`GET /volumes/summary`, 3.12 and 3.36).
+   */
+  async summary(q: Q, filter: VolumeFilter): Promise<{ count: number; sizeGiB: number; metadata: Record<string, string[]> }> {
+    const totals = await this.filtered(q, filter)
+      .select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.coalesce(eb.fn.sum<number>('volumes.size'), eb.lit(0)).as('g')])
+      .executeTakeFirstOrThrow() as { n: number; g: number };
+    const pairs = await q.selectFrom('volume_metadata').select(['key', 'value']).distinct()
+      .where('volume_id', 'in', this.filtered(q, filter).select('volumes.id'))
+      .orderBy('key').orderBy('value').execute();
+    const metadata: Record<string, string[]> = {};
+    for (const p of pairs) (metadata[p.key] ??= []).push(p.value);
+    return { count: Number(totals.n), sizeGiB: Number(totals.g), metadata };
   }
 
   /** Sum of sizes of the volumes placed in one pool (host string `host@backend#pool`). */

@@ -5,6 +5,7 @@
  * `s<`, `s<=`, `s>`, `s>=`. A spec without an operator must equal the
  * capability as text.
  */
+import type { VolumeServiceCapabilities } from '../volume/volume-service.ts';
 
 /** Capability values render as Cinder (Python) would: `True`, `False`, numbers. */
 function text(value: unknown): string {
@@ -59,4 +60,22 @@ export function capabilityKey(specKey: string): string | undefined {
   const i = specKey.indexOf(':');
   if (i < 0) return specKey;
   return specKey.slice(0, i) === 'capabilities' ? specKey.slice(i + 1) : undefined;
+}
+
+type Pool = VolumeServiceCapabilities['pools'][number];
+
+/**
+ * The extra specs a pool does not meet (pool capabilities first, then the
+ * backend's): the scheduler's capabilities filter, and the check that a
+ * retype can stay where the volume is.
+ */
+export function unmetSpecs(caps: VolumeServiceCapabilities, pool: Pool, specs: Record<string, string>): string[] {
+  const failed: string[] = [];
+  for (const [key, requirement] of Object.entries(specs)) {
+    const cap = capabilityKey(key);
+    if (cap === undefined) continue;
+    const value = (pool as unknown as Record<string, unknown>)[cap] ?? (caps as unknown as Record<string, unknown>)[cap];
+    if (!matchesSpec(value, requirement)) failed.push(key);
+  }
+  return failed;
 }

@@ -11,7 +11,7 @@ import type { Clock } from '../common/index.ts';
 import type { ServiceRepository, ServiceRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import { claimGroupHost } from '../db/index.ts';
 import { fits } from './capacity.ts';
-import { capabilityKey, matchesSpec } from './extra-specs.ts';
+import { unmetSpecs } from './extra-specs.ts';
 import { BasaltError, NoValidBackendError } from '../errors/index.ts';
 import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
 import { volumeTarget, type SchedulePayload, type VolumeJobKinds, type VolumeServiceCapabilities } from '../volume/index.ts';
@@ -118,18 +118,4 @@ export class Scheduler {
     candidates.sort((a, b) => b.pool.free_capacity_gb - a.pool.free_capacity_gb);
     return { candidates, reasons };
   }
-}
-
-type Pool = VolumeServiceCapabilities['pools'][number];
-
-/** Extra specs a pool does not meet (pool capabilities first, then the backend's). */
-function unmetSpecs(caps: VolumeServiceCapabilities, pool: Pool, specs: Record<string, string>): string[] {
-  const failed: string[] = [];
-  for (const [key, requirement] of Object.entries(specs)) {
-    const cap = capabilityKey(key);
-    if (cap === undefined) continue;
-    const value = (pool as unknown as Record<string, unknown>)[cap] ?? (caps as unknown as Record<string, unknown>)[cap];
-    if (!matchesSpec(value, requirement)) failed.push(key);
-  }
-  return failed;
 }

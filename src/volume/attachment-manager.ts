@@ -67,10 +67,11 @@ export class AttachmentManager {
 
   /**
    * Reserves the volume and records an attachment; with a connector, also
-   * returns its connection info (status `attaching`).
+   * returns its connection info (status `attaching`). The legacy `os-reserve`
+   * puts the volume straight into `attaching`, as Cinder's does.
    * @throws NotFoundError, InvalidStatusError (not available, already attached), InvalidInputError.
    */
-  async create(caller: Caller, input: { volumeId: string; instanceUuid: string | null; connector: Connector | null; mode: 'rw' | 'ro' }): Promise<AttachmentRow> {
+  async create(caller: Caller, input: { volumeId: string; instanceUuid: string | null; connector: Connector | null; mode: 'rw' | 'ro'; legacyReserve?: boolean }): Promise<AttachmentRow> {
     const { queue, volumes, attachments, clock } = this.deps;
     const id = newId();
     await queue.transaction(async (tx) => {
@@ -86,12 +87,13 @@ export class AttachmentManager {
       }
       const busy = await busyReason(this.deps, tx, v.id);
       if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${v.id} is busy: ${busy}.`);
-      if (!joining && !(await volumes.transition(tx, { id: v.id, from: ['available'], to: 'reserved', requestId: caller.requestId }))) {
+      if (!joining && !(await volumes.transition(tx, { id: v.id, from: ['available'], to: input.legacyReserve ? 'attaching' : 'reserved', requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status changed concurrently; try again.`);
       }
       await attachments.insert(tx, {
         id, volume_id: v.id, project_id: v.project_id, instance_uuid: input.instanceUuid, attached_host: null, mountpoint: null,
-        attach_mode: input.mode, attach_status: 'reserved', connector: null, connection_info: null,
+        // A read-only volume is only ever exported read-only.
+        attach_mode: v.readonly ? 'ro' : input.mode, attach_status: 'reserved', connector: null, connection_info: null,
         export_name: `basalt-${randomBytes(24).toString('hex')}`, created_at: isoAt(clock.now()), updated_at: null, attach_time: null,
         psk_identity: `basalt-${id}`, psk_key: randomBytes(32).toString('hex'),
       });

@@ -38,7 +38,10 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       const v = await volumes.get(db.kysely, p.volumeId);
       if (!v || v.status !== 'creating') return ctx.complete(); // deleted or settled meanwhile
       const vol = { id: v.id, sizeGiB: p.sizeGiB };
-      await locked(`volume-${v.id}`, async () => {
+      const made = await locked(`volume-${v.id}`, async () => {
+        // Read again under the lock: a forced delete may have removed the volume meanwhile,
+        // and making its storage now would leak it.
+        if ((await volumes.get(db.kysely, v.id))?.status !== 'creating') return false;
         if (v.snapshot_id) {
           const s = (await snapshots.get(db.kysely, v.snapshot_id))!;
           await driver.createVolumeFromSnapshot(vol, snapRef(s));
@@ -48,7 +51,9 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
         } else {
           await driver.createVolume(vol);
         }
+        return true;
       });
+      if (!made) return ctx.complete();
       await ctx.complete(async (tx) => {
         await volumes.transition(tx, { id: v.id, from: ['creating'], to: 'available', set: { launched_at: isoAt(deps.clock.now()) }, requestId: ctx.job.request_id });
       });
@@ -110,10 +115,14 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       if (!s || s.status !== 'creating') return ctx.complete();
       const v = await volumes.get(db.kysely, s.volume_id);
       // An attached volume is snapshotted with its writes paused at the export (crash-consistent).
-      await locked(`snapshot-${s.id}`, async () => {
+      const made = await locked(`snapshot-${s.id}`, async () => {
+        // Read again under the lock, as for volumes: a forced delete may have come first.
+        if ((await snapshots.get(db.kysely, s.id))?.status !== 'creating') return false;
         if (v && v.attach_status === 'attached' && deps.exports) await deps.exports.quiesce(v.id, () => driver.createSnapshot(snapRef(s)));
         else await driver.createSnapshot(snapRef(s));
+        return true;
       });
+      if (!made) return ctx.complete();
       await ctx.complete(async (tx) => {
         await snapshots.transition(tx, { id: s.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id });
       });

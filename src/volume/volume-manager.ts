@@ -15,6 +15,7 @@ import type { KeyManager } from '../keymgr/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import { fits } from '../scheduler/capacity.ts';
+import { unmetSpecs } from '../scheduler/extra-specs.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
 import { keyForNewVolume, type CopySource } from './volume-encryption.ts';
@@ -25,8 +26,6 @@ import type { VolumeServiceCapabilities } from './volume-service.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
 export const DELETABLE_STATUSES = ['available', 'error', 'error_restoring', 'error_extending', 'error_managing'] as const;
-/** Added by an admin's `force`. */
-export const FORCE_DELETABLE_STATUSES = [...DELETABLE_STATUSES, 'error_deleting'] as const;
 /** Statuses from which a snapshot may be deleted. */
 export const SNAPSHOT_DELETABLE_STATUSES = ['available', 'error', 'error_deleting'] as const;
 
@@ -211,7 +210,7 @@ export class VolumeManager {
         size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: zone,
         host: source?.volume.host ?? null, cluster_name: source?.volume.cluster_name ?? null, volume_type_id: type.id,
         snapshot_id: input.snapshotId ?? null, source_volid: input.sourceVolumeId ?? null,
-        bootable: source?.volume.bootable ?? 0, multiattach: isMultiattachType(type) ? 1 : 0, provider_location: null,
+        bootable: source?.volume.bootable ?? 0, multiattach: isMultiattachType(type) ? 1 : 0, provider_location: null, readonly: null,
         encryption_key_id: encryptionKeyId, created_at: isoAt(clock.now()), updated_at: null, launched_at: null, group_id: input.groupId ?? null,
       }, input.metadata);
       if (source) {
@@ -279,13 +278,15 @@ export class VolumeManager {
   /**
    * Moves the volume (and with `cascade` its snapshots) to `deleting` and
    * queues the driver work; a volume never placed on a backend is removed at once.
-   * @throws NotFoundError, InvalidStatusError (wrong status, snapshots without cascade, busy).
+   * An admin's `force` deletes from any status, as Cinder's does (a job still
+   * running for the volume finds the status changed under the volume's lock and stops).
+   * @throws NotFoundError, InvalidStatusError (wrong status, attached, snapshots without cascade, busy).
    */
   async requestDelete(caller: Caller, id: string, opts: { force?: boolean; cascade?: boolean } = {}): Promise<void> {
     const { queue, kinds, snapshots } = this.deps;
-    const allowed: readonly string[] = opts.force ? FORCE_DELETABLE_STATUSES : DELETABLE_STATUSES;
     await queue.transaction(async (tx, enqueue) => {
       const v = await this.lockVolume(caller, id, tx);
+      const allowed: readonly string[] = opts.force ? [v.status] : DELETABLE_STATUSES;
       if (!allowed.includes(v.status) || v.attach_status === 'attached') {
         throw new InvalidStatusError(`Invalid volume: Volume status must be ${allowed.join(', ')} and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer.`);
       }
@@ -330,7 +331,9 @@ export class VolumeManager {
       if (all[all.length - 1]?.id !== snap.id) {
         throw new InvalidInputError(`Invalid input received: Snapshot ${snapshotId} is not the latest one of volume ${id}; only the latest snapshot can be reverted to.`);
       }
-      if (v.size < snap.volume_size) throw new InvalidInputError('Invalid input received: the volume is smaller than the snapshot.');
+      if (v.size !== snap.volume_size) {
+        throw new InvalidInputError(`Invalid input received: Volume ${id} size (${v.size} GiB) and snapshot size (${snap.volume_size} GiB) must be equal to revert; create a new volume from the snapshot instead.`);
+      }
       if (!(await backendCanRevert(tx, v.cluster_name!))) {
         throw new InvalidInputError(`Invalid input received: the backend of volume ${id} cannot revert to a snapshot.`);
       }
@@ -339,6 +342,42 @@ export class VolumeManager {
       await this.cas(tx, v.id, ['available'], 'reverting', caller);
       await snapshots.transition(tx, { id: snap.id, from: ['available'], to: 'restoring', requestId: caller.requestId });
       await enqueue(kinds.revert, { target: volumeTarget(v.cluster_name!), resourceId: v.id, requestId: caller.requestId, payload: { volumeId: v.id, snapshotId: snap.id } });
+    });
+  }
+
+  /**
+   * `os-retype` without migration: gives the volume another type where it is,
+   * at once, when its pool meets the new type's extra specs (moving its
+   * per-type quota in the same transaction). A retype that would need the
+   * volume moved to another backend is refused until migration exists.
+   * @throws NotFoundError, InvalidInputError (same type, pool does not fit, migration needed), InvalidStatusError, QuotaExceededError.
+   */
+  async requestRetype(caller: Caller, id: string, newType: string, migrationPolicy: 'never' | 'on-demand'): Promise<void> {
+    await this.deps.queue.transaction(async (tx) => {
+      const v = await this.lockVolume(caller, id, tx);
+      if (v.status !== 'available' && v.status !== 'in-use') {
+        throw new InvalidStatusError(`Invalid volume: Volume ${id} status must be available or in-use to retype, but current status is: ${v.status}.`);
+      }
+      if (v.group_id) throw new InvalidInputError(`Invalid input received: Volume ${id} belongs to a group; remove it from the group first.`);
+      const type = await this.resolveType(tx, caller, newType);
+      if (type.id === v.volume_type_id) throw new InvalidInputError('Invalid input received: New volume_type same as original.');
+      await this.refuseIfBusy(tx, v.id);
+      await this.refuseIfFrozen(tx, v);
+      const reported = await this.reportedPool(tx, v);
+      const unmet = reported ? unmetSpecs(reported.caps, reported.pool, type.extra_specs) : [];
+      if (!reported || unmet.length > 0) {
+        throw new InvalidInputError(`Invalid input received: pool ${v.host} does not meet volume type ${type.name}${unmet.length ? ` (${unmet.join(', ')})` : ''}; `
+          + (migrationPolicy === 'on-demand' ? 'retype with migration is not supported by this Basalt release.' : "the volume would have to move, which migration_policy 'never' forbids."));
+      }
+      const oldName = await typeNameOf(this.deps.types, tx, v.volume_type_id);
+      // Only the per-type resources move: the totals stay the same.
+      await this.deps.quotas.consume(tx, v.project_id, { [`volumes_${type.name}`]: 1, [`gigabytes_${type.name}`]: v.size }, v.size);
+      if (oldName) await this.deps.quotas.release(tx, v.project_id, { [`volumes_${oldName}`]: 1, [`gigabytes_${oldName}`]: v.size });
+      const multiattach = isMultiattachType(type) ? 1 : 0;
+      if (v.status === 'in-use' && multiattach !== v.multiattach) {
+        throw new InvalidInputError('Invalid input received: an in-use volume cannot change between multiattach and single-attach types; detach it first.');
+      }
+      await this.cas(tx, v.id, [v.status], v.status, caller, { volume_type_id: type.id, multiattach });
     });
   }
 
@@ -362,7 +401,7 @@ export class VolumeManager {
       await snapshots.insert(tx, {
         id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
         volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating', encryption_key_id: v.encryption_key_id,
-        created_at: isoAt(clock.now()), updated_at: null, group_snapshot_id: null,
+        created_at: isoAt(clock.now()), updated_at: null, group_snapshot_id: null, progress: null,
       }, input.metadata);
       await enqueue(kinds.snapshotCreate, { target: await this.snapshotTarget(tx, v), resourceId: id, requestId: caller.requestId, payload: { snapshotId: id } });
     });
@@ -370,20 +409,22 @@ export class VolumeManager {
   }
 
   /**
-   * Moves a snapshot to `deleting` and queues the driver work.
+   * Moves a snapshot to `deleting` and queues the driver work; an admin's
+   * `force` (os-force_delete) deletes from any status, as Cinder's does.
    * @throws NotFoundError, InvalidStatusError (wrong status, volumes being made from it).
    */
-  async requestSnapshotDelete(caller: Caller, id: string): Promise<void> {
+  async requestSnapshotDelete(caller: Caller, id: string, opts: { force?: boolean } = {}): Promise<void> {
     const { queue, kinds, snapshots, volumes } = this.deps;
     await queue.transaction(async (tx, enqueue) => {
       const s = await this.lockSnapshot(caller, id, tx);
-      if (!(SNAPSHOT_DELETABLE_STATUSES as readonly string[]).includes(s.status)) {
+      const allowed: readonly string[] = opts.force ? [s.status] : SNAPSHOT_DELETABLE_STATUSES;
+      if (!allowed.includes(s.status)) {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot status must be available or error and must not be part of a group, but current status is: ${s.status}.`);
       }
       if (s.group_snapshot_id) throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} is part of group snapshot ${s.group_snapshot_id}: delete the group snapshot instead.`);
       const copying = await tx.selectFrom('volumes').select('id').where('snapshot_id', '=', id).where('status', '=', 'creating').executeTakeFirst();
       if (copying) throw new InvalidStatusError(`Invalid snapshot: volume ${copying.id} is being created from it.`);
-      if (!(await snapshots.transition(tx, { id, from: SNAPSHOT_DELETABLE_STATUSES, to: 'deleting', requestId: caller.requestId }))) {
+      if (!(await snapshots.transition(tx, { id, from: allowed, to: 'deleting', requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} status changed concurrently; try again.`);
       }
       const v = (await volumes.get(tx, s.volume_id))!;
@@ -414,6 +455,23 @@ export class VolumeManager {
       if (!(await this.deps.snapshots.transition(tx, { id, from: [s.status], to: status, requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid snapshot: Snapshot ${id} status changed concurrently; try again.`);
       }
+    });
+  }
+
+  /**
+   * `os-update_snapshot_status`: a host that takes a snapshot itself reports
+   * on it (status and progress); a `creating` snapshot may become available
+   * or error, a `deleting` one error_deleting (Cinder's transitions).
+   * @throws NotFoundError, InvalidInputError for any other transition.
+   */
+  async updateSnapshotStatus(caller: Caller, id: string, status: string, progress?: string): Promise<void> {
+    const allowed: Record<string, readonly string[]> = { creating: ['creating', 'available', 'error'], deleting: ['deleting', 'error_deleting'] };
+    await this.deps.queue.transaction(async (tx) => {
+      const s = await this.lockSnapshot(caller, id, tx);
+      const to = allowed[s.status];
+      if (!to) throw new InvalidInputError(`Invalid input received: Snapshot status ${s.status} not allowed for update_snapshot_status.`);
+      if (!to.includes(status)) throw new InvalidInputError(`Invalid input received: Provided snapshot status ${status} not allowed for snapshot with status ${s.status}.`);
+      await this.deps.snapshots.transition(tx, { id, from: [s.status], to: status, requestId: caller.requestId, ...(progress ? { set: { progress } } : {}) });
     });
   }
 
@@ -466,12 +524,13 @@ export class VolumeManager {
   }
 
   /** The volume's pool as its service last reported it (with that service row's id); undefined before a report. */
-  private async reportedPool(tx: Tx, v: VolumeRow): Promise<{ serviceId: string; pool: VolumeServiceCapabilities['pools'][number] } | undefined> {
+  private async reportedPool(tx: Tx, v: VolumeRow): Promise<{ serviceId: string; caps: VolumeServiceCapabilities; pool: VolumeServiceCapabilities['pools'][number] } | undefined> {
     if (!v.host) return undefined;
     const [serviceHost, poolName] = v.host.split('#');
     const svc = await tx.selectFrom('services').selectAll().where('binary', '=', 'cinder-volume').where('host', '=', serviceHost!).executeTakeFirst();
-    const pool = svc?.capabilities ? (JSON.parse(svc.capabilities) as VolumeServiceCapabilities).pools.find((p) => p.pool_name === poolName) : undefined;
-    return svc && pool ? { serviceId: svc.id, pool } : undefined;
+    const caps = svc?.capabilities ? JSON.parse(svc.capabilities) as VolumeServiceCapabilities : undefined;
+    const pool = caps?.pools.find((p) => p.pool_name === poolName);
+    return svc && caps && pool ? { serviceId: svc.id, caps, pool } : undefined;
   }
 
   /** @throws InvalidInputError when every service of the volume's backend is frozen (os-services freeze). */

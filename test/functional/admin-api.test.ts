@@ -68,9 +68,11 @@ test('os-services disable and freeze take effect; enable and thaw undo them', as
   // Disabled with a reason: listed so, and new volumes find no backend.
   assert.equal((await s.request('PUT', `${V}/os-services/disable-log-reason`, { host, binary: 'cinder-volume' })).status, 400, 'the reason is required');
   const off = await s.request('PUT', `${V}/os-services/disable-log-reason`, { host, binary: 'cinder-volume', disabled_reason: 'disk swap' });
-  assert.deepEqual(off.body, { host, binary: 'cinder-volume', status: 'disabled', disabled: true, disabled_reason: 'disk swap' });
+  assert.deepEqual(off.body, { host, service: '', binary: 'cinder-volume', status: 'disabled', disabled: true, disabled_reason: 'disk swap' });
   const listed = ((await s.request('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<Record<string, unknown>>)[0]!;
   assert.deepEqual([listed.status, listed.disabled_reason], ['disabled', 'disk swap']);
+  const plain = await s.request('PUT', `${V}/os-services/disable`, { host, binary: 'cinder-volume' });
+  assert.deepEqual(plain.body, { host, service: '', binary: 'cinder-volume', status: 'disabled', disabled: true }, 'no reason in the plain disable view');
   const refused = (await s.request('POST', `${V}/volumes`, { volume: { size: 1 } })).body.volume.id;
   await waitForStatus(s, refused, 'error');
   assert.equal((await s.request('PUT', `${V}/os-services/enable`, { host: 'nowhere', binary: 'cinder-volume' })).status, 404);

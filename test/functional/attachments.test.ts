@@ -178,7 +178,7 @@ test('the older action API: reserve, initialize_connection, attach, begin/roll d
   const status = async () => (await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status;
 
   assert.equal((await act({ 'os-reserve': {} })).status, 202);
-  assert.equal(await status(), 'reserved');
+  assert.equal(await status(), 'attaching', 'os-reserve sets attaching, as in Cinder');
   assert.equal((await act({ 'os-unreserve': {} })).status, 202);
   assert.equal(await status(), 'available');
 
