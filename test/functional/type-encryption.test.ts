@@ -6,11 +6,14 @@
  * nothing half-created.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
 import { FIXED_KEY_ID, KeyNotFoundError, type KeyManager, type KeyRequest, type SymmetricKey } from '../../src/keymgr/index.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
+const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
 const MEMBER = { 'X-Auth-Token': `alice:${PROJECT}`, 'X-Roles': 'member' };
 const KEY_ENV = { BASALT_KEY_MANAGER__FIXED_KEY: '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff' };
@@ -276,4 +279,20 @@ test('with a key per volume: copies get their own copy of the key, and a deleted
   await gone(vol.id);
   await gone(fromSnap.id);
   assert.deepEqual([...store.keys.keys()], [], 'no key outlives its volume');
+});
+
+test('python3-cinderclient: encryption-type-create, -show, -update, -delete, -list', async (t) => {
+  const s = await startTestServer(t);
+  const cinder = async (...args: string[]): Promise<string> => (await run('/usr/bin/cinder', [
+    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', PROJECT, '--os-endpoint', `${s.url}/v3`, ...args,
+  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 })).stdout;
+  const type = await createType(s, 'luks');
+  const created = await cinder('encryption-type-create', '--cipher', 'aes-xts-plain64', '--key-size', '256', '--control-location', 'front-end', 'luks', 'luks');
+  assert.match(created, new RegExp(`\\| ${type} \\| luks .*\\| aes-xts-plain64 .*\\| 256 .*\\| front-end`));
+  assert.match(await cinder('encryption-type-show', 'luks'), /aes-xts-plain64/);
+  assert.match(await cinder('encryption-type-list'), new RegExp(`${type}.*luks`));
+  await cinder('encryption-type-update', '--key-size', '512', 'luks');
+  assert.equal((await s.request('GET', `${V}/types/${type}/encryption`)).body.key_size, 512);
+  await cinder('encryption-type-delete', 'luks');
+  assert.deepEqual((await s.request('GET', `${V}/types/${type}/encryption`)).body, {});
 });
