@@ -62,7 +62,7 @@ export function groupSnapshotRoutes(deps: ApiDeps) {
         if (groupId !== undefined) filter.groupId = groupId;
       },
       // Cinder's summary list shows only the id and name.
-      summary: (_req, s) => ({ id: s.id, name: s.name }),
+      summaries: async (_req, rows) => rows.map((s) => ({ id: s.id, name: s.name })),
       details: async (req, rows) => rows.map((s) => detailView(req, s)),
     };
     app.get('/group_snapshots', resourceList(listing, false));

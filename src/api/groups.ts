@@ -103,7 +103,7 @@ export function groupRoutes(deps: ApiDeps) {
     const listing: ResourceListOptions<GroupRow, ResourceFilter> = {
       db: db.kysely, repo: groups, collection: 'groups', sortKeys: GROUP_SORT_KEYS, maxLimit: config.DEFAULT.osapi_max_limit,
       narrow() { /* name, status and the shared filters only */ },
-      summary: (_req, g) => summary(g),
+      summaries: async (_req, rows) => rows.map(summary),
       details: views,
     };
     app.get('/groups', resourceList(listing, false));
