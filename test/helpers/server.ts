@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config/index.ts';
 import type { KeyManager } from '../../src/keymgr/index.ts';
 import { startServer, type RunningServer } from '../../src/server/index.ts';
 import { createDatabase } from './postgres.ts';
+import { checkResponse } from '../schemas/response-check.ts';
 
 /** Fast timings for tests: short leases and heartbeats, quick polling. */
 export const FAST_TIMINGS = {
@@ -53,8 +54,8 @@ export interface TestServer {
   url: string;
   stateDir: string;
   server: RunningServer;
-  /** One HTTP request; `headers` default to the admin of {@link PROJECT}. */
-  request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Reply>;
+  /** One HTTP request; `headers` default to the admin of {@link PROJECT}. See {@link request}. */
+  request(method: string, path: string, body?: unknown, headers?: Record<string, string>, options?: RequestOptions): Promise<Reply>;
   close(): Promise<void>;
 }
 
@@ -146,12 +147,33 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
   const url = server.url!;
   return {
     url, stateDir, server, close,
-    request: (method, p, body, headers) => request(url, method, p, body, headers),
+    request: (method, p, body, headers, options) => request(url, method, p, body, headers, options),
   };
 }
 
-/** One HTTP request against `url`. */
-export async function request(url: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
+/** Options of {@link request}. */
+export interface RequestOptions {
+  /**
+   * Skips the tempest schema check of this one response, saying why — for a
+   * request that is malformed on purpose and whose answer is not even a Cinder
+   * fault. (4xx/5xx answers are already judged only as Cinder fault bodies.)
+   */
+  unchecked?: string;
+}
+
+/**
+ * Whether responses are judged against tempest's schemas: in the files of
+ * test/functional (each runs in its own process, named in its argv).
+ */
+const CHECK_SCHEMAS = process.argv.slice(1).some((a) => /(^|[\\/])test[\\/]functional[\\/]/.test(a));
+
+/**
+ * One HTTP request against `url`. In the functional tests, the response of a
+ * Basalt API route is judged against tempest's schema for the route
+ * (test/schemas/route-schemas.ts): a violation, or a route the table lacks,
+ * throws a SchemaViolation naming the route, the microversion and the problem.
+ */
+export async function request(url: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}, options: RequestOptions = {}): Promise<Reply> {
   const h: Record<string, string> = { 'X-Auth-Token': `admin:${PROJECT}`, ...headers };
   let payload: string | undefined;
   if (body !== undefined) {
@@ -162,6 +184,12 @@ export async function request(url: string, method: string, p: string, body?: unk
   const text = await res.text();
   let parsed: unknown = text;
   try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+  if (CHECK_SCHEMAS && options.unchecked === undefined) {
+    let requestBody: unknown = body;
+    if (typeof body === 'string') try { requestBody = JSON.parse(body); } catch { /* sent as is */ }
+    const requestVersion = Object.entries(h).find(([k]) => k.toLowerCase() === 'openstack-api-version')?.[1];
+    checkResponse({ method, url: p, requestBody, requestVersion, status: res.status, responseVersion: res.headers.get('openstack-api-version'), body: parsed });
+  }
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
