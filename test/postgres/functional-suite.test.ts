@@ -27,6 +27,7 @@ await import('../functional/policy.test.ts');
 await import('../functional/admin-api.test.ts');
 await import('../functional/crash-recovery.test.ts');
 await import('../functional/cli.test.ts');
+await import('../functional/groups.test.ts');
 
 test('these runs really use PostgreSQL', async (t) => {
   const s = await startTestServer(t);
