@@ -349,8 +349,9 @@ export class VolumeManager {
    * `os-retype` without migration: gives the volume another type where it is,
    * at once, when its pool meets the new type's extra specs (moving its
    * per-type quota in the same transaction). A retype that would need the
-   * volume moved to another backend is refused until migration exists.
-   * @throws NotFoundError, InvalidInputError (same type, pool does not fit, migration needed), InvalidStatusError, QuotaExceededError.
+   * volume moved to another backend, or its data encrypted differently, is
+   * refused until migration exists.
+   * @throws NotFoundError, InvalidInputError (same type, pool does not fit, encryption differs, migration needed), InvalidStatusError, QuotaExceededError.
    */
   async requestRetype(caller: Caller, id: string, newType: string, migrationPolicy: 'never' | 'on-demand'): Promise<void> {
     await this.deps.queue.transaction(async (tx) => {
@@ -361,6 +362,12 @@ export class VolumeManager {
       if (v.group_id) throw new InvalidInputError(`Invalid input received: Volume ${id} belongs to a group; remove it from the group first.`);
       const type = await this.resolveType(tx, caller, newType);
       if (type.id === v.volume_type_id) throw new InvalidInputError('Invalid input received: New volume_type same as original.');
+      await this.deps.typeEncryption.lockType(tx, type.id, 'share');
+      if (!(await this.deps.typeEncryption.sameEncryption(tx, v.volume_type_id, type.id))) {
+        // The data would have to be copied through a new encryption layer (Cinder migrates for it).
+        throw new InvalidInputError(`Invalid input received: volume type ${type.name} encrypts volumes differently from the volume's type; `
+          + (migrationPolicy === 'on-demand' ? 'retype with migration is not supported by this Basalt release.' : "the volume would have to be copied, which migration_policy 'never' forbids."));
+      }
       await this.refuseIfBusy(tx, v.id);
       await this.refuseIfFrozen(tx, v);
       const reported = await this.reportedPool(tx, v);

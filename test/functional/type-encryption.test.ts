@@ -296,3 +296,24 @@ test('python3-cinderclient: encryption-type-create, -show, -update, -delete, -li
   await cinder('encryption-type-delete', 'luks');
   assert.deepEqual((await s.request('GET', `${V}/types/${type}/encryption`)).body, {});
 });
+
+test('os-retype keeps how a volume is encrypted: to a type with the same spec only', async (t) => {
+  const s = await startTestServer(t, { env: KEY_ENV });
+  await encryptedType(s, 'luks');
+  await encryptedType(s, 'luks-too');
+  const other = await createType(s, 'luks-128');
+  await s.request('POST', `${V}/types/${other}/encryption`, { encryption: { ...SPEC, key_size: 128 } });
+  await createType(s, 'plain');
+  const vol = await availableVolume(s, { volume_type: 'luks' });
+  const plainVol = await availableVolume(s, { volume_type: 'plain' });
+  const retype = (id: string, type: string) => s.request('POST', `${V}/volumes/${id}/action`, { 'os-retype': { new_type: type } });
+  for (const [id, type] of [[vol.id, 'plain'], [vol.id, 'luks-128'], [plainVol.id, 'luks']] as const) {
+    const r = await retype(id, type);
+    assert.equal(r.status, 400, `${type}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.badRequest.message, new RegExp(`volume type ${type} encrypts volumes differently from the volume's type`));
+  }
+  assert.equal((await retype(vol.id, 'luks-too')).status, 202);
+  const after = (await s.request('GET', `${V}/volumes/${vol.id}`)).body.volume;
+  assert.deepEqual([after.volume_type, after.encrypted], ['luks-too', true]);
+  assert.equal((await s.request('GET', `${V}/volumes/${vol.id}/encryption`)).body.encryption_key_id, FIXED_KEY_ID, 'the key stays');
+});
