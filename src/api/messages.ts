@@ -14,8 +14,6 @@ function view(req: FastifyRequest, m: MessageRow): Record<string, unknown> {
     event_id: m.event_id,
     user_message: userMessageText(m.action_id, m.detail_id, m.detail_args),
     message_level: m.message_level,
-    resource_type: m.resource_type,
-    resource_uuid: m.resource_uuid,
     created_at: cinderTime(m.created_at),
     guaranteed_until: cinderTime(m.expires_at),
     request_id: m.request_id,
@@ -23,6 +21,9 @@ function view(req: FastifyRequest, m: MessageRow): Record<string, unknown> {
       { href: `${baseUrl(req)}/v3/${m.project_id}/messages/${m.id}`, rel: 'self' },
       { href: `${baseUrl(req)}/${m.project_id}/messages/${m.id}`, rel: 'bookmark' },
     ],
+    // As Cinder's view: the resource keys only when the message names a resource (never null).
+    ...(m.resource_type ? { resource_type: m.resource_type } : {}),
+    ...(m.resource_uuid ? { resource_uuid: m.resource_uuid } : {}),
   };
 }
 
@@ -53,7 +54,7 @@ export function messageRoutes(deps: ApiDeps) {
         marker = await messages.get(db.kysely, paging.marker, filter.scope);
         if (!marker) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
       }
-      const rows = await messages.list(db.kysely, filter, paging.sort, paging.limit, marker);
+      const rows = await messages.list(db.kysely, filter, paging.sort, paging.limit, marker, paging.offset);
       const body: Record<string, unknown> = { messages: rows.map((m) => view(req, m)) };
       const next = nextLinks(req, paging, rows);
       if (next) body.messages_links = next;

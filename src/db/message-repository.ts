@@ -38,7 +38,7 @@ export class MessageRepository {
   }
 
   /** Lists unexpired messages in keyset order after `marker`. */
-  async list(q: Q, f: MessageFilter, sort: KeysetKey<MessageSortColumn>[], limit: number, marker?: MessageRow): Promise<MessageRow[]> {
+  async list(q: Q, f: MessageFilter, sort: KeysetKey<MessageSortColumn>[], limit: number, marker?: MessageRow, offset = 0): Promise<MessageRow[]> {
     let s = q.selectFrom('messages').selectAll().where('expires_at', '>', isoAt(this.clock.now()));
     if (f.scope !== 'all') s = s.where('project_id', '=', f.scope.projectId);
     for (const k of ['resource_uuid', 'resource_type', 'event_id', 'request_id', 'message_level'] as const) {
@@ -48,7 +48,8 @@ export class MessageRepository {
     const keys = keysetKeys(sort);
     if (marker) s = s.where(afterMarker(MESSAGE_KEYSET, keys, marker));
     for (const k of keys) s = s.orderBy(keysetExpression(MESSAGE_KEYSET, k.column), k.dir);
-    return s.limit(limit).execute();
+    s = s.limit(limit);
+    return (offset > 0 ? s.offset(offset) : s).execute();
   }
 
   /** Deletes a message; false if it was absent. */

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { MAX_VERSION, MIN_VERSION } from '../../src/api/microversion.ts';
 import { startKeystone } from '../helpers/keystone.ts';
 import { freePort } from '../helpers/net.ts';
-import { startTestServer } from '../helpers/server.ts';
+import { startTestServer, waitFor } from '../helpers/server.ts';
 import { failureDetails, runTempest, type Outcome } from '../helpers/tempest.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -35,7 +35,7 @@ test('tempest volume API tests', { timeout: 20 * 60_000 }, async (t) => {
   const port = await freePort();
   const cloud = await keystone.cloud(`http://127.0.0.1:${port}`);
   const backends = ['basalt-a', 'basalt-b'];
-  await startTestServer(t, {
+  const s = await startTestServer(t, {
     ini: [
       '[DEFAULT]', `enabled_backends = ${backends.join(', ')}`,
       '[backend_defaults]', 'volume_driver = file',
@@ -51,11 +51,18 @@ test('tempest volume API tests', { timeout: 20 * 60_000 }, async (t) => {
     },
   });
 
+  // What the pools report is what tempest compares with: take it from Basalt.
+  const adminToken = await cloud.token('admin', 'admin');
+  const reported = await waitFor('both backends to report their pools', async () => {
+    const r = await fetch(`${s.url}/v3/${cloud.adminProject.id}/scheduler-stats/get_pools?detail=true`, { headers: { 'X-Auth-Token': adminToken } });
+    const pools = ((await r.json()) as { pools: Array<{ capabilities: Record<string, string> }> }).pools;
+    return pools.length === backends.length ? pools.map((p) => p.capabilities) : undefined;
+  });
   const regex = process.env.TEMPEST_REGEX ?? '^tempest\\.api\\.volume\\.';
   const result = await runTempest({
     authUrl: cloud.authUrl,
     admin: { user: 'admin', password: cloud.adminPassword, project: 'admin' },
-    backendNames: backends, storageProtocol: 'nbd', vendorName: 'Basalt',
+    backendNames: reported.map((c) => c.volume_backend_name!), storageProtocol: reported[0]!.storage_protocol!, vendorName: reported[0]!.vendor_name!,
     minMicroversion: MIN_VERSION, maxMicroversion: MAX_VERSION,
     features: {
       snapshot: true, clone: true, multi_backend: true,
