@@ -7,9 +7,12 @@ import type { Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type { Database, GroupTypeRow } from './schema.ts';
-import type { TypeViewer } from './volume-type-repository.ts';
+import { deleteSpec, findType, putSpecs, specsOf, visibleTypes, type TypeTables, type TypeViewer } from './type-catalogue.ts';
 
 type Q = Kysely<Database>;
+
+/** Where group types live. */
+const TABLES: TypeTables = { table: 'group_types', specTable: 'group_type_specs', projectTable: 'group_type_projects', fk: 'group_type_id' };
 
 /** A group type with its group specs. */
 export interface GroupType extends GroupTypeRow { group_specs: Record<string, string> }
@@ -24,29 +27,13 @@ export class GroupTypeRepository {
    * shared with their project.
    */
   async list(q: Q, viewer: TypeViewer, isPublic?: boolean): Promise<GroupType[]> {
-    let s = q.selectFrom('group_types').selectAll('group_types');
-    if (viewer.isAdmin && isPublic !== undefined) s = s.where('is_public', '=', isPublic ? 1 : 0);
-    if (!viewer.isAdmin) {
-      s = s.where((eb) => eb.or([
-        eb('is_public', '=', 1),
-        eb.exists(eb.selectFrom('group_type_projects as p').select('p.project_id')
-          .whereRef('p.group_type_id', '=', 'group_types.id').where('p.project_id', '=', viewer.projectId)),
-      ]));
-    }
-    return this.withSpecs(q, await s.orderBy('name').execute());
+    return this.withSpecs(q, await visibleTypes<GroupTypeRow>(q, TABLES, viewer, isPublic));
   }
 
   /** A group type by id or, failing that, by name, if `viewer` may see it. */
   async find(q: Q, idOrName: string, viewer: TypeViewer): Promise<GroupType | undefined> {
-    const row = await q.selectFrom('group_types').selectAll().where('id', '=', idOrName).executeTakeFirst()
-      ?? await q.selectFrom('group_types').selectAll().where('name', '=', idOrName).executeTakeFirst();
-    if (!row) return undefined;
-    if (!row.is_public && !viewer.isAdmin) {
-      const shared = await q.selectFrom('group_type_projects').select('project_id')
-        .where('group_type_id', '=', row.id).where('project_id', '=', viewer.projectId).executeTakeFirst();
-      if (!shared) return undefined;
-    }
-    return (await this.withSpecs(q, [row]))[0];
+    const row = await findType<GroupTypeRow>(q, TABLES, idOrName, viewer);
+    return row && (await this.withSpecs(q, [row]))[0];
   }
 
   /** Creates a group type; the caller checked the name is free. */
@@ -84,25 +71,18 @@ export class GroupTypeRepository {
   }
 
   /** Sets the given group specs, keeping others. */
-  async setSpecs(q: Q, id: string, specs: Record<string, string>): Promise<void> {
-    for (const [key, value] of Object.entries(specs)) {
-      await q.insertInto('group_type_specs').values({ group_type_id: id, key, value })
-        .onConflict((oc) => oc.columns(['group_type_id', 'key']).doUpdateSet({ value })).execute();
-    }
+  setSpecs(q: Q, id: string, specs: Record<string, string>): Promise<void> {
+    return putSpecs(q, TABLES, id, specs);
   }
 
   /** Deletes one group spec; false if absent. */
-  async deleteSpec(q: Q, id: string, key: string): Promise<boolean> {
-    const r = await q.deleteFrom('group_type_specs').where('group_type_id', '=', id).where('key', '=', key).executeTakeFirst();
-    return r.numDeletedRows > 0n;
+  deleteSpec(q: Q, id: string, key: string): Promise<boolean> {
+    return deleteSpec(q, TABLES, id, key);
   }
 
   private async withSpecs(q: Q, rows: GroupTypeRow[]): Promise<GroupType[]> {
-    if (rows.length === 0) return [];
-    const specs = await q.selectFrom('group_type_specs').selectAll().where('group_type_id', 'in', rows.map((r) => r.id)).orderBy('key').execute();
-    return rows.map((r) => ({
-      ...r,
-      group_specs: Object.fromEntries(specs.filter((s) => s.group_type_id === r.id).map((s) => [s.key, s.value])),
-    }));
+    const specs = await specsOf(q, TABLES, rows.map((r) => r.id));
+    return rows.map((r) => ({ ...r, group_specs: specs.get(r.id)! }));
   }
+
 }

@@ -6,14 +6,17 @@ import type { Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type { Database, VolumeTypeRow } from './schema.ts';
+import { canUseType, deleteSpec, findType, putSpecs, specsOf, visibleTypes, type TypeTables, type TypeViewer } from './type-catalogue.ts';
 
 type Q = Kysely<Database>;
 
 /** A type as callers see it: the row with its extra specs. */
 export interface VolumeType extends VolumeTypeRow { extra_specs: Record<string, string> }
 
-/** Who is looking: admins see every type, others public ones and those shared with their project. */
-export interface TypeViewer { isAdmin: boolean; projectId: string }
+export type { TypeViewer } from './type-catalogue.ts';
+
+/** Where volume types live. */
+const TABLES: TypeTables = { table: 'volume_types', specTable: 'volume_type_extra_specs', projectTable: 'volume_type_projects', fk: 'volume_type_id' };
 
 /** Repository over volume types. */
 export class VolumeTypeRepository {
@@ -25,24 +28,13 @@ export class VolumeTypeRepository {
    * private ones shared with their project.
    */
   async list(q: Q, viewer: TypeViewer, isPublic?: boolean): Promise<VolumeType[]> {
-    let s = q.selectFrom('volume_types').selectAll('volume_types');
-    if (viewer.isAdmin && isPublic !== undefined) s = s.where('is_public', '=', isPublic ? 1 : 0);
-    if (!viewer.isAdmin) {
-      s = s.where((eb) => eb.or([
-        eb('is_public', '=', 1),
-        eb.exists(eb.selectFrom('volume_type_projects as p').select('p.project_id')
-          .whereRef('p.volume_type_id', '=', 'volume_types.id').where('p.project_id', '=', viewer.projectId)),
-      ]));
-    }
-    return this.withSpecs(q, await s.orderBy('name').execute());
+    return this.withSpecs(q, await visibleTypes<VolumeTypeRow>(q, TABLES, viewer, isPublic));
   }
 
   /** A type by id or, failing that, by name, if `viewer` may see it. */
   async find(q: Q, idOrName: string, viewer: TypeViewer): Promise<VolumeType | undefined> {
-    const row = await q.selectFrom('volume_types').selectAll().where('id', '=', idOrName).executeTakeFirst()
-      ?? await q.selectFrom('volume_types').selectAll().where('name', '=', idOrName).executeTakeFirst();
-    if (!row || !(await this.canUse(q, row, viewer))) return undefined;
-    return (await this.withSpecs(q, [row]))[0];
+    const row = await findType<VolumeTypeRow>(q, TABLES, idOrName, viewer);
+    return row && (await this.withSpecs(q, [row]))[0];
   }
 
   /** Types by id, for views (no visibility check). */
@@ -53,10 +45,8 @@ export class VolumeTypeRepository {
   }
 
   /** Whether `viewer` may see and use the type. */
-  async canUse(q: Q, t: VolumeTypeRow, viewer: TypeViewer): Promise<boolean> {
-    if (t.is_public || viewer.isAdmin) return true;
-    return (await q.selectFrom('volume_type_projects').select('project_id')
-      .where('volume_type_id', '=', t.id).where('project_id', '=', viewer.projectId).executeTakeFirst()) !== undefined;
+  canUse(q: Q, t: VolumeTypeRow, viewer: TypeViewer): Promise<boolean> {
+    return canUseType(q, TABLES, t, viewer);
   }
 
   /** Creates a type; the caller checked the name is free. */
@@ -95,17 +85,13 @@ export class VolumeTypeRepository {
   }
 
   /** Sets the given extra specs, keeping others. */
-  async setExtraSpecs(q: Q, id: string, specs: Record<string, string>): Promise<void> {
-    for (const [key, value] of Object.entries(specs)) {
-      await q.insertInto('volume_type_extra_specs').values({ volume_type_id: id, key, value })
-        .onConflict((oc) => oc.columns(['volume_type_id', 'key']).doUpdateSet({ value })).execute();
-    }
+  setExtraSpecs(q: Q, id: string, specs: Record<string, string>): Promise<void> {
+    return putSpecs(q, TABLES, id, specs);
   }
 
   /** Deletes one extra spec; false if absent. */
-  async deleteExtraSpec(q: Q, id: string, key: string): Promise<boolean> {
-    const r = await q.deleteFrom('volume_type_extra_specs').where('volume_type_id', '=', id).where('key', '=', key).executeTakeFirst();
-    return r.numDeletedRows > 0n;
+  deleteExtraSpec(q: Q, id: string, key: string): Promise<boolean> {
+    return deleteSpec(q, TABLES, id, key);
   }
 
   /** Projects a type is shared with. */
@@ -159,11 +145,8 @@ export class VolumeTypeRepository {
   }
 
   private async withSpecs(q: Q, rows: VolumeTypeRow[]): Promise<VolumeType[]> {
-    if (rows.length === 0) return [];
-    const specs = await q.selectFrom('volume_type_extra_specs').selectAll().where('volume_type_id', 'in', rows.map((r) => r.id)).orderBy('key').execute();
-    return rows.map((r) => ({
-      ...r,
-      extra_specs: Object.fromEntries(specs.filter((s) => s.volume_type_id === r.id).map((s) => [s.key, s.value])),
-    }));
+    const specs = await specsOf(q, TABLES, rows.map((r) => r.id));
+    return rows.map((r) => ({ ...r, extra_specs: specs.get(r.id)! }));
   }
+
 }
