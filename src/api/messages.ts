@@ -42,7 +42,8 @@ export function messageRoutes(deps: ApiDeps) {
   return async (app: FastifyInstance): Promise<void> => {
     app.get('/messages', async (req) => {
       requireVersion(req);
-      const q = req.query as Record<string, unknown>;
+      // As in Cinder, paging, sorting and filters apply from 3.5 (MESSAGES_PAGINATION): below it the list is whole.
+      const q = req.apiVersion.atLeast('3.5') ? req.query as Record<string, unknown> : {};
       const paging = parsePaging(q, MESSAGE_SORT_KEYS, config.DEFAULT.osapi_max_limit, [{ column: 'created_at', dir: 'desc' }]);
       const filter: MessageFilter = { scope: scopeOf(req.caller, truthy(queryValue(q, 'all_tenants'))) };
       for (const f of ['resource_uuid', 'resource_type', 'event_id', 'request_id', 'message_level'] as const) {

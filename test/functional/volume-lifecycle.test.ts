@@ -91,7 +91,7 @@ test('a volume that fits no backend ends in error with a user message', async (t
   assert.equal(vol['os-vol-host-attr:host'], null);
   const old = await s.request('GET', `${V}/messages`);
   assert.equal(old.status, 404, 'messages exist from 3.3');
-  const msgs = await s.request('GET', `${V}/messages?resource_uuid=${body.volume.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });
+  const msgs = await s.request('GET', `${V}/messages?resource_uuid=${body.volume.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.5' });
   assert.equal(msgs.status, 200);
   assert.equal(msgs.body.messages.length, 1);
   const m = msgs.body.messages[0];
@@ -109,9 +109,9 @@ test('a volume that fits no backend ends in error with a user message', async (t
   assert.equal((await s.request('GET', `${V}/messages/${m.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.3' })).status, 404);
 });
 
-test('messages page by keyset like volumes, and are private to their project', async (t) => {
+test('messages page by keyset like volumes (3.5), and are private to their project', async (t) => {
   const s = await startTestServer(t, { env: { BASALT_BACKEND_DEFAULTS__TOTAL_CAPACITY_GB: '10', BASALT_BACKEND_DEFAULTS__MAX_OVER_SUBSCRIPTION_RATIO: '1' } });
-  const mv = { 'OpenStack-API-Version': 'volume 3.3' };
+  const mv = { 'OpenStack-API-Version': 'volume 3.5' };
   const ids: string[] = [];
   for (let i = 0; i < 3; i++) ids.push((await s.request('POST', `${V}/volumes`, { volume: { size: 100 } })).body.volume.id);
   for (const id of ids) await waitForStatus(s, id, 'error');
@@ -127,6 +127,10 @@ test('messages page by keyset like volumes, and are private to their project', a
   assert.deepEqual([...seen].sort(), [...ids].sort(), 'every message once');
   const other = await s.request('GET', '/v3/elsewhere/messages', undefined, { ...mv, 'X-Auth-Token': 'eve:elsewhere' });
   assert.deepEqual(other.body.messages, []);
+  // Below 3.5 (Cinder's MESSAGES_PAGINATION) the list is whole: no paging, no links.
+  const whole = await s.request('GET', `${V}/messages?limit=1`, undefined, { 'OpenStack-API-Version': 'volume 3.4' });
+  assert.equal(whole.body.messages.length, 3);
+  assert.equal(whole.body.messages_links, undefined);
 });
 
 test('a burst of creates cannot overcommit a pool: capacity counts volumes placed since the last heartbeat', async (t) => {

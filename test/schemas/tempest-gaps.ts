@@ -23,6 +23,12 @@ export interface TempestGap {
   readonly source: string;
 }
 
+/** tempest's `parameter_types.links` (a `*_links` list has the same shape). */
+const LINKS = {
+  type: 'array',
+  items: { type: 'object', properties: { href: { type: 'string', format: 'uri' }, rel: { type: 'string' } }, additionalProperties: false, required: ['href', 'rel'] },
+};
+
 const SNAPSHOT_DETAIL = ['snapshots/show_snapshot', 'snapshots/create_snapshot', 'snapshots/update_snapshot'];
 const SNAPSHOT_VIEW = 'cinder/api/v3/views/snapshots.py ViewBuilder.detail';
 
@@ -35,4 +41,5 @@ export const TEMPEST_GAPS: readonly TempestGap[] = [
     ]),
   { schemas: ['snapshots/list_snapshots_no_detail', 'snapshots/list_snapshots_with_detail'], at: '', key: 'count', since: '3.45', type: { type: 'integer' }, source: 'cinder/api/views/snapshots.py ViewBuilder._list_view (with_count)' },
   { schemas: ['volumes/list_volumes_no_detail', 'volumes/list_volumes_with_detail'], at: '', key: 'count', since: '3.45', type: { type: 'integer' }, source: 'cinder/api/v3/views/volumes.py ViewBuilder._list_view (with_count)' },
+  { schemas: ['messages/list_messages'], at: '', key: 'messages_links', since: '3.5', type: LINKS, source: 'cinder/api/v3/views/messages.py ViewBuilder._list_view (pagination, 3.5)' },
 ];
