@@ -30,6 +30,8 @@ const EXTENSIONS: ReadonlyArray<[alias: string, name: string, description: strin
   ['os-types-extra-specs', 'TypesExtraSpecs', 'Type extra specs support.'],
   ['os-types-manage', 'TypesManage', 'Types manage support.'],
   ['os-volume-type-access', 'VolumeTypeAccess', 'Volume type access support.'],
+  ['encryption', 'VolumeTypeEncryption', 'Encryption support for volume types.'],
+  ['os-volume-encryption-metadata', 'VolumeEncryptionMetadata', 'Volume encryption metadata retrieval support.'],
 ];
 
 /** Registers the routes. */

@@ -42,6 +42,8 @@ test('type encryption: create, show, show an item, update, delete, in Cinder\'s 
   const s = await startTestServer(t);
   const type = await createType(s, 'luks');
   assert.deepEqual((await s.request('GET', `${V}/types/${type}/encryption`)).body, {}, 'an unencrypted type shows an empty spec');
+  const aliases = (await s.request('GET', `${V}/extensions`)).body.extensions.map((e: { alias: string }) => e.alias);
+  assert.ok(aliases.includes('encryption') && aliases.includes('os-volume-encryption-metadata'), 'listed as Cinder lists them');
 
   const created = await s.request('POST', `${V}/types/${type}/encryption`, { encryption: { provider: 'LuksEncryptor', key_size: '256', cipher: 'aes-xts-plain64', control_location: 'front-end' } });
   assert.equal(created.status, 200);
