@@ -283,6 +283,17 @@ test('with a key per volume: copies get their own copy of the key, and a deleted
   assert.deepEqual([...store.keys.keys()], [], 'no key outlives its volume');
 });
 
+test('python3-openstackclient: a type created with an encryption spec, shown with it', async (t) => {
+  const s = await startTestServer(t);
+  const openstack = async (...args: string[]): Promise<string> => (await run('/usr/bin/openstack', [
+    '--os-auth-type', 'admin_token', '--os-token', `admin:${PROJECT}`, '--os-endpoint', `${s.url}/v3/${PROJECT}`, ...args,
+  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 })).stdout;
+  await openstack('volume', 'type', 'create', '--encryption-provider', 'luks', '--encryption-cipher', 'aes-xts-plain64',
+    '--encryption-key-size', '256', '--encryption-control-location', 'front-end', 'LUKS');
+  const shown = JSON.parse(await openstack('volume', 'type', 'show', '--encryption-type', 'LUKS', '-f', 'json')) as { encryption: Record<string, unknown> };
+  assert.deepEqual([shown.encryption.provider, shown.encryption.cipher, shown.encryption.key_size, shown.encryption.control_location], ['luks', 'aes-xts-plain64', 256, 'front-end']);
+});
+
 test('python3-cinderclient: encryption-type-create, -show, -update, -delete, -list', async (t) => {
   const s = await startTestServer(t);
   const cinder = async (...args: string[]): Promise<string> => (await run('/usr/bin/cinder', [
