@@ -352,3 +352,32 @@ test('a group snapshot is refused while a member is attached as a local loop dev
   assert.equal(await used(), 2);
   assert.ok(b);
 });
+
+test('python3-cinderclient drives group types, groups, volumes in them and group snapshots', async (t) => {
+  const s = await startTestServer(t);
+  const project = 'cafe0000000000000000000000000002';
+  const cinder = async (...args: string[]): Promise<string> => (await run('/usr/bin/cinder', [
+    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', project, '--os-endpoint', `${s.url}/v3`,
+    '--os-volume-api-version', '3.14', ...args,
+  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 })).stdout;
+  const field = (out: string, name: string): string => new RegExp(`\\|\\s*${name}\\s*\\|\\s*(\\S+)\\s*\\|`).exec(out)![1]!;
+  await cinder('type-create', 'gold');
+  await cinder('group-type-create', 'gold-group');
+  const group = field(await cinder('group-create', '--name', 'db', 'gold-group', 'gold'), 'id');
+  const vol = field(await cinder('create', '--group-id', group, '--volume-type', 'gold', '1'), 'id');
+  const P = `/v3/${project}`;
+  const H = { ...MV, 'X-Auth-Token': `admin:${project}` };
+  await waitFor('volume available', async () => (await s.request('GET', `${P}/volumes/${vol}`, undefined, H)).body.volume.status === 'available');
+  assert.match(await cinder('group-show', group), /\|\s*status\s*\|\s*available\s*\|/);
+  const gs = field(await cinder('group-snapshot-create', '--name', 'nightly', group), 'id');
+  await waitFor('group snapshot available', async () => (await s.request('GET', `${P}/group_snapshots/${gs}`, undefined, H)).body.group_snapshot.status === 'available');
+  assert.match(await cinder('group-snapshot-list'), /nightly/);
+  const copy = field(await cinder('group-create-from-src', '--group-snapshot', gs, '--name', 'copy'), 'id');
+  await waitFor('copy available', async () => (await s.request('GET', `${P}/groups/${copy}`, undefined, H)).body.group.status === 'available');
+  await cinder('group-delete', '--delete-volumes', copy);
+  await cinder('group-snapshot-delete', gs);
+  await waitFor('group snapshot gone', async () => (await s.request('GET', `${P}/group_snapshots/${gs}`, undefined, H)).status === 404);
+  await cinder('group-delete', '--delete-volumes', group);
+  await waitFor('groups gone', async () => (await s.request('GET', `${P}/groups`, undefined, H)).body.groups.length === 0);
+  assert.equal((await s.request('GET', `${P}/volumes`, undefined, H)).body.volumes.length, 0);
+});
