@@ -4,7 +4,7 @@
  * reaches a message; only these actions and details do.
  */
 import type { Clock } from '../common/index.ts';
-import { isoAt, newId } from '../common/index.ts';
+import { isoAt, newId, newRequestId } from '../common/index.ts';
 import type { Tx } from '../jobs/index.ts';
 import { NoValidBackendError, type BasaltError } from '../errors/index.ts';
 
@@ -71,6 +71,7 @@ export interface NewUserMessage {
   detail: MessageDetail;
   /** Safe arguments of the detail (see {@link detailArgsFor}). */
   detailArgs?: string | null;
+  /** The request that led to it; null for work no request started (the sweeper), which gets its own id. */
   requestId: string | null;
 }
 
@@ -80,7 +81,8 @@ export async function recordUserMessage(tx: Tx, clock: Clock, ttlSeconds: number
   await tx.insertInto('messages').values({
     id: newId(),
     project_id: m.projectId,
-    request_id: m.requestId,
+    // Cinder's messages always carry a request id (a background context makes its own), and clients expect a string.
+    request_id: m.requestId ?? newRequestId(),
     resource_type: m.resourceType.toUpperCase(),
     resource_uuid: m.resourceId,
     event_id: eventId(m.resourceType, m.action, m.detail),
