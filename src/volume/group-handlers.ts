@@ -100,10 +100,15 @@ export function groupHandlers(deps: GroupHandlerDeps, driver: GuardedDriver): Jo
       for (const s of pending) {
         if ((await volumes.get(db.kysely, s.volume_id))?.attach_status === 'attached') attached.push(s.volume_id);
       }
-      // Every member's writes are held for the whole group, not one volume at a time.
-      await withLocks(deps, pending.map((s) => `snapshot-${s.id}`), () => quiesceAll(deps, attached, async () => {
-        for (const s of pending) await driver.createSnapshot(snapRef(s));
-      }));
+      // Every member's writes are held for the whole group, not one volume at a time. A member
+      // snapshot an interrupted run completed is of an earlier instant than the others will
+      // be: it is dropped and taken again with them (a driver keeps an existing snapshot).
+      await withLocks(deps, pending.map((s) => `snapshot-${s.id}`), async () => {
+        for (const s of pending) await driver.deleteSnapshot({ id: s.id });
+        await quiesceAll(deps, attached, async () => {
+          for (const s of pending) await driver.createSnapshot(snapRef(s));
+        });
+      });
       await ctx.complete(async (tx) => {
         for (const s of pending) await snapshots.transition(tx, { id: s.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id });
         await groupSnapshots.transition(tx, { id: gs.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id });
