@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { spawnBasalt } from '../helpers/process.ts';
+import { kill9, spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, tempStateDir, testDatabase, waitFor, type TestDatabase } from '../helpers/server.ts';
 
 const GiB = 1024 ** 3;
@@ -19,13 +19,6 @@ const V = `/v3/${PROJECT}`;
 async function spawnServer(stateDir: string, db: TestDatabase): Promise<{ child: ChildProcess; url: string }> {
   const { child, url } = await spawnBasalt({ ...FAST_TIMINGS, BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1', BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', ...db.env });
   return { child, url: url! };
-}
-
-function kill9(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
 }
 
 test('kill -9 mid-operation, restart: nothing stuck, lost or orphaned', { timeout: 120_000 }, async (t) => {

@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { spawnBasalt } from '../helpers/process.ts';
+import { kill9, spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, tempStateDir, testDatabase, waitFor, type TestDatabase } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
@@ -23,13 +23,6 @@ async function spawnServer(stateDir: string, db: TestDatabase): Promise<{ child:
     BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', ...db.env,
   });
   return { child, url: url! };
-}
-
-function kill9(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
 }
 
 test('kill -9 during group snapshots, groups from sources and group deletes, restart: nothing stuck, lost or orphaned', { timeout: 180_000 }, async (t) => {

@@ -26,3 +26,11 @@ export function spawnBasalt(env: Record<string, string>, roles?: string, ready =
     child.once('exit', (code) => reject(new Error(`basalt server ${roles ?? ''} exited with ${code} before "${ready}"`)));
   });
 }
+
+/** Kills a child with SIGKILL (a crash: no clean-up runs) and resolves once it has exited. */
+export function kill9(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGKILL');
+  });
+}
