@@ -28,6 +28,7 @@ await import('../functional/admin-api.test.ts');
 await import('../functional/crash-recovery.test.ts');
 await import('../functional/cli.test.ts');
 await import('../functional/groups.test.ts');
+await import('../functional/group-crash-recovery.test.ts');
 await import('../functional/type-encryption.test.ts');
 await import('../functional/encryption.test.ts');
 
