@@ -381,3 +381,34 @@ test('python3-cinderclient drives group types, groups, volumes in them and group
   await waitFor('groups gone', async () => (await s.request('GET', `${P}/groups`, undefined, H)).body.groups.length === 0);
   assert.equal((await s.request('GET', `${P}/volumes`, undefined, H)).body.volumes.length, 0);
 });
+
+test('failures settle groups with their members: a failed group from a group snapshot, a group snapshot left creating', async (t) => {
+  const s = await startTestServer(t);
+  const { type, group } = await setUp(s);
+  const v = await memberVolume(s, type, group);
+  const gs = (await ok(req(s, 'POST', '/group_snapshots', { group_snapshot: { group_id: group, name: 'gs' } }), 202)).group_snapshot.id as string;
+  await groupStatus(s, gs, 'available', 'group_snapshots');
+  const snap = (await s.server.db.kysely.selectFrom('snapshots').select('id').where('group_snapshot_id', '=', gs).executeTakeFirstOrThrow()).id;
+
+  // The backend loses the snapshot's data: making a group from it fails, and the group and its volume say so.
+  fs.rmSync(volumeFile(s, 'snapshot', snap));
+  const copy = (await ok(req(s, 'POST', '/groups/action', { 'create-from-src': { group_snapshot_id: gs, name: 'copy' } }), 202)).group.id as string;
+  await groupStatus(s, copy, 'error');
+  const copied = (await ok(req(s, 'GET', `/groups/${copy}?list_volume=true`), 200)).group.volumes as string[];
+  await waitForStatus(s, copied[0]!, 'error');
+  const msgs = await req(s, 'GET', `/messages?resource_uuid=${copied[0]}`);
+  assert.match(msgs.body.messages[0].user_message, /^create volume: /);
+  await ok(req(s, 'POST', `/groups/${copy}/action`, { delete: { 'delete-volumes': true } }), 202);
+  await waitFor('failed group deleted', async () => (await req(s, 'GET', `/groups/${copy}`)).status === 404);
+
+  // A group snapshot whose job is gone is failed by the sweeper, with its member snapshots.
+  await s.server.db.kysely.updateTable('group_snapshots').set({ status: 'creating', updated_at: '2000-01-01T00:00:00.000Z' }).where('id', '=', gs).execute();
+  await s.server.db.kysely.updateTable('snapshots').set({ status: 'creating', updated_at: '2000-01-01T00:00:00.000Z' }).where('id', '=', snap).execute();
+  await s.server.sweeper.sweepOnce();
+  await groupStatus(s, gs, 'error', 'group_snapshots');
+  assert.equal((await ok(req(s, 'GET', `/snapshots/${snap}`, undefined, MV, GROUP_SNAPSHOT_ID), 200)).snapshot.status, 'error');
+  assert.match((await req(s, 'GET', `/messages?resource_uuid=${snap}`)).body.messages[0].user_message, /^snapshot create: The operation was interrupted/);
+  await ok(req(s, 'DELETE', `/group_snapshots/${gs}`), 202);
+  await waitFor('failed group snapshot deleted', async () => (await req(s, 'GET', `/group_snapshots/${gs}`)).status === 404);
+  assert.ok(v);
+});
