@@ -208,6 +208,8 @@ export function volumeRoutes(deps: ApiDeps) {
         if (zone !== undefined) filter.availabilityZone = zone;
         const bootable = queryValue(q, 'bootable');
         if (bootable !== undefined) filter.bootable = truthy(bootable);
+        const groupId = queryValue(q, 'group_id');
+        if (groupId !== undefined) filter.groupId = groupId;
       },
       summaries: async (req, rows) => rows.map((r) => ({ id: r.id, name: r.name, links: links(req, r) })),
       details: views,

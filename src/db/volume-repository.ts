@@ -27,6 +27,8 @@ const VOLUME_KEYSET: KeysetTable<keyof VolumeRow> = { table: 'volumes', nullable
 export interface VolumeFilter extends ResourceFilter {
   availabilityZone?: string;
   bootable?: boolean;
+  /** Members of this group (3.10's `group_id` filter). */
+  groupId?: string;
 }
 
 /** One sort key and direction. */
@@ -41,6 +43,7 @@ export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter
   protected override narrow(s: AnySelect, f: VolumeFilter): AnySelect {
     if (f.availabilityZone !== undefined) s = s.where('volumes.availability_zone', '=', f.availabilityZone);
     if (f.bootable !== undefined) s = s.where('volumes.bootable', '=', f.bootable ? 1 : 0);
+    if (f.groupId !== undefined) s = s.where('volumes.group_id', '=', f.groupId);
     return s;
   }
 

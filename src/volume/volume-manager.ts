@@ -192,6 +192,9 @@ export class VolumeManager {
         : await this.resolveType(tx, caller, input.volumeType);
       const group = input.groupId ? await checkNewMember(this.deps.db, tx, caller, input.groupId, type.id, Boolean(input.volumeType)) : undefined;
       if (group && source) throw new InvalidInputError('Invalid input received: a copy cannot be created into a group; create it, then add it to the group (add_volumes).');
+      if (group && input.availabilityZone !== null && input.availabilityZone !== group.availability_zone) {
+        throw new InvalidInputError(`Invalid input received: Volume must be in the same availability zone as its group: ${group.availability_zone}.`);
+      }
       let zone: string;
       if (source) {
         if (input.availabilityZone !== null && input.availabilityZone !== source.volume.availability_zone) {

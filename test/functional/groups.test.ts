@@ -124,6 +124,10 @@ test('groups: create, volumes created into them, add and remove, delete with vol
   const v2 = await memberVolume(s, type, group);
   assert.equal((await ok(req(s, 'GET', `/volumes/${v1}`), 200)).volume.group_id, group);
   assert.deepEqual((await ok(req(s, 'GET', `/groups/${group}?list_volume=true`), 200)).group.volumes.sort(), [v1, v2].sort());
+  assert.deepEqual((await ok(req(s, 'GET', `/volumes?group_id=${group}`), 200)).volumes.map((x: { id: string }) => x.id).sort(), [v1, v2].sort());
+  const elsewhere = await req(s, 'POST', '/volumes', { volume: { size: 1, volume_type: type, group_id: group, availability_zone: 'other-zone' } });
+  assert.equal(elsewhere.status, 400, 'a group\'s volumes are in its zone');
+  assert.match(elsewhere.body.badRequest.message, /availability zone as its group/);
   const alone = await req(s, 'DELETE', `/volumes/${v1}`);
   assert.equal(alone.status, 400, 'a volume in a group is not deleted alone');
   assert.match(alone.body.badRequest.message, /group/);
