@@ -41,7 +41,8 @@ const summary = (s: GroupSnapshotRow) => ({ id: s.id, name: s.name, group_type_i
 
 /** Registers the routes. */
 export function groupSnapshotRoutes(deps: ApiDeps) {
-  const { db, groupSnapshots, groupManager, config } = deps;
+  const { db, groupSnapshots, config } = deps;
+  const manager = deps.groupManager.snapshots;
   return async (app: FastifyInstance): Promise<void> => {
     app.addHook('preHandler', async (req) => {
       if (!req.apiVersion.atLeast('3.14')) throw new NotFoundError('The resource could not be found.');
@@ -49,7 +50,7 @@ export function groupSnapshotRoutes(deps: ApiDeps) {
 
     app.post('/group_snapshots', async (req, reply) => {
       const b = validate<{ group_snapshot: { group_id: string; name?: string | null; description?: string | null } }>(CREATE, req.body).group_snapshot;
-      const s = await groupManager.requestSnapshot(req.caller, {
+      const s = await manager.requestSnapshot(req.caller, {
         groupId: b.group_id, name: b.name?.trim() ?? null, description: b.description?.trim() ?? null,
       });
       return reply.code(202).send({ group_snapshot: summary(s) });
@@ -68,17 +69,17 @@ export function groupSnapshotRoutes(deps: ApiDeps) {
     app.get('/group_snapshots', resourceList(listing, false));
     app.get('/group_snapshots/detail', resourceList(listing, true));
     app.get<{ Params: { id: string } }>('/group_snapshots/:id', async (req) => ({
-      group_snapshot: detailView(req, await groupManager.getSnapshot(req.caller, req.params.id)),
+      group_snapshot: detailView(req, await manager.get(req.caller, req.params.id)),
     }));
     app.delete<{ Params: { id: string } }>('/group_snapshots/:id', async (req, reply) => {
-      await groupManager.requestSnapshotDelete(req.caller, req.params.id);
+      await manager.requestSnapshotDelete(req.caller, req.params.id);
       return reply.code(202).send();
     });
     app.post<{ Params: { id: string } }>('/group_snapshots/:id/action', async (req, reply) => {
       const [name, arg] = actionOf(req.body);
       if (name !== 'reset_status' || !req.apiVersion.atLeast('3.19')) throw new InvalidInputError(`There is no such action: ${name}`);
       const a = validate<{ status: string }>(RESET_STATUS, arg);
-      await groupManager.resetSnapshotStatus(req.caller, req.params.id, a.status);
+      await manager.resetSnapshotStatus(req.caller, req.params.id, a.status);
       return reply.code(202).send();
     });
   };

@@ -1,16 +1,16 @@
 /**
  * The group manager owns every status transition of generic volume groups
- * (3.13) and group snapshots (3.14). Like the volume manager, each `request*`
- * method checks and changes rows under their locks, takes quota and writes the
- * job in one transaction; the volume service runs the handlers
- * (`group-handlers.ts`). A group has no storage of its own: it is created
- * `available`, and its pool is the pool its first volume is placed in.
+ * (3.13); its `snapshots` ({@link GroupSnapshotManager}) those of group
+ * snapshots (3.14). Like the volume manager, each `request*` method checks
+ * and changes rows under their locks, takes quota and writes the job in one
+ * transaction; the volume service runs the handlers (`group-handlers.ts`). A
+ * group has no storage of its own: it is created `available`, and its pool is
+ * the pool its first volume is placed in.
  */
 import type { Caller, Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type {
-  Db, GroupRepository, GroupRow, GroupSnapshotRepository, GroupSnapshotRow, GroupTypeRepository, SnapshotRepository,
-  SnapshotRow, VolumeRepository, VolumeRow, VolumeTypeRepository,
+  Db, GroupRepository, GroupRow, GroupSnapshotRepository, GroupTypeRepository, SnapshotRepository, VolumeRepository, VolumeRow, VolumeTypeRepository,
 } from '../db/index.ts';
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
@@ -18,9 +18,10 @@ import type { QuotaEngine } from '../quota/index.ts';
 import type { GroupJobKinds } from './group-jobs.ts';
 import { cannotAdd, groupVolumeTypeIds, lockGroup, REMOVABLE_STATUSES } from './group-membership.ts';
 import { removeVolume } from './lifecycle.ts';
-import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
+import { typeNameOf, volumeQuota } from './volume-quota.ts';
 import { DELETABLE_STATUSES, type VolumeManager } from './volume-manager.ts';
 import { volumeTarget } from './volume-jobs.ts';
+import { GroupSnapshotManager } from './group-snapshot-manager.ts';
 
 /** What the manager needs. */
 export interface GroupManagerDeps {
@@ -66,12 +67,14 @@ export interface UpdateGroupInput {
   removeVolumes: string[];
 }
 
-/** Statuses from which a group snapshot may be deleted. */
-const GROUP_SNAPSHOT_DELETABLE = ['available', 'error'];
-
 /** API-side group and group snapshot operations. */
 export class GroupManager {
-  constructor(private readonly deps: GroupManagerDeps) {}
+  /** Group snapshots: taken, deleted and reset here. */
+  readonly snapshots: GroupSnapshotManager;
+
+  constructor(private readonly deps: GroupManagerDeps) {
+    this.snapshots = new GroupSnapshotManager(deps);
+  }
 
   /**
    * Finds a group the caller may see (admins: any project's).
@@ -81,16 +84,6 @@ export class GroupManager {
     const g = await this.deps.groups.get(q, id, caller.isAdmin ? 'all' : { projectId: caller.projectId });
     if (!g) throw NotFoundError.of('Group', id);
     return g;
-  }
-
-  /**
-   * Finds a group snapshot the caller may see.
-   * @throws NotFoundError.
-   */
-  async getSnapshot(caller: Caller, id: string, q: Tx = this.deps.db.kysely): Promise<GroupSnapshotRow> {
-    const s = await this.deps.groupSnapshots.get(q, id, caller.isAdmin ? 'all' : { projectId: caller.projectId });
-    if (!s) throw NotFoundError.of('GroupSnapshot', id);
-    return s;
   }
 
   /**
@@ -130,7 +123,7 @@ export class GroupManager {
       let source: GroupRow;
       const members: Array<{ from: VolumeRow; sizeGiB: number; typeId: string | null; snapshotId: string | null }> = [];
       if (input.groupSnapshotId) {
-        const gs = await this.getSnapshot(caller, input.groupSnapshotId, tx);
+        const gs = await this.snapshots.get(caller, input.groupSnapshotId, tx);
         source = await lockGroup(this.deps.db, tx, caller, gs.group_id);
         if (gs.status !== 'available') throw new InvalidStatusError(`Invalid group snapshot: Group snapshot ${gs.id} status must be available, but current status is: ${gs.status}.`);
         for (const s of await this.deps.groupSnapshots.snapshotsOf(tx, gs.id)) {
@@ -279,103 +272,6 @@ export class GroupManager {
     });
   }
 
-  /**
-   * Records a group snapshot and one member snapshot per volume, all
-   * `creating`, and queues the consistent snapshot for the group's backend:
-   * on the member that serves the group's NBD exports when some are attached,
-   * so that member can hold all their writes at once.
-   * @throws NotFoundError, InvalidStatusError, InvalidInputError (a local attachment that cannot be quiesced), QuotaExceededError.
-   */
-  async requestSnapshot(caller: Caller, input: { groupId: string; name: string | null; description: string | null }): Promise<GroupSnapshotRow> {
-    const { db, groups, snapshots, clock, volumeManager } = this.deps;
-    const id = newId();
-    await this.deps.queue.transaction(async (tx, enqueue) => {
-      const g = await lockGroup(db, tx, caller, input.groupId);
-      if (g.status !== 'available') throw new InvalidStatusError(`Invalid group: Group ${g.id} status must be available, but current status is: ${g.status}.`);
-      const members = await groups.members(tx, g.id);
-      await db.lockRows(tx, 'volumes', members.map((v) => v.id));
-      const targets = new Set<string>();
-      for (const v of members) {
-        if (!['available', 'in-use'].includes(v.status)) {
-          throw new InvalidStatusError(`Invalid volume: Volume ${v.id} in group ${g.id} status must be available or in-use, but current status is: ${v.status}.`);
-        }
-        await volumeManager.refuseIfBusy(tx, v.id, { reading: true });
-        await volumeManager.refuseIfFrozen(tx, v);
-        if (v.status === 'in-use') {
-          await volumeManager.refuseIfUnquiescable(tx, v);
-          targets.add(await volumeManager.snapshotTarget(tx, v));
-        }
-      }
-      const exporters = [...targets].filter((t) => t.startsWith('member:'));
-      if (exporters.length > 1) {
-        throw new InvalidInputError(`Invalid input received: the attached volumes of group ${g.id} are exported by several services (${exporters.join(', ')}); their writes can only be held together on one.`);
-      }
-      await groupSnapshotsInsert(this.deps, tx, caller, id, g, input, isoAt(clock.now()));
-      for (const v of members) {
-        await this.deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(this.deps.types, tx, v.volume_type_id)));
-        const row = {
-          id: newId(), project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
-          volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating',
-          created_at: isoAt(clock.now()), updated_at: null, group_snapshot_id: id,
-        };
-        // A snapshot shares its volume's encryption key, where volumes have one.
-        await snapshots.insert(tx, { ...row, ...('encryption_key_id' in v ? { encryption_key_id: v.encryption_key_id } : {}) } as SnapshotRow, {});
-      }
-      const target = exporters[0] ?? (members[0] ? volumeTarget(members[0].cluster_name!) : undefined);
-      if (target === undefined) {
-        // An empty group: nothing to snapshot.
-        await this.deps.groupSnapshots.transition(tx, { id, from: ['creating'], to: 'available', requestId: caller.requestId });
-        return;
-      }
-      await enqueue(this.deps.groupKinds.snapshotCreate, { target, resourceId: id, requestId: caller.requestId, payload: { groupSnapshotId: id } });
-    });
-    return (await this.deps.groupSnapshots.get(db.kysely, id))!;
-  }
-
-  /**
-   * Moves a group snapshot and its member snapshots to `deleting` and queues
-   * the driver work.
-   * @throws NotFoundError, InvalidStatusError (wrong status, a group being created from it).
-   */
-  async requestSnapshotDelete(caller: Caller, id: string): Promise<void> {
-    const { db, groupSnapshots, snapshots } = this.deps;
-    await this.deps.queue.transaction(async (tx, enqueue) => {
-      const gs0 = await this.getSnapshot(caller, id, tx);
-      const g = await lockGroup(db, tx, { ...caller, isAdmin: true }, gs0.group_id);
-      const gs = (await groupSnapshots.get(tx, id))!;
-      const using = await tx.selectFrom('groups').select('id').where('group_snapshot_id', '=', id).where('status', '=', 'creating').executeTakeFirst();
-      if (!GROUP_SNAPSHOT_DELETABLE.includes(gs.status) || using) {
-        throw new InvalidStatusError('Invalid group snapshot: GroupSnapshot status must be available or error, and no Group can be currently using it as source for its creation.');
-      }
-      const members = await groupSnapshots.snapshotsOf(tx, id);
-      await db.lockRows(tx, 'volumes', members.map((s) => s.volume_id));
-      for (const s of members) {
-        const copying = await tx.selectFrom('volumes').select('id').where('snapshot_id', '=', s.id).where('status', '=', 'creating').executeTakeFirst();
-        if (copying) throw new InvalidStatusError(`Invalid snapshot: volume ${copying.id} is being created from snapshot ${s.id}.`);
-        await snapshots.transition(tx, { id: s.id, from: [s.status], to: 'deleting', requestId: caller.requestId });
-      }
-      await groupSnapshots.transition(tx, { id, from: [gs.status], to: 'deleting', requestId: caller.requestId });
-      const cluster = members.length ? (await this.deps.volumes.get(tx, members[0]!.volume_id))?.cluster_name ?? g.cluster_name : g.cluster_name;
-      if (members.length === 0 || !cluster) {
-        await groupSnapshots.deleteRow(tx, id, 'deleting', caller.requestId);
-        return;
-      }
-      await enqueue(this.deps.groupKinds.snapshotDelete, { target: volumeTarget(cluster), resourceId: id, requestId: caller.requestId, payload: { groupSnapshotId: id } });
-    });
-  }
-
-  /**
-   * An admin's `reset_status` of a group snapshot (3.19).
-   * @throws NotFoundError.
-   */
-  async resetSnapshotStatus(caller: Caller, id: string, status: string): Promise<void> {
-    await this.deps.queue.transaction(async (tx) => {
-      const gs = await this.getSnapshot(caller, id, tx);
-      await lockGroup(this.deps.db, tx, caller, gs.group_id);
-      await this.deps.groupSnapshots.transition(tx, { id, from: [(await this.deps.groupSnapshots.get(tx, id))!.status], to: status, requestId: caller.requestId });
-    });
-  }
-
   private newRow(caller: Caller, id: string, g: { name: string | null; description: string | null; zone: string; groupTypeId: string; status: string }): GroupRow {
     return {
       id, project_id: caller.projectId, user_id: caller.userId, name: g.name, description: g.description, status: g.status,
@@ -383,14 +279,4 @@ export class GroupManager {
       source_group_id: null, created_at: isoAt(this.deps.clock.now()), updated_at: null,
     };
   }
-}
-
-/** Inserts the group snapshot row. */
-async function groupSnapshotsInsert(
-  deps: GroupManagerDeps, tx: Tx, caller: Caller, id: string, g: GroupRow, input: { name: string | null; description: string | null }, now: string,
-): Promise<void> {
-  await deps.groupSnapshots.insert(tx, {
-    id, project_id: caller.projectId, user_id: caller.userId, group_id: g.id, group_type_id: g.group_type_id,
-    name: input.name, description: input.description, status: 'creating', created_at: now, updated_at: null,
-  }, {});
 }

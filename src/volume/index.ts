@@ -14,5 +14,6 @@ export * from './volume-encryption.ts';
 export * from './group-jobs.ts';
 export * from './group-membership.ts';
 export * from './group-manager.ts';
+export * from './group-snapshot-manager.ts';
 export * from './group-handlers.ts';
 export * from './group-quota.ts';
