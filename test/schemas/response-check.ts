@@ -11,6 +11,7 @@
  *   purpose) must be a Cinder fault body, `{"<name>": {"code": N, "message": "…"}}`.
  * - Paths outside the API (`/metrics`, `/openapi.json`) are not judged.
  */
+import fs from 'node:fs';
 import { ROUTE_SCHEMAS, VERSION_SCHEMAS, type RouteSchema } from './route-schemas.ts';
 import { judge, resolveSchema } from './tempest-schemas.ts';
 
@@ -28,6 +29,13 @@ export interface Exchange {
   responseVersion?: string | null;
   body: unknown;
 }
+
+/**
+ * With `TEST_SCHEMA_TRACE=FILE`, each judged 2xx/3xx answer appends one line
+ * (`METHOD /route[ action] <version> <schema or none>`) to FILE: which rows the
+ * functional suite exercises, and at which microversions.
+ */
+const TRACE = process.env.TEST_SCHEMA_TRACE;
 
 /** A response that does not match its tempest schema (or has none). */
 export class SchemaViolation extends Error {
@@ -157,10 +165,15 @@ export function checkResponse(x: Exchange): void {
       fail(what, `no row in test/schemas/route-schemas.ts for it${route!.endsWith('/action') && keys.length === 1 ? ` with action ${keys[0]}` : ''}`);
     }
     if (row!.action) what += ` ${row!.action}`;
-    if (row!.none !== undefined) return; // tempest has no schema for it (the row says why)
+    if (row!.flag) what += ` ?${row!.flag}`;
+    if (row!.none !== undefined) { // tempest has no schema for it (the row says why)
+      if (TRACE) fs.appendFileSync(TRACE, `${what} ${version} none\n`);
+      return;
+    }
     ref = row!.schema!;
   }
   const key = resolveSchema(ref, version);
+  if (TRACE) fs.appendFileSync(TRACE, `${what} ${version} ${key}\n`);
   const problem = judge(key, x.status, x.body, version);
   if (problem) fail(`${what} (tempest ${key})`, problem);
 }
