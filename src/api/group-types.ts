@@ -93,8 +93,9 @@ export function groupTypeRoutes(deps: ApiDeps) {
         }
         return 0;
       });
-      const start = paging.marker === undefined ? 0 : rows.findIndex((r) => r.id === paging.marker) + 1;
-      if (paging.marker !== undefined && start === 0) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
+      const after = paging.marker === undefined ? 0 : rows.findIndex((r) => r.id === paging.marker) + 1;
+      if (paging.marker !== undefined && after === 0) throw new NotFoundError(`Marker ${paging.marker} could not be found.`);
+      const start = after + paging.offset;
       return { group_types: rows.slice(start, start + paging.limit).map((t) => groupTypeView(req, t)) };
     });
     app.get<{ Params: { id: string } }>('/group_types/:id', async (req) => ({ group_type: groupTypeView(req, await find(req, req.params.id)) }));

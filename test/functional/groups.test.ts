@@ -69,6 +69,7 @@ test('group types and group specs (3.11)', async (t) => {
   assert.deepEqual(await names(''), ['gt-default']);
   assert.deepEqual(await names('?is_public=false'), ['private']);
   assert.deepEqual(await names('?is_public=None&sort=name:desc'), ['private', 'gt-default']);
+  assert.deepEqual(await names('?is_public=None&sort=name:asc&limit=1&offset=1'), ['private']);
   assert.deepEqual(await names('?is_public=None', MEMBER), ['gt-default']);
   assert.equal((await ok(req(s, 'GET', `/group_types/${id}`, undefined, MEMBER), 200)).group_type.group_specs, undefined);
   assert.equal((await req(s, 'POST', '/group_types', { group_type: { name: 'm' } }, MEMBER)).status, 403);
