@@ -47,7 +47,15 @@ let dump: TempestDump | undefined;
 
 /** The dump, made on first use and kept for the life of the process. */
 export function tempestDump(): TempestDump {
-  dump ??= JSON.parse(execFileSync(PYTHON, [DUMP_SCRIPT], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })) as TempestDump;
+  if (dump) return dump;
+  let text: string;
+  try {
+    text = execFileSync(PYTHON, [DUMP_SCRIPT], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim().split('\n').pop();
+    throw new Error(`cannot read tempest's response schemas (Debian's python3-tempest, installed by scripts/install-test-tools.sh): ${stderr || (err as Error).message}`, { cause: err });
+  }
+  dump = JSON.parse(text) as TempestDump;
   return dump;
 }
 
