@@ -417,3 +417,26 @@ test('failures settle groups with their members: a failed group from a group sna
   await waitFor('failed group snapshot deleted', async () => (await req(s, 'GET', `/group_snapshots/${gs}`)).status === 404);
   assert.ok(v);
 });
+
+test('a group\'s volumes share the pool of its first volume, across backends', async (t) => {
+  const ini = ['[DEFAULT]', 'enabled_backends = one, two', '[backend_defaults]', 'volume_driver = memory'].join('\n');
+  const s = await startTestServer(t, { ini });
+  const { type, group } = await setUp(s);
+  const first = await memberVolume(s, type, group);
+  const host = (await ok(req(s, 'GET', `/volumes/${first}`), 200)).volume['os-vol-host-attr:host'] as string;
+  const other = host.includes('@one#') ? 'two' : 'one';
+  // The first volume's backend stops taking volumes: the next member has nowhere to go, though the other backend is up.
+  const serviceHost = host.split('#')[0]!;
+  await ok(req(s, 'PUT', '/os-services/disable', { host: serviceHost, binary: 'cinder-volume' }), 200);
+  const stuck = (await ok(req(s, 'POST', '/volumes', { volume: { size: 1, volume_type: type, group_id: group } }), 202)).volume.id as string;
+  await waitForStatus(s, stuck, 'error');
+  const outside = (await ok(req(s, 'POST', '/volumes', { volume: { size: 1, volume_type: type } }), 202)).volume.id as string;
+  const placed = await waitForStatus(s, outside, 'available');
+  assert.match(placed['os-vol-host-attr:host'], new RegExp(`@${other}#`));
+  const refused = await req(s, 'PUT', `/groups/${group}`, { group: { add_volumes: outside } });
+  assert.equal(refused.status, 400, 'a volume of another pool cannot join');
+  assert.match(refused.body.badRequest.message, /not local/);
+  await ok(req(s, 'PUT', '/os-services/enable', { host: serviceHost, binary: 'cinder-volume' }), 200);
+  const second = await memberVolume(s, type, group);
+  assert.equal((await ok(req(s, 'GET', `/volumes/${second}`), 200)).volume['os-vol-host-attr:host'], host);
+});
