@@ -33,10 +33,12 @@ const UPDATE = {
 function view(a: AttachmentRow, detail: boolean): Record<string, unknown> {
   const v: Record<string, unknown> = { id: a.id, status: a.attach_status, instance: a.instance_uuid, volume_id: a.volume_id };
   if (detail) {
-    v.attached_at = cinderTime(a.attach_time);
-    v.detached_at = null;
+    // As Cinder's view (cinder/api/v3/views/attachments.py): a time not set is '', not null, and an
+    // attachment not yet connected has no connection info (null). Detached attachments are deleted here.
+    v.attached_at = cinderTime(a.attach_time) ?? '';
+    v.detached_at = '';
     v.attach_mode = a.attach_mode;
-    v.connection_info = a.connection_info ? JSON.parse(a.connection_info) : {};
+    v.connection_info = a.connection_info ? JSON.parse(a.connection_info) : null;
   }
   return v;
 }

@@ -114,10 +114,11 @@ withClient(program.command('detach <volume>'))
   .action(async (volume: string, flags: { url: string; project: string; user: string; all: boolean }) => {
     const api = new ApiClient(flags);
     const { attachments } = await api.call('GET', `/attachments/detail?volume_id=${encodeURIComponent(volume)}`);
-    for (const a of attachments as Array<{ id: string; connection_info: { driver_volume_type?: string; data?: { device_path?: string } } }>) {
-      const local = a.connection_info.driver_volume_type === 'local';
+    // A reserved attachment has no connection info yet (null, as Cinder answers).
+    for (const a of attachments as Array<{ id: string; connection_info: { driver_volume_type?: string; data?: { device_path?: string } } | null }>) {
+      const local = a.connection_info?.driver_volume_type === 'local';
       if (!local && !flags.all) continue;
-      if (local && a.connection_info.data?.device_path) {
+      if (local && a.connection_info?.data?.device_path) {
         for (const device of await loopDevicesOf(a.connection_info.data.device_path)) await detachLoop(device);
       }
       await api.call('DELETE', `/attachments/${a.id}`);

@@ -26,7 +26,8 @@ test('reserve, connect, complete, read and write over NBD, detach with fencing',
   assert.equal(reserved.status, 200, JSON.stringify(reserved.body));
   const att = reserved.body.attachment;
   assert.equal(att.status, 'reserved');
-  assert.deepEqual(att.connection_info, {});
+  assert.equal(att.connection_info, null, 'not connected yet: no connection info, as in Cinder');
+  assert.deepEqual([att.attached_at, att.detached_at], ['', '']);
   assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'reserved');
   const second = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol } }, MV);
   assert.equal(second.status, 400, 'a volume without multiattach takes one attachment');
