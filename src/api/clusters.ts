@@ -36,20 +36,27 @@ export function clusterRoutes(deps: ApiDeps) {
     }
     return out;
   };
-  const view = (name: string, rows: ServiceRow[], detail: boolean): Record<string, unknown> => {
+  /**
+   * Cinder's cluster views (cinder/api/v3/views/clusters.py): the replication
+   * keys only from 3.26 (REPLICATION_CLUSTER), and a time not set is ''.
+   */
+  const view = (req: FastifyRequest, name: string, rows: ServiceRow[], detail: boolean): Record<string, unknown> => {
     const up = rows.filter((s) => services.isUp(s, downMs));
     const disabled = rows.every((s) => s.disabled === 1);
+    const replication = req.apiVersion.atLeast('3.26');
     const v: Record<string, unknown> = { name, binary: rows[0]!.binary, state: up.length ? 'up' : 'down', status: disabled ? 'disabled' : 'enabled' };
+    if (replication) v.replication_status = 'disabled';
     if (detail) {
       v.num_hosts = rows.length;
       v.num_down_hosts = rows.length - up.length;
-      v.last_heartbeat = cinderTime(rows.map((s) => s.heartbeat_at).sort().pop());
-      v.created_at = cinderTime(rows.map((s) => s.created_at).sort()[0]);
-      v.updated_at = cinderTime(rows.map((s) => s.updated_at ?? s.created_at).sort().pop());
+      v.last_heartbeat = cinderTime(rows.map((s) => s.heartbeat_at).sort().pop()) ?? '';
+      v.created_at = cinderTime(rows.map((s) => s.created_at).sort()[0]) ?? '';
+      v.updated_at = cinderTime(rows.map((s) => s.updated_at ?? s.created_at).sort().pop()) ?? '';
       v.disabled_reason = disabled ? rows[0]!.disabled_reason : null;
-      v.replication_status = 'disabled';
-      v.frozen = false;
-      v.active_backend_id = null;
+      if (replication) {
+        v.frozen = rows.some((s) => s.frozen === 1);
+        v.active_backend_id = null;
+      }
     }
     return v;
   };
@@ -58,7 +65,7 @@ export function clusterRoutes(deps: ApiDeps) {
       guard(req);
       const q = req.query as Record<string, unknown>;
       const name = queryValue(q, 'name');
-      return { clusters: [...await clusters()].filter(([n]) => name === undefined || n === name).map(([n, rows]) => view(n, rows, detail)) };
+      return { clusters: [...await clusters()].filter(([n]) => name === undefined || n === name).map(([n, rows]) => view(req, n, rows, detail)) };
     };
     app.get('/clusters', list(false));
     app.get('/clusters/detail', list(true));
@@ -66,7 +73,7 @@ export function clusterRoutes(deps: ApiDeps) {
       guard(req);
       const rows = (await clusters()).get(req.params.name);
       if (!rows) throw new NotFoundError(`Cluster {'name': '${req.params.name}'} could not be found.`);
-      return { cluster: view(req.params.name, rows, true) };
+      return { cluster: view(req, req.params.name, rows, true) };
     });
     const toggle = (disable: boolean) => async (req: FastifyRequest) => {
       guard(req);
@@ -75,7 +82,9 @@ export function clusterRoutes(deps: ApiDeps) {
       if (!rows) throw new NotFoundError(`Cluster {'name': '${b.name}'} could not be found.`);
       await services.setDisabled(db.kysely, rows.map((r) => r.id), disable, b.disabled_reason ?? null);
       const fresh = (await clusters()).get(b.name)!;
-      return { cluster: view(b.name, fresh, false) };
+      // As Cinder: the summary plus the reason just set (null when enabling).
+      const reason = disable ? b.disabled_reason ?? null : null;
+      return { cluster: { ...view(req, b.name, fresh, false), disabled_reason: reason } };
     };
     app.put('/clusters/disable', toggle(true));
     app.put('/clusters/enable', toggle(false));

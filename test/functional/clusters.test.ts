@@ -19,6 +19,9 @@ test('two volume services in one cluster share its jobs; disabling the cluster s
   assert.equal(detail[0].name, 'shared');
   assert.equal(detail[0].num_hosts, 2);
   assert.equal(detail[0].state, 'up');
+  assert.deepEqual([detail[0].replication_status, detail[0].frozen, detail[0].active_backend_id], ['disabled', false, null]);
+  const before = (await s.request('GET', `${V}/clusters/detail`, undefined, { 'OpenStack-API-Version': 'volume 3.25' })).body.clusters[0];
+  assert.deepEqual(['replication_status', 'frozen', 'active_backend_id'].filter((k) => k in before), [], 'replication keys come with 3.26');
   assert.equal((await s.request('GET', `${V}/clusters`, undefined, { 'OpenStack-API-Version': 'volume 3.6' })).status, 404, 'clusters exist from 3.7');
   assert.equal((await s.request('GET', '/v3/p/clusters', undefined, { ...MV, 'X-Auth-Token': 'u:p' })).status, 403);
 
@@ -32,7 +35,7 @@ test('two volume services in one cluster share its jobs; disabling the cluster s
 
   const off = await s.request('PUT', `${V}/clusters/disable`, { name: 'shared', binary: 'cinder-volume', disabled_reason: 'maintenance' }, MV);
   assert.equal(off.status, 200);
-  assert.equal(off.body.cluster.status, 'disabled');
+  assert.deepEqual(off.body.cluster, { name: 'shared', binary: 'cinder-volume', state: 'up', status: 'disabled', replication_status: 'disabled', disabled_reason: 'maintenance' }, "Cinder's summary and the reason");
   assert.equal((await s.request('GET', `${V}/clusters/shared`, undefined, MV)).body.cluster.disabled_reason, 'maintenance');
   const refused = (await s.request('POST', `${V}/volumes`, { volume: { size: 1 } })).body.volume.id;
   await waitForStatus(s, refused, 'error');
