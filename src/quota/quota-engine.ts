@@ -34,8 +34,8 @@ export interface QuotaEngineDeps {
   extraResources?: (q: Q) => Promise<string[]>;
 }
 
-/** One resource in a quota report. */
-export interface QuotaDetail { limit: number; in_use: number; reserved: number; allocated: number }
+/** One resource in a quota report: Cinder's keys (no `allocated`: that came with nested quotas, gone from Cinder). */
+export interface QuotaDetail { limit: number; in_use: number; reserved: number }
 
 /** Limits and usage. */
 export class QuotaEngine {
@@ -84,7 +84,7 @@ export class QuotaEngine {
   /** Limits with usage, as `os-quota-sets?usage=true` shows them. */
   async details(q: Q, projectId: string): Promise<Record<string, QuotaDetail>> {
     const [limits, usage] = [await this.limits(q, projectId), await this.usage(q, projectId)];
-    return Object.fromEntries(Object.entries(limits).map(([r, limit]) => [r, { limit, in_use: usage[r] ?? 0, reserved: 0, allocated: 0 }]));
+    return Object.fromEntries(Object.entries(limits).map(([r, limit]) => [r, { limit, in_use: usage[r] ?? 0, reserved: 0 }]));
   }
 
   /**

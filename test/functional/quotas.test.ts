@@ -11,6 +11,7 @@ const MEMBER = { 'X-Auth-Token': 'alice:proj-a', 'X-Project-Id': 'proj-a' };
 async function usage(s: TestServer, project = PROJECT): Promise<Record<string, { limit: number; in_use: number }>> {
   const r = await s.request('GET', `/v3/${PROJECT}/os-quota-sets/${project}?usage=True`);
   assert.equal(r.status, 200);
+  assert.deepEqual(Object.keys(r.body.quota_set.volumes).sort(), ['in_use', 'limit', 'reserved'], "Cinder's usage keys");
   return r.body.quota_set;
 }
 
