@@ -83,6 +83,12 @@ test('every resource reads in tempest\'s shapes at 3.0, where its schemas change
   await waitForStatus(s, failed, 'error');
   const message = await waitFor('a user message', async () => (await s.request('GET', `${V}/messages`, undefined, at('3.3'))).body.messages[0]?.id as string | undefined);
   const host = await waitFor('the volume service', async () => ((await s.request('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string }>)[0]?.host);
+  // An encrypted type, a group type and a group of the volume's type.
+  const encrypted = (await s.request('POST', `${V}/types`, { volume_type: { name: 'sealed' } })).body.volume_type.id as string;
+  assert.equal((await s.request('POST', `${V}/types/${encrypted}/encryption`, { encryption: { provider: 'luks', cipher: 'aes-xts-plain64', key_size: 256, control_location: 'front-end' } })).status, 200);
+  const groupType = (await s.request('POST', `${V}/group_types`, { group_type: { name: 'gt', group_specs: { k: 'v' } } }, at('3.11'))).body.group_type.id as string;
+  const group = (await s.request('POST', `${V}/groups`, { group: { name: 'g', group_type: groupType, volume_types: [type] } }, at('3.13'))).body.group.id as string;
+  await waitFor(`group ${group}`, async () => (await s.request('GET', `${V}/groups/${group}`, undefined, at('3.13'))).body.group.status === 'available');
 
   const reads = [
     '/volumes', '/volumes/detail', '/volumes/detail?with_count=true', '/volumes?with_count=true', `/volumes/${volume}`, '/volumes/summary',
@@ -94,10 +100,13 @@ test('every resource reads in tempest\'s shapes at 3.0, where its schemas change
     '/messages', `/messages/${message}`,
     '/os-volume-transfer', '/os-volume-transfer/detail', `/os-volume-transfer/${transfer}`, '/volume-transfers', '/volume-transfers/detail', `/volume-transfers/${transfer}`,
     '/os-services', '/os-hosts', `/os-hosts/${encodeURIComponent(host)}`, '/extensions', '/scheduler-stats/get_pools', '/scheduler-stats/get_pools?detail=true',
-    `/capabilities/${encodeURIComponent(host)}`, '/group_types',
+    `/capabilities/${encodeURIComponent(host)}`,
+    `/types/${encrypted}/encryption`, `/types/${encrypted}/encryption/provider`,
+    '/group_types', `/group_types/${groupType}`, `/group_types/${groupType}/group_specs`, `/group_types/${groupType}/group_specs/k`,
+    '/groups', '/groups/detail', `/groups/${group}`, `/groups/${group}?list_volume=true`, '/group_snapshots', '/group_snapshots/detail',
   ];
   // 3.0, then each microversion where a tempest client switches schemas or Cinder adds a key, then the newest.
-  for (const version of ['3.0', '3.7', '3.14', '3.41', '3.45', '3.55', '3.57', '3.61', '3.63', '3.64', '3.65', '3.69', MAX_VERSION]) {
+  for (const version of ['3.0', '3.7', '3.14', '3.25', '3.38', '3.41', '3.45', '3.55', '3.57', '3.58', '3.61', '3.63', '3.64', '3.65', '3.69', MAX_VERSION]) {
     for (const path of reads) {
       const r = await s.request('GET', `${V}${path}`, undefined, at(version));
       // Below its microversion a route is a 404 (judged as a fault); anything else must succeed.

@@ -46,5 +46,11 @@ export const TEMPEST_GAPS: readonly TempestGap[] = [
   ...([['cluster_name', '3.61', { type: ['string', 'null'] }], ['volume_type_id', '3.63', { type: ['string', 'null'] }], ['encryption_key_id', '3.64', { type: ['string', 'null'] }],
     ['consumes_quota', '3.65', { type: 'boolean' }], ['shared_targets', '3.69', { type: ['boolean', 'null'] }]] as const)
     .map(([key, since, type]) => ({ schemas: ['volumes/update_volume'], at: 'volume', key, since, type, source: 'cinder/api/v2/volumes.py VolumeController.update: cinder/api/v3/views/volumes.py ViewBuilder.detail' })),
+  // Groups and group snapshots name their project from 3.58 (GROUP_GROUPSNAPSHOT_PROJECT_ID, to admins), and page with links.
+  ...([['groups/show_group', 'group'], ['groups/list_groups_with_detail', 'groups[]'],
+    ['group_snapshots/show_group_snapshot', 'group_snapshot'], ['group_snapshots/list_group_snapshots_with_detail', 'group_snapshots[]']] as const)
+    .map(([schema, at]) => ({ schemas: [schema], at, key: 'project_id', since: '3.58', type: { type: 'string' }, source: `cinder/api/v3/views/${schema.split('/')[0]}.py ViewBuilder.detail` })),
+  { schemas: ['groups/list_groups_no_detail', 'groups/list_groups_with_detail'], at: '', key: 'group_links', since: '3.13', type: LINKS, source: 'cinder/api/v3/views/groups.py ViewBuilder._list_view' },
+  { schemas: ['group_snapshots/list_group_snapshots_no_detail', 'group_snapshots/list_group_snapshots_with_detail'], at: '', key: 'group_snapshot_links', since: '3.14', type: LINKS, source: 'cinder/api/v3/views/group_snapshots.py ViewBuilder._list_view' },
   { schemas: ['messages/list_messages'], at: '', key: 'messages_links', since: '3.5', type: LINKS, source: 'cinder/api/v3/views/messages.py ViewBuilder._list_view (pagination, 3.5)' },
 ];
