@@ -4,9 +4,8 @@
  * `capabilities/{host}`, all from the volume services' reported capabilities.
  */
 import type { FastifyInstance } from 'fastify';
-import type { ServiceRow } from '../db/index.ts';
 import { NotFoundError } from '../errors/index.ts';
-import type { VolumeServiceCapabilities } from '../volume/index.ts';
+import { reporting, type ReportingService } from '../services/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
 
@@ -39,10 +38,7 @@ export function discoveryRoutes(deps: ApiDeps) {
   const { db, services, types, config } = deps;
   const downMs = config.DEFAULT.service_down_time * 1000;
   /** Live volume services with their capabilities. */
-  const reporting = async (): Promise<Array<{ s: ServiceRow; caps: VolumeServiceCapabilities }>> =>
-    (await services.list(db.kysely))
-      .filter((s) => s.binary === 'cinder-volume' && s.capabilities && services.isUp(s, downMs))
-      .map((s) => ({ s, caps: JSON.parse(s.capabilities!) as VolumeServiceCapabilities }));
+  const live = async (): Promise<ReportingService[]> => reporting((await services.list(db.kysely)).filter((s) => services.isUp(s, downMs)));
 
   return async (app: FastifyInstance): Promise<void> => {
     app.get('/extensions', async () => ({
@@ -61,7 +57,7 @@ export function discoveryRoutes(deps: ApiDeps) {
         backendName = t.extra_specs.volume_backend_name;
       }
       const pools = [];
-      for (const { s, caps } of await reporting()) {
+      for (const { service: s, report: caps } of await live()) {
         if (backendName !== undefined && caps.volume_backend_name !== backendName) continue;
         for (const p of caps.pools) {
           const poolName = `${s.host}#${p.pool_name}`;
@@ -81,9 +77,9 @@ export function discoveryRoutes(deps: ApiDeps) {
     });
 
     app.get<{ Params: { host: string } }>('/capabilities/:host', async (req) => {
-      const found = (await reporting()).find(({ s }) => s.host === req.params.host);
+      const found = (await live()).find(({ service }) => service.host === req.params.host);
       if (!found) throw new NotFoundError(`Service ${req.params.host} could not be found.`);
-      const { caps } = found;
+      const caps = found.report;
       const pool = caps.pools[0];
       const property = (title: string, description: string) => ({ title, description, type: 'boolean' });
       return {

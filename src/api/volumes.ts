@@ -8,6 +8,7 @@ import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { Tx } from '../jobs/index.ts';
 import type { Connector } from '../volume/index.ts';
+import { clusterCan, type PoolFlag } from '../services/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
 import { metadataRoutes } from './metadata.ts';
@@ -249,12 +250,8 @@ export function volumeRoutes(deps: ApiDeps) {
 
     metadataRoutes(app, deps, { path: '/volumes', kind: 'Volume', repo: volumes, find: (req, id) => volumeManager.get(req.caller, id) });
 
-    /** Whether a live volume service of `cluster` reports a pool capability. */
-    const backendCan = async (tx: Tx, cluster: string, capability: string): Promise<boolean> => {
-      const svc = (await deps.services.list(tx)).find((x) => x.binary === 'cinder-volume' && x.cluster === cluster && x.capabilities);
-      const caps = svc ? JSON.parse(svc.capabilities!) as { pools: Array<Record<string, unknown>> } : undefined;
-      return caps?.pools.some((p) => p[capability] === true) ?? false;
-    };
+    /** Whether a volume service of `cluster` reports a pool with the capability. */
+    const backendCan = async (tx: Tx, cluster: string, capability: PoolFlag): Promise<boolean> => clusterCan(await deps.services.list(tx), cluster, capability);
 
     // Actions: one key per body names the action.
     const actions: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<void>> = {

@@ -3,7 +3,7 @@
  * (`…Z`); lease and scheduling instants are integer epoch milliseconds so that
  * comparisons are plain integer comparisons on every dialect.
  */
-import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { Generated, Insertable, Kysely, Selectable, Updateable } from 'kysely';
 
 /** `volumes`: one row per volume that exists or is being created or deleted. */
 export interface VolumesTable {
@@ -360,3 +360,6 @@ export type VolumeUpdate = Updateable<VolumesTable>;
 export type JobRow = Selectable<JobsTable>;
 export type ServiceRow = Selectable<ServicesTable>;
 export type MessageRow = Selectable<MessagesTable>;
+
+/** A database handle that may be a transaction: what queries take. */
+export type Tx = Kysely<Database>;

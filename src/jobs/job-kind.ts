@@ -4,13 +4,12 @@
  * registered separately by the role that runs them; kinds are known to every
  * role, so that any process's sweeper can fail any job.
  */
-import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
-import type { Database, JobRow } from '../db/index.ts';
+import type { JobRow, Tx } from '../db/index.ts';
 import type { BasaltError } from '../errors/index.ts';
 
-/** A database handle that may be a transaction. */
-export type Tx = Kysely<Database>;
+/** A database handle that may be a transaction (defined with the schema; re-exported for the roles). */
+export type { Tx } from '../db/index.ts';
 
 /** Adds a job inside the caller's transaction. */
 export type Enqueue = <P>(kind: JobKind<P>, job: NewJob<P>) => Promise<string>;

@@ -12,6 +12,7 @@ import { isoAt, newId } from '../common/index.ts';
 import type { Db, JobRow } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
 import type { AnyJobKind, Enqueue, JobKind, NewJob, Tx } from './job-kind.ts';
+import { payloadVersionsOf, targetReaders } from '../services/index.ts';
 
 /** Thrown when a worker acts on a job whose lease another worker now holds. */
 export class LeaseLostError extends BasaltError {
@@ -96,14 +97,14 @@ export class JobQueue {
     const cap = this.options.payloadVersionCap ?? 0;
     if (cap > 0) version = Math.min(version, cap);
     const downMs = this.options.serviceDownMs ?? 60_000;
-    let q = tx.selectFrom('services').select(['payload_versions', 'heartbeat_ms']);
-    if (target === 'scheduler') q = q.where('binary', '=', 'cinder-scheduler');
-    else if (target.startsWith('volume:')) q = q.where('binary', '=', 'cinder-volume').where('cluster', '=', target.slice('volume:'.length));
-    else if (target.startsWith('member:')) q = q.where('binary', '=', 'cinder-volume').where('host', '=', target.slice('member:'.length));
-    else return Math.max(version, kind.minVersion);
+    const readers = targetReaders(target);
+    if (!readers) return Math.max(version, kind.minVersion);
+    let q = tx.selectFrom('services').select(['payload_versions', 'heartbeat_ms']).where('binary', '=', readers.binary);
+    if ('cluster' in readers) q = q.where('cluster', '=', readers.cluster);
+    if ('host' in readers) q = q.where('host', '=', readers.host);
     for (const row of await q.execute()) {
       if (Number(row.heartbeat_ms) < this.clock.now() - downMs) continue;
-      const understood = (JSON.parse(row.payload_versions) as Record<string, number>)[kind.kind];
+      const understood = payloadVersionsOf(row)[kind.kind];
       if (understood !== undefined) version = Math.min(version, understood);
     }
     return Math.max(version, kind.minVersion);

@@ -10,11 +10,10 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import type { ServiceRepository, ServiceRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import { claimGroupHost } from '../db/index.ts';
-import { fits } from './capacity.ts';
-import { unmetSpecs } from './extra-specs.ts';
+import { fits, reporting, unmetSpecs, volumeTarget, type PoolReport, type ReportingService } from '../services/index.ts';
 import { BasaltError, NoValidBackendError } from '../errors/index.ts';
 import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
-import { volumeTarget, type SchedulePayload, type VolumeJobKinds, type VolumeServiceCapabilities } from '../volume/index.ts';
+import type { SchedulePayload, VolumeJobKinds } from '../volume/index.ts';
 
 /** Settings of a {@link Scheduler}. */
 export interface SchedulerOptions {
@@ -36,7 +35,7 @@ export interface SchedulerOptions {
 }
 
 /** One candidate pool. */
-interface Candidate { service: ServiceRow; pool: VolumeServiceCapabilities['pools'][number] }
+interface Candidate { service: ServiceRow; pool: PoolReport }
 
 /** Runs the scheduler role. */
 export class Scheduler {
@@ -59,8 +58,8 @@ export class Scheduler {
     const { queue, services, volumes, kinds } = this.o;
     const volume = await volumes.get(queue.db.kysely, p.volumeId);
     if (!volume || volume.status !== 'creating' || volume.host !== null) return ctx.complete(); // settled meanwhile
-    const up = (await services.list(queue.db.kysely))
-      .filter((s) => s.binary === 'cinder-volume' && s.disabled === 0 && s.frozen !== 1 && services.isUp(s, this.o.serviceDownMs) && s.capabilities);
+    const up = reporting((await services.list(queue.db.kysely))
+      .filter((s) => s.disabled === 0 && s.frozen !== 1 && services.isUp(s, this.o.serviceDownMs)));
     if (up.length === 0) {
       // Volume services may still be starting: worth retrying before giving up.
       throw new BasaltError('NO_VALID_BACKEND', 'No volume service is up', { retryable: true });
@@ -100,17 +99,16 @@ export class Scheduler {
    * The pools that pass the zone and capabilities filters, most free space
    * first, with the reasons the others were rejected.
    */
-  private candidates(up: ServiceRow[], p: SchedulePayload, specs: Record<string, string>): { candidates: Candidate[]; reasons: string[] } {
+  private candidates(up: ReportingService[], p: SchedulePayload, specs: Record<string, string>): { candidates: Candidate[]; reasons: string[] } {
     const reasons: string[] = [];
     const candidates: Candidate[] = [];
-    for (const service of up) {
+    for (const { service, report } of up) {
       if (service.availability_zone !== p.availabilityZone) {
         reasons.push(`${service.host}: AvailabilityZoneFilter`);
         continue;
       }
-      const caps = JSON.parse(service.capabilities!) as VolumeServiceCapabilities;
-      for (const pool of caps.pools) {
-        const failed = unmetSpecs(caps, pool, specs);
+      for (const pool of report.pools) {
+        const failed = unmetSpecs(report, pool, specs);
         if (failed.length) reasons.push(`${service.host}#${pool.pool_name}: CapabilitiesFilter (${failed.join(', ')})`);
         else candidates.push({ service, pool });
       }

@@ -7,17 +7,19 @@
 import { createHash } from 'node:crypto';
 import type { AttachmentRow, ServiceRepository, ServiceRow, VolumeRow } from '../db/index.ts';
 import type { Tx } from '../jobs/index.ts';
+import { localEndpointOf, nbdEndpointOf, readReport, type LocalEndpoint, type NbdEndpoint } from '../services/index.ts';
 
-/** What a volume service reports about its export endpoint in its capabilities. */
-export interface Endpoint { nbd_host: string; nbd_port: number; nbd_require_tls?: boolean; local_host?: string; local_dir?: string }
+/** Where a volume service exports (its report's NBD endpoint, and its local one if any). */
+export type Endpoint = NbdEndpoint & Partial<LocalEndpoint>;
 
 /** The connection info handed to a host (Cinder's `connection_info`). */
 export interface ConnectionInfo { driver_volume_type: 'nbd' | 'local'; data: Record<string, unknown> }
 
 /** A service's endpoint, if it reports one. */
 export function endpointOf(s: Pick<ServiceRow, 'capabilities'>): Endpoint | undefined {
-  const caps = s.capabilities ? JSON.parse(s.capabilities) as Partial<Endpoint> : {};
-  return caps.nbd_host && caps.nbd_port ? caps as Endpoint : undefined;
+  const report = readReport(s);
+  const nbd = nbdEndpointOf(report);
+  return nbd ? { ...nbd, ...localEndpointOf(report) } : undefined;
 }
 
 /**

@@ -193,17 +193,5 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
   };
 }
 
-/** The job target of a volume cluster. */
-export function volumeTarget(cluster: string): string {
-  return `volume:${cluster}`;
-}
-
-/**
- * The job target of one member of a cluster (its `host@backend`): for work
- * that must run where an export is served (a snapshot of an attached volume
- * quiesces the writes of that member's NBD connections). When the member
- * dies, cleanup moves its queued jobs back to the cluster's target.
- */
-export function memberTarget(serviceHost: string): string {
-  return `member:${serviceHost}`;
-}
+/** Job targets live with the service report (src/services); re-exported for the volume roles. */
+export { memberTarget, volumeTarget } from '../services/index.ts';

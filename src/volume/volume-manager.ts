@@ -14,15 +14,13 @@ import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } fro
 import type { KeyManager } from '../keymgr/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
-import { fits } from '../scheduler/capacity.ts';
-import { unmetSpecs } from '../scheduler/extra-specs.ts';
+import { fits, reportedPool, unmetSpecs } from '../services/index.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
 import { keyForNewVolume, type CopySource } from './volume-encryption.ts';
 import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import { checkNewMember } from './group-membership.ts';
-import type { VolumeServiceCapabilities } from './volume-service.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
 export const DELETABLE_STATUSES = ['available', 'error', 'error_restoring', 'error_extending', 'error_managing'] as const;
@@ -373,8 +371,8 @@ export class VolumeManager {
       }
       await this.refuseIfBusy(tx, v.id);
       await this.refuseIfFrozen(tx, v);
-      const reported = await this.reportedPool(tx, v);
-      const unmet = reported ? unmetSpecs(reported.caps, reported.pool, type.extra_specs) : [];
+      const reported = v.host ? await reportedPool(tx, v.host) : undefined;
+      const unmet = reported ? unmetSpecs(reported.report, reported.pool, type.extra_specs) : [];
       if (!reported || unmet.length > 0) {
         throw new InvalidInputError(`Invalid input received: pool ${v.host} does not meet volume type ${type.name}${unmet.length ? ` (${unmet.join(', ')})` : ''}; `
           + (migrationPolicy === 'on-demand' ? 'retype with migration is not supported by this Basalt release.' : "the volume would have to move, which migration_policy 'never' forbids."));
@@ -508,9 +506,9 @@ export class VolumeManager {
    * @throws InvalidInputError naming the pool.
    */
   private async refuseIfNoRoom(tx: Tx, v: VolumeRow, moreGiB: number): Promise<void> {
-    const reported = await this.reportedPool(tx, v);
+    const reported = v.host ? await reportedPool(tx, v.host) : undefined;
     if (!reported) return; // not reported yet: the driver's own check decides
-    await this.deps.db.lockRows(tx, 'services', [reported.serviceId]);
+    await this.deps.db.lockRows(tx, 'services', [reported.service.id]);
     if (!fits(reported.pool, await this.deps.volumes.provisionedGiB(tx, v.host!), moreGiB)) {
       throw new InvalidInputError(`Invalid input received: Insufficient free space for volume extension: pool ${v.host} cannot hold ${moreGiB} GiB more.`);
     }
@@ -529,18 +527,8 @@ export class VolumeManager {
     const attachments = await tx.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute();
     if (!attachments.some((a) => isLocal(a.connection_info))) return;
     // A pool not reported yet counts as copying: the safe guess.
-    if ((await this.reportedPool(tx, v))?.pool.copy_method === 'reflink') return;
+    if (v.host && (await reportedPool(tx, v.host))?.pool.copy_method === 'reflink') return;
     throw new InvalidInputError(`Invalid input received: Volume ${v.id} is attached as a local loop device, whose writes cannot be held back, and its pool ${v.host ?? ''} snapshots by copying: detach it, or attach it over NBD, to snapshot it while in use.`);
-  }
-
-  /** The volume's pool as its service last reported it (with that service row's id); undefined before a report. */
-  private async reportedPool(tx: Tx, v: VolumeRow): Promise<{ serviceId: string; caps: VolumeServiceCapabilities; pool: VolumeServiceCapabilities['pools'][number] } | undefined> {
-    if (!v.host) return undefined;
-    const [serviceHost, poolName] = v.host.split('#');
-    const svc = await tx.selectFrom('services').selectAll().where('binary', '=', 'cinder-volume').where('host', '=', serviceHost!).executeTakeFirst();
-    const caps = svc?.capabilities ? JSON.parse(svc.capabilities) as VolumeServiceCapabilities : undefined;
-    const pool = caps?.pools.find((p) => p.pool_name === poolName);
-    return svc && caps && pool ? { serviceId: svc.id, caps, pool } : undefined;
   }
 
   /** @throws InvalidInputError when every service of the volume's backend is frozen (os-services freeze). */

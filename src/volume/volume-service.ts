@@ -9,40 +9,7 @@ import type { GuardedDriver } from '../drivers/index.ts';
 import { RoleService, type JobQueue } from '../jobs/index.ts';
 import { volumeHandlers } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
-import { memberTarget, volumeTarget } from './volume-jobs.ts';
-
-/** Capabilities a volume service stores in its row, in Cinder's shape. */
-export interface VolumeServiceCapabilities {
-  volume_backend_name: string;
-  /** Where this service's NBD server listens, for connection info. */
-  nbd_host?: string;
-  nbd_port?: number;
-  nbd_require_tls?: boolean;
-  /** For file backends: the host and folder where volumes are files (`local` connections). */
-  local_host?: string;
-  local_dir?: string;
-  vendor_name: string;
-  driver_version: string;
-  storage_protocol: string;
-  pools: Array<{
-    pool_name: string;
-    total_capacity_gb: number;
-    free_capacity_gb: number;
-    provisioned_capacity_gb: number;
-    reserved_percentage: number;
-    max_over_subscription_ratio: number;
-    thin_provisioning_support: boolean;
-    thick_provisioning_support: boolean;
-    /** Whether volumes here may be attached to several hosts (matched by the `multiattach` extra spec). */
-    multiattach: boolean;
-    /** Whether in-use volumes here can be extended (3.42). */
-    online_extend_support: boolean;
-    /** Whether volumes here can be reverted to a snapshot (3.40). */
-    revert_to_snapshot_support: boolean;
-    /** How snapshots and clones are made here: reflink, copy or cow. */
-    copy_method: string;
-  }>;
-}
+import { memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type ServiceReport } from '../services/index.ts';
 
 /** Settings of a {@link VolumeService}. */
 export interface VolumeServiceOptions extends GroupHandlerDeps {
@@ -93,10 +60,12 @@ export class VolumeService {
     await this.o.driver.close();
   }
 
-  private async capabilities(): Promise<VolumeServiceCapabilities> {
+  /** This service's report (src/services), published at each heartbeat. */
+  private async capabilities(): Promise<ServiceReport> {
     const { driver, backend } = this.o;
     const stats = await driver.getStats();
     return {
+      report_version: SERVICE_REPORT_VERSION,
       volume_backend_name: backend.volume_backend_name,
       ...(backend.volume_driver === 'file' ? { local_host: this.o.host, local_dir: backend.file_volume_dir } : {}),
       ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port, nbd_require_tls: this.o.nbdEndpoint.requireTls } : {}),

@@ -17,6 +17,7 @@ import { connectExport } from '../helpers/nbd-raw.ts';
 import { startPostgres } from '../helpers/postgres.ts';
 import { spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, tempStateDir, waitFor } from '../helpers/server.ts';
+import { readReport } from '../../src/services/index.ts';
 
 const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
@@ -63,7 +64,7 @@ test('a dead member\'s jobs are handed over at once, its exports move, fences re
   };
   const endpoints = new Map<number, string>(); // NBD port → member host
   for (const row of (await client.query(`select host, capabilities from services where "binary" = 'cinder-volume'`)).rows as Array<{ host: string; capabilities: string }>) {
-    endpoints.set((JSON.parse(row.capabilities) as { nbd_port: number }).nbd_port, row.host);
+    endpoints.set(readReport(row)!.nbd_port!, row.host);
   }
   assert.equal(endpoints.size, 2);
 

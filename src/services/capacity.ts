@@ -1,7 +1,6 @@
 /**
  * Whether a pool has room for more GiB: the capacity filter of placements
- * (scheduler) and of extends (volume manager). Kept free of other modules so
- * both can use it.
+ * (scheduler) and of extends (volume manager), over the pools' reports.
  */
 
 /** The capacity fields of a pool's reported capabilities. */

@@ -1,7 +1,7 @@
 /** Extra-spec operators as Cinder's capabilities filter applies them. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { capabilityKey, matchesSpec } from '../../../src/scheduler/extra-specs.ts';
+import { capabilityKey, matchesSpec } from '../../../src/services/index.ts';
 
 test('operators', () => {
   const yes: Array<[unknown, string]> = [

@@ -5,7 +5,7 @@
  * `s<`, `s<=`, `s>`, `s>=`. A spec without an operator must equal the
  * capability as text.
  */
-import type { VolumeServiceCapabilities } from '../volume/volume-service.ts';
+import type { PoolReport, ServiceReport } from './service-report.ts';
 
 /** Capability values render as Cinder (Python) would: `True`, `False`, numbers. */
 function text(value: unknown): string {
@@ -62,14 +62,12 @@ export function capabilityKey(specKey: string): string | undefined {
   return specKey.slice(0, i) === 'capabilities' ? specKey.slice(i + 1) : undefined;
 }
 
-type Pool = VolumeServiceCapabilities['pools'][number];
-
 /**
  * The extra specs a pool does not meet (pool capabilities first, then the
  * backend's): the scheduler's capabilities filter, and the check that a
  * retype can stay where the volume is.
  */
-export function unmetSpecs(caps: VolumeServiceCapabilities, pool: Pool, specs: Record<string, string>): string[] {
+export function unmetSpecs(caps: ServiceReport, pool: PoolReport, specs: Record<string, string>): string[] {
   const failed: string[] = [];
   for (const [key, requirement] of Object.entries(specs)) {
     const cap = capabilityKey(key);

@@ -1,0 +1,12 @@
+/**
+ * The service report (what each volume service publishes through its
+ * `services` row) and the rules built on it: capacity, pool matching by extra
+ * specs, job targets. The front door: other folders import from here only.
+ */
+export {
+  SERVICE_REPORT_VERSION, readReport, reporting, reportedPool, poolNamed, nbdEndpointOf, localEndpointOf, clusterCan, payloadVersionsOf,
+  type ServiceReport, type PoolReport, type NbdEndpoint, type LocalEndpoint, type ReportingService, type PoolFlag,
+} from './service-report.ts';
+export { fits, type PoolCapacity } from './capacity.ts';
+export { matchesSpec, capabilityKey, unmetSpecs } from './pool-match.ts';
+export { volumeTarget, memberTarget, targetReaders, type TargetReaders } from './job-targets.ts';

@@ -1,0 +1,159 @@
+/**
+ * The service report: what each volume service publishes through its
+ * `services` row (the `capabilities` column, JSON) at every heartbeat — its
+ * backend, pools with their capacities and capability flags, and where it
+ * exports volumes. This module owns the type, its version and the reading of
+ * it; nobody else parses that JSON.
+ *
+ * Versioning: `report_version` is {@link SERVICE_REPORT_VERSION}. A report
+ * without it comes from a release before versions (it has the v1 fields, some
+ * of them not yet); fields added since are optional and read with the
+ * defaults below, so members of release N and N-1 read each other's reports.
+ * A newer report is read for the fields this release knows.
+ */
+import type { ServiceRow, Tx } from '../db/index.ts';
+
+/** The report version this release writes. */
+export const SERVICE_REPORT_VERSION = 1;
+
+/** One pool of a backend, in Cinder's capability names (what extra specs match). */
+export interface PoolReport {
+  pool_name: string;
+  total_capacity_gb: number;
+  free_capacity_gb: number;
+  provisioned_capacity_gb: number;
+  reserved_percentage: number;
+  max_over_subscription_ratio: number;
+  thin_provisioning_support: boolean;
+  thick_provisioning_support: boolean;
+  /** Whether volumes here may be attached to several hosts (matched by the `multiattach` extra spec). Default false. */
+  multiattach: boolean;
+  /** Whether in-use volumes here can be extended (3.42). Default false. */
+  online_extend_support: boolean;
+  /** Whether volumes here can be reverted to a snapshot (3.40). Default false. */
+  revert_to_snapshot_support: boolean;
+  /**
+   * How snapshots and clones are made here: `reflink`, `copy` or `cow`.
+   * Default `copy`: a pool that has not said counts as copying, the safe guess
+   * (copying is what refuses in-use snapshots that cannot be quiesced).
+   */
+  copy_method: string;
+}
+
+/** Where a service's NBD server listens, for connection info. */
+export interface NbdEndpoint {
+  nbd_host: string;
+  nbd_port: number;
+  /** Whether clients must use TLS (the listener is not on loopback). Default false. */
+  nbd_require_tls?: boolean;
+}
+
+/** Where volumes are local files, for `local` connections on the service's own host. */
+export interface LocalEndpoint {
+  local_host: string;
+  local_dir: string;
+}
+
+/** What a volume service reports, as stored (JSON) in its row. */
+export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoint> {
+  report_version: number;
+  volume_backend_name: string;
+  vendor_name: string;
+  driver_version: string;
+  storage_protocol: string;
+  pools: PoolReport[];
+}
+
+/** Defaults of the pool fields added after the first reports. */
+const POOL_DEFAULTS: Pick<PoolReport, 'multiattach' | 'online_extend_support' | 'revert_to_snapshot_support' | 'copy_method'> = {
+  multiattach: false, online_extend_support: false, revert_to_snapshot_support: false, copy_method: 'copy',
+};
+
+/** Cache of parsed reports by their text: a row's report changes only at its heartbeat. */
+const parsed = new Map<string, ServiceReport | undefined>();
+const CACHE_LIMIT = 256;
+
+/**
+ * The report of a service row, or undefined when it has none (not a volume
+ * service, not reported yet) or its text is not a report.
+ */
+export function readReport(row: Pick<ServiceRow, 'capabilities'>): ServiceReport | undefined {
+  const text = row.capabilities;
+  if (!text) return undefined;
+  if (parsed.has(text)) return parsed.get(text);
+  const report = parse(text);
+  if (parsed.size >= CACHE_LIMIT) parsed.delete(parsed.keys().next().value!);
+  parsed.set(text, report);
+  return report;
+}
+
+function parse(text: string): ServiceReport | undefined {
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+  if (!raw || typeof raw !== 'object' || !Array.isArray(raw.pools)) return undefined;
+  return {
+    ...(raw as unknown as ServiceReport),
+    report_version: typeof raw.report_version === 'number' ? raw.report_version : 1,
+    pools: (raw.pools as Array<Partial<PoolReport>>).map((p) => ({ ...POOL_DEFAULTS, ...p }) as PoolReport),
+  };
+}
+
+/** The report of a live volume service, paired with its row. */
+export interface ReportingService { service: ServiceRow; report: ServiceReport }
+
+/** The rows among `rows` that have a report, with it. */
+export function reporting(rows: readonly ServiceRow[]): ReportingService[] {
+  return rows.flatMap((service) => {
+    const report = service.binary === 'cinder-volume' ? readReport(service) : undefined;
+    return report ? [{ service, report }] : [];
+  });
+}
+
+/** A pool of a report by name. */
+export function poolNamed(report: ServiceReport, poolName: string | undefined): PoolReport | undefined {
+  return report.pools.find((p) => p.pool_name === poolName);
+}
+
+/** The NBD endpoint a report announces, if its service exports. */
+export function nbdEndpointOf(report: ServiceReport | undefined): NbdEndpoint | undefined {
+  return report?.nbd_host && report.nbd_port ? { nbd_host: report.nbd_host, nbd_port: report.nbd_port, nbd_require_tls: report.nbd_require_tls === true } : undefined;
+}
+
+/** The local endpoint a report announces, if its volumes are local files. */
+export function localEndpointOf(report: ServiceReport | undefined): LocalEndpoint | undefined {
+  return report?.local_host && report.local_dir ? { local_host: report.local_host, local_dir: report.local_dir } : undefined;
+}
+
+/**
+ * The pool a volume's host string (`host@backend#pool`) names, as its service
+ * last reported it, with the service row; undefined before a report.
+ */
+export async function reportedPool(q: Tx, hostString: string): Promise<{ service: ServiceRow; report: ServiceReport; pool: PoolReport } | undefined> {
+  const [serviceHost, poolName] = hostString.split('#');
+  const service = await q.selectFrom('services').selectAll().where('binary', '=', 'cinder-volume').where('host', '=', serviceHost!).executeTakeFirst();
+  const report = service ? readReport(service) : undefined;
+  const pool = report ? poolNamed(report, poolName) : undefined;
+  return service && report && pool ? { service, report, pool } : undefined;
+}
+
+/** A pool capability flag that can be asked of a cluster. */
+export type PoolFlag = 'online_extend_support' | 'revert_to_snapshot_support' | 'multiattach';
+
+/** Whether any reported pool of `cluster`'s volume services has `flag`. */
+export function clusterCan(rows: readonly ServiceRow[], cluster: string, flag: PoolFlag): boolean {
+  return reporting(rows).some(({ service, report }) => service.cluster === cluster && report.pools.some((p) => p[flag]));
+}
+
+/** Job kind → the highest payload version a service row's code reads. */
+export function payloadVersionsOf(row: Pick<ServiceRow, 'payload_versions'>): Record<string, number> {
+  try {
+    const v = JSON.parse(row.payload_versions) as unknown;
+    return v && typeof v === 'object' ? v as Record<string, number> : {};
+  } catch {
+    return {};
+  }
+}

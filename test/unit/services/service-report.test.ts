@@ -1,0 +1,45 @@
+/** The service report: versions, defaults for older members' reports, and the rules read from it. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ServiceRow } from '../../../src/db/index.ts';
+import { clusterCan, localEndpointOf, nbdEndpointOf, payloadVersionsOf, readReport, reporting, targetReaders, volumeTarget, memberTarget } from '../../../src/services/index.ts';
+
+const pool = { pool_name: 'p', total_capacity_gb: 10, free_capacity_gb: 9, provisioned_capacity_gb: 1, reserved_percentage: 0, max_over_subscription_ratio: 20, thin_provisioning_support: true, thick_provisioning_support: false };
+const row = (over: Partial<ServiceRow>): ServiceRow => ({
+  id: 'x', host: 'h@b', binary: 'cinder-volume', backend: 'b', cluster: 'h@b', availability_zone: 'nova', version: '1', payload_versions: '{}',
+  instance_id: 'i', disabled: 0, disabled_reason: null, frozen: 0, heartbeat_at: '', heartbeat_ms: 0, capabilities: null, created_at: '', updated_at: null, ...over,
+} as ServiceRow);
+
+test('a report from a member that predates versions and newer pool fields reads with their defaults', () => {
+  const old = readReport({ capabilities: JSON.stringify({ volume_backend_name: 'b', vendor_name: 'Basalt', driver_version: '1', storage_protocol: 'nbd', pools: [pool] }) })!;
+  assert.equal(old.report_version, 1);
+  assert.deepEqual(
+    [old.pools[0]!.copy_method, old.pools[0]!.multiattach, old.pools[0]!.online_extend_support, old.pools[0]!.revert_to_snapshot_support],
+    ['copy', false, false, false], 'missing flags read as the safe defaults');
+  assert.equal(nbdEndpointOf(old), undefined);
+  assert.equal(localEndpointOf(old), undefined);
+});
+
+test('malformed or absent reports are no reports; endpoints, flags and targets', () => {
+  assert.equal(readReport({ capabilities: null }), undefined);
+  assert.equal(readReport({ capabilities: '{not json' }), undefined);
+  assert.equal(readReport({ capabilities: '{"pools": 3}' }), undefined);
+  const text = JSON.stringify({
+    report_version: 1, volume_backend_name: 'b', vendor_name: 'Basalt', driver_version: '1', storage_protocol: 'nbd',
+    nbd_host: '127.0.0.1', nbd_port: 10809, local_host: 'h', local_dir: '/v', pools: [{ ...pool, online_extend_support: true, copy_method: 'reflink' }],
+  });
+  const r = readReport({ capabilities: text })!;
+  assert.deepEqual(nbdEndpointOf(r), { nbd_host: '127.0.0.1', nbd_port: 10809, nbd_require_tls: false });
+  assert.deepEqual(localEndpointOf(r), { local_host: 'h', local_dir: '/v' });
+  const rows = [row({ capabilities: text }), row({ binary: 'cinder-scheduler', capabilities: text }), row({ cluster: 'other', capabilities: null })];
+  assert.equal(reporting(rows).length, 1, 'only volume services with a report');
+  assert.equal(clusterCan(rows, 'h@b', 'online_extend_support'), true);
+  assert.equal(clusterCan(rows, 'h@b', 'revert_to_snapshot_support'), false);
+  assert.equal(clusterCan(rows, 'other', 'online_extend_support'), false);
+  assert.deepEqual(payloadVersionsOf({ payload_versions: '{"volume.create":2}' }), { 'volume.create': 2 });
+  assert.deepEqual(payloadVersionsOf({ payload_versions: 'garbage' }), {});
+  assert.deepEqual(targetReaders(volumeTarget('c')), { binary: 'cinder-volume', cluster: 'c' });
+  assert.deepEqual(targetReaders(memberTarget('h@b')), { binary: 'cinder-volume', host: 'h@b' });
+  assert.deepEqual(targetReaders('scheduler'), { binary: 'cinder-scheduler' });
+  assert.equal(targetReaders('elsewhere'), undefined);
+});
