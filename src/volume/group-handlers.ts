@@ -12,6 +12,7 @@ import type { JobHandler } from '../jobs/index.ts';
 import { withLock } from '../coordination/index.ts';
 import type { GroupJobKinds, GroupPayload, GroupSnapshotPayload } from './group-jobs.ts';
 import { removeSnapshot, removeVolume } from './lifecycle.ts';
+import { refuseIfAttached, releaseVolumeReferences } from './volume-references.ts';
 import type { VolumeHandlerDeps } from './volume-handlers.ts';
 
 /** What the group handlers need beyond the volume handlers' deps. */
@@ -53,8 +54,17 @@ export function groupHandlers(deps: GroupHandlerDeps, driver: GuardedDriver): Jo
       if (!g || g.status !== 'deleting') return ctx.complete();
       for (const v of await groups.members(db.kysely, g.id)) {
         if (v.status !== 'deleting') continue;
+        // Destroy data last: the member's storage goes only once nothing can keep its row.
+        await db.kysely.transaction().execute(async (tx) => {
+          await db.lockRows(tx, 'volumes', [v.id]);
+          await refuseIfAttached(tx, v.id);
+        });
         await withLock(deps.coordinator, `volume-${v.id}`, deps.lockTimeoutMs, () => driver.deleteVolume({ id: v.id }));
-        await db.kysely.transaction().execute((tx) => removeVolume(deps, tx, v, ctx.job.request_id));
+        await db.kysely.transaction().execute(async (tx) => {
+          await db.lockRows(tx, 'volumes', [v.id]);
+          await releaseVolumeReferences(deps, tx, undefined, v, ctx.job.request_id);
+          await removeVolume(deps, tx, v, ctx.job.request_id);
+        });
       }
       await ctx.complete(async (tx) => {
         // A member still here did not reach `deleting` (reset meanwhile): the group stays, in error.

@@ -238,6 +238,7 @@ export class GroupManager {
           throw new InvalidInputError(`Invalid group: Volume ${v.id} in group ${g.id} is ${v.status}; it can be deleted once that settles.`);
         }
         await this.deps.volumeManager.refuseIfBusy(tx, v.id);
+        await this.deps.volumeManager.releaseForRemoval(tx, enqueue, v, caller.requestId);
         if (!(await volumes.transition(tx, { id: v.id, from: [v.status], to: 'deleting', requestId: caller.requestId }))) {
           throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status changed concurrently; try again.`);
         }

@@ -53,6 +53,9 @@ export class TransferManager {
         if (busy) throw new InvalidStatusError(`Invalid snapshot: Snapshot ${busy.id} of the volume is ${busy.status}; snapshots move with the volume and must be available.`);
       }
       await volumes.transition(tx, { id: v.id, from: ['available'], to: 'awaiting-transfer', requestId: caller.requestId });
+      // An available volume's earlier offer is stale (an admin reset the volume's
+      // status): it is withdrawn, or it would become acceptable again with this one.
+      await tx.deleteFrom('transfers').where('volume_id', '=', v.id).execute();
       await tx.insertInto('transfers').values({
         id, volume_id: v.id, project_id: v.project_id, name: input.name, salt, key_hash: hashOf(salt, authKey),
         no_snapshots: input.noSnapshots ? 1 : 0, created_at: isoAt(clock.now()),

@@ -10,6 +10,7 @@ import type { JobHandler } from '../jobs/index.ts';
 import { withLock, type Coordinator } from '../coordination/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
 import { removeSnapshot, removeVolume, type LifecycleDeps } from './lifecycle.ts';
+import { refuseIfAttached, releaseVolumeReferences } from './volume-references.ts';
 import type { CreatePayload, DeletePayload, ExtendPayload, FencePayload, RevertPayload, SnapshotPayload, VolumeJobKinds } from './volume-jobs.ts';
 
 /** What the handlers need. */
@@ -80,6 +81,15 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     async run(ctx, p) {
       const v = await volumes.get(db.kysely, p.volumeId);
       if (!v || v.status !== 'deleting') return ctx.complete();
+      // Destroy data last: storage goes only once nothing can keep the row
+      // (an admin's reset may have let the delete through past an attachment).
+      const removable = await db.kysely.transaction().execute(async (tx) => {
+        await db.lockRows(tx, 'volumes', [v.id]);
+        if ((await volumes.get(tx, v.id))?.status !== 'deleting') return false;
+        await refuseIfAttached(tx, v.id);
+        return true;
+      });
+      if (!removable) return ctx.complete();
       // Cascade: v2 names the snapshots deleted with the volume; a v1 payload
       // (release N-1) means those moved to deleting with it.
       for (const s of await snapshots.ofVolume(db.kysely, v.id)) {
@@ -90,7 +100,11 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       await locked(`volume-${v.id}`, () => driver.deleteVolume({ id: v.id }));
       // Idempotent: a key already deleted counts as deleted when the job runs again.
       if (v.encryption_key_id) await deps.keys.deleteKey({ projectId: v.project_id }, v.encryption_key_id);
-      await ctx.complete((tx) => removeVolume(deps, tx, v, ctx.job.request_id));
+      await ctx.complete(async (tx, enqueue) => {
+        await db.lockRows(tx, 'volumes', [v.id]);
+        await releaseVolumeReferences(deps, tx, enqueue, v, ctx.job.request_id);
+        await removeVolume(deps, tx, v, ctx.job.request_id);
+      });
     },
   };
 

@@ -12,7 +12,7 @@ import type {
 } from '../db/index.ts';
 import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
-import type { JobQueue, Tx } from '../jobs/index.ts';
+import type { Enqueue, JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import { fits, reportedPool, unmetSpecs } from '../services/index.ts';
 import { busyReason, removeVolume } from './lifecycle.ts';
@@ -21,6 +21,7 @@ import { keyForNewVolume, type CopySource } from './volume-encryption.ts';
 import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import { checkNewMember } from './group-membership.ts';
+import { refuseIfAttached, releaseVolumeReferences } from './volume-references.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
 export const DELETABLE_STATUSES = ['available', 'error', 'error_restoring', 'error_extending', 'error_managing'] as const;
@@ -292,6 +293,7 @@ export class VolumeManager {
         throw new InvalidStatusError(`Invalid volume: Volume status must be ${allowed.join(', ')} and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer.`);
       }
       if (v.group_id) throw new InvalidStatusError(`Invalid volume: Volume ${id} belongs to group ${v.group_id}: remove it from the group first, or delete the group with its volumes.`);
+      await refuseIfAttached(tx, v.id);
       await this.refuseIfBusy(tx, v.id);
       await this.refuseIfFrozen(tx, v);
       const snaps = await snapshots.ofVolume(tx, v.id);
@@ -305,6 +307,8 @@ export class VolumeManager {
           throw new InvalidStatusError(`Invalid volume: Snapshot ${s.id} of the volume is ${s.status} and cannot be deleted.`);
         }
       }
+      // Destroy data last: what refers to the volume goes first, in this transaction.
+      await releaseVolumeReferences(this.deps, tx, enqueue, v, caller.requestId);
       await this.cas(tx, v.id, allowed, 'deleting', caller);
       if (v.cluster_name === null) {
         // Never reached a backend (failed scheduling): nothing to delete but the row (and its key).
@@ -314,6 +318,17 @@ export class VolumeManager {
       }
       await enqueue(kinds.delete, { target: volumeTarget(v.cluster_name), resourceId: id, requestId: caller.requestId, payload: { volumeId: id, snapshotIds: snaps.map((s) => s.id) } });
     });
+  }
+
+  /**
+   * Readies a volume for removal inside the caller's transaction (its row
+   * locked): refuses while a host is attached, then releases the rows that
+   * refer to it (see `volume-references.ts`), so removing its row later cannot fail.
+   * @throws InvalidStatusError when it is attached.
+   */
+  async releaseForRemoval(tx: Tx, enqueue: Enqueue, v: VolumeRow, requestId: string | null): Promise<void> {
+    await refuseIfAttached(tx, v.id);
+    await releaseVolumeReferences(this.deps, tx, enqueue, v, requestId);
   }
 
   /**

@@ -31,6 +31,7 @@ await import('../functional/groups.test.ts');
 await import('../functional/group-crash-recovery.test.ts');
 await import('../functional/type-encryption.test.ts');
 await import('../functional/encryption.test.ts');
+await import('../functional/destroy-data-last.test.ts');
 
 test('these runs really use PostgreSQL', async (t) => {
   const s = await startTestServer(t);
