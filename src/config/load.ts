@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import ini from 'ini';
+import { findDriver, REGISTERED_DRIVERS } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import {
   BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS,
@@ -178,6 +179,26 @@ function rejectUnknown(raw: RawConfig, known: Map<string, Group>, backendGroup: 
 }
 
 /**
+ * The options every backend has, with `volume_driver`'s choices and
+ * documentation taken from the registered drivers.
+ */
+function backendGroup(): Group {
+  return {
+    ...BACKEND_OPTIONS,
+    volume_driver: {
+      ...BACKEND_OPTIONS.volume_driver,
+      choices: REGISTERED_DRIVERS.map((r) => r.name),
+      help: `Driver serving this backend: ${REGISTERED_DRIVERS.map((r) => r.description).join('; ')}.`,
+    },
+  };
+}
+
+/** Every driver's own options: what `[backend_defaults]` may hold beside the common ones. */
+function anyDriverOptions(): Group {
+  return Object.assign({}, ...REGISTERED_DRIVERS.map((r) => r.options)) as Group;
+}
+
+/**
  * Loads and validates the configuration.
  * @throws ConfigError naming the option and its file line (or variable) for an
  *   unknown option, a wrong type, or an unreadable file.
@@ -189,10 +210,13 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   if (input.flags?.port !== undefined) put(raw, 'DEFAULT', 'osapi_volume_listen_port', { value: String(input.flags.port), source: '--port' });
   if (input.flags?.stateDir !== undefined) put(raw, 'DEFAULT', 'state_dir', { value: input.flags.stateDir, source: '--state-dir' });
 
+  const common = backendGroup();
+  // A backend section may hold any driver's options until its driver is known (checked below).
+  const anyBackend = { ...anyDriverOptions(), ...common };
   rejectUnknown(raw, new Map<string, Group>([
     ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['keystone_authtoken', KEYSTONE_OPTIONS],
-    ['key_manager', KEY_MANAGER_OPTIONS], ['backend_defaults', BACKEND_OPTIONS],
-  ]), BACKEND_OPTIONS);
+    ['key_manager', KEY_MANAGER_OPTIONS], ['backend_defaults', anyBackend],
+  ]), anyBackend);
 
   const sources = new Map<string, string>();
   const ctx: DefaultContext = { stateDir: '', storageAvailabilityZone: '' };
@@ -217,8 +241,17 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) {
       throw new ConfigError(`Option enabled_backends in [DEFAULT] has an invalid backend name "${name}" (letters, digits, _ . - only)`);
     }
-    const values = resolveGroup(BACKEND_OPTIONS, [name, 'backend_defaults'], raw, { ...ctx, backend: name }, sources, name);
-    return { ...values, name } as BackendOptions;
+    const backendCtx = { ...ctx, backend: name };
+    const values = resolveGroup(common, [name, 'backend_defaults'], raw, backendCtx, sources, name);
+    const driver = findDriver(values.volume_driver as string)!; // a choice of volume_driver
+    for (const [option, r] of raw.get(name) ?? []) {
+      if (!(option in common) && !(option in driver.options)) {
+        throw new ConfigError(`Unknown option ${option} in [${name}] (${r.source}): driver ${driver.name} has no such option`);
+      }
+    }
+    // [backend_defaults] may hold options of other drivers; only this driver's are read.
+    const driverOptions = resolveGroup(driver.options, [name, 'backend_defaults'], raw, backendCtx, sources, name);
+    return { ...values, name, driverOptions } as unknown as BackendOptions;
   });
   return {
     DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],
@@ -228,23 +261,30 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
 }
 
 /**
- * Renders every effective option, one per line, as `section.option = value  # source`.
- * Used by `basalt config show`.
+ * Renders every effective option as `section.option = value  # source`, each
+ * after a comment line with its documentation (the `help` of its
+ * declaration). Used by `basalt config show`; secrets are masked.
  */
 export function describeConfig(config: BasaltConfig): string {
   const lines: string[] = [];
-  const emit = (label: string, values: object, specs: Group = {}): void => {
+  const emit = (label: string, values: object, specs: Group): void => {
     for (const [k, v] of Object.entries(values)) {
-      if (k === 'name') continue;
-      const shown = specs[k]?.secret && v !== '' ? '****' : Array.isArray(v) ? v.join(',') : String(v);
+      const spec = specs[k];
+      if (spec) lines.push(`# ${spec.help}`);
+      const shown = spec?.secret && v !== '' ? '****' : Array.isArray(v) ? v.join(',') : String(v);
       lines.push(`${label}.${k} = ${shown}  # ${config.sources.get(`${label}.${k}`) ?? 'default'}`);
     }
   };
-  emit('DEFAULT', config.DEFAULT);
-  emit('database', config.database);
-  emit('coordination', config.coordination);
+  emit('DEFAULT', config.DEFAULT, DEFAULT_OPTIONS);
+  emit('database', config.database, DATABASE_OPTIONS);
+  emit('coordination', config.coordination, COORDINATION_OPTIONS);
   emit('keystone_authtoken', config.keystone_authtoken, KEYSTONE_OPTIONS);
   emit('key_manager', config.key_manager, KEY_MANAGER_OPTIONS);
-  for (const b of config.backends) emit(b.name, b);
+  const common = backendGroup();
+  for (const b of config.backends) {
+    const { name, driverOptions, ...values } = b;
+    emit(name, values, common);
+    emit(name, driverOptions, findDriver(b.volume_driver)?.options ?? {});
+  }
   return lines.join('\n');
 }

@@ -170,8 +170,9 @@ export const DEFAULT_OPTIONS = {
 /** `[backend_defaults]` and per-backend sections. */
 export const BACKEND_OPTIONS = {
   volume_driver: opt<string>({
-    type: 'string', default: 'file', choices: ['file', 'memory'],
-    help: 'Driver serving this backend: file (sparse raw files, the reference) or memory (test double, data lost on exit).',
+    // The choices are the registered drivers' names (src/drivers), filled in by the loader.
+    type: 'string', default: 'file',
+    help: 'Driver serving this backend, by its registered name. Each driver\'s own options follow its name in this list.',
   }),
   volume_backend_name: opt<string>({
     type: 'string', default: (ctx) => ctx.backend ?? '',
@@ -184,14 +185,6 @@ export const BACKEND_OPTIONS = {
   cluster: opt<string>({
     type: 'string', default: '',
     help: 'Cluster name shared by volume services that serve this backend together. Default: host@backend (not clustered).',
-  }),
-  file_volume_dir: opt<string>({
-    type: 'string', default: (ctx) => path.join(ctx.stateDir, 'volumes', ctx.backend ?? ''),
-    help: 'Folder holding the volume files of a file backend. Default: <state_dir>/volumes/<backend>.',
-  }),
-  total_capacity_gb: opt<number>({
-    type: 'float', default: 0, min: 0,
-    help: 'Capacity to report in GiB; 0 means the filesystem\'s own size (file driver) or 1024 GiB (memory driver).',
   }),
   reserved_percentage: opt<number>({
     type: 'int', default: 0, min: 0, max: 100,
@@ -270,12 +263,21 @@ export const KEY_MANAGER_OPTIONS = {
 } as const;
 
 type ValueOf<S> = S extends OptionSpec<infer T> ? T : never;
-type Resolved<G> = { -readonly [K in keyof G]: ValueOf<G[K]> };
+/** The resolved values of a group of option declarations, by option name. */
+export type ResolvedOptions<G> = { -readonly [K in keyof G]: ValueOf<G[K]> };
+type Resolved<G> = ResolvedOptions<G>;
 
 /** Resolved `[DEFAULT]` options. */
 export type DefaultOptions = Resolved<typeof DEFAULT_OPTIONS>;
-/** Resolved options of one backend, plus its section name. */
-export type BackendOptions = Resolved<typeof BACKEND_OPTIONS> & { readonly name: string };
+/**
+ * Resolved options of one backend: the options every backend has, its
+ * section name, and the options its driver declares in its registration
+ * (resolved the same way, read only by the driver's factory).
+ */
+export type BackendOptions = Resolved<typeof BACKEND_OPTIONS> & {
+  readonly name: string;
+  readonly driverOptions: Readonly<Record<string, unknown>>;
+};
 /** Resolved `[database]` options. */
 export type DatabaseOptions = Resolved<typeof DATABASE_OPTIONS>;
 /** Resolved `[coordination]` options. */

@@ -1,39 +1,71 @@
 /**
- * The runtime guard the core wraps around every driver. It runs `init` once
- * before any other call, serialises calls when the driver cannot run them in
- * parallel, applies a timeout, and turns stray throws into `DriverError`
- * (keeping the original as `cause`) so backend text never leaks.
+ * The runtime guard the core wraps around every driver. It
+ * - runs `init` once before any other call (and again after it failed);
+ * - applies the capability defaults once ({@link resolveCapabilities}) and
+ *   refuses what the capabilities do not declare (`NOT_IMPLEMENTED`);
+ * - checks the preconditions the contract promises the driver (sizes, ranges,
+ *   no extend of a volume with open handles unless it is declared online);
+ * - enforces the thread model: a serial driver (`canRunInParallel: false`)
+ *   gets one call at a time, handle I/O included; a handle whose calls may
+ *   not overlap (`canRunIoInParallel: false`) gets one call at a time;
+ * - applies a timeout to every call, without letting the timeout break the
+ *   thread model: a call that timed out still holds its place until the
+ *   driver really returns, a queued call whose caller gave up never starts,
+ *   and on a parallel driver a later call on the same volume or snapshot
+ *   waits for a timed-out one still running on it;
+ * - turns stray throws into `DriverError`, keeping the original as `cause`,
+ *   so backend text never leaks.
  *
  * It implements every method explicitly: a new contract method must be added
  * here on purpose, never forwarded blindly.
  */
 import { BasaltError, DriverError, InvalidInputError } from '../errors/index.ts';
 import {
-  DRIVER_CONTRACT_VERSION,
+  resolveCapabilities, VOLUME_ID_PLACEHOLDER,
   type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from './volume-driver.ts';
 
-/** A driver behind the guard. */
+const noop = (): void => undefined;
+
+/**
+ * Runs calls one at a time. A call's turn ends when the driver's promise
+ * settles, not when its caller stops waiting (a timeout), so a driver that
+ * cannot run two calls never sees a second one beside a slow first.
+ */
+class CallQueue {
+  private tail: Promise<void> = Promise.resolve();
+
+  /** Queues `start`, which returns when the call it started has ended. */
+  push(start: () => Promise<void>): void {
+    this.tail = this.tail.then(start).then(noop, noop);
+  }
+
+  /** Resolves once every call queued so far has ended. */
+  drained(): Promise<void> {
+    return this.tail;
+  }
+}
+
+/** A driver behind the guard: what the core calls. */
 export class GuardedDriver implements VolumeDriver {
-  readonly contractVersion = DRIVER_CONTRACT_VERSION;
+  /** The driver's capabilities with every default applied. */
   readonly capabilities: DriverCapabilities;
   private initialised: Promise<void> | undefined;
-  private tail: Promise<unknown> = Promise.resolve();
+  /** The one queue of a serial driver; undefined when calls may overlap. */
+  private readonly serial: CallQueue | undefined;
+  /** Volume id → handles open now (for the online-extend precondition). */
+  private readonly openHandles = new Map<string, number>();
+  /** Volume or snapshot key → calls on it that timed out and still run (parallel drivers). */
+  private readonly abandoned = new Map<string, Set<Promise<void>>>();
 
-  /**
-   * @throws DriverError when the driver declares an unknown contract major version.
-   */
+  /** @param timeoutMs longest a call may take before its caller gets a retryable `DriverError`. */
   constructor(private readonly driver: VolumeDriver, private readonly timeoutMs: number) {
-    const [major] = driver.contractVersion.split('.');
-    const [ours] = DRIVER_CONTRACT_VERSION.split('.');
-    if (major !== ours) {
-      throw new DriverError(`Driver contract ${driver.contractVersion} is not supported (core implements ${DRIVER_CONTRACT_VERSION})`);
-    }
-    this.capabilities = driver.capabilities;
+    this.capabilities = resolveCapabilities(driver.capabilities);
+    this.serial = this.capabilities.canRunInParallel ? undefined : new CallQueue();
   }
 
   init(): Promise<void> {
-    this.initialised ??= this.call('init', () => this.driver.init?.() ?? Promise.resolve(), false).catch((err) => {
+    this.initialised ??= this.run('init', [], () => this.driver.init?.() ?? Promise.resolve()).catch((err: unknown) => {
       this.initialised = undefined; // let a later call try again
       throw err;
     });
@@ -41,40 +73,49 @@ export class GuardedDriver implements VolumeDriver {
   }
 
   getStats(): Promise<BackendStats> {
-    return this.call('getStats', () => this.driver.getStats());
+    return this.call('getStats', [], () => this.driver.getStats());
   }
 
   createVolume(vol: VolumeRef): Promise<void> {
-    return this.call('createVolume', () => this.driver.createVolume(vol));
+    return this.call('createVolume', [volumeKey(vol.id)], () => this.driver.createVolume(vol));
   }
 
   deleteVolume(vol: Pick<VolumeRef, 'id'>): Promise<void> {
-    return this.call('deleteVolume', () => this.driver.deleteVolume(vol));
+    return this.call('deleteVolume', [volumeKey(vol.id)], () => this.driver.deleteVolume(vol));
   }
 
+  /**
+   * @throws DriverError when `newSizeGiB` is not larger than the recorded size.
+   * @throws BasaltError NOT_IMPLEMENTED when handles of the volume are open and the driver does not declare `supportsOnlineExtend`.
+   */
   extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void> {
     if (!(newSizeGiB > vol.sizeGiB)) {
       return Promise.reject(new DriverError(`extendVolume needs a larger size than ${vol.sizeGiB} GiB`));
     }
-    return this.call('extendVolume', () => this.driver.extendVolume(vol, newSizeGiB));
+    if (!this.capabilities.supportsOnlineExtend && (this.openHandles.get(vol.id) ?? 0) > 0) {
+      return Promise.reject(new BasaltError('NOT_IMPLEMENTED', 'This backend cannot extend a volume while it is attached.'));
+    }
+    return this.call('extendVolume', [volumeKey(vol.id)], () => this.driver.extendVolume(vol, newSizeGiB));
   }
 
   createSnapshot(snap: SnapshotRef): Promise<void> {
-    return this.call('createSnapshot', () => this.driver.createSnapshot(snap));
+    return this.call('createSnapshot', [snapshotKey(snap.id), volumeKey(snap.volumeId)], () => this.driver.createSnapshot(snap));
   }
 
   deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
-    return this.call('deleteSnapshot', () => this.driver.deleteSnapshot(snap));
+    return this.call('deleteSnapshot', [snapshotKey(snap.id)], () => this.driver.deleteSnapshot(snap));
   }
 
+  /** @throws DriverError when the volume would be smaller than the snapshot. */
   createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
     if (vol.sizeGiB < snap.sizeGiB) return Promise.reject(new DriverError(`A volume from snapshot ${snap.id} needs at least ${snap.sizeGiB} GiB`));
-    return this.call('createVolumeFromSnapshot', () => this.driver.createVolumeFromSnapshot(vol, snap));
+    return this.call('createVolumeFromSnapshot', [volumeKey(vol.id), snapshotKey(snap.id)], () => this.driver.createVolumeFromSnapshot(vol, snap));
   }
 
+  /** @throws DriverError when the clone would be smaller than its source. */
   cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void> {
     if (vol.sizeGiB < source.sizeGiB) return Promise.reject(new DriverError(`A clone of ${source.id} needs at least ${source.sizeGiB} GiB`));
-    return this.call('cloneVolume', () => this.driver.cloneVolume(vol, source));
+    return this.call('cloneVolume', [volumeKey(vol.id), volumeKey(source.id)], () => this.driver.cloneVolume(vol, source));
   }
 
   /** @throws BasaltError NOT_IMPLEMENTED when the driver does not declare `supportsRevertToSnapshot`. */
@@ -83,13 +124,66 @@ export class GuardedDriver implements VolumeDriver {
     if (!this.capabilities.supportsRevertToSnapshot || !revert) {
       return Promise.reject(new BasaltError('NOT_IMPLEMENTED', 'This backend cannot revert a volume to a snapshot.'));
     }
-    return this.call('revertToSnapshot', () => revert.call(this.driver, vol, snap));
+    return this.call('revertToSnapshot', [volumeKey(vol.id), snapshotKey(snap.id)], () => revert.call(this.driver, vol, snap));
   }
 
-  /** Opens the volume; the returned handle checks every range before the driver sees it. */
+  /**
+   * The volume's path on this host.
+   * @throws BasaltError NOT_IMPLEMENTED when the driver does not declare `supportsLocalPath`.
+   * @throws DriverError when the driver's answer is not an absolute path.
+   */
+  localPath(vol: Pick<VolumeRef, 'id'>): string {
+    const localPath = this.driver.localPath;
+    if (!this.capabilities.supportsLocalPath || !localPath) {
+      throw new BasaltError('NOT_IMPLEMENTED', 'This backend has no local paths: its volumes attach over NBD.');
+    }
+    let p: unknown;
+    try {
+      p = localPath.call(this.driver, vol);
+    } catch (err) {
+      throw new DriverError('Driver call localPath failed', { cause: err });
+    }
+    if (typeof p !== 'string' || !p.startsWith('/')) throw new DriverError('Driver call localPath did not give an absolute path');
+    return p;
+  }
+
+  /**
+   * The template of every volume's local path, `{volume_id}` standing for the
+   * id (what the service report publishes), or undefined when the driver has
+   * no local paths or its paths do not contain the id verbatim.
+   */
+  localPathTemplate(): string | undefined {
+    if (!this.capabilities.supportsLocalPath) return undefined;
+    const template = this.localPath({ id: VOLUME_ID_PLACEHOLDER });
+    return template.includes(VOLUME_ID_PLACEHOLDER) ? template : undefined;
+  }
+
+  /**
+   * Opens the volume; the returned handle checks every range before the
+   * driver sees it, applies the thread model and the timeout to each call,
+   * and offers `fd` only when the driver's I/O may overlap.
+   */
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
-    const inner = await this.call('openVolume', () => this.driver.openVolume(vol));
+    const inner = await this.call('openVolume', [volumeKey(vol.id)], () => this.driver.openVolume(vol));
+    return this.guardHandle(vol.id, inner);
+  }
+
+  /** Closes the driver once every call it was given has ended. */
+  async close(): Promise<void> {
+    await this.serial?.drained();
+    await Promise.all([...this.abandoned.values()].flatMap((s) => [...s]));
+    await this.driver.close?.();
+  }
+
+  private guardHandle(volumeId: string, inner: VolumeHandle): VolumeHandle {
+    this.openHandles.set(volumeId, (this.openHandles.get(volumeId) ?? 0) + 1);
+    const caps = this.capabilities;
+    // A serial driver shares its one queue with its handles; a parallel one whose
+    // handle calls may not overlap gets a queue per handle.
+    const queue = this.serial ?? (caps.canRunIoInParallel ? undefined : new CallQueue());
+    let closed = false;
     const check = (offset: number, length: number): void => {
+      if (closed) throw new DriverError(`The handle of volume ${volumeId} is closed`);
       if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > inner.sizeBytes) {
         throw new InvalidInputError(`Range ${offset}+${length} is outside the volume (${inner.sizeBytes} bytes)`);
       }
@@ -110,20 +204,29 @@ export class GuardedDriver implements VolumeDriver {
     const guard = <T>(method: string, fn: () => Promise<T>): Promise<T> => new Promise<T>((resolve, reject) => {
       const k = seq++;
       pending.set(k, { started: Date.now(), method, reject });
-      fn().then(
-        (v) => { if (pending.delete(k)) resolve(v); },
-        (err: unknown) => {
-          if (!pending.delete(k)) return;
-          reject(err instanceof BasaltError ? err : new DriverError(`Driver call ${method} failed`, { cause: err, retryable: isTransient(err) }));
-        },
-      );
+      const start = (): Promise<void> => {
+        if (!pending.has(k)) return Promise.resolve(); // timed out while queued: never start it
+        let running: Promise<T>;
+        try {
+          running = fn();
+        } catch (err) {
+          running = Promise.reject(err);
+        }
+        return running.then(
+          (v) => { if (pending.delete(k)) resolve(v); },
+          (err: unknown) => { if (pending.delete(k)) reject(wrap(method, err)); },
+        );
+      };
+      if (queue) queue.push(start);
+      else void start();
     });
     return {
       sizeBytes: inner.sizeBytes,
-      fd: inner.fd,
+      // Native threads would overlap calls the driver said may not overlap.
+      ...(inner.fd !== undefined && caps.canRunInParallel && caps.canRunIoInParallel ? { fd: inner.fd } : {}),
       read: async (offset, length) => { check(offset, length); return guard('read', () => inner.read(offset, length)); },
       write: async (offset, data) => { check(offset, data.length); return guard('write', () => inner.write(offset, data)); },
-      flush: () => guard('flush', () => inner.flush()),
+      flush: async () => { check(0, 0); return guard('flush', () => inner.flush()); },
       trim: async (offset, length) => {
         check(offset, length);
         if (inner.trim) await guard('trim', () => inner.trim!(offset, length));
@@ -143,25 +246,88 @@ export class GuardedDriver implements VolumeDriver {
         const extents = await guard('blockStatus', () => inner.blockStatus!(offset, length));
         return extents.length ? extents : [{ length, hole: false, zero: false }];
       },
-      close: () => {
+      close: async () => {
+        if (closed) return;
+        closed = true;
         clearInterval(watchdog);
-        return this.withTimeout('close', () => inner.close());
+        const left = (this.openHandles.get(volumeId) ?? 1) - 1;
+        if (left > 0) this.openHandles.set(volumeId, left);
+        else this.openHandles.delete(volumeId);
+        // After the calls queued before it, as the contract promises.
+        await new Promise<void>((resolve, reject) => {
+          const start = (): Promise<void> => {
+            const closing = Promise.resolve().then(() => inner.close());
+            this.withTimeout('close', () => closing).then(resolve, reject);
+            return closing.then(noop, noop); // the queue waits for the real end
+          };
+          if (queue) queue.push(start);
+          else void start();
+        });
       },
     };
   }
 
-  async close(): Promise<void> {
-    await this.tail.catch(() => undefined);
-    await this.driver.close?.();
+  /** A management call: after `init`, then {@link run}. */
+  private async call<T>(method: string, keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+    await this.init();
+    return this.run(method, keys, fn);
   }
 
-  private async call<T>(method: string, fn: () => Promise<T>, needsInit = true): Promise<T> {
-    if (needsInit) await this.init();
-    const run = (): Promise<T> => this.withTimeout(method, fn);
-    if (this.capabilities.canRunInParallel) return run();
-    const result = this.tail.then(run, run);
-    this.tail = result.catch(() => undefined);
-    return result;
+  /**
+   * Runs one driver call under the thread model and the timeout. The timeout
+   * counts from now, waiting included; when it fires the caller gets a
+   * retryable `DriverError` but the call, if it started, keeps its place: on
+   * a serial driver the next call starts only when it really ends, and on a
+   * parallel one so does the next call on any of `keys` (a volume or snapshot
+   * it touches), since its caller will retry while it may still run.
+   */
+  private run<T>(method: string, keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      let running: Promise<void> | undefined;
+      const timer = setTimeout(() => {
+        settled = true;
+        if (running && !this.serial) this.abandon(keys, running);
+        reject(new DriverError(`Driver call ${method} timed out after ${this.timeoutMs} ms`, { retryable: true }));
+      }, this.timeoutMs);
+      const start = (): Promise<void> => {
+        if (settled) return Promise.resolve(); // its caller gave up while it waited: never start it
+        let call: Promise<T>;
+        try {
+          call = fn();
+        } catch (err) {
+          call = Promise.reject(err);
+        }
+        running = call.then(
+          (v) => { if (!settled) { settled = true; clearTimeout(timer); resolve(v); } },
+          (err: unknown) => { if (!settled) { settled = true; clearTimeout(timer); reject(wrap(method, err)); } },
+        );
+        return running;
+      };
+      if (this.serial) {
+        this.serial.push(start);
+        return;
+      }
+      const before = keys.flatMap((k) => [...this.abandoned.get(k) ?? []]);
+      if (before.length === 0) void start();
+      else void Promise.all(before).then(start);
+    });
+  }
+
+  /** Remembers a timed-out call still running on `keys` until it ends. */
+  private abandon(keys: readonly string[], running: Promise<void>): void {
+    for (const k of keys) {
+      let set = this.abandoned.get(k);
+      if (!set) this.abandoned.set(k, (set = new Set()));
+      set.add(running);
+    }
+    void running.then(() => {
+      for (const k of keys) {
+        const set = this.abandoned.get(k);
+        set?.delete(running);
+        if (set?.size === 0) this.abandoned.delete(k);
+      }
+    });
   }
 
   private async withTimeout<T>(method: string, fn: () => Promise<T>): Promise<T> {
@@ -172,12 +338,25 @@ export class GuardedDriver implements VolumeDriver {
     try {
       return await Promise.race([fn(), timeout]);
     } catch (err) {
-      if (err instanceof BasaltError) throw err;
-      throw new DriverError(`Driver call ${method} failed`, { cause: err, retryable: isTransient(err) });
+      throw wrap(method, err);
     } finally {
       clearTimeout(timer);
     }
   }
+}
+
+function volumeKey(id: string): string {
+  return `volume:${id}`;
+}
+
+function snapshotKey(id: string): string {
+  return `snapshot:${id}`;
+}
+
+/** A driver's error as the core sees it: Basalt's own errors pass, anything else becomes a `DriverError`. */
+function wrap(method: string, err: unknown): BasaltError {
+  if (err instanceof BasaltError) return err;
+  return new DriverError(`Driver call ${method} failed`, { cause: err, retryable: isTransient(err) });
 }
 
 /** System errors worth retrying: the backend may recover by itself. */

@@ -1,64 +1,190 @@
 /**
  * The volume driver contract: the one small interface every storage backend
- * implements, plus a readonly capabilities object. The core never probes a
- * driver's methods or class to learn what it can do; it reads `capabilities`.
+ * implements ({@link VolumeDriver}), the handle it gives for block I/O
+ * ({@link VolumeHandle}) and the capabilities it declares
+ * ({@link DeclaredCapabilities}). It is written the way nbdkit's plugin
+ * manual is: every method under the same headings.
  *
- * Lifecycle of a volume and its snapshots as the core drives them:
+ * - **When** the core calls it.
+ * - **Preconditions**: what the core checked before the call; a driver need
+ *   not check these again.
+ * - **Postconditions**: what is true when the returned promise resolves.
+ * - **Idempotency**: what a second call with the same arguments does. The
+ *   core calls again after a crash, a lost lease or a timeout, so every
+ *   method that changes something completes the step instead of failing or
+ *   duplicating it.
+ * - **Errors**: what to throw. A driver throws `DriverError` (from
+ *   `src/errors`) for failures it understands, with `retryable: true` when
+ *   trying again later may succeed (the job is then retried with back-off);
+ *   anything else it throws becomes a non-retryable `DriverError` in the
+ *   guard, which keeps it as `cause` so backend text reaches the log only.
+ * - **Default** if the method is optional and omitted.
  *
- *   createVolume ─┐
- *   createVolumeFromSnapshot ─┼─► volume (size N) ──extendVolume(M>N)──► volume (size M)
- *   cloneVolume ──┘               │   ▲      │                        │
- *                                 │   │      └─openVolume─► handle (read/write/flush/close)
- *                   createSnapshot│   │revertToSnapshot (optional)
- *                                 ▼   │
- *                             snapshot (point in time) ──deleteSnapshot──► (gone)
- *                                 │
- *                                 └─► createVolumeFromSnapshot: a new, independent volume
- *   deleteVolume ─► (gone); the core deletes a volume's snapshots first.
+ * The core never probes a driver's methods or class to learn what it can do:
+ * it reads the capabilities, resolved with their defaults by
+ * {@link resolveCapabilities}. It never calls a driver directly either: the
+ * guard (`driver-guard.ts`) sits between them, runs `init` once, checks
+ * ranges, applies timeouts, enforces the thread model and refuses what the
+ * capabilities do not declare.
  *
- * Every method may be called again after a crash with the same arguments and
- * must then complete the step, not fail or duplicate it.
+ * ## Lifecycle
  *
- * Contract version 1.1 (1.1 added `VolumeHandle.fd`). The loader refuses a driver with an unknown major
- * version; a minor version only adds optional members with defaults.
+ * ```text
+ *                      registration.create(options)      (one instance per backend)
+ *                                   │
+ *                                 init                   (once; the guard retries it if it fails)
+ *                                   │
+ *        getStats (every heartbeat) │ close (at shutdown, after every other call ended)
+ *   ────────────────────────────────┼──────────────────────────────────────────────
+ *   createVolume ───────────┐       ▼
+ *   cloneVolume(source) ────┼──► volume (size N) ──extendVolume(M > N)──► volume (size M)
+ *   createVolumeFromSnapshot┘      │  ▲  │   │
+ *                    createSnapshot│  │  │   └─openVolume─► handle ─read/write/flush/trim/
+ *                                  ▼  │  │                  │   writeZeroes/blockStatus─► close
+ *                          snapshot   │  └─localPath (a file or device on this host)
+ *                             │  └────┘revertToSnapshot (optional)
+ *                             ├─► createVolumeFromSnapshot: a new, independent volume
+ *                             └─► deleteSnapshot ─► (gone)
+ *   deleteVolume ─► (gone): the core deletes a volume's snapshots and closes its handles first.
+ * ```
+ *
+ * ## Thread model
+ *
+ * `capabilities.canRunInParallel` says whether calls may overlap at all:
+ * when false (a serial driver) the guard runs one call at a time across the
+ * whole driver — management calls and the I/O of every handle alike — and a
+ * call that timed out still holds the driver until it really ends, so the next
+ * one never starts beside it. When true, management calls on different
+ * volumes overlap freely (the core's `volume-<id>` locks keep two changes of
+ * one volume apart), different handles run in parallel, and
+ * `canRunIoInParallel` says whether the calls of *one* handle may overlap
+ * (nbdkit's `PARALLEL` versus `SERIALIZE_REQUESTS`); when false the guard
+ * queues them per handle. `canMultiConn` says whether handles of one volume
+ * are coherent: a write completed through one is read back through any other,
+ * and a `flush` through any covers it. The NBD export advertises multi-conn
+ * (NBD_FLAG_CAN_MULTI_CONN) exactly then, so clients such as qemu and nbdcopy
+ * open several connections only to a backend that keeps them coherent.
+ *
+ * ## Versions
+ *
+ * A driver's registration (`driver-registration.ts`) names the contract
+ * version it was written against. This is version {@link DRIVER_CONTRACT_VERSION}.
+ * The loader refuses a driver of another major version; a minor version only
+ * adds optional members with defaults, so a driver written for 1.0 runs
+ * unchanged. History: 1.1 added `VolumeHandle.fd`; 1.2 made every capability
+ * flag optional (defaults in {@link CAPABILITY_DEFAULTS}) and added
+ * `canRunIoInParallel`, `canMultiConn`, `supportsLocalPath` with `localPath`,
+ * and registration records.
  */
 
-/** The contract version this core implements. */
-export const DRIVER_CONTRACT_VERSION = '1.1';
+/** The contract version this core implements (`major.minor`). */
+export const DRIVER_CONTRACT_VERSION = '1.2';
 
-/** What a driver declares it can do. Every flag's default is given. */
-export interface DriverCapabilities {
+/**
+ * What a driver may declare it can do. Every flag is optional: an absent flag
+ * takes its default from {@link CAPABILITY_DEFAULTS}, which is always the safe
+ * answer (serialise, refuse, advertise nothing). A driver declares only what
+ * is true of it; declaring less than it could is always allowed. A flag that
+ * comes with an optional method (`supportsRevertToSnapshot` with
+ * `revertToSnapshot`, `supportsLocalPath` with `localPath`) is declared
+ * exactly when the method exists.
+ */
+export interface DeclaredCapabilities {
   /**
-   * Whether the core may call the driver's methods concurrently. Default
-   * false: the core serialises calls (see the guard).
+   * Whether the core may call the driver while another call is running: two
+   * management calls, or I/O on two handles. Default false: the guard runs
+   * one call at a time, for the whole driver.
    */
-  readonly canRunInParallel: boolean;
+  readonly canRunInParallel?: boolean;
+  /**
+   * Whether the calls of one {@link VolumeHandle} may overlap (a read while a
+   * write runs, several writes at once). Only matters when `canRunInParallel`.
+   * Default false: the guard queues a handle's calls, and the export does not
+   * use `VolumeHandle.fd` (its native threads would overlap them).
+   */
+  readonly canRunIoInParallel?: boolean;
+  /**
+   * Whether the handles of one volume are coherent: a write completed through
+   * one handle reads back through every other handle open at the time, and a
+   * `flush` through any handle makes every write completed before it (through
+   * any handle) durable. The NBD export advertises multi-conn exactly then.
+   * Default false.
+   */
+  readonly canMultiConn?: boolean;
   /** Whether volumes are thin (space used only when written). Default false. */
-  readonly supportsThinProvisioning: boolean;
-  /** Whether `extendVolume` may be called on an attached volume. Default false. */
-  readonly supportsOnlineExtend: boolean;
-  /** Whether several hosts may have the volume open at once (multiattach). Default false. */
-  readonly supportsMultiattach: boolean;
-  /** Whether `revertToSnapshot` exists. Default false (the core refuses reverts). */
-  readonly supportsRevertToSnapshot: boolean;
-  /** Protocol named in pool stats (`storage_protocol`), e.g. `nbd`. */
-  readonly storageProtocol: string;
-  /** Vendor and version shown in capabilities. */
+  readonly supportsThinProvisioning?: boolean;
+  /**
+   * Whether `extendVolume` may be called while handles of the volume are open
+   * (an attached volume, 3.42). Default false: the core refuses extending an
+   * in-use volume, and the guard refuses extending a volume with open handles.
+   */
+  readonly supportsOnlineExtend?: boolean;
+  /**
+   * Whether a volume may be attached to several hosts at once (Cinder's
+   * `multiattach`): handles opened for different attachments may be used
+   * together. Default false: volume types asking for multiattach are not
+   * placed here.
+   */
+  readonly supportsMultiattach?: boolean;
+  /** Whether `revertToSnapshot` exists. Default false: the core refuses reverts (3.40). */
+  readonly supportsRevertToSnapshot?: boolean;
+  /**
+   * Whether `localPath` exists: each volume is a file or block device on the
+   * volume service's host that a host on that machine may attach directly
+   * (a loop device) instead of over NBD. Default false: every attachment
+   * goes through the NBD export.
+   */
+  readonly supportsLocalPath?: boolean;
+  /** Protocol named in pool stats (`storage_protocol`). Default `nbd`: the core exports every backend over NBD. */
+  readonly storageProtocol?: string;
+  /** Vendor shown in pool stats (`vendor_name`). */
   readonly vendorName: string;
+  /** The driver's own version shown in pool stats (`driver_version`). */
   readonly driverVersion: string;
+}
+
+/** Capabilities with every default applied: what the core reads. */
+export type DriverCapabilities = Required<DeclaredCapabilities>;
+
+/**
+ * The default of every optional capability flag, in one place (as Kysely's
+ * dialect adapter base does for its `supports*` flags). Each is the safe
+ * answer for a driver that says nothing.
+ */
+export const CAPABILITY_DEFAULTS: Readonly<Omit<DriverCapabilities, 'vendorName' | 'driverVersion'>> = Object.freeze({
+  canRunInParallel: false,
+  canRunIoInParallel: false,
+  canMultiConn: false,
+  supportsThinProvisioning: false,
+  supportsOnlineExtend: false,
+  supportsMultiattach: false,
+  supportsRevertToSnapshot: false,
+  supportsLocalPath: false,
+  storageProtocol: 'nbd',
+});
+
+/**
+ * A driver's declared capabilities with the defaults applied. The guard
+ * calls this once; everything else reads the guard's result. An explicit
+ * `undefined` counts as not declared.
+ */
+export function resolveCapabilities(declared: DeclaredCapabilities): DriverCapabilities {
+  const out: Record<string, unknown> = { ...CAPABILITY_DEFAULTS };
+  for (const [k, v] of Object.entries(declared)) if (v !== undefined) out[k] = v;
+  return Object.freeze(out) as unknown as DriverCapabilities;
 }
 
 /** The part of a volume a driver needs. */
 export interface VolumeRef {
-  /** The volume's UUID; drivers name their objects after it (`volume-<id>`). */
+  /** The volume's UUID; drivers name their objects after it. */
   readonly id: string;
-  /** Size in GiB. */
+  /** Size in GiB, as the core records it. */
   readonly sizeGiB: number;
 }
 
 /** The part of a snapshot a driver needs. */
 export interface SnapshotRef {
-  /** The snapshot's UUID; drivers name their objects after it (`snapshot-<id>`). */
+  /** The snapshot's UUID; drivers name their objects after it. */
   readonly id: string;
   /** The volume it was (or is being) taken of. */
   readonly volumeId: string;
@@ -68,46 +194,89 @@ export interface SnapshotRef {
 
 /**
  * Block I/O on an open volume: what the NBD export, backups and image
- * transfers use. Offsets and lengths are in bytes; the core checks them
- * against `sizeBytes` before calling.
+ * transfers use. Offsets and lengths are in bytes.
+ *
+ * Common to every method: the guard has checked that the range lies inside
+ * `sizeBytes` (safe integers, not negative) and that the handle is not
+ * closed; calls overlap only as the capabilities allow (see the thread model
+ * above); an error is a `DriverError` (retryable when the backend may
+ * recover), and the export answers it with EIO.
  */
 export interface VolumeHandle {
-  /** Size of the volume when it was opened. */
+  /** Size of the volume when it was opened; a handle does not grow with an online extend (reopen to see it). */
   readonly sizeBytes: number;
-  /** Reads `length` bytes at `offset`; unwritten ranges read as zeros. */
+  /**
+   * Reads bytes.
+   * - When: an NBD READ, a backup or copy reading the volume.
+   * - Postconditions: `length` bytes, the data last written there; never
+   *   written ranges read as zeros.
+   * - Idempotency: read-only.
+   */
   read(offset: number, length: number): Promise<Buffer>;
-  /** Writes `data` at `offset`. Durable only after `flush`. */
+  /**
+   * Writes bytes.
+   * - When: an NBD WRITE (and WRITE with FUA, then `flush`), a restore.
+   * - Postconditions: reads through this handle (and, with `canMultiConn`,
+   *   through every handle) return `data`; durable only after `flush`.
+   * - Idempotency: writing the same data again changes nothing.
+   */
   write(offset: number, data: Buffer): Promise<void>;
-  /** Makes every completed write durable. */
+  /**
+   * Makes every write completed before the call durable (it survives a power
+   * cut). With `canMultiConn` that covers writes made through other handles.
+   * - When: NBD FLUSH, FUA, the end of a connection, before a snapshot of an
+   *   in-use volume.
+   * - Idempotency: yes.
+   */
   flush(): Promise<void>;
   /**
-   * Discards a range: it may read back as zeros or as its old data
-   * afterwards, and its space may be freed. Optional; default: nothing
-   * (discard is advisory).
+   * Discards a range: afterwards it may read as zeros or as its old data,
+   * and its space may be freed.
+   * - When: NBD TRIM (discard from the host).
+   * - Default if omitted: nothing happens (discard is advisory).
    */
   trim?(offset: number, length: number): Promise<void>;
   /**
-   * Makes a range read as zeros. With `mayPunch` the space may be freed (a
-   * hole); without it, it stays allocated. Optional; default: the core
-   * writes zero buffers.
+   * Makes a range read as zeros.
+   * - When: NBD WRITE_ZEROES.
+   * - Postconditions: the range reads as zeros; with `mayPunch` its space may
+   *   be freed (a hole), without it the space stays allocated.
+   * - Default if omitted: the guard writes zero buffers through `write`.
    */
   writeZeroes?(offset: number, length: number, mayPunch: boolean): Promise<void>;
   /**
-   * Describes the allocation of a range as consecutive extents from `offset`
-   * (they may stop short of `length`). Optional; default: one data extent.
+   * Describes the allocation of a range.
+   * - When: NBD BLOCK_STATUS (`base:allocation`), sparse-aware copies.
+   * - Postconditions: consecutive extents starting at `offset`; they may stop
+   *   short of `length` but cover at least one byte. `zero` must be true only
+   *   where the bytes do read as zeros.
+   * - Default if omitted: the whole range is one data extent.
    */
   blockStatus?(offset: number, length: number): Promise<Extent[]>;
   /**
-   * The open file that holds the volume byte for byte (volume offset =
-   * file offset, holes read as zeros), when the volume is such a file.
-   * Optional; default: none. With it the NBD export serves plain (non-TLS)
-   * connections from native threads that read, write, punch and seek this
-   * file directly: the handle's methods, and the guard's range checks and
-   * timeouts, are then bypassed (the export checks ranges itself). The fd
-   * stays valid until `close`; the export duplicates it while serving.
+   * The open file that holds the volume byte for byte (volume offset = file
+   * offset, holes read as zeros, file size = `sizeBytes`), when the volume is
+   * such a file.
+   * - When: the NBD export reads it right after `openVolume`; with it, plain
+   *   (non-TLS) connections are served from native threads that pread,
+   *   pwrite, fallocate, lseek and fdatasync this file directly, several at
+   *   once. The handle's methods, and the guard's checks and timeouts, are
+   *   then bypassed (the export checks ranges itself).
+   * - Preconditions: used only when the driver declares `canRunInParallel`
+   *   and `canRunIoInParallel` (the guard hides it otherwise).
+   * - Postconditions: the fd stays valid until `close`; the export duplicates
+   *   it while serving, and fdatasync on it is the same as `flush`.
+   * - Default if omitted: every request goes through the handle's methods.
    */
   readonly fd?: number;
-  /** Releases the handle. Idempotent. */
+  /**
+   * Releases the handle.
+   * - When: the end of a connection or of a copy; never while a call on the
+   *   handle runs.
+   * - Postconditions: the handle is unusable; the volume is unchanged (an
+   *   unflushed write may or may not be durable).
+   * - Idempotency: closing again succeeds.
+   */
   close(): Promise<void>;
 }
 
@@ -144,129 +313,191 @@ export interface BackendStats {
 }
 
 /**
- * One storage backend. Methods below are required unless marked optional.
- *
- * Errors: a method throws `DriverError` (from `src/errors`) for failures it
- * understands, with `retryable: true` when trying again later may succeed.
- * Anything else it throws is wrapped by the core's guard into a non-retryable
- * `DriverError`, keeping it as the cause.
+ * One storage backend, made by its registration's factory. Methods are
+ * required unless marked optional. Every method may be called again with the
+ * same arguments after a crash, a timeout or a lost lease (see each one's
+ * idempotency); the core never calls two methods that change the same volume
+ * at once.
  */
 export interface VolumeDriver {
-  /** `major.minor` of the contract the driver was written against. */
-  readonly contractVersion: string;
-  readonly capabilities: DriverCapabilities;
+  /** What the driver can do; read once, through {@link resolveCapabilities}. */
+  readonly capabilities: DeclaredCapabilities;
 
   /**
-   * Prepares the backend (creates folders, connects).
-   * - When: once, before any other call; the guard makes sure of it.
-   * - Idempotent: yes.
+   * Prepares the backend (creates folders, connects, probes features).
+   * - When: once, before any other call; the guard makes sure of it, and
+   *   calls it again before the next call if it failed.
+   * - Preconditions: none.
+   * - Postconditions: every other method may be called.
+   * - Idempotency: calling it again (another process of the cluster, a retry
+   *   after a failure) succeeds.
+   * - Errors: `DriverError`, retryable when the backend is not reachable yet.
    * - Default if omitted: nothing to prepare.
    */
   init?(): Promise<void>;
 
   /**
    * Reports capacity per pool.
-   * - When: at every heartbeat of the volume service.
-   * - Postconditions: numbers are in GiB and non-negative.
-   * - Idempotent: read-only.
+   * - When: at every heartbeat of the volume service (`report_interval`).
+   * - Preconditions: `init` succeeded.
+   * - Postconditions: at least one pool; numbers in GiB, not negative; pool
+   *   names stay the same between calls (volumes are placed by them).
+   * - Idempotency: read-only.
+   * - Errors: `DriverError`; the heartbeat then reports the last stats.
    */
   getStats(): Promise<BackendStats>;
 
   /**
-   * Creates an empty (all-zero) volume of `vol.sizeGiB` GiB.
-   * - When: by the volume service for a volume in status `creating`.
-   * - Preconditions: the core checked the size (≥ 1) and placed it here.
-   * - Postconditions: the volume exists with exactly that size and reads as zeros.
-   * - Idempotent: if it already exists (a previous attempt), completes it to
-   *   the right size and succeeds.
+   * Creates an empty volume.
+   * - When: for a volume in status `creating` without a source.
+   * - Preconditions: `vol.sizeGiB` ≥ 1; the scheduler placed it here.
+   * - Postconditions: the volume exists with exactly `vol.sizeGiB` GiB and
+   *   reads as zeros.
+   * - Idempotency: whatever an earlier, interrupted attempt left (nothing, a
+   *   part, all of it), the call completes the volume to the right size and
+   *   succeeds.
    * - Errors: `DriverError` (retryable when the backend is temporarily unable).
    */
   createVolume(vol: VolumeRef): Promise<void>;
 
   /**
    * Deletes a volume and frees its space.
-   * - When: by the volume service for a volume in status `deleting`.
-   * - Postconditions: nothing of the volume remains on the backend.
-   * - Idempotent: deleting a missing volume succeeds.
+   * - When: for a volume in status `deleting`, after its snapshots are
+   *   deleted and its handles closed.
+   * - Preconditions: no handle of the volume is open.
+   * - Postconditions: nothing of the volume remains on the backend (no
+   *   leftover of an interrupted create either).
+   * - Idempotency: deleting a missing volume succeeds.
    * - Errors: `DriverError`.
    */
   deleteVolume(vol: Pick<VolumeRef, 'id'>): Promise<void>;
 
   /**
-   * Grows a volume to `newSizeGiB`, keeping its data.
-   * - When: by the volume service for a volume in status `extending`.
-   * - Preconditions: `newSizeGiB` > the size the core recorded; the volume
-   *   is detached unless `supportsOnlineExtend`.
-   * - Postconditions: the volume has exactly `newSizeGiB`; old data intact;
-   *   the new part reads as zeros.
-   * - Idempotent: a volume already at `newSizeGiB` (or larger) succeeds.
-   * - Errors: `DriverError` (non-retryable if the volume does not exist).
+   * Grows a volume, keeping its data.
+   * - When: for a volume in status `extending`.
+   * - Preconditions: `newSizeGiB` > `vol.sizeGiB` (the size the core
+   *   recorded); no handle is open unless `supportsOnlineExtend` (the guard
+   *   checks both).
+   * - Postconditions: the volume has exactly `newSizeGiB` GiB; old data
+   *   intact; the new part reads as zeros; handles opened from now on have
+   *   the new size, handles already open keep working at their old size.
+   * - Idempotency: a volume already at `newSizeGiB` (or larger) succeeds.
+   * - Errors: non-retryable `DriverError` if the volume does not exist.
    */
   extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void>;
 
   /**
    * Takes a point-in-time copy of a volume.
-   * - When: for a snapshot in status `creating`; the core guarantees no
-   *   extend, revert or delete of the volume runs meanwhile, and (for in-use
-   *   volumes) that writes are quiesced at the export.
+   * - When: for a snapshot in status `creating`.
+   * - Preconditions: the volume exists; no extend, revert or delete of it
+   *   runs meanwhile, and (for an in-use volume) writes are quiesced at the
+   *   export and flushed.
    * - Postconditions: the snapshot holds the volume's data as of the call;
    *   later writes to the volume do not change it.
-   * - Idempotent: an existing, complete snapshot of that id succeeds; a
-   *   partial one left by a crash is replaced.
-   * - Errors: `DriverError`.
+   * - Idempotency: an existing, complete snapshot of that id succeeds; a
+   *   partial one left by an interrupted attempt is replaced.
+   * - Errors: `DriverError` (non-retryable when the volume is missing).
    */
   createSnapshot(snap: SnapshotRef): Promise<void>;
 
   /**
    * Deletes a snapshot.
-   * - Idempotent: deleting a missing snapshot succeeds.
-   * - Postconditions: nothing of the snapshot remains; volumes made from it are untouched.
+   * - When: for a snapshot in status `deleting`.
+   * - Preconditions: no volume is being created from it.
+   * - Postconditions: nothing of the snapshot remains; volumes made from it
+   *   and the volume it was taken of are untouched.
+   * - Idempotency: deleting a missing snapshot succeeds.
+   * - Errors: `DriverError`.
    */
   deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void>;
 
   /**
    * Creates a new volume holding a snapshot's data.
-   * - Preconditions: `vol.sizeGiB` ≥ `snap.sizeGiB`; the snapshot exists on this backend.
-   * - Postconditions: the volume has `vol.sizeGiB`; its first `snap.sizeGiB`
-   *   GiB equal the snapshot, the rest reads as zeros; it is independent of
-   *   the snapshot (either may be written or deleted).
-   * - Idempotent: like `createVolume`.
+   * - When: for a volume in status `creating` with a `snapshot_id`.
+   * - Preconditions: `vol.sizeGiB` ≥ `snap.sizeGiB` (the guard checks); the
+   *   snapshot exists on this backend and is not deleted meanwhile.
+   * - Postconditions: the volume has `vol.sizeGiB` GiB; its first
+   *   `snap.sizeGiB` GiB equal the snapshot, the rest reads as zeros; it is
+   *   independent of the snapshot (either may be written or deleted).
+   * - Idempotency: like `createVolume`: an interrupted attempt is completed.
+   * - Errors: `DriverError` (non-retryable when the snapshot is missing).
    */
   createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void>;
 
   /**
-   * Creates a new volume holding a copy of another volume.
-   * - Preconditions: `vol.sizeGiB` ≥ `source.sizeGiB`; no write reaches the
-   *   source meanwhile (the core keeps it detached or quiesced).
+   * Creates a new volume holding a copy of another volume (a clone).
+   * - When: for a volume in status `creating` with a `source_volid`.
+   * - Preconditions: `vol.sizeGiB` ≥ `source.sizeGiB` (the guard checks); no
+   *   write reaches the source meanwhile (the core keeps it detached or
+   *   quiesced, and busy).
    * - Postconditions: like `createVolumeFromSnapshot`, from the source volume.
-   * - Idempotent: like `createVolume`.
+   * - Idempotency: like `createVolume`: an interrupted attempt is completed.
+   * - Errors: `DriverError` (non-retryable when the source is missing).
    */
   cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void>;
 
   /**
    * Puts a snapshot's data back into its volume. Optional: present exactly
    * when `capabilities.supportsRevertToSnapshot`.
-   * - Preconditions: the snapshot is the volume's latest; `vol.sizeGiB` ≥ `snap.sizeGiB`.
+   * - When: for a volume in status `reverting` (3.40).
+   * - Preconditions: the snapshot is the volume's latest; `vol.sizeGiB` ≥
+   *   `snap.sizeGiB`; the volume is detached.
    * - Postconditions: the volume keeps `vol.sizeGiB`; its first `snap.sizeGiB`
-   *   GiB equal the snapshot and the rest reads as zeros; the snapshot is unchanged.
-   * - Idempotent: reverting again gives the same result.
-   * - Default if omitted: the core refuses reverts on this backend.
+   *   GiB equal the snapshot and the rest reads as zeros; the snapshot is
+   *   unchanged. An interrupted revert leaves the old or the reverted data,
+   *   never a mix.
+   * - Idempotency: reverting again gives the same result.
+   * - Errors: `DriverError`.
+   * - Default if omitted: the guard refuses with `NOT_IMPLEMENTED` and the
+   *   API refuses reverts on this backend.
    */
   revertToSnapshot?(vol: VolumeRef, snap: SnapshotRef): Promise<void>;
 
   /**
    * Opens a volume for block I/O.
-   * - Preconditions: the volume exists.
-   * - Errors: `DriverError` when it does not.
+   * - When: for each NBD connection to an attachment's export (and briefly
+   *   during its negotiation), and for backups and copies.
+   * - Preconditions: the volume exists (status available, in-use or busy).
+   * - Postconditions: a handle of the volume's current size; it stays usable
+   *   until closed, whatever management calls run meanwhile (except delete,
+   *   which the core never calls with handles open).
+   * - Idempotency: each call gives a new, independent handle; several may be
+   *   open at once (several connections of one attachment, or attachments
+   *   with `supportsMultiattach`).
+   * - Errors: non-retryable `DriverError` when the volume does not exist.
    */
   openVolume(vol: VolumeRef): Promise<VolumeHandle>;
 
   /**
-   * Releases resources (handles, connections) at shutdown.
+   * Where a volume lives on the volume service's host. Optional: present
+   * exactly when `capabilities.supportsLocalPath`.
+   * - When: the volume service publishes `localPath({ id: '{volume_id}' })`
+   *   in its service report as a template, and connection info for a host on
+   *   the same machine substitutes the volume's id into it; so the path must
+   *   be a pure function of the id that contains the id verbatim.
+   * - Preconditions: none (synchronous, touches nothing).
+   * - Postconditions: an absolute path of a file or block device holding
+   *   the volume byte for byte while it exists, that a loop device may be
+   *   set up on; writes through it are as durable as through a handle once
+   *   the host flushes.
+   * - Idempotency: pure.
+   * - Errors: none.
+   * - Default if omitted: volumes are attached over NBD only.
+   */
+  localPath?(vol: Pick<VolumeRef, 'id'>): string;
+
+  /**
+   * Releases resources (connections, timers) at shutdown.
+   * - When: once, when the volume service stops, after every other call ended.
+   * - Postconditions: nothing of the process holds the backend.
+   * - Idempotency: yes.
    * - Default if omitted: nothing to release.
    */
   close?(): Promise<void>;
 }
+
+/** The id placeholder of a local path template (see {@link VolumeDriver.localPath}). */
+export const VOLUME_ID_PLACEHOLDER = '{volume_id}';
 
 /** Bytes in a GiB. */
 export const GiB = 1024 ** 3;

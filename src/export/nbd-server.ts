@@ -34,6 +34,13 @@ export interface NbdExport {
   readonly key?: string;
   readonly description?: string;
   readonly readOnly: boolean;
+  /**
+   * Whether the volume's handles are coherent (the driver's `canMultiConn`):
+   * then, and only then, the export advertises multi-conn, telling clients
+   * they may open several connections and flush through any one of them.
+   * Default false.
+   */
+  readonly canMultiConn?: boolean;
   /** Opens block I/O for one connection (the handle checks ranges too). */
   open(): Promise<VolumeHandle>;
 }
@@ -425,7 +432,8 @@ class Connection {
   }
 
   private flags(exp: NbdExport): number {
-    let f = TF.HAS_FLAGS | TF.SEND_FLUSH | TF.SEND_FUA | TF.SEND_CACHE | TF.CAN_MULTI_CONN;
+    let f = TF.HAS_FLAGS | TF.SEND_FLUSH | TF.SEND_FUA | TF.SEND_CACHE;
+    if (exp.canMultiConn === true) f |= TF.CAN_MULTI_CONN;
     if (exp.readOnly) f |= TF.READ_ONLY;
     else f |= TF.SEND_TRIM | TF.SEND_WRITE_ZEROES | TF.SEND_FAST_ZERO;
     return f;

@@ -23,6 +23,7 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
         ...(a.psk_identity ? { pskIdentity: a.psk_identity } : {}),
         description: `Basalt volume ${v.id}`,
         readOnly: a.attach_mode === 'ro',
+        canMultiConn: driver.capabilities.canMultiConn,
         open: () => driver.openVolume({ id: v.id, sizeGiB: v.size }),
       };
     },

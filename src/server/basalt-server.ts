@@ -15,7 +15,7 @@ import {
 } from '../db/index.ts';
 import { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
-import { createDriver, type GuardedDriver } from '../drivers/index.ts';
+import { openDriver, type GuardedDriver } from '../drivers/index.ts';
 import { NbdServer } from '../export/index.ts';
 import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
@@ -126,7 +126,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       stoppers.push(await db.listen(FENCE_CHANNEL, (name) => nbd.closeExport(name)));
       log.info({ host: d.nbd_listen, port: address.port }, 'NBD export server listening');
       for (const backend of config.backends) {
-        const driver = createDriver(backend);
+        const driver = openDriver(backend);
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,

@@ -4,7 +4,7 @@
  * specs, job targets. The front door: other folders import from here only.
  */
 export {
-  SERVICE_REPORT_VERSION, readReport, reporting, reportedPool, poolNamed, nbdEndpointOf, localEndpointOf, clusterCan, payloadVersionsOf,
+  SERVICE_REPORT_VERSION, readReport, reporting, reportedPool, poolNamed, nbdEndpointOf, localEndpointOf, localPathOf, clusterCan, payloadVersionsOf,
   type ServiceReport, type PoolReport, type NbdEndpoint, type LocalEndpoint, type ReportingService, type PoolFlag,
 } from './service-report.ts';
 export { fits, type PoolCapacity } from './capacity.ts';

@@ -12,6 +12,7 @@
  * A newer report is read for the fields this release knows.
  */
 import type { ServiceRow, Tx } from '../db/index.ts';
+import { VOLUME_ID_PLACEHOLDER } from '../drivers/index.ts';
 
 /** The report version this release writes. */
 export const SERVICE_REPORT_VERSION = 1;
@@ -48,10 +49,16 @@ export interface NbdEndpoint {
   nbd_require_tls?: boolean;
 }
 
-/** Where volumes are local files, for `local` connections on the service's own host. */
+/**
+ * Where volumes are local files or devices, for `local` connections on the
+ * service's own host: published when its driver declares `supportsLocalPath`.
+ * A report of a release before templates (it had `local_dir`) offers none:
+ * its volumes attach over NBD, which always works.
+ */
 export interface LocalEndpoint {
   local_host: string;
-  local_dir: string;
+  /** The driver's local path with `{volume_id}` standing for the volume's id. */
+  local_path_template: string;
 }
 
 /** What a volume service reports, as stored (JSON) in its row. */
@@ -125,7 +132,13 @@ export function nbdEndpointOf(report: ServiceReport | undefined): NbdEndpoint | 
 
 /** The local endpoint a report announces, if its volumes are local files. */
 export function localEndpointOf(report: ServiceReport | undefined): LocalEndpoint | undefined {
-  return report?.local_host && report.local_dir ? { local_host: report.local_host, local_dir: report.local_dir } : undefined;
+  const template = report?.local_path_template;
+  return report?.local_host && template?.includes(VOLUME_ID_PLACEHOLDER) ? { local_host: report.local_host, local_path_template: template } : undefined;
+}
+
+/** The local path of volume `volumeId` under a local endpoint. */
+export function localPathOf(endpoint: LocalEndpoint, volumeId: string): string {
+  return endpoint.local_path_template.replaceAll(VOLUME_ID_PLACEHOLDER, volumeId);
 }
 
 /**

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { AttachmentRow, ServiceRepository, ServiceRow, VolumeRow } from '../db/index.ts';
 import type { Tx } from '../jobs/index.ts';
-import { localEndpointOf, nbdEndpointOf, readReport, type LocalEndpoint, type NbdEndpoint } from '../services/index.ts';
+import { localEndpointOf, localPathOf, nbdEndpointOf, readReport, type LocalEndpoint, type NbdEndpoint } from '../services/index.ts';
 
 /** Where a volume service exports (its report's NBD endpoint, and its local one if any). */
 export type Endpoint = NbdEndpoint & Partial<LocalEndpoint>;
@@ -39,19 +39,19 @@ export async function chooseEndpoint(q: Tx, services: ServiceRepository, downMs:
 }
 
 /**
- * The connection info of attachment `a` through `endpoint`: the volume's own
- * file as a local device when the host is the volume's own host (file
- * backends), else the NBD export with its TLS-PSK credentials. `encrypted`
+ * The connection info of attachment `a` through `endpoint`: the volume's
+ * local path as a local device when the host is the volume's own host (a
+ * driver with `supportsLocalPath`), else the NBD export with its TLS-PSK credentials. `encrypted`
  * says, as in Cinder, that the host must open an encryption layer over the
  * device: it gets the key id from `GET /volumes/{id}/encryption` and the key
  * from the key manager.
  */
 export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encryption_key_id'>, endpoint: Endpoint, connectorHost: unknown): ConnectionInfo {
   const encrypted = v.encryption_key_id !== null;
-  if (endpoint.local_dir && endpoint.local_host && connectorHost === endpoint.local_host) {
+  if (endpoint.local_path_template && endpoint.local_host && connectorHost === endpoint.local_host) {
     return {
       driver_volume_type: 'local',
-      data: { device_path: `${endpoint.local_dir}/volume-${v.id}`, access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted },
+      data: { device_path: localPathOf({ local_host: endpoint.local_host, local_path_template: endpoint.local_path_template }, v.id), access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted },
     };
   }
   return {

@@ -9,7 +9,7 @@ import type { GuardedDriver } from '../drivers/index.ts';
 import { RoleService, type JobQueue } from '../jobs/index.ts';
 import { volumeHandlers } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
-import { memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type ServiceReport } from '../services/index.ts';
+import { memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ServiceReport } from '../services/index.ts';
 
 /** Settings of a {@link VolumeService}. */
 export interface VolumeServiceOptions extends GroupHandlerDeps {
@@ -67,7 +67,7 @@ export class VolumeService {
     return {
       report_version: SERVICE_REPORT_VERSION,
       volume_backend_name: backend.volume_backend_name,
-      ...(backend.volume_driver === 'file' ? { local_host: this.o.host, local_dir: backend.file_volume_dir } : {}),
+      ...localEndpoint(this.o.host, driver),
       ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port, nbd_require_tls: this.o.nbdEndpoint.requireTls } : {}),
       vendor_name: driver.capabilities.vendorName,
       driver_version: driver.capabilities.driverVersion,
@@ -88,4 +88,10 @@ export class VolumeService {
       })),
     };
   }
+}
+
+/** The local endpoint of a driver with local paths (a loop device on this host may attach its volumes). */
+function localEndpoint(host: string, driver: GuardedDriver): Partial<LocalEndpoint> {
+  const template = driver.localPathTemplate();
+  return template ? { local_host: host, local_path_template: template } : {};
 }

@@ -54,7 +54,7 @@ async function setup(t: TestContext, volumes: Array<{ name: string; sizeGiB: num
       const count = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A): R => { calls++; return fn(...a); };
       return { ...h, read: count(h.read), write: count(h.write), flush: count(h.flush), trim: count(h.trim!), writeZeroes: count(h.writeZeroes!), blockStatus: count(h.blockStatus!) };
     };
-    exports.set(v.name, { name: v.name, key: id, readOnly: v.readOnly ?? false, description: `volume ${id}`, open });
+    exports.set(v.name, { name: v.name, key: id, readOnly: v.readOnly ?? false, canMultiConn: guarded.capabilities.canMultiConn, description: `volume ${id}`, open });
   }
   let calls = 0;
   const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }), dataPlane, pollMicros });

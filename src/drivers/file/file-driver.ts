@@ -10,8 +10,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { DriverError } from '../../errors/index.ts';
 import {
-  DRIVER_CONTRACT_VERSION, GiB,
-  type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  GiB,
+  type BackendStats, type DeclaredCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 import { dataExtentsOf, fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, readNowait, writeNowait } from './native-io.ts';
 import { copyVolumeFile, tryReflink } from './sparse-copy.ts';
@@ -28,15 +28,19 @@ export interface FileDriverOptions {
 
 /** Sparse raw files in a folder. */
 export class FileDriver implements VolumeDriver {
-  readonly contractVersion = DRIVER_CONTRACT_VERSION;
-  readonly capabilities: DriverCapabilities = {
-    canRunInParallel: true, // every call touches only its own file
+  readonly capabilities: DeclaredCapabilities = {
+    canRunInParallel: true, // every call touches only its own files
+    // pread/pwrite/fallocate at explicit offsets on one fd may run at once; the kernel orders overlaps.
+    canRunIoInParallel: true,
+    // Every handle opens the same file: writes land in the one page cache, and
+    // fdatasync through any fd flushes the file's dirty pages, whoever wrote them.
+    canMultiConn: true,
     supportsThinProvisioning: true,
     // Growing a file that connections have open is safe; they see the new size when they reconnect.
     supportsOnlineExtend: true,
-    // Every connection opens the file itself and FLUSH is fdatasync of the shared file.
     supportsMultiattach: true,
     supportsRevertToSnapshot: true,
+    supportsLocalPath: true,
     storageProtocol: 'nbd',
     vendorName: 'Basalt',
     driverVersion: '1.0.0',
@@ -50,6 +54,11 @@ export class FileDriver implements VolumeDriver {
   /** Path of a volume's file. */
   volumePath(id: string): string {
     return path.join(this.options.directory, `volume-${id}`);
+  }
+
+  /** The volume's file: a loop device on this host may attach it directly. */
+  localPath(vol: Pick<VolumeRef, 'id'>): string {
+    return path.resolve(this.volumePath(vol.id));
   }
 
   /** Path of a snapshot's file. */

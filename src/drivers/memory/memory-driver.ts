@@ -9,8 +9,8 @@
  */
 import { DriverError } from '../../errors/index.ts';
 import {
-  DRIVER_CONTRACT_VERSION, GiB,
-  type BackendStats, type DriverCapabilities, type Extent, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  GiB,
+  type BackendStats, type DeclaredCapabilities, type Extent, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 
 const CHUNK = 64 * 1024;
@@ -25,12 +25,23 @@ export interface MemoryDriverOptions {
   totalCapacityGiB?: number;
   /** Whether to offer revert. Default true; false makes a driver that lacks the capability (for tests). */
   supportsRevertToSnapshot?: boolean;
+  /**
+   * Whether to declare multi-conn. Default true (handles share the one
+   * image and flush has nothing to do); false makes a driver that declares
+   * less than it could, for tests of what the export advertises.
+   */
+  canMultiConn?: boolean;
+  /**
+   * Whether calls may overlap. Default true (every call finishes its work
+   * without waiting in between); false makes a serial driver, for tests of
+   * the guard's thread model.
+   */
+  canRunInParallel?: boolean;
 }
 
 /** Volumes and snapshots as chunk maps. */
 export class MemoryDriver implements VolumeDriver {
-  readonly contractVersion = DRIVER_CONTRACT_VERSION;
-  readonly capabilities: DriverCapabilities;
+  readonly capabilities: DeclaredCapabilities;
   /** Volume id → data. Exposed for tests that check for leaks. */
   readonly volumes = new Map<string, Image>();
   /** Snapshot id → data. */
@@ -38,7 +49,11 @@ export class MemoryDriver implements VolumeDriver {
 
   constructor(private readonly options: MemoryDriverOptions) {
     this.capabilities = {
-      canRunInParallel: true,
+      canRunInParallel: options.canRunInParallel ?? true,
+      // A call changes the chunk map without waiting in between, so calls on one handle cannot interleave badly.
+      canRunIoInParallel: true,
+      // Every handle reads and writes the one image in this process's memory.
+      canMultiConn: options.canMultiConn ?? true,
       supportsThinProvisioning: true,
       supportsOnlineExtend: true,
       supportsMultiattach: true,

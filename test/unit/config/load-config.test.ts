@@ -21,7 +21,7 @@ test('defaults with no file', () => {
   assert.equal(c.DEFAULT.auth_strategy, 'noauth');
   assert.deepEqual(c.backends.map((b) => b.name), ['file']);
   assert.equal(c.backends[0]!.volume_driver, 'file');
-  assert.equal(c.backends[0]!.file_volume_dir, path.join(path.resolve('./state'), 'volumes', 'file'));
+  assert.equal(c.backends[0]!.driverOptions.file_volume_dir, path.join(path.resolve('./state'), 'volumes', 'file'));
   assert.equal(c.database.connection, `sqlite://${path.join(path.resolve('./state'), 'basalt.sqlite')}`);
   assert.equal(c.sources.get('DEFAULT.osapi_volume_listen_port'), 'default');
 });

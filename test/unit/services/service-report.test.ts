@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ServiceRow } from '../../../src/db/index.ts';
-import { clusterCan, localEndpointOf, nbdEndpointOf, payloadVersionsOf, readReport, reporting, targetReaders, volumeTarget, memberTarget } from '../../../src/services/index.ts';
+import { clusterCan, localEndpointOf, localPathOf, nbdEndpointOf, payloadVersionsOf, readReport, reporting, targetReaders, volumeTarget, memberTarget } from '../../../src/services/index.ts';
 
 const pool = { pool_name: 'p', total_capacity_gb: 10, free_capacity_gb: 9, provisioned_capacity_gb: 1, reserved_percentage: 0, max_over_subscription_ratio: 20, thin_provisioning_support: true, thick_provisioning_support: false };
 const row = (over: Partial<ServiceRow>): ServiceRow => ({
@@ -26,11 +26,14 @@ test('malformed or absent reports are no reports; endpoints, flags and targets',
   assert.equal(readReport({ capabilities: '{"pools": 3}' }), undefined);
   const text = JSON.stringify({
     report_version: 1, volume_backend_name: 'b', vendor_name: 'Basalt', driver_version: '1', storage_protocol: 'nbd',
-    nbd_host: '127.0.0.1', nbd_port: 10809, local_host: 'h', local_dir: '/v', pools: [{ ...pool, online_extend_support: true, copy_method: 'reflink' }],
+    nbd_host: '127.0.0.1', nbd_port: 10809, local_host: 'h', local_path_template: '/v/volume-{volume_id}', pools: [{ ...pool, online_extend_support: true, copy_method: 'reflink' }],
   });
   const r = readReport({ capabilities: text })!;
   assert.deepEqual(nbdEndpointOf(r), { nbd_host: '127.0.0.1', nbd_port: 10809, nbd_require_tls: false });
-  assert.deepEqual(localEndpointOf(r), { local_host: 'h', local_dir: '/v' });
+  assert.deepEqual(localEndpointOf(r), { local_host: 'h', local_path_template: '/v/volume-{volume_id}' });
+  assert.equal(localPathOf(localEndpointOf(r)!, 'abc'), '/v/volume-abc');
+  const before = readReport({ capabilities: text.replace('"local_path_template":"/v/volume-{volume_id}"', '"local_dir":"/v"') })!;
+  assert.equal(localEndpointOf(before), undefined, 'a report of the release before templates offers NBD only');
   const rows = [row({ capabilities: text }), row({ binary: 'cinder-scheduler', capabilities: text }), row({ cluster: 'other', capabilities: null })];
   assert.equal(reporting(rows).length, 1, 'only volume services with a report');
   assert.equal(clusterCan(rows, 'h@b', 'online_extend_support'), true);
