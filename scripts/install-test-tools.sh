@@ -4,10 +4,11 @@
 set -euo pipefail
 # xfsprogs: the file driver's conformance run on a loop-mounted XFS with reflink=1.
 # postgresql: the functional suite runs again on a real PostgreSQL; etcd-server: the etcd lock backend.
+# strace: the driver conformance suite kills a driver mid-create at a chosen system call (fault injection).
 # qemu-utils, libnbd-bin: real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy); fio and nbdkit for bench/nbd.
 # python3-keystone + uwsgi: a real Keystone for the auth tests; python3-openstackclient drives Basalt through its catalog.
 # tempest: OpenStack Tempest's volume API tests judge API fidelity (test/tempest).
-PKGS=(python3-cinderclient xfsprogs qemu-utils libnbd-bin fio nbdkit postgresql etcd-server
+PKGS=(python3-cinderclient xfsprogs strace qemu-utils libnbd-bin fio nbdkit postgresql etcd-server
   python3-keystone uwsgi-core uwsgi-plugin-python3 python3-openstackclient
   tempest python3-tempest)
 missing=()
