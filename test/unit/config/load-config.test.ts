@@ -93,3 +93,30 @@ test('[keystone_authtoken]: keystone needs auth_url and password; config show ma
   assert.match(shown, /^keystone_authtoken\.password = \*\*\*\* {2}# env BASALT_KEYSTONE_AUTHTOKEN__PASSWORD$/m);
   assert.doesNotMatch(shown, /s3cret/);
 });
+
+test('each driver reads its own options; a backend section refuses options its driver lacks', (t) => {
+  const file = iniFile(t, [
+    '[DEFAULT]', 'enabled_backends = disk, mem',
+    '[backend_defaults]', 'file_volume_dir = /srv/volumes', 'total_capacity_gb = 5',
+    '[mem]', 'volume_driver = memory',
+  ].join('\n'));
+  const [disk, mem] = loadConfig({ configFile: file, env: {} }).backends;
+  assert.deepEqual(disk!.driverOptions, { file_volume_dir: '/srv/volumes', total_capacity_gb: 5 });
+  assert.deepEqual(mem!.driverOptions, { total_capacity_gb: 5 }, '[backend_defaults] may hold options of other drivers');
+  const wrong = iniFile(t, '[DEFAULT]\nenabled_backends = mem\n[mem]\nvolume_driver = memory\nfile_volume_dir = /srv\n');
+  assert.throws(() => loadConfig({ configFile: wrong, env: {} }), /Unknown option file_volume_dir in \[mem\] .*basalt\.conf:5\): driver memory has no such option/);
+  assert.throws(() => loadConfig({ configFile: iniFile(t, '[backend_defaults]\nsnazzy = 1\n'), env: {} }), /Unknown option snazzy in \[backend_defaults\]/);
+});
+
+test('config show documents every option it lists, driver options included', () => {
+  const lines = describeConfig(loadConfig({ env: {} })).split('\n');
+  const options = lines.filter((l) => !l.startsWith('#'));
+  assert.ok(options.length > 40);
+  for (const l of options) {
+    const doc = lines[lines.indexOf(l) - 1]!;
+    assert.match(doc, /^# \S.{10,}/, `${l.split(' ')[0]} has its documentation above it`);
+  }
+  const at = lines.findIndex((l) => l.startsWith('file.file_volume_dir = '));
+  assert.match(lines[at - 1]!, /^# Folder holding the volume and snapshot files/);
+  assert.match(lines[lines.findIndex((l) => l.startsWith('file.volume_driver = ')) - 1]!, /file \(sparse raw files.*memory \(the test double/);
+});
