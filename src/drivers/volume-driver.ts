@@ -30,22 +30,23 @@
  * ## Lifecycle
  *
  * ```text
- *                      registration.create(options)      (one instance per backend)
- *                                   │
- *                                 init                   (once; the guard retries it if it fails)
- *                                   │
- *        getStats (every heartbeat) │ close (at shutdown, after every other call ended)
- *   ────────────────────────────────┼──────────────────────────────────────────────
- *   createVolume ───────────┐       ▼
- *   cloneVolume(source) ────┼──► volume (size N) ──extendVolume(M > N)──► volume (size M)
- *   createVolumeFromSnapshot┘      │  ▲  │   │
- *                    createSnapshot│  │  │   └─openVolume─► handle ─read/write/flush/trim/
- *                                  ▼  │  │                  │   writeZeroes/blockStatus─► close
- *                          snapshot   │  └─localPath (a file or device on this host)
- *                             │  └────┘revertToSnapshot (optional)
- *                             ├─► createVolumeFromSnapshot: a new, independent volume
- *                             └─► deleteSnapshot ─► (gone)
- *   deleteVolume ─► (gone): the core deletes a volume's snapshots and closes its handles first.
+ *   registration.create(options) ──► driver ──init (once, before anything else)──┐
+ *                                                                                 │
+ *   ┌── getStats (at every heartbeat, all along) ◄────────────────────────────────┘
+ *   │
+ *   │   createVolume ─────────────┐
+ *   │   cloneVolume(source) ──────┼──► VOLUME ──extendVolume──► VOLUME (larger; data kept)
+ *   │   createVolumeFromSnapshot ─┘     │ ▲ │
+ *   │                                   │ │ ├── openVolume ──► HANDLE: read, write, flush, trim,
+ *   │                    createSnapshot │ │ │                  writeZeroes, blockStatus … close
+ *   │                                   ▼ │ └── localPath (optional): the volume as a local file
+ *   │                            SNAPSHOT │
+ *   │                              │  └───┘ revertToSnapshot (optional; into its own volume)
+ *   │                              ├──► createVolumeFromSnapshot (a new, independent VOLUME)
+ *   │                              └──► deleteSnapshot ──► gone
+ *   │   deleteVolume ──► gone (after the core deleted its snapshots and its handles closed)
+ *   │
+ *   └── close (at shutdown, once every other call has ended)
  * ```
  *
  * ## Thread model

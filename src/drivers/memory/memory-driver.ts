@@ -31,12 +31,6 @@ export interface MemoryDriverOptions {
    * less than it could, for tests of what the export advertises.
    */
   canMultiConn?: boolean;
-  /**
-   * Whether calls may overlap. Default true (every call finishes its work
-   * without waiting in between); false makes a serial driver, for tests of
-   * the guard's thread model.
-   */
-  canRunInParallel?: boolean;
 }
 
 /** Volumes and snapshots as chunk maps. */
@@ -49,7 +43,7 @@ export class MemoryDriver implements VolumeDriver {
 
   constructor(private readonly options: MemoryDriverOptions) {
     this.capabilities = {
-      canRunInParallel: options.canRunInParallel ?? true,
+      canRunInParallel: true, // every call does its work without waiting in between
       // A call changes the chunk map without waiting in between, so calls on one handle cannot interleave badly.
       canRunIoInParallel: true,
       // Every handle reads and writes the one image in this process's memory.
