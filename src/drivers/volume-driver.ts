@@ -197,60 +197,84 @@ export interface SnapshotRef {
  * Block I/O on an open volume: what the NBD export, backups and image
  * transfers use. Offsets and lengths are in bytes.
  *
- * Common to every method: the guard has checked that the range lies inside
- * `sizeBytes` (safe integers, not negative) and that the handle is not
- * closed; calls overlap only as the capabilities allow (see the thread model
- * above); an error is a `DriverError` (retryable when the backend may
- * recover), and the export answers it with EIO.
+ * Common to every method. Preconditions: the guard has checked that the range
+ * lies inside `sizeBytes` (safe integers, not negative) and that the handle is
+ * not closed; calls overlap only as the capabilities allow (see the thread
+ * model above). Errors: a `DriverError` (retryable when the backend may
+ * recover), which the export answers with EIO; a call that outlives the
+ * backend's `driver_timeout_seconds` fails with a retryable one.
  */
 export interface VolumeHandle {
   /** Size of the volume when it was opened; a handle does not grow with an online extend (reopen to see it). */
   readonly sizeBytes: number;
   /**
    * Reads bytes.
-   * - When: an NBD READ, a backup or copy reading the volume.
+   * - When: an NBD READ; a backup or copy reading the volume.
+   * - Preconditions: common (above).
    * - Postconditions: `length` bytes, the data last written there; never
    *   written ranges read as zeros.
    * - Idempotency: read-only.
+   * - Errors: common (above).
+   * - Default: required.
    */
   read(offset: number, length: number): Promise<Buffer>;
   /**
    * Writes bytes.
-   * - When: an NBD WRITE (and WRITE with FUA, then `flush`), a restore.
+   * - When: an NBD WRITE (with FUA, followed by `flush`); a restore.
+   * - Preconditions: common (above); the export is not read-only.
    * - Postconditions: reads through this handle (and, with `canMultiConn`,
    *   through every handle) return `data`; durable only after `flush`.
    * - Idempotency: writing the same data again changes nothing.
+   * - Errors: common (above); the export answers ENOSPC only for ranges
+   *   past the end, which never reach the driver.
+   * - Default: required.
    */
   write(offset: number, data: Buffer): Promise<void>;
   /**
    * Makes every write completed before the call durable (it survives a power
    * cut). With `canMultiConn` that covers writes made through other handles.
-   * - When: NBD FLUSH, FUA, the end of a connection, before a snapshot of an
-   *   in-use volume.
+   * - When: NBD FLUSH and FUA; the end of a connection; before a snapshot of
+   *   an in-use volume.
+   * - Preconditions: common (above); the export waits for the writes in
+   *   flight on this connection first.
+   * - Postconditions: those writes are on stable storage.
    * - Idempotency: yes.
+   * - Errors: common (above); a failed flush means writes may be lost, so it
+   *   must never be reported as success.
+   * - Default: required.
    */
   flush(): Promise<void>;
   /**
-   * Discards a range: afterwards it may read as zeros or as its old data,
-   * and its space may be freed.
+   * Discards a range.
    * - When: NBD TRIM (discard from the host).
+   * - Preconditions: common (above).
+   * - Postconditions: the range may read as zeros or as its old data, and its
+   *   space may be freed.
+   * - Idempotency: yes.
+   * - Errors: common (above).
    * - Default if omitted: nothing happens (discard is advisory).
    */
   trim?(offset: number, length: number): Promise<void>;
   /**
    * Makes a range read as zeros.
    * - When: NBD WRITE_ZEROES.
+   * - Preconditions: common (above).
    * - Postconditions: the range reads as zeros; with `mayPunch` its space may
    *   be freed (a hole), without it the space stays allocated.
+   * - Idempotency: yes.
+   * - Errors: common (above).
    * - Default if omitted: the guard writes zero buffers through `write`.
    */
   writeZeroes?(offset: number, length: number, mayPunch: boolean): Promise<void>;
   /**
    * Describes the allocation of a range.
-   * - When: NBD BLOCK_STATUS (`base:allocation`), sparse-aware copies.
+   * - When: NBD BLOCK_STATUS (`base:allocation`); sparse-aware copies.
+   * - Preconditions: common (above); `length` > 0.
    * - Postconditions: consecutive extents starting at `offset`; they may stop
    *   short of `length` but cover at least one byte. `zero` must be true only
    *   where the bytes do read as zeros.
+   * - Idempotency: read-only.
+   * - Errors: common (above).
    * - Default if omitted: the whole range is one data extent.
    */
   blockStatus?(offset: number, length: number): Promise<Extent[]>;
@@ -272,11 +296,14 @@ export interface VolumeHandle {
   readonly fd?: number;
   /**
    * Releases the handle.
-   * - When: the end of a connection or of a copy; never while a call on the
-   *   handle runs.
+   * - When: the end of a connection or of a copy.
+   * - Preconditions: no call on the handle runs (the guard queues `close`
+   *   behind them).
    * - Postconditions: the handle is unusable; the volume is unchanged (an
    *   unflushed write may or may not be durable).
    * - Idempotency: closing again succeeds.
+   * - Errors: `DriverError`; the core logs it and forgets the handle.
+   * - Default: required.
    */
   close(): Promise<void>;
 }
@@ -345,6 +372,7 @@ export interface VolumeDriver {
    *   names stay the same between calls (volumes are placed by them).
    * - Idempotency: read-only.
    * - Errors: `DriverError`; the heartbeat then reports the last stats.
+   * - Default: required.
    */
   getStats(): Promise<BackendStats>;
 
@@ -358,6 +386,7 @@ export interface VolumeDriver {
    *   part, all of it), the call completes the volume to the right size and
    *   succeeds.
    * - Errors: `DriverError` (retryable when the backend is temporarily unable).
+   * - Default: required.
    */
   createVolume(vol: VolumeRef): Promise<void>;
 
@@ -370,6 +399,7 @@ export interface VolumeDriver {
    *   leftover of an interrupted create either).
    * - Idempotency: deleting a missing volume succeeds.
    * - Errors: `DriverError`.
+   * - Default: required.
    */
   deleteVolume(vol: Pick<VolumeRef, 'id'>): Promise<void>;
 
@@ -384,6 +414,7 @@ export interface VolumeDriver {
    *   the new size, handles already open keep working at their old size.
    * - Idempotency: a volume already at `newSizeGiB` (or larger) succeeds.
    * - Errors: non-retryable `DriverError` if the volume does not exist.
+   * - Default: required.
    */
   extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void>;
 
@@ -398,6 +429,7 @@ export interface VolumeDriver {
    * - Idempotency: an existing, complete snapshot of that id succeeds; a
    *   partial one left by an interrupted attempt is replaced.
    * - Errors: `DriverError` (non-retryable when the volume is missing).
+   * - Default: required.
    */
   createSnapshot(snap: SnapshotRef): Promise<void>;
 
@@ -409,6 +441,7 @@ export interface VolumeDriver {
    *   and the volume it was taken of are untouched.
    * - Idempotency: deleting a missing snapshot succeeds.
    * - Errors: `DriverError`.
+   * - Default: required.
    */
   deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void>;
 
@@ -422,6 +455,7 @@ export interface VolumeDriver {
    *   independent of the snapshot (either may be written or deleted).
    * - Idempotency: like `createVolume`: an interrupted attempt is completed.
    * - Errors: `DriverError` (non-retryable when the snapshot is missing).
+   * - Default: required.
    */
   createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void>;
 
@@ -434,6 +468,7 @@ export interface VolumeDriver {
    * - Postconditions: like `createVolumeFromSnapshot`, from the source volume.
    * - Idempotency: like `createVolume`: an interrupted attempt is completed.
    * - Errors: `DriverError` (non-retryable when the source is missing).
+   * - Default: required.
    */
   cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void>;
 
@@ -466,6 +501,7 @@ export interface VolumeDriver {
    *   open at once (several connections of one attachment, or attachments
    *   with `supportsMultiattach`).
    * - Errors: non-retryable `DriverError` when the volume does not exist.
+   * - Default: required.
    */
   openVolume(vol: VolumeRef): Promise<VolumeHandle>;
 
@@ -489,9 +525,13 @@ export interface VolumeDriver {
 
   /**
    * Releases resources (connections, timers) at shutdown.
-   * - When: once, when the volume service stops, after every other call ended.
+   * - When: once, when the volume service stops.
+   * - Preconditions: every other call has ended (the guard waits for them,
+   *   timed-out ones included); handles may still be open (their exports
+   *   are closed first, but a copy may be cut short).
    * - Postconditions: nothing of the process holds the backend.
    * - Idempotency: yes.
+   * - Errors: `DriverError`; the core logs it and stops anyway.
    * - Default if omitted: nothing to release.
    */
   close?(): Promise<void>;
