@@ -37,6 +37,9 @@ export interface DriverUnderTest {
 export type DriverFactory = (t: TestContext) => Promise<DriverUnderTest>;
 
 const MiB = 1024 * 1024;
+/** The guard's timeout in the slow-driver cases, and how long the slow call takes: far enough apart for a loaded machine. */
+const TIMEOUT_MS = 800;
+const SLOW_MS = 1300;
 
 function pattern(seed: number, length: number): Buffer {
   const b = Buffer.alloc(length);
@@ -323,8 +326,8 @@ export function driverConformance(name: string, factory: DriverFactory): void {
     let first = true;
     const { driver, recorder } = await setup(t, {
       declare: { canRunInParallel: false },
-      delayMs: (m, subject) => (m === 'createVolume' && subject === slow.id && first ? ((first = false), 600) : 0),
-    }, 400);
+      delayMs: (m, subject) => (m === 'createVolume' && subject === slow.id && first ? ((first = false), SLOW_MS) : 0),
+    }, TIMEOUT_MS);
     const queued = vol();
     const a = driver.createVolume(slow);
     const c = driver.createVolume(queued); // waits behind the slow call, and gives up before its turn
@@ -344,8 +347,8 @@ export function driverConformance(name: string, factory: DriverFactory): void {
     const slow = vol();
     let first = true;
     const { driver, recorder, under } = await setup(t, {
-      delayMs: (m, subject) => (m === 'createVolume' && subject === slow.id && first ? ((first = false), 600) : 0),
-    }, 400);
+      delayMs: (m, subject) => (m === 'createVolume' && subject === slow.id && first ? ((first = false), SLOW_MS) : 0),
+    }, TIMEOUT_MS);
     if (!declaresParallel(under.driver)) return t.skip('the driver is serial');
     await assert.rejects(driver.createVolume(slow), /timed out/);
     const other = vol();
@@ -456,9 +459,10 @@ function declaresParallel(d: VolumeDriver): boolean {
   return d.capabilities.canRunInParallel === true;
 }
 
+/** Whether strace is installed and may trace here (ptrace allowed). */
 function hasStrace(): boolean {
   try {
-    execFileSync('strace', ['-V'], { stdio: 'ignore' });
+    execFileSync('strace', ['-qq', '-o', '/dev/null', 'true'], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
