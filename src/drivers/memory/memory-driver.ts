@@ -23,14 +23,12 @@ export interface MemoryDriverOptions {
   poolName: string;
   /** Capacity to report in GiB. Default 1024. */
   totalCapacityGiB?: number;
-  /** Whether to offer revert. Default true; false makes a driver that lacks the capability (for tests). */
-  supportsRevertToSnapshot?: boolean;
   /**
-   * Whether to declare multi-conn. Default true (handles share the one
-   * image and flush has nothing to do); false makes a driver that declares
-   * less than it could, for tests of what the export advertises.
+   * Capabilities to declare instead of its own, for tests: a driver may
+   * always declare less than it can (no revert, no multi-conn, serial calls,
+   * handle I/O that may not overlap) and the core must then do without.
    */
-  canMultiConn?: boolean;
+  declare?: Partial<DeclaredCapabilities>;
 }
 
 /** Volumes and snapshots as chunk maps. */
@@ -47,14 +45,15 @@ export class MemoryDriver implements VolumeDriver {
       // A call changes the chunk map without waiting in between, so calls on one handle cannot interleave badly.
       canRunIoInParallel: true,
       // Every handle reads and writes the one image in this process's memory.
-      canMultiConn: options.canMultiConn ?? true,
+      canMultiConn: true,
       supportsThinProvisioning: true,
       supportsOnlineExtend: true,
       supportsMultiattach: true,
-      supportsRevertToSnapshot: options.supportsRevertToSnapshot ?? true,
+      supportsRevertToSnapshot: true,
       storageProtocol: 'nbd',
       vendorName: 'Basalt',
       driverVersion: '1.0.0',
+      ...options.declare,
     };
     // Without the capability the method must be absent too, as the contract says.
     if (!this.capabilities.supportsRevertToSnapshot) (this as { revertToSnapshot?: unknown }).revertToSnapshot = undefined;
