@@ -1,0 +1,34 @@
+/** The guard applies the capability defaults in one place: a driver that declares nothing gets the safe answer everywhere. */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { test } from 'node:test';
+import { CAPABILITY_DEFAULTS, GuardedDriver, MemoryDriver, resolveCapabilities, type DeclaredCapabilities } from '../../../src/drivers/index.ts';
+
+const SILENT: Partial<DeclaredCapabilities> = Object.fromEntries(Object.keys(CAPABILITY_DEFAULTS).map((k) => [k, undefined]));
+
+test('resolveCapabilities fills what is not declared, and an explicit undefined is not a declaration', () => {
+  const caps = resolveCapabilities({ vendorName: 'V', driverVersion: '1', canMultiConn: true, supportsOnlineExtend: undefined });
+  assert.deepEqual(caps, { ...CAPABILITY_DEFAULTS, vendorName: 'V', driverVersion: '1', canMultiConn: true });
+  assert.ok(Object.isFrozen(caps));
+  assert.ok(Object.values(CAPABILITY_DEFAULTS).every((v) => v === false || v === 'nbd'), 'every default is the safe answer');
+});
+
+test('a driver that declares nothing is driven with the safe defaults', async () => {
+  const driver = new GuardedDriver(new MemoryDriver({ poolName: 'p', declare: SILENT }), 60_000);
+  assert.deepEqual({ ...driver.capabilities }, { ...CAPABILITY_DEFAULTS, vendorName: 'Basalt', driverVersion: '1.0.0' });
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  const snap = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+  await driver.createSnapshot(snap);
+  await assert.rejects(driver.revertToSnapshot(v, snap), /cannot revert/);
+  assert.throws(() => driver.localPath(v), /no local paths/);
+  const h = await driver.openVolume(v);
+  assert.equal(h.fd, undefined);
+  await assert.rejects(driver.extendVolume(v, 2), /while it is attached/);
+  await Promise.all([h.write(0, Buffer.alloc(4096, 1)), h.write(4096, Buffer.alloc(4096, 2)), h.read(0, 8192)]);
+  assert.ok((await h.read(4096, 4096)).equals(Buffer.alloc(4096, 2)));
+  await h.close();
+  await assert.rejects(h.read(0, 1), /closed/, 'a closed handle refuses calls before the driver sees them');
+  await driver.extendVolume(v, 2);
+  await driver.close();
+});
