@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import { SNAPSHOT_SORT_KEYS, type SnapshotFilter, type SnapshotRow } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { SNAPSHOT_RESET_STATUSES, type SnapshotStatus } from '../volume/index.ts';
 import type { ApiDeps } from './context.ts';
 import { metadataRoutes } from './metadata.ts';
 import { queryValue } from './pagination.ts';
@@ -66,10 +67,10 @@ function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<stri
   return view;
 }
 
-/** `os-reset_status`: the statuses an admin may set (Cinder's list). */
+/** `os-reset_status`: the statuses an admin may set (Cinder's list, declared with the operation table). */
 const RESET_STATUS = {
   type: 'object', required: ['status'], additionalProperties: false,
-  properties: { status: { enum: ['creating', 'available', 'deleting', 'error', 'error_deleting'] } },
+  properties: { status: { enum: SNAPSHOT_RESET_STATUSES } },
 };
 
 /** `os-update_snapshot_status` (a host reporting on a snapshot it takes itself). */
@@ -139,7 +140,7 @@ export function snapshotRoutes(deps: ApiDeps) {
     app.post<{ Params: { id: string } }>('/snapshots/:id/action', async (req, reply) => {
       const [name, arg] = actionOf(req.body);
       if (name === 'os-reset_status') {
-        const a = validate<{ status: string }>(RESET_STATUS, arg);
+        const a = validate<{ status: SnapshotStatus }>(RESET_STATUS, arg);
         await volumeManager.resetSnapshotStatus(req.caller, req.params.id, a.status);
       } else if (name === 'os-force_delete') {
         await volumeManager.requestSnapshotDelete(req.caller, req.params.id, { force: true });

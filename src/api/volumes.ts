@@ -7,7 +7,7 @@ import { cinderTime, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow } from '../db/index.ts';
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { Tx } from '../jobs/index.ts';
-import type { Connector } from '../volume/index.ts';
+import { VOLUME_RESET_STATUSES, type Connector, type VolumeStatus } from '../volume/index.ts';
 import { clusterCan, type PoolFlag } from '../services/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import type { ApiVersion } from './microversion.ts';
@@ -74,11 +74,11 @@ const UPDATE_SCHEMA_STRICT = updateSchema(true);
 const REVERT_BODY = {
   type: 'object', required: ['snapshot_id'], additionalProperties: false, properties: { snapshot_id: { type: 'string', format: 'uuid' } },
 };
-/** `os-reset_status`: the statuses an admin may set (Cinder's list). */
+/** `os-reset_status`: the statuses an admin may set (Cinder's list, declared with the operation table). */
 const RESET_STATUS_BODY = {
   type: 'object', additionalProperties: false, minProperties: 1,
   properties: {
-    status: { enum: ['creating', 'available', 'deleting', 'error', 'error_deleting', 'error_managing', 'managing', 'attaching', 'in-use', 'detaching', 'maintenance', 'reserved', 'error_extending', 'extending'] },
+    status: { enum: VOLUME_RESET_STATUSES },
     attach_status: { enum: ['attached', 'detached'] },
     migration_status: { type: ['string', 'null'] },
   },
@@ -263,7 +263,7 @@ export function volumeRoutes(deps: ApiDeps) {
         });
       },
       'os-reset_status': async (req, arg) => {
-        const a = validate<{ status?: string; attach_status?: string }>(RESET_STATUS_BODY, arg);
+        const a = validate<{ status?: VolumeStatus; attach_status?: string }>(RESET_STATUS_BODY, arg);
         await volumeManager.resetStatus(req.caller, req.params.id, {
           ...(a.status !== undefined ? { status: a.status } : {}), ...(a.attach_status !== undefined ? { attachStatus: a.attach_status } : {}),
         });

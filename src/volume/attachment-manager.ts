@@ -5,7 +5,8 @@
  * makes the name stop resolving and fences its open connections.
  *
  * Volume status: available ➜ reserved ➜ attaching ➜ in-use, and back to
- * available when its last attachment is deleted.
+ * available when its last attachment is deleted — the attach side's status
+ * changes of the operation table (`operations/volume-attach.ts`).
  */
 import { randomBytes } from 'node:crypto';
 import type { Caller, Clock } from '../common/index.ts';
@@ -15,6 +16,7 @@ import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/
 import type { JobQueue, Tx } from '../jobs/index.ts';
 import { chooseEndpoint, connectionInfo } from './connection-info.ts';
 import { busyReason, type LifecycleDeps } from './lifecycle.ts';
+import { volumeBeginDetaching, volumeComplete, volumeConnect, volumeDetach, volumeReserve, volumeRollDetaching } from './operations/index.ts';
 import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 
 /** The notification channel on which deleted attachments' export names are fenced. */
@@ -87,7 +89,7 @@ export class AttachmentManager {
       }
       const busy = await busyReason(this.deps, tx, v.id);
       if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${v.id} is busy: ${busy}.`);
-      if (!joining && !(await volumes.transition(tx, { id: v.id, from: ['available'], to: input.legacyReserve ? 'attaching' : 'reserved', requestId: caller.requestId }))) {
+      if (!joining && !(await volumes.transition(tx, { id: v.id, from: volumeReserve.from, to: input.legacyReserve ? 'attaching' : 'reserved', requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status changed concurrently; try again.`);
       }
       await attachments.insert(tx, {
@@ -125,7 +127,7 @@ export class AttachmentManager {
     }))) {
       throw new InvalidStatusError(`Invalid attachment: attachment ${a.id} is ${a.attach_status} and cannot be given a connector.`);
     }
-    await this.deps.volumes.transition(tx, { id: v.id, from: ['reserved'], to: 'attaching', requestId: caller.requestId });
+    await this.deps.volumes.transition(tx, { id: v.id, from: volumeConnect.from, to: volumeConnect.to[0], requestId: caller.requestId });
   }
 
   /**
@@ -139,7 +141,7 @@ export class AttachmentManager {
       if (!(await this.deps.attachments.transition(tx, id, ['attaching'], 'attached', { attach_time: isoAt(this.deps.clock.now()) }))) {
         throw new InvalidStatusError(`Invalid attachment: attachment ${id} must be attaching (updated with a connector) to complete, but it is ${a.attach_status}.`);
       }
-      await this.deps.volumes.transition(tx, { id: a.volume_id, from: ['attaching', 'reserved'], to: 'in-use', set: { attach_status: 'attached' }, requestId: caller.requestId });
+      await this.deps.volumes.transition(tx, { id: a.volume_id, from: volumeComplete.from, to: volumeComplete.to[0], set: { attach_status: 'attached' }, requestId: caller.requestId });
     });
   }
 
@@ -155,7 +157,7 @@ export class AttachmentManager {
       await this.deps.attachments.delete(tx, id);
       if ((await this.deps.attachments.ofVolume(tx, v.id)).length === 0) {
         await this.deps.volumes.transition(tx, {
-          id: v.id, from: ['reserved', 'attaching', 'in-use', 'detaching'], to: 'available', set: { attach_status: 'detached' }, requestId: caller.requestId,
+          id: v.id, from: volumeDetach.from, to: volumeDetach.to[0], set: { attach_status: 'detached' }, requestId: caller.requestId,
         });
       }
       // Every process's NBD server hears the fence when this commits (any
@@ -189,7 +191,7 @@ export class AttachmentManager {
       .where('id', '=', a.id).execute();
     if (a.attach_status === 'reserved') {
       await this.deps.attachments.transition(this.deps.db.kysely, a.id, ['reserved'], 'attaching');
-      await this.deps.volumes.transition(this.deps.db.kysely, { id: volumeId, from: ['reserved'], to: 'attaching', requestId: caller.requestId });
+      await this.deps.volumes.transition(this.deps.db.kysely, { id: volumeId, from: volumeConnect.from, to: volumeConnect.to[0], requestId: caller.requestId });
     }
     await this.complete(caller, a.id);
   }
@@ -198,8 +200,9 @@ export class AttachmentManager {
   async setDetaching(caller: Caller, volumeId: string, detaching: boolean): Promise<void> {
     const v = await this.deps.volumes.get(this.deps.db.kysely, volumeId, caller.isAdmin ? 'all' : { projectId: caller.projectId });
     if (!v) throw NotFoundError.of('Volume', volumeId);
-    const [from, to] = detaching ? ['in-use', 'detaching'] : ['detaching', 'in-use'];
-    if (!(await this.deps.volumes.transition(this.deps.db.kysely, { id: v.id, from: [from], to, requestId: caller.requestId }))) {
+    const op = detaching ? volumeBeginDetaching : volumeRollDetaching;
+    const [from, to] = [op.from[0], op.to[0]];
+    if (!(await this.deps.volumes.transition(this.deps.db.kysely, { id: v.id, from: op.from, to, requestId: caller.requestId }))) {
       if (!detaching && v.status !== 'detaching') return; // rolling back what was not begun is harmless
       throw new InvalidStatusError(`Invalid volume: Volume ${v.id} status must be ${from}, but current status is: ${v.status}.`);
     }

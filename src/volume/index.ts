@@ -1,5 +1,6 @@
 /** The volume manager, its job kinds, the volume service, attachments and the sweeper's rules. */
 export * from './volume-jobs.ts';
+export * from './operations/index.ts';
 export * from './volume-manager.ts';
 export * from './volume-service.ts';
 export * from './stuck-volumes.ts';

@@ -1,44 +1,41 @@
 /**
- * The sweeper's rules for volumes and snapshots: a row in a transitional
- * status with no queued or running job will never leave it by itself, so it is
- * moved to the matching error status with a user message saying the operation
- * was interrupted.
+ * The sweeper's rules for volumes and snapshots, from the operation table: a
+ * row in a transitional status with no queued or running job will never leave
+ * it by itself, so it is moved to its operation's error status with a user
+ * message saying the operation was interrupted, and the operation's `undo`
+ * runs without a payload (an extend recounts the project's gigabytes).
  */
-import type { Db } from '../db/index.ts';
+import type { Db, Tx } from '../db/index.ts';
 import { isoAt } from '../common/index.ts';
 import type { SweepRule } from '../jobs/index.ts';
 import { MESSAGE_DETAILS } from '../messages/index.ts';
-import { failResource, SNAPSHOT_TRANSITIONAL, VOLUME_TRANSITIONAL, type VolumeJobDeps } from './volume-jobs.ts';
+import { failRow, type ResourceType } from './operations/index.ts';
+import { SNAPSHOT_TRANSITIONAL, VOLUME_TRANSITIONAL, type VolumeJobDeps } from './volume-jobs.ts';
 
 /** Builds the stuck-volume and stuck-snapshot rules. */
 export function stuckResourceRules(db: Db, deps: VolumeJobDeps): SweepRule[] {
-  return [
-    {
-      name: 'stuck-volumes',
+  const rule = (name: string, resource: ResourceType): SweepRule => {
+    const table = resource === 'volume' ? VOLUME_TRANSITIONAL : SNAPSHOT_TRANSITIONAL;
+    const repo = resource === 'volume' ? deps.volumes : deps.snapshots;
+    return {
+      name,
       async sweep(olderThanMs) {
         let moved = 0;
-        for (const v of await deps.volumes.stuck(db.kysely, Object.keys(VOLUME_TRANSITIONAL), isoAt(olderThanMs))) {
-          const ok = await db.kysely.transaction().execute(async (tx) => {
-            if (!(await failResource(deps, tx, { volumeId: v.id }, v.status, MESSAGE_DETAILS.INTERRUPTED, null))) return false;
-            // An extend with no job left no record of how much quota it took:
-            // recount the project's gigabytes from the rows.
-            if (v.status === 'extending') await deps.quotas.recount(tx, v.project_id, ['gigabytes']);
+        for (const row of await repo.stuck(db.kysely, Object.keys(table), isoAt(olderThanMs))) {
+          const status = table[row.status]!;
+          const ok = await db.kysely.transaction().execute(async (tx: Tx) => {
+            if (!(await failRow(deps, tx, resource, row.id, row.status, status, MESSAGE_DETAILS.INTERRUPTED, null))) return false;
+            // Only the operation's own row is undone; a side row (a revert's snapshot) is swept by its own rule.
+            if (status.operation.resource === resource && status.operation.transitional === row.status) {
+              await status.operation.undo?.({ tx, deps, requestId: null }, row as never, undefined);
+            }
             return true;
           });
           if (ok) moved++;
         }
         return moved;
       },
-    },
-    {
-      name: 'stuck-snapshots',
-      async sweep(olderThanMs) {
-        let moved = 0;
-        for (const s of await deps.snapshots.stuck(db.kysely, Object.keys(SNAPSHOT_TRANSITIONAL), isoAt(olderThanMs))) {
-          if (await db.kysely.transaction().execute((tx) => failResource(deps, tx, { snapshotId: s.id }, s.status, MESSAGE_DETAILS.INTERRUPTED, null))) moved++;
-        }
-        return moved;
-      },
-    },
-  ];
+    };
+  };
+  return [rule('stuck-volumes', 'volume'), rule('stuck-snapshots', 'snapshot')];
 }

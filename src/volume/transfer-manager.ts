@@ -13,6 +13,7 @@ import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/
 import type { JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import { snapshotQuota, typeNameOf, volumeQuota } from './volume-quota.ts';
+import { volumeOffer, volumeOfferSettled } from './operations/index.ts';
 
 /** What transfers need. */
 export interface TransferManagerDeps {
@@ -52,7 +53,7 @@ export class TransferManager {
         const busy = (await snapshots.ofVolume(tx, v.id)).find((s) => s.status !== 'available');
         if (busy) throw new InvalidStatusError(`Invalid snapshot: Snapshot ${busy.id} of the volume is ${busy.status}; snapshots move with the volume and must be available.`);
       }
-      await volumes.transition(tx, { id: v.id, from: ['available'], to: 'awaiting-transfer', requestId: caller.requestId });
+      await volumes.transition(tx, { id: v.id, from: volumeOffer.from, to: volumeOffer.to[0], requestId: caller.requestId });
       // An available volume's earlier offer is stale (an admin reset the volume's
       // status): it is withdrawn, or it would become acceptable again with this one.
       await tx.deleteFrom('transfers').where('volume_id', '=', v.id).execute();
@@ -89,7 +90,7 @@ export class TransferManager {
     await this.deps.queue.transaction(async (tx) => {
       const t = await this.lockTransfer(tx, () => this.get(caller, id, tx));
       await tx.deleteFrom('transfers').where('id', '=', t.id).execute();
-      await this.deps.volumes.transition(tx, { id: t.volume_id, from: ['awaiting-transfer'], to: 'available', requestId: caller.requestId });
+      await this.deps.volumes.transition(tx, { id: t.volume_id, from: volumeOfferSettled.from, to: volumeOfferSettled.to[0], requestId: caller.requestId });
     });
   }
 
@@ -118,7 +119,7 @@ export class TransferManager {
       // Quota moves with the rows: taken in the new project (which may refuse), given back in the old.
       await quotas.consume(tx, caller.projectId, volumeQuota(v.size, typeName), v.size);
       for (const s of moving) await quotas.consume(tx, caller.projectId, snapshotQuota(s.volume_size, typeName));
-      await volumes.transition(tx, { id: v.id, from: ['awaiting-transfer'], to: 'available', set: { project_id: caller.projectId, user_id: caller.userId }, requestId: caller.requestId });
+      await volumes.transition(tx, { id: v.id, from: volumeOfferSettled.from, to: volumeOfferSettled.to[0], set: { project_id: caller.projectId, user_id: caller.userId }, requestId: caller.requestId });
       for (const s of moving) await tx.updateTable('snapshots').set({ project_id: caller.projectId, user_id: caller.userId }).where('id', '=', s.id).execute();
       await quotas.release(tx, v.project_id, volumeQuota(v.size, typeName));
       for (const s of moving) await quotas.release(tx, s.project_id, snapshotQuota(s.volume_size, typeName));

@@ -1,0 +1,13 @@
+/** The operation table, its runtime and the status unions derived from it (docs/operations.md). */
+export * from './operation.ts';
+export * from './runtime.ts';
+export * from './table.ts';
+export * from './volume-create.ts';
+export * from './volume-delete.ts';
+export * from './volume-extend.ts';
+export * from './volume-revert.ts';
+export * from './volume-retype.ts';
+export * from './snapshot-create.ts';
+export * from './snapshot-delete.ts';
+export * from './volume-attach.ts';
+export * from './volume-transfer.ts';
