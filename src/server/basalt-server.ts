@@ -63,7 +63,10 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const { config } = input;
   const d = config.DEFAULT;
   const roles = new Set(input.roles ?? ROLES);
-  const log = input.logger ?? pino({ level: d.log_level, base: { service: 'basalt' } });
+  // Log lines leave through an asynchronous buffer: a synchronous write to a slow reader
+  // (a pipe, journald) blocks the event loop, and the database — not the log — is the record
+  // of what happened (bench/api: 100 creates 2.3 s -> 1.3 s with stdout on a pipe).
+  const log = input.logger ?? pino({ level: d.log_level, base: { service: 'basalt' } }, pino.destination({ dest: 1, sync: false }));
   const clock = input.clock ?? systemClock;
 
   if (roles.has('api') && d.auth_strategy === 'noauth' && !isLoopback(d.osapi_volume_listen) && !d.allow_noauth_on_any_address) {
