@@ -7,11 +7,11 @@
 import type { Clock } from '../common/index.ts';
 import type { Db } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
-import type { JobHandler } from '../jobs/index.ts';
+import type { AnyJobKind, JobHandler } from '../jobs/index.ts';
 import type { Coordinator } from '../coordination/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
-import { operationHandler, snapshotCreate, snapshotDelete, volumeCreate, volumeDelete, volumeExtend, volumeRevert } from './operations/index.ts';
+import { OPERATIONS, operationHandler, type Operation } from './operations/index.ts';
 import type { FencePayload, VolumeJobKinds } from './volume-jobs.ts';
 
 /** What the handlers need. */
@@ -28,9 +28,13 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   exports?: { closeExport(name: string): void; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
 }
 
-/** Builds the handlers over one backend's driver. */
+/**
+ * Builds the handlers over one backend's driver: one for the main job of
+ * every operation of the table that runs on a backend, and the fence.
+ */
 export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
   const { kinds } = deps;
+  const byName = new Map<string, AnyJobKind>(Object.values(kinds).map((k: AnyJobKind) => [k.kind, k]));
   const fence: JobHandler<FencePayload> = {
     kind: kinds.fence,
     async run(ctx, p) {
@@ -38,13 +42,13 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       await ctx.complete();
     },
   };
+  const operations = (OPERATIONS as readonly Operation[]).filter((op) => op.jobs?.main && op.run);
   return [
-    operationHandler(volumeCreate, kinds.create, deps, driver),
-    operationHandler(volumeExtend, kinds.extend, deps, driver),
-    operationHandler(volumeDelete, kinds.delete, deps, driver),
-    operationHandler(volumeRevert, kinds.revert, deps, driver),
-    operationHandler(snapshotCreate, kinds.snapshotCreate, deps, driver),
-    operationHandler(snapshotDelete, kinds.snapshotDelete, deps, driver),
+    ...operations.map((op) => {
+      const kind = byName.get(op.jobs!.main.kind);
+      if (!kind) throw new Error(`job kind ${op.jobs!.main.kind} of ${op.name} is not in volumeJobKinds`);
+      return operationHandler(op, kind, deps, driver);
+    }),
     fence,
   ];
 }

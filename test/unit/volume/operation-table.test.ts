@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  OPERATIONS, SNAPSHOT_RESET_STATUSES, SNAPSHOT_TRANSITIONAL, transitionalStatuses, VOLUME_RESET_STATUSES, VOLUME_TRANSITIONAL, volumeJobKinds,
+  OPERATIONS, SNAPSHOT_RESET_STATUSES, SNAPSHOT_TRANSITIONAL, transitionalStatuses, VOLUME_RESET_STATUSES, VOLUME_TRANSITIONAL, volumeHandlers, volumeJobKinds,
   type Operation,
 } from '../../../src/volume/index.ts';
 
@@ -51,4 +51,13 @@ test('every operation declares consistent statuses', () => {
     }
     if (op.shape === 'status') assert.equal(op.transitional, null, `${op.name}: a status change takes effect at once`);
   }
+});
+
+test('every job of the table is a registered kind, and every backend job has a handler', () => {
+  const kinds = new Set(Object.values(volumeJobKinds({} as never)).map((k) => k.kind));
+  for (const op of OPERATIONS as readonly Operation[]) {
+    for (const schema of Object.values(op.jobs ?? {})) assert.ok(kinds.has(schema.kind), `${op.name}: ${schema.kind} is registered`);
+  }
+  const handled = volumeHandlers({ kinds: volumeJobKinds({} as never) } as never, {} as never).map((h) => h.kind.kind).sort();
+  assert.deepEqual(handled, ['export.fence', 'snapshot.create', 'snapshot.delete', 'volume.create', 'volume.delete', 'volume.extend', 'volume.revert']);
 });
