@@ -11,10 +11,9 @@ import type { JobKind, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { MessageDetail } from '../messages/index.ts';
 import {
-  failRow, operationJobKind, snapshotCreate, snapshotDelete, transitionalStatuses, volumeCreate, volumeDelete, volumeExtend, volumeRevert,
+  failRow, operationJobKind, payloadParser, snapshotCreate, snapshotDelete, transitionalStatuses, volumeCreate, volumeDelete, volumeExtend, volumeRevert,
   type CreatePayload, type DeletePayload, type ExtendPayload, type RevertPayload, type SchedulePayload, type SnapshotPayload, type TransitionalStatus,
 } from './operations/index.ts';
-import { payloadParser } from './operations/operation.ts';
 
 export type { CreatePayload, DeletePayload, ExtendPayload, RevertPayload, SchedulePayload, SnapshotPayload, TransitionalStatus };
 

@@ -157,7 +157,11 @@ export interface ChangeOperation<R extends ResourceType = ResourceType, P = any,
   readonly busy?: 'writing' | 'reading' | 'none';
   /** Whether a frozen backend refuses it. Default true. */
   readonly refusedWhenFrozen?: boolean;
-  /** The statuses this request may start from. Default {@link from}; e.g. a forced delete starts from any. */
+  /**
+   * The statuses this request may start from. Default {@link from}; e.g. a
+   * forced delete starts from any. May throw to refuse a request whose input
+   * is wrong whatever the status (a revert to another volume's snapshot).
+   */
   startsFrom?(ctx: RequestContext, row: RowOf<R>, input: I): Promise<readonly string[]> | readonly string[];
   /** The refusal of a request in another status (Cinder's wording). */
   refusal(row: RowOf<R>, allowed: readonly string[], input: I): string;

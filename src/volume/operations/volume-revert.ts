@@ -26,12 +26,14 @@ export interface RevertVolumeInput {
   backendCanRevert: (tx: Tx, cluster: string) => Promise<boolean>;
 }
 
+const volumeRevertFrom = ['available'] as const;
+
 /** The volume revert operation. */
 export const volumeRevert = operation<'volume', RevertPayload, RevertVolumeInput>().change({
   shape: 'change',
   name: 'volume.revert',
   resource: 'volume',
-  from: ['available'],
+  from: volumeRevertFrom,
   transitional: 'reverting',
   to: ['available'],
   error: 'error',
@@ -40,11 +42,17 @@ export const volumeRevert = operation<'volume', RevertPayload, RevertVolumeInput
   lock: 'volume',
   jobs: { main: { kind: 'volume.revert', version: 1, minVersion: 1, parse: payloadParser<RevertPayload>({ volumeId: 'string', snapshotId: 'string' }) } },
 
+  // The snapshot is looked up before the volume's status is judged (as Basalt always did):
+  // an unknown or foreign snapshot is refused whatever the volume's status.
+  async startsFrom({ tx, caller, look }, v, input) {
+    const snap = await look.getSnapshot(caller, input.snapshotId, tx);
+    if (snap.volume_id !== v.id) throw new InvalidInputError(`Invalid input received: Snapshot ${input.snapshotId} is not a snapshot of volume ${v.id}.`);
+    return volumeRevertFrom;
+  },
   refusal: (v) => `Invalid volume: Volume ${v.id} status must be available to revert, but current status is: ${v.status}.`,
 
   async check({ tx, caller, deps, look }, v, input) {
     const snap = await look.getSnapshot(caller, input.snapshotId, tx);
-    if (snap.volume_id !== v.id) throw new InvalidInputError(`Invalid input received: Snapshot ${input.snapshotId} is not a snapshot of volume ${v.id}.`);
     if (snap.status !== 'available') throw new InvalidStatusError(`Invalid snapshot: Snapshot ${input.snapshotId} status must be available to revert, but current status is: ${snap.status}.`);
     const all = await deps.snapshots.ofVolume(tx, v.id);
     if (all[all.length - 1]?.id !== snap.id) {
