@@ -63,6 +63,8 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:volume_admin_actions:reset_status', 'POST', '/volumes/:id/action', 'admin', { action: 'os-reset_status' }),
   e('volume_extension:volume_admin_actions:force_delete', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_delete' }),
   e('volume_extension:volume_admin_actions:force_detach', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_detach' }),
+  e('volume_extension:volume_admin_actions:migrate_volume', 'POST', '/volumes/:id/action', 'admin', { action: 'os-migrate_volume' }),
+  e('volume_extension:volume_admin_actions:migrate_volume_completion', 'POST', '/volumes/:id/action', 'admin', { action: 'os-migrate_volume_completion' }),
   e('volume_extension:volume_actions:reserve', 'POST', '/volumes/:id/action', 'member', { action: 'os-reserve' }),
   e('volume_extension:volume_actions:unreserve', 'POST', '/volumes/:id/action', 'member', { action: 'os-unreserve' }),
   e('volume_extension:volume_actions:initialize_connection', 'POST', '/volumes/:id/action', 'member', { action: 'os-initialize_connection' }),

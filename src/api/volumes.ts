@@ -92,6 +92,14 @@ const RETYPE_BODY = {
   type: 'object', required: ['new_type'], additionalProperties: false,
   properties: { new_type: { type: 'string', minLength: 1, maxLength: 255 }, migration_policy: { enum: ['never', 'on-demand', null] } },
 };
+const MIGRATE_BODY = {
+  type: 'object', additionalProperties: false,
+  properties: { host: { type: ['string', 'null'], maxLength: 255 }, cluster: { type: 'string', maxLength: 255 }, force_host_copy: strictBool, lock_volume: strictBool },
+};
+const MIGRATE_COMPLETION_BODY = {
+  type: 'object', required: ['new_volume'], additionalProperties: false,
+  properties: { new_volume: { type: 'string', format: 'uuid' }, error: { type: ['string', 'null', 'boolean'] } },
+};
 const EXTEND_BODY = {
   type: 'object', required: ['new_size'], additionalProperties: false, properties: { new_size: sizeSchema },
 };
@@ -135,12 +143,13 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     consistencygroup_id: null,
     multiattach: v.multiattach === 1,
   };
-  if (caller.isAdmin) view.migration_status = null;
+  if (caller.isAdmin) view.migration_status = v.migration_status;
   if (action === 'show') {
     view['os-vol-tenant-attr:tenant_id'] = v.project_id;
     if (caller.isAdmin) {
       view['os-vol-host-attr:host'] = v.host;
-      view['os-vol-mig-status-attr:migstat'] = null;
+      view['os-vol-mig-status-attr:migstat'] = v.migration_status;
+      // A moved volume keeps its id as its storage's name on the new backend: there is no other name to show.
       view['os-vol-mig-status-attr:name_id'] = null;
     }
   }
@@ -285,6 +294,16 @@ export function volumeRoutes(deps: ApiDeps) {
         const a = validate<{ new_type: string; migration_policy?: 'never' | 'on-demand' | null }>(RETYPE_BODY, arg);
         await volumeManager.requestRetype(req.caller, req.params.id, a.new_type, a.migration_policy ?? 'never');
       },
+      'os-migrate_volume': async (req, arg) => {
+        const a = validate<{ host?: string | null; cluster?: string; force_host_copy?: boolean | string; lock_volume?: boolean | string }>(MIGRATE_BODY, arg);
+        const cluster = req.apiVersion.atLeast('3.16') ? a.cluster : undefined;
+        if (a.cluster !== undefined && cluster === undefined) throw new InvalidInputError("Invalid input for field/attribute os-migrate_volume. Additional properties are not allowed ('cluster' was unexpected)");
+        if (!a.host === !cluster) throw new InvalidInputError('Invalid input received: give exactly one of host and cluster.');
+        await volumeManager.requestMigrate(req.caller, req.params.id, {
+          ...(a.host ? { host: a.host } : {}), ...(cluster ? { cluster } : {}),
+          forceHostCopy: a.force_host_copy !== undefined && asBool(a.force_host_copy), lockVolume: a.lock_volume !== undefined && asBool(a.lock_volume),
+        });
+      },
       revert: async (req, arg) => {
         if (!req.apiVersion.atLeast('3.40')) throw new InvalidInputError('There is no such action: revert');
         const a = validate<{ snapshot_id: string }>(REVERT_BODY, arg);
@@ -319,6 +338,16 @@ export function volumeRoutes(deps: ApiDeps) {
       'os-terminate_connection': async (req, arg) => {
         validate(connectorBody, arg);
         await volumeManager.get(req.caller, req.params.id); // the attachment stays until os-detach, as in Cinder
+      },
+      'os-migrate_volume_completion': async (req, arg) => {
+        // Basalt moves a volume under its own id and finishes the move itself: no
+        // destination row ever waits for a compute-driven swap, so this refuses as
+        // Cinder does for a destination that is not the source's migration target.
+        const a = validate<{ new_volume: string; error?: string | boolean | null }>(MIGRATE_COMPLETION_BODY, arg);
+        const v = await volumeManager.get(req.caller, req.params.id);
+        const target = await volumeManager.get(req.caller, a.new_volume);
+        if (!v.migration_status) throw new InvalidInputError('Invalid volume: Source volume not mid-migration.');
+        throw new InvalidInputError(`Invalid volume: Destination ${target.id} has migration_status ${target.migration_status}, expected target:${v.id}.`);
       },
       'os-force_detach': async (req, arg) => {
         await deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validate<{ attachment_id?: string | null } | null>(detachBody, arg ?? null)?.attachment_id ?? null });

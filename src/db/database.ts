@@ -21,6 +21,7 @@ import * as m0009 from './migrations/0009-service-frozen.ts';
 import * as m0010 from './migrations/0010-groups.ts';
 import * as m0011 from './migrations/0011-encryption.ts';
 import * as m0012 from './migrations/0012-readonly-progress.ts';
+import * as m0013 from './migrations/0013-volume-migration.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -36,6 +37,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0010-groups': m0010,
   '0011-encryption': m0011,
   '0012-readonly-progress': m0012,
+  '0013-volume-migration': m0013,
 };
 
 /** An open database. */

@@ -36,6 +36,10 @@ export interface VolumesTable {
   encryption_key_id: string | null;
   /** The generic volume group the volume belongs to (0010). */
   group_id: string | null;
+  /** Cinder's migration status (0013): null when never moved, `migrating`, `success` or `error`. */
+  migration_status: string | null;
+  /** The destination pool (`host@backend#pool`) while a move runs (0013), null otherwise. */
+  migration_host: string | null;
 }
 
 /** `volume_metadata`: user key/value pairs of a volume. */

@@ -40,6 +40,11 @@ export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter
     super(clock, { table: 'volumes', resourceType: 'volume', metadataTable: 'volume_metadata', metadataKey: 'volume_id', keyset: VOLUME_KEYSET, jobParent: 'group_id' });
   }
 
+  /** Inserts a volume; the migration columns (0013) start null unless given, as a volume never moved has them. */
+  override async insert(q: Q, row: Omit<VolumeRow, 'migration_status' | 'migration_host'> & Partial<Pick<VolumeRow, 'migration_status' | 'migration_host'>>, metadata: Record<string, string>): Promise<void> {
+    await super.insert(q, { migration_status: null, migration_host: null, ...row }, metadata);
+  }
+
   protected override narrow(s: AnySelect, f: VolumeFilter): AnySelect {
     if (f.availabilityZone !== undefined) s = s.where('volumes.availability_zone', '=', f.availabilityZone);
     if (f.bootable !== undefined) s = s.where('volumes.bootable', '=', f.bootable ? 1 : 0);

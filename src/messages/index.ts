@@ -17,6 +17,7 @@ export const MESSAGE_ACTIONS = {
   CREATE_VOLUME: { id: '013', text: 'create volume' },
   DELETE_VOLUME: { id: '016', text: 'delete volume' },
   REVERT_VOLUME: { id: '021', text: 'revert volume to snapshot' },
+  MIGRATE_VOLUME: { id: '022', text: 'migrate volume' },
 } as const;
 
 /** What went wrong. Ids are stable. */

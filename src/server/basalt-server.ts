@@ -133,7 +133,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
-          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls },
+          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls }, drivers,
         });
         drivers.set(svc.cluster, driver);
         await svc.start();

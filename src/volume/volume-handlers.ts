@@ -11,7 +11,7 @@ import type { AnyJobKind, JobHandler } from '../jobs/index.ts';
 import type { Coordinator } from '../coordination/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
-import { OPERATIONS, operationHandler, type Operation } from './operations/index.ts';
+import { migrateCleanupHandler, OPERATIONS, operationHandler, type Operation } from './operations/index.ts';
 import type { FencePayload, VolumeJobKinds } from './volume-jobs.ts';
 
 /** What the handlers need. */
@@ -26,6 +26,8 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   keys: KeyManager;
   /** The process's export server, for fencing and for quiescing writes around in-use snapshots. */
   exports?: { closeExport(name: string): void; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
+  /** The drivers of every backend this process serves, by cluster: a migration reads its source through them. */
+  drivers?: ReadonlyMap<string, GuardedDriver>;
 }
 
 /**
@@ -49,6 +51,7 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
       if (!kind) throw new Error(`job kind ${op.jobs!.main.kind} of ${op.name} is not in volumeJobKinds`);
       return operationHandler(op, kind, deps, driver);
     }),
+    migrateCleanupHandler(deps, driver, kinds.migrateCleanup),
     fence,
   ];
 }

@@ -11,11 +11,12 @@ import type { JobKind, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { MessageDetail } from '../messages/index.ts';
 import {
-  failRow, operationJobKind, payloadParser, snapshotCreate, snapshotDelete, transitionalStatuses, volumeCreate, volumeDelete, volumeExtend, volumeRevert,
-  type CreatePayload, type DeletePayload, type ExtendPayload, type RevertPayload, type SchedulePayload, type SnapshotPayload, type TransitionalStatus,
+  failRow, operationJobKind, payloadParser, snapshotCreate, snapshotDelete, transitionalStatuses, volumeCreate, volumeDelete, volumeExtend, volumeMigrate, volumeRevert,
+  type CreatePayload, type DeletePayload, type ExtendPayload, type MigrateCleanupPayload, type MigratePayload, type RevertPayload, type SchedulePayload,
+  type SnapshotPayload, type TransitionalStatus,
 } from './operations/index.ts';
 
-export type { CreatePayload, DeletePayload, ExtendPayload, RevertPayload, SchedulePayload, SnapshotPayload, TransitionalStatus };
+export type { CreatePayload, DeletePayload, ExtendPayload, MigrateCleanupPayload, MigratePayload, RevertPayload, SchedulePayload, SnapshotPayload, TransitionalStatus };
 
 /** `export.fence` (target: the volume's cluster): drop every connection of a deleted attachment's export. */
 export interface FencePayload { exportName: string }
@@ -27,6 +28,8 @@ export interface VolumeJobKinds {
   extend: JobKind<ExtendPayload>;
   delete: JobKind<DeletePayload>;
   revert: JobKind<RevertPayload>;
+  migrate: JobKind<MigratePayload>;
+  migrateCleanup: JobKind<MigrateCleanupPayload>;
   snapshotCreate: JobKind<SnapshotPayload>;
   snapshotDelete: JobKind<SnapshotPayload>;
   fence: JobKind<FencePayload>;
@@ -73,6 +76,12 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
     extend: operationJobKind(volumeExtend, volumeExtend.jobs.main, deps),
     delete: operationJobKind(volumeDelete, volumeDelete.jobs.main, deps),
     revert: operationJobKind(volumeRevert, volumeRevert.jobs.main, deps),
+    migrate: operationJobKind(volumeMigrate, volumeMigrate.jobs.main, deps),
+    migrateCleanup: {
+      ...volumeMigrate.jobs.cleanup, resourceType: 'volume',
+      // The row has settled already (moved, or back where it was): a copy left behind is only space, never the volume's data.
+      async onFailure() { /* nothing to mark */ },
+    },
     snapshotCreate: operationJobKind(snapshotCreate, snapshotCreate.jobs.main, deps),
     snapshotDelete: operationJobKind(snapshotDelete, snapshotDelete.jobs.main, deps),
     fence: {

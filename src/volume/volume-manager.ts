@@ -13,13 +13,13 @@ import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } fro
 import type { KeyManager } from '../keymgr/index.ts';
 import type { Enqueue, JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
-import { fits, reportedPool } from '../services/index.ts';
+import { fits, reportedPool, unmetSpecs } from '../services/index.ts';
 import { busyReason } from './lifecycle.ts';
 import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import {
-  OperationRuntime, snapshotCreate, snapshotDelete, volumeCreate, volumeDelete, volumeExtend, volumeRetype, volumeRevert,
-  type CreateSnapshotInput, type CreateVolumeInput, type DeleteVolumeInput, type SnapshotStatus, type VolumeStatus,
+  OperationRuntime, snapshotCreate, snapshotDelete, volumeCreate, volumeDelete, volumeExtend, volumeMigrate, volumeRetype, volumeRevert,
+  type CreateSnapshotInput, type CreateVolumeInput, type DeleteVolumeInput, type MigrateVolumeInput, type SnapshotStatus, type VolumeStatus,
 } from './operations/index.ts';
 import { refuseIfAttached, releaseVolumeReferences } from './volume-references.ts';
 
@@ -198,7 +198,34 @@ export class VolumeManager {
    * @throws NotFoundError, InvalidInputError (same type, pool does not fit, encryption differs, migration needed), InvalidStatusError, QuotaExceededError.
    */
   async requestRetype(caller: Caller, id: string, newType: string, migrationPolicy: 'never' | 'on-demand'): Promise<void> {
-    await this.runtime.change(volumeRetype, caller, id, { newType, migrationPolicy });
+    const move = migrationPolicy === 'on-demand' ? await this.retypeMoves(caller, id, newType) : undefined;
+    if (move) await this.runtime.change(volumeMigrate, caller, id, { newType: move });
+    else await this.runtime.change(volumeRetype, caller, id, { newType, migrationPolicy });
+  }
+
+  /**
+   * The new type when a retype must move the volume (its pool does not meet
+   * the type, and nothing else refuses the retype), else undefined: the
+   * in-place retype then decides, and refuses what it cannot do. Read outside
+   * the request's transaction: whichever operation runs checks again under
+   * the row's lock.
+   */
+  private async retypeMoves(caller: Caller, id: string, newType: string): Promise<VolumeType | undefined> {
+    const q = this.deps.db.kysely;
+    const v = await this.get(caller, id, q);
+    const type = await this.deps.types.find(q, newType, caller);
+    if (!type || type.id === v.volume_type_id || !v.host || !(await this.deps.typeEncryption.sameEncryption(q, v.volume_type_id, type.id))) return undefined;
+    const reported = await reportedPool(q, v.host);
+    return reported && unmetSpecs(reported.report, reported.pool, type.extra_specs).length === 0 ? undefined : type;
+  }
+
+  /**
+   * An admin's `os-migrate_volume` (`volume.migrate`): copies an available
+   * volume to another backend's pool and moves its row there.
+   * @throws NotFoundError, InvalidInputError (unknown, same or unfit host, snapshots, group), InvalidStatusError (not available, migrating, busy).
+   */
+  async requestMigrate(caller: Caller, id: string, input: MigrateVolumeInput): Promise<void> {
+    await this.runtime.change(volumeMigrate, caller, id, input);
   }
 
   /**

@@ -7,6 +7,7 @@ export * from './volume-delete.ts';
 export * from './volume-extend.ts';
 export * from './volume-revert.ts';
 export * from './volume-retype.ts';
+export * from './volume-migrate.ts';
 export * from './snapshot-create.ts';
 export * from './snapshot-delete.ts';
 export * from './volume-attach.ts';

@@ -12,13 +12,14 @@ import { volumeBeginDetaching, volumeComplete, volumeConnect, volumeDetach, volu
 import { volumeCreate } from './volume-create.ts';
 import { volumeDelete } from './volume-delete.ts';
 import { volumeExtend } from './volume-extend.ts';
+import { volumeMigrate } from './volume-migrate.ts';
 import { volumeRetype } from './volume-retype.ts';
 import { volumeRevert } from './volume-revert.ts';
 import { volumeOffer, volumeOfferSettled } from './volume-transfer.ts';
 
 /** Every operation. Adding one: a new file in this folder, a line here, and its tests. */
 export const OPERATIONS = [
-  volumeCreate, volumeDelete, volumeExtend, volumeRevert, volumeRetype,
+  volumeCreate, volumeDelete, volumeExtend, volumeRevert, volumeRetype, volumeMigrate,
   snapshotCreate, snapshotDelete,
   volumeReserve, volumeConnect, volumeComplete, volumeBeginDetaching, volumeRollDetaching, volumeDetach,
   volumeOffer, volumeOfferSettled,
@@ -27,10 +28,10 @@ export const OPERATIONS = [
 /**
  * Cinder's volume statuses that no Basalt operation owns yet, kept because an
  * admin may set them (`os-reset_status`) or a delete starts from them:
- * `maintenance` (an operator's), `managing`/`error_managing` (manage, issue 12
- * part 5), `error_restoring` (backup restore).
+ * `managing`/`error_managing` (manage, issue 12 part 5), `error_restoring`
+ * (backup restore). `maintenance` is a migration's (`volume-migrate.ts`).
  */
-export const UNOWNED_VOLUME_STATUSES = ['maintenance', 'managing', 'error_managing', 'error_restoring'] as const;
+export const UNOWNED_VOLUME_STATUSES = ['managing', 'error_managing', 'error_restoring'] as const;
 
 type Ops = (typeof OPERATIONS)[number];
 type Declared<O> = O extends { from: readonly (infer F)[]; transitional: infer T; to: readonly (infer U)[]; error: infer E } ? F | T | U | E : never;

@@ -12,6 +12,7 @@ test('each transitional status has one error status and one message action', () 
     deleting: ['error_deleting', 'delete volume', 'volume.delete'],
     extending: ['error_extending', 'extend volume', 'volume.extend'],
     reverting: ['error', 'revert volume to snapshot', 'volume.revert'],
+    maintenance: ['available', 'migrate volume', 'volume.migrate'],
   });
   assert.deepEqual(Object.fromEntries(Object.entries(SNAPSHOT_TRANSITIONAL).map(([s, t]) => [s, [t.error, t.action.text, t.operation.name]])), {
     creating: ['error', 'snapshot create', 'snapshot.create'],
@@ -30,7 +31,7 @@ test('job kinds keep their names and payload versions (the rolling-upgrade test 
   const kinds = volumeJobKinds({} as never);
   assert.deepEqual(Object.values(kinds).map((k) => [k.kind, k.version, k.minVersion, k.resourceType]), [
     ['volume.schedule', 1, 1, 'volume'], ['volume.create', 1, 1, 'volume'], ['volume.extend', 1, 1, 'volume'], ['volume.delete', 2, 1, 'volume'],
-    ['volume.revert', 1, 1, 'volume'], ['snapshot.create', 1, 1, 'snapshot'], ['snapshot.delete', 1, 1, 'snapshot'], ['export.fence', 1, 1, 'attachment'],
+    ['volume.revert', 1, 1, 'volume'], ['volume.migrate', 1, 1, 'volume'], ['volume.migrate_cleanup', 1, 1, 'volume'], ['snapshot.create', 1, 1, 'snapshot'], ['snapshot.delete', 1, 1, 'snapshot'], ['export.fence', 1, 1, 'attachment'],
   ]);
   // A v1 delete (release N-1) reads without the snapshot list, and is written without it for such readers.
   assert.deepEqual(kinds.delete.parse({ volumeId: 'v' }, 1), { volumeId: 'v' });
@@ -59,5 +60,5 @@ test('every job of the table is a registered kind, and every backend job has a h
     for (const schema of Object.values(op.jobs ?? {})) assert.ok(kinds.has(schema.kind), `${op.name}: ${schema.kind} is registered`);
   }
   const handled = volumeHandlers({ kinds: volumeJobKinds({} as never) } as never, {} as never).map((h) => h.kind.kind).sort();
-  assert.deepEqual(handled, ['export.fence', 'snapshot.create', 'snapshot.delete', 'volume.create', 'volume.delete', 'volume.extend', 'volume.revert']);
+  assert.deepEqual(handled, ['export.fence', 'snapshot.create', 'snapshot.delete', 'volume.create', 'volume.delete', 'volume.extend', 'volume.migrate', 'volume.migrate_cleanup', 'volume.revert']);
 });

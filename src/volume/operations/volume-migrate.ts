@@ -1,0 +1,280 @@
+/**
+ * Volume migration to another backend (`os-migrate_volume`, and `os-retype`
+ * with `migration_policy: on-demand` to a type the volume's pool does not
+ * meet). The destination's volume service makes the volume on its backend
+ * under the same id, copies it block by block from the source's driver
+ * (skipping holes by block status), then the row takes the new host, cluster
+ * (and type, for a retype) with the job; the source's storage is removed last,
+ * by a job of the source's cluster, once the row has moved.
+ *
+ * | | |
+ * | --- | --- |
+ * | starts from | `available`; no snapshots, no group, not migrating |
+ * | transitional | `maintenance` (Cinder's status of a locked migration), `migration_status` `migrating` |
+ * | ends in | `available` on the new host, `migration_status` `success` (and the new type) |
+ * | error | `available` where it was, `migration_status` `error`; the retype's quota given back |
+ * | jobs | `volume.migrate` v1 (destination cluster), `volume.migrate_cleanup` v1 (the cluster whose copy goes) |
+ * | lock | `volume-<id>` |
+ *
+ * The copy reads the source through the driver the destination's process
+ * holds for the source's backend: both backends must be served by one
+ * process (`basalt server` with both enabled). A split deployment's migration
+ * fails with a message saying so; reading the source through its NBD export
+ * is the way across (issue 12, part 5).
+ */
+import type { VolumeRow, VolumeType } from '../../db/index.ts';
+import type { GuardedDriver, VolumeHandle } from '../../drivers/index.ts';
+import { DriverError, InvalidInputError, InvalidStatusError } from '../../errors/index.ts';
+import { MESSAGE_ACTIONS } from '../../messages/index.ts';
+import { fits, reportedPool, reporting, unmetSpecs, volumeTarget } from '../../services/index.ts';
+import { typeNameOf } from '../volume-quota.ts';
+import { isMultiattachType } from '../volume-type-flags.ts';
+import { withLock } from '../../coordination/index.ts';
+import type { JobHandler, JobKind } from '../../jobs/index.ts';
+import type { VolumeHandlerDeps } from '../volume-handlers.ts';
+import { operation, type PayloadSchema, type RequestContext } from './operation.ts';
+
+/** `volume.migrate` (target: the destination cluster): copy the volume there and move its row. */
+export interface MigratePayload {
+  volumeId: string;
+  sourceCluster: string;
+  destHost: string;
+  destCluster: string;
+  /** The type the volume takes with the move (a retype), or null. */
+  newTypeId: string | null;
+}
+
+/** `volume.migrate_cleanup` (target: `cluster`): remove the copy of the volume a finished or failed move left on `cluster`. */
+export interface MigrateCleanupPayload { volumeId: string; cluster: string }
+
+/** What a migration request says: an admin's destination, or a retype's new type (the destination is then chosen). */
+export interface MigrateVolumeInput {
+  /** `host@backend#pool` (or `host@backend`: its first pool); absent for a retype. */
+  host?: string;
+  /** 3.16: a cluster instead of a host. */
+  cluster?: string;
+  /** Accepted: Basalt always copies through the drivers (no backend-assisted move yet). */
+  forceHostCopy?: boolean;
+  /** Accepted: the volume is always held in `maintenance` while it moves. */
+  lockVolume?: boolean;
+  /** A retype with migration: the resolved new type. */
+  newType?: VolumeType;
+}
+
+/** Bytes copied per read while migrating. */
+const COPY_CHUNK_BYTES = 4 * 1024 * 1024;
+
+const isString = (x: unknown): x is string => typeof x === 'string';
+
+const migrateSchema: PayloadSchema<MigratePayload> = {
+  kind: 'volume.migrate', version: 1, minVersion: 1,
+  parse(payload, version) {
+    if (version !== 1) throw new Error(`payload version ${version} is not readable`);
+    const p = payload as Partial<MigratePayload> | null;
+    if (!p || ![p.volumeId, p.sourceCluster, p.destHost, p.destCluster].every(isString) || !(p.newTypeId === null || isString(p.newTypeId))) {
+      throw new Error('payload must name volumeId, sourceCluster, destHost, destCluster and newTypeId');
+    }
+    return p as MigratePayload;
+  },
+};
+
+const cleanupSchema: PayloadSchema<MigrateCleanupPayload> = {
+  kind: 'volume.migrate_cleanup', version: 1, minVersion: 1,
+  parse(payload, version) {
+    if (version !== 1) throw new Error(`payload version ${version} is not readable`);
+    const p = payload as Partial<MigrateCleanupPayload> | null;
+    if (!p || !isString(p.volumeId) || !isString(p.cluster)) throw new Error('payload must name volumeId and cluster');
+    return p as MigrateCleanupPayload;
+  },
+};
+
+/** Where a migration goes: a pool of a live volume service. */
+interface Destination { host: string; cluster: string }
+
+/**
+ * The destination an admin names (`host@backend#pool`, `host@backend`, or a cluster).
+ * @throws InvalidInputError naming the host when no live volume service reports it.
+ */
+async function namedDestination({ tx, deps }: RequestContext, input: MigrateVolumeInput): Promise<Destination> {
+  const live = liveReports(await deps.services.list(tx), deps.clock.now(), deps.options.serviceDownMs);
+  const asked = input.cluster ?? input.host!;
+  const [serviceHost, poolName] = asked.split('#');
+  const found = input.cluster
+    ? live.find(({ service }) => service.cluster === input.cluster)
+    : live.find(({ service }) => service.host === serviceHost);
+  const pool = found && (poolName === undefined || input.cluster ? found.report.pools[0] : found.report.pools.find((p) => p.pool_name === poolName));
+  if (!found || !pool) throw new InvalidInputError(`Invalid input received: No available service named ${asked}: no live volume service reports that ${input.cluster ? 'cluster' : 'host'}.`);
+  return { host: `${found.service.host}#${pool.pool_name}`, cluster: found.service.cluster ?? found.service.host };
+}
+
+/**
+ * The pool a retype moves the volume to: the first live pool of another
+ * backend that meets the new type's extra specs and holds the volume.
+ * @throws InvalidInputError when none does.
+ */
+async function chosenDestination({ tx, deps }: RequestContext, v: VolumeRow, type: VolumeType): Promise<Destination> {
+  for (const { service, report } of liveReports(await deps.services.list(tx), deps.clock.now(), deps.options.serviceDownMs)) {
+    if ((service.cluster ?? service.host) === v.cluster_name || service.disabled === 1 || service.frozen === 1) continue;
+    for (const pool of report.pools) {
+      const host = `${service.host}#${pool.pool_name}`;
+      if (unmetSpecs(report, pool, type.extra_specs).length === 0 && fits(pool, await deps.volumes.provisionedGiB(tx, host), v.size)) {
+        return { host, cluster: service.cluster ?? service.host };
+      }
+    }
+  }
+  const specs = Object.entries(type.extra_specs).map(([k, x]) => `${k}=${x}`).join(', ');
+  throw new InvalidInputError(`Invalid input received: No valid host was found: no live pool of another backend meets volume type ${type.name}${specs ? ` (${specs})` : ''} and holds ${v.size} GiB: a retype with migration has nowhere to go.`);
+}
+
+function liveReports(rows: Parameters<typeof reporting>[0], nowMs: number, serviceDownMs: number): ReturnType<typeof reporting> {
+  return reporting(rows).filter(({ service }) => nowMs - Date.parse(service.heartbeat_at) <= serviceDownMs);
+}
+
+/** The volume migration operation (also the moving part of a retype with migration). */
+export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeInput>().change({
+  shape: 'change',
+  name: 'volume.migrate',
+  resource: 'volume',
+  from: ['available'],
+  transitional: 'maintenance',
+  to: ['available'],
+  error: 'available',
+  action: MESSAGE_ACTIONS.MIGRATE_VOLUME,
+  lock: 'volume',
+  jobs: { main: migrateSchema, cleanup: cleanupSchema },
+
+  refusal: (v, _allowed, input) => v.status === 'in-use'
+    ? `Invalid volume: Volume ${v.id} is in-use: moving an attached volume is not supported by this Basalt release; detach it first.`
+    : `Invalid volume: Volume ${v.id} status must be available to ${input.newType ? 'retype with migration' : 'migrate'}, but current status is: ${v.status}.`,
+
+  async check({ tx, deps }, v) {
+    if (v.migration_status === 'migrating') throw new InvalidStatusError(`Invalid volume: Volume ${v.id} is already being migrated.`);
+    if (v.group_id) throw new InvalidInputError(`Invalid input received: Volume ${v.id} belongs to group ${v.group_id}; remove it from the group first.`);
+    if ((await deps.snapshots.ofVolume(tx, v.id)).length > 0) throw new InvalidInputError(`Invalid input received: Volume ${v.id} has snapshots: a volume with snapshots cannot be migrated.`);
+    if (!v.cluster_name || !v.host) throw new InvalidInputError(`Invalid input received: Volume ${v.id} was never placed on a backend.`);
+  },
+
+  async request(ctx, v, input) {
+    const { tx, deps } = ctx;
+    const dest = input.newType ? await chosenDestination(ctx, v, input.newType) : await namedDestination(ctx, input);
+    if (dest.host === v.host) throw new InvalidInputError(`Invalid input received: Destination host ${dest.host} must be different from the volume's current host.`);
+    if (dest.cluster === v.cluster_name) {
+      // Both copies would have one name on one backend.
+      throw new InvalidInputError(`Invalid input received: Destination ${dest.host} is on the volume's own backend (${v.cluster_name}): moving between pools of one backend is not supported by this Basalt release.`);
+    }
+    const reported = await reportedPool(tx, dest.host);
+    if (reported) {
+      await deps.db.lockRows(tx, 'services', [reported.service.id]);
+      if (!fits(reported.pool, await deps.volumes.provisionedGiB(tx, dest.host), v.size)) {
+        throw new InvalidInputError(`Invalid input received: Insufficient free space: pool ${dest.host} cannot hold ${v.size} GiB.`);
+      }
+    }
+    if (input.newType) {
+      // Only the per-type resources move (the totals stay): the new type's are taken now, the old type's given back when the move ends.
+      await deps.quotas.consume(tx, v.project_id, { [`volumes_${input.newType.name}`]: 1, [`gigabytes_${input.newType.name}`]: v.size }, v.size);
+    }
+    return {
+      set: { migration_status: 'migrating', migration_host: dest.host },
+      job: { target: volumeTarget(dest.cluster), payload: { volumeId: v.id, sourceCluster: v.cluster_name!, destHost: dest.host, destCluster: dest.cluster, newTypeId: input.newType?.id ?? null } },
+    };
+  },
+
+  async run({ deps, driver }, v, p) {
+    const source = deps.drivers?.get(p.sourceCluster);
+    if (!source) {
+      throw new DriverError(`The source backend ${p.sourceCluster} of volume ${v.id} is not served by the process serving ${p.destCluster}: moving a volume between processes is not supported by this Basalt release.`, { retryable: true });
+    }
+    const vol = { id: v.id, sizeGiB: v.size };
+    await driver.createVolume(vol); // idempotent: a retry after a crash finds it made
+    try {
+      await copyVolume(source, driver, vol);
+    } catch (err) {
+      if (err instanceof DriverError && err.retryable) throw err; // the retry copies again into the same volume
+      await driver.deleteVolume(vol).catch(() => undefined); // a lost copy: the job fails with the original error
+      throw err;
+    }
+  },
+
+  async finish({ tx, enqueue, deps, requestId }, v, p) {
+    await deps.db.lockRows(tx, 'volumes', [v.id]);
+    const type = p.newTypeId ? await deps.types.find(tx, p.newTypeId, { isAdmin: true, projectId: v.project_id }) : undefined;
+    const moved = await deps.volumes.transition(tx, {
+      id: v.id, from: ['maintenance'], to: 'available', requestId,
+      set: { host: p.destHost, cluster_name: p.destCluster, migration_status: 'success', migration_host: null, ...(type ? { volume_type_id: type.id, multiattach: isMultiattachType(type) ? 1 : 0 } : {}) },
+    });
+    if (!moved) return;
+    if (type) {
+      const oldName = await typeNameOf(deps.types, tx, v.volume_type_id);
+      if (oldName) await deps.quotas.release(tx, v.project_id, { [`volumes_${oldName}`]: 1, [`gigabytes_${oldName}`]: v.size });
+    }
+    // Destroy data last: the source's copy goes only now that the row names the destination.
+    await enqueue(deps.kinds.migrateCleanup, { target: volumeTarget(p.sourceCluster), resourceId: v.id, requestId, payload: { volumeId: v.id, cluster: p.sourceCluster } });
+  },
+
+  async undo({ tx, deps }, v, p) {
+    await tx.updateTable('volumes').set({ migration_status: 'error', migration_host: null }).where('id', '=', v.id).execute();
+    if (p?.newTypeId) {
+      const name = await typeNameOf(deps.types, tx, p.newTypeId);
+      if (name) await deps.quotas.release(tx, v.project_id, { [`volumes_${name}`]: 1, [`gigabytes_${name}`]: v.size });
+    } else if (!p) {
+      // Stuck with no job: nothing says which type the request took, so recount the per-type resources from the rows.
+      await deps.quotas.recount(tx, v.project_id, ['volumes', 'gigabytes']);
+    }
+  },
+});
+
+/**
+ * The handler of `volume.migrate_cleanup`: removes the copy of a volume a
+ * move left on `cluster` (the source, once the row names the destination),
+ * unless the row names that cluster again (the volume moved back meanwhile).
+ * Runs holding the volume's lock; a volume deleted meanwhile still has its
+ * copy removed. Idempotent: deleting a missing volume succeeds.
+ */
+export function migrateCleanupHandler(deps: VolumeHandlerDeps, driver: GuardedDriver, kind: JobKind<MigrateCleanupPayload>): JobHandler<MigrateCleanupPayload> {
+  return {
+    kind,
+    async run(ctx, p) {
+      await withLock(deps.coordinator, `volume-${p.volumeId}`, deps.lockTimeoutMs, async () => {
+        const row = await deps.volumes.get(deps.db.kysely, p.volumeId);
+        if (row && row.cluster_name === p.cluster) return;
+        await driver.deleteVolume({ id: p.volumeId });
+      });
+      await ctx.complete();
+    },
+  };
+}
+
+/**
+ * Copies a volume between two drivers block by block: ranges the source
+ * reports as holes or zeros are skipped (the destination is new, so they read
+ * as zeros there), data ranges are read and written in chunks, and the
+ * destination is flushed before the handles close.
+ */
+export async function copyVolume(source: GuardedDriver, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
+  const from = await source.openVolume(vol);
+  let to: VolumeHandle | undefined;
+  try {
+    to = await dest.openVolume(vol);
+    const size = Math.min(from.sizeBytes, to.sizeBytes);
+    let offset = 0;
+    while (offset < size) {
+      const extents = from.blockStatus ? await from.blockStatus(offset, Math.min(size - offset, 1024 * COPY_CHUNK_BYTES)) : [{ length: size - offset, hole: false, zero: false }];
+      for (const e of extents) {
+        const end = Math.min(offset + e.length, size);
+        if (!e.zero) {
+          for (let at = offset; at < end; at += COPY_CHUNK_BYTES) {
+            const data = await from.read(at, Math.min(COPY_CHUNK_BYTES, end - at));
+            // A chunk of zeros in a data extent is left as the destination's hole.
+            if (!data.every((b) => b === 0)) await to.write(at, data);
+          }
+        }
+        offset = end;
+        if (offset >= size) break;
+      }
+    }
+    await to.flush();
+  } finally {
+    await to?.close();
+    await from.close();
+  }
+}

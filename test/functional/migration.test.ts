@@ -1,0 +1,210 @@
+/**
+ * Migration between backends (issue 12, part 5): `os-migrate_volume` and
+ * `os-retype` with `migration_policy: on-demand` copy an available volume
+ * to another file backend under the same id, the row moves, and the source's
+ * file goes only after it; refusals name what was wrong; a server killed
+ * mid-copy completes the move after a restart with nothing left behind.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { kill9, spawnBasalt } from '../helpers/process.ts';
+import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+
+const V = `/v3/${PROJECT}`;
+const MiB = 1024 ** 2;
+const MEMBER = { 'X-Auth-Token': 'bob:' + PROJECT, 'X-Project-Id': PROJECT, 'X-Roles': 'member' };
+const TWO_FILE_BACKENDS = [
+  '[DEFAULT]',
+  'enabled_backends = alpha, beta',
+  '[backend_defaults]',
+  'volume_driver = file',
+  '[alpha]',
+  'volume_backend_name = alpha',
+  '[beta]',
+  'volume_backend_name = beta',
+].join('\n');
+
+const fileOf = (stateDir: string, backend: string, id: string): string => path.join(stateDir, 'volumes', backend, `volume-${id}`);
+
+/** Writes a recognisable pattern at a few offsets of a volume's file (the file driver's storage), leaving holes between. */
+function writePattern(file: string, offsets: readonly number[], bytes = MiB): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    for (const at of offsets) fs.writeSync(fd, Buffer.alloc(bytes, (at / MiB) % 251 + 1), 0, bytes, at);
+  } finally { fs.closeSync(fd); }
+}
+
+async function typeNamed(s: TestServer, name: string): Promise<void> {
+  const r = await s.request('POST', `${V}/types`, { volume_type: { name, extra_specs: { volume_backend_name: name } } });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+}
+
+async function volumeOn(s: TestServer, type: string, size = 1): Promise<{ id: string; host: string }> {
+  const r = await s.request('POST', `${V}/volumes`, { volume: { size, volume_type: type } });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  const v = await waitForStatus(s, r.body.volume.id, 'available');
+  return { id: v.id, host: v['os-vol-host-attr:host'] };
+}
+
+/** The host string of a backend's pool, from the scheduler stats. */
+async function poolOf(s: TestServer, backend: string): Promise<string> {
+  return waitFor(`a pool of ${backend}`, async () => {
+    const pools = (await s.request('GET', `${V}/scheduler-stats/get_pools`)).body.pools as Array<{ name: string }>;
+    return pools.find((p) => p.name.includes(`@${backend}#`))?.name;
+  });
+}
+
+test('os-migrate_volume copies an available volume to another backend; the source file goes after the row moved', async (t) => {
+  const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS });
+  await typeNamed(s, 'alpha');
+  const v = await volumeOn(s, 'alpha', 1);
+  assert.match(v.host, /@alpha#/);
+  const source = fileOf(s.stateDir, 'alpha', v.id);
+  writePattern(source, [0, 100 * MiB, 1024 * MiB - MiB]);
+  const original = fs.readFileSync(source);
+  const dest = await poolOf(s, 'beta');
+
+  const r = await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-migrate_volume': { host: dest, force_host_copy: false, lock_volume: true } });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  // Destroy data last: whenever the source's file is seen gone, the row already names the destination.
+  const moved = await waitFor('migration success and the source file gone', async () => {
+    const gone = !fs.existsSync(source);
+    const row = (await s.request('GET', `${V}/volumes/${v.id}`)).body.volume;
+    if (gone) assert.equal(row['os-vol-host-attr:host'], dest, 'the source file went before the row moved');
+    assert.notEqual(row.migration_status, 'error');
+    return gone && row.migration_status === 'success' ? row : undefined;
+  }, 20_000);
+  assert.equal(moved.status, 'available');
+  assert.equal(moved['os-vol-mig-status-attr:migstat'], 'success');
+  assert.equal(moved.id, v.id);
+  assert.ok(fs.readFileSync(fileOf(s.stateDir, 'beta', v.id)).equals(original), 'the data arrived byte for byte');
+
+  // Member callers do not see the migration status.
+  const asMember = await s.request('GET', `${V}/volumes/${v.id}`, undefined, MEMBER);
+  assert.equal(asMember.status, 200);
+  assert.equal('migration_status' in asMember.body.volume, false);
+});
+
+test('migration refusals name what was wrong', async (t) => {
+  const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS });
+  await typeNamed(s, 'alpha');
+  const v = await volumeOn(s, 'alpha');
+  const act = (body: unknown, headers?: Record<string, string>) => s.request('POST', `${V}/volumes/${v.id}/action`, body, headers);
+
+  const same = await act({ 'os-migrate_volume': { host: v.host } });
+  assert.equal(same.status, 400);
+  assert.match(same.body.badRequest.message, /must be different from the volume's current host/);
+
+  const unknown = await act({ 'os-migrate_volume': { host: 'nowhere@nothing#pool' } });
+  assert.equal(unknown.status, 400);
+  assert.match(unknown.body.badRequest.message, /nowhere@nothing#pool/);
+
+  assert.equal((await act({ 'os-migrate_volume': { host: await poolOf(s, 'beta') } }, MEMBER)).status, 403, 'an admin action');
+
+  const snap = await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: v.id } });
+  await waitFor('snapshot available', async () => (await s.request('GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'available');
+  const withSnap = await act({ 'os-migrate_volume': { host: await poolOf(s, 'beta') } });
+  assert.equal(withSnap.status, 400);
+  assert.match(withSnap.body.badRequest.message, /has snapshots/);
+  await s.request('DELETE', `${V}/snapshots/${snap.body.snapshot.id}`);
+  await waitFor('snapshot gone', async () => (await s.request('GET', `${V}/snapshots/${snap.body.snapshot.id}`)).status === 404);
+
+  assert.equal((await act({ 'os-reset_status': { status: 'in-use' } })).status, 202);
+  const inUse = await act({ 'os-migrate_volume': { host: await poolOf(s, 'beta') } });
+  assert.equal(inUse.status, 400);
+  assert.match(inUse.body.badRequest.message, /in-use: moving an attached volume is not supported/);
+
+  const completion = await act({ 'os-migrate_volume_completion': { new_volume: v.id } });
+  assert.equal(completion.status, 400);
+  assert.match(completion.body.badRequest.message, /not mid-migration/);
+});
+
+test('os-retype on-demand moves the volume to a backend of the new type; never refuses', async (t) => {
+  const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS });
+  await typeNamed(s, 'alpha');
+  await typeNamed(s, 'beta');
+  const v = await volumeOn(s, 'alpha');
+  writePattern(fileOf(s.stateDir, 'alpha', v.id), [5 * MiB]);
+  const original = fs.readFileSync(fileOf(s.stateDir, 'alpha', v.id));
+
+  const never = await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-retype': { new_type: 'beta', migration_policy: 'never' } }, MEMBER);
+  assert.equal(never.status, 400);
+  assert.match(never.body.badRequest.message, /migration_policy 'never' forbids/);
+
+  const r = await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-retype': { new_type: 'beta', migration_policy: 'on-demand' } }, MEMBER);
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  const moved = await waitFor('retyped', async () => {
+    const row = (await s.request('GET', `${V}/volumes/${v.id}`)).body.volume;
+    return row.volume_type === 'beta' ? row : undefined;
+  }, 20_000);
+  assert.equal(moved.migration_status, 'success');
+  assert.match(moved['os-vol-host-attr:host'], /@beta#/);
+  assert.equal(moved.status, 'available');
+  assert.ok(fs.readFileSync(fileOf(s.stateDir, 'beta', v.id)).equals(original));
+  await waitFor('source file removed', async () => !fs.existsSync(fileOf(s.stateDir, 'alpha', v.id)));
+
+  // The per-type quota moved with the type.
+  const usage = (await s.request('GET', `${V}/os-quota-sets/${PROJECT}?usage=true`)).body.quota_set;
+  assert.equal(usage.volumes_beta.in_use, 1);
+  assert.equal(usage.volumes_alpha.in_use, 0);
+});
+
+test('a server killed mid-copy completes the migration after a restart, leaving nothing behind', { timeout: 120_000 }, async (t) => {
+  const stateDir = tempStateDir(t);
+  const database = await testDatabase(stateDir);
+  const ini = path.join(stateDir, 'basalt.ini');
+  fs.writeFileSync(ini, TWO_FILE_BACKENDS);
+  const spawn = async (): Promise<{ child: ChildProcess; url: string }> => {
+    const { child, url } = await spawnBasalt({ ...FAST_TIMINGS, BASALT_CONFIG: ini, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', ...database.env });
+    t.after(() => { child.kill('SIGKILL'); });
+    return { child, url: url! };
+  };
+  const first = await spawn();
+  const api = (url: string, method: string, p: string, body?: unknown) => request(url, method, p, body);
+  assert.equal((await api(first.url, 'POST', `${V}/types`, { volume_type: { name: 'alpha', extra_specs: { volume_backend_name: 'alpha' } } })).status, 200);
+  const id = (await api(first.url, 'POST', `${V}/volumes`, { volume: { size: 2, volume_type: 'alpha' } })).body.volume.id as string;
+  await waitFor('available', async () => (await api(first.url, 'GET', `${V}/volumes/${id}`)).body.volume.status === 'available', 20_000);
+  const source = fileOf(stateDir, 'alpha', id);
+  const offsets = Array.from({ length: 400 }, (_, i) => i * 4 * MiB);
+  writePattern(source, offsets);
+  const dest = await waitFor('beta pool', async () => {
+    const pools = (await api(first.url, 'GET', `${V}/scheduler-stats/get_pools`)).body.pools as Array<{ name: string }>;
+    return pools.find((p) => p.name.includes('@beta#'))?.name;
+  });
+
+  assert.equal((await api(first.url, 'POST', `${V}/volumes/${id}/action`, { 'os-migrate_volume': { host: dest } })).status, 202);
+  const target = fileOf(stateDir, 'beta', id);
+  await waitFor('the copy started', async () => fs.existsSync(target), 20_000);
+  await kill9(first.child);
+  const [row] = await database.query<{ status: string; migration_status: string | null }>(`select status, migration_status from volumes where id = '${id}'`);
+  t.diagnostic(`killed with the volume ${row!.status}, migration ${row!.migration_status}`);
+
+  const second = await spawn();
+  const settled = await waitFor('the migration settled', async () => {
+    const v = (await api(second.url, 'GET', `${V}/volumes/${id}`)).body.volume;
+    return v.status === 'available' && ['success', 'error'].includes(v.migration_status) ? v : undefined;
+  }, 60_000);
+  if (settled.migration_status === 'success') {
+    assert.equal(settled['os-vol-host-attr:host'], dest);
+    await waitFor('source file removed', async () => !fs.existsSync(source), 20_000);
+    const fd = fs.openSync(target, 'r');
+    try {
+      for (const at of offsets) {
+        const b = Buffer.alloc(MiB);
+        fs.readSync(fd, b, 0, MiB, at);
+        assert.ok(b.every((x) => x === (at / MiB) % 251 + 1), `data at ${at} arrived`);
+      }
+    } finally { fs.closeSync(fd); }
+  } else {
+    // Rolled back: the volume is where it was and the destination holds nothing.
+    assert.match(settled['os-vol-host-attr:host'], /@alpha#/);
+    assert.equal(fs.existsSync(target), false);
+  }
+  assert.deepEqual(fs.readdirSync(path.join(stateDir, 'volumes', 'alpha')).filter((f) => f.startsWith('volume-')).length + fs.readdirSync(path.join(stateDir, 'volumes', 'beta')).filter((f) => f.startsWith('volume-')).length, 1, 'one copy of the volume, no leftover');
+  const [leased] = await database.query<{ n: number }>("select cast(count(*) as integer) as n from jobs where state in ('queued','running')");
+  assert.equal(leased!.n, 0, 'no job left');
+});
+
