@@ -19,6 +19,7 @@ import { quotaRoutes } from './quotas.ts';
 import { typeRoutes } from './types.ts';
 import { qosRoutes } from './qos-specs.ts';
 import { snapshotRoutes } from './snapshots.ts';
+import { manageRoutes } from './manage.ts';
 import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
 import { workerRoutes } from './workers.ts';
@@ -114,6 +115,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(typeRoutes(deps));
     await scope.register(qosRoutes(deps));
     await scope.register(snapshotRoutes(deps));
+    await scope.register(manageRoutes(deps));
     await scope.register(attachmentRoutes(deps));
     await scope.register(clusterRoutes(deps));
     await scope.register(workerRoutes(deps));

@@ -63,6 +63,7 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:volume_admin_actions:reset_status', 'POST', '/volumes/:id/action', 'admin', { action: 'os-reset_status' }),
   e('volume_extension:volume_admin_actions:force_delete', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_delete' }),
   e('volume_extension:volume_admin_actions:force_detach', 'POST', '/volumes/:id/action', 'admin', { action: 'os-force_detach' }),
+  e('volume_extension:volume_unmanage', 'POST', '/volumes/:id/action', 'admin', { action: 'os-unmanage' }),
   e('volume_extension:volume_admin_actions:migrate_volume', 'POST', '/volumes/:id/action', 'admin', { action: 'os-migrate_volume' }),
   e('volume_extension:volume_admin_actions:migrate_volume_completion', 'POST', '/volumes/:id/action', 'admin', { action: 'os-migrate_volume_completion' }),
   e('volume_extension:volume_actions:reserve', 'POST', '/volumes/:id/action', 'member', { action: 'os-reserve' }),
@@ -94,7 +95,14 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:snapshot_admin_actions:reset_status', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-reset_status' }),
   e('volume_extension:snapshot_admin_actions:force_delete', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-force_delete' }),
   e('snapshot_extension:snapshot_actions:update_snapshot_status', 'POST', '/snapshots/:id/action', 'member', { action: 'os-update_snapshot_status' }),
+  e('snapshot_extension:snapshot_unmanage', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-unmanage' }),
   e('volume:snapshot_action', 'POST', '/snapshots/:id/action', 'member'),
+
+  // Manage and unmanage (admin).
+  e('volume_extension:volume_manage', 'POST', '/os-volume-manage', 'admin'),
+  e('volume_extension:volume_manage', 'POST', '/manageable_volumes', 'admin', { since: '3.8' }),
+  e('snapshot_extension:snapshot_manage', 'POST', '/os-snapshot-manage', 'admin'),
+  e('snapshot_extension:snapshot_manage', 'POST', '/manageable_snapshots', 'admin', { since: '3.8' }),
 
   // Attachments (3.27).
   e('volume:attachment_create', 'POST', '/attachments', 'member', { since: '3.27' }),

@@ -44,7 +44,7 @@ const UPDATE = {
  * fields only; create and update add the microversioned fields; show and detail
  * also the extended attributes (progress, project), as Cinder answers.
  */
-function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<string, string>, action: 'summary' | 'create' | 'show'): Record<string, unknown> {
+export function snapshotView(req: FastifyRequest, s: SnapshotRow, metadata: Record<string, string>, action: 'summary' | 'create' | 'show'): Record<string, unknown> {
   const view: Record<string, unknown> = {
     id: s.id,
     created_at: cinderTime(s.created_at),
@@ -144,6 +144,8 @@ export function snapshotRoutes(deps: ApiDeps) {
         await volumeManager.resetSnapshotStatus(req.caller, req.params.id, a.status);
       } else if (name === 'os-force_delete') {
         await volumeManager.requestSnapshotDelete(req.caller, req.params.id, { force: true });
+      } else if (name === 'os-unmanage') {
+        await volumeManager.requestSnapshotUnmanage(req.caller, req.params.id);
       } else if (name === 'os-update_snapshot_status') {
         const a = validate<{ status: string; progress?: string }>(UPDATE_STATUS, arg);
         await volumeManager.updateSnapshotStatus(req.caller, req.params.id, a.status, a.progress);

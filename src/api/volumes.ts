@@ -111,13 +111,16 @@ const EXTEND_BODY = {
  */
 export type VolumeViewAction = 'create' | 'update' | 'show';
 
+/** Statuses shown as another (as Cinder's view does): a volume being managed is `creating` to its users, a failed one `error`. */
+const SHOWN_STATUS: Readonly<Record<string, string>> = { managing: 'creating', error_managing: 'error' };
+
 /** The volume as the API shows it for `action`, for this caller and microversion. */
 export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<string, string>, typeName: string | null, attachments: AttachmentRow[] = [], action: VolumeViewAction = 'show'): Record<string, unknown> {
   const caller: Caller = req.caller;
   const version: ApiVersion = req.apiVersion;
   const view: Record<string, unknown> = {
     id: v.id,
-    status: v.status,
+    status: SHOWN_STATUS[v.status] ?? v.status,
     size: v.size,
     availability_zone: v.availability_zone,
     created_at: cinderTime(v.created_at),
@@ -279,6 +282,9 @@ export function volumeRoutes(deps: ApiDeps) {
       },
       'os-force_delete': async (req) => {
         await volumeManager.requestDelete(req.caller, req.params.id, { force: true });
+      },
+      'os-unmanage': async (req) => {
+        await volumeManager.requestUnmanage(req.caller, req.params.id);
       },
       'os-update_readonly_flag': async (req, arg) => {
         const a = validate<{ readonly: boolean | string }>(READONLY_BODY, arg);

@@ -22,8 +22,11 @@
 import { BasaltError, DriverError, InvalidInputError } from '../errors/index.ts';
 import {
   resolveCapabilities, VOLUME_ID_PLACEHOLDER,
-  type BackendStats, type DriverCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  type BackendStats, type DriverCapabilities, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from './volume-driver.ts';
+
+/** The optional methods `supportsManageExisting` declares. */
+type ManageMethod = 'manageExistingGetSize' | 'manageExisting' | 'unmanage' | 'manageExistingSnapshot' | 'unmanageSnapshot' | 'listManageableVolumes' | 'listManageableSnapshots';
 
 const noop = (): void => undefined;
 
@@ -125,6 +128,63 @@ export class GuardedDriver implements VolumeDriver {
       return Promise.reject(new BasaltError('NOT_IMPLEMENTED', 'This backend cannot revert a volume to a snapshot.'));
     }
     return this.call('revertToSnapshot', [volumeKey(vol.id), snapshotKey(snap.id)], () => revert.call(this.driver, vol, snap));
+  }
+
+  /** The manage method `name` of the driver, or a NOT_IMPLEMENTED refusal when it does not declare `supportsManageExisting`. */
+  private manageMethod<K extends ManageMethod>(name: K): NonNullable<VolumeDriver[K]> {
+    const fn = this.driver[name];
+    if (!this.capabilities.supportsManageExisting || !fn) {
+      throw new BasaltError('NOT_IMPLEMENTED', 'This backend cannot manage or unmanage existing storage.');
+    }
+    return fn.bind(this.driver) as NonNullable<VolumeDriver[K]>;
+  }
+
+  /**
+   * The size in GiB of the storage `ref` names.
+   * @throws BasaltError NOT_IMPLEMENTED without `supportsManageExisting`.
+   * @throws DriverError when the driver's answer is not a positive whole number.
+   */
+  async manageExistingGetSize(ref: ManageReference): Promise<number> {
+    const fn = this.manageMethod('manageExistingGetSize');
+    const size = await this.call('manageExistingGetSize', [], () => fn(ref));
+    if (!Number.isInteger(size) || size < 1) throw new DriverError('Driver call manageExistingGetSize did not give a whole number of GiB');
+    return size;
+  }
+
+  /** @throws BasaltError NOT_IMPLEMENTED without `supportsManageExisting`. */
+  async manageExisting(vol: Pick<VolumeRef, 'id'>, ref: ManageReference): Promise<void> {
+    const fn = this.manageMethod('manageExisting');
+    return this.call('manageExisting', [volumeKey(vol.id)], () => fn(vol, ref));
+  }
+
+  /** @throws BasaltError NOT_IMPLEMENTED without `supportsManageExisting`. */
+  async unmanage(vol: Pick<VolumeRef, 'id'>): Promise<void> {
+    const fn = this.manageMethod('unmanage');
+    return this.call('unmanage', [volumeKey(vol.id)], () => fn(vol));
+  }
+
+  /** @throws BasaltError NOT_IMPLEMENTED without `supportsManageExisting`. */
+  async manageExistingSnapshot(snap: Pick<SnapshotRef, 'id' | 'volumeId'>, ref: ManageReference): Promise<void> {
+    const fn = this.manageMethod('manageExistingSnapshot');
+    return this.call('manageExistingSnapshot', [snapshotKey(snap.id), volumeKey(snap.volumeId)], () => fn(snap, ref));
+  }
+
+  /** @throws BasaltError NOT_IMPLEMENTED without `supportsManageExisting`. */
+  async unmanageSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+    const fn = this.manageMethod('unmanageSnapshot');
+    return this.call('unmanageSnapshot', [snapshotKey(snap.id)], () => fn(snap));
+  }
+
+  /** @throws BasaltError NOT_IMPLEMENTED without `supportsManageExisting`. */
+  async listManageableVolumes(): Promise<ManageableResource[]> {
+    const fn = this.manageMethod('listManageableVolumes');
+    return this.call('listManageableVolumes', [], () => fn());
+  }
+
+  /** @throws BasaltError NOT_IMPLEMENTED without `supportsManageExisting`. */
+  async listManageableSnapshots(): Promise<ManageableResource[]> {
+    const fn = this.manageMethod('listManageableSnapshots');
+    return this.call('listManageableSnapshots', [], () => fn());
   }
 
   /**

@@ -75,11 +75,13 @@
  * unchanged. History: 1.1 added `VolumeHandle.fd`; 1.2 made every capability
  * flag optional (defaults in {@link CAPABILITY_DEFAULTS}) and added
  * `canRunIoInParallel`, `canMultiConn`, `supportsLocalPath` with `localPath`,
- * and registration records.
+ * and registration records; 1.3 added `supportsManageExisting` with
+ * `manageExistingGetSize`, `manageExisting`, `unmanage`,
+ * `manageExistingSnapshot`, `unmanageSnapshot` and the `listManageable…` pair.
  */
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.2';
+export const DRIVER_CONTRACT_VERSION = '1.3';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -136,6 +138,16 @@ export interface DeclaredCapabilities {
    * goes through the NBD export.
    */
   readonly supportsLocalPath?: boolean;
+  /**
+   * Whether the manage methods exist (`manageExistingGetSize`,
+   * `manageExisting`, `unmanage`, `manageExistingSnapshot`,
+   * `unmanageSnapshot`, `listManageableVolumes`, `listManageableSnapshots`):
+   * the backend can adopt storage it holds but Basalt does not know
+   * (`os-volume-manage`, `os-snapshot-manage`) and forget a volume or snapshot
+   * while keeping its data (`os-unmanage`). Default false: the core refuses
+   * manage and unmanage requests for this backend.
+   */
+  readonly supportsManageExisting?: boolean;
   /** Protocol named in pool stats (`storage_protocol`). Default `nbd`: the core exports every backend over NBD. */
   readonly storageProtocol?: string;
   /** Vendor shown in pool stats (`vendor_name`). */
@@ -161,6 +173,7 @@ export const CAPABILITY_DEFAULTS: Readonly<Omit<DriverCapabilities, 'vendorName'
   supportsMultiattach: false,
   supportsRevertToSnapshot: false,
   supportsLocalPath: false,
+  supportsManageExisting: false,
   storageProtocol: 'nbd',
 });
 
@@ -333,6 +346,32 @@ export interface PoolStats {
    * in the driver). Default `copy`.
    */
   readonly copyMethod?: CopyMethod;
+}
+
+/**
+ * Names storage on a backend that Basalt does not manage (Cinder's manage
+ * `ref`): `{ "source-name": "…" }` or `{ "source-id": "…" }`. Which keys a
+ * backend understands is its own; the core checks only that every value is a
+ * string.
+ */
+export type ManageReference = Readonly<Record<string, string>>;
+
+/** One volume or snapshot a backend holds, as {@link VolumeDriver.listManageableVolumes} reports it. */
+export interface ManageableResource {
+  /** What a manage request names it by. */
+  readonly reference: ManageReference;
+  /** Its size, rounded up to a whole GiB. */
+  readonly sizeGiB: number;
+  /** The Basalt id of the volume or snapshot it is, when Basalt already manages it; else null. */
+  readonly basaltId: string | null;
+  /** Whether a manage request naming it may succeed. */
+  readonly safeToManage: boolean;
+  /** Why not, when not safe (plain text of the driver's own, never backend output). */
+  readonly reasonNotSafe: string | null;
+  /** Anything else worth showing; null when nothing. */
+  readonly extraInfo: string | null;
+  /** For a snapshot: the reference of the volume it was taken from. */
+  readonly sourceReference?: ManageReference;
 }
 
 /** The answer of {@link VolumeDriver.getStats}. */
@@ -522,6 +561,98 @@ export interface VolumeDriver {
    * - Default if omitted: volumes are attached over NBD only.
    */
   localPath?(vol: Pick<VolumeRef, 'id'>): string;
+
+  /**
+   * The size of storage a manage request names. Optional: present exactly
+   * when `capabilities.supportsManageExisting` (as are all the manage methods).
+   * - When: for a volume in status `managing`, before its quota is taken and
+   *   before {@link manageExisting}.
+   * - Preconditions: `ref`'s values are strings.
+   * - Postconditions: none (reads only).
+   * - Idempotency: pure, as long as the storage does not change.
+   * - Errors: non-retryable `DriverError` when `ref` names nothing this backend
+   *   may adopt (missing, malformed, already a Basalt volume or snapshot).
+   * - Default if omitted: the core refuses manage requests for this backend.
+   * @returns the size in GiB, rounded up (at least 1).
+   */
+  manageExistingGetSize?(ref: ManageReference): Promise<number>;
+
+  /**
+   * Adopts the storage `ref` names as the volume `vol.id`.
+   * - When: for a volume in status `managing`, after {@link manageExistingGetSize}.
+   * - Preconditions: as for `manageExistingGetSize`; the volume `vol.id` does not exist yet.
+   * - Postconditions: the volume `vol.id` exists with the storage's data and
+   *   size (rounded up to whole GiB by growing it, never by cutting it); `ref`
+   *   no longer names anything the backend lists as manageable.
+   * - Idempotency: when `ref` names nothing but the volume `vol.id` exists (an
+   *   earlier attempt got that far), it succeeds.
+   * - Errors: non-retryable `DriverError` as for `manageExistingGetSize`.
+   * - Default if omitted: the core refuses manage requests for this backend.
+   */
+  manageExisting?(vol: Pick<VolumeRef, 'id'>, ref: ManageReference): Promise<void>;
+
+  /**
+   * Forgets a volume while keeping its data (`os-unmanage`).
+   * - When: for a volume in status `unmanaging`; its snapshots are gone and no handle is open.
+   * - Preconditions: none beyond those.
+   * - Postconditions: the volume `vol.id` no longer exists for the backend;
+   *   its data stays, listed by {@link listManageableVolumes} under a
+   *   reference a manage request can name (the file driver's
+   *   `unmanaged-volume-<id>`).
+   * - Idempotency: unmanaging a volume that no longer exists succeeds.
+   * - Errors: `DriverError`.
+   * - Default if omitted: the core refuses unmanage requests for this backend.
+   */
+  unmanage?(vol: Pick<VolumeRef, 'id'>): Promise<void>;
+
+  /**
+   * Adopts the storage `ref` names as the snapshot `snap.id` of the volume `snap.volumeId`.
+   * - When: for a snapshot in status `creating` made by `os-snapshot-manage`.
+   * - Preconditions: the volume `snap.volumeId` exists on this backend; the
+   *   snapshot `snap.id` does not exist yet.
+   * - Postconditions: the snapshot exists with the storage's data, usable as
+   *   any snapshot (`createVolumeFromSnapshot`, `deleteSnapshot`).
+   * - Idempotency: like `manageExisting`.
+   * - Errors: non-retryable `DriverError` when `ref` names nothing it may adopt.
+   * - Default if omitted: the core refuses snapshot manage requests for this backend.
+   */
+  manageExistingSnapshot?(snap: Pick<SnapshotRef, 'id' | 'volumeId'>, ref: ManageReference): Promise<void>;
+
+  /**
+   * Forgets a snapshot while keeping its data (snapshot `os-unmanage`).
+   * - When: for a snapshot in status `unmanaging`.
+   * - Preconditions: no volume is being made from it.
+   * - Postconditions: like `unmanage`, for a snapshot (the file driver's
+   *   `unmanaged-snapshot-<id>`).
+   * - Idempotency: unmanaging a snapshot that no longer exists succeeds.
+   * - Errors: `DriverError`.
+   * - Default if omitted: the core refuses snapshot unmanage requests for this backend.
+   */
+  unmanageSnapshot?(snap: Pick<SnapshotRef, 'id'>): Promise<void>;
+
+  /**
+   * What the backend holds that is or could be a volume, for the 3.8
+   * `manageable_volumes` listing.
+   * - When: on an admin's listing request.
+   * - Preconditions: none.
+   * - Postconditions: none (reads only); Basalt's own volumes are listed
+   *   with `basaltId` and `safeToManage: false`.
+   * - Idempotency: pure.
+   * - Errors: `DriverError`.
+   * - Default if omitted: the core refuses the listing for this backend.
+   */
+  listManageableVolumes?(): Promise<ManageableResource[]>;
+
+  /**
+   * Like {@link listManageableVolumes}, for snapshots (with `sourceReference`).
+   * - When: on an admin's `manageable_snapshots` listing request.
+   * - Preconditions: none.
+   * - Postconditions: none (reads only).
+   * - Idempotency: pure.
+   * - Errors: `DriverError`.
+   * - Default if omitted: the core refuses the listing for this backend.
+   */
+  listManageableSnapshots?(): Promise<ManageableResource[]>;
 
   /**
    * Releases resources (connections, timers) at shutdown.

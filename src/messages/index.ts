@@ -11,7 +11,9 @@ import { NoValidBackendError, type BasaltError } from '../errors/index.ts';
 /** What the user was doing. Ids are stable: they form the message's event_id. */
 export const MESSAGE_ACTIONS = {
   SCHEDULE_ALLOCATE_VOLUME: { id: '001', text: 'schedule allocate volume' },
+  UNMANAGE_VOLUME: { id: '006', text: 'unmanage volume' },
   EXTEND_VOLUME: { id: '007', text: 'extend volume' },
+  MANAGE_VOLUME: { id: '008', text: 'create volume from backend storage' },
   SNAPSHOT_CREATE: { id: '009', text: 'snapshot create' },
   SNAPSHOT_DELETE: { id: '010', text: 'snapshot delete' },
   CREATE_VOLUME: { id: '013', text: 'create volume' },

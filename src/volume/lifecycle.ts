@@ -32,16 +32,16 @@ export async function busyReason(deps: LifecycleDeps, tx: Tx, volumeId: string, 
   return undefined;
 }
 
-/** Deletes a `deleting` volume's row and gives its quota back, in `tx`. */
-export async function removeVolume(deps: LifecycleDeps, tx: Tx, v: VolumeRow, requestId: string | null): Promise<void> {
-  if (await deps.volumes.deleteRow(tx, v.id, 'deleting', requestId)) {
+/** Deletes a `deleting` (or `from`: an unmanage's `unmanaging`) volume's row and gives its quota back, in `tx`. */
+export async function removeVolume(deps: LifecycleDeps, tx: Tx, v: VolumeRow, requestId: string | null, from = 'deleting'): Promise<void> {
+  if (await deps.volumes.deleteRow(tx, v.id, from, requestId)) {
     await deps.quotas.release(tx, v.project_id, volumeQuota(v.size, await typeNameOf(deps.types, tx, v.volume_type_id)));
   }
 }
 
-/** Deletes a `deleting` snapshot's row and gives its quota back, in `tx`. */
-export async function removeSnapshot(deps: LifecycleDeps, tx: Tx, s: SnapshotRow, requestId: string | null): Promise<void> {
-  if (await deps.snapshots.deleteRow(tx, s.id, 'deleting', requestId)) {
+/** Deletes a `deleting` (or `from`: an unmanage's `unmanaging`) snapshot's row and gives its quota back, in `tx`. */
+export async function removeSnapshot(deps: LifecycleDeps, tx: Tx, s: SnapshotRow, requestId: string | null, from = 'deleting'): Promise<void> {
+  if (await deps.snapshots.deleteRow(tx, s.id, from, requestId)) {
     await deps.quotas.release(tx, s.project_id, snapshotQuota(s.volume_size, await typeNameOf(deps.types, tx, s.volume_type_id)));
   }
 }

@@ -15,6 +15,9 @@ import {
   type CreatePayload, type DeletePayload, type ExtendPayload, type MigrateCleanupPayload, type MigratePayload, type RevertPayload, type SchedulePayload,
   type SnapshotPayload, type TransitionalStatus,
 } from './operations/index.ts';
+import {
+  snapshotManage, snapshotUnmanage, volumeManage, volumeUnmanage, type ManagePayload, type ManageSnapshotPayload, type UnmanagePayload,
+} from './operations/index.ts';
 
 export type { CreatePayload, DeletePayload, ExtendPayload, MigrateCleanupPayload, MigratePayload, RevertPayload, SchedulePayload, SnapshotPayload, TransitionalStatus };
 
@@ -32,6 +35,10 @@ export interface VolumeJobKinds {
   migrateCleanup: JobKind<MigrateCleanupPayload>;
   snapshotCreate: JobKind<SnapshotPayload>;
   snapshotDelete: JobKind<SnapshotPayload>;
+  manage: JobKind<ManagePayload>;
+  unmanage: JobKind<UnmanagePayload>;
+  snapshotManage: JobKind<ManageSnapshotPayload>;
+  snapshotUnmanage: JobKind<SnapshotPayload>;
   fence: JobKind<FencePayload>;
 }
 
@@ -84,6 +91,10 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
     },
     snapshotCreate: operationJobKind(snapshotCreate, snapshotCreate.jobs.main, deps),
     snapshotDelete: operationJobKind(snapshotDelete, snapshotDelete.jobs.main, deps),
+    manage: operationJobKind(volumeManage, volumeManage.jobs.main, deps),
+    unmanage: operationJobKind(volumeUnmanage, volumeUnmanage.jobs.main, deps),
+    snapshotManage: operationJobKind(snapshotManage, snapshotManage.jobs.main, deps),
+    snapshotUnmanage: operationJobKind(snapshotUnmanage, snapshotUnmanage.jobs.main, deps),
     fence: {
       kind: 'export.fence', version: 1, minVersion: 1, resourceType: 'attachment',
       parse: payloadParser<FencePayload>({ exportName: 'string' }),

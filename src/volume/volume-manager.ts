@@ -21,6 +21,9 @@ import {
   OperationRuntime, snapshotCreate, snapshotDelete, volumeCreate, volumeDelete, volumeExtend, volumeMigrate, volumeRetype, volumeRevert,
   type CreateSnapshotInput, type CreateVolumeInput, type DeleteVolumeInput, type MigrateVolumeInput, type SnapshotStatus, type VolumeStatus,
 } from './operations/index.ts';
+import {
+  snapshotManage, snapshotUnmanage, volumeManage, volumeUnmanage, type ManageSnapshotInput, type ManageVolumeInput,
+} from './operations/index.ts';
 import { refuseIfAttached, releaseVolumeReferences } from './volume-references.ts';
 
 export { DELETABLE_STATUSES, SNAPSHOT_DELETABLE_STATUSES, type CreateSnapshotInput, type CreateVolumeInput } from './operations/index.ts';
@@ -244,6 +247,41 @@ export class VolumeManager {
    */
   async requestSnapshotDelete(caller: Caller, id: string, opts: { force?: boolean } = {}): Promise<void> {
     await this.runtime.change(snapshotDelete, caller, id, opts);
+  }
+
+  /**
+   * Records a volume in `managing` on the backend the request names and
+   * queues the adoption of its storage (`volume.manage`).
+   * @throws NotFoundError (host, cluster, type), InvalidInputError (host and cluster, zone, disabled or frozen backend), QuotaExceededError.
+   */
+  async requestManage(caller: Caller, input: ManageVolumeInput): Promise<VolumeRow> {
+    const id = await this.runtime.create(volumeManage, caller, input);
+    return (await this.deps.volumes.get(this.deps.db.kysely, id))!;
+  }
+
+  /**
+   * Moves a volume to `unmanaging` and queues its release (`volume.unmanage`): the row goes, the storage stays.
+   * @throws NotFoundError, InvalidStatusError (status, attached, snapshots, group), InvalidInputError (encrypted).
+   */
+  async requestUnmanage(caller: Caller, id: string): Promise<void> {
+    await this.runtime.change(volumeUnmanage, caller, id, undefined);
+  }
+
+  /**
+   * Records a snapshot in `creating` and queues the adoption of its storage (`snapshot.manage`).
+   * @throws NotFoundError (volume), InvalidStatusError, QuotaExceededError.
+   */
+  async requestSnapshotManage(caller: Caller, input: ManageSnapshotInput): Promise<SnapshotRow> {
+    const id = await this.runtime.create(snapshotManage, caller, input);
+    return (await this.deps.snapshots.get(this.deps.db.kysely, id))!;
+  }
+
+  /**
+   * Moves a snapshot to `unmanaging` and queues its release (`snapshot.unmanage`).
+   * @throws NotFoundError, InvalidStatusError (status, group snapshot, volumes being made from it).
+   */
+  async requestSnapshotUnmanage(caller: Caller, id: string): Promise<void> {
+    await this.runtime.change(snapshotUnmanage, caller, id, undefined);
   }
 
   /**

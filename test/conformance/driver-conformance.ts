@@ -180,6 +180,50 @@ export function driverConformance(name: string, factory: DriverFactory): void {
     }
   });
 
+  test(`${name}: unmanage keeps the data where manage finds it again, when declared`, async (t) => {
+    const { driver, objects } = await setup(t);
+    if (!driver.capabilities.supportsManageExisting) {
+      await assert.rejects(driver.listManageableVolumes(), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
+      return;
+    }
+    const v = vol();
+    await driver.createVolume(v);
+    const data = pattern(11, 4096);
+    await writeAt(driver, v, 8192, data);
+    const owned = (await driver.listManageableVolumes()).find((r) => r.basaltId === v.id);
+    assert.ok(owned, 'a volume Basalt manages is listed');
+    assert.equal(owned.safeToManage, false);
+    assert.ok(owned.reasonNotSafe);
+    await assert.rejects(driver.manageExistingGetSize(owned.reference), /already managed|No/, 'a volume Basalt manages cannot be adopted again');
+
+    await driver.unmanage(v);
+    await driver.unmanage(v); // idempotent
+    const listed = (await driver.listManageableVolumes()).filter((r) => r.safeToManage);
+    assert.equal(listed.length, 1, 'the unmanaged volume is listed, safe to manage');
+    const ref = listed[0]!.reference;
+    assert.equal(await driver.manageExistingGetSize(ref), 1);
+    const adopted = vol();
+    await driver.manageExisting(adopted, ref);
+    await driver.manageExisting(adopted, ref); // an interrupted manage completes on retry
+    assert.ok((await readAt(driver, adopted, 8192, 4096)).equals(data), 'the data is read back under the new id');
+    assert.deepEqual((await driver.listManageableVolumes()).filter((r) => r.safeToManage), [], 'nothing left to adopt');
+    await assert.rejects(driver.manageExistingGetSize({ 'source-name': 'no-such-thing' }));
+
+    // Snapshots alike.
+    const snap = { id: randomUUID(), volumeId: adopted.id, sizeGiB: 1 };
+    await driver.createSnapshot(snap);
+    await driver.unmanageSnapshot(snap);
+    const snapRef = (await driver.listManageableSnapshots()).find((r) => r.safeToManage)!.reference;
+    const back = { id: randomUUID(), volumeId: adopted.id, sizeGiB: 1 };
+    await driver.manageExistingSnapshot(back, snapRef);
+    const copy = vol();
+    await driver.createVolumeFromSnapshot(copy, back);
+    assert.ok((await readAt(driver, copy, 8192, 4096)).equals(data), 'a managed snapshot is a snapshot like any');
+    for (const x of [copy, adopted]) await driver.deleteVolume(x);
+    await driver.deleteSnapshot(back);
+    assert.deepEqual(await objects(), [], 'nothing is left but what was never adopted');
+  });
+
   test(`${name}: write-zeroes, trim and block status`, async (t) => {
     const { driver } = await setup(t);
     const v = vol();
@@ -209,7 +253,9 @@ export function driverConformance(name: string, factory: DriverFactory): void {
   });
 
   test(`${name}: an undeclared capability is refused`, async (t) => {
-    const { driver } = await setup(t, { declare: { supportsRevertToSnapshot: false, supportsLocalPath: false, supportsOnlineExtend: false } });
+    const { driver } = await setup(t, { declare: { supportsRevertToSnapshot: false, supportsLocalPath: false, supportsOnlineExtend: false, supportsManageExisting: false } });
+    await assert.rejects(driver.manageExisting({ id: randomUUID() }, { 'source-name': 'x' }), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
+    await assert.rejects(driver.unmanage({ id: randomUUID() }), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
     assert.equal(driver.capabilities.supportsRevertToSnapshot, false);
     const v = vol();
     await driver.createVolume(v);
@@ -233,6 +279,7 @@ export function driverConformance(name: string, factory: DriverFactory): void {
     }
     assert.equal(driver.capabilities.supportsRevertToSnapshot, typeof under.driver.revertToSnapshot === 'function', 'revert is declared exactly when the method exists');
     assert.equal(driver.capabilities.supportsLocalPath, typeof under.driver.localPath === 'function', 'local paths are declared exactly when the method exists');
+    assert.equal(driver.capabilities.supportsManageExisting, typeof under.driver.manageExisting === 'function', 'manage is declared exactly when the method exists');
   });
 
   test(`${name}: a create killed mid-way is completed on retry`, async (t) => {

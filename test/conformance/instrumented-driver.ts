@@ -6,7 +6,7 @@
  * explicitly (no Proxy): a method it does not know is not forwarded.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BackendStats, DeclaredCapabilities, SnapshotRef, VolumeDriver, VolumeHandle, VolumeRef } from '../../src/drivers/index.ts';
+import type { BackendStats, DeclaredCapabilities, ManageReference, SnapshotRef, VolumeDriver, VolumeHandle, VolumeRef } from '../../src/drivers/index.ts';
 
 /** One call that reached the driver. */
 export interface CallRecord {
@@ -90,6 +90,15 @@ export function instrumented(inner: VolumeDriver, o: InstrumentOptions = {}): { 
       ? { revertToSnapshot: (vol: VolumeRef, snap: SnapshotRef) => around('revertToSnapshot', vol.id, () => inner.revertToSnapshot!(vol, snap)) }
       : {}),
     ...(capabilities.supportsLocalPath && inner.localPath ? { localPath: (vol: Pick<VolumeRef, 'id'>) => inner.localPath!(vol) } : {}),
+    ...(capabilities.supportsManageExisting && inner.manageExisting ? {
+      manageExistingGetSize: (ref: ManageReference) => around('manageExistingGetSize', '', () => inner.manageExistingGetSize!(ref)),
+      manageExisting: (vol: Pick<VolumeRef, 'id'>, ref: ManageReference) => around('manageExisting', vol.id, () => inner.manageExisting!(vol, ref)),
+      unmanage: (vol: Pick<VolumeRef, 'id'>) => around('unmanage', vol.id, () => inner.unmanage!(vol)),
+      manageExistingSnapshot: (snap: Pick<SnapshotRef, 'id' | 'volumeId'>, ref: ManageReference) => around('manageExistingSnapshot', snap.id, () => inner.manageExistingSnapshot!(snap, ref)),
+      unmanageSnapshot: (snap: Pick<SnapshotRef, 'id'>) => around('unmanageSnapshot', snap.id, () => inner.unmanageSnapshot!(snap)),
+      listManageableVolumes: () => around('listManageableVolumes', '', () => inner.listManageableVolumes!()),
+      listManageableSnapshots: () => around('listManageableSnapshots', '', () => inner.listManageableSnapshots!()),
+    } : {}),
     openVolume: async (vol) => wrapHandle(vol.id, await around('openVolume', vol.id, () => inner.openVolume(vol))),
     close: () => around('close', '', () => inner.close?.() ?? Promise.resolve()),
   };

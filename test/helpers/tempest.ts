@@ -26,6 +26,8 @@ export interface TempestTarget {
   maxMicroversion: string;
   /** `[volume-feature-enabled]` flags; unnamed ones keep tempest's defaults. */
   features: Record<string, boolean>;
+  /** More `[volume]` options (e.g. `manage_volume_ref`); unnamed ones keep tempest's defaults. */
+  volume?: Record<string, string>;
 }
 
 /** Options of {@link runTempest}. */
@@ -72,6 +74,7 @@ export function tempestConf(target: TempestTarget, buildTimeoutSeconds: number, 
     `storage_protocol = ${target.storageProtocol}`, `vendor_name = ${target.vendorName}`,
     `min_microversion = ${target.minMicroversion}`, `max_microversion = ${target.maxMicroversion}`,
     `build_timeout = ${buildTimeoutSeconds}`, 'build_interval = 1',
+    ...Object.entries(target.volume ?? {}).map(([k, v]) => `${k} = ${v}`),
     '[volume-feature-enabled]', ...features, '',
   ].join('\n');
 }

@@ -52,6 +52,7 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   act('POST /volumes/:id/action', 'os-extend', 'volumes/extend_volume'),
   act('POST /volumes/:id/action', 'os-reset_status', 'volumes/reset_volume_status'),
   act('POST /volumes/:id/action', 'os-force_delete', 'volumes/force_delete_volume'),
+  act('POST /volumes/:id/action', 'os-unmanage', 'volumes/unmanage_volume'),
   act('POST /volumes/:id/action', 'os-force_detach', 'volumes/force_detach_volume'),
   act('POST /volumes/:id/action', 'os-update_readonly_flag', 'volumes/update_volume_readonly'),
   act('POST /volumes/:id/action', 'os-set_bootable', 'volumes/set_bootable_volume'),
@@ -85,6 +86,12 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   s('DELETE /snapshots/:id/metadata/:key', 'snapshots/delete_snapshot_metadata_item'),
   act('POST /snapshots/:id/action', 'os-reset_status', 'snapshots/reset_snapshot_status'),
   act('POST /snapshots/:id/action', 'os-force_delete', 'snapshots/force_delete_snapshot'),
+  act('POST /snapshots/:id/action', 'os-unmanage', 'snapshots/unmanage_snapshot'),
+  // Manage (tempest's manage clients post to os-volume-manage / os-snapshot-manage; the 3.8 paths answer alike).
+  s('POST /os-volume-manage', 'manage_volume/manage_volume'),
+  s('POST /manageable_volumes', 'manage_volume/manage_volume'),
+  s('POST /os-snapshot-manage', 'manage_snapshot/manage_snapshot'),
+  s('POST /manageable_snapshots', 'manage_snapshot/manage_snapshot'),
   act('POST /snapshots/:id/action', 'os-update_snapshot_status', 'snapshots/update_snapshot_status'),
 
   // Attachments (3.27).

@@ -61,9 +61,12 @@ test('tempest volume API tests', { timeout: 20 * 60_000 }, async (t) => {
     minMicroversion: MIN_VERSION, maxMicroversion: MAX_VERSION,
     features: {
       snapshot: true, clone: true, multi_backend: true,
-      // Not built yet: backups (issue 15), manage/unmanage; extending attached volumes needs Nova.
-      backup: false, manage_volume: false, manage_snapshot: false, extend_attached_volume: false,
+      manage_volume: true, manage_snapshot: true,
+      // Not built yet: backups (issue 15); extending attached volumes needs Nova.
+      backup: false, extend_attached_volume: false,
     },
+    // The file driver keeps an unmanaged volume's or snapshot's data as `unmanaged-volume-<id>` / `unmanaged-snapshot-<id>`.
+    volume: { manage_volume_ref: 'source-name,unmanaged-volume-%s', manage_snapshot_ref: 'source-name,unmanaged-snapshot-%s' },
   }, {
     regex, excludeList: path.join(here, 'exclude.txt'), concurrency: 2, buildTimeoutSeconds: 60,
     onLine: process.env.TEMPEST_VERBOSE ? (l) => console.log(l) : undefined,

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { DriverError } from '../../errors/index.ts';
 import {
   GiB,
-  type BackendStats, type DeclaredCapabilities, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  type BackendStats, type DeclaredCapabilities, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 import { dataExtentsOf, fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, readNowait, writeNowait } from './native-io.ts';
 import { copyVolumeFile, tryReflink } from './sparse-copy.ts';
@@ -41,6 +41,8 @@ export class FileDriver implements VolumeDriver {
     supportsMultiattach: true,
     supportsRevertToSnapshot: true,
     supportsLocalPath: true,
+    // A file put in the folder by hand is adopted by renaming it; an unmanaged one is renamed back out of the way.
+    supportsManageExisting: true,
     storageProtocol: 'nbd',
     vendorName: 'Basalt',
     driverVersion: '1.0.0',
@@ -238,6 +240,111 @@ export class FileDriver implements VolumeDriver {
     };
   }
 
+  /**
+   * The size of the file `ref["source-name"]` names in the folder, rounded up to GiB.
+   * @throws DriverError when the reference names no file the driver may adopt.
+   */
+  async manageExistingGetSize(ref: ManageReference): Promise<number> {
+    const st = await fs.stat(this.adoptable(ref)).catch((err: NodeJS.ErrnoException) => {
+      throw new DriverError(`No file ${ref['source-name']} to manage`, { cause: err });
+    });
+    if (!st.isFile()) throw new DriverError(`${ref['source-name']} is not a regular file`);
+    return Math.max(1, Math.ceil(st.size / GiB));
+  }
+
+  /** Renames the file to the volume's name, then grows it to whole GiB. */
+  async manageExisting(vol: Pick<VolumeRef, 'id'>, ref: ManageReference): Promise<void> {
+    await this.adopt(this.adoptable(ref), this.volumePath(vol.id), ref);
+  }
+
+  /** Renames the volume's file to `unmanaged-volume-<id>`, which a manage request can name. */
+  async unmanage(vol: Pick<VolumeRef, 'id'>): Promise<void> {
+    await this.release(this.volumePath(vol.id), path.join(this.options.directory, `${UNMANAGED}volume-${vol.id}`));
+  }
+
+  /** Renames the file to the snapshot's name. */
+  async manageExistingSnapshot(snap: Pick<SnapshotRef, 'id' | 'volumeId'>, ref: ManageReference): Promise<void> {
+    await this.adopt(this.adoptable(ref), this.snapshotPath(snap.id), ref);
+  }
+
+  /** Renames the snapshot's file to `unmanaged-snapshot-<id>`. */
+  async unmanageSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+    await this.release(this.snapshotPath(snap.id), path.join(this.options.directory, `${UNMANAGED}snapshot-${snap.id}`));
+  }
+
+  /** Every file of the folder that is not a snapshot's: Basalt's volumes (not safe) and the others (safe). */
+  async listManageableVolumes(): Promise<ManageableResource[]> {
+    return (await this.manageable()).filter((r) => !r.snapshot).map(({ snapshot: _snapshot, ...r }) => r);
+  }
+
+  /** Every snapshot file of the folder: Basalt's (not safe) and unmanaged ones (safe). */
+  async listManageableSnapshots(): Promise<ManageableResource[]> {
+    // Which volume an unmanaged snapshot came from is not kept in its file.
+    return (await this.manageable()).filter((r) => r.snapshot).map(({ snapshot: _snapshot, ...r }) => ({ ...r, sourceReference: {} }));
+  }
+
+  /** The files of the folder as manageable resources, with whether each is a snapshot's. */
+  private async manageable(): Promise<(ManageableResource & { snapshot: boolean })[]> {
+    const out: (ManageableResource & { snapshot: boolean })[] = [];
+    for (const entry of await fs.readdir(this.options.directory, { withFileTypes: true })) {
+      const name = entry.name;
+      if (!entry.isFile() || name.startsWith('.') || name.endsWith('.partial')) continue;
+      const st = await fs.stat(path.join(this.options.directory, name)).catch(() => undefined);
+      if (!st) continue; // removed meanwhile
+      const owned = OWNED.exec(name);
+      out.push({
+        reference: { 'source-name': name }, sizeGiB: Math.max(1, Math.ceil(st.size / GiB)),
+        basaltId: owned ? owned[2]! : null, safeToManage: !owned, reasonNotSafe: owned ? 'Already managed' : null, extraInfo: null,
+        snapshot: owned ? owned[1] === 'snapshot' : name.startsWith(`${UNMANAGED}snapshot-`),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * The path of the file a manage reference names.
+   * @throws DriverError when it names no plain file name of the folder, or one of Basalt's own.
+   */
+  private adoptable(ref: ManageReference): string {
+    const name = ref['source-name'];
+    if (typeof name !== 'string' || name === '') throw new DriverError('The file driver manages by source-name only');
+    if (name.includes('/') || name.startsWith('.') || name.endsWith('.partial')) throw new DriverError(`${name} is not a file name of the volume folder`);
+    if (OWNED.test(name)) throw new DriverError(`${name} is already managed`);
+    return path.join(this.options.directory, name);
+  }
+
+  /** Renames `from` to `to` (done already when only `to` exists), grows it to whole GiB and makes it durable. */
+  private async adopt(from: string, to: string, ref: ManageReference): Promise<void> {
+    try {
+      await fs.rename(from, to);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !(await exists(to))) {
+        throw new DriverError(`No file ${ref['source-name']} to manage`, { cause: err });
+      }
+    }
+    const handle = await fs.open(to, fs.constants.O_WRONLY);
+    try {
+      const { size } = await handle.stat();
+      const whole = Math.max(1, Math.ceil(size / GiB)) * GiB;
+      if (size < whole) await handle.truncate(whole); // grown, never cut: the volume is whole GiB
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await this.syncDirectory();
+  }
+
+  /** Renames `from` to `to`; nothing to do when `from` is gone (done already, or never there). */
+  private async release(from: string, to: string): Promise<void> {
+    try {
+      await fs.rename(from, to);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    await this.syncDirectory();
+  }
+
   private async copy(src: string, dst: string, sizeBytes: number, what: string): Promise<void> {
     try {
       await copyVolumeFile(src, dst, sizeBytes, this.reflink);
@@ -258,6 +365,12 @@ export class FileDriver implements VolumeDriver {
     }
   }
 }
+
+/** The prefix of an unmanaged volume's or snapshot's file: `unmanaged-volume-<id>`, `unmanaged-snapshot-<id>`. */
+const UNMANAGED = 'unmanaged-';
+
+/** The names of Basalt's own files: `volume-<uuid>`, `snapshot-<uuid>`. */
+const OWNED = /^(volume|snapshot)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
 
 async function exists(file: string): Promise<boolean> {
   return fs.access(file).then(() => true, () => false);

@@ -10,7 +10,7 @@
 import { DriverError } from '../../errors/index.ts';
 import {
   GiB,
-  type BackendStats, type DeclaredCapabilities, type Extent, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  type BackendStats, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 
 const CHUNK = 64 * 1024;
@@ -38,6 +38,8 @@ export class MemoryDriver implements VolumeDriver {
   readonly volumes = new Map<string, Image>();
   /** Snapshot id → data. */
   readonly snapshots = new Map<string, Image>();
+  /** Data the backend holds that is no volume or snapshot of Basalt's, by `source-name` (tests put images here to manage them). */
+  readonly unmanaged = new Map<string, { sizeBytes: number; chunks: Map<number, Buffer> }>();
 
   constructor(private readonly options: MemoryDriverOptions) {
     this.capabilities = {
@@ -50,6 +52,7 @@ export class MemoryDriver implements VolumeDriver {
       supportsOnlineExtend: true,
       supportsMultiattach: true,
       supportsRevertToSnapshot: true,
+      supportsManageExisting: true,
       storageProtocol: 'nbd',
       vendorName: 'Basalt',
       driverVersion: '1.0.0',
@@ -57,6 +60,11 @@ export class MemoryDriver implements VolumeDriver {
     };
     // Without the capability the method must be absent too, as the contract says.
     if (!this.capabilities.supportsRevertToSnapshot) (this as { revertToSnapshot?: unknown }).revertToSnapshot = undefined;
+    if (!this.capabilities.supportsManageExisting) {
+      for (const m of ['manageExistingGetSize', 'manageExisting', 'unmanage', 'manageExistingSnapshot', 'unmanageSnapshot', 'listManageableVolumes', 'listManageableSnapshots']) {
+        (this as Record<string, unknown>)[m] = undefined;
+      }
+    }
   }
 
   async getStats(): Promise<BackendStats> {
@@ -175,11 +183,73 @@ export class MemoryDriver implements VolumeDriver {
     return handle;
   }
 
+  /** @throws DriverError when `ref` names no unmanaged image. */
+  async manageExistingGetSize(ref: ManageReference): Promise<number> {
+    return Math.max(1, Math.ceil(this.unmanagedNamed(ref).sizeBytes / GiB));
+  }
+
+  async manageExisting(vol: Pick<VolumeRef, 'id'>, ref: ManageReference): Promise<void> {
+    if (this.volumes.has(vol.id) && !this.unmanaged.has(ref['source-name'] ?? '')) return; // done already
+    const image = this.unmanagedNamed(ref);
+    this.unmanaged.delete(ref['source-name']!);
+    this.volumes.set(vol.id, resize(image, Math.max(1, Math.ceil(image.sizeBytes / GiB)) * GiB));
+  }
+
+  async unmanage(vol: Pick<VolumeRef, 'id'>): Promise<void> {
+    const image = this.volumes.get(vol.id);
+    if (!image) return;
+    this.unmanaged.set(`unmanaged-volume-${vol.id}`, image);
+    this.volumes.delete(vol.id);
+  }
+
+  async manageExistingSnapshot(snap: Pick<SnapshotRef, 'id' | 'volumeId'>, ref: ManageReference): Promise<void> {
+    if (this.snapshots.has(snap.id) && !this.unmanaged.has(ref['source-name'] ?? '')) return;
+    const image = this.unmanagedNamed(ref);
+    this.unmanaged.delete(ref['source-name']!);
+    this.snapshots.set(snap.id, image);
+  }
+
+  async unmanageSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+    const image = this.snapshots.get(snap.id);
+    if (!image) return;
+    this.unmanaged.set(`unmanaged-snapshot-${snap.id}`, image);
+    this.snapshots.delete(snap.id);
+  }
+
+  async listManageableVolumes(): Promise<ManageableResource[]> {
+    return [
+      ...[...this.volumes].map(([id, image]) => listed(id, image, id)),
+      ...[...this.unmanaged].filter(([name]) => !name.startsWith('unmanaged-snapshot-')).map(([name, image]) => listed(name, image, null)),
+    ];
+  }
+
+  async listManageableSnapshots(): Promise<ManageableResource[]> {
+    return [
+      ...[...this.snapshots].map(([id, image]) => listed(id, image, id)),
+      ...[...this.unmanaged].filter(([name]) => name.startsWith('unmanaged-snapshot-')).map(([name, image]) => listed(name, image, null)),
+    ].map((r) => ({ ...r, sourceReference: {} }));
+  }
+
+  /** @throws DriverError when `ref` names no unmanaged image. */
+  private unmanagedNamed(ref: ManageReference): Image {
+    const image = this.unmanaged.get(ref['source-name'] ?? '');
+    if (!image) throw new DriverError(`No unmanaged image ${ref['source-name'] ?? '(no source-name)'}`);
+    return image;
+  }
+
   private volume(id: string): Image {
     const image = this.volumes.get(id);
     if (!image) throw new DriverError(`Volume ${id} does not exist`);
     return image;
   }
+}
+
+/** A listing entry: Basalt's own (`basaltId`) are not safe to manage. */
+function listed(name: string, image: Image, basaltId: string | null): ManageableResource {
+  return {
+    reference: { 'source-name': name }, sizeGiB: Math.max(1, Math.ceil(image.sizeBytes / GiB)), basaltId,
+    safeToManage: basaltId === null, reasonNotSafe: basaltId === null ? null : 'Already managed', extraInfo: null,
+  };
 }
 
 function copy(image: Image): Image {

@@ -12,3 +12,7 @@ export * from './snapshot-create.ts';
 export * from './snapshot-delete.ts';
 export * from './volume-attach.ts';
 export * from './volume-transfer.ts';
+export * from './volume-manage.ts';
+export * from './volume-unmanage.ts';
+export * from './snapshot-manage.ts';
+export * from './snapshot-unmanage.ts';

@@ -15,7 +15,8 @@ import { isoAt } from '../../common/index.ts';
 import { InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
 import { snapshotQuota, typeNameOf } from '../volume-quota.ts';
-import { operation, payloadParser } from './operation.ts';
+import type { VolumeRow } from '../../db/index.ts';
+import { operation, payloadParser, type RequestContext } from './operation.ts';
 import type { SnapshotPayload } from './snapshot-delete.ts';
 
 /** A snapshot request after validation. */
@@ -31,6 +32,23 @@ export interface CreateSnapshotInput {
 const VOLUME_FROM = { plain: ['available'], forced: ['available', 'in-use'] } as const;
 
 const create = { kind: 'snapshot.create', version: 1, minVersion: 1, parse: payloadParser<SnapshotPayload>({ snapshotId: 'string' }) } as const;
+
+/**
+ * Takes a snapshot's quota (the volume's size) and inserts its row in
+ * `creating`, with its metadata; a snapshot create and a snapshot manage alike.
+ * @throws QuotaExceededError.
+ */
+export async function insertSnapshot(
+  { tx, caller, deps }: Pick<RequestContext, 'tx' | 'caller' | 'deps'>, id: string, v: VolumeRow,
+  input: Pick<CreateSnapshotInput, 'name' | 'description' | 'metadata'>,
+): Promise<void> {
+  await deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(deps.types, tx, v.volume_type_id)));
+  await deps.snapshots.insert(tx, {
+    id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
+    volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating', encryption_key_id: v.encryption_key_id,
+    created_at: isoAt(deps.clock.now()), updated_at: null, group_snapshot_id: null, progress: null,
+  }, input.metadata);
+}
 
 /** The snapshot create operation. */
 export const snapshotCreate = operation<'snapshot', SnapshotPayload, CreateSnapshotInput>().create({
@@ -54,12 +72,7 @@ export const snapshotCreate = operation<'snapshot', SnapshotPayload, CreateSnaps
     await look.refuseIfBusy(tx, v.id, { reading: true });
     await look.refuseIfFrozen(tx, v);
     if (v.status === 'in-use') await look.refuseIfUnquiescable(tx, v);
-    await deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(deps.types, tx, v.volume_type_id)));
-    await deps.snapshots.insert(tx, {
-      id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
-      volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating', encryption_key_id: v.encryption_key_id,
-      created_at: isoAt(deps.clock.now()), updated_at: null, group_snapshot_id: null, progress: null,
-    }, input.metadata);
+    await insertSnapshot({ tx, caller, deps }, id, v, input);
     return { job: { schema: create, target: await look.snapshotTarget(tx, v), payload: { snapshotId: id } satisfies SnapshotPayload } };
   },
 

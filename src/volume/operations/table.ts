@@ -8,10 +8,14 @@ import type { MessageAction } from '../../messages/index.ts';
 import type { Operation, ResourceType } from './operation.ts';
 import { snapshotCreate } from './snapshot-create.ts';
 import { snapshotDelete } from './snapshot-delete.ts';
+import { snapshotManage } from './snapshot-manage.ts';
+import { snapshotUnmanage } from './snapshot-unmanage.ts';
 import { volumeBeginDetaching, volumeComplete, volumeConnect, volumeDetach, volumeReserve, volumeRollDetaching } from './volume-attach.ts';
 import { volumeCreate } from './volume-create.ts';
 import { volumeDelete } from './volume-delete.ts';
 import { volumeExtend } from './volume-extend.ts';
+import { volumeManage } from './volume-manage.ts';
+import { volumeUnmanage } from './volume-unmanage.ts';
 import { volumeMigrate } from './volume-migrate.ts';
 import { volumeRetype } from './volume-retype.ts';
 import { volumeRevert } from './volume-revert.ts';
@@ -21,6 +25,7 @@ import { volumeOffer, volumeOfferSettled } from './volume-transfer.ts';
 export const OPERATIONS = [
   volumeCreate, volumeDelete, volumeExtend, volumeRevert, volumeRetype, volumeMigrate,
   snapshotCreate, snapshotDelete,
+  volumeManage, volumeUnmanage, snapshotManage, snapshotUnmanage,
   volumeReserve, volumeConnect, volumeComplete, volumeBeginDetaching, volumeRollDetaching, volumeDetach,
   volumeOffer, volumeOfferSettled,
 ] as const;
@@ -28,10 +33,10 @@ export const OPERATIONS = [
 /**
  * Cinder's volume statuses that no Basalt operation owns yet, kept because an
  * admin may set them (`os-reset_status`) or a delete starts from them:
- * `managing`/`error_managing` (manage, issue 12 part 5), `error_restoring`
- * (backup restore). `maintenance` is a migration's (`volume-migrate.ts`).
+ * `error_restoring` (backup restore). `maintenance` is a migration's
+ * (`volume-migrate.ts`), `managing`/`error_managing` a manage's (`volume-manage.ts`).
  */
-export const UNOWNED_VOLUME_STATUSES = ['managing', 'error_managing', 'error_restoring'] as const;
+export const UNOWNED_VOLUME_STATUSES = ['error_restoring'] as const;
 
 type Ops = (typeof OPERATIONS)[number];
 type Declared<O> = O extends { from: readonly (infer F)[]; transitional: infer T; to: readonly (infer U)[]; error: infer E } ? F | T | U | E : never;
@@ -50,11 +55,11 @@ export type SnapshotStatus = Exclude<Declared<Extract<Ops, { resource: 'snapshot
 const VOLUME_RESETTABLE: Record<VolumeStatus, boolean> = {
   creating: true, available: true, deleting: true, error: true, error_deleting: true, error_managing: true, managing: true,
   attaching: true, 'in-use': true, detaching: true, maintenance: true, reserved: true, error_extending: true, extending: true,
-  reverting: false, 'awaiting-transfer': false, error_restoring: false,
+  reverting: false, 'awaiting-transfer': false, error_restoring: false, unmanaging: false, error_unmanaging: false,
 };
 /** Whether an admin's snapshot `os-reset_status` may set each snapshot status (Cinder's list). */
 const SNAPSHOT_RESETTABLE: Record<SnapshotStatus, boolean> = {
-  creating: true, available: true, deleting: true, error: true, error_deleting: true, restoring: false,
+  creating: true, available: true, deleting: true, error: true, error_deleting: true, restoring: false, unmanaging: false, error_unmanaging: false,
 };
 
 const allowed = <S extends string>(r: Record<S, boolean>): S[] => (Object.keys(r) as S[]).filter((s) => r[s]);

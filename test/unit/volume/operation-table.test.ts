@@ -13,11 +13,14 @@ test('each transitional status has one error status and one message action', () 
     extending: ['error_extending', 'extend volume', 'volume.extend'],
     reverting: ['error', 'revert volume to snapshot', 'volume.revert'],
     maintenance: ['available', 'migrate volume', 'volume.migrate'],
+    managing: ['error_managing', 'create volume from backend storage', 'volume.manage'],
+    unmanaging: ['error_unmanaging', 'unmanage volume', 'volume.unmanage'],
   });
   assert.deepEqual(Object.fromEntries(Object.entries(SNAPSHOT_TRANSITIONAL).map(([s, t]) => [s, [t.error, t.action.text, t.operation.name]])), {
     creating: ['error', 'snapshot create', 'snapshot.create'],
     deleting: ['error_deleting', 'snapshot delete', 'snapshot.delete'],
     restoring: ['available', 'revert volume to snapshot', 'volume.revert'],
+    unmanaging: ['error_unmanaging', 'unmanage volume', 'snapshot.unmanage'],
   });
   assert.doesNotThrow(() => transitionalStatuses('volume'));
 });
@@ -31,7 +34,10 @@ test('job kinds keep their names and payload versions (the rolling-upgrade test 
   const kinds = volumeJobKinds({} as never);
   assert.deepEqual(Object.values(kinds).map((k) => [k.kind, k.version, k.minVersion, k.resourceType]), [
     ['volume.schedule', 1, 1, 'volume'], ['volume.create', 1, 1, 'volume'], ['volume.extend', 1, 1, 'volume'], ['volume.delete', 2, 1, 'volume'],
-    ['volume.revert', 1, 1, 'volume'], ['volume.migrate', 1, 1, 'volume'], ['volume.migrate_cleanup', 1, 1, 'volume'], ['snapshot.create', 1, 1, 'snapshot'], ['snapshot.delete', 1, 1, 'snapshot'], ['export.fence', 1, 1, 'attachment'],
+    ['volume.revert', 1, 1, 'volume'], ['volume.migrate', 1, 1, 'volume'], ['volume.migrate_cleanup', 1, 1, 'volume'],
+    ['snapshot.create', 1, 1, 'snapshot'], ['snapshot.delete', 1, 1, 'snapshot'],
+    ['volume.manage', 1, 1, 'volume'], ['volume.unmanage', 1, 1, 'volume'], ['snapshot.manage', 1, 1, 'snapshot'], ['snapshot.unmanage', 1, 1, 'snapshot'],
+    ['export.fence', 1, 1, 'attachment'],
   ]);
   // A v1 delete (release N-1) reads without the snapshot list, and is written without it for such readers.
   assert.deepEqual(kinds.delete.parse({ volumeId: 'v' }, 1), { volumeId: 'v' });
@@ -60,5 +66,8 @@ test('every job of the table is a registered kind, and every backend job has a h
     for (const schema of Object.values(op.jobs ?? {})) assert.ok(kinds.has(schema.kind), `${op.name}: ${schema.kind} is registered`);
   }
   const handled = volumeHandlers({ kinds: volumeJobKinds({} as never) } as never, {} as never).map((h) => h.kind.kind).sort();
-  assert.deepEqual(handled, ['export.fence', 'snapshot.create', 'snapshot.delete', 'volume.create', 'volume.delete', 'volume.extend', 'volume.migrate', 'volume.migrate_cleanup', 'volume.revert']);
+  assert.deepEqual(handled, [
+    'export.fence', 'snapshot.create', 'snapshot.delete', 'snapshot.manage', 'snapshot.unmanage',
+    'volume.create', 'volume.delete', 'volume.extend', 'volume.manage', 'volume.migrate', 'volume.migrate_cleanup', 'volume.revert', 'volume.unmanage',
+  ]);
 });
