@@ -7,10 +7,17 @@
  * a 400 naming the field; whether the backend has what it names is learnt by
  * the volume service, which fails the row (`error_managing`) with a user
  * message and leaves the storage as it was.
+ *
+ * The 3.8 listings (`GET /manageable_volumes[/detail]`,
+ * `/manageable_snapshots[/detail]`) show what the named backend's volume
+ * service listed at its last heartbeat (its service report): Basalt's own
+ * volumes and snapshots with `cinder_id` and `safe_to_manage: false`.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { InvalidInputError } from '../errors/index.ts';
+import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { manageableOf, readReport, type ManageableReport } from '../services/index.ts';
 import type { ApiDeps } from './context.ts';
+import { queryValue } from './pagination.ts';
 import { metadataSchema, nameSchema, validate } from './validation.ts';
 import { snapshotView } from './snapshots.ts';
 import { volumeView } from './volumes.ts';
@@ -87,9 +94,68 @@ export function manageRoutes(deps: ApiDeps) {
       const md = await snapshots.metadataOf(db.kysely, [row.id]);
       return reply.code(202).send({ snapshot: snapshotView(req, row, md.get(row.id) ?? {}, 'summary') });
     };
+    /** The 3.8 paths answer 404 below 3.8, as an unknown path does. */
+    const since38 = <A extends unknown[], R>(fn: (req: FastifyRequest, ...rest: A) => Promise<R>) => async (req: FastifyRequest, ...rest: A): Promise<R> => {
+      if (!req.apiVersion.atLeast('3.8')) throw new NotFoundError('The resource could not be found.');
+      return fn(req, ...rest);
+    };
+    const list = (kind: 'volumes' | 'snapshots', detail: boolean) => async (req: FastifyRequest) => {
+      const q = req.query as Record<string, unknown>;
+      const entries = await manageableEntries(req, q, kind);
+      return { [`manageable-${kind}`]: entries.map((r) => manageableView(r, kind, detail)) };
+    };
+    /** The entries of the backend the query names, sorted and paged as asked. */
+    const manageableEntries = async (req: FastifyRequest, q: Record<string, unknown>, kind: 'volumes' | 'snapshots'): Promise<ManageableReport[]> => {
+      const host = queryValue(q, 'host');
+      const cluster = req.apiVersion.atLeast('3.17') ? queryValue(q, 'cluster') : undefined;
+      if ((host === undefined) === (cluster === undefined)) {
+        throw new InvalidInputError(`Invalid input received: give ${req.apiVersion.atLeast('3.17') ? 'exactly one of host and cluster' : 'host'} to name the backend to list.`);
+      }
+      const rows = (await deps.services.list(db.kysely)).filter((r) => r.binary === 'cinder-volume'
+        && (host !== undefined ? r.host === host.split('#')[0] : r.cluster === cluster!.split('#')[0]));
+      if (rows.length === 0) throw new NotFoundError(host !== undefined ? `Service host ${host} could not be found.` : `Cluster ${cluster} could not be found.`);
+      const listed = rows.map((r) => readReport(r)).map((r) => (r ? manageableOf(r, kind) : undefined)).find((l) => l !== undefined);
+      if (!listed) throw new InvalidInputError(`Invalid input received: the backend of ${host ?? cluster} cannot manage existing storage (or has not reported yet).`);
+      const keys = (queryValue(q, 'sort_key') ?? queryValue(q, 'sort_keys') ?? 'reference').split(',');
+      const dirs = (queryValue(q, 'sort_dir') ?? queryValue(q, 'sort_dirs') ?? 'desc').split(',');
+      const badKey = keys.find((k) => k !== 'reference' && k !== 'size');
+      if (badKey) throw new InvalidInputError(`Invalid input received: Invalid sort keys passed: ${badKey}`);
+      const badDir = dirs.find((d) => d !== 'asc' && d !== 'desc');
+      if (badDir) throw new InvalidInputError(`Invalid input received: Invalid sort dirs passed: ${badDir}`);
+      const sorted = [...listed].sort((a, b) => {
+        for (const [i, k] of keys.entries()) {
+          const c = k === 'size' ? a.size - b.size : JSON.stringify(a.reference).localeCompare(JSON.stringify(b.reference));
+          if (c !== 0) return (dirs[i] ?? dirs[0]) === 'desc' ? -c : c;
+        }
+        return 0;
+      });
+      const offset = whole('offset', queryValue(q, 'offset')) ?? 0;
+      const limit = whole('limit', queryValue(q, 'limit'));
+      return sorted.slice(offset, limit === undefined ? undefined : offset + limit);
+    };
+    app.get('/manageable_volumes', since38(list('volumes', false)));
+    app.get('/manageable_volumes/detail', since38(list('volumes', true)));
+    app.get('/manageable_snapshots', since38(list('snapshots', false)));
+    app.get('/manageable_snapshots/detail', since38(list('snapshots', true)));
     app.post('/os-volume-manage', manageVolume);
     app.post('/os-snapshot-manage', manageSnapshot);
-    app.post('/manageable_volumes', manageVolume);
-    app.post('/manageable_snapshots', manageSnapshot);
+    app.post('/manageable_volumes', since38(manageVolume));
+    app.post('/manageable_snapshots', since38(manageSnapshot));
+  };
+}
+
+/** A query parameter that must be a whole number ≥ 0, or undefined when absent. @throws InvalidInputError naming it. */
+function whole(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new InvalidInputError(`Invalid input received: ${name} must be a whole number ≥ 0, got ${value}.`);
+  return Number(value);
+}
+
+/** One entry of a manageable listing, in Cinder's summary or detail view. */
+function manageableView(r: ManageableReport, kind: 'volumes' | 'snapshots', detail: boolean): Record<string, unknown> {
+  return {
+    reference: r.reference, size: r.size, safe_to_manage: r.safe_to_manage,
+    ...(kind === 'snapshots' ? { source_reference: r.source_reference ?? {} } : {}),
+    ...(detail ? { reason_not_safe: r.reason_not_safe, cinder_id: r.cinder_id, extra_info: r.extra_info } : {}),
   };
 }

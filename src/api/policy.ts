@@ -103,6 +103,10 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:volume_manage', 'POST', '/manageable_volumes', 'admin', { since: '3.8' }),
   e('snapshot_extension:snapshot_manage', 'POST', '/os-snapshot-manage', 'admin'),
   e('snapshot_extension:snapshot_manage', 'POST', '/manageable_snapshots', 'admin', { since: '3.8' }),
+  e('volume_extension:list_manageable', 'GET', '/manageable_volumes', 'admin', { since: '3.8' }),
+  e('volume_extension:list_manageable', 'GET', '/manageable_volumes/detail', 'admin', { since: '3.8' }),
+  e('snapshot_extension:list_manageable', 'GET', '/manageable_snapshots', 'admin', { since: '3.8' }),
+  e('snapshot_extension:list_manageable', 'GET', '/manageable_snapshots/detail', 'admin', { since: '3.8' }),
 
   // Attachments (3.27).
   e('volume:attachment_create', 'POST', '/attachments', 'member', { since: '3.27' }),

@@ -61,6 +61,22 @@ export interface LocalEndpoint {
   local_path_template: string;
 }
 
+/**
+ * One volume or snapshot the backend holds, as the 3.8 manageable listings
+ * show it (Cinder's field names). Basalt's own carry `cinder_id` and are not
+ * safe to manage.
+ */
+export interface ManageableReport {
+  reference: Record<string, string>;
+  size: number;
+  safe_to_manage: boolean;
+  reason_not_safe: string | null;
+  cinder_id: string | null;
+  extra_info: string | null;
+  /** Snapshots: the reference of the volume it was taken from. */
+  source_reference?: Record<string, string>;
+}
+
 /** What a volume service reports, as stored (JSON) in its row. */
 export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoint> {
   report_version: number;
@@ -69,6 +85,24 @@ export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoi
   driver_version: string;
   storage_protocol: string;
   pools: PoolReport[];
+  /**
+   * What the backend could adopt, listed at the heartbeat (absent: the driver
+   * cannot manage, or a member of an older release). At most
+   * {@link MANAGEABLE_LIMIT} of each.
+   */
+  manageable_volumes?: ManageableReport[];
+  manageable_snapshots?: ManageableReport[];
+}
+
+/** How many manageable volumes (and snapshots) a report carries at most: the report is rewritten at every heartbeat. */
+export const MANAGEABLE_LIMIT = 1000;
+
+/**
+ * The manageable volumes or snapshots a report lists, or undefined when the
+ * service does not list them (its driver cannot manage).
+ */
+export function manageableOf(report: ServiceReport, kind: 'volumes' | 'snapshots'): ManageableReport[] | undefined {
+  return kind === 'volumes' ? report.manageable_volumes : report.manageable_snapshots;
 }
 
 /** Defaults of the pool fields added after the first reports. */

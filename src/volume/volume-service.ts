@@ -5,11 +5,13 @@
 import type { Logger } from 'pino';
 import type { BackendOptions } from '../config/index.ts';
 import type { ServiceRepository } from '../db/index.ts';
-import type { GuardedDriver } from '../drivers/index.ts';
+import type { GuardedDriver, ManageableResource } from '../drivers/index.ts';
 import { RoleService, type JobQueue } from '../jobs/index.ts';
 import { volumeHandlers } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
-import { memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ServiceReport } from '../services/index.ts';
+import {
+  MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type ServiceReport,
+} from '../services/index.ts';
 
 /** Settings of a {@link VolumeService}. */
 export interface VolumeServiceOptions extends GroupHandlerDeps {
@@ -86,7 +88,25 @@ export class VolumeService {
         online_extend_support: driver.capabilities.supportsOnlineExtend,
         copy_method: p.copyMethod ?? 'copy',
       })),
+      ...(await this.manageable()),
     };
+  }
+
+  /** What the backend could adopt, for the 3.8 listings; nothing when its driver cannot manage or the listing fails (the heartbeat goes on). */
+  private async manageable(): Promise<Pick<ServiceReport, 'manageable_volumes' | 'manageable_snapshots'>> {
+    const { driver } = this.o;
+    if (!driver.capabilities.supportsManageExisting) return {};
+    try {
+      const [volumes, snapshots] = await Promise.all([driver.listManageableVolumes(), driver.listManageableSnapshots()]);
+      const shown = (list: ManageableResource[]): ManageableReport[] => list.slice(0, MANAGEABLE_LIMIT).map((r) => ({
+        reference: { ...r.reference }, size: r.sizeGiB, safe_to_manage: r.safeToManage, reason_not_safe: r.reasonNotSafe,
+        cinder_id: r.basaltId, extra_info: r.extraInfo, ...(r.sourceReference ? { source_reference: { ...r.sourceReference } } : {}),
+      }));
+      return { manageable_volumes: shown(volumes), manageable_snapshots: shown(snapshots) };
+    } catch (err) {
+      this.o.log.warn({ err }, 'listing manageable volumes failed');
+      return {};
+    }
   }
 }
 

@@ -146,3 +146,42 @@ test('bad manage requests are refused naming what is wrong, and nothing is half-
   assert.equal(u.status, 400);
   assert.match(JSON.stringify(u.body), /snapshots/);
 });
+
+test('the 3.8 listings show what the backend could adopt: Basalt\'s own volumes as not safe, a hand-placed file as safe', async (t) => {
+  const s = await startTestServer(t);
+  const host = await hostOf(s);
+  const owned = (await s.request('GET', `${V}/volumes`)).body.volumes[0].id as string;
+  fs.writeFileSync(path.join(folder(s), 'spare-disk'), 'x');
+  const H38 = { 'OpenStack-API-Version': 'volume 3.8' };
+  type Entry = { reference: Record<string, string>; size: number; safe_to_manage: boolean; reason_not_safe?: string | null; cinder_id?: string | null };
+  const detail = await waitFor('the next heartbeat lists the new file', async () => {
+    const r = await s.request('GET', `${V}/manageable_volumes/detail?host=${encodeURIComponent(host)}`, undefined, H38);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const list = r.body['manageable-volumes'] as Entry[];
+    return list.some((e) => e.reference['source-name'] === 'spare-disk') ? list : undefined;
+  });
+  const spare = detail.find((e) => e.reference['source-name'] === 'spare-disk')!;
+  assert.deepEqual(spare, { reference: { 'source-name': 'spare-disk' }, size: 1, safe_to_manage: true, reason_not_safe: null, cinder_id: null, extra_info: null });
+  const mine = detail.find((e) => e.cinder_id === owned)!;
+  assert.equal(mine.safe_to_manage, false);
+  assert.equal(mine.reason_not_safe, 'Already managed');
+  const summary = (await s.request('GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}&sort_keys=size&sort_dirs=asc&limit=1`, undefined, H38)).body['manageable-volumes'];
+  assert.equal(summary.length, 1);
+  assert.deepEqual(Object.keys(summary[0]).sort(), ['reference', 'safe_to_manage', 'size']);
+  const snaps = await s.request('GET', `${V}/manageable_snapshots/detail?host=${encodeURIComponent(host)}`, undefined, H38);
+  assert.equal(snaps.status, 200);
+  assert.deepEqual(snaps.body['manageable-snapshots'], []);
+
+  // Refusals name what is wrong; below 3.8 the listing does not exist.
+  assert.equal((await s.request('GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}`, undefined, { 'OpenStack-API-Version': 'volume 3.7' })).status, 404);
+  const noHost = await s.request('GET', `${V}/manageable_volumes`, undefined, H38);
+  assert.equal(noHost.status, 400);
+  assert.match(JSON.stringify(noHost.body), /host/);
+  const badSort = await s.request('GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}&sort_keys=name`, undefined, H38);
+  assert.equal(badSort.status, 400);
+  assert.match(JSON.stringify(badSort.body), /sort keys.*name/);
+  assert.equal((await s.request('GET', `${V}/manageable_volumes?host=elsewhere@file`, undefined, H38)).status, 404);
+  // A member may not list.
+  const member = await s.request('GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}`, undefined, { ...H38, 'X-Auth-Token': `alice:${PROJECT}`, 'X-Roles': 'member' });
+  assert.equal(member.status, 403);
+});

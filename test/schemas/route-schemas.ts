@@ -92,6 +92,10 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   s('POST /manageable_volumes', 'manage_volume/manage_volume'),
   s('POST /os-snapshot-manage', 'manage_snapshot/manage_snapshot'),
   s('POST /manageable_snapshots', 'manage_snapshot/manage_snapshot'),
+  none('GET /manageable_volumes', "tempest has no client for the 3.8 manageable listings"),
+  none('GET /manageable_volumes/detail', "tempest has no client for the 3.8 manageable listings"),
+  none('GET /manageable_snapshots', "tempest has no client for the 3.8 manageable listings"),
+  none('GET /manageable_snapshots/detail', "tempest has no client for the 3.8 manageable listings"),
   act('POST /snapshots/:id/action', 'os-update_snapshot_status', 'snapshots/update_snapshot_status'),
 
   // Attachments (3.27).
