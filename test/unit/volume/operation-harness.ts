@@ -66,7 +66,7 @@ export async function operationHarness(t: TestContext) {
   const log = pino({ level: 'silent' });
 
   return {
-    db, queue, volumes, snapshots, attachments, quotas, manager, driver, kinds,
+    db, queue, volumes, snapshots, attachments, quotas, manager, driver, memory, kinds,
     sweepRules: stuckResourceRules(db, jobDeps),
 
     /** Queued jobs (not yet run), oldest first. */
