@@ -23,6 +23,7 @@ export function stuckResourceRules(db: Db, deps: VolumeJobDeps): SweepRule[] {
         let moved = 0;
         for (const row of await repo.stuck(db.kysely, Object.keys(table), isoAt(olderThanMs))) {
           const status = table[row.status]!;
+          if (status.operation.stuckWhen && !status.operation.stuckWhen(row as never)) continue;
           const ok = await db.kysely.transaction().execute(async (tx: Tx) => {
             if (!(await failRow(deps, tx, resource, row.id, row.status, status, MESSAGE_DETAILS.INTERRUPTED, null))) return false;
             // Only the operation's own row is undone; a side row (a revert's snapshot) is swept by its own rule.

@@ -120,6 +120,13 @@ test('migration refusals name what was wrong', async (t) => {
   const completion = await act({ 'os-migrate_volume_completion': { new_volume: v.id } });
   assert.equal(completion.status, 400);
   assert.match(completion.body.badRequest.message, /not mid-migration/);
+
+  // A split deployment: the destination's backend is served by another process (another incarnation id).
+  assert.equal((await act({ 'os-reset_status': { status: 'available' } })).status, 202);
+  await s.server.db.kysely.updateTable('services').set({ instance_id: 'another-process' }).where('backend', '=', 'beta').execute();
+  const apart = await act({ 'os-migrate_volume': { host: await poolOf(s, 'beta') } });
+  assert.equal(apart.status, 400);
+  assert.match(apart.body.badRequest.message, /not served by one process/);
 });
 
 test('os-retype on-demand moves the volume to a backend of the new type; never refuses', async (t) => {
@@ -208,3 +215,16 @@ test('a server killed mid-copy completes the migration after a restart, leaving 
   assert.equal(leased!.n, 0, 'no job left');
 });
 
+
+test("an admin's maintenance is not a stuck migration: the sweeper leaves it", async (t) => {
+  const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS });
+  await typeNamed(s, 'alpha');
+  const v = await volumeOn(s, 'alpha');
+  assert.equal((await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-reset_status': { status: 'maintenance' } })).status, 202);
+  // Past the sweeper's grace (the job lease, 2 s in tests) and a few of its rounds.
+  await new Promise((r) => setTimeout(r, 4000));
+  await s.server.sweeper.sweepOnce();
+  const row = (await s.request('GET', `${V}/volumes/${v.id}`)).body.volume;
+  assert.equal(row.status, 'maintenance');
+  assert.equal(row.migration_status, null);
+});

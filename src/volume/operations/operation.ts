@@ -129,6 +129,12 @@ interface OperationBase<R extends ResourceType, P> {
   readonly jobs?: { readonly main: PayloadSchema<P> } & Readonly<Record<string, PayloadSchema<any>>>; // eslint-disable-line @typescript-eslint/no-explicit-any
   /** The coordinator lock its driver work holds: `volume` (`volume-<id>`) or `snapshot` (`snapshot-<id>`). */
   readonly lock?: ResourceType;
+  /**
+   * Whether a row found in {@link transitional} with no job is this
+   * operation's, for the sweeper to fail. Default: always. A status an admin
+   * may also set (`maintenance`) is the operation's only with its mark.
+   */
+  stuckWhen?(row: RowOf<R>): boolean;
   /** The row the main job works on. Default: `volumeId` or `snapshotId` of the payload. */
   resourceId?(payload: P): string;
   /**

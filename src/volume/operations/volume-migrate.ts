@@ -18,9 +18,9 @@
  *
  * The copy reads the source through the driver the destination's process
  * holds for the source's backend: both backends must be served by one
- * process (`basalt server` with both enabled). A split deployment's migration
- * fails with a message saying so; reading the source through its NBD export
- * is the way across (issue 12, part 5).
+ * process (`basalt server` with both enabled). A move between backends that
+ * no one process serves is refused with a message saying so; reading the
+ * source through its NBD export is the way across (issue 12, part 5).
  */
 import type { VolumeRow, VolumeType } from '../../db/index.ts';
 import type { GuardedDriver, VolumeHandle } from '../../drivers/index.ts';
@@ -126,6 +126,20 @@ async function chosenDestination({ tx, deps }: RequestContext, v: VolumeRow, typ
   throw new InvalidInputError(`Invalid input received: No valid host was found: no live pool of another backend meets volume type ${type.name}${specs ? ` (${specs})` : ''} and holds ${v.size} GiB: a retype with migration has nowhere to go.`);
 }
 
+/**
+ * Refuses a move between backends no one process serves together: the copy
+ * reads the source through the driver the destination's process holds.
+ * @throws InvalidInputError naming both.
+ */
+async function refuseIfApart({ tx, deps }: RequestContext, sourceCluster: string, dest: Destination): Promise<void> {
+  const live = liveReports(await deps.services.list(tx), deps.clock.now(), deps.options.serviceDownMs).map(({ service }) => service);
+  const processesOf = (cluster: string) => new Set(live.filter((s) => (s.cluster ?? s.host) === cluster).map((s) => s.instance_id));
+  const sources = processesOf(sourceCluster);
+  if (![...processesOf(dest.cluster)].some((p) => sources.has(p))) {
+    throw new InvalidInputError(`Invalid input received: backends ${sourceCluster} and ${dest.cluster} are not served by one process: moving a volume between processes (through the NBD export) is not supported by this Basalt release.`);
+  }
+}
+
 function liveReports(rows: Parameters<typeof reporting>[0], nowMs: number, serviceDownMs: number): ReturnType<typeof reporting> {
   return reporting(rows).filter(({ service }) => nowMs - Date.parse(service.heartbeat_at) <= serviceDownMs);
 }
@@ -142,6 +156,8 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
   action: MESSAGE_ACTIONS.MIGRATE_VOLUME,
   lock: 'volume',
   jobs: { main: migrateSchema, cleanup: cleanupSchema },
+  // An admin may set `maintenance` too (os-reset_status): only a row marked migrating is a move the sweeper must end.
+  stuckWhen: (v) => v.migration_status === 'migrating',
 
   refusal: (v, _allowed, input) => v.status === 'in-use'
     ? `Invalid volume: Volume ${v.id} is in-use: moving an attached volume is not supported by this Basalt release; detach it first.`
@@ -162,6 +178,7 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
       // Both copies would have one name on one backend.
       throw new InvalidInputError(`Invalid input received: Destination ${dest.host} is on the volume's own backend (${v.cluster_name}): moving between pools of one backend is not supported by this Basalt release.`);
     }
+    await refuseIfApart(ctx, v.cluster_name!, dest);
     const reported = await reportedPool(tx, dest.host);
     if (reported) {
       await deps.db.lockRows(tx, 'services', [reported.service.id]);
