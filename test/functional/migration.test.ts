@@ -228,3 +228,18 @@ test("an admin's maintenance is not a stuck migration: the sweeper leaves it", a
   assert.equal(row.status, 'maintenance');
   assert.equal(row.migration_status, null);
 });
+
+test('a copy left on the destination by an earlier move does not show through the holes of the new copy', async (t) => {
+  const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS });
+  await typeNamed(s, 'alpha');
+  const v = await volumeOn(s, 'alpha');
+  writePattern(fileOf(s.stateDir, 'alpha', v.id), [0]);
+  const stale = fileOf(s.stateDir, 'beta', v.id);
+  fs.writeFileSync(stale, Buffer.alloc(0));
+  fs.truncateSync(stale, 1024 * MiB);
+  writePattern(stale, [8 * MiB, 64 * MiB]);
+  const original = fs.readFileSync(fileOf(s.stateDir, 'alpha', v.id));
+  assert.equal((await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-migrate_volume': { host: await poolOf(s, 'beta') } })).status, 202);
+  await waitFor('moved', async () => (await s.request('GET', `${V}/volumes/${v.id}`)).body.volume.migration_status === 'success', 20_000);
+  assert.ok(fs.readFileSync(stale).equals(original), 'the destination holds the source byte for byte');
+});

@@ -202,7 +202,11 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
       throw new DriverError(`The source backend ${p.sourceCluster} of volume ${v.id} is not served by the process serving ${p.destCluster}: moving a volume between processes is not supported by this Basalt release.`, { retryable: true });
     }
     const vol = { id: v.id, sizeGiB: v.size };
-    await driver.createVolume(vol); // idempotent: a retry after a crash finds it made
+    // A fresh destination every run: the copy skips the source's holes, so a
+    // copy left here by an earlier move (or a run cut short) must not show
+    // through them. The row names the source, so nothing here is the volume's.
+    await driver.deleteVolume(vol);
+    await driver.createVolume(vol);
     try {
       await copyVolume(source, driver, vol);
     } catch (err) {
