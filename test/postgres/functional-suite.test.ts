@@ -32,6 +32,7 @@ await import('../functional/group-crash-recovery.test.ts');
 await import('../functional/type-encryption.test.ts');
 await import('../functional/encryption.test.ts');
 await import('../functional/destroy-data-last.test.ts');
+await import('../functional/manage.test.ts');
 
 test('these runs really use PostgreSQL', async (t) => {
   const s = await startTestServer(t);
