@@ -119,3 +119,14 @@ test('snapshot manage and unmanage keep the snapshot\'s data', async (t) => {
   assert.ok(h.memory.snapshots.has(back.id));
   assert.equal((await h.usage()).snapshots, 1);
 });
+
+test('manage: over the gigabytes quota fails with the storage left as it was', async (t) => {
+  const h = await harness(t);
+  h.memory.unmanaged.set('huge', { sizeBytes: 200 * GiB, chunks: new Map() });
+  const v = await h.manager.requestManage(ADMIN, input('huge'));
+  await h.runJobs();
+  assert.equal((await h.volumes.get(h.db.kysely, v.id))?.status, 'error_managing');
+  assert.ok(h.memory.unmanaged.has('huge'), 'not adopted');
+  assert.equal(await h.hasStorage(v.id), false);
+  assert.equal((await h.usage()).gigabytes, 0);
+});
