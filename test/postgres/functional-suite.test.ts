@@ -33,6 +33,7 @@ await import('../functional/type-encryption.test.ts');
 await import('../functional/encryption.test.ts');
 await import('../functional/destroy-data-last.test.ts');
 await import('../functional/manage.test.ts');
+await import('../functional/migration.test.ts');
 
 test('these runs really use PostgreSQL', async (t) => {
   const s = await startTestServer(t);
