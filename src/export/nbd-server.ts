@@ -478,7 +478,11 @@ class Connection {
         }
       }
       await Promise.allSettled([...inflight]);
-      await handle.flush().catch(() => undefined);
+      // The client said goodbye; a flush failure cannot be reported to it any
+      // more, but an operator must hear that acknowledged writes may not be durable.
+      await handle.flush().catch((err: unknown) => {
+        this.o.log.warn({ err, export: exp.name }, 'NBD flush on disconnect failed');
+      });
       this.socket.end();
     } finally {
       await Promise.allSettled([...inflight]);
