@@ -182,18 +182,42 @@ export class AttachmentManager {
     return JSON.parse(a.connection_info!);
   }
 
-  /** `os-attach`: completes the volume's attaching attachment, recording instance and mount point. */
+  /**
+   * `os-attach`: completes the volume's pending attachment, recording instance,
+   * mount point and host. One transaction under the volume's row lock, like
+   * the 3.27 path: of concurrent calls on a volume that is not multiattach one
+   * completes the attachment and the others find it attached — to the same
+   * instance, an idempotent success (as in Cinder); to another, a refusal.
+   * No call ever writes half an attachment (issue 13, defect 11).
+   * @throws NotFoundError (a volume the caller may not see), InvalidStatusError
+   *   (nothing pending to attach, or attached elsewhere and not multiattach).
+   */
   async legacyAttach(caller: Caller, volumeId: string, info: { instanceUuid: string | null; mountpoint: string | null; hostName: string | null }): Promise<void> {
-    const a = (await this.deps.attachments.ofVolume(this.deps.db.kysely, volumeId)).find((x) => x.attach_status === 'attaching' || x.attach_status === 'reserved');
-    if (!a) throw new InvalidStatusError(`Invalid volume: Volume ${volumeId} has no connection being attached; call os-initialize_connection first.`);
-    await this.deps.db.kysely.updateTable('attachments')
-      .set({ instance_uuid: info.instanceUuid ?? a.instance_uuid, mountpoint: info.mountpoint, attached_host: info.hostName ?? a.attached_host })
-      .where('id', '=', a.id).execute();
-    if (a.attach_status === 'reserved') {
-      await this.deps.attachments.transition(this.deps.db.kysely, a.id, ['reserved'], 'attaching');
-      await this.deps.volumes.transition(this.deps.db.kysely, { id: volumeId, from: volumeConnect.from, to: volumeConnect.to[0], requestId: caller.requestId });
-    }
-    await this.complete(caller, a.id);
+    const { db, queue, volumes, attachments, clock } = this.deps;
+    await queue.transaction(async (tx) => {
+      await db.lockRows(tx, 'volumes', [volumeId]);
+      const v = await volumes.get(tx, volumeId, caller.isAdmin ? 'all' : { projectId: caller.projectId });
+      if (!v) throw NotFoundError.of('Volume', volumeId);
+      const all = await attachments.ofVolume(tx, v.id);
+      const a = all.find((x) => x.attach_status === 'attaching' || x.attach_status === 'reserved');
+      if (!a) {
+        const attached = all.filter((x) => x.attach_status === 'attached');
+        const same = (x: AttachmentRow) => info.instanceUuid !== null ? x.instance_uuid === info.instanceUuid : info.hostName !== null && x.attached_host === info.hostName;
+        if (attached.some(same)) return;
+        throw new InvalidStatusError(attached.length > 0 && !v.multiattach
+          ? `Invalid volume: Volume ${v.id} is already attached and multiple attachments are not enabled.`
+          : `Invalid volume: Volume ${v.id} has no connection being attached; call os-initialize_connection first.`);
+      }
+      // Under the lock nothing else changes this attachment: each compare-and-swap holds.
+      if (a.attach_status === 'reserved') {
+        await volumes.transition(tx, { id: v.id, from: volumeConnect.from, to: volumeConnect.to[0], requestId: caller.requestId });
+      }
+      await attachments.transition(tx, a.id, ['reserved', 'attaching'], 'attached', {
+        instance_uuid: info.instanceUuid ?? a.instance_uuid, mountpoint: info.mountpoint, attached_host: info.hostName ?? a.attached_host,
+        attach_time: isoAt(clock.now()),
+      });
+      await volumes.transition(tx, { id: v.id, from: volumeComplete.from, to: volumeComplete.to[0], set: { attach_status: 'attached' }, requestId: caller.requestId });
+    });
   }
 
   /** `os-begin_detaching` / `os-roll_detaching`: in-use ⇄ detaching. */

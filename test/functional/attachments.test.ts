@@ -212,6 +212,40 @@ test('the older action API: reserve, initialize_connection, attach, begin/roll d
   assert.equal((await s.request('POST', `/v3/proj-a/volumes/${mine}/action`, { 'os-force_detach': {} }, member)).status, 403);
 });
 
+test('issue 13 defect 11: concurrent os-attach on a volume that is not multiattach completes exactly one attachment, whole', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  const act = (body: unknown) => s.request('POST', `${V}/volumes/${vol}/action`, body);
+  assert.equal((await act({ 'os-reserve': {} })).status, 202);
+  assert.equal((await act({ 'os-initialize_connection': { connector: CONNECTOR } })).status, 200);
+
+  const callers = Array.from({ length: 8 }, (_, i) => ({
+    instance_uuid: `11111111-2222-3333-4444-00000000000${i}`, mountpoint: `/dev/vd${'bcdefghi'[i]}`, host_name: `compute-${i}`,
+  }));
+  const answers = await Promise.all(callers.map((c) => act({ 'os-attach': c })));
+  const won = answers.flatMap((r, i) => (r.status === 202 ? [callers[i]!] : []));
+  assert.equal(won.length, 1, `one os-attach wins: ${answers.map((r) => r.status).join(' ')}`);
+  for (const r of answers.filter((x) => x.status !== 202)) {
+    assert.equal(r.status, 400);
+    assert.match(r.body.badRequest.message, /already attached/);
+  }
+  const v = (await s.request('GET', `${V}/volumes/${vol}`)).body.volume;
+  assert.equal(v.status, 'in-use');
+  assert.equal(v.attachments.length, 1);
+  // The row is the winner's, every field of it: no field from a losing call.
+  assert.equal(v.attachments[0].server_id, won[0]!.instance_uuid);
+  assert.equal(v.attachments[0].device, won[0]!.mountpoint);
+  assert.equal(v.attachments[0].host_name, won[0]!.host_name);
+  const rows = await s.server.db.kysely.selectFrom('attachments').selectAll().where('volume_id', '=', vol).execute();
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0]!.attach_status, 'attached');
+  assert.ok(rows[0]!.attach_time);
+
+  // The winner repeating itself is a success (as in Cinder); nothing changes.
+  assert.equal((await act({ 'os-attach': won[0] })).status, 202);
+  assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.attachments.length, 1);
+});
+
 test('require_tls: clients use the TLS-PSK credentials from the connection info', async (t) => {
   const s = await startTestServer(t, { env: { BASALT_NBD_REQUIRE_TLS: 'true' } });
   const vol = await availableVolume(s);
