@@ -123,3 +123,29 @@ export const PREFERRED_BLOCK = 4096;
 export const MAX_PAYLOAD = 32 * 1024 * 1024;
 /** Longest option the server reads; longer ones are refused (an export name is at most 4096 bytes). */
 export const MAX_OPTION_LENGTH = 64 * 1024;
+
+/** System error codes (Node's `code` of an errno error) and the NBD error each maps to; anything else is EIO. */
+const ERRNO_TO_NBD: ReadonlyMap<string, number> = new Map([
+  ['EPERM', ERR.EPERM], ['EROFS', ERR.EPERM],
+  ['ENOMEM', ERR.ENOMEM],
+  ['EINVAL', ERR.EINVAL], ['INVALID_INPUT', ERR.EINVAL],
+  ['ENOSPC', ERR.ENOSPC], ['EDQUOT', ERR.ENOSPC], ['EFBIG', ERR.ENOSPC],
+  ['EOVERFLOW', ERR.EOVERFLOW],
+  ['ENOTSUP', ERR.ENOTSUP], ['EOPNOTSUPP', ERR.ENOTSUP],
+]);
+
+/**
+ * The NBD error a failed command answers: the first known code along the
+ * error's `cause` chain (a driver's errno under the guard's `DriverError`),
+ * else EIO. The same table as the native data plane's `nbd_error`
+ * (`native/nbd_dataplane.c`), so both planes answer alike: a client such as
+ * QEMU pauses its guest on ENOSPC but passes EIO through as a disk error.
+ */
+export function nbdErrorOf(err: unknown): number {
+  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    const mapped = typeof code === 'string' ? ERRNO_TO_NBD.get(code) : undefined;
+    if (mapped !== undefined) return mapped;
+  }
+  return ERR.EIO;
+}

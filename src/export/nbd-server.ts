@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import type { VolumeHandle } from '../drivers/index.ts';
 import {
   BASE_ALLOCATION, CMD, CMD_FLAG, ERR, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
-  IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
+  IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, nbdErrorOf, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
   REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF,
 } from './nbd-protocol.ts';
 import { DataPlaneConnection } from './data-plane.ts';
@@ -569,7 +569,7 @@ class Connection {
       }
     } catch (err) {
       this.o.log.warn({ err, export: exp.name, type }, 'NBD command failed');
-      return this.error(cookie, type, (err as { code?: string }).code === 'INVALID_INPUT' ? ERR.EINVAL : ERR.EIO);
+      return this.error(cookie, type, nbdErrorOf(err));
     }
   }
 

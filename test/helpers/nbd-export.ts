@@ -1,0 +1,80 @@
+/**
+ * An NBD server over file-driver volumes for export tests, on one of the
+ * three ways a connection is served: native threads (plain TCP), the event
+ * loop (plain TCP), or TLS-PSK (always the event loop).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import pino from 'pino';
+import { FileDriver, GuardedDriver } from '../../src/drivers/index.ts';
+import { NbdServer, type NbdExport, type NbdServerOptions } from '../../src/export/index.ts';
+import { openExport, type ByteReader, type PskCredentials } from './nbd-raw.ts';
+import type net from 'node:net';
+
+/** How a connection is served. */
+export type Plane = 'native' | 'event-loop' | 'tls';
+export const PLANES: readonly Plane[] = ['native', 'event-loop', 'tls'];
+
+/** A running server and what tests need to reach its volumes. */
+export interface NbdFixture {
+  port: number;
+  server: NbdServer;
+  dir: string;
+  /** Volume ids by export name. */
+  ids: Map<string, string>;
+  /** The volume file of an export. */
+  file(name: string): string;
+  /** Opens an export to the transmission phase, over TLS on the TLS plane. */
+  connect(name: string): Promise<{ sock: net.Socket; reader: ByteReader; sizeBytes: bigint }>;
+  /** Export names that stop resolving (as a deleted attachment's do). */
+  removed: Set<string>;
+}
+
+/** Starts a server on port 0 over new sparse volumes in `dir` (a new temporary folder by default). */
+export async function startNbd(t: TestContext, o: {
+  plane: Plane; volumes: Array<{ name: string; sizeGiB: number }>; dir?: string;
+  options?: Partial<Omit<NbdServerOptions, 'provider' | 'log'>>;
+}): Promise<NbdFixture> {
+  let dir = o.dir;
+  if (!dir) {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-nbd-'));
+    t.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+    dir = tmp;
+  }
+  const driver = new GuardedDriver(new FileDriver({ poolName: 'p', directory: dir, totalCapacityGiB: 0 }), 60_000);
+  await driver.init();
+  const ids = new Map<string, string>();
+  const exports = new Map<string, NbdExport>();
+  const keys = new Map<string, Buffer>();
+  const removed = new Set<string>();
+  for (const v of o.volumes) {
+    const id = randomUUID();
+    ids.set(v.name, id);
+    await driver.createVolume({ id, sizeGiB: v.sizeGiB });
+    keys.set(`id-${v.name}`, randomBytes(32));
+    exports.set(v.name, {
+      name: v.name, key: id, pskIdentity: `id-${v.name}`, readOnly: false, canMultiConn: true,
+      open: () => driver.openVolume({ id, sizeGiB: v.sizeGiB }),
+    });
+  }
+  const server = new NbdServer({
+    provider: {
+      find: async (n) => (removed.has(n) ? undefined : exports.get(n)), list: async () => [],
+      refreshKeys: async () => undefined, pskKey: (i) => keys.get(i),
+    },
+    log: pino({ level: 'silent' }),
+    dataPlane: o.plane === 'event-loop' ? 'event-loop' : 'native',
+    ...o.options,
+  });
+  const { port } = await server.listen(0, '127.0.0.1');
+  t.after(() => server.close());
+  const psk = (name: string): PskCredentials | undefined => (o.plane === 'tls' ? { identity: `id-${name}`, key: keys.get(`id-${name}`)! } : undefined);
+  return {
+    port, server, dir, ids, removed,
+    file: (name) => path.join(dir, `volume-${ids.get(name)}`),
+    connect: (name) => openExport('127.0.0.1', port, name, psk(name)),
+  };
+}
