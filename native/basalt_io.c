@@ -4,8 +4,8 @@
  *
  *   preadNowait(fd, buf, offset)   preadv2(RWF_NOWAIT): bytes read from the page cache, or -1
  *   pwriteNowait(fd, bufs, offset) pwritev2(RWF_NOWAIT) of one Buffer or an array: bytes written, or -1
- *   seekData(fd, offset)           lseek(SEEK_DATA): next data offset, or -1 (ENXIO: none)
- *   seekHole(fd, offset)           lseek(SEEK_HOLE)
+ *   seekData(fd, offset)           lseek(SEEK_DATA): next data offset, or -errno (-ENXIO: no data past offset)
+ *   seekHole(fd, offset)           lseek(SEEK_HOLE): next hole offset, or -errno
  *   fallocate(fd, mode, offset, length)  0 or the errno
  *
  * The NOWAIT calls are the data path's fast path: they serve a request on the
@@ -96,11 +96,17 @@ static napi_value pwrite_nowait(napi_env env, napi_callback_info info) {
   return number(env, errno == EAGAIN ? -1 : -2);
 }
 
+/*
+ * The errno comes back negated, never folded into one "none": only ENXIO
+ * means there is no data past the offset. Any other failure (ESPIPE, EINVAL
+ * from a filesystem without SEEK_DATA, EIO) says nothing about the data, and
+ * the caller must treat the range as data, never as a hole that reads zeros.
+ */
 static napi_value seek(napi_env env, napi_callback_info info, int whence) {
   napi_value argv[2];
   if (!args(env, info, 2, argv)) return NULL;
   off_t r = lseek((int)int_arg(env, argv[0]), int_arg(env, argv[1]), whence);
-  return number(env, r >= 0 ? (double)r : -1);
+  return number(env, r >= 0 ? (double)r : -(double)errno);
 }
 
 static napi_value seek_data(napi_env env, napi_callback_info info) { return seek(env, info, SEEK_DATA); }

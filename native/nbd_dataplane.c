@@ -469,6 +469,12 @@ static void block_status(conn_t *c, const request_t *r) {
   uint64_t pos = r->offset, end = r->offset + r->length;
   while (pos < end && count < max) {
     off_t data = lseek(c->file, (off_t)pos, SEEK_DATA);
+    /*
+     * Only ENXIO means no data past pos. Any other failure says nothing about
+     * the data: report it as data (the SEEK_HOLE below fails alike and runs
+     * to the end), never as a hole a client would skip.
+     */
+    if (data < 0 && errno != ENXIO) data = (off_t)pos;
     uint64_t d = (data < 0 || (uint64_t)data >= c->size) ? end : ((uint64_t)data < end ? (uint64_t)data : end);
     uint64_t length;
     uint32_t state;

@@ -38,7 +38,9 @@ export type NbdConnectionRef = { readonly __nbdConnection: unique symbol };
 export interface Addon {
   preadNowait(fd: number, buf: Buffer, offset: number): number;
   pwriteNowait(fd: number, bufs: Buffer | readonly Buffer[], offset: number): number;
+  /** lseek(SEEK_DATA): the next data offset, or the negated errno (-ENXIO: no data past offset). */
   seekData(fd: number, offset: number): number;
+  /** lseek(SEEK_HOLE): the next hole offset, or the negated errno. */
   seekHole(fd: number, offset: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): number;
   nbdServe(options: NbdServeOptions, onClose: (reason: NbdCloseReason) => void): NbdConnectionRef;

@@ -14,11 +14,23 @@ export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
-/** The next data extent at or after `offset` of a file of `size` bytes, or undefined. */
+/** ENXIO, negated as the addon's seek calls return it: no data past the offset. */
+const NO_DATA = -6;
+
+/**
+ * The next data extent at or after `offset` of a file of `size` bytes, or
+ * undefined when there is none. Only ENXIO means "no data": any other
+ * failure of lseek (ESPIPE, EINVAL where the filesystem lacks SEEK_DATA, EIO)
+ * reports the rest of the file as data — reading and copying it costs time,
+ * but calling it a hole would make readers skip real data as zeros.
+ */
 export function lseekData(fd: number, offset: number, size: number): { data: number; hole: number } | undefined {
   const data = addon.seekData(fd, offset);
-  if (data < 0 || data >= size) return undefined; // ENXIO: no data past offset
-  return { data, hole: Math.min(addon.seekHole(fd, data), size) };
+  if (data === NO_DATA) return undefined;
+  if (data < 0) return { data: offset, hole: size };
+  if (data >= size) return undefined;
+  const hole = addon.seekHole(fd, data);
+  return { data, hole: hole < 0 ? size : Math.min(hole, size) };
 }
 
 /**
