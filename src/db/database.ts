@@ -8,6 +8,7 @@ import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, sql, SqliteDialect, type Migration, type MigrationResultSet } from 'kysely';
 import pg from 'pg';
 import { ConfigError } from '../errors/index.ts';
+import { listenWithReconnect, type ListenerLog } from './notification-listener.ts';
 import type { Database } from './schema.ts';
 import * as m0001 from './migrations/0001-initial.ts';
 import * as m0002 from './migrations/0002-quotas.ts';
@@ -50,7 +51,11 @@ export interface Db {
    * SQLite: nothing to do across processes (they poll).
    */
   notify(channel: string, payload: string, tx?: Kysely<Database>): Promise<void>;
-  /** Calls `fn` for each notification on `channel` (PostgreSQL LISTEN). Returns a stop function. */
+  /**
+   * Calls `fn` for each notification on `channel` (PostgreSQL LISTEN; the
+   * session reconnects with back-off when lost, see `notification-listener.ts`).
+   * Returns a stop function.
+   */
   listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>>;
   /**
    * Locks rows of `table` by id until the end of transaction `tx`
@@ -67,13 +72,19 @@ export interface Db {
 // value Basalt stores fits in 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
 
+/** Options of {@link openDatabase}. */
+export interface OpenDatabaseOptions {
+  /** Where a lost and a restored notification session are logged (PostgreSQL). Default: not logged. */
+  log?: ListenerLog;
+}
+
 /**
  * Opens the database at `connection`: `sqlite://PATH` or `postgresql://…`.
  * SQLite runs in WAL mode with `synchronous=FULL`: a job row must survive a
  * power cut from the moment the API answers, so the safe setting is the default.
  * @throws ConfigError for an unsupported URL.
  */
-export function openDatabase(connection: string): Db {
+export function openDatabase(connection: string, options: OpenDatabaseOptions = {}): Db {
   if (/^postgres(ql)?:\/\//.test(connection)) {
     const pool = new pg.Pool({ connectionString: connection, max: 10 });
     // An idle pooled connection that the server drops (restart, failover) must
@@ -86,15 +97,8 @@ export function openDatabase(connection: string): Db {
       notify: async (channel, payload, tx) => {
         await sql`select pg_notify(${channel}, ${payload})`.execute(tx ?? kysely);
       },
-      listen: async (channel, fn) => {
-        // A dedicated connection: LISTEN holds its session.
-        const client = new pg.Client({ connectionString: connection });
-        client.on('error', () => undefined);
-        await client.connect();
-        client.on('notification', (n) => { if (n.channel === channel) fn(n.payload ?? ''); });
-        await client.query(`LISTEN ${channel}`);
-        return async () => { await client.end().catch(() => undefined); };
-      },
+      // A dedicated connection (LISTEN holds its session), connected again whenever it is lost.
+      listen: (channel, fn) => listenWithReconnect(connection, channel, fn, { log: options.log }),
       lockRows: async (tx, table, ids) => {
         if (ids.length === 0) return;
         await tx.selectFrom(table).select('id').where('id', 'in', [...ids].sort()).orderBy('id').forUpdate().execute();

@@ -74,7 +74,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   }
 
   fs.mkdirSync(d.state_dir, { recursive: true });
-  const db = openDatabase(config.database.connection);
+  const db = openDatabase(config.database.connection, { log: log.child({ component: 'database' }) });
   const applied = await migrateToLatest(db);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
 

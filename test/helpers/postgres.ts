@@ -22,7 +22,36 @@ export interface Postgres {
   url: string;
   /** Creates an empty database and returns its URL. */
   createDatabase(): Promise<string>;
+  /** Stops the server (fast shutdown: every session is ended) and starts it again on the same port and data. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/**
+ * Waits until the server at `url` accepts a connection: bounded by its
+ * readiness (or its exit), not by a guess of how long a start takes.
+ */
+async function untilAccepting(url: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      const c = new pg.Client({ connectionString: `${url}/postgres` });
+      await c.connect();
+      await c.end();
+      return;
+    } catch (err) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`postgres exited (${child.exitCode ?? child.signalCode}) before accepting connections`, { cause: err });
+      if (i > 6000) throw err; // five minutes of refusals from a live postmaster: it is stuck
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** SIGINT (fast shutdown) and waits for the postmaster to exit. */
+async function shutDown(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  await exited;
 }
 
 
@@ -50,26 +79,21 @@ export async function startPostgres(): Promise<Postgres> {
   const asPostgres = ['--reuid', 'postgres', '--regid', 'postgres', '--init-groups'];
   execFileSync('setpriv', [...asPostgres, path.join(BIN, 'initdb'), '-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync'], { stdio: 'ignore' });
   const port = await freePort();
-  const child: ChildProcess = spawn('setpriv', [...asPostgres, path.join(BIN, 'postgres'), '-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', sock,
-    '-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'full_page_writes=off'], { stdio: 'ignore' });
   const url = `postgresql://postgres@127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    try {
-      const c = new pg.Client({ connectionString: `${url}/postgres` });
-      await c.connect();
-      await c.end();
-      break;
-    } catch (err) {
-      if (i > 200) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const launch = (): ChildProcess => spawn('setpriv', [...asPostgres, path.join(BIN, 'postgres'), '-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', sock,
+    '-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'full_page_writes=off'], { stdio: 'ignore' });
+  let child = launch();
+  await untilAccepting(url, child);
   return {
     url,
     createDatabase: () => createDatabase(url),
+    async restart() {
+      await shutDown(child);
+      child = launch();
+      await untilAccepting(url, child);
+    },
     async stop() {
-      child.kill('SIGINT');
-      await new Promise((r) => child.once('exit', r));
+      await shutDown(child);
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
