@@ -29,3 +29,20 @@ test('file: snapshots and clones stay sparse, and the pool says how it copies', 
   const method = (await driver.getStats()).pools[0]!.copyMethod;
   assert.ok(method === 'copy' || method === 'reflink');
 });
+
+test('file (issue 13): a copy that fails leaves no half-written file, and a copy interrupted earlier is replaced', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-file-driver-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const driver = new FileDriver({ poolName: 'file', directory: dir, totalCapacityGiB: 0 });
+  await driver.init();
+  const source = { id: randomUUID(), sizeGiB: 1 };
+  const clone = { id: randomUUID(), sizeGiB: 1 };
+  fs.writeFileSync(`${driver.volumePath(clone.id)}.partial`, 'left by a killed attempt');
+  await assert.rejects(driver.cloneVolume(clone, source), 'the source has no file');
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.partial')), [], 'nothing half-written is left');
+  await driver.createVolume(source);
+  fs.writeFileSync(`${driver.volumePath(clone.id)}.partial`, 'left by a killed attempt');
+  await driver.cloneVolume(clone, source);
+  assert.equal(fs.statSync(driver.volumePath(clone.id)).size, 1024 ** 3);
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.partial')), []);
+});

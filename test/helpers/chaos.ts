@@ -272,7 +272,12 @@ async function check(client: pg.Client, shared: string, downSeconds: string, rep
   }
   const rows = new Set([...volumes.map((v) => `volume-${v.id}`), ...snapshots.map((s) => `snapshot-${s.id}`)]);
   for (const f of files) {
-    if (f.endsWith('.partial')) bad(`half-written copy ${f} left`);
+    if (f.endsWith('.partial')) {
+      const id = f.replace(/^(volume|snapshot)-/, '').replace(/\.partial$/, '');
+      const row = [...volumes, ...snapshots].find((x) => x.id === id);
+      const jobs = (await client.query('select kind, state, attempts, last_error from jobs where resource_id = $1 order by created_at', [id])).rows;
+      bad(`half-written copy ${f} left (row: ${row ? row.status : 'none'}; jobs: ${JSON.stringify(jobs)})`);
+    }
     else if (/^(volume|snapshot)-/.test(f) && !rows.has(f)) bad(`file ${f} has no row`);
   }
 

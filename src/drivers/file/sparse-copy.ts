@@ -64,18 +64,24 @@ export async function copyDataExtents(src: string, dst: string): Promise<void> {
  */
 export async function copyVolumeFile(src: string, dst: string, sizeBytes: number, allowReflink: boolean): Promise<CopyMethod> {
   const tmp = `${dst}.partial`;
+  // What an interrupted earlier attempt left is replaced; what this one leaves on failure is removed.
   await fs.rm(tmp, { force: true });
-  let method: CopyMethod = 'copy';
-  if (allowReflink && await tryReflink(src, tmp)) method = 'reflink';
-  else await copyDataExtents(src, tmp);
-  const handle = await fs.open(tmp, constants.O_WRONLY);
   try {
-    const { size } = await handle.stat();
-    if (size !== sizeBytes) await handle.truncate(sizeBytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
+    let method: CopyMethod = 'copy';
+    if (allowReflink && await tryReflink(src, tmp)) method = 'reflink';
+    else await copyDataExtents(src, tmp);
+    const handle = await fs.open(tmp, constants.O_WRONLY);
+    try {
+      const { size } = await handle.stat();
+      if (size !== sizeBytes) await handle.truncate(sizeBytes);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, dst);
+    return method;
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
   }
-  await fs.rename(tmp, dst);
-  return method;
 }

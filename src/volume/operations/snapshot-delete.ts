@@ -3,13 +3,14 @@
  *
  * | | |
  * | --- | --- |
- * | starts from | {@link SNAPSHOT_DELETABLE_STATUSES}; any status with `force`; not part of a group snapshot; no volume being made from it |
+ * | starts from | {@link SNAPSHOT_DELETABLE_STATUSES}; any status with `force`; not part of a group snapshot; no volume being made from it ({@link refuseIfCopiedFrom}) |
  * | transitional | `deleting` |
  * | ends in | removed (quota given back) |
  * | error | `error_deleting` (action: snapshot delete) |
  * | jobs | `snapshot.delete` v1 (the volume's cluster) |
  * | lock | `snapshot-<id>` |
  */
+import type { Tx } from '../../db/index.ts';
 import { InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
 import { volumeTarget } from '../../services/index.ts';
@@ -18,6 +19,16 @@ import { operation, payloadParser } from './operation.ts';
 
 /** Statuses from which a snapshot may be deleted. */
 export const SNAPSHOT_DELETABLE_STATUSES = ['available', 'error', 'error_deleting'] as const;
+
+/**
+ * Refuses to delete a snapshot while a volume is being made from it: the copy
+ * would lose its source mid-way (a cascaded volume delete asks too).
+ * @throws InvalidStatusError naming the volume being made.
+ */
+export async function refuseIfCopiedFrom(tx: Tx, snapshotId: string): Promise<void> {
+  const copying = await tx.selectFrom('volumes').select('id').where('snapshot_id', '=', snapshotId).where('status', '=', 'creating').executeTakeFirst();
+  if (copying) throw new InvalidStatusError(`Invalid snapshot: volume ${copying.id} is being created from snapshot ${snapshotId}.`);
+}
 
 /** `snapshot.create` / `snapshot.delete` (target: the volume's cluster). */
 export interface SnapshotPayload { snapshotId: string }
@@ -43,8 +54,7 @@ export const snapshotDelete = operation<'snapshot', SnapshotPayload, { force?: b
 
   async check({ tx }, s) {
     if (s.group_snapshot_id) throw new InvalidStatusError(`Invalid snapshot: Snapshot ${s.id} is part of group snapshot ${s.group_snapshot_id}: delete the group snapshot instead.`);
-    const copying = await tx.selectFrom('volumes').select('id').where('snapshot_id', '=', s.id).where('status', '=', 'creating').executeTakeFirst();
-    if (copying) throw new InvalidStatusError(`Invalid snapshot: volume ${copying.id} is being created from it.`);
+    await refuseIfCopiedFrom(tx, s.id);
   },
 
   async request({ tx, deps }, s) {

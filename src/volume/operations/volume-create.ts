@@ -14,7 +14,7 @@
  */
 import { isoAt } from '../../common/index.ts';
 import type { VolumeRow } from '../../db/index.ts';
-import { InvalidInputError, InvalidStatusError } from '../../errors/index.ts';
+import { DriverError, InvalidInputError, InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
 import { volumeTarget } from '../../services/index.ts';
 import { checkNewMember } from '../group-membership.ts';
@@ -111,11 +111,18 @@ export const volumeCreate = operation<'volume', CreatePayload, CreateVolumeInput
 
   async run({ deps, driver }, v, p) {
     const vol = { id: v.id, sizeGiB: p.sizeGiB };
+    // The request and the deletes keep a copy's source while the copy is being
+    // made; should it be gone all the same (an admin's force), the create fails
+    // for good, and what an interrupted earlier attempt left goes first.
+    const sourceGone = async (what: string): Promise<never> => {
+      await driver.deleteVolume({ id: v.id });
+      throw new DriverError(`The ${what} of volume ${v.id} no longer exists`);
+    };
     if (v.snapshot_id) {
-      const s = (await deps.snapshots.get(deps.db.kysely, v.snapshot_id))!;
+      const s = await deps.snapshots.get(deps.db.kysely, v.snapshot_id) ?? await sourceGone(`source snapshot ${v.snapshot_id}`);
       await driver.createVolumeFromSnapshot(vol, { id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size });
     } else if (v.source_volid) {
-      const src = (await deps.volumes.get(deps.db.kysely, v.source_volid))!;
+      const src = await deps.volumes.get(deps.db.kysely, v.source_volid) ?? await sourceGone(`source volume ${v.source_volid}`);
       await driver.cloneVolume(vol, { id: src.id, sizeGiB: src.size });
     } else {
       await driver.createVolume(vol);

@@ -6,7 +6,7 @@
  *
  * | | |
  * | --- | --- |
- * | starts from | {@link DELETABLE_STATUSES}; any status with `force` (admin); never attached |
+ * | starts from | {@link DELETABLE_STATUSES}; any status with `force` (admin); never attached; with `cascade`, no volume being made from one of its snapshots |
  * | transitional | `deleting` (its cascaded snapshots `deleting` too) |
  * | ends in | removed (quota given back); a volume never placed is removed at once |
  * | error | `error_deleting` (action: delete volume); its cascaded snapshots `error_deleting` |
@@ -20,7 +20,7 @@ import { removeSnapshot, removeVolume } from '../lifecycle.ts';
 import { refuseIfAttached, releaseVolumeReferences } from '../volume-references.ts';
 import { operation, payloadParser } from './operation.ts';
 import { failRow } from './runtime.ts';
-import { SNAPSHOT_DELETABLE_STATUSES, snapshotDelete } from './snapshot-delete.ts';
+import { refuseIfCopiedFrom, SNAPSHOT_DELETABLE_STATUSES, snapshotDelete } from './snapshot-delete.ts';
 import { detailArgsFor, detailFor } from '../../messages/index.ts';
 
 /** Statuses from which a volume may be deleted without `force` (Cinder's list). */
@@ -76,6 +76,7 @@ export const volumeDelete = operation<'volume', DeletePayload, DeleteVolumeInput
     if (grouped) throw new InvalidStatusError(`Invalid volume: Snapshot ${grouped.id} of volume ${v.id} is part of group snapshot ${grouped.group_snapshot_id}: delete the group snapshot first.`);
     if (snaps.length > 0 && !input.cascade) throw new InvalidStatusError(`Invalid volume: Volume ${v.id} still has ${snaps.length} dependent snapshots.`);
     for (const s of snaps) {
+      await refuseIfCopiedFrom(tx, s.id);
       if (!(await deps.snapshots.transition(tx, { id: s.id, from: SNAPSHOT_DELETABLE_STATUSES, to: 'deleting', requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid volume: Snapshot ${s.id} of the volume is ${s.status} and cannot be deleted.`);
       }

@@ -61,3 +61,33 @@ test('revert: only to the latest snapshot, on a backend that can', async (t) => 
   assert.ok(second);
   await assert.rejects(h.manager.requestRevert(CALLER, v.id, first.id, async () => true), /not the latest/);
 });
+
+test('delete with cascade (issue 13): refused while a volume is being made from one of the snapshots', async (t) => {
+  const h = await operationHarness(t);
+  const v = await h.volume({ size: 1 });
+  const s = await h.manager.requestSnapshot(CALLER, snapshotInput(v.id));
+  await h.runJobs();
+  const copy = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null, snapshotId: s.id });
+  await assert.rejects(h.manager.requestDelete(CALLER, v.id, { cascade: true }), new RegExp(`volume ${copy.id} is being created from snapshot ${s.id}`));
+  await assert.rejects(h.manager.requestSnapshotDelete(ADMIN, s.id, { force: true }), InvalidStatusError);
+  assert.deepEqual([(await h.volumes.get(h.db.kysely, v.id))?.status, (await h.snapshots.get(h.db.kysely, s.id))?.status], ['available', 'available'], 'nothing changed');
+  await h.runJobs();
+  assert.equal((await h.volumes.get(h.db.kysely, copy.id))?.status, 'available');
+  await h.manager.requestDelete(CALLER, v.id, { cascade: true });
+  await h.runJobs();
+  assert.equal(await h.snapshots.get(h.db.kysely, s.id), undefined, 'once the copy is made, the cascade goes through');
+});
+
+test('create from a snapshot whose row is gone (issue 13): error with a message, and what an earlier attempt left is removed', async (t) => {
+  const h = await operationHarness(t);
+  const v = await h.volume({ size: 1 });
+  const s = await h.manager.requestSnapshot(CALLER, snapshotInput(v.id));
+  await h.runJobs();
+  const copy = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null, snapshotId: s.id });
+  await h.driver.createVolume({ id: copy.id, sizeGiB: 1 }); // an interrupted attempt's half-made copy
+  await h.db.kysely.deleteFrom('snapshots').where('id', '=', s.id).execute(); // lost behind the API's back
+  await h.runJobs();
+  assert.equal((await h.volumes.get(h.db.kysely, copy.id))?.status, 'error');
+  assert.deepEqual((await h.messages(copy.id)).map((m) => m.action_id), ['013'], 'create volume');
+  assert.equal(await h.hasStorage(copy.id), false, 'no half-made copy is left');
+});
