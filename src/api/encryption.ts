@@ -100,7 +100,7 @@ export function encryptionRoutes(deps: ApiDeps) {
       const t = await findType(req, req.params.id);
       const e = await typeEncryption.get(db.kysely, t.id);
       const view = e ? specView(e) : {};
-      if (!(req.params.key in view)) throw notFound(t.id);
+      if (!Object.hasOwn(view, req.params.key)) throw notFound(t.id);
       return { [req.params.key]: view[req.params.key] };
     });
 
@@ -132,7 +132,7 @@ export function encryptionRoutes(deps: ApiDeps) {
     app.get<{ Params: { id: string } }>('/volumes/:id/encryption', metadata);
     app.get<{ Params: { id: string; key: string } }>('/volumes/:id/encryption/:key', async (req, reply) => {
       const m = await metadata(req);
-      if (!(req.params.key in m)) throw new NotFoundError(`Volume ${req.params.id} has no encryption metadata ${req.params.key}.`);
+      if (!Object.hasOwn(m, req.params.key)) throw new NotFoundError(`Volume ${req.params.id} has no encryption metadata ${req.params.key}.`);
       // Cinder answers with the bare value.
       return reply.type('application/json').send(JSON.stringify(m[req.params.key]));
     });

@@ -4,6 +4,7 @@
  * `[DEFAULT] default_group_type`.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ownValue } from '../common/index.ts';
 import type { GroupType } from '../db/index.ts';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
@@ -71,8 +72,9 @@ export function groupTypeRoutes(deps: ApiDeps) {
     return t;
   };
   const spec = (t: GroupType, key: string): string => {
-    if (!(key in t.group_specs)) throw new NotFoundError(`Group Type ${t.id} has no specs with key ${key}.`);
-    return t.group_specs[key]!;
+    const value = ownValue(t.group_specs, key);
+    if (value === undefined) throw new NotFoundError(`Group Type ${t.id} has no specs with key ${key}.`);
+    return value;
   };
   return async (app: FastifyInstance): Promise<void> => {
     app.addHook('preHandler', async (req) => {
@@ -156,7 +158,7 @@ export function groupTypeRoutes(deps: ApiDeps) {
     });
     app.put<{ Params: { id: string; key: string } }>('/group_types/:id/group_specs/:key', async (req) => {
       const body = validate<Record<string, string>>(ONE_SPEC, req.body);
-      if (!(req.params.key in body)) throw new InvalidInputError('Request body and URI mismatch');
+      if (!Object.hasOwn(body, req.params.key)) throw new InvalidInputError('Request body and URI mismatch');
       const t = await find(req, req.params.id);
       await groupTypes.setSpecs(db.kysely, t.id, body);
       return body;

@@ -4,6 +4,7 @@
  * POST merges, PUT replaces.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ownValue } from '../common/index.ts';
 import type { ResourceRepository } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
@@ -42,8 +43,9 @@ export function metadataRoutes(app: FastifyInstance, deps: Pick<ApiDeps, 'db'>, 
   app.get(`${o.path}/:id/metadata/:key`, async (req: Req) => {
     const r = await o.find(req, req.params.id);
     const md = await all(r.id);
-    if (!(req.params.key in md)) throw missing(r.id, req.params.key);
-    return { meta: { [req.params.key]: md[req.params.key] } };
+    const value = ownValue(md, req.params.key);
+    if (value === undefined) throw missing(r.id, req.params.key);
+    return { meta: { [req.params.key]: value } };
   });
   app.put(`${o.path}/:id/metadata/:key`, async (req: Req) => {
     const body = validate<{ meta: Record<string, string> }>(META_BODY, req.body);

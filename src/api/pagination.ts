@@ -3,6 +3,7 @@
  * `offset`, `sort` (`key:dir,…`) or `sort_key`/`sort_dir`, and the `…_links` next link.
  */
 import type { FastifyRequest } from 'fastify';
+import { ownValue } from '../common/index.ts';
 import { InvalidInputError } from '../errors/index.ts';
 import { baseUrl } from './context.ts';
 
@@ -54,7 +55,8 @@ export function parsePaging<C extends string>(
     return dir;
   };
   const key = (k: string): C => {
-    const c = keys[k];
+    // Own keys only: `constructor` or `toString` is no column.
+    const c = ownValue(keys, k);
     if (!c) throw new InvalidInputError(`Invalid input received: Invalid sort key ${k}`);
     return c;
   };

@@ -94,7 +94,7 @@ export function qosRoutes(deps: ApiDeps) {
     app.put<{ Params: { id: string } }>('/qos-specs/:id/delete_keys', async (req, reply) => {
       const q = await find(req);
       const { keys } = validate<{ keys: string[] }>(DELETE_KEYS, req.body);
-      const missing = keys.filter((k) => !(k in q.specs));
+      const missing = keys.filter((k) => !Object.hasOwn(q.specs, k));
       if (missing.length) throw new NotFoundError(`QoS spec ${q.id} has no key ${missing.join(', ')}.`);
       await qos.deleteItems(db.kysely, q.id, keys);
       return reply.code(202).send();

@@ -3,6 +3,7 @@
  * per-project default types of microversion 3.62.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ownValue } from '../common/index.ts';
 import type { VolumeType } from '../db/index.ts';
 import { ConflictError, ForbiddenError, InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
@@ -140,8 +141,9 @@ export function typeRoutes(deps: ApiDeps) {
     });
     app.get<{ Params: { id: string; key: string } }>('/types/:id/extra_specs/:key', async (req) => {
       const specs = typeView(req, await find(req, req.params.id)).extra_specs as Record<string, string>;
-      if (!(req.params.key in specs)) throw new NotFoundError(`Volume Type ${req.params.id} has no extra specs with key ${req.params.key}.`);
-      return { [req.params.key]: specs[req.params.key] };
+      const value = ownValue(specs, req.params.key);
+      if (value === undefined) throw new NotFoundError(`Volume Type ${req.params.id} has no extra specs with key ${req.params.key}.`);
+      return { [req.params.key]: value };
     });
     app.put<{ Params: { id: string; key: string } }>('/types/:id/extra_specs/:key', async (req) => {
       const body = validate<Record<string, string>>(extraSpecs, req.body);

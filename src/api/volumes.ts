@@ -3,7 +3,7 @@
  * (`os-extend`).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { cinderTime, type Caller } from '../common/index.ts';
+import { cinderTime, ownValue, type Caller } from '../common/index.ts';
 import { VOLUME_SORT_KEYS, type AttachmentRow, type VolumeFilter, type VolumeRow } from '../db/index.ts';
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { Tx } from '../jobs/index.ts';
@@ -369,12 +369,13 @@ export function volumeRoutes(deps: ApiDeps) {
         await volumes.setFlags(db.kysely, v.id, { bootable: asBool(a.bootable) ? 1 : 0 });
         return reply.code(200).send();
       }
-      const old = legacy[name];
+      // Own members only: an action named `constructor` or `toString` is unknown, not Object's.
+      const old = ownValue(legacy, name);
       if (old) {
         const result = await old(req, arg);
         return result === undefined ? reply.code(202).send() : reply.code(200).send(result);
       }
-      const action = actions[name];
+      const action = ownValue(actions, name);
       if (!action) throw new InvalidInputError(`There is no such action: ${name}`);
       await action(req, arg);
       return reply.code(202).send();

@@ -9,7 +9,7 @@
  */
 import type { Kysely, SelectQueryBuilder } from 'kysely';
 import type { Clock } from '../common/index.ts';
-import { isoAt, newId } from '../common/index.ts';
+import { isoAt, newId, setOwn } from '../common/index.ts';
 import { afterMarker, keysetExpression, keysetKeys, type KeysetKey, type KeysetTable } from './keyset.ts';
 import type { Database } from './schema.ts';
 
@@ -148,7 +148,8 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
     const out = new Map<string, Record<string, string>>(ids.map((id) => [id, {}]));
     if (ids.length === 0) return out;
     const rows = await (q as AnyQ).selectFrom(this.t.metadataTable!).selectAll().where(this.t.metadataKey!, 'in', ids).orderBy('key').execute();
-    for (const r of rows) out.get(r[this.t.metadataKey!])![r.key] = r.value;
+    // Any key a client stored, `__proto__` included, is the record's own.
+    for (const r of rows) setOwn(out.get(r[this.t.metadataKey!])!, r.key, r.value);
     return out;
   }
 

@@ -4,6 +4,7 @@
  * kinds run these queries over their own tables.
  */
 import type { Kysely } from 'kysely';
+import { setOwn } from '../common/index.ts';
 import type { Database } from './schema.ts';
 
 type Q = Kysely<Database>;
@@ -60,7 +61,8 @@ export async function specsOf(q: Q, t: TypeTables, ids: readonly string[]): Prom
   const out = new Map<string, Record<string, string>>(ids.map((id) => [id, {}]));
   if (ids.length === 0) return out;
   const rows = await (q as AnyQ).selectFrom(t.specTable).selectAll().where(t.fk, 'in', ids).orderBy('key').execute();
-  for (const r of rows) out.get(r[t.fk])![r.key] = r.value;
+  // Any key an admin stored, `__proto__` included, is the record's own.
+  for (const r of rows) setOwn(out.get(r[t.fk])!, r.key, r.value);
   return out;
 }
 

@@ -78,9 +78,14 @@ export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter
     const pairs = await q.selectFrom('volume_metadata').select(['key', 'value']).distinct()
       .where('volume_id', 'in', this.filtered(q, filter).select('volumes.id'))
       .orderBy('key').orderBy('value').execute();
-    const metadata: Record<string, string[]> = {};
-    for (const p of pairs) (metadata[p.key] ??= []).push(p.value);
-    return { count: Number(totals.n), sizeGiB: Number(totals.g), metadata };
+    // A Map, then own properties: a key such as `__proto__` or `constructor` is just a key.
+    const byKey = new Map<string, string[]>();
+    for (const p of pairs) {
+      const values = byKey.get(p.key);
+      if (values) values.push(p.value);
+      else byKey.set(p.key, [p.value]);
+    }
+    return { count: Number(totals.n), sizeGiB: Number(totals.g), metadata: Object.fromEntries(byKey) };
   }
 
   /** Sum of sizes of the volumes placed in one pool (host string `host@backend#pool`). */

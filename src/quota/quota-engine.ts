@@ -172,7 +172,7 @@ export class QuotaEngine {
 }
 
 function pick(from: Record<string, number>, known: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(from).filter(([k]) => k in known));
+  return Object.fromEntries(Object.entries(from).filter(([k]) => Object.hasOwn(known, k)));
 }
 
 function exceeded(resource: string, delta: number, limit: number, inUse: number): QuotaExceededError {

@@ -5,6 +5,7 @@
  * `s<`, `s<=`, `s>`, `s>=`. A spec without an operator must equal the
  * capability as text.
  */
+import { ownValue } from '../common/index.ts';
 import type { PoolReport, ServiceReport } from './service-report.ts';
 
 /** Capability values render as Cinder (Python) would: `True`, `False`, numbers. */
@@ -72,7 +73,8 @@ export function unmetSpecs(caps: ServiceReport, pool: PoolReport, specs: Record<
   for (const [key, requirement] of Object.entries(specs)) {
     const cap = capabilityKey(key);
     if (cap === undefined) continue;
-    const value = (pool as unknown as Record<string, unknown>)[cap] ?? (caps as unknown as Record<string, unknown>)[cap];
+    // Own members only: a spec `capabilities:constructor` names no capability.
+    const value = ownValue(pool as unknown as Record<string, unknown>, cap) ?? ownValue(caps as unknown as Record<string, unknown>, cap);
     if (!matchesSpec(value, requirement)) failed.push(key);
   }
   return failed;
