@@ -12,8 +12,10 @@ import { noauthCaller } from './auth.ts';
 import { KeystoneAuth } from './keystone-auth.ts';
 import { Policy } from './policy.ts';
 import type { ApiDeps } from './context.ts';
-import { faultBody, handleError } from './fault.ts';
+import { handleClientError } from './client-error.ts';
+import { faultBody, handleError, handleFrameworkError } from './fault.ts';
 import { infrastructureRoutes } from './infrastructure.ts';
+import { parseJsonBody } from './json-body.ts';
 import { messageRoutes } from './messages.ts';
 import { quotaRoutes } from './quotas.ts';
 import { typeRoutes } from './types.ts';
@@ -35,6 +37,13 @@ import { groupSnapshotRoutes } from './group-snapshots.ts';
 
 /** Largest request body accepted. */
 const BODY_LIMIT_BYTES = 1024 * 1024;
+
+/**
+ * Longest path segment routed (Fastify's `maxParamLength`, 100 by default, is
+ * shorter than the 255 characters of a metadata key Cinder accepts); a longer
+ * segment is answered 404.
+ */
+const MAX_PATH_SEGMENT_LENGTH = 1024;
 
 /** Authenticates a request: the caller from its credentials. */
 type Authenticate = (req: FastifyRequest) => Promise<Caller>;
@@ -59,7 +68,11 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
       // Fastify's two lines per request are replaced by the one onResponse line below.
       disableRequestLogging: true,
     }),
-    routerOptions: { ignoreTrailingSlash: true },
+    // A path segment may be as long as a metadata key Cinder accepts (255); longer ones name nothing.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PATH_SEGMENT_LENGTH },
+    // The router's and the HTTP parser's errors are Cinder faults too.
+    frameworkErrors: handleFrameworkError,
+    clientErrorHandler: handleClientError,
   }) as unknown as FastifyInstance;
 
   app.addHook('onRequest', async (req, reply) => {
@@ -83,12 +96,10 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   // (some clients send the header on DELETE).
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser(['application/json', 'application/vnd.openstack.volume+json'], { parseAs: 'string' }, (_req, body, done) => {
-    const text = (body as string).trim();
-    if (text === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text));
-    } catch {
-      done(new InvalidInputError('Malformed request body'), undefined);
+      done(null, parseJsonBody(body as string));
+    } catch (err) {
+      done(err as Error, undefined);
     }
   });
 

@@ -2,12 +2,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import type { AttachmentRow } from '../db/index.ts';
-import { NotFoundError } from '../errors/index.ts';
+import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { AttachmentManager, Connector } from '../volume/index.ts';
 import { scopeOf } from '../volume/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
-import { validate } from './validation.ts';
+import { actionOf, validate } from './validation.ts';
 
 const connector = { type: ['object', 'null'] };
 const CREATE = {
@@ -82,8 +82,9 @@ export function attachmentRoutes(deps: ApiDeps & { attachmentManager: Attachment
     });
     app.post<{ Params: { id: string } }>('/attachments/:id/action', async (req, reply) => {
       requireVersion(req, '3.44');
-      const body = req.body as Record<string, unknown> | undefined;
-      if (!body || !('os-complete' in body)) throw new NotFoundError('The resource could not be found.');
+      // Any body but an object with one key is refused (a `true`, a number, text/plain), as on every action route.
+      const [name] = actionOf(req.body);
+      if (name !== 'os-complete') throw new InvalidInputError(`There is no such action: ${name}`);
       await attachmentManager.complete(req.caller, req.params.id);
       return reply.code(204).send();
     });

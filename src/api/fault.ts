@@ -2,44 +2,91 @@
  * The one fault mapper: every error an API handler throws becomes Cinder's
  * fault body here, e.g. `{"itemNotFound": {"code": 404, "message": "…"}}`.
  * Unknown errors become a generic 500 and are logged with the request id;
- * their text never reaches the client.
+ * their text never reaches the client. A client's mistake the web framework
+ * catches (a body that is too large, aborted or not JSON, a path that is not
+ * valid percent-encoding or names nothing) is answered with its status as a
+ * fault too, and logged once at debug level without a stack: a client must not
+ * be able to flood the log.
  */
+import http from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { BasaltError } from '../errors/index.ts';
 
-/** Cinder's fault names by HTTP status; anything else is `computeFault`. */
-const FAULT_NAMES: Record<number, string> = {
-  400: 'badRequest', 401: 'unauthorized', 403: 'forbidden', 404: 'itemNotFound', 405: 'badMethod',
-  409: 'conflictingRequest', 413: 'overLimit', 415: 'badMediaType', 501: 'notImplemented', 503: 'serviceUnavailable',
-};
+/** Cinder's fault names by HTTP status; anything else is `computeFault` (as in Cinder's `Fault`). */
+const FAULT_NAMES: ReadonlyMap<number, string> = new Map([
+  [400, 'badRequest'], [401, 'unauthorized'], [403, 'forbidden'], [404, 'itemNotFound'], [405, 'badMethod'],
+  [409, 'conflictingRequest'], [413, 'overLimit'], [415, 'badMediaType'], [501, 'notImplemented'], [503, 'serviceUnavailable'],
+]);
+
+/** The message of Cinder's generic 500. */
+const INTERNAL_MESSAGE = 'The server has either erred or is incapable of performing the requested operation.';
+
+/**
+ * The web framework's (and Node's) errors a client causes, by code: the status
+ * and message of their fault. Any other error with a 4xx `statusCode` keeps its
+ * status with the status's own words.
+ */
+const CLIENT_ERRORS: ReadonlyMap<string, readonly [number, string]> = new Map([
+  ['FST_ERR_CTP_INVALID_MEDIA_TYPE', [415, 'Unsupported Content-Type']],
+  ['FST_ERR_CTP_INVALID_TYPE', [415, 'Unsupported Content-Type']],
+  ['FST_ERR_CTP_EMPTY_TYPE', [415, 'Unsupported Content-Type']],
+  ['FST_ERR_CTP_BODY_TOO_LARGE', [413, 'Request is too large.']],
+  ['FST_ERR_CTP_EMPTY_JSON_BODY', [400, 'Malformed request body']],
+  ['FST_ERR_CTP_INVALID_JSON_BODY', [400, 'Malformed request body']],
+  ['FST_ERR_CTP_INVALID_CONTENT_LENGTH', [400, 'Malformed request body: its length differs from Content-Length']],
+  ['ECONNRESET', [400, 'Malformed request body: the client aborted it']],
+  ['FST_ERR_BAD_URL', [400, 'Malformed request URL: the path is not valid percent-encoding']],
+  // A path segment longer than the router takes names nothing that exists.
+  ['FST_ERR_MAX_PARAM_LENGTH', [404, 'The resource could not be found.']],
+]);
 
 /** The fault body for a status and message. */
 export function faultBody(status: number, message: string): Record<string, { code: number; message: string }> {
-  return { [FAULT_NAMES[status] ?? 'computeFault']: { code: status, message } };
+  return { [FAULT_NAMES.get(status) ?? 'computeFault']: { code: status, message } };
 }
 
-/** Fastify error handler. */
+/** The status and message of a client's mistake the framework reported, or undefined for anything else. */
+function clientError(err: FastifyError | Error): readonly [number, string] | undefined {
+  const code = (err as FastifyError).code;
+  const known = code === undefined ? undefined : CLIENT_ERRORS.get(code);
+  if (known) return known;
+  if (err instanceof SyntaxError) return [400, 'Malformed request body'];
+  const status = (err as FastifyError).statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return [status, http.STATUS_CODES[status] ?? 'Bad Request'];
+  return undefined;
+}
+
+/**
+ * Fastify error handler (and, through {@link handleFrameworkError}, the
+ * router's): answers every error as a Cinder fault.
+ */
 export function handleError(err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply): FastifyReply {
   let status: number;
   let message: string;
+  const client = err instanceof BasaltError ? undefined : clientError(err);
   if (err instanceof BasaltError) {
     status = err.status;
-    message = status >= 500 && err.code === 'INTERNAL' ? 'The server has either erred or is incapable of performing the requested operation.' : err.message;
+    message = status >= 500 && err.code === 'INTERNAL' ? INTERNAL_MESSAGE : err.message;
     if (status >= 500) req.log.error({ err }, 'request failed');
-  } else if ((err as FastifyError).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-    status = 415;
-    message = 'Unsupported Content-Type';
-  } else if ((err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-    status = 413;
-    message = 'Request is too large.';
-  } else if ((err as FastifyError).code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err instanceof SyntaxError
-    || (err as FastifyError).code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
-    status = 400;
-    message = 'Malformed request body';
+  } else if (client) {
+    [status, message] = client;
+    // The client's mistake, not the service's: one quiet line, no stack.
+    req.log.debug({ code: (err as FastifyError).code, status }, 'client error');
   } else {
     status = 500;
-    message = 'The server has either erred or is incapable of performing the requested operation.';
+    message = INTERNAL_MESSAGE;
     req.log.error({ err }, 'unexpected error');
   }
   return reply.code(status).type('application/json').send(faultBody(status, message));
+}
+
+/**
+ * Fastify's `frameworkErrors` handler: the router's own errors (a path that
+ * is not valid percent-encoding, a segment longer than it takes) as Cinder
+ * faults. These requests skip the `onRequest` hooks, so the request id is
+ * set here.
+ */
+export function handleFrameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  reply.header('x-openstack-request-id', req.id);
+  return handleError(err, req, reply);
 }

@@ -10,6 +10,7 @@ import type { Kysely } from 'kysely';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { scopeOf } from '../volume/index.ts';
 import { nextLinks, parsePaging, queryValue, truthy } from './pagination.ts';
+import { MAX_BODY_DEPTH, nestingDepth } from './json-body.ts';
 
 /** How one resource's list works. */
 export interface ResourceListOptions<Row extends { id: string; project_id: string; status: string }, F extends ResourceFilter> {
@@ -33,6 +34,8 @@ export interface ResourceListOptions<Row extends { id: string; project_id: strin
  * @throws InvalidInputError when it is neither.
  */
 export function parseMetadataFilter(text: string): Record<string, string> {
+  // Values are flattened with String(): a deeply nested one must not recurse through the stack.
+  if (nestingDepth(text, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) throw new InvalidInputError(`Invalid input received: metadata filter is nested deeper than ${MAX_BODY_DEPTH} levels`);
   for (const candidate of [text, text.replace(/'/g, '"')]) {
     try {
       const v = JSON.parse(candidate) as unknown;
