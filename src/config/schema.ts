@@ -244,7 +244,14 @@ export const KEYSTONE_OPTIONS = {
     type: 'int', default: 10000, min: 1,
     help: 'Most tokens the validation cache holds (least recently used leave first). Basalt\'s own option.',
   }),
-  http_connect_timeout: opt<number>({ type: 'float', default: 10, min: 0.1, help: 'Seconds to wait for Keystone.' }),
+  http_connect_timeout: opt<number>({
+    type: 'float', default: 10, min: 0.1,
+    help: 'Seconds to wait for Keystone on the first try of a call; try n waits n times as long (a slow Keystone is not a down one).',
+  }),
+  http_request_max_retries: opt<number>({
+    type: 'int', default: 3, min: 0,
+    help: 'How many more times a Keystone call that timed out, could not connect or got 502/503/504 is tried (after a jittered back-off from 0.2 s) before the request is answered 503.',
+  }),
 } as const;
 
 /**

@@ -4,13 +4,15 @@
  * roles (member, reader, admin), the cross-project refusal, a project never
  * seen before working at once, and the validation cache. Then the real
  * clients: cinderclient and openstackclient with Keystone credentials find
- * Basalt through the catalog.
+ * Basalt through the catalog. Issue 13: a slow Keystone is tried again
+ * before it is called unavailable, and a caller without a valid token learns
+ * nothing about the deployment when Keystone fails.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { startKeystone, type Cloud, type Keystone } from '../helpers/keystone.ts';
+import { keystoneDoor, startKeystone, type Cloud, type Keystone, type KeystoneDoor } from '../helpers/keystone.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -28,15 +30,28 @@ before(async () => {
 });
 after(() => keystone.stop());
 
-async function basalt(t: Parameters<typeof startTestServer>[0], env: Record<string, string> = {}): Promise<TestServer> {
-  return startTestServer(t, {
+/**
+ * A Basalt using Keystone through a door of its own (which counts its calls
+ * exactly); `env` overrides. Log lines land in `logLines` when given.
+ */
+async function basalt(t: Parameters<typeof startTestServer>[0], env: Record<string, string> = {}, logLines?: string[]): Promise<TestServer & { door: KeystoneDoor }> {
+  const door = await keystoneDoor(keystone.url);
+  t.after(() => door.close());
+  const s = await startTestServer(t, {
     env: {
       BASALT_PORT: String(port), BASALT_AUTH_STRATEGY: 'keystone',
-      BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: keystone.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
+      BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: door.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
       BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
       BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project, ...env,
     },
+    ...(logLines ? { logLines } : {}),
   });
+  return Object.assign(s, { door });
+}
+
+/** Polls `fn` until it is true: bounded by what it waits for (and the test's timeout), not by a guessed count. */
+async function until(fn: () => Promise<boolean>): Promise<void> {
+  while (!(await fn())) await new Promise((r) => setTimeout(r, 100));
 }
 
 test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) => {
@@ -83,6 +98,7 @@ test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) =
   assert.equal((await call(admin, 'GET', `/v3/${cloud.adminProject.id}/os-services`)).status, 200);
 
   // Cached: repeating a request with a known token does not ask Keystone again.
+  const settledValidations = async () => s.door.validations();
   const before = await settledValidations();
   assert.ok(before >= 4, `Keystone's log shows Basalt's validations so far (${before})`);
   for (let i = 0; i < 20; i++) assert.equal((await call(alice, 'GET', `${demo}/volumes/${id}`)).status, 200);
@@ -93,7 +109,7 @@ test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) =
 
 test('the validation cache is bounded in size and in time', async (t) => {
   const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__TOKEN_CACHE_SIZE: '1', BASALT_KEYSTONE_AUTHTOKEN__TOKEN_CACHE_TIME: '4' });
-  const validations = settledValidations;
+  const validations = async () => s.door.validations();
   const [alice, rita] = [await cloud.token('alice', 'demo'), await cloud.token('rita', 'demo')];
   const get = async (token: string) => assert.equal((await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': token })).status, 200);
   await get(alice);
@@ -109,30 +125,56 @@ test('the validation cache is bounded in size and in time', async (t) => {
   assert.equal(await validations(), n + 1, 'after token_cache_time the token is validated again');
 });
 
-test('a Keystone that cannot be reached is a 503; a token that cannot be one is a 401', async (t) => {
-  const dead = await freePort();
-  const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: `http://127.0.0.1:${dead}` });
-  const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'gAAAAAB-some-token' });
+/**
+ * Asserts that a 503 tells an unauthenticated caller nothing about the
+ * deployment (no URL, port, host or user), while the log has the details.
+ */
+function assertOpaque(r: { status: number; headers: Headers; body: unknown }, secrets: string[], logLines: string[], detail: RegExp): void {
   assert.equal(r.status, 503);
-  assert.match(r.body.serviceUnavailable.message, /Keystone at http:\/\/127\.0\.0\.1:\d+ cannot be reached/);
+  assert.deepEqual(r.body, { serviceUnavailable: { code: 503, message: 'The Keystone service is temporarily unavailable.' } });
+  const seen = JSON.stringify(r.body) + JSON.stringify([...r.headers]);
+  for (const secret of secrets) assert.ok(!seen.includes(secret), `the answer does not carry ${secret}`);
+  const logged = logLines.join('\n');
+  assert.match(logged, detail, 'the operator finds the details in the log');
+  assert.match(logged, new RegExp(r.headers.get('x-openstack-request-id')!), 'with the request id');
+}
+
+test('issue 13 defect 12: a Keystone that cannot be reached is an opaque 503 after retries; a token that cannot be one is a 401', async (t) => {
+  const dead = await freePort();
+  const logLines: string[] = [];
+  const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: `http://127.0.0.1:${dead}` }, logLines);
+  const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'gAAAAAB-some-token' });
+  assertOpaque(r, ['127.0.0.1', String(dead), cloud.service.user], logLines, new RegExp(`Keystone at http://127\\.0\\.0\\.1:${dead} cannot be reached \\(4 tries\\)`));
+  assert.equal(logLines.filter((l) => l.includes('trying again')).length, 3, 'three retries (http_request_max_retries) before the 503');
   const odd = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'x'.repeat(9000) });
   assert.equal(odd.status, 401, 'refused before Keystone is asked');
 });
 
-/**
- * Validations Keystone has logged, once its log has stopped growing (uwsgi
- * writes a request's line after answering it): unchanged for half a second.
- */
-async function settledValidations(): Promise<number> {
-  const count = () => cloud.requestLog().filter((l) => l.includes('GET /v3/auth/tokens')).length;
-  let last = count();
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 500));
-    const now = count();
-    if (now === last) return now;
-    last = now;
+test('issue 13 defect 12: a wrong service password is an opaque 503: the caller learns neither the user nor the URL', async (t) => {
+  const logLines: string[] = [];
+  const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: 'not-the-password' }, logLines);
+  const alice = await cloud.token('alice', 'demo');
+  for (const token of [alice, 'gAAAAAB-some-token']) {
+    const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': token });
+    assertOpaque(r, [cloud.service.user, s.door.url, new URL(s.door.url).port], logLines, new RegExp(`refused Basalt's service user ${cloud.service.user} \\(401\\)`));
   }
-}
+  assert.equal(s.door.seen.filter((k) => k === 'POST /v3/auth/tokens').length, 2, 'a refused password is not retried (it is not slowness)');
+});
+
+test('issue 13: a Keystone too slow for one try is tried again, and the request succeeds', async (t) => {
+  const logLines: string[] = [];
+  const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__HTTP_CONNECT_TIMEOUT: '0.5' }, logLines);
+  const alice = await cloud.token('alice', 'demo');
+  // The service login and the first validation each get no answer within their timeout.
+  const login = s.door.hold('POST /v3/auth/tokens', 1);
+  const validation = s.door.hold('GET /v3/auth/tokens', 1);
+  const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': alice });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(await login, 1);
+  assert.equal(await validation, 1);
+  assert.equal(s.door.validations(), 2, 'the held validation, then the one answered');
+  assert.equal(logLines.filter((l) => l.includes('trying again')).length, 2, 'each retry is logged');
+});
 
 /** The user id inside a token (as Keystone says). */
 async function tokenUser(token: string): Promise<string> {
@@ -159,11 +201,11 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   await cloud.addService('image', 'glance', 'http://127.0.0.1:9/v2');
   const occ = JSON.parse(await openstack('volume', 'create', '--size', '1', 'occ-made', '-f', 'json')) as { id: string; size: number };
   assert.equal(occ.size, 1);
-  for (let i = 0; i < 100 && JSON.parse(await openstack('volume', 'show', occ.id, '-f', 'json')).status !== 'available'; i++) await new Promise((r) => setTimeout(r, 100));
+  await until(async () => JSON.parse(await openstack('volume', 'show', occ.id, '-f', 'json')).status === 'available');
   await openstack('volume', 'delete', occ.id);
   const created = await cinder('create', '--name', 'via-catalog', '1');
   const id = /\|\s*id\s*\|\s*([0-9a-f-]{36})\s*\|/.exec(created)![1]!;
-  for (let i = 0; i < 100 && !(await cinder('show', id)).match(/\|\s*status\s*\|\s*available\s*\|/); i++) await new Promise((r) => setTimeout(r, 100));
+  await until(async () => /\|\s*status\s*\|\s*available\s*\|/.test(await cinder('show', id)));
   assert.match(await cinder('list'), new RegExp(id));
 
   const shown = JSON.parse(await openstack('volume', 'show', id, '-f', 'json')) as { name: string; status: string; size: number };
@@ -172,7 +214,7 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   const listed = JSON.parse(await openstack('volume', 'list', '-f', 'json')) as Array<{ ID: string; Name: string }>;
   assert.deepEqual(listed.map((v) => [v.ID, v.Name]), [[id, 'renamed']]);
   const snap = JSON.parse(await openstack('volume', 'snapshot', 'create', '--volume', id, 'snap-1', '-f', 'json')) as { id: string };
-  for (let i = 0; i < 100 && JSON.parse(await openstack('volume', 'snapshot', 'show', snap.id, '-f', 'json')).status !== 'available'; i++) await new Promise((r) => setTimeout(r, 100));
+  await until(async () => JSON.parse(await openstack('volume', 'snapshot', 'show', snap.id, '-f', 'json')).status === 'available');
   assert.equal((JSON.parse(await openstack('volume', 'snapshot', 'list', '-f', 'json')) as unknown[]).length, 1);
   await openstack('volume', 'snapshot', 'delete', snap.id);
   const types = JSON.parse(await openstack('volume', 'type', 'list', '-f', 'json')) as Array<{ Name: string }>;
@@ -185,7 +227,7 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   assert.match(JSON.stringify(gold.properties), /tier/);
   const memberTry = await openstack('volume', 'type', 'create', 'tin').then(() => '', (e: { stderr: string }) => e.stderr);
   assert.match(memberTry, /Policy doesn't allow volume_extension:type_create to be performed/);
-  for (let i = 0; i < 100 && (JSON.parse(await openstack('volume', 'snapshot', 'list', '-f', 'json')) as unknown[]).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  await until(async () => (JSON.parse(await openstack('volume', 'snapshot', 'list', '-f', 'json')) as unknown[]).length === 0);
 
   // A transfer request to another project (openstackclient), accepted there (cinderclient).
   const offer = JSON.parse(await openstack('volume', 'transfer', 'request', 'create', '--name', 'to-rival', id, '-f', 'json')) as { id: string; auth_key: string };

@@ -8,6 +8,8 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './net.ts';
@@ -67,9 +69,12 @@ export async function startKeystone(): Promise<Keystone> {
     // As Debian's keystone uwsgi settings: clients must not reuse a connection uwsgi will close.
     '--add-header', 'Connection: close', '--buffer-size', '65535', '--lazy-apps', '--enable-threads',
   ], { stdio: 'ignore' });
-  for (let i = 0; ; i++) {
+  // Bounded by Keystone's readiness (or its exit), not by a guess of how long
+  // a start takes on a busy machine; five minutes of a live uwsgi that never
+  // answers is a Keystone that will not.
+  for (const deadline = Date.now() + 300_000; ;) {
     if ((await fetch(`${url}/v3`).then((r) => r.status, () => 0)) === 200) break;
-    if (i > 400 || child.exitCode !== null) throw new Error(`Keystone did not start (see ${log})`);
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`Keystone did not start (see ${log})`);
     await new Promise((r) => setTimeout(r, 50));
   }
   const api = async (token: string, method: string, p: string, body?: unknown): Promise<any> => { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -121,6 +126,68 @@ export async function startKeystone(): Promise<Keystone> {
       child.kill('SIGTERM');
       await new Promise((r) => child.exitCode === null ? child.once('exit', r) : r(undefined));
       fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * An HTTP receiver in front of a Keystone: forwards every request, counts the
+ * ones Basalt makes, and can hold requests without ever answering them (a
+ * Keystone too slow for Basalt's timeout) until Basalt gives up on them.
+ * Counting here is exact: Basalt's call has reached Keystone's door once its
+ * answer comes back, whatever Keystone's own log says and when.
+ */
+export interface KeystoneDoor {
+  /** Base URL to give Basalt as `auth_url`. */
+  url: string;
+  /** Requests seen so far, as "METHOD /path" (query left off), held ones included. */
+  seen: string[];
+  /** How many requests seen were token validations (`GET /v3/auth/tokens`). */
+  validations(): number;
+  /** Holds the next `n` requests matching "METHOD /path" unanswered; resolves with how many were held once each was abandoned by its client. */
+  hold(match: string, n: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Opens a {@link KeystoneDoor} to the Keystone at `target` (no /v3). */
+export async function keystoneDoor(target: string): Promise<KeystoneDoor> {
+  const seen: string[] = [];
+  const holds: Array<{ match: string; n: number; left: number; abandoned: number; done: () => void }> = [];
+  const server = http.createServer((req, res) => {
+    const key = `${req.method} ${(req.url ?? '/').split('?')[0]}`;
+    seen.push(key);
+    const hold = holds.find((h) => h.match === key && h.left > 0);
+    if (hold) {
+      hold.left--;
+      // Never answered: the client's timeout ends it.
+      res.on('close', () => { if (++hold.abandoned === hold.n) hold.done(); });
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !['host', 'connection', 'content-length'].includes(k))) as Record<string, string>;
+      fetch(`${target}${req.url}`, { method: req.method, headers, ...(chunks.length ? { body: Buffer.concat(chunks) } : {}) }).then(async (r) => {
+        const body = Buffer.from(await r.arrayBuffer());
+        const out: Record<string, string> = {};
+        r.headers.forEach((v, k) => { if (!['connection', 'content-length', 'transfer-encoding', 'content-encoding'].includes(k)) out[k] = v; });
+        res.writeHead(r.status, out).end(body);
+      }, () => res.destroy());
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url,
+    seen,
+    validations: () => seen.filter((k) => k === 'GET /v3/auth/tokens').length,
+    hold: (match, n) => new Promise<number>((resolve) => {
+      const h = { match, n, left: n, abandoned: 0, done: () => resolve(h.abandoned) };
+      holds.push(h);
+    }),
+    async close() {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
     },
   };
 }
