@@ -131,7 +131,10 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
     if (f.scope !== 'all') s = s.where(`${tb}.project_id`, '=', f.scope.projectId);
     if (f.name !== undefined) s = s.where(`${tb}.name`, '=', f.name);
     if (f.status !== undefined) s = s.where(`${tb}.status`, '=', f.status);
-    for (const [key, value] of Object.entries(f.metadata ?? {})) {
+    const metadata = Object.entries(f.metadata ?? {});
+    // A resource without metadata (group snapshots) has no row with the metadata asked for.
+    if (metadata.length > 0 && !this.t.metadataTable) return this.narrow(s.where(`${tb}.id`, 'is', null), f);
+    for (const [key, value] of metadata) {
       s = s.where((eb) => eb.exists(eb.selectFrom(`${this.t.metadataTable!} as m`).select(`m.${this.t.metadataKey!}`)
         .whereRef(`m.${this.t.metadataKey!}`, '=', `${tb}.id`).where('m.key', '=', key).where('m.value', '=', value)));
     }

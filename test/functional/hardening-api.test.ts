@@ -230,3 +230,12 @@ test('issue 13 defect 6: aborted, oversized and malformed requests log no error 
   // At most the one request line per request.
   assert.ok(lines.every((l) => l.msg === 'request'), JSON.stringify(lines));
 });
+
+test('issue 13 API fuzzer finding: a metadata filter on a collection without metadata lists nothing instead of failing', async (t) => {
+  const s = await startTestServer(t);
+  const filter = `metadata=${encodeURIComponent('{"a":"b"}')}`;
+  for (const list of ['/volumes', '/volumes/detail', '/snapshots/detail', '/groups/detail', '/group_snapshots', '/group_snapshots/detail', '/attachments', '/messages']) {
+    const r = await s.request('GET', `${V}${list}?${filter}`, undefined, MEMBER);
+    assert.equal(r.status, 200, `${list}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+});
