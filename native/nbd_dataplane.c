@@ -35,7 +35,8 @@
  * clients or the other workers.
  *
  *   nbdServe(options, onClose) -> connection   starts the workers
- *   nbdFence(connection)        shuts the socket down: in-flight replies fail, queued writes are dropped
+ *   nbdFence(connection)        -> Promise: shuts the socket down (in-flight replies fail, queued writes
+ *                                  are dropped); resolves once no write is in flight
  *   nbdPause(connection)        -> Promise: new writes wait; resolves once none is in flight
  *   nbdResume(connection)       lets writes go on
  *
@@ -756,6 +757,20 @@ static napi_value one_conn(napi_env env, napi_callback_info info, conn_t **out) 
   return *out ? argv[0] : NULL;
 }
 
+typedef struct pause_work {
+  conn_t *c;
+  napi_deferred deferred;
+  napi_async_work work;
+} pause_work_t;
+
+static napi_value wait_for_writes(napi_env env, conn_t *c, const char *what);
+
+/*
+ * Fencing must be complete when its promise resolves: a write that passed
+ * the gate before the fence is still in its system call, so the promise
+ * waits for the write count to reach zero (gate_enter refuses every write
+ * once why is END_FENCED, so the count only falls).
+ */
 static napi_value nbd_fence(napi_env env, napi_callback_info info) {
   conn_t *c;
   if (!one_conn(env, info, &c)) return NULL;
@@ -765,14 +780,8 @@ static napi_value nbd_fence(napi_env env, napi_callback_info info) {
   if (!c->sock_closed) shutdown(c->sock, SHUT_RDWR);
   pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->lock);
-  return undefined(env);
+  return wait_for_writes(env, c, "nbd-fence");
 }
-
-typedef struct pause_work {
-  conn_t *c;
-  napi_deferred deferred;
-  napi_async_work work;
-} pause_work_t;
 
 static void pause_execute(napi_env env, void *data) {
   conn_t *c = ((pause_work_t *)data)->c;
@@ -795,6 +804,11 @@ static napi_value nbd_pause(napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&c->lock);
   c->paused = 1;
   pthread_mutex_unlock(&c->lock);
+  return wait_for_writes(env, c, "nbd-pause");
+}
+
+/* A promise that resolves once c has no write in flight (waited for on libuv's thread pool). */
+static napi_value wait_for_writes(napi_env env, conn_t *c, const char *what) {
   pause_work_t *p = calloc(1, sizeof *p);
   napi_value promise, name;
   if (!p) {
@@ -804,7 +818,7 @@ static napi_value nbd_pause(napi_env env, napi_callback_info info) {
   p->c = c;
   atomic_fetch_add(&c->refs, 1);
   napi_create_promise(env, &p->deferred, &promise);
-  napi_create_string_utf8(env, "nbd-pause", NAPI_AUTO_LENGTH, &name);
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, pause_execute, pause_complete, p, &p->work);
   napi_queue_async_work(env, p->work);
   return promise;

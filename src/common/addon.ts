@@ -44,7 +44,8 @@ export interface Addon {
   seekHole(fd: number, offset: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): number;
   nbdServe(options: NbdServeOptions, onClose: (reason: NbdCloseReason) => void): NbdConnectionRef;
-  nbdFence(conn: NbdConnectionRef): void;
+  /** Shuts the connection down and drops writes not yet started; resolves once no write is in flight. */
+  nbdFence(conn: NbdConnectionRef): Promise<void>;
   nbdPause(conn: NbdConnectionRef): Promise<void>;
   nbdResume(conn: NbdConnectionRef): void;
 }

@@ -55,9 +55,18 @@ export class DataPlaneConnection {
     return conn;
   }
 
-  /** Fences: shuts the socket down; writes not yet started are dropped. */
+  /**
+   * Fences: shuts the socket down and drops writes not yet started; resolves
+   * once no write is in a thread's system call any more, so none of this
+   * connection's writes can reach the volume after it.
+   */
+  fence(): Promise<void> {
+    return addon.nbdFence(this.ref);
+  }
+
+  /** Fences without waiting (closing the server). */
   destroy(): void {
-    addon.nbdFence(this.ref);
+    void this.fence();
   }
 
   /** Holds new writes back; resolves once no write is in flight. */

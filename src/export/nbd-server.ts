@@ -94,14 +94,26 @@ export interface NbdServerOptions {
 /** Something the server can drop at once: a socket or a native connection. */
 interface Droppable { destroy(): void }
 
+/**
+ * A connection in its transmission phase, as fencing sees it: `fence` drops
+ * it and resolves once none of its writes can still reach the volume.
+ */
+interface Fenceable { fence(): Promise<void> }
+
 /** Thrown to end a connection on a protocol violation. */
 class ProtocolError extends Error {}
 
 /** The NBD server. */
 export class NbdServer {
   private readonly server: net.Server;
-  /** Open connections by export name (for fencing). */
-  private readonly connections = new Map<string, Set<Droppable>>();
+  /** Connections in their transmission phase by export name (for fencing). */
+  private readonly connections = new Map<string, Set<Fenceable>>();
+  /**
+   * How many fences have run. A connection reads it before it looks its
+   * export up and again once it is bound: when a fence ran in between, the
+   * export is looked up again, since the fence may have missed it.
+   */
+  private fenceCount = 0;
   /** Native connections by key, for quiescing. */
   private readonly natives = new Map<string, Set<DataPlaneConnection>>();
   /** Writes in flight per key, for quiescing. */
@@ -139,10 +151,24 @@ export class NbdServer {
     await Promise.allSettled([...this.ending]);
   }
 
-  /** Drops every connection of an export at once (fencing on detach). */
-  closeExport(name: string): void {
-    for (const s of this.connections.get(name) ?? []) s.destroy();
+  /**
+   * Fences an export (on detach): drops every connection of it at once and
+   * resolves once no write of those connections can reach the volume any
+   * more — writes not yet started are dropped, writes already in the driver
+   * or in a native thread's system call are waited for. A connection still
+   * negotiating looks its export up again before its first request. Never
+   * rejects.
+   */
+  async closeExport(name: string): Promise<void> {
+    this.fenceCount++;
+    const conns = [...this.connections.get(name) ?? []];
     this.connections.delete(name);
+    await Promise.allSettled(conns.map((c) => c.fence()));
+  }
+
+  /** How many fences have run (see {@link closeExport}). */
+  get fences(): number {
+    return this.fenceCount;
   }
 
   /**
@@ -184,7 +210,7 @@ export class NbdServer {
   }
 
   /** Records a connection's export; returns the function that forgets it. */
-  bind(name: string, conn: Droppable): () => void {
+  bind(name: string, conn: Fenceable): () => void {
     let set = this.connections.get(name);
     if (!set) this.connections.set(name, (set = new Set()));
     set.add(conn);
@@ -200,7 +226,7 @@ export class NbdServer {
   serveNatively(exp: NbdExport, take: (paused: boolean) => DataPlaneConnection | undefined): Promise<unknown> | undefined {
     const conn = take(exp.key !== undefined && this.gates.has(exp.key));
     if (!conn) return undefined;
-    const forget = this.bind(exp.name, conn);
+    const forget = this.bind(exp.name, { fence: () => conn.fence() });
     this.open.add(conn);
     let byKey: Set<DataPlaneConnection> | undefined;
     if (exp.key !== undefined) {
@@ -222,7 +248,7 @@ export class NbdServer {
 }
 
 /** One client connection: negotiation, then transmission. */
-class Connection {
+class Connection implements Fenceable {
   private reader: SocketReader;
   /** The PSK identity of an upgraded connection, else undefined. */
   private tlsIdentity: string | undefined;
@@ -234,8 +260,21 @@ class Connection {
   /** Whether replies written this tick are being held for one writev. */
   private corked = false;
 
+  /** Set by {@link fence}: no write starts any more. */
+  private fenced = false;
+  /** Resolves at the fence: writes held at a quiesce's gate stop waiting then (and are dropped). */
+  private readonly whenFenced: Promise<void>;
+  private readonly onFence: () => void;
+  /** The server's fence count when the export was last looked up. */
+  private fencesAtFind = 0;
+  /** Writes (WRITE, TRIM, WRITE_ZEROES) between their request and their end, gated ones included. */
+  private readonly writes = new Set<Promise<void>>();
+
   constructor(private socket: Socket, private readonly server: NbdServer, private readonly o: NbdServerOptions) {
     this.reader = new SocketReader(socket);
+    let onFence!: () => void;
+    this.whenFenced = new Promise<void>((resolve) => { onFence = resolve; });
+    this.onFence = onFence;
   }
 
   /**
@@ -386,6 +425,7 @@ class Connection {
    * export's own PSK identity (one attachment's key opens no other export).
    */
   private async find(name: string): Promise<NbdExport | undefined> {
+    this.fencesAtFind = this.server.fences;
     const exp = await this.o.provider.find(name);
     if (!exp) return undefined;
     if (this.tlsIdentity !== undefined && exp.pskIdentity !== this.tlsIdentity) return undefined;
@@ -439,18 +479,39 @@ class Connection {
     return f;
   }
 
+  /**
+   * Drops the connection; resolves once none of its writes can reach the
+   * volume: writes still gated or queued behind the socket are dropped (they
+   * check {@link fenced} before they start), started ones are waited for.
+   */
+  fence(): Promise<void> {
+    this.fenced = true;
+    this.onFence();
+    this.socket.destroy();
+    return Promise.allSettled([...this.writes]).then(() => undefined);
+  }
+
   /** The transmission phase: requests are served concurrently, replies go out as each completes. */
   private async transmit(exp: NbdExport): Promise<void> {
-    this.socket.once('close', this.server.bind(exp.name, this.socket));
+    this.socket.once('close', this.server.bind(exp.name, this));
+    // A fence that ran while the export was being looked up may have missed
+    // this connection: look again, now that the next fence will find it.
+    if (this.server.fences !== this.fencesAtFind && !(await this.find(exp.name))) this.fenced = true;
+    if (this.fenced) {
+      this.socket.destroy();
+      return;
+    }
     const handle = await exp.open();
+    if (this.fenced) return handle.close();
     if (handle.fd !== undefined && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
       if (await this.handOff(exp, handle, handle.fd)) return;
     }
     const inflight = new Set<Promise<void>>();
-    const writes = new Set<Promise<void>>();
+    const writes = this.writes;
     try {
       for (;;) {
         const h = await this.reader.read(28);
+        if (this.fenced) break;
         if (h.readUInt32BE(0) !== REQUEST_MAGIC) throw new ProtocolError('bad request magic');
         const flags = h.readUInt16BE(4);
         const type = h.readUInt16BE(6);
@@ -468,7 +529,7 @@ class Connection {
         if (type === CMD.DISC) break;
         const isWrite = type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM;
         const work = isWrite
-          ? this.server.gate(exp.key).then(() => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))
+          ? Promise.race([this.server.gate(exp.key), this.whenFenced]).then(() => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))
           : this.command(handle, exp, type, flags, cookie, offset, length, payload, writes);
         const tracked = work.finally(() => { inflight.delete(tracked); writes.delete(tracked); });
         inflight.add(tracked);
@@ -499,7 +560,7 @@ class Connection {
     const socket = this.socket;
     // The negotiation's replies must be on the wire before the threads write theirs.
     await new Promise<void>((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
-    const ended = socket.destroyed ? Promise.resolve('fenced') : this.server.serveNatively(exp, (paused) => DataPlaneConnection.take(socket, fd, () => this.reader.detach(), {
+    const ended = socket.destroyed || this.fenced ? Promise.resolve('fenced') : this.server.serveNatively(exp, (paused) => DataPlaneConnection.take(socket, fd, () => this.reader.detach(), {
       sizeBytes: handle.sizeBytes,
       readOnly: exp.readOnly,
       structured: this.structured,
@@ -526,6 +587,8 @@ class Connection {
     const size = handle.sizeBytes;
     const outside = offset + length > size || !Number.isSafeInteger(offset + length);
     const isWrite = type === CMD.WRITE || type === CMD.TRIM || type === CMD.WRITE_ZEROES;
+    // Fenced while it waited at the gate or behind the socket: dropped unanswered.
+    if (isWrite && this.fenced) return;
     try {
       if (isWrite && exp.readOnly) return this.error(cookie, type, ERR.EPERM);
       switch (type) {

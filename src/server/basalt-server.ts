@@ -126,7 +126,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
       });
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
       stoppers.push(() => nbd.close());
-      stoppers.push(await db.listen(FENCE_CHANNEL, (name) => nbd.closeExport(name)));
+      stoppers.push(await db.listen(FENCE_CHANNEL, (name) => void nbd.closeExport(name)));
       log.info({ host: d.nbd_listen, port: address.port }, 'NBD export server listening');
       for (const backend of config.backends) {
         const driver = openDriver(backend);

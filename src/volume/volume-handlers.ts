@@ -24,8 +24,12 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   lockTimeoutMs: number;
   /** Where the keys of encrypted volumes live: a deleted volume's key goes after its storage. */
   keys: KeyManager;
-  /** The process's export server, for fencing and for quiescing writes around in-use snapshots. */
-  exports?: { closeExport(name: string): void; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
+  /**
+   * The process's export server, for fencing and for quiescing writes around
+   * in-use snapshots: `closeExport` resolves once no write of the export's
+   * connections can reach the volume.
+   */
+  exports?: { closeExport(name: string): Promise<void>; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
   /** The drivers of every backend this process serves, by cluster: a migration reads its source through them. */
   drivers?: ReadonlyMap<string, GuardedDriver>;
 }
@@ -40,7 +44,8 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
   const fence: JobHandler<FencePayload> = {
     kind: kinds.fence,
     async run(ctx, p) {
-      deps.exports?.closeExport(p.exportName);
+      // Complete only once the fence is: no write of the attachment lands after it.
+      await deps.exports?.closeExport(p.exportName);
       await ctx.complete();
     },
   };

@@ -181,7 +181,7 @@ test('fencing: closing an export drops its connections at once', async (t) => {
   const s = await setup(t, [{ name: 'f', sizeGiB: 1 }]);
   const sock = await connectExport('127.0.0.1', s.port, 'f');
   const closed = new Promise((r) => sock.once('close', r));
-  s.server.closeExport('f');
+  await s.server.closeExport('f');
   await closed;
 });
 

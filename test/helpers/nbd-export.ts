@@ -37,6 +37,8 @@ export interface NbdFixture {
 export async function startNbd(t: TestContext, o: {
   plane: Plane; volumes: Array<{ name: string; sizeGiB: number }>; dir?: string;
   options?: Partial<Omit<NbdServerOptions, 'provider' | 'log'>>;
+  /** Called at every look-up of an export; the look-up answers once it resolves (after `removed` is read). */
+  holdFind?: () => Promise<void>;
 }): Promise<NbdFixture> {
   let dir = o.dir;
   if (!dir) {
@@ -62,7 +64,12 @@ export async function startNbd(t: TestContext, o: {
   }
   const server = new NbdServer({
     provider: {
-      find: async (n) => (removed.has(n) ? undefined : exports.get(n)), list: async () => [],
+      find: async (n) => {
+        const found = removed.has(n) ? undefined : exports.get(n);
+        await o.holdFind?.();
+        return found;
+      },
+      list: async () => [],
       refreshKeys: async () => undefined, pskKey: (i) => keys.get(i),
     },
     log: pino({ level: 'silent' }),

@@ -1,0 +1,93 @@
+/**
+ * Issue 13, defect 10: once a fence (closeExport) has completed, no write of
+ * that export's connections reaches the volume — neither one already in a
+ * system call or the driver when the fence came, nor one held at a quiesce's
+ * gate, nor one still behind the socket. On every plane.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PLANES, startNbd, type NbdFixture } from '../helpers/nbd-export.ts';
+import { requestFrame } from '../helpers/nbd-raw.ts';
+
+const MiB = 1024 * 1024;
+const CMD_WRITE = 1;
+const FLAG_FUA = 1;
+
+/** A digest of the first `bytes` of an export's volume file. */
+function digest(s: NbdFixture, name: string, bytes: number): string {
+  const fd = fs.openSync(s.file(name), 'r');
+  try {
+    const buf = Buffer.alloc(bytes);
+    fs.readSync(fd, buf, 0, bytes, 0);
+    return createHash('sha256').update(buf).digest('hex');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Sends `count` writes of `size` bytes (FUA: each waits for the disk) without waiting for replies; resolves at the first reply. */
+async function writeMany(sock: import('node:net').Socket, count: number, size: number, flags: number): Promise<void> {
+  const first = new Promise((r) => sock.once('data', r));
+  for (let i = 0; i < count; i++) {
+    const frame = requestFrame(CMD_WRITE, BigInt(i + 1), BigInt(i * size), size, Buffer.alloc(size, (i % 250) + 1));
+    frame.writeUInt16BE(flags, 4);
+    sock.write(frame);
+  }
+  await first;
+}
+
+for (const plane of PLANES) describe(`${plane} plane`, () => {
+  test('issue 13: no write lands after a fence completes, with writes in flight', async (t) => {
+    const s = await startNbd(t, { plane, volumes: [{ name: 'f', sizeGiB: 1 }] });
+    const size = 2 * MiB;
+    const count = 24;
+    for (let round = 0; round < 3; round++) {
+      const c = await s.connect('f');
+      t.after(() => c.sock.destroy());
+      await writeMany(c.sock, count, size, FLAG_FUA);
+      await s.server.closeExport('f');
+      const atFence = digest(s, 'f', count * size);
+      await sleep(300);
+      assert.equal(digest(s, 'f', count * size), atFence, `round ${round}: the volume changed after the fence completed`);
+    }
+  });
+
+  test('issue 13: writes held by a quiesce when the fence comes never land', async (t) => {
+    const s = await startNbd(t, { plane, volumes: [{ name: 'q', sizeGiB: 1 }] });
+    const c = await s.connect('q');
+    t.after(() => c.sock.destroy());
+    let release!: () => void;
+    const quiesced = s.server.quiesce(s.ids.get('q')!, () => new Promise<void>((r) => { release = r; }));
+    await sleep(20);
+    for (let i = 0; i < 8; i++) c.sock.write(requestFrame(CMD_WRITE, BigInt(i + 1), BigInt(i * MiB), MiB, Buffer.alloc(MiB, 0xee)));
+    await sleep(200); // read by the server and held at the gate
+    const before = digest(s, 'q', 8 * MiB);
+    await s.server.closeExport('q');
+    release();
+    await quiesced;
+    await sleep(200);
+    assert.equal(digest(s, 'q', 8 * MiB), before, 'a write held at the gate landed after the fence');
+  });
+
+  test('issue 13: a connection that looked its export up before a fence is dropped before its first request', async (t) => {
+    let resume!: () => void;
+    const held = new Promise<void>((r) => { resume = r; });
+    const s = await startNbd(t, { plane, volumes: [{ name: 'n', sizeGiB: 1 }], holdFind: () => held });
+    const connecting = s.connect('n');
+    await sleep(100); // the connection's look-up is under way
+    s.removed.add('n'); // the attachment is deleted, then fenced
+    await s.server.closeExport('n');
+    resume();
+    const c = await connecting.catch(() => undefined);
+    if (c) {
+      const closed = new Promise((r) => c.sock.once('close', r));
+      c.sock.write(requestFrame(CMD_WRITE, 1n, 0n, MiB, Buffer.alloc(MiB, 0x77)));
+      await closed;
+    }
+    await sleep(100);
+    assert.equal(digest(s, 'n', MiB), createHash('sha256').update(Buffer.alloc(MiB)).digest('hex'), 'the write never landed');
+  });
+});
