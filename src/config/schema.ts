@@ -90,6 +90,26 @@ export const DEFAULT_OPTIONS = {
     type: 'int', default: 50, min: 0, max: 1000,
     help: 'How long at most a native NBD worker polls the socket for the next request before it blocks, in microseconds. Polling stops while a client is idle (no request for 20 times this long) and starts again when it is busy; at most half the CPUs poll at once. Polling saves the wake-up of a blocked thread (tens of microseconds across vCPUs) at the price of CPU time while a client is busy. 0 never polls.',
   }),
+  nbd_max_connections: opt<number>({
+    type: 'int', default: 512, min: 1,
+    help: 'Most NBD connections the volume service holds at once, negotiating ones included. One more is answered NBD_REP_ERR_SHUTDOWN with a message saying why and closed, so a flood of clients cannot exhaust descriptors or memory.',
+  }),
+  nbd_max_connections_per_export: opt<number>({
+    type: 'int', default: 16, min: 1,
+    help: 'Most NBD connections one attachment\'s export may have in their transmission phase. One more is refused at NBD_OPT_GO with NBD_REP_ERR_POLICY and a message. QEMU opens one connection, nbdcopy four.',
+  }),
+  nbd_max_requests_per_connection: opt<number>({
+    type: 'int', default: 64, min: 1, max: 4096,
+    help: 'Most requests one NBD connection served on the event loop (TLS, drivers without a file) may have in flight, replies not yet handed to the socket included. At the bound the server stops reading that socket until replies drain (backpressure). Native threads serve one request each instead.',
+  }),
+  nbd_max_buffer_mib_per_connection: opt<number>({
+    type: 'int', default: 64, min: 1, max: 4096,
+    help: 'Most memory, in MiB, one NBD connection served on the event loop may hold in write payloads and unsent read replies. At the bound the server stops reading that socket until replies drain, so a client that never reads its replies costs at most this much; one request larger than it still runs alone. Default: two of the largest (32 MiB) reads.',
+  }),
+  nbd_negotiation_timeout_ms: opt<number>({
+    type: 'int', default: 10000, min: 100,
+    help: 'How long an NBD client may take from connecting to its transmission phase (TLS handshake included), in milliseconds, before it is dropped; as qemu-nbd\'s 10 s handshake limit.',
+  }),
   enabled_backends: opt<string[]>({
     type: 'list', default: ['file'],
     help: 'Backend section names to run a volume service for, comma separated.',

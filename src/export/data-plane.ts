@@ -42,12 +42,15 @@ export class DataPlaneConnection {
     socket.pause();
     handle.reading = false;
     handle.readStop();
-    // Bytes the stream itself buffered (none in flowing mode, but be sure):
-    // read() may re-arm reading, so stop again before anything arrives.
+    // What the reader holds comes first, and it must stop listening before
+    // the stream is read: read() emits 'data' too, which would hand the
+    // same bytes to the reader a second time.
+    const first = buffered();
+    // Bytes the stream itself buffered (the reader pauses the socket when it
+    // holds enough): read() may re-arm reading, so stop again before anything arrives.
     const rest = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
     handle.reading = false;
     handle.readStop();
-    const first = buffered();
     const conn = new DataPlaneConnection((onClose) => addon.nbdServe({
       ...settings, socket: handle.fd!, file, buffered: rest ? Buffer.concat([first, rest]) : first,
     }, onClose));

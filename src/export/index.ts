@@ -1,3 +1,3 @@
 /** The data path: Basalt's NBD server. */
-export { NbdServer, type ExportProvider, type NbdExport, type NbdServerOptions } from './nbd-server.ts';
+export { NBD_BOUNDS, NbdServer, type ExportProvider, type NbdExport, type NbdServerOptions } from './nbd-server.ts';
 export * as nbd from './nbd-protocol.ts';

@@ -89,7 +89,50 @@ export interface NbdServerOptions {
    * than a 4k read. 0 never polls.
    */
   pollMicros?: number;
+  /**
+   * Most connections the server holds at once, negotiating ones included.
+   * One more is answered NBD_REP_ERR_SHUTDOWN (with a message saying why) to
+   * its first option and closed. Default 512.
+   */
+  maxConnections?: number;
+  /**
+   * Most connections in their transmission phase per export. One more is
+   * refused at NBD_OPT_GO with NBD_REP_ERR_POLICY and a message (closed at
+   * NBD_OPT_EXPORT_NAME, which has no error reply). Default 16: QEMU opens
+   * one, nbdcopy four.
+   */
+  maxConnectionsPerExport?: number;
+  /**
+   * Requests one connection served on the event loop (TLS, other drivers)
+   * may have in flight, replies not yet handed to the socket included; at the
+   * bound the server stops reading the socket. Default 64. Native threads
+   * are bounded by their number instead (each serves one request at a time).
+   */
+  maxRequestsPerConnection?: number;
+  /**
+   * Bytes one connection served on the event loop may hold: payloads of
+   * writes in flight and replies of reads not yet handed to the socket. At
+   * the bound the server stops reading the socket until replies drain (a
+   * single request larger than it still runs, alone). Default 64 MiB: two
+   * of the largest reads.
+   */
+  maxBufferBytesPerConnection?: number;
+  /**
+   * How long a client may take from connecting to its transmission phase
+   * (TLS handshake included) before it is dropped, in ms. Default 10000, as
+   * qemu-nbd's handshake limit.
+   */
+  negotiationTimeoutMs?: number;
 }
+
+/** The defaults of the bounds in {@link NbdServerOptions}. */
+export const NBD_BOUNDS = {
+  maxConnections: 512,
+  maxConnectionsPerExport: 16,
+  maxRequestsPerConnection: 64,
+  maxBufferBytesPerConnection: 64 * 1024 * 1024,
+  negotiationTimeoutMs: 10_000,
+} as const;
 
 /** Something the server can drop at once: a socket or a native connection. */
 interface Droppable { destroy(): void }
@@ -102,6 +145,12 @@ interface Fenceable { fence(): Promise<void> }
 
 /** Thrown to end a connection on a protocol violation. */
 class ProtocolError extends Error {}
+
+/** A reply handed to the socket: `flushed` resolves once the socket has taken its bytes. */
+interface Sent { flushed: Promise<void> }
+
+/** Thrown when a client did not reach its transmission phase in time. */
+class NegotiationTimeout extends Error {}
 
 /** The NBD server. */
 export class NbdServer {
@@ -123,17 +172,36 @@ export class NbdServer {
   /** Everything open, for close(); native connections with their end. */
   private readonly open = new Set<Droppable>();
   private readonly ending = new Set<Promise<unknown>>();
+  /** Connections from accept to their end (native ones included). */
+  private clients = 0;
 
   constructor(o: NbdServerOptions) {
+    const maxConnections = o.maxConnections ?? NBD_BOUNDS.maxConnections;
     this.server = net.createServer((socket) => {
       this.open.add(socket);
       socket.once('close', () => this.open.delete(socket));
       socket.setNoDelay(true);
-      new Connection(socket, this, o).run().catch((err: unknown) => {
-        if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
-        socket.destroy();
-      });
+      const refused = this.clients >= maxConnections;
+      this.clients++;
+      const conn = new Connection(socket, this, o);
+      (refused ? conn.refuse(`the server holds its most connections (${maxConnections})`) : conn.run())
+        .catch((err: unknown) => {
+          if (err instanceof NegotiationTimeout) o.log.info({ remote: socket.remoteAddress }, err.message);
+          else if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
+          socket.destroy();
+        })
+        .finally(() => { this.clients--; });
     });
+  }
+
+  /** Connections open now, negotiating ones included. */
+  get connectionCount(): number {
+    return this.clients;
+  }
+
+  /** Connections of an export in their transmission phase. */
+  exportConnections(name: string): number {
+    return this.connections.get(name)?.size ?? 0;
   }
 
   /** Starts listening; resolves with the bound address. */
@@ -278,11 +346,13 @@ class Connection implements Fenceable {
   }
 
   /**
-   * Queues reply bytes. Replies finished in the same tick leave in one
-   * writev (cork until the next tick): at queue depth 32 this saves most
-   * system calls of the reply path.
+   * Queues reply bytes; resolves once the socket has taken them (written to
+   * the kernel, or the connection is gone), which is when their memory stops
+   * counting against the connection's bound. Replies finished in the same
+   * tick leave in one writev (cork until the next tick): at queue depth 32
+   * this saves most system calls of the reply path.
    */
-  private send(...buffers: Buffer[]): void {
+  private send(...buffers: Buffer[]): Promise<void> {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -291,23 +361,66 @@ class Connection implements Fenceable {
         this.socket.uncork();
       });
     }
-    for (const b of buffers) this.socket.write(b);
+    const last = buffers.length - 1;
+    for (let i = 0; i < last; i++) this.socket.write(buffers[i]!);
+    return new Promise((resolve) => { this.socket.write(buffers[last]!, () => resolve()); });
   }
 
-  async run(): Promise<void> {
+  /**
+   * Answers a connection over the server's bound: NBD_REP_ERR_SHUTDOWN with
+   * the reason to its first option (an ACK to NBD_OPT_ABORT), then closes.
+   */
+  async refuse(reason: string): Promise<void> {
+    const timer = setTimeout(() => this.socket.destroy(), this.o.negotiationTimeoutMs ?? NBD_BOUNDS.negotiationTimeoutMs);
+    try {
+      this.hello();
+      await this.reader.read(4);
+      const head = await this.reader.read(16);
+      const option = head.readUInt32BE(8);
+      this.reply(option, option === OPT.ABORT ? REP.ACK : REP.ERR_SHUTDOWN, option === OPT.ABORT ? undefined : Buffer.from(`Refused: ${reason}`));
+      this.socket.end();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private hello(): void {
     const hello = Buffer.alloc(18);
     hello.writeBigUInt64BE(NBD_MAGIC, 0);
     hello.writeBigUInt64BE(IHAVEOPT, 8);
     hello.writeUInt16BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 16);
     this.socket.write(hello);
-    const clientFlags = (await this.reader.read(4)).readUInt32BE(0);
-    if ((clientFlags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) !== 0) throw new ProtocolError('unknown client flags');
-    this.noZeroes = (clientFlags & FLAG_C_NO_ZEROES) !== 0;
-    const chosen = await this.negotiate();
+  }
+
+  async run(): Promise<void> {
+    // A client that never finishes negotiating would hold its socket (and a
+    // place under maxConnections) for ever: drop it after the timeout.
+    let timedOut = false;
+    const timeoutMs = this.o.negotiationTimeoutMs ?? NBD_BOUNDS.negotiationTimeoutMs;
+    const timer = setTimeout(() => { timedOut = true; this.socket.destroy(); }, timeoutMs);
+    let chosen: NbdExport | undefined;
+    try {
+      this.hello();
+      const clientFlags = (await this.reader.read(4)).readUInt32BE(0);
+      if ((clientFlags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) !== 0) throw new ProtocolError('unknown client flags');
+      this.noZeroes = (clientFlags & FLAG_C_NO_ZEROES) !== 0;
+      chosen = await this.negotiate();
+    } catch (err) {
+      if (timedOut) throw new NegotiationTimeout(`NBD negotiation did not finish within ${timeoutMs} ms`);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
     if (chosen) await this.transmit(chosen);
   }
 
+  /** Whether the export has room for one more connection (see maxConnectionsPerExport). */
+  private hasRoom(exp: NbdExport): boolean {
+    return this.server.exportConnections(exp.name) < (this.o.maxConnectionsPerExport ?? NBD_BOUNDS.maxConnectionsPerExport);
+  }
+
   private reply(option: number, type: number, data: Buffer = Buffer.alloc(0)): void {
+    if (this.socket.destroyed) return;
     const h = Buffer.alloc(20);
     h.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
     h.writeUInt32BE(option, 8);
@@ -343,6 +456,7 @@ class Connection implements Fenceable {
         case OPT.EXPORT_NAME: {
           const exp = await this.find(data.toString('utf8'));
           if (!exp) throw new ProtocolError('unknown export'); // the protocol allows no error reply here
+          if (!this.hasRoom(exp)) throw new ProtocolError('too many connections to the export');
           const out = Buffer.alloc(this.noZeroes ? 10 : 134);
           out.writeBigUInt64BE(BigInt((await this.sizeOf(exp))), 0);
           out.writeUInt16BE(this.flags(exp), 8);
@@ -371,6 +485,11 @@ class Connection implements Fenceable {
           if (!parsed) { this.reply(option, REP.ERR_INVALID); break; }
           const exp = await this.find(parsed.name);
           if (!exp) { this.reply(option, REP.ERR_UNKNOWN); break; }
+          if (option === OPT.GO && !this.hasRoom(exp)) {
+            const most = this.o.maxConnectionsPerExport ?? NBD_BOUNDS.maxConnectionsPerExport;
+            this.reply(option, REP.ERR_POLICY, Buffer.from(`Refused: the export has its most connections (${most})`));
+            break;
+          }
           const size = await this.sizeOf(exp);
           const info = Buffer.alloc(12);
           info.writeUInt16BE(INFO.EXPORT, 0);
@@ -506,8 +625,18 @@ class Connection implements Fenceable {
     if (handle.fd !== undefined && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
       if (await this.handOff(exp, handle, handle.fd)) return;
     }
+    // Requests served (the driver's work done) but maybe not yet answered.
     const inflight = new Set<Promise<void>>();
     const writes = this.writes;
+    // The bounds: requests until their reply is handed to the socket, and the
+    // bytes they hold meanwhile (a write's payload, a read's data). At either
+    // bound the loop stops reading requests, and the reader stops reading the
+    // socket: the client's own TCP window then holds what it sends.
+    const maxRequests = this.o.maxRequestsPerConnection ?? NBD_BOUNDS.maxRequestsPerConnection;
+    const maxBytes = this.o.maxBufferBytesPerConnection ?? NBD_BOUNDS.maxBufferBytesPerConnection;
+    const unanswered = new Set<Promise<void>>();
+    let heldBytes = 0;
+    let wake: (() => void) | undefined;
     try {
       for (;;) {
         const h = await this.reader.read(28);
@@ -518,25 +647,39 @@ class Connection implements Fenceable {
         const cookie = h.subarray(8, 16);
         const offset = Number(h.readBigUInt64BE(16));
         const length = h.readUInt32BE(24);
-        let payload: Buffer | undefined;
-        if (type === CMD.WRITE) {
-          if (length > MAX_PAYLOAD) {
-            // Too large to buffer: the stream cannot be resynchronised cheaply, so end it.
-            throw new ProtocolError(`write of ${length} bytes`);
-          }
-          payload = await this.reader.read(length);
+        if (type === CMD.WRITE && length > MAX_PAYLOAD) {
+          // Too large to buffer: the stream cannot be resynchronised cheaply, so end it.
+          throw new ProtocolError(`write of ${length} bytes`);
         }
         if (type === CMD.DISC) break;
+        const cost = type === CMD.WRITE || (type === CMD.READ && length <= MAX_PAYLOAD) ? length : 0;
+        // One request alone always runs, however large: the bound cannot starve it.
+        while (unanswered.size >= maxRequests || (unanswered.size > 0 && heldBytes + cost > maxBytes)) {
+          await new Promise<void>((resolve) => { wake = resolve; });
+        }
+        if (this.fenced) break;
+        heldBytes += cost;
+        const payload = type === CMD.WRITE ? await this.reader.read(length) : undefined;
         const isWrite = type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM;
         const work = isWrite
           ? Promise.race([this.server.gate(exp.key), this.whenFenced]).then(() => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))
           : this.command(handle, exp, type, flags, cookie, offset, length, payload, writes);
-        const tracked = work.finally(() => { inflight.delete(tracked); writes.delete(tracked); });
+        // Done for the volume (fencing, quiescing and FLUSH wait for this) ...
+        const tracked: Promise<void> = work.then(() => undefined, () => undefined).finally(() => { inflight.delete(tracked); writes.delete(tracked); });
         inflight.add(tracked);
         if (isWrite) {
           writes.add(tracked);
           this.server.trackWrite(exp.key, tracked);
         }
+        // ... and answered (the bounds wait for this).
+        const answered: Promise<void> = work.then((sent) => sent?.flushed, () => undefined).finally(() => {
+          unanswered.delete(answered);
+          heldBytes -= cost;
+          const w = wake;
+          wake = undefined;
+          w?.();
+        });
+        unanswered.add(answered);
       }
       await Promise.allSettled([...inflight]);
       // The client said goodbye; a flush failure cannot be reported to it any
@@ -580,10 +723,11 @@ class Connection implements Fenceable {
     return true;
   }
 
+  /** Serves one request; resolves once the volume's work is done, with its reply's hand-over (undefined when dropped). */
   private async command(
     handle: VolumeHandle, exp: NbdExport, type: number, flags: number, cookie: Buffer,
     offset: number, length: number, payload: Buffer | undefined, writes: Set<Promise<void>>,
-  ): Promise<void> {
+  ): Promise<Sent | undefined> {
     const size = handle.sizeBytes;
     const outside = offset + length > size || !Number.isSafeInteger(offset + length);
     const isWrite = type === CMD.WRITE || type === CMD.TRIM || type === CMD.WRITE_ZEROES;
@@ -636,32 +780,31 @@ class Connection implements Fenceable {
     }
   }
 
-  private ok(cookie: Buffer): void {
+  private ok(cookie: Buffer): Sent {
     const r = Buffer.alloc(16);
     r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     r.writeUInt32BE(0, 4);
     cookie.copy(r, 8);
-    this.send(r);
+    return { flushed: this.send(r) };
   }
 
   /** An error: structured for READ and BLOCK_STATUS once negotiated, simple otherwise. */
-  private error(cookie: Buffer, type: number, code: number): void {
+  private error(cookie: Buffer, type: number, code: number): Sent {
     if (this.structured && (type === CMD.READ || type === CMD.BLOCK_STATUS)) {
-      this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, (() => {
+      return this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, (() => {
         const b = Buffer.alloc(6);
         b.writeUInt32BE(code, 0);
         return b;
       })());
-      return;
     }
     const r = Buffer.alloc(16);
     r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     r.writeUInt32BE(code, 4);
     cookie.copy(r, 8);
-    this.send(r);
+    return { flushed: this.send(r) };
   }
 
-  private chunk(cookie: Buffer, flags: number, type: number, payload: Buffer, extra?: Buffer): void {
+  private chunk(cookie: Buffer, flags: number, type: number, payload: Buffer, extra?: Buffer): Sent {
     const h = Buffer.alloc(20);
     h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
     h.writeUInt16BE(flags, 4);
@@ -669,25 +812,22 @@ class Connection implements Fenceable {
     cookie.copy(h, 8);
     h.writeUInt32BE(payload.length + (extra?.length ?? 0), 16);
     // Header and payload are queued together: replies never interleave.
-    if (extra) this.send(h, payload, extra);
-    else this.send(h, payload);
+    return { flushed: extra ? this.send(h, payload, extra) : this.send(h, payload) };
   }
 
-  private readReply(cookie: Buffer, offset: number, data: Buffer): void {
+  private readReply(cookie: Buffer, offset: number, data: Buffer): Sent {
     if (!this.structured) {
       const r = Buffer.alloc(16);
       r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
       cookie.copy(r, 8);
-      if (data.length) this.send(r, data);
-      else this.send(r);
-      return;
+      return { flushed: data.length ? this.send(r, data) : this.send(r) };
     }
     const off = Buffer.alloc(8);
     off.writeBigUInt64BE(BigInt(offset), 0);
-    this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, off, data);
+    return this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, off, data);
   }
 
-  private blockStatusReply(cookie: Buffer, extents: Array<{ length: number; hole: boolean; zero: boolean }>, one: boolean): void {
+  private blockStatusReply(cookie: Buffer, extents: Array<{ length: number; hole: boolean; zero: boolean }>, one: boolean): Sent {
     const list = (one ? extents.slice(0, 1) : extents.slice(0, MAX_EXTENTS)).filter((e) => e.length > 0);
     const b = Buffer.alloc(4 + 8 * list.length);
     b.writeUInt32BE(BASE_ALLOCATION_ID, 0);
@@ -695,7 +835,7 @@ class Connection implements Fenceable {
       b.writeUInt32BE(Math.min(e.length, 0xffffffff), 4 + 8 * i);
       b.writeUInt32BE((e.hole ? STATE_HOLE : 0) | (e.zero ? STATE_ZERO : 0), 8 + 8 * i);
     });
-    this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, b);
+    return this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, b);
   }
 }
 

@@ -1,6 +1,11 @@
 /**
  * Reads exact byte counts from a stream socket: `read(n)` resolves with the
  * next n bytes, or rejects once the socket ends before they arrive.
+ *
+ * Backpressure: the reader holds at most {@link HIGH_WATER_BYTES} (or the
+ * pending read's length, if larger) that nobody asked for; past that it
+ * pauses the socket until the next `read` wants more, so a client that sends
+ * faster than the server serves fills its own TCP window, not our memory.
  */
 import type { Socket } from 'node:net';
 
@@ -10,6 +15,9 @@ export class ConnectionClosed extends Error {
     super('connection closed');
   }
 }
+
+/** Unrequested bytes buffered before the socket is paused. */
+export const HIGH_WATER_BYTES = 256 * 1024;
 
 /** One pending `read`. */
 interface Waiter { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void }
@@ -21,10 +29,16 @@ export class SocketReader {
   private waiter: Waiter | undefined;
   private ended = false;
 
+  private paused = false;
+
   private readonly onData = (chunk: Buffer): void => {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     this.pump();
+    if (!this.paused && this.buffered >= Math.max(HIGH_WATER_BYTES, this.waiter?.n ?? 0)) {
+      this.paused = true;
+      this.socket.pause();
+    }
   };
 
   constructor(private readonly socket: Socket) {
@@ -43,6 +57,10 @@ export class SocketReader {
   read(n: number): Promise<Buffer> {
     if (this.buffered >= n) return Promise.resolve(this.take(n));
     if (this.ended) return Promise.reject(new ConnectionClosed());
+    if (this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
     return new Promise((resolve, reject) => {
       this.waiter = { n, resolve, reject };
     });

@@ -123,6 +123,10 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
         provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls,
         dataPlane: d.nbd_data_plane === 'event-loop' ? 'event-loop' : 'native', threadsPerConnection: d.nbd_threads_per_connection,
         pollMicros: d.nbd_poll_us,
+        maxConnections: d.nbd_max_connections, maxConnectionsPerExport: d.nbd_max_connections_per_export,
+        maxRequestsPerConnection: d.nbd_max_requests_per_connection,
+        maxBufferBytesPerConnection: d.nbd_max_buffer_mib_per_connection * 1024 * 1024,
+        negotiationTimeoutMs: d.nbd_negotiation_timeout_ms,
       });
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
       stoppers.push(() => nbd.close());
