@@ -188,10 +188,11 @@ export class KeystoneAuth {
       const timeoutMs = this.o.http_connect_timeout * 1000 * n;
       try {
         const r = await fetch(`${this.base}${path}`, { ...init, signal: AbortSignal.timeout(timeoutMs) });
-        if (!RETRYABLE_STATUSES.has(r.status) || n === tries) return r;
+        // The body is read within the try's timeout too: a Keystone that stalls mid-answer is slow, not broken.
+        const body = await r.text();
+        if (!RETRYABLE_STATUSES.has(r.status) || n === tries) return new Response(body, { status: r.status, headers: r.headers });
         failure = `answered ${r.status}`;
         cause = undefined;
-        await r.body?.cancel().catch(() => undefined);
       } catch (err) {
         failure = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : 'cannot be reached';
         cause = err;
