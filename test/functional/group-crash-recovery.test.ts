@@ -50,7 +50,7 @@ test('kill -9 during group snapshots, groups from sources and group deletes, res
   // Two earlier group snapshots to build groups from.
   const sources: string[] = [];
   for (const group of groups.slice(0, 2)) sources.push((await api(first.url, 'POST', '/group_snapshots', { group_snapshot: { group_id: group, name: 'src' } })).body.group_snapshot.id);
-  await waitFor('source group snapshots', async () => (await api(first.url, 'GET', '/group_snapshots/detail?status=available')).body.group_snapshots.length === 2, 30_000);
+  await waitFor('source group snapshots', async () => (await api(first.url, 'GET', '/group_snapshots/detail?status=available')).body.group_snapshots.length === 2);
 
   const burst: Promise<unknown>[] = [];
   for (const group of groups.slice(2, 4)) burst.push(api(first.url, 'POST', '/group_snapshots', { group_snapshot: { group_id: group, name: 'burst' } }));

@@ -76,7 +76,7 @@ test('os-migrate_volume copies an available volume to another backend; the sourc
     if (gone) assert.equal(row['os-vol-host-attr:host'], dest, 'the source file went before the row moved');
     assert.notEqual(row.migration_status, 'error');
     return gone && row.migration_status === 'success' ? row : undefined;
-  }, 20_000);
+  });
   assert.equal(moved.status, 'available');
   assert.equal(moved['os-vol-mig-status-attr:migstat'], 'success');
   assert.equal(moved.id, v.id);
@@ -141,12 +141,16 @@ test('os-retype on-demand moves the volume to a backend of the new type; never r
   assert.equal(never.status, 400);
   assert.match(never.body.badRequest.message, /migration_policy 'never' forbids/);
 
+  // Waits for the destination backend's first report (readiness, not a guess): on a busy
+  // machine it can come after the volume on alpha is available, and without it there is
+  // rightly nowhere to go.
+  await poolOf(s, 'beta');
   const r = await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-retype': { new_type: 'beta', migration_policy: 'on-demand' } }, MEMBER);
   assert.equal(r.status, 202, JSON.stringify(r.body));
   const moved = await waitFor('retyped', async () => {
     const row = (await s.request('GET', `${V}/volumes/${v.id}`)).body.volume;
     return row.volume_type === 'beta' ? row : undefined;
-  }, 20_000);
+  });
   assert.equal(moved.migration_status, 'success');
   assert.match(moved['os-vol-host-attr:host'], /@beta#/);
   assert.equal(moved.status, 'available');
@@ -173,7 +177,7 @@ test('a server killed mid-copy completes the migration after a restart, leaving 
   const api = (url: string, method: string, p: string, body?: unknown) => request(url, method, p, body);
   assert.equal((await api(first.url, 'POST', `${V}/types`, { volume_type: { name: 'alpha', extra_specs: { volume_backend_name: 'alpha' } } })).status, 200);
   const id = (await api(first.url, 'POST', `${V}/volumes`, { volume: { size: 2, volume_type: 'alpha' } })).body.volume.id as string;
-  await waitFor('available', async () => (await api(first.url, 'GET', `${V}/volumes/${id}`)).body.volume.status === 'available', 20_000);
+  await waitFor('available', async () => (await api(first.url, 'GET', `${V}/volumes/${id}`)).body.volume.status === 'available');
   const source = fileOf(stateDir, 'alpha', id);
   const offsets = Array.from({ length: 400 }, (_, i) => i * 4 * MiB);
   writePattern(source, offsets);
@@ -184,7 +188,7 @@ test('a server killed mid-copy completes the migration after a restart, leaving 
 
   assert.equal((await api(first.url, 'POST', `${V}/volumes/${id}/action`, { 'os-migrate_volume': { host: dest } })).status, 202);
   const target = fileOf(stateDir, 'beta', id);
-  await waitFor('the copy started', async () => fs.existsSync(target), 20_000);
+  await waitFor('the copy started', async () => fs.existsSync(target));
   await kill9(first.child);
   const [row] = await database.query<{ status: string; migration_status: string | null }>(`select status, migration_status from volumes where id = '${id}'`);
   t.diagnostic(`killed with the volume ${row!.status}, migration ${row!.migration_status}`);
@@ -196,7 +200,7 @@ test('a server killed mid-copy completes the migration after a restart, leaving 
   }, 60_000);
   if (settled.migration_status === 'success') {
     assert.equal(settled['os-vol-host-attr:host'], dest);
-    await waitFor('source file removed', async () => !fs.existsSync(source), 20_000);
+    await waitFor('source file removed', async () => !fs.existsSync(source));
     const fd = fs.openSync(target, 'r');
     try {
       for (const at of offsets) {
@@ -240,6 +244,6 @@ test('a copy left on the destination by an earlier move does not show through th
   writePattern(stale, [8 * MiB, 64 * MiB]);
   const original = fs.readFileSync(fileOf(s.stateDir, 'alpha', v.id));
   assert.equal((await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-migrate_volume': { host: await poolOf(s, 'beta') } })).status, 202);
-  await waitFor('moved', async () => (await s.request('GET', `${V}/volumes/${v.id}`)).body.volume.migration_status === 'success', 20_000);
+  await waitFor('moved', async () => (await s.request('GET', `${V}/volumes/${v.id}`)).body.volume.migration_status === 'success');
   assert.ok(fs.readFileSync(stale).equals(original), 'the destination holds the source byte for byte');
 });

@@ -7,6 +7,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { after, test } from 'node:test';
 import pg from 'pg';
 import { freePort } from './net.ts';
 
@@ -97,4 +98,23 @@ export async function startPostgres(): Promise<Postgres> {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Runs the functional tests a file imports after this call on a real
+ * PostgreSQL: starts a cluster for the file, makes every test server (and
+ * every spawned one) use a fresh database on it, stops it after the file, and
+ * adds a test that checks the servers really use PostgreSQL. The functional
+ * suite is split over several such files (`test/postgres/functional-*.test.ts`),
+ * each well inside the runner's per-file bound on a busy machine.
+ */
+export async function runFunctionalOnPostgres(): Promise<void> {
+  const postgres = await startPostgres();
+  process.env.TEST_BASALT_PG_URL = postgres.url;
+  after(() => postgres.stop());
+  test('these runs really use PostgreSQL', async (t) => {
+    const { startTestServer } = await import('./server.ts');
+    const s = await startTestServer(t);
+    if (s.server.db.dialect !== 'postgres') throw new Error(`the test server uses ${s.server.db.dialect}`);
+  });
 }

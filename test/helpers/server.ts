@@ -193,8 +193,13 @@ export async function request(url: string, method: string, p: string, body?: unk
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
-/** Polls `fn` until it returns a truthy value, or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs = 10_000): Promise<T> {
+/**
+ * Polls `fn` until it returns a truthy value, or fails after `timeoutMs`. The
+ * wait ends when what it waits for happens; the bound (default 60 s) only
+ * catches what never will, so it is generous: a busy machine makes a test
+ * slower, not red (issue 13).
+ */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

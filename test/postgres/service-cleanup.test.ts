@@ -90,7 +90,7 @@ test('a dead member\'s jobs are handed over at once, its exports move, fences re
   assert.equal(snap.status, 202, JSON.stringify(snap.body));
   const job = await client.query(`select target from jobs where kind = 'snapshot.create' and resource_id = $1`, [snap.body.snapshot.id]);
   assert.equal((job.rows[0] as { target: string }).target, `member:${endpoints.get(att.info.data.port)}`);
-  await waitFor('snapshot available', async () => (await request(url, 'GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'available', 20_000);
+  await waitFor('snapshot available', async () => (await request(url, 'GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'available');
   const src = await createVolume({});
   await available(src);
   execFileSync('dd', ['if=/dev/urandom', `of=${path.join(shared, `volume-${src}`)}`, 'bs=1M', 'count=512', 'conv=notrunc', 'status=none']);

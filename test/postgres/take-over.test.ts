@@ -48,7 +48,7 @@ test('a killed cluster member\'s jobs are completed by the other member', { time
     assert.equal(r.status, 202, JSON.stringify(r.body));
     clones.push(r.body.volume.id);
   }
-  await waitFor('node-a holds a clone job', async () => fs.readdirSync(shared).some((f) => f.endsWith('.partial')), 10_000);
+  await waitFor('node-a holds a clone job', async () => fs.readdirSync(shared).some((f) => f.endsWith('.partial')));
   nodeA.child.kill('SIGKILL');
   const nodeB = await spawnBasalt({ ...env, BASALT_HOST: 'node-b' }, 'volume', 'volume service started');
   procs.push(nodeB.child);
