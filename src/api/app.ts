@@ -12,7 +12,7 @@ import { noauthCaller } from './auth.ts';
 import { KeystoneAuth } from './keystone-auth.ts';
 import { Policy } from './policy.ts';
 import type { ApiDeps } from './context.ts';
-import { handleClientError } from './client-error.ts';
+import { handleClientError, refuseConnect, refuseExpectation } from './client-error.ts';
 import { faultBody, handleError, handleFrameworkError } from './fault.ts';
 import { infrastructureRoutes } from './infrastructure.ts';
 import { parseJsonBody } from './json-body.ts';
@@ -73,10 +73,15 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     // The router's and the HTTP parser's errors are Cinder faults too.
     frameworkErrors: handleFrameworkError,
     clientErrorHandler: handleClientError,
+    // Node would refuse an HTTP/1.1 request without Host with an empty body: the hook below does, with a fault.
+    http: { requireHostHeader: false },
   }) as unknown as FastifyInstance;
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-openstack-request-id', req.id);
+    if (req.headers.host === undefined && req.raw.httpVersion === '1.1') {
+      throw new InvalidInputError('Malformed request: an HTTP/1.1 request names its Host');
+    }
     // Every answer names its microversion, as Cinder's do: the version
     // documents, 404s, and a 406 (which echoes the version asked for).
     const requested = requestedVersion(req.headers['openstack-api-version']);
@@ -103,6 +108,8 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     }
   });
 
+  app.server.on('connect', refuseConnect.bind(app));
+  app.server.on('checkExpectation', refuseExpectation.bind(app));
   app.setErrorHandler(handleError);
   app.setNotFoundHandler((_req, reply) => reply.code(404).send(faultBody(404, 'The resource could not be found.')));
 

@@ -41,15 +41,15 @@ export function handleClientError(this: FastifyInstance, err: NodeJS.ErrnoExcept
     return;
   }
   refused.add(socket);
-  // A request already being served on this connection (its body cut short, say) is
-  // answered and logged by the fault mapper; a response under way must not be interleaved.
-  const pending = (socket as Socket & { _httpMessage?: unknown })._httpMessage;
-  if (!socket.writable || pending) {
+  // A response already under way on this connection must not be interleaved (as Node does).
+  const pending = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (!socket.writable || pending?.headersSent) {
     socket.destroy();
     return;
   }
   const status = STATUS_BY_CODE.get(code) ?? 400;
-  this.log.debug({ code, status }, 'client error: request refused by the HTTP parser');
+  // A request being served (its body's chunks malformed, say) is logged by the fault mapper when it ends.
+  if (!pending) this.log.debug({ code, status }, 'client error: request refused by the HTTP parser');
   const body = JSON.stringify(faultBody(status, MESSAGES.get(status)!));
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\n`
@@ -57,4 +57,32 @@ export function handleClientError(this: FastifyInstance, err: NodeJS.ErrnoExcept
   );
   // Do not wait on a client that never reads: the answer is best effort.
   socket.setTimeout(5000, () => socket.destroy());
+}
+
+/**
+ * The server's `connect` listener: a CONNECT request (a tunnel, which this API
+ * does not offer) is answered 405 with a fault and `Connection: close`. Without
+ * a listener Node would drop the connection without a word.
+ */
+export function refuseConnect(this: FastifyInstance, _req: http.IncomingMessage, socket: Socket): void {
+  this.log.debug({ method: 'CONNECT' }, 'client error: CONNECT refused');
+  const body = JSON.stringify(faultBody(405, 'CONNECT is not supported'));
+  socket.on('error', () => { /* the client may already be gone */ });
+  socket.end(
+    `HTTP/1.1 405 ${http.STATUS_CODES[405]}\r\nConnection: close\r\nContent-Type: application/json\r\n`
+    + `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  socket.setTimeout(5000, () => socket.destroy());
+}
+
+/**
+ * The server's `checkExpectation` listener: a request whose `Expect` is not
+ * `100-continue` is answered 417 with a fault (Node's own answer has no body)
+ * and `Connection: close`.
+ */
+export function refuseExpectation(this: FastifyInstance, req: http.IncomingMessage, res: http.ServerResponse): void {
+  this.log.debug({ expect: req.headers.expect }, 'client error: expectation refused');
+  const body = JSON.stringify(faultBody(417, 'Expectation Failed: only 100-continue is supported'));
+  // Its body is never read: the connection ends after the answer.
+  res.writeHead(417, { Connection: 'close', 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body);
 }

@@ -88,5 +88,8 @@ export function handleError(err: FastifyError | Error, req: FastifyRequest, repl
  */
 export function handleFrameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): FastifyReply {
   reply.header('x-openstack-request-id', req.id);
+  // The router answers before the body is read: when there is one (perhaps malformed, found
+  // only after this answer), the connection ends with the answer instead of being cut later.
+  if (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0) reply.header('Connection', 'close');
   return handleError(err, req, reply);
 }

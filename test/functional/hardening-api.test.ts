@@ -239,3 +239,32 @@ test('issue 13 API fuzzer finding: a metadata filter on a collection without met
     assert.equal(r.status, 200, `${list}: ${r.status} ${JSON.stringify(r.body)}`);
   }
 });
+
+test('issue 13 API fuzzer findings, raw HTTP: no Host, CONNECT, an unknown Expect and a body behind a refused path are Cinder faults with Connection: close where the connection ends', async (t) => {
+  const s = await startTestServer(t);
+  const port = Number(new URL(s.url).port);
+  const fault = (text: string, status: number): Record<string, { code: number }> => {
+    const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as Record<string, { code: number }>;
+    assert.equal(Object.values(body)[0]!.code, status, text);
+    return body;
+  };
+  // HTTP/1.1 without Host: Node's own answer had an empty body.
+  const noHost = await rawExchange(port, [`GET ${V}/volumes HTTP/1.1\r\nX-Auth-Token: alice:${PROJECT}\r\n\r\n`], 1000);
+  assert.match(noHost.text, /^HTTP\/1\.1 400 /);
+  assert.ok(fault(noHost.text, 400).badRequest);
+  // CONNECT: Node dropped the connection without a word.
+  const connect = await rawExchange(port, ['CONNECT basalt:443 HTTP/1.1\r\nHost: basalt:443\r\n\r\n']);
+  assert.match(connect.text, /^HTTP\/1\.1 405 [^\r]*\r\nConnection: close\r\n/);
+  assert.ok(fault(connect.text, 405).badMethod);
+  assert.ok(connect.closed);
+  // An Expect other than 100-continue: Node's 417 had no body.
+  const expect = await rawExchange(port, [`GET ${V}/volumes HTTP/1.1\r\nHost: basalt\r\nX-Auth-Token: alice:${PROJECT}\r\nExpect: the-unexpected\r\n\r\n`]);
+  assert.match(expect.text, /^HTTP\/1\.1 417 /);
+  assert.match(expect.text, /\r\nConnection: close\r\n/i);
+  assert.ok(fault(expect.text, 417).computeFault);
+  // A path the router refuses, with a body (here a framing the parser refuses only after the answer).
+  const refused = await rawExchange(port, [`GET ${V}/volumes/%ff HTTP/1.1\r\nHost: basalt\r\nTransfer-Encoding: identity\r\n\r\n`]);
+  assert.match(refused.text, /^HTTP\/1\.1 400 /);
+  assert.match(refused.text, /\r\nconnection: close\r\n/i, 'the connection ends with the answer, and says so');
+  assert.ok(refused.closed);
+});
