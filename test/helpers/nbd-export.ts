@@ -11,7 +11,7 @@ import type { TestContext } from 'node:test';
 import pino from 'pino';
 import { FileDriver, GuardedDriver } from '../../src/drivers/index.ts';
 import { NbdServer, type NbdExport, type NbdServerOptions } from '../../src/export/index.ts';
-import { openExport, type ByteReader, type PskCredentials } from './nbd-raw.ts';
+import { openExport, openSession, type ByteReader, type PskCredentials } from './nbd-raw.ts';
 import type net from 'node:net';
 
 /** How a connection is served. */
@@ -29,12 +29,14 @@ export interface NbdFixture {
   file(name: string): string;
   /** Opens an export to the transmission phase, over TLS on the TLS plane. */
   connect(name: string): Promise<{ sock: net.Socket; reader: ByteReader; sizeBytes: bigint }>;
+  /** Opens a session in option haggling (after STARTTLS with the export's key on the TLS plane). */
+  session(name: string): Promise<{ sock: net.Socket; reader: ByteReader }>;
   /** Export names that stop resolving (as a deleted attachment's do). */
   removed: Set<string>;
 }
 
 /** Starts a server on port 0 over new sparse volumes in `dir` (a new temporary folder by default). */
-export async function startNbd(t: TestContext, o: {
+export async function startNbd(t: Pick<TestContext, 'after'>, o: {
   plane: Plane; volumes: Array<{ name: string; sizeGiB: number }>; dir?: string;
   options?: Partial<Omit<NbdServerOptions, 'provider' | 'log'>>;
   /** Called at every look-up of an export; the look-up answers once it resolves (after `removed` is read). */
@@ -83,5 +85,6 @@ export async function startNbd(t: TestContext, o: {
     port, server, dir, ids, removed,
     file: (name) => path.join(dir, `volume-${ids.get(name)}`),
     connect: (name) => openExport('127.0.0.1', port, name, psk(name)),
+    session: (name) => openSession('127.0.0.1', port, psk(name)),
   };
 }

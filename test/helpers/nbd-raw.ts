@@ -90,6 +90,18 @@ const PSK_CIPHERS = 'ECDHE-PSK-AES256-CBC-SHA384:DHE-PSK-AES256-GCM-SHA384:PSK-A
  * positioned after the export's size and flags.
  */
 export async function openExport(host: string, port: number, name: string, psk?: PskCredentials): Promise<{ sock: net.Socket; reader: ByteReader; sizeBytes: bigint }> {
+  const { sock, reader } = await openSession(host, port, psk);
+  sock.write(optionFrame(1, Buffer.from(name)));
+  const info = await reader.read(10);
+  return { sock, reader, sizeBytes: info.readBigUInt64BE(0) };
+}
+
+/**
+ * Connects, reads the greeting and sends the client flags (then
+ * NBD_OPT_STARTTLS and the TLS-PSK handshake with `psk` when given):
+ * resolves in option haggling, ready for the next option.
+ */
+export async function openSession(host: string, port: number, psk?: PskCredentials): Promise<{ sock: net.Socket; reader: ByteReader }> {
   const raw = net.connect(port, host);
   raw.on('error', () => undefined);
   let sock: net.Socket = raw;
@@ -110,9 +122,7 @@ export async function openExport(host: string, port: number, name: string, psk?:
     sock = secure;
     reader = new ByteReader(secure);
   }
-  sock.write(optionFrame(1, Buffer.from(name)));
-  const info = await reader.read(10);
-  return { sock, reader, sizeBytes: info.readBigUInt64BE(0) };
+  return { sock, reader };
 }
 
 /** Sends one request and reads its simple reply: the error, and the data of a READ. */
