@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { POLICY } from '../../src/api/policy.ts';
 import { startTestServer } from '../helpers/server.ts';
-import { makeFixtures, OWN_PROJECT, runApiFuzz } from './api-fuzzer.ts';
+import { makeFixtures, OWN_PROJECT, runApiFuzz, stateOf } from './api-fuzzer.ts';
 import { runRawHttpFuzz } from './http-fuzzer.ts';
 import { PROJECT } from '../helpers/server.ts';
 
@@ -26,6 +26,10 @@ test('issue 13 API fuzzer: malformed requests on every route get Cinder faults, 
   t.diagnostic(`seed ${SEED}: ${stats.sequences} sequences, ${stats.requests} requests in ${Date.now() - started} ms; answers by status ${JSON.stringify(stats.byStatus)}; `
     + `${stats.stateChecks} state comparisons; ${stats.routes.size} of ${new Set(POLICY.map((p) => `${p.method} ${p.path}${p.action ? ` ${p.action}` : ''}`)).size} policy routes`);
   assert.ok(stats.stateChecks > stats.sequences / 4, 'most sequences are compared');
+  // The comparison sees a change when there is one.
+  const before = stateOf(target);
+  assert.equal((await s.request('POST', `/v3/${PROJECT}/volumes/${fixtures.own[0]}/metadata`, { metadata: { seen: 'yes' } })).status, 200);
+  assert.notEqual(stateOf(target), before, 'a stored metadata key changes the compared state');
   assert.ok(stats.routes.size > POLICY.length * 0.8, `the run reaches most routes (${stats.routes.size})`);
 });
 
