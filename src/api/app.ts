@@ -39,11 +39,12 @@ import { groupSnapshotRoutes } from './group-snapshots.ts';
 const BODY_LIMIT_BYTES = 1024 * 1024;
 
 /**
- * Longest path segment routed (Fastify's `maxParamLength`, 100 by default, is
- * shorter than the 255 characters of a metadata key Cinder accepts); a longer
- * segment is answered 404.
+ * Longest path segment routed, as sent (percent-encoded). Fastify's
+ * `maxParamLength`, 100 by default, is shorter than the 255 characters of a
+ * metadata key Cinder accepts, which take up to 12 bytes each encoded (4 UTF-8
+ * bytes, 3 characters each); a longer segment is answered 404.
  */
-const MAX_PATH_SEGMENT_LENGTH = 1024;
+const MAX_PATH_SEGMENT_LENGTH = 4096;
 
 /** Authenticates a request: the caller from its credentials. */
 type Authenticate = (req: FastifyRequest) => Promise<Caller>;

@@ -169,7 +169,7 @@ test('issue 13 defect 5: the router\'s and the HTTP parser\'s errors are Cinder 
   const badUrl = await s.request('GET', `${V}/volumes/%ff`, undefined, MEMBER);
   assertFault(badUrl, 400, 'badRequest', '%ff');
   assert.match(badUrl.headers.get('x-openstack-request-id') ?? '', /^req-/);
-  for (const length of [101, 300, 2000]) {
+  for (const length of [101, 300, 2000, 5000]) {
     assertFault(await s.request('GET', `${V}/volumes/${'a'.repeat(length)}`, undefined, MEMBER), 404, 'itemNotFound', `a ${length}-character id`);
   }
   // A metadata key as long as Cinder allows (255) is reachable by its own path.
@@ -178,6 +178,10 @@ test('issue 13 defect 5: the router\'s and the HTTP parser\'s errors are Cinder 
   assert.equal((await s.request('PUT', `${V}/volumes/${id}/metadata/${key}`, { meta: { [key]: 'v' } }, MEMBER)).status, 200);
   assert.equal((await s.request('GET', `${V}/volumes/${id}/metadata/${key}`, undefined, MEMBER)).body.meta[key], 'v');
   assert.equal((await s.request('DELETE', `${V}/volumes/${id}/metadata/${key}`, undefined, MEMBER)).status, 200);
+  // Also when each of its 255 characters takes 12 bytes percent-encoded.
+  const wide = '😀'.repeat(255);
+  assert.equal((await s.request('PUT', `${V}/volumes/${id}/metadata/${encodeURIComponent(wide)}`, { meta: { [wide]: 'v' } }, MEMBER)).status, 200);
+  assert.equal((await s.request('GET', `${V}/volumes/${id}/metadata/${encodeURIComponent(wide)}`, undefined, MEMBER)).body.meta[wide], 'v');
 
   // A NUL in a header value, after a first answer on the same keep-alive connection.
   const port = Number(new URL(s.url).port);
