@@ -16,7 +16,7 @@ const RUNS = Number(process.env.BASALT_NBD_FUZZ_RUNS ?? 100);
 
 describe('issue 13 NBD fuzzer', () => {
   for (const plane of PLANES) {
-    test(`${plane} plane: malformed handshakes and requests never crash the server, change data outside their range or exceed the bounds`, { timeout: 120_000 }, async (t) => {
+    test(`${plane} plane: malformed handshakes and requests never crash the server, change data outside their range or exceed the bounds`, { timeout: Math.max(120_000, RUNS * 1000) }, async (t) => {
       const started = Date.now();
       const stats = await runNbdFuzz(t, plane, { seed: SEED, numRuns: RUNS });
       t.diagnostic(`seed ${SEED}: ${stats.cases} cases ${JSON.stringify(stats.byKind)}, ${stats.requests} requests, ${stats.connections} connections in ${Date.now() - started} ms; `
