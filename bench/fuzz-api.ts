@@ -6,7 +6,9 @@
  * policy routes reached. A broken invariant prints fast-check's report (its
  * seed and counterexample: rerun with that seed) and exits 1.
  *
- *   node --import tsx bench/fuzz-api.ts [--runs 5000] [--seed N] [--max-requests 6]
+ *   node --import tsx bench/fuzz-api.ts [--runs 5000] [--seed N] [--max-requests 6] [--concurrent]
+ *
+ * `--concurrent` sends each sequence's requests at once (races) instead of in turn.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -23,6 +25,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '5000' },
     seed: { type: 'string' },
     'max-requests': { type: 'string', default: '6' },
+    concurrent: { type: 'boolean', default: false },
   },
 });
 const seed = args.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(args.seed);
@@ -41,7 +44,7 @@ let stats: FuzzStats | undefined;
 let failure: unknown;
 try {
   const fixtures = await makeFixtures(target);
-  stats = await runApiFuzz(target, fixtures, { seed, numRuns: Number(args.runs), maxRequests: Number(args['max-requests']) });
+  stats = await runApiFuzz(target, fixtures, { seed, numRuns: Number(args.runs), maxRequests: Number(args['max-requests']), concurrent: args.concurrent });
 } catch (err) {
   failure = err;
 } finally {

@@ -22,7 +22,7 @@ test('issue 13 API fuzzer: malformed requests on every route get Cinder faults, 
   const target = { url: s.url, stateDir: s.stateDir };
   const fixtures = await makeFixtures(target);
   const started = Date.now();
-  const stats = await runApiFuzz(target, fixtures, { seed: SEED, numRuns: Number(process.env.BASALT_FUZZ_RUNS ?? 1500) });
+  const stats = await runApiFuzz(target, fixtures, { seed: SEED, numRuns: Number(process.env.BASALT_FUZZ_RUNS ?? 1500), concurrent: process.env.BASALT_FUZZ_CONCURRENT === '1' });
   t.diagnostic(`seed ${SEED}: ${stats.sequences} sequences, ${stats.requests} requests in ${Date.now() - started} ms; answers by status ${JSON.stringify(stats.byStatus)}; `
     + `${stats.stateChecks} state comparisons; ${stats.routes.size} of ${new Set(POLICY.map((p) => `${p.method} ${p.path}${p.action ? ` ${p.action}` : ''}`)).size} policy routes`);
   assert.ok(stats.stateChecks > stats.sequences / 4, 'most sequences are compared');

@@ -417,6 +417,8 @@ export interface FuzzOptions {
   numRuns: number;
   /** Requests per sequence, at most. Default 6. */
   maxRequests?: number;
+  /** Whether a sequence's requests are sent all at once (races) instead of one after another. Default false. */
+  concurrent?: boolean;
 }
 
 /**
@@ -430,8 +432,9 @@ export async function runApiFuzz(target: FuzzTarget, f: Fixtures, o: FuzzOptions
   await fc.assert(fc.asyncProperty(fc.array(requestArb(f), { minLength: 1, maxLength: o.maxRequests ?? 6 }), async (requests) => {
     stats.sequences++;
     let changed = false;
-    for (const r of requests) {
-      const a = await send(target, r);
+    const answers = o.concurrent ? await Promise.all(requests.map((r) => send(target, r))) : undefined;
+    for (const [i, r] of requests.entries()) {
+      const a = answers ? answers[i]! : await send(target, r);
       stats.requests++;
       stats.byStatus[a.status] = (stats.byStatus[a.status] ?? 0) + 1;
       stats.routes.add(r.route);
