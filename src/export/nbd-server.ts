@@ -282,7 +282,10 @@ export class NbdServer {
     let set = this.connections.get(name);
     if (!set) this.connections.set(name, (set = new Set()));
     set.add(conn);
-    return () => set!.delete(conn);
+    return () => {
+      set!.delete(conn);
+      if (set!.size === 0 && this.connections.get(name) === set) this.connections.delete(name);
+    };
   }
 
   /**
@@ -612,7 +615,17 @@ class Connection implements Fenceable {
 
   /** The transmission phase: requests are served concurrently, replies go out as each completes. */
   private async transmit(exp: NbdExport): Promise<void> {
-    this.socket.once('close', this.server.bind(exp.name, this));
+    // Bound for as long as this runs (a client gone before a 'close' listener
+    // could be added must not stay counted against the export's bound).
+    const unbind = this.server.bind(exp.name, this);
+    try {
+      await this.transmitBound(exp, unbind);
+    } finally {
+      unbind();
+    }
+  }
+
+  private async transmitBound(exp: NbdExport, unbind: () => void): Promise<void> {
     // A fence that ran while the export was being looked up may have missed
     // this connection: look again, now that the next fence will find it.
     if (this.server.fences !== this.fencesAtFind && !(await this.find(exp.name))) this.fenced = true;
@@ -623,7 +636,7 @@ class Connection implements Fenceable {
     const handle = await exp.open();
     if (this.fenced) return handle.close();
     if (handle.fd !== undefined && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
-      if (await this.handOff(exp, handle, handle.fd)) return;
+      if (await this.handOff(exp, handle, handle.fd, unbind)) return;
     }
     // Requests served (the driver's work done) but maybe not yet answered.
     const inflight = new Set<Promise<void>>();
@@ -699,7 +712,7 @@ class Connection implements Fenceable {
    * end; false (nothing changed) when the socket cannot be handed over.
    * @throws ProtocolError when the client sent a malformed request.
    */
-  private async handOff(exp: NbdExport, handle: VolumeHandle, fd: number): Promise<boolean> {
+  private async handOff(exp: NbdExport, handle: VolumeHandle, fd: number, unbind: () => void): Promise<boolean> {
     const socket = this.socket;
     // The negotiation's replies must be on the wire before the threads write theirs.
     await new Promise<void>((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
@@ -713,6 +726,7 @@ class Connection implements Fenceable {
       paused,
     }));
     if (!ended) return false;
+    unbind(); // the native connection is bound in its place
     let reason: unknown;
     try {
       reason = await ended;

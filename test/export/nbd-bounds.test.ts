@@ -103,6 +103,27 @@ describe('connection bounds', () => {
     await (await s.connect('e')).sock.destroy();
   });
 
+  for (const plane of ['native', 'event-loop', 'tls'] as const) {
+    test(`${plane} plane: clients gone at once after negotiating do not stay counted against the export's bound`, async (t) => {
+      // Each look-up takes a while: the clients below go away during it.
+      const s = await startNbd(t, { plane, volumes: [{ name: 'g', sizeGiB: 1 }], options: { maxConnectionsPerExport: 2 }, holdFind: () => sleep(30) });
+      for (let i = 0; i < 8; i++) {
+        const sock = net.connect(s.port, '127.0.0.1');
+        sock.on('error', () => undefined);
+        sock.on('data', () => undefined);
+        sock.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), optionFrame(1, Buffer.from('g'))]));
+        await sleep(10);
+        sock.destroy();
+        const c = await s.connect('g');
+        c.sock.destroy();
+      }
+      await sleep(200);
+      assert.equal(s.server.exportConnections('g'), 0);
+      const c = await s.connect('g');
+      c.sock.destroy();
+    });
+  }
+
   test('issue 13: one connection more than the process allows gets NBD_REP_ERR_SHUTDOWN with the reason', async (t) => {
     const s = await startNbd(t, { plane: 'native', volumes: [{ name: 'p', sizeGiB: 1 }], options: { maxConnections: 2 } });
     const a = await s.connect('p');
