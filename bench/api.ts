@@ -40,8 +40,8 @@ const GETS = Number(args.gets);
 let PROJECT = args.project!;
 const HEADERS = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json', 'OpenStack-API-Version': 'volume 3.0' };
 
-/** RSS in MiB of `pids` and all their descendants. */
-function rssMiB(pids: number[]): number {
+/** `pids` and all their descendants. */
+function processTree(pids: number[]): Set<number> {
   const children = new Map<number, number[]>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -60,8 +60,26 @@ function rssMiB(pids: number[]): number {
     for (const c of children.get(p) ?? []) walk(c);
   };
   pids.forEach(walk);
+  return seen;
+}
+
+/** CPU seconds (user + system) used so far by `pids` and their descendants: on a noisy machine, steadier than wall time. */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const p of processTree(pids)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of proc(5))
+    } catch { /* gone */ }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+/** RSS in MiB of `pids` and all their descendants. */
+function rssMiB(pids: number[]): number {
   let kb = 0;
-  for (const p of seen) {
+  for (const p of processTree(pids)) {
     try {
       const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
       if (m) kb += Number(m[1]);
@@ -132,6 +150,7 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
   const createMs: number[] = [];
   const ids: string[] = [];
   const t1 = performance.now();
+  const cpu1 = cpuSeconds(pids);
   await pool(Array.from({ length: N }, (_, i) => i), C, async (i) => {
     const r = await call(url!, 'POST', `${V}/volumes`, { volume: { size: 1, name: `bench-${i}` } });
     if (r.status !== 202) throw new Error(`create answered ${r.status}: ${JSON.stringify(r.body)}`);
@@ -148,6 +167,7 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
     await new Promise((res) => setTimeout(res, 50));
   }
   const createPhase = performance.now() - t1;
+  const createCpu = cpuSeconds(pids) - cpu1;
 
   // Phase 2: M sequential detail lists.
   const listMs: number[] = [];
@@ -176,7 +196,7 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
   const result = {
     label,
     n: N, concurrency: C, gets: GETS, errors,
-    create: { total_s: +(createPhase / 1000).toFixed(2), p50_ms: pct(createMs, 50), p99_ms: pct(createMs, 99) },
+    create: { total_s: +(createPhase / 1000).toFixed(2), p50_ms: pct(createMs, 50), p99_ms: pct(createMs, 99), cpu_s: +createCpu.toFixed(2) },
     list_detail: { total_s: +(listPhase / 1000).toFixed(2), p50_ms: pct(listMs, 50), p99_ms: pct(listMs, 99) },
     delete: { total_s: +(deletePhase / 1000).toFixed(2), p50_ms: pct(deleteMs, 50), p99_ms: pct(deleteMs, 99) },
     end_to_end_s: +((createPhase + listPhase + deletePhase) / 1000).toFixed(2),

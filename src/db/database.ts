@@ -5,9 +5,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, sql, SqliteDialect, type Migration, type MigrationResultSet } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql, SqliteDialect, SqliteDriver, type Dialect, type Migration, type MigrationResultSet, type SqliteDialectConfig } from 'kysely';
 import pg from 'pg';
 import { ConfigError } from '../errors/index.ts';
+import { GroupCommit } from './group-commit.ts';
 import { listenWithReconnect, type ListenerLog } from './notification-listener.ts';
 import type { Database } from './schema.ts';
 import * as m0001 from './migrations/0001-initial.ts';
@@ -65,6 +66,8 @@ export interface Db {
    * a transaction holds the only connection.
    */
   lockRows(tx: Kysely<Database>, table: 'volumes' | 'services' | 'groups', ids: readonly string[]): Promise<void>;
+  /** The group commit of a SQLite database file (what makes its writes durable); undefined elsewhere. */
+  readonly durability?: GroupCommit;
   close(): Promise<void>;
 }
 
@@ -80,8 +83,9 @@ export interface OpenDatabaseOptions {
 
 /**
  * Opens the database at `connection`: `sqlite://PATH` or `postgresql://…`.
- * SQLite runs in WAL mode with `synchronous=FULL`: a job row must survive a
- * power cut from the moment the API answers, so the safe setting is the default.
+ * SQLite runs in WAL mode, and every use of the connection that wrote waits
+ * until the log is flushed ({@link GroupCommit}): a job row must survive a
+ * power cut from the moment the API answers, and concurrent commits share a flush.
  * @throws ConfigError for an unsupported URL.
  */
 export function openDatabase(connection: string, options: OpenDatabaseOptions = {}): Db {
@@ -114,17 +118,55 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const sqlite = new SQLite(file);
   sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma('synchronous = FULL');
   sqlite.pragma('busy_timeout = 10000');
   sqlite.pragma('foreign_keys = ON');
-  const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  const database = withStatementCache(sqlite);
+  if (file === ':memory:') {
+    const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+    return { kysely, dialect: 'sqlite', notify: async () => undefined, listen: async () => async () => undefined, lockRows: async () => undefined, close: () => kysely.destroy() };
+  }
+  // Durable at the answer, flushed in groups: see group-commit.ts.
+  sqlite.pragma('synchronous = NORMAL');
+  const commits = new GroupCommit(`${path.resolve(file)}-wal`);
+  const totalChanges = sqlite.prepare('select total_changes()').pluck();
+  const kysely = new Kysely<Database>({ dialect: groupCommitDialect(database, commits, () => totalChanges.get() as number) });
   return {
     kysely,
     dialect: 'sqlite',
     notify: async () => undefined,
     listen: async () => async () => undefined,
     lockRows: async () => undefined,
-    close: () => kysely.destroy(),
+    durability: commits,
+    close: async () => {
+      await commits.close();
+      await kysely.destroy();
+    },
+  };
+}
+
+/**
+ * Kysely's SQLite dialect whose connection, once released after it wrote,
+ * makes its caller wait until the write is durable ({@link GroupCommit}). The
+ * connection is released first, so the next transaction runs during the flush.
+ */
+function groupCommitDialect(database: SqliteDialectConfig['database'], commits: GroupCommit, totalChanges: () => number): Dialect {
+  const base = new SqliteDialect({ database });
+  let seen = 0;
+  class GroupCommitDriver extends SqliteDriver {
+    override async releaseConnection(): Promise<void> {
+      // SQLite's count of changed rows moved: this use of the connection wrote (and, outside a transaction, committed).
+      const changes = totalChanges();
+      const seq = changes !== seen ? commits.noteCommit() : 0;
+      seen = changes;
+      await super.releaseConnection();
+      if (seq) await commits.durable(seq);
+    }
+  }
+  return {
+    createAdapter: () => base.createAdapter(),
+    createDriver: () => new GroupCommitDriver({ database }),
+    createQueryCompiler: () => base.createQueryCompiler(),
+    createIntrospector: (db) => base.createIntrospector(db),
   };
 }
 

@@ -1,6 +1,7 @@
 /** The database: schema types, migrations and the opener. */
 export * from './schema.ts';
 export { openDatabase, migrateToLatest, migrationStatus, type Db, type OpenDatabaseOptions } from './database.ts';
+export { GroupCommit, type Flush } from './group-commit.ts';
 export { listenWithReconnect, type ListenerLog, type ListenerOptions } from './notification-listener.ts';
 export * from './resource-repository.ts';
 export * from './volume-repository.ts';
