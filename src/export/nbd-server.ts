@@ -177,7 +177,10 @@ export class NbdServer {
 
   constructor(o: NbdServerOptions) {
     const maxConnections = o.maxConnections ?? NBD_BOUNDS.maxConnections;
-    this.server = net.createServer((socket) => {
+    // Half-open: a client that shuts its sending side down after its last
+    // request still gets the answers of the requests in flight, as the
+    // native plane gives them (every path ends or destroys the socket itself).
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
       this.open.add(socket);
       socket.once('close', () => this.open.delete(socket));
       socket.setNoDelay(true);
@@ -652,7 +655,18 @@ class Connection implements Fenceable {
     let wake: (() => void) | undefined;
     try {
       for (;;) {
-        const h = await this.reader.read(28);
+        let h: Buffer;
+        try {
+          h = await this.reader.read(28);
+        } catch (err) {
+          // The client sent its last request: answer those in flight, then close.
+          if (err instanceof ConnectionClosed && !this.socket.destroyed && !this.fenced) {
+            await Promise.allSettled([...inflight]);
+            this.socket.end();
+            return;
+          }
+          throw err;
+        }
         if (this.fenced) break;
         if (h.readUInt32BE(0) !== REQUEST_MAGIC) throw new ProtocolError('bad request magic');
         const flags = h.readUInt16BE(4);

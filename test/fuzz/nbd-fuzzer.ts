@@ -8,8 +8,9 @@
  * Invariants, checked after every case:
  * - the server is alive and serves a well-behaved client;
  * - every reply names a request of its connection, once, and none answers a
- *   request sent after NBD_CMD_DISC; a request outside the volume never
- *   succeeds, an unknown command never succeeds;
+ *   request sent after NBD_CMD_DISC; every request before the client's end
+ *   (or DISC) is answered unless the stream broke; a request outside the
+ *   volume never succeeds, an unknown command never succeeds;
  * - nothing outside the ranges the case's in-range writes named changes: the
  *   two windows writes may touch are compared byte for byte, the rest of the
  *   volume reads as zeros, and the file keeps its size;
@@ -234,12 +235,13 @@ class NbdFuzzer {
       await sleep(50);
       conn.sock.destroy();
     }
-    if (c.readsReplies) this.checkReplies(Buffer.concat(received), sent, afterDisc);
+    // Unless the stream broke (bad magic, an oversized write), every request before the client's end or DISC is answered.
+    if (c.readsReplies) this.checkReplies(Buffer.concat(received), sent, afterDisc, !ended);
     return allowed;
   }
 
   /** Parses simple replies (the connection negotiated none structured) and checks each against its request. */
-  private checkReplies(bytes: Buffer, sent: Map<bigint, FuzzRequest>, afterDisc: Set<bigint>): void {
+  private checkReplies(bytes: Buffer, sent: Map<bigint, FuzzRequest>, afterDisc: Set<bigint>, expectAll: boolean): void {
     const answered = new Set<bigint>();
     let at = 0;
     while (at + 16 <= bytes.length) {
@@ -258,6 +260,11 @@ class NbdFuzzer {
       const ranged = r.type !== CMD.FLUSH;
       if (known && ranged && !inside(r) && error === 0) throw new Error(`command ${r.type} at ${r.offset}+${r.length}, outside the volume, succeeded`);
       if (r.type === CMD.READ && error === 0) at += r.length;
+    }
+    if (at > bytes.length) throw new Error('a read reply was cut short');
+    if (expectAll) {
+      const missing = [...sent].filter(([cookie, r]) => r.type !== CMD.DISC && !answered.has(cookie)).map(([cookie, r]) => `${cookie} (command ${r.type})`);
+      if (missing.length) throw new Error(`requests never answered: ${missing.join(', ')}`);
     }
   }
 
