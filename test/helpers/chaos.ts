@@ -9,7 +9,9 @@
  * - no volume or snapshot in a transitional status;
  * - every available / in-use volume's file exists with its size, every
  *   available snapshot's file exists;
- * - no volume or snapshot file without its row, no half-written copy left;
+ * - no volume or snapshot file without its row, no half-written copy left
+ *   (a copy that failed for good leaves its data to its error row: such rows
+ *   are deleted first, through the API, and must take it with them);
  * - quota usage equal to what the rows add up to;
  * - no job leased by a dead process.
  *
@@ -46,6 +48,8 @@ export interface ChaosReport {
   kills: Record<string, number>;
   checked: { volumes: number; snapshots: number; files: number; quotaResources: number; jobs: number; attachments: number };
   violations: string[];
+  /** Error rows that held a failed copy's half-written data and were deleted before the checks. */
+  deletedFailedCopies: number;
 }
 
 const PROJECT = 'chaos';
@@ -77,7 +81,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const log = o.log ?? (() => undefined);
   const report: ChaosReport = {
     seed, operations: {}, outcomes: { accepted: 0, refused: 0, serverErrors: [], cutOff: 0 }, kills: {},
-    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0 }, violations: [],
+    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0 }, violations: [], deletedFailedCopies: 0,
   };
   const postgres = await startPostgres();
   const database = await postgres.createDatabase();
@@ -238,6 +242,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (Number(busy.n) === 0) break;
       if (Date.now() > deadline) break;
       await sleep(250);
+    }
+    // A copy that failed for good (its job ran out of attempts, each cut by a kill) leaves its
+    // half-written data to its error row, as any failed create does; deleting the row must take it.
+    const partials = new Set((fs.existsSync(shared) ? fs.readdirSync(shared) : []).filter((f) => f.endsWith('.partial')).map((f) => f.replace(/^(volume|snapshot)-/, '').replace(/\.partial$/, '')));
+    const owners = [
+      ...((await client.query(`select id from snapshots where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => partials.has(r.id)).map((r) => `/snapshots/${r.id}`),
+      ...((await client.query(`select id from volumes where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => partials.has(r.id)).map((r) => `/volumes/${r.id}`),
+    ];
+    for (const owner of owners) {
+      report.deletedFailedCopies++;
+      await call('DELETE', owner);
+      for (const until = Date.now() + 60_000; Date.now() < until && (await call('GET', owner))?.status !== 404;) await sleep(250);
     }
     await check(client, shared, env.BASALT_SERVICE_DOWN_TIME, report);
     return report;
