@@ -93,6 +93,18 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     const path = req.url.split('?', 1)[0]!;
     if (path.endsWith('/') && path.startsWith('/v3/') && path !== '/v3/') return reply.code(404).send(faultBody(404, 'The resource could not be found.'));
   });
+  // A change is answered only once what it committed is on disk (SQLite flushes in groups: Db.durable).
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (req.method === 'GET' || req.method === 'HEAD') return payload;
+    try {
+      await deps.db.durable();
+      return payload;
+    } catch (err) {
+      req.log.error({ err }, 'the database could not be flushed to disk; the change may not survive a power cut');
+      reply.code(500);
+      return JSON.stringify(faultBody(500, 'The change could not be written to disk.'));
+    }
+  });
   // One JSON log line per request, carrying the same request id the client got.
   app.addHook('onResponse', async (req, reply) => {
     req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');

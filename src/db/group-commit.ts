@@ -8,11 +8,12 @@
  * With `synchronous=NORMAL` a COMMIT only writes its frames to the log, and
  * SQLite still syncs the log before each checkpoint copies it into the
  * database (so the database itself never corrupts). This class adds the
- * missing step: after a connection that wrote is released, its caller waits
- * for an `fdatasync` of the log file, run in libuv's thread pool. Whoever
- * waits is answered only after its frames are durable, exactly as with FULL;
- * what changes is that one flush covers every commit written before it
- * started, and the event loop keeps serving requests meanwhile.
+ * missing step: whoever depends on commits being durable (an API answer, a
+ * job about to act) waits for an `fdatasync` of the log file, run in libuv's
+ * thread pool, that started after those commits — exactly the guarantee of
+ * FULL. What changes is that one flush covers every commit written before it
+ * started, commits that nobody outside waits on (a claim, a heartbeat) cost
+ * no flush of their own, and the event loop keeps serving requests meanwhile.
  */
 import fs from 'node:fs/promises';
 
@@ -39,6 +40,11 @@ export class GroupCommit {
   /** Notes a commit that just wrote; returns its number, to pass to {@link durable}. */
   noteCommit(): number {
     return ++this.#written;
+  }
+
+  /** The number of the latest commit noted. */
+  get committed(): number {
+    return this.#written;
   }
 
   /**
@@ -69,8 +75,9 @@ export class GroupCommit {
     await this.flush(log);
   }
 
-  /** Closes the log file handle (the database closes after). */
+  /** Flushes what is left, then closes the log file handle (the database closes after). */
   async close(): Promise<void> {
+    await this.durable(this.#written).catch(() => undefined); // SQLite's own close checkpoints and syncs as well
     await this.#flushing?.catch(() => undefined);
     const log = this.#log;
     this.#log = undefined;

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { JobRow } from '../db/index.ts';
-import { BasaltError, toBasaltError } from '../errors/index.ts';
+import { BasaltError, isStateDirectoryUnwritable, toBasaltError } from '../errors/index.ts';
 import type { AnyJobHandler, JobContext } from './job-kind.ts';
 import { describe, JobQueue, LeaseLostError } from './job-queue.ts';
 
@@ -78,7 +78,9 @@ export class Worker {
         try {
           job = await this.options.queue.claim(this.options.owner, this.options.targets, kinds);
         } catch (err) {
-          this.options.log.error({ err }, 'job claim failed');
+          // A full state directory is logged once per episode by the database: claims resume when it ends.
+          if (isStateDirectoryUnwritable(err)) this.options.log.debug({ code: err.code }, 'job claim refused: state directory unwritable');
+          else this.options.log.error({ err }, 'job claim failed');
           break;
         }
         if (!job) break;
@@ -112,7 +114,7 @@ export class Worker {
     const renewal = setInterval(() => {
       queue.renew(job.id, owner).then((held) => {
         if (!held) abort.abort(new LeaseLostError(job.id));
-      }, (err) => log.warn({ err }, 'lease renewal failed'));
+      }, (err) => quietIfRefused(log, err, 'warn', 'lease renewal failed'));
     }, renewEvery);
     const ctx: JobContext = {
       job,
@@ -132,6 +134,11 @@ export class Worker {
       } catch (err) {
         throw new BasaltError('INTERNAL', `Unreadable payload of job ${job.id}`, { cause: err });
       }
+      // The job acts on what was committed (its own row, the status that asked for it): that
+      // must be on disk first, or a power cut could leave the work done and its reason lost.
+      await queue.db.durable().catch((err: unknown) => {
+        throw new BasaltError('INTERNAL', 'The database could not be flushed to disk', { cause: err, retryable: true });
+      });
       log.debug('job started');
       await handler.run(ctx, payload);
       log.debug('job done');
@@ -142,8 +149,9 @@ export class Worker {
       } else if (this.stopped && abort.signal.aborted) {
         log.info('job interrupted by shutdown; it will be taken over');
       } else if (err.retryable && job.attempts < job.max_attempts) {
-        log.warn({ err: raw }, 'job failed; retrying later');
-        await queue.retryLater(job, owner, describe(raw)).catch((e) => log.error({ err: e }, 'retry bookkeeping failed'));
+        quietIfRefused(log, raw, 'warn', 'job failed; retrying later');
+        // On a full state directory this write fails too: the lease then expires and the job is claimed again.
+        await queue.retryLater(job, owner, describe(raw)).catch((e) => quietIfRefused(log, e, 'error', 'retry bookkeeping failed'));
       } else {
         log.error({ err: raw }, 'job failed permanently');
         await queue.fail(handler.kind, job, owner, err).catch((e) => log.error({ err: e }, 'failure bookkeeping failed'));
@@ -153,4 +161,14 @@ export class Worker {
       this.aborts.delete(abort);
     }
   }
+}
+
+/**
+ * Logs `err` at `level`, or at debug without its stack when it is a write
+ * refused because the state directory is full: the database logs each such
+ * episode once, and a worker hits it at every poll.
+ */
+function quietIfRefused(log: Logger, err: unknown, level: 'warn' | 'error', msg: string): void {
+  if (isStateDirectoryUnwritable(err)) log.debug({ code: err.code }, `${msg}: state directory unwritable`);
+  else log[level]({ err }, msg);
 }

@@ -1,9 +1,10 @@
 /**
  * An acknowledged create survives a power cut (issue 12, part 6): traced with
  * strace, the server flushes its SQLite write-ahead log (`fdatasync`) after it
- * wrote the create to it and before the `202` leaves on the socket. SQLite
- * runs with `synchronous=NORMAL`, which alone would flush only at checkpoints:
- * without the group commit this test fails.
+ * wrote the create to it and before the `202` leaves on the socket; and a
+ * delete's job removes the file only after the `deleting` status is flushed.
+ * SQLite runs with `synchronous=NORMAL`, which alone would flush only at
+ * checkpoints: without the group commit's waits this test fails.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -26,10 +27,10 @@ function parseTrace(text: string): Call[] {
     const m = /^(\d+)\s+(.*)$/.exec(raw);
     if (!m) return;
     const [, pid, rest] = m as unknown as [string, string, string];
-    const resumed = /^<\.\.\. (\w+) resumed>.*= (-?\d+)/.exec(rest);
+    const resumed = /^<\.\.\. (\w+) resumed>(.*)= (-?\d+)/.exec(rest);
     if (resumed) {
       const c = open.get(pid);
-      if (c) { c.done = line; c.ok = Number(resumed[2]) >= 0; open.delete(pid); }
+      if (c) { c.args += resumed[2]; c.done = line; c.ok = Number(resumed[3]) >= 0; open.delete(pid); }
       return;
     }
     const call = /^(\w+)\((.*)$/.exec(rest);
@@ -46,11 +47,11 @@ function parseTrace(text: string): Call[] {
   return calls;
 }
 
-test('a create is answered only after the write-ahead log holding it is flushed to disk', { timeout: 120_000 }, async (t) => {
+test('a create is answered, and a delete acts, only after the write-ahead log holding them is flushed to disk', { timeout: 120_000 }, async (t) => {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-durability-'));
   const trace = path.join(stateDir, 'trace');
   t.after(() => fs.rmSync(stateDir, { recursive: true, force: true }));
-  const child = spawn('strace', ['-f', '-y', '-qq', '-s', '48', '-o', trace, '-e', 'trace=pwrite64,fdatasync,fsync,read,writev,write',
+  const child = spawn('strace', ['-f', '-y', '-qq', '-s', '48', '-o', trace, '-e', 'trace=pwrite64,fdatasync,fsync,read,writev,write,unlink,unlinkat',
     process.execPath, BIN, 'server'], {
     env: { ...process.env, ...FAST_TIMINGS, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', BASALT_REPORT_INTERVAL: '30' },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -66,11 +67,14 @@ test('a create is answered only after the write-ahead log holding it is flushed 
     child.once('exit', (code) => reject(new Error(`strace/basalt exited with ${code} before listening`)));
   });
   child.stdout!.resume();
-  const r = await fetch(`${url}/v3/${PROJECT}/volumes`, {
-    method: 'POST', headers: { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ volume: { size: 1 } }),
-  });
+  const headers = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json' };
+  const r = await fetch(`${url}/v3/${PROJECT}/volumes`, { method: 'POST', headers, body: JSON.stringify({ volume: { size: 1 } }) });
   assert.equal(r.status, 202);
-  await r.text();
+  const id = ((await r.json()) as { volume: { id: string } }).volume.id;
+  const statusNow = async () => { const g = await fetch(`${url}/v3/${PROJECT}/volumes/${id}`, { headers }); return g.status === 404 ? 'gone' : ((await g.json()) as { volume: { status: string } }).volume.status; };
+  while (await statusNow() !== 'available') await new Promise((res) => setTimeout(res, 50));
+  assert.equal((await fetch(`${url}/v3/${PROJECT}/volumes/${id}`, { method: 'DELETE', headers })).status, 202);
+  while (await statusNow() !== 'gone') await new Promise((res) => setTimeout(res, 50));
   // Stop the server itself (strace's child); strace ends with it, its log complete.
   const server = Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ')[0]);
   await new Promise((resolve) => { child.once('exit', resolve); process.kill(server, 'SIGTERM'); });
@@ -78,11 +82,21 @@ test('a create is answered only after the write-ahead log holding it is flushed 
   const calls = parseTrace(fs.readFileSync(trace, 'utf8'));
   const request = calls.find((c) => c.name === 'read' && c.args.includes('POST /v3/'));
   assert.ok(request, 'the request was read');
-  const answer = calls.find((c) => (c.name === 'writev' || c.name === 'write') && c.line > request.line && c.args.includes('HTTP/1.1 202'));
+  const answer = calls.find((c) => (c.name === 'writev' || c.name === 'write') && c.line > request.done! && c.args.includes('HTTP/1.1 202'));
   assert.ok(answer, 'the 202 was written');
   const isLog = (c: Call) => /-wal>/.test(c.args.split(',')[0]!);
-  const logWrite = calls.find((c) => c.name === 'pwrite64' && isLog(c) && c.line > request.line && c.line < answer.line);
+  const logWrite = calls.find((c) => c.name === 'pwrite64' && isLog(c) && c.line > request.done! && c.line < answer.line);
   assert.ok(logWrite, 'the create was written to the write-ahead log before the answer');
   const flush = calls.find((c) => (c.name === 'fdatasync' || c.name === 'fsync') && isLog(c) && c.line > logWrite.line && c.ok && c.done !== undefined && c.done < answer.line);
   assert.ok(flush, 'a flush of the log started after the write and returned before the answer');
+
+  // The delete's job removes the file only once the status that asked for it is on disk.
+  const deleteRequest = calls.find((c) => c.name === 'read' && c.args.includes('DELETE /v3/'));
+  assert.ok(deleteRequest, 'the delete was read');
+  const deleting = calls.find((c) => c.name === 'pwrite64' && isLog(c) && c.line > deleteRequest.done!);
+  assert.ok(deleting, 'the delete was written to the log');
+  const unlink = calls.find((c) => (c.name === 'unlink' || c.name === 'unlinkat') && c.line > deleting.line && c.args.includes(`volume-${id}"`));
+  assert.ok(unlink, "the volume's file was removed");
+  assert.ok(calls.some((c) => (c.name === 'fdatasync' || c.name === 'fsync') && isLog(c) && c.line > deleting.line && c.ok && c.done !== undefined && c.done < unlink.line),
+    'a flush of the log that started after the delete was written returned before the file was removed');
 });
