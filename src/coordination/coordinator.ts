@@ -64,8 +64,9 @@ class FileCoordinator implements Coordinator {
 
   async lock(name: string, timeoutMs: number): Promise<Lock> {
     checkName(name);
+    // The lock is the directory `<name>.lock` alone (realpath: false): no file per name is made,
+    // so the folder holds only the locks held now, not one file for every volume there ever was.
     const file = path.join(this.dir, name);
-    fs.closeSync(fs.openSync(file, 'a'));
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
