@@ -2,7 +2,9 @@
  * The one fault mapper: every error an API handler throws becomes Cinder's
  * fault body here, e.g. `{"itemNotFound": {"code": 404, "message": "…"}}`.
  * Unknown errors become a generic 500 and are logged with the request id;
- * their text never reaches the client. A client's mistake the web framework
+ * their text never reaches the client. A write refused because the state
+ * directory is full is a 503 `serviceUnavailable` with `Retry-After`, logged
+ * at debug (the database logs each episode once). A client's mistake the web framework
  * catches (a body that is too large, aborted or not JSON, a path that is not
  * valid percent-encoding or names nothing) is answered with its status as a
  * fault too, and logged once at debug level without a stack: a client must not
@@ -10,13 +12,19 @@
  */
 import http from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { BasaltError } from '../errors/index.ts';
+import { BasaltError, isStateDirectoryUnwritable } from '../errors/index.ts';
 
 /** Cinder's fault names by HTTP status; anything else is `computeFault` (as in Cinder's `Fault`). */
 const FAULT_NAMES: ReadonlyMap<number, string> = new Map([
   [400, 'badRequest'], [401, 'unauthorized'], [403, 'forbidden'], [404, 'itemNotFound'], [405, 'badMethod'],
   [409, 'conflictingRequest'], [413, 'overLimit'], [415, 'badMediaType'], [501, 'notImplemented'], [503, 'serviceUnavailable'],
 ]);
+
+/**
+ * Seconds a client is asked to wait (`Retry-After`) before writing again while
+ * the state directory is full: freeing space takes an operator, not a moment.
+ */
+const STATE_DIRECTORY_RETRY_AFTER_S = 30;
 
 /** The message of Cinder's generic 500. */
 const INTERNAL_MESSAGE = 'The server has either erred or is incapable of performing the requested operation.';
@@ -67,7 +75,11 @@ export function handleError(err: FastifyError | Error, req: FastifyRequest, repl
   if (err instanceof BasaltError) {
     status = err.status;
     message = status >= 500 && err.code === 'INTERNAL' ? INTERNAL_MESSAGE : err.message;
-    if (status >= 500) req.log.error({ err }, 'request failed');
+    if (isStateDirectoryUnwritable(err)) {
+      // The database logged the episode once, with its cause; each refused request only at debug.
+      req.log.debug({ code: err.code, status }, 'write refused: state directory unwritable');
+      reply.header('Retry-After', String(STATE_DIRECTORY_RETRY_AFTER_S));
+    } else if (status >= 500) req.log.error({ err }, 'request failed');
   } else if (client) {
     [status, message] = client;
     // The client's mistake, not the service's: one quiet line, no stack.

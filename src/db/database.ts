@@ -5,11 +5,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, sql, SqliteDialect, SqliteDriver, type Dialect, type Migration, type MigrationResultSet, type SqliteDialectConfig } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql, type Migration, type MigrationResultSet } from 'kysely';
 import pg from 'pg';
 import { ConfigError } from '../errors/index.ts';
 import { GroupCommit } from './group-commit.ts';
 import { listenWithReconnect, type ListenerLog } from './notification-listener.ts';
+import { basaltSqliteDialect } from './sqlite-dialect.ts';
+import { WriteRefusals, type WriteRefusalLog } from './write-refusals.ts';
 import type { Database } from './schema.ts';
 import * as m0001 from './migrations/0001-initial.ts';
 import * as m0002 from './migrations/0002-quotas.ts';
@@ -66,8 +68,24 @@ export interface Db {
    * a transaction holds the only connection.
    */
   lockRows(tx: Kysely<Database>, table: 'volumes' | 'services' | 'groups', ids: readonly string[]): Promise<void>;
-  /** The group commit of a SQLite database file (what makes its writes durable); undefined elsewhere. */
+  /**
+   * Resolves once every transaction committed so far in this process is on
+   * stable storage. Awaited before anything leaves the process that depends on
+   * a commit: an API answer to a change, and a job's work (which may destroy
+   * data the committed status no longer needs). SQLite: a shared flush of the
+   * write-ahead log ({@link GroupCommit}); PostgreSQL: nothing to wait for, a
+   * commit is durable when it returns.
+   * @throws Error from the flush (EIO, ENOSPC): the commits are not known to be durable.
+   */
+  durable(): Promise<void>;
+  /** The group commit of a SQLite database file; undefined elsewhere. */
   readonly durability?: GroupCommit;
+  /**
+   * Episodes of writes refused because the state directory is full or failing
+   * (SQLite: every such failure throws `StateDirectoryUnwritableError` and is
+   * logged once per episode); undefined elsewhere.
+   */
+  readonly refusals?: WriteRefusals;
   close(): Promise<void>;
 }
 
@@ -77,15 +95,21 @@ pg.types.setTypeParser(20, (v) => Number(v));
 
 /** Options of {@link openDatabase}. */
 export interface OpenDatabaseOptions {
-  /** Where a lost and a restored notification session are logged (PostgreSQL). Default: not logged. */
-  log?: ListenerLog;
+  /**
+   * Where a lost and a restored notification session (PostgreSQL), and the
+   * start and end of an episode of refused writes (SQLite), are logged.
+   * Default: not logged.
+   */
+  log?: ListenerLog & WriteRefusalLog;
 }
 
 /**
  * Opens the database at `connection`: `sqlite://PATH` or `postgresql://…`.
- * SQLite runs in WAL mode, and every use of the connection that wrote waits
- * until the log is flushed ({@link GroupCommit}): a job row must survive a
- * power cut from the moment the API answers, and concurrent commits share a flush.
+ * SQLite runs in WAL mode with its log flushed in groups ({@link GroupCommit}):
+ * what the API answered and what a job acts on must survive a power cut, and
+ * {@link Db.durable} is how they wait for it. A write SQLite refuses because
+ * the state directory is full (or failing) throws `StateDirectoryUnwritableError`
+ * and leaves nothing behind; reads go on.
  * @throws ConfigError for an unsupported URL.
  */
 export function openDatabase(connection: string, options: OpenDatabaseOptions = {}): Db {
@@ -103,6 +127,7 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
       },
       // A dedicated connection (LISTEN holds its session), connected again whenever it is lost.
       listen: (channel, fn) => listenWithReconnect(connection, channel, fn, { log: options.log }),
+      durable: async () => undefined,
       lockRows: async (tx, table, ids) => {
         if (ids.length === 0) return;
         await tx.selectFrom(table).select('id').where('id', 'in', [...ids].sort()).orderBy('id').forUpdate().execute();
@@ -121,52 +146,28 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   sqlite.pragma('busy_timeout = 10000');
   sqlite.pragma('foreign_keys = ON');
   const database = withStatementCache(sqlite);
+  const refusals = new WriteRefusals(options.log);
   if (file === ':memory:') {
-    const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
-    return { kysely, dialect: 'sqlite', notify: async () => undefined, listen: async () => async () => undefined, lockRows: async () => undefined, close: () => kysely.destroy() };
+    const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, refusals }) });
+    return { kysely, dialect: 'sqlite', notify: async () => undefined, listen: async () => async () => undefined, lockRows: async () => undefined, durable: async () => undefined, refusals, close: () => kysely.destroy() };
   }
   // Durable at the answer, flushed in groups: see group-commit.ts.
   sqlite.pragma('synchronous = NORMAL');
   const commits = new GroupCommit(`${path.resolve(file)}-wal`);
-  const totalChanges = sqlite.prepare('select total_changes()').pluck();
-  const kysely = new Kysely<Database>({ dialect: groupCommitDialect(database, commits, () => totalChanges.get() as number) });
+  const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, commits, refusals }) });
   return {
     kysely,
     dialect: 'sqlite',
     notify: async () => undefined,
     listen: async () => async () => undefined,
     lockRows: async () => undefined,
+    durable: () => commits.durable(commits.committed),
     durability: commits,
+    refusals,
     close: async () => {
       await commits.close();
       await kysely.destroy();
     },
-  };
-}
-
-/**
- * Kysely's SQLite dialect whose connection, once released after it wrote,
- * makes its caller wait until the write is durable ({@link GroupCommit}). The
- * connection is released first, so the next transaction runs during the flush.
- */
-function groupCommitDialect(database: SqliteDialectConfig['database'], commits: GroupCommit, totalChanges: () => number): Dialect {
-  const base = new SqliteDialect({ database });
-  let seen = 0;
-  class GroupCommitDriver extends SqliteDriver {
-    override async releaseConnection(): Promise<void> {
-      // SQLite's count of changed rows moved: this use of the connection wrote (and, outside a transaction, committed).
-      const changes = totalChanges();
-      const seq = changes !== seen ? commits.noteCommit() : 0;
-      seen = changes;
-      await super.releaseConnection();
-      if (seq) await commits.durable(seq);
-    }
-  }
-  return {
-    createAdapter: () => base.createAdapter(),
-    createDriver: () => new GroupCommitDriver({ database }),
-    createQueryCompiler: () => base.createQueryCompiler(),
-    createIntrospector: (db) => base.createIntrospector(db),
   };
 }
 

@@ -34,6 +34,11 @@ export const ERROR_CATALOGUE = {
   NO_VALID_BACKEND: 500,
   /** The identity service (Keystone) cannot validate tokens right now. */
   AUTH_UNAVAILABLE: 503,
+  /**
+   * The state directory (the SQLite database's filesystem) is full or cannot
+   * be written: writes are refused until it can be, reads keep working.
+   */
+  STATE_DIRECTORY_UNWRITABLE: 503,
   /** A configuration file or option is wrong. */
   CONFIG_INVALID: 500,
   /** The route exists for another method, or not at this microversion. */
@@ -153,6 +158,31 @@ export class ConfigError extends BasaltError {
   constructor(message: string, options?: BasaltErrorOptions) {
     super('CONFIG_INVALID', message, options);
   }
+}
+
+/**
+ * A write to the database was refused because the state directory holding it
+ * is full (SQLite's SQLITE_FULL, ENOSPC, EDQUOT) or failing (SQLITE_IOERR).
+ * Nothing of the refused write remains; reads keep working, and writes work
+ * again by themselves once space returns. Retryable: a job that hits it is
+ * tried again later. The API answers 503 `serviceUnavailable` (the service is
+ * at fault, not the request) with `Retry-After`.
+ */
+export class StateDirectoryUnwritableError extends BasaltError {
+  /** Whether the filesystem is full (else it failed to write: an I/O error). */
+  readonly full: boolean;
+
+  constructor(full: boolean, options: Omit<BasaltErrorOptions, 'retryable'> = {}) {
+    super('STATE_DIRECTORY_UNWRITABLE', full
+      ? 'Basalt\'s state directory is full: writes are refused until space is freed.'
+      : 'Basalt\'s state directory cannot be written (an I/O error): writes are refused until it can be.', { ...options, retryable: true });
+    this.full = full;
+  }
+}
+
+/** Whether `err` is a {@link StateDirectoryUnwritableError} (logged once per episode by the database, so callers log it quietly). */
+export function isStateDirectoryUnwritable(err: unknown): err is StateDirectoryUnwritableError {
+  return err instanceof StateDirectoryUnwritableError;
 }
 
 /** Wraps anything that is not a {@link BasaltError}, keeping it as `cause`. */

@@ -5,6 +5,7 @@
  * any to report) until stopped.
  */
 import type { Logger } from 'pino';
+import { isStateDirectoryUnwritable } from '../errors/index.ts';
 import type { ServiceRegistration, ServiceRepository, ServiceRow } from '../db/index.ts';
 import type { AnyJobHandler, AnyJobKind } from './job-kind.ts';
 import type { JobQueue } from './job-queue.ts';
@@ -76,7 +77,9 @@ export class RoleService {
       const caps = this.o.reportCapabilities ? await this.o.reportCapabilities() : undefined;
       await this.o.services.heartbeat(this.o.queue.db.kysely, this.row!.id, caps);
     } catch (err) {
-      this.o.log.error({ err }, 'heartbeat failed');
+      // A full state directory is logged once per episode by the database; the next beat after it recovers works.
+      if (isStateDirectoryUnwritable(err)) this.o.log.debug({ code: err.code }, 'heartbeat refused: state directory unwritable');
+      else this.o.log.error({ err }, 'heartbeat failed');
     }
   }
 }

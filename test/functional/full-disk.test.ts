@@ -1,0 +1,106 @@
+/**
+ * A full state directory (issue 13, defect 4): with the SQLite database on a
+ * filesystem that fills up while the server runs, writes are refused with a
+ * clear `serviceUnavailable` fault naming the state directory (never a bare
+ * 500 hidden behind "cannot rollback - no transaction is active"), reads keep
+ * working, nothing is half-created, and everything recovers by itself when
+ * space returns. A volume folder on a full filesystem fails its create with the
+ * volume in `error` and a user message. Needs root (mounts a small tmpfs).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { PROJECT, startTestServer, testDatabase, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+
+const V = `/v3/${PROJECT}`;
+const isRoot = process.getuid?.() === 0;
+
+/** Mounts a tmpfs of `sizeKiB` on a new temporary folder, unmounted (and removed) after the test's servers stop. */
+function smallFilesystem(t: TestContext, sizeKiB: number): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeKiB}k`, 'tmpfs', dir]);
+  return dir;
+}
+
+/** Unmounts what {@link smallFilesystem} mounted; registered after the server so that it runs after the server stops. */
+function unmountAfter(t: TestContext, dir: string): void {
+  t.after(() => {
+    execFileSync('umount', ['-l', dir]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+}
+
+/** Fills the filesystem of `dir` with one file until ENOSPC; returns its path (remove it to free the space). */
+function fill(dir: string): string {
+  const filler = path.join(dir, 'filler');
+  const fd = fs.openSync(filler, 'w');
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  try {
+    for (;;) fs.writeSync(fd, chunk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  }
+  // Then the last partial page.
+  for (let n = 4096; n >= 1; n = Math.floor(n / 2)) {
+    try { for (;;) fs.writeSync(fd, chunk, 0, n); } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err; }
+  }
+  fs.closeSync(fd);
+  return filler;
+}
+
+/** Rows of the tables a create writes, and the project's quota usage. */
+async function footprint(s: TestServer): Promise<unknown> {
+  const db = await testDatabase(s.stateDir);
+  const [volumes] = await db.query<{ n: number }>('select count(*) as n from volumes');
+  const [jobs] = await db.query<{ n: number }>('select count(*) as n from jobs');
+  const usage = await db.query('select resource, in_use from quota_usages where project_id = ? order by resource', [PROJECT]);
+  return { volumes: volumes!.n, jobs: jobs!.n, usage };
+}
+
+test('a full state directory refuses writes clearly, keeps reads, and recovers by itself (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a tmpfs', timeout: 300_000 }, async (t) => {
+  const stateDir = smallFilesystem(t, 16 * 1024);
+  const logLines: string[] = [];
+  // The volume files elsewhere: only the database (and the locks) live on the small filesystem.
+  const volumeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-volumes-'));
+  t.after(() => fs.rmSync(volumeDir, { recursive: true, force: true }));
+  const s = await startTestServer(t, { stateDir, logLines, ini: `[file]\nfile_volume_dir = ${volumeDir}\n` });
+  unmountAfter(t, stateDir);
+
+  const first = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'before' } });
+  assert.equal(first.status, 202);
+  await waitForStatus(s, first.body.volume.id, 'available');
+
+  const filler = fill(stateDir);
+  const before = await footprint(s);
+  const refused = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'refused' } });
+  assert.equal(refused.status, 503, JSON.stringify(refused.body));
+  assert.match(refused.body.serviceUnavailable.message, /state directory is full/);
+  assert.ok(refused.headers.get('retry-after'), 'a client is told when to try again');
+  assert.deepEqual(await footprint(s), before, 'nothing half-created: no row, no job, usage unchanged');
+
+  const list = await s.request('GET', `${V}/volumes`);
+  assert.equal(list.status, 200);
+  assert.deepEqual(list.body.volumes.map((v: { name: string }) => v.name), ['before']);
+  assert.equal((await s.request('GET', `${V}/volumes/${first.body.volume.id}`)).status, 200);
+
+  // Heartbeats and job claims are refused meanwhile (several a second): logged once for the episode, not once a beat.
+  await new Promise((r) => setTimeout(r, 1500));
+
+  fs.rmSync(filler);
+  const after = await waitFor('a create to be accepted again', async () => {
+    const r = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'after' } });
+    if (r.status !== 202) assert.equal(r.status, 503);
+    return r.status === 202 ? r : undefined;
+  });
+  await waitForStatus(s, after.body.volume.id, 'available');
+
+  const entries = logLines.map((l) => JSON.parse(l) as { level: number; msg: string; err?: { code?: string; message?: string } });
+  const problems = entries.filter((e) => e.level >= 40);
+  assert.equal(problems.length, 1, `one line for the episode, no flood: ${JSON.stringify(problems.map((e) => e.msg))}`);
+  assert.match(problems[0]!.msg, /state directory full: database writes are refused/);
+  assert.equal(problems[0]!.err?.code, 'SQLITE_FULL', 'the real error is kept, not "cannot rollback - no transaction is active"');
+  assert.equal(entries.filter((e) => /state directory writable again/.test(e.msg)).length, 1, 'the end of the episode is logged');
+});

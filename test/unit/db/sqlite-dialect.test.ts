@@ -1,0 +1,85 @@
+/**
+ * Basalt's SQLite dialect on a full database (issue 13, defect 4): a refused
+ * write is a StateDirectoryUnwritableError with SQLite's own error as its
+ * cause, a transaction SQLite already ended by itself keeps the error that
+ * ended it (not "cannot rollback - no transaction is active"), reads go on, and
+ * the episode ends with the next write that works. `max_page_count` makes
+ * SQLite answer SQLITE_FULL exactly as a full filesystem does.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { sql } from 'kysely';
+import { openDatabase, migrateToLatest, type Db } from '../../../src/db/index.ts';
+import { StateDirectoryUnwritableError } from '../../../src/errors/index.ts';
+
+async function database(t: TestContext): Promise<{ db: Db; lines: string[] }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-sqlite-dialect-'));
+  const lines: string[] = [];
+  const log = { error: (_: object, msg: string) => lines.push(`error ${msg}`), warn: (_: object, msg: string) => lines.push(`warn ${msg}`), info: (_: object, msg: string) => lines.push(`info ${msg}`) };
+  const db = openDatabase(`sqlite://${path.join(dir, 'basalt.sqlite')}`, { log });
+  t.after(async () => {
+    await db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  await migrateToLatest(db);
+  await sql`create table filler (data blob)`.execute(db.kysely);
+  return { db, lines };
+}
+
+/** Caps the database at its current size: the next write that needs a page is SQLITE_FULL. */
+async function capAtCurrentSize(db: Db): Promise<number> {
+  const [row] = (await sql<{ page_count: number }>`pragma page_count`.execute(db.kysely)).rows;
+  await sql.raw(`pragma max_page_count = ${row!.page_count}`).execute(db.kysely);
+  return row!.page_count;
+}
+
+test('a write to a full database is refused as StateDirectoryUnwritableError, reads go on, and the next write that works ends the episode', async (t) => {
+  const { db, lines } = await database(t);
+  await capAtCurrentSize(db);
+  const blob = Buffer.alloc(64 * 1024, 7);
+  for (let i = 0; i < 3; i++) {
+    await assert.rejects(
+      db.kysely.transaction().execute(async (tx) => {
+        await sql`insert into filler (data) values (${blob})`.execute(tx);
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof StateDirectoryUnwritableError, String(err));
+        assert.equal(err.code, 'STATE_DIRECTORY_UNWRITABLE');
+        assert.equal(err.status, 503);
+        assert.equal(err.retryable, true);
+        assert.equal(err.full, true);
+        assert.match(err.message, /state directory is full/);
+        assert.equal((err.cause as { code?: string }).code, 'SQLITE_FULL');
+        return true;
+      },
+    );
+  }
+  assert.equal(db.refusals?.active, true);
+  assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 0, 'nothing of the refused writes remains');
+  assert.deepEqual(lines, ['error state directory full: database writes are refused until space is freed; reads keep working'], 'logged once for the episode');
+
+  await sql.raw('pragma max_page_count = 1073741823').execute(db.kysely);
+  await sql`insert into filler (data) values (${blob})`.execute(db.kysely);
+  assert.equal(db.refusals?.active, false);
+  assert.equal(lines.at(-1), 'info state directory writable again: database writes work');
+});
+
+test('a transaction SQLite already rolled back by itself keeps its own error (no "cannot rollback - no transaction is active")', async (t) => {
+  const { db } = await database(t);
+  await assert.rejects(
+    db.kysely.transaction().execute(async (tx) => {
+      await sql`insert into filler (data) values (${'x'})`.execute(tx);
+      // What SQLite does by itself on some SQLITE_FULL and SQLITE_IOERR failures: the transaction is gone.
+      await sql`rollback`.execute(tx);
+      throw new Error('the real error');
+    }),
+    /the real error/,
+  );
+  assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 0);
+  // The connection is usable afterwards.
+  await db.kysely.transaction().execute(async (tx) => { await sql`insert into filler (data) values (${'y'})`.execute(tx); });
+  assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 1);
+});
