@@ -16,35 +16,37 @@
  * no flush of their own, and the event loop keeps serving requests meanwhile.
  */
 import fs from 'node:fs/promises';
+import { SharedFlush } from '../common/index.ts';
 
 /** Flushes a file's data to stable storage (injectable for tests). */
 export type Flush = (file: fs.FileHandle) => Promise<void>;
 
-/** One database's commit sequence and the flushes that make it durable. */
+/** One database's commit sequence and the flushes of its log that make it durable. */
 export class GroupCommit {
-  /** Commits (write batches) noted so far. */
-  #written = 0;
-  /** Every commit up to this one is durable. */
-  #durable = 0;
-  #flushing: Promise<void> | undefined;
+  readonly #flush: SharedFlush;
   #log: Promise<fs.FileHandle> | undefined;
-  /** Flushes run so far (exposed for tests and metrics). */
-  flushes = 0;
 
   /**
    * @param logPath the write-ahead log (`<database>-wal`); it exists from the first write while a connection is open.
    * @param flush how a flush is done; default `fdatasync`.
    */
-  constructor(private readonly logPath: string, private readonly flush: Flush = (f) => f.datasync()) {}
+  constructor(private readonly logPath: string, flush: Flush = (f) => f.datasync()) {
+    this.#flush = new SharedFlush(async () => flush(await this.#openLog()));
+  }
+
+  /** Flushes run so far (exposed for tests and metrics). */
+  get flushes(): number {
+    return this.#flush.flushes;
+  }
 
   /** Notes a commit that just wrote; returns its number, to pass to {@link durable}. */
   noteCommit(): number {
-    return ++this.#written;
+    return this.#flush.note();
   }
 
   /** The number of the latest commit noted. */
   get committed(): number {
-    return this.#written;
+    return this.#flush.noted;
   }
 
   /**
@@ -52,33 +54,24 @@ export class GroupCommit {
    * progress when that one started after the commit, or starts the next.
    * @throws Error from the flush (EIO, ENOSPC): the commit happened but is not known to be durable, and the caller must not say it is.
    */
-  async durable(seq: number): Promise<void> {
-    while (this.#durable < seq) {
-      if (!this.#flushing) {
-        const upTo = this.#written;
-        this.#flushing = this.#flushOnce().then(() => { this.#durable = Math.max(this.#durable, upTo); }).finally(() => { this.#flushing = undefined; });
-      }
-      await this.#flushing;
-    }
+  durable(seq: number): Promise<void> {
+    return this.#flush.until(seq);
   }
 
-  async #flushOnce(): Promise<void> {
+  async #openLog(): Promise<fs.FileHandle> {
     this.#log ??= fs.open(this.logPath, 'r');
-    let log: fs.FileHandle;
     try {
-      log = await this.#log;
+      return await this.#log;
     } catch (err) {
       this.#log = undefined; // opened again by the next flush
       throw err;
     }
-    this.flushes++;
-    await this.flush(log);
   }
 
   /** Flushes what is left, then closes the log file handle (the database closes after). */
   async close(): Promise<void> {
-    await this.durable(this.#written).catch(() => undefined); // SQLite's own close checkpoints and syncs as well
-    await this.#flushing?.catch(() => undefined);
+    await this.durable(this.committed).catch(() => undefined); // SQLite's own close checkpoints and syncs as well
+    await this.#flush.settled();
     const log = this.#log;
     this.#log = undefined;
     await (await log?.catch(() => undefined))?.close();

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { SharedFlush } from '../../common/index.ts';
 import { DriverError } from '../../errors/index.ts';
 import {
   GiB,
@@ -356,14 +357,23 @@ export class FileDriver implements VolumeDriver {
   }
 
   /** Makes a create or unlink durable: fsync of the folder. */
-  private async syncDirectory(): Promise<void> {
+  /**
+   * Makes the folder's entries durable (a new, renamed or removed file). One
+   * fsync of the folder covers every change made before it started, so
+   * concurrent creates and deletes share them.
+   */
+  private syncDirectory(): Promise<void> {
+    return this.directoryFlush.flush();
+  }
+
+  private readonly directoryFlush = new SharedFlush(async () => {
     const dir = await fs.open(this.options.directory, 'r');
     try {
       await dir.sync();
     } finally {
       await dir.close();
     }
-  }
+  });
 }
 
 /** The prefix of an unmanaged volume's or snapshot's file: `unmanaged-volume-<id>`, `unmanaged-snapshot-<id>`. */
