@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { PROJECT, startTestServer, testDatabase, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { PROJECT, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
 const isRoot = process.getuid?.() === 0;
@@ -103,4 +103,28 @@ test('a full state directory refuses writes clearly, keeps reads, and recovers b
   assert.match(problems[0]!.msg, /state directory full: database writes are refused/);
   assert.equal(problems[0]!.err?.code, 'SQLITE_FULL', 'the real error is kept, not "cannot rollback - no transaction is active"');
   assert.equal(entries.filter((e) => /state directory writable again/.test(e.msg)).length, 1, 'the end of the episode is logged');
+});
+
+test('a volume folder on a full filesystem fails a create with the volume in error and a user message, never a 500 (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a tmpfs', timeout: 300_000 }, async (t) => {
+  const stateDir = tempStateDir(t);
+  const volumeDir = smallFilesystem(t, 16 * 1024);
+  const s = await startTestServer(t, { stateDir, ini: `[file]\nfile_volume_dir = ${volumeDir}\n` });
+  unmountAfter(t, volumeDir);
+  fill(volumeDir);
+  // The next capacity report (every 0.2 s here) says the pool has no room.
+  await new Promise((r) => setTimeout(r, 600));
+
+  const created = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'no-room' } });
+  assert.equal(created.status, 202);
+  const failed = await waitForStatus(s, created.body.volume.id, 'error');
+  assert.equal(failed.name, 'no-room');
+  const msgs = await s.request('GET', `${V}/messages?resource_uuid=${created.body.volume.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.5' });
+  assert.equal(msgs.status, 200);
+  assert.equal(msgs.body.messages.length, 1);
+  assert.match(msgs.body.messages[0].user_message, /^schedule allocate volume: Could not find any available weighted backend\. Rejected: .*CapacityFilter/);
+  assert.deepEqual(fs.readdirSync(volumeDir).filter((f) => f !== 'filler'), [], 'no volume file');
+
+  // The API itself is unaffected: the state directory has room.
+  assert.equal((await s.request('GET', `${V}/volumes`)).status, 200);
+  assert.equal((await s.request('DELETE', `${V}/volumes/${created.body.volume.id}`)).status, 202);
 });
