@@ -50,5 +50,9 @@ export interface Addon {
   nbdResume(conn: NbdConnectionRef): void;
 }
 
-/** The loaded addon. */
-export const addon = createRequire(import.meta.url)('../../build/Release/basalt_io.node') as Addon;
+/**
+ * The loaded addon: `build/Release/basalt_io.node`, or the file
+ * `BASALT_ADDON_PATH` names (scripts/sanitize-native.sh loads a build with
+ * AddressSanitizer or ThreadSanitizer that way, leaving the normal build alone).
+ */
+export const addon = createRequire(import.meta.url)(process.env.BASALT_ADDON_PATH || '../../build/Release/basalt_io.node') as Addon;
