@@ -121,6 +121,8 @@ typedef struct conn {
   int writes;       /* writes in flight (between the gate and their end) */
   int running;      /* workers alive */
   int sock_closed;  /* the socket fd is closed: never shut it down again */
+  uint64_t max_bytes;  /* the most payload bytes the workers may hold at once (maxBufferBytes) */
+  uint64_t held_bytes; /* payload bytes held: WRITE payloads read and not yet written, READ data not yet sent */
 
   atomic_int refs;  /* the workers (as one) + the JavaScript object + pending pauses */
   napi_threadsafe_function on_close;
@@ -132,6 +134,7 @@ typedef struct request {
   uint8_t cookie[8];
   uint64_t offset;
   uint32_t length;
+  uint32_t held; /* bytes reserved against max_bytes for this request */
 } request_t;
 
 /* A worker's payload buffer. */
@@ -265,6 +268,32 @@ static int ensure(buffer_t *b, size_t n) {
 }
 
 /* Reads the next request (and a WRITE's payload). 0 to serve it, else why to stop. */
+/*
+ * The memory bound: a worker reserves a request's payload bytes before it
+ * takes a buffer for them and waits while the others hold too much. One
+ * request alone always runs (the bound cannot starve it), and holders never
+ * wait for the bound themselves, so the wait ends: at the latest when a
+ * client that reads no replies goes away and their sends fail. While a
+ * worker waits here with the read lock, nobody reads the socket: the client's
+ * TCP window fills, as on the event loop.
+ */
+static void reserve(conn_t *c, request_t *r, uint32_t n) {
+  pthread_mutex_lock(&c->lock);
+  while (c->held_bytes > 0 && c->held_bytes + n > c->max_bytes && c->why != END_FENCED) pthread_cond_wait(&c->cond, &c->lock);
+  c->held_bytes += n;
+  pthread_mutex_unlock(&c->lock);
+  r->held = n;
+}
+
+static void release(conn_t *c, request_t *r) {
+  if (!r->held) return;
+  pthread_mutex_lock(&c->lock);
+  c->held_bytes -= r->held;
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+  r->held = 0;
+}
+
 static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
   uint8_t h[28];
   if (read_exact(c, h, sizeof h) != 0) return END_DISCONNECT;
@@ -287,6 +316,7 @@ static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
   if (r->type == CMD_WRITE) {
     /* Too large to buffer: the stream cannot be resynchronised cheaply, so end it. */
     if (r->length > MAX_PAYLOAD) return END_PROTOCOL;
+    reserve(c, r, r->length);
     if (ensure(payload, r->length) != 0) return END_PROTOCOL;
     if (read_exact(c, payload->data, r->length) != 0) return END_DISCONNECT;
   }
@@ -578,6 +608,7 @@ static void *worker(void *arg) {
     }
     end_reason why = read_request(c, &r, &b);
     if (why != END_NONE) {
+      release(c, &r); /* a WRITE whose payload never came */
       pthread_mutex_lock(&c->lock);
       if (why == END_DISCONNECT && r.type == CMD_DISC) c->disc = 1;
       pthread_mutex_unlock(&c->lock);
@@ -588,7 +619,9 @@ static void *worker(void *arg) {
     }
     /* More requests buffered: let another worker read them while this one serves. */
     if (c->rend > c->rstart || !may_serve_holding(&r)) let_go(c, &holding);
+    if (r.type == CMD_READ && r.length <= MAX_PAYLOAD) reserve(c, &r, r.length);
     serve(c, &r, &b, &holding);
+    release(c, &r);
     if (b.capacity > KEEP_BUFFER) {
       free(b.data);
       b.data = NULL;
@@ -656,6 +689,9 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   get_number(env, argv[0], "metaContextId", &meta);
   get_number(env, argv[0], "threads", &threads);
   get_number(env, argv[0], "pollMicros", &poll_us);
+  double max_bytes = 64.0 * 1024 * 1024;
+  get_number(env, argv[0], "maxBufferBytes", &max_bytes);
+  if (max_bytes < 1) max_bytes = 1;
   if (poll_us < 0) poll_us = 0;
   if (threads < 1) threads = 1;
   if (threads > MAX_THREADS) threads = MAX_THREADS;
@@ -705,6 +741,7 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   c->paused = get_bool(env, argv[0], "paused");
   c->meta_id = (uint32_t)meta;
   c->poll_max_ns = (int64_t)(poll_us * 1000);
+  c->max_bytes = (uint64_t)max_bytes;
   c->polling = 1;
   pthread_mutex_init(&c->read_lock, NULL);
   pthread_mutex_init(&c->write_lock, NULL);

@@ -22,6 +22,8 @@ export interface NbdServeOptions {
   threads: number;
   /** How long at most a worker polls for the next request before it blocks, µs, while the client is busy; 0 never polls. */
   pollMicros: number;
+  /** The most payload bytes (WRITE data read, READ data not yet sent) the workers hold at once; one request alone always runs. Default 64 MiB. */
+  maxBufferBytes?: number;
   /** Start with writes held back (the export is being quiesced). */
   paused: boolean;
   /** Bytes the event loop read past the negotiation: the first requests. */

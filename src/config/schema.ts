@@ -104,7 +104,7 @@ export const DEFAULT_OPTIONS = {
   }),
   nbd_max_buffer_mib_per_connection: opt<number>({
     type: 'int', default: 64, min: 1, max: 4096,
-    help: 'Most memory, in MiB, one NBD connection served on the event loop may hold in write payloads and unsent read replies. At the bound the server stops reading that socket until replies drain, so a client that never reads its replies costs at most this much; one request larger than it still runs alone. Default: two of the largest (32 MiB) reads.',
+    help: 'Most memory, in MiB, one NBD connection may hold in write payloads and unsent read replies, on native threads and on the event loop alike. At the bound the server stops reading that socket until replies drain, so a client that never reads its replies costs at most this much; one request larger than it still runs alone. Default: two of the largest (32 MiB) reads.',
   }),
   nbd_negotiation_timeout_ms: opt<number>({
     type: 'int', default: 10000, min: 100,

@@ -110,11 +110,11 @@ export interface NbdServerOptions {
    */
   maxRequestsPerConnection?: number;
   /**
-   * Bytes one connection served on the event loop may hold: payloads of
-   * writes in flight and replies of reads not yet handed to the socket. At
-   * the bound the server stops reading the socket until replies drain (a
-   * single request larger than it still runs, alone). Default 64 MiB: two
-   * of the largest reads.
+   * Bytes one connection may hold: payloads of writes in flight and data of
+   * reads not yet handed to the socket, on either plane. At the bound the
+   * server stops reading the socket until replies drain (a single request
+   * larger than it still runs, alone). Default 64 MiB: two of the largest
+   * reads.
    */
   maxBufferBytesPerConnection?: number;
   /**
@@ -737,6 +737,7 @@ class Connection implements Fenceable {
       metaContextId: this.structured && this.metaFor === exp.name ? BASE_ALLOCATION_ID : 0,
       threads: this.o.threadsPerConnection ?? 8,
       pollMicros: this.o.pollMicros ?? 50,
+      maxBufferBytes: this.o.maxBufferBytesPerConnection ?? NBD_BOUNDS.maxBufferBytesPerConnection,
       paused,
     }));
     if (!ended) return false;

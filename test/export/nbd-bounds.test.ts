@@ -79,6 +79,32 @@ for (const plane of ['tls', 'event-loop'] as const) describe(`${plane} plane`, (
   });
 });
 
+describe('native plane', () => {
+  test('issue 13: a client that sends many 32 MiB reads and never reads the replies makes the workers hold at most the bound', async (t) => {
+    const boundBytes = 64 * MiB;
+    // Sixteen workers would hold 512 MiB unbounded (one 32 MiB read each, blocked in send).
+    const s = await startNbd(t, { plane: 'native', volumes: [{ name: 'm', sizeGiB: 2 }], options: { maxBufferBytesPerConnection: boundBytes, threadsPerConnection: 16 } });
+    const rssBefore = process.memoryUsage().rss;
+    const c = await s.connect('m');
+    c.sock.removeAllListeners('data');
+    c.sock.pause();
+    for (let i = 0; i < 48; i++) c.sock.write(requestFrame(0, BigInt(i + 1), BigInt(i * 32 * MiB), 32 * MiB));
+    let rssHigh = 0;
+    for (let i = 0; i < 30; i++) {
+      await sleep(50);
+      rssHigh = Math.max(rssHigh, process.memoryUsage().rss - rssBefore);
+    }
+    t.diagnostic(`RSS growth ${(rssHigh / MiB).toFixed(0)} MiB (bound ${boundBytes / MiB} MiB)`);
+    assert.ok(rssHigh <= boundBytes + 128 * MiB, `RSS grew by ${(rssHigh / MiB).toFixed(0)} MiB`);
+    c.sock.destroy();
+    // The workers let go once their sends fail: a well-behaved client is served again at once.
+    const d = await s.connect('m');
+    d.sock.write(requestFrame(0, 1n, 0n, 4096));
+    assert.equal((await d.reader.read(16)).readUInt32BE(4), 0);
+    d.sock.destroy();
+  });
+});
+
 describe('connection bounds', () => {
   test('issue 13: one connection more than an export allows is refused at NBD_OPT_GO with NBD_REP_ERR_POLICY', async (t) => {
     const s = await startNbd(t, { plane: 'native', volumes: [{ name: 'e', sizeGiB: 1 }], options: { maxConnectionsPerExport: 2 } });
