@@ -343,6 +343,8 @@ class Connection implements Fenceable {
   private fencesAtFind = 0;
   /** Writes (WRITE, TRIM, WRITE_ZEROES) between their request and their end, gated ones included. */
   private readonly writes = new Set<Promise<void>>();
+  /** Resolves once the transmission phase has ended and the volume handle is closed. */
+  private transmitted: Promise<void> = Promise.resolve();
 
   constructor(private socket: Socket, private readonly server: NbdServer, private readonly o: NbdServerOptions) {
     this.reader = new SocketReader(socket);
@@ -609,11 +611,14 @@ class Connection implements Fenceable {
    * volume: writes still gated or queued behind the socket are dropped (they
    * check {@link fenced} before they start), started ones are waited for.
    */
-  fence(): Promise<void> {
+  async fence(): Promise<void> {
     this.fenced = true;
     this.onFence();
     this.socket.destroy();
-    return Promise.allSettled([...this.writes]).then(() => undefined);
+    await Promise.allSettled([...this.writes]);
+    // And the handle closed: a write the driver guard gave up on (its
+    // timeout) may still run in the driver, and closing waits for it.
+    await this.transmitted;
   }
 
   /** The transmission phase: requests are served concurrently, replies go out as each completes. */
@@ -621,10 +626,13 @@ class Connection implements Fenceable {
     // Bound for as long as this runs (a client gone before a 'close' listener
     // could be added must not stay counted against the export's bound).
     const unbind = this.server.bind(exp.name, this);
+    let done!: () => void;
+    this.transmitted = new Promise<void>((resolve) => { done = resolve; });
     try {
       await this.transmitBound(exp, unbind);
     } finally {
       unbind();
+      done();
     }
   }
 

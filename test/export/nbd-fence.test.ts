@@ -9,8 +9,10 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pino from 'pino';
+import { NbdServer } from '../../src/export/index.ts';
 import { PLANES, startNbd, type NbdFixture } from '../helpers/nbd-export.ts';
-import { requestFrame } from '../helpers/nbd-raw.ts';
+import { openExport, requestFrame } from '../helpers/nbd-raw.ts';
 
 const MiB = 1024 * 1024;
 const CMD_WRITE = 1;
@@ -90,4 +92,31 @@ for (const plane of PLANES) describe(`${plane} plane`, () => {
     await sleep(100);
     assert.equal(digest(s, 'n', MiB), createHash('sha256').update(Buffer.alloc(MiB)).digest('hex'), 'the write never landed');
   });
+});
+
+test('issue 13: a write the driver guard gave up on (timed out) still delays the fence until the handle is closed', async (t) => {
+  // A handle as the guard makes it for a slow driver: the call fails at its
+  // timeout while the driver's write goes on, and close waits for that write
+  // (as a file handle's close waits for its pending operations).
+  let landedAt = 0;
+  let pending: Promise<void> = Promise.resolve();
+  const handle = {
+    sizeBytes: 1 << 30,
+    read: async (_offset: number, n: number) => Buffer.alloc(n),
+    write: () => {
+      pending = sleep(400).then(() => { landedAt = Date.now(); });
+      return sleep(50).then(() => { throw Object.assign(new Error('Driver call write timed out'), { code: 'BACKEND_UNAVAILABLE' }); });
+    },
+    flush: async () => undefined,
+    close: () => pending,
+  };
+  const server = new NbdServer({ provider: { find: async (n) => (n === 's' ? { name: 's', key: 'v', readOnly: false, open: async () => handle } : undefined), list: async () => [] }, log: pino({ level: 'silent' }) });
+  const { port } = await server.listen(0, '127.0.0.1');
+  t.after(() => server.close());
+  const c = await openExport('127.0.0.1', port, 's');
+  t.after(() => c.sock.destroy());
+  c.sock.write(requestFrame(CMD_WRITE, 1n, 0n, 4096, Buffer.alloc(4096, 1)));
+  assert.equal((await c.reader.read(16)).readUInt32BE(4), 5, 'the timed-out write answered EIO');
+  await server.closeExport('s');
+  assert.ok(landedAt > 0, 'the fence completed before the abandoned write had landed');
 });
