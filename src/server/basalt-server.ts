@@ -26,6 +26,7 @@ import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, mov
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
+import { logDestination } from './log-destination.ts';
 
 /** The roles a process can run. */
 export const ROLES = ['api', 'scheduler', 'volume'] as const;
@@ -63,10 +64,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
   const { config } = input;
   const d = config.DEFAULT;
   const roles = new Set(input.roles ?? ROLES);
-  // Log lines leave through an asynchronous buffer: a synchronous write to a slow reader
-  // (a pipe, journald) blocks the event loop, and the database — not the log — is the record
-  // of what happened (bench/api: 100 creates 2.3 s -> 1.3 s with stdout on a pipe).
-  const log = input.logger ?? pino({ level: d.log_level, base: { service: 'basalt' } }, pino.destination({ dest: 1, sync: false }));
+  // Asynchronous, bounded, and safe on a full disk: see log-destination.ts.
+  const log = input.logger ?? pino({ level: d.log_level, base: { service: 'basalt' } }, logDestination());
   const clock = input.clock ?? systemClock;
 
   if (roles.has('api') && d.auth_strategy === 'noauth' && !isLoopback(d.osapi_volume_listen) && !d.allow_noauth_on_any_address) {

@@ -5,15 +5,17 @@
  * 500 hidden behind "cannot rollback - no transaction is active"), reads keep
  * working, nothing is half-created, and everything recovers by itself when
  * space returns. A volume folder on a full filesystem fails its create with the
- * volume in `error` and a user message. Needs root (mounts a small tmpfs).
+ * volume in `error` and a user message, and a log file on a full filesystem
+ * neither crashes nor stalls the server. Needs root (mounts a small tmpfs).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { PROJECT, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { kill9 } from '../helpers/process.ts';
+import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
 const isRoot = process.getuid?.() === 0;
@@ -127,4 +129,46 @@ test('a volume folder on a full filesystem fails a create with the volume in err
   // The API itself is unaffected: the state directory has room.
   assert.equal((await s.request('GET', `${V}/volumes`)).status, 200);
   assert.equal((await s.request('DELETE', `${V}/volumes/${created.body.volume.id}`)).status, 202);
+});
+
+test('a log file on a full filesystem does not crash the server; logging resumes when space returns (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a tmpfs', timeout: 300_000 }, async (t) => {
+  const stateDir = tempStateDir(t);
+  const logDir = smallFilesystem(t, 1024);
+  const logFile = path.join(logDir, 'basalt.log');
+  const out = fs.openSync(logFile, 'w');
+  const bin = path.resolve(import.meta.dirname, '../../bin/basalt.js');
+  const child = spawn(process.execPath, [bin, 'server'], {
+    env: { ...process.env, ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir }, stdio: ['ignore', out, 'pipe'],
+  });
+  fs.closeSync(out);
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+  let exited: number | null | undefined;
+  child.on('exit', (code) => { exited = code; });
+  t.after(async () => { if (exited === undefined) await kill9(child); });
+  unmountAfter(t, logDir);
+
+  const url = await waitFor('the API to listen', async () => /"msg":"API listening"/.test(fs.readFileSync(logFile, 'utf8'))
+    ? (JSON.parse(fs.readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('"API listening"'))!) as { url: string }).url
+    : undefined);
+  const filler = fill(logDir);
+  // Each request writes a log line; none of them can be written now. (Before the fix the
+  // server stopped answering after a few: the bounded wait makes that a failure, not a hang.)
+  for (let i = 0; i < 50; i++) {
+    const r = await fetch(`${url}${V}/volumes`, { headers: { 'X-Auth-Token': `admin:${PROJECT}` }, signal: AbortSignal.timeout(10_000) });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+  }
+  const created = await request(url, 'POST', `${V}/volumes`, { volume: { size: 1 } });
+  assert.equal(created.status, 202);
+  assert.equal(exited, undefined, `the server is alive (stderr: ${stderr})`);
+  assert.match(stderr, /log lines cannot be written \(ENOSPC\)/);
+  assert.equal(stderr.match(/log lines cannot be written/g)!.length, 1, 'said once');
+
+  fs.rmSync(filler);
+  await waitFor('log lines to be written again', async () => {
+    await request(url, 'GET', `${V}/volumes`);
+    return /log lines can be written again/.test(fs.readFileSync(logFile, 'utf8'));
+  });
+  assert.match(fs.readFileSync(logFile, 'utf8'), /"method":"POST",[^\n]*"status":202/, 'the lines held meanwhile are written');
 });
