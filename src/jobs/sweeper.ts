@@ -9,7 +9,7 @@
  * prunes old finished jobs.
  */
 import type { Logger } from 'pino';
-import { BasaltError } from '../errors/index.ts';
+import { BasaltError, isStateDirectoryUnwritable } from '../errors/index.ts';
 import type { AnyJobKind } from './job-kind.ts';
 import type { JobQueue } from './job-queue.ts';
 
@@ -47,7 +47,13 @@ export class Sweeper {
   start(): void {
     if (this.timer) return;
     this.timer = setInterval(() => {
-      if (!this.current) this.current = this.sweepOnce().catch((err) => this.options.log.error({ err }, 'sweep failed')).finally(() => { this.current = undefined; });
+      if (!this.current) {
+        this.current = this.sweepOnce().catch((err: unknown) => {
+          // A full state directory is logged once per episode by the database; the next pass after it works.
+          if (isStateDirectoryUnwritable(err)) this.options.log.debug({ code: err.code }, 'sweep refused: state directory unwritable');
+          else this.options.log.error({ err }, 'sweep failed');
+        }).finally(() => { this.current = undefined; });
+      }
     }, this.options.intervalMs);
   }
 
