@@ -74,7 +74,12 @@ test('a full state directory refuses writes clearly, keeps reads, and recovers b
   const first = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'before' } });
   assert.equal(first.status, 202);
   await waitForStatus(s, first.body.volume.id, 'available');
+  // A create whose job is still to run when the disk fills: its job waits, and completes after.
+  const inFlight = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'in-flight' } });
+  assert.equal(inFlight.status, 202);
 
+  // (The server runs in this process: nothing of it runs while the filesystem is being filled.
+  // Every commit appends to SQLite's write-ahead log, which is still growing this early.)
   const filler = fill(stateDir);
   const before = await footprint(s);
   const refused = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'refused' } });
@@ -85,7 +90,7 @@ test('a full state directory refuses writes clearly, keeps reads, and recovers b
 
   const list = await s.request('GET', `${V}/volumes`);
   assert.equal(list.status, 200);
-  assert.deepEqual(list.body.volumes.map((v: { name: string }) => v.name), ['before']);
+  assert.deepEqual(list.body.volumes.map((v: { name: string }) => v.name).sort(), ['before', 'in-flight']);
   assert.equal((await s.request('GET', `${V}/volumes/${first.body.volume.id}`)).status, 200);
 
   // Heartbeats and job claims are refused meanwhile (several a second): logged once for the episode, not once a beat.
@@ -98,9 +103,11 @@ test('a full state directory refuses writes clearly, keeps reads, and recovers b
     return r.status === 202 ? r : undefined;
   });
   await waitForStatus(s, after.body.volume.id, 'available');
+  await waitForStatus(s, inFlight.body.volume.id, 'available');
 
   const entries = logLines.map((l) => JSON.parse(l) as { level: number; msg: string; err?: { code?: string; message?: string } });
-  const problems = entries.filter((e) => e.level >= 40);
+  // (A job interrupted by the episode may be taken over when its lease expires: a warning, not an error.)
+  const problems = entries.filter((e) => e.level >= 50);
   assert.equal(problems.length, 1, `one line for the episode, no flood: ${JSON.stringify(problems.map((e) => e.msg))}`);
   assert.match(problems[0]!.msg, /state directory full: database writes are refused/);
   assert.equal(problems[0]!.err?.code, 'SQLITE_FULL', 'the real error is kept, not "cannot rollback - no transaction is active"');
