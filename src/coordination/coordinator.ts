@@ -31,7 +31,7 @@ export interface Lock {
 export interface Coordinator {
   /**
    * Takes the named lock, waiting up to `timeoutMs`.
-   * @throws BasaltError BACKEND_UNAVAILABLE (retryable) when it stays held.
+   * @throws BasaltError BACKEND_UNAVAILABLE (retryable) when it stays held, or when a file lock cannot be made because its folder is full.
    */
   lock(name: string, timeoutMs: number): Promise<Lock>;
   close(): Promise<void>;
@@ -74,7 +74,11 @@ class FileCoordinator implements Coordinator {
         let released = false;
         return { release: async () => { if (!released) { released = true; await release(); } } };
       } catch (err) {
-        if ((err as { code?: string }).code !== 'ELOCKED') throw err;
+        const code = (err as { code?: string }).code;
+        // A full folder (by default in the state directory, issue 13): a lock is a new directory,
+        // which needs a block on most filesystems. Retried later, as a lock held too long is.
+        if (code === 'ENOSPC' || code === 'EDQUOT') throw new BasaltError('BACKEND_UNAVAILABLE', `Lock ${name} cannot be taken: the lock folder is full`, { cause: err, retryable: true });
+        if (code !== 'ELOCKED') throw err;
         if (Date.now() > deadline) throw timedOut(name, timeoutMs);
         await new Promise((r) => setTimeout(r, 20));
       }

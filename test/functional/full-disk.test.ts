@@ -20,10 +20,21 @@ import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testData
 const V = `/v3/${PROJECT}`;
 const isRoot = process.getuid?.() === 0;
 
-/** Mounts a tmpfs of `sizeKiB` on a new temporary folder, unmounted (and removed) after the test's servers stop. */
-function smallFilesystem(t: TestContext, sizeKiB: number): string {
+/** A small filesystem: a tmpfs, or ext4 on a loop-mounted image (which, unlike tmpfs, needs a block for a new directory). */
+type FilesystemType = 'tmpfs' | 'ext4';
+
+/** Mounts a filesystem of `sizeKiB` on a new temporary folder; see {@link unmountAfter}. */
+function smallFilesystem(sizeKiB: number, type: FilesystemType = 'tmpfs'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-full-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeKiB}k`, 'tmpfs', dir]);
+  if (type === 'tmpfs') {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeKiB}k`, 'tmpfs', dir]);
+  } else {
+    const image = `${dir}.img`;
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, sizeKiB * 1024);
+    execFileSync('mkfs.ext4', ['-q', '-m', '0', image]);
+    execFileSync('mount', ['-o', 'loop', image, dir]);
+  }
   return dir;
 }
 
@@ -32,6 +43,7 @@ function unmountAfter(t: TestContext, dir: string): void {
   t.after(() => {
     execFileSync('umount', ['-l', dir]);
     fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(`${dir}.img`, { force: true });
   });
 }
 
@@ -62,8 +74,12 @@ async function footprint(s: TestServer): Promise<unknown> {
   return { volumes: volumes!.n, jobs: jobs!.n, usage };
 }
 
-test('a full state directory refuses writes clearly, keeps reads, and recovers by itself (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a tmpfs', timeout: 300_000 }, async (t) => {
-  const stateDir = smallFilesystem(t, 16 * 1024);
+for (const type of ['tmpfs', 'ext4'] as const) {
+  test(`a full state directory (${type}) refuses writes clearly, keeps reads, and recovers by itself (issue 13, defect 4)`, { skip: !isRoot && 'needs root to mount a filesystem', timeout: 300_000 }, (t) => fullStateDirectory(t, type));
+}
+
+async function fullStateDirectory(t: TestContext, type: FilesystemType): Promise<void> {
+  const stateDir = smallFilesystem(32 * 1024, type);
   const logLines: string[] = [];
   // The volume files elsewhere: only the database (and the locks) live on the small filesystem.
   const volumeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-volumes-'));
@@ -112,11 +128,11 @@ test('a full state directory refuses writes clearly, keeps reads, and recovers b
   assert.match(problems[0]!.msg, /state directory full: database writes are refused/);
   assert.equal(problems[0]!.err?.code, 'SQLITE_FULL', 'the real error is kept, not "cannot rollback - no transaction is active"');
   assert.equal(entries.filter((e) => /state directory writable again/.test(e.msg)).length, 1, 'the end of the episode is logged');
-});
+}
 
-test('a volume folder on a full filesystem fails a create with the volume in error and a user message, never a 500 (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a tmpfs', timeout: 300_000 }, async (t) => {
+test('a volume folder on a full filesystem fails a create with the volume in error and a user message, never a 500 (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a filesystem', timeout: 300_000 }, async (t) => {
   const stateDir = tempStateDir(t);
-  const volumeDir = smallFilesystem(t, 16 * 1024);
+  const volumeDir = smallFilesystem(16 * 1024);
   const s = await startTestServer(t, { stateDir, ini: `[file]\nfile_volume_dir = ${volumeDir}\n` });
   unmountAfter(t, volumeDir);
   fill(volumeDir);
@@ -138,9 +154,9 @@ test('a volume folder on a full filesystem fails a create with the volume in err
   assert.equal((await s.request('DELETE', `${V}/volumes/${created.body.volume.id}`)).status, 202);
 });
 
-test('a log file on a full filesystem does not crash the server; logging resumes when space returns (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a tmpfs', timeout: 300_000 }, async (t) => {
+test('a log file on a full filesystem does not crash the server; logging resumes when space returns (issue 13, defect 4)', { skip: !isRoot && 'needs root to mount a filesystem', timeout: 300_000 }, async (t) => {
   const stateDir = tempStateDir(t);
-  const logDir = smallFilesystem(t, 1024);
+  const logDir = smallFilesystem(1024);
   const logFile = path.join(logDir, 'basalt.log');
   const out = fs.openSync(logFile, 'w');
   const bin = path.resolve(import.meta.dirname, '../../bin/basalt.js');
