@@ -102,12 +102,23 @@ async function fullStateDirectory(t: TestContext, type: FilesystemType): Promise
   assert.equal(refused.status, 503, JSON.stringify(refused.body));
   assert.match(refused.body.serviceUnavailable.message, /state directory is full/);
   assert.ok(refused.headers.get('retry-after'), 'a client is told when to try again');
+  const vid = first.body.volume.id;
+  for (const [method, p, body] of [['PUT', `/volumes/${vid}`, { volume: { name: 'renamed' } }], ['POST', `/volumes/${vid}/metadata`, { metadata: { a: '1' } }], ['POST', `/volumes/${vid}/action`, { 'os-extend': { new_size: 2 } }], ['DELETE', `/volumes/${vid}`, undefined]] as const) {
+    const r = await s.request(method, `${V}${p}`, body);
+    assert.equal(r.status, 503, `${method} ${p}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.serviceUnavailable.message, /state directory is full/);
+  }
   assert.deepEqual(await footprint(s), before, 'nothing half-created: no row, no job, usage unchanged');
+  const unchanged = (await s.request('GET', `${V}/volumes/${vid}`)).body.volume;
+  assert.deepEqual([unchanged.name, unchanged.size, unchanged.status, unchanged.metadata], ['before', 1, 'available', {}]);
 
   const list = await s.request('GET', `${V}/volumes`);
   assert.equal(list.status, 200);
   assert.deepEqual(list.body.volumes.map((v: { name: string }) => v.name).sort(), ['before', 'in-flight']);
   assert.equal((await s.request('GET', `${V}/volumes/${first.body.volume.id}`)).status, 200);
+  for (const read of ['/volumes/detail', '/types', `/os-quota-sets/${PROJECT}?usage=True`, '/limits', '/snapshots/detail', '/os-services', '/scheduler-stats/get_pools?detail=True']) {
+    assert.equal((await s.request('GET', `${V}${read}`)).status, 200, `GET ${read} works on a full disk`);
+  }
 
   // Heartbeats and job claims are refused meanwhile (several a second): logged once for the episode, not once a beat.
   await new Promise((r) => setTimeout(r, 1500));
