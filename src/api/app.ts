@@ -101,8 +101,12 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
       return payload;
     } catch (err) {
       req.log.error({ err }, 'the database could not be flushed to disk; the change may not survive a power cut');
-      reply.code(500);
-      return JSON.stringify(faultBody(500, 'The change could not be written to disk.'));
+      // A full filesystem is answered as the refused writes are (413 with Retry-After); an I/O error is the server's.
+      const code = (err as NodeJS.ErrnoException).code;
+      const full = code === 'ENOSPC' || code === 'EDQUOT';
+      reply.code(full ? 413 : 500);
+      if (full) reply.header('Retry-After', '30');
+      return JSON.stringify(faultBody(full ? 413 : 500, full ? 'Basalt\'s state directory is full: the change may not survive a power cut until space is freed.' : 'The change could not be written to disk.'));
     }
   });
   // One JSON log line per request, carrying the same request id the client got.

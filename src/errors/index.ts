@@ -35,8 +35,14 @@ export const ERROR_CATALOGUE = {
   /** The identity service (Keystone) cannot validate tokens right now. */
   AUTH_UNAVAILABLE: 503,
   /**
-   * The state directory (the SQLite database's filesystem) is full or cannot
-   * be written: writes are refused until it can be, reads keep working.
+   * The state directory (the SQLite database's filesystem) is full: writes are
+   * refused until space is freed, reads keep working. A storage limit reached,
+   * as Cinder's 413 `overLimit` says of quotas, with `Retry-After`.
+   */
+  STATE_DIRECTORY_FULL: 413,
+  /**
+   * The state directory cannot be written (an I/O error): writes are refused
+   * until it can be, reads keep working.
    */
   STATE_DIRECTORY_UNWRITABLE: 503,
   /** A configuration file or option is wrong. */
@@ -165,15 +171,17 @@ export class ConfigError extends BasaltError {
  * is full (SQLite's SQLITE_FULL, ENOSPC, EDQUOT) or failing (SQLITE_IOERR).
  * Nothing of the refused write remains; reads keep working, and writes work
  * again by themselves once space returns. Retryable: a job that hits it is
- * tried again later. The API answers 503 `serviceUnavailable` (the service is
- * at fault, not the request) with `Retry-After`.
+ * tried again later. The API answers a full directory with 413 `overLimit`
+ * (a storage limit reached, the status Cinder gives an exceeded quota; HTTP
+ * allows `Retry-After` on it for a passing condition) and an I/O error with
+ * 503 `serviceUnavailable`, both with `Retry-After`.
  */
 export class StateDirectoryUnwritableError extends BasaltError {
   /** Whether the filesystem is full (else it failed to write: an I/O error). */
   readonly full: boolean;
 
   constructor(full: boolean, options: Omit<BasaltErrorOptions, 'retryable'> = {}) {
-    super('STATE_DIRECTORY_UNWRITABLE', full
+    super(full ? 'STATE_DIRECTORY_FULL' : 'STATE_DIRECTORY_UNWRITABLE', full
       ? 'Basalt\'s state directory is full: writes are refused until space is freed.'
       : 'Basalt\'s state directory cannot be written (an I/O error): writes are refused until it can be.', { ...options, retryable: true });
     this.full = full;

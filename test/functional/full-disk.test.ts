@@ -99,14 +99,14 @@ async function fullStateDirectory(t: TestContext, type: FilesystemType): Promise
   const filler = fill(stateDir);
   const before = await footprint(s);
   const refused = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'refused' } });
-  assert.equal(refused.status, 503, JSON.stringify(refused.body));
-  assert.match(refused.body.serviceUnavailable.message, /state directory is full/);
+  assert.equal(refused.status, 413, JSON.stringify(refused.body));
+  assert.match(refused.body.overLimit.message, /state directory is full/);
   assert.ok(refused.headers.get('retry-after'), 'a client is told when to try again');
   const vid = first.body.volume.id;
   for (const [method, p, body] of [['PUT', `/volumes/${vid}`, { volume: { name: 'renamed' } }], ['POST', `/volumes/${vid}/metadata`, { metadata: { a: '1' } }], ['POST', `/volumes/${vid}/action`, { 'os-extend': { new_size: 2 } }], ['DELETE', `/volumes/${vid}`, undefined]] as const) {
     const r = await s.request(method, `${V}${p}`, body);
-    assert.equal(r.status, 503, `${method} ${p}: ${JSON.stringify(r.body)}`);
-    assert.match(r.body.serviceUnavailable.message, /state directory is full/);
+    assert.equal(r.status, 413, `${method} ${p}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.overLimit.message, /state directory is full/);
   }
   assert.deepEqual(await footprint(s), before, 'nothing half-created: no row, no job, usage unchanged');
   const unchanged = (await s.request('GET', `${V}/volumes/${vid}`)).body.volume;
@@ -126,7 +126,7 @@ async function fullStateDirectory(t: TestContext, type: FilesystemType): Promise
   fs.rmSync(filler);
   const after = await waitFor('a create to be accepted again', async () => {
     const r = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'after' } });
-    if (r.status !== 202) assert.equal(r.status, 503);
+    if (r.status !== 202) assert.equal(r.status, 413);
     return r.status === 202 ? r : undefined;
   });
   await waitForStatus(s, after.body.volume.id, 'available');

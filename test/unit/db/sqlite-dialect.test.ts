@@ -47,8 +47,8 @@ test('a write to a full database is refused as StateDirectoryUnwritableError, re
       }),
       (err: unknown) => {
         assert.ok(err instanceof StateDirectoryUnwritableError, String(err));
-        assert.equal(err.code, 'STATE_DIRECTORY_UNWRITABLE');
-        assert.equal(err.status, 503);
+        assert.equal(err.code, 'STATE_DIRECTORY_FULL');
+        assert.equal(err.status, 413);
         assert.equal(err.retryable, true);
         assert.equal(err.full, true);
         assert.match(err.message, /state directory is full/);
