@@ -21,10 +21,12 @@ type AnySelect = SelectQueryBuilder<any, any, any>; // eslint-disable-line @type
 export type ProjectScope = { projectId: string } | 'all';
 
 /** A status change to make, if the row is in one of `from`. */
-export interface Transition<Row> {
+export interface Transition<Row extends { status: string }> {
   id: string;
-  from: readonly string[];
-  to: string;
+  /** Statuses the row may be in (the compare of the compare-and-swap). */
+  from: readonly Row['status'][];
+  /** The status it takes. */
+  to: Row['status'];
   /** Other columns to set in the same UPDATE. */
   set?: Partial<Row>;
   requestId?: string | null;

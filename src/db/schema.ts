@@ -6,6 +6,20 @@
 import type { Generated, Insertable, Kysely, Selectable, Updateable } from 'kysely';
 
 /** `volumes`: one row per volume that exists or is being created or deleted. */
+/**
+ * Every status a volume row can hold. The operation table
+ * (`src/volume/operations/table.ts`) derives the same union from the
+ * operations that declare them and fails to compile when the two disagree:
+ * a status exists only when an operation owns it.
+ */
+export type VolumeRowStatus =
+  | 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'error_managing' | 'managing'
+  | 'attaching' | 'in-use' | 'detaching' | 'maintenance' | 'reserved' | 'error_extending' | 'extending'
+  | 'reverting' | 'awaiting-transfer' | 'error_restoring' | 'unmanaging' | 'error_unmanaging';
+
+/** Every status a snapshot row can hold (checked against the operation table like {@link VolumeRowStatus}). */
+export type SnapshotRowStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring' | 'unmanaging' | 'error_unmanaging';
+
 export interface VolumesTable {
   id: string;
   project_id: string;
@@ -14,7 +28,7 @@ export interface VolumesTable {
   description: string | null;
   /** Size in GiB, as in the Cinder API. */
   size: number;
-  status: string;
+  status: VolumeRowStatus;
   attach_status: string;
   availability_zone: string;
   /** Host string `host@backend#pool`, set by the scheduler. */
@@ -206,7 +220,7 @@ export interface SnapshotsTable {
   volume_type_id: string | null;
   name: string | null;
   description: string | null;
-  status: string;
+  status: SnapshotRowStatus;
   created_at: string;
   updated_at: string | null;
   /** The group snapshot the snapshot was taken for (0010). */

@@ -7,7 +7,7 @@
  */
 import type { Caller, Clock } from '../common/index.ts';
 import type {
-  Db, ProjectScope, ServiceRepository, TypeEncryptionRepository, SnapshotRepository, SnapshotRow, VolumeRepository, VolumeRow, VolumeType, VolumeTypeRepository,
+  Db, ProjectScope, ServiceRepository, TypeEncryptionRepository, SnapshotRepository, SnapshotRow, SnapshotRowStatus, VolumeRepository, VolumeRow, VolumeRowStatus, VolumeType, VolumeTypeRepository,
 } from '../db/index.ts';
 import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
@@ -317,13 +317,14 @@ export class VolumeManager {
    * @throws NotFoundError, InvalidInputError for any other transition.
    */
   async updateSnapshotStatus(caller: Caller, id: string, status: string, progress?: string): Promise<void> {
-    const allowed: Record<string, readonly string[]> = { creating: ['creating', 'available', 'error'], deleting: ['deleting', 'error_deleting'] };
+    const allowed: ReadonlyMap<string, readonly SnapshotRowStatus[]> = new Map([['creating', ['creating', 'available', 'error']], ['deleting', ['deleting', 'error_deleting']]]);
     await this.deps.queue.transaction(async (tx) => {
       const s = await this.lockSnapshot(caller, id, tx);
-      const to = allowed[s.status];
-      if (!to) throw new InvalidInputError(`Invalid input received: Snapshot status ${s.status} not allowed for update_snapshot_status.`);
-      if (!to.includes(status)) throw new InvalidInputError(`Invalid input received: Provided snapshot status ${status} not allowed for snapshot with status ${s.status}.`);
-      await this.deps.snapshots.transition(tx, { id, from: [s.status], to: status, requestId: caller.requestId, ...(progress ? { set: { progress } } : {}) });
+      const choices = allowed.get(s.status);
+      if (!choices) throw new InvalidInputError(`Invalid input received: Snapshot status ${s.status} not allowed for update_snapshot_status.`);
+      const to = choices.find((c) => c === status);
+      if (!to) throw new InvalidInputError(`Invalid input received: Provided snapshot status ${status} not allowed for snapshot with status ${s.status}.`);
+      await this.deps.snapshots.transition(tx, { id, from: [s.status], to, requestId: caller.requestId, ...(progress ? { set: { progress } } : {}) });
     });
   }
 
@@ -390,7 +391,7 @@ export class VolumeManager {
     if (busy) throw new InvalidStatusError(`Invalid volume: Volume ${volumeId} is busy: ${busy}.`);
   }
 
-  private async cas(tx: Tx, id: string, from: readonly string[], to: string, caller: Caller, set?: Partial<VolumeRow>): Promise<void> {
+  private async cas(tx: Tx, id: string, from: readonly VolumeRowStatus[], to: VolumeRowStatus, caller: Caller, set?: Partial<VolumeRow>): Promise<void> {
     if (!(await this.deps.volumes.transition(tx, { id, from, to, requestId: caller.requestId, ...(set ? { set } : {}) }))) {
       throw new InvalidStatusError(`Invalid volume: Volume ${id} status changed concurrently; try again.`);
     }

@@ -4,6 +4,7 @@
  * sweeper watches and the `os-reset_status` choices are derived from it, so a
  * status exists only when an operation declares it.
  */
+import type { SnapshotRowStatus, VolumeRowStatus } from '../../db/index.ts';
 import type { MessageAction } from '../../messages/index.ts';
 import type { Operation, ResourceType } from './operation.ts';
 import { snapshotCreate } from './snapshot-create.ts';
@@ -46,6 +47,14 @@ type Side<R extends ResourceType> = Ops extends infer O ? O extends { side: { re
 export type VolumeStatus = Exclude<Declared<Extract<Ops, { resource: 'volume' }>> | Side<'volume'> | (typeof UNOWNED_VOLUME_STATUSES)[number], null | 'deleted'>;
 /** Every status a snapshot can have, from the table. */
 export type SnapshotStatus = Exclude<Declared<Extract<Ops, { resource: 'snapshot' }>> | Side<'snapshot'>, null | 'deleted'>;
+
+// The row types (`src/db/schema.ts`) hold exactly these statuses: an operation that declares a new
+// status, or a row status no operation owns, fails to compile here.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const volumeRowsAgree: Same<VolumeStatus, VolumeRowStatus> = true;
+const snapshotRowsAgree: Same<SnapshotStatus, SnapshotRowStatus> = true;
+void volumeRowsAgree;
+void snapshotRowsAgree;
 
 /**
  * Whether an admin's `os-reset_status` may set each volume status (Cinder's
