@@ -99,10 +99,13 @@ export class QuotaEngine {
     if (volumeSizeGiB !== undefined && perVolume >= 0 && volumeSizeGiB > perVolume) {
       throw new QuotaExceededError(`VolumeSizeExceedsLimit: Requested volume size ${volumeSizeGiB}G is larger than maximum allowed limit ${perVolume}G.`);
     }
+    // A usage row is counted from the resources only when it does not exist yet: counting is an
+    // aggregate over every volume of the project, which no create should pay once the row is there.
+    const rows = await this.deps.repo.usages(tx, projectId);
     for (const [resource, delta] of Object.entries(deltas)) {
       if (delta === 0) continue;
       const limit = limits[resource] ?? -1;
-      await this.deps.repo.ensureUsage(tx, projectId, resource, await this.deps.count(tx, projectId, resource));
+      if (rows[resource] === undefined) await this.deps.repo.ensureUsage(tx, projectId, resource, await this.deps.count(tx, projectId, resource));
       if (await this.deps.repo.addUsage(tx, projectId, resource, delta, limit)) continue;
       const inUse = (await this.deps.repo.usages(tx, projectId))[resource] ?? 0;
       throw exceeded(resource, delta, limit, inUse);
