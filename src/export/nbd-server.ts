@@ -135,6 +135,9 @@ export const NBD_BOUNDS = {
 } as const;
 
 /** Something the server can drop at once: a socket or a native connection. */
+/** How long a connection ended for a malformed request may take to deliver the replies queued before it. */
+const PROTOCOL_ERROR_LINGER_MS = 5_000;
+
 interface Droppable { destroy(): void }
 
 /**
@@ -191,7 +194,13 @@ export class NbdServer {
         .catch((err: unknown) => {
           if (err instanceof NegotiationTimeout) o.log.info({ remote: socket.remoteAddress }, err.message);
           else if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
-          socket.destroy();
+          if (err instanceof ProtocolError && !socket.destroyed) {
+            // The replies of the requests before the malformed one are already queued on the
+            // socket: end it after them (a reply cut mid-way is garbage to the client), and
+            // drop it if the client does not take them in time.
+            socket.end();
+            setTimeout(() => socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
+          } else socket.destroy();
         })
         .finally(() => { this.clients--; });
     });
