@@ -56,7 +56,19 @@ test('a create is answered, and a delete acts, only after the write-ahead log ho
     env: { ...process.env, ...FAST_TIMINGS, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', BASALT_REPORT_INTERVAL: '30' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  t.after(() => { child.kill('SIGKILL'); });
+  // strace killed alone would leave the server running, detached: stop both, by pid.
+  const serverPid = (): number | undefined => {
+    try {
+      return Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ')[0]) || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  t.after(() => {
+    const server = serverPid();
+    if (server) try { process.kill(server, 'SIGKILL'); } catch { /* already gone */ }
+    child.kill('SIGKILL');
+  });
   const url = await new Promise<string>((resolve, reject) => {
     readline.createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
@@ -76,7 +88,8 @@ test('a create is answered, and a delete acts, only after the write-ahead log ho
   assert.equal((await fetch(`${url}/v3/${PROJECT}/volumes/${id}`, { method: 'DELETE', headers })).status, 202);
   while (await statusNow() !== 'gone') await new Promise((res) => setTimeout(res, 50));
   // Stop the server itself (strace's child); strace ends with it, its log complete.
-  const server = Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ')[0]);
+  const server = serverPid();
+  assert.ok(server, 'the server runs under strace');
   await new Promise((resolve) => { child.once('exit', resolve); process.kill(server, 'SIGTERM'); });
 
   const calls = parseTrace(fs.readFileSync(trace, 'utf8'));
