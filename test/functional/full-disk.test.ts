@@ -147,8 +147,11 @@ test('a volume folder on a full filesystem fails a create with the volume in err
   const s = await startTestServer(t, { stateDir, ini: `[file]\nfile_volume_dir = ${volumeDir}\n` });
   unmountAfter(t, volumeDir);
   fill(volumeDir);
-  // The next capacity report (every 0.2 s here) says the pool has no room.
-  await new Promise((r) => setTimeout(r, 600));
+  // Wait for the capacity report that says the pool has no room (not a guessed time: a busy machine reports late).
+  await waitFor('the pool to report it is full', async () => {
+    const pools = (await s.request('GET', `${V}/scheduler-stats/get_pools?detail=true`)).body.pools as Array<{ capabilities: { free_capacity_gb?: number } }>;
+    return pools.length > 0 && pools.every((p) => (p.capabilities.free_capacity_gb ?? 1) < 1) ? true : undefined;
+  });
 
   const created = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'no-room' } });
   assert.equal(created.status, 202);
