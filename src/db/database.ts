@@ -5,11 +5,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, sql, type Migration, type MigrationResultSet } from 'kysely';
+import { Kysely, Migrator, sql, type Migration, type MigrationResultSet } from 'kysely';
 import pg from 'pg';
 import { ConfigError } from '../errors/index.ts';
 import { GroupCommit } from './group-commit.ts';
 import { listenWithReconnect, type ListenerLog } from './notification-listener.ts';
+import { basaltPostgresDialect } from './postgres-dialect.ts';
 import { basaltSqliteDialect } from './sqlite-dialect.ts';
 import { WriteRefusals, type WriteRefusalLog } from './write-refusals.ts';
 import type { Database } from './schema.ts';
@@ -82,8 +83,8 @@ export interface Db {
   readonly durability?: GroupCommit;
   /**
    * Episodes of writes refused because the state directory is full or failing
-   * (SQLite: every such failure throws `StateDirectoryUnwritableError` and is
-   * logged once per episode); undefined elsewhere.
+   * (SQLite), or the PostgreSQL database's disk is full: every such failure
+   * throws `StateDirectoryUnwritableError` and is logged once per episode.
    */
   readonly refusals?: WriteRefusals;
   close(): Promise<void>;
@@ -97,7 +98,7 @@ pg.types.setTypeParser(20, (v) => Number(v));
 export interface OpenDatabaseOptions {
   /**
    * Where a lost and a restored notification session (PostgreSQL), and the
-   * start and end of an episode of refused writes (SQLite), are logged.
+   * start and end of an episode of refused writes, are logged.
    * Default: not logged.
    */
   log?: ListenerLog & WriteRefusalLog;
@@ -109,7 +110,8 @@ export interface OpenDatabaseOptions {
  * what the API answered and what a job acts on must survive a power cut, and
  * {@link Db.durable} is how they wait for it. A write SQLite refuses because
  * the state directory is full (or failing) throws `StateDirectoryUnwritableError`
- * and leaves nothing behind; reads go on.
+ * and leaves nothing behind; reads go on. On PostgreSQL, so does a write the
+ * server refuses because its disk is full (SQLSTATE 53100).
  * @throws ConfigError for an unsupported URL.
  */
 export function openDatabase(connection: string, options: OpenDatabaseOptions = {}): Db {
@@ -118,10 +120,12 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
     // An idle pooled connection that the server drops (restart, failover) must
     // not crash the process: the pool replaces it at the next query.
     pool.on('error', () => undefined);
-    const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    const refusals = new WriteRefusals(options.log);
+    const kysely = new Kysely<Database>({ dialect: basaltPostgresDialect({ pool, refusals }) });
     return {
       kysely,
       dialect: 'postgres',
+      refusals,
       notify: async (channel, payload, tx) => {
         await sql`select pg_notify(${channel}, ${payload})`.execute(tx ?? kysely);
       },
@@ -154,7 +158,7 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   // Durable at the answer, flushed in groups: see group-commit.ts.
   sqlite.pragma('synchronous = NORMAL');
   const commits = new GroupCommit(`${path.resolve(file)}-wal`);
-  const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, commits, refusals }) });
+  const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, commits, refusals }), log: process.env.SQLLOG ? (e) => { if (e.level === "query") fs.appendFileSync(process.env.SQLLOG!, e.query.sql.replace(/\s+/g, " ") + "\n"); } : undefined });
   return {
     kysely,
     dialect: 'sqlite',

@@ -45,6 +45,12 @@ export const ERROR_CATALOGUE = {
    * until it can be, reads keep working.
    */
   STATE_DIRECTORY_UNWRITABLE: 503,
+  /**
+   * The disk of the PostgreSQL database (its data directory or the tablespace
+   * holding Basalt's tables) is full (SQLSTATE 53100): writes are refused until
+   * space is freed, reads keep working. Answered as {@link STATE_DIRECTORY_FULL} is.
+   */
+  DATABASE_DISK_FULL: 413,
   /** A configuration file or option is wrong. */
   CONFIG_INVALID: 500,
   /** The route exists for another method, or not at this microversion. */
@@ -166,12 +172,23 @@ export class ConfigError extends BasaltError {
   }
 }
 
+/** Where a refused write was to go: SQLite's state directory, or a PostgreSQL server's disk. */
+export type WriteRefusalStore = 'state-directory' | 'postgresql';
+
+/** Options of {@link StateDirectoryUnwritableError}. */
+export interface StateDirectoryUnwritableErrorOptions extends Omit<BasaltErrorOptions, 'retryable'> {
+  /** Where the write was to go; default `state-directory` (SQLite). */
+  store?: WriteRefusalStore;
+}
+
 /**
- * A write to the database was refused because the state directory holding it
- * is full (SQLite's SQLITE_FULL, ENOSPC, EDQUOT) or failing (SQLITE_IOERR).
+ * A write to the database was refused because the filesystem holding it is
+ * full or failing: the state directory of the SQLite database (SQLITE_FULL,
+ * ENOSPC, EDQUOT; SQLITE_IOERR when it fails to write), or the disk of the
+ * PostgreSQL database (SQLSTATE 53100 disk_full; code `DATABASE_DISK_FULL`).
  * Nothing of the refused write remains; reads keep working, and writes work
  * again by themselves once space returns. Retryable: a job that hits it is
- * tried again later. The API answers a full directory with 413 `overLimit`
+ * tried again later. The API answers a full disk with 413 `overLimit`
  * (a storage limit reached, the status Cinder gives an exceeded quota; HTTP
  * allows `Retry-After` on it for a passing condition) and an I/O error with
  * 503 `serviceUnavailable`, both with `Retry-After`.
@@ -179,12 +196,20 @@ export class ConfigError extends BasaltError {
 export class StateDirectoryUnwritableError extends BasaltError {
   /** Whether the filesystem is full (else it failed to write: an I/O error). */
   readonly full: boolean;
+  /** Where the write was to go. */
+  readonly store: WriteRefusalStore;
 
-  constructor(full: boolean, options: Omit<BasaltErrorOptions, 'retryable'> = {}) {
-    super(full ? 'STATE_DIRECTORY_FULL' : 'STATE_DIRECTORY_UNWRITABLE', full
-      ? 'Basalt\'s state directory is full: writes are refused until space is freed.'
-      : 'Basalt\'s state directory cannot be written (an I/O error): writes are refused until it can be.', { ...options, retryable: true });
+  constructor(full: boolean, options: StateDirectoryUnwritableErrorOptions = {}) {
+    const { store = 'state-directory', ...rest } = options;
+    const [code, message] = store === 'postgresql'
+      // (PostgreSQL reports an I/O error as other SQLSTATEs, which stay server errors: only a full disk comes here.)
+      ? ['DATABASE_DISK_FULL', 'The disk of Basalt\'s PostgreSQL database is full: writes are refused until space is freed.'] as const
+      : full
+        ? ['STATE_DIRECTORY_FULL', 'Basalt\'s state directory is full: writes are refused until space is freed.'] as const
+        : ['STATE_DIRECTORY_UNWRITABLE', 'Basalt\'s state directory cannot be written (an I/O error): writes are refused until it can be.'] as const;
+    super(code, message, { ...rest, retryable: true });
     this.full = full;
+    this.store = store;
   }
 }
 

@@ -1,0 +1,84 @@
+/**
+ * Kysely's PostgreSQL dialect as Basalt runs it: a write refused because the
+ * database's disk is full is reported as what it is, as on SQLite.
+ */
+import { PostgresDialect, PostgresDriver, type CompiledQuery, type DatabaseConnection, type Dialect, type Driver, type QueryResult } from 'kysely';
+import type pg from 'pg';
+import { asWriteRefusal, type WriteRefusals } from './write-refusals.ts';
+
+/** What {@link basaltPostgresDialect} runs over. */
+export interface BasaltPostgresDialectOptions {
+  pool: pg.Pool;
+  /** Episodes of refused writes (logged once each). */
+  refusals: WriteRefusals;
+}
+
+/**
+ * The dialect. Its driver turns SQLSTATE 53100 (disk_full) from any statement
+ * into `StateDirectoryUnwritableError` (code `DATABASE_DISK_FULL`), keeping
+ * PostgreSQL's error as `cause`, and records the refusal ({@link WriteRefusals});
+ * PostgreSQL has already undone the statement, so nothing of it remains. A
+ * transaction that commits ends an episode. (With only a tablespace full, a
+ * write that fits in a page already allocated still works: an episode may end
+ * and start again while the disk stays full, each logged once.)
+ */
+export function basaltPostgresDialect(o: BasaltPostgresDialectOptions): Dialect {
+  const { pool, refusals } = o;
+
+  /** Rethrows `err`, as a refused write when it is one. */
+  function rethrow(err: unknown): never {
+    const refusal = asWriteRefusal(err);
+    if (!refusal) throw err;
+    refusals.refused(refusal);
+    throw refusal;
+  }
+
+  /** Kysely's own connection type (not exported). */
+  type KyselyConnection = Parameters<PostgresDriver['releaseConnection']>[0];
+
+  class BasaltPostgresDriver extends PostgresDriver {
+    /** Each of Kysely's connections by the one handed out in its place (release and discard need Kysely's own). */
+    readonly #inner = new WeakMap<DatabaseConnection, KyselyConnection>();
+    readonly #wrapped = new WeakMap<KyselyConnection, DatabaseConnection>();
+
+    override async acquireConnection(): Promise<DatabaseConnection> {
+      const inner = await super.acquireConnection() as KyselyConnection;
+      let outer = this.#wrapped.get(inner);
+      if (!outer) {
+        outer = {
+          executeQuery: async <R>(query: CompiledQuery): Promise<QueryResult<R>> => {
+            try {
+              return await inner.executeQuery<R>(query);
+            } catch (err) {
+              return rethrow(err);
+            }
+          },
+          streamQuery: <R>(query: CompiledQuery, chunkSize: number): AsyncIterableIterator<QueryResult<R>> => inner.streamQuery<R>(query, chunkSize),
+        };
+        this.#wrapped.set(inner, outer);
+        this.#inner.set(outer, inner);
+      }
+      return outer;
+    }
+
+    override async commitTransaction(connection: DatabaseConnection): Promise<void> {
+      await super.commitTransaction(connection);
+      refusals.wrote();
+    }
+
+    override async rollbackTransaction(connection: KyselyConnection): Promise<void> {
+      await super.rollbackTransaction(this.#inner.get(connection) ?? connection);
+    }
+
+    override async releaseConnection(connection: KyselyConnection): Promise<void> {
+      await super.releaseConnection(this.#inner.get(connection) ?? connection);
+    }
+  }
+
+  class BasaltPostgresDialect extends PostgresDialect {
+    override createDriver(): Driver {
+      return new BasaltPostgresDriver({ pool });
+    }
+  }
+  return new BasaltPostgresDialect({ pool });
+}
