@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { attachLoop, detachLoop, loopDevicesOf } from '../privileged/index.ts';
 import { ApiClient } from './api-client.ts';
 import { describeConfig, loadConfig, type BasaltConfig } from '../config/index.ts';
-import { migrateToLatest, migrationStatus, openDatabase } from '../db/index.ts';
+import { migrateToLatest, migrationStatus, openDatabase, startRefusal } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
 import { ROLES, startServer, type Role } from '../server/index.ts';
 import { BASALT_VERSION } from '../server/index.ts';
@@ -58,12 +58,17 @@ withCommon(program.command('server'))
 const db = program.command('db').description('database schema management');
 withCommon(db.command('migrate')).description('apply pending migrations').action(async (flags: CommonFlags) => {
   const config = configFrom(flags);
-  const handle = openDatabase(config.database.connection);
   try {
-    const applied = await migrateToLatest(handle);
-    console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
-  } finally {
-    await handle.close();
+    const handle = openDatabase(config.database.connection);
+    try {
+      const applied = await migrateToLatest(handle);
+      console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    // A full (or failing) disk is said in one line naming the directory.
+    throw startRefusal(err, config.database.connection) ?? err;
   }
 });
 withCommon(db.command('status')).description('list migrations and whether each is applied').action(async (flags: CommonFlags) => {

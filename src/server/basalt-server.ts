@@ -11,7 +11,7 @@ import { buildApi, isLoopback } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import {
-  AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository, type Db,
+  AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, startRefusal, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository, type Db,
 } from '../db/index.ts';
 import { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
@@ -59,8 +59,20 @@ export interface RunningServer {
 /**
  * Starts the configured roles.
  * @throws ConfigError for an unsafe or invalid configuration (e.g. noauth off loopback).
+ * @throws BasaltError STATE_DIRECTORY_FULL (or STATE_DIRECTORY_UNWRITABLE, DATABASE_DISK_FULL)
+ * when the database cannot be opened, migrated or registered in because its filesystem is
+ * full or failing: one message naming the directory, the original error as `cause`.
  */
 export async function startServer(input: StartServerInput): Promise<RunningServer> {
+  try {
+    return await startRoles(input);
+  } catch (err) {
+    throw startRefusal(err, input.config.database.connection) ?? err;
+  }
+}
+
+/** {@link startServer}, before its errors are told apart. */
+async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const { config } = input;
   const d = config.DEFAULT;
   const roles = new Set(input.roles ?? ROLES);
@@ -74,8 +86,13 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
 
   fs.mkdirSync(d.state_dir, { recursive: true });
   const db = openDatabase(config.database.connection, { log: log.child({ component: 'database' }) });
-  const applied = await migrateToLatest(db);
-  if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  try {
+    const applied = await migrateToLatest(db);
+    if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    throw err;
+  }
 
   const instanceId = newId();
   const leaseMs = d.job_lease_seconds * 1000;
@@ -111,6 +128,8 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     for (const stop of stoppers.reverse()) await stop().catch((err) => log.error({ err }, 'stop failed'));
     await db.close();
   };
+  /** Stops what started after a failed start; the start's own error is the one that matters. */
+  const stopAfterFailure = (): Promise<void> => stopAll().catch((err) => log.error({ err }, 'stop after a failed start failed'));
 
   try {
     if (roles.has('volume') || roles.has('scheduler')) stoppers.push(await queue.listenForWakeups());
@@ -194,7 +213,7 @@ export async function startServer(input: StartServerInput): Promise<RunningServe
     }
     return { url, db, config, api, sweeper, close: stopAll };
   } catch (err) {
-    await stopAll();
+    await stopAfterFailure();
     throw err;
   }
 }
