@@ -27,6 +27,7 @@ import * as m0010 from './migrations/0010-groups.ts';
 import * as m0011 from './migrations/0011-encryption.ts';
 import * as m0012 from './migrations/0012-readonly-progress.ts';
 import * as m0013 from './migrations/0013-volume-migration.ts';
+import * as m0014 from './migrations/0014-volume-host-index.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -43,6 +44,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0011-encryption': m0011,
   '0012-readonly-progress': m0012,
   '0013-volume-migration': m0013,
+  '0014-volume-host-index': m0014,
 };
 
 /** An open database. */
@@ -158,7 +160,7 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   // Durable at the answer, flushed in groups: see group-commit.ts.
   sqlite.pragma('synchronous = NORMAL');
   const commits = new GroupCommit(`${path.resolve(file)}-wal`);
-  const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, commits, refusals }), log: process.env.SQLLOG ? (e) => { if (e.level === "query") fs.appendFileSync(process.env.SQLLOG!, e.query.sql.replace(/\s+/g, " ") + "\n"); } : undefined });
+  const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, commits, refusals }) });
   return {
     kysely,
     dialect: 'sqlite',
