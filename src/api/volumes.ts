@@ -200,18 +200,20 @@ export function volumeRoutes(deps: ApiDeps) {
       if (v.multiattach === true) {
         throw new InvalidInputError("Invalid input received: multiattach comes from the volume type (3.50): use a type with multiattach='<is> True'.");
       }
-      const created = await volumeManager.requestCreate(req.caller, {
+      const metadata = (v.metadata ?? {}) as Record<string, string>;
+      const { row, typeName } = await volumeManager.requestCreate(req.caller, {
         sizeGiB: size,
         name: (v.name ?? v.display_name ?? null) as string | null,
         description: (v.description ?? v.display_description ?? null) as string | null,
-        metadata: (v.metadata ?? {}) as Record<string, string>,
+        metadata,
         availabilityZone: (v.availability_zone ?? null) as string | null,
         volumeType: (v.volume_type ?? null) as string | null,
         snapshotId: (v.snapshot_id ?? null) as string | null,
         sourceVolumeId: (v.source_volid ?? null) as string | null,
         groupId: req.apiVersion.atLeast('3.13') ? (v.group_id ?? null) as string | null : null,
       });
-      return reply.code(202).send(await one(req, created, 'create'));
+      // Built from what the create stored: a new volume has no attachment yet.
+      return reply.code(202).send({ volume: volumeView(req, row, metadata, typeName, undefined, 'create') });
     });
 
     const listing: ResourceListOptions<VolumeRow, VolumeFilter> = {

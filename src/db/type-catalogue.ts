@@ -51,8 +51,10 @@ export async function canUseType(q: Q, t: TypeTables, row: TypeRow, viewer: Type
 
 /** A type by id or, failing that, by name, if `viewer` may see it. */
 export async function findType<R extends TypeRow>(q: Q, t: TypeTables, idOrName: string, viewer: TypeViewer): Promise<R | undefined> {
-  const row = (await (q as AnyQ).selectFrom(t.table).selectAll().where('id', '=', idOrName).executeTakeFirst()
-    ?? await (q as AnyQ).selectFrom(t.table).selectAll().where('name', '=', idOrName).executeTakeFirst()) as R | undefined;
+  // One query for both (names are unique; an id match wins over a type named like another's id).
+  const rows = await (q as AnyQ).selectFrom(t.table).selectAll()
+    .where((eb) => eb.or([eb('id', '=', idOrName), eb('name', '=', idOrName)])).execute() as R[];
+  const row = rows.find((r) => r.id === idOrName) ?? rows[0];
   return row && await canUseType(q, t, row, viewer) ? row : undefined;
 }
 

@@ -53,15 +53,28 @@ export class QuotaEngine {
 
   /** A class's limits: configured defaults, overridden by the class's rows. */
   async classLimits(q: Q, className: string): Promise<Record<string, number>> {
+    const out = this.configured(await this.resources(q));
+    const defaults = className === 'default' ? {} : await this.deps.repo.classLimits(q, 'default');
+    return { ...out, ...pick(defaults, out), ...pick(await this.deps.repo.classLimits(q, className), out) };
+  }
+
+  /** The configured limits of `resources` (per-type quotas default to unlimited, as in Cinder). */
+  private configured(resources: readonly string[]): Record<string, number> {
     const c = this.deps.config;
     const base: Record<string, number> = {
       volumes: c.quota_volumes, snapshots: c.quota_snapshots, gigabytes: c.quota_gigabytes, backups: c.quota_backups,
       backup_gigabytes: c.quota_backup_gigabytes, groups: c.quota_groups, per_volume_gigabytes: c.per_volume_size_limit,
     };
-    const out: Record<string, number> = {};
-    for (const r of await this.resources(q)) out[r] = base[r] ?? -1; // per-type quotas default to unlimited, as in Cinder
-    const defaults = className === 'default' ? {} : await this.deps.repo.classLimits(q, 'default');
-    return { ...out, ...pick(defaults, out), ...pick(await this.deps.repo.classLimits(q, className), out) };
+    return Object.fromEntries(resources.map((r) => [r, base[r] ?? -1]));
+  }
+
+  /**
+   * The project's limits of just `resources` (all known to exist): what
+   * {@link limits} gives for them, without listing every type to build the rest.
+   */
+  private async limitsOf(q: Q, projectId: string, resources: readonly string[]): Promise<Record<string, number>> {
+    const out = this.configured(resources);
+    return { ...out, ...pick(await this.deps.repo.classLimits(q, 'default'), out), ...pick(await this.deps.repo.projectLimits(q, projectId), out) };
   }
 
   /** A project's limits: defaults, overridden by its own rows. */
@@ -94,7 +107,7 @@ export class QuotaEngine {
    * @throws QuotaExceededError naming the resource (the caller's transaction rolls back).
    */
   async consume(tx: Q, projectId: string, deltas: Record<string, number>, volumeSizeGiB?: number): Promise<void> {
-    const limits = await this.limits(tx, projectId);
+    const limits = await this.limitsOf(tx, projectId, [...Object.keys(deltas), PER_VOLUME]);
     const perVolume = limits[PER_VOLUME] ?? -1;
     if (volumeSizeGiB !== undefined && perVolume >= 0 && volumeSizeGiB > perVolume) {
       throw new QuotaExceededError(`VolumeSizeExceedsLimit: Requested volume size ${volumeSizeGiB}G is larger than maximum allowed limit ${perVolume}G.`);

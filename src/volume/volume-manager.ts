@@ -19,7 +19,7 @@ import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-in
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
 import {
   OperationRuntime, snapshotCreate, snapshotDelete, volumeCreate, volumeDelete, volumeExtend, volumeMigrate, volumeRetype, volumeRevert,
-  type CreateSnapshotInput, type CreateVolumeInput, type DeleteVolumeInput, type MigrateVolumeInput, type SnapshotStatus, type VolumeStatus,
+  type Created, type CreateSnapshotInput, type CreateVolumeInput, type DeleteVolumeInput, type MigrateVolumeInput, type SnapshotStatus, type VolumeStatus,
 } from './operations/index.ts';
 import {
   snapshotManage, snapshotUnmanage, volumeManage, volumeUnmanage, type ManageSnapshotInput, type ManageVolumeInput,
@@ -165,9 +165,9 @@ export class VolumeManager {
    * volume from a snapshot or a clone goes straight to the source's backend.
    * @throws NotFoundError (type, snapshot or source), InvalidInputError, InvalidStatusError, QuotaExceededError.
    */
-  async requestCreate(caller: Caller, input: CreateVolumeInput): Promise<VolumeRow> {
-    const id = await this.runtime.create(volumeCreate, caller, input);
-    return (await this.deps.volumes.get(this.deps.db.kysely, id))!;
+  async requestCreate(caller: Caller, input: CreateVolumeInput): Promise<Created<'volume'>> {
+    const { created } = await this.runtime.create(volumeCreate, caller, input);
+    return created!;
   }
 
   /**
@@ -236,7 +236,7 @@ export class VolumeManager {
    * @throws NotFoundError, InvalidStatusError, QuotaExceededError.
    */
   async requestSnapshot(caller: Caller, input: CreateSnapshotInput): Promise<SnapshotRow> {
-    const id = await this.runtime.create(snapshotCreate, caller, input);
+    const { id } = await this.runtime.create(snapshotCreate, caller, input);
     return (await this.deps.snapshots.get(this.deps.db.kysely, id))!;
   }
 
@@ -255,7 +255,7 @@ export class VolumeManager {
    * @throws NotFoundError (host, cluster, type), InvalidInputError (host and cluster, zone, disabled or frozen backend), QuotaExceededError.
    */
   async requestManage(caller: Caller, input: ManageVolumeInput): Promise<VolumeRow> {
-    const id = await this.runtime.create(volumeManage, caller, input);
+    const { id } = await this.runtime.create(volumeManage, caller, input);
     return (await this.deps.volumes.get(this.deps.db.kysely, id))!;
   }
 
@@ -272,7 +272,7 @@ export class VolumeManager {
    * @throws NotFoundError (volume), InvalidStatusError, QuotaExceededError.
    */
   async requestSnapshotManage(caller: Caller, input: ManageSnapshotInput): Promise<SnapshotRow> {
-    const id = await this.runtime.create(snapshotManage, caller, input);
+    const { id } = await this.runtime.create(snapshotManage, caller, input);
     return (await this.deps.snapshots.get(this.deps.db.kysely, id))!;
   }
 

@@ -180,9 +180,19 @@ export interface ChangeOperation<R extends ResourceType = ResourceType, P = any,
 /** An operation that makes a new row in its transitional status. */
 export interface CreateOperation<R extends ResourceType = ResourceType, P = any, I = any> extends OperationBase<R, P> { // eslint-disable-line @typescript-eslint/no-explicit-any
   readonly shape: 'create';
-  /** Checks the source, takes quota, inserts the row and says which job to queue. */
-  request(ctx: RequestContext, id: string, input: I): Promise<{ job: { schema: PayloadSchema<any>; payload: unknown; target: string } }>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /**
+   * Checks the source, takes quota, inserts the row and says which job to
+   * queue; it may give back the row it inserted, with its type's name, so that
+   * the answer to the request is built without reading them again.
+   */
+  request(ctx: RequestContext, id: string, input: I): Promise<{
+    job: { schema: PayloadSchema<any>; payload: unknown; target: string }; // eslint-disable-line @typescript-eslint/no-explicit-any
+    created?: Created<R>;
+  }>;
 }
+
+/** A row a create inserted, as its request step knows it. */
+export interface Created<R extends ResourceType> { row: RowOf<R>; typeName: string | null }
 
 /** A status change with no job, made by the manager that owns it. */
 export interface StatusOperation<R extends ResourceType = ResourceType> extends OperationBase<R, never> {

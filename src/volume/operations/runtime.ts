@@ -30,7 +30,7 @@ import { detailArgsFor, detailFor, recordUserMessage, type MessageAction, type M
 import type { VolumeManager, VolumeManagerDeps } from '../volume-manager.ts';
 import type { VolumeHandlerDeps } from '../volume-handlers.ts';
 import type { VolumeJobDeps } from '../volume-jobs.ts';
-import type { ChangeOperation, CreateOperation, Operation, PayloadSchema, RequestContext, ResourceType, RowOf } from './operation.ts';
+import type { ChangeOperation, Created, CreateOperation, Operation, PayloadSchema, RequestContext, ResourceType, RowOf } from './operation.ts';
 
 type AnyOperation = Operation;
 type Repo<R extends ResourceType> = { get(q: Tx, id: string): Promise<RowOf<R> | undefined>; transition(q: Tx, t: { id: string; from: readonly string[]; to: string; requestId?: string | null; set?: Partial<RowOf<R>> }): Promise<boolean> };
@@ -163,15 +163,17 @@ export class OperationRuntime {
   /**
    * Requests a new row: the operation's request step checks its source, takes
    * quota and inserts the row in its transitional status; its job is queued in
-   * the same transaction. Returns the new row's id.
+   * the same transaction. Returns the new row's id, and the row as inserted
+   * when the request step gave it.
    * @throws whatever the operation's request step throws.
    */
-  async create<R extends ResourceType, P, I>(op: CreateOperation<R, P, I>, caller: Caller, input: I): Promise<string> {
+  async create<R extends ResourceType, P, I>(op: CreateOperation<R, P, I>, caller: Caller, input: I): Promise<{ id: string; created?: Created<R> }> {
     const id = newId();
-    await this.deps.queue.transaction(async (tx, enqueue) => {
-      const { job } = await op.request({ tx, caller, enqueue, deps: this.deps, look: this.look }, id, input);
+    const created = await this.deps.queue.transaction(async (tx, enqueue) => {
+      const { job, created } = await op.request({ tx, caller, enqueue, deps: this.deps, look: this.look }, id, input);
       await enqueue(this.kindOf(job.schema), { target: job.target, resourceId: id, requestId: caller.requestId, payload: job.payload });
+      return created;
     });
-    return id;
+    return created ? { id, created } : { id };
   }
 }

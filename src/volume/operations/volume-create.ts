@@ -96,17 +96,20 @@ export const volumeCreate = operation<'volume', CreatePayload, CreateVolumeInput
     await deps.quotas.consume(tx, caller.projectId, volumeQuota(input.sizeGiB, type.name), input.sizeGiB);
     // After the checks above and the quota: a key made and then rolled back is one more key to sweep.
     const encryptionKeyId = await keyForNewVolume(deps, tx, { projectId: caller.projectId }, type, source, isMultiattachType(type));
-    await deps.volumes.insert(tx, {
+    const row: VolumeRow = {
       id, project_id: caller.projectId, user_id: caller.userId, name: input.name, description: input.description,
       size: input.sizeGiB, status: 'creating', attach_status: 'detached', availability_zone: zone,
       host: source?.volume.host ?? null, cluster_name: source?.volume.cluster_name ?? null, volume_type_id: type.id,
       snapshot_id: input.snapshotId ?? null, source_volid: input.sourceVolumeId ?? null,
       bootable: source?.volume.bootable ?? 0, multiattach: isMultiattachType(type) ? 1 : 0, provider_location: null, readonly: null,
       encryption_key_id: encryptionKeyId, created_at: isoAt(deps.clock.now()), updated_at: null, launched_at: null, group_id: input.groupId ?? null,
-    }, input.metadata);
+      migration_status: null, migration_host: null,
+    };
+    await deps.volumes.insert(tx, row, input.metadata);
+    const created = { row, typeName: type.name };
     return source
-      ? { job: { schema: create, target: volumeTarget(source.volume.cluster_name!), payload: { volumeId: id, sizeGiB: input.sizeGiB } satisfies CreatePayload } }
-      : { job: { schema: schedule, target: 'scheduler', payload: { volumeId: id, sizeGiB: input.sizeGiB, availabilityZone: zone } satisfies SchedulePayload } };
+      ? { created, job: { schema: create, target: volumeTarget(source.volume.cluster_name!), payload: { volumeId: id, sizeGiB: input.sizeGiB } satisfies CreatePayload } }
+      : { created, job: { schema: schedule, target: 'scheduler', payload: { volumeId: id, sizeGiB: input.sizeGiB, availabilityZone: zone } satisfies SchedulePayload } };
   },
 
   async run({ deps, driver }, v, p) {

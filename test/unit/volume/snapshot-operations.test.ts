@@ -67,7 +67,7 @@ test('delete with cascade (issue 13): refused while a volume is being made from 
   const v = await h.volume({ size: 1 });
   const s = await h.manager.requestSnapshot(CALLER, snapshotInput(v.id));
   await h.runJobs();
-  const copy = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null, snapshotId: s.id });
+  const { row: copy } = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null, snapshotId: s.id });
   await assert.rejects(h.manager.requestDelete(CALLER, v.id, { cascade: true }), new RegExp(`volume ${copy.id} is being created from snapshot ${s.id}`));
   await assert.rejects(h.manager.requestSnapshotDelete(ADMIN, s.id, { force: true }), InvalidStatusError);
   assert.deepEqual([(await h.volumes.get(h.db.kysely, v.id))?.status, (await h.snapshots.get(h.db.kysely, s.id))?.status], ['available', 'available'], 'nothing changed');
@@ -83,7 +83,7 @@ test('create from a snapshot whose row is gone (issue 13): error with a message,
   const v = await h.volume({ size: 1 });
   const s = await h.manager.requestSnapshot(CALLER, snapshotInput(v.id));
   await h.runJobs();
-  const copy = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null, snapshotId: s.id });
+  const { row: copy } = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null, snapshotId: s.id });
   await h.driver.createVolume({ id: copy.id, sizeGiB: 1 }); // an interrupted attempt's half-made copy
   await h.db.kysely.deleteFrom('snapshots').where('id', '=', s.id).execute(); // lost behind the API's back
   await h.runJobs();

@@ -121,10 +121,10 @@ test('retype in place: status rules come from the table', async (t) => {
 
 test('create: an empty volume is scheduled; a clone goes to its source\'s backend and is made there', async (t) => {
   const h = await operationHarness(t);
-  const empty = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null });
+  const { row: empty } = await h.manager.requestCreate(CALLER, { sizeGiB: 1, name: null, description: null, metadata: {}, availabilityZone: null, volumeType: null });
   assert.equal(empty.status, 'creating');
   const source = await h.volume({ size: 2 });
-  const clone = await h.manager.requestCreate(CALLER, { sizeGiB: 2, name: 'c', description: null, metadata: {}, availabilityZone: null, volumeType: null, sourceVolumeId: source.id });
+  const { row: clone } = await h.manager.requestCreate(CALLER, { sizeGiB: 2, name: 'c', description: null, metadata: {}, availabilityZone: null, volumeType: null, sourceVolumeId: source.id });
   const jobs = await h.queued();
   assert.deepEqual(jobs.map((j) => [j.kind, j.target, j.resource_id]), [['volume.schedule', 'scheduler', empty.id], ['volume.create', `volume:${CLUSTER}`, clone.id]]);
   await h.runJobs();
