@@ -8,16 +8,26 @@ set -euo pipefail
 # qemu-utils, libnbd-bin: real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy); fio and nbdkit for bench/nbd.
 # python3-keystone + uwsgi: a real Keystone for the auth tests; python3-openstackclient drives Basalt through its catalog.
 # tempest: OpenStack Tempest's volume API tests judge API fidelity (test/tempest).
+# ceph-mon, ceph-mgr, ceph-osd, ceph-common: the one-node Ceph cluster of the rbd driver's tests
+# (test/helpers/ceph.ts); librbd-dev, librados-dev: the headers the optional RBD addon (native/rbd) builds with.
 PKGS=(python3-cinderclient xfsprogs strace qemu-utils libnbd-bin fio nbdkit postgresql etcd-server
   python3-keystone uwsgi-core uwsgi-plugin-python3 python3-openstackclient
-  tempest python3-tempest)
+  tempest python3-tempest
+  ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "# installing ${missing[*]}"
-if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
-  apt-get -o DPkg::Lock::Timeout=600 update -q
-fi
-DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+# Lock::Timeout waits for dpkg's lock; a run that still fails (the lists' lock held by an
+# update elsewhere, a mirror hiccup) is tried again a few times before giving up.
+for attempt in 1 2 3 4 5; do
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+    apt-get -o DPkg::Lock::Timeout=600 update -q || { sleep $((attempt * 10)); continue; }
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" && exit 0
+  sleep $((attempt * 10))
+done
+echo "# could not install ${missing[*]}" >&2
+exit 1
