@@ -123,6 +123,8 @@ typedef struct conn {
   int sock_closed;  /* the socket fd is closed: never shut it down again */
   uint64_t max_bytes;  /* the most payload bytes the workers may hold at once (maxBufferBytes) */
   uint64_t held_bytes; /* payload bytes held: WRITE payloads read and not yet written, READ data not yet sent */
+  int max_requests; /* the most requests in flight at once (maxRequests) */
+  int requests;     /* requests in flight: read (or being read) and not yet answered */
 
   atomic_int refs;  /* the workers (as one) + the JavaScript object + pending pauses */
   napi_threadsafe_function on_close;
@@ -292,6 +294,30 @@ static void release(conn_t *c, request_t *r) {
   pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->lock);
   r->held = 0;
+}
+
+/*
+ * The request bound (nbd_max_requests_per_connection, as on the event loop):
+ * a worker takes a place before it reads a request and gives it back once the
+ * request's reply is on the socket. While the bound is in flight the worker
+ * holding the read lock waits here, so nobody reads the socket (the client's
+ * TCP window then holds what it sends) until a reply goes out. Holders of a
+ * place never wait for one, so the wait ends; fencing and the end of the
+ * connection end it too. Without it, only the number of workers would bound
+ * the requests in flight.
+ */
+static void admit(conn_t *c) {
+  pthread_mutex_lock(&c->lock);
+  while (c->requests >= c->max_requests && !c->done) pthread_cond_wait(&c->cond, &c->lock);
+  c->requests++;
+  pthread_mutex_unlock(&c->lock);
+}
+
+static void retire(conn_t *c) {
+  pthread_mutex_lock(&c->lock);
+  c->requests--;
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
 }
 
 static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
@@ -606,9 +632,16 @@ static void *worker(void *arg) {
       let_go(c, &holding);
       break;
     }
+    admit(c);
+    if (is_done(c)) { /* ended while this worker waited for a place */
+      retire(c);
+      let_go(c, &holding);
+      break;
+    }
     end_reason why = read_request(c, &r, &b);
     if (why != END_NONE) {
       release(c, &r); /* a WRITE whose payload never came */
+      retire(c);
       pthread_mutex_lock(&c->lock);
       if (why == END_DISCONNECT && r.type == CMD_DISC) c->disc = 1;
       pthread_mutex_unlock(&c->lock);
@@ -622,6 +655,7 @@ static void *worker(void *arg) {
     if (r.type == CMD_READ && r.length <= MAX_PAYLOAD) reserve(c, &r, r.length);
     serve(c, &r, &b, &holding);
     release(c, &r);
+    retire(c);
     if (b.capacity > KEEP_BUFFER) {
       free(b.data);
       b.data = NULL;
@@ -676,7 +710,7 @@ static conn_t *conn_of(napi_env env, napi_value v) {
   return p;
 }
 
-/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, paused, buffered }, onClose) */
+/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, maxBufferBytes, maxRequests, paused, buffered }, onClose) */
 static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -692,6 +726,10 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   double max_bytes = 64.0 * 1024 * 1024;
   get_number(env, argv[0], "maxBufferBytes", &max_bytes);
   if (max_bytes < 1) max_bytes = 1;
+  double max_requests = 64;
+  get_number(env, argv[0], "maxRequests", &max_requests);
+  if (max_requests < 1) max_requests = 1;
+  if (max_requests > 1e9) max_requests = 1e9;
   if (poll_us < 0) poll_us = 0;
   if (threads < 1) threads = 1;
   if (threads > MAX_THREADS) threads = MAX_THREADS;
@@ -742,6 +780,7 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   c->meta_id = (uint32_t)meta;
   c->poll_max_ns = (int64_t)(poll_us * 1000);
   c->max_bytes = (uint64_t)max_bytes;
+  c->max_requests = (int)max_requests;
   c->polling = 1;
   pthread_mutex_init(&c->read_lock, NULL);
   pthread_mutex_init(&c->write_lock, NULL);

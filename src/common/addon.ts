@@ -24,6 +24,12 @@ export interface NbdServeOptions {
   pollMicros: number;
   /** The most payload bytes (WRITE data read, READ data not yet sent) the workers hold at once; one request alone always runs. Default 64 MiB. */
   maxBufferBytes?: number;
+  /**
+   * The most requests in flight at once (read, not yet answered); at the bound
+   * no worker reads the socket until a reply goes out, as on the event loop
+   * (`nbd_max_requests_per_connection`). Default 64.
+   */
+  maxRequests?: number;
   /** Start with writes held back (the export is being quiesced). */
   paused: boolean;
   /** Bytes the event loop read past the negotiation: the first requests. */

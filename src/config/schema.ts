@@ -100,7 +100,7 @@ export const DEFAULT_OPTIONS = {
   }),
   nbd_max_requests_per_connection: opt<number>({
     type: 'int', default: 64, min: 1, max: 4096,
-    help: 'Most requests one NBD connection served on the event loop (TLS, drivers without a file) may have in flight, replies not yet handed to the socket included. At the bound the server stops reading that socket until replies drain (backpressure). Native threads serve one request each instead.',
+    help: 'Most requests one NBD connection may have in flight, replies not yet handed to the socket included, on native threads and on the event loop alike. At the bound the server stops reading that socket until replies drain (backpressure). On native threads nbd_threads_per_connection bounds them too (one request per worker).',
   }),
   nbd_max_buffer_mib_per_connection: opt<number>({
     type: 'int', default: 64, min: 1, max: 4096,
@@ -144,7 +144,7 @@ export const DEFAULT_OPTIONS = {
   }),
   service_down_time: opt<number>({
     type: 'float', default: 60, min: 0.1,
-    help: 'Seconds without a heartbeat after which a service counts as down.',
+    help: 'Seconds without a heartbeat after which a service counts as down. On PostgreSQL a volume service that cannot record its heartbeat for three quarters of it drops its NBD connections and refuses new ones until it can again (self-fencing), so that its peers, which then stop waiting for it to fence deleted attachments, are right that it serves nothing.',
   }),
   job_lease_seconds: opt<number>({
     type: 'float', default: 30, min: 0.1,

@@ -1,7 +1,7 @@
 /**
- * Issue 13, defect 8: the event-loop and TLS planes bound what one connection
- * may hold (requests in flight, reply bytes not yet taken by the client: the
- * server stops reading the socket at the bound), how many connections an
+ * Issue 13, defect 8: the event-loop, TLS and native planes bound what one
+ * connection may hold (requests in flight, reply bytes not yet taken by the
+ * client: the server stops reading the socket at the bound), how many connections an
  * export and the process hold, and how long negotiation may take.
  */
 import assert from 'node:assert/strict';
@@ -57,9 +57,12 @@ for (const plane of ['tls', 'event-loop'] as const) describe(`${plane} plane`, (
     t.diagnostic(`buffers after close: ${(after / MiB).toFixed(0)} MiB over the start`);
     assert.ok(after <= 8 * MiB, `buffers were not released: ${(after / MiB).toFixed(0)} MiB`);
   });
+});
 
-  test('the bounds do not lose requests: many reads and writes in flight all get their answers when the client reads', async (t) => {
-    const s = await startNbd(t, { plane, volumes: [{ name: 'r', sizeGiB: 1 }], options: { maxRequestsPerConnection: 4, maxBufferBytesPerConnection: 4 * MiB } });
+for (const plane of ['tls', 'event-loop', 'native'] as const) {
+  test(`${plane} plane: the bounds do not lose requests: many reads and writes in flight all get their answers when the client reads`, async (t) => {
+    // Sixteen native workers: the request bound (4), not the workers, limits what is in flight.
+    const s = await startNbd(t, { plane, volumes: [{ name: 'r', sizeGiB: 1 }], options: { maxRequestsPerConnection: 4, maxBufferBytesPerConnection: 4 * MiB, threadsPerConnection: 16 } });
     const c = await s.connect('r');
     t.after(() => c.sock.destroy());
     for (let i = 0; i < 64; i++) c.sock.write(requestFrame(1, BigInt(i + 1), BigInt(i * MiB), MiB, Buffer.alloc(MiB, i + 1)));
@@ -77,23 +80,33 @@ for (const plane of ['tls', 'event-loop'] as const) describe(`${plane} plane`, (
     }
     assert.equal(cookies.size, 128);
   });
-});
+}
+
+/**
+ * Sends 48 reads of 32 MiB on `sock` and never reads a reply; returns how much
+ * this process's RSS grew at most over the next 1.5 s (the native workers
+ * hold what they read in the process's memory, outside the JS heap).
+ */
+async function rssGrowthOfUnreadReads(sock: net.Socket): Promise<number> {
+  const rssBefore = process.memoryUsage().rss;
+  sock.removeAllListeners('data');
+  sock.pause();
+  for (let i = 0; i < 48; i++) sock.write(requestFrame(0, BigInt(i + 1), BigInt(i * 32 * MiB), 32 * MiB));
+  let rssHigh = 0;
+  for (let i = 0; i < 30; i++) {
+    await sleep(50);
+    rssHigh = Math.max(rssHigh, process.memoryUsage().rss - rssBefore);
+  }
+  return rssHigh;
+}
 
 describe('native plane', () => {
   test('issue 13: a client that sends many 32 MiB reads and never reads the replies makes the workers hold at most the bound', async (t) => {
     const boundBytes = 64 * MiB;
     // Sixteen workers would hold 512 MiB unbounded (one 32 MiB read each, blocked in send).
     const s = await startNbd(t, { plane: 'native', volumes: [{ name: 'm', sizeGiB: 2 }], options: { maxBufferBytesPerConnection: boundBytes, threadsPerConnection: 16 } });
-    const rssBefore = process.memoryUsage().rss;
     const c = await s.connect('m');
-    c.sock.removeAllListeners('data');
-    c.sock.pause();
-    for (let i = 0; i < 48; i++) c.sock.write(requestFrame(0, BigInt(i + 1), BigInt(i * 32 * MiB), 32 * MiB));
-    let rssHigh = 0;
-    for (let i = 0; i < 30; i++) {
-      await sleep(50);
-      rssHigh = Math.max(rssHigh, process.memoryUsage().rss - rssBefore);
-    }
+    const rssHigh = await rssGrowthOfUnreadReads(c.sock);
     t.diagnostic(`RSS growth ${(rssHigh / MiB).toFixed(0)} MiB (bound ${boundBytes / MiB} MiB)`);
     assert.ok(rssHigh <= boundBytes + 128 * MiB, `RSS grew by ${(rssHigh / MiB).toFixed(0)} MiB`);
     c.sock.destroy();
@@ -102,6 +115,30 @@ describe('native plane', () => {
     d.sock.write(requestFrame(0, 1n, 0n, 4096));
     assert.equal((await d.reader.read(16)).readUInt32BE(4), 0);
     d.sock.destroy();
+  });
+
+  test('issue 13: the request bound holds on the native plane too: a client that never reads the replies has at most that many requests served', async (t) => {
+    // Sixteen workers and no byte bound to speak of: only the request bound (2) keeps them from
+    // holding sixteen 32 MiB reads (512 MiB) for a client that reads nothing.
+    const maxRequests = 2;
+    const s = await startNbd(t, { plane: 'native', volumes: [{ name: 'q', sizeGiB: 2 }], options: { maxRequestsPerConnection: maxRequests, maxBufferBytesPerConnection: 1024 * MiB, threadsPerConnection: 16 } });
+    const c = await s.connect('q');
+    const rssHigh = await rssGrowthOfUnreadReads(c.sock);
+    t.diagnostic(`RSS growth ${(rssHigh / MiB).toFixed(0)} MiB (bound ${maxRequests} requests of 32 MiB)`);
+    assert.ok(rssHigh <= maxRequests * 32 * MiB + 128 * MiB, `RSS grew by ${(rssHigh / MiB).toFixed(0)} MiB`);
+    // The client reads again: every request is answered, in the bound's turns.
+    c.sock.destroy();
+    const d = await s.connect('q');
+    t.after(() => d.sock.destroy());
+    for (let i = 0; i < 8; i++) d.sock.write(requestFrame(0, BigInt(i + 1), BigInt(i * MiB), MiB));
+    const cookies = new Set<bigint>();
+    for (let i = 0; i < 8; i++) {
+      const head = await d.reader.read(16);
+      assert.equal(head.readUInt32BE(4), 0);
+      cookies.add(head.readBigUInt64BE(8));
+      await d.reader.read(MiB);
+    }
+    assert.equal(cookies.size, 8);
   });
 });
 
