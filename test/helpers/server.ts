@@ -43,8 +43,10 @@ export interface TestServerOptions {
   env?: Record<string, string>;
   /** Reuse this state directory (restarts). */
   stateDir?: string;
-  /** Receives the server's JSON log lines (at info) instead of silence. */
+  /** Receives the server's JSON log lines (at `logLevel`) instead of silence. */
   logLines?: string[];
+  /** The level of the lines {@link logLines} receives; default info. */
+  logLevel?: 'debug' | 'info';
   /** A key manager instead of the configured one. */
   keyManager?: KeyManager;
 }
@@ -133,7 +135,7 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
     env: { ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir, ...(pgDatabase ? { BASALT_DATABASE__CONNECTION: pgDatabase } : {}), ...o.env },
   });
   const logger = o.logLines
-    ? pino({ level: 'info' }, { write: (line: string) => { o.logLines!.push(line); } })
+    ? pino({ level: o.logLevel ?? 'info' }, { write: (line: string) => { o.logLines!.push(line); } })
     : pino({ level: process.env.BASALT_TEST_LOG ?? 'silent' });
   const server = await startServer({ config, logger, ...(o.keyManager ? { keyManager: o.keyManager } : {}) });
   let closed = false;
