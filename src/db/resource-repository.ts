@@ -79,14 +79,22 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
    * of `t.from`. Returns whether it changed. Records an event when it did.
    */
   async transition(q: Q, t: Transition<Row>): Promise<boolean> {
-    const before = await this.get(q, t.id);
-    if (!before) return false;
-    const r = await (q as AnyQ).updateTable(this.t.table)
+    const update = (q as AnyQ).updateTable(this.t.table)
       .set({ ...t.set, status: t.to, updated_at: isoAt(this.clock.now()) })
-      .where('id', '=', t.id).where('status', 'in', t.from)
-      .executeTakeFirst();
-    if (r.numUpdatedRows === 0n) return false;
-    await this.event(q, before.project_id, t.id, `${this.t.resourceType}.status`, before.status, t.to, t.requestId ?? null);
+      .where('id', '=', t.id).where('status', 'in', t.from);
+    let from: string;
+    let projectId: string;
+    if (t.from.length === 1) {
+      // The status it had is the one it was allowed to have: one statement, the row's project read back.
+      const changed = await update.returning('project_id').executeTakeFirst() as { project_id: string } | undefined;
+      if (!changed) return false;
+      [from, projectId] = [t.from[0]!, changed.project_id];
+    } else {
+      const before = await this.get(q, t.id);
+      if (!before || (await update.executeTakeFirst()).numUpdatedRows === 0n) return false;
+      [from, projectId] = [before.status, before.project_id];
+    }
+    await this.event(q, projectId, t.id, `${this.t.resourceType}.status`, from, t.to, t.requestId ?? null);
     return true;
   }
 

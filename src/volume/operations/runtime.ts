@@ -97,26 +97,32 @@ export function operationHandler<P>(op: AnyOperation, kind: JobKind<P>, deps: Vo
     kind,
     async run(ctx, payload) {
       const id = resourceIdOf(op, payload);
-      const row = await repo.get(deps.db.kysely, id);
-      if (!row || row.status !== op.transitional) return ctx.complete(); // deleted or settled meanwhile
-      const lockName = `${op.lock ?? op.resource}-${op.lock === 'volume' && op.resource === 'snapshot' ? (row as SnapshotRow).volume_id : id}`;
-      const ran = await locked(lockName, async () => {
-        // Read again under the lock: a forced delete (or an admin's reset) may
-        // have come first, and touching storage now would leak or destroy it.
-        const settled = op.prepare
+      // A snapshot's lock is its volume's: read the snapshot to name it. A
+      // volume's lock is named by its id, and the row is read under it only.
+      let volumeId = id;
+      if (op.resource === 'snapshot') {
+        const snap = await repo.get(deps.db.kysely, id) as SnapshotRow | undefined;
+        if (!snap || snap.status !== op.transitional) return ctx.complete(); // deleted or settled meanwhile
+        volumeId = snap.volume_id;
+      }
+      const lockName = `${op.lock ?? op.resource}-${op.lock === 'volume' ? volumeId : id}`;
+      const row = await locked(lockName, async () => {
+        // Read (again) under the lock: a forced delete (or an admin's reset)
+        // may have come first, and touching storage now would leak or destroy it.
+        const now = op.prepare
           ? await deps.db.kysely.transaction().execute(async (tx) => {
-            await deps.db.lockRows(tx, 'volumes', [op.resource === 'volume' ? id : (row as SnapshotRow).volume_id]);
+            await deps.db.lockRows(tx, 'volumes', [volumeId]);
             const now = await repo.get(tx, id);
-            if (now?.status !== op.transitional) return true;
+            if (now?.status !== op.transitional) return undefined;
             await op.prepare!(tx, now as never, payload as never, deps);
-            return false;
+            return now;
           })
-          : (await repo.get(deps.db.kysely, id))?.status !== op.transitional;
-        if (settled) return false;
-        await op.run?.({ deps, driver, job: ctx, locked }, row as never, payload as never);
-        return true;
+          : await repo.get(deps.db.kysely, id);
+        if (now?.status !== op.transitional) return undefined; // deleted or settled meanwhile
+        await op.run?.({ deps, driver, job: ctx, locked }, now as never, payload as never);
+        return now;
       });
-      if (!ran) return ctx.complete();
+      if (!row) return ctx.complete();
       await ctx.complete((tx, enqueue) => op.finish?.({ tx, enqueue, deps, requestId: ctx.job.request_id }, row as never, payload as never) ?? Promise.resolve());
     },
   };
