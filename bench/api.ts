@@ -1,6 +1,6 @@
 /**
- * Control-plane benchmark: creates N volumes at concurrency C until all are
- * available, lists them M times (detail), deletes them all until the list is
+ * Control-plane benchmark: after a warm-up (W volumes created and deleted),
+ * creates N volumes at concurrency C until all are available, lists them M times (detail), deletes them all until the list is
  * empty; prints each phase's wall time and request p50/p99, and the server's
  * RSS (the process and its children).
  *
@@ -8,7 +8,7 @@
  * port). With --url it measures any Cinder-compatible endpoint, e.g. the real
  * Cinder from ../shared/peers/cinder (pass --pid-dir /tmp/cinder-peer/pids).
  *
- *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--url URL --pid-dir DIR]
+ *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--warmup 20] [--url URL --pid-dir DIR]
  *   node --import tsx bench/api.ts --auth keystone   # noauth, then the same against Debian's Keystone
  *
  * With `--auth keystone` it runs twice in one go: Basalt with noauth, then Basalt with
@@ -27,6 +27,7 @@ const { values: args } = parseArgs({
     n: { type: 'string', default: '100' },
     c: { type: 'string', default: '10' },
     gets: { type: 'string', default: '200' },
+    warmup: { type: 'string', default: '20' },
     url: { type: 'string' },
     'pid-dir': { type: 'string' },
     project: { type: 'string', default: 'bec0000000000000000000000000000b' },
@@ -37,6 +38,7 @@ const { values: args } = parseArgs({
 const N = Number(args.n);
 const C = Number(args.c);
 const GETS = Number(args.gets);
+const WARMUP = Number(args.warmup);
 let PROJECT = args.project!;
 const HEADERS = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json', 'OpenStack-API-Version': 'volume 3.0' };
 
@@ -146,26 +148,49 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
   // Lift the project's quotas where the server has quota sets (Cinder's default is 10 volumes).
   await call(url, 'PUT', `${V}/os-quota-sets/${PROJECT}`, { quota_set: { volumes: -1, gigabytes: -1, snapshots: -1 } });
 
+  /** Creates `n` at concurrency C until all are available (or in error); their ids, POST times and errors. */
+  const createAll = async (n: number, tag: string): Promise<{ ids: string[]; ms: number[]; errors: number }> => {
+    const ms: number[] = [];
+    const ids: string[] = [];
+    await pool(Array.from({ length: n }, (_, i) => i), C, async (i) => {
+      const r = await call(url!, 'POST', `${V}/volumes`, { volume: { size: 1, name: `${tag}-${i}` } });
+      if (r.status !== 202) throw new Error(`create answered ${r.status}: ${JSON.stringify(r.body)}`);
+      ms.push(r.ms);
+      ids.push(r.body.volume.id);
+    });
+    for (;;) {
+      const r = await call(url!, 'GET', `${V}/volumes/detail`);
+      const mine = new Set(ids);
+      const vs = (r.body.volumes as Array<{ id: string; status: string }>).filter((v) => mine.has(v.id));
+      const errors = vs.filter((v) => v.status.startsWith('error')).length;
+      if (vs.filter((v) => v.status === 'available').length + errors >= n) return { ids, ms, errors };
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  };
+  /** Deletes `ids` at concurrency C until none is listed; the DELETE times. */
+  const deleteAll = async (ids: string[]): Promise<number[]> => {
+    const ms: number[] = [];
+    await pool(ids, C, async (id) => {
+      const r = await call(url!, 'DELETE', `${V}/volumes/${id}`);
+      if (r.status !== 202) throw new Error(`delete answered ${r.status}`);
+      ms.push(r.ms);
+    });
+    for (;;) {
+      const r = await call(url!, 'GET', `${V}/volumes`);
+      const mine = new Set(ids);
+      if (!(r.body.volumes as Array<{ id: string }>).some((v) => mine.has(v.id))) return ms;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  };
+
+  // Warm-up, the same for every endpoint: a server that just started is still
+  // loading and compiling code its first requests need; measure what it does after.
+  if (WARMUP > 0) await deleteAll((await createAll(WARMUP, 'warmup')).ids);
+
   // Phase 1: create N at concurrency C, until all available.
-  const createMs: number[] = [];
-  const ids: string[] = [];
   const t1 = performance.now();
   const cpu1 = cpuSeconds(pids);
-  await pool(Array.from({ length: N }, (_, i) => i), C, async (i) => {
-    const r = await call(url!, 'POST', `${V}/volumes`, { volume: { size: 1, name: `bench-${i}` } });
-    if (r.status !== 202) throw new Error(`create answered ${r.status}: ${JSON.stringify(r.body)}`);
-    createMs.push(r.ms);
-    ids.push(r.body.volume.id);
-  });
-  let errors = 0;
-  for (;;) {
-    const r = await call(url!, 'GET', `${V}/volumes/detail`);
-    const mine = new Set(ids);
-    const vs = (r.body.volumes as Array<{ id: string; status: string }>).filter((v) => mine.has(v.id));
-    errors = vs.filter((v) => v.status.startsWith('error')).length;
-    if (vs.filter((v) => v.status === 'available').length + errors >= N) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
+  const { ids, ms: createMs, errors } = await createAll(N, 'bench');
   const createPhase = performance.now() - t1;
   const createCpu = cpuSeconds(pids) - cpu1;
 
@@ -176,26 +201,15 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
   const listPhase = performance.now() - t2;
 
   // Phase 3: delete all at concurrency C, until the list is empty.
-  const deleteMs: number[] = [];
   const t3 = performance.now();
-  await pool(ids, C, async (id) => {
-    const r = await call(url!, 'DELETE', `${V}/volumes/${id}`);
-    if (r.status !== 202) throw new Error(`delete answered ${r.status}`);
-    deleteMs.push(r.ms);
-  });
-  for (;;) {
-    const r = await call(url!, 'GET', `${V}/volumes`);
-    const mine = new Set(ids);
-    if (!(r.body.volumes as Array<{ id: string }>).some((v) => mine.has(v.id))) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
+  const deleteMs = await deleteAll(ids);
   const deletePhase = performance.now() - t3;
   clearInterval(sample);
   rssPeak = Math.max(rssPeak, rssMiB(pids));
 
   const result = {
     label,
-    n: N, concurrency: C, gets: GETS, errors,
+    n: N, concurrency: C, gets: GETS, warmup: WARMUP, errors,
     create: { total_s: +(createPhase / 1000).toFixed(2), p50_ms: pct(createMs, 50), p99_ms: pct(createMs, 99), cpu_s: +createCpu.toFixed(2) },
     list_detail: { total_s: +(listPhase / 1000).toFixed(2), p50_ms: pct(listMs, 50), p99_ms: pct(listMs, 99) },
     delete: { total_s: +(deletePhase / 1000).toFixed(2), p50_ms: pct(deleteMs, 50), p99_ms: pct(deleteMs, 99) },
