@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-test-tools.sh
+# The optional RBD addon, now that librbd-dev is there (npm ci may have run before it was).
+node scripts/build-rbd-addon.mjs
 
 echo "# typecheck"
 npx tsc --noEmit -p .

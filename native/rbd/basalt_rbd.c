@@ -1,0 +1,825 @@
+/*
+ * Basalt's optional RBD addon: librados and librbd (Ceph's block device
+ * library) as a Node-API module, for the `rbd` volume driver. It is built
+ * apart from the main addon (native/rbd/binding.gyp, by scripts/build-rbd-addon.mjs)
+ * and only where librbd-dev's headers are present, so that a machine without
+ * Ceph's libraries still installs Basalt.
+ *
+ * Every call returns a promise and never blocks the event loop:
+ *
+ * - Management calls (connect, create, clone, remove, open, close, stat,
+ *   resize, flatten, snapshots, diff_iterate, monitor commands) block in
+ *   librados, so they run on libuv's thread pool as Node-API async work.
+ * - Block I/O uses librbd's own asynchronous calls (rbd_aio_*): the request
+ *   is submitted from the event loop and its completion, which librbd calls on
+ *   one of its own threads, comes back through the image's thread-safe
+ *   function, which resolves the promise on the event loop. No pool thread
+ *   waits for the cluster.
+ *
+ * Errors reject with an Error whose `errno` is the positive errno librados
+ * returned and whose `code` is its name (ENOENT, EEXIST, EBUSY …); the
+ * message names the call only, never a path or a key.
+ *
+ * Lifetimes: an image keeps its cluster's object alive; shutting a cluster
+ * down with images still open, or closing an image with I/O in flight, is
+ * refused (EBUSY): the TypeScript side orders them. An object collected while
+ * still open leaks its librados handle on purpose: closing it would block the
+ * event loop in a finalizer.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <node_api.h>
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cluster {
+  rados_t rados;
+  int connected;
+  atomic_int images; /* images open on it */
+} cluster_t;
+
+typedef struct image {
+  rbd_image_t rbd;
+  rados_ioctx_t io;
+  cluster_t *cl;
+  napi_ref cluster_ref; /* keeps the cluster's object alive */
+  napi_threadsafe_function tsfn; /* delivers aio completions to the event loop */
+  int pending; /* aio in flight; only touched on the event loop */
+  int closing; /* close was called: no new call starts */
+  int closed;
+} image_t;
+
+/* ---- small helpers ---- */
+
+static napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static napi_value number(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+static napi_value string(napi_env env, const char *s) {
+  napi_value out;
+  if (!s) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
+static void set(napi_env env, napi_value obj, const char *key, napi_value v) {
+  napi_set_named_property(env, obj, key, v);
+}
+
+/* The Error a failed call rejects with: `errno` (positive) and `code` (its name). */
+static napi_value errno_error(napi_env env, const char *what, int rc) {
+  int e = rc < 0 ? -rc : rc;
+  const char *name = strerrorname_np(e);
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(e));
+  napi_value err, code_v, msg_v;
+  napi_create_string_utf8(env, name ? name : "EIO", NAPI_AUTO_LENGTH, &code_v);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
+  napi_create_error(env, code_v, msg_v, &err);
+  set(env, err, "errno", number(env, e));
+  return err;
+}
+
+/* A string argument, malloc'ed; NULL for null or undefined (and for anything else not a string). */
+static char *string_arg(napi_env env, napi_value v) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_string) return NULL;
+  size_t len = 0;
+  napi_get_value_string_utf8(env, v, NULL, 0, &len);
+  char *s = malloc(len + 1);
+  if (!s) return NULL;
+  napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  return s;
+}
+
+static uint64_t u64_arg(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d > 0 ? (uint64_t)d : 0;
+}
+
+static int args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "missing arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static void cluster_finalize(napi_env env, void *data, void *hint) {
+  cluster_t *cl = data;
+  if (!cl->connected) free(cl); /* else leaked on purpose: see the file comment */
+}
+
+static void image_finalize(napi_env env, void *data, void *hint) {
+  image_t *img = data;
+  if (img->closed) free(img);
+}
+
+static cluster_t *cluster_of(napi_env env, napi_value v) {
+  void *p = NULL;
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "not a cluster");
+    return NULL;
+  }
+  return p;
+}
+
+static image_t *image_of(napi_env env, napi_value v) {
+  void *p = NULL;
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "not an image");
+    return NULL;
+  }
+  return p;
+}
+
+/* ---- management calls: async work on libuv's pool ---- */
+
+typedef enum {
+  OP_CONNECT, OP_SHUTDOWN, OP_MON_COMMAND, OP_CREATE, OP_CLONE, OP_REMOVE, OP_RENAME, OP_LIST,
+  OP_OPEN, OP_CLOSE, OP_STAT, OP_RESIZE, OP_FLATTEN, OP_SNAP_CREATE, OP_SNAP_REMOVE,
+  OP_SNAP_ROLLBACK, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
+  OP_PARENT, OP_CHILDREN, OP_DIFF,
+} op_t;
+
+/* One entry of a list result (images, snapshots, children, diff extents). */
+typedef struct entry {
+  uint64_t x, y;
+  int flag;
+  char *a, *b, *c;
+} entry_t;
+
+typedef struct job {
+  op_t op;
+  const char *what;
+  napi_deferred deferred;
+  napi_async_work work;
+  napi_ref keep; /* the cluster or image object the job uses */
+  cluster_t *cl;
+  image_t *img;
+  char *s[4];
+  uint64_t n[3];
+  char **conf_keys, **conf_values; /* OP_CONNECT: extra settings */
+  size_t conf_count;
+  int rc;
+  /* results */
+  rbd_image_info_t info;
+  uint64_t features, overlap;
+  int flag;
+  char *out, *outs;
+  size_t outlen, outslen;
+  entry_t *list;
+  size_t count, cap;
+} job_t;
+
+static int push(job_t *j, entry_t e) {
+  if (j->count == j->cap) {
+    size_t cap = j->cap ? j->cap * 2 : 16;
+    entry_t *l = realloc(j->list, cap * sizeof *l);
+    if (!l) return -ENOMEM;
+    j->list = l;
+    j->cap = cap;
+  }
+  j->list[j->count++] = e;
+  return 0;
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static int diff_cb(uint64_t off, size_t len, int exists, void *arg) {
+  return push(arg, (entry_t){ .x = off, .y = len, .flag = exists });
+}
+
+static int with_ioctx(job_t *j, int (*fn)(job_t *, rados_ioctx_t)) {
+  rados_ioctx_t io;
+  int rc = rados_ioctx_create(j->cl->rados, j->s[0], &io);
+  if (rc < 0) return rc;
+  rc = fn(j, io);
+  rados_ioctx_destroy(io);
+  return rc;
+}
+
+static int image_options(rbd_image_options_t *opts, uint64_t features, uint64_t order) {
+  rbd_image_options_create(opts);
+  int rc = rbd_image_options_set_uint64(*opts, RBD_IMAGE_OPTION_FEATURES, features);
+  if (rc == 0 && order) rc = rbd_image_options_set_uint64(*opts, RBD_IMAGE_OPTION_ORDER, order);
+  return rc;
+}
+
+static int do_create(job_t *j, rados_ioctx_t io) {
+  rbd_image_options_t opts;
+  int rc = image_options(&opts, j->n[1], j->n[2]);
+  if (rc == 0) rc = rbd_create4(io, j->s[1], j->n[0], opts);
+  rbd_image_options_destroy(opts);
+  return rc;
+}
+
+static int do_clone(job_t *j, rados_ioctx_t io) {
+  rbd_image_options_t opts;
+  int rc = image_options(&opts, j->n[1], j->n[2]);
+  if (rc == 0) rc = rbd_clone3(io, j->s[1], j->s[2], io, j->s[3], opts);
+  rbd_image_options_destroy(opts);
+  return rc;
+}
+
+static int do_remove(job_t *j, rados_ioctx_t io) { return rbd_remove(io, j->s[1]); }
+static int do_rename(job_t *j, rados_ioctx_t io) { return rbd_rename(io, j->s[1], j->s[2]); }
+
+static int do_list(job_t *j, rados_ioctx_t io) {
+  size_t max = 64;
+  rbd_image_spec_t *specs = NULL;
+  int rc;
+  for (;;) {
+    specs = calloc(max, sizeof *specs);
+    if (!specs) return -ENOMEM;
+    rc = rbd_list2(io, specs, &max);
+    if (rc != -ERANGE) break;
+    free(specs);
+  }
+  if (rc >= 0) {
+    for (size_t i = 0; i < max && rc >= 0; i++) rc = push(j, (entry_t){ .a = strdup(specs[i].name) });
+    rbd_image_spec_list_cleanup(specs, max);
+  }
+  free(specs);
+  return rc < 0 ? rc : 0;
+}
+
+static int do_open(job_t *j) {
+  image_t *img = j->img;
+  int rc = rados_ioctx_create(j->cl->rados, j->s[0], &img->io);
+  if (rc < 0) return rc;
+  rc = j->s[2] ? rbd_open_read_only(img->io, j->s[1], &img->rbd, j->s[2]) : rbd_open(img->io, j->s[1], &img->rbd, NULL);
+  if (rc < 0) rados_ioctx_destroy(img->io);
+  return rc;
+}
+
+static int do_snap_list(job_t *j) {
+  int max = 16, rc;
+  rbd_snap_info_t *snaps;
+  for (;;) {
+    snaps = calloc(max, sizeof *snaps);
+    if (!snaps) return -ENOMEM;
+    rc = rbd_snap_list(j->img->rbd, snaps, &max);
+    if (rc != -ERANGE) break;
+    free(snaps);
+  }
+  if (rc >= 0) {
+    int n = rc;
+    rc = 0;
+    for (int i = 0; i < n && rc >= 0; i++) rc = push(j, (entry_t){ .x = snaps[i].id, .y = snaps[i].size, .a = strdup(snaps[i].name) });
+    rbd_snap_list_end(snaps);
+  }
+  free(snaps);
+  return rc;
+}
+
+static int do_children(job_t *j) {
+  size_t max = 16;
+  rbd_linked_image_spec_t *kids;
+  int rc;
+  for (;;) {
+    kids = calloc(max, sizeof *kids);
+    if (!kids) return -ENOMEM;
+    rc = rbd_list_children3(j->img->rbd, kids, &max);
+    if (rc != -ERANGE) break;
+    free(kids);
+  }
+  if (rc >= 0) {
+    rc = 0;
+    for (size_t i = 0; i < max && rc >= 0; i++)
+      rc = push(j, (entry_t){ .flag = kids[i].trash, .a = dup_or_null(kids[i].pool_name), .b = dup_or_null(kids[i].image_name) });
+    rbd_linked_image_spec_list_cleanup(kids, max);
+  }
+  free(kids);
+  return rc;
+}
+
+static int do_parent(job_t *j) {
+  rbd_linked_image_spec_t p;
+  rbd_snap_spec_t s;
+  int rc = rbd_get_parent(j->img->rbd, &p, &s);
+  if (rc == -ENOENT) return 0; /* no parent: an empty list */
+  if (rc < 0) return rc;
+  rc = push(j, (entry_t){ .a = dup_or_null(p.pool_name), .b = dup_or_null(p.image_name), .c = dup_or_null(s.name) });
+  rbd_linked_image_spec_cleanup(&p);
+  rbd_snap_spec_cleanup(&s);
+  return rc;
+}
+
+static void job_execute(napi_env env, void *data) {
+  job_t *j = data;
+  rbd_image_t rbd = j->img ? j->img->rbd : NULL;
+  switch (j->op) {
+    case OP_CONNECT: {
+      char name[256];
+      snprintf(name, sizeof name, "client.%s", j->s[1]);
+      j->rc = rados_create2(&j->cl->rados, "ceph", name, 0);
+      if (j->rc < 0) break;
+      j->rc = rados_conf_read_file(j->cl->rados, j->s[0]); /* NULL: the default places (/etc/ceph/ceph.conf …) */
+      if (j->rc == 0 && j->s[2]) j->rc = rados_conf_set(j->cl->rados, "keyring", j->s[2]);
+      for (size_t i = 0; j->rc == 0 && i < j->conf_count; i++) j->rc = rados_conf_set(j->cl->rados, j->conf_keys[i], j->conf_values[i]);
+      if (j->rc == 0) j->rc = rados_connect(j->cl->rados);
+      if (j->rc < 0) rados_shutdown(j->cl->rados);
+      break;
+    }
+    case OP_SHUTDOWN: rados_shutdown(j->cl->rados); break;
+    case OP_MON_COMMAND: {
+      const char *cmd[1] = { j->s[0] };
+      j->rc = rados_mon_command(j->cl->rados, cmd, 1, "", 0, &j->out, &j->outlen, &j->outs, &j->outslen);
+      break;
+    }
+    case OP_CREATE: j->rc = with_ioctx(j, do_create); break;
+    case OP_CLONE: j->rc = with_ioctx(j, do_clone); break;
+    case OP_REMOVE: j->rc = with_ioctx(j, do_remove); break;
+    case OP_RENAME: j->rc = with_ioctx(j, do_rename); break;
+    case OP_LIST: j->rc = with_ioctx(j, do_list); break;
+    case OP_OPEN: j->rc = do_open(j); break;
+    case OP_CLOSE:
+      j->rc = rbd_close(rbd);
+      rados_ioctx_destroy(j->img->io);
+      break;
+    case OP_STAT:
+      j->rc = rbd_stat(rbd, &j->info, sizeof j->info);
+      if (j->rc == 0) j->rc = rbd_get_features(rbd, &j->features);
+      if (j->rc == 0) {
+        int r = rbd_get_overlap(rbd, &j->overlap);
+        if (r < 0) j->overlap = 0; /* no parent */
+      }
+      break;
+    case OP_RESIZE: j->rc = rbd_resize(rbd, j->n[0]); break;
+    case OP_FLATTEN: j->rc = rbd_flatten(rbd); break;
+    case OP_SNAP_CREATE: j->rc = rbd_snap_create(rbd, j->s[0]); break;
+    case OP_SNAP_REMOVE: j->rc = rbd_snap_remove(rbd, j->s[0]); break;
+    case OP_SNAP_ROLLBACK: j->rc = rbd_snap_rollback(rbd, j->s[0]); break;
+    case OP_SNAP_PROTECT: j->rc = rbd_snap_protect(rbd, j->s[0]); break;
+    case OP_SNAP_UNPROTECT: j->rc = rbd_snap_unprotect(rbd, j->s[0]); break;
+    case OP_SNAP_IS_PROTECTED: j->rc = rbd_snap_is_protected(rbd, j->s[0], &j->flag); break;
+    case OP_SNAP_LIST: j->rc = do_snap_list(j); break;
+    case OP_PARENT: j->rc = do_parent(j); break;
+    case OP_CHILDREN: j->rc = do_children(j); break;
+    case OP_DIFF:
+      j->rc = rbd_diff_iterate2(rbd, j->s[0], j->n[0], j->n[1], 1, (uint8_t)j->n[2], diff_cb, j);
+      break;
+  }
+}
+
+static napi_value list_value(napi_env env, job_t *j) {
+  napi_value arr;
+  napi_create_array_with_length(env, j->count, &arr);
+  for (size_t i = 0; i < j->count; i++) {
+    entry_t *e = &j->list[i];
+    napi_value v;
+    napi_create_object(env, &v);
+    switch (j->op) {
+      case OP_LIST: v = string(env, e->a); break;
+      case OP_SNAP_LIST:
+        set(env, v, "id", number(env, (double)e->x));
+        set(env, v, "name", string(env, e->a));
+        set(env, v, "sizeBytes", number(env, (double)e->y));
+        break;
+      case OP_CHILDREN: {
+        napi_value b;
+        napi_get_boolean(env, e->flag, &b);
+        set(env, v, "pool", string(env, e->a));
+        set(env, v, "image", string(env, e->b));
+        set(env, v, "trash", b);
+        break;
+      }
+      case OP_PARENT:
+        set(env, v, "pool", string(env, e->a));
+        set(env, v, "image", string(env, e->b));
+        set(env, v, "snap", string(env, e->c));
+        break;
+      case OP_DIFF: {
+        napi_value b;
+        napi_get_boolean(env, e->flag, &b);
+        set(env, v, "offset", number(env, (double)e->x));
+        set(env, v, "length", number(env, (double)e->y));
+        set(env, v, "exists", b);
+        break;
+      }
+      default: break;
+    }
+    napi_set_element(env, arr, (uint32_t)i, v);
+  }
+  return arr;
+}
+
+static napi_value result_value(napi_env env, job_t *j) {
+  napi_value v;
+  switch (j->op) {
+    case OP_CONNECT: {
+      napi_create_external(env, j->cl, cluster_finalize, NULL, &v);
+      return v;
+    }
+    case OP_OPEN: napi_get_reference_value(env, j->keep, &v); return v; /* the image object made at the call */
+    case OP_MON_COMMAND: {
+      napi_value out, outs;
+      napi_create_object(env, &v);
+      napi_create_string_utf8(env, j->out ? j->out : "", j->outlen, &out);
+      napi_create_string_utf8(env, j->outs ? j->outs : "", j->outslen, &outs);
+      set(env, v, "out", out);
+      set(env, v, "status", outs);
+      return v;
+    }
+    case OP_STAT:
+      napi_create_object(env, &v);
+      set(env, v, "sizeBytes", number(env, (double)j->info.size));
+      set(env, v, "objectSizeBytes", number(env, (double)j->info.obj_size));
+      set(env, v, "order", number(env, j->info.order));
+      set(env, v, "features", number(env, (double)j->features));
+      set(env, v, "overlapBytes", number(env, (double)j->overlap));
+      return v;
+    case OP_SNAP_IS_PROTECTED: napi_get_boolean(env, j->flag, &v); return v;
+    case OP_LIST: case OP_SNAP_LIST: case OP_CHILDREN: case OP_DIFF: return list_value(env, j);
+    case OP_PARENT: {
+      if (j->count == 0) {
+        napi_get_null(env, &v);
+        return v;
+      }
+      napi_value arr = list_value(env, j);
+      napi_get_element(env, arr, 0, &v);
+      return v;
+    }
+    default: return undefined(env);
+  }
+}
+
+static void job_complete(napi_env env, napi_status status, void *data) {
+  job_t *j = data;
+  int rc = status == napi_ok ? j->rc : -ECANCELED;
+  switch (j->op) {
+    case OP_CONNECT:
+      if (rc == 0) j->cl->connected = 1;
+      else free(j->cl);
+      break;
+    case OP_SHUTDOWN: j->cl->connected = 0; break;
+    case OP_OPEN:
+      if (rc == 0) {
+        j->img->closed = 0;
+        atomic_fetch_add(&j->img->cl->images, 1);
+      }
+      break;
+    case OP_CLOSE:
+      j->img->closed = 1;
+      atomic_fetch_sub(&j->img->cl->images, 1);
+      napi_delete_reference(env, j->img->cluster_ref);
+      napi_release_threadsafe_function(j->img->tsfn, napi_tsfn_release);
+      break;
+    default: break;
+  }
+  if (rc < 0) napi_reject_deferred(env, j->deferred, errno_error(env, j->what, rc));
+  else napi_resolve_deferred(env, j->deferred, result_value(env, j));
+  if (j->op == OP_OPEN && rc < 0) {
+    napi_delete_reference(env, j->img->cluster_ref);
+    napi_release_threadsafe_function(j->img->tsfn, napi_tsfn_release);
+    j->img->closed = 1; /* freed with its object */
+  }
+  if (j->keep) napi_delete_reference(env, j->keep);
+  napi_delete_async_work(env, j->work);
+  for (int i = 0; i < 4; i++) free(j->s[i]);
+  for (size_t i = 0; i < j->conf_count; i++) {
+    free(j->conf_keys[i]);
+    free(j->conf_values[i]);
+  }
+  free(j->conf_keys);
+  free(j->conf_values);
+  for (size_t i = 0; i < j->count; i++) {
+    free(j->list[i].a);
+    free(j->list[i].b);
+    free(j->list[i].c);
+  }
+  free(j->list);
+  if (j->out) rados_buffer_free(j->out);
+  if (j->outs) rados_buffer_free(j->outs);
+  free(j);
+}
+
+/* Starts `j` on the pool; `keep` (may be NULL) stays alive until it ends. */
+static napi_value start(napi_env env, job_t *j, napi_value keep) {
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  if (keep) napi_create_reference(env, keep, 1, &j->keep);
+  napi_create_string_utf8(env, j->what, NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, job_execute, job_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
+/* A promise rejected at once (a call refused before it reached librados). */
+static napi_value rejected(napi_env env, const char *what, int rc) {
+  napi_deferred d;
+  napi_value promise;
+  napi_create_promise(env, &d, &promise);
+  napi_reject_deferred(env, d, errno_error(env, what, rc));
+  return promise;
+}
+
+static job_t *new_job(napi_env env, op_t op, const char *what) {
+  job_t *j = calloc(1, sizeof *j);
+  if (!j) napi_throw_error(env, NULL, "out of memory");
+  else {
+    j->op = op;
+    j->what = what;
+  }
+  return j;
+}
+
+/* connect(conf, user, keyring, settings): settings is an object of librados options (strings). */
+static napi_value js_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!args(env, info, 4, argv)) return NULL;
+  job_t *j = new_job(env, OP_CONNECT, "rados_connect");
+  if (!j) return NULL;
+  j->cl = calloc(1, sizeof *j->cl);
+  j->s[0] = string_arg(env, argv[0]);
+  j->s[1] = string_arg(env, argv[1]);
+  j->s[2] = string_arg(env, argv[2]);
+  if (!j->cl || !j->s[1]) {
+    free(j->cl);
+    free(j);
+    napi_throw_type_error(env, NULL, "user must be a string");
+    return NULL;
+  }
+  napi_valuetype t;
+  napi_typeof(env, argv[3], &t);
+  if (t == napi_object) {
+    napi_value keys;
+    uint32_t n = 0;
+    napi_get_property_names(env, argv[3], &keys);
+    napi_get_array_length(env, keys, &n);
+    j->conf_keys = calloc(n ? n : 1, sizeof(char *));
+    j->conf_values = calloc(n ? n : 1, sizeof(char *));
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value k, v;
+      napi_get_element(env, keys, i, &k);
+      napi_get_property(env, argv[3], k, &v);
+      char *ks = string_arg(env, k), *vs = string_arg(env, v);
+      if (!ks || !vs) {
+        free(ks);
+        free(vs);
+        continue;
+      }
+      j->conf_keys[j->conf_count] = ks;
+      j->conf_values[j->conf_count++] = vs;
+    }
+  }
+  return start(env, j, NULL);
+}
+
+static napi_value js_shutdown(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return NULL;
+  cluster_t *cl = cluster_of(env, argv[0]);
+  if (!cl) return NULL;
+  if (!cl->connected) return rejected(env, "rados_shutdown", -ENOTCONN);
+  if (atomic_load(&cl->images) > 0) return rejected(env, "rados_shutdown", -EBUSY);
+  job_t *j = new_job(env, OP_SHUTDOWN, "rados_shutdown");
+  if (!j) return NULL;
+  j->cl = cl;
+  return start(env, j, argv[0]);
+}
+
+/* A job on a connected cluster with `nstr` string arguments then `nnum` numbers after the cluster. */
+static napi_value cluster_job(napi_env env, napi_callback_info info, op_t op, const char *what, size_t nstr, size_t nnum) {
+  napi_value argv[8];
+  if (!args(env, info, 1 + nstr + nnum, argv)) return NULL;
+  cluster_t *cl = cluster_of(env, argv[0]);
+  if (!cl) return NULL;
+  if (!cl->connected) return rejected(env, what, -ENOTCONN);
+  job_t *j = new_job(env, op, what);
+  if (!j) return NULL;
+  j->cl = cl;
+  for (size_t i = 0; i < nstr; i++) j->s[i] = string_arg(env, argv[1 + i]);
+  for (size_t i = 0; i < nnum; i++) j->n[i] = u64_arg(env, argv[1 + nstr + i]);
+  return start(env, j, argv[0]);
+}
+
+static napi_value js_mon_command(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_MON_COMMAND, "rados_mon_command", 1, 0); }
+/* createImage(cluster, pool, name, sizeBytes, features, order) */
+static napi_value js_create(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_CREATE, "rbd_create4", 2, 3); }
+/* cloneImage(cluster, pool, parent, parentSnap, child, features, order): parent and child in one pool. */
+static napi_value js_clone(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!args(env, info, 7, argv)) return NULL;
+  cluster_t *cl = cluster_of(env, argv[0]);
+  if (!cl) return NULL;
+  if (!cl->connected) return rejected(env, "rbd_clone3", -ENOTCONN);
+  job_t *j = new_job(env, OP_CLONE, "rbd_clone3");
+  if (!j) return NULL;
+  j->cl = cl;
+  for (int i = 0; i < 4; i++) j->s[i] = string_arg(env, argv[1 + i]);
+  j->n[1] = u64_arg(env, argv[5]);
+  j->n[2] = u64_arg(env, argv[6]);
+  return start(env, j, argv[0]);
+}
+static napi_value js_remove(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_REMOVE, "rbd_remove", 2, 0); }
+static napi_value js_rename(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_RENAME, "rbd_rename", 3, 0); }
+static napi_value js_list(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_LIST, "rbd_list2", 1, 0); }
+
+static void aio_deliver(napi_env env, napi_value js_cb, void *context, void *data);
+
+/* openImage(cluster, pool, name, snap): snap null opens the head read-write, else the snapshot read-only. */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!args(env, info, 4, argv)) return NULL;
+  cluster_t *cl = cluster_of(env, argv[0]);
+  if (!cl) return NULL;
+  if (!cl->connected) return rejected(env, "rbd_open", -ENOTCONN);
+  job_t *j = new_job(env, OP_OPEN, "rbd_open");
+  if (!j) return NULL;
+  image_t *img = calloc(1, sizeof *img);
+  if (!img) {
+    free(j);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  img->cl = cl;
+  img->closed = 1; /* until the open succeeds */
+  napi_create_reference(env, argv[0], 1, &img->cluster_ref);
+  napi_value name, obj;
+  napi_create_string_utf8(env, "rbd-aio", NAPI_AUTO_LENGTH, &name);
+  napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, img, aio_deliver, &img->tsfn);
+  napi_unref_threadsafe_function(env, img->tsfn); /* an idle open image does not keep the process alive */
+  napi_create_external(env, img, image_finalize, NULL, &obj);
+  j->cl = cl;
+  j->img = img;
+  for (int i = 0; i < 3; i++) j->s[i] = string_arg(env, argv[1 + i]);
+  return start(env, j, obj);
+}
+
+/* A job on an open image with `nstr` string arguments then `nnum` numbers after the image. */
+static napi_value image_job(napi_env env, napi_callback_info info, op_t op, const char *what, size_t nstr, size_t nnum) {
+  napi_value argv[8];
+  if (!args(env, info, 1 + nstr + nnum, argv)) return NULL;
+  image_t *img = image_of(env, argv[0]);
+  if (!img) return NULL;
+  if (img->closed || img->closing) return rejected(env, what, -EBADF);
+  if (op == OP_CLOSE) {
+    if (img->pending > 0) return rejected(env, what, -EBUSY);
+    img->closing = 1;
+  }
+  job_t *j = new_job(env, op, what);
+  if (!j) return NULL;
+  j->cl = img->cl;
+  j->img = img;
+  for (size_t i = 0; i < nstr; i++) j->s[i] = string_arg(env, argv[1 + i]);
+  for (size_t i = 0; i < nnum; i++) j->n[i] = u64_arg(env, argv[1 + nstr + i]);
+  return start(env, j, argv[0]);
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) { return image_job(env, info, OP_CLOSE, "rbd_close", 0, 0); }
+static napi_value js_stat(napi_env env, napi_callback_info info) { return image_job(env, info, OP_STAT, "rbd_stat", 0, 0); }
+static napi_value js_resize(napi_env env, napi_callback_info info) { return image_job(env, info, OP_RESIZE, "rbd_resize", 0, 1); }
+static napi_value js_flatten(napi_env env, napi_callback_info info) { return image_job(env, info, OP_FLATTEN, "rbd_flatten", 0, 0); }
+static napi_value js_snap_create(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_CREATE, "rbd_snap_create", 1, 0); }
+static napi_value js_snap_remove(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_REMOVE, "rbd_snap_remove", 1, 0); }
+static napi_value js_snap_rollback(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_ROLLBACK, "rbd_snap_rollback", 1, 0); }
+static napi_value js_snap_protect(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_PROTECT, "rbd_snap_protect", 1, 0); }
+static napi_value js_snap_unprotect(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_UNPROTECT, "rbd_snap_unprotect", 1, 0); }
+static napi_value js_snap_is_protected(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_IS_PROTECTED, "rbd_snap_is_protected", 1, 0); }
+static napi_value js_snap_list(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_LIST, "rbd_snap_list", 0, 0); }
+static napi_value js_parent(napi_env env, napi_callback_info info) { return image_job(env, info, OP_PARENT, "rbd_get_parent", 0, 0); }
+static napi_value js_children(napi_env env, napi_callback_info info) { return image_job(env, info, OP_CHILDREN, "rbd_list_children3", 0, 0); }
+/* diffIterate(image, fromSnap, offset, length, wholeObject) */
+static napi_value js_diff(napi_env env, napi_callback_info info) { return image_job(env, info, OP_DIFF, "rbd_diff_iterate2", 1, 3); }
+
+/* ---- block I/O: librbd's aio, completions through the image's thread-safe function ---- */
+
+typedef struct aio {
+  image_t *img;
+  napi_deferred deferred;
+  napi_ref buffer; /* the Buffer read into or written from, alive until the completion */
+  rbd_completion_t c;
+  ssize_t rc;
+  const char *what;
+  int returns_count; /* a read resolves with the bytes read */
+} aio_t;
+
+/* librbd's callback, on one of its threads: hand the request to the event loop. */
+static void aio_done(rbd_completion_t c, void *arg) {
+  aio_t *a = arg;
+  a->rc = rbd_aio_get_return_value(c);
+  napi_call_threadsafe_function(a->img->tsfn, a, napi_tsfn_nonblocking);
+}
+
+/* Settles a request's promise and frees it, on the event loop. */
+static void aio_finish(napi_env env, aio_t *a) {
+  rbd_aio_release(a->c);
+  if (a->rc < 0) napi_reject_deferred(env, a->deferred, errno_error(env, a->what, (int)a->rc));
+  else napi_resolve_deferred(env, a->deferred, a->returns_count ? number(env, (double)a->rc) : undefined(env));
+  if (a->buffer) napi_delete_reference(env, a->buffer);
+  if (--a->img->pending == 0) napi_unref_threadsafe_function(env, a->img->tsfn);
+  free(a);
+}
+
+/* The thread-safe function's call (env NULL: the environment is going away; only free). */
+static void aio_deliver(napi_env env, napi_value js_cb, void *context, void *data) {
+  aio_t *a = data;
+  if (env) return aio_finish(env, a);
+  rbd_aio_release(a->c);
+  free(a);
+}
+
+typedef enum { AIO_READ, AIO_WRITE, AIO_FLUSH, AIO_DISCARD, AIO_WRITE_ZEROES } aio_op_t;
+
+/*
+ * aioRead(image, offset, buffer) → bytes read; aioWrite(image, offset, buffer);
+ * aioFlush(image); aioDiscard(image, offset, length); aioWriteZeroes(image, offset, length).
+ */
+static napi_value aio_submit(napi_env env, napi_callback_info info, aio_op_t op, size_t want, const char *what) {
+  napi_value argv[3];
+  if (!args(env, info, want, argv)) return NULL;
+  image_t *img = image_of(env, argv[0]);
+  if (!img) return NULL;
+  if (img->closed || img->closing) return rejected(env, what, -EBADF);
+  void *data = NULL;
+  size_t len = 0;
+  if (op == AIO_READ || op == AIO_WRITE) {
+    if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+      napi_throw_type_error(env, NULL, "buffer must be a Buffer");
+      return NULL;
+    }
+  }
+  aio_t *a = calloc(1, sizeof *a);
+  if (!a) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  a->img = img;
+  a->what = what;
+  a->returns_count = op == AIO_READ;
+  int rc = rbd_aio_create_completion(a, aio_done, &a->c);
+  if (rc < 0) {
+    free(a);
+    return rejected(env, what, rc);
+  }
+  uint64_t off = want > 1 ? u64_arg(env, argv[1]) : 0;
+  napi_value promise;
+  napi_create_promise(env, &a->deferred, &promise);
+  if (data) napi_create_reference(env, argv[2], 1, &a->buffer);
+  if (img->pending++ == 0) napi_ref_threadsafe_function(env, img->tsfn);
+  switch (op) {
+    case AIO_READ: rc = rbd_aio_read(img->rbd, off, len, data, a->c); break;
+    case AIO_WRITE: rc = rbd_aio_write(img->rbd, off, len, data, a->c); break;
+    case AIO_FLUSH: rc = rbd_aio_flush(img->rbd, a->c); break;
+    case AIO_DISCARD: rc = rbd_aio_discard(img->rbd, off, u64_arg(env, argv[2]), a->c); break;
+    case AIO_WRITE_ZEROES: rc = rbd_aio_write_zeroes(img->rbd, off, u64_arg(env, argv[2]), a->c, 0, 0); break;
+  }
+  if (rc < 0) { /* not submitted: the callback never runs */
+    a->rc = rc;
+    aio_finish(env, a);
+  }
+  return promise;
+}
+
+static napi_value js_aio_read(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_READ, 3, "rbd_aio_read"); }
+static napi_value js_aio_write(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_WRITE, 3, "rbd_aio_write"); }
+static napi_value js_aio_flush(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_FLUSH, 1, "rbd_aio_flush"); }
+static napi_value js_aio_discard(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_DISCARD, 3, "rbd_aio_discard"); }
+static napi_value js_aio_write_zeroes(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_WRITE_ZEROES, 3, "rbd_aio_write_zeroes"); }
+
+static napi_value init(napi_env env, napi_value exports) {
+#define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
+  napi_property_descriptor props[] = {
+    FN("connect", js_connect), FN("shutdown", js_shutdown), FN("monCommand", js_mon_command),
+    FN("createImage", js_create), FN("cloneImage", js_clone), FN("removeImage", js_remove),
+    FN("renameImage", js_rename), FN("listImages", js_list), FN("openImage", js_open),
+    FN("closeImage", js_close), FN("stat", js_stat), FN("resize", js_resize), FN("flatten", js_flatten),
+    FN("snapCreate", js_snap_create), FN("snapRemove", js_snap_remove), FN("snapRollback", js_snap_rollback),
+    FN("snapProtect", js_snap_protect), FN("snapUnprotect", js_snap_unprotect),
+    FN("snapIsProtected", js_snap_is_protected), FN("snapList", js_snap_list), FN("parent", js_parent),
+    FN("children", js_children), FN("diffIterate", js_diff),
+    FN("aioRead", js_aio_read), FN("aioWrite", js_aio_write), FN("aioFlush", js_aio_flush),
+    FN("aioDiscard", js_aio_discard), FN("aioWriteZeroes", js_aio_write_zeroes),
+  };
+#undef FN
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,140 @@
+/**
+ * Basalt's optional RBD addon (`native/rbd/basalt_rbd.c`): librados and
+ * librbd for the `rbd` driver, built apart from the main addon by
+ * `scripts/build-rbd-addon.mjs` and only where Ceph's headers are. It is
+ * loaded on first use, never at import, so that a Basalt without Ceph's
+ * libraries runs every other driver; {@link loadRbdAddon} then says exactly
+ * what to install.
+ *
+ * Every function returns a promise and none blocks the event loop:
+ * management calls run on libuv's thread pool, block I/O goes through
+ * librbd's asynchronous calls (rbd_aio_*) whose completions come back to the
+ * event loop. A rejection is an Error with `errno` (positive) and `code`
+ * (ENOENT, EEXIST, EBUSY …), see {@link RbdCallError}.
+ */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { DriverError } from '../../errors/index.ts';
+
+/** An opaque connected cluster (a `rados_t`). */
+export type RbdCluster = { readonly __rbdCluster: unique symbol };
+/** An opaque open image (an `rbd_image_t` with its own I/O context). */
+export type RbdImage = { readonly __rbdImage: unique symbol };
+
+/** What a failed call rejects with. */
+export interface RbdCallError extends Error {
+  /** The positive errno librados or librbd returned. */
+  errno: number;
+  /** Its name: `ENOENT`, `EEXIST`, `EBUSY`, `ENOTEMPTY` … */
+  code: string;
+}
+
+/** `stat` of an image. */
+export interface RbdImageStat {
+  sizeBytes: number;
+  objectSizeBytes: number;
+  /** log2 of the object size. */
+  order: number;
+  /** Feature bits ({@link RBD_FEATURES}). */
+  features: number;
+  /** Bytes of the parent a clone still reads through; 0 without a parent. */
+  overlapBytes: number;
+}
+
+/** One snapshot of an image. */
+export interface RbdSnapshotInfo { id: number; name: string; sizeBytes: number }
+/** Where a clone comes from. */
+export interface RbdParent { pool: string; image: string; snap: string }
+/** A clone of a snapshot. */
+export interface RbdChild { pool: string; image: string; trash: boolean }
+/** One changed (or, without a starting snapshot, allocated) extent from `rbd_diff_iterate2`. */
+export interface RbdDiffExtent { offset: number; length: number; exists: boolean }
+
+/** The addon's functions; see `native/rbd/basalt_rbd.c`. */
+export interface RbdAddon {
+  /** rados_create2 + conf_read_file (null: the default places) + keyring + `settings` + rados_connect, as `client.<user>`. */
+  connect(conf: string | null, user: string, keyring: string | null, settings: Readonly<Record<string, string>>): Promise<RbdCluster>;
+  /** Refused (EBUSY) while images are open. */
+  shutdown(cluster: RbdCluster): Promise<void>;
+  /** A monitor command (JSON): its output and status text. */
+  monCommand(cluster: RbdCluster, command: string): Promise<{ out: string; status: string }>;
+  createImage(cluster: RbdCluster, pool: string, name: string, sizeBytes: number, features: number, order: number): Promise<void>;
+  /** Clones `parent@snap` as `child` in the same pool. */
+  cloneImage(cluster: RbdCluster, pool: string, parent: string, snap: string, child: string, features: number, order: number): Promise<void>;
+  removeImage(cluster: RbdCluster, pool: string, name: string): Promise<void>;
+  renameImage(cluster: RbdCluster, pool: string, from: string, to: string): Promise<void>;
+  listImages(cluster: RbdCluster, pool: string): Promise<string[]>;
+  /** Opens the head read-write (`snap` null) or a snapshot read-only. */
+  openImage(cluster: RbdCluster, pool: string, name: string, snap: string | null): Promise<RbdImage>;
+  /** Refused (EBUSY) while I/O is in flight. */
+  closeImage(image: RbdImage): Promise<void>;
+  stat(image: RbdImage): Promise<RbdImageStat>;
+  resize(image: RbdImage, sizeBytes: number): Promise<void>;
+  flatten(image: RbdImage): Promise<void>;
+  snapCreate(image: RbdImage, name: string): Promise<void>;
+  snapRemove(image: RbdImage, name: string): Promise<void>;
+  snapRollback(image: RbdImage, name: string): Promise<void>;
+  snapProtect(image: RbdImage, name: string): Promise<void>;
+  snapUnprotect(image: RbdImage, name: string): Promise<void>;
+  snapIsProtected(image: RbdImage, name: string): Promise<boolean>;
+  snapList(image: RbdImage): Promise<RbdSnapshotInfo[]>;
+  /** The parent of a clone, null when the image has none. */
+  parent(image: RbdImage): Promise<RbdParent | null>;
+  /** The clones of the snapshot the image was opened at. */
+  children(image: RbdImage): Promise<RbdChild[]>;
+  /** rbd_diff_iterate2 with the parent included; `wholeObject` uses the object map (fast-diff). */
+  diffIterate(image: RbdImage, fromSnap: string | null, offset: number, length: number, wholeObject: 0 | 1): Promise<RbdDiffExtent[]>;
+  /** Reads into `buffer`; resolves with the bytes read. */
+  aioRead(image: RbdImage, offset: number, buffer: Buffer): Promise<number>;
+  aioWrite(image: RbdImage, offset: number, buffer: Buffer): Promise<void>;
+  aioFlush(image: RbdImage): Promise<void>;
+  aioDiscard(image: RbdImage, offset: number, length: number): Promise<void>;
+  aioWriteZeroes(image: RbdImage, offset: number, length: number): Promise<void>;
+}
+
+/** Feature bits of `rbd/features.h`. */
+export const RBD_FEATURES = Object.freeze({
+  layering: 1,
+  exclusiveLock: 4,
+  objectMap: 8,
+  fastDiff: 16,
+  deepFlatten: 32,
+});
+
+/** Where the build puts the addon (`scripts/build-rbd-addon.mjs`). */
+export const RBD_ADDON_PATH = path.resolve(import.meta.dirname, '../../../native/rbd/build/Release/basalt_rbd.node');
+
+let loaded: RbdAddon | undefined;
+
+/**
+ * The RBD addon, loaded on the first call.
+ * @throws DriverError (not retryable) saying what to install or build: the
+ *   Debian packages librbd-dev and librados-dev when the addon was never
+ *   built (their headers are missing), `node scripts/build-rbd-addon.mjs`
+ *   when the headers are there but the build is not, librbd1 and librados2
+ *   when the built addon cannot find Ceph's libraries.
+ */
+export function loadRbdAddon(): RbdAddon {
+  if (loaded) return loaded;
+  if (!fs.existsSync(RBD_ADDON_PATH)) {
+    const headers = fs.existsSync('/usr/include/rbd/librbd.h') && fs.existsSync('/usr/include/rados/librados.h');
+    throw new DriverError(headers
+      ? `The rbd driver needs Basalt's RBD addon, which is not built: run \`node scripts/build-rbd-addon.mjs\` (or \`npm ci\`) in Basalt's folder`
+      : 'The rbd driver needs Ceph\'s client libraries: install the packages librbd-dev and librados-dev (Debian, Ubuntu; librbd-devel and librados-devel elsewhere), then run `node scripts/build-rbd-addon.mjs` (or `npm ci`) in Basalt\'s folder');
+  }
+  try {
+    loaded = createRequire(import.meta.url)(RBD_ADDON_PATH) as RbdAddon;
+  } catch (err) {
+    const libs = /lib(rbd|rados)\.so/.test((err as Error).message);
+    throw new DriverError(libs
+      ? 'The rbd driver cannot load Ceph\'s client libraries: install the packages librbd1 and librados2 (the versions the addon was built against)'
+      : `The rbd driver cannot load its addon ${RBD_ADDON_PATH}: rebuild it with \`node scripts/build-rbd-addon.mjs\``, { cause: err });
+  }
+  return loaded;
+}
+
+/** Whether `err` is a failed addon call with errno `code`. */
+export function isRbdError(err: unknown, ...codes: string[]): err is RbdCallError {
+  return err instanceof Error && typeof (err as RbdCallError).errno === 'number' && codes.includes((err as RbdCallError).code);
+}
