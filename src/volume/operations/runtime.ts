@@ -21,7 +21,7 @@
  */
 import type { Caller } from '../../common/index.ts';
 import { newId } from '../../common/index.ts';
-import type { SnapshotRow, Tx, VolumeRow } from '../../db/index.ts';
+import type { SnapshotRow, Transition, Tx, VolumeRow } from '../../db/index.ts';
 import type { GuardedDriver } from '../../drivers/index.ts';
 import { InvalidStatusError } from '../../errors/index.ts';
 import type { AnyJobKind, JobHandler, JobKind } from '../../jobs/index.ts';
@@ -33,10 +33,21 @@ import type { VolumeJobDeps } from '../volume-jobs.ts';
 import type { ChangeOperation, Created, CreateOperation, Operation, PayloadSchema, RequestContext, ResourceType, RowOf } from './operation.ts';
 
 type AnyOperation = Operation;
-type Repo<R extends ResourceType> = { get(q: Tx, id: string): Promise<RowOf<R> | undefined>; transition(q: Tx, t: { id: string; from: readonly string[]; to: string; requestId?: string | null; set?: Partial<RowOf<R>> }): Promise<boolean> };
+/** The repository of an operation's rows, as the runtime uses it: statuses are the row type's own. */
+type Repo<R extends ResourceType> = { get(q: Tx, id: string): Promise<RowOf<R> | undefined>; transition(q: Tx, t: Transition<RowOf<R>>): Promise<boolean> };
 
 function repoOf<R extends ResourceType>(deps: { volumes: unknown; snapshots: unknown }, resource: R): Repo<R> {
   return (resource === 'volume' ? deps.volumes : deps.snapshots) as Repo<R>;
+}
+
+/**
+ * A status an operation declares, as its row type's status. Operations
+ * declare plain strings (the row types' unions are derived from them), and
+ * `table.ts` checks at compile time that the two are the same set: this is
+ * the one place the runtime relies on that.
+ */
+function statusOf<R extends ResourceType>(status: string): RowOf<R>['status'] {
+  return status as RowOf<R>['status'];
 }
 
 /** The row id a job's payload names. */
@@ -57,7 +68,7 @@ export async function failRow(
 ): Promise<boolean> {
   const repo = repoOf(deps, resource);
   const row = await repo.get(tx, id);
-  if (!row || !(await repo.transition(tx, { id, from: [from], to: to.error, requestId }))) return false;
+  if (!row || !(await repo.transition(tx, { id, from: [statusOf(from)], to: statusOf(to.error), requestId }))) return false;
   await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
     projectId: row.project_id, resourceType: resource, resourceId: id, action: to.action, detail, detailArgs, requestId,
   });
@@ -156,7 +167,7 @@ export class OperationRuntime {
       if (op.refusedWhenFrozen ?? true) await this.look.refuseIfFrozen(tx, volume);
       const asked = (await op.request?.(ctx, row, input)) ?? {};
       const to = op.transitional ?? asked.to ?? row.status;
-      if (!(await repoOf(this.deps, op.resource).transition(tx, { id: row.id, from: allowed, to, requestId: caller.requestId, ...(asked.set ? { set: asked.set } : {}) }))) {
+      if (!(await repoOf(this.deps, op.resource).transition(tx, { id: row.id, from: allowed.map(statusOf<R>), to: statusOf<R>(to), requestId: caller.requestId, ...(asked.set ? { set: asked.set } : {}) }))) {
         throw new InvalidStatusError(`Invalid ${op.resource}: ${op.resource === 'volume' ? 'Volume' : 'Snapshot'} ${row.id} status changed concurrently; try again.`);
       }
       if (asked.job) {
