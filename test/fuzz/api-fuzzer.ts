@@ -7,6 +7,7 @@
  *
  * Invariants, checked on every answer or after every sequence:
  * - no 5xx;
+ * - a bad token (when the run is given some) is never accepted;
  * - every error is a Cinder fault body (`{"badRequest": {"code": 400, "message": …}}`);
  * - no answer to a non-admin names an object of the other project the request did not name;
  * - nothing half-created: when no changing request (POST, PUT, DELETE) of a
@@ -40,8 +41,11 @@ export interface Persona {
   isAdmin: boolean;
 }
 
-/** The four callers. */
-export const PERSONAS: readonly Persona[] = [
+/** The four callers, in this order: an admin, a member and a reader of one project, and a member of another. */
+export type Cast = readonly [admin: Persona, member: Persona, reader: Persona, foreign: Persona];
+
+/** The four callers under noauth (the default {@link Cast}). */
+export const PERSONAS: Cast = [
   { name: 'admin', project: OWN_PROJECT, headers: { 'X-Auth-Token': `boss:${OWN_PROJECT}`, 'X-Roles': 'admin' }, isAdmin: true },
   { name: 'member', project: OWN_PROJECT, headers: { 'X-Auth-Token': `alice:${OWN_PROJECT}`, 'X-Roles': 'member' }, isAdmin: false },
   { name: 'reader', project: OWN_PROJECT, headers: { 'X-Auth-Token': `rita:${OWN_PROJECT}`, 'X-Roles': 'reader' }, isAdmin: false },
@@ -68,6 +72,8 @@ export interface FuzzRequest {
   body?: string;
   /** The policy entry it was made from. */
   route: string;
+  /** Whether `X-Auth-Token` was replaced by one of {@link FuzzOptions.badTokens}. */
+  badToken?: boolean;
 }
 
 /** One answer. */
@@ -122,8 +128,8 @@ function must(a: FuzzAnswer, status: number, what: string): Record<string, any> 
 }
 
 /** Makes the fixtures: in each project a volume with metadata, its snapshot and an attachment; a type, a group type, a group and a QoS spec. */
-export async function makeFixtures(target: FuzzTarget): Promise<Fixtures> {
-  const [admin, member, , foreign] = PERSONAS as [Persona, Persona, Persona, Persona];
+export async function makeFixtures(target: FuzzTarget, cast: Cast = PERSONAS): Promise<Fixtures> {
+  const [admin, member, , foreign] = cast;
   const type = must(await call(target, admin, 'POST', '/types', { volume_type: { name: 'fuzz-type' } }), 200, 'type').volume_type.id as string;
   const groupType = must(await call(target, admin, 'POST', '/group_types', { group_type: { name: 'fuzz-group-type' } }), 202, 'group type').group_type.id as string;
   const qos = must(await call(target, admin, 'POST', '/qos-specs', { qos_specs: { name: 'fuzz-qos', consumer: 'back-end' } }), 200, 'qos').qos_specs.id as string;
@@ -305,13 +311,19 @@ const contentTypeArb: fc.Arbitrary<string | undefined> = fc.oneof(
   { weight: 1, arbitrary: fc.constant(undefined) },
 );
 
-/** A request: a policy entry, a persona, its ids, query, headers and body. */
-export function requestArb(f: Fixtures): fc.Arbitrary<FuzzRequest> {
+/**
+ * A request: a policy entry, a persona of `cast`, its ids, query, headers and
+ * body; with `badTokens`, one request in six carries one of them as its
+ * `X-Auth-Token` instead of the persona's.
+ */
+export function requestArb(f: Fixtures, cast: Cast = PERSONAS, badTokens: readonly string[] = []): fc.Arbitrary<FuzzRequest> {
   const entries = POLICY;
+  const [own, other] = [cast[1].project, cast[3].project];
   return fc.record({
     entry: fc.constantFrom(...entries),
     // Admins and members get past the policy most: they reach the handlers.
-    persona: fc.oneof({ weight: 3, arbitrary: fc.constant(PERSONAS[0]!) }, { weight: 3, arbitrary: fc.constant(PERSONAS[1]!) }, { weight: 1, arbitrary: fc.constantFrom(PERSONAS[2]!, PERSONAS[3]!) }),
+    persona: fc.oneof({ weight: 3, arbitrary: fc.constant(cast[0]) }, { weight: 3, arbitrary: fc.constant(cast[1]) }, { weight: 1, arbitrary: fc.constantFrom(cast[2], cast[3]) }),
+    badToken: badTokens.length ? fc.oneof({ weight: 5, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom(...badTokens) }) : fc.constant(undefined),
     wrongProject: fc.integer({ min: 0, max: 19 }).map((n) => n === 0),
     noProject: fc.integer({ min: 0, max: 19 }).map((n) => n === 0),
     junkProjectParam: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
@@ -322,7 +334,7 @@ export function requestArb(f: Fixtures): fc.Arbitrary<FuzzRequest> {
     methodSwap: fc.integer({ min: 0, max: 29 }).map((n) => (n === 0 ? 'PATCH' : n === 1 ? 'DELETE' : n === 2 ? 'HEAD' : undefined)),
   }).chain((r) => bodyArb(r.entry, f).map((body) => ({ ...r, body }))).map((r) => {
     let k = 0;
-    const project = r.wrongProject ? (r.persona.project === OWN_PROJECT ? OTHER_PROJECT : OWN_PROJECT) : r.persona.project;
+    const project = r.wrongProject ? (r.persona.project === own ? other : own) : r.persona.project;
     // A route naming a project (quotas, default types) mostly names the caller's.
     const p = r.entry.path.replace(/:([a-z_]+)/g, (_, name: string) => ((name === 'project' || name === 'target') && !r.junkProjectParam ? project : r.segments[k++ % 4]!));
     const method = r.methodSwap ?? r.entry.method;
@@ -330,8 +342,9 @@ export function requestArb(f: Fixtures): fc.Arbitrary<FuzzRequest> {
     if (r.version !== undefined) headers['OpenStack-API-Version'] = r.version;
     const body = method === 'GET' || method === 'HEAD' ? undefined : r.body;
     if (body !== undefined && r.contentType !== undefined) headers['Content-Type'] = r.contentType;
+    if (r.badToken !== undefined) headers['X-Auth-Token'] = r.badToken;
     return {
-      persona: r.persona, method, headers, ...(body === undefined ? {} : { body }),
+      persona: r.persona, method, headers, ...(body === undefined ? {} : { body }), ...(r.badToken === undefined ? {} : { badToken: true }),
       url: `${r.noProject ? '/v3' : `/v3/${project}`}${p}${r.query}`,
       route: `${r.entry.method} ${r.entry.path}${r.entry.action ? ` ${r.entry.action}` : ''}`,
     };
@@ -347,8 +360,9 @@ export function problemOf(r: FuzzRequest, a: FuzzAnswer, f: Fixtures): string | 
     const p = faultProblem(a.status, a.body);
     if (p) return `not a Cinder fault: ${p}`;
   }
+  if (r.badToken && a.status < 400) return `a bad token was accepted (${a.status})`;
   if (!r.persona.isAdmin) {
-    const secrets = r.persona.project === OWN_PROJECT ? f.other : f.own;
+    const secrets = r.persona.name === 'foreign' ? f.own : f.other;
     const asked = `${r.url} ${r.body ?? ''}`;
     const leaked = secrets.filter((id) => a.text.includes(id) && !asked.includes(id));
     if (leaked.length) return `names another project's ${leaked.join(', ')}`;
@@ -419,6 +433,10 @@ export interface FuzzOptions {
   maxRequests?: number;
   /** Whether a sequence's requests are sent all at once (races) instead of one after another. Default false. */
   concurrent?: boolean;
+  /** The callers; default {@link PERSONAS} (noauth). */
+  cast?: Cast;
+  /** `X-Auth-Token` values that must never be accepted, sent in place of a persona's token now and then; default none. */
+  badTokens?: readonly string[];
 }
 
 /**
@@ -429,7 +447,7 @@ export async function runApiFuzz(target: FuzzTarget, f: Fixtures, o: FuzzOptions
   const stats: FuzzStats = { sequences: 0, requests: 0, byStatus: {}, stateChecks: 0, routes: new Set() };
   await quiesce(target);
   let baseline = stateOf(target);
-  await fc.assert(fc.asyncProperty(fc.array(requestArb(f), { minLength: 1, maxLength: o.maxRequests ?? 6 }), async (requests) => {
+  await fc.assert(fc.asyncProperty(fc.array(requestArb(f, o.cast, o.badTokens), { minLength: 1, maxLength: o.maxRequests ?? 6 }), async (requests) => {
     stats.sequences++;
     let changed = false;
     const answers = o.concurrent ? await Promise.all(requests.map((r) => send(target, r))) : undefined;
