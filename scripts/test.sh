@@ -11,7 +11,9 @@ node scripts/build-rbd-addon.mjs
 echo "# typecheck"
 npx tsc --noEmit -p .
 
-# Node 20's runner does not find *.test.ts by itself: pass the files explicitly.
+# Node 20's runner does not find *.test.ts by itself: pass the files explicitly. The Ceph files
+# (test/conformance/rbd-driver.test.ts, ceph-cluster.test.ts) run in this first group: each starts
+# its own one-node cluster (test/helpers/ceph.ts, about 5 s, under 1 GiB), like the PostgreSQL files.
 mapfile -t files < <(find test -name '*.test.ts' ! -path 'test/tempest/*' | sort)
 # A hung test file fails after 5 minutes instead of stalling the run (the Keystone file takes
 # about 100 s alone and can pass 180 s beside a busy neighbour on 2 cores).

@@ -135,27 +135,20 @@ static void image_finalize(napi_env env, void *data, void *hint) {
   if (img->closed) free(img);
 }
 
-static cluster_t *cluster_of(napi_env env, napi_value v) {
+/* The pointer an external made by this addon holds; throws (and returns NULL) for anything else. */
+static void *external_of(napi_env env, napi_value v, const char *what) {
   void *p = NULL;
   napi_valuetype t;
   napi_typeof(env, v, &t);
   if (t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    napi_throw_type_error(env, NULL, "not a cluster");
+    napi_throw_type_error(env, NULL, what);
     return NULL;
   }
   return p;
 }
 
-static image_t *image_of(napi_env env, napi_value v) {
-  void *p = NULL;
-  napi_valuetype t;
-  napi_typeof(env, v, &t);
-  if (t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    napi_throw_type_error(env, NULL, "not an image");
-    return NULL;
-  }
-  return p;
-}
+static cluster_t *cluster_of(napi_env env, napi_value v) { return external_of(env, v, "not a cluster"); }
+static image_t *image_of(napi_env env, napi_value v) { return external_of(env, v, "not an image"); }
 
 /* ---- management calls: async work on libuv's pool ---- */
 

@@ -9,9 +9,10 @@ import { GuardedDriver } from './driver-guard.ts';
 import { checkContractVersion, type DriverRegistration } from './driver-registration.ts';
 import { fileRegistration } from './file/file-registration.ts';
 import { memoryRegistration } from './memory/memory-registration.ts';
+import { rbdRegistration } from './rbd/rbd-registration.ts';
 
 /** Every driver a backend's `volume_driver` may name. */
-export const REGISTERED_DRIVERS: readonly DriverRegistration[] = [fileRegistration, memoryRegistration];
+export const REGISTERED_DRIVERS: readonly DriverRegistration[] = [fileRegistration, memoryRegistration, rbdRegistration];
 
 /** The registration named `name`, if any. */
 export function findDriver(name: string, registrations: readonly DriverRegistration[] = REGISTERED_DRIVERS): DriverRegistration | undefined {

@@ -7,3 +7,5 @@ export { FileDriver, type FileDriverOptions } from './file/file-driver.ts';
 export { fileRegistration } from './file/file-registration.ts';
 export { MemoryDriver, type MemoryDriverOptions } from './memory/memory-driver.ts';
 export { memoryRegistration } from './memory/memory-registration.ts';
+export { RbdDriver, type RbdDriverOptions } from './rbd/rbd-driver.ts';
+export { rbdRegistration } from './rbd/rbd-registration.ts';

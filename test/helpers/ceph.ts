@@ -40,6 +40,8 @@ export interface Ceph {
   pool: string;
   /** The monitor's address, `127.0.0.1:PORT` (msgr v1). */
   monitor: string;
+  /** Creates another RBD pool (8 placement groups, all `active+clean` when it resolves) and returns its name. */
+  newPool(): Promise<string>;
   /** Runs the `ceph` CLI against the cluster and returns its stdout. */
   ceph(...args: string[]): Promise<string>;
   /** Runs the `rbd` CLI against the cluster and returns its stdout. */
@@ -192,12 +194,17 @@ export async function startCeph(): Promise<Ceph> {
       d.kill('SIGKILL');
     })));
   };
+  const newPool = async (): Promise<string> => {
+    const name = `basalt-${randomUUID().slice(0, 8)}`;
+    await createPool(cli, daemons, name);
+    return name;
+  };
   const monitor = (): string => /v1:(127\.0\.0\.1:\d+)/.exec(fs.readFileSync(confPath, 'utf8'))![1]!;
 
   if (shared) {
     await createPool(cli, daemons, pool);
     return {
-      confPath, keyringPath, user: 'admin', pool, monitor: monitor(), ceph: cli, rbd,
+      confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd,
       async stop() { await cli('osd', 'pool', 'rm', pool, pool, '--yes-i-really-really-mean-it'); },
     };
   }
@@ -252,7 +259,7 @@ export async function startCeph(): Promise<Ceph> {
     throw new Error(`the test Ceph cluster did not start: ${(err as Error).message}\n${logs}`, { cause: err });
   }
   return {
-    confPath, keyringPath, user: 'admin', pool, monitor: monitor(), ceph: cli, rbd,
+    confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd,
     async stop() {
       await kill();
       fs.rmSync(dir, { recursive: true, force: true });

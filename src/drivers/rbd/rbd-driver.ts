@@ -1,0 +1,448 @@
+/**
+ * The `rbd` driver: each volume is an RBD image `volume-<id>` in one Ceph
+ * pool, each snapshot an RBD snapshot `snapshot-<id>` of its volume's image,
+ * through librbd (the optional addon, `rbd-addon.ts`). Names and behaviour
+ * follow Cinder's RBD driver, so an operator who knows one knows the other:
+ *
+ * - Images are created with layering, exclusive-lock, object-map, fast-diff
+ *   and deep-flatten; thin: an image uses space only where written.
+ * - A volume from a snapshot is a copy-on-write clone of that (protected)
+ *   snapshot. A clone of a volume is a clone of a snapshot
+ *   `volume-<clone id>.clone_snap` taken of the source for it. A clone whose
+ *   chain of parents reaches `rbd_max_clone_depth` is flattened (copied) at
+ *   once, as is every volume from a snapshot when
+ *   `rbd_flatten_volume_from_snapshot`.
+ * - A volume whose image still has clones (its `.clone_snap` snapshots have
+ *   children) cannot be removed: its image is renamed `volume-<id>.deleted`
+ *   and removed when its last clone goes (Cinder does the same).
+ * - Deleting a snapshot that has clones flattens them first: the contract
+ *   says volumes made from a snapshot outlive it, and clone format 1 (the one
+ *   every Ceph client understands) cannot drop a snapshot with children.
+ * - Revert is `rbd_snap_rollback`, then a resize back to the volume's size.
+ * - Block I/O uses librbd's asynchronous calls; block status comes from
+ *   `rbd_diff_iterate2` over the object map (fast-diff).
+ *
+ * Capacity comes from the cluster (`ceph df`: the pool's `max_avail` and
+ * `bytes_used`), as Cinder reports it.
+ */
+import { DriverError } from '../../errors/index.ts';
+import {
+  GiB,
+  type BackendStats, type DeclaredCapabilities, type Extent, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+} from '../volume-driver.ts';
+import { isRbdError, loadRbdAddon, RBD_FEATURES, type RbdAddon, type RbdCluster, type RbdImage } from './rbd-addon.ts';
+
+/** Settings of an {@link RbdDriver} (the registration maps Cinder's option names onto these). */
+export interface RbdDriverOptions {
+  /** Pool name reported to the scheduler (the backend's name). */
+  poolName: string;
+  /** The Ceph pool holding the images (`rbd_pool`). */
+  cephPool: string;
+  /** cephx user without `client.` (`rbd_user`). */
+  user: string;
+  /** ceph.conf path; empty: librados's default places (`rbd_ceph_conf`). */
+  confPath: string;
+  /** Keyring path; empty: what ceph.conf names (`rbd_keyring_conf`). */
+  keyringPath: string;
+  /** Flatten every volume made from a snapshot (`rbd_flatten_volume_from_snapshot`). */
+  flattenVolumeFromSnapshot: boolean;
+  /** Flatten a clone whose chain of parents would reach this depth; 0 flattens every clone (`rbd_max_clone_depth`). */
+  maxCloneDepth: number;
+  /** Object size of new images in MiB, a power of two (`rbd_store_chunk_size`). */
+  chunkSizeMiB: number;
+  /** Seconds librados waits for the cluster at connect and for each operation (`rados_connect_timeout`); ≤ 0: librados's defaults. */
+  connectTimeoutSeconds: number;
+}
+
+/** Layering, exclusive-lock, object-map, fast-diff, deep-flatten: Cinder's and Ceph's default set. */
+const FEATURES = RBD_FEATURES.layering | RBD_FEATURES.exclusiveLock | RBD_FEATURES.objectMap | RBD_FEATURES.fastDiff | RBD_FEATURES.deepFlatten;
+const CLONE_SNAP = '.clone_snap';
+const DELETED = '.deleted';
+/** The most zero bytes one write sends for write-zeroes that must keep its space. */
+const ZERO_CHUNK = 4 * 1024 * 1024;
+
+/** Ceph RBD through librbd. */
+export class RbdDriver implements VolumeDriver {
+  readonly capabilities: DeclaredCapabilities = {
+    // librados and librbd are thread-safe; calls on different images run at once.
+    canRunInParallel: true,
+    // One image handle takes any number of asynchronous requests; librbd orders overlaps.
+    canRunIoInParallel: true,
+    // Not declared: two handles are two librbd clients with their own caches, and
+    // exclusive-lock hands the lock over on writes but not on reads.
+    canMultiConn: false,
+    supportsThinProvisioning: true,
+    // rbd_resize while other handles are open: they keep their size until reopened.
+    supportsOnlineExtend: true,
+    supportsRevertToSnapshot: true,
+    storageProtocol: 'nbd',
+    vendorName: 'Basalt',
+    driverVersion: '1.0.0',
+  };
+
+  private addon: RbdAddon | undefined;
+  private cluster: RbdCluster | undefined;
+
+  constructor(private readonly options: RbdDriverOptions) {
+    if (!Number.isInteger(Math.log2(options.chunkSizeMiB))) throw new DriverError(`rbd_store_chunk_size must be a power of two (MiB), not ${options.chunkSizeMiB}`);
+  }
+
+  /** The image name of a volume (Cinder's `volume_name_template`). */
+  static imageName(id: string): string {
+    return `volume-${id}`;
+  }
+
+  /** The RBD snapshot name of a snapshot (Cinder's `snapshot_name_template`). */
+  static snapName(id: string): string {
+    return `snapshot-${id}`;
+  }
+
+  /**
+   * Loads the addon and connects to the cluster.
+   * @throws DriverError not retryable when the addon or Ceph's libraries are
+   *   missing (saying what to install); retryable when the cluster does not
+   *   answer or refuses the credentials (named as such).
+   */
+  async init(): Promise<void> {
+    if (this.cluster) return;
+    this.addon = loadRbdAddon();
+    const o = this.options;
+    const settings: Record<string, string> = {};
+    if (o.connectTimeoutSeconds > 0) {
+      for (const k of ['client_mount_timeout', 'rados_mon_op_timeout', 'rados_osd_op_timeout']) settings[k] = String(o.connectTimeoutSeconds);
+    }
+    try {
+      this.cluster = await this.addon.connect(o.confPath || null, o.user, o.keyringPath || null, settings);
+    } catch (err) {
+      const why = isRbdError(err, 'EACCES', 'EPERM') ? 'refused the credentials of' : 'could not be reached as';
+      throw new DriverError(`The Ceph cluster of ${o.confPath || 'the default ceph.conf'} ${why} client.${o.user}`, { cause: err, retryable: true });
+    }
+  }
+
+  async close(): Promise<void> {
+    const cluster = this.cluster;
+    this.cluster = undefined;
+    if (cluster) await this.rbd.shutdown(cluster);
+  }
+
+  private get rbd(): RbdAddon {
+    if (!this.addon) throw new DriverError('The rbd driver is not initialised');
+    return this.addon;
+  }
+
+  private get conn(): RbdCluster {
+    if (!this.cluster) throw new DriverError('The rbd driver is not connected');
+    return this.cluster;
+  }
+
+  private get order(): number {
+    return Math.log2(this.options.chunkSizeMiB * 1024 * 1024);
+  }
+
+  /** Runs `fn` on the image `name` (its head, or a snapshot read-only), closing it after. */
+  private async withImage<T>(name: string, fn: (img: RbdImage) => Promise<T>, snap: string | null = null): Promise<T> {
+    const img = await this.rbd.openImage(this.conn, this.options.cephPool, name, snap);
+    try {
+      return await fn(img);
+    } finally {
+      await this.rbd.closeImage(img);
+    }
+  }
+
+  /** Like {@link withImage}, or undefined when the image does not exist. */
+  private async withImageIfAny<T>(name: string, fn: (img: RbdImage) => Promise<T>, snap: string | null = null): Promise<T | undefined> {
+    try {
+      return await this.withImage(name, fn, snap);
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) return undefined;
+      throw err;
+    }
+  }
+
+  async getStats(): Promise<BackendStats> {
+    const { out } = await this.rbd.monCommand(this.conn, JSON.stringify({ prefix: 'df', format: 'json' }));
+    const df = JSON.parse(out) as { pools: Array<{ name: string; stats: { max_avail: number; bytes_used: number } }> };
+    const pool = df.pools.find((p) => p.name === this.options.cephPool);
+    if (!pool) throw new DriverError(`Ceph pool ${this.options.cephPool} does not exist`);
+    let provisioned = 0;
+    for (const name of await this.rbd.listImages(this.conn, this.options.cephPool)) {
+      provisioned += (await this.withImageIfAny(name, (img) => this.rbd.stat(img)))?.sizeBytes ?? 0;
+    }
+    const round = (bytes: number): number => Math.round((bytes / GiB) * 100) / 100;
+    return {
+      pools: [{
+        name: this.options.poolName,
+        totalCapacityGiB: round(pool.stats.max_avail + pool.stats.bytes_used),
+        freeCapacityGiB: round(pool.stats.max_avail),
+        provisionedCapacityGiB: Math.ceil(provisioned / GiB),
+        copyMethod: 'cow',
+      }],
+    };
+  }
+
+  /** Creates the image, or completes one an earlier attempt left (growing it to the size). */
+  async createVolume(vol: VolumeRef): Promise<void> {
+    const name = RbdDriver.imageName(vol.id);
+    try {
+      await this.rbd.createImage(this.conn, this.options.cephPool, name, vol.sizeGiB * GiB, FEATURES, this.order);
+    } catch (err) {
+      if (!isRbdError(err, 'EEXIST')) throw err;
+    }
+    await this.growTo(name, vol.sizeGiB);
+  }
+
+  /** Resizes `name` up to `sizeGiB` when smaller. */
+  private async growTo(name: string, sizeGiB: number): Promise<void> {
+    await this.withImage(name, async (img) => {
+      if ((await this.rbd.stat(img)).sizeBytes < sizeGiB * GiB) await this.rbd.resize(img, sizeGiB * GiB);
+    });
+  }
+
+  async extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void> {
+    try {
+      await this.growTo(RbdDriver.imageName(vol.id), newSizeGiB);
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${vol.id} is missing`, { cause: err });
+      throw err;
+    }
+  }
+
+  /**
+   * Removes the volume's image with its clone snapshots; when clones still
+   * hang on one, renames it `…​.deleted` instead (removed with its last clone).
+   * Then lets the parent go if it was waiting for this clone.
+   */
+  async deleteVolume(vol: Pick<VolumeRef, 'id'>): Promise<void> {
+    await this.removeImage(RbdDriver.imageName(vol.id));
+  }
+
+  private async removeImage(name: string): Promise<void> {
+    const state = await this.withImageIfAny(name, async (img) => {
+      const parent = await this.rbd.parent(img);
+      let busy = false;
+      for (const s of await this.rbd.snapList(img)) {
+        if (!(await this.dropSnapshot(img, name, s.name, s.name.endsWith(CLONE_SNAP)))) busy = true;
+      }
+      return { parent, busy };
+    });
+    if (!state) return; // gone already
+    if (state.busy) {
+      if (!name.endsWith(DELETED)) await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
+      return;
+    }
+    try {
+      await this.rbd.removeImage(this.conn, this.options.cephPool, name);
+    } catch (err) {
+      if (!isRbdError(err, 'ENOENT')) throw err;
+    }
+    if (state.parent && state.parent.pool === this.options.cephPool) await this.releaseParent(state.parent.image, state.parent.snap);
+  }
+
+  /** After a clone went: drops the parent's clone snapshot when it has no clone left, and a `.deleted` parent with it. */
+  private async releaseParent(image: string, snap: string): Promise<void> {
+    if (!snap.endsWith(CLONE_SNAP) && !image.endsWith(DELETED)) return;
+    const empty = await this.withImageIfAny(image, async (img) => {
+      if (snap.endsWith(CLONE_SNAP)) await this.dropSnapshot(img, image, snap, true);
+      return (await this.rbd.snapList(img)).length === 0;
+    });
+    if (empty && image.endsWith(DELETED)) await this.removeImage(image);
+  }
+
+  /**
+   * Removes the snapshot `snap` of `image` (opened as `img`). A snapshot with
+   * clones is kept when `keepIfCloned` (the answer is then false), else its
+   * clones are flattened first.
+   */
+  private async dropSnapshot(img: RbdImage, image: string, snap: string, keepIfCloned: boolean): Promise<boolean> {
+    if (await this.rbd.snapIsProtected(img, snap).catch((err) => (isRbdError(err, 'ENOENT') ? null : Promise.reject(err))) === null) return true;
+    const children = (await this.withImage(image, (s) => this.rbd.children(s), snap)).filter((c) => !c.trash);
+    if (children.length > 0) {
+      if (keepIfCloned) return false;
+      for (const child of children) await this.withImageIfAny(child.image, (c) => this.rbd.flatten(c));
+    }
+    try {
+      if (await this.rbd.snapIsProtected(img, snap)) await this.rbd.snapUnprotect(img, snap);
+      await this.rbd.snapRemove(img, snap);
+    } catch (err) {
+      if (!isRbdError(err, 'ENOENT')) throw err;
+    }
+    return true;
+  }
+
+  async createSnapshot(snap: SnapshotRef): Promise<void> {
+    const name = RbdDriver.snapName(snap.id);
+    try {
+      await this.withImage(RbdDriver.imageName(snap.volumeId), async (img) => {
+        // A snapshot is one atomic step in librbd: one left by an earlier attempt is complete.
+        if ((await this.rbd.snapList(img)).some((s) => s.name === name)) return;
+        await this.rbd.snapCreate(img, name);
+      });
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${snap.volumeId} is missing`, { cause: err });
+      throw err;
+    }
+  }
+
+  /** Removes the RBD snapshot, flattening its clones first (see the module comment). */
+  async deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+    const name = RbdDriver.snapName(snap.id);
+    // The snapshot's volume is not named: find the image holding it.
+    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
+      const found = await this.withImageIfAny(image, async (img) => {
+        if (!(await this.rbd.snapList(img)).some((s) => s.name === name)) return false;
+        await this.dropSnapshot(img, image, name, false);
+        return true;
+      });
+      if (found) return;
+    }
+  }
+
+  async createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+    await this.cloneFrom(vol, RbdDriver.imageName(snap.volumeId), RbdDriver.snapName(snap.id), this.options.flattenVolumeFromSnapshot);
+  }
+
+  async cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void> {
+    const parent = RbdDriver.imageName(source.id);
+    const snap = `${RbdDriver.imageName(vol.id)}${CLONE_SNAP}`;
+    try {
+      await this.withImage(parent, async (img) => {
+        if (!(await this.rbd.snapList(img)).some((s) => s.name === snap)) await this.rbd.snapCreate(img, snap);
+      });
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${source.id} is missing`, { cause: err });
+      throw err;
+    }
+    await this.cloneFrom(vol, parent, snap, false);
+  }
+
+  /**
+   * Makes `vol` a copy-on-write clone of `parent@snap` (protecting the
+   * snapshot), grows it to its size and flattens it when asked or when its
+   * chain of parents reaches `rbd_max_clone_depth`. A clone left by an
+   * earlier attempt is completed.
+   */
+  private async cloneFrom(vol: VolumeRef, parent: string, snap: string, flatten: boolean): Promise<void> {
+    const name = RbdDriver.imageName(vol.id);
+    try {
+      await this.withImage(parent, async (img) => {
+        if (!(await this.rbd.snapIsProtected(img, snap))) await this.rbd.snapProtect(img, snap);
+      });
+      await this.rbd.cloneImage(this.conn, this.options.cephPool, parent, snap, name, FEATURES, this.order);
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) throw new DriverError(`Snapshot ${snap} of ${parent} is missing`, { cause: err });
+      if (!isRbdError(err, 'EEXIST')) throw err;
+    }
+    await this.withImage(name, async (img) => {
+      if ((await this.rbd.stat(img)).sizeBytes < vol.sizeGiB * GiB) await this.rbd.resize(img, vol.sizeGiB * GiB);
+      const p = await this.rbd.parent(img);
+      if (p && (flatten || (await this.depth(p.image)) + 1 > this.options.maxCloneDepth)) {
+        await this.rbd.flatten(img);
+        await this.releaseParent(p.image, p.snap);
+      }
+    });
+  }
+
+  /** How many parents the chain above `image` has (0: not a clone). */
+  private async depth(image: string): Promise<number> {
+    let d = 0;
+    for (let name: string | undefined = image; name; d++) {
+      const p: { image: string } | null | undefined = await this.withImageIfAny(name, (img) => this.rbd.parent(img));
+      if (!p) return d;
+      name = p.image;
+    }
+    return d;
+  }
+
+  async revertToSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+    await this.withImage(RbdDriver.imageName(vol.id), async (img) => {
+      await this.rbd.snapRollback(img, RbdDriver.snapName(snap.id));
+      // A rollback takes the snapshot's size back; the volume keeps its own.
+      if ((await this.rbd.stat(img)).sizeBytes < vol.sizeGiB * GiB) await this.rbd.resize(img, vol.sizeGiB * GiB);
+    });
+  }
+
+  async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
+    let img: RbdImage;
+    try {
+      img = await this.rbd.openImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), null);
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${vol.id} is missing`, { cause: err });
+      throw err;
+    }
+    const { sizeBytes } = await this.rbd.stat(img).catch(async (err) => {
+      await this.rbd.closeImage(img);
+      throw err;
+    });
+    return new RbdHandle(this.rbd, img, sizeBytes);
+  }
+}
+
+/** An open image: I/O through librbd's asynchronous calls. */
+class RbdHandle implements VolumeHandle {
+  /** Requests in flight: `close` waits for them (the addon refuses to close under them). */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private closed = false;
+
+  constructor(private readonly rbd: RbdAddon, private readonly img: RbdImage, readonly sizeBytes: number) {}
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inFlight.add(p);
+    const done = (): void => { this.inFlight.delete(p); };
+    p.then(done, done);
+    return p;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.alloc(length);
+    const n = await this.track(this.rbd.aioRead(this.img, offset, buf));
+    if (n < length) buf.fill(0, n); // never past the end (the guard checked), but never stale bytes either
+    return buf;
+  }
+
+  write(offset: number, data: Buffer): Promise<void> {
+    return this.track(this.rbd.aioWrite(this.img, offset, data));
+  }
+
+  flush(): Promise<void> {
+    return this.track(this.rbd.aioFlush(this.img));
+  }
+
+  trim(offset: number, length: number): Promise<void> {
+    return this.track(this.rbd.aioDiscard(this.img, offset, length));
+  }
+
+  async writeZeroes(offset: number, length: number, mayPunch: boolean): Promise<void> {
+    if (mayPunch) return this.track(this.rbd.aioWriteZeroes(this.img, offset, length));
+    // Keep the space: real zeros, not librbd's write-zeroes (which may deallocate whole objects).
+    const zeros = Buffer.alloc(Math.min(length, ZERO_CHUNK));
+    for (let done = 0; done < length; done += zeros.length) {
+      const n = Math.min(zeros.length, length - done);
+      await this.track(this.rbd.aioWrite(this.img, offset + done, n === zeros.length ? zeros : zeros.subarray(0, n)));
+    }
+  }
+
+  /** Allocated objects (the object map, through diff_iterate) are data; the rest are holes that read as zeros. */
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    const end = offset + length;
+    const found = await this.track(this.rbd.diffIterate(this.img, null, offset, length, 1));
+    const out: Extent[] = [];
+    let pos = offset;
+    for (const e of found.sort((a, b) => a.offset - b.offset)) {
+      const from = Math.max(e.offset, pos);
+      const to = Math.min(e.offset + e.length, end);
+      if (to <= from) continue;
+      if (from > pos) out.push({ length: from - pos, hole: true, zero: true });
+      out.push(e.exists ? { length: to - from, hole: false, zero: false } : { length: to - from, hole: true, zero: true });
+      pos = to;
+    }
+    if (pos < end) out.push({ length: end - pos, hole: true, zero: true });
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.inFlight]);
+    await this.rbd.closeImage(this.img);
+  }
+}

@@ -1,0 +1,63 @@
+/** The registration of the `rbd` driver: its options (Cinder's names) and its factory. */
+import { defineDriver, option } from '../driver-registration.ts';
+import { RbdDriver } from './rbd-driver.ts';
+
+/** `volume_driver = rbd`: RBD images in a Ceph pool, through librbd (the optional RBD addon). */
+export const rbdRegistration = defineDriver({
+  name: 'rbd',
+  contractVersion: '1.3',
+  description: 'rbd (Ceph RBD images in one pool through librbd: copy-on-write snapshots and clones, storage shared by every member of a cluster)',
+  options: {
+    rbd_pool: option<string>({
+      type: 'string', default: 'rbd',
+      help: 'The Ceph pool holding the volumes\' images (Cinder: rbd_pool).',
+    }),
+    rbd_user: option<string>({
+      type: 'string', default: 'admin',
+      help: 'The cephx user Basalt connects as, without "client." (Cinder: rbd_user).',
+    }),
+    rbd_ceph_conf: option<string>({
+      type: 'string', default: '',
+      help: 'Path of the ceph.conf naming the monitors; empty: librados\'s default places (/etc/ceph/ceph.conf …) (Cinder: rbd_ceph_conf).',
+    }),
+    rbd_keyring_conf: option<string>({
+      type: 'string', default: '',
+      help: 'Path of the keyring holding rbd_user\'s key; empty: the keyring ceph.conf names (Cinder: rbd_keyring_conf).',
+    }),
+    rbd_secret_uuid: option<string>({
+      type: 'string', default: '',
+      help: 'The UUID of the libvirt secret holding rbd_user\'s key on compute hosts, passed in rbd connection info (Cinder: rbd_secret_uuid).',
+    }),
+    rbd_flatten_volume_from_snapshot: option<boolean>({
+      type: 'bool', default: false,
+      help: 'Copy every volume made from a snapshot in full (flatten) instead of leaving it a copy-on-write clone of the snapshot (Cinder: rbd_flatten_volume_from_snapshot).',
+    }),
+    rbd_max_clone_depth: option<number>({
+      type: 'int', default: 5, min: 0,
+      help: 'The most parents a copy-on-write clone may have above it; a clone that would have more is flattened at once. 0 flattens every clone (Cinder: rbd_max_clone_depth).',
+    }),
+    rbd_store_chunk_size: option<number>({
+      type: 'int', default: 4, min: 1, max: 32,
+      help: 'Object size of new images in MiB, a power of two (Cinder: rbd_store_chunk_size).',
+    }),
+    report_discard_supported: option<boolean>({
+      type: 'bool', default: false,
+      help: 'Tell hosts that volumes of this backend take discard (TRIM/UNMAP) in connection info (Cinder: report_discard_supported).',
+    }),
+    rados_connect_timeout: option<number>({
+      type: 'int', default: 30,
+      help: 'Seconds librados waits for the cluster when connecting and for each operation; ≤ 0: librados\'s own defaults (Cinder: rados_connect_timeout, whose default -1 would let a dead cluster hold a call for minutes).',
+    }),
+  },
+  create: ({ backendName, options }) => new RbdDriver({
+    poolName: backendName,
+    cephPool: options.rbd_pool,
+    user: options.rbd_user,
+    confPath: options.rbd_ceph_conf,
+    keyringPath: options.rbd_keyring_conf,
+    flattenVolumeFromSnapshot: options.rbd_flatten_volume_from_snapshot,
+    maxCloneDepth: options.rbd_max_clone_depth,
+    chunkSizeMiB: options.rbd_store_chunk_size,
+    connectTimeoutSeconds: options.rados_connect_timeout,
+  }),
+});

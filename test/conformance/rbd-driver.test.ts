@@ -1,0 +1,113 @@
+/**
+ * The rbd driver passes the conformance suite against a real one-node Ceph
+ * cluster (test/helpers/ceph.ts, started once for this file; each test gets a
+ * pool of its own, so a test's leak check and pool stats see only its own
+ * images), and keeps Cinder's RBD behaviour: images with layering,
+ * exclusive-lock, object-map and fast-diff, snapshots as RBD snapshots,
+ * copy-on-write clones flattened past rbd_max_clone_depth, pool stats from
+ * the cluster.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, test } from 'node:test';
+import { GiB, GuardedDriver, RbdDriver, rbdRegistration, type VolumeDriver } from '../../src/drivers/index.ts';
+import { startCeph } from '../helpers/ceph.ts';
+import { driverConformance } from './driver-conformance.ts';
+
+const ceph = await startCeph();
+const drivers: VolumeDriver[] = [];
+after(async () => {
+  // After every test's own clean-up (its handles are closed by then).
+  for (const d of drivers) await d.close?.().catch(() => undefined);
+  await ceph.stop();
+});
+
+/** A driver over a fresh pool, with Cinder's options as a backend section would give them. */
+async function rbdBackend(overrides: Record<string, unknown> = {}): Promise<{ driver: VolumeDriver; pool: string; options: Record<string, unknown> }> {
+  const pool = await ceph.newPool();
+  const options = {
+    rbd_pool: pool, rbd_user: ceph.user, rbd_ceph_conf: ceph.confPath, rbd_keyring_conf: ceph.keyringPath, rbd_secret_uuid: '',
+    rbd_flatten_volume_from_snapshot: false, rbd_max_clone_depth: 5, rbd_store_chunk_size: 4, report_discard_supported: false,
+    rados_connect_timeout: 30, ...overrides,
+  };
+  const driver = rbdRegistration.create({ backendName: 'ceph', options: options as never });
+  drivers.push(driver);
+  return { driver, pool, options };
+}
+
+/** Every image and snapshot of `pool`, as `image` and `image@snap`. */
+async function objects(pool: string): Promise<string[]> {
+  const listed = JSON.parse(await ceph.rbd('ls', '-l', '--format', 'json', pool)) as Array<{ image: string; snapshot?: string }>;
+  return listed.map((e) => (e.snapshot ? `${e.image}@${e.snapshot}` : e.image)).sort();
+}
+
+driverConformance('rbd', async () => {
+  const { driver, pool } = await rbdBackend();
+  return { driver, objects: () => objects(pool) };
+});
+
+/** `rbd info` of an image. */
+async function info(pool: string, image: string): Promise<{ features: string[]; parent?: { image: string; snapshot: string } }> {
+  return JSON.parse(await ceph.rbd('info', '--format', 'json', `${pool}/${image}`)) as { features: string[]; parent?: { image: string; snapshot: string } };
+}
+
+test('rbd: images have layering, exclusive-lock, object-map and fast-diff; snapshots are RBD snapshots; volumes from them are COW clones', async () => {
+  const { driver: raw, pool } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  const image = RbdDriver.imageName(v.id);
+  const features = (await info(pool, image)).features;
+  for (const f of ['layering', 'exclusive-lock', 'object-map', 'fast-diff']) assert.ok(features.includes(f), f);
+  const snap = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+  await driver.createSnapshot(snap);
+  assert.ok((await objects(pool)).includes(`${image}@${RbdDriver.snapName(snap.id)}`), 'an RBD snapshot of the volume\'s image');
+  const copy = { id: randomUUID(), sizeGiB: 2 };
+  await driver.createVolumeFromSnapshot(copy, snap);
+  const parent = (await info(pool, RbdDriver.imageName(copy.id))).parent;
+  assert.deepEqual({ image: parent?.image, snapshot: parent?.snapshot }, { image, snapshot: RbdDriver.snapName(snap.id) }, 'a copy-on-write clone of the snapshot');
+  const clone = { id: randomUUID(), sizeGiB: 1 };
+  await driver.cloneVolume(clone, v);
+  assert.equal((await info(pool, RbdDriver.imageName(clone.id))).parent?.image, image, 'a clone of a volume is a COW clone too');
+  const stats = await driver.getStats();
+  assert.equal(stats.pools[0]!.copyMethod, 'cow');
+  assert.ok(stats.pools[0]!.totalCapacityGiB > 0 && stats.pools[0]!.freeCapacityGiB > 0 && stats.pools[0]!.freeCapacityGiB <= stats.pools[0]!.totalCapacityGiB);
+  assert.equal(stats.pools[0]!.provisionedCapacityGiB, 4, 'the sizes of the images (1 + 2 + 1 GiB)');
+});
+
+test('rbd: a clone whose chain of parents passes rbd_max_clone_depth is flattened, and its data kept', async () => {
+  const { driver: raw, pool } = await rbdBackend({ rbd_max_clone_depth: 2 });
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const chain = [{ id: randomUUID(), sizeGiB: 1 }];
+  await driver.createVolume(chain[0]!);
+  const h = await driver.openVolume(chain[0]!);
+  const data = Buffer.alloc(65536, 0x5a);
+  await h.write(GiB / 2, data);
+  await h.flush();
+  await h.close();
+  for (let i = 1; i <= 3; i++) {
+    const next = { id: randomUUID(), sizeGiB: 1 };
+    await driver.cloneVolume(next, chain[i - 1]!);
+    chain.push(next);
+  }
+  const parents = await Promise.all(chain.map(async (v) => (await info(pool, RbdDriver.imageName(v.id))).parent?.image ?? null));
+  assert.equal(parents[0], null);
+  assert.equal(parents[1], RbdDriver.imageName(chain[0]!.id), 'depth 1: a clone');
+  assert.equal(parents[2], RbdDriver.imageName(chain[1]!.id), 'depth 2: a clone');
+  assert.equal(parents[3], null, 'depth 3 would pass rbd_max_clone_depth = 2: flattened');
+  const last = await driver.openVolume(chain[3]!);
+  assert.ok((await last.read(GiB / 2, data.length)).equals(data));
+  await last.close();
+  for (const v of [...chain].reverse()) await driver.deleteVolume(v);
+  assert.deepEqual(await objects(pool), []);
+});
+
+test('rbd: a cluster that cannot be reached leaves init failing, retryable, naming the cluster', async () => {
+  const driver = rbdRegistration.create({ backendName: 'ceph', options: {
+    rbd_pool: 'rbd', rbd_user: 'admin', rbd_ceph_conf: '/nonexistent/ceph.conf', rbd_keyring_conf: '', rbd_secret_uuid: '',
+    rbd_flatten_volume_from_snapshot: false, rbd_max_clone_depth: 5, rbd_store_chunk_size: 4, report_discard_supported: false, rados_connect_timeout: 5,
+  } });
+  await assert.rejects(driver.init!(), (e: { message: string; retryable: boolean }) => /\/nonexistent\/ceph\.conf/.test(e.message) && e.retryable);
+});
