@@ -51,6 +51,11 @@ export const ERROR_CATALOGUE = {
    * space is freed, reads keep working. Answered as {@link STATE_DIRECTORY_FULL} is.
    */
   DATABASE_DISK_FULL: 413,
+  /**
+   * A backup's stored data is missing or fails its checksum: the chunk (or
+   * manifest) is named; the backup cannot be restored as it is.
+   */
+  BACKUP_CORRUPT: 500,
   /** A configuration file or option is wrong. */
   CONFIG_INVALID: 500,
   /** The route exists for another method, or not at this microversion. */
@@ -151,6 +156,13 @@ export class QuotaExceededError extends BasaltError {
 export class DriverError extends BasaltError {
   constructor(message: string, options?: BasaltErrorOptions) {
     super(options?.retryable ? 'BACKEND_UNAVAILABLE' : 'DRIVER_FAILED', message, options);
+  }
+}
+
+/** A backup's stored chunk or manifest is missing or fails its check; the message names it. */
+export class BackupCorruptError extends BasaltError {
+  constructor(message: string, options?: BasaltErrorOptions) {
+    super('BACKUP_CORRUPT', message, options);
   }
 }
 
