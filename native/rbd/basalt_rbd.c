@@ -155,7 +155,7 @@ static image_t *image_of(napi_env env, napi_value v) { return external_of(env, v
 typedef enum {
   OP_CONNECT, OP_SHUTDOWN, OP_MON_COMMAND, OP_CREATE, OP_CLONE, OP_REMOVE, OP_RENAME, OP_LIST,
   OP_OPEN, OP_CLOSE, OP_STAT, OP_RESIZE, OP_FLATTEN, OP_SNAP_CREATE, OP_SNAP_REMOVE,
-  OP_SNAP_ROLLBACK, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
+  OP_SNAP_ROLLBACK, OP_SNAP_RENAME, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
   OP_PARENT, OP_CHILDREN, OP_DIFF,
 } op_t;
 
@@ -368,6 +368,7 @@ static void job_execute(napi_env env, void *data) {
     case OP_SNAP_CREATE: j->rc = rbd_snap_create(rbd, j->s[0]); break;
     case OP_SNAP_REMOVE: j->rc = rbd_snap_remove(rbd, j->s[0]); break;
     case OP_SNAP_ROLLBACK: j->rc = rbd_snap_rollback(rbd, j->s[0]); break;
+    case OP_SNAP_RENAME: j->rc = rbd_snap_rename(rbd, j->s[0], j->s[1]); break;
     case OP_SNAP_PROTECT: j->rc = rbd_snap_protect(rbd, j->s[0]); break;
     case OP_SNAP_UNPROTECT: j->rc = rbd_snap_unprotect(rbd, j->s[0]); break;
     case OP_SNAP_IS_PROTECTED: j->rc = rbd_snap_is_protected(rbd, j->s[0], &j->flag); break;
@@ -692,6 +693,7 @@ static napi_value js_flatten(napi_env env, napi_callback_info info) { return ima
 static napi_value js_snap_create(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_CREATE, "rbd_snap_create", 1, 0); }
 static napi_value js_snap_remove(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_REMOVE, "rbd_snap_remove", 1, 0); }
 static napi_value js_snap_rollback(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_ROLLBACK, "rbd_snap_rollback", 1, 0); }
+static napi_value js_snap_rename(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_RENAME, "rbd_snap_rename", 2, 0); }
 static napi_value js_snap_protect(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_PROTECT, "rbd_snap_protect", 1, 0); }
 static napi_value js_snap_unprotect(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_UNPROTECT, "rbd_snap_unprotect", 1, 0); }
 static napi_value js_snap_is_protected(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_IS_PROTECTED, "rbd_snap_is_protected", 1, 0); }
@@ -804,6 +806,7 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("renameImage", js_rename), FN("listImages", js_list), FN("openImage", js_open),
     FN("closeImage", js_close), FN("stat", js_stat), FN("resize", js_resize), FN("flatten", js_flatten),
     FN("snapCreate", js_snap_create), FN("snapRemove", js_snap_remove), FN("snapRollback", js_snap_rollback),
+    FN("snapRename", js_snap_rename),
     FN("snapProtect", js_snap_protect), FN("snapUnprotect", js_snap_unprotect),
     FN("snapIsProtected", js_snap_is_protected), FN("snapList", js_snap_list), FN("parent", js_parent),
     FN("children", js_children), FN("diffIterate", js_diff),

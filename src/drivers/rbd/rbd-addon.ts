@@ -75,6 +75,7 @@ export interface RbdAddon {
   snapCreate(image: RbdImage, name: string): Promise<void>;
   snapRemove(image: RbdImage, name: string): Promise<void>;
   snapRollback(image: RbdImage, name: string): Promise<void>;
+  snapRename(image: RbdImage, from: string, to: string): Promise<void>;
   snapProtect(image: RbdImage, name: string): Promise<void>;
   snapUnprotect(image: RbdImage, name: string): Promise<void>;
   snapIsProtected(image: RbdImage, name: string): Promise<boolean>;

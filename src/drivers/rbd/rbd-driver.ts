@@ -21,6 +21,10 @@
  * - Revert is `rbd_snap_rollback`, then a resize back to the volume's size.
  * - Block I/O uses librbd's asynchronous calls; block status comes from
  *   `rbd_diff_iterate2` over the object map (fast-diff).
+ * - Manage adopts an image (or a snapshot of the volume's image) named by
+ *   `source-name` by renaming it; unmanage renames a volume's image to
+ *   `unmanaged-volume-<id>` (a snapshot to `unmanaged-snapshot-<id>`), where
+ *   a manage request finds it again.
  *
  * Capacity comes from the cluster (`ceph df`: the pool's `max_avail` and
  * `bytes_used`), as Cinder reports it.
@@ -28,7 +32,8 @@
 import { DriverError } from '../../errors/index.ts';
 import {
   GiB,
-  type BackendStats, type DeclaredCapabilities, type Extent, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  type BackendStats, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver,
+  type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 import { isRbdError, loadRbdAddon, RBD_FEATURES, type RbdAddon, type RbdCluster, type RbdImage } from './rbd-addon.ts';
 
@@ -58,6 +63,10 @@ export interface RbdDriverOptions {
 const FEATURES = RBD_FEATURES.layering | RBD_FEATURES.exclusiveLock | RBD_FEATURES.objectMap | RBD_FEATURES.fastDiff | RBD_FEATURES.deepFlatten;
 const CLONE_SNAP = '.clone_snap';
 const DELETED = '.deleted';
+/** What unmanage renames a volume's image or a snapshot to (`unmanaged-volume-<id>`, `unmanaged-snapshot-<id>`). */
+const UNMANAGED = 'unmanaged-';
+/** Basalt's own images and snapshots: `volume-<uuid>`, `snapshot-<uuid>`. */
+const OWNED = /^(volume|snapshot)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
 /** The most zero bytes one write sends for write-zeroes that must keep its space. */
 const ZERO_CHUNK = 4 * 1024 * 1024;
 
@@ -75,6 +84,8 @@ export class RbdDriver implements VolumeDriver {
     // rbd_resize while other handles are open: they keep their size until reopened.
     supportsOnlineExtend: true,
     supportsRevertToSnapshot: true,
+    // An image put in the pool by hand is adopted by renaming it; an unmanaged one is renamed out of the way.
+    supportsManageExisting: true,
     storageProtocol: 'nbd',
     vendorName: 'Basalt',
     driverVersion: '1.0.0',
@@ -185,6 +196,7 @@ export class RbdDriver implements VolumeDriver {
     const name = RbdDriver.imageName(vol.id);
     try {
       await this.rbd.createImage(this.conn, this.options.cephPool, name, vol.sizeGiB * GiB, FEATURES, this.order);
+      return; // one atomic step in librbd: made whole, at its size
     } catch (err) {
       if (!isRbdError(err, 'EEXIST')) throw err;
     }
@@ -359,6 +371,118 @@ export class RbdDriver implements VolumeDriver {
       // A rollback takes the snapshot's size back; the volume keeps its own.
       if ((await this.rbd.stat(img)).sizeBytes < vol.sizeGiB * GiB) await this.rbd.resize(img, vol.sizeGiB * GiB);
     });
+  }
+
+  /**
+   * The size of the image `ref["source-name"]` names in the pool, rounded up to GiB.
+   * @throws DriverError when it names no image the driver may adopt.
+   */
+  async manageExistingGetSize(ref: ManageReference): Promise<number> {
+    const name = this.adoptable(ref);
+    const st = await this.withImageIfAny(name, (img) => this.rbd.stat(img));
+    if (!st) throw new DriverError(`No image ${name} to manage in pool ${this.options.cephPool}`);
+    return Math.max(1, Math.ceil(st.sizeBytes / GiB));
+  }
+
+  /** Renames the image to the volume's name, then grows it to whole GiB. */
+  async manageExisting(vol: Pick<VolumeRef, 'id'>, ref: ManageReference): Promise<void> {
+    const from = this.adoptable(ref);
+    const to = RbdDriver.imageName(vol.id);
+    try {
+      await this.rbd.renameImage(this.conn, this.options.cephPool, from, to);
+    } catch (err) {
+      // Renamed by an earlier attempt: the volume's image is there and the reference names nothing.
+      if (!isRbdError(err, 'ENOENT') || !(await this.exists(to))) throw new DriverError(`No image ${from} to manage`, { cause: err });
+    }
+    await this.withImage(to, async (img) => {
+      const { sizeBytes } = await this.rbd.stat(img);
+      if (sizeBytes % GiB !== 0) await this.rbd.resize(img, Math.ceil(sizeBytes / GiB) * GiB);
+    });
+  }
+
+  /** Renames the volume's image to `unmanaged-volume-<id>`, which a manage request can name. */
+  async unmanage(vol: Pick<VolumeRef, 'id'>): Promise<void> {
+    try {
+      await this.rbd.renameImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), `${UNMANAGED}${RbdDriver.imageName(vol.id)}`);
+    } catch (err) {
+      if (!isRbdError(err, 'ENOENT')) throw err;
+    }
+  }
+
+  /** Renames the snapshot `ref["source-name"]` of the volume's image to the snapshot's name. */
+  async manageExistingSnapshot(snap: Pick<SnapshotRef, 'id' | 'volumeId'>, ref: ManageReference): Promise<void> {
+    const from = this.adoptable(ref);
+    const to = RbdDriver.snapName(snap.id);
+    await this.withImage(RbdDriver.imageName(snap.volumeId), async (img) => {
+      const names = new Set((await this.rbd.snapList(img)).map((s) => s.name));
+      if (names.has(to) && !names.has(from)) return; // renamed by an earlier attempt
+      if (!names.has(from)) throw new DriverError(`No snapshot ${from} of volume ${snap.volumeId} to manage`);
+      await this.rbd.snapRename(img, from, to);
+    });
+  }
+
+  /** Renames the snapshot to `unmanaged-snapshot-<id>`. */
+  async unmanageSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+    const name = RbdDriver.snapName(snap.id);
+    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
+      const found = await this.withImageIfAny(image, async (img) => {
+        if (!(await this.rbd.snapList(img)).some((s) => s.name === name)) return false;
+        await this.rbd.snapRename(img, name, `${UNMANAGED}${name}`);
+        return true;
+      });
+      if (found) return;
+    }
+  }
+
+  /** Every image of the pool: Basalt's volumes (not safe), images kept for their clones (not safe) and the others (safe). */
+  async listManageableVolumes(): Promise<ManageableResource[]> {
+    const out: ManageableResource[] = [];
+    for (const name of await this.rbd.listImages(this.conn, this.options.cephPool)) {
+      const st = await this.withImageIfAny(name, (img) => this.rbd.stat(img));
+      if (!st) continue; // removed meanwhile
+      const owned = OWNED.exec(name);
+      const kept = name.endsWith(DELETED);
+      out.push({
+        reference: { 'source-name': name }, sizeGiB: Math.max(1, Math.ceil(st.sizeBytes / GiB)),
+        basaltId: owned?.[1] === 'volume' ? owned[2]! : null, safeToManage: !owned && !kept,
+        reasonNotSafe: owned ? 'Already managed' : kept ? 'A deleted volume kept until its clones are gone' : null, extraInfo: null,
+      });
+    }
+    return out;
+  }
+
+  /** Every snapshot of every image: Basalt's (not safe), clone snapshots (not safe) and the others (safe). */
+  async listManageableSnapshots(): Promise<ManageableResource[]> {
+    const out: ManageableResource[] = [];
+    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
+      for (const s of (await this.withImageIfAny(image, (img) => this.rbd.snapList(img))) ?? []) {
+        const owned = OWNED.exec(s.name);
+        const internal = s.name.endsWith(CLONE_SNAP) || image.endsWith(DELETED);
+        out.push({
+          reference: { 'source-name': s.name }, sizeGiB: Math.max(1, Math.ceil(s.sizeBytes / GiB)),
+          basaltId: owned?.[1] === 'snapshot' ? owned[2]! : null, safeToManage: !owned && !internal,
+          reasonNotSafe: owned ? 'Already managed' : internal ? 'A snapshot Basalt keeps for a clone' : null, extraInfo: null,
+          sourceReference: { 'source-name': image },
+        });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The image or snapshot name a manage reference names (`source-name`).
+   * @throws DriverError for another key, or a name of Basalt's own.
+   */
+  private adoptable(ref: ManageReference): string {
+    const name = ref['source-name'];
+    if (typeof name !== 'string' || name === '') throw new DriverError('The rbd driver manages by source-name only');
+    if (OWNED.test(name)) throw new DriverError(`${name} is already managed`);
+    if (name.endsWith(DELETED) || name.endsWith(CLONE_SNAP)) throw new DriverError(`${name} is kept by Basalt for a clone`);
+    return name;
+  }
+
+  private async exists(image: string): Promise<boolean> {
+    return (await this.withImageIfAny(image, async () => true)) ?? false;
   }
 
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
