@@ -103,8 +103,12 @@ export const RBD_FEATURES = Object.freeze({
   deepFlatten: 32,
 });
 
-/** Where the build puts the addon (`scripts/build-rbd-addon.mjs`). */
-export const RBD_ADDON_PATH = path.resolve(import.meta.dirname, '../../../native/rbd/build/Release/basalt_rbd.node');
+/**
+ * Where the build puts the addon (`scripts/build-rbd-addon.mjs`), or the file
+ * `BASALT_RBD_ADDON_PATH` names (a build with a sanitizer; the tests of the
+ * messages below).
+ */
+export const RBD_ADDON_PATH = process.env.BASALT_RBD_ADDON_PATH || path.resolve(import.meta.dirname, '../../../native/rbd/build/Release/basalt_rbd.node');
 
 let loaded: RbdAddon | undefined;
 

@@ -1,0 +1,50 @@
+/**
+ * The RBD addon is optional: the build skips it without Ceph's headers (so
+ * `npm ci` succeeds there), and loading it says exactly what to install or
+ * run. Machines without librbd-dev or librbd1 are made by hiding them in a
+ * private mount namespace of a child process (`unshare -m`, as root): the
+ * host's files are untouched.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+
+const ROOT = path.resolve(import.meta.dirname, '../../../..');
+const CHILD = path.join(import.meta.dirname, 'rbd-addon-child.ts');
+const BUILT = path.join(ROOT, 'native/rbd/build/Release/basalt_rbd.node');
+
+/** Runs `script` in bash inside a private mount namespace, from the repository's folder. */
+function isolated(script: string, env: Record<string, string> = {}): string {
+  return execFileSync('unshare', ['-m', '--propagation', 'private', 'bash', '-euc', script], { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8' });
+}
+
+const loadIn = (setup: string, env: Record<string, string> = {}): string =>
+  isolated(`${setup}\n${JSON.stringify(process.execPath)} --import tsx ${JSON.stringify(CHILD)}`, env).trim();
+
+test('without librbd-dev the build is skipped and succeeds, and the driver names the packages to install', () => {
+  const hide = 'mount -t tmpfs tmpfs /usr/include/rbd; mount -t tmpfs tmpfs /usr/include/rados';
+  const out = isolated(`${hide}\n${JSON.stringify(process.execPath)} scripts/build-rbd-addon.mjs`);
+  assert.match(out, /RBD addon not built: .*librbd\.h.* missing \(install librbd-dev and librados-dev/);
+  const msg = loadIn(hide, { BASALT_RBD_ADDON_PATH: '/nonexistent/basalt_rbd.node' });
+  assert.match(msg, /install the packages librbd-dev and librados-dev/);
+  assert.match(msg, /node scripts\/build-rbd-addon\.mjs/);
+});
+
+test('with the headers but no build, the driver says to build the addon', () => {
+  assert.match(loadIn('', { BASALT_RBD_ADDON_PATH: '/nonexistent/basalt_rbd.node' }), /not built: run `node scripts\/build-rbd-addon\.mjs`/);
+});
+
+test('a built addon whose Ceph libraries are gone names librbd1 and librados2', (t) => {
+  assert.ok(fs.existsSync(BUILT), 'the addon is built (scripts/test.sh builds it once librbd-dev is installed)');
+  const empty = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rbd-')), 'empty');
+  t.after(() => fs.rmSync(path.dirname(empty), { recursive: true, force: true }));
+  fs.writeFileSync(empty, '');
+  // The librbd the addon links against, as the dynamic loader finds it.
+  const lib = /librbd\.so\.1 => (\S+)/.exec(execFileSync('ldd', [BUILT], { encoding: 'utf8' }))![1]!;
+  const msg = loadIn(`mount --bind ${JSON.stringify(empty)} ${JSON.stringify(fs.realpathSync(lib))}`);
+  assert.match(msg, /install the packages librbd1 and librados2/);
+  assert.equal(loadIn(''), 'loaded', 'and with them it loads');
+});
