@@ -28,6 +28,7 @@ import * as m0011 from './migrations/0011-encryption.ts';
 import * as m0012 from './migrations/0012-readonly-progress.ts';
 import * as m0013 from './migrations/0013-volume-migration.ts';
 import * as m0014 from './migrations/0014-volume-host-index.ts';
+import * as m0015 from './migrations/0015-backups.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -45,6 +46,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0012-readonly-progress': m0012,
   '0013-volume-migration': m0013,
   '0014-volume-host-index': m0014,
+  '0015-backups': m0015,
 };
 
 /** An open database. */

@@ -18,3 +18,4 @@ export * from './type-encryption-repository.ts';
 export * from './group-type-repository.ts';
 export * from './group-repository.ts';
 export * from './group-snapshot-repository.ts';
+export * from './backup-row-repository.ts';

@@ -43,14 +43,14 @@ export interface ResourceFilter {
 
 /** How one resource is stored. */
 export interface ResourceTable<Row> {
-  /** `volumes`, `snapshots`, `groups`, `group_snapshots`. */
-  table: 'volumes' | 'snapshots' | 'groups' | 'group_snapshots';
+  /** `volumes`, `snapshots`, `groups`, `group_snapshots`, `backups`. */
+  table: 'volumes' | 'snapshots' | 'groups' | 'group_snapshots' | 'backups';
   /** `volume`, `snapshot`: events' resource type. */
   resourceType: string;
   /** Absent for resources without user metadata (groups). */
-  metadataTable?: 'volume_metadata' | 'snapshot_metadata';
+  metadataTable?: 'volume_metadata' | 'snapshot_metadata' | 'backup_metadata';
   /** Column of the metadata table naming the row. */
-  metadataKey?: 'volume_id' | 'snapshot_id';
+  metadataKey?: 'volume_id' | 'snapshot_id' | 'backup_id';
   keyset: KeysetTable<keyof Row & string>;
   /** Column naming a parent whose jobs work on this row too (a volume's group, a snapshot's group snapshot). */
   jobParent?: 'group_id' | 'group_snapshot_id';

@@ -15,10 +15,14 @@ import type { Generated, Insertable, Kysely, Selectable, Updateable } from 'kyse
 export type VolumeRowStatus =
   | 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'error_managing' | 'managing'
   | 'attaching' | 'in-use' | 'detaching' | 'maintenance' | 'reserved' | 'error_extending' | 'extending'
-  | 'reverting' | 'awaiting-transfer' | 'error_restoring' | 'unmanaging' | 'error_unmanaging';
+  | 'reverting' | 'awaiting-transfer' | 'error_restoring' | 'unmanaging' | 'error_unmanaging'
+  | 'backing-up' | 'restoring-backup';
 
 /** Every status a snapshot row can hold (checked against the operation table like {@link VolumeRowStatus}). */
-export type SnapshotRowStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring' | 'unmanaging' | 'error_unmanaging';
+export type SnapshotRowStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring' | 'unmanaging' | 'error_unmanaging' | 'backing-up';
+
+/** Every status a backup row can hold (Cinder's backup statuses; `src/backup/backup-jobs.ts` says which are transitional). */
+export type BackupRowStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
 
 export interface VolumesTable {
   id: string;
@@ -329,6 +333,44 @@ export interface GroupSnapshotsTable {
   updated_at: string | null;
 }
 
+/** `backups`: copies of volumes' (or snapshots') data kept in a backup repository (0015). */
+export interface BackupsTable {
+  id: string;
+  project_id: string;
+  user_id: string;
+  /** The volume backed up; its data stays under this id in the backup repository after the volume is gone. */
+  volume_id: string;
+  /** The snapshot backed up, when the backup was taken from one. */
+  snapshot_id: string | null;
+  name: string | null;
+  description: string | null;
+  status: BackupRowStatus;
+  /** Why the last create, restore or delete failed (user-message text), null otherwise. */
+  fail_reason: string | null;
+  /** GiB: the volume's size when it was backed up. */
+  size: number;
+  /** Objects the backup stored on its target (new chunks and its manifest). */
+  object_count: number;
+  /** The container the request named (kept and shown; the posix target keeps every backup in one directory). */
+  container: string | null;
+  /** The backup an incremental backup is an increment of. */
+  parent_id: string | null;
+  availability_zone: string | null;
+  /** When the data backed up was the volume's: the backup's creation, or its snapshot's. */
+  data_timestamp: string | null;
+  /** The backup target kind that holds it (`posix`). */
+  service: string | null;
+  /** The backup service (host) that ran its last job. */
+  host: string | null;
+  /** The volume a running restore writes to. */
+  restore_volume_id: string | null;
+  created_at: string;
+  updated_at: string | null;
+}
+
+/** `backup_metadata`: user key/value pairs of a backup (3.43). */
+export interface BackupMetadataTable { backup_id: string; key: string; value: string }
+
 export interface Database {
   volumes: VolumesTable;
   volume_metadata: VolumeMetadataTable;
@@ -356,7 +398,11 @@ export interface Database {
   groups: GroupsTable;
   group_volume_types: GroupVolumeTypesTable;
   group_snapshots: GroupSnapshotsTable;
+  backups: BackupsTable;
+  backup_metadata: BackupMetadataTable;
 }
+
+export type BackupRow = Selectable<BackupsTable>;
 
 export type GroupTypeRow = Selectable<GroupTypesTable>;
 export type GroupRow = Selectable<GroupsTable>;

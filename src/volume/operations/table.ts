@@ -32,12 +32,17 @@ export const OPERATIONS = [
 ] as const;
 
 /**
- * Cinder's volume statuses that no Basalt operation owns yet, kept because an
- * admin may set them (`os-reset_status`) or a delete starts from them:
- * `error_restoring` (backup restore). `maintenance` is a migration's
+ * Volume statuses that no operation of this table owns: the backup jobs'
+ * (`src/backup`), which set them on the volume they read or write and whose
+ * own sweeper rule ends them — `backing-up` while a backup reads the volume,
+ * `restoring-backup` while a restore writes it, `error_restoring` when that
+ * restore failed (a delete starts from it). `maintenance` is a migration's
  * (`volume-migrate.ts`), `managing`/`error_managing` a manage's (`volume-manage.ts`).
  */
-export const UNOWNED_VOLUME_STATUSES = ['error_restoring'] as const;
+export const UNOWNED_VOLUME_STATUSES = ['error_restoring', 'backing-up', 'restoring-backup'] as const;
+
+/** Snapshot statuses no operation of this table owns: `backing-up`, while a backup reads the snapshot (`src/backup`). */
+export const UNOWNED_SNAPSHOT_STATUSES = ['backing-up'] as const;
 
 type Ops = (typeof OPERATIONS)[number];
 type Declared<O> = O extends { from: readonly (infer F)[]; transitional: infer T; to: readonly (infer U)[]; error: infer E } ? F | T | U | E : never;
@@ -46,7 +51,7 @@ type Side<R extends ResourceType> = Ops extends infer O ? O extends { side: { re
 /** Every status a volume can have, from the table. */
 export type VolumeStatus = Exclude<Declared<Extract<Ops, { resource: 'volume' }>> | Side<'volume'> | (typeof UNOWNED_VOLUME_STATUSES)[number], null | 'deleted'>;
 /** Every status a snapshot can have, from the table. */
-export type SnapshotStatus = Exclude<Declared<Extract<Ops, { resource: 'snapshot' }>> | Side<'snapshot'>, null | 'deleted'>;
+export type SnapshotStatus = Exclude<Declared<Extract<Ops, { resource: 'snapshot' }>> | Side<'snapshot'> | (typeof UNOWNED_SNAPSHOT_STATUSES)[number], null | 'deleted'>;
 
 // The row types (`src/db/schema.ts`) hold exactly these statuses: an operation that declares a new
 // status, or a row status no operation owns, fails to compile here.
@@ -65,10 +70,12 @@ const VOLUME_RESETTABLE: Record<VolumeStatus, boolean> = {
   creating: true, available: true, deleting: true, error: true, error_deleting: true, error_managing: true, managing: true,
   attaching: true, 'in-use': true, detaching: true, maintenance: true, reserved: true, error_extending: true, extending: true,
   reverting: false, 'awaiting-transfer': false, error_restoring: false, unmanaging: false, error_unmanaging: false,
+  'backing-up': false, 'restoring-backup': false,
 };
 /** Whether an admin's snapshot `os-reset_status` may set each snapshot status (Cinder's list). */
 const SNAPSHOT_RESETTABLE: Record<SnapshotStatus, boolean> = {
   creating: true, available: true, deleting: true, error: true, error_deleting: true, restoring: false, unmanaging: false, error_unmanaging: false,
+  'backing-up': false,
 };
 
 const allowed = <S extends string>(r: Record<S, boolean>): S[] => (Object.keys(r) as S[]).filter((s) => r[s]);
