@@ -135,20 +135,34 @@ static void image_finalize(napi_env env, void *data, void *hint) {
   if (img->closed) free(img);
 }
 
-/* The pointer an external made by this addon holds; throws (and returns NULL) for anything else. */
-static void *external_of(napi_env env, napi_value v, const char *what) {
+/* Tags that tell a cluster's external from an image's (and from any other addon's). */
+static const napi_type_tag CLUSTER_TAG = { 0x6261736174726264ULL, 0x636c757374657231ULL };
+static const napi_type_tag IMAGE_TAG = { 0x6261736174726264ULL, 0x696d616765303031ULL };
+
+/* An external of `tag` holding `p`. */
+static napi_value tagged_external(napi_env env, void *p, napi_finalize fin, const napi_type_tag *tag) {
+  napi_value v;
+  napi_create_external(env, p, fin, NULL, &v);
+  napi_type_tag_object(env, v, tag);
+  return v;
+}
+
+/* The pointer an external of `tag` holds; throws (and returns NULL) for anything else. */
+static void *external_of(napi_env env, napi_value v, const napi_type_tag *tag, const char *what) {
   void *p = NULL;
+  bool ok = false;
   napi_valuetype t;
   napi_typeof(env, v, &t);
-  if (t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
+  if (t == napi_external) napi_check_object_type_tag(env, v, tag, &ok);
+  if (!ok || napi_get_value_external(env, v, &p) != napi_ok || !p) {
     napi_throw_type_error(env, NULL, what);
     return NULL;
   }
   return p;
 }
 
-static cluster_t *cluster_of(napi_env env, napi_value v) { return external_of(env, v, "not a cluster"); }
-static image_t *image_of(napi_env env, napi_value v) { return external_of(env, v, "not an image"); }
+static cluster_t *cluster_of(napi_env env, napi_value v) { return external_of(env, v, &CLUSTER_TAG, "not a cluster"); }
+static image_t *image_of(napi_env env, napi_value v) { return external_of(env, v, &IMAGE_TAG, "not an image"); }
 
 /* ---- management calls: async work on libuv's pool ---- */
 
@@ -426,10 +440,7 @@ static napi_value list_value(napi_env env, job_t *j) {
 static napi_value result_value(napi_env env, job_t *j) {
   napi_value v;
   switch (j->op) {
-    case OP_CONNECT: {
-      napi_create_external(env, j->cl, cluster_finalize, NULL, &v);
-      return v;
-    }
+    case OP_CONNECT: return tagged_external(env, j->cl, cluster_finalize, &CLUSTER_TAG);
     case OP_OPEN: napi_get_reference_value(env, j->keep, &v); return v; /* the image object made at the call */
     case OP_MON_COMMAND: {
       napi_value out, outs;
@@ -659,7 +670,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "rbd-aio", NAPI_AUTO_LENGTH, &name);
   napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, img, aio_deliver, &img->tsfn);
   napi_unref_threadsafe_function(env, img->tsfn); /* an idle open image does not keep the process alive */
-  napi_create_external(env, img, image_finalize, NULL, &obj);
+  obj = tagged_external(env, img, image_finalize, &IMAGE_TAG);
   j->cl = cl;
   j->img = img;
   for (int i = 0; i < 3; i++) j->s[i] = string_arg(env, argv[1 + i]);

@@ -111,3 +111,98 @@ test('rbd: a cluster that cannot be reached leaves init failing, retryable, nami
   } });
   await assert.rejects(driver.init!(), (e: { message: string; retryable: boolean }) => /\/nonexistent\/ceph\.conf/.test(e.message) && e.retryable);
 });
+
+test('rbd: creates and clones an earlier attempt left half done are completed on retry', async () => {
+  const { driver: raw, pool } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  // An image created by an attempt that stopped before its size was right.
+  const v = { id: randomUUID(), sizeGiB: 2 };
+  await ceph.rbd('create', '--size', '256M', `${pool}/${RbdDriver.imageName(v.id)}`);
+  await driver.createVolume(v);
+  const h = await driver.openVolume(v);
+  assert.equal(h.sizeBytes, 2 * GiB);
+  const data = Buffer.alloc(4096, 0x33);
+  await h.write(GiB + 8192, data);
+  await h.flush();
+  await h.close();
+  // A clone attempt that took the source's clone snapshot and stopped.
+  const c = { id: randomUUID(), sizeGiB: 3 };
+  await ceph.rbd('snap', 'create', `${pool}/${RbdDriver.imageName(v.id)}@${RbdDriver.imageName(c.id)}.clone_snap`);
+  await driver.cloneVolume(c, v);
+  // One that also made the clone, at the source's size, and stopped before growing it.
+  const d = { id: randomUUID(), sizeGiB: 3 };
+  const snapD = `${pool}/${RbdDriver.imageName(v.id)}@${RbdDriver.imageName(d.id)}.clone_snap`;
+  await ceph.rbd('snap', 'create', snapD);
+  await ceph.rbd('snap', 'protect', snapD);
+  await ceph.rbd('clone', snapD, `${pool}/${RbdDriver.imageName(d.id)}`);
+  await driver.cloneVolume(d, v);
+  for (const x of [c, d]) {
+    const hx = await driver.openVolume(x);
+    assert.equal(hx.sizeBytes, 3 * GiB, 'the clone has its size');
+    assert.ok((await hx.read(GiB + 8192, data.length)).equals(data), 'and the source\'s data');
+    assert.ok((await hx.read(2 * GiB + 4096, 4096)).equals(Buffer.alloc(4096)), 'and zeros past it');
+    await hx.close();
+  }
+  for (const x of [v, c, d]) await driver.deleteVolume(x);
+  assert.deepEqual(await objects(pool), [], 'the source kept for its clones went with the last of them');
+});
+
+test('rbd: block I/O and management calls leave the event loop free', async (t) => {
+  const { driver: raw } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  const h = await driver.openVolume(v);
+  t.after(() => h.close());
+  const MiB = 1024 * 1024;
+  const blocks = Array.from({ length: 64 }, (_, i) => Buffer.alloc(MiB, i + 1)); // made before the clock runs
+  const clone = { id: randomUUID(), sizeGiB: 1 };
+  // Only librbd works while the clock runs: the loop has nothing to do but tick.
+  let last = performance.now();
+  let worstGapMs = 0;
+  let ticks = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worstGapMs = Math.max(worstGapMs, now - last);
+    last = now;
+    ticks++;
+  }, 5);
+  t.after(() => clearInterval(timer));
+  const started = performance.now();
+  await Promise.all(blocks.map((b, i) => h.write(i * MiB, b)));
+  await h.flush();
+  const back = await Promise.all(blocks.map((_, i) => h.read(i * MiB, MiB)));
+  await driver.cloneVolume(clone, v); // snapshot, protect, clone: calls on the thread pool
+  const c = await driver.openVolume(clone);
+  await c.close();
+  await raw.deleteVolume(clone); // flattens nothing; removes the clone and the clone snapshot
+  const elapsedMs = performance.now() - started;
+  clearInterval(timer);
+  back.forEach((b, i) => assert.ok(b.equals(blocks[i]!), `block ${i}`));
+  t.diagnostic(`${elapsedMs.toFixed(0)} ms of I/O and clone; timer ticks ${ticks}, worst gap ${worstGapMs.toFixed(1)} ms`);
+  // A blocked loop would show a gap as long as a call; a free one ticks all along.
+  assert.ok(ticks >= elapsedMs / 50, `the timer ticked all along (${ticks} ticks in ${elapsedMs.toFixed(0)} ms)`);
+  assert.ok(worstGapMs < Math.max(200, elapsedMs / 3), `no long stall (worst gap ${worstGapMs.toFixed(0)} ms of ${elapsedMs.toFixed(0)} ms)`);
+});
+
+test('rbd: the addon refuses what would crash librbd: a close under I/O, a shutdown with images open, a cluster passed as an image', async () => {
+  const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
+  const rbd = loadRbdAddon();
+  const pool = await ceph.newPool();
+  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
+  await rbd.createImage(cluster, pool, 'probe', 64 * 1024 * 1024, 61, 22);
+  const img = await rbd.openImage(cluster, pool, 'probe', null);
+  const write = rbd.aioWrite(img, 0, Buffer.alloc(1024 * 1024, 1));
+  await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a write is in flight');
+  await write;
+  await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while an image is open');
+  assert.throws(() => rbd.stat(cluster as never), /not an image/);
+  assert.throws(() => rbd.listImages(img as never, pool), /not a cluster/);
+  await rbd.closeImage(img);
+  await assert.rejects(rbd.aioRead(img, 0, Buffer.alloc(512)), (e: { code: string }) => e.code === 'EBADF', 'I/O on a closed image');
+  await assert.rejects(rbd.openImage(cluster, pool, 'missing', null), (e: { code: string; errno: number }) => e.code === 'ENOENT' && e.errno === 2);
+  await rbd.removeImage(cluster, pool, 'probe');
+  await rbd.shutdown(cluster);
+});
