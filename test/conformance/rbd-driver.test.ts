@@ -9,9 +9,13 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, test } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver, rbdRegistration, type VolumeDriver } from '../../src/drivers/index.ts';
 import { startCeph } from '../helpers/ceph.ts';
+import { freePort } from '../helpers/net.ts';
 import { driverConformance } from './driver-conformance.ts';
 
 const ceph = await startCeph();
@@ -104,12 +108,20 @@ test('rbd: a clone whose chain of parents passes rbd_max_clone_depth is flattene
   assert.deepEqual(await objects(pool), []);
 });
 
-test('rbd: a cluster that cannot be reached leaves init failing, retryable, naming the cluster', async () => {
-  const driver = rbdRegistration.create({ backendName: 'ceph', options: {
-    rbd_pool: 'rbd', rbd_user: 'admin', rbd_ceph_conf: '/nonexistent/ceph.conf', rbd_keyring_conf: '', rbd_secret_uuid: '',
-    rbd_flatten_volume_from_snapshot: false, rbd_max_clone_depth: 5, rbd_store_chunk_size: 4, report_discard_supported: false, rados_connect_timeout: 5,
-  } });
-  await assert.rejects(driver.init!(), (e: { message: string; retryable: boolean }) => /\/nonexistent\/ceph\.conf/.test(e.message) && e.retryable);
+test('rbd: a cluster that cannot be reached, or that refuses the credentials, leaves init failing with a message naming the monitors', async () => {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rbd-conf-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dead = path.join(dir, 'dead.conf');
+  fs.writeFileSync(dead, `[global]\nmon_host = 127.0.0.1:${port}\n`);
+  const badKey = path.join(dir, 'bad.keyring');
+  fs.writeFileSync(badKey, '[client.admin]\n\tkey = AQBNhGxlAAAAABAAtjFhMLuJ0Wqk0uCgUpL0rg==\n');
+  const { driver: unreachable } = await rbdBackend({ rbd_ceph_conf: dead, rados_connect_timeout: 2 });
+  await assert.rejects(unreachable.init!(), (e: { message: string; retryable: boolean }) =>
+    e.message.includes(`monitors 127.0.0.1:${port} (${dead}) could not be reached as client.admin: ETIMEDOUT`) && e.retryable);
+  const { driver: refused } = await rbdBackend({ rbd_keyring_conf: badKey, rados_connect_timeout: 5 });
+  await assert.rejects(refused.init!(), (e: { message: string; retryable: boolean }) =>
+    e.message.includes(`refused the credentials of client.admin (keyring ${badKey}): EACCES`) && e.message.includes(ceph.monitor) && !e.retryable);
 });
 
 test('rbd: creates and clones an earlier attempt left half done are completed on retry', async () => {

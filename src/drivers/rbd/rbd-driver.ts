@@ -29,6 +29,7 @@
  * Capacity comes from the cluster (`ceph df`: the pool's `max_avail` and
  * `bytes_used`), as Cinder reports it.
  */
+import fs from 'node:fs';
 import { DriverError } from '../../errors/index.ts';
 import {
   GiB,
@@ -69,6 +70,15 @@ const UNMANAGED = 'unmanaged-';
 const OWNED = /^(volume|snapshot)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
 /** The most zero bytes one write sends for write-zeroes that must keep its space. */
 const ZERO_CHUNK = 4 * 1024 * 1024;
+
+/** The monitors a ceph.conf names (`mon_host`, `mon host`), for messages; undefined when it cannot be read. */
+function monitorsOf(confPath: string): string | undefined {
+  try {
+    return /^\s*mon[_ ]host\s*=\s*(.+?)\s*$/m.exec(fs.readFileSync(confPath, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
 
 /** Ceph RBD through librbd. */
 export class RbdDriver implements VolumeDriver {
@@ -125,8 +135,15 @@ export class RbdDriver implements VolumeDriver {
     try {
       this.cluster = await this.addon.connect(o.confPath || null, o.user, o.keyringPath || null, settings);
     } catch (err) {
-      const why = isRbdError(err, 'EACCES', 'EPERM') ? 'refused the credentials of' : 'could not be reached as';
-      throw new DriverError(`The Ceph cluster of ${o.confPath || 'the default ceph.conf'} ${why} client.${o.user}`, { cause: err, retryable: true });
+      const conf = o.confPath || '/etc/ceph/ceph.conf';
+      const cluster = `The Ceph cluster at monitors ${monitorsOf(conf) ?? '(none found)'} (${conf})`;
+      const code = (err as { code?: string }).code ?? 'unknown error';
+      // Wrong credentials stay wrong until an operator changes them; anything else (a monitor
+      // down, a network cut) may pass, and the guard tries init again before the next call anyway.
+      if (isRbdError(err, 'EACCES', 'EPERM')) {
+        throw new DriverError(`${cluster} refused the credentials of client.${o.user} (keyring ${o.keyringPath || 'named in ceph.conf'}): ${code}`, { cause: err });
+      }
+      throw new DriverError(`${cluster} could not be reached as client.${o.user}: ${code}`, { cause: err, retryable: true });
     }
   }
 
