@@ -12,16 +12,27 @@ echo "# typecheck"
 npx tsc --noEmit -p .
 
 # Node 20's runner does not find *.test.ts by itself: pass the files explicitly. The Ceph files
-# (test/conformance/rbd-driver.test.ts, ceph-cluster.test.ts) run in this first group: each starts
-# its own one-node cluster (test/helpers/ceph.ts, about 5 s, under 1 GiB), like the PostgreSQL files.
+# (test/conformance/rbd-driver.test.ts, ceph-cluster.test.ts) run in this first group, on the
+# run's shared cluster (below).
 mapfile -t files < <(find test -name '*.test.ts' ! -path 'test/tempest/*' | sort)
 # A hung test file fails after 5 minutes instead of stalling the run (the Keystone file takes
 # about 100 s alone and can pass 180 s beside a busy neighbour on 2 cores).
 run() { node --import tsx --test --test-reporter=tap "$@" | tee -a "$log"; return "${PIPESTATUS[0]}"; }
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# One Ceph cluster for the whole run (test/helpers/ceph.ts): the files that need one attach to it
+# with a pool each; its daemons are killed by pid when the run ends. If it cannot start, each
+# such file starts its own (and reports why that fails).
+ceph_dir=$(node --import tsx test/helpers/ceph-shared.ts start) || ceph_dir=
+cleanup() {
+  rm -f "$log"
+  if [ -n "$ceph_dir" ]; then node --import tsx test/helpers/ceph-shared.ts stop "$ceph_dir"; fi
+}
+trap cleanup EXIT
+if [ -n "$ceph_dir" ]; then export BASALT_TEST_CEPH_DIR="$ceph_dir"; fi
 status=0
 run --test-concurrency=2 --test-timeout=300000 "${files[@]}" || status=1
+# Tempest needs no Ceph: stop the shared cluster now rather than idle beside it.
+if [ -n "$ceph_dir" ]; then node --import tsx test/helpers/ceph-shared.ts stop "$ceph_dir"; ceph_dir=; fi
 # Tempest's volume API tests (about 5 minutes alone, far more on a busy machine) run by
 # themselves afterwards, with their own bound.
 run --test-timeout=1800000 test/tempest/*.test.ts || status=1

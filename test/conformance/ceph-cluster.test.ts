@@ -6,7 +6,7 @@ import { startCeph } from '../helpers/ceph.ts';
 
 test('a one-node Ceph cluster starts, serves RBD in its pool and is gone after stop', async (t) => {
   const started = performance.now();
-  const ceph = await startCeph();
+  const ceph = await startCeph({ fresh: true }); // this test is about starting one, shared or not
   let stopped = false;
   t.after(() => (stopped ? undefined : ceph.stop()));
   t.diagnostic(`ready in ${Math.round(performance.now() - started)} ms`);

@@ -6,17 +6,17 @@
  * and every placement group of the pool is `active+clean` (waited for by
  * asking the cluster, never by a guessed sleep); stopped by pid.
  *
- * Sharing: one cluster per test file for now, like `postgres.ts`. The file's
- * tests share it, each with its own pool or images, and the file stops it in
- * `after`. The cluster is ready in about 6–15 s on 2 cores (see
- * `/work/shared/ceph/README.md` for the measurements behind the settings).
- * When several files need Ceph in one run, `scripts/test.sh` may start one
- * cluster before the run and name its folder in `BASALT_TEST_CEPH_DIR`:
- * {@link startCeph} then attaches to that cluster, makes a pool of its own
- * and its `stop` removes only that pool (the script stops the daemons when the
- * run ends). A shared instance guarded by a file lock, started by the first
- * file and stopped by the last, was not chosen: a file killed by the runner's
- * timeout would leave its count behind and the cluster running past the run.
+ * Sharing: `scripts/test.sh` starts one cluster for the whole run
+ * (`test/helpers/ceph-shared.ts start`) and names its folder in
+ * `BASALT_TEST_CEPH_DIR`; {@link startCeph} then attaches to it, makes a pool
+ * of its own for the calling file, and that file's `stop` removes only its
+ * pool. The script stops the daemons by pid when the run ends, whatever
+ * happened to the files. A file run alone (no such variable) starts and stops
+ * its own cluster, about 5 s on 2 cores (see `/work/shared/ceph/README.md` for
+ * the measurements behind the settings). A shared instance started by the
+ * first file that needs it and stopped by the last (a reference count under a
+ * file lock) was not chosen: a file killed by the runner's timeout would leave
+ * its count behind and the cluster running past the run.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -168,14 +168,23 @@ async function createPool(cli: (...a: string[]) => Promise<string>, daemons: Chi
   });
 }
 
+/** How to start. */
+export interface StartCephOptions {
+  /** Start a cluster of its own even when `BASALT_TEST_CEPH_DIR` names a shared one. Default false. */
+  fresh?: boolean;
+  /** Leave the daemons running when this process exits (the shared cluster of a run). Default false. */
+  detached?: boolean;
+}
+
 /**
  * Starts a fresh cluster (or, with `BASALT_TEST_CEPH_DIR`, makes a pool on the
- * running one): see the module comment.
+ * running one): see the module comment. The daemons' pids are written to
+ * `<folder>/pids`, one a line.
  * @throws Error naming the daemon or the step that did not get ready.
  */
-export async function startCeph(): Promise<Ceph> {
+export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
   await ensureInstalled();
-  const shared = process.env.BASALT_TEST_CEPH_DIR;
+  const shared = o.fresh ? undefined : process.env.BASALT_TEST_CEPH_DIR;
   const dir = shared ?? fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-ceph-'));
   const confPath = path.join(dir, 'ceph.conf');
   const keyringPath = path.join(dir, 'admin.keyring');
@@ -216,9 +225,11 @@ export async function startCeph(): Promise<Ceph> {
     writeConf(dir, fsid, monV2, monV1, await bindRange());
     const daemon = (bin: string, args: string[]): ChildProcess => {
       const out = fs.openSync(path.join(dir, 'log', `${bin}.stderr`), 'a');
-      const child = spawn(bin, ['-f', '-c', confPath, ...args], { env, stdio: ['ignore', out, out] });
+      const child = spawn(bin, ['-f', '-c', confPath, ...args], { env, stdio: ['ignore', out, out], detached: o.detached ?? false });
       fs.closeSync(out);
       daemons.push(child);
+      fs.appendFileSync(path.join(dir, 'pids'), `${child.pid}\n`);
+      if (o.detached) child.unref();
       return child;
     };
 
