@@ -177,6 +177,8 @@ export class NbdServer {
   private readonly ending = new Set<Promise<unknown>>();
   /** Connections from accept to their end (native ones included). */
   private clients = 0;
+  /** Who holds the server suspended (see {@link suspend}): while any does, no export resolves. */
+  private readonly suspenders = new Set<string>();
 
   constructor(o: NbdServerOptions) {
     const maxConnections = o.maxConnections ?? NBD_BOUNDS.maxConnections;
@@ -187,10 +189,11 @@ export class NbdServer {
       this.open.add(socket);
       socket.once('close', () => this.open.delete(socket));
       socket.setNoDelay(true);
-      const refused = this.clients >= maxConnections;
+      const refusal = this.suspended ? 'the volume service cannot reach its database (self-fenced); try again later'
+        : this.clients >= maxConnections ? `the server holds its most connections (${maxConnections})` : undefined;
       this.clients++;
       const conn = new Connection(socket, this, o);
-      (refused ? conn.refuse(`the server holds its most connections (${maxConnections})`) : conn.run())
+      (refusal !== undefined ? conn.refuse(refusal) : conn.run())
         .catch((err: unknown) => {
           if (err instanceof NegotiationTimeout) o.log.info({ remote: socket.remoteAddress }, err.message);
           else if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
@@ -244,6 +247,33 @@ export class NbdServer {
     const conns = [...this.connections.get(name) ?? []];
     this.connections.delete(name);
     await Promise.allSettled(conns.map((c) => c.fence()));
+  }
+
+  /**
+   * Fences every export at once and refuses new connections until every
+   * holder has called {@link resume}: self-fencing, when this process can no
+   * longer prove to its cluster that it is alive (its service heartbeat). Its
+   * peers count it dead after `service_down_time` and stop waiting for it to
+   * fence anything, so by then it must hold no connection. Resolves, as
+   * {@link closeExport} does, once no write of the dropped connections can
+   * reach a volume. Idempotent per holder; never rejects.
+   */
+  async suspend(holder: string): Promise<void> {
+    this.suspenders.add(holder);
+    this.fenceCount++;
+    const conns = [...this.connections.values()].flatMap((set) => [...set]);
+    this.connections.clear();
+    await Promise.allSettled(conns.map((c) => c.fence()));
+  }
+
+  /** Ends `holder`'s suspension; exports resolve again once no holder is left. */
+  resume(holder: string): void {
+    this.suspenders.delete(holder);
+  }
+
+  /** Whether the server is suspended (self-fenced): no export resolves, new connections are refused. */
+  get suspended(): boolean {
+    return this.suspenders.size > 0;
   }
 
   /** How many fences have run (see {@link closeExport}). */
@@ -562,7 +592,10 @@ class Connection implements Fenceable {
    */
   private async find(name: string): Promise<NbdExport | undefined> {
     this.fencesAtFind = this.server.fences;
+    // A suspension counts as a fence: one that begins during the look-up makes the connection look again.
+    if (this.server.suspended) return undefined;
     const exp = await this.o.provider.find(name);
+    if (this.server.suspended) return undefined;
     if (!exp) return undefined;
     if (this.tlsIdentity !== undefined && exp.pskIdentity !== this.tlsIdentity) return undefined;
     if (this.o.requireTls && this.tlsIdentity === undefined) return undefined;

@@ -36,6 +36,14 @@ export interface JobKind<P> {
   /** `volume`, … : the resource the job changes. */
   readonly resourceType: string;
   /**
+   * Whether later jobs of the same resource wait until this one has finished
+   * (done or failed): they are not claimed while it is queued or running. Jobs
+   * of kinds that hold later jobs do not wait for each other. E.g. a fence: no
+   * work on a volume starts while a write of a detached host may still land.
+   * Default false.
+   */
+  readonly holdsLaterJobs?: boolean;
+  /**
    * Writes `payload` in the shape of an older `version` (from `minVersion`),
    * for consumers that do not read the current one yet. Default: the payload
    * as it is (the shape did not change).

@@ -138,6 +138,20 @@ export class JobQueue {
   }
 
   /**
+   * Wakes the workers of the targets with jobs of `resourceId` queued: called
+   * when a job of a kind that holds later jobs has finished, since a claim it
+   * held back is tried again only at a wake-up or the next poll.
+   */
+  async wakeWaiting(resourceId: string): Promise<void> {
+    const rows = await this.db.kysely.selectFrom('jobs').select('target').distinct()
+      .where('resource_id', '=', resourceId).where('state', '=', 'queued').execute();
+    for (const { target } of rows) {
+      this.wakeups.emit('wake', target);
+      if (this.db.dialect === 'postgres') await this.db.notify(WAKE_CHANNEL, target);
+    }
+  }
+
+  /**
    * Wakes this process's workers when another process enqueues for their
    * targets (PostgreSQL LISTEN/NOTIFY; SQLite workers poll). Returns a stop function.
    */
@@ -149,8 +163,11 @@ export class JobQueue {
    * Claims the oldest due job for any of `targets` and `kinds` in one atomic
    * UPDATE: a queued job whose time has come, or a running one whose lease
    * expired and that has attempts left. Returns undefined when there is none.
+   * A job of another kind than `holding` waits while a job of a `holding`
+   * kind of its resource, created before it (or in the same millisecond), is
+   * queued or running ({@link JobKind.holdsLaterJobs}).
    */
-  async claim(owner: string, targets: readonly string[], kinds: readonly string[]): Promise<JobRow | undefined> {
+  async claim(owner: string, targets: readonly string[], kinds: readonly string[], holding: readonly string[] = []): Promise<JobRow | undefined> {
     if (targets.length === 0 || kinds.length === 0) return undefined;
     const now = this.clock.now();
     const due = (db: Tx) => db.selectFrom('jobs').select('id')
@@ -163,6 +180,15 @@ export class JobQueue {
         eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', now)]),
         eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now), eb('attempts', '<', eb.ref('max_attempts'))]),
       ]))
+      .$if(holding.length > 0, (qb) => qb.where((eb) => eb.or([
+        eb('jobs.kind', 'in', holding),
+        // The `jobs_resource` index (resource_id, state) answers this.
+        eb.not(eb.exists(eb.selectFrom('jobs as held').select('held.id')
+          .whereRef('held.resource_id', '=', 'jobs.resource_id')
+          .where('held.state', 'in', ['queued', 'running'])
+          .where('held.kind', 'in', holding)
+          .whereRef('held.created_at', '<=', 'jobs.created_at'))),
+      ])))
       .orderBy('not_before').orderBy('created_at')
       .limit(1);
     const k = this.db.kysely;

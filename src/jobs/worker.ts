@@ -70,13 +70,14 @@ export class Worker {
 
   private async run(): Promise<void> {
     const kinds = [...this.handlers.keys()];
+    const holding = [...this.handlers.values()].filter((h) => h.kind.holdsLaterJobs === true).map((h) => h.kind.kind);
     while (!this.stopped) {
       this.woken = false;
       let claimed = false;
       while (!this.stopped && this.running.size < this.options.concurrency) {
         let job: JobRow | undefined;
         try {
-          job = await this.options.queue.claim(this.options.owner, this.options.targets, kinds);
+          job = await this.options.queue.claim(this.options.owner, this.options.targets, kinds, holding);
         } catch (err) {
           // A full state directory is logged once per episode by the database: claims resume when it ends.
           if (isStateDirectoryUnwritable(err)) this.options.log.debug({ code: err.code }, 'job claim refused: state directory unwritable');
@@ -142,6 +143,9 @@ export class Worker {
       log.debug('job started');
       await handler.run(ctx, payload);
       log.debug('job done');
+      if (handler.kind.holdsLaterJobs) {
+        await queue.wakeWaiting(job.resource_id).catch((err: unknown) => quietIfRefused(log, err, 'warn', 'waking the jobs it held failed (they wait for the next poll)'));
+      }
     } catch (raw) {
       const err = toBasaltError(raw);
       if (raw instanceof LeaseLostError || abort.signal.reason instanceof LeaseLostError) {

@@ -17,10 +17,8 @@ import type { JobQueue, Tx } from '../jobs/index.ts';
 import { chooseEndpoint, connectionInfo } from './connection-info.ts';
 import { busyReason, type LifecycleDeps } from './lifecycle.ts';
 import { volumeBeginDetaching, volumeComplete, volumeConnect, volumeDetach, volumeReserve, volumeRollDetaching } from './operations/index.ts';
-import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
-
-/** The notification channel on which deleted attachments' export names are fenced. */
-export const FENCE_CHANNEL = 'basalt_fence';
+import type { VolumeJobKinds } from './volume-jobs.ts';
+import { fenceExport } from './export-fence.ts';
 
 /** What a host says about itself when it asks for connection info (Cinder's connector). */
 export interface Connector {
@@ -147,7 +145,8 @@ export class AttachmentManager {
 
   /**
    * Deletes the attachment: its export name stops resolving at once and its
-   * open connections are dropped by the volume service (a durable fence job);
+   * open connections are dropped by every member of the volume's cluster
+   * (durable fence jobs, `export-fence.ts`);
    * the volume is available again when no attachment is left.
    * @throws NotFoundError.
    */
@@ -160,13 +159,10 @@ export class AttachmentManager {
           id: v.id, from: volumeDetach.from, to: volumeDetach.to[0], set: { attach_status: 'detached' }, requestId: caller.requestId,
         });
       }
-      // Every process's NBD server hears the fence when this commits (any
-      // member of the cluster may be serving the export); the durable job
-      // covers a process that misses it (SQLite has no notifications).
-      await this.deps.db.notify(FENCE_CHANNEL, a.export_name, tx);
-      if (v.cluster_name) {
-        await enqueue(this.deps.kinds.fence, { target: volumeTarget(v.cluster_name), resourceId: v.id, requestId: caller.requestId, payload: { exportName: a.export_name } });
-      }
+      // Any member of the cluster may be serving the export: every process
+      // hears the fence when this commits, and every live member has its
+      // durable fence job (export-fence.ts); later jobs of the volume wait for them.
+      await fenceExport(this.deps, tx, enqueue, v, a.export_name, caller.requestId);
     });
   }
 

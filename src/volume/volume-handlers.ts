@@ -5,31 +5,44 @@
  * finish with the job's completion), plus the export fence.
  */
 import type { Clock } from '../common/index.ts';
-import type { Db } from '../db/index.ts';
+import type { Db, ServiceRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
-import type { AnyJobKind, JobHandler } from '../jobs/index.ts';
+import type { AnyJobKind, JobHandler, JobQueue } from '../jobs/index.ts';
 import type { Coordinator } from '../coordination/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import { migrateCleanupHandler, OPERATIONS, operationHandler, type Operation } from './operations/index.ts';
 import type { FencePayload, VolumeJobKinds } from './volume-jobs.ts';
 
+/**
+ * What the volume service uses of its process's export server: fencing,
+ * quiescing writes around in-use snapshots, and self-fencing. `closeExport`
+ * and `suspend` resolve once no write of the dropped connections can reach
+ * a volume.
+ */
+export interface ExportServer {
+  closeExport(name: string): Promise<void>;
+  quiesce<T>(key: string, fn: () => Promise<T>): Promise<T>;
+  /** Drops every connection and refuses new ones until `resume(holder)`. */
+  suspend(holder: string): Promise<void>;
+  resume(holder: string): void;
+}
+
 /** What the handlers need. */
 export interface VolumeHandlerDeps extends LifecycleDeps {
   db: Db;
   clock: Clock;
+  /** The queue (its `serviceDownMs` decides which members fence a released attachment's export). */
+  queue: JobQueue;
+  services: ServiceRepository;
   kinds: VolumeJobKinds;
   /** Named locks; handlers hold `volume-<id>` / `snapshot-<id>` around driver calls (see the lock inventory). */
   coordinator: Coordinator;
   lockTimeoutMs: number;
   /** Where the keys of encrypted volumes live: a deleted volume's key goes after its storage. */
   keys: KeyManager;
-  /**
-   * The process's export server, for fencing and for quiescing writes around
-   * in-use snapshots: `closeExport` resolves once no write of the export's
-   * connections can reach the volume.
-   */
-  exports?: { closeExport(name: string): Promise<void>; quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
+  /** The process's export server (the NBD server), when it exports volumes. */
+  exports?: ExportServer;
   /** The drivers of every backend this process serves, by cluster: a migration reads its source through them. */
   drivers?: ReadonlyMap<string, GuardedDriver>;
 }

@@ -21,7 +21,11 @@ import {
 
 export type { CreatePayload, DeletePayload, ExtendPayload, MigrateCleanupPayload, MigratePayload, RevertPayload, SchedulePayload, SnapshotPayload, TransitionalStatus };
 
-/** `export.fence` (target: the volume's cluster): drop every connection of a deleted attachment's export. */
+/**
+ * `export.fence` (target: one member, or the volume's cluster when no member
+ * was live): drop that member's connections of a deleted attachment's export
+ * (`export-fence.ts`). Its resource is the volume, whose later jobs wait for it.
+ */
 export interface FencePayload { exportName: string }
 
 /** Every kind, built over the deps their failure handling needs. */
@@ -96,7 +100,7 @@ export function volumeJobKinds(deps: VolumeJobDeps): VolumeJobKinds {
     snapshotManage: operationJobKind(snapshotManage, snapshotManage.jobs.main, deps),
     snapshotUnmanage: operationJobKind(snapshotUnmanage, snapshotUnmanage.jobs.main, deps),
     fence: {
-      kind: 'export.fence', version: 1, minVersion: 1, resourceType: 'attachment',
+      kind: 'export.fence', version: 1, minVersion: 1, resourceType: 'attachment', holdsLaterJobs: true,
       parse: payloadParser<FencePayload>({ exportName: 'string' }),
       // The attachment row is already gone, so the export name no longer
       // resolves: new connections are refused whatever happens to this job.

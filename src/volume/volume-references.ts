@@ -6,17 +6,12 @@
  * such rows behind a volume that looks free; deleting it must neither fail on
  * them after the data is gone nor keep them pointing at nothing.
  */
-import type { Db } from '../db/index.ts';
 import { InvalidStatusError } from '../errors/index.ts';
 import type { Enqueue, Tx } from '../jobs/index.ts';
-import { FENCE_CHANNEL } from './attachment-manager.ts';
-import { volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
+import { fenceExport, type ExportFenceDeps } from './export-fence.ts';
 
-/** What releasing needs: the database (fence notifications) and the fence job kind. */
-export interface VolumeReferenceDeps {
-  db: Db;
-  kinds: Pick<VolumeJobKinds, 'fence'>;
-}
+/** What releasing needs: what fencing a released attachment's export needs. */
+export type VolumeReferenceDeps = ExportFenceDeps;
 
 /**
  * Refuses the removal of a volume a host is attached to, whatever the
@@ -43,10 +38,7 @@ export async function releaseVolumeReferences(deps: VolumeReferenceDeps, tx: Tx,
   const pending = await tx.selectFrom('attachments').select(['id', 'export_name']).where('volume_id', '=', v.id).where('attach_status', '!=', 'attached').execute();
   for (const a of pending) {
     await tx.deleteFrom('attachments').where('id', '=', a.id).execute();
-    await deps.db.notify(FENCE_CHANNEL, a.export_name, tx);
-    if (enqueue && v.cluster_name) {
-      await enqueue(deps.kinds.fence, { target: volumeTarget(v.cluster_name), resourceId: v.id, requestId, payload: { exportName: a.export_name } });
-    }
+    await fenceExport(deps, tx, enqueue, v, a.export_name, requestId);
   }
   await tx.deleteFrom('transfers').where('volume_id', '=', v.id).execute();
 }

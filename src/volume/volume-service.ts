@@ -6,8 +6,8 @@ import type { Logger } from 'pino';
 import type { BackendOptions } from '../config/index.ts';
 import type { ServiceRepository } from '../db/index.ts';
 import type { GuardedDriver, ManageableResource } from '../drivers/index.ts';
-import { RoleService, type JobQueue } from '../jobs/index.ts';
-import { volumeHandlers } from './volume-handlers.ts';
+import { RoleService, type JobQueue, type RoleServiceOptions } from '../jobs/index.ts';
+import { volumeHandlers, type ExportServer } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
 import {
   MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type ServiceReport,
@@ -48,6 +48,12 @@ export class VolumeService {
       handlers: [...volumeHandlers(o, o.driver), ...groupHandlers(o, o.driver)], concurrency: o.concurrency, pollMs: o.pollMs,
       heartbeatMs: o.heartbeatMs, log: o.log.child({ role: 'volume', backend: o.backend.name }),
       reportCapabilities: () => this.capabilities(),
+      // Only where members on other hosts judge this one by its heartbeat: on
+      // SQLite every process shares one file on one host, a heartbeat is refused
+      // only when the state directory is full — when no peer can record a cleanup
+      // or a fence's completion either — and dropping every host's disk then
+      // would make a full disk worse.
+      ...(o.exports && o.db.dialect === 'postgres' ? { staleHeartbeat: selfFencing(o.exports, this.serviceHost, o.queue.options.serviceDownMs ?? 60_000) } : {}),
     });
   }
 
@@ -108,6 +114,24 @@ export class VolumeService {
       return {};
     }
   }
+}
+
+/**
+ * Self-fencing: when this service's heartbeat has not been recorded for
+ * three quarters of `service_down_time`, the process's export server drops
+ * every connection and refuses new ones until a beat is recorded again. Its
+ * peers count it dead (and stop waiting for it to fence a deleted
+ * attachment's export, `export-fence.ts`) only after the whole
+ * `service_down_time`: the last quarter is for writes in flight to drain and
+ * for clocks that differ a little between hosts. Without it, a member cut off
+ * from the database would go on writing for hosts whose attachments are gone.
+ */
+function selfFencing(exports: ExportServer, holder: string, serviceDownMs: number): NonNullable<RoleServiceOptions['staleHeartbeat']> {
+  return {
+    afterMs: Math.floor(serviceDownMs * 3 / 4),
+    stale: () => exports.suspend(holder),
+    fresh: () => exports.resume(holder),
+  };
 }
 
 /** The local endpoint of a driver with local paths (a loop device on this host may attach its volumes). */

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { NbdServer } from '../../src/export/index.ts';
 import { PLANES, startNbd, type NbdFixture } from '../helpers/nbd-export.ts';
-import { openExport, requestFrame } from '../helpers/nbd-raw.ts';
+import { openExport, optionFrame, requestFrame, simpleRequest } from '../helpers/nbd-raw.ts';
 
 const MiB = 1024 * 1024;
 const CMD_WRITE = 1;
@@ -55,6 +55,38 @@ for (const plane of PLANES) describe(`${plane} plane`, () => {
       await sleep(300);
       assert.equal(digest(s, 'f', count * size), atFence, `round ${round}: the volume changed after the fence completed`);
     }
+  });
+
+  test('issue 13 defect 10: a suspended (self-fenced) server drops every connection, lands no write after, and refuses new ones until resumed', async (t) => {
+    const s = await startNbd(t, { plane, volumes: [{ name: 'a', sizeGiB: 1 }, { name: 'b', sizeGiB: 1 }] });
+    const size = 2 * MiB;
+    const count = 24;
+    const conns = [await s.connect('a'), await s.connect('b')];
+    const closed = conns.map((c) => new Promise((r) => c.sock.once('close', r)));
+    for (const c of conns) { t.after(() => c.sock.destroy()); await writeMany(c.sock, count, size, FLAG_FUA); }
+    await s.server.suspend('service-1');
+    await s.server.suspend('service-2');
+    const atFence = ['a', 'b'].map((n) => digest(s, n, count * size));
+    await Promise.all(closed); // nothing more can come from these hosts
+    assert.deepEqual(['a', 'b'].map((n) => digest(s, n, count * size)), atFence, 'no write landed after the suspension completed');
+
+    /** Whether a new client is refused: NBD_REP_ERR_SHUTDOWN to its first option (STARTTLS on the TLS plane). */
+    const refused = async (): Promise<boolean> => {
+      const c = await s.session('a').catch(() => undefined);
+      if (!c) return true;
+      c.sock.write(optionFrame(3, Buffer.alloc(0))); // NBD_OPT_LIST
+      const type = (await c.reader.read(20)).readUInt32BE(12);
+      c.sock.destroy();
+      return type === 0x80000007;
+    };
+    assert.ok(await refused(), 'refused while suspended');
+    s.server.resume('service-1');
+    assert.ok(await refused(), 'refused while any holder keeps it suspended');
+    s.server.resume('service-2');
+    assert.equal(await refused(), false, 'served again once every holder resumed');
+    const c = await s.connect('a');
+    t.after(() => c.sock.destroy());
+    assert.equal((await simpleRequest(c, CMD_WRITE, 0n, 4096, Buffer.alloc(4096, 0xab))).error, 0);
   });
 
   test('issue 13: writes held by a quiesce when the fence comes never land', async (t) => {

@@ -125,3 +125,28 @@ test('a worker retries transient errors and fails permanent ones', async (t) => 
   assert.equal(failures.length, 1);
   assert.equal(failures[0]!.error.code, 'DRIVER_FAILED');
 });
+
+test('issue 13 defect 10: a job waits while an earlier job of its resource whose kind holds later jobs (a fence) is unfinished', async (t) => {
+  const { clock, queue, kind } = await setup(t);
+  const fence: JobKind<P> = { ...kind, kind: 'test.fence', holdsLaterJobs: true };
+  const add = (k: JobKind<P>, target: string, resourceId: string) => queue.transaction((_tx, enq) => enq(k, { target, resourceId, payload: { n: 0 } }));
+  await add(fence, 'member-a', 'v1');
+  await add(fence, 'member-b', 'v1');
+  clock.ms += 1;
+  await add(kind, 't', 'v1');
+  await add(kind, 't', 'v2');
+  const kinds = ['test.thing', 'test.fence'];
+  const other = await queue.claim('W', ['t'], kinds, ['test.fence']);
+  assert.equal(other?.resource_id, 'v2', 'another resource\'s job is not held');
+  assert.equal(await queue.claim('W', ['t'], kinds, ['test.fence']), undefined, 'v1\'s job waits for its fences');
+  const a = (await queue.claim('A', ['member-a'], kinds, ['test.fence']))!;
+  const b = (await queue.claim('B', ['member-b'], kinds, ['test.fence']))!;
+  assert.ok(a && b, 'fences do not wait for each other');
+  await queue.transaction((tx) => queue.markDone(tx, a.id, 'A'));
+  assert.ok(await queue.retryLater(b, 'B', 'again'));
+  assert.equal(await queue.claim('W', ['t'], kinds, ['test.fence']), undefined, 'one fence still queued (a retry) holds it');
+  clock.ms += 1000;
+  const b2 = (await queue.claim('B', ['member-b'], kinds, ['test.fence']))!;
+  await queue.transaction((tx) => queue.markDone(tx, b2.id, 'B'));
+  assert.equal((await queue.claim('W', ['t'], kinds, ['test.fence']))?.resource_id, 'v1', 'claimable once every fence has finished');
+});

@@ -61,7 +61,7 @@ export async function operationHarness(t: TestContext) {
   const coordinator = openCoordinator(`file://${lockDir}`);
   t.after(async () => { await coordinator.close(); fs.rmSync(lockDir, { recursive: true, force: true }); });
   const handlers = new Map<string, AnyJobHandler>(volumeHandlers({
-    db, clock, kinds, coordinator, lockTimeoutMs: 5_000, keys, volumes, snapshots, types, quotas,
+    db, clock, queue, services, kinds, coordinator, lockTimeoutMs: 5_000, keys, volumes, snapshots, types, quotas,
   }, driver).map((h) => [h.kind.kind, h]));
   const log = pino({ level: 'silent' });
 
