@@ -788,6 +788,7 @@ class Connection implements Fenceable {
       threads: this.o.threadsPerConnection ?? 8,
       pollMicros: this.o.pollMicros ?? 50,
       maxBufferBytes: this.o.maxBufferBytesPerConnection ?? NBD_BOUNDS.maxBufferBytesPerConnection,
+      maxRequests: this.o.maxRequestsPerConnection ?? NBD_BOUNDS.maxRequestsPerConnection,
       paused,
     }));
     if (!ended) return false;
