@@ -279,7 +279,7 @@ static int do_open(job_t *j) {
   image_t *img = j->img;
   int rc = rados_ioctx_create(j->cl->rados, j->s[0], &img->io);
   if (rc < 0) return rc;
-  rc = j->s[2] ? rbd_open_read_only(img->io, j->s[1], &img->rbd, j->s[2]) : rbd_open(img->io, j->s[1], &img->rbd, NULL);
+  rc = j->s[2] || j->n[0] ? rbd_open_read_only(img->io, j->s[1], &img->rbd, j->s[2]) : rbd_open(img->io, j->s[1], &img->rbd, NULL);
   if (rc < 0) rados_ioctx_destroy(img->io);
   return rc;
 }
@@ -648,10 +648,13 @@ static napi_value js_list(napi_env env, napi_callback_info info) { return cluste
 
 static void aio_deliver(napi_env env, napi_value js_cb, void *context, void *data);
 
-/* openImage(cluster, pool, name, snap): snap null opens the head read-write, else the snapshot read-only. */
+/*
+ * openImage(cluster, pool, name, snap, readOnly): the head read-write (snap null,
+ * readOnly false), else read-only (the head, or the snapshot `snap`).
+ */
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!args(env, info, 4, argv)) return NULL;
+  napi_value argv[5];
+  if (!args(env, info, 5, argv)) return NULL;
   cluster_t *cl = cluster_of(env, argv[0]);
   if (!cl) return NULL;
   if (!cl->connected) return rejected(env, "rbd_open", -ENOTCONN);
@@ -674,6 +677,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   j->cl = cl;
   j->img = img;
   for (int i = 0; i < 3; i++) j->s[i] = string_arg(env, argv[1 + i]);
+  bool read_only = false;
+  napi_get_value_bool(env, argv[4], &read_only);
+  j->n[0] = read_only;
   return start(env, j, obj);
 }
 

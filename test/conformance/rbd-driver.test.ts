@@ -205,7 +205,7 @@ test('rbd: the addon refuses what would crash librbd: a close under I/O, a shutd
   const pool = await ceph.newPool();
   const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
   await rbd.createImage(cluster, pool, 'probe', 64 * 1024 * 1024, 61, 22);
-  const img = await rbd.openImage(cluster, pool, 'probe', null);
+  const img = await rbd.openImage(cluster, pool, 'probe', null, false);
   const write = rbd.aioWrite(img, 0, Buffer.alloc(1024 * 1024, 1));
   await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a write is in flight');
   await write;
@@ -214,7 +214,7 @@ test('rbd: the addon refuses what would crash librbd: a close under I/O, a shutd
   assert.throws(() => rbd.listImages(img as never, pool), /not a cluster/);
   await rbd.closeImage(img);
   await assert.rejects(rbd.aioRead(img, 0, Buffer.alloc(512)), (e: { code: string }) => e.code === 'EBADF', 'I/O on a closed image');
-  await assert.rejects(rbd.openImage(cluster, pool, 'missing', null), (e: { code: string; errno: number }) => e.code === 'ENOENT' && e.errno === 2);
+  await assert.rejects(rbd.openImage(cluster, pool, 'missing', null, false), (e: { code: string; errno: number }) => e.code === 'ENOENT' && e.errno === 2);
   await rbd.removeImage(cluster, pool, 'probe');
   await rbd.shutdown(cluster);
 });

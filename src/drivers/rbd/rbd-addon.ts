@@ -65,8 +65,12 @@ export interface RbdAddon {
   removeImage(cluster: RbdCluster, pool: string, name: string): Promise<void>;
   renameImage(cluster: RbdCluster, pool: string, from: string, to: string): Promise<void>;
   listImages(cluster: RbdCluster, pool: string): Promise<string[]>;
-  /** Opens the head read-write (`snap` null) or a snapshot read-only. */
-  openImage(cluster: RbdCluster, pool: string, name: string, snap: string | null): Promise<RbdImage>;
+  /**
+   * Opens the head read-write (`snap` null, `readOnly` false), else read-only:
+   * the head, or the snapshot `snap`. A read-only open never takes the
+   * exclusive lock.
+   */
+  openImage(cluster: RbdCluster, pool: string, name: string, snap: string | null, readOnly: boolean): Promise<RbdImage>;
   /** Refused (EBUSY) while I/O is in flight. */
   closeImage(image: RbdImage): Promise<void>;
   stat(image: RbdImage): Promise<RbdImageStat>;

@@ -68,6 +68,8 @@ const DELETED = '.deleted';
 const UNMANAGED = 'unmanaged-';
 /** Basalt's own images and snapshots: `volume-<uuid>`, `snapshot-<uuid>`. */
 const OWNED = /^(volume|snapshot)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+/** How an image is opened: see {@link RbdDriver.withImage}. */
+type Access = 'write' | 'read' | { snap: string };
 /** The most zero bytes one write sends for write-zeroes that must keep its space. */
 const ZERO_CHUNK = 4 * 1024 * 1024;
 
@@ -167,9 +169,15 @@ export class RbdDriver implements VolumeDriver {
     return Math.log2(this.options.chunkSizeMiB * 1024 * 1024);
   }
 
-  /** Runs `fn` on the image `name` (its head, or a snapshot read-only), closing it after. */
-  private async withImage<T>(name: string, fn: (img: RbdImage) => Promise<T>, snap: string | null = null): Promise<T> {
-    const img = await this.rbd.openImage(this.conn, this.options.cephPool, name, snap);
+  /**
+   * Runs `fn` on the image `name`, closing it after: its head read-write
+   * (`write`, the default), its head read-only (`read`: no watch is
+   * registered, so it never keeps a removal or another member's write
+   * waiting), or a snapshot read-only.
+   */
+  private async withImage<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T> {
+    const snap = typeof at === 'object' ? at.snap : null;
+    const img = await this.rbd.openImage(this.conn, this.options.cephPool, name, snap, at !== 'write');
     try {
       return await fn(img);
     } finally {
@@ -178,13 +186,21 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /** Like {@link withImage}, or undefined when the image does not exist. */
-  private async withImageIfAny<T>(name: string, fn: (img: RbdImage) => Promise<T>, snap: string | null = null): Promise<T | undefined> {
+  private async withImageIfAny<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T | undefined> {
     try {
-      return await this.withImage(name, fn, snap);
+      return await this.withImage(name, fn, at);
     } catch (err) {
       if (isRbdError(err, 'ENOENT')) return undefined;
       throw err;
     }
+  }
+
+  /** The image of the pool that holds the snapshot `snap`, if any. */
+  private async imageWithSnapshot(snap: string): Promise<string | undefined> {
+    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
+      if ((await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read'))?.some((s) => s.name === snap)) return image;
+    }
+    return undefined;
   }
 
   async getStats(): Promise<BackendStats> {
@@ -194,7 +210,7 @@ export class RbdDriver implements VolumeDriver {
     if (!pool) throw new DriverError(`Ceph pool ${this.options.cephPool} does not exist`);
     let provisioned = 0;
     for (const name of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      provisioned += (await this.withImageIfAny(name, (img) => this.rbd.stat(img)))?.sizeBytes ?? 0;
+      provisioned += (await this.withImageIfAny(name, (img) => this.rbd.stat(img), 'read'))?.sizeBytes ?? 0;
     }
     const round = (bytes: number): number => Math.round((bytes / GiB) * 100) / 100;
     return {
@@ -259,12 +275,27 @@ export class RbdDriver implements VolumeDriver {
       if (!name.endsWith(DELETED)) await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
       return;
     }
-    try {
-      await this.rbd.removeImage(this.conn, this.options.cephPool, name);
-    } catch (err) {
-      if (!isRbdError(err, 'ENOENT')) throw err;
-    }
+    await this.removeUnwatched(name);
     if (state.parent && state.parent.pool === this.options.cephPool) await this.releaseParent(state.parent.image, state.parent.snap);
+  }
+
+  /**
+   * rbd_remove, which librbd refuses (EBUSY) while a client has the image open
+   * read-write: a handle that is just closing, or another host's. Tried again
+   * for a few seconds, then a retryable error (the job tries later).
+   */
+  private async removeUnwatched(name: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.rbd.removeImage(this.conn, this.options.cephPool, name);
+        return;
+      } catch (err) {
+        if (isRbdError(err, 'ENOENT')) return;
+        if (!isRbdError(err, 'EBUSY')) throw err;
+        if (attempt === 5) throw new DriverError(`Image ${name} is still open by a client`, { cause: err, retryable: true });
+        await new Promise((r) => setTimeout(r, 250 * attempt));
+      }
+    }
   }
 
   /** After a clone went: drops the parent's clone snapshot when it has no clone left, and a `.deleted` parent with it. */
@@ -284,7 +315,7 @@ export class RbdDriver implements VolumeDriver {
    */
   private async dropSnapshot(img: RbdImage, image: string, snap: string, keepIfCloned: boolean): Promise<boolean> {
     if (await this.rbd.snapIsProtected(img, snap).catch((err) => (isRbdError(err, 'ENOENT') ? null : Promise.reject(err))) === null) return true;
-    const children = (await this.withImage(image, (s) => this.rbd.children(s), snap)).filter((c) => !c.trash);
+    const children = (await this.withImage(image, (s) => this.rbd.children(s), { snap })).filter((c) => !c.trash);
     if (children.length > 0) {
       if (keepIfCloned) return false;
       for (const child of children) await this.withImageIfAny(child.image, (c) => this.rbd.flatten(c));
@@ -316,14 +347,8 @@ export class RbdDriver implements VolumeDriver {
   async deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
     const name = RbdDriver.snapName(snap.id);
     // The snapshot's volume is not named: find the image holding it.
-    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      const found = await this.withImageIfAny(image, async (img) => {
-        if (!(await this.rbd.snapList(img)).some((s) => s.name === name)) return false;
-        await this.dropSnapshot(img, image, name, false);
-        return true;
-      });
-      if (found) return;
-    }
+    const image = await this.imageWithSnapshot(name);
+    if (image) await this.withImageIfAny(image, (img) => this.dropSnapshot(img, image, name, false));
   }
 
   async createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
@@ -375,7 +400,7 @@ export class RbdDriver implements VolumeDriver {
   private async depth(image: string): Promise<number> {
     let d = 0;
     for (let name: string | undefined = image; name; d++) {
-      const p: { image: string } | null | undefined = await this.withImageIfAny(name, (img) => this.rbd.parent(img));
+      const p: { image: string } | null | undefined = await this.withImageIfAny(name, (img) => this.rbd.parent(img), 'read');
       if (!p) return d;
       name = p.image;
     }
@@ -396,7 +421,7 @@ export class RbdDriver implements VolumeDriver {
    */
   async manageExistingGetSize(ref: ManageReference): Promise<number> {
     const name = this.adoptable(ref);
-    const st = await this.withImageIfAny(name, (img) => this.rbd.stat(img));
+    const st = await this.withImageIfAny(name, (img) => this.rbd.stat(img), 'read');
     if (!st) throw new DriverError(`No image ${name} to manage in pool ${this.options.cephPool}`);
     return Math.max(1, Math.ceil(st.sizeBytes / GiB));
   }
@@ -441,21 +466,18 @@ export class RbdDriver implements VolumeDriver {
   /** Renames the snapshot to `unmanaged-snapshot-<id>`. */
   async unmanageSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
     const name = RbdDriver.snapName(snap.id);
-    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      const found = await this.withImageIfAny(image, async (img) => {
-        if (!(await this.rbd.snapList(img)).some((s) => s.name === name)) return false;
-        await this.rbd.snapRename(img, name, `${UNMANAGED}${name}`);
-        return true;
-      });
-      if (found) return;
-    }
+    const image = await this.imageWithSnapshot(name);
+    if (!image) return; // unmanaged (or deleted) already
+    await this.withImageIfAny(image, async (img) => {
+      if ((await this.rbd.snapList(img)).some((x) => x.name === name)) await this.rbd.snapRename(img, name, `${UNMANAGED}${name}`);
+    });
   }
 
   /** Every image of the pool: Basalt's volumes (not safe), images kept for their clones (not safe) and the others (safe). */
   async listManageableVolumes(): Promise<ManageableResource[]> {
     const out: ManageableResource[] = [];
     for (const name of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      const st = await this.withImageIfAny(name, (img) => this.rbd.stat(img));
+      const st = await this.withImageIfAny(name, (img) => this.rbd.stat(img), 'read');
       if (!st) continue; // removed meanwhile
       const owned = OWNED.exec(name);
       const kept = name.endsWith(DELETED);
@@ -472,7 +494,7 @@ export class RbdDriver implements VolumeDriver {
   async listManageableSnapshots(): Promise<ManageableResource[]> {
     const out: ManageableResource[] = [];
     for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      for (const s of (await this.withImageIfAny(image, (img) => this.rbd.snapList(img))) ?? []) {
+      for (const s of (await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read')) ?? []) {
         const owned = OWNED.exec(s.name);
         const internal = s.name.endsWith(CLONE_SNAP) || image.endsWith(DELETED);
         out.push({
@@ -499,13 +521,13 @@ export class RbdDriver implements VolumeDriver {
   }
 
   private async exists(image: string): Promise<boolean> {
-    return (await this.withImageIfAny(image, async () => true)) ?? false;
+    return (await this.withImageIfAny(image, async () => true, 'read')) ?? false;
   }
 
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
     let img: RbdImage;
     try {
-      img = await this.rbd.openImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), null);
+      img = await this.rbd.openImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), null, false);
     } catch (err) {
       if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${vol.id} is missing`, { cause: err });
       throw err;
