@@ -21,6 +21,7 @@ import { quotaRoutes } from './quotas.ts';
 import { typeRoutes } from './types.ts';
 import { qosRoutes } from './qos-specs.ts';
 import { snapshotRoutes } from './snapshots.ts';
+import { backupRoutes } from './backups.ts';
 import { manageRoutes } from './manage.ts';
 import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
@@ -150,6 +151,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(typeRoutes(deps));
     await scope.register(qosRoutes(deps));
     await scope.register(snapshotRoutes(deps));
+    await scope.register(backupRoutes(deps));
     await scope.register(manageRoutes(deps));
     await scope.register(attachmentRoutes(deps));
     await scope.register(clusterRoutes(deps));

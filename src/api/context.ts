@@ -10,6 +10,8 @@ import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
 import type { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
 import type { GroupManager } from '../volume/index.ts';
+import type { BackupManager } from '../backup/index.ts';
+import type { BackupRowRepository } from '../db/index.ts';
 
 /** Dependencies of the API. */
 export interface ApiDeps {
@@ -32,6 +34,8 @@ export interface ApiDeps {
   groupSnapshots: GroupSnapshotRepository;
   groupTypes: GroupTypeRepository;
   groupManager: GroupManager;
+  backups: BackupRowRepository;
+  backupManager: BackupManager;
   /** Takes over the work of the dead services matching the filter (`POST /workers/cleanup`). */
   cleanup(filter: CleanupFilter): Promise<CleanupResult>;
 }

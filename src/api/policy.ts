@@ -98,6 +98,19 @@ export const POLICY: readonly PolicyEntry[] = [
   e('snapshot_extension:snapshot_unmanage', 'POST', '/snapshots/:id/action', 'admin', { action: 'os-unmanage' }),
   e('volume:snapshot_action', 'POST', '/snapshots/:id/action', 'member'),
 
+  // Backups.
+  e('backup:create', 'POST', '/backups', 'member'),
+  e('backup:get_all', 'GET', '/backups', 'reader'),
+  e('backup:get_all', 'GET', '/backups/detail', 'reader'),
+  e('backup:get', 'GET', '/backups/:id', 'reader'),
+  e('backup:update', 'PUT', '/backups/:id', 'member', { since: '3.9' }),
+  e('backup:delete', 'DELETE', '/backups/:id', 'member'),
+  e('backup:restore', 'POST', '/backups/:id/restore', 'member'),
+  e('volume_extension:backup_admin_actions:reset_status', 'POST', '/backups/:id/action', 'admin', { action: 'os-reset_status' }),
+  e('volume_extension:backup_admin_actions:force_delete', 'POST', '/backups/:id/action', 'admin', { action: 'os-force_delete' }),
+  // An unknown action is refused by the handler (400), for anyone who may change the backup.
+  e('backup:action', 'POST', '/backups/:id/action', 'member'),
+
   // Manage and unmanage (admin).
   e('volume_extension:volume_manage', 'POST', '/os-volume-manage', 'admin'),
   e('volume_extension:volume_manage', 'POST', '/manageable_volumes', 'admin', { since: '3.8' }),

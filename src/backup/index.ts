@@ -1,7 +1,13 @@
 /**
- * Backups: repositories of content-addressed chunks and manifests on backup
- * targets (issue 15). The front door of the folder.
+ * Backups (issue 15): repositories of content-addressed chunks and manifests
+ * on backup targets, the backup jobs, the backup service that runs them and
+ * the API side. The front door of the folder.
  */
 export * from './backup-target.ts';
 export * from './posix-target.ts';
 export * from './backup-repository.ts';
+export * from './backup-jobs.ts';
+export * from './backup-manager.ts';
+export * from './backup-service.ts';
+export * from './backup-quota.ts';
+export * from './stuck-backups.ts';

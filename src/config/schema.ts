@@ -46,6 +46,10 @@ export const DEFAULT_OPTIONS = {
     type: 'string', default: './state',
     help: 'Folder holding all local state: the SQLite database, file-backend volumes and locks. Relative paths are resolved against the working directory.',
   }),
+  backup_posix_path: opt<string>({
+    type: 'string', default: (ctx) => path.join(ctx.stateDir, 'backups'),
+    help: 'Directory of the posix backup target (Cinder\'s name): the backup repository keeps every backup\'s chunks and manifest there, under volumes/<volume id>/. Default <state_dir>/backups. Put it on another disk than the volumes for backups to survive that disk.',
+  }),
   host: opt<string>({
     type: 'string', default: () => os.hostname(),
     help: 'Name of this node, the first part of host strings (host@backend#pool). Default: the machine hostname.',

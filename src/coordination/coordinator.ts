@@ -12,7 +12,12 @@
  * - `volume-<id>`: held around every driver call that changes or reads a
  *   volume's data (create, extend, delete, snapshot, clone source, revert), so
  *   that a job taken over after an expired lease never runs the driver beside
- *   its first, merely slow, worker.
+ *   its first, merely slow, worker. A backup holds it while it reads the
+ *   volume (or takes its temporary snapshot), a restore while it writes it.
+ * - `backup-volume-<volume id>`: held by every writer of one volume's backups
+ *   in the backup repository (create, delete): a deletion's collection of
+ *   chunks no manifest names must not run beside a create that found a chunk
+ *   stored and counts on it.
  */
 import fs from 'node:fs';
 import path from 'node:path';

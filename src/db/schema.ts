@@ -364,6 +364,8 @@ export interface BackupsTable {
   host: string | null;
   /** The volume a running restore writes to. */
   restore_volume_id: string | null;
+  /** JSON: the volume's metadata when it was backed up; a restore gives it to the volume it writes, as Cinder does. */
+  volume_metadata: string | null;
   created_at: string;
   updated_at: string | null;
 }

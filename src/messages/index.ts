@@ -6,7 +6,7 @@
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId, newRequestId } from '../common/index.ts';
 import type { Tx } from '../jobs/index.ts';
-import { NoValidBackendError, type BasaltError } from '../errors/index.ts';
+import { BackupCorruptError, InvalidInputError, NoValidBackendError, type BasaltError } from '../errors/index.ts';
 
 /** What the user was doing. Ids are stable: they form the message's event_id. */
 export const MESSAGE_ACTIONS = {
@@ -20,6 +20,10 @@ export const MESSAGE_ACTIONS = {
   DELETE_VOLUME: { id: '016', text: 'delete volume' },
   REVERT_VOLUME: { id: '021', text: 'revert volume to snapshot' },
   MIGRATE_VOLUME: { id: '022', text: 'migrate volume' },
+  /** Cinder's 013; Basalt's 013 was taken by create volume first. */
+  BACKUP_CREATE: { id: '023', text: 'create backup' },
+  BACKUP_DELETE: { id: '014', text: 'delete backup' },
+  BACKUP_RESTORE: { id: '015', text: 'restore backup' },
 } as const;
 
 /** What went wrong. Ids are stable. */
@@ -29,6 +33,8 @@ export const MESSAGE_DETAILS = {
   DRIVER_FAILED: { id: '010', text: 'The storage backend failed to complete the operation.' },
   BACKEND_UNAVAILABLE: { id: '011', text: 'The storage backend was unavailable; retries were exhausted.' },
   INTERRUPTED: { id: '012', text: 'The operation was interrupted and did not finish; it was stopped so the volume is not left in a transitional status.' },
+  BACKUP_CORRUPT: { id: '030', text: 'The backup\'s stored data is missing or fails its checksum.' },
+  INVALID_INPUT: { id: '031', text: 'The request could not be carried out as asked.' },
 } as const;
 
 export type MessageAction = (typeof MESSAGE_ACTIONS)[keyof typeof MESSAGE_ACTIONS];
@@ -40,6 +46,8 @@ export function detailFor(err: BasaltError): MessageDetail {
     case 'NO_VALID_BACKEND': return MESSAGE_DETAILS.NO_VALID_BACKEND;
     case 'DRIVER_FAILED': return MESSAGE_DETAILS.DRIVER_FAILED;
     case 'BACKEND_UNAVAILABLE': return MESSAGE_DETAILS.BACKEND_UNAVAILABLE;
+    case 'BACKUP_CORRUPT': return MESSAGE_DETAILS.BACKUP_CORRUPT;
+    case 'INVALID_INPUT': return MESSAGE_DETAILS.INVALID_INPUT;
     default: return MESSAGE_DETAILS.UNKNOWN_ERROR;
   }
 }
@@ -62,7 +70,10 @@ export function userMessageText(actionId: string, detailId: string, detailArgs?:
  * (e.g. which filter rejected each backend). Never driver or backend output.
  */
 export function detailArgsFor(err: BasaltError): string | null {
-  return err instanceof NoValidBackendError && err.rejections.length ? `Rejected: ${err.rejections.join('; ')}.` : null;
+  if (err instanceof NoValidBackendError && err.rejections.length) return `Rejected: ${err.rejections.join('; ')}.`;
+  // Basalt's own text naming the chunk or the input at fault (no backend output).
+  if (err instanceof BackupCorruptError || err instanceof InvalidInputError) return err.message;
+  return null;
 }
 
 /** What one message records. */

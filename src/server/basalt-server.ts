@@ -1,6 +1,7 @@
 /**
  * Composes the roles of one process from the configuration: the volume
- * services of every enabled backend, the scheduler, the sweeper and the API.
+ * services of every enabled backend, the scheduler, the backup service (which
+ * reads and writes volumes through this process's drivers), the sweeper and the API.
  * `basalt server` runs them all; `--roles` will pick a subset.
  */
 import fs from 'node:fs';
@@ -24,12 +25,14 @@ import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
 import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
+import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, PosixTarget, stuckBackupRules, type ServedBackend } from '../backup/index.ts';
+import { BackupRowRepository } from '../db/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
 import { logDestination } from './log-destination.ts';
 
 /** The roles a process can run. */
-export const ROLES = ['api', 'scheduler', 'volume'] as const;
+export const ROLES = ['api', 'scheduler', 'volume', 'backup'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Inputs to {@link startServer}. */
@@ -111,11 +114,17 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const groups = new GroupRepository(clock);
   const groupSnapshots = new GroupSnapshotRepository(clock);
   const groupTypes = new GroupTypeRepository(clock);
-  const quotas = new QuotaEngine({ repo: new QuotaRepository(clock), config: d, count: groupUsageCounter(groups, volumeUsageCounter(volumes, snapshots, types)), extraResources: perTypeResources(types) });
+  const backups = new BackupRowRepository(clock);
+  const quotas = new QuotaEngine({
+    repo: new QuotaRepository(clock), config: d, count: backupUsageCounter(backups, groupUsageCounter(groups, volumeUsageCounter(volumes, snapshots, types))),
+    extraResources: perTypeResources(types),
+  });
   const jobDeps = { volumes, snapshots, quotas, types, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
   const groupJobDeps = { ...jobDeps, groups, groupSnapshots };
   const groupKinds = groupJobKinds(groupJobDeps);
+  const backupJobDeps = { backups, volumes, snapshots, clock, messageTtlSeconds: d.message_ttl };
+  const backupKinds = backupJobKinds(backupJobDeps);
   const common = {
     queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
     pollMs: d.job_poll_interval_seconds * 1000, heartbeatMs: d.report_interval * 1000,
@@ -132,7 +141,10 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const stopAfterFailure = (): Promise<void> => stopAll().catch((err) => log.error({ err }, 'stop after a failed start failed'));
 
   try {
-    if (roles.has('volume') || roles.has('scheduler')) stoppers.push(await queue.listenForWakeups());
+    if (roles.has('volume') || roles.has('scheduler') || roles.has('backup')) stoppers.push(await queue.listenForWakeups());
+    // The backends this process serves, for the backup service: it reads and writes their volumes through their drivers.
+    const served = new Map<string, ServedBackend>();
+    let exports: NbdServer | undefined;
     if (roles.has('volume')) {
       // One NBD server per process serves the attachments of every backend it runs.
       const drivers = new Map<string, GuardedDriver>();
@@ -146,6 +158,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         maxBufferBytesPerConnection: d.nbd_max_buffer_mib_per_connection * 1024 * 1024,
         negotiationTimeoutMs: d.nbd_negotiation_timeout_ms,
       });
+      exports = nbd;
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
       stoppers.push(() => nbd.close());
       stoppers.push(await db.listen(FENCE_CHANNEL, (name) => void nbd.closeExport(name)));
@@ -158,10 +171,22 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
           exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls }, drivers,
         });
         drivers.set(svc.cluster, driver);
+        served.set(svc.cluster, { cluster: svc.cluster, serviceHost: svc.serviceHost, driver });
         await svc.start();
         stoppers.push(() => svc.stop());
         log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');
       }
+    }
+    const lockTimeoutMs = config.coordination.lock_timeout_seconds * 1000;
+    if (roles.has('backup')) {
+      const backupService = new BackupService({
+        ...common, ...backupJobDeps, db, quotas, kinds: backupKinds, repository: new BackupRepository(new PosixTarget(d.backup_posix_path)),
+        coordinator, lockTimeoutMs, backends: served, ...(exports ? { exports } : {}), host: d.host,
+        availabilityZone: d.storage_availability_zone, log: log.child({ role: 'backup' }),
+      });
+      await backupService.start();
+      stoppers.push(() => backupService.stop());
+      log.info({ clusters: [...served.keys()], target: d.backup_posix_path }, 'backup service started');
     }
     if (roles.has('scheduler')) {
       const scheduler = new Scheduler({
@@ -182,8 +207,8 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       },
     };
     const sweeper = new Sweeper({
-      queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds)],
-      rules: [...stuckResourceRules(db, jobDeps), ...stuckGroupRules(db, groupJobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
+      queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds), ...Object.values(backupKinds)],
+      rules: [...stuckResourceRules(db, jobDeps), ...stuckGroupRules(db, groupJobDeps), ...stuckBackupRules(db, backupJobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
       intervalMs: Math.max(200, Math.min(leaseMs, d.service_down_time * 1000) / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
     });
     await sweeper.sweepOnce();
@@ -202,7 +227,11 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       });
       const attachmentManager = new AttachmentManager({ db, queue, clock, volumes, snapshots, quotas, types, attachments, services, kinds, serviceDownMs: d.service_down_time * 1000 });
       const groupManager = new GroupManager({ db, queue, clock, quotas, volumes, snapshots, types, groups, groupSnapshots, groupTypes, groupKinds, volumeManager });
-      api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
+      const backupManager = new BackupManager({
+        db, queue, clock, backups, volumes, snapshots, quotas, services, kinds: backupKinds, volumeManager,
+        serviceDownMs: d.service_down_time * 1000, availabilityZone: d.storage_availability_zone,
+      });
+      api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, backups, backupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
         transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }),
       }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });

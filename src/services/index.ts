@@ -10,4 +10,4 @@ export {
 } from './service-report.ts';
 export { fits, type PoolCapacity } from './capacity.ts';
 export { matchesSpec, capabilityKey, unmetSpecs } from './pool-match.ts';
-export { volumeTarget, memberTarget, targetReaders, type TargetReaders } from './job-targets.ts';
+export { volumeTarget, memberTarget, targetReaders, backupTarget, backupMemberTarget, backupTargetFor, ANY_BACKUP_TARGET, type TargetReaders } from './job-targets.ts';

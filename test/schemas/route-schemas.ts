@@ -98,6 +98,17 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   none('GET /manageable_snapshots/detail', "tempest has no client for the 3.8 manageable listings"),
   act('POST /snapshots/:id/action', 'os-update_snapshot_status', 'snapshots/update_snapshot_status'),
 
+  // Backups.
+  s('POST /backups', 'backups/create_backup'),
+  s('GET /backups', 'backups/list_backups_no_detail'),
+  s('GET /backups/detail', 'backups/list_backups_with_detail'),
+  s('GET /backups/:id', 'backups/show_backup'),
+  s('PUT /backups/:id', 'backups/update_backup'),
+  s('DELETE /backups/:id', 'backups/delete_backup'),
+  s('POST /backups/:id/restore', 'backups/restore_backup'),
+  act('POST /backups/:id/action', 'os-reset_status', 'backups/reset_backup_status'),
+  none('POST /backups/:id/action', "tempest's backups client has no force delete (its clean-up deletes), so no schema", { action: 'os-force_delete' }),
+
   // Attachments (3.27).
   none('POST /attachments', NO_ATTACHMENT_SCHEMA),
   none('GET /attachments', NO_ATTACHMENT_SCHEMA),
