@@ -71,13 +71,19 @@ export class Worker {
   private async run(): Promise<void> {
     const kinds = [...this.handlers.keys()];
     const holding = [...this.handlers.values()].filter((h) => h.kind.holdsLaterJobs === true).map((h) => h.kind.kind);
+    const { concurrency } = this.options;
+    // Jobs that hold later ones (fences: brief, and a volume's other work waits
+    // for them) have slots of their own, so long jobs filling the worker do not
+    // delay them.
+    let holdingRunning = 0;
+    const full = (): boolean => this.running.size - holdingRunning >= concurrency;
     while (!this.stopped) {
       this.woken = false;
       let claimed = false;
-      while (!this.stopped && this.running.size < this.options.concurrency) {
+      while (!this.stopped && (!full() || (holding.length > 0 && holdingRunning < concurrency))) {
         let job: JobRow | undefined;
         try {
-          job = await this.options.queue.claim(this.options.owner, this.options.targets, kinds, holding);
+          job = await this.options.queue.claim(this.options.owner, this.options.targets, full() ? holding : kinds, holding);
         } catch (err) {
           // A full state directory is logged once per episode by the database: claims resume when it ends.
           if (isStateDirectoryUnwritable(err)) this.options.log.debug({ code: err.code }, 'job claim refused: state directory unwritable');
@@ -86,15 +92,18 @@ export class Worker {
         }
         if (!job) break;
         claimed = true;
+        const held = holding.includes(job.kind);
+        if (held) holdingRunning++;
         const p = this.execute(job).finally(() => {
           this.running.delete(p);
+          if (held) holdingRunning--;
           this.poke();
         });
         this.running.add(p);
       }
       if (this.stopped) break;
       // Sleep until woken (own enqueue, a free slot) or the poll interval passes.
-      if ((!claimed || this.running.size >= this.options.concurrency) && !this.woken) {
+      if ((!claimed || full()) && !this.woken) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(done, this.options.pollMs);
           function done(): void { clearTimeout(t); resolve(); }
@@ -143,9 +152,6 @@ export class Worker {
       log.debug('job started');
       await handler.run(ctx, payload);
       log.debug('job done');
-      if (handler.kind.holdsLaterJobs) {
-        await queue.wakeWaiting(job.resource_id).catch((err: unknown) => quietIfRefused(log, err, 'warn', 'waking the jobs it held failed (they wait for the next poll)'));
-      }
     } catch (raw) {
       const err = toBasaltError(raw);
       if (raw instanceof LeaseLostError || abort.signal.reason instanceof LeaseLostError) {
@@ -163,6 +169,10 @@ export class Worker {
     } finally {
       clearInterval(renewal);
       this.aborts.delete(abort);
+    }
+    // Done or failed, it holds nothing now: the jobs it held are claimable.
+    if (handler.kind.holdsLaterJobs) {
+      await queue.wakeWaiting(job.resource_id).catch((err: unknown) => quietIfRefused(log, err, 'warn', 'waking the jobs it held failed (they wait for the next poll)'));
     }
   }
 }

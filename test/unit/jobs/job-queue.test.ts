@@ -150,3 +150,35 @@ test('issue 13 defect 10: a job waits while an earlier job of its resource whose
   await queue.transaction((tx) => queue.markDone(tx, b2.id, 'B'));
   assert.equal((await queue.claim('W', ['t'], kinds, ['test.fence']))?.resource_id, 'v1', 'claimable once every fence has finished');
 });
+
+test('issue 13 defect 10: a worker full of long jobs still runs a fence, and the job the fence held runs after it', { timeout: 20_000 }, async (t) => {
+  const { db, kind } = await setup(t);
+  const queue = new JobQueue(db, { now: () => Date.now() }, { maxAttempts: 3, leaseMs: 5000, retryDelayMs: 1 });
+  const fence: JobKind<P> = { ...kind, kind: 'test.fence', holdsLaterJobs: true };
+  const ran: string[] = [];
+  let release!: () => void;
+  const released = new Promise<void>((r) => { release = r; });
+  let fenced!: () => void;
+  const fenceDone = new Promise<void>((r) => { fenced = r; });
+  let finished!: () => void;
+  const allDone = new Promise<void>((r) => { finished = r; });
+  // A slow poll: progress comes from wake-ups alone.
+  const worker = new Worker({
+    queue, owner: 'W', targets: ['t'], concurrency: 1, pollMs: 60_000, log: pino({ level: 'silent' }),
+    handlers: [
+      { kind, async run(ctx) { ran.push(ctx.job.resource_id); if (ctx.job.resource_id === 'long') await released; await ctx.complete(); if (ctx.job.resource_id === 'v1') finished(); } },
+      { kind: fence, async run(ctx) { ran.push(`fence ${ctx.job.resource_id}`); await ctx.complete(); fenced(); } },
+    ],
+  });
+  worker.start();
+  t.after(() => worker.stop());
+  const add = (k: JobKind<P>, resourceId: string) => queue.transaction((_tx, enq) => enq(k, { target: 't', resourceId, payload: { n: 0 } }));
+  await add(kind, 'long');
+  await add(fence, 'v1');
+  await add(kind, 'v1');
+  await fenceDone;
+  assert.deepEqual(ran, ['long', 'fence v1'], 'the fence ran beside the long job; the job it held waits for a slot');
+  release();
+  await allDone;
+  assert.deepEqual(ran, ['long', 'fence v1', 'v1']);
+});
