@@ -42,6 +42,7 @@ typedef struct cluster {
   rados_t rados;
   int connected;
   atomic_int images; /* images open on it */
+  int jobs;          /* calls running on the pool; only touched on the event loop */
 } cluster_t;
 
 typedef struct image {
@@ -51,6 +52,7 @@ typedef struct image {
   napi_ref cluster_ref; /* keeps the cluster's object alive */
   napi_threadsafe_function tsfn; /* delivers aio completions to the event loop */
   int pending; /* aio in flight; only touched on the event loop */
+  int jobs;    /* management calls running on the pool; only touched on the event loop */
   int closing; /* close was called: no new call starts */
   int closed;
 } image_t;
@@ -477,6 +479,8 @@ static napi_value result_value(napi_env env, job_t *j) {
 static void job_complete(napi_env env, napi_status status, void *data) {
   job_t *j = data;
   int rc = status == napi_ok ? j->rc : -ECANCELED;
+  if (j->op != OP_CONNECT) j->cl->jobs--;
+  if (j->img) j->img->jobs--;
   switch (j->op) {
     case OP_CONNECT:
       if (rc == 0) j->cl->connected = 1;
@@ -524,9 +528,15 @@ static void job_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-/* Starts `j` on the pool; `keep` (may be NULL) stays alive until it ends. */
+/*
+ * Starts `j` on the pool; `keep` (may be NULL) stays alive until it ends. The
+ * counts of calls running on a cluster and on an image let shutdown and close
+ * refuse to free what a pool thread still uses.
+ */
 static napi_value start(napi_env env, job_t *j, napi_value keep) {
   napi_value promise, name;
+  if (j->op != OP_CONNECT) j->cl->jobs++;
+  if (j->img) j->img->jobs++;
   napi_create_promise(env, &j->deferred, &promise);
   if (keep) napi_create_reference(env, keep, 1, &j->keep);
   napi_create_string_utf8(env, j->what, NAPI_AUTO_LENGTH, &name);
@@ -602,7 +612,7 @@ static napi_value js_shutdown(napi_env env, napi_callback_info info) {
   cluster_t *cl = cluster_of(env, argv[0]);
   if (!cl) return NULL;
   if (!cl->connected) return rejected(env, "rados_shutdown", -ENOTCONN);
-  if (atomic_load(&cl->images) > 0) return rejected(env, "rados_shutdown", -EBUSY);
+  if (atomic_load(&cl->images) > 0 || cl->jobs > 0) return rejected(env, "rados_shutdown", -EBUSY);
   job_t *j = new_job(env, OP_SHUTDOWN, "rados_shutdown");
   if (!j) return NULL;
   j->cl = cl;
@@ -691,7 +701,7 @@ static napi_value image_job(napi_env env, napi_callback_info info, op_t op, cons
   if (!img) return NULL;
   if (img->closed || img->closing) return rejected(env, what, -EBADF);
   if (op == OP_CLOSE) {
-    if (img->pending > 0) return rejected(env, what, -EBUSY);
+    if (img->pending > 0 || img->jobs > 0) return rejected(env, what, -EBUSY);
     img->closing = 1;
   }
   job_t *j = new_job(env, op, what);

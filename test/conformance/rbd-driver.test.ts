@@ -199,7 +199,7 @@ test('rbd: block I/O and management calls leave the event loop free', async (t) 
   assert.ok(worstGapMs < Math.max(200, elapsedMs / 3), `no long stall (worst gap ${worstGapMs.toFixed(0)} ms of ${elapsedMs.toFixed(0)} ms)`);
 });
 
-test('rbd: the addon refuses what would crash librbd: a close under I/O, a shutdown with images open, a cluster passed as an image', async () => {
+test('rbd: the addon refuses what would crash librbd: a close or shutdown under a running call, a shutdown with images open, a cluster passed as an image', async () => {
   const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
   const rbd = loadRbdAddon();
   const pool = await ceph.newPool();
@@ -209,6 +209,9 @@ test('rbd: the addon refuses what would crash librbd: a close under I/O, a shutd
   const write = rbd.aioWrite(img, 0, Buffer.alloc(1024 * 1024, 1));
   await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a write is in flight');
   await write;
+  const stat = rbd.stat(img);
+  await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a call on the thread pool uses the image');
+  await stat;
   await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while an image is open');
   assert.throws(() => rbd.stat(cluster as never), /not an image/);
   assert.throws(() => rbd.listImages(img as never, pool), /not a cluster/);
@@ -216,5 +219,8 @@ test('rbd: the addon refuses what would crash librbd: a close under I/O, a shutd
   await assert.rejects(rbd.aioRead(img, 0, Buffer.alloc(512)), (e: { code: string }) => e.code === 'EBADF', 'I/O on a closed image');
   await assert.rejects(rbd.openImage(cluster, pool, 'missing', null, false), (e: { code: string; errno: number }) => e.code === 'ENOENT' && e.errno === 2);
   await rbd.removeImage(cluster, pool, 'probe');
+  const listing = rbd.listImages(cluster, pool);
+  await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while a call on the thread pool uses the cluster');
+  await listing;
   await rbd.shutdown(cluster);
 });
