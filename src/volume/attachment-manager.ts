@@ -18,7 +18,15 @@ import { chooseEndpoint, connectionInfo } from './connection-info.ts';
 import { busyReason, type LifecycleDeps } from './lifecycle.ts';
 import { volumeBeginDetaching, volumeComplete, volumeConnect, volumeDetach, volumeReserve, volumeRollDetaching } from './operations/index.ts';
 import type { VolumeJobKinds } from './volume-jobs.ts';
-import { fenceExport } from './export-fence.ts';
+import { awaitFences, fenceExport } from './export-fence.ts';
+
+/**
+ * How long a detach waits at most for every member to fence the attachment's
+ * export, in ms (never longer than `service_down_time`): members fence within
+ * milliseconds, so only a member that died and is not yet counted dead makes
+ * it wait this long.
+ */
+export const FENCE_WAIT_MS = 5_000;
 
 /** What a host says about itself when it asks for connection info (Cinder's connector). */
 export interface Connector {
@@ -146,12 +154,12 @@ export class AttachmentManager {
   /**
    * Deletes the attachment: its export name stops resolving at once and its
    * open connections are dropped by every member of the volume's cluster
-   * (durable fence jobs, `export-fence.ts`);
-   * the volume is available again when no attachment is left.
+   * (durable fence jobs, `export-fence.ts`), which it waits for, at most
+   * {@link FENCE_WAIT_MS}; the volume is available again when no attachment is left.
    * @throws NotFoundError.
    */
   async delete(caller: Caller, id: string): Promise<void> {
-    await this.deps.queue.transaction(async (tx, enqueue) => {
+    const fences = await this.deps.queue.transaction(async (tx, enqueue) => {
       const { a, v } = await this.lock(caller, id, tx);
       await this.deps.attachments.delete(tx, id);
       if ((await this.deps.attachments.ofVolume(tx, v.id)).length === 0) {
@@ -162,8 +170,9 @@ export class AttachmentManager {
       // Any member of the cluster may be serving the export: every process
       // hears the fence when this commits, and every live member has its
       // durable fence job (export-fence.ts); later jobs of the volume wait for them.
-      await fenceExport(this.deps, tx, enqueue, v, a.export_name, caller.requestId);
+      return fenceExport(this.deps, tx, enqueue, v, a.export_name, caller.requestId);
     });
+    await awaitFences(this.deps.db, fences, Math.min(FENCE_WAIT_MS, this.deps.serviceDownMs));
   }
 
   // The older action API (os-reserve … os-force_detach), mapped onto attachments.

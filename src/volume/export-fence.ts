@@ -42,14 +42,43 @@ export interface ExportFenceDeps {
  * it happen): notifies every process and, with `enqueue`, queues the durable
  * fence of every live member of the volume's cluster ({@link fenceTargets}).
  * Without `enqueue` only the notification is sent (a handler's own
- * transaction, when the request already queued the durable fences).
+ * transaction, when the request already queued the durable fences). Returns
+ * the ids of the live members' fence jobs, for {@link awaitFences}.
  */
-export async function fenceExport(deps: ExportFenceDeps, tx: Tx, enqueue: Enqueue | undefined, v: { id: string; cluster_name: string | null }, exportName: string, requestId: string | null): Promise<void> {
+export async function fenceExport(deps: ExportFenceDeps, tx: Tx, enqueue: Enqueue | undefined, v: { id: string; cluster_name: string | null }, exportName: string, requestId: string | null): Promise<string[]> {
   await deps.db.notify(FENCE_CHANNEL, exportName, tx);
-  if (!enqueue || !v.cluster_name) return;
+  if (!enqueue || !v.cluster_name) return [];
+  const jobIds: string[] = [];
   for (const target of await fenceTargets(deps, tx, v.cluster_name)) {
-    await enqueue(deps.kinds.fence, { target, resourceId: v.id, requestId, payload: { exportName } });
+    const id = await enqueue(deps.kinds.fence, { target, resourceId: v.id, requestId, payload: { exportName } });
+    // The cluster's job (no member live) is for whichever starts next, which holds no connection: nothing to wait for.
+    if (target !== volumeTarget(v.cluster_name)) jobIds.push(id);
   }
+  return jobIds;
+}
+
+/** How often {@link awaitFences} looks at the fence jobs, in ms. */
+const FENCE_POLL_MS = 10;
+
+/**
+ * Waits until the fence jobs `jobIds` (committed) have all finished, for at
+ * most `timeoutMs`; returns whether they did. A detach waits so, as Cinder's
+ * detach waits for its volume service to remove the export: in a healthy
+ * cluster every member fences within milliseconds, so a host that attaches
+ * the volume again after the answer never shares it with the detached one.
+ * Past the bound (a member died and is not yet counted dead) the answer goes
+ * out anyway: the jobs go on, and the volume's later jobs wait for them.
+ */
+export async function awaitFences(db: Db, jobIds: readonly string[], timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (let pending = [...jobIds]; pending.length > 0;) {
+    const rows = await db.kysely.selectFrom('jobs').select('id').where('id', 'in', pending).where('state', 'in', ['queued', 'running']).execute();
+    pending = rows.map((r) => r.id);
+    if (pending.length === 0) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, FENCE_POLL_MS));
+  }
+  return true;
 }
 
 /**

@@ -158,14 +158,15 @@ test('issue 13 defect 10: a member that missed the fence notification fences its
   await waitFor('both hosts writing', async () => writers.every((w) => w.acked() >= 32));
   c.proxy.mute('basalt-listen-basalt_fence');
 
+  const atFence = new Map<string, string>();
   for (const v of [plain, secure]) {
     assert.equal((await request(c.url, 'DELETE', `${V}/attachments/${v.attachment}`, undefined, MV)).status, 200);
-  }
-  for (const v of [plain, secure]) {
     const jobs = await fences(c, v.id);
     assert.deepEqual(jobs.map((j) => j.target), [`member:${MEMBER_A}`, `member:${MEMBER_B}`], 'one fence per live member');
-    await waitFor(`the fence of ${v.id} complete`, async () => (await fences(c, v.id)).every((j) => j.state === 'done'));
-    const atFence = digest(c, v.id);
+    assert.ok(jobs.every((j) => j.state === 'done'), `the detach answered once every member had fenced: ${JSON.stringify(jobs)}`);
+    atFence.set(v.id, digest(c, v.id));
+  }
+  for (const v of [plain, secure]) {
     // Either the host's connection ends (node-b dropped it before its job
     // completed), or it goes on: then more writes are answered than were in
     // flight at the fence, and they landed.
@@ -174,7 +175,7 @@ test('issue 13 defect 10: a member that missed the fence notification fences its
     let ended = false;
     void w.ended.finally(() => { ended = true; });
     await waitFor('the host\'s connection to end or more writes to land', async () => ended || w.acked() > ackedAtFence + 16);
-    assert.equal(digest(c, v.id), atFence, `no write landed on ${v === plain ? 'the plain' : 'the TLS'} export's volume after the fence completed`);
+    assert.equal(digest(c, v.id), atFence.get(v.id), `no write landed on ${v === plain ? 'the plain' : 'the TLS'} export's volume after the fence completed`);
     await w.ended;
   }
   await assert.rejects(run('nbdinfo', [`nbd://127.0.0.1:${c.portB}/${plain.exportName}`]), 'the export is gone from node-b');
@@ -212,9 +213,9 @@ test('issue 13 defect 10: a member SIGKILLed with its fence job queued leaves ne
 
   await kill9(c.b);
   await within('the host\'s connection ends with node-b', w.ended, 10_000);
-  // node-b still counts as live: it gets a fence job it will never run.
+  // node-b still counts as live: it gets a fence job it will never run (the
+  // detach answers after its bounded wait, the fence still pending or not).
   assert.equal((await request(c.url, 'DELETE', `${V}/attachments/${v.attachment}`, undefined, MV)).status, 200);
-  assert.deepEqual((await fences(c, v.id)).map((j) => j.target), [`member:${MEMBER_A}`, `member:${MEMBER_B}`]);
   assert.equal((await request(c.url, 'DELETE', `${V}/volumes/${v.id}`)).status, 202);
 
   await waitFor('deleted', async () => (await request(c.url, 'GET', `${V}/volumes/${v.id}`)).status === 404, 60_000);
