@@ -199,6 +199,21 @@ test('rbd: block I/O and management calls leave the event loop free', async (t) 
   assert.ok(worstGapMs < Math.max(200, elapsedMs / 3), `no long stall (worst gap ${worstGapMs.toFixed(0)} ms of ${elapsedMs.toFixed(0)} ms)`);
 });
 
+test('rbd: the handles of a volume share one open image, and close at shutdown closes what handles still hold', async () => {
+  const { driver } = await rbdBackend();
+  await driver.init!();
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  const [h1, h2] = await Promise.all([driver.openVolume(v), driver.openVolume(v)]);
+  await h1!.write(0, Buffer.alloc(4096, 9));
+  assert.ok((await h2!.read(0, 4096)).equals(Buffer.alloc(4096, 9)), 'unflushed, and read back through the other handle');
+  await h1!.close();
+  assert.ok((await h2!.read(0, 4096)).equals(Buffer.alloc(4096, 9)), 'the image stays open for the handle left');
+  await driver.close!(); // h2 is still open: the driver closes its image, then disconnects
+  await assert.rejects(h2!.read(0, 4096), (e: { code: string }) => e.code === 'EBADF');
+  await h2!.close(); // and closing it afterwards is quiet
+});
+
 test('rbd: the addon refuses what would crash librbd: a close or shutdown under a running call, a shutdown with images open, a cluster passed as an image', async () => {
   const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
   const rbd = loadRbdAddon();

@@ -87,6 +87,7 @@ test('an attached RBD volume is read and written through its NBD export', async 
   const updated = await s.request('PUT', `${V}/attachments/${att.id}`, { attachment: { connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' } } }, MV);
   assert.equal(updated.status, 200, JSON.stringify(updated.body));
   const uri = updated.body.attachment.connection_info.data.uri as string;
+  assert.equal(JSON.parse((await run('nbdinfo', ['--json', uri])).stdout).exports[0]['can_multi_conn'], true, 'handles share the image: multi-conn');
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 1M 64k', uri]);
   assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x42 1M 64k', uri])).stdout, /verification failed/);
   // The bytes are in the image, as another librbd client reads them.

@@ -89,9 +89,9 @@ export class RbdDriver implements VolumeDriver {
     canRunInParallel: true,
     // One image handle takes any number of asynchronous requests; librbd orders overlaps.
     canRunIoInParallel: true,
-    // Not declared: two handles are two librbd clients with their own caches, and
-    // exclusive-lock hands the lock over on writes but not on reads.
-    canMultiConn: false,
+    // The handles of one volume share one open image (one librbd client, one cache), so a
+    // write through one reads back through all, and a flush through any covers them all.
+    canMultiConn: true,
     supportsThinProvisioning: true,
     // rbd_resize while other handles are open: they keep their size until reopened.
     supportsOnlineExtend: true,
@@ -105,6 +105,8 @@ export class RbdDriver implements VolumeDriver {
 
   private addon: RbdAddon | undefined;
   private cluster: RbdCluster | undefined;
+  /** The open image of each volume with handles, shared by them all, by volume id. */
+  private readonly shared = new Map<string, SharedImage>();
 
   constructor(private readonly options: RbdDriverOptions) {
     if (!Number.isInteger(Math.log2(options.chunkSizeMiB))) throw new DriverError(`rbd_store_chunk_size must be a power of two (MiB), not ${options.chunkSizeMiB}`);
@@ -149,7 +151,14 @@ export class RbdDriver implements VolumeDriver {
     }
   }
 
+  /** Closes the images handles still hold (their I/O has ended: the guard waited), then disconnects. */
   async close(): Promise<void> {
+    const shared = [...this.shared.values()];
+    this.shared.clear();
+    for (const entry of shared) {
+      const img = await entry.image.catch(() => undefined);
+      if (img) await this.rbd.closeImage(img).catch(() => undefined); // closed by its last handle meanwhile
+    }
     const cluster = this.cluster;
     this.cluster = undefined;
     if (cluster) await this.rbd.shutdown(cluster);
@@ -524,29 +533,52 @@ export class RbdDriver implements VolumeDriver {
     return (await this.withImageIfAny(image, async () => true, 'read')) ?? false;
   }
 
+  /**
+   * A handle on the volume's image, which every handle of the volume in this
+   * process shares (opened by the first, closed by the last): see `canMultiConn`.
+   */
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
-    let img: RbdImage;
+    let entry = this.shared.get(vol.id);
+    if (!entry) {
+      const image = this.rbd.openImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), null, false);
+      entry = { image, refs: 0 };
+      this.shared.set(vol.id, entry);
+    }
+    entry.refs++; // before any await: a closing last handle must not close it under this one
+    const shared = entry;
+    const release = async (): Promise<void> => {
+      if (--shared.refs > 0) return;
+      if (this.shared.get(vol.id) !== shared) return; // the driver closed it at shutdown
+      this.shared.delete(vol.id);
+      const img = await shared.image.catch(() => undefined);
+      if (img) await this.rbd.closeImage(img);
+    };
     try {
-      img = await this.rbd.openImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), null, false);
+      const img = await shared.image;
+      // Its current size: a handle opened after an online extend sees it, older ones keep theirs.
+      const { sizeBytes } = await this.rbd.stat(img);
+      return new RbdHandle(this.rbd, img, sizeBytes, release);
     } catch (err) {
+      await release().catch(() => undefined);
       if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${vol.id} is missing`, { cause: err });
       throw err;
     }
-    const { sizeBytes } = await this.rbd.stat(img).catch(async (err) => {
-      await this.rbd.closeImage(img);
-      throw err;
-    });
-    return new RbdHandle(this.rbd, img, sizeBytes);
   }
 }
 
-/** An open image: I/O through librbd's asynchronous calls. */
+/** A volume's open image and how many handles use it. */
+interface SharedImage {
+  readonly image: Promise<RbdImage>;
+  refs: number;
+}
+
+/** A handle on a volume's shared open image: I/O through librbd's asynchronous calls. */
 class RbdHandle implements VolumeHandle {
   /** Requests in flight: `close` waits for them (the addon refuses to close under them). */
   private readonly inFlight = new Set<Promise<unknown>>();
   private closed = false;
 
-  constructor(private readonly rbd: RbdAddon, private readonly img: RbdImage, readonly sizeBytes: number) {}
+  constructor(private readonly rbd: RbdAddon, private readonly img: RbdImage, readonly sizeBytes: number, private readonly release: () => Promise<void>) {}
 
   private track<T>(p: Promise<T>): Promise<T> {
     this.inFlight.add(p);
@@ -606,6 +638,6 @@ class RbdHandle implements VolumeHandle {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.inFlight]);
-    await this.rbd.closeImage(this.img);
+    await this.release(); // the image closes with the volume's last handle
   }
 }
