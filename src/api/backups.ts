@@ -1,7 +1,7 @@
 /**
  * Backups (Cinder's backup API): create, list, detail, show, update (3.9,
- * metadata 3.43), delete, restore, and the admin actions `os-reset_status`
- * and `os-force_delete`. Each action answers with Cinder's view for it: create
+ * metadata 3.43), delete, restore, the admin actions `os-reset_status`
+ * and `os-force_delete`, and export/import of backup records (admin). Each action answers with Cinder's view for it: create
  * and update the summary (`id`, `name`, `links`), restore the restore view,
  * show and detail the detailed view with the microversioned keys.
  */
@@ -60,6 +60,16 @@ const RESTORE = {
   type: 'object', required: ['restore'], additionalProperties: false,
   properties: {
     restore: { type: ['object', 'null'], additionalProperties: false, properties: { name: nameSchema, volume_id: uuidOrNull } },
+  },
+};
+
+const IMPORT = {
+  type: 'object', required: ['backup-record'], additionalProperties: false,
+  properties: {
+    'backup-record': {
+      type: 'object', required: ['backup_service', 'backup_url'], additionalProperties: false,
+      properties: { backup_service: { type: 'string', minLength: 0, maxLength: 255 }, backup_url: { type: 'string', minLength: 1, maxLength: 65535 } },
+    },
   },
 };
 
@@ -156,6 +166,13 @@ export function backupRoutes(deps: ApiDeps) {
       const r = validate<{ restore: { name?: string | null; volume_id?: string | null } | null }>(RESTORE, req.body).restore ?? {};
       const restore = await backupManager.requestRestore(req.caller, req.params.id, { volumeId: r.volume_id ?? null, name: r.name ?? null });
       return reply.code(202).send({ restore });
+    });
+    app.get<{ Params: { id: string } }>('/backups/:id/export_record', async (req) => ({
+      'backup-record': await backupManager.exportRecord(req.caller, req.params.id),
+    }));
+    app.post('/backups/import_record', async (req, reply) => {
+      const r = validate<{ 'backup-record': { backup_service: string; backup_url: string } }>(IMPORT, req.body)['backup-record'];
+      return reply.code(201).send({ backup: summaryView(req, await backupManager.importRecord(req.caller, r)) });
     });
     app.post<{ Params: { id: string } }>('/backups/:id/action', async (req, reply) => {
       const [name, arg] = actionOf(req.body);

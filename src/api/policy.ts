@@ -106,6 +106,8 @@ export const POLICY: readonly PolicyEntry[] = [
   e('backup:update', 'PUT', '/backups/:id', 'member', { since: '3.9' }),
   e('backup:delete', 'DELETE', '/backups/:id', 'member'),
   e('backup:restore', 'POST', '/backups/:id/restore', 'member'),
+  e('backup:export-import', 'GET', '/backups/:id/export_record', 'admin'),
+  e('backup:backup-import', 'POST', '/backups/import_record', 'admin'),
   e('volume_extension:backup_admin_actions:reset_status', 'POST', '/backups/:id/action', 'admin', { action: 'os-reset_status' }),
   e('volume_extension:backup_admin_actions:force_delete', 'POST', '/backups/:id/action', 'admin', { action: 'os-force_delete' }),
   // An unknown action is refused by the handler (400), for anyone who may change the backup.

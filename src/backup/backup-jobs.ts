@@ -8,6 +8,7 @@
  * | `backup.create` v1 | `backup:<cluster>`, or `backup-member:<host@backend>` for an attached volume | `creating` → `available` | volume `backing-up` (snapshot `backing-up` for a backup of a snapshot), back to `available`/`in-use` | backup `error`, volume back |
  * | `backup.restore` v1 | `backup:<cluster of the volume written>` | `restoring` → `available` | volume `restoring-backup` → `available` | backup `available`, volume `error_restoring` |
  * | `backup.delete` v1 | `backup` (any backup service) | `deleting` → row removed | — | backup `error_deleting` |
+ * | `backup.import` v1 | `backup` | `creating` → `available` once its manifest is found whole | — | backup `error` |
  *
  * Each failure records a user message on the backup (Cinder's actions
  * create/delete/restore backup) and sets its `fail_reason` to the same text.
@@ -42,11 +43,20 @@ export interface BackupRestorePayload {
 /** `backup.delete`: remove a backup's manifest and the chunks no other backup names. */
 export interface BackupDeletePayload { backupId: string }
 
+/** `backup.import`: check that the manifest an imported backup record names is stored. */
+export interface BackupImportPayload { backupId: string }
+
+/** The id a backup's manifest is stored under in the backup repository (see `service_metadata`). */
+export function dataIdOf(b: Pick<BackupRow, 'id' | 'service_metadata'>): string {
+  return b.service_metadata ?? b.id;
+}
+
 /** The backup job kinds. */
 export interface BackupJobKinds {
   create: JobKind<BackupCreatePayload>;
   restore: JobKind<BackupRestorePayload>;
   delete: JobKind<BackupDeletePayload>;
+  import: JobKind<BackupImportPayload>;
 }
 
 /** What failure handling needs. */
@@ -142,6 +152,11 @@ export function backupJobKinds(deps: BackupJobDeps): BackupJobKinds {
       kind: 'backup.delete', version: 1, minVersion: 1, resourceType: 'backup',
       parse: parser<BackupDeletePayload>((p) => isString(p.backupId), 'backupId'),
       onFailure: onFailure('deleting'),
+    },
+    import: {
+      kind: 'backup.import', version: 1, minVersion: 1, resourceType: 'backup',
+      parse: parser<BackupImportPayload>((p) => isString(p.backupId), 'backupId'),
+      onFailure: onFailure('creating'),
     },
   };
 }

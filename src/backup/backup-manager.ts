@@ -15,15 +15,27 @@
  *   meanwhile), or onto a new volume made for it (the request waits until it
  *   is made, as Cinder does).
  * - Reset status (admin): `available` or `error`, by compare-and-swap.
+ * - Export and import of a backup record (admin): the record is the row as
+ *   base64 JSON; an import makes a row (`creating`, quota taken) naming the
+ *   same manifest, and a job checks the manifest is stored.
  */
-import { isoAt, newId, type Caller, type Clock } from '../common/index.ts';
+import { isoAt, isUuid, newId, type Caller, type Clock } from '../common/index.ts';
 import type { BackupRow, BackupRowRepository, Db, ProjectScope, ServiceRepository, SnapshotRepository, SnapshotRow, Tx, VolumeRepository, VolumeRow } from '../db/index.ts';
 import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import { ANY_BACKUP_TARGET, backupMemberTarget, backupTarget, backupTargetFor } from '../services/index.ts';
 import type { VolumeManager } from '../volume/index.ts';
-import type { BackupJobKinds } from './backup-jobs.ts';
+import { dataIdOf, type BackupJobKinds } from './backup-jobs.ts';
+
+/** The backup driver name of records (Cinder's posix driver: clients check the `cinder.backup.drivers` prefix). */
+export const POSIX_BACKUP_SERVICE = 'cinder.backup.drivers.posix.PosixBackupDriver';
+
+/** An exported backup record (Cinder's `backup-record`). */
+export interface BackupRecord { backup_service: string; backup_url: string }
+
+/** The fields of a record's `backup_url` an import reads. */
+const RECORD_FIELDS = ['id', 'volume_id', 'size'] as const;
 
 /** What the manager needs. */
 export interface BackupManagerDeps {
@@ -124,6 +136,7 @@ export class BackupManager {
         name: input.name, description: input.description, status: 'creating', fail_reason: null, size: v.size, object_count: 0,
         container: input.container, parent_id: parent?.id ?? null, availability_zone: input.availabilityZone ?? this.deps.availabilityZone,
         data_timestamp: snap ? snap.created_at : now, service: null, host: null, restore_volume_id: null,
+        service_metadata: null,
         volume_metadata: JSON.stringify(Object.fromEntries(Object.entries((await volumes.metadataOf(tx, [v.id])).get(v.id) ?? {}))),
         created_at: now, updated_at: null,
       };
@@ -228,6 +241,63 @@ export class BackupManager {
       if (!(await this.deps.backups.transition(tx, { id: b.id, from: [b.status], to: status, requestId: caller.requestId }))) {
         throw new InvalidStatusError(`Invalid backup: Backup ${b.id} status changed concurrently; try again.`);
       }
+    });
+  }
+
+  /**
+   * An available backup's record (admin): its row as base64 JSON.
+   * @throws NotFoundError, InvalidStatusError.
+   */
+  async exportRecord(caller: Caller, id: string): Promise<BackupRecord> {
+    const b = await this.get(caller, id);
+    if (b.status !== 'available') throw new InvalidStatusError('Invalid backup: Backup status must be available and not restoring.');
+    const record = {
+      id: b.id, volume_id: b.volume_id, snapshot_id: b.snapshot_id, display_name: b.name, display_description: b.description, size: b.size,
+      object_count: b.object_count, container: b.container, parent_id: b.parent_id, availability_zone: b.availability_zone,
+      data_timestamp: b.data_timestamp, created_at: b.created_at, service_metadata: dataIdOf(b), volume_metadata: b.volume_metadata,
+    };
+    return { backup_service: POSIX_BACKUP_SERVICE, backup_url: Buffer.from(JSON.stringify(record)).toString('base64') };
+  }
+
+  /**
+   * Makes a backup from an exported record (admin), in the caller's project:
+   * `creating` until a backup service finds its manifest.
+   * @throws InvalidInputError for another driver, a malformed record or an id that exists; QuotaExceededError.
+   */
+  async importRecord(caller: Caller, record: BackupRecord): Promise<BackupRow> {
+    if (record.backup_service !== POSIX_BACKUP_SERVICE && record.backup_service !== 'posix') {
+      throw new InvalidInputError(`Invalid backup: Backup service ${record.backup_service} is not this deployment's (${POSIX_BACKUP_SERVICE}).`);
+    }
+    let r: Record<string, unknown>;
+    try {
+      r = JSON.parse(Buffer.from(record.backup_url, 'base64').toString('utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new InvalidInputError('Invalid backup: backup_url is not an exported backup record.', { cause: err });
+    }
+    const text = (k: string): string | null => (typeof r[k] === 'string' ? r[k] as string : null);
+    if (!r || typeof r !== 'object' || RECORD_FIELDS.some((k) => r[k] === undefined) || !isUuid(r.id) || typeof r.volume_id !== 'string'
+      || !Number.isInteger(r.size) || (r.size as number) < 1) {
+      throw new InvalidInputError('Invalid backup: backup_url is not an exported backup record (it needs id, volume_id and size).');
+    }
+    const id = r.id as string;
+    return this.deps.queue.transaction(async (tx, enqueue) => {
+      if (await this.deps.backups.get(tx, id)) throw new InvalidInputError(`Invalid backup: Backup ${id} already exists.`);
+      await this.refuseIfNoService(tx, ANY_BACKUP_TARGET);
+      await this.deps.quotas.consume(tx, caller.projectId, { backups: 1, backup_gigabytes: r.size as number });
+      const parentId = text('parent_id');
+      const now = isoAt(this.deps.clock.now());
+      const row: BackupRow = {
+        id, project_id: caller.projectId, user_id: caller.userId, volume_id: r.volume_id as string, snapshot_id: text('snapshot_id'),
+        name: text('display_name'), description: text('display_description'), status: 'creating', fail_reason: null, size: r.size as number,
+        object_count: Number.isInteger(r.object_count) ? r.object_count as number : 0, container: text('container'),
+        parent_id: parentId && await this.deps.backups.get(tx, parentId) ? parentId : null,
+        availability_zone: text('availability_zone') ?? this.deps.availabilityZone, data_timestamp: text('data_timestamp') ?? now,
+        service: null, host: null, restore_volume_id: null, volume_metadata: text('volume_metadata'),
+        service_metadata: text('service_metadata') ?? id, created_at: now, updated_at: null,
+      };
+      await this.deps.backups.insert(tx, row, {});
+      await enqueue(this.deps.kinds.import, { target: ANY_BACKUP_TARGET, resourceId: id, requestId: caller.requestId, payload: { backupId: id } });
+      return row;
     });
   }
 

@@ -28,7 +28,9 @@ import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import { ANY_BACKUP_TARGET, backupMemberTarget, backupTarget } from '../services/index.ts';
 import type { BackupProgress, BackupRepository, BackupSource, BackupStats } from './backup-repository.ts';
-import { releaseSource, type BackupCreatePayload, type BackupDeletePayload, type BackupJobDeps, type BackupJobKinds, type BackupRestorePayload } from './backup-jobs.ts';
+import {
+  dataIdOf, releaseSource, type BackupCreatePayload, type BackupDeletePayload, type BackupImportPayload, type BackupJobDeps, type BackupJobKinds, type BackupRestorePayload,
+} from './backup-jobs.ts';
 
 /** A volume service of this process whose volumes the backup service reads and writes. */
 export interface ServedBackend {
@@ -168,7 +170,8 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       await locked(`volume-${v.id}`, () => locked(`backup-volume-${v.id}`, async () => {
         const now = await backups.get(db.kysely, b.id);
         if (now?.status !== 'creating') return; // force-deleted or reset meanwhile
-        const parent = b.parent_id ? await repository.manifest(v.id, b.parent_id) : undefined;
+        const parentRow = b.parent_id ? await backups.get(db.kysely, b.parent_id) : undefined;
+        const parent = parentRow ? await repository.manifest(v.id, dataIdOf(parentRow)) : undefined;
         if (b.parent_id && !parent) throw new BackupCorruptError(`Backup ${b.parent_id}, the parent of incremental backup ${b.id}, has no manifest on ${repository.target.location}`);
         const source = await openSource(deps, driver, b, v, p);
         try {
@@ -199,7 +202,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       if (v?.status !== 'restoring-backup') throw new InvalidInputError(`Invalid input received: volume ${p.volumeId} is no longer waiting for the restore of backup ${b.id}.`);
       const driver = driverOf(deps, v);
       await locked(`volume-${v.id}`, async () => {
-        const manifest = await repository.manifest(b.volume_id, b.id);
+        const manifest = await repository.manifest(b.volume_id, dataIdOf(b));
         if (!manifest) throw new BackupCorruptError(`Backup ${b.id}: its manifest is missing from ${repository.target.location}`);
         const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
         try {
@@ -225,7 +228,11 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       const b = await backups.get(db.kysely, p.backupId);
       if (b?.status !== 'deleting') return ctx.complete();
       await locked(`backup-volume-${b.volume_id}`, async () => {
-        const r = await repository.delete(b.volume_id, b.id);
+        // A manifest another row names too (an imported record of this backup) stays for it.
+        const sharing = await db.kysely.selectFrom('backups').select('id').where('id', '!=', b.id)
+          .where((eb) => eb.or([eb('service_metadata', '=', dataIdOf(b)), eb('id', '=', dataIdOf(b))])).executeTakeFirst();
+        if (sharing) return;
+        const r = await repository.delete(b.volume_id, dataIdOf(b));
         ctx.log.info({ backup_id: b.id, chunks_removed: r.chunksRemoved }, 'backup deleted');
       });
       await ctx.complete(async (tx) => {
@@ -236,5 +243,18 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
     },
   };
 
-  return [create, restore, remove];
+  const imported: JobHandler<BackupImportPayload> = {
+    kind: kinds.import,
+    async run(ctx, p) {
+      const b = await backups.get(db.kysely, p.backupId);
+      if (b?.status !== 'creating') return ctx.complete();
+      const manifest = await repository.manifest(b.volume_id, dataIdOf(b));
+      if (!manifest) throw new BackupCorruptError(`Backup ${b.id}: the manifest its record names (${dataIdOf(b)}) is missing from ${repository.target.location}`);
+      await ctx.complete(async (tx) => {
+        await backups.transition(tx, { id: b.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id, set: { ...set, fail_reason: null } });
+      });
+    },
+  };
+
+  return [create, restore, remove, imported];
 }

@@ -366,6 +366,13 @@ export interface BackupsTable {
   restore_volume_id: string | null;
   /** JSON: the volume's metadata when it was backed up; a restore gives it to the volume it writes, as Cinder does. */
   volume_metadata: string | null;
+  /**
+   * Cinder's name for where the backup's data is: the backup id its manifest
+   * is stored under in the backup repository — its own, or for a backup made by
+   * `import_record` with another id, the exported backup's (both then name one
+   * manifest). Null: its own id.
+   */
+  service_metadata: string | null;
   created_at: string;
   updated_at: string | null;
 }

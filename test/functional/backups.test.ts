@@ -179,6 +179,28 @@ test('show, lists, update, metadata and the microversioned keys', async (t) => {
   assert.equal((await s.request('PUT', `${V}/backups/${b.id}`, { backup: { metadata: { a: 'b' } } }, MV('3.43'))).status, 200);
   const shown = (await s.request('GET', `${V}/backups/${b.id}`, undefined, MV('3.43'))).body.backup;
   assert.deepEqual([shown.name, shown.description, shown.metadata], ['renamed', 'd', { a: 'b' }]);
+
+  // Export and import of the record (admin): the imported backup names the same manifest, and restores.
+  assert.equal((await s.request('GET', `${V}/backups/${b.id}/export_record`, undefined, member)).status, 403);
+  const record = (await s.request('GET', `${V}/backups/${b.id}/export_record`)).body['backup-record'];
+  assert.match(record.backup_service, /^cinder\.backup\.drivers\./);
+  const copyId = '11111111-2222-4333-8444-555555555555';
+  const url = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(record.backup_url, 'base64').toString()), id: copyId })).toString('base64');
+  assert.equal((await s.request('POST', `${V}/backups/import_record`, { 'backup-record': { ...record, backup_url: 'bm9wZQ==' } })).status, 400);
+  assert.equal((await s.request('POST', `${V}/backups/import_record`, { 'backup-record': record })).status, 400, 'the id exists');
+  const imported = await s.request('POST', `${V}/backups/import_record`, { 'backup-record': { ...record, backup_url: url } });
+  assert.equal(imported.status, 201, JSON.stringify(imported.body));
+  assert.equal(imported.body.backup.id, copyId);
+  await backupStatus(s, copyId, 'available');
+  assert.equal((await s.request('DELETE', `${V}/backups/${b.id}`)).status, 202);
+  await gone(s, b.id);
+  const r = await s.request('POST', `${V}/backups/${copyId}/restore`, { restore: {} });
+  assert.equal(r.status, 202);
+  await waitForStatus(s, r.body.restore.volume_id, 'available');
+  await backupStatus(s, copyId, 'available');
+  assert.equal((await s.request('DELETE', `${V}/backups/${copyId}`)).status, 202);
+  await gone(s, copyId);
+  assert.deepEqual(fs.readdirSync(path.join(s.stateDir, 'backups', 'volumes', vol), { recursive: true }).filter((f) => String(f).endsWith('.json')), [], 'the last record takes the manifest with it');
 });
 
 test('bad input, unknown ids, status refusals and quotas', async (t) => {

@@ -106,6 +106,8 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   s('PUT /backups/:id', 'backups/update_backup'),
   s('DELETE /backups/:id', 'backups/delete_backup'),
   s('POST /backups/:id/restore', 'backups/restore_backup'),
+  s('GET /backups/:id/export_record', 'backups/export_backup'),
+  s('POST /backups/import_record', 'backups/import_backup'),
   act('POST /backups/:id/action', 'os-reset_status', 'backups/reset_backup_status'),
   none('POST /backups/:id/action', "tempest's backups client has no force delete (its clean-up deletes), so no schema", { action: 'os-force_delete' }),
 

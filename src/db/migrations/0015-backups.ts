@@ -28,6 +28,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('host', 'varchar(255)')
     .addColumn('restore_volume_id', 'varchar(36)')
     .addColumn('volume_metadata', 'text')
+    .addColumn('service_metadata', 'varchar(255)')
     .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
     .addColumn('updated_at', 'varchar(32)')
     .execute();
