@@ -214,6 +214,29 @@ test('rbd: the handles of a volume share one open image, and close at shutdown c
   await h2!.close(); // and closing it afterwards is quiet
 });
 
+test('rbd: a cephx user with only the rbd profile on its pool (as Cinder\'s docs create) is enough', async (t) => {
+  const pool = await ceph.newPool();
+  const keyring = await ceph.ceph('auth', 'get-or-create', 'client.basalt-rbd', 'mon', 'profile rbd', 'osd', `profile rbd pool=${pool}`, 'mgr', `profile rbd pool=${pool}`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rbd-user-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'keyring'), keyring);
+  const { driver: raw } = await rbdBackend({ rbd_pool: pool, rbd_user: 'basalt-rbd', rbd_keyring_conf: path.join(dir, 'keyring'), rbd_max_clone_depth: 0 });
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  assert.ok((await driver.getStats()).pools[0]!.freeCapacityGiB > 0, 'ceph df is allowed');
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  const snap = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+  await driver.createSnapshot(snap);
+  const fromSnap = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolumeFromSnapshot(fromSnap, snap);
+  const clone = { id: randomUUID(), sizeGiB: 1 };
+  await driver.cloneVolume(clone, v); // flattened: rbd_max_clone_depth = 0
+  await driver.deleteSnapshot(snap);
+  for (const x of [v, clone, fromSnap]) await driver.deleteVolume(x);
+  assert.deepEqual(await objects(pool), []);
+});
+
 test('rbd: the addon refuses what would crash librbd: a close or shutdown under a running call, a shutdown with images open, a cluster passed as an image', async () => {
   const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
   const rbd = loadRbdAddon();
