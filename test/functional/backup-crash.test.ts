@@ -1,0 +1,93 @@
+/**
+ * Backups and crashes (issue 15): `kill -9` of `basalt server` half way
+ * through a backup, then a restart: the backup is resumed (the restarted
+ * service takes over its dead incarnation's lease), ends available and
+ * restores the data byte for byte; the volume leaves `backing-up`. And the
+ * sweeper: a backup whose job is gone is failed with a user message, and its
+ * volume given back.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { kill9, spawnBasalt } from '../helpers/process.ts';
+import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus } from '../helpers/server.ts';
+
+const V = `/v3/${PROJECT}`;
+const MiB = 1024 ** 2;
+
+async function digest(file: string, bytes: number): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await fs.promises.open(file, 'r');
+  const buf = Buffer.alloc(16 * MiB);
+  for (let at = 0; at < bytes; at += buf.length) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, bytes - at), at);
+    h.update(buf.subarray(0, bytesRead));
+  }
+  await fh.close();
+  return h.digest('hex');
+}
+
+test('kill -9 half way through a backup, restart: the backup is resumed and restores byte for byte', { timeout: 180_000 }, async (t) => {
+  const stateDir = tempStateDir(t);
+  const database = await testDatabase(stateDir);
+  const env = { ...FAST_TIMINGS, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', ...database.env };
+  const first = await spawnBasalt(env);
+  t.after(() => { first.child.kill('SIGKILL'); });
+  const url = first.url!;
+  const created = await request(url, 'POST', `${V}/volumes`, { volume: { size: 1 } });
+  const vol = created.body.volume.id as string;
+  await waitFor('volume', async () => (await request(url, 'GET', `${V}/volumes/${vol}`)).body.volume.status === 'available');
+  const file = path.join(stateDir, 'volumes', 'file', `volume-${vol}`);
+  const fh = await fs.promises.open(file, 'r+');
+  for (let at = 0; at < 384 * MiB; at += 16 * MiB) await fh.write(randomBytes(16 * MiB), 0, 16 * MiB, at);
+  await fh.close();
+  const data = await digest(file, 1024 * MiB);
+
+  const b = await request(url, 'POST', `${V}/backups`, { backup: { volume_id: vol } });
+  assert.equal(b.status, 202);
+  const chunks = path.join(stateDir, 'backups', 'volumes', vol, 'chunks');
+  const count = (): number => (fs.existsSync(chunks) ? fs.readdirSync(chunks, { recursive: true }).filter((f) => /[0-9a-f]{64}$/.test(String(f))).length : 0);
+  await waitFor('some chunks stored', async () => count() >= 8, 60_000);
+  await kill9(first.child);
+  const before = count();
+  assert.ok(before < 384, `the kill came half way (${before} chunks stored)`);
+  const [row] = await database.query<{ status: string }>(`select status from backups where id = '${b.body.backup.id}'`);
+  assert.equal(row!.status, 'creating');
+
+  const second = await spawnBasalt(env);
+  t.after(() => { second.child.kill('SIGKILL'); });
+  const url2 = second.url!;
+  const done = await waitFor('backup available', async () => {
+    const x = (await request(url2, 'GET', `${V}/backups/${b.body.backup.id}`)).body.backup;
+    assert.notEqual(x.status, 'error', x.fail_reason);
+    return x.status === 'available' && x;
+  }, 120_000);
+  assert.equal(done.object_count, 384 + 1 - before, 'the resumed run stored only the chunks the first did not');
+  await waitFor('volume given back', async () => (await request(url2, 'GET', `${V}/volumes/${vol}`)).body.volume.status === 'available');
+  const r = await request(url2, 'POST', `${V}/backups/${b.body.backup.id}/restore`, { restore: {} });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  await waitFor('restored', async () => (await request(url2, 'GET', `${V}/volumes/${r.body.restore.volume_id}`)).body.volume.status === 'available', 120_000);
+  assert.equal(await digest(path.join(stateDir, 'volumes', 'file', `volume-${r.body.restore.volume_id}`), 1024 * MiB), data);
+});
+
+test('the sweeper fails a backup whose job is gone and gives its volume back', async (t) => {
+  const s = await startTestServer(t);
+  const v = await s.request('POST', `${V}/volumes`, { volume: { size: 1 } });
+  await waitForStatus(s, v.body.volume.id, 'available');
+  const b = await s.request('POST', `${V}/backups`, { backup: { volume_id: v.body.volume.id } });
+  await waitFor('backup', async () => (await s.request('GET', `${V}/backups/${b.body.backup.id}`)).body.backup.status === 'available');
+  // As if the process died after the request and its job was lost: the rows say creating / backing-up, no job does.
+  const db = s.server.db.kysely;
+  const long = '2000-01-01T00:00:00.000Z';
+  await db.updateTable('backups').set({ status: 'creating', updated_at: long }).where('id', '=', b.body.backup.id).execute();
+  await db.updateTable('volumes').set({ status: 'backing-up', updated_at: long }).where('id', '=', v.body.volume.id).execute();
+  await s.server.sweeper.sweepOnce();
+  const failed = (await s.request('GET', `${V}/backups/${b.body.backup.id}`)).body.backup;
+  assert.equal(failed.status, 'error');
+  assert.match(failed.fail_reason, /create backup: The operation was interrupted/);
+  assert.equal((await s.request('GET', `${V}/volumes/${v.body.volume.id}`)).body.volume.status, 'available');
+  const messages = (await s.request('GET', `${V}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' })).body.messages as Array<{ resource_uuid: string; resource_type: string }>;
+  assert.ok(messages.some((m) => m.resource_uuid === b.body.backup.id && m.resource_type === 'BACKUP'));
+});
