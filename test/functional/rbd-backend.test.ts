@@ -7,6 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import { startCeph } from '../helpers/ceph.ts';
@@ -96,5 +98,19 @@ test('an attached RBD volume is read and written through its NBD export', async 
   await ceph.rbd('export', `${pool}/volume-${vol}`, copy);
   const { stdout } = await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x42 1M 64k', copy]);
   assert.doesNotMatch(stdout, /verification failed/);
+  // Many requests on several connections at once (nbdcopy uses multi-conn): every byte lands.
+  const source = `${copy}.src`;
+  t.after(() => run('rm', ['-f', source]));
+  const data = randomBytes(48 * 1024 * 1024);
+  fs.writeFileSync(source, data);
+  await run('nbdcopy', ['--connections=4', '--requests=16', source, uri]);
+  await ceph.rbd('export', `${pool}/volume-${vol}`, `${copy}.after`);
+  t.after(() => run('rm', ['-f', `${copy}.after`]));
+  assert.equal(fs.statSync(`${copy}.after`).size, 1024 ** 3);
+  const after = Buffer.alloc(data.length);
+  const fd = fs.openSync(`${copy}.after`, 'r');
+  fs.readSync(fd, after, 0, after.length, 0);
+  fs.closeSync(fd);
+  assert.ok(after.equals(data), 'the image holds what nbdcopy wrote');
   assert.equal((await s.request('DELETE', `${V}/attachments/${att.id}`, undefined, MV)).status, 200);
 });
