@@ -14,13 +14,15 @@
  *   of them are done.
  *
  * A member that is not live holds no connection: its heartbeat is older than
- * `service_down_time`, and a process that cannot record its heartbeat for
+ * `service_down_time`, and (on PostgreSQL, where members on other hosts
+ * judge it by that heartbeat) a process that cannot record its heartbeat for
  * three quarters of that drops every connection by itself (self-fencing,
  * `volume-service.ts`). A member that dies after its job was queued has that
  * job moved to the cluster's target by the cleanup of dead services, where a
  * live member completes it. Later jobs of the volume wait for every fence
  * (the fence kind `holdsLaterJobs`), so no delete, migration, extend or revert
- * starts while a write of a detached host may still land.
+ * starts while a write of a detached host may still land; the detach itself
+ * answers once they are done, within a bound ({@link awaitFences}).
  */
 import type { Db, ServiceRepository } from '../db/index.ts';
 import type { Enqueue, JobQueue, Tx } from '../jobs/index.ts';

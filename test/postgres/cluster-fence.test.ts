@@ -14,7 +14,8 @@
  *   again once its heartbeat is recorded;
  * - node-b is SIGKILLed with its fence job queued: the job goes to the
  *   cluster once node-b counts as dead, and the volume's delete, which waits
- *   for every fence of the volume, completes.
+ *   for every fence of the volume, completes; or node-b comes back at once,
+ *   completes its own fence and does not resolve the deleted export.
  */
 import assert from 'node:assert/strict';
 import { execFile, type ChildProcess } from 'node:child_process';
@@ -53,6 +54,8 @@ interface Cluster {
   /** node-b's NBD port. */
   portB: number;
   b: ChildProcess;
+  /** Starts node-b again (same host, a new incarnation); resolves with its new NBD port. */
+  restartB(): Promise<number>;
 }
 
 async function startCluster(t: TestContext): Promise<Cluster> {
@@ -71,13 +74,21 @@ async function startCluster(t: TestContext): Promise<Cluster> {
   };
   const a = await spawnBasalt({ ...env, BASALT_HOST: 'node-a' });
   procs.push(a.child);
-  const b = await spawnBasalt({ ...env, BASALT_HOST: 'node-b', BASALT_DATABASE__CONNECTION: proxy.url(database) }, 'volume', 'volume service started');
-  procs.push(b.child);
+  const startB = async (): Promise<ChildProcess> => {
+    const b = await spawnBasalt({ ...env, BASALT_HOST: 'node-b', BASALT_DATABASE__CONNECTION: proxy.url(database) }, 'volume', 'volume service started');
+    procs.push(b.child);
+    return b.child;
+  };
+  const b = await startB();
   const db = new pg.Client({ connectionString: database });
   await db.connect();
   t.after(() => db.end());
-  const row = (await db.query(`select capabilities from services where host = $1`, [MEMBER_B])).rows[0] as { capabilities: string };
-  return { url: a.url!, db, proxy, shared, portB: readReport(row)!.nbd_port!, b: b.child };
+  // Read once the service has started: its first beat has published its report.
+  const portB = async (): Promise<number> => {
+    const row = (await db.query(`select capabilities from services where host = $1`, [MEMBER_B])).rows[0] as { capabilities: string };
+    return readReport(row)!.nbd_port!;
+  };
+  return { url: a.url!, db, proxy, shared, portB: await portB(), b, restartB: async () => { await startB(); return portB(); } };
 }
 
 /** An available volume attached to a host: its id, attachment id, export name and TLS-PSK credentials. */
@@ -224,4 +235,22 @@ test('issue 13 defect 10: a member SIGKILLed with its fence job queued leaves ne
   assert.deepEqual(jobs.map((j) => j.target).sort(), [`member:${MEMBER_A}`, 'volume:c1'], 'the dead member\'s fence went to the cluster');
   const del = (await c.db.query(`select updated_at from jobs where kind = 'volume.delete' and resource_id = $1`, [v.id])).rows[0] as { updated_at: string };
   assert.ok(jobs.every((j) => j.updated_at <= del.updated_at), 'the delete ran after every fence of the volume');
+});
+
+test('issue 13 defect 10: a member restarted after SIGKILL completes its own fence and never serves the deleted attachment\'s export', { timeout: 180_000 }, async (t) => {
+  const c = await startCluster(t);
+  const v = await attachedVolume(c);
+  const w = writer(await openExport('127.0.0.1', c.portB, v.exportName));
+  await waitFor('the host writing', async () => w.acked() >= 32);
+  await kill9(c.b);
+  await within('the host\'s connection ends with node-b', w.ended, 10_000);
+  assert.equal((await request(c.url, 'DELETE', `${V}/attachments/${v.attachment}`, undefined, MV)).status, 200);
+
+  const port = await c.restartB();
+  await waitFor('every fence of the volume done', async () => (await fences(c, v.id)).every((j) => j.state === 'done'));
+  await assert.rejects(run('nbdinfo', [`nbd://127.0.0.1:${port}/${v.exportName}`]), 'the restarted member does not resolve the deleted attachment\'s export');
+  // It serves the volume's next attachment.
+  const again = await request(c.url, 'POST', `${V}/attachments`, { attachment: { volume_uuid: v.id, connector: { host: 'compute-2' } } }, MV);
+  assert.equal(again.status, 200, JSON.stringify(again.body));
+  await run('nbdinfo', [`nbd://127.0.0.1:${port}/${again.body.attachment.connection_info.data.export_name}`]);
 });
