@@ -149,6 +149,22 @@ async function fences(c: Cluster, volumeId: string): Promise<Array<{ target: str
   return (await c.db.query(`select target, state, updated_at from jobs where kind = 'export.fence' and resource_id = $1 order by target`, [volumeId])).rows;
 }
 
+/**
+ * A volume attached to a host writing through node-b, node-b SIGKILLed, then
+ * the attachment deleted while node-b still counts as live: node-b gets a
+ * fence job it will not run (the detach answers after its bounded wait, the
+ * fence pending or not).
+ */
+async function detachedWhileDead(c: Cluster): Promise<Awaited<ReturnType<typeof attachedVolume>>> {
+  const v = await attachedVolume(c);
+  const w = writer(await openExport('127.0.0.1', c.portB, v.exportName));
+  await waitFor('the host writing', async () => w.acked() >= 32);
+  await kill9(c.b);
+  await within('the host\'s connection ends with node-b', w.ended, 10_000);
+  assert.equal((await request(c.url, 'DELETE', `${V}/attachments/${v.attachment}`, undefined, MV)).status, 200);
+  return v;
+}
+
 /** Resolves with how long `p` took, or rejects after `ms`. */
 async function within(what: string, p: Promise<unknown>, ms: number): Promise<number> {
   const started = Date.now();
@@ -218,15 +234,7 @@ test('issue 13 defect 10: a member cut off from the database drops its connectio
 
 test('issue 13 defect 10: a member SIGKILLed with its fence job queued leaves neither the fence nor the volume\'s delete stuck', { timeout: 180_000 }, async (t) => {
   const c = await startCluster(t);
-  const v = await attachedVolume(c);
-  const w = writer(await openExport('127.0.0.1', c.portB, v.exportName));
-  await waitFor('the host writing', async () => w.acked() >= 32);
-
-  await kill9(c.b);
-  await within('the host\'s connection ends with node-b', w.ended, 10_000);
-  // node-b still counts as live: it gets a fence job it will never run (the
-  // detach answers after its bounded wait, the fence still pending or not).
-  assert.equal((await request(c.url, 'DELETE', `${V}/attachments/${v.attachment}`, undefined, MV)).status, 200);
+  const v = await detachedWhileDead(c);
   assert.equal((await request(c.url, 'DELETE', `${V}/volumes/${v.id}`)).status, 202);
 
   await waitFor('deleted', async () => (await request(c.url, 'GET', `${V}/volumes/${v.id}`)).status === 404, 60_000);
@@ -239,13 +247,7 @@ test('issue 13 defect 10: a member SIGKILLed with its fence job queued leaves ne
 
 test('issue 13 defect 10: a member restarted after SIGKILL completes its own fence and never serves the deleted attachment\'s export', { timeout: 180_000 }, async (t) => {
   const c = await startCluster(t);
-  const v = await attachedVolume(c);
-  const w = writer(await openExport('127.0.0.1', c.portB, v.exportName));
-  await waitFor('the host writing', async () => w.acked() >= 32);
-  await kill9(c.b);
-  await within('the host\'s connection ends with node-b', w.ended, 10_000);
-  assert.equal((await request(c.url, 'DELETE', `${V}/attachments/${v.attachment}`, undefined, MV)).status, 200);
-
+  const v = await detachedWhileDead(c);
   const port = await c.restartB();
   await waitFor('every fence of the volume done', async () => (await fences(c, v.id)).every((j) => j.state === 'done'));
   await assert.rejects(run('nbdinfo', [`nbd://127.0.0.1:${port}/${v.exportName}`]), 'the restarted member does not resolve the deleted attachment\'s export');
