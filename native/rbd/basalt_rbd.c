@@ -9,11 +9,15 @@
  *
  * - Management calls (connect, create, clone, remove, open, close, stat,
  *   resize, flatten, snapshots, diff_iterate, monitor commands) block in
- *   librados, so they run on libuv's thread pool as Node-API async work.
+ *   librados, so each runs on a thread of its own, and its result comes back
+ *   to the event loop through the addon's thread-safe function. Not on
+ *   libuv's pool (Node-API async work): a flatten or a removal of a large
+ *   image takes minutes, and four of them would hold every pool thread of the
+ *   process, stalling the file driver's I/O, fs and crypto meanwhile.
  * - Block I/O uses librbd's own asynchronous calls (rbd_aio_*): the request
  *   is submitted from the event loop and its completion, which librbd calls on
  *   one of its own threads, comes back through the image's thread-safe
- *   function, which resolves the promise on the event loop. No pool thread
+ *   function, which resolves the promise on the event loop. No thread
  *   waits for the cluster.
  *
  * Errors reject with an Error whose `errno` is the positive errno librados
@@ -29,6 +33,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 #include <stdatomic.h>
@@ -42,7 +47,7 @@ typedef struct cluster {
   rados_t rados;
   int connected;
   atomic_int images; /* images open on it */
-  int jobs;          /* calls running on the pool; only touched on the event loop */
+  int jobs;          /* calls running on job threads; only touched on the event loop */
 } cluster_t;
 
 typedef struct image {
@@ -52,7 +57,7 @@ typedef struct image {
   napi_ref cluster_ref; /* keeps the cluster's object alive */
   napi_threadsafe_function tsfn; /* delivers aio completions to the event loop */
   int pending; /* aio in flight; only touched on the event loop */
-  int jobs;    /* management calls running on the pool; only touched on the event loop */
+  int jobs;    /* management calls running on job threads; only touched on the event loop */
   int closing; /* close was called: no new call starts */
   int closed;
 } image_t;
@@ -186,7 +191,7 @@ typedef struct job {
   op_t op;
   const char *what;
   napi_deferred deferred;
-  napi_async_work work;
+  napi_threadsafe_function done; /* the addon's: brings the job back to the event loop */
   napi_ref keep; /* the cluster or image object the job uses */
   cluster_t *cl;
   image_t *img;
@@ -339,8 +344,7 @@ static int do_parent(job_t *j) {
   return rc;
 }
 
-static void job_execute(napi_env env, void *data) {
-  job_t *j = data;
+static void job_execute(job_t *j) {
   rbd_image_t rbd = j->img ? j->img->rbd : NULL;
   switch (j->op) {
     case OP_CONNECT: {
@@ -476,9 +480,8 @@ static napi_value result_value(napi_env env, job_t *j) {
   }
 }
 
-static void job_complete(napi_env env, napi_status status, void *data) {
-  job_t *j = data;
-  int rc = status == napi_ok ? j->rc : -ECANCELED;
+static void job_complete(napi_env env, job_t *j) {
+  int rc = j->rc;
   if (j->op != OP_CONNECT) j->cl->jobs--;
   if (j->img) j->img->jobs--;
   switch (j->op) {
@@ -509,7 +512,6 @@ static void job_complete(napi_env env, napi_status status, void *data) {
     j->img->closed = 1; /* freed with its object */
   }
   if (j->keep) napi_delete_reference(env, j->keep);
-  napi_delete_async_work(env, j->work);
   for (int i = 0; i < 4; i++) free(j->s[i]);
   for (size_t i = 0; i < j->conf_count; i++) {
     free(j->conf_keys[i]);
@@ -528,20 +530,53 @@ static void job_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
+/* The addon's state in one environment (a worker thread loads its own). */
+typedef struct addon_state {
+  napi_threadsafe_function done; /* job threads hand their job back through it */
+  int running;                   /* jobs started and not completed; only touched on the event loop */
+} addon_state_t;
+
+/* On the event loop (env NULL: the environment is going away; the job is dropped). */
+static void job_done(napi_env env, napi_value js_cb, void *context, void *data) {
+  addon_state_t *st = context;
+  if (!env) return;
+  job_complete(env, data);
+  if (--st->running == 0) napi_unref_threadsafe_function(env, st->done); /* idle: the process may exit */
+}
+
+static void *job_thread(void *data) {
+  job_t *j = data;
+  job_execute(j);
+  napi_call_threadsafe_function(j->done, j, napi_tsfn_blocking);
+  return NULL;
+}
+
 /*
- * Starts `j` on the pool; `keep` (may be NULL) stays alive until it ends. The
- * counts of calls running on a cluster and on an image let shutdown and close
- * refuse to free what a pool thread still uses.
+ * Starts `j` on a thread of its own; `keep` (may be NULL) stays alive until it
+ * ends. The counts of calls running on a cluster and on an image let shutdown
+ * and close refuse to free what a job thread still uses.
  */
 static napi_value start(napi_env env, job_t *j, napi_value keep) {
-  napi_value promise, name;
+  addon_state_t *st = NULL;
+  napi_value promise;
+  napi_get_instance_data(env, (void **)&st);
   if (j->op != OP_CONNECT) j->cl->jobs++;
   if (j->img) j->img->jobs++;
   napi_create_promise(env, &j->deferred, &promise);
   if (keep) napi_create_reference(env, keep, 1, &j->keep);
-  napi_create_string_utf8(env, j->what, NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, job_execute, job_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
+  j->done = st->done;
+  if (st->running++ == 0) napi_ref_threadsafe_function(env, st->done);
+  pthread_attr_t attr;
+  pthread_t thread;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int e = pthread_create(&thread, &attr, job_thread, j);
+  pthread_attr_destroy(&attr);
+  if (e != 0) { /* no thread: the call fails at once, as librados would with EAGAIN */
+    j->rc = -e;
+    job_complete(env, j);
+    if (--st->running == 0) napi_unref_threadsafe_function(env, st->done);
+  }
   return promise;
 }
 
@@ -825,7 +860,19 @@ static napi_value js_aio_flush(napi_env env, napi_callback_info info) { return a
 static napi_value js_aio_discard(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_DISCARD, 3, "rbd_aio_discard"); }
 static napi_value js_aio_write_zeroes(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_WRITE_ZEROES, 3, "rbd_aio_write_zeroes"); }
 
+static void state_finalize(napi_env env, void *data, void *hint) { free(data); }
+
 static napi_value init(napi_env env, napi_value exports) {
+  addon_state_t *st = calloc(1, sizeof *st);
+  napi_value name;
+  if (!st) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  napi_create_string_utf8(env, "rbd-call", NAPI_AUTO_LENGTH, &name);
+  napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, st, job_done, &st->done);
+  napi_unref_threadsafe_function(env, st->done);
+  napi_set_instance_data(env, st, state_finalize, NULL);
 #define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
   napi_property_descriptor props[] = {
     FN("connect", js_connect), FN("shutdown", js_shutdown), FN("monCommand", js_mon_command),

@@ -186,7 +186,7 @@ test('rbd: block I/O and management calls leave the event loop free', async (t) 
   await Promise.all(blocks.map((b, i) => h.write(i * MiB, b)));
   await h.flush();
   const back = await Promise.all(blocks.map((_, i) => h.read(i * MiB, MiB)));
-  await driver.cloneVolume(clone, v); // snapshot, protect, clone: calls on the thread pool
+  await driver.cloneVolume(clone, v); // snapshot, protect, clone: calls on threads of the addon's
   const c = await driver.openVolume(clone);
   await c.close();
   await raw.deleteVolume(clone); // flattens nothing; removes the clone and the clone snapshot
@@ -248,7 +248,7 @@ test('rbd: the addon refuses what would crash librbd: a close or shutdown under 
   await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a write is in flight');
   await write;
   const stat = rbd.stat(img);
-  await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a call on the thread pool uses the image');
+  await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a call on another thread uses the image');
   await stat;
   await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while an image is open');
   assert.throws(() => rbd.stat(cluster as never), /not an image/);
@@ -258,7 +258,7 @@ test('rbd: the addon refuses what would crash librbd: a close or shutdown under 
   await assert.rejects(rbd.openImage(cluster, pool, 'missing', null, false), (e: { code: string; errno: number }) => e.code === 'ENOENT' && e.errno === 2);
   await rbd.removeImage(cluster, pool, 'probe');
   const listing = rbd.listImages(cluster, pool);
-  await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while a call on the thread pool uses the cluster');
+  await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while a call on another thread uses the cluster');
   await listing;
   await rbd.shutdown(cluster);
 });

@@ -7,7 +7,8 @@
  * what to install.
  *
  * Every function returns a promise and none blocks the event loop:
- * management calls run on libuv's thread pool, block I/O goes through
+ * management calls run each on a thread of its own (never on libuv's pool,
+ * which a long flatten would hold for minutes), block I/O goes through
  * librbd's asynchronous calls (rbd_aio_*) whose completions come back to the
  * event loop. A rejection is an Error with `errno` (positive) and `code`
  * (ENOENT, EEXIST, EBUSY …), see {@link RbdCallError}.

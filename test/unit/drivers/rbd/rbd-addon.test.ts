@@ -48,3 +48,20 @@ test('a built addon whose Ceph libraries are gone names librbd1 and librados2', 
   assert.match(msg, /install the packages librbd1 and librados2/);
   assert.equal(loadIn(''), 'loaded', 'and with them it loads');
 });
+
+test('calls that wait for the cluster leave libuv\'s thread pool free (each runs on a thread of its own)', async (t) => {
+  const { loadRbdAddon } = await import('../../../../src/drivers/rbd/rbd-addon.ts');
+  const { freePort } = await import('../../../helpers/net.ts');
+  const rbd = loadRbdAddon();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rbd-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const conf = path.join(dir, 'ceph.conf');
+  fs.writeFileSync(conf, `[global]\nmon_host = 127.0.0.1:${await freePort()}\n`); // nobody listens
+  const poolSize = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  const started = performance.now();
+  // More calls than the pool has threads, each waiting 3 s for a monitor that never answers.
+  const stuck = Array.from({ length: poolSize + 2 }, () => rbd.connect(conf, 'admin', null, { client_mount_timeout: '3' }).then(() => 'connected', (e: { code: string }) => e.code));
+  const fsMs = await fs.promises.stat(conf).then(() => performance.now() - started); // needs a pool thread
+  assert.ok(fsMs < 1500, `fs answered in ${fsMs.toFixed(0)} ms while ${stuck.length} calls waited for the cluster`);
+  assert.deepEqual(new Set(await Promise.all(stuck)), new Set(['ETIMEDOUT']));
+});
