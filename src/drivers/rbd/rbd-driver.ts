@@ -30,7 +30,7 @@
  * `bytes_used`), as Cinder reports it.
  */
 import fs from 'node:fs';
-import { DriverError } from '../../errors/index.ts';
+import { ConfigError, DriverError } from '../../errors/index.ts';
 import {
   GiB,
   type BackendStats, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver,
@@ -108,8 +108,9 @@ export class RbdDriver implements VolumeDriver {
   /** The open image of each volume with handles, shared by them all, by volume id. */
   private readonly shared = new Map<string, SharedImage>();
 
+  /** @throws ConfigError when `chunkSizeMiB` is not a power of two. */
   constructor(private readonly options: RbdDriverOptions) {
-    if (!Number.isInteger(Math.log2(options.chunkSizeMiB))) throw new DriverError(`rbd_store_chunk_size must be a power of two (MiB), not ${options.chunkSizeMiB}`);
+    if (!Number.isInteger(Math.log2(options.chunkSizeMiB))) throw new ConfigError(`rbd_store_chunk_size must be a power of two (MiB), not ${options.chunkSizeMiB}`);
   }
 
   /** The image name of a volume (Cinder's `volume_name_template`). */
