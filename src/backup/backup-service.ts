@@ -162,7 +162,9 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
     kind: kinds.create,
     async run(ctx, p) {
       const b = await backups.get(db.kysely, p.backupId);
-      if (b?.status !== 'creating') return ctx.complete();
+      if (!b) return ctx.complete(); // force-deleted: the sweeper gives its volume back once no job works on it
+      // Force-deleted or reset before it ran: only its source is given back.
+      if (b.status !== 'creating') return ctx.complete((tx) => releaseSource(deps, tx, b, ctx.job.request_id));
       const v = await volumes.get(db.kysely, b.volume_id);
       if (!v) throw new InvalidInputError(`Invalid input received: volume ${b.volume_id} of backup ${b.id} no longer exists.`);
       const driver = driverOf(deps, v);
