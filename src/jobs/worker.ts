@@ -79,7 +79,8 @@ export class Worker {
     const full = (): boolean => this.running.size - holdingRunning >= concurrency;
     while (!this.stopped) {
       this.woken = false;
-      let claimed = false;
+      /** The last claim found nothing (or failed): sleep until woken, not claim again at once. */
+      let exhausted = false;
       while (!this.stopped && (!full() || (holding.length > 0 && holdingRunning < concurrency))) {
         let job: JobRow | undefined;
         try {
@@ -88,22 +89,29 @@ export class Worker {
           // A full state directory is logged once per episode by the database: claims resume when it ends.
           if (isStateDirectoryUnwritable(err)) this.options.log.debug({ code: err.code }, 'job claim refused: state directory unwritable');
           else this.options.log.error({ err }, 'job claim failed');
+          exhausted = true;
           break;
         }
-        if (!job) break;
-        claimed = true;
+        if (!job) {
+          exhausted = true;
+          break;
+        }
         const held = holding.includes(job.kind);
         if (held) holdingRunning++;
         const p = this.execute(job).finally(() => {
+          // A freed slot matters only to a loop that stopped claiming for want
+          // of one: otherwise its last claim found nothing, and new jobs wake it
+          // (an enqueue in this process, a fence's release of what it held, the poll).
+          const slotWasMissing = full() || (held && holdingRunning >= concurrency);
           this.running.delete(p);
           if (held) holdingRunning--;
-          this.poke();
+          if (slotWasMissing) this.poke();
         });
         this.running.add(p);
       }
       if (this.stopped) break;
       // Sleep until woken (own enqueue, a free slot) or the poll interval passes.
-      if ((!claimed || full()) && !this.woken) {
+      if ((exhausted || full()) && !this.woken) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(done, this.options.pollMs);
           function done(): void { clearTimeout(t); resolve(); }
