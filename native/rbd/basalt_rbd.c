@@ -353,6 +353,8 @@ static void job_execute(job_t *j) {
       j->rc = rados_create2(&j->cl->rados, "ceph", name, 0);
       if (j->rc < 0) break;
       j->rc = rados_conf_read_file(j->cl->rados, j->s[0]); /* NULL: the default places (/etc/ceph/ceph.conf …) */
+      /* CEPH_ARGS, as every Ceph client honours it (the keyring and settings below still win). */
+      if (j->rc == 0) j->rc = rados_conf_parse_env(j->cl->rados, NULL);
       if (j->rc == 0 && j->s[2]) j->rc = rados_conf_set(j->cl->rados, "keyring", j->s[2]);
       for (size_t i = 0; j->rc == 0 && i < j->conf_count; i++) j->rc = rados_conf_set(j->cl->rados, j->conf_keys[i], j->conf_values[i]);
       if (j->rc == 0) j->rc = rados_connect(j->cl->rados);

@@ -8,6 +8,7 @@
  * the cluster.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -158,6 +159,82 @@ test('rbd: creates and clones an earlier attempt left half done are completed on
   }
   for (const x of [v, c, d]) await driver.deleteVolume(x);
   assert.deepEqual(await objects(pool), [], 'the source kept for its clones went with the last of them');
+});
+
+/**
+ * What a kill can leave of a call: the pool's image names (the directory, as
+ * `rbd ls` reads it without opening them) and the snapshots of `image`.
+ */
+async function names(pool: string, image: string): Promise<string[]> {
+  const images = (await ceph.rbd('ls', pool)).split('\n').filter(Boolean);
+  const snaps = JSON.parse(await ceph.rbd('snap', 'ls', '--format', 'json', `${pool}/${image}`)) as Array<{ name: string }>;
+  return [...images, ...snaps.map((x) => `@${x.name}`)].sort();
+}
+
+test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SIGKILL) mid-way are completed on retry', async (t) => {
+  const { driver: raw, pool, options } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const MiB = 1024 * 1024;
+  const src = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(src);
+  const data = Buffer.alloc(4 * MiB, 0x6b);
+  const h = await driver.openVolume(src);
+  await h.write(GiB - data.length, data);
+  await h.flush();
+  await h.close();
+  const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
+  await driver.createSnapshot(snap);
+  const srcImage = RbdDriver.imageName(src.id);
+  const child = path.join(import.meta.dirname, 'driver-child.ts');
+  // Every reply from the OSD reaches the child up to 300 ms late: its calls take
+  // seconds, and a kill as soon as the pool shows their first change lands mid-way.
+  const slow = { ...process.env, CEPH_ARGS: '--ms_inject_delay_type osd --ms_inject_delay_max 0.3 --ms_inject_delay_probability 1' };
+  const base = { driver: 'rbd', backendName: 'ceph', options };
+  const cases = [
+    { method: 'createVolume' as const, vol: { id: randomUUID(), sizeGiB: 1 } },
+    { method: 'cloneVolume' as const, vol: { id: randomUUID(), sizeGiB: 2 }, source: src },
+    { method: 'createVolumeFromSnapshot' as const, vol: { id: randomUUID(), sizeGiB: 2 }, snap },
+    { method: 'createSnapshot' as const, snap: { id: randomUUID(), volumeId: src.id, sizeGiB: 1 } },
+  ];
+  for (const job of cases) {
+    const before = await names(pool, srcImage);
+    const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ ...base, ...job })], { env: slow, stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => { proc.kill('SIGKILL'); });
+    let stdout = '';
+    proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    let changed = false;
+    while (!changed && proc.exitCode === null) changed = JSON.stringify(await names(pool, srcImage)) !== JSON.stringify(before);
+    proc.kill('SIGKILL');
+    await exited;
+    assert.ok(changed, `${job.method}: the call had started changing the pool`);
+    assert.doesNotMatch(stdout, /done/, `${job.method}: the kill came before the call returned`);
+    // The retry, as the job's next attempt makes it.
+    if (job.method === 'createSnapshot') {
+      await driver.createSnapshot(job.snap);
+      const check = { id: randomUUID(), sizeGiB: 1 };
+      await driver.createVolumeFromSnapshot(check, job.snap);
+      const hc = await driver.openVolume(check);
+      assert.ok((await hc.read(GiB - data.length, data.length)).equals(data), 'createSnapshot: the retried snapshot holds the data');
+      await hc.close();
+      await driver.deleteVolume(check);
+      await driver.deleteSnapshot(job.snap);
+    } else {
+      if (job.method === 'createVolume') await driver.createVolume(job.vol);
+      if (job.method === 'cloneVolume') await driver.cloneVolume(job.vol, job.source);
+      if (job.method === 'createVolumeFromSnapshot') await driver.createVolumeFromSnapshot(job.vol, job.snap);
+      const hv = await driver.openVolume(job.vol);
+      assert.equal(hv.sizeBytes, job.vol.sizeGiB * GiB, `${job.method}: the retry made it whole, at its size`);
+      const expected = job.method === 'createVolume' ? Buffer.alloc(data.length) : data;
+      assert.ok((await hv.read(GiB - data.length, data.length)).equals(expected), `${job.method}: with its data`);
+      await hv.close();
+      await driver.deleteVolume(job.vol);
+    }
+  }
+  await driver.deleteSnapshot(snap);
+  await driver.deleteVolume(src);
+  assert.deepEqual(await objects(pool), [], 'nothing of the interrupted attempts is left');
 });
 
 test('rbd: block I/O and management calls leave the event loop free', async (t) => {

@@ -108,6 +108,9 @@ paxos_propose_interval = 0.1
 mgr_stats_period = 1
 mon_mgr_digest_period = 1
 mgr_tick_period = 1
+# A killed client's watch (and so its exclusive lock) is given up after 5 s instead of 30:
+# the tests that kill a client mid-call retry on the same image.
+osd_client_watch_timeout = 5
 # Layering, exclusive-lock, object-map, fast-diff, deep-flatten.
 rbd_default_features = 61
 

@@ -54,7 +54,7 @@ export interface RbdDiffExtent { offset: number; length: number; exists: boolean
 
 /** The addon's functions; see `native/rbd/basalt_rbd.c`. */
 export interface RbdAddon {
-  /** rados_create2 + conf_read_file (null: the default places) + keyring + `settings` + rados_connect, as `client.<user>`. */
+  /** rados_create2 + conf_read_file (null: the default places) + `CEPH_ARGS` + keyring + `settings` + rados_connect, as `client.<user>`. */
   connect(conf: string | null, user: string, keyring: string | null, settings: Readonly<Record<string, string>>): Promise<RbdCluster>;
   /** Refused (EBUSY) while images are open. */
   shutdown(cluster: RbdCluster): Promise<void>;

@@ -234,16 +234,38 @@ export class RbdDriver implements VolumeDriver {
     };
   }
 
-  /** Creates the image, or completes one an earlier attempt left (growing it to the size). */
+  /**
+   * Creates the image, or completes one an earlier attempt left: grown to the
+   * size when it opens, removed and made again when it does not (an attempt
+   * killed inside rbd_create leaves an image in the directory without its
+   * header or object map).
+   */
   async createVolume(vol: VolumeRef): Promise<void> {
     const name = RbdDriver.imageName(vol.id);
+    const create = (): Promise<void> => this.rbd.createImage(this.conn, this.options.cephPool, name, vol.sizeGiB * GiB, FEATURES, this.order);
     try {
-      await this.rbd.createImage(this.conn, this.options.cephPool, name, vol.sizeGiB * GiB, FEATURES, this.order);
-      return; // one atomic step in librbd: made whole, at its size
+      await create();
+      return; // made whole, at its size
     } catch (err) {
       if (!isRbdError(err, 'EEXIST')) throw err;
     }
-    await this.growTo(name, vol.sizeGiB);
+    if (await this.opens(name)) return this.growTo(name, vol.sizeGiB);
+    await this.removeUnwatched(name);
+    await create();
+  }
+
+  /**
+   * Whether the image (or its snapshot `snap`) opens. What a killed attempt
+   * left half made does not: no header, or no object map (ENOENT).
+   */
+  private async opens(image: string, snap: string | null = null): Promise<boolean> {
+    try {
+      await this.withImage(image, async () => undefined, snap ? { snap } : 'read');
+      return true;
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) return false;
+      throw err;
+    }
   }
 
   /** Resizes `name` up to `sizeGiB` when smaller. */
@@ -342,9 +364,14 @@ export class RbdDriver implements VolumeDriver {
   async createSnapshot(snap: SnapshotRef): Promise<void> {
     const name = RbdDriver.snapName(snap.id);
     try {
-      await this.withImage(RbdDriver.imageName(snap.volumeId), async (img) => {
-        // A snapshot is one atomic step in librbd: one left by an earlier attempt is complete.
-        if ((await this.rbd.snapList(img)).some((s) => s.name === name)) return;
+      const image = RbdDriver.imageName(snap.volumeId);
+      await this.withImage(image, async (img) => {
+        if ((await this.rbd.snapList(img)).some((s) => s.name === name)) {
+          // One an earlier attempt left: complete when it opens; replaced when it does not (an
+          // attempt killed inside rbd_snap_create leaves a snapshot without its object map).
+          if (await this.opens(image, name)) return;
+          await this.rbd.snapRemove(img, name);
+        }
         await this.rbd.snapCreate(img, name);
       });
     } catch (err) {
@@ -362,39 +389,82 @@ export class RbdDriver implements VolumeDriver {
   }
 
   async createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
-    await this.cloneFrom(vol, RbdDriver.imageName(snap.volumeId), RbdDriver.snapName(snap.id), this.options.flattenVolumeFromSnapshot);
+    const parent = RbdDriver.imageName(snap.volumeId);
+    const name = RbdDriver.snapName(snap.id);
+    await this.dropPartialClone(vol, parent, name);
+    await this.cloneFrom(vol, parent, name, this.options.flattenVolumeFromSnapshot);
   }
 
   async cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void> {
     const parent = RbdDriver.imageName(source.id);
     const snap = `${RbdDriver.imageName(vol.id)}${CLONE_SNAP}`;
-    try {
-      await this.withImage(parent, async (img) => {
-        if (!(await this.rbd.snapList(img)).some((s) => s.name === snap)) await this.rbd.snapCreate(img, snap);
-      });
-    } catch (err) {
-      if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${source.id} is missing`, { cause: err });
-      throw err;
+    await this.dropPartialClone(vol, parent, snap);
+    if (!(await this.imageListed(RbdDriver.imageName(vol.id)))) {
+      try {
+        await this.withImage(parent, async (img) => {
+          // A clone snapshot an earlier attempt left before the clone is taken again: it may be
+          // half made (no object map), and the source has not changed since.
+          if ((await this.rbd.snapList(img)).some((s) => s.name === snap)) {
+            if (await this.rbd.snapIsProtected(img, snap)) await this.rbd.snapUnprotect(img, snap);
+            await this.rbd.snapRemove(img, snap);
+          }
+          await this.rbd.snapCreate(img, snap);
+        });
+      } catch (err) {
+        if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${source.id} is missing`, { cause: err });
+        throw err;
+      }
     }
     await this.cloneFrom(vol, parent, snap, false);
   }
 
+  /** Whether the pool's directory lists `image` (whether or not it opens). */
+  private async imageListed(image: string): Promise<boolean> {
+    return (await this.rbd.listImages(this.conn, this.options.cephPool)).includes(image);
+  }
+
+  /**
+   * Removes what an attempt killed inside rbd_clone left of `vol`: an image
+   * that does not open, or one that is not a registered child of
+   * `parent@snap` while that snapshot exists (the image is made first, then
+   * linked to its parent, then registered as its child). A finished clone is
+   * registered, or flattened: unlinked, with its clone snapshot gone. (One
+   * flattened from a snapshot that stays is made again: the cost of a retry,
+   * never a half-made volume taken for a whole one.)
+   */
+  private async dropPartialClone(vol: VolumeRef, parent: string, snap: string): Promise<void> {
+    const name = RbdDriver.imageName(vol.id);
+    if (!(await this.imageListed(name))) return;
+    if (await this.opens(name)) {
+      const linked = await this.withImage(name, (img) => this.rbd.parent(img), 'read');
+      const snapLeft = await this.withImageIfAny(parent, async (img) => (await this.rbd.snapList(img)).some((s) => s.name === snap), 'read');
+      if (!linked && !snapLeft) return; // flattened
+      if (linked && snapLeft) {
+        const children = await this.withImage(parent, (img) => this.rbd.children(img), { snap }).catch((err) => (isRbdError(err, 'ENOENT') ? [] : Promise.reject(err)));
+        if (children.some((c) => c.image === name)) return;
+      }
+    }
+    await this.removeUnwatched(name);
+  }
+
   /**
    * Makes `vol` a copy-on-write clone of `parent@snap` (protecting the
-   * snapshot), grows it to its size and flattens it when asked or when its
-   * chain of parents reaches `rbd_max_clone_depth`. A clone left by an
-   * earlier attempt is completed.
+   * snapshot) unless an earlier attempt did, grows it to its size and
+   * flattens it when asked or when its chain of parents reaches
+   * `rbd_max_clone_depth`.
    */
   private async cloneFrom(vol: VolumeRef, parent: string, snap: string, flatten: boolean): Promise<void> {
     const name = RbdDriver.imageName(vol.id);
-    try {
-      await this.withImage(parent, async (img) => {
-        if (!(await this.rbd.snapIsProtected(img, snap))) await this.rbd.snapProtect(img, snap);
-      });
-      await this.rbd.cloneImage(this.conn, this.options.cephPool, parent, snap, name, FEATURES, this.order);
-    } catch (err) {
-      if (isRbdError(err, 'ENOENT')) throw new DriverError(`Snapshot ${snap} of ${parent} is missing`, { cause: err });
-      if (!isRbdError(err, 'EEXIST')) throw err;
+    if (!(await this.imageListed(name))) {
+      try {
+        await this.withImage(parent, async (img) => {
+          if (!(await this.rbd.snapIsProtected(img, snap))) await this.rbd.snapProtect(img, snap);
+        });
+        await this.rbd.cloneImage(this.conn, this.options.cephPool, parent, snap, name, FEATURES, this.order);
+      } catch (err) {
+        if (isRbdError(err, 'ENOENT')) throw new DriverError(`Snapshot ${snap} of ${parent} is missing`, { cause: err });
+        if (!isRbdError(err, 'EEXIST')) throw err;
+      }
     }
     await this.withImage(name, async (img) => {
       if ((await this.rbd.stat(img)).sizeBytes < vol.sizeGiB * GiB) await this.rbd.resize(img, vol.sizeGiB * GiB);
