@@ -179,12 +179,19 @@ export class AttachmentManager {
 
   /** `os-initialize_connection`: connection info for a host, reusing a pending attachment or making one. */
   async initializeConnection(caller: Caller, volumeId: string, connector: Connector): Promise<unknown> {
-    const pending = (await this.deps.attachments.ofVolume(this.deps.db.kysely, volumeId))
-      .find((a) => a.attach_status === 'reserved' || (a.attach_status === 'attaching' && a.attached_host === (connector.host ?? null)));
-    const a = pending
-      ? await this.update(caller, pending.id, connector)
-      : await this.create(caller, { volumeId, instanceUuid: null, connector, mode: connector.mode === 'ro' ? 'ro' : 'rw' });
-    return JSON.parse(a.connection_info!);
+    for (let attempt = 1; ; attempt++) {
+      const pending = (await this.deps.attachments.ofVolume(this.deps.db.kysely, volumeId))
+        .find((a) => a.attach_status === 'reserved' || (a.attach_status === 'attaching' && a.attached_host === (connector.host ?? null)));
+      try {
+        const a = pending
+          ? await this.update(caller, pending.id, connector)
+          : await this.create(caller, { volumeId, instanceUuid: null, connector, mode: connector.mode === 'ro' ? 'ro' : 'rw' });
+        return JSON.parse(a.connection_info!);
+      } catch (err) {
+        // The pending attachment was removed (a concurrent detach) after it was listed: look again.
+        if (!pending || attempt >= 3 || !(err instanceof NotFoundError) || (await this.deps.attachments.get(this.deps.db.kysely, pending.id))) throw err;
+      }
+    }
   }
 
   /**
@@ -250,6 +257,13 @@ export class AttachmentManager {
       if (targets.length === 0) throw NotFoundError.of('VolumeAttachment', opts.attachmentId);
     }
     if (opts.onlyPending) targets = targets.filter((a) => a.attach_status !== 'attached');
-    for (const a of targets) await this.delete(caller, a.id);
+    for (const a of targets) {
+      try {
+        await this.delete(caller, a.id);
+      } catch (err) {
+        // Listed before a concurrent detach removed it: what this call asked for holds.
+        if (!(err instanceof NotFoundError) || (await this.deps.attachments.get(this.deps.db.kysely, a.id))) throw err;
+      }
+    }
   }
 }

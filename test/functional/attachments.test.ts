@@ -246,6 +246,26 @@ test('issue 13 defect 11: concurrent os-attach on a volume that is not multiatta
   assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.attachments.length, 1);
 });
 
+test('concurrent os-initialize_connection and os-detach calls on one volume settle it without a 404 or a second attachment', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await availableVolume(s);
+  const act = (body: unknown) => s.request('POST', `${V}/volumes/${vol}/action`, body);
+  assert.equal((await act({ 'os-reserve': {} })).status, 202);
+  // Several hosts' agents asking for the connection at once: one pending attachment serves them all.
+  const inits = await Promise.all(Array.from({ length: 6 }, () => act({ 'os-initialize_connection': { connector: CONNECTOR } })));
+  assert.deepEqual(inits.map((r) => r.status), inits.map(() => 200), inits.map((r) => JSON.stringify(r.body)).join(' '));
+  const rows = await s.server.db.kysely.selectFrom('attachments').selectAll().where('volume_id', '=', vol).execute();
+  assert.equal(rows.length, 1, 'one attachment');
+  assert.equal(new Set(inits.map((r) => r.body.connection_info.data.export_name)).size, 1, 'every caller got its export');
+  assert.equal((await act({ 'os-attach': { instance_uuid: '11111111-2222-3333-4444-555555555555', mountpoint: '/dev/vdb', host_name: 'compute-1' } })).status, 202);
+  // Detaches racing each other: each finds the attachment gone or removes it; none is a 404.
+  const detaches = await Promise.all(Array.from({ length: 6 }, () => act({ 'os-detach': {} })));
+  assert.deepEqual(detaches.map((r) => r.status), detaches.map(() => 202), detaches.map((r) => JSON.stringify(r.body)).join(' '));
+  const v = (await s.request('GET', `${V}/volumes/${vol}`)).body.volume;
+  assert.equal(v.status, 'available');
+  assert.deepEqual(v.attachments, []);
+});
+
 test('require_tls: clients use the TLS-PSK credentials from the connection info', async (t) => {
   const s = await startTestServer(t, { env: { BASALT_NBD_REQUIRE_TLS: 'true' } });
   const vol = await availableVolume(s);
