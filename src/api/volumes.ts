@@ -191,8 +191,11 @@ export function volumeRoutes(deps: ApiDeps) {
       const body = validate<{ volume: Record<string, unknown> }>(strict ? CREATE_SCHEMA_STRICT : CREATE_SCHEMA_LEGACY, req.body);
       const v = body.volume;
       const size = toSize('size', v.size as number | string);
-      if (v.imageRef || v.image_id || v.backup_id || v.source_replica) {
-        throw new InvalidInputError('Invalid input received: creating a volume from an image, backup or replica is not supported by this Basalt release.');
+      if (v.imageRef || v.image_id || v.source_replica) {
+        throw new InvalidInputError('Invalid input received: creating a volume from an image or replica is not supported by this Basalt release.');
+      }
+      if (v.backup_id && !req.apiVersion.atLeast('3.47')) {
+        throw new InvalidInputError('Invalid input received: creating a volume from a backup (backup_id) needs microversion 3.47.');
       }
       if (v.consistencygroup_id) {
         throw new InvalidInputError('Invalid input received: consistency groups are not supported by this Basalt release: use generic volume groups (group_id, 3.13).');
@@ -211,6 +214,7 @@ export function volumeRoutes(deps: ApiDeps) {
         snapshotId: (v.snapshot_id ?? null) as string | null,
         sourceVolumeId: (v.source_volid ?? null) as string | null,
         groupId: req.apiVersion.atLeast('3.13') ? (v.group_id ?? null) as string | null : null,
+        backupId: (v.backup_id ?? null) as string | null,
       });
       // Built from what the create stored: a new volume has no attachment yet.
       return reply.code(202).send({ volume: volumeView(req, row, metadata, typeName, undefined, 'create') });

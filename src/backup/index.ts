@@ -11,3 +11,4 @@ export * from './backup-manager.ts';
 export * from './backup-service.ts';
 export * from './backup-quota.ts';
 export * from './stuck-backups.ts';
+export * from './volume-from-backup.ts';

@@ -27,8 +27,12 @@ export function stuckBackupRules(db: Db, deps: BackupJobDeps): SweepRule[] {
     async sweep(olderThanMs) {
       let moved = 0;
       for (const b of await deps.backups.stuck(db.kysely, Object.keys(BACKUP_TRANSITIONAL), isoAt(olderThanMs))) {
-        const ok = await db.kysely.transaction().execute((tx) =>
-          failBackup(deps, tx, b.id, b.status as keyof typeof BACKUP_TRANSITIONAL, MESSAGE_DETAILS.INTERRUPTED, null, null));
+        const ok = await db.kysely.transaction().execute(async (tx) => {
+          // A restore onto a volume still being made from the backup (3.47) waits for that create's job.
+          const onto = b.status === 'restoring' && b.restore_volume_id ? await deps.volumes.get(tx, b.restore_volume_id) : undefined;
+          if (onto?.status === 'creating') return false;
+          return failBackup(deps, tx, b.id, b.status as keyof typeof BACKUP_TRANSITIONAL, MESSAGE_DETAILS.INTERRUPTED, null, null);
+        });
         if (ok) moved++;
       }
       return moved;

@@ -25,7 +25,7 @@ import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
 import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
-import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, PosixTarget, stuckBackupRules, type ServedBackend } from '../backup/index.ts';
+import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, PosixTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
 import { BackupRowRepository } from '../db/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
@@ -125,6 +125,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const groupKinds = groupJobKinds(groupJobDeps);
   const backupJobDeps = { backups, volumes, snapshots, clock, messageTtlSeconds: d.message_ttl };
   const backupKinds = backupJobKinds(backupJobDeps);
+  const fromBackup = volumeFromBackup({ backups, volumes, kinds: backupKinds });
   const common = {
     queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
     pollMs: d.job_poll_interval_seconds * 1000, heartbeatMs: d.report_interval * 1000,
@@ -168,7 +169,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
-          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls }, drivers,
+          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls }, drivers, backupRestore: fromBackup,
         });
         drivers.set(svc.cluster, driver);
         served.set(svc.cluster, { cluster: svc.cluster, serviceHost: svc.serviceHost, driver });
@@ -219,7 +220,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
     let url: string | undefined;
     if (roles.has('api')) {
       const volumeManager = new VolumeManager({
-        db, queue, clock, volumes, snapshots, quotas, kinds, types, services, typeEncryption, keys,
+        db, queue, clock, volumes, snapshots, quotas, kinds, types, services, typeEncryption, keys, backupSource: fromBackup,
         options: {
           defaultVolumeType: d.default_volume_type, defaultZone: d.default_availability_zone, zoneFallback: d.allow_availability_zone_fallback,
           serviceDownMs: d.service_down_time * 1000,

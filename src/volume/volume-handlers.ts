@@ -5,9 +5,9 @@
  * finish with the job's completion), plus the export fence.
  */
 import type { Clock } from '../common/index.ts';
-import type { Db, ServiceRepository } from '../db/index.ts';
+import type { Db, ServiceRepository, Tx, VolumeRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
-import type { AnyJobKind, JobHandler, JobQueue } from '../jobs/index.ts';
+import type { AnyJobKind, Enqueue, JobHandler, JobQueue } from '../jobs/index.ts';
 import type { Coordinator } from '../coordination/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
@@ -43,6 +43,11 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   keys: KeyManager;
   /** The process's export server (the NBD server), when it exports volumes. */
   exports?: ExportServer;
+  /**
+   * Ends the create of a volume made from a backup (3.47) by queueing the
+   * restore instead of making it available (`src/backup/volume-from-backup.ts`).
+   */
+  backupRestore?: { afterCreate(tx: Tx, enqueue: Enqueue, v: VolumeRow, requestId: string | null): Promise<boolean> };
   /** The drivers of every backend this process serves, by cluster: a migration reads its source through them. */
   drivers?: ReadonlyMap<string, GuardedDriver>;
 }

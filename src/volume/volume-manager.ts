@@ -43,6 +43,8 @@ export interface VolumeManagerDeps {
   /** Encryption specs of types: a volume of an encrypted type gets a key from `keys`. */
   typeEncryption: TypeEncryptionRepository;
   keys: KeyManager;
+  /** Reserves a backup for a volume created from it (3.47); absent where backups are not served. */
+  backupSource?: { reserve(tx: Tx, caller: Caller, backupId: string, sizeGiB: number, volumeId: string): Promise<void> };
   /** `[DEFAULT] default_volume_type`, `default_availability_zone`, `allow_availability_zone_fallback`. */
   options: { defaultVolumeType: string; defaultZone: string; zoneFallback: boolean; serviceDownMs: number };
 }

@@ -300,3 +300,32 @@ test('reset status, force delete, a backup of a snapshot and of an in-use volume
   const files = fs.readdirSync(path.join(s.stateDir, 'volumes', 'file'));
   assert.equal(files.filter((f) => f.startsWith('snapshot-')).length, 1, 'the temporary snapshot is gone (only the user\'s remains)');
 });
+
+test('a volume created from a backup (3.47) holds its data', async (t) => {
+  const s = await startTestServer(t);
+  const vol = await volume(s, 1, { metadata: { from: 'source' } });
+  write(s, vol, 5 * MiB, noise(2 * MiB, 11));
+  const data = await digest(s, vol);
+  const b = await backup(s, { volume_id: vol });
+  const create = (body: Record<string, unknown>, v = '3.47') => s.request('POST', `${V}/volumes`, { volume: body }, MV(v));
+  assert.equal((await create({ size: 1, backup_id: b.id }, '3.46')).status, 400, 'backup_id from 3.47');
+  assert.equal((await create({ size: 1, backup_id: '00000000-0000-0000-0000-000000000000' })).status, 404);
+  assert.equal((await create({ size: 1, backup_id: b.id, snapshot_id: null, source_volid: vol })).status, 400, 'one source');
+  const big = await volume(s, 2);
+  const b2 = await backup(s, { volume_id: big });
+  const small = await create({ size: 1, backup_id: b2.id });
+  assert.equal(small.status, 400);
+  assert.match(small.body.badRequest.message, /cannot be smaller than the backup size 2GB/);
+  assert.equal((await s.request('GET', `${V}/backups/${b2.id}`)).body.backup.status, 'available', 'nothing half-done');
+
+  const made = await create({ size: 2, backup_id: b.id, name: 'from-backup' });
+  assert.equal(made.status, 202, JSON.stringify(made.body));
+  assert.equal((await s.request('GET', `${V}/backups/${b.id}`)).body.backup.status, 'restoring');
+  const id = made.body.volume.id as string;
+  const shown = await waitForStatus(s, id, 'available');
+  assert.equal(shown.size, 2);
+  assert.deepEqual(shown.metadata, { from: 'source' });
+  assert.equal(await digest(s, id), data);
+  await backupStatus(s, b.id, 'available');
+  assert.equal((await s.request('DELETE', `${V}/backups/${b.id}`)).status, 202);
+});

@@ -48,6 +48,8 @@ export interface CreateVolumeInput {
   sourceVolumeId?: string | null;
   /** Put the volume in this group (3.13). */
   groupId?: string | null;
+  /** Restore this backup onto the volume once it is made (3.47). */
+  backupId?: string | null;
 }
 
 const create = { kind: 'volume.create', version: 1, minVersion: 1, parse: payloadParser<CreatePayload>({ volumeId: 'string', sizeGiB: 'number' }) } as const;
@@ -75,6 +77,11 @@ export const volumeCreate = operation<'volume', CreatePayload, CreateVolumeInput
   async request(ctx, id, input) {
     const { tx, caller, deps, look } = ctx;
     const source = await copySource(ctx, input);
+    if (input.backupId) {
+      if (source) throw new InvalidInputError('Invalid input received: give one of snapshot_id, source_volid and backup_id.');
+      if (!deps.backupSource) throw new InvalidInputError('Invalid input received: this process cannot create volumes from backups.');
+      await deps.backupSource.reserve(tx, caller, input.backupId, input.sizeGiB, id);
+    }
     const type = source && !input.volumeType
       ? (await deps.types.find(tx, source.typeId ?? '', { isAdmin: true, projectId: caller.projectId })) ?? await look.defaultType(tx, caller)
       : await look.resolveType(tx, caller, input.volumeType);
@@ -132,7 +139,9 @@ export const volumeCreate = operation<'volume', CreatePayload, CreateVolumeInput
     }
   },
 
-  async finish({ tx, deps, requestId }, v) {
+  async finish({ tx, enqueue, deps, requestId }, v) {
+    // Made from a backup (3.47): the restore runs first, and makes it available.
+    if (await deps.backupRestore?.afterCreate(tx, enqueue, v, requestId)) return;
     await deps.volumes.transition(tx, { id: v.id, from: ['creating'], to: 'available', set: { launched_at: isoAt(deps.clock.now()) }, requestId });
   },
 });
