@@ -4,7 +4,8 @@
  * service takes over its dead incarnation's lease), ends available and
  * restores the data byte for byte; the volume leaves `backing-up`. And the
  * sweeper: a backup whose job is gone is failed with a user message, and its
- * volume given back.
+ * volume given back. And split roles: no backup service in the process that
+ * serves the backend means a 503, with nothing half-done.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -90,4 +91,24 @@ test('the sweeper fails a backup whose job is gone and gives its volume back', a
   assert.equal((await s.request('GET', `${V}/volumes/${v.body.volume.id}`)).body.volume.status, 'available');
   const messages = (await s.request('GET', `${V}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' })).body.messages as Array<{ resource_uuid: string; resource_type: string }>;
   assert.ok(messages.some((m) => m.resource_uuid === b.body.backup.id && m.resource_type === 'BACKUP'));
+});
+
+test('without a backup service in the process serving the backend, a backup is refused with 503', { timeout: 60_000 }, async (t) => {
+  const stateDir = tempStateDir(t);
+  const database = await testDatabase(stateDir);
+  const env = { ...FAST_TIMINGS, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', ...database.env };
+  const main = await spawnBasalt(env, 'api,scheduler,volume');
+  t.after(() => { main.child.kill('SIGKILL'); });
+  const url = main.url!;
+  const v = await request(url, 'POST', `${V}/volumes`, { volume: { size: 1 } });
+  await waitFor('volume', async () => (await request(url, 'GET', `${V}/volumes/${v.body.volume.id}`)).body.volume.status === 'available');
+  const none = await request(url, 'POST', `${V}/backups`, { backup: { volume_id: v.body.volume.id } });
+  assert.equal(none.status, 503);
+  assert.match(none.body.serviceUnavailable.message, /Service cinder-backup could not be found/);
+  // A backup role in another process, serving no backend, cannot read the volume either.
+  const alone = await spawnBasalt({ ...env, BASALT_PORT: '0' }, 'backup', 'backup service started');
+  t.after(() => { alone.child.kill('SIGKILL'); });
+  const still = await request(url, 'POST', `${V}/backups`, { backup: { volume_id: v.body.volume.id } });
+  assert.equal(still.status, 503);
+  assert.equal((await request(url, 'GET', `${V}/volumes/${v.body.volume.id}`)).body.volume.status, 'available', 'nothing half-done');
 });
