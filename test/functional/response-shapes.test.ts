@@ -90,7 +90,12 @@ test('every resource reads in tempest\'s shapes at 3.0, where its schemas change
   const group = (await s.request('POST', `${V}/groups`, { group: { name: 'g', group_type: groupType, volume_types: [type] } }, at('3.13'))).body.group.id as string;
   await waitFor(`group ${group}`, async () => (await s.request('GET', `${V}/groups/${group}`, undefined, at('3.13'))).body.group.status === 'available');
 
+  // A backup of the volume, read at every version below.
+  const backup = (await s.request('POST', `${V}/backups`, { backup: { volume_id: volume, name: 'b' } })).body.backup.id as string;
+  await waitFor(`backup ${backup}`, async () => (await s.request('GET', `${V}/backups/${backup}`)).body.backup.status === 'available');
+
   const reads = [
+    '/backups', '/backups/detail', `/backups/${backup}`,
     '/volumes', '/volumes/detail', '/volumes/detail?with_count=true', '/volumes?with_count=true', `/volumes/${volume}`, '/volumes/summary',
     `/volumes/${volume}/metadata`, `/volumes/${volume}/metadata/m`,
     '/snapshots', '/snapshots/detail', '/snapshots/detail?with_count=true', `/snapshots/${snap}`, `/snapshots/${snap}/metadata`,
