@@ -12,7 +12,7 @@ echo "# typecheck"
 npx tsc --noEmit -p .
 
 # Node 20's runner does not find *.test.ts by itself: pass the files explicitly. The Ceph files
-# (test/conformance/rbd-driver.test.ts, ceph-cluster.test.ts, test/functional/rbd-backend.test.ts)
+# (test/conformance/rbd-driver*.test.ts, ceph-cluster.test.ts, test/functional/rbd-backend.test.ts)
 # run in this first group, on the run's shared cluster (below).
 mapfile -t files < <(find test -name '*.test.ts' ! -path 'test/tempest/*' | sort)
 # A hung test file fails after 5 minutes instead of stalling the run (the Keystone file takes

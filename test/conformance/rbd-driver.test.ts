@@ -1,60 +1,28 @@
 /**
  * The rbd driver passes the conformance suite against a real one-node Ceph
- * cluster (test/helpers/ceph.ts, started once for this file; each test gets a
- * pool of its own, so a test's leak check and pool stats see only its own
- * images), and keeps Cinder's RBD behaviour: images with layering,
- * exclusive-lock, object-map and fast-diff, snapshots as RBD snapshots,
- * copy-on-write clones flattened past rbd_max_clone_depth, pool stats from
- * the cluster.
+ * cluster (rbd-fixture.ts), and keeps Cinder's RBD behaviour: images with
+ * layering, exclusive-lock, object-map and fast-diff, snapshots as RBD
+ * snapshots, copy-on-write clones flattened past rbd_max_clone_depth, pool
+ * stats from the cluster, handles of a volume sharing one open image, and a
+ * user with only the rbd profile is enough. Faults and recovery are in
+ * rbd-driver-faults.test.ts.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, test } from 'node:test';
-import { GiB, GuardedDriver, RbdDriver, rbdRegistration, type VolumeDriver } from '../../src/drivers/index.ts';
-import { startCeph } from '../helpers/ceph.ts';
-import { freePort } from '../helpers/net.ts';
+import { test } from 'node:test';
+import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
 import { driverConformance } from './driver-conformance.ts';
+import { rbdFixture } from './rbd-fixture.ts';
 
-const ceph = await startCeph();
-const drivers: VolumeDriver[] = [];
-after(async () => {
-  // After every test's own clean-up (its handles are closed by then).
-  for (const d of drivers) await d.close?.().catch(() => undefined);
-  await ceph.stop();
-});
-
-/** A driver over a fresh pool, with Cinder's options as a backend section would give them. */
-async function rbdBackend(overrides: Record<string, unknown> = {}): Promise<{ driver: VolumeDriver; pool: string; options: Record<string, unknown> }> {
-  const pool = await ceph.newPool();
-  const options = {
-    rbd_pool: pool, rbd_user: ceph.user, rbd_ceph_conf: ceph.confPath, rbd_keyring_conf: ceph.keyringPath, rbd_secret_uuid: '',
-    rbd_flatten_volume_from_snapshot: false, rbd_max_clone_depth: 5, rbd_store_chunk_size: 4, report_discard_supported: false,
-    rados_connect_timeout: 30, ...overrides,
-  };
-  const driver = rbdRegistration.create({ backendName: 'ceph', options: options as never });
-  drivers.push(driver);
-  return { driver, pool, options };
-}
-
-/** Every image and snapshot of `pool`, as `image` and `image@snap`. */
-async function objects(pool: string): Promise<string[]> {
-  const listed = JSON.parse(await ceph.rbd('ls', '-l', '--format', 'json', pool)) as Array<{ image: string; snapshot?: string }>;
-  return listed.map((e) => (e.snapshot ? `${e.image}@${e.snapshot}` : e.image)).sort();
-}
+const { ceph, rbdBackend, objects, info } = await rbdFixture();
 
 driverConformance('rbd', async () => {
   const { driver, pool } = await rbdBackend();
   return { driver, objects: () => objects(pool) };
 });
-
-/** `rbd info` of an image. */
-async function info(pool: string, image: string): Promise<{ features: string[]; parent?: { image: string; snapshot: string } }> {
-  return JSON.parse(await ceph.rbd('info', '--format', 'json', `${pool}/${image}`)) as { features: string[]; parent?: { image: string; snapshot: string } };
-}
 
 test('rbd: images have layering, exclusive-lock, object-map and fast-diff; snapshots are RBD snapshots; volumes from them are COW clones', async () => {
   const { driver: raw, pool } = await rbdBackend();
@@ -109,173 +77,6 @@ test('rbd: a clone whose chain of parents passes rbd_max_clone_depth is flattene
   assert.deepEqual(await objects(pool), []);
 });
 
-test('rbd: a cluster that cannot be reached, or that refuses the credentials, leaves init failing with a message naming the monitors', async () => {
-  const port = await freePort();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rbd-conf-'));
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const dead = path.join(dir, 'dead.conf');
-  fs.writeFileSync(dead, `[global]\nmon_host = 127.0.0.1:${port}\n`);
-  const badKey = path.join(dir, 'bad.keyring');
-  fs.writeFileSync(badKey, '[client.admin]\n\tkey = AQBNhGxlAAAAABAAtjFhMLuJ0Wqk0uCgUpL0rg==\n');
-  const { driver: unreachable } = await rbdBackend({ rbd_ceph_conf: dead, rados_connect_timeout: 2 });
-  await assert.rejects(unreachable.init!(), (e: { message: string; retryable: boolean }) =>
-    e.message.includes(`monitors 127.0.0.1:${port} (${dead}) could not be reached as client.admin: ETIMEDOUT`) && e.retryable);
-  const { driver: refused } = await rbdBackend({ rbd_keyring_conf: badKey, rados_connect_timeout: 5 });
-  await assert.rejects(refused.init!(), (e: { message: string; retryable: boolean }) =>
-    e.message.includes(`refused the credentials of client.admin (keyring ${badKey}): EACCES`) && e.message.includes(ceph.monitor) && !e.retryable);
-});
-
-test('rbd: creates and clones an earlier attempt left half done are completed on retry', async () => {
-  const { driver: raw, pool } = await rbdBackend();
-  const driver = new GuardedDriver(raw, 60_000);
-  await driver.init();
-  // An image created by an attempt that stopped before its size was right.
-  const v = { id: randomUUID(), sizeGiB: 2 };
-  await ceph.rbd('create', '--size', '256M', `${pool}/${RbdDriver.imageName(v.id)}`);
-  await driver.createVolume(v);
-  const h = await driver.openVolume(v);
-  assert.equal(h.sizeBytes, 2 * GiB);
-  const data = Buffer.alloc(4096, 0x33);
-  await h.write(GiB + 8192, data);
-  await h.flush();
-  await h.close();
-  // A clone attempt that took the source's clone snapshot and stopped.
-  const c = { id: randomUUID(), sizeGiB: 3 };
-  await ceph.rbd('snap', 'create', `${pool}/${RbdDriver.imageName(v.id)}@${RbdDriver.imageName(c.id)}.clone_snap`);
-  await driver.cloneVolume(c, v);
-  // One that also made the clone, at the source's size, and stopped before growing it.
-  const d = { id: randomUUID(), sizeGiB: 3 };
-  const snapD = `${pool}/${RbdDriver.imageName(v.id)}@${RbdDriver.imageName(d.id)}.clone_snap`;
-  await ceph.rbd('snap', 'create', snapD);
-  await ceph.rbd('snap', 'protect', snapD);
-  await ceph.rbd('clone', snapD, `${pool}/${RbdDriver.imageName(d.id)}`);
-  await driver.cloneVolume(d, v);
-  for (const x of [c, d]) {
-    const hx = await driver.openVolume(x);
-    assert.equal(hx.sizeBytes, 3 * GiB, 'the clone has its size');
-    assert.ok((await hx.read(GiB + 8192, data.length)).equals(data), 'and the source\'s data');
-    assert.ok((await hx.read(2 * GiB + 4096, 4096)).equals(Buffer.alloc(4096)), 'and zeros past it');
-    await hx.close();
-  }
-  for (const x of [v, c, d]) await driver.deleteVolume(x);
-  assert.deepEqual(await objects(pool), [], 'the source kept for its clones went with the last of them');
-});
-
-/**
- * What a kill can leave of a call: the pool's image names (the directory, as
- * `rbd ls` reads it without opening them) and the snapshots of `image`.
- */
-async function names(pool: string, image: string): Promise<string[]> {
-  const images = (await ceph.rbd('ls', pool)).split('\n').filter(Boolean);
-  const snaps = JSON.parse(await ceph.rbd('snap', 'ls', '--format', 'json', `${pool}/${image}`)) as Array<{ name: string }>;
-  return [...images, ...snaps.map((x) => `@${x.name}`)].sort();
-}
-
-test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SIGKILL) mid-way are completed on retry', async (t) => {
-  const { driver: raw, pool, options } = await rbdBackend();
-  const driver = new GuardedDriver(raw, 60_000);
-  await driver.init();
-  const MiB = 1024 * 1024;
-  const src = { id: randomUUID(), sizeGiB: 1 };
-  await driver.createVolume(src);
-  const data = Buffer.alloc(4 * MiB, 0x6b);
-  const h = await driver.openVolume(src);
-  await h.write(GiB - data.length, data);
-  await h.flush();
-  await h.close();
-  const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
-  await driver.createSnapshot(snap);
-  const srcImage = RbdDriver.imageName(src.id);
-  const child = path.join(import.meta.dirname, 'driver-child.ts');
-  // Every reply from the OSD reaches the child up to 300 ms late: its calls take
-  // seconds, and a kill as soon as the pool shows their first change lands mid-way.
-  const slow = { ...process.env, CEPH_ARGS: '--ms_inject_delay_type osd --ms_inject_delay_max 0.3 --ms_inject_delay_probability 1' };
-  const base = { driver: 'rbd', backendName: 'ceph', options };
-  const cases = [
-    { method: 'createVolume' as const, vol: { id: randomUUID(), sizeGiB: 1 } },
-    { method: 'cloneVolume' as const, vol: { id: randomUUID(), sizeGiB: 2 }, source: src },
-    { method: 'createVolumeFromSnapshot' as const, vol: { id: randomUUID(), sizeGiB: 2 }, snap },
-    { method: 'createSnapshot' as const, snap: { id: randomUUID(), volumeId: src.id, sizeGiB: 1 } },
-  ];
-  for (const job of cases) {
-    const before = await names(pool, srcImage);
-    const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ ...base, ...job })], { env: slow, stdio: ['ignore', 'pipe', 'pipe'] });
-    t.after(() => { proc.kill('SIGKILL'); });
-    let stdout = '';
-    proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-    let changed = false;
-    while (!changed && proc.exitCode === null) changed = JSON.stringify(await names(pool, srcImage)) !== JSON.stringify(before);
-    proc.kill('SIGKILL');
-    await exited;
-    assert.ok(changed, `${job.method}: the call had started changing the pool`);
-    assert.doesNotMatch(stdout, /done/, `${job.method}: the kill came before the call returned`);
-    // The retry, as the job's next attempt makes it.
-    if (job.method === 'createSnapshot') {
-      await driver.createSnapshot(job.snap);
-      const check = { id: randomUUID(), sizeGiB: 1 };
-      await driver.createVolumeFromSnapshot(check, job.snap);
-      const hc = await driver.openVolume(check);
-      assert.ok((await hc.read(GiB - data.length, data.length)).equals(data), 'createSnapshot: the retried snapshot holds the data');
-      await hc.close();
-      await driver.deleteVolume(check);
-      await driver.deleteSnapshot(job.snap);
-    } else {
-      if (job.method === 'createVolume') await driver.createVolume(job.vol);
-      if (job.method === 'cloneVolume') await driver.cloneVolume(job.vol, job.source);
-      if (job.method === 'createVolumeFromSnapshot') await driver.createVolumeFromSnapshot(job.vol, job.snap);
-      const hv = await driver.openVolume(job.vol);
-      assert.equal(hv.sizeBytes, job.vol.sizeGiB * GiB, `${job.method}: the retry made it whole, at its size`);
-      const expected = job.method === 'createVolume' ? Buffer.alloc(data.length) : data;
-      assert.ok((await hv.read(GiB - data.length, data.length)).equals(expected), `${job.method}: with its data`);
-      await hv.close();
-      await driver.deleteVolume(job.vol);
-    }
-  }
-  await driver.deleteSnapshot(snap);
-  await driver.deleteVolume(src);
-  assert.deepEqual(await objects(pool), [], 'nothing of the interrupted attempts is left');
-});
-
-test('rbd: block I/O and management calls leave the event loop free', async (t) => {
-  const { driver: raw } = await rbdBackend();
-  const driver = new GuardedDriver(raw, 60_000);
-  await driver.init();
-  const v = { id: randomUUID(), sizeGiB: 1 };
-  await driver.createVolume(v);
-  const h = await driver.openVolume(v);
-  t.after(() => h.close());
-  const MiB = 1024 * 1024;
-  const blocks = Array.from({ length: 64 }, (_, i) => Buffer.alloc(MiB, i + 1)); // made before the clock runs
-  const clone = { id: randomUUID(), sizeGiB: 1 };
-  // Only librbd works while the clock runs: the loop has nothing to do but tick.
-  let last = performance.now();
-  let worstGapMs = 0;
-  let ticks = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    worstGapMs = Math.max(worstGapMs, now - last);
-    last = now;
-    ticks++;
-  }, 5);
-  t.after(() => clearInterval(timer));
-  const started = performance.now();
-  await Promise.all(blocks.map((b, i) => h.write(i * MiB, b)));
-  await h.flush();
-  const back = await Promise.all(blocks.map((_, i) => h.read(i * MiB, MiB)));
-  await driver.cloneVolume(clone, v); // snapshot, protect, clone: calls on threads of the addon's
-  const c = await driver.openVolume(clone);
-  await c.close();
-  await raw.deleteVolume(clone); // flattens nothing; removes the clone and the clone snapshot
-  const elapsedMs = performance.now() - started;
-  clearInterval(timer);
-  back.forEach((b, i) => assert.ok(b.equals(blocks[i]!), `block ${i}`));
-  t.diagnostic(`${elapsedMs.toFixed(0)} ms of I/O and clone; timer ticks ${ticks}, worst gap ${worstGapMs.toFixed(1)} ms`);
-  // A blocked loop would show a gap as long as a call; a free one ticks all along.
-  assert.ok(ticks >= elapsedMs / 50, `the timer ticked all along (${ticks} ticks in ${elapsedMs.toFixed(0)} ms)`);
-  assert.ok(worstGapMs < Math.max(200, elapsedMs / 3), `no long stall (worst gap ${worstGapMs.toFixed(0)} ms of ${elapsedMs.toFixed(0)} ms)`);
-});
-
 test('rbd: the handles of a volume share one open image, and close at shutdown closes what handles still hold', async () => {
   const { driver } = await rbdBackend();
   await driver.init!();
@@ -312,30 +113,4 @@ test('rbd: a cephx user with only the rbd profile on its pool (as Cinder\'s docs
   await driver.deleteSnapshot(snap);
   for (const x of [v, clone, fromSnap]) await driver.deleteVolume(x);
   assert.deepEqual(await objects(pool), []);
-});
-
-test('rbd: the addon refuses what would crash librbd: a close or shutdown under a running call, a shutdown with images open, a cluster passed as an image', async () => {
-  const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
-  const rbd = loadRbdAddon();
-  const pool = await ceph.newPool();
-  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
-  await rbd.createImage(cluster, pool, 'probe', 64 * 1024 * 1024, 61, 22);
-  const img = await rbd.openImage(cluster, pool, 'probe', null, false);
-  const write = rbd.aioWrite(img, 0, Buffer.alloc(1024 * 1024, 1));
-  await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a write is in flight');
-  await write;
-  const stat = rbd.stat(img);
-  await assert.rejects(rbd.closeImage(img), (e: { code: string }) => e.code === 'EBUSY', 'a close while a call on another thread uses the image');
-  await stat;
-  await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while an image is open');
-  assert.throws(() => rbd.stat(cluster as never), /not an image/);
-  assert.throws(() => rbd.listImages(img as never, pool), /not a cluster/);
-  await rbd.closeImage(img);
-  await assert.rejects(rbd.aioRead(img, 0, Buffer.alloc(512)), (e: { code: string }) => e.code === 'EBADF', 'I/O on a closed image');
-  await assert.rejects(rbd.openImage(cluster, pool, 'missing', null, false), (e: { code: string; errno: number }) => e.code === 'ENOENT' && e.errno === 2);
-  await rbd.removeImage(cluster, pool, 'probe');
-  const listing = rbd.listImages(cluster, pool);
-  await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while a call on another thread uses the cluster');
-  await listing;
-  await rbd.shutdown(cluster);
 });

@@ -249,9 +249,13 @@ export class RbdDriver implements VolumeDriver {
     } catch (err) {
       if (!isRbdError(err, 'EEXIST')) throw err;
     }
-    if (await this.opens(name)) return this.growTo(name, vol.sizeGiB);
-    await this.removeUnwatched(name);
-    await create();
+    try {
+      await this.growTo(name, vol.sizeGiB);
+    } catch (err) {
+      if (!isRbdError(err, 'ENOENT')) throw err;
+      await this.removeUnwatched(name); // listed, but it does not open: half made
+      await create();
+    }
   }
 
   /**
