@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
+import { loadRbdAddon, type RbdAddon, type RbdCluster } from '../../src/drivers/rbd/rbd-addon.ts';
 import { freePort } from '../helpers/net.ts';
 import { rbdFixture } from './rbd-fixture.ts';
 
@@ -71,13 +72,19 @@ test('rbd: creates and clones an earlier attempt left half done are completed on
 });
 
 /**
- * What a kill can leave of a call: the pool's image names (the directory, as
- * `rbd ls` reads it without opening them) and the snapshots of `image`.
+ * What a kill can leave of a call: the pool's image names (its directory,
+ * read without opening them) and the snapshots of `image`. Read through the
+ * addon, a few milliseconds a look: the kill lands within one delayed reply of
+ * the first change.
  */
-async function names(pool: string, image: string): Promise<string[]> {
-  const images = (await ceph.rbd('ls', pool)).split('\n').filter(Boolean);
-  const snaps = JSON.parse(await ceph.rbd('snap', 'ls', '--format', 'json', `${pool}/${image}`)) as Array<{ name: string }>;
-  return [...images, ...snaps.map((x) => `@${x.name}`)].sort();
+async function names(rbd: RbdAddon, cluster: RbdCluster, pool: string, image: string): Promise<string[]> {
+  const images = await rbd.listImages(cluster, pool);
+  const img = await rbd.openImage(cluster, pool, image, null, true);
+  try {
+    return [...images, ...(await rbd.snapList(img)).map((x) => `@${x.name}`)].sort();
+  } finally {
+    await rbd.closeImage(img);
+  }
 }
 
 test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SIGKILL) mid-way are completed on retry', async (t) => {
@@ -95,6 +102,9 @@ test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SI
   const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
   await driver.createSnapshot(snap);
   const srcImage = RbdDriver.imageName(src.id);
+  const rbd = loadRbdAddon();
+  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
+  t.after(() => rbd.shutdown(cluster));
   const child = path.join(import.meta.dirname, 'driver-child.ts');
   // Every reply from the OSD reaches the child up to 300 ms late: its calls take
   // seconds, and a kill as soon as the pool shows their first change lands mid-way.
@@ -107,14 +117,14 @@ test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SI
     { method: 'createSnapshot' as const, snap: { id: randomUUID(), volumeId: src.id, sizeGiB: 1 } },
   ];
   for (const job of cases) {
-    const before = await names(pool, srcImage);
+    const before = await names(rbd, cluster, pool, srcImage);
     const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ ...base, ...job })], { env: slow, stdio: ['ignore', 'pipe', 'pipe'] });
     t.after(() => { proc.kill('SIGKILL'); });
     let stdout = '';
     proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
     let changed = false;
-    while (!changed && proc.exitCode === null) changed = JSON.stringify(await names(pool, srcImage)) !== JSON.stringify(before);
+    while (!changed && proc.exitCode === null) changed = JSON.stringify(await names(rbd, cluster, pool, srcImage)) !== JSON.stringify(before);
     proc.kill('SIGKILL');
     await exited;
     assert.ok(changed, `${job.method}: the call had started changing the pool`);
