@@ -28,7 +28,7 @@ cleanup() {
   if [ -n "$ceph_dir" ]; then node --import tsx test/helpers/ceph-shared.ts stop "$ceph_dir"; fi
 }
 trap cleanup EXIT
-if [ -n "$ceph_dir" ]; then export BASALT_TEST_CEPH_DIR="$ceph_dir"; fi
+if [ -n "$ceph_dir" ]; then export TEST_CEPH_DIR="$ceph_dir"; fi
 status=0
 run --test-concurrency=2 --test-timeout=300000 "${files[@]}" || status=1
 # Tempest needs no Ceph: stop the shared cluster now rather than idle beside it.

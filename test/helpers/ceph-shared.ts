@@ -1,6 +1,6 @@
 /**
  * The Ceph cluster one test run shares (see `ceph.ts`): `start` starts it,
- * prints its folder (for `BASALT_TEST_CEPH_DIR`) and exits with the daemons
+ * prints its folder (for `TEST_CEPH_DIR`) and exits with the daemons
  * left running; `stop DIR` kills them by the pids in `DIR/pids` and removes
  * the folder. Run by `scripts/test.sh`.
  */

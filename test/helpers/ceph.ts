@@ -8,7 +8,7 @@
  *
  * Sharing: `scripts/test.sh` starts one cluster for the whole run
  * (`test/helpers/ceph-shared.ts start`) and names its folder in
- * `BASALT_TEST_CEPH_DIR`; {@link startCeph} then attaches to it, makes a pool
+ * `TEST_CEPH_DIR`; {@link startCeph} then attaches to it, makes a pool
  * of its own for the calling file, and that file's `stop` removes only its
  * pool. The script stops the daemons by pid when the run ends, whatever
  * happened to the files. A file run alone (no such variable) starts and stops
@@ -173,21 +173,21 @@ async function createPool(cli: (...a: string[]) => Promise<string>, daemons: Chi
 
 /** How to start. */
 export interface StartCephOptions {
-  /** Start a cluster of its own even when `BASALT_TEST_CEPH_DIR` names a shared one. Default false. */
+  /** Start a cluster of its own even when `TEST_CEPH_DIR` names a shared one. Default false. */
   fresh?: boolean;
   /** Leave the daemons running when this process exits (the shared cluster of a run). Default false. */
   detached?: boolean;
 }
 
 /**
- * Starts a fresh cluster (or, with `BASALT_TEST_CEPH_DIR`, makes a pool on the
+ * Starts a fresh cluster (or, with `TEST_CEPH_DIR`, makes a pool on the
  * running one): see the module comment. The daemons' pids are written to
  * `<folder>/pids`, one a line.
  * @throws Error naming the daemon or the step that did not get ready.
  */
 export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
   await ensureInstalled();
-  const shared = o.fresh ? undefined : process.env.BASALT_TEST_CEPH_DIR;
+  const shared = o.fresh ? undefined : process.env.TEST_CEPH_DIR;
   const dir = shared ?? fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-ceph-'));
   const confPath = path.join(dir, 'ceph.conf');
   const keyringPath = path.join(dir, 'admin.keyring');
