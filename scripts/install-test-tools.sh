@@ -6,14 +6,16 @@ set -euo pipefail
 # postgresql: the functional suite runs again on a real PostgreSQL; etcd-server: the etcd lock backend.
 # strace: the driver conformance suite kills a driver mid-create at a chosen system call (fault injection).
 # qemu-utils, libnbd-bin: real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy); fio and nbdkit for bench/nbd.
+# qemu-block-extra: qemu-img/qemu-io open `rbd:` URLs (the rbd connection info test, as a librbd hypervisor would).
 # python3-keystone + uwsgi: a real Keystone for the auth tests; python3-openstackclient drives Basalt through its catalog.
 # tempest: OpenStack Tempest's volume API tests judge API fidelity (test/tempest).
 # ceph-mon, ceph-mgr, ceph-osd, ceph-common: the one-node Ceph cluster of the rbd driver's tests
-# (test/helpers/ceph.ts); librbd-dev, librados-dev: the headers the optional RBD addon (native/rbd) builds with.
-PKGS=(python3-cinderclient xfsprogs strace qemu-utils libnbd-bin fio nbdkit postgresql etcd-server
+# (test/helpers/ceph.ts); librbd-dev, librados-dev: the headers the optional RBD addon (native/rbd) builds with;
+# radosgw: Ceph's S3 endpoint, the real store of the s3 backup target's tests (test/helpers/radosgw.ts).
+PKGS=(python3-cinderclient xfsprogs strace qemu-utils qemu-block-extra libnbd-bin fio nbdkit postgresql etcd-server
   python3-keystone uwsgi-core uwsgi-plugin-python3 python3-openstackclient
   tempest python3-tempest
-  ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev)
+  ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev radosgw)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -50,6 +50,18 @@ export const DEFAULT_OPTIONS = {
     type: 'string', default: (ctx) => path.join(ctx.stateDir, 'backups'),
     help: 'Directory of the posix backup target (Cinder\'s name): the backup repository keeps every backup\'s chunks and manifest there, under volumes/<volume id>/. Default <state_dir>/backups. Put it on another disk than the volumes for backups to survive that disk.',
   }),
+  backup_driver: opt<string>({
+    type: 'string', default: 'posix', choices: ['posix', 's3'],
+    help: 'Where the backup repository keeps backups: posix (a directory, backup_posix_path) or s3 (a bucket of any S3-compatible store, the backup_s3_* options). Cinder names its drivers by class; Basalt by these two words.',
+  }),
+  backup_s3_endpoint_url: opt<string>({
+    type: 'string', default: '',
+    help: 'URL of the S3-compatible store (Cinder\'s name), e.g. http://127.0.0.1:7480 for Ceph\'s radosgw. Empty: AWS\'s own endpoint. Addressed path-style (endpoint/bucket/key).',
+  }),
+  backup_s3_store_bucket: opt<string>({ type: 'string', default: 'volumebackups', help: 'Bucket that holds the backup repository (Cinder\'s name and default). It must exist.' }),
+  backup_s3_store_access_key: opt<string>({ type: 'string', default: '', help: 'S3 access key id (Cinder\'s name).' }),
+  backup_s3_store_secret_key: opt<string>({ type: 'string', default: '', secret: true, help: 'S3 secret access key (Cinder\'s name).' }),
+  backup_s3_timeout: opt<number>({ type: 'int', default: 60, min: 1, max: 3600, help: 'Seconds one S3 request may take before the store counts as unreachable and the backup job is retried later (Cinder\'s name and default).' }),
   host: opt<string>({
     type: 'string', default: () => os.hostname(),
     help: 'Name of this node, the first part of host strings (host@backend#pool). Default: the machine hostname.',

@@ -25,7 +25,7 @@ import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
 import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
-import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, PosixTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
+import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, configuredBackupTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
 import { BackupRowRepository } from '../db/index.ts';
 import { BASALT_VERSION } from './version.ts';
 import { attachmentExports } from './attachment-exports.ts';
@@ -180,14 +180,15 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
     }
     const lockTimeoutMs = config.coordination.lock_timeout_seconds * 1000;
     if (roles.has('backup')) {
+      const backupTarget = configuredBackupTarget(d);
       const backupService = new BackupService({
-        ...common, ...backupJobDeps, db, quotas, kinds: backupKinds, repository: new BackupRepository(new PosixTarget(d.backup_posix_path)),
+        ...common, ...backupJobDeps, db, quotas, kinds: backupKinds, repository: new BackupRepository(backupTarget),
         coordinator, lockTimeoutMs, backends: served, ...(exports ? { exports } : {}), host: d.host,
         availabilityZone: d.storage_availability_zone, log: log.child({ role: 'backup' }),
       });
       await backupService.start();
       stoppers.push(() => backupService.stop());
-      log.info({ clusters: [...served.keys()], target: d.backup_posix_path }, 'backup service started');
+      log.info({ clusters: [...served.keys()], target: backupTarget.location }, 'backup service started');
     }
     if (roles.has('scheduler')) {
       const scheduler = new Scheduler({
