@@ -12,5 +12,5 @@ export * from './backup-service.ts';
 export * from './backup-quota.ts';
 export * from './stuck-backups.ts';
 export * from './volume-from-backup.ts';
-export * from './s3-target.ts';
+export type { S3Target, S3TargetOptions } from './s3-target.ts';
 export * from './backup-target-config.ts';

@@ -180,7 +180,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
     }
     const lockTimeoutMs = config.coordination.lock_timeout_seconds * 1000;
     if (roles.has('backup')) {
-      const backupTarget = configuredBackupTarget(d);
+      const backupTarget = await configuredBackupTarget(d);
       const backupService = new BackupService({
         ...common, ...backupJobDeps, db, quotas, kinds: backupKinds, repository: new BackupRepository(backupTarget),
         coordinator, lockTimeoutMs, backends: served, ...(exports ? { exports } : {}), host: d.host,

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { BackupRepository, S3Target } from '../../src/backup/index.ts';
+import { BackupRepository, s3Target, type S3Target } from '../../src/backup/index.ts';
 import { fileRegistration } from '../../src/drivers/index.ts';
 import { startCeph } from '../helpers/ceph.ts';
 import { freePort } from '../helpers/net.ts';
@@ -28,7 +28,7 @@ async function newTarget(): Promise<S3Target> {
   const admin = new S3Client({ endpoint: rgw.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey } });
   await admin.send(new CreateBucketCommand({ Bucket: bucket }));
   admin.destroy();
-  return new S3Target({ endpoint: rgw.endpoint, bucket, prefix: 'backups', accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
+  return await s3Target({ endpoint: rgw.endpoint, bucket, prefix: 'backups', accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
 }
 
 backupTargetConformance('s3', async (t) => {
@@ -37,7 +37,7 @@ backupTargetConformance('s3', async (t) => {
   return target;
 }, {
   unreachable: async (t) => {
-    const target = new S3Target({ endpoint: `http://127.0.0.1:${await freePort()}`, bucket: 'nowhere', accessKeyId: 'x', secretAccessKey: 'y', requestTimeoutMs: 2000 });
+    const target = await s3Target({ endpoint: `http://127.0.0.1:${await freePort()}`, bucket: 'nowhere', accessKeyId: 'x', secretAccessKey: 'y', requestTimeoutMs: 2000 });
     t.after(() => target.close());
     return target;
   },
@@ -47,7 +47,7 @@ test('s3: wrong credentials fail with a driver error that is not retried', async
   const good = await newTarget();
   t.after(() => good.close());
   const bucket = good.location.slice('s3://'.length).split('/')[0]!;
-  const bad = new S3Target({ endpoint: rgw.endpoint, bucket, accessKeyId: rgw.accessKeyId, secretAccessKey: 'wrong' });
+  const bad = await s3Target({ endpoint: rgw.endpoint, bucket, accessKeyId: rgw.accessKeyId, secretAccessKey: 'wrong' });
   t.after(() => bad.close());
   await assert.rejects(bad.put('k', Buffer.from('x')), (err: Error & { retryable?: boolean }) => err.retryable === false && /SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId/.test(err.message));
 });
@@ -89,7 +89,7 @@ test('s3: Basalt with backup_driver = s3 backs up, restores and deletes through 
   t.after(() => target.close());
   const bucket = target.location.slice('s3://'.length).split('/')[0]!;
   // The server keeps its repository at the bucket's root (no prefix): look there.
-  const root = new S3Target({ endpoint: rgw.endpoint, bucket, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
+  const root = await s3Target({ endpoint: rgw.endpoint, bucket, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey });
   t.after(() => root.close());
   const s = await startTestServer(t, {
     env: {
