@@ -1,0 +1,182 @@
+/**
+ * Backup benchmark (issue 15, part 6), peers in the same run: a 4 GiB volume
+ * of the `file` driver holding 1 GiB of written data, backed up in full, then
+ * 1% of the written data rewritten at random places (4 KiB writes) and backed
+ * up incrementally, then restored to a new volume. Basalt's backup repository
+ * on the posix target (what the backup role runs, without the API around it)
+ * beside `restic` (Debian's) backing up and restoring the same file, in
+ * alternating rounds. Prints per step: seconds, MiB/s, bytes read from the
+ * volume (Basalt: counted at the handle; restic: the file's bytes it read, from
+ * /proc/<pid>/io rchar), bytes stored, CPU seconds; medians over the rounds.
+ *
+ *   node --import tsx bench/backup.ts [--rounds 3] [--dir /var/tmp] [--data-mib 1024] [--size-gib 4]
+ *
+ * Basalt's incremental backup takes the changed ranges when it is given them;
+ * until changed-block tracking records them (issue 15, part 3) the backup role
+ * passes none, and this bench measures both: `incremental (ranges known)` and
+ * `incremental (no ranges)`, the latter reading every data chunk and storing
+ * only the changed ones.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { BackupRepository, PosixTarget, type BackupSource, type ByteRange } from '../src/backup/index.ts';
+import { fileRegistration, type VolumeHandle } from '../src/drivers/index.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    dir: { type: 'string', default: os.tmpdir() },
+    'data-mib': { type: 'string', default: '1024' },
+    'size-gib': { type: 'string', default: '4' },
+  },
+});
+const MiB = 1024 * 1024;
+const ROUNDS = Number(args.rounds);
+const DATA = Number(args['data-mib']) * MiB;
+const SIZE_GIB = Number(args['size-gib']);
+
+interface Step { s: number; readBytes: number; storedBytes: number; cpuS: number }
+
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+function duBytes(dir: string): number {
+  let total = 0;
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p); else total += fs.statSync(p).size;
+    }
+  };
+  if (fs.existsSync(dir)) walk(dir);
+  return total;
+}
+
+/** Runs restic, returning wall seconds, CPU seconds and bytes it read (rchar). */
+async function restic(argv: string[], env: NodeJS.ProcessEnv): Promise<{ s: number; cpuS: number; rchar: number }> {
+  const t = performance.now();
+  const child = spawn('restic', argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d) => { err += d; });
+  let rchar = 0;
+  let ticks = 0;
+  // Sampled from /proc while it runs (the last sample is at most 20 ms before it ends).
+  const sample = setInterval(() => {
+    try {
+      rchar = Number(/rchar: (\d+)/.exec(fs.readFileSync(`/proc/${child.pid}/io`, 'utf8'))![1]);
+      const stat = fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks = Number(f[11]) + Number(f[12]);
+    } catch { /* ended */ }
+  }, 20);
+  const code = await new Promise<number>((resolve) => child.once('exit', (c) => resolve(c ?? 1)));
+  clearInterval(sample);
+  if (code !== 0) throw new Error(`restic ${argv[0]} failed: ${err}`);
+  return { s: (performance.now() - t) / 1000, cpuS: ticks / 100, rchar };
+}
+
+function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)]! : NaN;
+}
+
+async function round(base: string): Promise<Record<string, Step>> {
+  const dir = fs.mkdtempSync(path.join(base, 'basalt-bench-backup-'));
+  try {
+    const volumes = path.join(dir, 'volumes');
+    fs.mkdirSync(volumes);
+    const driver = fileRegistration.create({ backendName: 'file', options: { file_volume_dir: volumes, total_capacity_gb: 0 } });
+    await driver.init?.();
+    await driver.createVolume({ id: 'v', sizeGiB: SIZE_GIB });
+    const vol = await driver.openVolume({ id: 'v', sizeGiB: SIZE_GIB });
+    // 1 GiB of data in 64 MiB runs spread over the volume; incompressible, as most volume data is.
+    const runs = DATA / (64 * MiB);
+    const stride = Math.floor((SIZE_GIB * 1024 * MiB) / runs / MiB) * MiB;
+    for (let r = 0; r < runs; r++) for (let o = 0; o < 64 * MiB; o += 4 * MiB) await vol.write(r * stride + o, randomBytes(4 * MiB));
+    await vol.flush();
+    const file = path.join(volumes, fs.readdirSync(volumes).find((n) => n.includes('v'))!);
+
+    const counted = (h: VolumeHandle): BackupSource & { read_: number } => {
+      const s = { read_: 0, sizeBytes: h.sizeBytes, read: async (o: number, n: number) => { s.read_ += n; return h.read(o, n); }, blockStatus: (o: number, n: number) => h.blockStatus!(o, n) };
+      return s;
+    };
+    const out: Record<string, Step> = {};
+    const target = path.join(dir, 'basalt-repo');
+    const repo = new BackupRepository(new PosixTarget(target));
+
+    let src = counted(vol);
+    let t = performance.now(); let c = cpuSeconds();
+    const full = await repo.create({ volumeId: 'v', backupId: 'full', source: src, createdAt: new Date().toISOString() });
+    out['basalt full'] = { s: (performance.now() - t) / 1000, readBytes: src.read_, storedBytes: duBytes(target), cpuS: cpuSeconds() - c };
+
+    // restic, same file, full.
+    const env = { ...process.env, RESTIC_REPOSITORY: path.join(dir, 'restic-repo'), RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: path.join(dir, 'restic-cache') };
+    await restic(['init'], env);
+    let r = await restic(['backup', '--quiet', file], env);
+    out['restic full'] = { s: r.s, readBytes: r.rchar, storedBytes: duBytes(env.RESTIC_REPOSITORY), cpuS: r.cpuS };
+
+    // 1% of the written data rewritten in 4 KiB writes at random places within the data runs.
+    const changed: ByteRange[] = [];
+    for (let i = 0; i < DATA / 100 / 4096; i++) {
+      const run = Math.floor(Math.random() * runs);
+      const at = run * stride + Math.floor(Math.random() * (64 * MiB / 4096)) * 4096;
+      await vol.write(at, randomBytes(4096));
+      changed.push({ offset: at, length: 4096 });
+    }
+    await vol.flush();
+
+    let before = duBytes(target);
+    src = counted(vol);
+    t = performance.now(); c = cpuSeconds();
+    await repo.create({ volumeId: 'v', backupId: 'inc', source: src, parent: full.manifest, changed, createdAt: new Date().toISOString() });
+    out['basalt incremental (ranges known)'] = { s: (performance.now() - t) / 1000, readBytes: src.read_, storedBytes: duBytes(target) - before, cpuS: cpuSeconds() - c };
+
+    before = duBytes(target);
+    src = counted(vol);
+    t = performance.now(); c = cpuSeconds();
+    const incAll = await repo.create({ volumeId: 'v', backupId: 'inc2', source: src, parent: full.manifest, createdAt: new Date().toISOString() });
+    out['basalt incremental (no ranges)'] = { s: (performance.now() - t) / 1000, readBytes: src.read_, storedBytes: duBytes(target) - before, cpuS: cpuSeconds() - c };
+
+    before = duBytes(env.RESTIC_REPOSITORY);
+    r = await restic(['backup', '--quiet', file], env);
+    out['restic incremental'] = { s: r.s, readBytes: r.rchar, storedBytes: duBytes(env.RESTIC_REPOSITORY) - before, cpuS: r.cpuS };
+
+    // Restores: Basalt onto a new volume; restic to a folder.
+    await driver.createVolume({ id: 'r', sizeGiB: SIZE_GIB });
+    const dest = await driver.openVolume({ id: 'r', sizeGiB: SIZE_GIB });
+    t = performance.now(); c = cpuSeconds();
+    const restored = await repo.restore(incAll.manifest, dest, { zeroed: true });
+    out['basalt restore'] = { s: (performance.now() - t) / 1000, readBytes: duBytes(target), storedBytes: restored.bytesWritten, cpuS: cpuSeconds() - c };
+    const same = (await dest.read(0, 64 * MiB)).equals(await vol.read(0, 64 * MiB));
+    if (!same) throw new Error('restored volume differs');
+    await dest.close();
+    r = await restic(['restore', 'latest', '--target', path.join(dir, 'restic-out')], env);
+    out['restic restore'] = { s: r.s, readBytes: r.rchar, storedBytes: duBytes(path.join(dir, 'restic-out')), cpuS: r.cpuS };
+    await vol.close();
+    return out;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const all: Record<string, Step[]> = {};
+for (let i = 0; i < ROUNDS; i++) {
+  const r = await round(args.dir!);
+  for (const [k, v] of Object.entries(r)) (all[k] ??= []).push(v);
+  process.stderr.write(`round ${i + 1}/${ROUNDS} done\n`);
+}
+const rows = Object.entries(all).map(([step, xs]) => {
+  const s = median(xs.map((x) => x.s));
+  return {
+    step, seconds: +s.toFixed(2), data_mib_per_s: +((DATA / MiB) / s).toFixed(0),
+    read_mib: +(median(xs.map((x) => x.readBytes)) / MiB).toFixed(1), stored_mib: +(median(xs.map((x) => x.storedBytes)) / MiB).toFixed(1),
+    cpu_s: Number.isNaN(median(xs.map((x) => x.cpuS))) ? null : +median(xs.map((x) => x.cpuS)).toFixed(2),
+  };
+});
+console.log(JSON.stringify({ volume_gib: SIZE_GIB, data_mib: DATA / MiB, rounds: ROUNDS, placement: 'same machine, alternating Basalt then restic within each round', rows }, null, 2));
