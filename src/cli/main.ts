@@ -11,6 +11,7 @@ import { migrateToLatest, migrationStatus, openDatabase, startRefusal } from '..
 import { BasaltError } from '../errors/index.ts';
 import { ROLES, startServer, type Role } from '../server/index.ts';
 import { BASALT_VERSION } from '../server/index.ts';
+import { rbdUrl, type RbdConnectionData } from './rbd-url.ts';
 
 interface CommonFlags { config?: string; port?: number; stateDir?: string }
 
@@ -95,7 +96,7 @@ function withClient(cmd: Command): Command {
 }
 
 withClient(program.command('attach <volume>'))
-  .description('attach a volume to this host: a loop device when the volume is a file here, else the NBD URI')
+  .description('attach a volume to this host: a loop device when the volume is a file here, an rbd: URL (for QEMU with librbd) on an rbd backend, else the NBD URI')
   .option('--mode <mode>', 'rw or ro', 'rw')
   .option('--host <name>', 'this host\'s name as the volume service knows it', os.hostname())
   .action(async (volume: string, flags: { url: string; project: string; user: string; mode: string; host: string }) => {
@@ -107,6 +108,9 @@ withClient(program.command('attach <volume>'))
     const info = attachment.connection_info as { driver_volume_type: string; data: Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
     if (info.driver_volume_type === 'local') {
       console.log(await attachLoop(info.data.device_path));
+    } else if (info.driver_volume_type === 'rbd') {
+      // QEMU's rbd: URL; the key stays out of it (the keyring, if given, is in the connection info).
+      console.log(rbdUrl(info.data as RbdConnectionData));
     } else {
       const d = info.data;
       console.log(d.tls?.required ? `nbds://${d.tls.psk_identity}@${d.host}:${d.port}/${d.export_name} (TLS-PSK key ${d.tls.psk_key})` : d.uri);

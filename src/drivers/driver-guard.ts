@@ -22,7 +22,8 @@
 import { BasaltError, DriverError, InvalidInputError } from '../errors/index.ts';
 import {
   resolveCapabilities, VOLUME_ID_PLACEHOLDER,
-  type BackendStats, type DriverCapabilities, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
+  type BackendStats, type DriverCapabilities, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
+  type VolumeHandle, type VolumeRef,
 } from './volume-driver.ts';
 
 /** The optional methods `supportsManageExisting` declares. */
@@ -216,6 +217,24 @@ export class GuardedDriver implements VolumeDriver {
     if (!this.capabilities.supportsLocalPath) return undefined;
     const template = this.localPath({ id: VOLUME_ID_PLACEHOLDER });
     return template.includes(VOLUME_ID_PLACEHOLDER) ? template : undefined;
+  }
+
+  /**
+   * The template of every volume's native connection info, `{volume_id}`
+   * standing for the id (what the service report publishes), or undefined
+   * when the driver has none now (not declared, or hosts are to use NBD).
+   * @throws DriverError when the driver fails or its answer is not a
+   *   connection info naming the volume by its id.
+   */
+  async nativeConnectionTemplate(): Promise<NativeConnection | undefined> {
+    const native = this.driver.nativeConnection;
+    if (!this.capabilities.supportsNativeConnection || !native) return undefined;
+    const info = await this.call('nativeConnection', [], () => native.call(this.driver, { id: VOLUME_ID_PLACEHOLDER }));
+    if (info === undefined) return undefined;
+    const valid = typeof info === 'object' && info !== null && typeof info.driverVolumeType === 'string' && info.driverVolumeType !== ''
+      && typeof info.data === 'object' && info.data !== null && JSON.stringify(info.data).includes(VOLUME_ID_PLACEHOLDER);
+    if (!valid) throw new DriverError('Driver call nativeConnection did not give a connection info naming the volume by its id');
+    return { driverVolumeType: info.driverVolumeType, data: { ...info.data } };
   }
 
   /**

@@ -39,7 +39,9 @@
  *   │   createVolumeFromSnapshot ─┘     │ ▲ │
  *   │                                   │ │ ├── openVolume ──► HANDLE: read, write, flush, trim,
  *   │                    createSnapshot │ │ │                  writeZeroes, blockStatus … close
- *   │                                   ▼ │ └── localPath (optional): the volume as a local file
+ *   │                                   ▼ │ ├── localPath (optional): the volume as a local file
+ *   │                                     │ │ └── nativeConnection (optional, at every heartbeat): how a
+ *   │                                     │ │     host opens volumes itself, without the NBD export
  *   │                            SNAPSHOT │
  *   │                              │  └───┘ revertToSnapshot (optional; into its own volume)
  *   │                              ├──► createVolumeFromSnapshot (a new, independent VOLUME)
@@ -77,11 +79,12 @@
  * `canRunIoInParallel`, `canMultiConn`, `supportsLocalPath` with `localPath`,
  * and registration records; 1.3 added `supportsManageExisting` with
  * `manageExistingGetSize`, `manageExisting`, `unmanage`,
- * `manageExistingSnapshot`, `unmanageSnapshot` and the `listManageable…` pair.
+ * `manageExistingSnapshot`, `unmanageSnapshot` and the `listManageable…` pair;
+ * 1.4 added `supportsNativeConnection` with `nativeConnection`.
  */
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.3';
+export const DRIVER_CONTRACT_VERSION = '1.4';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -148,6 +151,14 @@ export interface DeclaredCapabilities {
    * manage and unmanage requests for this backend.
    */
   readonly supportsManageExisting?: boolean;
+  /**
+   * Whether `nativeConnection` exists: hosts may open volumes through the
+   * backend's own protocol (Cinder's connection info of that protocol, such
+   * as `rbd` for a hypervisor with librbd) instead of through the NBD export.
+   * Default false: every attachment goes through the NBD export (or a local
+   * path).
+   */
+  readonly supportsNativeConnection?: boolean;
   /** Protocol named in pool stats (`storage_protocol`). Default `nbd`: the core exports every backend over NBD. */
   readonly storageProtocol?: string;
   /** Vendor shown in pool stats (`vendor_name`). */
@@ -174,6 +185,7 @@ export const CAPABILITY_DEFAULTS: Readonly<Omit<DriverCapabilities, 'vendorName'
   supportsRevertToSnapshot: false,
   supportsLocalPath: false,
   supportsManageExisting: false,
+  supportsNativeConnection: false,
   storageProtocol: 'nbd',
 });
 
@@ -563,6 +575,31 @@ export interface VolumeDriver {
   localPath?(vol: Pick<VolumeRef, 'id'>): string;
 
   /**
+   * How a host that speaks the backend's own protocol opens a volume: Cinder's
+   * connection info of that protocol (`driver_volume_type` and the driver's
+   * part of `data`, in Cinder's key names), or undefined when hosts are to
+   * use the NBD export (a driver whose operator chose NBD). Optional: present
+   * exactly when `capabilities.supportsNativeConnection`.
+   * - When: at every heartbeat, with `{ id: '{volume_id}' }`; the volume
+   *   service publishes the answer in its service report as a template, and
+   *   connection info for an attachment substitutes the volume's id into every
+   *   string of it. So it must be a function of the id (and of the backend's
+   *   state, such as its monitors, which the next heartbeat refreshes) that
+   *   contains the id verbatim where it names the volume. The core adds
+   *   `access_mode` and `encrypted` to `data`, as Cinder's volume manager does.
+   * - Preconditions: `init` has succeeded.
+   * - Postconditions: none (reads only). What is returned is readable by every
+   *   user who attaches a volume of this backend: a secret belongs in it only
+   *   where Cinder puts it there too.
+   * - Idempotency: pure, as long as the backend does not change.
+   * - Errors: `DriverError`; the volume service logs it and keeps publishing
+   *   the last answer it had (so a passing failure does not switch hosts to NBD).
+   * - Default if omitted: none; every attachment goes through the NBD export
+   *   (or a local path).
+   */
+  nativeConnection?(vol: Pick<VolumeRef, 'id'>): Promise<NativeConnection | undefined>;
+
+  /**
    * The size of storage a manage request names. Optional: present exactly
    * when `capabilities.supportsManageExisting` (as are all the manage methods).
    * - When: for a volume in status `managing`, before its quota is taken and
@@ -666,6 +703,16 @@ export interface VolumeDriver {
    * - Default if omitted: nothing to release.
    */
   close?(): Promise<void>;
+}
+
+/**
+ * Connection info in a backend's own protocol (see
+ * {@link VolumeDriver.nativeConnection}): Cinder's `driver_volume_type` (such
+ * as `rbd`) and the driver's keys of `data`.
+ */
+export interface NativeConnection {
+  readonly driverVolumeType: string;
+  readonly data: Readonly<Record<string, unknown>>;
 }
 
 /** The id placeholder of a local path template (see {@link VolumeDriver.localPath}). */

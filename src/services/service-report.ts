@@ -62,6 +62,17 @@ export interface LocalEndpoint {
 }
 
 /**
+ * How hosts open this backend's volumes through its own protocol (the
+ * driver's `nativeConnection`): Cinder's `driver_volume_type` and `data`,
+ * `{volume_id}` standing for the volume's id in every string. Published when
+ * the driver has one; absent, attachments go through the NBD export.
+ */
+export interface NativeConnectionReport {
+  driver_volume_type: string;
+  data: Record<string, unknown>;
+}
+
+/**
  * One volume or snapshot the backend holds, as the 3.8 manageable listings
  * show it (Cinder's field names). Basalt's own carry `cinder_id` and are not
  * safe to manage.
@@ -92,6 +103,8 @@ export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoi
    */
   manageable_volumes?: ManageableReport[];
   manageable_snapshots?: ManageableReport[];
+  /** Native connection info (absent: none, or a member of an older release; its volumes attach over NBD). */
+  native_connection?: NativeConnectionReport;
 }
 
 /** How many manageable volumes (and snapshots) a report carries at most: the report is rewritten at every heartbeat. */
@@ -168,6 +181,18 @@ export function nbdEndpointOf(report: ServiceReport | undefined): NbdEndpoint | 
 export function localEndpointOf(report: ServiceReport | undefined): LocalEndpoint | undefined {
   const template = report?.local_path_template;
   return report?.local_host && template?.includes(VOLUME_ID_PLACEHOLDER) ? { local_host: report.local_host, local_path_template: template } : undefined;
+}
+
+/** The native connection a report announces, if its driver has one. */
+export function nativeConnectionOf(report: ServiceReport | undefined): NativeConnectionReport | undefined {
+  const n = report?.native_connection;
+  return n && typeof n.driver_volume_type === 'string' && n.data && typeof n.data === 'object' ? n : undefined;
+}
+
+/** The native connection info of volume `volumeId`: the template with its id substituted in every string. */
+export function nativeConnectionFor(template: NativeConnectionReport, volumeId: string): NativeConnectionReport {
+  // Every string of the template, nested ones included; a volume id is JSON-safe (a UUID).
+  return JSON.parse(JSON.stringify(template).replaceAll(VOLUME_ID_PLACEHOLDER, volumeId)) as NativeConnectionReport;
 }
 
 /** The local path of volume `volumeId` under a local endpoint. */

@@ -7,19 +7,28 @@
 import { createHash } from 'node:crypto';
 import type { AttachmentRow, ServiceRepository, ServiceRow, VolumeRow } from '../db/index.ts';
 import type { Tx } from '../jobs/index.ts';
-import { localEndpointOf, localPathOf, nbdEndpointOf, readReport, type LocalEndpoint, type NbdEndpoint } from '../services/index.ts';
+import {
+  localEndpointOf, localPathOf, nativeConnectionFor, nativeConnectionOf, nbdEndpointOf, readReport, type LocalEndpoint, type NativeConnectionReport, type NbdEndpoint,
+} from '../services/index.ts';
 
-/** Where a volume service exports (its report's NBD endpoint, and its local one if any). */
-export type Endpoint = NbdEndpoint & Partial<LocalEndpoint>;
+/**
+ * Where a volume service exports (its report's NBD endpoint, and its local
+ * one if any), and its driver's native connection template if it has one.
+ */
+export type Endpoint = NbdEndpoint & Partial<LocalEndpoint> & { native?: NativeConnectionReport };
 
-/** The connection info handed to a host (Cinder's `connection_info`). */
-export interface ConnectionInfo { driver_volume_type: 'nbd' | 'local'; data: Record<string, unknown> }
+/**
+ * The connection info handed to a host (Cinder's `connection_info`): `nbd`,
+ * `local`, or a driver's native type (`rbd`).
+ */
+export interface ConnectionInfo { driver_volume_type: string; data: Record<string, unknown> }
 
 /** A service's endpoint, if it reports one. */
 export function endpointOf(s: Pick<ServiceRow, 'capabilities'>): Endpoint | undefined {
   const report = readReport(s);
   const nbd = nbdEndpointOf(report);
-  return nbd ? { ...nbd, ...localEndpointOf(report) } : undefined;
+  const native = nativeConnectionOf(report);
+  return nbd ? { ...nbd, ...localEndpointOf(report), ...(native ? { native } : {}) } : undefined;
 }
 
 /**
@@ -41,7 +50,10 @@ export async function chooseEndpoint(q: Tx, services: ServiceRepository, downMs:
 /**
  * The connection info of attachment `a` through `endpoint`: the volume's
  * local path as a local device when the host is the volume's own host (a
- * driver with `supportsLocalPath`), else the NBD export with its TLS-PSK credentials. `encrypted`
+ * driver with `supportsLocalPath`); else the driver's native connection info
+ * when it has one (`supportsNativeConnection`: Cinder's `rbd` for an rbd
+ * backend, with `access_mode` and `encrypted` added as Cinder's volume
+ * manager adds them); else the NBD export with its TLS-PSK credentials. `encrypted`
  * says, as in Cinder, that the host must open an encryption layer over the
  * device: it gets the key id from `GET /volumes/{id}/encryption` and the key
  * from the key manager.
@@ -53,6 +65,10 @@ export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encr
       driver_volume_type: 'local',
       data: { device_path: localPathOf({ local_host: endpoint.local_host, local_path_template: endpoint.local_path_template }, v.id), access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted },
     };
+  }
+  if (endpoint.native) {
+    const native = nativeConnectionFor(endpoint.native, v.id);
+    return { driver_volume_type: native.driver_volume_type, data: { ...native.data, access_mode: a.attach_mode, encrypted } };
   }
   return {
     driver_volume_type: 'nbd',

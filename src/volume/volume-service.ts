@@ -10,7 +10,7 @@ import { RoleService, type JobQueue, type RoleServiceOptions } from '../jobs/ind
 import { volumeHandlers, type ExportServer } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
 import {
-  MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type ServiceReport,
+  MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type NativeConnectionReport, type ServiceReport,
 } from '../services/index.ts';
 
 /** Settings of a {@link VolumeService}. */
@@ -37,6 +37,8 @@ export class VolumeService {
   readonly serviceHost: string;
   /** The cluster whose jobs this service takes. */
   readonly cluster: string;
+  /** The last native connection the driver gave, published again when asking fails. */
+  private lastNative: NativeConnectionReport | undefined;
 
   constructor(private readonly o: VolumeServiceOptions) {
     this.serviceHost = `${o.host}@${o.backend.name}`;
@@ -95,7 +97,25 @@ export class VolumeService {
         copy_method: p.copyMethod ?? 'copy',
       })),
       ...(await this.manageable()),
+      ...(await this.nativeConnection()),
     };
+  }
+
+  /**
+   * The driver's native connection template, if any. When asking fails (a
+   * monitor slow to answer) the last answer is published again: hosts keep
+   * the protocol they were given instead of switching to NBD for a heartbeat.
+   */
+  private async nativeConnection(): Promise<Pick<ServiceReport, 'native_connection'>> {
+    const { driver } = this.o;
+    if (!driver.capabilities.supportsNativeConnection) return {};
+    try {
+      const n = await driver.nativeConnectionTemplate();
+      this.lastNative = n ? { driver_volume_type: n.driverVolumeType, data: { ...n.data } } : undefined;
+    } catch (err) {
+      this.o.log.warn({ err }, 'asking the driver for its native connection failed; publishing the last one');
+    }
+    return this.lastNative ? { native_connection: this.lastNative } : {};
   }
 
   /** What the backend could adopt, for the 3.8 listings; nothing when its driver cannot manage or the listing fails (the heartbeat goes on). */

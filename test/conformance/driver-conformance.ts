@@ -266,7 +266,9 @@ export function driverConformance(name: string, factory: DriverFactory, o: Confo
   });
 
   test(`${name}: an undeclared capability is refused`, async (t) => {
-    const { driver } = await setup(t, { declare: { supportsRevertToSnapshot: false, supportsLocalPath: false, supportsOnlineExtend: false, supportsManageExisting: false } });
+    const { driver } = await setup(t, {
+      declare: { supportsRevertToSnapshot: false, supportsLocalPath: false, supportsOnlineExtend: false, supportsManageExisting: false, supportsNativeConnection: false },
+    });
     await assert.rejects(driver.manageExisting({ id: randomUUID() }, { 'source-name': 'x' }), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
     await assert.rejects(driver.unmanage({ id: randomUUID() }), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
     assert.equal(driver.capabilities.supportsRevertToSnapshot, false);
@@ -277,6 +279,7 @@ export function driverConformance(name: string, factory: DriverFactory, o: Confo
     await assert.rejects(driver.revertToSnapshot(v, snap), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
     assert.throws(() => driver.localPath(v), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
     assert.equal(driver.localPathTemplate(), undefined, 'no local path is published');
+    assert.equal(await driver.nativeConnectionTemplate(), undefined, 'no native connection is published');
     const h = await driver.openVolume(v);
     await assert.rejects(driver.extendVolume(v, 2), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED', 'no extend while a handle is open');
     await h.close();
@@ -293,6 +296,7 @@ export function driverConformance(name: string, factory: DriverFactory, o: Confo
     assert.equal(driver.capabilities.supportsRevertToSnapshot, typeof under.driver.revertToSnapshot === 'function', 'revert is declared exactly when the method exists');
     assert.equal(driver.capabilities.supportsLocalPath, typeof under.driver.localPath === 'function', 'local paths are declared exactly when the method exists');
     assert.equal(driver.capabilities.supportsManageExisting, typeof under.driver.manageExisting === 'function', 'manage is declared exactly when the method exists');
+    assert.equal(driver.capabilities.supportsNativeConnection, typeof under.driver.nativeConnection === 'function', 'native connections are declared exactly when the method exists');
   });
 
   test(`${name}: a create killed mid-way is completed on retry`, async (t) => {

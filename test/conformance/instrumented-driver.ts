@@ -90,6 +90,9 @@ export function instrumented(inner: VolumeDriver, o: InstrumentOptions = {}): { 
       ? { revertToSnapshot: (vol: VolumeRef, snap: SnapshotRef) => around('revertToSnapshot', vol.id, () => inner.revertToSnapshot!(vol, snap)) }
       : {}),
     ...(capabilities.supportsLocalPath && inner.localPath ? { localPath: (vol: Pick<VolumeRef, 'id'>) => inner.localPath!(vol) } : {}),
+    ...(capabilities.supportsNativeConnection && inner.nativeConnection
+      ? { nativeConnection: (vol: Pick<VolumeRef, 'id'>) => around('nativeConnection', vol.id, () => inner.nativeConnection!(vol)) }
+      : {}),
     ...(capabilities.supportsManageExisting && inner.manageExisting ? {
       manageExistingGetSize: (ref: ManageReference) => around('manageExistingGetSize', '', () => inner.manageExistingGetSize!(ref)),
       manageExisting: (vol: Pick<VolumeRef, 'id'>, ref: ManageReference) => around('manageExisting', vol.id, () => inner.manageExisting!(vol, ref)),

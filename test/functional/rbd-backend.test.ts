@@ -2,8 +2,10 @@
  * A Basalt whose one backend is `volume_driver = rbd` on a real one-node Ceph
  * cluster (test/helpers/ceph.ts): volumes, snapshots, volumes from snapshots
  * and clones through the API are RBD images, snapshots and COW clones in the
- * configured pool, the pool's capacity comes from the cluster, and a real NBD
- * client reads and writes a volume through its attachment.
+ * configured pool, the pool's capacity comes from the cluster; an attachment
+ * gives Cinder's rbd connection info, with which QEMU's own librbd (qemu-io
+ * on an `rbd:` URL) writes the volume, and with `rbd_connection = nbd` a real
+ * NBD client reads and writes it through Basalt's export.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,6 +13,8 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
+import { rbdUrl, type RbdConnectionData } from '../../src/cli/rbd-url.ts';
+import { RbdDriver } from '../../src/drivers/index.ts';
 import { startCeph } from '../helpers/ceph.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
@@ -20,16 +24,26 @@ const MV = { 'OpenStack-API-Version': 'volume 3.54' };
 const ceph = await startCeph();
 after(() => ceph.stop());
 
-async function rbdServer(t: Parameters<typeof startTestServer>[0]): Promise<{ s: TestServer; pool: string }> {
+async function rbdServer(t: Parameters<typeof startTestServer>[0], extra: string[] = []): Promise<{ s: TestServer; pool: string }> {
   const pool = await ceph.newPool();
   const s = await startTestServer(t, {
     ini: [
       '[DEFAULT]', 'enabled_backends = ceph',
       '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${ceph.user}`,
-      `rbd_ceph_conf = ${ceph.confPath}`, `rbd_keyring_conf = ${ceph.keyringPath}`, 'rbd_max_clone_depth = 5',
+      `rbd_ceph_conf = ${ceph.confPath}`, `rbd_keyring_conf = ${ceph.keyringPath}`, 'rbd_max_clone_depth = 5', ...extra,
     ].join('\n'),
   });
   return { s, pool };
+}
+
+/** Reserves and connects an attachment of `vol` for a compute host; its connection info. */
+async function attach(s: TestServer, vol: string): Promise<{ id: string; info: { driver_volume_type: string; data: Record<string, unknown> } }> {
+  const reserved = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, instance_uuid: '11111111-2222-3333-4444-555555555555' } }, MV);
+  assert.equal(reserved.status, 200, JSON.stringify(reserved.body));
+  const id = reserved.body.attachment.id as string;
+  const updated = await s.request('PUT', `${V}/attachments/${id}`, { attachment: { connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' } } }, MV);
+  assert.equal(updated.status, 200, JSON.stringify(updated.body));
+  return { id, info: updated.body.attachment.connection_info };
 }
 
 /** `rbd info` of an image of `pool`. */
@@ -81,14 +95,12 @@ test('volumes, snapshots, volumes from snapshots and clones are RBD images, snap
   assert.equal((await ceph.rbd('ls', pool)).trim(), '', 'nothing is left in the pool');
 });
 
-test('an attached RBD volume is read and written through its NBD export', async (t) => {
-  const { s, pool } = await rbdServer(t);
+test('with rbd_connection = nbd an attached RBD volume is read and written through its NBD export', async (t) => {
+  const { s, pool } = await rbdServer(t, ['rbd_connection = nbd']);
   const vol = await created(s, { size: 1 });
-  const reserved = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, instance_uuid: '11111111-2222-3333-4444-555555555555' } }, MV);
-  const att = reserved.body.attachment;
-  const updated = await s.request('PUT', `${V}/attachments/${att.id}`, { attachment: { connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' } } }, MV);
-  assert.equal(updated.status, 200, JSON.stringify(updated.body));
-  const uri = updated.body.attachment.connection_info.data.uri as string;
+  const { id: attId, info } = await attach(s, vol);
+  assert.equal(info.driver_volume_type, 'nbd');
+  const uri = info.data.uri as string;
   assert.equal(JSON.parse((await run('nbdinfo', ['--json', uri])).stdout).exports[0]['can_multi_conn'], true, 'handles share the image: multi-conn');
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 1M 64k', uri]);
   assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x42 1M 64k', uri])).stdout, /verification failed/);
@@ -112,5 +124,58 @@ test('an attached RBD volume is read and written through its NBD export', async 
   fs.readSync(fd, after, 0, after.length, 0);
   fs.closeSync(fd);
   assert.ok(after.equals(data), 'the image holds what nbdcopy wrote');
-  assert.equal((await s.request('DELETE', `${V}/attachments/${att.id}`, undefined, MV)).status, 200);
+  assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
+});
+
+test('an attachment gives Cinder\'s rbd connection info, with which QEMU\'s librbd writes the volume', async (t) => {
+  const secretUuid = '9a2b7c1e-4d3f-4e5a-8b6c-0d1e2f3a4b5c';
+  const { s, pool } = await rbdServer(t, [`rbd_secret_uuid = ${secretUuid}`, 'report_discard_supported = true']);
+  const vol = await created(s, { size: 1 });
+  const { id: attId, info } = await attach(s, vol);
+  assert.equal(info.driver_volume_type, 'rbd');
+  const { data } = info;
+  // Cinder's RBD driver's keys (with the keyring: rbd_keyring_conf is set and readable) and
+  // what its volume manager adds; nothing of Basalt's NBD export.
+  assert.deepEqual(Object.keys(data).sort(), [
+    'access_mode', 'auth_enabled', 'auth_username', 'cluster_name', 'discard', 'encrypted', 'hosts', 'keyring', 'name', 'ports',
+    'secret_type', 'secret_uuid', 'volume_id',
+  ]);
+  assert.deepEqual(
+    { ...data, hosts: undefined, ports: undefined },
+    {
+      name: `${pool}/volume-${vol}`, hosts: undefined, ports: undefined, cluster_name: 'ceph', auth_enabled: true, auth_username: ceph.user,
+      secret_type: 'ceph', secret_uuid: secretUuid, volume_id: vol, discard: true, keyring: fs.readFileSync(ceph.keyringPath, 'utf8'),
+      access_mode: 'rw', encrypted: false,
+    },
+  );
+  const hosts = data.hosts as string[];
+  const ports = data.ports as string[];
+  assert.ok(hosts.length > 0 && hosts.length === ports.length && ports.every((p) => /^\d+$/.test(p)), JSON.stringify({ hosts, ports }));
+
+  // What a hypervisor with librbd does with it: an rbd: URL of the pool/image, the user, the
+  // monitors and the keyring — no ceph.conf of the cluster's.
+  const keyring = `${process.env.TMPDIR ?? '/tmp'}/basalt-rbd-keyring-${vol}`;
+  fs.writeFileSync(keyring, data.keyring as string, { mode: 0o600 });
+  t.after(() => fs.rmSync(keyring, { force: true }));
+  const url = rbdUrl(data as unknown as RbdConnectionData, { keyring, conf: '/dev/null' });
+  const imageInfo = JSON.parse((await run('qemu-img', ['info', '--output=json', url])).stdout) as { 'virtual-size': number };
+  assert.equal(imageInfo['virtual-size'], 1024 ** 3);
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 3M 128k', url]);
+  assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 3M 128k', url])).stdout, /verification failed/);
+
+  // Basalt's rbd driver reads back what QEMU wrote.
+  const driver = new RbdDriver({
+    poolName: 'ceph', cephPool: pool, user: ceph.user, confPath: ceph.confPath, keyringPath: ceph.keyringPath,
+    flattenVolumeFromSnapshot: false, maxCloneDepth: 5, chunkSizeMiB: 4, connectTimeoutSeconds: 30,
+  });
+  await driver.init();
+  t.after(() => driver.close());
+  const h = await driver.openVolume({ id: vol, sizeGiB: 1 });
+  const MiB = 1024 * 1024;
+  const read = await h.read(3 * MiB - 4096, 128 * 1024 + 8192);
+  await h.close();
+  assert.ok(read.subarray(4096, 4096 + 128 * 1024).equals(Buffer.alloc(128 * 1024, 0x5a)), 'the pattern is in the image');
+  assert.ok(read.subarray(0, 4096).equals(Buffer.alloc(4096)) && read.subarray(4096 + 128 * 1024).equals(Buffer.alloc(4096)), 'and nothing around it');
+
+  assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
 });

@@ -33,7 +33,7 @@ import fs from 'node:fs';
 import { ConfigError, DriverError } from '../../errors/index.ts';
 import {
   GiB,
-  type BackendStats, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver,
+  type BackendStats, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
   type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 import { isRbdError, loadRbdAddon, RBD_FEATURES, type RbdAddon, type RbdCluster, type RbdImage } from './rbd-addon.ts';
@@ -58,6 +58,14 @@ export interface RbdDriverOptions {
   chunkSizeMiB: number;
   /** Seconds librados waits for the cluster at connect and for each operation (`rados_connect_timeout`); ≤ 0: librados's defaults. */
   connectTimeoutSeconds: number;
+  /** Whether hosts get Cinder's rbd connection info (`rbd_connection = rbd`); false: the NBD export. Default true. */
+  nativeConnection?: boolean;
+  /** The cluster's name in rbd connection info (`rbd_cluster_name`). Default `ceph`. */
+  clusterName?: string;
+  /** The libvirt secret's UUID in rbd connection info (`rbd_secret_uuid`); empty: none. */
+  secretUuid?: string;
+  /** Whether rbd connection info says hosts may discard (`report_discard_supported`). Default false. */
+  reportDiscard?: boolean;
 }
 
 /** Layering, exclusive-lock, object-map, fast-diff, deep-flatten: Cinder's and Ceph's default set. */
@@ -82,6 +90,16 @@ function monitorsOf(confPath: string): string | undefined {
   }
 }
 
+/** The contents of the keyring at `keyringPath`, or undefined when none is set or it cannot be read (Cinder's `keyring_data`). */
+function readableKeyring(keyringPath: string): string | undefined {
+  if (!keyringPath) return undefined;
+  try {
+    return fs.readFileSync(keyringPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 /** Ceph RBD through librbd. */
 export class RbdDriver implements VolumeDriver {
   readonly capabilities: DeclaredCapabilities = {
@@ -98,6 +116,8 @@ export class RbdDriver implements VolumeDriver {
     supportsRevertToSnapshot: true,
     // An image put in the pool by hand is adopted by renaming it; an unmanaged one is renamed out of the way.
     supportsManageExisting: true,
+    // Cinder's rbd connection info, for hypervisors with librbd (unless rbd_connection = nbd).
+    supportsNativeConnection: true,
     storageProtocol: 'nbd',
     vendorName: 'Basalt',
     driverVersion: '1.0.0',
@@ -211,6 +231,44 @@ export class RbdDriver implements VolumeDriver {
       if ((await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read'))?.some((s) => s.name === snap)) return image;
     }
     return undefined;
+  }
+
+  /**
+   * Cinder's rbd connection info (its RBD driver's `initialize_connection`):
+   * `pool/volume-<id>`, the monitors of the cluster's monmap (`mon dump`),
+   * the cephx user and libvirt secret, and — only when `rbd_keyring_conf` is
+   * set and readable, as Cinder does — the keyring's contents. Undefined with
+   * `rbd_connection = nbd`.
+   */
+  async nativeConnection(vol: Pick<VolumeRef, 'id'>): Promise<NativeConnection | undefined> {
+    const o = this.options;
+    if (o.nativeConnection === false) return undefined;
+    const { out } = await this.rbd.monCommand(this.conn, JSON.stringify({ prefix: 'mon dump', format: 'json' }));
+    const hosts: string[] = [];
+    const ports: string[] = [];
+    // `addr` is `host:port/nonce` (IPv6 hosts in brackets); ports are strings, as Cinder sends them.
+    for (const mon of (JSON.parse(out) as { mons: Array<{ addr: string }> }).mons) {
+      const hostPort = mon.addr.slice(0, mon.addr.lastIndexOf('/'));
+      const colon = hostPort.lastIndexOf(':');
+      hosts.push(hostPort.slice(0, colon).replace(/^\[|\]$/g, ''));
+      ports.push(hostPort.slice(colon + 1));
+    }
+    const keyring = readableKeyring(o.keyringPath);
+    return {
+      driverVolumeType: 'rbd',
+      data: {
+        name: `${o.cephPool}/${RbdDriver.imageName(vol.id)}`,
+        hosts, ports,
+        cluster_name: o.clusterName ?? 'ceph',
+        auth_enabled: true,
+        auth_username: o.user,
+        secret_type: 'ceph',
+        secret_uuid: o.secretUuid || null,
+        volume_id: vol.id,
+        discard: o.reportDiscard === true,
+        ...(keyring !== undefined ? { keyring } : {}),
+      },
+    };
   }
 
   async getStats(): Promise<BackendStats> {

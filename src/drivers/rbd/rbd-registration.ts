@@ -5,7 +5,7 @@ import { RbdDriver } from './rbd-driver.ts';
 /** `volume_driver = rbd`: RBD images in a Ceph pool, through librbd (the optional RBD addon). */
 export const rbdRegistration = defineDriver({
   name: 'rbd',
-  contractVersion: '1.3',
+  contractVersion: '1.4',
   description: 'rbd (Ceph RBD images in one pool through librbd: copy-on-write snapshots and clones, storage shared by every member of a cluster)',
   options: {
     rbd_pool: option<string>({
@@ -22,11 +22,23 @@ export const rbdRegistration = defineDriver({
     }),
     rbd_keyring_conf: option<string>({
       type: 'string', default: '',
-      help: 'Path of the keyring holding rbd_user\'s key; empty: the keyring ceph.conf names (Cinder: rbd_keyring_conf).',
+      help: 'Path of the keyring holding rbd_user\'s key; empty: the keyring ceph.conf names (Cinder: rbd_keyring_conf). '
+        + 'As in Cinder, when set and readable its contents go to hosts in rbd connection info (`keyring`), where every user who attaches a volume of this backend reads them (OSSN-0085): '
+        + 'where users are not trusted with rbd_user\'s key, name the keyring in ceph.conf instead and give hosts the key through rbd_secret_uuid.',
     }),
     rbd_secret_uuid: option<string>({
       type: 'string', default: '',
-      help: 'The UUID of the libvirt secret holding rbd_user\'s key on compute hosts, passed in rbd connection info (Cinder: rbd_secret_uuid).',
+      help: 'The UUID of the libvirt secret holding rbd_user\'s key on compute hosts, passed in rbd connection info (`secret_uuid`; empty: null) (Cinder: rbd_secret_uuid).',
+    }),
+    rbd_cluster_name: option<string>({
+      type: 'string', default: 'ceph',
+      help: 'The name of the Ceph cluster, passed in rbd connection info (`cluster_name`) for hosts that find its configuration by name (/etc/ceph/<name>.conf) (Cinder: rbd_cluster_name).',
+    }),
+    rbd_connection: option<string>({
+      type: 'string', default: 'rbd', choices: ['rbd', 'nbd'],
+      help: 'What attachments of this backend\'s volumes hand to hosts. rbd (the default, what Cinder\'s RBD driver gives): Cinder\'s rbd connection info '
+        + '(driver_volume_type rbd: pool/image name, monitors, cephx user, libvirt secret), for hypervisors that open RBD themselves (QEMU with librbd, os-brick\'s RBD connector). '
+        + 'nbd: Basalt\'s NBD export with TLS-PSK, for hosts without Ceph\'s client or its key. Hosts on the volume service\'s own machine still get a local path where the driver has one (rbd has none).',
     }),
     rbd_flatten_volume_from_snapshot: option<boolean>({
       type: 'bool', default: false,
@@ -59,5 +71,9 @@ export const rbdRegistration = defineDriver({
     maxCloneDepth: options.rbd_max_clone_depth,
     chunkSizeMiB: options.rbd_store_chunk_size,
     connectTimeoutSeconds: options.rados_connect_timeout,
+    nativeConnection: options.rbd_connection === 'rbd',
+    clusterName: options.rbd_cluster_name,
+    secretUuid: options.rbd_secret_uuid,
+    reportDiscard: options.report_discard_supported,
   }),
 });

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
-import { CAPABILITY_DEFAULTS, GuardedDriver, MemoryDriver, resolveCapabilities, type DeclaredCapabilities } from '../../../src/drivers/index.ts';
+import { CAPABILITY_DEFAULTS, GuardedDriver, MemoryDriver, resolveCapabilities, type DeclaredCapabilities, type NativeConnection } from '../../../src/drivers/index.ts';
 
 const SILENT: Partial<DeclaredCapabilities> = Object.fromEntries(Object.keys(CAPABILITY_DEFAULTS).map((k) => [k, undefined]));
 
@@ -31,4 +31,24 @@ test('a driver that declares nothing is driven with the safe defaults', async ()
   await assert.rejects(h.read(0, 1), /closed/, 'a closed handle refuses calls before the driver sees them');
   await driver.extendVolume(v, 2);
   await driver.close();
+});
+
+test('a native connection is asked for with the id placeholder, and an answer that does not name the volume is refused', async () => {
+  const mem = new MemoryDriver({ poolName: 'p' });
+  let answer: unknown = { driverVolumeType: 'rbd', data: { name: 'pool/volume-{volume_id}', volume_id: '{volume_id}' } };
+  const asked: string[] = [];
+  // The memory driver with a native connection: its own methods, plus the one under test.
+  const native = Object.assign(Object.create(mem) as MemoryDriver, {
+    capabilities: { ...mem.capabilities, supportsNativeConnection: true },
+    nativeConnection: async (vol: { id: string }) => { asked.push(vol.id); return answer as NativeConnection | undefined; },
+  });
+  const driver = new GuardedDriver(native, 60_000);
+  assert.deepEqual(await driver.nativeConnectionTemplate(), answer);
+  assert.deepEqual(asked, ['{volume_id}']);
+  answer = undefined;
+  assert.equal(await driver.nativeConnectionTemplate(), undefined, 'none now: hosts use NBD');
+  answer = { driverVolumeType: 'rbd', data: { name: 'pool/some-image' } };
+  await assert.rejects(driver.nativeConnectionTemplate(), /naming the volume by its id/);
+  const silent = new GuardedDriver(new MemoryDriver({ poolName: 'p', declare: SILENT }), 60_000);
+  assert.equal(await silent.nativeConnectionTemplate(), undefined, 'not declared: none');
 });

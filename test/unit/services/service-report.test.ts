@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ServiceRow } from '../../../src/db/index.ts';
-import { clusterCan, localEndpointOf, localPathOf, nbdEndpointOf, payloadVersionsOf, readReport, reporting, targetReaders, volumeTarget, memberTarget } from '../../../src/services/index.ts';
+import {
+  clusterCan, localEndpointOf, localPathOf, nativeConnectionFor, nativeConnectionOf, nbdEndpointOf, payloadVersionsOf, readReport, reporting, targetReaders, volumeTarget, memberTarget,
+} from '../../../src/services/index.ts';
 
 const pool = { pool_name: 'p', total_capacity_gb: 10, free_capacity_gb: 9, provisioned_capacity_gb: 1, reserved_percentage: 0, max_over_subscription_ratio: 20, thin_provisioning_support: true, thick_provisioning_support: false };
 const row = (over: Partial<ServiceRow>): ServiceRow => ({
@@ -45,4 +47,16 @@ test('malformed or absent reports are no reports; endpoints, flags and targets',
   assert.deepEqual(targetReaders(memberTarget('h@b')), { binary: 'cinder-volume', host: 'h@b' });
   assert.deepEqual(targetReaders('scheduler'), { binary: 'cinder-scheduler' });
   assert.equal(targetReaders('elsewhere'), undefined);
+});
+
+test('a native connection template names each volume by its id, nested strings included; an older report has none', () => {
+  const base = { volume_backend_name: 'b', vendor_name: 'Basalt', driver_version: '1', storage_protocol: 'nbd', pools: [pool] };
+  assert.equal(nativeConnectionOf(readReport({ capabilities: JSON.stringify(base) })), undefined);
+  const template = { driver_volume_type: 'rbd', data: { name: 'volumes/volume-{volume_id}', hosts: ['10.0.0.1'], volume_id: '{volume_id}', auth_enabled: true, secret_uuid: null } };
+  const report = readReport({ capabilities: JSON.stringify({ ...base, native_connection: template }) });
+  const id = '0b6f4a9e-3c1d-4e2f-9a8b-7c6d5e4f3a2b';
+  assert.deepEqual(nativeConnectionFor(nativeConnectionOf(report)!, id), {
+    driver_volume_type: 'rbd', data: { name: `volumes/volume-${id}`, hosts: ['10.0.0.1'], volume_id: id, auth_enabled: true, secret_uuid: null },
+  });
+  assert.equal(template.data.volume_id, '{volume_id}', 'the template is left as it was');
 });
