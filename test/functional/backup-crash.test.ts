@@ -8,27 +8,18 @@
  * serves the backend means a 503, with nothing half-done.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { fileDigest } from '../helpers/file-digest.ts';
 import { kill9, spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
 const MiB = 1024 ** 2;
 
-async function digest(file: string, bytes: number): Promise<string> {
-  const h = createHash('sha256');
-  const fh = await fs.promises.open(file, 'r');
-  const buf = Buffer.alloc(16 * MiB);
-  for (let at = 0; at < bytes; at += buf.length) {
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, bytes - at), at);
-    h.update(buf.subarray(0, bytesRead));
-  }
-  await fh.close();
-  return h.digest('hex');
-}
+
 
 test('kill -9 half way through a backup, restart: the backup is resumed and restores byte for byte', { timeout: 180_000 }, async (t) => {
   const stateDir = tempStateDir(t);
@@ -44,7 +35,7 @@ test('kill -9 half way through a backup, restart: the backup is resumed and rest
   const fh = await fs.promises.open(file, 'r+');
   for (let at = 0; at < 384 * MiB; at += 16 * MiB) await fh.write(randomBytes(16 * MiB), 0, 16 * MiB, at);
   await fh.close();
-  const data = await digest(file, 1024 * MiB);
+  const data = await fileDigest(file, 1024 * MiB);
 
   const b = await request(url, 'POST', `${V}/backups`, { backup: { volume_id: vol } });
   assert.equal(b.status, 202);
@@ -70,7 +61,7 @@ test('kill -9 half way through a backup, restart: the backup is resumed and rest
   const r = await request(url2, 'POST', `${V}/backups/${b.body.backup.id}/restore`, { restore: {} });
   assert.equal(r.status, 202, JSON.stringify(r.body));
   await waitFor('restored', async () => (await request(url2, 'GET', `${V}/volumes/${r.body.restore.volume_id}`)).body.volume.status === 'available', 120_000);
-  assert.equal(await digest(path.join(stateDir, 'volumes', 'file', `volume-${r.body.restore.volume_id}`), 1024 * MiB), data);
+  assert.equal(await fileDigest(path.join(stateDir, 'volumes', 'file', `volume-${r.body.restore.volume_id}`), 1024 * MiB), data);
 });
 
 test('the sweeper fails a backup whose job is gone and gives its volume back', async (t) => {

@@ -1,11 +1,11 @@
 /** Cinder's backup API on the posix backup target: create (full, incremental, from a snapshot, of an in-use volume), restore, delete, admin actions, quotas. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { fileDigest } from '../helpers/file-digest.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const run = promisify(execFile);
@@ -24,17 +24,9 @@ function write(s: TestServer, id: string, offset: number, data: Buffer): void {
   fs.closeSync(fd);
 }
 
-/** SHA-256 of the first `bytes` of a volume's file (read asynchronously: the server shares this event loop). */
-async function digest(s: TestServer, id: string, bytes = GiB): Promise<string> {
-  const h = createHash('sha256');
-  const fh = await fs.promises.open(file(s, id), 'r');
-  const buf = Buffer.alloc(16 * MiB);
-  for (let at = 0; at < bytes; at += buf.length) {
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, bytes - at), at);
-    h.update(buf.subarray(0, bytesRead));
-  }
-  await fh.close();
-  return h.digest('hex');
+/** SHA-256 of the first `bytes` of a volume's file. */
+function digest(s: TestServer, id: string, bytes = GiB): Promise<string> {
+  return fileDigest(file(s, id), bytes);
 }
 
 /** Random bytes: they do not compress, so a chunk's stored size is its size. */
