@@ -4,8 +4,10 @@
  * and clones through the API are RBD images, snapshots and COW clones in the
  * configured pool, the pool's capacity comes from the cluster; an attachment
  * gives Cinder's rbd connection info, with which QEMU's own librbd (qemu-io
- * on an `rbd:` URL) writes the volume, and with `rbd_connection = nbd` a real
- * NBD client reads and writes it through Basalt's export.
+ * on an `rbd:` URL) writes the volume with the host's own keyring (no secret
+ * leaves Basalt unless `rbd_send_keyring_to_hosts` opts in), and with
+ * `rbd_connection = nbd` a real NBD client reads and writes it through
+ * Basalt's export.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -16,7 +18,7 @@ import { promisify } from 'node:util';
 import { rbdUrl, type RbdConnectionData } from '../../src/cli/rbd-url.ts';
 import { RbdDriver } from '../../src/drivers/index.ts';
 import { startCeph } from '../helpers/ceph.ts';
-import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { PROJECT, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus, type TestServer, type TestServerOptions } from '../helpers/server.ts';
 
 const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
@@ -24,9 +26,10 @@ const MV = { 'OpenStack-API-Version': 'volume 3.54' };
 const ceph = await startCeph();
 after(() => ceph.stop());
 
-async function rbdServer(t: Parameters<typeof startTestServer>[0], extra: string[] = []): Promise<{ s: TestServer; pool: string }> {
+async function rbdServer(t: Parameters<typeof startTestServer>[0], extra: string[] = [], o: TestServerOptions = {}): Promise<{ s: TestServer; pool: string }> {
   const pool = await ceph.newPool();
   const s = await startTestServer(t, {
+    ...o,
     ini: [
       '[DEFAULT]', 'enabled_backends = ceph',
       '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${ceph.user}`,
@@ -127,33 +130,76 @@ test('with rbd_connection = nbd an attached RBD volume is read and written throu
   assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
 });
 
-test('an attachment gives Cinder\'s rbd connection info, with which QEMU\'s librbd writes the volume', async (t) => {
+/** The base64 key of the cluster's admin keyring: what must never reach a host unasked. */
+const adminKey = /^\s*key\s*=\s*(\S+)/m.exec(fs.readFileSync(ceph.keyringPath, 'utf8'))![1]!;
+
+/** Asserts rbd connection info `data` has Cinder's keys (plus `keyring` when `withKeyring`) and its common values. */
+function assertCinderRbdInfo(data: Record<string, unknown>, expected: Record<string, unknown>, withKeyring: boolean): void {
+  // Cinder's RBD driver's keys and what its volume manager adds; nothing of Basalt's NBD export.
+  assert.deepEqual(Object.keys(data).sort(), [
+    'access_mode', 'auth_enabled', 'auth_username', 'cluster_name', 'discard', 'encrypted', 'hosts', ...(withKeyring ? ['keyring'] : []), 'name', 'ports',
+    'secret_type', 'secret_uuid', 'volume_id',
+  ]);
+  assert.deepEqual({ ...data, hosts: undefined, ports: undefined }, { hosts: undefined, ports: undefined, ...expected });
+  const hosts = data.hosts as string[];
+  const ports = data.ports as string[];
+  assert.ok(hosts.length > 0 && hosts.length === ports.length && ports.every((p) => /^\d+$/.test(p)), JSON.stringify({ hosts, ports }));
+}
+
+test('by default rbd connection info holds no secret: the host opens the volume with its own keyring', async (t) => {
+  // OSSN-0085: connection info is read by every user who attaches, so Basalt's own keyring
+  // (rbd_keyring_conf, set here) stays with Basalt unless the operator opts in.
+  const stateDir = tempStateDir(t);
+  const database = await testDatabase(stateDir);
+  const { s, pool } = await rbdServer(t, [], { stateDir, env: database.env });
+  const vol = await created(s, { size: 1 });
+  const { id: attId, info } = await attach(s, vol);
+  assert.equal(info.driver_volume_type, 'rbd');
+  const fsid = (await ceph.ceph('fsid')).trim();
+  assertCinderRbdInfo(info.data, {
+    name: `${pool}/volume-${vol}`, cluster_name: 'ceph', auth_enabled: true, auth_username: ceph.user,
+    // No rbd_secret_uuid: the cluster's fsid, as Cinder defaults it.
+    secret_type: 'ceph', secret_uuid: fsid, volume_id: vol, discard: false, access_mode: 'rw', encrypted: false,
+  }, false);
+  // The key is nowhere a user or the database can read it: not in the attachment's views, not in the service reports.
+  for (const view of [
+    (await s.request('GET', `${V}/attachments/${attId}`, undefined, MV)).body,
+    (await s.request('GET', `${V}/attachments/detail`, undefined, MV)).body,
+    await database.query('SELECT * FROM services'),
+  ]) assert.ok(!JSON.stringify(view).includes(adminKey), 'the key of rbd_keyring_conf leaked');
+
+  // What a hypervisor with librbd does with it: an rbd: URL of the pool/image, the user and the
+  // monitors, and its own keyring for the user (here a copy of the cluster's) — no ceph.conf.
+  const hostKeyring = `${process.env.TMPDIR ?? '/tmp'}/basalt-rbd-host-keyring-${vol}`;
+  fs.copyFileSync(ceph.keyringPath, hostKeyring);
+  t.after(() => fs.rmSync(hostKeyring, { force: true }));
+  const url = rbdUrl(info.data as unknown as RbdConnectionData, { keyring: hostKeyring, conf: '/dev/null' });
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 1M 64k', url]);
+  assert.doesNotMatch((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x3c 1M 64k', url])).stdout, /verification failed/);
+  // The connection info alone opens nothing: the same URL without a key of the host's own does
+  // not connect (cephx has nothing to answer the monitor with; librados gives up at the timeout).
+  const bare = rbdUrl(info.data as unknown as RbdConnectionData, { keyring: '/dev/null', conf: '/dev/null', client_mount_timeout: '3' });
+  await assert.rejects(run('qemu-img', ['info', bare], { timeout: 60_000 }), (e: { stderr: string }) => /error connecting/.test(e.stderr));
+
+  assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
+});
+
+test('with rbd_send_keyring_to_hosts rbd connection info carries the keyring, with which QEMU\'s librbd writes the volume', async (t) => {
   const secretUuid = '9a2b7c1e-4d3f-4e5a-8b6c-0d1e2f3a4b5c';
-  const { s, pool } = await rbdServer(t, [`rbd_secret_uuid = ${secretUuid}`, 'report_discard_supported = true']);
+  const { s, pool } = await rbdServer(t, [`rbd_secret_uuid = ${secretUuid}`, 'report_discard_supported = true', 'rbd_send_keyring_to_hosts = true']);
   const vol = await created(s, { size: 1 });
   const { id: attId, info } = await attach(s, vol);
   assert.equal(info.driver_volume_type, 'rbd');
   const { data } = info;
-  // Cinder's RBD driver's keys (with the keyring: rbd_keyring_conf is set and readable) and
-  // what its volume manager adds; nothing of Basalt's NBD export.
-  assert.deepEqual(Object.keys(data).sort(), [
-    'access_mode', 'auth_enabled', 'auth_username', 'cluster_name', 'discard', 'encrypted', 'hosts', 'keyring', 'name', 'ports',
-    'secret_type', 'secret_uuid', 'volume_id',
-  ]);
-  assert.deepEqual(
-    { ...data, hosts: undefined, ports: undefined },
-    {
-      name: `${pool}/volume-${vol}`, hosts: undefined, ports: undefined, cluster_name: 'ceph', auth_enabled: true, auth_username: ceph.user,
-      secret_type: 'ceph', secret_uuid: secretUuid, volume_id: vol, discard: true, keyring: fs.readFileSync(ceph.keyringPath, 'utf8'),
-      access_mode: 'rw', encrypted: false,
-    },
-  );
-  const hosts = data.hosts as string[];
-  const ports = data.ports as string[];
-  assert.ok(hosts.length > 0 && hosts.length === ports.length && ports.every((p) => /^\d+$/.test(p)), JSON.stringify({ hosts, ports }));
+  assertCinderRbdInfo(data, {
+    name: `${pool}/volume-${vol}`, cluster_name: 'ceph', auth_enabled: true, auth_username: ceph.user,
+    secret_type: 'ceph', secret_uuid: secretUuid, volume_id: vol, discard: true, keyring: fs.readFileSync(ceph.keyringPath, 'utf8'),
+    access_mode: 'rw', encrypted: false,
+  }, true);
+  // The check the default's test makes finds the key here (where the operator accepted the risk).
+  assert.ok(JSON.stringify((await s.request('GET', `${V}/attachments/${attId}`, undefined, MV)).body).includes(adminKey));
 
-  // What a hypervisor with librbd does with it: an rbd: URL of the pool/image, the user, the
-  // monitors and the keyring — no ceph.conf of the cluster's.
+  // What a hypervisor does with it (as cinderlib's users do): the keyring of the connection info, no ceph.conf.
   const keyring = `${process.env.TMPDIR ?? '/tmp'}/basalt-rbd-keyring-${vol}`;
   fs.writeFileSync(keyring, data.keyring as string, { mode: 0o600 });
   t.after(() => fs.rmSync(keyring, { force: true }));

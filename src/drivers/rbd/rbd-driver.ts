@@ -25,6 +25,10 @@
  *   `source-name` by renaming it; unmanage renames a volume's image to
  *   `unmanaged-volume-<id>` (a snapshot to `unmanaged-snapshot-<id>`), where
  *   a manage request finds it again.
+ * - Attachments get Cinder's rbd connection info without a secret: the host
+ *   authenticates with its own keyring or libvirt secret. The keyring of
+ *   Basalt's own connection (`rbd_keyring_conf`) goes to hosts only where
+ *   the operator opts in (`rbd_send_keyring_to_hosts`; OSSN-0085).
  *
  * Capacity comes from the cluster (`ceph df`: the pool's `max_avail` and
  * `bytes_used`), as Cinder reports it.
@@ -48,8 +52,14 @@ export interface RbdDriverOptions {
   user: string;
   /** ceph.conf path; empty: librados's default places (`rbd_ceph_conf`). */
   confPath: string;
-  /** Keyring path; empty: what ceph.conf names (`rbd_keyring_conf`). */
+  /** Keyring path for Basalt's own connection; empty: what ceph.conf names (`rbd_keyring_conf`). */
   keyringPath: string;
+  /**
+   * Whether rbd connection info carries the keyring's contents
+   * (`rbd_send_keyring_to_hosts`). Default false: the key is a secret of
+   * Basalt's, and connection info is read by every user who attaches (OSSN-0085).
+   */
+  sendKeyringToHosts?: boolean;
   /** Flatten every volume made from a snapshot (`rbd_flatten_volume_from_snapshot`). */
   flattenVolumeFromSnapshot: boolean;
   /** Flatten a clone whose chain of parents would reach this depth; 0 flattens every clone (`rbd_max_clone_depth`). */
@@ -62,7 +72,7 @@ export interface RbdDriverOptions {
   nativeConnection?: boolean;
   /** The cluster's name in rbd connection info (`rbd_cluster_name`). Default `ceph`. */
   clusterName?: string;
-  /** The libvirt secret's UUID in rbd connection info (`rbd_secret_uuid`); empty: none. */
+  /** The libvirt secret's UUID in rbd connection info (`rbd_secret_uuid`); empty: the cluster's fsid, as Cinder. */
   secretUuid?: string;
   /** Whether rbd connection info says hosts may discard (`report_discard_supported`). Default false. */
   reportDiscard?: boolean;
@@ -90,14 +100,21 @@ function monitorsOf(confPath: string): string | undefined {
   }
 }
 
-/** The contents of the keyring at `keyringPath`, or undefined when none is set or it cannot be read (Cinder's `keyring_data`). */
-function readableKeyring(keyringPath: string): string | undefined {
-  if (!keyringPath) return undefined;
+/**
+ * The contents of the keyring at `keyringPath`, for hosts (Cinder's `keyring_data`).
+ * @throws DriverError (not retryable) when it cannot be read or is empty: an
+ *   opted-in keyring that silently went missing would leave hosts unable to
+ *   authenticate, so the backend says why instead.
+ */
+function keyringForHosts(keyringPath: string): string {
+  let data: string;
   try {
-    return fs.readFileSync(keyringPath, 'utf8');
-  } catch {
-    return undefined;
+    data = fs.readFileSync(keyringPath, 'utf8');
+  } catch (err) {
+    throw new DriverError(`rbd_send_keyring_to_hosts is set but the keyring ${keyringPath} (rbd_keyring_conf) cannot be read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err });
   }
+  if (data.trim() === '') throw new DriverError(`rbd_send_keyring_to_hosts is set but the keyring ${keyringPath} (rbd_keyring_conf) is empty`);
+  return data;
 }
 
 /** Ceph RBD through librbd. */
@@ -128,9 +145,14 @@ export class RbdDriver implements VolumeDriver {
   /** The open image of each volume with handles, shared by them all, by volume id. */
   private readonly shared = new Map<string, SharedImage>();
 
-  /** @throws ConfigError when `chunkSizeMiB` is not a power of two. */
+  /**
+   * @throws ConfigError when `chunkSizeMiB` is not a power of two, or when
+   *   `sendKeyringToHosts` is set without a `keyringPath` (there would be
+   *   nothing to send; Cinder refuses the same at setup).
+   */
   constructor(private readonly options: RbdDriverOptions) {
     if (!Number.isInteger(Math.log2(options.chunkSizeMiB))) throw new ConfigError(`rbd_store_chunk_size must be a power of two (MiB), not ${options.chunkSizeMiB}`);
+    if (options.sendKeyringToHosts && !options.keyringPath) throw new ConfigError('rbd_send_keyring_to_hosts needs rbd_keyring_conf: the keyring whose contents hosts get');
   }
 
   /** The image name of a volume (Cinder's `volume_name_template`). */
@@ -146,13 +168,15 @@ export class RbdDriver implements VolumeDriver {
   /**
    * Loads the addon and connects to the cluster.
    * @throws DriverError not retryable when the addon or Ceph's libraries are
-   *   missing (saying what to install); retryable when the cluster does not
-   *   answer or refuses the credentials (named as such).
+   *   missing (saying what to install), when the cluster refuses the
+   *   credentials (named as such), or when `rbd_send_keyring_to_hosts` is set
+   *   and the keyring cannot be read; retryable when the cluster does not answer.
    */
   async init(): Promise<void> {
     if (this.cluster) return;
     this.addon = loadRbdAddon();
     const o = this.options;
+    if (o.sendKeyringToHosts) keyringForHosts(o.keyringPath);
     const settings: Record<string, string> = {};
     if (o.connectTimeoutSeconds > 0) {
       for (const k of ['client_mount_timeout', 'rados_mon_op_timeout', 'rados_osd_op_timeout']) settings[k] = String(o.connectTimeoutSeconds);
@@ -236,9 +260,12 @@ export class RbdDriver implements VolumeDriver {
   /**
    * Cinder's rbd connection info (its RBD driver's `initialize_connection`):
    * `pool/volume-<id>`, the monitors of the cluster's monmap (`mon dump`),
-   * the cephx user and libvirt secret, and — only when `rbd_keyring_conf` is
-   * set and readable, as Cinder does — the keyring's contents. Undefined with
-   * `rbd_connection = nbd`.
+   * the cephx user and the libvirt secret's UUID (`rbd_secret_uuid`, else the
+   * cluster's fsid, as Cinder). No secret: the host authenticates with its own
+   * keyring or libvirt secret, unless the operator opted in with
+   * `rbd_send_keyring_to_hosts`, which adds the keyring's contents
+   * (`keyring`, as cinderlib sends it). Undefined with `rbd_connection = nbd`.
+   * @throws DriverError when opted in and the keyring cannot be read.
    */
   async nativeConnection(vol: Pick<VolumeRef, 'id'>): Promise<NativeConnection | undefined> {
     const o = this.options;
@@ -247,13 +274,15 @@ export class RbdDriver implements VolumeDriver {
     const hosts: string[] = [];
     const ports: string[] = [];
     // `addr` is `host:port/nonce` (IPv6 hosts in brackets); ports are strings, as Cinder sends them.
-    for (const mon of (JSON.parse(out) as { mons: Array<{ addr: string }> }).mons) {
+    const monmap = JSON.parse(out) as { fsid: string; mons: Array<{ addr: string }> };
+    for (const mon of monmap.mons) {
       const hostPort = mon.addr.slice(0, mon.addr.lastIndexOf('/'));
       const colon = hostPort.lastIndexOf(':');
       hosts.push(hostPort.slice(0, colon).replace(/^\[|\]$/g, ''));
       ports.push(hostPort.slice(colon + 1));
     }
-    const keyring = readableKeyring(o.keyringPath);
+    // Read at every call, not kept from init: a keyring rotated on disk reaches hosts with the next report.
+    const keyring = o.sendKeyringToHosts ? keyringForHosts(o.keyringPath) : undefined;
     return {
       driverVolumeType: 'rbd',
       data: {
@@ -263,7 +292,7 @@ export class RbdDriver implements VolumeDriver {
         auth_enabled: true,
         auth_username: o.user,
         secret_type: 'ceph',
-        secret_uuid: o.secretUuid || null,
+        secret_uuid: o.secretUuid || monmap.fsid,
         volume_id: vol.id,
         discard: o.reportDiscard === true,
         ...(keyring !== undefined ? { keyring } : {}),

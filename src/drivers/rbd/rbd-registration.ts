@@ -22,13 +22,19 @@ export const rbdRegistration = defineDriver({
     }),
     rbd_keyring_conf: option<string>({
       type: 'string', default: '',
-      help: 'Path of the keyring holding rbd_user\'s key; empty: the keyring ceph.conf names (Cinder: rbd_keyring_conf). '
-        + 'As in Cinder, when set and readable its contents go to hosts in rbd connection info (`keyring`), where every user who attaches a volume of this backend reads them (OSSN-0085): '
-        + 'where users are not trusted with rbd_user\'s key, name the keyring in ceph.conf instead and give hosts the key through rbd_secret_uuid.',
+      help: 'Path of the keyring holding rbd_user\'s key, for Basalt\'s own connection to the cluster; empty: the keyring ceph.conf names (Cinder: rbd_keyring_conf). '
+        + 'Its contents never go to hosts unless rbd_send_keyring_to_hosts is set.',
+    }),
+    rbd_send_keyring_to_hosts: option<boolean>({
+      type: 'bool', default: false,
+      help: 'Put the contents of rbd_keyring_conf in every rbd connection info (`keyring`), as Cinder did before OSSN-0085 removed its rbd_keyring_conf (cinderlib still does): '
+        + 'every user who attaches a volume of this backend, and whoever reads the service reports in the database, then holds rbd_user\'s key. '
+        + 'Only for deployments whose users are trusted with that key; requires rbd_keyring_conf. Default false: no secret leaves Basalt, and hosts authenticate with '
+        + 'their own Ceph configuration and keyring, or the libvirt secret rbd_secret_uuid names, as with Cinder.',
     }),
     rbd_secret_uuid: option<string>({
       type: 'string', default: '',
-      help: 'The UUID of the libvirt secret holding rbd_user\'s key on compute hosts, passed in rbd connection info (`secret_uuid`; empty: null) (Cinder: rbd_secret_uuid).',
+      help: 'The UUID of the libvirt secret holding rbd_user\'s key on compute hosts, passed in rbd connection info (`secret_uuid`); empty: the cluster\'s fsid, as Cinder defaults it (Cinder: rbd_secret_uuid).',
     }),
     rbd_cluster_name: option<string>({
       type: 'string', default: 'ceph',
@@ -67,6 +73,7 @@ export const rbdRegistration = defineDriver({
     user: options.rbd_user,
     confPath: options.rbd_ceph_conf,
     keyringPath: options.rbd_keyring_conf,
+    sendKeyringToHosts: options.rbd_send_keyring_to_hosts,
     flattenVolumeFromSnapshot: options.rbd_flatten_volume_from_snapshot,
     maxCloneDepth: options.rbd_max_clone_depth,
     chunkSizeMiB: options.rbd_store_chunk_size,
