@@ -7,10 +7,10 @@
  *
  * Every call returns a promise and never blocks the event loop:
  *
- * - Management calls (connect, create, clone, remove, open, close, stat,
- *   resize, flatten, snapshots, diff_iterate, monitor commands) block in
- *   librados, so each runs on a thread of its own, and its result comes back
- *   to the event loop through the addon's thread-safe function. Not on
+ * - Management calls (connect, create, clone, remove, list, pool stats, open,
+ *   close, stat, resize, flatten, snapshots, diff_iterate, monitor commands)
+ *   block in librados, so each runs on a thread of its own, and its result
+ *   comes back to the event loop through the addon's thread-safe function. Not on
  *   libuv's pool (Node-API async work): a flatten or a removal of a large
  *   image takes minutes, and four of them would hold every pool thread of the
  *   process, stalling the file driver's I/O, fs and crypto meanwhile.
@@ -177,7 +177,7 @@ typedef enum {
   OP_CONNECT, OP_SHUTDOWN, OP_MON_COMMAND, OP_CREATE, OP_CLONE, OP_REMOVE, OP_RENAME, OP_LIST,
   OP_OPEN, OP_CLOSE, OP_STAT, OP_RESIZE, OP_FLATTEN, OP_SNAP_CREATE, OP_SNAP_REMOVE,
   OP_SNAP_ROLLBACK, OP_SNAP_RENAME, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
-  OP_PARENT, OP_CHILDREN, OP_DIFF,
+  OP_PARENT, OP_CHILDREN, OP_DIFF, OP_POOL_STATS,
 } op_t;
 
 /* One entry of a list result (images, snapshots, children, diff extents). */
@@ -203,6 +203,7 @@ typedef struct job {
   /* results */
   rbd_image_info_t info;
   uint64_t features, overlap;
+  uint64_t images, provisioned; /* OP_POOL_STATS */
   int flag;
   char *out, *outs;
   size_t outlen, outslen;
@@ -261,6 +262,21 @@ static int do_clone(job_t *j, rados_ioctx_t io) {
 }
 
 static int do_remove(job_t *j, rados_ioctx_t io) { return rbd_remove(io, j->s[1]); }
+
+/*
+ * The pool's image count and the sum of its images' sizes: librbd lists the
+ * directory and reads each image's size from its header object (a few reads
+ * in flight at once), without opening any image.
+ */
+static int do_pool_stats(job_t *j, rados_ioctx_t io) {
+  rbd_pool_stats_t stats;
+  rbd_pool_stats_create(&stats);
+  int rc = rbd_pool_stats_option_add_uint64(stats, RBD_POOL_STAT_OPTION_IMAGES, &j->images);
+  if (rc == 0) rc = rbd_pool_stats_option_add_uint64(stats, RBD_POOL_STAT_OPTION_IMAGE_PROVISIONED_BYTES, &j->provisioned);
+  if (rc == 0) rc = rbd_pool_stats_get(io, stats);
+  rbd_pool_stats_destroy(stats);
+  return rc;
+}
 static int do_rename(job_t *j, rados_ioctx_t io) { return rbd_rename(io, j->s[1], j->s[2]); }
 
 static int do_list(job_t *j, rados_ioctx_t io) {
@@ -372,6 +388,7 @@ static void job_execute(job_t *j) {
     case OP_REMOVE: j->rc = with_ioctx(j, do_remove); break;
     case OP_RENAME: j->rc = with_ioctx(j, do_rename); break;
     case OP_LIST: j->rc = with_ioctx(j, do_list); break;
+    case OP_POOL_STATS: j->rc = with_ioctx(j, do_pool_stats); break;
     case OP_OPEN: j->rc = do_open(j); break;
     case OP_CLOSE:
       j->rc = rbd_close(rbd);
@@ -468,6 +485,11 @@ static napi_value result_value(napi_env env, job_t *j) {
       set(env, v, "overlapBytes", number(env, (double)j->overlap));
       return v;
     case OP_SNAP_IS_PROTECTED: napi_get_boolean(env, j->flag, &v); return v;
+    case OP_POOL_STATS:
+      napi_create_object(env, &v);
+      set(env, v, "images", number(env, (double)j->images));
+      set(env, v, "provisionedBytes", number(env, (double)j->provisioned));
+      return v;
     case OP_LIST: case OP_SNAP_LIST: case OP_CHILDREN: case OP_DIFF: return list_value(env, j);
     case OP_PARENT: {
       if (j->count == 0) {
@@ -692,6 +714,8 @@ static napi_value js_clone(napi_env env, napi_callback_info info) {
 static napi_value js_remove(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_REMOVE, "rbd_remove", 2, 0); }
 static napi_value js_rename(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_RENAME, "rbd_rename", 3, 0); }
 static napi_value js_list(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_LIST, "rbd_list2", 1, 0); }
+/* poolStats(cluster, pool) → { images, provisionedBytes } */
+static napi_value js_pool_stats(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_POOL_STATS, "rbd_pool_stats_get", 1, 0); }
 
 static void aio_deliver(napi_env env, napi_value js_cb, void *context, void *data);
 
@@ -879,7 +903,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     FN("connect", js_connect), FN("shutdown", js_shutdown), FN("monCommand", js_mon_command),
     FN("createImage", js_create), FN("cloneImage", js_clone), FN("removeImage", js_remove),
-    FN("renameImage", js_rename), FN("listImages", js_list), FN("openImage", js_open),
+    FN("renameImage", js_rename), FN("listImages", js_list), FN("poolStats", js_pool_stats), FN("openImage", js_open),
     FN("closeImage", js_close), FN("stat", js_stat), FN("resize", js_resize), FN("flatten", js_flatten),
     FN("snapCreate", js_snap_create), FN("snapRemove", js_snap_remove), FN("snapRollback", js_snap_rollback),
     FN("snapRename", js_snap_rename),

@@ -58,6 +58,10 @@ test('rbd: images have layering, exclusive-lock, object-map and fast-diff; snaps
   assert.equal(stats.pools[0]!.copyMethod, 'cow');
   assert.ok(stats.pools[0]!.totalCapacityGiB > 0 && stats.pools[0]!.freeCapacityGiB > 0 && stats.pools[0]!.freeCapacityGiB <= stats.pools[0]!.totalCapacityGiB);
   assert.equal(stats.pools[0]!.provisionedCapacityGiB, 4, 'the sizes of the images (1 + 2 + 1 GiB)');
+  // Every image of the pool counts, as with Cinder: one made behind Basalt's back too.
+  await ceph.rbd('create', '--size', '3G', `${pool}/foreign`);
+  assert.equal((await driver.getStats()).pools[0]!.provisionedCapacityGiB, 7, 'and 3 GiB of an image Basalt did not make');
+  await ceph.rbd('rm', `${pool}/foreign`);
 });
 
 test('rbd: a clone whose chain of parents passes rbd_max_clone_depth is flattened, and its data kept', async () => {

@@ -43,6 +43,14 @@ export interface RbdImageStat {
   overlapBytes: number;
 }
 
+/** `poolStats` of a pool. */
+export interface RbdPoolStats {
+  /** Images in the pool's directory (not in its trash). */
+  images: number;
+  /** The sum of their sizes (heads only, not their snapshots). */
+  provisionedBytes: number;
+}
+
 /** One snapshot of an image. */
 export interface RbdSnapshotInfo { id: number; name: string; sizeBytes: number }
 /** Where a clone comes from. */
@@ -66,6 +74,11 @@ export interface RbdAddon {
   removeImage(cluster: RbdCluster, pool: string, name: string): Promise<void>;
   renameImage(cluster: RbdCluster, pool: string, from: string, to: string): Promise<void>;
   listImages(cluster: RbdCluster, pool: string): Promise<string[]>;
+  /**
+   * `rbd_pool_stats_get`: how many images the pool lists and the sum of their
+   * sizes, read from their header objects without opening any image.
+   */
+  poolStats(cluster: RbdCluster, pool: string): Promise<RbdPoolStats>;
   /**
    * Opens the head read-write (`snap` null, `readOnly` false), else read-only:
    * the head, or the snapshot `snap`. A read-only open never takes the

@@ -30,8 +30,9 @@
  *   Basalt's own connection (`rbd_keyring_conf`) goes to hosts only where
  *   the operator opts in (`rbd_send_keyring_to_hosts`; OSSN-0085).
  *
- * Capacity comes from the cluster (`ceph df`: the pool's `max_avail` and
- * `bytes_used`), as Cinder reports it.
+ * Capacity comes from the cluster (`ceph df detail`: the pool's `max_avail`,
+ * `stored` and quota), as Cinder reports it; provisioned capacity from the
+ * images' headers (`rbd_pool_stats_get`), no image opened.
  */
 import fs from 'node:fs';
 import { ConfigError, DriverError } from '../../errors/index.ts';
@@ -300,22 +301,36 @@ export class RbdDriver implements VolumeDriver {
     };
   }
 
+  /**
+   * The pool's capacity as Cinder's RBD driver reports it, from the cluster's
+   * `df detail` (one monitor command): used is the pool's `stored` bytes;
+   * with a pool quota (`quota_bytes`) free is what the quota leaves, never
+   * more than the cluster's `max_avail` for the pool; without one, free is
+   * `max_avail`; total is free + used (Cinder's default,
+   * `report_dynamic_total_capacity`). Provisioned is the sum of the sizes of
+   * the pool's images (every image, not only Basalt's, as Cinder counts)
+   * from `rbd_pool_stats_get`, which reads each image's header object
+   * without opening the image: no watch, no object map, no thread per image.
+   * @throws DriverError when the pool does not exist.
+   */
   async getStats(): Promise<BackendStats> {
-    const { out } = await this.rbd.monCommand(this.conn, JSON.stringify({ prefix: 'df', format: 'json' }));
-    const df = JSON.parse(out) as { pools: Array<{ name: string; stats: { max_avail: number; bytes_used: number } }> };
-    const pool = df.pools.find((p) => p.name === this.options.cephPool);
-    if (!pool) throw new DriverError(`Ceph pool ${this.options.cephPool} does not exist`);
-    let provisioned = 0;
-    for (const name of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      provisioned += (await this.withImageIfAny(name, (img) => this.rbd.stat(img), 'read'))?.sizeBytes ?? 0;
-    }
+    const pool = this.options.cephPool;
+    const [{ out }, images] = await Promise.all([
+      this.rbd.monCommand(this.conn, JSON.stringify({ prefix: 'df', detail: 'detail', format: 'json' })),
+      this.rbd.poolStats(this.conn, pool).catch((err) => Promise.reject(isRbdError(err, 'ENOENT') ? new DriverError(`Ceph pool ${pool} does not exist`, { cause: err }) : err)),
+    ]);
+    const df = JSON.parse(out) as { pools: Array<{ name: string; stats: { max_avail: number; bytes_used: number; stored?: number; quota_bytes?: number } }> };
+    const stats = df.pools.find((p) => p.name === pool)?.stats;
+    if (!stats) throw new DriverError(`Ceph pool ${pool} does not exist`);
+    const used = stats.stored ?? stats.bytes_used; // `stored` since Nautilus: bytes written, before replication
+    const free = stats.quota_bytes ? Math.max(0, Math.min(stats.quota_bytes - used, stats.max_avail)) : stats.max_avail;
     const round = (bytes: number): number => Math.round((bytes / GiB) * 100) / 100;
     return {
       pools: [{
         name: this.options.poolName,
-        totalCapacityGiB: round(pool.stats.max_avail + pool.stats.bytes_used),
-        freeCapacityGiB: round(pool.stats.max_avail),
-        provisionedCapacityGiB: Math.ceil(provisioned / GiB),
+        totalCapacityGiB: round(free + used),
+        freeCapacityGiB: round(free),
+        provisionedCapacityGiB: Math.ceil(images.provisionedBytes / GiB),
         copyMethod: 'cow',
       }],
     };
