@@ -1,11 +1,12 @@
 /**
- * Backups (issue 15): repositories of content-addressed chunks and manifests
+ * Backups (issue 15): repositories of content-addressed blobs in packs and manifests
  * on backup targets, the backup jobs, the backup service that runs them and
  * the API side. The front door of the folder.
  */
 export * from './backup-target.ts';
 export * from './posix-target.ts';
 export * from './backup-repository.ts';
+export { blobHash } from './backup-manifest.ts';
 export * from './backup-jobs.ts';
 export * from './backup-manager.ts';
 export * from './backup-service.ts';

@@ -59,28 +59,29 @@ test('s3: a backup repository on radosgw backs a volume up, incrementally too, r
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const driver = fileRegistration.create({ backendName: 'file', options: { file_volume_dir: dir, total_capacity_gb: 0 } });
   await driver.init?.();
-  const CHUNK = 256 * 1024;
-  const repo = new BackupRepository(target, { chunkBytes: CHUNK });
+  const PART = 256 * 1024;
+  const BLOCK = 16 * 1024;
+  const repo = new BackupRepository(target, { packBytes: PART });
   await driver.createVolume({ id: 'v1', sizeGiB: 1 });
   const vol = await driver.openVolume({ id: 'v1', sizeGiB: 1 });
   t.after(() => vol.close());
-  for (let i = 0; i < 16; i++) await vol.write(i * CHUNK, randomBytes(CHUNK));
+  for (let i = 0; i < 16; i++) await vol.write(i * PART, randomBytes(PART));
   const full = await repo.create({ volumeId: 'v1', backupId: 'full', source: vol, createdAt: '2026-12-02T00:00:00Z' });
-  assert.equal(full.chunksStored, 16);
-  await vol.write(3 * CHUNK, randomBytes(100));
-  const inc = await repo.create({ volumeId: 'v1', backupId: 'inc', source: vol, parent: full.manifest, changed: [{ offset: 3 * CHUNK, length: 100 }], createdAt: '2026-12-02T01:00:00Z' });
-  assert.equal(inc.chunksStored, 1);
-  assert.equal(inc.bytesRead, CHUNK);
+  assert.deepEqual([full.blobsStored, full.packsStored], [256, 16], '16 KiB blobs in 256 KiB packs');
+  await vol.write(3 * PART, randomBytes(100));
+  const inc = await repo.create({ volumeId: 'v1', backupId: 'inc', source: vol, parent: full.manifest, changed: [{ offset: 3 * PART, length: 100 }], createdAt: '2026-12-02T01:00:00Z' });
+  assert.deepEqual([inc.blobsStored, inc.packsStored], [1, 1]);
+  assert.equal(inc.bytesRead, BLOCK);
 
   await driver.createVolume({ id: 'r1', sizeGiB: 1 });
   const copy = await driver.openVolume({ id: 'r1', sizeGiB: 1 });
   t.after(() => copy.close());
   await repo.restore((await repo.manifest('v1', 'inc'))!, copy, { zeroed: true });
-  assert.ok((await copy.read(0, 16 * CHUNK)).equals(await vol.read(0, 16 * CHUNK)));
+  assert.ok((await copy.read(0, 16 * PART)).equals(await vol.read(0, 16 * PART)));
   assert.deepEqual((await repo.verify(inc.manifest)).bad, []);
 
-  assert.deepEqual(await repo.delete('v1', 'full'), { chunksRemoved: 1 });
-  assert.deepEqual(await repo.delete('v1', 'inc'), { chunksRemoved: 16 });
+  assert.equal((await repo.delete('v1', 'full')).packsRemoved, 0, 'the pack whose one block changed is still named by the rest of it');
+  assert.equal((await repo.delete('v1', 'inc')).packsRemoved, 17);
   assert.deepEqual(await target.list('volumes/'), []);
 });
 
@@ -122,7 +123,7 @@ test('s3: Basalt with backup_driver = s3 backs up, restores and deletes through 
   const full = await backedUp({ volume_id: vol });
   fs.writeFileSync(fileOf(vol), randomBytes(4096), { flag: 'r+' });
   const inc = await backedUp({ volume_id: vol, incremental: true });
-  assert.ok((await root.list('volumes/')).some((k) => k.endsWith(`/manifests/${inc}.json`)), 'the manifest is in the bucket');
+  assert.ok((await root.list('volumes/')).some((k) => k.endsWith(`/manifests/${inc}.bin`)), 'the manifest is in the bucket');
 
   const restored = await newVolume();
   const r = await s.request('POST', `${V}/backups/${inc}/restore`, { restore: { volume_id: restored } });

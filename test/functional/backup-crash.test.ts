@@ -39,12 +39,13 @@ test('kill -9 half way through a backup, restart: the backup is resumed and rest
 
   const b = await request(url, 'POST', `${V}/backups`, { backup: { volume_id: vol } });
   assert.equal(b.status, 202);
-  const chunks = path.join(stateDir, 'backups', 'volumes', vol, 'chunks');
-  const count = (): number => (fs.existsSync(chunks) ? fs.readdirSync(chunks, { recursive: true }).filter((f) => /[0-9a-f]{64}$/.test(String(f))).length : 0);
-  await waitFor('some chunks stored', async () => count() >= 8, 60_000);
+  // Packs of 8 MiB, 512 blocks of 16 KiB each, and an index object beside each pack once it is whole.
+  const index = path.join(stateDir, 'backups', 'volumes', vol, 'index');
+  const count = (): number => (fs.existsSync(index) ? fs.readdirSync(index).filter((f) => /^[0-9a-f]{64}$/.test(f)).length : 0);
+  await waitFor('some packs stored', async () => count() >= 2, 60_000);
   await kill9(first.child);
   const before = count();
-  assert.ok(before < 384, `the kill came half way (${before} chunks stored)`);
+  assert.ok(before < 48, `the kill came half way (${before} of 48 packs stored)`);
   const [row] = await database.query<{ status: string }>(`select status from backups where id = '${b.body.backup.id}'`);
   assert.equal(row!.status, 'creating');
 
@@ -56,7 +57,7 @@ test('kill -9 half way through a backup, restart: the backup is resumed and rest
     assert.notEqual(x.status, 'error', x.fail_reason);
     return x.status === 'available' && x;
   }, 120_000);
-  assert.equal(done.object_count, 384 + 1 - before, 'the resumed run stored only the chunks the first did not');
+  assert.equal(done.object_count, 2 * (48 - before) + 1, 'the resumed run stored only the packs (and their indexes) the first did not, and the manifest');
   await waitFor('volume given back', async () => (await request(url2, 'GET', `${V}/volumes/${vol}`)).body.volume.status === 'available');
   const r = await request(url2, 'POST', `${V}/backups/${b.body.backup.id}/restore`, { restore: {} });
   assert.equal(r.status, 202, JSON.stringify(r.body));

@@ -83,7 +83,7 @@ test('a full backup, an incremental one that stores only the changed chunks, and
   assert.equal(full.container, 'c1');
   assert.equal(full.is_incremental, false);
   assert.equal(full.snapshot_id, null);
-  assert.equal(full.object_count, 4 + 3 + 1 + 1, 'one object per 1 MiB chunk of data, and the manifest');
+  assert.equal(full.object_count, 3, 'one pack (7 MiB of 16 KiB blocks), its index object and the manifest');
   assert.ok(full.data_timestamp);
 
   // Change one chunk: the incremental backup stores it and its manifest only.
@@ -91,11 +91,11 @@ test('a full backup, an incremental one that stores only the changed chunks, and
   const changed = await digest(s, vol);
   const inc = await backup(s, { volume_id: vol, incremental: true, name: 'inc' });
   assert.equal(inc.is_incremental, true);
-  assert.equal(inc.object_count, 2, 'the changed chunk and the manifest');
+  assert.equal(inc.object_count, 3, 'the changed block\'s pack, its index object and the manifest');
   const fullNow = (await s.request('GET', `${V}/backups/${full.id}`)).body.backup;
   assert.equal(fullNow.has_dependent_backups, true);
-  const stored = fs.readdirSync(path.join(s.stateDir, 'backups', 'volumes', vol, 'chunks'), { recursive: true }).filter((f) => /[0-9a-f]{64}$/.test(String(f)));
-  assert.equal(stored.length, 9, 'the incremental backup stored one chunk beside the 8 of the full');
+  const stored = fs.readdirSync(path.join(s.stateDir, 'backups', 'volumes', vol, 'packs'), { recursive: true }).filter((f) => /[0-9a-f]{64}$/.test(String(f)));
+  assert.equal(stored.length, 2, 'the incremental backup stored one pack beside the full\'s');
 
   // Deleting the parent is refused while the incremental backup needs it.
   const refused = await s.request('DELETE', `${V}/backups/${full.id}`);
@@ -120,12 +120,12 @@ test('a full backup, an incremental one that stores only the changed chunks, and
   await waitForStatus(s, big, 'available');
   assert.equal(await digest(s, big), changed, 'the incremental backup restores the data as it was, onto a volume that held other data');
 
-  // Delete the incremental one, then the full one: every chunk goes.
+  // Delete the incremental one, then the full one: every pack goes.
   assert.equal((await s.request('DELETE', `${V}/backups/${inc.id}`)).status, 202);
   await gone(s, inc.id);
   assert.equal((await s.request('DELETE', `${V}/backups/${full.id}`)).status, 202);
   await gone(s, full.id);
-  const left = fs.readdirSync(path.join(s.stateDir, 'backups', 'volumes', vol), { recursive: true }).filter((f) => /[0-9a-f]{64}$|\.json$/.test(String(f)));
+  const left = fs.readdirSync(path.join(s.stateDir, 'backups', 'volumes', vol), { recursive: true }).filter((f) => /[0-9a-f]{64}$|\.(json|bin)$/.test(String(f)));
   assert.deepEqual(left, []);
   const usage = (await s.request('GET', `${V}/os-quota-sets/${PROJECT}?usage=True`)).body.quota_set;
   assert.deepEqual([usage.backups.in_use, usage.backup_gigabytes.in_use], [0, 0]);
@@ -192,7 +192,7 @@ test('show, lists, update, metadata and the microversioned keys', async (t) => {
   await backupStatus(s, copyId, 'available');
   assert.equal((await s.request('DELETE', `${V}/backups/${copyId}`)).status, 202);
   await gone(s, copyId);
-  assert.deepEqual(fs.readdirSync(path.join(s.stateDir, 'backups', 'volumes', vol), { recursive: true }).filter((f) => String(f).endsWith('.json')), [], 'the last record takes the manifest with it');
+  assert.deepEqual(fs.readdirSync(path.join(s.stateDir, 'backups', 'volumes', vol), { recursive: true }).filter((f) => /\.(json|bin)$/.test(String(f))), [], 'the last record takes the manifest with it');
 });
 
 test('bad input, unknown ids, status refusals and quotas', async (t) => {

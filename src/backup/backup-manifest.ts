@@ -1,0 +1,135 @@
+/**
+ * The manifest of a backup: which blob each block of the volume is, and
+ * which pack holds each blob. Stored after every pack it names.
+ *
+ * Version 2 (written now) is binary, so that a big volume's stays compact
+ * (a 4 GiB volume of 16 KiB blocks has 262,144 blocks): the magic
+ * `BSLTMAN2`; a u32 LE length and a JSON header (ids, sizes, parent, date,
+ * counts); a u32 LE length and a deflated body (the pack ids, 32 bytes each;
+ * the blobs' SHA-256s, 32 bytes each; each blob's pack number, u32 LE; each block's
+ * blob number plus one, 0 for zeros, as i32 LE differences from the
+ * block before, which deflate to almost nothing for runs of new blocks);
+ * then the SHA-256 of everything before it. About 36 bytes per distinct
+ * blob, whatever the volume's size.
+ *
+ * Version 1 (JSON, one object per 1 MiB chunk under `chunks/`) is still
+ * read: it becomes the same shape, each chunk a blob alone in its own
+ * "pack", so its backups restore, verify and delete as before.
+ */
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { BackupCorruptError } from '../errors/index.ts';
+import { sha256 } from './backup-pack.ts';
+
+/** The record of one backup. */
+export interface Manifest {
+  format: 'basalt-backup';
+  /** 2: blocks as blobs in packs. 1: whole chunks as objects of their own (read, never written). */
+  version: 1 | 2;
+  backupId: string;
+  volumeId: string;
+  sizeBytes: number;
+  /** Bytes of a block (the last one may be shorter). */
+  blockBytes: number;
+  /** The backup this one is an increment of (its unchanged blocks came from there), or null. */
+  parentId: string | null;
+  createdAt: string;
+  /** The objects holding its blobs: pack ids (version 2) or chunk hashes (version 1), SHA-256 hex. */
+  packs: string[];
+  /** The SHA-256 of each blob, 32 bytes apiece: blob n at `[32n, 32n + 32)`. */
+  blobHashes: Buffer;
+  /** The pack of each blob, as an index into `packs`. */
+  blobPacks: Uint32Array;
+  /** Per block: 0 when it reads as zeros, else its blob's number plus one. */
+  blocks: Uint32Array;
+}
+
+const MAGIC = Buffer.from('BSLTMAN2');
+
+/** The hash of blob `n` of a manifest, hex. */
+export function blobHash(m: Manifest, n: number): string {
+  return m.blobHashes.toString('hex', n * 32, n * 32 + 32);
+}
+
+/** A version-2 manifest's bytes. */
+export function encodeManifest(m: Manifest): Buffer {
+  const header = Buffer.from(JSON.stringify({
+    format: m.format, version: 2, backupId: m.backupId, volumeId: m.volumeId, sizeBytes: m.sizeBytes, blockBytes: m.blockBytes,
+    parentId: m.parentId, createdAt: m.createdAt, packCount: m.packs.length, blobCount: m.blobPacks.length, blockCount: m.blocks.length,
+  }));
+  const tables = Buffer.allocUnsafe(m.blobPacks.length * 4 + m.blocks.length * 4);
+  let at = 0;
+  for (const p of m.blobPacks) at = tables.writeUInt32LE(p, at);
+  let prev = 0;
+  for (const b of m.blocks) { at = tables.writeInt32LE(b - prev, at); prev = b; }
+  const body = deflateRawSync(Buffer.concat([Buffer.from(m.packs.join(''), 'hex'), m.blobHashes, tables]), { level: 1 });
+  const all = Buffer.concat([MAGIC, u32(header.length), header, u32(body.length), body]);
+  return Buffer.concat([all, sha256(all)]);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+/**
+ * A manifest from its stored bytes (either version).
+ * @throws BackupCorruptError (`what` names it) when the bytes are not a whole manifest.
+ */
+export function decodeManifest(bytes: Buffer, what: string): Manifest {
+  try {
+    return bytes.subarray(0, 8).equals(MAGIC) ? decodeV2(bytes) : decodeV1(bytes);
+  } catch (err) {
+    throw new BackupCorruptError(`${what} is not a whole manifest (${(err as Error).message})`, { cause: err });
+  }
+}
+
+function decodeV2(bytes: Buffer): Manifest {
+  const all = bytes.subarray(0, bytes.length - 32);
+  if (bytes.length < 48 || !sha256(all).equals(bytes.subarray(bytes.length - 32))) throw new Error('it fails its checksum');
+  const headerBytes = all.readUInt32LE(8);
+  const h = JSON.parse(all.toString('utf8', 12, 12 + headerBytes)) as Omit<Manifest, 'packs' | 'blobHashes' | 'blobPacks' | 'blocks'> & { packCount: number; blobCount: number; blockCount: number };
+  const bodyAt = 12 + headerBytes;
+  const body = inflateRawSync(all.subarray(bodyAt + 4, bodyAt + 4 + all.readUInt32LE(bodyAt)));
+  const { packCount, blobCount, blockCount } = h;
+  if (body.length !== packCount * 32 + blobCount * 36 + blockCount * 4 || blockCount !== Math.ceil(h.sizeBytes / h.blockBytes)) throw new Error('its tables do not match its header');
+  const packs = Array.from({ length: packCount }, (_, p) => body.toString('hex', p * 32, p * 32 + 32));
+  const hashesAt = packCount * 32;
+  const blobPacks = new Uint32Array(blobCount);
+  let at = hashesAt + blobCount * 32;
+  for (let i = 0; i < blobCount; i++, at += 4) {
+    blobPacks[i] = body.readUInt32LE(at);
+    if (blobPacks[i]! >= packCount) throw new Error('a blob names no pack');
+  }
+  const blocks = new Uint32Array(blockCount);
+  let prev = 0;
+  for (let i = 0; i < blockCount; i++, at += 4) {
+    prev += body.readInt32LE(at);
+    if (prev < 0 || prev > blobCount) throw new Error('a block names no blob');
+    blocks[i] = prev;
+  }
+  return {
+    format: 'basalt-backup', version: 2, backupId: h.backupId, volumeId: h.volumeId, sizeBytes: h.sizeBytes, blockBytes: h.blockBytes,
+    parentId: h.parentId, createdAt: h.createdAt, packs, blobHashes: body.subarray(hashesAt, hashesAt + blobCount * 32), blobPacks, blocks,
+  };
+}
+
+/** A version-1 manifest (JSON; `chunks: [index, hash]`, one object per chunk) in version 2's shape. */
+function decodeV1(bytes: Buffer): Manifest {
+  const v1 = JSON.parse(bytes.toString('utf8')) as { format: string; version: number; backupId: string; volumeId: string; sizeBytes: number; chunkBytes: number; parentId: string | null; createdAt: string; chunks: Array<[number, string]> };
+  if (v1?.format !== 'basalt-backup' || v1.version !== 1 || !Array.isArray(v1.chunks)) throw new Error('it is not a Basalt backup manifest');
+  const packs: string[] = [];
+  const numbers = new Map<string, number>();
+  const blocks = new Uint32Array(Math.ceil(v1.sizeBytes / v1.chunkBytes));
+  for (const [index, hash] of v1.chunks) {
+    if (!/^[0-9a-f]{64}$/.test(hash) || !(index >= 0 && index < blocks.length)) throw new Error('a chunk entry is malformed');
+    let n = numbers.get(hash);
+    if (n === undefined) { n = packs.length; numbers.set(hash, n); packs.push(hash); }
+    blocks[index] = n + 1;
+  }
+  return {
+    format: 'basalt-backup', version: 1, backupId: v1.backupId, volumeId: v1.volumeId, sizeBytes: v1.sizeBytes, blockBytes: v1.chunkBytes,
+    parentId: v1.parentId, createdAt: v1.createdAt, packs, blobHashes: Buffer.from(packs.join(''), 'hex'),
+    blobPacks: Uint32Array.from(packs, (_, i) => i), blocks,
+  };
+}

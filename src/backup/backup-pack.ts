@@ -1,0 +1,146 @@
+/**
+ * Blobs and packs: how a backup repository stores blocks (restic's layout).
+ *
+ * - A **blob** is one block's bytes as stored: one byte saying how (raw or
+ *   deflated), then the bytes. It is named by the SHA-256 of the block's
+ *   bytes (not of what is stored), so identical blocks are one blob.
+ * - A **pack** is one object holding many blobs: the blobs one after
+ *   another, then the pack's index (per blob: its hash, offset and stored
+ *   length, 40 bytes), then the index's length (u32 LE) and the magic
+ *   `BPK1`. A pack is named by the SHA-256 of its index, which is cheap
+ *   (the blobs are already hashed) and makes the name check the index; each
+ *   blob is then checked against its own hash when it is read.
+ * - A copy of each pack's index is stored as an object of its own, so a
+ *   backup learns which blobs the volume's packs hold without reading them.
+ *   A pack is read whole (a target has no ranged reads), and its own index
+ *   is what a restore trusts: a lost or damaged index object costs only
+ *   deduplication (the blobs are stored again), never a restore.
+ */
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+
+const deflateRaw = promisify(zlib.deflateRaw);
+const inflateRaw = promisify(zlib.inflateRaw);
+
+/** First byte of a stored blob: how the rest is encoded. */
+const STORED_RAW = 0;
+const STORED_DEFLATE = 1;
+
+const PACK_MAGIC = Buffer.from('BPK1');
+/** Bytes of one index entry: hash, offset, stored length. */
+const ENTRY_BYTES = 40;
+
+/** SHA-256 of `bytes` (node:crypto: OpenSSL with the CPU's SHA instructions, ~1.4 GB/s on 16 KiB blocks here, on the calling thread). */
+export function sha256(bytes: Uint8Array): Buffer {
+  return createHash('sha256').update(bytes).digest();
+}
+
+/** Where a blob lies in a pack (or, for a version-1 chunk object, the whole object). */
+export interface BlobEntry { offset: number; length: number }
+
+/** A blob as stored: its encoding byte and the bytes after it. */
+export interface EncodedBlob { how: number; payload: Buffer }
+
+/**
+ * Decides, per blob, whether to try deflate (level 1: fastest), so
+ * incompressible data costs little: while blobs shrink every one is
+ * compressed; after one does not, only one in `sampleEvery` is tried,
+ * until one shrinks again. A blob is stored deflated only when that saves
+ * at least an eighth of it (inflating the rest would cost more than it saves).
+ */
+export class BlobEncoder {
+  private paying = true;
+  private skipped = 0;
+
+  constructor(private readonly sampleEvery = 64) {}
+
+  async encode(bytes: Buffer): Promise<EncodedBlob> {
+    if (!this.paying && ++this.skipped < this.sampleEvery) return { how: STORED_RAW, payload: bytes };
+    this.skipped = 0;
+    const packed = await deflateRaw(bytes, { level: zlib.constants.Z_BEST_SPEED });
+    this.paying = packed.length <= bytes.length - (bytes.length >> 3);
+    return this.paying ? { how: STORED_DEFLATE, payload: packed } : { how: STORED_RAW, payload: bytes };
+  }
+}
+
+/** The bytes of a stored blob. @throws Error when it cannot be decoded. */
+export async function decodeBlob(stored: Buffer): Promise<Buffer> {
+  const how = stored[0];
+  if (how === STORED_RAW) return stored.subarray(1);
+  if (how === STORED_DEFLATE) return inflateRaw(stored.subarray(1));
+  throw new Error(`unknown blob encoding ${String(how)}`);
+}
+
+/** A pack being filled: blobs appended until it is sealed. */
+export class PackBuilder {
+  private readonly parts: Buffer[] = [];
+  private readonly entries: Array<{ hash: Buffer; offset: number; length: number }> = [];
+  /** Bytes of blobs so far. */
+  sizeBytes = 0;
+
+  get blobCount(): number {
+    return this.entries.length;
+  }
+
+  add(hash: Buffer, blob: EncodedBlob): void {
+    const length = 1 + blob.payload.length;
+    this.entries.push({ hash, offset: this.sizeBytes, length });
+    this.parts.push(Buffer.of(blob.how), blob.payload);
+    this.sizeBytes += length;
+  }
+
+  /** The pack's bytes, its index and its id (the SHA-256 of the index, hex); the hashes of its blobs. */
+  seal(): { id: string; body: Buffer; index: Buffer; hashes: Buffer[] } {
+    const index = Buffer.allocUnsafe(this.entries.length * ENTRY_BYTES);
+    this.entries.forEach((e, i) => {
+      e.hash.copy(index, i * ENTRY_BYTES);
+      index.writeUInt32LE(e.offset, i * ENTRY_BYTES + 32);
+      index.writeUInt32LE(e.length, i * ENTRY_BYTES + 36);
+    });
+    const trailer = Buffer.allocUnsafe(8);
+    trailer.writeUInt32LE(index.length, 0);
+    PACK_MAGIC.copy(trailer, 4);
+    const body = Buffer.concat([...this.parts, index, trailer]);
+    return { id: sha256(index).toString('hex'), body, index, hashes: this.entries.map((e) => e.hash) };
+  }
+}
+
+/**
+ * The entries of a pack's index (or of an index object), by blob hash (hex).
+ * `within`: the bytes the blobs must lie in (the pack's blob area).
+ * @throws Error when the index does not hash to `packId` or is malformed.
+ */
+export function parseIndex(index: Buffer, packId: string, within: number): Map<string, BlobEntry> {
+  if (index.length % ENTRY_BYTES !== 0) throw new Error('index length is not a whole number of entries');
+  if (sha256(index).toString('hex') !== packId) throw new Error('index fails its checksum');
+  const out = new Map<string, BlobEntry>();
+  for (let at = 0; at < index.length; at += ENTRY_BYTES) {
+    const offset = index.readUInt32LE(at + 32);
+    const length = index.readUInt32LE(at + 36);
+    if (length < 1 || offset + length > within) throw new Error('index entry outside the pack');
+    out.set(index.toString('hex', at, at + 32), { offset, length });
+  }
+  return out;
+}
+
+/** The blob hashes (hex) an index object lists; empty when it is damaged (it only serves deduplication). */
+export function indexedHashes(index: Buffer, packId: string): string[] {
+  try {
+    return [...parseIndex(index, packId, Number.MAX_SAFE_INTEGER).keys()];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The entries of a pack, from its own index.
+ * @throws Error saying what is wrong when the pack is truncated or its index damaged.
+ */
+export function packEntries(pack: Buffer, packId: string): Map<string, BlobEntry> {
+  if (pack.length < 8 || !pack.subarray(pack.length - 4).equals(PACK_MAGIC)) throw new Error('no pack trailer');
+  const indexBytes = pack.readUInt32LE(pack.length - 8);
+  const start = pack.length - 8 - indexBytes;
+  if (start < 0) throw new Error('index longer than the pack');
+  return parseIndex(pack.subarray(start, pack.length - 8), packId, start);
+}
