@@ -21,8 +21,8 @@
  */
 import { BasaltError, DriverError, InvalidInputError } from '../errors/index.ts';
 import {
-  resolveCapabilities, VOLUME_ID_PLACEHOLDER,
-  type BackendStats, type DriverCapabilities, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
+  GiB, resolveCapabilities, VOLUME_ID_PLACEHOLDER,
+  type BackendStats, type ChangedExtent, type DriverCapabilities, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
   type VolumeHandle, type VolumeRef,
 } from './volume-driver.ts';
 
@@ -129,6 +129,30 @@ export class GuardedDriver implements VolumeDriver {
       return Promise.reject(new BasaltError('NOT_IMPLEMENTED', 'This backend cannot revert a volume to a snapshot.'));
     }
     return this.call('revertToSnapshot', [volumeKey(vol.id), snapshotKey(snap.id)], () => revert.call(this.driver, vol, snap));
+  }
+
+  /**
+   * The extents that may differ between `from` and `to` (or the volume now).
+   * Checks the answer: sorted, not overlapping, inside the volume, safe integers.
+   * @throws BasaltError NOT_IMPLEMENTED when the driver does not declare `supportsChangedExtents`;
+   *   DriverError when the driver fails or answers with extents that break the contract.
+   */
+  async changedExtents(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]> {
+    const fn = this.driver.changedExtents;
+    if (!this.capabilities.supportsChangedExtents || !fn) {
+      throw new BasaltError('NOT_IMPLEMENTED', 'This backend cannot tell the changed extents of a volume.');
+    }
+    const keys = [volumeKey(vol.id), snapshotKey(from.id), ...(to ? [snapshotKey(to.id)] : [])];
+    const extents = await this.call('changedExtents', keys, () => fn.call(this.driver, vol, from, to));
+    const limit = Math.max(vol.sizeGiB, from.sizeGiB, to?.sizeGiB ?? 0) * GiB;
+    let end = 0;
+    for (const e of Array.isArray(extents) ? extents : [undefined]) {
+      if (!e || !Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || e.offset < end || e.length < 0 || e.offset + e.length > limit) {
+        throw new DriverError('Driver call changedExtents gave extents that are not sorted, overlap or lie outside the volume');
+      }
+      end = e.offset + e.length;
+    }
+    return extents;
   }
 
   /** The manage method `name` of the driver, or a NOT_IMPLEMENTED refusal when it does not declare `supportsManageExisting`. */

@@ -80,11 +80,12 @@
  * and registration records; 1.3 added `supportsManageExisting` with
  * `manageExistingGetSize`, `manageExisting`, `unmanage`,
  * `manageExistingSnapshot`, `unmanageSnapshot` and the `listManageable…` pair;
- * 1.4 added `supportsNativeConnection` with `nativeConnection`.
+ * 1.4 added `supportsNativeConnection` with `nativeConnection`; 1.5 added
+ * `supportsChangedExtents` with `changedExtents`.
  */
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.4';
+export const DRIVER_CONTRACT_VERSION = '1.5';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -159,6 +160,15 @@ export interface DeclaredCapabilities {
    * path).
    */
   readonly supportsNativeConnection?: boolean;
+  /**
+   * Whether `changedExtents` exists: the backend can tell which extents of a
+   * volume differ between one of its snapshots and a later snapshot (or the
+   * volume itself), from its own metadata (RBD's diff, reflink extents
+   * shared with the snapshot). Default false: the core relies on its own
+   * changed-block tracking at the export, and where that does not know
+   * (a crash, a write path that cannot track), everything changed.
+   */
+  readonly supportsChangedExtents?: boolean;
   /** Protocol named in pool stats (`storage_protocol`). Default `nbd`: the core exports every backend over NBD. */
   readonly storageProtocol?: string;
   /** Vendor shown in pool stats (`vendor_name`). */
@@ -186,6 +196,7 @@ export const CAPABILITY_DEFAULTS: Readonly<Omit<DriverCapabilities, 'vendorName'
   supportsLocalPath: false,
   supportsManageExisting: false,
   supportsNativeConnection: false,
+  supportsChangedExtents: false,
   storageProtocol: 'nbd',
 });
 
@@ -600,6 +611,32 @@ export interface VolumeDriver {
   nativeConnection?(vol: Pick<VolumeRef, 'id'>): Promise<NativeConnection | undefined>;
 
   /**
+   * The extents of a volume that may differ between snapshot `from` and `to`
+   * (a later snapshot of the same volume), or the volume as it is now when
+   * `to` is omitted. Optional: present exactly when
+   * `capabilities.supportsChangedExtents`.
+   * - When: an incremental backup whose parent was taken from `from` (a
+   *   backup of a snapshot whose snapshot still exists), reading `to` (the
+   *   snapshot it backs up, or the temporary snapshot of an attached volume)
+   *   or the detached volume itself; later, asynchronous replication.
+   * - Preconditions: both snapshots exist on this backend and are snapshots of
+   *   `vol`, `from` taken before `to`; nothing deletes them meanwhile; without
+   *   `to`, nothing writes the volume meanwhile.
+   * - Postconditions: none (reads only). Every byte that differs between the
+   *   two lies inside a returned extent (extents may cover unchanged bytes: a
+   *   coarse answer costs reading, never correctness); extents are sorted, do
+   *   not overlap, and lie inside the larger of the two sizes. An extent
+   *   past `from`'s size (after an extend) need not be listed: the core reads
+   *   everything past the parent's size anyway.
+   * - Idempotency: pure, while the snapshots exist.
+   * - Errors: `DriverError`. The core then falls back to its own tracking or,
+   *   failing that, to reading everything; a backup never fails for it.
+   * - Default if omitted: everything changed (the core's own changed-block
+   *   tracking applies where it knows better).
+   */
+  changedExtents?(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]>;
+
+  /**
    * The size of storage a manage request names. Optional: present exactly
    * when `capabilities.supportsManageExisting` (as are all the manage methods).
    * - When: for a volume in status `managing`, before its quota is taken and
@@ -703,6 +740,12 @@ export interface VolumeDriver {
    * - Default if omitted: nothing to release.
    */
   close?(): Promise<void>;
+}
+
+/** A byte range of a volume that may have changed (see {@link VolumeDriver.changedExtents}). */
+export interface ChangedExtent {
+  readonly offset: number;
+  readonly length: number;
 }
 
 /**

@@ -297,6 +297,41 @@ export function driverConformance(name: string, factory: DriverFactory, o: Confo
     assert.equal(driver.capabilities.supportsLocalPath, typeof under.driver.localPath === 'function', 'local paths are declared exactly when the method exists');
     assert.equal(driver.capabilities.supportsManageExisting, typeof under.driver.manageExisting === 'function', 'manage is declared exactly when the method exists');
     assert.equal(driver.capabilities.supportsNativeConnection, typeof under.driver.nativeConnection === 'function', 'native connections are declared exactly when the method exists');
+    assert.equal(driver.capabilities.supportsChangedExtents, typeof under.driver.changedExtents === 'function', 'changed extents are declared exactly when the method exists');
+  });
+
+  test(`${name}: changed extents cover every write between two snapshots, and since a snapshot`, async (t) => {
+    const { driver } = await setup(t);
+    const v = vol();
+    if (!driver.capabilities.supportsChangedExtents) {
+      await assert.rejects(driver.changedExtents(v, { id: randomUUID(), volumeId: v.id, sizeGiB: 1 }), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
+      return t.skip('the driver does not declare supportsChangedExtents');
+    }
+    await driver.createVolume(v);
+    const covers = (extents: Array<{ offset: number; length: number }>, offset: number, length: number): boolean =>
+      extents.some((e) => e.offset <= offset && offset + length <= e.offset + e.length);
+    let h = await driver.openVolume(v);
+    await h.write(0, pattern(20, MiB));
+    await h.flush();
+    await h.close();
+    const s1 = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+    await driver.createSnapshot(s1);
+    h = await driver.openVolume(v);
+    await h.write(300 * MiB + 4096, pattern(21, 8192));
+    await h.flush();
+    await h.close();
+    const s2 = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+    await driver.createSnapshot(s2);
+    const between = await driver.changedExtents(v, s1, s2);
+    assert.ok(covers(between, 300 * MiB + 4096, 8192), `the write between the snapshots is covered: ${JSON.stringify(between)}`);
+    h = await driver.openVolume(v);
+    await h.write(700 * MiB, pattern(22, 4096));
+    await h.flush();
+    await h.close();
+    const since = await driver.changedExtents(v, s2);
+    assert.ok(covers(since, 700 * MiB, 4096), `the write since the snapshot is covered: ${JSON.stringify(since)}`);
+    const total = since.reduce((n, e) => n + e.length, 0);
+    assert.ok(total < GiB / 2, `and not the whole volume (${total} bytes)`);
   });
 
   test(`${name}: a create killed mid-way is completed on retry`, async (t) => {

@@ -93,6 +93,9 @@ export function instrumented(inner: VolumeDriver, o: InstrumentOptions = {}): { 
     ...(capabilities.supportsNativeConnection && inner.nativeConnection
       ? { nativeConnection: (vol: Pick<VolumeRef, 'id'>) => around('nativeConnection', vol.id, () => inner.nativeConnection!(vol)) }
       : {}),
+    ...(capabilities.supportsChangedExtents && inner.changedExtents
+      ? { changedExtents: (vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef) => around('changedExtents', vol.id, () => inner.changedExtents!(vol, from, to)) }
+      : {}),
     ...(capabilities.supportsManageExisting && inner.manageExisting ? {
       manageExistingGetSize: (ref: ManageReference) => around('manageExistingGetSize', '', () => inner.manageExistingGetSize!(ref)),
       manageExisting: (vol: Pick<VolumeRef, 'id'>, ref: ManageReference) => around('manageExisting', vol.id, () => inner.manageExisting!(vol, ref)),

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
-import { CAPABILITY_DEFAULTS, GuardedDriver, MemoryDriver, resolveCapabilities, type DeclaredCapabilities, type NativeConnection } from '../../../src/drivers/index.ts';
+import { CAPABILITY_DEFAULTS, GuardedDriver, MemoryDriver, resolveCapabilities, type ChangedExtent, type DeclaredCapabilities, type NativeConnection } from '../../../src/drivers/index.ts';
 
 const SILENT: Partial<DeclaredCapabilities> = Object.fromEntries(Object.keys(CAPABILITY_DEFAULTS).map((k) => [k, undefined]));
 
@@ -51,4 +51,23 @@ test('a native connection is asked for with the id placeholder, and an answer th
   await assert.rejects(driver.nativeConnectionTemplate(), /naming the volume by its id/);
   const silent = new GuardedDriver(new MemoryDriver({ poolName: 'p', declare: SILENT }), 60_000);
   assert.equal(await silent.nativeConnectionTemplate(), undefined, 'not declared: none');
+});
+
+test('changed extents: refused when not declared; an answer out of order or outside the volume is refused', async () => {
+  const mem = new MemoryDriver({ poolName: 'p' });
+  let answer: unknown = [{ offset: 0, length: 4096 }, { offset: 1024 ** 2, length: 65536 }];
+  const diffing = Object.assign(Object.create(mem) as MemoryDriver, {
+    capabilities: { ...mem.capabilities, supportsChangedExtents: true },
+    changedExtents: async () => answer as ChangedExtent[],
+  });
+  const driver = new GuardedDriver(diffing, 60_000);
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  const from = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+  assert.deepEqual(await driver.changedExtents(v, from), answer);
+  for (const bad of [[{ offset: 8192, length: 1 }, { offset: 0, length: 1 }], [{ offset: 1024 ** 3 - 1, length: 2 }], [{ offset: -1, length: 1 }], 'nope']) {
+    answer = bad;
+    await assert.rejects(driver.changedExtents(v, from), /changedExtents gave extents/);
+  }
+  const silent = new GuardedDriver(new MemoryDriver({ poolName: 'p', declare: SILENT }), 60_000);
+  await assert.rejects(silent.changedExtents(v, from), (e: { code: string }) => e.code === 'NOT_IMPLEMENTED');
 });
