@@ -40,6 +40,12 @@
  *   nbdPause(connection)        -> Promise: new writes wait; resolves once none is in flight
  *   nbdResume(connection)       lets writes go on
  *
+ * Changed-block tracking: with changedBits (the volume's Uint32Array from
+ * src/export/changed-blocks.ts, shared by all its connections), every WRITE,
+ * WRITE_ZEROES and TRIM sets the bits of its blocks with atomic ORs once it
+ * has passed the write gate and before it touches the file, so a quiesce
+ * (pause) leaves the bits complete and still.
+ *
  * The socket and the file are dup()ed: the caller may close its own
  * descriptors at once. onClose(reason) is called once on the JavaScript
  * thread when the last worker has gone: reason is "disconnect" (NBD_CMD_DISC
@@ -125,6 +131,13 @@ typedef struct conn {
   uint64_t held_bytes; /* payload bytes held: WRITE payloads read and not yet written, READ data not yet sent */
   int max_requests; /* the most requests in flight at once (maxRequests) */
   int requests;     /* requests in flight: read (or being read) and not yet answered */
+
+  /* Changed-block bits (the JavaScript tracker's Uint32Array, kept alive by a
+     reference the on_close function's finalizer drops): bit b of word b/32 is
+     block b of 2^changed_shift bytes. NULL: nothing is recorded. */
+  uint32_t *changed;
+  uint64_t changed_blocks;
+  unsigned changed_shift;
 
   atomic_int refs;  /* the workers (as one) + the JavaScript object + pending pauses */
   napi_threadsafe_function on_close;
@@ -459,6 +472,22 @@ static void gate_leave(conn_t *c) {
   pthread_mutex_unlock(&c->lock);
 }
 
+/*
+ * Records [offset, offset+length) in the changed-block bits, before the file
+ * is touched: a crash after the write cannot leave it unrecorded, and the
+ * TypeScript side reads the bits only while no write is in flight (quiesced)
+ * or ORs them (a save), so relaxed atomic ORs suffice.
+ */
+static void mark_changed(conn_t *c, const request_t *r) {
+  if (!c->changed || r->length == 0) return;
+  uint64_t first = r->offset >> c->changed_shift;
+  uint64_t last = (r->offset + r->length - 1) >> c->changed_shift;
+  if (last >= c->changed_blocks) last = c->changed_blocks - 1;
+  for (uint64_t b = first; b <= last && b < c->changed_blocks; b++) {
+    __atomic_fetch_or(&c->changed[b >> 5], (uint32_t)1 << (b & 31), __ATOMIC_RELAXED);
+  }
+}
+
 /* ---- commands ---- */
 
 static int write_all(conn_t *c, const uint8_t *data, size_t n, uint64_t offset, int fua) {
@@ -571,6 +600,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
     case CMD_WRITE:
       if (outside) return error_reply(c, r, NBD_ENOSPC);
       if (gate_enter(c, holding) != 0) return;
+      mark_changed(c, r);
       e = write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
       gate_leave(c);
       return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
@@ -579,6 +609,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
     case CMD_TRIM:
       if (outside) return error_reply(c, r, NBD_EINVAL);
       if (gate_enter(c, holding) != 0) return;
+      mark_changed(c, r);
       /* Discard is advisory: a filesystem without hole punching keeps the data. */
       if (r->length) (void)fallocate(c->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->length);
       e = (r->flags & FLAG_FUA) && fdatasync(c->file) != 0 ? errno : 0;
@@ -587,6 +618,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
     case CMD_WRITE_ZEROES:
       if (outside) return error_reply(c, r, NBD_ENOSPC);
       if (gate_enter(c, holding) != 0) return;
+      mark_changed(c, r);
       e = zero_range(c, r);
       if (!e && (r->flags & FLAG_FUA) && fdatasync(c->file) != 0) e = errno;
       gate_leave(c);
@@ -701,6 +733,11 @@ static void call_on_close(napi_env env, napi_value fn, void *context, void *data
 
 static void finalize_conn(napi_env env, void *data, void *hint) { unref(data); }
 
+/* The on_close function's finalizer (on the JavaScript thread, once every worker has gone): lets the changed-block bits go. */
+static void release_changed(napi_env env, void *data, void *hint) {
+  if (data) napi_delete_reference(env, (napi_ref)data);
+}
+
 static conn_t *conn_of(napi_env env, napi_value v) {
   void *p = NULL;
   if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
@@ -710,7 +747,7 @@ static conn_t *conn_of(napi_env env, napi_value v) {
   return p;
 }
 
-/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, maxBufferBytes, maxRequests, paused, buffered }, onClose) */
+/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, maxBufferBytes, maxRequests, paused, buffered, changedBits, changedBlockShift }, onClose) */
 static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -739,6 +776,23 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   bool is_buffer = false;
   if (napi_get_named_property(env, argv[0], "buffered", &bv) == napi_ok && napi_is_buffer(env, bv, &is_buffer) == napi_ok && is_buffer) {
     napi_get_buffer_info(env, bv, &buffered, &buffered_len);
+  }
+  /* changedBits: a Uint32Array the workers OR into, held by a reference until the last one has gone. */
+  uint32_t *changed = NULL;
+  uint64_t changed_blocks = 0;
+  double shift = 0;
+  napi_value cv;
+  bool is_typed = false;
+  if (napi_get_named_property(env, argv[0], "changedBits", &cv) == napi_ok && napi_is_typedarray(env, cv, &is_typed) == napi_ok && is_typed) {
+    napi_typedarray_type type;
+    size_t count = 0;
+    void *data = NULL;
+    if (napi_get_typedarray_info(env, cv, &type, &count, &data, NULL, NULL) != napi_ok || type != napi_uint32_array || !get_number(env, argv[0], "changedBlockShift", &shift) || shift < 9 || shift > 40) {
+      napi_throw_type_error(env, NULL, "changedBits must be a Uint32Array with changedBlockShift");
+      return NULL;
+    }
+    changed = data;
+    changed_blocks = (uint64_t)count * 32;
   }
   if (!zero_block) { /* the first connection (always on the JavaScript thread) */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -782,6 +836,13 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   c->max_bytes = (uint64_t)max_bytes;
   c->max_requests = (int)max_requests;
   c->polling = 1;
+  napi_ref changed_ref = NULL;
+  if (changed && changed_blocks) {
+    if (napi_create_reference(env, cv, 1, &changed_ref) != napi_ok) changed_ref = NULL;
+    c->changed = changed;
+    c->changed_blocks = changed_blocks;
+    c->changed_shift = (unsigned)shift;
+  }
   pthread_mutex_init(&c->read_lock, NULL);
   pthread_mutex_init(&c->write_lock, NULL);
   pthread_mutex_init(&c->lock, NULL);
@@ -790,7 +851,8 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
 
   napi_value name;
   napi_create_string_utf8(env, "nbd-data-plane", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_on_close, &c->on_close) != napi_ok) {
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, changed_ref, release_changed, NULL, call_on_close, &c->on_close) != napi_ok) {
+    if (changed_ref) napi_delete_reference(env, changed_ref);
     close(c->sock);
     close(c->file);
     c->refs = 1;

@@ -32,6 +32,15 @@ export interface NbdServeOptions {
   maxRequests?: number;
   /** Start with writes held back (the export is being quiesced). */
   paused: boolean;
+  /**
+   * The volume's changed-block bits (`src/export/changed-blocks.ts`): each
+   * WRITE, WRITE_ZEROES and TRIM sets the bits of its blocks (atomic ORs)
+   * before the file is touched. The addon holds a reference until the
+   * connection ends. Absent: nothing is recorded.
+   */
+  changedBits?: Uint32Array;
+  /** log2 of the bytes one changed bit stands for (with `changedBits`). */
+  changedBlockShift?: number;
   /** Bytes the event loop read past the negotiation: the first requests. */
   buffered?: Buffer;
 }

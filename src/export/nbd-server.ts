@@ -11,7 +11,10 @@
  * Two data planes serve the transmission phase. A plain TCP connection to an
  * export whose handle is a file (`VolumeHandle.fd`) is handed to native
  * threads once negotiated ({@link DataPlaneConnection}); TLS connections and
- * other drivers are served here, on the event loop. Both answer alike.
+ * other drivers are served here, on the event loop. Both answer alike, and
+ * both record the blocks every WRITE, WRITE_ZEROES and TRIM touches in the
+ * volume's changed-block bits before the volume is touched
+ * (`changed-blocks.ts`: what incremental backups read).
  */
 import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
@@ -22,6 +25,7 @@ import {
   IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, nbdErrorOf, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
   REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF,
 } from './nbd-protocol.ts';
+import type { ChangedBlockTracker, ChangeWriter } from './changed-blocks.ts';
 import { DataPlaneConnection } from './data-plane.ts';
 import { ConnectionClosed, SocketReader } from './socket-reader.ts';
 
@@ -123,6 +127,13 @@ export interface NbdServerOptions {
    * qemu-nbd's handshake limit.
    */
   negotiationTimeoutMs?: number;
+  /**
+   * Where the writes of exports with a `key` (a volume) are recorded for
+   * incremental backups (`changed-blocks.ts`): every WRITE, WRITE_ZEROES and
+   * TRIM of either plane sets its blocks before the volume is touched.
+   * Default none: nothing is recorded.
+   */
+  changedBlocks?: ChangedBlockTracker;
 }
 
 /** The defaults of the bounds in {@link NbdServerOptions}. */
@@ -180,7 +191,7 @@ export class NbdServer {
   /** Who holds the server suspended (see {@link suspend}): while any does, no export resolves. */
   private readonly suspenders = new Set<string>();
 
-  constructor(o: NbdServerOptions) {
+  constructor(private readonly o: NbdServerOptions) {
     const maxConnections = o.maxConnections ?? NBD_BOUNDS.maxConnections;
     // Half-open: a client that shuts its sending side down after its last
     // request still gets the answers of the requests in flight, as the
@@ -207,6 +218,11 @@ export class NbdServer {
         })
         .finally(() => { this.clients--; });
     });
+  }
+
+  /** The changed-block tracker of the exports, if writes are recorded. */
+  get changedBlocks(): ChangedBlockTracker | undefined {
+    return this.o.changedBlocks;
   }
 
   /** Connections open now, negotiating ones included. */
@@ -384,6 +400,8 @@ class Connection implements Fenceable {
   private readonly writes = new Set<Promise<void>>();
   /** Resolves once the transmission phase has ended and the volume handle is closed. */
   private transmitted: Promise<void> = Promise.resolve();
+  /** Where this connection's writes are recorded (a writable export of a volume, with a tracker). */
+  private changes: ChangeWriter | undefined;
 
   constructor(private socket: Socket, private readonly server: NbdServer, private readonly o: NbdServerOptions) {
     this.reader = new SocketReader(socket);
@@ -688,6 +706,25 @@ class Connection implements Fenceable {
     }
     const handle = await exp.open();
     if (this.fenced) return handle.close();
+    const tracker = this.o.changedBlocks;
+    if (tracker && !exp.readOnly && exp.key !== undefined) {
+      try {
+        // Before the first write is served: the volume's file says writers are open.
+        this.changes = await tracker.writer(exp.key, handle.sizeBytes);
+      } catch (err) {
+        await handle.close();
+        throw err;
+      }
+    }
+    try {
+      await this.serveOpened(exp, handle, unbind);
+    } finally {
+      // The handle is closed by now: no write of this connection can land any more.
+      this.changes?.close();
+    }
+  }
+
+  private async serveOpened(exp: NbdExport, handle: VolumeHandle, unbind: () => void): Promise<void> {
     if (handle.fd !== undefined && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
       if (await this.handOff(exp, handle, handle.fd, unbind)) return;
     }
@@ -790,6 +827,7 @@ class Connection implements Fenceable {
       maxBufferBytes: this.o.maxBufferBytesPerConnection ?? NBD_BOUNDS.maxBufferBytesPerConnection,
       maxRequests: this.o.maxRequestsPerConnection ?? NBD_BOUNDS.maxRequestsPerConnection,
       paused,
+      ...(this.changes ? { changedBits: this.changes.bits, changedBlockShift: this.changes.blockShift } : {}),
     }));
     if (!ended) return false;
     unbind(); // the native connection is bound in its place
@@ -824,6 +862,7 @@ class Connection implements Fenceable {
         }
         case CMD.WRITE:
           if (outside) return this.error(cookie, type, ERR.ENOSPC);
+          this.changes?.mark(offset, length);
           await handle.write(offset, payload!);
           if (flags & CMD_FLAG.FUA) await handle.flush();
           return this.ok(cookie);
@@ -834,11 +873,13 @@ class Connection implements Fenceable {
           return this.ok(cookie);
         case CMD.TRIM:
           if (outside) return this.error(cookie, type, ERR.EINVAL);
+          this.changes?.mark(offset, length);
           await handle.trim!(offset, length);
           if (flags & CMD_FLAG.FUA) await handle.flush();
           return this.ok(cookie);
         case CMD.WRITE_ZEROES:
           if (outside) return this.error(cookie, type, ERR.ENOSPC);
+          this.changes?.mark(offset, length);
           await handle.writeZeroes!(offset, length, (flags & CMD_FLAG.NO_HOLE) === 0);
           if (flags & CMD_FLAG.FUA) await handle.flush();
           return this.ok(cookie);
