@@ -22,12 +22,13 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import { withLock, type Coordinator } from '../coordination/index.ts';
 import type { BackupRow, Db, ServiceRepository, VolumeRow } from '../db/index.ts';
-import type { GuardedDriver, VolumeHandle } from '../drivers/index.ts';
+import type { GuardedDriver, SnapshotRef, VolumeHandle } from '../drivers/index.ts';
+import type { ChangedBlocksCut, ChangedBlockTracker } from '../export/index.ts';
 import { BackupCorruptError, DriverError, InvalidInputError } from '../errors/index.ts';
 import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import { ANY_BACKUP_TARGET, backupMemberTarget, backupTarget } from '../services/index.ts';
-import type { BackupProgress, BackupRepository, BackupSource, BackupStats } from './backup-repository.ts';
+import type { BackupProgress, BackupRepository, BackupSource, BackupStats, ByteRange } from './backup-repository.ts';
 import {
   dataIdOf, releaseSource, type BackupCreatePayload, type BackupDeletePayload, type BackupImportPayload, type BackupJobDeps, type BackupJobKinds, type BackupRestorePayload,
 } from './backup-jobs.ts';
@@ -51,8 +52,12 @@ export interface BackupHandlerDeps extends BackupJobDeps {
   lockTimeoutMs: number;
   /** The backends of this process, by cluster. */
   backends: ReadonlyMap<string, ServedBackend>;
-  /** The process's export server: an attached volume's temporary snapshot is taken with its writes held. */
-  exports?: { quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> };
+  /**
+   * The process's export server: an attached volume's temporary snapshot is
+   * taken with its writes held, and its changed-block tracker tells an
+   * incremental backup what changed since its parent.
+   */
+  exports?: { quiesce<T>(key: string, fn: () => Promise<T>): Promise<T>; readonly changedBlocks?: ChangedBlockTracker | undefined };
   /** The service's host, recorded on the backups it runs. */
   host: string;
   log: Logger;
@@ -118,38 +123,118 @@ function progressLogger(log: Logger, what: string, id: string): (p: BackupProgre
  * snapshot taken with the export's writes held; a snapshot through a
  * temporary volume made from it. Returns the handle and the clean-up.
  */
-async function openSource(deps: BackupHandlerDeps, driver: GuardedDriver, b: BackupRow, v: VolumeRow, p: BackupCreatePayload): Promise<{ handle: VolumeHandle; done(): Promise<void> }> {
+async function openSource(
+  deps: BackupHandlerDeps, driver: GuardedDriver, b: BackupRow, v: VolumeRow, p: BackupCreatePayload, tracker: ChangedBlockTracker | undefined,
+): Promise<BackupOrigin> {
   const temp = { id: p.tempVolumeId, sizeGiB: b.size };
   const tempSnap = { id: p.tempSnapshotId, volumeId: v.id, sizeGiB: v.size };
   // What an earlier run left goes first: its copies may be of an earlier instant.
   await driver.deleteVolume(temp);
   await driver.deleteSnapshot(tempSnap);
   if (!b.snapshot_id && v.attach_status !== 'attached') {
-    const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
-    return { handle, done: () => handle.close() };
+    // Nothing writes the volume (backing-up keeps hosts away): now is the backup's point in time.
+    const cut = await tracker?.cut(v.id, b.id);
+    try {
+      const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
+      return { handle, cut, done: () => handle.close() };
+    } catch (err) {
+      await cut?.abort();
+      throw err;
+    }
   }
   let removeSnapshot = false;
-  if (b.snapshot_id) {
-    const s = await deps.snapshots.get(deps.db.kysely, b.snapshot_id);
-    if (!s) throw new InvalidInputError(`Invalid input received: snapshot ${b.snapshot_id} of backup ${b.id} no longer exists.`);
-    await driver.createVolumeFromSnapshot(temp, { id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size });
-  } else {
-    // Crash-consistent: the snapshot is taken with the export's writes held, and read at leisure.
-    const take = () => driver.createSnapshot(tempSnap);
-    if (deps.exports) await deps.exports.quiesce(v.id, take);
-    else await take();
-    removeSnapshot = true;
-    await driver.createVolumeFromSnapshot(temp, tempSnap);
+  let cut: ChangedBlocksCut | undefined;
+  let snap: SnapshotRef;
+  try {
+    if (b.snapshot_id) {
+      // The snapshot's point in time is not now: the tracker's bits say nothing of it, and stay.
+      const s = await deps.snapshots.get(deps.db.kysely, b.snapshot_id);
+      if (!s) throw new InvalidInputError(`Invalid input received: snapshot ${b.snapshot_id} of backup ${b.id} no longer exists.`);
+      snap = { id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size };
+      await driver.createVolumeFromSnapshot(temp, snap);
+    } else {
+      // Crash-consistent: the snapshot is taken with the export's writes held, and read at leisure;
+      // the changed blocks are cut at the same instant, while no write is in flight.
+      const take = async (): Promise<void> => {
+        await driver.createSnapshot(tempSnap);
+        cut = await tracker?.cut(v.id, b.id);
+      };
+      if (deps.exports) await deps.exports.quiesce(v.id, take);
+      else await take();
+      removeSnapshot = true;
+      snap = tempSnap;
+      await driver.createVolumeFromSnapshot(temp, tempSnap);
+    }
+  } catch (err) {
+    await cut?.abort();
+    throw err;
   }
-  const handle = await driver.openVolume(temp);
+  const handle = await driver.openVolume(temp).catch(async (err: unknown) => {
+    await cut?.abort();
+    throw err;
+  });
   return {
     handle,
+    cut,
+    snapshot: snap,
     async done() {
       await handle.close();
       await driver.deleteVolume(temp);
       if (removeSnapshot) await driver.deleteSnapshot(tempSnap);
     },
   };
+}
+
+/** What a backup reads, and what it knows of the changes since its parent. */
+interface BackupOrigin {
+  handle: VolumeHandle;
+  /** The changed blocks cut at the backup's point in time (the volume's own, read now or through a temporary snapshot). */
+  cut?: ChangedBlocksCut | undefined;
+  /** The snapshot read (the backed-up snapshot, or the temporary one); undefined when the volume itself is read. */
+  snapshot?: SnapshotRef;
+  done(): Promise<void>;
+}
+
+/**
+ * Whether the tracker of this process saw every write of the volume since
+ * its last backup here: every volume service of the volume's cluster runs in
+ * this process (a member elsewhere may have served writes this tracker never
+ * saw), and no attachment writes it without the NBD export (a loop device, a
+ * backend's own protocol), nor did one that is being fenced. When not, the
+ * volume is marked wholly changed before the cut, so this backup reads it all.
+ */
+async function untrackedWriters(deps: BackupHandlerDeps, v: VolumeRow): Promise<string | undefined> {
+  const served = new Set([...deps.backends.values()].map((b) => b.serviceHost));
+  const members = await deps.db.kysely.selectFrom('services').select('host').where('binary', '=', 'cinder-volume').where('cluster', '=', v.cluster_name ?? '').execute();
+  if (members.some((m) => !served.has(m.host))) return 'another member of its cluster may have served its writes';
+  const attachments = await deps.db.kysely.selectFrom('attachments').select('connection_info').where('volume_id', '=', v.id).execute();
+  if (attachments.some((a) => a.connection_info !== null && (JSON.parse(a.connection_info) as { driver_volume_type?: string }).driver_volume_type !== 'nbd')) {
+    return 'an attachment writes it without the NBD export';
+  }
+  const fencing = await deps.db.kysely.selectFrom('jobs').select('id').where('kind', '=', 'export.fence').where('resource_id', '=', v.id)
+    .where('state', 'in', ['queued', 'running']).executeTakeFirst();
+  if (fencing) return 'a detached attachment is still being fenced';
+  return undefined;
+}
+
+/**
+ * The ranges an incremental backup must read: the tracker's when its bits
+ * start at the parent, else the driver's changed extents between the
+ * parent's snapshot (a backup of a snapshot that still exists) and what this
+ * backup reads; undefined (everything changed) when neither knows.
+ */
+async function changedRanges(deps: BackupHandlerDeps, driver: GuardedDriver, v: VolumeRow, parent: BackupRow, origin: BackupOrigin, log: Logger): Promise<ByteRange[] | undefined> {
+  const tracked = origin.cut?.changedSince(parent.id);
+  if (tracked) return tracked;
+  if (!driver.capabilities.supportsChangedExtents || !parent.snapshot_id) return undefined;
+  const s = await deps.snapshots.get(deps.db.kysely, parent.snapshot_id);
+  if (!s || s.volume_id !== v.id) return undefined;
+  try {
+    return await driver.changedExtents({ id: v.id, sizeGiB: v.size }, { id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size }, origin.snapshot);
+  } catch (err) {
+    log.warn({ err, volume_id: v.id }, 'the driver could not tell the changed extents: the backup reads everything');
+    return undefined;
+  }
 }
 
 /** Builds the handlers of the backup jobs. */
@@ -175,17 +260,33 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
         const parentRow = b.parent_id ? await backups.get(db.kysely, b.parent_id) : undefined;
         const parent = parentRow ? await repository.manifest(v.id, dataIdOf(parentRow)) : undefined;
         if (b.parent_id && !parent) throw new BackupCorruptError(`Backup ${b.parent_id}, the parent of incremental backup ${b.id}, has no manifest on ${repository.target.location}`);
-        const source = await openSource(deps, driver, b, v, p);
+        const tracker = b.snapshot_id ? undefined : deps.exports?.changedBlocks;
+        const untracked = tracker ? await untrackedWriters(deps, v) : undefined;
+        if (tracker && untracked) await tracker.markAllChanged(v.id, untracked);
+        const source = await openSource(deps, driver, b, v, p, tracker);
+        let stored = false;
+        let changed: ByteRange[] | undefined;
         try {
-          const read: BackupSource = source.handle;
-          stats = await repository.create({
-            volumeId: v.id, backupId: b.id, source: read, ...(parent ? { parent } : {}), createdAt: b.created_at,
-            onProgress: progressLogger(ctx.log, 'backup', b.id),
-          });
+          try {
+            changed = parentRow && parent ? await changedRanges(deps, driver, v, parentRow, source, ctx.log) : undefined;
+            const read: BackupSource = source.handle;
+            stats = await repository.create({
+              volumeId: v.id, backupId: b.id, source: read, ...(parent ? { parent } : {}), ...(changed ? { changed } : {}), createdAt: b.created_at,
+              onProgress: progressLogger(ctx.log, 'backup', b.id),
+            });
+            stored = true;
+          } finally {
+            await source.done();
+          }
         } finally {
-          await source.done();
+          // A failed backup gives its changed blocks back: the next one must still read them.
+          if (stored) await source.cut?.commit();
+          else await source.cut?.abort();
         }
-        ctx.log.info({ backup_id: b.id, bytes_read: stats.bytesRead, chunks_stored: stats.chunksStored, bytes_stored: stats.bytesStored, chunks_reused: stats.chunksReused }, 'backup stored');
+        ctx.log.info({
+          backup_id: b.id, volume_id: v.id, bytes_read: stats.bytesRead, chunks_stored: stats.chunksStored, bytes_stored: stats.bytesStored, chunks_reused: stats.chunksReused,
+          changed_bytes: changed ? changed.reduce((n, r) => n + r.length, 0) : null,
+        }, 'backup stored');
       }));
       await ctx.complete(async (tx) => {
         // Without stats the backup was force-deleted or reset meanwhile: only its source is given back.
@@ -206,6 +307,8 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       await locked(`volume-${v.id}`, async () => {
         const manifest = await repository.manifest(b.volume_id, dataIdOf(b));
         if (!manifest) throw new BackupCorruptError(`Backup ${b.id}: its manifest is missing from ${repository.target.location}`);
+        // The restore writes past the export's tracker: the next incremental backup reads the volume whole.
+        await deps.exports?.changedBlocks?.markAllChanged(v.id, `restore of backup ${b.id}`);
         const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
         try {
           const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: progressLogger(ctx.log, 'restore', b.id) });

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { buildApi, isLoopback } from '../api/index.ts';
@@ -17,7 +18,7 @@ import {
 import { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
 import { openDriver, type GuardedDriver } from '../drivers/index.ts';
-import { NbdServer } from '../export/index.ts';
+import { ChangedBlockTracker, NbdServer } from '../export/index.ts';
 import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
@@ -150,7 +151,12 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       // One NBD server per process serves the attachments of every backend it runs.
       const drivers = new Map<string, GuardedDriver>();
       const requireTls = d.nbd_require_tls === 'auto' ? !isLoopback(d.nbd_listen) : d.nbd_require_tls === 'true';
+      // The writes of the exports, for incremental backups: the tracker's files
+      // are saved after the NBD server has dropped every connection (stoppers run in reverse).
+      const changedBlocks = await ChangedBlockTracker.open({ directory: path.join(d.state_dir, 'changed-blocks'), log: log.child({ component: 'changed-blocks' }) });
+      stoppers.push(() => changedBlocks.close());
       const nbd = new NbdServer({
+        changedBlocks,
         provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls,
         dataPlane: d.nbd_data_plane === 'event-loop' ? 'event-loop' : 'native', threadsPerConnection: d.nbd_threads_per_connection,
         pollMicros: d.nbd_poll_us,

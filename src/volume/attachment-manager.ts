@@ -14,7 +14,7 @@ import { isoAt, newId } from '../common/index.ts';
 import type { AttachmentRepository, AttachmentRow, Db, ServiceRepository, VolumeRow } from '../db/index.ts';
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
-import { chooseEndpoint, connectionInfo } from './connection-info.ts';
+import { chooseEndpoint, connectionInfo, writesPastExport } from './connection-info.ts';
 import { busyReason, type LifecycleDeps } from './lifecycle.ts';
 import { volumeBeginDetaching, volumeComplete, volumeConnect, volumeDetach, volumeReserve, volumeRollDetaching } from './operations/index.ts';
 import type { VolumeJobKinds } from './volume-jobs.ts';
@@ -170,7 +170,7 @@ export class AttachmentManager {
       // Any member of the cluster may be serving the export: every process
       // hears the fence when this commits, and every live member has its
       // durable fence job (export-fence.ts); later jobs of the volume wait for them.
-      return fenceExport(this.deps, tx, enqueue, v, a.export_name, caller.requestId);
+      return fenceExport(this.deps, tx, enqueue, v, a.export_name, caller.requestId, writesPastExport(a.connection_info));
     });
     await awaitFences(this.deps.db, fences, Math.min(FENCE_WAIT_MS, this.deps.serviceDownMs));
   }

@@ -87,6 +87,15 @@ export function isLocal(info: string | null): boolean {
   return info !== null && (JSON.parse(info) as ConnectionInfo).driver_volume_type === 'local';
 }
 
+/**
+ * Whether an attachment with this connection info (JSON as stored) writes the
+ * volume past the NBD export, where no changed block is recorded: a loop
+ * device (`local`) or a backend's own protocol. False before a connector.
+ */
+export function writesPastExport(info: string | null): boolean {
+  return info !== null && (JSON.parse(info) as ConnectionInfo).driver_volume_type !== 'nbd';
+}
+
 /** `host:port` of an NBD connection info (JSON as stored), or undefined for any other kind. */
 export function nbdAddress(info: string | null): string | undefined {
   const i = info ? JSON.parse(info) as ConnectionInfo : undefined;

@@ -46,13 +46,17 @@ export interface ExportFenceDeps {
  * Without `enqueue` only the notification is sent (a handler's own
  * transaction, when the request already queued the durable fences). Returns
  * the ids of the live members' fence jobs, for {@link awaitFences}.
+ * `untracked`: the attachment wrote past the NBD export (a loop device), so
+ * each fence also marks the volume wholly changed for incremental backups.
  */
-export async function fenceExport(deps: ExportFenceDeps, tx: Tx, enqueue: Enqueue | undefined, v: { id: string; cluster_name: string | null }, exportName: string, requestId: string | null): Promise<string[]> {
+export async function fenceExport(
+  deps: ExportFenceDeps, tx: Tx, enqueue: Enqueue | undefined, v: { id: string; cluster_name: string | null }, exportName: string, requestId: string | null, untracked = false,
+): Promise<string[]> {
   await deps.db.notify(FENCE_CHANNEL, exportName, tx);
   if (!enqueue || !v.cluster_name) return [];
   const jobIds: string[] = [];
   for (const target of await fenceTargets(deps, tx, v.cluster_name)) {
-    const id = await enqueue(deps.kinds.fence, { target, resourceId: v.id, requestId, payload: { exportName } });
+    const id = await enqueue(deps.kinds.fence, { target, resourceId: v.id, requestId, payload: { exportName, ...(untracked ? { untracked } : {}) } });
     // The cluster's job (no member live) is for whichever starts next, which holds no connection: nothing to wait for.
     if (target !== volumeTarget(v.cluster_name)) jobIds.push(id);
   }

@@ -26,6 +26,13 @@ export interface ExportServer {
   /** Drops every connection and refuses new ones until `resume(holder)`. */
   suspend(holder: string): Promise<void>;
   resume(holder: string): void;
+  /**
+   * The exports' changed-block tracker (`src/export/changed-blocks.ts`), when
+   * writes are recorded. A write path that bypasses the export marks the
+   * volume wholly changed here (its next incremental backup reads it all);
+   * a deleted volume is forgotten.
+   */
+  readonly changedBlocks?: { markAllChanged(volumeId: string, reason: string): Promise<void>; forget(volumeId: string): Promise<void> } | undefined;
 }
 
 /** What the handlers need. */
@@ -64,6 +71,8 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     async run(ctx, p) {
       // Complete only once the fence is: no write of the attachment lands after it.
       await deps.exports?.closeExport(p.exportName);
+      // A loop device (or a backend's own protocol) wrote the volume past the export's tracker, up to this fence.
+      if (p.untracked) await deps.exports?.changedBlocks?.markAllChanged(ctx.job.resource_id, 'an attachment that wrote past the NBD export was detached');
       await ctx.complete();
     },
   };

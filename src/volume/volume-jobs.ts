@@ -26,7 +26,15 @@ export type { CreatePayload, DeletePayload, ExtendPayload, MigrateCleanupPayload
  * was live): drop that member's connections of a deleted attachment's export
  * (`export-fence.ts`). Its resource is the volume, whose later jobs wait for it.
  */
-export interface FencePayload { exportName: string }
+export interface FencePayload {
+  exportName: string;
+  /**
+   * The attachment wrote the volume without the NBD export (a loop device, a
+   * backend's own protocol): the fencing member marks the volume wholly
+   * changed for incremental backups. Absent (release N-1's payloads): false.
+   */
+  untracked?: boolean;
+}
 
 /** Every kind, built over the deps their failure handling needs. */
 export interface VolumeJobKinds {

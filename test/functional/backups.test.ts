@@ -61,6 +61,16 @@ async function backup(s: TestServer, body: Record<string, unknown>, headers: Rec
   return backupStatus(s, r.body.backup.id, 'available');
 }
 
+/** Attaches a volume over NBD, runs one qemu-io command on it, and detaches it. */
+async function writeOverNbd(s: TestServer, vol: string, command: string): Promise<void> {
+  const connector = { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' };
+  const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector } }, MV('3.54'));
+  assert.equal(a.status, 200, JSON.stringify(a.body));
+  await run('qemu-io', ['-f', 'raw', '-c', command, a.body.attachment.connection_info.data.uri as string]);
+  assert.equal((await s.request('DELETE', `${V}/attachments/${a.body.attachment.id}`, undefined, MV('3.54'))).status, 200);
+  await waitForStatus(s, vol, 'available');
+}
+
 async function gone(s: TestServer, id: string): Promise<void> {
   await waitFor(`backup ${id} gone`, async () => (await s.request('GET', `${V}/backups/${id}`)).status === 404);
 }
@@ -86,8 +96,9 @@ test('a full backup, an incremental one that stores only the changed chunks, and
   assert.equal(full.object_count, 3, 'one pack (7 MiB of 16 KiB blocks), its index object and the manifest');
   assert.ok(full.data_timestamp);
 
-  // Change one chunk: the incremental backup stores it and its manifest only.
-  write(s, vol, 300 * MiB + 10, Buffer.from('changed'));
+  // Change one chunk, through the NBD export (which records it; a write behind Basalt's back, to the
+  // file itself, is one no incremental backup can know of): the incremental backup stores it and its manifest only.
+  await writeOverNbd(s, vol, 'write -P 0x63 314572810 7');
   const changed = await digest(s, vol);
   const inc = await backup(s, { volume_id: vol, incremental: true, name: 'inc' });
   assert.equal(inc.is_incremental, true);

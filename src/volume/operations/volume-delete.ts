@@ -107,6 +107,7 @@ export const volumeDelete = operation<'volume', DeletePayload, DeleteVolumeInput
       await deps.db.kysely.transaction().execute((tx) => removeSnapshot(deps, tx, s, job.job.request_id));
     }
     await driver.deleteVolume({ id: v.id });
+    await deps.exports?.changedBlocks?.forget(v.id);
     // Idempotent: a key already deleted counts as deleted when the job runs again.
     if (v.encryption_key_id) await deps.keys.deleteKey({ projectId: v.project_id }, v.encryption_key_id);
   },

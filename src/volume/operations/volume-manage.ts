@@ -110,6 +110,8 @@ export const volumeManage = operation<'volume', ManagePayload, ManageVolumeInput
         await tx.updateTable('volumes').set({ size: sizeGiB }).where('id', '=', v.id).execute();
       });
     }
+    // Adopted data has no history here: its first incremental backup reads it all.
+    await deps.exports?.changedBlocks?.markAllChanged(v.id, 'managed');
     await driver.manageExisting({ id: v.id }, p.reference);
   },
 

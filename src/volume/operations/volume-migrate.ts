@@ -207,6 +207,8 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     // through them. The row names the source, so nothing here is the volume's.
     await driver.deleteVolume(vol);
     await driver.createVolume(vol);
+    // The copy is written past the export's changed-block tracker.
+    await deps.exports?.changedBlocks?.markAllChanged(v.id, `migration from ${p.sourceCluster}`);
     try {
       await copyVolume(source, driver, vol);
     } catch (err) {
@@ -259,6 +261,8 @@ export function migrateCleanupHandler(deps: VolumeHandlerDeps, driver: GuardedDr
         const row = await deps.volumes.get(deps.db.kysely, p.volumeId);
         if (row && row.cluster_name === p.cluster) return;
         await driver.deleteVolume({ id: p.volumeId });
+        // Should the volume come back here, what this process recorded of it is stale.
+        await deps.exports?.changedBlocks?.markAllChanged(p.volumeId, `migrated away from ${p.cluster}`);
       });
       await ctx.complete();
     },

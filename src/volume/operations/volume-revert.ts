@@ -74,6 +74,8 @@ export const volumeRevert = operation<'volume', RevertPayload, RevertVolumeInput
   async run({ deps, driver }, v, p) {
     const s = await deps.snapshots.get(deps.db.kysely, p.snapshotId);
     if (!s) throw new InvalidStatusError(`Invalid snapshot: Snapshot ${p.snapshotId} to revert volume ${v.id} to is gone.`);
+    // Before the data changes: the revert writes past the export's changed-block tracker.
+    await deps.exports?.changedBlocks?.markAllChanged(v.id, `revert to snapshot ${s.id}`);
     await driver.revertToSnapshot({ id: v.id, sizeGiB: v.size }, { id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size });
   },
 
