@@ -109,6 +109,8 @@ interface Track {
   pending: { backupId: string; base: string | null; bits: Uint32Array } | undefined;
   /** File writes, one at a time, in order. */
   saving: Promise<void>;
+  /** Saves queued or running. */
+  queued: number;
 }
 
 /** The file's first line. */
@@ -126,7 +128,9 @@ interface Header {
 export class ChangedBlockTracker {
   readonly blockBytes: number;
   readonly blockShift: number;
+  /** Volumes in use (writers, a backup in flight) or being saved. */
   private readonly tracks = new Map<string, Track>();
+  private readonly loading = new Map<string, Promise<Track>>();
   private closed = false;
 
   private constructor(private readonly o: ChangedBlockTrackerOptions) {
@@ -136,22 +140,18 @@ export class ChangedBlockTracker {
   }
 
   /**
-   * Opens the tracker over its folder: every volume's file is read; one found
-   * `open` (the process died with writers open) counts as wholly changed, and
-   * a cut whose backup never ended goes back into its volume's bits.
+   * Opens the tracker over its folder (what writes aside left is removed).
+   * A volume's file is read when the volume is first used, and its bits are
+   * held in memory only while it has writers or a backup in flight. A file
+   * read `open` can only be a dead process's (this process never lets a
+   * volume with writers go): the volume counts as wholly changed. A cut whose
+   * backup never ended goes back into its volume's bits.
    */
   static async open(o: ChangedBlockTrackerOptions): Promise<ChangedBlockTracker> {
     const t = new ChangedBlockTracker(o);
     await fs.mkdir(o.directory, { recursive: true });
     for (const name of await fs.readdir(o.directory)) {
-      if (name.endsWith('.tmp')) {
-        await fs.rm(path.join(o.directory, name), { force: true });
-        continue;
-      }
-      const track = await t.load(name);
-      t.tracks.set(name, track);
-      // What was learned at load (a crash, a cut given back) is written at once.
-      await t.save(name, track);
+      if (name.endsWith('.tmp')) await fs.rm(path.join(o.directory, name), { force: true });
     }
     return t;
   }
@@ -162,7 +162,7 @@ export class ChangedBlockTracker {
    * acknowledged before a crash would count the volume wholly changed.
    */
   async writer(volumeId: string, sizeBytes: number): Promise<ChangeWriter> {
-    const track = this.track(volumeId);
+    const track = await this.held(volumeId);
     const words = wordsFor(sizeBytes, this.blockShift);
     let seg = track.segments[track.segments.length - 1];
     if (!seg || seg.bits.length < words) {
@@ -176,8 +176,15 @@ export class ChangedBlockTracker {
       try {
         await this.save(volumeId, track);
       } catch (err) {
-        this.release(volumeId, track, seg);
-        throw err;
+        // No room to say `open`: no file at all says as much (wholly changed), and removing needs no room.
+        this.o.log.warn({ err, volume_id: volumeId }, 'saving changed blocks failed: the volume counts as wholly changed');
+        track.base = null;
+        try {
+          await fs.rm(path.join(this.o.directory, volumeId), { force: true });
+        } catch (rmErr) {
+          this.release(volumeId, track, seg);
+          throw rmErr;
+        }
       }
     }
     const shift = this.blockShift;
@@ -207,17 +214,21 @@ export class ChangedBlockTracker {
    * written it or may write it. Resolves once that is on disk.
    */
   async markAllChanged(volumeId: string, reason: string): Promise<void> {
-    const track = this.track(volumeId);
+    const track = await this.held(volumeId);
     if (track.base !== null) this.o.log.info({ volume_id: volumeId, reason }, 'volume marked wholly changed: its next incremental backup reads it all');
     track.base = null;
-    await this.save(volumeId, track);
+    await this.save(volumeId, track).catch(async (err: unknown) => {
+      // No file says as much, and removing needs no room.
+      this.o.log.warn({ err, volume_id: volumeId }, 'saving changed blocks failed: the file goes instead');
+      await fs.rm(path.join(this.o.directory, volumeId), { force: true });
+    });
   }
 
   /** Forgets a deleted volume (its file goes). Writers must have ended. */
   async forget(volumeId: string): Promise<void> {
-    const track = this.tracks.get(volumeId);
+    const track = await this.held(volumeId);
     this.tracks.delete(volumeId);
-    await track?.saving;
+    await track.saving;
     await fs.rm(path.join(this.o.directory, volumeId), { force: true });
   }
 
@@ -229,7 +240,7 @@ export class ChangedBlockTracker {
    * backup that died in this process) is given back first.
    */
   async cut(volumeId: string, backupId: string): Promise<ChangedBlocksCut> {
-    const track = this.track(volumeId);
+    const track = await this.held(volumeId);
     if (track.pending) this.giveBack(track, track.pending.backupId);
     const bits = this.gather(track, true);
     const cut = { backupId, base: track.base, bits };
@@ -260,15 +271,34 @@ export class ChangedBlockTracker {
     this.closed = true;
   }
 
-  private track(volumeId: string): Track {
-    if (!/^[A-Za-z0-9_-]+$/.test(volumeId)) throw new Error(`volume id ${volumeId} cannot name a changed-block file`);
-    let track = this.tracks.get(volumeId);
-    if (!track) {
-      // Nothing known of the volume: its bits count from no backup.
-      track = { base: null, saved: new Uint32Array(0), segments: [], writers: 0, open: false, pending: undefined, saving: Promise.resolve() };
-      this.tracks.set(volumeId, track);
+  /**
+   * The volume's track, still held in memory when the caller resumes: the
+   * caller changes it before its next await (a writer, a pending cut), so the
+   * eviction in {@link save} cannot drop a track in use.
+   */
+  private async held(volumeId: string): Promise<Track> {
+    for (;;) {
+      const track = await this.track(volumeId);
+      if (this.tracks.get(volumeId) === track) return track;
     }
-    return track;
+  }
+
+  /** The volume's track, read from its file when it is not in memory. */
+  private async track(volumeId: string): Promise<Track> {
+    if (!/^[A-Za-z0-9_-]+$/.test(volumeId)) throw new Error(`volume id ${volumeId} cannot name a changed-block file`);
+    for (;;) {
+      const held = this.tracks.get(volumeId);
+      if (held) return held;
+      let loading = this.loading.get(volumeId);
+      if (!loading) {
+        loading = this.load(volumeId).finally(() => this.loading.delete(volumeId));
+        this.loading.set(volumeId, loading);
+        const track = await loading;
+        if (!this.tracks.has(volumeId)) this.tracks.set(volumeId, track);
+      } else {
+        await loading;
+      }
+    }
   }
 
   private release(volumeId: string, track: Track, seg: Segment): void {
@@ -303,7 +333,7 @@ export class ChangedBlockTracker {
   }
 
   private async load(volumeId: string): Promise<Track> {
-    const track: Track = { base: null, saved: new Uint32Array(0), segments: [], writers: 0, open: false, pending: undefined, saving: Promise.resolve() };
+    const track: Track = { base: null, saved: new Uint32Array(0), segments: [], writers: 0, open: false, pending: undefined, saving: Promise.resolve(), queued: 0 };
     try {
       const body = await fs.readFile(path.join(this.o.directory, volumeId));
       const nl = body.indexOf(10);
@@ -327,13 +357,19 @@ export class ChangedBlockTracker {
         this.giveBack(track, h.pending.backupId);
       }
     } catch (err) {
-      this.o.log.warn({ err, volume_id: volumeId }, 'changed blocks unreadable: the volume counts as wholly changed');
+      // No file: nothing known of the volume, its bits count from no backup.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.o.log.warn({ err, volume_id: volumeId }, 'changed blocks unreadable: the volume counts as wholly changed');
     }
     return track;
   }
 
-  /** Writes a volume's file (aside, flushed, renamed), after the writes queued before. */
+  /**
+   * Writes a volume's file (aside, flushed, renamed), after the writes queued
+   * before; then lets the track go from memory when nothing holds it (no
+   * writer, no backup in flight, no other save queued).
+   */
   private save(volumeId: string, track: Track): Promise<void> {
+    track.queued++;
     const run = async (): Promise<void> => {
       if (this.closed || this.tracks.get(volumeId) !== track) return;
       const bits = this.gather(track, false);
@@ -359,7 +395,9 @@ export class ChangedBlockTracker {
         await dir.close();
       }
     };
-    const next = track.saving.then(run, run);
+    const next = track.saving.then(run, run).finally(() => {
+      if (--track.queued === 0 && track.writers === 0 && !track.open && !track.pending && this.tracks.get(volumeId) === track) this.tracks.delete(volumeId);
+    });
     track.saving = next.catch(() => undefined);
     return next;
   }
