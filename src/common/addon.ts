@@ -60,6 +60,8 @@ export interface Addon {
   /** lseek(SEEK_HOLE): the next hole offset, or the negated errno. */
   seekHole(fd: number, offset: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): number;
+  /** FS_IOC_FIEMAP over `[offset, offset + length)`: `[logical, physical, length, flags]` per extent, or -errno. */
+  fiemap(fd: number, offset: number, length: number): Float64Array | number;
   nbdServe(options: NbdServeOptions, onClose: (reason: NbdCloseReason) => void): NbdConnectionRef;
   /** Shuts the connection down and drops writes not yet started; resolves once no write is in flight. */
   nbdFence(conn: NbdConnectionRef): Promise<void>;

@@ -1,7 +1,8 @@
 /**
  * System calls Node's fs lacks, from Basalt's own Node-API addon
  * (`native/basalt_io.c`, built from source by `npm ci` through node-gyp):
- * lseek with SEEK_DATA/SEEK_HOLE, fallocate (punch hole, zero range), and
+ * lseek with SEEK_DATA/SEEK_HOLE, fallocate (punch hole, zero range), the
+ * FIEMAP extent map (which blocks a reflink shares), and
  * preadv2/pwritev2 with RWF_NOWAIT — the data path's fast path, which serves
  * a request from the page cache on the event loop in about a microsecond and
  * answers "would block" instead of waiting for the disk (the caller then goes
@@ -86,4 +87,55 @@ export function writeNowait(fd: number, data: Buffer | readonly Buffer[], offset
   const n = addon.pwriteNowait(fd, data, offset);
   if (n === -2) nowaitWrites = false; // EOPNOTSUPP on this kernel/filesystem: stop trying
   return n < 0 ? -1 : n;
+}
+
+/** One extent of a file's map (FS_IOC_FIEMAP): where `[logical, logical + length)` sits on the device. */
+export interface MappedExtent { logical: number; physical: number; length: number; flags: number }
+
+/**
+ * Extent flags under which `physical` does not name the blocks for good
+ * (unknown, delayed allocation, encoded, inline, tail-packed): such an
+ * extent is never taken as shared.
+ */
+const UNSTABLE_EXTENT = 0x2 | 0x4 | 0x8 | 0x200 | 0x400;
+
+/**
+ * The extent map of `[offset, offset + length)` of the open file `fd` (flush
+ * it first: dirty pages may sit over blocks still shared), or undefined when
+ * the filesystem has no FIEMAP.
+ */
+export function mappedExtents(fd: number, offset: number, length: number): MappedExtent[] | undefined {
+  const r = addon.fiemap(fd, offset, length);
+  if (typeof r === 'number') return undefined;
+  const out: MappedExtent[] = [];
+  for (let i = 0; i + 3 < r.length; i += 4) out.push({ logical: r[i]!, physical: r[i + 1]!, length: r[i + 2]!, flags: r[i + 3]! });
+  return out;
+}
+
+/**
+ * The ranges of `[0, end)` where two files' extent maps may hold different
+ * bytes: everywhere except where both are holes, or both map to the same
+ * physical blocks (shared by a reflink, so the same bytes). Sorted, merged.
+ */
+export function differingRanges(a: readonly MappedExtent[], b: readonly MappedExtent[], end: number): Array<{ offset: number; length: number }> {
+  const out: Array<{ offset: number; length: number }> = [];
+  let i = 0;
+  let j = 0;
+  for (let pos = 0; pos < end;) {
+    while (i < a.length && a[i]!.logical + a[i]!.length <= pos) i++;
+    while (j < b.length && b[j]!.logical + b[j]!.length <= pos) j++;
+    const ea = i < a.length && a[i]!.logical <= pos ? a[i] : undefined;
+    const eb = j < b.length && b[j]!.logical <= pos ? b[j] : undefined;
+    let next = end;
+    for (const e of [a[i], b[j]]) if (e) next = Math.min(next, e.logical > pos ? e.logical : e.logical + e.length);
+    const same = (!ea && !eb) || (ea !== undefined && eb !== undefined && ((ea.flags | eb.flags) & UNSTABLE_EXTENT) === 0
+      && ea.physical - ea.logical === eb.physical - eb.logical);
+    if (!same) {
+      const last = out[out.length - 1];
+      if (last && last.offset + last.length === pos) last.length += next - pos;
+      else out.push({ offset: pos, length: next - pos });
+    }
+    pos = next;
+  }
+  return out;
 }
