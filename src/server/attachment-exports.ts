@@ -6,9 +6,13 @@
 import type { AttachmentRepository, Db, VolumeRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import type { ExportProvider } from '../export/index.ts';
+import type { LiveMoves } from '../volume/index.ts';
 
-/** Builds the provider over the drivers of this process, by cluster. */
-export function attachmentExports(db: Db, attachments: AttachmentRepository, volumes: VolumeRepository, drivers: ReadonlyMap<string, GuardedDriver>): ExportProvider {
+/**
+ * Builds the provider over the drivers of this process, by cluster. A volume
+ * moving while attached (`moves`) is served by the mirror of its move.
+ */
+export function attachmentExports(db: Db, attachments: AttachmentRepository, volumes: VolumeRepository, drivers: ReadonlyMap<string, GuardedDriver>, moves?: LiveMoves): ExportProvider {
   let keys = new Map<string, Buffer>();
   return {
     async find(name) {
@@ -24,7 +28,7 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
         description: `Basalt volume ${v.id}`,
         readOnly: a.attach_mode === 'ro',
         canMultiConn: driver.capabilities.canMultiConn,
-        open: () => driver.openVolume({ id: v.id, sizeGiB: v.size }),
+        open: async () => moves?.open(v.id) ?? driver.openVolume({ id: v.id, sizeGiB: v.size }),
       };
     },
     // Export names are credentials: nobody is entitled to a list of them.

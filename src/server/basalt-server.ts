@@ -24,7 +24,7 @@ import { ConfigError } from '../errors/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { AttachmentManager, cleanupServices, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, cleanupServices, LiveMoves, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
 import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, configuredBackupTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
 import { BackupRowRepository } from '../db/index.ts';
@@ -150,6 +150,12 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
     if (roles.has('volume')) {
       // One NBD server per process serves the attachments of every backend it runs.
       const drivers = new Map<string, GuardedDriver>();
+      // An attached volume moving between backends is served by a mirror; beginning and ending a move fence its exports.
+      const moves = new LiveMoves({
+        fenceVolume: async (volumeId) => {
+          for (const a of await attachments.ofVolume(db.kysely, volumeId)) await nbd.closeExport(a.export_name);
+        },
+      });
       const requireTls = d.nbd_require_tls === 'auto' ? !isLoopback(d.nbd_listen) : d.nbd_require_tls === 'true';
       // The writes of the exports, for incremental backups: the tracker's files
       // are saved after the NBD server has dropped every connection (stoppers run in reverse).
@@ -157,7 +163,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       stoppers.push(() => changedBlocks.close());
       const nbd = new NbdServer({
         changedBlocks,
-        provider: attachmentExports(db, attachments, volumes, drivers), log: log.child({ role: 'export' }), requireTls,
+        provider: attachmentExports(db, attachments, volumes, drivers, moves), log: log.child({ role: 'export' }), requireTls,
         dataPlane: d.nbd_data_plane === 'event-loop' ? 'event-loop' : 'native', threadsPerConnection: d.nbd_threads_per_connection,
         pollMicros: d.nbd_poll_us,
         maxConnections: d.nbd_max_connections, maxConnectionsPerExport: d.nbd_max_connections_per_export,
@@ -175,7 +181,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
-          exports: nbd, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls }, drivers, backupRestore: fromBackup,
+          exports: nbd, moves, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls }, drivers, backupRestore: fromBackup,
         });
         drivers.set(svc.cluster, driver);
         served.set(svc.cluster, { cluster: svc.cluster, serviceHost: svc.serviceHost, driver });

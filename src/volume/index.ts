@@ -9,6 +9,7 @@ export * from './lifecycle.ts';
 export * from './volume-quota.ts';
 export * from './attachment-manager.ts';
 export * from './export-fence.ts';
+export * from './live-move.ts';
 export * from './connection-info.ts';
 export * from './service-cleanup.ts';
 export * from './transfer-manager.ts';

@@ -11,6 +11,7 @@ import type { AnyJobKind, Enqueue, JobHandler, JobQueue } from '../jobs/index.ts
 import type { Coordinator } from '../coordination/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
+import type { LiveMoves } from './live-move.ts';
 import { migrateCleanupHandler, OPERATIONS, operationHandler, type Operation } from './operations/index.ts';
 import type { FencePayload, VolumeJobKinds } from './volume-jobs.ts';
 
@@ -57,6 +58,8 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   backupRestore?: { afterCreate(tx: Tx, enqueue: Enqueue, v: VolumeRow, requestId: string | null): Promise<boolean> };
   /** The drivers of every backend this process serves, by cluster: a migration reads its source through them. */
   drivers?: ReadonlyMap<string, GuardedDriver>;
+  /** Attached volumes moving in this process, served by a mirror (`live-move.ts`); present with {@link exports}. */
+  moves?: LiveMoves;
 }
 
 /**

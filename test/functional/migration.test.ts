@@ -10,53 +10,13 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { fileOf, poolOf, TWO_FILE_BACKENDS, typeNamed, volumeOn, writePattern } from '../helpers/backends.ts';
 import { kill9, spawnBasalt } from '../helpers/process.ts';
-import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
 const MiB = 1024 ** 2;
 const MEMBER = { 'X-Auth-Token': 'bob:' + PROJECT, 'X-Project-Id': PROJECT, 'X-Roles': 'member' };
-const TWO_FILE_BACKENDS = [
-  '[DEFAULT]',
-  'enabled_backends = alpha, beta',
-  '[backend_defaults]',
-  'volume_driver = file',
-  '[alpha]',
-  'volume_backend_name = alpha',
-  '[beta]',
-  'volume_backend_name = beta',
-].join('\n');
-
-const fileOf = (stateDir: string, backend: string, id: string): string => path.join(stateDir, 'volumes', backend, `volume-${id}`);
-
-/** Writes a recognisable pattern at a few offsets of a volume's file (the file driver's storage), leaving holes between. */
-function writePattern(file: string, offsets: readonly number[], bytes = MiB): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    for (const at of offsets) fs.writeSync(fd, Buffer.alloc(bytes, (at / MiB) % 251 + 1), 0, bytes, at);
-  } finally { fs.closeSync(fd); }
-}
-
-async function typeNamed(s: TestServer, name: string): Promise<void> {
-  const r = await s.request('POST', `${V}/types`, { volume_type: { name, extra_specs: { volume_backend_name: name } } });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-}
-
-async function volumeOn(s: TestServer, type: string, size = 1): Promise<{ id: string; host: string }> {
-  const r = await s.request('POST', `${V}/volumes`, { volume: { size, volume_type: type } });
-  assert.equal(r.status, 202, JSON.stringify(r.body));
-  const v = await waitForStatus(s, r.body.volume.id, 'available');
-  return { id: v.id, host: v['os-vol-host-attr:host'] };
-}
-
-/** The host string of a backend's pool, from the scheduler stats. */
-async function poolOf(s: TestServer, backend: string): Promise<string> {
-  return waitFor(`a pool of ${backend}`, async () => {
-    const pools = (await s.request('GET', `${V}/scheduler-stats/get_pools`)).body.pools as Array<{ name: string }>;
-    return pools.find((p) => p.name.includes(`@${backend}#`))?.name;
-  });
-}
-
 test('os-migrate_volume copies an available volume to another backend; the source file goes after the row moved', async (t) => {
   const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS });
   await typeNamed(s, 'alpha');
@@ -112,10 +72,10 @@ test('migration refusals name what was wrong', async (t) => {
   await s.request('DELETE', `${V}/snapshots/${snap.body.snapshot.id}`);
   await waitFor('snapshot gone', async () => (await s.request('GET', `${V}/snapshots/${snap.body.snapshot.id}`)).status === 404);
 
-  assert.equal((await act({ 'os-reset_status': { status: 'in-use' } })).status, 202);
-  const inUse = await act({ 'os-migrate_volume': { host: await poolOf(s, 'beta') } });
-  assert.equal(inUse.status, 400);
-  assert.match(inUse.body.badRequest.message, /in-use: moving an attached volume is not supported/);
+  assert.equal((await act({ 'os-reset_status': { status: 'error' } })).status, 202);
+  const inError = await act({ 'os-migrate_volume': { host: await poolOf(s, 'beta') } });
+  assert.equal(inError.status, 400);
+  assert.match(inError.body.badRequest.message, /status must be available or in-use to migrate, but current status is: error/);
 
   const completion = await act({ 'os-migrate_volume_completion': { new_volume: v.id } });
   assert.equal(completion.status, 400);

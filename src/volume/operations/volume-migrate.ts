@@ -9,10 +9,10 @@
  *
  * | | |
  * | --- | --- |
- * | starts from | `available`; no snapshots, no group, not migrating |
+ * | starts from | `available` or `in-use`; no snapshots, no group, not migrating |
  * | transitional | `maintenance` (Cinder's status of a locked migration), `migration_status` `migrating` |
- * | ends in | `available` on the new host, `migration_status` `success` (and the new type) |
- * | error | `available` where it was, `migration_status` `error`; the retype's quota given back |
+ * | ends in | `available` (`in-use` when attached) on the new host, `migration_status` `success` (and the new type) |
+ * | error | `available` (`in-use` when attached) where it was, `migration_status` `error`; the retype's quota given back |
  * | jobs | `volume.migrate` v1 (destination cluster), `volume.migrate_cleanup` v1 (the cluster whose copy goes) |
  * | lock | `volume-<id>` |
  *
@@ -21,8 +21,19 @@
  * process (`basalt server` with both enabled). A move between backends that
  * no one process serves is refused with a message saying so; reading the
  * source through its NBD export is the way across (issue 12, part 5).
+ *
+ * An attached volume moves through its export (`../live-move.ts`): while the
+ * copy is made, the export serves a mirror of source and destination, and
+ * once the row names the destination the cleanup job ends the mirror — its
+ * connections reconnect to the same export name, now on the destination —
+ * before the source's storage goes. Every attachment must be served by this
+ * process's NBD export: a local (loop) attachment or a host reading the
+ * backend natively (rbd) writes where no mirror sees it, and another process
+ * serving the source's backend could take a reconnection onto the source
+ * alone; such moves are refused with a message naming the attachment or the
+ * processes.
  */
-import type { VolumeRow, VolumeType } from '../../db/index.ts';
+import type { Db, Tx, VolumeRow, VolumeType } from '../../db/index.ts';
 import type { GuardedDriver, VolumeHandle } from '../../drivers/index.ts';
 import { DriverError, InvalidInputError, InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
@@ -32,6 +43,7 @@ import { isMultiattachType } from '../volume-type-flags.ts';
 import { withLock } from '../../coordination/index.ts';
 import type { JobHandler, JobKind } from '../../jobs/index.ts';
 import type { VolumeHandlerDeps } from '../volume-handlers.ts';
+import { LiveMove } from '../live-move.ts';
 import { operation, type PayloadSchema, type RequestContext } from './operation.ts';
 
 /** `volume.migrate` (target: the destination cluster): copy the volume there and move its row. */
@@ -131,12 +143,16 @@ async function chosenDestination({ tx, deps }: RequestContext, v: VolumeRow, typ
  * reads the source through the driver the destination's process holds.
  * @throws InvalidInputError naming both.
  */
-async function refuseIfApart({ tx, deps }: RequestContext, sourceCluster: string, dest: Destination): Promise<void> {
+async function refuseIfApart({ tx, deps }: RequestContext, sourceCluster: string, dest: Destination, attached: boolean): Promise<void> {
   const live = liveReports(await deps.services.list(tx), deps.clock.now(), deps.options.serviceDownMs).map(({ service }) => service);
   const processesOf = (cluster: string) => new Set(live.filter((s) => (s.cluster ?? s.host) === cluster).map((s) => s.instance_id));
   const sources = processesOf(sourceCluster);
   if (![...processesOf(dest.cluster)].some((p) => sources.has(p))) {
     throw new InvalidInputError(`Invalid input received: backends ${sourceCluster} and ${dest.cluster} are not served by one process: moving a volume between processes (through the NBD export) is not supported by this Basalt release.`);
+  }
+  if (attached && sources.size > 1) {
+    // The mirror lives in one process: a host reconnecting to another member would write to the source alone.
+    throw new InvalidInputError(`Invalid input received: backend ${sourceCluster} is served by ${sources.size} processes: an attached volume moves only when one process serves its backend; detach it first.`);
   }
 }
 
@@ -149,9 +165,9 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
   shape: 'change',
   name: 'volume.migrate',
   resource: 'volume',
-  from: ['available'],
+  from: ['available', 'in-use'],
   transitional: 'maintenance',
-  to: ['available'],
+  to: ['available', 'in-use'],
   error: 'available',
   action: MESSAGE_ACTIONS.MIGRATE_VOLUME,
   lock: 'volume',
@@ -159,15 +175,21 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
   // An admin may set `maintenance` too (os-reset_status): only a row marked migrating is a move the sweeper must end.
   stuckWhen: (v) => v.migration_status === 'migrating',
 
-  refusal: (v, _allowed, input) => v.status === 'in-use'
-    ? `Invalid volume: Volume ${v.id} is in-use: moving an attached volume is not supported by this Basalt release; detach it first.`
-    : `Invalid volume: Volume ${v.id} status must be available to ${input.newType ? 'retype with migration' : 'migrate'}, but current status is: ${v.status}.`,
+  refusal: (v, _allowed, input) => `Invalid volume: Volume ${v.id} status must be available or in-use to ${input.newType ? 'retype with migration' : 'migrate'}, but current status is: ${v.status}.`,
 
   async check({ tx, deps }, v) {
     if (v.migration_status === 'migrating') throw new InvalidStatusError(`Invalid volume: Volume ${v.id} is already being migrated.`);
     if (v.group_id) throw new InvalidInputError(`Invalid input received: Volume ${v.id} belongs to group ${v.group_id}; remove it from the group first.`);
     if ((await deps.snapshots.ofVolume(tx, v.id)).length > 0) throw new InvalidInputError(`Invalid input received: Volume ${v.id} has snapshots: a volume with snapshots cannot be migrated.`);
     if (!v.cluster_name || !v.host) throw new InvalidInputError(`Invalid input received: Volume ${v.id} was never placed on a backend.`);
+    if (v.status === 'in-use') {
+      for (const a of await tx.selectFrom('attachments').select(['id', 'connection_info']).where('volume_id', '=', v.id).execute()) {
+        const type = a.connection_info ? (JSON.parse(a.connection_info) as { driver_volume_type?: string }).driver_volume_type : 'nbd';
+        if (type !== 'nbd') {
+          throw new InvalidInputError(`Invalid input received: Volume ${v.id} is attached as ${type} (attachment ${a.id}): only volumes attached through Basalt's NBD export can move while attached; detach it first.`);
+        }
+      }
+    }
   },
 
   async request(ctx, v, input) {
@@ -178,7 +200,7 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
       // Both copies would have one name on one backend.
       throw new InvalidInputError(`Invalid input received: Destination ${dest.host} is on the volume's own backend (${v.cluster_name}): moving between pools of one backend is not supported by this Basalt release.`);
     }
-    await refuseIfApart(ctx, v.cluster_name!, dest);
+    await refuseIfApart(ctx, v.cluster_name!, dest, v.status === 'in-use');
     const reported = await reportedPool(tx, dest.host);
     if (reported) {
       await deps.db.lockRows(tx, 'services', [reported.service.id]);
@@ -210,7 +232,8 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     // The copy is written past the export's changed-block tracker.
     await deps.exports?.changedBlocks?.markAllChanged(v.id, `migration from ${p.sourceCluster}`);
     try {
-      await copyVolume(source, driver, vol);
+      if (await isAttached(deps.db.kysely, v.id)) await copyAttached(deps, source, driver, vol);
+      else await copyVolume(source, driver, vol);
     } catch (err) {
       if (err instanceof DriverError && err.retryable) throw err; // the retry copies again into the same volume
       await driver.deleteVolume(vol).catch(() => undefined); // a lost copy: the job fails with the original error
@@ -222,7 +245,7 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     await deps.db.lockRows(tx, 'volumes', [v.id]);
     const type = p.newTypeId ? await deps.types.find(tx, p.newTypeId, { isAdmin: true, projectId: v.project_id }) : undefined;
     const moved = await deps.volumes.transition(tx, {
-      id: v.id, from: ['maintenance'], to: 'available', requestId,
+      id: v.id, from: ['maintenance'], to: await isAttached(tx, v.id) ? 'in-use' : 'available', requestId,
       set: { host: p.destHost, cluster_name: p.destCluster, migration_status: 'success', migration_host: null, ...(type ? { volume_type_id: type.id, multiattach: isMultiattachType(type) ? 1 : 0 } : {}) },
     });
     if (!moved) return;
@@ -235,7 +258,9 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
   },
 
   async undo({ tx, deps }, v, p) {
-    await tx.updateTable('volumes').set({ migration_status: 'error', migration_host: null }).where('id', '=', v.id).execute();
+    // The failure moved the row to `available`; an attached volume goes back to `in-use` (its attachments never left).
+    const status = await isAttached(tx, v.id) ? { status: 'in-use' as const } : {};
+    await tx.updateTable('volumes').set({ migration_status: 'error', migration_host: null, ...status }).where('id', '=', v.id).execute();
     if (p?.newTypeId) {
       const name = await typeNameOf(deps.types, tx, p.newTypeId);
       if (name) await deps.quotas.release(tx, v.project_id, { [`volumes_${name}`]: 1, [`gigabytes_${name}`]: v.size });
@@ -260,6 +285,8 @@ export function migrateCleanupHandler(deps: VolumeHandlerDeps, driver: GuardedDr
       await withLock(deps.coordinator, `volume-${p.volumeId}`, deps.lockTimeoutMs, async () => {
         const row = await deps.volumes.get(deps.db.kysely, p.volumeId);
         if (row && row.cluster_name === p.cluster) return;
+        // An attached move's mirror writes to the source too: its connections move to the destination first.
+        await deps.moves?.end(p.volumeId);
         await driver.deleteVolume({ id: p.volumeId });
         // Should the volume come back here, what this process recorded of it is stale.
         await deps.exports?.changedBlocks?.markAllChanged(p.volumeId, `migrated away from ${p.cluster}`);
@@ -301,5 +328,32 @@ export async function copyVolume(source: GuardedDriver, dest: GuardedDriver, vol
   } finally {
     await to?.close();
     await from.close();
+  }
+}
+
+/** Whether the volume has an attachment a host may have connected (its export may be open). */
+async function isAttached(q: Tx | Db['kysely'], volumeId: string): Promise<boolean> {
+  const row = await q.selectFrom('attachments').select('id').where('volume_id', '=', volumeId).where('attach_status', 'in', ['attaching', 'attached']).executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * Copies an attached volume while its export serves a mirror of source and
+ * destination (`../live-move.ts`). The mirror stays after the copy — the
+ * cleanup job ends it once the row names the destination; a failed copy
+ * ends it here, and the connections go back to the source alone.
+ * @throws DriverError when this process exports no volume (nothing can mirror the host's writes).
+ */
+async function copyAttached(deps: VolumeHandlerDeps, source: GuardedDriver, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
+  if (!deps.moves) throw new DriverError(`Volume ${vol.id} is attached and this process serves no NBD export: it cannot move while attached.`);
+  const from = await source.openVolume(vol);
+  const to = await dest.openVolume(vol).catch(async (err: unknown) => { await from.close(); throw err; });
+  const move = new LiveMove(from, to);
+  await deps.moves.begin(vol.id, move);
+  try {
+    await move.copy();
+  } catch (err) {
+    await deps.moves.end(vol.id);
+    throw err;
   }
 }
