@@ -22,6 +22,7 @@ import { kill9, spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus } from '../helpers/server.ts';
 
 const run = promisify(execFile);
+const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 const V = `/v3/${PROJECT}`;
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -208,4 +209,23 @@ test('on a reflink pool, an incremental backup of a snapshot reads only what the
   const to = restored.body.restore.volume_id as string;
   await waitForStatus(s, to, 'available');
   assert.equal(await fileDigest(path.join(mnt, 'vols', `volume-${to}`), GiB), await fileDigest(path.join(mnt, 'vols', `snapshot-${s2}`), GiB), 'it restores the snapshot');
+});
+
+test('a loop-device attachment writes past the export: once detached, the next incremental backup reads everything', { timeout: 180_000 }, async (t) => {
+  const lines: string[] = [];
+  const s = await startTestServer(t, { logLines: lines });
+  const call: Call = (m, p, b, h) => s.request(m, p, b, h);
+  const vol = await volumeWithData(call, s.stateDir);
+  await backup(call, { volume_id: vol });
+  const cli = (...args: string[]) => run(process.execPath, [BIN, ...args, '--url', s.url, '--project', PROJECT]);
+  const device = (await cli('attach', vol)).stdout.trim();
+  assert.match(device, /^\/dev\/loop\d+$/);
+  t.after(() => run('losetup', ['-d', device]).catch(() => undefined));
+  const pattern = path.join(s.stateDir, 'pattern');
+  fs.writeFileSync(pattern, Buffer.alloc(4096, 0x61));
+  await run('dd', [`if=${pattern}`, `of=${device}`, 'bs=4096', 'seek=2560', 'conv=fsync', 'status=none']);
+  assert.match((await cli('detach', vol)).stdout, /detached/);
+  const inc = await backup(call, { volume_id: vol, incremental: true });
+  assert.ok(bytesRead(lines, inc.id) >= DATA, 'the loop device\'s writes were not recorded: everything is read');
+  assert.equal(await restoredDigest(call, s.stateDir, inc.id), await fileDigest(volumeFile(s.stateDir, vol), GiB));
 });
