@@ -229,3 +229,21 @@ test('a loop-device attachment writes past the export: once detached, the next i
   assert.ok(bytesRead(lines, inc.id) >= DATA, 'the loop device\'s writes were not recorded: everything is read');
   assert.equal(await restoredDigest(call, s.stateDir, inc.id), await fileDigest(volumeFile(s.stateDir, vol), GiB));
 });
+
+test('a revert to a snapshot writes past the export: the next incremental backup reads everything', { timeout: 180_000 }, async (t) => {
+  const lines: string[] = [];
+  const s = await startTestServer(t, { logLines: lines });
+  const call: Call = (m, p, b, h) => s.request(m, p, b, h);
+  const vol = await volumeWithData(call, s.stateDir);
+  const snap = await call('POST', `${V}/snapshots`, { snapshot: { volume_id: vol } });
+  await waitFor('snapshot', async () => (await call('GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'available');
+  const a = await attach(call, vol);
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x55 2M 1M', a.uri]);
+  await detach(call, vol, a.id);
+  await backup(call, { volume_id: vol });
+  assert.equal((await call('POST', `${V}/volumes/${vol}/action`, { revert: { snapshot_id: snap.body.snapshot.id } }, { 'OpenStack-API-Version': 'volume 3.40' })).status, 202);
+  await waitForStatus(s, vol, 'available');
+  const inc = await backup(call, { volume_id: vol, incremental: true });
+  assert.ok(bytesRead(lines, inc.id) >= DATA, 'after the revert, everything is read');
+  assert.equal(await restoredDigest(call, s.stateDir, inc.id), await fileDigest(volumeFile(s.stateDir, vol), GiB), 'and the backup holds the reverted data');
+});
