@@ -48,7 +48,11 @@ function hostWriter(data: NbdData, blocks: number) {
   const connect = async () => {
     for (let tries = 0; ; tries++) {
       try {
-        return await openExport(data.host, data.port, data.export_name);
+        const c = await openExport(data.host, data.port, data.export_name);
+        // A refusal (a server fencing itself on a busy machine answers NBD_REP_ERR_SHUTDOWN) is no export: try again.
+        if (c.sizeBytes === BigInt(1024 * MiB)) return c;
+        c.sock.destroy();
+        throw new Error(`export refused (read ${c.sizeBytes} as its size)`);
       } catch (err) {
         if (tries > 200) throw err;
         await new Promise((r) => setTimeout(r, 25));

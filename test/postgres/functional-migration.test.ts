@@ -1,5 +1,5 @@
 /**
- * The functional tests of moving volumes between backends, again on a real PostgreSQL
+ * The functional tests of moving volumes between backends (attached ones too), again on a real PostgreSQL
  * (Debian's, started here on loopback in a temporary folder): same migrations, same
  * queries, each test server (and each spawned one) on a fresh database. The PostgreSQL
  * functional suite is split over `functional-*.test.ts` so that each file stays well
@@ -10,3 +10,4 @@ import { runFunctionalOnPostgres } from '../helpers/postgres.ts';
 
 await runFunctionalOnPostgres();
 await import('../functional/migration.test.ts');
+await import('../functional/live-migration.test.ts');
