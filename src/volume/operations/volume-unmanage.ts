@@ -58,7 +58,11 @@ export const volumeUnmanage = operation<'volume', UnmanagePayload, void>().chang
 
   prepare: (tx, v) => refuseIfAttached(tx, v.id),
 
-  run: ({ driver }, v) => driver.unmanage({ id: v.id }),
+  async run({ deps, driver }, v) {
+    await driver.unmanage({ id: v.id });
+    // Basalt forgets the volume: a later manage makes a new one, whose history starts then.
+    await deps.exports?.changedBlocks?.forget(v.id);
+  },
 
   async finish({ tx, enqueue, deps, requestId }, v) {
     await deps.db.lockRows(tx, 'volumes', [v.id]);
