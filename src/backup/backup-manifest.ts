@@ -5,10 +5,11 @@
  * Version 2 (written now) is binary, so that a big volume's stays compact
  * (a 4 GiB volume of 16 KiB blocks has 262,144 blocks): the magic
  * `BSLTMAN2`; a u32 LE length and a JSON header (ids, sizes, parent, date,
- * counts); a u32 LE length and a deflated body (the pack ids, 32 bytes each;
- * the blobs' SHA-256s, 32 bytes each; each blob's pack number, u32 LE; each block's
- * blob number plus one, 0 for zeros, as i32 LE differences from the
- * block before, which deflate to almost nothing for runs of new blocks);
+ * counts); a u32 LE length and the pack ids and the blobs' SHA-256s (32
+ * bytes each); a u32 LE length and the deflated tables (each blob's pack
+ * number, u32 LE; each block's blob number plus one, 0 for zeros, as i32 LE
+ * differences from the block before, which deflate to almost nothing for
+ * runs of new blocks);
  * then the SHA-256 of everything before it. About 36 bytes per distinct
  * blob, whatever the volume's size.
  *
@@ -61,8 +62,10 @@ export function encodeManifest(m: Manifest): Buffer {
   for (const p of m.blobPacks) at = tables.writeUInt32LE(p, at);
   let prev = 0;
   for (const b of m.blocks) { at = tables.writeInt32LE(b - prev, at); prev = b; }
-  const body = deflateRawSync(Buffer.concat([Buffer.from(m.packs.join(''), 'hex'), m.blobHashes, tables]), { level: 1 });
-  const all = Buffer.concat([MAGIC, u32(header.length), header, u32(body.length), body]);
+  // Hashes do not compress: only the tables are deflated.
+  const packed = deflateRawSync(tables, { level: 1 });
+  const body = Buffer.concat([Buffer.from(m.packs.join(''), 'hex'), m.blobHashes]);
+  const all = Buffer.concat([MAGIC, u32(header.length), header, u32(body.length), body, u32(packed.length), packed]);
   return Buffer.concat([all, sha256(all)]);
 }
 
@@ -90,21 +93,23 @@ function decodeV2(bytes: Buffer): Manifest {
   const headerBytes = all.readUInt32LE(8);
   const h = JSON.parse(all.toString('utf8', 12, 12 + headerBytes)) as Omit<Manifest, 'packs' | 'blobHashes' | 'blobPacks' | 'blocks'> & { packCount: number; blobCount: number; blockCount: number };
   const bodyAt = 12 + headerBytes;
-  const body = inflateRawSync(all.subarray(bodyAt + 4, bodyAt + 4 + all.readUInt32LE(bodyAt)));
+  const body = all.subarray(bodyAt + 4, bodyAt + 4 + all.readUInt32LE(bodyAt));
+  const tablesAt = bodyAt + 4 + body.length;
+  const tables = inflateRawSync(all.subarray(tablesAt + 4, tablesAt + 4 + all.readUInt32LE(tablesAt)));
   const { packCount, blobCount, blockCount } = h;
-  if (body.length !== packCount * 32 + blobCount * 36 + blockCount * 4 || blockCount !== Math.ceil(h.sizeBytes / h.blockBytes)) throw new Error('its tables do not match its header');
+  if (body.length !== packCount * 32 + blobCount * 32 || tables.length !== blobCount * 4 + blockCount * 4 || blockCount !== Math.ceil(h.sizeBytes / h.blockBytes)) throw new Error('its tables do not match its header');
   const packs = Array.from({ length: packCount }, (_, p) => body.toString('hex', p * 32, p * 32 + 32));
   const hashesAt = packCount * 32;
   const blobPacks = new Uint32Array(blobCount);
-  let at = hashesAt + blobCount * 32;
+  let at = 0;
   for (let i = 0; i < blobCount; i++, at += 4) {
-    blobPacks[i] = body.readUInt32LE(at);
+    blobPacks[i] = tables.readUInt32LE(at);
     if (blobPacks[i]! >= packCount) throw new Error('a blob names no pack');
   }
   const blocks = new Uint32Array(blockCount);
   let prev = 0;
   for (let i = 0; i < blockCount; i++, at += 4) {
-    prev += body.readInt32LE(at);
+    prev += tables.readInt32LE(at);
     if (prev < 0 || prev > blobCount) throw new Error('a block names no blob');
     blocks[i] = prev;
   }

@@ -44,7 +44,7 @@
 import type { Extent } from '../drivers/index.ts';
 import { BackupCorruptError, InvalidInputError } from '../errors/index.ts';
 import { blobHash, decodeManifest, encodeManifest, type Manifest } from './backup-manifest.ts';
-import { BlobEncoder, decodeBlob, indexedHashes, PackBuilder, packEntries, sha256, type BlobEntry, type EncodedBlob } from './backup-pack.ts';
+import { BlobEncoder, chunkEntry, decodeBlob, indexedHashes, PackBuilder, packEntries, sha256, type BlobEntry, type EncodedBlob } from './backup-pack.ts';
 import { isValidObjectKey, type BackupTarget } from './backup-target.ts';
 
 export type { Manifest } from './backup-manifest.ts';
@@ -67,6 +67,9 @@ const READ_BYTES = 4 * MiB;
 
 /** Reads (or packs, for a restore or verify) in flight at once. */
 const DEFAULT_CONCURRENCY = 3;
+
+/** Bytes a restore writes between the flushes it starts in the background. */
+const FLUSH_EVERY_BYTES = 64 * MiB;
 
 /** Packs being stored at once while a backup goes on reading. */
 const UPLOADS_IN_FLIGHT = 2;
@@ -218,9 +221,10 @@ export class BackupRepository {
       stats.packsStored++;
       stats.bytesStored += pack.body.length + pack.index.length;
     });
-    // Sampling for compression: a long read on its own (neighbouring blocks tend to be alike, and
-    // reads run side by side), short scattered reads through one sampler for the whole backup.
-    const scattered = new BlobEncoder();
+    // Sampling for compression: a long read on its own, trying its first new block and, when that
+    // did not pay, one in 256 after it (neighbouring blocks tend to be alike, and reads run side by
+    // side); short scattered reads through one sampler for the whole backup, trying one in 64.
+    const scattered = new BlobEncoder(64);
     const zero = Buffer.alloc(blockBytes);
     input.onProgress?.({ doneBytes: 0, totalBytes: toRead });
     const reading = inParallel(reads, this.concurrency, async ({ first, n }) => {
@@ -228,7 +232,7 @@ export class BackupRepository {
       const length = Math.min(n * blockBytes, sizeBytes - offset);
       const bytes = await source.read(offset, length);
       stats.bytesRead += length;
-      const encoder = length >= MiB ? new BlobEncoder() : scattered;
+      const encoder = length >= MiB ? new BlobEncoder(256) : scattered;
       for (let k = 0; k < n; k++) {
         const block = bytes.subarray(k * blockBytes, Math.min((k + 1) * blockBytes, length));
         if (block.equals(block.length === blockBytes ? zero : zero.subarray(0, block.length))) continue;
@@ -242,8 +246,9 @@ export class BackupRepository {
         }
         // Claimed before the first await: the same content met again meanwhile is this blob.
         where.set(key, '');
-        await packs.add(hash, await encoder.encode(block));
         stats.blobsStored++;
+        const sealed = packs.add(hash, encoder.wantsTry() ? await encoder.encode(block) : { deflated: false, payload: block });
+        if (sealed) await sealed;
       }
       input.onProgress?.({ doneBytes: stats.bytesRead, totalBytes: toRead });
     });
@@ -296,7 +301,8 @@ export class BackupRepository {
     let done = 0;
     let bytesWritten = 0;
     const progress = (n: number) => { done += n; options.onProgress?.({ doneBytes: done, totalBytes: sizeBytes }); };
-    for (const [first, last] of runs(range(blocks.length).filter((i) => !blocks[i]))) {
+    const flusher = new Flusher(destination);
+    for (const [first, last] of runs(zeros(blocks))) {
       const length = endOf(last) - offsetOf(first);
       if (!options.zeroed) await writeZeroes(destination, offsetOf(first), length);
       progress(length);
@@ -312,12 +318,15 @@ export class BackupRepository {
           if (bytes.length !== endOf(i) - offsetOf(i)) throw new BackupCorruptError(`Backup ${manifest.backupId}: blob ${blobHash(manifest, n)} holds ${bytes.length} bytes where block ${i} needs ${endOf(i) - offsetOf(i)}`);
           parts.push(bytes);
         }
-        const run = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+        // Blobs stored as they are lie back to back in their pack: a run of them is written straight from it.
+        const run = parts.length === 1 ? parts[0]! : adjacent(parts) ?? Buffer.concat(parts);
         await destination.write(offsetOf(first), run);
         bytesWritten += run.length;
         progress(run.length);
+        flusher.wrote(run.length);
       }
     });
+    await flusher.settle();
     await destination.flush();
     return { bytesWritten };
   }
@@ -409,12 +418,11 @@ export class BackupRepository {
     let entries: Map<string, BlobEntry> | undefined;
     let problem: { why: string; cause?: unknown } | undefined;
     if (!stored) problem = { why: `is missing: ${at} is not there` };
-    else if (m.version === 1) entries = new Map([[id, { offset: 0, length: stored.length }]]);
     else {
       try {
-        entries = packEntries(stored, id);
+        entries = m.version === 1 ? new Map([[id, chunkEntry(stored)]]) : packEntries(stored, id);
       } catch (err) {
-        problem = { why: `cannot be read: its pack ${at} is damaged (${(err as Error).message})`, cause: err };
+        problem = { why: `cannot be read: ${at} is damaged (${(err as Error).message})`, cause: err };
       }
     }
     const take = async (n: number): Promise<Buffer> => {
@@ -425,7 +433,7 @@ export class BackupRepository {
       if (!e) throw new BackupCorruptError(`${blob} is not in its pack ${at}`);
       let bytes: Buffer;
       try {
-        bytes = await decodeBlob(stored!.subarray(e.offset, e.offset + e.length));
+        bytes = await decodeBlob(e, stored!.subarray(e.offset, e.offset + e.length));
       } catch (err) {
         throw new BackupCorruptError(`${blob} in ${at} cannot be decoded`, { cause: err });
       }
@@ -476,10 +484,14 @@ class PackWriter {
 
   constructor(private readonly packBytes: number, private readonly maxBlobs: number, private readonly store: (pack: SealedPack) => Promise<void>) {}
 
-  /** Adds a blob; waits only when the stores fall behind. @throws what a store threw. */
-  async add(hash: Buffer, blob: EncodedBlob): Promise<void> {
+  /**
+   * Adds a blob. Returns a promise, to be awaited, when that filled a pack
+   * (it resolves once the pack's store has begun: later when the stores fall behind).
+   * @throws (through the promise) what a store threw.
+   */
+  add(hash: Buffer, blob: EncodedBlob): Promise<void> | undefined {
     this.current.add(hash, blob);
-    if (this.current.sizeBytes >= this.packBytes || this.current.blobCount >= this.maxBlobs) await this.seal();
+    return this.current.sizeBytes >= this.packBytes || this.current.blobCount >= this.maxBlobs ? this.seal() : undefined;
   }
 
   /** Stores the last pack and waits for every store. @throws what a store threw. */
@@ -507,6 +519,47 @@ class PackWriter {
     }
     if (this.failure) throw this.failure.err;
   }
+}
+
+/**
+ * Flushes a restore's destination every {@link FLUSH_EVERY_BYTES} written, in
+ * the background, so that writing back to disk overlaps reading and checking
+ * packs instead of all waiting for the final flush.
+ */
+class Flusher {
+  private since = 0;
+  private running: Promise<void> | undefined;
+  private failure: { err: unknown } | undefined;
+
+  constructor(private readonly destination: RestoreDestination) {}
+
+  /** Counts bytes written; starts a flush when enough were and none is running. @throws what an earlier flush threw. */
+  wrote(bytes: number): void {
+    if (this.failure) throw this.failure.err;
+    this.since += bytes;
+    if (this.since < FLUSH_EVERY_BYTES || this.running) return;
+    this.since = 0;
+    this.running = this.destination.flush()
+      .catch((err: unknown) => { this.failure ??= { err }; })
+      .finally(() => { this.running = undefined; });
+  }
+
+  /** Waits for the flush under way. @throws what a flush threw. */
+  async settle(): Promise<void> {
+    await this.running;
+    if (this.failure) throw this.failure.err;
+  }
+}
+
+/** `parts` as one buffer when they lie back to back in one allocation (a view, no copy); else undefined. */
+function adjacent(parts: readonly Buffer[]): Buffer | undefined {
+  const first = parts[0]!;
+  let end = first.byteOffset + first.length;
+  for (let k = 1; k < parts.length; k++) {
+    if (parts[k]!.buffer !== first.buffer || parts[k]!.byteOffset !== end) return undefined;
+    end += parts[k]!.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
 }
 
 /** The manifest of a backup from each block's hash and where each blob is. */
@@ -577,7 +630,7 @@ async function dataBlocks(source: BackupSource, blockBytes: number, count: numbe
 }
 
 /** `[first, last]` of each run of consecutive numbers in ascending `xs`. */
-function runs(xs: readonly number[]): Array<[number, number]> {
+function runs(xs: Iterable<number>): Array<[number, number]> {
   const out: Array<[number, number]> = [];
   for (const x of xs) {
     const r = out[out.length - 1];
@@ -585,6 +638,11 @@ function runs(xs: readonly number[]): Array<[number, number]> {
     else out.push([x, x]);
   }
   return out;
+}
+
+/** The indexes of the zero entries of `xs`, in order. */
+function* zeros(xs: Uint32Array): Generator<number> {
+  for (let i = 0; i < xs.length; i++) if (xs[i] === 0) yield i;
 }
 
 function range(n: number): number[] {

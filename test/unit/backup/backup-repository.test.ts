@@ -165,11 +165,11 @@ test('one byte corrupted in a pack fails verify and restore naming the blob; a d
   const m = b.manifest;
   const packOf = (blob: number) => packFiles(s, 'v1').find((f) => f.endsWith(m.packs[m.blobPacks[blob]!]!))!;
 
-  // Block 3's blob: raw, at 1 + 3 blocks' worth into its pack (blobs are stored in order). Flip one byte of it.
+  // Block 3's blob: stored as it is, 3 blocks into its pack (blobs are stored in order). Flip one byte of it.
   const victim = m.blocks[3]! - 1;
   const file = packOf(victim);
   const bytes = fs.readFileSync(file);
-  bytes[3 * (BLOCK + 1) + 100]! ^= 0x01;
+  bytes[3 * BLOCK + 100]! ^= 0x01;
   fs.writeFileSync(file, bytes);
   assert.deepEqual((await s.repo.verify(m)).bad, [blobHash(m, victim)]);
   const copy = await s.open('r1');
