@@ -113,6 +113,9 @@ export const ERR = {
 export const STATE_HOLE = 1 << 0;
 export const STATE_ZERO = 1 << 1;
 
+/** TLS-PSK cipher suites of the export (TLS 1.2), for the server and the client alike. */
+export const PSK_CIPHERS = 'ECDHE-PSK-AES256-CBC-SHA384:DHE-PSK-AES256-GCM-SHA384:PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256';
+
 /** The one metadata context Basalt serves. */
 export const BASE_ALLOCATION = 'base:allocation';
 

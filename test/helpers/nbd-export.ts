@@ -33,6 +33,8 @@ export interface NbdFixture {
   session(name: string): Promise<{ sock: net.Socket; reader: ByteReader }>;
   /** Export names that stop resolving (as a deleted attachment's do). */
   removed: Set<string>;
+  /** The TLS-PSK credentials of an export on the TLS plane. */
+  psk(name: string): PskCredentials | undefined;
 }
 
 /** Starts a server on port 0 over new sparse volumes in `dir` (a new temporary folder by default). */
@@ -82,7 +84,7 @@ export async function startNbd(t: Pick<TestContext, 'after'>, o: {
   t.after(() => server.close());
   const psk = (name: string): PskCredentials | undefined => (o.plane === 'tls' ? { identity: `id-${name}`, key: keys.get(`id-${name}`)! } : undefined);
   return {
-    port, server, dir, ids, removed,
+    port, server, dir, ids, removed, psk,
     file: (name) => path.join(dir, `volume-${ids.get(name)}`),
     connect: (name) => openExport('127.0.0.1', port, name, psk(name)),
     session: (name) => openSession('127.0.0.1', port, psk(name)),
