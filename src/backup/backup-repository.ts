@@ -112,10 +112,6 @@ export interface BackupStats {
   objectsStored: number;
   /** Bytes those took on the target. */
   bytesStored: number;
-  /** @deprecated Objects stored besides the manifest (`objectsStored - 1`), under the name the backup service reads; use `objectsStored`. */
-  chunksStored: number;
-  /** @deprecated `blobsReused`, under the name the backup service logs. */
-  chunksReused: number;
 }
 
 /** What a backup is asked to do. */
@@ -139,8 +135,6 @@ export interface CreateBackupInput {
 export interface RemovedObjects {
   /** Packs removed (a version-1 chunk object counts as one). */
   packsRemoved: number;
-  /** @deprecated Every object removed but manifests (packs and their index objects), under the name the backup service logs. */
-  chunksRemoved: number;
 }
 
 /** Settings of a repository. */
@@ -260,8 +254,7 @@ export class BackupRepository {
     const body = encodeManifest(manifest);
     await this.target.put(manifestKey, body);
     stats.bytesStored += body.length;
-    const objectsStored = 2 * stats.packsStored + 1;
-    return { manifest, ...stats, objectsStored, chunksStored: objectsStored - 1, chunksReused: stats.blobsReused };
+    return { manifest, ...stats, objectsStored: 2 * stats.packsStored + 1 };
   }
 
   /**
@@ -390,7 +383,7 @@ export class BackupRepository {
     // Index objects first: an index found means its pack is there.
     await inParallel(indexes, 8, (k) => this.target.delete(k));
     await inParallel(orphans, 8, (k) => this.target.delete(k));
-    return { packsRemoved: orphans.length, chunksRemoved: orphans.length + indexes.length };
+    return { packsRemoved: orphans.length };
   }
 
   /** Where the blobs of the volume's stored packs are, from their index objects (blob hash → pack id). */

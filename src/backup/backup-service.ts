@@ -14,8 +14,8 @@
  * it beside every backend it serves; `--roles backup` alone only deletes.
  *
  * Handlers are idempotent: a create run again removes the temporary copies an
- * earlier run left and stores only the chunks the target lacks; a restore
- * writes every chunk again; a delete of a backup without a manifest only
+ * earlier run left and stores only the blobs the target lacks; a restore
+ * writes every block again; a delete of a backup without a manifest only
  * collects its leftovers.
  */
 import type { Logger } from 'pino';
@@ -284,13 +284,13 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
           else await source.cut?.abort();
         }
         ctx.log.info({
-          backup_id: b.id, volume_id: v.id, bytes_read: stats.bytesRead, chunks_stored: stats.chunksStored, bytes_stored: stats.bytesStored, chunks_reused: stats.chunksReused,
+          backup_id: b.id, volume_id: v.id, bytes_read: stats.bytesRead, blobs_stored: stats.blobsStored, packs_stored: stats.packsStored, bytes_stored: stats.bytesStored, blobs_reused: stats.blobsReused,
           changed_bytes: changed ? changed.reduce((n, r) => n + r.length, 0) : null,
         }, 'backup stored');
       }));
       await ctx.complete(async (tx) => {
         // Without stats the backup was force-deleted or reset meanwhile: only its source is given back.
-        if (stats) await backups.transition(tx, { id: b.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id, set: { ...set, object_count: stats.chunksStored + 1, fail_reason: null } });
+        if (stats) await backups.transition(tx, { id: b.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id, set: { ...set, object_count: stats.objectsStored, fail_reason: null } });
         await releaseSource(deps, tx, b, ctx.job.request_id);
       });
     },
@@ -338,7 +338,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
           .where((eb) => eb.or([eb('service_metadata', '=', dataIdOf(b)), eb('id', '=', dataIdOf(b))])).executeTakeFirst();
         if (sharing) return;
         const r = await repository.delete(b.volume_id, dataIdOf(b));
-        ctx.log.info({ backup_id: b.id, chunks_removed: r.chunksRemoved }, 'backup deleted');
+        ctx.log.info({ backup_id: b.id, packs_removed: r.packsRemoved }, 'backup deleted');
       });
       await ctx.complete(async (tx) => {
         if (await backups.deleteRow(tx, b.id, 'deleting', ctx.job.request_id)) {
