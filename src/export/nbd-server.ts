@@ -204,7 +204,7 @@ export class NbdServer {
         : this.clients >= maxConnections ? `the server holds its most connections (${maxConnections})` : undefined;
       this.clients++;
       const conn = new Connection(socket, this, o);
-      (refusal !== undefined ? conn.refuse(refusal) : conn.run())
+      const ended: Promise<void> = (refusal !== undefined ? conn.refuse(refusal) : conn.run())
         .catch((err: unknown) => {
           if (err instanceof NegotiationTimeout) o.log.info({ remote: socket.remoteAddress }, err.message);
           else if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
@@ -216,7 +216,12 @@ export class NbdServer {
             setTimeout(() => socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
           } else socket.destroy();
         })
-        .finally(() => { this.clients--; });
+        .finally(() => {
+          this.clients--;
+          this.ending.delete(ended);
+        });
+      // close() waits for it: its handle closed and its writes recorded as ended (changed blocks saved clean).
+      this.ending.add(ended);
     });
   }
 
@@ -243,7 +248,7 @@ export class NbdServer {
     });
   }
 
-  /** Closes the listener and every connection; resolves once native connections have ended. */
+  /** Closes the listener and every connection; resolves once every connection has ended and closed its volume handle. */
   async close(): Promise<void> {
     for (const c of this.open) c.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));

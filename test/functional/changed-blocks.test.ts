@@ -18,6 +18,7 @@ import readline from 'node:readline';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { fileDigest } from '../helpers/file-digest.ts';
+import { openExport, simpleRequest } from '../helpers/nbd-raw.ts';
 import { kill9, spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus } from '../helpers/server.ts';
 
@@ -246,4 +247,29 @@ test('a revert to a snapshot writes past the export: the next incremental backup
   const inc = await backup(call, { volume_id: vol, incremental: true });
   assert.ok(bytesRead(lines, inc.id) >= DATA, 'after the revert, everything is read');
   assert.equal(await restoredDigest(call, s.stateDir, inc.id), await fileDigest(volumeFile(s.stateDir, vol), GiB), 'and the backup holds the reverted data');
+});
+
+test('the changed blocks survive a clean restart with the volume attached: the next incremental backup still reads only them', { timeout: 180_000 }, async (t) => {
+  const stateDir = tempStateDir(t);
+  const database = await testDatabase(stateDir);
+  const first = await startTestServer(t, { stateDir, env: database.env });
+  const call1: Call = (m, p, b, h) => first.request(m, p, b, h);
+  const vol = await volumeWithData(call1, stateDir);
+  await backup(call1, { volume_id: vol });
+  const a = await attach(call1, vol);
+  // A client still connected when the server stops.
+  const info = (await call1('GET', `${V}/attachments/${a.id}`, undefined, MV)).body.attachment.connection_info.data;
+  const c = await openExport(info.host, info.port, info.export_name);
+  t.after(() => c.sock.destroy());
+  assert.equal((await simpleRequest(c, 1 /* WRITE */, BigInt(20 * MiB), 4096, Buffer.alloc(4096, 0x66))).error, 0);
+  await first.close(); // the connection is dropped, its handle closed, the bits saved clean
+
+  const lines: string[] = [];
+  const second = await startTestServer(t, { stateDir, env: database.env, logLines: lines });
+  const call2: Call = (m, p, b, h) => second.request(m, p, b, h);
+  await detach(call2, vol, a.id);
+  const inc = await backup(call2, { volume_id: vol, incremental: true });
+  const read = bytesRead(lines, inc.id);
+  assert.ok(read > 0 && read <= 4 * MiB, `after a clean restart the incremental backup read ${read} bytes`);
+  assert.equal(await restoredDigest(call2, stateDir, inc.id), await fileDigest(volumeFile(stateDir, vol), GiB));
 });
