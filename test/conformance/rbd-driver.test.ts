@@ -109,11 +109,14 @@ test('rbd: the handles of a volume share one open image, and close at shutdown c
 
 test('rbd: a cephx user with only the rbd profile on its pool (as Cinder\'s docs create) is enough', async (t) => {
   const pool = await ceph.newPool();
-  const keyring = await ceph.ceph('auth', 'get-or-create', 'client.basalt-rbd', 'mon', 'profile rbd', 'osd', `profile rbd pool=${pool}`, 'mgr', `profile rbd pool=${pool}`);
+  // A user of this pool's own: on a shared cluster another run's user has another pool's caps.
+  const user = `basalt-rbd-${pool}`;
+  const keyring = await ceph.ceph('auth', 'get-or-create', `client.${user}`, 'mon', 'profile rbd', 'osd', `profile rbd pool=${pool}`, 'mgr', `profile rbd pool=${pool}`);
+  t.after(() => ceph.ceph('auth', 'rm', `client.${user}`));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rbd-user-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.writeFileSync(path.join(dir, 'keyring'), keyring);
-  const { driver: raw } = await rbdBackend({ rbd_pool: pool, rbd_user: 'basalt-rbd', rbd_keyring_conf: path.join(dir, 'keyring'), rbd_max_clone_depth: 0 });
+  const { driver: raw } = await rbdBackend({ rbd_pool: pool, rbd_user: user, rbd_keyring_conf: path.join(dir, 'keyring'), rbd_max_clone_depth: 0 });
   const driver = new GuardedDriver(raw, 60_000);
   await driver.init();
   assert.ok((await driver.getStats()).pools[0]!.freeCapacityGiB > 0, 'ceph df is allowed');

@@ -40,13 +40,13 @@ export interface Ceph {
   pool: string;
   /** The monitor's address, `127.0.0.1:PORT` (msgr v1). */
   monitor: string;
-  /** Creates another RBD pool (8 placement groups, all `active+clean` when it resolves) and returns its name. */
+  /** Creates another RBD pool (8 placement groups, all `active+clean` when it resolves) and returns its name; `stop` removes it. */
   newPool(): Promise<string>;
   /** Runs the `ceph` CLI against the cluster and returns its stdout. */
   ceph(...args: string[]): Promise<string>;
   /** Runs the `rbd` CLI against the cluster and returns its stdout. */
   rbd(...args: string[]): Promise<string>;
-  /** Kills every daemon it started by pid (SIGKILL: the cluster is thrown away) and removes its folder; on a shared cluster, removes its pool only. */
+  /** Kills every daemon it started by pid (SIGKILL: the cluster is thrown away) and removes its folder; on a shared cluster, removes its pools only. */
   stop(): Promise<void>;
 }
 
@@ -103,6 +103,9 @@ mon_allow_pool_delete = true
 osd_crush_chooseleaf_type = 0
 osd_pool_default_pg_autoscale_mode = off
 mon_data_avail_warn = 2
+# Every test of a run makes pools of 8 placement groups on the one OSD: past 250 (Ceph's
+# default limit, about 30 pools) pool creation is refused.
+mon_max_pg_per_osd = 2000
 # Test-speed timers: ready in about 6 s instead of 15.
 paxos_propose_interval = 0.1
 mgr_stats_period = 1
@@ -206,8 +209,11 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
       d.kill('SIGKILL');
     })));
   };
+  /** Pools made by {@link Ceph.newPool}, removed by `stop` on a shared cluster. */
+  const made: string[] = [];
   const newPool = async (): Promise<string> => {
     const name = `basalt-${randomUUID().slice(0, 8)}`;
+    made.push(name);
     await createPool(cli, daemons, name);
     return name;
   };
@@ -217,7 +223,9 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
     await createPool(cli, daemons, pool);
     return {
       confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd,
-      async stop() { await cli('osd', 'pool', 'rm', pool, pool, '--yes-i-really-really-mean-it'); },
+      async stop() {
+        for (const p of [pool, ...made]) await cli('osd', 'pool', 'rm', p, p, '--yes-i-really-really-mean-it');
+      },
     };
   }
 
