@@ -20,6 +20,13 @@
  *   function, which resolves the promise on the event loop. No thread
  *   waits for the cluster.
  *
+ * A full pool fails writes at once: every I/O context is set to "full try"
+ * (rados_set_pool_full_try), so a write to a pool at its quota answers
+ * EDQUOT and one on a full cluster ENOSPC, where librados would otherwise
+ * hold it until there is room — a hang for the NBD client and for a create.
+ * Removing an image needs room too (librbd first moves it to the pool's
+ * trash): it fails in a pool at its quota, and the driver checks the result.
+ *
  * Errors reject with an Error whose `errno` is the positive errno librados
  * returned and whose `code` is its name (ENOENT, EEXIST, EBUSY …); the
  * message names the call only, never a path or a key.
@@ -229,10 +236,12 @@ static int diff_cb(uint64_t off, size_t len, int exists, void *arg) {
   return push(arg, (entry_t){ .x = off, .y = len, .flag = exists });
 }
 
+/* Runs `fn` with an I/O context on the pool `s[0]`, failing writes to a full pool at once (see the file comment). */
 static int with_ioctx(job_t *j, int (*fn)(job_t *, rados_ioctx_t)) {
   rados_ioctx_t io;
   int rc = rados_ioctx_create(j->cl->rados, j->s[0], &io);
   if (rc < 0) return rc;
+  rados_set_pool_full_try(io);
   rc = fn(j, io);
   rados_ioctx_destroy(io);
   return rc;
@@ -302,6 +311,7 @@ static int do_open(job_t *j) {
   image_t *img = j->img;
   int rc = rados_ioctx_create(j->cl->rados, j->s[0], &img->io);
   if (rc < 0) return rc;
+  rados_set_pool_full_try(img->io);
   rc = j->s[2] || j->n[0] ? rbd_open_read_only(img->io, j->s[1], &img->rbd, j->s[2]) : rbd_open(img->io, j->s[1], &img->rbd, NULL);
   if (rc < 0) rados_ioctx_destroy(img->io);
   return rc;

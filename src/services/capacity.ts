@@ -18,10 +18,18 @@ export function fits(pool: PoolCapacity, provisionedGiB: number, sizeGiB: number
   return fitsThin(pool, provisionedGiB, sizeGiB) || fitsThick(pool, sizeGiB);
 }
 
-/** Thin provisioning: what is promised stays within usable capacity × over-subscription ratio. */
+/**
+ * Thin provisioning: what is promised stays within usable capacity ×
+ * over-subscription ratio, and the free space beyond the reserve,
+ * over-subscribed, still holds the volume (Cinder's CapacityFilter: a full
+ * pool, such as a Ceph pool at its quota, takes no new volume however little
+ * is promised on it).
+ */
 function fitsThin(pool: PoolCapacity, provisionedGiB: number, sizeGiB: number): boolean {
-  const usable = pool.total_capacity_gb * (1 - pool.reserved_percentage / 100);
-  return pool.thin_provisioning_support && provisionedGiB + sizeGiB <= usable * pool.max_over_subscription_ratio;
+  const reservedGiB = pool.total_capacity_gb * pool.reserved_percentage / 100;
+  const ratio = pool.max_over_subscription_ratio;
+  return pool.thin_provisioning_support && provisionedGiB + sizeGiB <= (pool.total_capacity_gb - reservedGiB) * ratio
+    && (pool.free_capacity_gb - reservedGiB) * ratio >= sizeGiB;
 }
 
 /** Thick provisioning: the free space beyond the reserve holds the whole volume. */

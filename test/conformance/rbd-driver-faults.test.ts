@@ -3,7 +3,7 @@
  * cluster (rbd-fixture.ts): a cluster it cannot reach or that refuses its
  * credentials, calls killed (SIGKILL) inside librbd or left half done and
  * completed on retry, the event loop kept free while librbd works, and what
- * the addon refuses rather than crash.
+ * the addon refuses rather than crash, and a pool at its quota.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -219,4 +219,50 @@ test('rbd: the addon refuses what would crash librbd: a close or shutdown under 
   await assert.rejects(rbd.shutdown(cluster), (e: { code: string }) => e.code === 'EBUSY', 'a shutdown while a call on another thread uses the cluster');
   await listing;
   await rbd.shutdown(cluster);
+});
+
+test('rbd: a pool at its quota fails what would grow it at once with errors naming it, keeps every image, and works again when the quota is lifted', async () => {
+  const { driver: raw, pool } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  const h = await driver.openVolume(v);
+  await h.write(0, Buffer.alloc(4096, 0x21));
+  await h.flush();
+  // An object quota the pool is already past: full without writing gigabytes (the monitor sets
+  // the pool's full flag at its next look at the placement groups' stats).
+  const flags = async (): Promise<string> => (JSON.parse(await ceph.ceph('osd', 'pool', 'ls', 'detail', '-f', 'json')) as Array<{ pool_name: string; flags_names: string }>)
+    .find((p) => p.pool_name === pool)!.flags_names;
+  await ceph.ceph('osd', 'pool', 'set-quota', pool, 'max_objects', '1');
+  for (const until = Date.now() + 60_000; !(await flags()).includes('full_quota');) {
+    assert.ok(Date.now() < until, 'the pool is flagged full');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  /** `p`, failing the test when it takes 20 s: librados's default is to hold writes to a full pool until there is room. */
+  const soon = <T>(p: Promise<T>): Promise<T> => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('hung on the full pool')), 20_000).unref())]);
+  // A write may land in librbd's cache; the flush then says the data has no room.
+  const io = await soon(h.write(8 * 1024 * 1024, Buffer.alloc(65536, 0x22)).then(() => h.flush()).then(() => 'ok', (e: { code?: string; cause?: { code?: string } }) => e.cause?.code ?? e.code));
+  assert.equal(io, 'EDQUOT');
+  const w = { id: randomUUID(), sizeGiB: 1 };
+  await assert.rejects(soon(driver.createVolume(w)), (e: { message: string; retryable: boolean }) =>
+    e.message.includes(`Ceph pool ${pool} is at its quota: no room for volume ${w.id}`) && e.retryable);
+  await h.close();
+  // The OSDs refuse only what grows the pool: overwrites and new snapshots (metadata) pass, but a
+  // removal starts by moving the image to the pool's trash, an object this fresh pool does not
+  // have yet; librbd then answers ENOENT with the image still there, which is not "gone".
+  await assert.rejects(soon(driver.deleteVolume(v)), (e: { message: string; retryable: boolean }) => e.message.includes('could not be removed') && e.retryable);
+  assert.ok((await objects(pool)).includes(RbdDriver.imageName(v.id)), 'the image is kept');
+
+  await ceph.ceph('osd', 'pool', 'set-quota', pool, 'max_objects', '0');
+  for (const until = Date.now() + 60_000; (await flags()).includes('full');) {
+    assert.ok(Date.now() < until, 'the full flag goes');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await driver.createVolume(w);
+  const again = await driver.openVolume(v);
+  assert.ok((await again.read(0, 4096)).equals(Buffer.alloc(4096, 0x21)), 'what was flushed before is intact');
+  await again.close();
+  for (const x of [v, w]) await driver.deleteVolume(x);
+  assert.deepEqual(await objects(pool), [], 'nothing is left');
 });

@@ -7,7 +7,8 @@
  * on an `rbd:` URL) writes the volume with the host's own keyring (no secret
  * leaves Basalt unless `rbd_send_keyring_to_hosts` opts in), and with
  * `rbd_connection = nbd` a real NBD client reads and writes it through
- * Basalt's export.
+ * Basalt's export; a pool at its quota answers ENOSPC there and refuses
+ * creates, and works again when the quota is lifted.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -18,6 +19,7 @@ import { promisify } from 'node:util';
 import { rbdUrl, type RbdConnectionData } from '../../src/cli/rbd-url.ts';
 import { RbdDriver } from '../../src/drivers/index.ts';
 import { startCeph } from '../helpers/ceph.ts';
+import { openExport, simpleRequest } from '../helpers/nbd-raw.ts';
 import { PROJECT, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus, type TestServer, type TestServerOptions } from '../helpers/server.ts';
 
 const run = promisify(execFile);
@@ -223,5 +225,82 @@ test('with rbd_send_keyring_to_hosts rbd connection info carries the keyring, wi
   assert.ok(read.subarray(4096, 4096 + 128 * 1024).equals(Buffer.alloc(128 * 1024, 0x5a)), 'the pattern is in the image');
   assert.ok(read.subarray(0, 4096).equals(Buffer.alloc(4096)) && read.subarray(4096 + 128 * 1024).equals(Buffer.alloc(4096)), 'and nothing around it');
 
+  assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
+});
+
+test('a pool at its quota: NBD writes answer ENOSPC and never hang, creates are refused by the scheduler, and all works again once the quota is lifted', { timeout: 300_000 }, async (t) => {
+  const ENOSPC = 28;
+  const [CMD_READ, CMD_WRITE, CMD_FLUSH] = [0, 1, 3];
+  const MiB = 1024 * 1024;
+  const { s, pool } = await rbdServer(t, ['rbd_connection = nbd']);
+  const vol = await created(s, { size: 1 });
+  const spare = await created(s, { size: 1 });
+  const { id: attId, info: conn } = await attach(s, vol);
+  const c = await openExport(conn.data.host as string, conn.data.port as number, conn.data.export_name as string);
+  t.after(() => c.sock.destroy());
+  /** One request, failing the test if it gets no answer within 30 s (a write paused by a full pool would hang for ever). */
+  const request = (type: number, offset: number, length: number, payload?: Buffer): Promise<{ error: number; data?: Buffer }> => Promise.race([
+    simpleRequest(c, type, BigInt(offset), length, payload),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`NBD command ${type} at ${offset} hung`)), 30_000).unref()),
+  ]);
+  const kept = randomBytes(4 * MiB);
+  assert.equal((await request(CMD_WRITE, 0, kept.length, kept)).error, 0);
+  assert.equal((await request(CMD_FLUSH, 0, 0)).error, 0);
+
+  // Fill the pool up to a 32 MiB quota. The cluster notices a quota a few seconds after the
+  // bytes pass it (the monitor's tick over the placement groups' stats): write until it does.
+  await ceph.ceph('osd', 'pool', 'set-quota', pool, 'max_bytes', String(32 * MiB));
+  const errors: number[] = [];
+  const chunk = Buffer.alloc(4 * MiB, 0x6b);
+  for (let i = 1, until = Date.now() + 120_000; Date.now() < until && !errors.includes(ENOSPC); i = i % 200 + 1) {
+    for (const r of [await request(CMD_WRITE, i * chunk.length, chunk.length, chunk), await request(CMD_FLUSH, 0, 0)]) if (r.error) errors.push(r.error);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(errors.includes(ENOSPC), `a write or flush found the pool full: ${errors.join(', ')}`);
+  assert.deepEqual(errors.filter((e) => e !== ENOSPC), [], 'ENOSPC, never another error (QEMU pauses its guest on ENOSPC)');
+  assert.equal((await request(CMD_READ, 0, 4096)).error, 0, 'the connection still serves reads');
+
+  // The scheduler sees a full pool and refuses a create with a message naming the filter; nothing answers 5xx.
+  await waitFor('the pool to report it is full', async () => {
+    const pools = (await s.request('GET', `${V}/scheduler-stats/get_pools?detail=true`)).body.pools as Array<{ capabilities: { free_capacity_gb: number } }>;
+    return pools[0]?.capabilities.free_capacity_gb === 0 ? true : undefined;
+  });
+  const refused = await s.request('POST', `${V}/volumes`, { volume: { size: 1, name: 'no-room' } });
+  assert.equal(refused.status, 202);
+  await waitForStatus(s, refused.body.volume.id, 'error');
+  const msgs = await s.request('GET', `${V}/messages?resource_uuid=${refused.body.volume.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.5' });
+  assert.match(msgs.body.messages[0].user_message, /^schedule allocate volume: Could not find any available weighted backend\. Rejected: .*@ceph#ceph: CapacityFilter/);
+  for (const path of [`${V}/volumes/${vol}`, `${V}/volumes/detail`, `${V}/attachments/${attId}`]) {
+    assert.ok((await s.request('GET', path, undefined, MV)).status < 500, path);
+  }
+  // A removal needs room too (librbd moves the image to the pool's trash first, and answers
+  // ENOENT when it cannot): the delete fails with the image kept, never a volume gone whose image stays.
+  assert.equal((await s.request('DELETE', `${V}/volumes/${spare}`)).status, 202);
+  await waitForStatus(s, spare, 'error_deleting');
+  assert.ok((await ceph.rbd('ls', pool)).split('\n').includes(`volume-${spare}`), 'the image is still there, and Basalt knows it');
+
+  // Lifted: writes and flushes land again, the data from before is intact, creates are placed
+  // once the cluster has taken the pool's full flag off (the monitor's next tick).
+  await ceph.ceph('osd', 'pool', 'set-quota', pool, 'max_bytes', '0');
+  await waitFor('the pool\'s full flag to go', async () => {
+    const pools = JSON.parse(await ceph.ceph('osd', 'pool', 'ls', 'detail', '-f', 'json')) as Array<{ pool_name: string; flags_names: string }>;
+    return pools.find((p) => p.pool_name === pool)?.flags_names.includes('full') === false ? true : undefined;
+  });
+  await waitFor('writes to land again', async () => {
+    const w = await request(CMD_WRITE, 8 * MiB, 4096, Buffer.alloc(4096, 0x11));
+    return w.error === 0 && (await request(CMD_FLUSH, 0, 0)).error === 0 ? true : undefined;
+  });
+  assert.ok((await request(CMD_READ, 0, kept.length)).data!.equals(kept), 'what was flushed before the pool filled is intact');
+  assert.ok((await request(CMD_READ, 8 * MiB, 4096)).data!.equals(Buffer.alloc(4096, 0x11)));
+  await waitFor('the pool to report room', async () => {
+    const pools = (await s.request('GET', `${V}/scheduler-stats/get_pools?detail=true`)).body.pools as Array<{ capabilities: { free_capacity_gb: number } }>;
+    return (pools[0]?.capabilities.free_capacity_gb ?? 0) > 1 ? true : undefined;
+  });
+  await created(s, { size: 1 });
+  // From error_deleting, as in Cinder, only a forced delete (an admin's).
+  assert.equal((await s.request('POST', `${V}/volumes/${spare}/action`, { 'os-force_delete': {} })).status, 202);
+  await waitFor('the spare volume gone', async () => (await s.request('GET', `${V}/volumes/${spare}`)).status === 404);
+  assert.ok(!(await ceph.rbd('ls', pool)).split('\n').includes(`volume-${spare}`), 'and its image with it');
+  c.sock.destroy();
   assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
 });

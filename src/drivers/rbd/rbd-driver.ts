@@ -337,12 +337,51 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /**
+   * Runs `fn`, which needs room in the pool, naming a full pool in the error:
+   * librados answers EDQUOT when the pool is at its quota and ENOSPC when the
+   * cluster is full (the addon's I/O contexts fail such writes at once instead
+   * of waiting for room). Retryable: a quota raised or space freed lets the
+   * next attempt through (the scheduler, which reads the pool's free space,
+   * refuses new volumes meanwhile; this is the window between its reports).
+   * @throws DriverError (retryable) when the pool is full.
+   */
+  private async needingRoom<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isRbdError(err, 'EDQUOT', 'ENOSPC')) throw err;
+      const why = err.code === 'EDQUOT' ? 'is at its quota' : 'is on a full cluster';
+      throw new DriverError(`Ceph pool ${this.options.cephPool} ${why}: no room for ${what}`, { cause: err, retryable: true });
+    }
+  }
+
+  createVolume(vol: VolumeRef): Promise<void> {
+    return this.needingRoom(`volume ${vol.id}`, () => this.makeVolume(vol));
+  }
+
+  extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void> {
+    return this.needingRoom(`extending volume ${vol.id}`, () => this.growVolume(vol, newSizeGiB));
+  }
+
+  createSnapshot(snap: SnapshotRef): Promise<void> {
+    return this.needingRoom(`snapshot ${snap.id}`, () => this.makeSnapshot(snap));
+  }
+
+  createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+    return this.needingRoom(`volume ${vol.id}`, () => this.makeVolumeFromSnapshot(vol, snap));
+  }
+
+  cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void> {
+    return this.needingRoom(`volume ${vol.id}`, () => this.makeClone(vol, source));
+  }
+
+  /**
    * Creates the image, or completes one an earlier attempt left: grown to the
    * size when it opens, removed and made again when it does not (an attempt
    * killed inside rbd_create leaves an image in the directory without its
    * header or object map).
    */
-  async createVolume(vol: VolumeRef): Promise<void> {
+  private async makeVolume(vol: VolumeRef): Promise<void> {
     const name = RbdDriver.imageName(vol.id);
     const create = (): Promise<void> => this.rbd.createImage(this.conn, this.options.cephPool, name, vol.sizeGiB * GiB, FEATURES, this.order);
     try {
@@ -381,7 +420,7 @@ export class RbdDriver implements VolumeDriver {
     });
   }
 
-  async extendVolume(vol: VolumeRef, newSizeGiB: number): Promise<void> {
+  private async growVolume(vol: VolumeRef, newSizeGiB: number): Promise<void> {
     try {
       await this.growTo(RbdDriver.imageName(vol.id), newSizeGiB);
     } catch (err) {
@@ -421,6 +460,10 @@ export class RbdDriver implements VolumeDriver {
    * rbd_remove, which librbd refuses (EBUSY) while a client has the image open
    * read-write: a handle that is just closing, or another host's. Tried again
    * for a few seconds, then a retryable error (the job tries later).
+   * ENOENT means removed only when the pool no longer lists the image: in a
+   * pool at its quota librbd cannot move the image to its trash (the first
+   * step of a removal, EDQUOT) and answers ENOENT with the image still there.
+   * @throws DriverError (retryable) when the image is still there after a removal.
    */
   private async removeUnwatched(name: string): Promise<void> {
     for (let attempt = 1; ; attempt++) {
@@ -428,7 +471,10 @@ export class RbdDriver implements VolumeDriver {
         await this.rbd.removeImage(this.conn, this.options.cephPool, name);
         return;
       } catch (err) {
-        if (isRbdError(err, 'ENOENT')) return;
+        if (isRbdError(err, 'ENOENT')) {
+          if (!(await this.imageListed(name))) return;
+          throw new DriverError(`Image ${name} could not be removed (is pool ${this.options.cephPool} full?)`, { cause: err, retryable: true });
+        }
         if (!isRbdError(err, 'EBUSY')) throw err;
         if (attempt === 5) throw new DriverError(`Image ${name} is still open by a client`, { cause: err, retryable: true });
         await new Promise((r) => setTimeout(r, 250 * attempt));
@@ -467,7 +513,7 @@ export class RbdDriver implements VolumeDriver {
     return true;
   }
 
-  async createSnapshot(snap: SnapshotRef): Promise<void> {
+  private async makeSnapshot(snap: SnapshotRef): Promise<void> {
     const name = RbdDriver.snapName(snap.id);
     try {
       const image = RbdDriver.imageName(snap.volumeId);
@@ -494,14 +540,14 @@ export class RbdDriver implements VolumeDriver {
     if (image) await this.withImageIfAny(image, (img) => this.dropSnapshot(img, image, name, false));
   }
 
-  async createVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
+  private async makeVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
     const parent = RbdDriver.imageName(snap.volumeId);
     const name = RbdDriver.snapName(snap.id);
     await this.dropPartialClone(vol, parent, name);
     await this.cloneFrom(vol, parent, name, this.options.flattenVolumeFromSnapshot);
   }
 
-  async cloneVolume(vol: VolumeRef, source: VolumeRef): Promise<void> {
+  private async makeClone(vol: VolumeRef, source: VolumeRef): Promise<void> {
     const parent = RbdDriver.imageName(source.id);
     const snap = `${RbdDriver.imageName(vol.id)}${CLONE_SNAP}`;
     await this.dropPartialClone(vol, parent, snap);
