@@ -46,6 +46,75 @@ export interface Manifest {
 
 const MAGIC = Buffer.from('BSLTMAN2');
 
+/**
+ * Builds a backup's manifest as its blocks are met: a block read gets the
+ * blob of its hash (one number per distinct hash read), a block inherited
+ * from the parent gets the parent's blob (one number per parent blob, its
+ * hash and pack copied without a look-up). A read block whose content is
+ * also an inherited blob is therefore listed twice in the blob table, which
+ * costs 36 bytes and nothing else. Memory: 4 bytes a block, 36 a blob.
+ */
+export class ManifestBuilder {
+  /** Per block: 0 for zeros, else its blob's number plus one. */
+  readonly blocks: Uint32Array;
+  private hashes = Buffer.allocUnsafe(32 * 1024);
+  private blobCount = 0;
+  /** The pack of each blob; '' for a blob read until `finish`. */
+  private readonly packOf: string[] = [];
+  private readonly numberOf = new Map<string, number>();
+  private readonly fromParent: Int32Array;
+
+  constructor(blockCount: number, private readonly parent?: Manifest) {
+    this.blocks = new Uint32Array(blockCount);
+    this.fromParent = new Int32Array(parent?.blobPacks.length ?? 0).fill(-1);
+  }
+
+  /** Block `i` is what it is in the parent. */
+  inherit(i: number): void {
+    const p = this.parent!;
+    const b = p.blocks[i]!;
+    if (!b) return;
+    let n = this.fromParent[b - 1]!;
+    if (n < 0) this.fromParent[b - 1] = n = this.push(p.blobHashes.subarray((b - 1) * 32, b * 32), p.packs[p.blobPacks[b - 1]!]!);
+    this.blocks[i] = n + 1;
+  }
+
+  /** Block `i` was read and hashes to `hash` (`key`: the same in hex). */
+  read(i: number, hash: Buffer, key: string): void {
+    let n = this.numberOf.get(key);
+    if (n === undefined) this.numberOf.set(key, n = this.push(hash, ''));
+    this.blocks[i] = n + 1;
+  }
+
+  /** The manifest, once `where` (blob hash → pack id) names the pack of every blob read. */
+  finish(head: Pick<Manifest, 'backupId' | 'volumeId' | 'sizeBytes' | 'blockBytes' | 'parentId' | 'createdAt'>, where: ReadonlyMap<string, string>): Manifest {
+    for (const [key, n] of this.numberOf) {
+      const id = where.get(key);
+      if (!id) throw new Error(`blob ${key} is in no pack`); // a bug, not a bad target
+      this.packOf[n] = id;
+    }
+    const packs: string[] = [];
+    const packNumber = new Map<string, number>();
+    const blobPacks = Uint32Array.from(this.packOf, (id) => {
+      let p = packNumber.get(id);
+      if (p === undefined) { packNumber.set(id, p = packs.length); packs.push(id); }
+      return p;
+    });
+    return { format: 'basalt-backup', version: 2, ...head, packs, blobHashes: this.hashes.subarray(0, this.blobCount * 32), blobPacks, blocks: this.blocks };
+  }
+
+  private push(hash: Uint8Array, pack: string): number {
+    if ((this.blobCount + 1) * 32 > this.hashes.length) {
+      const grown = Buffer.allocUnsafe(this.hashes.length * 2);
+      this.hashes.copy(grown, 0, 0, this.blobCount * 32);
+      this.hashes = grown;
+    }
+    this.hashes.set(hash, this.blobCount * 32);
+    this.packOf.push(pack);
+    return this.blobCount++;
+  }
+}
+
 /** The hash of blob `n` of a manifest, hex. */
 export function blobHash(m: Manifest, n: number): string {
   return m.blobHashes.toString('hex', n * 32, n * 32 + 32);

@@ -33,6 +33,9 @@
  * packs) still restore, verify and delete; a new incremental backup whose
  * parent is one reads the whole volume (its blocks do not line up).
  *
+ * Memory: a backup holds 4 bytes per block and 36 per blob of its manifest,
+ * and the volume's index (each stored blob's hash → its pack) as a map.
+ *
  * Writers of one volume's backups (create, delete, collect) must not run at
  * once — a collection could remove a pack a create just found stored: the
  * caller holds the volume's backup lock (`backup-volume-<volume id>`).
@@ -43,7 +46,7 @@
  */
 import type { Extent } from '../drivers/index.ts';
 import { BackupCorruptError, InvalidInputError } from '../errors/index.ts';
-import { blobHash, decodeManifest, encodeManifest, type Manifest } from './backup-manifest.ts';
+import { blobHash, decodeManifest, encodeManifest, ManifestBuilder, type Manifest } from './backup-manifest.ts';
 import { BlobEncoder, chunkEntry, decodeBlob, indexedHashes, PackBuilder, packEntries, sha256, type BlobEntry, type EncodedBlob } from './backup-pack.ts';
 import { isValidObjectKey, type BackupTarget } from './backup-target.ts';
 
@@ -184,21 +187,18 @@ export class BackupRepository {
     const changed = base ? blocksMeeting(input.changed!, blockBytes, count) : undefined;
     const data = await dataBlocks(source, blockBytes, count);
 
-    // Where each blob of the volume is: packs stored (by any backup, or a try cut short), the parent's, this run's.
+    // Where each blob of the volume is (blob hash → pack id): packs stored by any backup or a try cut short, then this run's.
     const where = await this.loadIndex(volumeId);
-    if (base) for (let n = 0; n < base.blobPacks.length; n++) where.set(blobHash(base, n), base.packs[base.blobPacks[n]!]!);
 
-    // What each block is: `has[i]` and its hash at `hashes[32i]`; the blocks to read, as runs of at most READ_BYTES.
-    const hashes = Buffer.alloc(count * 32);
-    const has = new Uint8Array(count);
+    // What each block is; the blocks to read, as runs of at most READ_BYTES.
+    const manifest = new ManifestBuilder(count, base);
     const reads: Array<{ first: number; n: number }> = [];
     const perRead = READ_BYTES / blockBytes;
     let toRead = 0;
     for (let i = 0; i < count; i++) {
       if (data && !data[i]) continue;
       if (base && !changed![i] && i < base.blocks.length && lengthOf(i, base.sizeBytes) === lengthOf(i)) {
-        const b = base.blocks[i]!;
-        if (b) { has[i] = 1; base.blobHashes.copy(hashes, i * 32, (b - 1) * 32, b * 32); }
+        manifest.inherit(i);
         continue;
       }
       const last = reads[reads.length - 1];
@@ -231,9 +231,8 @@ export class BackupRepository {
         const block = bytes.subarray(k * blockBytes, Math.min((k + 1) * blockBytes, length));
         if (block.equals(block.length === blockBytes ? zero : zero.subarray(0, block.length))) continue;
         const hash = sha256(block);
-        hash.copy(hashes, (first + k) * 32);
-        has[first + k] = 1;
         const key = hash.toString('hex');
+        manifest.read(first + k, hash, key);
         if (where.has(key)) {
           stats.blobsReused++;
           continue;
@@ -250,11 +249,11 @@ export class BackupRepository {
     await reading.catch(async (err: unknown) => { await packs.settle(); throw err; });
     await packs.finish();
 
-    const manifest = buildManifest({ backupId, volumeId, sizeBytes, blockBytes, parentId: parent?.backupId ?? null, createdAt: input.createdAt }, hashes, has, where);
-    const body = encodeManifest(manifest);
+    const made = manifest.finish({ backupId, volumeId, sizeBytes, blockBytes, parentId: parent?.backupId ?? null, createdAt: input.createdAt }, where);
+    const body = encodeManifest(made);
     await this.target.put(manifestKey, body);
     stats.bytesStored += body.length;
-    return { manifest, ...stats, objectsStored: 2 * stats.packsStored + 1 };
+    return { manifest: made, ...stats, objectsStored: 2 * stats.packsStored + 1 };
   }
 
   /**
@@ -553,33 +552,6 @@ function adjacent(parts: readonly Buffer[]): Buffer | undefined {
     end += parts[k]!.length;
   }
   return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
-}
-
-/** The manifest of a backup from each block's hash and where each blob is. */
-function buildManifest(head: Omit<Manifest, 'format' | 'version' | 'packs' | 'blobHashes' | 'blobPacks' | 'blocks'>, hashes: Buffer, has: Uint8Array, where: ReadonlyMap<string, string>): Manifest {
-  const blocks = new Uint32Array(has.length);
-  const blobHashes = Buffer.allocUnsafe(hashes.length);
-  const blobPacks: number[] = [];
-  const blobNumber = new Map<string, number>();
-  const packs: string[] = [];
-  const packNumber = new Map<string, number>();
-  for (let i = 0; i < has.length; i++) {
-    if (!has[i]) continue;
-    const key = hashes.toString('hex', i * 32, i * 32 + 32);
-    let n = blobNumber.get(key);
-    if (n === undefined) {
-      n = blobPacks.length;
-      blobNumber.set(key, n);
-      hashes.copy(blobHashes, n * 32, i * 32, i * 32 + 32);
-      const id = where.get(key);
-      if (!id) throw new Error(`blob ${key} of block ${i} is in no pack`); // a bug, not a bad target
-      let p = packNumber.get(id);
-      if (p === undefined) { p = packs.length; packNumber.set(id, p); packs.push(id); }
-      blobPacks.push(p);
-    }
-    blocks[i] = n + 1;
-  }
-  return { format: 'basalt-backup', version: 2, ...head, packs, blobHashes: blobHashes.subarray(0, blobPacks.length * 32), blobPacks: Uint32Array.from(blobPacks), blocks };
 }
 
 /** `key`, if a target must accept it. @throws InvalidInputError otherwise (an id that cannot name an object). */
