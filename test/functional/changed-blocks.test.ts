@@ -273,3 +273,24 @@ test('the changed blocks survive a clean restart with the volume attached: the n
   assert.ok(read > 0 && read <= 4 * MiB, `after a clean restart the incremental backup read ${read} bytes`);
   assert.equal(await restoredDigest(call2, stateDir, inc.id), await fileDigest(volumeFile(stateDir, vol), GiB));
 });
+
+test('TLS plane: an incremental backup reads only the blocks nbdcopy wrote over TLS-PSK since its parent', { timeout: 180_000 }, async (t) => {
+  const lines: string[] = [];
+  const s = await startTestServer(t, { logLines: lines, env: { BASALT_NBD_REQUIRE_TLS: 'true' } });
+  const call: Call = (m, p, b, h) => s.request(m, p, b, h);
+  const vol = await volumeWithData(call, s.stateDir);
+  await backup(call, { volume_id: vol });
+  const a = await call('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector: CONNECTOR } }, MV);
+  const data = a.body.attachment.connection_info.data;
+  assert.equal(data.tls.required, true);
+  const pskFile = path.join(s.stateDir, 'client.psk');
+  fs.writeFileSync(pskFile, `${data.tls.psk_identity}:${data.tls.psk_key}\n`);
+  const source = path.join(s.stateDir, 'source.raw');
+  fs.writeFileSync(source, randomBytes(64 * 1024));
+  await run('nbdcopy', [source, `nbds://${data.tls.psk_identity}@${data.host}:${data.port}/${data.export_name}?tls-psk-file=${pskFile}`]);
+  await detach(call, vol, a.body.attachment.id);
+  const inc = await backup(call, { volume_id: vol, incremental: true });
+  const read = bytesRead(lines, inc.id);
+  assert.ok(read > 0 && read <= 4 * MiB, `the incremental backup read ${read} bytes`);
+  assert.equal(await restoredDigest(call, s.stateDir, inc.id), await fileDigest(volumeFile(s.stateDir, vol), GiB));
+});
