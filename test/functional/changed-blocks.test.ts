@@ -1,9 +1,10 @@
 /**
  * Incremental backups from changed blocks (issue 15, part 3), on the real
- * server with qemu-io over the NBD export: an incremental backup reads only
- * the blocks written since its parent (native threads and the event loop
- * alike); a backup that fails keeps the blocks for the next; a restore onto
- * the volume, and a kill -9 of the server while the volume is attached, make
+ * server with qemu-io and nbdcopy over the NBD export: an incremental backup
+ * reads only the blocks written since its parent (native threads, the event
+ * loop and TLS alike), also across a clean restart; a backup that fails keeps
+ * the blocks for the next; a restore onto the volume, a revert, a loop-device
+ * attachment and a kill -9 of the server while the volume is attached make
  * the next incremental backup read everything; on a reflink pool, a backup of
  * a snapshot reads what the driver's extent maps say changed since its
  * parent's snapshot — and every restore is byte for byte the volume.
