@@ -1,7 +1,8 @@
 /**
  * The file driver's lseek helpers (issue 13, defect 9): only ENXIO means "no
  * data"; any other failure of lseek(SEEK_DATA/SEEK_HOLE) reports data, never
- * a hole a reader would skip as zeros.
+ * a hole a reader would skip as zeros. And the comparison of two extent maps
+ * behind the driver's changed extents.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -9,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { dataExtentsOf, lseekData } from '../../../../src/drivers/file/native-io.ts';
+import { dataExtentsOf, differingRanges, lseekData } from '../../../../src/drivers/file/native-io.ts';
 import { addon } from '../../../../src/common/index.ts';
 
 function tmp(t: TestContext): string {
@@ -54,4 +55,18 @@ test('holes and data of a sparse file, and no data past the last extent', (t) =>
     { length: 1 << 20, hole: true }, { length: 65536, hole: false }, { length: (3 << 20) - 65536, hole: true },
   ]);
   assert.equal(lseekData(fd, (1 << 20) + 65536, 4 << 20), undefined);
+});
+
+test('differingRanges: holes in both and blocks at the same place are the same; anything else differs, merged', () => {
+  const e = (logical: number, physical: number, length: number, flags = 0) => ({ logical, physical, length, flags });
+  // a: data [0, 8K) at 100K, data [16K, 24K) at 200K; b: the first shared, the second moved, new data at [40K, 44K).
+  const a = [e(0, 100_000, 8192), e(16_384, 200_000, 8192)];
+  const b = [e(0, 100_000, 4096), e(4096, 104_096, 4096), e(16_384, 300_000, 8192), e(40_960, 500_000, 4096)];
+  assert.deepEqual(differingRanges(a, b, 65_536), [{ offset: 16_384, length: 8192 }, { offset: 40_960, length: 4096 }]);
+  assert.deepEqual(differingRanges(a, a, 65_536), [], 'a file is the same as itself');
+  assert.deepEqual(differingRanges([], [], 65_536), [], 'two holes are the same');
+  // A shared extent seen through a different split, and one whose place is not final (delayed allocation).
+  assert.deepEqual(differingRanges([e(0, 1000, 8192)], [e(0, 1000, 4096), e(4096, 5096, 4096, 0x4)], 8192), [{ offset: 4096, length: 4096 }]);
+  // Data on one side only, up to the end; adjacent differing pieces merge.
+  assert.deepEqual(differingRanges([e(0, 1000, 4096)], [e(0, 9000, 4096), e(4096, 13_096, 8192)], 16_384), [{ offset: 0, length: 12_288 }]);
 });
