@@ -19,12 +19,16 @@
  *   export's knowledge, the same for every driver (file, memory, rbd), and
  *   the backend keeps no file a manage listing or a pool's capacity would
  *   count. The process that exports a volume is the one that backs it up
- *   (`backup-member:` jobs), so the file is where its backups look.
+ *   (`backup-member:` jobs), so the file is where its backups look; where a
+ *   volume's cluster has members in other processes, whose writes this
+ *   tracker never sees, backups read everything (`backup-service.ts`). A
+ *   volume's bits are in memory only while it has writers or a backup in
+ *   flight.
  * - **The safe fallback**: before the first write of a volume after its
  *   writers open is acknowledged, its file says `open` (flushed). A clean end
  *   (the last writer closes, the server stops) saves the bits and clears it.
- *   A file found `open` at start means the process died with writers open:
- *   its bits may miss acknowledged writes, so the volume counts as wholly
+ *   A file read `open` (only a process that died with writers open leaves
+ *   one) may miss acknowledged writes, so the volume counts as wholly
  *   changed. So does a volume with no file, one whose file cannot be read,
  *   and one a write path that cannot track has marked
  *   ({@link ChangedBlockTracker.markAllChanged}: restores, reverts, copies of
