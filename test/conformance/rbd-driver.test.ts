@@ -3,9 +3,9 @@
  * cluster (rbd-fixture.ts), and keeps Cinder's RBD behaviour: images with
  * layering, exclusive-lock, object-map and fast-diff, snapshots as RBD
  * snapshots, copy-on-write clones flattened past rbd_max_clone_depth, pool
- * stats from the cluster, handles of a volume sharing one open image, and a
- * user with only the rbd profile is enough. Faults and recovery are in
- * rbd-driver-faults.test.ts.
+ * stats from the cluster, handles of a volume sharing one open image,
+ * changed extents from the object maps, and a user with only the rbd profile
+ * is enough. Faults and recovery are in rbd-driver-faults.test.ts.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -131,4 +131,34 @@ test('rbd: a cephx user with only the rbd profile on its pool (as Cinder\'s docs
   await driver.deleteSnapshot(snap);
   for (const x of [v, clone, fromSnap]) await driver.deleteVolume(x);
   assert.deepEqual(await objects(pool), []);
+});
+
+test('rbd: changed extents come whole objects from the object maps: writes and discards between two snapshots, nothing since the last', async () => {
+  const { driver: raw } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const MiB = 1024 * 1024;
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  let h = await driver.openVolume(v);
+  await h.write(0, Buffer.alloc(4096, 1));
+  await h.write(100 * MiB, Buffer.alloc(4096, 2));
+  await h.flush();
+  await h.close();
+  const s1 = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+  await driver.createSnapshot(s1);
+  h = await driver.openVolume(v);
+  await h.write(513 * MiB, Buffer.alloc(4096, 3)); // in the 4 MiB object at 512 MiB
+  await h.trim!(100 * MiB, 4 * MiB); // the whole object at 100 MiB: gone, i.e. changed to zeros
+  await h.flush();
+  await h.close();
+  const s2 = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+  await driver.createSnapshot(s2);
+  assert.deepEqual(await driver.changedExtents(v, s1, s2), [{ offset: 100 * MiB, length: 4 * MiB }, { offset: 512 * MiB, length: 4 * MiB }]);
+  assert.deepEqual(await driver.changedExtents(v, s2), [], 'nothing written since s2');
+  assert.deepEqual(await driver.changedExtents(v, s1), [{ offset: 100 * MiB, length: 4 * MiB }, { offset: 512 * MiB, length: 4 * MiB }], 'the head differs from s1 as s2 does');
+  await assert.rejects(driver.changedExtents(v, { id: randomUUID(), volumeId: v.id, sizeGiB: 1 }), (e: { code: string; message: string }) =>
+    e.code === 'DRIVER_FAILED' && /snapshot .* is missing/.test(e.message));
+  for (const s of [s1, s2]) await driver.deleteSnapshot(s);
+  await driver.deleteVolume(v);
 });

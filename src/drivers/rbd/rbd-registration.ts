@@ -5,7 +5,7 @@ import { RbdDriver } from './rbd-driver.ts';
 /** `volume_driver = rbd`: RBD images in a Ceph pool, through librbd (the optional RBD addon). */
 export const rbdRegistration = defineDriver({
   name: 'rbd',
-  contractVersion: '1.4',
+  contractVersion: '1.5',
   description: 'rbd (Ceph RBD images in one pool through librbd: copy-on-write snapshots and clones, storage shared by every member of a cluster)',
   options: {
     rbd_pool: option<string>({
