@@ -14,6 +14,7 @@ import { BackupRepository, s3Target, type S3Target } from '../../src/backup/inde
 import { fileRegistration } from '../../src/drivers/index.ts';
 import { startCeph } from '../helpers/ceph.ts';
 import { freePort } from '../helpers/net.ts';
+import { writeOverNbd } from '../helpers/nbd-write.ts';
 import { startRadosgw } from '../helpers/radosgw.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus } from '../helpers/server.ts';
 import { backupTargetConformance } from './backup-target-conformance.ts';
@@ -121,7 +122,8 @@ test('s3: Basalt with backup_driver = s3 backs up, restores and deletes through 
   fs.writeSync(fd, data, 0, data.length, 5 * 1024 * 1024);
   fs.closeSync(fd);
   const full = await backedUp({ volume_id: vol });
-  fs.writeFileSync(fileOf(vol), randomBytes(4096), { flag: 'r+' });
+  // Through the export, which records the change for the incremental backup (a write to the file itself would not be seen).
+  await writeOverNbd(s, vol, 'write -P 0x63 0 4k');
   const inc = await backedUp({ volume_id: vol, incremental: true });
   assert.ok((await root.list('volumes/')).some((k) => k.endsWith(`/manifests/${inc}.bin`)), 'the manifest is in the bucket');
 

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { fileDigest } from '../helpers/file-digest.ts';
+import { writeOverNbd } from '../helpers/nbd-write.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const run = promisify(execFile);
@@ -59,16 +60,6 @@ async function backup(s: TestServer, body: Record<string, unknown>, headers: Rec
   const r = await s.request('POST', `${V}/backups`, { backup: body }, headers);
   assert.equal(r.status, 202, JSON.stringify(r.body));
   return backupStatus(s, r.body.backup.id, 'available');
-}
-
-/** Attaches a volume over NBD, runs one qemu-io command on it, and detaches it. */
-async function writeOverNbd(s: TestServer, vol: string, command: string): Promise<void> {
-  const connector = { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' };
-  const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector } }, MV('3.54'));
-  assert.equal(a.status, 200, JSON.stringify(a.body));
-  await run('qemu-io', ['-f', 'raw', '-c', command, a.body.attachment.connection_info.data.uri as string]);
-  assert.equal((await s.request('DELETE', `${V}/attachments/${a.body.attachment.id}`, undefined, MV('3.54'))).status, 200);
-  await waitForStatus(s, vol, 'available');
 }
 
 async function gone(s: TestServer, id: string): Promise<void> {
