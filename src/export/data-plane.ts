@@ -6,7 +6,8 @@
  * Used for plain TCP connections to exports whose handle has an `fd` (the
  * file driver). TLS connections and other drivers stay on the event loop.
  * The TypeScript server keeps negotiation, fencing ({@link DataPlaneConnection.destroy})
- * and quiescing ({@link DataPlaneConnection.pause}).
+ * and quiescing ({@link DataPlaneConnection.pause}), and hands the threads the
+ * volume's changed-block bits (`changedBits`), which they set for every write.
  */
 import type { Socket } from 'node:net';
 import { addon, type NbdCloseReason, type NbdConnectionRef, type NbdServeOptions } from '../common/index.ts';
