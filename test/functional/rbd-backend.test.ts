@@ -9,7 +9,8 @@
  * `rbd_connection = nbd` a real NBD client reads and writes it through
  * Basalt's export; a pool at its quota answers ENOSPC there and refuses
  * creates, and works again when the quota is lifted; an incremental backup
- * of a snapshot reads only the objects librbd's diff says changed.
+ * of a snapshot reads only the objects librbd's diff says changed; an image
+ * deleted behind Basalt's back fails operations with user messages, never 5xx.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -366,4 +367,38 @@ test('an incremental backup of an RBD snapshot reads only the objects librbd\'s 
   await ceph.rbd('export', `${pool}/volume-${to}`, path.join(dir, 'restored'));
   assert.equal(await fileDigest(path.join(dir, 'restored'), 1024 ** 3), await fileDigest(path.join(dir, 'snap'), 1024 ** 3));
   assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
+});
+
+test('an image deleted behind Basalt\'s back: operations on its volume fail with a user message, its export refuses, deleting the volume succeeds, nothing answers 5xx', { timeout: 300_000 }, async (t) => {
+  const { s, pool } = await rbdServer(t, ['rbd_connection = nbd']);
+  const [extended, snapped, cloned, attached] = [await created(s, { size: 1 }), await created(s, { size: 1 }), await created(s, { size: 1 }), await created(s, { size: 1 })];
+  for (const id of [extended, snapped, cloned, attached]) await ceph.rbd('rm', `${pool}/volume-${id}`);
+  const messages = async (id: string): Promise<string[]> =>
+    ((await s.request('GET', `${V}/messages?resource_uuid=${id}`, undefined, { 'OpenStack-API-Version': 'volume 3.5' })).body.messages as Array<{ user_message: string }>).map((m) => m.user_message);
+
+  assert.equal((await s.request('POST', `${V}/volumes/${extended}/action`, { 'os-extend': { new_size: 2 } })).status, 202);
+  await waitForStatus(s, extended, 'error_extending');
+  assert.deepEqual(await messages(extended), ['extend volume: The storage backend failed to complete the operation.']);
+
+  const snap = await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: snapped } });
+  assert.equal(snap.status, 202);
+  await waitFor('snapshot error', async () => (await s.request('GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'error');
+  assert.deepEqual(await messages(snap.body.snapshot.id), ['snapshot create: The storage backend failed to complete the operation.']);
+
+  const clone = await s.request('POST', `${V}/volumes`, { volume: { size: 1, source_volid: cloned } });
+  assert.equal(clone.status, 202);
+  await waitForStatus(s, clone.body.volume.id, 'error');
+  assert.deepEqual(await messages(clone.body.volume.id), ['create volume: The storage backend failed to complete the operation.']);
+
+  // Attached over NBD: the export has no image to serve and says so to the client.
+  const { info: conn } = await attach(s, attached);
+  await assert.rejects(run('qemu-io', ['-f', 'raw', '-c', 'read 0 4k', conn.data.uri as string], { timeout: 60_000 }));
+
+  for (const path of [`${V}/volumes/detail`, `${V}/snapshots/detail`, `${V}/attachments/detail`]) assert.ok((await s.request('GET', path, undefined, MV)).status < 500, path);
+  // The volumes whose images are gone are deleted as gone (the idempotent delete finds nothing to
+  // remove); the one with a failed snapshot with it (cascade, as Cinder asks).
+  for (const id of [snapped, cloned]) {
+    assert.equal((await s.request('DELETE', `${V}/volumes/${id}?cascade=true`)).status, 202);
+    await waitFor(`volume ${id} gone`, async () => (await s.request('GET', `${V}/volumes/${id}`)).status === 404);
+  }
 });
