@@ -29,6 +29,7 @@ import * as m0012 from './migrations/0012-readonly-progress.ts';
 import * as m0013 from './migrations/0013-volume-migration.ts';
 import * as m0014 from './migrations/0014-volume-host-index.ts';
 import * as m0015 from './migrations/0015-backups.ts';
+import * as m0016 from './migrations/0016-volume-exports.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -47,6 +48,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0013-volume-migration': m0013,
   '0014-volume-host-index': m0014,
   '0015-backups': m0015,
+  '0016-volume-exports': m0016,
 };
 
 /** An open database. */

@@ -333,6 +333,21 @@ export interface GroupSnapshotsTable {
   updated_at: string | null;
 }
 
+/** `volume_exports`: NBD exports of volumes for Basalt's own use, resolved like an attachment's (0016). */
+export interface VolumeExportsTable {
+  /** Unguessable, as an attachment's: it is a credential. */
+  export_name: string;
+  volume_id: string;
+  /** Why it exists: `migration` (a move between processes reads its source through it). */
+  purpose: string;
+  /** 1: the export refuses writes. */
+  read_only: number;
+  psk_identity: string;
+  /** TLS-PSK key, hex. */
+  psk_key: string;
+  created_at: string;
+}
+
 /** `backups`: copies of volumes' (or snapshots') data kept in a backup repository (0015). */
 export interface BackupsTable {
   id: string;
@@ -408,6 +423,7 @@ export interface Database {
   group_volume_types: GroupVolumeTypesTable;
   group_snapshots: GroupSnapshotsTable;
   backups: BackupsTable;
+  volume_exports: VolumeExportsTable;
   backup_metadata: BackupMetadataTable;
 }
 

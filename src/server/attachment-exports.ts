@@ -1,7 +1,9 @@
 /**
  * The export provider of a process's NBD server: an export name resolves
- * while its attachment exists and has been given a connector, and the
- * volume's backend runs in this process.
+ * while its attachment exists and has been given a connector, or while its
+ * row in `volume_exports` exists (Basalt's own exports: a move between
+ * processes reads its source through one), and the volume's backend runs in
+ * this process.
  */
 import type { AttachmentRepository, Db, VolumeRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
@@ -16,7 +18,9 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
   let keys = new Map<string, Buffer>();
   return {
     async find(name) {
-      const a = await attachments.byExport(db.kysely, name);
+      const a = await attachments.byExport(db.kysely, name)
+        ?? await db.kysely.selectFrom('volume_exports').select(['volume_id', 'psk_identity', 'read_only']).where('export_name', '=', name).executeTakeFirst()
+          .then((x) => x && { volume_id: x.volume_id, psk_identity: x.psk_identity, attach_mode: x.read_only === 1 ? 'ro' : 'rw', attach_status: 'attached' });
       if (!a || !['attaching', 'attached'].includes(a.attach_status)) return undefined;
       const v = await volumes.get(db.kysely, a.volume_id);
       const driver = v?.cluster_name ? drivers.get(v.cluster_name) : undefined;
@@ -36,7 +40,8 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
       return [];
     },
     async refreshKeys() {
-      keys = new Map([...await attachments.pskKeys(db.kysely)].map(([id, hex]) => [id, Buffer.from(hex, 'hex')]));
+      const own = await db.kysely.selectFrom('volume_exports').select(['psk_identity', 'psk_key']).execute();
+      keys = new Map([...await attachments.pskKeys(db.kysely), ...own.map((x) => [x.psk_identity, x.psk_key] as const)].map(([id, hex]) => [id, Buffer.from(hex, 'hex')]));
     },
     pskKey: (identity) => keys.get(identity),
   };

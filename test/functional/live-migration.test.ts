@@ -46,7 +46,9 @@ function hostWriter(data: NbdData, blocks: number) {
   let reconnects = 0;
   let stop = false;
   const connect = async () => {
-    for (let tries = 0; ; tries++) {
+    // A busy machine may keep the export from answering for a while: give up only after a minute.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
       try {
         const c = await openExport(data.host, data.port, data.export_name);
         // A refusal (a server fencing itself on a busy machine answers NBD_REP_ERR_SHUTDOWN) is no export: try again.
@@ -54,7 +56,7 @@ function hostWriter(data: NbdData, blocks: number) {
         c.sock.destroy();
         throw new Error(`export refused (read ${c.sizeBytes} as its size)`);
       } catch (err) {
-        if (tries > 200) throw err;
+        if (Date.now() > deadline) throw err;
         await new Promise((r) => setTimeout(r, 25));
       }
     }
@@ -81,6 +83,7 @@ function hostWriter(data: NbdData, blocks: number) {
     assert.equal((await simpleRequest(c, NBD_FLUSH, 0n, 0)).error, 0);
     c.sock.destroy();
   })();
+  done.catch(() => undefined); // its failure is reported by stop(), not as an unhandled rejection meanwhile
   return { written, reconnects: () => reconnects, stop: async () => { stop = true; await done; } };
 }
 

@@ -17,10 +17,12 @@
  * | lock | `volume-<id>` |
  *
  * The copy reads the source through the driver the destination's process
- * holds for the source's backend: both backends must be served by one
- * process (`basalt server` with both enabled). A move between backends that
- * no one process serves is refused with a message saying so; reading the
- * source through its NBD export is the way across (issue 12, part 5).
+ * holds for the source's backend when one process serves both. Otherwise it
+ * reads the source through an NBD export of a live process serving the
+ * source's backend (`../../export/nbd-client.ts`, TLS-PSK): the request makes
+ * a read-only export of the volume for the move (`volume_exports`), the end of
+ * the move (success or failure) removes it, and the cleanup job fences it on
+ * the source before the source's storage goes.
  *
  * An attached volume moves through its export (`../live-move.ts`): while the
  * copy is made, the export serves a mirror of source and destination, and
@@ -33,11 +35,14 @@
  * alone; such moves are refused with a message naming the attachment or the
  * processes.
  */
+import { randomBytes } from 'node:crypto';
 import type { Db, Tx, VolumeRow, VolumeType } from '../../db/index.ts';
 import type { GuardedDriver, VolumeHandle } from '../../drivers/index.ts';
 import { DriverError, InvalidInputError, InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
-import { fits, reportedPool, reporting, unmetSpecs, volumeTarget } from '../../services/index.ts';
+import { fits, nbdEndpointOf, reportedPool, reporting, unmetSpecs, volumeTarget } from '../../services/index.ts';
+import { NbdClient } from '../../export/nbd-client.ts';
+import { isoAt } from '../../common/index.ts';
 import { typeNameOf } from '../volume-quota.ts';
 import { isMultiattachType } from '../volume-type-flags.ts';
 import { withLock } from '../../coordination/index.ts';
@@ -54,10 +59,17 @@ export interface MigratePayload {
   destCluster: string;
   /** The type the volume takes with the move (a retype), or null. */
   newTypeId: string | null;
+  /** (v2) The export the source is read through when no process serves both backends, or null. */
+  sourceExport: string | null;
 }
 
 /** `volume.migrate_cleanup` (target: `cluster`): remove the copy of the volume a finished or failed move left on `cluster`. */
-export interface MigrateCleanupPayload { volumeId: string; cluster: string }
+export interface MigrateCleanupPayload {
+  volumeId: string;
+  cluster: string;
+  /** The export the move read the source through, to fence before the copy goes (absent: none). */
+  sourceExport?: string;
+}
 
 /** What a migration request says: an admin's destination, or a retype's new type (the destination is then chosen). */
 export interface MigrateVolumeInput {
@@ -79,14 +91,23 @@ const COPY_CHUNK_BYTES = 4 * 1024 * 1024;
 const isString = (x: unknown): x is string => typeof x === 'string';
 
 const migrateSchema: PayloadSchema<MigratePayload> = {
-  kind: 'volume.migrate', version: 1, minVersion: 1,
+  kind: 'volume.migrate', version: 2, minVersion: 1,
   parse(payload, version) {
-    if (version !== 1) throw new Error(`payload version ${version} is not readable`);
+    if (version !== 1 && version !== 2) throw new Error(`payload version ${version} is not readable`);
     const p = payload as Partial<MigratePayload> | null;
     if (!p || ![p.volumeId, p.sourceCluster, p.destHost, p.destCluster].every(isString) || !(p.newTypeId === null || isString(p.newTypeId))) {
       throw new Error('payload must name volumeId, sourceCluster, destHost, destCluster and newTypeId');
     }
-    return p as MigratePayload;
+    // v1 had no export: its moves ran in one process.
+    const sourceExport = version === 1 ? null : p.sourceExport;
+    if (!(sourceExport === null || isString(sourceExport))) throw new Error('payload sourceExport must be a string or null');
+    return { ...p, sourceExport } as MigratePayload;
+  },
+  // A v1 reader knows no export (its moves ran in one process): it reads the source locally or waits for a member that can.
+  encode: (p, version) => {
+    if (version !== 1) return p;
+    const { sourceExport: _, ...v1 } = p;
+    return v1;
   },
 };
 
@@ -95,7 +116,7 @@ const cleanupSchema: PayloadSchema<MigrateCleanupPayload> = {
   parse(payload, version) {
     if (version !== 1) throw new Error(`payload version ${version} is not readable`);
     const p = payload as Partial<MigrateCleanupPayload> | null;
-    if (!p || !isString(p.volumeId) || !isString(p.cluster)) throw new Error('payload must name volumeId and cluster');
+    if (!p || !isString(p.volumeId) || !isString(p.cluster) || !(p.sourceExport === undefined || isString(p.sourceExport))) throw new Error('payload must name volumeId and cluster');
     return p as MigrateCleanupPayload;
   },
 };
@@ -139,21 +160,39 @@ async function chosenDestination({ tx, deps }: RequestContext, v: VolumeRow, typ
 }
 
 /**
- * Refuses a move between backends no one process serves together: the copy
- * reads the source through the driver the destination's process holds.
- * @throws InvalidInputError naming both.
+ * Whether the move crosses processes (no live process serves both backends):
+ * its copy then reads the source through an NBD export. An attached volume
+ * moves only within one process, the only one serving its backend.
+ * @throws InvalidInputError for an attached volume that cannot move so.
  */
-async function refuseIfApart({ tx, deps }: RequestContext, sourceCluster: string, dest: Destination, attached: boolean): Promise<void> {
+async function crossesProcesses({ tx, deps }: RequestContext, sourceCluster: string, dest: Destination, attached: boolean): Promise<boolean> {
   const live = liveReports(await deps.services.list(tx), deps.clock.now(), deps.options.serviceDownMs).map(({ service }) => service);
   const processesOf = (cluster: string) => new Set(live.filter((s) => (s.cluster ?? s.host) === cluster).map((s) => s.instance_id));
   const sources = processesOf(sourceCluster);
-  if (![...processesOf(dest.cluster)].some((p) => sources.has(p))) {
-    throw new InvalidInputError(`Invalid input received: backends ${sourceCluster} and ${dest.cluster} are not served by one process: moving a volume between processes (through the NBD export) is not supported by this Basalt release.`);
+  const apart = ![...processesOf(dest.cluster)].some((p) => sources.has(p));
+  if (attached && apart) {
+    throw new InvalidInputError(`Invalid input received: backends ${sourceCluster} and ${dest.cluster} are not served by one process: an attached volume moves only between backends one process serves; detach it first.`);
   }
   if (attached && sources.size > 1) {
     // The mirror lives in one process: a host reconnecting to another member would write to the source alone.
     throw new InvalidInputError(`Invalid input received: backend ${sourceCluster} is served by ${sources.size} processes: an attached volume moves only when one process serves its backend; detach it first.`);
   }
+  return apart;
+}
+
+/** Makes the read-only export a move between processes reads its source through; returns its name. */
+async function sourceExportFor({ tx, deps }: RequestContext, v: VolumeRow): Promise<string> {
+  const name = `basalt-move-${randomBytes(24).toString('hex')}`;
+  await tx.insertInto('volume_exports').values({
+    export_name: name, volume_id: v.id, purpose: 'migration', read_only: 1,
+    psk_identity: `basalt-move-${v.id}-${randomBytes(4).toString('hex')}`, psk_key: randomBytes(32).toString('hex'), created_at: isoAt(deps.clock.now()),
+  }).execute();
+  return name;
+}
+
+/** Removes the exports a move made for the volume (its end, success or failure). */
+async function dropMoveExports(tx: Tx, volumeId: string): Promise<void> {
+  await tx.deleteFrom('volume_exports').where('volume_id', '=', volumeId).where('purpose', '=', 'migration').execute();
 }
 
 function liveReports(rows: Parameters<typeof reporting>[0], nowMs: number, serviceDownMs: number): ReturnType<typeof reporting> {
@@ -200,7 +239,7 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
       // Both copies would have one name on one backend.
       throw new InvalidInputError(`Invalid input received: Destination ${dest.host} is on the volume's own backend (${v.cluster_name}): moving between pools of one backend is not supported by this Basalt release.`);
     }
-    await refuseIfApart(ctx, v.cluster_name!, dest, v.status === 'in-use');
+    const apart = await crossesProcesses(ctx, v.cluster_name!, dest, v.status === 'in-use');
     const reported = await reportedPool(tx, dest.host);
     if (reported) {
       await deps.db.lockRows(tx, 'services', [reported.service.id]);
@@ -214,15 +253,22 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     }
     return {
       set: { migration_status: 'migrating', migration_host: dest.host },
-      job: { target: volumeTarget(dest.cluster), payload: { volumeId: v.id, sourceCluster: v.cluster_name!, destHost: dest.host, destCluster: dest.cluster, newTypeId: input.newType?.id ?? null } },
+      job: {
+        target: volumeTarget(dest.cluster),
+        payload: {
+          volumeId: v.id, sourceCluster: v.cluster_name!, destHost: dest.host, destCluster: dest.cluster, newTypeId: input.newType?.id ?? null,
+          sourceExport: apart ? await sourceExportFor(ctx, v) : null,
+        },
+      },
     };
   },
 
   async run({ deps, driver }, v, p) {
-    const source = deps.drivers?.get(p.sourceCluster);
-    if (!source) {
-      throw new DriverError(`The source backend ${p.sourceCluster} of volume ${v.id} is not served by the process serving ${p.destCluster}: moving a volume between processes is not supported by this Basalt release.`, { retryable: true });
+    const local = deps.drivers?.get(p.sourceCluster);
+    if (!local && !p.sourceExport) {
+      throw new DriverError(`The source backend ${p.sourceCluster} of volume ${v.id} is not served by the process serving ${p.destCluster}, and the move has no export to read it through.`, { retryable: true });
     }
+    const source = local ?? { openVolume: () => openSourceExport(deps, p) };
     const vol = { id: v.id, sizeGiB: v.size };
     // A fresh destination every run: the copy skips the source's holes, so a
     // copy left here by an earlier move (or a run cut short) must not show
@@ -244,6 +290,7 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
   async finish({ tx, enqueue, deps, requestId }, v, p) {
     await deps.db.lockRows(tx, 'volumes', [v.id]);
     const type = p.newTypeId ? await deps.types.find(tx, p.newTypeId, { isAdmin: true, projectId: v.project_id }) : undefined;
+    await dropMoveExports(tx, v.id);
     const moved = await deps.volumes.transition(tx, {
       id: v.id, from: ['maintenance'], to: await isAttached(tx, v.id) ? 'in-use' : 'available', requestId,
       set: { host: p.destHost, cluster_name: p.destCluster, migration_status: 'success', migration_host: null, ...(type ? { volume_type_id: type.id, multiattach: isMultiattachType(type) ? 1 : 0 } : {}) },
@@ -254,11 +301,15 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
       if (oldName) await deps.quotas.release(tx, v.project_id, { [`volumes_${oldName}`]: 1, [`gigabytes_${oldName}`]: v.size });
     }
     // Destroy data last: the source's copy goes only now that the row names the destination.
-    await enqueue(deps.kinds.migrateCleanup, { target: volumeTarget(p.sourceCluster), resourceId: v.id, requestId, payload: { volumeId: v.id, cluster: p.sourceCluster } });
+    await enqueue(deps.kinds.migrateCleanup, {
+      target: volumeTarget(p.sourceCluster), resourceId: v.id, requestId,
+      payload: { volumeId: v.id, cluster: p.sourceCluster, ...(p.sourceExport ? { sourceExport: p.sourceExport } : {}) },
+    });
   },
 
   async undo({ tx, deps }, v, p) {
     // The failure moved the row to `available`; an attached volume goes back to `in-use` (its attachments never left).
+    await dropMoveExports(tx, v.id);
     const status = await isAttached(tx, v.id) ? { status: 'in-use' as const } : {};
     await tx.updateTable('volumes').set({ migration_status: 'error', migration_host: null, ...status }).where('id', '=', v.id).execute();
     if (p?.newTypeId) {
@@ -287,6 +338,8 @@ export function migrateCleanupHandler(deps: VolumeHandlerDeps, driver: GuardedDr
         if (row && row.cluster_name === p.cluster) return;
         // An attached move's mirror writes to the source too: its connections move to the destination first.
         await deps.moves?.end(p.volumeId);
+        // The export a move between processes read the source through: its row is gone, drop what is still connected.
+        if (p.sourceExport) await deps.exports?.closeExport(p.sourceExport);
         await driver.deleteVolume({ id: p.volumeId });
         // Should the volume come back here, what this process recorded of it is stale.
         await deps.exports?.changedBlocks?.markAllChanged(p.volumeId, `migrated away from ${p.cluster}`);
@@ -302,7 +355,7 @@ export function migrateCleanupHandler(deps: VolumeHandlerDeps, driver: GuardedDr
  * as zeros there), data ranges are read and written in chunks, and the
  * destination is flushed before the handles close.
  */
-export async function copyVolume(source: GuardedDriver, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
+export async function copyVolume(source: Pick<GuardedDriver, 'openVolume'>, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
   const from = await source.openVolume(vol);
   let to: VolumeHandle | undefined;
   try {
@@ -344,7 +397,7 @@ async function isAttached(q: Tx | Db['kysely'], volumeId: string): Promise<boole
  * ends it here, and the connections go back to the source alone.
  * @throws DriverError when this process exports no volume (nothing can mirror the host's writes).
  */
-async function copyAttached(deps: VolumeHandlerDeps, source: GuardedDriver, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
+async function copyAttached(deps: VolumeHandlerDeps, source: Pick<GuardedDriver, 'openVolume'>, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
   if (!deps.moves) throw new DriverError(`Volume ${vol.id} is attached and this process serves no NBD export: it cannot move while attached.`);
   const from = await source.openVolume(vol);
   const to = await dest.openVolume(vol).catch(async (err: unknown) => { await from.close(); throw err; });
@@ -356,4 +409,28 @@ async function copyAttached(deps: VolumeHandlerDeps, source: GuardedDriver, dest
     await deps.moves.end(vol.id);
     throw err;
   }
+}
+
+/**
+ * Opens the source of a move between processes through its export on a live
+ * process serving the source's backend (TLS-PSK, the move's own key).
+ * @throws DriverError (retryable) when no such process answers, or the export is gone.
+ */
+async function openSourceExport(deps: VolumeHandlerDeps, p: MigratePayload): Promise<VolumeHandle> {
+  const x = await deps.db.kysely.selectFrom('volume_exports').selectAll().where('export_name', '=', p.sourceExport!).executeTakeFirst();
+  if (!x) throw new DriverError(`The export of volume ${p.volumeId} for its move is gone (the move ended meanwhile).`);
+  const downMs = deps.queue.options.serviceDownMs ?? 60_000;
+  const now = deps.clock.now();
+  const endpoints = reporting(await deps.services.list(deps.db.kysely))
+    .filter(({ service }) => (service.cluster ?? service.host) === p.sourceCluster && now - Date.parse(service.heartbeat_at) <= downMs)
+    .flatMap(({ report }) => nbdEndpointOf(report) ?? []);
+  let last: unknown;
+  for (const e of endpoints) {
+    try {
+      return await NbdClient.connect({ host: e.nbd_host, port: e.nbd_port, exportName: x.export_name, psk: { identity: x.psk_identity, key: Buffer.from(x.psk_key, 'hex') } });
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw new DriverError(`No live process serving ${p.sourceCluster} exports volume ${p.volumeId} for its move${last ? ` (${(last as Error).message})` : ''}.`, { retryable: true, cause: last });
 }

@@ -34,7 +34,7 @@ test('job kinds keep their names and payload versions (the rolling-upgrade test 
   const kinds = volumeJobKinds({} as never);
   assert.deepEqual(Object.values(kinds).map((k) => [k.kind, k.version, k.minVersion, k.resourceType]), [
     ['volume.schedule', 1, 1, 'volume'], ['volume.create', 1, 1, 'volume'], ['volume.extend', 1, 1, 'volume'], ['volume.delete', 2, 1, 'volume'],
-    ['volume.revert', 1, 1, 'volume'], ['volume.migrate', 1, 1, 'volume'], ['volume.migrate_cleanup', 1, 1, 'volume'],
+    ['volume.revert', 1, 1, 'volume'], ['volume.migrate', 2, 1, 'volume'], ['volume.migrate_cleanup', 1, 1, 'volume'],
     ['snapshot.create', 1, 1, 'snapshot'], ['snapshot.delete', 1, 1, 'snapshot'],
     ['volume.manage', 1, 1, 'volume'], ['volume.unmanage', 1, 1, 'volume'], ['snapshot.manage', 1, 1, 'snapshot'], ['snapshot.unmanage', 1, 1, 'snapshot'],
     ['export.fence', 1, 1, 'attachment'],
@@ -43,6 +43,10 @@ test('job kinds keep their names and payload versions (the rolling-upgrade test 
   assert.deepEqual(kinds.delete.parse({ volumeId: 'v' }, 1), { volumeId: 'v' });
   assert.deepEqual(kinds.delete.encode!({ volumeId: 'v', snapshotIds: ['s'] }, 1), { volumeId: 'v' });
   assert.throws(() => kinds.delete.parse({ volumeId: 'v' }, 2), /snapshotIds/);
+  // A v1 move (release N-1) ran in one process: no export; a v2 one is written without it for such readers.
+  const move = { volumeId: 'v', sourceCluster: 'a', destHost: 'h@b#p', destCluster: 'h@b', newTypeId: null };
+  assert.deepEqual(kinds.migrate.parse(move, 1), { ...move, sourceExport: null });
+  assert.deepEqual(kinds.migrate.encode!({ ...move, sourceExport: 'basalt-move-x' }, 1), move);
   assert.throws(() => kinds.extend.parse({ volumeId: 'v' }, 1), /newSizeGiB/);
 });
 
