@@ -242,6 +242,12 @@ export class ChangedBlockTracker {
    * Call it when no write of the volume is in flight — under the export's
    * quiesce, or while nothing writes the volume. A cut not yet ended (a
    * backup that died in this process) is given back first.
+   *
+   * Under a quiesce it costs no disk wait (the bits of a volume with writers
+   * are in memory), so writes are held no longer for it: the cut and its end
+   * are saved in the background. A save that never lands is safe: the file
+   * then still counts from an earlier base (a backup whose parent is this
+   * one reads everything), or says `open` (the volume wholly changed).
    */
   async cut(volumeId: string, backupId: string): Promise<ChangedBlocksCut> {
     const track = await this.held(volumeId);
@@ -250,7 +256,7 @@ export class ChangedBlockTracker {
     const cut = { backupId, base: track.base, bits };
     track.pending = cut;
     track.base = backupId;
-    await this.save(volumeId, track);
+    this.saveQuietly(volumeId, track);
     const blockBytes = this.blockBytes;
     let ended = false;
     const end = async (ok: boolean): Promise<void> => {
@@ -259,7 +265,8 @@ export class ChangedBlockTracker {
       if (track.pending !== cut) return; // given back already by a later cut
       if (ok) track.pending = undefined;
       else this.giveBack(track, backupId);
-      await this.save(volumeId, track);
+      this.saveQuietly(volumeId, track);
+      await track.saving;
     };
     return {
       changedSince: (parentId) => (cut.base !== null && cut.base === parentId ? rangesOf(cut.bits, blockBytes) : undefined),
@@ -305,6 +312,11 @@ export class ChangedBlockTracker {
     }
   }
 
+  /** Saves in the background; a failure is logged (see {@link cut} for why that is safe). */
+  private saveQuietly(volumeId: string, track: Track): void {
+    void this.save(volumeId, track).catch((err: unknown) => this.o.log.warn({ err, volume_id: volumeId }, 'saving changed blocks failed'));
+  }
+
   private release(volumeId: string, track: Track, seg: Segment): void {
     track.writers--;
     if (--seg.users === 0 && (seg !== track.segments[track.segments.length - 1] || track.writers === 0)) {
@@ -313,7 +325,7 @@ export class ChangedBlockTracker {
     }
     if (track.writers === 0) {
       track.open = false;
-      void this.save(volumeId, track).catch((err: unknown) => this.o.log.warn({ err, volume_id: volumeId }, 'saving changed blocks failed; the volume stays wholly changed'));
+      this.saveQuietly(volumeId, track); // a file left `open`: the volume counts as wholly changed
     }
   }
 
