@@ -3,7 +3,9 @@
  * cluster (rbd-fixture.ts): a cluster it cannot reach or that refuses its
  * credentials, calls killed (SIGKILL) inside librbd or left half done and
  * completed on retry, the event loop kept free while librbd works, and what
- * the addon refuses rather than crash, and a pool at its quota.
+ * the addon refuses rather than crash, a pool at its quota, and a member
+ * that stops answering losing its volume to another (exclusive-lock handover
+ * and blocklisting).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -11,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { after, test } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
 import { loadRbdAddon, type RbdAddon, type RbdCluster } from '../../src/drivers/rbd/rbd-addon.ts';
@@ -265,4 +268,37 @@ test('rbd: a pool at its quota fails what would grow it at once with errors nami
   await again.close();
   for (const x of [v, w]) await driver.deleteVolume(x);
   assert.deepEqual(await objects(pool), [], 'nothing is left');
+});
+
+test('rbd: a member that stops answering loses its volume to another: the exclusive lock is broken, the data stays, and when it comes back it is fenced from writing', { timeout: 180_000 }, async (t) => {
+  const { driver: raw, pool, options } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 120_000);
+  await driver.init();
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  // Member A, in a process of its own, holds the image's exclusive lock after its first write.
+  const a = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'rbd-writer-child.ts'), JSON.stringify({ options, vol: v })], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => { a.kill('SIGKILL'); });
+  const lines = readline.createInterface({ input: a.stdout! })[Symbol.asyncIterator]();
+  assert.equal((await lines.next()).value, 'ready');
+  const locker = async (): Promise<string> => JSON.stringify(JSON.parse(await ceph.rbd('lock', 'ls', '--format', 'json', `${pool}/${RbdDriver.imageName(v.id)}`)));
+  const held = await locker();
+  // A stops (a hung host, a long pause): B takes the volume. librbd asks A for the lock, gets no
+  // answer, and once A's watch on the image has expired breaks the lock and blocklists A.
+  a.kill('SIGSTOP');
+  const started = performance.now();
+  const h = await driver.openVolume(v);
+  assert.ok((await h.read(0, 4096)).equals(Buffer.alloc(4096, 0xa1)), 'what A flushed is there');
+  await h.write(4096, Buffer.alloc(4096, 0xb1));
+  await h.flush();
+  const tookMs = performance.now() - started;
+  assert.notEqual(await locker(), held, 'the lock changed hands');
+  // A comes back and writes: the cluster refuses it, and B's view is untouched.
+  a.kill('SIGCONT');
+  a.stdin!.write('write\n');
+  const answer = (await lines.next()).value as string;
+  assert.match(answer, /^error E/, `A's write after the takeover: ${answer}`);
+  assert.ok((await h.read(0, 8192)).equals(Buffer.concat([Buffer.alloc(4096, 0xa1), Buffer.alloc(4096, 0xb1)])), 'nothing of A\'s landed');
+  await h.close();
+  t.diagnostic(`takeover took ${tookMs.toFixed(0)} ms; A was answered ${answer}`);
 });
