@@ -31,6 +31,7 @@ import { discoveryRoutes } from './discovery.ts';
 import { encryptionRoutes } from './encryption.ts';
 import { requestedVersion, served } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
+import { observabilityRoutes } from './observability-routes.ts';
 import { volumeRoutes } from './volumes.ts';
 import { groupTypeRoutes } from './group-types.ts';
 import { groupRoutes } from './groups.ts';
@@ -113,6 +114,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   // One JSON log line per request, carrying the same request id the client got.
   app.addHook('onResponse', async (req, reply) => {
     req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+    deps.observability?.observe(req.method, req.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000);
   });
 
   // JSON bodies (also under Cinder's own media type): an empty body is no body
@@ -143,6 +145,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   const enforce = async (req: FastifyRequest): Promise<void> => policy.enforce(req, below(req.routeOptions.url ?? ''));
 
   app.register(versionRoutes);
+  app.register(observabilityRoutes(deps.observability));
   const resources = async (scope: FastifyInstance): Promise<void> => {
     await scope.register(volumeRoutes(deps));
     await scope.register(messageRoutes(deps));

@@ -2,6 +2,7 @@
  * What every API route plugin receives, and the per-request decorations the
  * app adds (`caller`, `apiVersion`).
  */
+import type { Observability } from './observability.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
 import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
@@ -38,6 +39,8 @@ export interface ApiDeps {
   backupManager: BackupManager;
   /** Takes over the work of the dead services matching the filter (`POST /workers/cleanup`). */
   cleanup(filter: CleanupFilter): Promise<CleanupResult>;
+  /** Metrics and readiness (`/metrics`, `/readyz`); without it only `/healthz` answers. */
+  observability?: Observability;
 }
 
 declare module 'fastify' {

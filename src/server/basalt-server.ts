@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
-import { buildApi, isLoopback } from '../api/index.ts';
+import { buildApi, isLoopback, Observability } from '../api/index.ts';
 import { newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import {
@@ -245,8 +245,9 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         db, queue, clock, backups, volumes, snapshots, quotas, services, kinds: backupKinds, volumeManager,
         serviceDownMs: d.service_down_time * 1000, availabilityZone: d.storage_availability_zone,
       });
+      const observability = new Observability({ db, services, roles: [...roles], ...(exports ? { exports } : {}), now: () => clock.now() });
       api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, backups, backupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
-        transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }),
+        transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }), observability,
       }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;

@@ -1,0 +1,134 @@
+/**
+ * Health and metrics (issue 18): what supervisors, load balancers and
+ * Prometheus ask a Basalt process, on the API port outside `/v3`.
+ *
+ * - `GET /healthz`: the process answers (200 while the event loop turns).
+ * - `GET /readyz`: 200 when it can do its work — the database answers within
+ *   {@link READY_DB_TIMEOUT_MS}, and its export server (if it runs one) is not
+ *   fenced off (a member cut off from PostgreSQL suspends its exports); else
+ *   503 naming each failed check.
+ * - `GET /metrics`: Prometheus' text format through prom-client. API requests
+ *   by method, route template and status with their latency; jobs by kind and
+ *   state (the queue's depth); pool capacities as the volume services report
+ *   them; services' heartbeat age; NBD connections of this process; the
+ *   process's own (CPU, memory, event-loop lag).
+ *
+ * Unauthenticated, like the version document: nothing here names a project,
+ * a resource or a user — counts, capacities and timings only. Each server has
+ * its own registry (tests run several servers in one process).
+ */
+import { sql } from 'kysely';
+import client from 'prom-client';
+import type { Db, ServiceRepository } from '../db/index.ts';
+import { reporting } from '../services/index.ts';
+
+/** How long `/readyz` waits for the database. */
+export const READY_DB_TIMEOUT_MS = 2000;
+
+/** What the metrics and checks read from the process. */
+export interface ObservedProcess {
+  db: Db;
+  services: ServiceRepository;
+  /** The roles this process runs. */
+  roles: readonly string[];
+  /** The process's NBD server, when it exports volumes. */
+  exports?: { readonly connectionCount: number; readonly suspended: boolean };
+  now(): number;
+}
+
+/** One readiness check's outcome: `ok` or why not. */
+export type Checks = Record<string, string>;
+
+/** The registry and checks of one process. */
+export class Observability {
+  readonly registry = new client.Registry();
+  private readonly requests: client.Counter<'method' | 'route' | 'status'>;
+  private readonly latency: client.Histogram<'method' | 'route'>;
+
+  constructor(private readonly p: ObservedProcess) {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'basalt_' });
+    this.requests = new client.Counter({
+      name: 'basalt_api_requests_total', help: 'API requests answered, by method, route template and status.',
+      labelNames: ['method', 'route', 'status'], registers,
+    });
+    this.latency = new client.Histogram({
+      name: 'basalt_api_request_duration_seconds', help: 'Time from a request to its answer, by method and route template.',
+      labelNames: ['method', 'route'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers,
+    });
+    new client.Gauge({
+      name: 'basalt_jobs', help: 'Jobs in the durable queue, by kind and state (done and failed ones are kept an hour).',
+      labelNames: ['kind', 'state'], registers,
+      async collect() {
+        this.reset();
+        const rows = await p.db.kysely.selectFrom('jobs').select(['kind', 'state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy(['kind', 'state']).execute();
+        for (const r of rows) this.set({ kind: r.kind, state: r.state }, Number(r.n));
+      },
+    });
+    new client.Gauge({
+      name: 'basalt_pool_capacity_gib', help: 'Capacity of each pool as its volume service last reported it: total, free and provisioned.',
+      labelNames: ['pool', 'kind'], registers,
+      async collect() {
+        this.reset();
+        for (const { service, report } of reporting(await p.services.list(p.db.kysely))) {
+          for (const pool of report.pools) {
+            const name = `${service.host}#${pool.pool_name}`;
+            this.set({ pool: name, kind: 'total' }, pool.total_capacity_gb);
+            this.set({ pool: name, kind: 'free' }, pool.free_capacity_gb);
+            this.set({ pool: name, kind: 'provisioned' }, pool.provisioned_capacity_gb);
+          }
+        }
+      },
+    });
+    new client.Gauge({
+      name: 'basalt_service_heartbeat_age_seconds', help: 'Seconds since each service (of the whole deployment) last recorded its heartbeat.',
+      labelNames: ['binary', 'host'], registers,
+      async collect() {
+        this.reset();
+        for (const s of await p.services.list(p.db.kysely)) this.set({ binary: s.binary, host: s.host }, Math.max(0, (p.now() - Date.parse(s.heartbeat_at)) / 1000));
+      },
+    });
+    if (p.exports) {
+      const exports = p.exports;
+      new client.Gauge({
+        name: 'basalt_nbd_connections', help: 'NBD connections open on this process\'s export server, negotiating ones included.', registers,
+        collect() { this.set(exports.connectionCount); },
+      });
+    }
+  }
+
+  /** Counts an answered request; `route` is the route's template (bounded), or `unmatched`. */
+  observe(method: string, route: string | undefined, status: number, seconds: number): void {
+    const r = route ?? 'unmatched';
+    this.requests.inc({ method, route: r, status: String(status) });
+    this.latency.observe({ method, route: r }, seconds);
+  }
+
+  /** Runs the readiness checks; ready when every one says `ok`. */
+  async readiness(): Promise<{ ready: boolean; checks: Checks; roles: readonly string[] }> {
+    const checks: Checks = {};
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        sql`select 1`.execute(this.p.db.kysely),
+        new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${READY_DB_TIMEOUT_MS} ms`)), READY_DB_TIMEOUT_MS); }),
+      ]);
+      checks.database = 'ok';
+    } catch (err) {
+      checks.database = `unreachable: ${(err as Error).message}`;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.p.exports) checks.exports = this.p.exports.suspended ? 'suspended: this member cannot prove to its cluster that it is alive (self-fenced)' : 'ok';
+    return { ready: Object.values(checks).every((v) => v === 'ok'), checks, roles: this.p.roles };
+  }
+
+  /** The text Prometheus scrapes. */
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * `/readyz` on PostgreSQL (issue 18, part 3): ready while the database
+ * answers; 503 naming the database while a partition holds every byte to it,
+ * while `/healthz` (the process is alive) stays 200; ready again once healed.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startPgProxy } from '../helpers/pg-proxy.ts';
+import { startPostgres } from '../helpers/postgres.ts';
+import { spawnBasalt } from '../helpers/process.ts';
+import { FAST_TIMINGS, tempStateDir, waitFor } from '../helpers/server.ts';
+
+test('/readyz says not ready, naming the database, while PostgreSQL cannot be reached; /healthz stays up', { timeout: 120_000 }, async (t) => {
+  const pg = await startPostgres();
+  t.after(() => pg.stop());
+  const proxy = await startPgProxy(Number(new URL(pg.url).port));
+  t.after(() => proxy.close());
+  const database = proxy.url(await pg.createDatabase());
+  const b = await spawnBasalt({
+    ...FAST_TIMINGS, BASALT_DATABASE__CONNECTION: database, BASALT_STATE_DIR: tempStateDir(t), BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info',
+  });
+  t.after(() => b.child.kill('SIGKILL'));
+  const ready = async () => {
+    const r = await fetch(`${b.url}/readyz`);
+    return { status: r.status, body: await r.json() as { checks: Record<string, string> } };
+  };
+  assert.equal((await ready()).status, 200);
+  proxy.partition();
+  const down = await waitFor('not ready', async () => { const r = await ready(); return r.status === 503 ? r : undefined; });
+  assert.match(down.body.checks.database!, /^unreachable: /);
+  assert.equal((await fetch(`${b.url}/healthz`)).status, 200);
+  proxy.heal();
+  await waitFor('ready again', async () => (await ready()).status === 200);
+});
