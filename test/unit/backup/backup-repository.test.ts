@@ -129,6 +129,22 @@ test('an incremental backup reads only the blocks that meet the changed ranges, 
   assert.deepEqual((await s.repo.verify(full.manifest)).bad, []);
 });
 
+test('a block trimmed since the parent is zeros in the incremental backup, read or not', async (t) => {
+  const s = await setup(t);
+  const vol = await s.open('v1');
+  await vol.write(0, randomBytes(MiB));
+  const full = await s.repo.create({ volumeId: 'v1', backupId: 'full', source: vol, createdAt: 'x' });
+  await vol.writeZeroes!(2 * BLOCK, 2 * BLOCK, true); // a discard: block status says zero
+  const src = counted(vol);
+  const inc = await s.repo.create({ volumeId: 'v1', backupId: 'inc', source: src, parent: full.manifest, changed: [{ offset: 2 * BLOCK, length: BLOCK }], createdAt: 'y' });
+  assert.equal(src.bytesRead, 0, 'a hole is not read');
+  assert.deepEqual([inc.manifest.blocks[2], inc.manifest.blocks[3]], [0, 0], 'block 3 was not in the ranges, but block status says zeros');
+  const old = await s.open('r1');
+  await old.write(0, randomBytes(MiB));
+  await s.repo.restore(inc.manifest, old, { zeroed: false });
+  await sameBytes(vol, old, MiB);
+});
+
 test('compressible blocks are stored deflated, incompressible ones as they are', async (t) => {
   const s = await setup(t);
   const vol = await s.open('v1');
