@@ -39,11 +39,12 @@ const ENTRY_BYTES = 40;
 /**
  * SHA-256 of `bytes`: node:crypto's one-shot hash (OpenSSL with the CPU's SHA
  * instructions, ~1.5 GB/s on 16 KiB blocks here), on the calling thread: a
- * slice of one read (4 MiB) holds the event loop ~3 ms.
+ * slice of one read (4 MiB) holds the event loop ~3 ms. `crypto.hash` came
+ * with Node 20.12; on an older Node 20 the same digest comes from createHash.
  */
-export function sha256(bytes: Uint8Array): Buffer {
-  return crypto.hash('sha256', bytes, 'buffer');
-}
+export const sha256: (bytes: Uint8Array) => Buffer = typeof crypto.hash === 'function'
+  ? (bytes) => crypto.hash('sha256', bytes, 'buffer')
+  : (bytes) => crypto.createHash('sha256').update(bytes).digest();
 
 /** Where a blob lies in a pack (or in a version-1 chunk object), and whether it is deflated. */
 export interface BlobEntry { offset: number; length: number; deflated: boolean }

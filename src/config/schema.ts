@@ -94,6 +94,10 @@ export const DEFAULT_OPTIONS = {
     type: 'int', default: 10809, min: 0, max: 65535,
     help: 'Port of the NBD export server (0 picks a free one).',
   }),
+  nbd_unix_socket: opt<string>({
+    type: 'string', default: (ctx) => path.join(ctx.stateDir, 'nbd', 'nbd.sock'),
+    help: 'Unix domain socket the NBD export server also listens on, for hosts on this machine (a connector naming this service\'s host gets an nbd+unix:// URI): the same exports, export names, fences and quiesces, past TCP\'s ceiling. Accessible to Basalt\'s user only (0600, in a 0700 folder made when missing); no TLS is asked there. Empty: none. A path longer than a Unix socket allows (107 bytes) is skipped with a warning. Default <state_dir>/nbd/nbd.sock.',
+  }),
   nbd_data_plane: opt<string>({
     type: 'string', default: 'native', choices: ['native', 'event-loop'],
     help: 'Who serves the requests of plain (non-TLS) NBD connections to file-backed volumes once negotiated: native threads of Basalt\'s addon (fast), or the event loop, as TLS connections and other drivers always are.',

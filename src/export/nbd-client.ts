@@ -30,6 +30,8 @@ import { SocketReader } from './socket-reader.ts';
 export interface NbdClientOptions {
   host: string;
   port: number;
+  /** A Unix domain socket to connect to instead of `host`:`port` (a server on this machine). */
+  socketPath?: string;
   exportName: string;
   /** TLS-PSK credentials; the connection is plain TCP without them. */
   psk?: { identity: string; key: Buffer };
@@ -87,8 +89,8 @@ export class NbdClient implements VolumeHandle {
    * @throws DriverError (retryable) when the server cannot be reached, refuses the export or TLS, or breaks the protocol.
    */
   static async connect(o: NbdClientOptions): Promise<NbdClient> {
-    const label = `NBD export on ${o.host}:${o.port}`;
-    const raw = net.connect({ host: o.host, port: o.port });
+    const label = `NBD export on ${o.socketPath ?? `${o.host}:${o.port}`}`;
+    const raw = o.socketPath ? net.connect({ path: o.socketPath }) : net.connect({ host: o.host, port: o.port });
     raw.setNoDelay(true);
     const timeoutMs = o.timeoutMs ?? 10_000;
     let socket: net.Socket = raw;

@@ -16,6 +16,8 @@
  * volume's changed-block bits before the volume is touched
  * (`changed-blocks.ts`: what incremental backups read).
  */
+import fs from 'node:fs';
+import nodePath from 'node:path';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
@@ -23,8 +25,7 @@ import type { VolumeHandle } from '../drivers/index.ts';
 import {
   BASE_ALLOCATION, CMD, CMD_FLAG, ERR, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
   IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, nbdErrorOf, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
-  REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF,
-} from './nbd-protocol.ts';
+  REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF, PSK_CIPHERS } from './nbd-protocol.ts';
 import type { ChangedBlockTracker, ChangeWriter } from './changed-blocks.ts';
 import { DataPlaneConnection } from './data-plane.ts';
 import { ConnectionClosed, SocketReader } from './socket-reader.ts';
@@ -65,7 +66,6 @@ export interface ExportProvider {
 }
 
 /** Cipher suites offered for TLS-PSK (TLS 1.2: Node's PSK support stops there). */
-const PSK_CIPHERS = 'ECDHE-PSK-AES256-CBC-SHA384:DHE-PSK-AES256-GCM-SHA384:PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256';
 
 /** Most block status descriptors sent in one reply. */
 const MAX_EXTENTS = 1024;
@@ -169,6 +169,9 @@ class NegotiationTimeout extends Error {}
 /** The NBD server. */
 export class NbdServer {
   private readonly server: net.Server;
+  /** The Unix domain socket listener ({@link listenUnix}), if any. */
+  private unix: net.Server | undefined;
+  private unixPath: string | undefined;
   /** Connections in their transmission phase by export name (for fencing). */
   private readonly connections = new Map<string, Set<Fenceable>>();
   /**
@@ -192,37 +195,40 @@ export class NbdServer {
   private readonly suspenders = new Set<string>();
 
   constructor(private readonly o: NbdServerOptions) {
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket, o));
+  }
+
+  /** Serves one accepted socket with options `o` (the Unix socket's ask no TLS). */
+  private accept(socket: Socket, o: NbdServerOptions): void {
     const maxConnections = o.maxConnections ?? NBD_BOUNDS.maxConnections;
     // Half-open: a client that shuts its sending side down after its last
     // request still gets the answers of the requests in flight, as the
     // native plane gives them (every path ends or destroys the socket itself).
-    this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
-      this.open.add(socket);
-      socket.once('close', () => this.open.delete(socket));
-      socket.setNoDelay(true);
-      const refusal = this.suspended ? 'the volume service cannot reach its database (self-fenced); try again later'
-        : this.clients >= maxConnections ? `the server holds its most connections (${maxConnections})` : undefined;
-      this.clients++;
-      const conn = new Connection(socket, this, o);
-      const ended: Promise<void> = (refusal !== undefined ? conn.refuse(refusal) : conn.run())
-        .catch((err: unknown) => {
-          if (err instanceof NegotiationTimeout) o.log.info({ remote: socket.remoteAddress }, err.message);
-          else if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
-          if (err instanceof ProtocolError && !socket.destroyed) {
-            // The replies of the requests before the malformed one are already queued on the
-            // socket: end it after them (a reply cut mid-way is garbage to the client), and
-            // drop it if the client does not take them in time.
-            socket.end();
-            setTimeout(() => socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
-          } else socket.destroy();
-        })
-        .finally(() => {
-          this.clients--;
-          this.ending.delete(ended);
-        });
-      // close() waits for it: its handle closed and its writes recorded as ended (changed blocks saved clean).
-      this.ending.add(ended);
-    });
+    this.open.add(socket);
+    socket.once('close', () => this.open.delete(socket));
+    socket.setNoDelay(true); // a no-op on a Unix socket
+    const refusal = this.suspended ? 'the volume service cannot reach its database (self-fenced); try again later'
+      : this.clients >= maxConnections ? `the server holds its most connections (${maxConnections})` : undefined;
+    this.clients++;
+    const conn = new Connection(socket, this, o);
+    const ended: Promise<void> = (refusal !== undefined ? conn.refuse(refusal) : conn.run())
+      .catch((err: unknown) => {
+        if (err instanceof NegotiationTimeout) o.log.info({ remote: socket.remoteAddress }, err.message);
+        else if (!(err instanceof ConnectionClosed)) o.log.warn({ err }, 'NBD connection ended with an error');
+        if (err instanceof ProtocolError && !socket.destroyed) {
+          // The replies of the requests before the malformed one are already queued on the
+          // socket: end it after them (a reply cut mid-way is garbage to the client), and
+          // drop it if the client does not take them in time.
+          socket.end();
+          setTimeout(() => socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
+        } else socket.destroy();
+      })
+      .finally(() => {
+        this.clients--;
+        this.ending.delete(ended);
+      });
+    // close() waits for it: its handle closed and its writes recorded as ended (changed blocks saved clean).
+    this.ending.add(ended);
   }
 
   /** The changed-block tracker of the exports, if writes are recorded. */
@@ -248,10 +254,38 @@ export class NbdServer {
     });
   }
 
-  /** Closes the listener and every connection; resolves once every connection has ended and closed its volume handle. */
+  /**
+   * Also listens on a Unix domain socket at `path` (a stale socket file there
+   * is replaced), accessible to its owner only (`mode`, default 0600), in a
+   * folder made private (0700) when it does not exist yet — so no other user
+   * can connect before the mode is set: hosts on this machine reach the same
+   * exports without TCP, under the same export names, fences and quiesces. No
+   * TLS is asked there: the permissions keep other local users out.
+   */
+  async listenUnix(path: string, mode = 0o600): Promise<void> {
+    if (this.unix) throw new Error('the NBD server already listens on a Unix socket');
+    fs.mkdirSync(nodePath.dirname(path), { recursive: true, mode: 0o700 });
+    fs.rmSync(path, { force: true });
+    const unix = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket, { ...this.o, requireTls: false }));
+    await new Promise<void>((resolve, reject) => {
+      unix.once('error', reject);
+      unix.listen(path, () => resolve());
+    });
+    fs.chmodSync(path, mode);
+    this.unix = unix;
+    this.unixPath = path;
+  }
+
+  /** The Unix socket listened on, if any. */
+  get socketPath(): string | undefined {
+    return this.unixPath;
+  }
+
+  /** Closes the listeners and every connection; resolves once every connection has ended and closed its volume handle. */
   async close(): Promise<void> {
     for (const c of this.open) c.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.all([this.server, ...this.unix ? [this.unix] : []].map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
+    if (this.unixPath) fs.rmSync(this.unixPath, { force: true });
     await Promise.allSettled([...this.ending]);
   }
 

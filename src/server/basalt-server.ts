@@ -173,15 +173,21 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       });
       exports = nbd;
       const address = await nbd.listen(d.nbd_port, d.nbd_listen);
+      // sun_path holds 107 bytes and a NUL: a longer path cannot be listened on.
+      if (d.nbd_unix_socket && Buffer.byteLength(d.nbd_unix_socket) > 107) {
+        log.warn({ path: d.nbd_unix_socket }, 'nbd_unix_socket is longer than a Unix socket path may be (107 bytes): hosts on this machine use TCP');
+      } else if (d.nbd_unix_socket) {
+        await nbd.listenUnix(d.nbd_unix_socket);
+      }
       stoppers.push(() => nbd.close());
       stoppers.push(await db.listen(FENCE_CHANNEL, (name) => void nbd.closeExport(name)));
-      log.info({ host: d.nbd_listen, port: address.port }, 'NBD export server listening');
+      log.info({ host: d.nbd_listen, port: address.port, ...(nbd.socketPath ? { socket: nbd.socketPath } : {}) }, 'NBD export server listening');
       for (const backend of config.backends) {
         const driver = openDriver(backend);
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
-          exports: nbd, moves, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls }, drivers, backupRestore: fromBackup,
+          exports: nbd, moves, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls, ...(nbd.socketPath ? { socket: nbd.socketPath } : {}) }, drivers, backupRestore: fromBackup,
         });
         drivers.set(svc.cluster, driver);
         served.set(svc.cluster, { cluster: svc.cluster, serviceHost: svc.serviceHost, driver });

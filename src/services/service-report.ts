@@ -47,6 +47,10 @@ export interface NbdEndpoint {
   nbd_port: number;
   /** Whether clients must use TLS (the listener is not on loopback). Default false. */
   nbd_require_tls?: boolean;
+  /** A Unix domain socket of the same server, for hosts named {@link nbd_socket_host} (absent: none). */
+  nbd_socket?: string;
+  /** The host whose connectors are given {@link nbd_socket}: the volume service's own. */
+  nbd_socket_host?: string;
 }
 
 /**
@@ -174,7 +178,9 @@ export function poolNamed(report: ServiceReport, poolName: string | undefined): 
 
 /** The NBD endpoint a report announces, if its service exports. */
 export function nbdEndpointOf(report: ServiceReport | undefined): NbdEndpoint | undefined {
-  return report?.nbd_host && report.nbd_port ? { nbd_host: report.nbd_host, nbd_port: report.nbd_port, nbd_require_tls: report.nbd_require_tls === true } : undefined;
+  if (!report?.nbd_host || !report.nbd_port) return undefined;
+  const socket = report.nbd_socket && report.nbd_socket_host ? { nbd_socket: report.nbd_socket, nbd_socket_host: report.nbd_socket_host } : {};
+  return { nbd_host: report.nbd_host, nbd_port: report.nbd_port, nbd_require_tls: report.nbd_require_tls === true, ...socket };
 }
 
 /** The local endpoint a report announces, if its volumes are local files. */

@@ -127,7 +127,7 @@ export class AttachmentManager {
     if (!endpoint) {
       throw new InvalidInputError(`Invalid input received: no volume service of ${v.cluster_name ?? 'this volume'} exports volumes now; try again later.`);
     }
-    const info = connectionInfo(a, v, endpoint, connector.host);
+    const info = connectionInfo(a, v, endpoint, connector);
     if (!(await this.deps.attachments.transition(tx, a.id, ['reserved', 'attaching'], 'attaching', {
       connector: JSON.stringify(connector), connection_info: JSON.stringify(info), attached_host: typeof connector.host === 'string' ? connector.host : null,
     }))) {

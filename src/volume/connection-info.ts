@@ -47,20 +47,28 @@ export async function chooseEndpoint(q: Tx, services: ServiceRepository, downMs:
   return best?.endpoint;
 }
 
+/** What {@link connectionInfo} reads of a host's connector (os-brick's connector properties). */
+export interface HostConnector { host?: unknown; do_local_attach?: unknown }
+
 /**
  * The connection info of attachment `a` through `endpoint`: the volume's
  * local path as a local device when the host is the volume's own host (a
- * driver with `supportsLocalPath`); else the driver's native connection info
+ * driver with `supportsLocalPath`) and its connector does not say
+ * `do_local_attach: false`; else the driver's native connection info
  * when it has one (`supportsNativeConnection`: Cinder's `rbd` for an rbd
  * backend, with `access_mode` and `encrypted` added as Cinder's volume
- * manager adds them); else the NBD export with its TLS-PSK credentials. `encrypted`
+ * manager adds them); else the NBD export with its TLS-PSK credentials — over
+ * the server's Unix socket (`socket`, an `nbd+unix://` URI) when the host is
+ * the volume service's own, else TCP. `encrypted`
  * says, as in Cinder, that the host must open an encryption layer over the
  * device: it gets the key id from `GET /volumes/{id}/encryption` and the key
  * from the key manager.
  */
-export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encryption_key_id'>, endpoint: Endpoint, connectorHost: unknown): ConnectionInfo {
+export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encryption_key_id'>, endpoint: Endpoint, connector: HostConnector): ConnectionInfo {
   const encrypted = v.encryption_key_id !== null;
-  if (endpoint.local_path_template && endpoint.local_host && connectorHost === endpoint.local_host) {
+  const connectorHost = connector.host;
+  // os-brick's do_local_attach: false says the hypervisor opens the volume itself, so no device is made for it.
+  if (endpoint.local_path_template && endpoint.local_host && connectorHost === endpoint.local_host && connector.do_local_attach !== false) {
     return {
       driver_volume_type: 'local',
       data: { device_path: localPathOf({ local_host: endpoint.local_host, local_path_template: endpoint.local_path_template }, v.id), access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted },
@@ -70,11 +78,14 @@ export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encr
     const native = nativeConnectionFor(endpoint.native, v.id);
     return { driver_volume_type: native.driver_volume_type, data: { ...native.data, access_mode: a.attach_mode, encrypted } };
   }
+  // A host on the service's own machine gets its Unix socket: the same export, past TCP's ceiling.
+  const socket = endpoint.nbd_socket && connectorHost === endpoint.nbd_socket_host ? endpoint.nbd_socket : undefined;
   return {
     driver_volume_type: 'nbd',
     data: {
       host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
-      uri: `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
+      uri: socket ? `nbd+unix:///${a.export_name}?socket=${socket}` : `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
+      ...(socket ? { socket } : {}),
       access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted,
       // STARTTLS with these (TLS-PSK); required when the export listens off loopback.
       tls: { psk_identity: a.psk_identity, psk_key: a.psk_key, required: endpoint.nbd_require_tls === true },

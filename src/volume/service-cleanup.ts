@@ -18,7 +18,7 @@
  */
 import type { AttachmentRepository, Db, ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
-import { chooseEndpoint, connectionInfo, exporterKey, liveExporters, nbdAddress } from './connection-info.ts';
+import { chooseEndpoint, connectionInfo, exporterKey, liveExporters, nbdAddress, type HostConnector } from './connection-info.ts';
 import { memberTarget, volumeTarget } from './volume-jobs.ts';
 
 /** Which services to clean (the body of `POST /workers/cleanup`); every field narrows. */
@@ -124,8 +124,8 @@ export async function moveStaleExports(deps: CleanupDeps, cluster?: string | nul
       if (!a || !v || !stale(v.cluster_name, a.connection_info)) return;
       const endpoint = await chooseEndpoint(tx, services, serviceDownMs, v);
       if (!endpoint) return;
-      const connector = a.connector ? JSON.parse(a.connector) as { host?: unknown } : {};
-      await tx.updateTable('attachments').set({ connection_info: JSON.stringify(connectionInfo(a, v, endpoint, connector.host)) })
+      const connector = a.connector ? JSON.parse(a.connector) as HostConnector : {};
+      await tx.updateTable('attachments').set({ connection_info: JSON.stringify(connectionInfo(a, v, endpoint, connector)) })
         .where('id', '=', a.id).execute();
       moved++;
     });

@@ -27,7 +27,7 @@ export interface VolumeServiceOptions extends GroupHandlerDeps {
   heartbeatMs: number;
   log: Logger;
   /** The NBD endpoint to announce, when this process exports volumes. */
-  nbdEndpoint?: { host: string; port: number; requireTls: boolean };
+  nbdEndpoint?: { host: string; port: number; requireTls: boolean; socket?: string };
 }
 
 /** Serves one backend. */
@@ -79,6 +79,7 @@ export class VolumeService {
       volume_backend_name: backend.volume_backend_name,
       ...localEndpoint(this.o.host, driver),
       ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port, nbd_require_tls: this.o.nbdEndpoint.requireTls } : {}),
+      ...(this.o.nbdEndpoint?.socket ? { nbd_socket: this.o.nbdEndpoint.socket, nbd_socket_host: this.o.host } : {}),
       vendor_name: driver.capabilities.vendorName,
       driver_version: driver.capabilities.driverVersion,
       storage_protocol: driver.capabilities.storageProtocol,

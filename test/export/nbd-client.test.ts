@@ -23,7 +23,9 @@ const MiB = 1024 * 1024;
 for (const plane of PLANES) {
   test(`on Basalt's ${plane} plane: writes, reads, zeros, trims and block status match the volume's file`, async (t) => {
     const nbd = await startNbd(t, { plane, volumes: [{ name: 'v', sizeGiB: 1 }] });
-    const c = await NbdClient.connect({ host: '127.0.0.1', port: nbd.port, exportName: 'v', ...(nbd.psk('v') ? { psk: nbd.psk('v')! } : {}) });
+    const c = await NbdClient.connect({
+      host: '127.0.0.1', port: nbd.port, exportName: 'v', ...(nbd.psk('v') ? { psk: nbd.psk('v')! } : {}), ...(nbd.socketPath ? { socketPath: nbd.socketPath } : {}),
+    });
     t.after(() => c.close());
     assert.equal(c.sizeBytes, 1024 * MiB);
     const data = randomBytes(3 * MiB);

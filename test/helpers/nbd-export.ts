@@ -1,7 +1,8 @@
 /**
  * An NBD server over file-driver volumes for export tests, on one of the
- * three ways a connection is served: native threads (plain TCP), the event
- * loop (plain TCP), or TLS-PSK (always the event loop).
+ * ways a connection is served: native threads (plain TCP), the event loop
+ * (plain TCP), TLS-PSK (always the event loop), or native threads over the
+ * server's Unix domain socket.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -15,8 +16,8 @@ import { openExport, openSession, type ByteReader, type PskCredentials } from '.
 import type net from 'node:net';
 
 /** How a connection is served. */
-export type Plane = 'native' | 'event-loop' | 'tls';
-export const PLANES: readonly Plane[] = ['native', 'event-loop', 'tls'];
+export type Plane = 'native' | 'event-loop' | 'tls' | 'unix';
+export const PLANES: readonly Plane[] = ['native', 'event-loop', 'tls', 'unix'];
 
 /** A running server and what tests need to reach its volumes. */
 export interface NbdFixture {
@@ -35,6 +36,10 @@ export interface NbdFixture {
   removed: Set<string>;
   /** The TLS-PSK credentials of an export on the TLS plane. */
   psk(name: string): PskCredentials | undefined;
+  /** An NBD URI of an export for plain clients (qemu-io, nbdinfo): `nbd+unix://` on the Unix plane. */
+  uri(name: string): string;
+  /** The Unix socket's path on the Unix plane. */
+  socketPath?: string;
 }
 
 /** Starts a server on port 0 over new sparse volumes in `dir` (a new temporary folder by default). */
@@ -82,11 +87,17 @@ export async function startNbd(t: Pick<TestContext, 'after'>, o: {
   });
   const { port } = await server.listen(0, '127.0.0.1');
   t.after(() => server.close());
+  const socket = path.join(dir, 'nbd', 'nbd.sock');
+  if (o.plane === 'unix') await server.listenUnix(socket);
+  /** Where the plane's clients connect: the Unix socket's path, or the TCP loopback address. */
+  const host = o.plane === 'unix' ? socket : '127.0.0.1';
   const psk = (name: string): PskCredentials | undefined => (o.plane === 'tls' ? { identity: `id-${name}`, key: keys.get(`id-${name}`)! } : undefined);
   return {
     port, server, dir, ids, removed, psk,
     file: (name) => path.join(dir, `volume-${ids.get(name)}`),
-    connect: (name) => openExport('127.0.0.1', port, name, psk(name)),
-    session: (name) => openSession('127.0.0.1', port, psk(name)),
+    connect: (name) => openExport(host, port, name, psk(name)),
+    session: (name) => openSession(host, port, psk(name)),
+    ...(o.plane === 'unix' ? { socketPath: socket } : {}),
+    uri: (name) => (o.plane === 'unix' ? `nbd+unix:///${name}?socket=${socket}` : `nbd://127.0.0.1:${port}/${name}`),
   };
 }

@@ -22,9 +22,14 @@ export function requestFrame(type: number, cookie: bigint, offset: bigint, lengt
   return payload ? Buffer.concat([r, payload]) : r;
 }
 
+/** A TCP connection to `host`:`port`, or a Unix socket's when `host` is a path (starts with `/`). */
+export function dial(host: string, port: number): net.Socket {
+  return host.startsWith('/') ? net.connect(host) : net.connect(port, host);
+}
+
 /** Connects, negotiates with NBD_OPT_EXPORT_NAME, and resolves in the transmission phase. */
 export async function connectExport(host: string, port: number, name: string): Promise<net.Socket> {
-  const sock = net.connect(port, host);
+  const sock = dial(host, port);
   await new Promise((r) => sock.once('connect', r));
   await new Promise((r) => sock.once('data', r)); // greeting
   sock.write(Buffer.from([0, 0, 0, 3])); // fixed newstyle, no zeroes
@@ -102,7 +107,7 @@ export async function openExport(host: string, port: number, name: string, psk?:
  * resolves in option haggling, ready for the next option.
  */
 export async function openSession(host: string, port: number, psk?: PskCredentials): Promise<{ sock: net.Socket; reader: ByteReader }> {
-  const raw = net.connect(port, host);
+  const raw = dial(host, port);
   raw.on('error', () => undefined);
   let sock: net.Socket = raw;
   let reader = new ByteReader(raw);
