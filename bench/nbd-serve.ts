@@ -1,14 +1,15 @@
 /**
  * Serves one file-driver volume over Basalt's NBD server, for benchmarks:
- *   node --import tsx bench/nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT
- * (serves DIR/volume-VOLUME_ID as export `bench` on 127.0.0.1:PORT until killed).
+ *   node --import tsx bench/nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT [SOCKET]
+ * (serves DIR/volume-VOLUME_ID as export `bench` on 127.0.0.1:PORT, and on the
+ * Unix socket SOCKET when given, until killed).
  * NBD_POLL_US and NBD_THREADS set the data plane's polling bound and threads per connection.
  */
 import pino from 'pino';
 import { FileDriver, GuardedDriver } from '../src/drivers/index.ts';
 import { NbdServer } from '../src/export/index.ts';
 
-const [dir, id, sizeGiB, port] = process.argv.slice(2);
+const [dir, id, sizeGiB, port, socket] = process.argv.slice(2);
 if (!dir || !id || !sizeGiB || !port) {
   console.error('usage: nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT');
   process.exit(2);
@@ -25,6 +26,7 @@ const server = new NbdServer({
   threadsPerConnection: process.env.NBD_THREADS ? Number(process.env.NBD_THREADS) : undefined,
 });
 const address = await server.listen(Number(port), '127.0.0.1');
+if (socket) await server.listenUnix(socket);
 console.log(`listening ${address.port}`);
 // Exit cleanly on a signal, so that --cpu-prof can write its profile.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

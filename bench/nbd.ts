@@ -7,7 +7,11 @@
  * of --rounds runs, the servers taking turns job by job.
  *
  *   node --import tsx bench/nbd.ts [--runtime 5] [--rounds 3] [--jobs name,…] [--placement none|same|split]
- *                                  [--servers basalt,nbdkit,…] [--no-limit] [--no-copy]
+ *                                  [--servers basalt,nbdkit,…] [--transport tcp|unix|both] [--no-limit] [--no-copy]
+ *
+ * --transport: TCP on loopback (default), each server's Unix domain socket (Basalt's
+ * `listenUnix`, qemu-nbd -k, nbdkit -U: what a host on the volume service's own machine
+ * uses), or both, one table each.
  *
  * --placement pins every server and fio alike with taskset: `same` puts both on CPU 0,
  * `split` the server on CPU 0 and fio on CPU 1, `none` (default) lets the scheduler choose.
@@ -24,8 +28,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true } }, allowNegative: true });
+const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true } }, allowNegative: true });
 if (!['none', 'same', 'split'].includes(args.placement!)) throw new Error('--placement is none, same or split');
+if (!['tcp', 'unix', 'both'].includes(args.transport!)) throw new Error('--transport is tcp, unix or both');
+const TRANSPORTS: Transport[] = args.transport === 'both' ? ['tcp', 'unix'] : [args.transport as Transport];
 /** taskset prefixes of the server and of fio. */
 const PIN = args.placement === 'same' ? { server: ['taskset', '-c', '0'], fio: ['taskset', '-c', '0'] }
   : args.placement === 'split' ? { server: ['taskset', '-c', '0'], fio: ['taskset', '-c', '1'] } : { server: [], fio: [] };
@@ -58,16 +64,30 @@ function freePort(): Promise<number> {
   });
 }
 
-async function waitPort(port: number): Promise<void> {
+type Transport = 'tcp' | 'unix';
+/** Where a server listens: a loopback port, or a Unix socket. */
+type Address = { port: number; socket?: undefined } | { socket: string; port?: undefined };
+
+/** A free address of the transport (a new socket path in `dir` for Unix). */
+async function freeAddress(transport: Transport, dir: string, name: string): Promise<Address> {
+  return transport === 'unix' ? { socket: path.join(dir, `${name}.sock`) } : { port: await freePort() };
+}
+
+/** The NBD URI of export `bench` at `a`. */
+function uriOf(a: Address): string {
+  return a.socket ? `nbd+unix:///bench?socket=${a.socket}` : `nbd://127.0.0.1:${a.port}/bench`;
+}
+
+async function waitListening(a: Address): Promise<void> {
   for (let i = 0; i < 200; i++) {
     const ok = await new Promise<boolean>((r) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true); });
+      const c = a.socket !== undefined ? net.connect(a.socket, () => { c.destroy(); r(true); }) : net.connect(a.port, '127.0.0.1', () => { c.destroy(); r(true); });
       c.on('error', () => r(false));
     });
     if (ok) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`nothing listens on ${port}`);
+  throw new Error(`nothing listens on ${a.socket ?? a.port}`);
 }
 
 /** CPU seconds (user+system) used so far by a process. */
@@ -77,14 +97,20 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100; // clock ticks (USER_HZ = 100 on Linux)
 }
 
-interface Server { name: string; start(file: string, port: number): ChildProcess }
+interface Server { name: string; start(file: string, a: Address): ChildProcess }
 const SERVERS = ([
   {
     name: 'basalt',
-    start: (file, port) => spawnPinned(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), path.dirname(file), path.basename(file).replace(/^volume-/, ''), String(Math.ceil(fs.statSync(file).size / GiB)), String(port)]),
+    start: (file, a) => spawnPinned(process.execPath, [
+      '--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), path.dirname(file), path.basename(file).replace(/^volume-/, ''),
+      String(Math.ceil(fs.statSync(file).size / GiB)), a.socket ? '0' : String(a.port), ...a.socket ? [a.socket] : [],
+    ]),
   },
-  { name: 'qemu-nbd', start: (file, port) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', '-p', String(port), '-b', '127.0.0.1', '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]) },
-  { name: 'nbdkit', start: (file, port) => spawnPinned('nbdkit', ['-f', '-p', String(port), '-i', '127.0.0.1', '-e', 'bench', 'file', file]) },
+  {
+    name: 'qemu-nbd',
+    start: (file, a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', ...a.socket ? ['-k', a.socket] : ['-p', String(a.port), '-b', '127.0.0.1'], '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]),
+  },
+  { name: 'nbdkit', start: (file, a) => spawnPinned('nbdkit', ['-f', ...a.socket ? ['-U', a.socket] : ['-p', String(a.port), '-i', '127.0.0.1'], '-e', 'bench', 'file', file]) },
 ] satisfies Server[]).filter((s) => !args.servers || args.servers.split(',').includes(s.name));
 const PEERS = SERVERS.filter((s) => s.name !== 'basalt');
 
@@ -115,7 +141,6 @@ async function main(): Promise<void> {
   try {
     // 1 GiB of random data: reads return real bytes, not holes.
     execFileSync('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', 'count=1024', 'status=none']);
-    const results = new Map<string, Map<string, Row>>();
     const direct = new Map<string, Row>();
     for (const job of args.limit ? JOBS : []) {
       warm(file);
@@ -124,47 +149,51 @@ async function main(): Promise<void> {
     }
     // Every server runs at once, each on its own port, and each job runs on each in turn, round
     // after round: drift of this VM (often 10-30% over minutes) then hits every server alike.
-    const running: Array<{ server: Server; port: number; child: ChildProcess }> = [];
-    try {
-      for (const server of SERVERS) { // each is stopped in the finally below, even if a later one fails to start
-        const port = await freePort();
-        running.push({ server, port, child: server.start(file, port) });
-        await waitPort(port);
-      }
-      for (const job of JOBS) {
-        const samples = new Map<string, Row[]>(SERVERS.map((s) => [s.name, []]));
-        for (let round = 0; round < ROUNDS; round++) {
-          // Each round starts with the next server, so no server always runs right after another's writes.
-          for (const { server, port, child } of running.map((_, i) => running[(i + round) % running.length]!)) {
-            warm(file);
-            const before = cpuSeconds(child.pid!);
-            const t = performance.now();
-            const r = runFio(['--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/bench`, '--size=1G'], job);
-            const seconds = (performance.now() - t) / 1000;
-            samples.get(server.name)!.push({ ...r, cpu: Math.round(((cpuSeconds(child.pid!) - before) / seconds) * 100) });
+    for (const transport of TRANSPORTS) {
+      const results = new Map<string, Map<string, Row>>();
+      const running: Array<{ server: Server; address: Address; child: ChildProcess }> = [];
+      try {
+        for (const server of SERVERS) { // each is stopped in the finally below, even if a later one fails to start
+          const address = await freeAddress(transport, dir, server.name);
+          running.push({ server, address, child: server.start(file, address) });
+          await waitListening(address);
+        }
+        for (const job of JOBS) {
+          const samples = new Map<string, Row[]>(SERVERS.map((s) => [s.name, []]));
+          for (let round = 0; round < ROUNDS; round++) {
+            // Each round starts with the next server, so no server always runs right after another's writes.
+            for (const { server, address, child } of running.map((_, i) => running[(i + round) % running.length]!)) {
+              warm(file);
+              const before = cpuSeconds(child.pid!);
+              const t = performance.now();
+              const r = runFio(['--ioengine=nbd', `--uri=${uriOf(address)}`, '--size=1G'], job);
+              const seconds = (performance.now() - t) / 1000;
+              samples.get(server.name)!.push({ ...r, cpu: Math.round(((cpuSeconds(child.pid!) - before) / seconds) * 100) });
+            }
+          }
+          for (const [name, rows] of samples) {
+            if (!results.has(name)) results.set(name, new Map());
+            results.get(name)!.set(job.name, median(rows));
           }
         }
-        for (const [name, rows] of samples) {
-          if (!results.has(name)) results.set(name, new Map());
-          results.get(name)!.set(job.name, median(rows));
+      } finally {
+        for (const { child } of running) {
+          child.kill('SIGTERM');
+          await new Promise((r) => child.once('exit', r));
         }
       }
-    } finally {
-      for (const { child } of running) {
-        child.kill('SIGTERM');
-        await new Promise((r) => child.once('exit', r));
-      }
-    }
 
-    const header = ['job', 'file (limit)', ...SERVERS.map((s) => s.name), 'basalt / best peer'];
-    console.log(`| ${header.join(' | ')} |`);
-    console.log(`|${header.map(() => '---').join('|')}|`);
-    for (const job of JOBS) {
-      const cell = (r: Row | undefined): string => r ? `${r.iops} IOPS, ${r.mbps} MB/s${r.cpu ? `, ${r.cpu}% CPU` : ''}` : '-';
-      const b = results.get('basalt')?.get(job.name);
-      const best = Math.max(...PEERS.map((s) => results.get(s.name)!.get(job.name)!.iops));
-      const ratio = b && PEERS.length ? (b.iops / best).toFixed(2) : '-';
-      console.log(`| ${job.name} | ${cell(direct.get(job.name))} | ${SERVERS.map((s) => cell(results.get(s.name)!.get(job.name))).join(' | ')} | ${ratio} |`);
+      console.log(`\n${transport === 'unix' ? 'Unix domain socket' : 'TCP on loopback'}:\n`);
+      const header = ['job', 'file (limit)', ...SERVERS.map((s) => s.name), 'basalt / best peer'];
+      console.log(`| ${header.join(' | ')} |`);
+      console.log(`|${header.map(() => '---').join('|')}|`);
+      for (const job of JOBS) {
+        const cell = (r: Row | undefined): string => r ? `${r.iops} IOPS, ${r.mbps} MB/s${r.cpu ? `, ${r.cpu}% CPU` : ''}` : '-';
+        const b = results.get('basalt')?.get(job.name);
+        const best = Math.max(...PEERS.map((s) => results.get(s.name)!.get(job.name)!.iops));
+        const ratio = b && PEERS.length ? (b.iops / best).toFixed(2) : '-';
+        console.log(`| ${job.name} | ${cell(direct.get(job.name))} | ${SERVERS.map((s) => cell(results.get(s.name)!.get(job.name))).join(' | ')} | ${ratio} |`);
+      }
     }
 
     if (!args.copy) return;
@@ -179,12 +208,12 @@ async function main(): Promise<void> {
     warm(sparse);
     const copies: string[] = [];
     for (const server of SERVERS) {
-      const port = await freePort();
-      const child = server.start(sparse, port);
+      const address = await freeAddress('tcp', dir, server.name);
+      const child = server.start(sparse, address);
       try {
-        await waitPort(port);
+        await waitListening(address);
         const t = performance.now();
-        execFileSync('nbdcopy', [`nbd://127.0.0.1:${port}/bench`, 'null:']);
+        execFileSync('nbdcopy', [uriOf(address), 'null:']);
         copies.push(`${server.name} ${Math.round(performance.now() - t)} ms`);
       } finally {
         child.kill('SIGTERM');
