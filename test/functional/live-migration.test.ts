@@ -28,8 +28,13 @@ interface NbdData { host: string; port: number; export_name: string; uri: string
 
 /** Attaches `volumeId` through the attachments API (3.54) and completes it: the volume is in-use. */
 async function attach(s: TestServer, volumeId: string): Promise<{ id: string; data: NbdData }> {
-  const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: volumeId, connector: CONNECTOR } }, MV);
-  assert.equal(a.status, 200, JSON.stringify(a.body));
+  // A busy machine can make the volume service's heartbeat late: the API then says to try again later.
+  const a = await waitFor('an attachment', async () => {
+    const r = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: volumeId, connector: CONNECTOR } }, MV);
+    if (r.status === 400 && /try again later/.test(r.body.badRequest?.message)) return undefined;
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r;
+  });
   assert.equal(a.body.attachment.connection_info.driver_volume_type, 'nbd');
   assert.equal((await s.request('POST', `${V}/attachments/${a.body.attachment.id}/action`, { 'os-complete': null }, MV)).status, 204);
   await waitForStatus(s, volumeId, 'in-use');
@@ -45,17 +50,21 @@ function hostWriter(data: NbdData, blocks: number) {
   const written = new Map<number, number>();
   let reconnects = 0;
   let stop = false;
+  /** What the host is doing now, and the last error it saw (for a failure's message). */
+  const state = { doing: 'starting', lastError: '' };
   const connect = async () => {
     // A busy machine may keep the export from answering for a while: give up only after a minute.
     const deadline = Date.now() + 60_000;
     for (;;) {
       try {
+        state.doing = 'connecting';
         const c = await openExport(data.host, data.port, data.export_name);
         // A refusal (a server fencing itself on a busy machine answers NBD_REP_ERR_SHUTDOWN) is no export: try again.
         if (c.sizeBytes === BigInt(1024 * MiB)) return c;
         c.sock.destroy();
         throw new Error(`export refused (read ${c.sizeBytes} as its size)`);
       } catch (err) {
+        state.lastError = String(err);
         if (Date.now() > deadline) throw err;
         await new Promise((r) => setTimeout(r, 25));
       }
@@ -68,12 +77,14 @@ function hostWriter(data: NbdData, blocks: number) {
       const byte = (i % 250) + 1;
       for (;;) {
         try {
+          state.doing = `writing block ${block}`;
           const r = await simpleRequest(c, NBD_WRITE, BigInt(block * BLOCK), BLOCK, Buffer.alloc(BLOCK, byte));
           assert.equal(r.error, 0, `write of block ${block} failed with NBD error ${r.error}`);
           written.set(block, byte);
           break;
         } catch (err) {
           if (err instanceof assert.AssertionError) throw err;
+          state.lastError = String(err);
           c.sock.destroy();
           reconnects++;
           c = await connect();
@@ -84,7 +95,10 @@ function hostWriter(data: NbdData, blocks: number) {
     c.sock.destroy();
   })();
   done.catch(() => undefined); // its failure is reported by stop(), not as an unhandled rejection meanwhile
-  return { written, reconnects: () => reconnects, stop: async () => { stop = true; await done; } };
+  return {
+    written, reconnects: () => reconnects, stop: async () => { stop = true; await done; },
+    describe: () => `the host is ${state.doing} after ${written.size} writes and ${reconnects} reconnects; last error: ${state.lastError || 'none'}`,
+  };
 }
 
 test('an attached volume moves to another backend while its host writes; the host reconnects to the same export, now on the destination', { timeout: 120_000 }, async (t) => {
@@ -132,17 +146,17 @@ test('an attached volume moves to another backend while its host writes; the hos
 });
 
 test('an attached volume goes back to in-use where it was when its move fails', { timeout: 120_000 }, async (t) => {
-  const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS });
+  const logLines: string[] = [];
+  const s = await startTestServer(t, { ini: TWO_FILE_BACKENDS, logLines });
   await typeNamed(s, 'alpha');
   const v = await volumeOn(s, 'alpha', 1);
   const attachment = await attach(s, v.id);
   const host = hostWriter(attachment.data, 256);
   await waitFor('the host writing', async () => host.written.size > 20);
-  // The destination's directory cannot hold the volume: the copy fails.
-  const destDir = fileOf(s.stateDir, 'beta', v.id).replace(/\/[^/]+$/, '');
-  fs.rmSync(destDir, { recursive: true, force: true });
-  fs.writeFileSync(destDir, 'not a directory');
-  t.after(() => fs.rmSync(destDir, { force: true }));
+  // A directory where the destination's file would go: that volume cannot be made there (the backend itself stays well).
+  const destFile = fileOf(s.stateDir, 'beta', v.id);
+  fs.mkdirSync(destFile, { recursive: true });
+  t.after(() => fs.rmSync(destFile, { recursive: true, force: true }));
   const r = await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-migrate_volume': { host: await poolOf(s, 'beta') } });
   assert.equal(r.status, 202, JSON.stringify(r.body));
   const failed = await waitFor('the move failed', async () => {
@@ -152,7 +166,9 @@ test('an attached volume goes back to in-use where it was when its move fails', 
   assert.equal(failed.status, 'in-use');
   assert.match(failed['os-vol-host-attr:host'], /@alpha#/);
   const count = host.written.size;
-  await waitFor('the host still writing', async () => host.written.size > count + 20);
+  await waitFor('the host still writing', async () => host.written.size > count + 20).catch((err: Error) => {
+    throw new Error(`${err.message}: ${host.describe()}\n${logLines.slice(-40).join('')}`);
+  });
   await host.stop();
   const file = fs.readFileSync(fileOf(s.stateDir, 'alpha', v.id));
   for (const [block, byte] of host.written) assert.equal(file[block * BLOCK], byte, `block ${block} on the source`);

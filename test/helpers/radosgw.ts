@@ -35,33 +35,42 @@ export async function startRadosgw(ceph: Ceph): Promise<Radosgw> {
   await ceph.ceph('config', 'set', 'global', 'osd_pool_default_pgp_num', '8');
   await ceph.ceph('config', 'set', 'global', 'mon_max_pg_per_osd', '2000');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rgw-'));
-  const port = await freePort();
   const name = `client.rgw.${randomBytes(4).toString('hex')}`;
   const keyring = path.join(dir, 'keyring');
   fs.writeFileSync(keyring, await ceph.ceph('auth', 'get-or-create', name, 'mon', 'allow rw', 'osd', 'allow rwx', 'mgr', 'allow rw'));
   const log = path.join(dir, 'radosgw.log');
-  const out = fs.openSync(path.join(dir, 'radosgw.stderr'), 'a');
-  const child: ChildProcess = spawn('radosgw', [
-    '-f', '-c', ceph.confPath, '-n', name, '--keyring', keyring,
-    '--rgw-frontends', `beast endpoint=127.0.0.1:${port}`,
-    '--rgw-data', dir, '--run-dir', dir, '--admin-socket', path.join(dir, 'asok'), '--log-file', log, '--pid-file', path.join(dir, 'pid'),
-  ], { stdio: ['ignore', out, out] });
-  fs.closeSync(out);
+  let child: ChildProcess | undefined;
   const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      await new Promise<void>((resolve) => { child.once('exit', () => resolve()); child.kill('SIGKILL'); });
+    if (child && child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((resolve) => { child!.once('exit', () => resolve()); child!.kill('SIGKILL'); });
     }
     fs.rmSync(dir, { recursive: true, force: true });
   };
-  const endpoint = `http://127.0.0.1:${port}`;
+  let endpoint = '';
   try {
     const deadline = Date.now() + 90_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`radosgw exited with ${child.exitCode}`);
-      const answered = await fetch(endpoint).then((r) => r.status > 0, () => false);
+    // A free port can be taken by another process before radosgw binds it (exit 98): then another port.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      endpoint = `http://127.0.0.1:${port}`;
+      const out = fs.openSync(path.join(dir, 'radosgw.stderr'), 'a');
+      const started: ChildProcess = spawn('radosgw', [
+        '-f', '-c', ceph.confPath, '-n', name, '--keyring', keyring,
+        '--rgw-frontends', `beast endpoint=127.0.0.1:${port}`,
+        '--rgw-data', dir, '--run-dir', dir, '--admin-socket', path.join(dir, 'asok'), '--log-file', log, '--pid-file', path.join(dir, 'pid'),
+      ], { stdio: ['ignore', out, out] });
+      child = started;
+      fs.closeSync(out);
+      let answered = false;
+      while (!answered && started.exitCode === null) {
+        if (Date.now() > deadline) throw new Error('radosgw did not answer within 90 s');
+        await new Promise((r) => setTimeout(r, 200));
+        // Answered by radosgw, not by whoever took the port: radosgw is still running once it answers.
+        answered = await fetch(endpoint).then((r) => r.status > 0, () => false) && started.exitCode === null;
+      }
       if (answered) break;
-      if (Date.now() > deadline) throw new Error('radosgw did not answer within 90 s');
-      await new Promise((r) => setTimeout(r, 200));
+      const taken = fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('Address already in use');
+      if (!taken || attempt >= 5) throw new Error(`radosgw exited with ${started.exitCode}`);
     }
     const accessKeyId = randomBytes(10).toString('hex').toUpperCase();
     const secretAccessKey = randomBytes(20).toString('hex');
