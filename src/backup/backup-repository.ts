@@ -324,15 +324,16 @@ export class BackupRepository {
   }
 
   /**
-   * Reads every blob a backup names back and checks it.
-   * Returns how many distinct blobs it names and the hashes of those that are
+   * Reads every blob a backup names back and checks it, telling `onProgress`
+   * after each pack. Returns how many distinct blobs it names and the hashes of those that are
    * missing or fail their check, with their pack's (none: the backup is whole).
    * @throws DriverError from the target (a pack that cannot be read for now is not a bad one).
    */
-  async verify(manifest: Manifest): Promise<{ blobs: number; bad: string[] }> {
+  async verify(manifest: Manifest, onProgress?: (p: { doneBlobs: number; totalBlobs: number }) => void): Promise<{ blobs: number; bad: string[] }> {
     const byPack: number[][] = manifest.packs.map(() => []);
     manifest.blobPacks.forEach((p, n) => byPack[p]!.push(n));
     const bad: string[] = [];
+    let done = 0;
     await inParallel(range(manifest.packs.length), this.concurrency, async (p) => {
       const take = await this.openPack(manifest, p);
       for (const n of byPack[p]!) {
@@ -343,6 +344,8 @@ export class BackupRepository {
           bad.push(blobHash(manifest, n));
         }
       }
+      done += byPack[p]!.length;
+      onProgress?.({ doneBlobs: done, totalBlobs: manifest.blobPacks.length });
     });
     return { blobs: manifest.blobPacks.length, bad: bad.sort() };
   }

@@ -1,11 +1,13 @@
 /**
- * The `basalt` command: `server`, `db migrate|status`, `config show`.
+ * The `basalt` command: `server`, `db migrate|status`, `backup verify`, `config show`.
  * Client subcommands (volume, snapshot, attach, …) arrive with later issues.
  */
 import os from 'node:os';
+import { Presets, SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import { attachLoop, detachLoop, loopDevicesOf } from '../privileged/index.ts';
 import { ApiClient } from './api-client.ts';
+import { verifyBackup } from './backup-verify.ts';
 import { describeConfig, loadConfig, type BasaltConfig } from '../config/index.ts';
 import { migrateToLatest, migrationStatus, openDatabase, startRefusal } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
@@ -81,6 +83,33 @@ withCommon(db.command('status')).description('list migrations and whether each i
     await handle.close();
   }
 });
+
+const backup = program.command('backup').description('backups, as an operator on this machine (the servers\' configuration)');
+withCommon(backup.command('verify <backup>'))
+  .description('read every blob of a backup back from the backup target and check it; a damaged backup is set to error. Exit 0: whole; 1: damaged or missing. Progress on stderr')
+  .action(async (id: string, flags: CommonFlags) => {
+    const bar = process.stderr.isTTY ? new SingleBar({ format: 'verifying {bar} {percentage}% | {value}/{total} blobs', stream: process.stderr }, Presets.shades_classic) : undefined;
+    let shown = -1;
+    const r = await verifyBackup(configFrom(flags), id, (done, total) => {
+      if (bar) {
+        if (shown < 0) bar.start(total, 0);
+        shown = done;
+        bar.update(done);
+        return;
+      }
+      // Not a terminal: a line per tenth.
+      const tenth = Math.floor((done * 10) / total);
+      if (tenth > shown) process.stderr.write(`verifying backup ${id}: ${(shown = tenth) * 10}% (${done} of ${total} blobs)\n`);
+    });
+    bar?.stop();
+    if (r.bad.length === 0) {
+      console.log(`backup ${r.backupId} (volume ${r.volumeId}): all ${r.blobs} blobs read back and checked`);
+      return;
+    }
+    console.log(`backup ${r.backupId} (volume ${r.volumeId}): ${r.bad.length} of ${r.blobs} blobs damaged or missing; the backup is now in error:`);
+    for (const hash of r.bad) console.log(`  ${hash}`);
+    process.exitCode = 1;
+  });
 
 const config = program.command('config').description('configuration');
 withCommon(config.command('show')).description('print every effective option and where it came from').action((flags: CommonFlags) => {
