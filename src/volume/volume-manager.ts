@@ -238,8 +238,9 @@ export class VolumeManager {
    * @throws NotFoundError, InvalidStatusError, QuotaExceededError.
    */
   async requestSnapshot(caller: Caller, input: CreateSnapshotInput): Promise<SnapshotRow> {
-    const { id } = await this.runtime.create(snapshotCreate, caller, input);
-    return (await this.deps.snapshots.get(this.deps.db.kysely, id))!;
+    const { id, created } = await this.runtime.create(snapshotCreate, caller, input);
+    // As inserted (`creating`, as Cinder answers), even if the job finished before the answer.
+    return created?.row ?? (await this.deps.snapshots.get(this.deps.db.kysely, id))!;
   }
 
   /**

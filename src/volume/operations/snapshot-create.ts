@@ -15,7 +15,7 @@ import { isoAt } from '../../common/index.ts';
 import { InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
 import { snapshotQuota, typeNameOf } from '../volume-quota.ts';
-import type { VolumeRow } from '../../db/index.ts';
+import type { SnapshotRow, VolumeRow } from '../../db/index.ts';
 import { operation, payloadParser, type RequestContext } from './operation.ts';
 import type { SnapshotPayload } from './snapshot-delete.ts';
 
@@ -41,13 +41,15 @@ const create = { kind: 'snapshot.create', version: 1, minVersion: 1, parse: payl
 export async function insertSnapshot(
   { tx, caller, deps }: Pick<RequestContext, 'tx' | 'caller' | 'deps'>, id: string, v: VolumeRow,
   input: Pick<CreateSnapshotInput, 'name' | 'description' | 'metadata'>,
-): Promise<void> {
+): Promise<SnapshotRow> {
   await deps.quotas.consume(tx, caller.projectId, snapshotQuota(v.size, await typeNameOf(deps.types, tx, v.volume_type_id)));
-  await deps.snapshots.insert(tx, {
+  const row: SnapshotRow = {
     id, project_id: caller.projectId, user_id: caller.userId, volume_id: v.id, volume_size: v.size,
     volume_type_id: v.volume_type_id, name: input.name, description: input.description, status: 'creating', encryption_key_id: v.encryption_key_id,
     created_at: isoAt(deps.clock.now()), updated_at: null, group_snapshot_id: null, progress: null,
-  }, input.metadata);
+  };
+  await deps.snapshots.insert(tx, row, input.metadata);
+  return row;
 }
 
 /** The snapshot create operation. */
@@ -72,8 +74,9 @@ export const snapshotCreate = operation<'snapshot', SnapshotPayload, CreateSnaps
     await look.refuseIfBusy(tx, v.id, { reading: true });
     await look.refuseIfFrozen(tx, v);
     if (v.status === 'in-use') await look.refuseIfUnquiescable(tx, v);
-    await insertSnapshot({ tx, caller, deps }, id, v, input);
-    return { job: { schema: create, target: await look.snapshotTarget(tx, v), payload: { snapshotId: id } satisfies SnapshotPayload } };
+    const row = await insertSnapshot({ tx, caller, deps }, id, v, input);
+    // The answer is the row as inserted: the job may have made it available before the answer is built.
+    return { job: { schema: create, target: await look.snapshotTarget(tx, v), payload: { snapshotId: id } satisfies SnapshotPayload }, created: { row, typeName: null } };
   },
 
   async run({ deps, driver }, s) {
