@@ -1,14 +1,16 @@
 /**
  * Backups (Cinder's backup API): create, list, detail, show, update (3.9,
  * metadata 3.43), delete, restore, the admin actions `os-reset_status`
- * and `os-force_delete`, and export/import of backup records (admin). Each action answers with Cinder's view for it: create
+ * and `os-force_delete`, and export/import of backup records (admin); and
+ * Basalt's own `GET /backups/{id}/progress` (how far a running backup or
+ * restore is). Each action answers with Cinder's view for it: create
  * and update the summary (`id`, `name`, `links`), restore the restore view,
  * show and detail the detailed view with the microversioned keys.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { BACKUP_RESET_STATUSES } from '../backup/index.ts';
 import { cinderTime } from '../common/index.ts';
-import { BACKUP_SORT_KEYS, type BackupFilter, type BackupRow } from '../db/index.ts';
+import { BACKUP_SORT_KEYS, progressOf, type BackupFilter, type BackupRow } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
@@ -149,6 +151,17 @@ export function backupRoutes(deps: ApiDeps) {
     app.get<{ Params: { id: string } }>('/backups/:id', async (req) => ({
       backup: (await details(req, [await backupManager.get(req.caller, req.params.id)]))[0],
     }));
+    // Basalt's own, beside Cinder's views (which carry no progress): how far a running backup or restore is.
+    app.get<{ Params: { id: string } }>('/backups/:id/progress', async (req) => {
+      const b = await backupManager.get(req.caller, req.params.id);
+      const p = await progressOf(db.kysely, b.id);
+      return {
+        progress: p ? {
+          status: b.status, operation: p.operation, done_bytes: p.doneBytes, total_bytes: p.totalBytes,
+          percent: p.totalBytes ? Math.floor((p.doneBytes * 100) / p.totalBytes) : 100, updated_at: p.updatedAt,
+        } : null,
+      };
+    });
     app.put<{ Params: { id: string } }>('/backups/:id', async (req) => {
       if (!req.apiVersion.atLeast('3.9')) throw new NotFoundError('The resource could not be found.');
       const u = validate<{ backup: Record<string, unknown> | null }>(req.apiVersion.atLeast('3.43') ? UPDATE_343 : UPDATE, req.body).backup ?? {};

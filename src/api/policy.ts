@@ -103,6 +103,8 @@ export const POLICY: readonly PolicyEntry[] = [
   e('backup:get_all', 'GET', '/backups', 'reader'),
   e('backup:get_all', 'GET', '/backups/detail', 'reader'),
   e('backup:get', 'GET', '/backups/:id', 'reader'),
+  // Basalt's own route (no Cinder rule): whoever may see the backup may see how far it is.
+  e('backup:get', 'GET', '/backups/:id/progress', 'reader'),
   e('backup:update', 'PUT', '/backups/:id', 'member', { since: '3.9' }),
   e('backup:delete', 'DELETE', '/backups/:id', 'member'),
   e('backup:restore', 'POST', '/backups/:id/restore', 'member'),

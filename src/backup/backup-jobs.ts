@@ -14,7 +14,7 @@
  * create/delete/restore backup) and sets its `fail_reason` to the same text.
  */
 import type { Clock } from '../common/index.ts';
-import type { BackupRow, BackupRowRepository, SnapshotRepository, Tx, VolumeRepository } from '../db/index.ts';
+import { clearProgress, type BackupRow, type BackupRowRepository, type SnapshotRepository, type Tx, type VolumeRepository } from '../db/index.ts';
 import type { BasaltError } from '../errors/index.ts';
 import type { JobKind } from '../jobs/index.ts';
 import { detailArgsFor, detailFor, MESSAGE_ACTIONS, recordUserMessage, userMessageText, type MessageAction, type MessageDetail } from '../messages/index.ts';
@@ -124,6 +124,7 @@ export async function failBackup(
   const { error, action } = BACKUP_TRANSITIONAL[from];
   const reason = userMessageText(action.id, detail.id, detailArgs).slice(0, 255);
   if (!(await deps.backups.transition(tx, { id, from: [from], to: error, requestId, set: { fail_reason: reason, restore_volume_id: null } }))) return false;
+  await clearProgress(tx, id);
   await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, { projectId: b.project_id, resourceType: 'backup', resourceId: id, action, detail, detailArgs, requestId });
   if (from === 'creating') await releaseSource(deps, tx, b, requestId);
   if (from === 'restoring' && b.restore_volume_id) {

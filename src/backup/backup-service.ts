@@ -19,9 +19,9 @@
  * collects its leftovers.
  */
 import type { Logger } from 'pino';
-import type { Clock } from '../common/index.ts';
+import { isoAt, type Clock } from '../common/index.ts';
 import { withLock, type Coordinator } from '../coordination/index.ts';
-import type { BackupRow, Db, ServiceRepository, VolumeRow } from '../db/index.ts';
+import { clearProgress, recordProgress, type BackupRow, type Db, type ServiceRepository, type VolumeRow } from '../db/index.ts';
 import type { GuardedDriver, SnapshotRef, VolumeHandle } from '../drivers/index.ts';
 import type { ChangedBlocksCut, ChangedBlockTracker } from '../export/index.ts';
 import { BackupCorruptError, DriverError, InvalidInputError } from '../errors/index.ts';
@@ -106,14 +106,32 @@ function driverOf(deps: BackupHandlerDeps, v: VolumeRow): GuardedDriver {
   return b.driver;
 }
 
-/** Logs progress at most every 10% (and at the end). */
-function progressLogger(log: Logger, what: string, id: string): (p: BackupProgress) => void {
-  let next = 0;
+/** How often at most a running backup or restore records its progress in the database. */
+const PROGRESS_RECORD_MS = 500;
+
+/**
+ * Reports the progress of a backup or restore: logs it at most every 10%
+ * (and at the end), and records it (`progress`, read by `GET
+ * /backups/{id}/progress` and the CLI) at most every {@link PROGRESS_RECORD_MS}
+ * and at the end. A failed write of the record is only logged: progress never
+ * fails the work.
+ */
+function progressReporter(deps: Pick<BackupHandlerDeps, 'db' | 'clock'>, log: Logger, operation: 'backup' | 'restore', id: string): (p: BackupProgress) => void {
+  let nextPercent = 0;
+  let nextRecord = 0;
+  let recording: Promise<void> = Promise.resolve();
   return (p) => {
     const percent = p.totalBytes ? Math.floor((p.doneBytes * 100) / p.totalBytes) : 100;
-    if (percent < next) return;
-    next = percent + 10;
-    log.info({ backup_id: id, percent, done_bytes: p.doneBytes, total_bytes: p.totalBytes }, `${what} progress`);
+    if (percent >= nextPercent) {
+      nextPercent = percent + 10;
+      log.info({ backup_id: id, percent, done_bytes: p.doneBytes, total_bytes: p.totalBytes }, `${operation} progress`);
+    }
+    const now = deps.clock.now();
+    if (now < nextRecord && p.doneBytes < p.totalBytes) return;
+    nextRecord = now + PROGRESS_RECORD_MS;
+    // In order, one at a time: a late write must not replace a newer one.
+    recording = recording.then(() => recordProgress(deps.db.kysely, 'backup', id, { operation, doneBytes: p.doneBytes, totalBytes: p.totalBytes, updatedAt: isoAt(now) }))
+      .catch((err: unknown) => log.warn({ err, backup_id: id }, 'recording progress failed'));
   };
 }
 
@@ -272,7 +290,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
             const read: BackupSource = source.handle;
             stats = await repository.create({
               volumeId: v.id, backupId: b.id, source: read, ...(parent ? { parent } : {}), ...(changed ? { changed } : {}), createdAt: b.created_at,
-              onProgress: progressLogger(ctx.log, 'backup', b.id),
+              onProgress: progressReporter(deps, ctx.log, 'backup', b.id),
             });
             stored = true;
           } finally {
@@ -291,6 +309,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       await ctx.complete(async (tx) => {
         // Without stats the backup was force-deleted or reset meanwhile: only its source is given back.
         if (stats) await backups.transition(tx, { id: b.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id, set: { ...set, object_count: stats.objectsStored, fail_reason: null } });
+        await clearProgress(tx, b.id);
         await releaseSource(deps, tx, b, ctx.job.request_id);
       });
     },
@@ -311,7 +330,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
         await deps.exports?.changedBlocks?.markAllChanged(v.id, `restore of backup ${b.id}`);
         const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
         try {
-          const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: progressLogger(ctx.log, 'restore', b.id) });
+          const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: progressReporter(deps, ctx.log, 'restore', b.id) });
           ctx.log.info({ backup_id: b.id, volume_id: v.id, bytes_written: r.bytesWritten }, 'backup restored');
         } finally {
           await handle.close();
@@ -319,6 +338,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       });
       await ctx.complete(async (tx) => {
         await backups.transition(tx, { id: b.id, from: ['restoring'], to: 'available', requestId: ctx.job.request_id, set: { restore_volume_id: null, host: deps.host } });
+        await clearProgress(tx, b.id);
         if (await volumes.transition(tx, { id: v.id, from: ['restoring-backup'], to: 'available', requestId: ctx.job.request_id })) {
           // The metadata the volume had when it was backed up comes back with its data, as Cinder's restores do.
           await volumes.addMetadata(tx, v.id, b.volume_metadata ? JSON.parse(b.volume_metadata) as Record<string, string> : {});

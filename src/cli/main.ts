@@ -1,5 +1,5 @@
 /**
- * The `basalt` command: `server`, `db migrate|status`, `backup verify`, `config show`.
+ * The `basalt` command: `server`, `db migrate|status`, `backup create|restore|verify`, `config show`.
  * Client subcommands (volume, snapshot, attach, …) arrive with later issues.
  */
 import os from 'node:os';
@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { attachLoop, detachLoop, loopDevicesOf } from '../privileged/index.ts';
 import { ApiClient } from './api-client.ts';
 import { verifyBackup } from './backup-verify.ts';
+import { waitForBackup } from './backup-wait.ts';
 import { describeConfig, loadConfig, type BasaltConfig } from '../config/index.ts';
 import { migrateToLatest, migrationStatus, openDatabase, startRefusal } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
@@ -109,6 +110,39 @@ withCommon(backup.command('verify <backup>'))
     console.log(`backup ${r.backupId} (volume ${r.volumeId}): ${r.bad.length} of ${r.blobs} blobs damaged or missing; the backup is now in error:`);
     for (const hash of r.bad) console.log(`  ${hash}`);
     process.exitCode = 1;
+  });
+
+withClient(backup.command('create <volume>'))
+  .description('back a volume up (Cinder\'s POST /backups): prints the backup\'s id, or with --wait follows it to the end with its progress')
+  .option('--name <name>', 'the backup\'s name')
+  .option('--incremental', 'only what changed since the volume\'s latest backup', false)
+  .option('--force', 'back up an in-use volume (from a temporary snapshot)', false)
+  .option('--snapshot <id>', 'back up this snapshot of the volume')
+  .option('--wait', 'wait until the backup is available (exit 1 if it fails)', false)
+  .action(async (volume: string, flags: { url: string; project: string; user: string; name?: string; incremental: boolean; force: boolean; snapshot?: string; wait: boolean }) => {
+    const api = new ApiClient(flags);
+    const { backup } = await api.call('POST', '/backups', {
+      backup: { volume_id: volume, incremental: flags.incremental, force: flags.force, ...(flags.name ? { name: flags.name } : {}), ...(flags.snapshot ? { snapshot_id: flags.snapshot } : {}) },
+    });
+    if (!flags.wait) return void console.log(backup.id);
+    const done = await waitForBackup(api, backup.id, `backup ${backup.id}`);
+    if (done.status !== 'available') throw new BasaltError('DRIVER_FAILED', `backup ${backup.id} failed: ${String(done.fail_reason ?? done.status)}`);
+    console.log(backup.id);
+  });
+withClient(backup.command('restore <backup>'))
+  .description('restore a backup (Cinder\'s POST /backups/{id}/restore) to a new volume or onto --volume: prints the volume\'s id, or with --wait follows the restore to the end with its progress')
+  .option('--volume <id>', 'an available volume at least as large to restore onto (default: a new volume)')
+  .option('--wait', 'wait until the restore is done (exit 1 if it fails)', false)
+  .action(async (id: string, flags: { url: string; project: string; user: string; volume?: string; wait: boolean }) => {
+    const api = new ApiClient(flags);
+    const { restore } = await api.call('POST', `/backups/${id}/restore`, { restore: flags.volume ? { volume_id: flags.volume } : {} });
+    if (flags.wait) {
+      await waitForBackup(api, id, `restore of backup ${id}`);
+      // The backup is available again either way: the volume says how the restore went.
+      const { volume } = await api.call('GET', `/volumes/${restore.volume_id}`);
+      if (volume.status !== 'available') throw new BasaltError('DRIVER_FAILED', `the restore of backup ${id} onto volume ${restore.volume_id} failed: the volume is ${volume.status}`);
+    }
+    console.log(restore.volume_id);
   });
 
 const config = program.command('config').description('configuration');

@@ -30,6 +30,7 @@ import * as m0013 from './migrations/0013-volume-migration.ts';
 import * as m0014 from './migrations/0014-volume-host-index.ts';
 import * as m0015 from './migrations/0015-backups.ts';
 import * as m0016 from './migrations/0016-volume-exports.ts';
+import * as m0017 from './migrations/0017-progress.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -49,6 +50,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0014-volume-host-index': m0014,
   '0015-backups': m0015,
   '0016-volume-exports': m0016,
+  '0017-progress': m0017,
 };
 
 /** An open database. */

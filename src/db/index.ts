@@ -19,3 +19,4 @@ export * from './group-type-repository.ts';
 export * from './group-repository.ts';
 export * from './group-snapshot-repository.ts';
 export * from './backup-row-repository.ts';
+export * from './progress-repository.ts';

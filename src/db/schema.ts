@@ -348,6 +348,17 @@ export interface VolumeExportsTable {
   created_at: string;
 }
 
+/** `progress`: how far the running long operation of a resource is, while it runs (0017). */
+export interface ProgressTable {
+  resource_id: string;
+  resource_type: string;
+  /** What runs: `backup`, `restore`. */
+  operation: string;
+  done_bytes: number;
+  total_bytes: number;
+  updated_at: string;
+}
+
 /** `backups`: copies of volumes' (or snapshots') data kept in a backup repository (0015). */
 export interface BackupsTable {
   id: string;
@@ -424,6 +435,7 @@ export interface Database {
   group_snapshots: GroupSnapshotsTable;
   backups: BackupsTable;
   volume_exports: VolumeExportsTable;
+  progress: ProgressTable;
   backup_metadata: BackupMetadataTable;
 }
 

@@ -103,6 +103,7 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   s('GET /backups', 'backups/list_backups_no_detail'),
   s('GET /backups/detail', 'backups/list_backups_with_detail'),
   s('GET /backups/:id', 'backups/show_backup'),
+  none('GET /backups/:id/progress', "Basalt's own route (the progress of a running backup or restore): Cinder and tempest have none"),
   s('PUT /backups/:id', 'backups/update_backup'),
   s('DELETE /backups/:id', 'backups/delete_backup'),
   s('POST /backups/:id/restore', 'backups/restore_backup'),

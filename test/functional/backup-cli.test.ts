@@ -1,0 +1,68 @@
+/**
+ * The backup commands of the CLI and the progress they follow (issue 15,
+ * part 4): `GET /backups/{id}/progress` shows a running backup's bytes and
+ * percent and nothing once it is done; `basalt backup create --wait` and
+ * `basalt backup restore --wait` follow them to the end (exit 0, the ids on
+ * stdout) and a failure is one line and exit 1.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { fileDigest } from '../helpers/file-digest.ts';
+import { writeOverNbd } from '../helpers/nbd-write.ts';
+import { PROJECT, startTestServer, waitFor, waitForStatus } from '../helpers/server.ts';
+
+const run = promisify(execFile);
+const V = `/v3/${PROJECT}`;
+const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
+
+test('a running backup shows its progress; basalt backup create and restore --wait follow them to the end', { timeout: 180_000 }, async (t) => {
+  const s = await startTestServer(t);
+  const cli = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    try {
+      const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--url', s.url, '--project', PROJECT, '--user', 'admin']);
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+  const vol = (await s.request('POST', `${V}/volumes`, { volume: { size: 1 } })).body.volume.id as string;
+  await waitForStatus(s, vol, 'available');
+  await writeOverNbd(s, vol, 'write -P 0x7e 0 256M');
+
+  // The API: progress while the backup runs, none after.
+  const b = await s.request('POST', `${V}/backups`, { backup: { volume_id: vol, name: 'watched' } });
+  assert.equal(b.status, 202, JSON.stringify(b.body));
+  const id = b.body.backup.id as string;
+  const seen = await waitFor('progress of the running backup', async () => {
+    const p = (await s.request('GET', `${V}/backups/${id}/progress`)).body.progress;
+    if (p) return p;
+    assert.notEqual((await s.request('GET', `${V}/backups/${id}`)).body.backup.status, 'available', 'the backup ended before any progress was seen');
+    return undefined;
+  });
+  assert.equal(seen.operation, 'backup');
+  assert.equal(seen.status, 'creating');
+  assert.ok(seen.total_bytes > 0 && seen.done_bytes <= seen.total_bytes && seen.percent >= 0 && seen.percent <= 100, JSON.stringify(seen));
+  await waitFor('backup available', async () => (await s.request('GET', `${V}/backups/${id}`)).body.backup.status === 'available');
+  assert.deepEqual((await s.request('GET', `${V}/backups/${id}/progress`)).body, { progress: null });
+  assert.equal((await s.request('GET', `${V}/backups/00000000-0000-0000-0000-000000000000/progress`)).status, 404);
+
+  // The CLI.
+  const created = await cli('backup', 'create', vol, '--incremental', '--wait');
+  assert.equal(created.code, 0, created.stderr);
+  const incremental = created.stdout.trim();
+  assert.equal((await s.request('GET', `${V}/backups/${incremental}`)).body.backup.status, 'available');
+  const restored = await cli('backup', 'restore', incremental, '--wait');
+  assert.equal(restored.code, 0, restored.stderr);
+  const copy = restored.stdout.trim();
+  assert.equal((await s.request('GET', `${V}/volumes/${copy}`)).body.volume.status, 'available');
+  const file = (id: string) => path.join(s.stateDir, 'volumes', 'file', `volume-${id}`);
+  assert.equal(await fileDigest(file(copy), 1024 ** 3), await fileDigest(file(vol), 1024 ** 3), 'the restored volume holds the data');
+
+  const failed = await cli('backup', 'create', '00000000-0000-0000-0000-000000000000', '--wait');
+  assert.equal(failed.code, 1);
+  assert.match(failed.stderr, /^basalt: POST \/backups: .*could not be found.* \(HTTP 404\)\n$/);
+});
