@@ -49,6 +49,8 @@ async function attach(s: TestServer, volumeId: string): Promise<{ id: string; da
 function hostWriter(data: NbdData, blocks: number) {
   const written = new Map<number, number>();
   let reconnects = 0;
+  /** Writes acknowledged, counted apart from `written` (which holds at most one entry per block). */
+  let acknowledged = 0;
   let stop = false;
   /** What the host is doing now, and the last error it saw (for a failure's message). */
   const state = { doing: 'starting', lastError: '' };
@@ -81,6 +83,7 @@ function hostWriter(data: NbdData, blocks: number) {
           const r = await simpleRequest(c, NBD_WRITE, BigInt(block * BLOCK), BLOCK, Buffer.alloc(BLOCK, byte));
           assert.equal(r.error, 0, `write of block ${block} failed with NBD error ${r.error}`);
           written.set(block, byte);
+          acknowledged++;
           break;
         } catch (err) {
           if (err instanceof assert.AssertionError) throw err;
@@ -96,8 +99,8 @@ function hostWriter(data: NbdData, blocks: number) {
   })();
   done.catch(() => undefined); // its failure is reported by stop(), not as an unhandled rejection meanwhile
   return {
-    written, reconnects: () => reconnects, stop: async () => { stop = true; await done; },
-    describe: () => `the host is ${state.doing} after ${written.size} writes and ${reconnects} reconnects; last error: ${state.lastError || 'none'}`,
+    written, reconnects: () => reconnects, acknowledged: () => acknowledged, stop: async () => { stop = true; await done; },
+    describe: () => `the host is ${state.doing} after ${acknowledged} writes (${written.size} blocks) and ${reconnects} reconnects; last error: ${state.lastError || 'none'}`,
   };
 }
 
@@ -112,7 +115,7 @@ test('an attached volume moves to another backend while its host writes; the hos
   const attachment = await attach(s, v.id);
 
   const host = hostWriter(attachment.data, 2048); // the first 128 MiB
-  await waitFor('the host writing', async () => host.written.size > 50);
+  await waitFor('the host writing', async () => host.acknowledged() > 50);
   const dest = await poolOf(s, 'beta');
   const r = await s.request('POST', `${V}/volumes/${v.id}/action`, { 'os-migrate_volume': { host: dest } });
   assert.equal(r.status, 202, JSON.stringify(r.body));
@@ -121,8 +124,8 @@ test('an attached volume moves to another backend while its host writes; the hos
     assert.notEqual(row.migration_status, 'error', 'the move failed');
     return row.migration_status === 'success' && !fs.existsSync(source) ? row : undefined;
   });
-  const afterMove = host.written.size;
-  await waitFor('the host writing on the destination', async () => host.written.size > afterMove + 50);
+  const afterMove = host.acknowledged();
+  await waitFor('the host writing on the destination', async () => host.acknowledged() > afterMove + 50);
   await host.stop();
 
   assert.equal(moved.status, 'in-use');
@@ -152,7 +155,7 @@ test('an attached volume goes back to in-use where it was when its move fails', 
   const v = await volumeOn(s, 'alpha', 1);
   const attachment = await attach(s, v.id);
   const host = hostWriter(attachment.data, 256);
-  await waitFor('the host writing', async () => host.written.size > 20);
+  await waitFor('the host writing', async () => host.acknowledged() > 20);
   // A directory where the destination's file would go: that volume cannot be made there (the backend itself stays well).
   const destFile = fileOf(s.stateDir, 'beta', v.id);
   fs.mkdirSync(destFile, { recursive: true });
@@ -165,8 +168,8 @@ test('an attached volume goes back to in-use where it was when its move fails', 
   });
   assert.equal(failed.status, 'in-use');
   assert.match(failed['os-vol-host-attr:host'], /@alpha#/);
-  const count = host.written.size;
-  await waitFor('the host still writing', async () => host.written.size > count + 20).catch((err: Error) => {
+  const count = host.acknowledged();
+  await waitFor('the host still writing', async () => host.acknowledged() > count + 20).catch((err: Error) => {
     throw new Error(`${err.message}: ${host.describe()}\n${logLines.slice(-40).join('')}`);
   });
   await host.stop();
