@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { duBytes } from './disk-usage.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -91,18 +92,6 @@ function usage(): { rchar: number; cpuS: number } {
     } catch { /* gone */ }
   }
   return { rchar, cpuS: ticks / 100 };
-}
-
-function duBytes(dir: string): number {
-  let total = 0;
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p); else total += fs.statSync(p).size;
-    }
-  };
-  if (fs.existsSync(dir)) walk(dir);
-  return total;
 }
 
 /** Times `fn` (which ends when Cinder says available), with cinder-backup's reads, CPU and the stored growth. */

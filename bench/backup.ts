@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { duBytes } from './disk-usage.ts';
 import { BackupRepository, PosixTarget, type BackupSource, type ByteRange, type CreateBackupInput, type Manifest } from '../src/backup/index.ts';
 import { fileRegistration, type VolumeHandle } from '../src/drivers/index.ts';
 
@@ -45,18 +46,6 @@ interface Step { s: number; readBytes: number; storedBytes: number; cpuS: number
 function cpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
-}
-
-function duBytes(dir: string): number {
-  let total = 0;
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p); else total += fs.statSync(p).size;
-    }
-  };
-  if (fs.existsSync(dir)) walk(dir);
-  return total;
 }
 
 /**
