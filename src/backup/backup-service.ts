@@ -116,11 +116,15 @@ const PROGRESS_RECORD_MS = 500;
  * and at the end. A failed write of the record is only logged: progress never
  * fails the work.
  */
-function progressReporter(deps: Pick<BackupHandlerDeps, 'db' | 'clock'>, log: Logger, operation: 'backup' | 'restore', id: string): (p: BackupProgress) => void {
+function progressReporter(deps: Pick<BackupHandlerDeps, 'db' | 'clock'>, log: Logger, operation: 'backup' | 'restore', id: string): {
+  onProgress: (p: BackupProgress) => void;
+  /** Resolves once every record asked for is written: before the job ends and clears it, or a late write would outlive it. */
+  settled: () => Promise<void>;
+} {
   let nextPercent = 0;
   let nextRecord = 0;
   let recording: Promise<void> = Promise.resolve();
-  return (p) => {
+  const onProgress = (p: BackupProgress): void => {
     const percent = p.totalBytes ? Math.floor((p.doneBytes * 100) / p.totalBytes) : 100;
     if (percent >= nextPercent) {
       nextPercent = percent + 10;
@@ -133,6 +137,7 @@ function progressReporter(deps: Pick<BackupHandlerDeps, 'db' | 'clock'>, log: Lo
     recording = recording.then(() => recordProgress(deps.db.kysely, 'backup', id, { operation, doneBytes: p.doneBytes, totalBytes: p.totalBytes, updatedAt: isoAt(now) }))
       .catch((err: unknown) => log.warn({ err, backup_id: id }, 'recording progress failed'));
   };
+  return { onProgress, settled: () => recording };
 }
 
 /**
@@ -288,10 +293,15 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
           try {
             changed = parentRow && parent ? await changedRanges(deps, driver, v, parentRow, source, ctx.log) : undefined;
             const read: BackupSource = source.handle;
-            stats = await repository.create({
-              volumeId: v.id, backupId: b.id, source: read, ...(parent ? { parent } : {}), ...(changed ? { changed } : {}), createdAt: b.created_at,
-              onProgress: progressReporter(deps, ctx.log, 'backup', b.id),
-            });
+            const progress = progressReporter(deps, ctx.log, 'backup', b.id);
+            try {
+              stats = await repository.create({
+                volumeId: v.id, backupId: b.id, source: read, ...(parent ? { parent } : {}), ...(changed ? { changed } : {}), createdAt: b.created_at,
+                onProgress: progress.onProgress,
+              });
+            } finally {
+              await progress.settled();
+            }
             stored = true;
           } finally {
             await source.done();
@@ -329,10 +339,12 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
         // The restore writes past the export's tracker: the next incremental backup reads the volume whole.
         await deps.exports?.changedBlocks?.markAllChanged(v.id, `restore of backup ${b.id}`);
         const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
+        const progress = progressReporter(deps, ctx.log, 'restore', b.id);
         try {
-          const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: progressReporter(deps, ctx.log, 'restore', b.id) });
+          const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: progress.onProgress });
           ctx.log.info({ backup_id: b.id, volume_id: v.id, bytes_written: r.bytesWritten }, 'backup restored');
         } finally {
+          await progress.settled();
           await handle.close();
         }
       });

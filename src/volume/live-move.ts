@@ -25,6 +25,7 @@
  * whole on the source, and the move starts over.
  */
 import type { VolumeHandle } from '../drivers/index.ts';
+import { DriverError } from '../errors/index.ts';
 
 /** A byte range held by a write or by the copier. */
 interface Held { start: number; end: number; done: Promise<void> }
@@ -105,13 +106,18 @@ export class LiveMove {
     for (let offset = 0; offset < size; offset += COPY_CHUNK_BYTES) {
       const length = Math.min(COPY_CHUNK_BYTES, size - offset);
       await this.locks.hold(offset, offset + length, async () => {
-        const extents = this.source.blockStatus ? await this.source.blockStatus(offset, length) : [{ length, hole: false, zero: false }];
-        let at = offset;
-        for (const e of extents) {
-          const len = Math.min(e.length, offset + length - at);
-          if (!e.zero) await this.dest.write(at, await this.source.read(at, len));
-          at += len;
-          if (at >= offset + length) break;
+        // Block status may describe less than it is asked: ask again from where it stopped.
+        for (let at = offset; at < offset + length;) {
+          const rest = offset + length - at;
+          const extents = this.source.blockStatus ? await this.source.blockStatus(at, rest) : [{ length: rest, hole: false, zero: false }];
+          const from = at;
+          for (const e of extents) {
+            const len = Math.min(e.length, offset + length - at);
+            if (len <= 0) break;
+            if (!e.zero) await this.dest.write(at, await this.source.read(at, len));
+            at += len;
+          }
+          if (at === from) throw new DriverError(`The source's block status of ${rest} bytes at ${at} described nothing: the move cannot tell what to copy.`);
         }
       });
       onProgress?.({ doneBytes: offset + length, totalBytes: size });

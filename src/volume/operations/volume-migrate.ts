@@ -49,6 +49,7 @@ import { withLock } from '../../coordination/index.ts';
 import type { JobHandler, JobKind } from '../../jobs/index.ts';
 import type { VolumeHandlerDeps } from '../volume-handlers.ts';
 import { LiveMove } from '../live-move.ts';
+import { writesPastExport, type ConnectionInfo } from '../connection-info.ts';
 import { operation, type PayloadSchema, type RequestContext } from './operation.ts';
 
 /** `volume.migrate` (target: the destination cluster): copy the volume there and move its row. */
@@ -223,8 +224,8 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     if (!v.cluster_name || !v.host) throw new InvalidInputError(`Invalid input received: Volume ${v.id} was never placed on a backend.`);
     if (v.status === 'in-use') {
       for (const a of await tx.selectFrom('attachments').select(['id', 'connection_info']).where('volume_id', '=', v.id).execute()) {
-        const type = a.connection_info ? (JSON.parse(a.connection_info) as { driver_volume_type?: string }).driver_volume_type : 'nbd';
-        if (type !== 'nbd') {
+        if (writesPastExport(a.connection_info)) {
+          const type = (JSON.parse(a.connection_info!) as ConnectionInfo).driver_volume_type;
           throw new InvalidInputError(`Invalid input received: Volume ${v.id} is attached as ${type} (attachment ${a.id}): only volumes attached through Basalt's NBD export can move while attached; detach it first.`);
         }
       }
@@ -402,11 +403,13 @@ async function copyAttached(deps: VolumeHandlerDeps, source: Pick<GuardedDriver,
   const from = await source.openVolume(vol);
   const to = await dest.openVolume(vol).catch(async (err: unknown) => { await from.close(); throw err; });
   const move = new LiveMove(from, to);
-  await deps.moves.begin(vol.id, move);
   try {
+    await deps.moves.begin(vol.id, move);
     await move.copy();
   } catch (err) {
+    // The connections go back to the source alone; the pair is closed even if the mirror never started.
     await deps.moves.end(vol.id);
+    await move.close();
     throw err;
   }
 }

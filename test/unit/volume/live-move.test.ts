@@ -81,6 +81,15 @@ test('a write to the chunk the copier holds waits for it: the copier never write
   assert.equal((await checkDest.read(4096, 1))[0], 2, 'the copy wrote the chunk as it was before the write');
 });
 
+test('the copy asks for block status again where an answer stopped short, and copies the whole chunk', async () => {
+  const { source, dest, check, checkDest } = await pair();
+  await check.write(0, Buffer.alloc(4 * MiB, 5));
+  // A source that describes at most 256 KiB per answer (a server may describe less than asked).
+  const short: VolumeHandle = { ...source, blockStatus: async (offset, length) => (await source.blockStatus!(offset, Math.min(length, 256 * 1024))) };
+  await new LiveMove(short, dest).copy();
+  assert.ok((await checkDest.read(0, 4 * MiB)).equals(await check.read(0, 4 * MiB)), 'part of the chunk was not copied');
+});
+
 test('a view reads the source and has no fd (its connections stay off the native plane)', async () => {
   const { source, dest, check } = await pair();
   await check.write(0, Buffer.alloc(4096, 9));
