@@ -19,17 +19,38 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const log = pino({ level: 'silent' });
 
-function tempDir(t: TestContext): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-cbt-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
+/**
+ * A temporary directory and a way to open trackers on it. At the end, what
+ * was handed to `after` runs first (the servers that write through the
+ * trackers stop), then the trackers close, then the directory goes: a closed
+ * writer or an ended cut queues a save that runs in the background, and it
+ * must not write into a directory being removed.
+ */
+function tempDir(t: TestContext): { directory: string; open(): Promise<ChangedBlockTracker>; after(fn: () => unknown): void } {
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-cbt-'));
+  const trackers: ChangedBlockTracker[] = [];
+  const first: (() => unknown)[] = [];
+  t.after(async () => {
+    for (const fn of first.reverse()) await fn();
+    for (const tracker of trackers) await tracker.close();
+    fs.rmSync(directory, { recursive: true, force: true });
+  });
+  return {
+    directory,
+    async open() {
+      const tracker = await ChangedBlockTracker.open({ directory, log });
+      trackers.push(tracker);
+      return tracker;
+    },
+    after: (fn) => first.push(fn),
+  };
 }
 
 for (const plane of PLANES) {
   test(`${plane}: writes, zeroes and trims are recorded at 16 KiB, reads are not; a cut starts a new generation`, async (t) => {
-    const directory = tempDir(t);
-    const tracker = await ChangedBlockTracker.open({ directory, log });
-    const f = await startNbd(t, { plane, volumes: [{ name: 'v', sizeGiB: 1 }], options: { changedBlocks: tracker } });
+    const dir = tempDir(t);
+    const tracker = await dir.open();
+    const f = await startNbd({ after: dir.after }, { plane, volumes: [{ name: 'v', sizeGiB: 1 }], options: { changedBlocks: tracker } });
     const id = f.ids.get('v')!;
     await (await tracker.cut(id, 'b0')).commit(); // the base: a backup taken before the writes
 
@@ -60,7 +81,7 @@ for (const plane of PLANES) {
 }
 
 test('a failed backup gives its bits back; a later cut still sees them', async (t) => {
-  const tracker = await ChangedBlockTracker.open({ directory: tempDir(t), log });
+  const tracker = await tempDir(t).open();
   await (await tracker.cut('vol', 'b0')).commit();
   const w = await tracker.writer('vol', 64 * MiB);
   w.mark(0, 1);
@@ -76,7 +97,7 @@ test('a failed backup gives its bits back; a later cut still sees them', async (
 });
 
 test('marked wholly changed (a restore, a revert): the next cut knows nothing', async (t) => {
-  const tracker = await ChangedBlockTracker.open({ directory: tempDir(t), log });
+  const tracker = await tempDir(t).open();
   await (await tracker.cut('vol', 'b0')).commit();
   await tracker.markAllChanged('vol', 'test');
   const cut = await tracker.cut('vol', 'b1');
@@ -87,8 +108,8 @@ test('marked wholly changed (a restore, a revert): the next cut knows nothing', 
 });
 
 test('the bits survive a clean stop; a file left open by a crash counts as wholly changed', async (t) => {
-  const directory = tempDir(t);
-  const first = await ChangedBlockTracker.open({ directory, log });
+  const { directory, open } = tempDir(t);
+  const first = await open();
   await (await first.cut('clean', 'b0')).commit();
   await (await first.cut('crashed', 'b0')).commit();
   const w1 = await first.writer('clean', 64 * MiB);
@@ -101,7 +122,7 @@ test('the bits survive a clean stop; a file left open by a crash counts as wholl
   await first.close();
   assert.match(fs.readFileSync(path.join(directory, 'crashed')).subarray(0, 200).toString(), /"open":true/);
 
-  const second = await ChangedBlockTracker.open({ directory, log });
+  const second = await open();
   const clean = await second.cut('clean', 'b2');
   assert.deepEqual(clean.changedSince('b0'), [{ offset: 5 * MiB, length: 16 * KiB }]);
   assert.equal((await second.cut('crashed', 'b2')).changedSince('b0'), undefined);
