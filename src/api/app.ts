@@ -29,6 +29,7 @@ import { workerRoutes } from './workers.ts';
 import { transferRoutes } from './transfers.ts';
 import { discoveryRoutes } from './discovery.ts';
 import { encryptionRoutes } from './encryption.ts';
+import { ExperimentalRoutes } from './experimental.ts';
 import { requestedVersion, served } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { observabilityRoutes } from './observability-routes.ts';
@@ -95,6 +96,9 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     const path = req.url.split('?', 1)[0]!;
     if (path.endsWith('/') && path.startsWith('/v3/') && path !== '/v3/') return reply.code(404).send(faultBody(404, 'The resource could not be found.'));
   });
+  // Experimental routes answer only to requests that say they know (after the hook above: a 404 names its microversion too).
+  const experimental = new ExperimentalRoutes();
+  experimental.install(app);
   // A change is answered only once what it committed is on disk (SQLite flushes in groups: Db.durable).
   app.addHook('onSend', async (req, reply, payload) => {
     if (req.method === 'GET' || req.method === 'HEAD') return payload;
@@ -144,7 +148,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   });
   const enforce = async (req: FastifyRequest): Promise<void> => policy.enforce(req, below(req.routeOptions.url ?? ''));
 
-  app.register(versionRoutes);
+  app.register(versionRoutes(() => experimental.list()));
   app.register(observabilityRoutes(deps.observability));
   const resources = async (scope: FastifyInstance): Promise<void> => {
     await scope.register(volumeRoutes(deps));

@@ -13,6 +13,7 @@ import { cinderTime } from '../common/index.ts';
 import { BACKUP_SORT_KEYS, progressOf, type BackupFilter, type BackupRow } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
+import { EXPERIMENTAL } from './experimental.ts';
 import { queryValue } from './pagination.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
 import { actionOf, metadataSchema, nameSchema, validate } from './validation.ts';
@@ -152,7 +153,8 @@ export function backupRoutes(deps: ApiDeps) {
       backup: (await details(req, [await backupManager.get(req.caller, req.params.id)]))[0],
     }));
     // Basalt's own, beside Cinder's views (which carry no progress): how far a running backup or restore is.
-    app.get<{ Params: { id: string } }>('/backups/:id/progress', async (req) => {
+    // Experimental: its shape may change without a microversion (docs/experimental.md).
+    app.get<{ Params: { id: string } }>('/backups/:id/progress', EXPERIMENTAL, async (req) => {
       const b = await backupManager.get(req.caller, req.params.id);
       const p = await progressOf(db.kysely, b.id);
       return {

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { MAX_VERSION, MIN_VERSION } from './microversion.ts';
 import { baseUrl } from './context.ts';
 
-function document(req: FastifyRequest) {
+function document(req: FastifyRequest, experimental: readonly string[]) {
   return {
     versions: [{
       id: 'v3.0',
@@ -16,12 +16,20 @@ function document(req: FastifyRequest) {
         { rel: 'self', href: `${baseUrl(req)}/v3/` },
       ],
       'media-types': [{ base: 'application/json', type: 'application/vnd.openstack.volume+json;version=3' }],
+      // Basalt's own key: the routes that answer only with `OpenStack-API-Experimental: true` and may change or vanish.
+      experimental_routes: experimental,
     }],
   };
 }
 
-/** Registers the version documents. */
-export async function versionRoutes(app: FastifyInstance): Promise<void> {
-  app.get('/', async (req, reply) => reply.code(300).send(document(req)));
-  app.get('/v3', async (req) => document(req));
+/**
+ * Registers the version documents. `experimental` lists the experimental
+ * routes (`METHOD /v3/{project_id}/…`), read when a document is asked for: the
+ * routes are registered after this plugin.
+ */
+export function versionRoutes(experimental: () => readonly string[]) {
+  return async (app: FastifyInstance): Promise<void> => {
+    app.get('/', async (req, reply) => reply.code(300).send(document(req, experimental())));
+    app.get('/v3', async (req) => document(req, experimental()));
+  };
 }

@@ -14,6 +14,12 @@ export interface ClientOptions {
   version?: string;
 }
 
+/** How one call is made. */
+export interface CallOptions {
+  /** Whether the route is an experimental API (sends `OpenStack-API-Experimental: true`). Default false. */
+  experimental?: boolean;
+}
+
 /** A thin client over `/v3/{project}`. */
 export class ApiClient {
   constructor(private readonly o: ClientOptions) {}
@@ -22,12 +28,13 @@ export class ApiClient {
    * One request; returns the parsed body.
    * @throws BasaltError with the fault's message on a 4xx/5xx answer.
    */
-  async call<T = any>(method: string, path: string, body?: unknown): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  async call<T = any>(method: string, path: string, body?: unknown, o: CallOptions = {}): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
     const res = await fetch(`${this.o.url.replace(/\/$/, '')}/v3/${this.o.project}${path}`, {
       method,
       headers: {
         'X-Auth-Token': `${this.o.user}:${this.o.project}`,
         'OpenStack-API-Version': `volume ${this.o.version ?? '3.54'}`,
+        ...(o.experimental ? { 'OpenStack-API-Experimental': 'true' } : {}),
         ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
       },
       body: body === undefined ? undefined : JSON.stringify(body),

@@ -46,7 +46,7 @@ export async function waitForBackup(api: ApiClient, id: string, what: string): P
     for (;;) {
       const { backup } = await api.call<{ backup: Record<string, unknown> }>('GET', `/backups/${id}`);
       if (SETTLED.has(String(backup.status))) return backup;
-      const { progress } = await api.call<{ progress: { percent: number; done_bytes: number; total_bytes: number } | null }>('GET', `/backups/${id}/progress`);
+      const { progress } = await api.call<{ progress: { percent: number; done_bytes: number; total_bytes: number } | null }>('GET', `/backups/${id}/progress`, undefined, { experimental: true });
       if (progress) display.update(progress.percent, progress.done_bytes, progress.total_bytes);
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
