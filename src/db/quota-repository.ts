@@ -68,19 +68,37 @@ export class QuotaRepository {
   }
 
   /**
-   * Adds `delta` to the usage if the result stays within `limit` (-1: no
-   * limit; negative deltas always apply, never below zero). Returns whether it applied.
+   * Applies every change in one UPDATE: adds each `delta` to its resource's
+   * usage where the result stays within its `limit` (-1: no limit; negative
+   * deltas always apply, never below zero). Returns the resources whose row
+   * was not updated (over the limit, or no row): when any is, the caller
+   * fails and its transaction rolls the others back. One statement instead
+   * of one per resource: a volume create changes four usages, and each
+   * statement cost as much again in query building as in SQLite (bench/api profile).
    */
-  async addUsage(q: Q, projectId: string, resource: string, delta: number, limit: number): Promise<boolean> {
+  async addUsages(q: Q, projectId: string, changes: readonly UsageChange[]): Promise<string[]> {
+    const live = changes.filter((c) => c.delta !== 0);
+    if (live.length === 0) return [];
+    const value = (c: UsageChange) => (c.delta >= 0 ? sql`in_use + ${c.delta}` : sql`case when in_use + ${c.delta} < 0 then 0 else in_use + ${c.delta} end`);
+    // CASE rather than max()/greatest(): the same SQL on SQLite and PostgreSQL.
+    const inUse = sql<number>`case ${sql.join(live.map((c) => sql`when resource = ${c.resource} then ${value(c)}`), sql` `)} else in_use end`;
+    const limited = live.filter((c) => c.delta > 0 && c.limit >= 0);
     let u = q.updateTable('quota_usages')
-      .set((eb) => ({
-        // CASE rather than max()/greatest(): the same SQL on SQLite and PostgreSQL.
-        in_use: delta >= 0 ? eb('in_use', '+', delta) : sql<number>`case when in_use + ${delta} < 0 then 0 else in_use + ${delta} end`,
-        updated_at: isoAt(this.clock.now()),
-      }))
-      .where('project_id', '=', projectId).where('resource', '=', resource);
-    if (delta > 0 && limit >= 0) u = u.where((eb) => eb(eb('in_use', '+', delta), '<=', limit));
+      .set({ in_use: inUse, updated_at: isoAt(this.clock.now()) })
+      .where('project_id', '=', projectId).where('resource', 'in', live.map((c) => c.resource));
+    if (limited.length > 0) {
+      u = u.where(sql<boolean>`case ${sql.join(limited.map((c) => sql`when resource = ${c.resource} then in_use + ${c.delta} <= ${c.limit}`), sql` `)} else true end`);
+    }
     const r = await u.executeTakeFirst();
-    return r.numUpdatedRows > 0n;
+    if (Number(r.numUpdatedRows) === live.length) return [];
+    const now = await this.usages(q, projectId);
+    return live.filter((c) => now[c.resource] === undefined || (c.delta > 0 && c.limit >= 0 && now[c.resource]! + c.delta > c.limit)).map((c) => c.resource);
   }
+}
+
+/** One usage change: `delta` applied to `resource` unless it takes it past `limit` (-1: none). */
+export interface UsageChange {
+  resource: string;
+  delta: number;
+  limit: number;
 }

@@ -10,7 +10,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { DefaultOptions } from '../config/index.ts';
-import type { Database, QuotaRepository } from '../db/index.ts';
+import type { Database, QuotaRepository, UsageChange } from '../db/index.ts';
 import { InvalidInputError, QuotaExceededError } from '../errors/index.ts';
 
 type Q = Kysely<Database>;
@@ -115,14 +115,14 @@ export class QuotaEngine {
     // A usage row is counted from the resources only when it does not exist yet: counting is an
     // aggregate over every volume of the project, which no create should pay once the row is there.
     const rows = await this.deps.repo.usages(tx, projectId);
-    for (const [resource, delta] of Object.entries(deltas)) {
-      if (delta === 0) continue;
-      const limit = limits[resource] ?? -1;
-      if (rows[resource] === undefined) await this.deps.repo.ensureUsage(tx, projectId, resource, await this.deps.count(tx, projectId, resource));
-      if (await this.deps.repo.addUsage(tx, projectId, resource, delta, limit)) continue;
-      const inUse = (await this.deps.repo.usages(tx, projectId))[resource] ?? 0;
-      throw exceeded(resource, delta, limit, inUse);
+    const changes = Object.entries(deltas).filter(([, delta]) => delta !== 0).map(([resource, delta]) => ({ resource, delta, limit: limits[resource] ?? -1 }));
+    for (const c of changes) {
+      if (rows[c.resource] === undefined) await this.deps.repo.ensureUsage(tx, projectId, c.resource, await this.deps.count(tx, projectId, c.resource));
     }
+    const refused = await this.deps.repo.addUsages(tx, projectId, changes);
+    if (refused.length === 0) return;
+    const first = changes.find((c) => c.resource === refused[0])!;
+    throw exceeded(first.resource, first.delta, first.limit, (await this.deps.repo.usages(tx, projectId))[first.resource] ?? 0);
   }
 
   /**
@@ -131,14 +131,13 @@ export class QuotaEngine {
    */
   async release(tx: Q, projectId: string, deltas: Record<string, number>): Promise<void> {
     const rows = await this.deps.repo.usages(tx, projectId);
+    const given: UsageChange[] = [];
     for (const [resource, delta] of Object.entries(deltas)) {
       if (delta === 0) continue;
-      if (rows[resource] === undefined) {
-        await this.deps.repo.ensureUsage(tx, projectId, resource, await this.deps.count(tx, projectId, resource));
-      } else {
-        await this.deps.repo.addUsage(tx, projectId, resource, -delta, -1);
-      }
+      if (rows[resource] === undefined) await this.deps.repo.ensureUsage(tx, projectId, resource, await this.deps.count(tx, projectId, resource));
+      else given.push({ resource, delta: -delta, limit: -1 });
     }
+    await this.deps.repo.addUsages(tx, projectId, given);
   }
 
   /** Drops a project's own limits: it falls back to the defaults. */
