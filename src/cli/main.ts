@@ -1,12 +1,15 @@
 /**
- * The `basalt` command: `server`, `db migrate|status`, `backup create|restore|verify`, `config show`.
- * Client subcommands (volume, snapshot, attach, …) arrive with later issues.
+ * The `basalt` command: `server`, `db migrate|status`, `config show`, `backup verify`
+ * (the operator's, on this machine), and the API's clients: `volume`, `snapshot`,
+ * `backup`, `attachment`, `type`, `service` (client-commands.ts), `attach`, `detach`.
  */
 import os from 'node:os';
 import { Presets, SingleBar } from 'cli-progress';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { attachLoop, detachLoop, loopDevicesOf } from '../privileged/index.ts';
-import { ApiClient } from './api-client.ts';
+import { connect } from './api-client.ts';
+import { addClientCommands, volumeId, withClient, type ClientFlags } from './client-commands.ts';
+import { CliError, describeError, EXIT, exitCodeOf } from './exit-codes.ts';
 import { verifyBackup } from './backup-verify.ts';
 import { waitForBackup } from './backup-wait.ts';
 import { describeConfig, loadConfig, type BasaltConfig } from '../config/index.ts';
@@ -34,7 +37,12 @@ function configFrom(flags: CommonFlags): BasaltConfig {
   return loadConfig({ configFile: flags.config ?? process.env.BASALT_CONFIG, flags: { port: flags.port, stateDir: flags.stateDir } });
 }
 
-const program = new Command('basalt').version(BASALT_VERSION).description('Basalt block storage service');
+/** Whether commander has printed an error itself (a usage error), so it is not said twice. */
+let commanderSaid = false;
+const program = new Command('basalt').version(BASALT_VERSION).description('Basalt block storage service')
+  // Usage errors end with their own exit code (exit-codes.ts), not commander's 1; inherited by every subcommand.
+  .exitOverride()
+  .configureOutput({ writeErr: (text) => { commanderSaid = true; process.stderr.write(text); } });
 
 withCommon(program.command('server'))
   .description('run the service (all roles by default)')
@@ -119,10 +127,10 @@ withClient(backup.command('create <volume>'))
   .option('--force', 'back up an in-use volume (from a temporary snapshot)', false)
   .option('--snapshot <id>', 'back up this snapshot of the volume')
   .option('--wait', 'wait until the backup is available (exit 1 if it fails)', false)
-  .action(async (volume: string, flags: { url: string; project: string; user: string; name?: string; incremental: boolean; force: boolean; snapshot?: string; wait: boolean }) => {
-    const api = new ApiClient(flags);
+  .action(async (volume: string, flags: ClientFlags & { name?: string; incremental: boolean; force: boolean; snapshot?: string; wait: boolean }) => {
+    const api = await connect(flags);
     const { backup } = await api.call('POST', '/backups', {
-      backup: { volume_id: volume, incremental: flags.incremental, force: flags.force, ...(flags.name ? { name: flags.name } : {}), ...(flags.snapshot ? { snapshot_id: flags.snapshot } : {}) },
+      backup: { volume_id: await volumeId(api, volume), incremental: flags.incremental, force: flags.force, ...(flags.name ? { name: flags.name } : {}), ...(flags.snapshot ? { snapshot_id: flags.snapshot } : {}) },
     });
     if (!flags.wait) return void console.log(backup.id);
     const done = await waitForBackup(api, backup.id, `backup ${backup.id}`);
@@ -133,8 +141,8 @@ withClient(backup.command('restore <backup>'))
   .description('restore a backup (Cinder\'s POST /backups/{id}/restore) to a new volume or onto --volume: prints the volume\'s id, or with --wait follows the restore to the end with its progress')
   .option('--volume <id>', 'an available volume at least as large to restore onto (default: a new volume)')
   .option('--wait', 'wait until the restore is done (exit 1 if it fails)', false)
-  .action(async (id: string, flags: { url: string; project: string; user: string; volume?: string; wait: boolean }) => {
-    const api = new ApiClient(flags);
+  .action(async (id: string, flags: ClientFlags & { volume?: string; wait: boolean }) => {
+    const api = await connect(flags);
     const { restore } = await api.call('POST', `/backups/${id}/restore`, { restore: flags.volume ? { volume_id: flags.volume } : {} });
     if (flags.wait) {
       await waitForBackup(api, id, `restore of backup ${id}`);
@@ -150,23 +158,15 @@ withCommon(config.command('show')).description('print every effective option and
   console.log(describeConfig(configFrom(flags)));
 });
 
-/** Client options shared by the commands that talk to the API. */
-function withClient(cmd: Command): Command {
-  return cmd
-    .option('--url <url>', 'API endpoint', `http://127.0.0.1:${process.env.BASALT_PORT ?? '8776'}`)
-    .option('--project <id>', 'project (noauth)', process.env.OS_PROJECT_ID ?? 'admin')
-    .option('--user <id>', 'user (noauth)', process.env.OS_USER_ID ?? 'admin');
-}
-
 withClient(program.command('attach <volume>'))
   .description('attach a volume to this host: a loop device when the volume is a file here, an rbd: URL (for QEMU with librbd) on an rbd backend, else the NBD URI')
   .option('--mode <mode>', 'rw or ro', 'rw')
   .option('--host <name>', 'this host\'s name as the volume service knows it', os.hostname())
-  .action(async (volume: string, flags: { url: string; project: string; user: string; mode: string; host: string }) => {
+  .action(async (volume: string, flags: ClientFlags & { mode: string; host: string }) => {
     if (flags.mode !== 'rw' && flags.mode !== 'ro') throw new InvalidArgumentError('--mode must be rw or ro');
-    const api = new ApiClient(flags);
+    const api = await connect(flags);
     const connector = { host: flags.host, ip: '127.0.0.1', initiator: null, mode: flags.mode };
-    const { attachment } = await api.call('POST', '/attachments', { attachment: { volume_uuid: volume, connector, mode: flags.mode } });
+    const { attachment } = await api.call('POST', '/attachments', { attachment: { volume_uuid: await volumeId(api, volume), connector, mode: flags.mode } });
     await api.call('POST', `/attachments/${attachment.id}/action`, { 'os-complete': null });
     const info = attachment.connection_info as { driver_volume_type: string; data: Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
     if (info.driver_volume_type === 'local') {
@@ -183,9 +183,10 @@ withClient(program.command('attach <volume>'))
 withClient(program.command('detach <volume>'))
   .description('detach a volume from this host: removes its loop device and deletes its local attachment (--all: every attachment of the volume)')
   .option('--all', 'also delete the volume\'s NBD attachments (other hosts\')', false)
-  .action(async (volume: string, flags: { url: string; project: string; user: string; all: boolean }) => {
-    const api = new ApiClient(flags);
-    const { attachments } = await api.call('GET', `/attachments/detail?volume_id=${encodeURIComponent(volume)}`);
+  .action(async (volume: string, flags: ClientFlags & { all: boolean }) => {
+    const api = await connect(flags);
+    const { attachments } = await api.call('GET', `/attachments/detail?volume_id=${await volumeId(api, volume)}`);
+    let detached = 0;
     // A reserved attachment has no connection info yet (null, as Cinder answers).
     for (const a of attachments as Array<{ id: string; connection_info: { driver_volume_type?: string; data?: { device_path?: string } } | null }>) {
       const local = a.connection_info?.driver_volume_type === 'local';
@@ -195,14 +196,19 @@ withClient(program.command('detach <volume>'))
       }
       await api.call('DELETE', `/attachments/${a.id}`);
       console.log(`detached ${a.id}`);
+      detached++;
     }
+    // Doing nothing is said, never a silent success.
+    if (detached > 0) return;
+    if (attachments.length === 0) throw new CliError(`volume ${volume} has no attachments`, EXIT.notFound);
+    throw new CliError(`volume ${volume} has no local attachment on this host; its ${attachments.length} other attachment(s) (NBD, other hosts) stay: --all deletes them too`, EXIT.notFound);
   });
 
+addClientCommands(program);
+
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof BasaltError) {
-    process.stderr.write(`basalt: ${err.message}\n`);
-  } else {
-    process.stderr.write(`basalt: ${(err as Error)?.stack ?? String(err)}\n`);
-  }
-  process.exit(1);
+  const code = exitCodeOf(err);
+  // commander has printed its own usage message (and help or the version exits 0).
+  if (!(err instanceof CommanderError && (commanderSaid || code === EXIT.ok))) process.stderr.write(`basalt: ${describeError(err)}\n`);
+  process.exit(code === EXIT.ok ? EXIT.ok : code);
 });

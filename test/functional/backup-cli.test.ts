@@ -65,6 +65,6 @@ test('a running backup shows its progress; basalt backup create and restore --wa
   assert.equal(await fileDigest(file(copy), 1024 ** 3), await fileDigest(file(vol), 1024 ** 3), 'the restored volume holds the data');
 
   const failed = await cli('backup', 'create', '00000000-0000-0000-0000-000000000000', '--wait');
-  assert.equal(failed.code, 1);
-  assert.match(failed.stderr, /^basalt: POST \/backups: .*could not be found.* \(HTTP 404\)\n$/);
+  assert.equal(failed.code, 3, 'not found (exit codes: src/cli/exit-codes.ts)');
+  assert.match(failed.stderr, /^basalt: no volume has the id or name "0{8}-0{4}-0{4}-0{4}-0{12}" in project \w+ .*\n$/);
 });

@@ -57,5 +57,5 @@ test('basalt attach gives a loop device on the volume\'s host, or the NBD URI el
   assert.equal(snap.status, 202);
   await cli('detach', vol, '--all');
   assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'available');
-  await assert.rejects(cli('attach', '00000000-0000-0000-0000-000000000000'), /could not be found/);
+  await assert.rejects(cli('attach', '00000000-0000-0000-0000-000000000000'), /no volume has the id or name/);
 });
