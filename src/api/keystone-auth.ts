@@ -22,7 +22,7 @@
  * never sent (issue 13, defect 12).
  */
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
-import type { Caller } from '../common/index.ts';
+import { passwordLoginBody, type Caller } from '../common/index.ts';
 import type { KeystoneOptions } from '../config/index.ts';
 import { BasaltError, ForbiddenError, UnauthorizedError } from '../errors/index.ts';
 
@@ -150,12 +150,7 @@ export class KeystoneAuth {
       const r = await this.fetch('/v3/auth/tokens', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({
-          auth: {
-            identity: { methods: ['password'], password: { user: { name: this.o.username, domain: { name: this.o.user_domain_name }, password: this.o.password } } },
-            scope: { project: { name: this.o.project_name, domain: { name: this.o.project_domain_name } } },
-          },
-        }),
+        body: passwordLoginBody(this.o),
       }, log);
       const token = r.headers.get('x-subject-token');
       if (r.status !== 201 || !token) {

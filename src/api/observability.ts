@@ -21,6 +21,7 @@ import { sql } from 'kysely';
 import client from 'prom-client';
 import type { Db, ServiceRepository } from '../db/index.ts';
 import { reporting } from '../services/index.ts';
+import { deliveryCounts } from '../events/index.ts';
 
 /** How long `/readyz` waits for the database. */
 export const READY_DB_TIMEOUT_MS = 2000;
@@ -86,6 +87,14 @@ export class Observability {
       async collect() {
         this.reset();
         for (const s of await p.services.list(p.db.kysely)) this.set({ binary: s.binary, host: s.host }, Math.max(0, (p.now() - Date.parse(s.heartbeat_at)) / 1000));
+      },
+    });
+    new client.Gauge({
+      name: 'basalt_event_deliveries', help: 'Attempts at delivering events outside Basalt kept in the delivery history (message_ttl), by sink (nova) and outcome (delivered; failed: tried again; refused: the receiver said no).',
+      labelNames: ['sink', 'outcome'], registers,
+      async collect() {
+        this.reset();
+        for (const r of await deliveryCounts(p.db)) this.set({ sink: r.sink, outcome: r.outcome }, r.count);
       },
     });
     if (p.exports) {

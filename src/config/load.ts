@@ -9,7 +9,7 @@ import ini from 'ini';
 import { findDriver, REGISTERED_DRIVERS } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import {
-  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS,
+  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS, NOVA_OPTIONS,
   type BackendOptions, type BasaltConfig, type DefaultContext, type OptionSpec,
 } from './schema.ts';
 
@@ -215,7 +215,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   const anyBackend = { ...anyDriverOptions(), ...common };
   rejectUnknown(raw, new Map<string, Group>([
     ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['keystone_authtoken', KEYSTONE_OPTIONS],
-    ['key_manager', KEY_MANAGER_OPTIONS], ['backend_defaults', anyBackend],
+    ['key_manager', KEY_MANAGER_OPTIONS], ['nova', NOVA_OPTIONS], ['backend_defaults', anyBackend],
   ]), anyBackend);
 
   const sources = new Map<string, string>();
@@ -229,6 +229,10 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   const coordination = resolveGroup(COORDINATION_OPTIONS, ['coordination'], raw, ctx, sources, 'coordination');
   const keystone = resolveGroup(KEYSTONE_OPTIONS, ['keystone_authtoken'], raw, ctx, sources, 'keystone_authtoken');
   const keyManager = resolveGroup(KEY_MANAGER_OPTIONS, ['key_manager'], raw, ctx, sources, 'key_manager');
+  const nova = resolveGroup(NOVA_OPTIONS, ['nova'], raw, ctx, sources, 'nova');
+  if (nova.auth_type === 'none' && nova.auth_url === '' && nova.endpoint_override === '' && raw.has('nova')) {
+    throw new ConfigError('auth_type = none in [nova] needs endpoint_override (Nova\'s URL)');
+  }
   if (DEFAULT.auth_strategy === 'keystone' && (!keystone.auth_url || !keystone.password)) {
     throw new ConfigError('auth_strategy = keystone needs auth_url and password in [keystone_authtoken]');
   }
@@ -256,7 +260,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   return {
     DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],
     coordination: coordination as BasaltConfig['coordination'], keystone_authtoken: keystone as BasaltConfig['keystone_authtoken'],
-    key_manager: keyManager as BasaltConfig['key_manager'], backends, sources,
+    key_manager: keyManager as BasaltConfig['key_manager'], nova: nova as BasaltConfig['nova'], backends, sources,
   };
 }
 
@@ -280,6 +284,7 @@ export function describeConfig(config: BasaltConfig): string {
   emit('coordination', config.coordination, COORDINATION_OPTIONS);
   emit('keystone_authtoken', config.keystone_authtoken, KEYSTONE_OPTIONS);
   emit('key_manager', config.key_manager, KEY_MANAGER_OPTIONS);
+  emit('nova', config.nova, NOVA_OPTIONS);
   const common = backendGroup();
   for (const b of config.backends) {
     const { name, driverOptions, ...values } = b;

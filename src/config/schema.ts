@@ -295,6 +295,43 @@ export const KEYSTONE_OPTIONS = {
 } as const;
 
 /**
+ * `[nova]`: how Basalt tells the compute side (Nova) of changes to attached
+ * volumes through `POST /os-server-external-events`, with the option names of
+ * Cinder's `[nova]` section (keystoneauth's password plugin and session
+ * options, `region_name`, `interface`). Notifications are off while neither
+ * `auth_url` nor `endpoint_override` is set.
+ */
+export const NOVA_OPTIONS = {
+  auth_type: opt<string>({
+    type: 'string', default: 'password', choices: ['password', 'none'],
+    help: 'How Basalt authenticates to Nova: password (a Keystone token for the user below; Nova\'s endpoint from the token\'s catalog unless endpoint_override) or none (no token: a Nova, or a stand-in, that needs none).',
+  }),
+  auth_url: opt<string>({ type: 'string', default: '', help: 'Keystone URL of the user that may send external events (an admin, or a service user Nova\'s policy allows), e.g. http://keystone:5000/v3.' }),
+  username: opt<string>({ type: 'string', default: 'nova', help: 'The user Basalt sends external events as.' }),
+  password: opt<string>({ type: 'string', default: '', secret: true, help: 'The password of [nova] username.' }),
+  user_domain_name: opt<string>({ type: 'string', default: 'Default', help: 'Domain of [nova] username.' }),
+  project_name: opt<string>({ type: 'string', default: 'service', help: 'Project the token is scoped to.' }),
+  project_domain_name: opt<string>({ type: 'string', default: 'Default', help: 'Domain of [nova] project_name.' }),
+  region_name: opt<string>({ type: 'string', default: '', help: 'Region of the compute endpoint to pick from the catalog (empty: any).' }),
+  interface: opt<string>({
+    type: 'string', default: 'public', choices: ['public', 'admin', 'internal'],
+    help: 'Which of the compute service\'s catalog endpoints to use.',
+  }),
+  endpoint_override: opt<string>({
+    type: 'string', default: '',
+    help: 'Nova\'s API URL (e.g. http://nova:8774/v2.1), used instead of the catalog\'s; with auth_type none, the only option needed.',
+  }),
+  timeout: opt<number>({
+    type: 'float', default: 30, min: 0.1,
+    help: 'Seconds one request to Nova (or Keystone) may take; a slower answer counts as a failed attempt, tried again.',
+  }),
+  event_max_attempts: opt<number>({
+    type: 'int', default: 10, min: 1,
+    help: 'Basalt\'s own: attempts at delivering one batch of events before it fails for good (a user message on the volume says so); the delay between attempts starts at job_retry_delay_seconds and doubles. A Nova that is down never delays or fails the volume\'s operation itself.',
+  }),
+} as const;
+
+/**
  * `[key_manager]`: where the keys of encrypted volumes come from (the option
  * names Cinder's configuration uses, read by Castellan there).
  */
@@ -331,6 +368,8 @@ export type DatabaseOptions = Resolved<typeof DATABASE_OPTIONS>;
 export type CoordinationOptions = Resolved<typeof COORDINATION_OPTIONS>;
 /** Resolved `[keystone_authtoken]` options. */
 export type KeystoneOptions = Resolved<typeof KEYSTONE_OPTIONS>;
+/** Resolved `[nova]` options. */
+export type NovaOptions = Resolved<typeof NOVA_OPTIONS>;
 /** Resolved `[key_manager]` options. */
 export type KeyManagerOptions = Resolved<typeof KEY_MANAGER_OPTIONS>;
 
@@ -341,6 +380,7 @@ export interface BasaltConfig {
   readonly coordination: CoordinationOptions;
   readonly keystone_authtoken: KeystoneOptions;
   readonly key_manager: KeyManagerOptions;
+  readonly nova: NovaOptions;
   /** One entry per name in `enabled_backends`, in that order. */
   readonly backends: readonly BackendOptions[];
   /** Where each effective value came from, keyed `section.option`. */

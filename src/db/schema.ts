@@ -117,6 +117,33 @@ export interface ServicesTable {
   updated_at: string | null;
 }
 
+/**
+ * `event_deliveries` (0018): one attempt at delivering an event to a party
+ * outside Basalt, with its outcome: the delivery history.
+ */
+export interface EventDeliveriesTable {
+  id: string;
+  /** The delivery job. */
+  job_id: string;
+  /** Where it went: `nova` (the compute side's external events API). */
+  sink: string;
+  project_id: string;
+  resource_type: string;
+  resource_id: string;
+  /** What was delivered, e.g. `volume-extended`. */
+  event: string;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** `delivered`, `failed` (tried again later) or `refused` (the receiver said no: not tried again). */
+  outcome: 'delivered' | 'failed' | 'refused';
+  /** The receiver's HTTP status, null when none came (unreachable, timed out). */
+  http_status: number | null;
+  /** Why it failed, in Basalt's words (never shown to users). */
+  error: string | null;
+  duration_ms: number;
+  created_at: string;
+}
+
 /** `messages`: user messages about asynchronous failures (Cinder 3.3). */
 export interface MessagesTable {
   id: string;
@@ -413,6 +440,7 @@ export interface Database {
   services: ServicesTable;
   messages: MessagesTable;
   events: EventsTable;
+  event_deliveries: EventDeliveriesTable;
   quotas: QuotasTable;
   quota_classes: QuotaClassesTable;
   quota_usages: QuotaUsagesTable;

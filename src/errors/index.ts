@@ -30,6 +30,12 @@ export const ERROR_CATALOGUE = {
   DRIVER_FAILED: 500,
   /** The driver or backend is temporarily unable to serve; the job is retried. */
   BACKEND_UNAVAILABLE: 503,
+  /**
+   * The compute side (Nova) could not be told of an event: unreachable, too
+   * slow, or it refused the event. Only a delivery job fails with it, never the
+   * volume's operation.
+   */
+  COMPUTE_NOTIFY_FAILED: 502,
   /** No backend can hold the volume. */
   NO_VALID_BACKEND: 500,
   /** The identity service (Keystone) cannot validate tokens right now. */

@@ -44,6 +44,12 @@ export interface JobKind<P> {
    */
   readonly holdsLaterJobs?: boolean;
   /**
+   * Attempts before a job of this kind fails for good. Default: the queue's
+   * (`job_max_attempts`). A delivery to a party outside Basalt sets its own:
+   * the party may be down far longer than a backend hiccups.
+   */
+  readonly maxAttempts?: number;
+  /**
    * Writes `payload` in the shape of an older `version` (from `minVersion`),
    * for consumers that do not read the current one yet. Default: the payload
    * as it is (the shape did not change).

@@ -125,7 +125,7 @@ export class JobQueue {
       resource_id: job.resourceId,
       state: 'queued',
       attempts: 0,
-      max_attempts: this.options.maxAttempts,
+      max_attempts: kind.maxAttempts ?? this.options.maxAttempts,
       lease_owner: null,
       lease_expires_at: null,
       not_before: job.notBefore ?? now,

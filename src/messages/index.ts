@@ -30,6 +30,8 @@ export const MESSAGE_ACTIONS = {
 export const MESSAGE_DETAILS = {
   UNKNOWN_ERROR: { id: '001', text: 'An unknown error occurred.' },
   NO_VALID_BACKEND: { id: '003', text: 'Could not find any available weighted backend.' },
+  /** Cinder's 009: the compute side could not be told (its external events API). */
+  NOTIFY_COMPUTE_SERVICE_FAILED: { id: '009', text: 'Compute service failed to extend volume.' },
   DRIVER_FAILED: { id: '010', text: 'The storage backend failed to complete the operation.' },
   BACKEND_UNAVAILABLE: { id: '011', text: 'The storage backend was unavailable; retries were exhausted.' },
   INTERRUPTED: { id: '012', text: 'The operation was interrupted and did not finish; it was stopped so the volume is not left in a transitional status.' },
@@ -48,6 +50,7 @@ export function detailFor(err: BasaltError): MessageDetail {
     case 'BACKEND_UNAVAILABLE': return MESSAGE_DETAILS.BACKEND_UNAVAILABLE;
     case 'BACKUP_CORRUPT': return MESSAGE_DETAILS.BACKUP_CORRUPT;
     case 'INVALID_INPUT': return MESSAGE_DETAILS.INVALID_INPUT;
+    case 'COMPUTE_NOTIFY_FAILED': return MESSAGE_DETAILS.NOTIFY_COMPUTE_SERVICE_FAILED;
     default: return MESSAGE_DETAILS.UNKNOWN_ERROR;
   }
 }

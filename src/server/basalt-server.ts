@@ -21,6 +21,7 @@ import { openDriver, type GuardedDriver } from '../drivers/index.ts';
 import { ChangedBlockTracker, NbdServer } from '../export/index.ts';
 import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
+import { ComputeEvents, computeEventsKind, NovaClient, pruneDeliveries } from '../events/index.ts';
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
@@ -127,6 +128,11 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const backupJobDeps = { backups, volumes, snapshots, clock, messageTtlSeconds: d.message_ttl };
   const backupKinds = backupJobKinds(backupJobDeps);
   const fromBackup = volumeFromBackup({ backups, volumes, kinds: backupKinds });
+  // The compute side is told of changes to attached volumes only when [nova] says where it is; any sweeper can fail a delivery.
+  const computeKindDeps = { clock, messageTtlSeconds: d.message_ttl, maxAttempts: config.nova.event_max_attempts };
+  const compute = NovaClient.configured(config.nova)
+    ? new ComputeEvents({ ...computeKindDeps, db, client: new NovaClient(config.nova), log: log.child({ component: 'compute-events' }) })
+    : undefined;
   const common = {
     queue, services, version: BASALT_VERSION, instanceId, concurrency: d.job_concurrency,
     pollMs: d.job_poll_interval_seconds * 1000, heartbeatMs: d.report_interval * 1000,
@@ -187,6 +193,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
+          ...(compute ? { compute } : {}),
           exports: nbd, moves, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls, ...(nbd.socketPath ? { socket: nbd.socketPath } : {}) }, drivers, backupRestore: fromBackup,
         });
         drivers.set(svc.cluster, driver);
@@ -227,8 +234,9 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       },
     };
     const sweeper = new Sweeper({
-      queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds), ...Object.values(backupKinds)],
-      rules: [...stuckResourceRules(db, jobDeps), ...stuckGroupRules(db, groupJobDeps), ...stuckBackupRules(db, backupJobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) }],
+      queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds), ...Object.values(backupKinds), compute?.kind ?? computeEventsKind(computeKindDeps)],
+      rules: [...stuckResourceRules(db, jobDeps), ...stuckGroupRules(db, groupJobDeps), ...stuckBackupRules(db, backupJobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) },
+        { name: 'old-deliveries', sweep: () => pruneDeliveries(db, clock, d.message_ttl * 1000) }],
       intervalMs: Math.max(200, Math.min(leaseMs, d.service_down_time * 1000) / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
     });
     await sweeper.sweepOnce();

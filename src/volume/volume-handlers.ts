@@ -9,6 +9,7 @@ import type { Db, ServiceRepository, Tx, VolumeRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import type { AnyJobKind, Enqueue, JobHandler, JobQueue } from '../jobs/index.ts';
 import type { Coordinator } from '../coordination/index.ts';
+import type { ComputeEvents } from '../events/index.ts';
 import type { KeyManager } from '../keymgr/index.ts';
 import type { LifecycleDeps } from './lifecycle.ts';
 import type { LiveMoves } from './live-move.ts';
@@ -60,6 +61,12 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   drivers?: ReadonlyMap<string, GuardedDriver>;
   /** Attached volumes moving in this process, served by a mirror (`live-move.ts`); present with {@link exports}. */
   moves?: LiveMoves;
+  /**
+   * Tells the compute side (Nova) of changes to attached volumes, when `[nova]`
+   * says where it is: operations queue its deliveries as they finish, and this
+   * service runs them. Absent: the compute side is told nothing.
+   */
+  compute?: ComputeEvents;
 }
 
 /**
@@ -88,5 +95,6 @@ export function volumeHandlers(deps: VolumeHandlerDeps, driver: GuardedDriver): 
     }),
     migrateCleanupHandler(deps, driver, kinds.migrateCleanup),
     fence,
+    ...(deps.compute ? [deps.compute.handler] : []),
   ];
 }

@@ -9,6 +9,7 @@
  * | error | `error_extending` (action: extend volume); the quota taken is given back |
  * | jobs | `volume.extend` v1 |
  * | lock | `volume-<id>` |
+ * | afterwards | an in-use volume's instances get Nova's `volume-extended` (`src/events`, when `[nova]` is set) |
  */
 import type { Tx } from '../../db/index.ts';
 import { InvalidInputError } from '../../errors/index.ts';
@@ -61,11 +62,13 @@ export const volumeExtend = operation<'volume', ExtendPayload, ExtendVolumeInput
 
   run: ({ driver }, v, p) => driver.extendVolume({ id: v.id, sizeGiB: v.size }, p.newSizeGiB),
 
-  async finish({ tx, deps, requestId }, v, p) {
+  async finish({ tx, deps, enqueue, requestId }, v, p) {
     // An in-use volume (3.42) goes back to in-use: its attachments are still there.
     await deps.db.lockRows(tx, 'volumes', [v.id]);
     const attached = await tx.selectFrom('attachments').select('id').where('volume_id', '=', v.id).executeTakeFirst();
     await deps.volumes.transition(tx, { id: v.id, from: ['extending'], to: attached ? 'in-use' : 'available', set: { size: p.newSizeGiB }, requestId });
+    // The instances it is attached to resize their disks when Nova tells them (a delivery job of its own, never this one's).
+    if (attached) await deps.compute?.volumeExtended(tx, enqueue, v, requestId);
   },
 
   async undo({ tx, deps }, v, p) {
