@@ -55,7 +55,9 @@ withCommon(program.command('server'))
       const bad = roles.find((r) => !ROLES.includes(r));
       if (bad) throw new InvalidArgumentError(`unknown role ${bad}`);
     }
-    const server = await startServer({ config, roles });
+    const server = await startServer({ config, roles }).catch((err: unknown) => {
+      throw listenRefusal(err) ?? err;
+    });
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;
@@ -66,6 +68,15 @@ withCommon(program.command('server'))
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
+
+/** A port that cannot be listened on, said in one line naming the option that moves it; undefined for any other error. */
+function listenRefusal(err: unknown): CliError | undefined {
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (e?.syscall !== 'listen' || (e.code !== 'EADDRINUSE' && e.code !== 'EACCES' && e.code !== 'EADDRNOTAVAIL')) return undefined;
+  const where = e.port === undefined ? e.address : `${e.address}:${e.port}`;
+  const why = e.code === 'EADDRINUSE' ? 'another process is listening there' : e.code === 'EACCES' ? 'not allowed to use that port' : 'no interface of this host has that address';
+  return new CliError(`cannot listen on ${where}: ${why}. Choose another with --port or BASALT_PORT (the API), or nbd_port / BASALT_NBD_PORT (the NBD export); nothing was left running`, EXIT.failed);
+}
 
 const db = program.command('db').description('database schema management');
 withCommon(db.command('migrate')).description('apply pending migrations').action(async (flags: CommonFlags) => {

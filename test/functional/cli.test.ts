@@ -1,6 +1,7 @@
 /** The basalt command: config show, db migrate, db status. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
@@ -25,4 +26,19 @@ test('config show, db migrate and db status', async (t) => {
 
   await assert.rejects(run(process.execPath, [BIN, 'config', 'show', '--state-dir', dir], { env: { ...process.env, BASALT_JOB_MAX_ATTEMPTS: 'many' } }),
     (e: { stderr: string; code: number }) => /Invalid value "many" for option job_max_attempts/.test(e.stderr) && e.code === 1);
+});
+
+test('a port in use stops the server with one line naming the option that moves it, and nothing left running', async (t) => {
+  const dir = tempStateDir(t);
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.after(() => taken.close());
+  const port = (taken.address() as net.AddressInfo).port;
+  const env = { ...process.env, ...(await testDatabase(dir)).env, BASALT_STATE_DIR: dir, BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'warn' };
+  await assert.rejects(run(process.execPath, [BIN, 'server', '--port', String(port)], { env, timeout: 60_000 }), (e: { stderr: string; code: number }) => {
+    assert.equal(e.code, 1);
+    assert.equal(e.stderr.trim().split('\n').length, 1, e.stderr);
+    assert.match(e.stderr, new RegExp(`^basalt: cannot listen on 127\\.0\\.0\\.1:${port}: another process is listening there\\. Choose another with --port or BASALT_PORT`));
+    return true;
+  });
 });
