@@ -15,7 +15,7 @@ import { waitForBackup } from './backup-wait.ts';
 import { describeConfig, loadConfig, type BasaltConfig } from '../config/index.ts';
 import { migrateToLatest, migrationStatus, openDatabase, startRefusal } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
-import { ROLES, startServer, type Role } from '../server/index.ts';
+import { ROLES, serverLogger, startServer, type LogFormat, type Role } from '../server/index.ts';
 import { BASALT_VERSION } from '../server/index.ts';
 import { rbdUrl, type RbdConnectionData } from './rbd-url.ts';
 
@@ -24,6 +24,11 @@ interface CommonFlags { config?: string; port?: number; stateDir?: string }
 function port(value: string): number {
   if (!/^\d+$/.test(value) || Number(value) > 65535) throw new InvalidArgumentError('expected a port number 0-65535');
   return Number(value);
+}
+
+function logFormat(value: string): LogFormat {
+  if (value !== 'json' && value !== 'pretty') throw new InvalidArgumentError('expected json or pretty');
+  return value;
 }
 
 function withCommon(cmd: Command): Command {
@@ -47,15 +52,18 @@ const program = new Command('basalt').version(BASALT_VERSION).description('Basal
 withCommon(program.command('server'))
   .description('run the service (all roles by default)')
   .option('--roles <roles>', `comma-separated roles to run: ${ROLES.join(', ')}`)
-  .action(async (flags: CommonFlags & { roles?: string }) => {
+  .option('--log-format <format>', 'json, or pretty (one readable line per event); default log_format ($BASALT_LOG_FORMAT), else pretty on a terminal and json otherwise', logFormat)
+  .action(async (flags: CommonFlags & { roles?: string; logFormat?: LogFormat }) => {
     const config = configFrom(flags);
+    const format = flags.logFormat ?? (config.DEFAULT.log_format ? logFormat(config.DEFAULT.log_format) : process.stdout.isTTY ? 'pretty' : 'json');
+    const logger = serverLogger(config.DEFAULT.log_level, format);
     let roles: Role[] | undefined;
     if (flags.roles) {
       roles = flags.roles.split(',').map((r) => r.trim()) as Role[];
       const bad = roles.find((r) => !ROLES.includes(r));
       if (bad) throw new InvalidArgumentError(`unknown role ${bad}`);
     }
-    const server = await startServer({ config, roles }).catch((err: unknown) => {
+    const server = await startServer({ config, roles, logger }).catch((err: unknown) => {
       throw listenRefusal(err) ?? err;
     });
     let stopping = false;

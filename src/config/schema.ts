@@ -196,7 +196,11 @@ export const DEFAULT_OPTIONS = {
   }),
   log_level: opt<string>({
     type: 'string', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
-    help: 'Log level of the JSON log on standard output.',
+    help: 'Log level of the log on standard output.',
+  }),
+  log_format: opt<string>({
+    type: 'string', default: '', choices: ['', 'json', 'pretty'],
+    help: 'Shape of the log on standard output: json (one object per line), pretty (one readable line per event), or empty: pretty on a terminal, json otherwise. basalt server --log-format overrides it.',
   }),
   quota_volumes: opt<number>({ type: 'int', default: 10, min: -1, help: 'Default number of volumes a project may have (-1: unlimited).' }),
   quota_snapshots: opt<number>({ type: 'int', default: 10, min: -1, help: 'Default number of snapshots a project may have (-1: unlimited).' }),

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import pino from 'pino';
+import PinoPretty from 'pino-pretty';
 
 /**
  * Most bytes of log lines held while the destination cannot be written; lines
@@ -46,4 +47,23 @@ export function logDestination(fd = 1): pino.DestinationStream & NodeJS.EventEmi
     stream.write(`${line}\n`);
   });
   return stream;
+}
+
+/** The two shapes of the server's log: JSON lines for machines, one readable line per event for a terminal. */
+export type LogFormat = 'json' | 'pretty';
+
+/**
+ * A logger for `basalt server`: JSON lines (ISO times, so a line read alone
+ * says when) through {@link logDestination}, or with `pretty` one line per
+ * event for a person at a terminal (pino-pretty: local time, level, the
+ * request id first when there is one, then the message and its fields).
+ */
+export function serverLogger(level: string, format: LogFormat): pino.Logger {
+  const options = { level, base: { service: 'basalt' }, timestamp: pino.stdTimeFunctions.isoTime };
+  if (format === 'json') return pino(options, logDestination());
+  const pretty = PinoPretty({
+    destination: 1, sync: false, colorize: Boolean(process.stdout.isTTY), translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,service,request_id', messageFormat: '{if request_id}[{request_id}] {end}{msg}', singleLine: true,
+  });
+  return pino(options, pretty);
 }
