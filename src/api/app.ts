@@ -15,6 +15,7 @@ import type { ApiDeps } from './context.ts';
 import { handleClientError, refuseConnect, refuseExpectation } from './client-error.ts';
 import { faultBody, handleError, handleFrameworkError } from './fault.ts';
 import { infrastructureRoutes } from './infrastructure.ts';
+import { replicationRoutes } from './replication.ts';
 import { parseJsonBody } from './json-body.ts';
 import { messageRoutes } from './messages.ts';
 import { quotaRoutes } from './quotas.ts';
@@ -169,6 +170,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(groupRoutes(deps));
     await scope.register(groupSnapshotRoutes(deps));
     await scope.register(encryptionRoutes(deps));
+    if (deps.replication) await scope.register(replicationRoutes(deps, deps.replication));
   };
   const auth = authenticator(deps.config);
   const prepare = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {

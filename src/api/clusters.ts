@@ -10,6 +10,7 @@ import { NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
 import { validate } from './validation.ts';
+import { serviceReplicationStatus } from './replication.ts';
 
 const TOGGLE = {
   type: 'object', required: ['name'], additionalProperties: false,
@@ -45,7 +46,7 @@ export function clusterRoutes(deps: ApiDeps) {
     const disabled = rows.every((s) => s.disabled === 1);
     const replication = req.apiVersion.atLeast('3.26');
     const v: Record<string, unknown> = { name, binary: rows[0]!.binary, state: up.length ? 'up' : 'down', status: disabled ? 'disabled' : 'enabled' };
-    if (replication) v.replication_status = 'disabled';
+    if (replication) v.replication_status = serviceReplicationStatus(rows[0]!);
     if (detail) {
       v.num_hosts = rows.length;
       v.num_down_hosts = rows.length - up.length;
@@ -55,7 +56,7 @@ export function clusterRoutes(deps: ApiDeps) {
       v.disabled_reason = disabled ? rows[0]!.disabled_reason : null;
       if (replication) {
         v.frozen = rows.some((s) => s.frozen === 1);
-        v.active_backend_id = null;
+        v.active_backend_id = rows[0]!.active_backend_id ?? null;
       }
     }
     return v;

@@ -3,6 +3,7 @@
  * app adds (`caller`, `apiVersion`).
  */
 import type { Observability } from './observability.ts';
+import type { ReplicationApiDeps } from './replication.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
 import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
@@ -41,6 +42,8 @@ export interface ApiDeps {
   cleanup(filter: CleanupFilter): Promise<CleanupResult>;
   /** Metrics and readiness (`/metrics`, `/readyz`); without it only `/healthz` answers. */
   observability?: Observability;
+  /** Replication's failover (`os-services/failover_host`, issue 16); without it those routes are not served. */
+  replication?: ReplicationApiDeps;
 }
 
 declare module 'fastify' {

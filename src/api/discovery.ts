@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { NotFoundError } from '../errors/index.ts';
-import { reporting, type ReportingService } from '../services/index.ts';
+import { replicationTargetsOf, reporting, type ReportingService } from '../services/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
 
@@ -86,7 +86,7 @@ export function discoveryRoutes(deps: ApiDeps) {
         namespace: `OS::Storage::Capabilities::${req.params.host}`,
         vendor_name: caps.vendor_name, volume_backend_name: caps.volume_backend_name, pool_name: pool?.pool_name ?? null,
         driver_version: caps.driver_version, storage_protocol: caps.storage_protocol,
-        display_name: null, description: null, visibility: null, replication_targets: [],
+        display_name: null, description: null, visibility: null, replication_targets: replicationTargetsOf(caps),
         properties: {
           thin_provisioning: { ...property('Thin Provisioning', 'Sets thin provisioning.'), default: pool?.thin_provisioning_support ?? false },
           multiattach: { ...property('Multiattach', 'Whether volumes may be attached to several hosts.'), default: pool?.multiattach ?? false },

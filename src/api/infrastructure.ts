@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import { cinderTime } from '../common/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { validate } from './validation.ts';
+import { serviceReplicationStatus } from './replication.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
 
@@ -38,8 +39,8 @@ export function infrastructureRoutes(deps: ApiDeps) {
             updated_at: cinderTime(s.heartbeat_at), disabled_reason: s.disabled_reason,
           };
           if (s.binary === 'cinder-volume') {
-            view.replication_status = 'disabled';
-            view.active_backend_id = null;
+            view.replication_status = serviceReplicationStatus(s);
+            view.active_backend_id = s.active_backend_id ?? null;
             view.frozen = s.frozen === 1;
           }
           if (req.apiVersion.atLeast('3.7')) view.cluster = s.cluster;

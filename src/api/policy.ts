@@ -236,6 +236,10 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:services:update', 'PUT', '/os-services/disable-log-reason', 'admin'),
   e('volume:freeze_host', 'PUT', '/os-services/freeze', 'admin'),
   e('volume:thaw_host', 'PUT', '/os-services/thaw', 'admin'),
+  e('volume:failover_host', 'PUT', '/os-services/failover_host', 'admin'),
+  e('volume:failover_host', 'PUT', '/os-services/failover', 'admin', { since: '3.26' }),
+  // Basalt's own: where each copy of a replicated volume is (issue 16).
+  e('volume_extension:volume_admin_actions:show_replication', 'GET', '/volumes/:id/replication', 'admin'),
   e('volume_extension:hosts', 'GET', '/os-hosts', 'admin'),
   e('volume_extension:hosts', 'GET', '/os-hosts/:host', 'admin'),
   e('volume_extension:availability_zone_list', 'GET', '/os-availability-zone', 'reader'),

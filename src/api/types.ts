@@ -7,6 +7,7 @@ import { ownValue } from '../common/index.ts';
 import type { VolumeType } from '../db/index.ts';
 import { ConflictError, ForbiddenError, InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
+import { replicationSpecProblem } from '../volume/index.ts';
 import { queryValue } from './pagination.ts';
 import { metadataSchema, validate } from './validation.ts';
 
@@ -45,6 +46,17 @@ const DEFAULT_TYPE = {
   type: 'object', required: ['default_type'], additionalProperties: false,
   properties: { default_type: { type: 'object', required: ['volume_type'], additionalProperties: false, properties: { volume_type: typeName } } },
 };
+
+/**
+ * Refuses extra specs Basalt reads and cannot take (replication's), with a
+ * 400 naming the spec: a type that would place volumes it cannot replicate
+ * as asked is refused when it is written, not when a volume is made.
+ * @throws InvalidInputError naming the spec.
+ */
+function checkSpecs(specs: Readonly<Record<string, string>>): void {
+  const problem = replicationSpecProblem(specs);
+  if (problem) throw new InvalidInputError(`Invalid input received: ${problem}.`);
+}
 
 function asBool(v: unknown): boolean {
   return v === true || (typeof v === 'string' && ['true', '1'].includes(v.toLowerCase()));
@@ -89,6 +101,7 @@ export function typeRoutes(deps: ApiDeps) {
     app.post('/types', async (req) => {
       const b = validate<{ volume_type: Record<string, unknown> }>(CREATE, req.body).volume_type;
       const name = (b.name as string).trim();
+      checkSpecs((b.extra_specs ?? {}) as Record<string, string>);
       const id = await db.kysely.transaction().execute(async (tx) => {
         if (await types.nameTaken(tx, name)) throw new ConflictError(`Volume Type ${name} already exists.`);
         const pub = b['os-volume-type-access:is_public'] ?? b.is_public;
@@ -135,6 +148,7 @@ export function typeRoutes(deps: ApiDeps) {
     app.get<{ Params: { id: string } }>('/types/:id/extra_specs', async (req) => ({ extra_specs: typeView(req, await find(req, req.params.id)).extra_specs }));
     app.post<{ Params: { id: string } }>('/types/:id/extra_specs', async (req) => {
       const b = validate<{ extra_specs: Record<string, string> }>(SPECS, req.body);
+      checkSpecs(b.extra_specs);
       const t = await find(req, req.params.id);
       await db.kysely.transaction().execute((tx) => types.setExtraSpecs(tx, t.id, b.extra_specs));
       return { extra_specs: b.extra_specs };
@@ -150,6 +164,7 @@ export function typeRoutes(deps: ApiDeps) {
       const keys = Object.keys(body);
       if (keys.length !== 1) throw new InvalidInputError('Request body contains too many items');
       if (keys[0] !== req.params.key) throw new InvalidInputError('Request body and URI mismatch');
+      checkSpecs(body);
       const t = await find(req, req.params.id);
       await types.setExtraSpecs(db.kysely, t.id, body);
       return body;

@@ -142,7 +142,7 @@ export function volumeView(req: FastifyRequest, v: VolumeRow, metadata: Record<s
     user_id: v.user_id,
     bootable: v.bootable ? 'true' : 'false',
     encrypted: v.encryption_key_id !== null,
-    replication_status: null,
+    replication_status: v.replication_status ?? 'disabled',
     consistencygroup_id: null,
     multiattach: v.multiattach === 1,
   };

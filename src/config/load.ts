@@ -9,7 +9,7 @@ import ini from 'ini';
 import { findDriver, REGISTERED_DRIVERS } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import {
-  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS, NOVA_OPTIONS,
+  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS, NOVA_OPTIONS, replicationDevices,
   type BackendOptions, type BasaltConfig, type DefaultContext, type OptionSpec,
 } from './schema.ts';
 
@@ -255,7 +255,9 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
     }
     // [backend_defaults] may hold options of other drivers; only this driver's are read.
     const driverOptions = resolveGroup(driver.options, [name, 'backend_defaults'], raw, backendCtx, sources, name);
-    return { ...values, name, driverOptions } as unknown as BackendOptions;
+    const backend = { ...values, name, driverOptions } as unknown as BackendOptions;
+    replicationDevices(backend); // refuses a malformed replication_device at start, naming it
+    return backend;
   });
   return {
     DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],

@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import { ConfigError } from '../errors/index.ts';
 
 /** The value kinds an option can have. */
 export type OptionType = 'string' | 'int' | 'float' | 'bool' | 'list';
@@ -242,7 +243,44 @@ export const BACKEND_OPTIONS = {
     type: 'float', default: 600, min: 0.1,
     help: 'Longest one driver call may take before it counts as failed (and is retried).',
   }),
+  replication_device: opt<string>({
+    type: 'string', default: '',
+    help: 'Replication targets of this backend, in Cinder\'s form: backend_id:NAME, where NAME is the volume_backend_name of another Basalt backend (on this host or another, served by any process on the same database); several targets are separated by semicolons. Volumes of a type with replication_enabled=\'<is> True\' are placed only on backends with a target, and their data is shipped to it over its NBD export with TLS-PSK (issue 16). Empty: none; the backend reports replication_enabled False.',
+  }),
 } as const;
+
+/** One replication target of a backend (`replication_device`), as parsed by {@link replicationDevices}. */
+export interface ReplicationDevice {
+  /** The target's name: the `volume_backend_name` of the Basalt backend holding the secondary copies. */
+  readonly backendId: string;
+}
+
+/**
+ * The replication targets `replication_device` names: `backend_id:NAME`
+ * entries separated by `;` (Cinder repeats the option instead, which an INI
+ * file here cannot). Other `key:value` pairs of an entry are Cinder drivers'
+ * own and refused, so a typo cannot pass for a setting.
+ * @throws ConfigError naming the option when an entry has no backend_id, or names one twice.
+ */
+export function replicationDevices(backend: { readonly name: string; readonly replication_device: string }): ReplicationDevice[] {
+  const out: ReplicationDevice[] = [];
+  for (const entry of backend.replication_device.split(';').map((e) => e.trim()).filter((e) => e !== '')) {
+    const pairs = entry.split(',').map((p) => p.trim()).filter((p) => p !== '');
+    let backendId: string | undefined;
+    for (const pair of pairs) {
+      const i = pair.indexOf(':');
+      const [key, value] = i < 0 ? [pair, ''] : [pair.slice(0, i).trim(), pair.slice(i + 1).trim()];
+      if (key !== 'backend_id') throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: Basalt knows only the key backend_id, not ${key}.`);
+      if (value === '') throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: backend_id needs a name (backend_id:NAME).`);
+      backendId = value;
+    }
+    if (backendId === undefined) throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: an entry must name backend_id.`);
+    if (out.some((d) => d.backendId === backendId)) throw new ConfigError(`Invalid value for option replication_device in [${backend.name}]: backend_id ${backendId} is named twice.`);
+    if (backendId === 'default') throw new ConfigError(`Invalid value for option replication_device in [${backend.name}]: backend_id default is Cinder's word for failing back and cannot name a target.`);
+    out.push({ backendId });
+  }
+  return out;
+}
 
 /** `[database]`. */
 export const DATABASE_OPTIONS = {

@@ -32,6 +32,7 @@ import * as m0015 from './migrations/0015-backups.ts';
 import * as m0016 from './migrations/0016-volume-exports.ts';
 import * as m0017 from './migrations/0017-progress.ts';
 import * as m0018 from './migrations/0018-event-deliveries.ts';
+import * as m0019 from './migrations/0019-replication.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -53,6 +54,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0016-volume-exports': m0016,
   '0017-progress': m0017,
   '0018-event-deliveries': m0018,
+  '0019-replication': m0019,
 };
 
 /** An open database. */

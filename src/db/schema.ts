@@ -58,6 +58,12 @@ export interface VolumesTable {
   migration_status: string | null;
   /** The destination pool (`host@backend#pool`) while a move runs (0013), null otherwise. */
   migration_host: string | null;
+  /**
+   * Cinder's replication status (0019): `disabled`, `enabled`, `copying`,
+   * `error`, `failing-over`, `failed-over`, `not-capable`; null in rows made
+   * before it, shown as `disabled`.
+   */
+  replication_status: string | null;
 }
 
 /** `volume_metadata`: user key/value pairs of a volume. */
@@ -109,6 +115,10 @@ export interface ServicesTable {
   disabled_reason: string | null;
   /** 1 while frozen (os-services freeze): no management operations on its backend. */
   frozen: Generated<number>;
+  /** The failover state (0019): `failing-over`, `failed-over`, `failover-error`; null when never failed over (then it follows the report). */
+  replication_status?: string | null;
+  /** The replication target the backend is failed over to (0019), null when it serves its own copies. */
+  active_backend_id?: string | null;
   heartbeat_at: string;
   heartbeat_ms: number;
   /** JSON capabilities and pool stats reported by a volume service. */
@@ -373,6 +383,47 @@ export interface VolumeExportsTable {
   /** TLS-PSK key, hex. */
   psk_key: string;
   created_at: string;
+  /** (0019) The backend whose copy the export serves: a replication export serves the secondary's; absent or null: the volume's own. */
+  cluster?: string | null;
+}
+
+/** `volume_replicas`: where a replicated volume's secondary copy is and how far it has been shipped (0019). */
+export interface VolumeReplicasTable {
+  volume_id: string;
+  /** The cluster serving the copy hosts use; the volume row's `cluster_name` says the same. */
+  primary_cluster: string;
+  /** The primary's pool (`host@backend#pool`), where the volume goes back on failback. */
+  primary_host: string;
+  /** The cluster holding the secondary copy. */
+  secondary_cluster: string;
+  /** The secondary's pool (`host@backend#pool`). */
+  secondary_host: string;
+  /** The `backend_id` of the primary's `replication_device` that names the secondary. */
+  backend_id: string;
+  /** `async` (points at an interval) or `sync` (each write on both). */
+  mode: string;
+  /** Asynchronous: the longest time between two shipped points. */
+  rpo_seconds: number;
+  /** `creating` (no secondary copy yet), `copying` (the first point ships), `enabled` (in step), `error` (behind; retried), `failed-over`. */
+  state: string;
+  /** The read-write export of the secondary copy the primary ships through (`volume_exports`), once made. */
+  export_name: string | null;
+  /** The internal snapshot on the primary of the last point shipped whole (the next one ships what changed since). */
+  last_point_id: string | null;
+  /** When that point was taken. */
+  last_point_at: string | null;
+  /**
+   * After a failover or failback: the last point the secondary's copy had
+   * when it was the primary (on the secondary's backend); what it took since
+   * must be overwritten by the next shipment. Cleared once noted.
+   */
+  peer_point_id: string | null;
+  /** JSON `[[offset, length], …]`: ranges the next shipment sends whatever changed (the secondary's divergence), null when none. */
+  pending_ranges: string | null;
+  bytes_shipped: Generated<number>;
+  /** Why the last shipment failed (operators only), null after one succeeds. */
+  last_error: string | null;
+  updated_at: string;
 }
 
 /** `progress`: how far the running long operation of a resource is, while it runs (0017). */
@@ -463,6 +514,7 @@ export interface Database {
   group_snapshots: GroupSnapshotsTable;
   backups: BackupsTable;
   volume_exports: VolumeExportsTable;
+  volume_replicas: VolumeReplicasTable;
   progress: ProgressTable;
   backup_metadata: BackupMetadataTable;
 }
@@ -484,6 +536,7 @@ export type VolumeTypeEncryptionRow = Selectable<VolumeTypeEncryptionTable>;
 export type QosSpecsRow = Selectable<QosSpecsTable>;
 
 export type VolumeRow = Selectable<VolumesTable>;
+export type VolumeReplicaRow = Selectable<VolumeReplicasTable>;
 export type NewVolume = Insertable<VolumesTable>;
 export type VolumeUpdate = Updateable<VolumesTable>;
 export type JobRow = Selectable<JobsTable>;

@@ -23,6 +23,9 @@ export const VOLUME_SORT_KEYS: Record<string, keyof VolumeRow> = {
 /** Volume columns that may be NULL among the sort keys. */
 const VOLUME_KEYSET: KeysetTable<keyof VolumeRow> = { table: 'volumes', nullable: new Set(['name', 'updated_at', 'host']) };
 
+/** Columns added after the first release that an insert may leave to their defaults. */
+type LaterColumns = 'migration_status' | 'migration_host' | 'replication_status';
+
 /** Filters a volume list understands. */
 export interface VolumeFilter extends ResourceFilter {
   availabilityZone?: string;
@@ -40,9 +43,12 @@ export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter
     super(clock, { table: 'volumes', resourceType: 'volume', metadataTable: 'volume_metadata', metadataKey: 'volume_id', keyset: VOLUME_KEYSET, jobParent: 'group_id' });
   }
 
-  /** Inserts a volume; the migration columns (0013) start null unless given, as a volume never moved has them. */
-  override async insert(q: Q, row: Omit<VolumeRow, 'migration_status' | 'migration_host'> & Partial<Pick<VolumeRow, 'migration_status' | 'migration_host'>>, metadata: Record<string, string>): Promise<void> {
-    await super.insert(q, { migration_status: null, migration_host: null, ...row }, metadata);
+  /**
+   * Inserts a volume; the migration columns (0013) start null unless given, as
+   * a volume never moved has them, and its replication status (0019) `disabled`.
+   */
+  override async insert(q: Q, row: Omit<VolumeRow, LaterColumns> & Partial<Pick<VolumeRow, LaterColumns>>, metadata: Record<string, string>): Promise<void> {
+    await super.insert(q, { migration_status: null, migration_host: null, replication_status: 'disabled', ...row }, metadata);
   }
 
   protected override narrow(s: AnySelect, f: VolumeFilter): AnySelect {

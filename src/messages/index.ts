@@ -24,6 +24,10 @@ export const MESSAGE_ACTIONS = {
   BACKUP_CREATE: { id: '023', text: 'create backup' },
   BACKUP_DELETE: { id: '014', text: 'delete backup' },
   BACKUP_RESTORE: { id: '015', text: 'restore backup' },
+  /** Basalt's: shipping a replicated volume's points to its secondary copy (issue 16). */
+  REPLICATE_VOLUME: { id: '024', text: 'replicate volume' },
+  /** Basalt's: failing a backend over to its replication target. */
+  FAILOVER_VOLUME: { id: '025', text: 'failover volume' },
 } as const;
 
 /** What went wrong. Ids are stable. */
@@ -37,6 +41,10 @@ export const MESSAGE_DETAILS = {
   INTERRUPTED: { id: '012', text: 'The operation was interrupted and did not finish; it was stopped so the volume is not left in a transitional status.' },
   BACKUP_CORRUPT: { id: '030', text: 'The backup\'s stored data is missing or fails its checksum.' },
   INVALID_INPUT: { id: '031', text: 'The request could not be carried out as asked.' },
+  /** The secondary copy is behind: the primary keeps serving, and shipping resumes by itself. */
+  REPLICA_BEHIND: { id: '032', text: 'The secondary copy could not be updated (target unreachable, full or failing); the volume keeps working and replication catches up by itself.' },
+  /** A failover left a volume with no copy on the target. */
+  NOT_REPLICATED: { id: '033', text: 'The volume\'s backend was failed over and the volume has no copy on the target.' },
 } as const;
 
 export type MessageAction = (typeof MESSAGE_ACTIONS)[keyof typeof MESSAGE_ACTIONS];

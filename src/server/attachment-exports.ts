@@ -2,8 +2,9 @@
  * The export provider of a process's NBD server: an export name resolves
  * while its attachment exists and has been given a connector, or while its
  * row in `volume_exports` exists (Basalt's own exports: a move between
- * processes reads its source through one), and the volume's backend runs in
- * this process.
+ * processes reads its source through one, a replicated volume's points are
+ * shipped to its secondary copy through one), and the backend whose copy it
+ * serves (the volume's, or the export's `cluster`) runs in this process.
  */
 import type { AttachmentRepository, Db, VolumeRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
@@ -19,12 +20,22 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
   return {
     async find(name) {
       const a = await attachments.byExport(db.kysely, name)
-        ?? await db.kysely.selectFrom('volume_exports').select(['volume_id', 'psk_identity', 'read_only']).where('export_name', '=', name).executeTakeFirst()
-          .then((x) => x && { volume_id: x.volume_id, psk_identity: x.psk_identity, attach_mode: x.read_only === 1 ? 'ro' : 'rw', attach_status: 'attached' });
+        ?? await db.kysely.selectFrom('volume_exports').select(['volume_id', 'psk_identity', 'read_only', 'cluster']).where('export_name', '=', name).executeTakeFirst()
+          .then((x) => x && { volume_id: x.volume_id, psk_identity: x.psk_identity, attach_mode: x.read_only === 1 ? 'ro' : 'rw', attach_status: 'attached', cluster: x.cluster });
       if (!a || !['attaching', 'attached'].includes(a.attach_status)) return undefined;
       const v = await volumes.get(db.kysely, a.volume_id);
-      const driver = v?.cluster_name ? drivers.get(v.cluster_name) : undefined;
+      // A replication export serves the copy on its own backend (the secondary), not the volume's.
+      const copy = 'cluster' in a && a.cluster ? a.cluster : undefined;
+      const cluster = copy ?? v?.cluster_name;
+      const driver = cluster ? drivers.get(cluster) : undefined;
       if (!v || !driver) return undefined;
+      if (copy !== undefined) {
+        return {
+          // No key: holding the volume's writes (a point being taken) must not hold the copy's, nor count them as the volume's changes.
+          name, pskIdentity: a.psk_identity!, description: `Basalt replica of volume ${v.id}`, readOnly: false,
+          canMultiConn: driver.capabilities.canMultiConn, open: () => driver.openVolume({ id: v.id, sizeGiB: v.size }),
+        };
+      }
       return {
         name,
         key: v.id,

@@ -25,7 +25,7 @@ import { ComputeEvents, computeEventsKind, NovaClient, pruneDeliveries } from '.
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { AttachmentManager, cleanupServices, LiveMoves, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, cleanupServices, LiveMoves, Replicator, replicationJobKinds, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
 import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, configuredBackupTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
 import { BackupRowRepository } from '../db/index.ts';
@@ -123,6 +123,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   });
   const jobDeps = { volumes, snapshots, quotas, types, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
+  const replicationKinds = replicationJobKinds();
   const groupJobDeps = { ...jobDeps, groups, groupSnapshots };
   const groupKinds = groupJobKinds(groupJobDeps);
   const backupJobDeps = { backups, volumes, snapshots, clock, messageTtlSeconds: d.message_ttl };
@@ -188,12 +189,21 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       stoppers.push(() => nbd.close());
       stoppers.push(await db.listen(FENCE_CHANNEL, (name) => void nbd.closeExport(name)));
       log.info({ host: d.nbd_listen, port: address.port, ...(nbd.socketPath ? { socket: nbd.socketPath } : {}) }, 'NBD export server listening');
+      // Ships the points of this process's replicated volumes to their secondary copies (issue 16).
+      const replicator = new Replicator({
+        deps: {
+          ...common, db, volumes, snapshots, quotas, types, kinds, clock, coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
+          exports: nbd, moves, drivers, replicationKinds, messageTtlSeconds: d.message_ttl, attachments,
+        },
+        drivers, log: log.child({ component: 'replication' }),
+      });
       for (const backend of config.backends) {
         const driver = openDriver(backend);
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
           ...(compute ? { compute } : {}),
+          replication: { replicationKinds, messageTtlSeconds: d.message_ttl, attachments, replicator },
           exports: nbd, moves, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls, ...(nbd.socketPath ? { socket: nbd.socketPath } : {}) }, drivers, backupRestore: fromBackup,
         });
         drivers.set(svc.cluster, driver);
@@ -202,6 +212,9 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         stoppers.push(() => svc.stop());
         log.info({ backend: backend.name, cluster: svc.cluster }, 'volume service started');
       }
+      replicator.start();
+      // Stopped before the volume services (stoppers run in reverse): a shipment in progress ends first.
+      stoppers.push(() => replicator.stop());
     }
     const lockTimeoutMs = config.coordination.lock_timeout_seconds * 1000;
     if (roles.has('backup')) {
@@ -234,7 +247,8 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       },
     };
     const sweeper = new Sweeper({
-      queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds), ...Object.values(backupKinds), compute?.kind ?? computeEventsKind(computeKindDeps)],
+      queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds), ...Object.values(backupKinds), compute?.kind ?? computeEventsKind(computeKindDeps),
+        ...Object.values(replicationKinds)],
       rules: [...stuckResourceRules(db, jobDeps), ...stuckGroupRules(db, groupJobDeps), ...stuckBackupRules(db, backupJobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) },
         { name: 'old-deliveries', sweep: () => pruneDeliveries(db, clock, d.message_ttl * 1000) }],
       intervalMs: Math.max(200, Math.min(leaseMs, d.service_down_time * 1000) / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
@@ -261,7 +275,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       });
       const observability = new Observability({ db, services, roles: [...roles], ...(exports ? { exports } : {}), now: () => clock.now() });
       api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, backups, backupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
-        transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }), observability,
+        transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }), observability, replication: { kinds: replicationKinds, queue },
       }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;

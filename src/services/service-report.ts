@@ -109,6 +109,19 @@ export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoi
   manageable_snapshots?: ManageableReport[];
   /** Native connection info (absent: none, or a member of an older release; its volumes attach over NBD). */
   native_connection?: NativeConnectionReport;
+  /**
+   * Whether the backend has a replication target (`replication_device`):
+   * what a type's `replication_enabled='<is> True'` matches. Absent: false (a
+   * member of a release before replication).
+   */
+  replication_enabled?: boolean;
+  /** The `backend_id`s of its replication targets, in the order configured (absent: none). */
+  replication_targets?: string[];
+}
+
+/** The replication targets a report names (none when absent). */
+export function replicationTargetsOf(report: ServiceReport | undefined): string[] {
+  return Array.isArray(report?.replication_targets) ? report.replication_targets.filter((t) => typeof t === 'string') : [];
 }
 
 /** How many manageable volumes (and snapshots) a report carries at most: the report is rewritten at every heartbeat. */

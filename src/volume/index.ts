@@ -20,3 +20,7 @@ export * from './group-manager.ts';
 export * from './group-snapshot-manager.ts';
 export * from './group-handlers.ts';
 export * from './group-quota.ts';
+export * from './volume-type-flags.ts';
+export * from './replication-jobs.ts';
+export * from './replicator.ts';
+export * from './export-connect.ts';

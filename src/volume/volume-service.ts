@@ -3,12 +3,13 @@
  * that backend's driver and whose heartbeat reports its pools.
  */
 import type { Logger } from 'pino';
-import type { BackendOptions } from '../config/index.ts';
+import { replicationDevices, type BackendOptions } from '../config/index.ts';
 import type { ServiceRepository } from '../db/index.ts';
 import type { GuardedDriver, ManageableResource } from '../drivers/index.ts';
 import { RoleService, type JobQueue, type RoleServiceOptions } from '../jobs/index.ts';
 import { volumeHandlers, type ExportServer } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
+import { replicationHandlers, type ReplicationDeps } from './replication-jobs.ts';
 import {
   MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type NativeConnectionReport, type ServiceReport,
 } from '../services/index.ts';
@@ -28,6 +29,8 @@ export interface VolumeServiceOptions extends GroupHandlerDeps {
   log: Logger;
   /** The NBD endpoint to announce, when this process exports volumes. */
   nbdEndpoint?: { host: string; port: number; requireTls: boolean; socket?: string };
+  /** What the replication jobs need (`replication-jobs.ts`); absent: this service runs none. */
+  replication?: Omit<ReplicationDeps, keyof GroupHandlerDeps>;
 }
 
 /** Serves one backend. */
@@ -47,7 +50,7 @@ export class VolumeService {
       queue: o.queue, services: o.services, host: this.serviceHost, binary: 'cinder-volume',
       backend: o.backend.name, cluster: this.cluster, availabilityZone: o.backend.backend_availability_zone,
       version: o.version, instanceId: o.instanceId, target: volumeTarget(this.cluster), extraTargets: [memberTarget(this.serviceHost)],
-      handlers: [...volumeHandlers(o, o.driver), ...groupHandlers(o, o.driver)], concurrency: o.concurrency, pollMs: o.pollMs,
+      handlers: [...volumeHandlers(o, o.driver), ...groupHandlers(o, o.driver), ...(o.replication ? replicationHandlers({ ...o, ...o.replication }, o.driver, this.cluster) : [])], concurrency: o.concurrency, pollMs: o.pollMs,
       heartbeatMs: o.heartbeatMs, log: o.log.child({ role: 'volume', backend: o.backend.name }),
       reportCapabilities: () => this.capabilities(),
       // Only where members on other hosts judge this one by its heartbeat: on
@@ -99,6 +102,7 @@ export class VolumeService {
       })),
       ...(await this.manageable()),
       ...(await this.nativeConnection()),
+      ...replicationReport(backend),
     };
   }
 
@@ -153,6 +157,12 @@ function selfFencing(exports: ExportServer, holder: string, serviceDownMs: numbe
     stale: () => exports.suspend(holder),
     fresh: () => exports.resume(holder),
   };
+}
+
+/** What the report says of replication: whether the backend has targets (what types match), and their names. */
+function replicationReport(backend: BackendOptions): Pick<ServiceReport, 'replication_enabled' | 'replication_targets'> {
+  const targets = replicationDevices(backend).map((d) => d.backendId);
+  return { replication_enabled: targets.length > 0, replication_targets: targets };
 }
 
 /** The local endpoint of a driver with local paths (a loop device on this host may attach its volumes). */

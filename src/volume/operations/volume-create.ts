@@ -21,7 +21,7 @@ import { checkNewMember } from '../group-membership.ts';
 import { busyReason } from '../lifecycle.ts';
 import { keyForNewVolume, type CopySource } from '../volume-encryption.ts';
 import { volumeQuota } from '../volume-quota.ts';
-import { isMultiattachType } from '../volume-type-flags.ts';
+import { isMultiattachType, replicationOf } from '../volume-type-flags.ts';
 import { operation, payloadParser, type RequestContext } from './operation.ts';
 
 /** `volume.schedule` (target `scheduler`): pick a backend for a new volume. */
@@ -111,6 +111,8 @@ export const volumeCreate = operation<'volume', CreatePayload, CreateVolumeInput
       bootable: source?.volume.bootable ?? 0, multiattach: isMultiattachType(type) ? 1 : 0, provider_location: null, readonly: null,
       encryption_key_id: encryptionKeyId, created_at: isoAt(deps.clock.now()), updated_at: null, launched_at: null, group_id: input.groupId ?? null,
       migration_status: null, migration_host: null,
+      // A replicated volume has no secondary copy until its first point ships (Cinder's API says `enabled` at once).
+      replication_status: replicationOf(type) ? 'copying' : 'disabled',
     };
     await deps.volumes.insert(tx, row, input.metadata);
     const created = { row, typeName: type.name };

@@ -40,8 +40,8 @@ import type { Db, Tx, VolumeRow, VolumeType } from '../../db/index.ts';
 import type { GuardedDriver, VolumeHandle } from '../../drivers/index.ts';
 import { DriverError, InvalidInputError, InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
-import { fits, nbdEndpointOf, reportedPool, reporting, unmetSpecs, volumeTarget } from '../../services/index.ts';
-import { NbdClient } from '../../export/nbd-client.ts';
+import { fits, reportedPool, reporting, unmetSpecs, volumeTarget } from '../../services/index.ts';
+import { openClusterExport } from '../export-connect.ts';
 import { isoAt } from '../../common/index.ts';
 import { typeNameOf } from '../volume-quota.ts';
 import { isMultiattachType } from '../volume-type-flags.ts';
@@ -420,20 +420,5 @@ async function copyAttached(deps: VolumeHandlerDeps, source: Pick<GuardedDriver,
  * @throws DriverError (retryable) when no such process answers, or the export is gone.
  */
 async function openSourceExport(deps: VolumeHandlerDeps, p: MigratePayload): Promise<VolumeHandle> {
-  const x = await deps.db.kysely.selectFrom('volume_exports').selectAll().where('export_name', '=', p.sourceExport!).executeTakeFirst();
-  if (!x) throw new DriverError(`The export of volume ${p.volumeId} for its move is gone (the move ended meanwhile).`);
-  const downMs = deps.queue.options.serviceDownMs ?? 60_000;
-  const now = deps.clock.now();
-  const endpoints = reporting(await deps.services.list(deps.db.kysely))
-    .filter(({ service }) => (service.cluster ?? service.host) === p.sourceCluster && now - Date.parse(service.heartbeat_at) <= downMs)
-    .flatMap(({ report }) => nbdEndpointOf(report) ?? []);
-  let last: unknown;
-  for (const e of endpoints) {
-    try {
-      return await NbdClient.connect({ host: e.nbd_host, port: e.nbd_port, exportName: x.export_name, psk: { identity: x.psk_identity, key: Buffer.from(x.psk_key, 'hex') } });
-    } catch (err) {
-      last = err;
-    }
-  }
-  throw new DriverError(`No live process serving ${p.sourceCluster} exports volume ${p.volumeId} for its move${last ? ` (${(last as Error).message})` : ''}.`, { retryable: true, cause: last });
+  return openClusterExport(deps, p.sourceCluster, p.sourceExport!, `volume ${p.volumeId} for its move`, 'the move ended meanwhile');
 }

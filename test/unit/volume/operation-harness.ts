@@ -102,7 +102,7 @@ export async function operationHarness(t: TestContext) {
         id: newId(), project_id: CALLER.projectId, user_id: CALLER.userId, name: null, description: null, size: 1, status: 'available',
         attach_status: 'detached', availability_zone: 'nova', host: POOL, cluster_name: CLUSTER, volume_type_id: null, snapshot_id: null,
         source_volid: null, bootable: 0, multiattach: 0, provider_location: null, readonly: null, encryption_key_id: null,
-        created_at: isoAt(clock.now()), updated_at: null, launched_at: null, group_id: null, migration_status: null, migration_host: null, ...set,
+        created_at: isoAt(clock.now()), updated_at: null, launched_at: null, group_id: null, migration_status: null, migration_host: null, replication_status: 'disabled', ...set,
       };
       await queue.transaction(async (tx) => {
         await quotas.consume(tx, row.project_id, volumeQuota(row.size), row.size);

@@ -1,0 +1,284 @@
+/**
+ * The job kinds of replication (issue 16) and the secondary's side of it:
+ * making the secondary copy and its export, removing it, and failing a
+ * backend over to its target or back (`os-services/failover_host`, 3.26
+ * `failover`).
+ *
+ * | kind | target | does |
+ * | --- | --- | --- |
+ * | `replication.prepare` v1 | `volume:<secondary cluster>` | makes (or grows) the secondary copy, its read-write export (`volume_exports`, purpose `replication`, TLS-PSK) and, after a failover, notes the blocks the old primary wrote past its last shipped point so the next shipment overwrites them |
+ * | `replication.remove` v1 | `volume:<secondary cluster>` | removes a deleted volume's secondary copy and its export |
+ * | `replication.failover` v1 | `volume:<the cluster that becomes primary>` | failover: promotes the secondary copies of the failed backend's replicated volumes (rows, attachments, exports fenced); failback (`default`): ships a last point with the volume's writes held, then moves back |
+ *
+ * A failover job is the backend's, not a volume's: its failure puts the
+ * failed backend's services in `failover-error` (Cinder's), and every step is
+ * a compare-and-swap a new attempt finds done, so a SIGKILL midway leaves
+ * either the old primary or the new one named by each volume, never neither.
+ */
+import { randomBytes } from 'node:crypto';
+import { isoAt, newId } from '../common/index.ts';
+import type { AttachmentRepository, Db, ServiceRepository, Tx, VolumeReplicaRow } from '../db/index.ts';
+import type { GuardedDriver } from '../drivers/index.ts';
+import { DriverError } from '../errors/index.ts';
+import type { Enqueue, JobHandler, JobKind } from '../jobs/index.ts';
+import { MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
+import { volumeTarget } from '../services/index.ts';
+import { withLock } from '../coordination/index.ts';
+import { fenceExport } from './export-fence.ts';
+import { moveStaleExports } from './service-cleanup.ts';
+import { payloadParser } from './operations/index.ts';
+import type { VolumeHandlerDeps } from './volume-handlers.ts';
+
+/** `replication.prepare` and `replication.remove`: the volume whose secondary copy is made or removed, on `cluster`. */
+export interface ReplicaPayload { volumeId: string; cluster: string }
+
+/**
+ * `replication.failover`: fail the backend `cluster` over to its target
+ * `backendId` (served by the job's cluster), or back to itself when
+ * `backendId` is `default`.
+ */
+export interface FailoverPayload { cluster: string; backendId: string }
+
+/** The replication job kinds. */
+export interface ReplicationJobKinds {
+  replicaPrepare: JobKind<ReplicaPayload>;
+  replicaRemove: JobKind<ReplicaPayload>;
+  failover: JobKind<FailoverPayload>;
+}
+
+/** Cinder's word for failing back to the backend's own storage. */
+export const FAILBACK_ID = 'default';
+
+/** Builds the kinds. A failed failover marks the backend's services `failover-error`, as Cinder does. */
+export function replicationJobKinds(): ReplicationJobKinds {
+  const replica = payloadParser<ReplicaPayload>({ volumeId: 'string', cluster: 'string' });
+  return {
+    // The primary's loop queues it again while the copy is missing: a failure only waits for the next.
+    replicaPrepare: { kind: 'replication.prepare', version: 1, minVersion: 1, resourceType: 'volume', parse: replica, async onFailure() { /* retried by the loop */ } },
+    // Space only: the volume is gone.
+    replicaRemove: { kind: 'replication.remove', version: 1, minVersion: 1, resourceType: 'volume', parse: replica, async onFailure() { /* space only */ } },
+    failover: {
+      kind: 'replication.failover', version: 1, minVersion: 1, resourceType: 'service',
+      parse: payloadParser<FailoverPayload>({ cluster: 'string', backendId: 'string' }),
+      async onFailure(tx, p) {
+        await tx.updateTable('services').set({ replication_status: 'failover-error' })
+          .where('cluster', '=', p.cluster).where('replication_status', '=', 'failing-over').execute();
+      },
+    },
+  };
+}
+
+/** What the replication handlers need beyond a volume service's. */
+export interface ReplicationDeps extends VolumeHandlerDeps {
+  replicationKinds: ReplicationJobKinds;
+  messageTtlSeconds: number;
+  attachments: AttachmentRepository;
+  /** This process's shipping loop (absent: it ships nothing, and cannot fail back). */
+  replicator?: { shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void> };
+}
+
+/** The replica row of a volume, if it is replicated. */
+export async function replicaOf(q: Tx | Db['kysely'], volumeId: string): Promise<VolumeReplicaRow | undefined> {
+  return q.selectFrom('volume_replicas').selectAll().where('volume_id', '=', volumeId).executeTakeFirst();
+}
+
+/** Makes the read-write export the primary ships a volume's points through, on the secondary `cluster`; returns its name. */
+async function replicaExport(tx: Tx, volumeId: string, cluster: string, nowMs: number): Promise<string> {
+  const name = `basalt-replica-${randomBytes(24).toString('hex')}`;
+  await tx.insertInto('volume_exports').values({
+    export_name: name, volume_id: volumeId, purpose: 'replication', read_only: 0, cluster,
+    psk_identity: `basalt-replica-${volumeId}-${randomBytes(4).toString('hex')}`, psk_key: randomBytes(32).toString('hex'), created_at: isoAt(nowMs),
+  }).execute();
+  return name;
+}
+
+/** Removes the replication exports of a volume's copy on `cluster`. */
+async function dropReplicaExports(tx: Tx, volumeId: string, cluster: string): Promise<void> {
+  await tx.deleteFrom('volume_exports').where('volume_id', '=', volumeId).where('purpose', '=', 'replication').where('cluster', '=', cluster).execute();
+}
+
+/** Builds the handlers a volume service of `cluster` runs for replication. */
+export function replicationHandlers(deps: ReplicationDeps, driver: GuardedDriver, cluster: string): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const { db, replicationKinds: kinds } = deps;
+  const locked = <T>(name: string, fn: () => Promise<T>): Promise<T> => withLock(deps.coordinator, name, deps.lockTimeoutMs, fn);
+
+  const prepare: JobHandler<ReplicaPayload> = {
+    kind: kinds.replicaPrepare,
+    async run(ctx, p) {
+      const r = await replicaOf(db.kysely, p.volumeId);
+      const v = await deps.volumes.get(db.kysely, p.volumeId);
+      // Settled meanwhile: removed, failed over elsewhere, or prepared by an earlier attempt.
+      if (!r || !v || r.secondary_cluster !== p.cluster || r.state !== 'creating') return ctx.complete();
+      const vol = { id: v.id, sizeGiB: v.size };
+      let pending: string | null = r.pending_ranges;
+      await locked(`replica-${v.id}`, async () => {
+        // Idempotent: an existing copy is kept (and grown to the volume's size).
+        await driver.createVolume(vol);
+        if (r.peer_point_id) {
+          // This copy was the primary until a failover: what it took after its last shipped point
+          // is not on the new primary, and the next shipment must overwrite it.
+          const peer = { id: r.peer_point_id, volumeId: v.id, sizeGiB: v.size };
+          const diverged = driver.capabilities.supportsChangedExtents
+            ? await driver.changedExtents(vol, peer).catch(() => undefined)
+            : undefined;
+          const all = [{ offset: 0, length: v.size * 1024 ** 3 }];
+          pending = JSON.stringify([...JSON.parse(pending ?? '[]') as unknown[], ...(diverged ?? all).map((e) => [e.offset, e.length])]);
+        }
+      });
+      await ctx.complete(async (tx) => {
+        await dropReplicaExports(tx, v.id, p.cluster);
+        const name = await replicaExport(tx, v.id, p.cluster, deps.clock.now());
+        await tx.updateTable('volume_replicas').set({ state: 'copying', export_name: name, pending_ranges: pending, peer_point_id: null, updated_at: isoAt(deps.clock.now()) })
+          .where('volume_id', '=', v.id).where('state', '=', 'creating').where('secondary_cluster', '=', p.cluster).execute();
+      });
+      // The old primary's point is only space now (destroy last: after the commit).
+      if (r.peer_point_id) await driver.deleteSnapshot({ id: r.peer_point_id });
+    },
+  };
+
+  const remove: JobHandler<ReplicaPayload> = {
+    kind: kinds.replicaRemove,
+    async run(ctx, p) {
+      await ctx.complete(async (tx) => {
+        await dropReplicaExports(tx, p.volumeId, p.cluster);
+        await tx.deleteFrom('volume_replicas').where('volume_id', '=', p.volumeId).where('secondary_cluster', '=', p.cluster).execute();
+      });
+      // The exports are gone: close what is still connected, then remove the copy (destroy last).
+      await locked(`replica-${p.volumeId}`, () => driver.deleteVolume({ id: p.volumeId }));
+    },
+  };
+
+  const failover: JobHandler<FailoverPayload> = {
+    kind: kinds.failover,
+    async run(ctx, p) {
+      if (p.backendId === FAILBACK_ID) await failBack(deps, driver, cluster, p, ctx.job.request_id);
+      else await failOver(deps, driver, cluster, p, ctx.job.request_id);
+      await ctx.complete(async (tx) => {
+        const back = p.backendId === FAILBACK_ID;
+        const frozen = (await tx.selectFrom('services').select('frozen').where('cluster', '=', p.cluster).executeTakeFirst())?.frozen === 1;
+        await tx.updateTable('services').set(back
+          ? { replication_status: null, active_backend_id: null, disabled: frozen ? 1 : 0, disabled_reason: frozen ? 'frozen' : null }
+          : { replication_status: 'failed-over', active_backend_id: p.backendId, disabled: 1, disabled_reason: 'failed-over' })
+          .where('cluster', '=', p.cluster).where('replication_status', '=', 'failing-over').execute();
+      });
+      // Hosts attached to a moved volume get connection info naming a live exporter of its new backend.
+      await moveStaleExports({ db, queue: deps.queue, services: deps.services, volumes: deps.volumes, attachments: deps.attachments, serviceDownMs: deps.queue.options.serviceDownMs ?? 60_000 });
+    },
+  };
+  return [prepare, remove, failover];
+}
+
+/**
+ * Failover, on the target's cluster: each replicated volume of the failed
+ * backend that has a secondary copy here becomes this cluster's (its row, a
+ * point of it that the next shipment counts from), its old exports are
+ * fenced, and its replica now ships from here to the old primary once that
+ * is back. Volumes of the backend that are not replicated here go to `error`
+ * (`not-capable`), as in Cinder. Each volume moves in one transaction.
+ */
+async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: string, p: FailoverPayload, requestId: string | null): Promise<void> {
+  const { db } = deps;
+  const replicas = await db.kysely.selectFrom('volume_replicas').selectAll().where('primary_cluster', '=', p.cluster).where('secondary_cluster', '=', cluster).execute();
+  for (const r of replicas) {
+    const v = await deps.volumes.get(db.kysely, r.volume_id);
+    if (!v) continue;
+    if (!r.last_point_id) {
+      // Never shipped whole: the copy here is not the volume; it stays on the failed backend.
+      await db.kysely.updateTable('volumes').set({ replication_status: 'error' }).where('id', '=', v.id).execute();
+      continue;
+    }
+    // The copy as shipped is the point the next shipment back counts from.
+    const baseline = { id: newId(), volumeId: v.id, sizeGiB: v.size };
+    await driver.createSnapshot(baseline);
+    let moved = false;
+    await deps.queue.transaction(async (tx, enqueue) => {
+      await db.lockRows(tx, 'volumes', [v.id]);
+      const now = await replicaOf(tx, v.id);
+      if (!now || now.primary_cluster !== p.cluster) return; // moved by an earlier attempt
+      await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: cluster, replication_status: 'failed-over', updated_at: isoAt(deps.clock.now()) }).where('id', '=', v.id).execute();
+      await tx.updateTable('volume_replicas').set({
+        primary_cluster: cluster, primary_host: r.secondary_host, secondary_cluster: p.cluster, secondary_host: r.primary_host,
+        state: 'creating', export_name: null, last_point_id: baseline.id, last_point_at: isoAt(deps.clock.now()),
+        peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, updated_at: isoAt(deps.clock.now()),
+      }).where('volume_id', '=', v.id).execute();
+      await dropReplicaExports(tx, v.id, cluster);
+      await fenceOld(deps, tx, enqueue, v.id, p.cluster, requestId);
+      moved = true;
+    });
+    if (!moved) await driver.deleteSnapshot(baseline);
+  }
+  // What the failed backend holds without a copy here cannot be served (Cinder: error, not-capable).
+  await db.kysely.transaction().execute(async (tx) => {
+    const left = await tx.selectFrom('volumes').select(['id', 'project_id']).where('cluster_name', '=', p.cluster)
+      .where((eb) => eb.or([eb('replication_status', 'is', null), eb('replication_status', 'in', ['disabled', 'not-capable'])])).execute();
+    for (const v of left) {
+      await tx.updateTable('volumes').set({ status: 'error', replication_status: 'not-capable' }).where('id', '=', v.id).execute();
+      await tx.updateTable('snapshots').set({ status: 'error' }).where('volume_id', '=', v.id).execute();
+      await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
+        projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action: MESSAGE_ACTIONS.FAILOVER_VOLUME, detail: MESSAGE_DETAILS.NOT_REPLICATED, requestId,
+      });
+    }
+  });
+}
+
+/**
+ * Fences the exports of a volume's attachments on the members of `oldCluster`
+ * that are up (durable jobs; each drops the connections on its member) and
+ * notifies every process at once. A member that is down serves nothing when
+ * it starts again (the volume is no longer its backend's), and one cut off
+ * from a PostgreSQL database fences itself.
+ */
+async function fenceOld(deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, volumeId: string, oldCluster: string, requestId: string | null): Promise<void> {
+  const live = (await deps.services.list(tx)).some((s) => s.cluster === oldCluster && deps.services.isUp(s, deps.queue.options.serviceDownMs ?? 60_000));
+  for (const a of await deps.attachments.ofVolume(tx, volumeId)) {
+    await fenceExport({ db: deps.db, queue: deps.queue, services: deps.services as ServiceRepository, kinds: deps.kinds }, tx, live ? enqueue : undefined, { id: volumeId, cluster_name: oldCluster }, a.export_name, requestId);
+  }
+}
+
+/**
+ * Failback, on the cluster the volumes were failed over to: for each volume
+ * whose copy on the original backend is in step, its attachments' writes are
+ * held at this process's export while a last point ships there and the row
+ * moves back; the connections are then dropped and reconnect to the original
+ * backend. The API refused the request unless the original backend is up.
+ * @throws DriverError (retryable) while a copy is not in step yet: the job is tried again.
+ */
+async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: string, p: FailoverPayload, requestId: string | null): Promise<void> {
+  const { db } = deps;
+  const replicas = await db.kysely.selectFrom('volume_replicas').selectAll().where('primary_cluster', '=', cluster).where('secondary_cluster', '=', p.cluster).execute();
+  const behind = replicas.filter((r) => !['enabled', 'copying'].includes(r.state) || !r.export_name);
+  if (behind.length > 0) {
+    throw new DriverError(`Failback of ${p.cluster} waits for ${behind.length} volume(s) to be in step again (${behind.map((r) => r.volume_id).join(', ')}).`, { retryable: true });
+  }
+  if (!deps.replicator) throw new DriverError('This process ships no replication points: it cannot fail back.');
+  for (const r of replicas) {
+    const hold = async (): Promise<void> => {
+      // The last point, taken and shipped while nothing writes; the row moves back before the writes go on.
+      await deps.replicator!.shipNow(r.volume_id, driver, { quiesced: true });
+      await deps.queue.transaction(async (tx, enqueue) => {
+        await db.lockRows(tx, 'volumes', [r.volume_id]);
+        const now = await replicaOf(tx, r.volume_id);
+        if (!now || now.primary_cluster !== cluster) return;
+        await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: p.cluster, replication_status: 'enabled', updated_at: isoAt(deps.clock.now()) }).where('id', '=', r.volume_id).execute();
+        await tx.updateTable('volume_replicas').set({
+          primary_cluster: p.cluster, primary_host: r.secondary_host, secondary_cluster: cluster, secondary_host: r.primary_host,
+          state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null, updated_at: isoAt(deps.clock.now()),
+        }).where('volume_id', '=', r.volume_id).execute();
+        await dropReplicaExports(tx, r.volume_id, p.cluster);
+        await fenceOld(deps, tx, enqueue, r.volume_id, cluster, requestId);
+      });
+    };
+    if (deps.exports) await deps.exports.quiesce(r.volume_id, hold);
+    else await hold();
+  }
+}
+
+/**
+ * Queues `kind` (prepare or remove) for a volume's copy on `cluster` unless
+ * one is queued or running already: the replicator asks at every tick.
+ */
+export async function queueReplicaJob(tx: Tx, enqueue: Enqueue, kind: JobKind<ReplicaPayload>, volumeId: string, cluster: string): Promise<void> {
+  const open = await tx.selectFrom('jobs').select('id').where('kind', '=', kind.kind).where('resource_id', '=', volumeId)
+    .where('state', 'in', ['queued', 'running']).executeTakeFirst();
+  if (!open) await enqueue(kind, { target: volumeTarget(cluster), resourceId: volumeId, payload: { volumeId, cluster } });
+}

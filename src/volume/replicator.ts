@@ -1,0 +1,291 @@
+/**
+ * The replicator: the loop of a process serving primary backends that keeps
+ * each replicated volume's secondary copy in step (issue 16, asynchronous
+ * mode).
+ *
+ * Every tick, for the volumes of the backends this process serves:
+ * - a replicated volume (`replication_status` not `disabled`) with no replica
+ *   row gets one, naming a live backend whose `volume_backend_name` is the
+ *   primary's first `replication_device` target, and a `replication.prepare`
+ *   job there makes the copy and its export;
+ * - a replica whose copy is ready and whose last point is older than half its
+ *   RPO ships a new **point**: a snapshot taken with the volume's writes held
+ *   at the export (crash-consistent), read through a temporary volume made
+ *   from it, and written to the secondary copy through the secondary's NBD
+ *   export with TLS-PSK (`nbd-client.ts`). The first point reads only the
+ *   allocated extents (block status) and punches the holes; later ones only
+ *   the extents the driver says changed since the previous point
+ *   (`changedExtents`), plus the ranges the secondary diverged in
+ *   (`pending_ranges`, after a failover). The new point replaces the
+ *   previous one only once the secondary has flushed it;
+ * - a replica whose volume is gone is removed on the secondary.
+ *
+ * A shipment that fails (target down, full, failing) leaves the previous
+ * point in place, marks the replica `error` and the volume's
+ * `replication_status` `error` with a user message, and is tried again at the
+ * next tick: the secondary catches up by itself, and the primary's own I/O is
+ * never touched. Each volume ships under its `volume-<id>` lock, so one
+ * process at a time ships it and no operation changes it meanwhile.
+ */
+import type { Logger } from 'pino';
+import { isoAt, newId } from '../common/index.ts';
+import type { ChangedExtent, GuardedDriver, VolumeHandle } from '../drivers/index.ts';
+import { withLock } from '../coordination/index.ts';
+import { DriverError } from '../errors/index.ts';
+import type { NbdClient } from '../export/nbd-client.ts';
+import { openClusterExport } from './export-connect.ts';
+import { MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
+import { reporting, replicationTargetsOf } from '../services/index.ts';
+import { queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
+import { replicationOf } from './volume-type-flags.ts';
+import type { VolumeReplicaRow, VolumeRow } from '../db/index.ts';
+
+/** Bytes read and written per request while shipping. */
+const SHIP_CHUNK_BYTES = 4 * 1024 * 1024;
+/** How long a shipment waits for the volume's lock before trying at the next tick. */
+const LOCK_WAIT_MS = 2_000;
+
+/** Settings of a {@link Replicator}. */
+export interface ReplicatorOptions {
+  deps: ReplicationDeps;
+  /** The drivers of the backends this process serves, by cluster. */
+  drivers: ReadonlyMap<string, GuardedDriver>;
+  /** Milliseconds between ticks. Default 1000. */
+  tickMs?: number;
+  log: Logger;
+}
+
+/** What one shipment sent. */
+export interface Shipment { bytes: number; full: boolean }
+
+/** Runs the loop; see the module comment. */
+export class Replicator {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(private readonly o: ReplicatorOptions) {}
+
+  start(): void {
+    const tick = (): void => {
+      if (this.stopped) return;
+      this.running = this.tick().catch((err) => this.o.log.warn({ err }, 'replication tick failed')).finally(() => {
+        if (!this.stopped) this.timer = setTimeout(tick, this.o.tickMs ?? 1000);
+      });
+    };
+    this.timer = setTimeout(tick, 0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** One pass over this process's replicated volumes (exposed for tests). */
+  async tick(): Promise<void> {
+    const { deps } = this.o;
+    const clusters = [...this.o.drivers.keys()];
+    if (clusters.length === 0) return;
+    const now = deps.clock.now();
+    // Replicated volumes with no replica yet.
+    const fresh = await deps.db.kysely.selectFrom('volumes').leftJoin('volume_replicas', 'volume_replicas.volume_id', 'volumes.id')
+      .selectAll('volumes').where('volumes.cluster_name', 'in', clusters).where('volumes.status', 'in', ['available', 'in-use'])
+      .where('volumes.replication_status', 'in', ['copying', 'enabled', 'error']).where('volume_replicas.volume_id', 'is', null).execute();
+    for (const v of fresh) await this.place(v as VolumeRow);
+    const replicas = await deps.db.kysely.selectFrom('volume_replicas').selectAll().where('primary_cluster', 'in', clusters).execute();
+    for (const r of replicas) {
+      const v = await deps.volumes.get(deps.db.kysely, r.volume_id);
+      if (!v || v.status === 'deleting') {
+        if (!v) await deps.queue.transaction((tx, enqueue) => queueReplicaJob(tx, enqueue, deps.replicationKinds.replicaRemove, r.volume_id, r.secondary_cluster));
+        continue;
+      }
+      if (r.state === 'creating') {
+        await deps.queue.transaction((tx, enqueue) => queueReplicaJob(tx, enqueue, deps.replicationKinds.replicaPrepare, r.volume_id, r.secondary_cluster));
+        continue;
+      }
+      const due = !r.last_point_at || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000 / 2 || r.state === 'error';
+      if (!due || !r.export_name || !['available', 'in-use'].includes(v.status)) continue;
+      const driver = this.o.drivers.get(r.primary_cluster);
+      if (!driver) continue;
+      await this.shipNow(r.volume_id, driver, { quiesced: false }).catch((err) => this.o.log.warn({ err, volume_id: r.volume_id }, 'replication point not shipped'));
+    }
+  }
+
+  /** Names the secondary of a replicated volume (a live backend of the primary's first target) and queues its copy. */
+  private async place(v: VolumeRow): Promise<void> {
+    const { deps } = this.o;
+    const type = v.volume_type_id ? await deps.types.find(deps.db.kysely, v.volume_type_id, { isAdmin: true, projectId: v.project_id }) : undefined;
+    const settings = type ? replicationOf(type) : undefined;
+    if (!settings) return;
+    const downMs = deps.queue.options.serviceDownMs ?? 60_000;
+    const live = reporting(await deps.services.list(deps.db.kysely)).filter(({ service }) => deps.services.isUp(service, downMs));
+    const own = live.find(({ service }) => service.cluster === v.cluster_name);
+    const backendId = replicationTargetsOf(own?.report)[0];
+    const target = backendId ? live.find(({ service, report }) => report.volume_backend_name === backendId && service.cluster !== v.cluster_name) : undefined;
+    if (!backendId || !target || !v.host || !v.cluster_name) return; // reported by the volume's status: copying, until a target is up
+    const pool = target.report.pools[0];
+    if (!pool) return;
+    await deps.queue.transaction(async (tx, enqueue) => {
+      const at = isoAt(deps.clock.now());
+      const inserted = await tx.insertInto('volume_replicas').values({
+        volume_id: v.id, primary_cluster: v.cluster_name!, primary_host: v.host!, secondary_cluster: target.service.cluster!,
+        secondary_host: `${target.service.host}#${pool.pool_name}`, backend_id: backendId, mode: settings.mode, rpo_seconds: settings.rpoSeconds,
+        state: 'creating', export_name: null, last_point_id: null, last_point_at: null, peer_point_id: null, pending_ranges: null, last_error: null, updated_at: at,
+      }).onConflict((oc) => oc.column('volume_id').doNothing()).executeTakeFirst();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) > 0) await queueReplicaJob(tx, enqueue, deps.replicationKinds.replicaPrepare, v.id, target.service.cluster!);
+    });
+  }
+
+  /**
+   * Takes and ships one point of volume `volumeId` now, under its lock.
+   * `quiesced`: the caller already holds the volume's writes (a failback).
+   * @throws DriverError when it cannot (recorded on the replica first).
+   */
+  async shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void> {
+    const { deps } = this.o;
+    await withLock(deps.coordinator, `volume-${volumeId}`, o.quiesced ? deps.lockTimeoutMs : LOCK_WAIT_MS, async () => {
+      const r = await replicaOf(deps.db.kysely, volumeId);
+      const v = await deps.volumes.get(deps.db.kysely, volumeId);
+      if (!r || !v || !r.export_name || this.o.drivers.get(r.primary_cluster) !== driver) return;
+      try {
+        const shipped = await this.ship(r, v, driver, o.quiesced);
+        this.o.log.info({ volume_id: v.id, bytes: shipped.bytes, full: shipped.full }, 'replication point shipped');
+      } catch (err) {
+        await this.recordFailure(r, v, err as Error);
+        throw err;
+      }
+    });
+  }
+
+  private async ship(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver, quiesced: boolean): Promise<Shipment> {
+    const { deps } = this.o;
+    const vol = { id: v.id, sizeGiB: v.size };
+    const point = { id: newId(), volumeId: v.id, sizeGiB: v.size };
+    const take = (): Promise<void> => driver.createSnapshot(point);
+    if (deps.exports && !quiesced) await deps.exports.quiesce(v.id, take);
+    else await take();
+    const pointAt = deps.clock.now();
+    const temp = { id: point.id, sizeGiB: v.size };
+    let from: VolumeHandle | undefined;
+    let to: NbdClient | undefined;
+    let committed = false;
+    try {
+      const changed = r.last_point_id ? await this.changedSince(driver, vol, { id: r.last_point_id, volumeId: v.id, sizeGiB: v.size }, point) : undefined;
+      await driver.createVolumeFromSnapshot(temp, point);
+      from = await driver.openVolume(temp);
+      to = await this.connect(r);
+      if (to.sizeBytes < from.sizeBytes) {
+        // Extended since the copy was made: the secondary grows first (its prepare keeps the data).
+        await deps.db.kysely.updateTable('volume_replicas').set({ state: 'creating', updated_at: isoAt(deps.clock.now()) }).where('volume_id', '=', v.id).execute();
+        throw new DriverError(`The secondary copy of volume ${v.id} is smaller than the volume: it is being grown.`, { retryable: true });
+      }
+      const pending = r.pending_ranges ? (JSON.parse(r.pending_ranges) as [number, number][]).map(([offset, length]) => ({ offset, length })) : [];
+      const bytes = changed ? await copyRanges(from, to, mergeRanges([...changed, ...pending], from.sizeBytes)) : await copyAllocated(from, to);
+      await to.flush();
+      await deps.queue.transaction(async (tx) => {
+        await tx.updateTable('volume_replicas').set({
+          last_point_id: point.id, last_point_at: isoAt(pointAt), state: 'enabled', last_error: null, pending_ranges: null,
+          bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + bytes, updated_at: isoAt(deps.clock.now()),
+        }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
+        await tx.updateTable('volumes').set({ replication_status: 'enabled' }).where('id', '=', v.id).where('replication_status', 'in', ['copying', 'error']).execute();
+      });
+      committed = true;
+      return { bytes, full: !changed };
+    } finally {
+      await from?.close();
+      await to?.close();
+      await driver.deleteVolume(temp);
+      // The point the next one counts from stays; the other goes (destroy last: after the commit).
+      const old = committed ? r.last_point_id : point.id;
+      if (old) await driver.deleteSnapshot({ id: old });
+    }
+  }
+
+  /** The driver's changed extents between two points, or undefined (everything) when it cannot tell. */
+  private async changedSince(driver: GuardedDriver, vol: { id: string; sizeGiB: number }, from: { id: string; volumeId: string; sizeGiB: number }, to: { id: string; volumeId: string; sizeGiB: number }): Promise<ChangedExtent[] | undefined> {
+    if (!driver.capabilities.supportsChangedExtents) return undefined;
+    try {
+      return await driver.changedExtents(vol, from, to);
+    } catch (err) {
+      this.o.log.warn({ err, volume_id: vol.id }, 'the driver could not tell the changed extents: the point ships every allocated extent');
+      return undefined;
+    }
+  }
+
+  /** Opens the secondary copy through its export on a live process serving the secondary's backend (TLS-PSK). */
+  private connect(r: VolumeReplicaRow): Promise<NbdClient> {
+    return openClusterExport(this.o.deps, r.secondary_cluster, r.export_name!, `the secondary copy of volume ${r.volume_id}`, 'the copy is being remade');
+  }
+
+  /** Marks the replica and the volume behind, with a user message the first time. */
+  private async recordFailure(r: VolumeReplicaRow, v: VolumeRow, err: Error): Promise<void> {
+    const { deps } = this.o;
+    await deps.queue.transaction(async (tx) => {
+      await tx.updateTable('volume_replicas').set({ state: r.state === 'creating' ? 'creating' : 'error', last_error: err.message.slice(0, 1000), updated_at: isoAt(deps.clock.now()) })
+        .where('volume_id', '=', v.id).where('state', '!=', 'creating').execute();
+      const marked = await tx.updateTable('volumes').set({ replication_status: 'error' }).where('id', '=', v.id).where('replication_status', 'in', ['copying', 'enabled']).executeTakeFirst();
+      if (Number(marked.numUpdatedRows) > 0) {
+        await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
+          projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action: MESSAGE_ACTIONS.REPLICATE_VOLUME, detail: MESSAGE_DETAILS.REPLICA_BEHIND, requestId: null,
+        });
+      }
+    });
+  }
+}
+
+/** Sorts and merges ranges, clipped to `size`. */
+function mergeRanges(ranges: readonly { offset: number; length: number }[], size: number): { offset: number; length: number }[] {
+  const out: { offset: number; length: number }[] = [];
+  for (const r of [...ranges].sort((a, b) => a.offset - b.offset)) {
+    const end = Math.min(r.offset + r.length, size);
+    if (end <= r.offset) continue;
+    const last = out[out.length - 1];
+    if (last && r.offset <= last.offset + last.length) last.length = Math.max(last.length, end - last.offset);
+    else out.push({ offset: r.offset, length: end - r.offset });
+  }
+  return out;
+}
+
+/** Copies `ranges` of `from` to `to`: a chunk of zeros becomes a punched hole there. Returns the bytes written. */
+async function copyRanges(from: VolumeHandle, to: VolumeHandle, ranges: readonly { offset: number; length: number }[]): Promise<number> {
+  let bytes = 0;
+  for (const { offset, length } of ranges) {
+    for (let at = offset; at < offset + length; at += SHIP_CHUNK_BYTES) {
+      const n = Math.min(SHIP_CHUNK_BYTES, offset + length - at);
+      const data = await from.read(at, n);
+      if (data.every((b) => b === 0) && to.writeZeroes) {
+        await to.writeZeroes(at, n, true);
+      } else {
+        await to.write(at, data);
+        bytes += n;
+      }
+    }
+  }
+  return bytes;
+}
+
+/**
+ * Copies every allocated extent of `from` to `to` (block status) and makes
+ * the rest read as zeros there, without reading it: the first point, or one
+ * whose changes the driver cannot tell. Returns the bytes written.
+ */
+async function copyAllocated(from: VolumeHandle, to: VolumeHandle): Promise<number> {
+  const size = from.sizeBytes;
+  const data: { offset: number; length: number }[] = [];
+  for (let offset = 0; offset < size;) {
+    const extents = from.blockStatus ? await from.blockStatus(offset, size - offset) : [{ length: size - offset, zero: false, hole: false }];
+    if (extents.length === 0) break;
+    for (const e of extents) {
+      const len = Math.min(e.length, size - offset);
+      if (e.zero) {
+        if (to.writeZeroes) await to.writeZeroes(offset, len, true);
+        else data.push({ offset, length: len });
+      } else {
+        data.push({ offset, length: len });
+      }
+      offset += len;
+    }
+  }
+  return copyRanges(from, to, data);
+}
