@@ -3,7 +3,8 @@
  *   node --import tsx bench/nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT [SOCKET]
  * (serves DIR/volume-VOLUME_ID as export `bench` on 127.0.0.1:PORT, and on the
  * Unix socket SOCKET when given, until killed).
- * NBD_POLL_US and NBD_THREADS set the data plane's polling bound and threads per connection.
+ * NBD_POLL_US and NBD_THREADS set the data plane's polling bound and threads per connection,
+ * NBD_SPLICE_MIN the smallest READ it splices (0: copy every READ).
  */
 import pino from 'pino';
 import { FileDriver, GuardedDriver } from '../src/drivers/index.ts';
@@ -24,6 +25,7 @@ const server = new NbdServer({
   log: pino({ level: 'warn' }),
   pollMicros: process.env.NBD_POLL_US ? Number(process.env.NBD_POLL_US) : undefined,
   threadsPerConnection: process.env.NBD_THREADS ? Number(process.env.NBD_THREADS) : undefined,
+  spliceMinBytes: process.env.NBD_SPLICE_MIN ? Number(process.env.NBD_SPLICE_MIN) : undefined,
 });
 const address = await server.listen(Number(port), '127.0.0.1');
 if (socket) await server.listenUnix(socket);

@@ -98,21 +98,25 @@ function cpuSeconds(pid: number): number {
 }
 
 interface Server { name: string; start(file: string, a: Address): ChildProcess }
+/** Basalt's NBD server (bench/nbd-serve.ts) on `file`, with `env` (e.g. NBD_SPLICE_MIN) set for it. */
+function basaltServe(file: string, a: Address, env: string[] = []): ChildProcess {
+  return spawnPinned('env', [...env, process.execPath,
+    '--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), path.dirname(file), path.basename(file).replace(/^volume-/, ''),
+    String(Math.ceil(fs.statSync(file).size / GiB)), a.socket ? '0' : String(a.port), ...a.socket ? [a.socket] : [],
+  ]);
+}
 const SERVERS = ([
-  {
-    name: 'basalt',
-    start: (file, a) => spawnPinned(process.execPath, [
-      '--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), path.dirname(file), path.basename(file).replace(/^volume-/, ''),
-      String(Math.ceil(fs.statSync(file).size / GiB)), a.socket ? '0' : String(a.port), ...a.socket ? [a.socket] : [],
-    ]),
-  },
+  { name: 'basalt', start: (file, a) => basaltServe(file, a) },
+  // The same server copying every READ (no splice): the A/B of the zero-copy path, in the same run (--servers basalt,basalt-copy,…).
+  { name: 'basalt-copy', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_MIN=0']) },
   {
     name: 'qemu-nbd',
     start: (file, a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', ...a.socket ? ['-k', a.socket] : ['-p', String(a.port), '-b', '127.0.0.1'], '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]),
   },
   { name: 'nbdkit', start: (file, a) => spawnPinned('nbdkit', ['-f', ...a.socket ? ['-U', a.socket] : ['-p', String(a.port), '-i', '127.0.0.1'], '-e', 'bench', 'file', file]) },
-] satisfies Server[]).filter((s) => !args.servers || args.servers.split(',').includes(s.name));
-const PEERS = SERVERS.filter((s) => s.name !== 'basalt');
+] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : s.name !== 'basalt-copy'));
+/** The other servers Basalt is compared with (not its own variants). */
+const PEERS = SERVERS.filter((s) => !s.name.startsWith('basalt'));
 
 interface Row { iops: number; mbps: number; cpu: number }
 

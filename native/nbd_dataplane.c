@@ -46,6 +46,14 @@
  * has passed the write gate and before it touches the file, so a quiesce
  * (pause) leaves the bits complete and still.
  *
+ * Zero-copy reads (spliceMinBytes): a READ at least that large, and no larger
+ * than a pipe holds, is served by splice(2) instead of pread + sendmsg: the
+ * file's page-cache pages go into the worker's pipe (an error there is still
+ * answered as an NBD error: nothing has been sent), then the reply header and
+ * the pipe go to the socket under the write lock. Two copies of the payload
+ * per reply are saved (file to buffer, buffer to socket); a socket that fails
+ * midway ends the connection, as a failed send always does. 0 turns it off.
+ *
  * The socket and the file are dup()ed: the caller may close its own
  * descriptors at once. onClose(reason) is called once on the JavaScript
  * thread when the last worker has gone: reason is "disconnect" (NBD_CMD_DISC
@@ -109,6 +117,7 @@ typedef struct conn {
   int read_only;
   int structured;
   uint32_t meta_id; /* base:allocation context id, 0 when not negotiated */
+  uint32_t splice_min; /* READs of at least this many bytes are spliced; 0: never */
 
   pthread_mutex_t read_lock; /* one worker reads the socket at a time */
   uint8_t *rbuf;
@@ -156,7 +165,12 @@ typedef struct request {
 typedef struct buffer {
   uint8_t *data;
   size_t capacity;
+  int pipe_r, pipe_w; /* the worker's pipe for spliced READs; -1 until the first */
+  size_t pipe_cap;    /* what the pipe holds */
 } buffer_t;
+
+/* The pipe size asked for: the 1 MiB reads of sequential workloads fit whole. */
+#define SPLICE_PIPE (1024 * 1024)
 
 static uint8_t *zero_block; /* 1 MiB of zeros for WRITE_ZEROES without fallocate */
 #define ZERO_BLOCK (1024 * 1024)
@@ -364,17 +378,14 @@ static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
 
 /* ---- replies ---- */
 
-/* Sends the iovecs whole, under the write lock. A failed send ends the connection. */
-static void send_all(conn_t *c, struct iovec *iov, int count) {
-  pthread_mutex_lock(&c->write_lock);
+/* Sends the iovecs whole; the caller holds the write lock. Returns -1 when the socket failed (the caller ends the connection). */
+static int send_locked(conn_t *c, struct iovec *iov, int count, int flags) {
   while (count > 0) {
     struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)count };
-    ssize_t n = sendmsg(c->sock, &m, MSG_NOSIGNAL);
+    ssize_t n = sendmsg(c->sock, &m, MSG_NOSIGNAL | flags);
     if (n < 0) {
       if (errno == EINTR) continue;
-      pthread_mutex_unlock(&c->write_lock);
-      stop(c, END_DISCONNECT, 1);
-      return;
+      return -1;
     }
     while (count > 0 && (size_t)n >= iov->iov_len) {
       n -= (ssize_t)iov->iov_len;
@@ -386,23 +397,28 @@ static void send_all(conn_t *c, struct iovec *iov, int count) {
       iov->iov_len -= (size_t)n;
     }
   }
-  pthread_mutex_unlock(&c->write_lock);
+  return 0;
 }
 
-static void simple_reply(conn_t *c, const request_t *r, uint32_t error, const void *data, size_t length) {
-  uint8_t h[16];
+/* Sends the iovecs whole, under the write lock. A failed send ends the connection. */
+static void send_all(conn_t *c, struct iovec *iov, int count) {
+  pthread_mutex_lock(&c->write_lock);
+  int failed = send_locked(c, iov, count, 0);
+  pthread_mutex_unlock(&c->write_lock);
+  if (failed) stop(c, END_DISCONNECT, 1);
+}
+
+/* A simple reply's 16-byte header. */
+static void simple_header(uint8_t h[16], const request_t *r, uint32_t error) {
   uint32_t v = htobe32(SIMPLE_REPLY_MAGIC);
   memcpy(h, &v, 4);
   v = htobe32(error);
   memcpy(h + 4, &v, 4);
   memcpy(h + 8, r->cookie, 8);
-  struct iovec iov[2] = { { h, 16 }, { (void *)data, length } };
-  send_all(c, iov, length ? 2 : 1);
 }
 
-/* One structured reply chunk with the DONE flag: header, then `a` and `b`. */
-static void chunk(conn_t *c, const request_t *r, uint16_t type, const void *a, size_t alen, const void *b, size_t blen) {
-  uint8_t h[20];
+/* A structured reply chunk's 20-byte header, with the DONE flag, for `length` bytes of chunk data. */
+static void chunk_header(uint8_t h[20], const request_t *r, uint16_t type, uint32_t length) {
   uint32_t v = htobe32(STRUCTURED_REPLY_MAGIC);
   memcpy(h, &v, 4);
   uint16_t s = htobe16(REPLY_FLAG_DONE);
@@ -410,8 +426,21 @@ static void chunk(conn_t *c, const request_t *r, uint16_t type, const void *a, s
   s = htobe16(type);
   memcpy(h + 6, &s, 2);
   memcpy(h + 8, r->cookie, 8);
-  v = htobe32((uint32_t)(alen + blen));
+  v = htobe32(length);
   memcpy(h + 16, &v, 4);
+}
+
+static void simple_reply(conn_t *c, const request_t *r, uint32_t error, const void *data, size_t length) {
+  uint8_t h[16];
+  simple_header(h, r, error);
+  struct iovec iov[2] = { { h, 16 }, { (void *)data, length } };
+  send_all(c, iov, length ? 2 : 1);
+}
+
+/* One structured reply chunk with the DONE flag: header, then `a` and `b`. */
+static void chunk(conn_t *c, const request_t *r, uint16_t type, const void *a, size_t alen, const void *b, size_t blen) {
+  uint8_t h[20];
+  chunk_header(h, r, type, (uint32_t)(alen + blen));
   struct iovec iov[3] = { { h, 20 }, { (void *)a, alen }, { (void *)b, blen } };
   send_all(c, iov, blen ? 3 : 2);
 }
@@ -508,7 +537,86 @@ static int write_all(conn_t *c, const uint8_t *data, size_t n, uint64_t offset, 
   return 0;
 }
 
+/* The worker's pipe, made on first use; its capacity, 0 when none can be made. */
+static size_t worker_pipe(buffer_t *b) {
+  if (b->pipe_w >= 0) return b->pipe_cap;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return 0;
+  int cap = fcntl(p[1], F_SETPIPE_SZ, SPLICE_PIPE);
+  if (cap < 0) cap = fcntl(p[1], F_GETPIPE_SZ);
+  if (cap <= 0) {
+    close(p[0]);
+    close(p[1]);
+    return 0;
+  }
+  b->pipe_r = p[0];
+  b->pipe_w = p[1];
+  b->pipe_cap = (size_t)cap;
+  return b->pipe_cap;
+}
+
+/* Closes the worker's pipe (what it still holds goes with it); the next spliced READ makes another. */
+static void drop_pipe(buffer_t *b) {
+  if (b->pipe_w < 0) return;
+  close(b->pipe_r);
+  close(b->pipe_w);
+  b->pipe_r = b->pipe_w = -1;
+  b->pipe_cap = 0;
+}
+
+/*
+ * Serves a READ with splice: file -> pipe, then header + pipe -> socket under
+ * the write lock. Returns 0 when it answered (data or an error), -1 when the
+ * copying path must serve it instead (no pipe, a file that cannot splice, a
+ * file shorter than the export: the tail reads as zeros).
+ */
+static int spliced_read(conn_t *c, const request_t *r, buffer_t *b) {
+  if (worker_pipe(b) < r->length) return -1;
+  loff_t off = (loff_t)r->offset;
+  size_t in = 0;
+  while (in < r->length) {
+    ssize_t n = splice(c->file, &off, b->pipe_w, NULL, r->length - in, SPLICE_F_MOVE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) {
+      in += (size_t)n;
+      continue;
+    }
+    int e = n < 0 ? errno : 0;
+    drop_pipe(b);
+    if (e == 0 || e == EINVAL || e == ENOSYS) return -1;
+    error_reply(c, r, nbd_error(e));
+    return 0;
+  }
+  /* The reply header (structured: with the data chunk's offset), sent ahead of the pipe's pages. */
+  uint8_t h[28];
+  size_t hlen = 16;
+  if (c->structured) {
+    chunk_header(h, r, REPLY_TYPE_OFFSET_DATA, 8 + r->length);
+    uint64_t o = htobe64(r->offset);
+    memcpy(h + 20, &o, 8);
+    hlen = 28;
+  } else {
+    simple_header(h, r, 0);
+  }
+  pthread_mutex_lock(&c->write_lock);
+  struct iovec iov = { h, hlen };
+  int failed = send_locked(c, &iov, 1, MSG_MORE);
+  for (size_t out = 0; !failed && out < r->length;) {
+    ssize_t n = splice(b->pipe_r, NULL, c->sock, NULL, r->length - out, SPLICE_F_MOVE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) failed = 1;
+    else out += (size_t)n;
+  }
+  pthread_mutex_unlock(&c->write_lock);
+  if (failed) {
+    drop_pipe(b); /* it may still hold part of the payload */
+    stop(c, END_DISCONNECT, 1);
+  }
+  return 0;
+}
+
 static void do_read(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
+  if (!*holding && c->splice_min && r->length >= c->splice_min && spliced_read(c, r, b) == 0) return;
   if (ensure(b, r->length) != 0) return error_reply(c, r, NBD_ENOMEM);
   size_t done = 0;
   if (*holding) { /* only what the page cache holds: never wait for the disk with the lock */
@@ -654,7 +762,7 @@ static void finish(conn_t *c) {
 
 static void *worker(void *arg) {
   conn_t *c = arg;
-  buffer_t b = { NULL, 0 };
+  buffer_t b = { NULL, 0, -1, -1, 0 };
   int holding = 0; /* this worker holds the read lock */
   for (;;) {
     request_t r = { .type = UINT16_MAX };
@@ -695,6 +803,7 @@ static void *worker(void *arg) {
     }
   }
   free(b.data);
+  drop_pipe(&b);
   pthread_mutex_lock(&c->lock);
   int last = --c->running == 0;
   pthread_mutex_unlock(&c->lock);
@@ -747,7 +856,7 @@ static conn_t *conn_of(napi_env env, napi_value v) {
   return p;
 }
 
-/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, maxBufferBytes, maxRequests, paused, buffered, changedBits, changedBlockShift }, onClose) */
+/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, spliceMinBytes, maxBufferBytes, maxRequests, paused, buffered, changedBits, changedBlockShift }, onClose) */
 static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -760,6 +869,9 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   get_number(env, argv[0], "metaContextId", &meta);
   get_number(env, argv[0], "threads", &threads);
   get_number(env, argv[0], "pollMicros", &poll_us);
+  double splice_min = 0;
+  get_number(env, argv[0], "spliceMinBytes", &splice_min);
+  if (splice_min < 0 || splice_min > MAX_PAYLOAD) splice_min = 0;
   double max_bytes = 64.0 * 1024 * 1024;
   get_number(env, argv[0], "maxBufferBytes", &max_bytes);
   if (max_bytes < 1) max_bytes = 1;
@@ -833,6 +945,7 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   c->paused = get_bool(env, argv[0], "paused");
   c->meta_id = (uint32_t)meta;
   c->poll_max_ns = (int64_t)(poll_us * 1000);
+  c->splice_min = (uint32_t)splice_min;
   c->max_bytes = (uint64_t)max_bytes;
   c->max_requests = (int)max_requests;
   c->polling = 1;

@@ -22,6 +22,13 @@ export interface NbdServeOptions {
   threads: number;
   /** How long at most a worker polls for the next request before it blocks, µs, while the client is busy; 0 never polls. */
   pollMicros: number;
+  /**
+   * READs at least this large (and no larger than a pipe holds, 1 MiB) are
+   * served with splice(2): the file's page-cache pages go to the socket
+   * through a pipe, without the two copies of pread + send. 0 (the default)
+   * copies every READ.
+   */
+  spliceMinBytes?: number;
   /** The most payload bytes (WRITE data read, READ data not yet sent) the workers hold at once; one request alone always runs. Default 64 MiB. */
   maxBufferBytes?: number;
   /**

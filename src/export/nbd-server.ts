@@ -71,6 +71,12 @@ export interface ExportProvider {
 const MAX_EXTENTS = 1024;
 /** Context id of `base:allocation` on every connection. */
 const BASE_ALLOCATION_ID = 1;
+/**
+ * The smallest READ the native data plane splices (bench/nbd.ts, basalt vs
+ * basalt-copy): below it the pipe's two extra system calls cost more than the
+ * copies they save.
+ */
+export const SPLICE_MIN_BYTES = 256 * 1024;
 
 /** Settings of an {@link NbdServer}. */
 export interface NbdServerOptions {
@@ -93,6 +99,12 @@ export interface NbdServerOptions {
    * than a 4k read. 0 never polls.
    */
   pollMicros?: number;
+  /**
+   * READs of at least this many bytes on the native data plane are served
+   * with splice(2) (zero-copy from the page cache), smaller ones by copying.
+   * Default {@link SPLICE_MIN_BYTES}; 0 copies every READ.
+   */
+  spliceMinBytes?: number;
   /**
    * Most connections the server holds at once, negotiating ones included.
    * One more is answered NBD_REP_ERR_SHUTDOWN (with a message saying why) to
@@ -863,6 +875,7 @@ class Connection implements Fenceable {
       metaContextId: this.structured && this.metaFor === exp.name ? BASE_ALLOCATION_ID : 0,
       threads: this.o.threadsPerConnection ?? 8,
       pollMicros: this.o.pollMicros ?? 50,
+      spliceMinBytes: this.o.spliceMinBytes ?? SPLICE_MIN_BYTES,
       maxBufferBytes: this.o.maxBufferBytesPerConnection ?? NBD_BOUNDS.maxBufferBytesPerConnection,
       maxRequests: this.o.maxRequestsPerConnection ?? NBD_BOUNDS.maxRequestsPerConnection,
       paused,
