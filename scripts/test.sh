@@ -10,6 +10,8 @@ node scripts/build-rbd-addon.mjs
 
 echo "# typecheck"
 npx tsc --noEmit -p .
+# The web dashboard is its own TypeScript project (browser, JSX): dashboard/tsconfig.json.
+npx tsc --noEmit -p dashboard
 
 # Node 20's runner does not find *.test.ts by itself: pass the files explicitly. The Ceph files
 # (test/conformance/rbd-driver*.test.ts, ceph-cluster.test.ts, test/functional/rbd-backend.test.ts)

@@ -5,7 +5,7 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { newRequestId, type Caller } from '../common/index.ts';
+import { newRequestId, systemClock, type Caller } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import { InvalidInputError, UnauthorizedError } from '../errors/index.ts';
 import { noauthCaller } from './auth.ts';
@@ -34,6 +34,8 @@ import { ExperimentalRoutes } from './experimental.ts';
 import { requestedVersion, served } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { observabilityRoutes } from './observability-routes.ts';
+import { dashboardFiles, dashboardRoutes } from './dashboard.ts';
+import { PoolHistory } from './pool-history.ts';
 import { volumeRoutes } from './volumes.ts';
 import { groupTypeRoutes } from './group-types.ts';
 import { groupRoutes } from './groups.ts';
@@ -151,6 +153,16 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
 
   app.register(versionRoutes(() => experimental.list()));
   app.register(observabilityRoutes(deps.observability));
+  // The web dashboard (off unless enabled): its files at /dashboard/, its two routes below /v3, and the capacity sampler they read.
+  const d = deps.config.DEFAULT;
+  const poolHistory = d.dashboard_enabled
+    ? new PoolHistory({ db: deps.db, services: deps.services, clock: systemClock, downMs: d.service_down_time * 1000, intervalMs: Math.max(1000, d.report_interval * 1000) })
+    : undefined;
+  if (poolHistory) {
+    app.register(dashboardFiles());
+    app.addHook('onReady', async () => poolHistory.start());
+    app.addHook('onClose', async () => poolHistory.stop());
+  }
   const resources = async (scope: FastifyInstance): Promise<void> => {
     await scope.register(volumeRoutes(deps));
     await scope.register(messageRoutes(deps));
@@ -171,6 +183,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(groupSnapshotRoutes(deps));
     await scope.register(encryptionRoutes(deps));
     if (deps.replication) await scope.register(replicationRoutes(deps, deps.replication));
+    if (poolHistory) await scope.register(dashboardRoutes(deps, poolHistory));
   };
   const auth = authenticator(deps.config);
   const prepare = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {

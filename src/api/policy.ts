@@ -246,6 +246,9 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume_extension:list_extensions', 'GET', '/extensions', 'reader'),
   e('scheduler_extension:scheduler_stats:get_pools', 'GET', '/scheduler-stats/get_pools', 'admin'),
   e('volume_extension:capabilities', 'GET', '/capabilities/:host', 'admin'),
+  // Basalt's own, experimental, served with dashboard_enabled: what the web dashboard reads besides Cinder's routes (issue 18).
+  e('scheduler_extension:scheduler_stats:get_pools', 'GET', '/dashboard/pool-history', 'admin'),
+  e('message:get_all', 'GET', '/dashboard/events', 'reader'),
   e('clusters:get_all', 'GET', '/clusters', 'admin', { since: '3.7' }),
   e('clusters:get_all', 'GET', '/clusters/detail', 'admin', { since: '3.7' }),
   e('clusters:get', 'GET', '/clusters/:name', 'admin', { since: '3.7' }),

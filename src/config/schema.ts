@@ -83,6 +83,10 @@ export const DEFAULT_OPTIONS = {
     type: 'bool', default: false,
     help: 'Allow noauth on a non-loopback listen address. Off by default because noauth trusts whatever the client claims.',
   }),
+  dashboard_enabled: opt<boolean>({
+    type: 'bool', default: false,
+    help: 'Serve the web dashboard at /dashboard/ on the API port (processes running the api role). The page asks for a token and calls the API with it, so it sees exactly what that token may see; the admin role shows pool capacity, services and clusters. Off by default: an operator opts in to another thing listening.',
+  }),
   nbd_listen: opt<string>({
     type: 'string', default: '127.0.0.1',
     help: 'Address the NBD export server of the volume service listens on (and announces in connection info).',

@@ -20,3 +20,4 @@ export * from './group-repository.ts';
 export * from './group-snapshot-repository.ts';
 export * from './backup-row-repository.ts';
 export * from './progress-repository.ts';
+export * from './recent-events.ts';

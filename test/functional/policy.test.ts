@@ -19,7 +19,8 @@ const PERSONAS = {
 } as const;
 
 test('every policy entry admits exactly the callers its rule names', async (t) => {
-  const s = await startTestServer(t);
+  // Every route the table names is served: the dashboard's too (experimental: asked for with the header below).
+  const s = await startTestServer(t, { env: { BASALT_DASHBOARD_ENABLED: 'true' } });
   const counts: Record<string, number> = {};
   for (const entry of POLICY) {
     // Per-project routes name the caller's own project; every other id is fresh.
@@ -27,7 +28,7 @@ test('every policy entry admits exactly the callers its rule names', async (t) =
     const query = entry.flag ? `?${entry.flag}=true` : '';
     const body = entry.action ? { [entry.action]: {} } : entry.method === 'POST' || entry.method === 'PUT' ? {} : undefined;
     for (const [persona, headers] of Object.entries(PERSONAS)) {
-      const r = await s.request(entry.method, `/v3/${PROJECT}${path}${query}`, body, { ...headers, 'OpenStack-API-Version': 'volume 3.70' });
+      const r = await s.request(entry.method, `/v3/${PROJECT}${path}${query}`, body, { ...headers, 'OpenStack-API-Version': 'volume 3.70', 'OpenStack-API-Experimental': 'true' });
       const what = `${persona} ${entry.method} ${entry.path}${entry.action ? ` ${entry.action}` : ''}${query} (${entry.name}, ${entry.rule}): ${r.status} ${JSON.stringify(r.body)}`;
       if (persona === 'foreign') {
         assert.equal(r.status, 400, what);

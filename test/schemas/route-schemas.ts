@@ -225,6 +225,8 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   s('GET /scheduler-stats/get_pools', 'scheduler_stats/get_pools_no_detail'),
   s('GET /scheduler-stats/get_pools', 'scheduler_stats/get_pools_with_detail', { flag: 'detail' }),
   s('GET /capabilities/:host', 'capabilities/show_backend_capabilities'),
+  none('GET /dashboard/pool-history', "Basalt's own route (pool capacity over time, for the web dashboard, issue 18): Cinder and tempest have none"),
+  none('GET /dashboard/events', "Basalt's own route (the newest status events, for the web dashboard, issue 18): Cinder and tempest have none"),
   ...['GET /clusters', 'GET /clusters/detail', 'GET /clusters/:name', 'PUT /clusters/enable', 'PUT /clusters/disable']
     .map((r) => none(r, 'clusters (3.7): tempest has no clusters client or schema')),
   none('POST /workers/cleanup', 'workers cleanup (3.24): tempest has no client or schema for it'),
