@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { attachLoop, detachLoop, loopDevicesOf } from '../privileged/index.ts';
+import { attachLoop, detachLoop, loopDevicesOf, refreshLoop } from '../privileged/index.ts';
 import { connect } from './api-client.ts';
 import { addClientCommands, volumeId, withClient, type ClientFlags } from './client-commands.ts';
 import { CliError, describeError, EXIT, exitCodeOf } from './exit-codes.ts';
@@ -221,6 +221,23 @@ withClient(program.command('detach <volume>'))
     if (detached > 0) return;
     if (attachments.length === 0) throw new CliError(`volume ${volume} has no attachments`, EXIT.notFound);
     throw new CliError(`volume ${volume} has no local attachment on this host; its ${attachments.length} other attachment(s) (NBD, other hosts) stay: --all deletes them too`, EXIT.notFound);
+  });
+
+withClient(program.command('resize <volume>'))
+  .description('after an in-use extend: make this host\'s loop devices of a volume take its new size (losetup --set-capacity); prints each device and its size in bytes')
+  .action(async (volume: string, flags: ClientFlags) => {
+    const api = await connect(flags);
+    const { attachments } = await api.call('GET', `/attachments/detail?volume_id=${await volumeId(api, volume)}`);
+    let resized = 0;
+    for (const a of attachments as Array<{ connection_info: { driver_volume_type?: string; data?: { device_path?: string } } | null }>) {
+      if (a.connection_info?.driver_volume_type !== 'local' || !a.connection_info.data?.device_path) continue;
+      for (const device of await loopDevicesOf(a.connection_info.data.device_path)) {
+        console.log(`${device} ${await refreshLoop(device)}`);
+        resized++;
+      }
+    }
+    // An NBD client reconnects instead (docs/online-extend.md); doing nothing is said, never a silent success.
+    if (resized === 0) throw new CliError(`volume ${volume} has no loop device on this host (an NBD client sees the new size when it connects again)`, EXIT.notFound);
   });
 
 addClientCommands(program);

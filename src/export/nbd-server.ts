@@ -901,19 +901,21 @@ class Connection implements Fenceable {
     const size = handle.sizeBytes;
     const outside = offset + length > size || !Number.isSafeInteger(offset + length);
     const isWrite = type === CMD.WRITE || type === CMD.TRIM || type === CMD.WRITE_ZEROES;
+    // Past the size this connection was given (a volume extended since then is larger for new connections only).
+    const beyond = (code: number): Sent => this.error(cookie, type, code, pastTheEnd(size));
     // Fenced while it waited at the gate or behind the socket: dropped unanswered.
     if (isWrite && this.fenced) return;
     try {
       if (isWrite && exp.readOnly) return this.error(cookie, type, ERR.EPERM);
       switch (type) {
         case CMD.READ: {
-          if (outside) return this.error(cookie, type, ERR.EINVAL);
+          if (outside) return beyond(ERR.EINVAL);
           if (length > MAX_PAYLOAD) return this.error(cookie, type, ERR.EINVAL);
           const data = await handle.read(offset, length);
           return this.readReply(cookie, offset, data);
         }
         case CMD.WRITE:
-          if (outside) return this.error(cookie, type, ERR.ENOSPC);
+          if (outside) return beyond(ERR.ENOSPC);
           this.changes?.mark(offset, length);
           await handle.write(offset, payload!);
           if (flags & CMD_FLAG.FUA) await handle.flush();
@@ -924,22 +926,23 @@ class Connection implements Fenceable {
           await handle.flush();
           return this.ok(cookie);
         case CMD.TRIM:
-          if (outside) return this.error(cookie, type, ERR.EINVAL);
+          if (outside) return beyond(ERR.EINVAL);
           this.changes?.mark(offset, length);
           await handle.trim!(offset, length);
           if (flags & CMD_FLAG.FUA) await handle.flush();
           return this.ok(cookie);
         case CMD.WRITE_ZEROES:
-          if (outside) return this.error(cookie, type, ERR.ENOSPC);
+          if (outside) return beyond(ERR.ENOSPC);
           this.changes?.mark(offset, length);
           await handle.writeZeroes!(offset, length, (flags & CMD_FLAG.NO_HOLE) === 0);
           if (flags & CMD_FLAG.FUA) await handle.flush();
           return this.ok(cookie);
         case CMD.CACHE:
-          if (outside) return this.error(cookie, type, ERR.EINVAL);
+          if (outside) return beyond(ERR.EINVAL);
           return this.ok(cookie);
         case CMD.BLOCK_STATUS: {
-          if (outside || length === 0) return this.error(cookie, type, ERR.EINVAL);
+          if (outside) return beyond(ERR.EINVAL);
+          if (length === 0) return this.error(cookie, type, ERR.EINVAL);
           if (!this.structured || this.metaFor !== exp.name) return this.error(cookie, type, ERR.EINVAL);
           const extents = await handle.blockStatus!(offset, length);
           return this.blockStatusReply(cookie, extents, (flags & CMD_FLAG.REQ_ONE) !== 0);
@@ -961,14 +964,18 @@ class Connection implements Fenceable {
     return { flushed: this.send(r) };
   }
 
-  /** An error: structured for READ and BLOCK_STATUS once negotiated, simple otherwise. */
-  private error(cookie: Buffer, type: number, code: number): Sent {
-    if (this.structured && (type === CMD.READ || type === CMD.BLOCK_STATUS)) {
-      return this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, (() => {
-        const b = Buffer.alloc(6);
-        b.writeUInt32BE(code, 0);
-        return b;
-      })());
+  /**
+   * An error: structured for READ and BLOCK_STATUS once negotiated, and for
+   * any request when there is a `message` for a human (the protocol prefers
+   * structured errors for that reason); simple otherwise.
+   */
+  private error(cookie: Buffer, type: number, code: number, message?: string): Sent {
+    if (this.structured && (message !== undefined || type === CMD.READ || type === CMD.BLOCK_STATUS)) {
+      const text = Buffer.from(message ?? '');
+      const b = Buffer.alloc(6);
+      b.writeUInt32BE(code, 0);
+      b.writeUInt16BE(text.length, 4);
+      return this.chunk(cookie, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, b, text.length > 0 ? text : undefined);
     }
     const r = Buffer.alloc(16);
     r.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
@@ -1052,4 +1059,13 @@ function infoString(type: number, text: string): Buffer {
   b.writeUInt16BE(type, 0);
   s.copy(b, 2);
   return b;
+}
+
+/**
+ * The message of a request past the end of a connection's export: the size
+ * is the one the connection negotiated, fixed for its life; an online extend
+ * shows only to new negotiations (docs/online-extend.md).
+ */
+export function pastTheEnd(sizeBytes: number): string {
+  return `Request past the end of the export (${sizeBytes} bytes when this connection was negotiated). If the volume was extended, connect again to see its new size.`;
 }

@@ -5,6 +5,7 @@
  * unprivileged and nothing else builds a command line.
  */
 import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { InvalidInputError } from '../errors/index.ts';
@@ -33,6 +34,21 @@ export async function loopDevicesOf(file: string): Promise<string[]> {
   if (!path.isAbsolute(file) || !VOLUME_FILE.test(path.basename(file))) throw new InvalidInputError(`Not a volume file path: ${file}`);
   const { stdout } = await run('losetup', ['--noheadings', '--output', 'NAME', '--associated', file]);
   return stdout.split('\n').map((l) => l.trim()).filter((l) => LOOP_DEVICE.test(l));
+}
+
+/**
+ * Makes a loop device take its backing file's size again (`losetup
+ * --set-capacity`): after an online extend the file is larger, but the
+ * device keeps the size it was set up with until told. Returns the device's
+ * size in bytes afterwards.
+ * @throws InvalidInputError for anything but /dev/loopN.
+ */
+export async function refreshLoop(device: string): Promise<number> {
+  if (!LOOP_DEVICE.test(device)) throw new InvalidInputError(`Refusing to resize ${device}: not a loop device`);
+  await run('losetup', ['--set-capacity', device]);
+  // The kernel's count of 512-byte sectors, whatever the device's logical block size.
+  const sectors = await fs.readFile(`/sys/class/block/${path.basename(device)}/size`, 'utf8');
+  return Number(sectors.trim()) * 512;
 }
 
 /**
