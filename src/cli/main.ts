@@ -57,6 +57,7 @@ withCommon(program.command('server'))
     const config = configFrom(flags);
     const format = flags.logFormat ?? (config.DEFAULT.log_format ? logFormat(config.DEFAULT.log_format) : process.stdout.isTTY ? 'pretty' : 'json');
     const logger = serverLogger(config.DEFAULT.log_level, format);
+    for (const note of config.notes) logger.warn(`configuration: ${note}`);
     let roles: Role[] | undefined;
     if (flags.roles) {
       roles = flags.roles.split(',').map((r) => r.trim()) as Role[];

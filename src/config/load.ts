@@ -137,6 +137,13 @@ function convert(section: string, option: string, spec: OptionSpec, raw: RawValu
   return value;
 }
 
+/** What each part of the default context stands for, as `config show` names it. */
+const DERIVED_FROM: Record<keyof DefaultContext, string> = {
+  stateDir: 'DEFAULT.state_dir',
+  storageAvailabilityZone: 'DEFAULT.storage_availability_zone',
+  backend: 'the section name',
+};
+
 /**
  * Resolves one group of options from the given sections, first match wins,
  * falling back to the default. Records provenance in `sources` under `label`.
@@ -156,8 +163,15 @@ function resolveGroup(
     if (found) {
       out[name] = convert(found.section, name, spec, found.raw);
       sources.set(`${label}.${name}`, found.raw.source);
+    } else if (typeof spec.default === 'function') {
+      // A default computed from other options says which: a changed state_dir moves it too.
+      const read = new Set<string>();
+      const tracked = new Proxy(ctx, { get: (t, k) => { read.add(String(k)); return Reflect.get(t, k); } });
+      out[name] = (spec.default as (c: DefaultContext) => unknown)(tracked);
+      const from = [...read].map((k) => DERIVED_FROM[k as keyof DefaultContext]).filter(Boolean);
+      sources.set(`${label}.${name}`, from.length ? `default, from ${from.join(' and ')}` : 'default');
     } else {
-      out[name] = typeof spec.default === 'function' ? (spec.default as (c: DefaultContext) => unknown)(ctx) : spec.default;
+      out[name] = spec.default;
       sources.set(`${label}.${name}`, 'default');
     }
     if (label === 'DEFAULT' && name === 'state_dir') ctx.stateDir = path.resolve(out[name] as string);
@@ -213,10 +227,11 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   const common = backendGroup();
   // A backend section may hold any driver's options until its driver is known (checked below).
   const anyBackend = { ...anyDriverOptions(), ...common };
-  rejectUnknown(raw, new Map<string, Group>([
+  const groups = new Map<string, Group>([
     ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['keystone_authtoken', KEYSTONE_OPTIONS],
     ['key_manager', KEY_MANAGER_OPTIONS], ['nova', NOVA_OPTIONS], ['backend_defaults', anyBackend],
-  ]), anyBackend);
+  ]);
+  rejectUnknown(raw, groups, anyBackend);
 
   const sources = new Map<string, string>();
   const ctx: DefaultContext = { stateDir: '', storageAvailabilityZone: '' };
@@ -259,7 +274,15 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
     replicationDevices(backend); // refuses a malformed replication_device at start, naming it
     return backend;
   });
+  const notes = [
+    // A section nothing reads is most often a backend left out of enabled_backends, or a misspelt name.
+    ...[...raw.keys()].filter((section) => !groups.has(section) && !names.includes(section))
+      .map((section) => `[${section}] is not a backend named in enabled_backends (${names.join(', ')}): nothing reads its options`),
+    ...names.filter((name) => !raw.has(name))
+      .map((name) => `backend ${name} in enabled_backends has no [${name}] section: it runs on [backend_defaults] and the defaults`),
+  ];
   return {
+    notes,
     DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],
     coordination: coordination as BasaltConfig['coordination'], keystone_authtoken: keystone as BasaltConfig['keystone_authtoken'],
     key_manager: keyManager as BasaltConfig['key_manager'], nova: nova as BasaltConfig['nova'], backends, sources,
@@ -272,7 +295,8 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
  * declaration). Used by `basalt config show`; secrets are masked.
  */
 export function describeConfig(config: BasaltConfig): string {
-  const lines: string[] = [];
+  // What deserves a look comes first.
+  const lines: string[] = config.notes.map((n) => `# NOTE: ${n}`);
   const emit = (label: string, values: object, specs: Group): void => {
     for (const [k, v] of Object.entries(values)) {
       const spec = specs[k];

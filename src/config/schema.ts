@@ -431,4 +431,6 @@ export interface BasaltConfig {
   readonly backends: readonly BackendOptions[];
   /** Where each effective value came from, keyed `section.option`. */
   readonly sources: ReadonlyMap<string, string>;
+  /** What looks wrong without being an error: sections nothing reads, enabled backends with no section. Said by `config show` and at start. */
+  readonly notes: readonly string[];
 }

@@ -1,6 +1,7 @@
 /** The basalt command: config show, db migrate, db status. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -41,4 +42,20 @@ test('a port in use stops the server with one line naming the option that moves 
     assert.match(e.stderr, new RegExp(`^basalt: cannot listen on 127\\.0\\.0\\.1:${port}: another process is listening there\\. Choose another with --port or BASALT_PORT`));
     return true;
   });
+});
+
+test('config show flags a section nothing reads, an enabled backend without a section, and says what a default is derived from', async (t) => {
+  const dir = tempStateDir(t);
+  const ini = path.join(dir, 'basalt.conf');
+  fs.writeFileSync(ini, '[DEFAULT]\nenabled_backends = file,fast\n[file]\nvolume_driver = file\n[lvm]\nvolume_driver = file\n');
+  const shown = (await run(process.execPath, [BIN, 'config', 'show', '--config', ini, '--state-dir', dir])).stdout;
+  const lines = shown.split('\n');
+  assert.equal(lines[0], '# NOTE: [lvm] is not a backend named in enabled_backends (file, fast): nothing reads its options');
+  assert.equal(lines[1], '# NOTE: backend fast in enabled_backends has no [fast] section: it runs on [backend_defaults] and the defaults');
+  assert.match(shown, new RegExp(`^database\\.connection = sqlite://${dir}/basalt\\.sqlite {2}# default, from DEFAULT\\.state_dir$`, 'm'));
+  assert.match(shown, /^fast\.volume_backend_name = fast {2}# default, from the section name$/m);
+  assert.match(shown, /^file\.volume_driver = file {2}# .*basalt\.conf/m);
+  // A configuration without such things has no notes.
+  fs.writeFileSync(ini, '[DEFAULT]\nenabled_backends = file\n[file]\nvolume_driver = file\n');
+  assert.doesNotMatch((await run(process.execPath, [BIN, 'config', 'show', '--config', ini, '--state-dir', dir])).stdout, /NOTE/);
 });
