@@ -36,6 +36,9 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
           canMultiConn: driver.capabilities.canMultiConn, open: () => driver.openVolume({ id: v.id, sizeGiB: v.size }),
         };
       }
+      // A synchronously replicated volume is served only through its mirror: no write is acknowledged on the primary alone.
+      if (!moves?.has(v.id) && await db.kysely.selectFrom('volume_replicas').select('volume_id').where('volume_id', '=', v.id)
+        .where('mode', '=', 'sync').where('primary_cluster', '=', cluster!).executeTakeFirst()) return undefined;
       return {
         name,
         key: v.id,

@@ -23,6 +23,12 @@
  * Until the row names the destination the source is the volume and the
  * destination a copy: a crash loses only the mirror, the volume's data stays
  * whole on the source, and the move starts over.
+ *
+ * Synchronous replication (`replicator.ts`) serves a volume through the same
+ * mirror for as long as it is replicated, its destination the secondary copy
+ * over the secondary's NBD export: a write is acknowledged once both sides
+ * have it, and a write the secondary refuses fails (the export answers its
+ * errno, e.g. ENOSPC or EIO) and is reported through `onDestFailure`.
  */
 import type { VolumeHandle } from '../drivers/index.ts';
 import { DriverError } from '../errors/index.ts';
@@ -64,7 +70,22 @@ export class LiveMove {
   private readonly views = new Set<VolumeHandle>();
   private closed = false;
 
-  constructor(private readonly source: VolumeHandle, private readonly dest: VolumeHandle) {}
+  /**
+   * `onDestFailure`: called (once per failed call) when the destination
+   * refuses a write, zero, trim or flush that the source took; the call then
+   * fails. Default: nothing more than the failure.
+   */
+  constructor(private readonly source: VolumeHandle, private readonly dest: VolumeHandle, private readonly onDestFailure?: (err: unknown) => void) {}
+
+  /** Runs a call on the destination, reporting its failure. */
+  private async onDest<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.onDestFailure?.(err);
+      throw err;
+    }
+  }
 
   /** Size the views show: the source's (the destination is made at the volume's size). */
   get sizeBytes(): number {
@@ -78,13 +99,13 @@ export class LiveMove {
       locks.hold(offset, offset + length, async () => {
         // Source first: it is the volume until the move commits, and a write it refused must not reach the copy.
         await onSource();
-        await onDest();
+        await this.onDest(onDest);
       });
     const view: VolumeHandle = {
       sizeBytes: this.sizeBytes,
       read: (offset, length) => source.read(offset, length),
       write: (offset, data) => both(offset, data.length, () => source.write(offset, data), () => dest.write(offset, data)),
-      flush: async () => { await Promise.all([source.flush(), dest.flush()]); },
+      flush: async () => { await Promise.all([source.flush(), this.onDest(() => dest.flush())]); },
       ...(source.trim ? { trim: (offset: number, length: number) => both(offset, length, () => source.trim!(offset, length), async () => { await dest.trim?.(offset, length); }) } : {}),
       ...(source.writeZeroes ? { writeZeroes: (offset: number, length: number, mayPunch: boolean) => both(offset, length, () => source.writeZeroes!(offset, length, mayPunch), () => zeroOn(dest, offset, length, mayPunch)) } : {}),
       ...(source.blockStatus ? { blockStatus: (offset: number, length: number) => source.blockStatus!(offset, length) } : {}),

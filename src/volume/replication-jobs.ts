@@ -74,7 +74,11 @@ export interface ReplicationDeps extends VolumeHandlerDeps {
   messageTtlSeconds: number;
   attachments: AttachmentRepository;
   /** This process's shipping loop (absent: it ships nothing, and cannot fail back). */
-  replicator?: { shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void> };
+  replicator?: {
+    shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void>;
+    /** Ends a synchronous replica's mirror in this process (its connections reconnect to what the row names). */
+    endMirror(volumeId: string): Promise<void>;
+  };
 }
 
 /** The replica row of a volume, if it is replicated. */
@@ -187,6 +191,8 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
       await db.kysely.updateTable('volumes').set({ replication_status: 'error' }).where('id', '=', v.id).execute();
       continue;
     }
+    // A synchronous mirror in this process (both backends here) stops writing to the old primary.
+    await deps.replicator?.endMirror(v.id);
     // The copy as shipped is the point the next shipment back counts from.
     const baseline = { id: newId(), volumeId: v.id, sizeGiB: v.size };
     await driver.createSnapshot(baseline);
@@ -246,7 +252,8 @@ async function fenceOld(deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, volumeI
 async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: string, p: FailoverPayload, requestId: string | null): Promise<void> {
   const { db } = deps;
   const replicas = await db.kysely.selectFrom('volume_replicas').selectAll().where('primary_cluster', '=', cluster).where('secondary_cluster', '=', p.cluster).execute();
-  const behind = replicas.filter((r) => !['enabled', 'copying'].includes(r.state) || !r.export_name);
+  // A synchronous copy is in step only once its mirror is (enabled); an asynchronous one ships its last point below.
+  const behind = replicas.filter((r) => !r.export_name || !(r.mode === 'sync' ? ['enabled'] : ['enabled', 'copying']).includes(r.state));
   if (behind.length > 0) {
     throw new DriverError(`Failback of ${p.cluster} waits for ${behind.length} volume(s) to be in step again (${behind.map((r) => r.volume_id).join(', ')}).`, { retryable: true });
   }
@@ -254,7 +261,8 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
   for (const r of replicas) {
     const hold = async (): Promise<void> => {
       // The last point, taken and shipped while nothing writes; the row moves back before the writes go on.
-      await deps.replicator!.shipNow(r.volume_id, driver, { quiesced: true });
+      // A synchronous copy in step has every write already (the mirror acknowledged none without it).
+      if (r.mode !== 'sync') await deps.replicator!.shipNow(r.volume_id, driver, { quiesced: true });
       await deps.queue.transaction(async (tx, enqueue) => {
         await db.lockRows(tx, 'volumes', [r.volume_id]);
         const now = await replicaOf(tx, r.volume_id);
@@ -267,6 +275,9 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
         await dropReplicaExports(tx, r.volume_id, p.cluster);
         await fenceOld(deps, tx, enqueue, r.volume_id, cluster, requestId);
       });
+      // Still holding the writes: the connections here are dropped (their held writes with them) and reconnect to the original backend.
+      await deps.replicator!.endMirror(r.volume_id);
+      for (const a of await deps.attachments.ofVolume(db.kysely, r.volume_id)) await deps.exports?.closeExport(a.export_name);
     };
     if (deps.exports) await deps.exports.quiesce(r.volume_id, hold);
     else await hold();

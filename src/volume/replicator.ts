@@ -20,6 +20,17 @@
  *   previous one only once the secondary has flushed it;
  * - a replica whose volume is gone is removed on the secondary.
  *
+ * Synchronous replicas (`basalt:replication_mode = sync`) ship no points:
+ * once the copy and its export are ready, the volume is served through a
+ * mirror (`live-move.ts`, the attached moves' mirror) whose destination is
+ * the secondary copy over its export, and the mirror's first copy reads only
+ * the allocated extents. A write is acknowledged once both copies have it;
+ * while the mirror is not ready the export refuses the volume
+ * (`attachment-exports.ts`), so no write is acknowledged on the primary
+ * alone. A write the secondary refuses fails with its errno (ENOSPC for a
+ * full secondary, EIO for a lost one) and breaks the mirror: it is rebuilt
+ * (reconnected and copied again) at the next tick.
+ *
  * A shipment that fails (target down, full, failing) leaves the previous
  * point in place, marks the replica `error` and the volume's
  * `replication_status` `error` with a user message, and is tried again at the
@@ -34,6 +45,7 @@ import { withLock } from '../coordination/index.ts';
 import { DriverError } from '../errors/index.ts';
 import type { NbdClient } from '../export/nbd-client.ts';
 import { openClusterExport } from './export-connect.ts';
+import { LiveMove } from './live-move.ts';
 import { MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
 import { reporting, replicationTargetsOf } from '../services/index.ts';
 import { queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
@@ -61,6 +73,8 @@ export interface Shipment { bytes: number; full: boolean }
 /** Runs the loop; see the module comment. */
 export class Replicator {
   private timer: NodeJS.Timeout | undefined;
+  /** The synchronous replicas this process mirrors, by volume id; `broken` once the secondary refused a call. */
+  private readonly mirrors = new Map<string, { move: LiveMove; broken: boolean; cluster: string }>();
   private running: Promise<void> | undefined;
   private stopped = false;
 
@@ -80,6 +94,18 @@ export class Replicator {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running;
+    for (const id of [...this.mirrors.keys()]) await this.endMirror(id);
+  }
+
+  /** Whether `volumeId`'s synchronous mirror is serving in this process (the export serves such a volume only through it). */
+  isMirrored(volumeId: string): boolean {
+    return this.mirrors.has(volumeId);
+  }
+
+  /** Stops mirroring `volumeId` here: its connections are dropped and reconnect to what its row names. */
+  async endMirror(volumeId: string): Promise<void> {
+    if (!this.mirrors.delete(volumeId)) return;
+    await this.o.deps.moves?.end(volumeId);
   }
 
   /** One pass over this process's replicated volumes (exposed for tests). */
@@ -94,6 +120,10 @@ export class Replicator {
       .where('volumes.replication_status', 'in', ['copying', 'enabled', 'error']).where('volume_replicas.volume_id', 'is', null).execute();
     for (const v of fresh) await this.place(v as VolumeRow);
     const replicas = await deps.db.kysely.selectFrom('volume_replicas').selectAll().where('primary_cluster', 'in', clusters).execute();
+    // Mirrors of volumes no longer primary here (failed over, removed) end.
+    for (const [id, m] of this.mirrors) {
+      if (!replicas.some((r) => r.volume_id === id && r.primary_cluster === m.cluster)) await this.endMirror(id);
+    }
     for (const r of replicas) {
       const v = await deps.volumes.get(deps.db.kysely, r.volume_id);
       if (!v || v.status === 'deleting') {
@@ -104,12 +134,66 @@ export class Replicator {
         await deps.queue.transaction((tx, enqueue) => queueReplicaJob(tx, enqueue, deps.replicationKinds.replicaPrepare, r.volume_id, r.secondary_cluster));
         continue;
       }
+      if (r.mode === 'sync') {
+        const driver = this.o.drivers.get(r.primary_cluster);
+        if (driver && r.export_name && ['available', 'in-use'].includes(v.status)) {
+          await this.keepMirror(r, v, driver).catch((err) => this.o.log.warn({ err, volume_id: r.volume_id }, 'synchronous mirror not ready'));
+        }
+        continue;
+      }
       const due = !r.last_point_at || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000 / 2 || r.state === 'error';
       if (!due || !r.export_name || !['available', 'in-use'].includes(v.status)) continue;
       const driver = this.o.drivers.get(r.primary_cluster);
       if (!driver) continue;
       await this.shipNow(r.volume_id, driver, { quiesced: false }).catch((err) => this.o.log.warn({ err, volume_id: r.volume_id }, 'replication point not shipped'));
     }
+  }
+
+  /**
+   * Makes sure a synchronous replica is served through a working mirror:
+   * (re)connects to the secondary, begins the mirror (the volume's
+   * connections reconnect onto it) and copies the allocated extents under
+   * the mirror's range locks; then the replica is in step.
+   */
+  private async keepMirror(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver): Promise<void> {
+    const { deps } = this.o;
+    const m = this.mirrors.get(v.id);
+    if (m && !m.broken) return;
+    if (!deps.moves) return;
+    if (m) await this.endMirror(v.id);
+    await withLock(deps.coordinator, `volume-${v.id}`, LOCK_WAIT_MS, async () => {
+      let from: VolumeHandle | undefined;
+      let entry: { move: LiveMove; broken: boolean; cluster: string } | undefined;
+      try {
+        from = await driver.openVolume({ id: v.id, sizeGiB: v.size });
+        const to = await this.connect(r);
+        const move = new LiveMove(from, to, (err) => {
+          if (entry && !entry.broken) {
+            entry.broken = true;
+            void this.recordFailure(r, v, err as Error).catch(() => undefined);
+          }
+        });
+        from = undefined; // the mirror owns both handles now
+        entry = { move, broken: false, cluster: r.primary_cluster };
+        this.mirrors.set(v.id, entry);
+        await deps.moves!.begin(v.id, move);
+        await move.copy();
+        const bytes = await allocatedBytes(driver, v);
+        await deps.queue.transaction(async (tx) => {
+          await tx.updateTable('volume_replicas').set({
+            state: 'enabled', last_point_at: isoAt(deps.clock.now()), last_error: null, pending_ranges: null,
+            bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + bytes, updated_at: isoAt(deps.clock.now()),
+          }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
+          await tx.updateTable('volumes').set({ replication_status: 'enabled' }).where('id', '=', v.id).where('replication_status', 'in', ['copying', 'error']).execute();
+        });
+        this.o.log.info({ volume_id: v.id, bytes }, 'synchronous mirror in step');
+      } catch (err) {
+        await from?.close();
+        if (entry) entry.broken = true;
+        await this.recordFailure(r, v, err as Error);
+        throw err;
+      }
+    });
   }
 
   /** Names the secondary of a replicated volume (a live backend of the primary's first target) and queues its copy. */
@@ -231,6 +315,25 @@ export class Replicator {
         });
       }
     });
+  }
+}
+
+/** The bytes a volume's allocated extents hold (what a mirror's first copy read), for the replica's count. */
+async function allocatedBytes(driver: GuardedDriver, v: VolumeRow): Promise<number> {
+  const h = await driver.openVolume({ id: v.id, sizeGiB: v.size });
+  try {
+    let bytes = 0;
+    for (let offset = 0; offset < h.sizeBytes;) {
+      const extents = h.blockStatus ? await h.blockStatus(offset, h.sizeBytes - offset) : [{ length: h.sizeBytes - offset, zero: false, hole: false }];
+      if (extents.length === 0) break;
+      for (const e of extents) {
+        if (!e.zero) bytes += e.length;
+        offset += e.length;
+      }
+    }
+    return bytes;
+  } finally {
+    await h.close();
   }
 }
 

@@ -7,11 +7,16 @@
  * the rows follow, and what alpha held without a copy goes to error.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { randomUUID } from 'node:crypto';
 import { fileOf, TWO_FILE_BACKENDS, writePattern } from '../helpers/backends.ts';
 import { fileDigest } from '../helpers/file-digest.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
+const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
 const MiB = 1024 ** 2;
 const GiB = 1024 * MiB;
@@ -145,13 +150,71 @@ test('replicated volumes: placement, asynchronous points over the NBD export, fa
   assert.equal(back.replication_status, 'enabled');
   assert.equal((await volumeService(s, 'alpha')).status, 'enabled');
   assert.equal(await fileDigest(fileOf(s.stateDir, 'alpha', id), GiB), await fileDigest(fileOf(s.stateDir, 'beta', id), GiB));
-  const shipped = await fileDigest(fileOf(s.stateDir, 'alpha', id), GiB);
   // Alpha's own divergence (at 900 MiB) was overwritten by beta's data (zeros there).
-  const zeros = Buffer.alloc(MiB);
-  const fd = (await import('node:fs')).openSync(fileOf(s.stateDir, 'alpha', id), 'r');
-  const at900 = Buffer.alloc(MiB);
-  (await import('node:fs')).readSync(fd, at900, 0, MiB, 900 * MiB);
-  (await import('node:fs')).closeSync(fd);
-  assert.ok(at900.equals(zeros), 'what alpha took after its last point is gone');
-  assert.ok(shipped);
+  assert.ok(bytesOf(fileOf(s.stateDir, 'alpha', id), 900 * MiB, MiB).equals(Buffer.alloc(MiB)), 'what alpha took after its last point is gone');
+});
+
+const CONNECTOR = { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' };
+
+/** Reads `length` bytes of a file at `offset`. */
+function bytesOf(file: string, offset: number, length: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(length);
+    fs.readSync(fd, b, 0, length, offset);
+    return b;
+  } finally { fs.closeSync(fd); }
+}
+
+test('synchronous replication: a write through the export is on the secondary when it is acknowledged; a lost secondary fails writes until it is back', async (t) => {
+  const s = await startTestServer(t, { ini: CONFIG });
+  await makeType(s, 'sync', { ...REPLICATED, 'basalt:replication_mode': 'sync' });
+  const id = await createVolume(s, 'sync');
+  await waitForStatus(s, id, 'available');
+  await waitFor('the mirror in step', async () => (await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'enabled');
+  assert.equal((await replication(s, id)).mode, 'sync');
+
+  const MV = { 'OpenStack-API-Version': 'volume 3.54' };
+  const a = await waitFor('an attachment', async () => {
+    const r = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: id, connector: CONNECTOR } }, MV);
+    if (r.status === 400 && /try again later/.test(r.body.badRequest?.message)) return undefined;
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r.body.attachment;
+  });
+  assert.equal((await s.request('POST', `${V}/attachments/${a.id}/action`, { 'os-complete': null }, MV)).status, 204);
+  const uri = a.connection_info.data.uri as string;
+
+  // Acknowledged means on both copies: no point to wait for.
+  await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 1M', uri]);
+  assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), MiB, MiB).equals(Buffer.alloc(MiB, 0x5a)), 'the write is on the secondary when acknowledged');
+  assert.ok(bytesOf(fileOf(s.stateDir, 'alpha', id), MiB, MiB).equals(Buffer.alloc(MiB, 0x5a)));
+
+  // The secondary's export goes away: writes fail (EIO), the volume says so, and a user message too.
+  const x = await s.server.db.kysely.selectFrom('volume_exports').selectAll().where('volume_id', '=', id).where('purpose', '=', 'replication').executeTakeFirstOrThrow();
+  await s.server.db.kysely.deleteFrom('volume_exports').where('export_name', '=', x.export_name).execute();
+  // Its connection dropped as any member drops one: a durable export.fence job for beta's volume service.
+  const at = new Date().toISOString();
+  await s.server.db.kysely.insertInto('jobs').values({
+    id: randomUUID(), kind: 'export.fence', payload_version: 1, payload: JSON.stringify({ exportName: x.export_name }), target: `member:${(await volumeService(s, 'beta')).host}`,
+    resource_type: 'attachment', resource_id: `replica-of-${id}`, state: 'queued', attempts: 0, max_attempts: 5, lease_owner: null, lease_expires_at: null,
+    not_before: 0, last_error: null, request_id: null, created_at: at, updated_at: at,
+  }).execute();
+  const failedWrite = await waitFor('a write to fail', async () => {
+    const r = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x11 4M 64k', uri]).catch((e: { stdout: string; stderr: string }) => e);
+    return /Input\/output error|failed/i.test(`${r.stdout}${r.stderr}`) ? r : undefined;
+  });
+  assert.ok(failedWrite);
+  await waitFor('replication_status error', async () => (await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'error');
+  const msgs = await s.request('GET', `${V}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });
+  assert.ok((msgs.body.messages as Array<{ resource_uuid: string; user_message: string }>).some((m) => m.resource_uuid === id && /secondary copy/.test(m.user_message)));
+
+  // It comes back: the mirror is rebuilt by itself, and writes are on both copies again.
+  await s.server.db.kysely.insertInto('volume_exports').values(x).execute();
+  await waitFor('the mirror in step again', async () => (await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'enabled');
+  await waitFor('a write to succeed', async () => {
+    const r = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 8M 64k', uri]).catch(() => undefined);
+    return r && !/error|failed/i.test(`${r.stdout}${r.stderr}`);
+  });
+  assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), 8 * MiB, 64 * 1024).equals(Buffer.alloc(64 * 1024, 0x77)));
+  assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), MiB, MiB).equals(Buffer.alloc(MiB, 0x5a)));
 });

@@ -220,6 +220,10 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
   async check({ tx, deps }, v) {
     if (v.migration_status === 'migrating') throw new InvalidStatusError(`Invalid volume: Volume ${v.id} is already being migrated.`);
     if (v.group_id) throw new InvalidInputError(`Invalid input received: Volume ${v.id} belongs to group ${v.group_id}; remove it from the group first.`);
+    if (v.replication_status && !['disabled', 'not-capable'].includes(v.replication_status)) {
+      // Its copies are tied to its backend and its target (and a synchronous one is served through a mirror a move would replace).
+      throw new InvalidInputError(`Invalid input received: Volume ${v.id} is replicated (replication_status ${v.replication_status}): a replicated volume cannot be migrated; fail its backend over instead.`);
+    }
     if ((await deps.snapshots.ofVolume(tx, v.id)).length > 0) throw new InvalidInputError(`Invalid input received: Volume ${v.id} has snapshots: a volume with snapshots cannot be migrated.`);
     if (!v.cluster_name || !v.host) throw new InvalidInputError(`Invalid input received: Volume ${v.id} was never placed on a backend.`);
     if (v.status === 'in-use') {
