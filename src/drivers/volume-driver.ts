@@ -81,11 +81,12 @@
  * `manageExistingGetSize`, `manageExisting`, `unmanage`,
  * `manageExistingSnapshot`, `unmanageSnapshot` and the `listManageable…` pair;
  * 1.4 added `supportsNativeConnection` with `nativeConnection`; 1.5 added
- * `supportsChangedExtents` with `changedExtents`.
+ * `supportsChangedExtents` with `changedExtents`; 1.6 added
+ * `supportsAllocatedExtents` with `allocatedExtents`.
  */
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.5';
+export const DRIVER_CONTRACT_VERSION = '1.6';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -169,6 +170,19 @@ export interface DeclaredCapabilities {
    * (a crash, a write path that cannot track), everything changed.
    */
   readonly supportsChangedExtents?: boolean;
+  /**
+   * Whether `allocatedExtents` exists: the backend can tell which extents of
+   * a snapshot hold data (a sparse file's data extents, RBD's allocation).
+   * Default false: the core answers that the whole snapshot may hold data.
+   */
+  readonly supportsAllocatedExtents?: boolean;
+  /**
+   * Whether the driver's data lives only in its process's memory and is gone
+   * when the process stops (the `memory` test driver). Default false. A
+   * volume service of such a driver says at start how many volumes recorded
+   * on its backend it does not hold.
+   */
+  readonly volatile?: boolean;
   /** Protocol named in pool stats (`storage_protocol`). Default `nbd`: the core exports every backend over NBD. */
   readonly storageProtocol?: string;
   /** Vendor shown in pool stats (`vendor_name`). */
@@ -197,6 +211,8 @@ export const CAPABILITY_DEFAULTS: Readonly<Omit<DriverCapabilities, 'vendorName'
   supportsManageExisting: false,
   supportsNativeConnection: false,
   supportsChangedExtents: false,
+  supportsAllocatedExtents: false,
+  volatile: false,
   storageProtocol: 'nbd',
 });
 
@@ -635,6 +651,23 @@ export interface VolumeDriver {
    *   tracking applies where it knows better).
    */
   changedExtents?(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]>;
+
+  /**
+   * The extents of a snapshot that may hold data. Optional: present exactly
+   * when `capabilities.supportsAllocatedExtents`.
+   * - When: a client asks for a snapshot's allocated extents (the
+   *   experimental block metadata API, CSI's GetMetadataAllocated), to read
+   *   only those for a full backup.
+   * - Preconditions: the snapshot exists on this backend; nothing deletes it meanwhile.
+   * - Postconditions: none (reads only). Every byte of the snapshot that does
+   *   not read as zero lies inside a returned extent (extents may cover zeros
+   *   and holes: a coarse answer costs reading, never correctness); extents
+   *   are sorted, do not overlap and lie inside the snapshot's size.
+   * - Idempotency: pure, while the snapshot exists.
+   * - Errors: `DriverError`.
+   * - Default if omitted: the whole snapshot.
+   */
+  allocatedExtents?(snap: SnapshotRef): Promise<ChangedExtent[]>;
 
   /**
    * The size of storage a manage request names. Optional: present exactly

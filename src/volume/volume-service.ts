@@ -65,7 +65,24 @@ export class VolumeService {
   /** Prepares the driver, then registers and starts taking jobs. */
   async start(): Promise<void> {
     await this.o.driver.init();
+    if (this.o.driver.capabilities.volatile) await this.sayWhatIsLost();
     await this.role.start();
+  }
+
+  /**
+   * A volatile driver (the memory driver) starts empty: volumes recorded on
+   * its backend before this start have no data here — they look available,
+   * and reading them fails. Said once, as a warning, rather than left for a
+   * client to find.
+   */
+  private async sayWhatIsLost(): Promise<void> {
+    const hosts = [...new Set([this.cluster, this.serviceHost])];
+    const { n } = await this.o.db.kysely.selectFrom('volumes').select((eb) => eb.fn.countAll<number>().as('n'))
+      .where((eb) => eb.or(hosts.map((h) => eb('host', 'like', `${h}#%`))))
+      .where('status', 'not in', ['deleting', 'error_deleting', 'error']).executeTakeFirstOrThrow();
+    if (Number(n) === 0) return;
+    this.o.log.warn({ backend: this.o.backend.name, volumes: Number(n) },
+      `backend ${this.o.backend.name} uses the memory driver, which keeps volumes only while its process runs: ${n} volume(s) recorded on it have no data in this process (unless another member of cluster ${this.cluster} holds them); delete them`);
   }
 
   async stop(): Promise<void> {

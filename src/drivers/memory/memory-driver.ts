@@ -53,6 +53,7 @@ export class MemoryDriver implements VolumeDriver {
       supportsMultiattach: true,
       supportsRevertToSnapshot: true,
       supportsManageExisting: true,
+      volatile: true, // nothing outlives the process
       storageProtocol: 'nbd',
       vendorName: 'Basalt',
       driverVersion: '1.0.0',
@@ -239,7 +240,8 @@ export class MemoryDriver implements VolumeDriver {
 
   private volume(id: string): Image {
     const image = this.volumes.get(id);
-    if (!image) throw new DriverError(`Volume ${id} does not exist`);
+    // Most often a volume recorded before this process started: the memory driver kept it in the process that stopped.
+    if (!image) throw new DriverError(`Volume ${id} does not exist in this process's memory (the memory driver keeps volumes only while the process that made them runs)`);
     return image;
   }
 }
