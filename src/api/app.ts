@@ -23,6 +23,7 @@ import { typeRoutes } from './types.ts';
 import { qosRoutes } from './qos-specs.ts';
 import { snapshotRoutes } from './snapshots.ts';
 import { backupRoutes } from './backups.ts';
+import { blockMetadataRoutes } from './block-metadata.ts';
 import { manageRoutes } from './manage.ts';
 import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
@@ -172,6 +173,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(qosRoutes(deps));
     await scope.register(snapshotRoutes(deps));
     await scope.register(backupRoutes(deps));
+    await scope.register(blockMetadataRoutes(deps));
     await scope.register(manageRoutes(deps));
     await scope.register(attachmentRoutes(deps));
     await scope.register(clusterRoutes(deps));

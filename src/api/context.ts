@@ -7,7 +7,7 @@ import type { ReplicationApiDeps } from './replication.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import type { Caller } from '../common/index.ts';
 import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
-import type { AttachmentManager, CleanupFilter, CleanupResult, TransferManager, VolumeManager } from '../volume/index.ts';
+import type { AttachmentManager, BlockMetadata, CleanupFilter, CleanupResult, TransferManager, VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
 import type { ApiVersion } from './microversion.ts';
 import type { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
@@ -42,6 +42,11 @@ export interface ApiDeps {
   cleanup(filter: CleanupFilter): Promise<CleanupResult>;
   /** Metrics and readiness (`/metrics`, `/readyz`); without it only `/healthz` answers. */
   observability?: Observability;
+  /**
+   * Block metadata of snapshots and volumes for backup tools (experimental,
+   * issue 17); present where this process serves backends, else the routes are not served.
+   */
+  blockMetadata?: BlockMetadata;
   /** Replication's failover (`os-services/failover_host`, issue 16); without it those routes are not served. */
   replication?: ReplicationApiDeps;
 }

@@ -105,6 +105,10 @@ export const POLICY: readonly PolicyEntry[] = [
   e('backup:get', 'GET', '/backups/:id', 'reader'),
   // Basalt's own route (no Cinder rule): whoever may see the backup may see how far it is.
   e('backup:get', 'GET', '/backups/:id/progress', 'reader'),
+  // Block metadata (experimental, issue 17): reading a snapshot's or volume's extents is reading it.
+  e('volume:get_snapshot', 'GET', '/snapshots/:id/allocated-extents', 'reader'),
+  e('volume:get_snapshot', 'GET', '/snapshots/:id/changed-extents', 'reader'),
+  e('volume:get', 'GET', '/volumes/:id/changed-extents', 'reader'),
   e('backup:update', 'PUT', '/backups/:id', 'member', { since: '3.9' }),
   e('backup:delete', 'DELETE', '/backups/:id', 'member'),
   e('backup:restore', 'POST', '/backups/:id/restore', 'member'),

@@ -144,15 +144,21 @@ export class GuardedDriver implements VolumeDriver {
     }
     const keys = [volumeKey(vol.id), snapshotKey(from.id), ...(to ? [snapshotKey(to.id)] : [])];
     const extents = await this.call('changedExtents', keys, () => fn.call(this.driver, vol, from, to));
-    const limit = Math.max(vol.sizeGiB, from.sizeGiB, to?.sizeGiB ?? 0) * GiB;
-    let end = 0;
-    for (const e of Array.isArray(extents) ? extents : [undefined]) {
-      if (!e || !Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || e.offset < end || e.length < 0 || e.offset + e.length > limit) {
-        throw new DriverError('Driver call changedExtents gave extents that are not sorted, overlap or lie outside the volume');
-      }
-      end = e.offset + e.length;
+    return checkedExtents('changedExtents', extents, Math.max(vol.sizeGiB, from.sizeGiB, to?.sizeGiB ?? 0) * GiB);
+  }
+
+  /**
+   * The extents of a snapshot that may hold data, checked against the contract.
+   * @throws BasaltError NOT_IMPLEMENTED when the driver does not declare `supportsAllocatedExtents`;
+   *   DriverError when the driver fails or answers with extents that break the contract.
+   */
+  async allocatedExtents(snap: SnapshotRef): Promise<ChangedExtent[]> {
+    const fn = this.driver.allocatedExtents;
+    if (!this.capabilities.supportsAllocatedExtents || !fn) {
+      throw new BasaltError('NOT_IMPLEMENTED', 'This backend cannot tell the allocated extents of a snapshot.');
     }
-    return extents;
+    const extents = await this.call('allocatedExtents', [snapshotKey(snap.id)], () => fn.call(this.driver, snap));
+    return checkedExtents('allocatedExtents', extents, snap.sizeGiB * GiB);
   }
 
   /** The manage method `name` of the driver, or a NOT_IMPLEMENTED refusal when it does not declare `supportsManageExisting`. */
@@ -466,4 +472,20 @@ function wrap(method: string, err: unknown): BasaltError {
 function isTransient(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === 'EAGAIN' || code === 'EBUSY' || code === 'EINTR' || code === 'ETIMEDOUT' || code === 'EMFILE' || code === 'ENFILE';
+}
+
+/**
+ * A driver's extents, if they keep the contract: sorted, not overlapping,
+ * inside `limitBytes`.
+ * @throws DriverError otherwise.
+ */
+function checkedExtents(call: string, extents: unknown, limitBytes: number): ChangedExtent[] {
+  let end = 0;
+  for (const e of Array.isArray(extents) ? extents as Array<ChangedExtent | undefined> : [undefined]) {
+    if (!e || !Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || e.offset < end || e.length < 0 || e.offset + e.length > limitBytes) {
+      throw new DriverError(`Driver call ${call} gave extents that are not sorted, overlap or lie outside the volume`);
+    }
+    end = e.offset + e.length;
+  }
+  return extents as ChangedExtent[];
 }

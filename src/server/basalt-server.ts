@@ -25,7 +25,7 @@ import { ComputeEvents, computeEventsKind, NovaClient, pruneDeliveries } from '.
 import { JobQueue, Sweeper } from '../jobs/index.ts';
 import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { AttachmentManager, cleanupServices, LiveMoves, Replicator, replicationJobKinds, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, BlockMetadata, cleanupServices, LiveMoves, Replicator, replicationJobKinds, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
 import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, configuredBackupTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
 import { BackupRowRepository } from '../db/index.ts';
@@ -276,6 +276,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       const observability = new Observability({ db, services, roles: [...roles], ...(exports ? { exports } : {}), now: () => clock.now() });
       api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, backups, backupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
         transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }), observability, replication: { kinds: replicationKinds, queue },
+        ...(served.size > 0 ? { blockMetadata: new BlockMetadata({ look: volumeManager, drivers: new Map([...served].map(([cluster, b]) => [cluster, b.driver])) }) } : {}),
       }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
       const addr = api.server.address() as AddressInfo;

@@ -24,3 +24,4 @@ export * from './volume-type-flags.ts';
 export * from './replication-jobs.ts';
 export * from './replicator.ts';
 export * from './export-connect.ts';
+export * from './block-metadata.ts';

@@ -1,10 +1,11 @@
 /**
- * The event tests of issue 17 again on a real PostgreSQL: the delivery jobs,
+ * The tests of issue 17 again on a real PostgreSQL: the delivery jobs,
  * their per-kind attempts, the delivery history and its metrics through the
- * same queries on the other dialect.
+ * same queries on the other dialect, the experimental header and block metadata.
  */
 import { runFunctionalOnPostgres } from '../helpers/postgres.ts';
 
 await runFunctionalOnPostgres();
 await import('../functional/nova-events.test.ts');
 await import('../functional/experimental-api.test.ts');
+await import('../functional/block-metadata.test.ts');

@@ -47,6 +47,8 @@ export class FileDriver implements VolumeDriver {
     // Extents a volume still shares with a snapshot (a reflink) are unchanged since it; on a
     // pool that copies, nothing is shared and every data extent counts as changed.
     supportsChangedExtents: true,
+    // A snapshot is a sparse file: its data extents (SEEK_DATA/SEEK_HOLE).
+    supportsAllocatedExtents: true,
     storageProtocol: 'nbd',
     vendorName: 'Basalt',
     driverVersion: '1.0.0',
@@ -208,6 +210,27 @@ export class FileDriver implements VolumeDriver {
       throw new DriverError(`Cannot compare the extents of ${files.join(' and ')}`, { cause: err });
     } finally {
       for (const h of handles) await h.close();
+    }
+  }
+
+  /** The data extents of the snapshot's file (SEEK_DATA/SEEK_HOLE): what reads as other than zeros lies inside them. */
+  async allocatedExtents(snap: SnapshotRef): Promise<ChangedExtent[]> {
+    const file = this.snapshotPath(snap.id);
+    let handle: fs.FileHandle | undefined;
+    try {
+      handle = await fs.open(file, 'r');
+      const { size } = await handle.stat();
+      const out: ChangedExtent[] = [];
+      let offset = 0;
+      for (const e of dataExtentsOf(handle.fd, size, 0, size)) {
+        if (!e.hole) out.push({ offset, length: e.length });
+        offset += e.length;
+      }
+      return out;
+    } catch (err) {
+      throw new DriverError(`Cannot read the data extents of ${file}`, { cause: err });
+    } finally {
+      await handle?.close();
     }
   }
 
