@@ -39,6 +39,8 @@
  *                                  are dropped); resolves once no write is in flight
  *   nbdPause(connection)        -> Promise: new writes wait; resolves once none is in flight
  *   nbdResume(connection)       lets writes go on
+ *   nbdStats(connection)        -> [count, bytes, nanoseconds] per operation (read, write, flush,
+ *                                  trim, zero, other), from each request read to its reply sent
  *
  * Changed-block tracking: with changedBits (the volume's Uint32Array from
  * src/export/changed-blocks.ts, shared by all its connections), every WRITE,
@@ -110,6 +112,9 @@ enum { STATE_HOLE = 1, STATE_ZERO = 2 };
 
 typedef enum { END_NONE = 0, END_DISCONNECT, END_FENCED, END_PROTOCOL } end_reason;
 
+/* The operations nbdStats counts, in its order (as src/export/nbd-stats.ts NBD_OPS). */
+enum { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZERO, OP_OTHER, OPS };
+
 typedef struct conn {
   int sock;
   int file;
@@ -147,6 +152,9 @@ typedef struct conn {
   uint32_t *changed;
   uint64_t changed_blocks;
   unsigned changed_shift;
+
+  /* Per operation: requests answered, payload bytes, nanoseconds from read to reply (relaxed atomics: read at a scrape). */
+  _Atomic uint64_t stats[OPS][3];
 
   atomic_int refs;  /* the workers (as one) + the JavaScript object + pending pauses */
   napi_threadsafe_function on_close;
@@ -760,6 +768,23 @@ static void finish(conn_t *c) {
   unref(c);
 }
 
+/* Counts an answered request for nbdStats. */
+static void count_request(conn_t *c, const request_t *r, uint64_t ns) {
+  int op;
+  switch (r->type) {
+    case CMD_READ: op = OP_READ; break;
+    case CMD_WRITE: op = OP_WRITE; break;
+    case CMD_FLUSH: op = OP_FLUSH; break;
+    case CMD_TRIM: op = OP_TRIM; break;
+    case CMD_WRITE_ZEROES: op = OP_ZERO; break;
+    default: op = OP_OTHER;
+  }
+  uint64_t bytes = (op == OP_READ || op == OP_WRITE) ? r->length : 0;
+  atomic_fetch_add_explicit(&c->stats[op][0], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&c->stats[op][1], bytes, memory_order_relaxed);
+  atomic_fetch_add_explicit(&c->stats[op][2], ns, memory_order_relaxed);
+}
+
 static void *worker(void *arg) {
   conn_t *c = arg;
   buffer_t b = { NULL, 0, -1, -1, 0 };
@@ -793,7 +818,11 @@ static void *worker(void *arg) {
     /* More requests buffered: let another worker read them while this one serves. */
     if (c->rend > c->rstart || !may_serve_holding(&r)) let_go(c, &holding);
     if (r.type == CMD_READ && r.length <= MAX_PAYLOAD) reserve(c, &r, r.length);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     serve(c, &r, &b, &holding);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    count_request(c, &r, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
     release(c, &r);
     retire(c);
     if (b.capacity > KEEP_BUFFER) {
@@ -1085,12 +1114,28 @@ static napi_value nbd_resume(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+static napi_value nbd_stats(napi_env env, napi_callback_info info) {
+  conn_t *c;
+  if (!one_conn(env, info, &c)) return NULL;
+  napi_value out;
+  napi_create_array_with_length(env, OPS * 3, &out);
+  for (int op = 0; op < OPS; op++) {
+    for (int k = 0; k < 3; k++) {
+      napi_value v;
+      napi_create_double(env, (double)atomic_load_explicit(&c->stats[op][k], memory_order_relaxed), &v);
+      napi_set_element(env, out, (uint32_t)(op * 3 + k), v);
+    }
+  }
+  return out;
+}
+
 void nbd_dataplane_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "nbdServe", NULL, nbd_serve, NULL, NULL, NULL, napi_enumerable, NULL },
     { "nbdFence", NULL, nbd_fence, NULL, NULL, NULL, napi_enumerable, NULL },
     { "nbdPause", NULL, nbd_pause, NULL, NULL, NULL, napi_enumerable, NULL },
     { "nbdResume", NULL, nbd_resume, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "nbdStats", NULL, nbd_stats, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -10,11 +10,14 @@
  * - `GET /metrics`: Prometheus' text format through prom-client. API requests
  *   by method, route template and status with their latency; jobs by kind and
  *   state (the queue's depth); pool capacities as the volume services report
- *   them; services' heartbeat age; NBD connections of this process; the
+ *   them; services' heartbeat age; NBD connections of this process, and per
+ *   volume its requests, payload bytes and their time by operation; the
  *   process's own (CPU, memory, event-loop lag).
  *
- * Unauthenticated, like the version document: nothing here names a project,
- * a resource or a user — counts, capacities and timings only. Each server has
+ * Unauthenticated, like the version document: nothing here names a project
+ * or a user — counts, capacities and timings only; the NBD series are
+ * labelled with volume ids (opaque UUIDs, as the export's own logs carry),
+ * never with export names, which are attachments' credentials. Each server has
  * its own registry (tests run several servers in one process).
  */
 import { sql } from 'kysely';
@@ -33,7 +36,7 @@ export interface ObservedProcess {
   /** The roles this process runs. */
   roles: readonly string[];
   /** The process's NBD server, when it exports volumes. */
-  exports?: { readonly connectionCount: number; readonly suspended: boolean };
+  exports?: { readonly connectionCount: number; readonly suspended: boolean; readonly stats?: { snapshot(): Array<{ volume: string; op: string; count: number; bytes: number; seconds: number }> } };
   now(): number;
 }
 
@@ -102,6 +105,33 @@ export class Observability {
       new client.Gauge({
         name: 'basalt_nbd_connections', help: 'NBD connections open on this process\'s export server, negotiating ones included.', registers,
         collect() { this.set(exports.connectionCount); },
+      });
+      // Per volume and operation, counted by both data planes (src/export/nbd-stats.ts): IOPS and
+      // throughput are their rates, the mean latency rate(seconds) / rate(requests).
+      const served = (): ReturnType<NonNullable<typeof exports.stats>['snapshot']> => exports.stats?.snapshot() ?? [];
+      new client.Counter({
+        name: 'basalt_nbd_requests_total', help: 'NBD requests this process\'s export server answered, by volume and operation (read, write, flush, trim, zero, other).',
+        labelNames: ['volume', 'op'], registers,
+        collect() {
+          this.reset();
+          for (const r of served()) this.inc({ volume: r.volume, op: r.op }, r.count);
+        },
+      });
+      new client.Counter({
+        name: 'basalt_nbd_bytes_total', help: 'Payload bytes of the NBD reads and writes this process\'s export server answered, by volume and operation.',
+        labelNames: ['volume', 'op'], registers,
+        collect() {
+          this.reset();
+          for (const r of served()) if (r.op === 'read' || r.op === 'write') this.inc({ volume: r.volume, op: r.op }, r.bytes);
+        },
+      });
+      new client.Counter({
+        name: 'basalt_nbd_request_seconds_total', help: 'Seconds NBD requests took from being read to their reply being sent, summed, by volume and operation.',
+        labelNames: ['volume', 'op'], registers,
+        collect() {
+          this.reset();
+          for (const r of served()) this.inc({ volume: r.volume, op: r.op }, r.seconds);
+        },
       });
     }
   }

@@ -74,6 +74,8 @@ export interface Addon {
   nbdFence(conn: NbdConnectionRef): Promise<void>;
   nbdPause(conn: NbdConnectionRef): Promise<void>;
   nbdResume(conn: NbdConnectionRef): void;
+  /** Requests answered so far: `[count, bytes, nanoseconds]` for each of read, write, flush, trim, zero, other (src/export/nbd-stats.ts). */
+  nbdStats(conn: NbdConnectionRef): number[];
 }
 
 /**

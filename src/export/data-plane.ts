@@ -82,4 +82,9 @@ export class DataPlaneConnection {
   resume(): void {
     addon.nbdResume(this.ref);
   }
+
+  /** What the threads have answered so far: `[count, bytes, nanoseconds]` per operation, in NBD_OPS order. */
+  stats(): number[] {
+    return addon.nbdStats(this.ref);
+  }
 }

@@ -28,6 +28,7 @@ import {
   REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF, PSK_CIPHERS } from './nbd-protocol.ts';
 import type { ChangedBlockTracker, ChangeWriter } from './changed-blocks.ts';
 import { DataPlaneConnection } from './data-plane.ts';
+import { NbdStats, opOf } from './nbd-stats.ts';
 import { ConnectionClosed, SocketReader } from './socket-reader.ts';
 
 /** One export as the server sees it. */
@@ -181,6 +182,8 @@ class NegotiationTimeout extends Error {}
 /** The NBD server. */
 export class NbdServer {
   private readonly server: net.Server;
+  /** What each volume's export has served, on both data planes (the metrics read it). */
+  readonly stats = new NbdStats();
   /** The Unix domain socket listener ({@link listenUnix}), if any. */
   private unix: net.Server | undefined;
   private unixPath: string | undefined;
@@ -406,6 +409,8 @@ export class NbdServer {
   serveNatively(exp: NbdExport, take: (paused: boolean) => DataPlaneConnection | undefined): Promise<unknown> | undefined {
     const conn = take(exp.key !== undefined && this.gates.has(exp.key));
     if (!conn) return undefined;
+    const counters = (): number[] => conn.stats();
+    if (exp.key !== undefined) this.stats.watch(exp.key, counters);
     const forget = this.bind(exp.name, { fence: () => conn.fence() });
     this.open.add(conn);
     let byKey: Set<DataPlaneConnection> | undefined;
@@ -415,6 +420,7 @@ export class NbdServer {
       byKey.add(conn);
     }
     const ended = conn.closed.then((reason) => {
+      this.stats.retire(counters);
       forget();
       this.open.delete(conn);
       byKey?.delete(conn);
@@ -826,6 +832,7 @@ class Connection implements Fenceable {
         heldBytes += cost;
         const payload = type === CMD.WRITE ? await this.reader.read(length) : undefined;
         const isWrite = type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM;
+        const started = performance.now();
         const work = isWrite
           ? Promise.race([this.server.gate(exp.key), this.whenFenced]).then(() => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))
           : this.command(handle, exp, type, flags, cookie, offset, length, payload, writes);
@@ -838,6 +845,7 @@ class Connection implements Fenceable {
         }
         // ... and answered (the bounds wait for this).
         const answered: Promise<void> = work.then((sent) => sent?.flushed, () => undefined).finally(() => {
+          if (exp.key !== undefined) this.server.stats.record(exp.key, opOf(type), type === CMD.READ || type === CMD.WRITE ? length : 0, (performance.now() - started) / 1000);
           unanswered.delete(answered);
           heldBytes -= cost;
           const w = wake;

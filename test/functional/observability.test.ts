@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { openExport } from '../helpers/nbd-raw.ts';
-import { PROJECT, startTestServer, waitForStatus } from '../helpers/server.ts';
+import { nbd } from '../../src/export/index.ts';
+import { openExport, simpleRequest } from '../helpers/nbd-raw.ts';
+import { PROJECT, startTestServer, waitFor, waitForStatus } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
 
@@ -19,7 +20,7 @@ function parseMetrics(text: string): Sample[] {
   const samples: Sample[] = [];
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('# HELP ') || line.startsWith('# TYPE ')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (-?[0-9.e+-]+|[Nn]a[Nn]|\+Inf|-Inf)$/.exec(line); // Go's ParseFloat: NaN in any case
     assert.ok(m, `not a sample line: ${line}`);
     const labels: Record<string, string> = {};
     for (const l of m[2] ? m[2].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g) : []) labels[l[1]!] = l[2]!;
@@ -70,6 +71,43 @@ test('/healthz, /readyz and /metrics answer without credentials and count what h
   assert.ok(find(samples, 'basalt_service_heartbeat_age_seconds', { binary: 'cinder-volume' }).length >= 1);
   assert.equal(find(samples, 'basalt_nbd_connections')[0]?.value, 1, 'the open NBD connection');
   assert.ok(find(samples, 'basalt_process_resident_memory_bytes')[0]!.value > 0);
-  // Counts and capacities only: no project, volume or attachment shows.
-  for (const secret of [PROJECT, id, a.body.attachment.id as string, info.export_name as string]) assert.ok(!text.includes(secret), `metrics name ${secret}`);
+  // Counts and capacities only: no project, attachment or export name shows; a volume id only as the NBD series' label.
+  for (const secret of [PROJECT, a.body.attachment.id as string, info.export_name as string]) assert.ok(!text.includes(secret), `metrics name ${secret}`);
+  for (const line of text.split('\n').filter((l) => l.includes(id))) assert.match(line, new RegExp(`^basalt_nbd_\\w+\\{volume="${id}",op="\\w+"\\} `), line);
 });
+
+for (const plane of ['native', 'event-loop'] as const) {
+  test(`${plane}: /metrics counts each volume's NBD requests, bytes and time by operation`, async (t) => {
+    const s = await startTestServer(t, { env: { BASALT_NBD_DATA_PLANE: plane } });
+    const created = await s.request('POST', `${V}/volumes`, { volume: { size: 1 } });
+    const id = created.body.volume.id as string;
+    await waitForStatus(s, id, 'available');
+    const a = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: id, connector: { host: 'h' } } }, { 'OpenStack-API-Version': 'volume 3.54' });
+    const info = a.body.attachment.connection_info.data;
+    const scrape = async (): Promise<Sample[]> => parseMetrics(await (await fetch(`${s.url}/metrics`)).text());
+    const value = (samples: Sample[], name: string, op: string): number => find(samples, name, { volume: id, op })[0]?.value ?? 0;
+
+    const conn = await openExport(info.host, info.port, info.export_name);
+    for (let i = 0; i < 3; i++) assert.equal((await simpleRequest(conn, nbd.CMD.WRITE, BigInt(i * 65536), 65536, Buffer.alloc(65536, i + 1))).error, 0);
+    assert.equal((await simpleRequest(conn, nbd.CMD.READ, 0n, 131072)).error, 0);
+    assert.equal((await simpleRequest(conn, nbd.CMD.FLUSH, 0n, 0)).error, 0);
+    // While the connection is open (native: read from its threads' counters) ...
+    let samples = await scrape();
+    assert.equal(value(samples, 'basalt_nbd_requests_total', 'write'), 3);
+    assert.equal(value(samples, 'basalt_nbd_bytes_total', 'write'), 3 * 65536);
+    assert.equal(value(samples, 'basalt_nbd_requests_total', 'read'), 1);
+    assert.equal(value(samples, 'basalt_nbd_bytes_total', 'read'), 131072);
+    assert.equal(value(samples, 'basalt_nbd_requests_total', 'flush'), 1);
+    assert.ok(value(samples, 'basalt_nbd_request_seconds_total', 'write') > 0);
+    // ... and after it ended: the totals never go back.
+    conn.sock.destroy();
+    await waitFor('the connection to end', async () => find(await scrape(), 'basalt_nbd_connections')[0]?.value === 0);
+    const again = await openExport(info.host, info.port, info.export_name);
+    t.after(() => again.sock.destroy());
+    assert.equal((await simpleRequest(again, nbd.CMD.READ, 0n, 4096)).error, 0);
+    samples = await scrape();
+    assert.equal(value(samples, 'basalt_nbd_requests_total', 'write'), 3);
+    assert.equal(value(samples, 'basalt_nbd_requests_total', 'read'), 2);
+    assert.equal(value(samples, 'basalt_nbd_bytes_total', 'read'), 131072 + 4096);
+  });
+}
