@@ -109,30 +109,24 @@ export class Observability {
       // Per volume and operation, counted by both data planes (src/export/nbd-stats.ts): IOPS and
       // throughput are their rates, the mean latency rate(seconds) / rate(requests).
       const served = (): ReturnType<NonNullable<typeof exports.stats>['snapshot']> => exports.stats?.snapshot() ?? [];
-      new client.Counter({
-        name: 'basalt_nbd_requests_total', help: 'NBD requests this process\'s export server answered, by volume and operation (read, write, flush, trim, zero, other).',
-        labelNames: ['volume', 'op'], registers,
-        collect() {
-          this.reset();
-          for (const r of served()) this.inc({ volume: r.volume, op: r.op }, r.count);
-        },
-      });
-      new client.Counter({
-        name: 'basalt_nbd_bytes_total', help: 'Payload bytes of the NBD reads and writes this process\'s export server answered, by volume and operation.',
-        labelNames: ['volume', 'op'], registers,
-        collect() {
-          this.reset();
-          for (const r of served()) if (r.op === 'read' || r.op === 'write') this.inc({ volume: r.volume, op: r.op }, r.bytes);
-        },
-      });
-      new client.Counter({
-        name: 'basalt_nbd_request_seconds_total', help: 'Seconds NBD requests took from being read to their reply being sent, summed, by volume and operation.',
-        labelNames: ['volume', 'op'], registers,
-        collect() {
-          this.reset();
-          for (const r of served()) this.inc({ volume: r.volume, op: r.op }, r.seconds);
-        },
-      });
+      type Served = ReturnType<typeof served>[number];
+      /** One NBD counter by volume and operation: `value` of each row, rows it gives undefined for left out. */
+      const nbdCounter = (name: string, help: string, value: (r: Served) => number | undefined): void => {
+        new client.Counter({
+          name, help, labelNames: ['volume', 'op'], registers,
+          collect() {
+            this.reset();
+            for (const r of served()) {
+              const v = value(r);
+              if (v !== undefined) this.inc({ volume: r.volume, op: r.op }, v);
+            }
+          },
+        });
+      };
+      nbdCounter('basalt_nbd_requests_total', 'NBD requests this process\'s export server answered, by volume and operation (read, write, flush, trim, zero, other).', (r) => r.count);
+      nbdCounter('basalt_nbd_bytes_total', 'Payload bytes of the NBD reads and writes this process\'s export server answered, by volume and operation.',
+        (r) => (r.op === 'read' || r.op === 'write' ? r.bytes : undefined));
+      nbdCounter('basalt_nbd_request_seconds_total', 'Seconds NBD requests took from being read to their reply being sent, summed, by volume and operation.', (r) => r.seconds);
     }
   }
 
