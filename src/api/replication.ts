@@ -107,7 +107,8 @@ export function replicationRoutes(deps: ApiDeps, replication: ReplicationApiDeps
           .where('binary', '=', 'cinder-volume')
           .where((eb) => eb.or([eb('replication_status', 'is', null), eb('replication_status', '=', status)])).executeTakeFirst();
         if (Number(changed.numUpdatedRows) === 0) throw new InvalidInputError(`Invalid input received: replication_status in ${name} must be enabled or failed-over to failover.`);
-        await enqueue(replication.kinds.failover, { target: volumeTarget(jobCluster), resourceId: failing, requestId: req.id, payload: { cluster: failing, backendId: backendId! } });
+        // Its resource is the failing backend's first service row (an id: a cluster name may be longer than a resource id may).
+        await enqueue(replication.kinds.failover, { target: volumeTarget(jobCluster), resourceId: rows[0]!.id, requestId: req.id, payload: { cluster: failing, backendId: backendId! } });
       });
       await db.durable();
       return reply.code(202).send();

@@ -119,10 +119,12 @@ export class LiveMove {
    * Copies the source onto the destination, chunk by chunk under the range
    * lock, skipping what the source reports as zeros (the destination is new:
    * they read as zeros there, and the mirror wrote both sides of every change
-   * since); flushes the destination at the end. The views keep mirroring
-   * after it returns, until the move ends.
+   * since) — or, with `zeroHoles` (a destination that held data before: a
+   * replica's old primary), zeroing them there without reading them; flushes
+   * the destination at the end. The views keep mirroring after it returns,
+   * until the move ends.
    */
-  async copy(onProgress?: (p: MoveProgress) => void): Promise<void> {
+  async copy(onProgress?: (p: MoveProgress) => void, o: { zeroHoles?: boolean } = {}): Promise<void> {
     const size = this.sizeBytes;
     for (let offset = 0; offset < size; offset += COPY_CHUNK_BYTES) {
       const length = Math.min(COPY_CHUNK_BYTES, size - offset);
@@ -136,6 +138,7 @@ export class LiveMove {
             const len = Math.min(e.length, offset + length - at);
             if (len <= 0) break;
             if (!e.zero) await this.dest.write(at, await this.source.read(at, len));
+            else if (o.zeroHoles) await zeroOn(this.dest, at, len, true);
             at += len;
           }
           if (at === from) throw new DriverError(`The source's block status of ${rest} bytes at ${at} described nothing: the move cannot tell what to copy.`);

@@ -186,16 +186,19 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
   for (const r of replicas) {
     const v = await deps.volumes.get(db.kysely, r.volume_id);
     if (!v) continue;
-    if (!r.last_point_id) {
-      // Never shipped whole: the copy here is not the volume; it stays on the failed backend.
+    // A synchronous copy has every acknowledged write once its mirror was in step (last_point_at), for no
+    // write is acknowledged without it after; an asynchronous one is the volume as of its last point.
+    const sync = r.mode === 'sync';
+    if (sync ? !r.last_point_at : !r.last_point_id) {
+      // Never in step: the copy here is not the volume; it stays on the failed backend.
       await db.kysely.updateTable('volumes').set({ replication_status: 'error' }).where('id', '=', v.id).execute();
       continue;
     }
     // A synchronous mirror in this process (both backends here) stops writing to the old primary.
     await deps.replicator?.endMirror(v.id);
-    // The copy as shipped is the point the next shipment back counts from.
-    const baseline = { id: newId(), volumeId: v.id, sizeGiB: v.size };
-    await driver.createSnapshot(baseline);
+    // The copy as shipped is the point the next shipment back counts from (a synchronous one copies all back, holes zeroed).
+    const baseline = sync ? undefined : { id: newId(), volumeId: v.id, sizeGiB: v.size };
+    if (baseline) await driver.createSnapshot(baseline);
     let moved = false;
     await deps.queue.transaction(async (tx, enqueue) => {
       await db.lockRows(tx, 'volumes', [v.id]);
@@ -204,14 +207,14 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
       await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: cluster, replication_status: 'failed-over', updated_at: isoAt(deps.clock.now()) }).where('id', '=', v.id).execute();
       await tx.updateTable('volume_replicas').set({
         primary_cluster: cluster, primary_host: r.secondary_host, secondary_cluster: p.cluster, secondary_host: r.primary_host,
-        state: 'creating', export_name: null, last_point_id: baseline.id, last_point_at: isoAt(deps.clock.now()),
+        state: 'creating', export_name: null, last_point_id: baseline?.id ?? null, last_point_at: isoAt(deps.clock.now()),
         peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, updated_at: isoAt(deps.clock.now()),
       }).where('volume_id', '=', v.id).execute();
       await dropReplicaExports(tx, v.id, cluster);
       await fenceOld(deps, tx, enqueue, v.id, p.cluster, requestId);
       moved = true;
     });
-    if (!moved) await driver.deleteSnapshot(baseline);
+    if (!moved && baseline) await driver.deleteSnapshot(baseline);
   }
   // What the failed backend holds without a copy here cannot be served (Cinder: error, not-capable).
   await db.kysely.transaction().execute(async (tx) => {

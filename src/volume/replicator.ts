@@ -177,7 +177,8 @@ export class Replicator {
         entry = { move, broken: false, cluster: r.primary_cluster };
         this.mirrors.set(v.id, entry);
         await deps.moves!.begin(v.id, move);
-        await move.copy();
+        // The copy may be an old primary's (after a failover): what it holds where the volume has holes goes.
+        await move.copy(undefined, { zeroHoles: true });
         const bytes = await allocatedBytes(driver, v);
         await deps.queue.transaction(async (tx) => {
           await tx.updateTable('volume_replicas').set({

@@ -196,7 +196,7 @@ test('synchronous replication: a write through the export is on the secondary wh
   const at = new Date().toISOString();
   await s.server.db.kysely.insertInto('jobs').values({
     id: randomUUID(), kind: 'export.fence', payload_version: 1, payload: JSON.stringify({ exportName: x.export_name }), target: `member:${(await volumeService(s, 'beta')).host}`,
-    resource_type: 'attachment', resource_id: `replica-of-${id}`, state: 'queued', attempts: 0, max_attempts: 5, lease_owner: null, lease_expires_at: null,
+    resource_type: 'attachment', resource_id: id, state: 'queued', attempts: 0, max_attempts: 5, lease_owner: null, lease_expires_at: null,
     not_before: 0, last_error: null, request_id: null, created_at: at, updated_at: at,
   }).execute();
   const failedWrite = await waitFor('a write to fail', async () => {
@@ -216,5 +216,37 @@ test('synchronous replication: a write through the export is on the secondary wh
     return r && !/error|failed/i.test(`${r.stdout}${r.stderr}`);
   });
   assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), 8 * MiB, 64 * 1024).equals(Buffer.alloc(64 * 1024, 0x77)));
+  assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), MiB, MiB).equals(Buffer.alloc(MiB, 0x5a)));
+
+  // Failover with the volume attached: the host's export name now serves beta's copy, which has every acknowledged write.
+  const alpha = await volumeService(s, 'alpha');
+  const put = (body: unknown) => s.request('PUT', `${V}/os-services/failover_host`, body);
+  assert.equal((await put({ host: alpha.host, backend_id: 'beta' })).status, 202);
+  await waitFor('alpha failed over', async () => (await volumeService(s, 'alpha')).replication_status === 'failed-over');
+  assert.equal((await s.request('GET', `${V}/volumes/${id}`)).body.volume.status, 'in-use', 'the attachment stays');
+  const shown = (await s.request('GET', `${V}/attachments/${a.id}`, undefined, MV)).body.attachment;
+  assert.equal(shown.connection_info.data.export_name, a.connection_info.data.export_name);
+  await waitFor('a write after the failover', async () => {
+    const r = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 16M 64k', shown.connection_info.data.uri]).catch(() => undefined);
+    return r && !/error|failed/i.test(`${r.stdout}${r.stderr}`);
+  });
+  assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), 16 * MiB, 64 * 1024).equals(Buffer.alloc(64 * 1024, 0x33)), 'written on beta, the primary now');
+  // Alpha, back as the secondary, has it too: beta's export serves the volume only through its mirror to alpha.
+  assert.ok(bytesOf(fileOf(s.stateDir, 'alpha', id), 16 * MiB, 64 * 1024).equals(Buffer.alloc(64 * 1024, 0x33)));
+  const r = await waitFor('alpha in step as the secondary', async () => { const x = await replication(s, id); return x.state === 'enabled' && x; });
+  assert.deepEqual([r.replication_status, r.secondary.cluster.endsWith('@alpha')], ['failed-over', true]);
+
+  // Failback with the volume attached: its writes are held while it moves back; the host writes on, on alpha, mirrored to beta.
+  assert.equal((await put({ host: alpha.host, backend_id: 'default' })).status, 202);
+  await waitFor('alpha failed back', async () => (await volumeService(s, 'alpha')).replication_status === 'enabled');
+  assert.match((await s.request('GET', `${V}/volumes/${id}`)).body.volume['os-vol-host-attr:host'], /@alpha#/);
+  await waitFor('a write after the failback', async () => {
+    const r = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x44 20M 64k', shown.connection_info.data.uri]).catch(() => undefined);
+    return r && !/error|failed/i.test(`${r.stdout}${r.stderr}`);
+  });
+  for (const backend of ['alpha', 'beta']) {
+    assert.ok(bytesOf(fileOf(s.stateDir, backend, id), 20 * MiB, 64 * 1024).equals(Buffer.alloc(64 * 1024, 0x44)), `on ${backend}`);
+    assert.ok(bytesOf(fileOf(s.stateDir, backend, id), 16 * MiB, 64 * 1024).equals(Buffer.alloc(64 * 1024, 0x33)), `on ${backend}`);
+  }
   assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), MiB, MiB).equals(Buffer.alloc(MiB, 0x5a)));
 });

@@ -1,0 +1,9 @@
+/**
+ * The replication tests of issue 16 again on a real PostgreSQL: the replica
+ * rows, the replication exports, the failover's compare-and-swap of the
+ * services and its job through the same queries on the other dialect.
+ */
+import { runFunctionalOnPostgres } from '../helpers/postgres.ts';
+
+await runFunctionalOnPostgres();
+await import('../functional/replication.test.ts');
