@@ -24,6 +24,7 @@ import { qosRoutes } from './qos-specs.ts';
 import { snapshotRoutes } from './snapshots.ts';
 import { backupRoutes } from './backups.ts';
 import { blockMetadataRoutes } from './block-metadata.ts';
+import { eventStreamRoutes } from './event-stream.ts';
 import { manageRoutes } from './manage.ts';
 import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
@@ -174,6 +175,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(snapshotRoutes(deps));
     await scope.register(backupRoutes(deps));
     await scope.register(blockMetadataRoutes(deps));
+    await scope.register(eventStreamRoutes(deps));
     await scope.register(manageRoutes(deps));
     await scope.register(attachmentRoutes(deps));
     await scope.register(clusterRoutes(deps));

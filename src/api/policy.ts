@@ -109,6 +109,8 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume:get_snapshot', 'GET', '/snapshots/:id/allocated-extents', 'reader'),
   e('volume:get_snapshot', 'GET', '/snapshots/:id/changed-extents', 'reader'),
   e('volume:get', 'GET', '/volumes/:id/changed-extents', 'reader'),
+  // The project's event stream (experimental, issue 17): what a reader may see of its resources.
+  e('message:get_all', 'GET', '/events/stream', 'reader'),
   e('backup:update', 'PUT', '/backups/:id', 'member', { since: '3.9' }),
   e('backup:delete', 'DELETE', '/backups/:id', 'member'),
   e('backup:restore', 'POST', '/backups/:id/restore', 'member'),

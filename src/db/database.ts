@@ -32,6 +32,7 @@ import * as m0015 from './migrations/0015-backups.ts';
 import * as m0016 from './migrations/0016-volume-exports.ts';
 import * as m0017 from './migrations/0017-progress.ts';
 import * as m0018 from './migrations/0018-event-deliveries.ts';
+import * as m0018b from './migrations/0018-event-stream.ts';
 import * as m0019 from './migrations/0019-replication.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
@@ -54,6 +55,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0016-volume-exports': m0016,
   '0017-progress': m0017,
   '0018-event-deliveries': m0018,
+  '0018-event-stream': m0018b,
   '0019-replication': m0019,
 };
 

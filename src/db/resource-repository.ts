@@ -7,13 +7,16 @@
  * Table names are dynamic here, so queries go through an untyped Kysely view;
  * the public methods are typed by the resource's row.
  */
-import type { Kysely, SelectQueryBuilder } from 'kysely';
+import { PostgresAdapter, sql, type Kysely, type SelectQueryBuilder } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId, setOwn } from '../common/index.ts';
 import { afterMarker, keysetExpression, keysetKeys, type KeysetKey, type KeysetTable } from './keyset.ts';
 import type { Database } from './schema.ts';
 
 type Q = Kysely<Database>;
+
+/** The PostgreSQL advisory lock key that orders the event stream's places (an arbitrary constant: 'BSLT'). */
+const EVENT_STREAM_LOCK = 0x42534c54;
 type AnyQ = Kysely<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type AnySelect = SelectQueryBuilder<any, any, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -206,11 +209,19 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
       .execute() as Promise<Row[]>;
   }
 
-  /** Records a status event. */
+  /**
+   * Records a status event, and its place in the event stream. On PostgreSQL
+   * the place is taken under one transaction-scoped lock held to the commit,
+   * so places are committed in their order and a reader resuming after one
+   * never skips a place committed later (SQLite commits one writer at a time).
+   */
   protected async event(q: Q, projectId: string, id: string, event: string, from: string | null, to: string | null, requestId: string | null): Promise<void> {
+    const eventId = newId();
     await q.insertInto('events').values({
-      id: newId(), project_id: projectId, resource_type: this.t.resourceType, resource_id: id, event,
+      id: eventId, project_id: projectId, resource_type: this.t.resourceType, resource_id: id, event,
       from_status: from, to_status: to, request_id: requestId, created_at: isoAt(this.clock.now()),
     }).execute();
+    if (q.getExecutor().adapter instanceof PostgresAdapter) await sql`select pg_advisory_xact_lock(${EVENT_STREAM_LOCK})`.execute(q);
+    await q.insertInto('event_stream').values({ event_id: eventId, project_id: projectId }).execute();
   }
 }

@@ -154,6 +154,17 @@ export interface EventDeliveriesTable {
   created_at: string;
 }
 
+/**
+ * `event_stream` (0018): the order of events, for clients that follow them.
+ * `seq` increases in commit order (on PostgreSQL the writers of events take
+ * one transaction lock for it), so a reader that resumes after `seq` misses nothing.
+ */
+export interface EventStreamTable {
+  seq: Generated<number>;
+  event_id: string;
+  project_id: string;
+}
+
 /** `messages`: user messages about asynchronous failures (Cinder 3.3). */
 export interface MessagesTable {
   id: string;
@@ -492,6 +503,7 @@ export interface Database {
   messages: MessagesTable;
   events: EventsTable;
   event_deliveries: EventDeliveriesTable;
+  event_stream: EventStreamTable;
   quotas: QuotasTable;
   quota_classes: QuotaClassesTable;
   quota_usages: QuotaUsagesTable;

@@ -9,3 +9,4 @@ await runFunctionalOnPostgres();
 await import('../functional/nova-events.test.ts');
 await import('../functional/experimental-api.test.ts');
 await import('../functional/block-metadata.test.ts');
+await import('../functional/event-stream.test.ts');
