@@ -5,7 +5,7 @@
  * what each shows against the API's own answers for the same token — pool
  * capacity (plotted), volumes, snapshots, backups and attachments with their
  * state and the reason of an error, services and clusters with their
- * heartbeat, and events arriving live. Each page's screenshot is saved and its
+ * heartbeat, and events arriving live (the project's event stream). Each page's screenshot is saved and its
  * path printed (TEST_OUTPUT_DIR, else a temporary folder that is kept).
  * Disabled (the default), /dashboard and its routes are the API's plain 404.
  */
@@ -26,6 +26,7 @@ const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-
 
 /** A fresh browser profile, closed (and removed) after the test. */
 async function browser(t: TestContext): Promise<BrowserContext> {
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/install-test-tools.sh installs Debian's chromium`);
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 860 }, timezoneId: 'UTC',
@@ -202,17 +203,24 @@ test('the dashboard shows what the API says, page by page, with live events', as
   }
   await shoot(page, 'services');
 
-  // Events: the API's newest, then one that happens while the page is open, without a reload.
+  // Events: the project's newest as the API lists them, then, pushed by the project's event stream,
+  // one that happens while the page is open.
   await open(page, 'events');
-  const events = (await s.request('GET', `${V}/dashboard/events?all_tenants=1&limit=10`, undefined, EXPERIMENTAL)).body.events as Array<{ id: string; event: string; to_status: string | null }>;
+  await waitFor('the event stream open', async () => (await page.locator('[data-testid="live"]').textContent())?.includes('live'));
+  const events = (await s.request('GET', `${V}/dashboard/events?limit=10`, undefined, EXPERIMENTAL)).body.events as Array<{ id: string; event: string; to_status: string | null }>;
   assert.ok(events.length > 0);
   for (const e of events) await cellIs(page, 'events', e.id, 'event', e.event);
   const live = await volume(s, { size: 1, name: 'dash-live' }, 'available');
-  const liveEvents = (await s.request('GET', `${V}/dashboard/events?all_tenants=1&limit=100`, undefined, EXPERIMENTAL)).body.events as Array<{ id: string; resource_id: string; to_status: string | null }>;
+  const liveEvents = (await s.request('GET', `${V}/dashboard/events?limit=100`, undefined, EXPERIMENTAL)).body.events as Array<{ id: string; resource_id: string; to_status: string | null }>;
   const became = liveEvents.find((e) => e.resource_id === live && e.to_status === 'available');
   assert.ok(became, JSON.stringify(liveEvents));
   await cellIs(page, 'events', became.id, 'to', 'available');
   await shoot(page, 'events');
+  // Every project's (the admin's all_tenants), polled: the same events, each with its project.
+  await page.click('[data-testid="all-projects"]');
+  await cellIs(page, 'events', became.id, 'project', PROJECT.slice(0, 8));
+  const all = (await s.request('GET', `${V}/dashboard/events?all_tenants=1&limit=10`, undefined, EXPERIMENTAL)).body.events as Array<{ id: string; event: string }>;
+  for (const e of all) await cellIs(page, 'events', e.id, 'event', e.event);
 
   // The same pages with a member's token: what the API refuses a member, the dashboard cannot show either.
   await page.click('[data-testid="sign-out"]');
