@@ -163,6 +163,11 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   if (poolHistory) {
     app.register(dashboardFiles());
     app.addHook('onReady', async () => poolHistory.start());
+    // Where to point a browser, once the port is known (it may have been 0).
+    app.addHook('onListen', async () => {
+      const a = app.server.address();
+      if (a && typeof a === 'object') app.log.info({ url: `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/dashboard/` }, 'web dashboard served');
+    });
     app.addHook('onClose', async () => poolHistory.stop());
   }
   const resources = async (scope: FastifyInstance): Promise<void> => {
