@@ -4,7 +4,8 @@
       "target_name": "basalt_io",
       "sources": ["native/basalt_io.c", "native/nbd_dataplane.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-pthread"],
-      "ldflags": ["-pthread"]
+      "ldflags": ["-pthread"],
+      "libraries": ["-lm"]
     }
   ]
 }

@@ -65,6 +65,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <node_api.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -115,6 +116,9 @@ typedef enum { END_NONE = 0, END_DISCONNECT, END_FENCED, END_PROTOCOL } end_reas
 /* The operations nbdStats counts, in its order (as src/export/nbd-stats.ts NBD_OPS). */
 enum { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZERO, OP_OTHER, OPS };
 
+/* QoS lanes, in src/export/qos.ts QOS_LANES order. */
+enum { QOS_TOTAL_IOPS, QOS_READ_IOPS, QOS_WRITE_IOPS, QOS_TOTAL_BYTES, QOS_READ_BYTES, QOS_WRITE_BYTES, QOS_LANES };
+
 typedef struct conn {
   int sock;
   int file;
@@ -152,6 +156,13 @@ typedef struct conn {
   uint32_t *changed;
   uint64_t changed_blocks;
   unsigned changed_shift;
+
+  /* QoS (src/export/qos.ts): each lane's theoretical arrival time, ns of CLOCK_MONOTONIC, in memory shared
+     with the event loop and the volume's other connections (NULL: no limits); per lane ns per unit and
+     burst tolerance in ns (0 ns per unit: no limit on that lane); the IOPS accounting size. */
+  int64_t *qos_tat;
+  double qos_params[2 * QOS_LANES];
+  double qos_size_iops;
 
   /* Per operation: requests answered, payload bytes, nanoseconds from read to reply (relaxed atomics: read at a scrape). */
   _Atomic uint64_t stats[OPS][3];
@@ -768,6 +779,52 @@ static void finish(conn_t *c) {
   unref(c);
 }
 
+static int64_t monotonic_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Whether QoS counts a request: data and its changes, not flushes or metadata. */
+static int qos_counts(const request_t *r) {
+  return r->type == CMD_READ || r->type == CMD_WRITE || r->type == CMD_WRITE_ZEROES || r->type == CMD_TRIM;
+}
+
+/*
+ * Takes r's place in the volume's QoS lanes (GCRA, as QosLimiter.admit):
+ * returns when it may start, ns of CLOCK_MONOTONIC. Lock-free: the lanes are
+ * moved by compare-and-swap, as the event loop and other connections move them.
+ */
+static int64_t qos_admit(conn_t *c, const request_t *r) {
+  int write = r->type != CMD_READ;
+  double bytes = (r->type == CMD_READ || r->type == CMD_WRITE) ? (double)r->length : 0;
+  double ops = c->qos_size_iops > 0 ? ceil(bytes / c->qos_size_iops) : 1;
+  if (ops < 1) ops = 1;
+  double cost[QOS_LANES] = { ops, write ? 0 : ops, write ? ops : 0, bytes, write ? 0 : bytes, write ? bytes : 0 };
+  int64_t now = monotonic_ns(), start = now;
+  for (int i = 0; i < QOS_LANES; i++) {
+    if (!c->qos_params[2 * i] || !cost[i]) continue;
+    int64_t earliest = __atomic_load_n(&c->qos_tat[i], __ATOMIC_SEQ_CST) - llround(c->qos_params[2 * i + 1]);
+    if (earliest > start) start = earliest;
+  }
+  for (int i = 0; i < QOS_LANES; i++) {
+    if (!c->qos_params[2 * i] || !cost[i]) continue;
+    int64_t step = llround(cost[i] * c->qos_params[2 * i]);
+    int64_t tat = __atomic_load_n(&c->qos_tat[i], __ATOMIC_SEQ_CST);
+    for (;;) {
+      int64_t next = (tat > start ? tat : start) + step;
+      if (__atomic_compare_exchange_n(&c->qos_tat[i], &tat, next, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) break;
+    }
+  }
+  return start;
+}
+
+/* Sleeps until `at` (ns of CLOCK_MONOTONIC). */
+static void sleep_until(int64_t at) {
+  struct timespec ts = { .tv_sec = at / 1000000000LL, .tv_nsec = at % 1000000000LL };
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+}
+
 /* Counts an answered request for nbdStats. */
 static void count_request(conn_t *c, const request_t *r, uint64_t ns) {
   int op;
@@ -818,6 +875,13 @@ static void *worker(void *arg) {
     /* More requests buffered: let another worker read them while this one serves. */
     if (c->rend > c->rstart || !may_serve_holding(&r)) let_go(c, &holding);
     if (r.type == CMD_READ && r.length <= MAX_PAYLOAD) reserve(c, &r, r.length);
+    if (c->qos_tat && qos_counts(&r)) {
+      int64_t at = qos_admit(c, &r);
+      if (at > monotonic_ns()) { /* over the volume's limits: wait, holding up no other request */
+        let_go(c, &holding);
+        sleep_until(at);
+      }
+    }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     serve(c, &r, &b, &holding);
@@ -885,7 +949,7 @@ static conn_t *conn_of(napi_env env, napi_value v) {
   return p;
 }
 
-/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, spliceMinBytes, maxBufferBytes, maxRequests, paused, buffered, changedBits, changedBlockShift }, onClose) */
+/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, spliceMinBytes, maxBufferBytes, maxRequests, paused, buffered, changedBits, changedBlockShift, qosTat, qosParams, qosSizeIops }, onClose) */
 static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -935,6 +999,31 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
     changed = data;
     changed_blocks = (uint64_t)count * 32;
   }
+  /* QoS: the lanes' shared TATs (a BigInt64Array on a SharedArrayBuffer, kept alive with the options) and their parameters (copied). */
+  int64_t *qos_tat = NULL;
+  double qos_params[2 * QOS_LANES] = { 0 };
+  double qos_size_iops = 0;
+  napi_value qv;
+  bool has_qos = false;
+  if (napi_get_named_property(env, argv[0], "qosTat", &qv) == napi_ok && napi_is_typedarray(env, qv, &has_qos) == napi_ok && has_qos) {
+    napi_typedarray_type type;
+    size_t count = 0;
+    void *data = NULL;
+    napi_value pv;
+    napi_typedarray_type ptype;
+    size_t pcount = 0;
+    void *pdata = NULL;
+    bool p_typed = false;
+    if (napi_get_typedarray_info(env, qv, &type, &count, &data, NULL, NULL) != napi_ok || type != napi_bigint64_array || count != QOS_LANES
+        || napi_get_named_property(env, argv[0], "qosParams", &pv) != napi_ok || napi_is_typedarray(env, pv, &p_typed) != napi_ok || !p_typed
+        || napi_get_typedarray_info(env, pv, &ptype, &pcount, &pdata, NULL, NULL) != napi_ok || ptype != napi_float64_array || pcount != 2 * QOS_LANES) {
+      napi_throw_type_error(env, NULL, "qosTat must be a BigInt64Array of 6 lanes with qosParams, a Float64Array of 12");
+      return NULL;
+    }
+    qos_tat = data;
+    memcpy(qos_params, pdata, sizeof qos_params);
+    get_number(env, argv[0], "qosSizeIops", &qos_size_iops);
+  }
   if (!zero_block) { /* the first connection (always on the JavaScript thread) */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     max_pollers = cpus >= 4 ? (int)(cpus / 2) : 1;
@@ -978,9 +1067,17 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   c->max_bytes = (uint64_t)max_bytes;
   c->max_requests = (int)max_requests;
   c->polling = 1;
+  /* What the threads point into (the changed-block bits, the QoS lanes) stays alive with the options object until the last thread has gone. */
   napi_ref changed_ref = NULL;
+  if ((changed && changed_blocks) || qos_tat) {
+    if (napi_create_reference(env, argv[0], 1, &changed_ref) != napi_ok) changed_ref = NULL;
+  }
+  if (qos_tat) {
+    c->qos_tat = qos_tat;
+    memcpy(c->qos_params, qos_params, sizeof qos_params);
+    c->qos_size_iops = qos_size_iops;
+  }
   if (changed && changed_blocks) {
-    if (napi_create_reference(env, cv, 1, &changed_ref) != napi_ok) changed_ref = NULL;
     c->changed = changed;
     c->changed_blocks = changed_blocks;
     c->changed_shift = (unsigned)shift;

@@ -67,7 +67,7 @@ export function discoveryRoutes(deps: ApiDeps) {
             capabilities: {
               ...p,
               volume_backend_name: caps.volume_backend_name, vendor_name: caps.vendor_name, driver_version: caps.driver_version,
-              storage_protocol: caps.storage_protocol, allocated_capacity_gb: p.provisioned_capacity_gb, QoS_support: false,
+              storage_protocol: caps.storage_protocol, allocated_capacity_gb: p.provisioned_capacity_gb, QoS_support: true,
               timestamp: s.heartbeat_at,
             },
           } : { name: poolName });

@@ -5,6 +5,7 @@ import { ConflictError, InvalidInputError, NotFoundError } from '../errors/index
 import { baseUrl, type ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
 import { validate } from './validation.ts';
+import { qosLimits } from '../export/index.ts';
 
 const CONSUMERS = ['front-end', 'back-end', 'both'];
 const specValue = { type: 'string', maxLength: 255 };
@@ -26,6 +27,19 @@ const DELETE_KEYS = {
   type: 'object', required: ['keys'], additionalProperties: false,
   properties: { keys: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } } },
 };
+
+/**
+ * Refuses a limit Basalt's export could not apply (a rate that is not a
+ * number): found here rather than when a volume's connection opens.
+ * @throws InvalidInputError naming the key.
+ */
+function checkLimits(specs: Record<string, string>): void {
+  try {
+    qosLimits(specs, 1);
+  } catch (err) {
+    throw new InvalidInputError(`Invalid input received: ${(err as Error).message}.`);
+  }
+}
 
 function view(q: QosSpecs): Record<string, unknown> {
   return { id: q.id, name: q.name, consumer: q.consumer, specs: q.specs };
@@ -59,6 +73,7 @@ export function qosRoutes(deps: ApiDeps) {
     });
     app.post('/qos-specs', async (req) => {
       const { name, consumer, ...specs } = validate<{ qos_specs: Record<string, string> }>(CREATE, req.body).qos_specs;
+      checkLimits(specs);
       const id = await db.kysely.transaction().execute(async (tx) => {
         if (await qos.nameTaken(tx, name!.trim())) throw new ConflictError(`QoS Specs ${name} already exists.`);
         return qos.create(tx, name!.trim(), consumer ?? 'back-end', specs);
@@ -73,6 +88,7 @@ export function qosRoutes(deps: ApiDeps) {
     app.put<{ Params: { id: string } }>('/qos-specs/:id', async (req) => {
       const q = await find(req);
       const { consumer, ...specs } = validate<{ qos_specs: Record<string, string> }>(UPDATE, req.body).qos_specs;
+      checkLimits({ ...q.specs, ...specs });
       await db.kysely.transaction().execute(async (tx) => {
         if (consumer) await qos.setConsumer(tx, q.id, consumer);
         await qos.setItems(tx, q.id, specs);

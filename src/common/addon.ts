@@ -29,6 +29,15 @@ export interface NbdServeOptions {
    * copies every READ.
    */
   spliceMinBytes?: number;
+  /**
+   * The volume's QoS lanes (src/export/qos.ts QosLimiter): their theoretical
+   * arrival times, shared with the event loop and the volume's other
+   * connections, and their parameters. Absent: no limits.
+   */
+  qosTat?: BigInt64Array;
+  qosParams?: Float64Array;
+  /** IOPS accounting size in bytes (0: every I/O is one operation). */
+  qosSizeIops?: number;
   /** The most payload bytes (WRITE data read, READ data not yet sent) the workers hold at once; one request alone always runs. Default 64 MiB. */
   maxBufferBytes?: number;
   /**

@@ -14,12 +14,12 @@ export class QosRepository {
   constructor(private readonly clock: Clock) {}
 
   async list(q: Q): Promise<QosSpecs[]> {
-    return this.withItems(q, await q.selectFrom('qos_specs').selectAll().orderBy('name').execute());
+    return withItems(q, await q.selectFrom('qos_specs').selectAll().orderBy('name').execute());
   }
 
   async get(q: Q, id: string): Promise<QosSpecs | undefined> {
     const row = await q.selectFrom('qos_specs').selectAll().where('id', '=', id).executeTakeFirst();
-    return row ? (await this.withItems(q, [row]))[0] : undefined;
+    return row ? (await withItems(q, [row]))[0] : undefined;
   }
 
   async nameTaken(q: Q, name: string): Promise<boolean> {
@@ -72,10 +72,28 @@ export class QosRepository {
   async delete(q: Q, id: string): Promise<void> {
     await q.deleteFrom('qos_specs').where('id', '=', id).execute();
   }
+}
 
-  private async withItems(q: Q, rows: QosSpecsRow[]): Promise<QosSpecs[]> {
-    if (rows.length === 0) return [];
-    const items = await q.selectFrom('qos_spec_items').selectAll().where('qos_specs_id', 'in', rows.map((r) => r.id)).orderBy('key').execute();
-    return rows.map((r) => ({ ...r, specs: Object.fromEntries(items.filter((i) => i.qos_specs_id === r.id).map((i) => [i.key, i.value])) }));
-  }
+/** Rows with their key/value pairs. */
+async function withItems(q: Q, rows: QosSpecsRow[]): Promise<QosSpecs[]> {
+  if (rows.length === 0) return [];
+  const items = await q.selectFrom('qos_spec_items').selectAll().where('qos_specs_id', 'in', rows.map((r) => r.id)).orderBy('key').execute();
+  return rows.map((r) => ({ ...r, specs: Object.fromEntries(items.filter((i) => i.qos_specs_id === r.id).map((i) => [i.key, i.value])) }));
+}
+
+/** The QoS spec associated with a volume type, if any: what limits its volumes' I/O at the export, read when a connection opens. */
+export async function qosOfType(q: Q, typeId: string | null): Promise<QosSpecs | undefined> {
+  if (!typeId) return undefined;
+  const row = await q.selectFrom('volume_types').innerJoin('qos_specs', 'qos_specs.id', 'volume_types.qos_specs_id')
+    .selectAll('qos_specs').where('volume_types.id', '=', typeId).executeTakeFirst();
+  return row ? (await withItems(q, [row]))[0] : undefined;
+}
+
+/**
+ * The specs a host applies itself, as Cinder puts them in connection info
+ * (`qos_specs`): those of a `front-end` or `both` consumer; null otherwise.
+ */
+export async function frontEndQos(q: Q, typeId: string | null): Promise<Record<string, string> | null> {
+  const s = await qosOfType(q, typeId);
+  return s && (s.consumer === 'front-end' || s.consumer === 'both') ? s.specs : null;
 }

@@ -29,6 +29,7 @@ import {
 import type { ChangedBlockTracker, ChangeWriter } from './changed-blocks.ts';
 import { DataPlaneConnection } from './data-plane.ts';
 import { NbdStats, opOf } from './nbd-stats.ts';
+import { QosLimiters, type QosLimits } from './qos.ts';
 import { ConnectionClosed, SocketReader } from './socket-reader.ts';
 
 /** One export as the server sees it. */
@@ -47,6 +48,8 @@ export interface NbdExport {
    * Default false.
    */
   readonly canMultiConn?: boolean;
+  /** The limits of the volume's QoS specs (src/export/qos.ts), shared by all connections to the same key. Absent: none. */
+  readonly qos?: QosLimits;
   /** Opens block I/O for one connection (the handle checks ranges too). */
   open(): Promise<VolumeHandle>;
 }
@@ -184,6 +187,8 @@ export class NbdServer {
   private readonly server: net.Server;
   /** What each volume's export has served, on both data planes (the metrics read it). */
   readonly stats = new NbdStats();
+  /** Each exported volume's QoS limiter, shared by its connections on both planes. */
+  readonly qos = new QosLimiters();
   /** The Unix domain socket listener ({@link listenUnix}), if any. */
   private unix: net.Server | undefined;
   private unixPath: string | undefined;
@@ -797,6 +802,7 @@ class Connection implements Fenceable {
     const unanswered = new Set<Promise<void>>();
     let heldBytes = 0;
     let wake: (() => void) | undefined;
+    const limiter = exp.key !== undefined ? this.server.qos.for(exp.key, exp.qos) : undefined;
     try {
       for (;;) {
         let h: Buffer;
@@ -833,9 +839,12 @@ class Connection implements Fenceable {
         const payload = type === CMD.WRITE ? await this.reader.read(length) : undefined;
         const isWrite = type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM;
         const started = performance.now();
-        const work = isWrite
+        const run = (): Promise<Sent | undefined> => (isWrite
           ? Promise.race([this.server.gate(exp.key), this.whenFenced]).then(() => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))
-          : this.command(handle, exp, type, flags, cookie, offset, length, payload, writes);
+          : this.command(handle, exp, type, flags, cookie, offset, length, payload, writes));
+        // Over the volume's QoS limits: the request waits its turn (the others read meanwhile are not held up).
+        const wait = limiter && (isWrite || type === CMD.READ) ? limiter.admit(isWrite, type === CMD.READ || type === CMD.WRITE ? length : 0) : 0;
+        const work = wait > 0 ? new Promise<void>((resolve) => setTimeout(resolve, wait)).then(run) : run();
         // Done for the volume (fencing, quiescing and FLUSH wait for this) ...
         const tracked: Promise<void> = work.then(() => undefined, () => undefined).finally(() => { inflight.delete(tracked); writes.delete(tracked); });
         inflight.add(tracked);
@@ -876,6 +885,7 @@ class Connection implements Fenceable {
     const socket = this.socket;
     // The negotiation's replies must be on the wire before the threads write theirs.
     await new Promise<void>((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
+    const limiter = exp.key !== undefined ? this.server.qos.for(exp.key, exp.qos) : undefined;
     const ended = socket.destroyed || this.fenced ? Promise.resolve('fenced') : this.server.serveNatively(exp, (paused) => DataPlaneConnection.take(socket, fd, () => this.reader.detach(), {
       sizeBytes: handle.sizeBytes,
       readOnly: exp.readOnly,
@@ -884,6 +894,7 @@ class Connection implements Fenceable {
       threads: this.o.threadsPerConnection ?? 8,
       pollMicros: this.o.pollMicros ?? 50,
       spliceMinBytes: this.o.spliceMinBytes ?? SPLICE_MIN_BYTES,
+      ...(limiter ? { qosTat: limiter.tat, qosParams: limiter.params, qosSizeIops: limiter.limits.sizeIops } : {}),
       maxBufferBytes: this.o.maxBufferBytesPerConnection ?? NBD_BOUNDS.maxBufferBytesPerConnection,
       maxRequests: this.o.maxRequestsPerConnection ?? NBD_BOUNDS.maxRequestsPerConnection,
       paused,

@@ -6,16 +6,19 @@
  * shipped to its secondary copy through one), and the backend whose copy it
  * serves (the volume's, or the export's `cluster`) runs in this process.
  */
-import type { AttachmentRepository, Db, VolumeRepository } from '../db/index.ts';
+import type { Logger } from 'pino';
+import { qosOfType, type AttachmentRepository, type Db, type VolumeRepository } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
-import type { ExportProvider } from '../export/index.ts';
+import { qosLimits, type ExportProvider, type QosLimits } from '../export/index.ts';
 import type { LiveMoves } from '../volume/index.ts';
 
 /**
  * Builds the provider over the drivers of this process, by cluster. A volume
  * moving while attached (`moves`) is served by the mirror of its move.
  */
-export function attachmentExports(db: Db, attachments: AttachmentRepository, volumes: VolumeRepository, drivers: ReadonlyMap<string, GuardedDriver>, moves?: LiveMoves): ExportProvider {
+export function attachmentExports(
+  db: Db, attachments: AttachmentRepository, volumes: VolumeRepository, drivers: ReadonlyMap<string, GuardedDriver>, moves?: LiveMoves, log?: Logger,
+): ExportProvider {
   let keys = new Map<string, Buffer>();
   return {
     async find(name) {
@@ -39,9 +42,11 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
       // A synchronously replicated volume is served only through its mirror: no write is acknowledged on the primary alone.
       if (!moves?.has(v.id) && await db.kysely.selectFrom('volume_replicas').select('volume_id').where('volume_id', '=', v.id)
         .where('mode', '=', 'sync').where('primary_cluster', '=', cluster!).executeTakeFirst()) return undefined;
+      const qos = await exportQos(db, v.volume_type_id, v.size, log);
       return {
         name,
         key: v.id,
+        ...(qos ? { qos } : {}),
         ...(a.psk_identity ? { pskIdentity: a.psk_identity } : {}),
         description: `Basalt volume ${v.id}`,
         readOnly: a.attach_mode === 'ro',
@@ -59,4 +64,20 @@ export function attachmentExports(db: Db, attachments: AttachmentRepository, vol
     },
     pskKey: (identity) => keys.get(identity),
   };
+}
+
+/**
+ * The QoS limits of a volume's type at its export: every consumer's specs
+ * (Basalt's export is the host's way in and the backend's door at once).
+ * Specs that do not parse (stored before they were checked) limit nothing, and say so.
+ */
+async function exportQos(db: Db, typeId: string | null, sizeGiB: number, log?: Logger): Promise<QosLimits | undefined> {
+  const specs = await qosOfType(db.kysely, typeId);
+  if (!specs) return undefined;
+  try {
+    return qosLimits(specs.specs, sizeGiB);
+  } catch (err) {
+    log?.warn({ err, qos_specs_id: specs.id }, 'QoS specs that do not parse limit nothing');
+    return undefined;
+  }
 }

@@ -170,7 +170,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       stoppers.push(() => changedBlocks.close());
       const nbd = new NbdServer({
         changedBlocks,
-        provider: attachmentExports(db, attachments, volumes, drivers, moves), log: log.child({ role: 'export' }), requireTls,
+        provider: attachmentExports(db, attachments, volumes, drivers, moves, log.child({ role: 'export' })), log: log.child({ role: 'export' }), requireTls,
         dataPlane: d.nbd_data_plane === 'event-loop' ? 'event-loop' : 'native', threadsPerConnection: d.nbd_threads_per_connection,
         pollMicros: d.nbd_poll_us,
         maxConnections: d.nbd_max_connections, maxConnectionsPerExport: d.nbd_max_connections_per_export,

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { Caller, Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import type { AttachmentRepository, AttachmentRow, Db, ServiceRepository, VolumeRow } from '../db/index.ts';
+import { frontEndQos } from '../db/index.ts';
 import { InvalidInputError, InvalidStatusError, NotFoundError } from '../errors/index.ts';
 import type { JobQueue, Tx } from '../jobs/index.ts';
 import { chooseEndpoint, connectionInfo, writesPastExport } from './connection-info.ts';
@@ -127,7 +128,7 @@ export class AttachmentManager {
     if (!endpoint) {
       throw new InvalidInputError(`Invalid input received: no volume service of ${v.cluster_name ?? 'this volume'} exports volumes now; try again later.`);
     }
-    const info = connectionInfo(a, v, endpoint, connector);
+    const info = connectionInfo(a, v, endpoint, connector, await frontEndQos(tx, v.volume_type_id));
     if (!(await this.deps.attachments.transition(tx, a.id, ['reserved', 'attaching'], 'attaching', {
       connector: JSON.stringify(connector), connection_info: JSON.stringify(info), attached_host: typeof connector.host === 'string' ? connector.host : null,
     }))) {

@@ -62,21 +62,26 @@ export interface HostConnector { host?: unknown; do_local_attach?: unknown }
  * the volume service's own, else TCP. `encrypted`
  * says, as in Cinder, that the host must open an encryption layer over the
  * device: it gets the key id from `GET /volumes/{id}/encryption` and the key
- * from the key manager.
+ * from the key manager. `qos_specs` are the type's front-end QoS specs (null
+ * when there are none), as Cinder gives them.
  */
-export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encryption_key_id'>, endpoint: Endpoint, connector: HostConnector): ConnectionInfo {
+export function connectionInfo(
+  a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encryption_key_id'>, endpoint: Endpoint, connector: HostConnector, qosSpecs: Record<string, string> | null = null,
+): ConnectionInfo {
   const encrypted = v.encryption_key_id !== null;
+  // As Cinder: the front-end QoS specs the host may apply itself (Basalt's export applies every consumer's).
+  const qos_specs = qosSpecs;
   const connectorHost = connector.host;
   // os-brick's do_local_attach: false says the hypervisor opens the volume itself, so no device is made for it.
   if (endpoint.local_path_template && endpoint.local_host && connectorHost === endpoint.local_host && connector.do_local_attach !== false) {
     return {
       driver_volume_type: 'local',
-      data: { device_path: localPathOf({ local_host: endpoint.local_host, local_path_template: endpoint.local_path_template }, v.id), access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted },
+      data: { device_path: localPathOf({ local_host: endpoint.local_host, local_path_template: endpoint.local_path_template }, v.id), access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted, qos_specs },
     };
   }
   if (endpoint.native) {
     const native = nativeConnectionFor(endpoint.native, v.id);
-    return { driver_volume_type: native.driver_volume_type, data: { ...native.data, access_mode: a.attach_mode, encrypted } };
+    return { driver_volume_type: native.driver_volume_type, data: { ...native.data, access_mode: a.attach_mode, encrypted, qos_specs } };
   }
   // A host on the service's own machine gets its Unix socket: the same export, past TCP's ceiling.
   const socket = endpoint.nbd_socket && connectorHost === endpoint.nbd_socket_host ? endpoint.nbd_socket : undefined;
@@ -86,7 +91,7 @@ export function connectionInfo(a: AttachmentRow, v: Pick<VolumeRow, 'id' | 'encr
       host: endpoint.nbd_host, port: endpoint.nbd_port, export_name: a.export_name,
       uri: socket ? `nbd+unix:///${a.export_name}?socket=${socket}` : `nbd://${endpoint.nbd_host}:${endpoint.nbd_port}/${a.export_name}`,
       ...(socket ? { socket } : {}),
-      access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted,
+      access_mode: a.attach_mode, volume_id: v.id, attachment_id: a.id, encrypted, qos_specs,
       // STARTTLS with these (TLS-PSK); required when the export listens off loopback.
       tls: { psk_identity: a.psk_identity, psk_key: a.psk_key, required: endpoint.nbd_require_tls === true },
     },

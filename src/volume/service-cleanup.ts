@@ -17,6 +17,7 @@
  * every dead service; the API runs it on demand for a filtered set.
  */
 import type { AttachmentRepository, Db, ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
+import { frontEndQos } from '../db/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
 import { chooseEndpoint, connectionInfo, exporterKey, liveExporters, nbdAddress, type HostConnector } from './connection-info.ts';
 import { memberTarget, volumeTarget } from './volume-jobs.ts';
@@ -125,7 +126,7 @@ export async function moveStaleExports(deps: CleanupDeps, cluster?: string | nul
       const endpoint = await chooseEndpoint(tx, services, serviceDownMs, v);
       if (!endpoint) return;
       const connector = a.connector ? JSON.parse(a.connector) as HostConnector : {};
-      await tx.updateTable('attachments').set({ connection_info: JSON.stringify(connectionInfo(a, v, endpoint, connector)) })
+      await tx.updateTable('attachments').set({ connection_info: JSON.stringify(connectionInfo(a, v, endpoint, connector, await frontEndQos(tx, v.volume_type_id))) })
         .where('id', '=', a.id).execute();
       moved++;
     });

@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { TestContext } from 'node:test';
 import pino from 'pino';
 import { FileDriver, GuardedDriver } from '../../src/drivers/index.ts';
-import { NbdServer, type NbdExport, type NbdServerOptions } from '../../src/export/index.ts';
+import { NbdServer, type NbdExport, type NbdServerOptions, type QosLimits } from '../../src/export/index.ts';
 import { openExport, openSession, type ByteReader, type PskCredentials } from './nbd-raw.ts';
 import type net from 'node:net';
 
@@ -34,6 +34,8 @@ export interface NbdFixture {
   session(name: string): Promise<{ sock: net.Socket; reader: ByteReader }>;
   /** Export names that stop resolving (as a deleted attachment's do). */
   removed: Set<string>;
+  /** Gives an export the QoS limits its provider will name from now on (what a volume type's QoS specs set). */
+  setQos(name: string, qos: QosLimits | undefined): void;
   /** The TLS-PSK credentials of an export on the TLS plane. */
   psk(name: string): PskCredentials | undefined;
   /** An NBD URI of an export for plain clients (qemu-io, nbdinfo): `nbd+unix://` on the Unix plane. */
@@ -94,6 +96,10 @@ export async function startNbd(t: Pick<TestContext, 'after'>, o: {
   const psk = (name: string): PskCredentials | undefined => (o.plane === 'tls' ? { identity: `id-${name}`, key: keys.get(`id-${name}`)! } : undefined);
   return {
     port, server, dir, ids, removed, psk,
+    setQos: (name, qos) => {
+      const { qos: _old, ...rest } = exports.get(name)!;
+      exports.set(name, { ...rest, ...(qos ? { qos } : {}) });
+    },
     file: (name) => path.join(dir, `volume-${ids.get(name)}`),
     connect: (name) => openExport(host, port, name, psk(name)),
     session: (name) => openSession(host, port, psk(name)),
