@@ -240,6 +240,32 @@ test('the dashboard shows what the API says, page by page, with live events', as
   assert.deepEqual(consoleErrors.filter((e) => !/status of 403/.test(e)), []);
 });
 
+test('a failed backup shows the reason the API gives for it', async (t) => {
+  // A backup target that cannot be written (its folder's parent is a file): every backup fails.
+  const notADir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-dash-')), 'file');
+  fs.writeFileSync(notADir, '');
+  t.after(() => fs.promises.rm(path.dirname(notADir), { recursive: true, force: true }));
+  const s = await startTestServer(t, { env: { BASALT_DASHBOARD_ENABLED: 'true', BASALT_BACKUP_POSIX_PATH: path.join(notADir, 'backups') } });
+  const vol = await volume(s, { size: 1 }, 'available');
+  const b = await s.request('POST', `${V}/backups`, { backup: { volume_id: vol, name: 'doomed' } }, MV);
+  assert.equal(b.status, 202, JSON.stringify(b.body));
+  const id = b.body.backup.id as string;
+  await waitFor('backup in error', async () => (await s.request('GET', `${V}/backups/${id}`)).body.backup.status === 'error');
+  const messages = (await s.request('GET', `${V}/messages?resource_uuid=${id}`, undefined, MV)).body.messages as Array<{ user_message: string }>;
+  assert.ok(messages.length > 0, 'the failed backup has a user message');
+
+  const page = await (await browser(t)).newPage();
+  await page.goto(`${s.url}/dashboard/#/backups`);
+  await page.fill('[data-testid="token"]', `admin:${PROJECT}`);
+  await page.click('[data-testid="sign-in"]');
+  await page.locator('main[data-page="backups"]').waitFor();
+  await cellIs(page, 'backups', id, 'status', 'error');
+  await cellIs(page, 'backups', id, 'reason', messages[0]!.user_message);
+  const file = path.join(screenshotDir(), 'failed-backup.png');
+  await page.screenshot({ path: file, fullPage: true });
+  t.diagnostic(`screenshot: ${file}`);
+});
+
 test('without dashboard_enabled, /dashboard and its routes are the API\'s plain 404', async (t) => {
   const s = await startTestServer(t);
   for (const p of ['/dashboard', '/dashboard/', '/dashboard/index.html']) {
