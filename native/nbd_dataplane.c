@@ -925,6 +925,26 @@ static int get_bool(napi_env env, napi_value obj, const char *name) {
   return b;
 }
 
+/* options[name] when it is a typed array of type `want`: its data, and its length in `count`; NULL when absent. Sets *bad when it is there but something else. */
+static void *typed_option(napi_env env, napi_value options, const char *name, napi_typedarray_type want, size_t *count, int *bad) {
+  napi_value v;
+  bool typed = false;
+  if (napi_get_named_property(env, options, name, &v) != napi_ok) return NULL;
+  if (napi_is_typedarray(env, v, &typed) != napi_ok || !typed) {
+    napi_valuetype t = napi_undefined;
+    napi_typeof(env, v, &t);
+    if (t != napi_undefined && t != napi_null) *bad = 1;
+    return NULL;
+  }
+  napi_typedarray_type type;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, v, &type, count, &data, NULL, NULL) != napi_ok || type != want) {
+    *bad = 1;
+    return NULL;
+  }
+  return data;
+}
+
 static void call_on_close(napi_env env, napi_value fn, void *context, void *data) {
   if (!env || !fn) return;
   const char *names[] = { "disconnect", "disconnect", "fenced", "protocol" };
@@ -983,47 +1003,27 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
     napi_get_buffer_info(env, bv, &buffered, &buffered_len);
   }
   /* changedBits: a Uint32Array the workers OR into, held by a reference until the last one has gone. */
-  uint32_t *changed = NULL;
-  uint64_t changed_blocks = 0;
+  int bad = 0;
+  size_t count = 0;
+  uint32_t *changed = typed_option(env, argv[0], "changedBits", napi_uint32_array, &count, &bad);
+  uint64_t changed_blocks = (uint64_t)count * 32;
   double shift = 0;
-  napi_value cv;
-  bool is_typed = false;
-  if (napi_get_named_property(env, argv[0], "changedBits", &cv) == napi_ok && napi_is_typedarray(env, cv, &is_typed) == napi_ok && is_typed) {
-    napi_typedarray_type type;
-    size_t count = 0;
-    void *data = NULL;
-    if (napi_get_typedarray_info(env, cv, &type, &count, &data, NULL, NULL) != napi_ok || type != napi_uint32_array || !get_number(env, argv[0], "changedBlockShift", &shift) || shift < 9 || shift > 40) {
-      napi_throw_type_error(env, NULL, "changedBits must be a Uint32Array with changedBlockShift");
-      return NULL;
-    }
-    changed = data;
-    changed_blocks = (uint64_t)count * 32;
+  if (bad || (changed && (!get_number(env, argv[0], "changedBlockShift", &shift) || shift < 9 || shift > 40))) {
+    napi_throw_type_error(env, NULL, "changedBits must be a Uint32Array with changedBlockShift");
+    return NULL;
   }
   /* QoS: the lanes' shared TATs (a BigInt64Array on a SharedArrayBuffer, kept alive with the options) and their parameters (copied). */
-  int64_t *qos_tat = NULL;
-  double qos_params[2 * QOS_LANES] = { 0 };
-  double qos_size_iops = 0;
-  napi_value qv;
-  bool has_qos = false;
-  if (napi_get_named_property(env, argv[0], "qosTat", &qv) == napi_ok && napi_is_typedarray(env, qv, &has_qos) == napi_ok && has_qos) {
-    napi_typedarray_type type;
-    size_t count = 0;
-    void *data = NULL;
-    napi_value pv;
-    napi_typedarray_type ptype;
-    size_t pcount = 0;
-    void *pdata = NULL;
-    bool p_typed = false;
-    if (napi_get_typedarray_info(env, qv, &type, &count, &data, NULL, NULL) != napi_ok || type != napi_bigint64_array || count != QOS_LANES
-        || napi_get_named_property(env, argv[0], "qosParams", &pv) != napi_ok || napi_is_typedarray(env, pv, &p_typed) != napi_ok || !p_typed
-        || napi_get_typedarray_info(env, pv, &ptype, &pcount, &pdata, NULL, NULL) != napi_ok || ptype != napi_float64_array || pcount != 2 * QOS_LANES) {
-      napi_throw_type_error(env, NULL, "qosTat must be a BigInt64Array of 6 lanes with qosParams, a Float64Array of 12");
-      return NULL;
-    }
-    qos_tat = data;
-    memcpy(qos_params, pdata, sizeof qos_params);
-    get_number(env, argv[0], "qosSizeIops", &qos_size_iops);
+  size_t lanes = 0, nparams = 0;
+  int64_t *qos_tat = typed_option(env, argv[0], "qosTat", napi_bigint64_array, &lanes, &bad);
+  double *params = typed_option(env, argv[0], "qosParams", napi_float64_array, &nparams, &bad);
+  if (bad || (qos_tat && (lanes != QOS_LANES || !params || nparams != 2 * QOS_LANES))) {
+    napi_throw_type_error(env, NULL, "qosTat must be a BigInt64Array of 6 lanes with qosParams, a Float64Array of 12");
+    return NULL;
   }
+  double qos_params[2 * QOS_LANES] = { 0 };
+  if (qos_tat) memcpy(qos_params, params, sizeof qos_params);
+  double qos_size_iops = 0;
+  get_number(env, argv[0], "qosSizeIops", &qos_size_iops);
   if (!zero_block) { /* the first connection (always on the JavaScript thread) */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     max_pollers = cpus >= 4 ? (int)(cpus / 2) : 1;
