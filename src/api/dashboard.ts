@@ -10,9 +10,10 @@
  * lets that token see (authentication and policy are the API's own).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import { recentEvents } from '../db/index.ts';
 import { InvalidInputError } from '../errors/index.ts';
@@ -43,22 +44,25 @@ const EVENTS_MAX_LIMIT = 500;
  */
 export function dashboardFiles(distDir: string = DASHBOARD_DIST) {
   return async (app: FastifyInstance): Promise<void> => {
-    app.addHook('onSend', async (req, reply, payload) => {
-      if (req.url === '/dashboard' || req.url.startsWith('/dashboard/')) {
-        reply.header('Content-Security-Policy', CONTENT_SECURITY_POLICY);
-        reply.header('X-Content-Type-Options', 'nosniff');
-        reply.header('Referrer-Policy', 'no-referrer');
-      }
+    // This plugin's own scope: the hook sees only the routes below.
+    app.addHook('onSend', async (_req, reply, payload) => {
+      reply.header('Content-Security-Policy', CONTENT_SECURITY_POLICY);
+      reply.header('X-Content-Type-Options', 'nosniff');
+      reply.header('Referrer-Policy', 'no-referrer');
       return payload;
     });
-    if (!fs.existsSync(`${distDir}/index.html`)) {
-      const missing = (_req: unknown, reply: import('fastify').FastifyReply) => reply.code(503).type('text/plain')
+    if (!fs.existsSync(path.join(distDir, 'index.html'))) {
+      const missing = (_req: FastifyRequest, reply: FastifyReply) => reply.code(503).type('text/plain')
         .send('The dashboard is enabled but not built: run `npm run build:dashboard` (npm ci builds it) and restart.\n');
       app.get('/dashboard', missing);
       app.get('/dashboard/*', missing);
       return;
     }
-    await app.register(fastifyStatic, { root: distDir, prefix: '/dashboard/', index: false, wildcard: true, cacheControl: true, maxAge: 0 });
+    await app.register(fastifyStatic, {
+      root: distDir, prefix: '/dashboard/', index: false, wildcard: true, cacheControl: false,
+      // Assets are named by their content hash: kept for good. The page names the current ones: asked again each time.
+      setHeaders: (res, file) => res.setHeader('Cache-Control', file.includes(`${path.sep}assets${path.sep}`) ? 'public, max-age=31536000, immutable' : 'no-cache'),
+    });
     // The page itself: the router ignores a trailing slash, so `/dashboard/` arrives as `/dashboard`, which the
     // wildcard above does not match. The app's assets have absolute paths, so both addresses load it.
     app.get('/dashboard', (_req, reply) => reply.sendFile('index.html'));

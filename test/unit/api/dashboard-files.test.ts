@@ -37,9 +37,11 @@ test('the built files are served with their type and the content security policy
     assert.match(String(r.headers['content-type']), /text\/html/);
     assert.match(String(r.headers['content-security-policy']), /default-src 'self'/);
     assert.equal(r.headers['x-content-type-options'], 'nosniff');
+    assert.equal(r.headers['cache-control'], 'no-cache', 'the page names the current assets: asked for again');
   }
   const js = await app.inject({ url: '/dashboard/assets/app.js' });
   assert.equal(js.statusCode, 200);
   assert.match(String(js.headers['content-type']), /javascript/);
+  assert.match(String(js.headers['cache-control']), /immutable/, 'assets are named by their content: kept');
   assert.equal((await app.inject({ url: '/dashboard/assets/missing.js' })).statusCode, 404);
 });
