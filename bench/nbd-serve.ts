@@ -4,22 +4,24 @@
  * (serves DIR/volume-VOLUME_ID as export `bench` on 127.0.0.1:PORT, and on the
  * Unix socket SOCKET when given, until killed).
  * NBD_POLL_US and NBD_THREADS set the data plane's polling bound and threads per connection,
- * NBD_SPLICE_MIN the smallest READ it splices (0: copy every READ).
+ * NBD_SPLICE_MIN the smallest READ it splices (0: copy every READ), NBD_QOS a volume type's QoS
+ * specs as JSON (e.g. {"total_iops_sec":"5000"}) that limit the export.
  */
 import pino from 'pino';
 import { FileDriver, GuardedDriver } from '../src/drivers/index.ts';
-import { NbdServer } from '../src/export/index.ts';
+import { NbdServer, qosLimits } from '../src/export/index.ts';
 
 const [dir, id, sizeGiB, port, socket] = process.argv.slice(2);
 if (!dir || !id || !sizeGiB || !port) {
   console.error('usage: nbd-serve.ts DIR VOLUME_ID SIZE_GIB PORT');
   process.exit(2);
 }
+const qos = process.env.NBD_QOS ? qosLimits(JSON.parse(process.env.NBD_QOS) as Record<string, string>, Number(sizeGiB)) : undefined;
 const driver = new GuardedDriver(new FileDriver({ poolName: 'bench', directory: dir, totalCapacityGiB: 0 }), 600_000);
 await driver.init();
 const server = new NbdServer({
   provider: {
-    find: async (name) => name === 'bench' ? { name, readOnly: false, open: () => driver.openVolume({ id, sizeGiB: Number(sizeGiB) }) } : undefined,
+    find: async (name) => name === 'bench' ? { name, key: id, readOnly: false, ...(qos ? { qos } : {}), open: () => driver.openVolume({ id, sizeGiB: Number(sizeGiB) }) } : undefined,
     list: async () => [],
   },
   log: pino({ level: 'warn' }),

@@ -9,6 +9,10 @@
  *   node --import tsx bench/nbd.ts [--runtime 5] [--rounds 3] [--jobs name,…] [--placement none|same|split]
  *                                  [--servers basalt,nbdkit,…] [--transport tcp|unix|both] [--no-limit] [--no-copy]
  *
+ * --qos '{"total_iops_sec":"5000"}' adds basalt-qos, the same server with a volume type's QoS specs,
+ * and prints what it achieved against each limit (the limits should hold within 5%; the
+ * basalt row, without specs, shows what QoS costs when unset).
+ *
  * --transport: TCP on loopback (default), each server's Unix domain socket (Basalt's
  * `listenUnix`, qemu-nbd -k, nbdkit -U: what a host on the volume service's own machine
  * uses), or both, one table each.
@@ -28,7 +32,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true } }, allowNegative: true });
+const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, qos: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true } }, allowNegative: true });
 if (!['none', 'same', 'split'].includes(args.placement!)) throw new Error('--placement is none, same or split');
 if (!['tcp', 'unix', 'both'].includes(args.transport!)) throw new Error('--transport is tcp, unix or both');
 const TRANSPORTS: Transport[] = args.transport === 'both' ? ['tcp', 'unix'] : [args.transport as Transport];
@@ -109,12 +113,14 @@ const SERVERS = ([
   { name: 'basalt', start: (file, a) => basaltServe(file, a) },
   // The same server copying every READ (no splice): the A/B of the zero-copy path, in the same run (--servers basalt,basalt-copy,…).
   { name: 'basalt-copy', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_MIN=0']) },
+  // The same server with --qos's specs on the volume.
+  { name: 'basalt-qos', start: (file, a) => basaltServe(file, a, [`NBD_QOS=${args.qos ?? '{}'}`]) },
   {
     name: 'qemu-nbd',
     start: (file, a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', ...a.socket ? ['-k', a.socket] : ['-p', String(a.port), '-b', '127.0.0.1'], '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]),
   },
   { name: 'nbdkit', start: (file, a) => spawnPinned('nbdkit', ['-f', ...a.socket ? ['-U', a.socket] : ['-p', String(a.port), '-i', '127.0.0.1'], '-e', 'bench', 'file', file]) },
-] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : s.name !== 'basalt-copy'));
+] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : s.name !== 'basalt-copy' && (s.name !== 'basalt-qos' || args.qos !== undefined)));
 /** The other servers Basalt is compared with (not its own variants). */
 const PEERS = SERVERS.filter((s) => !s.name.startsWith('basalt'));
 
@@ -137,6 +143,26 @@ function median(rows: Row[]): Row {
 /** Reads the file into the page cache and writes dirty pages back, so that no run pays for the last one's writes. */
 function warm(file: string): void {
   execFileSync('sh', ['-c', `cat '${file}' > /dev/null; sync`]);
+}
+
+/**
+ * What basalt-qos achieved against each of its IOPS and byte limits that binds
+ * the job (a read job: total_* and read_*; a write job: total_* and write_*),
+ * as achieved / limit: at most 1.05 is a limit that holds within 5%.
+ */
+function qosReport(rows: Map<string, Row> | undefined, specs: Record<string, string>): void {
+  console.log('\nbasalt-qos against its limits (achieved / limit):\n');
+  for (const job of JOBS) {
+    const r = rows?.get(job.name);
+    if (!r) continue;
+    const rw = job.fio.join(' ');
+    const kinds = rw.includes('randrw') ? ['total'] : /rw=(rand)?write/.test(rw) ? ['total', 'write'] : ['total', 'read'];
+    const lines = kinds.flatMap((k) => [
+      specs[`${k}_iops_sec`] ? `${k}_iops_sec ${specs[`${k}_iops_sec`]}: ${r.iops} IOPS = ${(r.iops / Number(specs[`${k}_iops_sec`])).toFixed(3)}` : undefined,
+      specs[`${k}_bytes_sec`] ? `${k}_bytes_sec ${specs[`${k}_bytes_sec`]}: ${r.mbps * 1e6} B/s = ${((r.mbps * 1e6) / Number(specs[`${k}_bytes_sec`])).toFixed(3)}` : undefined,
+    ]).filter(Boolean);
+    if (lines.length) console.log(`- ${job.name}: ${lines.join('; ')}`);
+  }
 }
 
 async function main(): Promise<void> {
@@ -198,6 +224,7 @@ async function main(): Promise<void> {
         const ratio = b && PEERS.length ? (b.iops / best).toFixed(2) : '-';
         console.log(`| ${job.name} | ${cell(direct.get(job.name))} | ${SERVERS.map((s) => cell(results.get(s.name)!.get(job.name))).join(' | ')} | ${ratio} |`);
       }
+      if (args.qos !== undefined) qosReport(results.get('basalt-qos'), JSON.parse(args.qos) as Record<string, string>);
     }
 
     if (!args.copy) return;
