@@ -9,7 +9,7 @@
  *   503 naming each failed check.
  * - `GET /metrics`: Prometheus' text format through prom-client. API requests
  *   by method, route template and status with their latency; jobs by kind and
- *   state (the queue's depth); pool capacities as the volume services report
+ *   state (the queue's depth) and the leases this process took over; pool capacities as the volume services report
  *   them; services' heartbeat age; NBD connections of this process, and per
  *   volume its requests, payload bytes and their time by operation; the
  *   process's own (CPU, memory, event-loop lag).
@@ -37,6 +37,8 @@ export interface ObservedProcess {
   roles: readonly string[];
   /** The process's NBD server, when it exports volumes. */
   exports?: { readonly connectionCount: number; readonly suspended: boolean; readonly stats?: { snapshot(): Array<{ volume: string; op: string; count: number; bytes: number; seconds: number }> } };
+  /** The process's job queue: the leases it took over. */
+  queue?: { readonly takeovers: number };
   now(): number;
 }
 
@@ -69,6 +71,16 @@ export class Observability {
         for (const r of rows) this.set({ kind: r.kind, state: r.state }, Number(r.n));
       },
     });
+    if (p.queue) {
+      const queue = p.queue;
+      new client.Counter({
+        name: 'basalt_job_lease_takeovers_total', help: 'Jobs this process took over from a worker whose lease ran out (a crashed or stalled process).', registers,
+        collect() {
+          this.reset();
+          this.inc(queue.takeovers);
+        },
+      });
+    }
     new client.Gauge({
       name: 'basalt_pool_capacity_gib', help: 'Capacity of each pool as its volume service last reported it: total, free and provisioned.',
       labelNames: ['pool', 'kind'], registers,

@@ -45,6 +45,8 @@ export interface JobQueueOptions {
 export class JobQueue {
   /** Emits `wake` with a target after a transaction that enqueued for it commits. */
   readonly wakeups = new EventEmitter();
+  /** Jobs this process took over from a worker whose lease ran out (a crash, a stall): `/metrics` counts them. */
+  takeovers = 0;
 
   constructor(readonly db: Db, readonly clock: Clock, readonly options: JobQueueOptions) {
     this.wakeups.setMaxListeners(0);
@@ -196,12 +198,15 @@ export class JobQueue {
     // candidate; the outer conditions repeat the due test, so a row another
     // claimer took meanwhile is not taken twice.
     const candidate = this.db.dialect === 'postgres' ? due(k).forUpdate().skipLocked() : due(k);
-    return k.updateTable('jobs')
+    // A job still running had a worker whose lease ran out: the row says so (and the answer tells this claim it took one over).
+    const takeover = `lease ran out; taken over by ${owner} at ${isoAt(now)}`;
+    const claimed = await k.updateTable('jobs')
       .set((eb) => ({
         state: 'running',
         lease_owner: owner,
         lease_expires_at: now + this.options.leaseMs,
         attempts: eb('attempts', '+', 1),
+        last_error: eb.case().when('state', '=', 'running').then(takeover).else(eb.ref('last_error')).end(),
         updated_at: isoAt(now),
       }))
       .where('id', '=', candidate)
@@ -211,6 +216,8 @@ export class JobQueue {
       ]))
       .returningAll()
       .executeTakeFirst();
+    if (claimed?.last_error === takeover) this.takeovers++;
+    return claimed;
   }
 
   /** Extends the lease; false when `owner` no longer holds the job. */

@@ -65,6 +65,7 @@ test('/healthz, /readyz and /metrics answer without credentials and count what h
   assert.equal(find(samples, 'basalt_api_requests_total', { method: 'GET', route: '/v3/:project_id/volumes/:id', status: '404' })[0]?.value, 1);
   assert.ok(find(samples, 'basalt_api_request_duration_seconds_count', { method: 'POST', route: '/v3/:project_id/volumes' })[0]!.value >= 1);
   assert.ok(find(samples, 'basalt_jobs', { kind: 'volume.create', state: 'done' })[0]!.value >= 1, 'the create job is counted');
+  assert.equal(find(samples, 'basalt_job_lease_takeovers_total')[0]?.value, 0, 'no lease ran out');
   const total = find(samples, 'basalt_pool_capacity_gib', { kind: 'total' });
   assert.ok(total.length >= 1 && total[0]!.value > 0, `pool capacity: ${JSON.stringify(find(samples, 'basalt_pool_capacity_gib'))}`);
   assert.equal(find(samples, 'basalt_pool_capacity_gib', { kind: 'provisioned' }).length, total.length, 'provisioned capacity per pool (as last reported)');

@@ -36,6 +36,8 @@ test('a claim leases the job; an expired lease lets another owner take it over',
   const a = await queue.claim('A', ['t'], ['test.thing']);
   assert.equal(a?.attempts, 1);
   assert.equal(a?.lease_owner, 'A');
+  assert.equal(a?.last_error, null);
+  assert.equal(queue.takeovers, 0, 'a queued job claimed is no take-over');
   assert.equal(await queue.claim('B', ['t'], ['test.thing']), undefined, 'a leased job is not claimable');
   assert.equal(await queue.claim('B', ['other'], ['test.thing']), undefined, 'other targets see nothing');
   clock.ms += 500;
@@ -46,6 +48,8 @@ test('a claim leases the job; an expired lease lets another owner take it over',
   const b = await queue.claim('B', ['t'], ['test.thing']);
   assert.equal(b?.id, a!.id);
   assert.equal(b?.attempts, 2);
+  assert.equal(queue.takeovers, 1, 'counted for /metrics');
+  assert.match(b!.last_error!, /^lease ran out; taken over by B at /, 'the row says so');
   assert.equal(await queue.renew(a!.id, 'A'), false, 'the old owner lost its lease');
   await assert.rejects(queue.transaction((tx) => queue.markDone(tx, a!.id, 'A')), LeaseLostError);
   await queue.transaction((tx) => queue.markDone(tx, a!.id, 'B'));
