@@ -40,6 +40,31 @@ export class ApiClient {
   }
 
   /**
+   * A streaming GET (server-sent events) of an experimental route: the open
+   * response, its body not read.
+   * @throws CliError as {@link call} does when it is not a 2xx.
+   */
+  async stream(path: string, headers: Record<string, string> = {}): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}${path}`, {
+        headers: {
+          'X-Auth-Token': this.o.token ?? `${this.o.user}:${this.o.project}`, 'OpenStack-API-Version': `volume ${this.o.version ?? '3.54'}`,
+          'OpenStack-API-Experimental': 'true', Accept: 'text/event-stream', ...headers,
+        },
+      });
+    } catch (err) {
+      throw unreachable(this.base, err);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      const fault = (() => { try { return Object.values(JSON.parse(text) as Record<string, { message?: string }>)[0]?.message; } catch { return undefined; } })();
+      throw new CliError(`GET ${path}: ${fault ?? res.statusText} (HTTP ${res.status})`, res.status === 404 ? EXIT.notFound : res.status < 500 ? EXIT.refused : EXIT.failed);
+    }
+    return res;
+  }
+
+  /**
    * One request; returns the parsed body (undefined for an empty one).
    * @throws CliError with the fault's message: exit code notFound for a 404, refused for another 4xx, failed for a 5xx, unreachable when nothing answers.
    */

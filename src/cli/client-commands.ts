@@ -8,6 +8,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { type ApiClient, connect } from './api-client.ts';
 import { CliError, EXIT } from './exit-codes.ts';
+import { watchEvents } from './event-watch.ts';
 import { type Column, printList, printObject } from './output.ts';
 
 type Row = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -300,6 +301,14 @@ export function addClientCommands(program: Command): void {
       if (!f.json) console.log(`deleted ${t.id}`);
     }
   });
+
+  const event = program.command('event').description('the project\'s events (the experimental GET /events/stream)');
+  command<{ from?: number; count?: number }>(event, 'watch', 'print the project\'s events as they happen (id, time, event, resource, status change); picks up where it was after a dropped connection',
+    async (api, _a, f) => watchEvents(api, { json: f.json, ...(f.from !== undefined ? { from: f.from } : {}), ...(f.count !== undefined ? { count: f.count } : {}) }),
+    (c) => c.option('--from <id>', 'start after this event id (0: every event kept); default: from now on', (v) => {
+      if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected an event id');
+      return Number(v);
+    }).option('--count <n>', 'stop after this many events', positiveInt));
 
   const service = program.command('service').description('services (Cinder\'s /os-services, admin)');
   command(service, 'list', 'list services with their state and last heartbeat', async (api, _a, f) => {

@@ -127,5 +127,12 @@ test('a volume\'s whole life through the client CLI, with exit codes that say wh
   assert.deepEqual(await json('volume', 'list'), []);
   assert.deepEqual(await json('backup', 'list'), []);
   await ok('type', 'delete', 'cli-gold', 'cli-nowhere');
+
+  // The project's events, from the first kept: the volume's creation and its statuses, in order, as JSON lines.
+  const events = (await ok('event', 'watch', '--from', '0', '--count', '3', '--json')).trim().split('\n').map((l) => JSON.parse(l) as { id: number; resource_id: string; event: string });
+  assert.equal(events.length, 3);
+  assert.ok(events[0]!.id < events[1]!.id && events[1]!.id < events[2]!.id, 'in stream order');
+  assert.ok(events.every((e) => e.resource_id === vol), `the first events are cli-vol's: ${JSON.stringify(events)}`);
+  assert.match(await ok('event', 'watch', '--from', String(events[0]!.id), '--count', '1'), new RegExp(`^${events[1]!.id}\\t\\S+\\t\\S+\\tvolume ${vol}`), 'a line for people, resuming after the id given');
   assert.match(await ok('service', 'list'), /cinder-volume.*up/);
 });
