@@ -8,11 +8,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import fs from 'node:fs';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
-import { fileOf, TWO_FILE_BACKENDS, writePattern } from '../helpers/backends.ts';
+import { bytesOf, fileOf, REPLICATING_BACKENDS, writePattern } from '../helpers/backends.ts';
 import { fileDigest } from '../helpers/file-digest.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
@@ -22,7 +21,7 @@ const MiB = 1024 ** 2;
 const GiB = 1024 * MiB;
 
 /** The two backends of the migration tests; alpha names beta as its replication target. */
-const CONFIG = TWO_FILE_BACKENDS.replace('volume_backend_name = alpha', 'volume_backend_name = alpha\nreplication_device = backend_id:beta');
+const CONFIG = REPLICATING_BACKENDS;
 
 const REPLICATED = { replication_enabled: '<is> True', 'basalt:replication_mode': 'async', 'basalt:replication_rpo_seconds': '1' };
 
@@ -156,15 +155,6 @@ test('replicated volumes: placement, asynchronous points over the NBD export, fa
 
 const CONNECTOR = { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' };
 
-/** Reads `length` bytes of a file at `offset`. */
-function bytesOf(file: string, offset: number, length: number): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    fs.readSync(fd, b, 0, length, offset);
-    return b;
-  } finally { fs.closeSync(fd); }
-}
 
 test('synchronous replication: a write through the export is on the secondary when it is acknowledged; a lost secondary fails writes until it is back', async (t) => {
   const s = await startTestServer(t, { ini: CONFIG });

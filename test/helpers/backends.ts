@@ -22,6 +22,19 @@ export const TWO_FILE_BACKENDS = [
   'volume_backend_name = beta',
 ].join('\n');
 
+/** {@link TWO_FILE_BACKENDS} with `alpha` replicating to `beta` (`replication_device`, issue 16). */
+export const REPLICATING_BACKENDS = TWO_FILE_BACKENDS.replace('volume_backend_name = alpha', 'volume_backend_name = alpha\nreplication_device = backend_id:beta');
+
+/** Reads `length` bytes of a file at `offset` (a volume's file, to see what a backend holds). */
+export function bytesOf(file: string, offset: number, length: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(length);
+    fs.readSync(fd, b, 0, length, offset);
+    return b;
+  } finally { fs.closeSync(fd); }
+}
+
 export const fileOf = (stateDir: string, backend: string, id: string): string => path.join(stateDir, 'volumes', backend, `volume-${id}`);
 
 /** Writes a recognisable pattern at a few offsets of a volume's file (the file driver's storage), leaving holes between. */

@@ -7,3 +7,4 @@ import { runFunctionalOnPostgres } from '../helpers/postgres.ts';
 
 await runFunctionalOnPostgres();
 await import('../functional/replication.test.ts');
+await import('../functional/replication-crash.test.ts');
