@@ -18,6 +18,11 @@ const DISABLE_WITH_REASON = {
   properties: { ...TOGGLE.properties, disabled_reason: { type: 'string', minLength: 1, maxLength: 255 } },
 };
 const HOST_ONLY = { type: 'object', required: ['host'], additionalProperties: false, properties: { host: { type: 'string', minLength: 1, maxLength: 255 } } };
+/** Freeze and thaw from 3.26 (Cinder's REPLICATION_CLUSTER): a host or a cluster, one of them. */
+const HOST_OR_CLUSTER = {
+  type: 'object', additionalProperties: false,
+  properties: { host: { type: ['string', 'null'], maxLength: 255 }, cluster: { type: ['string', 'null'], maxLength: 255 } },
+};
 
 /** Registers the routes. */
 export function infrastructureRoutes(deps: ApiDeps) {
@@ -69,10 +74,13 @@ export function infrastructureRoutes(deps: ApiDeps) {
     app.put('/os-services/disable', toggle(true, false));
     app.put('/os-services/disable-log-reason', toggle(true, true));
     const freeze = (frozen: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
-      const b = validate<{ host: string }>(HOST_ONLY, req.body);
-      const rows = (await services.list(db.kysely)).filter((s) => s.binary === 'cinder-volume' && services.onHost(s, b.host));
+      const clustered = req.apiVersion.atLeast('3.26');
+      const b = validate<{ host?: string | null; cluster?: string | null }>(clustered ? HOST_OR_CLUSTER : HOST_ONLY, req.body);
+      // Cinder's get_cluster_host: from 3.26 exactly one of host and cluster.
+      if (clustered && Boolean(b.host) === Boolean(b.cluster)) throw new InvalidInputError('Invalid input received: One and only one of cluster and host must be set.');
+      const rows = (await services.list(db.kysely)).filter((s) => s.binary === 'cinder-volume' && (b.cluster ? s.cluster === b.cluster : services.onHost(s, b.host!)));
       // Cinder answers an unknown host here with a 400, not a 404.
-      if (rows.length === 0) throw new InvalidInputError(`Invalid input received: Host ${b.host} could not be found.`);
+      if (rows.length === 0) throw new InvalidInputError(`Invalid input received: ${b.cluster ? `Cluster ${b.cluster}` : `Host ${b.host}`} could not be found.`);
       await services.setFrozen(db.kysely, rows.map((r) => r.id), frozen);
       return reply.code(200).send();
     };

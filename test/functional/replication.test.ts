@@ -125,6 +125,14 @@ test('replicated volumes: placement, asynchronous points over the NBD export, fa
   assert.equal((await put('failover', { cluster: alpha.host, backend_id: 'beta' }, '3.25')).status, 404, 'failover is 3.26');
   assert.equal((await put('failover_host', { host: alpha.host, backend_id: 'beta', extra: 1 })).status, 400);
 
+  // Freeze and thaw name a cluster from 3.26, as failover does.
+  assert.equal((await put('freeze', { cluster: alpha.host }, '3.26')).status, 200);
+  assert.equal((await volumeService(s, 'alpha')).frozen, true);
+  assert.equal((await put('thaw', { cluster: alpha.host }, '3.26')).status, 200);
+  assert.equal((await volumeService(s, 'alpha')).frozen, false);
+  assert.equal((await put('freeze', { cluster: alpha.host }, '3.25')).status, 400, 'cluster is 3.26');
+  assert.equal((await put('freeze', { host: alpha.host, cluster: alpha.host }, '3.26')).status, 400, 'one of host and cluster');
+
   // Failover: the volume is served from beta's copy; the volume without one goes to error.
   assert.equal((await put('failover', { cluster: alpha.host, backend_id: 'beta' }, '3.26')).status, 202);
   await waitFor('alpha failed over', async () => (await volumeService(s, 'alpha')).replication_status === 'failed-over');

@@ -1,0 +1,19 @@
+/** `replication_device` (issue 16): Cinder's `backend_id:NAME`, several separated by `;`, refused at start when malformed. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { replicationDevices } from '../../../src/config/index.ts';
+import { ConfigError } from '../../../src/errors/index.ts';
+
+const of = (text: string) => replicationDevices({ name: 'alpha', replication_device: text });
+
+test('replication_device names targets by backend_id', () => {
+  assert.deepEqual(of(''), []);
+  assert.deepEqual(of('backend_id:beta'), [{ backendId: 'beta' }]);
+  assert.deepEqual(of(' backend_id: beta ; backend_id:gamma '), [{ backendId: 'beta' }, { backendId: 'gamma' }]);
+});
+
+test('a malformed replication_device is refused, naming the option and the section', () => {
+  for (const bad of ['beta', 'backend_id:', 'san_ip:10.0.0.1,backend_id:beta', 'backend_id:beta;backend_id:beta', 'backend_id:default']) {
+    assert.throws(() => of(bad), (err: unknown) => err instanceof ConfigError && /replication_device in \[alpha\]/.test(err.message), bad);
+  }
+});
