@@ -15,8 +15,8 @@
  * a compare-and-swap a new attempt finds done, so a SIGKILL midway leaves
  * either the old primary or the new one named by each volume, never neither.
  */
-import { randomBytes } from 'node:crypto';
-import { isoAt, newId } from '../common/index.ts';
+import { createHash, randomBytes } from 'node:crypto';
+import { isoAt } from '../common/index.ts';
 import type { AttachmentRepository, Db, ServiceRepository, Tx, VolumeReplicaRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import { DriverError } from '../errors/index.ts';
@@ -79,6 +79,17 @@ export interface ReplicationDeps extends VolumeHandlerDeps {
     /** Ends a synchronous replica's mirror in this process (its connections reconnect to what the row names). */
     endMirror(volumeId: string): Promise<void>;
   };
+}
+
+/**
+ * The id of the replication snapshot (a point, a failover's baseline) that
+ * follows `after` for volume `volumeId`: derived, not random, so a run after a
+ * crash finds what the killed one left under the same id and removes it
+ * before taking it again (a leftover may be of an earlier instant).
+ */
+export function nextPointId(volumeId: string, after: string | null, purpose: 'point' | 'baseline'): string {
+  const h = createHash('sha256').update(`${purpose}:${volumeId}:${after ?? 'none'}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
 /** The replica row of a volume, if it is replicated. */
@@ -197,8 +208,11 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
     // A synchronous mirror in this process (both backends here) stops writing to the old primary.
     await deps.replicator?.endMirror(v.id);
     // The copy as shipped is the point the next shipment back counts from (a synchronous one copies all back, holes zeroed).
-    const baseline = sync ? undefined : { id: newId(), volumeId: v.id, sizeGiB: v.size };
-    if (baseline) await driver.createSnapshot(baseline);
+    const baseline = sync ? undefined : { id: nextPointId(v.id, r.last_point_id, 'baseline'), volumeId: v.id, sizeGiB: v.size };
+    if (baseline) {
+      await driver.deleteSnapshot(baseline); // what a killed run left
+      await driver.createSnapshot(baseline);
+    }
     let moved = false;
     await deps.queue.transaction(async (tx, enqueue) => {
       await db.lockRows(tx, 'volumes', [v.id]);

@@ -39,7 +39,7 @@
  * process at a time ships it and no operation changes it meanwhile.
  */
 import type { Logger } from 'pino';
-import { isoAt, newId } from '../common/index.ts';
+import { isoAt } from '../common/index.ts';
 import type { ChangedExtent, GuardedDriver, VolumeHandle } from '../drivers/index.ts';
 import { withLock } from '../coordination/index.ts';
 import { DriverError } from '../errors/index.ts';
@@ -48,7 +48,7 @@ import { openClusterExport } from './export-connect.ts';
 import { LiveMove } from './live-move.ts';
 import { MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
 import { reporting, replicationTargetsOf } from '../services/index.ts';
-import { queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
+import { nextPointId, queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
 import { replicationOf } from './volume-type-flags.ts';
 import type { VolumeReplicaRow, VolumeRow } from '../db/index.ts';
 
@@ -246,12 +246,15 @@ export class Replicator {
   private async ship(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver, quiesced: boolean): Promise<Shipment> {
     const { deps } = this.o;
     const vol = { id: v.id, sizeGiB: v.size };
-    const point = { id: newId(), volumeId: v.id, sizeGiB: v.size };
+    const point = { id: nextPointId(v.id, r.last_point_id, 'point'), volumeId: v.id, sizeGiB: v.size };
+    const temp = { id: point.id, sizeGiB: v.size };
+    // What a shipment killed midway left under these ids goes first: it may be of an earlier instant.
+    await driver.deleteVolume(temp);
+    await driver.deleteSnapshot(point);
     const take = (): Promise<void> => driver.createSnapshot(point);
     if (deps.exports && !quiesced) await deps.exports.quiesce(v.id, take);
     else await take();
     const pointAt = deps.clock.now();
-    const temp = { id: point.id, sizeGiB: v.size };
     let from: VolumeHandle | undefined;
     let to: NbdClient | undefined;
     let committed = false;
