@@ -248,3 +248,27 @@ test('synchronous replication: a write through the export is on the secondary wh
   }
   assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), MiB, MiB).equals(Buffer.alloc(MiB, 0x5a)));
 });
+
+test('asynchronous replication: a secondary that cannot be reached degrades the replication status only, and catches up by itself', async (t) => {
+  const s = await startTestServer(t, { ini: CONFIG });
+  await makeType(s, 'repl', REPLICATED);
+  const id = await createVolume(s, 'repl');
+  await waitForStatus(s, id, 'available');
+  await shippedAfter(s, id, 0);
+
+  // The secondary's export goes away: points fail, the volume says so with a user message, and stays available.
+  const x = await s.server.db.kysely.selectFrom('volume_exports').selectAll().where('volume_id', '=', id).where('purpose', '=', 'replication').executeTakeFirstOrThrow();
+  await s.server.db.kysely.deleteFrom('volume_exports').where('export_name', '=', x.export_name).execute();
+  writePattern(fileOf(s.stateDir, 'alpha', id), [128 * MiB], MiB);
+  await waitFor('replication_status error', async () => (await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'error');
+  const v = (await s.request('GET', `${V}/volumes/${id}`)).body.volume;
+  assert.equal(v.status, 'available');
+  assert.match((await replication(s, id)).last_error, /export of the secondary copy/);
+  const msgs = await s.request('GET', `${V}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });
+  assert.ok((msgs.body.messages as Array<{ resource_uuid: string; user_message: string }>).some((m) => m.resource_uuid === id && /catches up by itself/.test(m.user_message)));
+
+  // Back: the next point ships what was missed, and the status is enabled again.
+  await s.server.db.kysely.insertInto('volume_exports').values(x).execute();
+  await waitFor('replication_status enabled again', async () => (await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'enabled');
+  assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), 128 * MiB, MiB).equals(Buffer.alloc(MiB, 128 % 251 + 1)));
+});
