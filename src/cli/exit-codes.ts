@@ -32,10 +32,9 @@ export class CliError extends Error {
 export function exitCodeOf(err: unknown): number {
   if (err instanceof CliError) return err.exitCode;
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
-  if (err instanceof BasaltError) {
-    if (err.status === 404) return EXIT.notFound;
-    if (err.status >= 400 && err.status < 500) return EXIT.refused;
-  }
+  // Refusals are the API's (CliError above); an error raised here on this machine (a full state
+  // directory at start, a damaged backup) is a failure, unless what was named does not exist.
+  if (err instanceof BasaltError && err.status === 404) return EXIT.notFound;
   return EXIT.failed;
 }
 

@@ -58,6 +58,6 @@ test('basalt backup verify checks every blob, names a damaged one and sets its b
   assert.match(row.fail_reason, /Verification found 1 damaged or missing blob/);
 
   const unknown = await verify(s.stateDir, '00000000-0000-0000-0000-000000000000');
-  assert.equal(unknown.code, 1);
+  assert.equal(unknown.code, 3, 'not found (src/cli/exit-codes.ts)');
   assert.match(unknown.stderr, /Backup 00000000-0000-0000-0000-000000000000 could not be found/);
 });
