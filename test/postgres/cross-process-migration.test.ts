@@ -7,35 +7,20 @@
  * volume cannot move so, and is refused with a message saying why.
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { test } from 'node:test';
 import pg from 'pg';
 import { fileOf, writePattern } from '../helpers/backends.ts';
-import { startPostgres } from '../helpers/postgres.ts';
+import { backendConfig, twoProcesses } from '../helpers/two-processes.ts';
 import { spawnBasalt } from '../helpers/process.ts';
-import { FAST_TIMINGS, PROJECT, request, tempStateDir, waitFor } from '../helpers/server.ts';
+import { PROJECT, request, waitFor } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
 const MiB = 1024 ** 2;
 const MV = { 'OpenStack-API-Version': 'volume 3.54' };
 
-/** A configuration serving one file backend named `name`. */
-function backendConfig(dir: string, name: string): string {
-  const file = path.join(dir, `${name}.ini`);
-  fs.writeFileSync(file, ['[DEFAULT]', `enabled_backends = ${name}`, `[${name}]`, 'volume_driver = file', `volume_backend_name = ${name}`].join('\n'));
-  return file;
-}
-
 test('a volume moves to a backend another process serves, read through the source process\'s export', { timeout: 180_000 }, async (t) => {
-  const pgServer = await startPostgres();
-  const database = await pgServer.createDatabase();
-  const procs: ChildProcess[] = [];
-  t.after(() => { for (const p of procs) p.kill('SIGKILL'); });
-  t.after(() => pgServer.stop());
-  const [stateA, stateB] = [tempStateDir(t), tempStateDir(t)];
-  const common = { ...FAST_TIMINGS, BASALT_DATABASE__CONNECTION: database, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info' };
+  const { database, stateA, stateB, common, procs } = await twoProcesses(t);
   const a = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateA, BASALT_CONFIG: backendConfig(stateA, 'alpha') });
   procs.push(a.child);
   const b = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateB, BASALT_CONFIG: backendConfig(stateB, 'beta') }, 'volume', 'volume service started');
