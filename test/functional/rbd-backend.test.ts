@@ -145,9 +145,10 @@ function assertCinderRbdInfo(data: Record<string, unknown>, expected: Record<str
   // Cinder's RBD driver's keys and what its volume manager adds; nothing of Basalt's NBD export.
   assert.deepEqual(Object.keys(data).sort(), [
     'access_mode', 'auth_enabled', 'auth_username', 'cluster_name', 'discard', 'encrypted', 'hosts', ...(withKeyring ? ['keyring'] : []), 'name', 'ports',
-    'secret_type', 'secret_uuid', 'volume_id',
+    'qos_specs', 'secret_type', 'secret_uuid', 'volume_id',
   ]);
-  assert.deepEqual({ ...data, hosts: undefined, ports: undefined }, { hosts: undefined, ports: undefined, ...expected });
+  // qos_specs: the type's front-end QoS specs, which Cinder's volume manager adds (none here).
+  assert.deepEqual({ ...data, hosts: undefined, ports: undefined }, { hosts: undefined, ports: undefined, qos_specs: null, ...expected });
   const hosts = data.hosts as string[];
   const ports = data.ports as string[];
   assert.ok(hosts.length > 0 && hosts.length === ports.length && ports.every((p) => /^\d+$/.test(p)), JSON.stringify({ hosts, ports }));
