@@ -25,6 +25,7 @@ import { snapshotRoutes } from './snapshots.ts';
 import { backupRoutes } from './backups.ts';
 import { blockMetadataRoutes } from './block-metadata.ts';
 import { eventStreamRoutes } from './event-stream.ts';
+import { webhookRoutes } from './webhooks.ts';
 import { manageRoutes } from './manage.ts';
 import { attachmentRoutes } from './attachments.ts';
 import { clusterRoutes } from './clusters.ts';
@@ -181,6 +182,7 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     await scope.register(backupRoutes(deps));
     await scope.register(blockMetadataRoutes(deps));
     await scope.register(eventStreamRoutes(deps));
+    await scope.register(webhookRoutes(deps));
     await scope.register(manageRoutes(deps));
     await scope.register(attachmentRoutes(deps));
     await scope.register(clusterRoutes(deps));

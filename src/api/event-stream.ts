@@ -13,7 +13,8 @@
  * gets every event after it and none twice, across disconnects and restarts
  * of Basalt: places are durable rows, strictly increasing in commit order.
  * Without it the stream starts with the next event (`last_event_id=0` in the
- * query replays everything kept).
+ * query replays everything kept). `timeout=S` in the query ends the stream
+ * after S seconds (0: what is there now, then the end), for scripts that poll.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Selectable } from 'kysely';
@@ -68,7 +69,11 @@ export function eventStreamRoutes(deps: ApiDeps) {
       for (const end of open) end();
     });
     app.get('/events/stream', EXPERIMENTAL, async (req, reply: FastifyReply) => {
-      let cursor = resumeAfter(req.headers['last-event-id'], queryValue(req.query as Record<string, unknown>, 'last_event_id')) ?? await lastPlace(deps.db);
+      const q = req.query as Record<string, unknown>;
+      const timeoutText = queryValue(q, 'timeout');
+      if (timeoutText !== undefined && !/^\d{1,6}(\.\d+)?$/.test(timeoutText)) throw new InvalidInputError(`Invalid input received: timeout must be a number of seconds, not '${timeoutText}'.`);
+      const deadline = timeoutText === undefined ? Infinity : Date.now() + Number(timeoutText) * 1000;
+      let cursor = resumeAfter(req.headers['last-event-id'], queryValue(q, 'last_event_id')) ?? await lastPlace(deps.db);
       const projectId = req.caller.projectId;
       reply.hijack();
       const res = reply.raw;
@@ -111,7 +116,8 @@ export function eventStreamRoutes(deps: ApiDeps) {
           // The database is away: the stream goes on from the same place once it is back.
           req.log.warn({ err }, 'event stream could not read events; trying again');
         }
-        if (!ended) timer = setTimeout(() => void tick(), POLL_MS);
+        if (Date.now() >= deadline) end();
+        if (!ended) timer = setTimeout(() => void tick(), Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
       };
       await tick();
     });

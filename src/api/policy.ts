@@ -111,6 +111,12 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume:get', 'GET', '/volumes/:id/changed-extents', 'reader'),
   // The project's event stream (experimental, issue 17): what a reader may see of its resources.
   e('message:get_all', 'GET', '/events/stream', 'reader'),
+  // Webhooks (experimental, issue 17): where every project's events go is an operator's decision.
+  e('basalt:webhooks', 'POST', '/webhooks', 'admin'),
+  e('basalt:webhooks', 'GET', '/webhooks', 'admin'),
+  e('basalt:webhooks', 'GET', '/webhooks/:id', 'admin'),
+  e('basalt:webhooks', 'DELETE', '/webhooks/:id', 'admin'),
+  e('basalt:webhooks', 'GET', '/webhooks/:id/deliveries', 'admin'),
   e('backup:update', 'PUT', '/backups/:id', 'member', { since: '3.9' }),
   e('backup:delete', 'DELETE', '/backups/:id', 'member'),
   e('backup:restore', 'POST', '/backups/:id/restore', 'member'),

@@ -9,7 +9,7 @@ import ini from 'ini';
 import { findDriver, REGISTERED_DRIVERS } from '../drivers/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import {
-  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS, NOVA_OPTIONS, replicationDevices,
+  BACKEND_OPTIONS, COORDINATION_OPTIONS, DATABASE_OPTIONS, DEFAULT_OPTIONS, KEY_MANAGER_OPTIONS, KEYSTONE_OPTIONS, NOVA_OPTIONS, WEBHOOK_OPTIONS, replicationDevices,
   type BackendOptions, type BasaltConfig, type DefaultContext, type OptionSpec,
 } from './schema.ts';
 
@@ -229,7 +229,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   const anyBackend = { ...anyDriverOptions(), ...common };
   const groups = new Map<string, Group>([
     ['DEFAULT', DEFAULT_OPTIONS], ['database', DATABASE_OPTIONS], ['coordination', COORDINATION_OPTIONS], ['keystone_authtoken', KEYSTONE_OPTIONS],
-    ['key_manager', KEY_MANAGER_OPTIONS], ['nova', NOVA_OPTIONS], ['backend_defaults', anyBackend],
+    ['key_manager', KEY_MANAGER_OPTIONS], ['nova', NOVA_OPTIONS], ['webhooks', WEBHOOK_OPTIONS], ['backend_defaults', anyBackend],
   ]);
   rejectUnknown(raw, groups, anyBackend);
 
@@ -245,6 +245,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
   const keystone = resolveGroup(KEYSTONE_OPTIONS, ['keystone_authtoken'], raw, ctx, sources, 'keystone_authtoken');
   const keyManager = resolveGroup(KEY_MANAGER_OPTIONS, ['key_manager'], raw, ctx, sources, 'key_manager');
   const nova = resolveGroup(NOVA_OPTIONS, ['nova'], raw, ctx, sources, 'nova');
+  const webhooks = resolveGroup(WEBHOOK_OPTIONS, ['webhooks'], raw, ctx, sources, 'webhooks');
   if (nova.auth_type === 'none' && nova.auth_url === '' && nova.endpoint_override === '' && raw.has('nova')) {
     throw new ConfigError('auth_type = none in [nova] needs endpoint_override (Nova\'s URL)');
   }
@@ -285,7 +286,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
     notes,
     DEFAULT: DEFAULT as BasaltConfig['DEFAULT'], database: database as BasaltConfig['database'],
     coordination: coordination as BasaltConfig['coordination'], keystone_authtoken: keystone as BasaltConfig['keystone_authtoken'],
-    key_manager: keyManager as BasaltConfig['key_manager'], nova: nova as BasaltConfig['nova'], backends, sources,
+    key_manager: keyManager as BasaltConfig['key_manager'], nova: nova as BasaltConfig['nova'], webhooks: webhooks as BasaltConfig['webhooks'], backends, sources,
   };
 }
 
@@ -311,6 +312,7 @@ export function describeConfig(config: BasaltConfig): string {
   emit('keystone_authtoken', config.keystone_authtoken, KEYSTONE_OPTIONS);
   emit('key_manager', config.key_manager, KEY_MANAGER_OPTIONS);
   emit('nova', config.nova, NOVA_OPTIONS);
+  emit('webhooks', config.webhooks, WEBHOOK_OPTIONS);
   const common = backendGroup();
   for (const b of config.backends) {
     const { name, driverOptions, ...values } = b;

@@ -378,6 +378,21 @@ export const NOVA_OPTIONS = {
 } as const;
 
 /**
+ * `[webhooks]`: how Basalt delivers events to the webhooks admins register
+ * (an experimental API; Basalt's own section).
+ */
+export const WEBHOOK_OPTIONS = {
+  timeout: opt<number>({
+    type: 'float', default: 10, min: 0.1,
+    help: 'Seconds one delivery may take; a slower receiver counts as a failed attempt, tried again.',
+  }),
+  max_attempts: opt<number>({
+    type: 'int', default: 10, min: 1,
+    help: 'Attempts at delivering one event to one webhook before it fails for good (shown in its delivery history); the delay between attempts starts at job_retry_delay_seconds and doubles.',
+  }),
+} as const;
+
+/**
  * `[key_manager]`: where the keys of encrypted volumes come from (the option
  * names Cinder's configuration uses, read by Castellan there).
  */
@@ -416,6 +431,8 @@ export type CoordinationOptions = Resolved<typeof COORDINATION_OPTIONS>;
 export type KeystoneOptions = Resolved<typeof KEYSTONE_OPTIONS>;
 /** Resolved `[nova]` options. */
 export type NovaOptions = Resolved<typeof NOVA_OPTIONS>;
+/** Resolved `[webhooks]` options. */
+export type WebhookOptions = Resolved<typeof WEBHOOK_OPTIONS>;
 /** Resolved `[key_manager]` options. */
 export type KeyManagerOptions = Resolved<typeof KEY_MANAGER_OPTIONS>;
 
@@ -427,6 +444,7 @@ export interface BasaltConfig {
   readonly keystone_authtoken: KeystoneOptions;
   readonly key_manager: KeyManagerOptions;
   readonly nova: NovaOptions;
+  readonly webhooks: WebhookOptions;
   /** One entry per name in `enabled_backends`, in that order. */
   readonly backends: readonly BackendOptions[];
   /** Where each effective value came from, keyed `section.option`. */

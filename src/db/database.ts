@@ -33,6 +33,7 @@ import * as m0016 from './migrations/0016-volume-exports.ts';
 import * as m0017 from './migrations/0017-progress.ts';
 import * as m0018 from './migrations/0018-event-deliveries.ts';
 import * as m0018b from './migrations/0018-event-stream.ts';
+import * as m0018c from './migrations/0018-webhooks.ts';
 import * as m0019 from './migrations/0019-replication.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
@@ -56,6 +57,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0017-progress': m0017,
   '0018-event-deliveries': m0018,
   '0018-event-stream': m0018b,
+  '0018-webhooks': m0018c,
   '0019-replication': m0019,
 };
 

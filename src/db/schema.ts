@@ -165,6 +165,22 @@ export interface EventStreamTable {
   project_id: string;
 }
 
+/** `webhooks` (0018): where an admin has events delivered. */
+export interface WebhooksTable {
+  id: string;
+  /** Where each event is POSTed. */
+  url: string;
+  /** The HMAC-SHA256 key each delivery is signed with; never shown again after registration. */
+  secret: string;
+  /** Event names or patterns (`volume.*`, `*`), comma-separated. */
+  events: string;
+  /** Only this project's events; null: every project's. */
+  project_id: string | null;
+  /** The last place of the event stream whose deliveries are queued. */
+  queued_through: number;
+  created_at: string;
+}
+
 /** `messages`: user messages about asynchronous failures (Cinder 3.3). */
 export interface MessagesTable {
   id: string;
@@ -504,6 +520,7 @@ export interface Database {
   events: EventsTable;
   event_deliveries: EventDeliveriesTable;
   event_stream: EventStreamTable;
+  webhooks: WebhooksTable;
   quotas: QuotasTable;
   quota_classes: QuotaClassesTable;
   quota_usages: QuotaUsagesTable;

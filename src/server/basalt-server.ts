@@ -21,8 +21,8 @@ import { openDriver, type GuardedDriver } from '../drivers/index.ts';
 import { ChangedBlockTracker, NbdServer } from '../export/index.ts';
 import { openCoordinator } from '../coordination/index.ts';
 import { ConfigError } from '../errors/index.ts';
-import { ComputeEvents, computeEventsKind, NovaClient, pruneDeliveries } from '../events/index.ts';
-import { JobQueue, Sweeper } from '../jobs/index.ts';
+import { ComputeEvents, computeEventsKind, EVENTS_TARGET, NovaClient, pruneDeliveries, Webhooks } from '../events/index.ts';
+import { JobQueue, Sweeper, Worker } from '../jobs/index.ts';
 import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
 import { AttachmentManager, BlockMetadata, cleanupServices, LiveMoves, Replicator, replicationJobKinds, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
@@ -131,6 +131,9 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const fromBackup = volumeFromBackup({ backups, volumes, kinds: backupKinds });
   // The compute side is told of changes to attached volumes only when [nova] says where it is; any sweeper can fail a delivery.
   const computeKindDeps = { clock, messageTtlSeconds: d.message_ttl, maxAttempts: config.nova.event_max_attempts };
+  const webhooks = new Webhooks({
+    db, queue, clock, log: log.child({ component: 'webhooks' }), timeoutMs: config.webhooks.timeout * 1000, maxAttempts: config.webhooks.max_attempts,
+  });
   const compute = NovaClient.configured(config.nova)
     ? new ComputeEvents({ ...computeKindDeps, db, client: new NovaClient(config.nova), log: log.child({ component: 'compute-events' }) })
     : undefined;
@@ -248,7 +251,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
     };
     const sweeper = new Sweeper({
       queue, kinds: [...Object.values(kinds), ...Object.values(groupKinds), ...Object.values(backupKinds), compute?.kind ?? computeEventsKind(computeKindDeps),
-        ...Object.values(replicationKinds)],
+        ...Object.values(replicationKinds), webhooks.kind],
       rules: [...stuckResourceRules(db, jobDeps), ...stuckGroupRules(db, groupJobDeps), ...stuckBackupRules(db, backupJobDeps), deadServices, { name: 'expired-messages', sweep: () => messages.pruneExpired(db.kysely) },
         { name: 'old-deliveries', sweep: () => pruneDeliveries(db, clock, d.message_ttl * 1000) }],
       intervalMs: Math.max(200, Math.min(leaseMs, d.service_down_time * 1000) / 2), graceMs: leaseMs, retentionMs: 3600_000, log,
@@ -256,6 +259,15 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
     await sweeper.sweepOnce();
     sweeper.start();
     stoppers.push(() => sweeper.stop());
+    // Every process queues and runs webhook deliveries (its own events worker, no service row): any one that lives delivers.
+    const eventsWorker = new Worker({
+      queue, owner: instanceId, targets: [EVENTS_TARGET], handlers: [webhooks.handler], concurrency: d.job_concurrency,
+      pollMs: d.job_poll_interval_seconds * 1000, log: log.child({ component: 'webhooks' }),
+    });
+    eventsWorker.start();
+    webhooks.start();
+    stoppers.push(() => eventsWorker.stop());
+    stoppers.push(() => webhooks.stop());
 
     let api: FastifyInstance | undefined;
     let url: string | undefined;

@@ -104,6 +104,11 @@ test('the event stream resumes with Last-Event-ID across a disconnect and a rest
   await new Promise((r) => setTimeout(r, 600)); // two polls of the other project's stream: it must stay empty
   assert.deepEqual(other.messages, []);
   other.close();
+  // timeout=0: what is there now, then the end (for scripts that poll).
+  const polled = await fetch(`${s2.url}${V}/events/stream?timeout=0&last_event_id=${lastBeforeRestart}`, { headers: { 'X-Auth-Token': `admin:${PROJECT}`, ...EXPERIMENTAL } });
+  const polledIds = [...(await polled.text()).matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+  assert.deepEqual(polledIds.slice(0, third.messages.length), third.messages.map((m) => m.id), 'the same events, and it ended');
+  assert.ok(polledIds.length > third.messages.length, 'with d\'s events after them');
   const bad = await fetch(`${s2.url}${V}/events/stream`, { headers: { 'X-Auth-Token': `admin:${PROJECT}`, ...EXPERIMENTAL, 'Last-Event-ID': 'yesterday' } });
   assert.equal(bad.status, 400);
   assert.match((await bad.json() as { badRequest: { message: string } }).badRequest.message, /Last-Event-ID must be the id of an event/);

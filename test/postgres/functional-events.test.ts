@@ -1,7 +1,8 @@
 /**
  * The tests of issue 17 again on a real PostgreSQL: the delivery jobs,
  * their per-kind attempts, the delivery history and its metrics through the
- * same queries on the other dialect, the experimental header and block metadata.
+ * same queries on the other dialect, the experimental header, block metadata,
+ * the event stream and webhooks.
  */
 import { runFunctionalOnPostgres } from '../helpers/postgres.ts';
 
@@ -10,3 +11,4 @@ await import('../functional/nova-events.test.ts');
 await import('../functional/experimental-api.test.ts');
 await import('../functional/block-metadata.test.ts');
 await import('../functional/event-stream.test.ts');
+await import('../functional/webhooks.test.ts');

@@ -106,6 +106,8 @@ export const ROUTE_SCHEMAS: readonly RouteSchema[] = [
   none('GET /volumes/:id/replication', "Basalt's own route (where each copy of a replicated volume is, issue 16): Cinder and tempest have none"),
   ...['GET /snapshots/:id/allocated-extents', 'GET /snapshots/:id/changed-extents', 'GET /volumes/:id/changed-extents']
     .map((r) => none(r, "Basalt's own experimental block metadata route (CSI's SnapshotMetadata shape): Cinder and tempest have none")),
+  ...['POST /webhooks', 'GET /webhooks', 'GET /webhooks/:id', 'DELETE /webhooks/:id', 'GET /webhooks/:id/deliveries']
+    .map((r) => none(r, "Basalt's own experimental webhook administration: Cinder and tempest have none")),
   none('GET /events/stream', "Basalt's own experimental event stream (server-sent events, not JSON): Cinder and tempest have none"),
   none('GET /backups/:id/progress', "Basalt's own route (the progress of a running backup or restore): Cinder and tempest have none"),
   s('PUT /backups/:id', 'backups/update_backup'),
