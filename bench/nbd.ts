@@ -113,6 +113,8 @@ const SERVERS = ([
   { name: 'basalt', start: (file, a) => basaltServe(file, a) },
   // The same server copying every READ (no splice): the A/B of the zero-copy path, in the same run (--servers basalt,basalt-copy,…).
   { name: 'basalt-copy', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_MIN=0']) },
+  // The same server splicing on TCP too (by default only Unix-socket connections splice).
+  { name: 'basalt-splice', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_TCP=1']) },
   // The same server with --qos's specs on the volume.
   { name: 'basalt-qos', start: (file, a) => basaltServe(file, a, [`NBD_QOS=${args.qos ?? '{}'}`]) },
   {
@@ -120,7 +122,7 @@ const SERVERS = ([
     start: (file, a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', ...a.socket ? ['-k', a.socket] : ['-p', String(a.port), '-b', '127.0.0.1'], '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]),
   },
   { name: 'nbdkit', start: (file, a) => spawnPinned('nbdkit', ['-f', ...a.socket ? ['-U', a.socket] : ['-p', String(a.port), '-i', '127.0.0.1'], '-e', 'bench', 'file', file]) },
-] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : s.name !== 'basalt-copy' && (s.name !== 'basalt-qos' || args.qos !== undefined)));
+] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : !['basalt-copy', 'basalt-splice'].includes(s.name) && (s.name !== 'basalt-qos' || args.qos !== undefined)));
 /** The other servers Basalt is compared with (not its own variants). */
 const PEERS = SERVERS.filter((s) => !s.name.startsWith('basalt'));
 

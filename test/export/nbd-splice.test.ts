@@ -1,7 +1,7 @@
 /**
  * Zero-copy READs on the native data plane (issue 19, part 3): a READ of at
- * least spliceMinBytes is moved from the page cache to the socket with
- * splice(2). Every byte must be what the file holds, with simple replies (a
+ * least spliceMinBytes on a Unix-socket connection is moved from the page
+ * cache to the socket with splice(2). Every byte must be what the file holds, with simple replies (a
  * raw client) and structured ones (nbdcopy, many requests in flight on
  * several connections); a file shorter than the export still reads its tail
  * as zeros (the copying path takes over); and a small READ beside them is
@@ -23,7 +23,8 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 test('spliced READs give the file\'s bytes: simple replies, structured ones under nbdcopy, and a short file\'s zero tail', { timeout: 120_000 }, async (t) => {
-  const f = await startNbd(t, { plane: 'native', volumes: [{ name: 'v', sizeGiB: 1 }], options: { spliceMinBytes: 64 * KiB } });
+  // Unix-socket connections splice by default; TCP ones only with spliceOverTcp.
+  const f = await startNbd(t, { plane: 'unix', volumes: [{ name: 'v', sizeGiB: 1 }], options: { spliceMinBytes: 64 * KiB } });
   const file = f.file('v');
   const data = randomBytes(24 * MiB);
   const fd = fs.openSync(file, 'r+');
