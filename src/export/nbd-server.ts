@@ -106,7 +106,7 @@ export interface NbdServerOptions {
    * READs of at least this many bytes on the native data plane's Unix-socket
    * connections are served with splice(2) (zero-copy from the page cache),
    * smaller ones by copying. Default {@link SPLICE_MIN_BYTES}; 0 copies every READ.
-   * Measured (bench/nbd.ts, 1M sequential reads QD8, 5 alternating rounds):
+   * Measured (bench/nbd.ts, 1M sequential reads QD8, 5 alternating rounds, load 3):
    * Unix socket 4442 MB/s spliced vs 3615 copied, at less CPU; TCP over
    * loopback 2002 vs 2170 — there splicing saves CPU but loses throughput,
    * so TCP connections copy unless {@link spliceOverTcp}.
