@@ -113,7 +113,8 @@ test('issue 13 defect 2: a deeply nested body is a 400 on every route that takes
   let checked = 0;
   for (const r of routes().filter((x) => x.method === 'POST' || x.method === 'PUT')) {
     for (const body of [deepArray, deepObject]) {
-      const answer = await s.request(r.method, `${V}${r.path}`, body, LATEST);
+      // Experimental routes (webhooks) exist only for requests that ask for them; the header changes nothing elsewhere.
+      const answer = await s.request(r.method, `${V}${r.path}`, body, { ...LATEST, 'OpenStack-API-Experimental': 'true' });
       assertFault(answer, 400, 'badRequest', `${r.method} ${r.path}`);
       assert.match(answer.body.badRequest.message, /^Malformed request body: nested deeper than \d+ levels$/);
       checked++;
