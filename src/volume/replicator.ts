@@ -251,10 +251,12 @@ export class Replicator {
     // What a shipment killed midway left under these ids goes first: it may be of an earlier instant.
     await driver.deleteVolume(temp);
     await driver.deleteSnapshot(point);
+    // The point's time is when it began: every write acknowledged before it is in the point, a later
+    // one may not be (a point stamped when it ended would claim writes made while it was taken).
+    const pointAt = deps.clock.now();
     const take = (): Promise<void> => driver.createSnapshot(point);
     if (deps.exports && !quiesced) await deps.exports.quiesce(v.id, take);
     else await take();
-    const pointAt = deps.clock.now();
     let from: VolumeHandle | undefined;
     let to: NbdClient | undefined;
     let committed = false;
