@@ -8,6 +8,7 @@ import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, sql, type Migration, type MigrationResultSet } from 'kysely';
 import pg from 'pg';
 import { ConfigError } from '../errors/index.ts';
+import { Checkpointer } from './checkpointer.ts';
 import { GroupCommit } from './group-commit.ts';
 import { listenWithReconnect, type ListenerLog } from './notification-listener.ts';
 import { basaltPostgresDialect } from './postgres-dialect.ts';
@@ -174,6 +175,10 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   // Durable at the answer, flushed in groups: see group-commit.ts.
   sqlite.pragma('synchronous = NORMAL');
   const commits = new GroupCommit(`${path.resolve(file)}-wal`);
+  // Checkpoints off the serving thread: see checkpointer.ts.
+  const checkpointer = Checkpointer.start(path.resolve(file), sqlite, {
+    onFailure: (err) => options.log?.warn({ err: err.message }, 'SQLite checkpoints are back on the serving thread'),
+  });
   const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, commits, refusals }) });
   return {
     kysely,
@@ -186,6 +191,7 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
     refusals,
     close: async () => {
       await commits.close();
+      await (await checkpointer)?.close();
       await kysely.destroy();
     },
   };
