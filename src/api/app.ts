@@ -34,6 +34,7 @@ import { transferRoutes } from './transfers.ts';
 import { discoveryRoutes } from './discovery.ts';
 import { encryptionRoutes } from './encryption.ts';
 import { ExperimentalRoutes } from './experimental.ts';
+import { OpenApiRoutes } from './openapi.ts';
 import { requestedVersion, served } from './microversion.ts';
 import { versionRoutes } from './versions.ts';
 import { observabilityRoutes } from './observability-routes.ts';
@@ -105,6 +106,8 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   // Experimental routes answer only to requests that say they know (after the hook above: a 404 names its microversion too).
   const experimental = new ExperimentalRoutes();
   experimental.install(app);
+  // The OpenAPI document of every route registered below (GET /openapi.json).
+  new OpenApiRoutes().install(app);
   // A change is answered only once what it committed is on disk (SQLite flushes in groups: Db.durable).
   app.addHook('onSend', async (req, reply, payload) => {
     if (req.method === 'GET' || req.method === 'HEAD') return payload;

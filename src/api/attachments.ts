@@ -2,12 +2,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import type { AttachmentRow } from '../db/index.ts';
-import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { NotFoundError } from '../errors/index.ts';
 import type { AttachmentManager, Connector } from '../volume/index.ts';
 import { scopeOf } from '../volume/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
-import { actionOf, validate } from './validation.ts';
+import { actionBodies, body, requestedAction, validBody } from './body-declaration.ts';
 
 const connector = { type: ['object', 'null'] };
 const CREATE = {
@@ -50,9 +50,9 @@ export function attachmentRoutes(deps: ApiDeps & { attachmentManager: Attachment
     if (!req.apiVersion.atLeast(v)) throw new NotFoundError('The resource could not be found.');
   };
   return async (app: FastifyInstance): Promise<void> => {
-    app.post('/attachments', async (req) => {
+    app.post('/attachments', body(CREATE), async (req) => {
       requireVersion(req);
-      const b = validate<{ attachment: Record<string, unknown> }>(CREATE, req.body).attachment;
+      const b = validBody<{ attachment: Record<string, unknown> }>(req).attachment;
       const a = await attachmentManager.create(req.caller, {
         volumeId: b.volume_uuid as string,
         instanceUuid: (b.instance_uuid ?? null) as string | null,
@@ -75,16 +75,15 @@ export function attachmentRoutes(deps: ApiDeps & { attachmentManager: Attachment
       requireVersion(req);
       return { attachment: view(await attachmentManager.get(req.caller, req.params.id), true) };
     });
-    app.put<{ Params: { id: string } }>('/attachments/:id', async (req) => {
+    app.put<{ Params: { id: string } }>('/attachments/:id', body(UPDATE), async (req) => {
       requireVersion(req);
-      const b = validate<{ attachment: { connector: Connector } }>(UPDATE, req.body).attachment;
+      const b = validBody<{ attachment: { connector: Connector } }>(req).attachment;
       return { attachment: view(await attachmentManager.update(req.caller, req.params.id, b.connector), true) };
     });
-    app.post<{ Params: { id: string } }>('/attachments/:id/action', async (req, reply) => {
+    app.post<{ Params: { id: string } }>('/attachments/:id/action', actionBodies({ 'os-complete': {} }), async (req, reply) => {
       requireVersion(req, '3.44');
       // Any body but an object with one key is refused (a `true`, a number, text/plain), as on every action route.
-      const [name] = actionOf(req.body);
-      if (name !== 'os-complete') throw new InvalidInputError(`There is no such action: ${name}`);
+      requestedAction(req);
       await attachmentManager.complete(req.caller, req.params.id);
       return reply.code(204).send();
     });

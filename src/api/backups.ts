@@ -16,7 +16,8 @@ import { baseUrl, type ApiDeps } from './context.ts';
 import { EXPERIMENTAL } from './experimental.ts';
 import { queryValue } from './pagination.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
-import { actionOf, metadataSchema, nameSchema, validate } from './validation.ts';
+import { metadataSchema, nameSchema } from './validation.ts';
+import { actionBodies, body, requestedAction, validAction, validBody, versionedBody } from './body-declaration.ts';
 
 /** Cinder's `parameter_types.boolean`: a JSON boolean or one of its words. */
 const BOOLEAN_WORDS = ['true', 'false', 't', 'f', 'yes', 'no', 'y', 'n', 'on', 'off', '1', '0'];
@@ -120,9 +121,8 @@ export function backupRoutes(deps: ApiDeps) {
     return rows.map((r) => detailView(req, r, md.get(r.id)!, dependants.has(r.id)));
   };
   return async (app: FastifyInstance): Promise<void> => {
-    app.post('/backups', async (req, reply) => {
-      const v = req.apiVersion;
-      const b = validate<{ backup: Record<string, unknown> }>(v.atLeast('3.51') ? CREATE_351 : v.atLeast('3.43') ? CREATE_343 : CREATE, req.body).backup;
+    app.post('/backups', versionedBody({ before: '3.43', schema: CREATE }, { since: '3.43', before: '3.51', schema: CREATE_343 }, { since: '3.51', schema: CREATE_351 }), async (req, reply) => {
+      const b = validBody<{ backup: Record<string, unknown> }>(req).backup;
       const row = await backupManager.requestCreate(req.caller, {
         volumeId: b.volume_id as string,
         snapshotId: (b.snapshot_id ?? null) as string | null,
@@ -164,9 +164,9 @@ export function backupRoutes(deps: ApiDeps) {
         } : null,
       };
     });
-    app.put<{ Params: { id: string } }>('/backups/:id', async (req) => {
+    app.put<{ Params: { id: string } }>('/backups/:id', versionedBody({ before: '3.43', schema: UPDATE }, { since: '3.43', schema: UPDATE_343 }), async (req) => {
       if (!req.apiVersion.atLeast('3.9')) throw new NotFoundError('The resource could not be found.');
-      const u = validate<{ backup: Record<string, unknown> | null }>(req.apiVersion.atLeast('3.43') ? UPDATE_343 : UPDATE, req.body).backup ?? {};
+      const u = validBody<{ backup: Record<string, unknown> | null }>(req).backup ?? {};
       const set: { name?: string | null; description?: string | null; metadata?: Record<string, string> } = {};
       if ('name' in u) set.name = u.name as string | null;
       if ('description' in u) set.description = u.description as string | null;
@@ -177,22 +177,22 @@ export function backupRoutes(deps: ApiDeps) {
       await backupManager.requestDelete(req.caller, req.params.id);
       return reply.code(202).send();
     });
-    app.post<{ Params: { id: string } }>('/backups/:id/restore', async (req, reply) => {
-      const r = validate<{ restore: { name?: string | null; volume_id?: string | null } | null }>(RESTORE, req.body).restore ?? {};
+    app.post<{ Params: { id: string } }>('/backups/:id/restore', body(RESTORE), async (req, reply) => {
+      const r = validBody<{ restore: { name?: string | null; volume_id?: string | null } | null }>(req).restore ?? {};
       const restore = await backupManager.requestRestore(req.caller, req.params.id, { volumeId: r.volume_id ?? null, name: r.name ?? null });
       return reply.code(202).send({ restore });
     });
     app.get<{ Params: { id: string } }>('/backups/:id/export_record', async (req) => ({
       'backup-record': await backupManager.exportRecord(req.caller, req.params.id),
     }));
-    app.post('/backups/import_record', async (req, reply) => {
-      const r = validate<{ 'backup-record': { backup_service: string; backup_url: string } }>(IMPORT, req.body)['backup-record'];
+    app.post('/backups/import_record', body(IMPORT), async (req, reply) => {
+      const r = validBody<{ 'backup-record': { backup_service: string; backup_url: string } }>(req)['backup-record'];
       return reply.code(201).send({ backup: summaryView(req, await backupManager.importRecord(req.caller, r)) });
     });
-    app.post<{ Params: { id: string } }>('/backups/:id/action', async (req, reply) => {
-      const [name, arg] = actionOf(req.body);
+    app.post<{ Params: { id: string } }>('/backups/:id/action', actionBodies({ 'os-reset_status': { schema: RESET_STATUS }, 'os-force_delete': {} }), async (req, reply) => {
+      const [name, arg] = requestedAction(req);
       if (name === 'os-reset_status') {
-        const a = validate<{ status: 'available' | 'error' }>(RESET_STATUS, arg);
+        const a = validAction<{ status: 'available' | 'error' }>(req, arg);
         await backupManager.resetStatus(req.caller, req.params.id, a.status);
       } else if (name === 'os-force_delete') {
         await backupManager.requestDelete(req.caller, req.params.id, { force: true });

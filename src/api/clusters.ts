@@ -9,7 +9,7 @@ import type { ServiceRow } from '../db/index.ts';
 import { NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
-import { validate } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 import { serviceReplicationStatus } from './replication.ts';
 
 const TOGGLE = {
@@ -78,7 +78,7 @@ export function clusterRoutes(deps: ApiDeps) {
     });
     const toggle = (disable: boolean) => async (req: FastifyRequest) => {
       guard(req);
-      const b = validate<{ name: string; disabled_reason?: string | null }>(TOGGLE, req.body);
+      const b = validBody<{ name: string; disabled_reason?: string | null }>(req);
       const rows = (await clusters()).get(b.name);
       if (!rows) throw new NotFoundError(`Cluster {'name': '${b.name}'} could not be found.`);
       await services.setDisabled(db.kysely, rows.map((r) => r.id), disable, b.disabled_reason ?? null);
@@ -87,7 +87,7 @@ export function clusterRoutes(deps: ApiDeps) {
       const reason = disable ? b.disabled_reason ?? null : null;
       return { cluster: { ...view(req, b.name, fresh, false), disabled_reason: reason } };
     };
-    app.put('/clusters/disable', toggle(true));
-    app.put('/clusters/enable', toggle(false));
+    app.put('/clusters/disable', body(TOGGLE), toggle(true));
+    app.put('/clusters/enable', body(TOGGLE), toggle(false));
   };
 }

@@ -15,7 +15,7 @@ import { cinderTime } from '../common/index.ts';
 import type { EncryptionSpec, VolumeType, VolumeTypeEncryptionRow } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
-import { validate } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 
 /** The largest key size stored (Cinder's database integer limit). */
 const MAX_KEY_SIZE = 2147483647;
@@ -38,11 +38,11 @@ const CREATE = specSchema(['provider', 'control_location']);
 const UPDATE = specSchema([]);
 
 /**
- * The spec fields of a validated body, `key_size` as a number.
+ * The spec fields of the request's body, checked against the route's schema, `key_size` as a number.
  * @throws InvalidInputError for a `key_size` string that is not an integer.
  */
-function specFields(body: unknown, schema: object): Partial<EncryptionSpec> {
-  const e = { ...validate<{ encryption: Record<string, unknown> }>(schema, body).encryption };
+function specFields(req: FastifyRequest): Partial<EncryptionSpec> {
+  const e = { ...validBody<{ encryption: Record<string, unknown> }>(req).encryption };
   if (typeof e.key_size === 'string') {
     const n = /^\s*\d+\s*$/.test(e.key_size) ? Number(e.key_size) : NaN;
     if (!(n <= MAX_KEY_SIZE)) throw new InvalidInputError(`Invalid input for field/attribute key_size. Value: ${e.key_size}. key_size must be an integer.`);
@@ -86,8 +86,8 @@ export function encryptionRoutes(deps: ApiDeps) {
       return e ? specView(e) : {};
     });
 
-    app.post<{ Params: { id: string } }>('/types/:id/encryption', async (req) => {
-      const spec = specFields(req.body, CREATE);
+    app.post<{ Params: { id: string } }>('/types/:id/encryption', body(CREATE), async (req) => {
+      const spec = specFields(req);
       return changeSpec(req, req.params.id, 'create', async (t, tx) => {
         if (await typeEncryption.get(tx, t.id)) throw new InvalidInputError(`Volume type encryption for type ${t.id} already exists.`);
         const id = await typeEncryption.create(tx, t.id, { cipher: null, key_size: null, ...spec } as EncryptionSpec);
@@ -105,8 +105,8 @@ export function encryptionRoutes(deps: ApiDeps) {
     });
 
     // The last segment names the spec (its id, or any word: clients send `provider`); a type has one spec.
-    app.put<{ Params: { id: string; key: string } }>('/types/:id/encryption/:key', async (req) => {
-      const spec = specFields(req.body, UPDATE);
+    app.put<{ Params: { id: string; key: string } }>('/types/:id/encryption/:key', body(UPDATE), async (req) => {
+      const spec = specFields(req);
       return changeSpec(req, req.params.id, 'update', async (t, tx) => {
         if (!(await typeEncryption.update(tx, t.id, spec))) throw notFound(t.id);
         return { encryption: spec };

@@ -6,11 +6,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import { GROUP_SNAPSHOT_SORT_KEYS, type GroupSnapshotFilter, type GroupSnapshotRow } from '../db/index.ts';
-import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
-import { actionOf, nameSchema, validate } from './validation.ts';
+import { nameSchema } from './validation.ts';
+import { actionBodies, body, requestedAction, validAction, validBody } from './body-declaration.ts';
 
 const CREATE = {
   type: 'object', required: ['group_snapshot'], additionalProperties: false,
@@ -48,8 +49,8 @@ export function groupSnapshotRoutes(deps: ApiDeps) {
       if (!req.apiVersion.atLeast('3.14')) throw new NotFoundError('The resource could not be found.');
     });
 
-    app.post('/group_snapshots', async (req, reply) => {
-      const b = validate<{ group_snapshot: { group_id: string; name?: string | null; description?: string | null } }>(CREATE, req.body).group_snapshot;
+    app.post('/group_snapshots', body(CREATE), async (req, reply) => {
+      const b = validBody<{ group_snapshot: { group_id: string; name?: string | null; description?: string | null } }>(req).group_snapshot;
       const s = await manager.requestSnapshot(req.caller, {
         groupId: b.group_id, name: b.name?.trim() ?? null, description: b.description?.trim() ?? null,
       });
@@ -75,10 +76,9 @@ export function groupSnapshotRoutes(deps: ApiDeps) {
       await manager.requestSnapshotDelete(req.caller, req.params.id);
       return reply.code(202).send();
     });
-    app.post<{ Params: { id: string } }>('/group_snapshots/:id/action', async (req, reply) => {
-      const [name, arg] = actionOf(req.body);
-      if (name !== 'reset_status' || !req.apiVersion.atLeast('3.19')) throw new InvalidInputError(`There is no such action: ${name}`);
-      const a = validate<{ status: string }>(RESET_STATUS, arg);
+    app.post<{ Params: { id: string } }>('/group_snapshots/:id/action', actionBodies({ reset_status: { schema: RESET_STATUS, since: '3.19' } }), async (req, reply) => {
+      const [, arg] = requestedAction(req);
+      const a = validAction<{ status: string }>(req, arg);
       await manager.resetSnapshotStatus(req.caller, req.params.id, a.status);
       return reply.code(202).send();
     });

@@ -9,7 +9,7 @@ import type { GroupType } from '../db/index.ts';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { parsePaging, queryValue } from './pagination.ts';
-import { validate } from './validation.ts';
+import { body as bodyOf, validBody } from './body-declaration.ts';
 
 const boolish = { anyOf: [{ type: 'boolean' }, { type: 'string', enum: ['true', 'false', 'True', 'False', '1', '0', 'yes', 'no', 'on', 'off'] }] };
 const description = { type: ['string', 'null'], maxLength: 255 };
@@ -102,8 +102,8 @@ export function groupTypeRoutes(deps: ApiDeps) {
     });
     app.get<{ Params: { id: string } }>('/group_types/:id', async (req) => ({ group_type: groupTypeView(req, await find(req, req.params.id)) }));
 
-    app.post('/group_types', async (req, reply) => {
-      const b = validate<{ group_type: { name: string; description?: string | null; is_public?: unknown; group_specs?: Record<string, string> | null } }>(CREATE, req.body).group_type;
+    app.post('/group_types', bodyOf(CREATE), async (req, reply) => {
+      const b = validBody<{ group_type: { name: string; description?: string | null; is_public?: unknown; group_specs?: Record<string, string> | null } }>(req).group_type;
       const name = b.name.trim();
       const id = await db.kysely.transaction().execute(async (tx) => {
         if (await groupTypes.nameTaken(tx, name)) throw new ConflictError(`Group Type ${name} already exists.`);
@@ -114,8 +114,8 @@ export function groupTypeRoutes(deps: ApiDeps) {
       return reply.code(202).send({ group_type: groupTypeView(req, (await groupTypes.find(db.kysely, id, req.caller))!) });
     });
 
-    app.put<{ Params: { id: string } }>('/group_types/:id', async (req) => {
-      const b = validate<{ group_type: { name?: string | null; description?: string | null; is_public?: unknown } }>(UPDATE, req.body).group_type;
+    app.put<{ Params: { id: string } }>('/group_types/:id', bodyOf(UPDATE), async (req) => {
+      const b = validBody<{ group_type: { name?: string | null; description?: string | null; is_public?: unknown } }>(req).group_type;
       if (typeof b.name === 'string' && b.name.trim() === '') throw new InvalidInputError('Group type name can not be empty.');
       if ((b.name ?? null) === null && (b.description ?? null) === null && b.is_public === undefined) {
         throw new InvalidInputError('Specify group type name, description or a combination thereof.');
@@ -146,8 +146,8 @@ export function groupTypeRoutes(deps: ApiDeps) {
 
     // Group specs.
     app.get<{ Params: { id: string } }>('/group_types/:id/group_specs', async (req) => ({ group_specs: (await find(req, req.params.id)).group_specs }));
-    app.post<{ Params: { id: string } }>('/group_types/:id/group_specs', async (req, reply) => {
-      const b = validate<{ group_specs: Record<string, string> }>(SPECS, req.body);
+    app.post<{ Params: { id: string } }>('/group_types/:id/group_specs', bodyOf(SPECS), async (req, reply) => {
+      const b = validBody<{ group_specs: Record<string, string> }>(req);
       const t = await find(req, req.params.id);
       await db.kysely.transaction().execute((tx) => groupTypes.setSpecs(tx, t.id, b.group_specs));
       return reply.code(202).send({ group_specs: b.group_specs });
@@ -156,8 +156,8 @@ export function groupTypeRoutes(deps: ApiDeps) {
       const t = await find(req, req.params.id);
       return { [req.params.key]: spec(t, req.params.key) };
     });
-    app.put<{ Params: { id: string; key: string } }>('/group_types/:id/group_specs/:key', async (req) => {
-      const body = validate<Record<string, string>>(ONE_SPEC, req.body);
+    app.put<{ Params: { id: string; key: string } }>('/group_types/:id/group_specs/:key', bodyOf(ONE_SPEC), async (req) => {
+      const body = validBody<Record<string, string>>(req);
       if (!Object.hasOwn(body, req.params.key)) throw new InvalidInputError('Request body and URI mismatch');
       const t = await find(req, req.params.id);
       await groupTypes.setSpecs(db.kysely, t.id, body);

@@ -10,7 +10,8 @@ import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
-import { actionOf, nameSchema, validate } from './validation.ts';
+import { nameSchema } from './validation.ts';
+import { actionBodies, body, requestedAction, validAction, validBody } from './body-declaration.ts';
 
 const boolish = { anyOf: [{ type: 'boolean' }, { type: 'string', enum: ['true', 'false', 'True', 'False', '1', '0', 'yes', 'no', 'on', 'off'] }] };
 const uuid = { type: 'string', format: 'uuid' };
@@ -91,8 +92,8 @@ export function groupRoutes(deps: ApiDeps) {
       if (!req.apiVersion.atLeast('3.13')) throw new NotFoundError('The resource could not be found.');
     });
 
-    app.post('/groups', async (req, reply) => {
-      const b = validate<{ group: Record<string, unknown> }>(CREATE, req.body).group;
+    app.post('/groups', body(CREATE), async (req, reply) => {
+      const b = validBody<{ group: Record<string, unknown> }>(req).group;
       const g = await groupManager.requestCreate(req.caller, {
         name: text(b.name), description: text(b.description), groupType: b.group_type as string,
         volumeTypes: b.volume_types as string[], availabilityZone: (b.availability_zone ?? null) as string | null,
@@ -110,8 +111,8 @@ export function groupRoutes(deps: ApiDeps) {
     app.get('/groups/detail', resourceList(listing, true));
     app.get<{ Params: { id: string } }>('/groups/:id', async (req) => ({ group: (await views(req, [await groupManager.get(req.caller, req.params.id)]))[0] }));
 
-    app.put<{ Params: { id: string } }>('/groups/:id', async (req, reply) => {
-      const b = validate<{ group: Record<string, unknown> }>(UPDATE, req.body).group;
+    app.put<{ Params: { id: string } }>('/groups/:id', body(UPDATE), async (req, reply) => {
+      const b = validBody<{ group: Record<string, unknown> }>(req).group;
       await groupManager.requestUpdate(req.caller, req.params.id, {
         ...('name' in b ? { name: text(b.name) } : {}), ...('description' in b ? { description: text(b.description) } : {}),
         addVolumes: ids(b.add_volumes), removeVolumes: ids(b.remove_volumes),
@@ -119,14 +120,17 @@ export function groupRoutes(deps: ApiDeps) {
       return reply.code(202).send();
     });
 
-    app.post<{ Params: { id: string } }>('/groups/:id/action', async (req, reply) => {
-      const [name, arg] = actionOf(req.body);
+    app.post<{ Params: { id: string } }>('/groups/:id/action', actionBodies({
+      delete: { schema: DELETE, nullIsEmpty: true },
+      reset_status: { schema: RESET_STATUS, since: '3.20' },
+    }), async (req, reply) => {
+      const [name, arg] = requestedAction(req);
       if (name === 'delete') {
-        const a = validate<{ 'delete-volumes'?: unknown }>(DELETE, arg ?? {});
+        const a = validAction<{ 'delete-volumes'?: unknown }>(req, arg);
         const del = a['delete-volumes'] === true || (typeof a['delete-volumes'] === 'string' && ['true', '1', 'yes', 'on'].includes(a['delete-volumes'].toLowerCase()));
         await groupManager.requestDelete(req.caller, req.params.id, del);
-      } else if (name === 'reset_status' && req.apiVersion.atLeast('3.20')) {
-        const a = validate<{ status: string }>(RESET_STATUS, arg);
+      } else if (name === 'reset_status') {
+        const a = validAction<{ status: string }>(req, arg);
         await groupManager.resetStatus(req.caller, req.params.id, a.status.toLowerCase());
       } else {
         throw new InvalidInputError(`There is no such action: ${name}`);
@@ -134,10 +138,9 @@ export function groupRoutes(deps: ApiDeps) {
       return reply.code(202).send();
     });
 
-    app.post('/groups/action', async (req, reply) => {
-      const [name, arg] = actionOf(req.body);
-      if (name !== 'create-from-src' || !req.apiVersion.atLeast('3.14')) throw new InvalidInputError(`There is no such action: ${name}`);
-      const a = validate<{ name?: string | null; description?: string | null; group_snapshot_id?: string; source_group_id?: string }>(CREATE_FROM_SOURCE, arg);
+    app.post('/groups/action', actionBodies({ 'create-from-src': { schema: CREATE_FROM_SOURCE, since: '3.14' } }), async (req, reply) => {
+      const [, arg] = requestedAction(req);
+      const a = validAction<{ name?: string | null; description?: string | null; group_snapshot_id?: string; source_group_id?: string }>(req, arg);
       const g = await groupManager.requestCreateFromSource(req.caller, {
         name: text(a.name), description: text(a.description),
         ...(a.group_snapshot_id ? { groupSnapshotId: a.group_snapshot_id } : { sourceGroupId: a.source_group_id! }),

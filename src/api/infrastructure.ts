@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sql } from 'kysely';
 import { cinderTime } from '../common/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
-import { validate } from './validation.ts';
+import { body, validBody, versionedBody } from './body-declaration.ts';
 import { serviceReplicationStatus } from './replication.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
@@ -57,7 +57,7 @@ export function infrastructureRoutes(deps: ApiDeps) {
 
     // enable / disable / disable-log-reason (by host and binary), freeze / thaw (a volume host's backends).
     const toggle = (disable: boolean, needReason: boolean) => async (req: FastifyRequest) => {
-      const b = validate<{ host: string; binary?: string; disabled_reason?: string }>(needReason ? DISABLE_WITH_REASON : TOGGLE, req.body);
+      const b = validBody<{ host: string; binary?: string; disabled_reason?: string }>(req);
       const binary = b.binary ?? 'cinder-volume';
       const rows = (await services.list(db.kysely)).filter((s) => s.binary === binary && services.onHost(s, b.host));
       if (rows.length === 0) throw new NotFoundError(`Service ${binary} on host ${b.host} could not be found.`);
@@ -70,12 +70,12 @@ export function infrastructureRoutes(deps: ApiDeps) {
       if (needReason || !disable) view.disabled_reason = reason;
       return view;
     };
-    app.put('/os-services/enable', toggle(false, false));
-    app.put('/os-services/disable', toggle(true, false));
-    app.put('/os-services/disable-log-reason', toggle(true, true));
+    app.put('/os-services/enable', body(TOGGLE), toggle(false, false));
+    app.put('/os-services/disable', body(TOGGLE), toggle(true, false));
+    app.put('/os-services/disable-log-reason', body(DISABLE_WITH_REASON), toggle(true, true));
     const freeze = (frozen: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
       const clustered = req.apiVersion.atLeast('3.26');
-      const b = validate<{ host?: string | null; cluster?: string | null }>(clustered ? HOST_OR_CLUSTER : HOST_ONLY, req.body);
+      const b = validBody<{ host?: string | null; cluster?: string | null }>(req);
       // Cinder's get_cluster_host: from 3.26 exactly one of host and cluster.
       if (clustered && Boolean(b.host) === Boolean(b.cluster)) throw new InvalidInputError('Invalid input received: One and only one of cluster and host must be set.');
       const rows = (await services.list(db.kysely)).filter((s) => s.binary === 'cinder-volume' && (b.cluster ? s.cluster === b.cluster : services.onHost(s, b.host!)));
@@ -84,8 +84,9 @@ export function infrastructureRoutes(deps: ApiDeps) {
       await services.setFrozen(db.kysely, rows.map((r) => r.id), frozen);
       return reply.code(200).send();
     };
-    app.put('/os-services/freeze', freeze(true));
-    app.put('/os-services/thaw', freeze(false));
+    const hostOrCluster = () => versionedBody({ before: '3.26', schema: HOST_ONLY }, { since: '3.26', schema: HOST_OR_CLUSTER });
+    app.put('/os-services/freeze', hostOrCluster(), freeze(true));
+    app.put('/os-services/thaw', hostOrCluster(), freeze(false));
 
     // os-hosts: the hosts running services, and what one volume host holds per project.
     app.get('/os-hosts', async () => ({

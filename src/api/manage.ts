@@ -18,7 +18,8 @@ import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { manageableOf, readReport, type ManageableReport } from '../services/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
-import { metadataSchema, nameSchema, validate } from './validation.ts';
+import { metadataSchema, nameSchema } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 import { snapshotView } from './snapshots.ts';
 import { volumeView } from './volumes.ts';
 
@@ -71,7 +72,7 @@ export function manageRoutes(deps: ApiDeps) {
   const { db, volumes, snapshots, volumeManager } = deps;
   return async (app: FastifyInstance): Promise<void> => {
     const manageVolume = async (req: FastifyRequest, reply: FastifyReply) => {
-      const v = validate<VolumeManageBody>(VOLUME_BODY, req.body).volume;
+      const v = validBody<VolumeManageBody>(req).volume;
       // `cluster` from 3.16; before it, only `host` names the backend (as in Cinder).
       const cluster = req.apiVersion.atLeast('3.16') ? v.cluster ?? null : null;
       const host = v.host ?? null;
@@ -87,7 +88,7 @@ export function manageRoutes(deps: ApiDeps) {
       return reply.code(202).send({ volume: volumeView(req, row, md.get(row.id) ?? {}, type) });
     };
     const manageSnapshot = async (req: FastifyRequest, reply: FastifyReply) => {
-      const s = validate<SnapshotManageBody>(SNAPSHOT_BODY, req.body).snapshot;
+      const s = validBody<SnapshotManageBody>(req).snapshot;
       const row = await volumeManager.requestSnapshotManage(req.caller, {
         volumeId: s.volume_id, reference: s.ref, name: s.name ?? null, description: s.description ?? null, metadata: s.metadata ?? {},
       });
@@ -137,10 +138,10 @@ export function manageRoutes(deps: ApiDeps) {
     app.get('/manageable_volumes/detail', since38(list('volumes', true)));
     app.get('/manageable_snapshots', since38(list('snapshots', false)));
     app.get('/manageable_snapshots/detail', since38(list('snapshots', true)));
-    app.post('/os-volume-manage', manageVolume);
-    app.post('/os-snapshot-manage', manageSnapshot);
-    app.post('/manageable_volumes', since38(manageVolume));
-    app.post('/manageable_snapshots', since38(manageSnapshot));
+    app.post('/os-volume-manage', body(VOLUME_BODY), manageVolume);
+    app.post('/os-snapshot-manage', body(SNAPSHOT_BODY), manageSnapshot);
+    app.post('/manageable_volumes', body(VOLUME_BODY), since38(manageVolume));
+    app.post('/manageable_snapshots', body(SNAPSHOT_BODY), since38(manageSnapshot));
   };
 }
 

@@ -8,7 +8,8 @@ import { ownValue } from '../common/index.ts';
 import type { ResourceRepository } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
-import { metadataSchema, validate } from './validation.ts';
+import { metadataSchema } from './validation.ts';
+import { body as bodyOf, validBody } from './body-declaration.ts';
 
 const METADATA_BODY = { type: 'object', required: ['metadata'], properties: { metadata: metadataSchema } };
 const META_BODY = { type: 'object', required: ['meta'], properties: { meta: { ...metadataSchema, minProperties: 1 } } };
@@ -33,13 +34,13 @@ export function metadataRoutes(app: FastifyInstance, deps: Pick<ApiDeps, 'db'>, 
 
   app.get(`${o.path}/:id/metadata`, async (req: Req) => ({ metadata: await all((await o.find(req, req.params.id)).id) }));
   const writeAll = (replace: boolean) => async (req: Req) => {
-    const body = validate<{ metadata: Record<string, string> }>(METADATA_BODY, req.body);
+    const body = validBody<{ metadata: Record<string, string> }>(req);
     const r = await o.find(req, req.params.id);
     await db.kysely.transaction().execute((tx) => replace ? o.repo.replaceMetadata(tx, r.id, body.metadata) : o.repo.addMetadata(tx, r.id, body.metadata));
     return { metadata: replace ? body.metadata : await all(r.id) };
   };
-  app.post(`${o.path}/:id/metadata`, writeAll(false));
-  app.put(`${o.path}/:id/metadata`, writeAll(true));
+  app.post(`${o.path}/:id/metadata`, bodyOf(METADATA_BODY), writeAll(false));
+  app.put(`${o.path}/:id/metadata`, bodyOf(METADATA_BODY), writeAll(true));
   app.get(`${o.path}/:id/metadata/:key`, async (req: Req) => {
     const r = await o.find(req, req.params.id);
     const md = await all(r.id);
@@ -47,8 +48,8 @@ export function metadataRoutes(app: FastifyInstance, deps: Pick<ApiDeps, 'db'>, 
     if (value === undefined) throw missing(r.id, req.params.key);
     return { meta: { [req.params.key]: value } };
   });
-  app.put(`${o.path}/:id/metadata/:key`, async (req: Req) => {
-    const body = validate<{ meta: Record<string, string> }>(META_BODY, req.body);
+  app.put(`${o.path}/:id/metadata/:key`, bodyOf(META_BODY), async (req: Req) => {
+    const body = validBody<{ meta: Record<string, string> }>(req);
     const keys = Object.keys(body.meta);
     if (keys.length > 1) throw new InvalidInputError('Request body contains too many items');
     if (keys[0] !== req.params.key) throw new InvalidInputError('Request body and URI mismatch');

@@ -44,7 +44,7 @@ export const POLICY: readonly PolicyEntry[] = [
   e('volume:create', 'POST', '/volumes', 'member'),
   e('volume:get_all', 'GET', '/volumes', 'reader'),
   e('volume:get_all', 'GET', '/volumes/detail', 'reader'),
-  e('volume:get_all', 'GET', '/volumes/summary', 'reader'),
+  e('volume:get_all', 'GET', '/volumes/summary', 'reader', { since: '3.12' }),
   e('volume:get', 'GET', '/volumes/:id', 'reader'),
   e('volume:update', 'PUT', '/volumes/:id', 'member'),
   e('volume:delete', 'DELETE', '/volumes/:id', 'member'),

@@ -4,7 +4,7 @@ import type { QosSpecs } from '../db/index.ts';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
-import { validate } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 import { qosLimits } from '../export/index.ts';
 
 const CONSUMERS = ['front-end', 'back-end', 'both'];
@@ -71,8 +71,8 @@ export function qosRoutes(deps: ApiDeps) {
     app.get('/qos-specs', async (req) => {
       return { qos_specs: (await qos.list(db.kysely)).map(view) };
     });
-    app.post('/qos-specs', async (req) => {
-      const { name, consumer, ...specs } = validate<{ qos_specs: Record<string, string> }>(CREATE, req.body).qos_specs;
+    app.post('/qos-specs', body(CREATE), async (req) => {
+      const { name, consumer, ...specs } = validBody<{ qos_specs: Record<string, string> }>(req).qos_specs;
       checkLimits(specs);
       const id = await db.kysely.transaction().execute(async (tx) => {
         if (await qos.nameTaken(tx, name!.trim())) throw new ConflictError(`QoS Specs ${name} already exists.`);
@@ -85,9 +85,9 @@ export function qosRoutes(deps: ApiDeps) {
       const q = await find(req);
       return { qos_specs: view(q), links: links(req, q) };
     });
-    app.put<{ Params: { id: string } }>('/qos-specs/:id', async (req) => {
+    app.put<{ Params: { id: string } }>('/qos-specs/:id', body(UPDATE), async (req) => {
       const q = await find(req);
-      const { consumer, ...specs } = validate<{ qos_specs: Record<string, string> }>(UPDATE, req.body).qos_specs;
+      const { consumer, ...specs } = validBody<{ qos_specs: Record<string, string> }>(req).qos_specs;
       checkLimits({ ...q.specs, ...specs });
       await db.kysely.transaction().execute(async (tx) => {
         if (consumer) await qos.setConsumer(tx, q.id, consumer);
@@ -107,9 +107,9 @@ export function qosRoutes(deps: ApiDeps) {
       });
       return reply.code(202).send();
     });
-    app.put<{ Params: { id: string } }>('/qos-specs/:id/delete_keys', async (req, reply) => {
+    app.put<{ Params: { id: string } }>('/qos-specs/:id/delete_keys', body(DELETE_KEYS), async (req, reply) => {
       const q = await find(req);
-      const { keys } = validate<{ keys: string[] }>(DELETE_KEYS, req.body);
+      const { keys } = validBody<{ keys: string[] }>(req);
       const missing = keys.filter((k) => !Object.hasOwn(q.specs, k));
       if (missing.length) throw new NotFoundError(`QoS spec ${q.id} has no key ${missing.join(', ')}.`);
       await qos.deleteItems(db.kysely, q.id, keys);

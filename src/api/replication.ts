@@ -19,7 +19,7 @@ import { reporting, replicationTargetsOf, volumeTarget } from '../services/index
 import { FAILBACK_ID, type ReplicationJobKinds } from '../volume/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
 import type { ApiDeps } from './context.ts';
-import { validate } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 
 const nullableName = { type: ['string', 'null'], maxLength: 255 };
 /** Cinder's `failover_host` schema: host, backend_id and cluster, nothing else. */
@@ -55,7 +55,7 @@ export function replicationRoutes(deps: ApiDeps, replication: ReplicationApiDeps
     const failover = (clustered: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
       // `failover` in the path is 3.26's (REPLICATION_CLUSTER); below it the resource does not exist.
       if (clustered && !req.apiVersion.atLeast('3.26')) throw new NotFoundError('The resource could not be found.');
-      const b = validate<{ host?: string; backend_id?: string | null; cluster?: string | null }>(FAILOVER, req.body);
+      const b = validBody<{ host?: string; backend_id?: string | null; cluster?: string | null }>(req);
       // Cinder's get_cluster_host: from 3.26 exactly one of host and cluster; before it, host.
       const withCluster = clustered || req.apiVersion.atLeast('3.26');
       const cluster = withCluster ? b.cluster ?? undefined : undefined;
@@ -113,8 +113,8 @@ export function replicationRoutes(deps: ApiDeps, replication: ReplicationApiDeps
       await db.durable();
       return reply.code(202).send();
     };
-    app.put('/os-services/failover_host', failover(false));
-    app.put('/os-services/failover', failover(true));
+    app.put('/os-services/failover_host', body(FAILOVER), failover(false));
+    app.put('/os-services/failover', body(FAILOVER), failover(true));
 
     app.get<{ Params: { id: string } }>('/volumes/:id/replication', async (req) => {
       const v = await deps.volumes.get(db.kysely, req.params.id);

@@ -8,7 +8,8 @@ import type { ApiDeps } from './context.ts';
 import { metadataRoutes } from './metadata.ts';
 import { queryValue } from './pagination.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
-import { actionOf, metadataSchema, nameSchema, validate } from './validation.ts';
+import { metadataSchema, nameSchema } from './validation.ts';
+import { actionBodies, body, requestedAction, validAction, validBody, versionedBody } from './body-declaration.ts';
 
 const boolish = { anyOf: [{ type: 'boolean' }, { type: 'string', enum: ['true', 'false', 'True', 'False', '1', '0'] }] };
 
@@ -87,8 +88,8 @@ export function snapshotRoutes(deps: ApiDeps) {
     return rows.map((r) => snapshotView(req, r, md.get(r.id)!, action));
   };
   return async (app: FastifyInstance): Promise<void> => {
-    app.post('/snapshots', async (req, reply) => {
-      const body = validate<{ snapshot: Record<string, unknown> }>(req.apiVersion.atLeast('3.53') ? CREATE_STRICT : CREATE_LEGACY, req.body).snapshot;
+    app.post('/snapshots', versionedBody({ before: '3.53', schema: CREATE_LEGACY }, { since: '3.53', schema: CREATE_STRICT }), async (req, reply) => {
+      const body = validBody<{ snapshot: Record<string, unknown> }>(req).snapshot;
       if (body.volume_id === null) throw new NotFoundError('Volume could not be found.');
       const force = body.force === undefined ? undefined
         : body.force === true || (typeof body.force === 'string' && ['true', '1'].includes(body.force.toLowerCase()));
@@ -124,8 +125,8 @@ export function snapshotRoutes(deps: ApiDeps) {
     app.get<{ Params: { id: string } }>('/snapshots/:id', async (req) => ({
       snapshot: (await views(req, [await volumeManager.getSnapshot(req.caller, req.params.id)]))[0],
     }));
-    app.put<{ Params: { id: string } }>('/snapshots/:id', async (req) => {
-      const u = validate<{ snapshot: Record<string, unknown> }>(UPDATE, req.body).snapshot;
+    app.put<{ Params: { id: string } }>('/snapshots/:id', body(UPDATE), async (req) => {
+      const u = validBody<{ snapshot: Record<string, unknown> }>(req).snapshot;
       const s = await volumeManager.getSnapshot(req.caller, req.params.id);
       const set: { name?: string | null; description?: string | null } = {};
       if ('name' in u || 'display_name' in u) set.name = (u.name ?? u.display_name ?? null) as string | null;
@@ -137,17 +138,22 @@ export function snapshotRoutes(deps: ApiDeps) {
       await volumeManager.requestSnapshotDelete(req.caller, req.params.id);
       return reply.code(202).send();
     });
-    app.post<{ Params: { id: string } }>('/snapshots/:id/action', async (req, reply) => {
-      const [name, arg] = actionOf(req.body);
+    app.post<{ Params: { id: string } }>('/snapshots/:id/action', actionBodies({
+      'os-reset_status': { schema: RESET_STATUS },
+      'os-force_delete': {},
+      'os-unmanage': {},
+      'os-update_snapshot_status': { schema: UPDATE_STATUS },
+    }), async (req, reply) => {
+      const [name, arg] = requestedAction(req);
       if (name === 'os-reset_status') {
-        const a = validate<{ status: SnapshotStatus }>(RESET_STATUS, arg);
+        const a = validAction<{ status: SnapshotStatus }>(req, arg);
         await volumeManager.resetSnapshotStatus(req.caller, req.params.id, a.status);
       } else if (name === 'os-force_delete') {
         await volumeManager.requestSnapshotDelete(req.caller, req.params.id, { force: true });
       } else if (name === 'os-unmanage') {
         await volumeManager.requestSnapshotUnmanage(req.caller, req.params.id);
       } else if (name === 'os-update_snapshot_status') {
-        const a = validate<{ status: string; progress?: string }>(UPDATE_STATUS, arg);
+        const a = validAction<{ status: string; progress?: string }>(req, arg);
         await volumeManager.updateSnapshotStatus(req.caller, req.params.id, a.status, a.progress);
       } else {
         throw new InvalidInputError(`There is no such action: ${name}`);

@@ -9,7 +9,8 @@ import type { TransferRow } from '../db/index.ts';
 import { NotFoundError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
-import { nameSchema, validate } from './validation.ts';
+import { nameSchema } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 
 const CREATE = {
   type: 'object', required: ['transfer'], additionalProperties: false,
@@ -52,9 +53,9 @@ export function transferRoutes(deps: ApiDeps) {
         return v;
       };
 
-      app.post(base, async (req, reply) => {
+      app.post(base, body(CREATE), async (req, reply) => {
         guard(req);
-        const b = validate<{ transfer: { volume_id: string; name?: string | null; no_snapshots?: boolean } }>(CREATE, req.body).transfer;
+        const b = validBody<{ transfer: { volume_id: string; name?: string | null; no_snapshots?: boolean } }>(req).transfer;
         const { row, authKey } = await transfers.create(req.caller, {
           volumeId: b.volume_id, name: b.name ?? null, noSnapshots: modern && b.no_snapshots === true,
         });
@@ -76,9 +77,9 @@ export function transferRoutes(deps: ApiDeps) {
         await transfers.delete(req.caller, req.params.id);
         return reply.code(202).send();
       });
-      app.post<{ Params: { id: string } }>(`${base}/:id/accept`, async (req, reply) => {
+      app.post<{ Params: { id: string } }>(`${base}/:id/accept`, body(ACCEPT), async (req, reply) => {
         guard(req);
-        const b = validate<{ accept: { auth_key: string } }>(ACCEPT, req.body).accept;
+        const b = validBody<{ accept: { auth_key: string } }>(req).accept;
         const t = await transfers.accept(req.caller, req.params.id, b.auth_key);
         return reply.code(202).send({ transfer: view(req, { ...t, project_id: req.caller.projectId }, false) });
       });

@@ -9,7 +9,8 @@ import { ConflictError, ForbiddenError, InvalidInputError, NotFoundError } from 
 import type { ApiDeps } from './context.ts';
 import { replicationSpecProblem } from '../volume/index.ts';
 import { queryValue } from './pagination.ts';
-import { metadataSchema, validate } from './validation.ts';
+import { metadataSchema } from './validation.ts';
+import { actionBodies, body as bodyOf, validAction, validBody } from './body-declaration.ts';
 
 /** Extra specs every user may read; the rest are admin-only, as in Cinder. */
 const USER_VISIBLE_SPECS = new Set(['multiattach', 'RESKEY:availability_zones', 'replication_enabled']);
@@ -98,8 +99,8 @@ export function typeRoutes(deps: ApiDeps) {
     });
     app.get<{ Params: { id: string } }>('/types/:id', async (req) => ({ volume_type: typeView(req, await find(req, req.params.id)) }));
 
-    app.post('/types', async (req) => {
-      const b = validate<{ volume_type: Record<string, unknown> }>(CREATE, req.body).volume_type;
+    app.post('/types', bodyOf(CREATE), async (req) => {
+      const b = validBody<{ volume_type: Record<string, unknown> }>(req).volume_type;
       const name = (b.name as string).trim();
       checkSpecs((b.extra_specs ?? {}) as Record<string, string>);
       const id = await db.kysely.transaction().execute(async (tx) => {
@@ -113,8 +114,8 @@ export function typeRoutes(deps: ApiDeps) {
       return { volume_type: typeView(req, (await types.find(db.kysely, id, req.caller))!, 'create') };
     });
 
-    app.put<{ Params: { id: string } }>('/types/:id', async (req) => {
-      const b = validate<{ volume_type: Record<string, unknown> }>(UPDATE, req.body).volume_type;
+    app.put<{ Params: { id: string } }>('/types/:id', bodyOf(UPDATE), async (req) => {
+      const b = validBody<{ volume_type: Record<string, unknown> }>(req).volume_type;
       const t = await find(req, req.params.id);
       await db.kysely.transaction().execute(async (tx) => {
         const set: { name?: string; description?: string | null; is_public?: number } = {};
@@ -146,8 +147,8 @@ export function typeRoutes(deps: ApiDeps) {
 
     // Extra specs.
     app.get<{ Params: { id: string } }>('/types/:id/extra_specs', async (req) => ({ extra_specs: typeView(req, await find(req, req.params.id)).extra_specs }));
-    app.post<{ Params: { id: string } }>('/types/:id/extra_specs', async (req) => {
-      const b = validate<{ extra_specs: Record<string, string> }>(SPECS, req.body);
+    app.post<{ Params: { id: string } }>('/types/:id/extra_specs', bodyOf(SPECS), async (req) => {
+      const b = validBody<{ extra_specs: Record<string, string> }>(req);
       checkSpecs(b.extra_specs);
       const t = await find(req, req.params.id);
       await db.kysely.transaction().execute((tx) => types.setExtraSpecs(tx, t.id, b.extra_specs));
@@ -159,8 +160,8 @@ export function typeRoutes(deps: ApiDeps) {
       if (value === undefined) throw new NotFoundError(`Volume Type ${req.params.id} has no extra specs with key ${req.params.key}.`);
       return { [req.params.key]: value };
     });
-    app.put<{ Params: { id: string; key: string } }>('/types/:id/extra_specs/:key', async (req) => {
-      const body = validate<Record<string, string>>(extraSpecs, req.body);
+    app.put<{ Params: { id: string; key: string } }>('/types/:id/extra_specs/:key', bodyOf(extraSpecs), async (req) => {
+      const body = validBody<Record<string, string>>(req);
       const keys = Object.keys(body);
       if (keys.length !== 1) throw new InvalidInputError('Request body contains too many items');
       if (keys[0] !== req.params.key) throw new InvalidInputError('Request body and URI mismatch');
@@ -183,11 +184,11 @@ export function typeRoutes(deps: ApiDeps) {
       if (t.is_public) throw new NotFoundError(`Access list not available for public volume types.`);
       return { volume_type_access: (await types.access(db.kysely, t.id)).map((p) => ({ volume_type_id: t.id, project_id: p })) };
     });
-    app.post<{ Params: { id: string } }>('/types/:id/action', async (req, reply) => {
+    app.post<{ Params: { id: string } }>('/types/:id/action', actionBodies({ addProjectAccess: { schema: ACCESS }, removeProjectAccess: { schema: ACCESS } }), async (req, reply) => {
       const body = req.body as Record<string, unknown> | undefined;
       const [name, arg] = Object.entries(body ?? {})[0] ?? [];
       if (name !== 'addProjectAccess' && name !== 'removeProjectAccess') throw new InvalidInputError(`There is no such action: ${name ?? ''}`);
-      const { project } = validate<{ project: string }>(ACCESS, arg);
+      const { project } = validAction<{ project: string }>(req, arg);
       const t = await find(req, req.params.id);
       if (t.is_public) throw new InvalidInputError('Invalid volume type: Type access modification is not applicable to public volume type.');
       if (name === 'addProjectAccess') {
@@ -203,9 +204,9 @@ export function typeRoutes(deps: ApiDeps) {
       if (!req.apiVersion.atLeast('3.62')) throw new NotFoundError('The resource could not be found.');
     };
     const defaultView = (p: { project_id: string; volume_type_id: string }) => ({ project_id: p.project_id, volume_type_id: p.volume_type_id });
-    app.put<{ Params: { project: string } }>('/default-types/:project', async (req) => {
+    app.put<{ Params: { project: string } }>('/default-types/:project', bodyOf(DEFAULT_TYPE), async (req) => {
       requireDefaults(req);
-      const b = validate<{ default_type: { volume_type: string } }>(DEFAULT_TYPE, req.body);
+      const b = validBody<{ default_type: { volume_type: string } }>(req);
       const t = await types.find(db.kysely, b.default_type.volume_type, req.caller);
       if (!t) throw NotFoundError.of('Volume type', b.default_type.volume_type);
       await types.setProjectDefault(db.kysely, req.params.project, t.id);

@@ -14,7 +14,8 @@ import type { ApiVersion } from './microversion.ts';
 import { metadataRoutes } from './metadata.ts';
 import { listFilter, resourceList, type ResourceListOptions } from './resource-list.ts';
 import { queryValue, truthy } from './pagination.ts';
-import { actionOf, metadataSchema, nameSchema, sizeSchema, toSize, validate } from './validation.ts';
+import { metadataSchema, nameSchema, sizeSchema, toSize } from './validation.ts';
+import { actionBodies, requestedAction, validAction, validBody, versionedBody, type ActionDeclaration } from './body-declaration.ts';
 
 const uuidOrNull = { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] };
 
@@ -104,6 +105,42 @@ const EXTEND_BODY = {
   type: 'object', required: ['new_size'], additionalProperties: false, properties: { new_size: sizeSchema },
 };
 
+// The older attach/detach actions' arguments, for clients that predate the attachments API.
+const CONNECTOR_BODY = { type: 'object', required: ['connector'], properties: { connector: { type: 'object' } } };
+const ATTACH_BODY = {
+  type: 'object',
+  properties: {
+    instance_uuid: uuidOrNull,
+    mountpoint: { type: ['string', 'null'], maxLength: 255 },
+    host_name: { type: ['string', 'null'], maxLength: 255 },
+    mode: { enum: ['rw', 'ro'] },
+  },
+};
+const DETACH_BODY = { type: ['object', 'null'], properties: { attachment_id: uuidOrNull } };
+
+/** The actions of `POST /volumes/{id}/action`, by body key: what each one's argument must be, and from which microversion. */
+const ACTIONS: Record<string, ActionDeclaration> = {
+  'os-extend': { schema: EXTEND_BODY },
+  'os-reset_status': { schema: RESET_STATUS_BODY },
+  'os-force_delete': {},
+  'os-unmanage': {},
+  'os-update_readonly_flag': { schema: READONLY_BODY },
+  'os-retype': { schema: RETYPE_BODY },
+  'os-migrate_volume': { schema: MIGRATE_BODY },
+  revert: { schema: REVERT_BODY, since: '3.40' },
+  'os-set_bootable': { schema: BOOTABLE_BODY },
+  'os-reserve': {},
+  'os-unreserve': {},
+  'os-initialize_connection': { schema: CONNECTOR_BODY },
+  'os-attach': { schema: ATTACH_BODY, nullIsEmpty: true },
+  'os-begin_detaching': {},
+  'os-roll_detaching': {},
+  'os-detach': { schema: DETACH_BODY },
+  'os-terminate_connection': { schema: CONNECTOR_BODY },
+  'os-migrate_volume_completion': { schema: MIGRATE_COMPLETION_BODY },
+  'os-force_detach': { schema: DETACH_BODY },
+};
+
 /**
  * Which action a volume view answers. Cinder's create and update answer with
  * the base view; show and detail add the attribute extensions (project, and for
@@ -186,9 +223,8 @@ export function volumeRoutes(deps: ApiDeps) {
     };
     const one = async (req: FastifyRequest, v: VolumeRow, action: VolumeViewAction = 'show') => ({ volume: (await views(req, [v], action))[0] });
 
-    app.post('/volumes', async (req, reply) => {
-      const strict = req.apiVersion.atLeast('3.53');
-      const body = validate<{ volume: Record<string, unknown> }>(strict ? CREATE_SCHEMA_STRICT : CREATE_SCHEMA_LEGACY, req.body);
+    app.post('/volumes', versionedBody({ before: '3.53', schema: CREATE_SCHEMA_LEGACY }, { since: '3.53', schema: CREATE_SCHEMA_STRICT }), async (req, reply) => {
+      const body = validBody<{ volume: Record<string, unknown> }>(req);
       const v = body.volume;
       const size = toSize('size', v.size as number | string);
       if (v.imageRef || v.image_id || v.source_replica) {
@@ -244,9 +280,8 @@ export function volumeRoutes(deps: ApiDeps) {
 
     app.get<{ Params: { id: string } }>('/volumes/:id', async (req) => one(req, await volumeManager.get(req.caller, req.params.id)));
 
-    app.put<{ Params: { id: string } }>('/volumes/:id', async (req) => {
-      const strict = req.apiVersion.atLeast('3.53');
-      const body = validate<{ volume: Record<string, unknown> }>(strict ? UPDATE_SCHEMA_STRICT : UPDATE_SCHEMA_LEGACY, req.body);
+    app.put<{ Params: { id: string } }>('/volumes/:id', versionedBody({ before: '3.53', schema: UPDATE_SCHEMA_LEGACY }, { since: '3.53', schema: UPDATE_SCHEMA_STRICT }), async (req) => {
+      const body = validBody<{ volume: Record<string, unknown> }>(req);
       const v = await volumeManager.get(req.caller, req.params.id);
       const u = body.volume;
       await db.kysely.transaction().execute(async (tx) => {
@@ -274,14 +309,14 @@ export function volumeRoutes(deps: ApiDeps) {
     // Actions: one key per body names the action.
     const actions: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<void>> = {
       'os-extend': async (req, arg) => {
-        const a = validate<{ new_size: number | string }>(EXTEND_BODY, arg);
+        const a = validAction<{ new_size: number | string }>(req, arg);
         await volumeManager.requestExtend(req.caller, req.params.id, toSize('new_size', a.new_size), {
           // In-use volumes extend from 3.42, where their backend can.
           inUseAllowed: req.apiVersion.atLeast('3.42') ? (tx, cluster) => backendCan(tx, cluster, 'online_extend_support') : undefined,
         });
       },
       'os-reset_status': async (req, arg) => {
-        const a = validate<{ status?: VolumeStatus; attach_status?: string }>(RESET_STATUS_BODY, arg);
+        const a = validAction<{ status?: VolumeStatus; attach_status?: string }>(req, arg);
         await volumeManager.resetStatus(req.caller, req.params.id, {
           ...(a.status !== undefined ? { status: a.status } : {}), ...(a.attach_status !== undefined ? { attachStatus: a.attach_status } : {}),
         });
@@ -293,7 +328,7 @@ export function volumeRoutes(deps: ApiDeps) {
         await volumeManager.requestUnmanage(req.caller, req.params.id);
       },
       'os-update_readonly_flag': async (req, arg) => {
-        const a = validate<{ readonly: boolean | string }>(READONLY_BODY, arg);
+        const a = validAction<{ readonly: boolean | string }>(req, arg);
         await db.kysely.transaction().execute(async (tx) => {
           const v = await volumeManager.lockVolume(req.caller, req.params.id, tx);
           if (v.status !== 'available') {
@@ -303,11 +338,11 @@ export function volumeRoutes(deps: ApiDeps) {
         });
       },
       'os-retype': async (req, arg) => {
-        const a = validate<{ new_type: string; migration_policy?: 'never' | 'on-demand' | null }>(RETYPE_BODY, arg);
+        const a = validAction<{ new_type: string; migration_policy?: 'never' | 'on-demand' | null }>(req, arg);
         await volumeManager.requestRetype(req.caller, req.params.id, a.new_type, a.migration_policy ?? 'never');
       },
       'os-migrate_volume': async (req, arg) => {
-        const a = validate<{ host?: string | null; cluster?: string; force_host_copy?: boolean | string; lock_volume?: boolean | string }>(MIGRATE_BODY, arg);
+        const a = validAction<{ host?: string | null; cluster?: string; force_host_copy?: boolean | string; lock_volume?: boolean | string }>(req, arg);
         const cluster = req.apiVersion.atLeast('3.16') ? a.cluster : undefined;
         if (a.cluster !== undefined && cluster === undefined) throw new InvalidInputError("Invalid input for field/attribute os-migrate_volume. Additional properties are not allowed ('cluster' was unexpected)");
         if (!a.host === !cluster) throw new InvalidInputError('Invalid input received: give exactly one of host and cluster.');
@@ -317,60 +352,48 @@ export function volumeRoutes(deps: ApiDeps) {
         });
       },
       revert: async (req, arg) => {
-        if (!req.apiVersion.atLeast('3.40')) throw new InvalidInputError('There is no such action: revert');
-        const a = validate<{ snapshot_id: string }>(REVERT_BODY, arg);
+        const a = validAction<{ snapshot_id: string }>(req, arg);
         await volumeManager.requestRevert(req.caller, req.params.id, a.snapshot_id, (tx, cluster) => backendCan(tx, cluster, 'revert_to_snapshot_support'));
       },
     };
     // The older attach/detach actions, for clients that predate the attachments API.
-    const connectorBody = { type: 'object', required: ['connector'], properties: { connector: { type: 'object' } } };
-    const attachBody = {
-      type: 'object',
-      properties: {
-        instance_uuid: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] },
-        mountpoint: { type: ['string', 'null'], maxLength: 255 },
-        host_name: { type: ['string', 'null'], maxLength: 255 },
-        mode: { enum: ['rw', 'ro'] },
-      },
-    };
-    const detachBody = { type: ['object', 'null'], properties: { attachment_id: { anyOf: [{ type: 'string', format: 'uuid' }, { type: 'null' }] } } };
     const legacy: Record<string, (req: FastifyRequest<{ Params: { id: string } }>, arg: unknown) => Promise<unknown>> = {
       'os-reserve': async (req) => { await deps.attachmentManager.create(req.caller, { volumeId: req.params.id, instanceUuid: null, connector: null, mode: 'rw', legacyReserve: true }); },
       'os-unreserve': (req) => deps.attachmentManager.detachVolume(req.caller, req.params.id, { onlyPending: true }),
       'os-initialize_connection': async (req, arg) => ({
-        connection_info: await deps.attachmentManager.initializeConnection(req.caller, req.params.id, validate<{ connector: Connector }>(connectorBody, arg).connector),
+        connection_info: await deps.attachmentManager.initializeConnection(req.caller, req.params.id, validAction<{ connector: Connector }>(req, arg).connector),
       }),
       'os-attach': async (req, arg) => {
-        const a = validate<{ instance_uuid?: string | null; mountpoint?: string | null; host_name?: string | null }>(attachBody, arg ?? {});
+        const a = validAction<{ instance_uuid?: string | null; mountpoint?: string | null; host_name?: string | null }>(req, arg);
         await deps.attachmentManager.legacyAttach(req.caller, req.params.id, { instanceUuid: a.instance_uuid ?? null, mountpoint: a.mountpoint ?? null, hostName: a.host_name ?? null });
       },
       'os-begin_detaching': (req) => deps.attachmentManager.setDetaching(req.caller, req.params.id, true),
       'os-roll_detaching': (req) => deps.attachmentManager.setDetaching(req.caller, req.params.id, false),
-      'os-detach': (req, arg) => deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validate<{ attachment_id?: string | null } | null>(detachBody, arg ?? null)?.attachment_id ?? null }),
+      'os-detach': (req, arg) => deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validAction<{ attachment_id?: string | null } | null>(req, arg)?.attachment_id ?? null }),
       'os-terminate_connection': async (req, arg) => {
-        validate(connectorBody, arg);
+        validAction(req, arg);
         await volumeManager.get(req.caller, req.params.id); // the attachment stays until os-detach, as in Cinder
       },
       'os-migrate_volume_completion': async (req, arg) => {
         // Basalt moves a volume under its own id and finishes the move itself: no
         // destination row ever waits for a compute-driven swap, so this refuses as
         // Cinder does for a destination that is not the source's migration target.
-        const a = validate<{ new_volume: string; error?: string | boolean | null }>(MIGRATE_COMPLETION_BODY, arg);
+        const a = validAction<{ new_volume: string; error?: string | boolean | null }>(req, arg);
         const v = await volumeManager.get(req.caller, req.params.id);
         const target = await volumeManager.get(req.caller, a.new_volume);
         if (!v.migration_status) throw new InvalidInputError('Invalid volume: Source volume not mid-migration.');
         throw new InvalidInputError(`Invalid volume: Destination ${target.id} has migration_status ${target.migration_status}, expected target:${v.id}.`);
       },
       'os-force_detach': async (req, arg) => {
-        await deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validate<{ attachment_id?: string | null } | null>(detachBody, arg ?? null)?.attachment_id ?? null });
+        await deps.attachmentManager.detachVolume(req.caller, req.params.id, { attachmentId: validAction<{ attachment_id?: string | null } | null>(req, arg)?.attachment_id ?? null });
       },
     };
 
-    app.post<{ Params: { id: string } }>('/volumes/:id/action', async (req, reply) => {
-      const [name, arg] = actionOf(req.body);
+    app.post<{ Params: { id: string } }>('/volumes/:id/action', actionBodies(ACTIONS), async (req, reply) => {
+      const [name, arg] = requestedAction(req);
       if (name === 'os-set_bootable') {
         // Answered with 200 and no body, as Cinder does.
-        const a = validate<{ bootable: boolean | string }>(BOOTABLE_BODY, arg);
+        const a = validAction<{ bootable: boolean | string }>(req, arg);
         const v = await volumeManager.get(req.caller, req.params.id);
         await volumes.setFlags(db.kysely, v.id, { bootable: asBool(a.bootable) ? 1 : 0 });
         return reply.code(200).send();

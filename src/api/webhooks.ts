@@ -16,7 +16,7 @@ import { NotFoundError } from '../errors/index.ts';
 import { webhookSink, webhookView } from '../events/index.ts';
 import type { ApiDeps } from './context.ts';
 import { EXPERIMENTAL } from './experimental.ts';
-import { validate } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 
 /** How many attempts the history shows. */
 const HISTORY_LIMIT = 200;
@@ -46,8 +46,8 @@ export function webhookRoutes(deps: ApiDeps) {
     return h;
   };
   return async (app: FastifyInstance): Promise<void> => {
-    app.post('/webhooks', EXPERIMENTAL, async (req, reply) => {
-      const w = validate<{ webhook: { url: string; secret: string; events?: string[]; project_id?: string } }>(CREATE, req.body).webhook;
+    app.post('/webhooks', { config: { ...EXPERIMENTAL.config, ...body(CREATE).config } }, async (req, reply) => {
+      const w = validBody<{ webhook: { url: string; secret: string; events?: string[]; project_id?: string } }>(req).webhook;
       // It receives what comes after it: its place starts at the end of the stream.
       const last = await db.kysely.selectFrom('event_stream').select((eb) => eb.fn.max('seq').as('m')).executeTakeFirst();
       const row = {

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ServiceRow } from '../db/index.ts';
 import { NotFoundError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
-import { validate } from './validation.ts';
+import { body, validBody } from './body-declaration.ts';
 
 const CLEANUP = {
   type: ['object', 'null'], additionalProperties: false,
@@ -33,9 +33,9 @@ const view = (s: ServiceRow) => ({ id: s.id, host: s.host, binary: s.binary, clu
 /** Registers the route. */
 export function workerRoutes(deps: ApiDeps) {
   return async (app: FastifyInstance): Promise<void> => {
-    app.post('/workers/cleanup', async (req, reply) => {
+    app.post('/workers/cleanup', body(CLEANUP), async (req, reply) => {
       if (!req.apiVersion.atLeast('3.24')) throw new NotFoundError('The resource could not be found.');
-      const b = validate<CleanupBody | null>(CLEANUP, req.body ?? null) ?? {};
+      const b = validBody<CleanupBody | null>(req, req.body ?? null) ?? {};
       // A service that is up is doing its own work: only dead ones are cleaned,
       // so `is_up: true` selects nothing.
       const r = b.is_up ? { cleaning: [], unavailable: [] } : await deps.cleanup({
