@@ -1,6 +1,7 @@
 /*
  * The NBD data plane: serves the transmission phase of one negotiated,
- * non-TLS connection to a file-backed export from native threads, so that
+ * non-TLS connection to a file-backed export (or one served by an
+ * asynchronous backend: see "Backends" below) from native threads, so that
  * no request crosses the JavaScript event loop.
  *
  * TypeScript keeps everything else: the handshake and option haggling, TLS,
@@ -34,7 +35,7 @@
  * (at least one) poll at once, process-wide, so polling never starves the
  * clients or the other workers.
  *
- *   nbdServe(options, onClose) -> connection   starts the workers
+ *   nbdServe(options, onClose) -> connection   starts the workers (options.file, or options.backend)
  *   nbdFence(connection)        -> Promise: shuts the socket down (in-flight replies fail, queued writes
  *                                  are dropped); resolves once no write is in flight
  *   nbdPause(connection)        -> Promise: new writes wait; resolves once none is in flight
@@ -55,6 +56,19 @@
  * the pipe go to the socket under the write lock. Two copies of the payload
  * per reply are saved (file to buffer, buffer to socket); a socket that fails
  * midway ends the connection, as a failed send always does. 0 turns it off.
+ *
+ * Backends (nbd_backend.h): instead of a file, nbdServe may be given an
+ * asynchronous backend that another addon implements (the RBD addon's open
+ * images, on librbd's rbd_aio_* calls). A worker then submits each request
+ * and goes on reading the socket; the backend's completion, on its own
+ * thread, only queues the request for the connection's replier thread, which
+ * sends the reply (and for FUA submits the flush first). The replier, not the
+ * backend's thread, sends because a send may block on a client that reads
+ * slowly, and a blocked completion thread would stall every image of the
+ * cluster connection (QEMU's rbd driver hands its completions back to its
+ * own thread too). Writes hold their write-gate place until they complete,
+ * so fencing and quiescing wait for the backend as they wait for pwrite; QoS,
+ * the bounds, changed-block bits and stats are the same as for a file.
  *
  * The socket and the file are dup()ed: the caller may close its own
  * descriptors at once. onClose(reason) is called once on the JavaScript
@@ -77,6 +91,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nbd_backend.h"
 #include "nbd_dataplane.h"
 
 #ifndef RWF_NOWAIT
@@ -119,9 +134,12 @@ enum { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZERO, OP_OTHER, OPS };
 /* QoS lanes, in src/export/qos.ts QOS_LANES order. */
 enum { QOS_TOTAL_IOPS, QOS_READ_IOPS, QOS_WRITE_IOPS, QOS_TOTAL_BYTES, QOS_READ_BYTES, QOS_WRITE_BYTES, QOS_LANES };
 
+struct backend_req;
+
 typedef struct conn {
   int sock;
-  int file;
+  int file;            /* -1 when a backend is served */
+  nbd_backend_t *be;   /* the asynchronous backend served instead of a file (see "Backends"), else NULL */
   uint64_t size;
   int read_only;
   int structured;
@@ -167,6 +185,12 @@ typedef struct conn {
   /* Per operation: requests answered, payload bytes, nanoseconds from read to reply (relaxed atomics: read at a scrape). */
   _Atomic uint64_t stats[OPS][3];
 
+  /* Backends only: requests submitted and not yet answered, and those the backend completed, for the replier. */
+  int inflight;
+  int readers; /* workers alive (the replier not counted) */
+  struct backend_req *done_head, *done_tail;
+  pthread_cond_t done_cond; /* the replier waits here, with lock */
+
   atomic_int refs;  /* the workers (as one) + the JavaScript object + pending pauses */
   napi_threadsafe_function on_close;
 } conn_t;
@@ -200,6 +224,7 @@ static void unref(conn_t *c) {
   pthread_mutex_destroy(&c->write_lock);
   pthread_mutex_destroy(&c->lock);
   pthread_cond_destroy(&c->cond);
+  pthread_cond_destroy(&c->done_cond);
   free(c->rbuf);
   free(c);
 }
@@ -478,6 +503,13 @@ static void error_reply(conn_t *c, const request_t *r, uint32_t error) {
 
 static void ok_reply(conn_t *c, const request_t *r) { simple_reply(c, r, 0, NULL, 0); }
 
+/* A READ's data: a simple reply, or one OFFSET_DATA chunk. */
+static void data_reply(conn_t *c, const request_t *r, const uint8_t *data) {
+  if (!c->structured) return simple_reply(c, r, 0, data, r->length);
+  uint64_t off = htobe64(r->offset);
+  chunk(c, r, REPLY_TYPE_OFFSET_DATA, &off, 8, data, r->length);
+}
+
 /* Lets the read lock go if this worker still holds it: before anything that may block. */
 static void let_go(conn_t *c, int *holding) {
   if (!*holding) return;
@@ -654,9 +686,7 @@ static void do_read(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
     }
     done += (size_t)n;
   }
-  if (!c->structured) return simple_reply(c, r, 0, b->data, r->length);
-  uint64_t off = htobe64(r->offset);
-  chunk(c, r, REPLY_TYPE_OFFSET_DATA, &off, 8, b->data, r->length);
+  data_reply(c, r, b->data);
 }
 
 static int zero_range(conn_t *c, const request_t *r) {
@@ -771,9 +801,11 @@ static void finish(conn_t *c) {
   end_reason why = c->why == END_NONE ? END_DISCONNECT : c->why;
   c->sock_closed = 1;
   pthread_mutex_unlock(&c->lock);
-  if (disc) (void)fdatasync(c->file); /* a clean disconnect leaves the data durable */
+  /* A clean disconnect leaves the data durable. */
+  if (disc) (void)(c->be ? c->be->flush_sync(c->be->ctx) : fdatasync(c->file));
   close(c->sock);
-  close(c->file);
+  if (c->be) c->be->release(c->be->ctx);
+  else close(c->file);
   napi_call_threadsafe_function(c->on_close, (void *)(intptr_t)why, napi_tsfn_blocking);
   napi_release_threadsafe_function(c->on_close, napi_tsfn_release);
   unref(c);
@@ -842,6 +874,221 @@ static void count_request(conn_t *c, const request_t *r, uint64_t ns) {
   atomic_fetch_add_explicit(&c->stats[op][2], ns, memory_order_relaxed);
 }
 
+/* ---- backends (nbd_backend.h): requests submitted, answered by the replier ---- */
+
+/* A request submitted to the backend: lives from its submission to its reply. */
+typedef struct backend_req {
+  nbd_backend_io_t io; /* first: the backend's done gives it back */
+  struct backend_req *next;
+  conn_t *c;
+  request_t r;
+  uint8_t *data;  /* a READ's data, a WRITE's payload */
+  int64_t result; /* the backend's: >= 0, or a negative errno */
+  int flushing;   /* the FUA flush after the write is in flight */
+  int gated;      /* holds a place in the write gate */
+  int64_t t0;     /* when it was started, for nbdStats */
+} backend_req_t;
+
+/* The backend's completion, on its thread: queue the request for the replier, nothing that may block. */
+static void backend_done(nbd_backend_io_t *io, int64_t result) {
+  backend_req_t *q = (backend_req_t *)io;
+  conn_t *c = q->c;
+  q->result = result;
+  q->next = NULL;
+  pthread_mutex_lock(&c->lock);
+  if (c->done_tail) c->done_tail->next = q;
+  else c->done_head = q;
+  c->done_tail = q;
+  pthread_cond_signal(&c->done_cond);
+  pthread_mutex_unlock(&c->lock);
+}
+
+static int needs_fua_flush(const request_t *r) {
+  return (r->flags & FLAG_FUA) && (r->type == CMD_WRITE || r->type == CMD_TRIM || r->type == CMD_WRITE_ZEROES);
+}
+
+/* Answers a completed request (on the replier), or submits its FUA flush first. */
+static void backend_answer(backend_req_t *q) {
+  conn_t *c = q->c;
+  request_t *r = &q->r;
+  if (q->result >= 0 && !q->flushing && needs_fua_flush(r)) {
+    q->flushing = 1;
+    int rc = c->be->aio_flush(c->be->ctx, &q->io);
+    if (rc == 0) return; /* back through the queue */
+    q->result = rc;
+  }
+  if (q->gated) gate_leave(c);
+  if (q->result < 0) {
+    error_reply(c, r, nbd_error((int)-q->result));
+  } else if (r->type == CMD_READ) {
+    /* Never past the end (checked), but never stale bytes either. */
+    if ((uint64_t)q->result < r->length) memset(q->data + q->result, 0, r->length - (size_t)q->result);
+    data_reply(c, r, q->data);
+  } else {
+    ok_reply(c, r);
+  }
+  count_request(c, r, (uint64_t)(monotonic_ns() - q->t0));
+  release(c, r);
+  retire(c);
+  free(q->data);
+  free(q);
+  pthread_mutex_lock(&c->lock);
+  c->inflight--;
+  pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * The replier: answers what the backend completed, in completion order. It
+ * ends once no worker reads any more and every submitted request is answered;
+ * the last thread to go closes the connection.
+ */
+static void *replier(void *arg) {
+  conn_t *c = arg;
+  pthread_mutex_lock(&c->lock);
+  for (;;) {
+    while (!c->done_head && (c->readers > 0 || c->inflight > 0)) pthread_cond_wait(&c->done_cond, &c->lock);
+    backend_req_t *q = c->done_head;
+    if (!q) break;
+    c->done_head = c->done_tail = NULL;
+    pthread_mutex_unlock(&c->lock);
+    while (q) {
+      backend_req_t *next = q->next;
+      backend_answer(q);
+      q = next;
+    }
+    pthread_mutex_lock(&c->lock);
+  }
+  int last = --c->running == 0;
+  pthread_mutex_unlock(&c->lock);
+  if (last) finish(c);
+  return NULL;
+}
+
+/* Block status from the backend: the runs it reports, clipped to the request, gaps as holes, equal neighbours merged. */
+typedef struct extents {
+  uint32_t *desc; /* pairs (length, state), host order */
+  int count, max, full;
+  uint64_t pos, end;
+} extents_t;
+
+static void extents_add(extents_t *s, uint64_t upto, uint32_t state) {
+  if (upto <= s->pos || s->full) return;
+  uint64_t len = upto - s->pos;
+  if (s->count > 0 && s->desc[2 * s->count - 1] == state) {
+    s->desc[2 * s->count - 2] += (uint32_t)len; /* within one request: fits */
+  } else if (s->count < s->max) {
+    s->desc[2 * s->count] = (uint32_t)len;
+    s->desc[2 * s->count + 1] = state;
+    s->count++;
+  } else {
+    s->full = 1;
+    return;
+  }
+  s->pos = upto;
+}
+
+static int extents_run(void *arg, uint64_t offset, uint64_t length, int allocated) {
+  extents_t *s = arg;
+  uint64_t from = offset > s->pos ? offset : s->pos;
+  uint64_t to = offset + length < s->end ? offset + length : s->end;
+  if (to <= from) return 0;
+  extents_add(s, from, STATE_HOLE | STATE_ZERO);
+  extents_add(s, to, allocated ? 0 : STATE_HOLE | STATE_ZERO);
+  return 0;
+}
+
+static void backend_block_status(conn_t *c, const request_t *r) {
+  uint32_t desc[1 + 2 * MAX_EXTENTS];
+  extents_t s = { desc + 1, 0, (r->flags & FLAG_REQ_ONE) ? 1 : MAX_EXTENTS, 0, r->offset, r->offset + r->length };
+  int rc = c->be->block_status(c->be->ctx, r->offset, r->length, extents_run, &s);
+  if (rc < 0) return error_reply(c, r, nbd_error(-rc));
+  extents_add(&s, s.end, STATE_HOLE | STATE_ZERO);
+  for (int i = 0; i < 2 * s.count; i++) desc[1 + i] = htobe32(desc[1 + i]);
+  desc[0] = htobe32(c->meta_id);
+  chunk(c, r, REPLY_TYPE_BLOCK_STATUS, desc, 4 + 8 * (size_t)s.count, NULL, 0);
+}
+
+/*
+ * Serves r from the backend: answers at once what needs no backend I/O (range
+ * errors, CACHE, empty requests, BLOCK_STATUS), else submits it and returns 1:
+ * the replier then answers it and gives back its bounds (the worker must not).
+ * A WRITE's payload moves from the worker's buffer to the request.
+ */
+static int serve_backend(conn_t *c, request_t *r, buffer_t *b, int *holding, int64_t t0) {
+  int outside = r->offset > c->size || r->length > c->size - r->offset;
+  int is_write = r->type == CMD_WRITE || r->type == CMD_TRIM || r->type == CMD_WRITE_ZEROES;
+  if (is_write && c->read_only) return error_reply(c, r, NBD_EPERM), 0;
+  switch (r->type) {
+    case CMD_READ:
+      if (outside || r->length > MAX_PAYLOAD) return error_reply(c, r, NBD_EINVAL), 0;
+      if (r->length == 0) return data_reply(c, r, NULL), 0;
+      break;
+    case CMD_WRITE:
+    case CMD_WRITE_ZEROES:
+      if (outside) return error_reply(c, r, NBD_ENOSPC), 0;
+      /* Zeros that stay allocated are written in full: slower than the client writing them itself. */
+      if (r->type == CMD_WRITE_ZEROES && (r->flags & FLAG_NO_HOLE) && (r->flags & FLAG_FAST_ZERO)) return error_reply(c, r, NBD_ENOTSUP), 0;
+      break;
+    case CMD_TRIM:
+      if (outside) return error_reply(c, r, NBD_EINVAL), 0;
+      break;
+    case CMD_FLUSH:
+      break;
+    case CMD_CACHE:
+      if (outside) return error_reply(c, r, NBD_EINVAL), 0;
+      return ok_reply(c, r), 0;
+    case CMD_BLOCK_STATUS:
+      if (outside || r->length == 0) return error_reply(c, r, NBD_EINVAL), 0;
+      if (!c->structured || c->meta_id == 0) return error_reply(c, r, NBD_EINVAL), 0;
+      return backend_block_status(c, r), 0;
+    default:
+      return error_reply(c, r, NBD_EINVAL), 0;
+  }
+  if (is_write) {
+    if (gate_enter(c, holding) != 0) return 0; /* fenced: dropped unanswered */
+    if (r->length == 0 && !(r->flags & FLAG_FUA)) { /* nothing to do */
+      gate_leave(c);
+      return ok_reply(c, r), 0;
+    }
+    mark_changed(c, r);
+  }
+  backend_req_t *q = calloc(1, sizeof *q);
+  if (q && r->type == CMD_WRITE) {
+    q->data = b->data; /* the payload read_request put there */
+    b->data = NULL;
+    b->capacity = 0;
+  } else if (q && r->type == CMD_READ && !(q->data = malloc(r->length))) {
+    free(q);
+    q = NULL;
+  }
+  if (!q) {
+    if (is_write) gate_leave(c);
+    return error_reply(c, r, NBD_ENOMEM), 0;
+  }
+  q->io.done = backend_done;
+  q->c = c;
+  q->r = *r;
+  q->gated = is_write;
+  q->t0 = t0;
+  pthread_mutex_lock(&c->lock);
+  c->inflight++;
+  pthread_mutex_unlock(&c->lock);
+  nbd_backend_t *be = c->be;
+  int rc;
+  if (is_write && r->length == 0) { /* nothing to write: only FUA's flush */
+    q->flushing = 1;
+    rc = be->aio_flush(be->ctx, &q->io);
+  } else switch (r->type) {
+    case CMD_READ: rc = be->aio_read(be->ctx, r->offset, r->length, q->data, &q->io); break;
+    case CMD_WRITE: rc = be->aio_write(be->ctx, r->offset, r->length, q->data, &q->io); break;
+    case CMD_TRIM: rc = be->aio_discard(be->ctx, r->offset, r->length, &q->io); break;
+    case CMD_WRITE_ZEROES: rc = be->aio_write_zeroes(be->ctx, r->offset, r->length, !(r->flags & FLAG_NO_HOLE), &q->io); break;
+    default: rc = be->aio_flush(be->ctx, &q->io); break;
+  }
+  if (rc < 0) backend_done(&q->io, rc); /* not submitted: answered as an error all the same */
+  return 1;
+}
+
 static void *worker(void *arg) {
   conn_t *c = arg;
   buffer_t b = { NULL, 0, -1, -1, 0 };
@@ -872,8 +1119,12 @@ static void *worker(void *arg) {
       let_go(c, &holding);
       break;
     }
-    /* More requests buffered: let another worker read them while this one serves. */
-    if (c->rend > c->rstart || !may_serve_holding(&r)) let_go(c, &holding);
+    /*
+     * More requests buffered: let another worker read them while this one serves.
+     * A backend's requests are only submitted, which is quick: the worker keeps
+     * reading, except for block status (a synchronous round trip).
+     */
+    if (c->be ? r.type == CMD_BLOCK_STATUS : c->rend > c->rstart || !may_serve_holding(&r)) let_go(c, &holding);
     if (r.type == CMD_READ && r.length <= MAX_PAYLOAD) reserve(c, &r, r.length);
     if (c->qos_tat && qos_counts(&r)) {
       int64_t at = qos_admit(c, &r);
@@ -884,7 +1135,11 @@ static void *worker(void *arg) {
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    serve(c, &r, &b, &holding);
+    if (c->be) {
+      if (serve_backend(c, &r, &b, &holding, (int64_t)t0.tv_sec * 1000000000LL + t0.tv_nsec)) continue; /* the replier answers it */
+    } else {
+      serve(c, &r, &b, &holding);
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     count_request(c, &r, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
     release(c, &r);
@@ -899,6 +1154,7 @@ static void *worker(void *arg) {
   drop_pipe(&b);
   pthread_mutex_lock(&c->lock);
   int last = --c->running == 0;
+  if (c->be && --c->readers == 0) pthread_cond_signal(&c->done_cond); /* the replier may end */
   pthread_mutex_unlock(&c->lock);
   if (last) finish(c);
   return NULL;
@@ -969,14 +1225,36 @@ static conn_t *conn_of(napi_env env, napi_value v) {
   return p;
 }
 
-/* nbdServe({ socket, file, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, spliceMinBytes, maxBufferBytes, maxRequests, paused, buffered, changedBits, changedBlockShift, qosTat, qosParams, qosSizeIops }, onClose) */
+/* The backend an options object names (an external tagged NBD_BACKEND_TAG); NULL when absent. Sets *bad when it is there but something else. */
+static nbd_backend_t *backend_option(napi_env env, napi_value options, int *bad) {
+  napi_value v;
+  napi_valuetype t = napi_undefined;
+  if (napi_get_named_property(env, options, "backend", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return NULL;
+  if (t == napi_undefined || t == napi_null) return NULL;
+  bool tagged = false;
+  void *p = NULL;
+  if (t == napi_external) napi_check_object_type_tag(env, v, &NBD_BACKEND_TAG, &tagged);
+  if (!tagged || napi_get_value_external(env, v, &p) != napi_ok || !p || ((nbd_backend_t *)p)->version != NBD_BACKEND_VERSION) {
+    *bad = 1;
+    return NULL;
+  }
+  return p;
+}
+
+/* nbdServe({ socket, file | backend, sizeBytes, readOnly, structured, metaContextId, threads, pollMicros, spliceMinBytes, maxBufferBytes, maxRequests, paused, buffered, changedBits, changedBlockShift, qosTat, qosParams, qosSizeIops }, onClose) */
 static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  double sock, file, size, meta = 0, threads = 8, poll_us = 0;
-  if (argc < 2 || !get_number(env, argv[0], "socket", &sock) || !get_number(env, argv[0], "file", &file) || !get_number(env, argv[0], "sizeBytes", &size)) {
-    napi_throw_type_error(env, NULL, "nbdServe needs { socket, file, sizeBytes } and onClose");
+  double sock, file = -1, size, meta = 0, threads = 8, poll_us = 0;
+  int bad_backend = 0;
+  nbd_backend_t *be = argc >= 1 ? backend_option(env, argv[0], &bad_backend) : NULL;
+  if (bad_backend) {
+    napi_throw_type_error(env, NULL, "backend must be an NBD data-plane backend (nbd_backend.h) of this version");
+    return NULL;
+  }
+  if (argc < 2 || !get_number(env, argv[0], "socket", &sock) || (!be && !get_number(env, argv[0], "file", &file)) || !get_number(env, argv[0], "sizeBytes", &size)) {
+    napi_throw_type_error(env, NULL, "nbdServe needs { socket, file or backend, sizeBytes } and onClose");
     return NULL;
   }
   get_number(env, argv[0], "metaContextId", &meta);
@@ -1041,8 +1319,8 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
     return NULL;
   }
   c->sock = fcntl((int)sock, F_DUPFD_CLOEXEC, 0);
-  c->file = fcntl((int)file, F_DUPFD_CLOEXEC, 0);
-  if (c->sock < 0 || c->file < 0) {
+  c->file = be ? -1 : fcntl((int)file, F_DUPFD_CLOEXEC, 0);
+  if (c->sock < 0 || (!be && c->file < 0)) {
     int e = errno;
     if (c->sock >= 0) close(c->sock);
     if (c->file >= 0) close(c->file);
@@ -1086,14 +1364,20 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&c->write_lock, NULL);
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->cond, NULL);
+  pthread_cond_init(&c->done_cond, NULL);
   atomic_init(&c->refs, 2);
+  if (be) { /* valid from here until finish releases it */
+    be->acquire(be->ctx);
+    c->be = be;
+  }
 
   napi_value name;
   napi_create_string_utf8(env, "nbd-data-plane", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, changed_ref, release_changed, NULL, call_on_close, &c->on_close) != napi_ok) {
     if (changed_ref) napi_delete_reference(env, changed_ref);
     close(c->sock);
-    close(c->file);
+    if (be) be->release(be->ctx);
+    else close(c->file);
     c->refs = 1;
     unref(c);
     napi_throw_type_error(env, NULL, "onClose must be a function");
@@ -1105,11 +1389,18 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, WORKER_STACK);
   pthread_mutex_lock(&c->lock); /* no worker may finish before all are counted */
-  for (int i = 0; i < (int)threads; i++) {
-    pthread_t t;
-    if (pthread_create(&t, &attr, worker, c) == 0) c->running++;
+  pthread_t t;
+  /* A backend's replies come from the replier: without it, no worker may start. */
+  int can_start = !be || pthread_create(&t, &attr, replier, c) == 0;
+  if (be && can_start) c->running++;
+  for (int i = 0; can_start && i < (int)threads; i++) {
+    if (pthread_create(&t, &attr, worker, c) == 0) {
+      c->running++;
+      if (be) c->readers++;
+    }
   }
   int started = c->running;
+  if (be && started > 0 && c->readers == 0) c->why = END_PROTOCOL; /* the replier alone ends at once */
   pthread_mutex_unlock(&c->lock);
   pthread_attr_destroy(&attr);
   if (started == 0) {

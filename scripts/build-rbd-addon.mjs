@@ -18,7 +18,7 @@ if (missing.length > 0) {
   process.exit(0);
 }
 const built = path.join(dir, 'build/Release/basalt_rbd.node');
-const sources = ['basalt_rbd.c', 'binding.gyp'].map((f) => path.join(dir, f));
+const sources = ['basalt_rbd.c', 'binding.gyp', '../nbd_backend.h'].map((f) => path.join(dir, f));
 if (fs.existsSync(built) && sources.every((s) => fs.statSync(s).mtimeMs <= fs.statSync(built).mtimeMs)) process.exit(0);
 // npm names its own node-gyp to the install script; elsewhere take the one npm bundles, then PATH's.
 const bundled = path.join(path.dirname(process.execPath), '../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js');

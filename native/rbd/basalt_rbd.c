@@ -31,9 +31,14 @@
  * returned and whose `code` is its name (ENOENT, EEXIST, EBUSY …); the
  * message names the call only, never a path or a key.
  *
+ * The NBD data plane (native/nbd_dataplane.c, in the main addon) serves an
+ * open image from its own threads through the table dataPlaneBackend gives
+ * (native/nbd_backend.h): rbd_aio_* submitted from the data plane's workers,
+ * completions handed straight to its replier, never to the event loop.
+ *
  * Lifetimes: an image keeps its cluster's object alive; shutting a cluster
- * down with images still open, or closing an image with I/O in flight, is
- * refused (EBUSY): the TypeScript side orders them. An object collected while
+ * down with images still open, or closing an image with I/O in flight or a
+ * data-plane connection on it, is refused (EBUSY): the TypeScript side orders them. An object collected while
  * still open leaks its librados handle on purpose: closing it would block the
  * event loop in a finalizer.
  */
@@ -49,6 +54,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../nbd_backend.h"
 
 typedef struct cluster {
   rados_t rados;
@@ -67,6 +74,8 @@ typedef struct image {
   int jobs;    /* management calls running on job threads; only touched on the event loop */
   int closing; /* close was called: no new call starts */
   int closed;
+  nbd_backend_t plane; /* what the NBD data plane serves the image through */
+  atomic_int planes;   /* data-plane connections holding the image */
 } image_t;
 
 /* ---- small helpers ---- */
@@ -772,7 +781,7 @@ static napi_value image_job(napi_env env, napi_callback_info info, op_t op, cons
   if (!img) return NULL;
   if (img->closed || img->closing) return rejected(env, what, -EBADF);
   if (op == OP_CLOSE) {
-    if (img->pending > 0 || img->jobs > 0) return rejected(env, what, -EBUSY);
+    if (img->pending > 0 || img->jobs > 0 || atomic_load(&img->planes) > 0) return rejected(env, what, -EBUSY);
     img->closing = 1;
   }
   job_t *j = new_job(env, op, what);
@@ -896,6 +905,100 @@ static napi_value js_aio_flush(napi_env env, napi_callback_info info) { return a
 static napi_value js_aio_discard(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_DISCARD, 3, "rbd_aio_discard"); }
 static napi_value js_aio_write_zeroes(napi_env env, napi_callback_info info) { return aio_submit(env, info, AIO_WRITE_ZEROES, 3, "rbd_aio_write_zeroes"); }
 
+/* ---- the NBD data plane's backend (native/nbd_backend.h) ---- */
+
+static void plane_acquire(void *ctx) { atomic_fetch_add(&((image_t *)ctx)->planes, 1); }
+static void plane_release(void *ctx) { atomic_fetch_sub(&((image_t *)ctx)->planes, 1); }
+
+/* librbd's callback: hand the result to the data plane (which only queues it). */
+static void plane_done(rbd_completion_t c, void *arg) {
+  nbd_backend_io_t *io = arg;
+  int64_t rc = rbd_aio_get_return_value(c);
+  rbd_aio_release(c);
+  io->done(io, rc);
+}
+
+/* A completion for io, or a negative errno. */
+static int plane_completion(nbd_backend_io_t *io, rbd_completion_t *c) { return rbd_aio_create_completion(io, plane_done, c); }
+
+/* Submits with `rc` the result of the rbd_aio_* call: on failure the completion is released (its callback never runs). */
+static int plane_submitted(int rc, rbd_completion_t c) {
+  if (rc < 0) rbd_aio_release(c);
+  return rc < 0 ? rc : 0;
+}
+
+static int plane_read(void *ctx, uint64_t off, size_t len, void *buf, nbd_backend_io_t *io) {
+  rbd_completion_t c;
+  int rc = plane_completion(io, &c);
+  return rc < 0 ? rc : plane_submitted(rbd_aio_read(((image_t *)ctx)->rbd, off, len, buf, c), c);
+}
+
+static int plane_write(void *ctx, uint64_t off, size_t len, const void *buf, nbd_backend_io_t *io) {
+  rbd_completion_t c;
+  int rc = plane_completion(io, &c);
+  return rc < 0 ? rc : plane_submitted(rbd_aio_write(((image_t *)ctx)->rbd, off, len, buf, c), c);
+}
+
+static int plane_flush(void *ctx, nbd_backend_io_t *io) {
+  rbd_completion_t c;
+  int rc = plane_completion(io, &c);
+  return rc < 0 ? rc : plane_submitted(rbd_aio_flush(((image_t *)ctx)->rbd, c), c);
+}
+
+static int plane_discard(void *ctx, uint64_t off, uint64_t len, nbd_backend_io_t *io) {
+  rbd_completion_t c;
+  int rc = plane_completion(io, &c);
+  return rc < 0 ? rc : plane_submitted(rbd_aio_discard(((image_t *)ctx)->rbd, off, len, c), c);
+}
+
+/* Without may_punch, thick-provisioned zeros: the objects stay allocated. */
+static int plane_write_zeroes(void *ctx, uint64_t off, uint64_t len, int may_punch, nbd_backend_io_t *io) {
+  rbd_completion_t c;
+  int rc = plane_completion(io, &c);
+  int flags = may_punch ? 0 : RBD_WRITE_ZEROES_FLAG_THICK_PROVISION;
+  return rc < 0 ? rc : plane_submitted(rbd_aio_write_zeroes(((image_t *)ctx)->rbd, off, len, c, flags, 0), c);
+}
+
+typedef struct plane_extents {
+  int (*extent)(void *arg, uint64_t offset, uint64_t length, int allocated);
+  void *arg;
+} plane_extents_t;
+
+static int plane_extent(uint64_t off, size_t len, int exists, void *arg) {
+  plane_extents_t *p = arg;
+  return p->extent(p->arg, off, len, exists);
+}
+
+/* Allocated objects (the object map, as the driver's blockStatus reads it) are data; the rest reads as zeros. */
+static int plane_block_status(void *ctx, uint64_t off, uint64_t len, int (*extent)(void *, uint64_t, uint64_t, int), void *arg) {
+  plane_extents_t p = { extent, arg };
+  return rbd_diff_iterate2(((image_t *)ctx)->rbd, NULL, off, len, 1, 1, plane_extent, &p);
+}
+
+static int plane_flush_sync(void *ctx) { return rbd_flush(((image_t *)ctx)->rbd); }
+
+/*
+ * dataPlaneBackend(image) → the external nbdServe({ backend }) serves the
+ * image through. The image must stay open while a connection uses it: closing
+ * it is refused (EBUSY) until the data plane has released it.
+ */
+static napi_value js_data_plane_backend(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return NULL;
+  image_t *img = image_of(env, argv[0]);
+  if (!img) return NULL;
+  if (img->closed || img->closing) {
+    napi_throw_error(env, "EBADF", "dataPlaneBackend: the image is closed");
+    return NULL;
+  }
+  img->plane = (nbd_backend_t){
+    .version = NBD_BACKEND_VERSION, .ctx = img, .acquire = plane_acquire, .release = plane_release,
+    .aio_read = plane_read, .aio_write = plane_write, .aio_flush = plane_flush, .aio_discard = plane_discard,
+    .aio_write_zeroes = plane_write_zeroes, .block_status = plane_block_status, .flush_sync = plane_flush_sync,
+  };
+  return tagged_external(env, &img->plane, NULL, &NBD_BACKEND_TAG);
+}
+
 static void state_finalize(napi_env env, void *data, void *hint) { free(data); }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -922,6 +1025,7 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("children", js_children), FN("diffIterate", js_diff),
     FN("aioRead", js_aio_read), FN("aioWrite", js_aio_write), FN("aioFlush", js_aio_flush),
     FN("aioDiscard", js_aio_discard), FN("aioWriteZeroes", js_aio_write_zeroes),
+    FN("dataPlaneBackend", js_data_plane_backend),
   };
 #undef FN
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -10,8 +10,13 @@ import { createRequire } from 'node:module';
 export interface NbdServeOptions {
   /** The connected socket (dup()ed: the caller may close its own). */
   socket: number;
-  /** The open volume file (dup()ed too). */
-  file: number;
+  /** The open volume file (dup()ed too); or, instead, `backend`. */
+  file?: number;
+  /**
+   * An asynchronous backend to serve instead of a file (`native/nbd_backend.h`:
+   * the RBD addon's open images); held until the connection ends.
+   */
+  backend?: DataPlaneBackend;
   sizeBytes: number;
   readOnly: boolean;
   /** Structured replies were negotiated. */
@@ -63,6 +68,14 @@ export interface NbdServeOptions {
 
 /** Why a data-plane connection ended. */
 export type NbdCloseReason = 'disconnect' | 'fenced' | 'protocol';
+
+/**
+ * An opaque asynchronous block backend the data plane can serve from its own
+ * threads (`native/nbd_backend.h`), made by another addon (the RBD addon's
+ * `dataPlaneBackend`). The addon that made it keeps what it points into
+ * valid while a connection holds it.
+ */
+export type DataPlaneBackend = { readonly __nbdBackend: unique symbol };
 
 /** An opaque data-plane connection. */
 export type NbdConnectionRef = { readonly __nbdConnection: unique symbol };

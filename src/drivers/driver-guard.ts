@@ -270,7 +270,7 @@ export class GuardedDriver implements VolumeDriver {
   /**
    * Opens the volume; the returned handle checks every range before the
    * driver sees it, applies the thread model and the timeout to each call,
-   * and offers `fd` only when the driver's I/O may overlap.
+   * and offers `fd` and `dataPlaneBackend` only when the driver's I/O may overlap.
    */
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
     const inner = await this.call('openVolume', [volumeKey(vol.id)], () => this.driver.openVolume(vol));
@@ -333,6 +333,7 @@ export class GuardedDriver implements VolumeDriver {
       sizeBytes: inner.sizeBytes,
       // Native threads would overlap calls the driver said may not overlap.
       ...(inner.fd !== undefined && caps.canRunInParallel && caps.canRunIoInParallel ? { fd: inner.fd } : {}),
+      ...(inner.dataPlaneBackend !== undefined && caps.canRunInParallel && caps.canRunIoInParallel ? { dataPlaneBackend: inner.dataPlaneBackend } : {}),
       read: async (offset, length) => { check(offset, length); return guard('read', () => inner.read(offset, length)); },
       write: async (offset, data) => { check(offset, data.length); return guard('write', () => inner.write(offset, data)); },
       flush: async () => { check(0, 0); return guard('flush', () => inner.flush()); },

@@ -82,11 +82,13 @@
  * `manageExistingSnapshot`, `unmanageSnapshot` and the `listManageable…` pair;
  * 1.4 added `supportsNativeConnection` with `nativeConnection`; 1.5 added
  * `supportsChangedExtents` with `changedExtents`; 1.6 added
- * `supportsAllocatedExtents` with `allocatedExtents`.
+ * `supportsAllocatedExtents` with `allocatedExtents`; 1.7 added
+ * `VolumeHandle.dataPlaneBackend`.
  */
+import type { DataPlaneBackend } from '../common/index.ts';
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.6';
+export const DRIVER_CONTRACT_VERSION = '1.7';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -346,6 +348,22 @@ export interface VolumeHandle {
    * - Default if omitted: every request goes through the handle's methods.
    */
   readonly fd?: number;
+  /**
+   * The volume as an asynchronous backend the NBD data plane serves from its
+   * own threads (`native/nbd_backend.h`; the rbd driver's open image, through
+   * librbd's aio calls), for volumes that are not a local file.
+   * - When: the NBD export reads it right after `openVolume` when there is no
+   *   `fd`; plain (non-TLS) connections are then served without the event
+   *   loop, and the handle's methods, the guard's checks and its timeouts
+   *   are bypassed as with `fd`.
+   * - Preconditions: used only when the driver declares `canRunInParallel`
+   *   and `canRunIoInParallel` (the guard hides it otherwise).
+   * - Postconditions: valid until `close`, which the export calls only once
+   *   the connection's threads have released it; a flush through the backend
+   *   is the same as `flush`.
+   * - Default if omitted: every request goes through the handle's methods.
+   */
+  readonly dataPlaneBackend?: DataPlaneBackend;
   /**
    * Releases the handle.
    * - When: the end of a connection or of a copy.

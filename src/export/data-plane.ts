@@ -1,19 +1,25 @@
 /**
  * The native data plane: hands a negotiated connection's socket to native
  * threads (`native/nbd_dataplane.c`) that serve its transmission phase
- * straight on the volume file, so no request crosses the event loop.
+ * straight on the volume file, or through an asynchronous backend another
+ * addon implements (`native/nbd_backend.h`: librbd's aio calls), so no
+ * request crosses the event loop.
  *
- * Used for plain TCP connections to exports whose handle has an `fd` (the
- * file driver). TLS connections and other drivers stay on the event loop.
+ * Used for plain (non-TLS) connections to exports whose handle has an `fd`
+ * (the file driver) or a `dataPlaneBackend` (the rbd driver). TLS connections
+ * and other drivers stay on the event loop.
  * The TypeScript server keeps negotiation, fencing ({@link DataPlaneConnection.destroy})
  * and quiescing ({@link DataPlaneConnection.pause}), and hands the threads the
  * volume's changed-block bits (`changedBits`), which they set for every write.
  */
 import type { Socket } from 'node:net';
-import { addon, type NbdCloseReason, type NbdConnectionRef, type NbdServeOptions } from '../common/index.ts';
+import { addon, type DataPlaneBackend, type NbdCloseReason, type NbdConnectionRef, type NbdServeOptions } from '../common/index.ts';
 
 /** What the data plane needs to know of a negotiated connection (sizes, flags, threads). */
-export type DataPlaneSettings = Omit<NbdServeOptions, 'socket' | 'file' | 'buffered'>;
+export type DataPlaneSettings = Omit<NbdServeOptions, 'socket' | 'file' | 'backend' | 'buffered'>;
+
+/** What the threads serve: a volume file's descriptor, or an addon's asynchronous backend. */
+export type DataPlaneSource = { file: number } | { backend: DataPlaneBackend };
 
 /** libuv's stream handle behind a net.Socket (Node's internal, stable since Node 0.x). */
 interface StreamHandle { fd?: number; reading?: boolean; readStop(): number }
@@ -32,12 +38,12 @@ export class DataPlaneConnection {
 
   /**
    * Stops the event loop reading `socket`, then hands it to native threads
-   * with `buffered` (requests the event loop already read) and the bytes the
+   * serving `source`, with `buffered` (requests the event loop already read) and the bytes the
    * socket holds unread. Destroys the Node socket: the threads own a
    * duplicate of its descriptor. Undefined when the socket has no
    * descriptor (nothing was changed then).
    */
-  static take(socket: Socket, file: number, buffered: () => Buffer, settings: DataPlaneSettings): DataPlaneConnection | undefined {
+  static take(socket: Socket, source: DataPlaneSource, buffered: () => Buffer, settings: DataPlaneSettings): DataPlaneConnection | undefined {
     const handle = (socket as unknown as { _handle?: StreamHandle })._handle;
     if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) return undefined;
     socket.pause();
@@ -53,7 +59,7 @@ export class DataPlaneConnection {
     handle.reading = false;
     handle.readStop();
     const conn = new DataPlaneConnection((onClose) => addon.nbdServe({
-      ...settings, socket: handle.fd!, file, buffered: rest ? Buffer.concat([first, rest]) : first,
+      ...settings, ...source, socket: handle.fd!, buffered: rest ? Buffer.concat([first, rest]) : first,
     }, onClose));
     socket.destroy();
     return conn;

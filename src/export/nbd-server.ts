@@ -9,9 +9,10 @@
  * names exist and who may see them; the server only speaks the protocol.
  *
  * Two data planes serve the transmission phase. A plain TCP connection to an
- * export whose handle is a file (`VolumeHandle.fd`) is handed to native
- * threads once negotiated ({@link DataPlaneConnection}); TLS connections and
- * other drivers are served here, on the event loop. Both answer alike, and
+ * export whose handle is a file (`VolumeHandle.fd`) or an addon's
+ * asynchronous backend (`VolumeHandle.dataPlaneBackend`: RBD images) is
+ * handed to native threads once negotiated ({@link DataPlaneConnection});
+ * TLS connections and other drivers are served here, on the event loop. Both answer alike, and
  * both record the blocks every WRITE, WRITE_ZEROES and TRIM touches in the
  * volume's changed-block bits before the volume is touched
  * (`changed-blocks.ts`: what incremental backups read).
@@ -27,7 +28,7 @@ import {
   IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, nbdErrorOf, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
   REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF, PSK_CIPHERS } from './nbd-protocol.ts';
 import type { ChangedBlockTracker, ChangeWriter } from './changed-blocks.ts';
-import { DataPlaneConnection } from './data-plane.ts';
+import { DataPlaneConnection, type DataPlaneSource } from './data-plane.ts';
 import { NbdStats, opOf } from './nbd-stats.ts';
 import { QosLimiters, type QosLimits } from './qos.ts';
 import { ConnectionClosed, SocketReader } from './socket-reader.ts';
@@ -792,8 +793,9 @@ class Connection implements Fenceable {
   }
 
   private async serveOpened(exp: NbdExport, handle: VolumeHandle, unbind: () => void): Promise<void> {
-    if (handle.fd !== undefined && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
-      if (await this.handOff(exp, handle, handle.fd, unbind)) return;
+    const source = handle.fd !== undefined ? { file: handle.fd } : handle.dataPlaneBackend ? { backend: handle.dataPlaneBackend } : undefined;
+    if (source && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
+      if (await this.handOff(exp, handle, source, unbind)) return;
     }
     // Requests served (the driver's work done) but maybe not yet answered.
     const inflight = new Set<Promise<void>>();
@@ -886,12 +888,12 @@ class Connection implements Fenceable {
    * end; false (nothing changed) when the socket cannot be handed over.
    * @throws ProtocolError when the client sent a malformed request.
    */
-  private async handOff(exp: NbdExport, handle: VolumeHandle, fd: number, unbind: () => void): Promise<boolean> {
+  private async handOff(exp: NbdExport, handle: VolumeHandle, source: DataPlaneSource, unbind: () => void): Promise<boolean> {
     const socket = this.socket;
     // The negotiation's replies must be on the wire before the threads write theirs.
     await new Promise<void>((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
     const limiter = exp.key !== undefined ? this.server.qos.for(exp.key, exp.qos) : undefined;
-    const ended = socket.destroyed || this.fenced ? Promise.resolve('fenced') : this.server.serveNatively(exp, (paused) => DataPlaneConnection.take(socket, fd, () => this.reader.detach(), {
+    const ended = socket.destroyed || this.fenced ? Promise.resolve('fenced') : this.server.serveNatively(exp, (paused) => DataPlaneConnection.take(socket, source, () => this.reader.detach(), {
       sizeBytes: handle.sizeBytes,
       readOnly: exp.readOnly,
       structured: this.structured,

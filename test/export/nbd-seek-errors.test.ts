@@ -32,7 +32,7 @@ test('issue 13: native block status on a file whose lseek fails with ESPIPE repo
   });
   let clientReady!: (c: net.Socket) => void;
   const client = new Promise<net.Socket>((r) => { clientReady = r; });
-  const conn = DataPlaneConnection.take(await accepted, file, () => Buffer.alloc(0), {
+  const conn = DataPlaneConnection.take(await accepted, { file }, () => Buffer.alloc(0), {
     sizeBytes: 1 << 20, readOnly: true, structured: true, metaContextId: 1, threads: 1, pollMicros: 0, paused: false,
   });
   assert.ok(conn);

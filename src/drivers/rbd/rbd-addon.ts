@@ -16,6 +16,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import type { DataPlaneBackend } from '../../common/index.ts';
 import { DriverError } from '../../errors/index.ts';
 
 /** An opaque connected cluster (a `rados_t`). */
@@ -110,6 +111,14 @@ export interface RbdAddon {
   aioFlush(image: RbdImage): Promise<void>;
   aioDiscard(image: RbdImage, offset: number, length: number): Promise<void>;
   aioWriteZeroes(image: RbdImage, offset: number, length: number): Promise<void>;
+  /**
+   * The image as a backend of the NBD data plane (`native/nbd_backend.h`):
+   * its threads submit rbd_aio_* themselves and take the completions, no
+   * event loop between. Closing the image is refused (EBUSY) while a
+   * data-plane connection holds it.
+   * @throws Error (code EBADF) when the image is closed or closing.
+   */
+  dataPlaneBackend(image: RbdImage): DataPlaneBackend;
 }
 
 /** Feature bits of `rbd/features.h`. */

@@ -37,6 +37,7 @@
  * images' headers (`rbd_pool_stats_get`), no image opened.
  */
 import fs from 'node:fs';
+import type { DataPlaneBackend } from '../../common/index.ts';
 import { ConfigError, DriverError } from '../../errors/index.ts';
 import {
   GiB,
@@ -829,13 +830,20 @@ interface SharedImage {
   refs: number;
 }
 
-/** A handle on a volume's shared open image: I/O through librbd's asynchronous calls. */
+/**
+ * A handle on a volume's shared open image: I/O through librbd's asynchronous
+ * calls, from the event loop (its methods) or from the NBD data plane's
+ * threads (`dataPlaneBackend`).
+ */
 class RbdHandle implements VolumeHandle {
   /** Requests in flight: `close` waits for them (the addon refuses to close under them). */
   private readonly inFlight = new Set<Promise<unknown>>();
   private closed = false;
+  readonly dataPlaneBackend: DataPlaneBackend;
 
-  constructor(private readonly rbd: RbdAddon, private readonly img: RbdImage, readonly sizeBytes: number, private readonly release: () => Promise<void>) {}
+  constructor(private readonly rbd: RbdAddon, private readonly img: RbdImage, readonly sizeBytes: number, private readonly release: () => Promise<void>) {
+    this.dataPlaneBackend = rbd.dataPlaneBackend(img);
+  }
 
   private track<T>(p: Promise<T>): Promise<T> {
     this.inFlight.add(p);
