@@ -10,7 +10,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { BACKUP_RESET_STATUSES } from '../backup/index.ts';
 import { cinderTime } from '../common/index.ts';
-import { BACKUP_SORT_KEYS, progressOf, type BackupFilter, type BackupRow } from '../db/index.ts';
+import { BACKUP_SORT_KEYS, progressOf, progressRate, type BackupFilter, type BackupRow } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
 import { baseUrl, type ApiDeps } from './context.ts';
 import { EXPERIMENTAL } from './experimental.ts';
@@ -161,6 +161,7 @@ export function backupRoutes(deps: ApiDeps) {
         progress: p ? {
           status: b.status, operation: p.operation, done_bytes: p.doneBytes, total_bytes: p.totalBytes,
           percent: p.totalBytes ? Math.floor((p.doneBytes * 100) / p.totalBytes) : 100, updated_at: p.updatedAt,
+          started_at: p.startedAt ?? null, bytes_per_second: progressRate(p) ?? null,
         } : null,
       };
     });

@@ -17,9 +17,8 @@
  * after S seconds (0: what is there now, then the end), for scripts that poll.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { Selectable } from 'kysely';
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { Db, EventsTable } from '../db/index.ts';
+import { sentEvent, type Db, type SentEvent } from '../db/index.ts';
 import { InvalidInputError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { EXPERIMENTAL } from './experimental.ts';
@@ -32,18 +31,12 @@ const KEEPALIVE_MS = 15_000;
 /** Most events read at once. */
 const BATCH = 500;
 
-/** One event as the stream sends it: the event row, its place as `id` and the row's id as `event_id`. */
-type StreamedEvent = Omit<Selectable<EventsTable>, 'id' | 'project_id'> & { id: number; event_id: string };
-
 /** Events of `projectId` after place `after`, oldest first. */
-async function eventsAfter(db: Db, projectId: string, after: number): Promise<StreamedEvent[]> {
+async function eventsAfter(db: Db, projectId: string, after: number): Promise<SentEvent[]> {
   const rows = await db.kysely.selectFrom('event_stream as s').innerJoin('events as e', 'e.id', 's.event_id')
-    .select(['s.seq', 'e.id', 'e.resource_type', 'e.resource_id', 'e.event', 'e.from_status', 'e.to_status', 'e.request_id', 'e.created_at'])
+    .select(['s.seq', 'e.id', 'e.resource_type', 'e.resource_id', 'e.event', 'e.from_status', 'e.to_status', 'e.request_id', 'e.created_at', 'e.detail'])
     .where('s.project_id', '=', projectId).where('s.seq', '>', after).orderBy('s.seq').limit(BATCH).execute();
-  return rows.map((r) => ({
-    id: Number(r.seq), event_id: r.id, resource_type: r.resource_type, resource_id: r.resource_id, event: r.event,
-    from_status: r.from_status, to_status: r.to_status, request_id: r.request_id, created_at: r.created_at,
-  }));
+  return rows.map((r) => sentEvent(Number(r.seq), r));
 }
 
 /** The last place of the whole stream (0 when empty). */

@@ -22,7 +22,7 @@
  */
 import { sql } from 'kysely';
 import client from 'prom-client';
-import type { Db, ServiceRepository } from '../db/index.ts';
+import { progressRate, runningProgress, type Db, type ServiceRepository } from '../db/index.ts';
 import { reporting } from '../services/index.ts';
 import { deliveryCounts } from '../events/index.ts';
 
@@ -40,6 +40,19 @@ export interface ObservedProcess {
   /** The process's job queue: the leases it took over. */
   queue?: { readonly takeovers: number };
   now(): number;
+}
+
+/**
+ * One read shared by the gauges of a scrape: prom-client starts collecting
+ * every metric of a scrape in one pass, so gauges built on the same rows ask
+ * `load` once — the read in flight is reused until shortly after it ends.
+ */
+function perScrape<T>(load: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => {
+    pending ??= load().finally(() => setImmediate(() => { pending = undefined; }));
+    return pending;
+  };
 }
 
 /** One readiness check's outcome: `ok` or why not. */
@@ -112,6 +125,8 @@ export class Observability {
         for (const r of await deliveryCounts(p.db)) this.set({ sink: r.sink, outcome: r.outcome }, r.count);
       },
     });
+    this.progressMetrics(registers);
+    this.replicationMetrics(registers);
     if (p.exports) {
       const exports = p.exports;
       new client.Gauge({
@@ -140,6 +155,76 @@ export class Observability {
         (r) => (r.op === 'read' || r.op === 'write' ? r.bytes : undefined));
       nbdCounter('basalt_nbd_request_seconds_total', 'Seconds NBD requests took from being read to their reply being sent, summed, by volume and operation.', (r) => r.seconds);
     }
+  }
+
+  /**
+   * Backups and restores running anywhere in the deployment, from the
+   * progress their jobs record (`progress`, at most every 0.5 s): bytes done
+   * and total, and the mean rate so far, labelled by backup id (an opaque
+   * UUID) and operation. A series is there while its operation runs.
+   */
+  private progressMetrics(registers: client.Registry[]): void {
+    const p = this.p;
+    const running = perScrape(async () => (await runningProgress(p.db.kysely)).filter((r) => r.resourceType === 'backup'));
+    new client.Gauge({
+      name: 'basalt_backup_progress_bytes', help: 'Bytes of each running backup or restore: done so far and total (the volume\'s size), by backup id and operation (backup, restore).',
+      labelNames: ['backup', 'operation', 'kind'], registers,
+      async collect() {
+        this.reset();
+        for (const r of await running()) {
+          this.set({ backup: r.resourceId, operation: r.operation, kind: 'done' }, r.doneBytes);
+          this.set({ backup: r.resourceId, operation: r.operation, kind: 'total' }, r.totalBytes);
+        }
+      },
+    });
+    new client.Gauge({
+      name: 'basalt_backup_bytes_per_second', help: 'Mean rate of each running backup or restore since it began, by backup id and operation.',
+      labelNames: ['backup', 'operation'], registers,
+      async collect() {
+        this.reset();
+        for (const r of await running()) {
+          const rate = progressRate(r);
+          if (rate !== undefined) this.set({ backup: r.resourceId, operation: r.operation }, rate);
+        }
+      },
+    });
+  }
+
+  /**
+   * Each replicated volume's secondary copy (`volume_replicas`): how old its
+   * last consistent point is, the bytes its next shipment must send whatever
+   * changed (ranges the copies diverged in after a failover), the bytes
+   * shipped so far and whether it is in step, labelled by volume id and mode.
+   */
+  private replicationMetrics(registers: client.Registry[]): void {
+    const p = this.p;
+    const replicas = perScrape(() => p.db.kysely.selectFrom('volume_replicas')
+      .select(['volume_id', 'mode', 'state', 'last_point_at', 'pending_ranges', 'bytes_shipped', 'rpo_seconds']).orderBy('volume_id').execute());
+    type Replica = Awaited<ReturnType<typeof replicas>>[number];
+    new client.Gauge({
+      name: 'basalt_replication_lag_seconds', help: 'Seconds since the last consistent point of each replicated volume\'s secondary copy (asynchronous: the last point shipped; synchronous: when its mirror was last in step), by volume id and mode; absent before the first.',
+      labelNames: ['volume', 'mode'], registers,
+      async collect() {
+        this.reset();
+        for (const r of await replicas()) {
+          if (r.last_point_at) this.set({ volume: r.volume_id, mode: r.mode }, Math.max(0, (p.now() - Date.parse(r.last_point_at)) / 1000));
+        }
+      },
+    });
+    const perReplica = (name: string, help: string, value: (r: Replica) => number): void => {
+      new client.Gauge({
+        name, help, labelNames: ['volume', 'mode'], registers,
+        async collect() {
+          this.reset();
+          for (const r of await replicas()) this.set({ volume: r.volume_id, mode: r.mode }, value(r));
+        },
+      });
+    };
+    perReplica('basalt_replication_rpo_seconds', 'The recovery point objective of each replicated volume (asynchronous: the most time between two points).', (r) => r.rpo_seconds);
+    perReplica('basalt_replication_pending_bytes', 'Bytes the next shipment of each replicated volume sends whatever changed: the ranges its copies diverged in after a failover or failback.',
+      (r) => (r.pending_ranges ? (JSON.parse(r.pending_ranges) as [number, number][]).reduce((n, [, length]) => n + length, 0) : 0));
+    perReplica('basalt_replication_shipped_bytes', 'Bytes shipped to each replicated volume\'s secondary copy since the copy was made.', (r) => Number(r.bytes_shipped));
+    perReplica('basalt_replication_in_step', '1 when each replicated volume\'s secondary copy is in step (enabled), 0 while it is made, copied or behind (error).', (r) => (r.state === 'enabled' ? 1 : 0));
   }
 
   /** Counts an answered request; `route` is the route's template (bounded), or `unmatched`. */

@@ -17,7 +17,7 @@ import type { Clock } from '../common/index.ts';
 import { clearProgress, type BackupRow, type BackupRowRepository, type SnapshotRepository, type Tx, type VolumeRepository } from '../db/index.ts';
 import type { BasaltError } from '../errors/index.ts';
 import type { JobKind } from '../jobs/index.ts';
-import { detailArgsFor, detailFor, MESSAGE_ACTIONS, recordUserMessage, userMessageText, type MessageAction, type MessageDetail } from '../messages/index.ts';
+import { detailArgsFor, detailFor, failureDetail, MESSAGE_ACTIONS, recordUserMessage, type MessageAction, type MessageDetail } from '../messages/index.ts';
 
 /** `backup.create`: back a volume (or one of its snapshots) up. */
 export interface BackupCreatePayload {
@@ -122,13 +122,13 @@ export async function failBackup(
   const b = await deps.backups.get(tx, id);
   if (!b) return false;
   const { error, action } = BACKUP_TRANSITIONAL[from];
-  const reason = userMessageText(action.id, detail.id, detailArgs).slice(0, 255);
-  if (!(await deps.backups.transition(tx, { id, from: [from], to: error, requestId, set: { fail_reason: reason, restore_volume_id: null } }))) return false;
+  const why = failureDetail('backup', action, detail, detailArgs);
+  if (!(await deps.backups.transition(tx, { id, from: [from], to: error, requestId, set: { fail_reason: why.reason.slice(0, 255), restore_volume_id: null }, detail: why }))) return false;
   await clearProgress(tx, id);
   await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, { projectId: b.project_id, resourceType: 'backup', resourceId: id, action, detail, detailArgs, requestId });
   if (from === 'creating') await releaseSource(deps, tx, b, requestId);
   if (from === 'restoring' && b.restore_volume_id) {
-    await deps.volumes.transition(tx, { id: b.restore_volume_id, from: ['restoring-backup'], to: 'error_restoring', requestId });
+    await deps.volumes.transition(tx, { id: b.restore_volume_id, from: ['restoring-backup'], to: 'error_restoring', requestId, detail: failureDetail('volume', action, detail, detailArgs) });
   }
   return true;
 }

@@ -21,7 +21,7 @@
 import type { Logger } from 'pino';
 import { isoAt, type Clock } from '../common/index.ts';
 import { withLock, type Coordinator } from '../coordination/index.ts';
-import { clearProgress, recordProgress, type BackupRow, type Db, type ServiceRepository, type VolumeRow } from '../db/index.ts';
+import { bytesPerSecond, clearProgress, recordProgress, type BackupRow, type Db, type ServiceRepository, type VolumeRow } from '../db/index.ts';
 import type { GuardedDriver, SnapshotRef, VolumeHandle } from '../drivers/index.ts';
 import type { ChangedBlocksCut, ChangedBlockTracker } from '../export/index.ts';
 import { BackupCorruptError, DriverError, InvalidInputError } from '../errors/index.ts';
@@ -60,6 +60,8 @@ export interface BackupHandlerDeps extends BackupJobDeps {
   exports?: { quiesce<T>(key: string, fn: () => Promise<T>): Promise<T>; readonly changedBlocks?: ChangedBlockTracker | undefined };
   /** The service's host, recorded on the backups it runs. */
   host: string;
+  /** Least milliseconds between two progress events of one backup or restore (`backup_timer_interval`). Default {@link PROGRESS_EVENT_MS}. */
+  progressEventMs?: number;
   log: Logger;
 }
 
@@ -108,36 +110,68 @@ function driverOf(deps: BackupHandlerDeps, v: VolumeRow): GuardedDriver {
 
 /** How often at most a running backup or restore records its progress in the database. */
 const PROGRESS_RECORD_MS = 500;
+/** A progress event is recorded each time the work passes another this many percent… */
+const PROGRESS_EVENT_PERCENT = 5;
+/** …but no more often than this by default (`backup_timer_interval`): at most 20 events per operation, and one each 2 s (`docs/events.md`). */
+const PROGRESS_EVENT_MS = 2000;
+
+/** What a backup or restore's progress says, as its events and `GET /backups/{id}/progress` carry it. */
+function progressDetail(operation: string, p: BackupProgress, elapsedMs: number) {
+  return {
+    operation, percent: p.totalBytes ? Math.floor((p.doneBytes * 100) / p.totalBytes) : 100,
+    done_bytes: p.doneBytes, total_bytes: p.totalBytes, bytes_per_second: bytesPerSecond(p.doneBytes, elapsedMs), elapsed_ms: elapsedMs,
+  };
+}
 
 /**
  * Reports the progress of a backup or restore: logs it at most every 10%
- * (and at the end), and records it (`progress`, read by `GET
- * /backups/{id}/progress` and the CLI) at most every {@link PROGRESS_RECORD_MS}
- * and at the end. A failed write of the record is only logged: progress never
- * fails the work.
+ * (and at the end); records it (`progress`, read by `GET
+ * /backups/{id}/progress`, the CLI and `/metrics`) at most every
+ * {@link PROGRESS_RECORD_MS} and at the end; and records a `backup.progress`
+ * (`backup.restore_progress`) event each {@link PROGRESS_EVENT_PERCENT}% at most
+ * every `progressEventMs` (the end is the done event's). A failed write
+ * is only logged: progress never fails the work.
  */
-function progressReporter(deps: Pick<BackupHandlerDeps, 'db' | 'clock'>, log: Logger, operation: 'backup' | 'restore', id: string): {
+function progressReporter(deps: Pick<BackupHandlerDeps, 'db' | 'clock' | 'backups' | 'progressEventMs'>, log: Logger, operation: 'backup' | 'restore', b: BackupRow): {
   onProgress: (p: BackupProgress) => void;
   /** Resolves once every record asked for is written: before the job ends and clears it, or a late write would outlive it. */
   settled: () => Promise<void>;
+  /** What the done event says: the bytes, the time taken and the rate. */
+  doneDetail: () => ReturnType<typeof progressDetail>;
 } {
+  const startedAt = deps.clock.now();
+  let last: BackupProgress = { doneBytes: 0, totalBytes: 0 };
   let nextPercent = 0;
   let nextRecord = 0;
+  let nextEventPercent = PROGRESS_EVENT_PERCENT;
+  const eventMs = deps.progressEventMs ?? PROGRESS_EVENT_MS;
+  let nextEventAt = startedAt + eventMs;
   let recording: Promise<void> = Promise.resolve();
+  // In order, one at a time: a late write must not replace a newer one.
+  const write = (what: string, fn: () => Promise<void>): void => {
+    recording = recording.then(fn).catch((err: unknown) => log.warn({ err, backup_id: b.id }, `recording ${what} failed`));
+  };
   const onProgress = (p: BackupProgress): void => {
-    const percent = p.totalBytes ? Math.floor((p.doneBytes * 100) / p.totalBytes) : 100;
-    if (percent >= nextPercent) {
-      nextPercent = percent + 10;
-      log.info({ backup_id: id, percent, done_bytes: p.doneBytes, total_bytes: p.totalBytes }, `${operation} progress`);
-    }
+    last = p;
     const now = deps.clock.now();
+    const detail = progressDetail(operation, p, now - startedAt);
+    if (detail.percent >= nextPercent) {
+      nextPercent = detail.percent + 10;
+      log.info({ backup_id: b.id, percent: detail.percent, done_bytes: p.doneBytes, total_bytes: p.totalBytes, bytes_per_second: detail.bytes_per_second }, `${operation} progress`);
+    }
+    if (detail.percent >= nextEventPercent && detail.percent < 100 && now >= nextEventAt) {
+      nextEventPercent = (Math.floor(detail.percent / PROGRESS_EVENT_PERCENT) + 1) * PROGRESS_EVENT_PERCENT;
+      nextEventAt = now + eventMs;
+      const event = operation === 'backup' ? 'backup.progress' : 'backup.restore_progress';
+      write('a progress event', () => deps.backups.event(deps.db.kysely, b.project_id, b.id, event, null, null, null, detail));
+    }
     if (now < nextRecord && p.doneBytes < p.totalBytes) return;
     nextRecord = now + PROGRESS_RECORD_MS;
-    // In order, one at a time: a late write must not replace a newer one.
-    recording = recording.then(() => recordProgress(deps.db.kysely, 'backup', id, { operation, doneBytes: p.doneBytes, totalBytes: p.totalBytes, updatedAt: isoAt(now) }))
-      .catch((err: unknown) => log.warn({ err, backup_id: id }, 'recording progress failed'));
+    write('progress', () => recordProgress(deps.db.kysely, 'backup', b.id, {
+      operation, doneBytes: p.doneBytes, totalBytes: p.totalBytes, updatedAt: isoAt(now), startedAt: isoAt(startedAt),
+    }));
   };
-  return { onProgress, settled: () => recording };
+  return { onProgress, settled: () => recording, doneDetail: () => progressDetail(operation, last, deps.clock.now() - startedAt) };
 }
 
 /**
@@ -277,6 +311,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       if (!v) throw new InvalidInputError(`Invalid input received: volume ${b.volume_id} of backup ${b.id} no longer exists.`);
       const driver = driverOf(deps, v);
       let stats: BackupStats | undefined;
+      let done: Record<string, unknown> | undefined;
       await locked(`volume-${v.id}`, () => locked(`backup-volume-${v.id}`, async () => {
         const now = await backups.get(db.kysely, b.id);
         if (now?.status !== 'creating') return; // force-deleted or reset meanwhile
@@ -293,7 +328,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
           try {
             changed = parentRow && parent ? await changedRanges(deps, driver, v, parentRow, source, ctx.log) : undefined;
             const read: BackupSource = source.handle;
-            const progress = progressReporter(deps, ctx.log, 'backup', b.id);
+            const progress = progressReporter(deps, ctx.log, 'backup', b);
             try {
               stats = await repository.create({
                 volumeId: v.id, backupId: b.id, source: read, ...(parent ? { parent } : {}), ...(changed ? { changed } : {}), createdAt: b.created_at,
@@ -302,6 +337,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
             } finally {
               await progress.settled();
             }
+            done = progress.doneDetail();
             stored = true;
           } finally {
             await source.done();
@@ -318,7 +354,12 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       }));
       await ctx.complete(async (tx) => {
         // Without stats the backup was force-deleted or reset meanwhile: only its source is given back.
-        if (stats) await backups.transition(tx, { id: b.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id, set: { ...set, object_count: stats.objectsStored, fail_reason: null } });
+        if (stats && await backups.transition(tx, { id: b.id, from: ['creating'], to: 'available', requestId: ctx.job.request_id, set: { ...set, object_count: stats.objectsStored, fail_reason: null } })) {
+          await backups.event(tx, b.project_id, b.id, 'backup.done', null, null, ctx.job.request_id, {
+            ...done, volume_id: b.volume_id, snapshot_id: b.snapshot_id, incremental: b.parent_id !== null,
+            bytes_read: stats.bytesRead, bytes_stored: stats.bytesStored, blobs_reused: stats.blobsReused,
+          });
+        }
         await clearProgress(tx, b.id);
         await releaseSource(deps, tx, b, ctx.job.request_id);
       });
@@ -333,23 +374,27 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       const v = await volumes.get(db.kysely, p.volumeId);
       if (v?.status !== 'restoring-backup') throw new InvalidInputError(`Invalid input received: volume ${p.volumeId} is no longer waiting for the restore of backup ${b.id}.`);
       const driver = driverOf(deps, v);
+      let done: Record<string, unknown> | undefined;
       await locked(`volume-${v.id}`, async () => {
         const manifest = await repository.manifest(b.volume_id, dataIdOf(b));
         if (!manifest) throw new BackupCorruptError(`Backup ${b.id}: its manifest is missing from ${repository.target.location}`);
         // The restore writes past the export's tracker: the next incremental backup reads the volume whole.
         await deps.exports?.changedBlocks?.markAllChanged(v.id, `restore of backup ${b.id}`);
         const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
-        const progress = progressReporter(deps, ctx.log, 'restore', b.id);
+        const progress = progressReporter(deps, ctx.log, 'restore', b);
         try {
           const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: progress.onProgress });
           ctx.log.info({ backup_id: b.id, volume_id: v.id, bytes_written: r.bytesWritten }, 'backup restored');
+          done = { ...progress.doneDetail(), volume_id: v.id, bytes_written: r.bytesWritten };
         } finally {
           await progress.settled();
           await handle.close();
         }
       });
       await ctx.complete(async (tx) => {
-        await backups.transition(tx, { id: b.id, from: ['restoring'], to: 'available', requestId: ctx.job.request_id, set: { restore_volume_id: null, host: deps.host } });
+        if (await backups.transition(tx, { id: b.id, from: ['restoring'], to: 'available', requestId: ctx.job.request_id, set: { restore_volume_id: null, host: deps.host } })) {
+          await backups.event(tx, b.project_id, b.id, 'backup.restore_done', null, null, ctx.job.request_id, done);
+        }
         await clearProgress(tx, b.id);
         if (await volumes.transition(tx, { id: v.id, from: ['restoring-backup'], to: 'available', requestId: ctx.job.request_id })) {
           // The metadata the volume had when it was backed up comes back with its data, as Cinder's restores do.

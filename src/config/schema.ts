@@ -62,6 +62,10 @@ export const DEFAULT_OPTIONS = {
   backup_s3_store_bucket: opt<string>({ type: 'string', default: 'volumebackups', help: 'Bucket that holds the backup repository (Cinder\'s name and default). It must exist.' }),
   backup_s3_store_access_key: opt<string>({ type: 'string', default: '', help: 'S3 access key id (Cinder\'s name).' }),
   backup_s3_store_secret_key: opt<string>({ type: 'string', default: '', secret: true, help: 'S3 secret access key (Cinder\'s name).' }),
+  backup_timer_interval: opt<number>({
+    type: 'float', default: 2, min: 0.05, max: 3600,
+    help: 'Least seconds between two progress events of one running backup or restore (Cinder\'s name; its default is 120 s for notifications, Basalt\'s events are rows: 2 s). An event is recorded each time the work passes another 5%, no more often than this; the end is the done event\'s.',
+  }),
   backup_s3_timeout: opt<number>({ type: 'int', default: 60, min: 1, max: 3600, help: 'Seconds one S3 request may take before the store counts as unreachable and the backup job is retried later (Cinder\'s name and default).' }),
   host: opt<string>({
     type: 'string', default: () => os.hostname(),

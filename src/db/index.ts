@@ -21,3 +21,4 @@ export * from './group-snapshot-repository.ts';
 export * from './backup-row-repository.ts';
 export * from './progress-repository.ts';
 export * from './recent-events.ts';
+export * from './event-log.ts';

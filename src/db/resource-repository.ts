@@ -7,16 +7,15 @@
  * Table names are dynamic here, so queries go through an untyped Kysely view;
  * the public methods are typed by the resource's row.
  */
-import { PostgresAdapter, sql, type Kysely, type SelectQueryBuilder } from 'kysely';
+import type { Kysely, SelectQueryBuilder } from 'kysely';
 import type { Clock } from '../common/index.ts';
-import { isoAt, newId, setOwn } from '../common/index.ts';
+import { isoAt, setOwn } from '../common/index.ts';
+import { recordEvent } from './event-log.ts';
 import { afterMarker, keysetExpression, keysetKeys, type KeysetKey, type KeysetTable } from './keyset.ts';
 import type { Database } from './schema.ts';
 
 type Q = Kysely<Database>;
 
-/** The PostgreSQL advisory lock key that orders the event stream's places (an arbitrary constant: 'BSLT'). */
-const EVENT_STREAM_LOCK = 0x42534c54;
 type AnyQ = Kysely<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type AnySelect = SelectQueryBuilder<any, any, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -33,6 +32,8 @@ export interface Transition<Row extends { status: string }> {
   /** Other columns to set in the same UPDATE. */
   set?: Partial<Row>;
   requestId?: string | null;
+  /** What the status event says beyond the change (an error status's reason: `docs/events.md`). */
+  detail?: Record<string, unknown>;
 }
 
 /** Filters every resource list understands. */
@@ -97,7 +98,7 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
       if (!before || (await update.executeTakeFirst()).numUpdatedRows === 0n) return false;
       [from, projectId] = [before.status, before.project_id];
     }
-    await this.event(q, projectId, t.id, `${this.t.resourceType}.status`, from, t.to, t.requestId ?? null);
+    await this.event(q, projectId, t.id, `${this.t.resourceType}.status`, from, t.to, t.requestId ?? null, t.detail);
     return true;
   }
 
@@ -209,19 +210,8 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
       .execute() as Promise<Row[]>;
   }
 
-  /**
-   * Records a status event, and its place in the event stream. On PostgreSQL
-   * the place is taken under one transaction-scoped lock held to the commit,
-   * so places are committed in their order and a reader resuming after one
-   * never skips a place committed later (SQLite commits one writer at a time).
-   */
-  protected async event(q: Q, projectId: string, id: string, event: string, from: string | null, to: string | null, requestId: string | null): Promise<void> {
-    const eventId = newId();
-    await q.insertInto('events').values({
-      id: eventId, project_id: projectId, resource_type: this.t.resourceType, resource_id: id, event,
-      from_status: from, to_status: to, request_id: requestId, created_at: isoAt(this.clock.now()),
-    }).execute();
-    if (q.getExecutor().adapter instanceof PostgresAdapter) await sql`select pg_advisory_xact_lock(${EVENT_STREAM_LOCK})`.execute(q);
-    await q.insertInto('event_stream').values({ event_id: eventId, project_id: projectId }).execute();
+  /** Records an event of one of this repository's rows (`event-log.ts`). */
+  async event(q: Q, projectId: string, id: string, event: string, from: string | null, to: string | null, requestId: string | null, detail?: Record<string, unknown>): Promise<void> {
+    await recordEvent(q, this.clock.now(), { projectId, resourceType: this.t.resourceType, resourceId: id, event, from, to, requestId, detail: detail ?? null });
   }
 }

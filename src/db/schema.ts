@@ -209,6 +209,8 @@ export interface EventsTable {
   to_status: string | null;
   request_id: string | null;
   created_at: string;
+  /** What the event says beyond the status change, as a JSON object (0020): see `docs/events.md`. Null when nothing. */
+  detail: string | null;
 }
 
 /** `quotas`: per-project hard limits (-1: unlimited). */
@@ -462,6 +464,8 @@ export interface ProgressTable {
   done_bytes: number;
   total_bytes: number;
   updated_at: string;
+  /** When the operation began (0020; null in rows written before). */
+  started_at: string | null;
 }
 
 /** `backups`: copies of volumes' (or snapshots') data kept in a backup repository (0015). */

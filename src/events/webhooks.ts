@@ -26,7 +26,7 @@ import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
-import type { Db, JobRow, Tx, WebhooksTable } from '../db/index.ts';
+import { sentEvent, type Db, type JobRow, type Tx, type WebhooksTable } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
 import type { JobHandler, JobKind, JobQueue } from '../jobs/index.ts';
 
@@ -142,10 +142,7 @@ export class Webhooks {
     const event = await db.selectFrom('events').selectAll().where('id', '=', p.eventId).executeTakeFirst();
     // Unregistered meanwhile, or the event is gone: nothing to deliver.
     if (!hook || !event) return complete(async () => undefined);
-    const body = JSON.stringify({
-      id: p.place, event_id: event.id, project_id: event.project_id, resource_type: event.resource_type, resource_id: event.resource_id,
-      event: event.event, from_status: event.from_status, to_status: event.to_status, request_id: event.request_id, created_at: event.created_at,
-    });
+    const body = JSON.stringify({ ...sentEvent(p.place, event), project_id: event.project_id });
     const started = Date.now();
     const timestamp = String(Math.floor(this.deps.clock.now() / 1000));
     let status: number | undefined;

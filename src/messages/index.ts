@@ -87,6 +87,16 @@ export function detailArgsFor(err: BasaltError): string | null {
   return null;
 }
 
+/**
+ * The detail of an event that reports a failure (`docs/events.md`): the
+ * user message's text as `reason` and its Cinder event id, so a consumer of
+ * the event stream or a webhook learns why without asking `/messages`. From
+ * the catalogue only, as user messages are: never backend text.
+ */
+export function failureDetail(resourceType: string, action: MessageAction, detail: MessageDetail, detailArgs: string | null = null): { reason: string; message_event_id: string } {
+  return { reason: userMessageText(action.id, detail.id, detailArgs), message_event_id: eventId(resourceType, action, detail) };
+}
+
 /** What one message records. */
 export interface NewUserMessage {
   projectId: string;

@@ -224,7 +224,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       const backupTarget = await configuredBackupTarget(d);
       const backupService = new BackupService({
         ...common, ...backupJobDeps, db, quotas, kinds: backupKinds, repository: new BackupRepository(backupTarget),
-        coordinator, lockTimeoutMs, backends: served, ...(exports ? { exports } : {}), host: d.host,
+        coordinator, lockTimeoutMs, backends: served, ...(exports ? { exports } : {}), host: d.host, progressEventMs: d.backup_timer_interval * 1000,
         availabilityZone: d.storage_availability_zone, log: log.child({ role: 'backup' }),
       });
       await backupService.start();

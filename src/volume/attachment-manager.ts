@@ -149,6 +149,14 @@ export class AttachmentManager {
         throw new InvalidStatusError(`Invalid attachment: attachment ${id} must be attaching (updated with a connector) to complete, but it is ${a.attach_status}.`);
       }
       await this.deps.volumes.transition(tx, { id: a.volume_id, from: volumeComplete.from, to: volumeComplete.to[0], set: { attach_status: 'attached' }, requestId: caller.requestId });
+      await this.attachmentEvent(tx, 'volume.attached', (await this.deps.attachments.get(tx, id))!, caller.requestId);
+    });
+  }
+
+  /** Records `volume.attached` or `volume.detached` for attachment `a` (its host and instance in the detail: `docs/events.md`). */
+  private async attachmentEvent(tx: Tx, event: 'volume.attached' | 'volume.detached', a: AttachmentRow, requestId: string | null): Promise<void> {
+    await this.deps.volumes.event(tx, a.project_id, a.volume_id, event, null, null, requestId, {
+      attachment_id: a.id, instance_uuid: a.instance_uuid, attached_host: a.attached_host, attach_mode: a.attach_mode,
     });
   }
 
@@ -163,6 +171,8 @@ export class AttachmentManager {
     const fences = await this.deps.queue.transaction(async (tx, enqueue) => {
       const { a, v } = await this.lock(caller, id, tx);
       await this.deps.attachments.delete(tx, id);
+      // Only what was attached is detached: removing a reservation that never connected says nothing.
+      if (a.attach_status === 'attached') await this.attachmentEvent(tx, 'volume.detached', a, caller.requestId);
       if ((await this.deps.attachments.ofVolume(tx, v.id)).length === 0) {
         await this.deps.volumes.transition(tx, {
           id: v.id, from: volumeDetach.from, to: volumeDetach.to[0], set: { attach_status: 'detached' }, requestId: caller.requestId,
@@ -230,6 +240,7 @@ export class AttachmentManager {
         attach_time: isoAt(clock.now()),
       });
       await volumes.transition(tx, { id: v.id, from: volumeComplete.from, to: volumeComplete.to[0], set: { attach_status: 'attached' }, requestId: caller.requestId });
+      await this.attachmentEvent(tx, 'volume.attached', (await attachments.get(tx, a.id))!, caller.requestId);
     });
   }
 

@@ -21,7 +21,7 @@ import type { AttachmentRepository, Db, ServiceRepository, Tx, VolumeReplicaRow 
 import type { GuardedDriver } from '../drivers/index.ts';
 import { DriverError } from '../errors/index.ts';
 import type { Enqueue, JobHandler, JobKind } from '../jobs/index.ts';
-import { MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
+import { failureDetail, MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
 import { volumeTarget } from '../services/index.ts';
 import { withLock } from '../coordination/index.ts';
 import { fenceExport } from './export-fence.ts';
@@ -219,6 +219,10 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
       const now = await replicaOf(tx, v.id);
       if (!now || now.primary_cluster !== p.cluster) return; // moved by an earlier attempt
       await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: cluster, replication_status: 'failed-over', updated_at: isoAt(deps.clock.now()) }).where('id', '=', v.id).execute();
+      await deps.volumes.event(tx, v.project_id, v.id, 'volume.failover', null, null, requestId, {
+        backend_id: p.backendId, from_cluster: p.cluster, to_cluster: cluster, from_host: r.primary_host, to_host: r.secondary_host, mode: r.mode,
+        replication_status: 'failed-over', last_point_at: r.last_point_at,
+      });
       await tx.updateTable('volume_replicas').set({
         primary_cluster: cluster, primary_host: r.secondary_host, secondary_cluster: p.cluster, secondary_host: r.primary_host,
         state: 'creating', export_name: null, last_point_id: baseline?.id ?? null, last_point_at: isoAt(deps.clock.now()),
@@ -232,10 +236,14 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
   }
   // What the failed backend holds without a copy here cannot be served (Cinder: error, not-capable).
   await db.kysely.transaction().execute(async (tx) => {
-    const left = await tx.selectFrom('volumes').select(['id', 'project_id']).where('cluster_name', '=', p.cluster)
+    const left = await tx.selectFrom('volumes').select(['id', 'project_id', 'status']).where('cluster_name', '=', p.cluster)
       .where((eb) => eb.or([eb('replication_status', 'is', null), eb('replication_status', 'in', ['disabled', 'not-capable'])])).execute();
     for (const v of left) {
       await tx.updateTable('volumes').set({ status: 'error', replication_status: 'not-capable' }).where('id', '=', v.id).execute();
+      if (v.status !== 'error') {
+        await deps.volumes.event(tx, v.project_id, v.id, 'volume.status', v.status, 'error', requestId,
+          failureDetail('volume', MESSAGE_ACTIONS.FAILOVER_VOLUME, MESSAGE_DETAILS.NOT_REPLICATED));
+      }
       await tx.updateTable('snapshots').set({ status: 'error' }).where('volume_id', '=', v.id).execute();
       await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
         projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action: MESSAGE_ACTIONS.FAILOVER_VOLUME, detail: MESSAGE_DETAILS.NOT_REPLICATED, requestId,
@@ -284,7 +292,13 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
         await db.lockRows(tx, 'volumes', [r.volume_id]);
         const now = await replicaOf(tx, r.volume_id);
         if (!now || now.primary_cluster !== cluster) return;
-        await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: p.cluster, replication_status: 'enabled', updated_at: isoAt(deps.clock.now()) }).where('id', '=', r.volume_id).execute();
+        const moved = await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: p.cluster, replication_status: 'enabled', updated_at: isoAt(deps.clock.now()) })
+          .where('id', '=', r.volume_id).returning('project_id').executeTakeFirst();
+        if (moved) {
+          await deps.volumes.event(tx, moved.project_id, r.volume_id, 'volume.failback', null, null, requestId, {
+            backend_id: FAILBACK_ID, from_cluster: cluster, to_cluster: p.cluster, from_host: r.primary_host, to_host: r.secondary_host, mode: r.mode, replication_status: 'enabled',
+          });
+        }
         await tx.updateTable('volume_replicas').set({
           primary_cluster: p.cluster, primary_host: r.secondary_host, secondary_cluster: cluster, secondary_host: r.primary_host,
           state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null, updated_at: isoAt(deps.clock.now()),

@@ -46,11 +46,11 @@ import { DriverError } from '../errors/index.ts';
 import type { NbdClient } from '../export/nbd-client.ts';
 import { openClusterExport } from './export-connect.ts';
 import { LiveMove } from './live-move.ts';
-import { MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
+import { failureDetail, MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
 import { reporting, replicationTargetsOf } from '../services/index.ts';
 import { nextPointId, queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
 import { replicationOf } from './volume-type-flags.ts';
-import type { VolumeReplicaRow, VolumeRow } from '../db/index.ts';
+import type { Tx, VolumeReplicaRow, VolumeRow } from '../db/index.ts';
 
 /** Bytes read and written per request while shipping. */
 const SHIP_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -185,7 +185,7 @@ export class Replicator {
             state: 'enabled', last_point_at: isoAt(deps.clock.now()), last_error: null, pending_ranges: null,
             bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + bytes, updated_at: isoAt(deps.clock.now()),
           }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
-          await tx.updateTable('volumes').set({ replication_status: 'enabled' }).where('id', '=', v.id).where('replication_status', 'in', ['copying', 'error']).execute();
+          await this.markInStep(tx, v, r);
         });
         this.o.log.info({ volume_id: v.id, bytes }, 'synchronous mirror in step');
       } catch (err) {
@@ -278,7 +278,7 @@ export class Replicator {
           last_point_id: point.id, last_point_at: isoAt(pointAt), state: 'enabled', last_error: null, pending_ranges: null,
           bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + bytes, updated_at: isoAt(deps.clock.now()),
         }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
-        await tx.updateTable('volumes').set({ replication_status: 'enabled' }).where('id', '=', v.id).where('replication_status', 'in', ['copying', 'error']).execute();
+        await this.markInStep(tx, v, r);
       });
       committed = true;
       return { bytes, full: !changed };
@@ -319,8 +319,28 @@ export class Replicator {
         await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
           projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action: MESSAGE_ACTIONS.REPLICATE_VOLUME, detail: MESSAGE_DETAILS.REPLICA_BEHIND, requestId: null,
         });
+        await deps.volumes.event(tx, v.project_id, v.id, 'volume.replication_degraded', null, null, null, {
+          ...failureDetail('volume', MESSAGE_ACTIONS.REPLICATE_VOLUME, MESSAGE_DETAILS.REPLICA_BEHIND),
+          replication_status: 'error', mode: r.mode, secondary_cluster: r.secondary_cluster, last_point_at: r.last_point_at,
+        });
       }
     });
+  }
+
+  /**
+   * The volume's copy is in step (a point shipped, or the mirror copied):
+   * its replication status becomes `enabled`, and when it was `error` (the
+   * copy had fallen behind) the volume's `volume.replication_restored` event says so.
+   */
+  private async markInStep(tx: Tx, v: VolumeRow, r: VolumeReplicaRow): Promise<void> {
+    const restored = await tx.updateTable('volumes').set({ replication_status: 'enabled' }).where('id', '=', v.id).where('replication_status', '=', 'error')
+      .returning('project_id').executeTakeFirst();
+    if (restored) {
+      await this.o.deps.volumes.event(tx, restored.project_id, v.id, 'volume.replication_restored', null, null, null, {
+        replication_status: 'enabled', mode: r.mode, secondary_cluster: r.secondary_cluster,
+      });
+    }
+    await tx.updateTable('volumes').set({ replication_status: 'enabled' }).where('id', '=', v.id).where('replication_status', '=', 'copying').execute();
   }
 }
 

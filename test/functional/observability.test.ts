@@ -7,30 +7,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nbd } from '../../src/export/index.ts';
+import { find, parseMetrics, type Sample } from '../helpers/metrics.ts';
 import { openExport, simpleRequest } from '../helpers/nbd-raw.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
-
-/** A sample of the text format: name, labels, value. */
-interface Sample { name: string; labels: Record<string, string>; value: number }
-
-/** Parses Prometheus' text exposition format (0.0.4): every sample line, checking each line's shape. */
-function parseMetrics(text: string): Sample[] {
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('# HELP ') || line.startsWith('# TYPE ')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (-?[0-9.e+-]+|[Nn]a[Nn]|\+Inf|-Inf)$/.exec(line); // Go's ParseFloat: NaN in any case
-    assert.ok(m, `not a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of m[2] ? m[2].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g) : []) labels[l[1]!] = l[2]!;
-    samples.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return samples;
-}
-
-const find = (samples: Sample[], name: string, labels: Record<string, string> = {}): Sample[] =>
-  samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
 
 test('/healthz, /readyz and /metrics answer without credentials and count what happened', async (t) => {
   const s = await startTestServer(t);

@@ -13,7 +13,9 @@ import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { bytesOf, fileOf, REPLICATING_BACKENDS, writePattern } from '../helpers/backends.ts';
 import { fileDigest } from '../helpers/file-digest.ts';
+import { scrape } from '../helpers/metrics.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { streamedEvents } from '../helpers/webhook-receiver.ts';
 
 const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
@@ -159,6 +161,22 @@ test('replicated volumes: placement, asynchronous points over the NBD export, fa
   assert.equal(await fileDigest(fileOf(s.stateDir, 'alpha', id), GiB), await fileDigest(fileOf(s.stateDir, 'beta', id), GiB));
   // Alpha's own divergence (at 900 MiB) was overwritten by beta's data (zeros there).
   assert.ok(bytesOf(fileOf(s.stateDir, 'alpha', id), 900 * MiB, MiB).equals(Buffer.alloc(MiB)), 'what alpha took after its last point is gone');
+
+  // The project's event stream tells each move, and why the volume without a copy failed (issue 17 part 2).
+  const events = await streamedEvents(s, PROJECT);
+  const of = (vol: string, name: string) => events.filter((e) => e.data.resource_id === vol && e.event === name).map((e) => e.data.detail);
+  const [failover] = of(id, 'volume.failover');
+  assert.equal(failover?.backend_id, 'beta');
+  assert.match(failover?.from_cluster, /@alpha$/);
+  assert.match(failover?.to_cluster, /@beta$/);
+  assert.equal(failover?.replication_status, 'failed-over');
+  const [failback] = of(id, 'volume.failback');
+  assert.deepEqual([failback?.backend_id, /@beta$/.test(failback?.from_cluster), /@alpha$/.test(failback?.to_cluster)], ['default', true, true]);
+  assert.ok(events.findIndex((e) => e.event === 'volume.failover') < events.findIndex((e) => e.event === 'volume.failback'));
+  const lostEvent = events.find((e) => e.data.resource_id === plain && e.event === 'volume.status' && e.data.to_status === 'error');
+  assert.equal(lostEvent?.data.from_status, 'available');
+  assert.equal(lostEvent?.data.detail?.reason, 'failover volume: The volume\'s backend was failed over and the volume has no copy on the target.');
+  assert.equal(lostEvent?.data.detail?.message_event_id, 'VOLUME_VOLUME_025_033');
 });
 
 const CONNECTOR = { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' };
@@ -266,9 +284,23 @@ test('asynchronous replication: a secondary that cannot be reached degrades the 
   assert.match((await replication(s, id)).last_error, /export of the secondary copy/);
   const msgs = await s.request('GET', `${V}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });
   assert.ok((msgs.body.messages as Array<{ resource_uuid: string; user_message: string }>).some((m) => m.resource_uuid === id && /catches up by itself/.test(m.user_message)));
+  // …and so does an event, with the same reason; /metrics shows the copy behind, and how long since its last point.
+  const degraded = (await streamedEvents(s, PROJECT)).filter((e) => e.data.resource_id === id && e.event === 'volume.replication_degraded');
+  assert.equal(degraded.length, 1, 'one event per episode, not one per failed point');
+  assert.match(degraded[0]!.data.detail?.reason, /^replicate volume: The secondary copy could not be updated/);
+  assert.deepEqual([degraded[0]!.data.detail?.replication_status, degraded[0]!.data.detail?.mode], ['error', 'async']);
+  const behind = await scrape(s);
+  assert.equal(behind.value('basalt_replication_in_step', { volume: id, mode: 'async' }), 0);
+  assert.ok(behind.value('basalt_replication_lag_seconds', { volume: id, mode: 'async' })! > 0);
+  assert.equal(behind.value('basalt_replication_rpo_seconds', { volume: id, mode: 'async' }), 1);
 
   // Back: the next point ships what was missed, and the status is enabled again.
   await s.server.db.kysely.insertInto('volume_exports').values(x).execute();
   await waitFor('replication_status enabled again', async () => (await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'enabled');
   assert.ok(bytesOf(fileOf(s.stateDir, 'beta', id), 128 * MiB, MiB).equals(Buffer.alloc(MiB, 128 % 251 + 1)));
+  const restored = (await streamedEvents(s, PROJECT)).filter((e) => e.data.resource_id === id && e.event.startsWith('volume.replication_'));
+  assert.deepEqual(restored.map((e) => e.event), ['volume.replication_degraded', 'volume.replication_restored']);
+  const inStep = await scrape(s);
+  assert.equal(inStep.value('basalt_replication_in_step', { volume: id, mode: 'async' }), 1);
+  assert.ok(inStep.value('basalt_replication_shipped_bytes', { volume: id, mode: 'async' })! >= MiB);
 });

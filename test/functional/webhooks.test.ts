@@ -6,55 +6,13 @@
  * is up; a slow one is tried again; each attempt is in the delivery history.
  */
 import assert from 'node:assert/strict';
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { freePort } from '../helpers/net.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { startReceiver, WEBHOOK_SECRET as SECRET } from '../helpers/webhook-receiver.ts';
 
 const V = `/v3/${PROJECT}`;
 const EXPERIMENTAL = { 'OpenStack-API-Experimental': 'true' };
-const SECRET = 'a-secret-of-at-least-16-characters';
-
-interface Received { event: string; body: { id: number; event: string; resource_id: string; to_status: string | null; project_id: string }; delivery: string }
-
-/** A receiver on 127.0.0.1 that checks each delivery's signature as a consumer should; `slowFirstMs` delays its first answer. */
-async function startReceiver(t: TestContext, o: { port?: number; slowFirstMs?: number } = {}): Promise<{ url: string; received: Received[]; refused: string[]; requests: number }> {
-  const state = { received: [] as Received[], refused: [] as string[], requests: 0 };
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      res.on('error', () => undefined);
-      const n = ++state.requests;
-      const body = Buffer.concat(chunks).toString();
-      const timestamp = String(req.headers['x-basalt-timestamp'] ?? '');
-      const expected = Buffer.from(`sha256=${createHmac('sha256', SECRET).update(`${timestamp}.${body}`).digest('hex')}`);
-      const given = Buffer.from(String(req.headers['x-basalt-signature'] ?? ''));
-      const fresh = Math.abs(Date.now() / 1000 - Number(timestamp)) < 300;
-      if (given.length !== expected.length || !timingSafeEqual(given, expected) || !fresh) {
-        state.refused.push(`bad signature on ${body}`);
-        res.writeHead(401).end();
-        return;
-      }
-      const answer = (): void => {
-        state.received.push({ event: String(req.headers['x-basalt-event']), body: JSON.parse(body), delivery: String(req.headers['x-basalt-delivery']) });
-        res.writeHead(204).end();
-      };
-      if (n === 1 && o.slowFirstMs) setTimeout(answer, o.slowFirstMs);
-      else answer();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(o.port ?? 0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    get received() { return state.received; },
-    get refused() { return state.refused; },
-    get requests() { return state.requests; },
-  };
-}
 
 async function register(s: TestServer, webhook: Record<string, unknown>): Promise<string> {
   const r = await s.request('POST', `${V}/webhooks`, { webhook }, EXPERIMENTAL);

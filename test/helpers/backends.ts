@@ -3,6 +3,7 @@
  * them (migration, retype with migration, attached moves).
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PROJECT, waitFor, waitForStatus, type TestServer } from './server.ts';
@@ -42,6 +43,14 @@ export function writePattern(file: string, offsets: readonly number[], bytes = M
   const fd = fs.openSync(file, 'r+');
   try {
     for (const at of offsets) fs.writeSync(fd, Buffer.alloc(bytes, (at / MiB) % 251 + 1), 0, bytes, at);
+  } finally { fs.closeSync(fd); }
+}
+
+/** Writes `bytes` random bytes (they neither compress nor repeat) at the start of `file`, e.g. a detached volume's file, so that a backup or restore of it takes a while. */
+export function writeRandom(file: string, bytes: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    for (let at = 0; at < bytes; at += 16 * MiB) fs.writeSync(fd, randomBytes(Math.min(16 * MiB, bytes - at)), 0, Math.min(16 * MiB, bytes - at), at);
   } finally { fs.closeSync(fd); }
 }
 

@@ -26,7 +26,7 @@ import type { GuardedDriver } from '../../drivers/index.ts';
 import { InvalidStatusError } from '../../errors/index.ts';
 import type { AnyJobKind, JobHandler, JobKind } from '../../jobs/index.ts';
 import { withLock } from '../../coordination/index.ts';
-import { detailArgsFor, detailFor, recordUserMessage, type MessageAction, type MessageDetail } from '../../messages/index.ts';
+import { detailArgsFor, detailFor, failureDetail, recordUserMessage, type MessageAction, type MessageDetail } from '../../messages/index.ts';
 import type { VolumeManager, VolumeManagerDeps } from '../volume-manager.ts';
 import type { VolumeHandlerDeps } from '../volume-handlers.ts';
 import type { VolumeJobDeps } from '../volume-jobs.ts';
@@ -59,7 +59,7 @@ function resourceIdOf(op: AnyOperation, payload: unknown): string {
 
 /**
  * Moves a row from its transitional status `from` to `error` and records a
- * user message naming `action`. Returns false when the row was not in `from`
+ * user message naming `action` (its text is the status event's reason). Returns false when the row was not in `from`
  * (someone else settled it).
  */
 export async function failRow(
@@ -68,7 +68,8 @@ export async function failRow(
 ): Promise<boolean> {
   const repo = repoOf(deps, resource);
   const row = await repo.get(tx, id);
-  if (!row || !(await repo.transition(tx, { id, from: [statusOf(from)], to: statusOf(to.error), requestId }))) return false;
+  const why = failureDetail(resource, to.action, detail, detailArgs);
+  if (!row || !(await repo.transition(tx, { id, from: [statusOf(from)], to: statusOf(to.error), requestId, detail: why }))) return false;
   await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
     projectId: row.project_id, resourceType: resource, resourceId: id, action: to.action, detail, detailArgs, requestId,
   });

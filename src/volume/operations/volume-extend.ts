@@ -66,7 +66,9 @@ export const volumeExtend = operation<'volume', ExtendPayload, ExtendVolumeInput
     // An in-use volume (3.42) goes back to in-use: its attachments are still there.
     await deps.db.lockRows(tx, 'volumes', [v.id]);
     const attached = await tx.selectFrom('attachments').select('id').where('volume_id', '=', v.id).executeTakeFirst();
-    await deps.volumes.transition(tx, { id: v.id, from: ['extending'], to: attached ? 'in-use' : 'available', set: { size: p.newSizeGiB }, requestId });
+    if (await deps.volumes.transition(tx, { id: v.id, from: ['extending'], to: attached ? 'in-use' : 'available', set: { size: p.newSizeGiB }, requestId })) {
+      await deps.volumes.event(tx, v.project_id, v.id, 'volume.extended', null, null, requestId, { size: p.newSizeGiB, previous_size: v.size, attached: attached !== undefined });
+    }
     // The instances it is attached to resize their disks when Nova tells them (a delivery job of its own, never this one's).
     if (attached) await deps.compute?.volumeExtended(tx, enqueue, v, requestId);
   },
