@@ -6,10 +6,13 @@
  * NBD_POLL_US and NBD_THREADS set the data plane's polling bound and threads per connection,
  * NBD_SPLICE_MIN the smallest READ it splices (0: copy every READ), NBD_SPLICE_TCP=1 splicing on TCP too, NBD_QOS a volume type's QoS
  * specs as JSON (e.g. {"total_iops_sec":"5000"}) that limit the export.
+ * NBD_RBD, the rbd driver's options as JSON (Cinder's names: rbd_pool, rbd_user, rbd_ceph_conf,
+ * rbd_keyring_conf), serves the RBD image volume-VOLUME_ID of that pool instead (DIR is unused).
  */
 import pino from 'pino';
-import { FileDriver, GuardedDriver } from '../src/drivers/index.ts';
+import { FileDriver, GuardedDriver, type VolumeDriver } from '../src/drivers/index.ts';
 import { NbdServer, qosLimits } from '../src/export/index.ts';
+import { benchRbdDriver } from './rbd-bench-driver.ts';
 
 const [dir, id, sizeGiB, port, socket] = process.argv.slice(2);
 if (!dir || !id || !sizeGiB || !port) {
@@ -17,7 +20,10 @@ if (!dir || !id || !sizeGiB || !port) {
   process.exit(2);
 }
 const qos = process.env.NBD_QOS ? qosLimits(JSON.parse(process.env.NBD_QOS) as Record<string, string>, Number(sizeGiB)) : undefined;
-const driver = new GuardedDriver(new FileDriver({ poolName: 'bench', directory: dir, totalCapacityGiB: 0 }), 600_000);
+const inner: VolumeDriver = process.env.NBD_RBD
+  ? benchRbdDriver(JSON.parse(process.env.NBD_RBD) as Record<string, unknown>)
+  : new FileDriver({ poolName: 'bench', directory: dir, totalCapacityGiB: 0 });
+const driver = new GuardedDriver(inner, 600_000);
 await driver.init();
 const server = new NbdServer({
   provider: {

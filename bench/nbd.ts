@@ -25,14 +25,21 @@
  *
  * The page cache is warmed before each job and fio runs with --invalidate=0,
  * so the rows measure the servers, not the disk.
+ *
+ * --backend rbd measures an RBD image instead (see {@link mainRbd}): Basalt against qemu-nbd
+ * on the same image, `rbd bench` as the limit, then snapshot and clone times against
+ * Cinder's RBD driver's calls. Run it under `flock /tmp/basalt-bench.lock`, with
+ * TEST_CEPH_DIR naming a running cluster (test/helpers/ceph-shared.ts start) or none.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, qos: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true } }, allowNegative: true });
+const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, qos: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true }, backend: { type: 'string', default: 'file' } }, allowNegative: true });
+if (!['file', 'rbd'].includes(args.backend!)) throw new Error('--backend is file or rbd');
 if (!['none', 'same', 'split'].includes(args.placement!)) throw new Error('--placement is none, same or split');
 if (!['tcp', 'unix', 'both'].includes(args.transport!)) throw new Error('--transport is tcp, unix or both');
 const TRANSPORTS: Transport[] = args.transport === 'both' ? ['tcp', 'unix'] : [args.transport as Transport];
@@ -259,7 +266,184 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
+/** The arguments of `rbd bench` for a fio job: the same pattern, size, mix and queue depth (threads). */
+function rbdBenchArgs(job: Job): string[] {
+  const opt = (k: string): string | undefined => job.fio.find((a) => a.startsWith(`--${k}=`))?.split('=')[1];
+  const rw = opt('rw')!;
+  const type = rw.includes('rw') ? 'readwrite' : rw.includes('write') ? 'write' : 'read';
+  return ['--io-type', type, '--io-pattern', rw.startsWith('rand') ? 'rand' : 'seq', '--io-size', opt('bs')!.toUpperCase(), '--io-threads', opt('iodepth')!,
+    ...opt('rwmixread') ? ['--rw-mix-read', opt('rwmixread')!] : []];
+}
+
+/** Bytes of a size such as 4k or 1M. */
+function bytesOf(size: string): number {
+  return Number(size.slice(0, -1)) * (size.toUpperCase().endsWith('M') ? 1024 * 1024 : 1024);
+}
+
+/**
+ * `rbd bench` of `job` on `spec` for about RUNTIME seconds: it stops after a
+ * number of bytes, not a time, so a short run first measures the rate.
+ */
+async function rbdBench(rbd: (...a: string[]) => Promise<string>, spec: string, job: Job): Promise<Row> {
+  const a = rbdBenchArgs(job);
+  const size = bytesOf(a[a.indexOf('--io-size') + 1]!);
+  const once = async (total: number): Promise<number> => {
+    const out = await rbd('bench', ...a, '--io-total', String(total), spec);
+    return Number(/ops\/sec: ([\d.]+)/.exec(out.slice(out.lastIndexOf('elapsed')))![1]);
+  };
+  const rate = await once(size * 512);
+  const iops = await once(Math.max(size * 512, Math.round(rate * RUNTIME) * size));
+  return { iops: Math.round(iops), mbps: Math.round((iops * size) / 1e6), cpu: 0 };
+}
+
+/**
+ * --backend rbd: Basalt's export of an RBD image (the rbd driver, served by
+ * the native data plane through librbd's aio calls) against qemu-nbd serving
+ * the same image through QEMU's librbd driver (an `rbd:` URL), fio's nbd
+ * engine on each in turn, round after round, with `rbd bench` on the image as
+ * the limit; then snapshot and clone times on 1 GiB and 100 GiB images
+ * against the same librbd calls made as Cinder's RBD driver makes them
+ * (bench/cinder-rbd-snap.py, python3-rbd). The cluster is the one
+ * TEST_CEPH_DIR names (test/helpers/ceph.ts; a pool of its own), else one
+ * started for the run and stopped at its end.
+ */
+async function mainRbd(): Promise<void> {
+  const { startCeph } = await import('../test/helpers/ceph.ts');
+  const ceph = await startCeph();
+  const dir = fs.mkdtempSync(path.join(process.cwd(), '.bench-nbd-'));
+  const load = [os.loadavg()[0]!];
+  try {
+    const pool = ceph.pool;
+    const spec = `${pool}/volume-bench`;
+    await ceph.rbd('create', '--size', '1G', spec);
+    // Every object written: reads return data, not holes.
+    await ceph.rbd('bench', '--io-type', 'write', '--io-pattern', 'seq', '--io-size', '4M', '--io-threads', '4', '--io-total', '1G', spec);
+    const options = { rbd_pool: pool, rbd_user: ceph.user, rbd_ceph_conf: ceph.confPath, rbd_keyring_conf: ceph.keyringPath };
+    const url = `rbd:${spec}:conf=${ceph.confPath}:id=${ceph.user}:keyring=${ceph.keyringPath}`;
+    const servers: Array<{ name: string; start(a: Address): ChildProcess }> = [
+      { name: 'basalt', start: (a) => spawnPinned('env', [`NBD_RBD=${JSON.stringify(options)}`, process.execPath, '--import', 'tsx', path.join(import.meta.dirname, 'nbd-serve.ts'), dir, 'bench', '1', String(a.port)]) },
+      // QEMU's rbd driver with librbd's cache on (what --cache=writeback asks of it), as librbd's default is for Basalt.
+      { name: 'qemu-nbd', start: (a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', '-p', String(a.port), '-b', '127.0.0.1', '-t', '--cache=writeback', '-e', '16', url]) },
+    ];
+    const limit = new Map<string, Row>();
+    for (const job of args.limit ? JOBS : []) limit.set(job.name, await rbdBench(ceph.rbd, spec, job));
+    const results = new Map<string, Map<string, Row>>(servers.map((s) => [s.name, new Map()]));
+    const running: Array<{ name: string; address: Address; child: ChildProcess }> = [];
+    try {
+      for (const server of servers) {
+        const address = await freeAddress('tcp', dir, server.name);
+        running.push({ name: server.name, address, child: server.start(address) });
+        await waitListening(address);
+      }
+      for (const job of JOBS) {
+        const samples = new Map<string, Row[]>(servers.map((s) => [s.name, []]));
+        for (let round = 0; round < ROUNDS; round++) {
+          for (const { name, address, child } of running.map((_, i) => running[(i + round) % running.length]!)) {
+            const before = cpuSeconds(child.pid!);
+            const t = performance.now();
+            const r = runFio(['--ioengine=nbd', `--uri=${uriOf(address)}`, '--size=1G'], job);
+            samples.get(name)!.push({ ...r, cpu: Math.round(((cpuSeconds(child.pid!) - before) / ((performance.now() - t) / 1000)) * 100) });
+          }
+        }
+        for (const [name, rows] of samples) results.get(name)!.set(job.name, median(rows));
+      }
+    } finally {
+      for (const { child } of running) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+    }
+    load.push(os.loadavg()[0]!);
+    console.log('\nRBD image (1 GiB, one OSD), TCP on loopback:\n');
+    console.log('| job | rbd bench (limit) | basalt | qemu-nbd | basalt / qemu-nbd | basalt / limit |');
+    console.log('|---|---|---|---|---|---|');
+    const cell = (r: Row | undefined): string => r ? `${r.iops} IOPS, ${r.mbps} MB/s${r.cpu ? `, ${r.cpu}% CPU` : ''}` : '-';
+    for (const job of JOBS) {
+      const b = results.get('basalt')!.get(job.name)!;
+      const q = results.get('qemu-nbd')!.get(job.name)!;
+      const l = limit.get(job.name);
+      console.log(`| ${job.name} | ${cell(l)} | ${cell(b)} | ${cell(q)} | ${(b.iops / q.iops).toFixed(2)} | ${l ? (b.iops / l.iops).toFixed(2) : '-'} |`);
+    }
+    await snapshotRows(ceph, options);
+    load.push(os.loadavg()[0]!);
+    console.log(`\nload average (1 min) at the start, after the NBD rows, at the end: ${load.map((l) => l.toFixed(2)).join(', ')}`);
+  } finally {
+    await ceph.rbd('rm', `${ceph.pool}/volume-bench`).catch(() => undefined);
+    await ceph.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Snapshot, volume-from-snapshot and clone times of the rbd driver against
+ * bench/cinder-rbd-snap.py, on a 1 GiB and a 100 GiB image with 64 MiB
+ * written (thin: the cluster holds only that), A and B taking turns, medians.
+ */
+async function snapshotRows(ceph: { pool: string; confPath: string; keyringPath: string; user: string; rbd(...a: string[]): Promise<string> }, options: Record<string, unknown>): Promise<void> {
+  const { benchRbdDriver } = await import('./rbd-bench-driver.ts');
+  const driver = benchRbdDriver(options);
+  await driver.init!();
+  const python = (args: string[]): Record<string, number> => {
+    const env = { ...process.env };
+    for (const k of ['PYTHONPATH', 'PYTHONHOME', 'CEPH_ARGS', 'CEPH_CONF']) delete env[k];
+    return JSON.parse(execFileSync('/usr/bin/python3', [path.join(import.meta.dirname, 'cinder-rbd-snap.py'), ...args], { env }).toString()) as Record<string, number>;
+  };
+  const OPS = ['snapshot', 'from_snapshot', 'clone'] as const;
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  console.log('\nSnapshot and clone (ms, median of', ROUNDS, 'rounds; cinder: Cinder\'s RBD driver\'s librbd calls, connecting per operation as it does):\n');
+  console.log('| image | operation | basalt | cinder | cinder without its connect | basalt / cinder |');
+  console.log('|---|---|---|---|---|---|');
+  try {
+    for (const sizeGiB of [1, 100]) {
+      const source = { id: `snapsrc-${sizeGiB}`, sizeGiB };
+      await driver.createVolume(source);
+      await ceph.rbd('bench', '--io-type', 'write', '--io-pattern', 'rand', '--io-size', '4M', '--io-threads', '4', '--io-total', '64M', `${ceph.pool}/volume-${source.id}`);
+      const basalt = new Map<string, number[]>(OPS.map((o) => [o, []]));
+      const cinder = new Map<string, number[]>([...OPS, 'connect'].map((o) => [o, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        const runBasalt = async (): Promise<void> => {
+          const snap = { id: `b${sizeGiB}-${round}`, volumeId: source.id, sizeGiB };
+          const fromSnap = { id: `b${sizeGiB}-${round}-fromsnap`, sizeGiB };
+          const clone = { id: `b${sizeGiB}-${round}-clone`, sizeGiB };
+          let t = performance.now();
+          await driver.createSnapshot!(snap);
+          basalt.get('snapshot')!.push(performance.now() - t);
+          t = performance.now();
+          await driver.createVolumeFromSnapshot!(fromSnap, snap);
+          basalt.get('from_snapshot')!.push(performance.now() - t);
+          t = performance.now();
+          await driver.cloneVolume!(clone, source);
+          basalt.get('clone')!.push(performance.now() - t);
+          await driver.deleteVolume(fromSnap);
+          await driver.deleteVolume(clone);
+          await driver.deleteSnapshot!(snap);
+        };
+        const runCinder = (): void => {
+          const r = python([ceph.confPath, ceph.user, ceph.pool, `volume-${source.id}`, String(sizeGiB), `c${sizeGiB}-${round}`]);
+          for (const [k, v] of Object.entries(r)) cinder.get(k)!.push(v);
+        };
+        if (round % 2 === 0) {
+          await runBasalt();
+          runCinder();
+        } else {
+          runCinder();
+          await runBasalt();
+        }
+      }
+      const connect = med(cinder.get('connect')!);
+      for (const op of OPS) {
+        const b = med(basalt.get(op)!);
+        const c = med(cinder.get(op)!);
+        console.log(`| ${sizeGiB} GiB | ${op} | ${b.toFixed(1)} | ${c.toFixed(1)} | ${(c - connect).toFixed(1)} | ${(b / c).toFixed(2)} |`);
+      }
+      await driver.deleteVolume(source);
+    }
+  } finally {
+    await driver.close!();
+  }
+}
+
+(args.backend === 'rbd' ? mainRbd() : main()).catch((err) => {
   console.error(err);
   process.exit(1);
 });
