@@ -1,17 +1,19 @@
 /**
  * Generic volume groups (3.13): create, list, detail, show, update (rename,
- * add and remove volumes), delete and reset status through `…/action`, and
- * groups from a group snapshot or another group (3.14, `POST /groups/action`).
+ * add and remove volumes), delete and reset status through `…/action`,
+ * groups from a group snapshot or another group (3.14, `POST /groups/action`),
+ * and group replication's actions (3.38: `src/volume/group-replication.ts`).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import { GROUP_SORT_KEYS, type GroupRow, type ResourceFilter } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
+import { GroupReplication } from '../volume/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
 import { resourceList, type ResourceListOptions } from './resource-list.ts';
 import { nameSchema } from './validation.ts';
-import { actionBodies, body, requestedAction, validAction, validBody } from './body-declaration.ts';
+import { actionBodies, body, requestedAction, validAction, validBody, type ActionDeclaration } from './body-declaration.ts';
 
 const boolish = { anyOf: [{ type: 'boolean' }, { type: 'string', enum: ['true', 'false', 'True', 'False', '1', '0', 'yes', 'no', 'on', 'off'] }] };
 const uuid = { type: 'string', format: 'uuid' };
@@ -52,6 +54,26 @@ const RESET_STATUS = {
   properties: { status: { enum: ['error', 'available', 'creating', 'deleting', 'deleted', 'updating', 'in-use', 'error_deleting'] } },
 };
 
+/** Cinder's body of `enable_replication`, `disable_replication` and `list_replication_targets` (3.38): an empty object or null. */
+const EMPTY_ACTION = { type: ['object', 'null'], additionalProperties: false, properties: {} };
+/** Cinder's body of `failover_replication` (3.38). */
+const FAILOVER_REPLICATION = {
+  type: ['object', 'null'], additionalProperties: false,
+  properties: { allow_attached_volume: boolish, secondary_backend_id: { type: ['string', 'null'], maxLength: 255 } },
+};
+/** The group actions of replication (3.38, GROUP_REPLICATION): below it they do not exist (404), as in Cinder. */
+const REPLICATION_ACTIONS: Record<string, ActionDeclaration> = {
+  enable_replication: { schema: EMPTY_ACTION, since: '3.38' },
+  disable_replication: { schema: EMPTY_ACTION, since: '3.38' },
+  failover_replication: { schema: FAILOVER_REPLICATION, since: '3.38', nullIsEmpty: true },
+  list_replication_targets: { schema: EMPTY_ACTION, since: '3.38' },
+};
+
+/** Cinder's boolean parameter: true, or one of the strings that mean it. */
+function isTrue(v: unknown): boolean {
+  return v === true || (typeof v === 'string' && ['true', '1', 'yes', 'on'].includes(v.toLowerCase()));
+}
+
 /** A name or description as stored: trimmed, as Cinder does. */
 function text(v: unknown): string | null {
   return typeof v === 'string' ? v.trim() : null;
@@ -65,6 +87,10 @@ function ids(v: unknown): string[] {
 /** Registers the routes. */
 export function groupRoutes(deps: ApiDeps) {
   const { db, groups, groupManager, config } = deps;
+  const replication = deps.replication && new GroupReplication({
+    db, queue: deps.replication.queue, services: deps.services, serviceDownMs: config.DEFAULT.service_down_time * 1000,
+    groupTypes: deps.groupTypes, types: deps.types, kinds: deps.replication.kinds,
+  });
 
   /** Detailed views, with volume types (and, at 3.25 with `list_volume`, members) loaded in bulk. */
   const views = async (req: FastifyRequest, rows: GroupRow[]): Promise<Record<string, unknown>[]> => {
@@ -79,8 +105,7 @@ export function groupRoutes(deps: ApiDeps) {
       };
       if (v.atLeast('3.14')) { view.group_snapshot_id = g.group_snapshot_id; view.source_group_id = g.source_group_id; }
       if (members) view.volumes = members.get(g.id);
-      // Group replication is not served: every group's is disabled.
-      if (v.atLeast('3.38')) view.replication_status = 'disabled';
+      if (v.atLeast('3.38')) view.replication_status = g.replication_status ?? 'disabled';
       if (v.atLeast('3.58') && req.caller.isAdmin) view.project_id = g.project_id;
       return view;
     });
@@ -123,12 +148,29 @@ export function groupRoutes(deps: ApiDeps) {
     app.post<{ Params: { id: string } }>('/groups/:id/action', actionBodies({
       delete: { schema: DELETE, nullIsEmpty: true },
       reset_status: { schema: RESET_STATUS, since: '3.20' },
+      ...REPLICATION_ACTIONS,
     }), async (req, reply) => {
+      const key = req.body !== null && typeof req.body === 'object' ? Object.keys(req.body)[0] : undefined;
+      if (key && key in REPLICATION_ACTIONS && !req.apiVersion.atLeast('3.38')) throw new NotFoundError('The resource could not be found.');
       const [name, arg] = requestedAction(req);
+      if (key && key in REPLICATION_ACTIONS && replication) {
+        if (name === 'list_replication_targets') {
+          validAction(req, arg);
+          return reply.code(200).send(await replication.targets(req.caller, req.params.id));
+        }
+        if (name === 'failover_replication') {
+          const a = validAction<{ allow_attached_volume?: unknown; secondary_backend_id?: string | null }>(req, arg);
+          await replication.requestFailover(req.caller, req.params.id, { allowAttachedVolume: isTrue(a.allow_attached_volume), secondaryBackendId: a.secondary_backend_id ?? null });
+        } else {
+          validAction(req, arg);
+          if (name === 'enable_replication') await replication.requestEnable(req.caller, req.params.id);
+          else await replication.requestDisable(req.caller, req.params.id);
+        }
+        return reply.code(202).send();
+      }
       if (name === 'delete') {
         const a = validAction<{ 'delete-volumes'?: unknown }>(req, arg);
-        const del = a['delete-volumes'] === true || (typeof a['delete-volumes'] === 'string' && ['true', '1', 'yes', 'on'].includes(a['delete-volumes'].toLowerCase()));
-        await groupManager.requestDelete(req.caller, req.params.id, del);
+        await groupManager.requestDelete(req.caller, req.params.id, isTrue(a['delete-volumes']));
       } else if (name === 'reset_status') {
         const a = validAction<{ status: string }>(req, arg);
         await groupManager.resetStatus(req.caller, req.params.id, a.status.toLowerCase());

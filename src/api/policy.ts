@@ -166,6 +166,11 @@ export const POLICY: readonly PolicyEntry[] = [
   e('group:update', 'PUT', '/groups/:id', 'member', { since: '3.13' }),
   e('group:delete', 'POST', '/groups/:id/action', 'member', { since: '3.13', action: 'delete' }),
   e('group:reset_status', 'POST', '/groups/:id/action', 'admin', { since: '3.20', action: 'reset_status' }),
+  // Group replication (3.38): Cinder's admin_or_owner.
+  e('group:enable_replication', 'POST', '/groups/:id/action', 'member', { since: '3.38', action: 'enable_replication' }),
+  e('group:disable_replication', 'POST', '/groups/:id/action', 'member', { since: '3.38', action: 'disable_replication' }),
+  e('group:failover_replication', 'POST', '/groups/:id/action', 'member', { since: '3.38', action: 'failover_replication' }),
+  e('group:list_replication', 'POST', '/groups/:id/action', 'member', { since: '3.38', action: 'list_replication_targets' }),
   // An unknown action is refused by the handler (400), for anyone who may change the group.
   e('group:update', 'POST', '/groups/:id/action', 'member', { since: '3.13' }),
   e('group:create', 'POST', '/groups/action', 'member', { since: '3.14' }),

@@ -37,6 +37,7 @@ import * as m0018b from './migrations/0018-event-stream.ts';
 import * as m0018c from './migrations/0018-webhooks.ts';
 import * as m0019 from './migrations/0019-replication.ts';
 import * as m0020 from './migrations/0020-event-detail.ts';
+import * as m0021 from './migrations/0021-group-replication.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -62,6 +63,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0018-webhooks': m0018c,
   '0019-replication': m0019,
   '0020-event-detail': m0020,
+  '0021-group-replication': m0021,
 };
 
 /** An open database. */

@@ -378,6 +378,8 @@ export interface GroupsTable {
   group_snapshot_id: string | null;
   /** The group it was created from. */
   source_group_id: string | null;
+  /** Cinder's group replication status (0021, 3.38): null in rows made before, shown as `disabled`. */
+  replication_status: string | null;
   created_at: string;
   updated_at: string | null;
 }

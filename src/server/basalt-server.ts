@@ -123,7 +123,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   });
   const jobDeps = { volumes, snapshots, quotas, types, clock, messageTtlSeconds: d.message_ttl };
   const kinds = volumeJobKinds(jobDeps);
-  const replicationKinds = replicationJobKinds();
+  const replicationKinds = replicationJobKinds({ clock, messageTtlSeconds: d.message_ttl });
   const groupJobDeps = { ...jobDeps, groups, groupSnapshots };
   const groupKinds = groupJobKinds(groupJobDeps);
   const backupJobDeps = { backups, volumes, snapshots, clock, messageTtlSeconds: d.message_ttl };

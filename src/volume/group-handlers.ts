@@ -24,19 +24,20 @@ export interface GroupHandlerDeps extends VolumeHandlerDeps {
 
 /**
  * Runs `fn` holding every named lock, taken in name order so that two
- * holders of overlapping sets cannot deadlock.
+ * holders of overlapping sets cannot deadlock; each is waited for up to
+ * `waitMs` (default: the deps' lock timeout).
  */
-async function withLocks<T>(deps: VolumeHandlerDeps, names: string[], fn: () => Promise<T>): Promise<T> {
+export async function withLocks<T>(deps: Pick<VolumeHandlerDeps, 'coordinator' | 'lockTimeoutMs'>, names: string[], fn: () => Promise<T>, waitMs = deps.lockTimeoutMs): Promise<T> {
   const [first, ...rest] = [...names].sort();
   if (first === undefined) return fn();
-  return withLock(deps.coordinator, first, deps.lockTimeoutMs, () => withLocks(deps, rest, fn));
+  return withLock(deps.coordinator, first, waitMs, () => withLocks(deps, rest, fn, waitMs));
 }
 
 /**
  * Runs `fn` with the writes of every export of the volumes `keys` held (in
  * key order, like the locks); without an export server, just runs it.
  */
-async function quiesceAll<T>(deps: VolumeHandlerDeps, keys: string[], fn: () => Promise<T>): Promise<T> {
+export async function quiesceAll<T>(deps: VolumeHandlerDeps, keys: string[], fn: () => Promise<T>): Promise<T> {
   const [first, ...rest] = [...keys].sort();
   if (first === undefined || !deps.exports) return fn();
   return deps.exports.quiesce(first, () => quiesceAll(deps, rest, fn));

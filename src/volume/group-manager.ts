@@ -277,7 +277,7 @@ export class GroupManager {
     return {
       id, project_id: caller.projectId, user_id: caller.userId, name: g.name, description: g.description, status: g.status,
       availability_zone: g.zone, group_type_id: g.groupTypeId, host: null, cluster_name: null, group_snapshot_id: null,
-      source_group_id: null, created_at: isoAt(this.deps.clock.now()), updated_at: null,
+      source_group_id: null, replication_status: 'disabled', created_at: isoAt(this.deps.clock.now()), updated_at: null,
     };
   }
 }

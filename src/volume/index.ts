@@ -23,5 +23,7 @@ export * from './group-quota.ts';
 export * from './volume-type-flags.ts';
 export * from './replication-jobs.ts';
 export * from './replicator.ts';
+export * from './group-replication-jobs.ts';
+export * from './group-replication.ts';
 export * from './export-connect.ts';
 export * from './block-metadata.ts';

@@ -28,6 +28,7 @@ import { fenceExport } from './export-fence.ts';
 import { moveStaleExports } from './service-cleanup.ts';
 import { payloadParser } from './operations/index.ts';
 import type { VolumeHandlerDeps } from './volume-handlers.ts';
+import { groupReplicationJobKinds, type GroupReplicationJobKinds, type GroupReplicationMessages } from './group-replication-jobs.ts';
 
 /** `replication.prepare` and `replication.remove`: the volume whose secondary copy is made or removed, on `cluster`. */
 export interface ReplicaPayload { volumeId: string; cluster: string }
@@ -39,8 +40,8 @@ export interface ReplicaPayload { volumeId: string; cluster: string }
  */
 export interface FailoverPayload { cluster: string; backendId: string }
 
-/** The replication job kinds. */
-export interface ReplicationJobKinds {
+/** The replication job kinds, a group's (`group-replication-jobs.ts`) included. */
+export interface ReplicationJobKinds extends GroupReplicationJobKinds {
   replicaPrepare: JobKind<ReplicaPayload>;
   replicaRemove: JobKind<ReplicaPayload>;
   failover: JobKind<FailoverPayload>;
@@ -49,10 +50,15 @@ export interface ReplicationJobKinds {
 /** Cinder's word for failing back to the backend's own storage. */
 export const FAILBACK_ID = 'default';
 
-/** Builds the kinds. A failed failover marks the backend's services `failover-error`, as Cinder does. */
-export function replicationJobKinds(): ReplicationJobKinds {
+/**
+ * Builds the kinds. A failed failover marks the backend's services
+ * `failover-error`, as Cinder does; a failed group job records its user
+ * messages through `messages`.
+ */
+export function replicationJobKinds(messages?: GroupReplicationMessages): ReplicationJobKinds {
   const replica = payloadParser<ReplicaPayload>({ volumeId: 'string', cluster: 'string' });
   return {
+    ...groupReplicationJobKinds(messages),
     // The primary's loop queues it again while the copy is missing: a failure only waits for the next.
     replicaPrepare: { kind: 'replication.prepare', version: 1, minVersion: 1, resourceType: 'volume', parse: replica, async onFailure() { /* retried by the loop */ } },
     // Space only: the volume is gone.
@@ -76,6 +82,8 @@ export interface ReplicationDeps extends VolumeHandlerDeps {
   /** This process's shipping loop (absent: it ships nothing, and cannot fail back). */
   replicator?: {
     shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void>;
+    /** Ships one point of a group's members, all of one instant (`Replicator.shipGroupNow`). */
+    shipGroupNow(groupId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void>;
     /** Ends a synchronous replica's mirror in this process (its connections reconnect to what the row names). */
     endMirror(volumeId: string): Promise<void>;
   };
@@ -108,7 +116,7 @@ async function replicaExport(tx: Tx, volumeId: string, cluster: string, nowMs: n
 }
 
 /** Removes the replication exports of a volume's copy on `cluster`. */
-async function dropReplicaExports(tx: Tx, volumeId: string, cluster: string): Promise<void> {
+export async function dropReplicaExports(tx: Tx, volumeId: string, cluster: string): Promise<void> {
   await tx.deleteFrom('volume_exports').where('volume_id', '=', volumeId).where('purpose', '=', 'replication').where('cluster', '=', cluster).execute();
 }
 
@@ -259,7 +267,7 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
  * it starts again (the volume is no longer its backend's), and one cut off
  * from a PostgreSQL database fences itself.
  */
-async function fenceOld(deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, volumeId: string, oldCluster: string, requestId: string | null): Promise<void> {
+export async function fenceOld(deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, volumeId: string, oldCluster: string, requestId: string | null): Promise<void> {
   const live = (await deps.services.list(tx)).some((s) => s.cluster === oldCluster && deps.services.isUp(s, deps.queue.options.serviceDownMs ?? 60_000));
   for (const a of await deps.attachments.ofVolume(tx, volumeId)) {
     await fenceExport({ db: deps.db, queue: deps.queue, services: deps.services as ServiceRepository, kinds: deps.kinds }, tx, live ? enqueue : undefined, { id: volumeId, cluster_name: oldCluster }, a.export_name, requestId);

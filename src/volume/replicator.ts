@@ -51,6 +51,16 @@ import { reporting, replicationTargetsOf } from '../services/index.ts';
 import { nextPointId, queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
 import { replicationOf } from './volume-type-flags.ts';
 import type { Tx, VolumeReplicaRow, VolumeRow } from '../db/index.ts';
+import { quiesceAll, withLocks } from './group-handlers.ts';
+
+/**
+ * Volume replication statuses under which no point of the volume ships: off
+ * (a replicated group's replication disabled), or a group job's (enabling,
+ * disabling, failing over), which ships what it needs itself.
+ */
+const PAUSED_STATUSES = ['disabled', 'enabling', 'disabling', 'failing-over'];
+/** Group replication statuses under which the loop ships the group's points. */
+const GROUP_SHIPPING_STATUSES = ['enabled', 'failed-over', 'error'];
 
 /** Bytes read and written per request while shipping. */
 const SHIP_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -69,6 +79,16 @@ export interface ReplicatorOptions {
 
 /** What one shipment sent. */
 export interface Shipment { bytes: number; full: boolean }
+
+/** One volume's point on its way: its snapshot (also the temporary volume's id), what it shipped, whether it is recorded. */
+interface PointWork {
+  r: VolumeReplicaRow;
+  v: VolumeRow;
+  point: { id: string; volumeId: string; sizeGiB: number };
+  bytes: number;
+  full: boolean;
+  committed: boolean;
+}
 
 /** Runs the loop; see the module comment. */
 export class Replicator {
@@ -117,9 +137,13 @@ export class Replicator {
     // Replicated volumes with no replica yet.
     const fresh = await deps.db.kysely.selectFrom('volumes').leftJoin('volume_replicas', 'volume_replicas.volume_id', 'volumes.id')
       .selectAll('volumes').where('volumes.cluster_name', 'in', clusters).where('volumes.status', 'in', ['available', 'in-use'])
-      .where('volumes.replication_status', 'in', ['copying', 'enabled', 'error']).where('volume_replicas.volume_id', 'is', null).execute();
+      .where('volumes.replication_status', 'in', ['copying', 'enabled', 'error', 'enabling']).where('volume_replicas.volume_id', 'is', null).execute();
     for (const v of fresh) await this.place(v as VolumeRow);
     const replicas = await deps.db.kysely.selectFrom('volume_replicas').selectAll().where('primary_cluster', 'in', clusters).execute();
+    // Groups whose replication is on ship their members' points together (below), not one by one.
+    const groups = await deps.db.kysely.selectFrom('groups').select(['id', 'cluster_name', 'replication_status']).where('cluster_name', 'in', clusters)
+      .where('replication_status', 'is not', null).where('replication_status', '!=', 'disabled').execute();
+    const groupShipped = new Set(groups.map((g) => g.id));
     // Mirrors of volumes no longer primary here (failed over, removed) end.
     for (const [id, m] of this.mirrors) {
       if (!replicas.some((r) => r.volume_id === id && r.primary_cluster === m.cluster)) await this.endMirror(id);
@@ -141,12 +165,42 @@ export class Replicator {
         }
         continue;
       }
-      const due = !r.last_point_at || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000 / 2 || r.state === 'error';
-      if (!due || !r.export_name || !['available', 'in-use'].includes(v.status)) continue;
+      if ((v.group_id && groupShipped.has(v.group_id)) || PAUSED_STATUSES.includes(v.replication_status ?? 'disabled')) continue;
+      if (!this.due(r, now) || !r.export_name || !['available', 'in-use'].includes(v.status)) continue;
       const driver = this.o.drivers.get(r.primary_cluster);
       if (!driver) continue;
       await this.shipNow(r.volume_id, driver, { quiesced: false }).catch((err) => this.o.log.warn({ err, volume_id: r.volume_id }, 'replication point not shipped'));
     }
+    for (const g of groups) {
+      const driver = this.o.drivers.get(g.cluster_name!);
+      // Enabling, disabling and failing over are their jobs' (which take group points themselves).
+      if (!driver || !GROUP_SHIPPING_STATUSES.includes(g.replication_status!) || !(await this.groupDue(g.id, g.cluster_name!, now))) continue;
+      await this.shipGroupNow(g.id, driver, { quiesced: false }).catch((err) => this.o.log.warn({ err, group_id: g.id }, 'replication group point not shipped'));
+    }
+  }
+
+  /**
+   * Whether an asynchronous replica's next point is due: none yet (a copy
+   * made again after a failback has none either), half its RPO gone since
+   * the last, or the last failed.
+   */
+  private due(r: VolumeReplicaRow, now: number): boolean {
+    return !r.last_point_at || !r.last_point_id || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000 / 2 || r.state === 'error';
+  }
+
+  /**
+   * Whether a replicated group's next point is due here: every asynchronous
+   * member's copy is ready and shipped from `cluster`, every member is
+   * available or in use, and one member's point is due.
+   */
+  private async groupDue(groupId: string, cluster: string, now: number): Promise<boolean> {
+    const { kysely } = this.o.deps.db;
+    const rows = await kysely.selectFrom('volumes').leftJoin('volume_replicas', 'volume_replicas.volume_id', 'volumes.id').where('volumes.group_id', '=', groupId)
+      .select(['volumes.status', 'volume_replicas.volume_id']).selectAll('volume_replicas').execute();
+    const async = rows.filter((x) => x.mode !== 'sync');
+    if (async.length === 0) return false;
+    const ready = async.every((x) => ['available', 'in-use'].includes(x.status) && x.volume_id !== null && x.export_name && x.state !== 'creating' && x.primary_cluster === cluster);
+    return ready && async.some((x) => this.due(x as VolumeReplicaRow, now));
   }
 
   /**
@@ -245,23 +299,89 @@ export class Replicator {
 
   private async ship(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver, quiesced: boolean): Promise<Shipment> {
     const { deps } = this.o;
-    const vol = { id: v.id, sizeGiB: v.size };
-    const point = { id: nextPointId(v.id, r.last_point_id, 'point'), volumeId: v.id, sizeGiB: v.size };
-    const temp = { id: point.id, sizeGiB: v.size };
-    // What a shipment killed midway left under these ids goes first: it may be of an earlier instant.
-    await driver.deleteVolume(temp);
-    await driver.deleteSnapshot(point);
+    const w = await this.beginPoint(r, v, driver);
     // The point's time is when it began: every write acknowledged before it is in the point, a later
     // one may not be (a point stamped when it ended would claim writes made while it was taken).
     const pointAt = deps.clock.now();
-    const take = (): Promise<void> => driver.createSnapshot(point);
-    if (deps.exports && !quiesced) await deps.exports.quiesce(v.id, take);
-    else await take();
+    const take = (): Promise<void> => driver.createSnapshot(w.point);
+    try {
+      if (deps.exports && !quiesced) await deps.exports.quiesce(v.id, take);
+      else await take();
+      await this.send(w, driver);
+      await deps.queue.transaction((tx) => this.commitPoint(tx, w, pointAt));
+      w.committed = true;
+      return { bytes: w.bytes, full: w.full };
+    } finally {
+      await this.endPoint(w, driver);
+    }
+  }
+
+  /**
+   * Takes and ships one **group point** of group `groupId` now: every
+   * asynchronous member is snapshotted with the writes of all of them held at
+   * their exports (the group snapshot's quiesce), then each snapshot ships to
+   * its member's secondary copy, and every member's replica moves to the new
+   * point in one transaction, stamped with one time. A member that fails
+   * leaves every member at the previous point (none commits) and is marked
+   * behind; the next tick tries again. `quiesced`: the caller holds the
+   * writes already (a failback), and the members' locks are waited for as
+   * long as any lock.
+   * @throws DriverError when a member's copy is not ready or a shipment fails.
+   */
+  async shipGroupNow(groupId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void> {
+    const { deps } = this.o;
+    const ids = (await deps.db.kysely.selectFrom('volumes').select('id').where('group_id', '=', groupId).execute()).map((x) => x.id);
+    await withLocks(deps, ids.map((id) => `volume-${id}`), async () => {
+      const works: PointWork[] = [];
+      for (const id of ids) {
+        const r = await replicaOf(deps.db.kysely, id);
+        const v = await deps.volumes.get(deps.db.kysely, id);
+        if (!v || v.group_id !== groupId || (r && r.mode === 'sync')) continue; // left the group; a synchronous copy has every write already
+        if (!r || !r.export_name || r.state === 'creating' || this.o.drivers.get(r.primary_cluster) !== driver) {
+          throw new DriverError(`The secondary copy of volume ${id} of group ${groupId} is not ready yet: the group's point waits for it.`, { retryable: true });
+        }
+        works.push(await this.beginPoint(r, v, driver));
+      }
+      if (works.length === 0) return;
+      const pointAt = deps.clock.now();
+      const take = async (): Promise<void> => { for (const w of works) await driver.createSnapshot(w.point); };
+      try {
+        if (o.quiesced) await take();
+        else await quiesceAll(deps, works.map((w) => w.v.id), take);
+        for (const w of works) await this.send(w, driver);
+        await deps.queue.transaction(async (tx) => { for (const w of works) await this.commitPoint(tx, w, pointAt); });
+        for (const w of works) w.committed = true;
+        this.o.log.info({ group_id: groupId, volumes: works.length, bytes: works.reduce((n, w) => n + w.bytes, 0) }, 'replication group point shipped');
+      } catch (err) {
+        for (const w of works) await this.recordFailure(w.r, w.v, err as Error);
+        throw err;
+      } finally {
+        for (const w of works) await this.endPoint(w, driver);
+      }
+    }, o.quiesced ? deps.lockTimeoutMs : LOCK_WAIT_MS);
+  }
+
+  /** Names the next point of a volume and removes what a shipment killed midway left under its ids (it may be of an earlier instant). */
+  private async beginPoint(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver): Promise<PointWork> {
+    const point = { id: nextPointId(v.id, r.last_point_id, 'point'), volumeId: v.id, sizeGiB: v.size };
+    await driver.deleteVolume({ id: point.id });
+    await driver.deleteSnapshot(point);
+    return { r, v, point, bytes: 0, full: true, committed: false };
+  }
+
+  /**
+   * Ships a taken point: the extents changed since the previous point (and
+   * those the secondary diverged in), or every allocated one, read through a
+   * temporary volume made from the point, then flushed on the secondary.
+   */
+  private async send(w: PointWork, driver: GuardedDriver): Promise<void> {
+    const { deps } = this.o;
+    const { r, v, point } = w;
+    const temp = { id: point.id, sizeGiB: v.size };
     let from: VolumeHandle | undefined;
     let to: NbdClient | undefined;
-    let committed = false;
     try {
-      const changed = r.last_point_id ? await this.changedSince(driver, vol, { id: r.last_point_id, volumeId: v.id, sizeGiB: v.size }, point) : undefined;
+      const changed = r.last_point_id ? await this.changedSince(driver, { id: v.id, sizeGiB: v.size }, { id: r.last_point_id, volumeId: v.id, sizeGiB: v.size }, point) : undefined;
       await driver.createVolumeFromSnapshot(temp, point);
       from = await driver.openVolume(temp);
       to = await this.connect(r);
@@ -271,25 +391,31 @@ export class Replicator {
         throw new DriverError(`The secondary copy of volume ${v.id} is smaller than the volume: it is being grown.`, { retryable: true });
       }
       const pending = r.pending_ranges ? (JSON.parse(r.pending_ranges) as [number, number][]).map(([offset, length]) => ({ offset, length })) : [];
-      const bytes = changed ? await copyRanges(from, to, mergeRanges([...changed, ...pending], from.sizeBytes)) : await copyAllocated(from, to);
+      w.bytes = changed ? await copyRanges(from, to, mergeRanges([...changed, ...pending], from.sizeBytes)) : await copyAllocated(from, to);
+      w.full = !changed;
       await to.flush();
-      await deps.queue.transaction(async (tx) => {
-        await tx.updateTable('volume_replicas').set({
-          last_point_id: point.id, last_point_at: isoAt(pointAt), state: 'enabled', last_error: null, pending_ranges: null,
-          bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + bytes, updated_at: isoAt(deps.clock.now()),
-        }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
-        await this.markInStep(tx, v, r);
-      });
-      committed = true;
-      return { bytes, full: !changed };
     } finally {
       await from?.close();
       await to?.close();
-      await driver.deleteVolume(temp);
-      // The point the next one counts from stays; the other goes (destroy last: after the commit).
-      const old = committed ? r.last_point_id : point.id;
-      if (old) await driver.deleteSnapshot({ id: old });
     }
+  }
+
+  /** Records a shipped point on the replica (and the volume in step), in `tx`. */
+  private async commitPoint(tx: Tx, w: PointWork, pointAt: number): Promise<void> {
+    const { deps } = this.o;
+    const { r, v } = w;
+    await tx.updateTable('volume_replicas').set({
+      last_point_id: w.point.id, last_point_at: isoAt(pointAt), state: 'enabled', last_error: null, pending_ranges: null,
+      bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + w.bytes, updated_at: isoAt(deps.clock.now()),
+    }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
+    await this.markInStep(tx, v, r);
+  }
+
+  /** Removes a point's temporary volume, and the point the next one does not count from (destroy last: after the commit). */
+  private async endPoint(w: PointWork, driver: GuardedDriver): Promise<void> {
+    await driver.deleteVolume({ id: w.point.id });
+    const old = w.committed ? w.r.last_point_id : w.point.id;
+    if (old) await driver.deleteSnapshot({ id: old });
   }
 
   /** The driver's changed extents between two points, or undefined (everything) when it cannot tell. */

@@ -10,6 +10,7 @@ import { RoleService, type JobQueue, type RoleServiceOptions } from '../jobs/ind
 import { volumeHandlers, type ExportServer } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
 import { replicationHandlers, type ReplicationDeps } from './replication-jobs.ts';
+import { groupReplicationHandlers } from './group-replication-jobs.ts';
 import {
   MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type NativeConnectionReport, type ServiceReport,
 } from '../services/index.ts';
@@ -50,7 +51,8 @@ export class VolumeService {
       queue: o.queue, services: o.services, host: this.serviceHost, binary: 'cinder-volume',
       backend: o.backend.name, cluster: this.cluster, availabilityZone: o.backend.backend_availability_zone,
       version: o.version, instanceId: o.instanceId, target: volumeTarget(this.cluster), extraTargets: [memberTarget(this.serviceHost)],
-      handlers: [...volumeHandlers(o, o.driver), ...groupHandlers(o, o.driver), ...(o.replication ? replicationHandlers({ ...o, ...o.replication }, o.driver, this.cluster) : [])], concurrency: o.concurrency, pollMs: o.pollMs,
+      handlers: [...volumeHandlers(o, o.driver), ...groupHandlers(o, o.driver), ...(o.replication ? replicationHandlers({ ...o, ...o.replication }, o.driver, this.cluster) : []),
+        ...(o.replication ? groupReplicationHandlers({ ...o, ...o.replication }, o.driver, this.cluster) : [])], concurrency: o.concurrency, pollMs: o.pollMs,
       heartbeatMs: o.heartbeatMs, log: o.log.child({ role: 'volume', backend: o.backend.name }),
       reportCapabilities: () => this.capabilities(),
       // Only where members on other hosts judge this one by its heartbeat: on

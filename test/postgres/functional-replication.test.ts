@@ -8,3 +8,4 @@ import { runFunctionalOnPostgres } from '../helpers/postgres.ts';
 await runFunctionalOnPostgres();
 await import('../functional/replication.test.ts');
 await import('../functional/replication-crash.test.ts');
+await import('../functional/group-replication.test.ts');

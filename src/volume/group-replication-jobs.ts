@@ -1,0 +1,259 @@
+/**
+ * The job kinds of group replication (issue 16 part 3, Cinder's 3.38
+ * `enable_replication`, `disable_replication` and `failover_replication` of
+ * a group) and their handlers. They reuse the volume replication of
+ * `replication-jobs.ts` and `replicator.ts`: the same secondary copies,
+ * exports and replica rows, and the same fences; what a group adds is that
+ * its members' asynchronous points are one **group point** (taken with every
+ * member's writes held at once, `Replicator.shipGroupNow`), and that its
+ * members fail over and back together, in one transaction.
+ *
+ * | kind | target | does |
+ * | --- | --- | --- |
+ * | `group.replication_enable` v1 | `volume:<the group's cluster>` | waits for every member's secondary copy, ships a first group point, then the group and its members are `enabled` |
+ * | `group.replication_disable` v1 | `volume:<the group's cluster>` | waits for a group point being shipped, then the group and its members are `disabled` (the copies stay, so enabling again ships only what changed) |
+ * | `group.replication_failover` v1 | `volume:<the cluster that becomes the primary>` | failover: every member becomes its copy's (the copies all of one group point), exports fenced; failback (`default`): a last group point with the members' writes held, then every member moves back |
+ *
+ * Statuses move as Cinder's: the API sets the group and its members
+ * `enabling`, `disabling` or `failing-over`; the job ends them `enabled`,
+ * `disabled`, `failed-over` (`enabled` after a failback); a job that fails
+ * for good sets the group and each member still in the transitional status
+ * `error`, with a user message per member.
+ */
+import type { Clock } from '../common/index.ts';
+import { isoAt } from '../common/index.ts';
+import type { GroupRepository, GroupRow, Tx, VolumeReplicaRow, VolumeRow } from '../db/index.ts';
+import type { GuardedDriver } from '../drivers/index.ts';
+import { DriverError } from '../errors/index.ts';
+import type { JobHandler, JobKind } from '../jobs/index.ts';
+import { detailFor, MESSAGE_ACTIONS, recordUserMessage, type MessageAction } from '../messages/index.ts';
+import { payloadParser } from './operations/index.ts';
+import { quiesceAll, withLocks } from './group-handlers.ts';
+import { dropReplicaExports, FAILBACK_ID, fenceOld, nextPointId, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
+import { moveStaleExports } from './service-cleanup.ts';
+
+/** `group.replication_enable` and `group.replication_disable`: the group. */
+export interface GroupReplicationPayload { groupId: string }
+/** `group.replication_failover`: the group, and the target's backend id or `default` (failback). */
+export interface GroupFailoverPayload { groupId: string; backendId: string }
+
+/** The group replication kinds (part of `ReplicationJobKinds`). */
+export interface GroupReplicationJobKinds {
+  groupEnable: JobKind<GroupReplicationPayload>;
+  groupDisable: JobKind<GroupReplicationPayload>;
+  groupFailover: JobKind<GroupFailoverPayload>;
+}
+
+/** Where a failed job's user messages go; without it, only the statuses say so. */
+export interface GroupReplicationMessages { clock: Clock; messageTtlSeconds: number }
+
+/**
+ * Sets a group whose replication is in `from` to `error`, and each member
+ * still in `from`, with a user message per member (Cinder's manager sets
+ * both to error when the driver fails).
+ */
+async function failGroupReplication(tx: Tx, groupId: string, from: string, action: MessageAction, err: Parameters<typeof detailFor>[0], requestId: string | null, messages?: GroupReplicationMessages): Promise<void> {
+  const members = await tx.selectFrom('volumes').select(['id', 'project_id']).where('group_id', '=', groupId).where('replication_status', '=', from).execute();
+  await tx.updateTable('volumes').set({ replication_status: 'error' }).where('group_id', '=', groupId).where('replication_status', '=', from).execute();
+  await tx.updateTable('groups').set({ replication_status: 'error' }).where('id', '=', groupId).where('replication_status', '=', from).execute();
+  if (!messages) return;
+  for (const v of members) {
+    await recordUserMessage(tx, messages.clock, messages.messageTtlSeconds, {
+      projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action, detail: detailFor(err), requestId,
+    });
+  }
+}
+
+/** Builds the kinds. */
+export function groupReplicationJobKinds(messages?: GroupReplicationMessages): GroupReplicationJobKinds {
+  const group = payloadParser<GroupReplicationPayload>({ groupId: 'string' });
+  const kind = (name: string, from: string, action: MessageAction): JobKind<GroupReplicationPayload> => ({
+    kind: name, version: 1, minVersion: 1, resourceType: 'group', parse: group,
+    async onFailure(tx, p, job, err) { await failGroupReplication(tx, p.groupId, from, action, err, job.request_id, messages); },
+  });
+  return {
+    groupEnable: kind('group.replication_enable', 'enabling', MESSAGE_ACTIONS.REPLICATE_VOLUME),
+    groupDisable: kind('group.replication_disable', 'disabling', MESSAGE_ACTIONS.REPLICATE_VOLUME),
+    groupFailover: {
+      kind: 'group.replication_failover', version: 1, minVersion: 1, resourceType: 'group',
+      parse: payloadParser<GroupFailoverPayload>({ groupId: 'string', backendId: 'string' }),
+      async onFailure(tx, p, job, err) { await failGroupReplication(tx, p.groupId, 'failing-over', MESSAGE_ACTIONS.FAILOVER_VOLUME, err, job.request_id, messages); },
+    },
+  };
+}
+
+/** What the group replication handlers need. */
+export interface GroupReplicationDeps extends ReplicationDeps {
+  groups: GroupRepository;
+}
+
+/** Whether a member's copy is ready for a group point: made and exported (a synchronous one: its mirror in step). */
+function copyReady(r: VolumeReplicaRow | undefined): boolean {
+  return !!r && !!r.export_name && (r.mode === 'sync' ? r.state === 'enabled' : r.state !== 'creating');
+}
+
+/** Sets the group's and its members' replication status `from` → `to`, in `tx`. */
+async function settle(tx: Tx, groupId: string, from: string, to: string): Promise<void> {
+  await tx.updateTable('volumes').set({ replication_status: to }).where('group_id', '=', groupId).where('replication_status', '=', from).execute();
+  await tx.updateTable('groups').set({ replication_status: to }).where('id', '=', groupId).where('replication_status', '=', from).execute();
+}
+
+/** Builds the handlers a volume service of `cluster` runs for group replication. */
+export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const { db, groups, replicationKinds: kinds } = deps;
+  const memberLocks = (members: readonly VolumeRow[]): string[] => members.map((v) => `volume-${v.id}`);
+
+  const enable: JobHandler<GroupReplicationPayload> = {
+    kind: kinds.groupEnable,
+    async run(ctx, p) {
+      const g = await groups.get(db.kysely, p.groupId);
+      if (!g || g.replication_status !== 'enabling') return ctx.complete();
+      const members = await groups.members(db.kysely, g.id);
+      // The replicator places and prepares each member's copy (enabling members included); this waits for them.
+      const waiting: string[] = [];
+      for (const v of members) if (!copyReady(await replicaOf(db.kysely, v.id))) waiting.push(v.id);
+      if (waiting.length > 0) {
+        throw new DriverError(`Replication of group ${g.id} waits for the secondary copies of ${waiting.length} volume(s) (${waiting.join(', ')}).`, { retryable: true });
+      }
+      if (!deps.replicator) throw new DriverError('This process ships no replication points: it cannot enable a group\'s replication.');
+      // The first group point: from now on the copies are all of one instant.
+      await deps.replicator.shipGroupNow(g.id, driver, { quiesced: false });
+      await ctx.complete((tx) => settle(tx, g.id, 'enabling', 'enabled'));
+    },
+  };
+
+  const disable: JobHandler<GroupReplicationPayload> = {
+    kind: kinds.groupDisable,
+    async run(ctx, p) {
+      const g = await groups.get(db.kysely, p.groupId);
+      if (!g || g.replication_status !== 'disabling') return ctx.complete();
+      // No point starts once the statuses say disabling; one being shipped holds the members' locks until it ends.
+      await withLocks(deps, memberLocks(await groups.members(db.kysely, g.id)), async () => undefined);
+      await ctx.complete((tx) => settle(tx, g.id, 'disabling', 'disabled'));
+    },
+  };
+
+  const failover: JobHandler<GroupFailoverPayload> = {
+    kind: kinds.groupFailover,
+    async run(ctx, p) {
+      const g = await groups.get(db.kysely, p.groupId);
+      if (!g || g.replication_status !== 'failing-over') return ctx.complete();
+      const back = p.backendId === FAILBACK_ID;
+      if (back) await failBackGroup(deps, driver, cluster, g, ctx.job.request_id);
+      else await failOverGroup(deps, driver, cluster, g, ctx.job.request_id);
+      await ctx.complete((tx) => settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over'));
+      // Hosts attached to a moved member get connection info naming a live exporter of its new backend.
+      await moveStaleExports({ db, queue: deps.queue, services: deps.services, volumes: deps.volumes, attachments: deps.attachments, serviceDownMs: deps.queue.options.serviceDownMs ?? 60_000 });
+    },
+  };
+  return [enable, disable, failover];
+}
+
+/**
+ * Failover of a group, on the cluster that holds its copies: with every
+ * member's lock held (no group point is being shipped), each asynchronous
+ * member's copy is checked to be of the same group point as the others',
+ * a baseline of each copy is taken (the point the next shipment back counts
+ * from), and then, in one transaction, every member becomes this cluster's,
+ * its replica ships the other way once the old primary is back, and its old
+ * exports are fenced; the group's host moves with them.
+ * @throws DriverError (permanent) when a member has no copy here, or the copies are not all of one point.
+ */
+async function failOverGroup(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string, g: GroupRow, requestId: string | null): Promise<void> {
+  const { db } = deps;
+  const members = await deps.groups.members(db.kysely, g.id);
+  await withLocks(deps, members.map((v) => `volume-${v.id}`), async () => {
+    const moving: Array<{ v: VolumeRow; r: VolumeReplicaRow; baseline?: { id: string; volumeId: string; sizeGiB: number } }> = [];
+    for (const v of members) {
+      const r = await replicaOf(db.kysely, v.id);
+      if (r && r.primary_cluster === cluster) continue; // moved by an earlier attempt
+      if (!r || r.secondary_cluster !== cluster) throw new DriverError(`Volume ${v.id} of group ${g.id} has no secondary copy on ${cluster}.`);
+      if (r.mode === 'sync' ? !r.last_point_at : !r.last_point_id) throw new DriverError(`The secondary copy of volume ${v.id} of group ${g.id} was never in step: it is not the volume.`);
+      moving.push({ v, r });
+    }
+    const points = new Set(moving.filter((m) => m.r.mode !== 'sync').map((m) => m.r.last_point_at));
+    if (points.size > 1) {
+      throw new DriverError(`The secondary copies of group ${g.id} are not of one group point (${[...points].join(', ')}): failing them over would mix instants.`);
+    }
+    for (const m of moving) {
+      // A synchronous mirror in this process (both backends here) stops writing to the old primary.
+      await deps.replicator?.endMirror(m.v.id);
+      if (m.r.mode === 'sync') continue;
+      m.baseline = { id: nextPointId(m.v.id, m.r.last_point_id, 'baseline'), volumeId: m.v.id, sizeGiB: m.v.size };
+      await driver.deleteSnapshot(m.baseline); // what a killed run left
+      await driver.createSnapshot(m.baseline);
+    }
+    const moved = new Set<string>();
+    await deps.queue.transaction(async (tx, enqueue) => {
+      await db.lockRows(tx, 'volumes', moving.map((m) => m.v.id));
+      for (const { v, r, baseline } of moving) {
+        const now = await replicaOf(tx, v.id);
+        if (!now || now.primary_cluster !== r.primary_cluster) continue;
+        const at = isoAt(deps.clock.now());
+        await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: cluster, updated_at: at }).where('id', '=', v.id).execute();
+        await tx.updateTable('volume_replicas').set({
+          primary_cluster: cluster, primary_host: r.secondary_host, secondary_cluster: r.primary_cluster, secondary_host: r.primary_host,
+          state: 'creating', export_name: null, last_point_id: baseline?.id ?? null, last_point_at: at,
+          peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, updated_at: at,
+        }).where('volume_id', '=', v.id).execute();
+        await dropReplicaExports(tx, v.id, cluster);
+        await fenceOld(deps, tx, enqueue, v.id, r.primary_cluster, requestId);
+        moved.add(v.id);
+      }
+      const host = moving[0]?.r.secondary_host;
+      if (host) await tx.updateTable('groups').set({ host, cluster_name: cluster }).where('id', '=', g.id).execute();
+    });
+    for (const m of moving) if (m.baseline && !moved.has(m.v.id)) await driver.deleteSnapshot(m.baseline);
+  });
+}
+
+/**
+ * Failback of a group, on the cluster it was failed over to: once every
+ * member's copy on the original backend is in step (else a retryable
+ * error: the job is tried again), the members' writes are held at this
+ * process's exports while a last group point ships there and every member
+ * (and the group) moves back in one transaction; the connections here are
+ * then dropped and reconnect to the original backend.
+ * @throws DriverError (retryable) while a copy is not in step yet.
+ */
+async function failBackGroup(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string, g: GroupRow, requestId: string | null): Promise<void> {
+  const { db } = deps;
+  const members = await deps.groups.members(db.kysely, g.id);
+  const replicas: VolumeReplicaRow[] = [];
+  for (const v of members) {
+    const r = await replicaOf(db.kysely, v.id);
+    if (r && r.primary_cluster !== cluster) continue; // moved back by an earlier attempt
+    if (!r || !copyReady(r) || (r.mode !== 'sync' && !['enabled', 'copying'].includes(r.state))) {
+      throw new DriverError(`Failback of group ${g.id} waits for the copy of volume ${v.id} on its original backend to be in step again.`, { retryable: true });
+    }
+    replicas.push(r);
+  }
+  if (replicas.length === 0) return;
+  if (!deps.replicator) throw new DriverError('This process ships no replication points: it cannot fail back.');
+  const ids = replicas.map((r) => r.volume_id);
+  await quiesceAll(deps, ids, async () => {
+    // The last group point, taken and shipped while nothing writes; the rows move back before the writes go on.
+    await deps.replicator!.shipGroupNow(g.id, driver, { quiesced: true });
+    await deps.queue.transaction(async (tx, enqueue) => {
+      await db.lockRows(tx, 'volumes', ids);
+      for (const r of replicas) {
+        const now = await replicaOf(tx, r.volume_id);
+        if (!now || now.primary_cluster !== cluster) continue;
+        const at = isoAt(deps.clock.now());
+        await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: r.secondary_cluster, updated_at: at }).where('id', '=', r.volume_id).execute();
+        await tx.updateTable('volume_replicas').set({
+          primary_cluster: r.secondary_cluster, primary_host: r.secondary_host, secondary_cluster: cluster, secondary_host: r.primary_host,
+          state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null, updated_at: at,
+        }).where('volume_id', '=', r.volume_id).execute();
+        await dropReplicaExports(tx, r.volume_id, r.secondary_cluster);
+        await fenceOld(deps, tx, enqueue, r.volume_id, cluster, requestId);
+      }
+      await tx.updateTable('groups').set({ host: replicas[0]!.secondary_host, cluster_name: replicas[0]!.secondary_cluster }).where('id', '=', g.id).execute();
+    });
+    // Still holding the writes: the connections here are dropped (their held writes with them) and reconnect to the original backend.
+    for (const id of ids) {
+      await deps.replicator!.endMirror(id);
+      for (const a of await deps.attachments.ofVolume(db.kysely, id)) await deps.exports?.closeExport(a.export_name);
+    }
+  });
+}
