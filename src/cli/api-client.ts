@@ -22,6 +22,8 @@ export interface ClientOptions {
 export interface CallOptions {
   /** Whether the route is an experimental API (sends `OpenStack-API-Experimental: true`). Default false. */
   experimental?: boolean;
+  /** Whether the path is below the API's root rather than `/v3/{project}` (`/openapi.json`). Default false. */
+  unversioned?: boolean;
 }
 
 /** A thin client over `/v3/{project}`. */
@@ -71,7 +73,7 @@ export class ApiClient {
   async call<T = any>(method: string, path: string, body?: unknown, o: CallOptions = {}): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
     let res: Response;
     try {
-      res = await fetch(`${this.base}${path}`, {
+      res = await fetch(`${o.unversioned ? this.base.replace(/\/v3\/[^/]+$/, '') : this.base}${path}`, {
         method,
         headers: {
           'X-Auth-Token': this.o.token ?? `${this.o.user}:${this.o.project}`,

@@ -1,7 +1,7 @@
 /**
  * The `basalt` command: `server`, `db migrate|status`, `config show`, `backup verify`
  * (the operator's, on this machine), and the API's clients: `volume`, `snapshot`,
- * `backup`, `attachment`, `type`, `service` (client-commands.ts), `attach`, `detach`.
+ * `backup`, `attachment`, `type`, `service` (client-commands.ts), `attach`, `detach`, `openapi`.
  */
 import os from 'node:os';
 import { Presets, SingleBar } from 'cli-progress';
@@ -239,6 +239,13 @@ withClient(program.command('resize <volume>'))
     }
     // An NBD client reconnects instead (docs/online-extend.md); doing nothing is said, never a silent success.
     if (resized === 0) throw new CliError(`volume ${volume} has no loop device on this host (an NBD client sees the new size when it connects again)`, EXIT.notFound);
+  });
+
+withClient(program.command('openapi'))
+  .description('print the OpenAPI 3.1 document of the API (GET /openapi.json: every route, its parameters and request body schemas)')
+  .action(async (flags: ClientFlags) => {
+    const api = await connect(flags);
+    console.log(JSON.stringify(await api.call('GET', '/openapi.json', undefined, { unversioned: true }), null, 2));
   });
 
 addClientCommands(program);

@@ -5,7 +5,10 @@
  * refuses too, and one it takes the document takes.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { test } from 'node:test';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { Validator } from '@seriousme/openapi-schema-validator';
@@ -167,4 +170,9 @@ test('for a sample of routes, the document refuses the bodies the route refuses 
   // The document's own wording for the microversion header and the server's agree on the newest version.
   const r = await s.request('GET', '/v3/', undefined, latest);
   assert.equal(r.body.versions[0].version, doc.info.version);
+
+  // `basalt openapi` prints the same document.
+  const bin = path.resolve(import.meta.dirname, '../../bin/basalt.js');
+  const { stdout } = await promisify(execFile)(process.execPath, [bin, 'openapi', '--url', s.url], { maxBuffer: 64 * 1024 * 1024 });
+  assert.deepEqual(JSON.parse(stdout), doc);
 });
