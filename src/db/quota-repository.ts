@@ -7,8 +7,17 @@ import { sql, type Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt } from '../common/index.ts';
 import type { Database } from './schema.ts';
+import { prepared } from './prepared.ts';
 
 type Q = Kysely<Database>;
+
+// The reads every create and delete makes (prepared.ts).
+const PROJECT_LIMITS = prepared<{ projectId: string }>()((q, a) =>
+  q.selectFrom('quotas').select(['resource', 'hard_limit']).where('project_id', '=', a('projectId')));
+const CLASS_LIMITS = prepared<{ className: string }>()((q, a) =>
+  q.selectFrom('quota_classes').select(['resource', 'hard_limit']).where('class_name', '=', a('className')));
+const USAGES = prepared<{ projectId: string }>()((q, a) =>
+  q.selectFrom('quota_usages').select(['resource', 'in_use']).where('project_id', '=', a('projectId')));
 
 /** Repository over quota tables. */
 export class QuotaRepository {
@@ -16,13 +25,13 @@ export class QuotaRepository {
 
   /** A project's explicit limits: resource → hard limit. */
   async projectLimits(q: Q, projectId: string): Promise<Record<string, number>> {
-    const rows = await q.selectFrom('quotas').select(['resource', 'hard_limit']).where('project_id', '=', projectId).execute();
+    const rows = await PROJECT_LIMITS.all(q, { projectId });
     return Object.fromEntries(rows.map((r) => [r.resource, Number(r.hard_limit)]));
   }
 
   /** A quota class's limits. */
   async classLimits(q: Q, className: string): Promise<Record<string, number>> {
-    const rows = await q.selectFrom('quota_classes').select(['resource', 'hard_limit']).where('class_name', '=', className).execute();
+    const rows = await CLASS_LIMITS.all(q, { className });
     return Object.fromEntries(rows.map((r) => [r.resource, Number(r.hard_limit)]));
   }
 
@@ -51,7 +60,7 @@ export class QuotaRepository {
 
   /** A project's usage rows: resource → in use. Missing rows mean "not counted yet". */
   async usages(q: Q, projectId: string): Promise<Record<string, number>> {
-    const rows = await q.selectFrom('quota_usages').select(['resource', 'in_use']).where('project_id', '=', projectId).execute();
+    const rows = await USAGES.all(q, { projectId });
     return Object.fromEntries(rows.map((r) => [r.resource, Number(r.in_use)]));
   }
 

@@ -6,6 +6,7 @@
 import type { Kysely } from 'kysely';
 import { setOwn } from '../common/index.ts';
 import type { Database } from './schema.ts';
+import { prepared, type Prepared } from './prepared.ts';
 
 type Q = Kysely<Database>;
 type AnyQ = Kysely<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -42,18 +43,43 @@ export async function visibleTypes<R extends TypeRow>(q: Q, t: TypeTables, viewe
   return s.orderBy('name').execute() as Promise<R[]>;
 }
 
+/** The catalogue's hot reads of one kind of type, built once (prepared.ts). */
+interface TypeQueries {
+  /** Rows whose id or name is `key`. */
+  byIdOrName: Prepared<{ key: string }, Record<string, unknown>>;
+  /** Whether project `projectId` was given type `typeId`. */
+  access: Prepared<{ typeId: string; projectId: string }, Record<string, unknown>>;
+  /** The specs of type `typeId`, by key. */
+  specs: Prepared<{ typeId: string }, Record<string, unknown>>;
+}
+
+const queries = new Map<TypeTables, TypeQueries>();
+
+function queriesOf(t: TypeTables): TypeQueries {
+  let qs = queries.get(t);
+  if (!qs) {
+    qs = {
+      byIdOrName: prepared<{ key: string }>()((q, a) => (q as AnyQ).selectFrom(t.table).selectAll()
+        .where((eb) => eb.or([eb('id', '=', a('key')), eb('name', '=', a('key'))]))),
+      access: prepared<{ typeId: string; projectId: string }>()((q, a) => (q as AnyQ).selectFrom(t.projectTable).select('project_id')
+        .where(t.fk, '=', a('typeId')).where('project_id', '=', a('projectId'))),
+      specs: prepared<{ typeId: string }>()((q, a) => (q as AnyQ).selectFrom(t.specTable).selectAll().where(t.fk, '=', a('typeId')).orderBy('key')),
+    };
+    queries.set(t, qs);
+  }
+  return qs;
+}
+
 /** Whether `viewer` may see and use the type. */
 export async function canUseType(q: Q, t: TypeTables, row: TypeRow, viewer: TypeViewer): Promise<boolean> {
   if (row.is_public || viewer.isAdmin) return true;
-  return (await (q as AnyQ).selectFrom(t.projectTable).select('project_id')
-    .where(t.fk, '=', row.id).where('project_id', '=', viewer.projectId).executeTakeFirst()) !== undefined;
+  return (await queriesOf(t).access.first(q, { typeId: row.id, projectId: viewer.projectId })) !== undefined;
 }
 
 /** A type by id or, failing that, by name, if `viewer` may see it. */
 export async function findType<R extends TypeRow>(q: Q, t: TypeTables, idOrName: string, viewer: TypeViewer): Promise<R | undefined> {
   // One query for both (names are unique; an id match wins over a type named like another's id).
-  const rows = await (q as AnyQ).selectFrom(t.table).selectAll()
-    .where((eb) => eb.or([eb('id', '=', idOrName), eb('name', '=', idOrName)])).execute() as R[];
+  const rows = await queriesOf(t).byIdOrName.all(q, { key: idOrName }) as R[];
   const row = rows.find((r) => r.id === idOrName) ?? rows[0];
   return row && await canUseType(q, t, row, viewer) ? row : undefined;
 }
@@ -62,7 +88,9 @@ export async function findType<R extends TypeRow>(q: Q, t: TypeTables, idOrName:
 export async function specsOf(q: Q, t: TypeTables, ids: readonly string[]): Promise<Map<string, Record<string, string>>> {
   const out = new Map<string, Record<string, string>>(ids.map((id) => [id, {}]));
   if (ids.length === 0) return out;
-  const rows = await (q as AnyQ).selectFrom(t.specTable).selectAll().where(t.fk, 'in', ids).orderBy('key').execute();
+  const rows = ids.length === 1
+    ? await queriesOf(t).specs.all(q, { typeId: ids[0]! })
+    : await (q as AnyQ).selectFrom(t.specTable).selectAll().where(t.fk, 'in', ids).orderBy('key').execute();
   // Any key an admin stored, `__proto__` included, is the record's own.
   for (const r of rows) setOwn(out.get(r[t.fk])!, r.key, r.value);
   return out;

@@ -5,6 +5,7 @@
 import type { Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
+import { prepared } from './prepared.ts';
 import type { Database, VolumeTypeEncryptionRow } from './schema.ts';
 
 type Q = Kysely<Database>;
@@ -19,6 +20,10 @@ export interface EncryptionSpec {
 
 /** The fields that decide how a volume's data is encrypted: two types with equal ones read each other's volumes. */
 const SPEC_FIELDS = ['provider', 'cipher', 'key_size', 'control_location'] as const;
+
+/** A type's encryption, read by every create (prepared.ts). */
+const ENCRYPTION_OF = prepared<{ typeId: string }>()((q, a) =>
+  q.selectFrom('volume_type_encryption').selectAll().where('volume_type_id', '=', a('typeId')));
 
 /** Repository over `volume_type_encryption`. */
 export class TypeEncryptionRepository {
@@ -39,7 +44,7 @@ export class TypeEncryptionRepository {
 
   /** The spec of a type, or undefined for a type that is not encrypted. */
   async get(q: Q, typeId: string): Promise<VolumeTypeEncryptionRow | undefined> {
-    return q.selectFrom('volume_type_encryption').selectAll().where('volume_type_id', '=', typeId).executeTakeFirst();
+    return ENCRYPTION_OF.first(q, { typeId });
   }
 
   /** Gives a type its spec and returns the new spec's id; the caller checked it has none. */

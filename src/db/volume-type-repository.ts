@@ -5,6 +5,7 @@
 import type { Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
+import { prepared } from './prepared.ts';
 import type { Database, VolumeTypeRow } from './schema.ts';
 import { canUseType, deleteSpec, findType, putSpecs, specsOf, visibleTypes, type TypeTables, type TypeViewer } from './type-catalogue.ts';
 
@@ -17,6 +18,10 @@ export type { TypeViewer } from './type-catalogue.ts';
 
 /** Where volume types live. */
 const TABLES: TypeTables = { table: 'volume_types', specTable: 'volume_type_extra_specs', projectTable: 'volume_type_projects', fk: 'volume_type_id' };
+
+/** The default type of a project, read by every create without a type (prepared.ts). */
+const PROJECT_DEFAULT = prepared<{ projectId: string }>()((q, a) =>
+  q.selectFrom('default_volume_types').select('volume_type_id').where('project_id', '=', a('projectId')));
 
 /** Repository over volume types. */
 export class VolumeTypeRepository {
@@ -114,7 +119,7 @@ export class VolumeTypeRepository {
 
   /** A project's own default type id, if set. */
   async projectDefault(q: Q, projectId: string): Promise<string | undefined> {
-    return (await q.selectFrom('default_volume_types').select('volume_type_id').where('project_id', '=', projectId).executeTakeFirst())?.volume_type_id;
+    return (await PROJECT_DEFAULT.first(q, { projectId }))?.volume_type_id;
   }
 
   /** All per-project defaults. */

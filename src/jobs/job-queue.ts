@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
-import type { Db, JobRow } from '../db/index.ts';
+import { prepared, type Db, type JobRow } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
 import type { AnyJobKind, Enqueue, JobKind, NewJob, Tx } from './job-kind.ts';
 import { payloadVersionsOf, targetReaders } from '../services/index.ts';
@@ -40,6 +40,20 @@ export interface JobQueueOptions {
   /** First retry delay in ms; doubles per attempt. */
   retryDelayMs: number;
 }
+
+// Statements every enqueue runs (prepared.ts).
+const READERS = prepared<{ binary: string; place: string }>()((q, a) =>
+  q.selectFrom('services').select(['payload_versions', 'heartbeat_ms']).where('binary', '=', a('binary')));
+const READERS_IN_CLUSTER = prepared<{ binary: string; place: string }>()((q, a) =>
+  q.selectFrom('services').select(['payload_versions', 'heartbeat_ms']).where('binary', '=', a('binary')).where('cluster', '=', a('place')));
+const READERS_ON_HOST = prepared<{ binary: string; place: string }>()((q, a) =>
+  q.selectFrom('services').select(['payload_versions', 'heartbeat_ms']).where('binary', '=', a('binary')).where('host', '=', a('place')));
+const INSERT_JOB = prepared<JobRow>()((q, a) => q.insertInto('jobs').values({
+  id: a('id'), kind: a('kind'), payload_version: a('payload_version'), payload: a('payload'), target: a('target'),
+  resource_type: a('resource_type'), resource_id: a('resource_id'), state: a('state'), attempts: a('attempts'),
+  max_attempts: a('max_attempts'), lease_owner: a('lease_owner'), lease_expires_at: a('lease_expires_at'),
+  not_before: a('not_before'), last_error: a('last_error'), request_id: a('request_id'), created_at: a('created_at'), updated_at: a('updated_at'),
+}));
 
 /** The queue over one database. One per process. */
 export class JobQueue {
@@ -101,10 +115,10 @@ export class JobQueue {
     const downMs = this.options.serviceDownMs ?? 60_000;
     const readers = targetReaders(target);
     if (!readers) return Math.max(version, kind.minVersion);
-    let q = tx.selectFrom('services').select(['payload_versions', 'heartbeat_ms']).where('binary', '=', readers.binary);
-    if ('cluster' in readers) q = q.where('cluster', '=', readers.cluster);
-    if ('host' in readers) q = q.where('host', '=', readers.host);
-    for (const row of await q.execute()) {
+    const rows = 'cluster' in readers ? await READERS_IN_CLUSTER.all(tx, { binary: readers.binary, place: readers.cluster })
+      : 'host' in readers ? await READERS_ON_HOST.all(tx, { binary: readers.binary, place: readers.host })
+      : await READERS.all(tx, { binary: readers.binary, place: '' });
+    for (const row of rows) {
       if (Number(row.heartbeat_ms) < this.clock.now() - downMs) continue;
       const understood = payloadVersionsOf(row)[kind.kind];
       if (understood !== undefined) version = Math.min(version, understood);
@@ -117,7 +131,7 @@ export class JobQueue {
     const id = newId();
     const version = await this.pinnedVersion(tx, kind, job.target);
     const payload = version === kind.version || !kind.encode ? job.payload : kind.encode(job.payload, version);
-    await tx.insertInto('jobs').values({
+    await INSERT_JOB.run(tx, {
       id,
       kind: kind.kind,
       payload_version: version,
@@ -135,7 +149,7 @@ export class JobQueue {
       request_id: job.requestId ?? null,
       created_at: isoAt(now),
       updated_at: isoAt(now),
-    }).execute();
+    });
     return id;
   }
 
