@@ -84,6 +84,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -489,16 +490,40 @@ static void chunk(conn_t *c, const request_t *r, uint16_t type, const void *a, s
   send_all(c, iov, blen ? 3 : 2);
 }
 
-/* An error: structured for READ and BLOCK_STATUS once negotiated, simple otherwise. */
-static void error_reply(conn_t *c, const request_t *r, uint32_t error) {
-  if (c->structured && (r->type == CMD_READ || r->type == CMD_BLOCK_STATUS)) {
-    uint8_t p[6] = { 0 };
+/*
+ * An error with a message for people: a structured ERROR chunk (for any
+ * command) once structured replies are negotiated, else a simple reply,
+ * which has no room for text. `message` may be NULL: structured for READ and
+ * BLOCK_STATUS only then, as before.
+ */
+static void error_reply_message(conn_t *c, const request_t *r, uint32_t error, const char *message) {
+  if (c->structured && (message || r->type == CMD_READ || r->type == CMD_BLOCK_STATUS)) {
+    size_t len = message ? strlen(message) : 0;
+    uint8_t p[6];
     uint32_t v = htobe32(error);
+    uint16_t l = htobe16((uint16_t)len);
     memcpy(p, &v, 4);
-    chunk(c, r, REPLY_TYPE_ERROR, p, sizeof p, NULL, 0);
+    memcpy(p + 4, &l, 2);
+    chunk(c, r, REPLY_TYPE_ERROR, p, sizeof p, message, len);
   } else {
     simple_reply(c, r, error, NULL, 0);
   }
+}
+
+/* An error: structured for READ and BLOCK_STATUS once negotiated, simple otherwise. */
+static void error_reply(conn_t *c, const request_t *r, uint32_t error) { error_reply_message(c, r, error, NULL); }
+
+/*
+ * A request past the end of the size this connection negotiated (an online
+ * extend shows only to new negotiations): the event-loop plane's words
+ * (`pastTheEnd` in src/export/nbd-server.ts), so a client learns to reconnect.
+ */
+static void beyond_reply(conn_t *c, const request_t *r, uint32_t error) {
+  char message[256];
+  snprintf(message, sizeof message,
+           "Request past the end of the export (%llu bytes when this connection was negotiated). If the volume was extended, connect again to see its new size.",
+           (unsigned long long)c->size);
+  error_reply_message(c, r, error, message);
 }
 
 static void ok_reply(conn_t *c, const request_t *r) { simple_reply(c, r, 0, NULL, 0); }
@@ -752,10 +777,11 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
   int e;
   switch (r->type) {
     case CMD_READ:
-      if (outside || r->length > MAX_PAYLOAD) return error_reply(c, r, NBD_EINVAL);
+      if (outside) return beyond_reply(c, r, NBD_EINVAL);
+      if (r->length > MAX_PAYLOAD) return error_reply(c, r, NBD_EINVAL);
       return do_read(c, r, b, holding);
     case CMD_WRITE:
-      if (outside) return error_reply(c, r, NBD_ENOSPC);
+      if (outside) return beyond_reply(c, r, NBD_ENOSPC);
       if (gate_enter(c, holding) != 0) return;
       mark_changed(c, r);
       e = write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
@@ -764,7 +790,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
     case CMD_FLUSH:
       return fdatasync(c->file) == 0 ? ok_reply(c, r) : error_reply(c, r, nbd_error(errno));
     case CMD_TRIM:
-      if (outside) return error_reply(c, r, NBD_EINVAL);
+      if (outside) return beyond_reply(c, r, NBD_EINVAL);
       if (gate_enter(c, holding) != 0) return;
       mark_changed(c, r);
       /* Discard is advisory: a filesystem without hole punching keeps the data. */
@@ -773,7 +799,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
       gate_leave(c);
       return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
     case CMD_WRITE_ZEROES:
-      if (outside) return error_reply(c, r, NBD_ENOSPC);
+      if (outside) return beyond_reply(c, r, NBD_ENOSPC);
       if (gate_enter(c, holding) != 0) return;
       mark_changed(c, r);
       e = zero_range(c, r);
@@ -781,11 +807,12 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
       gate_leave(c);
       return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
     case CMD_CACHE:
-      if (outside) return error_reply(c, r, NBD_EINVAL);
+      if (outside) return beyond_reply(c, r, NBD_EINVAL);
       if (r->length) (void)posix_fadvise(c->file, (off_t)r->offset, (off_t)r->length, POSIX_FADV_WILLNEED);
       return ok_reply(c, r);
     case CMD_BLOCK_STATUS:
-      if (outside || r->length == 0) return error_reply(c, r, NBD_EINVAL);
+      if (outside) return beyond_reply(c, r, NBD_EINVAL);
+      if (r->length == 0) return error_reply(c, r, NBD_EINVAL);
       if (!c->structured || c->meta_id == 0) return error_reply(c, r, NBD_EINVAL);
       return block_status(c, r);
     default:
@@ -1020,25 +1047,27 @@ static int serve_backend(conn_t *c, request_t *r, buffer_t *b, int *holding, int
   if (is_write && c->read_only) return error_reply(c, r, NBD_EPERM), 0;
   switch (r->type) {
     case CMD_READ:
-      if (outside || r->length > MAX_PAYLOAD) return error_reply(c, r, NBD_EINVAL), 0;
+      if (outside) return beyond_reply(c, r, NBD_EINVAL), 0;
+      if (r->length > MAX_PAYLOAD) return error_reply(c, r, NBD_EINVAL), 0;
       if (r->length == 0) return data_reply(c, r, NULL), 0;
       break;
     case CMD_WRITE:
     case CMD_WRITE_ZEROES:
-      if (outside) return error_reply(c, r, NBD_ENOSPC), 0;
+      if (outside) return beyond_reply(c, r, NBD_ENOSPC), 0;
       /* Zeros that stay allocated are written in full: slower than the client writing them itself. */
       if (r->type == CMD_WRITE_ZEROES && (r->flags & FLAG_NO_HOLE) && (r->flags & FLAG_FAST_ZERO)) return error_reply(c, r, NBD_ENOTSUP), 0;
       break;
     case CMD_TRIM:
-      if (outside) return error_reply(c, r, NBD_EINVAL), 0;
+      if (outside) return beyond_reply(c, r, NBD_EINVAL), 0;
       break;
     case CMD_FLUSH:
       break;
     case CMD_CACHE:
-      if (outside) return error_reply(c, r, NBD_EINVAL), 0;
+      if (outside) return beyond_reply(c, r, NBD_EINVAL), 0;
       return ok_reply(c, r), 0;
     case CMD_BLOCK_STATUS:
-      if (outside || r->length == 0) return error_reply(c, r, NBD_EINVAL), 0;
+      if (outside) return beyond_reply(c, r, NBD_EINVAL), 0;
+      if (r->length == 0) return error_reply(c, r, NBD_EINVAL), 0;
       if (!c->structured || c->meta_id == 0) return error_reply(c, r, NBD_EINVAL), 0;
       return backend_block_status(c, r), 0;
     default:

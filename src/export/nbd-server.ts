@@ -1091,7 +1091,9 @@ function infoString(type: number, text: string): Buffer {
 /**
  * The message of a request past the end of a connection's export: the size
  * is the one the connection negotiated, fixed for its life; an online extend
- * shows only to new negotiations (docs/online-extend.md).
+ * shows only to new negotiations (docs/online-extend.md). The native data
+ * plane sends the same words (`beyond_reply` in native/nbd_dataplane.c; the
+ * online-extend test holds both to this text).
  */
 export function pastTheEnd(sizeBytes: number): string {
   return `Request past the end of the export (${sizeBytes} bytes when this connection was negotiated). If the volume was extended, connect again to see its new size.`;

@@ -3,7 +3,8 @@
  * extend, a new NBD negotiation sees the new size while a connection made
  * before keeps the size it negotiated — a write past its old end is an error
  * the client sees, never a silent success (qemu-io refuses it itself; a raw
- * client that sends it gets NBD_ENOSPC with a message saying to reconnect) —
+ * client that sends it gets NBD_ENOSPC with a message saying to reconnect,
+ * on either data plane) —
  * and `basalt resize` makes the host's loop device take the new size.
  */
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { pastTheEnd } from '../../src/export/index.ts';
 import { optionFrame, openSession, requestFrame, type ByteReader } from '../helpers/nbd-raw.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
@@ -104,29 +106,40 @@ async function openStructured(host: string, port: number, name: string): Promise
   return { ...c, sizeBytes };
 }
 
-test('a raw client that writes past the size its connection negotiated gets NBD_ENOSPC saying to reconnect (event-loop plane)', async (t) => {
-  const s = await startTestServer(t, { env: { BASALT_NBD_DATA_PLANE: 'event-loop' } });
-  const { vol, data } = await attachedOverNbd(s);
-  const old = await openStructured(data.host, data.port, data.export_name);
-  t.after(() => old.sock.destroy());
-  assert.equal(old.sizeBytes, BigInt(GiB));
-  await extendTo(s, vol, 2);
+for (const plane of ['event-loop', 'native']) {
+  // Both data planes answer alike: the native one (threads of the addon) sent a bare error code before.
+  test(`a raw client that writes past the size its connection negotiated gets NBD_ENOSPC saying to reconnect (${plane} plane)`, async (t) => {
+    const s = await startTestServer(t, { env: { BASALT_NBD_DATA_PLANE: plane } });
+    const { vol, data } = await attachedOverNbd(s);
+    const old = await openStructured(data.host, data.port, data.export_name);
+    t.after(() => old.sock.destroy());
+    assert.equal(old.sizeBytes, BigInt(GiB));
+    await extendTo(s, vol, 2);
 
-  old.sock.write(requestFrame(1, 7n, BigInt(GiB), 4096, Buffer.alloc(4096, 0x6b))); // NBD_CMD_WRITE
-  const h = await old.reader.read(20);
-  assert.equal(h.readUInt32BE(0), 0x668e33ef, 'a structured reply, which can carry a message');
-  assert.equal(h.readUInt16BE(6), 0x8001, 'NBD_REPLY_TYPE_ERROR');
-  const payload = await old.reader.read(h.readUInt32BE(16));
-  assert.equal(payload.readUInt32BE(0), 28, 'NBD_ENOSPC, as the protocol asks for a write past the end');
-  const message = payload.subarray(6, 6 + payload.readUInt16BE(4)).toString();
-  assert.match(message, new RegExp(`past the end of the export \\(${GiB} bytes when this connection was negotiated\\).*connect again to see its new size`));
-  // Nothing was written: a new connection reads zeroes there.
-  const check = await run('qemu-io', ['-f', 'raw', '-c', `read -P 0 ${GiB} 4k`, data.uri]);
-  assert.doesNotMatch(check.stdout, /failed/);
-  const fresh = await openStructured(data.host, data.port, data.export_name);
-  t.after(() => fresh.sock.destroy());
-  assert.equal(fresh.sizeBytes, BigInt(2 * GiB));
-});
+    old.sock.write(requestFrame(1, 7n, BigInt(GiB), 4096, Buffer.alloc(4096, 0x6b))); // NBD_CMD_WRITE
+    const h = await old.reader.read(20);
+    assert.equal(h.readUInt32BE(0), 0x668e33ef, 'a structured reply, which can carry a message');
+    assert.equal(h.readUInt16BE(6), 0x8001, 'NBD_REPLY_TYPE_ERROR');
+    const payload = await old.reader.read(h.readUInt32BE(16));
+    assert.equal(payload.readUInt32BE(0), 28, 'NBD_ENOSPC, as the protocol asks for a write past the end');
+    const message = payload.subarray(6, 6 + payload.readUInt16BE(4)).toString();
+    assert.match(message, new RegExp(`past the end of the export \\(${GiB} bytes when this connection was negotiated\\).*connect again to see its new size`));
+    assert.equal(message, pastTheEnd(GiB), 'the same words on both planes');
+    // A read past the end: NBD_EINVAL with the same message.
+    old.sock.write(requestFrame(0, 8n, BigInt(GiB), 4096)); // NBD_CMD_READ
+    const rh = await old.reader.read(20);
+    assert.deepEqual([rh.readUInt32BE(0), rh.readUInt16BE(6)], [0x668e33ef, 0x8001]);
+    const rp = await old.reader.read(rh.readUInt32BE(16));
+    assert.equal(rp.readUInt32BE(0), 22, 'NBD_EINVAL');
+    assert.equal(rp.subarray(6, 6 + rp.readUInt16BE(4)).toString(), message);
+    // Nothing was written: a new connection reads zeroes there.
+    const check = await run('qemu-io', ['-f', 'raw', '-c', `read -P 0 ${GiB} 4k`, data.uri]);
+    assert.doesNotMatch(check.stdout, /failed/);
+    const fresh = await openStructured(data.host, data.port, data.export_name);
+    t.after(() => fresh.sock.destroy());
+    assert.equal(fresh.sizeBytes, BigInt(2 * GiB));
+  });
+}
 
 test('basalt resize makes the host\'s loop device take the new size', async (t) => {
   const s = await startTestServer(t);
