@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
-import { recentEvents } from '../db/index.ts';
+import { eventDetail, recentEvents } from '../db/index.ts';
 import { InvalidInputError } from '../errors/index.ts';
 import { scopeOf } from '../volume/index.ts';
 import type { ApiDeps } from './context.ts';
@@ -106,7 +106,7 @@ export function dashboardRoutes(deps: ApiDeps, history: PoolHistory) {
       return {
         events: rows.map((e) => ({
           id: e.id, project_id: e.project_id, resource_type: e.resource_type, resource_id: e.resource_id, event: e.event,
-          from_status: e.from_status, to_status: e.to_status, request_id: e.request_id, created_at: cinderTime(e.created_at),
+          from_status: e.from_status, to_status: e.to_status, request_id: e.request_id, created_at: cinderTime(e.created_at), detail: eventDetail(e),
         })),
       };
     });

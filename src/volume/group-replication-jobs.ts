@@ -21,7 +21,6 @@
  * `error`, with a user message per member.
  */
 import type { Clock } from '../common/index.ts';
-import { isoAt } from '../common/index.ts';
 import type { GroupRepository, GroupRow, Tx, VolumeReplicaRow, VolumeRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import { DriverError } from '../errors/index.ts';
@@ -29,7 +28,7 @@ import type { JobHandler, JobKind } from '../jobs/index.ts';
 import { detailFor, MESSAGE_ACTIONS, recordUserMessage, type MessageAction } from '../messages/index.ts';
 import { payloadParser } from './operations/index.ts';
 import { quiesceAll, withLocks } from './group-handlers.ts';
-import { dropReplicaExports, FAILBACK_ID, fenceOld, nextPointId, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
+import { FAILBACK_ID, promoteCopy, replicaOf, returnCopy, takeBaseline, type ReplicationDeps } from './replication-jobs.ts';
 import { moveStaleExports } from './service-cleanup.ts';
 
 /** `group.replication_enable` and `group.replication_disable`: the group. */
@@ -140,7 +139,7 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
       if (!g || g.replication_status !== 'failing-over') return ctx.complete();
       const back = p.backendId === FAILBACK_ID;
       if (back) await failBackGroup(deps, driver, cluster, g, ctx.job.request_id);
-      else await failOverGroup(deps, driver, cluster, g, ctx.job.request_id);
+      else await failOverGroup(deps, driver, cluster, g, p.backendId, ctx.job.request_id);
       await ctx.complete((tx) => settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over'));
       // Hosts attached to a moved member get connection info naming a live exporter of its new backend.
       await moveStaleExports({ db, queue: deps.queue, services: deps.services, volumes: deps.volumes, attachments: deps.attachments, serviceDownMs: deps.queue.options.serviceDownMs ?? 60_000 });
@@ -159,7 +158,7 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
  * exports are fenced; the group's host moves with them.
  * @throws DriverError (permanent) when a member has no copy here, or the copies are not all of one point.
  */
-async function failOverGroup(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string, g: GroupRow, requestId: string | null): Promise<void> {
+async function failOverGroup(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string, g: GroupRow, backendId: string, requestId: string | null): Promise<void> {
   const { db } = deps;
   const members = await deps.groups.members(db.kysely, g.id);
   await withLocks(deps, members.map((v) => `volume-${v.id}`), async () => {
@@ -178,27 +177,14 @@ async function failOverGroup(deps: GroupReplicationDeps, driver: GuardedDriver, 
     for (const m of moving) {
       // A synchronous mirror in this process (both backends here) stops writing to the old primary.
       await deps.replicator?.endMirror(m.v.id);
-      if (m.r.mode === 'sync') continue;
-      m.baseline = { id: nextPointId(m.v.id, m.r.last_point_id, 'baseline'), volumeId: m.v.id, sizeGiB: m.v.size };
-      await driver.deleteSnapshot(m.baseline); // what a killed run left
-      await driver.createSnapshot(m.baseline);
+      m.baseline = await takeBaseline(driver, m.r, m.v);
     }
     const moved = new Set<string>();
     await deps.queue.transaction(async (tx, enqueue) => {
       await db.lockRows(tx, 'volumes', moving.map((m) => m.v.id));
       for (const { v, r, baseline } of moving) {
-        const now = await replicaOf(tx, v.id);
-        if (!now || now.primary_cluster !== r.primary_cluster) continue;
-        const at = isoAt(deps.clock.now());
-        await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: cluster, updated_at: at }).where('id', '=', v.id).execute();
-        await tx.updateTable('volume_replicas').set({
-          primary_cluster: cluster, primary_host: r.secondary_host, secondary_cluster: r.primary_cluster, secondary_host: r.primary_host,
-          state: 'creating', export_name: null, last_point_id: baseline?.id ?? null, last_point_at: at,
-          peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, updated_at: at,
-        }).where('volume_id', '=', v.id).execute();
-        await dropReplicaExports(tx, v.id, cluster);
-        await fenceOld(deps, tx, enqueue, v.id, r.primary_cluster, requestId);
-        moved.add(v.id);
+        const o = { cluster, backendId, baselineId: baseline?.id ?? null, status: 'failed-over', requestId };
+        if (await promoteCopy(deps, tx, enqueue, r, v, o)) moved.add(v.id);
       }
       const host = moving[0]?.r.secondary_host;
       if (host) await tx.updateTable('groups').set({ host, cluster_name: cluster }).where('id', '=', g.id).execute();
@@ -236,18 +222,7 @@ async function failBackGroup(deps: GroupReplicationDeps, driver: GuardedDriver, 
     await deps.replicator!.shipGroupNow(g.id, driver, { quiesced: true });
     await deps.queue.transaction(async (tx, enqueue) => {
       await db.lockRows(tx, 'volumes', ids);
-      for (const r of replicas) {
-        const now = await replicaOf(tx, r.volume_id);
-        if (!now || now.primary_cluster !== cluster) continue;
-        const at = isoAt(deps.clock.now());
-        await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: r.secondary_cluster, updated_at: at }).where('id', '=', r.volume_id).execute();
-        await tx.updateTable('volume_replicas').set({
-          primary_cluster: r.secondary_cluster, primary_host: r.secondary_host, secondary_cluster: cluster, secondary_host: r.primary_host,
-          state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null, updated_at: at,
-        }).where('volume_id', '=', r.volume_id).execute();
-        await dropReplicaExports(tx, r.volume_id, r.secondary_cluster);
-        await fenceOld(deps, tx, enqueue, r.volume_id, cluster, requestId);
-      }
+      for (const r of replicas) await returnCopy(deps, tx, enqueue, r, { cluster, status: 'enabled', requestId });
       await tx.updateTable('groups').set({ host: replicas[0]!.secondary_host, cluster_name: replicas[0]!.secondary_cluster }).where('id', '=', g.id).execute();
     });
     // Still holding the writes: the connections here are dropped (their held writes with them) and reconnect to the original backend.

@@ -215,33 +215,15 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
     }
     // A synchronous mirror in this process (both backends here) stops writing to the old primary.
     await deps.replicator?.endMirror(v.id);
-    // The copy as shipped is the point the next shipment back counts from (a synchronous one copies all back, holes zeroed).
-    const baseline = sync ? undefined : { id: nextPointId(v.id, r.last_point_id, 'baseline'), volumeId: v.id, sizeGiB: v.size };
-    if (baseline) {
-      await driver.deleteSnapshot(baseline); // what a killed run left
-      await driver.createSnapshot(baseline);
-    }
+    const baseline = await takeBaseline(driver, r, v);
     let moved = false;
     await deps.queue.transaction(async (tx, enqueue) => {
-      await db.lockRows(tx, 'volumes', [v.id]);
-      const now = await replicaOf(tx, v.id);
-      if (!now || now.primary_cluster !== p.cluster) return; // moved by an earlier attempt
-      await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: cluster, replication_status: 'failed-over', updated_at: isoAt(deps.clock.now()) }).where('id', '=', v.id).execute();
-      await deps.volumes.event(tx, v.project_id, v.id, 'volume.failover', null, null, requestId, {
-        backend_id: p.backendId, from_cluster: p.cluster, to_cluster: cluster, from_host: r.primary_host, to_host: r.secondary_host, mode: r.mode,
-        replication_status: 'failed-over', last_point_at: r.last_point_at,
-      });
-      await tx.updateTable('volume_replicas').set({
-        primary_cluster: cluster, primary_host: r.secondary_host, secondary_cluster: p.cluster, secondary_host: r.primary_host,
-        state: 'creating', export_name: null, last_point_id: baseline?.id ?? null, last_point_at: isoAt(deps.clock.now()),
-        peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, updated_at: isoAt(deps.clock.now()),
-      }).where('volume_id', '=', v.id).execute();
-      await dropReplicaExports(tx, v.id, cluster);
-      await fenceOld(deps, tx, enqueue, v.id, p.cluster, requestId);
-      moved = true;
+      moved = await promoteCopy(deps, tx, enqueue, r, v, { cluster, backendId: p.backendId, baselineId: baseline?.id ?? null, status: 'failed-over', requestId });
     });
     if (!moved && baseline) await driver.deleteSnapshot(baseline);
   }
+  // Groups whose members all moved move with them (Cinder applies the driver's group updates too).
+  await moveGroups(deps, p.cluster, cluster, { enabled: 'failed-over' });
   // What the failed backend holds without a copy here cannot be served (Cinder: error, not-capable).
   await db.kysely.transaction().execute(async (tx) => {
     const left = await tx.selectFrom('volumes').select(['id', 'project_id', 'status']).where('cluster_name', '=', p.cluster)
@@ -296,24 +278,7 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
       // The last point, taken and shipped while nothing writes; the row moves back before the writes go on.
       // A synchronous copy in step has every write already (the mirror acknowledged none without it).
       if (r.mode !== 'sync') await deps.replicator!.shipNow(r.volume_id, driver, { quiesced: true });
-      await deps.queue.transaction(async (tx, enqueue) => {
-        await db.lockRows(tx, 'volumes', [r.volume_id]);
-        const now = await replicaOf(tx, r.volume_id);
-        if (!now || now.primary_cluster !== cluster) return;
-        const moved = await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: p.cluster, replication_status: 'enabled', updated_at: isoAt(deps.clock.now()) })
-          .where('id', '=', r.volume_id).returning('project_id').executeTakeFirst();
-        if (moved) {
-          await deps.volumes.event(tx, moved.project_id, r.volume_id, 'volume.failback', null, null, requestId, {
-            backend_id: FAILBACK_ID, from_cluster: cluster, to_cluster: p.cluster, from_host: r.primary_host, to_host: r.secondary_host, mode: r.mode, replication_status: 'enabled',
-          });
-        }
-        await tx.updateTable('volume_replicas').set({
-          primary_cluster: p.cluster, primary_host: r.secondary_host, secondary_cluster: cluster, secondary_host: r.primary_host,
-          state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null, updated_at: isoAt(deps.clock.now()),
-        }).where('volume_id', '=', r.volume_id).execute();
-        await dropReplicaExports(tx, r.volume_id, p.cluster);
-        await fenceOld(deps, tx, enqueue, r.volume_id, cluster, requestId);
-      });
+      await deps.queue.transaction((tx, enqueue) => returnCopy(deps, tx, enqueue, r, { cluster, status: 'enabled', requestId }));
       // Still holding the writes: the connections here are dropped (their held writes with them) and reconnect to the original backend.
       await deps.replicator!.endMirror(r.volume_id);
       for (const a of await deps.attachments.ofVolume(db.kysely, r.volume_id)) await deps.exports?.closeExport(a.export_name);
@@ -321,6 +286,101 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
     if (deps.exports) await deps.exports.quiesce(r.volume_id, hold);
     else await hold();
   }
+  await moveGroups(deps, cluster, p.cluster, { 'failed-over': 'enabled' });
+}
+
+/**
+ * The baseline of an asynchronous copy about to be promoted: a snapshot of
+ * the copy as shipped, which the next shipment back counts from (a
+ * synchronous copy has none: it copies all back, holes zeroed). What a killed
+ * run left under its id goes first.
+ */
+export async function takeBaseline(driver: GuardedDriver, r: VolumeReplicaRow, v: { id: string; size: number }): Promise<{ id: string; volumeId: string; sizeGiB: number } | undefined> {
+  if (r.mode === 'sync') return undefined;
+  const baseline = { id: nextPointId(v.id, r.last_point_id, 'baseline'), volumeId: v.id, sizeGiB: v.size };
+  await driver.deleteSnapshot(baseline);
+  await driver.createSnapshot(baseline);
+  return baseline;
+}
+
+/**
+ * Makes a volume its copy's on `o.cluster`, in `tx` (a failover's step, of a
+ * backend or a group): its row (and, given `o.status`, its replication
+ * status), a `volume.failover` event, its replica the other way round (it
+ * ships to the old primary once that is back, counting from the baseline),
+ * and its old exports fenced. Returns false when the replica no longer names
+ * `r`'s primary (an earlier attempt moved it).
+ */
+export async function promoteCopy(
+  deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, r: VolumeReplicaRow, v: { id: string; project_id: string },
+  o: { cluster: string; backendId: string; baselineId: string | null; status: string | null; requestId: string | null },
+): Promise<boolean> {
+  await deps.db.lockRows(tx, 'volumes', [v.id]);
+  const now = await replicaOf(tx, v.id);
+  if (!now || now.primary_cluster !== r.primary_cluster) return false;
+  const at = isoAt(deps.clock.now());
+  await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: o.cluster, updated_at: at, ...(o.status ? { replication_status: o.status } : {}) }).where('id', '=', v.id).execute();
+  await deps.volumes.event(tx, v.project_id, v.id, 'volume.failover', null, null, o.requestId, {
+    backend_id: o.backendId, from_cluster: r.primary_cluster, to_cluster: o.cluster, from_host: r.primary_host, to_host: r.secondary_host, mode: r.mode,
+    replication_status: o.status ?? 'failing-over', last_point_at: r.last_point_at,
+  });
+  await tx.updateTable('volume_replicas').set({
+    primary_cluster: o.cluster, primary_host: r.secondary_host, secondary_cluster: r.primary_cluster, secondary_host: r.primary_host,
+    state: 'creating', export_name: null, last_point_id: o.baselineId, last_point_at: at,
+    peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, updated_at: at,
+  }).where('volume_id', '=', v.id).execute();
+  await dropReplicaExports(tx, v.id, o.cluster);
+  await fenceOld(deps, tx, enqueue, v.id, r.primary_cluster, o.requestId);
+  return true;
+}
+
+/**
+ * Moves a failed-over volume back to its copy's backend, in `tx` (a
+ * failback's step, of a backend or a group, once its last point shipped):
+ * its row (and, given `o.status`, its replication status), a
+ * `volume.failback` event, its replica the other way round (the copy left on
+ * `o.cluster` is made again, overwriting what it diverged in), and its
+ * exports on `o.cluster` fenced. Does nothing when the replica no longer
+ * names `o.cluster` as the primary.
+ */
+export async function returnCopy(
+  deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, r: VolumeReplicaRow, o: { cluster: string; status: string | null; requestId: string | null },
+): Promise<void> {
+  await deps.db.lockRows(tx, 'volumes', [r.volume_id]);
+  const now = await replicaOf(tx, r.volume_id);
+  if (!now || now.primary_cluster !== o.cluster) return;
+  const at = isoAt(deps.clock.now());
+  const moved = await tx.updateTable('volumes').set({ host: r.secondary_host, cluster_name: r.secondary_cluster, updated_at: at, ...(o.status ? { replication_status: o.status } : {}) })
+    .where('id', '=', r.volume_id).returning('project_id').executeTakeFirst();
+  if (moved) {
+    await deps.volumes.event(tx, moved.project_id, r.volume_id, 'volume.failback', null, null, o.requestId, {
+      backend_id: FAILBACK_ID, from_cluster: o.cluster, to_cluster: r.secondary_cluster, from_host: r.primary_host, to_host: r.secondary_host, mode: r.mode,
+      replication_status: o.status ?? 'failing-over',
+    });
+  }
+  await tx.updateTable('volume_replicas').set({
+    primary_cluster: r.secondary_cluster, primary_host: r.secondary_host, secondary_cluster: o.cluster, secondary_host: r.primary_host,
+    state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null, updated_at: at,
+  }).where('volume_id', '=', r.volume_id).execute();
+  await dropReplicaExports(tx, r.volume_id, r.secondary_cluster);
+  await fenceOld(deps, tx, enqueue, r.volume_id, o.cluster, o.requestId);
+}
+
+/**
+ * After a backend's failover or failback: each group on `from` whose members
+ * are now all on `to` moves there too (its host, so its later jobs go where
+ * its volumes are), and its replication status changes as `status` maps it
+ * (`enabled` → `failed-over` on failover, back on failback).
+ */
+async function moveGroups(deps: ReplicationDeps, from: string, to: string, status: Record<string, string>): Promise<void> {
+  await deps.queue.transaction(async (tx) => {
+    for (const g of await tx.selectFrom('groups').select(['id', 'replication_status']).where('cluster_name', '=', from).execute()) {
+      const members = await tx.selectFrom('volumes').select(['host', 'cluster_name']).where('group_id', '=', g.id).execute();
+      if (members.length === 0 || members.some((m) => m.cluster_name !== to)) continue;
+      const next = status[g.replication_status ?? 'disabled'];
+      await tx.updateTable('groups').set({ host: members[0]!.host, cluster_name: to, ...(next ? { replication_status: next } : {}) }).where('id', '=', g.id).execute();
+    }
+  });
 }
 
 /**

@@ -116,6 +116,25 @@ test('group replication: consistent group points, failover to one point across v
   assert.ok(bytesOf(fileOf(s.stateDir, 'alpha', a), 0, MiB).equals(Buffer.alloc(MiB, 0xa1)), 'alpha\'s write after the point is gone');
   assert.ok(bytesOf(fileOf(s.stateDir, 'alpha', b), 8 * MiB, MiB).equals(Buffer.alloc(MiB)), 'alpha\'s write after the point is gone');
 
+  // A backend's failover (Cinder's failover_host) takes a replicated group with it: its host and its replication status follow its members.
+  await action(s, g, { enable_replication: {} }, 202);
+  await waitFor('group replication enabled again', async () => (await group(s, g)).replication_status === 'enabled');
+  const services = (await s.request('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string; replication_status: string }>;
+  const alphaHost = services.find((x) => x.host.endsWith('@alpha'))!.host;
+  const failover = (backend_id: string) => s.request('PUT', `${V}/os-services/failover_host`, { host: alphaHost, backend_id });
+  assert.equal((await failover('beta')).status, 202);
+  await waitFor('the group failed over with its backend', async () => (await group(s, g)).replication_status === 'failed-over');
+  for (const id of [a, b]) assert.match((await volume(s, id))['os-vol-host-attr:host'], /@beta#/);
+  await waitFor('copies back on alpha in step', async () => {
+    for (const id of [a, b]) if (!['enabled', 'copying'].includes((await replication(s, id)).state)) return false;
+    return true;
+  });
+  assert.equal((await failover('default')).status, 202);
+  await waitFor('the group failed back with its backend', async () => (await group(s, g)).replication_status === 'enabled');
+  for (const id of [a, b]) assert.match((await volume(s, id))['os-vol-host-attr:host'], /@alpha#/);
+  // The group is on alpha again: its next point is a group point from alpha.
+  assert.deepEqual(await action(s, g, { list_replication_targets: {} }, 200), { replication_targets: [{ backend_id: 'beta' }] });
+
   // Disable: the group and its members stop; a second disable is refused.
   await action(s, g, { disable_replication: {} }, 202);
   await waitFor('group replication disabled', async () => (await group(s, g)).replication_status === 'disabled');
