@@ -4,7 +4,7 @@
  * one file for all of them.
  */
 import { useEffect, useState, type FormEvent } from 'react';
-import { ApiError, get, storedToken, storeToken } from './api.ts';
+import { ApiError, get, storedToken, storeToken, TOKEN_REFUSED_EVENT } from './api.ts';
 import { AttachmentsPage } from './pages/attachments.tsx';
 import { BackupsPage } from './pages/backups.tsx';
 import { CapacityPage } from './pages/capacity.tsx';
@@ -33,12 +33,26 @@ function pageOfHash(): (typeof PAGES)[number] {
 export function App() {
   const [token, setToken] = useState(storedToken());
   const [page, setPage] = useState(pageOfHash());
+  // Why the tab was signed out, shown on the sign-in form.
+  const [notice, setNotice] = useState<string>();
   useEffect(() => {
     const onHash = () => setPage(pageOfHash());
     window.addEventListener('hashchange', onHash);
-    return () => window.removeEventListener('hashchange', onHash);
+    // A token the API stops accepting (expired, revoked) signs the tab out, saying so, instead of every page failing alike.
+    // While signing in (no token kept yet) the form reports the refusal itself.
+    const onRefused = (e: Event) => {
+      if (storedToken() === undefined) return;
+      storeToken(undefined);
+      setToken(undefined);
+      setNotice(`Signed out: the API no longer accepts this token (${(e as CustomEvent<string>).detail}). Sign in again with a new token.`);
+    };
+    window.addEventListener(TOKEN_REFUSED_EVENT, onRefused);
+    return () => {
+      window.removeEventListener('hashchange', onHash);
+      window.removeEventListener(TOKEN_REFUSED_EVENT, onRefused);
+    };
   }, []);
-  if (!token) return <SignIn onSignedIn={(t) => { storeToken(t); setToken(t); }} />;
+  if (!token) return <SignIn notice={notice} onSignedIn={(t) => { storeToken(t); setNotice(undefined); setToken(t); }} />;
   const { Page } = page;
   return (
     <div className="layout">
@@ -60,9 +74,9 @@ export function App() {
  * Asks for a token and checks it with one API call before keeping it, so a
  * wrong token is told at once, in the API's own words.
  */
-function SignIn({ onSignedIn }: { onSignedIn: (token: string) => void }) {
+function SignIn({ notice, onSignedIn }: { notice?: string | undefined; onSignedIn: (token: string) => void }) {
   const [value, setValue] = useState('');
-  const [error, setError] = useState<string>();
+  const [error, setError] = useState<string | undefined>(notice);
   const [busy, setBusy] = useState(false);
   const submit = async (e: FormEvent) => {
     e.preventDefault();

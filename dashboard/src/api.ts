@@ -12,6 +12,19 @@ export const MICROVERSION = '3.70';
 /** Where the token is kept: this tab only, gone when it closes. */
 const TOKEN_KEY = 'basalt.dashboard.token';
 
+/**
+ * The event dispatched on `window` when the API refuses the signed-in token
+ * (401: it expired, was revoked, or Keystone no longer knows it); its `detail`
+ * is the API's message. The app signs out and says why on the sign-in form,
+ * rather than leaving every page to show the same refusal.
+ */
+export const TOKEN_REFUSED_EVENT = 'basalt:token-refused';
+
+/** Tells the app that the API refused the token, with the API's words. */
+export function reportTokenRefused(message: string): void {
+  window.dispatchEvent(new CustomEvent<string>(TOKEN_REFUSED_EVENT, { detail: message }));
+}
+
 /** A failed request, with the API's own fault message. */
 export class ApiError extends Error {
   constructor(readonly status: number, message: string) {
@@ -51,7 +64,11 @@ export async function get<T>(token: string, path: string, o: GetOptions = {}): P
   const r = await fetch(`/v3${path}`, { headers, ...(o.signal ? { signal: o.signal } : {}) });
   const text = await r.text();
   const body: unknown = text === '' ? undefined : JSON.parse(text);
-  if (!r.ok) throw new ApiError(r.status, faultMessage(body) ?? `${r.status} ${r.statusText}`);
+  if (!r.ok) {
+    const err = new ApiError(r.status, faultMessage(body) ?? `${r.status} ${r.statusText}`);
+    if (r.status === 401) reportTokenRefused(err.message);
+    throw err;
+  }
   return body as T;
 }
 

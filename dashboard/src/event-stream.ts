@@ -5,7 +5,7 @@
  * here; on a drop it reconnects with `Last-Event-ID`, which the server answers
  * with every later event and none twice.
  */
-import { MICROVERSION, type StatusEvent } from './api.ts';
+import { MICROVERSION, reportTokenRefused, type StatusEvent } from './api.ts';
 
 /** One event as the stream sends it: the place in the stream as `id`, the event row's id as `event_id`, no project. */
 export type StreamedEvent = Omit<StatusEvent, 'id' | 'project_id'> & { id: number; event_id: string };
@@ -34,6 +34,7 @@ export async function followEvents(token: string, signal: AbortSignal, onEvent: 
       };
       if (lastId !== undefined) headers['Last-Event-ID'] = String(lastId);
       const r = await fetch('/v3/events/stream', { headers, signal });
+      if (r.status === 401) reportTokenRefused(`${r.status} ${r.statusText}`);
       if (!r.ok || !r.body) throw new Error(`event stream: ${r.status} ${r.statusText}`);
       onStatus({ connected: true });
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();

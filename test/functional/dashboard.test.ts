@@ -13,66 +13,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test, type TestContext } from 'node:test';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { test } from 'node:test';
+import type { Page } from 'playwright-core';
+import { browser, cell, cellIs, open, rowIds, screenshotDir } from '../helpers/dashboard-page.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const V = `/v3/${PROJECT}`;
 const MV = { 'OpenStack-API-Version': 'volume 3.70' };
 const EXPERIMENTAL = { ...MV, 'OpenStack-API-Experimental': 'true' };
-const CHROMIUM = '/usr/bin/chromium';
-/** Debian's Chromium on a machine without outside network: no background connections, no sandbox (root). */
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-/** A fresh browser profile, closed (and removed) after the test. */
-async function browser(t: TestContext): Promise<BrowserContext> {
-  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/install-test-tools.sh installs Debian's chromium`);
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 860 }, timezoneId: 'UTC',
-  });
-  t.after(async () => {
-    await context.close();
-    await fs.promises.rm(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
-  });
-  return context;
-}
-
-/** Where screenshots go: kept after the run, so a person can look at them. */
-function screenshotDir(): string {
-  const base = process.env.TEST_OUTPUT_DIR ?? os.tmpdir();
-  fs.mkdirSync(base, { recursive: true });
-  return fs.mkdtempSync(path.join(base, 'basalt-dashboard-'));
-}
-
-/** The cell of a row (by id) and column (by name) of one of the page's tables. */
-const cell = (page: Page, table: string, id: string, col: string) => page.locator(`[data-testid="${table}"] tr[data-id="${id}"] td[data-col="${col}"]`);
-
-/** Waits until the cell exists and its text is `want` (the pages refresh every few seconds). */
-async function cellIs(page: Page, table: string, id: string, col: string, want: string): Promise<void> {
-  let last: string | null = null;
-  try {
-    await waitFor(`${table} ${id} ${col} = ${want}`, async () => {
-      const c = cell(page, table, id, col);
-      last = (await c.count()) > 0 ? (await c.textContent())?.trim() ?? null : null;
-      return last === want;
-    }, 30_000);
-  } catch (err) {
-    throw new Error(`${(err as Error).message} (shown: ${JSON.stringify(last)})`);
-  }
-}
-
-/** The ids of a table's rows as shown. */
-async function rowIds(page: Page, table: string): Promise<string[]> {
-  return page.locator(`[data-testid="${table}"] tbody tr`).evaluateAll((rows) => rows.map((r) => r.getAttribute('data-id') ?? ''));
-}
-
-/** Clicks a page's link in the navigation and waits for the page to have loaded once. */
-async function open(page: Page, name: string): Promise<void> {
-  await page.click(`[data-testid="nav-${name}"]`);
-  await page.locator(`main[data-page="${name}"] [data-testid="loaded-at"]`).first().filter({ hasNotText: 'loading' }).waitFor();
-}
-
 /** Creates a volume and waits for `status`. */
 async function volume(s: TestServer, body: Record<string, unknown>, status: string): Promise<string> {
   const r = await s.request('POST', `${V}/volumes`, { volume: body }, MV);

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { keystoneDoor, startKeystone, type Cloud, type Keystone, type KeystoneDoor } from '../helpers/keystone.ts';
+import { basaltKeystoneEnv, keystoneDoor, startKeystone, type Cloud, type Keystone, type KeystoneDoor } from '../helpers/keystone.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -39,10 +39,7 @@ async function basalt(t: Parameters<typeof startTestServer>[0], env: Record<stri
   t.after(() => door.close());
   const s = await startTestServer(t, {
     env: {
-      BASALT_PORT: String(port), BASALT_AUTH_STRATEGY: 'keystone',
-      BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: door.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
-      BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
-      BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project, ...env,
+      BASALT_PORT: String(port), ...basaltKeystoneEnv(cloud, door.url), ...env,
     },
     ...(logLines ? { logLines } : {}),
   });

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { startKeystone, type Cloud, type Keystone } from '../helpers/keystone.ts';
+import { basaltKeystoneEnv, startKeystone, type Cloud, type Keystone } from '../helpers/keystone.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { makeFixtures, runApiFuzz, type Cast } from './api-fuzzer.ts';
 
@@ -30,9 +30,7 @@ after(() => keystone.stop());
 test('issue 13 API fuzzer behind Keystone: tokens good and bad on every route, never a 5xx, an accepted bad token, a leak or a half-made object', { timeout: 240_000 }, async (t) => {
   const s = await startTestServer(t, {
     env: {
-      BASALT_AUTH_STRATEGY: 'keystone', BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: keystone.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
-      BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
-      BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project,
+      ...basaltKeystoneEnv(cloud, keystone.url),
     },
   });
   const persona = async (name: Cast[number]['name'], user: string, project: { id: string; name: string }): Promise<Cast[number]> =>

@@ -34,6 +34,21 @@ export interface Cloud {
   addService(type: string, name: string, url: string): Promise<void>;
 }
 
+/**
+ * The `BASALT_*` variables of a Basalt that validates tokens against `cloud`
+ * with its service user: `authUrl` is where Basalt calls Keystone (Keystone
+ * itself, or a {@link KeystoneDoor} in front of it); clients are sent to the
+ * cloud's own URL.
+ */
+export function basaltKeystoneEnv(cloud: Cloud, authUrl: string = cloud.authUrl): Record<string, string> {
+  return {
+    BASALT_AUTH_STRATEGY: 'keystone',
+    BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: authUrl, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
+    BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
+    BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project,
+  };
+}
+
 /** A running Keystone. */
 export interface Keystone {
   url: string;

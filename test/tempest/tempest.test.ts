@@ -15,7 +15,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { MAX_VERSION, MIN_VERSION } from '../../src/api/microversion.ts';
-import { startKeystone } from '../helpers/keystone.ts';
+import { basaltKeystoneEnv, startKeystone } from '../helpers/keystone.ts';
 import { freePort } from '../helpers/net.ts';
 import { startTestServer, waitFor } from '../helpers/server.ts';
 import { failureDetails, runTempest, type Outcome } from '../helpers/tempest.ts';
@@ -37,10 +37,7 @@ test('tempest volume API tests', { timeout: 20 * 60_000 }, async (t) => {
       ...backends.flatMap((b) => [`[${b}]`, `volume_backend_name = ${b}`]),
     ].join('\n'),
     env: {
-      BASALT_PORT: String(port), BASALT_AUTH_STRATEGY: 'keystone',
-      BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: keystone.url, BASALT_KEYSTONE_AUTHTOKEN__WWW_AUTHENTICATE_URI: cloud.authUrl,
-      BASALT_KEYSTONE_AUTHTOKEN__USERNAME: cloud.service.user, BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: cloud.service.password,
-      BASALT_KEYSTONE_AUTHTOKEN__PROJECT_NAME: cloud.service.project,
+      BASALT_PORT: String(port), ...basaltKeystoneEnv(cloud, keystone.url),
       // Tempest's dynamic credentials: a new project (and Basalt's view of it) per class.
       BASALT_SERVICE_DOWN_TIME: '60',
     },
