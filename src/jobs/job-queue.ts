@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
-import { prepared, type Db, type JobRow } from '../db/index.ts';
+import { prepared, type Db, type JobRow, type Prepared } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
 import type { AnyJobKind, Enqueue, JobKind, NewJob, Tx } from './job-kind.ts';
 import { payloadVersionsOf, targetReaders } from '../services/index.ts';
@@ -54,6 +54,75 @@ const INSERT_JOB = prepared<JobRow>()((q, a) => q.insertInto('jobs').values({
   max_attempts: a('max_attempts'), lease_owner: a('lease_owner'), lease_expires_at: a('lease_expires_at'),
   not_before: a('not_before'), last_error: a('last_error'), request_id: a('request_id'), created_at: a('created_at'), updated_at: a('updated_at'),
 }));
+
+const RENEW = prepared<{ id: string; owner: string; lease: number; at: string }>()((q, a) => q.updateTable('jobs')
+  .set({ lease_expires_at: a('lease'), updated_at: a('at') })
+  .where('id', '=', a('id')).where('lease_owner', '=', a('owner')).where('state', '=', 'running'));
+const MARK_DONE = prepared<{ id: string; owner: string; at: string }>()((q, a) => q.updateTable('jobs')
+  .set({ state: 'done', lease_owner: null, lease_expires_at: null, updated_at: a('at') })
+  .where('id', '=', a('id')).where('lease_owner', '=', a('owner')).where('state', '=', 'running'));
+
+type ClaimArgs = Record<string, string | number>;
+
+/** Claims, prepared per shape (a worker uses two: its kinds, and only the holding ones when it is full). */
+const claimQueries = new Map<string, Prepared<ClaimArgs, JobRow>>();
+
+/**
+ * The claim of one due job: arguments `now`, `owner`, `lease` (its new
+ * expiry), `takeover` (the note a taken-over job gets), `at`, and the lists
+ * `t0…` (targets), `k0…` (kinds) and `h0…` (kinds that hold later jobs of their resource).
+ */
+function claimQuery(postgres: boolean, targets: number, kinds: number, holding: number): Prepared<ClaimArgs, JobRow> {
+  const key = `${postgres}/${targets}/${kinds}/${holding}`;
+  let query = claimQueries.get(key);
+  if (query) return query;
+  query = prepared<ClaimArgs>()((q, arg) => {
+    const a = arg as (name: string) => never;
+    const list = (prefix: string, n: number): never[] => Array.from({ length: n }, (_, i) => a(`${prefix}${i}`));
+    let due = q.selectFrom('jobs').select('id')
+      .where('target', 'in', list('t', targets))
+      // Lets the `jobs_claim` index (target, state, not_before) skip the done and failed jobs a
+      // target ever had: without it a claim walked the queue's whole history (bench/api profile).
+      .where('state', 'in', ['queued', 'running'])
+      .where('kind', 'in', list('k', kinds))
+      .where((eb) => eb.or([
+        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', a('now'))]),
+        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', a('now')), eb('attempts', '<', eb.ref('max_attempts'))]),
+      ]))
+      .$if(holding > 0, (qb) => qb.where((eb) => eb.or([
+        eb('jobs.kind', 'in', list('h', holding)),
+        // The `jobs_resource` index (resource_id, state) answers this.
+        eb.not(eb.exists(eb.selectFrom('jobs as held').select('held.id')
+          .whereRef('held.resource_id', '=', 'jobs.resource_id')
+          .where('held.state', 'in', ['queued', 'running'])
+          .where('held.kind', 'in', list('h', holding))
+          .whereRef('held.created_at', '<=', 'jobs.created_at'))),
+      ])))
+      .orderBy('not_before').orderBy('created_at')
+      .limit(1);
+    // PostgreSQL: SKIP LOCKED lets concurrent claimers pass over each other's
+    // candidate; the outer conditions repeat the due test, so a row another
+    // claimer took meanwhile is not taken twice.
+    if (postgres) due = due.forUpdate().skipLocked();
+    return q.updateTable('jobs')
+      .set((eb) => ({
+        state: 'running',
+        lease_owner: a('owner'),
+        lease_expires_at: a('lease'),
+        attempts: eb('attempts', '+', 1),
+        last_error: eb.case().when('state', '=', 'running').then(a('takeover')).else(eb.ref('last_error')).end(),
+        updated_at: a('at'),
+      }))
+      .where('id', '=', due)
+      .where((eb) => eb.or([
+        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', a('now'))]),
+        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', a('now'))]),
+      ]))
+      .returningAll();
+  });
+  claimQueries.set(key, query);
+  return query;
+}
 
 /** The queue over one database. One per process. */
 export class JobQueue {
@@ -186,50 +255,14 @@ export class JobQueue {
   async claim(owner: string, targets: readonly string[], kinds: readonly string[], holding: readonly string[] = []): Promise<JobRow | undefined> {
     if (targets.length === 0 || kinds.length === 0) return undefined;
     const now = this.clock.now();
-    const due = (db: Tx) => db.selectFrom('jobs').select('id')
-      .where('target', 'in', targets)
-      // Lets the `jobs_claim` index (target, state, not_before) skip the done and failed jobs a
-      // target ever had: without it a claim walked the queue's whole history (bench/api profile).
-      .where('state', 'in', ['queued', 'running'])
-      .where('kind', 'in', kinds)
-      .where((eb) => eb.or([
-        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', now)]),
-        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now), eb('attempts', '<', eb.ref('max_attempts'))]),
-      ]))
-      .$if(holding.length > 0, (qb) => qb.where((eb) => eb.or([
-        eb('jobs.kind', 'in', holding),
-        // The `jobs_resource` index (resource_id, state) answers this.
-        eb.not(eb.exists(eb.selectFrom('jobs as held').select('held.id')
-          .whereRef('held.resource_id', '=', 'jobs.resource_id')
-          .where('held.state', 'in', ['queued', 'running'])
-          .where('held.kind', 'in', holding)
-          .whereRef('held.created_at', '<=', 'jobs.created_at'))),
-      ])))
-      .orderBy('not_before').orderBy('created_at')
-      .limit(1);
-    const k = this.db.kysely;
-    // PostgreSQL: SKIP LOCKED lets concurrent claimers pass over each other's
-    // candidate; the outer conditions repeat the due test, so a row another
-    // claimer took meanwhile is not taken twice.
-    const candidate = this.db.dialect === 'postgres' ? due(k).forUpdate().skipLocked() : due(k);
     // A job still running had a worker whose lease ran out: the row says so (and the answer tells this claim it took one over).
     const takeover = `lease ran out; taken over by ${owner} at ${isoAt(now)}`;
-    const claimed = await k.updateTable('jobs')
-      .set((eb) => ({
-        state: 'running',
-        lease_owner: owner,
-        lease_expires_at: now + this.options.leaseMs,
-        attempts: eb('attempts', '+', 1),
-        last_error: eb.case().when('state', '=', 'running').then(takeover).else(eb.ref('last_error')).end(),
-        updated_at: isoAt(now),
-      }))
-      .where('id', '=', candidate)
-      .where((eb) => eb.or([
-        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', now)]),
-        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now)]),
-      ]))
-      .returningAll()
-      .executeTakeFirst();
+    const args: Record<string, string | number> = { now, owner, lease: now + this.options.leaseMs, takeover, at: isoAt(now) };
+    targets.forEach((x, i) => { args[`t${i}`] = x; });
+    kinds.forEach((x, i) => { args[`k${i}`] = x; });
+    holding.forEach((x, i) => { args[`h${i}`] = x; });
+    const query = claimQuery(this.db.dialect === 'postgres', targets.length, kinds.length, holding.length);
+    const claimed = await query.first(this.db.kysely, args);
     if (claimed?.last_error === takeover) this.takeovers++;
     return claimed;
   }
@@ -237,11 +270,8 @@ export class JobQueue {
   /** Extends the lease; false when `owner` no longer holds the job. */
   async renew(jobId: string, owner: string): Promise<boolean> {
     const now = this.clock.now();
-    const r = await this.db.kysely.updateTable('jobs')
-      .set({ lease_expires_at: now + this.options.leaseMs, updated_at: isoAt(now) })
-      .where('id', '=', jobId).where('lease_owner', '=', owner).where('state', '=', 'running')
-      .executeTakeFirst();
-    return r.numUpdatedRows > 0n;
+    const r = await RENEW.run(this.db.kysely, { id: jobId, owner, lease: now + this.options.leaseMs, at: isoAt(now) });
+    return Number(r.numAffectedRows ?? 0) > 0;
   }
 
   /**
@@ -250,11 +280,8 @@ export class JobQueue {
    */
   async markDone(tx: Tx, jobId: string, owner: string): Promise<void> {
     const now = this.clock.now();
-    const r = await tx.updateTable('jobs')
-      .set({ state: 'done', lease_owner: null, lease_expires_at: null, updated_at: isoAt(now) })
-      .where('id', '=', jobId).where('lease_owner', '=', owner).where('state', '=', 'running')
-      .executeTakeFirst();
-    if (r.numUpdatedRows === 0n) throw new LeaseLostError(jobId);
+    const r = await MARK_DONE.run(tx, { id: jobId, owner, at: isoAt(now) });
+    if (Number(r.numAffectedRows ?? 0) === 0) throw new LeaseLostError(jobId);
   }
 
   /** Puts a job back in the queue after a transient failure, with exponential back-off. */
