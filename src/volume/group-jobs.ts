@@ -49,14 +49,16 @@ function parser<P>(field: string) {
 }
 
 /**
- * Fails a group stuck in `from` and every member volume still in `from`.
+ * Fails a group stuck in `from` and every member volume still in `from`
+ * (each with its user message; the group's status event carries the reason).
  * Returns false when the group was not in `from` (someone else settled it).
  */
 export async function failGroup(deps: GroupJobDeps, tx: Tx, groupId: string, from: string, detail: MessageDetail, requestId: string | null): Promise<boolean> {
   for (const v of await deps.groups.members(tx, groupId)) {
     if (v.status === from) await failResource(deps, tx, { volumeId: v.id }, from, detail, requestId);
   }
-  return deps.groups.transition(tx, { id: groupId, from: [from], to: GROUP_TRANSITIONAL[from]!, requestId });
+  // Cinder's catalogue has no action for a group: the status event says why in the detail's words alone.
+  return deps.groups.transition(tx, { id: groupId, from: [from], to: GROUP_TRANSITIONAL[from]!, requestId, detail: { reason: detail.text } });
 }
 
 /** Fails a group snapshot stuck in `from` and every member snapshot still in `from`. */
@@ -64,7 +66,7 @@ export async function failGroupSnapshot(deps: GroupJobDeps, tx: Tx, id: string, 
   for (const s of await deps.groupSnapshots.snapshotsOf(tx, id)) {
     if (s.status === from) await failResource(deps, tx, { snapshotId: s.id }, from, detail, requestId);
   }
-  return deps.groupSnapshots.transition(tx, { id, from: [from], to: GROUP_SNAPSHOT_TRANSITIONAL[from]!, requestId });
+  return deps.groupSnapshots.transition(tx, { id, from: [from], to: GROUP_SNAPSHOT_TRANSITIONAL[from]!, requestId, detail: { reason: detail.text } });
 }
 
 /** Builds the group job kinds. */

@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectExport, requestFrame } from '../helpers/nbd-raw.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type Reply, type TestServer } from '../helpers/server.ts';
+import { streamedEvents } from '../helpers/webhook-receiver.ts';
 
 const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
@@ -413,6 +414,13 @@ test('failures settle groups with their members: a failed group from a group sna
   await groupStatus(s, gs, 'error', 'group_snapshots');
   assert.equal((await ok(req(s, 'GET', `/snapshots/${snap}`, undefined, MV, GROUP_SNAPSHOT_ID), 200)).snapshot.status, 'error');
   assert.match((await req(s, 'GET', `/messages?resource_uuid=${snap}`)).body.messages[0].user_message, /^snapshot create: The operation was interrupted/);
+  // The events say why (issue 17 part 2): the groups' in the detail's words, the members' with their user message.
+  const events = await streamedEvents(s, PROJECT);
+  const failedTo = (id: string) => events.find((e) => e.data.resource_id === id && e.event.endsWith('.status') && /^error/.test(e.data.to_status ?? ''))?.data.detail;
+  assert.deepEqual(failedTo(copy), { reason: 'The storage backend failed to complete the operation.' });
+  assert.match(failedTo(copied[0]!)?.reason, /^create volume: /);
+  assert.deepEqual(failedTo(gs), { reason: 'The operation was interrupted and did not finish; it was stopped so the volume is not left in a transitional status.' });
+  assert.equal(failedTo(snap)?.message_event_id, 'VOLUME_SNAPSHOT_009_012');
   await ok(req(s, 'DELETE', `/group_snapshots/${gs}`), 202);
   await waitFor('failed group snapshot deleted', async () => (await req(s, 'GET', `/group_snapshots/${gs}`)).status === 404);
   assert.ok(v);
