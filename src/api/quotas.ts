@@ -3,15 +3,28 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ForbiddenError, InvalidInputError } from '../errors/index.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue, truthy } from './pagination.ts';
+import { body, validBody } from './body-declaration.ts';
 
 /** Keys a quota body may carry that are not quotas. */
 const NON_QUOTA_KEYS = new Set(['tenant_id', 'id']);
 
+/** A quota body: `{"quota_set": {…}}` or `{"quota_class_set": {…}}` (each value is checked by the quota repository). */
+const quotaBody = (key: string): object => ({ type: 'object', required: [key], properties: { [key]: { type: 'object' } } });
+const QUOTA_SET = quotaBody('quota_set');
+const QUOTA_CLASS_SET = quotaBody('quota_class_set');
 
+/**
+ * The quotas of a body, checked against the route's schema.
+ * @throws InvalidInputError in Cinder's words for this API: `Missing required element 'quota_set' in request body.`
+ */
 function bodyOf(req: FastifyRequest, key: string): Record<string, unknown> {
-  const b = req.body as Record<string, unknown> | undefined;
-  const inner = b?.[key];
-  if (!inner || typeof inner !== 'object' || Array.isArray(inner)) throw new InvalidInputError(`Missing required element '${key}' in request body.`);
+  let inner: Record<string, unknown>;
+  try {
+    inner = validBody<Record<string, Record<string, unknown>>>(req)[key]!;
+  } catch (err) {
+    if (err instanceof InvalidInputError) throw new InvalidInputError(`Missing required element '${key}' in request body.`);
+    throw err;
+  }
   return Object.fromEntries(Object.entries(inner).filter(([k]) => !NON_QUOTA_KEYS.has(k)));
 }
 
@@ -29,7 +42,7 @@ export function quotaRoutes(deps: ApiDeps) {
     app.get<{ Params: { target: string } }>('/os-quota-sets/:target/defaults', async (req) => ({
       quota_set: { id: req.params.target, ...(await quotas.defaults(db.kysely)) },
     }));
-    app.put<{ Params: { target: string } }>('/os-quota-sets/:target', async (req) => {
+    app.put<{ Params: { target: string } }>('/os-quota-sets/:target', body(QUOTA_SET), async (req) => {
       const values = bodyOf(req, 'quota_set');
       await db.kysely.transaction().execute((tx) => quotas.set(tx, { projectId: req.params.target }, values));
       return { quota_set: await quotas.limits(db.kysely, req.params.target) };
@@ -41,7 +54,7 @@ export function quotaRoutes(deps: ApiDeps) {
     app.get<{ Params: { name: string } }>('/os-quota-class-sets/:name', async (req) => {
       return { quota_class_set: { id: req.params.name, ...(await quotas.classLimits(db.kysely, req.params.name)) } };
     });
-    app.put<{ Params: { name: string } }>('/os-quota-class-sets/:name', async (req) => {
+    app.put<{ Params: { name: string } }>('/os-quota-class-sets/:name', body(QUOTA_CLASS_SET), async (req) => {
       const values = bodyOf(req, 'quota_class_set');
       await db.kysely.transaction().execute((tx) => quotas.set(tx, { className: req.params.name }, values));
       return { quota_class_set: await quotas.classLimits(db.kysely, req.params.name) };
