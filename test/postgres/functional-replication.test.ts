@@ -9,3 +9,4 @@ await runFunctionalOnPostgres();
 await import('../functional/replication.test.ts');
 await import('../functional/replication-crash.test.ts');
 await import('../functional/group-replication.test.ts');
+await import('../functional/group-replication-crash.test.ts');
