@@ -8,6 +8,7 @@
  */
 import { PostgresAdapter, sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { isoAt, newId } from '../common/index.ts';
+import { prepared } from './prepared.ts';
 import type { Database, EventsTable } from './schema.ts';
 
 type Q = Kysely<Database> | Transaction<Database>;
@@ -33,6 +34,14 @@ export interface EventRecord {
   detail?: Record<string, unknown> | null;
 }
 
+// Every status change writes both (prepared.ts).
+const INSERT_EVENT = prepared<Selectable<EventsTable>>()((q, a) => q.insertInto('events').values({
+  id: a('id'), project_id: a('project_id'), resource_type: a('resource_type'), resource_id: a('resource_id'), event: a('event'),
+  from_status: a('from_status'), to_status: a('to_status'), request_id: a('request_id'), created_at: a('created_at'), detail: a('detail'),
+}));
+const INSERT_PLACE = prepared<{ event_id: string; project_id: string }>()((q, a) =>
+  q.insertInto('event_stream').values({ event_id: a('event_id'), project_id: a('project_id') }));
+
 /**
  * Records an event and its place in the event stream. On PostgreSQL the
  * place is taken under one transaction-scoped lock held to the commit, so
@@ -43,12 +52,12 @@ export async function recordEvent(q: Q, nowMs: number, e: EventRecord): Promise<
   const id = newId();
   const detail = e.detail ? JSON.stringify(e.detail) : null;
   if (detail !== null && detail.length > DETAIL_MAX_CHARS) throw new Error(`the detail of event ${e.event} is longer than ${DETAIL_MAX_CHARS} characters`);
-  await q.insertInto('events').values({
+  await INSERT_EVENT.run(q, {
     id, project_id: e.projectId, resource_type: e.resourceType, resource_id: e.resourceId, event: e.event,
     from_status: e.from ?? null, to_status: e.to ?? null, request_id: e.requestId ?? null, created_at: isoAt(nowMs), detail,
-  }).execute();
+  });
   if (q.getExecutor().adapter instanceof PostgresAdapter) await sql`select pg_advisory_xact_lock(${EVENT_STREAM_LOCK})`.execute(q);
-  await q.insertInto('event_stream').values({ event_id: id, project_id: e.projectId }).execute();
+  await INSERT_PLACE.run(q, { event_id: id, project_id: e.projectId });
 }
 
 /** An event row's detail as an object (null when it has none). */
