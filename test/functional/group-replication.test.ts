@@ -6,7 +6,9 @@
  * hold exactly that point, and a failback brings the group home.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
 import { bytesOf, fileOf, REPLICATING_BACKENDS } from '../helpers/backends.ts';
 import { fileDigest } from '../helpers/file-digest.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
@@ -140,4 +142,32 @@ test('group replication: consistent group points, failover to one point across v
   await waitFor('group replication disabled', async () => (await group(s, g)).replication_status === 'disabled');
   for (const id of [a, b]) assert.equal((await volume(s, id)).replication_status, 'disabled');
   assert.match((await action(s, g, { disable_replication: {} }, 400)).badRequest.message, /replication status must be enabled or error/);
+});
+
+test('python3-cinderclient drives group replication: enable, list targets, failover, failback, disable', async (t) => {
+  const s = await startTestServer(t, { ini: REPLICATING_BACKENDS });
+  const cinder = async (...args: string[]): Promise<string> => (await promisify(execFile)('/usr/bin/cinder', [
+    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', PROJECT, '--os-endpoint', `${s.url}/v3`,
+    '--os-volume-api-version', '3.38', ...args,
+  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 })).stdout;
+  await post(s, '/types', { volume_type: { name: 'repl', extra_specs: REPLICATED } }, 200, {});
+  await cinder('group-type-create', 'replicated');
+  await cinder('group-type-key', 'replicated', 'set', 'consistent_group_replication_enabled=<is> True');
+  const g = /\|\s*id\s*\|\s*(\S+)\s*\|/.exec(await cinder('group-create', '--name', 'db', 'replicated', 'repl'))![1]!;
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) ids.push((await post(s, '/volumes', { volume: { size: 1, volume_type: 'repl', group_id: g } }, 202)).volume.id);
+  for (const id of ids) await waitForStatus(s, id, 'available');
+  const status = async (want: string) => waitFor(`group ${want}`, async () => new RegExp(`\\|\\s*replication_status\\s*\\|\\s*${want}\\s*\\|`).test(await cinder('group-show', g)));
+
+  await cinder('group-enable-replication', g);
+  await status('enabled');
+  assert.match(await cinder('group-list-replication-targets', g), /beta/);
+  await cinder('group-failover-replication', '--secondary-backend-id', 'beta', g);
+  await status('failed-over');
+  for (const id of ids) assert.match((await volume(s, id))['os-vol-host-attr:host'], /@beta#/);
+  await cinder('group-failover-replication', '--secondary-backend-id', 'default', g);
+  await status('enabled');
+  for (const id of ids) assert.match((await volume(s, id))['os-vol-host-attr:host'], /@alpha#/);
+  await cinder('group-disable-replication', g);
+  await status('disabled');
 });
