@@ -17,8 +17,8 @@
  * Why not @fastify/swagger: it documents a route's `schema` option, which
  * Fastify also compiles and validates with before the handler runs — one
  * schema per route, chosen neither by microversion nor by action key, checked
- * before the policy and the handler's own 404s, and refused in Fastify's words
- * rather than Cinder's. The declarations live in the route's `config` instead,
+ * before the handler's own checks (its 404 below the route's microversion),
+ * and refused in Fastify's words rather than Cinder's. The declarations live in the route's `config` instead,
  * so a small generator over the same `onRoute` hook reads them.
  */
 import type { FastifyInstance, RouteOptions } from 'fastify';
