@@ -2,7 +2,7 @@
 export * from './schema.ts';
 export { openDatabase, migrateToLatest, migrationStatus, type Db, type OpenDatabaseOptions } from './database.ts';
 export { GroupCommit, type Flush } from './group-commit.ts';
-export { prepared, type Prepared } from './prepared.ts';
+export { prepared, preparedShapes, type Builder, type Prepared } from './prepared.ts';
 export { startRefusal } from './start-refusal.ts';
 export { listenWithReconnect, type ListenerLog, type ListenerOptions } from './notification-listener.ts';
 export * from './resource-repository.ts';

@@ -5,7 +5,9 @@
  * is built once, with a marker where each argument goes, and compiled once per
  * database (per dialect: `?` or `$1`); a call only fills in the parameters.
  * Only for queries whose shape never changes with their arguments: no `in`
- * lists, no optional clauses (write one prepared query per shape).
+ * lists, no optional clauses. A query of many shapes (a table chosen at run
+ * time, a list of some length) is a family: {@link preparedShapes} keeps one
+ * prepared query per shape.
  */
 import type { Compilable, CompiledQuery, Kysely, QueryResult } from 'kysely';
 import type { Database } from './schema.ts';
@@ -34,12 +36,10 @@ export interface Prepared<A, R> {
  * passed as NULL); the row type is the query's own.
  */
 export function prepared<A extends Record<string, unknown>>() {
-  return <R>(build: (q: Q, arg: <K extends keyof A & string>(name: K) => A[K]) => Compilable<R>): Prepared<A, R> => prepare(build);
+  return <R>(build: Builder<A, R>): Prepared<A, R> => prepare(build);
 }
 
-function prepare<A extends Record<string, unknown>, R>(
-  build: (q: Q, arg: <K extends keyof A & string>(name: K) => A[K]) => Compilable<R>,
-): Prepared<A, R> {
+function prepare<A extends Record<string, unknown>, R>(build: Builder<A, R>): Prepared<A, R> {
   // Per database: the executor's adapter is one object per Kysely instance and its transactions.
   const compiled = new WeakMap<object, { query: CompiledQuery<R>; slots: (string | undefined)[] }>();
   const arg = <K extends keyof A & string>(name: K): A[K] => new Slot(name) as unknown as A[K];
@@ -65,5 +65,22 @@ function prepare<A extends Record<string, unknown>, R>(
     run,
     all: async (q, args) => (await run(q, args)).rows,
     first: async (q, args) => (await run(q, args)).rows[0],
+  };
+}
+
+/** What builds a prepared query: `arg(name)` stands for an argument. */
+export type Builder<A, R> = (q: Q, arg: <K extends keyof A & string>(name: K) => A[K]) => Compilable<R>;
+
+/**
+ * A family of prepared queries, one per shape: `shape(key, build)` returns the
+ * query prepared for `key`, preparing `build` the first time. The key must
+ * name everything `build` depends on besides the arguments.
+ */
+export function preparedShapes<A extends Record<string, unknown>, R>(): (key: string, build: Builder<A, R>) => Prepared<A, R> {
+  const shapes = new Map<string, Prepared<A, R>>();
+  return (key, build) => {
+    let query = shapes.get(key);
+    if (!query) shapes.set(key, (query = prepare(build)));
+    return query;
   };
 }

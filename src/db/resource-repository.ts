@@ -7,11 +7,11 @@
  * Table names are dynamic here, so queries go through an untyped Kysely view;
  * the public methods are typed by the resource's row.
  */
-import type { Kysely, SelectQueryBuilder } from 'kysely';
+import type { Kysely, QueryResult, SelectQueryBuilder } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, setOwn } from '../common/index.ts';
 import { recordEvent } from './event-log.ts';
-import { prepared, type Prepared } from './prepared.ts';
+import { preparedShapes } from './prepared.ts';
 import { afterMarker, keysetExpression, keysetKeys, type KeysetKey, type KeysetTable } from './keyset.ts';
 import type { Database } from './schema.ts';
 
@@ -37,18 +37,35 @@ export interface Transition<Row extends { status: string }> {
   detail?: Record<string, unknown>;
 }
 
-/** Row inserts, prepared per table and set of columns (prepared.ts): a volume row has two dozen. */
-const inserts = new Map<string, Prepared<Record<string, unknown>, unknown>>();
+// The statements every create, status change and delete runs, prepared per
+// table and shape (prepared.ts): a volume row alone has two dozen columns.
+type Args = Record<string, unknown>;
+const shape = preparedShapes<Args, Args>();
 
-function insertRow(q: Q, table: string, row: Record<string, unknown>): Promise<unknown> {
+function insertRow(q: Q, table: string, row: Args): Promise<unknown> {
   const columns = Object.keys(row).filter((c) => row[c] !== undefined);
-  const key = `${table}(${columns.join(',')})`;
-  let insert = inserts.get(key);
-  if (!insert) {
-    insert = prepared<Record<string, unknown>>()((k, a) => (k as AnyQ).insertInto(table).values(Object.fromEntries(columns.map((c) => [c, a(c)]))));
-    inserts.set(key, insert);
-  }
-  return insert.run(q, row);
+  return shape(`insert ${table}(${columns.join(',')})`, (k, a) => (k as AnyQ).insertInto(table).values(Object.fromEntries(columns.map((c) => [c, a(c)]))))
+    .run(q, row);
+}
+
+function rowOf(q: Q, table: string, id: string, projectId?: string): Promise<Args | undefined> {
+  return projectId === undefined
+    ? shape(`get ${table}`, (k, a) => (k as AnyQ).selectFrom(table).selectAll().where('id', '=', a('id'))).first(q, { id })
+    : shape(`get ${table} of project`, (k, a) => (k as AnyQ).selectFrom(table).selectAll().where('id', '=', a('id')).where('project_id', '=', a('projectId')))
+      .first(q, { id, projectId });
+}
+
+/** `update table set <columns of set>, status = :to, updated_at = :at where id = :id and status in (:f0…)`, with `returning project_id` when asked. */
+function setStatus(q: Q, table: string, id: string, from: readonly string[], set: Args, returning: boolean): Promise<QueryResult<Args>> {
+  const columns = Object.keys(set).filter((c) => set[c] !== undefined && c !== 'status' && c !== 'updated_at');
+  const args: Args = { id, ...set };
+  from.forEach((f, i) => { args[`from${i}`] = f; });
+  return shape(`status ${table}(${columns.join(',')}) from ${from.length}${returning ? ' returning' : ''}`, (k, a) => {
+    const update = (k as AnyQ).updateTable(table)
+      .set(Object.fromEntries([...columns, 'status', 'updated_at'].map((c) => [c, a(c)])))
+      .where('id', '=', a('id')).where('status', 'in', from.map((_, i) => a(`from${i}`)));
+    return returning ? update.returning('project_id') : update;
+  }).run(q, args);
 }
 
 /** Filters every resource list understands. */
@@ -88,9 +105,7 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
 
   /** The row, if it exists within `scope`. */
   async get(q: Q, id: string, scope: ProjectScope = 'all'): Promise<Row | undefined> {
-    let s = (q as AnyQ).selectFrom(this.t.table).selectAll().where('id', '=', id);
-    if (scope !== 'all') s = s.where('project_id', '=', scope.projectId);
-    return s.executeTakeFirst() as Promise<Row | undefined>;
+    return rowOf(q, this.t.table, id, scope === 'all' ? undefined : scope.projectId) as Promise<Row | undefined>;
   }
 
   /**
@@ -98,19 +113,17 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
    * of `t.from`. Returns whether it changed. Records an event when it did.
    */
   async transition(q: Q, t: Transition<Row>): Promise<boolean> {
-    const update = (q as AnyQ).updateTable(this.t.table)
-      .set({ ...t.set, status: t.to, updated_at: isoAt(this.clock.now()) })
-      .where('id', '=', t.id).where('status', 'in', t.from);
+    const set: Args = { ...t.set, status: t.to, updated_at: isoAt(this.clock.now()) };
     let from: string;
     let projectId: string;
     if (t.from.length === 1) {
       // The status it had is the one it was allowed to have: one statement, the row's project read back.
-      const changed = await update.returning('project_id').executeTakeFirst() as { project_id: string } | undefined;
+      const changed = (await setStatus(q, this.t.table, t.id, t.from, set, true)).rows[0] as { project_id: string } | undefined;
       if (!changed) return false;
       [from, projectId] = [t.from[0]!, changed.project_id];
     } else {
       const before = await this.get(q, t.id);
-      if (!before || (await update.executeTakeFirst()).numUpdatedRows === 0n) return false;
+      if (!before || Number((await setStatus(q, this.t.table, t.id, t.from, set, false)).numAffectedRows ?? 0) === 0) return false;
       [from, projectId] = [before.status, before.project_id];
     }
     await this.event(q, projectId, t.id, `${this.t.resourceType}.status`, from, t.to, t.requestId ?? null, t.detail);

@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
-import { prepared, type Db, type JobRow, type Prepared } from '../db/index.ts';
+import { prepared, preparedShapes, type Db, type JobRow, type Prepared } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
 import type { AnyJobKind, Enqueue, JobKind, NewJob, Tx } from './job-kind.ts';
 import { payloadVersionsOf, targetReaders } from '../services/index.ts';
@@ -65,7 +65,7 @@ const MARK_DONE = prepared<{ id: string; owner: string; at: string }>()((q, a) =
 type ClaimArgs = Record<string, string | number>;
 
 /** Claims, prepared per shape (a worker uses two: its kinds, and only the holding ones when it is full). */
-const claimQueries = new Map<string, Prepared<ClaimArgs, JobRow>>();
+const claimShape = preparedShapes<ClaimArgs, JobRow>();
 
 /**
  * The claim of one due job: arguments `now`, `owner`, `lease` (its new
@@ -73,10 +73,7 @@ const claimQueries = new Map<string, Prepared<ClaimArgs, JobRow>>();
  * `t0…` (targets), `k0…` (kinds) and `h0…` (kinds that hold later jobs of their resource).
  */
 function claimQuery(postgres: boolean, targets: number, kinds: number, holding: number): Prepared<ClaimArgs, JobRow> {
-  const key = `${postgres}/${targets}/${kinds}/${holding}`;
-  let query = claimQueries.get(key);
-  if (query) return query;
-  query = prepared<ClaimArgs>()((q, arg) => {
+  return claimShape(`${postgres}/${targets}/${kinds}/${holding}`, (q, arg) => {
     const a = arg as (name: string) => never;
     const list = (prefix: string, n: number): never[] => Array.from({ length: n }, (_, i) => a(`${prefix}${i}`));
     let due = q.selectFrom('jobs').select('id')
@@ -120,8 +117,6 @@ function claimQuery(postgres: boolean, targets: number, kinds: number, holding: 
       ]))
       .returningAll();
   });
-  claimQueries.set(key, query);
-  return query;
 }
 
 /** The queue over one database. One per process. */
