@@ -40,7 +40,10 @@ export function attachmentExports(
         };
       }
       // A synchronously replicated volume is served only through its mirror: no write is acknowledged on the primary alone.
-      if (!moves?.has(v.id) && await db.kysely.selectFrom('volume_replicas').select('volume_id').where('volume_id', '=', v.id)
+      // Once failed over it is served alone until its old primary is back and mirrored again (what a failover is for:
+      // the old primary is gone); the writes it takes meanwhile reach that copy by the mirror's first copy, and a
+      // failback waits for the mirror to be in step.
+      if (!moves?.has(v.id) && v.replication_status !== 'failed-over' && await db.kysely.selectFrom('volume_replicas').select('volume_id').where('volume_id', '=', v.id)
         .where('mode', '=', 'sync').where('primary_cluster', '=', cluster!).executeTakeFirst()) return undefined;
       const qos = await exportQos(db, v.volume_type_id, v.size, log);
       return {
