@@ -37,9 +37,10 @@ async function attachWriteDetach(s: TestServer, vol: string, command: string): P
   return a.body.attachment.id as string;
 }
 
-/** The deliveries of `resource`'s events named `event`, in stream order. */
+/** The deliveries of `resource`'s events named `event`, in stream order, each once (delivery is at least once: a retry has the same delivery id). */
 function deliveries(received: Received[], resource: string, event: string): Received[] {
-  return received.filter((r) => r.body.resource_id === resource && r.event === event).sort((a, b) => a.body.id - b.body.id);
+  const unique = new Map(received.filter((r) => r.body.resource_id === resource && r.event === event).map((r) => [r.delivery, r]));
+  return [...unique.values()].sort((a, b) => a.body.id - b.body.id);
 }
 
 test('events carry their reason, sizes, attachment and progress, to webhooks and the stream; /metrics shows a running backup', { timeout: 240_000 }, async (t) => {
