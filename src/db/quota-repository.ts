@@ -7,7 +7,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt } from '../common/index.ts';
 import type { Database } from './schema.ts';
-import { prepared } from './prepared.ts';
+import { prepared, preparedShapes } from './prepared.ts';
 
 type Q = Kysely<Database>;
 
@@ -18,6 +18,10 @@ const CLASS_LIMITS = prepared<{ className: string }>()((q, a) =>
   q.selectFrom('quota_classes').select(['resource', 'hard_limit']).where('class_name', '=', a('className')));
 const USAGES = prepared<{ projectId: string }>()((q, a) =>
   q.selectFrom('quota_usages').select(['resource', 'in_use']).where('project_id', '=', a('projectId')));
+
+type UsageArgs = Record<string, string | number>;
+/** The usage UPDATE of {@link QuotaRepository.addUsages}, per shape. */
+const usageUpdate = preparedShapes<UsageArgs, unknown>();
 
 /** Repository over quota tables. */
 export class QuotaRepository {
@@ -88,18 +92,26 @@ export class QuotaRepository {
   async addUsages(q: Q, projectId: string, changes: readonly UsageChange[]): Promise<string[]> {
     const live = changes.filter((c) => c.delta !== 0);
     if (live.length === 0) return [];
-    const value = (c: UsageChange) => (c.delta >= 0 ? sql`in_use + ${c.delta}` : sql`case when in_use + ${c.delta} < 0 then 0 else in_use + ${c.delta} end`);
-    // CASE rather than max()/greatest(): the same SQL on SQLite and PostgreSQL.
-    const inUse = sql<number>`case ${sql.join(live.map((c) => sql`when resource = ${c.resource} then ${value(c)}`), sql` `)} else in_use end`;
-    const limited = live.filter((c) => c.delta > 0 && c.limit >= 0);
-    let u = q.updateTable('quota_usages')
-      .set({ in_use: inUse, updated_at: isoAt(this.clock.now()) })
-      .where('project_id', '=', projectId).where('resource', 'in', live.map((c) => c.resource));
-    if (limited.length > 0) {
-      u = u.where(sql<boolean>`case ${sql.join(limited.map((c) => sql`when resource = ${c.resource} then in_use + ${c.delta} <= ${c.limit}`), sql` `)} else true end`);
-    }
-    const r = await u.executeTakeFirst();
-    if (Number(r.numUpdatedRows) === live.length) return [];
+    const limitedAt = (c: UsageChange) => c.delta > 0 && c.limit >= 0;
+    const args: UsageArgs = { projectId, at: isoAt(this.clock.now()) };
+    live.forEach((c, i) => Object.assign(args, { [`r${i}`]: c.resource, [`d${i}`]: c.delta, [`l${i}`]: c.limit }));
+    // One prepared statement per shape: how many changes, which give back, which are limited.
+    const shape = live.map((c) => (c.delta >= 0 ? '+' : '-') + (limitedAt(c) ? 'L' : '')).join('');
+    const r = await usageUpdate(shape, (k, arg) => {
+      const a = arg as (name: string) => never;
+      const value = (c: UsageChange, i: number) => (c.delta >= 0 ? sql`in_use + ${a(`d${i}`)}` : sql`case when in_use + ${a(`d${i}`)} < 0 then 0 else in_use + ${a(`d${i}`)} end`);
+      // CASE rather than max()/greatest(): the same SQL on SQLite and PostgreSQL.
+      const inUse = sql<number>`case ${sql.join(live.map((c, i) => sql`when resource = ${a(`r${i}`)} then ${value(c, i)}`), sql` `)} else in_use end`;
+      const limited = live.map((c, i) => [c, i] as const).filter(([c]) => limitedAt(c));
+      let u = k.updateTable('quota_usages')
+        .set({ in_use: inUse, updated_at: a('at') })
+        .where('project_id', '=', a('projectId')).where('resource', 'in', live.map((_, i) => a(`r${i}`)));
+      if (limited.length > 0) {
+        u = u.where(sql<boolean>`case ${sql.join(limited.map(([, i]) => sql`when resource = ${a(`r${i}`)} then in_use + ${a(`d${i}`)} <= ${a(`l${i}`)}`), sql` `)} else true end`);
+      }
+      return u;
+    }).run(q, args);
+    if (Number(r.numAffectedRows ?? 0) === live.length) return [];
     const now = await this.usages(q, projectId);
     return live.filter((c) => now[c.resource] === undefined || (c.delta > 0 && c.limit >= 0 && now[c.resource]! + c.delta > c.limit)).map((c) => c.resource);
   }
