@@ -999,6 +999,31 @@ static napi_value js_data_plane_backend(napi_env env, napi_callback_info info) {
   return tagged_external(env, &img->plane, NULL, &NBD_BACKEND_TAG);
 }
 
+/*
+ * clientAddress(cluster) → this client's address as the cluster's blocklist
+ * names it (`ip:port/nonce`, rados_getaddrs: local, no round trip). A client
+ * whose exclusive lock another broke is blocklisted under it.
+ */
+static napi_value js_client_address(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return NULL;
+  cluster_t *cl = cluster_of(env, argv[0]);
+  if (!cl) return NULL;
+  if (!cl->connected) {
+    napi_throw_error(env, "ENOTCONN", "rados_getaddrs: not connected");
+    return NULL;
+  }
+  char *addrs = NULL;
+  int rc = rados_getaddrs(cl->rados, &addrs);
+  if (rc < 0) {
+    napi_throw(env, errno_error(env, "rados_getaddrs", rc));
+    return NULL;
+  }
+  napi_value out = string(env, addrs);
+  rados_buffer_free(addrs);
+  return out;
+}
+
 static void state_finalize(napi_env env, void *data, void *hint) { free(data); }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -1025,7 +1050,7 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("children", js_children), FN("diffIterate", js_diff),
     FN("aioRead", js_aio_read), FN("aioWrite", js_aio_write), FN("aioFlush", js_aio_flush),
     FN("aioDiscard", js_aio_discard), FN("aioWriteZeroes", js_aio_write_zeroes),
-    FN("dataPlaneBackend", js_data_plane_backend),
+    FN("dataPlaneBackend", js_data_plane_backend), FN("clientAddress", js_client_address),
   };
 #undef FN
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -137,6 +137,15 @@ export class GuardedDriver implements VolumeDriver {
    * @throws BasaltError NOT_IMPLEMENTED when the driver does not declare `supportsChangedExtents`;
    *   DriverError when the driver fails or answers with extents that break the contract.
    */
+  /**
+   * Registers `listener` for volumes the driver lost to another host (see the
+   * contract); nothing for a driver that does not declare `canLoseVolumes`.
+   */
+  watchLostVolumes(listener: (volumeIds: readonly string[]) => void): void {
+    const fn = this.driver.watchLostVolumes;
+    if (this.capabilities.canLoseVolumes && fn) fn.call(this.driver, listener);
+  }
+
   async changedExtents(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]> {
     const fn = this.driver.changedExtents;
     if (!this.capabilities.supportsChangedExtents || !fn) {

@@ -83,12 +83,13 @@
  * 1.4 added `supportsNativeConnection` with `nativeConnection`; 1.5 added
  * `supportsChangedExtents` with `changedExtents`; 1.6 added
  * `supportsAllocatedExtents` with `allocatedExtents`; 1.7 added
- * `VolumeHandle.dataPlaneBackend`.
+ * `VolumeHandle.dataPlaneBackend`; 1.8 added `canLoseVolumes` with
+ * `watchLostVolumes`.
  */
 import type { DataPlaneBackend } from '../common/index.ts';
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.7';
+export const DRIVER_CONTRACT_VERSION = '1.8';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -179,6 +180,13 @@ export interface DeclaredCapabilities {
    */
   readonly supportsAllocatedExtents?: boolean;
   /**
+   * Whether `watchLostVolumes` exists: on shared storage another host may
+   * take this driver's volumes from it (RBD: a member that stopped answering
+   * has its exclusive lock broken and its client blocklisted), and the driver
+   * notices. Default false: a driver's volumes are its own.
+   */
+  readonly canLoseVolumes?: boolean;
+  /**
    * Whether the driver's data lives only in its process's memory and is gone
    * when the process stops (the `memory` test driver). Default false. A
    * volume service of such a driver says at start how many volumes recorded
@@ -214,6 +222,7 @@ export const CAPABILITY_DEFAULTS: Readonly<Omit<DriverCapabilities, 'vendorName'
   supportsNativeConnection: false,
   supportsChangedExtents: false,
   supportsAllocatedExtents: false,
+  canLoseVolumes: false,
   volatile: false,
   storageProtocol: 'nbd',
 });
@@ -669,6 +678,22 @@ export interface VolumeDriver {
    *   tracking applies where it knows better).
    */
   changedExtents?(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]>;
+
+  /**
+   * Registers `listener` for volumes this driver lost to another host.
+   * Optional: present exactly when `capabilities.canLoseVolumes`.
+   * - When: once, after `init`, by the volume service.
+   * - Preconditions: none.
+   * - Postconditions: from now on, each time the driver finds that another
+   *   host took volumes from it, and after it made itself able to serve them
+   *   again (a fresh connection), it calls `listener` with their ids. Handles
+   *   open on them then fail every call; the core drops their exports, so
+   *   hosts reconnect and new handles are opened.
+   * - Idempotency: each call adds a listener.
+   * - Errors: none.
+   * - Default if omitted: volumes are never lost.
+   */
+  watchLostVolumes?(listener: (volumeIds: readonly string[]) => void): void;
 
   /**
    * The extents of a snapshot that may hold data. Optional: present exactly

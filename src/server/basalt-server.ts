@@ -210,6 +210,14 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
           exports: nbd, moves, nbdEndpoint: { host: d.nbd_listen, port: address.port, requireTls, ...(nbd.socketPath ? { socket: nbd.socketPath } : {}) }, drivers, backupRestore: fromBackup,
         });
         drivers.set(svc.cluster, driver);
+        // Volumes another member took from this one (an RBD client blocklisted when its lock was
+        // broken): their exports are dropped so hosts reconnect, here through the fresh client or elsewhere.
+        driver.watchLostVolumes((ids) => {
+          log.warn({ backend: backend.name, volumes: ids }, 'volumes taken over by another member: dropping their exports');
+          void Promise.all(ids.map(async (id) => {
+            for (const a of await attachments.ofVolume(db.kysely, id)) await nbd.closeExport(a.export_name);
+          })).catch((err: unknown) => log.error({ err, volumes: ids }, 'dropping the exports of lost volumes failed'));
+        });
         served.set(svc.cluster, { cluster: svc.cluster, serviceHost: svc.serviceHost, driver });
         await svc.start();
         stoppers.push(() => svc.stop());

@@ -119,6 +119,8 @@ export interface RbdAddon {
    * @throws Error (code EBADF) when the image is closed or closing.
    */
   dataPlaneBackend(image: RbdImage): DataPlaneBackend;
+  /** This client's address as the cluster's blocklist names it (`ip:port/nonce`); local, no round trip. */
+  clientAddress(cluster: RbdCluster): string;
 }
 
 /** Feature bits of `rbd/features.h`. */

@@ -32,6 +32,16 @@
  *   Basalt's own connection (`rbd_keyring_conf`) goes to hosts only where
  *   the operator opts in (`rbd_send_keyring_to_hosts`; OSSN-0085).
  *
+ * - Active/active: every member of a cluster opens the images it serves;
+ *   librbd hands the exclusive lock between them. A member that stops
+ *   answering loses it: another breaks the lock and Ceph blocklists the old
+ *   client (rbd_blocklist_on_break_lock), which can then write nothing. The
+ *   driver looks every `rbd_blocklist_check_interval` seconds whether its
+ *   client is blocklisted; if so it connects a fresh client, forgets the
+ *   images the old one had open and tells the core which volumes it lost
+ *   (`watchLostVolumes`): the core drops their exports, hosts reconnect (to
+ *   any member), and the next open goes through the fresh client.
+ *
  * Capacity comes from the cluster (`ceph df detail`: the pool's `max_avail`,
  * `stored` and quota), as Cinder reports it; provisioned capacity from the
  * images' headers (`rbd_pool_stats_get`), no image opened.
@@ -80,6 +90,8 @@ export interface RbdDriverOptions {
   secretUuid?: string;
   /** Whether rbd connection info says hosts may discard (`report_discard_supported`). Default false. */
   reportDiscard?: boolean;
+  /** Seconds between looks at the cluster's blocklist for this client (`rbd_blocklist_check_interval`); 0: never. Default 0. */
+  blocklistCheckSeconds?: number;
 }
 
 /** Layering, exclusive-lock, object-map, fast-diff, deep-flatten: Cinder's and Ceph's default set. */
@@ -141,6 +153,8 @@ export class RbdDriver implements VolumeDriver {
     supportsNativeConnection: true,
     // rbd_diff_iterate2 between two RBD snapshots (or one and the head), from the object maps (fast-diff).
     supportsChangedExtents: true,
+    // Another member may break this client's exclusive lock and have it blocklisted.
+    canLoseVolumes: true,
     storageProtocol: 'nbd',
     vendorName: 'Basalt',
     driverVersion: '1.0.0',
@@ -150,6 +164,13 @@ export class RbdDriver implements VolumeDriver {
   private cluster: RbdCluster | undefined;
   /** The open image of each volume with handles, shared by them all, by volume id. */
   private readonly shared = new Map<string, SharedImage>();
+  /** Who hears of lost volumes ({@link watchLostVolumes}). */
+  private readonly lostListeners = new Set<(volumeIds: readonly string[]) => void>();
+  /** The blocklist watch's timer, and whether a look is running. */
+  private blocklistTimer: NodeJS.Timeout | undefined;
+  private looking = false;
+  /** Blocklisted clients replaced by fresh ones, with the images of theirs still open (shut down at 0). */
+  private readonly retired = new Map<RbdCluster, number>();
 
   /**
    * @throws ConfigError when `chunkSizeMiB` is not a power of two, or when
@@ -183,12 +204,25 @@ export class RbdDriver implements VolumeDriver {
     this.addon = loadRbdAddon();
     const o = this.options;
     if (o.sendKeyringToHosts) keyringForHosts(o.keyringPath);
+    this.cluster = await this.connect();
+    if (o.blocklistCheckSeconds && !this.blocklistTimer) {
+      this.blocklistTimer = setInterval(() => void this.lookAtBlocklist(), o.blocklistCheckSeconds * 1000);
+      this.blocklistTimer.unref();
+    }
+  }
+
+  /**
+   * A new client of the cluster.
+   * @throws DriverError as {@link init} says.
+   */
+  private async connect(): Promise<RbdCluster> {
+    const o = this.options;
     const settings: Record<string, string> = {};
     if (o.connectTimeoutSeconds > 0) {
       for (const k of ['client_mount_timeout', 'rados_mon_op_timeout', 'rados_osd_op_timeout']) settings[k] = String(o.connectTimeoutSeconds);
     }
     try {
-      this.cluster = await this.addon.connect(o.confPath || null, o.user, o.keyringPath || null, settings);
+      return await this.rbd.connect(o.confPath || null, o.user, o.keyringPath || null, settings);
     } catch (err) {
       const conf = o.confPath || '/etc/ceph/ceph.conf';
       const cluster = `The Ceph cluster at monitors ${monitorsOf(conf) ?? '(none found)'} (${conf})`;
@@ -202,8 +236,73 @@ export class RbdDriver implements VolumeDriver {
     }
   }
 
+  /**
+   * Calls `listener` with the volumes this driver lost to another member
+   * (see the module comment), after it connected a fresh client.
+   */
+  watchLostVolumes(listener: (volumeIds: readonly string[]) => void): void {
+    this.lostListeners.add(listener);
+  }
+
+  /**
+   * Whether the cluster blocklists this client: its address (`ip:port/nonce`)
+   * is in the OSD map's blocklist. Monitors still answer a blocklisted client;
+   * OSDs refuse it.
+   */
+  private async blocklisted(cluster: RbdCluster): Promise<boolean> {
+    const address = this.rbd.clientAddress(cluster);
+    const { out } = await this.rbd.monCommand(cluster, JSON.stringify({ prefix: 'osd blocklist ls', format: 'json' }));
+    return out.includes(`"${address}"`);
+  }
+
+  /**
+   * One look at the blocklist; when this client is on it, a fresh client
+   * takes its place: the old client's open images are forgotten (closed,
+   * with the old client, once their last handle closes: their I/O fails
+   * meanwhile) and the listeners hear their volumes. A failed look (the
+   * cluster out of reach) is tried again at the next interval.
+   */
+  private async lookAtBlocklist(): Promise<void> {
+    const old = this.cluster;
+    if (this.looking || !old) return;
+    this.looking = true;
+    try {
+      if (!(await this.blocklisted(old))) return;
+      const fresh = await this.connect();
+      if (this.cluster !== old) { // closed meanwhile
+        await this.rbd.shutdown(fresh);
+        return;
+      }
+      this.cluster = fresh;
+      const lost = [...this.shared];
+      this.shared.clear();
+      for (const [, entry] of lost) entry.lost = true;
+      this.retired.set(old, lost.length);
+      if (lost.length === 0) await this.retire(old);
+      const ids = lost.map(([id]) => id);
+      for (const listener of this.lostListeners) listener(ids);
+    } catch {
+      // The cluster did not answer: look again at the next interval.
+    } finally {
+      this.looking = false;
+    }
+  }
+
+  /** Counts down a retired client's open images; shuts it down at the last. */
+  private async retire(cluster: RbdCluster, closed = 0): Promise<void> {
+    const left = (this.retired.get(cluster) ?? 0) - closed;
+    if (left > 0) {
+      this.retired.set(cluster, left);
+      return;
+    }
+    this.retired.delete(cluster);
+    await this.rbd.shutdown(cluster).catch(() => undefined); // blocklisted: nothing of it matters any more
+  }
+
   /** Closes the images handles still hold (their I/O has ended: the guard waited), then disconnects. */
   async close(): Promise<void> {
+    clearInterval(this.blocklistTimer);
+    this.blocklistTimer = undefined;
     const shared = [...this.shared.values()];
     this.shared.clear();
     for (const entry of shared) {
@@ -804,8 +903,14 @@ export class RbdDriver implements VolumeDriver {
     }
     entry.refs++; // before any await: a closing last handle must not close it under this one
     const shared = entry;
+    const cluster = this.conn;
     const release = async (): Promise<void> => {
       if (--shared.refs > 0) return;
+      if (shared.lost) { // its client was blocklisted and replaced: close it, and the client after its last image
+        const img = await shared.image.catch(() => undefined);
+        if (img) await this.rbd.closeImage(img).catch(() => undefined);
+        return this.retire(cluster, 1);
+      }
       if (this.shared.get(vol.id) !== shared) return; // the driver closed it at shutdown
       this.shared.delete(vol.id);
       const img = await shared.image.catch(() => undefined);
@@ -828,6 +933,8 @@ export class RbdDriver implements VolumeDriver {
 interface SharedImage {
   readonly image: Promise<RbdImage>;
   refs: number;
+  /** Its client was blocklisted (see `lookAtBlocklist`): no new handle shares it. */
+  lost?: boolean;
 }
 
 /**

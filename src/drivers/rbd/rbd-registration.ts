@@ -62,6 +62,10 @@ export const rbdRegistration = defineDriver({
       type: 'bool', default: false,
       help: 'Tell hosts that volumes of this backend take discard (TRIM/UNMAP) in connection info (Cinder: report_discard_supported).',
     }),
+    rbd_blocklist_check_interval: option<number>({
+      type: 'int', default: 5,
+      help: 'Seconds between looks at the Ceph blocklist for this process\'s client (0: never). A client is blocklisted when another member broke its exclusive lock on an image (it stopped answering): the backend then connects a fresh client and drops the exports of the volumes it had open, so hosts reconnect.',
+    }),
     rados_connect_timeout: option<number>({
       type: 'int', default: 30,
       help: 'Seconds librados waits for the cluster when connecting and for each operation; ≤ 0: librados\'s own defaults (Cinder: rados_connect_timeout, whose default -1 would let a dead cluster hold a call for minutes).',
@@ -78,6 +82,7 @@ export const rbdRegistration = defineDriver({
     maxCloneDepth: options.rbd_max_clone_depth,
     chunkSizeMiB: options.rbd_store_chunk_size,
     connectTimeoutSeconds: options.rados_connect_timeout,
+    blocklistCheckSeconds: options.rbd_blocklist_check_interval,
     nativeConnection: options.rbd_connection === 'rbd',
     clusterName: options.rbd_cluster_name,
     secretUuid: options.rbd_secret_uuid,

@@ -70,7 +70,7 @@ test('an rbd_store_chunk_size that is not a power of two is refused when the bac
   const { rbdRegistration } = await import('../../../../src/drivers/index.ts');
   const options = {
     rbd_pool: 'rbd', rbd_user: 'admin', rbd_ceph_conf: '', rbd_keyring_conf: '', rbd_send_keyring_to_hosts: false, rbd_secret_uuid: '', rbd_flatten_volume_from_snapshot: false,
-    rbd_max_clone_depth: 5, rbd_store_chunk_size: 3, report_discard_supported: false, rados_connect_timeout: 30,
+    rbd_max_clone_depth: 5, rbd_store_chunk_size: 3, report_discard_supported: false, rados_connect_timeout: 30, rbd_blocklist_check_interval: 5,
     rbd_cluster_name: 'ceph', rbd_connection: 'rbd',
   };
   assert.throws(() => rbdRegistration.create({ backendName: 'ceph', options }), (e: { code: string; message: string }) => e.code === 'CONFIG_INVALID' && /power of two/.test(e.message));
