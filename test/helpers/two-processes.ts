@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { startPostgres } from './postgres.ts';
+import { spawnBasalt, type Spawned } from './process.ts';
 import { FAST_TIMINGS, tempStateDir } from './server.ts';
 
 /** A configuration file in `dir` serving one file backend named `name`, with `more` lines in its section. */
@@ -37,4 +38,37 @@ export async function twoProcesses(t: TestContext): Promise<TwoProcesses> {
   const [stateA, stateB] = [tempStateDir(t), tempStateDir(t)];
   const common = { ...FAST_TIMINGS, BASALT_DATABASE__CONNECTION: database, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info' };
   return { database, stateA, stateB, common, procs };
+}
+
+/** Alpha replicating to beta, each in its process: see {@link replicatingPair}. */
+export interface ReplicatingPair {
+  stateA: string;
+  stateB: string;
+  /** Alpha's process: all roles, its backend naming beta as its replication target. */
+  a: Spawned;
+  /** Beta's process: API and volume roles. */
+  b: Spawned;
+  /** Starts alpha's process again on its state directory (after a kill); its child goes to `procs`. */
+  startAlpha(): Promise<Spawned>;
+}
+
+/**
+ * Starts alpha (`replication_device = backend_id:beta`) and beta, each on its
+ * own state directory under `dir` (the drills put `dir` on a reflink
+ * filesystem), with `common`'s environment; their children go to `procs`.
+ */
+export async function replicatingPair(common: Record<string, string>, procs: ChildProcess[], dir: string): Promise<ReplicatingPair> {
+  const stateA = path.join(dir, 'alpha-state');
+  const stateB = path.join(dir, 'beta-state');
+  for (const d of [stateA, stateB]) fs.mkdirSync(d);
+  const alphaConfig = backendConfig(stateA, 'alpha', ['replication_device = backend_id:beta']);
+  const startAlpha = async (): Promise<Spawned> => {
+    const p = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateA, BASALT_CONFIG: alphaConfig });
+    procs.push(p.child);
+    return p;
+  };
+  const a = await startAlpha();
+  const b = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateB, BASALT_CONFIG: backendConfig(stateB, 'beta') }, 'api,volume');
+  procs.push(b.child);
+  return { stateA, stateB, a, b, startAlpha };
 }

@@ -14,14 +14,13 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import readline from 'node:readline';
 import { test } from 'node:test';
 import { fileOf } from '../helpers/backends.ts';
 import { checkCopy, DRILL_BLOCK_BYTES, DrillWriter, type AckedWrite, type NbdConnectionData } from '../helpers/drill-writer.ts';
-import { kill9, spawnBasalt, type Spawned } from '../helpers/process.ts';
+import { kill9, type Spawned } from '../helpers/process.ts';
 import { PROJECT, request, waitFor } from '../helpers/server.ts';
-import { backendConfig, twoProcesses } from '../helpers/two-processes.ts';
+import { replicatingPair, twoProcesses } from '../helpers/two-processes.ts';
 import { xfsReflinkMount } from '../helpers/xfs.ts';
 
 const V = `/v3/${PROJECT}`;
@@ -60,18 +59,9 @@ async function drill(t: import('node:test').TestContext, mode: 'sync' | 'async')
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) await kill9(p);
     xfs.remove();
   });
-  const stateA = path.join(xfs.dir, 'alpha-state');
-  const stateB = path.join(xfs.dir, 'beta-state');
-  for (const d of [stateA, stateB]) fs.mkdirSync(d);
-  const alphaConfig = backendConfig(stateA, 'alpha', ['replication_device = backend_id:beta']);
-  const startAlpha = async (): Promise<Spawned> => {
-    const p = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateA, BASALT_CONFIG: alphaConfig });
-    procs.push(p.child);
-    return p;
-  };
-  let a = await startAlpha();
-  const b = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateB, BASALT_CONFIG: backendConfig(stateB, 'beta') }, 'api,volume');
-  procs.push(b.child);
+  const pair = await replicatingPair(common, procs, xfs.dir);
+  const { stateA, stateB, b, startAlpha } = pair;
+  let { a } = pair;
   const betaLog = shipLog(b);
   const onA = (method: string, url: string, body?: unknown, h?: Record<string, string>) => request(a.url!, method, url, body, h);
   const onB = (method: string, url: string, body?: unknown, h?: Record<string, string>) => request(b.url!, method, url, body, h);
