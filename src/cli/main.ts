@@ -10,13 +10,14 @@ import { attachLoop, detachLoop, loopDevicesOf, refreshLoop } from '../privilege
 import { connect } from './api-client.ts';
 import { addClientCommands, volumeId, withClient, type ClientFlags } from './client-commands.ts';
 import { CliError, describeError, EXIT, exitCodeOf } from './exit-codes.ts';
-import { verifyBackup } from './backup-verify.ts';
 import { waitForBackup } from './backup-wait.ts';
 import { describeConfig, loadConfig, type BasaltConfig } from '../config/index.ts';
-import { migrateToLatest, migrationStatus, openDatabase, startRefusal } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
-import { ROLES, serverLogger, startServer, type LogFormat, type Role } from '../server/index.ts';
-import { BASALT_VERSION } from '../server/index.ts';
+// The server, the database and the backup code load only for the commands that use them:
+// a client command (`basalt volume list`) starts in a fraction of the time.
+import { ROLES, type Role } from '../server/roles.ts';
+import { serverLogger, type LogFormat } from '../server/log-destination.ts';
+import { BASALT_VERSION } from '../server/version.ts';
 import { rbdUrl, type RbdConnectionData } from './rbd-url.ts';
 
 interface CommonFlags { config?: string; port?: number; stateDir?: string }
@@ -64,6 +65,7 @@ withCommon(program.command('server'))
       const bad = roles.find((r) => !ROLES.includes(r));
       if (bad) throw new InvalidArgumentError(`unknown role ${bad}`);
     }
+    const { startServer } = await import('../server/basalt-server.ts');
     const server = await startServer({ config, roles, logger }).catch((err: unknown) => {
       throw listenRefusal(err) ?? err;
     });
@@ -90,6 +92,7 @@ function listenRefusal(err: unknown): CliError | undefined {
 const db = program.command('db').description('database schema management');
 withCommon(db.command('migrate')).description('apply pending migrations').action(async (flags: CommonFlags) => {
   const config = configFrom(flags);
+  const { migrateToLatest, openDatabase, startRefusal } = await import('../db/index.ts');
   try {
     const handle = openDatabase(config.database.connection);
     try {
@@ -105,6 +108,7 @@ withCommon(db.command('migrate')).description('apply pending migrations').action
 });
 withCommon(db.command('status')).description('list migrations and whether each is applied').action(async (flags: CommonFlags) => {
   const config = configFrom(flags);
+  const { migrationStatus, openDatabase } = await import('../db/index.ts');
   const handle = openDatabase(config.database.connection);
   try {
     for (const m of await migrationStatus(handle)) console.log(`${m.applied ? 'applied' : 'pending'}  ${m.name}`);
@@ -119,6 +123,7 @@ withCommon(backup.command('verify <backup>'))
   .action(async (id: string, flags: CommonFlags) => {
     const bar = process.stderr.isTTY ? new SingleBar({ format: 'verifying {bar} {percentage}% | {value}/{total} blobs', stream: process.stderr }, Presets.shades_classic) : undefined;
     let shown = -1;
+    const { verifyBackup } = await import('./backup-verify.ts');
     const r = await verifyBackup(configFrom(flags), id, (done, total) => {
       if (bar) {
         if (shown < 0) bar.start(total, 0);

@@ -30,12 +30,11 @@ import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from 
 import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, configuredBackupTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
 import { BackupRowRepository } from '../db/index.ts';
 import { BASALT_VERSION } from './version.ts';
+import { ROLES, type Role } from './roles.ts';
 import { attachmentExports } from './attachment-exports.ts';
 import { logDestination } from './log-destination.ts';
 
-/** The roles a process can run. */
-export const ROLES = ['api', 'scheduler', 'volume', 'backup'] as const;
-export type Role = (typeof ROLES)[number];
+export { ROLES, type Role } from './roles.ts';
 
 /** Inputs to {@link startServer}. */
 export interface StartServerInput {
