@@ -6,21 +6,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { PROJECT, startTestServer, waitForStatus } from '../helpers/server.ts';
+import { loopAttached } from '../helpers/loop-attach.ts';
+import { PROJECT, startTestServer } from '../helpers/server.ts';
 
 const run = promisify(execFile);
-const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 const V = `/v3/${PROJECT}`;
 
 test('basalt attach gives a loop device on the volume\'s host, or the NBD URI elsewhere; detach undoes it', async (t) => {
   const s = await startTestServer(t);
-  const vol = (await s.request('POST', `${V}/volumes`, { volume: { size: 1 } })).body.volume.id as string;
-  await waitForStatus(s, vol, 'available');
-  const cli = (...args: string[]) => run(process.execPath, [BIN, ...args, '--url', s.url, '--project', PROJECT]);
-
-  const device = (await cli('attach', vol)).stdout.trim();
-  assert.match(device, /^\/dev\/loop\d+$/);
-  t.after(() => run('losetup', ['-d', device]).catch(() => undefined));
+  const { vol, device, cli } = await loopAttached(t, s);
   assert.equal((await s.request('GET', `${V}/volumes/${vol}`)).body.volume.status, 'in-use');
   // The operator writes through the device; the bytes land in the volume file.
   await run('dd', ['if=/dev/zero', `of=${device}`, 'bs=4096', 'count=1', 'seek=10', 'conv=fsync', 'status=none']);

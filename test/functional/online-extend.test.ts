@@ -9,15 +9,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { pastTheEnd } from '../../src/export/index.ts';
 import { optionFrame, openSession, requestFrame, type ByteReader } from '../helpers/nbd-raw.ts';
+import { loopAttached } from '../helpers/loop-attach.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const run = promisify(execFile);
-const BIN = path.resolve(import.meta.dirname, '../../bin/basalt.js');
 const V = `/v3/${PROJECT}`;
 const MV = { 'OpenStack-API-Version': 'volume 3.54' };
 const CONNECTOR = { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' };
@@ -143,12 +142,7 @@ for (const plane of ['event-loop', 'native']) {
 
 test('basalt resize makes the host\'s loop device take the new size', async (t) => {
   const s = await startTestServer(t);
-  const vol = (await s.request('POST', `${V}/volumes`, { volume: { size: 1 } })).body.volume.id as string;
-  await waitForStatus(s, vol, 'available');
-  const cli = (...args: string[]) => run(process.execPath, [BIN, ...args, '--url', s.url, '--project', PROJECT]);
-  const device = (await cli('attach', vol)).stdout.trim();
-  assert.match(device, /^\/dev\/loop\d+$/);
-  t.after(() => run('losetup', ['-d', device]).catch(() => undefined));
+  const { vol, device, cli } = await loopAttached(t, s);
   const size = async () => Number((await run('blockdev', ['--getsize64', device])).stdout.trim());
   assert.equal(await size(), GiB);
 
