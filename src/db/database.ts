@@ -38,6 +38,7 @@ import * as m0018c from './migrations/0018-webhooks.ts';
 import * as m0019 from './migrations/0019-replication.ts';
 import * as m0020 from './migrations/0020-event-detail.ts';
 import * as m0021 from './migrations/0021-group-replication.ts';
+import * as m0021b from './migrations/0021-replica-checkpoints.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -64,6 +65,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0019-replication': m0019,
   '0020-event-detail': m0020,
   '0021-group-replication': m0021,
+  '0021-replica-checkpoints': m0021b,
 };
 
 /** An open database. */

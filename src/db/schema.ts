@@ -455,6 +455,10 @@ export interface VolumeReplicasTable {
   /** Why the last shipment failed (operators only), null after one succeeds. */
   last_error: string | null;
   updated_at: string;
+  /** (0021) The point of which the secondary's backend holds a snapshot of the copy (its checkpoint); null when none. */
+  checkpoint_point_id?: string | null;
+  /** (0021) A group point being written to the copy: set before its first write, cleared when it is recorded; set after a failure, the copy may be past its last point. */
+  shipping_point_id?: string | null;
 }
 
 /** `progress`: how far the running long operation of a resource is, while it runs (0017). */

@@ -20,6 +20,7 @@
  * for good sets the group and each member still in the transitional status
  * `error`, with a user message per member.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../common/index.ts';
 import type { GroupRepository, GroupRow, Tx, VolumeReplicaRow, VolumeRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
@@ -28,7 +29,7 @@ import type { JobHandler, JobKind } from '../jobs/index.ts';
 import { detailFor, MESSAGE_ACTIONS, recordUserMessage, type MessageAction } from '../messages/index.ts';
 import { payloadParser } from './operations/index.ts';
 import { quiesceAll, withLocks } from './group-handlers.ts';
-import { FAILBACK_ID, promoteCopy, replicaOf, returnCopy, takeBaseline, type ReplicationDeps } from './replication-jobs.ts';
+import { checkpointPending, dropCheckpoint, FAILBACK_ID, promoteCopy, replicaOf, returnCopy, takeBaseline, type ReplicationDeps } from './replication-jobs.ts';
 import { moveStaleExports } from './service-cleanup.ts';
 
 /** `group.replication_enable` and `group.replication_disable`: the group. */
@@ -86,6 +87,28 @@ export interface GroupReplicationDeps extends ReplicationDeps {
   groups: GroupRepository;
 }
 
+/**
+ * How long a group job waits within one run for its members' copies (made
+ * by the replicator and `replication.prepare` on their own time) before it
+ * gives up the try: a copy being made is no failure, and the job's few
+ * retries must not all pass while one is (default retry delays may be short).
+ */
+const COPY_WAIT_MS = 120_000;
+/** How often it looks. */
+const COPY_POLL_MS = 250;
+
+/**
+ * Polls `ready` until it says true, for up to {@link COPY_WAIT_MS} or until
+ * the job is aborted (a shutdown: the job is taken over).
+ * @throws DriverError (retryable) with `why()` when the time is up.
+ */
+async function waitInRun(signal: AbortSignal, ready: () => Promise<boolean>, why: () => string): Promise<void> {
+  for (const end = Date.now() + COPY_WAIT_MS; !(await ready());) {
+    if (Date.now() >= end || signal.aborted) throw new DriverError(why(), { retryable: true });
+    await sleep(COPY_POLL_MS, undefined, { signal }).catch(() => undefined);
+  }
+}
+
 /** Whether a member's copy is ready for a group point: made and exported (a synchronous one: its mirror in step). */
 function copyReady(r: VolumeReplicaRow | undefined): boolean {
   return !!r && !!r.export_name && (r.mode === 'sync' ? r.state === 'enabled' : r.state !== 'creating');
@@ -109,11 +132,15 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
       if (!g || g.replication_status !== 'enabling') return ctx.complete();
       const members = await groups.members(db.kysely, g.id);
       // The replicator places and prepares each member's copy (enabling members included); this waits for them.
-      const waiting: string[] = [];
-      for (const v of members) if (!copyReady(await replicaOf(db.kysely, v.id))) waiting.push(v.id);
-      if (waiting.length > 0) {
-        throw new DriverError(`Replication of group ${g.id} waits for the secondary copies of ${waiting.length} volume(s) (${waiting.join(', ')}).`, { retryable: true });
-      }
+      let waiting: string[] = [];
+      await waitInRun(ctx.signal, async () => {
+        waiting = [];
+        for (const v of members) {
+          const r = await replicaOf(db.kysely, v.id);
+          if (!copyReady(r) || await checkpointPending(db.kysely, kinds, r!)) waiting.push(v.id);
+        }
+        return waiting.length === 0;
+      }, () => `Replication of group ${g.id} waits for the secondary copies of ${waiting.length} volume(s) (${waiting.join(', ')}).`);
       if (!deps.replicator) throw new DriverError('This process ships no replication points: it cannot enable a group\'s replication.');
       // The first group point: from now on the copies are all of one instant.
       await deps.replicator.shipGroupNow(g.id, driver, { quiesced: false });
@@ -138,7 +165,7 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
       const g = await groups.get(db.kysely, p.groupId);
       if (!g || g.replication_status !== 'failing-over') return ctx.complete();
       const back = p.backendId === FAILBACK_ID;
-      if (back) await failBackGroup(deps, driver, cluster, g, ctx.job.request_id);
+      if (back) await failBackGroup(deps, driver, cluster, g, ctx.job.request_id, ctx.signal);
       else await failOverGroup(deps, driver, cluster, g, p.backendId, ctx.job.request_id);
       await ctx.complete((tx) => settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over'));
       // Hosts attached to a moved member get connection info naming a live exporter of its new backend.
@@ -189,7 +216,10 @@ async function failOverGroup(deps: GroupReplicationDeps, driver: GuardedDriver, 
       const host = moving[0]?.r.secondary_host;
       if (host) await tx.updateTable('groups').set({ host, cluster_name: cluster }).where('id', '=', g.id).execute();
     });
-    for (const m of moving) if (m.baseline && !moved.has(m.v.id)) await driver.deleteSnapshot(m.baseline);
+    for (const m of moving) {
+      if (m.baseline && !moved.has(m.v.id)) await driver.deleteSnapshot(m.baseline);
+      if (moved.has(m.v.id)) await dropCheckpoint(driver, m.r);
+    }
   });
 }
 
@@ -202,18 +232,22 @@ async function failOverGroup(deps: GroupReplicationDeps, driver: GuardedDriver, 
  * then dropped and reconnect to the original backend.
  * @throws DriverError (retryable) while a copy is not in step yet.
  */
-async function failBackGroup(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string, g: GroupRow, requestId: string | null): Promise<void> {
+async function failBackGroup(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string, g: GroupRow, requestId: string | null, signal: AbortSignal): Promise<void> {
   const { db } = deps;
   const members = await deps.groups.members(db.kysely, g.id);
-  const replicas: VolumeReplicaRow[] = [];
-  for (const v of members) {
-    const r = await replicaOf(db.kysely, v.id);
-    if (r && r.primary_cluster !== cluster) continue; // moved back by an earlier attempt
-    if (!r || !copyReady(r) || (r.mode !== 'sync' && !['enabled', 'copying'].includes(r.state))) {
-      throw new DriverError(`Failback of group ${g.id} waits for the copy of volume ${v.id} on its original backend to be in step again.`, { retryable: true });
+  let replicas: VolumeReplicaRow[] = [];
+  let behind: string | undefined;
+  await waitInRun(signal, async () => {
+    replicas = [];
+    behind = undefined;
+    for (const v of members) {
+      const r = await replicaOf(db.kysely, v.id);
+      if (r && r.primary_cluster !== cluster) continue; // moved back by an earlier attempt
+      if (!r || !copyReady(r) || (r.mode !== 'sync' && !['enabled', 'copying'].includes(r.state)) || await checkpointPending(db.kysely, deps.replicationKinds, r)) behind = v.id;
+      else replicas.push(r);
     }
-    replicas.push(r);
-  }
+    return behind === undefined;
+  }, () => `Failback of group ${g.id} waits for the copy of volume ${behind} on its original backend to be in step again.`);
   if (replicas.length === 0) return;
   if (!deps.replicator) throw new DriverError('This process ships no replication points: it cannot fail back.');
   const ids = replicas.map((r) => r.volume_id);

@@ -33,6 +33,9 @@ import { groupReplicationJobKinds, type GroupReplicationJobKinds, type GroupRepl
 /** `replication.prepare` and `replication.remove`: the volume whose secondary copy is made or removed, on `cluster`. */
 export interface ReplicaPayload { volumeId: string; cluster: string }
 
+/** `replication.checkpoint`: snapshot the copy of `volumeId` on `cluster` as of the group point `pointId`. */
+export interface CheckpointPayload { volumeId: string; cluster: string; pointId: string }
+
 /**
  * `replication.failover`: fail the backend `cluster` over to its target
  * `backendId` (served by the job's cluster), or back to itself when
@@ -44,6 +47,8 @@ export interface FailoverPayload { cluster: string; backendId: string }
 export interface ReplicationJobKinds extends GroupReplicationJobKinds {
   replicaPrepare: JobKind<ReplicaPayload>;
   replicaRemove: JobKind<ReplicaPayload>;
+  /** A replicated group's member: the copy's checkpoint after a group point (`Replicator.shipGroupNow`). */
+  replicaCheckpoint: JobKind<CheckpointPayload>;
   failover: JobKind<FailoverPayload>;
 }
 
@@ -63,6 +68,11 @@ export function replicationJobKinds(messages?: GroupReplicationMessages): Replic
     replicaPrepare: { kind: 'replication.prepare', version: 1, minVersion: 1, resourceType: 'volume', parse: replica, async onFailure() { /* retried by the loop */ } },
     // Space only: the volume is gone.
     replicaRemove: { kind: 'replication.remove', version: 1, minVersion: 1, resourceType: 'volume', parse: replica, async onFailure() { /* space only */ } },
+    // Without it the group's next point ships anyway, with no checkpoint to fall back on (the copy as before this feature).
+    replicaCheckpoint: {
+      kind: 'replication.checkpoint', version: 1, minVersion: 1, resourceType: 'volume',
+      parse: payloadParser<CheckpointPayload>({ volumeId: 'string', cluster: 'string', pointId: 'string' }), async onFailure() { /* the next point goes on without it */ },
+    },
     failover: {
       kind: 'replication.failover', version: 1, minVersion: 1, resourceType: 'service',
       parse: payloadParser<FailoverPayload>({ cluster: 'string', backendId: 'string' }),
@@ -95,9 +105,25 @@ export interface ReplicationDeps extends VolumeHandlerDeps {
  * crash finds what the killed one left under the same id and removes it
  * before taking it again (a leftover may be of an earlier instant).
  */
-export function nextPointId(volumeId: string, after: string | null, purpose: 'point' | 'baseline'): string {
+export function nextPointId(volumeId: string, after: string | null, purpose: 'point' | 'baseline' | 'checkpoint'): string {
   const h = createHash('sha256').update(`${purpose}:${volumeId}:${after ?? 'none'}`).digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** The snapshot on the secondary's backend of a copy as of point `pointId` (its checkpoint). */
+export function checkpointRef(volumeId: string, pointId: string, sizeGiB: number): { id: string; volumeId: string; sizeGiB: number } {
+  return { id: nextPointId(volumeId, pointId, 'checkpoint'), volumeId, sizeGiB };
+}
+
+/**
+ * Whether the copy's checkpoint of its last point is still to be taken (its
+ * `replication.checkpoint` queued or running): a group point must not write
+ * the copy before it is.
+ */
+export async function checkpointPending(q: Tx | Db['kysely'], kinds: ReplicationJobKinds, r: VolumeReplicaRow): Promise<boolean> {
+  if (!r.last_point_id || r.checkpoint_point_id === r.last_point_id) return false;
+  return !!(await q.selectFrom('jobs').select('id').where('kind', '=', kinds.replicaCheckpoint.kind)
+    .where('resource_id', '=', r.volume_id).where('state', 'in', ['queued', 'running']).executeTakeFirst());
 }
 
 /** The replica row of a volume, if it is replicated. */
@@ -162,12 +188,37 @@ export function replicationHandlers(deps: ReplicationDeps, driver: GuardedDriver
   const remove: JobHandler<ReplicaPayload> = {
     kind: kinds.replicaRemove,
     async run(ctx, p) {
+      const r = await replicaOf(db.kysely, p.volumeId);
       await ctx.complete(async (tx) => {
         await dropReplicaExports(tx, p.volumeId, p.cluster);
         await tx.deleteFrom('volume_replicas').where('volume_id', '=', p.volumeId).where('secondary_cluster', '=', p.cluster).execute();
       });
       // The exports are gone: close what is still connected, then remove the copy (destroy last).
-      await locked(`replica-${p.volumeId}`, () => driver.deleteVolume({ id: p.volumeId }));
+      await locked(`replica-${p.volumeId}`, async () => {
+        if (r?.checkpoint_point_id && r.secondary_cluster === p.cluster) await driver.deleteSnapshot({ id: nextPointId(p.volumeId, r.checkpoint_point_id, 'checkpoint') });
+        await driver.deleteVolume({ id: p.volumeId });
+      });
+    },
+  };
+
+  const checkpoint: JobHandler<CheckpointPayload> = {
+    kind: kinds.replicaCheckpoint,
+    async run(ctx, p) {
+      const r = await replicaOf(db.kysely, p.volumeId);
+      const v = await deps.volumes.get(db.kysely, p.volumeId);
+      // Settled meanwhile: removed, failed over, or a later point recorded (its own checkpoint follows).
+      if (!r || !v || r.secondary_cluster !== p.cluster || r.last_point_id !== p.pointId || r.checkpoint_point_id === p.pointId) return ctx.complete();
+      const snap = checkpointRef(v.id, p.pointId, v.size);
+      // The group's next point waits for this one: nothing writes the copy meanwhile.
+      await locked(`replica-${v.id}`, async () => {
+        await driver.deleteSnapshot(snap); // what a killed run left
+        await driver.createSnapshot(snap);
+      });
+      await ctx.complete(async (tx) => {
+        await tx.updateTable('volume_replicas').set({ checkpoint_point_id: p.pointId })
+          .where('volume_id', '=', v.id).where('secondary_cluster', '=', p.cluster).where('last_point_id', '=', p.pointId).execute();
+      });
+      if (r.checkpoint_point_id) await driver.deleteSnapshot({ id: nextPointId(v.id, r.checkpoint_point_id, 'checkpoint') });
     },
   };
 
@@ -188,7 +239,7 @@ export function replicationHandlers(deps: ReplicationDeps, driver: GuardedDriver
       await moveStaleExports({ db, queue: deps.queue, services: deps.services, volumes: deps.volumes, attachments: deps.attachments, serviceDownMs: deps.queue.options.serviceDownMs ?? 60_000 });
     },
   };
-  return [prepare, remove, failover];
+  return [prepare, remove, checkpoint, failover];
 }
 
 /**
@@ -221,6 +272,7 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
       moved = await promoteCopy(deps, tx, enqueue, r, v, { cluster, backendId: p.backendId, baselineId: baseline?.id ?? null, status: 'failed-over', requestId });
     });
     if (!moved && baseline) await driver.deleteSnapshot(baseline);
+    if (moved) await dropCheckpoint(driver, r);
   }
   // Groups whose members all moved move with them (Cinder applies the driver's group updates too).
   await moveGroups(deps, p.cluster, cluster, { enabled: 'failed-over' });
@@ -290,17 +342,28 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
 }
 
 /**
- * The baseline of an asynchronous copy about to be promoted: a snapshot of
- * the copy as shipped, which the next shipment back counts from (a
- * synchronous copy has none: it copies all back, holes zeroed). What a killed
- * run left under its id goes first.
+ * Readies an asynchronous copy to be promoted and returns its baseline: a
+ * snapshot of the copy as shipped, which the next shipment back counts from
+ * (a synchronous copy has none: it copies all back, holes zeroed). A copy a
+ * group point was cut off in the middle of (`shipping_point_id` still set)
+ * may hold part of that point: it goes back to its checkpoint first, so the
+ * group's copies are all of their last recorded point. What a killed run
+ * left under the baseline's id goes first.
  */
 export async function takeBaseline(driver: GuardedDriver, r: VolumeReplicaRow, v: { id: string; size: number }): Promise<{ id: string; volumeId: string; sizeGiB: number } | undefined> {
   if (r.mode === 'sync') return undefined;
+  if (r.shipping_point_id && r.last_point_id && r.checkpoint_point_id === r.last_point_id && driver.capabilities.supportsRevertToSnapshot) {
+    await driver.revertToSnapshot({ id: v.id, sizeGiB: v.size }, checkpointRef(v.id, r.last_point_id, v.size));
+  }
   const baseline = { id: nextPointId(v.id, r.last_point_id, 'baseline'), volumeId: v.id, sizeGiB: v.size };
   await driver.deleteSnapshot(baseline);
   await driver.createSnapshot(baseline);
   return baseline;
+}
+
+/** Removes a promoted copy's checkpoint (only space once the copy is the volume). */
+export async function dropCheckpoint(driver: GuardedDriver, r: VolumeReplicaRow): Promise<void> {
+  if (r.checkpoint_point_id) await driver.deleteSnapshot({ id: nextPointId(r.volume_id, r.checkpoint_point_id, 'checkpoint') });
 }
 
 /**
@@ -327,7 +390,7 @@ export async function promoteCopy(
   await tx.updateTable('volume_replicas').set({
     primary_cluster: o.cluster, primary_host: r.secondary_host, secondary_cluster: r.primary_cluster, secondary_host: r.primary_host,
     state: 'creating', export_name: null, last_point_id: o.baselineId, last_point_at: at,
-    peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, updated_at: at,
+    peer_point_id: r.last_point_id, pending_ranges: null, last_error: null, checkpoint_point_id: null, shipping_point_id: null, updated_at: at,
   }).where('volume_id', '=', v.id).execute();
   await dropReplicaExports(tx, v.id, o.cluster);
   await fenceOld(deps, tx, enqueue, v.id, r.primary_cluster, o.requestId);
@@ -360,7 +423,8 @@ export async function returnCopy(
   }
   await tx.updateTable('volume_replicas').set({
     primary_cluster: r.secondary_cluster, primary_host: r.secondary_host, secondary_cluster: o.cluster, secondary_host: r.primary_host,
-    state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null, updated_at: at,
+    state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null,
+    checkpoint_point_id: null, shipping_point_id: null, updated_at: at,
   }).where('volume_id', '=', r.volume_id).execute();
   await dropReplicaExports(tx, r.volume_id, r.secondary_cluster);
   await fenceOld(deps, tx, enqueue, r.volume_id, o.cluster, o.requestId);

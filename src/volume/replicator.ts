@@ -47,8 +47,8 @@ import type { NbdClient } from '../export/nbd-client.ts';
 import { openClusterExport } from './export-connect.ts';
 import { LiveMove } from './live-move.ts';
 import { failureDetail, MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
-import { reporting, replicationTargetsOf } from '../services/index.ts';
-import { nextPointId, queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
+import { reporting, replicationTargetsOf, volumeTarget } from '../services/index.ts';
+import { checkpointPending, nextPointId, queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
 import { replicationOf } from './volume-type-flags.ts';
 import type { Tx, VolumeReplicaRow, VolumeRow } from '../db/index.ts';
 import { quiesceAll, withLocks } from './group-handlers.ts';
@@ -339,7 +339,7 @@ export class Replicator {
    */
   async shipGroupNow(groupId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void> {
     const { deps } = this.o;
-    const ids = (await deps.db.kysely.selectFrom('volumes').select('id').where('group_id', '=', groupId).execute()).map((x) => x.id);
+    const ids = (await deps.db.kysely.selectFrom('volumes').select('id').where('group_id', '=', groupId).orderBy('id').execute()).map((x) => x.id);
     await withLocks(deps, ids.map((id) => `volume-${id}`), async () => {
       const works: PointWork[] = [];
       for (const id of ids) {
@@ -349,6 +349,10 @@ export class Replicator {
         if (!r || !r.export_name || r.state === 'creating' || this.o.drivers.get(r.primary_cluster) !== driver) {
           throw new DriverError(`The secondary copy of volume ${id} of group ${groupId} is not ready yet: the group's point waits for it.`, { retryable: true });
         }
+        // The copy's checkpoint of the last point must exist before the copy is written again (a failover goes back to it).
+        if (await checkpointPending(deps.db.kysely, deps.replicationKinds, r)) {
+          throw new DriverError(`The checkpoint of volume ${id}'s copy is not taken yet: the group's point waits for it.`, { retryable: true });
+        }
         works.push(await this.beginPoint(r, v, driver));
       }
       if (works.length === 0) return;
@@ -357,8 +361,19 @@ export class Replicator {
       try {
         if (o.quiesced) await take();
         else await quiesceAll(deps, works.map((w) => w.v.id), take);
+        // From the first write until the point is recorded, the copies may be past their last point.
+        await deps.db.kysely.updateTable('volume_replicas').set({ shipping_point_id: works[0]!.point.id }).where('volume_id', 'in', works.map((w) => w.v.id)).execute();
         for (const w of works) await this.send(w, driver);
-        await deps.queue.transaction(async (tx) => { for (const w of works) await this.commitPoint(tx, w, pointAt); });
+        await deps.queue.transaction(async (tx, enqueue) => {
+          for (const w of works) {
+            await this.commitPoint(tx, w, pointAt);
+            await tx.updateTable('volume_replicas').set({ shipping_point_id: null }).where('volume_id', '=', w.v.id).execute();
+            // The secondary's process snapshots the copy as of this point: the group's checkpoint.
+            await enqueue(deps.replicationKinds.replicaCheckpoint, {
+              target: volumeTarget(w.r.secondary_cluster), resourceId: w.v.id, payload: { volumeId: w.v.id, cluster: w.r.secondary_cluster, pointId: w.point.id },
+            });
+          }
+        });
         for (const w of works) w.committed = true;
         this.o.log.info({ group_id: groupId, volumes: works.length, bytes: works.reduce((n, w) => n + w.bytes, 0) }, 'replication group point shipped');
       } catch (err) {
