@@ -22,11 +22,11 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../common/index.ts';
-import type { GroupRepository, GroupRow, Tx, VolumeReplicaRow, VolumeRow } from '../db/index.ts';
+import { recordEvent, type GroupRepository, type GroupRow, type Tx, type VolumeReplicaRow, type VolumeRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import { DriverError } from '../errors/index.ts';
 import type { JobHandler, JobKind } from '../jobs/index.ts';
-import { detailFor, MESSAGE_ACTIONS, recordUserMessage, type MessageAction } from '../messages/index.ts';
+import { detailFor, failureDetail, MESSAGE_ACTIONS, recordUserMessage, type MessageAction } from '../messages/index.ts';
 import { payloadParser } from './operations/index.ts';
 import { quiesceAll, withLocks } from './group-handlers.ts';
 import { checkpointPending, dropCheckpoint, FAILBACK_ID, promoteCopy, replicaOf, returnCopy, takeBaseline, type ReplicationDeps } from './replication-jobs.ts';
@@ -56,8 +56,14 @@ async function failGroupReplication(tx: Tx, groupId: string, from: string, actio
   const members = await tx.selectFrom('volumes').select(['id', 'project_id']).where('group_id', '=', groupId).where('replication_status', '=', from).execute();
   await tx.updateTable('volumes').set({ replication_status: 'error' }).where('group_id', '=', groupId).where('replication_status', '=', from).execute();
   await tx.updateTable('groups').set({ replication_status: 'error' }).where('id', '=', groupId).where('replication_status', '=', from).execute();
-  if (!messages) return;
+  const now = messages?.clock.now() ?? Date.now();
   for (const v of members) {
+    // Each member says why, as a single volume's failed replication does (docs/events.md).
+    await recordEvent(tx, now, {
+      projectId: v.project_id, resourceType: 'volume', resourceId: v.id, event: 'volume.replication_degraded', requestId,
+      detail: { ...failureDetail('volume', action, detailFor(err)), replication_status: 'error', group_id: groupId },
+    });
+    if (!messages) continue;
     await recordUserMessage(tx, messages.clock, messages.messageTtlSeconds, {
       projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action, detail: detailFor(err), requestId,
     });
