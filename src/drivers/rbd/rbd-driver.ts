@@ -647,15 +647,15 @@ export class RbdDriver implements VolumeDriver {
   private async makeVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
     const parent = RbdDriver.imageName(snap.volumeId);
     const name = RbdDriver.snapName(snap.id);
-    await this.dropPartialClone(vol, parent, name);
-    await this.cloneFrom(vol, parent, name, this.options.flattenVolumeFromSnapshot);
+    const listed = await this.dropPartialClone(vol, parent, name);
+    await this.cloneFrom(vol, parent, name, { flatten: this.options.flattenVolumeFromSnapshot, listed });
   }
 
   private async makeClone(vol: VolumeRef, source: VolumeRef): Promise<void> {
     const parent = RbdDriver.imageName(source.id);
     const snap = `${RbdDriver.imageName(vol.id)}${CLONE_SNAP}`;
-    await this.dropPartialClone(vol, parent, snap);
-    if (!(await this.imageListed(RbdDriver.imageName(vol.id)))) {
+    const listed = await this.dropPartialClone(vol, parent, snap);
+    if (!listed) {
       try {
         await this.withImage(parent, async (img) => {
           // A clone snapshot an earlier attempt left before the clone is taken again: it may be
@@ -665,13 +665,15 @@ export class RbdDriver implements VolumeDriver {
             await this.rbd.snapRemove(img, snap);
           }
           await this.rbd.snapCreate(img, snap);
+          // Protected in the same open, so that cloneFrom needs no open of its own.
+          await this.rbd.snapProtect(img, snap);
         });
       } catch (err) {
         if (isRbdError(err, 'ENOENT')) throw new DriverError(`The image of volume ${source.id} is missing`, { cause: err });
         throw err;
       }
     }
-    await this.cloneFrom(vol, parent, snap, false);
+    await this.cloneFrom(vol, parent, snap, { flatten: false, listed, isProtected: !listed });
   }
 
   /** Whether the pool's directory lists `image` (whether or not it opens). */
@@ -686,36 +688,42 @@ export class RbdDriver implements VolumeDriver {
    * linked to its parent, then registered as its child). A finished clone is
    * registered, or flattened: unlinked, with its clone snapshot gone. (One
    * flattened from a snapshot that stays is made again: the cost of a retry,
-   * never a half-made volume taken for a whole one.)
+   * never a half-made volume taken for a whole one.) Whether the pool still
+   * lists `vol`'s image after (a finished clone kept).
    */
-  private async dropPartialClone(vol: VolumeRef, parent: string, snap: string): Promise<void> {
+  private async dropPartialClone(vol: VolumeRef, parent: string, snap: string): Promise<boolean> {
     const name = RbdDriver.imageName(vol.id);
-    if (!(await this.imageListed(name))) return;
+    if (!(await this.imageListed(name))) return false;
     if (await this.opens(name)) {
       const linked = await this.withImage(name, (img) => this.rbd.parent(img), 'read');
       const snapLeft = await this.withImageIfAny(parent, async (img) => (await this.rbd.snapList(img)).some((s) => s.name === snap), 'read');
-      if (!linked && !snapLeft) return; // flattened
+      if (!linked && !snapLeft) return true; // flattened
       if (linked && snapLeft) {
         const children = await this.withImage(parent, (img) => this.rbd.children(img), { snap }).catch((err) => (isRbdError(err, 'ENOENT') ? [] : Promise.reject(err)));
-        if (children.some((c) => c.image === name)) return;
+        if (children.some((c) => c.image === name)) return true;
       }
     }
     await this.removeUnwatched(name);
+    return false;
   }
 
   /**
    * Makes `vol` a copy-on-write clone of `parent@snap` (protecting the
    * snapshot) unless an earlier attempt did, grows it to its size and
    * flattens it when asked or when its chain of parents reaches
-   * `rbd_max_clone_depth`.
+   * `rbd_max_clone_depth`. `o.listed`: whether the pool lists the image
+   * (what {@link dropPartialClone} answered); `o.isProtected`: the caller
+   * protected the snapshot itself.
    */
-  private async cloneFrom(vol: VolumeRef, parent: string, snap: string, flatten: boolean): Promise<void> {
+  private async cloneFrom(vol: VolumeRef, parent: string, snap: string, o: { flatten: boolean; listed: boolean; isProtected?: boolean }): Promise<void> {
     const name = RbdDriver.imageName(vol.id);
-    if (!(await this.imageListed(name))) {
+    if (!o.listed) {
       try {
-        await this.withImage(parent, async (img) => {
-          if (!(await this.rbd.snapIsProtected(img, snap))) await this.rbd.snapProtect(img, snap);
-        });
+        if (!o.isProtected) {
+          await this.withImage(parent, async (img) => {
+            if (!(await this.rbd.snapIsProtected(img, snap))) await this.rbd.snapProtect(img, snap);
+          });
+        }
         await this.rbd.cloneImage(this.conn, this.options.cephPool, parent, snap, name, FEATURES, this.order);
       } catch (err) {
         if (isRbdError(err, 'ENOENT')) throw new DriverError(`Snapshot ${snap} of ${parent} is missing`, { cause: err });
@@ -725,7 +733,7 @@ export class RbdDriver implements VolumeDriver {
     await this.withImage(name, async (img) => {
       if ((await this.rbd.stat(img)).sizeBytes < vol.sizeGiB * GiB) await this.rbd.resize(img, vol.sizeGiB * GiB);
       const p = await this.rbd.parent(img);
-      if (p && (flatten || (await this.depth(p.image)) + 1 > this.options.maxCloneDepth)) {
+      if (p && (o.flatten || (await this.depth(p.image)) + 1 > this.options.maxCloneDepth)) {
         await this.rbd.flatten(img);
         await this.releaseParent(p.image, p.snap);
       }
