@@ -30,7 +30,7 @@ function fill(file: string, offset: number, byte: number): void {
   try { fs.writeSync(fd, Buffer.alloc(MiB, byte), 0, MiB, offset); } finally { fs.closeSync(fd); }
 }
 
-test('kill -9 right after a group failover is accepted, restart: every member ends on the target at the one group point', { timeout: 180_000 }, async (t) => {
+test('kill -9 right after a group failover is accepted, restart: every member ends on the target at the one group point', { timeout: 290_000 }, async (t) => {
   const stateDir = tempStateDir(t);
   fs.writeFileSync(path.join(stateDir, 'basalt.conf'), REPLICATING_BACKENDS);
   const database = await testDatabase(stateDir);
@@ -55,7 +55,12 @@ test('kill -9 right after a group failover is accepted, restart: every member en
   // Each member's own data, then the group point; then more, which the copies must not have.
   for (const [i, id] of ids.entries()) fill(fileOf(stateDir, 'alpha', id), i * 8 * MiB, 0x10 + i);
   await call('POST', `/groups/${g}/action`, { enable_replication: {} }, 202);
-  await waitFor('group replication enabled', async () => (await call('GET', `/groups/${g}`)).group.replication_status === 'enabled');
+  // Enabling makes each member's first copy: on a loaded machine that can take more than a minute.
+  await waitFor('group replication enabled', async () => {
+    const status = (await call('GET', `/groups/${g}`)).group.replication_status;
+    assert.notEqual(status, 'error', 'enabling the group\'s replication failed');
+    return status === 'enabled';
+  }, 180_000);
   for (const [i, id] of ids.entries()) fill(fileOf(stateDir, 'alpha', id), i * 8 * MiB, 0x80 + i);
 
   await call('POST', `/groups/${g}/action`, { failover_replication: { secondary_backend_id: 'beta' } }, 202);
