@@ -19,7 +19,7 @@ import readline from 'node:readline';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { fileDigest } from '../helpers/file-digest.ts';
-import { openExport, simpleRequest } from '../helpers/nbd-raw.ts';
+import { connectExport, openExport, simpleRequest } from '../helpers/nbd-raw.ts';
 import { kill9, spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, startTestServer, tempStateDir, testDatabase, waitFor, waitForStatus } from '../helpers/server.ts';
 
@@ -50,11 +50,11 @@ async function volumeWithData(call: Call, stateDir: string): Promise<string> {
   return id;
 }
 
-async function attach(call: Call, vol: string): Promise<{ id: string; uri: string }> {
+async function attach(call: Call, vol: string): Promise<{ id: string; uri: string; data: { host: string; port: number; export_name: string } }> {
   const a = await call('POST', `${V}/attachments`, { attachment: { volume_uuid: vol, connector: CONNECTOR } }, MV);
   assert.equal(a.status, 200, JSON.stringify(a.body));
   assert.equal((await call('POST', `${V}/attachments/${a.body.attachment.id}/action`, { 'os-complete': null }, MV)).status, 204);
-  return { id: a.body.attachment.id, uri: a.body.attachment.connection_info.data.uri };
+  return { id: a.body.attachment.id, uri: a.body.attachment.connection_info.data.uri, data: a.body.attachment.connection_info.data };
 }
 
 async function detach(call: Call, vol: string, attachmentId: string): Promise<void> {
@@ -152,6 +152,10 @@ test('kill -9 of the server while a volume is attached and written: the next inc
   const vol = await volumeWithData(call1, stateDir);
   await backup(call1, { volume_id: vol });
   const a = await attach(call1, vol);
+  // A host that stays connected: the volume still has a writer when the server dies. (qemu-io alone
+  // disconnects after its write, and a clean end that wins the race against the kill saves the bits.)
+  const host = await connectExport(a.data.host, a.data.port, a.data.export_name);
+  t.after(() => { host.destroy(); });
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x44 10M 4k', a.uri]);
   await kill9(first.child);
 
