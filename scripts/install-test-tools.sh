@@ -11,13 +11,14 @@ set -euo pipefail
 # tempest: OpenStack Tempest's volume API tests judge API fidelity (test/tempest).
 # ceph-mon, ceph-mgr, ceph-osd, ceph-common: the one-node Ceph cluster of the rbd driver's tests
 # (test/helpers/ceph.ts); librbd-dev, librados-dev: the headers the optional RBD addon (native/rbd) builds with;
+# rbd-mirror: Ceph's mirroring daemon, on both clusters of the rbd-mirror replication tests (test/helpers/ceph-pair.ts).
 # radosgw: Ceph's S3 endpoint, the real store of the s3 backup target's tests (test/helpers/radosgw.ts).
 # chromium, chromium-driver: the browser Playwright (playwright-core) drives in the dashboard's test; Debian's,
 # since a test tool's own browser download does not work here.
 PKGS=(python3-cinderclient xfsprogs strace qemu-utils qemu-block-extra libnbd-bin fio nbdkit postgresql etcd-server
   python3-keystone uwsgi-core uwsgi-plugin-python3 python3-openstackclient
   tempest python3-tempest
-  ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev radosgw
+  ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev radosgw rbd-mirror
   chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -40,8 +40,13 @@ export interface Ceph {
   pool: string;
   /** The monitor's address, `127.0.0.1:PORT` (msgr v1). */
   monitor: string;
-  /** Creates another RBD pool (8 placement groups, all `active+clean` when it resolves) and returns its name; `stop` removes it. */
-  newPool(): Promise<string>;
+  /**
+   * Creates another RBD pool (8 placement groups, all `active+clean` when it
+   * resolves) and returns its name; `stop` removes it. `name`: the pool's
+   * name (rbd-mirror pairs pools of the same name on two clusters); default a
+   * fresh `basalt-XXXXXXXX`.
+   */
+  newPool(name?: string): Promise<string>;
   /** Runs the `ceph` CLI against the cluster and returns its stdout. */
   ceph(...args: string[]): Promise<string>;
   /** Runs the `rbd` CLI against the cluster and returns its stdout. */
@@ -211,8 +216,7 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
   };
   /** Pools made by {@link Ceph.newPool}, removed by `stop` on a shared cluster. */
   const made: string[] = [];
-  const newPool = async (): Promise<string> => {
-    const name = `basalt-${randomUUID().slice(0, 8)}`;
+  const newPool = async (name = `basalt-${randomUUID().slice(0, 8)}`): Promise<string> => {
     made.push(name);
     await createPool(cli, daemons, name);
     return name;
