@@ -224,7 +224,7 @@ export class Observability {
     perReplica('basalt_replication_pending_bytes', 'Bytes the next shipment of each replicated volume sends whatever changed: the ranges its copies diverged in after a failover or failback.',
       (r) => (r.pending_ranges ? (JSON.parse(r.pending_ranges) as [number, number][]).reduce((n, [, length]) => n + length, 0) : 0));
     perReplica('basalt_replication_shipped_bytes', 'Bytes shipped to each replicated volume\'s secondary copy since the copy was made.', (r) => Number(r.bytes_shipped));
-    perReplica('basalt_replication_in_step', '1 when each replicated volume\'s secondary copy is in step (enabled), 0 while it is made, copied or behind (error).', (r) => (r.state === 'enabled' ? 1 : 0));
+    perReplica('basalt_replication_in_step', '1 when each replicated volume\'s secondary copy is in step (enabled), 0 while it is made, copied, behind (error) or lagging (its last point older than the RPO allows).', (r) => (r.state === 'enabled' ? 1 : 0));
   }
 
   /** Counts an answered request; `route` is the route's template (bounded), or `unmatched`. */

@@ -66,6 +66,10 @@ export const DEFAULT_OPTIONS = {
     type: 'float', default: 2, min: 0.05, max: 3600,
     help: 'Least seconds between two progress events of one running backup or restore (Cinder\'s name; its default is 120 s for notifications, Basalt\'s events are rows: 2 s). An event is recorded each time the work passes another 5%, no more often than this; the end is the done event\'s.',
   }),
+  replication_max_concurrent_shipments: opt<number>({
+    type: 'int', default: 4, min: 1, max: 64,
+    help: 'Replication shipments (asynchronous points, group points, synchronous mirrors\' first copies) one process runs at once, at most one per volume or group: a slow volume then delays no other. Each keeps 8 requests of up to 4 MiB in flight to its secondary.',
+  }),
   backup_s3_timeout: opt<number>({ type: 'int', default: 60, min: 1, max: 3600, help: 'Seconds one S3 request may take before the store counts as unreachable and the backup job is retried later (Cinder\'s name and default).' }),
   host: opt<string>({
     type: 'string', default: () => os.hostname(),

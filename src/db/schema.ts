@@ -435,7 +435,7 @@ export interface VolumeReplicasTable {
   mode: string;
   /** Asynchronous: the longest time between two shipped points. */
   rpo_seconds: number;
-  /** `creating` (no secondary copy yet), `copying` (the first point ships), `enabled` (in step), `error` (behind; retried), `failed-over`. */
+  /** `creating` (no secondary copy yet), `copying` (the first point ships), `enabled` (in step), `lagging` (points ship, but the last is older than the RPO allows), `error` (behind; retried), `failed-over`. */
   state: string;
   /** The read-write export of the secondary copy the primary ships through (`volume_exports`), once made. */
   export_name: string | null;

@@ -43,6 +43,8 @@ export const MESSAGE_DETAILS = {
   INVALID_INPUT: { id: '031', text: 'The request could not be carried out as asked.' },
   /** The secondary copy is behind: the primary keeps serving, and shipping resumes by itself. */
   REPLICA_BEHIND: { id: '032', text: 'The secondary copy could not be updated (target unreachable, full or failing); the volume keeps working and replication catches up by itself.' },
+  /** The secondary copy is older than its RPO allows with nothing failing (points slower than the changes, or waiting for the volume). */
+  REPLICA_LAGGING: { id: '034', text: 'The secondary copy is further behind than the replication RPO allows (points ship more slowly than the volume changes); the volume keeps working and the status returns to enabled once a point ships in time.' },
   /** A failover left a volume with no copy on the target. */
   NOT_REPLICATED: { id: '033', text: 'The volume\'s backend was failed over and the volume has no copy on the target.' },
 } as const;

@@ -197,7 +197,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
           ...common, db, volumes, snapshots, quotas, types, kinds, clock, coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
           exports: nbd, moves, drivers, replicationKinds, messageTtlSeconds: d.message_ttl, attachments,
         },
-        drivers, log: log.child({ component: 'replication' }),
+        drivers, log: log.child({ component: 'replication' }), maxConcurrentShipments: d.replication_max_concurrent_shipments,
       });
       for (const backend of config.backends) {
         const driver = openDriver(backend);

@@ -249,7 +249,7 @@ async function failBackGroup(deps: GroupReplicationDeps, driver: GuardedDriver, 
     for (const v of members) {
       const r = await replicaOf(db.kysely, v.id);
       if (r && r.primary_cluster !== cluster) continue; // moved back by an earlier attempt
-      if (!r || !copyReady(r) || (r.mode !== 'sync' && !['enabled', 'copying'].includes(r.state)) || await checkpointPending(db.kysely, deps.replicationKinds, r)) behind = v.id;
+      if (!r || !copyReady(r) || (r.mode !== 'sync' && !['enabled', 'copying', 'lagging'].includes(r.state)) || await checkpointPending(db.kysely, deps.replicationKinds, r)) behind = v.id;
       else replicas.push(r);
     }
     return behind === undefined;

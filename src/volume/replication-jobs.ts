@@ -319,8 +319,8 @@ export async function fenceOld(deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, 
 async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: string, p: FailoverPayload, requestId: string | null): Promise<void> {
   const { db } = deps;
   const replicas = await db.kysely.selectFrom('volume_replicas').selectAll().where('primary_cluster', '=', cluster).where('secondary_cluster', '=', p.cluster).execute();
-  // A synchronous copy is in step only once its mirror is (enabled); an asynchronous one ships its last point below.
-  const behind = replicas.filter((r) => !r.export_name || !(r.mode === 'sync' ? ['enabled'] : ['enabled', 'copying']).includes(r.state));
+  // A synchronous copy is in step only once its mirror is (enabled); an asynchronous one (lagging too) ships its last point below.
+  const behind = replicas.filter((r) => !r.export_name || !(r.mode === 'sync' ? ['enabled'] : ['enabled', 'copying', 'lagging']).includes(r.state));
   if (behind.length > 0) {
     throw new DriverError(`Failback of ${p.cluster} waits for ${behind.length} volume(s) to be in step again (${behind.map((r) => r.volume_id).join(', ')}).`, { retryable: true });
   }

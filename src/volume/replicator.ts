@@ -35,9 +35,21 @@
  * point in place, marks the replica `error` and the volume's
  * `replication_status` `error` with a user message, and is tried again at the
  * next tick: the secondary catches up by itself, and the primary's own I/O is
- * never touched. Each volume ships under its `volume-<id>` lock, so one
- * process at a time ships it and no operation changes it meanwhile.
+ * never touched. A copy that is merely slow — its last point older than its
+ * RPO plus one tick, with nothing failing (a shipment slower than the
+ * volume's changes, or one waiting for the volume's lock) — is **lagging**:
+ * the replica says so, and the volume's `replication_status` is `error` with
+ * a user message and a `volume.replication_degraded` event, until a point
+ * ships in time again (`volume.replication_restored`). Each volume ships
+ * under its `volume-<id>` lock, so one process at a time ships it and no
+ * operation changes it meanwhile.
+ *
+ * Shipments (points, group points, mirrors' first copies) run on a bounded
+ * queue (fastq), at most `maxConcurrentShipments` at once and one at a time
+ * per volume or group: a slow volume delays no other, and the tick goes on
+ * (it notices lagging copies while their shipments run).
  */
+import fastq from 'fastq';
 import type { Logger } from 'pino';
 import { isoAt } from '../common/index.ts';
 import type { ChangedExtent, GuardedDriver, VolumeHandle } from '../drivers/index.ts';
@@ -46,7 +58,7 @@ import { DriverError } from '../errors/index.ts';
 import type { NbdClient } from '../export/nbd-client.ts';
 import { openClusterExport } from './export-connect.ts';
 import { LiveMove } from './live-move.ts';
-import { failureDetail, MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage } from '../messages/index.ts';
+import { failureDetail, MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage, type MessageDetail } from '../messages/index.ts';
 import { reporting, replicationTargetsOf, volumeTarget } from '../services/index.ts';
 import { checkpointPending, nextPointId, queueReplicaJob, replicaOf, type ReplicationDeps } from './replication-jobs.ts';
 import { replicationOf } from './volume-type-flags.ts';
@@ -75,6 +87,13 @@ const SHIP_GAP_BYTES = 256 * 1024;
 const SHIP_DEPTH = 8;
 /** How long a shipment waits for the volume's lock before trying at the next tick. */
 const LOCK_WAIT_MS = 2_000;
+/**
+ * Shipments one process runs at once by default: enough that one slow
+ * volume (a large change, a slow secondary) holds up no other, few enough
+ * that the secondaries and the primary's disk are not flooded (each keeps
+ * {@link SHIP_DEPTH} chunks in flight).
+ */
+const DEFAULT_CONCURRENT_SHIPMENTS = 4;
 
 /** Settings of a {@link Replicator}. */
 export interface ReplicatorOptions {
@@ -83,6 +102,8 @@ export interface ReplicatorOptions {
   drivers: ReadonlyMap<string, GuardedDriver>;
   /** Milliseconds between ticks. Default 1000. */
   tickMs?: number;
+  /** Shipments run at once (one per volume or group at most). Default {@link DEFAULT_CONCURRENT_SHIPMENTS}. */
+  maxConcurrentShipments?: number;
   log: Logger;
 }
 
@@ -106,14 +127,24 @@ export class Replicator {
   private readonly mirrors = new Map<string, { move: LiveMove; broken: boolean; cluster: string }>();
   private running: Promise<void> | undefined;
   private stopped = false;
+  /** The shipments queued or running, by `volume:<id>` or `group:<id>`: a volume or group is shipped once at a time. */
+  private readonly shipping = new Map<string, Promise<void>>();
+  private readonly shipments: fastq.queueAsPromised<() => Promise<void>, void>;
 
-  constructor(private readonly o: ReplicatorOptions) {}
+  constructor(private readonly o: ReplicatorOptions) {
+    this.shipments = fastq.promise((work: () => Promise<void>) => work(), o.maxConcurrentShipments ?? DEFAULT_CONCURRENT_SHIPMENTS);
+  }
+
+  /** Milliseconds between ticks. */
+  private get tickMs(): number {
+    return this.o.tickMs ?? 1000;
+  }
 
   start(): void {
     const tick = (): void => {
       if (this.stopped) return;
       this.running = this.tick().catch((err) => this.o.log.warn({ err }, 'replication tick failed')).finally(() => {
-        if (!this.stopped) this.timer = setTimeout(tick, this.o.tickMs ?? 1000);
+        if (!this.stopped) this.timer = setTimeout(tick, this.tickMs);
       });
     };
     this.timer = setTimeout(tick, 0);
@@ -123,6 +154,9 @@ export class Replicator {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running;
+    // What has not begun never does (its promise rejects); what runs ends first.
+    this.shipments.abort();
+    await Promise.allSettled([...this.shipping.values()]);
     for (const id of [...this.mirrors.keys()]) await this.endMirror(id);
   }
 
@@ -137,7 +171,19 @@ export class Replicator {
     await this.o.deps.moves?.end(volumeId);
   }
 
-  /** One pass over this process's replicated volumes (exposed for tests). */
+  /**
+   * Queues a shipment unless `key`'s is queued or running already; its
+   * failure is logged as `failed` (it was recorded on the replica by then).
+   */
+  private dispatch(key: string, failed: string, ids: Record<string, string>, work: () => Promise<void>): void {
+    if (this.stopped || this.shipping.has(key)) return;
+    const done = this.shipments.push(() => (this.stopped ? Promise.resolve() : work()))
+      .catch((err: unknown) => { if (!this.stopped) this.o.log.warn({ err, ...ids }, failed); })
+      .finally(() => this.shipping.delete(key));
+    this.shipping.set(key, done);
+  }
+
+  /** One pass over this process's replicated volumes (exposed for tests): queues what is due, and notes copies lagging. */
   async tick(): Promise<void> {
     const { deps } = this.o;
     const clusters = [...this.o.drivers.keys()];
@@ -169,22 +215,26 @@ export class Replicator {
       }
       if (r.mode === 'sync') {
         const driver = this.o.drivers.get(r.primary_cluster);
-        if (driver && r.export_name && ['available', 'in-use'].includes(v.status)) {
-          await this.keepMirror(r, v, driver).catch((err) => this.o.log.warn({ err, volume_id: r.volume_id }, 'synchronous mirror not ready'));
+        const m = this.mirrors.get(v.id);
+        if (driver && r.export_name && ['available', 'in-use'].includes(v.status) && (!m || m.broken)) {
+          this.dispatch(`volume:${v.id}`, 'synchronous mirror not ready', { volume_id: v.id }, () => this.keepMirror(r, v, driver));
         }
         continue;
+      }
+      if (r.state === 'enabled' && v.replication_status === 'enabled' && this.behind(r.last_point_at, r.rpo_seconds, now)) {
+        await this.recordLagging(r, v, now).catch((err) => this.o.log.warn({ err, volume_id: v.id }, 'lagging copy not recorded'));
       }
       if ((v.group_id && groupShipped.has(v.group_id)) || PAUSED_STATUSES.includes(v.replication_status ?? 'disabled')) continue;
       if (!this.due(r, now) || !r.export_name || !['available', 'in-use'].includes(v.status)) continue;
       const driver = this.o.drivers.get(r.primary_cluster);
       if (!driver) continue;
-      await this.shipNow(r.volume_id, driver, { quiesced: false }).catch((err) => this.o.log.warn({ err, volume_id: r.volume_id }, 'replication point not shipped'));
+      this.dispatch(`volume:${v.id}`, 'replication point not shipped', { volume_id: v.id }, () => this.shipNow(v.id, driver, { quiesced: false }));
     }
     for (const g of groups) {
       const driver = this.o.drivers.get(g.cluster_name!);
       // Enabling, disabling and failing over are their jobs' (which take group points themselves).
       if (!driver || !GROUP_SHIPPING_STATUSES.includes(g.replication_status!) || !(await this.groupDue(g.id, g.cluster_name!, now))) continue;
-      await this.shipGroupNow(g.id, driver, { quiesced: false }).catch((err) => this.o.log.warn({ err, group_id: g.id }, 'replication group point not shipped'));
+      this.dispatch(`group:${g.id}`, 'replication group point not shipped', { group_id: g.id }, () => this.shipGroupNow(g.id, driver, { quiesced: false }));
     }
   }
 
@@ -195,6 +245,15 @@ export class Replicator {
    */
   private due(r: VolumeReplicaRow, now: number): boolean {
     return !r.last_point_at || !r.last_point_id || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000 / 2 || r.state === 'error';
+  }
+
+  /**
+   * Whether a copy whose last point was taken at `lastPointAt` is lagging at
+   * `now`: older than its RPO plus one tick (points are due at half the RPO,
+   * and one tick is how late the loop may notice).
+   */
+  private behind(lastPointAt: string | null, rpoSeconds: number, now: number): boolean {
+    return !!lastPointAt && now - Date.parse(lastPointAt) > rpoSeconds * 1000 + this.tickMs;
   }
 
   /**
@@ -225,6 +284,9 @@ export class Replicator {
     if (!deps.moves) return;
     if (m) await this.endMirror(v.id);
     await withLock(deps.coordinator, `volume-${v.id}`, LOCK_WAIT_MS, async () => {
+      // Queued a while ago: still this process's to mirror, through the same export?
+      const now = await replicaOf(deps.db.kysely, v.id);
+      if (!now || now.primary_cluster !== r.primary_cluster || now.export_name !== r.export_name || now.mode !== 'sync' || this.mirrors.get(v.id)?.broken === false) return;
       let from: VolumeHandle | undefined;
       let entry: { move: LiveMove; broken: boolean; cluster: string } | undefined;
       try {
@@ -424,15 +486,22 @@ export class Replicator {
     }
   }
 
-  /** Records a shipped point on the replica (and the volume in step), in `tx`. */
+  /**
+   * Records a shipped point on the replica, in `tx`: the volume is in step,
+   * unless the point took so long that it is older than the RPO allows
+   * already (then the copy is still lagging).
+   */
   private async commitPoint(tx: Tx, w: PointWork, pointAt: number): Promise<void> {
     const { deps } = this.o;
     const { r, v } = w;
+    const now = deps.clock.now();
+    const lagging = this.behind(isoAt(pointAt), r.rpo_seconds, now);
     await tx.updateTable('volume_replicas').set({
-      last_point_id: w.point.id, last_point_at: isoAt(pointAt), state: 'enabled', last_error: null, pending_ranges: null,
-      bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + w.bytes, updated_at: isoAt(deps.clock.now()),
+      last_point_id: w.point.id, last_point_at: isoAt(pointAt), state: lagging ? 'lagging' : 'enabled', last_error: lagging ? lagText(r, now - pointAt) : null, pending_ranges: null,
+      bytes_shipped: Number((await replicaOf(tx, v.id))?.bytes_shipped ?? 0) + w.bytes, updated_at: isoAt(now),
     }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
-    await this.markInStep(tx, v, r);
+    if (lagging) await this.degrade(tx, v, r, MESSAGE_DETAILS.REPLICA_LAGGING, { lag_seconds: (now - pointAt) / 1000, rpo_seconds: r.rpo_seconds });
+    else await this.markInStep(tx, v, r);
   }
 
   /** Removes a point's temporary volume, and the point the next one does not count from (destroy last: after the commit). */
@@ -458,22 +527,48 @@ export class Replicator {
     return openClusterExport(this.o.deps, r.secondary_cluster, r.export_name!, `the secondary copy of volume ${r.volume_id}`, 'the copy is being remade');
   }
 
-  /** Marks the replica and the volume behind, with a user message the first time. */
+  /** Marks the replica and the volume behind, with a user message and an event the first time. */
   private async recordFailure(r: VolumeReplicaRow, v: VolumeRow, err: Error): Promise<void> {
     const { deps } = this.o;
     await deps.queue.transaction(async (tx) => {
       await tx.updateTable('volume_replicas').set({ state: r.state === 'creating' ? 'creating' : 'error', last_error: err.message.slice(0, 1000), updated_at: isoAt(deps.clock.now()) })
         .where('volume_id', '=', v.id).where('state', '!=', 'creating').execute();
-      const marked = await tx.updateTable('volumes').set({ replication_status: 'error' }).where('id', '=', v.id).where('replication_status', 'in', ['copying', 'enabled']).executeTakeFirst();
-      if (Number(marked.numUpdatedRows) > 0) {
-        await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
-          projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action: MESSAGE_ACTIONS.REPLICATE_VOLUME, detail: MESSAGE_DETAILS.REPLICA_BEHIND, requestId: null,
-        });
-        await deps.volumes.event(tx, v.project_id, v.id, 'volume.replication_degraded', null, null, null, {
-          ...failureDetail('volume', MESSAGE_ACTIONS.REPLICATE_VOLUME, MESSAGE_DETAILS.REPLICA_BEHIND),
-          replication_status: 'error', mode: r.mode, secondary_cluster: r.secondary_cluster, last_point_at: r.last_point_at,
-        });
-      }
+      await this.degrade(tx, v, r, MESSAGE_DETAILS.REPLICA_BEHIND);
+    });
+  }
+
+  /**
+   * Marks an in-step copy whose last point is older than its RPO allows
+   * (nothing failed: the points are slow, or wait) lagging, and the volume
+   * behind. Does nothing when a point was recorded meanwhile.
+   */
+  private async recordLagging(r: VolumeReplicaRow, v: VolumeRow, now: number): Promise<void> {
+    const { deps } = this.o;
+    const ageMs = now - Date.parse(r.last_point_at!);
+    await deps.queue.transaction(async (tx) => {
+      const marked = await tx.updateTable('volume_replicas').set({ state: 'lagging', last_error: lagText(r, ageMs), updated_at: isoAt(now) })
+        .where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).where('state', '=', 'enabled').where('last_point_at', '=', r.last_point_at).executeTakeFirst();
+      if (Number(marked.numUpdatedRows) === 0) return;
+      this.o.log.warn({ volume_id: v.id, lag_seconds: ageMs / 1000, rpo_seconds: r.rpo_seconds }, 'replication lagging: the last point is older than the RPO');
+      await this.degrade(tx, v, r, MESSAGE_DETAILS.REPLICA_LAGGING, { lag_seconds: ageMs / 1000, rpo_seconds: r.rpo_seconds });
+    });
+  }
+
+  /**
+   * The volume's copy is behind (`detail` says why): its replication status
+   * becomes `error`, with a user message and a `volume.replication_degraded`
+   * event, once per episode (only when it was `copying` or `enabled`).
+   */
+  private async degrade(tx: Tx, v: VolumeRow, r: VolumeReplicaRow, detail: MessageDetail, extra: Record<string, unknown> = {}): Promise<void> {
+    const { deps } = this.o;
+    const marked = await tx.updateTable('volumes').set({ replication_status: 'error' }).where('id', '=', v.id).where('replication_status', 'in', ['copying', 'enabled']).executeTakeFirst();
+    if (Number(marked.numUpdatedRows) === 0) return;
+    await recordUserMessage(tx, deps.clock, deps.messageTtlSeconds, {
+      projectId: v.project_id, resourceType: 'volume', resourceId: v.id, action: MESSAGE_ACTIONS.REPLICATE_VOLUME, detail, requestId: null,
+    });
+    await deps.volumes.event(tx, v.project_id, v.id, 'volume.replication_degraded', null, null, null, {
+      ...failureDetail('volume', MESSAGE_ACTIONS.REPLICATE_VOLUME, detail),
+      replication_status: 'error', mode: r.mode, secondary_cluster: r.secondary_cluster, last_point_at: r.last_point_at, ...extra,
     });
   }
 
@@ -492,6 +587,11 @@ export class Replicator {
     }
     await tx.updateTable('volumes').set({ replication_status: 'enabled' }).where('id', '=', v.id).where('replication_status', '=', 'copying').execute();
   }
+}
+
+/** The replica's `last_error` while its copy lags: how old its last point is, against its RPO. */
+function lagText(r: VolumeReplicaRow, ageMs: number): string {
+  return `The last point shipped is ${(ageMs / 1000).toFixed(1)} s old, more than the RPO of ${r.rpo_seconds} s: the secondary copy is lagging.`;
 }
 
 /** The bytes a volume's allocated extents hold (what a mirror's first copy read), for the replica's count. */

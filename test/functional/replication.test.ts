@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
+import { openCoordinator } from '../../src/coordination/index.ts';
 import { bytesOf, fileOf, REPLICATING_BACKENDS, writePattern } from '../helpers/backends.ts';
 import { fileDigest } from '../helpers/file-digest.ts';
 import { scrape } from '../helpers/metrics.ts';
@@ -303,4 +304,52 @@ test('asynchronous replication: a secondary that cannot be reached degrades the 
   const inStep = await scrape(s);
   assert.equal(inStep.value('basalt_replication_in_step', { volume: id, mode: 'async' }), 1);
   assert.ok(inStep.value('basalt_replication_shipped_bytes', { volume: id, mode: 'async' })! >= MiB);
+});
+
+test('asynchronous replication: a copy slower than its RPO, with nothing failing, is reported lagging and clears itself; other volumes ship meanwhile', async (t) => {
+  const shipped: Array<{ volume_id: string; time: number }> = [];
+  const logLines = { push: (line: string) => { if (line.includes('replication point shipped')) shipped.push(JSON.parse(line)); return 0; } } as unknown as string[];
+  const s = await startTestServer(t, { ini: CONFIG, logLines });
+  await makeType(s, 'repl', REPLICATED);
+  const [slow, slow2, other] = [await createVolume(s, 'repl'), await createVolume(s, 'repl'), await createVolume(s, 'repl')];
+  for (const id of [slow!, slow2!, other!]) {
+    await waitForStatus(s, id, 'available');
+    await shippedAfter(s, id, 0);
+  }
+
+  // Two volumes are held by another holder of their locks (as a long operation would hold them): their points
+  // cannot begin, and nothing fails — each attempt gives up waiting for the lock and tries again at the next tick.
+  const coordinator = openCoordinator(s.server.config.coordination.backend_url);
+  t.after(() => coordinator.close());
+  const held = [await coordinator.lock(`volume-${slow}`, 30_000), await coordinator.lock(`volume-${slow2}`, 30_000)];
+  const heldAt = Date.now();
+  await waitFor('replication_status error', async () => (await s.request('GET', `${V}/volumes/${slow}`)).body.volume.replication_status === 'error');
+  const v = (await s.request('GET', `${V}/volumes/${slow}`)).body.volume;
+  assert.equal(v.status, 'available');
+  const lagging = await replication(s, slow!);
+  assert.equal(lagging.state, 'lagging', 'lagging, not failed');
+  assert.match(lagging.last_error, /s old, more than the RPO of 1 s/);
+  const msgs = await s.request('GET', `${V}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });
+  assert.ok((msgs.body.messages as Array<{ resource_uuid: string; user_message: string }>).some((m) => m.resource_uuid === slow && /further behind than the replication RPO/.test(m.user_message)));
+  const degraded = (await streamedEvents(s, PROJECT)).filter((e) => e.data.resource_id === slow && e.event === 'volume.replication_degraded');
+  assert.equal(degraded.length, 1);
+  assert.match(degraded[0]!.data.detail?.reason, /^replicate volume: The secondary copy is further behind than the replication RPO allows/);
+  assert.equal(degraded[0]!.data.detail?.message_event_id, 'VOLUME_VOLUME_024_034');
+  assert.equal(degraded[0]!.data.detail?.rpo_seconds, 1);
+  assert.ok(degraded[0]!.data.detail?.lag_seconds > 1, JSON.stringify(degraded[0]!.data.detail));
+  assert.equal((await scrape(s)).value('basalt_replication_in_step', { volume: slow!, mode: 'async' }), 0);
+
+  // Meanwhile the third volume ships on: its points do not queue behind the two that wait (each wait is 2 s;
+  // one after another they would allow it at most one point every 5 s).
+  await new Promise((r) => setTimeout(r, Math.max(0, heldAt + 12_000 - Date.now())));
+  const others = shipped.filter((x) => x.volume_id === other && x.time > heldAt).length;
+  assert.ok(others >= 5, `${others} points of the other volume in the 12 s the two waited`);
+  for (const h of held) await h.release();
+
+  // The next point ships in time: enabled again, with one restored event.
+  await waitFor('replication_status enabled again', async () => (await s.request('GET', `${V}/volumes/${slow}`)).body.volume.replication_status === 'enabled');
+  assert.equal((await replication(s, slow!)).state, 'enabled');
+  const events = (await streamedEvents(s, PROJECT)).filter((e) => e.data.resource_id === slow && e.event.startsWith('volume.replication_'));
+  assert.deepEqual(events.map((e) => e.event), ['volume.replication_degraded', 'volume.replication_restored']);
+  assert.equal((await scrape(s)).value('basalt_replication_in_step', { volume: slow!, mode: 'async' }), 1);
 });
