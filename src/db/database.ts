@@ -39,6 +39,7 @@ import * as m0019 from './migrations/0019-replication.ts';
 import * as m0020 from './migrations/0020-event-detail.ts';
 import * as m0021 from './migrations/0021-group-replication.ts';
 import * as m0021b from './migrations/0021-replica-checkpoints.ts';
+import * as m0025 from './migrations/0025-jobs-claim-order.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -66,6 +67,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0020-event-detail': m0020,
   '0021-group-replication': m0021,
   '0021-replica-checkpoints': m0021b,
+  '0025-jobs-claim-order': m0025,
 };
 
 /** An open database. */

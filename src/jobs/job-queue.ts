@@ -71,21 +71,26 @@ const claimShape = preparedShapes<ClaimArgs, JobRow>();
  * The claim of one due job: arguments `now`, `owner`, `lease` (its new
  * expiry), `takeover` (the note a taken-over job gets), `at`, and the lists
  * `t0…` (targets), `k0…` (kinds) and `h0…` (kinds that hold later jobs of their resource).
+ *
+ * Two kinds of claim, each a single atomic UPDATE:
+ * - `queued`: the oldest queued job of ONE target whose time has come. The
+ *   `jobs_claim` index (target, state, not_before, created_at) hands out that
+ *   target's queue in claim order, so the claim reads from its head and stops
+ *   at the first job it may take. (One claim over several targets and both
+ *   states had to sort every queued job first: with a burst of a few hundred
+ *   creates queued, each claim sorted them all — bench/api profile.)
+ * - `expired`: the oldest running job of any of `targets` whose lease ran
+ *   out and that has attempts left; running jobs are few (the workers' concurrency).
  */
-function claimQuery(postgres: boolean, targets: number, kinds: number, holding: number): Prepared<ClaimArgs, JobRow> {
-  return claimShape(`${postgres}/${targets}/${kinds}/${holding}`, (q, arg) => {
+function claimQuery(postgres: boolean, mode: 'queued' | 'expired', targets: number, kinds: number, holding: number): Prepared<ClaimArgs, JobRow> {
+  return claimShape(`${postgres}/${mode}/${targets}/${kinds}/${holding}`, (q, arg) => {
     const a = arg as (name: string) => never;
     const list = (prefix: string, n: number): never[] => Array.from({ length: n }, (_, i) => a(`${prefix}${i}`));
     let due = q.selectFrom('jobs').select('id')
       .where('target', 'in', list('t', targets))
-      // Lets the `jobs_claim` index (target, state, not_before) skip the done and failed jobs a
-      // target ever had: without it a claim walked the queue's whole history (bench/api profile).
-      .where('state', 'in', ['queued', 'running'])
       .where('kind', 'in', list('k', kinds))
-      .where((eb) => eb.or([
-        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', a('now'))]),
-        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', a('now')), eb('attempts', '<', eb.ref('max_attempts'))]),
-      ]))
+      .$if(mode === 'queued', (qb) => qb.where('state', '=', 'queued').where('not_before', '<=', a('now')))
+      .$if(mode === 'expired', (qb) => qb.where('state', '=', 'running').where('lease_expires_at', '<', a('now')).whereRef('attempts', '<', 'max_attempts'))
       .$if(holding > 0, (qb) => qb.where((eb) => eb.or([
         eb('jobs.kind', 'in', list('h', holding)),
         // The `jobs_resource` index (resource_id, state) answers this.
@@ -111,13 +116,14 @@ function claimQuery(postgres: boolean, targets: number, kinds: number, holding: 
         updated_at: a('at'),
       }))
       .where('id', '=', due)
-      .where((eb) => eb.or([
-        eb.and([eb('state', '=', 'queued'), eb('not_before', '<=', a('now'))]),
-        eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', a('now'))]),
-      ]))
+      .$if(mode === 'queued', (qb) => qb.where('state', '=', 'queued').where('not_before', '<=', a('now')))
+      .$if(mode === 'expired', (qb) => qb.where('state', '=', 'running').where('lease_expires_at', '<', a('now')))
       .returningAll();
   });
 }
+
+/** How long a claim that finds queued jobs may go without looking for expired leases. */
+const EXPIRED_CHECK_MS = 1000;
 
 /** The queue over one database. One per process. */
 export class JobQueue {
@@ -125,6 +131,10 @@ export class JobQueue {
   readonly wakeups = new EventEmitter();
   /** Jobs this process took over from a worker whose lease ran out (a crash, a stall): `/metrics` counts them. */
   takeovers = 0;
+  /** Where the next claim starts among its targets. */
+  #nextTarget = 0;
+  /** When expired leases were last looked for, per list of targets. */
+  readonly #expiredChecked = new Map<string, number>();
 
   constructor(readonly db: Db, readonly clock: Clock, readonly options: JobQueueOptions) {
     this.wakeups.setMaxListeners(0);
@@ -240,9 +250,14 @@ export class JobQueue {
   }
 
   /**
-   * Claims the oldest due job for any of `targets` and `kinds` in one atomic
-   * UPDATE: a queued job whose time has come, or a running one whose lease
-   * expired and that has attempts left. Returns undefined when there is none.
+   * Claims a due job for one of `targets` and `kinds`: a running one whose
+   * lease expired and that has attempts left (the oldest), or the oldest
+   * queued job whose time has come of one target, trying the targets in turn
+   * from a different one at each claim (so no target's queue starves
+   * another's). Each try is one atomic UPDATE. Expired leases are looked for
+   * when no queued job is due, and at least every {@link EXPIRED_CHECK_MS}
+   * before the queued ones: a busy queue delays a take-over by at most that.
+   * Returns undefined when there is none.
    * A job of another kind than `holding` waits while a job of a `holding`
    * kind of its resource, created before it (or in the same millisecond), is
    * queued or running ({@link JobKind.holdsLaterJobs}).
@@ -253,13 +268,30 @@ export class JobQueue {
     // A job still running had a worker whose lease ran out: the row says so (and the answer tells this claim it took one over).
     const takeover = `lease ran out; taken over by ${owner} at ${isoAt(now)}`;
     const args: Record<string, string | number> = { now, owner, lease: now + this.options.leaseMs, takeover, at: isoAt(now) };
-    targets.forEach((x, i) => { args[`t${i}`] = x; });
     kinds.forEach((x, i) => { args[`k${i}`] = x; });
     holding.forEach((x, i) => { args[`h${i}`] = x; });
-    const query = claimQuery(this.db.dialect === 'postgres', targets.length, kinds.length, holding.length);
-    const claimed = await query.first(this.db.kysely, args);
-    if (claimed?.last_error === takeover) this.takeovers++;
-    return claimed;
+    const postgres = this.db.dialect === 'postgres';
+    const key = targets.join('\n');
+    const expired = async (): Promise<JobRow | undefined> => {
+      this.#expiredChecked.set(key, now);
+      targets.forEach((x, i) => { args[`t${i}`] = x; });
+      const claimed = await claimQuery(postgres, 'expired', targets.length, kinds.length, holding.length).first(this.db.kysely, args);
+      if (claimed?.last_error === takeover) this.takeovers++;
+      return claimed;
+    };
+    const checkFirst = now - (this.#expiredChecked.get(key) ?? -Infinity) >= EXPIRED_CHECK_MS;
+    if (checkFirst) {
+      const claimed = await expired();
+      if (claimed) return claimed;
+    }
+    const queued = claimQuery(postgres, 'queued', 1, kinds.length, holding.length);
+    const first = this.#nextTarget++ % targets.length;
+    for (let i = 0; i < targets.length; i++) {
+      args.t0 = targets[(first + i) % targets.length]!;
+      const claimed = await queued.first(this.db.kysely, args);
+      if (claimed) return claimed;
+    }
+    return checkFirst ? undefined : expired();
   }
 
   /** Extends the lease; false when `owner` no longer holds the job. */
@@ -337,6 +369,8 @@ export class JobQueue {
     if (only.resourceId !== undefined) q = q.where('resource_id', '=', only.resourceId);
     if (only.resourceType !== undefined) q = q.where('resource_type', '=', only.resourceType);
     const r = await q.executeTakeFirst();
+    // The next claim looks for them before any queued job.
+    this.#expiredChecked.clear();
     return Number(r.numUpdatedRows);
   }
 

@@ -1,6 +1,7 @@
 /** The job queue on a real (in-memory) SQLite with a controlled clock. */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
+import { sql } from 'kysely';
 import pino from 'pino';
 import type { Clock } from '../../../src/common/index.ts';
 import { migrateToLatest, openDatabase, type JobRow } from '../../../src/db/index.ts';
@@ -185,4 +186,26 @@ test('issue 13 defect 10: a worker full of long jobs still runs a fence, and the
   release();
   await allDone;
   assert.deepEqual(ran, ['long', 'fence v1', 'v1']);
+});
+
+test('claims take each target\'s queue oldest first, read from its head, and turn between targets', async (t) => {
+  const { db, clock, queue, kind } = await setup(t);
+  const enqueueFor = (target: string, n: number) => queue.transaction((_tx, enq) => enq(kind, { target, resourceId: `${target}${n}`, payload: { n } }));
+  for (let n = 0; n < 5; n++) {
+    await enqueueFor('a', n);
+    await enqueueFor('b', n);
+    clock.ms += 1;
+  }
+  const order: string[] = [];
+  for (;;) {
+    const job = await queue.claim('W', ['a', 'b'], ['test.thing']);
+    if (!job) break;
+    order.push(job.resource_id!);
+  }
+  assert.deepEqual(order, ['a0', 'b0', 'a1', 'b1', 'a2', 'b2', 'a3', 'b3', 'a4', 'b4'], 'oldest first within a target, the targets in turn');
+  // The claim of a target's queue reads the `jobs_claim` index in order: no sort of the whole queue.
+  const plan = await sql`explain query plan select id from jobs where target = ${'a'} and kind in (${'test.thing'}) and state = 'queued' and not_before <= ${clock.ms} order by not_before, created_at limit 1`.execute(db.kysely);
+  const details = plan.rows.map((r) => (r as { detail: string }).detail).join('; ');
+  assert.match(details, /USING INDEX jobs_claim/);
+  assert.doesNotMatch(details, /TEMP B-TREE/, details);
 });
