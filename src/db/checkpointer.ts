@@ -37,6 +37,8 @@ export interface CheckpointerOptions {
   onFailure?: (err: Error) => void;
   /** Told when a checkpoint fails (a full disk), once until one works again. */
   onCheckpointFailure?: (message: string) => void;
+  /** Called when a checkpoint works again after {@link onCheckpointFailure} (the episode is over). */
+  onCheckpointRecovered?: () => void;
 }
 
 /** SQLite's own threshold (pages), restored when the thread is gone. */
@@ -143,7 +145,10 @@ export class Checkpointer {
       options.onFailure?.(new Error('the checkpoint thread stopped'));
     });
     worker.on('error', (err) => options.onFailure?.(err));
-    worker.on('message', (m: { failed?: string }) => { if (m.failed !== undefined) options.onCheckpointFailure?.(m.failed); });
+    worker.on('message', (m: { failed?: string; recovered?: boolean }) => {
+      if (m.failed !== undefined) options.onCheckpointFailure?.(m.failed);
+      if (m.recovered) options.onCheckpointRecovered?.();
+    });
     return checkpointer;
   }
 

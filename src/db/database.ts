@@ -187,6 +187,7 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   const checkpointer = Checkpointer.start(path.resolve(file), sqlite, {
     onFailure: (err) => options.log?.warn({ err: err.message }, 'SQLite checkpoints are back on the serving thread'),
     onCheckpointFailure: (message) => options.log?.warn({ err: message }, 'SQLite checkpoint failed; the log keeps the commits and the next checkpoint tries again'),
+    onCheckpointRecovered: () => options.log?.info({}, 'SQLite checkpoints work again: the log is copied into the database and reused'),
   });
   const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, commits, refusals }) });
   return {
