@@ -121,32 +121,54 @@ export class LiveMove {
    * they read as zeros there, and the mirror wrote both sides of every change
    * since) — or, with `zeroHoles` (a destination that held data before: a
    * replica's old primary), zeroing them there without reading them; flushes
-   * the destination at the end. The views keep mirroring after it returns,
-   * until the move ends.
+   * the destination at the end. With `ranges` (sorted, not overlapping) only
+   * those are copied: the destination holds the source elsewhere already (a
+   * replica's copy resynchronised from its changed extents). The views keep
+   * mirroring after it returns, until the move ends. Returns the bytes of
+   * data written (zeroed ranges not counted).
    */
-  async copy(onProgress?: (p: MoveProgress) => void, o: { zeroHoles?: boolean } = {}): Promise<void> {
+  async copy(onProgress?: (p: MoveProgress) => void, o: { zeroHoles?: boolean; ranges?: readonly { offset: number; length: number }[] } = {}): Promise<number> {
     const size = this.sizeBytes;
-    for (let offset = 0; offset < size; offset += COPY_CHUNK_BYTES) {
-      const length = Math.min(COPY_CHUNK_BYTES, size - offset);
-      await this.locks.hold(offset, offset + length, async () => {
-        // Block status may describe less than it is asked: ask again from where it stopped.
-        for (let at = offset; at < offset + length;) {
-          const rest = offset + length - at;
-          const extents = this.source.blockStatus ? await this.source.blockStatus(at, rest) : [{ length: rest, hole: false, zero: false }];
-          const from = at;
-          for (const e of extents) {
-            const len = Math.min(e.length, offset + length - at);
-            if (len <= 0) break;
-            if (!e.zero) await this.dest.write(at, await this.source.read(at, len));
-            else if (o.zeroHoles) await zeroOn(this.dest, at, len, true);
-            at += len;
-          }
-          if (at === from) throw new DriverError(`The source's block status of ${rest} bytes at ${at} described nothing: the move cannot tell what to copy.`);
-        }
-      });
-      onProgress?.({ doneBytes: offset + length, totalBytes: size });
+    const ranges = (o.ranges ?? [{ offset: 0, length: size }]).map((r) => ({ offset: r.offset, length: Math.min(r.length, size - r.offset) })).filter((r) => r.length > 0);
+    const totalBytes = ranges.reduce((n, r) => n + r.length, 0);
+    let doneBytes = 0;
+    let written = 0;
+    for (const r of ranges) {
+      for (let offset = r.offset; offset < r.offset + r.length; offset += COPY_CHUNK_BYTES) {
+        const length = Math.min(COPY_CHUNK_BYTES, r.offset + r.length - offset);
+        written += await this.copyChunk(offset, length, o.zeroHoles ?? false);
+        doneBytes += length;
+        onProgress?.({ doneBytes, totalBytes });
+      }
     }
     await this.dest.flush();
+    return written;
+  }
+
+  /** Copies one chunk under its range lock (see {@link copy}); returns the data bytes written. */
+  private copyChunk(offset: number, length: number, zeroHoles: boolean): Promise<number> {
+    return this.locks.hold(offset, offset + length, async () => {
+      let written = 0;
+      // Block status may describe less than it is asked: ask again from where it stopped.
+      for (let at = offset; at < offset + length;) {
+        const rest = offset + length - at;
+        const extents = this.source.blockStatus ? await this.source.blockStatus(at, rest) : [{ length: rest, hole: false, zero: false }];
+        const from = at;
+        for (const e of extents) {
+          const len = Math.min(e.length, offset + length - at);
+          if (len <= 0) break;
+          if (!e.zero) {
+            await this.dest.write(at, await this.source.read(at, len));
+            written += len;
+          } else if (zeroHoles) {
+            await zeroOn(this.dest, at, len, true);
+          }
+          at += len;
+        }
+        if (at === from) throw new DriverError(`The source's block status of ${rest} bytes at ${at} described nothing: the move cannot tell what to copy.`);
+      }
+      return written;
+    });
   }
 
   /** Closes both handles (once every view's connection has been fenced). Idempotent. */

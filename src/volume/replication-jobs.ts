@@ -342,16 +342,18 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
 }
 
 /**
- * Readies an asynchronous copy to be promoted and returns its baseline: a
- * snapshot of the copy as shipped, which the next shipment back counts from
- * (a synchronous copy has none: it copies all back, holes zeroed). A copy a
+ * Readies a copy to be promoted and returns its baseline: a snapshot of the
+ * copy as shipped, which the next shipment back counts from. A synchronous
+ * copy has one only when its primary had an anchor (`Replicator.anchor`),
+ * the peer its old primary's divergence counts from; without, its old
+ * primary gets a whole copy back, holes zeroed. A copy a
  * group point was cut off in the middle of (`shipping_point_id` still set)
  * may hold part of that point: it goes back to its checkpoint first, so the
  * group's copies are all of their last recorded point. What a killed run
  * left under the baseline's id goes first.
  */
 export async function takeBaseline(driver: GuardedDriver, r: VolumeReplicaRow, v: { id: string; size: number }): Promise<{ id: string; volumeId: string; sizeGiB: number } | undefined> {
-  if (r.mode === 'sync') return undefined;
+  if (r.mode === 'sync' && !r.last_point_id) return undefined;
   if (r.shipping_point_id && r.last_point_id && r.checkpoint_point_id === r.last_point_id && driver.capabilities.supportsRevertToSnapshot) {
     await driver.revertToSnapshot({ id: v.id, sizeGiB: v.size }, checkpointRef(v.id, r.last_point_id, v.size));
   }

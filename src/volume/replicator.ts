@@ -110,6 +110,9 @@ export interface ReplicatorOptions {
 /** What one shipment sent. */
 export interface Shipment { bytes: number; full: boolean }
 
+/** A synchronous replica's mirror in this process: `broken` once the secondary refused a call, `inStep` once its first copy is done. */
+interface Mirror { move: LiveMove; broken: boolean; inStep: boolean; cluster: string }
+
 /** One volume's point on its way: its snapshot (also the temporary volume's id), what it shipped, whether it is recorded. */
 interface PointWork {
   r: VolumeReplicaRow;
@@ -124,7 +127,7 @@ interface PointWork {
 export class Replicator {
   private timer: NodeJS.Timeout | undefined;
   /** The synchronous replicas this process mirrors, by volume id; `broken` once the secondary refused a call. */
-  private readonly mirrors = new Map<string, { move: LiveMove; broken: boolean; cluster: string }>();
+  private readonly mirrors = new Map<string, Mirror>();
   private running: Promise<void> | undefined;
   private stopped = false;
   /** The shipments queued or running, by `volume:<id>` or `group:<id>`: a volume or group is shipped once at a time. */
@@ -206,7 +209,11 @@ export class Replicator {
     for (const r of replicas) {
       const v = await deps.volumes.get(deps.db.kysely, r.volume_id);
       if (!v || v.status === 'deleting') {
-        if (!v) await deps.queue.transaction((tx, enqueue) => queueReplicaJob(tx, enqueue, deps.replicationKinds.replicaRemove, r.volume_id, r.secondary_cluster));
+        if (!v) {
+          // The last point (or anchor) on the primary is only space now; the copy goes on the secondary.
+          if (r.last_point_id) await this.o.drivers.get(r.primary_cluster)?.deleteSnapshot({ id: r.last_point_id }).catch((err) => this.o.log.warn({ err, volume_id: r.volume_id }, 'last point not removed'));
+          await deps.queue.transaction((tx, enqueue) => queueReplicaJob(tx, enqueue, deps.replicationKinds.replicaRemove, r.volume_id, r.secondary_cluster));
+        }
         continue;
       }
       if (r.state === 'creating') {
@@ -218,6 +225,8 @@ export class Replicator {
         const m = this.mirrors.get(v.id);
         if (driver && r.export_name && ['available', 'in-use'].includes(v.status) && (!m || m.broken)) {
           this.dispatch(`volume:${v.id}`, 'synchronous mirror not ready', { volume_id: v.id }, () => this.keepMirror(r, v, driver));
+        } else if (driver?.capabilities.supportsChangedExtents && m?.inStep && r.state === 'enabled' && this.anchorDue(r, now)) {
+          this.dispatch(`volume:${v.id}`, 'synchronous anchor not taken', { volume_id: v.id }, () => this.anchor(v.id, driver));
         }
         continue;
       }
@@ -247,6 +256,11 @@ export class Replicator {
     return !r.last_point_at || !r.last_point_id || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000 / 2 || r.state === 'error';
   }
 
+  /** Whether a synchronous replica's next anchor is due: none yet, or its RPO gone since the last (an anchor bounds what a failback resynchronises). */
+  private anchorDue(r: VolumeReplicaRow, now: number): boolean {
+    return !r.last_point_id || !r.last_point_at || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000;
+  }
+
   /**
    * Whether a copy whose last point was taken at `lastPointAt` is lagging at
    * `now`: older than its RPO plus one tick (points are due at half the RPO,
@@ -274,10 +288,13 @@ export class Replicator {
   /**
    * Makes sure a synchronous replica is served through a working mirror:
    * (re)connects to the secondary, begins the mirror (the volume's
-   * connections reconnect onto it) and copies the allocated extents under
-   * the mirror's range locks; then the replica is in step.
+   * connections reconnect onto it) and copies, under the mirror's range
+   * locks, what the secondary may lack: only the extents changed since the
+   * replica's last point when the copies are known to have been alike then
+   * (see {@link resyncRanges}), else every allocated extent; then the
+   * replica is in step.
    */
-  private async keepMirror(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver): Promise<void> {
+  private async keepMirror(queued: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver): Promise<void> {
     const { deps } = this.o;
     const m = this.mirrors.get(v.id);
     if (m && !m.broken) return;
@@ -285,10 +302,10 @@ export class Replicator {
     if (m) await this.endMirror(v.id);
     await withLock(deps.coordinator, `volume-${v.id}`, LOCK_WAIT_MS, async () => {
       // Queued a while ago: still this process's to mirror, through the same export?
-      const now = await replicaOf(deps.db.kysely, v.id);
-      if (!now || now.primary_cluster !== r.primary_cluster || now.export_name !== r.export_name || now.mode !== 'sync' || this.mirrors.get(v.id)?.broken === false) return;
+      const r = await replicaOf(deps.db.kysely, v.id);
+      if (!r || r.primary_cluster !== queued.primary_cluster || r.export_name !== queued.export_name || r.mode !== 'sync' || this.mirrors.get(v.id)?.broken === false) return;
       let from: VolumeHandle | undefined;
-      let entry: { move: LiveMove; broken: boolean; cluster: string } | undefined;
+      let entry: Mirror | undefined;
       try {
         from = await driver.openVolume({ id: v.id, sizeGiB: v.size });
         const to = await this.connect(r);
@@ -299,12 +316,13 @@ export class Replicator {
           }
         });
         from = undefined; // the mirror owns both handles now
-        entry = { move, broken: false, cluster: r.primary_cluster };
+        entry = { move, broken: false, inStep: false, cluster: r.primary_cluster };
         this.mirrors.set(v.id, entry);
         await deps.moves!.begin(v.id, move);
+        // The changes are read once the mirror serves the volume: a write before is in them, a write after on both copies.
+        const ranges = await this.resyncRanges(r, v, driver);
         // The copy may be an old primary's (after a failover): what it holds where the volume has holes goes.
-        await move.copy(undefined, { zeroHoles: true });
-        const bytes = await allocatedBytes(driver, v);
+        const bytes = await move.copy(undefined, { zeroHoles: true, ...(ranges ? { ranges } : {}) });
         await deps.queue.transaction(async (tx) => {
           await tx.updateTable('volume_replicas').set({
             state: 'enabled', last_point_at: isoAt(deps.clock.now()), last_error: null, pending_ranges: null,
@@ -312,12 +330,71 @@ export class Replicator {
           }).where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).execute();
           await this.markInStep(tx, v, r);
         });
-        this.o.log.info({ volume_id: v.id, bytes }, 'synchronous mirror in step');
+        entry.inStep = true;
+        this.o.log.info({ volume_id: v.id, bytes, full: !ranges }, 'synchronous mirror in step');
       } catch (err) {
         await from?.close();
         if (entry) entry.broken = true;
         await this.recordFailure(r, v, err as Error);
         throw err;
+      }
+    });
+  }
+
+  /**
+   * What a synchronous mirror's copy must write to bring the secondary in
+   * step, or undefined (every allocated extent). The replica's last point on
+   * the primary (an **anchor**: a snapshot taken while the mirror was in
+   * step, or a failover's baseline of the promoted copy) is an instant at
+   * which both copies were alike: since then the primary changed in the
+   * extents the driver reports (a write the secondary refused included: the
+   * primary takes each write first), and the secondary, when it was the
+   * primary before a failover, diverged in `pending_ranges` (noted by its
+   * `replication.prepare` from its own last anchor). So those ranges suffice
+   * for a copy being made (`copying`) or a mirror this process lost (a
+   * restart: `enabled`). A mirror that broke (`error`: the secondary refused
+   * or lost writes, perhaps ones its host had not flushed) is copied whole,
+   * as is a replica with no last point or a driver that cannot tell its
+   * changes.
+   */
+  private async resyncRanges(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver): Promise<{ offset: number; length: number }[] | undefined> {
+    if (!r.last_point_id || !['copying', 'enabled'].includes(r.state)) return undefined;
+    const vol = { id: v.id, sizeGiB: v.size };
+    const changed = await this.changedSince(driver, vol, { id: r.last_point_id, volumeId: v.id, sizeGiB: v.size });
+    if (!changed) return undefined;
+    const pending = r.pending_ranges ? (JSON.parse(r.pending_ranges) as [number, number][]).map(([offset, length]) => ({ offset, length })) : [];
+    return mergeRanges([...changed, ...pending], v.size * 1024 ** 3);
+  }
+
+  /**
+   * Takes a synchronous replica's **anchor** now: a snapshot of the primary
+   * taken with the volume's writes held while its mirror is in step, so both
+   * copies are alike at that instant. It becomes the replica's last point
+   * (the previous one goes): after a failover the old primary's divergence,
+   * and after a lost mirror the copy's, is what changed since it
+   * ({@link resyncRanges}, `replication.prepare`). Skipped when the mirror is
+   * not in step; dropped when it broke meanwhile.
+   */
+  private async anchor(volumeId: string, driver: GuardedDriver): Promise<void> {
+    const { deps } = this.o;
+    await withLock(deps.coordinator, `volume-${volumeId}`, LOCK_WAIT_MS, async () => {
+      const r = await replicaOf(deps.db.kysely, volumeId);
+      const v = await deps.volumes.get(deps.db.kysely, volumeId);
+      const m = this.mirrors.get(volumeId);
+      if (!r || !v || r.mode !== 'sync' || r.state !== 'enabled' || !m?.inStep || m.broken || this.o.drivers.get(r.primary_cluster) !== driver) return;
+      const w = await this.beginPoint(r, v, driver);
+      try {
+        const at = deps.clock.now();
+        const take = (): Promise<void> => driver.createSnapshot(w.point);
+        if (deps.exports) await deps.exports.quiesce(v.id, take);
+        else await take();
+        if (m.broken || this.mirrors.get(volumeId) !== m) return; // the copies may have differed at that instant
+        const recorded = await deps.db.kysely.updateTable('volume_replicas').set({ last_point_id: w.point.id, last_point_at: isoAt(at), updated_at: isoAt(deps.clock.now()) })
+          .where('volume_id', '=', v.id).where('primary_cluster', '=', r.primary_cluster).where('state', '=', 'enabled')
+          .where('last_point_id', r.last_point_id === null ? 'is' : '=', r.last_point_id).executeTakeFirst();
+        w.committed = Number(recorded.numUpdatedRows) > 0;
+      } finally {
+        await this.endPoint(w, driver);
       }
     });
   }
@@ -512,7 +589,7 @@ export class Replicator {
   }
 
   /** The driver's changed extents between two points, or undefined (everything) when it cannot tell. */
-  private async changedSince(driver: GuardedDriver, vol: { id: string; sizeGiB: number }, from: { id: string; volumeId: string; sizeGiB: number }, to: { id: string; volumeId: string; sizeGiB: number }): Promise<ChangedExtent[] | undefined> {
+  private async changedSince(driver: GuardedDriver, vol: { id: string; sizeGiB: number }, from: { id: string; volumeId: string; sizeGiB: number }, to?: { id: string; volumeId: string; sizeGiB: number }): Promise<ChangedExtent[] | undefined> {
     if (!driver.capabilities.supportsChangedExtents) return undefined;
     try {
       return await driver.changedExtents(vol, from, to);
@@ -592,25 +669,6 @@ export class Replicator {
 /** The replica's `last_error` while its copy lags: how old its last point is, against its RPO. */
 function lagText(r: VolumeReplicaRow, ageMs: number): string {
   return `The last point shipped is ${(ageMs / 1000).toFixed(1)} s old, more than the RPO of ${r.rpo_seconds} s: the secondary copy is lagging.`;
-}
-
-/** The bytes a volume's allocated extents hold (what a mirror's first copy read), for the replica's count. */
-async function allocatedBytes(driver: GuardedDriver, v: VolumeRow): Promise<number> {
-  const h = await driver.openVolume({ id: v.id, sizeGiB: v.size });
-  try {
-    let bytes = 0;
-    for (let offset = 0; offset < h.sizeBytes;) {
-      const extents = h.blockStatus ? await h.blockStatus(offset, h.sizeBytes - offset) : [{ length: h.sizeBytes - offset, zero: false, hole: false }];
-      if (extents.length === 0) break;
-      for (const e of extents) {
-        if (!e.zero) bytes += e.length;
-        offset += e.length;
-      }
-    }
-    return bytes;
-  } finally {
-    await h.close();
-  }
 }
 
 /** Sorts and merges ranges (those less than {@link SHIP_GAP_BYTES} apart too), clipped to `size`. */

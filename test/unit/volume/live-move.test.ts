@@ -109,3 +109,23 @@ test('begin fences the volume after the mirror is in place; end fences it after 
   await moves.end('v1');
   assert.deepEqual(seen, ['v1:mirrored', 'v1:direct']);
 });
+
+test('a copy of given ranges writes only those (zeroing holes within them) and counts the data bytes written', async () => {
+  const { source, dest, check, checkDest } = await pair();
+  // The destination holds the source everywhere but in two ranges: one changed, one that became a hole.
+  await check.write(0, Buffer.alloc(10 * MiB, 3));
+  await checkDest.write(0, Buffer.alloc(10 * MiB, 3));
+  await check.write(MiB, Buffer.alloc(MiB, 9));
+  await check.writeZeroes!(6 * MiB, MiB, true);
+  // Outside the ranges the destination differs on purpose: the copy must not touch it.
+  await checkDest.write(8 * MiB, Buffer.alloc(MiB, 5));
+  const move = new LiveMove(source, dest);
+  const progress: number[] = [];
+  const bytes = await move.copy((p) => progress.push(p.doneBytes), { zeroHoles: true, ranges: [{ offset: MiB, length: MiB }, { offset: 6 * MiB, length: MiB }] });
+  assert.equal(bytes, MiB, 'the changed MiB, not the zeroed one');
+  assert.deepEqual(progress.at(-1), 2 * MiB);
+  assert.ok((await checkDest.read(MiB, MiB)).equals(Buffer.alloc(MiB, 9)));
+  assert.ok((await checkDest.read(6 * MiB, MiB)).equals(Buffer.alloc(MiB)));
+  assert.ok((await checkDest.read(8 * MiB, MiB)).equals(Buffer.alloc(MiB, 5)), 'outside the ranges nothing was written');
+  await move.close();
+});
