@@ -7,24 +7,14 @@
  * never a blank page. Screenshots as in dashboard.test.ts.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { browser, cellIs, open, rowIds, screenshots } from '../helpers/dashboard-page.ts';
-import { basaltKeystoneEnv, startKeystone, type Cloud, type Keystone } from '../helpers/keystone.ts';
-import { freePort } from '../helpers/net.ts';
+import { basaltKeystoneEnv, keystoneForFile } from '../helpers/keystone.ts';
 import { startTestServer, waitFor, type TestServer } from '../helpers/server.ts';
 
 const MV = { 'OpenStack-API-Version': 'volume 3.70' };
 
-let keystone: Keystone;
-let cloud: Cloud;
-let port: number;
-
-before(async () => {
-  keystone = await startKeystone();
-  port = await freePort();
-  cloud = await keystone.cloud(`http://127.0.0.1:${port}`);
-});
-after(() => keystone.stop());
+const ks = keystoneForFile();
 
 /** Creates a volume in the token's project and waits until it is available. */
 async function volume(s: TestServer, token: string, project: string, name: string): Promise<string> {
@@ -38,15 +28,15 @@ async function volume(s: TestServer, token: string, project: string, name: strin
 test('the dashboard with Keystone tokens: the project\'s volumes only, and a bad or revoked token said in words', async (t) => {
   const s = await startTestServer(t, {
     env: {
-      BASALT_PORT: String(port), BASALT_DASHBOARD_ENABLED: 'true', ...basaltKeystoneEnv(cloud),
+      BASALT_PORT: String(ks.port), BASALT_DASHBOARD_ENABLED: 'true', ...basaltKeystoneEnv(ks.cloud),
       // A revoked token is refused within a second (validations are cached that long).
       BASALT_KEYSTONE_AUTHTOKEN__TOKEN_CACHE_TIME: '1',
     },
   });
-  const alice = await cloud.token('alice', cloud.demo.name);
-  const mallory = await cloud.token('mallory', cloud.rival.name);
-  const ours = [await volume(s, alice, cloud.demo.id, 'demo-one'), await volume(s, alice, cloud.demo.id, 'demo-two')];
-  const theirs = await volume(s, mallory, cloud.rival.id, 'rival-one');
+  const alice = await ks.cloud.token('alice', ks.cloud.demo.name);
+  const mallory = await ks.cloud.token('mallory', ks.cloud.rival.name);
+  const ours = [await volume(s, alice, ks.cloud.demo.id, 'demo-one'), await volume(s, alice, ks.cloud.demo.id, 'demo-two')];
+  const theirs = await volume(s, mallory, ks.cloud.rival.id, 'rival-one');
 
   const shoot = screenshots(t);
   const page = await (await browser(t)).newPage();
@@ -70,7 +60,7 @@ test('the dashboard with Keystone tokens: the project\'s volumes only, and a bad
   await page.fill('[data-testid="token"]', alice);
   await page.click('[data-testid="sign-in"]');
   await page.locator('main[data-page="volumes"] [data-testid="loaded-at"]').filter({ hasNotText: 'loading' }).waitFor();
-  const listed = (await s.request('GET', `/v3/${cloud.demo.id}/volumes/detail?all_tenants=1`, undefined, { ...MV, 'X-Auth-Token': alice })).body.volumes as Array<{ id: string; name: string; status: string }>;
+  const listed = (await s.request('GET', `/v3/${ks.cloud.demo.id}/volumes/detail?all_tenants=1`, undefined, { ...MV, 'X-Auth-Token': alice })).body.volumes as Array<{ id: string; name: string; status: string }>;
   assert.deepEqual(new Set(listed.map((v) => v.id)), new Set(ours));
   for (const v of listed) {
     await cellIs(page, 'volumes', v.id, 'name', v.name);
@@ -87,7 +77,7 @@ test('the dashboard with Keystone tokens: the project\'s volumes only, and a bad
   await open(page, 'volumes');
 
   // The token is revoked while the tab is open: the next refresh signs the tab out, saying why.
-  const revoke = await fetch(`${cloud.authUrl}/auth/tokens`, { method: 'DELETE', headers: { 'X-Auth-Token': alice, 'X-Subject-Token': alice } });
+  const revoke = await fetch(`${ks.cloud.authUrl}/auth/tokens`, { method: 'DELETE', headers: { 'X-Auth-Token': alice, 'X-Subject-Token': alice } });
   assert.equal(revoke.status, 204);
   await waitFor('signed out', async () => (await page.locator('[data-testid="sign-in-error"]').count()) > 0, 60_000);
   const said = (await page.locator('[data-testid="sign-in-error"]').textContent())?.trim() ?? '';
@@ -97,7 +87,7 @@ test('the dashboard with Keystone tokens: the project\'s volumes only, and a bad
   await shoot(page, 'keystone-token-revoked');
 
   // Signed in again with a fresh token: the same volumes.
-  await page.fill('[data-testid="token"]', await cloud.token('alice', cloud.demo.name));
+  await page.fill('[data-testid="token"]', await ks.cloud.token('alice', ks.cloud.demo.name));
   await page.click('[data-testid="sign-in"]');
   await cellIs(page, 'volumes', ours[0]!, 'name', 'demo-one');
 

@@ -10,36 +10,27 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { basaltKeystoneEnv, keystoneDoor, startKeystone, type Cloud, type Keystone, type KeystoneDoor } from '../helpers/keystone.ts';
+import { basaltKeystoneEnv, keystoneDoor, keystoneForFile, type KeystoneDoor } from '../helpers/keystone.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { freePort } from '../helpers/net.ts';
 
 const run = promisify(execFile);
 
 
-let keystone: Keystone;
-let cloud: Cloud;
-let port: number;
-
-before(async () => {
-  keystone = await startKeystone();
-  port = await freePort();
-  cloud = await keystone.cloud(`http://127.0.0.1:${port}`);
-});
-after(() => keystone.stop());
+const ks = keystoneForFile();
 
 /**
  * A Basalt using Keystone through a door of its own (which counts its calls
  * exactly); `env` overrides. Log lines land in `logLines` when given.
  */
 async function basalt(t: Parameters<typeof startTestServer>[0], env: Record<string, string> = {}, logLines?: string[]): Promise<TestServer & { door: KeystoneDoor }> {
-  const door = await keystoneDoor(keystone.url);
+  const door = await keystoneDoor(ks.keystone.url);
   t.after(() => door.close());
   const s = await startTestServer(t, {
     env: {
-      BASALT_PORT: String(port), ...basaltKeystoneEnv(cloud, door.url), ...env,
+      BASALT_PORT: String(ks.port), ...basaltKeystoneEnv(ks.cloud, door.url), ...env,
     },
     ...(logLines ? { logLines } : {}),
   });
@@ -55,20 +46,20 @@ test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) =
   const s = await basalt(t);
   const call = (token: string | undefined, method: string, path: string, body?: unknown) =>
     s.request(method, path, body, token === undefined ? { 'X-Auth-Token': '' } : { 'X-Auth-Token': token });
-  const demo = `/v3/${cloud.demo.id}`;
+  const demo = `/v3/${ks.cloud.demo.id}`;
 
   const none = await call(undefined, 'GET', `${demo}/volumes`);
   assert.equal(none.status, 401);
-  assert.equal(none.headers.get('www-authenticate'), `Keystone uri="${cloud.authUrl}"`);
+  assert.equal(none.headers.get('www-authenticate'), `Keystone uri="${ks.cloud.authUrl}"`);
   const forged = await call('gAAAAAB-not-a-token', 'GET', `${demo}/volumes`);
   assert.equal(forged.status, 401);
   assert.ok(forged.headers.get('www-authenticate'));
   assert.equal((await s.request('GET', '/', undefined, { 'X-Auth-Token': '' })).status, 300, 'version discovery needs no token');
 
   // A member of a project Basalt has never seen: empty lists, default quotas and type, creates at once.
-  const alice = await cloud.token('alice', 'demo');
+  const alice = await ks.cloud.token('alice', 'demo');
   assert.deepEqual((await call(alice, 'GET', `${demo}/volumes`)).body, { volumes: [] });
-  assert.equal((await call(alice, 'GET', `${demo}/os-quota-sets/${cloud.demo.id}`)).body.quota_set.volumes, 10);
+  assert.equal((await call(alice, 'GET', `${demo}/os-quota-sets/${ks.cloud.demo.id}`)).body.quota_set.volumes, 10);
   const created = await call(alice, 'POST', `${demo}/volumes`, { volume: { size: 1, name: 'from-keystone' } });
   assert.equal(created.status, 202, JSON.stringify(created.body));
   const id = created.body.volume.id as string;
@@ -76,23 +67,23 @@ test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) =
   assert.equal((await call(alice, 'GET', `${demo}/volumes/${id}`)).body.volume.user_id, (await tokenUser(alice)));
 
   // A reader reads and is refused changes.
-  const rita = await cloud.token('rita', 'demo');
+  const rita = await ks.cloud.token('rita', 'demo');
   assert.equal((await call(rita, 'GET', `${demo}/volumes/${id}`)).status, 200);
   const refused = await call(rita, 'POST', `${demo}/volumes`, { volume: { size: 1 } });
   assert.equal(refused.status, 403);
   assert.equal(refused.body.forbidden.message, "Policy doesn't allow volume:create to be performed.");
 
   // Another project's member: refused the URL, and does not see the volume under its own.
-  const mallory = await cloud.token('mallory', 'rival');
+  const mallory = await ks.cloud.token('mallory', 'rival');
   assert.equal((await call(mallory, 'GET', `${demo}/volumes`)).status, 400);
-  assert.equal((await call(mallory, 'GET', `/v3/${cloud.rival.id}/volumes/${id}`)).status, 404);
-  assert.equal((await call(mallory, 'GET', `/v3/${cloud.rival.id}/os-services`)).status, 403);
+  assert.equal((await call(mallory, 'GET', `/v3/${ks.cloud.rival.id}/volumes/${id}`)).status, 404);
+  assert.equal((await call(mallory, 'GET', `/v3/${ks.cloud.rival.id}/os-services`)).status, 403);
 
   // The cloud admin sees every project's volumes and the services.
-  const admin = await cloud.token('admin', 'admin');
-  const all = await call(admin, 'GET', `/v3/${cloud.adminProject.id}/volumes/detail?all_tenants=1`);
+  const admin = await ks.cloud.token('admin', 'admin');
+  const all = await call(admin, 'GET', `/v3/${ks.cloud.adminProject.id}/volumes/detail?all_tenants=1`);
   assert.ok((all.body.volumes as Array<{ id: string }>).some((v) => v.id === id));
-  assert.equal((await call(admin, 'GET', `/v3/${cloud.adminProject.id}/os-services`)).status, 200);
+  assert.equal((await call(admin, 'GET', `/v3/${ks.cloud.adminProject.id}/os-services`)).status, 200);
 
   // Cached: repeating a request with a known token does not ask Keystone again.
   const settledValidations = async () => s.door.validations();
@@ -107,8 +98,8 @@ test('Keystone tokens: 401s, roles, projects, the validation cache', async (t) =
 test('the validation cache is bounded in size and in time', async (t) => {
   const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__TOKEN_CACHE_SIZE: '1', BASALT_KEYSTONE_AUTHTOKEN__TOKEN_CACHE_TIME: '4' });
   const validations = async () => s.door.validations();
-  const [alice, rita] = [await cloud.token('alice', 'demo'), await cloud.token('rita', 'demo')];
-  const get = async (token: string) => assert.equal((await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': token })).status, 200);
+  const [alice, rita] = [await ks.cloud.token('alice', 'demo'), await ks.cloud.token('rita', 'demo')];
+  const get = async (token: string) => assert.equal((await s.request('GET', `/v3/${ks.cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': token })).status, 200);
   await get(alice);
   let n = await validations();
   await get(alice);
@@ -140,20 +131,20 @@ test('issue 13 defect 12: a Keystone that cannot be reached is an opaque 503 aft
   const dead = await freePort();
   const logLines: string[] = [];
   const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__AUTH_URL: `http://127.0.0.1:${dead}` }, logLines);
-  const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'gAAAAAB-some-token' });
-  assertOpaque(r, ['127.0.0.1', String(dead), cloud.service.user], logLines, new RegExp(`Keystone at http://127\\.0\\.0\\.1:${dead} cannot be reached \\(4 tries\\)`));
+  const r = await s.request('GET', `/v3/${ks.cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'gAAAAAB-some-token' });
+  assertOpaque(r, ['127.0.0.1', String(dead), ks.cloud.service.user], logLines, new RegExp(`Keystone at http://127\\.0\\.0\\.1:${dead} cannot be reached \\(4 tries\\)`));
   assert.equal(logLines.filter((l) => l.includes('trying again')).length, 3, 'three retries (http_request_max_retries) before the 503');
-  const odd = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'x'.repeat(9000) });
+  const odd = await s.request('GET', `/v3/${ks.cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': 'x'.repeat(9000) });
   assert.equal(odd.status, 401, 'refused before Keystone is asked');
 });
 
 test('issue 13 defect 12: a wrong service password is an opaque 503: the caller learns neither the user nor the URL', async (t) => {
   const logLines: string[] = [];
   const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__PASSWORD: 'not-the-password' }, logLines);
-  const alice = await cloud.token('alice', 'demo');
+  const alice = await ks.cloud.token('alice', 'demo');
   for (const token of [alice, 'gAAAAAB-some-token']) {
-    const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': token });
-    assertOpaque(r, [cloud.service.user, s.door.url, new URL(s.door.url).port], logLines, new RegExp(`refused Basalt's service user ${cloud.service.user} \\(401\\)`));
+    const r = await s.request('GET', `/v3/${ks.cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': token });
+    assertOpaque(r, [ks.cloud.service.user, s.door.url, new URL(s.door.url).port], logLines, new RegExp(`refused Basalt's service user ${ks.cloud.service.user} \\(401\\)`));
   }
   assert.equal(s.door.seen.filter((k) => k === 'POST /v3/auth/tokens').length, 2, 'a refused password is not retried (it is not slowness)');
 });
@@ -162,11 +153,11 @@ test('issue 13: a Keystone too slow for one try is tried again, and the request 
   const logLines: string[] = [];
   // Long enough that the real Keystone answers the retries in time on a busy 2-core machine (0.5 s did not, once in CI).
   const s = await basalt(t, { BASALT_PORT: '0', BASALT_KEYSTONE_AUTHTOKEN__HTTP_CONNECT_TIMEOUT: '2' }, logLines);
-  const alice = await cloud.token('alice', 'demo');
+  const alice = await ks.cloud.token('alice', 'demo');
   // The service login and the first validation each get no answer within their timeout.
   const login = s.door.hold('POST /v3/auth/tokens', 1);
   const validation = s.door.hold('GET /v3/auth/tokens', 1);
-  const r = await s.request('GET', `/v3/${cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': alice });
+  const r = await s.request('GET', `/v3/${ks.cloud.demo.id}/volumes`, undefined, { 'X-Auth-Token': alice });
   assert.equal(r.status, 200, JSON.stringify(r.body));
   assert.equal(await login, 1);
   assert.equal(await validation, 1);
@@ -177,7 +168,7 @@ test('issue 13: a Keystone too slow for one try is tried again, and the request 
 
 /** The user id inside a token (as Keystone says). */
 async function tokenUser(token: string): Promise<string> {
-  const r = await fetch(`${cloud.authUrl}/auth/tokens`, { headers: { 'X-Auth-Token': token, 'X-Subject-Token': token } });
+  const r = await fetch(`${ks.cloud.authUrl}/auth/tokens`, { headers: { 'X-Auth-Token': token, 'X-Subject-Token': token } });
   return ((await r.json()) as { token: { user: { id: string } } }).token.user.id;
 }
 
@@ -186,7 +177,7 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   void s;
   const env = {
     PATH: '/usr/bin:/bin', HOME: '/tmp',
-    OS_AUTH_URL: cloud.authUrl, OS_USERNAME: 'alice', OS_PASSWORD: cloud.password, OS_PROJECT_NAME: 'demo',
+    OS_AUTH_URL: ks.cloud.authUrl, OS_USERNAME: 'alice', OS_PASSWORD: ks.cloud.password, OS_PROJECT_NAME: 'demo',
     OS_USER_DOMAIN_NAME: 'Default', OS_PROJECT_DOMAIN_NAME: 'Default', OS_IDENTITY_API_VERSION: '3', OS_REGION_NAME: 'RegionOne',
   };
   const cinder = async (...args: string[]) => (await run('/usr/bin/cinder', ['--os-volume-api-version', '3.55', ...args], { env, timeout: 60_000 })).stdout;
@@ -197,7 +188,7 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   // (the version is read from the URL; nothing is called for a volume without --image).
   const noImage = await openstack('volume', 'create', '--size', '1', 'occ-made').then(() => '', (e: { stderr: string }) => e.stderr);
   assert.match(noImage, /endpoint for image service in RegionOne region not found/);
-  await cloud.addService('image', 'glance', 'http://127.0.0.1:9/v2');
+  await ks.cloud.addService('image', 'glance', 'http://127.0.0.1:9/v2');
   const occ = JSON.parse(await openstack('volume', 'create', '--size', '1', 'occ-made', '-f', 'json')) as { id: string; size: number };
   assert.equal(occ.size, 1);
   await until(async () => JSON.parse(await openstack('volume', 'show', occ.id, '-f', 'json')).status === 'available');
@@ -219,7 +210,7 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   const types = JSON.parse(await openstack('volume', 'type', 'list', '-f', 'json')) as Array<{ Name: string }>;
   assert.ok(types.some((x) => x.Name === '__DEFAULT__'));
   // Types are managed by the cloud admin; a member is refused.
-  const adminEnv = { ...env, OS_USERNAME: 'admin', OS_PASSWORD: cloud.adminPassword, OS_PROJECT_NAME: 'admin', OS_VOLUME_API_VERSION: '3' };
+  const adminEnv = { ...env, OS_USERNAME: 'admin', OS_PASSWORD: ks.cloud.adminPassword, OS_PROJECT_NAME: 'admin', OS_VOLUME_API_VERSION: '3' };
   await run('/usr/bin/openstack', ['volume', 'type', 'create', '--property', 'tier=gold', 'gold'], { env: adminEnv, timeout: 60_000 });
   const gold = JSON.parse((await run('/usr/bin/openstack', ['volume', 'type', 'show', 'gold', '-f', 'json'], { env: adminEnv, timeout: 60_000 })).stdout) as { name: string; properties: unknown };
   assert.equal(gold.name, 'gold');

@@ -12,6 +12,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { freePort } from './net.ts';
 
 
@@ -55,6 +56,29 @@ export interface Keystone {
   /** Creates users, projects, roles and Basalt's endpoint (`basaltUrl` like http://127.0.0.1:8776). */
   cloud(basaltUrl: string): Promise<Cloud>;
   stop(): Promise<void>;
+}
+
+/** One Keystone and its cloud for the tests of a file, with the port its Basalt is to listen on. */
+export interface KeystoneForFile {
+  readonly keystone: Keystone;
+  readonly cloud: Cloud;
+  /** Where the file's Basalt listens: the catalog's volumev3 endpoint names it. */
+  readonly port: number;
+}
+
+/**
+ * Starts a Keystone before the file's tests and stops it after them (the
+ * `before`/`after` hooks of the calling file); its fields are set once they run.
+ */
+export function keystoneForFile(): KeystoneForFile {
+  const fixture = {} as { keystone: Keystone; cloud: Cloud; port: number };
+  before(async () => {
+    fixture.keystone = await startKeystone();
+    fixture.port = await freePort();
+    fixture.cloud = await fixture.keystone.cloud(`http://127.0.0.1:${fixture.port}`);
+  });
+  after(() => fixture.keystone?.stop());
+  return fixture;
 }
 
 /** Starts Keystone; resolves once it answers. Needs Debian's python3-keystone, uwsgi-core and uwsgi-plugin-python3. */
