@@ -194,6 +194,10 @@ typedef enum {
   OP_OPEN, OP_CLOSE, OP_STAT, OP_RESIZE, OP_FLATTEN, OP_SNAP_CREATE, OP_SNAP_REMOVE,
   OP_SNAP_ROLLBACK, OP_SNAP_RENAME, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
   OP_PARENT, OP_CHILDREN, OP_DIFF, OP_POOL_STATS,
+  /* mirroring (rbd-mirror): pool and site calls on a cluster, image calls on an open image */
+  OP_MIRROR_MODE_SET, OP_MIRROR_MODE_GET, OP_MIRROR_SITE_NAME_SET, OP_MIRROR_BOOTSTRAP_CREATE, OP_MIRROR_BOOTSTRAP_IMPORT,
+  OP_MIRROR_PEER_LIST, OP_MIRROR_ENABLE, OP_MIRROR_DISABLE, OP_MIRROR_PROMOTE, OP_MIRROR_DEMOTE, OP_MIRROR_RESYNC,
+  OP_MIRROR_INFO, OP_MIRROR_SNAPSHOT, OP_MIRROR_STATUS,
 } op_t;
 
 /* One entry of a list result (images, snapshots, children, diff extents). */
@@ -379,6 +383,89 @@ static int do_parent(job_t *j) {
   return rc;
 }
 
+/* ---- mirroring ---- */
+
+static int do_mirror_mode_set(job_t *j, rados_ioctx_t io) { return rbd_mirror_mode_set(io, (rbd_mirror_mode_t)j->n[0]); }
+
+static int do_mirror_mode_get(job_t *j, rados_ioctx_t io) {
+  rbd_mirror_mode_t mode;
+  int rc = rbd_mirror_mode_get(io, &mode);
+  j->flag = (int)mode;
+  return rc;
+}
+
+/* A bootstrap token (base64 text, a few hundred bytes) into j->out. */
+static int do_mirror_bootstrap_create(job_t *j, rados_ioctx_t io) {
+  size_t len = 4096;
+  for (;;) {
+    char *buf = malloc(len);
+    if (!buf) return -ENOMEM;
+    int rc = rbd_mirror_peer_bootstrap_create(io, buf, &len);
+    if (rc == -ERANGE) {
+      free(buf);
+      continue;
+    }
+    if (rc < 0) {
+      free(buf);
+      return rc;
+    }
+    j->outs = buf; /* freed with free(), see job_complete */
+    j->outslen = strnlen(buf, len);
+    j->flag = 1;
+    return 0;
+  }
+}
+
+static int do_mirror_bootstrap_import(job_t *j, rados_ioctx_t io) {
+  return rbd_mirror_peer_bootstrap_import(io, (rbd_mirror_peer_direction_t)j->n[0], j->s[1]);
+}
+
+static int do_mirror_peer_list(job_t *j, rados_ioctx_t io) {
+  int max = 8, rc;
+  rbd_mirror_peer_site_t *peers;
+  for (;;) {
+    peers = calloc(max, sizeof *peers);
+    if (!peers) return -ENOMEM;
+    rc = rbd_mirror_peer_site_list(io, peers, &max);
+    if (rc != -ERANGE) break;
+    free(peers);
+  }
+  if (rc >= 0) {
+    for (int i = 0; i < max && rc >= 0; i++)
+      rc = push(j, (entry_t){ .flag = peers[i].direction, .a = dup_or_null(peers[i].uuid), .b = dup_or_null(peers[i].site_name), .c = dup_or_null(peers[i].mirror_uuid) });
+    rbd_mirror_peer_site_list_cleanup(peers, max);
+  }
+  free(peers);
+  return rc < 0 ? rc : 0;
+}
+
+/* The image's mirroring (global id, state, primary) as the first entry; its sites' statuses after it (OP_MIRROR_STATUS). */
+static int do_mirror_status(job_t *j, int with_sites) {
+  if (!with_sites) {
+    rbd_mirror_image_info_t info;
+    int rc = rbd_mirror_image_get_info(j->img->rbd, &info, sizeof info);
+    if (rc < 0) return rc;
+    rc = push(j, (entry_t){ .x = (uint64_t)info.state, .flag = info.primary, .a = dup_or_null(info.global_id) });
+    rbd_mirror_image_get_info_cleanup(&info);
+    if (rc == 0) {
+      rbd_mirror_image_mode_t mode = RBD_MIRROR_IMAGE_MODE_JOURNAL;
+      if (info.state == RBD_MIRROR_IMAGE_ENABLED && rbd_mirror_image_get_mode(j->img->rbd, &mode) == 0) j->list[0].y = (uint64_t)mode;
+    }
+    return rc;
+  }
+  rbd_mirror_image_global_status_t st;
+  int rc = rbd_mirror_image_get_global_status(j->img->rbd, &st, sizeof st);
+  if (rc < 0) return rc;
+  rc = push(j, (entry_t){ .x = (uint64_t)st.info.state, .flag = st.info.primary, .a = dup_or_null(st.info.global_id) });
+  for (uint32_t i = 0; i < st.site_statuses_count && rc >= 0; i++) {
+    rbd_mirror_image_site_status_t *site = &st.site_statuses[i];
+    rc = push(j, (entry_t){ .x = (uint64_t)site->state, .y = (uint64_t)site->last_update, .flag = site->up,
+                            .a = dup_or_null(site->mirror_uuid), .b = dup_or_null(site->description) });
+  }
+  rbd_mirror_image_global_status_cleanup(&st);
+  return rc < 0 ? rc : 0;
+}
+
 static void job_execute(job_t *j) {
   rbd_image_t rbd = j->img ? j->img->rbd : NULL;
   switch (j->op) {
@@ -436,7 +523,48 @@ static void job_execute(job_t *j) {
     case OP_DIFF:
       j->rc = rbd_diff_iterate2(rbd, j->s[0], j->n[0], j->n[1], 1, (uint8_t)j->n[2], diff_cb, j);
       break;
+    case OP_MIRROR_MODE_SET: j->rc = with_ioctx(j, do_mirror_mode_set); break;
+    case OP_MIRROR_MODE_GET: j->rc = with_ioctx(j, do_mirror_mode_get); break;
+    case OP_MIRROR_SITE_NAME_SET: j->rc = rbd_mirror_site_name_set(j->cl->rados, j->s[0]); break;
+    case OP_MIRROR_BOOTSTRAP_CREATE: j->rc = with_ioctx(j, do_mirror_bootstrap_create); break;
+    case OP_MIRROR_BOOTSTRAP_IMPORT: j->rc = with_ioctx(j, do_mirror_bootstrap_import); break;
+    case OP_MIRROR_PEER_LIST: j->rc = with_ioctx(j, do_mirror_peer_list); break;
+    case OP_MIRROR_ENABLE: j->rc = rbd_mirror_image_enable2(rbd, (rbd_mirror_image_mode_t)j->n[0]); break;
+    case OP_MIRROR_DISABLE: j->rc = rbd_mirror_image_disable(rbd, j->n[0] != 0); break;
+    case OP_MIRROR_PROMOTE: j->rc = rbd_mirror_image_promote(rbd, j->n[0] != 0); break;
+    case OP_MIRROR_DEMOTE: j->rc = rbd_mirror_image_demote(rbd); break;
+    case OP_MIRROR_RESYNC: j->rc = rbd_mirror_image_resync(rbd); break;
+    case OP_MIRROR_INFO: j->rc = do_mirror_status(j, 0); break;
+    case OP_MIRROR_STATUS: j->rc = do_mirror_status(j, 1); break;
+    case OP_MIRROR_SNAPSHOT: {
+      uint64_t id = 0;
+      j->rc = rbd_mirror_image_create_snapshot(rbd, &id);
+      j->overlap = id;
+      break;
+    }
   }
+}
+
+/* One mirroring entry as an object: the image's (global id, state, primary, mode) or a site's status. */
+static napi_value mirror_entry(napi_env env, entry_t *e, int site) {
+  napi_value v, b;
+  napi_create_object(env, &v);
+  napi_get_boolean(env, e->flag, &b);
+  if (!site) {
+    static const char *states[] = { "disabling", "enabled", "disabled" };
+    set(env, v, "globalId", string(env, e->a ? e->a : ""));
+    set(env, v, "state", string(env, e->x < 3 ? states[e->x] : "unknown"));
+    set(env, v, "primary", b);
+    set(env, v, "mode", string(env, e->x == RBD_MIRROR_IMAGE_ENABLED ? (e->y == RBD_MIRROR_IMAGE_MODE_SNAPSHOT ? "snapshot" : "journal") : NULL));
+    return v;
+  }
+  static const char *states[] = { "unknown", "error", "syncing", "starting_replay", "replaying", "stopping_replay", "stopped" };
+  set(env, v, "mirrorUuid", string(env, e->a ? e->a : ""));
+  set(env, v, "state", string(env, e->x < 7 ? states[e->x] : "unknown"));
+  set(env, v, "description", string(env, e->b ? e->b : ""));
+  set(env, v, "lastUpdate", number(env, (double)e->y));
+  set(env, v, "up", b);
+  return v;
 }
 
 static napi_value list_value(napi_env env, job_t *j) {
@@ -504,6 +632,35 @@ static napi_value result_value(napi_env env, job_t *j) {
       set(env, v, "overlapBytes", number(env, (double)j->overlap));
       return v;
     case OP_SNAP_IS_PROTECTED: napi_get_boolean(env, j->flag, &v); return v;
+    case OP_MIRROR_MODE_GET: {
+      static const char *modes[] = { "disabled", "image", "pool" };
+      return string(env, j->flag >= 0 && j->flag < 3 ? modes[j->flag] : "disabled");
+    }
+    case OP_MIRROR_BOOTSTRAP_CREATE: napi_create_string_utf8(env, j->outs, j->outslen, &v); return v;
+    case OP_MIRROR_SNAPSHOT: return number(env, (double)j->overlap);
+    case OP_MIRROR_INFO: return j->count > 0 ? mirror_entry(env, &j->list[0], 0) : undefined(env);
+    case OP_MIRROR_STATUS: {
+      napi_value sites;
+      v = j->count > 0 ? mirror_entry(env, &j->list[0], 0) : undefined(env);
+      napi_create_array_with_length(env, j->count ? j->count - 1 : 0, &sites);
+      for (size_t i = 1; i < j->count; i++) napi_set_element(env, sites, (uint32_t)(i - 1), mirror_entry(env, &j->list[i], 1));
+      if (j->count > 0) set(env, v, "sites", sites);
+      return v;
+    }
+    case OP_MIRROR_PEER_LIST: {
+      static const char *dirs[] = { "rx-only", "tx-only", "rx-tx" };
+      napi_create_array_with_length(env, j->count, &v);
+      for (size_t i = 0; i < j->count; i++) {
+        napi_value p;
+        napi_create_object(env, &p);
+        set(env, p, "uuid", string(env, j->list[i].a));
+        set(env, p, "siteName", string(env, j->list[i].b));
+        set(env, p, "mirrorUuid", string(env, j->list[i].c));
+        set(env, p, "direction", string(env, j->list[i].flag >= 0 && j->list[i].flag < 3 ? dirs[j->list[i].flag] : "rx-tx"));
+        napi_set_element(env, v, (uint32_t)i, p);
+      }
+      return v;
+    }
     case OP_POOL_STATS:
       napi_create_object(env, &v);
       set(env, v, "images", number(env, (double)j->images));
@@ -569,7 +726,8 @@ static void job_complete(napi_env env, job_t *j) {
   }
   free(j->list);
   if (j->out) rados_buffer_free(j->out);
-  if (j->outs) rados_buffer_free(j->outs);
+  if (j->outs && j->op == OP_MIRROR_BOOTSTRAP_CREATE) free(j->outs); /* ours, not librados's */
+  else if (j->outs) rados_buffer_free(j->outs);
   free(j);
 }
 
@@ -809,6 +967,33 @@ static napi_value js_parent(napi_env env, napi_callback_info info) { return imag
 static napi_value js_children(napi_env env, napi_callback_info info) { return image_job(env, info, OP_CHILDREN, "rbd_list_children3", 0, 0); }
 /* diffIterate(image, fromSnap, offset, length, wholeObject) */
 static napi_value js_diff(napi_env env, napi_callback_info info) { return image_job(env, info, OP_DIFF, "rbd_diff_iterate2", 1, 3); }
+
+/* mirrorModeSet(cluster, pool, mode): 0 disabled, 1 image, 2 pool (rbd_mirror_mode_t). */
+static napi_value js_mirror_mode_set(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_MIRROR_MODE_SET, "rbd_mirror_mode_set", 1, 1); }
+/* mirrorModeGet(cluster, pool) → 'disabled' | 'image' | 'pool' */
+static napi_value js_mirror_mode_get(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_MIRROR_MODE_GET, "rbd_mirror_mode_get", 1, 0); }
+/* mirrorSiteNameSet(cluster, name): the cluster's site name, as peers see it. */
+static napi_value js_mirror_site_name_set(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_MIRROR_SITE_NAME_SET, "rbd_mirror_site_name_set", 1, 0); }
+/* mirrorBootstrapCreate(cluster, pool) → a token another cluster imports (it holds a key: never logged). */
+static napi_value js_mirror_bootstrap_create(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_MIRROR_BOOTSTRAP_CREATE, "rbd_mirror_peer_bootstrap_create", 1, 0); }
+/* mirrorBootstrapImport(cluster, pool, token, direction): 0 rx-only, 1 tx-only, 2 rx-tx. */
+static napi_value js_mirror_bootstrap_import(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_MIRROR_BOOTSTRAP_IMPORT, "rbd_mirror_peer_bootstrap_import", 2, 1); }
+/* mirrorPeers(cluster, pool) → [{ uuid, siteName, mirrorUuid, direction }] */
+static napi_value js_mirror_peer_list(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_MIRROR_PEER_LIST, "rbd_mirror_peer_site_list", 1, 0); }
+/* mirrorEnable(image, mode): 0 journal, 1 snapshot (rbd_mirror_image_mode_t). */
+static napi_value js_mirror_enable(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_ENABLE, "rbd_mirror_image_enable2", 0, 1); }
+/* mirrorDisable(image, force) */
+static napi_value js_mirror_disable(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_DISABLE, "rbd_mirror_image_disable", 0, 1); }
+/* mirrorPromote(image, force) */
+static napi_value js_mirror_promote(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_PROMOTE, "rbd_mirror_image_promote", 0, 1); }
+static napi_value js_mirror_demote(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_DEMOTE, "rbd_mirror_image_demote", 0, 0); }
+static napi_value js_mirror_resync(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_RESYNC, "rbd_mirror_image_resync", 0, 0); }
+/* mirrorInfo(image) → { globalId, state, primary, mode } */
+static napi_value js_mirror_info(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_INFO, "rbd_mirror_image_get_info", 0, 0); }
+/* mirrorStatus(image) → { globalId, state, primary, mode, sites: [{ mirrorUuid, state, description, lastUpdate, up }] } */
+static napi_value js_mirror_status(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_STATUS, "rbd_mirror_image_get_global_status", 0, 0); }
+/* mirrorSnapshot(image) → the new mirror snapshot's id */
+static napi_value js_mirror_snapshot(napi_env env, napi_callback_info info) { return image_job(env, info, OP_MIRROR_SNAPSHOT, "rbd_mirror_image_create_snapshot", 0, 0); }
 
 /* ---- block I/O: librbd's aio, completions through the image's thread-safe function ---- */
 
@@ -1051,6 +1236,11 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("aioRead", js_aio_read), FN("aioWrite", js_aio_write), FN("aioFlush", js_aio_flush),
     FN("aioDiscard", js_aio_discard), FN("aioWriteZeroes", js_aio_write_zeroes),
     FN("dataPlaneBackend", js_data_plane_backend), FN("clientAddress", js_client_address),
+    FN("mirrorModeSet", js_mirror_mode_set), FN("mirrorModeGet", js_mirror_mode_get), FN("mirrorSiteNameSet", js_mirror_site_name_set),
+    FN("mirrorBootstrapCreate", js_mirror_bootstrap_create), FN("mirrorBootstrapImport", js_mirror_bootstrap_import),
+    FN("mirrorPeers", js_mirror_peer_list), FN("mirrorEnable", js_mirror_enable), FN("mirrorDisable", js_mirror_disable),
+    FN("mirrorPromote", js_mirror_promote), FN("mirrorDemote", js_mirror_demote), FN("mirrorResync", js_mirror_resync),
+    FN("mirrorInfo", js_mirror_info), FN("mirrorStatus", js_mirror_status), FN("mirrorSnapshot", js_mirror_snapshot),
   };
 #undef FN
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

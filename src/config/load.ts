@@ -272,7 +272,7 @@ export function loadConfig(input: LoadConfigInput = {}): BasaltConfig {
     // [backend_defaults] may hold options of other drivers; only this driver's are read.
     const driverOptions = resolveGroup(driver.options, [name, 'backend_defaults'], raw, backendCtx, sources, name);
     const backend = { ...values, name, driverOptions } as unknown as BackendOptions;
-    replicationDevices(backend); // refuses a malformed replication_device at start, naming it
+    replicationDevices(backend, driver.replicationDeviceKeys ?? []); // refuses a malformed replication_device at start, naming it
     return backend;
   });
   const notes = [

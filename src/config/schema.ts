@@ -263,33 +263,42 @@ export const BACKEND_OPTIONS = {
 
 /** One replication target of a backend (`replication_device`), as parsed by {@link replicationDevices}. */
 export interface ReplicationDevice {
-  /** The target's name: the `volume_backend_name` of the Basalt backend holding the secondary copies. */
+  /** The target's name: the `volume_backend_name` of the Basalt backend holding the secondary copies (or, for a driver that replicates itself, its own name for the target). */
   readonly backendId: string;
+  /** The entry's other `key:value` pairs: those of a driver that replicates itself (rbd: `conf`, `user`, `keyring`, `secret_uuid`). */
+  readonly options: Readonly<Record<string, string>>;
 }
 
 /**
  * The replication targets `replication_device` names: `backend_id:NAME`
  * entries separated by `;` (Cinder repeats the option instead, which an INI
- * file here cannot). Other `key:value` pairs of an entry are Cinder drivers'
- * own and refused, so a typo cannot pass for a setting.
- * @throws ConfigError naming the option when an entry has no backend_id, or names one twice.
+ * file here cannot). Other `key:value` pairs of an entry are the backend's
+ * driver's (`driverKeys`, its registration's `replicationDeviceKeys`) and
+ * refused when it takes none of that name, so a typo cannot pass for a
+ * setting; `any` takes every key (for readers of a configuration that was
+ * checked with its driver's keys when it was loaded). Default none.
+ * @throws ConfigError naming the option when an entry has no backend_id, names one twice, or has a key the driver does not take.
  */
-export function replicationDevices(backend: { readonly name: string; readonly replication_device: string }): ReplicationDevice[] {
+export function replicationDevices(backend: { readonly name: string; readonly replication_device: string }, driverKeys: readonly string[] | 'any' = []): ReplicationDevice[] {
   const out: ReplicationDevice[] = [];
   for (const entry of backend.replication_device.split(';').map((e) => e.trim()).filter((e) => e !== '')) {
     const pairs = entry.split(',').map((p) => p.trim()).filter((p) => p !== '');
     let backendId: string | undefined;
+    const options: Record<string, string> = {};
     for (const pair of pairs) {
       const i = pair.indexOf(':');
       const [key, value] = i < 0 ? [pair, ''] : [pair.slice(0, i).trim(), pair.slice(i + 1).trim()];
-      if (key !== 'backend_id') throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: Basalt knows only the key backend_id, not ${key}.`);
-      if (value === '') throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: backend_id needs a name (backend_id:NAME).`);
-      backendId = value;
+      if (key !== 'backend_id' && driverKeys !== 'any' && !driverKeys.includes(key)) {
+        throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: Basalt knows only the key${driverKeys.length ? 's' : ''} ${['backend_id', ...driverKeys].join(', ')} here, not ${key}.`);
+      }
+      if (value === '') throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: ${key} needs a value (${key}:VALUE).`);
+      if (key === 'backend_id') backendId = value;
+      else options[key] = value;
     }
     if (backendId === undefined) throw new ConfigError(`Invalid value "${entry}" for option replication_device in [${backend.name}]: an entry must name backend_id.`);
     if (out.some((d) => d.backendId === backendId)) throw new ConfigError(`Invalid value for option replication_device in [${backend.name}]: backend_id ${backendId} is named twice.`);
     if (backendId === 'default') throw new ConfigError(`Invalid value for option replication_device in [${backend.name}]: backend_id default is Cinder's word for failing back and cannot name a target.`);
-    out.push({ backendId });
+    out.push({ backendId, options });
   }
   return out;
 }

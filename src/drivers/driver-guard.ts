@@ -146,6 +146,40 @@ export class GuardedDriver implements VolumeDriver {
     if (this.capabilities.canLoseVolumes && fn) fn.call(this.driver, listener);
   }
 
+  /** The backend replication method `name`, or a NOT_IMPLEMENTED refusal when the driver does not declare `supportsBackendReplication`. */
+  private replicationMethod<K extends 'enableReplication' | 'replicationPoint' | 'replicationState' | 'failOver'>(name: K): NonNullable<VolumeDriver[K]> {
+    const fn = this.driver[name];
+    if (!this.capabilities.supportsBackendReplication || !fn) throw new BasaltError('NOT_IMPLEMENTED', 'This backend does not replicate volumes itself.');
+    return fn.bind(this.driver) as NonNullable<VolumeDriver[K]>;
+  }
+
+  /** Puts a volume under the backend's own replication (see the contract). @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication`. */
+  async enableReplication(vol: VolumeRef, o: { mode: 'snapshot' | 'journal' }): Promise<void> {
+    const fn = this.replicationMethod('enableReplication');
+    return this.call('enableReplication', [volumeKey(vol.id)], () => fn(vol, o));
+  }
+
+  /** Marks a point the target is to reach; nothing when the driver has no such method. @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication`. */
+  async replicationPoint(vol: VolumeRef): Promise<void> {
+    this.replicationMethod('enableReplication'); // refuses a driver that does not replicate
+    const fn = this.driver.replicationPoint;
+    if (fn) await this.call('replicationPoint', [volumeKey(vol.id)], () => fn.call(this.driver, vol));
+  }
+
+  /** How a volume's replication stands (see the contract). @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication`. */
+  async replicationState(vol: VolumeRef): Promise<{ status: 'enabled' | 'copying' | 'error'; detail: string }> {
+    const fn = this.replicationMethod('replicationState');
+    const state = await this.call('replicationState', [volumeKey(vol.id)], () => fn(vol));
+    if (!['enabled', 'copying', 'error'].includes(state?.status)) throw new DriverError(`replicationState answered ${String(state?.status)}, not enabled, copying or error`);
+    return state;
+  }
+
+  /** Serves from target `backendId` (`default`: the backend's own storage), promoting `vols` there. @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication`. */
+  async failOver(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+    const fn = this.replicationMethod('failOver');
+    return this.call('failOver', vols.map((v) => volumeKey(v.id)), () => fn(backendId, vols));
+  }
+
   async changedExtents(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]> {
     const fn = this.driver.changedExtents;
     if (!this.capabilities.supportsChangedExtents || !fn) {

@@ -9,7 +9,7 @@
  * driver's options with the rest of the configuration and wraps what the
  * factory returns in the guard.
  */
-import type { OptionSpec, ResolvedOptions } from '../config/index.ts';
+import type { OptionSpec, ReplicationDevice, ResolvedOptions } from '../config/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { DRIVER_CONTRACT_VERSION, type VolumeDriver } from './volume-driver.ts';
 
@@ -22,6 +22,8 @@ export interface DriverContext<O extends DriverOptionGroup> {
   readonly backendName: string;
   /** The driver's own options, resolved for this backend. */
   readonly options: ResolvedOptions<O>;
+  /** The backend's `replication_device` targets, for a driver that replicates itself (`replicationDeviceKeys`). Default none. */
+  readonly replicationDevices?: readonly ReplicationDevice[];
 }
 
 /** How a driver registers: see the module comment. */
@@ -38,6 +40,13 @@ export interface DriverRegistration<O extends DriverOptionGroup = DriverOptionGr
    * share with the same meaning.
    */
   readonly options: O;
+  /**
+   * The keys besides `backend_id` a `replication_device` entry of this
+   * driver's backends may have (those of a driver that replicates itself,
+   * `supportsBackendReplication`). Default none: any other key is refused
+   * when the configuration is loaded.
+   */
+  readonly replicationDeviceKeys?: readonly string[];
   /**
    * Makes the driver of one backend. It must not touch the backend: that is
    * `init`'s work, which the guard runs (and retries) before the first call.

@@ -3,7 +3,7 @@
  * its configuration. Adding a driver means adding its registration to
  * {@link REGISTERED_DRIVERS}; nothing else in the core names a driver.
  */
-import type { BackendOptions } from '../config/index.ts';
+import { replicationDevices, type BackendOptions } from '../config/index.ts';
 import { ConfigError } from '../errors/index.ts';
 import { GuardedDriver } from './driver-guard.ts';
 import { checkContractVersion, type DriverRegistration } from './driver-registration.ts';
@@ -30,6 +30,6 @@ export function openDriver(backend: BackendOptions, registrations: readonly Driv
   const registration = findDriver(backend.volume_driver, registrations);
   if (!registration) throw new ConfigError(`Unknown volume_driver ${backend.volume_driver} in [${backend.name}]`);
   checkContractVersion(registration);
-  const driver = registration.create({ backendName: backend.name, options: backend.driverOptions as never });
+  const driver = registration.create({ backendName: backend.name, options: backend.driverOptions as never, replicationDevices: replicationDevices(backend, registration.replicationDeviceKeys ?? []) });
   return new GuardedDriver(driver, backend.driver_timeout_seconds * 1000);
 }

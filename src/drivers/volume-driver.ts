@@ -84,12 +84,13 @@
  * `supportsChangedExtents` with `changedExtents`; 1.6 added
  * `supportsAllocatedExtents` with `allocatedExtents`; 1.7 added
  * `VolumeHandle.dataPlaneBackend`; 1.8 added `canLoseVolumes` with
- * `watchLostVolumes`.
+ * `watchLostVolumes`; 1.9 added `supportsBackendReplication` with
+ * `enableReplication`, `replicationPoint`, `replicationState` and `failOver`.
  */
 import type { DataPlaneBackend } from '../common/index.ts';
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.8';
+export const DRIVER_CONTRACT_VERSION = '1.9';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -187,6 +188,15 @@ export interface DeclaredCapabilities {
    */
   readonly canLoseVolumes?: boolean;
   /**
+   * Whether the backend replicates its volumes to its `replication_device`
+   * targets itself (RBD: Ceph's rbd-mirror to a second cluster), with
+   * `enableReplication`, `replicationPoint`, `replicationState` and
+   * `failOver`: a failover then keeps each volume on the same backend, whose
+   * driver serves it from the target. Default false: replication is the
+   * core's, to another Basalt backend (`replicator.ts`).
+   */
+  readonly supportsBackendReplication?: boolean;
+  /**
    * Whether the driver's data lives only in its process's memory and is gone
    * when the process stops (the `memory` test driver). Default false. A
    * volume service of such a driver says at start how many volumes recorded
@@ -223,6 +233,7 @@ export const CAPABILITY_DEFAULTS: Readonly<Omit<DriverCapabilities, 'vendorName'
   supportsChangedExtents: false,
   supportsAllocatedExtents: false,
   canLoseVolumes: false,
+  supportsBackendReplication: false,
   volatile: false,
   storageProtocol: 'nbd',
 });
@@ -694,6 +705,73 @@ export interface VolumeDriver {
    * - Default if omitted: volumes are never lost.
    */
   watchLostVolumes?(listener: (volumeIds: readonly string[]) => void): void;
+
+  /**
+   * Puts a volume under the backend's own replication to its target.
+   * Optional: present exactly when `capabilities.supportsBackendReplication`
+   * (as are the three below).
+   * - When: by the core's loop (`replication-backend.ts`), for each volume of
+   *   a replicated type on this backend, until it succeeds once in the
+   *   process, and again after a failover.
+   * - Preconditions: the volume exists; `mode` is the type's
+   *   (`basalt:rbd_mirror_mode`, default `snapshot`).
+   * - Postconditions: the backend copies the volume to the target from now
+   *   on (the first copy may still be under way).
+   * - Idempotency: a volume already replicated succeeds.
+   * - Errors: `DriverError` (retryable while the target cannot be reached).
+   * - Default if omitted: refused (`NOT_IMPLEMENTED`).
+   */
+  enableReplication?(vol: VolumeRef, o: { mode: 'snapshot' | 'journal' }): Promise<void>;
+
+  /**
+   * Marks a point the target is to reach (RBD: a mirror snapshot, which
+   * rbd-mirror ships). Asynchronous replication loses at most the writes
+   * after the last point the target has.
+   * - When: by the core's loop, each half RPO (`basalt:replication_rpo_seconds`).
+   * - Preconditions: `enableReplication` succeeded for the volume.
+   * - Postconditions: the target will hold the volume as of now once it caught up.
+   * - Idempotency: each call marks a new point; older ones may be dropped.
+   * - Errors: `DriverError`.
+   * - Default if omitted: nothing to mark (continuous replication).
+   */
+  replicationPoint?(vol: VolumeRef): Promise<void>;
+
+  /**
+   * How the volume's replication stands, as `replication_status` shows it:
+   * `enabled` (the target is in step, up to the last point), `copying`
+   * (the first copy, or a point, is on its way; or the target has not
+   * reported yet), `error` (the target fails or cannot be reached).
+   * - When: by the core's loop, at every tick.
+   * - Preconditions: as {@link replicationPoint}.
+   * - Postconditions: none (reads only). `detail` is for operators' logs, never users.
+   * - Idempotency: read-only.
+   * - Errors: `DriverError` when the primary itself cannot be read.
+   * - Default if omitted: refused (`NOT_IMPLEMENTED`).
+   */
+  replicationState?(vol: VolumeRef): Promise<{ status: 'enabled' | 'copying' | 'error'; detail: string }>;
+
+  /**
+   * Makes the replication target `backendId` the storage the driver serves
+   * from (`default`: its own, a failback), promoting the copies of `vols`
+   * there and demoting their old primaries where those can be reached.
+   * - When: by the failover job (`os-services/failover_host`), with the
+   *   backend's replicated volumes; and, with none, by the core's loop in
+   *   every process of the backend whose services row names another active
+   *   target than the driver serves from (a restart while failed over, a
+   *   failover run by another member).
+   * - Preconditions: `backendId` is a configured target or `default`.
+   * - Postconditions: handles opened from now on use `backendId`'s storage;
+   *   handles open before fail every call and the driver reports their
+   *   volumes lost (`watchLostVolumes`), so the core drops their exports and
+   *   hosts reconnect. The result names the volumes whose copy could not be
+   *   promoted (they stay where they were).
+   * - Idempotency: a volume already promoted there counts as done; a call
+   *   after a crash midway completes the rest.
+   * - Errors: `DriverError`, retryable when a failback waits for copies to
+   *   be in step on the backend's own storage.
+   * - Default if omitted: refused (`NOT_IMPLEMENTED`).
+   */
+  failOver?(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }>;
 
   /**
    * The extents of a snapshot that may hold data. Optional: present exactly

@@ -25,7 +25,7 @@ import { ComputeEvents, computeEventsKind, EVENTS_TARGET, NovaClient, pruneDeliv
 import { JobQueue, Sweeper, Worker } from '../jobs/index.ts';
 import { openKeyManager, type KeyManager } from '../keymgr/index.ts';
 import { Scheduler } from '../scheduler/index.ts';
-import { AttachmentManager, BlockMetadata, cleanupServices, LiveMoves, Replicator, replicationJobKinds, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
+import { AttachmentManager, BackendReplicator, BlockMetadata, cleanupServices, LiveMoves, Replicator, replicationJobKinds, TransferManager, FENCE_CHANNEL, moveStaleExports, perTypeResources, stuckResourceRules, VolumeManager, volumeJobKinds, VolumeService, volumeUsageCounter } from '../volume/index.ts';
 import { GroupManager, groupJobKinds, groupUsageCounter, stuckGroupRules } from '../volume/index.ts';
 import { BackupManager, BackupRepository, BackupService, backupJobKinds, backupUsageCounter, configuredBackupTarget, stuckBackupRules, volumeFromBackup, type ServedBackend } from '../backup/index.ts';
 import { BackupRowRepository } from '../db/index.ts';
@@ -225,6 +225,10 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       replicator.start();
       // Stopped before the volume services (stoppers run in reverse): a shipment in progress ends first.
       stoppers.push(() => replicator.stop());
+      // Backends that replicate themselves (RBD's rbd-mirror): their volumes' mirroring, points and status (issue 16 part 4).
+      const backendReplicator = new BackendReplicator({ db, volumes, types, services, clock, drivers, log: log.child({ component: 'backend-replication' }) });
+      backendReplicator.start();
+      stoppers.push(() => backendReplicator.stop());
     }
     const lockTimeoutMs = config.coordination.lock_timeout_seconds * 1000;
     if (roles.has('backup')) {

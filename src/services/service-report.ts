@@ -117,6 +117,12 @@ export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoi
   replication_enabled?: boolean;
   /** The `backend_id`s of its replication targets, in the order configured (absent: none). */
   replication_targets?: string[];
+  /**
+   * Whether the backend's driver replicates to those targets itself
+   * (`supportsBackendReplication`, RBD's rbd-mirror): a target is then no
+   * Basalt backend, and the backend's own services fail it over. Absent: false.
+   */
+  replication_in_driver?: boolean;
 }
 
 /** The replication targets a report names (none when absent). */

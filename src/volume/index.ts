@@ -27,3 +27,4 @@ export * from './group-replication-jobs.ts';
 export * from './group-replication.ts';
 export * from './export-connect.ts';
 export * from './block-metadata.ts';
+export * from './replication-backend.ts';

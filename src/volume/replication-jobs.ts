@@ -29,6 +29,7 @@ import { moveStaleExports } from './service-cleanup.ts';
 import { payloadParser } from './operations/index.ts';
 import type { VolumeHandlerDeps } from './volume-handlers.ts';
 import { groupReplicationJobKinds, type GroupReplicationJobKinds, type GroupReplicationMessages } from './group-replication-jobs.ts';
+import { failOverInDriver } from './replication-backend.ts';
 
 /** `replication.prepare` and `replication.remove`: the volume whose secondary copy is made or removed, on `cluster`. */
 export interface ReplicaPayload { volumeId: string; cluster: string }
@@ -225,7 +226,9 @@ export function replicationHandlers(deps: ReplicationDeps, driver: GuardedDriver
   const failover: JobHandler<FailoverPayload> = {
     kind: kinds.failover,
     async run(ctx, p) {
-      if (p.backendId === FAILBACK_ID) await failBack(deps, driver, cluster, p, ctx.job.request_id);
+      // A backend that replicates itself (RBD's rbd-mirror) promotes the target's copies through its driver (`replication-backend.ts`).
+      if (driver.capabilities.supportsBackendReplication) await failOverInDriver(deps, driver, p, ctx.job.request_id);
+      else if (p.backendId === FAILBACK_ID) await failBack(deps, driver, cluster, p, ctx.job.request_id);
       else await failOver(deps, driver, cluster, p, ctx.job.request_id);
       await ctx.complete(async (tx) => {
         const back = p.backendId === FAILBACK_ID;
@@ -276,9 +279,14 @@ async function failOver(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
   }
   // Groups whose members all moved move with them (Cinder applies the driver's group updates too).
   await moveGroups(deps, p.cluster, cluster, { enabled: 'failed-over' });
-  // What the failed backend holds without a copy here cannot be served (Cinder: error, not-capable).
+  await failUnreplicated(deps, p.cluster, requestId);
+}
+
+/** What a failed backend `cluster` holds without a copy cannot be served: each such volume goes to `error` (`not-capable`), as in Cinder. */
+export async function failUnreplicated(deps: ReplicationDeps, cluster: string, requestId: string | null): Promise<void> {
+  const { db } = deps;
   await db.kysely.transaction().execute(async (tx) => {
-    const left = await tx.selectFrom('volumes').select(['id', 'project_id', 'status']).where('cluster_name', '=', p.cluster)
+    const left = await tx.selectFrom('volumes').select(['id', 'project_id', 'status']).where('cluster_name', '=', cluster)
       .where((eb) => eb.or([eb('replication_status', 'is', null), eb('replication_status', 'in', ['disabled', 'not-capable'])])).execute();
     for (const v of left) {
       await tx.updateTable('volumes').set({ status: 'error', replication_status: 'not-capable' }).where('id', '=', v.id).execute();

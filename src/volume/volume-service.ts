@@ -122,6 +122,7 @@ export class VolumeService {
       ...(await this.manageable()),
       ...(await this.nativeConnection()),
       ...replicationReport(backend),
+      ...(driver.capabilities.supportsBackendReplication ? { replication_in_driver: true } : {}),
     };
   }
 
@@ -180,7 +181,7 @@ function selfFencing(exports: ExportServer, holder: string, serviceDownMs: numbe
 
 /** What the report says of replication: whether the backend has targets (what types match), and their names. */
 function replicationReport(backend: BackendOptions): Pick<ServiceReport, 'replication_enabled' | 'replication_targets'> {
-  const targets = replicationDevices(backend).map((d) => d.backendId);
+  const targets = replicationDevices(backend, 'any').map((d) => d.backendId); // its driver's keys were checked at load
   return { replication_enabled: targets.length > 0, replication_targets: targets };
 }
 

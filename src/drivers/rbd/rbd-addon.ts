@@ -121,6 +121,44 @@ export interface RbdAddon {
   dataPlaneBackend(image: RbdImage): DataPlaneBackend;
   /** This client's address as the cluster's blocklist names it (`ip:port/nonce`); local, no round trip. */
   clientAddress(cluster: RbdCluster): string;
+  /** rbd_mirror_mode_set: 0 disabled, 1 image (each image enabled by itself), 2 pool (every journaled image). */
+  mirrorModeSet(cluster: RbdCluster, pool: string, mode: 0 | 1 | 2): Promise<void>;
+  mirrorModeGet(cluster: RbdCluster, pool: string): Promise<'disabled' | 'image' | 'pool'>;
+  /** rbd_mirror_site_name_set: this cluster's name as its peers list it. */
+  mirrorSiteNameSet(cluster: RbdCluster, name: string): Promise<void>;
+  /** rbd_mirror_peer_bootstrap_create: a token holding a key of this cluster's (never log it). */
+  mirrorBootstrapCreate(cluster: RbdCluster, pool: string): Promise<string>;
+  /** rbd_mirror_peer_bootstrap_import of another cluster's token: direction 0 rx-only, 1 tx-only, 2 rx-tx. */
+  mirrorBootstrapImport(cluster: RbdCluster, pool: string, token: string, direction: 0 | 1 | 2): Promise<void>;
+  /** rbd_mirror_peer_site_list: the pool's peers. */
+  mirrorPeers(cluster: RbdCluster, pool: string): Promise<RbdMirrorPeer[]>;
+  /** rbd_mirror_image_enable2: mode 0 journal, 1 snapshot. */
+  mirrorEnable(image: RbdImage, mode: 0 | 1): Promise<void>;
+  mirrorDisable(image: RbdImage, force: 0 | 1): Promise<void>;
+  /** rbd_mirror_image_promote; `force` promotes while the peer's image is still primary (its cluster out of reach). */
+  mirrorPromote(image: RbdImage, force: 0 | 1): Promise<void>;
+  mirrorDemote(image: RbdImage): Promise<void>;
+  /** rbd_mirror_image_resync: a non-primary image is copied again from the primary. */
+  mirrorResync(image: RbdImage): Promise<void>;
+  mirrorInfo(image: RbdImage): Promise<RbdMirrorInfo>;
+  /** rbd_mirror_image_get_global_status: the image's mirroring and each site's status (the peer's lags up to 30 s). */
+  mirrorStatus(image: RbdImage): Promise<RbdMirrorInfo & { sites: RbdMirrorSiteStatus[] }>;
+  /** rbd_mirror_image_create_snapshot: a mirror snapshot rbd-mirror ships; resolves with its id. */
+  mirrorSnapshot(image: RbdImage): Promise<number>;
+}
+
+/** One peer of a mirrored pool. */
+export interface RbdMirrorPeer { uuid: string; siteName: string; mirrorUuid: string; direction: 'rx-only' | 'tx-only' | 'rx-tx' }
+/** An image's mirroring: `mode` is null unless `state` is `enabled`. */
+export interface RbdMirrorInfo { globalId: string; state: 'disabling' | 'enabled' | 'disabled' | 'unknown'; primary: boolean; mode: 'snapshot' | 'journal' | null }
+/** One site's status of a mirrored image (`up`: its rbd-mirror daemon reports). */
+export interface RbdMirrorSiteStatus {
+  mirrorUuid: string;
+  state: 'unknown' | 'error' | 'syncing' | 'starting_replay' | 'replaying' | 'stopping_replay' | 'stopped';
+  description: string;
+  /** Seconds since the epoch. */
+  lastUpdate: number;
+  up: boolean;
 }
 
 /** Feature bits of `rbd/features.h`. */

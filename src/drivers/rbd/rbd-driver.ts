@@ -42,6 +42,11 @@
  *   (`watchLostVolumes`): the core drops their exports, hosts reconnect (to
  *   any member), and the next open goes through the fresh client.
  *
+ * - Replication: with a `replication_device` naming a second cluster, the
+ *   images of replicated volumes are mirrored there by Ceph's rbd-mirror
+ *   (`rbd-mirror.ts`); while failed over the driver serves every volume from
+ *   that cluster.
+ *
  * Capacity comes from the cluster (`ceph df detail`: the pool's `max_avail`,
  * `stored` and quota), as Cinder reports it; provisioned capacity from the
  * images' headers (`rbd_pool_stats_get`), no image opened.
@@ -55,6 +60,7 @@ import {
   type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 import { isRbdError, loadRbdAddon, RBD_FEATURES, type RbdAddon, type RbdCluster, type RbdImage } from './rbd-addon.ts';
+import { OWN_SITE, RbdMirror, type RbdMirrorTarget } from './rbd-mirror.ts';
 
 /** Settings of an {@link RbdDriver} (the registration maps Cinder's option names onto these). */
 export interface RbdDriverOptions {
@@ -92,6 +98,8 @@ export interface RbdDriverOptions {
   reportDiscard?: boolean;
   /** Seconds between looks at the cluster's blocklist for this client (`rbd_blocklist_check_interval`); 0: never. Default 0. */
   blocklistCheckSeconds?: number;
+  /** The clusters the images of replicated volumes are mirrored to (`replication_device`; see `rbd-mirror.ts`). Default none. */
+  replicationTargets?: readonly RbdMirrorTarget[];
 }
 
 /** Layering, exclusive-lock, object-map, fast-diff, deep-flatten: Cinder's and Ceph's default set. */
@@ -171,6 +179,10 @@ export class RbdDriver implements VolumeDriver {
   private looking = false;
   /** Blocklisted clients replaced by fresh ones, with the images of theirs still open (shut down at 0). */
   private readonly retired = new Map<RbdCluster, number>();
+  /** Replication through rbd-mirror, when the backend names targets. */
+  private readonly mirror: RbdMirror | undefined;
+  /** The target's client while the backend is failed over to it; undefined: its own. */
+  private serving: RbdCluster | undefined;
 
   /**
    * @throws ConfigError when `chunkSizeMiB` is not a power of two, or when
@@ -180,6 +192,14 @@ export class RbdDriver implements VolumeDriver {
   constructor(private readonly options: RbdDriverOptions) {
     if (!Number.isInteger(Math.log2(options.chunkSizeMiB))) throw new ConfigError(`rbd_store_chunk_size must be a power of two (MiB), not ${options.chunkSizeMiB}`);
     if (options.sendKeyringToHosts && !options.keyringPath) throw new ConfigError('rbd_send_keyring_to_hosts needs rbd_keyring_conf: the keyring whose contents hosts get');
+    if (options.replicationTargets?.length) {
+      this.mirror = new RbdMirror({
+        addon: () => this.rbd, pool: options.cephPool, own: () => this.ownConn,
+        connect: (t) => this.connect({ confPath: t.confPath, user: t.user, keyringPath: t.keyringPath }),
+      }, options.replicationTargets);
+      // Mirrored by rbd-mirror, failed over by promoting the target's images.
+      this.capabilities = { ...this.capabilities, supportsBackendReplication: true };
+    }
   }
 
   /** The image name of a volume (Cinder's `volume_name_template`). */
@@ -215,8 +235,8 @@ export class RbdDriver implements VolumeDriver {
    * A new client of the cluster.
    * @throws DriverError as {@link init} says.
    */
-  private async connect(): Promise<RbdCluster> {
-    const o = this.options;
+  private async connect(site: Pick<RbdDriverOptions, 'confPath' | 'user' | 'keyringPath'> = this.options): Promise<RbdCluster> {
+    const o = { ...this.options, ...site };
     const settings: Record<string, string> = {};
     if (o.connectTimeoutSeconds > 0) {
       for (const k of ['client_mount_timeout', 'rados_mon_op_timeout', 'rados_osd_op_timeout']) settings[k] = String(o.connectTimeoutSeconds);
@@ -309,6 +329,8 @@ export class RbdDriver implements VolumeDriver {
       const img = await entry.image.catch(() => undefined);
       if (img) await this.rbd.closeImage(img).catch(() => undefined); // closed by its last handle meanwhile
     }
+    this.serving = undefined;
+    await this.mirror?.close();
     const cluster = this.cluster;
     this.cluster = undefined;
     if (cluster) await this.rbd.shutdown(cluster);
@@ -319,9 +341,56 @@ export class RbdDriver implements VolumeDriver {
     return this.addon;
   }
 
+  /** The client of the cluster the driver serves from: its own, or a target's while failed over. */
   private get conn(): RbdCluster {
+    return this.serving ?? this.ownConn;
+  }
+
+  /** The client of the backend's own cluster. */
+  private get ownConn(): RbdCluster {
     if (!this.cluster) throw new DriverError('The rbd driver is not connected');
     return this.cluster;
+  }
+
+  /** Mirrors a replicated volume's image to the target (see `rbd-mirror.ts`). */
+  async enableReplication(vol: VolumeRef, o: { mode: 'snapshot' | 'journal' }): Promise<void> {
+    await this.mirrored().enable(RbdDriver.imageName(vol.id), o.mode);
+  }
+
+  /** A mirror snapshot of the volume's image (snapshot mode), which rbd-mirror ships. */
+  async replicationPoint(vol: VolumeRef): Promise<void> {
+    await this.mirrored().point(RbdDriver.imageName(vol.id));
+  }
+
+  /** The image's mirror status as the serving cluster sees its peer. */
+  async replicationState(vol: VolumeRef): Promise<{ status: 'enabled' | 'copying' | 'error'; detail: string }> {
+    return this.mirrored().state(RbdDriver.imageName(vol.id));
+  }
+
+  /**
+   * Serves from `backendId` (`default`: the backend's own cluster), promoting
+   * the images of `vols` there; the images open before are forgotten and
+   * their volumes reported lost, so their exports are dropped and reopened
+   * from the new cluster.
+   */
+  async failOver(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+    const mirror = this.mirrored();
+    const images = await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)));
+    const next = backendId === OWN_SITE ? undefined : await mirror.client(backendId);
+    const failed = vols.filter((v) => images.includes(RbdDriver.imageName(v.id))).map((v) => v.id);
+    if (next === this.serving) return { failed };
+    this.serving = next;
+    const lost = [...this.shared];
+    this.shared.clear();
+    for (const [, entry] of lost) entry.lost = true;
+    const ids = lost.map(([id]) => id);
+    if (ids.length > 0) for (const listener of this.lostListeners) listener(ids);
+    return { failed };
+  }
+
+  private mirrored(): RbdMirror {
+    if (!this.mirror) throw new DriverError('This rbd backend names no replication target (replication_device)');
+    return this.mirror;
   }
 
   private get order(): number {
@@ -388,16 +457,18 @@ export class RbdDriver implements VolumeDriver {
     }
     // Read at every call, not kept from init: a keyring rotated on disk reaches hosts with the next report.
     const keyring = o.sendKeyringToHosts ? keyringForHosts(o.keyringPath) : undefined;
+    // Failed over: the target's cluster, named as Cinder's RBD driver names it (its backend_id), with its user and secret.
+    const site = this.serving && this.mirror ? this.mirror.target(this.mirror.active) : undefined;
     return {
       driverVolumeType: 'rbd',
       data: {
         name: `${o.cephPool}/${RbdDriver.imageName(vol.id)}`,
         hosts, ports,
-        cluster_name: o.clusterName ?? 'ceph',
+        cluster_name: site ? site.backendId : o.clusterName ?? 'ceph',
         auth_enabled: true,
-        auth_username: o.user,
+        auth_username: site ? site.user : o.user,
         secret_type: 'ceph',
-        secret_uuid: o.secretUuid || monmap.fsid,
+        secret_uuid: (site ? site.secretUuid : o.secretUuid) || monmap.fsid,
         volume_id: vol.id,
         discard: o.reportDiscard === true,
         ...(keyring !== undefined ? { keyring } : {}),
@@ -914,10 +985,11 @@ export class RbdDriver implements VolumeDriver {
     const cluster = this.conn;
     const release = async (): Promise<void> => {
       if (--shared.refs > 0) return;
-      if (shared.lost) { // its client was blocklisted and replaced: close it, and the client after its last image
+      if (shared.lost) { // its client was blocklisted and replaced, or the backend failed over: close it (and a retired client after its last image)
         const img = await shared.image.catch(() => undefined);
         if (img) await this.rbd.closeImage(img).catch(() => undefined);
-        return this.retire(cluster, 1);
+        if (this.retired.has(cluster)) await this.retire(cluster, 1);
+        return;
       }
       if (this.shared.get(vol.id) !== shared) return; // the driver closed it at shutdown
       this.shared.delete(vol.id);
@@ -941,7 +1013,7 @@ export class RbdDriver implements VolumeDriver {
 interface SharedImage {
   readonly image: Promise<RbdImage>;
   refs: number;
-  /** Its client was blocklisted (see `lookAtBlocklist`): no new handle shares it. */
+  /** Its client was blocklisted (see `lookAtBlocklist`) or the backend failed over: no new handle shares it. */
   lost?: boolean;
 }
 

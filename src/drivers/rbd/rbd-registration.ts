@@ -5,7 +5,9 @@ import { RbdDriver } from './rbd-driver.ts';
 /** `volume_driver = rbd`: RBD images in a Ceph pool, through librbd (the optional RBD addon). */
 export const rbdRegistration = defineDriver({
   name: 'rbd',
-  contractVersion: '1.5',
+  contractVersion: '1.9',
+  // Cinder's RBD keys of a replication_device entry (conf, user, secret_uuid), and keyring for Basalt's own connection there.
+  replicationDeviceKeys: ['conf', 'user', 'keyring', 'secret_uuid'],
   description: 'rbd (Ceph RBD images in one pool through librbd: copy-on-write snapshots and clones, storage shared by every member of a cluster)',
   options: {
     rbd_pool: option<string>({
@@ -71,7 +73,7 @@ export const rbdRegistration = defineDriver({
       help: 'Seconds librados waits for the cluster when connecting and for each operation; ≤ 0: librados\'s own defaults (Cinder: rados_connect_timeout, whose default -1 would let a dead cluster hold a call for minutes).',
     }),
   },
-  create: ({ backendName, options }) => new RbdDriver({
+  create: ({ backendName, options, replicationDevices }) => new RbdDriver({
     poolName: backendName,
     cephPool: options.rbd_pool,
     user: options.rbd_user,
@@ -87,5 +89,10 @@ export const rbdRegistration = defineDriver({
     clusterName: options.rbd_cluster_name,
     secretUuid: options.rbd_secret_uuid,
     reportDiscard: options.report_discard_supported,
+    // Cinder's defaults: /etc/ceph/<backend_id>.conf and the backend's own user.
+    replicationTargets: (replicationDevices ?? []).map((d) => ({
+      backendId: d.backendId, confPath: d.options.conf ?? `/etc/ceph/${d.backendId}.conf`, user: d.options.user ?? options.rbd_user,
+      keyringPath: d.options.keyring ?? '', secretUuid: d.options.secret_uuid ?? '',
+    })),
   }),
 });

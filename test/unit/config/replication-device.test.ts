@@ -8,8 +8,17 @@ const of = (text: string) => replicationDevices({ name: 'alpha', replication_dev
 
 test('replication_device names targets by backend_id', () => {
   assert.deepEqual(of(''), []);
-  assert.deepEqual(of('backend_id:beta'), [{ backendId: 'beta' }]);
-  assert.deepEqual(of(' backend_id: beta ; backend_id:gamma '), [{ backendId: 'beta' }, { backendId: 'gamma' }]);
+  assert.deepEqual(of('backend_id:beta'), [{ backendId: 'beta', options: {} }]);
+  assert.deepEqual(of(' backend_id: beta ; backend_id:gamma '), [{ backendId: 'beta', options: {} }, { backendId: 'gamma', options: {} }]);
+});
+
+test('a driver that replicates itself takes its own keys (rbd: a second Ceph cluster), and only those', () => {
+  const rbd = ['conf', 'user', 'keyring', 'secret_uuid'];
+  assert.deepEqual(replicationDevices({ name: 'alpha', replication_device: 'backend_id:site-b, conf:/etc/ceph/b.conf, user:cinder' }, rbd),
+    [{ backendId: 'site-b', options: { conf: '/etc/ceph/b.conf', user: 'cinder' } }]);
+  assert.throws(() => replicationDevices({ name: 'alpha', replication_device: 'backend_id:site-b, pool:other' }, rbd),
+    (err: unknown) => err instanceof ConfigError && /knows only the keys backend_id, conf, user, keyring, secret_uuid here, not pool/.test(err.message));
+  assert.throws(() => of('backend_id:beta, conf:/etc/ceph/b.conf'), (err: unknown) => err instanceof ConfigError && /not conf/.test(err.message), 'a backend whose driver takes no keys');
 });
 
 test('a malformed replication_device is refused, naming the option and the section', () => {
