@@ -16,6 +16,7 @@
  * either the old primary or the new one named by each volume, never neither.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isoAt } from '../common/index.ts';
 import type { AttachmentRepository, Db, ServiceRepository, Tx, VolumeReplicaRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
@@ -338,7 +339,9 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
       // The last point, taken and shipped while nothing writes; the row moves back before the writes go on.
       // A synchronous copy in step has every write already (the mirror acknowledged none without it).
       if (r.mode !== 'sync') await deps.replicator!.shipNow(r.volume_id, driver, { quiesced: true });
-      await deps.queue.transaction((tx, enqueue) => returnCopy(deps, tx, enqueue, r, { cluster, status: 'enabled', requestId }));
+      // The copy here, made again once the volume is back there, counts from the old primary's snapshot of it now.
+      const baselineId = await checkpointOldPrimary(deps, r.volume_id, p.cluster);
+      await deps.queue.transaction((tx, enqueue) => returnCopy(deps, tx, enqueue, r, { cluster, status: 'enabled', requestId, baselineId }));
       // Still holding the writes: the connections here are dropped (their held writes with them) and reconnect to the original backend.
       await deps.replicator!.endMirror(r.volume_id);
       for (const a of await deps.attachments.ofVolume(db.kysely, r.volume_id)) await deps.exports?.closeExport(a.export_name);
@@ -347,6 +350,38 @@ async function failBack(deps: ReplicationDeps, driver: GuardedDriver, cluster: s
     else await hold();
   }
   await moveGroups(deps, cluster, p.cluster, { 'failed-over': 'enabled' });
+}
+
+/** How long a failback, with the volume's writes held, waits for the old primary's checkpoint of its copy. */
+const CHECKPOINT_WAIT_MS = 10_000;
+/** How often it looks. */
+const CHECKPOINT_POLL_MS = 50;
+
+/**
+ * During a failback, with the volume's writes held and its copy on the old
+ * primary `cluster` alike (the last point shipped, or the mirror in step):
+ * has that copy snapshotted as it is now by the old primary's process (a
+ * `replication.checkpoint` of the replica's last point) and returns the
+ * snapshot's id, for the replica the other way round to count from
+ * ({@link returnCopy}) — so the copy left here is resynchronised from what
+ * changed, not made whole again. Undefined when there is no last point or
+ * the checkpoint was not taken within {@link CHECKPOINT_WAIT_MS} (then it is
+ * made whole, as before).
+ */
+async function checkpointOldPrimary(deps: ReplicationDeps, volumeId: string, cluster: string): Promise<string | undefined> {
+  const r = await replicaOf(deps.db.kysely, volumeId);
+  if (!r?.last_point_id || r.secondary_cluster !== cluster) return undefined;
+  const pointId = r.last_point_id;
+  if (r.checkpoint_point_id !== pointId) {
+    await deps.queue.transaction(async (tx, enqueue) => {
+      await enqueue(deps.replicationKinds.replicaCheckpoint, { target: volumeTarget(cluster), resourceId: volumeId, payload: { volumeId, cluster, pointId } });
+    });
+    for (const end = Date.now() + CHECKPOINT_WAIT_MS; (await replicaOf(deps.db.kysely, volumeId))?.checkpoint_point_id !== pointId;) {
+      if (Date.now() >= end) return undefined;
+      await sleep(CHECKPOINT_POLL_MS);
+    }
+  }
+  return checkpointRef(volumeId, pointId, 0).id;
 }
 
 /**
@@ -412,12 +447,14 @@ export async function promoteCopy(
  * failback's step, of a backend or a group, once its last point shipped):
  * its row (and, given `o.status`, its replication status), a
  * `volume.failback` event, its replica the other way round (the copy left on
- * `o.cluster` is made again, overwriting what it diverged in), and its
- * exports on `o.cluster` fenced. Does nothing when the replica no longer
- * names `o.cluster` as the primary.
+ * `o.cluster` is made again, overwriting what it diverged in: counting from
+ * `o.baselineId`, the original backend's snapshot of its copy as the volume
+ * was when it moved, or whole without one), and its exports on `o.cluster`
+ * fenced. Does nothing when the replica no longer names `o.cluster` as the
+ * primary.
  */
 export async function returnCopy(
-  deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, r: VolumeReplicaRow, o: { cluster: string; status: string | null; requestId: string | null },
+  deps: ReplicationDeps, tx: Tx, enqueue: Enqueue, r: VolumeReplicaRow, o: { cluster: string; status: string | null; requestId: string | null; baselineId?: string | undefined },
 ): Promise<void> {
   await deps.db.lockRows(tx, 'volumes', [r.volume_id]);
   const now = await replicaOf(tx, r.volume_id);
@@ -433,7 +470,7 @@ export async function returnCopy(
   }
   await tx.updateTable('volume_replicas').set({
     primary_cluster: r.secondary_cluster, primary_host: r.secondary_host, secondary_cluster: o.cluster, secondary_host: r.primary_host,
-    state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: null, pending_ranges: null,
+    state: 'creating', export_name: null, peer_point_id: now.last_point_id, last_point_id: o.baselineId ?? null, pending_ranges: null,
     checkpoint_point_id: null, shipping_point_id: null, updated_at: at,
   }).where('volume_id', '=', r.volume_id).execute();
   await dropReplicaExports(tx, r.volume_id, r.secondary_cluster);

@@ -162,6 +162,7 @@ async function drill(t: import('node:test').TestContext, mode: 'sync' | 'async')
   fs.renameSync(`${stateA}.gone`, stateA);
   const shippedBefore = betaLog.bytes;
   a = await startAlpha();
+  const alphaLog = shipLog(a);
   await waitFor('alpha in step as the secondary', async () => {
     const x = await replication(onB, id);
     return x.state === 'enabled' && /@alpha/.test(x.secondary?.cluster ?? '');
@@ -182,6 +183,16 @@ async function drill(t: import('node:test').TestContext, mode: 'sync' | 'async')
   // mirror's last anchor) ships back, not the ballast: the asynchronous shipment and the synchronous mirror's copy alike.
   assert.ok(shippedBack >= changedBytes, `failback shipped at least the ${changedBytes} bytes changed`);
   assert.ok(shippedBack <= changedBytes + PHASE1.slots * DRILL_BLOCK_BYTES, `failback shipped ${shippedBack} bytes: no more than the ${changedBytes} bytes changed and the ${PHASE1.slots * DRILL_BLOCK_BYTES} alpha may have diverged in`);
+
+  // Beta is alpha's secondary again: its copy, alike when the volume moved back (alpha's checkpoint of it then),
+  // is brought in step from what changed, not made whole again.
+  await waitFor('beta in step as the secondary again', async () => {
+    const x = await replication(onA, id);
+    return x.state === 'enabled' && /@beta/.test(x.secondary?.cluster ?? '');
+  }, 120_000);
+  t.diagnostic(`${mode}: after the failback alpha shipped ${alphaLog.bytes} bytes to beta's copy (${alphaLog.lines.map((l) => `${l.bytes}${l.full ? ' whole' : ''}`).join(', ')})`);
+  assert.ok(alphaLog.lines.length > 0 && alphaLog.lines.every((l) => !l.full), 'no whole copy');
+  assert.ok(alphaLog.bytes <= changedBytes + PHASE1.slots * DRILL_BLOCK_BYTES, `alpha shipped ${alphaLog.bytes} bytes to beta, less than the ${BALLAST.slots * DRILL_BLOCK_BYTES} of ballast`);
 }
 
 /** The events of PROJECT so far, through the event stream (`timeout=0`: what there is, then the end). */
