@@ -43,6 +43,9 @@ export class VolumeService {
   readonly cluster: string;
   /** The last native connection the driver gave, published again when asking fails. */
   private lastNative: NativeConnectionReport | undefined;
+  /** The last listing of what the backend could adopt (undefined until the first), and the one running: see {@link manageable}. */
+  private lastManageable: Pick<ServiceReport, 'manageable_volumes' | 'manageable_snapshots'> | undefined;
+  private listing: Promise<void> | undefined;
 
   constructor(private readonly o: VolumeServiceOptions) {
     this.serviceHost = `${o.host}@${o.backend.name}`;
@@ -89,6 +92,7 @@ export class VolumeService {
 
   async stop(): Promise<void> {
     await this.role.stop();
+    await this.listing; // a background listing ends before its driver closes
     await this.o.driver.close();
   }
 
@@ -143,20 +147,36 @@ export class VolumeService {
     return this.lastNative ? { native_connection: this.lastNative } : {};
   }
 
-  /** What the backend could adopt, for the 3.8 listings; nothing when its driver cannot manage or the listing fails (the heartbeat goes on). */
+  /**
+   * What the backend could adopt, for the 3.8 listings: the last listing that
+   * finished, and a new one started in the background when none runs (the
+   * first report waits for its own). Listing opens every image of an RBD
+   * pool, seconds for a few hundred images: a heartbeat that waited for it
+   * would be recorded late, its peers would count the member dead and it
+   * would fence its own exports (seen in the RBD chaos run). Nothing when the
+   * driver cannot manage; a failed listing keeps the last one (the heartbeat goes on).
+   */
   private async manageable(): Promise<Pick<ServiceReport, 'manageable_volumes' | 'manageable_snapshots'>> {
+    if (!this.o.driver.capabilities.supportsManageExisting) return {};
+    const first = this.lastManageable === undefined;
+    this.listing ??= this.listManageable().finally(() => { this.listing = undefined; });
+    if (first) await this.listing;
+    return this.lastManageable ?? {};
+  }
+
+  /** One listing of what the backend could adopt, kept as {@link lastManageable}. */
+  private async listManageable(): Promise<void> {
     const { driver } = this.o;
-    if (!driver.capabilities.supportsManageExisting) return {};
     try {
       const [volumes, snapshots] = await Promise.all([driver.listManageableVolumes(), driver.listManageableSnapshots()]);
       const shown = (list: ManageableResource[]): ManageableReport[] => list.slice(0, MANAGEABLE_LIMIT).map((r) => ({
         reference: { ...r.reference }, size: r.sizeGiB, safe_to_manage: r.safeToManage, reason_not_safe: r.reasonNotSafe,
         cinder_id: r.basaltId, extra_info: r.extraInfo, ...(r.sourceReference ? { source_reference: { ...r.sourceReference } } : {}),
       }));
-      return { manageable_volumes: shown(volumes), manageable_snapshots: shown(snapshots) };
+      this.lastManageable = { manageable_volumes: shown(volumes), manageable_snapshots: shown(snapshots) };
     } catch (err) {
       this.o.log.warn({ err }, 'listing manageable volumes failed');
-      return {};
+      this.lastManageable ??= {};
     }
   }
 }
