@@ -622,13 +622,28 @@ export class RbdDriver implements VolumeDriver {
       }
       return { parent, busy };
     });
-    if (!state) return; // gone already
+    if (!state) return this.finishRemoval(name);
     if (state.busy) {
       if (!name.endsWith(DELETED)) await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
       return;
     }
     await this.removeUnwatched(name);
     if (state.parent && state.parent.pool === this.options.cephPool) await this.releaseParent(state.parent.image, state.parent.snap);
+  }
+
+  /**
+   * Completes the removal of an image that does not open: a removal killed
+   * midway leaves the pool's directory listing it without its header (it is
+   * removed now), or the image gone but its clone snapshot on the parent
+   * (`volume-<id>.clone_snap`, found by name: the image that named its parent
+   * is gone), which is dropped as {@link releaseParent} would have. Nothing
+   * to do for an image that was never made.
+   */
+  private async finishRemoval(name: string): Promise<void> {
+    if (await this.imageListed(name)) await this.removeUnwatched(name);
+    const cloneSnap = `${name.replace(/\.deleted$/, '')}${CLONE_SNAP}`;
+    const parent = await this.imageWithSnapshot(cloneSnap);
+    if (parent) await this.releaseParent(parent, cloneSnap);
   }
 
   /**
