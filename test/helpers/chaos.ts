@@ -15,13 +15,24 @@
  * - quota usage equal to what the rows add up to;
  * - no job leased by a dead process.
  *
- * Used by test/postgres/chaos.test.ts and bench/chaos.ts.
+ * With {@link ChaosOptions.ceph} the volume services share an RBD pool
+ * instead (issue 14): every member serves every volume, hosts write
+ * numbered blocks (FUA) through the attachments' NBD exports while members
+ * die, so an image's exclusive lock moves between members and a dead
+ * member's lock is broken (and its client blocklisted); the checks look at
+ * the pool's images and snapshots instead of files, error rows are deleted
+ * through the API and must take their images with them, and every
+ * acknowledged write reads back from its image.
+ *
+ * Used by test/postgres/chaos.test.ts, test/postgres/chaos-rbd.test.ts and bench/chaos.ts.
  */
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import type { Ceph } from './ceph.ts';
+import { checkBlocks, DRILL_BLOCK_BYTES, DrillWriter, type NbdConnectionData } from './drill-writer.ts';
 import { startPostgres } from './postgres.ts';
 import { spawnBasalt } from './process.ts';
 
@@ -37,6 +48,8 @@ export interface ChaosOptions {
   killEveryMs?: number;
   /** Random seed (printed, so that a failing run can be repeated). */
   seed?: number;
+  /** Run on an RBD backend in this cluster's pool (see the module comment). Default: a shared file folder. */
+  ceph?: Ceph;
   log?: (line: string) => void;
 }
 
@@ -46,7 +59,8 @@ export interface ChaosReport {
   operations: Record<string, number>;
   outcomes: { accepted: number; refused: number; serverErrors: string[]; cutOff: number };
   kills: Record<string, number>;
-  checked: { volumes: number; snapshots: number; files: number; quotaResources: number; jobs: number; attachments: number };
+  /** `files`: the shared folder's files, or the pool's images and snapshots on RBD; `writes`: acknowledged host writes read back (RBD). */
+  checked: { volumes: number; snapshots: number; files: number; quotaResources: number; jobs: number; attachments: number; writes: number };
   violations: string[];
   /** Error rows that held a failed copy's half-written data and were deleted before the checks. */
   deletedFailedCopies: number;
@@ -58,6 +72,11 @@ const VOLUME_TRANSITIONAL = ['creating', 'extending', 'deleting', 'reverting', '
 const SNAPSHOT_TRANSITIONAL = ['creating', 'deleting', 'restoring'];
 const OPS = ['create', 'create', 'create', 'extend', 'snapshot', 'snapshot', 'clone', 'clone', 'attach', 'attach', 'detach', 'detach', 'deleteSnapshot', 'delete', 'delete', 'delete'] as const;
 type Op = (typeof OPS)[number];
+/** Where the hosts of RBD runs write: the first 4 MiB of a volume, numbered blocks round after round. */
+const HOST_REGION = { baseBytes: 0, slots: 64 };
+/** RBD: hosts attached for the whole run (never detached). */
+const PINNED_HOSTS = 3;
+const GiB = 1024 ** 3;
 
 /** A small deterministic PRNG (mulberry32). */
 function prng(seed: number): () => number {
@@ -81,7 +100,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const log = o.log ?? (() => undefined);
   const report: ChaosReport = {
     seed, operations: {}, outcomes: { accepted: 0, refused: 0, serverErrors: [], cutOff: 0 }, kills: {},
-    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0 }, violations: [], deletedFailedCopies: 0,
+    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0, writes: 0 }, violations: [], deletedFailedCopies: 0,
   };
   const postgres = await startPostgres();
   const database = await postgres.createDatabase();
@@ -94,8 +113,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     BASALT_REPORT_INTERVAL: '0.5', BASALT_SERVICE_DOWN_TIME: '3', BASALT_JOB_LEASE_SECONDS: '4',
     BASALT_JOB_POLL_INTERVAL_SECONDS: '0.2', BASALT_JOB_RETRY_DELAY_SECONDS: '0.1', BASALT_JOB_MAX_ATTEMPTS: '10',
     BASALT_COORDINATION__LOCK_TIMEOUT_SECONDS: '20',
-    BASALT_BACKEND_DEFAULTS__CLUSTER: 'c1', BASALT_BACKEND_DEFAULTS__FILE_VOLUME_DIR: shared,
+    BASALT_BACKEND_DEFAULTS__CLUSTER: 'c1',
     BASALT_QUOTA_VOLUMES: '10000', BASALT_QUOTA_SNAPSHOTS: '10000', BASALT_QUOTA_GIGABYTES: '100000',
+    ...(o.ceph ? {
+      // Hosts attach through Basalt's export (not librbd), so the members' own clients hold the images' locks.
+      BASALT_ENABLED_BACKENDS: 'ceph', BASALT_CEPH__VOLUME_DRIVER: 'rbd', BASALT_CEPH__RBD_POOL: o.ceph.pool, BASALT_CEPH__RBD_USER: o.ceph.user,
+      BASALT_CEPH__RBD_CEPH_CONF: o.ceph.confPath, BASALT_CEPH__RBD_KEYRING_CONF: o.ceph.keyringPath, BASALT_CEPH__RBD_CONNECTION: 'nbd',
+      BASALT_CEPH__RBD_BLOCKLIST_CHECK_INTERVAL: '1',
+    } : { BASALT_BACKEND_DEFAULTS__FILE_VOLUME_DIR: shared }),
   };
   const members: Member[] = [
     { name: 'api-1', roles: 'api', ready: 'API listening', env: { BASALT_HOST: 'api-1' } },
@@ -110,6 +135,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (s.url) m.url = s.url;
   };
   const client = new pg.Client({ connectionString: database });
+  /** RBD: each attached volume's host writer, by volume id. */
+  const writers = new Map<string, DrillWriter>();
   try {
     for (const m of members) await start(m);
     await client.connect();
@@ -136,6 +163,28 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const volumesNow = async (): Promise<Array<{ id: string; status: string; size: number }>> => (await call('GET', '/volumes/detail?limit=1000'))?.body?.volumes ?? [];
     const snapshotsNow = async (): Promise<Array<{ id: string; status: string; volume_id: string }>> => (await call('GET', '/snapshots/detail?limit=1000'))?.body?.snapshots ?? [];
 
+    // RBD: a host per attachment writes through its export until the attachment is gone or the
+    // load ends, following the attachment's connection info when its member dies. One host per
+    // volume at a time (a new attachment's waits for the last one's), so a volume's write numbers go on.
+    let loading = true;
+    const hosts = new Map<string, Promise<void>>();
+    const host = (volumeId: string, attachmentId: string): void => {
+      const writer = writers.get(volumeId) ?? new DrillWriter();
+      writers.set(volumeId, writer);
+      hosts.set(volumeId, (hosts.get(volumeId) ?? Promise.resolve()).then(async () => {
+        while (loading) {
+          const r = await call('GET', `/attachments/${attachmentId}`);
+          if (r?.status === 404) return;
+          const data = r?.body?.attachment?.connection_info?.data as NbdConnectionData | undefined;
+          if (data?.export_name) {
+            const err = await writer.run(data, HOST_REGION, 8);
+            if (err) log(`host of ${volumeId}: ${err.message}`); // a member died or fenced itself: connect again
+          }
+          await sleep(200);
+        }
+      }));
+    };
+
     const one = async (op: Op): Promise<{ status: number } | undefined | 'skip'> => {
       const vols = await volumesNow();
       const avail = vols.filter((v) => v.status === 'available');
@@ -161,11 +210,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           const v = pick(avail);
           if (!v) return 'skip';
           const r = await call('POST', '/attachments', { attachment: { volume_uuid: v.id, connector: { host: 'compute-1', initiator: 'iqn.compute-1' } } });
-          if (r?.status === 200) await call('POST', `/attachments/${r.body.attachment.id}/action`, { 'os-complete': null });
+          if (r?.status === 200) {
+            await call('POST', `/attachments/${r.body.attachment.id}/action`, { 'os-complete': null });
+            if (o.ceph) host(v.id, r.body.attachment.id);
+          }
           return r;
         }
         case 'detach': {
-          const a = pick(((await call('GET', '/attachments'))?.body?.attachments ?? []) as Array<{ id: string }>);
+          const a = pick((((await call('GET', '/attachments'))?.body?.attachments ?? []) as Array<{ id: string }>).filter((x) => !pinned.has(x.id)));
           return a ? call('DELETE', `/attachments/${a.id}`) : 'skip';
         }
         case 'deleteSnapshot': {
@@ -179,9 +231,25 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       }
     };
 
+    // RBD: hosts attached before the kills start and never detached, so that some hosts write
+    // all along, through whichever member serves their export, while members die.
+    const pinned = new Set<string>();
+    for (let i = 0; o.ceph && i < PINNED_HOSTS; i++) {
+      const r = await call('POST', '/volumes', { volume: { size: 1 } });
+      const id = r?.body?.volume?.id as string;
+      for (const until = Date.now() + 60_000; (await call('GET', `/volumes/${id}`))?.body?.volume?.status !== 'available';) {
+        if (Date.now() > until) throw new Error(`host volume ${id} did not become available`);
+        await sleep(200);
+      }
+      const a = await call('POST', '/attachments', { attachment: { volume_uuid: id, connector: { host: 'compute-1', initiator: 'iqn.compute-1' } } });
+      if (a?.status !== 200) throw new Error(`host volume ${id} was not attached: ${a?.status} ${JSON.stringify(a?.body)}`);
+      await call('POST', `/attachments/${a.body.attachment.id}/action`, { 'os-complete': null });
+      pinned.add(a.body.attachment.id);
+      host(id, a.body.attachment.id);
+    }
+
     // The killer: a random live process dies every so often and comes back
     // shortly after (several may be down at once; one API always stays up).
-    let loading = true;
     const restarts: Array<Promise<void>> = [];
     const killer = (async () => {
       while (loading) {
@@ -220,6 +288,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         const r = await one(op);
         if (r === 'skip') continue;
         issued++;
+        if (issued % 50 === 0) log(`${issued} operations issued`);
         report.operations[op] = (report.operations[op] ?? 0) + 1;
         if (r === undefined) report.outcomes.cutOff++;
         else if (r.status < 400) report.outcomes.accepted++;
@@ -229,6 +298,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }));
     loading = false;
     await killer;
+    await Promise.all(hosts.values());
     log(`load done: ${JSON.stringify(report.operations)}`);
 
     // Attachments the clients left half-made (their API died between create and complete) are finished, as a client would.
@@ -245,17 +315,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }
     // A copy that failed for good (its job ran out of attempts, each cut by a kill) leaves its
     // half-written data to its error row, as any failed create does; deleting the row must take it.
+    // On RBD every error row is deleted so: what an image leaks shows as an image without a row.
     const partials = new Set((fs.existsSync(shared) ? fs.readdirSync(shared) : []).filter((f) => f.endsWith('.partial')).map((f) => f.replace(/^(volume|snapshot)-/, '').replace(/\.partial$/, '')));
     const owners = [
-      ...((await client.query(`select id from snapshots where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => partials.has(r.id)).map((r) => `/snapshots/${r.id}`),
-      ...((await client.query(`select id from volumes where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => partials.has(r.id)).map((r) => `/volumes/${r.id}`),
+      ...((await client.query(`select id from snapshots where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => o.ceph || partials.has(r.id)).map((r) => `/snapshots/${r.id}`),
+      ...((await client.query(`select id from volumes where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => o.ceph || partials.has(r.id)).map((r) => `/volumes/${r.id}${o.ceph ? '?cascade=true' : ''}`),
     ];
+    log(`settled; deleting ${owners.length} error rows`);
     for (const owner of owners) {
       report.deletedFailedCopies++;
       await call('DELETE', owner);
-      for (const until = Date.now() + 60_000; Date.now() < until && (await call('GET', owner))?.status !== 404;) await sleep(250);
+      const gone = owner.replace(/\?.*$/, '');
+      for (const until = Date.now() + 60_000; Date.now() < until && (await call('GET', gone))?.status !== 404;) await sleep(250);
     }
-    await check(client, shared, env.BASALT_SERVICE_DOWN_TIME, report);
+    await check(client, o.ceph ? { ceph: o.ceph, writers } : { shared }, env.BASALT_SERVICE_DOWN_TIME, report);
     return report;
   } finally {
     for (const m of members) m.child?.kill('SIGKILL');
@@ -266,36 +339,21 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   }
 }
 
-async function check(client: pg.Client, shared: string, downSeconds: string, report: ChaosReport): Promise<void> {
+/** Where the volumes' data is: the shared folder, or an RBD pool and the hosts that wrote to its images. */
+type Storage = { shared: string } | { ceph: Ceph; writers: ReadonlyMap<string, DrillWriter> };
+type VolumeRows = Array<{ id: string; status: string; size: number }>;
+type SnapshotRows = Array<{ id: string; status: string; volume_size: number; volume_id: string }>;
+
+async function check(client: pg.Client, storage: Storage, downSeconds: string, report: ChaosReport): Promise<void> {
   const bad = (msg: string) => report.violations.push(msg);
-  const volumes = (await client.query('select id, status, size from volumes')).rows as Array<{ id: string; status: string; size: number }>;
-  const snapshots = (await client.query('select id, status, volume_size from snapshots')).rows as Array<{ id: string; status: string; volume_size: number }>;
+  const volumes = (await client.query('select id, status, size from volumes')).rows as VolumeRows;
+  const snapshots = (await client.query('select id, status, volume_size, volume_id from snapshots')).rows as SnapshotRows;
   report.checked.volumes = volumes.length;
   report.checked.snapshots = snapshots.length;
   for (const v of volumes.filter((x) => VOLUME_TRANSITIONAL.includes(x.status))) bad(`volume ${v.id} is still ${v.status}`);
   for (const s of snapshots.filter((x) => SNAPSHOT_TRANSITIONAL.includes(x.status))) bad(`snapshot ${s.id} is still ${s.status}`);
-
-  const files = fs.existsSync(shared) ? fs.readdirSync(shared) : [];
-  report.checked.files = files.length;
-  const names = new Set(files);
-  for (const v of volumes.filter((x) => x.status === 'available' || x.status === 'in-use')) {
-    const f = `volume-${v.id}`;
-    if (!names.has(f)) bad(`${v.status} volume ${v.id} has no file`);
-    else if (fs.statSync(path.join(shared, f)).size !== Number(v.size) * 1024 ** 3) bad(`volume ${v.id} file is ${fs.statSync(path.join(shared, f)).size} bytes, not ${v.size} GiB`);
-  }
-  for (const s of snapshots.filter((x) => x.status === 'available')) {
-    if (!names.has(`snapshot-${s.id}`)) bad(`available snapshot ${s.id} has no file`);
-  }
-  const rows = new Set([...volumes.map((v) => `volume-${v.id}`), ...snapshots.map((s) => `snapshot-${s.id}`)]);
-  for (const f of files) {
-    if (f.endsWith('.partial')) {
-      const id = f.replace(/^(volume|snapshot)-/, '').replace(/\.partial$/, '');
-      const row = [...volumes, ...snapshots].find((x) => x.id === id);
-      const jobs = (await client.query('select kind, state, attempts, last_error from jobs where resource_id = $1 order by created_at', [id])).rows;
-      bad(`half-written copy ${f} left (row: ${row ? row.status : 'none'}; jobs: ${JSON.stringify(jobs)})`);
-    }
-    else if (/^(volume|snapshot)-/.test(f) && !rows.has(f)) bad(`file ${f} has no row`);
-  }
+  if ('shared' in storage) await checkFiles(client, storage.shared, volumes, snapshots, bad, report);
+  else await checkImages(client, storage.ceph, storage.writers, volumes, snapshots, bad, report);
 
   // Quotas: each usage row equals what the rows add up to (one type, __DEFAULT__).
   const count = (await client.query(`select
@@ -320,4 +378,105 @@ async function check(client: pg.Client, shared: string, downSeconds: string, rep
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Files: every live volume's and snapshot's is there at its size, none without its row, no half-written copy. */
+async function checkFiles(client: pg.Client, shared: string, volumes: VolumeRows, snapshots: SnapshotRows, bad: (msg: string) => void, report: ChaosReport): Promise<void> {
+  const files = fs.existsSync(shared) ? fs.readdirSync(shared) : [];
+  report.checked.files = files.length;
+  const names = new Set(files);
+  for (const v of volumes.filter((x) => x.status === 'available' || x.status === 'in-use')) {
+    const f = `volume-${v.id}`;
+    if (!names.has(f)) bad(`${v.status} volume ${v.id} has no file`);
+    else if (fs.statSync(path.join(shared, f)).size !== Number(v.size) * GiB) bad(`volume ${v.id} file is ${fs.statSync(path.join(shared, f)).size} bytes, not ${v.size} GiB`);
+  }
+  for (const s of snapshots.filter((x) => x.status === 'available')) {
+    if (!names.has(`snapshot-${s.id}`)) bad(`available snapshot ${s.id} has no file`);
+  }
+  const rows = new Set([...volumes.map((v) => `volume-${v.id}`), ...snapshots.map((s) => `snapshot-${s.id}`)]);
+  for (const f of files) {
+    if (f.endsWith('.partial')) {
+      const id = f.replace(/^(volume|snapshot)-/, '').replace(/\.partial$/, '');
+      const row = [...volumes, ...snapshots].find((x) => x.id === id);
+      const jobs = (await client.query('select kind, state, attempts, last_error from jobs where resource_id = $1 order by created_at', [id])).rows;
+      bad(`half-written copy ${f} left (row: ${row ? row.status : 'none'}; jobs: ${JSON.stringify(jobs)})`);
+    }
+    else if (/^(volume|snapshot)-/.test(f) && !rows.has(f)) bad(`file ${f} has no row`);
+  }
+}
+
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+
+/**
+ * RBD: every live volume's image is there at its size and every available
+ * snapshot on its volume's image; no image or snapshot without its row
+ * (an image renamed `.deleted` only while clones hang on it, a clone
+ * snapshot only while its clone lives); every image listed opens; every
+ * write a host had acknowledged reads back from its volume's image. Read
+ * through a client of the test's own (the addon), read-only.
+ */
+async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<string, DrillWriter>, volumes: VolumeRows, snapshots: SnapshotRows, bad: (msg: string) => void, report: ChaosReport): Promise<void> {
+  const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
+  const rbd = loadRbdAddon();
+  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
+  try {
+    const images = new Map<string, { sizeBytes: number; snaps: string[]; parent: string | undefined }>();
+    for (const name of await rbd.listImages(cluster, ceph.pool)) {
+      try {
+        const img = await rbd.openImage(cluster, ceph.pool, name, null, true);
+        try {
+          images.set(name, { sizeBytes: (await rbd.stat(img)).sizeBytes, snaps: (await rbd.snapList(img)).map((x) => x.name), parent: (await rbd.parent(img))?.image });
+        } finally {
+          await rbd.closeImage(img);
+        }
+      } catch (err) {
+        const id = new RegExp(`^volume-(${UUID})`).exec(name)?.[1];
+        const row = volumes.find((v) => v.id === id);
+        const jobs = id ? (await client.query('select kind, state, attempts, last_error from jobs where resource_id = $1 order by created_at', [id])).rows : [];
+        bad(`image ${name} is listed but does not open (${(err as { code?: string }).code}: half made; row: ${row ? row.status : 'none'}; jobs: ${JSON.stringify(jobs)})`);
+      }
+    }
+    report.checked.files = [...images.values()].reduce((n, i) => n + 1 + i.snaps.length, 0);
+    const parents = new Set([...images.values()].flatMap((i) => (i.parent ? [i.parent] : [])));
+    const live = new Set<string>();
+    for (const v of volumes.filter((x) => x.status === 'available' || x.status === 'in-use')) {
+      live.add(v.id);
+      const img = images.get(`volume-${v.id}`);
+      if (!img) bad(`${v.status} volume ${v.id} has no image`);
+      else if (img.sizeBytes !== Number(v.size) * GiB) bad(`volume ${v.id} image is ${img.sizeBytes} bytes, not ${v.size} GiB`);
+    }
+    for (const s of snapshots.filter((x) => x.status === 'available')) {
+      if (!images.get(`volume-${s.volume_id}`)?.snaps.includes(`snapshot-${s.id}`)) bad(`available snapshot ${s.id} has no RBD snapshot on volume-${s.volume_id}`);
+    }
+    const rows = new Set([...volumes.map((v) => v.id), ...snapshots.map((s) => s.id)]);
+    for (const [name, img] of images) {
+      const m = new RegExp(`^volume-(${UUID})(\\.deleted)?$`).exec(name);
+      if (!m) bad(`image ${name} is no volume's`);
+      else if (m[2] && !parents.has(name)) bad(`image ${name} was kept for clones it no longer has`);
+      else if (!m[2] && !rows.has(m[1]!)) bad(`image ${name} has no row`);
+      for (const snap of img.snaps) {
+        const n = new RegExp(`^(?:snapshot-(${UUID})|volume-(${UUID})\\.clone_snap)$`).exec(snap);
+        if (!n) bad(`snapshot ${name}@${snap} is no snapshot's`);
+        else if (n[1] && !rows.has(n[1])) bad(`snapshot ${name}@${snap} has no row`);
+        else if (n[2] && !images.has(`volume-${n[2]}`)) bad(`clone snapshot ${name}@${snap} outlived its clone`);
+      }
+    }
+
+    // The hosts' writes, read back from each live volume's image.
+    for (const [volumeId, writer] of writers) {
+      if (!live.has(volumeId) || writer.acked.length === 0) continue;
+      const img = await rbd.openImage(cluster, ceph.pool, `volume-${volumeId}`, null, true);
+      const region = Buffer.alloc(HOST_REGION.slots * DRILL_BLOCK_BYTES);
+      try {
+        await rbd.aioRead(img, HOST_REGION.baseBytes, region);
+      } finally {
+        await rbd.closeImage(img);
+      }
+      report.checked.writes += writer.acked.length;
+      const at = (offset: number): Buffer => region.subarray(offset - HOST_REGION.baseBytes, offset - HOST_REGION.baseBytes + DRILL_BLOCK_BYTES);
+      for (const why of checkBlocks(at, writer.acked, writer.sent)) bad(`volume ${volumeId}: ${why}`);
+    }
+  } finally {
+    await rbd.shutdown(cluster);
+  }
 }

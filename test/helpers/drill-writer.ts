@@ -100,30 +100,40 @@ function requestDisc(): Buffer {
 /**
  * Holds the copy in `file` to the acknowledged writes `acked` (those that
  * count: all of them in synchronous mode, those acknowledged before the last
- * point in asynchronous mode): for every block, the block read back is its
- * last counted write or a later write to the same block (sent, perhaps not
- * acknowledged, up to `sentMax`). Returns the offsets that fail, with why.
+ * point in asynchronous mode): see {@link checkBlocks}.
  */
 export function checkCopy(file: string, acked: readonly AckedWrite[], sentMax: number): string[] {
-  const last = new Map<number, number>();
-  for (const w of acked) last.set(w.offset, Math.max(last.get(w.offset) ?? 0, w.seq));
   const fd = fs.openSync(file, 'r');
-  const bad: string[] = [];
   try {
-    for (const [offset, seq] of last) {
+    return checkBlocks((offset) => {
       const b = Buffer.alloc(DRILL_BLOCK_BYTES);
       fs.readSync(fd, b, 0, b.length, offset);
-      try {
-        const got = readDrillBlock(b, offset);
-        if (!got) bad.push(`${offset}: zeros, write ${seq} was acknowledged`);
-        else if (got.seq < seq) bad.push(`${offset}: write ${got.seq}, write ${seq} was acknowledged`);
-        else if (got.seq > sentMax) bad.push(`${offset}: write ${got.seq}, never sent`);
-      } catch (err) {
-        bad.push((err as Error).message);
-      }
-    }
+      return b;
+    }, acked, sentMax);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/**
+ * Holds a copy, whose block at an offset `blockAt` reads, to the acknowledged
+ * writes `acked`: for every block, the block read back is its last
+ * acknowledged write or a later write to the same block (sent, perhaps not
+ * acknowledged, up to `sentMax`). Returns the offsets that fail, with why.
+ */
+export function checkBlocks(blockAt: (offset: number) => Buffer, acked: readonly AckedWrite[], sentMax: number): string[] {
+  const last = new Map<number, number>();
+  for (const w of acked) last.set(w.offset, Math.max(last.get(w.offset) ?? 0, w.seq));
+  const bad: string[] = [];
+  for (const [offset, seq] of last) {
+    try {
+      const got = readDrillBlock(blockAt(offset), offset);
+      if (!got) bad.push(`${offset}: zeros, write ${seq} was acknowledged`);
+      else if (got.seq < seq) bad.push(`${offset}: write ${got.seq}, write ${seq} was acknowledged`);
+      else if (got.seq > sentMax) bad.push(`${offset}: write ${got.seq}, never sent`);
+    } catch (err) {
+      bad.push((err as Error).message);
+    }
   }
   return bad;
 }
