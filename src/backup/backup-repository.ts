@@ -71,6 +71,16 @@ const READ_BYTES = 4 * MiB;
 /** Reads (or packs, for a restore or verify) in flight at once. */
 const DEFAULT_CONCURRENCY = 3;
 
+/**
+ * Bytes one write of a restore hands the destination at most (a run of
+ * blocks is cut into writes of this size). Measured on the 2-vCPU VM
+ * (kernel 6.18, ext4): writing 1 GiB into a new sparse file's page cache
+ * took 4–7 s of CPU in 8 MiB writes (nearly all of it in the kernel's copy
+ * into newly allocated page-cache folios) and 0.3 s in 1 MiB writes; 2 MiB
+ * writes were sometimes as slow. Smaller writes cost only more system calls.
+ */
+const WRITE_BYTES = MiB;
+
 /** Bytes a restore writes between the flushes it starts in the background. */
 const FLUSH_EVERY_BYTES = 64 * MiB;
 
@@ -312,7 +322,7 @@ export class BackupRepository {
         }
         // Blobs stored as they are lie back to back in their pack: a run of them is written straight from it.
         const run = parts.length === 1 ? parts[0]! : adjacent(parts) ?? Buffer.concat(parts);
-        await destination.write(offsetOf(first), run);
+        for (let at = 0; at < run.length; at += WRITE_BYTES) await destination.write(offsetOf(first) + at, run.subarray(at, at + WRITE_BYTES));
         bytesWritten += run.length;
         progress(run.length);
         flusher.wrote(run.length);
