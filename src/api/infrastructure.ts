@@ -7,6 +7,7 @@ import { body, validBody, versionedBody } from './body-declaration.ts';
 import { serviceReplicationStatus } from './replication.ts';
 import type { ApiDeps } from './context.ts';
 import { queryValue } from './pagination.ts';
+import { backendDownReason, readReport } from '../services/index.ts';
 
 const TOGGLE = {
   type: 'object', required: ['host'], additionalProperties: false,
@@ -49,7 +50,8 @@ export function infrastructureRoutes(deps: ApiDeps) {
             view.frozen = s.frozen === 1;
           }
           if (req.apiVersion.atLeast('3.7')) view.cluster = s.cluster;
-          if (req.apiVersion.atLeast('3.49') && s.binary === 'cinder-volume') view.backend_state = up ? 'up' : 'down';
+          // Down as well while the service runs but its driver could not be initialised (the report says why).
+          if (req.apiVersion.atLeast('3.49') && s.binary === 'cinder-volume') view.backend_state = up && !backendDownReason(readReport(s)) ? 'up' : 'down';
           return view;
         }),
       };

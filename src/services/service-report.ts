@@ -123,6 +123,19 @@ export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoi
    * Basalt backend, and the backend's own services fail it over. Absent: false.
    */
   replication_in_driver?: boolean;
+  /**
+   * `down` while the backend's driver cannot be initialised (its storage
+   * cannot be reached, or refuses the credentials): the report then has no
+   * pools, so nothing is placed on it, and {@link backend_state_reason} says
+   * why, as the driver said it. Absent: up. Cinder's `backend_state`.
+   */
+  backend_state?: 'down';
+  backend_state_reason?: string;
+}
+
+/** Why the backend of a report is down (its driver could not be initialised), or undefined when it is up. */
+export function backendDownReason(report: ServiceReport | undefined): string | undefined {
+  return report?.backend_state === 'down' ? String(report.backend_state_reason ?? 'unknown') : undefined;
 }
 
 /** The replication targets a report names (none when absent). */

@@ -46,6 +46,9 @@ export class VolumeService {
   /** The last listing of what the backend could adopt (undefined until the first), and the one running: see {@link manageable}. */
   private lastManageable: Pick<ServiceReport, 'manageable_volumes' | 'manageable_snapshots'> | undefined;
   private listing: Promise<void> | undefined;
+  /** Why the backend is down (its driver's init failed), undefined while it is up; and the init being tried again: see {@link initDriver}. */
+  private downReason: string | undefined;
+  private initializing: Promise<void> | undefined;
 
   constructor(private readonly o: VolumeServiceOptions) {
     this.serviceHost = `${o.host}@${o.backend.name}`;
@@ -67,11 +70,31 @@ export class VolumeService {
     });
   }
 
-  /** Prepares the driver, then registers and starts taking jobs. */
+  /**
+   * Prepares the driver, then registers and starts taking jobs. A driver
+   * that cannot be initialised (a Ceph cluster out of reach, refused
+   * credentials) leaves the backend down, not the process: the service
+   * registers and heartbeats with a report that says why and has no pools,
+   * and tries again at each heartbeat until the driver comes up.
+   */
   async start(): Promise<void> {
-    await this.o.driver.init();
-    if (this.o.driver.capabilities.volatile) await this.sayWhatIsLost();
+    await this.initDriver();
+    if (this.downReason === undefined && this.o.driver.capabilities.volatile) await this.sayWhatIsLost();
     await this.role.start();
+  }
+
+  /** One try at the driver's init: sets or clears {@link downReason}, logging each change. */
+  private async initDriver(): Promise<void> {
+    const name = this.o.backend.name;
+    try {
+      await this.o.driver.init();
+      if (this.downReason !== undefined) this.o.log.warn({ backend: name }, `backend ${name} is up again`);
+      this.downReason = undefined;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      if (reason !== this.downReason) this.o.log.error({ err, backend: name }, `backend ${name} is down: ${reason}`);
+      this.downReason = reason;
+    }
   }
 
   /**
@@ -92,20 +115,25 @@ export class VolumeService {
 
   async stop(): Promise<void> {
     await this.role.stop();
-    await this.listing; // a background listing ends before its driver closes
+    await this.listing; // a background listing or init ends before its driver closes
+    await this.initializing;
     await this.o.driver.close();
   }
 
   /** This service's report (src/services), published at each heartbeat. */
   private async capabilities(): Promise<ServiceReport> {
     const { driver, backend } = this.o;
+    if (this.downReason !== undefined) {
+      // Tried in the background: a connect that waits for its timeout must not hold the heartbeat.
+      this.initializing ??= this.initDriver().finally(() => { this.initializing = undefined; });
+      if (this.downReason !== undefined) return this.downReport(this.downReason);
+    }
     const stats = await driver.getStats();
     return {
       report_version: SERVICE_REPORT_VERSION,
       volume_backend_name: backend.volume_backend_name,
       ...localEndpoint(this.o.host, driver),
-      ...(this.o.nbdEndpoint ? { nbd_host: this.o.nbdEndpoint.host, nbd_port: this.o.nbdEndpoint.port, nbd_require_tls: this.o.nbdEndpoint.requireTls } : {}),
-      ...(this.o.nbdEndpoint?.socket ? { nbd_socket: this.o.nbdEndpoint.socket, nbd_socket_host: this.o.host } : {}),
+      ...this.nbdReport(),
       vendor_name: driver.capabilities.vendorName,
       driver_version: driver.capabilities.driverVersion,
       storage_protocol: driver.capabilities.storageProtocol,
@@ -127,6 +155,31 @@ export class VolumeService {
       ...(await this.nativeConnection()),
       ...replicationReport(backend),
       ...(driver.capabilities.supportsBackendReplication ? { replication_in_driver: true } : {}),
+    };
+  }
+
+  /** Where this process's NBD server exports, as the report says it. */
+  private nbdReport(): Partial<ServiceReport> {
+    const e = this.o.nbdEndpoint;
+    return {
+      ...(e ? { nbd_host: e.host, nbd_port: e.port, nbd_require_tls: e.requireTls } : {}),
+      ...(e?.socket ? { nbd_socket: e.socket, nbd_socket_host: this.o.host } : {}),
+    };
+  }
+
+  /** The report of a backend whose driver could not be initialised: why, no pools, and where this process exports. */
+  private downReport(reason: string): ServiceReport {
+    const { driver, backend } = this.o;
+    return {
+      report_version: SERVICE_REPORT_VERSION,
+      volume_backend_name: backend.volume_backend_name,
+      ...this.nbdReport(),
+      vendor_name: driver.capabilities.vendorName,
+      driver_version: driver.capabilities.driverVersion,
+      storage_protocol: driver.capabilities.storageProtocol,
+      pools: [],
+      backend_state: 'down',
+      backend_state_reason: reason,
     };
   }
 
