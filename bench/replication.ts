@@ -136,7 +136,17 @@ async function main(): Promise<void> {
     console.table(rows);
     load.push(os.loadavg()[0]!);
 
-    // 2. The async volume's RPO under write load: the age of its last point, sampled while fio writes.
+    // 2. The async volume's RPO under write load: the age of its last point, sampled while fio writes,
+    // and where each point's time went (alpha's log: snapshot with the writes held, the driver's changes,
+    // the temporary volume and the connection, the copy, the secondary's flush, the commit).
+    const steps: Array<Record<string, number>> = [];
+    const pointLog = readline.createInterface({ input: a.child.stdout! });
+    pointLog.on('line', (line) => {
+      try {
+        const e = JSON.parse(line) as { msg?: string; volume_id?: string; bytes?: number; ms?: Record<string, number> };
+        if (e.msg === 'replication point shipped' && e.volume_id === ids.load && e.ms) steps.push({ ...e.ms, MiB: +((e.bytes ?? 0) / MiB).toFixed(1) });
+      } catch { /* not a log line */ }
+    });
     const ages: number[] = [];
     const sampler = setInterval(() => {
       void onA('GET', `${V}/volumes/${ids.load}/replication`).then((r) => {
@@ -146,7 +156,10 @@ async function main(): Promise<void> {
     }, 100);
     const underLoad = await fio(conn.load!.uri, 4, RUNTIME * 3);
     clearInterval(sampler);
+    pointLog.close();
     console.log(`async RPO under load (fio 4k randwrite QD4, ${underLoad.iops} IOPS): last point age median ${median(ages)} ms, max ${Math.max(...ages)} ms, configured ${RPO_SECONDS * 1000} ms (${ages.length} samples)`);
+    const keys = [...new Set(steps.flatMap((x) => Object.keys(x)))];
+    console.log(`its ${steps.length} points, median per step (ms; MiB shipped): ${keys.map((k) => `${k} ${median(steps.map((x) => x[k] ?? 0))}`).join(', ')}`);
 
     // 3. The drill on the sync and async volumes together.
     const writers = { sync: new DrillWriter(), async: new DrillWriter() };

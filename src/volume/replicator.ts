@@ -107,8 +107,8 @@ export interface ReplicatorOptions {
   log: Logger;
 }
 
-/** What one shipment sent. */
-export interface Shipment { bytes: number; full: boolean }
+/** What one shipment sent, and its steps' milliseconds. */
+export interface Shipment { bytes: number; full: boolean; ms: Record<string, number> }
 
 /** A synchronous replica's mirror in this process: `broken` once the secondary refused a call, `inStep` once its first copy is done. */
 interface Mirror { move: LiveMove; broken: boolean; inStep: boolean; cluster: string }
@@ -121,6 +121,8 @@ interface PointWork {
   bytes: number;
   full: boolean;
   committed: boolean;
+  /** Where its time went, in ms by step (logged with the shipment: what to look at when points are slower than the RPO). */
+  ms: Record<string, number>;
 }
 
 /** Runs the loop; see the module comment. */
@@ -437,7 +439,7 @@ export class Replicator {
       if (!r || !v || !r.export_name || this.o.drivers.get(r.primary_cluster) !== driver) return;
       try {
         const shipped = await this.ship(r, v, driver, o.quiesced);
-        this.o.log.info({ volume_id: v.id, bytes: shipped.bytes, full: shipped.full }, 'replication point shipped');
+        this.o.log.info({ volume_id: v.id, bytes: shipped.bytes, full: shipped.full, ms: shipped.ms }, 'replication point shipped');
       } catch (err) {
         await this.recordFailure(r, v, err as Error);
         throw err;
@@ -455,10 +457,13 @@ export class Replicator {
     try {
       if (deps.exports && !quiesced) await deps.exports.quiesce(v.id, take);
       else await take();
+      w.ms.snapshot = deps.clock.now() - pointAt;
       await this.send(w, driver);
+      const committing = deps.clock.now();
       await deps.queue.transaction((tx) => this.commitPoint(tx, w, pointAt));
       w.committed = true;
-      return { bytes: w.bytes, full: w.full };
+      w.ms.commit = deps.clock.now() - committing;
+      return { bytes: w.bytes, full: w.full, ms: w.ms };
     } finally {
       await this.endPoint(w, driver);
     }
@@ -529,7 +534,7 @@ export class Replicator {
     const point = { id: nextPointId(v.id, r.last_point_id, 'point'), volumeId: v.id, sizeGiB: v.size };
     await driver.deleteVolume({ id: point.id });
     await driver.deleteSnapshot(point);
-    return { r, v, point, bytes: 0, full: true, committed: false };
+    return { r, v, point, bytes: 0, full: true, committed: false, ms: {} };
   }
 
   /**
@@ -543,11 +548,15 @@ export class Replicator {
     const temp = { id: point.id, sizeGiB: v.size };
     let from: VolumeHandle | undefined;
     let to: NbdClient | undefined;
+    const step = (name: string, since: number): number => { const t = deps.clock.now(); w.ms[name] = t - since; return t; };
+    let at = deps.clock.now();
     try {
       const changed = r.last_point_id ? await this.changedSince(driver, { id: v.id, sizeGiB: v.size }, { id: r.last_point_id, volumeId: v.id, sizeGiB: v.size }, point) : undefined;
+      at = step('changes', at);
       await driver.createVolumeFromSnapshot(temp, point);
       from = await driver.openVolume(temp);
       to = await this.connect(r);
+      at = step('open', at);
       if (to.sizeBytes < from.sizeBytes) {
         // Extended since the copy was made: the secondary grows first (its prepare keeps the data).
         await deps.db.kysely.updateTable('volume_replicas').set({ state: 'creating', updated_at: isoAt(deps.clock.now()) }).where('volume_id', '=', v.id).execute();
@@ -556,7 +565,9 @@ export class Replicator {
       const pending = r.pending_ranges ? (JSON.parse(r.pending_ranges) as [number, number][]).map(([offset, length]) => ({ offset, length })) : [];
       w.bytes = changed ? await copyRanges(from, to, mergeRanges([...changed, ...pending], from.sizeBytes)) : await copyAllocated(from, to);
       w.full = !changed;
+      at = step('copy', at);
       await to.flush();
+      step('flush', at);
     } finally {
       await from?.close();
       await to?.close();
