@@ -165,6 +165,18 @@ export class DriverError extends BasaltError {
   }
 }
 
+/**
+ * A driver call failed because the backend's storage has no room for it (a
+ * Ceph pool full or at its quota). Retryable: room freed or a quota raised
+ * lets the next attempt through; a failure for good gets its own user
+ * message (the user can act on it), not the generic one.
+ */
+export class NoRoomError extends DriverError {
+  constructor(message: string, options?: Omit<BasaltErrorOptions, 'retryable'>) {
+    super(message, { ...options, retryable: true });
+  }
+}
+
 /** A backup's stored chunk or manifest is missing or fails its check; the message names it. */
 export class BackupCorruptError extends BasaltError {
   constructor(message: string, options?: BasaltErrorOptions) {

@@ -6,7 +6,7 @@
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId, newRequestId } from '../common/index.ts';
 import type { Tx } from '../jobs/index.ts';
-import { BackupCorruptError, InvalidInputError, NoValidBackendError, type BasaltError } from '../errors/index.ts';
+import { BackupCorruptError, InvalidInputError, NoRoomError, NoValidBackendError, type BasaltError } from '../errors/index.ts';
 
 /** What the user was doing. Ids are stable: they form the message's event_id. */
 export const MESSAGE_ACTIONS = {
@@ -45,6 +45,8 @@ export const MESSAGE_DETAILS = {
   REPLICA_BEHIND: { id: '032', text: 'The secondary copy could not be updated (target unreachable, full or failing); the volume keeps working and replication catches up by itself.' },
   /** The secondary copy is older than its RPO allows with nothing failing (points slower than the changes, or waiting for the volume). */
   REPLICA_LAGGING: { id: '034', text: 'The secondary copy is further behind than the replication RPO allows (points ship more slowly than the volume changes); the volume keeps working and the status returns to enabled once a point ships in time.' },
+  /** The backend's storage had no room for the operation (a pool full or at its quota) until retries ran out. */
+  BACKEND_FULL: { id: '035', text: 'The storage backend has no room for it (its pool is full or at its quota); retries were exhausted.' },
   /** A failover left a volume with no copy on the target. */
   NOT_REPLICATED: { id: '033', text: 'The volume\'s backend was failed over and the volume has no copy on the target.' },
 } as const;
@@ -54,6 +56,7 @@ export type MessageDetail = (typeof MESSAGE_DETAILS)[keyof typeof MESSAGE_DETAIL
 
 /** The detail that explains an error to a user. */
 export function detailFor(err: BasaltError): MessageDetail {
+  if (err instanceof NoRoomError) return MESSAGE_DETAILS.BACKEND_FULL;
   switch (err.code) {
     case 'NO_VALID_BACKEND': return MESSAGE_DETAILS.NO_VALID_BACKEND;
     case 'DRIVER_FAILED': return MESSAGE_DETAILS.DRIVER_FAILED;

@@ -5,7 +5,9 @@
  * its credentials, leaves the backend down (the process serves on, the log
  * names the monitors and the error, os-services says `backend_state: down`,
  * no pool is offered, a create fails with a user message) until the cluster
- * can be reached, when the backend comes up by itself.
+ * can be reached, when the backend comes up by itself; a create that the
+ * scheduler placed on a pool at its quota fails with a user message saying
+ * the backend has no room (not the generic driver failure).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -21,7 +23,7 @@ const ceph = await startCeph();
 after(() => ceph.stop());
 
 /** A Basalt whose one backend `ceph` is rbd on `pool` with `conf` and `keyring`; its log lines in `lines`. */
-async function rbdServer(t: Parameters<typeof startTestServer>[0], conf: string, keyring: string, lines: string[]): Promise<{ s: TestServer; pool: string }> {
+async function rbdServer(t: Parameters<typeof startTestServer>[0], conf = ceph.confPath, keyring = ceph.keyringPath, lines: string[] = []): Promise<{ s: TestServer; pool: string }> {
   const pool = await ceph.newPool();
   const s = await startTestServer(t, {
     logLines: lines,
@@ -100,4 +102,29 @@ test('a cluster that refuses the credentials leaves the backend down, naming the
   assert.deepEqual(await volumeService(s).then((x) => [x.state, x.backend_state]), ['up', 'down']);
   assert.deepEqual(await pools(s), []);
   await createFails(s);
+});
+
+test('a create placed on a pool at its quota fails with a user message saying the backend has no room, and works once the quota is lifted', { timeout: 240_000 }, async (t) => {
+  const { s, pool } = await rbdServer(t);
+  const first = await s.request('POST', `${V}/volumes`, { volume: { size: 1 } });
+  await waitForStatus(s, first.body.volume.id, 'available');
+  // An object quota the pool is already past: the pool reports free bytes (its byte quota is
+  // unset), so the scheduler places the create, and the cluster refuses the image's objects.
+  const full = async (): Promise<boolean> => (JSON.parse(await ceph.ceph('osd', 'pool', 'ls', 'detail', '-f', 'json')) as Array<{ pool_name: string; flags_names: string }>)
+    .find((p) => p.pool_name === pool)!.flags_names.includes('full');
+  await ceph.ceph('osd', 'pool', 'set-quota', pool, 'max_objects', '1');
+  await waitFor('the pool flagged full', async () => ((await full()) ? true : undefined));
+  const r = await s.request('POST', `${V}/volumes`, { volume: { size: 1 } });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  await waitForStatus(s, r.body.volume.id, 'error', 120_000);
+  const msgs = await s.request('GET', `${V}/messages?resource_uuid=${r.body.volume.id}`, undefined, { 'OpenStack-API-Version': 'volume 3.5' });
+  assert.deepEqual(msgs.body.messages.map((m: { user_message: string }) => m.user_message),
+    ['create volume: The storage backend has no room for it (its pool is full or at its quota); retries were exhausted.']);
+  assert.equal(msgs.body.messages[0].event_id, 'VOLUME_VOLUME_013_035');
+  for (const p of [`${V}/volumes/detail`, `${V}/volumes/${r.body.volume.id}`]) assert.ok((await s.request('GET', p)).status < 500, p);
+
+  await ceph.ceph('osd', 'pool', 'set-quota', pool, 'max_objects', '0');
+  await waitFor('the full flag gone', async () => (!(await full()) ? true : undefined));
+  const again = await s.request('POST', `${V}/volumes`, { volume: { size: 1 } });
+  await waitForStatus(s, again.body.volume.id, 'available');
 });

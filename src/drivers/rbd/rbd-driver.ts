@@ -53,7 +53,7 @@
  */
 import fs from 'node:fs';
 import type { DataPlaneBackend } from '../../common/index.ts';
-import { ConfigError, DriverError } from '../../errors/index.ts';
+import { ConfigError, DriverError, NoRoomError } from '../../errors/index.ts';
 import {
   GiB,
   type BackendStats, type ChangedExtent, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
@@ -518,7 +518,7 @@ export class RbdDriver implements VolumeDriver {
    * of waiting for room). Retryable: a quota raised or space freed lets the
    * next attempt through (the scheduler, which reads the pool's free space,
    * refuses new volumes meanwhile; this is the window between its reports).
-   * @throws DriverError (retryable) when the pool is full.
+   * @throws NoRoomError (retryable) when the pool is full.
    */
   private async needingRoom<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
@@ -526,7 +526,7 @@ export class RbdDriver implements VolumeDriver {
     } catch (err) {
       if (!isRbdError(err, 'EDQUOT', 'ENOSPC')) throw err;
       const why = err.code === 'EDQUOT' ? 'is at its quota' : 'is on a full cluster';
-      throw new DriverError(`Ceph pool ${this.options.cephPool} ${why}: no room for ${what}`, { cause: err, retryable: true });
+      throw new NoRoomError(`Ceph pool ${this.options.cephPool} ${why}: no room for ${what}`, { cause: err });
     }
   }
 
