@@ -85,6 +85,12 @@ const SHIP_CHUNK_BYTES = 4 * 1024 * 1024;
 const SHIP_GAP_BYTES = 256 * 1024;
 /** Requests a shipment keeps in flight to the secondary (the NBD client pipelines them). */
 const SHIP_DEPTH = 8;
+/**
+ * Most seconds between two anchors of a synchronous mirror, whatever the
+ * type's RPO (default 300 s, which means nothing to a synchronous copy): a
+ * failback resynchronises the old primary's writes since its last anchor.
+ */
+const SYNC_ANCHOR_MAX_SECONDS = 10;
 /** How long a shipment waits for the volume's lock before trying at the next tick. */
 const LOCK_WAIT_MS = 2_000;
 /**
@@ -135,6 +141,8 @@ export class Replicator {
   /** The shipments queued or running, by `volume:<id>` or `group:<id>`: a volume or group is shipped once at a time. */
   private readonly shipping = new Map<string, Promise<void>>();
   private readonly shipments: fastq.queueAsPromised<() => Promise<void>, void>;
+  /** Whether each backend's snapshots share data with their volumes, and when that was asked ({@link snapshotsShare}). */
+  private readonly sharing = new Map<string, { shares: boolean; at: number }>();
 
   constructor(private readonly o: ReplicatorOptions) {
     this.shipments = fastq.promise((work: () => Promise<void>) => work(), o.maxConcurrentShipments ?? DEFAULT_CONCURRENT_SHIPMENTS);
@@ -227,7 +235,7 @@ export class Replicator {
         const m = this.mirrors.get(v.id);
         if (driver && r.export_name && ['available', 'in-use'].includes(v.status) && (!m || m.broken)) {
           this.dispatch(`volume:${v.id}`, 'synchronous mirror not ready', { volume_id: v.id }, () => this.keepMirror(r, v, driver));
-        } else if (driver?.capabilities.supportsChangedExtents && m?.inStep && r.state === 'enabled' && this.anchorDue(r, now)) {
+        } else if (driver?.capabilities.supportsChangedExtents && m?.inStep && r.state === 'enabled' && this.anchorDue(r, now) && await this.snapshotsShare(r.primary_cluster, driver, now)) {
           this.dispatch(`volume:${v.id}`, 'synchronous anchor not taken', { volume_id: v.id }, () => this.anchor(v.id, driver));
         }
         continue;
@@ -258,9 +266,27 @@ export class Replicator {
     return !r.last_point_at || !r.last_point_id || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000 / 2 || r.state === 'error';
   }
 
-  /** Whether a synchronous replica's next anchor is due: none yet, or its RPO gone since the last (an anchor bounds what a failback resynchronises). */
+  /**
+   * Whether a synchronous replica's next anchor is due: none yet, or its RPO
+   * (at most {@link SYNC_ANCHOR_MAX_SECONDS}) gone since the last. An anchor
+   * bounds what a failback resynchronises: the old primary's writes since it.
+   */
   private anchorDue(r: VolumeReplicaRow, now: number): boolean {
-    return !r.last_point_id || !r.last_point_at || now - Date.parse(r.last_point_at) >= r.rpo_seconds * 1000;
+    return !r.last_point_id || !r.last_point_at || now - Date.parse(r.last_point_at) >= Math.min(r.rpo_seconds, SYNC_ANCHOR_MAX_SECONDS) * 1000;
+  }
+
+  /**
+   * Whether the backend's snapshots share their data with the volume
+   * (its pool's `copyMethod` is not `copy`; asked at most once a minute):
+   * only then is an anchor cheap, and what changed since it less than all.
+   */
+  private async snapshotsShare(cluster: string, driver: GuardedDriver, now: number): Promise<boolean> {
+    const known = this.sharing.get(cluster);
+    if (known && now - known.at < 60_000) return known.shares;
+    const stats = await driver.getStats().catch(() => undefined);
+    const shares = !!stats && stats.pools.every((p) => (p.copyMethod ?? 'copy') !== 'copy');
+    this.sharing.set(cluster, { shares, at: now });
+    return shares;
   }
 
   /**
