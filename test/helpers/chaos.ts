@@ -76,6 +76,8 @@ type Op = (typeof OPS)[number];
 const HOST_REGION = { baseBytes: 0, slots: 64 };
 /** RBD: hosts attached for the whole run (never detached). */
 const PINNED_HOSTS = 3;
+/** RBD: the longest a host waits for its writes of one connection (8 writes) before the run counts one as hung. */
+const HOST_WRITE_MAX_MS = 60_000;
 const GiB = 1024 ** 3;
 
 /** A small deterministic PRNG (mulberry32). */
@@ -177,8 +179,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           if (r?.status === 404) return;
           const data = r?.body?.attachment?.connection_info?.data as NbdConnectionData | undefined;
           if (data?.export_name) {
-            const err = await writer.run(data, HOST_REGION, 8);
-            if (err) log(`host of ${volumeId}: ${err.message}`); // a member died or fenced itself: connect again
+            // A write must be answered (with an error, when its member died or fenced itself), never left hanging.
+            const err = await Promise.race([writer.run(data, HOST_REGION, 8), sleep(HOST_WRITE_MAX_MS).then(() => 'hung' as const)]);
+            if (err === 'hung') {
+              report.violations.push(`host of volume ${volumeId}: a write through ${data.host}:${data.port} got no answer within ${HOST_WRITE_MAX_MS / 1000} s`);
+              return;
+            }
+            if (err) log(`host of ${volumeId}: ${err.message}`); // connect again
           }
           await sleep(200);
         }

@@ -19,19 +19,20 @@ import { runChaos } from '../helpers/chaos.ts';
 const ceph = await startCeph();
 after(() => ceph.stop());
 
-// 200 operations with a kill every 2 s on average (the file run: 500, every 0.7 s): an RBD run
-// adds about 2 minutes to the suite on 2 cores, and a member killed every 0.7 s left all three
+// 150 operations with a kill every 2 s on average (the file run: 500, every 0.7 s): an RBD run
+// adds about 2 minutes to the suite on 2 cores (200 took 67-129 s at load 8-15, and once passed
+// the 300 s bound beside a busy neighbour), and a member killed every 0.7 s left all three
 // volume services down most of the time while they restarted, so that nothing but creates ran.
-test('200 operations under SIGKILLs leave a consistent cluster on a shared RBD pool, every acknowledged host write intact', { timeout: 300_000 }, async (t) => {
+test('150 operations under SIGKILLs leave a consistent cluster on a shared RBD pool, every acknowledged host write intact', { timeout: 300_000 }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chaos-locks-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const started = performance.now();
-  const report = await runChaos({ operations: 200, killEveryMs: 2000, coordination: `file://${dir}`, ceph });
+  const report = await runChaos({ operations: 150, killEveryMs: 2000, coordination: `file://${dir}`, ceph });
   t.diagnostic(`seed ${report.seed}; ${((performance.now() - started) / 1000).toFixed(0)} s; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
   t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; error rows deleted ${report.deletedFailedCopies}`);
   assert.deepEqual(report.violations, [], `invariants broken (seed ${report.seed})`);
   assert.deepEqual(report.outcomes.serverErrors, [], 'no request answered 5xx');
-  assert.ok(Object.values(report.operations).reduce((a, b) => a + b, 0) >= 200);
+  assert.ok(Object.values(report.operations).reduce((a, b) => a + b, 0) >= 150);
   assert.ok((report.operations.attach ?? 0) > 0 && (report.operations.snapshot ?? 0) > 0 && (report.operations.clone ?? 0) > 0, 'attaches, snapshots and clones ran, not only creates');
   assert.ok(Object.values(report.kills).reduce((a, b) => a + b, 0) >= 5, `processes were killed: ${JSON.stringify(report.kills)}`);
   assert.ok(report.checked.volumes > 0 && report.checked.files > 0 && report.checked.quotaResources >= 3, 'the checks saw rows, images and quota usage');
