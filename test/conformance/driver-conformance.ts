@@ -423,10 +423,13 @@ export function driverConformance(name: string, factory: DriverFactory, o: Confo
   test(`${name}: a slow call's timeout never lets a serial driver run two calls`, async (t) => {
     const slow = vol();
     let first = true;
+    // The call issued once the slow one timed out waits for it to end (SLOW - TIMEOUT later) and must then
+    // finish within its own TIMEOUT: at least 2 s, so a busy machine has 1.5 s for that create (800 ms left 300).
+    const timeoutMs = Math.max(TIMEOUT_MS, 2000);
     const { driver, recorder } = await setup(t, {
       declare: { canRunInParallel: false },
-      delayMs: (m, subject) => (m === 'createVolume' && subject === slow.id && first ? ((first = false), SLOW_MS) : 0),
-    }, TIMEOUT_MS);
+      delayMs: (m, subject) => (m === 'createVolume' && subject === slow.id && first ? ((first = false), timeoutMs + 500) : 0),
+    }, timeoutMs);
     const queued = vol();
     const a = driver.createVolume(slow);
     const c = driver.createVolume(queued); // waits behind the slow call, and gives up before its turn
