@@ -85,17 +85,17 @@ export function replicationRoutes(deps: ApiDeps, replication: ReplicationApiDeps
       }
       let jobCluster: string;
       // A backend that replicates itself (RBD's rbd-mirror): its own services promote the target's copies, both ways.
+      // Its job goes to its own cluster even when no member is counted up: a member whose storage is lost
+      // cannot report (no heartbeat without its stats) yet still takes jobs, and a restarted one takes it later.
       const inDriver = rows.some((s) => reporting([s])[0]?.report.replication_in_driver === true);
-      if (inDriver && !live.some(({ service }) => service.cluster === failing)) {
-        throw new InvalidInputError(`Invalid input received: ${name} replicates through its storage and no volume service of it is up to ${backendId === FAILBACK_ID ? 'fail back' : 'fail over'}.`);
-      }
+      const own = { service: rows[0]! };
       if (backendId === FAILBACK_ID) {
         if (status !== 'failed-over') throw new InvalidInputError(`Invalid input received: ${name} is not failed over: there is nothing to fail back.`);
         if (!live.some(({ service }) => service.cluster === failing)) {
           throw new InvalidInputError(`Invalid input received: ${name} is unreachable (no volume service of it is up): it cannot take its volumes back until it is.`);
         }
         const active = rows[0]!.active_backend_id;
-        const target = inDriver ? live.find(({ service }) => service.cluster === failing) : live.find(({ service, report }) => report.volume_backend_name === active && service.cluster !== failing);
+        const target = inDriver ? own : live.find(({ service, report }) => report.volume_backend_name === active && service.cluster !== failing);
         if (!target) throw new InvalidInputError(`Invalid input received: the backend ${name} is failed over to (${active}) has no volume service up: nothing can ship its last writes back.`);
         jobCluster = target.service.cluster!;
       } else {
@@ -103,7 +103,7 @@ export function replicationRoutes(deps: ApiDeps, replication: ReplicationApiDeps
         if (!targets.includes(backendId)) {
           throw new InvalidInputError(`Invalid input received: ${backendId} is not a replication target of ${name}${targets.length ? ` (its targets: ${targets.join(', ')})` : ' (it has none)'}.`);
         }
-        const target = inDriver ? live.find(({ service }) => service.cluster === failing) : live.find(({ service, report }) => report.volume_backend_name === backendId && service.cluster !== failing);
+        const target = inDriver ? own : live.find(({ service, report }) => report.volume_backend_name === backendId && service.cluster !== failing);
         if (!target) throw new InvalidInputError(`Invalid input received: replication target ${backendId} has no volume service up: nothing can take over ${name}.`);
         jobCluster = target.service.cluster!;
       }

@@ -30,10 +30,15 @@ import type { Clock } from '../common/index.ts';
 import type { Db, ServiceRepository, VolumeRepository, VolumeTypeRepository, VolumeRow } from '../db/index.ts';
 import type { GuardedDriver } from '../drivers/index.ts';
 import { failUnreplicated, FAILBACK_ID, type FailoverPayload, type ReplicationDeps } from './replication-jobs.ts';
-import { replicationOf } from './volume-type-flags.ts';
-
-/** Basalt's extra spec choosing rbd-mirror's mode for a replicated type on an RBD backend: `snapshot` (default) or `journal`. */
-export const RBD_MIRROR_MODE_SPEC = 'basalt:rbd_mirror_mode';
+import { RBD_MIRROR_MODE_SPEC, replicationOf } from './volume-type-flags.ts';
+/**
+ * The longest `stop` waits for a tick, and a tick for a backend's pass: a
+ * call on a lost cluster can hang in librbd past every timeout (a mirror
+ * snapshot waits for the cluster to come back), and must hold neither the
+ * other backends nor the process's shutdown. Such a backend's pass is
+ * skipped until its stuck one ends.
+ */
+const PASS_WAIT_MS = 10_000;
 /** Replication statuses the loop keeps up to date (a failed-over volume keeps its own). */
 const SHOWN = ['copying', 'enabled', 'error'];
 
@@ -62,6 +67,8 @@ export class BackendReplicator {
   private readonly enabled = new Map<string, string>();
   /** When each volume's last point was marked here (ms). */
   private readonly lastPointAt = new Map<string, number>();
+  /** Backends whose pass is still running (see {@link PASS_WAIT_MS}). */
+  private readonly busy = new Set<string>();
 
   constructor(private readonly o: BackendReplicatorOptions) {}
 
@@ -78,15 +85,19 @@ export class BackendReplicator {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    await this.running;
+    await Promise.race([this.running, new Promise((r) => setTimeout(r, PASS_WAIT_MS).unref())]);
   }
 
   /** One pass (exposed for tests). */
   async tick(): Promise<void> {
+    const passes: Promise<void>[] = [];
     for (const [cluster, driver] of this.o.drivers) {
-      if (!driver.capabilities.supportsBackendReplication) continue;
-      await this.tickBackend(cluster, driver).catch((err) => this.o.log.warn({ err, cluster }, 'backend replication of a backend failed'));
+      if (!driver.capabilities.supportsBackendReplication || this.busy.has(cluster)) continue;
+      this.busy.add(cluster);
+      passes.push(this.tickBackend(cluster, driver).catch((err) => this.o.log.warn({ err, cluster }, 'backend replication of a backend failed'))
+        .finally(() => this.busy.delete(cluster)));
     }
+    await Promise.race([Promise.all(passes), new Promise((r) => setTimeout(r, PASS_WAIT_MS).unref())]);
   }
 
   private async tickBackend(cluster: string, driver: GuardedDriver): Promise<void> {

@@ -18,6 +18,8 @@ export interface ReplicationSettings {
 export const REPLICATION_MODE_SPEC = 'basalt:replication_mode';
 /** Basalt's extra spec giving the asynchronous RPO in seconds (default {@link DEFAULT_RPO_SECONDS}). */
 export const REPLICATION_RPO_SPEC = 'basalt:replication_rpo_seconds';
+/** Basalt's extra spec choosing rbd-mirror's mode on an RBD backend that replicates through Ceph: `snapshot` (default) or `journal`. */
+export const RBD_MIRROR_MODE_SPEC = 'basalt:rbd_mirror_mode';
 /** The RPO of an asynchronous type that names none: five minutes, a common default of array replication. */
 export const DEFAULT_RPO_SECONDS = 300;
 /** The longest RPO a type may ask for: a day. */
@@ -35,6 +37,8 @@ export function replicationSpecProblem(specs: Readonly<Record<string, string>>):
   }
   const mode = specs[REPLICATION_MODE_SPEC];
   if (mode !== undefined && !['sync', 'async'].includes(mode.trim())) return `extra spec ${REPLICATION_MODE_SPEC} must be sync or async, not '${mode}'`;
+  const mirror = specs[RBD_MIRROR_MODE_SPEC];
+  if (mirror !== undefined && !['snapshot', 'journal'].includes(mirror.trim())) return `extra spec ${RBD_MIRROR_MODE_SPEC} must be snapshot or journal, not '${mirror}'`;
   const rpo = specs[REPLICATION_RPO_SPEC];
   if (rpo !== undefined && !(/^\d+$/.test(rpo.trim()) && Number(rpo) >= 1 && Number(rpo) <= MAX_RPO_SECONDS)) {
     return `extra spec ${REPLICATION_RPO_SPEC} must be a whole number of seconds from 1 to ${MAX_RPO_SECONDS}, not '${rpo}'`;

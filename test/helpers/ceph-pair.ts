@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { startCeph, type Ceph } from './ceph.ts';
+import { pidAlive } from './process.ts';
 
 const run = promisify(execFile);
 
@@ -32,6 +33,12 @@ export interface CephPair {
   newPool(): Promise<string>;
   /** The pids of the rbd-mirror daemons (secondary's first). */
   mirrorPids: number[];
+  /**
+   * SIGKILLs every daemon of the primary cluster and its rbd-mirror (a site
+   * lost), by the pids they were started with; its folder stays until `stop`.
+   * @throws Error on a shared primary, which other test files use.
+   */
+  killPrimary(): Promise<void>;
   /** Kills the daemons by pid, then stops both clusters (the secondary is removed, the shared primary loses its pool only). */
   stop(): Promise<void>;
 }
@@ -40,6 +47,8 @@ export interface CephPair {
 export interface StartCephPairOptions {
   /** Also run rbd-mirror on the primary (needed to fail back). Default true. */
   twoWay?: boolean;
+  /** Start a primary of its own even when the run shares one (needed by {@link CephPair.killPrimary}). Default false. */
+  freshPrimary?: boolean;
 }
 
 /** Debian's package that holds the daemon (installed by `scripts/install-test-tools.sh`). */
@@ -54,7 +63,7 @@ export async function startCephPair(o: StartCephPairOptions = {}): Promise<CephP
     await run('bash', [path.resolve(import.meta.dirname, '../../scripts/install-test-tools.sh')], { maxBuffer: 64 * 1024 * 1024 });
   }
   // In parallel: two clusters start in about 9 s together (the README's figure) against 12 one after the other.
-  const [p, s] = await Promise.allSettled([startCeph(), startCeph({ fresh: true })]);
+  const [p, s] = await Promise.allSettled([startCeph({ fresh: o.freshPrimary ?? false }), startCeph({ fresh: true })]);
   if (p.status === 'rejected' || s.status === 'rejected') {
     if (p.status === 'fulfilled') await p.value.stop();
     if (s.status === 'fulfilled') await s.value.stop();
@@ -83,6 +92,20 @@ export async function startCephPair(o: StartCephPairOptions = {}): Promise<CephP
   return {
     primary, secondary, pool: primary.pool,
     newPool: async () => secondary.newPool(await primary.newPool()),
+    async killPrimary() {
+      if (!o.freshPrimary) throw new Error('killPrimary needs a pair started with freshPrimary');
+      const pidsFile = path.join(path.dirname(primary.confPath), 'pids');
+      const pids = fs.readFileSync(pidsFile, 'utf8').split('\n').filter(Boolean).map(Number);
+      const primaryMirror = daemons[1];
+      if (primaryMirror?.pid) pids.push(primaryMirror.pid);
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch { /* gone already */ }
+      }
+      // Gone once kill(pid, 0) fails: a dead monitor must not answer the failover's first calls.
+      for (let i = 0; i < 100 && pids.some(pidAlive); i++) await new Promise((r) => setTimeout(r, 50));
+    },
     mirrorPids: daemons.map((d) => d.pid!),
     async stop() {
       await stopDaemons();

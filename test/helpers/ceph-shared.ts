@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { startCeph } from './ceph.ts';
+import { pidAlive } from './process.ts';
 
 const [command, dir] = process.argv.slice(2);
 if (command === 'start') {
@@ -21,18 +22,10 @@ if (command === 'start') {
     } catch { /* gone already */ }
   }
   // The folder goes once they are gone (a daemon dying mid-write could recreate a file in it).
-  for (let i = 0; i < 100 && pids.some((pid) => alive(pid)); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 100 && pids.some(pidAlive); i++) await new Promise((r) => setTimeout(r, 50));
   fs.rmSync(dir, { recursive: true, force: true });
 } else {
   process.stderr.write('usage: ceph-shared.ts start | stop DIR\n');
   process.exit(2);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}

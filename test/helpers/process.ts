@@ -34,3 +34,13 @@ export function kill9(child: ChildProcess): Promise<void> {
     child.kill('SIGKILL');
   });
 }
+
+/** Whether a process of this pid is alive (signal 0 reaches it): for daemons started by pid and stopped by pid. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -263,6 +263,12 @@ export class RbdMirror {
     for (;;) {
       const done = await this.onImage(site, image, async (img) => {
         if ((await addon.mirrorInfo(img)).primary) return true;
+        // Nothing to wait for (the old primary is out of reach): by force at once. An orderly promotion
+        // of an image whose peer cannot be reached waits for rbd-mirror to let go of it, for minutes.
+        if (waitMs === 0 && o.force !== false) {
+          await addon.mirrorPromote(img, 1);
+          return true;
+        }
         try {
           await addon.mirrorPromote(img, 0);
           return true;
