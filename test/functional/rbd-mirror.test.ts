@@ -14,6 +14,9 @@
  *   `os-services/failover_host` demotes the primary's image and promotes the
  *   secondary's (the data there is the volume's); writes there come back
  *   with failback (`default`), which promotes the primary's image again.
+ *   A type with `basalt:rbd_mirror_mode = journal` is mirrored in journal
+ *   mode (librbd turns the image's journaling on), its writes reaching the
+ *   secondary with no point.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -156,4 +159,21 @@ test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror sta
   assert.equal((await mirroring(a, pool, image))?.primary, true);
   assert.equal((await mirroring(b, pool, image))?.primary, false);
   assert.equal(await imageDigest(a, pool, image), later, 'the primary holds every write made while failed over');
+});
+
+test('a type asking for journal mode has its volumes mirrored write by write through the image journal', async (t) => {
+  const pool = await pair.newPool();
+  const s = await mirroredServer(t, pool);
+  const type = await s.request('POST', `${V}/types`, { volume_type: { name: 'journaled', extra_specs: { replication_enabled: '<is> True', 'basalt:rbd_mirror_mode': 'journal' } } });
+  assert.equal(type.status, 200, JSON.stringify(type.body));
+  const id = (await s.request('POST', `${V}/volumes`, { volume: { size: 1, volume_type: 'journaled' } })).body.volume.id as string;
+  await waitForStatus(s, id, 'available');
+  const image = `volume-${id}`;
+  await waitFor('the image mirrored', async () => (await mirroring(a, pool, image))?.state === 'enabled', 60_000);
+  assert.equal((await mirroring(a, pool, image))?.mode, 'journal');
+  // Journal mode needs no point: the writes reach the secondary by themselves (the RPO's points are snapshot mode's).
+  await a.rbd('bench', '--io-type', 'write', '--io-size', '4K', '--io-total', '1M', '--io-pattern', 'rand', `${pool}/${image}`);
+  const written = await imageDigest(a, pool, image);
+  await until('the secondary image equal to the primary', 120_000, async () => (await imageDigest(b, pool, image)) === written);
+  assert.equal((await mirroring(b, pool, image))?.primary, false);
 });
