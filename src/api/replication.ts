@@ -15,7 +15,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
 import type { ServiceRow } from '../db/index.ts';
 import { InvalidInputError, NotFoundError } from '../errors/index.ts';
-import { reporting, replicationTargetsOf, volumeTarget } from '../services/index.ts';
+import { replicatesInDriver, reporting, replicationTargetsOf, volumeTarget } from '../services/index.ts';
 import { FAILBACK_ID, type ReplicationJobKinds } from '../volume/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
 import type { ApiDeps } from './context.ts';
@@ -87,7 +87,7 @@ export function replicationRoutes(deps: ApiDeps, replication: ReplicationApiDeps
       // A backend that replicates itself (RBD's rbd-mirror): its own services promote the target's copies, both ways.
       // Its job goes to its own cluster even when no member is counted up: a member whose storage is lost
       // cannot report (no heartbeat without its stats) yet still takes jobs, and a restarted one takes it later.
-      const inDriver = rows.some((s) => reporting([s])[0]?.report.replication_in_driver === true);
+      const inDriver = rows.some((s) => replicatesInDriver(reporting([s])[0]?.report));
       const own = { service: rows[0]! };
       if (backendId === FAILBACK_ID) {
         if (status !== 'failed-over') throw new InvalidInputError(`Invalid input received: ${name} is not failed over: there is nothing to fail back.`);

@@ -138,6 +138,11 @@ export function backendDownReason(report: ServiceReport | undefined): string | u
   return report?.backend_state === 'down' ? String(report.backend_state_reason ?? 'unknown') : undefined;
 }
 
+/** Whether a report's backend replicates to its targets itself (`replication_in_driver`; false when absent). */
+export function replicatesInDriver(report: ServiceReport | undefined): boolean {
+  return report?.replication_in_driver === true;
+}
+
 /** The replication targets a report names (none when absent). */
 export function replicationTargetsOf(report: ServiceReport | undefined): string[] {
   return Array.isArray(report?.replication_targets) ? report.replication_targets.filter((t) => typeof t === 'string') : [];
