@@ -80,11 +80,15 @@ const SHIP_CHUNK_BYTES = 4 * 1024 * 1024;
  * Changed ranges closer than this ship as one (the bytes between are the
  * secondary's already, so writing them again changes nothing): scattered
  * small writes otherwise cost one round trip to the secondary each, and a
- * point of a volume under random writes took longer than its RPO.
+ * point of a volume under random writes took longer than its RPO. (64 KiB
+ * with 32 requests in flight measured no better under fio's random writes:
+ * by the time a point ships, its changed blocks cover the region anyway.)
  */
 const SHIP_GAP_BYTES = 256 * 1024;
 /** Requests a shipment keeps in flight to the secondary (the NBD client pipelines them). */
 const SHIP_DEPTH = 8;
+/** What a chunk of zeros is compared with (memcmp, not a loop over its bytes). */
+const ZERO_CHUNK = Buffer.alloc(SHIP_CHUNK_BYTES);
 /**
  * Most seconds between two anchors of a synchronous mirror, whatever the
  * type's RPO (default 300 s, which means nothing to a synchronous copy): a
@@ -727,7 +731,7 @@ async function copyRanges(from: VolumeHandle, to: VolumeHandle, ranges: readonly
   const inFlight = new Set<Promise<void>>();
   const copyChunk = async (at: number, n: number): Promise<void> => {
     const data = await from.read(at, n);
-    if (data.every((b) => b === 0) && to.writeZeroes) {
+    if (to.writeZeroes && data.equals(ZERO_CHUNK.subarray(0, data.length))) {
       await to.writeZeroes(at, n, true);
     } else {
       await to.write(at, data);
