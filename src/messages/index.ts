@@ -28,6 +28,8 @@ export const MESSAGE_ACTIONS = {
   REPLICATE_VOLUME: { id: '024', text: 'replicate volume' },
   /** Basalt's: failing a backend over to its replication target. */
   FAILOVER_VOLUME: { id: '025', text: 'failover volume' },
+  /** Basalt's: a volume service checking that its backend still holds each volume (`src/volume/lost-storage.ts`). */
+  CHECK_VOLUME: { id: '026', text: 'check volume storage' },
 } as const;
 
 /** What went wrong. Ids are stable. */
@@ -46,6 +48,8 @@ export const MESSAGE_DETAILS = {
   /** The secondary copy is older than its RPO allows with nothing failing (points slower than the changes, or waiting for the volume). */
   REPLICA_LAGGING: { id: '034', text: 'The secondary copy is further behind than the replication RPO allows (points ship more slowly than the volume changes); the volume keeps working and the status returns to enabled once a point ships in time.' },
   /** The backend's storage had no room for the operation (a pool full or at its quota) until retries ran out. */
+  /** The volume's image or file was removed outside Basalt (`src/volume/lost-storage.ts`). */
+  STORAGE_MISSING: { id: '036', text: 'The volume\'s data is no longer on the storage backend (it was removed outside Basalt); the volume can only be deleted.' },
   BACKEND_FULL: { id: '035', text: 'The storage backend has no room for it (its pool is full or at its quota); retries were exhausted.' },
   /** A failover left a volume with no copy on the target. */
   NOT_REPLICATED: { id: '033', text: 'The volume\'s backend was failed over and the volume has no copy on the target.' },

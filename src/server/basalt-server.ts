@@ -202,7 +202,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       for (const backend of config.backends) {
         const driver = openDriver(backend);
         const svc = new VolumeService({
-          ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds,
+          ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds, messageTtlSeconds: d.message_ttl,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
           ...(compute ? { compute } : {}),
           replication: { replicationKinds, messageTtlSeconds: d.message_ttl, attachments, replicator },

@@ -11,6 +11,7 @@ import { volumeHandlers, type ExportServer } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
 import { replicationHandlers, type ReplicationDeps } from './replication-jobs.ts';
 import { groupReplicationHandlers } from './group-replication-jobs.ts';
+import { LostStorage } from './lost-storage.ts';
 import {
   MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type NativeConnectionReport, type ServiceReport,
 } from '../services/index.ts';
@@ -30,6 +31,8 @@ export interface VolumeServiceOptions extends GroupHandlerDeps {
   log: Logger;
   /** The NBD endpoint to announce, when this process exports volumes. */
   nbdEndpoint?: { host: string; port: number; requireTls: boolean; socket?: string };
+  /** How long user messages live (seconds). */
+  messageTtlSeconds: number;
   /** What the replication jobs need (`replication-jobs.ts`); absent: this service runs none. */
   replication?: Omit<ReplicationDeps, keyof GroupHandlerDeps>;
 }
@@ -46,6 +49,8 @@ export class VolumeService {
   /** The last listing of what the backend could adopt (undefined until the first), and the one running: see {@link manageable}. */
   private lastManageable: Pick<ServiceReport, 'manageable_volumes' | 'manageable_snapshots'> | undefined;
   private listing: Promise<void> | undefined;
+  /** Volumes of this backend whose storage went missing: told by each listing. */
+  private readonly lostStorage: LostStorage;
   /** Why the backend is down (its driver's init failed), undefined while it is up; and the init being tried again: see {@link initDriver}. */
   private downReason: string | undefined;
   private initializing: Promise<void> | undefined;
@@ -53,6 +58,7 @@ export class VolumeService {
   constructor(private readonly o: VolumeServiceOptions) {
     this.serviceHost = `${o.host}@${o.backend.name}`;
     this.cluster = o.backend.cluster || this.serviceHost;
+    this.lostStorage = new LostStorage(o, [...new Set([this.cluster, this.serviceHost])]);
     this.role = new RoleService({
       queue: o.queue, services: o.services, host: this.serviceHost, binary: 'cinder-volume',
       backend: o.backend.name, cluster: this.cluster, availabilityZone: o.backend.backend_availability_zone,
@@ -220,8 +226,11 @@ export class VolumeService {
   /** One listing of what the backend could adopt, kept as {@link lastManageable}. */
   private async listManageable(): Promise<void> {
     const { driver } = this.o;
+    const since = this.o.clock.now();
+    let volumes: ManageableResource[];
     try {
-      const [volumes, snapshots] = await Promise.all([driver.listManageableVolumes(), driver.listManageableSnapshots()]);
+      let snapshots: ManageableResource[];
+      [volumes, snapshots] = await Promise.all([driver.listManageableVolumes(), driver.listManageableSnapshots()]);
       const shown = (list: ManageableResource[]): ManageableReport[] => list.slice(0, MANAGEABLE_LIMIT).map((r) => ({
         reference: { ...r.reference }, size: r.sizeGiB, safe_to_manage: r.safeToManage, reason_not_safe: r.reasonNotSafe,
         cinder_id: r.basaltId, extra_info: r.extraInfo, ...(r.sourceReference ? { source_reference: { ...r.sourceReference } } : {}),
@@ -230,6 +239,14 @@ export class VolumeService {
     } catch (err) {
       this.o.log.warn({ err }, 'listing manageable volumes failed');
       this.lastManageable ??= {};
+      return;
+    }
+    // The listing names every volume of Basalt's the backend holds: those it lacks lost their storage.
+    try {
+      const lost = await this.lostStorage.listed(new Set(volumes.flatMap((v) => (v.basaltId ? [v.basaltId] : []))), since);
+      if (lost.length) this.o.log.error({ backend: this.o.backend.name, volumes: lost }, 'volumes whose storage was removed outside Basalt: marked error (attached ones when detached)');
+    } catch (err) {
+      this.o.log.warn({ err }, 'checking for volumes whose storage is gone failed');
     }
   }
 }

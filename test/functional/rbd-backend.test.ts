@@ -370,36 +370,43 @@ test('an incremental backup of an RBD snapshot reads only the objects librbd\'s 
   assert.equal((await s.request('DELETE', `${V}/attachments/${attId}`, undefined, MV)).status, 200);
 });
 
-test('an image deleted behind Basalt\'s back: operations on its volume fail with a user message, its export refuses, deleting the volume succeeds, nothing answers 5xx', { timeout: 300_000 }, async (t) => {
+test('an image deleted behind Basalt\'s back: its volume turns error with a user message (attached: when detached), operations on it are refused, its export refuses, deleting it succeeds, nothing answers 5xx', { timeout: 300_000 }, async (t) => {
   const { s, pool } = await rbdServer(t, ['rbd_connection = nbd']);
-  const [extended, snapped, cloned, attached] = [await created(s, { size: 1 }), await created(s, { size: 1 }), await created(s, { size: 1 }), await created(s, { size: 1 })];
+  const [extended, snapped, cloned, attached, kept] = [await created(s, { size: 1 }), await created(s, { size: 1 }), await created(s, { size: 1 }), await created(s, { size: 1 }), await created(s, { size: 1 })];
+  const { id: attachment, info: conn } = await attach(s, attached);
+  assert.equal((await s.request('POST', `${V}/attachments/${attachment}/action`, { 'os-complete': null }, MV)).status, 204);
   for (const id of [extended, snapped, cloned, attached]) await ceph.rbd('rm', `${pool}/volume-${id}`);
   const messages = async (id: string): Promise<string[]> =>
     ((await s.request('GET', `${V}/messages?resource_uuid=${id}`, undefined, { 'OpenStack-API-Version': 'volume 3.5' })).body.messages as Array<{ user_message: string }>).map((m) => m.user_message);
+  const LOST = 'check volume storage: The volume\'s data is no longer on the storage backend (it was removed outside Basalt); the volume can only be deleted.';
 
-  assert.equal((await s.request('POST', `${V}/volumes/${extended}/action`, { 'os-extend': { new_size: 2 } })).status, 202);
-  await waitForStatus(s, extended, 'error_extending');
-  assert.deepEqual(await messages(extended), ['extend volume: The storage backend failed to complete the operation.']);
+  // The volume service's listings find them gone: error, with the reason in a user message.
+  for (const id of [extended, snapped, cloned]) {
+    await waitForStatus(s, id, 'error', 120_000);
+    assert.deepEqual(await messages(id), [LOST]);
+  }
+  await waitFor('the attached volume\'s message', async () => (await messages(attached)).length === 1, 120_000);
+  assert.deepEqual(await messages(attached), [LOST]);
+  assert.equal((await s.request('GET', `${V}/volumes/${attached}`)).body.volume.status, 'in-use', 'attached: it can still be detached');
 
-  const snap = await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: snapped } });
-  assert.equal(snap.status, 202);
-  await waitFor('snapshot error', async () => (await s.request('GET', `${V}/snapshots/${snap.body.snapshot.id}`)).body.snapshot.status === 'error');
-  assert.deepEqual(await messages(snap.body.snapshot.id), ['snapshot create: The storage backend failed to complete the operation.']);
-
-  const clone = await s.request('POST', `${V}/volumes`, { volume: { size: 1, source_volid: cloned } });
-  assert.equal(clone.status, 202);
-  await waitForStatus(s, clone.body.volume.id, 'error');
-  assert.deepEqual(await messages(clone.body.volume.id), ['create volume: The storage backend failed to complete the operation.']);
+  // Operations on them are refused with Cinder's 400, not attempted.
+  assert.equal((await s.request('POST', `${V}/volumes/${extended}/action`, { 'os-extend': { new_size: 2 } })).status, 400);
+  assert.equal((await s.request('POST', `${V}/snapshots`, { snapshot: { volume_id: snapped } })).status, 400);
+  assert.equal((await s.request('POST', `${V}/volumes`, { volume: { size: 1, source_volid: cloned } })).status, 400);
 
   // Attached over NBD: the export has no image to serve and says so to the client.
-  const { info: conn } = await attach(s, attached);
   await assert.rejects(run('qemu-io', ['-f', 'raw', '-c', 'read 0 4k', conn.data.uri as string], { timeout: 60_000 }));
-
   for (const path of [`${V}/volumes/detail`, `${V}/snapshots/detail`, `${V}/attachments/detail`]) assert.ok((await s.request('GET', path, undefined, MV)).status < 500, path);
-  // The volumes whose images are gone are deleted as gone (the idempotent delete finds nothing to
-  // remove); the one with a failed snapshot with it (cascade, as Cinder asks).
-  for (const id of [snapped, cloned]) {
-    assert.equal((await s.request('DELETE', `${V}/volumes/${id}?cascade=true`)).status, 202);
+
+  // Detached, it turns error as well; the volume whose image is there never does.
+  assert.equal((await s.request('DELETE', `${V}/attachments/${attachment}`, undefined, MV)).status, 200);
+  await waitForStatus(s, attached, 'error', 120_000);
+  assert.equal((await s.request('GET', `${V}/volumes/${kept}`)).body.volume.status, 'available');
+  assert.deepEqual(await messages(kept), []);
+
+  // They are deleted as gone (the idempotent delete finds nothing to remove).
+  for (const id of [extended, snapped, cloned, attached]) {
+    assert.equal((await s.request('DELETE', `${V}/volumes/${id}`)).status, 202);
     await waitFor(`volume ${id} gone`, async () => (await s.request('GET', `${V}/volumes/${id}`)).status === 404);
   }
 });
