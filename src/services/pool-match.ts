@@ -6,7 +6,13 @@
  * capability as text.
  */
 import { ownValue } from '../common/index.ts';
-import type { PoolReport, ServiceReport } from './service-report.ts';
+import { replicatesInDriver, type PoolReport, type ServiceReport } from './service-report.ts';
+
+/**
+ * Basalt's extra spec choosing how a replicated type's volumes replicate:
+ * `sync` or `async` (the types API checks its values: `src/volume/volume-type-flags.ts`).
+ */
+export const REPLICATION_MODE_SPEC = 'basalt:replication_mode';
 
 /** Capability values render as Cinder (Python) would: `True`, `False`, numbers. */
 function text(value: unknown): string {
@@ -76,6 +82,11 @@ export function unmetSpecs(caps: ServiceReport, pool: PoolReport, specs: Record<
     // Own members only: a spec `capabilities:constructor` names no capability.
     const value = ownValue(pool as unknown as Record<string, unknown>, cap) ?? ownValue(caps as unknown as Record<string, unknown>, cap);
     if (!matchesSpec(value, requirement)) failed.push(key);
+  }
+  // A backend that replicates through its own storage (rbd-mirror) copies asynchronously:
+  // it cannot hold a type that asks for every write on both copies.
+  if (specs[REPLICATION_MODE_SPEC]?.trim() === 'sync' && replicatesInDriver(caps)) {
+    failed.push(`${REPLICATION_MODE_SPEC} (sync: this backend replicates through its storage, asynchronously)`);
   }
   return failed;
 }

@@ -1,5 +1,8 @@
 /** What a volume type's extra specs say about its volumes, read in one place. */
 import type { VolumeType } from '../db/index.ts';
+import { REPLICATION_MODE_SPEC } from '../services/index.ts';
+
+export { REPLICATION_MODE_SPEC };
 
 /** Whether a type makes its volumes multiattach (`multiattach="<is> True"`, 3.50). */
 export function isMultiattachType(t: VolumeType): boolean {
@@ -14,8 +17,6 @@ export interface ReplicationSettings {
   readonly rpoSeconds: number;
 }
 
-/** Basalt's extra spec choosing the replication mode: `sync` or `async` (default). */
-export const REPLICATION_MODE_SPEC = 'basalt:replication_mode';
 /** Basalt's extra spec giving the asynchronous RPO in seconds (default {@link DEFAULT_RPO_SECONDS}). */
 export const REPLICATION_RPO_SPEC = 'basalt:replication_rpo_seconds';
 /** Basalt's extra spec choosing rbd-mirror's mode on an RBD backend that replicates through Ceph: `snapshot` (default) or `journal`. */

@@ -1,7 +1,7 @@
 /** Extra-spec operators as Cinder's capabilities filter applies them. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { capabilityKey, matchesSpec } from '../../../src/services/index.ts';
+import { capabilityKey, matchesSpec, unmetSpecs, type PoolReport, type ServiceReport } from '../../../src/services/index.ts';
 
 test('operators', () => {
   const yes: Array<[unknown, string]> = [
@@ -22,4 +22,15 @@ test('scopes', () => {
   assert.equal(capabilityKey('capabilities:storage_protocol'), 'storage_protocol');
   assert.equal(capabilityKey('qos:maxIOPS'), undefined);
   assert.equal(capabilityKey('RESKEY:availability_zones'), undefined);
+});
+
+test('a type asking for synchronous replication does not fit a backend that replicates through its storage (rbd-mirror: asynchronous)', () => {
+  const pool = { pool_name: 'p', total_capacity_gb: 10, free_capacity_gb: 10 } as PoolReport;
+  const mirror = { replication_enabled: true, replication_in_driver: true, pools: [pool] } as unknown as ServiceReport;
+  const file = { replication_enabled: true, pools: [pool] } as unknown as ServiceReport;
+  const sync = { replication_enabled: '<is> True', 'basalt:replication_mode': 'sync' };
+  assert.deepEqual(unmetSpecs(mirror, pool, sync), ['basalt:replication_mode (sync: this backend replicates through its storage, asynchronously)']);
+  assert.deepEqual(unmetSpecs(file, pool, sync), [], 'a backend whose copies Basalt ships takes it');
+  assert.deepEqual(unmetSpecs(mirror, pool, { ...sync, 'basalt:replication_mode': 'async' }), []);
+  assert.deepEqual(unmetSpecs(mirror, pool, { replication_enabled: '<is> True' }), [], 'asynchronous is the default');
 });
