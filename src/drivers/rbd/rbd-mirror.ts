@@ -248,7 +248,33 @@ export class RbdMirror {
     }
     if (own.primary) return; // done by an earlier attempt
     if (remote.primary) await this.onImage(from, image, (img) => addon.mirrorDemote(img));
+    await this.untilCopied(from, image);
     await this.promote(OWN_SITE, image, PROMOTE_WAIT_MS, { force: false });
+  }
+
+  /**
+   * Waits until the own image's latest mirror snapshot is a copy of the
+   * target's (`.mirror.non_primary.…`), not the demotion the failover took
+   * of it (`.mirror.primary.…`). librbd promotes an image whose last mirror
+   * snapshot is its own demotion at once, without force: promoted then, the
+   * own image would come back without any write made while failed over (seen
+   * in a CI run: the failback answered, the data was the failover's). Once a
+   * copied snapshot is the latest, librbd's own rule for a promotion without
+   * force (the last snapshot a complete copy of the peer's demotion) does the rest.
+   * @throws DriverError (retryable) when the copy has not begun within {@link PROMOTE_WAIT_MS}.
+   */
+  private async untilCopied(from: string, image: string): Promise<void> {
+    const addon = this.host.addon();
+    const deadline = Date.now() + PROMOTE_WAIT_MS;
+    for (;;) {
+      const snaps = await this.onImage(OWN_SITE, image, (img) => addon.snapList(img));
+      const mirror = snaps.filter((x) => x.name.startsWith('.mirror.')).sort((a, b) => a.id - b.id);
+      const latest = mirror.at(-1)?.name;
+      // No mirror snapshot listed: nothing tells the copy from the original; librbd's rule decides.
+      if (latest === undefined || latest.startsWith('.mirror.non_primary.')) return;
+      if (Date.now() >= deadline) throw new DriverError(`${image} has not received ${from}'s writes yet: failback waits for them`, { retryable: true });
+      await new Promise((r) => setTimeout(r, 1000));
+    }
   }
 
   /**
