@@ -126,8 +126,12 @@ async function startMirrorDaemon(c: Ceph): Promise<ChildProcess> {
   for (const k of ['PYTHONPATH', 'PYTHONHOME', 'CEPH_ARGS']) delete env[k];
   const logDir = fs.existsSync(path.join(dir, 'log')) ? path.join(dir, 'log') : dir;
   const out = fs.openSync(path.join(logDir, `rbd-mirror-${process.pid}-${Date.now()}.stderr`), 'a');
-  // A new peer or pool is noticed within 1 s instead of 30 (the daemon's refresh of its pool replayers).
-  const child = spawn(RBD_MIRROR, ['-f', '--id', c.user, '--keyring', c.keyringPath, '--rbd_mirror_pool_replayers_refresh_interval', '1'], { env, stdio: ['ignore', out, out] });
+  // A new peer or pool is noticed within 1 s instead of 30 (the daemon's refresh of its pool replayers), and
+  // an image whose peer was promoted (a failover) within 5 s instead of 30 (its image replayers' restart check).
+  const child = spawn(RBD_MIRROR, [
+    '-f', '--id', c.user, '--keyring', c.keyringPath,
+    '--rbd_mirror_pool_replayers_refresh_interval', '1', '--rbd_mirror_image_state_check_interval', '5',
+  ], { env, stdio: ['ignore', out, out] });
   fs.closeSync(out);
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', () => resolve());

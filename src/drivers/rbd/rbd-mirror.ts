@@ -228,10 +228,20 @@ export class RbdMirror {
   }
 
   /**
-   * Failback of `image` from target `from`: the backend's own image must be
-   * a copy of the target's (a pair promoted by force is resynced: rbd-mirror
-   * copies it again), then the target's is demoted and the own promoted once
-   * the demotion reached it.
+   * Failback of `image` from target `from`, in the order Ceph's orderly
+   * failback needs: the backend's own image must be receiving the target's
+   * mirror snapshots (its latest a `.mirror.non_primary.…` copy) BEFORE the
+   * target's is demoted, for rbd-mirror copies a demotion only to an image
+   * that is replaying its peer. Its daemon notices a newly promoted peer at
+   * its next image check (`rbd_mirror_image_state_check_interval`, 30 s by
+   * default), so a failback soon after a failover waits here. Demoted first
+   * (as before, seen in CI runs), both images sat non-primary, the own one's
+   * latest snapshot its own demotion: rbd-mirror copied nothing, and a
+   * promotion without force took the own image back at once, without any
+   * write made while failed over. Then the target's image is demoted and the
+   * own one promoted without force, which librbd allows only once the own
+   * image's latest snapshot is a complete copy of that demotion.
+   * A pair promoted by force is resynced (rbd-mirror copies it again).
    * @throws DriverError (retryable) while the own image is not in step.
    */
   private async failBackImage(from: string, image: string): Promise<void> {
@@ -247,32 +257,34 @@ export class RbdMirror {
       throw new DriverError(`${image} is being copied back from ${from}: failback waits until it is in step`, { retryable: true });
     }
     if (own.primary) return; // done by an earlier attempt
+    const receiving = await this.receiving(image);
+    if (!receiving) {
+      // Demoted before the own image received anything (an attempt of an older Basalt, or an operator):
+      // the target's image is promoted again, its latest snapshot being its own demotion, so that
+      // rbd-mirror copies it back; the failback tries again later.
+      if (!remote.primary) await this.onImage(from, image, (img) => addon.mirrorPromote(img, 0));
+      throw new DriverError(`${image} has not begun to receive ${from}'s writes yet: failback waits for them`, { retryable: true });
+    }
     if (remote.primary) await this.onImage(from, image, (img) => addon.mirrorDemote(img));
-    await this.untilCopied(from, image);
     await this.promote(OWN_SITE, image, PROMOTE_WAIT_MS, { force: false });
   }
 
   /**
-   * Waits until the own image's latest mirror snapshot is a copy of the
-   * target's (`.mirror.non_primary.…`), not the demotion the failover took
-   * of it (`.mirror.primary.…`). librbd promotes an image whose last mirror
-   * snapshot is its own demotion at once, without force: promoted then, the
-   * own image would come back without any write made while failed over (seen
-   * in a CI run: the failback answered, the data was the failover's). Once a
-   * copied snapshot is the latest, librbd's own rule for a promotion without
-   * force (the last snapshot a complete copy of the peer's demotion) does the rest.
-   * @throws DriverError (retryable) when the copy has not begun within {@link PROMOTE_WAIT_MS}.
+   * Whether the own image is receiving the target's mirror snapshots: its
+   * latest mirror snapshot is a copy (`.mirror.non_primary.…`), not one of
+   * its own (`.mirror.primary.…`, the demotion the failover took). Waits up
+   * to {@link PROMOTE_WAIT_MS} for it; an image with no mirror snapshot at
+   * all counts as receiving (nothing tells the copy from the original, and
+   * librbd's rule for a promotion without force decides).
    */
-  private async untilCopied(from: string, image: string): Promise<void> {
+  private async receiving(image: string): Promise<boolean> {
     const addon = this.host.addon();
     const deadline = Date.now() + PROMOTE_WAIT_MS;
     for (;;) {
       const snaps = await this.onImage(OWN_SITE, image, (img) => addon.snapList(img));
-      const mirror = snaps.filter((x) => x.name.startsWith('.mirror.')).sort((a, b) => a.id - b.id);
-      const latest = mirror.at(-1)?.name;
-      // No mirror snapshot listed: nothing tells the copy from the original; librbd's rule decides.
-      if (latest === undefined || latest.startsWith('.mirror.non_primary.')) return;
-      if (Date.now() >= deadline) throw new DriverError(`${image} has not received ${from}'s writes yet: failback waits for them`, { retryable: true });
+      const latest = snaps.filter((x) => x.name.startsWith('.mirror.')).sort((a, b) => a.id - b.id).at(-1)?.name;
+      if (latest === undefined || latest.startsWith('.mirror.non_primary.')) return true;
+      if (Date.now() >= deadline) return false;
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
