@@ -125,6 +125,17 @@ static napi_value do_fallocate(napi_env env, napi_callback_info info) {
   return number(env, r == 0 ? 0 : errno);
 }
 
+/*
+ * posix_fadvise(fd, offset, length, advice): 0 or the error number (the call
+ * returns it rather than setting errno). DONTNEED starts writeback of the
+ * range's dirty pages and drops its clean ones from the page cache.
+ */
+static napi_value do_fadvise(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!args(env, info, 4, argv)) return NULL;
+  return number(env, posix_fadvise((int)int_arg(env, argv[0]), (off_t)int_arg(env, argv[1]), (off_t)int_arg(env, argv[2]), (int)int_arg(env, argv[3])));
+}
+
 /* Extents asked for per FS_IOC_FIEMAP call. */
 #define FIEMAP_BATCH 512
 
@@ -193,6 +204,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fallocate", NULL, do_fallocate, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fiemap", NULL, do_fiemap, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fadvise", NULL, do_fadvise, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   nbd_dataplane_register(env, exports);

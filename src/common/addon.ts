@@ -91,6 +91,8 @@ export interface Addon {
   fallocate(fd: number, mode: number, offset: number, length: number): number;
   /** FS_IOC_FIEMAP over `[offset, offset + length)`: `[logical, physical, length, flags]` per extent, or -errno. */
   fiemap(fd: number, offset: number, length: number): Float64Array | number;
+  /** posix_fadvise(2): 0 or the error number. */
+  fadvise(fd: number, offset: number, length: number, advice: number): number;
   nbdServe(options: NbdServeOptions, onClose: (reason: NbdCloseReason) => void): NbdConnectionRef;
   /** Shuts the connection down and drops writes not yet started; resolves once no write is in flight. */
   nbdFence(conn: NbdConnectionRef): Promise<void>;

@@ -393,6 +393,10 @@ export class GuardedDriver implements VolumeDriver {
           await guard('write', () => inner.write(offset + done, n === zero.length ? zero : zero.subarray(0, n)));
         }
       },
+      evict: async (offset, length) => {
+        check(offset, length);
+        if (inner.evict) await guard('evict', () => inner.evict!(offset, length));
+      },
       blockStatus: async (offset, length) => {
         check(offset, length);
         if (!inner.blockStatus) return [{ length, hole: false, zero: false }];

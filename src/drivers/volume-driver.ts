@@ -353,6 +353,21 @@ export interface VolumeHandle {
    */
   blockStatus?(offset: number, length: number): Promise<Extent[]>;
   /**
+   * Advice that a range was written for good and will not be read soon: the
+   * driver may drop it from its caches once it is on stable storage.
+   * - When: a restore, after each background flush of what it wrote, so that
+   *   it does not fill the page cache with a whole volume it never reads
+   *   (each page it keeps is memory taken fresh from the system; the same
+   *   few pages written over and over cost a fraction of that).
+   * - Preconditions: common (above).
+   * - Postconditions: none visible: reads return the same bytes; dirty pages
+   *   may be written back sooner.
+   * - Idempotency: yes.
+   * - Errors: none (advice that cannot be followed is ignored).
+   * - Default if omitted: nothing happens.
+   */
+  evict?(offset: number, length: number): Promise<void>;
+  /**
    * The open file that holds the volume byte for byte (volume offset = file
    * offset, holes read as zeros, file size = `sizeBytes`), when the volume is
    * such a file.

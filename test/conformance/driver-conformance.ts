@@ -265,6 +265,26 @@ export function driverConformance(name: string, factory: DriverFactory, o: Confo
     await assert.rejects(h.writeZeroes!(GiB - 1, 2, false), /outside the volume/);
   });
 
+  test(`${name}: evict is advice only: what was written and flushed reads back, from this handle and a new one`, async (t) => {
+    const { driver } = await setup(t);
+    const v = vol();
+    await driver.createVolume(v);
+    const h = await driver.openVolume(v);
+    t.after(() => h.close());
+    await h.write(2 * MiB, pattern(11, MiB));
+    await h.flush();
+    await h.evict!(0, v.sizeGiB * GiB);
+    await h.write(3 * MiB, pattern(12, 4096)); // dirty when evicted: kept, written back later
+    await h.evict!(0, v.sizeGiB * GiB);
+    assert.ok((await h.read(2 * MiB, MiB)).equals(pattern(11, MiB)), 'evicted data reads back');
+    assert.ok((await h.read(3 * MiB, 4096)).equals(pattern(12, 4096)), 'a write not yet flushed when evicted reads back');
+    await h.flush();
+    const again = await driver.openVolume(v);
+    t.after(() => again.close());
+    assert.ok((await again.read(2 * MiB, MiB)).equals(pattern(11, MiB)), 'a new handle reads the evicted data');
+    await assert.rejects(h.evict!(GiB, GiB), /outside the volume/);
+  });
+
   test(`${name}: an undeclared capability is refused`, async (t) => {
     const { driver } = await setup(t, {
       declare: { supportsRevertToSnapshot: false, supportsLocalPath: false, supportsOnlineExtend: false, supportsManageExisting: false, supportsNativeConnection: false },

@@ -14,7 +14,7 @@ import {
   GiB,
   type BackendStats, type ChangedExtent, type DeclaredCapabilities, type ManageableResource, type ManageReference, type SnapshotRef, type VolumeDriver, type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
-import { dataExtentsOf, differingRanges, fallocate, mappedExtents, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, readNowait, writeNowait } from './native-io.ts';
+import { dataExtentsOf, differingRanges, fadvise, fallocate, mappedExtents, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POSIX_FADV_DONTNEED, readNowait, writeNowait } from './native-io.ts';
 import { copyVolumeFile, tryReflink } from './sparse-copy.ts';
 
 /** Settings of a {@link FileDriver}. */
@@ -279,6 +279,10 @@ export class FileDriver implements VolumeDriver {
           const n = Math.min(zero.length, length - done);
           done += (await handle.write(zero, 0, n, offset + done)).bytesWritten;
         }
+      },
+      async evict(offset, length) {
+        // The page cache's copy only: the data stays in the file. Pages under writeback stay, which is harmless.
+        fadvise(handle.fd, offset, length, POSIX_FADV_DONTNEED);
       },
       async blockStatus(offset, length) {
         return dataExtentsOf(handle.fd, size, offset, length).map((e) => ({ length: e.length, hole: e.hole, zero: e.hole }));

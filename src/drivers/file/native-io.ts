@@ -15,6 +15,9 @@ export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
+/** posix_fadvise(2) advice: drop the range's clean pages (its dirty ones are written back first). */
+export const POSIX_FADV_DONTNEED = 4;
+
 /** ENXIO, negated as the addon's seek calls return it: no data past the offset. */
 const NO_DATA = -6;
 
@@ -138,4 +141,9 @@ export function differingRanges(a: readonly MappedExtent[], b: readonly MappedEx
     pos = next;
   }
   return out;
+}
+
+/** posix_fadvise(2) on an open file: 0 or the error number. */
+export function fadvise(fd: number, offset: number, length: number, advice: number): number {
+  return addon.fadvise(fd, offset, length, advice);
 }

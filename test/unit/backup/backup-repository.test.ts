@@ -171,6 +171,28 @@ test('a restore onto a volume that was not empty writes the zero blocks too', as
   await sameBytes(vol, old, 8 * MiB);
 });
 
+test('a restore drops what it wrote from the page cache only after a flush made it durable, and the volume reads back whole', async (t) => {
+  const s = await setup(t);
+  const vol = await s.open('v1');
+  await vol.write(0, randomBytes(160 * MiB)); // past two of the restore's 64 MiB background flushes
+  const b = await s.repo.create({ volumeId: 'v1', backupId: 'b1', source: vol, createdAt: '2026-12-02T00:00:00Z' });
+  const copy = await s.open('r1');
+  const calls: string[] = [];
+  let flushing = 0;
+  const dest = {
+    sizeBytes: copy.sizeBytes,
+    write: (o: number, d: Buffer) => copy.write(o, d),
+    flush: async () => { flushing++; calls.push('flush'); await copy.flush(); flushing--; calls.push('flushed'); },
+    evict: async (o: number, n: number) => { calls.push(flushing ? 'evict during a flush' : 'evict'); await copy.evict!(o, n); },
+  };
+  await s.repo.restore(b.manifest, dest, { zeroed: true });
+  assert.ok(calls.filter((c) => c === 'evict').length >= 2, `evicted after the background flushes: ${calls.join(', ')}`);
+  assert.ok(!calls.includes('evict during a flush'));
+  assert.equal(calls.at(-1), 'flushed', 'the restore ends with a flush');
+  assert.equal(calls.indexOf('evict') > calls.indexOf('flushed'), true, 'the first eviction follows a completed flush');
+  await sameBytes(vol, copy, 160 * MiB);
+});
+
 test('one byte corrupted in a pack fails verify and restore naming the blob; a damaged index or a lost pack names every blob in it', async (t) => {
   const s = await setup(t);
   const vol = await s.open('v1');
