@@ -20,6 +20,7 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { BackupCorruptError } from '../errors/index.ts';
 import { sha256 } from './backup-pack.ts';
+import { BlobTable, copyHash } from './blob-table.ts';
 
 /** The record of one backup. */
 export interface Manifest {
@@ -61,7 +62,8 @@ export class ManifestBuilder {
   private blobCount = 0;
   /** The pack of each blob; '' for a blob read until `finish`. */
   private readonly packOf: string[] = [];
-  private readonly numberOf = new Map<string, number>();
+  /** The number of each blob read, by its hash. */
+  private readonly numberOf = new BlobTable();
   private readonly fromParent: Int32Array;
 
   constructor(blockCount: number, private readonly parent?: Manifest) {
@@ -75,22 +77,26 @@ export class ManifestBuilder {
     const b = p.blocks[i]!;
     if (!b) return;
     let n = this.fromParent[b - 1]!;
-    if (n < 0) this.fromParent[b - 1] = n = this.push(p.blobHashes.subarray((b - 1) * 32, b * 32), p.packs[p.blobPacks[b - 1]!]!);
+    if (n < 0) this.fromParent[b - 1] = n = this.push(p.blobHashes, p.packs[p.blobPacks[b - 1]!]!, (b - 1) * 32);
     this.blocks[i] = n + 1;
   }
 
-  /** Block `i` was read and hashes to `hash` (`key`: the same in hex). */
-  read(i: number, hash: Buffer, key: string): void {
-    let n = this.numberOf.get(key);
-    if (n === undefined) this.numberOf.set(key, n = this.push(hash, ''));
+  /** Block `i` was read and hashes to `hash`. */
+  read(i: number, hash: Buffer): void {
+    let n = this.numberOf.get(hash);
+    if (n < 0) this.numberOf.set(hash, 0, n = this.push(hash, ''));
     this.blocks[i] = n + 1;
   }
 
-  /** The manifest, once `where` (blob hash → pack id) names the pack of every blob read. */
-  finish(head: Pick<Manifest, 'backupId' | 'volumeId' | 'sizeBytes' | 'blockBytes' | 'parentId' | 'createdAt'>, where: ReadonlyMap<string, string>): Manifest {
-    for (const [key, n] of this.numberOf) {
-      const id = where.get(key);
-      if (!id) throw new Error(`blob ${key} is in no pack`); // a bug, not a bad target
+  /**
+   * The manifest, once `where` names the pack of every blob read (given
+   * the bytes its hash lies in and where in them).
+   */
+  finish(head: Pick<Manifest, 'backupId' | 'volumeId' | 'sizeBytes' | 'blockBytes' | 'parentId' | 'createdAt'>, where: (hashes: Buffer, at: number) => string | undefined): Manifest {
+    for (let n = 0; n < this.blobCount; n++) {
+      if (this.packOf[n] !== '') continue;
+      const id = where(this.hashes, n * 32);
+      if (!id) throw new Error(`blob ${this.hashes.toString('hex', n * 32, n * 32 + 32)} is in no pack`); // a bug, not a bad target
       this.packOf[n] = id;
     }
     const packs: string[] = [];
@@ -103,13 +109,14 @@ export class ManifestBuilder {
     return { format: 'basalt-backup', version: 2, ...head, packs, blobHashes: this.hashes.subarray(0, this.blobCount * 32), blobPacks, blocks: this.blocks };
   }
 
-  private push(hash: Uint8Array, pack: string): number {
+  /** Adds a blob: the hash at `hash[at, at + 32)`, in `pack` ('' until `finish`). */
+  private push(hash: Buffer, pack: string, at = 0): number {
     if ((this.blobCount + 1) * 32 > this.hashes.length) {
       const grown = Buffer.allocUnsafe(this.hashes.length * 2);
       this.hashes.copy(grown, 0, 0, this.blobCount * 32);
       this.hashes = grown;
     }
-    this.hashes.set(hash, this.blobCount * 32);
+    copyHash(hash, at, this.hashes, this.blobCount * 32);
     this.packOf.push(pack);
     return this.blobCount++;
   }

@@ -127,28 +127,43 @@ export class PackBuilder {
 }
 
 /**
- * The entries of a pack's index (or of an index object), by blob hash (hex).
+ * Checks a pack's index (or an index object): a whole number of entries,
+ * hashing to `packId`, each blob within `within` bytes (the pack's blob area).
+ * Returns how many entries it has (entry k's blob hash is at `40k`).
+ * @throws Error when the index does not hash to `packId` or is malformed.
+ */
+function checkIndex(index: Buffer, packId: string, within: number): number {
+  if (index.length % ENTRY_BYTES !== 0) throw new Error('index length is not a whole number of entries');
+  if (sha256(index).toString('hex') !== packId) throw new Error('index fails its checksum');
+  for (let at = 0; at < index.length; at += ENTRY_BYTES) {
+    const length = (index.readUInt32LE(at + 36) & ~DEFLATED) >>> 0;
+    if (length < 1 || index.readUInt32LE(at + 32) + length > within) throw new Error('index entry outside the pack');
+  }
+  return index.length / ENTRY_BYTES;
+}
+
+/**
+ * The entries of a pack's index, by blob hash (hex).
  * `within`: the bytes the blobs must lie in (the pack's blob area).
  * @throws Error when the index does not hash to `packId` or is malformed.
  */
 export function parseIndex(index: Buffer, packId: string, within: number): Map<string, BlobEntry> {
-  if (index.length % ENTRY_BYTES !== 0) throw new Error('index length is not a whole number of entries');
-  if (sha256(index).toString('hex') !== packId) throw new Error('index fails its checksum');
+  checkIndex(index, packId, within);
   const out = new Map<string, BlobEntry>();
   for (let at = 0; at < index.length; at += ENTRY_BYTES) {
-    const offset = index.readUInt32LE(at + 32);
     const word = index.readUInt32LE(at + 36);
-    const length = (word & ~DEFLATED) >>> 0;
-    if (length < 1 || offset + length > within) throw new Error('index entry outside the pack');
-    out.set(index.toString('hex', at, at + 32), { offset, length, deflated: (word & DEFLATED) !== 0 });
+    out.set(index.toString('hex', at, at + 32), { offset: index.readUInt32LE(at + 32), length: (word & ~DEFLATED) >>> 0, deflated: (word & DEFLATED) !== 0 });
   }
   return out;
 }
 
-/** The blob hashes (hex) an index object lists; empty when it is damaged (it only serves deduplication). */
-export function indexedHashes(index: Buffer, packId: string): string[] {
+/**
+ * Where the blob hashes an index object lists lie in it (offsets of 32
+ * bytes each); none when it is damaged (it only serves deduplication).
+ */
+export function indexedHashOffsets(index: Buffer, packId: string): number[] {
   try {
-    return [...parseIndex(index, packId, Number.MAX_SAFE_INTEGER).keys()];
+    return Array.from({ length: checkIndex(index, packId, Number.MAX_SAFE_INTEGER) }, (_, k) => k * ENTRY_BYTES);
   } catch {
     return [];
   }

@@ -33,8 +33,9 @@
  * packs) still restore, verify and delete; a new incremental backup whose
  * parent is one reads the whole volume (its blocks do not line up).
  *
- * Memory: a backup holds 4 bytes per block and 36 per blob of its manifest,
- * and the volume's index (each stored blob's hash → its pack) as a map.
+ * Memory: a backup holds 4 bytes per block and 36 per blob of its manifest
+ * (and ~50 more per blob read, to number them), and the volume's index (each
+ * stored blob's hash → its pack) in a {@link BlobTable}, ~50 bytes a blob.
  *
  * Writers of one volume's backups (create, delete, collect) must not run at
  * once — a collection could remove a pack a create just found stored: the
@@ -47,7 +48,8 @@
 import type { Extent } from '../drivers/index.ts';
 import { BackupCorruptError, InvalidInputError } from '../errors/index.ts';
 import { blobHash, decodeManifest, encodeManifest, ManifestBuilder, type Manifest } from './backup-manifest.ts';
-import { BlobEncoder, chunkEntry, decodeBlob, indexedHashes, PackBuilder, packEntries, sha256, type BlobEntry, type EncodedBlob } from './backup-pack.ts';
+import { BlobEncoder, chunkEntry, decodeBlob, indexedHashOffsets, PackBuilder, packEntries, sha256, type BlobEntry, type EncodedBlob } from './backup-pack.ts';
+import { BlobTable } from './blob-table.ts';
 import { isValidObjectKey, type BackupTarget } from './backup-target.ts';
 
 export type { Manifest } from './backup-manifest.ts';
@@ -199,8 +201,8 @@ export class BackupRepository {
     const changed = base ? blocksMeeting(input.changed!, blockBytes, count) : undefined;
     const data = await dataBlocks(source, blockBytes, count);
 
-    // Where each blob of the volume is (blob hash → pack id): packs stored by any backup or a try cut short, then this run's.
-    const where = await this.loadIndex(volumeId);
+    // Where each blob of the volume is: the parent's, those of the packs stored by any other backup or a try cut short, then this run's.
+    const where = await this.loadIndex(volumeId, parent);
 
     // What each block is; the blocks to read, as runs of at most READ_BYTES.
     const manifest = new ManifestBuilder(count, base);
@@ -221,7 +223,7 @@ export class BackupRepository {
 
     const stats = { bytesRead: 0, blobsStored: 0, blobsReused: 0, packsStored: 0, bytesStored: 0 };
     const packs = new PackWriter(this.packBytes, Math.max(1, 4 * Math.floor(this.packBytes / blockBytes)), async (pack) => {
-      for (const h of pack.hashes) where.set(h.toString('hex'), pack.id);
+      for (const h of pack.hashes) where.set(h, 0, pack.id);
       await this.target.put(this.packKey(volumeId, pack.id), pack.body);
       await this.target.put(this.indexKey(volumeId, pack.id), pack.index);
       stats.packsStored++;
@@ -243,14 +245,13 @@ export class BackupRepository {
         const block = bytes.subarray(k * blockBytes, Math.min((k + 1) * blockBytes, length));
         if (block.equals(block.length === blockBytes ? zero : zero.subarray(0, block.length))) continue;
         const hash = sha256(block);
-        const key = hash.toString('hex');
-        manifest.read(first + k, hash, key);
-        if (where.has(key)) {
+        manifest.read(first + k, hash);
+        if (where.packOf(hash, 0) !== undefined) {
           stats.blobsReused++;
           continue;
         }
         // Claimed before the first await: the same content met again meanwhile is this blob.
-        where.set(key, '');
+        where.set(hash, 0, '');
         stats.blobsStored++;
         const sealed = packs.add(hash, encoder.wantsTry() ? await encoder.encode(block) : { deflated: false, payload: block });
         if (sealed) await sealed;
@@ -261,7 +262,7 @@ export class BackupRepository {
     await reading.catch(async (err: unknown) => { await packs.settle(); throw err; });
     await packs.finish();
 
-    const made = manifest.finish({ backupId, volumeId, sizeBytes, blockBytes, parentId: parent?.backupId ?? null, createdAt: input.createdAt }, where);
+    const made = manifest.finish({ backupId, volumeId, sizeBytes, blockBytes, parentId: parent?.backupId ?? null, createdAt: input.createdAt }, (hashes, at) => where.packOf(hashes, at));
     const body = encodeManifest(made);
     await this.target.put(manifestKey, body);
     stats.bytesStored += body.length;
@@ -400,14 +401,27 @@ export class BackupRepository {
     return { packsRemoved: orphans.length };
   }
 
-  /** Where the blobs of the volume's stored packs are, from their index objects (blob hash → pack id). */
-  private async loadIndex(volumeId: string): Promise<Map<string, string>> {
-    const where = new Map<string, string>();
-    const keys = await this.target.list(`volumes/${volumeId}/index/`);
+  /**
+   * Where the blobs of the volume's stored packs are. A parent's manifest
+   * (version 2) already says where each of its blobs is, so only the index
+   * objects of the packs it does not name are read (packs of other backups,
+   * of tries cut short): an incremental backup whose parent names every pack
+   * reads none, where it read one per pack (128 for 1 GiB of data). A blob
+   * the parent does not name that lies in a pack it names is then not found,
+   * which costs only its deduplication.
+   */
+  private async loadIndex(volumeId: string, parent?: Manifest): Promise<BlobPlaces> {
+    const where = new BlobPlaces(parent?.blobPacks.length);
+    const named = new Set(parent?.version === 2 ? parent.packs : []);
+    if (named.size) {
+      const packs = parent!.packs.map((id) => where.number(id));
+      parent!.blobPacks.forEach((p, n) => where.table.set(parent!.blobHashes, n * 32, packs[p]!));
+    }
+    const keys = (await this.target.list(`volumes/${volumeId}/index/`)).filter((key) => !named.has(key.slice(key.lastIndexOf('/') + 1)));
     await inParallel(keys, 8, async (key) => {
       const id = key.slice(key.lastIndexOf('/') + 1);
       const index = await this.target.get(key);
-      if (index) for (const h of indexedHashes(index, id)) where.set(h, id);
+      if (index) for (const at of indexedHashOffsets(index, id)) where.set(index, at, id);
     });
     return where;
   }
@@ -473,6 +487,41 @@ export class BackupRepository {
 
   private chunkKey(volumeId: string, hash: string): string {
     return checkedKey(`volumes/${volumeId}/chunks/${hash.slice(0, 2)}/${hash}`);
+  }
+}
+
+/**
+ * Which pack of the volume holds each blob (by its hash), as a backup learns
+ * it: '' for a blob this backup claimed whose pack is not stored yet.
+ */
+class BlobPlaces {
+  /** Each blob's pack, as a number into `packs`. */
+  readonly table: BlobTable;
+  private readonly packs: string[] = [''];
+  private readonly numbers = new Map<string, number>([['', 0]]);
+
+  constructor(expected?: number) {
+    this.table = new BlobTable(expected);
+  }
+
+  /** The number of pack `id`. */
+  number(id: string): number {
+    let n = this.numbers.get(id);
+    if (n === undefined) {
+      this.numbers.set(id, n = this.packs.length);
+      this.packs.push(id);
+    }
+    return n;
+  }
+
+  /** The pack of the blob whose hash is at `hash[at, at + 32)`: '' when claimed, undefined when unknown. */
+  packOf(hash: Buffer, at: number): string | undefined {
+    const n = this.table.get(hash, at);
+    return n < 0 ? undefined : this.packs[n];
+  }
+
+  set(hash: Buffer, at: number, pack: string): void {
+    this.table.set(hash, at, this.number(pack));
   }
 }
 

@@ -112,7 +112,11 @@ test('an incremental backup reads only the blocks that meet the changed ranges, 
   const changed = [{ offset: 5 * BLOCK + 4096, length: 4096 }, { offset: 40 * BLOCK - 2048, length: 4096 }, { offset: 200 * BLOCK, length: 100 }, { offset: 512 * MiB, length: 4096 }];
   for (const c of changed) await vol.write(c.offset, randomBytes(c.length));
   const src = counted(vol);
-  const inc = await s.repo.create({ volumeId: 'v1', backupId: 'inc', source: src, parent: full.manifest, changed, createdAt: '2026-12-02T01:00:00Z' });
+  // The parent's manifest says where each of its blobs is: no index object of a pack it names is read.
+  const gets: string[] = [];
+  const watched = new BackupRepository({ ...dyingTarget(s.target, () => false), get: (k) => { gets.push(k); return s.target.get(k); } }, { packBytes: PACK });
+  const inc = await watched.create({ volumeId: 'v1', backupId: 'inc', source: src, parent: full.manifest, changed, createdAt: '2026-12-02T01:00:00Z' });
+  assert.deepEqual(gets.filter((k) => k.includes('/index/')), []);
   assert.equal(src.bytesRead, 5 * BLOCK, 'blocks 5, 39, 40, 200 and the one at 512 MiB');
   assert.equal(inc.blobsStored, 5);
   assert.equal(inc.packsStored, 1, 'the new blobs in one pack');
