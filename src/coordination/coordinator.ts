@@ -75,9 +75,14 @@ class FileCoordinator implements Coordinator {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        const release = await lockfile.lock(file, { stale: 10_000, update: 2_000, realpath: false });
+        // A lock whose directory went (the folder removed or unreadable under it) cannot be refreshed:
+        // proper-lockfile's default then throws from its timer, an uncaught exception that ended the
+        // whole process (seen when a test removed a state directory under a running job). Such a lock
+        // is lost, as a stale one is; its holder's work goes on, and releasing it does nothing.
+        let lost = false;
+        const release = await lockfile.lock(file, { stale: 10_000, update: 2_000, realpath: false, onCompromised: () => { lost = true; } });
         let released = false;
-        return { release: async () => { if (!released) { released = true; await release(); } } };
+        return { release: async () => { if (!released) { released = true; if (!lost) await release(); } } };
       } catch (err) {
         const code = (err as { code?: string }).code;
         // A full folder (by default in the state directory, issue 13): a lock is a new directory,

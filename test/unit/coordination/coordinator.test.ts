@@ -43,6 +43,20 @@ test('file:// locks exclude each other across coordinators', async (t) => {
   assert.deepEqual(fs.readdirSync(dir), [], 'the folder holds only the locks held now');
 });
 
+test('a file:// lock whose folder is removed under it is lost without ending the process, and releases quietly', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-locks-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const uncaught: unknown[] = [];
+  const onUncaught = (err: unknown): void => { uncaught.push(err); };
+  process.on('uncaughtException', onUncaught);
+  t.after(() => process.off('uncaughtException', onUncaught));
+  const held = await openCoordinator(`file://${dir}`).lock('volume-1', 1000);
+  fs.rmSync(dir, { recursive: true, force: true });
+  await new Promise((r) => setTimeout(r, 4500)); // two refreshes (every 2 s) find it gone
+  assert.deepEqual(uncaught, []);
+  await held.release();
+});
+
 test('postgresql:// advisory locks exclude each other, and a dead holder\'s lock is freed', async (t) => {
   const server = await startPostgres();
   t.after(() => server.stop());
