@@ -147,7 +147,7 @@ export class GuardedDriver implements VolumeDriver {
   }
 
   /** The backend replication method `name`, or a NOT_IMPLEMENTED refusal when the driver does not declare `supportsBackendReplication`. */
-  private replicationMethod<K extends 'enableReplication' | 'replicationPoint' | 'replicationState' | 'failOver'>(name: K): NonNullable<VolumeDriver[K]> {
+  private replicationMethod<K extends 'enableReplication' | 'replicationPoint' | 'replicationState' | 'failOver' | 'failOverVolumes'>(name: K): NonNullable<VolumeDriver[K]> {
     const fn = this.driver[name];
     if (!this.capabilities.supportsBackendReplication || !fn) throw new BasaltError('NOT_IMPLEMENTED', 'This backend does not replicate volumes itself.');
     return fn.bind(this.driver) as NonNullable<VolumeDriver[K]>;
@@ -178,6 +178,12 @@ export class GuardedDriver implements VolumeDriver {
   async failOver(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
     const fn = this.replicationMethod('failOver');
     return this.call('failOver', vols.map((v) => volumeKey(v.id)), () => fn(backendId, vols));
+  }
+
+  /** Serves just `vols` from target `backendId` (`default`: the backend's own storage again). @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication` and the method. */
+  async failOverVolumes(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+    const fn = this.replicationMethod('failOverVolumes');
+    return this.call('failOverVolumes', vols.map((v) => volumeKey(v.id)), () => fn(backendId, vols));
   }
 
   async changedExtents(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]> {
@@ -296,13 +302,14 @@ export class GuardedDriver implements VolumeDriver {
    * The template of every volume's native connection info, `{volume_id}`
    * standing for the id (what the service report publishes), or undefined
    * when the driver has none now (not declared, or hosts are to use NBD).
+   * With `site`: as the replication target `site` serves the volumes (see the contract).
    * @throws DriverError when the driver fails or its answer is not a
    *   connection info naming the volume by its id.
    */
-  async nativeConnectionTemplate(): Promise<NativeConnection | undefined> {
+  async nativeConnectionTemplate(site?: string): Promise<NativeConnection | undefined> {
     const native = this.driver.nativeConnection;
     if (!this.capabilities.supportsNativeConnection || !native) return undefined;
-    const info = await this.call('nativeConnection', [], () => native.call(this.driver, { id: VOLUME_ID_PLACEHOLDER }));
+    const info = await this.call('nativeConnection', [], () => native.call(this.driver, { id: VOLUME_ID_PLACEHOLDER }, ...(site !== undefined ? [{ site }] : [])));
     if (info === undefined) return undefined;
     const valid = typeof info === 'object' && info !== null && typeof info.driverVolumeType === 'string' && info.driverVolumeType !== ''
       && typeof info.data === 'object' && info.data !== null && JSON.stringify(info.data).includes(VOLUME_ID_PLACEHOLDER);

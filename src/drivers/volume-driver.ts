@@ -85,12 +85,14 @@
  * `supportsAllocatedExtents` with `allocatedExtents`; 1.7 added
  * `VolumeHandle.dataPlaneBackend`; 1.8 added `canLoseVolumes` with
  * `watchLostVolumes`; 1.9 added `supportsBackendReplication` with
- * `enableReplication`, `replicationPoint`, `replicationState` and `failOver`.
+ * `enableReplication`, `replicationPoint`, `replicationState` and `failOver`;
+ * 1.10 added `failOverVolumes` (a group's failover on such a backend) and
+ * `nativeConnection`'s `site`.
  */
 import type { DataPlaneBackend } from '../common/index.ts';
 
 /** The contract version this core implements (`major.minor`). */
-export const DRIVER_CONTRACT_VERSION = '1.9';
+export const DRIVER_CONTRACT_VERSION = '1.10';
 
 /**
  * What a driver may declare it can do. Every flag is optional: an absent flag
@@ -676,8 +678,13 @@ export interface VolumeDriver {
    *   the last answer it had (so a passing failure does not switch hosts to NBD).
    * - Default if omitted: none; every attachment goes through the NBD export
    *   (or a local path).
+   *
+   * With `o.site` (contract 1.10, a driver with `supportsBackendReplication`):
+   * the connection info as the replication target `o.site` serves the
+   * volume, for the members of a group failed over alone (`failOverVolumes`);
+   * asked at every heartbeat for each target.
    */
-  nativeConnection?(vol: Pick<VolumeRef, 'id'>): Promise<NativeConnection | undefined>;
+  nativeConnection?(vol: Pick<VolumeRef, 'id'>, o?: { site?: string }): Promise<NativeConnection | undefined>;
 
   /**
    * The extents of a volume that may differ between snapshot `from` and `to`
@@ -787,6 +794,28 @@ export interface VolumeDriver {
    * - Default if omitted: refused (`NOT_IMPLEMENTED`).
    */
   failOver?(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }>;
+
+  /**
+   * Makes the replication target `backendId` serve just `vols` (`default`:
+   * the backend's own storage again), promoting their copies there as
+   * {@link failOver} does; the backend's other volumes stay where they are.
+   * Optional (contract 1.10), with `supportsBackendReplication`.
+   * - When: by a replication group's failover job (Cinder's 3.38
+   *   `failover_replication`), with the group's members; and, after a
+   *   restart, by the core's loop for each member of a group failed over.
+   * - Preconditions: `backendId` is a configured target or `default`; the
+   *   backend itself serves from its own storage (the API refuses a group's
+   *   failover on a backend failed over as a whole).
+   * - Postconditions: as {@link failOver}, for `vols` alone: handles on them
+   *   opened from now on use `backendId`'s storage; older ones fail and the
+   *   volumes are reported lost. The result names the volumes whose copy
+   *   could not be promoted.
+   * - Idempotency: as {@link failOver}.
+   * - Errors: as {@link failOver}.
+   * - Default if omitted: refused (`NOT_IMPLEMENTED`): a group on such a
+   *   backend cannot fail over alone.
+   */
+  failOverVolumes?(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }>;
 
   /**
    * The extents of a snapshot that may hold data. Optional: present exactly

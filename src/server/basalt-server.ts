@@ -226,7 +226,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       // Stopped before the volume services (stoppers run in reverse): a shipment in progress ends first.
       stoppers.push(() => replicator.stop());
       // Backends that replicate themselves (RBD's rbd-mirror): their volumes' mirroring, points and status (issue 16 part 4).
-      const backendReplicator = new BackendReplicator({ db, volumes, types, services, clock, drivers, log: log.child({ component: 'backend-replication' }) });
+      const backendReplicator = new BackendReplicator({ db, volumes, types, services, clock, drivers, exports: nbd, log: log.child({ component: 'backend-replication' }) });
       backendReplicator.start();
       stoppers.push(() => backendReplicator.stop());
     }

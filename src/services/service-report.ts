@@ -110,6 +110,14 @@ export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoi
   /** Native connection info (absent: none, or a member of an older release; its volumes attach over NBD). */
   native_connection?: NativeConnectionReport;
   /**
+   * The native connection template as each replication target (by
+   * `backend_id`) serves the volumes, for a backend that replicates itself:
+   * what the members of a group failed over alone are opened with while the
+   * backend serves the rest itself. Absent: none (the members of such a
+   * group then get {@link native_connection}).
+   */
+  native_connection_targets?: Record<string, NativeConnectionReport>;
+  /**
    * Whether the backend has a replication target (`replication_device`):
    * what a type's `replication_enabled='<is> True'` matches. Absent: false (a
    * member of a release before replication).
@@ -230,6 +238,11 @@ export function localEndpointOf(report: ServiceReport | undefined): LocalEndpoin
 export function nativeConnectionOf(report: ServiceReport | undefined): NativeConnectionReport | undefined {
   const n = report?.native_connection;
   return n && typeof n.driver_volume_type === 'string' && n.data && typeof n.data === 'object' ? n : undefined;
+}
+
+/** The native connection template as replication target `backendId` serves the volumes (see `native_connection_targets`). */
+export function nativeConnectionAt(report: ServiceReport | undefined, backendId: string | undefined): NativeConnectionReport | undefined {
+  return backendId === undefined ? undefined : nativeConnectionOf({ native_connection: report?.native_connection_targets?.[backendId] } as ServiceReport);
 }
 
 /** The native connection info of volume `volumeId`: the template with its id substituted in every string. */

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { AttachmentRow, ServiceRepository, ServiceRow, VolumeRow } from '../db/index.ts';
 import type { Tx } from '../jobs/index.ts';
 import {
-  localEndpointOf, localPathOf, nativeConnectionFor, nativeConnectionOf, nbdEndpointOf, readReport, type LocalEndpoint, type NativeConnectionReport, type NbdEndpoint,
+  localEndpointOf, localPathOf, nativeConnectionAt, nativeConnectionFor, nativeConnectionOf, replicationTargetsOf, nbdEndpointOf, readReport, type LocalEndpoint, type NativeConnectionReport, type NbdEndpoint,
 } from '../services/index.ts';
 
 /**
@@ -23,11 +23,17 @@ export type Endpoint = NbdEndpoint & Partial<LocalEndpoint> & { native?: NativeC
  */
 export interface ConnectionInfo { driver_volume_type: string; data: Record<string, unknown> }
 
-/** A service's endpoint, if it reports one. */
-export function endpointOf(s: Pick<ServiceRow, 'capabilities'>): Endpoint | undefined {
+/**
+ * A service's endpoint, if it reports one. For a volume failed over while
+ * its backend is not (a member of a group failed over alone, on a backend
+ * that replicates itself), the native connection is the one of the
+ * backend's target (its first: where such a backend mirrors to).
+ */
+export function endpointOf(s: Pick<ServiceRow, 'capabilities'> & Partial<Pick<ServiceRow, 'active_backend_id'>>, volume?: Partial<Pick<VolumeRow, 'replication_status'>>): Endpoint | undefined {
   const report = readReport(s);
   const nbd = nbdEndpointOf(report);
-  const native = nativeConnectionOf(report);
+  const alone = volume?.replication_status === 'failed-over' && !s.active_backend_id;
+  const native = (alone ? nativeConnectionAt(report, replicationTargetsOf(report)[0]) : undefined) ?? nativeConnectionOf(report);
   return nbd ? { ...nbd, ...localEndpointOf(report), ...(native ? { native } : {}) } : undefined;
 }
 
@@ -35,11 +41,11 @@ export function endpointOf(s: Pick<ServiceRow, 'capabilities'>): Endpoint | unde
  * The endpoint that serves `volume` now: among the cluster's volume services
  * that are up and export, the one ranking first for the volume id.
  */
-export async function chooseEndpoint(q: Tx, services: ServiceRepository, downMs: number, volume: Pick<VolumeRow, 'id' | 'cluster_name'>): Promise<Endpoint | undefined> {
+export async function chooseEndpoint(q: Tx, services: ServiceRepository, downMs: number, volume: Pick<VolumeRow, 'id' | 'cluster_name'> & Partial<Pick<VolumeRow, 'replication_status'>>): Promise<Endpoint | undefined> {
   let best: { rank: string; endpoint: Endpoint } | undefined;
   for (const s of await services.list(q)) {
     if (s.binary !== 'cinder-volume' || s.cluster !== volume.cluster_name || !services.isUp(s, downMs)) continue;
-    const endpoint = endpointOf(s);
+    const endpoint = endpointOf(s, volume);
     if (!endpoint) continue;
     const rank = createHash('sha256').update(`${s.host}\0${volume.id}`).digest('hex');
     if (!best || rank > best.rank) best = { rank, endpoint };

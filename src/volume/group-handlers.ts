@@ -37,7 +37,7 @@ export async function withLocks<T>(deps: Pick<VolumeHandlerDeps, 'coordinator' |
  * Runs `fn` with the writes of every export of the volumes `keys` held (in
  * key order, like the locks); without an export server, just runs it.
  */
-export async function quiesceAll<T>(deps: VolumeHandlerDeps, keys: string[], fn: () => Promise<T>): Promise<T> {
+export async function quiesceAll<T>(deps: Pick<VolumeHandlerDeps, 'exports'>, keys: string[], fn: () => Promise<T>): Promise<T> {
   const [first, ...rest] = [...keys].sort();
   if (first === undefined || !deps.exports) return fn();
   return deps.exports.quiesce(first, () => quiesceAll(deps, rest, fn));

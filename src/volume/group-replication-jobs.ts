@@ -19,6 +19,16 @@
  * `disabled`, `failed-over` (`enabled` after a failback); a job that fails
  * for good sets the group and each member still in the transitional status
  * `error`, with a user message per member.
+ *
+ * On a backend that replicates itself (RBD's rbd-mirror, `supportsBackendReplication`)
+ * there are no secondary copies of Basalt's: enabling puts every member
+ * under the backend's replication and takes a first group point
+ * (`groupPointInDriver`: each member's mirror snapshot with the writes of
+ * all held); failover and failback run on the group's own backend, which
+ * promotes the members' images on the other side (`moveGroupInDriver`,
+ * the driver's `failOverVolumes`), the backend's other volumes staying
+ * where they are. `replication-backend.ts` says how consistent such
+ * a group point is.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../common/index.ts';
@@ -29,6 +39,7 @@ import type { JobHandler, JobKind } from '../jobs/index.ts';
 import { detailFor, failureDetail, MESSAGE_ACTIONS, recordUserMessage, type MessageAction } from '../messages/index.ts';
 import { payloadParser } from './operations/index.ts';
 import { quiesceAll, withLocks } from './group-handlers.ts';
+import { groupPointInDriver, mirrorModeOf, moveGroupInDriver, recordMoves } from './replication-backend.ts';
 import { checkpointPending, dropCheckpoint, FAILBACK_ID, promoteCopy, replicaOf, returnCopy, takeBaseline, type ReplicationDeps } from './replication-jobs.ts';
 import { moveStaleExports } from './service-cleanup.ts';
 
@@ -137,6 +148,10 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
       const g = await groups.get(db.kysely, p.groupId);
       if (!g || g.replication_status !== 'enabling') return ctx.complete();
       const members = await groups.members(db.kysely, g.id);
+      if (driver.capabilities.supportsBackendReplication) {
+        await enableInDriver(deps, driver, members);
+        return ctx.complete((tx) => settle(tx, g.id, 'enabling', 'enabled'));
+      }
       // The replicator places and prepares each member's copy (enabling members included); this waits for them.
       let waiting: string[] = [];
       await waitInRun(ctx.signal, async () => {
@@ -171,6 +186,15 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
       const g = await groups.get(db.kysely, p.groupId);
       if (!g || g.replication_status !== 'failing-over') return ctx.complete();
       const back = p.backendId === FAILBACK_ID;
+      if (driver.capabilities.supportsBackendReplication) {
+        // The group's own backend promotes its members' images on the other side (the API sent the job here).
+        const members = (await groups.members(db.kysely, g.id)).filter((v) => v.replication_status === 'failing-over');
+        const failed = await withLocks(deps, memberLocks(members), () => moveGroupInDriver(deps, driver, members.map((v) => ({ id: v.id, sizeGiB: v.size })), p.backendId));
+        return ctx.complete(async (tx) => {
+          await recordMoves(deps, tx, members, failed, { cluster, backendId: p.backendId }, ctx.job.request_id);
+          await settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over');
+        });
+      }
       if (back) await failBackGroup(deps, driver, cluster, g, ctx.job.request_id, ctx.signal);
       else await failOverGroup(deps, driver, cluster, g, p.backendId, ctx.job.request_id);
       await ctx.complete((tx) => settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over'));
@@ -179,6 +203,21 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
     },
   };
   return [enable, disable, failover];
+}
+
+/**
+ * Enabling a group's replication on a backend that replicates itself: every
+ * member is put under the backend's replication (in its type's mirror mode,
+ * idempotent for one the loop put there already), then the first group point.
+ * @throws DriverError from the driver (retryable while the target cannot be reached).
+ */
+async function enableInDriver(deps: GroupReplicationDeps, driver: GuardedDriver, members: readonly VolumeRow[]): Promise<void> {
+  const refs = members.map((v) => ({ id: v.id, sizeGiB: v.size }));
+  for (const v of members) {
+    const type = v.volume_type_id ? await deps.types.find(deps.db.kysely, v.volume_type_id, { isAdmin: true, projectId: v.project_id }) : undefined;
+    await driver.enableReplication({ id: v.id, sizeGiB: v.size }, { mode: mirrorModeOf(type) });
+  }
+  await groupPointInDriver(driver, deps.exports, refs);
 }
 
 /**

@@ -12,13 +12,16 @@
  * has `replication_enabled='<is> True'`. Its copies are on its backend's
  * replication target, made by the volume replication that each member has by
  * its type; enabling the group's replication makes their asynchronous points
- * one group point.
+ * one group point. On a backend that replicates itself (RBD's rbd-mirror:
+ * its report says `replication_in_driver`) the copies are the backend's
+ * own, on its target's storage: every job goes to the group's own backend,
+ * which fails the members over and back itself.
  */
 import type { Caller } from '../common/index.ts';
 import type { Db, GroupRow, GroupTypeRepository, ServiceRepository, VolumeRow, VolumeTypeRepository } from '../db/index.ts';
 import { InvalidInputError } from '../errors/index.ts';
 import type { Enqueue, JobQueue, Tx } from '../jobs/index.ts';
-import { reporting, replicationTargetsOf, volumeTarget } from '../services/index.ts';
+import { replicatesInDriver, reporting, replicationTargetsOf, volumeTarget } from '../services/index.ts';
 import { lockGroup } from './group-membership.ts';
 import { FAILBACK_ID, replicaOf, type ReplicationJobKinds } from './replication-jobs.ts';
 import { replicationOf } from './volume-type-flags.ts';
@@ -109,7 +112,7 @@ export class GroupReplication {
       }
       const failedOver = g.replication_status === 'failed-over';
       const home = await this.homeCluster(tx, g, members);
-      const targets = await this.targetsOf(tx, home);
+      const { targets, inDriver, activeBackendId } = await this.backendOf(tx, home);
       const all = await this.deps.services.list(tx);
       const live = reporting(all).filter(({ service }) => this.deps.services.isUp(service, this.deps.serviceDownMs));
       let backendId = input.secondaryBackendId ?? undefined;
@@ -130,6 +133,15 @@ export class GroupReplication {
         if (failedOver) throw new InvalidInputError(`Invalid input received: group ${g.id} is failed over already: fail back (secondary_backend_id default) first.`);
         if (!targets.includes(backendId)) {
           throw new InvalidInputError(`Invalid input received: ${backendId} is not a replication target of group ${g.id}${targets.length ? ` (its targets: ${targets.join(', ')})` : ' (its backend has none)'}.`);
+        }
+        if (inDriver) {
+          // The group's backend promotes its members' copies on the target itself, and only while it serves from its own storage.
+          if (activeBackendId) {
+            throw new InvalidInputError(`Invalid input received: the backend of group ${g.id} is failed over as a whole (to ${activeBackendId}): fail it back (os-services/failover with backend_id default) before failing over the group.`);
+          }
+          await this.setStatus(tx, g, members, 'failing-over');
+          await enqueue(this.deps.kinds.groupFailover, { target: volumeTarget(home), resourceId: g.id, requestId: caller.requestId, payload: { groupId: g.id, backendId } });
+          return;
         }
         const target = live.find(({ service, report }) => report.volume_backend_name === backendId && service.cluster !== home);
         if (!target) throw new InvalidInputError(`Invalid input received: replication target ${backendId} has no volume service up: nothing can take over group ${g.id}.`);
@@ -158,7 +170,7 @@ export class GroupReplication {
       await this.refuseUnreplicated(tx, g);
       const members = await tx.selectFrom('volumes').selectAll().where('group_id', '=', g.id).execute();
       const home = g.cluster_name ? await this.homeCluster(tx, g, members as VolumeRow[]) : undefined;
-      return { replication_targets: (home ? await this.targetsOf(tx, home) : []).map((backend_id) => ({ backend_id })) };
+      return { replication_targets: (home ? (await this.backendOf(tx, home)).targets : []).map((backend_id) => ({ backend_id })) };
     });
   }
 
@@ -230,9 +242,18 @@ export class GroupReplication {
     return g.cluster_name!;
   }
 
-  /** The replication targets (backend ids) a cluster's volume services report. */
-  private async targetsOf(tx: Tx, cluster: string): Promise<string[]> {
+  /**
+   * What a cluster's volume services report of its replication: its targets
+   * (backend ids), whether the backend replicates to them itself, and the
+   * target it serves from when failed over as a whole.
+   */
+  private async backendOf(tx: Tx, cluster: string): Promise<{ targets: string[]; inDriver: boolean; activeBackendId: string | null }> {
     const rows = (await this.deps.services.list(tx)).filter((s) => s.binary === 'cinder-volume' && s.cluster === cluster);
-    return [...new Set(reporting(rows).flatMap(({ report }) => replicationTargetsOf(report)))];
+    const reports = reporting(rows);
+    return {
+      targets: [...new Set(reports.flatMap(({ report }) => replicationTargetsOf(report)))],
+      inDriver: reports.some(({ report }) => replicatesInDriver(report)),
+      activeBackendId: rows.find((s) => s.active_backend_id)?.active_backend_id ?? null,
+    };
   }
 }

@@ -24,12 +24,39 @@
  *   promoted; on failover the volumes without a copy go to `error`
  *   (`not-capable`), as in Cinder. The volumes stay on their backend: their
  *   exports are dropped by the driver (lost volumes) and hosts reconnect.
+ * - Replication groups (Cinder's 3.38 group actions, `group-replication-jobs.ts`)
+ *   on such a backend: the members of a group whose replication is enabled
+ *   get their points together, as one **group point** ({@link groupPointInDriver}),
+ *   and a group fails over and back alone ({@link moveGroupInDriver}, the
+ *   driver's `failOverVolumes`): its members are served from the target
+ *   while the rest of the backend stays home. The loop tells the driver of
+ *   every process of the backend which members are failed over so (a
+ *   restart, a failover another member ran).
+ *
+ * How consistent a group point is: Ceph Pacific mirrors images one by one
+ * (group mirroring came in Squid, and needs the image group API besides), so
+ * a group point is each member's own mirror snapshot, taken one after the
+ * other while Basalt's exports hold every member's writes (as a group
+ * snapshot does). For hosts that write through Basalt's NBD exports the
+ * members' snapshots are therefore of one instant. Two limits remain:
+ * hosts attached with rbd connection info write through librbd directly,
+ * past the exports, so their members' snapshots are only as close in time as
+ * the snapshot calls (milliseconds, not one instant); and rbd-mirror ships
+ * each member's snapshots by itself, so at a given moment the target may
+ * hold one member at the latest group point and another at the one before.
+ * An orderly failover (the primary answers) takes every member's demotion
+ * with the writes held, so the promoted copies are one instant again; a
+ * forced one (the primary lost) promotes each member's last shipped
+ * snapshot, which may mix two consecutive group points.
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
-import type { Db, ServiceRepository, VolumeRepository, VolumeTypeRepository, VolumeRow } from '../db/index.ts';
-import type { GuardedDriver } from '../drivers/index.ts';
+import type { Db, ServiceRepository, Tx, VolumeRepository, VolumeTypeRepository, VolumeRow } from '../db/index.ts';
+import type { GuardedDriver, VolumeRef } from '../drivers/index.ts';
+import { reporting, replicationTargetsOf } from '../services/index.ts';
+import { quiesceAll } from './group-handlers.ts';
 import { failUnreplicated, FAILBACK_ID, type FailoverPayload, type ReplicationDeps } from './replication-jobs.ts';
+import type { ExportServer } from './volume-handlers.ts';
 import { RBD_MIRROR_MODE_SPEC, replicationOf } from './volume-type-flags.ts';
 /**
  * The longest `stop` waits for a tick, and a tick for a backend's pass: a
@@ -41,6 +68,8 @@ import { RBD_MIRROR_MODE_SPEC, replicationOf } from './volume-type-flags.ts';
 const PASS_WAIT_MS = 10_000;
 /** Replication statuses the loop keeps up to date (a failed-over volume keeps its own). */
 const SHOWN = ['copying', 'enabled', 'error'];
+/** Group replication statuses whose members' points are group points. */
+const GROUP_POINTS = ['enabled', 'failed-over'];
 
 /** Settings of a {@link BackendReplicator}. */
 export interface BackendReplicatorOptions {
@@ -53,6 +82,8 @@ export interface BackendReplicatorOptions {
   drivers: ReadonlyMap<string, GuardedDriver>;
   /** Milliseconds between ticks. Default 1000. */
   tickMs?: number;
+  /** The process's export server, whose writes a group point holds (absent: nothing exported here to hold). */
+  exports?: ExportServer;
   log: Logger;
 }
 
@@ -69,6 +100,8 @@ export class BackendReplicator {
   private readonly lastPointAt = new Map<string, number>();
   /** Backends whose pass is still running (see {@link PASS_WAIT_MS}). */
   private readonly busy = new Set<string>();
+  /** Volumes of groups failed over alone whose driver here was told so, and the target it serves them from. */
+  private readonly movedHere = new Map<string, string>();
 
   constructor(private readonly o: BackendReplicatorOptions) {}
 
@@ -114,7 +147,15 @@ export class BackendReplicator {
     }
     const vols = await db.kysely.selectFrom('volumes').selectAll().where('cluster_name', '=', cluster).where('status', 'in', ['available', 'in-use'])
       .where('replication_status', 'in', [...SHOWN, 'failed-over']).execute() as VolumeRow[];
+    const groupIds = [...new Set(vols.flatMap((v) => v.group_id ? [v.group_id] : []))];
+    const groups = new Map(groupIds.length === 0 ? [] : (await db.kysely.selectFrom('groups').select(['id', 'replication_status']).where('id', 'in', groupIds).execute())
+      .map((g) => [g.id, g.replication_status ?? 'disabled']));
+    if (want === FAILBACK_ID) {
+      // A failback not in step yet is tried again at the next tick; the points below go on meanwhile.
+      await this.keepGroupsMoved(cluster, driver, vols, groups).catch((err) => this.o.log.warn({ err, cluster }, 'serving failed-over groups from their target failed'));
+    }
     const now = this.o.clock.now();
+    const groupPoints = new Map<string, VolumeRef[]>();
     for (const v of vols) {
       const type = v.volume_type_id ? await this.o.types.find(db.kysely, v.volume_type_id, { isAdmin: true, projectId: v.project_id }) : undefined;
       const settings = type ? replicationOf(type) : undefined;
@@ -122,11 +163,14 @@ export class BackendReplicator {
       const ref = { id: v.id, sizeGiB: v.size };
       try {
         if (this.enabled.get(v.id) !== want) {
-          await driver.enableReplication(ref, { mode: type.extra_specs[RBD_MIRROR_MODE_SPEC]?.trim() === 'journal' ? 'journal' : 'snapshot' });
+          await driver.enableReplication(ref, { mode: mirrorModeOf(type) });
           this.enabled.set(v.id, want);
         }
         if (now - (this.lastPointAt.get(v.id) ?? 0) >= settings.rpoSeconds * 1000 / 2) {
-          await driver.replicationPoint(ref);
+          // A member of a group whose replication is enabled: its point is the group's, taken below with the others'.
+          const g = v.group_id && GROUP_POINTS.includes(groups.get(v.group_id) ?? '') ? v.group_id : undefined;
+          if (g) groupPoints.set(g, [...(groupPoints.get(g) ?? []), ref]);
+          else await driver.replicationPoint(ref);
           this.lastPointAt.set(v.id, now);
         }
         if (v.replication_status === 'failed-over') continue;
@@ -136,6 +180,39 @@ export class BackendReplicator {
         this.o.log.warn({ err, volume_id: v.id }, 'backend replication of a volume failed');
         if (v.replication_status !== 'failed-over') await this.show(v, 'error', (err as Error).message);
       }
+    }
+    for (const [groupId, due] of groupPoints) {
+      // Every member of the group, not only those due: one instant for all of them.
+      const members = vols.filter((v) => v.group_id === groupId).map((v) => ({ id: v.id, sizeGiB: v.size }));
+      await groupPointInDriver(driver, this.o.exports, members).then(
+        () => { for (const m of members) this.lastPointAt.set(m.id, now); },
+        (err) => { for (const m of due) this.lastPointAt.delete(m.id); this.o.log.warn({ err, group_id: groupId }, 'group point of a backend that replicates itself failed'); },
+      );
+    }
+  }
+
+  /**
+   * Tells this process's driver which members of groups failed over alone it
+   * serves from the target (and which came back): the group job told only
+   * the driver of the process that ran it. `vols` are the backend's
+   * replicated volumes, `groups` their groups' replication statuses. A
+   * member's target is the backend's first: rbd-mirror mirrors to that one.
+   */
+  private async keepGroupsMoved(cluster: string, driver: GuardedDriver, vols: readonly VolumeRow[], groups: ReadonlyMap<string, string>): Promise<void> {
+    const away = vols.filter((v) => v.replication_status === 'failed-over' && v.group_id && groups.get(v.group_id) === 'failed-over');
+    const back = vols.filter((v) => this.movedHere.has(v.id) && !away.includes(v));
+    const toMove = away.filter((v) => !this.movedHere.has(v.id));
+    if (toMove.length === 0 && back.length === 0) return;
+    const rows = (await this.o.services.list(this.o.db.kysely)).filter((x) => x.cluster === cluster && x.binary === 'cinder-volume');
+    const target = reporting(rows).flatMap(({ report }) => replicationTargetsOf(report))[0];
+    const refs = (list: readonly VolumeRow[]) => list.map((v) => ({ id: v.id, sizeGiB: v.size }));
+    if (target && toMove.length > 0) {
+      const { failed } = await driver.failOverVolumes(target, refs(toMove));
+      for (const v of toMove) if (!failed.includes(v.id)) this.movedHere.set(v.id, target);
+    }
+    if (back.length > 0) {
+      const { failed } = await driver.failOverVolumes(FAILBACK_ID, refs(back));
+      for (const v of back) if (!failed.includes(v.id)) this.movedHere.delete(v.id);
     }
   }
 
@@ -164,14 +241,66 @@ export async function failOverInDriver(deps: ReplicationDeps, driver: GuardedDri
   const vols = await db.kysely.selectFrom('volumes').select(['id', 'project_id', 'size', 'replication_status']).where('cluster_name', '=', p.cluster)
     .where('replication_status', 'in', back ? ['failed-over', 'error'] : [...SHOWN, 'failed-over']).execute();
   const { failed } = await driver.failOver(p.backendId, vols.map((v) => ({ id: v.id, sizeGiB: v.size })));
-  await db.kysely.transaction().execute(async (tx) => {
-    for (const v of vols) {
-      const status = failed.includes(v.id) ? 'error' : back ? 'enabled' : 'failed-over';
-      await tx.updateTable('volumes').set({ replication_status: status }).where('id', '=', v.id).execute();
-      await deps.volumes.event(tx, v.project_id, v.id, back ? 'volume.failback' : 'volume.failover', null, null, requestId, {
-        backend_id: p.backendId, from_cluster: p.cluster, to_cluster: p.cluster, replication_status: status, in_driver: true,
-      });
-    }
-  });
+  await db.kysely.transaction().execute((tx) => recordMoves(deps, tx, vols, failed, p, requestId));
   if (!back) await failUnreplicated(deps, p.cluster, requestId);
+}
+
+/**
+ * Sets each of `vols`, promoted on `p.backendId` by the driver, `failed-over`
+ * (a failback: `enabled`), or `error` when named in `failed`, each with its
+ * `volume.failover` (`volume.failback`) event, in `tx`.
+ */
+export async function recordMoves(
+  deps: Pick<ReplicationDeps, 'volumes'>, tx: Tx, vols: ReadonlyArray<{ id: string; project_id: string }>, failed: readonly string[], p: FailoverPayload, requestId: string | null,
+): Promise<void> {
+  const back = p.backendId === FAILBACK_ID;
+  for (const v of vols) {
+    const status = failed.includes(v.id) ? 'error' : back ? 'enabled' : 'failed-over';
+    await tx.updateTable('volumes').set({ replication_status: status }).where('id', '=', v.id).execute();
+    await deps.volumes.event(tx, v.project_id, v.id, back ? 'volume.failback' : 'volume.failover', null, null, requestId, {
+      backend_id: p.backendId, from_cluster: p.cluster, to_cluster: p.cluster, replication_status: status, in_driver: true,
+    });
+  }
+}
+
+/** The mirror mode a volume type asks of a backend that replicates itself (`basalt:rbd_mirror_mode`; default `snapshot`). */
+export function mirrorModeOf(type: { extra_specs: Record<string, string> } | undefined): 'snapshot' | 'journal' {
+  return type?.extra_specs[RBD_MIRROR_MODE_SPEC]?.trim() === 'journal' ? 'journal' : 'snapshot';
+}
+
+/**
+ * One group point of `members` on a backend that replicates itself: each
+ * member's point (a mirror snapshot) taken while this process's exports
+ * hold the writes of them all (see the module comment for how consistent
+ * that is on Ceph Pacific).
+ * @throws DriverError from the driver.
+ */
+export async function groupPointInDriver(driver: GuardedDriver, exports: ExportServer | undefined, members: readonly VolumeRef[]): Promise<void> {
+  await quiesceAll({ exports }, members.map((m) => m.id), async () => {
+    await Promise.all(members.map((m) => driver.replicationPoint(m)));
+  });
+}
+
+/**
+ * A group's failover (to `backendId`) or failback (`default`) on a backend
+ * that replicates itself: with the writes of every member held at this
+ * process's exports, the driver promotes the members' copies on the other
+ * side (`failOverVolumes`, the same steps as a whole backend's failover)
+ * and their exports here are closed, the held writes with them: hosts
+ * reconnect and are served from the side now primary. Returns the members
+ * whose copy could not be promoted.
+ * @throws DriverError (retryable while a failback waits for the members' copies to be in step).
+ */
+export async function moveGroupInDriver(
+  deps: Pick<ReplicationDeps, 'exports' | 'attachments' | 'db'>, driver: GuardedDriver, members: readonly VolumeRef[], backendId: string,
+): Promise<string[]> {
+  const ids = members.map((m) => m.id);
+  return quiesceAll(deps, ids, async () => {
+    const { failed } = await driver.failOverVolumes(backendId, members);
+    for (const id of ids) {
+      if (failed.includes(id)) continue;
+      for (const a of await deps.attachments.ofVolume(deps.db.kysely, id)) await deps.exports?.closeExport(a.export_name);
+    }
+    return failed;
+  });
 }

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { replicationDevices, type BackendOptions } from '../config/index.ts';
 import type { ServiceRepository } from '../db/index.ts';
-import type { GuardedDriver, ManageableResource } from '../drivers/index.ts';
+import type { GuardedDriver, ManageableResource, NativeConnection } from '../drivers/index.ts';
 import { RoleService, type JobQueue, type RoleServiceOptions } from '../jobs/index.ts';
 import { volumeHandlers, type ExportServer } from './volume-handlers.ts';
 import { groupHandlers, type GroupHandlerDeps } from './group-handlers.ts';
@@ -37,6 +37,9 @@ export interface VolumeServiceOptions extends GroupHandlerDeps {
   replication?: Omit<ReplicationDeps, keyof GroupHandlerDeps>;
 }
 
+/** How often the native connection as each replication target serves the volumes is asked again (ms). */
+const NATIVE_TARGETS_MS = 30_000;
+
 /** Serves one backend. */
 export class VolumeService {
   private readonly role: RoleService;
@@ -46,6 +49,9 @@ export class VolumeService {
   readonly cluster: string;
   /** The last native connection the driver gave, published again when asking fails. */
   private lastNative: NativeConnectionReport | undefined;
+  /** The same as each replication target serves the volumes (a backend that replicates itself). */
+  private lastNativeTargets: Record<string, NativeConnectionReport> | undefined;
+  private nativeTargetsAt = 0;
   /** The last listing of what the backend could adopt (undefined until the first), and the one running: see {@link manageable}. */
   private lastManageable: Pick<ServiceReport, 'manageable_volumes' | 'manageable_snapshots'> | undefined;
   private listing: Promise<void> | undefined;
@@ -194,16 +200,31 @@ export class VolumeService {
    * monitor slow to answer) the last answer is published again: hosts keep
    * the protocol they were given instead of switching to NBD for a heartbeat.
    */
-  private async nativeConnection(): Promise<Pick<ServiceReport, 'native_connection'>> {
+  private async nativeConnection(): Promise<Pick<ServiceReport, 'native_connection' | 'native_connection_targets'>> {
     const { driver } = this.o;
     if (!driver.capabilities.supportsNativeConnection) return {};
+    const sites = driver.capabilities.supportsBackendReplication ? replicationReport(this.o.backend).replication_targets ?? [] : [];
     try {
-      const n = await driver.nativeConnectionTemplate();
-      this.lastNative = n ? { driver_volume_type: n.driverVolumeType, data: { ...n.data } } : undefined;
+      const asReport = (n: NativeConnection | undefined) => n ? { driver_volume_type: n.driverVolumeType, data: { ...n.data } } : undefined;
+      this.lastNative = asReport(await driver.nativeConnectionTemplate());
+      // As each target serves the volumes, for the members of a group failed over alone: asked every
+      // NATIVE_TARGETS_MS only (a monitor command per target; their monitors change as rarely as the backend's).
+      if (sites.length > 0 && Date.now() - this.nativeTargetsAt >= NATIVE_TARGETS_MS) {
+        const targets: Record<string, NativeConnectionReport> = {};
+        for (const site of sites) {
+          const n = asReport(await driver.nativeConnectionTemplate(site));
+          if (n) targets[site] = n;
+        }
+        this.lastNativeTargets = targets;
+        this.nativeTargetsAt = Date.now();
+      }
     } catch (err) {
       this.o.log.warn({ err }, 'asking the driver for its native connection failed; publishing the last one');
     }
-    return this.lastNative ? { native_connection: this.lastNative } : {};
+    return {
+      ...(this.lastNative ? { native_connection: this.lastNative } : {}),
+      ...(this.lastNativeTargets && Object.keys(this.lastNativeTargets).length > 0 ? { native_connection_targets: this.lastNativeTargets } : {}),
+    };
   }
 
   /**

@@ -45,7 +45,8 @@
  * - Replication: with a `replication_device` naming a second cluster, the
  *   images of replicated volumes are mirrored there by Ceph's rbd-mirror
  *   (`rbd-mirror.ts`); while failed over the driver serves every volume from
- *   that cluster.
+ *   that cluster; a group failed over alone (`failOverVolumes`) has just its
+ *   volumes' images served from there.
  *
  * Capacity comes from the cluster (`ceph df detail`: the pool's `max_avail`,
  * `stored` and quota), as Cinder reports it; provisioned capacity from the
@@ -183,6 +184,14 @@ export class RbdDriver implements VolumeDriver {
   private readonly mirror: RbdMirror | undefined;
   /** The target's client while the backend is failed over to it; undefined: its own. */
   private serving: RbdCluster | undefined;
+  /**
+   * Images served from another site than the backend's (a group failed over
+   * alone, {@link failOverVolumes}), with that site and its client, by image
+   * name: every call on that image goes there (its snapshots included);
+   * listing, creating, cloning into and removing images still go to the
+   * backend's serving cluster.
+   */
+  private readonly moved = new Map<string, { site: string; client: RbdCluster }>();
 
   /**
    * @throws ConfigError when `chunkSizeMiB` is not a power of two, or when
@@ -330,6 +339,7 @@ export class RbdDriver implements VolumeDriver {
       if (img) await this.rbd.closeImage(img).catch(() => undefined); // closed by its last handle meanwhile
     }
     this.serving = undefined;
+    this.moved.clear();
     await this.mirror?.close();
     const cluster = this.cluster;
     this.cluster = undefined;
@@ -355,17 +365,20 @@ export class RbdDriver implements VolumeDriver {
 
   /** Mirrors a replicated volume's image to the target (see `rbd-mirror.ts`). */
   async enableReplication(vol: VolumeRef, o: { mode: 'snapshot' | 'journal' }): Promise<void> {
-    await this.mirrored().enable(RbdDriver.imageName(vol.id), o.mode);
+    const image = RbdDriver.imageName(vol.id);
+    await this.mirrored().enable(image, o.mode, this.siteOf(image));
   }
 
   /** A mirror snapshot of the volume's image (snapshot mode), which rbd-mirror ships. */
   async replicationPoint(vol: VolumeRef): Promise<void> {
-    await this.mirrored().point(RbdDriver.imageName(vol.id));
+    const image = RbdDriver.imageName(vol.id);
+    await this.mirrored().point(image, this.siteOf(image));
   }
 
   /** The image's mirror status as the serving cluster sees its peer. */
   async replicationState(vol: VolumeRef): Promise<{ status: 'enabled' | 'copying' | 'error'; detail: string }> {
-    return this.mirrored().state(RbdDriver.imageName(vol.id));
+    const image = RbdDriver.imageName(vol.id);
+    return this.mirrored().state(image, this.siteOf(image));
   }
 
   /**
@@ -379,14 +392,53 @@ export class RbdDriver implements VolumeDriver {
     const images = await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)));
     const next = backendId === OWN_SITE ? undefined : await mirror.client(backendId);
     const failed = vols.filter((v) => images.includes(RbdDriver.imageName(v.id))).map((v) => v.id);
+    // Promoted where the whole backend now serves: a group failed over alone before is no exception any more.
+    for (const v of vols) if (!failed.includes(v.id)) this.moved.delete(RbdDriver.imageName(v.id));
     if (next === this.serving) return { failed };
     this.serving = next;
-    const lost = [...this.shared];
-    this.shared.clear();
-    for (const [, entry] of lost) entry.lost = true;
-    const ids = lost.map(([id]) => id);
-    if (ids.length > 0) for (const listener of this.lostListeners) listener(ids);
+    this.dropHandles([...this.shared.keys()]);
     return { failed };
+  }
+
+  /**
+   * Serves just `vols` from `backendId` (a group's failover; its failback
+   * with `default`), promoting their images there through the same steps as
+   * {@link failOver}; the backend's other volumes stay where they are. Their
+   * open images are forgotten and the volumes reported lost, so their
+   * exports are dropped and reopened from the new cluster.
+   */
+  async failOverVolumes(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+    const mirror = this.mirrored();
+    const images = await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)), { imagesOnly: true });
+    const client = backendId === mirror.active ? undefined : await mirror.client(backendId);
+    const failed = vols.filter((v) => images.includes(RbdDriver.imageName(v.id))).map((v) => v.id);
+    const movedIds = vols.map((v) => v.id).filter((id) => !failed.includes(id));
+    for (const id of movedIds) {
+      if (client) this.moved.set(RbdDriver.imageName(id), { site: backendId, client });
+      else this.moved.delete(RbdDriver.imageName(id));
+    }
+    this.dropHandles(movedIds.filter((id) => this.shared.has(id)));
+    return { failed };
+  }
+
+  /** Forgets the open images of volumes `ids` (their handles fail every call) and reports the volumes lost. */
+  private dropHandles(ids: readonly string[]): void {
+    for (const id of ids) {
+      const entry = this.shared.get(id);
+      if (entry) entry.lost = true;
+      this.shared.delete(id);
+    }
+    if (ids.length > 0) for (const listener of this.lostListeners) listener(ids);
+  }
+
+  /** The site serving image `name`: where its group was failed over to, else the backend's. */
+  private siteOf(name: string): string {
+    return this.moved.get(name)?.site ?? this.mirrored().active;
+  }
+
+  /** The client for image `name`'s head: its group's site's, else the serving cluster's. */
+  private connOf(name: string): RbdCluster {
+    return this.moved.get(name)?.client ?? this.conn;
   }
 
   private mirrored(): RbdMirror {
@@ -406,7 +458,7 @@ export class RbdDriver implements VolumeDriver {
    */
   private async withImage<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T> {
     const snap = typeof at === 'object' ? at.snap : null;
-    const img = await this.rbd.openImage(this.conn, this.options.cephPool, name, snap, at !== 'write');
+    const img = await this.rbd.openImage(this.connOf(name), this.options.cephPool, name, snap, at !== 'write');
     try {
       return await fn(img);
     } finally {
@@ -442,10 +494,12 @@ export class RbdDriver implements VolumeDriver {
    * (`keyring`, as cinderlib sends it). Undefined with `rbd_connection = nbd`.
    * @throws DriverError when opted in and the keyring cannot be read.
    */
-  async nativeConnection(vol: Pick<VolumeRef, 'id'>): Promise<NativeConnection | undefined> {
+  async nativeConnection(vol: Pick<VolumeRef, 'id'>, at: { site?: string } = {}): Promise<NativeConnection | undefined> {
     const o = this.options;
     if (o.nativeConnection === false) return undefined;
-    const { out } = await this.rbd.monCommand(this.conn, JSON.stringify({ prefix: 'mon dump', format: 'json' }));
+    // The monitors of the cluster serving the image: the site asked for, else its group's target or the backend's.
+    const conn = at.site !== undefined ? await this.mirrored().client(at.site) : this.connOf(RbdDriver.imageName(vol.id));
+    const { out } = await this.rbd.monCommand(conn, JSON.stringify({ prefix: 'mon dump', format: 'json' }));
     const hosts: string[] = [];
     const ports: string[] = [];
     // `addr` is `host:port/nonce` (IPv6 hosts in brackets); ports are strings, as Cinder sends them.
@@ -459,7 +513,8 @@ export class RbdDriver implements VolumeDriver {
     // Read at every call, not kept from init: a keyring rotated on disk reaches hosts with the next report.
     const keyring = o.sendKeyringToHosts ? keyringForHosts(o.keyringPath) : undefined;
     // Failed over: the target's cluster, named as Cinder's RBD driver names it (its backend_id), with its user and secret.
-    const site = this.serving && this.mirror ? this.mirror.target(this.mirror.active) : undefined;
+    const siteName = at.site ?? this.moved.get(RbdDriver.imageName(vol.id))?.site ?? (this.serving ? this.mirror?.active : undefined);
+    const site = siteName !== undefined && this.mirror ? this.mirror.target(siteName) : undefined;
     return {
       driverVolumeType: 'rbd',
       data: {
@@ -992,13 +1047,13 @@ export class RbdDriver implements VolumeDriver {
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
     let entry = this.shared.get(vol.id);
     if (!entry) {
-      const image = this.rbd.openImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), null, false);
+      const image = this.rbd.openImage(this.connOf(RbdDriver.imageName(vol.id)), this.options.cephPool, RbdDriver.imageName(vol.id), null, false);
       entry = { image, refs: 0 };
       this.shared.set(vol.id, entry);
     }
     entry.refs++; // before any await: a closing last handle must not close it under this one
     const shared = entry;
-    const cluster = this.conn;
+    const cluster = this.connOf(RbdDriver.imageName(vol.id));
     const release = async (): Promise<void> => {
       if (--shared.refs > 0) return;
       if (shared.lost) { // its client was blocklisted and replaced, or the backend failed over: close it (and a retired client after its last image)

@@ -151,30 +151,39 @@ export class RbdMirror {
     }
   }
 
-  /** Mirrors `image` from the active site (idempotent: an image mirrored already, in either mode, is left so). */
-  async enable(image: string, mode: 'snapshot' | 'journal'): Promise<void> {
+  /**
+   * Mirrors `image` from `site` (default the active site; a group failed
+   * over alone serves from another) (idempotent: an image mirrored already,
+   * in either mode, is left so).
+   */
+  async enable(image: string, mode: 'snapshot' | 'journal', site = this.active): Promise<void> {
     await this.peering();
     const addon = this.host.addon();
-    await this.onImage(this.active, image, async (img) => {
+    await this.onImage(site, image, async (img) => {
       const info = await addon.mirrorInfo(img);
       if (info.state === 'enabled') return;
-      await addon.mirrorEnable(img, mode === 'journal' ? 0 : 1);
+      try {
+        await addon.mirrorEnable(img, mode === 'journal' ? 0 : 1);
+      } catch (err) {
+        // Enabled meanwhile by another caller (the loop and a group's enabling job at once: librbd answers EINVAL).
+        if ((await addon.mirrorInfo(img)).state !== 'enabled') throw err;
+      }
     });
   }
 
-  /** A mirror snapshot of `image` on the active site (snapshot mode; nothing in journal mode, which ships every write). */
-  async point(image: string): Promise<void> {
+  /** A mirror snapshot of `image` on `site`, default the active one (snapshot mode; nothing in journal mode, which ships every write). */
+  async point(image: string, site = this.active): Promise<void> {
     const addon = this.host.addon();
-    await this.onImage(this.active, image, async (img) => {
+    await this.onImage(site, image, async (img) => {
       const info = await addon.mirrorInfo(img);
       if (info.state === 'enabled' && info.primary && info.mode === 'snapshot') await addon.mirrorSnapshot(img);
     });
   }
 
-  /** How `image`'s mirror stands, as its serving site sees its peer (see the module comment). */
-  async state(image: string): Promise<{ status: 'enabled' | 'copying' | 'error'; detail: string }> {
+  /** How `image`'s mirror stands, as its serving site (default the active one) sees its peer (see the module comment). */
+  async state(image: string, site = this.active): Promise<{ status: 'enabled' | 'copying' | 'error'; detail: string }> {
     const addon = this.host.addon();
-    const status = await this.onImage(this.active, image, (img) => addon.mirrorStatus(img));
+    const status = await this.onImage(site, image, (img) => addon.mirrorStatus(img));
     if (status.state !== 'enabled') return { status: 'copying', detail: `mirroring ${status.state}` };
     if (!status.primary) return { status: 'error', detail: 'the serving site\'s image is not primary' };
     // The local site's entry has an empty mirror uuid; the peer's is the other.
@@ -190,9 +199,13 @@ export class RbdMirror {
    * returns the images that could not be promoted there. `to` equal to the
    * active site only promotes what is not primary there yet (a run after a
    * crash). The caller switches its handles afterwards.
+   *
+   * With `o.imagesOnly` the active site stays as it is and only `images`
+   * change sides (a group's failover, its failback with `to` the active
+   * site): the same steps, image by image, as the whole backend's.
    * @throws DriverError (retryable) when a failback waits for the backend's own images to be in step.
    */
-  async failOver(to: string, images: readonly string[]): Promise<string[]> {
+  async failOver(to: string, images: readonly string[], o: { imagesOnly?: boolean } = {}): Promise<string[]> {
     this.target(to); // refuses an unknown name
     const from = to === this.active ? (to === OWN_SITE ? this.targets[0]!.backendId : OWN_SITE) : this.active;
     const failback = to === OWN_SITE;
@@ -206,7 +219,7 @@ export class RbdMirror {
         failed.push(image);
       }
     }
-    this.active = to;
+    if (!o.imagesOnly) this.active = to;
     return failed;
   }
 

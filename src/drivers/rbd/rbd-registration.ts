@@ -5,7 +5,7 @@ import { RbdDriver } from './rbd-driver.ts';
 /** `volume_driver = rbd`: RBD images in a Ceph pool, through librbd (the optional RBD addon). */
 export const rbdRegistration = defineDriver({
   name: 'rbd',
-  contractVersion: '1.9',
+  contractVersion: '1.10',
   // Cinder's RBD keys of a replication_device entry (conf, user, secret_uuid), and keyring for Basalt's own connection there.
   replicationDeviceKeys: ['conf', 'user', 'keyring', 'secret_uuid'],
   description: 'rbd (Ceph RBD images in one pool through librbd: copy-on-write snapshots and clones, storage shared by every member of a cluster)',
