@@ -14,8 +14,11 @@
  * forced (no demotion can reach it).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
 import { after, test } from 'node:test';
-import { loadRbdAddon, type RbdCluster, type RbdImage } from '../../src/drivers/rbd/rbd-addon.ts';
+import { loadRbdAddon } from '../../src/drivers/rbd/rbd-addon.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
@@ -62,29 +65,23 @@ test('drill: the primary cluster is lost mid-stream; failover promotes a consist
   const image = `volume-${id}`;
   await waitFor('replication_status enabled', async () => (await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'enabled', 120_000);
 
-  // The host's librbd client writes numbered blocks, one at a time, each recorded when acknowledged.
-  const client: RbdCluster = await rbd.connect(a.confPath, a.user, a.keyringPath, { rados_osd_op_timeout: '5', rados_mon_op_timeout: '5' });
-  const img: RbdImage = await rbd.openImage(client, pool, image, null, false);
+  // The host (a process of its own) writes numbered blocks, one at a time, each recorded when acknowledged.
+  const writer = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'rbd-drill-writer-child.ts'), JSON.stringify({ conf: a.confPath, user: a.user, keyring: a.keyringPath, pool, image, block: BLOCK })], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => { writer.kill('SIGKILL'); });
   const acked: number[] = []; // acked[seq] = when
-  let stop = false;
-  const writer = (async () => {
-    for (let seq = 0; !stop && seq < 2048; seq++) {
-      try {
-        await rbd.aioWrite(img, seq * BLOCK, block(seq));
-        await rbd.aioFlush(img);
-        acked.push(Date.now());
-      } catch {
-        return; // the cluster is gone
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  })();
+  const ready = new Promise<void>((resolve, reject) => {
+    writer.once('exit', (code) => reject(new Error(`the writer exited (${code}) before it was ready`)));
+    readline.createInterface({ input: writer.stdout! }).on('line', (line) => {
+      if (line === 'ready') resolve();
+      else if (Number(line) === acked.length) acked.push(Date.now());
+    });
+  });
+  await ready;
   // Long enough for several points to ship.
   await new Promise((r) => setTimeout(r, 6_000));
   const killedAt = Date.now();
   await pair.killPrimary();
-  stop = true;
-  await Promise.race([writer, new Promise((r) => setTimeout(r, 10_000))]);
+  writer.kill('SIGKILL'); // what it had acknowledged is recorded; nothing more can be
   const written = acked.length;
   assert.ok(written > 50, `the writer wrote ${written} blocks before the kill`);
 
@@ -116,5 +113,4 @@ test('drill: the primary cluster is lost mid-stream; failover promotes a consist
   t.diagnostic(`blocks acknowledged ${written}, on the promoted copy ${present}; achieved RPO ${rpoMs} ms (configured ${RPO_SECONDS * 1000} ms); failover done ${failedOverMs} ms after the kill`);
   assert.ok(present > 0, 'the copy holds at least the first point');
   assert.ok(rpoMs <= RPO_SECONDS * 1000 + COPY_SLACK_MS, `achieved RPO ${rpoMs} ms`);
-  // The librbd client of the dead cluster cannot be closed cleanly (its I/O never returns): it is left to the process's end.
 });

@@ -107,7 +107,7 @@ export async function startKeystone(): Promise<Keystone> {
     '--env', `OS_KEYSTONE_CONFIG_FILES=${conf}`, '--master', '--processes', '2', '--threads', '2', '--die-on-term', '--logto', log,
     // As Debian's keystone uwsgi settings: clients must not reuse a connection uwsgi will close.
     '--add-header', 'Connection: close', '--buffer-size', '65535', '--lazy-apps', '--enable-threads',
-  ], { stdio: 'ignore' });
+  ], { stdio: 'ignore', detached: true }); // its own process group: `stop` can end the workers with the master
   // Bounded by Keystone's readiness (or its exit), not by a guess of how long
   // a start takes on a busy machine; five minutes of a live uwsgi that never
   // answers is a Keystone that will not.
@@ -162,8 +162,15 @@ export async function startKeystone(): Promise<Keystone> {
       };
     },
     async stop() {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.exitCode === null ? child.once('exit', r) : r(undefined));
+      // SIGTERM, then SIGKILL to the whole group after 10 s: uwsgi's master sometimes waited on its
+      // threaded workers for good, and the test file's process with it (two CI runs, 300 s timeouts).
+      const group = (signal: NodeJS.Signals): void => { try { process.kill(-child.pid!, signal); } catch { /* gone */ } };
+      const exited = new Promise<void>((r) => child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r()));
+      group('SIGTERM');
+      const timer = setTimeout(() => group('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+      group('SIGKILL'); // workers the master left behind
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
