@@ -40,7 +40,7 @@ import { detailFor, failureDetail, MESSAGE_ACTIONS, recordUserMessage, type Mess
 import { payloadParser } from './operations/index.ts';
 import { quiesceAll, withLocks } from './group-handlers.ts';
 import { groupPointInDriver, mirrorModeOf, moveGroupInDriver, recordMoves } from './replication-backend.ts';
-import { checkpointPending, dropCheckpoint, FAILBACK_ID, promoteCopy, replicaOf, returnCopy, takeBaseline, type ReplicationDeps } from './replication-jobs.ts';
+import { checkpointOldPrimary, checkpointPending, dropCheckpoint, FAILBACK_ID, promoteCopy, replicaOf, returnCopy, takeBaseline, type ReplicationDeps } from './replication-jobs.ts';
 import { moveStaleExports } from './service-cleanup.ts';
 
 /** `group.replication_enable` and `group.replication_disable`: the group. */
@@ -274,7 +274,9 @@ async function failOverGroup(deps: GroupReplicationDeps, driver: GuardedDriver, 
  * error: the job is tried again), the members' writes are held at this
  * process's exports while a last group point ships there and every member
  * (and the group) moves back in one transaction; the connections here are
- * then dropped and reconnect to the original backend.
+ * then dropped and reconnect to the original backend. The copies left here
+ * count from the original backend's checkpoint of that last point, so that
+ * they are resynchronised from what changed since, not made whole again.
  * @throws DriverError (retryable) while a copy is not in step yet.
  */
 async function failBackGroup(deps: GroupReplicationDeps, driver: GuardedDriver, cluster: string, g: GroupRow, requestId: string | null, signal: AbortSignal): Promise<void> {
@@ -299,9 +301,11 @@ async function failBackGroup(deps: GroupReplicationDeps, driver: GuardedDriver, 
   await quiesceAll(deps, ids, async () => {
     // The last group point, taken and shipped while nothing writes; the rows move back before the writes go on.
     await deps.replicator!.shipGroupNow(g.id, driver, { quiesced: true });
+    // The copies left here, made again once the group is back there, count from the original backend's checkpoint of that point.
+    const baselines = await Promise.all(replicas.map((r) => checkpointOldPrimary(deps, r.volume_id, r.secondary_cluster)));
     await deps.queue.transaction(async (tx, enqueue) => {
       await db.lockRows(tx, 'volumes', ids);
-      for (const r of replicas) await returnCopy(deps, tx, enqueue, r, { cluster, status: 'enabled', requestId });
+      for (const [k, r] of replicas.entries()) await returnCopy(deps, tx, enqueue, r, { cluster, status: 'enabled', requestId, baselineId: baselines[k] });
       await tx.updateTable('groups').set({ host: replicas[0]!.secondary_host, cluster_name: replicas[0]!.secondary_cluster }).where('id', '=', g.id).execute();
     });
     // Still holding the writes: the connections here are dropped (their held writes with them) and reconnect to the original backend.

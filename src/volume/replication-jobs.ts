@@ -368,7 +368,7 @@ const CHECKPOINT_POLL_MS = 50;
  * the checkpoint was not taken within {@link CHECKPOINT_WAIT_MS} (then it is
  * made whole, as before).
  */
-async function checkpointOldPrimary(deps: ReplicationDeps, volumeId: string, cluster: string): Promise<string | undefined> {
+export async function checkpointOldPrimary(deps: ReplicationDeps, volumeId: string, cluster: string): Promise<string | undefined> {
   const r = await replicaOf(deps.db.kysely, volumeId);
   if (!r?.last_point_id || r.secondary_cluster !== cluster) return undefined;
   const pointId = r.last_point_id;
