@@ -18,12 +18,22 @@
  *    until each client writes again through its attachment's new connection
  *    info, the async RPO at the kill, the writes checked on beta; then more
  *    writes, alpha back, failback, and per volume the bytes shipped to alpha
- *    (beta's log) against the bytes changed while failed over.
+ *    (beta's log) against the bytes changed while failed over;
+ * 4. the same for an rbd backend replicating through Ceph's rbd-mirror, on two
+ *    Ceph clusters (test/helpers/ceph-pair.ts), one Basalt whose attachments go
+ *    through its NBD export (`rbd_connection = nbd`): the RPO achieved under
+ *    write load (fio at QD4), as the age of the newest point the secondary
+ *    holds in full (the primary's mirror snapshot its newest complete copy
+ *    was made from; Ceph's timestamps are whole seconds), and the backend's
+ *    failover (`os-services/failover_host`) and failback: the time from the
+ *    request until fio writes again through the attachment, and until the
+ *    backend reports it done.
  *
- *   flock /tmp/basalt-bench.lock node --import tsx bench/replication.ts [--runtime 3] [--rounds 3] [--rpo 2]
+ *   flock /tmp/basalt-bench.lock node --import tsx bench/replication.ts [--runtime 3] [--rounds 3] [--rpo 2] [--only file|rbd]
  *
  * Needs root (the XFS loop mount), fio with its nbd engine, and PostgreSQL's
- * binaries (test/helpers/postgres.ts). Everything it starts is stopped by pid.
+ * binaries (test/helpers/postgres.ts); the rbd rows Ceph (scripts/install-test-tools.sh).
+ * Everything it starts is stopped by pid.
  */
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -32,13 +42,16 @@ import readline from 'node:readline';
 import { parseArgs, promisify } from 'node:util';
 import { fileOf } from '../test/helpers/backends.ts';
 import { checkCopy, DRILL_BLOCK_BYTES, DrillWriter, type NbdConnectionData } from '../test/helpers/drill-writer.ts';
+import { startCephPair, type CephPair } from '../test/helpers/ceph-pair.ts';
 import { startPostgres } from '../test/helpers/postgres.ts';
-import { kill9, type Spawned } from '../test/helpers/process.ts';
+import { kill9, spawnBasalt, type Spawned } from '../test/helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, request, waitFor } from '../test/helpers/server.ts';
 import { replicatingPair } from '../test/helpers/two-processes.ts';
 import { xfsReflinkMount } from '../test/helpers/xfs.ts';
 
-const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, rpo: { type: 'string', default: '2' } } });
+const { values: args } = parseArgs({ options: {
+  runtime: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, rpo: { type: 'string', default: '2' }, only: { type: 'string', default: '' },
+} });
 const RUNTIME = Number(args.runtime);
 const ROUNDS = Number(args.rounds);
 const RPO_SECONDS = Number(args.rpo);
@@ -237,4 +250,103 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+/** Mirror snapshots of an image on one cluster (`rbd snap ls --all`), oldest first. */
+async function mirrorSnaps(c: CephPair['primary'], pool: string, image: string): Promise<Array<{ id: number; at: number; copyOf?: number; complete?: boolean }>> {
+  const all = JSON.parse(await c.rbd('snap', 'ls', '--all', '--format', 'json', `${pool}/${image}`)) as Array<{
+    id: number; timestamp: string; namespace?: { type?: string; state?: string; complete?: boolean; primary_snap_id?: number };
+  }>;
+  return all.filter((x) => x.namespace?.type === 'mirror').sort((x, y) => x.id - y.id).map((x) => ({
+    id: x.id, at: Date.parse(x.timestamp),
+    ...(x.namespace?.state === 'non-primary' ? { copyOf: x.namespace.primary_snap_id!, complete: x.namespace.complete === true } : {}),
+  }));
+}
+
+/** 4. The rbd-mirror rows (see the module comment). */
+async function rbdRows(): Promise<void> {
+  const load = [os.loadavg()[0]!];
+  const pair = await startCephPair();
+  const procs: ChildProcess[] = [];
+  const dir = fs.mkdtempSync(`${os.tmpdir()}/basalt-bench-rbd-`);
+  const stop = async (): Promise<void> => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) await kill9(p);
+    await pair.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  // A bounded run (`timeout`) that ends it still stops the clusters and the server it started.
+  const onSignal = (): void => { void stop().finally(() => process.exit(1)); };
+  process.once('SIGTERM', onSignal);
+  try {
+    const { primary: a, secondary: b } = pair;
+    const pool = await pair.newPool();
+    const ini = `${dir}/basalt.conf`;
+    fs.writeFileSync(ini, [
+      '[DEFAULT]', 'enabled_backends = ceph',
+      '[ceph]', 'volume_driver = rbd', 'rbd_connection = nbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`,
+      `replication_device = backend_id:site-b, conf:${b.confPath}, user:${b.user}, keyring:${b.keyringPath}`,
+    ].join('\n'));
+    fs.mkdirSync(`${dir}/state`);
+    const s = await spawnBasalt({ ...FAST_TIMINGS, BASALT_STATE_DIR: `${dir}/state`, BASALT_CONFIG: ini, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info' });
+    procs.push(s.child);
+    const on = (method: string, url: string, body?: unknown, h?: Record<string, string>) => request(s.url!, method, url, body, h);
+    const t = await on('POST', `${V}/types`, { volume_type: { name: 'mirrored', extra_specs: { replication_enabled: '<is> True', 'basalt:replication_rpo_seconds': String(RPO_SECONDS) } } });
+    if (t.status !== 200) throw new Error(JSON.stringify(t.body));
+    const id = (await on('POST', `${V}/volumes`, { volume: { size: 1, volume_type: 'mirrored' } })).body.volume.id as string;
+    const image = `volume-${id}`;
+    await waitFor('the volume mirrored', async () => (await on('GET', `${V}/volumes/${id}`)).body.volume.replication_status === 'enabled', 180_000);
+    const att = await waitFor('attached', async () => {
+      const r = await on('POST', `${V}/attachments`, { attachment: { volume_uuid: id, connector: CONNECTOR } }, MV);
+      return r.status === 200 ? r.body.attachment : undefined;
+    });
+    await on('POST', `${V}/attachments/${att.id}/action`, { 'os-complete': null }, MV);
+    const uri = () => on('GET', `${V}/attachments/${att.id}`, undefined, MV).then((r) => r.body.attachment.connection_info.data.uri as string);
+
+    // RPO under load: the primary's mirror snapshots are noted as they appear (rbd-mirror prunes old ones),
+    // and each sample looks up the one the secondary's newest complete copy was made from.
+    const pointAt = new Map<number, number>();
+    const ages: number[] = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const mine = await mirrorSnaps(a, pool, image).catch(() => []);
+        for (const x of mine) if (x.copyOf === undefined) pointAt.set(x.id, x.at);
+        const copy = (await mirrorSnaps(b, pool, image).catch(() => [])).filter((x) => x.complete).at(-1);
+        const at = copy ? pointAt.get(copy.copyOf!) : undefined;
+        if (at !== undefined) ages.push(Date.now() - at);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    })();
+    const underLoad = await fio(await uri(), 4, RUNTIME * 5);
+    sampling = false;
+    await sampler;
+    load.push(os.loadavg()[0]!);
+    console.log(`rbd-mirror RPO under load (fio 4k randwrite QD4 through the export, ${underLoad.iops} IOPS, ${RUNTIME * 5} s): newest point on the secondary aged median ${median(ages)} ms, max ${Math.max(...ages)} ms (whole-second timestamps), configured ${RPO_SECONDS * 1000} ms (${ages.length} samples, ${pointAt.size} points seen)`);
+
+    // Failover and failback of the backend, each timed until fio writes again through the attachment.
+    const host = ((await on('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string }>).find((x) => x.host.endsWith('@ceph'))!.host;
+    const service = async () => ((await on('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string; replication_status: string }>).find((x) => x.host === host)!;
+    const move = async (backendId: string, done: string): Promise<{ writableMs: number; doneMs: number }> => {
+      const at = Date.now();
+      const r = await on('PUT', `${V}/os-services/failover_host`, { host, backend_id: backendId });
+      if (r.status !== 202) throw new Error(JSON.stringify(r.body));
+      let doneMs = 0;
+      const reported = waitFor(`${backendId}: ${done}`, async () => (await service()).replication_status === done, 300_000).then(() => { doneMs = Date.now() - at; });
+      await waitFor(`${backendId}: a write through the export`, async () => { try { await fio(await uri(), 1, 1); return true; } catch { return false; } }, 300_000);
+      const writableMs = Date.now() - at;
+      await reported;
+      return { writableMs, doneMs };
+    };
+    const over = await move('site-b', 'failed-over');
+    await fio(await uri(), 4, RUNTIME); // writes while failed over, for the failback to bring home
+    const back = await move('default', 'enabled');
+    load.push(os.loadavg()[0]!);
+    console.log(`rbd-mirror failover (failover_host to site-b, orderly): fio writing again after ${over.writableMs} ms, reported failed-over after ${over.doneMs} ms`);
+    console.log(`rbd-mirror failback (default): fio writing again after ${back.writableMs} ms, reported enabled after ${back.doneMs} ms`);
+    console.log(`load average (1 min) before the rbd rows, after the RPO row, at the end: ${load.map((x) => x.toFixed(2)).join(', ')}; ${os.cpus().length} CPUs`);
+  } finally {
+    process.off('SIGTERM', onSignal);
+    await stop();
+  }
+}
+
+if (args.only !== 'rbd') await main();
+if (args.only !== 'file') await rbdRows();
