@@ -86,8 +86,8 @@
  * `VolumeHandle.dataPlaneBackend`; 1.8 added `canLoseVolumes` with
  * `watchLostVolumes`; 1.9 added `supportsBackendReplication` with
  * `enableReplication`, `replicationPoint`, `replicationState` and `failOver`;
- * 1.10 added `failOverVolumes` (a group's failover on such a backend) and
- * `nativeConnection`'s `site`.
+ * 1.10 added `failOverVolumes` (a group's failover on such a backend),
+ * `nativeConnection`'s `site` and `VolumeHandle.evict`.
  */
 import type { DataPlaneBackend } from '../common/index.ts';
 
