@@ -76,7 +76,8 @@ export class LostStorage {
       if (v.status === 'in-use') this.#reported.add(v.id);
       marked.push(v.id);
     }
-    for (const id of this.#reported) if (!missing.some((r) => r.id === id)) this.#reported.delete(id);
+    const stillMissing = new Set(missing.map((r) => r.id));
+    for (const id of this.#reported) if (!stillMissing.has(id)) this.#reported.delete(id);
     return marked;
   }
 }
