@@ -76,7 +76,8 @@ test('drill: the primary cluster is lost mid-stream; failover promotes a consist
       else if (Number(line) === acked.length) acked.push(Date.now());
     });
   });
-  await ready;
+  // Bounded: a writer that cannot open the image fails the test naming it, not the file's timeout.
+  await Promise.race([ready, new Promise((_, reject) => setTimeout(() => reject(new Error('the writer did not open the image within 60 s')), 60_000).unref())]);
   // Long enough for several points to ship.
   await new Promise((r) => setTimeout(r, 6_000));
   const killedAt = Date.now();
