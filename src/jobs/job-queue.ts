@@ -125,9 +125,20 @@ function claimQuery(postgres: boolean, mode: 'queued' | 'expired', targets: numb
 /** How long a claim that finds queued jobs may go without looking for expired leases. */
 const EXPIRED_CHECK_MS = 1000;
 
+/**
+ * How long a claim that finds no queued job may go without looking for
+ * expired leases: an idle worker takes a job over within this of its poll,
+ * and a burst of wake-ups does not pay an empty UPDATE for each.
+ */
+const EXPIRED_IDLE_CHECK_MS = 100;
+
 /** The queue over one database. One per process. */
 export class JobQueue {
-  /** Emits `wake` with a target after a transaction that enqueued for it commits. */
+  /**
+   * Emits `wake` with a target after a transaction that enqueued for it
+   * commits, and the set of kinds it enqueued (absent when not known: a
+   * release of held jobs, another process's notice).
+   */
   readonly wakeups = new EventEmitter();
   /** Jobs this process took over from a worker whose lease ran out (a crash, a stall): `/metrics` counts them. */
   takeovers = 0;
@@ -150,9 +161,12 @@ export class JobQueue {
    */
   async transaction<T>(fn: (tx: Tx, enqueue: Enqueue) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      const targets = new Set<string>();
+      /** Each target enqueued for, with the kinds enqueued for it. */
+      const targets = new Map<string, Set<string>>();
       const body = (tx: Tx) => fn(tx, (kind, job) => {
-        targets.add(job.target);
+        let kinds = targets.get(job.target);
+        if (!kinds) targets.set(job.target, kinds = new Set());
+        kinds.add(kind.kind);
         return this.insert(tx, kind, job);
       });
       try {
@@ -161,8 +175,8 @@ export class JobQueue {
         // within limit) are atomic there, and a check that spans statements
         // takes the row lock of what it guards first (Db.lockRows).
         const result = await this.db.kysely.transaction().execute(body);
-        for (const t of targets) {
-          this.wakeups.emit('wake', t);
+        for (const [t, kinds] of targets) {
+          this.wakeups.emit('wake', t, kinds);
           // Other processes on PostgreSQL hear it through LISTEN (see listenForWakeups).
           if (this.db.dialect === 'postgres') void this.db.notify(WAKE_CHANNEL, t).catch(() => undefined);
         }
@@ -255,14 +269,14 @@ export class JobQueue {
    * queued job whose time has come of one target, trying the targets in turn
    * from a different one at each claim (so no target's queue starves
    * another's). Each try is one atomic UPDATE. Expired leases are looked for
-   * when no queued job is due, and at least every {@link EXPIRED_CHECK_MS}
-   * before the queued ones: a busy queue delays a take-over by at most that.
+   * when no queued job is due (at most every {@link EXPIRED_IDLE_CHECK_MS}),
+   * and at least every {@link EXPIRED_CHECK_MS} before the queued ones: a busy queue delays a take-over by at most that.
    * Returns undefined when there is none.
    * A job of another kind than `holding` waits while a job of a `holding`
    * kind of its resource, created before it (or in the same millisecond), is
    * queued or running ({@link JobKind.holdsLaterJobs}).
    */
-  async claim(owner: string, targets: readonly string[], kinds: readonly string[], holding: readonly string[] = []): Promise<JobRow | undefined> {
+  async claim(owner: string, targets: readonly string[], kinds: readonly string[], holding: readonly string[] = [], queuedTargets: readonly string[] = targets): Promise<JobRow | undefined> {
     if (targets.length === 0 || kinds.length === 0) return undefined;
     const now = this.clock.now();
     // A job still running had a worker whose lease ran out: the row says so (and the answer tells this claim it took one over).
@@ -285,13 +299,14 @@ export class JobQueue {
       if (claimed) return claimed;
     }
     const queued = claimQuery(postgres, 'queued', 1, kinds.length, holding.length);
-    const first = this.#nextTarget++ % targets.length;
-    for (let i = 0; i < targets.length; i++) {
-      args.t0 = targets[(first + i) % targets.length]!;
+    const first = this.#nextTarget++ % Math.max(1, queuedTargets.length);
+    for (let i = 0; i < queuedTargets.length; i++) {
+      args.t0 = queuedTargets[(first + i) % queuedTargets.length]!;
       const claimed = await queued.first(this.db.kysely, args);
       if (claimed) return claimed;
     }
-    return checkFirst ? undefined : expired();
+    const idleCheck = now - (this.#expiredChecked.get(key) ?? -Infinity) >= EXPIRED_IDLE_CHECK_MS;
+    return idleCheck ? expired() : undefined;
   }
 
   /** Extends the lease; false when `owner` no longer holds the job. */
