@@ -181,9 +181,9 @@ export class GuardedDriver implements VolumeDriver {
   }
 
   /** Serves just `vols` from target `backendId` (`default`: the backend's own storage again). @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication` and the method. */
-  async failOverVolumes(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+  async failOverVolumes(backendId: string, vols: readonly VolumeRef[], o: { prepare?: boolean } = {}): Promise<{ failed: string[] }> {
     const fn = this.replicationMethod('failOverVolumes');
-    return this.call('failOverVolumes', vols.map((v) => volumeKey(v.id)), () => fn(backendId, vols));
+    return this.call('failOverVolumes', vols.map((v) => volumeKey(v.id)), () => fn(backendId, vols, o));
   }
 
   async changedExtents(vol: VolumeRef, from: SnapshotRef, to?: SnapshotRef): Promise<ChangedExtent[]> {

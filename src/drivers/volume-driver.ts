@@ -814,8 +814,13 @@ export interface VolumeDriver {
    * - Errors: as {@link failOver}.
    * - Default if omitted: refused (`NOT_IMPLEMENTED`): a group on such a
    *   backend cannot fail over alone.
+   *
+   * With `o.prepare`: only what may be done while the volumes are still
+   * written, before the core holds their writes for the real call (a
+   * failback's wait for the copies to be in step). Changes no side, returns
+   * no failures; throws the retryable `DriverError` the real call would.
    */
-  failOverVolumes?(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }>;
+  failOverVolumes?(backendId: string, vols: readonly VolumeRef[], o?: { prepare?: boolean }): Promise<{ failed: string[] }>;
 
   /**
    * The extents of a snapshot that may hold data. Optional: present exactly

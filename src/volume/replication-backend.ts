@@ -283,7 +283,8 @@ export async function groupPointInDriver(driver: GuardedDriver, exports: ExportS
 
 /**
  * A group's failover (to `backendId`) or failback (`default`) on a backend
- * that replicates itself: with the writes of every member held at this
+ * that replicates itself: once the driver is ready (a failback's copies in
+ * step, outside the hold), with the writes of every member held at this
  * process's exports, the driver promotes the members' copies on the other
  * side (`failOverVolumes`, the same steps as a whole backend's failover)
  * and their exports here are closed, the held writes with them: hosts
@@ -295,6 +296,10 @@ export async function moveGroupInDriver(
   deps: Pick<ReplicationDeps, 'exports' | 'attachments' | 'db'>, driver: GuardedDriver, members: readonly VolumeRef[], backendId: string,
 ): Promise<string[]> {
   const ids = members.map((m) => m.id);
+  // A failback's wait for the copies to be in step (up to a minute on
+  // rbd-mirror) comes before the hold: hosts' writes are held only while
+  // the sides change.
+  await driver.failOverVolumes(backendId, members, { prepare: true });
   return quiesceAll(deps, ids, async () => {
     const { failed } = await driver.failOverVolumes(backendId, members);
     for (const id of ids) {

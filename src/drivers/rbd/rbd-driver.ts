@@ -405,10 +405,15 @@ export class RbdDriver implements VolumeDriver {
    * with `default`), promoting their images there through the same steps as
    * {@link failOver}; the backend's other volumes stay where they are. Their
    * open images are forgotten and the volumes reported lost, so their
-   * exports are dropped and reopened from the new cluster.
+   * exports are dropped and reopened from the new cluster. With
+   * `o.prepare`, only the wait a failback needs for the own images to be in step.
    */
-  async failOverVolumes(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+  async failOverVolumes(backendId: string, vols: readonly VolumeRef[], o: { prepare?: boolean } = {}): Promise<{ failed: string[] }> {
     const mirror = this.mirrored();
+    if (o.prepare) {
+      await mirror.prepareFailOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)));
+      return { failed: [] };
+    }
     const images = await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)), { imagesOnly: true });
     const client = backendId === mirror.active ? undefined : await mirror.client(backendId);
     const failed = vols.filter((v) => images.includes(RbdDriver.imageName(v.id))).map((v) => v.id);

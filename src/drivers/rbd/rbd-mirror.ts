@@ -206,9 +206,7 @@ export class RbdMirror {
    * @throws DriverError (retryable) when a failback waits for the backend's own images to be in step.
    */
   async failOver(to: string, images: readonly string[], o: { imagesOnly?: boolean } = {}): Promise<string[]> {
-    this.target(to); // refuses an unknown name
-    const from = to === this.active ? (to === OWN_SITE ? this.targets[0]!.backendId : OWN_SITE) : this.active;
-    const failback = to === OWN_SITE;
+    const { from, failback } = this.direction(to);
     const failed: string[] = [];
     for (const image of images) {
       try {
@@ -221,6 +219,26 @@ export class RbdMirror {
     }
     if (!o.imagesOnly) this.active = to;
     return failed;
+  }
+
+  /**
+   * What a failover to `to` may do before the writes of `images` are held
+   * (a group's failover holds its members' writes at Basalt's exports while
+   * their sides change): a failback waits until each own image is in step,
+   * so that the hold covers only the demotion and the promotion. A failover
+   * needs nothing first. Changes no side.
+   * @throws DriverError (retryable) while an own image is not in step.
+   */
+  async prepareFailOver(to: string, images: readonly string[]): Promise<void> {
+    const { from, failback } = this.direction(to);
+    if (failback) for (const image of images) await this.readyToFailBack(from, image);
+  }
+
+  /** The site a failover to `to` moves from, and whether it is a failback. Refuses an unknown `to`. */
+  private direction(to: string): { from: string; failback: boolean } {
+    this.target(to); // refuses an unknown name
+    const from = to === this.active ? (to === OWN_SITE ? this.targets[0]!.backendId : OWN_SITE) : this.active;
+    return { from, failback: to === OWN_SITE };
   }
 
   /** Promotes `image` on `to`: orderly when `from` demotes it, forced when `from` does not answer. */
@@ -259,6 +277,20 @@ export class RbdMirror {
    */
   private async failBackImage(from: string, image: string): Promise<void> {
     const addon = this.host.addon();
+    const remote = await this.readyToFailBack(from, image);
+    if (remote === 'done') return;
+    if (remote.primary) await this.onImage(from, image, (img) => addon.mirrorDemote(img));
+    await this.promote(OWN_SITE, image, PROMOTE_WAIT_MS, { force: false });
+  }
+
+  /**
+   * The checks of {@link failBackImage} before anything changes sides:
+   * `done` when the own image is primary again (an earlier attempt), else
+   * the target's mirror state, the own image receiving its snapshots.
+   * @throws DriverError (retryable) while the own image is not in step.
+   */
+  private async readyToFailBack(from: string, image: string): Promise<'done' | { primary: boolean }> {
+    const addon = this.host.addon();
     const own = await this.onImage(OWN_SITE, image, (img) => addon.mirrorInfo(img));
     const remote = await this.onImage(from, image, (img) => addon.mirrorInfo(img));
     if (own.primary && remote.primary) {
@@ -269,7 +301,7 @@ export class RbdMirror {
       });
       throw new DriverError(`${image} is being copied back from ${from}: failback waits until it is in step`, { retryable: true });
     }
-    if (own.primary) return; // done by an earlier attempt
+    if (own.primary) return 'done'; // by an earlier attempt
     const receiving = await this.receiving(image);
     if (!receiving) {
       // Demoted before the own image received anything (an attempt of an older Basalt, or an operator):
@@ -278,8 +310,7 @@ export class RbdMirror {
       if (!remote.primary) await this.onImage(from, image, (img) => addon.mirrorPromote(img, 0));
       throw new DriverError(`${image} has not begun to receive ${from}'s writes yet: failback waits for them`, { retryable: true });
     }
-    if (remote.primary) await this.onImage(from, image, (img) => addon.mirrorDemote(img));
-    await this.promote(OWN_SITE, image, PROMOTE_WAIT_MS, { force: false });
+    return remote;
   }
 
   /**
