@@ -252,16 +252,17 @@ test('quiesce holds writes back until the snapshot is done, and lets reads throu
   let release!: () => void;
   const held = new Promise<void>((r) => { release = r; });
   const done = s.server.quiesce(s.ids.get('q')!, () => held);
-  sock.write(request(1, 7, 4096, Buffer.alloc(4096, 9))); // WRITE
+  // More held writes than the native plane's engaged workers (two): each one waiting lets another worker read.
+  for (const cookie of [5, 6, 7]) sock.write(request(1, cookie, 4096, Buffer.alloc(4096, 9))); // WRITE
   sock.write(request(0, 8, 4096)); // READ
-  await new Promise((r) => setTimeout(r, 200));
   const cookies = () => Buffer.concat(replies).toString('hex');
+  for (const until = Date.now() + 5000; !cookies().includes('0000000000000008') && Date.now() < until;) await new Promise((r) => setTimeout(r, 20));
   assert.ok(cookies().includes('0000000000000008'), 'the read was answered during the quiesce');
-  assert.ok(!cookies().includes('0000000000000007'), 'the write waits');
+  for (const w of ['05', '06', '07']) assert.ok(!cookies().includes(`00000000000000${w}`), `write ${w} waits`);
   release();
   await done;
-  await new Promise((r) => setTimeout(r, 100));
-  assert.ok(cookies().includes('0000000000000007'), 'the write completes after the quiesce');
+  for (const until = Date.now() + 5000; !cookies().includes('0000000000000005') && Date.now() < until;) await new Promise((r) => setTimeout(r, 20));
+  for (const w of ['05', '06', '07']) assert.ok(cookies().includes(`00000000000000${w}`), `write ${w} completes after the quiesce`);
   sock.destroy();
 });
 
