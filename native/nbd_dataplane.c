@@ -504,10 +504,26 @@ static int send_locked(conn_t *c, struct iovec *iov, int count, int flags) {
   return 0;
 }
 
-/* Sends the iovecs whole, under the write lock. A failed send ends the connection. */
+/*
+ * A payload at least this large is sent by a call of its own after its
+ * header (sent with MSG_MORE), as nbdkit does. Sent in one sendmsg with its
+ * 16- or 28-byte header in front, each segment's data started that far off
+ * the page, and a 1M READ over TCP cost about a fifth more CPU in the
+ * kernel's send and ACK paths: bench/nbd.ts 1M reads at QD8 went from 0.84
+ * to 1.1 of nbdkit with the server pinned to one vCPU, 1.03 to 1.2 unpinned.
+ */
+#define SEPARATE_PAYLOAD (64u * 1024)
+
+/* Sends the iovecs whole (the last one the payload), under the write lock. A failed send ends the connection. */
 static void send_all(conn_t *c, struct iovec *iov, int count) {
   pthread_mutex_lock(&c->write_lock);
-  int failed = send_locked(c, iov, count, 0);
+  int failed;
+  if (count > 1 && iov[count - 1].iov_len >= SEPARATE_PAYLOAD) {
+    failed = send_locked(c, iov, count - 1, MSG_MORE);
+    if (!failed) failed = send_locked(c, iov + count - 1, 1, 0);
+  } else {
+    failed = send_locked(c, iov, count, 0);
+  }
   pthread_mutex_unlock(&c->write_lock);
   if (failed) stop(c, END_DISCONNECT, 1);
 }
