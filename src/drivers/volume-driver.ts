@@ -817,8 +817,10 @@ export interface VolumeDriver {
    *
    * With `o.prepare`: only what may be done while the volumes are still
    * written, before the core holds their writes for the real call (a
-   * failback's wait for the copies to be in step). Changes no side, returns
-   * no failures; throws the retryable `DriverError` the real call would.
+   * failback's wait for the copies to be in step, and the repairs the real
+   * call would make first, such as setting a copy resyncing). Serves no
+   * volume from another side yet, returns no failures; throws the retryable
+   * `DriverError` the real call would.
    */
   failOverVolumes?(backendId: string, vols: readonly VolumeRef[], o?: { prepare?: boolean }): Promise<{ failed: string[] }>;
 

@@ -226,7 +226,9 @@ export class RbdMirror {
    * (a group's failover holds its members' writes at Basalt's exports while
    * their sides change): a failback waits until each own image is in step,
    * so that the hold covers only the demotion and the promotion. A failover
-   * needs nothing first. Changes no side.
+   * needs nothing first. Promotes nothing on the side it fails back to; the
+   * repairs of {@link readyToFailBack} (a resync, the target promoted again)
+   * are made here as the real call would make them.
    * @throws DriverError (retryable) while an own image is not in step.
    */
   async prepareFailOver(to: string, images: readonly string[]): Promise<void> {
