@@ -193,7 +193,7 @@ typedef enum {
   OP_CONNECT, OP_SHUTDOWN, OP_MON_COMMAND, OP_CREATE, OP_CLONE, OP_REMOVE, OP_RENAME, OP_LIST,
   OP_OPEN, OP_CLOSE, OP_STAT, OP_RESIZE, OP_FLATTEN, OP_SNAP_CREATE, OP_SNAP_REMOVE,
   OP_SNAP_ROLLBACK, OP_SNAP_RENAME, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
-  OP_PARENT, OP_CHILDREN, OP_DIFF, OP_POOL_STATS,
+  OP_SNAP_REMOVE_BY_ID, OP_PARENT, OP_CHILDREN, OP_DIFF, OP_POOL_STATS,
   /* mirroring (rbd-mirror): pool and site calls on a cluster, image calls on an open image */
   OP_MIRROR_MODE_SET, OP_MIRROR_MODE_GET, OP_MIRROR_SITE_NAME_SET, OP_MIRROR_BOOTSTRAP_CREATE, OP_MIRROR_BOOTSTRAP_IMPORT,
   OP_MIRROR_PEER_LIST, OP_MIRROR_ENABLE, OP_MIRROR_DISABLE, OP_MIRROR_PROMOTE, OP_MIRROR_DEMOTE, OP_MIRROR_RESYNC,
@@ -343,7 +343,14 @@ static int do_snap_list(job_t *j) {
   if (rc >= 0) {
     int n = rc;
     rc = 0;
-    for (int i = 0; i < n && rc >= 0; i++) rc = push(j, (entry_t){ .x = snaps[i].id, .y = snaps[i].size, .a = strdup(snaps[i].name) });
+    for (int i = 0; i < n && rc >= 0; i++) {
+      /* The namespace (user, group, trash, mirror) in `flag`; a trashed snapshot's name before it was trashed in `b`. */
+      rbd_snap_namespace_type_t ns = RBD_SNAP_NAMESPACE_TYPE_USER;
+      char trashed[256] = "";
+      if (rbd_snap_get_namespace_type(j->img->rbd, snaps[i].id, &ns) == 0 && ns == RBD_SNAP_NAMESPACE_TYPE_TRASH)
+        rbd_snap_get_trash_namespace(j->img->rbd, snaps[i].id, trashed, sizeof trashed);
+      rc = push(j, (entry_t){ .x = snaps[i].id, .y = snaps[i].size, .flag = (int)ns, .a = strdup(snaps[i].name), .b = trashed[0] ? strdup(trashed) : NULL });
+    }
     rbd_snap_list_end(snaps);
   }
   free(snaps);
@@ -512,6 +519,7 @@ static void job_execute(job_t *j) {
     case OP_FLATTEN: j->rc = rbd_flatten(rbd); break;
     case OP_SNAP_CREATE: j->rc = rbd_snap_create(rbd, j->s[0]); break;
     case OP_SNAP_REMOVE: j->rc = rbd_snap_remove(rbd, j->s[0]); break;
+    case OP_SNAP_REMOVE_BY_ID: j->rc = rbd_snap_remove_by_id(rbd, j->n[0]); break;
     case OP_SNAP_ROLLBACK: j->rc = rbd_snap_rollback(rbd, j->s[0]); break;
     case OP_SNAP_RENAME: j->rc = rbd_snap_rename(rbd, j->s[0], j->s[1]); break;
     case OP_SNAP_PROTECT: j->rc = rbd_snap_protect(rbd, j->s[0]); break;
@@ -576,11 +584,15 @@ static napi_value list_value(napi_env env, job_t *j) {
     napi_create_object(env, &v);
     switch (j->op) {
       case OP_LIST: v = string(env, e->a); break;
-      case OP_SNAP_LIST:
+      case OP_SNAP_LIST: {
+        static const char *namespaces[] = { "user", "group", "trash", "mirror" };
         set(env, v, "id", number(env, (double)e->x));
         set(env, v, "name", string(env, e->a));
         set(env, v, "sizeBytes", number(env, (double)e->y));
+        set(env, v, "namespace", string(env, e->flag >= 0 && e->flag < 4 ? namespaces[e->flag] : "unknown"));
+        if (e->b) set(env, v, "trashedName", string(env, e->b));
         break;
+      }
       case OP_CHILDREN: {
         napi_value b;
         napi_get_boolean(env, e->flag, &b);
@@ -957,6 +969,8 @@ static napi_value js_resize(napi_env env, napi_callback_info info) { return imag
 static napi_value js_flatten(napi_env env, napi_callback_info info) { return image_job(env, info, OP_FLATTEN, "rbd_flatten", 0, 0); }
 static napi_value js_snap_create(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_CREATE, "rbd_snap_create", 1, 0); }
 static napi_value js_snap_remove(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_REMOVE, "rbd_snap_remove", 1, 0); }
+/* snapRemoveById(image, id): any namespace's snapshot (a trashed one has no name of its own) */
+static napi_value js_snap_remove_by_id(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_REMOVE_BY_ID, "rbd_snap_remove_by_id", 0, 1); }
 static napi_value js_snap_rollback(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_ROLLBACK, "rbd_snap_rollback", 1, 0); }
 static napi_value js_snap_rename(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_RENAME, "rbd_snap_rename", 2, 0); }
 static napi_value js_snap_protect(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_PROTECT, "rbd_snap_protect", 1, 0); }
@@ -1228,7 +1242,8 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("createImage", js_create), FN("cloneImage", js_clone), FN("removeImage", js_remove),
     FN("renameImage", js_rename), FN("listImages", js_list), FN("poolStats", js_pool_stats), FN("openImage", js_open),
     FN("closeImage", js_close), FN("stat", js_stat), FN("resize", js_resize), FN("flatten", js_flatten),
-    FN("snapCreate", js_snap_create), FN("snapRemove", js_snap_remove), FN("snapRollback", js_snap_rollback),
+    FN("snapCreate", js_snap_create), FN("snapRemove", js_snap_remove), FN("snapRemoveById", js_snap_remove_by_id),
+    FN("snapRollback", js_snap_rollback),
     FN("snapRename", js_snap_rename),
     FN("snapProtect", js_snap_protect), FN("snapUnprotect", js_snap_unprotect),
     FN("snapIsProtected", js_snap_is_protected), FN("snapList", js_snap_list), FN("parent", js_parent),

@@ -6,17 +6,17 @@
  */
 import { findDriver, GuardedDriver, type SnapshotRef, type VolumeRef } from '../../src/drivers/index.ts';
 
-/** What to run. */
-export type ChildJob = {
-  driver: string;
-  backendName: string;
-  options: Record<string, unknown>;
-} & (
+/** The call to make. */
+export type ChildCall =
   | { method: 'createVolume'; vol: VolumeRef }
   | { method: 'cloneVolume'; vol: VolumeRef; source: VolumeRef }
   | { method: 'createVolumeFromSnapshot'; vol: VolumeRef; snap: SnapshotRef }
   | { method: 'createSnapshot'; snap: SnapshotRef }
-);
+  | { method: 'deleteSnapshot'; snap: SnapshotRef }
+  | { method: 'deleteVolume'; vol: VolumeRef };
+
+/** What to run: a call, on a driver made from its registration. */
+export type ChildJob = { driver: string; backendName: string; options: Record<string, unknown> } & ChildCall;
 
 const job = JSON.parse(process.argv[2]!) as ChildJob;
 const registration = findDriver(job.driver);
@@ -28,5 +28,7 @@ switch (job.method) {
   case 'cloneVolume': await driver.cloneVolume(job.vol, job.source); break;
   case 'createVolumeFromSnapshot': await driver.createVolumeFromSnapshot(job.vol, job.snap); break;
   case 'createSnapshot': await driver.createSnapshot(job.snap); break;
+  case 'deleteSnapshot': await driver.deleteSnapshot(job.snap); break;
+  case 'deleteVolume': await driver.deleteVolume(job.vol); break;
 }
 process.stdout.write('done\n');

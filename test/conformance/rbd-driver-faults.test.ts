@@ -14,10 +14,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { after, test } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
 import { loadRbdAddon, type RbdAddon, type RbdCluster } from '../../src/drivers/rbd/rbd-addon.ts';
 import { freePort } from '../helpers/net.ts';
+import type { ChildCall } from './driver-child.ts';
 import { rbdFixture } from './rbd-fixture.ts';
 
 const { ceph, rbdBackend, objects } = await rbdFixture();
@@ -90,6 +91,41 @@ async function names(rbd: RbdAddon, cluster: RbdCluster, pool: string, image: st
   }
 }
 
+/** A client of the test's own (the addon) on the run's cluster, shut down after the test. */
+async function addonClient(t: TestContext): Promise<{ rbd: RbdAddon; cluster: RbdCluster }> {
+  const rbd = loadRbdAddon();
+  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
+  t.after(() => rbd.shutdown(cluster));
+  return { rbd, cluster };
+}
+
+// Every reply from the OSD reaches the child up to 300 ms late: its calls take
+// seconds, and a kill as soon as the pool shows their first change lands mid-way.
+const SLOW_OSD = { ...process.env, CEPH_ARGS: '--ms_inject_delay_type osd --ms_inject_delay_max 0.3 --ms_inject_delay_probability 1' };
+
+/**
+ * Runs `job` in a process of its own (driver-child.ts) against a slowed
+ * cluster and SIGKILLs it as soon as `reached` says so (polled), else as
+ * soon as {@link names} of `image` changes: the call's first change is
+ * made, the rest not.
+ */
+async function killMidway(t: TestContext, rbd: RbdAddon, cluster: RbdCluster, pool: string, image: string, job: ChildCall, options: Record<string, unknown>, reached?: () => Promise<boolean>): Promise<void> {
+  const before = JSON.stringify(await names(rbd, cluster, pool, image));
+  const at = reached ?? (async () => JSON.stringify(await names(rbd, cluster, pool, image)) !== before);
+  const child = path.join(import.meta.dirname, 'driver-child.ts');
+  const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ driver: 'rbd', backendName: 'ceph', options, ...job })], { env: SLOW_OSD, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => { proc.kill('SIGKILL'); });
+  let stdout = '';
+  proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  let changed = false;
+  while (!changed && proc.exitCode === null) changed = await at();
+  proc.kill('SIGKILL');
+  await exited;
+  assert.ok(changed, `${job.method}: the call had reached the point of the kill`);
+  assert.doesNotMatch(stdout, /done/, `${job.method}: the kill came before the call returned`);
+}
+
 test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SIGKILL) mid-way are completed on retry', async (t) => {
   const { driver: raw, pool, options } = await rbdBackend();
   const driver = new GuardedDriver(raw, 60_000);
@@ -105,14 +141,7 @@ test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SI
   const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
   await driver.createSnapshot(snap);
   const srcImage = RbdDriver.imageName(src.id);
-  const rbd = loadRbdAddon();
-  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
-  t.after(() => rbd.shutdown(cluster));
-  const child = path.join(import.meta.dirname, 'driver-child.ts');
-  // Every reply from the OSD reaches the child up to 300 ms late: its calls take
-  // seconds, and a kill as soon as the pool shows their first change lands mid-way.
-  const slow = { ...process.env, CEPH_ARGS: '--ms_inject_delay_type osd --ms_inject_delay_max 0.3 --ms_inject_delay_probability 1' };
-  const base = { driver: 'rbd', backendName: 'ceph', options };
+  const { rbd, cluster } = await addonClient(t);
   const cases = [
     { method: 'createVolume' as const, vol: { id: randomUUID(), sizeGiB: 1 } },
     { method: 'cloneVolume' as const, vol: { id: randomUUID(), sizeGiB: 2 }, source: src },
@@ -120,18 +149,7 @@ test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SI
     { method: 'createSnapshot' as const, snap: { id: randomUUID(), volumeId: src.id, sizeGiB: 1 } },
   ];
   for (const job of cases) {
-    const before = await names(rbd, cluster, pool, srcImage);
-    const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ ...base, ...job })], { env: slow, stdio: ['ignore', 'pipe', 'pipe'] });
-    t.after(() => { proc.kill('SIGKILL'); });
-    let stdout = '';
-    proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-    let changed = false;
-    while (!changed && proc.exitCode === null) changed = JSON.stringify(await names(rbd, cluster, pool, srcImage)) !== JSON.stringify(before);
-    proc.kill('SIGKILL');
-    await exited;
-    assert.ok(changed, `${job.method}: the call had started changing the pool`);
-    assert.doesNotMatch(stdout, /done/, `${job.method}: the kill came before the call returned`);
+    await killMidway(t, rbd, cluster, pool, srcImage, job, options);
     // The retry, as the job's next attempt makes it.
     if (job.method === 'createSnapshot') {
       await driver.createSnapshot(job.snap);
@@ -157,6 +175,61 @@ test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SI
   await driver.deleteSnapshot(snap);
   await driver.deleteVolume(src);
   assert.deepEqual(await objects(pool), [], 'nothing of the interrupted attempts is left');
+});
+
+test('rbd: snapshot and clone deletes killed (SIGKILL) mid-way are completed on retry, nothing left in a trash', async (t) => {
+  const { driver: raw, pool, options } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const src = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(src);
+  const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
+  await driver.createSnapshot(snap);
+  const srcImage = RbdDriver.imageName(src.id);
+  const { rbd, cluster } = await addonClient(t);
+  const snaps = async (): Promise<Array<{ name: string; namespace: string; trashedName?: string }>> => {
+    const img = await rbd.openImage(cluster, pool, srcImage, null, true);
+    try {
+      return (await rbd.snapList(img)).map(({ name, namespace, trashedName }) => ({ name, namespace, ...(trashedName ? { trashedName } : {}) }));
+    } finally {
+      await rbd.closeImage(img);
+    }
+  };
+
+  // rbd_snap_remove moves the snapshot to the image's trash namespace first: killed there, it is
+  // out of reach by its name, and the retry removes it by id.
+  await killMidway(t, rbd, cluster, pool, srcImage, { method: 'deleteSnapshot', snap }, options);
+  const left = (await snaps()).filter((x) => x.namespace === 'trash');
+  t.diagnostic(`after the kill: ${JSON.stringify(await snaps())}`);
+  await driver.deleteSnapshot(snap);
+  assert.deepEqual((await snaps()).filter((x) => x.trashedName === RbdDriver.snapName(snap.id) || x.name === RbdDriver.snapName(snap.id)), [], 'the retried delete left nothing of the snapshot');
+
+  // rbd_remove moves the image to the pool's trash first (the trash entry, then out of the
+  // directory), then removes it from there; rbd_list2 lists an image in that state, rbd_open
+  // does not open it once it left the directory. Killed at each step, the retry completes it.
+  const listed = async (name: string): Promise<{ times: number; opens: boolean }> => {
+    const times = (await rbd.listImages(cluster, pool)).filter((x) => x === name).length;
+    const opens = await rbd.openImage(cluster, pool, name, null, true).then((img) => rbd.closeImage(img).then(() => true), () => false);
+    return { times, opens };
+  };
+  const states: Record<string, { times: number; opens: boolean }> = {};
+  for (const [step, at] of [['in the trash and the directory', (x: { times: number }) => x.times === 2], ['in the trash only', (x: { times: number; opens: boolean }) => x.times === 1 && !x.opens]] as const) {
+    const clone = { id: randomUUID(), sizeGiB: 1 };
+    await driver.cloneVolume(clone, src);
+    const image = RbdDriver.imageName(clone.id);
+    await killMidway(t, rbd, cluster, pool, srcImage, { method: 'deleteVolume', vol: clone }, options, async () => at(await listed(image)));
+    states[step] = await listed(image);
+    await driver.deleteVolume(clone);
+    assert.deepEqual(await listed(image), { times: 0, opens: false }, `${step}: the retried delete removed the image`);
+    assert.deepEqual(await snaps(), [], `${step}: and its clone snapshot on the source`);
+  }
+  t.diagnostic(`the image after the kills: ${JSON.stringify(states)}`);
+  // What the kills left, asserted after the retries so that a kill landing elsewhere still checks
+  // its retry: the cases this test is for.
+  assert.equal(left.length, 1, 'the snapshot delete was killed with the snapshot in the image\'s trash');
+  assert.deepEqual(states, { 'in the trash and the directory': { times: 2, opens: true }, 'in the trash only': { times: 1, opens: false } }, 'the volume deletes were killed at each step of the move to the trash');
+  await driver.deleteVolume(src);
+  assert.deepEqual(await objects(pool), [], 'nothing is left');
 });
 
 test('rbd: block I/O and management calls leave the event loop free', async (t) => {

@@ -432,7 +432,7 @@ async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<s
       try {
         const img = await rbd.openImage(cluster, ceph.pool, name, null, true);
         try {
-          images.set(name, { sizeBytes: (await rbd.stat(img)).sizeBytes, snaps: (await rbd.snapList(img)).map((x) => x.name), parent: (await rbd.parent(img))?.image });
+          images.set(name, { sizeBytes: (await rbd.stat(img)).sizeBytes, snaps: (await rbd.snapList(img)).map((x) => (x.trashedName ? `${x.name} (in the image's trash, was ${x.trashedName})` : x.name)), parent: (await rbd.parent(img))?.image });
         } finally {
           await rbd.closeImage(img);
         }

@@ -52,8 +52,20 @@ export interface RbdPoolStats {
   provisionedBytes: number;
 }
 
-/** One snapshot of an image. */
-export interface RbdSnapshotInfo { id: number; name: string; sizeBytes: number }
+/**
+ * One snapshot of an image. Besides the user's snapshots an image holds
+ * librbd's own: `mirror` (rbd-mirror's), `group`, and `trash` — a snapshot
+ * whose removal began (the first step of rbd_snap_remove moves it there,
+ * under a generated name, `trashedName` keeping the one it had) and which
+ * librbd removes when its last clone goes.
+ */
+export interface RbdSnapshotInfo {
+  id: number;
+  name: string;
+  sizeBytes: number;
+  namespace: 'user' | 'group' | 'trash' | 'mirror' | 'unknown';
+  trashedName?: string;
+}
 /** Where a clone comes from. */
 export interface RbdParent { pool: string; image: string; snap: string }
 /** A clone of a snapshot. */
@@ -93,6 +105,8 @@ export interface RbdAddon {
   flatten(image: RbdImage): Promise<void>;
   snapCreate(image: RbdImage, name: string): Promise<void>;
   snapRemove(image: RbdImage, name: string): Promise<void>;
+  /** rbd_snap_remove_by_id: a snapshot of any namespace (a trashed one is not found by its name). */
+  snapRemoveById(image: RbdImage, id: number): Promise<void>;
   snapRollback(image: RbdImage, name: string): Promise<void>;
   snapRename(image: RbdImage, from: string, to: string): Promise<void>;
   snapProtect(image: RbdImage, name: string): Promise<void>;

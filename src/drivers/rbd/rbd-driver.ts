@@ -60,7 +60,7 @@ import {
   type BackendStats, type ChangedExtent, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
   type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
-import { isRbdError, loadRbdAddon, RBD_FEATURES, type RbdAddon, type RbdCluster, type RbdImage } from './rbd-addon.ts';
+import { isRbdError, loadRbdAddon, RBD_FEATURES, type RbdAddon, type RbdCluster, type RbdImage, type RbdSnapshotInfo } from './rbd-addon.ts';
 import { OWN_SITE, RbdMirror, type RbdMirrorTarget } from './rbd-mirror.ts';
 
 /** Settings of an {@link RbdDriver} (the registration maps Cinder's option names onto these). */
@@ -481,10 +481,10 @@ export class RbdDriver implements VolumeDriver {
     }
   }
 
-  /** The image of the pool that holds the snapshot `snap`, if any. */
+  /** The image of the pool that holds the snapshot `snap` (or what a removal killed midway left of it, see {@link dropTrashed}), if any. */
   private async imageWithSnapshot(snap: string): Promise<string | undefined> {
     for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      if ((await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read'))?.some((s) => s.name === snap)) return image;
+      if ((await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read'))?.some((s) => s.name === snap || s.trashedName === snap)) return image;
     }
     return undefined;
   }
@@ -679,7 +679,8 @@ export class RbdDriver implements VolumeDriver {
       const parent = await this.rbd.parent(img);
       let busy = false;
       for (const s of await this.rbd.snapList(img)) {
-        if (!(await this.dropSnapshot(img, name, s.name, s.name.endsWith(CLONE_SNAP)))) busy = true;
+        const dropped = s.namespace === 'trash' ? await this.dropTrashed(img, (t) => t.id === s.id) : await this.dropSnapshot(img, name, s.name, s.name.endsWith(CLONE_SNAP));
+        if (!dropped) busy = true;
       }
       return { parent, busy };
     });
@@ -694,8 +695,9 @@ export class RbdDriver implements VolumeDriver {
 
   /**
    * Completes the removal of an image that does not open: a removal killed
-   * midway leaves the pool's directory listing it without its header (it is
-   * removed now), or the image gone but its clone snapshot on the parent
+   * midway leaves the pool listing it without its header, or in the pool's
+   * trash (rbd_remove moves it there first; rbd_list2 lists it, rbd_open does
+   * not open it): it is removed now. Or it leaves the image gone but its clone snapshot on the parent
    * (`volume-<id>.clone_snap`, found by name: the image that named its parent
    * is gone), which is dropped as {@link releaseParent} would have. Nothing
    * to do for an image that was never made.
@@ -749,7 +751,9 @@ export class RbdDriver implements VolumeDriver {
    * clones are flattened first.
    */
   private async dropSnapshot(img: RbdImage, image: string, snap: string, keepIfCloned: boolean): Promise<boolean> {
-    if (await this.rbd.snapIsProtected(img, snap).catch((err) => (isRbdError(err, 'ENOENT') ? null : Promise.reject(err))) === null) return true;
+    if (await this.rbd.snapIsProtected(img, snap).catch((err) => (isRbdError(err, 'ENOENT') ? null : Promise.reject(err))) === null) {
+      return this.dropTrashed(img, (t) => t.trashedName === snap);
+    }
     const children = (await this.withImage(image, (s) => this.rbd.children(s), { snap })).filter((c) => !c.trash);
     if (children.length > 0) {
       if (keepIfCloned) return false;
@@ -762,6 +766,27 @@ export class RbdDriver implements VolumeDriver {
       if (!isRbdError(err, 'ENOENT')) throw err;
     }
     return true;
+  }
+
+  /**
+   * Removes the image's trashed snapshots that `which` picks. rbd_snap_remove
+   * first moves the snapshot to the image's trash namespace (under a generated
+   * name) and then removes it: one killed between the two leaves it there, out
+   * of reach by its name, and the image can never be removed. One that still
+   * has clones stays (librbd removes it with its last clone): the answer is
+   * then false.
+   */
+  private async dropTrashed(img: RbdImage, which: (s: RbdSnapshotInfo) => boolean): Promise<boolean> {
+    let kept = false;
+    for (const s of (await this.rbd.snapList(img)).filter((x) => x.namespace === 'trash' && which(x))) {
+      try {
+        await this.rbd.snapRemoveById(img, s.id);
+      } catch (err) {
+        if (isRbdError(err, 'EBUSY')) kept = true;
+        else if (!isRbdError(err, 'ENOENT')) throw err;
+      }
+    }
+    return !kept;
   }
 
   private async makeSnapshot(snap: SnapshotRef): Promise<void> {
@@ -1015,7 +1040,7 @@ export class RbdDriver implements VolumeDriver {
   async listManageableSnapshots(): Promise<ManageableResource[]> {
     const out: ManageableResource[] = [];
     for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      for (const s of (await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read')) ?? []) {
+      for (const s of ((await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read')) ?? []).filter((x) => x.namespace === 'user')) {
         const owned = OWNED.exec(s.name);
         const internal = s.name.endsWith(CLONE_SNAP) || image.endsWith(DELETED);
         out.push({
