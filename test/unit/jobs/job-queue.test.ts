@@ -188,6 +188,33 @@ test('issue 13 defect 10: a worker full of long jobs still runs a fence, and the
   assert.deepEqual(ran, ['long', 'fence v1', 'v1']);
 });
 
+test('a worker claims only from targets woken since its last empty claim: a job nobody announced waits for the poll or a wake-up naming its target', async (t) => {
+  const { db, kind } = await setup(t);
+  const queue = new JobQueue(db, { now: () => Date.now() }, { maxAttempts: 3, leaseMs: 5000, retryDelayMs: 1 });
+  // Another process's queue on the same database: its enqueues wake nobody here.
+  const other = new JobQueue(db, { now: () => Date.now() }, { maxAttempts: 3, leaseMs: 5000, retryDelayMs: 1 });
+  const ran: string[] = [];
+  const waiters = new Map<string, () => void>();
+  const ranJob = (id: string): Promise<void> => new Promise((r) => { if (ran.includes(id)) r(); else waiters.set(id, r); });
+  const worker = new Worker({
+    queue, owner: 'W', targets: ['a', 'b'], concurrency: 2, pollMs: 60_000, log: pino({ level: 'silent' }),
+    handlers: [{ kind, async run(ctx) { ran.push(ctx.job.resource_id!); await ctx.complete(); waiters.get(ctx.job.resource_id!)?.(); } }],
+  });
+  const add = (q: JobQueue, target: string, resourceId: string) => q.transaction((_tx, enq) => enq(kind, { target, resourceId, payload: { n: 0 } }));
+  await add(other, 'b', 'b-before'); // queued before the start: the start reads every target
+  worker.start();
+  t.after(() => worker.stop());
+  await ranJob('b-before');
+  await add(other, 'b', 'b-silent');
+  await add(queue, 'a', 'a-woken');
+  await ranJob('a-woken');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(ran, ['b-before', 'a-woken'], 'the wake-up for a made the worker read a only: b\'s unannounced job waits');
+  queue.wakeups.emit('wake', 'b'); // what another process's enqueue sends on PostgreSQL (LISTEN/NOTIFY)
+  await ranJob('b-silent');
+  assert.deepEqual(ran, ['b-before', 'a-woken', 'b-silent']);
+});
+
 test('claims take each target\'s queue oldest first, read from its head, and turn between targets', async (t) => {
   const { db, clock, queue, kind } = await setup(t);
   const enqueueFor = (target: string, n: number) => queue.transaction((_tx, enq) => enq(kind, { target, resourceId: `${target}${n}`, payload: { n } }));
