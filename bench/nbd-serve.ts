@@ -4,7 +4,8 @@
  * (serves DIR/volume-VOLUME_ID as export `bench` on 127.0.0.1:PORT, and on the
  * Unix socket SOCKET when given, until killed).
  * NBD_POLL_US and NBD_THREADS set the data plane's polling bound and threads per connection,
- * NBD_SPLICE_MIN the smallest READ it splices (0: copy every READ), NBD_SPLICE_TCP=1 splicing on TCP too, NBD_QOS a volume type's QoS
+ * NBD_SPLICE_MIN the smallest READ it splices (0: copy every READ), NBD_SPLICE_TCP=1 splicing on TCP too,
+ * NBD_SPLICE_WRITE_MIN the smallest WRITE payload it splices (0: copy every WRITE), NBD_QOS a volume type's QoS
  * specs as JSON (e.g. {"total_iops_sec":"5000"}) that limit the export.
  * NBD_RBD, the rbd driver's options as JSON (Cinder's names: rbd_pool, rbd_user, rbd_ceph_conf,
  * rbd_keyring_conf), serves the RBD image volume-VOLUME_ID of that pool instead (DIR is unused).
@@ -35,6 +36,7 @@ const server = new NbdServer({
   threadsPerConnection: process.env.NBD_THREADS ? Number(process.env.NBD_THREADS) : undefined,
   spliceMinBytes: process.env.NBD_SPLICE_MIN ? Number(process.env.NBD_SPLICE_MIN) : undefined,
   spliceOverTcp: process.env.NBD_SPLICE_TCP === '1',
+  spliceWriteMinBytes: process.env.NBD_SPLICE_WRITE_MIN ? Number(process.env.NBD_SPLICE_WRITE_MIN) : undefined,
 });
 const address = await server.listen(Number(port), '127.0.0.1');
 if (socket) await server.listenUnix(socket);

@@ -124,6 +124,8 @@ const SERVERS = ([
   { name: 'basalt-copy', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_MIN=0']) },
   // The same server splicing on TCP too (by default only Unix-socket connections splice).
   { name: 'basalt-splice', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_TCP=1']) },
+  // The same server copying every WRITE payload (no splice into the file): the A/B of the zero-copy write path.
+  { name: 'basalt-copyw', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_WRITE_MIN=0']) },
   // The same server with --threads workers per connection (NBD_THREADS; the default is the server's own): the A/B of the thread count.
   { name: 'basalt-threads', start: (file, a) => basaltServe(file, a, [`NBD_THREADS=${args.threads ?? ''}`]) },
   // The same server with --qos's specs on the volume.
@@ -133,7 +135,7 @@ const SERVERS = ([
     start: (file, a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', ...a.socket ? ['-k', a.socket] : ['-p', String(a.port), '-b', '127.0.0.1'], '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]),
   },
   { name: 'nbdkit', start: (file, a) => spawnPinned('nbdkit', ['-f', ...a.socket ? ['-U', a.socket] : ['-p', String(a.port), '-i', '127.0.0.1'], '-e', 'bench', 'file', file]) },
-] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : !['basalt-copy', 'basalt-splice'].includes(s.name) && (s.name !== 'basalt-qos' || args.qos !== undefined) && (s.name !== 'basalt-threads' || args.threads !== undefined)));
+] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : !['basalt-copy', 'basalt-splice', 'basalt-copyw'].includes(s.name) && (s.name !== 'basalt-qos' || args.qos !== undefined) && (s.name !== 'basalt-threads' || args.threads !== undefined)));
 /** The other servers Basalt is compared with (not its own variants). */
 const PEERS = SERVERS.filter((s) => !s.name.startsWith('basalt'));
 

@@ -60,6 +60,15 @@
  * per reply are saved (file to buffer, buffer to socket); a socket that fails
  * midway ends the connection, as a failed send always does. 0 turns it off.
  *
+ * Zero-copy writes (spliceWriteMinBytes): a plain WRITE (no FUA) at least that
+ * large has its payload spliced from the socket into the worker's pipe while
+ * the worker holds the read lock (the socket's pages are moved, not copied),
+ * then from the pipe into the file once it let the lock go: one copy of the
+ * payload instead of two (socket to buffer, buffer to file). A pipe holds
+ * a limited number of pieces, not bytes: when the socket's data comes in
+ * pieces too small for the payload to fit, what the pipe took is read back
+ * into the buffer and the rest is received there, as without splicing.
+ *
  * Backends (nbd_backend.h): instead of a file, nbdServe may be given an
  * asynchronous backend that another addon implements (the RBD addon's open
  * images, on librbd's rbd_aio_* calls). A worker then submits each request
@@ -84,12 +93,14 @@
 #include <fcntl.h>
 #include <math.h>
 #include <node_api.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -149,6 +160,7 @@ typedef struct conn {
   int structured;
   uint32_t meta_id; /* base:allocation context id, 0 when not negotiated */
   uint32_t splice_min; /* READs of at least this many bytes are spliced; 0: never */
+  uint32_t splice_write_min; /* WRITE payloads of at least this many bytes are spliced; 0: never */
 
   pthread_mutex_t read_lock; /* one worker reads the socket at a time */
   uint8_t *rbuf;
@@ -209,6 +221,7 @@ typedef struct request {
   uint64_t offset;
   uint32_t length;
   uint32_t held; /* bytes reserved against max_bytes for this request */
+  int spliced;   /* a WRITE whose payload waits in the worker's pipe, not in its buffer */
 } request_t;
 
 /* A worker's payload buffer. */
@@ -451,6 +464,10 @@ static void retire(conn_t *c) {
   pthread_mutex_unlock(&c->lock);
 }
 
+static int splice_payload(conn_t *c, request_t *r, buffer_t *b);
+static size_t worker_pipe(buffer_t *b);
+static void drop_pipe(buffer_t *b);
+
 static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
   uint8_t h[28];
   if (read_exact(c, h, sizeof h) != 0) return END_DISCONNECT;
@@ -474,6 +491,14 @@ static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
     /* Too large to buffer: the stream cannot be resynchronised cheaply, so end it. */
     if (r->length > MAX_PAYLOAD) return END_PROTOCOL;
     reserve(c, r, r->length);
+    if (c->splice_write_min && r->length >= c->splice_write_min && !(r->flags & FLAG_FUA) && worker_pipe(payload) >= r->length) {
+      int got = splice_payload(c, r, payload);
+      if (got < 0) {
+        drop_pipe(payload);
+        return END_DISCONNECT;
+      }
+      return END_NONE; /* in the pipe, or (1) in the buffer */
+    }
     if (ensure(payload, r->length) != 0) return END_PROTOCOL;
     if (read_exact(c, payload->data, r->length) != 0) return END_DISCONNECT;
   }
@@ -721,6 +746,96 @@ static void drop_pipe(buffer_t *b) {
 }
 
 /*
+ * Receives a WRITE's payload into the worker's pipe, which holds that many
+ * bytes (see "Zero-copy writes"):
+ * first what the read buffer already holds (copied), then the
+ * rest from the socket. 0 when the pipe holds it all (r->spliced set); 1 when
+ * the payload is in the buffer instead (a socket that cannot splice, or a
+ * pipe out of room: what it took was read back); -1 when the
+ * client went away.
+ */
+static int splice_payload(conn_t *c, request_t *r, buffer_t *b) {
+  size_t in = 0;
+  size_t have = c->rend - c->rstart;
+  if (have > r->length) have = r->length;
+  while (in < have) {
+    /* write(2) copies; vmsplice would lend the read buffer's pages, which the next recv overwrites. */
+    ssize_t n = write(b->pipe_w, c->rbuf + c->rstart, have - in);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break; /* cannot happen with the room checked above; copied instead below */
+    c->rstart += (size_t)n;
+    in += (size_t)n;
+  }
+  int fallback = in < have;
+  while (!fallback && in < r->length) {
+    ssize_t n = splice(c->sock, NULL, b->pipe_w, NULL, r->length - in, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      in += (size_t)n;
+      continue;
+    }
+    if (n == 0) return -1;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) { fallback = 1; break; }
+    /* Nothing to read yet, or no room in the pipe: the socket tells which. */
+    struct pollfd p = { .fd = c->sock, .events = POLLIN };
+    if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
+      n = splice(c->sock, NULL, b->pipe_w, NULL, r->length - in, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) { in += (size_t)n; continue; }
+      if (n == 0) return -1;
+      if (errno != EAGAIN && errno != EINTR) { fallback = 1; break; }
+      if (errno == EAGAIN) { fallback = 1; break; } /* readable yet refused: the pipe is full */
+      continue;
+    }
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+    if (p.revents & (POLLERR | POLLNVAL)) return -1;
+  }
+  if (!fallback) {
+    r->spliced = 1;
+    return 0;
+  }
+  /* Back to the buffer: what the pipe took, then the rest from the socket. */
+  if (ensure(b, r->length) != 0) return -1;
+  for (size_t out = 0; out < in;) {
+    ssize_t n = read(b->pipe_r, b->data + out, in - out);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    out += (size_t)n;
+  }
+  return read_exact(c, b->data + in, r->length - in) == 0 ? 1 : -1;
+}
+
+/*
+ * Writes a spliced WRITE's payload from the worker's pipe into the file at
+ * its offset. 0, or the errno (the pipe is dropped then: it may still hold
+ * part of the payload).
+ */
+static int spliced_write(conn_t *c, const request_t *r, buffer_t *b) {
+  loff_t off = (loff_t)r->offset;
+  for (size_t out = 0; out < r->length;) {
+    ssize_t n = splice(b->pipe_r, NULL, c->file, &off, r->length - out, SPLICE_F_MOVE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : EIO;
+      if (out == 0 && (e == EINVAL || e == ENOSYS) && ensure(b, r->length) == 0) {
+        /* A file that cannot take a splice: through the buffer after all. */
+        size_t got = 0;
+        while (got < r->length) {
+          ssize_t k = read(b->pipe_r, b->data + got, r->length - got);
+          if (k < 0 && errno == EINTR) continue;
+          if (k <= 0) break;
+          got += (size_t)k;
+        }
+        if (got == r->length) return write_all(c, b->data, r->length, r->offset, 0);
+      }
+      drop_pipe(b);
+      return e;
+    }
+    out += (size_t)n;
+  }
+  return 0;
+}
+
+/*
  * Serves a READ with splice: file -> pipe, then header + pipe -> socket under
  * the write lock. Returns 0 when it answered (data or an error), -1 when the
  * copying path must serve it instead (no pipe, a file that cannot splice, a
@@ -862,7 +977,18 @@ static void block_status(conn_t *c, const request_t *r) {
   chunk(c, r, REPLY_TYPE_BLOCK_STATUS, desc, 4 + 8 * (size_t)count, NULL, 0);
 }
 
-static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
+static void serve_request(conn_t *c, const request_t *r, buffer_t *b, int *holding);
+
+/* Serves a request; a spliced WRITE answered without being written (refused, fenced) leaves its payload in the pipe: dropped with it. */
+static void serve(conn_t *c, request_t *r, buffer_t *b, int *holding) {
+  serve_request(c, r, b, holding);
+  if (r->spliced && b->pipe_r >= 0) {
+    int left = 0;
+    if (ioctl(b->pipe_r, FIONREAD, &left) != 0 || left > 0) drop_pipe(b);
+  }
+}
+
+static void serve_request(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
   int outside = r->offset > c->size || r->length > c->size - r->offset;
   int is_write = r->type == CMD_WRITE || r->type == CMD_TRIM || r->type == CMD_WRITE_ZEROES;
   if (is_write && c->read_only) return error_reply(c, r, NBD_EPERM);
@@ -877,7 +1003,7 @@ static void serve(conn_t *c, const request_t *r, buffer_t *b, int *holding) {
       if (gate_enter(c, holding) != 0) return;
       mark_changed(c, r);
       if (r->flags & FLAG_FUA) sleeping(c, 1);
-      e = write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
+      e = r->spliced ? spliced_write(c, r, b) : write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
       if (r->flags & FLAG_FUA) sleeping(c, 0);
       gate_leave(c);
       return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
@@ -1247,6 +1373,7 @@ static void *worker(void *arg) {
     }
     end_reason why = read_request(c, &r, &b);
     if (why != END_NONE) {
+      if (r.spliced) drop_pipe(&b);
       release(c, &r); /* a WRITE whose payload never came */
       retire(c);
       pthread_mutex_lock(&c->lock);
@@ -1403,9 +1530,11 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   get_number(env, argv[0], "metaContextId", &meta);
   get_number(env, argv[0], "threads", &threads);
   get_number(env, argv[0], "pollMicros", &poll_us);
-  double splice_min = 0;
+  double splice_min = 0, splice_write_min = 0;
   get_number(env, argv[0], "spliceMinBytes", &splice_min);
   if (splice_min < 0 || splice_min > MAX_PAYLOAD) splice_min = 0;
+  get_number(env, argv[0], "spliceWriteMinBytes", &splice_write_min);
+  if (splice_write_min < 0 || splice_write_min > MAX_PAYLOAD) splice_write_min = 0;
   double max_bytes = 64.0 * 1024 * 1024;
   get_number(env, argv[0], "maxBufferBytes", &max_bytes);
   if (max_bytes < 1) max_bytes = 1;
@@ -1485,6 +1614,7 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   c->meta_id = (uint32_t)meta;
   c->poll_max_ns = (int64_t)(poll_us * 1000);
   c->splice_min = (uint32_t)splice_min;
+  c->splice_write_min = be ? 0 : (uint32_t)splice_write_min;
   c->max_bytes = (uint64_t)max_bytes;
   c->max_requests = (int)max_requests;
   c->polling = 1;

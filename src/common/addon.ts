@@ -35,6 +35,12 @@ export interface NbdServeOptions {
    */
   spliceMinBytes?: number;
   /**
+   * Plain WRITEs (no FUA) at least this large (and no larger than a pipe
+   * holds) have their payload spliced from the socket into the file through
+   * a pipe: one copy instead of two. 0 (the default) copies every WRITE.
+   */
+  spliceWriteMinBytes?: number;
+  /**
    * The volume's QoS lanes (src/export/qos.ts QosLimiter): their theoretical
    * arrival times, shared with the event loop and the volume's other
    * connections, and their parameters. Absent: no limits.
