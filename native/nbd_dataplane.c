@@ -782,9 +782,9 @@ static int splice_payload(conn_t *c, request_t *r, buffer_t *b) {
       n = splice(c->sock, NULL, b->pipe_w, NULL, r->length - in, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) { in += (size_t)n; continue; }
       if (n == 0) return -1;
-      if (errno != EAGAIN && errno != EINTR) { fallback = 1; break; }
-      if (errno == EAGAIN) { fallback = 1; break; } /* readable yet refused: the pipe is full */
-      continue;
+      if (errno == EINTR) continue;
+      fallback = 1; /* readable yet refused (EAGAIN): the pipe is full */
+      break;
     }
     while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
     if (p.revents & (POLLERR | POLLNVAL)) return -1;
