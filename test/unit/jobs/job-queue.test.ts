@@ -208,11 +208,13 @@ test('a worker claims only from targets woken since its last empty claim: a job 
   await add(other, 'b', 'b-silent');
   await add(queue, 'a', 'a-woken');
   await ranJob('a-woken');
-  await new Promise((r) => setTimeout(r, 200));
-  assert.deepEqual(ran, ['b-before', 'a-woken'], 'the wake-up for a made the worker read a only: b\'s unannounced job waits');
+  // A second round on a: the worker has claimed from a until it was empty, slept, and been woken again.
+  await add(queue, 'a', 'a-again');
+  await ranJob('a-again');
+  assert.deepEqual(ran, ['b-before', 'a-woken', 'a-again'], 'the wake-ups for a made the worker read a only: b\'s unannounced job waits');
   queue.wakeups.emit('wake', 'b'); // what another process's enqueue sends on PostgreSQL (LISTEN/NOTIFY)
   await ranJob('b-silent');
-  assert.deepEqual(ran, ['b-before', 'a-woken', 'b-silent']);
+  assert.deepEqual(ran, ['b-before', 'a-woken', 'a-again', 'b-silent']);
 });
 
 test('claims take each target\'s queue oldest first, read from its head, and turn between targets', async (t) => {
