@@ -4,12 +4,15 @@ calls OpenStack Cinder's RBD driver makes for create_snapshot,
 create_volume_from_snapshot and create_cloned_volume, in its order, through
 python3-rbd (Debian's), timed.
 
-    cinder-rbd-snap.py CONF USER POOL IMAGE SIZE_GIB TAG
+    cinder-rbd-snap.py CONF USER POOL IMAGE SIZE_GIB TAG [SETTLE_S]
 
 As Cinder does, each operation connects to the cluster (a new rados client
 and I/O context) and shuts the connection down at its end; the time of a bare
 connect and shutdown is printed apart ("connect"), so that the calls alone can
-be compared too. Prints one JSON object of milliseconds; removes what it made.
+be compared too. Each operation starts SETTLE_S seconds (default 0) after the
+last one ended, so that the monitor has no proposal pending: a snapshot's id
+comes from an OSD map change, which the monitor commits at most once per
+paxos_propose_interval. Prints one JSON object of milliseconds; removes what it made.
 
 What each operation is here (Cinder's sequence, not its code):
 - snapshot: open the volume's image, create the snapshot, protect it.
@@ -28,6 +31,7 @@ import rados
 import rbd
 
 conf, user, pool, image, size_gib, tag = sys.argv[1:7]
+settle = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
 size = int(size_gib) * 1024 ** 3
 FEATURES = 61  # layering, exclusive-lock, object-map, fast-diff, deep-flatten
 
@@ -66,6 +70,7 @@ def grow(ioctx, name):
 
 
 def timed(fn):
+    time.sleep(settle)
     start = time.perf_counter()
     fn()
     return round((time.perf_counter() - start) * 1000, 1)

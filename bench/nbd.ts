@@ -38,6 +38,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
 const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, qos: { type: 'string' }, threads: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true }, backend: { type: 'string', default: 'file' } }, allowNegative: true });
@@ -384,6 +385,13 @@ async function mainRbd(): Promise<void> {
  * Snapshot, volume-from-snapshot and clone times of the rbd driver against
  * bench/cinder-rbd-snap.py, on a 1 GiB and a 100 GiB image with 64 MiB
  * written (thin: the cluster holds only that), A and B taking turns, medians.
+ * Every timed operation of either side starts {@link SETTLE_MS} after the
+ * last call to the cluster: a snapshot's id is an OSD map change, which the
+ * monitor commits at most once per paxos_propose_interval (0.1 s on the test
+ * cluster), so a snapshot right after another map change (the previous
+ * round's removals) waits out the rest of that interval. Without the pause
+ * the side that runs in a fresh process (Python's start-up is longer than
+ * the interval) was measured on an idle monitor and the other was not.
  */
 async function snapshotRows(ceph: { pool: string; confPath: string; keyringPath: string; user: string; rbd(...a: string[]): Promise<string> }, options: Record<string, unknown>): Promise<void> {
   const { benchRbdDriver } = await import('./rbd-bench-driver.ts');
@@ -392,9 +400,10 @@ async function snapshotRows(ceph: { pool: string; confPath: string; keyringPath:
   const python = (args: string[]): Record<string, number> => {
     const env = { ...process.env };
     for (const k of ['PYTHONPATH', 'PYTHONHOME', 'CEPH_ARGS', 'CEPH_CONF']) delete env[k];
-    return JSON.parse(execFileSync('/usr/bin/python3', [path.join(import.meta.dirname, 'cinder-rbd-snap.py'), ...args], { env }).toString()) as Record<string, number>;
+    return JSON.parse(execFileSync('/usr/bin/python3', [path.join(import.meta.dirname, 'cinder-rbd-snap.py'), ...args, String(SETTLE_MS / 1000)], { env }).toString()) as Record<string, number>;
   };
   const OPS = ['snapshot', 'from_snapshot', 'clone'] as const;
+  const SETTLE_MS = 300;
   const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   console.log('\nSnapshot and clone (ms, median of', ROUNDS, 'rounds; cinder: Cinder\'s RBD driver\'s librbd calls, connecting per operation as it does):\n');
   console.log('| image | operation | basalt | cinder | cinder without its connect | basalt / cinder |');
@@ -411,15 +420,15 @@ async function snapshotRows(ceph: { pool: string; confPath: string; keyringPath:
           const snap = { id: `b${sizeGiB}-${round}`, volumeId: source.id, sizeGiB };
           const fromSnap = { id: `b${sizeGiB}-${round}-fromsnap`, sizeGiB };
           const clone = { id: `b${sizeGiB}-${round}-clone`, sizeGiB };
-          let t = performance.now();
-          await driver.createSnapshot!(snap);
-          basalt.get('snapshot')!.push(performance.now() - t);
-          t = performance.now();
-          await driver.createVolumeFromSnapshot!(fromSnap, snap);
-          basalt.get('from_snapshot')!.push(performance.now() - t);
-          t = performance.now();
-          await driver.cloneVolume!(clone, source);
-          basalt.get('clone')!.push(performance.now() - t);
+          const timed = async (op: typeof OPS[number], fn: () => Promise<void>): Promise<void> => {
+            await sleep(SETTLE_MS);
+            const t = performance.now();
+            await fn();
+            basalt.get(op)!.push(performance.now() - t);
+          };
+          await timed('snapshot', () => driver.createSnapshot!(snap));
+          await timed('from_snapshot', () => driver.createVolumeFromSnapshot!(fromSnap, snap));
+          await timed('clone', () => driver.cloneVolume!(clone, source));
           await driver.deleteVolume(fromSnap);
           await driver.deleteVolume(clone);
           await driver.deleteSnapshot!(snap);
