@@ -5,7 +5,7 @@
  */
 export {
   SERVICE_REPORT_VERSION, readReport, reporting, reportedPool, poolNamed, nbdEndpointOf, localEndpointOf, localPathOf, clusterCan, payloadVersionsOf,
-  MANAGEABLE_LIMIT, manageableOf, replicatesInDriver, replicationTargetsOf, backendDownReason, type ManageableReport, nativeConnectionOf, nativeConnectionAt, nativeConnectionFor, type NativeConnectionReport,
+  MANAGEABLE_LIMIT, manageableOf, replicatesInDriver, replicationTargetsOf, backendDownReason, type ManageableReport, nativeConnectionOf, nativeConnectionAt, nativeConnectionFor, HOME_SITE, type NativeConnectionReport,
   type ServiceReport, type PoolReport, type NbdEndpoint, type LocalEndpoint, type ReportingService, type PoolFlag,
 } from './service-report.ts';
 export { fits, type PoolCapacity } from './capacity.ts';

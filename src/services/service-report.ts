@@ -111,10 +111,12 @@ export interface ServiceReport extends Partial<NbdEndpoint>, Partial<LocalEndpoi
   native_connection?: NativeConnectionReport;
   /**
    * The native connection template as each replication target (by
-   * `backend_id`) serves the volumes, for a backend that replicates itself:
-   * what the members of a group failed over alone are opened with while the
-   * backend serves the rest itself. Absent: none (the members of such a
-   * group then get {@link native_connection}).
+   * `backend_id`) serves the volumes, for a backend that replicates itself,
+   * and as its own storage does ({@link HOME_SITE}): what the members of a
+   * group failed over alone are opened with while the backend serves the
+   * rest itself, and what every volume is opened with right after a failover
+   * or a failback, before the next report's {@link native_connection} says
+   * it. Absent: none (hosts then get {@link native_connection}).
    */
   native_connection_targets?: Record<string, NativeConnectionReport>;
   /**
@@ -158,6 +160,12 @@ export function replicationTargetsOf(report: ServiceReport | undefined): string[
 
 /** How many manageable volumes (and snapshots) a report carries at most: the report is rewritten at every heartbeat. */
 export const MANAGEABLE_LIMIT = 1000;
+
+/**
+ * The key of a backend's own storage in {@link ServiceReport.native_connection_targets}:
+ * Cinder's `backend_id` of a failback.
+ */
+export const HOME_SITE = 'default';
 
 /**
  * The manageable volumes or snapshots a report lists, or undefined when the

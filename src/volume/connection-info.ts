@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { AttachmentRow, ServiceRepository, ServiceRow, VolumeRow } from '../db/index.ts';
 import type { Tx } from '../jobs/index.ts';
 import {
-  localEndpointOf, localPathOf, nativeConnectionAt, nativeConnectionFor, nativeConnectionOf, replicationTargetsOf, nbdEndpointOf, readReport, type LocalEndpoint, type NativeConnectionReport, type NbdEndpoint,
+  HOME_SITE, localEndpointOf, localPathOf, nativeConnectionAt, nativeConnectionFor, nativeConnectionOf, replicationTargetsOf, nbdEndpointOf, readReport, type LocalEndpoint, type NativeConnectionReport, type NbdEndpoint,
 } from '../services/index.ts';
 
 /**
@@ -24,16 +24,22 @@ export type Endpoint = NbdEndpoint & Partial<LocalEndpoint> & { native?: NativeC
 export interface ConnectionInfo { driver_volume_type: string; data: Record<string, unknown> }
 
 /**
- * A service's endpoint, if it reports one. For a volume failed over while
- * its backend is not (a member of a group failed over alone, on a backend
- * that replicates itself), the native connection is the one of the
- * backend's target (its first: where such a backend mirrors to).
+ * A service's endpoint, if it reports one. On a backend that replicates
+ * itself the native connection is the one of the site serving the volume:
+ * the backend's target (its first: where such a backend mirrors to) for a
+ * volume failed over while its backend is not (a member of a group failed
+ * over alone), else the site the services row says the backend is failed
+ * over to, else its own storage ({@link HOME_SITE}). The row says it as soon
+ * as a failover or failback is done, the report's `native_connection` only
+ * from the next heartbeat on; without a template per site (another backend,
+ * or none asked yet) it is `native_connection`.
  */
 export function endpointOf(s: Pick<ServiceRow, 'capabilities'> & Partial<Pick<ServiceRow, 'active_backend_id'>>, volume?: Partial<Pick<VolumeRow, 'replication_status'>>): Endpoint | undefined {
   const report = readReport(s);
   const nbd = nbdEndpointOf(report);
   const alone = volume?.replication_status === 'failed-over' && !s.active_backend_id;
-  const native = (alone ? nativeConnectionAt(report, replicationTargetsOf(report)[0]) : undefined) ?? nativeConnectionOf(report);
+  const site = alone ? replicationTargetsOf(report)[0] : s.active_backend_id ?? HOME_SITE;
+  const native = nativeConnectionAt(report, site) ?? nativeConnectionOf(report);
   return nbd ? { ...nbd, ...localEndpointOf(report), ...(native ? { native } : {}) } : undefined;
 }
 
@@ -116,6 +122,19 @@ export function isLocal(info: string | null): boolean {
  */
 export function writesPastExport(info: string | null): boolean {
   return info !== null && (JSON.parse(info) as ConnectionInfo).driver_volume_type !== 'nbd';
+}
+
+/**
+ * Whether a native connection info (JSON as stored; `rbd`) names other than
+ * where `endpoint` serves volume `volumeId` now (another cluster after a
+ * failover or failback, other monitors): false for NBD and local ones, and
+ * when the endpoint has no native connection.
+ */
+export function nativeStale(info: string | null, endpoint: Endpoint | undefined, volumeId: string): boolean {
+  const i = info ? JSON.parse(info) as ConnectionInfo : undefined;
+  if (!i || i.driver_volume_type === 'nbd' || i.driver_volume_type === 'local' || !endpoint?.native) return false;
+  const now = nativeConnectionFor(endpoint.native, volumeId);
+  return now.driver_volume_type !== i.driver_volume_type || Object.entries(now.data).some(([k, v]) => JSON.stringify(v) !== JSON.stringify(i.data[k]));
 }
 
 /** `host:port` of an NBD connection info (JSON as stored), or undefined for any other kind. */

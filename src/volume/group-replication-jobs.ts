@@ -190,15 +190,16 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
         // The group's own backend promotes its members' images on the other side (the API sent the job here).
         const members = (await groups.members(db.kysely, g.id)).filter((v) => v.replication_status === 'failing-over');
         const failed = await withLocks(deps, memberLocks(members), () => moveGroupInDriver(deps, driver, members.map((v) => ({ id: v.id, sizeGiB: v.size })), p.backendId));
-        return ctx.complete(async (tx) => {
+        await ctx.complete(async (tx) => {
           await recordMoves(deps, tx, members, failed, { cluster, backendId: p.backendId }, ctx.job.request_id);
           await settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over');
         });
+      } else {
+        if (back) await failBackGroup(deps, driver, cluster, g, ctx.job.request_id, ctx.signal);
+        else await failOverGroup(deps, driver, cluster, g, p.backendId, ctx.job.request_id);
+        await ctx.complete((tx) => settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over'));
       }
-      if (back) await failBackGroup(deps, driver, cluster, g, ctx.job.request_id, ctx.signal);
-      else await failOverGroup(deps, driver, cluster, g, p.backendId, ctx.job.request_id);
-      await ctx.complete((tx) => settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over'));
-      // Hosts attached to a moved member get connection info naming a live exporter of its new backend.
+      // Hosts attached to a moved member get connection info naming a live exporter of its new backend, or its new site (rbd).
       await moveStaleExports({ db, queue: deps.queue, services: deps.services, volumes: deps.volumes, attachments: deps.attachments, serviceDownMs: deps.queue.options.serviceDownMs ?? 60_000 });
     },
   };

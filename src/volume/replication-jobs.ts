@@ -239,7 +239,7 @@ export function replicationHandlers(deps: ReplicationDeps, driver: GuardedDriver
           : { replication_status: 'failed-over', active_backend_id: p.backendId, disabled: 1, disabled_reason: 'failed-over' })
           .where('cluster', '=', p.cluster).where('replication_status', '=', 'failing-over').execute();
       });
-      // Hosts attached to a moved volume get connection info naming a live exporter of its new backend.
+      // Hosts attached to a moved volume get connection info naming a live exporter of its new backend, or its new site (rbd).
       await moveStaleExports({ db, queue: deps.queue, services: deps.services, volumes: deps.volumes, attachments: deps.attachments, serviceDownMs: deps.queue.options.serviceDownMs ?? 60_000 });
     },
   };

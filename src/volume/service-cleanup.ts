@@ -10,7 +10,9 @@
  * - exports it served: attachments whose connection info points at an NBD
  *   endpoint no live member serves get new connection info naming a live
  *   member of the cluster, so clients reconnect there (any member serves the
- *   cluster's exports). This also covers a member restarted on another port.
+ *   cluster's exports). This also covers a member restarted on another port,
+ *   and (the same sweep) native connection info naming a site a failover or
+ *   failback left.
  *
  * Locks it held need nothing: file locks go stale, PostgreSQL advisory locks
  * die with its sessions, etcd locks with its lease. The sweeper runs this for
@@ -19,7 +21,7 @@
 import type { AttachmentRepository, Db, ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
 import { frontEndQos } from '../db/index.ts';
 import type { JobQueue } from '../jobs/index.ts';
-import { chooseEndpoint, connectionInfo, exporterKey, liveExporters, nbdAddress, type HostConnector } from './connection-info.ts';
+import { chooseEndpoint, connectionInfo, endpointOf, exporterKey, liveExporters, nativeStale, nbdAddress, type HostConnector } from './connection-info.ts';
 import { memberTarget, volumeTarget } from './volume-jobs.ts';
 
 /** Which services to clean (the body of `POST /workers/cleanup`); every field narrows. */
@@ -100,29 +102,38 @@ function matches(services: ServiceRepository, s: ServiceRow, f: CleanupFilter): 
 }
 
 /**
- * Points the attachments whose connection info names an endpoint that no live
- * member of their cluster serves (a dead member, or one restarted on another
- * port) at a live member, in every cluster or in one. Returns how many moved.
+ * Points the attachments whose connection info no longer says where their
+ * volume is served at where it is, in every cluster or in one: NBD ones that
+ * name an endpoint no live member of their cluster serves (a dead member, or
+ * one restarted on another port) at a live member; native ones (`rbd`) that
+ * name another site than the one serving the volume now (a failover or a
+ * failback of a backend that replicates itself) at that site. Returns how
+ * many moved.
  */
 export async function moveStaleExports(deps: CleanupDeps, cluster?: string | null): Promise<number> {
   const { db, queue, volumes, attachments, services, serviceDownMs } = deps;
   const live = await liveExporters(db.kysely, services, serviceDownMs);
-  const stale = (clusterName: string | null, info: string | null): boolean => {
+  // A native connection is the same through every member of a cluster: one live member tells it.
+  const member = new Map<string | null, ServiceRow>();
+  for (const s of live.values()) if (!member.has(s.cluster)) member.set(s.cluster, s);
+  const stale = (v: { id: string; cluster_name: string | null; replication_status: string | null }, info: string | null): boolean => {
     const address = nbdAddress(info);
-    return address !== undefined && !live.has(exporterKey(clusterName, address));
+    if (address !== undefined) return !live.has(exporterKey(v.cluster_name, address));
+    const s = member.get(v.cluster_name);
+    return s !== undefined && nativeStale(info, endpointOf(s, v), v.id);
   };
   let q = db.kysely.selectFrom('attachments').innerJoin('volumes', 'volumes.id', 'attachments.volume_id')
-    .select(['attachments.id as id', 'attachments.volume_id as volume_id', 'attachments.connection_info as connection_info', 'volumes.cluster_name as cluster_name'])
+    .select(['attachments.id as id', 'attachments.volume_id as volume_id', 'attachments.connection_info as connection_info', 'volumes.cluster_name as cluster_name', 'volumes.replication_status as replication_status'])
     .where('attachments.attach_status', 'in', ['attaching', 'attached']);
   if (cluster !== undefined) q = q.where('volumes.cluster_name', '=', cluster);
   let moved = 0;
   for (const c of await q.execute()) {
-    if (!stale(c.cluster_name, c.connection_info)) continue;
+    if (!stale({ id: c.volume_id, cluster_name: c.cluster_name, replication_status: c.replication_status }, c.connection_info)) continue;
     await queue.transaction(async (tx) => {
       await db.lockRows(tx, 'volumes', [c.volume_id]);
       const a = await attachments.get(tx, c.id);
       const v = await volumes.get(tx, c.volume_id);
-      if (!a || !v || !stale(v.cluster_name, a.connection_info)) return;
+      if (!a || !v || !stale(v, a.connection_info)) return;
       const endpoint = await chooseEndpoint(tx, services, serviceDownMs, v);
       if (!endpoint) return;
       const connector = a.connector ? JSON.parse(a.connector) as HostConnector : {};

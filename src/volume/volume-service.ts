@@ -13,7 +13,7 @@ import { replicationHandlers, type ReplicationDeps } from './replication-jobs.ts
 import { groupReplicationHandlers } from './group-replication-jobs.ts';
 import { LostStorage } from './lost-storage.ts';
 import {
-  MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type NativeConnectionReport, type ServiceReport,
+  HOME_SITE, MANAGEABLE_LIMIT, memberTarget, SERVICE_REPORT_VERSION, volumeTarget, type LocalEndpoint, type ManageableReport, type NativeConnectionReport, type ServiceReport,
 } from '../services/index.ts';
 
 /** Settings of a {@link VolumeService}. */
@@ -40,6 +40,11 @@ export interface VolumeServiceOptions extends GroupHandlerDeps {
 /** How often the native connection as each replication target serves the volumes is asked again (ms). */
 const NATIVE_TARGETS_MS = 30_000;
 
+/** A driver's native connection as a service report carries it. */
+function asNativeReport(n: NativeConnection | undefined): NativeConnectionReport | undefined {
+  return n ? { driver_volume_type: n.driverVolumeType, data: { ...n.data } } : undefined;
+}
+
 /** Serves one backend. */
 export class VolumeService {
   private readonly role: RoleService;
@@ -50,8 +55,10 @@ export class VolumeService {
   /** The last native connection the driver gave, published again when asking fails. */
   private lastNative: NativeConnectionReport | undefined;
   /** The same as each replication target serves the volumes (a backend that replicates itself). */
-  private lastNativeTargets: Record<string, NativeConnectionReport> | undefined;
+  private readonly lastNativeTargets: Record<string, NativeConnectionReport> = {};
   private nativeTargetsAt = 0;
+  /** The background asking of {@link lastNativeTargets}, while it runs. */
+  private askingSites: Promise<void> | undefined;
   /** The last listing of what the backend could adopt (undefined until the first), and the one running: see {@link manageable}. */
   private lastManageable: Pick<ServiceReport, 'manageable_volumes' | 'manageable_snapshots'> | undefined;
   private listing: Promise<void> | undefined;
@@ -127,7 +134,8 @@ export class VolumeService {
 
   async stop(): Promise<void> {
     await this.role.stop();
-    await this.listing; // a background listing or init ends before its driver closes
+    await this.listing; // a background listing, asking or init ends before its driver closes
+    await this.askingSites;
     await this.initializing;
     await this.o.driver.close();
   }
@@ -199,32 +207,42 @@ export class VolumeService {
    * The driver's native connection template, if any. When asking fails (a
    * monitor slow to answer) the last answer is published again: hosts keep
    * the protocol they were given instead of switching to NBD for a heartbeat.
+   * A backend that replicates itself also publishes the template as each of
+   * its sites serves the volumes (its targets and its own storage), asked in
+   * the background every {@link NATIVE_TARGETS_MS} and site by site: a site
+   * out of reach (the cluster a failover left) holds neither the heartbeat
+   * nor the others' answers, and keeps its last one.
    */
   private async nativeConnection(): Promise<Pick<ServiceReport, 'native_connection' | 'native_connection_targets'>> {
     const { driver } = this.o;
     if (!driver.capabilities.supportsNativeConnection) return {};
-    const sites = driver.capabilities.supportsBackendReplication ? replicationReport(this.o.backend).replication_targets ?? [] : [];
     try {
-      const asReport = (n: NativeConnection | undefined) => n ? { driver_volume_type: n.driverVolumeType, data: { ...n.data } } : undefined;
-      this.lastNative = asReport(await driver.nativeConnectionTemplate());
-      // As each target serves the volumes, for the members of a group failed over alone: asked every
-      // NATIVE_TARGETS_MS only (a monitor command per target; their monitors change as rarely as the backend's).
-      if (sites.length > 0 && Date.now() - this.nativeTargetsAt >= NATIVE_TARGETS_MS) {
-        const targets: Record<string, NativeConnectionReport> = {};
-        for (const site of sites) {
-          const n = asReport(await driver.nativeConnectionTemplate(site));
-          if (n) targets[site] = n;
-        }
-        this.lastNativeTargets = targets;
-        this.nativeTargetsAt = Date.now();
-      }
+      this.lastNative = asNativeReport(await driver.nativeConnectionTemplate());
     } catch (err) {
       this.o.log.warn({ err }, 'asking the driver for its native connection failed; publishing the last one');
     }
+    const targets = driver.capabilities.supportsBackendReplication ? replicationReport(this.o.backend).replication_targets ?? [] : [];
+    if (targets.length > 0 && !this.askingSites && Date.now() - this.nativeTargetsAt >= NATIVE_TARGETS_MS) {
+      this.nativeTargetsAt = Date.now();
+      this.askingSites = this.askSites([...targets, HOME_SITE]).finally(() => { this.askingSites = undefined; });
+    }
     return {
       ...(this.lastNative ? { native_connection: this.lastNative } : {}),
-      ...(this.lastNativeTargets && Object.keys(this.lastNativeTargets).length > 0 ? { native_connection_targets: this.lastNativeTargets } : {}),
+      ...(Object.keys(this.lastNativeTargets).length > 0 ? { native_connection_targets: { ...this.lastNativeTargets } } : {}),
     };
+  }
+
+  /** Asks the driver for the native connection template as each of `sites` serves the volumes, into {@link lastNativeTargets}. */
+  private async askSites(sites: string[]): Promise<void> {
+    await Promise.all(sites.map(async (site) => {
+      try {
+        const n = asNativeReport(await this.o.driver.nativeConnectionTemplate(site));
+        if (n) this.lastNativeTargets[site] = n;
+        else delete this.lastNativeTargets[site];
+      } catch (err) {
+        this.o.log.warn({ err, site }, 'asking the driver for its native connection at a replication site failed; publishing the last one');
+      }
+    }));
   }
 
   /**

@@ -8,8 +8,9 @@
  * snapshots together); the data reaches the secondary; the group fails over
  * alone (its members' images promoted on the secondary, a volume of the
  * same type outside the group staying on the primary, and new connection
- * info naming the secondary for members only); writes made there come home
- * with failback. Bad input gets Cinder's 400s.
+ * info naming the secondary for members only, an attachment made before
+ * rewritten to it); writes made there come home with failback (and the
+ * attachment names the primary again). Bad input gets Cinder's 400s.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -119,7 +120,9 @@ test('a replication group on rbd: enabled as one, data on the secondary, failed 
   await waitFor('members enabled', async () => (await Promise.all(members.map((id) => volume(s, id)))).every((v) => v.replication_status === 'enabled'), 120_000);
 
   // An attached member needs allow_attached_volume; an unknown target is refused by name.
-  assert.equal((await attach(s, members[0]!)).cluster_name, 'ceph');
+  const first = await attach(s, members[0]!);
+  assert.equal(first.cluster_name, 'ceph');
+  const attachedCluster = async (id: string) => (await s.request('GET', `${V}/attachments/${id}`, undefined, MV)).body.attachment.connection_info.data.cluster_name;
   assert.match((await action(s, g, { failover_replication: { secondary_backend_id: 'site-b' } }, 400)).badRequest.message, /attached but allow_attached_volume flag is False/);
   assert.match((await action(s, g, { failover_replication: { allow_attached_volume: true, secondary_backend_id: 'site-c' } }, 400)).badRequest.message, /site-c is not a replication target/);
   assert.match((await action(s, g, { failover_replication: { allow_attached_volume: true, secondary_backend_id: 'default' } }, 400)).badRequest.message, /not failed over: there is nothing to fail back/);
@@ -136,7 +139,8 @@ test('a replication group on rbd: enabled as one, data on the secondary, failed 
   // The rest of the backend stays home: a volume of the same type outside the group is still the primary's.
   assert.equal((await mirroring(a, pool, `volume-${loner}`))?.primary, true);
   assert.notEqual((await volume(s, loner)).replication_status, 'failed-over');
-  // Hosts attaching now are sent to the cluster serving each volume.
+  // The member attached before now names site-b; hosts attaching now are sent to the cluster serving each volume.
+  assert.equal(await attachedCluster(first.attachment), 'site-b');
   const second = await attach(s, members[1]!);
   assert.equal(second.cluster_name, 'site-b');
   assert.equal((await attach(s, loner)).cluster_name, 'ceph');
@@ -153,7 +157,8 @@ test('a replication group on rbd: enabled as one, data on the secondary, failed 
     assert.equal((await mirroring(b, pool, image))?.primary, false);
     assert.equal(await imageDigest(a, pool, image), later[i], 'the primary holds every write made while failed over');
   }
-  // And once it is home, to the primary's cluster again.
+  // And once it is home, to the primary's cluster again, the attachment made before the failover too.
+  assert.equal(await attachedCluster(first.attachment), 'ceph');
   assert.equal((await s.request('DELETE', `${V}/attachments/${second.attachment}`, undefined, MV)).status, 200);
   assert.equal((await attach(s, members[1]!)).cluster_name, 'ceph');
 });

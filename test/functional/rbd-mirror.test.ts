@@ -14,16 +14,21 @@
  *   `os-services/failover_host` demotes the primary's image and promotes the
  *   secondary's (the data there is the volume's); writes there come back
  *   with failback (`default`), which promotes the primary's image again.
+ *   Hosts attached with rbd connection info are pointed at the secondary's
+ *   monitors by the failover, and back by the failback. Failed over, the
+ *   driver watches the secondary's blocklist for its client there and
+ *   replaces a blocklisted one, reporting the volumes it had open.
  *   A type with `basalt:rbd_mirror_mode = journal` is mirrored in journal
  *   mode (librbd turns the image's journaling on), its writes reaching the
  *   secondary with no point.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { GuardedDriver, rbdRegistration } from '../../src/drivers/index.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
@@ -83,6 +88,11 @@ test('an image mirrored in snapshot mode reaches the secondary cluster with its 
 
 const V = `/v3/${PROJECT}`;
 
+/** The v1 port of a cluster's monitor (its ceph.conf's mon_host): what Cinder's rbd connection info names. */
+function monitorPort(c: typeof a): string {
+  return /v1:127\.0\.0\.1:(\d+)/.exec(fs.readFileSync(c.confPath, 'utf8'))![1]!;
+}
+
 /** `rbd info`'s mirroring of an image (undefined: not mirrored). */
 async function mirroring(c: typeof a, pool: string, image: string): Promise<{ mode: string; state: string; primary: boolean } | undefined> {
   return (JSON.parse(await c.rbd('info', '--format', 'json', `${pool}/${image}`)) as { mirroring?: { mode: string; state: string; primary: boolean } }).mirroring;
@@ -136,6 +146,16 @@ test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror sta
   // rbd-mirror's status reaches Basalt (it lags about 30 s on a fresh daemon).
   await waitFor('replication_status enabled', async () => (await volume(s, id)).replication_status === 'enabled', 120_000);
 
+  // A host attached with rbd connection info (the default): the primary's monitors and cluster.
+  const MV = { 'OpenStack-API-Version': 'volume 3.54' };
+  const reserved = await s.request('POST', `${V}/attachments`, { attachment: { volume_uuid: id, instance_uuid: '11111111-2222-3333-4444-555555555555' } }, MV);
+  assert.equal(reserved.status, 200, JSON.stringify(reserved.body));
+  const attId = reserved.body.attachment.id as string;
+  const home = (await s.request('PUT', `${V}/attachments/${attId}`, { attachment: { connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' } } }, MV)).body.attachment.connection_info;
+  assert.equal(home.driver_volume_type, 'rbd');
+  assert.deepEqual([home.data.cluster_name, home.data.ports], ['ceph', [monitorPort(a)]]);
+  const attachedInfo = async () => (await s.request('GET', `${V}/attachments/${attId}`, undefined, MV)).body.attachment.connection_info;
+
   // Failover to site-b: the secondary's image is promoted (the primary's demoted), and holds the volume's data.
   const put = (body: unknown) => s.request('PUT', `${V}/os-services/failover_host`, body);
   const svc = await volumeService(s);
@@ -148,6 +168,9 @@ test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror sta
   assert.equal((await mirroring(b, pool, image))?.primary, true);
   assert.equal((await mirroring(a, pool, image))?.primary, false);
   assert.equal(await imageDigest(b, pool, image), written, 'the promoted copy holds every write of the last point');
+  // The attachment's connection info now names the secondary: its monitors, its cluster name (the backend_id, as Cinder), its user.
+  const there = await attachedInfo();
+  assert.deepEqual([there.data.cluster_name, there.data.ports, there.data.auth_username, there.data.name], ['site-b', [monitorPort(b)], b.user, home.data.name]);
 
   // Written while failed over (as a host with the secondary's connection info would), then failback brings it home.
   await b.rbd('bench', '--io-type', 'write', '--io-size', '64K', '--io-total', '4M', '--io-pattern', 'rand', `${pool}/${image}`);
@@ -159,6 +182,52 @@ test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror sta
   assert.equal((await mirroring(a, pool, image))?.primary, true);
   assert.equal((await mirroring(b, pool, image))?.primary, false);
   assert.equal(await imageDigest(a, pool, image), later, 'the primary holds every write made while failed over');
+  assert.deepEqual(await attachedInfo(), home, 'the attachment names the primary again');
+});
+
+test('failed over, a client the target\'s cluster blocklists is replaced: its volumes are reported lost and open again there, data intact', async (t) => {
+  const pool = await pair.newPool();
+  const driver = new GuardedDriver(rbdRegistration.create({
+    backendName: 'ceph',
+    options: {
+      rbd_pool: pool, rbd_user: a.user, rbd_ceph_conf: a.confPath, rbd_keyring_conf: a.keyringPath, rbd_secret_uuid: '', rbd_flatten_volume_from_snapshot: false,
+      rbd_max_clone_depth: 5, rbd_store_chunk_size: 4, report_discard_supported: false, rados_connect_timeout: 30, rbd_blocklist_check_interval: 1,
+    } as never,
+    replicationDevices: [{ backendId: 'site-b', options: { conf: b.confPath, user: b.user, keyring: b.keyringPath } }],
+  }), 120_000);
+  await driver.init();
+  t.after(() => driver.close());
+  const vol = { id: randomUUID(), sizeGiB: 1 };
+  const image = `volume-${vol.id}`;
+  await driver.createVolume(vol);
+  await driver.enableReplication(vol, { mode: 'snapshot' });
+  await until('the secondary\'s copy', 120_000, async () => (await mirroring(b, pool, image))?.state === 'enabled');
+  assert.deepEqual(await driver.failOver('site-b', [vol]), { failed: [] });
+  const lost: string[] = [];
+  driver.watchLostVolumes((ids) => lost.push(...ids));
+
+  // Served from site-b: a handle there writes, its client the image's new watcher on site-b.
+  const watchers = async () => (JSON.parse(await b.rbd('status', '--format', 'json', `${pool}/${image}`)) as { watchers: Array<{ address: string }> }).watchers.map((w) => w.address);
+  const before = await watchers();
+  const handle = await driver.openVolume(vol);
+  await handle.write(0, Buffer.alloc(65536, 0x11));
+  await handle.flush();
+  const ours = (await watchers()).filter((w) => !before.includes(w));
+  assert.equal(ours.length, 1, `one new watcher: ${JSON.stringify({ before, after: await watchers() })}`);
+
+  // Site-b blocklists that client (as when another member broke its lock there): the driver notices and reports the volume.
+  await b.ceph('osd', 'blocklist', 'add', ours[0]!);
+  await until('the volume reported lost', 60_000, async () => lost.includes(vol.id));
+  await handle.close();
+  // Opened again, through a fresh client of site-b: every byte there, and writes work.
+  const again = await driver.openVolume(vol);
+  assert.ok((await again.read(0, 65536)).equals(Buffer.alloc(65536, 0x11)));
+  await again.write(65536, Buffer.alloc(65536, 0x33));
+  await again.flush();
+  assert.ok((await again.read(65536, 65536)).equals(Buffer.alloc(65536, 0x33)));
+  await again.close();
+  assert.ok(!(await watchers()).includes(ours[0]!), 'the blocklisted client is gone from the image');
+  await driver.deleteVolume(vol).catch(() => undefined);
 });
 
 test('a type asking for journal mode has its volumes mirrored write by write through the image journal', async (t) => {

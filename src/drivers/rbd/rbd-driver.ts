@@ -37,7 +37,9 @@
  *   answering loses it: another breaks the lock and Ceph blocklists the old
  *   client (rbd_blocklist_on_break_lock), which can then write nothing. The
  *   driver looks every `rbd_blocklist_check_interval` seconds whether its
- *   client is blocklisted; if so it connects a fresh client, forgets the
+ *   client is blocklisted (on every cluster it serves from: its own, and a
+ *   replication target's while failed over there, the same handover
+ *   happening there); if so it connects a fresh client, forgets the
  *   images the old one had open and tells the core which volumes it lost
  *   (`watchLostVolumes`): the core drops their exports, hosts reconnect (to
  *   any member), and the next open goes through the fresh client.
@@ -285,35 +287,55 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /**
-   * One look at the blocklist; when this client is on it, a fresh client
-   * takes its place: the old client's open images are forgotten (closed,
-   * with the old client, once their last handle closes: their I/O fails
-   * meanwhile) and the listeners hear their volumes. A failed look (the
-   * cluster out of reach) is tried again at the next interval.
+   * One look at the blocklist of every cluster this driver serves from: its
+   * own, and a target's while the backend (or a group, see
+   * {@link failOverVolumes}) is failed over there. A client on its
+   * cluster's blocklist is replaced by a fresh one: the images open on the
+   * old client are forgotten (closed, with the old client, once their last
+   * handle closes: their I/O fails meanwhile) and the listeners hear their
+   * volumes. A failed look (the cluster out of reach) is tried again at the
+   * next interval.
    */
   private async lookAtBlocklist(): Promise<void> {
-    const old = this.cluster;
-    if (this.looking || !old) return;
+    if (this.looking || !this.cluster) return;
     this.looking = true;
     try {
+      const clients = new Map<RbdCluster, string>([[this.cluster, OWN_SITE]]);
+      if (this.serving && this.mirror) clients.set(this.serving, this.mirror.active);
+      for (const m of this.moved.values()) clients.set(m.client, m.site);
+      for (const [client, site] of clients) await this.renewIfBlocklisted(client, site);
+    } finally {
+      this.looking = false;
+    }
+  }
+
+  /** Replaces `old`, the client of `site`, when its cluster blocklists it (see {@link lookAtBlocklist}). */
+  private async renewIfBlocklisted(old: RbdCluster, site: string): Promise<void> {
+    try {
       if (!(await this.blocklisted(old))) return;
-      const fresh = await this.connect();
-      if (this.cluster !== old) { // closed meanwhile
-        await this.rbd.shutdown(fresh);
-        return;
+      if (site === OWN_SITE) {
+        const fresh = await this.connect();
+        if (this.cluster !== old) { // closed meanwhile
+          await this.rbd.shutdown(fresh);
+          return;
+        }
+        this.cluster = fresh;
+      } else {
+        const fresh = await this.mirrored().renew(site, old);
+        if (this.serving === old) this.serving = fresh;
+        for (const m of this.moved.values()) if (m.client === old) m.client = fresh;
       }
-      this.cluster = fresh;
-      const lost = [...this.shared];
-      this.shared.clear();
-      for (const [, entry] of lost) entry.lost = true;
+      const lost = [...this.shared].filter(([, entry]) => entry.cluster === old);
+      for (const [id, entry] of lost) {
+        entry.lost = true;
+        this.shared.delete(id);
+      }
       this.retired.set(old, lost.length);
       if (lost.length === 0) await this.retire(old);
       const ids = lost.map(([id]) => id);
       for (const listener of this.lostListeners) listener(ids);
     } catch {
       // The cluster did not answer: look again at the next interval.
-    } finally {
-      this.looking = false;
     }
   }
 
@@ -1077,19 +1099,19 @@ export class RbdDriver implements VolumeDriver {
   async openVolume(vol: VolumeRef): Promise<VolumeHandle> {
     let entry = this.shared.get(vol.id);
     if (!entry) {
-      const image = this.rbd.openImage(this.connOf(RbdDriver.imageName(vol.id)), this.options.cephPool, RbdDriver.imageName(vol.id), null, false);
-      entry = { image, refs: 0 };
+      const cluster = this.connOf(RbdDriver.imageName(vol.id));
+      const image = this.rbd.openImage(cluster, this.options.cephPool, RbdDriver.imageName(vol.id), null, false);
+      entry = { image, cluster, refs: 0 };
       this.shared.set(vol.id, entry);
     }
     entry.refs++; // before any await: a closing last handle must not close it under this one
     const shared = entry;
-    const cluster = this.connOf(RbdDriver.imageName(vol.id));
     const release = async (): Promise<void> => {
       if (--shared.refs > 0) return;
       if (shared.lost) { // its client was blocklisted and replaced, or the backend failed over: close it (and a retired client after its last image)
         const img = await shared.image.catch(() => undefined);
         if (img) await this.rbd.closeImage(img).catch(() => undefined);
-        if (this.retired.has(cluster)) await this.retire(cluster, 1);
+        if (this.retired.has(shared.cluster)) await this.retire(shared.cluster, 1);
         return;
       }
       if (this.shared.get(vol.id) !== shared) return; // the driver closed it at shutdown
@@ -1113,6 +1135,8 @@ export class RbdDriver implements VolumeDriver {
 /** A volume's open image and how many handles use it. */
 interface SharedImage {
   readonly image: Promise<RbdImage>;
+  /** The client it was opened with. */
+  readonly cluster: RbdCluster;
   refs: number;
   /** Its client was blocklisted (see `lookAtBlocklist`) or the backend failed over: no new handle shares it. */
   lost?: boolean;

@@ -107,6 +107,22 @@ export class RbdMirror {
     return c;
   }
 
+  /**
+   * A fresh client of `site` in place of `old`, which its cluster blocklisted
+   * (the caller shuts `old` down once its images are closed); the current one
+   * when another call renewed it already.
+   */
+  async renew(site: string, old: RbdCluster): Promise<RbdCluster> {
+    const t = this.target(site);
+    if (!t) throw new DriverError(`${site} is the backend's own site, not a target`);
+    const current = await this.clients.get(site)?.catch(() => undefined);
+    if (current !== undefined && current !== old) return current;
+    const c = this.host.connect(t);
+    this.clients.set(site, c);
+    c.catch(() => this.clients.delete(site));
+    return c;
+  }
+
   /** The site the mirror of the active site goes to: the first target while the backend serves itself, else its own. */
   get peer(): string {
     return this.active === OWN_SITE ? this.targets[0]!.backendId : OWN_SITE;
