@@ -85,15 +85,20 @@ async function attach(s: TestServer, vol: string): Promise<Record<string, unknow
   return { ...r.body.attachment.connection_info.data, attachment: id };
 }
 
-test('a replication group on rbd: enabled as one, data on the secondary, failed over alone, writes there brought home by failback', async (t) => {
-  const pool = await pair.newPool();
-  const s = await startTestServer(t, {
+/** A Basalt whose rbd backend `ceph` (on the primary, pool `pool`, with `extra` options) names the secondary as replication target `site-b`. */
+async function mirroredServer(t: Parameters<typeof startTestServer>[0], pool: string, extra: string[] = []): Promise<TestServer> {
+  return startTestServer(t, {
     ini: [
       '[DEFAULT]', 'enabled_backends = ceph',
-      '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`,
+      '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`, ...extra,
       `replication_device = backend_id:site-b, conf:${b.confPath}, user:${b.user}, keyring:${b.keyringPath}`,
     ].join('\n'),
   });
+}
+
+test('a replication group on rbd: enabled as one, data on the secondary, failed over alone, writes there brought home by failback', async (t) => {
+  const pool = await pair.newPool();
+  const s = await mirroredServer(t, pool);
   await post(s, '/types', { volume_type: { name: 'mirrored', extra_specs: { replication_enabled: '<is> True', 'basalt:replication_rpo_seconds': '2' } } }, 200, {});
   await post(s, '/group_types', { group_type: { name: 'replicated', group_specs: { consistent_group_replication_enabled: '<is> True' } } }, 202);
   await post(s, '/group_types', { group_type: { name: 'unreplicated' } }, 202);
@@ -172,13 +177,7 @@ test('a replication group on rbd: enabled as one, data on the secondary, failed 
 
 test('a group failback waiting for its copies to be in step holds no host write: hosts write through the exports all along', async (t) => {
   const pool = await pair.newPool();
-  const s = await startTestServer(t, {
-    ini: [
-      '[DEFAULT]', 'enabled_backends = ceph',
-      '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`,
-      'rbd_connection = nbd', `replication_device = backend_id:site-b, conf:${b.confPath}, user:${b.user}, keyring:${b.keyringPath}`,
-    ].join('\n'),
-  });
+  const s = await mirroredServer(t, pool, ['rbd_connection = nbd']);
   await post(s, '/types', { volume_type: { name: 'mirrored', extra_specs: { replication_enabled: '<is> True', 'basalt:replication_rpo_seconds': '2' } } }, 200, {});
   await post(s, '/group_types', { group_type: { name: 'replicated', group_specs: { consistent_group_replication_enabled: '<is> True' } } }, 202);
   const g = (await post(s, '/groups', { group: { name: 'g', group_type: 'replicated', volume_types: ['mirrored'] } }, 202)).group.id as string;
