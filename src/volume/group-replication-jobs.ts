@@ -131,9 +131,9 @@ function copyReady(r: VolumeReplicaRow | undefined): boolean {
   return !!r && !!r.export_name && (r.mode === 'sync' ? r.state === 'enabled' : r.state !== 'creating');
 }
 
-/** Sets the group's and its members' replication status `from` → `to`, in `tx`. */
-async function settle(tx: Tx, groupId: string, from: string, to: string): Promise<void> {
-  await tx.updateTable('volumes').set({ replication_status: to }).where('group_id', '=', groupId).where('replication_status', '=', from).execute();
+/** Sets the group's replication status `from` → `to` and its members' `from` → `members` (default `to`), in `tx`. */
+async function settle(tx: Tx, groupId: string, from: string, to: string, members = to): Promise<void> {
+  await tx.updateTable('volumes').set({ replication_status: members }).where('group_id', '=', groupId).where('replication_status', '=', from).execute();
   await tx.updateTable('groups').set({ replication_status: to }).where('id', '=', groupId).where('replication_status', '=', from).execute();
 }
 
@@ -150,7 +150,9 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
       const members = await groups.members(db.kysely, g.id);
       if (driver.capabilities.supportsBackendReplication) {
         await enableInDriver(deps, driver, members);
-        return ctx.complete((tx) => settle(tx, g.id, 'enabling', 'enabled'));
+        // The members are copying until the backend's loop sees each copy in step (rbd-mirror replaying):
+        // marked enabled at once, a group could be failed over before its copies existed.
+        return ctx.complete((tx) => settle(tx, g.id, 'enabling', 'enabled', 'copying'));
       }
       // The replicator places and prepares each member's copy (enabling members included); this waits for them.
       let waiting: string[] = [];

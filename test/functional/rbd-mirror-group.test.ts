@@ -185,7 +185,13 @@ test('a group failback waiting for its copies to be in step holds no host write:
   await waitForStatus(s, member, 'available');
   await action(s, g, { enable_replication: {} }, 202);
   await waitFor('group replication enabled', async () => (await group(s, g)).replication_status === 'enabled', 120_000);
-  await waitFor('the member\'s copy on site-b', async () => (await mirroring(b, pool, `volume-${member}`).catch(() => undefined))?.primary === false, 120_000);
+  // The member is copying, not enabled (which would let the group fail over), until site-b holds its copy.
+  await waitFor('the member\'s copy on site-b', async () => {
+    const status = (await volume(s, member)).replication_status;
+    const copy = await mirroring(b, pool, `volume-${member}`).catch(() => undefined);
+    assert.ok(status !== 'enabled' || copy, 'the member is enabled before site-b has its copy');
+    return copy?.primary === false;
+  }, 120_000);
   await waitFor('member enabled', async () => (await volume(s, member)).replication_status === 'enabled', 120_000);
   const { attachment } = await attach(s, member);
   await action(s, g, { failover_replication: { allow_attached_volume: true, secondary_backend_id: 'site-b' } }, 202);
