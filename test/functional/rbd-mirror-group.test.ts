@@ -10,9 +10,7 @@
  * same type outside the group staying on the primary, and new connection
  * info naming the secondary for members only, an attachment made before
  * rewritten to it); writes made there come home with failback (and the
- * attachment names the primary again). Bad input gets Cinder's 400s. A
- * group failback that waits for its copies to be in step (the primary's
- * rbd-mirror stopped) holds no write of hosts on the members' NBD exports.
+ * attachment names the primary again). Bad input gets Cinder's 400s.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -21,22 +19,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { after, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startCephPair } from '../helpers/ceph-pair.ts';
-import { openExport, simpleRequest } from '../helpers/nbd-raw.ts';
-import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { action, attach, group, mirroredServer, mirroring, MV, post, V, volume } from '../helpers/rbd-mirror-groups.ts';
+import { waitFor, waitForStatus } from '../helpers/server.ts';
 
 const pair = await startCephPair();
 after(() => pair.stop());
 const { primary: a, secondary: b } = pair;
 type Cluster = typeof a;
 
-const V = `/v3/${PROJECT}`;
-const CMD_READ = 0;
-const CMD_WRITE = 1;
-const FLAG_FUA = 1;
-/** 3.38 for the group actions, 3.44 for completing an attachment. */
-const MV = { 'OpenStack-API-Version': 'volume 3.44' };
 
 /**
  * The sha256 of an image's head, exported whole through `rbd export`; read
@@ -56,49 +47,14 @@ async function imageDigest(c: Cluster, pool: string, image: string): Promise<str
   }
 }
 
-/** `rbd info`'s mirroring of an image (undefined: not mirrored). */
-async function mirroring(c: Cluster, pool: string, image: string): Promise<{ mode: string; state: string; primary: boolean } | undefined> {
-  return (JSON.parse(await c.rbd('info', '--format', 'json', `${pool}/${image}`)) as { mirroring?: { mode: string; state: string; primary: boolean } }).mirroring;
-}
-
 /** Random 4 KiB writes to an image through librbd (`rbd bench`'s own bytes). */
 async function scribble(c: Cluster, pool: string, image: string, size = '4K'): Promise<void> {
   await c.rbd('bench', '--io-type', 'write', '--io-size', size, '--io-total', '2M', '--io-pattern', 'rand', `${pool}/${image}`);
 }
 
-async function post(s: TestServer, p: string, body: unknown, status: number, headers: Record<string, string> = MV): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const r = await s.request('POST', `${V}${p}`, body, headers);
-  assert.equal(r.status, status, `${p} ${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-const action = (s: TestServer, g: string, body: unknown, status: number) => post(s, `/groups/${g}/action`, body, status);
-const group = async (s: TestServer, id: string) => (await s.request('GET', `${V}/groups/${id}`, undefined, MV)).body.group;
-const volume = async (s: TestServer, id: string) => (await s.request('GET', `${V}/volumes/${id}`)).body.volume;
-
-/** Attaches `vol` through the attachments API (the volume ends in-use) and returns its connection info's `data` and the attachment's id. */
-async function attach(s: TestServer, vol: string): Promise<Record<string, unknown> & { attachment: string }> {
-  const id = (await post(s, '/attachments', { attachment: { volume_uuid: vol, instance_uuid: '11111111-2222-3333-4444-555555555555' } }, 200)).attachment.id as string;
-  const r = await s.request('PUT', `${V}/attachments/${id}`, { attachment: { connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' } } }, MV);
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  assert.equal((await s.request('POST', `${V}/attachments/${id}/action`, { 'os-complete': null }, MV)).status, 204);
-  return { ...r.body.attachment.connection_info.data, attachment: id };
-}
-
-/** A Basalt whose rbd backend `ceph` (on the primary, pool `pool`, with `extra` options) names the secondary as replication target `site-b`. */
-async function mirroredServer(t: Parameters<typeof startTestServer>[0], pool: string, extra: string[] = []): Promise<TestServer> {
-  return startTestServer(t, {
-    ini: [
-      '[DEFAULT]', 'enabled_backends = ceph',
-      '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`, ...extra,
-      `replication_device = backend_id:site-b, conf:${b.confPath}, user:${b.user}, keyring:${b.keyringPath}`,
-    ].join('\n'),
-  });
-}
-
 test('a replication group on rbd: enabled as one, data on the secondary, failed over alone, writes there brought home by failback', async (t) => {
   const pool = await pair.newPool();
-  const s = await mirroredServer(t, pool);
+  const s = await mirroredServer(t, pair, pool);
   await post(s, '/types', { volume_type: { name: 'mirrored', extra_specs: { replication_enabled: '<is> True', 'basalt:replication_rpo_seconds': '2' } } }, 200, {});
   await post(s, '/group_types', { group_type: { name: 'replicated', group_specs: { consistent_group_replication_enabled: '<is> True' } } }, 202);
   await post(s, '/group_types', { group_type: { name: 'unreplicated' } }, 202);
@@ -175,62 +131,3 @@ test('a replication group on rbd: enabled as one, data on the secondary, failed 
   assert.equal((await attach(s, members[1]!)).cluster_name, 'ceph');
 });
 
-test('a group failback waiting for its copies to be in step holds no host write: hosts write through the exports all along', async (t) => {
-  const pool = await pair.newPool();
-  const s = await mirroredServer(t, pool, ['rbd_connection = nbd']);
-  await post(s, '/types', { volume_type: { name: 'mirrored', extra_specs: { replication_enabled: '<is> True', 'basalt:replication_rpo_seconds': '2' } } }, 200, {});
-  await post(s, '/group_types', { group_type: { name: 'replicated', group_specs: { consistent_group_replication_enabled: '<is> True' } } }, 202);
-  const g = (await post(s, '/groups', { group: { name: 'g', group_type: 'replicated', volume_types: ['mirrored'] } }, 202)).group.id as string;
-  const member = (await post(s, '/volumes', { volume: { size: 1, volume_type: 'mirrored', group_id: g } }, 202)).volume.id as string;
-  await waitForStatus(s, member, 'available');
-  await action(s, g, { enable_replication: {} }, 202);
-  await waitFor('group replication enabled', async () => (await group(s, g)).replication_status === 'enabled', 120_000);
-  // The member is copying, not enabled (which would let the group fail over), until site-b holds its copy.
-  await waitFor('the member\'s copy on site-b', async () => {
-    const status = (await volume(s, member)).replication_status;
-    const copy = await mirroring(b, pool, `volume-${member}`).catch(() => undefined);
-    assert.ok(status !== 'enabled' || copy, 'the member is enabled before site-b has its copy');
-    return copy?.primary === false;
-  }, 120_000);
-  await waitFor('member enabled', async () => (await volume(s, member)).replication_status === 'enabled', 120_000);
-  const { attachment } = await attach(s, member);
-  await action(s, g, { failover_replication: { allow_attached_volume: true, secondary_backend_id: 'site-b' } }, 202);
-  await waitFor('group failed over', async () => (await group(s, g)).replication_status === 'failed-over', 240_000);
-
-  /** A host on the attachment's export as its connection info says now; each write with FUA must be answered within 10 s. */
-  const connect = async () => {
-    const info = (await s.request('GET', `${V}/attachments/${attachment}`, undefined, MV)).body.attachment.connection_info;
-    assert.equal(info.driver_volume_type, 'nbd');
-    const c = await openExport(info.data.host, info.data.port, info.data.export_name);
-    t.after(() => c.sock.destroy());
-    return c;
-  };
-  const write = async (c: Awaited<ReturnType<typeof connect>>, block: number) => {
-    const answered = simpleRequest(c, CMD_WRITE, BigInt(block * 4096), 4096, Buffer.alloc(4096, block), FLAG_FUA);
-    const r = await Promise.race([answered, sleep(10_000, undefined, { ref: false }).then(() => undefined)]);
-    assert.ok(r, `write of block ${block} answered within 10 s`);
-    assert.equal(r.error, 0, `write of block ${block}: NBD error ${r.error}`);
-  };
-  const host = await connect();
-  await write(host, 1);
-
-  // The primary's rbd-mirror stops: the own image receives nothing from site-b, so the failback's prepare step waits for it.
-  const primaryMirror = pair.mirrorPids[1]!;
-  process.kill(primaryMirror, 'SIGSTOP');
-  t.after(() => { try { process.kill(primaryMirror, 'SIGCONT'); } catch { /* gone */ } });
-  await action(s, g, { failover_replication: { allow_attached_volume: true, secondary_backend_id: 'default' } }, 202);
-  for (let block = 2; block <= 6; block++) {
-    await write(host, block);
-    await sleep(1000);
-  }
-  assert.equal((await group(s, g)).replication_status, 'failing-over', 'the writes were made while the failback waited');
-  process.kill(primaryMirror, 'SIGCONT');
-  await waitFor('group failed back', async () => (await group(s, g)).replication_status === 'enabled', 240_000);
-
-  // Home again: every block written while failed over and while the failback waited is there.
-  const home = await connect();
-  for (let block = 1; block <= 6; block++) {
-    const r = await simpleRequest(home, CMD_READ, BigInt(block * 4096), 4096);
-    assert.ok(r.data?.equals(Buffer.alloc(4096, block)), `block ${block} came home`);
-  }
-});

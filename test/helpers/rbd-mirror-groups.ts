@@ -1,0 +1,51 @@
+/**
+ * What the group replication tests on an rbd backend with rbd-mirror share
+ * (test/functional/rbd-mirror-group*.test.ts): the API calls they make and a
+ * server whose backend names the pair's secondary as `site-b`.
+ */
+import assert from 'node:assert/strict';
+import type { CephPair } from './ceph-pair.ts';
+import { PROJECT, startTestServer, type TestServer } from './server.ts';
+
+type Cluster = CephPair['primary'];
+
+export const V = `/v3/${PROJECT}`;
+/** 3.38 for the group actions, 3.44 for completing an attachment. */
+export const MV = { 'OpenStack-API-Version': 'volume 3.44' };
+
+/** `rbd info`'s mirroring of an image (undefined: not mirrored). */
+export async function mirroring(c: Cluster, pool: string, image: string): Promise<{ mode: string; state: string; primary: boolean } | undefined> {
+  return (JSON.parse(await c.rbd('info', '--format', 'json', `${pool}/${image}`)) as { mirroring?: { mode: string; state: string; primary: boolean } }).mirroring;
+}
+
+export async function post(s: TestServer, p: string, body: unknown, status: number, headers: Record<string, string> = MV): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await s.request('POST', `${V}${p}`, body, headers);
+  assert.equal(r.status, status, `${p} ${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+export const action = (s: TestServer, g: string, body: unknown, status: number) => post(s, `/groups/${g}/action`, body, status);
+export const group = async (s: TestServer, id: string) => (await s.request('GET', `${V}/groups/${id}`, undefined, MV)).body.group;
+export const volume = async (s: TestServer, id: string) => (await s.request('GET', `${V}/volumes/${id}`)).body.volume;
+
+/** Attaches `vol` through the attachments API (the volume ends in-use) and returns its connection info's `data` and the attachment's id. */
+export async function attach(s: TestServer, vol: string): Promise<Record<string, unknown> & { attachment: string }> {
+  const id = (await post(s, '/attachments', { attachment: { volume_uuid: vol, instance_uuid: '11111111-2222-3333-4444-555555555555' } }, 200)).attachment.id as string;
+  const r = await s.request('PUT', `${V}/attachments/${id}`, { attachment: { connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.test', mode: 'rw' } } }, MV);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal((await s.request('POST', `${V}/attachments/${id}/action`, { 'os-complete': null }, MV)).status, 204);
+  return { ...r.body.attachment.connection_info.data, attachment: id };
+}
+
+/** A Basalt whose rbd backend `ceph` (on the primary, pool `pool`, with `extra` options) names the secondary as replication target `site-b`. */
+export async function mirroredServer(t: Parameters<typeof startTestServer>[0], pair: CephPair, pool: string, extra: string[] = []): Promise<TestServer> {
+  const { primary: a, secondary: b } = pair;
+  return startTestServer(t, {
+    ini: [
+      '[DEFAULT]', 'enabled_backends = ceph',
+      '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`, ...extra,
+      `replication_device = backend_id:site-b, conf:${b.confPath}, user:${b.user}, keyring:${b.keyringPath}`,
+    ].join('\n'),
+  });
+}
+
