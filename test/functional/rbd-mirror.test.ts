@@ -14,6 +14,8 @@
  *   `os-services/failover_host` demotes the primary's image and promotes the
  *   secondary's (the data there is the volume's); writes there come back
  *   with failback (`default`), which promotes the primary's image again.
+ *   A volume failed over alone onto a target without its copy stays
+ *   writable at home (its demoted image promoted back).
  *   Hosts attached with rbd connection info are pointed at the secondary's
  *   monitors by the failover, and back by the failback. Failed over, the
  *   driver watches the secondary's blocklist for its client there and
@@ -185,8 +187,8 @@ test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror sta
   assert.deepEqual(await attachedInfo(), home, 'the attachment names the primary again');
 });
 
-test('failed over, a client the target\'s cluster blocklists is replaced: its volumes are reported lost and open again there, data intact', async (t) => {
-  const pool = await pair.newPool();
+/** The rbd driver of a backend on the primary's pool `pool` naming the secondary as `site-b`, initialised, closed after the test. */
+async function mirroredDriver(t: { after(fn: () => unknown): void }, pool: string): Promise<GuardedDriver> {
   const driver = new GuardedDriver(rbdRegistration.create({
     backendName: 'ceph',
     options: {
@@ -197,6 +199,34 @@ test('failed over, a client the target\'s cluster blocklists is replaced: its vo
   }), 120_000);
   await driver.init();
   t.after(() => driver.close());
+  return driver;
+}
+
+test('a volume failed over alone onto a target with no copy of it stays writable at home', async (t) => {
+  const pool = await pair.newPool();
+  const driver = await mirroredDriver(t, pool);
+  // The secondary's rbd-mirror stopped before mirroring begins: site-b never gets a copy.
+  const secondaryMirror = pair.mirrorPids[0]!;
+  process.kill(secondaryMirror, 'SIGSTOP');
+  t.after(() => { try { process.kill(secondaryMirror, 'SIGCONT'); } catch { /* gone */ } });
+  const vol = { id: randomUUID(), sizeGiB: 1 };
+  const image = `volume-${vol.id}`;
+  await driver.createVolume(vol);
+  await driver.enableReplication(vol, { mode: 'snapshot' });
+  assert.deepEqual(await driver.failOverVolumes('site-b', [vol]), { failed: [vol.id] });
+  assert.equal((await mirroring(a, pool, image))?.primary, true, 'the image demoted for the failover is primary again');
+  const handle = await driver.openVolume(vol);
+  await handle.write(0, Buffer.alloc(4096, 0x5a));
+  await handle.flush();
+  assert.ok((await handle.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a)));
+  await handle.close();
+  process.kill(secondaryMirror, 'SIGCONT');
+  await driver.deleteVolume(vol).catch(() => undefined);
+});
+
+test('failed over, a client the target\'s cluster blocklists is replaced: its volumes are reported lost and open again there, data intact', async (t) => {
+  const pool = await pair.newPool();
+  const driver = await mirroredDriver(t, pool);
   const vol = { id: randomUUID(), sizeGiB: 1 };
   const image = `volume-${vol.id}`;
   await driver.createVolume(vol);

@@ -273,7 +273,14 @@ export class RbdMirror {
       if (isRbdError(err, 'ENOENT')) throw err; // no such image: nothing to fail over
       // Out of reach (or refusing): the target's copy is promoted by force below.
     }
-    await this.promote(to, image, demoted ? PROMOTE_WAIT_MS : 0);
+    try {
+      await this.promote(to, image, demoted ? PROMOTE_WAIT_MS : 0);
+    } catch (err) {
+      // No copy there (rbd-mirror never made one): nothing was promoted in its place, so the image
+      // demoted above is promoted back (without force) rather than left read-only on both sides.
+      if (demoted && isRbdError(err, 'ENOENT')) await this.onImage(from, image, (img) => addon.mirrorPromote(img, 0)).catch(() => undefined);
+      throw err;
+    }
   }
 
   /**
