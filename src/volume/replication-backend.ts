@@ -55,7 +55,7 @@ import type { Db, ServiceRepository, Tx, VolumeRepository, VolumeTypeRepository,
 import type { GuardedDriver, VolumeRef } from '../drivers/index.ts';
 import { reporting, replicationTargetsOf } from '../services/index.ts';
 import { quiesceAll } from './group-handlers.ts';
-import { failUnreplicated, FAILBACK_ID, type FailoverPayload, type ReplicationDeps } from './replication-jobs.ts';
+import { failUnreplicated, FAILBACK_ID, moveGroups, type FailoverPayload, type ReplicationDeps } from './replication-jobs.ts';
 import type { ExportServer } from './volume-handlers.ts';
 import { RBD_MIRROR_MODE_SPEC, replicationOf } from './volume-type-flags.ts';
 /**
@@ -242,6 +242,8 @@ export async function failOverInDriver(deps: ReplicationDeps, driver: GuardedDri
     .where('replication_status', 'in', back ? ['failed-over', 'error'] : [...SHOWN, 'failed-over']).execute();
   const { failed } = await driver.failOver(p.backendId, vols.map((v) => ({ id: v.id, sizeGiB: v.size })));
   await db.kysely.transaction().execute((tx) => recordMoves(deps, tx, vols, failed, p, requestId));
+  // The backend's groups follow their members, as a file backend's do.
+  await moveGroups(deps, p.cluster, p.cluster, back ? { 'failed-over': 'enabled' } : { enabled: 'failed-over' });
   if (!back) await failUnreplicated(deps, p.cluster, requestId);
 }
 

@@ -481,9 +481,12 @@ export async function returnCopy(
  * After a backend's failover or failback: each group on `from` whose members
  * are now all on `to` moves there too (its host, so its later jobs go where
  * its volumes are), and its replication status changes as `status` maps it
- * (`enabled` → `failed-over` on failover, back on failback).
+ * (`enabled` → `failed-over` on failover, back on failback). A backend that
+ * replicates itself keeps its volumes (`from` is `to`): only the statuses
+ * change, a group failed over alone before included (the backend's failback
+ * brought its members home too).
  */
-async function moveGroups(deps: ReplicationDeps, from: string, to: string, status: Record<string, string>): Promise<void> {
+export async function moveGroups(deps: ReplicationDeps, from: string, to: string, status: Record<string, string>): Promise<void> {
   await deps.queue.transaction(async (tx) => {
     for (const g of await tx.selectFrom('groups').select(['id', 'replication_status']).where('cluster_name', '=', from).execute()) {
       const members = await tx.selectFrom('volumes').select(['host', 'cluster_name']).where('group_id', '=', g.id).execute();

@@ -32,6 +32,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { GuardedDriver, rbdRegistration } from '../../src/drivers/index.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
+import { volumeService } from '../helpers/rbd-mirror-groups.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
 const pair = await startCephPair();
@@ -113,11 +114,6 @@ async function mirroredServer(t: Parameters<typeof startTestServer>[0], pool: st
 
 async function volume(s: TestServer, id: string): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
   return (await s.request('GET', `${V}/volumes/${id}`)).body.volume;
-}
-
-async function volumeService(s: TestServer): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const r = await s.request('GET', `${V}/os-services?binary=cinder-volume`);
-  return (r.body.services as Array<{ host: string }>).find((x) => x.host.endsWith('@ceph'));
 }
 
 test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror state, fails over and back through the API', async (t) => {

@@ -49,3 +49,9 @@ export async function mirroredServer(t: Parameters<typeof startTestServer>[0], p
   });
 }
 
+
+/** The `ceph` backend's volume service as `os-services` shows it (its replication status and active backend). */
+export async function volumeService(s: TestServer): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await s.request('GET', `${V}/os-services?binary=cinder-volume`);
+  return (r.body.services as Array<{ host: string }>).find((x) => x.host.endsWith('@ceph'));
+}
