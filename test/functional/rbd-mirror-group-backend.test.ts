@@ -5,12 +5,15 @@
  * groups follow their members as a file backend's do. The failover leaves
  * the group failed over; the failback brings its members home with the rest
  * of the backend, and the group is enabled again (it stayed `failed-over`
- * before, with its members enabled and served at home).
+ * before, with its members enabled and served at home). While the group
+ * is away, its member can be cloned and snapshotted from: the new volumes
+ * are full copies of the target's image on the backend's own cluster (a
+ * copy-on-write clone cannot reach across clusters).
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { startCephPair } from '../helpers/ceph-pair.ts';
-import { action, group, mirroredServer, mirroring, post, V, volume, volumeService } from '../helpers/rbd-mirror-groups.ts';
+import { action, group, imageDigest, mirroredServer, mirroring, post, scribble, V, volume, volumeService } from '../helpers/rbd-mirror-groups.ts';
 import { waitFor, waitForStatus } from '../helpers/server.ts';
 
 const pair = await startCephPair();
@@ -34,6 +37,23 @@ test('a group failed over alone, then the whole backend failed over and back: th
   await action(s, g, { failover_replication: { allow_attached_volume: true, secondary_backend_id: 'site-b' } }, 202);
   await waitFor('group failed over', async () => (await group(s, g)).replication_status === 'failed-over', 240_000);
   assert.equal((await mirroring(b, pool, `volume-${member}`))?.primary, true);
+
+  // Written there, the member is cloned and snapshotted: the new volumes, on the backend's own cluster, are copies of site-b's image.
+  await scribble(b, pool, `volume-${member}`);
+  const there = await imageDigest(b, pool, `volume-${member}`);
+  const clone = (await post(s, '/volumes', { volume: { size: 1, source_volid: member } }, 202)).volume.id as string;
+  const snap = (await post(s, '/snapshots', { snapshot: { volume_id: member, force: true } }, 202)).snapshot.id as string;
+  await waitFor('snapshot available', async () => (await s.request('GET', `${V}/snapshots/${snap}`)).body.snapshot.status === 'available', 60_000);
+  const fromSnap = (await post(s, '/volumes', { volume: { size: 1, snapshot_id: snap } }, 202)).volume.id as string;
+  for (const id of [clone, fromSnap]) {
+    await waitForStatus(s, id, 'available');
+    assert.equal(await imageDigest(a, pool, `volume-${id}`), there, `volume ${id} holds the member's data as site-b has it`);
+  }
+  const snaps = JSON.parse(await b.rbd('snap', 'ls', '--format', 'json', `${pool}/volume-${member}`)) as Array<{ name: string }>;
+  assert.deepEqual(snaps.map((x) => x.name).filter((n) => n.endsWith('.clone_snap')), [], 'the clone\'s snapshot on site-b is gone');
+  for (const id of [clone, fromSnap]) assert.equal((await s.request('DELETE', `${V}/volumes/${id}`)).status, 202);
+  assert.equal((await s.request('DELETE', `${V}/snapshots/${snap}`)).status, 202);
+  await waitFor('the copies deleted', async () => (await Promise.all([clone, fromSnap].map((id) => s.request('GET', `${V}/volumes/${id}`)))).every((r) => r.status === 404), 60_000);
 
   // Then the whole backend: the loner follows; the group stays failed over.
   const put = (body: unknown) => s.request('PUT', `${V}/os-services/failover_host`, body);

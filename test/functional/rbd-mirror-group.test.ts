@@ -13,44 +13,15 @@
  * attachment names the primary again). Bad input gets Cinder's 400s.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { after, test } from 'node:test';
 import { startCephPair } from '../helpers/ceph-pair.ts';
-import { action, attach, group, mirroredServer, mirroring, MV, post, V, volume } from '../helpers/rbd-mirror-groups.ts';
+import { action, attach, group, imageDigest, mirroredServer, mirroring, MV, post, scribble, V, volume } from '../helpers/rbd-mirror-groups.ts';
 import { waitFor, waitForStatus } from '../helpers/server.ts';
 
 const pair = await startCephPair();
 after(() => pair.stop());
 const { primary: a, secondary: b } = pair;
-type Cluster = typeof a;
 
-
-/**
- * The sha256 of an image's head, exported whole through `rbd export`; read
- * as a stream, for the server shares this process: hashing 1 GiB at once
- * would hold its heartbeats past the service's down time.
- */
-async function imageDigest(c: Cluster, pool: string, image: string): Promise<string> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-mirror-group-'));
-  try {
-    const file = path.join(dir, 'image');
-    await c.rbd('export', '--no-progress', `${pool}/${image}`, file);
-    const hash = createHash('sha256');
-    await pipeline(fs.createReadStream(file), hash);
-    return hash.digest('hex');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** Random 4 KiB writes to an image through librbd (`rbd bench`'s own bytes). */
-async function scribble(c: Cluster, pool: string, image: string, size = '4K'): Promise<void> {
-  await c.rbd('bench', '--io-type', 'write', '--io-size', size, '--io-total', '2M', '--io-pattern', 'rand', `${pool}/${image}`);
-}
 
 test('a replication group on rbd: enabled as one, data on the secondary, failed over alone, writes there brought home by failback', async (t) => {
   const pool = await pair.newPool();

@@ -14,8 +14,9 @@
  *   `os-services/failover_host` demotes the primary's image and promotes the
  *   secondary's (the data there is the volume's); writes there come back
  *   with failback (`default`), which promotes the primary's image again.
- *   A volume failed over alone onto a target without its copy stays
- *   writable at home (its demoted image promoted back).
+ *   A volume failed over onto a target without its copy stays writable
+ *   at home (its demoted image promoted back), and a failback finds
+ *   nothing to take back.
  *   Hosts attached with rbd connection info are pointed at the secondary's
  *   monitors by the failover, and back by the failback. Failed over, the
  *   driver watches the secondary's blocklist for its client there and
@@ -32,24 +33,12 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { GuardedDriver, rbdRegistration } from '../../src/drivers/index.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
-import { volumeService } from '../helpers/rbd-mirror-groups.ts';
-import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
+import { imageDigest, mirroredServer, mirroring, V, volume, volumeService } from '../helpers/rbd-mirror-groups.ts';
+import { waitFor, waitForStatus } from '../helpers/server.ts';
 
 const pair = await startCephPair();
 after(() => pair.stop());
 const { primary: a, secondary: b } = pair;
-
-/** The sha256 of an image's head, exported whole through `rbd export`. */
-async function imageDigest(c: typeof a, pool: string, image: string): Promise<string> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-mirror-'));
-  try {
-    const file = path.join(dir, 'image');
-    await c.rbd('export', '--no-progress', `${pool}/${image}`, file);
-    return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** Polls `probe` every 500 ms until it returns true; fails naming `what` after `timeoutMs`. */
 async function until(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
@@ -89,36 +78,14 @@ test('an image mirrored in snapshot mode reaches the secondary cluster with its 
   }
 });
 
-const V = `/v3/${PROJECT}`;
-
 /** The v1 port of a cluster's monitor (its ceph.conf's mon_host): what Cinder's rbd connection info names. */
 function monitorPort(c: typeof a): string {
   return /v1:127\.0\.0\.1:(\d+)/.exec(fs.readFileSync(c.confPath, 'utf8'))![1]!;
 }
 
-/** `rbd info`'s mirroring of an image (undefined: not mirrored). */
-async function mirroring(c: typeof a, pool: string, image: string): Promise<{ mode: string; state: string; primary: boolean } | undefined> {
-  return (JSON.parse(await c.rbd('info', '--format', 'json', `${pool}/${image}`)) as { mirroring?: { mode: string; state: string; primary: boolean } }).mirroring;
-}
-
-/** A Basalt whose rbd backend `ceph` (on the primary, pool `pool`) names the secondary as replication target `site-b`. */
-async function mirroredServer(t: Parameters<typeof startTestServer>[0], pool: string): Promise<TestServer> {
-  return startTestServer(t, {
-    ini: [
-      '[DEFAULT]', 'enabled_backends = ceph',
-      '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`,
-      `replication_device = backend_id:site-b, conf:${b.confPath}, user:${b.user}, keyring:${b.keyringPath}`,
-    ].join('\n'),
-  });
-}
-
-async function volume(s: TestServer, id: string): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  return (await s.request('GET', `${V}/volumes/${id}`)).body.volume;
-}
-
 test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror state, fails over and back through the API', async (t) => {
   const pool = await pair.newPool();
-  const s = await mirroredServer(t, pool);
+  const s = await mirroredServer(t, pair, pool);
   const type = await s.request('POST', `${V}/types`, { volume_type: { name: 'mirrored', extra_specs: { replication_enabled: '<is> True', 'basalt:replication_rpo_seconds': '2' } } });
   assert.equal(type.status, 200, JSON.stringify(type.body));
   const created = await s.request('POST', `${V}/volumes`, { volume: { size: 1, volume_type: 'mirrored' } });
@@ -198,7 +165,7 @@ async function mirroredDriver(t: { after(fn: () => unknown): void }, pool: strin
   return driver;
 }
 
-test('a volume failed over alone onto a target with no copy of it stays writable at home', async (t) => {
+test('a volume failed over onto a target with no copy of it stays writable at home, and its failback is done with it', async (t) => {
   const pool = await pair.newPool();
   const driver = await mirroredDriver(t, pool);
   // The secondary's rbd-mirror stopped before mirroring begins: site-b never gets a copy.
@@ -216,6 +183,13 @@ test('a volume failed over alone onto a target with no copy of it stays writable
   await handle.flush();
   assert.ok((await handle.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a)));
   await handle.close();
+  // The whole backend's failover reports it failed too; its failback finds no copy to take back and is done with it.
+  assert.deepEqual(await driver.failOver('site-b', [vol]), { failed: [vol.id] });
+  assert.deepEqual(await driver.failOver('default', [vol]), { failed: [] });
+  assert.equal((await mirroring(a, pool, image))?.primary, true);
+  const home = await driver.openVolume(vol);
+  assert.ok((await home.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a)));
+  await home.close();
   process.kill(secondaryMirror, 'SIGCONT');
   await driver.deleteVolume(vol).catch(() => undefined);
 });
@@ -258,7 +232,7 @@ test('failed over, a client the target\'s cluster blocklists is replaced: its vo
 
 test('a type asking for journal mode has its volumes mirrored write by write through the image journal', async (t) => {
   const pool = await pair.newPool();
-  const s = await mirroredServer(t, pool);
+  const s = await mirroredServer(t, pair, pool);
   const type = await s.request('POST', `${V}/types`, { volume_type: { name: 'journaled', extra_specs: { replication_enabled: '<is> True', 'basalt:rbd_mirror_mode': 'journal' } } });
   assert.equal(type.status, 200, JSON.stringify(type.body));
   const id = (await s.request('POST', `${V}/volumes`, { volume: { size: 1, volume_type: 'journaled' } })).body.volume.id as string;

@@ -4,6 +4,11 @@
  * server whose backend names the pair's secondary as `site-b`.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { CephPair } from './ceph-pair.ts';
 import { PROJECT, startTestServer, type TestServer } from './server.ts';
 
@@ -54,4 +59,27 @@ export async function mirroredServer(t: Parameters<typeof startTestServer>[0], p
 export async function volumeService(s: TestServer): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await s.request('GET', `${V}/os-services?binary=cinder-volume`);
   return (r.body.services as Array<{ host: string }>).find((x) => x.host.endsWith('@ceph'));
+}
+
+/**
+ * The sha256 of an image's head, exported whole through `rbd export`; read
+ * as a stream, for the server shares this process: hashing 1 GiB at once
+ * would hold its heartbeats past the service's down time.
+ */
+export async function imageDigest(c: Cluster, pool: string, image: string): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-mirror-group-'));
+  try {
+    const file = path.join(dir, 'image');
+    await c.rbd('export', '--no-progress', `${pool}/${image}`, file);
+    const hash = createHash('sha256');
+    await pipeline(fs.createReadStream(file), hash);
+    return hash.digest('hex');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Random 4 KiB writes to an image through librbd (`rbd bench`'s own bytes). */
+export async function scribble(c: Cluster, pool: string, image: string, size = '4K'): Promise<void> {
+  await c.rbd('bench', '--io-type', 'write', '--io-size', size, '--io-total', '2M', '--io-pattern', 'rand', `${pool}/${image}`);
 }

@@ -109,6 +109,8 @@ export interface RbdDriverOptions {
 const FEATURES = RBD_FEATURES.layering | RBD_FEATURES.exclusiveLock | RBD_FEATURES.objectMap | RBD_FEATURES.fastDiff | RBD_FEATURES.deepFlatten;
 const CLONE_SNAP = '.clone_snap';
 const DELETED = '.deleted';
+/** A copy across clusters under way (see {@link RbdDriver.copyAcross}): renamed to the volume's image once whole. */
+const COPYING = '.copying';
 /** What unmanage renames a volume's image or a snapshot to (`unmanaged-volume-<id>`, `unmanaged-snapshot-<id>`). */
 const UNMANAGED = 'unmanaged-';
 /** Basalt's own images and snapshots: `volume-<uuid>`, `snapshot-<uuid>`. */
@@ -721,11 +723,14 @@ export class RbdDriver implements VolumeDriver {
    * trash (rbd_remove moves it there first; rbd_list2 lists it, rbd_open does
    * not open it): it is removed now. Or it leaves the image gone but its clone snapshot on the parent
    * (`volume-<id>.clone_snap`, found by name: the image that named its parent
-   * is gone), which is dropped as {@link releaseParent} would have. Nothing
-   * to do for an image that was never made.
+   * is gone), which is dropped as {@link releaseParent} would have, or a
+   * copy across clusters begun ({@link copyAcross}). Nothing to do for an
+   * image that was never made.
    */
   private async finishRemoval(name: string): Promise<void> {
-    if (await this.imageListed(name)) await this.removeUnwatched(name);
+    const listed = await this.rbd.listImages(this.conn, this.options.cephPool);
+    if (listed.includes(name)) await this.removeUnwatched(name);
+    if (listed.includes(`${name}${COPYING}`)) await this.removeUnwatched(`${name}${COPYING}`); // a copy across clusters left midway
     const cloneSnap = `${name.replace(/\.deleted$/, '')}${CLONE_SNAP}`;
     const parent = await this.imageWithSnapshot(cloneSnap);
     if (parent) await this.releaseParent(parent, cloneSnap);
@@ -841,6 +846,7 @@ export class RbdDriver implements VolumeDriver {
   private async makeVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
     const parent = RbdDriver.imageName(snap.volumeId);
     const name = RbdDriver.snapName(snap.id);
+    if (this.moved.has(parent)) return this.copyAcross(vol, parent, name);
     const listed = await this.dropPartialClone(vol, parent, name);
     await this.cloneFrom(vol, parent, name, { flatten: this.options.flattenVolumeFromSnapshot, listed });
   }
@@ -848,7 +854,9 @@ export class RbdDriver implements VolumeDriver {
   private async makeClone(vol: VolumeRef, source: VolumeRef): Promise<void> {
     const parent = RbdDriver.imageName(source.id);
     const snap = `${RbdDriver.imageName(vol.id)}${CLONE_SNAP}`;
-    const listed = await this.dropPartialClone(vol, parent, snap);
+    // A source served by another cluster (its group failed over alone) is copied, not cloned, from its clone snapshot.
+    const across = this.moved.has(parent);
+    const listed = across ? await this.imageListed(RbdDriver.imageName(vol.id)) : await this.dropPartialClone(vol, parent, snap);
     if (!listed) {
       try {
         await this.withImage(parent, async (img) => {
@@ -867,7 +875,55 @@ export class RbdDriver implements VolumeDriver {
         throw err;
       }
     }
+    if (across) {
+      await this.copyAcross(vol, parent, snap);
+      await this.releaseParent(parent, snap);
+      return;
+    }
     await this.cloneFrom(vol, parent, snap, { flatten: false, listed, isProtected: !listed });
+  }
+
+  /**
+   * Makes `vol` a full copy of `parent@snap` where `parent` is served by
+   * another cluster than the backend's (a member of a group failed over
+   * alone): a copy-on-write clone cannot reach across clusters. Only the
+   * snapshot's allocated objects are read (`rbd_diff_iterate2` over the
+   * object map), and zeros are not written. The copy is made under a name of
+   * its own and renamed to the volume's image once whole, so that an attempt
+   * killed midway is started again, never taken for the volume. Idempotent:
+   * a volume whose image is listed is done.
+   */
+  private async copyAcross(vol: VolumeRef, parent: string, snap: string): Promise<void> {
+    const name = RbdDriver.imageName(vol.id);
+    if (await this.imageListed(name)) return;
+    const partial = `${name}${COPYING}`;
+    if (await this.imageListed(partial)) await this.removeUnwatched(partial);
+    await this.rbd.createImage(this.conn, this.options.cephPool, partial, vol.sizeGiB * GiB, FEATURES, this.order);
+    try {
+      await this.withImage(parent, async (src) => {
+        const size = (await this.rbd.stat(src)).sizeBytes;
+        const dst = await this.rbd.openImage(this.conn, this.options.cephPool, partial, null, false);
+        const zeros = Buffer.alloc(ZERO_CHUNK);
+        try {
+          for (const e of await this.rbd.diffIterate(src, null, 0, size, 1)) {
+            if (!e.exists) continue;
+            for (let at = e.offset; at < e.offset + e.length; at += ZERO_CHUNK) {
+              const buf = Buffer.allocUnsafe(Math.min(ZERO_CHUNK, e.offset + e.length - at));
+              const n = await this.rbd.aioRead(src, at, buf);
+              const data = buf.subarray(0, n);
+              if (!data.equals(zeros.subarray(0, n))) await this.rbd.aioWrite(dst, at, data);
+            }
+          }
+          await this.rbd.aioFlush(dst);
+        } finally {
+          await this.rbd.closeImage(dst);
+        }
+      }, { snap });
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) throw new DriverError(`Snapshot ${snap} of ${parent} is missing`, { cause: err });
+      throw err;
+    }
+    await this.rbd.renameImage(this.conn, this.options.cephPool, partial, name);
   }
 
   /** Whether the pool's directory lists `image` (whether or not it opens). */

@@ -317,7 +317,9 @@ export class RbdMirror {
   private async readyToFailBack(from: string, image: string): Promise<'done' | { primary: boolean }> {
     const addon = this.host.addon();
     const own = await this.onImage(OWN_SITE, image, (img) => addon.mirrorInfo(img));
-    const remote = await this.onImage(from, image, (img) => addon.mirrorInfo(img));
+    const remote = await this.onImage(from, image, (img) => addon.mirrorInfo(img))
+      .catch((err) => (own.primary && isRbdError(err, 'ENOENT') ? undefined : Promise.reject(err)));
+    if (!remote) return 'done'; // no copy there (its failover failed): the own image serves already
     if (own.primary && remote.primary) {
       // Both primary: the failover forced the target's. The own image's writes since are given up for the target's.
       await this.onImage(OWN_SITE, image, async (img) => {
