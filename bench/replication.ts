@@ -29,7 +29,12 @@
  *    request until fio writes again through the attachment, and until the
  *    backend reports it done.
  *
- *   flock /tmp/basalt-bench.lock node --import tsx bench/replication.ts [--runtime 3] [--rounds 3] [--rpo 2] [--only file|rbd]
+ *   flock /tmp/basalt-bench.lock node --import tsx bench/replication.ts [--runtime 3] [--rounds 3] [--rpo 2] [--only file|rbd] [--hosts one|two]
+ *
+ * `--hosts two` gives the two processes the host names of two machines, so
+ * that the primary reaches the secondary's export over TCP with TLS-PSK, as
+ * between machines; by default they share this machine's, and each reaches
+ * the other through its Unix socket (no TLS, the native data plane).
  *
  * Needs root (the XFS loop mount), fio with its nbd engine, and PostgreSQL's
  * binaries (test/helpers/postgres.ts); the rbd rows Ceph (scripts/install-test-tools.sh).
@@ -51,7 +56,9 @@ import { xfsReflinkMount } from '../test/helpers/xfs.ts';
 
 const { values: args } = parseArgs({ options: {
   runtime: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, rpo: { type: 'string', default: '2' }, only: { type: 'string', default: '' },
+  hosts: { type: 'string', default: 'one' },
 } });
+if (!['one', 'two'].includes(args.hosts)) throw new Error('--hosts is one (the two processes share a host name: each reaches the other through its Unix socket) or two (TCP with TLS-PSK, as between machines)');
 const RUNTIME = Number(args.runtime);
 const ROUNDS = Number(args.rounds);
 const RPO_SECONDS = Number(args.rpo);
@@ -95,7 +102,7 @@ async function main(): Promise<void> {
   try {
     const database = await pg.createDatabase();
     const common = { ...FAST_TIMINGS, BASALT_DATABASE__CONNECTION: database, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info' };
-    const pair = await replicatingPair(common, procs, xfs.dir);
+    const pair = await replicatingPair(common, procs, xfs.dir, args.hosts === 'two' ? { hosts: ['node-a', 'node-b'] } : {});
     const { stateA, stateB, b, startAlpha } = pair;
     let { a } = pair;
     const shipped = shipLog(b);

@@ -73,7 +73,8 @@ export class NbdClient implements VolumeHandle {
   private constructor(
     private readonly socket: net.Socket,
     private readonly reader: SocketReader,
-    private readonly label: string,
+    /** What the client connected to (`NBD export on <socket path>` or `<host>:<port>`), for messages and logs. */
+    readonly label: string,
     info: { size: number; flags: number; maxPayload: number },
     private readonly structured: boolean,
     private readonly allocationContext: number | undefined,

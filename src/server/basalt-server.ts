@@ -195,7 +195,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       const replicator = new Replicator({
         deps: {
           ...common, db, volumes, snapshots, quotas, types, kinds, clock, coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,
-          exports: nbd, moves, drivers, replicationKinds, messageTtlSeconds: d.message_ttl, attachments,
+          exports: nbd, moves, drivers, replicationKinds, messageTtlSeconds: d.message_ttl, attachments, host: d.host,
         },
         drivers, log: log.child({ component: 'replication' }), maxConcurrentShipments: d.replication_max_concurrent_shipments,
       });

@@ -118,7 +118,8 @@ export interface ReplicatorOptions {
 }
 
 /** What one shipment sent, and its steps' milliseconds. */
-export interface Shipment { bytes: number; full: boolean; ms: Record<string, number> }
+/** What a point shipped, how long each step took, and through what (the secondary's export, {@link NbdClient.label}). */
+export interface Shipment { bytes: number; full: boolean; ms: Record<string, number>; via?: string }
 
 /** A synchronous replica's mirror in this process: `broken` once the secondary refused a call, `inStep` once its first copy is done. */
 interface Mirror { move: LiveMove; broken: boolean; inStep: boolean; cluster: string }
@@ -133,6 +134,8 @@ interface PointWork {
   committed: boolean;
   /** Where its time went, in ms by step (logged with the shipment: what to look at when points are slower than the RPO). */
   ms: Record<string, number>;
+  /** What it was shipped through. */
+  via?: string;
 }
 
 /** Runs the loop; see the module comment. */
@@ -363,7 +366,7 @@ export class Replicator {
           await this.markInStep(tx, v, r);
         });
         entry.inStep = true;
-        this.o.log.info({ volume_id: v.id, bytes, full: !ranges }, 'synchronous mirror in step');
+        this.o.log.info({ volume_id: v.id, bytes, full: !ranges, via: to.label }, 'synchronous mirror in step');
       } catch (err) {
         await from?.close();
         if (entry) entry.broken = true;
@@ -469,7 +472,7 @@ export class Replicator {
       if (!r || !v || !r.export_name || this.o.drivers.get(r.primary_cluster) !== driver) return;
       try {
         const shipped = await this.ship(r, v, driver, o.quiesced);
-        this.o.log.info({ volume_id: v.id, bytes: shipped.bytes, full: shipped.full, ms: shipped.ms }, 'replication point shipped');
+        this.o.log.info({ volume_id: v.id, bytes: shipped.bytes, full: shipped.full, ms: shipped.ms, via: shipped.via }, 'replication point shipped');
       } catch (err) {
         await this.recordFailure(r, v, err as Error);
         throw err;
@@ -493,7 +496,7 @@ export class Replicator {
       await deps.queue.transaction((tx) => this.commitPoint(tx, w, pointAt));
       w.committed = true;
       w.ms.commit = deps.clock.now() - committing;
-      return { bytes: w.bytes, full: w.full, ms: w.ms };
+      return { bytes: w.bytes, full: w.full, ms: w.ms, ...(w.via ? { via: w.via } : {}) };
     } finally {
       await this.endPoint(w, driver);
     }
@@ -586,6 +589,7 @@ export class Replicator {
       await driver.createVolumeFromSnapshot(temp, point);
       from = await driver.openVolume(temp);
       to = await this.connect(r);
+      w.via = to.label;
       at = step('open', at);
       if (to.sizeBytes < from.sizeBytes) {
         // Extended since the copy was made: the secondary grows first (its prepare keeps the data).

@@ -52,6 +52,8 @@ export interface VolumeHandlerDeps extends LifecycleDeps {
   keys: KeyManager;
   /** The process's export server (the NBD server), when it exports volumes. */
   exports?: ExportServer;
+  /** This process's node name (the `host` option): another process of this machine is reached through its Unix socket. */
+  host?: string;
   /**
    * Ends the create of a volume made from a backup (3.47) by queueing the
    * restore instead of making it available (`src/backup/volume-from-backup.ts`).

@@ -56,19 +56,22 @@ export interface ReplicatingPair {
  * Starts alpha (`replication_device = backend_id:beta`) and beta, each on its
  * own state directory under `dir` (the drills put `dir` on a reflink
  * filesystem), with `common`'s environment; their children go to `procs`.
+ * With `o.hosts`, alpha and beta get those host names (`BASALT_HOST`), as
+ * on two machines: each then reaches the other's exports over TCP with
+ * TLS-PSK instead of through its Unix socket.
  */
-export async function replicatingPair(common: Record<string, string>, procs: ChildProcess[], dir: string): Promise<ReplicatingPair> {
+export async function replicatingPair(common: Record<string, string>, procs: ChildProcess[], dir: string, o: { hosts?: readonly [string, string] } = {}): Promise<ReplicatingPair> {
   const stateA = path.join(dir, 'alpha-state');
   const stateB = path.join(dir, 'beta-state');
   for (const d of [stateA, stateB]) fs.mkdirSync(d);
   const alphaConfig = backendConfig(stateA, 'alpha', ['replication_device = backend_id:beta']);
   const startAlpha = async (): Promise<Spawned> => {
-    const p = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateA, BASALT_CONFIG: alphaConfig });
+    const p = await spawnBasalt({ ...common, ...(o.hosts ? { BASALT_HOST: o.hosts[0] } : {}), BASALT_STATE_DIR: stateA, BASALT_CONFIG: alphaConfig });
     procs.push(p.child);
     return p;
   };
   const a = await startAlpha();
-  const b = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateB, BASALT_CONFIG: backendConfig(stateB, 'beta') }, 'api,volume');
+  const b = await spawnBasalt({ ...common, ...(o.hosts ? { BASALT_HOST: o.hosts[1] } : {}), BASALT_STATE_DIR: stateB, BASALT_CONFIG: backendConfig(stateB, 'beta') }, 'api,volume');
   procs.push(b.child);
   return { stateA, stateB, a, b, startAlpha };
 }

@@ -2,11 +2,13 @@
  * Replication between backends that no one process serves (issue 16): two
  * Basalt processes on one PostgreSQL, each with its own state directory and
  * one file backend; alpha replicates to beta. The points travel through
- * beta's process's NBD export (TLS-PSK); then alpha's process is killed
+ * beta's process's NBD export (TLS-PSK over TCP: the processes have the host
+ * names of two machines); then alpha's process is killed
  * (SIGKILL) and an admin fails alpha over through beta's API: the volume is
  * served from beta's copy, with the data of its last point.
  */
 import assert from 'node:assert/strict';
+import readline from 'node:readline';
 import { test } from 'node:test';
 import { bytesOf, fileOf, writePattern } from '../helpers/backends.ts';
 import { backendConfig, twoProcesses } from '../helpers/two-processes.ts';
@@ -18,9 +20,17 @@ const MiB = 1024 ** 2;
 
 test('points ship to a backend another process serves, and it takes over when the primary\'s process dies', { timeout: 180_000 }, async (t) => {
   const { stateA, stateB, common, procs } = await twoProcesses(t);
-  const a = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateA, BASALT_CONFIG: backendConfig(stateA, 'alpha', ['replication_device = backend_id:beta']) });
+  // Host names of two machines: alpha reaches beta's export over TCP with TLS-PSK, not through beta's Unix socket.
+  const a = await spawnBasalt({ ...common, BASALT_HOST: 'node-a', BASALT_STATE_DIR: stateA, BASALT_CONFIG: backendConfig(stateA, 'alpha', ['replication_device = backend_id:beta']) });
   procs.push(a.child);
-  const b = await spawnBasalt({ ...common, BASALT_STATE_DIR: stateB, BASALT_CONFIG: backendConfig(stateB, 'beta') }, 'api,volume');
+  const shippedVia: string[] = [];
+  readline.createInterface({ input: a.child.stdout! }).on('line', (line) => {
+    try {
+      const e = JSON.parse(line) as { msg?: string; via?: string };
+      if (e.msg === 'replication point shipped') shippedVia.push(e.via ?? '');
+    } catch { /* not a log line */ }
+  });
+  const b = await spawnBasalt({ ...common, BASALT_HOST: 'node-b', BASALT_STATE_DIR: stateB, BASALT_CONFIG: backendConfig(stateB, 'beta') }, 'api,volume');
   procs.push(b.child);
   const onA = (method: string, url: string, body?: unknown) => request(a.url!, method, url, body);
   const onB = (method: string, url: string, body?: unknown) => request(b.url!, method, url, body);
@@ -36,7 +46,8 @@ test('points ship to a backend another process serves, and it takes over when th
     const r = (await onA('GET', `${V}/volumes/${id}/replication`)).body.replication;
     return r.state === 'enabled' && Date.parse(`${r.last_point_at}Z`) > written && r;
   });
-  assert.match(shipped.secondary.host, /@beta#/);
+  assert.match(shipped.secondary.host, /^node-b@beta#/);
+  assert.ok(shippedVia.length > 0 && shippedVia.every((via) => /on 127\.0\.0\.1:\d+$/.test(via)), `shipped over TCP: ${shippedVia.join(', ')}`);
   for (const at of [0, 300 * MiB]) assert.ok(bytesOf(fileOf(stateB, 'beta', id), at, MiB).equals(bytesOf(fileOf(stateA, 'alpha', id), at, MiB)), 'the copy in beta\'s directory');
   const alpha = ((await onB('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string }>).find((s) => s.host.endsWith('@alpha'))!;
 

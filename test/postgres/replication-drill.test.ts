@@ -36,14 +36,14 @@ const PHASE2 = { baseBytes: 8 * MiB, slots: 32 };
 const BALLAST = { baseBytes: 64 * MiB, slots: 256 };
 
 /** Bytes each process's log says it shipped for a volume (points and mirror copies), from its JSON log lines. */
-function shipLog(p: Spawned): { bytes: number; lines: Array<{ msg: string; bytes: number; full?: boolean }> } {
-  const out = { bytes: 0, lines: [] as Array<{ msg: string; bytes: number; full?: boolean }> };
+function shipLog(p: Spawned): { bytes: number; lines: Array<{ msg: string; bytes: number; full?: boolean; via?: string }> } {
+  const out = { bytes: 0, lines: [] as Array<{ msg: string; bytes: number; full?: boolean; via?: string }> };
   readline.createInterface({ input: p.child.stdout! }).on('line', (line) => {
     try {
-      const e = JSON.parse(line) as { msg?: string; bytes?: number; full?: boolean };
+      const e = JSON.parse(line) as { msg?: string; bytes?: number; full?: boolean; via?: string };
       if ((e.msg === 'replication point shipped' || e.msg === 'synchronous mirror in step') && typeof e.bytes === 'number') {
         out.bytes += e.bytes;
-        out.lines.push({ msg: e.msg, bytes: e.bytes, full: e.full });
+        out.lines.push({ msg: e.msg, bytes: e.bytes, full: e.full, via: e.via });
       }
     } catch { /* not a log line */ }
   });
@@ -192,6 +192,8 @@ async function drill(t: import('node:test').TestContext, mode: 'sync' | 'async')
   }, 120_000);
   t.diagnostic(`${mode}: after the failback alpha shipped ${alphaLog.bytes} bytes to beta's copy (${alphaLog.lines.map((l) => `${l.bytes}${l.full ? ' whole' : ''}`).join(', ')})`);
   assert.ok(alphaLog.lines.every((l) => !l.full), 'no whole copy');
+  // The two processes share this machine (and its host name): each reached the other's export through its Unix socket.
+  for (const l of [...alphaLog.lines, ...betaLog.lines]) assert.match(l.via ?? '', /nbd\.sock$/, `${l.msg} through the peer's Unix socket`);
   assert.ok(alphaLog.bytes <= changedBytes + PHASE1.slots * DRILL_BLOCK_BYTES, `alpha shipped ${alphaLog.bytes} bytes to beta, less than the ${BALLAST.slots * DRILL_BLOCK_BYTES} of ballast`);
 }
 
