@@ -644,7 +644,7 @@ export class Replicator {
     }
   }
 
-  /** Opens the secondary copy through its export on a live process serving the secondary's backend (TLS-PSK). */
+  /** Opens the secondary copy through its export on a live process serving the secondary's backend (its Unix socket on this machine, else TCP with TLS-PSK). */
   private connect(r: VolumeReplicaRow): Promise<NbdClient> {
     return openClusterExport(this.o.deps, r.secondary_cluster, r.export_name!, `the secondary copy of volume ${r.volume_id}`, 'the copy is being remade');
   }

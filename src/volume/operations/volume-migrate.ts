@@ -420,7 +420,7 @@ async function copyAttached(deps: VolumeHandlerDeps, source: Pick<GuardedDriver,
 
 /**
  * Opens the source of a move between processes through its export on a live
- * process serving the source's backend (TLS-PSK, the move's own key).
+ * process serving the source's backend (its Unix socket on this machine, else TLS-PSK with the move's own key).
  * @throws DriverError (retryable) when no such process answers, or the export is gone.
  */
 async function openSourceExport(deps: VolumeHandlerDeps, p: MigratePayload): Promise<VolumeHandle> {
