@@ -117,7 +117,6 @@ export interface ReplicatorOptions {
   log: Logger;
 }
 
-/** What one shipment sent, and its steps' milliseconds. */
 /** What a point shipped, how long each step took, and through what (the secondary's export, {@link NbdClient.label}). */
 export interface Shipment { bytes: number; full: boolean; ms: Record<string, number>; via?: string }
 
