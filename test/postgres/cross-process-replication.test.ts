@@ -47,7 +47,9 @@ test('points ship to a backend another process serves, and it takes over when th
     return r.state === 'enabled' && Date.parse(`${r.last_point_at}Z`) > written && r;
   });
   assert.match(shipped.secondary.host, /^node-b@beta#/);
-  assert.ok(shippedVia.length > 0 && shippedVia.every((via) => /on 127\.0\.0\.1:\d+$/.test(via)), `shipped over TCP: ${shippedVia.join(', ')}`);
+  // The log line follows the point's commit, which the API may show first.
+  await waitFor('the shipment logged', async () => shippedVia.length > 0);
+  assert.ok(shippedVia.every((via) => /on 127\.0\.0\.1:\d+$/.test(via)), `shipped over TCP: ${shippedVia.join(', ')}`);
   for (const at of [0, 300 * MiB]) assert.ok(bytesOf(fileOf(stateB, 'beta', id), at, MiB).equals(bytesOf(fileOf(stateA, 'alpha', id), at, MiB)), 'the copy in beta\'s directory');
   const alpha = ((await onB('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string }>).find((s) => s.host.endsWith('@alpha'))!;
 
