@@ -61,8 +61,11 @@ test('points ship to a backend another process serves, and it takes over when th
     const v = (await onB('GET', `${V}/volumes/${id}`)).body.volume;
     return v.replication_status === 'failed-over' && /@beta#/.test(v['os-vol-host-attr:host']);
   });
-  const services = (await onB('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string; replication_status: string; active_backend_id: string }>;
-  assert.deepEqual(services.filter((s) => s.host === alpha.host).map((s) => [s.replication_status, s.active_backend_id]), [['failed-over', 'beta']]);
+  // The job marks the service failed over once every volume has moved: a moment after the volume shows it.
+  const alphaService = async () => ((await onB('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string; replication_status: string; active_backend_id: string }>)
+    .filter((s) => s.host === alpha.host).map((s) => [s.replication_status, s.active_backend_id]);
+  await waitFor('alpha\'s service failed over', async () => (await alphaService())[0]?.[0] !== 'failing-over');
+  assert.deepEqual(await alphaService(), [['failed-over', 'beta']]);
   // A failback while alpha is unreachable (counted down: no heartbeat for service_down_time) is refused, saying why.
   await waitFor('alpha counted down', async () => {
     const all = (await onB('GET', `${V}/os-services?binary=cinder-volume`)).body.services as Array<{ host: string; state: string }>;
