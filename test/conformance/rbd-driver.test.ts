@@ -162,3 +162,27 @@ test('rbd: changed extents come whole objects from the object maps: writes and d
   for (const s of [s1, s2]) await driver.deleteSnapshot(s);
   await driver.deleteVolume(v);
 });
+
+test('rbd: images Basalt keeps for clones or is still copying are listed as not safe to manage, and cannot be adopted', async () => {
+  const { driver: raw, pool } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const kept = `${RbdDriver.imageName(randomUUID())}.deleted`;
+  const copying = `${RbdDriver.imageName(randomUUID())}.copying`;
+  for (const name of [kept, copying, 'foreign']) await ceph.rbd('create', '--size', '1G', `${pool}/${name}`);
+  await ceph.rbd('snap', 'create', `${pool}/${copying}@s`);
+  try {
+    const listed = new Map((await driver.listManageableVolumes()).map((r) => [r.reference['source-name'], r]));
+    assert.equal(listed.get('foreign')?.safeToManage, true, 'an image Basalt did not make is safe');
+    for (const [name, reason] of [[kept, /deleted volume kept/], [copying, /copy Basalt is making/]] as const) {
+      assert.equal(listed.get(name)?.safeToManage, false, name);
+      assert.match(listed.get(name)!.reasonNotSafe ?? '', reason);
+      await assert.rejects(driver.manageExistingGetSize({ 'source-name': name }), /kept by Basalt|copy Basalt is making/);
+    }
+    const snap = (await driver.listManageableSnapshots()).find((r) => r.sourceReference?.['source-name'] === copying);
+    assert.equal(snap?.safeToManage, false, 'nor is a snapshot of a copy under way');
+  } finally {
+    await ceph.rbd('snap', 'purge', `${pool}/${copying}`);
+    for (const name of [kept, copying, 'foreign']) await ceph.rbd('rm', `${pool}/${name}`);
+  }
+});

@@ -1097,18 +1097,18 @@ export class RbdDriver implements VolumeDriver {
     });
   }
 
-  /** Every image of the pool: Basalt's volumes (not safe), images kept for their clones (not safe) and the others (safe). */
+  /** Every image of the pool: Basalt's volumes, images kept for their clones and copies under way (not safe), and the others (safe). */
   async listManageableVolumes(): Promise<ManageableResource[]> {
     const out: ManageableResource[] = [];
     for (const name of await this.rbd.listImages(this.conn, this.options.cephPool)) {
       const st = await this.withImageIfAny(name, (img) => this.rbd.stat(img), 'read');
       if (!st) continue; // removed meanwhile
       const owned = OWNED.exec(name);
-      const kept = name.endsWith(DELETED);
+      const reasonNotSafe = owned ? 'Already managed' : name.endsWith(DELETED) ? 'A deleted volume kept until its clones are gone'
+        : name.endsWith(COPYING) ? 'A copy Basalt is making (or one it left midway, removed with its volume)' : null;
       out.push({
         reference: { 'source-name': name }, sizeGiB: Math.max(1, Math.ceil(st.sizeBytes / GiB)),
-        basaltId: owned?.[1] === 'volume' ? owned[2]! : null, safeToManage: !owned && !kept,
-        reasonNotSafe: owned ? 'Already managed' : kept ? 'A deleted volume kept until its clones are gone' : null, extraInfo: null,
+        basaltId: owned?.[1] === 'volume' ? owned[2]! : null, safeToManage: reasonNotSafe === null, reasonNotSafe, extraInfo: null,
       });
     }
     return out;
@@ -1120,7 +1120,7 @@ export class RbdDriver implements VolumeDriver {
     for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
       for (const s of ((await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read')) ?? []).filter((x) => x.namespace === 'user')) {
         const owned = OWNED.exec(s.name);
-        const internal = s.name.endsWith(CLONE_SNAP) || image.endsWith(DELETED);
+        const internal = s.name.endsWith(CLONE_SNAP) || image.endsWith(DELETED) || image.endsWith(COPYING);
         out.push({
           reference: { 'source-name': s.name }, sizeGiB: Math.max(1, Math.ceil(s.sizeBytes / GiB)),
           basaltId: owned?.[1] === 'snapshot' ? owned[2]! : null, safeToManage: !owned && !internal,
@@ -1141,6 +1141,7 @@ export class RbdDriver implements VolumeDriver {
     if (typeof name !== 'string' || name === '') throw new DriverError('The rbd driver manages by source-name only');
     if (OWNED.test(name)) throw new DriverError(`${name} is already managed`);
     if (name.endsWith(DELETED) || name.endsWith(CLONE_SNAP)) throw new DriverError(`${name} is kept by Basalt for a clone`);
+    if (name.endsWith(COPYING)) throw new DriverError(`${name} is a copy Basalt is making`);
     return name;
   }
 
