@@ -171,9 +171,11 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   const file = match[1]!;
   if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const sqlite = new SQLite(file);
+  sqlite.pragma('busy_timeout = 10000'); // while opening; the dialect waits for locks itself (below)
   sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma('busy_timeout = 10000');
   sqlite.pragma('foreign_keys = ON');
+  // Another process (or thread) writing: the dialect waits for its lock off the thread, see sqlite-dialect.ts.
+  sqlite.pragma('busy_timeout = 0');
   const database = withStatementCache(sqlite);
   const refusals = new WriteRefusals(options.log);
   if (file === ':memory:') {

@@ -1,10 +1,11 @@
 /**
  * Kysely's SQLite dialect as Basalt runs it: group commit after every use of
- * the connection that wrote, refused writes reported as what they are, and a
- * rollback that never hides the error that caused it.
+ * the connection that wrote, refused writes reported as what they are, a
+ * rollback that never hides the error that caused it, and transactions that
+ * share the database file with other connections (processes or threads).
  */
 import type SQLite from 'better-sqlite3';
-import { SqliteDialect, SqliteDriver, type CompiledQuery, type DatabaseConnection, type Dialect, type QueryResult, type SqliteDialectConfig } from 'kysely';
+import { CompiledQuery, SqliteDialect, SqliteDriver, type DatabaseConnection, type Dialect, type QueryResult, type SqliteDialectConfig } from 'kysely';
 import type { GroupCommit } from './group-commit.ts';
 import { asWriteRefusal, type WriteRefusals } from './write-refusals.ts';
 
@@ -21,7 +22,37 @@ export interface BasaltSqliteDialectOptions {
 }
 
 /**
+ * How long a statement waits for another connection's write lock (another
+ * process, or a thread of this one) before its SQLITE_BUSY is thrown.
+ */
+export const BUSY_WAIT_MS = 10_000;
+
+/** Whether `err` is SQLite's "database is locked" (SQLITE_BUSY and its extended codes). */
+const BEGIN_IMMEDIATE = CompiledQuery.raw('begin immediate');
+
+/** The pause before try `attempt + 1` at a locked database: the next turn of the event loop at first, then 1, 2, 4… up to 16 ms. */
+function waitForLock(attempt: number): Promise<void> {
+  return new Promise((resolve) => (attempt < 2 ? setImmediate(resolve) : setTimeout(resolve, Math.min(16, 2 ** (attempt - 2)))));
+}
+
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
+/**
  * The dialect. Its driver:
+ * - begins every transaction with BEGIN IMMEDIATE: it holds the write lock
+ *   from its first statement, so a transaction that read and then writes
+ *   never finds that another connection wrote in between (a deferred one
+ *   would fail at its first write with SQLITE_BUSY, answered as a 500 when two
+ *   processes shared one database file);
+ * - waits for the write lock without blocking the thread: the connection runs
+ *   with `busy_timeout = 0` (see `openDatabase`), and a statement refused with
+ *   SQLITE_BUSY outside a transaction (a BEGIN, or a write on its own) runs
+ *   again after a short, growing pause, for up to {@link BUSY_WAIT_MS}.
+ *   SQLite's own busy handler would sleep on the thread that serves requests,
+ *   1 ms at the least;
  * - turns SQLITE_FULL, ENOSPC and SQLITE_IOERR from a statement (a COMMIT
  *   included) into `StateDirectoryUnwritableError`, keeping the original
  *   as `cause`, and records the refusal ({@link WriteRefusals});
@@ -58,15 +89,24 @@ export function basaltSqliteDialect(o: BasaltSqliteDialectOptions): Dialect {
       this.#connection ??= {
         // better-sqlite3 throws synchronously, inside Kysely's (non-async) executeQuery.
         executeQuery: async <R>(query: CompiledQuery): Promise<QueryResult<R>> => {
-          try {
-            return await inner.executeQuery<R>(query);
-          } catch (err) {
-            return rethrow(err);
+          const deadline = Date.now() + BUSY_WAIT_MS;
+          for (let attempt = 0; ; attempt++) {
+            try {
+              return await inner.executeQuery<R>(query);
+            } catch (err) {
+              // Inside a transaction the write lock is held already: a refusal there is the caller's error.
+              if (!isBusy(err) || sqlite.inTransaction || Date.now() > deadline) return rethrow(err);
+              await waitForLock(attempt);
+            }
           }
         },
         streamQuery: <R>(query: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> => inner.streamQuery<R>(query, chunkSize),
       };
       return this.#connection;
+    }
+
+    override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+      await connection.executeQuery(BEGIN_IMMEDIATE);
     }
 
     override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {

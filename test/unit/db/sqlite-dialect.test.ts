@@ -83,3 +83,39 @@ test('a transaction SQLite already rolled back by itself keeps its own error (no
   await db.kysely.transaction().execute(async (tx) => { await sql`insert into filler (data) values (${'y'})`.execute(tx); });
   assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 1);
 });
+
+test('two connections to one database file (two processes, or threads): transactions that read then write all count, and a connection waits for the other\'s write lock without blocking its thread', async (t) => {
+  const { db: a } = await database(t);
+  const file = (await sql<{ file: string }>`select file from pragma_database_list where name = 'main'`.execute(a.kysely)).rows[0]!.file;
+  const b = openDatabase(`sqlite://${file}`);
+  t.after(() => b.close());
+  await sql`create table counter (n integer not null)`.execute(a.kysely);
+  await sql`insert into counter (n) values (0)`.execute(a.kysely);
+  // Read, let the other connection run, then write what was read plus one: a deferred
+  // transaction whose snapshot went stale would fail its write with SQLITE_BUSY.
+  const bump = (db: Db) => db.kysely.transaction().execute(async (tx) => {
+    const { n } = (await sql<{ n: number }>`select n from counter`.execute(tx)).rows[0]!;
+    await new Promise((r) => setImmediate(r));
+    await sql`update counter set n = ${n + 1}`.execute(tx);
+  });
+  await Promise.all(Array.from({ length: 20 }, (_, i) => bump(i % 2 ? a : b)));
+  assert.equal((await sql<{ n: number }>`select n from counter`.execute(b.kysely)).rows[0]!.n, 20, 'no increment lost, none refused');
+
+  // A holds its write lock across a timer; B's write on its own waits for it on the event loop, which keeps turning.
+  let ticks = 0;
+  const ticker = setInterval(() => ticks++, 2);
+  t.after(() => clearInterval(ticker));
+  let released = 0;
+  const holder = a.kysely.transaction().execute(async (tx) => {
+    await sql`update counter set n = n + 100`.execute(tx);
+    await new Promise((r) => setTimeout(r, 50));
+    released = Date.now();
+  });
+  await new Promise((r) => setImmediate(r));
+  const before = ticks;
+  await sql`update counter set n = n + 1`.execute(b.kysely);
+  assert.ok(released > 0 && Date.now() >= released, 'the write ran once the other connection committed');
+  assert.ok(ticks - before >= 5, `timers ran while the write waited (${ticks - before} ticks)`);
+  await holder;
+  assert.equal((await sql<{ n: number }>`select n from counter`.execute(a.kysely)).rows[0]!.n, 121);
+});
