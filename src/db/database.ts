@@ -40,6 +40,7 @@ import * as m0020 from './migrations/0020-event-detail.ts';
 import * as m0021 from './migrations/0021-group-replication.ts';
 import * as m0021b from './migrations/0021-replica-checkpoints.ts';
 import * as m0025 from './migrations/0025-jobs-claim-order.ts';
+import * as m0026 from './migrations/0026-pool-usage.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -68,6 +69,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0021-group-replication': m0021,
   '0021-replica-checkpoints': m0021b,
   '0025-jobs-claim-order': m0025,
+  '0026-pool-usage': m0026,
 };
 
 /** An open database. */
@@ -258,6 +260,16 @@ export async function migrateToLatest(db: Db): Promise<string[]> {
   const result: MigrationResultSet = await migrator(db).migrateToLatest();
   if (result.error) throw new Error('Database migration failed', { cause: result.error });
   return (result.results ?? []).map((r) => r.migrationName);
+}
+
+/**
+ * Applies the migrations up to and including `name` (tests of a migration over
+ * data written before it).
+ * @throws Error from the failing migration (with the result set as cause).
+ */
+export async function migrateTo(db: Db, name: keyof typeof MIGRATIONS): Promise<void> {
+  const result = await migrator(db).migrateTo(name);
+  if (result.error) throw new Error('Database migration failed', { cause: result.error });
 }
 
 /** Lists every known migration and whether it is applied (for `basalt db status`). */

@@ -237,6 +237,13 @@ export interface QuotaUsagesTable {
   updated_at: string;
 }
 
+/** `pool_usage`: the sum of the sizes of each pool's volumes, kept by triggers on `volumes` (migration 0026). */
+export interface PoolUsageTable {
+  /** `host@backend#pool`, as `volumes.host`. */
+  host: string;
+  gigabytes: number;
+}
+
 /** `volume_types`. */
 export interface VolumeTypesTable {
   id: string;
@@ -534,6 +541,7 @@ export interface Database {
   quotas: QuotasTable;
   quota_classes: QuotaClassesTable;
   quota_usages: QuotaUsagesTable;
+  pool_usage: PoolUsageTable;
   volume_types: VolumeTypesTable;
   volume_type_extra_specs: VolumeTypeExtraSpecsTable;
   volume_type_projects: VolumeTypeProjectsTable;

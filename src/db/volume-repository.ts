@@ -7,8 +7,11 @@ import type { Kysely, SelectQueryBuilder } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt } from '../common/index.ts';
 import type { KeysetKey, KeysetTable } from './keyset.ts';
+import { prepared } from './prepared.ts';
 import { ResourceRepository, type ResourceFilter } from './resource-repository.ts';
 import type { Database, VolumeRow } from './schema.ts';
+
+const POOL_USAGE = prepared<{ host: string }>()((q, a) => q.selectFrom('pool_usage').select('gigabytes').where('host', '=', a('host')));
 
 type Q = Kysely<Database>;
 type AnySelect = SelectQueryBuilder<any, any, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -94,11 +97,9 @@ export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter
     return { count: Number(totals.n), sizeGiB: Number(totals.g), metadata: Object.fromEntries(byKey) };
   }
 
-  /** Sum of sizes of the volumes placed in one pool (host string `host@backend#pool`). */
+  /** Sum of sizes of the volumes placed in one pool (host string `host@backend#pool`): one row kept by triggers (migration 0026). */
   async provisionedGiB(q: Q, host: string): Promise<number> {
-    const r = await q.selectFrom('volumes')
-      .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('size'), eb.lit(0)).as('g'))
-      .where('host', '=', host).executeTakeFirstOrThrow();
-    return Number(r.g);
+    const r = await POOL_USAGE.first(q, { host });
+    return Number(r?.gigabytes ?? 0);
   }
 }
