@@ -7,7 +7,9 @@
  * and the memory high-water marks. A broken invariant prints fast-check's
  * report (its seed and counterexample: rerun with that seed) and exits 1.
  *
- *   node --import tsx bench/fuzz-nbd.ts [--runs 2000] [--seed N] [--plane native,event-loop,tls]
+ *   node --import tsx bench/fuzz-nbd.ts [--runs 2000] [--seed N [--path P]] [--plane native,event-loop,tls]
+ *
+ * `--seed` and `--path` from a report replay the case that failed.
  */
 import { parseArgs } from 'node:util';
 import { PLANES, type Plane } from '../test/helpers/nbd-export.ts';
@@ -17,6 +19,7 @@ const { values: args } = parseArgs({
   options: {
     runs: { type: 'string', default: '2000' },
     seed: { type: 'string' },
+    path: { type: 'string' },
     plane: { type: 'string', default: PLANES.join(',') },
   },
 });
@@ -27,7 +30,7 @@ for (const plane of planes) {
   const cleanups: Array<() => unknown> = [];
   const started = Date.now();
   try {
-    const stats = await runNbdFuzz({ after: (fn) => cleanups.push(fn) }, plane, { seed, numRuns: Number(args.runs) });
+    const stats = await runNbdFuzz({ after: (fn) => cleanups.push(fn) }, plane, { seed, numRuns: Number(args.runs), ...(args.path ? { path: args.path } : {}) });
     console.log(JSON.stringify({
       plane, seed, ms: Date.now() - started, cases: stats.cases, byKind: stats.byKind, requests: stats.requests, connections: stats.connections,
       repliesByError: stats.replies, endedByServer: stats.endedByServer,
@@ -35,7 +38,9 @@ for (const plane of planes) {
     }));
   } catch (err) {
     failed = true;
+    // fast-check's message names the counterexample; what the case broke is its cause.
     console.error(`${plane} plane, seed ${seed}:`, err instanceof Error ? err.message : err);
+    if (err instanceof Error && err.cause) console.error('broken invariant:', err.cause instanceof Error ? err.cause.stack : err.cause);
   } finally {
     for (const fn of cleanups.reverse()) await fn();
   }

@@ -1049,7 +1049,43 @@ static void serve_request(conn_t *c, const request_t *r, buffer_t *b, int *holdi
 
 /* ---- workers ---- */
 
-static void finish(conn_t *c) {
+/*
+ * How long a closing connection waits for its client to close its side (see close_after_replies).
+ */
+#define LINGER_MS 2000
+
+/*
+ * Closes the socket once the client has every reply queued to it. A close()
+ * with bytes still unread (a client that sent more after NBD_CMD_DISC) makes
+ * the kernel reset the connection and drop what it had not sent yet: the tail
+ * of a large READ reply was lost so (bench/fuzz-nbd.ts). So the replies are
+ * followed by a FIN, and what the client still sends is read and dropped
+ * until it closes its side too, for at most LINGER_MS. A socket shut already
+ * (a fence, a broken stream) reads its end at once.
+ */
+static void close_after_replies(int sock) {
+  if (shutdown(sock, SHUT_WR) == 0) {
+    char scratch[4096];
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      int64_t left = LINGER_MS - ((now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000);
+      if (left <= 0) break;
+      struct pollfd p = { .fd = sock, .events = POLLIN };
+      int n = poll(&p, 1, (int)left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      ssize_t got = recv(sock, scratch, sizeof scratch, MSG_DONTWAIT);
+      if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (got <= 0) break;
+    }
+  }
+  close(sock);
+}
+
+/* Ends the connection (by its last thread): flushes after a clean disconnect, closes, tells JavaScript. `linger`: see close_after_replies. */
+static void finish(conn_t *c, int linger) {
   pthread_mutex_lock(&c->lock);
   int disc = c->disc;
   end_reason why = c->why == END_NONE ? END_DISCONNECT : c->why;
@@ -1057,7 +1093,8 @@ static void finish(conn_t *c) {
   pthread_mutex_unlock(&c->lock);
   /* A clean disconnect leaves the data durable. */
   if (disc) (void)(c->be ? c->be->flush_sync(c->be->ctx) : fdatasync(c->file));
-  close(c->sock);
+  if (linger) close_after_replies(c->sock);
+  else close(c->sock);
   if (c->be) c->be->release(c->be->ctx);
   else close(c->file);
   napi_call_threadsafe_function(c->on_close, (void *)(intptr_t)why, napi_tsfn_blocking);
@@ -1214,7 +1251,7 @@ static void *replier(void *arg) {
   }
   int last = --c->running == 0;
   pthread_mutex_unlock(&c->lock);
-  if (last) finish(c);
+  if (last) finish(c, 1);
   return NULL;
 }
 
@@ -1426,7 +1463,7 @@ static void *worker(void *arg) {
   int last = --c->running == 0;
   if (c->be && --c->readers == 0) pthread_cond_signal(&c->done_cond); /* the replier may end */
   pthread_mutex_unlock(&c->lock);
-  if (last) finish(c);
+  if (last) finish(c, 1);
   return NULL;
 }
 
@@ -1679,7 +1716,7 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   pthread_attr_destroy(&attr);
   if (started == 0) {
     c->why = END_PROTOCOL;
-    finish(c); /* calls onClose and drops the workers' reference */
+    finish(c, 0); /* calls onClose and drops the workers' reference (on the JavaScript thread: no waiting) */
   }
 
   napi_value ext;

@@ -385,8 +385,9 @@ class NbdFuzzer {
  * Runs `numRuns` generated cases against a server on `plane` started for the
  * run; throws fast-check's report (seed, path, shrunk case) on a finding.
  */
-export async function runNbdFuzz(t: { after(fn: () => unknown): unknown }, plane: Plane, o: { seed: number; numRuns: number }): Promise<NbdFuzzStats> {
+export async function runNbdFuzz(t: { after(fn: () => unknown): unknown }, plane: Plane, o: { seed: number; numRuns: number; path?: string }): Promise<NbdFuzzStats> {
   const fuzzer = await NbdFuzzer.start(t, plane);
-  await fc.assert(fc.asyncProperty(fuzzCase, (c) => fuzzer.check(c)), { seed: o.seed, numRuns: o.numRuns, endOnFailure: true });
+  // `path` (from a report) replays that one case of the seed.
+  await fc.assert(fc.asyncProperty(fuzzCase, (c) => fuzzer.check(c)), { seed: o.seed, numRuns: o.numRuns, endOnFailure: true, ...(o.path ? { path: o.path } : {}) });
   return fuzzer.stats;
 }
