@@ -27,7 +27,6 @@ export interface BasaltSqliteDialectOptions {
  */
 export const BUSY_WAIT_MS = 10_000;
 
-/** Whether `err` is SQLite's "database is locked" (SQLITE_BUSY and its extended codes). */
 const BEGIN_IMMEDIATE = CompiledQuery.raw('begin immediate');
 
 /** The pause before try `attempt + 1` at a locked database: the next turn of the event loop at first, then 1 ms (write transactions here last well under that). */
@@ -35,6 +34,7 @@ function waitForLock(attempt: number): Promise<void> {
   return new Promise((resolve) => (attempt < 2 ? setImmediate(resolve) : setTimeout(resolve, 1)));
 }
 
+/** Whether `err` is SQLite's "database is locked" (SQLITE_BUSY and its extended codes). */
 function isBusy(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
@@ -90,13 +90,15 @@ export function basaltSqliteDialect(o: BasaltSqliteDialectOptions): Dialect {
       this.#connection ??= {
         // better-sqlite3 throws synchronously, inside Kysely's (non-async) executeQuery.
         executeQuery: async <R>(query: CompiledQuery): Promise<QueryResult<R>> => {
-          const deadline = Date.now() + BUSY_WAIT_MS;
+          let deadline = 0;
           for (let attempt = 0; ; attempt++) {
             try {
               return await inner.executeQuery<R>(query);
             } catch (err) {
               // Inside a transaction the write lock is held already: a refusal there is the caller's error.
-              if (!isBusy(err) || sqlite.inTransaction || Date.now() > deadline) return rethrow(err);
+              if (!isBusy(err) || sqlite.inTransaction) return rethrow(err);
+              deadline ||= Date.now() + BUSY_WAIT_MS;
+              if (Date.now() > deadline) return rethrow(err);
               await waitForLock(attempt);
             }
           }
