@@ -18,6 +18,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('host', 'varchar(255)', (c) => c.primaryKey())
     .addColumn('gigabytes', 'bigint', (c) => c.notNull().defaultTo(0))
     .execute();
+  // Writers of volumes wait from the count until the triggers exist (the migration is one transaction):
+  // a placement committed between the two would be missing from the sums for good. (SQLite: the
+  // migration's transaction holds the write lock already.)
+  if (postgres) await sql`lock table volumes in share row exclusive mode`.execute(db);
   await sql`insert into pool_usage (host, gigabytes) select host, sum(size) from volumes where host is not null group by host`.execute(db);
   if (postgres) {
     await sql.raw(`create function basalt_pool_usage() returns trigger language plpgsql as $$

@@ -108,7 +108,7 @@ test('two connections to one database file (two processes, or threads): transact
   let released = 0;
   const holder = a.kysely.transaction().execute(async (tx) => {
     await sql`update counter set n = n + 100`.execute(tx);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 200)); // long enough for the ticks below on a busy machine
     released = Date.now();
   });
   await new Promise((r) => setImmediate(r));
