@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "nbd_dataplane.h"
+#include "nbd_mirror.h"
 
 #ifndef RWF_NOWAIT
 #define RWF_NOWAIT 0x00000008
@@ -208,6 +209,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   nbd_dataplane_register(env, exports);
+  nbd_mirror_register(env, exports);
   return exports;
 }
 

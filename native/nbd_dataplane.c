@@ -82,6 +82,15 @@
  * so fencing and quiescing wait for the backend as they wait for pwrite; QoS,
  * the bounds, changed-block bits and stats are the same as for a file.
  *
+ * Mirrors (nbd_mirror.c): with mirror (a group) and mirrorSockets, a file
+ * connection is a synchronous mirror's: every WRITE, TRIM and WRITE_ZEROES
+ * holds its byte range in the group, is sent to the copy on a channel, is
+ * done on the file meanwhile, and is answered once both are done (the copy's
+ * error, when only it failed); a FLUSH flushes both. Reads stay the file's.
+ * Such a request may wait for the copy, so it is never served holding the
+ * read lock, and a mirrored WRITE's payload is never spliced (both sides need
+ * it).
+ *
  * The socket and the file are dup()ed: the caller may close its own
  * descriptors at once. onClose(reason) is called once on the JavaScript
  * thread when the last worker has gone: reason is "disconnect" (NBD_CMD_DISC
@@ -108,6 +117,7 @@
 
 #include "nbd_backend.h"
 #include "nbd_dataplane.h"
+#include "nbd_mirror.h"
 
 #ifndef RWF_NOWAIT
 #define RWF_NOWAIT 0x00000008
@@ -209,6 +219,11 @@ typedef struct conn {
   int readers; /* workers alive (the replier not counted) */
   struct backend_req *done_head, *done_tail;
   pthread_cond_t done_cond; /* the replier waits here, with lock */
+
+  /* Mirrors only (see "Mirrors"): the volume's group and this connection's channels to its copy. */
+  mirror_group_t *mg;
+  mirror_chan_t *mchans;
+  int nmchans;
 
   atomic_int refs;  /* the workers (as one) + the JavaScript object + pending pauses */
   napi_threadsafe_function on_close;
@@ -507,11 +522,10 @@ static end_reason read_request(conn_t *c, request_t *r, buffer_t *payload) {
 
 /* ---- replies ---- */
 
-/* Sends the iovecs whole; the caller holds the write lock. Returns -1 when the socket failed (the caller ends the connection). */
-static int send_locked(conn_t *c, struct iovec *iov, int count, int flags) {
+int nbd_send_iov(int sock, struct iovec *iov, int count, int flags) {
   while (count > 0) {
     struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)count };
-    ssize_t n = sendmsg(c->sock, &m, MSG_NOSIGNAL | flags);
+    ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL | flags);
     if (n < 0) {
       if (errno == EINTR) continue;
       return -1;
@@ -528,6 +542,9 @@ static int send_locked(conn_t *c, struct iovec *iov, int count, int flags) {
   }
   return 0;
 }
+
+/* Sends the iovecs whole; the caller holds the write lock. Returns -1 when the socket failed (the caller ends the connection). */
+static int send_locked(conn_t *c, struct iovec *iov, int count, int flags) { return nbd_send_iov(c->sock, iov, count, flags); }
 
 /*
  * A payload at least this large is sent by a call of its own after its
@@ -646,7 +663,8 @@ static void let_go(conn_t *c, int *holding) {
 #define HOLD_MAX (64u * 1024)
 
 /* Whether a request may be served while holding the read lock (it is short and cannot block for long). */
-static int may_serve_holding(const request_t *r) {
+static int may_serve_holding(const conn_t *c, const request_t *r) {
+  if (c->mg && r->type != CMD_READ && r->type != CMD_CACHE && r->type != CMD_BLOCK_STATUS) return 0; /* waits for the copy */
   if (r->type == CMD_READ || (r->type == CMD_WRITE && !(r->flags & FLAG_FUA))) return r->length <= HOLD_MAX;
   return r->type == CMD_CACHE || r->type == CMD_BLOCK_STATUS;
 }
@@ -979,6 +997,73 @@ static void block_status(conn_t *c, const request_t *r) {
 
 static void serve_request(conn_t *c, const request_t *r, buffer_t *b, int *holding);
 
+/* ---- changes: the file's side, and a mirror's ---- */
+
+typedef int (*local_fn)(conn_t *c, const request_t *r, buffer_t *b);
+
+static int local_write(conn_t *c, const request_t *r, buffer_t *b) {
+  return r->spliced ? spliced_write(c, r, b) : write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
+}
+
+static int local_trim(conn_t *c, const request_t *r, buffer_t *b) {
+  /* Discard is advisory: a filesystem without hole punching keeps the data. */
+  if (r->length) (void)fallocate(c->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->length);
+  return (r->flags & FLAG_FUA) && fdatasync(c->file) != 0 ? errno : 0;
+}
+
+static int local_zero(conn_t *c, const request_t *r, buffer_t *b) {
+  int e = zero_range(c, r);
+  if (!e && (r->flags & FLAG_FUA) && fdatasync(c->file) != 0) e = errno;
+  return e;
+}
+
+/*
+ * A mirror's change (see "Mirrors"): its range held, sent to the copy, done
+ * on the file meanwhile, then the copy's reply awaited. A failure on either
+ * side is reported (the copies may differ there now: JavaScript rebuilds the
+ * mirror, which copies what changed); the file's error is answered first.
+ * A FAST_ZERO the file cannot do fast is refused before the copy is asked,
+ * as the client then writes the zeros itself.
+ */
+static int mirrored(conn_t *c, const request_t *r, buffer_t *b, local_fn local) {
+  int fast_zero = r->type == CMD_WRITE_ZEROES && (r->flags & FLAG_FAST_ZERO);
+  uint16_t flags = r->flags & (r->type == CMD_WRITE_ZEROES ? FLAG_FUA | FLAG_NO_HOLE : FLAG_FUA);
+  uint64_t id = r->length ? mirror_hold(c->mg, r->offset, r->offset + r->length) : 0;
+  int e = 0, remote;
+  if (fast_zero && (e = local(c, r, b)) != 0) {
+    if (id) mirror_release(c->mg, id);
+    return e;
+  }
+  mirror_chan_t *ch = mirror_send(c->mchans, c->nmchans, r->type, flags, r->offset, r->length, r->type == CMD_WRITE ? b->data : NULL);
+  if (!fast_zero) e = local(c, r, b);
+  remote = ch ? mirror_wait(ch) : EIO;
+  if (id) mirror_release(c->mg, id);
+  if (e || remote) mirror_failed(c->mg, e ? e : remote);
+  return e ? e : remote;
+}
+
+/* A WRITE, TRIM or WRITE_ZEROES: through the write gate, recorded, done; 0, the errno to answer, or -1 when dropped (fenced). `sleeps`: it may wait for the disk. */
+static int change(conn_t *c, const request_t *r, buffer_t *b, int *holding, local_fn local, int sleeps) {
+  if (gate_enter(c, holding) != 0) return -1;
+  mark_changed(c, r);
+  if (c->mg) sleeps = 1; /* the copy's round trip */
+  if (sleeps) sleeping(c, 1);
+  int e = c->mg ? mirrored(c, r, b, local) : local(c, r, b);
+  if (sleeps) sleeping(c, 0);
+  gate_leave(c);
+  return e;
+}
+
+/* FLUSH: the file's, and a mirror's copy's at the same time. */
+static int flush_both(conn_t *c) {
+  mirror_chan_t *ch = c->mg ? mirror_send(c->mchans, c->nmchans, CMD_FLUSH, 0, 0, 0, NULL) : NULL;
+  int e = fdatasync(c->file) == 0 ? 0 : errno;
+  if (!c->mg) return e;
+  int remote = ch ? mirror_wait(ch) : EIO;
+  if (remote) mirror_failed(c->mg, remote);
+  return e ? e : remote;
+}
+
 /* Serves a request; a spliced WRITE answered without being written (refused, fenced) leaves its payload in the pipe: dropped with it. */
 static void serve(conn_t *c, request_t *r, buffer_t *b, int *holding) {
   serve_request(c, r, b, holding);
@@ -1000,39 +1085,21 @@ static void serve_request(conn_t *c, const request_t *r, buffer_t *b, int *holdi
       return do_read(c, r, b, holding);
     case CMD_WRITE:
       if (outside) return beyond_reply(c, r, NBD_ENOSPC);
-      if (gate_enter(c, holding) != 0) return;
-      mark_changed(c, r);
-      if (r->flags & FLAG_FUA) sleeping(c, 1);
-      e = r->spliced ? spliced_write(c, r, b) : write_all(c, b->data, r->length, r->offset, r->flags & FLAG_FUA);
-      if (r->flags & FLAG_FUA) sleeping(c, 0);
-      gate_leave(c);
-      return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
+      e = change(c, r, b, holding, local_write, r->flags & FLAG_FUA);
+      return e < 0 ? (void)0 : e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
     case CMD_FLUSH:
       sleeping(c, 1);
-      e = fdatasync(c->file) == 0 ? 0 : errno;
+      e = flush_both(c);
       sleeping(c, 0);
       return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
     case CMD_TRIM:
       if (outside) return beyond_reply(c, r, NBD_EINVAL);
-      if (gate_enter(c, holding) != 0) return;
-      mark_changed(c, r);
-      sleeping(c, 1);
-      /* Discard is advisory: a filesystem without hole punching keeps the data. */
-      if (r->length) (void)fallocate(c->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->length);
-      e = (r->flags & FLAG_FUA) && fdatasync(c->file) != 0 ? errno : 0;
-      sleeping(c, 0);
-      gate_leave(c);
-      return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
+      e = change(c, r, b, holding, local_trim, 1);
+      return e < 0 ? (void)0 : e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
     case CMD_WRITE_ZEROES:
       if (outside) return beyond_reply(c, r, NBD_ENOSPC);
-      if (gate_enter(c, holding) != 0) return;
-      mark_changed(c, r);
-      sleeping(c, 1);
-      e = zero_range(c, r);
-      if (!e && (r->flags & FLAG_FUA) && fdatasync(c->file) != 0) e = errno;
-      sleeping(c, 0);
-      gate_leave(c);
-      return e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
+      e = change(c, r, b, holding, local_zero, 1);
+      return e < 0 ? (void)0 : e ? error_reply(c, r, nbd_error(e)) : ok_reply(c, r);
     case CMD_CACHE:
       if (outside) return beyond_reply(c, r, NBD_EINVAL);
       if (r->length) (void)posix_fadvise(c->file, (off_t)r->offset, (off_t)r->length, POSIX_FADV_WILLNEED);
@@ -1097,6 +1164,8 @@ static void finish(conn_t *c, int linger) {
   else close(c->sock);
   if (c->be) c->be->release(c->be->ctx);
   else close(c->file);
+  if (c->mchans) mirror_chans_close(c->mchans, c->nmchans);
+  if (c->mg) mirror_group_release(c->mg);
   napi_call_threadsafe_function(c->on_close, (void *)(intptr_t)why, napi_tsfn_blocking);
   napi_release_threadsafe_function(c->on_close, napi_tsfn_release);
   unref(c);
@@ -1426,7 +1495,7 @@ static void *worker(void *arg) {
      * A backend's requests are only submitted, which is quick: the worker keeps
      * reading, except for block status (a synchronous round trip).
      */
-    if (c->be ? r.type == CMD_BLOCK_STATUS : c->rend > c->rstart || !may_serve_holding(&r)) let_go(c, &holding);
+    if (c->be ? r.type == CMD_BLOCK_STATUS : c->rend > c->rstart || !may_serve_holding(c, &r)) let_go(c, &holding);
     if (r.type == CMD_READ && r.length <= MAX_PAYLOAD) reserve(c, &r, r.length);
     if (c->qos_tat && qos_counts(&r)) {
       int64_t at = qos_admit(c, &r);
@@ -1620,10 +1689,46 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
     }
   }
 
+  /* mirror + mirrorSockets: a synchronous mirror's connection (files only; see "Mirrors"). */
+  mirror_group_t *mg = NULL;
+  mirror_chan_t *mchans = NULL;
+  int nmchans = 0;
+  napi_value mv;
+  napi_valuetype mt = napi_undefined;
+  if (napi_get_named_property(env, argv[0], "mirror", &mv) == napi_ok && napi_typeof(env, mv, &mt) == napi_ok && mt != napi_undefined) {
+    int socks[16];
+    napi_value arr;
+    bool is_array = false;
+    uint32_t n = 0;
+    if (be || napi_get_named_property(env, argv[0], "mirrorSockets", &arr) != napi_ok || napi_is_array(env, arr, &is_array) != napi_ok || !is_array ||
+        napi_get_array_length(env, arr, &n) != napi_ok || n < 1 || n > 16) {
+      napi_throw_type_error(env, NULL, "mirror needs a file and mirrorSockets, 1 to 16 sockets");
+      return NULL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value e;
+      double fd = -1;
+      if (napi_get_element(env, arr, i, &e) != napi_ok || napi_get_value_double(env, e, &fd) != napi_ok || fd < 0) {
+        napi_throw_type_error(env, NULL, "mirrorSockets must be descriptors");
+        return NULL;
+      }
+      socks[i] = (int)fd;
+    }
+    if (!(mg = mirror_group_acquire(env, mv))) return NULL;
+    if (!(mchans = mirror_chans_open(socks, (int)n))) {
+      mirror_group_release(mg);
+      napi_throw_error(env, NULL, "out of memory");
+      return NULL;
+    }
+    nmchans = (int)n;
+  }
+
   conn_t *c = calloc(1, sizeof *c);
   size_t rsize = buffered_len > READ_BUFFER ? buffered_len : READ_BUFFER;
   if (!c || !(c->rbuf = malloc(rsize))) {
     free(c);
+    if (mchans) mirror_chans_close(mchans, nmchans);
+    if (mg) mirror_group_release(mg);
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
@@ -1635,6 +1740,8 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
     if (c->file >= 0) close(c->file);
     free(c->rbuf);
     free(c);
+    if (mchans) mirror_chans_close(mchans, nmchans);
+    if (mg) mirror_group_release(mg);
     napi_throw_error(env, NULL, strerror(e));
     return NULL;
   }
@@ -1651,7 +1758,10 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
   c->meta_id = (uint32_t)meta;
   c->poll_max_ns = (int64_t)(poll_us * 1000);
   c->splice_min = (uint32_t)splice_min;
-  c->splice_write_min = be ? 0 : (uint32_t)splice_write_min;
+  c->splice_write_min = be || mg ? 0 : (uint32_t)splice_write_min;
+  c->mg = mg;
+  c->mchans = mchans;
+  c->nmchans = nmchans;
   c->max_bytes = (uint64_t)max_bytes;
   c->max_requests = (int)max_requests;
   c->polling = 1;
@@ -1689,6 +1799,8 @@ static napi_value nbd_serve(napi_env env, napi_callback_info info) {
     close(c->sock);
     if (be) be->release(be->ctx);
     else close(c->file);
+    if (mchans) mirror_chans_close(mchans, nmchans);
+    if (mg) mirror_group_release(mg);
     c->refs = 1;
     unref(c);
     napi_throw_type_error(env, NULL, "onClose must be a function");

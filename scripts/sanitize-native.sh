@@ -69,7 +69,7 @@ run_tests() { # name addon preload options-var options
     # One file per process; reports are separated by lines of '='.
     while IFS= read -r -d $'\x1e' report; do
       [ -n "${report//[[:space:]=]/}" ] || continue
-      if grep -qE 'nbd_dataplane\.c|basalt_io\.c' <<<"$report"; then
+      if grep -qE 'nbd_dataplane\.c|nbd_mirror\.c|basalt_io\.c' <<<"$report"; then
         ours=$((ours + 1))
         echo "$report"
       else

@@ -70,7 +70,18 @@ export interface NbdServeOptions {
   changedBlockShift?: number;
   /** Bytes the event loop read past the negotiation: the first requests. */
   buffered?: Buffer;
+  /**
+   * A synchronous mirror's connection (`native/nbd_mirror.c`, files only):
+   * the volume's group, whose range locks its writes take, and negotiated
+   * plain connections to the copy's export (1–16, simple replies, dup()ed)
+   * on which every WRITE, TRIM, WRITE_ZEROES and FLUSH is also done.
+   */
+  mirror?: NbdMirrorGroup;
+  mirrorSockets?: number[];
 }
+
+/** An opaque synchronous mirror's group (`native/nbd_mirror.c`): its writers' byte-range locks and failure callback. */
+export type NbdMirrorGroup = { readonly __nbdMirrorGroup: unique symbol };
 
 /** Why a data-plane connection ended. */
 export type NbdCloseReason = 'disconnect' | 'fenced' | 'protocol';
@@ -106,6 +117,11 @@ export interface Addon {
   nbdResume(conn: NbdConnectionRef): void;
   /** Requests answered so far: `[count, bytes, nanoseconds]` for each of read, write, flush, trim, zero, other (src/export/nbd-stats.ts). */
   nbdStats(conn: NbdConnectionRef): number[];
+  /** A mirror's group; `onFailure(errno)` is called once, the first time the copy (or the file) refuses a mirrored request. */
+  nbdMirrorGroup(onFailure: (errno: number) => void): NbdMirrorGroup;
+  /** Holds `[start, end)` in the group without waiting: an id for {@link nbdMirrorRelease}, or 0 when a holder overlaps it. */
+  nbdMirrorHold(group: NbdMirrorGroup, start: number, end: number): number;
+  nbdMirrorRelease(group: NbdMirrorGroup, id: number): void;
 }
 
 /**

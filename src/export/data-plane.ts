@@ -13,16 +13,57 @@
  * volume's changed-block bits (`changedBits`), which they set for every write.
  */
 import type { Socket } from 'node:net';
-import { addon, type DataPlaneBackend, type NbdCloseReason, type NbdConnectionRef, type NbdServeOptions } from '../common/index.ts';
+import { addon, type DataPlaneBackend, type NbdCloseReason, type NbdConnectionRef, type NbdMirrorGroup, type NbdServeOptions } from '../common/index.ts';
 
 /** What the data plane needs to know of a negotiated connection (sizes, flags, threads). */
-export type DataPlaneSettings = Omit<NbdServeOptions, 'socket' | 'file' | 'backend' | 'buffered'>;
+export type DataPlaneSettings = Omit<NbdServeOptions, 'socket' | 'file' | 'backend' | 'buffered' | 'mirror' | 'mirrorSockets'>;
 
-/** What the threads serve: a volume file's descriptor, or an addon's asynchronous backend. */
-export type DataPlaneSource = { file: number } | { backend: DataPlaneBackend };
+/**
+ * What the threads serve: a volume file's descriptor (with `mirror`, a
+ * synchronous mirror's file: see {@link DataPlaneMirror}), or an addon's
+ * asynchronous backend.
+ */
+export type DataPlaneSource = { file: number; mirror?: { group: NbdMirrorGroup; sockets: number[] } } | { backend: DataPlaneBackend };
+
+/**
+ * What a synchronous mirror's handle (`src/volume/live-move.ts`) lends a
+ * connection served by the native threads: the volume's file, the mirror's
+ * range-lock group and plain connections to the copy's export
+ * (`native/nbd_mirror.c`). `close` drops the caller's sockets once the
+ * threads have their own (or were not started).
+ */
+export interface DataPlaneMirror {
+  file: number;
+  group: NbdMirrorGroup;
+  sockets: number[];
+  close(): void;
+}
+
+/** An export's handle that may lend the native threads a mirror; undefined from it: serve the connection on the event loop. */
+export interface MirroredHandle { dataPlaneMirror?: () => Promise<DataPlaneMirror | undefined> }
 
 /** libuv's stream handle behind a net.Socket (Node's internal, stable since Node 0.x). */
 interface StreamHandle { fd?: number; reading?: boolean; readStop(): number }
+
+function handleOf(socket: Socket): StreamHandle | undefined {
+  const handle = (socket as unknown as { _handle?: StreamHandle })._handle;
+  return handle && typeof handle.fd === 'number' && handle.fd >= 0 ? handle : undefined;
+}
+
+/**
+ * Stops the event loop reading `socket` for good (nothing it holds unread
+ * may be pending: the caller checked) and returns its descriptor, for a
+ * native reader to dup(); undefined when it has none.
+ */
+export function detachDescriptor(socket: Socket): number | undefined {
+  const handle = handleOf(socket);
+  if (!handle) return undefined;
+  socket.removeAllListeners('data');
+  socket.pause();
+  handle.reading = false;
+  handle.readStop();
+  return handle.fd;
+}
 
 /** One connection served by native threads. */
 export class DataPlaneConnection {
@@ -44,8 +85,8 @@ export class DataPlaneConnection {
    * descriptor (nothing was changed then).
    */
   static take(socket: Socket, source: DataPlaneSource, buffered: () => Buffer, settings: DataPlaneSettings): DataPlaneConnection | undefined {
-    const handle = (socket as unknown as { _handle?: StreamHandle })._handle;
-    if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) return undefined;
+    const handle = handleOf(socket);
+    if (!handle) return undefined;
     socket.pause();
     handle.reading = false;
     handle.readStop();
@@ -58,8 +99,10 @@ export class DataPlaneConnection {
     const rest = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
     handle.reading = false;
     handle.readStop();
+    const served = 'backend' in source ? { backend: source.backend }
+      : { file: source.file, ...(source.mirror ? { mirror: source.mirror.group, mirrorSockets: source.mirror.sockets } : {}) };
     const conn = new DataPlaneConnection((onClose) => addon.nbdServe({
-      ...settings, ...source, socket: handle.fd!, buffered: rest ? Buffer.concat([first, rest]) : first,
+      ...settings, ...served, socket: handle.fd!, buffered: rest ? Buffer.concat([first, rest]) : first,
     }, onClose));
     socket.destroy();
     return conn;

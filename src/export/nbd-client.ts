@@ -24,7 +24,19 @@ import {
   BASE_ALLOCATION, CMD, CMD_FLAG, ERR, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, IHAVEOPT, INFO, MAX_PAYLOAD, NBD_MAGIC, OPT,
   OPTION_REPLY_MAGIC, PSK_CIPHERS, REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF,
 } from './nbd-protocol.ts';
+import { detachDescriptor } from './data-plane.ts';
 import { SocketReader } from './socket-reader.ts';
+
+/** A negotiated plain connection whose reading the caller takes over (see {@link NbdClient.connectPlain}). */
+export interface PlainConnection {
+  /** Node no longer reads it; destroy it once its descriptor is no longer needed (a native reader dup()s it). */
+  socket: net.Socket;
+  /** The socket's descriptor, positioned at the transmission phase. */
+  fd: number;
+  sizeBytes: number;
+  /** The export's transmission flags. */
+  flags: number;
+}
 
 /** Where and how to connect. */
 export interface NbdClientOptions {
@@ -90,69 +102,27 @@ export class NbdClient implements VolumeHandle {
    * @throws DriverError (retryable) when the server cannot be reached, refuses the export or TLS, or breaks the protocol.
    */
   static async connect(o: NbdClientOptions): Promise<NbdClient> {
-    const label = `NBD export on ${o.socketPath ?? `${o.host}:${o.port}`}`;
-    const raw = o.socketPath ? net.connect({ path: o.socketPath }) : net.connect({ host: o.host, port: o.port });
-    raw.setNoDelay(true);
-    const timeoutMs = o.timeoutMs ?? 10_000;
-    let socket: net.Socket = raw;
-    const timer = setTimeout(() => socket.destroy(new Error(`negotiation took longer than ${timeoutMs} ms`)), timeoutMs);
-    try {
-      let reader = new SocketReader(raw);
-      await new Promise<void>((resolve, reject) => { raw.once('connect', resolve); raw.once('error', reject); });
-      const greeting = await reader.read(18);
-      if (greeting.readBigUInt64BE(0) !== NBD_MAGIC || greeting.readBigUInt64BE(8) !== IHAVEOPT) throw new Error('not an NBD server (no newstyle greeting)');
-      if ((greeting.readUInt16BE(16) & FLAG_FIXED_NEWSTYLE) === 0) throw new Error('the server does not speak fixed newstyle');
-      raw.write(u32(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES));
-      const session = { socket, reader };
-      if (o.psk) {
-        const ack = await option(session, OPT.STARTTLS, Buffer.alloc(0));
-        if (ack.type !== REP.ACK) throw new Error(`STARTTLS refused${ack.message}`);
-        raw.removeAllListeners('data');
-        const secure = tls.connect({
-          socket: raw, ciphers: PSK_CIPHERS, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined,
-          pskCallback: () => ({ identity: o.psk!.identity, psk: o.psk!.key }),
-        });
-        await new Promise<void>((resolve, reject) => {
-          secure.once('secureConnect', resolve);
-          secure.once('error', reject);
-          secure.once('close', () => reject(new Error('TLS handshake failed')));
-        });
-        socket = secure;
-        reader = new SocketReader(secure);
-        Object.assign(session, { socket, reader });
-      }
-      const structured = (await option(session, OPT.STRUCTURED_REPLY, Buffer.alloc(0))).type === REP.ACK;
-      let allocationContext: number | undefined;
-      if (structured) {
-        const name = Buffer.from(o.exportName);
-        const query = Buffer.from(BASE_ALLOCATION);
-        const body = Buffer.concat([u32(name.length), name, u32(1), u32(query.length), query]);
-        for (let r = await option(session, OPT.SET_META_CONTEXT, body); r.type !== REP.ACK; r = await nextReply(session, OPT.SET_META_CONTEXT)) {
-          if (r.type === REP.META_CONTEXT && r.data.subarray(4).toString() === BASE_ALLOCATION) allocationContext = r.data.readUInt32BE(0);
-          else if (r.type >= 0x80000000) break;
-        }
-      }
-      const name = Buffer.from(o.exportName);
-      const go = Buffer.concat([u32(name.length), name, u16(1), u16(INFO.BLOCK_SIZE)]);
-      const info = { size: -1, flags: 0, maxPayload: MAX_PAYLOAD };
-      for (let r = await option(session, OPT.GO, go); r.type !== REP.ACK; r = await nextReply(session, OPT.GO)) {
-        if (r.type >= 0x80000000) throw new Error(`export refused (NBD reply 0x${r.type.toString(16)})${r.message}`);
-        if (r.type === REP.INFO && r.data.readUInt16BE(0) === INFO.EXPORT) {
-          info.size = Number(r.data.readBigUInt64BE(2));
-          info.flags = r.data.readUInt16BE(10);
-        } else if (r.type === REP.INFO && r.data.readUInt16BE(0) === INFO.BLOCK_SIZE) {
-          info.maxPayload = Math.min(MAX_PAYLOAD, r.data.readUInt32BE(10));
-        }
-      }
-      if (info.size < 0) throw new Error('the server sent no export size');
-      clearTimeout(timer);
-      return new NbdClient(socket, reader, label, info, structured, allocationContext);
-    } catch (err) {
-      clearTimeout(timer);
-      socket.destroy();
-      raw.destroy();
-      throw new DriverError(`${label}: ${(err as Error).message}`, { retryable: true, cause: err });
+    const n = await negotiate(o, true);
+    return new NbdClient(n.socket, n.reader, n.label, n.info, n.structured, n.allocationContext);
+  }
+
+  /**
+   * Connects and negotiates a plain connection (never TLS: `o.psk` is
+   * ignored) with simple replies only, and hands its socket over with
+   * nothing of the transmission phase read, for another reader of it (the
+   * native data plane's mirror channels). The caller destroys the socket.
+   * @throws DriverError (retryable) as {@link connect}.
+   */
+  static async connectPlain(o: NbdClientOptions): Promise<PlainConnection> {
+    const { psk: _psk, ...plain } = o;
+    const n = await negotiate(plain, false);
+    const unasked = n.reader.detach().length > 0;
+    const fd = unasked ? undefined : detachDescriptor(n.socket);
+    if (fd === undefined) {
+      n.socket.destroy();
+      throw new DriverError(`${n.label}: the connection cannot be handed over (${unasked ? 'the server sent bytes nobody asked for' : 'it has no descriptor'})`, { retryable: true });
     }
+    return { socket: n.socket, fd, sizeBytes: n.info.size, flags: n.info.flags };
   }
 
   read(offset: number, length: number): Promise<Buffer> {
@@ -311,6 +281,83 @@ export class NbdClient implements VolumeHandle {
 
 /** A reply to an option. */
 interface OptionReply { type: number; data: Buffer; message: string }
+
+/** What a negotiation leaves: the socket (TLS when a key was given), its reader, the export's size and flags, the replies agreed. */
+interface Negotiated {
+  socket: net.Socket;
+  reader: SocketReader;
+  label: string;
+  info: { size: number; flags: number; maxPayload: number };
+  structured: boolean;
+  allocationContext: number | undefined;
+}
+
+/** Connects and negotiates the export; `askStructured`: ask for structured replies (and base:allocation). */
+async function negotiate(o: NbdClientOptions, askStructured: boolean): Promise<Negotiated> {
+  const label = `NBD export on ${o.socketPath ?? `${o.host}:${o.port}`}`;
+  const raw = o.socketPath ? net.connect({ path: o.socketPath }) : net.connect({ host: o.host, port: o.port });
+  raw.setNoDelay(true);
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  let socket: net.Socket = raw;
+  const timer = setTimeout(() => socket.destroy(new Error(`negotiation took longer than ${timeoutMs} ms`)), timeoutMs);
+  try {
+    let reader = new SocketReader(raw);
+    await new Promise<void>((resolve, reject) => { raw.once('connect', resolve); raw.once('error', reject); });
+    const greeting = await reader.read(18);
+    if (greeting.readBigUInt64BE(0) !== NBD_MAGIC || greeting.readBigUInt64BE(8) !== IHAVEOPT) throw new Error('not an NBD server (no newstyle greeting)');
+    if ((greeting.readUInt16BE(16) & FLAG_FIXED_NEWSTYLE) === 0) throw new Error('the server does not speak fixed newstyle');
+    raw.write(u32(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES));
+    const session = { socket, reader };
+    if (o.psk) {
+      const ack = await option(session, OPT.STARTTLS, Buffer.alloc(0));
+      if (ack.type !== REP.ACK) throw new Error(`STARTTLS refused${ack.message}`);
+      raw.removeAllListeners('data');
+      const secure = tls.connect({
+        socket: raw, ciphers: PSK_CIPHERS, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined,
+        pskCallback: () => ({ identity: o.psk!.identity, psk: o.psk!.key }),
+      });
+      await new Promise<void>((resolve, reject) => {
+        secure.once('secureConnect', resolve);
+        secure.once('error', reject);
+        secure.once('close', () => reject(new Error('TLS handshake failed')));
+      });
+      socket = secure;
+      reader = new SocketReader(secure);
+      Object.assign(session, { socket, reader });
+    }
+    const structured = askStructured && (await option(session, OPT.STRUCTURED_REPLY, Buffer.alloc(0))).type === REP.ACK;
+    let allocationContext: number | undefined;
+    if (structured) {
+      const name = Buffer.from(o.exportName);
+      const query = Buffer.from(BASE_ALLOCATION);
+      const body = Buffer.concat([u32(name.length), name, u32(1), u32(query.length), query]);
+      for (let r = await option(session, OPT.SET_META_CONTEXT, body); r.type !== REP.ACK; r = await nextReply(session, OPT.SET_META_CONTEXT)) {
+        if (r.type === REP.META_CONTEXT && r.data.subarray(4).toString() === BASE_ALLOCATION) allocationContext = r.data.readUInt32BE(0);
+        else if (r.type >= 0x80000000) break;
+      }
+    }
+    const name = Buffer.from(o.exportName);
+    const go = Buffer.concat([u32(name.length), name, u16(1), u16(INFO.BLOCK_SIZE)]);
+    const info = { size: -1, flags: 0, maxPayload: MAX_PAYLOAD };
+    for (let r = await option(session, OPT.GO, go); r.type !== REP.ACK; r = await nextReply(session, OPT.GO)) {
+      if (r.type >= 0x80000000) throw new Error(`export refused (NBD reply 0x${r.type.toString(16)})${r.message}`);
+      if (r.type === REP.INFO && r.data.readUInt16BE(0) === INFO.EXPORT) {
+        info.size = Number(r.data.readBigUInt64BE(2));
+        info.flags = r.data.readUInt16BE(10);
+      } else if (r.type === REP.INFO && r.data.readUInt16BE(0) === INFO.BLOCK_SIZE) {
+        info.maxPayload = Math.min(MAX_PAYLOAD, r.data.readUInt32BE(10));
+      }
+    }
+    if (info.size < 0) throw new Error('the server sent no export size');
+    clearTimeout(timer);
+    return { socket, reader, label, info, structured, allocationContext };
+  } catch (err) {
+    clearTimeout(timer);
+    socket.destroy();
+    raw.destroy();
+    throw new DriverError(`${label}: ${(err as Error).message}`, { retryable: true, cause: err });
+  }
+}
 
 /** Sends an option and reads its first reply. */
 async function option(s: { socket: net.Socket; reader: SocketReader }, opt: number, data: Buffer): Promise<OptionReply> {

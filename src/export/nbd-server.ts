@@ -28,7 +28,7 @@ import {
   IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, nbdErrorOf, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
   REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TF, PSK_CIPHERS } from './nbd-protocol.ts';
 import type { ChangedBlockTracker, ChangeWriter } from './changed-blocks.ts';
-import { DataPlaneConnection, type DataPlaneSource } from './data-plane.ts';
+import { DataPlaneConnection, type DataPlaneSource, type MirroredHandle } from './data-plane.ts';
 import { NbdStats, opOf } from './nbd-stats.ts';
 import { QosLimiters, type QosLimits } from './qos.ts';
 import { ConnectionClosed, SocketReader } from './socket-reader.ts';
@@ -811,9 +811,17 @@ class Connection implements Fenceable {
   }
 
   private async serveOpened(exp: NbdExport, handle: VolumeHandle, unbind: () => void): Promise<void> {
-    const source = handle.fd !== undefined ? { file: handle.fd } : handle.dataPlaneBackend ? { backend: handle.dataPlaneBackend } : undefined;
-    if (source && this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket)) {
-      if (await this.handOff(exp, handle, source, unbind)) return;
+    const native = this.o.dataPlane !== 'event-loop' && !(this.socket instanceof tls.TLSSocket);
+    // A synchronous mirror's handle has no fd of its own: it may lend the threads its file and channels to the copy.
+    const mirror = native ? await (handle as MirroredHandle).dataPlaneMirror?.() : undefined;
+    const source: DataPlaneSource | undefined = mirror ? { file: mirror.file, mirror }
+      : handle.fd !== undefined ? { file: handle.fd } : handle.dataPlaneBackend ? { backend: handle.dataPlaneBackend } : undefined;
+    if (source && native) {
+      try {
+        if (await this.handOff(exp, handle, source, unbind)) return;
+      } finally {
+        mirror?.close();
+      }
     }
     // Requests served (the driver's work done) but maybe not yet answered.
     const inflight = new Set<Promise<void>>();

@@ -7,7 +7,7 @@
 import type { Clock } from '../common/index.ts';
 import type { Db, ServiceRepository } from '../db/index.ts';
 import { DriverError } from '../errors/index.ts';
-import { NbdClient } from '../export/nbd-client.ts';
+import { NbdClient, type PlainConnection } from '../export/nbd-client.ts';
 import type { JobQueue } from '../jobs/index.ts';
 import { nbdEndpointOf, reporting, type NbdEndpoint } from '../services/index.ts';
 
@@ -36,16 +36,11 @@ export interface ExportConnectDeps {
 export async function openClusterExport(deps: ExportConnectDeps, cluster: string, exportName: string, what: string, gone: string): Promise<NbdClient> {
   const x = await deps.db.kysely.selectFrom('volume_exports').selectAll().where('export_name', '=', exportName).executeTakeFirst();
   if (!x) throw new DriverError(`The export of ${what} is gone (${gone}).`);
-  const downMs = deps.queue.options.serviceDownMs ?? 60_000;
-  const now = deps.clock.now();
-  const endpoints = reporting(await deps.services.list(deps.db.kysely))
-    .filter(({ service }) => (service.cluster ?? service.host) === cluster && now - Date.parse(service.heartbeat_at) <= downMs)
-    .flatMap(({ report }) => nbdEndpointOf(report) ?? []);
+  const endpoints = await liveEndpoints(deps, cluster);
   let last: unknown;
-  const local = (e: NbdEndpoint) => e.nbd_socket && deps.host !== undefined && e.nbd_socket_host === deps.host;
   for (const e of endpoints) {
     const ways = [
-      ...(local(e) ? [{ socketPath: e.nbd_socket }] : []),
+      ...(local(deps, e) ? [{ socketPath: e.nbd_socket }] : []),
       { psk: { identity: x.psk_identity, key: Buffer.from(x.psk_key, 'hex') } },
     ];
     for (const way of ways) {
@@ -57,4 +52,37 @@ export async function openClusterExport(deps: ExportConnectDeps, cluster: string
     }
   }
   throw new DriverError(`No live process serving ${cluster} exports ${what}${last ? ` (${(last as Error).message})` : ''}.`, { retryable: true, cause: last });
+}
+
+/**
+ * A plain connection (no TLS, simple replies, handed over unread: see
+ * {@link NbdClient.connectPlain}) to export `exportName` through the Unix
+ * socket of a live volume service of `cluster` on this machine, for the
+ * native data plane's mirror channels; undefined when no such service
+ * answers (the export is then reached with TLS, on the event loop).
+ */
+export async function openLocalPlainExport(deps: ExportConnectDeps, cluster: string, exportName: string): Promise<PlainConnection | undefined> {
+  for (const e of await liveEndpoints(deps, cluster)) {
+    if (!local(deps, e)) continue;
+    try {
+      return await NbdClient.connectPlain({ host: e.nbd_host, port: e.nbd_port, socketPath: e.nbd_socket!, exportName });
+    } catch {
+      // another service of the cluster, if any
+    }
+  }
+  return undefined;
+}
+
+/** The NBD endpoints of the live volume services of `cluster`. */
+async function liveEndpoints(deps: ExportConnectDeps, cluster: string): Promise<NbdEndpoint[]> {
+  const downMs = deps.queue.options.serviceDownMs ?? 60_000;
+  const now = deps.clock.now();
+  return reporting(await deps.services.list(deps.db.kysely))
+    .filter(({ service }) => (service.cluster ?? service.host) === cluster && now - Date.parse(service.heartbeat_at) <= downMs)
+    .flatMap(({ report }) => nbdEndpointOf(report) ?? []);
+}
+
+/** Whether a service reports a Unix socket on this machine (its host is this process's). */
+function local(deps: ExportConnectDeps, e: NbdEndpoint): boolean {
+  return Boolean(e.nbd_socket) && deps.host !== undefined && e.nbd_socket_host === deps.host;
 }

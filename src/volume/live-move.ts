@@ -29,15 +29,33 @@
  * over the secondary's NBD export: a write is acknowledged once both sides
  * have it, and a write the secondary refuses fails (the export answers its
  * errno, e.g. ENOSPC or EIO) and is reported through `onDestFailure`.
+ *
+ * A mirror whose source has a file (`fd`) and whose destination can be
+ * reached by plain connections ({@link NativeDest}: the copy's export on this
+ * machine's Unix socket) serves its connections from the native data plane
+ * instead (`native/nbd_mirror.c`): each view lends the threads the file and
+ * channels to the copy, and the range locks are the native group's, which the
+ * threads, the copier and the event loop's views all take.
  */
+import { constants } from 'node:os';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import { addon, type NbdMirrorGroup } from '../common/index.ts';
 import type { VolumeHandle } from '../drivers/index.ts';
 import { DriverError } from '../errors/index.ts';
+import type { DataPlaneMirror, MirroredHandle } from '../export/data-plane.ts';
+import type { PlainConnection } from '../export/nbd-client.ts';
+import { TF } from '../export/nbd-protocol.ts';
 
 /** A byte range held by a write or by the copier. */
 interface Held { start: number; end: number; done: Promise<void> }
 
 /** Exclusive locks on byte ranges: a holder waits for every overlapping one. */
-class RangeLocks {
+interface RangeLocks {
+  hold<T>(start: number, end: number, fn: () => Promise<T>): Promise<T>;
+}
+
+/** Range locks of the event loop alone. */
+class LocalRangeLocks implements RangeLocks {
   private readonly held = new Set<Held>();
 
   async hold<T>(start: number, end: number, fn: () => Promise<T>): Promise<T> {
@@ -58,6 +76,37 @@ class RangeLocks {
   }
 }
 
+/**
+ * Range locks shared with the native threads (a native mirror's group): a
+ * holder that finds its range taken tries again on the next turns of the
+ * event loop, then every millisecond (a native write holds its range for
+ * one round trip to the copy).
+ */
+class GroupRangeLocks implements RangeLocks {
+  constructor(private readonly group: NbdMirrorGroup) {}
+
+  async hold<T>(start: number, end: number, fn: () => Promise<T>): Promise<T> {
+    let id = addon.nbdMirrorHold(this.group, start, end);
+    for (let tries = 0; id === 0; tries++) {
+      await (tries < 2 ? nextTurn() : sleep(1));
+      id = addon.nbdMirrorHold(this.group, start, end);
+    }
+    try {
+      return await fn();
+    } finally {
+      addon.nbdMirrorRelease(this.group, id);
+    }
+  }
+}
+
+/** How the native threads reach a mirror's destination: a plain connection to its export, or undefined when there is none to make (then connections are served on the event loop). */
+export interface NativeDest {
+  connect(): Promise<PlainConnection | undefined>;
+}
+
+/** Channels (plain connections to the destination) each natively served connection of a mirror has: writes in flight to the copy at once. */
+const NATIVE_CHANNELS = 4;
+
 /** Bytes the copier reads and writes at once. */
 const COPY_CHUNK_BYTES = 4 * 1024 * 1024;
 
@@ -66,16 +115,23 @@ export interface MoveProgress { doneBytes: number; totalBytes: number }
 
 /** The source and destination of one attached volume's move, and the copy between them. */
 export class LiveMove {
-  private readonly locks = new RangeLocks();
+  private readonly locks: RangeLocks;
   private readonly views = new Set<VolumeHandle>();
+  private readonly group: NbdMirrorGroup | undefined;
   private closed = false;
 
   /**
    * `onDestFailure`: called (once per failed call) when the destination
    * refuses a write, zero, trim or flush that the source took; the call then
-   * fails. Default: nothing more than the failure.
+   * fails. Default: nothing more than the failure. From the native threads
+   * it is called once for the mirror, for a request either side refused.
+   * `native`: see {@link NativeDest}; without it (or without a source file)
+   * every connection is served on the event loop.
    */
-  constructor(private readonly source: VolumeHandle, private readonly dest: VolumeHandle, private readonly onDestFailure?: (err: unknown) => void) {}
+  constructor(private readonly source: VolumeHandle, private readonly dest: VolumeHandle, private readonly onDestFailure?: (err: unknown) => void, private readonly native?: NativeDest) {
+    this.group = native && source.fd !== undefined ? addon.nbdMirrorGroup((e) => this.onDestFailure?.(nativeFailure(e))) : undefined;
+    this.locks = this.group ? new GroupRangeLocks(this.group) : new LocalRangeLocks();
+  }
 
   /** Runs a call on the destination, reporting its failure. */
   private async onDest<T>(fn: () => Promise<T>): Promise<T> {
@@ -110,9 +166,30 @@ export class LiveMove {
       ...(source.writeZeroes ? { writeZeroes: (offset: number, length: number, mayPunch: boolean) => both(offset, length, () => source.writeZeroes!(offset, length, mayPunch), () => zeroOn(dest, offset, length, mayPunch)) } : {}),
       ...(source.blockStatus ? { blockStatus: (offset: number, length: number) => source.blockStatus!(offset, length) } : {}),
       close: async () => { this.views.delete(view); },
-    };
+      ...(this.group ? { dataPlaneMirror: () => this.lendNative() } : {}),
+    } satisfies VolumeHandle & MirroredHandle;
     this.views.add(view);
     return view;
+  }
+
+  /**
+   * What a natively served connection of the mirror needs: the source's file,
+   * the group, and {@link NATIVE_CHANNELS} plain connections to the
+   * destination; undefined (served on the event loop) when the mirror has
+   * ended or they cannot all be made, or the destination's export cannot
+   * take every change the threads send it.
+   */
+  private async lendNative(): Promise<DataPlaneMirror | undefined> {
+    if (this.closed || !this.group || !this.native || this.source.fd === undefined) return undefined;
+    const made = await Promise.allSettled(Array.from({ length: NATIVE_CHANNELS }, () => this.native!.connect()));
+    const conns = made.flatMap((m) => m.status === 'fulfilled' && m.value ? [m.value] : []);
+    const close = () => { for (const c of conns) c.socket.destroy(); };
+    const needs = TF.SEND_FLUSH | TF.SEND_TRIM | TF.SEND_WRITE_ZEROES;
+    if (this.closed || conns.length < NATIVE_CHANNELS || conns.some((c) => (c.flags & needs) !== needs || (c.flags & TF.READ_ONLY) !== 0)) {
+      close();
+      return undefined;
+    }
+    return { file: this.source.fd, group: this.group, sockets: conns.map((c) => c.fd), close };
   }
 
   /**
@@ -178,6 +255,12 @@ export class LiveMove {
     this.views.clear();
     await Promise.allSettled([this.source.close(), this.dest.close()]);
   }
+}
+
+/** What the native threads' failure report (an errno) becomes for `onDestFailure`. */
+function nativeFailure(e: number): DriverError {
+  const name = Object.entries(constants.errno).find(([, v]) => v === e)?.[0] ?? `errno ${e}`;
+  return new DriverError(`A mirrored write failed with ${name}: the copies may differ there until the mirror is rebuilt.`, { cause: Object.assign(new Error(name), { code: name }) });
 }
 
 /** Zeros a range of `h` by the cheapest call it has. */

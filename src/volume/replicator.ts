@@ -56,7 +56,7 @@ import type { ChangedExtent, GuardedDriver, VolumeHandle } from '../drivers/inde
 import { withLock } from '../coordination/index.ts';
 import { DriverError } from '../errors/index.ts';
 import type { NbdClient } from '../export/nbd-client.ts';
-import { openClusterExport } from './export-connect.ts';
+import { openClusterExport, openLocalPlainExport } from './export-connect.ts';
 import { LiveMove } from './live-move.ts';
 import { failureDetail, MESSAGE_ACTIONS, MESSAGE_DETAILS, recordUserMessage, type MessageDetail } from '../messages/index.ts';
 import { reporting, replicationTargetsOf, volumeTarget } from '../services/index.ts';
@@ -348,7 +348,7 @@ export class Replicator {
             entry.broken = true;
             void this.recordFailure(r, v, err as Error).catch(() => undefined);
           }
-        });
+        }, { connect: () => openLocalPlainExport(deps, r.secondary_cluster, r.export_name!) });
         from = undefined; // the mirror owns both handles now
         entry = { move, broken: false, inStep: false, cluster: r.primary_cluster };
         this.mirrors.set(v.id, entry);

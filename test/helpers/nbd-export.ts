@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import pino from 'pino';
-import { FileDriver, GuardedDriver } from '../../src/drivers/index.ts';
+import { FileDriver, GuardedDriver, type VolumeHandle } from '../../src/drivers/index.ts';
 import { NbdServer, type NbdExport, type NbdServerOptions, type QosLimits } from '../../src/export/index.ts';
 import { openExport, openSession, type ByteReader, type PskCredentials } from './nbd-raw.ts';
 import type net from 'node:net';
@@ -50,6 +50,8 @@ export async function startNbd(t: Pick<TestContext, 'after'>, o: {
   options?: Partial<Omit<NbdServerOptions, 'provider' | 'log'>>;
   /** Called at every look-up of an export; the look-up answers once it resolves (after `removed` is read). */
   holdFind?: () => Promise<void>;
+  /** What a connection to an export opens instead of the volume (e.g. a mirror's view of it); undefined: the volume. */
+  open?: (name: string, id: string) => Promise<VolumeHandle> | undefined;
 }): Promise<NbdFixture> {
   let dir = o.dir;
   if (!dir) {
@@ -70,7 +72,7 @@ export async function startNbd(t: Pick<TestContext, 'after'>, o: {
     keys.set(`id-${v.name}`, randomBytes(32));
     exports.set(v.name, {
       name: v.name, key: id, pskIdentity: `id-${v.name}`, readOnly: false, canMultiConn: true,
-      open: () => driver.openVolume({ id, sizeGiB: v.sizeGiB }),
+      open: () => o.open?.(v.name, id) ?? driver.openVolume({ id, sizeGiB: v.sizeGiB }),
     });
   }
   const server = new NbdServer({
