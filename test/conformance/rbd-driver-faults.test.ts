@@ -331,8 +331,14 @@ test('rbd: a pool at its quota fails what would grow it at once with errors nami
   }
   /** `p`, failing the test when it takes 20 s: librados's default is to hold writes to a full pool until there is room. */
   const soon = <T>(p: Promise<T>): Promise<T> => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('hung on the full pool')), 20_000).unref())]);
-  // A write may land in librbd's cache; the flush then says the data has no room.
-  const io = await soon(h.write(8 * 1024 * 1024, Buffer.alloc(65536, 0x22)).then(() => h.flush()).then(() => 'ok', (e: { code?: string; cause?: { code?: string } }) => e.cause?.code ?? e.code));
+  // A write may land in librbd's cache; the flush then says the data has no room. The client
+  // learns of the flag from its next OSD map, which may come a moment after the monitor shows it:
+  // until then a write to a new object may still pass, so a fresh object is tried for a few seconds.
+  let io = 'ok';
+  for (let i = 0, until = Date.now() + 10_000; io === 'ok' && Date.now() < until; i++) {
+    io = await soon(h.write((8 + 4 * i) * 1024 * 1024, Buffer.alloc(65536, 0x22)).then(() => h.flush()).then(() => 'ok', (e: { code?: string; cause?: { code?: string } }) => e.cause?.code ?? e.code ?? 'no code'));
+    if (io === 'ok') await new Promise((r) => setTimeout(r, 200));
+  }
   assert.equal(io, 'EDQUOT');
   const w = { id: randomUUID(), sizeGiB: 1 };
   await assert.rejects(soon(driver.createVolume(w)), (e: { message: string; retryable: boolean }) =>
