@@ -87,9 +87,12 @@
  * holds its byte range in the group, is sent to the copy on a channel, is
  * done on the file meanwhile, and is answered once both are done (the copy's
  * error, when only it failed); a FLUSH flushes both. Reads stay the file's.
- * Such a request may wait for the copy, so it is never served holding the
- * read lock, and a mirrored WRITE's payload is never spliced (both sides need
- * it).
+ * The worker sends to the copy before it writes the file, so the copy works
+ * meanwhile, and polls for the copy's reply as for the next request. A short
+ * WRITE with nothing else buffered is served holding the read lock, as any
+ * short request is (at queue depth 1 one thread does everything); the others
+ * let it go first, as they may wait for the copy long. A mirrored WRITE's
+ * payload is never spliced (both sides need it).
  *
  * The socket and the file are dup()ed: the caller may close its own
  * descriptors at once. onClose(reason) is called once on the JavaScript
@@ -664,7 +667,8 @@ static void let_go(conn_t *c, int *holding) {
 
 /* Whether a request may be served while holding the read lock (it is short and cannot block for long). */
 static int may_serve_holding(const conn_t *c, const request_t *r) {
-  if (c->mg && r->type != CMD_READ && r->type != CMD_CACHE && r->type != CMD_BLOCK_STATUS) return 0; /* waits for the copy */
+  /* A mirror's TRIM, WRITE_ZEROES and FLUSH may be long; its short WRITE waits one round trip to the copy, which at queue depth 1 one thread best does alone. */
+  if (c->mg && r->type != CMD_WRITE && r->type != CMD_READ && r->type != CMD_CACHE && r->type != CMD_BLOCK_STATUS) return 0;
   if (r->type == CMD_READ || (r->type == CMD_WRITE && !(r->flags & FLAG_FUA))) return r->length <= HOLD_MAX;
   return r->type == CMD_CACHE || r->type == CMD_BLOCK_STATUS;
 }
@@ -1017,6 +1021,15 @@ static int local_zero(conn_t *c, const request_t *r, buffer_t *b) {
   return e;
 }
 
+/* The copy's reply to a request sent on `ch`, polled for as the next request is (within the process's polling budget). */
+static int mirror_reply(conn_t *c, mirror_req_t *q) {
+  int poll = c->poll_max_ns > 0 && atomic_fetch_add(&pollers, 1) < max_pollers;
+  if (c->poll_max_ns > 0 && !poll) atomic_fetch_sub(&pollers, 1);
+  int e = mirror_wait(q, poll ? c->poll_max_ns : 0);
+  if (poll) atomic_fetch_sub(&pollers, 1);
+  return e;
+}
+
 /*
  * A mirror's change (see "Mirrors"): its range held, sent to the copy, done
  * on the file meanwhile, then the copy's reply awaited. A failure on either
@@ -1034,9 +1047,10 @@ static int mirrored(conn_t *c, const request_t *r, buffer_t *b, local_fn local) 
     if (id) mirror_release(c->mg, id);
     return e;
   }
-  mirror_chan_t *ch = mirror_send(c->mchans, c->nmchans, r->type, flags, r->offset, r->length, r->type == CMD_WRITE ? b->data : NULL);
+  mirror_req_t q;
+  int lost = mirror_send(c->mchans, c->nmchans, &q, r->type, flags, r->offset, r->length, r->type == CMD_WRITE ? b->data : NULL);
   if (!fast_zero) e = local(c, r, b);
-  remote = ch ? mirror_wait(ch) : EIO;
+  remote = lost ? lost : mirror_reply(c, &q);
   if (id) mirror_release(c->mg, id);
   if (e || remote) mirror_failed(c->mg, e ? e : remote);
   return e ? e : remote;
@@ -1046,7 +1060,7 @@ static int mirrored(conn_t *c, const request_t *r, buffer_t *b, local_fn local) 
 static int change(conn_t *c, const request_t *r, buffer_t *b, int *holding, local_fn local, int sleeps) {
   if (gate_enter(c, holding) != 0) return -1;
   mark_changed(c, r);
-  if (c->mg) sleeps = 1; /* the copy's round trip */
+  if (c->mg && !*holding) sleeps = 1; /* the copy's round trip: another worker may read meanwhile */
   if (sleeps) sleeping(c, 1);
   int e = c->mg ? mirrored(c, r, b, local) : local(c, r, b);
   if (sleeps) sleeping(c, 0);
@@ -1056,10 +1070,11 @@ static int change(conn_t *c, const request_t *r, buffer_t *b, int *holding, loca
 
 /* FLUSH: the file's, and a mirror's copy's at the same time. */
 static int flush_both(conn_t *c) {
-  mirror_chan_t *ch = c->mg ? mirror_send(c->mchans, c->nmchans, CMD_FLUSH, 0, 0, 0, NULL) : NULL;
+  mirror_req_t q;
+  int lost = c->mg ? mirror_send(c->mchans, c->nmchans, &q, CMD_FLUSH, 0, 0, 0, NULL) : 0;
   int e = fdatasync(c->file) == 0 ? 0 : errno;
   if (!c->mg) return e;
-  int remote = ch ? mirror_wait(ch) : EIO;
+  int remote = lost ? lost : mirror_reply(c, &q);
   if (remote) mirror_failed(c->mg, remote);
   return e ? e : remote;
 }

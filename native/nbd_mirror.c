@@ -19,14 +19,18 @@
  * land in the same order on both copies, and a chunk the first copy reads
  * and writes is never overtaken by a write.
  *
- * Channels: negotiated NBD connections to the copy's export (simple replies,
- * one request in flight on each), dup()ed from the sockets JavaScript
- * negotiated. A channel that fails (a send or receive error, a reply that is
- * not the one awaited, no reply within MIRROR_TIMEOUT_S) is broken for good
- * and its request answered EIO; when every channel is broken, every mirrored
- * request fails with EIO. The copy's own errors (ENOSPC from a full one) are
- * the request's. Any failure is reported once per group to JavaScript
- * (onFailure(errno)), which rebuilds the mirror.
+ * Channels: negotiated NBD connections to the copy's export (simple
+ * replies), dup()ed from the sockets JavaScript negotiated. Requests are sent
+ * one after the other on a channel, and many may wait for their replies: the
+ * first waiter to find nobody reading reads replies for all of them until its
+ * own comes, then hands the reading on (leader and followers), so at queue
+ * depth 1 the thread that sent a request reads its reply itself. A channel
+ * that fails (a send or receive error, a reply to no request sent, no reply
+ * within MIRROR_TIMEOUT_S) is broken for good and its waiting requests are
+ * answered EIO; when every channel is broken, every mirrored request fails
+ * with EIO. The copy's own errors (ENOSPC from a full one) are the request's.
+ * Any failure is reported once per group to JavaScript (onFailure(errno)),
+ * which rebuilds the mirror.
  *
  *   nbdMirrorGroup(onFailure)            -> group
  *   nbdMirrorHold(group, start, end)     -> id, or 0 when another holder overlaps (try again)
@@ -44,6 +48,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd_dataplane.h"
@@ -77,10 +82,12 @@ struct mirror_group {
 
 struct mirror_chan {
   int sock;
-  pthread_mutex_t lock; /* held from a request's send to its reply */
+  pthread_mutex_t send_lock; /* one request on the wire at a time */
+  pthread_mutex_t lock;      /* guards what follows */
   int broken;
-  int pending; /* the errno of a send that failed, answered by mirror_wait */
+  int reading;               /* a waiter is reading replies (the leader) */
   uint64_t cookie;
+  mirror_req_t *waiting;     /* requests sent and not yet answered */
 };
 
 /* ---- the group: byte-range locks ---- */
@@ -173,6 +180,7 @@ mirror_chan_t *mirror_chans_open(const int *socks, int count) {
   struct timeval tv = { MIRROR_TIMEOUT_S, 0 };
   for (int i = 0; i < count; i++) {
     mirror_chan_t *ch = &chans[i];
+    pthread_mutex_init(&ch->send_lock, NULL);
     pthread_mutex_init(&ch->lock, NULL);
     ch->sock = fcntl(socks[i], F_DUPFD_CLOEXEC, 0);
     if (ch->sock < 0) {
@@ -200,10 +208,26 @@ static void put_header(uint8_t h[28], uint16_t flags, uint16_t type, uint64_t co
   memcpy(h + 24, &l, 4);
 }
 
-/* Marks a channel broken (its lock held): every later request on it fails at once. */
+/* Breaks a channel (its lock held): every request waiting on it is answered EIO, and every later one fails at once. */
 static void break_chan(mirror_chan_t *ch) {
+  if (!ch->broken) shutdown(ch->sock, SHUT_RDWR);
   ch->broken = 1;
-  shutdown(ch->sock, SHUT_RDWR);
+  for (mirror_req_t *q = ch->waiting; q; q = q->next) {
+    q->done = 1;
+    q->error = EIO;
+    pthread_cond_signal(&q->cond);
+  }
+  ch->waiting = NULL;
+}
+
+/* Takes q off its channel's list (lock held). */
+static void unlist(mirror_chan_t *ch, mirror_req_t *q) {
+  for (mirror_req_t **p = &ch->waiting; *p; p = &(*p)->next) {
+    if (*p == q) {
+      *p = q->next;
+      return;
+    }
+  }
 }
 
 void mirror_chans_close(mirror_chan_t *chans, int count) {
@@ -217,63 +241,119 @@ void mirror_chans_close(mirror_chan_t *chans, int count) {
       }
       close(ch->sock);
     }
+    pthread_mutex_destroy(&ch->send_lock);
     pthread_mutex_destroy(&ch->lock);
   }
   free(chans);
 }
 
-mirror_chan_t *mirror_send(mirror_chan_t *chans, int count, uint16_t type, uint16_t flags, uint64_t offset, uint32_t length, const void *payload) {
+int mirror_send(mirror_chan_t *chans, int count, mirror_req_t *q, uint16_t type, uint16_t flags, uint64_t offset, uint32_t length, const void *payload) {
   static atomic_uint next;
   unsigned first = atomic_fetch_add(&next, 1);
-  mirror_chan_t *ch = NULL;
-  /* A free channel first; else wait for one that is busy. */
-  for (int pass = 0; pass < 2 && !ch; pass++) {
-    for (int i = 0; i < count && !ch; i++) {
-      mirror_chan_t *c = &chans[(first + (unsigned)i) % (unsigned)count];
-      if (c->broken) continue;
-      if (pass == 0 ? pthread_mutex_trylock(&c->lock) != 0 : pthread_mutex_lock(&c->lock) != 0) continue;
-      if (c->broken) pthread_mutex_unlock(&c->lock);
-      else ch = c;
+  for (int i = 0; i < count; i++) {
+    mirror_chan_t *ch = &chans[(first + (unsigned)i) % (unsigned)count];
+    pthread_mutex_lock(&ch->send_lock);
+    pthread_mutex_lock(&ch->lock);
+    if (ch->broken) {
+      pthread_mutex_unlock(&ch->lock);
+      pthread_mutex_unlock(&ch->send_lock);
+      continue;
     }
+    /* Listed before it is sent: its reply may come before the send returns. */
+    q->ch = ch;
+    q->cookie = ++ch->cookie;
+    q->done = 0;
+    q->error = 0;
+    pthread_cond_init(&q->cond, NULL);
+    q->next = ch->waiting;
+    ch->waiting = q;
+    pthread_mutex_unlock(&ch->lock);
+    uint8_t h[28];
+    put_header(h, flags, type, q->cookie, offset, length);
+    struct iovec iov[2] = { { h, sizeof h }, { (void *)payload, payload ? length : 0 } };
+    int failed = nbd_send_iov(ch->sock, iov, payload && length ? 2 : 1, 0) != 0;
+    pthread_mutex_unlock(&ch->send_lock);
+    if (failed) {
+      pthread_mutex_lock(&ch->lock);
+      break_chan(ch); /* answers q too: mirror_wait returns EIO */
+      pthread_mutex_unlock(&ch->lock);
+    }
+    return 0;
   }
-  if (!ch) return NULL;
-  uint8_t h[28];
-  put_header(h, flags, type, ++ch->cookie, offset, length);
-  struct iovec iov[2] = { { h, sizeof h }, { (void *)payload, payload ? length : 0 } };
-  ch->pending = 0;
-  if (nbd_send_iov(ch->sock, iov, payload && length ? 2 : 1, 0) != 0) {
-    break_chan(ch);
-    ch->pending = EIO;
-  }
-  return ch;
+  return EIO;
 }
 
-int mirror_wait(mirror_chan_t *ch) {
-  int e = ch->pending;
-  if (!e) {
-    uint8_t r[16];
-    size_t got = 0;
-    while (got < sizeof r) {
-      ssize_t n = recv(ch->sock, r + got, sizeof r - got, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += (size_t)n;
-    }
-    uint32_t magic, error;
-    uint64_t cookie;
-    memcpy(&magic, r, 4);
-    memcpy(&error, r + 4, 4);
-    memcpy(&cookie, r + 8, 8);
-    if (got < sizeof r || be32toh(magic) != SIMPLE_REPLY_MAGIC || be64toh(cookie) != ch->cookie) {
-      break_chan(ch);
-      e = EIO;
-    } else {
-      /* NBD's error values are Linux's errno values; ESHUTDOWN (the copy's server is closing) is a lost copy. */
-      e = (int)be32toh(error);
-      if (e == ESHUTDOWN) e = EIO;
-    }
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Reads one simple reply (polling for up to poll_ns first): 0, or -1 when the connection broke. */
+static int read_reply(int sock, uint8_t r[16], int64_t poll_ns) {
+  size_t got = 0;
+  /* Polling first: the copy answers in a few tens of microseconds, less than waking a blocked thread costs on a VM. */
+  for (int64_t start = poll_ns > 0 ? now_ns() : 0; poll_ns > 0 && got < 16;) {
+    ssize_t n = recv(sock, r + got, 16 - got, MSG_DONTWAIT);
+    if (n > 0) got += (size_t)n;
+    else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return -1;
+    else if (now_ns() - start > poll_ns) break;
   }
+  while (got < 16) {
+    ssize_t n = recv(sock, r + got, 16 - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    got += (size_t)n;
+  }
+  uint32_t magic;
+  memcpy(&magic, r, 4);
+  return be32toh(magic) == SIMPLE_REPLY_MAGIC ? 0 : -1;
+}
+
+/*
+ * Leader and followers: the waiter that finds nobody reading the channel
+ * reads its replies, handing each to its request, until its own comes; then
+ * it passes the reading on to another waiter, if any. At queue depth 1 the
+ * thread that sent a request reads its reply itself, with no hand-off.
+ */
+int mirror_wait(mirror_req_t *q, int64_t poll_ns) {
+  mirror_chan_t *ch = q->ch;
+  pthread_mutex_lock(&ch->lock);
+  while (!q->done) {
+    if (ch->reading) {
+      pthread_cond_wait(&q->cond, &ch->lock);
+      continue;
+    }
+    ch->reading = 1;
+    while (!q->done) {
+      pthread_mutex_unlock(&ch->lock);
+      uint8_t r[16];
+      int bad = read_reply(ch->sock, r, poll_ns);
+      pthread_mutex_lock(&ch->lock);
+      uint64_t cookie;
+      uint32_t error;
+      memcpy(&cookie, r + 8, 8);
+      memcpy(&error, r + 4, 4);
+      mirror_req_t *t = NULL;
+      if (!bad) {
+        for (t = ch->waiting; t && t->cookie != be64toh(cookie); t = t->next) {}
+      }
+      if (!t) { /* broken, or a reply to no request of ours */
+        break_chan(ch);
+        break;
+      }
+      unlist(ch, t);
+      t->done = 1;
+      /* NBD's error values are Linux's errno values; ESHUTDOWN (the copy's server is closing) is a lost copy. */
+      t->error = (int)be32toh(error) == ESHUTDOWN ? EIO : (int)be32toh(error);
+      if (t != q) pthread_cond_signal(&t->cond);
+    }
+    ch->reading = 0;
+    if (ch->waiting) pthread_cond_signal(&ch->waiting->cond); /* the next leader */
+  }
+  int e = q->error;
   pthread_mutex_unlock(&ch->lock);
+  pthread_cond_destroy(&q->cond);
   return e;
 }
 

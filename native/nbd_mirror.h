@@ -6,13 +6,23 @@
 #ifndef BASALT_NBD_MIRROR_H
 #define BASALT_NBD_MIRROR_H
 #include <node_api.h>
+#include <pthread.h>
 #include <stdint.h>
 
 /* One mirrored volume: the byte-range locks its writers share, and who hears of the copy's failures. */
 typedef struct mirror_group mirror_group_t;
 
-/* One negotiated connection to the copy's export: one request at a time on it. */
+/* One negotiated connection to the copy's export: requests are sent one after the other, and many may wait for their replies. */
 typedef struct mirror_chan mirror_chan_t;
+
+/* One request sent on a channel, waiting for its reply (the caller's, on its stack, from mirror_send to mirror_wait). */
+typedef struct mirror_req {
+  mirror_chan_t *ch;
+  uint64_t cookie;
+  int done, error;
+  pthread_cond_t cond;
+  struct mirror_req *next;
+} mirror_req_t;
 
 /* The group an nbdMirrorGroup external stands for, acquired (NULL with an exception pending when v is not one). */
 mirror_group_t *mirror_group_acquire(napi_env env, napi_value v);
@@ -30,14 +40,18 @@ mirror_chan_t *mirror_chans_open(const int *socks, int count);
 void mirror_chans_close(mirror_chan_t *chans, int count);
 
 /*
- * Sends one request (payload: a WRITE's data) on a free channel of `chans`
- * and returns it, still held, for mirror_wait; NULL when every channel is
- * broken (the copy is lost: EIO).
+ * Sends one request (payload: a WRITE's data) on one of `chans` that is not
+ * broken, as q: 0, then mirror_wait(q) must follow; EIO when every channel is
+ * broken (the copy is lost; q is not sent).
  */
-mirror_chan_t *mirror_send(mirror_chan_t *chans, int count, uint16_t type, uint16_t flags, uint64_t offset, uint32_t length, const void *payload);
+int mirror_send(mirror_chan_t *chans, int count, mirror_req_t *q, uint16_t type, uint16_t flags, uint64_t offset, uint32_t length, const void *payload);
 
-/* Waits for the reply of the request sent on `ch` and lets the channel go: 0, or the errno the copy answered (EIO when the connection broke). */
-int mirror_wait(mirror_chan_t *ch);
+/*
+ * Waits for q's reply (polling for up to poll_ns before blocking, when this
+ * thread reads the channel): 0, or the errno the copy answered (EIO when the
+ * connection broke).
+ */
+int mirror_wait(mirror_req_t *q, int64_t poll_ns);
 
 void nbd_mirror_register(napi_env env, napi_value exports);
 #endif

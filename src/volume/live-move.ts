@@ -105,7 +105,7 @@ export interface NativeDest {
 }
 
 /** Channels (plain connections to the destination) each natively served connection of a mirror has: writes in flight to the copy at once. */
-const NATIVE_CHANNELS = 4;
+const NATIVE_CHANNELS = 2;
 
 /** Bytes the copier reads and writes at once. */
 const COPY_CHUNK_BYTES = 4 * 1024 * 1024;
