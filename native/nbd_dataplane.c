@@ -667,8 +667,13 @@ static void let_go(conn_t *c, int *holding) {
 
 /* Whether a request may be served while holding the read lock (it is short and cannot block for long). */
 static int may_serve_holding(const conn_t *c, const request_t *r) {
-  /* A mirror's TRIM, WRITE_ZEROES and FLUSH may be long; its short WRITE waits one round trip to the copy, which at queue depth 1 one thread best does alone. */
-  if (c->mg && r->type != CMD_WRITE && r->type != CMD_READ && r->type != CMD_CACHE && r->type != CMD_BLOCK_STATUS) return 0;
+  /*
+   * A mirror's TRIM, WRITE_ZEROES and FLUSH may be long; its short WRITE
+   * waits one round trip to the copy, which one thread best does alone at
+   * queue depth 1 (no other request in flight: a racy read, a hint only),
+   * and which must not hold up the reading of the others at a deeper one.
+   */
+  if (c->mg && r->type != CMD_READ && r->type != CMD_CACHE && r->type != CMD_BLOCK_STATUS && (r->type != CMD_WRITE || __atomic_load_n(&c->requests, __ATOMIC_RELAXED) > 1)) return 0;
   if (r->type == CMD_READ || (r->type == CMD_WRITE && !(r->flags & FLAG_FUA))) return r->length <= HOLD_MAX;
   return r->type == CMD_CACHE || r->type == CMD_BLOCK_STATUS;
 }
