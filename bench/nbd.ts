@@ -15,6 +15,9 @@
  *
  * --threads N adds basalt-threads, the same server with N workers per connection (NBD_THREADS).
  *
+ * --addon PATH adds basalt-addon, the same server loading another build of the native addon
+ * (BASALT_ADDON_PATH): the A/B of a data-plane change in the same run.
+ *
  * --transport: TCP on loopback (default), each server's Unix domain socket (Basalt's
  * `listenUnix`, qemu-nbd -k, nbdkit -U: what a host on the volume service's own machine
  * uses), or both, one table each.
@@ -41,7 +44,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
-const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, qos: { type: 'string' }, threads: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true }, backend: { type: 'string', default: 'file' } }, allowNegative: true });
+const { values: args } = parseArgs({ options: { runtime: { type: 'string', default: '5' }, rounds: { type: 'string', default: '3' }, jobs: { type: 'string' }, placement: { type: 'string', default: 'none' }, servers: { type: 'string' }, transport: { type: 'string', default: 'tcp' }, qos: { type: 'string' }, threads: { type: 'string' }, addon: { type: 'string' }, copy: { type: 'boolean', default: true }, limit: { type: 'boolean', default: true }, backend: { type: 'string', default: 'file' } }, allowNegative: true });
 if (!['file', 'rbd'].includes(args.backend!)) throw new Error('--backend is file or rbd');
 if (!['none', 'same', 'split'].includes(args.placement!)) throw new Error('--placement is none, same or split');
 if (!['tcp', 'unix', 'both'].includes(args.transport!)) throw new Error('--transport is tcp, unix or both');
@@ -129,6 +132,8 @@ const SERVERS = ([
   { name: 'basalt-copyw', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_WRITE_MIN=0']) },
   // The same server with --threads workers per connection (NBD_THREADS; the default is the server's own): the A/B of the thread count.
   { name: 'basalt-threads', start: (file, a) => basaltServe(file, a, [`NBD_THREADS=${args.threads ?? ''}`]) },
+  // The same server on another build of the addon (--addon): a native change's A/B.
+  { name: 'basalt-addon', start: (file, a) => basaltServe(file, a, [`BASALT_ADDON_PATH=${args.addon ?? ''}`]) },
   // The same server with --qos's specs on the volume.
   { name: 'basalt-qos', start: (file, a) => basaltServe(file, a, [`NBD_QOS=${args.qos ?? '{}'}`]) },
   {
@@ -136,7 +141,7 @@ const SERVERS = ([
     start: (file, a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', ...a.socket ? ['-k', a.socket] : ['-p', String(a.port), '-b', '127.0.0.1'], '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]),
   },
   { name: 'nbdkit', start: (file, a) => spawnPinned('nbdkit', ['-f', ...a.socket ? ['-U', a.socket] : ['-p', String(a.port), '-i', '127.0.0.1'], '-e', 'bench', 'file', file]) },
-] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : !['basalt-copy', 'basalt-splice', 'basalt-copyw'].includes(s.name) && (s.name !== 'basalt-qos' || args.qos !== undefined) && (s.name !== 'basalt-threads' || args.threads !== undefined)));
+] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : !['basalt-copy', 'basalt-splice', 'basalt-copyw'].includes(s.name) && (s.name !== 'basalt-qos' || args.qos !== undefined) && (s.name !== 'basalt-threads' || args.threads !== undefined) && (s.name !== 'basalt-addon' || args.addon !== undefined)));
 /** The other servers Basalt is compared with (not its own variants). */
 const PEERS = SERVERS.filter((s) => !s.name.startsWith('basalt'));
 
