@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { after, test, type TestContext } from 'node:test';
-import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
+import { GiB, GuardedDriver, RbdDriver, rbdRegistration } from '../../src/drivers/index.ts';
 import { loadRbdAddon, type RbdAddon, type RbdCluster } from '../../src/drivers/rbd/rbd-addon.ts';
 import { freePort } from '../helpers/net.ts';
 import type { ChildCall } from './driver-child.ts';
@@ -394,4 +394,40 @@ test('rbd: a member that stops answering loses its volume to another: the exclus
   assert.ok((await h.read(0, 8192)).equals(Buffer.concat([Buffer.alloc(4096, 0xa1), Buffer.alloc(4096, 0xb1)])), 'nothing of A\'s landed');
   await h.close();
   t.diagnostic(`takeover took ${tookMs.toFixed(0)} ms; A was answered ${answer}`);
+});
+
+test('rbd: a parent and its last clone removed at the same moment by two members leave neither image nor clone snapshot behind', async () => {
+  const { driver: raw, pool, options } = await rbdBackend();
+  const a = new GuardedDriver(raw, 60_000);
+  await a.init();
+  // Another member on the same pool: the parent's removal renames it `.deleted` while the clone's removal releases its snapshot.
+  const other = rbdRegistration.create({ backendName: 'ceph', options: options as never });
+  const b = new GuardedDriver(other, 60_000);
+  await b.init();
+  try {
+    for (let round = 0; round < 12; round++) {
+      const parent = { id: randomUUID(), sizeGiB: 1 };
+      const clone = { id: randomUUID(), sizeGiB: 1 };
+      await a.createVolume(parent);
+      await a.cloneVolume(clone, parent);
+      // Either order of the two, and both at once, must end with nothing (a removal that answers succeeded is final).
+      // A removal that meets the other one midway may fail retryably (its job then runs it again), never otherwise.
+      const retried = async (f: () => Promise<void>): Promise<void> => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await f();
+          } catch (err) {
+            if (!(err as { retryable?: boolean }).retryable || attempt === 5) throw err;
+          }
+        }
+      };
+      const both = [() => retried(() => a.deleteVolume(parent)), () => retried(() => b.deleteVolume(clone))];
+      if (round % 3 === 0) await Promise.all(both.map((f) => f()));
+      else if (round % 3 === 1) { await both[0]!(); await both[1]!(); }
+      else { await both[1]!(); await both[0]!(); }
+      assert.deepEqual(await objects(pool), [], `round ${round}: nothing is left`);
+    }
+  } finally {
+    await other.close?.();
+  }
 });

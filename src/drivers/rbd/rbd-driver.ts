@@ -710,8 +710,11 @@ export class RbdDriver implements VolumeDriver {
     });
     if (!state) return this.finishRemoval(name);
     if (state.busy) {
-      if (!name.endsWith(DELETED)) await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
-      return;
+      if (name.endsWith(DELETED)) return;
+      await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
+      // A clone's removal (another process) may have released the last clone snapshot between the
+      // look above and the rename, seeing the image not yet marked: look again under the new name.
+      return this.removeImage(`${name}${DELETED}`);
     }
     await this.removeUnwatched(name);
     if (state.parent && state.parent.pool === this.options.cephPool) await this.releaseParent(state.parent.image, state.parent.snap);
@@ -740,7 +743,7 @@ export class RbdDriver implements VolumeDriver {
    * rbd_remove, which librbd refuses (EBUSY) while a client has the image open
    * read-write: a handle that is just closing, or another host's. Tried again
    * for a few seconds, then a retryable error (the job tries later).
-   * ENOENT means removed only when the pool no longer lists the image: in a
+   * ENOENT (or ESTALE) means removed only when the pool no longer lists the image: in a
    * pool at its quota librbd cannot move the image to its trash (the first
    * step of a removal, EDQUOT) and answers ENOENT with the image still there.
    * @throws DriverError (retryable) when the image is still there after a removal.
@@ -751,7 +754,8 @@ export class RbdDriver implements VolumeDriver {
         await this.rbd.removeImage(this.conn, this.options.cephPool, name);
         return;
       } catch (err) {
-        if (isRbdError(err, 'ENOENT')) {
+        // ESTALE: another member removed or renamed it meanwhile (a parent and its last clone removed at once).
+        if (isRbdError(err, 'ENOENT') || isRbdError(err, 'ESTALE')) {
           if (!(await this.imageListed(name))) return;
           throw new DriverError(`Image ${name} could not be removed (is pool ${this.options.cephPool} full?)`, { cause: err, retryable: true });
         }
@@ -765,11 +769,18 @@ export class RbdDriver implements VolumeDriver {
   /** After a clone went: drops the parent's clone snapshot when it has no clone left, and a `.deleted` parent with it. */
   private async releaseParent(image: string, snap: string): Promise<void> {
     if (!snap.endsWith(CLONE_SNAP) && !image.endsWith(DELETED)) return;
-    const empty = await this.withImageIfAny(image, async (img) => {
-      if (snap.endsWith(CLONE_SNAP)) await this.dropSnapshot(img, image, snap, true);
-      return (await this.rbd.snapList(img)).length === 0;
-    });
-    if (empty && image.endsWith(DELETED)) await this.removeImage(image);
+    const base = image.replace(/\.deleted$/, '');
+    // The parent's removal (another process) may rename it to `.deleted` at any moment: the name it
+    // has now counts, before the snapshot is dropped (to find it) and after (to know it is marked).
+    let empty: boolean | undefined;
+    for (const name of [image, image === base ? `${base}${DELETED}` : base]) {
+      empty = await this.withImageIfAny(name, async (img) => {
+        if (snap.endsWith(CLONE_SNAP)) await this.dropSnapshot(img, name, snap, true);
+        return (await this.rbd.snapList(img)).length === 0;
+      });
+      if (empty !== undefined) break;
+    }
+    if (empty && (await this.imageListed(`${base}${DELETED}`))) await this.removeImage(`${base}${DELETED}`);
   }
 
   /**
