@@ -1047,6 +1047,7 @@ static int mirrored(conn_t *c, const request_t *r, buffer_t *b, local_fn local) 
   int fast_zero = r->type == CMD_WRITE_ZEROES && (r->flags & FLAG_FAST_ZERO);
   uint16_t flags = r->flags & (r->type == CMD_WRITE_ZEROES ? FLAG_FUA | FLAG_NO_HOLE : FLAG_FUA);
   uint64_t id = r->length ? mirror_hold(c->mg, r->offset, r->offset + r->length) : 0;
+  if (r->length && !id) return ENOMEM; /* unheld, the copy could take an overlapping change in another order */
   int e = 0, remote;
   if (fast_zero && (e = local(c, r, b)) != 0) {
     if (id) mirror_release(c->mg, id);

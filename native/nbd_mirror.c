@@ -33,7 +33,7 @@
  * which rebuilds the mirror.
  *
  *   nbdMirrorGroup(onFailure)            -> group
- *   nbdMirrorHold(group, start, end)     -> id, or 0 when another holder overlaps (try again)
+ *   nbdMirrorHold(group, start, end)     -> id, or 0 when another holder overlaps (try again); throws ENOMEM
  *   nbdMirrorRelease(group, id)
  */
 #define _GNU_SOURCE
@@ -113,6 +113,7 @@ static uint64_t add_held(mirror_group_t *g, uint64_t start, uint64_t end) {
   return id;
 }
 
+/* Waits until no holder overlaps [start, end), then holds it: its id, or 0 when out of memory. */
 uint64_t mirror_hold(mirror_group_t *g, uint64_t start, uint64_t end) {
   pthread_mutex_lock(&g->lock);
   while (clashes(g, start, end)) pthread_cond_wait(&g->cond, &g->lock);
@@ -416,8 +417,13 @@ static napi_value nbd_mirror_hold(napi_env env, napi_callback_info info) {
   mirror_group_t *g = group_arg(env, info, &start, &end);
   if (!g) return NULL;
   pthread_mutex_lock(&g->lock);
-  uint64_t id = clashes(g, (uint64_t)start, (uint64_t)end) ? 0 : add_held(g, (uint64_t)start, (uint64_t)end);
+  int clash = clashes(g, (uint64_t)start, (uint64_t)end);
+  uint64_t id = clash ? 0 : add_held(g, (uint64_t)start, (uint64_t)end);
   pthread_mutex_unlock(&g->lock);
+  if (!clash && !id) {
+    napi_throw_error(env, "ENOMEM", "out of memory holding a mirror range");
+    return NULL;
+  }
   napi_value out;
   napi_create_double(env, (double)id, &out);
   return out;
