@@ -115,6 +115,22 @@ async function call(url: string, method: string, p: string, body?: unknown): Pro
   return { status, body: text ? JSON.parse(text) : undefined, ms: performance.now() - t };
 }
 
+/**
+ * Every volume a list returns, page by page: a server answers at most its
+ * `osapi_max_limit` items (Cinder's default 1000) and links the next page.
+ */
+async function listAll(url: string, p: string): Promise<Array<{ id: string; status: string }>> {
+  const all: Array<{ id: string; status: string }> = [];
+  for (let page = p; ;) {
+    const body = (await call(url, 'GET', page)).body as { volumes: Array<{ id: string; status: string }>; volumes_links?: Array<{ rel: string; href: string }> };
+    all.push(...body.volumes);
+    const next = body.volumes_links?.find((l) => l.rel === 'next')?.href;
+    if (!next || body.volumes.length === 0) return all;
+    const u = new URL(next);
+    page = u.pathname + u.search;
+  }
+}
+
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10 : 0;
@@ -177,9 +193,8 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
       ids.push(r.body.volume.id);
     });
     for (;;) {
-      const r = await call(url!, 'GET', `${V}/volumes/detail`);
       const mine = new Set(ids);
-      const vs = (r.body.volumes as Array<{ id: string; status: string }>).filter((v) => mine.has(v.id));
+      const vs = (await listAll(url!, `${V}/volumes/detail`)).filter((v) => mine.has(v.id));
       const errors = vs.filter((v) => v.status.startsWith('error')).length;
       if (vs.filter((v) => v.status === 'available').length + errors >= n) return { ids, ms, errors };
       await new Promise((res) => setTimeout(res, 50));
@@ -194,9 +209,8 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
       ms.push(r.ms);
     });
     for (;;) {
-      const r = await call(url!, 'GET', `${V}/volumes`);
       const mine = new Set(ids);
-      if (!(r.body.volumes as Array<{ id: string }>).some((v) => mine.has(v.id))) return ms;
+      if (!(await listAll(url!, `${V}/volumes`)).some((v) => mine.has(v.id))) return ms;
       await new Promise((res) => setTimeout(res, 50));
     }
   };
