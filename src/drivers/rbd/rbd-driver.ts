@@ -717,7 +717,7 @@ export class RbdDriver implements VolumeDriver {
       return this.removeImage(`${name}${DELETED}`);
     }
     await this.removeUnwatched(name);
-    if (state.parent && state.parent.pool === this.options.cephPool) await this.releaseParent(state.parent.image, state.parent.snap);
+    if (state.parent && state.parent.pool === this.options.cephPool) await this.releaseParent(state.parent.image, state.parent.snap, name);
   }
 
   /**
@@ -736,7 +736,7 @@ export class RbdDriver implements VolumeDriver {
     if (listed.includes(`${name}${COPYING}`)) await this.removeUnwatched(`${name}${COPYING}`); // a copy across clusters left midway
     const cloneSnap = `${name.replace(/\.deleted$/, '')}${CLONE_SNAP}`;
     const parent = await this.imageWithSnapshot(cloneSnap);
-    if (parent) await this.releaseParent(parent, cloneSnap);
+    if (parent) await this.releaseParent(parent, cloneSnap, name);
   }
 
   /**
@@ -766,8 +766,11 @@ export class RbdDriver implements VolumeDriver {
     }
   }
 
-  /** After a clone went: drops the parent's clone snapshot when it has no clone left, and a `.deleted` parent with it. */
-  private async releaseParent(image: string, snap: string): Promise<void> {
+  /**
+   * After a clone went: drops the parent's clone snapshot when it has no clone left, and a `.deleted` parent with it.
+   * `removed` names the clone just removed, when that is why.
+   */
+  private async releaseParent(image: string, snap: string, removed?: string): Promise<void> {
     if (!snap.endsWith(CLONE_SNAP) && !image.endsWith(DELETED)) return;
     const base = image.replace(/\.deleted$/, '');
     // The parent's removal (another process) may rename it to `.deleted` at any moment: the name it
@@ -775,7 +778,7 @@ export class RbdDriver implements VolumeDriver {
     let empty: boolean | undefined;
     for (const name of [image, image === base ? `${base}${DELETED}` : base]) {
       empty = await this.withImageIfAny(name, async (img) => {
-        if (snap.endsWith(CLONE_SNAP)) await this.dropSnapshot(img, name, snap, true);
+        if (snap.endsWith(CLONE_SNAP)) await this.dropSnapshot(img, name, snap, true, removed);
         return (await this.rbd.snapList(img)).length === 0;
       });
       if (empty !== undefined) break;
@@ -786,13 +789,19 @@ export class RbdDriver implements VolumeDriver {
   /**
    * Removes the snapshot `snap` of `image` (opened as `img`). A snapshot with
    * clones is kept when `keepIfCloned` (the answer is then false), else its
-   * clones are flattened first.
+   * clones are flattened first. A snapshot that still lists `removed`, a clone
+   * just removed, is neither: the caller's job tries again, rather than
+   * complete and leave the snapshot behind for good.
+   * @throws DriverError (retryable) when the snapshot still lists `removed`.
    */
-  private async dropSnapshot(img: RbdImage, image: string, snap: string, keepIfCloned: boolean): Promise<boolean> {
+  private async dropSnapshot(img: RbdImage, image: string, snap: string, keepIfCloned: boolean, removed?: string): Promise<boolean> {
     if (await this.rbd.snapIsProtected(img, snap).catch((err) => (isRbdError(err, 'ENOENT') ? null : Promise.reject(err))) === null) {
       return this.dropTrashed(img, (t) => t.trashedName === snap);
     }
     const children = (await this.withImage(image, (s) => this.rbd.children(s), { snap })).filter((c) => !c.trash);
+    if (removed && children.some((c) => c.pool === this.options.cephPool && c.image === removed)) {
+      throw new DriverError(`Snapshot ${snap} of ${image} still lists its removed clone ${removed}`, { retryable: true });
+    }
     if (children.length > 0) {
       if (keepIfCloned) return false;
       for (const child of children) await this.withImageIfAny(child.image, (c) => this.rbd.flatten(c));
