@@ -8,7 +8,11 @@
  * port). With --url it measures any Cinder-compatible endpoint, e.g. the real
  * Cinder from ../shared/peers/cinder (pass --pid-dir /tmp/cinder-peer/pids).
  *
- *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--warmup 20] [--url URL --pid-dir DIR]
+ * With `--rounds R` it runs the three phases R times on the same warm server and
+ * prints each figure's median over the rounds (and every round's p50s): one
+ * round's p50 moves by a third between runs on this noisy machine.
+ *
+ *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--warmup 20] [--rounds 1] [--url URL --pid-dir DIR]
  *   node --import tsx bench/api.ts --auth keystone   # noauth, then the same against Debian's Keystone
  *
  * With `--auth keystone` it runs twice in one go: Basalt with noauth, then Basalt with
@@ -29,6 +33,7 @@ const { values: args } = parseArgs({
     c: { type: 'string', default: '10' },
     gets: { type: 'string', default: '200' },
     warmup: { type: 'string', default: '20' },
+    rounds: { type: 'string', default: '1' },
     url: { type: 'string' },
     'pid-dir': { type: 'string' },
     project: { type: 'string', default: 'bec0000000000000000000000000000b' },
@@ -40,6 +45,7 @@ const N = Number(args.n);
 const C = Number(args.c);
 const GETS = Number(args.gets);
 const WARMUP = Number(args.warmup);
+const ROUNDS = Number(args.rounds);
 let PROJECT = args.project!;
 const HEADERS = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json', 'OpenStack-API-Version': 'volume 3.0' };
 
@@ -122,7 +128,9 @@ async function call(url: string, method: string, p: string, body?: unknown): Pro
 async function listAll(url: string, p: string): Promise<Array<{ id: string; status: string }>> {
   const all: Array<{ id: string; status: string }> = [];
   for (let page = p; ;) {
-    const body = (await call(url, 'GET', page)).body as { volumes: Array<{ id: string; status: string }>; volumes_links?: Array<{ rel: string; href: string }> };
+    const r = await call(url, 'GET', page);
+    if (r.status !== 200) throw new Error(`list answered ${r.status}: ${JSON.stringify(r.body)}`);
+    const body = r.body as { volumes: Array<{ id: string; status: string }>; volumes_links?: Array<{ rel: string; href: string }> };
     all.push(...body.volumes);
     const next = body.volumes_links?.find((l) => l.rel === 'next')?.href;
     if (!next || body.volumes.length === 0) return all;
@@ -219,33 +227,51 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
   // loading and compiling code its first requests need; measure what it does after.
   if (WARMUP > 0) await deleteAll((await createAll(WARMUP, 'warmup')).ids);
 
-  // Phase 1: create N at concurrency C, until all available.
-  const t1 = performance.now();
-  const cpu1 = cpuSeconds(pids);
-  const { ids, ms: createMs, errors } = await createAll(N, 'bench');
-  const createPhase = performance.now() - t1;
-  const createCpu = cpuSeconds(pids) - cpu1;
+  /** One round of the three phases. */
+  const round = async () => {
+    // Phase 1: create N at concurrency C, until all available.
+    const t1 = performance.now();
+    const cpu1 = cpuSeconds(pids);
+    const { ids, ms: createMs, errors } = await createAll(N, 'bench');
+    const createPhase = performance.now() - t1;
+    const createCpu = cpuSeconds(pids) - cpu1;
 
-  // Phase 2: M sequential detail lists.
-  const listMs: number[] = [];
-  const t2 = performance.now();
-  for (let i = 0; i < GETS; i++) listMs.push((await call(url!, 'GET', `${V}/volumes/detail`)).ms);
-  const listPhase = performance.now() - t2;
+    // Phase 2: M sequential detail lists.
+    const listMs: number[] = [];
+    const t2 = performance.now();
+    for (let i = 0; i < GETS; i++) listMs.push((await call(url!, 'GET', `${V}/volumes/detail`)).ms);
+    const listPhase = performance.now() - t2;
 
-  // Phase 3: delete all at concurrency C, until the list is empty.
-  const t3 = performance.now();
-  const deleteMs = await deleteAll(ids);
-  const deletePhase = performance.now() - t3;
+    // Phase 3: delete all at concurrency C, until the list is empty.
+    const t3 = performance.now();
+    const deleteMs = await deleteAll(ids);
+    const deletePhase = performance.now() - t3;
+    return {
+      errors,
+      create: { total_s: +(createPhase / 1000).toFixed(2), p50_ms: pct(createMs, 50), p99_ms: pct(createMs, 99), cpu_s: +createCpu.toFixed(2) },
+      list_detail: { total_s: +(listPhase / 1000).toFixed(2), p50_ms: pct(listMs, 50), p99_ms: pct(listMs, 99) },
+      delete: { total_s: +(deletePhase / 1000).toFixed(2), p50_ms: pct(deleteMs, 50), p99_ms: pct(deleteMs, 99) },
+      end_to_end_s: +((createPhase + listPhase + deletePhase) / 1000).toFixed(2),
+    };
+  };
+  const rounds: Array<Awaited<ReturnType<typeof round>>> = [];
+  for (let r = 0; r < ROUNDS; r++) rounds.push(await round());
   clearInterval(sample);
   rssPeak = Math.max(rssPeak, rssMiB(pids));
 
+  /** The middle value (the upper one of an even count), unrounded. */
+  const middle = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  /** The median over the rounds of each figure of a phase. */
+  const median = <K extends 'create' | 'list_detail' | 'delete'>(phase: K): Record<string, number> => Object.fromEntries(
+    Object.keys(rounds[0]![phase]).map((k) => [k, middle(rounds.map((r) => (r[phase] as Record<string, number>)[k]!))]));
   const result = {
     label,
-    n: N, concurrency: C, gets: GETS, warmup: WARMUP, errors,
-    create: { total_s: +(createPhase / 1000).toFixed(2), p50_ms: pct(createMs, 50), p99_ms: pct(createMs, 99), cpu_s: +createCpu.toFixed(2) },
-    list_detail: { total_s: +(listPhase / 1000).toFixed(2), p50_ms: pct(listMs, 50), p99_ms: pct(listMs, 99) },
-    delete: { total_s: +(deletePhase / 1000).toFixed(2), p50_ms: pct(deleteMs, 50), p99_ms: pct(deleteMs, 99) },
-    end_to_end_s: +((createPhase + listPhase + deletePhase) / 1000).toFixed(2),
+    n: N, concurrency: C, gets: GETS, warmup: WARMUP, rounds: ROUNDS, errors: rounds.reduce((a, r) => a + r.errors, 0),
+    create: median('create'),
+    list_detail: median('list_detail'),
+    delete: median('delete'),
+    end_to_end_s: middle(rounds.map((r) => r.end_to_end_s)),
+    ...(ROUNDS > 1 ? { create_p50s_ms: rounds.map((r) => r.create.p50_ms), create_totals_s: rounds.map((r) => r.create.total_s) } : {}),
     rss_mib: { idle: rssIdle, peak: rssPeak },
   };
   stop();

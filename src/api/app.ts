@@ -89,6 +89,8 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   }) as unknown as FastifyInstance;
 
   app.addHook('onRequest', async (req, reply) => {
+    // A request counts until its answer is sent (or its client goes); a stream that stays open does not.
+    if (deps.foreground && !req.routeOptions.config.longLived) reply.raw.once('close', deps.foreground.enter());
     reply.header('x-openstack-request-id', req.id);
     if (req.headers.host === undefined && req.raw.httpVersion === '1.1') {
       throw new InvalidInputError('Malformed request: an HTTP/1.1 request names its Host');

@@ -5,7 +5,7 @@
 import type { Observability } from './observability.ts';
 import type { ReplicationApiDeps } from './replication.ts';
 import type { BasaltConfig } from '../config/index.ts';
-import type { Caller } from '../common/index.ts';
+import type { Caller, Foreground } from '../common/index.ts';
 import type { AttachmentRepository, Db, MessageRepository, QosRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import type { AttachmentManager, BlockMetadata, CleanupFilter, CleanupResult, TransferManager, VolumeManager } from '../volume/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
@@ -47,6 +47,8 @@ export interface ApiDeps {
    * issue 17); present where this process serves backends, else the routes are not served.
    */
   blockMetadata?: BlockMetadata;
+  /** Counts the requests in flight, which this process's job workers let go first (common/foreground.ts). */
+  foreground?: Foreground;
   /** Replication's failover (`os-services/failover_host`, issue 16); without it those routes are not served. */
   replication?: ReplicationApiDeps;
 }

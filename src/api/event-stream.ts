@@ -61,7 +61,7 @@ export function eventStreamRoutes(deps: ApiDeps) {
     app.addHook('preClose', async () => {
       for (const end of open) end();
     });
-    app.get('/events/stream', EXPERIMENTAL, async (req, reply: FastifyReply) => {
+    app.get('/events/stream', { config: { ...EXPERIMENTAL.config, longLived: true } }, async (req, reply: FastifyReply) => {
       const q = req.query as Record<string, unknown>;
       const timeoutText = queryValue(q, 'timeout');
       if (timeoutText !== undefined && !/^\d{1,6}(\.\d+)?$/.test(timeoutText)) throw new InvalidInputError(`Invalid input received: timeout must be a number of seconds, not '${timeoutText}'.`);

@@ -19,6 +19,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Whether the route is experimental (answers only with `OpenStack-API-Experimental: true`). Default false. */
     experimental?: boolean;
+    /** Whether the route's answer stays open for long (a stream): its requests do not count as in flight for the job workers. Default false. */
+    longLived?: boolean;
   }
 }
 

@@ -5,4 +5,5 @@ export * from './caller.ts';
 export * from './addon.ts';
 export * from './own-property.ts';
 export * from './shared-flush.ts';
+export * from './foreground.ts';
 export * from './keystone-password.ts';

@@ -7,7 +7,7 @@
  * job whose lease expired is claimable again while it has attempts left.
  */
 import { EventEmitter } from 'node:events';
-import type { Clock } from '../common/index.ts';
+import type { Clock, Foreground } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
 import { prepared, preparedShapes, type Db, type JobRow, type Prepared } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
@@ -39,6 +39,8 @@ export interface JobQueueOptions {
   leaseMs: number;
   /** First retry delay in ms; doubles per attempt. */
   retryDelayMs: number;
+  /** This process's API requests in flight: its workers' claims wait for them (common/foreground.ts). Default: claims never wait. */
+  foreground?: Foreground;
 }
 
 // Statements every enqueue runs (prepared.ts).

@@ -134,6 +134,8 @@ export class Worker {
           }
         };
         try {
+          // The API's answers first: a claim waits briefly while requests are in flight (common/foreground.ts).
+          await this.options.queue.options.foreground?.quiet();
           job = await this.options.queue.claim(this.options.owner, this.options.targets, restricted ? holding : kinds, holding, woken);
           putBack(job);
         } catch (err) {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { buildApi, isLoopback, Observability } from '../api/index.ts';
-import { newId, systemClock, type Clock } from '../common/index.ts';
+import { Foreground, newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import {
   AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, startRefusal, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository, type Db,
@@ -56,6 +56,8 @@ export interface RunningServer {
   readonly config: BasaltConfig;
   readonly api: FastifyInstance | undefined;
   readonly sweeper: Sweeper;
+  /** The API's requests in flight, which this process's job workers let go first. */
+  readonly foreground: Foreground;
   /** Stops every role (letting running jobs settle) and closes the database. */
   close(): Promise<void>;
 }
@@ -100,7 +102,10 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
 
   const instanceId = newId();
   const leaseMs = d.job_lease_seconds * 1000;
+  // The API's requests in flight, which this process's job workers let go first.
+  const foreground = new Foreground();
   const queue = new JobQueue(db, clock, {
+    foreground,
     maxAttempts: d.job_max_attempts, leaseMs, retryDelayMs: d.job_retry_delay_seconds * 1000,
     payloadVersionCap: d.job_payload_version_cap, serviceDownMs: d.service_down_time * 1000,
   });
@@ -298,7 +303,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       });
       const observability = new Observability({ db, services, queue, roles: [...roles], ...(exports ? { exports } : {}), now: () => clock.now() });
       api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, backups, backupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
-        transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }), observability, replication: { kinds: replicationKinds, queue },
+        transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }), observability, foreground, replication: { kinds: replicationKinds, queue },
         ...(served.size > 0 ? { blockMetadata: new BlockMetadata({ look: volumeManager, drivers: new Map([...served].map(([cluster, b]) => [cluster, b.driver])) }) } : {}),
       }, log);
       await api.listen({ host: d.osapi_volume_listen, port: d.osapi_volume_listen_port });
@@ -307,7 +312,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
       stoppers.push(() => api!.close());
       log.info({ url }, 'API listening');
     }
-    return { url, db, config, api, sweeper, close: stopAll };
+    return { url, db, config, api, sweeper, foreground, close: stopAll };
   } catch (err) {
     await stopAfterFailure();
     throw err;

@@ -57,6 +57,8 @@ test('the event stream resumes with Last-Event-ID across a disconnect and a rest
   const first = await follow(s);
   assert.equal(first.status, 200);
   assert.match(first.contentType!, /^text\/event-stream/);
+  // An open stream is not a request in flight: the job workers' claims do not wait for it to end.
+  assert.equal(s.server.foreground.inFlight, 0);
   const a = await createVolume(s, 'a');
   await waitFor('a created and available on the stream', async () => first.messages.some((m) => m.data.resource_id === a && m.data.to_status === 'available'));
   const seenFirst = [...first.messages];
