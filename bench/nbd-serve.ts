@@ -28,7 +28,10 @@ const driver = new GuardedDriver(inner, 600_000);
 await driver.init();
 const server = new NbdServer({
   provider: {
-    find: async (name) => name === 'bench' ? { name, key: id, readOnly: false, ...(qos ? { qos } : {}), open: () => driver.openVolume({ id, sizeGiB: Number(sizeGiB) }) } : undefined,
+    // As an attachment's export (server/attachment-exports.ts): multi-conn when the driver's handles are coherent.
+    find: async (name) => name === 'bench'
+      ? { name, key: id, readOnly: false, canMultiConn: driver.capabilities.canMultiConn, ...(qos ? { qos } : {}), open: () => driver.openVolume({ id, sizeGiB: Number(sizeGiB) }) }
+      : undefined,
     list: async () => [],
   },
   log: pino({ level: 'warn' }),
