@@ -151,7 +151,7 @@ async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise
   }));
 }
 
-async function startBasalt(env: Record<string, string> = {}): Promise<{ url: string; pids: number[]; stop: () => void }> {
+async function startBasalt(env: Record<string, string> = {}): Promise<{ url: string; pids: number[]; stop: () => Promise<void> }> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-bench-'));
   const bin = path.resolve(import.meta.dirname, '../bin/basalt.js');
   const child = spawn(process.execPath, [bin, 'server'], {
@@ -168,13 +168,22 @@ async function startBasalt(env: Record<string, string> = {}): Promise<{ url: str
     child.once('exit', (code) => reject(new Error(`basalt exited with ${code}`)));
   });
   child.stdout!.resume();
-  return { url, pids: [child.pid!], stop: () => { child.kill('SIGTERM'); setTimeout(() => fs.rmSync(stateDir, { recursive: true, force: true }), 2000).unref(); } };
+  // The state directory goes once the server has exited (it writes there until then).
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  return {
+    url, pids: [child.pid!],
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
 }
 
 async function measure(label: string, env?: Record<string, string>): Promise<Record<string, unknown>> {
   let url = args.url;
   let pids: number[] = [];
-  let stop = (): void => undefined;
+  let stop = async (): Promise<void> => undefined;
   if (!url || env) {
     const b = await startBasalt(env);
     ({ url, pids, stop } = b);
@@ -274,7 +283,7 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
     ...(ROUNDS > 1 ? { create_p50s_ms: rounds.map((r) => r.create.p50_ms), create_totals_s: rounds.map((r) => r.create.total_s) } : {}),
     rss_mib: { idle: rssIdle, peak: rssPeak },
   };
-  stop();
+  await stop();
   return result;
 }
 
