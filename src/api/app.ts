@@ -89,8 +89,6 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
   }) as unknown as FastifyInstance;
 
   app.addHook('onRequest', async (req, reply) => {
-    // A request counts until its answer is sent (or its client goes); a stream that stays open does not.
-    if (deps.foreground && !req.routeOptions.config.longLived) reply.raw.once('close', deps.foreground.enter());
     reply.header('x-openstack-request-id', req.id);
     if (req.headers.host === undefined && req.raw.httpVersion === '1.1') {
       throw new InvalidInputError('Malformed request: an HTTP/1.1 request names its Host');
@@ -105,6 +103,15 @@ export function buildApi(deps: ApiDeps, logger: Logger): FastifyInstance {
     const path = req.url.split('?', 1)[0]!;
     if (path.endsWith('/') && path.startsWith('/v3/') && path !== '/v3/') return reply.code(404).send(faultBody(404, 'The resource could not be found.'));
   });
+  // The job workers of this process let a request go first from when its handler starts (a body
+  // still arriving slowly holds nothing) until its answer is sent or its client goes; a stream that
+  // stays open does not count.
+  const foreground = deps.foreground;
+  if (foreground) {
+    app.addHook('preHandler', async (req, reply) => {
+      if (!req.routeOptions.config.longLived) reply.raw.once('close', foreground.enter());
+    });
+  }
   // Experimental routes answer only to requests that say they know (after the hook above: a 404 names its microversion too).
   const experimental = new ExperimentalRoutes();
   experimental.install(app);

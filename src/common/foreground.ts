@@ -18,6 +18,7 @@
  */
 export class Foreground {
   #inFlight = 0;
+  #counted = 0;
   readonly #waiting = new Set<() => void>();
 
   /** @param waitMs the longest a claim waits for the requests in flight to end; 0 never waits. */
@@ -28,9 +29,15 @@ export class Foreground {
     return this.#inFlight;
   }
 
+  /** Requests counted so far. */
+  get counted(): number {
+    return this.#counted;
+  }
+
   /** Counts a request from now until the returned function is called (at most once counted, however often it is called). */
   enter(): () => void {
     this.#inFlight++;
+    this.#counted++;
     let left = false;
     return () => {
       if (left) return;

@@ -58,8 +58,11 @@ test('the event stream resumes with Last-Event-ID across a disconnect and a rest
   assert.equal(first.status, 200);
   assert.match(first.contentType!, /^text\/event-stream/);
   // An open stream is not a request in flight: the job workers' claims do not wait for it to end.
+  // A request is, until answered.
   assert.equal(s.server.foreground.inFlight, 0);
+  const counted = s.server.foreground.counted;
   const a = await createVolume(s, 'a');
+  assert.ok(s.server.foreground.counted > counted, 'the POST (and the GETs polling it) counted');
   await waitFor('a created and available on the stream', async () => first.messages.some((m) => m.data.resource_id === a && m.data.to_status === 'available'));
   const seenFirst = [...first.messages];
   assert.deepEqual(seenFirst.filter((m) => m.data.resource_id === a).map((m) => m.data.to_status), ['creating', 'available']);
