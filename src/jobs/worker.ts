@@ -106,6 +106,9 @@ export class Worker {
       let exhausted = false;
       while (!this.stopped && (!full() || (holding.length > 0 && holdingRunning < concurrency))) {
         let job: JobRow | undefined;
+        // The API's answers first: a claim waits briefly while requests are in flight (common/foreground.ts).
+        await this.options.queue.options.foreground?.quiet();
+        if (this.stopped) break;
         const restricted = full();
         // Taken out before the claim: a wake-up while it runs puts its target back.
         const from = restricted ? this.pendingHolding : this.pending;
@@ -122,20 +125,20 @@ export class Worker {
         /**
          * A target stays pending while a claim from it may find more: every
          * woken target after a claim that took a job (it tried them in turn
-         * and stopped at the first) or asked for the holding kinds alone. A
-         * holding job older than the one taken would have been taken first,
-         * and a newer one wakes the worker again; so a target stays pending
-         * for holding kinds only if the claim did not reach it, or took one.
+         * and stopped at the first) or asked for the holding kinds alone; and
+         * pending for the holding kinds after any claim that took a job. A
+         * claim of every kind takes the oldest job, and a holding job newer
+         * than it may be why the target was marked (its wake-up came before
+         * this claim, which took the mark): dropped, a full worker would not
+         * look for that job until the next poll (job-queue.test.ts, a fence
+         * behind a long job with one slot). A claim that found nothing
+         * leaves its targets' marks to the wake-ups that come after it.
          */
         const putBack = (claimed: JobRow | undefined | 'failed'): void => {
           if (claimed !== undefined || restricted) for (const t of woken) this.pending.add(t);
-          for (const t of wokenHolding) {
-            if (claimed === 'failed' || (claimed !== undefined && (t !== claimed.target || holding.includes(claimed.kind)))) this.pendingHolding.add(t);
-          }
+          if (claimed !== undefined) for (const t of wokenHolding) this.pendingHolding.add(t);
         };
         try {
-          // The API's answers first: a claim waits briefly while requests are in flight (common/foreground.ts).
-          await this.options.queue.options.foreground?.quiet();
           job = await this.options.queue.claim(this.options.owner, this.options.targets, restricted ? holding : kinds, holding, woken);
           putBack(job);
         } catch (err) {
