@@ -216,8 +216,13 @@ async function openSource(
         await driver.createSnapshot(tempSnap);
         cut = await tracker?.cut(v.id, b.id);
       };
-      if (deps.exports) await deps.exports.quiesce(v.id, take);
-      else await take();
+      if (deps.exports) {
+        // What is cached goes out first, while the writes still flow: the snapshot then holds them briefly.
+        await driver.flushAhead([{ id: v.id, sizeGiB: v.size }]);
+        await deps.exports.quiesce(v.id, take);
+      } else {
+        await take();
+      }
       removeSnapshot = true;
       snap = tempSnap;
       await driver.createVolumeFromSnapshot(temp, tempSnap);

@@ -116,6 +116,8 @@ export function groupHandlers(deps: GroupHandlerDeps, driver: GuardedDriver): Jo
       // be: it is dropped and taken again with them (a driver keeps an existing snapshot).
       await withLocks(deps, pending.map((s) => `snapshot-${s.id}`), async () => {
         for (const s of pending) await driver.deleteSnapshot({ id: s.id });
+        // What is cached goes out first, while the writes still flow: the group's hold is then brief.
+        await driver.flushAhead(pending.filter((s) => attached.includes(s.volume_id)).map((s) => ({ id: s.volume_id, sizeGiB: s.volume_size })));
         await quiesceAll(deps, attached, async () => {
           for (const s of pending) await driver.createSnapshot(snapRef(s));
         });

@@ -418,6 +418,8 @@ export class Replicator {
       if (!r || !v || r.mode !== 'sync' || r.state !== 'enabled' || !m?.inStep || m.broken || this.o.drivers.get(r.primary_cluster) !== driver) return;
       const w = await this.beginPoint(r, v, driver);
       try {
+        // What is cached goes out before the writes are held, not while they are.
+        await driver.flushAhead([{ id: v.id, sizeGiB: v.size }]);
         const at = deps.clock.now();
         const take = (): Promise<void> => driver.createSnapshot(w.point);
         if (deps.exports) await deps.exports.quiesce(v.id, take);
@@ -482,6 +484,10 @@ export class Replicator {
   private async ship(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver, quiesced: boolean): Promise<Shipment> {
     const { deps } = this.o;
     const w = await this.beginPoint(r, v, driver);
+    // What is cached goes out before the writes are held, not while they are.
+    const ahead = deps.clock.now();
+    if (!quiesced) await driver.flushAhead([{ id: v.id, sizeGiB: v.size }]);
+    w.ms.ahead = deps.clock.now() - ahead;
     // The point's time is when it began: every write acknowledged before it is in the point, a later
     // one may not be (a point stamped when it ended would claim writes made while it was taken).
     const pointAt = deps.clock.now();
@@ -532,6 +538,8 @@ export class Replicator {
         works.push(await this.beginPoint(r, v, driver));
       }
       if (works.length === 0) return;
+      // What is cached goes out before the writes are held, not while they are.
+      if (!o.quiesced) await driver.flushAhead(works.map((w) => ({ id: w.v.id, sizeGiB: w.v.size })));
       const pointAt = deps.clock.now();
       const take = async (): Promise<void> => { for (const w of works) await driver.createSnapshot(w.point); };
       try {

@@ -83,8 +83,13 @@ export const snapshotCreate = operation<'snapshot', SnapshotPayload, CreateSnaps
     const v = await deps.volumes.get(deps.db.kysely, s.volume_id);
     const ref = { id: s.id, volumeId: s.volume_id, sizeGiB: s.volume_size };
     // An attached volume is snapshotted with its writes paused at the export (crash-consistent).
-    if (v && v.attach_status === 'attached' && deps.exports) await deps.exports.quiesce(v.id, () => driver.createSnapshot(ref));
-    else await driver.createSnapshot(ref);
+    // What is cached goes out first, while the writes still flow: the snapshot then holds them briefly.
+    if (v && v.attach_status === 'attached' && deps.exports) {
+      await driver.flushAhead([{ id: v.id, sizeGiB: v.size }]);
+      await deps.exports.quiesce(v.id, () => driver.createSnapshot(ref));
+    } else {
+      await driver.createSnapshot(ref);
+    }
   },
 
   async finish({ tx, deps, requestId }, s) {
