@@ -106,7 +106,12 @@ export class Worker {
       let exhausted = false;
       while (!this.stopped && (!full() || (holding.length > 0 && holdingRunning < concurrency))) {
         let job: JobRow | undefined;
-        // The API's answers first: a claim waits briefly while requests are in flight (common/foreground.ts).
+        // The API's answers first: a claim waits briefly while requests are in flight (common/foreground.ts);
+        // a worker with nothing to claim goes to sleep without waiting.
+        if ((full() ? this.pendingHolding : this.pending).size === 0) {
+          exhausted = true;
+          break;
+        }
         await this.options.queue.options.foreground?.quiet();
         if (this.stopped) break;
         const restricted = full();
