@@ -151,6 +151,9 @@ async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise
   }));
 }
 
+/** Servers this run started and has not stopped: a failed run stops them before it exits. */
+const running = new Set<() => Promise<void>>();
+
 async function startBasalt(env: Record<string, string> = {}): Promise<{ url: string; pids: number[]; stop: () => Promise<void> }> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-bench-'));
   const bin = path.resolve(import.meta.dirname, '../bin/basalt.js');
@@ -170,14 +173,14 @@ async function startBasalt(env: Record<string, string> = {}): Promise<{ url: str
   child.stdout!.resume();
   // The state directory goes once the server has exited (it writes there until then).
   const exited = new Promise((resolve) => child.once('exit', resolve));
-  return {
-    url, pids: [child.pid!],
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-      fs.rmSync(stateDir, { recursive: true, force: true });
-    },
+  const stop = async (): Promise<void> => {
+    running.delete(stop);
+    child.kill('SIGTERM');
+    await exited;
+    fs.rmSync(stateDir, { recursive: true, force: true });
   };
+  running.add(stop);
+  return { url, pids: [child.pid!], stop };
 }
 
 async function measure(label: string, env?: Record<string, string>): Promise<Record<string, unknown>> {
@@ -314,7 +317,8 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
+main().catch(async (err) => {
   console.error(err);
+  for (const stop of [...running]) await stop();
   process.exit(1);
 });
