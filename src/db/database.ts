@@ -176,6 +176,8 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   sqlite.pragma('busy_timeout = 10000'); // while opening; the dialect waits for locks itself (below)
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('foreign_keys = ON');
+  // Savepoints (see sqlite-dialect.ts) journal in memory: by default a journal past 64 KiB spills to a temporary file.
+  sqlite.pragma('temp_store = MEMORY');
   // Another process (or thread) writing: the dialect waits for its lock off the thread, see sqlite-dialect.ts.
   sqlite.pragma('busy_timeout = 0');
   const database = withStatementCache(sqlite);

@@ -119,3 +119,66 @@ test('two connections to one database file (two processes, or threads): transact
   await holder;
   assert.equal((await sql<{ n: number }>`select n from counter`.execute(a.kysely)).rows[0]!.n, 121);
 });
+
+test('transactions begun together share one COMMIT; one that fails rolls back alone, and the others commit', async (t) => {
+  const { db } = await database(t);
+  const commits = db.durability!;
+  const before = commits.committed;
+  const insert = (data: string, fail = false) => db.kysely.transaction().execute(async (tx) => {
+    await sql`insert into filler (data) values (${data})`.execute(tx);
+    if (fail) throw new Error(`${data} fails`);
+  });
+  const results = await Promise.allSettled([insert('a'), insert('b', true), insert('c'), insert('d')]);
+  assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+  assert.match(String((results[1] as PromiseRejectedResult).reason), /b fails/);
+  assert.deepEqual((await sql<{ data: string }>`select data from filler order by data`.execute(db.kysely)).rows.map((r) => r.data), ['a', 'c', 'd']);
+  assert.equal(commits.committed, before + 1, 'one COMMIT for the four');
+});
+
+test('a transaction resolves only once its batch committed; a query outside a transaction commits the batch first', async (t) => {
+  const { db } = await database(t);
+  const commits = db.durability!;
+  const before = commits.committed;
+  let committed = false;
+  const first = db.kysely.transaction().execute(async (tx) => {
+    await sql`insert into filler (data) values (${'x'})`.execute(tx);
+  }).then(() => { committed = true; });
+  // Asked for before the batch's own COMMIT (at the next turn of the event loop): it runs first, and commits the batch.
+  const read = sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely);
+  assert.equal((await read).rows[0]!.n, 1);
+  assert.equal(commits.committed, before + 1, 'committed before the read ran');
+  await first;
+  assert.equal(committed, true);
+});
+
+test('a member whose failure ends the whole transaction takes the batch with it: the members that had committed into it fail too, and nothing remains', async (t) => {
+  const { db } = await database(t);
+  const first = db.kysely.transaction().execute(async (tx) => {
+    await sql`insert into filler (data) values (${'kept?'})`.execute(tx);
+  });
+  const second = db.kysely.transaction().execute(async (tx) => {
+    await sql`insert into filler (data) values (${'y'})`.execute(tx);
+    // What SQLite does by itself on some SQLITE_FULL and SQLITE_IOERR failures: the whole transaction is gone.
+    await sql`rollback`.execute(tx);
+    throw new Error('the real error');
+  });
+  await assert.rejects(second, /the real error/);
+  await assert.rejects(first, /rolled back before its COMMIT/, 'not told it committed');
+  assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 0);
+  await db.kysely.transaction().execute(async (tx) => { await sql`insert into filler (data) values (${'z'})`.execute(tx); });
+  assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 1);
+});
+
+test('a full database at the members\' writes: each member is refused, none is left half-written', async (t) => {
+  const { db } = await database(t);
+  await capAtCurrentSize(db);
+  const blob = Buffer.alloc(64 * 1024, 7);
+  const results = await Promise.allSettled(Array.from({ length: 4 }, () => db.kysely.transaction().execute(async (tx) => {
+    await sql`insert into filler (data) values (${blob})`.execute(tx);
+  })));
+  for (const r of results) {
+    assert.equal(r.status, 'rejected');
+    assert.ok((r as PromiseRejectedResult).reason instanceof StateDirectoryUnwritableError, String((r as PromiseRejectedResult).reason));
+  }
+  assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 0);
+});
