@@ -124,11 +124,17 @@ async function call(url: string, method: string, p: string, body?: unknown): Pro
 /**
  * Every volume a list returns, page by page: a server answers at most its
  * `osapi_max_limit` items (Cinder's default 1000) and links the next page.
+ * A page whose marker was deleted meanwhile is a 404 (Cinder's "Marker …
+ * could not be found"), as it is while the bench deletes: the list starts over.
  */
 async function listAll(url: string, p: string): Promise<Array<{ id: string; status: string }>> {
-  const all: Array<{ id: string; status: string }> = [];
-  for (let page = p; ;) {
+  let all: Array<{ id: string; status: string }> = [];
+  for (let page = p, restarts = 0; ;) {
     const r = await call(url, 'GET', page);
+    if (r.status === 404 && page !== p && restarts++ < 100) {
+      [all, page] = [[], p];
+      continue;
+    }
     if (r.status !== 200) throw new Error(`list answered ${r.status}: ${JSON.stringify(r.body)}`);
     const body = r.body as { volumes: Array<{ id: string; status: string }>; volumes_links?: Array<{ rel: string; href: string }> };
     all.push(...body.volumes);
