@@ -1,6 +1,7 @@
 /**
- * Kysely's SQLite dialect as Basalt runs it: group commit after every use of
- * the connection that wrote, refused writes reported as what they are, a
+ * Kysely's SQLite dialect as Basalt runs it: transactions committed in
+ * batches, group commit after every COMMIT and every write on its own,
+ * refused writes reported as what they are, a
  * rollback that never hides the error that caused it, and transactions that
  * share the database file with other connections (processes or threads).
  */
