@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
+import fc from 'fast-check';
 import { sql } from 'kysely';
 import { openDatabase, migrateToLatest, type Db } from '../../../src/db/index.ts';
 import { StateDirectoryUnwritableError } from '../../../src/errors/index.ts';
@@ -181,4 +182,45 @@ test('a full database at the members\' writes: each member is refused, none is l
     assert.ok((r as PromiseRejectedResult).reason instanceof StateDirectoryUnwritableError, String((r as PromiseRejectedResult).reason));
   }
   assert.equal((await sql<{ n: number }>`select count(*) as n from filler`.execute(db.kysely)).rows[0]!.n, 0);
+});
+
+test('any mix of transactions (some failing, some pausing between statements) and writes and reads outside them: what resolved is there, what failed is not', async (t) => {
+  const { db } = await database(t);
+  const op = fc.oneof(
+    fc.record({ kind: fc.constant('tx' as const), rows: fc.integer({ min: 1, max: 3 }), fail: fc.boolean(), pause: fc.boolean() }),
+    fc.record({ kind: fc.constant('write' as const) }),
+    fc.record({ kind: fc.constant('read' as const) }),
+  );
+  let run = 0;
+  await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 12 }), async (ops) => {
+    const tag = `r${run++}`;
+    const expected: string[] = [];
+    await Promise.all(ops.map(async (o, i) => {
+      const value = (k: number) => `${tag}-${i}-${k}`;
+      if (o.kind === 'read') {
+        await sql`select count(*) from filler`.execute(db.kysely);
+        return;
+      }
+      if (o.kind === 'write') {
+        await sql`insert into filler (data) values (${value(0)})`.execute(db.kysely);
+        expected.push(value(0));
+        return;
+      }
+      try {
+        await db.kysely.transaction().execute(async (tx) => {
+          for (let k = 0; k < o.rows; k++) {
+            await sql`insert into filler (data) values (${value(k)})`.execute(tx);
+            if (o.pause) await new Promise((r) => setImmediate(r));
+          }
+          if (o.fail) throw new Error('body fails');
+        });
+        assert.equal(o.fail, false, 'a failing body is never reported committed');
+        for (let k = 0; k < o.rows; k++) expected.push(value(k));
+      } catch (err) {
+        assert.equal(o.fail, true, String(err));
+      }
+    }));
+    const rows = (await sql<{ data: string }>`select data from filler where data like ${`${tag}-%`} order by data`.execute(db.kysely)).rows.map((r) => r.data);
+    assert.deepEqual(rows, expected.sort());
+  }), { numRuns: 60, seed: 20261206 });
 });
