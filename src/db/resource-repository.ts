@@ -88,8 +88,12 @@ export interface ResourceTable<Row> {
   /** Column of the metadata table naming the row. */
   metadataKey?: 'volume_id' | 'snapshot_id' | 'backup_id';
   keyset: KeysetTable<keyof Row & string>;
-  /** Column naming a parent whose jobs work on this row too (a volume's group, a snapshot's group snapshot). */
-  jobParent?: 'group_id' | 'group_snapshot_id';
+  /**
+   * Columns naming parents whose jobs work on this row too: a volume's group;
+   * a snapshot's group snapshot, and its volume (a cascaded volume delete
+   * removes the snapshots it moved to `deleting`).
+   */
+  jobParents?: ReadonlyArray<'group_id' | 'group_snapshot_id' | 'volume_id'>;
 }
 
 /** Base of resource repositories. */
@@ -231,8 +235,8 @@ export class ResourceRepository<Row extends { id: string; project_id: string; st
       .where((eb) => eb.not(eb.exists(eb.selectFrom('jobs').select('jobs.id')
         .where((j) => j.or([
           j('jobs.resource_id', '=', j.ref(`${tb}.id`)),
-          // A group's job works on its members: they are not stuck while it runs.
-          ...(this.t.jobParent ? [j('jobs.resource_id', '=', j.ref(`${tb}.${this.t.jobParent}`))] : []),
+          // A group's job works on its members, a cascaded volume delete on the volume's snapshots: they are not stuck while it runs.
+          ...(this.t.jobParents ?? []).map((parent) => j('jobs.resource_id', '=', j.ref(`${tb}.${parent}`))),
         ]))
         .where('jobs.state', 'in', ['queued', 'running']))))
       .execute() as Promise<Row[]>;

@@ -27,7 +27,7 @@ export interface SnapshotFilter extends ResourceFilter {
 /** Repository over snapshots. */
 export class SnapshotRepository extends ResourceRepository<SnapshotRow, SnapshotFilter> {
   constructor(clock: Clock) {
-    super(clock, { table: 'snapshots', resourceType: 'snapshot', metadataTable: 'snapshot_metadata', metadataKey: 'snapshot_id', keyset: SNAPSHOT_KEYSET, jobParent: 'group_snapshot_id' });
+    super(clock, { table: 'snapshots', resourceType: 'snapshot', metadataTable: 'snapshot_metadata', metadataKey: 'snapshot_id', keyset: SNAPSHOT_KEYSET, jobParents: ['group_snapshot_id', 'volume_id'] });
   }
 
   protected override narrow(s: AnySelect, f: SnapshotFilter): AnySelect {

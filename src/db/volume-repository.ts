@@ -43,7 +43,7 @@ export type SortKey = KeysetKey<keyof VolumeRow>;
 /** Repository over volumes. */
 export class VolumeRepository extends ResourceRepository<VolumeRow, VolumeFilter> {
   constructor(clock: Clock) {
-    super(clock, { table: 'volumes', resourceType: 'volume', metadataTable: 'volume_metadata', metadataKey: 'volume_id', keyset: VOLUME_KEYSET, jobParent: 'group_id' });
+    super(clock, { table: 'volumes', resourceType: 'volume', metadataTable: 'volume_metadata', metadataKey: 'volume_id', keyset: VOLUME_KEYSET, jobParents: ['group_id'] });
   }
 
   /**

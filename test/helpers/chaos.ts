@@ -6,7 +6,8 @@
  * SIGKILLed and restarted; then every process is brought back, the cluster
  * settles, and the invariants are checked against the database and the files:
  *
- * - no volume or snapshot in a transitional status;
+ * - no volume or snapshot in a transitional status, none left in
+ *   `error_deleting` (a delete is retried until it succeeds);
  * - every available / in-use volume's file exists with its size, every
  *   available snapshot's file exists;
  * - no volume or snapshot file without its row, no half-written copy left
@@ -46,11 +47,13 @@ export interface ChaosOptions {
   concurrency?: number;
   /** Mean pause between kills, ms. */
   killEveryMs?: number;
-  /** Random seed (printed, so that a failing run can be repeated). */
+  /** Random seed (printed, so that a failing run can be repeated). Default: `TEST_CHAOS_SEED`, else random. */
   seed?: number;
   /** Run on an RBD backend in this cluster's pool (see the module comment). Default: a shared file folder. */
   ceph?: Ceph;
   log?: (line: string) => void;
+  /** Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), to read after a failing run. Default: `TEST_CHAOS_LOG_DIR`, else dropped. */
+  logDir?: string;
 }
 
 /** What one run did and found. */
@@ -96,7 +99,9 @@ interface Member { name: string; roles: string; ready: string; env: Record<strin
 
 /** Runs the cluster, the load and the kills, then checks. Needs root (PostgreSQL) and Debian's postgresql. */
 export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
-  const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const seed = o.seed ?? (process.env.TEST_CHAOS_SEED ? Number(process.env.TEST_CHAOS_SEED) : Math.floor(Math.random() * 2 ** 31));
+  const logDir = o.logDir ?? process.env.TEST_CHAOS_LOG_DIR;
+  if (logDir) fs.mkdirSync(logDir, { recursive: true });
   const random = prng(seed);
   const pick = <T>(xs: readonly T[]): T | undefined => xs.length ? xs[Math.floor(random() * xs.length)] : undefined;
   const log = o.log ?? (() => undefined);
@@ -132,7 +137,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   ];
   const start = async (m: Member): Promise<void> => {
     const s = await spawnBasalt({ ...env, ...m.env }, m.roles, m.ready);
-    s.child.stdout!.resume(); // keep draining its log
+    if (logDir) s.child.stdout!.pipe(fs.createWriteStream(path.join(logDir, `${m.name}.log`), { flags: 'a' }));
+    else s.child.stdout!.resume(); // keep draining its log
     m.child = s.child;
     if (s.url) m.url = s.url;
   };
@@ -358,7 +364,11 @@ async function check(client: pg.Client, storage: Storage, downSeconds: string, r
   report.checked.volumes = volumes.length;
   report.checked.snapshots = snapshots.length;
   for (const v of volumes.filter((x) => VOLUME_TRANSITIONAL.includes(x.status))) bad(`volume ${v.id} is still ${v.status}`);
-  for (const s of snapshots.filter((x) => SNAPSHOT_TRANSITIONAL.includes(x.status))) bad(`snapshot ${s.id} is still ${s.status}`);
+  for (const s of snapshots.filter((x) => SNAPSHOT_TRANSITIONAL.includes(x.status))) bad(`snapshot ${s.id} (of volume ${s.volume_id}) is still ${s.status}`);
+  // A delete is retried until it succeeds: one that gave up (its job failed for good) left the row for an operator.
+  const lastError = async (id: string): Promise<string> => ((await client.query(`select last_error from jobs where resource_id = $1 and state = 'failed' order by updated_at desc limit 1`, [id])).rows[0] as { last_error?: string } | undefined)?.last_error ?? 'no failed job';
+  for (const v of volumes.filter((x) => x.status === 'error_deleting')) bad(`volume ${v.id} ended error_deleting: ${await lastError(v.id)}`);
+  for (const s of snapshots.filter((x) => x.status === 'error_deleting')) bad(`snapshot ${s.id} (of volume ${s.volume_id}) ended error_deleting: ${await lastError(s.id)}`);
   if ('shared' in storage) await checkFiles(client, storage.shared, volumes, snapshots, bad, report);
   else await checkImages(client, storage.ceph, storage.writers, volumes, snapshots, bad, report);
 
