@@ -1,6 +1,7 @@
 /** The database: schema types, migrations and the opener. */
 export * from './schema.ts';
 export { openDatabase, migrateTo, migrateToLatest, migrationStatus, type Db, type OpenDatabaseOptions } from './database.ts';
+export { CatalogueMemo } from './catalogue-memo.ts';
 export { GroupCommit, type Flush } from './group-commit.ts';
 export { prepared, preparedShapes, type Builder, type Prepared } from './prepared.ts';
 export { startRefusal } from './start-refusal.ts';

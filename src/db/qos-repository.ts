@@ -2,6 +2,7 @@
 import type { Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
+import { CatalogueMemo } from './catalogue-memo.ts';
 import type { Database, QosSpecsRow } from './schema.ts';
 
 type Q = Kysely<Database>;
@@ -11,7 +12,8 @@ export interface QosSpecs extends QosSpecsRow { specs: Record<string, string> }
 
 /** Repository over QoS specs. */
 export class QosRepository {
-  constructor(private readonly clock: Clock) {}
+  /** @param memo the catalogue memo the volume types are kept in: an association changes a type (catalogue-memo.ts). */
+  constructor(private readonly clock: Clock, private readonly memo = new CatalogueMemo()) {}
 
   async list(q: Q): Promise<QosSpecs[]> {
     return withItems(q, await q.selectFrom('qos_specs').selectAll().orderBy('name').execute());
@@ -61,11 +63,13 @@ export class QosRepository {
 
   /** Sets (or clears, with null) the spec of one type. */
   async associate(q: Q, typeId: string, qosId: string | null): Promise<void> {
+    this.memo.changed(q);
     await q.updateTable('volume_types').set({ qos_specs_id: qosId }).where('id', '=', typeId).execute();
   }
 
   /** Clears the spec from every type that has it. */
   async disassociateAll(q: Q, id: string): Promise<void> {
+    this.memo.changed(q);
     await q.updateTable('volume_types').set({ qos_specs_id: null }).where('qos_specs_id', '=', id).execute();
   }
 

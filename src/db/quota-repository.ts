@@ -7,6 +7,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt } from '../common/index.ts';
 import type { Database } from './schema.ts';
+import { CatalogueMemo } from './catalogue-memo.ts';
 import { prepared, preparedShapes } from './prepared.ts';
 
 type Q = Kysely<Database>;
@@ -25,22 +26,28 @@ const usageUpdate = preparedShapes<UsageArgs, unknown>();
 
 /** Repository over quota tables. */
 export class QuotaRepository {
-  constructor(private readonly clock: Clock) {}
+  /** @param memo where the limits read are kept; share one with the other catalogue repositories (catalogue-memo.ts). */
+  constructor(private readonly clock: Clock, private readonly memo = new CatalogueMemo()) {}
 
-  /** A project's explicit limits: resource → hard limit. */
-  async projectLimits(q: Q, projectId: string): Promise<Record<string, number>> {
-    const rows = await PROJECT_LIMITS.all(q, { projectId });
-    return Object.fromEntries(rows.map((r) => [r.resource, Number(r.hard_limit)]));
+  /** A project's explicit limits: resource → hard limit (frozen: shared by every caller). */
+  projectLimits(q: Q, projectId: string): Promise<Readonly<Record<string, number>>> {
+    return this.memo.read(q, `quotas\0${projectId}`, async () => {
+      const rows = await PROJECT_LIMITS.all(q, { projectId });
+      return Object.fromEntries(rows.map((r) => [r.resource, Number(r.hard_limit)]));
+    });
   }
 
-  /** A quota class's limits. */
-  async classLimits(q: Q, className: string): Promise<Record<string, number>> {
-    const rows = await CLASS_LIMITS.all(q, { className });
-    return Object.fromEntries(rows.map((r) => [r.resource, Number(r.hard_limit)]));
+  /** A quota class's limits (frozen: shared by every caller). */
+  classLimits(q: Q, className: string): Promise<Readonly<Record<string, number>>> {
+    return this.memo.read(q, `quota class\0${className}`, async () => {
+      const rows = await CLASS_LIMITS.all(q, { className });
+      return Object.fromEntries(rows.map((r) => [r.resource, Number(r.hard_limit)]));
+    });
   }
 
   /** Sets project limits (upsert per resource). */
   async setProjectLimits(q: Q, projectId: string, limits: Record<string, number>): Promise<void> {
+    this.memo.changed(q);
     const now = isoAt(this.clock.now());
     for (const [resource, hard_limit] of Object.entries(limits)) {
       await q.insertInto('quotas').values({ project_id: projectId, resource, hard_limit, updated_at: now })
@@ -50,11 +57,13 @@ export class QuotaRepository {
 
   /** Removes a project's explicit limits (back to class defaults). */
   async deleteProjectLimits(q: Q, projectId: string): Promise<void> {
+    this.memo.changed(q);
     await q.deleteFrom('quotas').where('project_id', '=', projectId).execute();
   }
 
   /** Sets class limits (upsert per resource). */
   async setClassLimits(q: Q, className: string, limits: Record<string, number>): Promise<void> {
+    this.memo.changed(q);
     const now = isoAt(this.clock.now());
     for (const [resource, hard_limit] of Object.entries(limits)) {
       await q.insertInto('quota_classes').values({ class_name: className, resource, hard_limit, updated_at: now })

@@ -244,6 +244,14 @@ export interface PoolUsageTable {
   gigabytes: number;
 }
 
+/** `catalogue_generation`: one row whose token changes with every change to the catalogue (migration 0027, catalogue-memo.ts). */
+export interface CatalogueGenerationTable {
+  /** Always 1. */
+  id: number;
+  /** Random; a new one in the transaction of any change to types, their specs and access, project default types and quota limits. */
+  token: string;
+}
+
 /** `volume_types`. */
 export interface VolumeTypesTable {
   id: string;
@@ -542,6 +550,7 @@ export interface Database {
   quota_classes: QuotaClassesTable;
   quota_usages: QuotaUsagesTable;
   pool_usage: PoolUsageTable;
+  catalogue_generation: CatalogueGenerationTable;
   volume_types: VolumeTypesTable;
   volume_type_extra_specs: VolumeTypeExtraSpecsTable;
   volume_type_projects: VolumeTypeProjectsTable;

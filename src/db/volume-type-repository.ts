@@ -5,6 +5,7 @@
 import type { Kysely } from 'kysely';
 import type { Clock } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
+import { CatalogueMemo } from './catalogue-memo.ts';
 import { prepared } from './prepared.ts';
 import type { Database, VolumeTypeRow } from './schema.ts';
 import { canUseType, deleteSpec, findType, putSpecs, specsOf, visibleTypes, type TypeTables, type TypeViewer } from './type-catalogue.ts';
@@ -25,7 +26,8 @@ const PROJECT_DEFAULT = prepared<{ projectId: string }>()((q, a) =>
 
 /** Repository over volume types. */
 export class VolumeTypeRepository {
-  constructor(private readonly clock: Clock) {}
+  /** @param memo where `find` and `projectDefault` keep what they read; share one with the other catalogue repositories (catalogue-memo.ts). */
+  constructor(private readonly clock: Clock, private readonly memo = new CatalogueMemo()) {}
 
   /**
    * Types `viewer` may see, by name. For admins `isPublic` picks public or
@@ -37,9 +39,12 @@ export class VolumeTypeRepository {
   }
 
   /** A type by id or, failing that, by name, if `viewer` may see it. */
-  async find(q: Q, idOrName: string, viewer: TypeViewer): Promise<VolumeType | undefined> {
-    const row = await findType<VolumeTypeRow>(q, TABLES, idOrName, viewer);
-    return row && (await this.withSpecs(q, [row]))[0];
+  find(q: Q, idOrName: string, viewer: TypeViewer): Promise<VolumeType | undefined> {
+    // Admins see every type: what they find does not depend on their project.
+    return this.memo.read(q, `type\0${idOrName}\0${viewer.isAdmin ? '' : viewer.projectId}`, async () => {
+      const row = await findType<VolumeTypeRow>(q, TABLES, idOrName, viewer);
+      return row && (await this.withSpecs(q, [row]))[0];
+    });
   }
 
   /** Types by id, for views (no visibility check). */
@@ -56,6 +61,7 @@ export class VolumeTypeRepository {
 
   /** Creates a type; the caller checked the name is free. */
   async create(q: Q, t: { name: string; description: string | null; isPublic: boolean; extraSpecs: Record<string, string> }): Promise<string> {
+    this.memo.changed(q);
     const id = newId();
     await q.insertInto('volume_types').values({
       id, name: t.name, description: t.description, is_public: t.isPublic ? 1 : 0, qos_specs_id: null,
@@ -74,6 +80,7 @@ export class VolumeTypeRepository {
 
   /** Updates name, description or visibility. */
   async update(q: Q, id: string, set: { name?: string; description?: string | null; is_public?: number }): Promise<void> {
+    this.memo.changed(q);
     await q.updateTable('volume_types').set({ ...set, updated_at: isoAt(this.clock.now()) }).where('id', '=', id).execute();
   }
 
@@ -86,16 +93,19 @@ export class VolumeTypeRepository {
 
   /** Deletes the type (specs, access and default entries cascade). */
   async delete(q: Q, id: string): Promise<void> {
+    this.memo.changed(q);
     await q.deleteFrom('volume_types').where('id', '=', id).execute();
   }
 
   /** Sets the given extra specs, keeping others. */
   setExtraSpecs(q: Q, id: string, specs: Record<string, string>): Promise<void> {
+    this.memo.changed(q);
     return putSpecs(q, TABLES, id, specs);
   }
 
   /** Deletes one extra spec; false if absent. */
   deleteExtraSpec(q: Q, id: string, key: string): Promise<boolean> {
+    this.memo.changed(q);
     return deleteSpec(q, TABLES, id, key);
   }
 
@@ -106,6 +116,7 @@ export class VolumeTypeRepository {
 
   /** Shares a type with a project; false if it already was. */
   async addAccess(q: Q, id: string, projectId: string): Promise<boolean> {
+    this.memo.changed(q);
     const r = await q.insertInto('volume_type_projects').values({ volume_type_id: id, project_id: projectId })
       .onConflict((oc) => oc.columns(['volume_type_id', 'project_id']).doNothing()).executeTakeFirst();
     return Number(r.numInsertedOrUpdatedRows ?? 0n) > 0;
@@ -113,13 +124,14 @@ export class VolumeTypeRepository {
 
   /** Stops sharing; false if it was not shared. */
   async removeAccess(q: Q, id: string, projectId: string): Promise<boolean> {
+    this.memo.changed(q);
     const r = await q.deleteFrom('volume_type_projects').where('volume_type_id', '=', id).where('project_id', '=', projectId).executeTakeFirst();
     return r.numDeletedRows > 0n;
   }
 
   /** A project's own default type id, if set. */
-  async projectDefault(q: Q, projectId: string): Promise<string | undefined> {
-    return (await PROJECT_DEFAULT.first(q, { projectId }))?.volume_type_id;
+  projectDefault(q: Q, projectId: string): Promise<string | undefined> {
+    return this.memo.read(q, `default\0${projectId}`, async () => (await PROJECT_DEFAULT.first(q, { projectId }))?.volume_type_id);
   }
 
   /** All per-project defaults. */
@@ -129,12 +141,14 @@ export class VolumeTypeRepository {
 
   /** Sets a project's default type. */
   async setProjectDefault(q: Q, projectId: string, typeId: string): Promise<void> {
+    this.memo.changed(q);
     await q.insertInto('default_volume_types').values({ project_id: projectId, volume_type_id: typeId })
       .onConflict((oc) => oc.column('project_id').doUpdateSet({ volume_type_id: typeId })).execute();
   }
 
   /** Clears a project's default type; false if none was set. */
   async deleteProjectDefault(q: Q, projectId: string): Promise<boolean> {
+    this.memo.changed(q);
     const r = await q.deleteFrom('default_volume_types').where('project_id', '=', projectId).executeTakeFirst();
     return r.numDeletedRows > 0n;
   }

@@ -13,7 +13,7 @@ import { buildApi, isLoopback, Observability } from '../api/index.ts';
 import { Foreground, newId, systemClock, type Clock } from '../common/index.ts';
 import type { BasaltConfig } from '../config/index.ts';
 import {
-  AttachmentRepository, MessageRepository, migrateToLatest, openDatabase, startRefusal, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository, type Db,
+  AttachmentRepository, CatalogueMemo, MessageRepository, migrateToLatest, openDatabase, startRefusal, QosRepository, QuotaRepository, ServiceRepository, SnapshotRepository, TypeEncryptionRepository, VolumeRepository, VolumeTypeRepository, type Db,
 } from '../db/index.ts';
 import { GroupRepository, GroupSnapshotRepository, GroupTypeRepository } from '../db/index.ts';
 import { QuotaEngine } from '../quota/index.ts';
@@ -112,7 +112,9 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const volumes = new VolumeRepository(clock);
   const services = new ServiceRepository(clock);
   const messages = new MessageRepository(clock);
-  const types = new VolumeTypeRepository(clock);
+  // What every create reads of types and quota limits, kept while the database says it is current.
+  const catalogue = new CatalogueMemo();
+  const types = new VolumeTypeRepository(clock, catalogue);
   const snapshots = new SnapshotRepository(clock);
   const attachments = new AttachmentRepository(clock);
   const typeEncryption = new TypeEncryptionRepository(clock, db.dialect);
@@ -122,7 +124,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   const groupTypes = new GroupTypeRepository(clock);
   const backups = new BackupRowRepository(clock);
   const quotas = new QuotaEngine({
-    repo: new QuotaRepository(clock), config: d, count: backupUsageCounter(backups, groupUsageCounter(groups, volumeUsageCounter(volumes, snapshots, types))),
+    repo: new QuotaRepository(clock, catalogue), config: d, count: backupUsageCounter(backups, groupUsageCounter(groups, volumeUsageCounter(volumes, snapshots, types))),
     extraResources: perTypeResources(types),
   });
   const jobDeps = { volumes, snapshots, quotas, types, clock, messageTtlSeconds: d.message_ttl };
@@ -302,7 +304,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         serviceDownMs: d.service_down_time * 1000, availabilityZone: d.storage_availability_zone,
       });
       const observability = new Observability({ db, services, queue, roles: [...roles], ...(exports ? { exports } : {}), now: () => clock.now() });
-      api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, backups, backupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
+      api = buildApi({ groups, groupSnapshots, groupTypes, groupManager, backups, backupManager, config, db, volumes, snapshots, services, messages, quotas, types, qos: new QosRepository(clock, catalogue), volumeManager, attachments, attachmentManager, typeEncryption, cleanup: (f) => cleanupServices(cleanupDeps, f),
         transfers: new TransferManager({ db, queue, clock, volumes, snapshots, types, quotas }), observability, foreground, replication: { kinds: replicationKinds, queue },
         ...(served.size > 0 ? { blockMetadata: new BlockMetadata({ look: volumeManager, drivers: new Map([...served].map(([cluster, b]) => [cluster, b.driver])) }) } : {}),
       }, log);
