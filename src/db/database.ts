@@ -42,6 +42,7 @@ import * as m0021b from './migrations/0021-replica-checkpoints.ts';
 import * as m0025 from './migrations/0025-jobs-claim-order.ts';
 import * as m0026 from './migrations/0026-pool-usage.ts';
 import * as m0027 from './migrations/0027-catalogue-generation.ts';
+import * as m0028 from './migrations/0028-event-place-at-commit.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -72,6 +73,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0025-jobs-claim-order': m0025,
   '0026-pool-usage': m0026,
   '0027-catalogue-generation': m0027,
+  '0028-event-place-at-commit': m0028,
 };
 
 /** An open database. */

@@ -248,8 +248,11 @@ export function isStateDirectoryUnwritable(err: unknown): err is StateDirectoryU
   return err instanceof StateDirectoryUnwritableError;
 }
 
-/** Wraps anything that is not a {@link BasaltError}, keeping it as `cause`. */
+/** Wraps anything that is not a {@link BasaltError}, keeping it as `cause`: retryable when PostgreSQL ended the transaction (deadlock, serialization failure). */
 export function toBasaltError(err: unknown): BasaltError {
   if (err instanceof BasaltError) return err;
+  // PostgreSQL ended the transaction to break a deadlock, or could not serialize it: run again, it may pass.
+  const sqlState = (err as { code?: unknown } | undefined)?.code;
+  if (sqlState === '40P01' || sqlState === '40001') return new BasaltError('INTERNAL', 'The database ended the transaction (a deadlock or a conflict); it may be tried again.', { cause: err, retryable: true });
   return new BasaltError('INTERNAL', 'An unknown error occurred.', { cause: err });
 }
