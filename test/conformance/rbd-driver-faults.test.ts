@@ -417,7 +417,8 @@ test('rbd: a parent and its last clone removed at the same moment by two members
           try {
             return await f();
           } catch (err) {
-            if (!(err as { retryable?: boolean }).retryable || attempt === 5) throw err;
+            // The cause (librbd's code) says which step met the other removal.
+            if (!(err as { retryable?: boolean }).retryable || attempt === 5) throw new Error(`round ${round}, attempt ${attempt}: ${String(err)} (cause: ${String((err as Error).cause)})`, { cause: err });
           }
         }
       };

@@ -695,7 +695,16 @@ export class RbdDriver implements VolumeDriver {
    * Then lets the parent go if it was waiting for this clone.
    */
   async deleteVolume(vol: Pick<VolumeRef, 'id'>): Promise<void> {
-    await this.removeImage(RbdDriver.imageName(vol.id));
+    try {
+      await this.removeImage(RbdDriver.imageName(vol.id));
+    } catch (err) {
+      // A parent and its last clone removed at once by two members: one renames, or removes, an image or
+      // snapshot that the other has just looked at. The removal is idempotent: the next attempt looks again.
+      if (isRbdError(err, 'ENOENT', 'ESTALE')) {
+        throw new DriverError(`The image of volume ${vol.id} or its parent changed during its removal (another removal at the same time)`, { cause: err, retryable: true });
+      }
+      throw err;
+    }
   }
 
   private async removeImage(name: string): Promise<void> {
