@@ -23,6 +23,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { VolumeHandle } from '../drivers/index.ts';
+import { BasaltError } from '../errors/index.ts';
 import {
   BASE_ALLOCATION, CMD, CMD_FLAG, ERR, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
   IHAVEOPT, INFO, MAX_OPTION_LENGTH, MAX_PAYLOAD, MIN_BLOCK, NBD_MAGIC, nbdErrorOf, OPT, OPTION_REPLY_MAGIC, PREFERRED_BLOCK,
@@ -88,10 +89,18 @@ export const SPLICE_MIN_BYTES = 64 * 1024;
 /** The smallest WRITE payload the native data plane splices by default (see {@link NbdServerOptions.spliceWriteMinBytes}). */
 export const SPLICE_WRITE_MIN_BYTES = 256 * 1024;
 
+/** How long a quiesce waits at most for the writes in flight to finish (see {@link NbdServer.quiesce}). */
+export const QUIESCE_DRAIN_MS = 30_000;
+
+/** How often a quiesce that holds writes for long says so in the log. */
+export const QUIESCE_SLOW_MS = 10_000;
+
 /** Settings of an {@link NbdServer}. */
 export interface NbdServerOptions {
   provider: ExportProvider;
   log: Logger;
+  /** Longest a quiesce waits for the writes in flight to finish. Default {@link QUIESCE_DRAIN_MS}. */
+  quiesceDrainMs?: number;
   /** Refuse clients that do not start TLS (FORCEDTLS mode). Default false. */
   requireTls?: boolean;
   /**
@@ -384,18 +393,39 @@ export class NbdServer {
    * Runs `fn` while no write reaches the exports of `key` (a volume): new
    * writes wait, writes in flight finish first. A snapshot taken inside is
    * crash-consistent: it holds every acknowledged write and no half of one.
+   *
+   * Writes in flight that do not finish within {@link NbdServerOptions.quiesceDrainMs}
+   * (one stuck in its backend) end the quiesce: what it paused goes on and
+   * `fn` does not run, so that neither the volume's writes nor the
+   * quiesces queued behind this one wait for good. An `fn` that holds the
+   * writes for long is logged, every {@link QUIESCE_SLOW_MS}.
+   * @throws BasaltError BACKEND_UNAVAILABLE (retryable) when the writes in flight did not finish.
    */
   async quiesce<T>(key: string, fn: () => Promise<T>): Promise<T> {
     while (this.gates.has(key)) await this.gates.get(key);
     let release!: () => void;
     this.gates.set(key, new Promise<void>((r) => { release = r; }));
+    let timer: NodeJS.Timeout | undefined;
+    let slow: NodeJS.Timeout | undefined;
     try {
-      await Promise.all([
+      const drained = Promise.all([
         Promise.allSettled([...(this.writes.get(key) ?? [])]),
         ...[...(this.natives.get(key) ?? [])].map((c) => c.pause()),
       ]);
+      const drainMs = this.o.quiesceDrainMs ?? QUIESCE_DRAIN_MS;
+      const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), drainMs); });
+      if (await Promise.race([drained, late]) === 'late') {
+        drained.catch(() => undefined);
+        this.o.log.warn({ volume_id: key, ms: drainMs }, 'writes in flight did not finish for a quiesce: it gives up, and the writes go on');
+        throw new BasaltError('BACKEND_UNAVAILABLE', `Writes in flight to volume ${key} did not finish within ${drainMs / 1000} s: it could not be quiesced`, { retryable: true });
+      }
+      clearTimeout(timer);
+      const started = Date.now();
+      slow = setInterval(() => this.o.log.warn({ volume_id: key, ms: Date.now() - started }, 'a quiesce holds the volume\'s writes: the step under it is slow'), QUIESCE_SLOW_MS);
       return await fn();
     } finally {
+      clearTimeout(timer);
+      clearInterval(slow);
       this.gates.delete(key);
       // Native connections that started during the quiesce started paused: resume them too.
       for (const c of this.natives.get(key) ?? []) c.resume();

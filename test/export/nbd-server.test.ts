@@ -243,6 +243,17 @@ test('malformed frames: the server replies or closes cleanly and keeps serving o
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 7 0 4096', '-c', 'read -P 7 0 4096', s.uri('m')]);
 });
 
+test('a quiesce whose writes in flight never finish gives up: its step does not run, writes go on, the error is retryable', async () => {
+  const server = new NbdServer({ provider: { find: async () => undefined, list: async () => [] }, log: pino({ level: 'silent' }), quiesceDrainMs: 200 });
+  server.trackWrite('v', new Promise<void>(() => undefined)); // a write stuck in its backend
+  let ran = false;
+  await assert.rejects(server.quiesce('v', async () => { ran = true; }), (err: { code?: string; retryable?: boolean }) => err.code === 'BACKEND_UNAVAILABLE' && err.retryable === true);
+  assert.equal(ran, false, 'the snapshot is not taken with a write half done');
+  await server.gate('v'); // new writes are not held
+  assert.equal(await server.quiesce('w', async () => 'taken'), 'taken', 'another volume quiesces as before');
+  await server.close();
+});
+
 test('quiesce holds writes back until the snapshot is done, and lets reads through', async (t) => {
   const s = await setup(t, [{ name: 'q', sizeGiB: 1 }]);
   const sock = await connectExport('127.0.0.1', s.port, 'q');
