@@ -52,7 +52,7 @@ export interface ChaosOptions {
   /** Run on an RBD backend in this cluster's pool (see the module comment). Default: a shared file folder. */
   ceph?: Ceph;
   log?: (line: string) => void;
-  /** Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), to read after a failing run. Default: `TEST_CHAOS_LOG_DIR`, else dropped. */
+  /** Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), to read after a failing run. Default: `TEST_CHAOS_LOG_DIR`, else removed with the run's state. */
   logDir?: string;
 }
 
@@ -67,6 +67,8 @@ export interface ChaosReport {
   violations: string[];
   /** Error rows that held a failed copy's half-written data and were deleted before the checks. */
   deletedFailedCopies: number;
+  /** When a violation names a volume or snapshot: the members' warnings and errors that name it too (at most 40 lines). */
+  evidence: string[];
 }
 
 const PROJECT = 'chaos';
@@ -100,19 +102,19 @@ interface Member { name: string; roles: string; ready: string; env: Record<strin
 /** Runs the cluster, the load and the kills, then checks. Needs root (PostgreSQL) and Debian's postgresql. */
 export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const seed = o.seed ?? (process.env.TEST_CHAOS_SEED ? Number(process.env.TEST_CHAOS_SEED) : Math.floor(Math.random() * 2 ** 31));
-  const logDir = o.logDir ?? process.env.TEST_CHAOS_LOG_DIR;
-  if (logDir) fs.mkdirSync(logDir, { recursive: true });
   const random = prng(seed);
   const pick = <T>(xs: readonly T[]): T | undefined => xs.length ? xs[Math.floor(random() * xs.length)] : undefined;
   const log = o.log ?? (() => undefined);
   const report: ChaosReport = {
     seed, operations: {}, outcomes: { accepted: 0, refused: 0, serverErrors: [], cutOff: 0 }, kills: {},
-    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0, writes: 0 }, violations: [], deletedFailedCopies: 0,
+    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0, writes: 0 }, violations: [], deletedFailedCopies: 0, evidence: [],
   };
   const postgres = await startPostgres();
   const database = await postgres.createDatabase();
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chaos-'));
   const shared = path.join(stateDir, 'shared');
+  const logDir = o.logDir ?? process.env.TEST_CHAOS_LOG_DIR ?? path.join(stateDir, 'logs');
+  fs.mkdirSync(logDir, { recursive: true });
   const coordination = o.coordination === 'postgresql' ? database : o.coordination;
   const env = {
     BASALT_STATE_DIR: stateDir, BASALT_DATABASE__CONNECTION: database, BASALT_COORDINATION__BACKEND_URL: coordination,
@@ -137,8 +139,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   ];
   const start = async (m: Member): Promise<void> => {
     const s = await spawnBasalt({ ...env, ...m.env }, m.roles, m.ready);
-    if (logDir) s.child.stdout!.pipe(fs.createWriteStream(path.join(logDir, `${m.name}.log`), { flags: 'a' }));
-    else s.child.stdout!.resume(); // keep draining its log
+    s.child.stdout!.pipe(fs.createWriteStream(path.join(logDir, `${m.name}.log`), { flags: 'a' }));
     m.child = s.child;
     if (s.url) m.url = s.url;
   };
@@ -342,6 +343,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       for (const until = Date.now() + 60_000; Date.now() < until && (await call('GET', gone))?.status !== 404;) await sleep(250);
     }
     await check(client, o.ceph ? { ceph: o.ceph, writers } : { shared }, env.BASALT_SERVICE_DOWN_TIME, report);
+    report.evidence = evidenceFor(report.violations, logDir);
     return report;
   } finally {
     for (const m of members) m.child?.kill('SIGKILL');
@@ -350,6 +352,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await postgres.stop();
     fs.rmSync(stateDir, { recursive: true, force: true });
   }
+}
+
+/** The members' log lines at warn or above that name a volume or snapshot a violation names (see {@link ChaosReport.evidence}). */
+function evidenceFor(violations: readonly string[], logDir: string): string[] {
+  const ids = new Set(violations.flatMap((v) => v.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g) ?? []));
+  if (ids.size === 0) return [];
+  const lines: string[] = [];
+  for (const file of fs.readdirSync(logDir).filter((f) => f.endsWith('.log')).sort()) {
+    for (const line of fs.readFileSync(path.join(logDir, file), 'utf8').split('\n')) {
+      if (!/"level":[456]0/.test(line) || ![...ids].some((id) => line.includes(id))) continue;
+      lines.push(`${file.replace(/\.log$/, '')}: ${line.replace(/"stack":"(?:[^"\\]|\\.)*",?/g, '').slice(0, 400)}`);
+    }
+  }
+  return lines.sort((a, b) => (a.match(/"time":"([^"]+)"/)?.[1] ?? '').localeCompare(b.match(/"time":"([^"]+)"/)?.[1] ?? '')).slice(-40);
 }
 
 /** Where the volumes' data is: the shared folder, or an RBD pool and the hosts that wrote to its images. */
