@@ -14,8 +14,8 @@ async function settledSoon(p: Promise<unknown>): Promise<boolean> {
   return settled;
 }
 
-test('quiet: at once when nothing is in flight, when the last request ends, or after waitMs at the most', async () => {
-  const fg = new Foreground(60_000);
+test('quiet: at once when nothing was in flight lately, idleMs after the last request ends, or after waitMs at the most', async () => {
+  const fg = new Foreground(60_000, 30);
   assert.equal(await settledSoon(fg.quiet()), true, 'idle: no wait');
 
   const leaveA = fg.enter();
@@ -29,7 +29,16 @@ test('quiet: at once when nothing is in flight, when the last request ends, or a
   assert.equal(await settledSoon(waiting), false, 'one still in flight: still waits');
   leaveB();
   assert.equal(fg.inFlight, 0);
-  assert.equal(await settledSoon(waiting), true, 'the last one ended: goes ahead');
+  assert.equal(await settledSoon(waiting), false, 'the last one just ended: waits for the idle window');
+  // A client sending its next request right after its answer: the window starts again.
+  const leaveC = fg.enter();
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(await settledSoon(waiting), false, 'a request came within the window: still waits');
+  const ended = performance.now();
+  leaveC();
+  await waiting;
+  assert.ok(performance.now() - ended >= 29, 'went ahead once nothing was in flight for idleMs');
+  assert.equal(await settledSoon(fg.quiet()), true, 'idle for longer than the window: no wait');
 
   // A request that never ends holds a claim for waitMs only.
   const short = new Foreground(30);
