@@ -52,6 +52,12 @@ export interface ChaosOptions {
   /** Run on an RBD backend in this cluster's pool (see the module comment). Default: a shared file folder. */
   ceph?: Ceph;
   log?: (line: string) => void;
+  /**
+   * The run's time budget (ms, from its start): past it, no more operations are issued, the settling
+   * and the error-row deletes stop waiting, and the overrun is a violation, so that a run stuck
+   * somewhere still reports what it found (with its evidence) before its test's timeout. Default: none.
+   */
+  budgetMs?: number;
   /** Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), to read after a failing run. Default: `TEST_CHAOS_LOG_DIR`, else removed with the run's state. */
   logDir?: string;
 }
@@ -83,6 +89,8 @@ const HOST_REGION = { baseBytes: 0, slots: 64 };
 const PINNED_HOSTS = 3;
 /** RBD: the longest a host waits for its writes of one connection (8 writes) before the run counts one as hung. */
 const HOST_WRITE_MAX_MS = 60_000;
+/** The longest a client waits for an API answer before it counts the request as hung (a violation). */
+const REQUEST_MAX_MS = 30_000;
 const GiB = 1024 ** 3;
 
 /** A small deterministic PRNG (mulberry32). */
@@ -101,6 +109,8 @@ interface Member { name: string; roles: string; ready: string; env: Record<strin
 
 /** Runs the cluster, the load and the kills, then checks. Needs root (PostgreSQL) and Debian's postgresql. */
 export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
+  const startedAt = Date.now();
+  const overBudget = (): boolean => o.budgetMs !== undefined && Date.now() - startedAt > o.budgetMs;
   const seed = o.seed ?? (process.env.TEST_CHAOS_SEED ? Number(process.env.TEST_CHAOS_SEED) : Math.floor(Math.random() * 2 ** 31));
   const random = prng(seed);
   const pick = <T>(xs: readonly T[]): T | undefined => xs.length ? xs[Math.floor(random() * xs.length)] : undefined;
@@ -157,10 +167,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         const api = pick(apis());
         if (!api) { await sleep(100); continue; }
         try {
-          const r = await fetch(`${api.url}/v3/${PROJECT}${p}`, { method, headers: HEADERS, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+          const r = await fetch(`${api.url}/v3/${PROJECT}${p}`, {
+            method, headers: HEADERS, signal: AbortSignal.timeout(REQUEST_MAX_MS), ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+          });
           const text = await r.text();
           return { status: r.status, body: text ? JSON.parse(text) : undefined };
-        } catch {
+        } catch (err) {
+          if ((err as Error).name === 'TimeoutError') {
+            report.violations.push(`${method} ${p} through ${api.name}: no answer within ${REQUEST_MAX_MS / 1000} s`);
+            return undefined;
+          }
           // The API process died under the request: a read is simply retried;
           // a change may or may not have happened, as for any client.
           if (method !== 'GET') return undefined;
@@ -298,6 +314,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     let issued = 0;
     await Promise.all(Array.from({ length: o.concurrency ?? 6 }, async () => {
       while (issued < o.operations) {
+        if (overBudget()) {
+          if (!report.violations.some((v) => v.startsWith('the load phase'))) report.violations.push(`the load phase ran past the run's budget of ${o.budgetMs! / 1000} s (${issued} operations issued)`);
+          break;
+        }
         const op = OPS[Math.floor(random() * OPS.length)]!;
         const r = await one(op);
         if (r === 'skip') continue;
@@ -324,7 +344,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     for (;;) {
       const busy = (await client.query(`select (select count(*) from volumes where status = any($1)) + (select count(*) from snapshots where status = any($2)) as n`, [VOLUME_TRANSITIONAL, SNAPSHOT_TRANSITIONAL])).rows[0] as { n: string };
       if (Number(busy.n) === 0) break;
-      if (Date.now() > deadline) break;
+      if (Date.now() > deadline || overBudget()) break;
       await sleep(250);
     }
     // A copy that failed for good (its job ran out of attempts, each cut by a kill) leaves its
@@ -340,8 +360,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       report.deletedFailedCopies++;
       await call('DELETE', owner);
       const gone = owner.replace(/\?.*$/, '');
-      for (const until = Date.now() + 60_000; Date.now() < until && (await call('GET', gone))?.status !== 404;) await sleep(250);
+      for (const until = Date.now() + 60_000; Date.now() < until && !overBudget() && (await call('GET', gone))?.status !== 404;) await sleep(250);
     }
+    if (overBudget()) report.violations.push(`the run passed its budget of ${o.budgetMs! / 1000} s before its checks (settling or deleting error rows)`);
     await check(client, o.ceph ? { ceph: o.ceph, writers } : { shared }, env.BASALT_SERVICE_DOWN_TIME, report);
     report.evidence = evidenceFor(report.violations, logDir);
     return report;

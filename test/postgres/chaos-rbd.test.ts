@@ -23,11 +23,12 @@ after(() => ceph.stop());
 // adds about 2 minutes to the suite on 2 cores (200 took 67-129 s at load 8-15, and once passed
 // the 300 s bound beside a busy neighbour), and a member killed every 0.7 s left all three
 // volume services down most of the time while they restarted, so that nothing but creates ran.
+// The run's budget (230 s) leaves its checks time to report, with their evidence, before the timeout.
 test('150 operations under SIGKILLs leave a consistent cluster on a shared RBD pool, every acknowledged host write intact', { timeout: 300_000 }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chaos-locks-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const started = performance.now();
-  const report = await runChaos({ operations: 150, killEveryMs: 2000, coordination: `file://${dir}`, ceph });
+  const report = await runChaos({ operations: 150, killEveryMs: 2000, coordination: `file://${dir}`, ceph, budgetMs: 230_000 });
   t.diagnostic(`seed ${report.seed}; ${((performance.now() - started) / 1000).toFixed(0)} s; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
   t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; error rows deleted ${report.deletedFailedCopies}`);
   for (const line of report.evidence) t.diagnostic(`evidence: ${line}`);
