@@ -46,5 +46,9 @@ run --test-timeout=1800000 test/tempest/*.test.ts || status=1
 # One closing line for both runs.
 passed=$(grep -E '^# pass [0-9]+$' "$log" | awk '{s += $3} END {print s + 0}')
 failed=$(grep -E '^# fail [0-9]+$' "$log" | awk '{s += $3} END {print s + 0}')
+# A file that failed as a whole (its timeout, a crash before its tests reported) is not in the
+# `# fail` lines: count it too, so that the summary agrees with the exit status.
+files_failed=$(grep -cE '^not ok [0-9]+ - .*\.test\.ts$' "$log" || true)
+failed=$((failed + files_failed))
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"
