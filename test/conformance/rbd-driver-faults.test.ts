@@ -396,6 +396,38 @@ test('rbd: a member that stops answering loses its volume to another: the exclus
   t.diagnostic(`takeover took ${tookMs.toFixed(0)} ms; A was answered ${answer}`);
 });
 
+test('rbd: a parent with a clone removed by two members at once (a delete job run twice) both succeed; it goes with its clone', async () => {
+  const { driver: raw, pool, options } = await rbdBackend();
+  const a = new GuardedDriver(raw, 60_000);
+  await a.init();
+  const other = rbdRegistration.create({ backendName: 'ceph', options: options as never });
+  const b = new GuardedDriver(other, 60_000);
+  await b.init();
+  // A removal that meets the other one midway may fail retryably (its job runs it again), never otherwise.
+  const retried = async (f: () => Promise<void>): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await f();
+      } catch (err) {
+        if (!(err as { retryable?: boolean }).retryable || attempt === 5) throw new Error(`attempt ${attempt}: ${String(err)} (cause: ${String((err as Error).cause)})`, { cause: err });
+      }
+    }
+  };
+  try {
+    for (let round = 0; round < 8; round++) {
+      const parent = { id: randomUUID(), sizeGiB: 1 };
+      const clone = { id: randomUUID(), sizeGiB: 1 };
+      await a.createVolume(parent);
+      await a.cloneVolume(clone, parent);
+      await Promise.all([retried(() => a.deleteVolume(parent)), retried(() => b.deleteVolume(parent))]);
+      await retried(() => b.deleteVolume(clone));
+      assert.deepEqual(await objects(pool), [], `round ${round}: nothing is left`);
+    }
+  } finally {
+    await other.close?.();
+  }
+});
+
 test('rbd: a parent and its last clone removed at the same moment by two members leave neither image nor clone snapshot behind', async () => {
   const { driver: raw, pool, options } = await rbdBackend();
   const a = new GuardedDriver(raw, 60_000);

@@ -720,7 +720,13 @@ export class RbdDriver implements VolumeDriver {
     if (!state) return this.finishRemoval(name);
     if (state.busy) {
       if (name.endsWith(DELETED)) return;
-      await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
+      try {
+        await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
+      } catch (err) {
+        // Marked already: another removal of the same volume (a job run twice, its lease lost under
+        // load) renamed it since this one opened it; librbd checks the new name first.
+        if (!isRbdError(err, 'EEXIST')) throw err;
+      }
       // A clone's removal (another process) may have released the last clone snapshot between the
       // look above and the rename, seeing the image not yet marked: look again under the new name.
       return this.removeImage(`${name}${DELETED}`);
