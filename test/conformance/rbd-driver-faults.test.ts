@@ -396,6 +396,20 @@ test('rbd: a member that stops answering loses its volume to another: the exclus
   t.diagnostic(`takeover took ${tookMs.toFixed(0)} ms; A was answered ${answer}`);
 });
 
+/**
+ * Runs a removal again while it fails retryably, as its job would (5 attempts): one that meets
+ * another removal midway may, never otherwise. The cause (librbd's code) says which step met it.
+ */
+async function retried(f: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await f();
+    } catch (err) {
+      if (!(err as { retryable?: boolean }).retryable || attempt === 5) throw new Error(`attempt ${attempt}: ${String(err)} (cause: ${String((err as Error).cause)})`, { cause: err });
+    }
+  }
+}
+
 test('rbd: a parent with a clone removed by two members at once (a delete job run twice) both succeed; it goes with its clone', async () => {
   const { driver: raw, pool, options } = await rbdBackend();
   const a = new GuardedDriver(raw, 60_000);
@@ -403,16 +417,6 @@ test('rbd: a parent with a clone removed by two members at once (a delete job ru
   const other = rbdRegistration.create({ backendName: 'ceph', options: options as never });
   const b = new GuardedDriver(other, 60_000);
   await b.init();
-  // A removal that meets the other one midway may fail retryably (its job runs it again), never otherwise.
-  const retried = async (f: () => Promise<void>): Promise<void> => {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await f();
-      } catch (err) {
-        if (!(err as { retryable?: boolean }).retryable || attempt === 5) throw new Error(`attempt ${attempt}: ${String(err)} (cause: ${String((err as Error).cause)})`, { cause: err });
-      }
-    }
-  };
   try {
     for (let round = 0; round < 8; round++) {
       const parent = { id: randomUUID(), sizeGiB: 1 };
@@ -443,17 +447,6 @@ test('rbd: a parent and its last clone removed at the same moment by two members
       await a.createVolume(parent);
       await a.cloneVolume(clone, parent);
       // Either order of the two, and both at once, must end with nothing (a removal that answers succeeded is final).
-      // A removal that meets the other one midway may fail retryably (its job then runs it again), never otherwise.
-      const retried = async (f: () => Promise<void>): Promise<void> => {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            return await f();
-          } catch (err) {
-            // The cause (librbd's code) says which step met the other removal.
-            if (!(err as { retryable?: boolean }).retryable || attempt === 5) throw new Error(`round ${round}, attempt ${attempt}: ${String(err)} (cause: ${String((err as Error).cause)})`, { cause: err });
-          }
-        }
-      };
       const both = [() => retried(() => a.deleteVolume(parent)), () => retried(() => b.deleteVolume(clone))];
       if (round % 3 === 0) await Promise.all(both.map((f) => f()));
       else if (round % 3 === 1) { await both[0]!(); await both[1]!(); }
