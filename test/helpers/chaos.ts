@@ -487,7 +487,12 @@ async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<s
         const id = new RegExp(`^volume-(${UUID})`).exec(name)?.[1];
         const row = volumes.find((v) => v.id === id);
         const jobs = id ? (await client.query('select kind, state, attempts, last_error from jobs where resource_id = $1 order by created_at', [id])).rows : [];
-        bad(`image ${name} is listed but does not open (${(err as { code?: string }).code}: half made; row: ${row ? row.status : 'none'}; jobs: ${JSON.stringify(jobs)})`);
+        // A made volume that does not open may be a copy whose source's image (its RBD parent) went: say what it was copied from.
+        const made = id ? (await client.query('select source_volid, snapshot_id from volumes where id = $1', [id])).rows[0] as { source_volid: string | null; snapshot_id: string | null } | undefined : undefined;
+        const sourceId = made?.source_volid ?? (made?.snapshot_id ? ((await client.query('select volume_id from snapshots where id = $1', [made.snapshot_id])).rows[0] as { volume_id?: string } | undefined)?.volume_id ?? null : null);
+        const source = made?.source_volid ? `volume ${made.source_volid}` : made?.snapshot_id ? `snapshot ${made.snapshot_id} of volume ${sourceId ?? '(its row is gone)'}` : 'none';
+        const sourceRow = sourceId ? volumes.find((v) => v.id === sourceId)?.status ?? 'gone' : undefined;
+        bad(`image ${name} is listed but does not open (${(err as { code?: string }).code}; row: ${row ? row.status : 'none'}; copied from: ${source}${sourceRow ? ` (its row: ${sourceRow})` : ''}; jobs: ${JSON.stringify(jobs)})`);
       }
     }
     report.checked.files = [...images.values()].reduce((n, i) => n + 1 + i.snaps.length, 0);
