@@ -58,6 +58,11 @@ export interface ChaosOptions {
    * somewhere still reports what it found (with its evidence) before its test's timeout. Default: none.
    */
   budgetMs?: number;
+  /**
+   * Kills the load phase must see: operations go on past {@link operations} until there were
+   * this many (a quiet machine runs the operations in less time than a few kills take). Default 0.
+   */
+  minKills?: number;
   /** Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), to read after a failing run. Default: `TEST_CHAOS_LOG_DIR`, else removed with the run's state. */
   logDir?: string;
 }
@@ -313,7 +318,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     })();
     let issued = 0;
     await Promise.all(Array.from({ length: o.concurrency ?? 6 }, async () => {
-      while (issued < o.operations) {
+      const killed = (): number => Object.values(report.kills).reduce((a, b) => a + b, 0);
+      while (issued < o.operations || killed() < (o.minKills ?? 0)) {
         if (overBudget()) {
           if (!report.violations.some((v) => v.startsWith('the load phase'))) report.violations.push(`the load phase ran past the run's budget of ${o.budgetMs! / 1000} s (${issued} operations issued)`);
           break;

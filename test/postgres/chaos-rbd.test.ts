@@ -28,7 +28,7 @@ test('150 operations under SIGKILLs leave a consistent cluster on a shared RBD p
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chaos-locks-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const started = performance.now();
-  const report = await runChaos({ operations: 150, killEveryMs: 2000, coordination: `file://${dir}`, ceph, budgetMs: 230_000 });
+  const report = await runChaos({ operations: 150, killEveryMs: 2000, coordination: `file://${dir}`, ceph, budgetMs: 230_000, minKills: 5 });
   t.diagnostic(`seed ${report.seed}; ${((performance.now() - started) / 1000).toFixed(0)} s; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
   t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; error rows deleted ${report.deletedFailedCopies}`);
   for (const line of report.evidence) t.diagnostic(`evidence: ${line}`);
