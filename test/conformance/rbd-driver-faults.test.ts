@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { after, test, type TestContext } from 'node:test';
-import { GiB, GuardedDriver, RbdDriver, rbdRegistration } from '../../src/drivers/index.ts';
+import { GiB, GuardedDriver, RbdDriver, rbdRegistration, type VolumeRef } from '../../src/drivers/index.ts';
 import { loadRbdAddon, type RbdAddon, type RbdCluster } from '../../src/drivers/rbd/rbd-addon.ts';
 import { freePort } from '../helpers/net.ts';
 import type { ChildCall } from './driver-child.ts';
@@ -410,7 +410,11 @@ async function retried(f: () => Promise<void>): Promise<void> {
   }
 }
 
-test('rbd: a parent with a clone removed by two members at once (a delete job run twice) both succeed; it goes with its clone', async () => {
+/**
+ * `rounds` times: a parent volume and a clone of it made by member `a`, then `remove` (with member
+ * `b` on the same pool), after which nothing may be left in the pool.
+ */
+async function parentsWithClones(rounds: number, remove: (x: { a: GuardedDriver; b: GuardedDriver; parent: VolumeRef; clone: VolumeRef; round: number }) => Promise<void>): Promise<void> {
   const { driver: raw, pool, options } = await rbdBackend();
   const a = new GuardedDriver(raw, 60_000);
   await a.init();
@@ -418,42 +422,33 @@ test('rbd: a parent with a clone removed by two members at once (a delete job ru
   const b = new GuardedDriver(other, 60_000);
   await b.init();
   try {
-    for (let round = 0; round < 8; round++) {
+    for (let round = 0; round < rounds; round++) {
       const parent = { id: randomUUID(), sizeGiB: 1 };
       const clone = { id: randomUUID(), sizeGiB: 1 };
       await a.createVolume(parent);
       await a.cloneVolume(clone, parent);
-      await Promise.all([retried(() => a.deleteVolume(parent)), retried(() => b.deleteVolume(parent))]);
-      await retried(() => b.deleteVolume(clone));
+      await remove({ a, b, parent, clone, round });
       assert.deepEqual(await objects(pool), [], `round ${round}: nothing is left`);
     }
   } finally {
     await other.close?.();
   }
+}
+
+test('rbd: a parent with a clone removed by two members at once (a delete job run twice) both succeed; it goes with its clone', async () => {
+  await parentsWithClones(8, async ({ a, b, parent, clone }) => {
+    await Promise.all([retried(() => a.deleteVolume(parent)), retried(() => b.deleteVolume(parent))]);
+    await retried(() => b.deleteVolume(clone));
+  });
 });
 
 test('rbd: a parent and its last clone removed at the same moment by two members leave neither image nor clone snapshot behind', async () => {
-  const { driver: raw, pool, options } = await rbdBackend();
-  const a = new GuardedDriver(raw, 60_000);
-  await a.init();
-  // Another member on the same pool: the parent's removal renames it `.deleted` while the clone's removal releases its snapshot.
-  const other = rbdRegistration.create({ backendName: 'ceph', options: options as never });
-  const b = new GuardedDriver(other, 60_000);
-  await b.init();
-  try {
-    for (let round = 0; round < 12; round++) {
-      const parent = { id: randomUUID(), sizeGiB: 1 };
-      const clone = { id: randomUUID(), sizeGiB: 1 };
-      await a.createVolume(parent);
-      await a.cloneVolume(clone, parent);
-      // Either order of the two, and both at once, must end with nothing (a removal that answers succeeded is final).
-      const both = [() => retried(() => a.deleteVolume(parent)), () => retried(() => b.deleteVolume(clone))];
-      if (round % 3 === 0) await Promise.all(both.map((f) => f()));
-      else if (round % 3 === 1) { await both[0]!(); await both[1]!(); }
-      else { await both[1]!(); await both[0]!(); }
-      assert.deepEqual(await objects(pool), [], `round ${round}: nothing is left`);
-    }
-  } finally {
-    await other.close?.();
-  }
+  // The parent's removal renames it `.deleted` while the clone's removal releases its snapshot.
+  await parentsWithClones(12, async ({ a, b, parent, clone, round }) => {
+    // Either order of the two, and both at once, must end with nothing (a removal that answers succeeded is final).
+    const both = [() => retried(() => a.deleteVolume(parent)), () => retried(() => b.deleteVolume(clone))];
+    if (round % 3 === 0) await Promise.all(both.map((f) => f()));
+    else if (round % 3 === 1) { await both[0]!(); await both[1]!(); }
+    else { await both[1]!(); await both[0]!(); }
+  });
 });

@@ -44,8 +44,10 @@ test('two transactions that record events and wait for each other\'s row both co
     await bump(tx);
     rowHeld();
     await waiting;
-    // Let the first one's update reach the row lock before this records its event.
-    await new Promise((r) => setTimeout(r, 200));
+    // The first one's update waits for this one's row lock before this records its event.
+    while (Number((await sql<{ n: string }>`select count(*) as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`.execute(k)).rows[0]!.n) === 0) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
     await recordEvent(tx, Date.now(), event('second'));
   });
   await Promise.all([first, second]);
