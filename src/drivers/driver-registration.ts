@@ -24,6 +24,13 @@ export interface DriverContext<O extends DriverOptionGroup> {
   readonly options: ResolvedOptions<O>;
   /** The backend's `replication_device` targets, for a driver that replicates itself (`replicationDeviceKeys`). Default none. */
   readonly replicationDevices?: readonly ReplicationDevice[];
+  /**
+   * A directory of this backend's own on this member (host), kept across the
+   * process's restarts, where a driver keeps what its next incarnation must know
+   * of this one (the rbd driver: its Ceph client's address, to fence it). Made
+   * by the driver when it writes there. Default none: nothing is kept.
+   */
+  readonly stateDirectory?: string;
 }
 
 /** How a driver registers: see the module comment. */

@@ -22,14 +22,19 @@ export function findDriver(name: string, registrations: readonly DriverRegistrat
 /**
  * Builds the guarded driver of one backend: finds its registration, refuses
  * an unknown contract major, makes the driver with its resolved options and
- * wraps it in the guard with the backend's `driver_timeout_seconds`. The
+ * wraps it in the guard with the backend's `driver_timeout_seconds`.
+ * `o.stateDirectory`: the backend's directory on this member (see `DriverContext`). The
  * driver is not initialised yet: the guard runs `init` before its first call.
  * @throws ConfigError for an unknown `volume_driver` or contract major version.
  */
-export function openDriver(backend: BackendOptions, registrations: readonly DriverRegistration[] = REGISTERED_DRIVERS): GuardedDriver {
+export function openDriver(backend: BackendOptions, o: { stateDirectory?: string; registrations?: readonly DriverRegistration[] } = {}): GuardedDriver {
+  const registrations = o.registrations ?? REGISTERED_DRIVERS;
   const registration = findDriver(backend.volume_driver, registrations);
   if (!registration) throw new ConfigError(`Unknown volume_driver ${backend.volume_driver} in [${backend.name}]`);
   checkContractVersion(registration);
-  const driver = registration.create({ backendName: backend.name, options: backend.driverOptions as never, replicationDevices: replicationDevices(backend, registration.replicationDeviceKeys ?? []) });
+  const driver = registration.create({
+    backendName: backend.name, options: backend.driverOptions as never, replicationDevices: replicationDevices(backend, registration.replicationDeviceKeys ?? []),
+    ...(o.stateDirectory ? { stateDirectory: o.stateDirectory } : {}),
+  });
   return new GuardedDriver(driver, backend.driver_timeout_seconds * 1000);
 }

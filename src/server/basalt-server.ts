@@ -207,7 +207,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
         drivers, log: log.child({ component: 'replication' }), maxConcurrentShipments: d.replication_max_concurrent_shipments,
       });
       for (const backend of config.backends) {
-        const driver = openDriver(backend);
+        const driver = openDriver(backend, { stateDirectory: path.join(d.state_dir, 'drivers', encodeURIComponent(d.host), backend.name) });
         const svc = new VolumeService({
           ...common, backend, driver, db, volumes, snapshots, quotas, types, kinds, clock, host: d.host, log, groups, groupSnapshots, groupKinds, messageTtlSeconds: d.message_ttl,
           coordinator, lockTimeoutMs: config.coordination.lock_timeout_seconds * 1000, keys,

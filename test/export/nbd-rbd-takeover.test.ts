@@ -11,6 +11,8 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { test } from 'node:test';
@@ -28,8 +30,8 @@ const fixture = await rbdFixture();
 interface Member { child: ChildProcess; port: number; lines: AsyncIterator<string> }
 
 /** Starts a member process (test/conformance/rbd-member-child.ts) exporting `vol` as `v`. */
-async function member(options: Record<string, unknown>, vol: { id: string; sizeGiB: number }): Promise<Member> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '../conformance/rbd-member-child.ts'), JSON.stringify({ options, vol })], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function member(options: Record<string, unknown>, vol: { id: string; sizeGiB: number }, stateDirectory?: string): Promise<Member> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '../conformance/rbd-member-child.ts'), JSON.stringify({ options, vol, stateDirectory })], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const first = (await lines.next()).value as string;
   assert.match(first, /^listening \d+$/);
@@ -77,4 +79,40 @@ test('a blocklisted member notices, drops its exports, reconnects with a fresh c
   await io(b, 'read -P 0x11 0 64k', 'read -P 0x22 64k 64k', 'read -P 0x33 128k 64k', 'write -P 0x44 192k 64k', 'flush');
   await io(a, 'read -P 0x44 192k 64k');
   t.diagnostic(`blocklist after the takeover: ${blocklist.trim().split('\n').length} entries`);
+});
+
+test('a member restarted after a SIGKILL fences its dead predecessor: the old client\'s watch and lock go at once, not after the watch timeout', { timeout: 240_000 }, async (t) => {
+  const { driver: raw, options, pool } = await fixture.rbdBackend();
+  const driver = new GuardedDriver(raw, 120_000);
+  await driver.init();
+  const vol = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(vol);
+  t.after(() => driver.deleteVolume(vol));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rbd-member-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  // A host writes through the member and stays: its client holds the image's exclusive lock and watches its header.
+  const first = await member(options, vol, dir);
+  t.after(() => { first.child.kill('SIGKILL'); });
+  const held = await openExport('127.0.0.1', first.port, 'v');
+  t.after(() => held.sock.destroy());
+  assert.equal((await simpleRequest(held, CMD_WRITE, 0n, 65536, Buffer.alloc(65536, 0x11))).error, 0);
+  assert.equal((await simpleRequest(held, CMD_FLUSH, 0n, 0)).error, 0);
+  const dead = fs.readFileSync(path.join(dir, 'rados-client'), 'utf8').trim();
+  const watchers = async (): Promise<string[]> => (JSON.parse(await fixture.ceph.rbd('status', `${pool}/volume-${vol.id}`, '--format', 'json')) as { watchers: Array<{ address: string }> }).watchers.map((w) => w.address);
+  assert.ok((await watchers()).includes(dead), `the member's client ${dead} watches the image: ${(await watchers()).join(', ')}`);
+  first.child.kill('SIGKILL');
+  await new Promise((r) => first.child.exitCode === null ? first.child.once('exit', r) : r(undefined));
+
+  // The same member comes back: its new client blocklists the old one, whose watch the OSD then drops
+  // (left alone, it would stay until osd_client_watch_timeout, 30 s, and hold the lock as long).
+  const again = await member(options, vol, dir);
+  t.after(() => { again.child.kill('SIGKILL'); });
+  assert.match(await fixture.ceph.ceph('osd', 'blocklist', 'ls'), new RegExp(dead.replace(/[.]/g, '\\.')));
+  for (let i = 0; (await watchers()).includes(dead); i++) {
+    assert.ok(i < 50, `the dead client ${dead} still watches the image 10 s after its successor started`);
+    await sleep(200);
+  }
+  assert.notEqual(fs.readFileSync(path.join(dir, 'rados-client'), 'utf8').trim(), dead, 'the successor keeps its own address for the next restart');
+  await io(again, 'read -P 0x11 0 64k', 'write -P 0x22 64k 64k', 'flush', 'read -P 0x22 64k 64k');
 });

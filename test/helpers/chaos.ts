@@ -63,7 +63,12 @@ export interface ChaosOptions {
    * this many (a quiet machine runs the operations in less time than a few kills take). Default 0.
    */
   minKills?: number;
-  /** Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), to read after a failing run. Default: `TEST_CHAOS_LOG_DIR`, else removed with the run's state. */
+  /**
+   * Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), and after a
+   * failing run the database's volumes, snapshots, attachments and jobs in `<logDir>/db.json`, to
+   * read afterwards. Default: `TEST_CHAOS_LOG_DIR`, else removed with the run's state.
+   * The members log at `TEST_CHAOS_LOG_LEVEL` (default info; debug logs every job's start and end).
+   */
   logDir?: string;
 }
 
@@ -133,7 +138,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const coordination = o.coordination === 'postgresql' ? database : o.coordination;
   const env = {
     BASALT_STATE_DIR: stateDir, BASALT_DATABASE__CONNECTION: database, BASALT_COORDINATION__BACKEND_URL: coordination,
-    BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info',
+    BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: process.env.TEST_CHAOS_LOG_LEVEL ?? 'info',
     BASALT_REPORT_INTERVAL: '0.5', BASALT_SERVICE_DOWN_TIME: '3', BASALT_JOB_LEASE_SECONDS: '4',
     BASALT_JOB_POLL_INTERVAL_SECONDS: '0.2', BASALT_JOB_RETRY_DELAY_SECONDS: '0.1', BASALT_JOB_MAX_ATTEMPTS: '10',
     BASALT_COORDINATION__LOCK_TIMEOUT_SECONDS: '20',
@@ -371,6 +376,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (overBudget()) report.violations.push(`the run passed its budget of ${o.budgetMs! / 1000} s before its checks (settling or deleting error rows)`);
     await check(client, o.ceph ? { ceph: o.ceph, writers } : { shared }, env.BASALT_SERVICE_DOWN_TIME, report);
     report.evidence = evidenceFor(report.violations, logDir);
+    if (report.violations.length > 0) await dumpRows(client, path.join(logDir, 'db.json'));
     return report;
   } finally {
     for (const m of members) m.child?.kill('SIGKILL');
@@ -393,6 +399,15 @@ function evidenceFor(violations: readonly string[], logDir: string): string[] {
     }
   }
   return lines.sort((a, b) => (a.match(/"time":"([^"]+)"/)?.[1] ?? '').localeCompare(b.match(/"time":"([^"]+)"/)?.[1] ?? '')).slice(-40);
+}
+
+/** Writes the rows a failing run's violations are about, for reading after the run (its database is removed with it). */
+async function dumpRows(client: pg.Client, file: string): Promise<void> {
+  const rows: Record<string, unknown[]> = {};
+  for (const table of ['volumes', 'snapshots', 'attachments', 'jobs']) {
+    rows[table] = await client.query(`select * from ${table} order by created_at`).then((r) => r.rows, () => []);
+  }
+  fs.writeFileSync(file, JSON.stringify(rows, null, 1));
 }
 
 /** Where the volumes' data is: the shared folder, or an RBD pool and the hosts that wrote to its images. */

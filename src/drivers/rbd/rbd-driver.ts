@@ -55,6 +55,7 @@
  * images' headers (`rbd_pool_stats_get`), no image opened.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type { DataPlaneBackend } from '../../common/index.ts';
 import { ConfigError, DriverError, NoRoomError } from '../../errors/index.ts';
 import {
@@ -103,6 +104,8 @@ export interface RbdDriverOptions {
   blocklistCheckSeconds?: number;
   /** The clusters the images of replicated volumes are mirrored to (`replication_device`; see `rbd-mirror.ts`). Default none. */
   replicationTargets?: readonly RbdMirrorTarget[];
+  /** The backend's directory on this member, kept across restarts: see {@link RbdDriver.fencePredecessor}. Default none: no fencing. */
+  stateDirectory?: string;
 }
 
 /** Layering, exclusive-lock, object-map, fast-diff, deep-flatten: Cinder's and Ceph's default set. */
@@ -238,6 +241,7 @@ export class RbdDriver implements VolumeDriver {
     const o = this.options;
     if (o.sendKeyringToHosts) keyringForHosts(o.keyringPath);
     this.cluster = await this.connect();
+    await this.fencePredecessor(this.cluster);
     if (o.blocklistCheckSeconds && !this.blocklistTimer) {
       this.blocklistTimer = setInterval(() => void this.lookAtBlocklist(), o.blocklistCheckSeconds * 1000);
       this.blocklistTimer.unref();
@@ -267,6 +271,31 @@ export class RbdDriver implements VolumeDriver {
       }
       throw new DriverError(`${cluster} could not be reached as client.${o.user}: ${code}`, { cause: err, retryable: true });
     }
+  }
+
+  /**
+   * Fences this member's previous incarnation. A process killed with images
+   * open leaves its Ceph client holding their exclusive locks until the OSDs
+   * time its watches out (`osd_client_watch_timeout`, 30 s by default): until
+   * then no member can take them, and the writes of every host of those
+   * volumes wait. Its address, kept in the state directory, is blocklisted
+   * at once, which ends its watches, so the next member to want a lock breaks
+   * it without waiting (for Ceph's default hour: a dead client's nonce never
+   * comes back). Then `client`'s address is kept for the next
+   * incarnation. A refused blocklist (no `osd blocklist` capability) only
+   * leaves the wait as it was.
+   */
+  private async fencePredecessor(client: RbdCluster): Promise<void> {
+    if (!this.options.stateDirectory) return;
+    const file = path.join(this.options.stateDirectory, 'rados-client');
+    const address = this.rbd.clientAddress(client);
+    const before = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim() : '';
+    if (before && before !== address) {
+      await this.rbd.monCommand(client, JSON.stringify({ prefix: 'osd blocklist', blocklistop: 'add', addr: before })).catch(() => undefined);
+    }
+    fs.mkdirSync(this.options.stateDirectory, { recursive: true });
+    fs.writeFileSync(`${file}.new`, `${address}\n`);
+    fs.renameSync(`${file}.new`, file);
   }
 
   /**
@@ -322,6 +351,7 @@ export class RbdDriver implements VolumeDriver {
           return;
         }
         this.cluster = fresh;
+        await this.fencePredecessor(fresh);
       } else {
         const fresh = await this.mirrored().renew(site, old);
         if (this.serving === old) this.serving = fresh;

@@ -73,7 +73,7 @@ export const rbdRegistration = defineDriver({
       help: 'Seconds librados waits for the cluster when connecting and for each operation; ≤ 0: librados\'s own defaults (Cinder: rados_connect_timeout, whose default -1 would let a dead cluster hold a call for minutes).',
     }),
   },
-  create: ({ backendName, options, replicationDevices }) => new RbdDriver({
+  create: ({ backendName, options, replicationDevices, stateDirectory }) => new RbdDriver({
     poolName: backendName,
     cephPool: options.rbd_pool,
     user: options.rbd_user,
@@ -89,6 +89,7 @@ export const rbdRegistration = defineDriver({
     clusterName: options.rbd_cluster_name,
     secretUuid: options.rbd_secret_uuid,
     reportDiscard: options.report_discard_supported,
+    ...(stateDirectory ? { stateDirectory } : {}),
     // Cinder's defaults: /etc/ceph/<backend_id>.conf and the backend's own user.
     replicationTargets: (replicationDevices ?? []).map((d) => ({
       backendId: d.backendId, confPath: d.options.conf ?? `/etc/ceph/${d.backendId}.conf`, user: d.options.user ?? options.rbd_user,

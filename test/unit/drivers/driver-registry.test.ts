@@ -30,13 +30,13 @@ test('the loader builds the named driver with its own options behind the guard',
 
 test('the loader refuses an unknown driver and an unknown contract major; other minors run', () => {
   const b = backend();
-  assert.throws(() => openDriver(b, []), /Unknown volume_driver memory in \[file\]/);
+  assert.throws(() => openDriver(b, { registrations: [] }), /Unknown volume_driver memory in \[file\]/);
   const at = (contractVersion: string) => defineDriver({ ...memoryRegistration, contractVersion });
-  assert.throws(() => openDriver(b, [at('2.0')]), (e: { code: string; message: string }) => e.code === 'CONFIG_INVALID' && /contract 2\.0/.test(e.message));
-  assert.throws(() => openDriver(b, [at('0.9')]), /contract 0\.9/);
+  assert.throws(() => openDriver(b, { registrations: [at('2.0')] }), (e: { code: string; message: string }) => e.code === 'CONFIG_INVALID' && /contract 2\.0/.test(e.message));
+  assert.throws(() => openDriver(b, { registrations: [at('0.9')] }), /contract 0\.9/);
   assert.throws(() => checkContractVersion({ name: 'x', contractVersion: 'one' }), /contract one/);
-  assert.ok(openDriver(b, [at('1.0')]), 'an older minor of the same major runs');
-  assert.ok(openDriver(b, [at('1.99')]), 'a newer minor only adds optional members the core does not call');
+  assert.ok(openDriver(b, { registrations: [at('1.0')] }), 'an older minor of the same major runs');
+  assert.ok(openDriver(b, { registrations: [at('1.99')] }), 'a newer minor only adds optional members the core does not call');
 });
 
 test('a registration declares its options with their types inferred', () => {
