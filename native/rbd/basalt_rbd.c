@@ -194,6 +194,7 @@ typedef enum {
   OP_OPEN, OP_CLOSE, OP_STAT, OP_RESIZE, OP_FLATTEN, OP_SNAP_CREATE, OP_SNAP_REMOVE,
   OP_SNAP_ROLLBACK, OP_SNAP_RENAME, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
   OP_SNAP_REMOVE_BY_ID, OP_PARENT, OP_CHILDREN, OP_DIFF, OP_POOL_STATS,
+  OP_META_SET, OP_META_REMOVE, OP_META_LIST,
   /* mirroring (rbd-mirror): pool and site calls on a cluster, image calls on an open image */
   OP_MIRROR_MODE_SET, OP_MIRROR_MODE_GET, OP_MIRROR_SITE_NAME_SET, OP_MIRROR_BOOTSTRAP_CREATE, OP_MIRROR_BOOTSTRAP_IMPORT,
   OP_MIRROR_PEER_LIST, OP_MIRROR_ENABLE, OP_MIRROR_DISABLE, OP_MIRROR_PROMOTE, OP_MIRROR_DEMOTE, OP_MIRROR_RESYNC,
@@ -378,6 +379,38 @@ static int do_children(job_t *j) {
   return rc;
 }
 
+/* The image's metadata (rbd image-meta), every key with its value. */
+static int do_meta_list(job_t *j) {
+  size_t klen = 1024, vlen = 1024;
+  char *keys, *vals;
+  int rc;
+  for (;;) {
+    keys = malloc(klen);
+    vals = malloc(vlen);
+    if (!keys || !vals) {
+      free(keys);
+      free(vals);
+      return -ENOMEM;
+    }
+    rc = rbd_metadata_list(j->img->rbd, "", 0, keys, &klen, vals, &vlen);
+    if (rc != -ERANGE) break; /* klen and vlen now say what it takes */
+    free(keys);
+    free(vals);
+  }
+  if (rc >= 0) {
+    rc = 0;
+    /* NUL-separated keys and values, in the same order */
+    for (size_t k = 0, v = 0; k < klen && v < vlen && keys[k] && rc >= 0;) {
+      rc = push(j, (entry_t){ .a = dup_or_null(keys + k), .b = dup_or_null(vals + v) });
+      k += strlen(keys + k) + 1;
+      v += strlen(vals + v) + 1;
+    }
+  }
+  free(keys);
+  free(vals);
+  return rc;
+}
+
 static int do_parent(job_t *j) {
   rbd_linked_image_spec_t p;
   rbd_snap_spec_t s;
@@ -528,6 +561,9 @@ static void job_execute(job_t *j) {
     case OP_SNAP_LIST: j->rc = do_snap_list(j); break;
     case OP_PARENT: j->rc = do_parent(j); break;
     case OP_CHILDREN: j->rc = do_children(j); break;
+    case OP_META_SET: j->rc = rbd_metadata_set(rbd, j->s[0], j->s[1]); break;
+    case OP_META_REMOVE: j->rc = rbd_metadata_remove(rbd, j->s[0]); break;
+    case OP_META_LIST: j->rc = do_meta_list(j); break;
     case OP_DIFF:
       j->rc = rbd_diff_iterate2(rbd, j->s[0], j->n[0], j->n[1], 1, (uint8_t)j->n[2], diff_cb, j);
       break;
@@ -601,6 +637,10 @@ static napi_value list_value(napi_env env, job_t *j) {
         set(env, v, "trash", b);
         break;
       }
+      case OP_META_LIST:
+        set(env, v, "key", string(env, e->a));
+        set(env, v, "value", string(env, e->b));
+        break;
       case OP_PARENT:
         set(env, v, "pool", string(env, e->a));
         set(env, v, "image", string(env, e->b));
@@ -678,7 +718,7 @@ static napi_value result_value(napi_env env, job_t *j) {
       set(env, v, "images", number(env, (double)j->images));
       set(env, v, "provisionedBytes", number(env, (double)j->provisioned));
       return v;
-    case OP_LIST: case OP_SNAP_LIST: case OP_CHILDREN: case OP_DIFF: return list_value(env, j);
+    case OP_LIST: case OP_SNAP_LIST: case OP_CHILDREN: case OP_DIFF: case OP_META_LIST: return list_value(env, j);
     case OP_PARENT: {
       if (j->count == 0) {
         napi_get_null(env, &v);
@@ -979,6 +1019,10 @@ static napi_value js_snap_is_protected(napi_env env, napi_callback_info info) { 
 static napi_value js_snap_list(napi_env env, napi_callback_info info) { return image_job(env, info, OP_SNAP_LIST, "rbd_snap_list", 0, 0); }
 static napi_value js_parent(napi_env env, napi_callback_info info) { return image_job(env, info, OP_PARENT, "rbd_get_parent", 0, 0); }
 static napi_value js_children(napi_env env, napi_callback_info info) { return image_job(env, info, OP_CHILDREN, "rbd_list_children3", 0, 0); }
+/* metadataSet(image, key, value), metadataRemove(image, key), metadataList(image) → [{ key, value }] (rbd image-meta) */
+static napi_value js_meta_set(napi_env env, napi_callback_info info) { return image_job(env, info, OP_META_SET, "rbd_metadata_set", 2, 0); }
+static napi_value js_meta_remove(napi_env env, napi_callback_info info) { return image_job(env, info, OP_META_REMOVE, "rbd_metadata_remove", 1, 0); }
+static napi_value js_meta_list(napi_env env, napi_callback_info info) { return image_job(env, info, OP_META_LIST, "rbd_metadata_list", 0, 0); }
 /* diffIterate(image, fromSnap, offset, length, wholeObject) */
 static napi_value js_diff(napi_env env, napi_callback_info info) { return image_job(env, info, OP_DIFF, "rbd_diff_iterate2", 1, 3); }
 
@@ -1248,6 +1292,7 @@ static napi_value init(napi_env env, napi_value exports) {
     FN("snapProtect", js_snap_protect), FN("snapUnprotect", js_snap_unprotect),
     FN("snapIsProtected", js_snap_is_protected), FN("snapList", js_snap_list), FN("parent", js_parent),
     FN("children", js_children), FN("diffIterate", js_diff),
+    FN("metadataSet", js_meta_set), FN("metadataRemove", js_meta_remove), FN("metadataList", js_meta_list),
     FN("aioRead", js_aio_read), FN("aioWrite", js_aio_write), FN("aioFlush", js_aio_flush),
     FN("aioDiscard", js_aio_discard), FN("aioWriteZeroes", js_aio_write_zeroes),
     FN("dataPlaneBackend", js_data_plane_backend), FN("clientAddress", js_client_address),

@@ -2,7 +2,8 @@
  * Runs one driver call in a process of its own, so that the conformance
  * suite can kill it mid-way: the driver is made from its registration, as
  * the volume service makes it. Argument: JSON of {@link ChildJob}. Prints
- * `done` when the call returned.
+ * `ready` once its driver is initialised (a kill meant for the call waits
+ * for it) and `done` when the call returned.
  */
 import { findDriver, GuardedDriver, type SnapshotRef, type VolumeRef } from '../../src/drivers/index.ts';
 
@@ -23,6 +24,7 @@ const registration = findDriver(job.driver);
 if (!registration) throw new Error(`no driver ${job.driver}`);
 const driver = new GuardedDriver(registration.create({ backendName: job.backendName, options: job.options }), 600_000);
 await driver.init();
+process.stdout.write('ready\n');
 switch (job.method) {
   case 'createVolume': await driver.createVolume(job.vol); break;
   case 'cloneVolume': await driver.cloneVolume(job.vol, job.source); break;

@@ -513,7 +513,10 @@ async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<s
         const sourceId = made?.source_volid ?? (made?.snapshot_id ? ((await client.query('select volume_id from snapshots where id = $1', [made.snapshot_id])).rows[0] as { volume_id?: string } | undefined)?.volume_id ?? null : null);
         const source = made?.source_volid ? `volume ${made.source_volid}` : made?.snapshot_id ? `snapshot ${made.snapshot_id} of volume ${sourceId ?? '(its row is gone)'}` : 'none';
         const sourceRow = sourceId ? volumes.find((v) => v.id === sourceId)?.status ?? 'gone' : undefined;
-        bad(`image ${name} is listed but does not open (${(err as { code?: string }).code}; row: ${row ? row.status : 'none'}; copied from: ${source}${sourceRow ? ` (its row: ${sourceRow})` : ''}; jobs: ${JSON.stringify(jobs)})`);
+        // rbd_list2 also lists an image in the pool's trash (a removal moves it there first): say so, and what `rbd info` says.
+        const trashed = (JSON.parse(await ceph.rbd('trash', 'ls', '--all', '--format', 'json', ceph.pool).catch(() => '[]')) as Array<{ name: string; source: string }>).find((x) => x.name === name);
+        const info = await ceph.rbd('info', `${ceph.pool}/${name}`).then(() => 'opens for rbd info', (e: Error) => e.message.split('\n').filter((l) => /error|failed/i.test(l)).slice(-3).join(' / '));
+        bad(`image ${name} is listed but does not open (${(err as { code?: string }).code}; ${trashed ? `in the trash (${trashed.source})` : 'not in the trash'}; rbd info: ${info}; row: ${row ? row.status : 'none'}; copied from: ${source}${sourceRow ? ` (its row: ${sourceRow})` : ''}; jobs: ${JSON.stringify(jobs)})`);
       }
     }
     report.checked.files = [...images.values()].reduce((n, i) => n + 1 + i.snaps.length, 0);

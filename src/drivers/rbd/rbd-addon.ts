@@ -117,6 +117,12 @@ export interface RbdAddon {
   parent(image: RbdImage): Promise<RbdParent | null>;
   /** The clones of the snapshot the image was opened at. */
   children(image: RbdImage): Promise<RbdChild[]>;
+  /** Sets a key of the image's metadata (`rbd image-meta`, kept in its header); a clone made later copies it. */
+  metadataSet(image: RbdImage, key: string, value: string): Promise<void>;
+  /** Removes a key of the image's metadata; ENOENT when there is none. */
+  metadataRemove(image: RbdImage, key: string): Promise<void>;
+  /** Every key of the image's metadata, with its value. */
+  metadataList(image: RbdImage): Promise<Array<{ key: string; value: string }>>;
   /** rbd_diff_iterate2 with the parent included; `wholeObject` uses the object map (fast-diff). */
   diffIterate(image: RbdImage, fromSnap: string | null, offset: number, length: number, wholeObject: 0 | 1): Promise<RbdDiffExtent[]>;
   /** Reads into `buffer`; resolves with the bytes read. */

@@ -43,6 +43,9 @@
  *   images the old one had open and tells the core which volumes it lost
  *   (`watchLostVolumes`): the core drops their exports, hosts reconnect (to
  *   any member), and the next open goes through the fresh client.
+ *   A member that was killed and starts again blocklists its dead
+ *   predecessor's client at once ({@link RbdDriver.fencePredecessor}), so
+ *   that no host waits for that client's watches to time out.
  *
  * - Replication: with a `replication_device` naming a second cluster, the
  *   images of replicated volumes are mirrored there by Ceph's rbd-mirror
@@ -111,6 +114,12 @@ export interface RbdDriverOptions {
 /** Layering, exclusive-lock, object-map, fast-diff, deep-flatten: Cinder's and Ceph's default set. */
 const FEATURES = RBD_FEATURES.layering | RBD_FEATURES.exclusiveLock | RBD_FEATURES.objectMap | RBD_FEATURES.fastDiff | RBD_FEATURES.deepFlatten;
 const CLONE_SNAP = '.clone_snap';
+/**
+ * A key of a parent image's metadata, `basalt.flattening.<clone image>`, whose
+ * value names the parent's snapshot the clone is being flattened from (see
+ * {@link RbdDriver.dropSnapshot}).
+ */
+const FLATTENING = 'basalt.flattening.';
 const DELETED = '.deleted';
 /** A copy across clusters under way (see {@link RbdDriver.copyAcross}): renamed to the volume's image once whole. */
 const COPYING = '.copying';
@@ -837,19 +846,41 @@ export class RbdDriver implements VolumeDriver {
    * clones are flattened first. A snapshot that still lists `removed`, a clone
    * just removed, is neither: the caller's job tries again, rather than
    * complete and leave the snapshot behind for good.
+   *
+   * librbd's flatten unregisters the clone from the snapshot's children before
+   * it unlinks the clone from its parent: a flatten killed between the two
+   * leaves a clone that the snapshot no longer lists and that still needs it
+   * (it does not open without it). So before each flatten the parent's
+   * metadata names the clone ({@link FLATTENING}), the next attempt flattens
+   * the clones named there as well as those listed, and the names go once
+   * the snapshot is gone.
    * @throws DriverError (retryable) when the snapshot still lists `removed`.
    */
   private async dropSnapshot(img: RbdImage, image: string, snap: string, keepIfCloned: boolean, removed?: string): Promise<boolean> {
+    const forget = async (children: Iterable<string>): Promise<void> => {
+      for (const child of children) {
+        await this.rbd.metadataRemove(img, `${FLATTENING}${child}`).catch((err) => (isRbdError(err, 'ENOENT') ? undefined : Promise.reject(err)));
+      }
+    };
+    const begun = (await this.rbd.metadataList(img)).filter((m) => m.key.startsWith(FLATTENING) && m.value === snap).map((m) => m.key.slice(FLATTENING.length));
     if (await this.rbd.snapIsProtected(img, snap).catch((err) => (isRbdError(err, 'ENOENT') ? null : Promise.reject(err))) === null) {
-      return this.dropTrashed(img, (t) => t.trashedName === snap);
+      const dropped = await this.dropTrashed(img, (t) => t.trashedName === snap);
+      if (dropped) await forget(begun);
+      return dropped;
     }
     const children = (await this.withImage(image, (s) => this.rbd.children(s), { snap })).filter((c) => !c.trash);
     if (removed && children.some((c) => c.pool === this.options.cephPool && c.image === removed)) {
       throw new DriverError(`Snapshot ${snap} of ${image} still lists its removed clone ${removed}`, { retryable: true });
     }
-    if (children.length > 0) {
-      if (keepIfCloned) return false;
-      for (const child of children) await this.withImageIfAny(child.image, (c) => this.rbd.flatten(c));
+    const flattening = new Set([...children.map((c) => c.image), ...begun]);
+    if (flattening.size > 0) {
+      if (keepIfCloned && children.length > 0) return false;
+      for (const child of flattening) {
+        await this.rbd.metadataSet(img, `${FLATTENING}${child}`, snap);
+        await this.withImageIfAny(child, async (c) => {
+          if ((await this.rbd.parent(c))?.snap === snap) await this.rbd.flatten(c);
+        });
+      }
     }
     try {
       if (await this.rbd.snapIsProtected(img, snap)) await this.rbd.snapUnprotect(img, snap);
@@ -857,6 +888,7 @@ export class RbdDriver implements VolumeDriver {
     } catch (err) {
       if (!isRbdError(err, 'ENOENT')) throw err;
     }
+    await forget(flattening);
     return true;
   }
 
