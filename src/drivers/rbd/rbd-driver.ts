@@ -18,6 +18,8 @@
  * - Deleting a snapshot that has clones flattens them first: the contract
  *   says volumes made from a snapshot outlive it, and clone format 1 (the one
  *   every Ceph client understands) cannot drop a snapshot with children.
+ *   The parent's image metadata names each clone while it is flattened, so
+ *   that a delete killed midway finds it again (see `dropSnapshot`).
  * - Revert is `rbd_snap_rollback`, then a resize back to the volume's size.
  * - Block I/O uses librbd's asynchronous calls; block status, and the
  *   changed extents between two snapshots (or one and the volume) that
