@@ -106,7 +106,7 @@ export class GuardedDriver implements VolumeDriver {
     return this.call('createSnapshot', [snapshotKey(snap.id), volumeKey(snap.volumeId)], () => this.driver.createSnapshot(snap));
   }
 
-  deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+  deleteSnapshot(snap: Pick<SnapshotRef, 'id'> & Partial<Pick<SnapshotRef, 'volumeId'>>): Promise<void> {
     return this.call('deleteSnapshot', [snapshotKey(snap.id)], () => this.driver.deleteSnapshot(snap));
   }
 

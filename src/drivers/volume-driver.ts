@@ -575,8 +575,11 @@ export interface VolumeDriver {
    * - Idempotency: deleting a missing snapshot succeeds.
    * - Errors: `DriverError`.
    * - Default: required.
+   * - `snap.volumeId`, when the caller gives it, names the volume the snapshot
+   *   was taken of: a driver that finds snapshots through their volume looks
+   *   there first (the rbd driver otherwise looks through every image).
    */
-  deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void>;
+  deleteSnapshot(snap: Pick<SnapshotRef, 'id'> & Partial<Pick<SnapshotRef, 'volumeId'>>): Promise<void>;
 
   /**
    * Creates a new volume holding a snapshot's data.

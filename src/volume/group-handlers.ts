@@ -115,7 +115,7 @@ export function groupHandlers(deps: GroupHandlerDeps, driver: GuardedDriver): Jo
       // snapshot an interrupted run completed is of an earlier instant than the others will
       // be: it is dropped and taken again with them (a driver keeps an existing snapshot).
       await withLocks(deps, pending.map((s) => `snapshot-${s.id}`), async () => {
-        for (const s of pending) await driver.deleteSnapshot({ id: s.id });
+        for (const s of pending) await driver.deleteSnapshot({ id: s.id, volumeId: s.volume_id });
         // What is cached goes out first, while the writes still flow: the group's hold is then brief.
         await driver.flushAhead(pending.filter((s) => attached.includes(s.volume_id)).map((s) => ({ id: s.volume_id, sizeGiB: s.volume_size })));
         await quiesceAll(deps, attached, async () => {
@@ -136,7 +136,7 @@ export function groupHandlers(deps: GroupHandlerDeps, driver: GuardedDriver): Jo
       if (!gs || gs.status !== 'deleting') return ctx.complete();
       for (const s of await groupSnapshots.snapshotsOf(db.kysely, gs.id)) {
         if (s.status !== 'deleting') continue;
-        await withLock(deps.coordinator, `snapshot-${s.id}`, deps.lockTimeoutMs, () => driver.deleteSnapshot({ id: s.id }));
+        await withLock(deps.coordinator, `snapshot-${s.id}`, deps.lockTimeoutMs, () => driver.deleteSnapshot({ id: s.id, volumeId: s.volume_id }));
         await db.kysely.transaction().execute((tx) => removeSnapshot(deps, tx, s, ctx.job.request_id));
       }
       await ctx.complete(async (tx) => {

@@ -546,11 +546,20 @@ export class RbdDriver implements VolumeDriver {
     }
   }
 
-  /** The image of the pool that holds the snapshot `snap` (or what a removal killed midway left of it, see {@link dropTrashed}), if any. */
-  private async imageWithSnapshot(snap: string): Promise<string | undefined> {
-    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) {
-      if ((await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read'))?.some((s) => s.name === snap || s.trashedName === snap)) return image;
+  /**
+   * The image of the pool that holds the snapshot `snap` (or what a removal
+   * killed midway left of it, see {@link dropTrashed}), if any: among the
+   * `likely` images (and their `.deleted` names) when the caller knows the
+   * volume, else among every image of the pool.
+   */
+  private async imageWithSnapshot(snap: string, likely: readonly string[] = []): Promise<string | undefined> {
+    const holds = async (image: string): Promise<boolean> =>
+      (await this.withImageIfAny(image, (img) => this.rbd.snapList(img), 'read'))?.some((s) => s.name === snap || s.trashedName === snap) ?? false;
+    if (likely.length > 0) {
+      for (const image of likely.flatMap((i) => [i, `${i}${DELETED}`])) if (await holds(image)) return image;
+      return undefined;
     }
+    for (const image of await this.rbd.listImages(this.conn, this.options.cephPool)) if (await holds(image)) return image;
     return undefined;
   }
 
@@ -935,10 +944,9 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /** Removes the RBD snapshot, flattening its clones first (see the module comment). */
-  async deleteSnapshot(snap: Pick<SnapshotRef, 'id'>): Promise<void> {
+  async deleteSnapshot(snap: Pick<SnapshotRef, 'id'> & Partial<Pick<SnapshotRef, 'volumeId'>>): Promise<void> {
     const name = RbdDriver.snapName(snap.id);
-    // The snapshot's volume is not named: find the image holding it.
-    const image = await this.imageWithSnapshot(name);
+    const image = await this.imageWithSnapshot(name, snap.volumeId ? [RbdDriver.imageName(snap.volumeId)] : []);
     if (image) await this.withImageIfAny(image, (img) => this.dropSnapshot(img, image, name, false));
   }
 

@@ -62,7 +62,7 @@ export const snapshotDelete = operation<'snapshot', SnapshotPayload, { force?: b
     return { job: { target: volumeTarget(v.cluster_name!), payload: { snapshotId: s.id } } };
   },
 
-  run: ({ driver }, s) => driver.deleteSnapshot({ id: s.id }),
+  run: ({ driver }, s) => driver.deleteSnapshot({ id: s.id, volumeId: s.volume_id }),
 
   finish: ({ tx, deps, requestId }, s) => removeSnapshot(deps, tx, s, requestId),
 });

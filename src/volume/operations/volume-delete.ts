@@ -103,7 +103,7 @@ export const volumeDelete = operation<'volume', DeletePayload, DeleteVolumeInput
     // (release N-1) means those moved to deleting with it.
     for (const s of await deps.snapshots.ofVolume(deps.db.kysely, v.id)) {
       if (s.status !== 'deleting' || (p.snapshotIds && !p.snapshotIds.includes(s.id))) continue;
-      await locked(`snapshot-${s.id}`, () => driver.deleteSnapshot({ id: s.id }));
+      await locked(`snapshot-${s.id}`, () => driver.deleteSnapshot({ id: s.id, volumeId: s.volume_id }));
       await deps.db.kysely.transaction().execute((tx) => removeSnapshot(deps, tx, s, job.job.request_id));
     }
     await driver.deleteVolume({ id: v.id });
