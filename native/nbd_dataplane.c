@@ -189,6 +189,7 @@ typedef struct conn {
   end_reason why;   /* the first reason to stop */
   int disc;         /* the client sent NBD_CMD_DISC: flush before closing */
   int paused;       /* quiesced: writes wait */
+  unsigned pauses, resumes; /* how many of each were asked: a pause's wait for writes ends at the next resume */
   int writes;       /* writes in flight (between the gate and their end) */
   int running;      /* workers alive */
   int sock_closed;  /* the socket fd is closed: never shut it down again */
@@ -1873,9 +1874,11 @@ typedef struct pause_work {
   conn_t *c;
   napi_deferred deferred;
   napi_async_work work;
+  int pause;        /* a pause's wait (not a fence's): it also ends at the next resume */
+  unsigned pauses;  /* c->pauses when it was asked */
 } pause_work_t;
 
-static napi_value wait_for_writes(napi_env env, conn_t *c, const char *what);
+static napi_value wait_for_writes(napi_env env, conn_t *c, const char *what, int pause);
 
 /*
  * Fencing must be complete when its promise resolves: a write that passed
@@ -1893,13 +1896,21 @@ static napi_value nbd_fence(napi_env env, napi_callback_info info) {
   pthread_cond_broadcast(&c->cond);
   pthread_cond_broadcast(&c->engage_cond);
   pthread_mutex_unlock(&c->lock);
-  return wait_for_writes(env, c, "nbd-fence");
+  return wait_for_writes(env, c, "nbd-fence", 0);
 }
 
+/*
+ * Waits on libuv's thread pool until no write is in flight. A pause's wait
+ * also ends when the connection is resumed: a quiesce that gave up on a write
+ * stuck in its backend resumes the connection, and must not leave a pool
+ * thread waiting for that write for good (four such waits would stop every
+ * file and addon call of the process).
+ */
 static void pause_execute(napi_env env, void *data) {
-  conn_t *c = ((pause_work_t *)data)->c;
+  pause_work_t *p = data;
+  conn_t *c = p->c;
   pthread_mutex_lock(&c->lock);
-  while (c->writes > 0) pthread_cond_wait(&c->cond, &c->lock);
+  while (c->writes > 0 && !(p->pause && c->resumes >= p->pauses)) pthread_cond_wait(&c->cond, &c->lock);
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -1916,12 +1927,13 @@ static napi_value nbd_pause(napi_env env, napi_callback_info info) {
   if (!one_conn(env, info, &c)) return NULL;
   pthread_mutex_lock(&c->lock);
   c->paused = 1;
+  c->pauses++;
   pthread_mutex_unlock(&c->lock);
-  return wait_for_writes(env, c, "nbd-pause");
+  return wait_for_writes(env, c, "nbd-pause", 1);
 }
 
 /* A promise that resolves once c has no write in flight (waited for on libuv's thread pool). */
-static napi_value wait_for_writes(napi_env env, conn_t *c, const char *what) {
+static napi_value wait_for_writes(napi_env env, conn_t *c, const char *what, int pause) {
   pause_work_t *p = calloc(1, sizeof *p);
   napi_value promise, name;
   if (!p) {
@@ -1929,6 +1941,12 @@ static napi_value wait_for_writes(napi_env env, conn_t *c, const char *what) {
     return NULL;
   }
   p->c = c;
+  p->pause = pause;
+  if (pause) {
+    pthread_mutex_lock(&c->lock);
+    p->pauses = c->pauses;
+    pthread_mutex_unlock(&c->lock);
+  }
   atomic_fetch_add(&c->refs, 1);
   napi_create_promise(env, &p->deferred, &promise);
   napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
@@ -1942,6 +1960,7 @@ static napi_value nbd_resume(napi_env env, napi_callback_info info) {
   if (!one_conn(env, info, &c)) return NULL;
   pthread_mutex_lock(&c->lock);
   c->paused = 0;
+  c->resumes = c->pauses;
   pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->lock);
   return undefined(env);

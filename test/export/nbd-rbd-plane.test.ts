@@ -10,12 +10,13 @@
  * they do for files. The event-loop plane is checked the same way.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { describe, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -49,8 +50,8 @@ interface RbdNbd {
 }
 
 /** An NBD server over RBD volumes of a fresh pool (the rbd driver behind its guard), on `plane`. */
-async function startRbdNbd(t: TestContext, plane: 'native' | 'event-loop', names: string[], sizeMiB = 256): Promise<RbdNbd> {
-  const { driver: inner, pool } = await fixture.rbdBackend();
+async function startRbdNbd(t: TestContext, plane: 'native' | 'event-loop', names: string[], sizeMiB = 256, o: { quiesceDrainMs?: number } = {}): Promise<RbdNbd & { options: Record<string, unknown> }> {
+  const { driver: inner, pool, options } = await fixture.rbdBackend();
   const driver = new GuardedDriver(inner, 60_000);
   await driver.init();
   const ids = new Map<string, string>();
@@ -69,7 +70,7 @@ async function startRbdNbd(t: TestContext, plane: 'native' | 'event-loop', names
     };
     exports.set(name, { name, key: id, readOnly: false, canMultiConn: true, open });
   }
-  const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }), dataPlane: plane });
+  const server = new NbdServer({ provider: { find: async (n) => exports.get(n), list: async () => [] }, log: pino({ level: 'silent' }), dataPlane: plane, ...o });
   const { port } = await server.listen(0, '127.0.0.1');
   t.after(async () => {
     await server.close();
@@ -77,7 +78,7 @@ async function startRbdNbd(t: TestContext, plane: 'native' | 'event-loop', names
   });
   const image = (name: string): string => `${pool}/${RbdDriver.imageName(ids.get(name)!)}`;
   return {
-    server, port, pool, ids,
+    server, port, pool, ids, options,
     handleCalls: () => calls,
     uri: (name) => `nbd://127.0.0.1:${port}/${name}`,
     rbdUrl: (name) => `rbd:${image(name)}:conf=${ceph.confPath}:id=${ceph.user}:keyring=${ceph.keyringPath}`,
@@ -198,6 +199,34 @@ describe('native plane', () => {
     assert.equal(replies.errors, 0);
     const expected = Buffer.concat(Array.from({ length: count }, (_, i) => Buffer.alloc(MiB, ((i + 7) % 250) + 1)));
     assert.equal(await s.digest('q', count * MiB), createHash('sha256').update(expected).digest('hex'));
+  });
+
+  test('quiesces that give up on a write stuck in librbd leave libuv\'s threads free; the write completes later', { timeout: 120_000 }, async (t) => {
+    const s = await startRbdNbd(t, 'native', ['w'], 64, { quiesceDrainMs: 100 });
+    // Another client takes the image's exclusive lock and stops answering: a write through the
+    // export waits in librbd for the lock (until the stopped client answers, or librbd gives up on it).
+    const owner = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '../conformance/rbd-writer-child.ts'), JSON.stringify({ options: s.options, vol: { id: s.ids.get('w')!, sizeGiB: 1 } })], { stdio: ['pipe', 'pipe', 'inherit'] });
+    t.after(() => { owner.kill('SIGKILL'); });
+    const lines = readline.createInterface({ input: owner.stdout! })[Symbol.asyncIterator]();
+    assert.equal((await lines.next()).value, 'ready');
+    owner.kill('SIGSTOP');
+    const c = await s.connect('w');
+    t.after(() => c.sock.destroy());
+    let written = false;
+    const stuck = simpleRequest(c, CMD.WRITE, 8192n, 4096, Buffer.alloc(4096, 0x3c)).finally(() => { written = true; });
+    await sleep(200);
+    // More give-ups than libuv has threads (UV_THREADPOOL_SIZE, 4 by default): each one's wait for the
+    // write used to hold a thread until the write ended, and a file call then waited for the write too.
+    const pool = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+    for (let i = 0; i <= pool; i++) {
+      await assert.rejects(s.server.quiesce(s.ids.get('w')!, async () => undefined), (err: { code?: string }) => err.code === 'BACKEND_UNAVAILABLE');
+    }
+    await fs.promises.stat(os.tmpdir());
+    // Served while the write is still stuck (not because the write ended and freed the threads).
+    await sleep(300);
+    assert.equal(written, false, 'a file call is served while the write is still stuck');
+    owner.kill('SIGCONT');
+    assert.equal((await stuck).error, 0, 'the write completes once the lock comes');
   });
 
   test('a volume\'s IOPS limit holds on the native plane', { timeout: 60_000 }, async (t) => {

@@ -67,7 +67,9 @@ export interface ChaosOptions {
    * Keep each member's log in `<logDir>/<member>.log` (appended across its restarts), and after a
    * failing run the database's volumes, snapshots, attachments and jobs in `<logDir>/db.json`, to
    * read afterwards. Default: `TEST_CHAOS_LOG_DIR`, else removed with the run's state.
-   * The members log at `TEST_CHAOS_LOG_LEVEL` (default info; debug logs every job's start and end).
+   * The members log at `TEST_CHAOS_LOG_LEVEL` (default info; debug logs every job's start and end);
+   * `TEST_CHAOS_CEPH_ARGS` goes to their librados as `CEPH_ARGS` (e.g. `--debug-rbd=15
+   * --log-file=/tmp/logs/$pid.rbd.log`, to see what librbd did).
    */
   logDir?: string;
 }
@@ -158,7 +160,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     ...[0, 1, 2].map((i) => ({ name: `volume-${i}`, roles: 'volume', ready: 'volume service started', env: { BASALT_HOST: `node-${i}` } })),
   ];
   const start = async (m: Member): Promise<void> => {
-    const s = await spawnBasalt({ ...env, ...m.env }, m.roles, m.ready);
+    const s = await spawnBasalt({ ...env, ...m.env, ...(process.env.TEST_CHAOS_CEPH_ARGS ? { CEPH_ARGS: process.env.TEST_CHAOS_CEPH_ARGS } : {}) }, m.roles, m.ready);
     s.child.stdout!.pipe(fs.createWriteStream(path.join(logDir, `${m.name}.log`), { flags: 'a' }));
     m.child = s.child;
     if (s.url) m.url = s.url;

@@ -811,7 +811,7 @@ export class RbdDriver implements VolumeDriver {
    * ENOENT (or ESTALE) means removed only when the pool no longer lists the image: in a
    * pool at its quota librbd cannot move the image to its trash (the first
    * step of a removal, EDQUOT) and answers ENOENT with the image still there.
-   * @throws DriverError (retryable) when the image is still there after a removal.
+   * @throws DriverError (retryable) when the image is still there after a removal, or still has a snapshot.
    */
   private async removeUnwatched(name: string): Promise<void> {
     for (let attempt = 1; ; attempt++) {
@@ -824,6 +824,9 @@ export class RbdDriver implements VolumeDriver {
           if (!(await this.imageListed(name))) return;
           throw new DriverError(`Image ${name} could not be removed (is pool ${this.options.cephPool} full?)`, { cause: err, retryable: true });
         }
+        // A snapshot the removal did not list (made, or moved back out of the image's trash, since):
+        // the next attempt lists the image's snapshots again.
+        if (isRbdError(err, 'ENOTEMPTY')) throw new DriverError(`Image ${name} still has snapshots`, { cause: err, retryable: true });
         if (!isRbdError(err, 'EBUSY')) throw err;
         if (attempt === 5) throw new DriverError(`Image ${name} is still open by a client`, { cause: err, retryable: true });
         await new Promise((r) => setTimeout(r, 250 * attempt));
