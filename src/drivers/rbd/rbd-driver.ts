@@ -527,22 +527,34 @@ export class RbdDriver implements VolumeDriver {
    * waiting), or a snapshot read-only.
    */
   private async withImage<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T> {
-    const snap = typeof at === 'object' ? at.snap : null;
-    const img = await this.rbd.openImage(this.connOf(name), this.options.cephPool, name, snap, at !== 'write');
+    return this.using(await this.open(name, at), fn);
+  }
+
+  /**
+   * Like {@link withImage}, or undefined when the image does not open
+   * (ENOENT: it does not exist, or is half made or half removed). An ENOENT
+   * from `fn` is `fn`'s: it does not say the image is missing.
+   */
+  private async withImageIfAny<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T | undefined> {
+    let img: RbdImage;
+    try {
+      img = await this.open(name, at);
+    } catch (err) {
+      if (isRbdError(err, 'ENOENT')) return undefined;
+      throw err;
+    }
+    return this.using(img, fn);
+  }
+
+  private open(name: string, at: Access): Promise<RbdImage> {
+    return this.rbd.openImage(this.connOf(name), this.options.cephPool, name, typeof at === 'object' ? at.snap : null, at !== 'write');
+  }
+
+  private async using<T>(img: RbdImage, fn: (img: RbdImage) => Promise<T>): Promise<T> {
     try {
       return await fn(img);
     } finally {
       await this.rbd.closeImage(img);
-    }
-  }
-
-  /** Like {@link withImage}, or undefined when the image does not exist. */
-  private async withImageIfAny<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T | undefined> {
-    try {
-      return await this.withImage(name, fn, at);
-    } catch (err) {
-      if (isRbdError(err, 'ENOENT')) return undefined;
-      throw err;
     }
   }
 
@@ -848,7 +860,7 @@ export class RbdDriver implements VolumeDriver {
       empty = await this.withImageIfAny(name, async (img) => {
         if (snap.endsWith(CLONE_SNAP)) await this.dropSnapshot(img, name, snap, true, removed);
         return (await this.rbd.snapList(img)).length === 0;
-      });
+      }).catch((err) => (isRbdError(err, 'ENOENT') ? undefined : Promise.reject(err))); // renamed or released meanwhile: look under the other name
       if (empty !== undefined) break;
     }
     if (empty && (await this.imageListed(`${base}${DELETED}`))) await this.removeImage(`${base}${DELETED}`);
@@ -893,7 +905,7 @@ export class RbdDriver implements VolumeDriver {
         await this.rbd.metadataSet(img, `${FLATTENING}${child}`, snap);
         await this.withImageIfAny(child, async (c) => {
           if ((await this.rbd.parent(c))?.snap === snap) await this.rbd.flatten(c);
-        });
+        }).catch((err) => (isRbdError(err, 'ENOENT') ? undefined : Promise.reject(err))); // the clone removed meanwhile
       }
     }
     try {
@@ -950,7 +962,13 @@ export class RbdDriver implements VolumeDriver {
   async deleteSnapshot(snap: Pick<SnapshotRef, 'id'> & Partial<Pick<SnapshotRef, 'volumeId'>>): Promise<void> {
     const name = RbdDriver.snapName(snap.id);
     const image = await this.imageWithSnapshot(name, snap.volumeId ? [RbdDriver.imageName(snap.volumeId)] : []);
-    if (image) await this.withImageIfAny(image, (img) => this.dropSnapshot(img, image, name, false));
+    try {
+      if (image) await this.withImageIfAny(image, (img) => this.dropSnapshot(img, image, name, false));
+    } catch (err) {
+      // Another removal of the snapshot, or of its volume's image, at the same time: the next attempt looks again.
+      if (isRbdError(err, 'ENOENT', 'ESTALE')) throw new DriverError(`Snapshot ${snap.id} or its image changed during its removal`, { cause: err, retryable: true });
+      throw err;
+    }
   }
 
   private async makeVolumeFromSnapshot(vol: VolumeRef, snap: SnapshotRef): Promise<void> {
