@@ -293,8 +293,8 @@ export class RbdDriver implements VolumeDriver {
    * at once, which ends its watches, so the next member to want a lock breaks
    * it without waiting (for Ceph's default hour: a dead client's nonce never
    * comes back). Then `client`'s address is kept for the next
-   * incarnation. A refused blocklist (no `osd blocklist` capability) only
-   * leaves the wait as it was.
+   * incarnation. A refused blocklist (no `osd blocklist` capability) or a
+   * state directory that takes no write only leaves the wait as it was.
    */
   private async fencePredecessor(client: RbdCluster): Promise<void> {
     if (!this.options.stateDirectory) return;
@@ -304,9 +304,13 @@ export class RbdDriver implements VolumeDriver {
     if (before && before !== address) {
       await this.rbd.monCommand(client, JSON.stringify({ prefix: 'osd blocklist', blocklistop: 'add', addr: before })).catch(() => undefined);
     }
-    fs.mkdirSync(this.options.stateDirectory, { recursive: true });
-    fs.writeFileSync(`${file}.new`, `${address}\n`);
-    fs.renameSync(`${file}.new`, file);
+    try {
+      fs.mkdirSync(this.options.stateDirectory, { recursive: true });
+      fs.writeFileSync(`${file}.new`, `${address}\n`);
+      fs.renameSync(`${file}.new`, file);
+    } catch {
+      // A full or read-only state directory: the next incarnation waits out this client's watches instead.
+    }
   }
 
   /**
