@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
+import type { RbdAddon } from '../../src/drivers/rbd/rbd-addon.ts';
 import { driverConformance } from './driver-conformance.ts';
 import { rbdFixture } from './rbd-fixture.ts';
 
@@ -105,6 +106,34 @@ test('rbd: the handles of a volume share one open image, and close at shutdown c
   await driver.close!(); // h2 is still open: the driver closes its image, then disconnects
   await assert.rejects(h2!.read(0, 4096), (e: { code: string }) => e.code === 'EBADF');
   await h2!.close(); // and closing it afterwards is quiet
+});
+
+test('rbd: a snapshot, an extend and a snapshot delete of a volume open for I/O go through its open image, not a second one', async (t) => {
+  const { driver } = await rbdBackend();
+  await driver.init!();
+  const v = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(v);
+  const h = await driver.openVolume(v);
+  await h.write(0, Buffer.alloc(4096, 3));
+  // Count the images the driver opens read-write meanwhile, through a proxy of its addon.
+  const inner = driver as unknown as { addon: RbdAddon };
+  const addon = inner.addon;
+  const opened: string[] = [];
+  const counting = Object.fromEntries(Object.getOwnPropertyNames(addon).map((k) => [k, (addon as unknown as Record<string, unknown>)[k]])) as unknown as RbdAddon;
+  counting.openImage = (...a) => { if (a[4] === false) opened.push(a[2]); return addon.openImage(...a); };
+  inner.addon = counting;
+  t.after(() => { inner.addon = addon; });
+  const snap = { id: randomUUID(), volumeId: v.id, sizeGiB: 1 };
+  await driver.createSnapshot(snap);
+  await driver.extendVolume(v, 2);
+  await driver.deleteSnapshot(snap);
+  inner.addon = addon;
+  assert.deepEqual(opened, [], 'no second read-write image of the volume (it would take the exclusive lock from the first around each call)');
+  await h.write(4096, Buffer.alloc(4096, 4));
+  assert.ok((await h.read(0, 8192)).equals(Buffer.concat([Buffer.alloc(4096, 3), Buffer.alloc(4096, 4)])));
+  await h.close();
+  await driver.deleteVolume(v);
+  await driver.close!();
 });
 
 test('rbd: a cephx user with only the rbd profile on its pool (as Cinder\'s docs create) is enough', async (t) => {

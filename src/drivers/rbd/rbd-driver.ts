@@ -531,7 +531,49 @@ export class RbdDriver implements VolumeDriver {
    * waiting), or a snapshot read-only.
    */
   private async withImage<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T> {
+    const shared = at === 'write' ? this.sharedFor(name) : undefined;
+    if (shared) return this.usingShared(shared.id, shared.entry, fn);
     return this.using(await this.open(name, at), fn);
+  }
+
+  /**
+   * The open image the volume's handles share, when `name` is a volume's
+   * image this process has open for I/O (an export) on the client it would
+   * open it with now. A management call (a snapshot, a resize, a flatten) then
+   * goes through that same image, as QEMU's does: a second image of the same
+   * volume in this process would take the exclusive lock from the first and
+   * hand it back around every call, the writes of the export waiting meanwhile.
+   */
+  private sharedFor(name: string): { id: string; entry: SharedImage } | undefined {
+    const [, kind, id] = OWNED.exec(name) ?? [];
+    if (kind !== 'volume' || !id) return undefined;
+    const entry = this.shared.get(id);
+    return entry && !entry.lost && entry.cluster === this.connOf(name) ? { id, entry } : undefined;
+  }
+
+  /** Runs `fn` on a shared open image, holding a reference meanwhile (see {@link openVolume}). */
+  private async usingShared<T>(id: string, entry: SharedImage, fn: (img: RbdImage) => Promise<T>): Promise<T> {
+    entry.refs++;
+    try {
+      return await fn(await entry.image);
+    } finally {
+      await this.releaseShared(id, entry);
+    }
+  }
+
+  /** Drops one reference to a shared open image; the last one closes it. */
+  private async releaseShared(id: string, shared: SharedImage): Promise<void> {
+    if (--shared.refs > 0) return;
+    if (shared.lost) { // its client was blocklisted and replaced, or the backend failed over: close it (and a retired client after its last image)
+      const img = await shared.image.catch(() => undefined);
+      if (img) await this.rbd.closeImage(img).catch(() => undefined);
+      if (this.retired.has(shared.cluster)) await this.retire(shared.cluster, 1);
+      return;
+    }
+    if (this.shared.get(id) !== shared) return; // the driver closed it at shutdown
+    this.shared.delete(id);
+    const img = await shared.image.catch(() => undefined);
+    if (img) await this.rbd.closeImage(img);
   }
 
   /**
@@ -540,6 +582,16 @@ export class RbdDriver implements VolumeDriver {
    * from `fn` is `fn`'s: it does not say the image is missing.
    */
   private async withImageIfAny<T>(name: string, fn: (img: RbdImage) => Promise<T>, at: Access = 'write'): Promise<T | undefined> {
+    const shared = at === 'write' ? this.sharedFor(name) : undefined;
+    if (shared) {
+      let opened = false;
+      try {
+        return await this.usingShared(shared.id, shared.entry, (img) => { opened = true; return fn(img); });
+      } catch (err) {
+        if (!opened && isRbdError(err, 'ENOENT')) return undefined;
+        throw err;
+      }
+    }
     let img: RbdImage;
     try {
       img = await this.open(name, at);
@@ -1295,19 +1347,7 @@ export class RbdDriver implements VolumeDriver {
     }
     entry.refs++; // before any await: a closing last handle must not close it under this one
     const shared = entry;
-    const release = async (): Promise<void> => {
-      if (--shared.refs > 0) return;
-      if (shared.lost) { // its client was blocklisted and replaced, or the backend failed over: close it (and a retired client after its last image)
-        const img = await shared.image.catch(() => undefined);
-        if (img) await this.rbd.closeImage(img).catch(() => undefined);
-        if (this.retired.has(shared.cluster)) await this.retire(shared.cluster, 1);
-        return;
-      }
-      if (this.shared.get(vol.id) !== shared) return; // the driver closed it at shutdown
-      this.shared.delete(vol.id);
-      const img = await shared.image.catch(() => undefined);
-      if (img) await this.rbd.closeImage(img);
-    };
+    const release = (): Promise<void> => this.releaseShared(vol.id, shared);
     try {
       const img = await shared.image;
       // Its current size: a handle opened after an online extend sees it, older ones keep theirs.
