@@ -214,13 +214,19 @@ describe('native plane', () => {
     t.after(() => c.sock.destroy());
     let written = false;
     const stuck = simpleRequest(c, CMD.WRITE, 8192n, 4096, Buffer.alloc(4096, 0x3c)).finally(() => { written = true; });
-    await sleep(200);
+    const quiesce = (): Promise<boolean> => s.server.quiesce(s.ids.get('w')!, async () => true).catch((err: { code?: string }) => {
+      assert.equal(err.code, 'BACKEND_UNAVAILABLE');
+      return false;
+    });
+    // The write is in librbd once a quiesce cannot drain it (before that, quiesces succeed).
+    for (let i = 0; await quiesce(); i++) {
+      assert.ok(i < 200, 'the write reached librbd');
+      await sleep(10);
+    }
     // More give-ups than libuv has threads (UV_THREADPOOL_SIZE, 4 by default): each one's wait for the
     // write used to hold a thread until the write ended, and a file call then waited for the write too.
     const pool = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
-    for (let i = 0; i <= pool; i++) {
-      await assert.rejects(s.server.quiesce(s.ids.get('w')!, async () => undefined), (err: { code?: string }) => err.code === 'BACKEND_UNAVAILABLE');
-    }
+    for (let i = 0; i < pool; i++) assert.equal(await quiesce(), false, 'the write is still in flight');
     await fs.promises.stat(os.tmpdir());
     // Served while the write is still stuck (not because the write ended and freed the threads).
     await sleep(300);
