@@ -105,7 +105,7 @@ test('a member restarted after a SIGKILL fences its dead predecessor: the old cl
   await new Promise((r) => first.child.exitCode === null ? first.child.once('exit', r) : r(undefined));
 
   // The same member comes back: its new client blocklists the old one, whose watch the OSD then drops
-  // (left alone, it would stay until osd_client_watch_timeout, 30 s, and hold the lock as long).
+  // (left alone, it would stay until osd_client_watch_timeout, 30 s by default, 5 s on the test cluster, and hold the lock as long).
   const again = await member(options, vol, dir);
   t.after(() => { again.child.kill('SIGKILL'); });
   assert.match(await fixture.ceph.ceph('osd', 'blocklist', 'ls'), new RegExp(dead.replace(/[.]/g, '\\.')));
