@@ -439,6 +439,20 @@ export class NbdServer {
     for (let g = this.gates.get(key); g; g = this.gates.get(key)) await g;
   }
 
+  /**
+   * Starts `write` once `key` is not quiesced, and counts it among the writes
+   * in flight from then on: a write waiting at the gate is not in flight, or
+   * the next quiesce of the volume (one right after another) would wait for
+   * writes that wait for it. The last look at the gate and the start happen
+   * in one step, so no quiesce begins between them.
+   */
+  async startWrite<T>(key: string | undefined, write: () => Promise<T>): Promise<T> {
+    if (key !== undefined) for (let g = this.gates.get(key); g; g = this.gates.get(key)) await g;
+    const started = write();
+    this.trackWrite(key, started.then(() => undefined, () => undefined));
+    return started;
+  }
+
   /** Tracks a write in flight on `key`. */
   trackWrite(key: string | undefined, write: Promise<void>): void {
     if (key === undefined) return;
@@ -903,7 +917,9 @@ class Connection implements Fenceable {
         const isWrite = type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM;
         const started = performance.now();
         const run = (): Promise<Sent | undefined> => (isWrite
-          ? Promise.race([this.server.gate(exp.key), this.whenFenced]).then(() => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))
+          ? Promise.race([this.server.gate(exp.key), this.whenFenced]).then(() => (this.fenced
+            ? this.command(handle, exp, type, flags, cookie, offset, length, payload, writes)
+            : this.server.startWrite(exp.key, () => this.command(handle, exp, type, flags, cookie, offset, length, payload, writes))))
           : this.command(handle, exp, type, flags, cookie, offset, length, payload, writes));
         // Over the volume's QoS limits: the request waits its turn (the others read meanwhile are not held up).
         const wait = limiter && (isWrite || type === CMD.READ) ? limiter.admit(isWrite, type === CMD.READ || type === CMD.WRITE ? length : 0) : 0;
@@ -911,10 +927,7 @@ class Connection implements Fenceable {
         // Done for the volume (fencing, quiescing and FLUSH wait for this) ...
         const tracked: Promise<void> = work.then(() => undefined, () => undefined).finally(() => { inflight.delete(tracked); writes.delete(tracked); });
         inflight.add(tracked);
-        if (isWrite) {
-          writes.add(tracked);
-          this.server.trackWrite(exp.key, tracked);
-        }
+        if (isWrite) writes.add(tracked);
         // ... and answered (the bounds wait for this).
         const answered: Promise<void> = work.then((sent) => sent?.flushed, () => undefined).finally(() => {
           if (exp.key !== undefined) this.server.stats.record(exp.key, opOf(type), type === CMD.READ || type === CMD.WRITE ? length : 0, (performance.now() - started) / 1000);

@@ -254,6 +254,26 @@ test('a quiesce whose writes in flight never finish gives up: its step does not 
   await server.close();
 });
 
+test('a quiesce right after another drains at once: the writes the first held wait at the gate, not in flight', async (t) => {
+  const s = await setup(t, [{ name: 'b', sizeGiB: 1 }]);
+  const key = s.ids.get('b')!;
+  const sock = await connectExport('127.0.0.1', s.port, 'b');
+  t.after(() => sock.destroy());
+  const replies: Buffer[] = [];
+  sock.on('data', (c) => replies.push(c));
+  let release!: () => void;
+  const first = s.server.quiesce(key, () => new Promise<void>((r) => { release = r; }));
+  // The second is queued before the write comes: it takes the gate first when the first ends.
+  const second = s.server.quiesce(key, async () => 'taken');
+  sock.write(requestFrame(1, 5n, 0n, 4096, Buffer.alloc(4096, 7))); // WRITE, held at the first one's gate
+  await new Promise((r) => setTimeout(r, 100)); // (a write not yet at the gate only makes this test weaker)
+  release();
+  await first;
+  assert.equal(await Promise.race([second, new Promise((r) => setTimeout(() => r('still draining after 10 s'), 10_000))]), 'taken');
+  for (const until = Date.now() + 5000; !Buffer.concat(replies).toString('hex').includes('0000000000000005') && Date.now() < until;) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(Buffer.concat(replies).toString('hex').includes('0000000000000005'), 'the held write is answered after both');
+});
+
 test('quiesce holds writes back until the snapshot is done, and lets reads through', async (t) => {
   const s = await setup(t, [{ name: 'q', sizeGiB: 1 }]);
   const sock = await connectExport('127.0.0.1', s.port, 'q');
