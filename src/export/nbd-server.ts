@@ -924,7 +924,7 @@ class Connection implements Fenceable {
         // Over the volume's QoS limits: the request waits its turn (the others read meanwhile are not held up).
         const wait = limiter && (isWrite || type === CMD.READ) ? limiter.admit(isWrite, type === CMD.READ || type === CMD.WRITE ? length : 0) : 0;
         const work = wait > 0 ? new Promise<void>((resolve) => setTimeout(resolve, wait)).then(run) : run();
-        // Done for the volume (fencing, quiescing and FLUSH wait for this) ...
+        // Done for the connection (fencing and FLUSH wait for this; a quiesce waits only from the gate on, see startWrite) ...
         const tracked: Promise<void> = work.then(() => undefined, () => undefined).finally(() => { inflight.delete(tracked); writes.delete(tracked); });
         inflight.add(tracked);
         if (isWrite) writes.add(tracked);
