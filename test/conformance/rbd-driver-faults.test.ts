@@ -1,9 +1,10 @@
 /**
  * The rbd driver and its addon under faults, against a real one-node Ceph
  * cluster (rbd-fixture.ts): a cluster it cannot reach or that refuses its
- * credentials, calls killed (SIGKILL) inside librbd or left half done and
- * completed on retry, the event loop kept free while librbd works, and what
- * the addon refuses rather than crash, a pool at its quota, and a member
+ * credentials, calls left half done and completed on retry (those killed
+ * inside librbd: rbd-driver-kills.test.ts), the event loop kept free while
+ * librbd works, what the addon refuses rather than crash, a pool at its
+ * quota, and a member
  * that stops answering losing its volume to another (exclusive-lock handover
  * and blocklisting).
  */
@@ -14,11 +15,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { after, test, type TestContext } from 'node:test';
+import { after, test } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver, rbdRegistration, type VolumeRef } from '../../src/drivers/index.ts';
-import { loadRbdAddon, type RbdAddon, type RbdCluster } from '../../src/drivers/rbd/rbd-addon.ts';
 import { freePort } from '../helpers/net.ts';
-import type { ChildCall } from './driver-child.ts';
 import { rbdFixture } from './rbd-fixture.ts';
 
 const { ceph, rbdBackend, objects } = await rbdFixture();
@@ -73,232 +72,6 @@ test('rbd: creates and clones an earlier attempt left half done are completed on
   }
   for (const x of [v, c, d]) await driver.deleteVolume(x);
   assert.deepEqual(await objects(pool), [], 'the source kept for its clones went with the last of them');
-});
-
-/**
- * What a kill can leave of a call: the pool's image names (its directory,
- * read without opening them) and the snapshots of `image`. Read through the
- * addon, a few milliseconds a look: the kill lands within one delayed reply of
- * the first change.
- */
-async function names(rbd: RbdAddon, cluster: RbdCluster, pool: string, image: string): Promise<string[]> {
-  const images = await rbd.listImages(cluster, pool);
-  const img = await rbd.openImage(cluster, pool, image, null, true);
-  try {
-    return [...images, ...(await rbd.snapList(img)).map((x) => `@${x.name}`)].sort();
-  } finally {
-    await rbd.closeImage(img);
-  }
-}
-
-/** A client of the test's own (the addon) on the run's cluster, shut down after the test. */
-async function addonClient(t: TestContext): Promise<{ rbd: RbdAddon; cluster: RbdCluster }> {
-  const rbd = loadRbdAddon();
-  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
-  t.after(() => rbd.shutdown(cluster));
-  return { rbd, cluster };
-}
-
-// Every reply from the OSD reaches the child up to 300 ms late: its calls take
-// seconds, and a kill as soon as the pool shows their first change lands mid-way.
-const SLOW_OSD = { ...process.env, CEPH_ARGS: '--ms_inject_delay_type osd --ms_inject_delay_max 0.3 --ms_inject_delay_probability 1' };
-
-/**
- * Runs `job` in a process of its own (driver-child.ts) against a slowed
- * cluster and SIGKILLs it as soon as `reached` says so (polled), else as
- * soon as {@link names} of `image` changes: the call's first change is
- * made, the rest not. Says whether the point was seen, and whether the call
- * had returned all the same (a point that lasts less than a poll is missed).
- */
-async function killMidway(t: TestContext, rbd: RbdAddon, cluster: RbdCluster, pool: string, image: string, job: ChildCall, options: Record<string, unknown>, reached?: () => Promise<boolean>): Promise<{ changed: boolean; done: boolean }> {
-  const before = JSON.stringify(await names(rbd, cluster, pool, image));
-  const at = reached ?? (async () => JSON.stringify(await names(rbd, cluster, pool, image)) !== before);
-  const child = path.join(import.meta.dirname, 'driver-child.ts');
-  const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ driver: 'rbd', backendName: 'ceph', options, ...job })], { env: SLOW_OSD, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => { proc.kill('SIGKILL'); });
-  let stdout = '';
-  proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  let changed = false;
-  while (!changed && proc.exitCode === null) changed = await at();
-  proc.kill('SIGKILL');
-  await exited;
-  return { changed, done: /done/.test(stdout) };
-}
-
-/** How often a kill is tried again when it missed a short-lived point (the call went past it between two polls). */
-const KILL_TRIES = 5;
-
-test('rbd: a create, a clone, a volume from a snapshot and a snapshot killed (SIGKILL) mid-way are completed on retry', async (t) => {
-  const { driver: raw, pool, options } = await rbdBackend();
-  const driver = new GuardedDriver(raw, 60_000);
-  await driver.init();
-  const MiB = 1024 * 1024;
-  const src = { id: randomUUID(), sizeGiB: 1 };
-  await driver.createVolume(src);
-  const data = Buffer.alloc(4 * MiB, 0x6b);
-  const h = await driver.openVolume(src);
-  await h.write(GiB - data.length, data);
-  await h.flush();
-  await h.close();
-  const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
-  await driver.createSnapshot(snap);
-  const srcImage = RbdDriver.imageName(src.id);
-  const { rbd, cluster } = await addonClient(t);
-  const cases = [
-    { method: 'createVolume' as const, vol: { id: randomUUID(), sizeGiB: 1 } },
-    { method: 'cloneVolume' as const, vol: { id: randomUUID(), sizeGiB: 2 }, source: src },
-    { method: 'createVolumeFromSnapshot' as const, vol: { id: randomUUID(), sizeGiB: 2 }, snap },
-    { method: 'createSnapshot' as const, snap: { id: randomUUID(), volumeId: src.id, sizeGiB: 1 } },
-  ];
-  for (const job of cases) {
-    const kill = await killMidway(t, rbd, cluster, pool, srcImage, job, options);
-    assert.ok(kill.changed, `${job.method}: the call had reached the point of the kill`);
-    assert.equal(kill.done, false, `${job.method}: the kill came before the call returned`);
-    // The retry, as the job's next attempt makes it.
-    if (job.method === 'createSnapshot') {
-      await driver.createSnapshot(job.snap);
-      const check = { id: randomUUID(), sizeGiB: 1 };
-      await driver.createVolumeFromSnapshot(check, job.snap);
-      const hc = await driver.openVolume(check);
-      assert.ok((await hc.read(GiB - data.length, data.length)).equals(data), 'createSnapshot: the retried snapshot holds the data');
-      await hc.close();
-      await driver.deleteVolume(check);
-      await driver.deleteSnapshot(job.snap);
-    } else {
-      if (job.method === 'createVolume') await driver.createVolume(job.vol);
-      if (job.method === 'cloneVolume') await driver.cloneVolume(job.vol, job.source);
-      if (job.method === 'createVolumeFromSnapshot') await driver.createVolumeFromSnapshot(job.vol, job.snap);
-      const hv = await driver.openVolume(job.vol);
-      assert.equal(hv.sizeBytes, job.vol.sizeGiB * GiB, `${job.method}: the retry made it whole, at its size`);
-      const expected = job.method === 'createVolume' ? Buffer.alloc(data.length) : data;
-      assert.ok((await hv.read(GiB - data.length, data.length)).equals(expected), `${job.method}: with its data`);
-      await hv.close();
-      await driver.deleteVolume(job.vol);
-    }
-  }
-  await driver.deleteSnapshot(snap);
-  await driver.deleteVolume(src);
-  assert.deepEqual(await objects(pool), [], 'nothing of the interrupted attempts is left');
-});
-
-test('rbd: snapshot and clone deletes killed (SIGKILL) mid-way are completed on retry, nothing left in a trash', async (t) => {
-  const { driver: raw, pool, options } = await rbdBackend();
-  const driver = new GuardedDriver(raw, 60_000);
-  await driver.init();
-  const src = { id: randomUUID(), sizeGiB: 1 };
-  await driver.createVolume(src);
-  const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
-  await driver.createSnapshot(snap);
-  const srcImage = RbdDriver.imageName(src.id);
-  const { rbd, cluster } = await addonClient(t);
-  const snaps = async (): Promise<Array<{ name: string; namespace: string; trashedName?: string }>> => {
-    const img = await rbd.openImage(cluster, pool, srcImage, null, true);
-    try {
-      return (await rbd.snapList(img)).map(({ name, namespace, trashedName }) => ({ name, namespace, ...(trashedName ? { trashedName } : {}) }));
-    } finally {
-      await rbd.closeImage(img);
-    }
-  };
-
-  // rbd_snap_remove moves the snapshot to the image's trash namespace first: killed there, it is
-  // out of reach by its name, and the retry removes it by id. (Tried again with another snapshot
-  // when the kill came after the removal.)
-  let left: Awaited<ReturnType<typeof snaps>> = [];
-  for (let attempt = 1, s = snap; attempt <= KILL_TRIES && left.length === 0; attempt++, s = { ...snap, id: randomUUID() }) {
-    if (attempt > 1) await driver.createSnapshot(s);
-    await killMidway(t, rbd, cluster, pool, srcImage, { method: 'deleteSnapshot', snap: s }, options);
-    left = (await snaps()).filter((x) => x.namespace === 'trash');
-    t.diagnostic(`after the kill (attempt ${attempt}): ${JSON.stringify(await snaps())}`);
-    await driver.deleteSnapshot(s);
-    assert.deepEqual((await snaps()).filter((x) => x.trashedName === RbdDriver.snapName(s.id) || x.name === RbdDriver.snapName(s.id)), [], 'the retried delete left nothing of the snapshot');
-  }
-
-  // rbd_remove moves the image to the pool's trash first (the trash entry, then out of the
-  // directory), then removes it from there; rbd_list2 lists an image in that state, rbd_open
-  // does not open it once it left the directory. Killed at each step, the retry completes it.
-  const listed = async (name: string): Promise<{ times: number; opens: boolean }> => {
-    const times = (await rbd.listImages(cluster, pool)).filter((x) => x === name).length;
-    const opens = await rbd.openImage(cluster, pool, name, null, true).then((img) => rbd.closeImage(img).then(() => true), () => false);
-    return { times, opens };
-  };
-  const states: Record<string, { times: number; opens: boolean }> = {};
-  const expected = { 'in the trash and the directory': { times: 2, opens: true }, 'in the trash only': { times: 1, opens: false } };
-  for (const [step, want] of Object.entries(expected)) {
-    // The first step lasts one delayed reply: a kill that missed it is tried again with another clone.
-    for (let attempt = 1; attempt <= KILL_TRIES && JSON.stringify(states[step]) !== JSON.stringify(want); attempt++) {
-      const clone = { id: randomUUID(), sizeGiB: 1 };
-      await driver.cloneVolume(clone, src);
-      const image = RbdDriver.imageName(clone.id);
-      await killMidway(t, rbd, cluster, pool, srcImage, { method: 'deleteVolume', vol: clone }, options, async () => JSON.stringify(await listed(image)) === JSON.stringify(want));
-      states[step] = await listed(image);
-      await driver.deleteVolume(clone);
-      assert.deepEqual(await listed(image), { times: 0, opens: false }, `${step}: the retried delete removed the image`);
-      assert.deepEqual(await snaps(), [], `${step}: and its clone snapshot on the source`);
-    }
-  }
-  t.diagnostic(`the image after the kills: ${JSON.stringify(states)}`);
-  // What the kills left, asserted after the retries so that a kill landing elsewhere still checks
-  // its retry: the cases this test is for.
-  assert.equal(left.length, 1, 'the snapshot delete was killed with the snapshot in the image\'s trash');
-  assert.deepEqual(states, expected, 'the volume deletes were killed at each step of the move to the trash');
-  await driver.deleteVolume(src);
-  assert.deepEqual(await objects(pool), [], 'nothing is left');
-});
-
-test('rbd: a snapshot delete killed inside a clone\'s flatten (the clone unregistered, still linked) flattens it on retry: the clone keeps its data', async (t) => {
-  const { driver: raw, pool, options } = await rbdBackend();
-  const driver = new GuardedDriver(raw, 60_000);
-  await driver.init();
-  const src = { id: randomUUID(), sizeGiB: 1 };
-  await driver.createVolume(src);
-  const data = Buffer.alloc(1024 * 1024, 0x5c);
-  const h = await driver.openVolume(src);
-  await h.write(8 * 1024 * 1024, data);
-  await h.flush();
-  await h.close();
-  const { rbd, cluster } = await addonClient(t);
-  const srcImage = RbdDriver.imageName(src.id);
-  const registered = async (snapName: string, image: string): Promise<boolean> => {
-    const img = await rbd.openImage(cluster, pool, srcImage, snapName, true);
-    try {
-      return (await rbd.children(img)).some((c) => c.image === image);
-    } finally {
-      await rbd.closeImage(img);
-    }
-  };
-  const linked = async (image: string): Promise<boolean> => {
-    const img = await rbd.openImage(cluster, pool, image, null, true);
-    try {
-      return (await rbd.parent(img)) !== null;
-    } finally {
-      await rbd.closeImage(img);
-    }
-  };
-  // librbd's flatten takes the clone out of the snapshot's children, then unlinks it from its
-  // parent: the kill comes between the two (each OSD reply is slowed). Tried again with another
-  // snapshot when the kill missed that moment.
-  let between = false;
-  for (let attempt = 1; attempt <= KILL_TRIES && !between; attempt++) {
-    const snap = { id: randomUUID(), volumeId: src.id, sizeGiB: 1 };
-    await driver.createSnapshot(snap);
-    const clone = { id: randomUUID(), sizeGiB: 1 };
-    await driver.createVolumeFromSnapshot(clone, snap);
-    const image = RbdDriver.imageName(clone.id);
-    await killMidway(t, rbd, cluster, pool, srcImage, { method: 'deleteSnapshot', snap }, options, async () => !(await registered(RbdDriver.snapName(snap.id), image)));
-    between = await linked(image).catch(() => false);
-    t.diagnostic(`attempt ${attempt}: after the kill the clone is ${between ? 'unregistered but still linked' : 'past that point'}`);
-    // The job's next attempt.
-    await driver.deleteSnapshot(snap);
-    const hc = await driver.openVolume(clone);
-    assert.ok((await hc.read(8 * 1024 * 1024, data.length)).equals(data), 'the clone opens with its data after the snapshot went');
-    await hc.close();
-    assert.equal(await linked(image), false, 'flattened');
-    await driver.deleteVolume(clone);
-  }
-  assert.ok(between, 'a kill landed between the flatten\'s two steps');
-  await driver.deleteVolume(src);
-  assert.deepEqual(await objects(pool), [], 'nothing is left');
 });
 
 test('rbd: block I/O and management calls leave the event loop free', async (t) => {

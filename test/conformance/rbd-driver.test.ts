@@ -5,7 +5,7 @@
  * snapshots, copy-on-write clones flattened past rbd_max_clone_depth, pool
  * stats from the cluster, handles of a volume sharing one open image,
  * changed extents from the object maps, and a user with only the rbd profile
- * is enough. Faults and recovery are in rbd-driver-faults.test.ts.
+ * is enough. Faults and recovery are in rbd-driver-faults.test.ts and rbd-driver-kills.test.ts.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -25,9 +25,9 @@ driverConformance('rbd', async () => {
   return {
     driver, objects: () => objects(pool),
     // The suite kills its child at the first matching system call counted from the child's start,
-    // which for librbd falls inside connecting, before any create: rbd-driver-faults.test.ts kills
+    // which for librbd falls inside connecting, before any create: rbd-driver-kills.test.ts kills
     // inside librbd's create, snapshot and clone instead and checks the retry.
-    noChild: 'killed mid-create by rbd-driver-faults.test.ts (the suite can only kill librbd while it connects)',
+    noChild: 'killed mid-create by rbd-driver-kills.test.ts (the suite can only kill librbd while it connects)',
   };
 }, {
   // A create or an open is a few milliseconds of round trips to the cluster, but its
