@@ -53,6 +53,15 @@ const FAILOVER = { group: ['available'], replication: ['enabled', 'failed-over']
  * (`copying`, `error`), which enabling is what brings in step.
  */
 const ENABLE_MEMBERS = ['disabled', 'enabled', 'copying', 'error'];
+/**
+ * Member replication statuses a failover accepts: Cinder's (`enabled`,
+ * `failed-over`) and Basalt's `error`, which the replication loops set when
+ * a copy falls behind or the primary's storage cannot be read — the disaster
+ * a failover is for (Cinder's drivers seldom report it, so Cinder's list
+ * leaves it out). What the copies hold is the job's to check: one group
+ * point for all of them, else the failover fails.
+ */
+const FAILOVER_MEMBERS = ['enabled', 'failed-over', 'error'];
 
 /** API-side group replication. */
 export class GroupReplication {
@@ -106,8 +115,8 @@ export class GroupReplication {
         if (v.status === 'in-use' && !input.allowAttachedVolume) {
           throw new InvalidInputError(`Invalid volume: Volume ${v.id} is attached but allow_attached_volume flag is False. Cannot failover replication.`);
         }
-        if (!FAILOVER.replication.includes(v.replication_status ?? 'disabled')) {
-          throw new InvalidInputError(`Invalid volume: Volume ${v.id} replication status must be ${FAILOVER.replication.join(' or ')}, but current status is: ${v.replication_status ?? 'disabled'}. Cannot failover replication.`);
+        if (!FAILOVER_MEMBERS.includes(v.replication_status ?? 'disabled')) {
+          throw new InvalidInputError(`Invalid volume: Volume ${v.id} replication status must be ${FAILOVER_MEMBERS.join(' or ')}, but current status is: ${v.replication_status ?? 'disabled'}. Cannot failover replication.`);
         }
       }
       const failedOver = g.replication_status === 'failed-over';

@@ -47,7 +47,11 @@
  * An orderly failover (the primary answers) takes every member's demotion
  * with the writes held, so the promoted copies are one instant again; a
  * forced one (the primary lost) promotes each member's last shipped
- * snapshot, which may mix two consecutive group points.
+ * snapshot, which may mix two consecutive group points. (Rolling the members
+ * back to one point needs a snapshot per member per point that the copies
+ * keep; user snapshots are that, and Ceph Pacific's librbd segfaults
+ * promoting by force a copy whose interrupted sync had copied them: see the
+ * README's RBD replication section.)
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';

@@ -34,6 +34,12 @@ export interface CephPair {
   /** The pids of the rbd-mirror daemons (secondary's first). */
   mirrorPids: number[];
   /**
+   * Runs a command on the secondary's rbd-mirror daemon through its admin
+   * socket (`ceph --admin-daemon`), e.g. `rbd mirror stop <pool>/<image>`
+   * to stop replaying one image, and returns what it printed.
+   */
+  secondaryMirrorCommand(...args: string[]): Promise<string>;
+  /**
    * SIGKILLs every daemon of the primary cluster and its rbd-mirror (a site
    * lost), by the pids they were started with; its folder stays until `stop`.
    * @throws Error on a shared primary, which other test files use.
@@ -107,11 +113,22 @@ export async function startCephPair(o: StartCephPairOptions = {}): Promise<CephP
       for (let i = 0; i < 100 && pids.some(pidAlive); i++) await new Promise((r) => setTimeout(r, 50));
     },
     mirrorPids: daemons.map((d) => d.pid!),
+    async secondaryMirrorCommand(...args: string[]) {
+      // Not the caller's CEPH_ARGS (a debug log of the test's own clients): the daemon would take them for arguments.
+      const { CEPH_ARGS: _, ...env } = process.env;
+      const { stdout } = await run('ceph', ['--admin-daemon', mirrorSocket(secondary), ...args], { env });
+      return stdout;
+    },
     async stop() {
       await stopDaemons();
       await Promise.all([secondary.stop(), primary.stop()]);
     },
   };
+}
+
+/** Where the rbd-mirror daemon of cluster `c` keeps its admin socket. */
+function mirrorSocket(c: Ceph): string {
+  return path.join(path.dirname(c.confPath), 'rbd-mirror.asok');
 }
 
 /**
@@ -131,6 +148,7 @@ async function startMirrorDaemon(c: Ceph): Promise<ChildProcess> {
   const child = spawn(RBD_MIRROR, [
     '-f', '--id', c.user, '--keyring', c.keyringPath,
     '--rbd_mirror_pool_replayers_refresh_interval', '1', '--rbd_mirror_image_state_check_interval', '5',
+    '--admin_socket', mirrorSocket(c),
   ], { env, stdio: ['ignore', out, out] });
   fs.closeSync(out);
   await new Promise<void>((resolve, reject) => {

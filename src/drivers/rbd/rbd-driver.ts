@@ -59,6 +59,7 @@
  * `stored` and quota), as Cinder reports it; provisioned capacity from the
  * images' headers (`rbd_pool_stats_get`), no image opened.
  */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DataPlaneBackend } from '../../common/index.ts';
@@ -214,15 +215,21 @@ export class RbdDriver implements VolumeDriver {
   /**
    * @throws ConfigError when `chunkSizeMiB` is not a power of two, or when
    *   `sendKeyringToHosts` is set without a `keyringPath` (there would be
-   *   nothing to send; Cinder refuses the same at setup).
+   *   nothing to send; Cinder refuses the same at setup), or when
+   *   `replicationTargets` names more than one cluster (the pool is peered
+   *   with one: a second target would hold no copy to fail over to).
    */
   constructor(private readonly options: RbdDriverOptions) {
     if (!Number.isInteger(Math.log2(options.chunkSizeMiB))) throw new ConfigError(`rbd_store_chunk_size must be a power of two (MiB), not ${options.chunkSizeMiB}`);
     if (options.sendKeyringToHosts && !options.keyringPath) throw new ConfigError('rbd_send_keyring_to_hosts needs rbd_keyring_conf: the keyring whose contents hosts get');
+    if ((options.replicationTargets?.length ?? 0) > 1) {
+      throw new ConfigError(`replication_device in [${options.poolName}] names ${options.replicationTargets!.length} clusters (${options.replicationTargets!.map((t) => t.backendId).join(', ')}): an rbd backend mirrors its pool to one other cluster`);
+    }
     if (options.replicationTargets?.length) {
       this.mirror = new RbdMirror({
         addon: () => this.rbd, pool: options.cephPool, own: () => this.ownConn,
         connect: (t) => this.connect({ confPath: t.confPath, user: t.user, keyringPath: t.keyringPath }),
+        promoteByForce: (site, image) => this.promoteByForce(site === OWN_SITE ? this.options : this.mirror!.target(site)!, image),
       }, options.replicationTargets);
       // Mirrored by rbd-mirror, failed over by promoting the target's images.
       this.capabilities = { ...this.capabilities, supportsBackendReplication: true };
@@ -265,12 +272,8 @@ export class RbdDriver implements VolumeDriver {
    */
   private async connect(site: Pick<RbdDriverOptions, 'confPath' | 'user' | 'keyringPath'> = this.options): Promise<RbdCluster> {
     const o = { ...this.options, ...site };
-    const settings: Record<string, string> = {};
-    if (o.connectTimeoutSeconds > 0) {
-      for (const k of ['client_mount_timeout', 'rados_mon_op_timeout', 'rados_osd_op_timeout']) settings[k] = String(o.connectTimeoutSeconds);
-    }
     try {
-      return await this.rbd.connect(o.confPath || null, o.user, o.keyringPath || null, settings);
+      return await this.rbd.connect(o.confPath || null, o.user, o.keyringPath || null, this.clientSettings());
     } catch (err) {
       const conf = o.confPath || '/etc/ceph/ceph.conf';
       const cluster = `The Ceph cluster at monitors ${monitorsOf(conf) ?? '(none found)'} (${conf})`;
@@ -282,6 +285,41 @@ export class RbdDriver implements VolumeDriver {
       }
       throw new DriverError(`${cluster} could not be reached as client.${o.user}: ${code}`, { cause: err, retryable: true });
     }
+  }
+
+  /** The librados settings of every client of the driver: its timeouts (`rados_connect_timeout`). */
+  private clientSettings(): Record<string, string> {
+    const settings: Record<string, string> = {};
+    if (this.options.connectTimeoutSeconds > 0) {
+      for (const k of ['client_mount_timeout', 'rados_mon_op_timeout', 'rados_osd_op_timeout']) settings[k] = String(this.options.connectTimeoutSeconds);
+    }
+    return settings;
+  }
+
+  /**
+   * Promotes `image` by force on the cluster `site` names, in a child
+   * process (`rbd-promote-child.ts`; why: `RbdMirrorHost.promoteByForce`).
+   * @throws DriverError naming the image and what ended the child.
+   */
+  private async promoteByForce(site: Pick<RbdDriverOptions, 'confPath' | 'user' | 'keyringPath'>, image: string): Promise<void> {
+    const job = { conf: site.confPath || null, user: site.user, keyring: site.keyringPath || null, settings: this.clientSettings(), pool: this.options.cephPool, image };
+    const child = path.join(import.meta.dirname, 'rbd-promote-child.ts');
+    // The child loads TypeScript as this process does, whatever its working directory.
+    const args = ['--import', import.meta.resolve('tsx'), child, JSON.stringify(job)];
+    const timeout = Math.max(60, 4 * this.options.connectTimeoutSeconds) * 1000;
+    const { code, signal, stderr } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) => {
+      execFile(process.execPath, args, { timeout, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+        const e = err as (Error & { code?: number | string; signal?: NodeJS.Signals }) | null;
+        resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stderr });
+      });
+    });
+    if (code === 0) return;
+    let reason = signal ? `its process died of ${signal}` : 'its process failed';
+    try {
+      const last = JSON.parse(stderr.trim().split('\n').at(-1) ?? '') as { code: string; message: string };
+      reason = `${last.code}: ${last.message}`;
+    } catch { /* no JSON line: the process died */ }
+    throw new DriverError(`The forced promotion of ${image} failed (${reason})${signal === 'SIGSEGV' ? ': librbd crashed on its copy (Ceph Pacific does so when the copy\'s interrupted sync had copied a snapshot); it is left for an operator' : ''}`);
   }
 
   /**

@@ -28,7 +28,8 @@
  *   then the target's image is promoted without force), else promotes the
  *   target's image with force (what the old primary wrote after its last
  *   shipped point is then lost to the volume, as with any asynchronous
- *   replication). Failback (`default`) first makes the backend's own images
+ *   replication; the forced promotion runs in a process of its own, see
+ *   {@link RbdMirrorHost.promoteByForce}). Failback (`default`) first makes the backend's own images
  *   copies of the target's again (a force-promoted pair is resynced), then
  *   demotes the target's and promotes its own once the demotion reached
  *   them: nothing written while failed over is lost.
@@ -66,6 +67,16 @@ export interface RbdMirrorHost {
   own(): RbdCluster;
   /** Connects a client of a target. @throws DriverError as the driver's connect. */
   connect(t: RbdMirrorTarget): Promise<RbdCluster>;
+  /**
+   * Promotes `image` on `site` by force in a process of its own. Ceph
+   * Pacific's librbd segfaults in a forced promotion of a copy whose
+   * interrupted sync had copied a user snapshot (a volume snapshot taken on
+   * the primary: `rbd mirror image promote --force` crashes the same way);
+   * in this process that would end the volume service, and the failover job
+   * it runs again after a restart would end it again.
+   * @throws DriverError naming the image when the promotion fails or its process dies.
+   */
+  promoteByForce(site: string, image: string): Promise<void>;
 }
 
 /** Rejects after `ms` with ETIMEDOUT unless `p` settles first (the call itself goes on in its thread). */
@@ -374,10 +385,7 @@ export class RbdMirror {
         if ((await addon.mirrorInfo(img)).primary) return true;
         // Nothing to wait for (the old primary is out of reach): by force at once. An orderly promotion
         // of an image whose peer cannot be reached waits for rbd-mirror to let go of it, for minutes.
-        if (waitMs === 0 && o.force !== false) {
-          await addon.mirrorPromote(img, 1);
-          return true;
-        }
+        if (waitMs === 0 && o.force !== false) return 'force' as const;
         try {
           await addon.mirrorPromote(img, 0);
           return true;
@@ -386,10 +394,11 @@ export class RbdMirror {
           if (!isRbdError(err, 'EBUSY', 'EINVAL', 'EEXIST', 'EROFS', 'EAGAIN')) throw err;
           if (Date.now() < deadline) return false;
           if (o.force === false) throw new DriverError(`${image} is not in step on ${site} yet: failback waits for it`, { cause: err, retryable: true });
-          await addon.mirrorPromote(img, 1);
-          return true;
+          return 'force' as const;
         }
       });
+      // With this process's handle closed: see RbdMirrorHost.promoteByForce.
+      if (done === 'force') await this.host.promoteByForce(site, image);
       if (done) return;
       await new Promise((r) => setTimeout(r, 1000));
     }

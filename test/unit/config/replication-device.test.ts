@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { replicationDevices } from '../../../src/config/index.ts';
+import { RbdDriver } from '../../../src/drivers/index.ts';
 import { ConfigError } from '../../../src/errors/index.ts';
 
 const of = (text: string) => replicationDevices({ name: 'alpha', replication_device: text });
@@ -25,4 +26,12 @@ test('a malformed replication_device is refused, naming the option and the secti
   for (const bad of ['beta', 'backend_id:', 'san_ip:10.0.0.1,backend_id:beta', 'backend_id:beta;backend_id:beta', 'backend_id:default']) {
     assert.throws(() => of(bad), (err: unknown) => err instanceof ConfigError && /replication_device in \[alpha\]/.test(err.message), bad);
   }
+});
+
+test('an rbd backend mirrors to one cluster: a second replication_device is refused at start, naming both', () => {
+  const target = (backendId: string) => ({ backendId, confPath: `/etc/ceph/${backendId}.conf`, user: 'admin', keyringPath: '', secretUuid: '' });
+  const options = { poolName: 'ceph', cephPool: 'volumes', user: 'admin', confPath: '', keyringPath: '', chunkSizeMiB: 4, flattenVolumeFromSnapshot: false, maxCloneDepth: 5, connectTimeoutSeconds: 5 };
+  assert.doesNotThrow(() => new RbdDriver({ ...options, replicationTargets: [target('site-b')] }));
+  assert.throws(() => new RbdDriver({ ...options, replicationTargets: [target('site-b'), target('site-c')] }),
+    (err: unknown) => err instanceof ConfigError && /replication_device in \[ceph\] names 2 clusters \(site-b, site-c\): an rbd backend mirrors its pool to one other cluster/.test(err.message));
 });
