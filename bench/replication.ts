@@ -29,7 +29,10 @@
  *    request until fio writes again through the attachment, and until the
  *    backend reports it done.
  *
- *   flock /tmp/basalt-bench.lock node --import tsx bench/replication.ts [--runtime 3] [--rounds 3] [--rpo 2] [--only file|rbd] [--hosts one|two]
+ *   flock /tmp/basalt-bench.lock node --import tsx bench/replication.ts [--runtime 3] [--rounds 3] [--rpo 2] [--only file|rbd] [--hosts one|two] [--latency-only]
+ *
+ * `--latency-only` stops after the first table (the file backend's sync
+ * against unreplicated latency), for tuning the synchronous write path.
  *
  * `--hosts two` gives the two processes the host names of two machines, so
  * that the primary reaches the secondary's export over TCP with TLS-PSK, as
@@ -57,6 +60,7 @@ import { xfsReflinkMount } from '../test/helpers/xfs.ts';
 const { values: args } = parseArgs({ options: {
   runtime: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, rpo: { type: 'string', default: '2' }, only: { type: 'string', default: '' },
   hosts: { type: 'string', default: 'one' },
+  'latency-only': { type: 'boolean', default: false },
 } });
 if (!['one', 'two'].includes(args.hosts)) throw new Error('--hosts is one (the two processes share a host name: each reaches the other through its Unix socket) or two (TCP with TLS-PSK, as between machines)');
 const RUNTIME = Number(args.runtime);
@@ -155,6 +159,7 @@ async function main(): Promise<void> {
     }
     console.table(rows);
     load.push(os.loadavg()[0]!);
+    if (args['latency-only']) return;
 
     // 2. The async volume's RPO under write load: the age of its last point, sampled while fio writes,
     // and where each point's time went (alpha's log: snapshot with the writes held, the driver's changes,

@@ -52,6 +52,8 @@ export interface NbdExport {
   readonly canMultiConn?: boolean;
   /** The limits of the volume's QoS specs (src/export/qos.ts), shared by all connections to the same key. Absent: none. */
   readonly qos?: QosLimits;
+  /** How long its natively served connections' workers poll for the next request (µs); absent: the server's `pollMicros`. */
+  readonly pollMicros?: number;
   /** Opens block I/O for one connection (the handle checks ranges too). */
   open(): Promise<VolumeHandle>;
 }
@@ -968,7 +970,7 @@ class Connection implements Fenceable {
       structured: this.structured,
       metaContextId: this.structured && this.metaFor === exp.name ? BASE_ALLOCATION_ID : 0,
       threads: this.o.threadsPerConnection ?? 8,
-      pollMicros: this.o.pollMicros ?? 50,
+      pollMicros: exp.pollMicros ?? this.o.pollMicros ?? 50,
       // A Unix socket's connection has no remote address.
       spliceMinBytes: socket.remoteAddress === undefined || this.o.spliceOverTcp ? this.o.spliceMinBytes ?? SPLICE_MIN_BYTES : 0,
       spliceWriteMinBytes: socket.remoteAddress === undefined || this.o.spliceOverTcp ? this.o.spliceWriteMinBytes ?? SPLICE_WRITE_MIN_BYTES : 0,
