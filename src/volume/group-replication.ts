@@ -58,8 +58,9 @@ const ENABLE_MEMBERS = ['disabled', 'enabled', 'copying', 'error'];
  * `failed-over`) and Basalt's `error`, which the replication loops set when
  * a copy falls behind or the primary's storage cannot be read — the disaster
  * a failover is for (Cinder's drivers seldom report it, so Cinder's list
- * leaves it out). What the copies hold is the job's to check: one group
- * point for all of them, else the failover fails.
+ * leaves it out). What the copies hold is the job's to check (a file
+ * backend's: one group point for all of them, else the failover fails; an
+ * rbd backend's: see `replication-backend.ts`).
  */
 const FAILOVER_MEMBERS = ['enabled', 'failed-over', 'error'];
 

@@ -319,7 +319,7 @@ export class RbdDriver implements VolumeDriver {
       const last = JSON.parse(stderr.trim().split('\n').at(-1) ?? '') as { code: string; message: string };
       reason = `${last.code}: ${last.message}`;
     } catch { /* no JSON line: the process died */ }
-    throw new DriverError(`The forced promotion of ${image} failed (${reason})${signal === 'SIGSEGV' ? ': librbd crashed on its copy (Ceph Pacific does so when the copy\'s interrupted sync had copied a snapshot); it is left for an operator' : ''}`);
+    throw new DriverError(`The forced promotion of ${image} failed (${reason})${signal === 'SIGSEGV' ? ': librbd crashed promoting its copy (Ceph Pacific does on some copies whose sync was interrupted); it is left for an operator' : ''}`);
   }
 
   /**

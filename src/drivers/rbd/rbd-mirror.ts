@@ -69,11 +69,11 @@ export interface RbdMirrorHost {
   connect(t: RbdMirrorTarget): Promise<RbdCluster>;
   /**
    * Promotes `image` on `site` by force in a process of its own. Ceph
-   * Pacific's librbd segfaults in a forced promotion of a copy whose
-   * interrupted sync had copied a user snapshot (a volume snapshot taken on
-   * the primary: `rbd mirror image promote --force` crashes the same way);
-   * in this process that would end the volume service, and the failover job
-   * it runs again after a restart would end it again.
+   * Pacific's librbd can segfault in a forced promotion (seen every time on
+   * copies whose interrupted sync had copied user snapshots taken each
+   * second; `rbd mirror image promote --force` crashed the same way on such
+   * a copy); in this process that would end the volume service, and the
+   * failover job it runs again after a restart would end it again.
    * @throws DriverError naming the image when the promotion fails or its process dies.
    */
   promoteByForce(site: string, image: string): Promise<void>;
