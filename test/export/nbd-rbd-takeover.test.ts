@@ -21,6 +21,7 @@ import { promisify } from 'node:util';
 import { GuardedDriver } from '../../src/drivers/index.ts';
 import { rbdFixture } from '../conformance/rbd-fixture.ts';
 import { openExport, simpleRequest } from '../helpers/nbd-raw.ts';
+import { exited } from '../helpers/process.ts';
 
 const run = promisify(execFile);
 const CMD_WRITE = 1;
@@ -102,7 +103,7 @@ test('a member restarted after a SIGKILL fences its dead predecessor: the old cl
   const watchers = async (): Promise<string[]> => (JSON.parse(await fixture.ceph.rbd('status', `${pool}/volume-${vol.id}`, '--format', 'json')) as { watchers: Array<{ address: string }> }).watchers.map((w) => w.address);
   assert.ok((await watchers()).includes(dead), `the member's client ${dead} watches the image: ${(await watchers()).join(', ')}`);
   first.child.kill('SIGKILL');
-  await new Promise((r) => first.child.exitCode === null ? first.child.once('exit', r) : r(undefined));
+  await exited(first.child);
 
   // The same member comes back: its new client blocklists the old one, whose watch the OSD then drops
   // (left alone, it would stay until osd_client_watch_timeout, 30 s by default, 5 s on the test cluster, and hold the lock as long).

@@ -35,7 +35,7 @@ import pg from 'pg';
 import type { Ceph } from './ceph.ts';
 import { checkBlocks, DRILL_BLOCK_BYTES, DrillWriter, type NbdConnectionData } from './drill-writer.ts';
 import { startPostgres } from './postgres.ts';
-import { spawnBasalt } from './process.ts';
+import { exited, spawnBasalt } from './process.ts';
 
 /** How to run. */
 export interface ChaosOptions {
@@ -159,11 +159,44 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     { name: 'scheduler', roles: 'scheduler', ready: 'scheduler started', env: { BASALT_HOST: 'sched' } },
     ...[0, 1, 2].map((i) => ({ name: `volume-${i}`, roles: 'volume', ready: 'volume service started', env: { BASALT_HOST: `node-${i}` } })),
   ];
+  let stopping = false;
+  let loading = true;
+  const restarts: Array<Promise<void>> = [];
+  /** Starts `m` again after its process ended, as a supervisor would (three tries). */
+  const restart = (m: Member, child: ChildProcess): void => {
+    const p = (async () => {
+      await exited(child);
+      await sleep(200 + random() * 1500);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await start(m);
+          return;
+        } catch (err) {
+          report.violations.push(`restart of ${m.name} failed: ${(err as Error).message}`);
+          if (attempt === 3) throw err;
+        }
+      }
+    })();
+    p.catch(() => undefined); // handled here; Promise.all below still reports it
+    restarts.push(p);
+  };
   const start = async (m: Member): Promise<void> => {
-    const s = await spawnBasalt({ ...env, ...m.env, ...(process.env.TEST_CHAOS_CEPH_ARGS ? { CEPH_ARGS: process.env.TEST_CHAOS_CEPH_ARGS } : {}) }, m.roles, m.ready);
+    const s = await spawnBasalt({ ...env, ...m.env, ...(process.env.TEST_CHAOS_CEPH_ARGS ? { CEPH_ARGS: process.env.TEST_CHAOS_CEPH_ARGS } : {}) }, m.roles, m.ready, 'pipe');
     s.child.stdout!.pipe(fs.createWriteStream(path.join(logDir, `${m.name}.log`), { flags: 'a' }));
+    // What a native library prints before it aborts the process goes to stderr.
+    const errFile = path.join(logDir, `${m.name}.stderr`);
+    s.child.stderr!.pipe(fs.createWriteStream(errFile, { flags: 'a' }));
     m.child = s.child;
     if (s.url) m.url = s.url;
+    // A member that ends without being killed (an abort, an exit) is a finding; it is started again.
+    s.child.once('exit', (code, signal) => {
+      if (stopping || m.child !== s.child) return; // killed by the run
+      delete m.child;
+      const said = fs.existsSync(errFile) ? fs.readFileSync(errFile, 'utf8').trim().split('\n').slice(-3).join(' / ').slice(-300) : '';
+      report.violations.push(`${m.name} ended by itself (${signal ?? `exit code ${code}`})${said ? `; its stderr ends: ${said}` : ''}`);
+      log(`${m.name} ended by itself`);
+      if (loading) restart(m, s.child);
+    });
   };
   const client = new pg.Client({ connectionString: database });
   /** RBD: each attached volume's host writer, by volume id. */
@@ -203,7 +236,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     // RBD: a host per attachment writes through its export until the attachment is gone or the
     // load ends, following the attachment's connection info when its member dies. One host per
     // volume at a time (a new attachment's waits for the last one's), so a volume's write numbers go on.
-    let loading = true;
     const hosts = new Map<string, Promise<void>>();
     const host = (volumeId: string, attachmentId: string): void => {
       const writer = writers.get(volumeId) ?? new DrillWriter();
@@ -292,7 +324,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     // The killer: a random live process dies every so often and comes back
     // shortly after (several may be down at once; one API always stays up).
-    const restarts: Array<Promise<void>> = [];
     const killer = (async () => {
       while (loading) {
         await sleep((o.killEveryMs ?? 700) * (0.5 + random()));
@@ -304,22 +335,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         child.kill('SIGKILL');
         report.kills[victim.name] = (report.kills[victim.name] ?? 0) + 1;
         log(`killed ${victim.name}`);
-        const restart = (async () => {
-          await new Promise((r) => child.exitCode === null ? child.once('exit', r) : r(undefined));
-          await sleep(200 + random() * 1500);
-          // A process that fails to start is a finding; like a supervisor, try again.
-          for (let attempt = 1; ; attempt++) {
-            try {
-              await start(victim);
-              return;
-            } catch (err) {
-              report.violations.push(`restart of ${victim.name} failed: ${(err as Error).message}`);
-              if (attempt === 3) throw err;
-            }
-          }
-        })();
-        restart.catch(() => undefined); // handled here; Promise.all below still reports it
-        restarts.push(restart);
+        restart(victim, child); // a process that fails to start is a finding
       }
       await Promise.all(restarts);
     })();
@@ -381,8 +397,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (report.violations.length > 0) await dumpRows(client, path.join(logDir, 'db.json'));
     return report;
   } finally {
+    stopping = true;
     for (const m of members) m.child?.kill('SIGKILL');
-    await Promise.all(members.map((m) => m.child && m.child.exitCode === null ? new Promise((r) => m.child!.once('exit', r)) : undefined));
+    await Promise.all(members.map((m) => m.child && exited(m.child)));
     await client.end().catch(() => undefined);
     await postgres.stop();
     fs.rmSync(stateDir, { recursive: true, force: true });

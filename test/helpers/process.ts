@@ -11,11 +11,12 @@ export interface Spawned { child: ChildProcess; url?: string }
 /**
  * Starts `basalt server --roles ROLES` (all roles without `roles`) with `env`
  * added to this process's, and resolves when a JSON log line's `msg` equals
- * `ready` (default: "API listening").
+ * `ready` (default: "API listening"). With `stderr: 'pipe'` the caller reads
+ * the child's stderr (what a native library prints before an abort, say).
  */
-export function spawnBasalt(env: Record<string, string>, roles?: string, ready = 'API listening'): Promise<Spawned> {
+export function spawnBasalt(env: Record<string, string>, roles?: string, ready = 'API listening', stderr: 'inherit' | 'pipe' = 'inherit'): Promise<Spawned> {
   const args = [BIN, 'server', ...(roles ? ['--roles', roles] : [])];
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', stderr] });
   return new Promise((resolve, reject) => {
     readline.createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
@@ -25,6 +26,16 @@ export function spawnBasalt(env: Record<string, string>, roles?: string, ready =
     });
     child.once('exit', (code) => reject(new Error(`basalt server ${roles ?? ''} exited with ${code} before "${ready}"`)));
   });
+}
+
+/**
+ * Resolves once `child` has exited, at once if it already has: a child ended
+ * by a signal keeps `exitCode` null, so `exitCode === null` alone would wait
+ * for an 'exit' event that has been emitted already.
+ */
+export function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
 /** Kills a child with SIGKILL (a crash: no clean-up runs) and resolves once it has exited. */
