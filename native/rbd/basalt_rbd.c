@@ -194,7 +194,7 @@ typedef enum {
   OP_OPEN, OP_CLOSE, OP_STAT, OP_RESIZE, OP_FLATTEN, OP_SNAP_CREATE, OP_SNAP_REMOVE,
   OP_SNAP_ROLLBACK, OP_SNAP_RENAME, OP_SNAP_PROTECT, OP_SNAP_UNPROTECT, OP_SNAP_IS_PROTECTED, OP_SNAP_LIST,
   OP_SNAP_REMOVE_BY_ID, OP_PARENT, OP_CHILDREN, OP_DIFF, OP_POOL_STATS,
-  OP_META_SET, OP_META_REMOVE, OP_META_LIST,
+  OP_META_SET, OP_META_REMOVE, OP_META_LIST, OP_IMAGE_ID, OP_REMOVE_OBJECT, OP_STAT_OBJECT,
   /* mirroring (rbd-mirror): pool and site calls on a cluster, image calls on an open image */
   OP_MIRROR_MODE_SET, OP_MIRROR_MODE_GET, OP_MIRROR_SITE_NAME_SET, OP_MIRROR_BOOTSTRAP_CREATE, OP_MIRROR_BOOTSTRAP_IMPORT,
   OP_MIRROR_PEER_LIST, OP_MIRROR_ENABLE, OP_MIRROR_DISABLE, OP_MIRROR_PROMOTE, OP_MIRROR_DEMOTE, OP_MIRROR_RESYNC,
@@ -301,6 +301,27 @@ static int do_pool_stats(job_t *j, rados_ioctx_t io) {
   return rc;
 }
 static int do_rename(job_t *j, rados_ioctx_t io) { return rbd_rename(io, j->s[1], j->s[2]); }
+static int do_remove_object(job_t *j, rados_ioctx_t io) { return rados_remove(io, j->s[1]); }
+static int do_stat_object(job_t *j, rados_ioctx_t io) {
+  time_t mtime = 0;
+  int rc = rados_stat(io, j->s[1], &j->images, &mtime);
+  j->provisioned = (uint64_t)mtime;
+  return rc;
+}
+
+/* The image's id (format 2: the name its header and data objects carry) into j->outs. */
+static int do_image_id(job_t *j) {
+  char *buf = calloc(1, 64);
+  if (!buf) return -ENOMEM;
+  int rc = rbd_get_id(j->img->rbd, buf, 64);
+  if (rc < 0) {
+    free(buf);
+    return rc;
+  }
+  j->outs = buf; /* freed with free(), see job_complete */
+  j->outslen = strnlen(buf, 64);
+  return 0;
+}
 
 static int do_list(job_t *j, rados_ioctx_t io) {
   size_t max = 64;
@@ -564,6 +585,9 @@ static void job_execute(job_t *j) {
     case OP_META_SET: j->rc = rbd_metadata_set(rbd, j->s[0], j->s[1]); break;
     case OP_META_REMOVE: j->rc = rbd_metadata_remove(rbd, j->s[0]); break;
     case OP_META_LIST: j->rc = do_meta_list(j); break;
+    case OP_IMAGE_ID: j->rc = do_image_id(j); break;
+    case OP_REMOVE_OBJECT: j->rc = with_ioctx(j, do_remove_object); break;
+    case OP_STAT_OBJECT: j->rc = with_ioctx(j, do_stat_object); break;
     case OP_DIFF:
       j->rc = rbd_diff_iterate2(rbd, j->s[0], j->n[0], j->n[1], 1, (uint8_t)j->n[2], diff_cb, j);
       break;
@@ -688,7 +712,7 @@ static napi_value result_value(napi_env env, job_t *j) {
       static const char *modes[] = { "disabled", "image", "pool" };
       return string(env, j->flag >= 0 && j->flag < 3 ? modes[j->flag] : "disabled");
     }
-    case OP_MIRROR_BOOTSTRAP_CREATE: napi_create_string_utf8(env, j->outs, j->outslen, &v); return v;
+    case OP_MIRROR_BOOTSTRAP_CREATE: case OP_IMAGE_ID: napi_create_string_utf8(env, j->outs, j->outslen, &v); return v;
     case OP_MIRROR_SNAPSHOT: return number(env, (double)j->overlap);
     case OP_MIRROR_INFO: return j->count > 0 ? mirror_entry(env, &j->list[0], 0) : undefined(env);
     case OP_MIRROR_STATUS: {
@@ -713,6 +737,11 @@ static napi_value result_value(napi_env env, job_t *j) {
       }
       return v;
     }
+    case OP_STAT_OBJECT:
+      napi_create_object(env, &v);
+      set(env, v, "sizeBytes", number(env, (double)j->images));
+      set(env, v, "mtimeMs", number(env, (double)j->provisioned * 1000));
+      return v;
     case OP_POOL_STATS:
       napi_create_object(env, &v);
       set(env, v, "images", number(env, (double)j->images));
@@ -778,7 +807,7 @@ static void job_complete(napi_env env, job_t *j) {
   }
   free(j->list);
   if (j->out) rados_buffer_free(j->out);
-  if (j->outs && j->op == OP_MIRROR_BOOTSTRAP_CREATE) free(j->outs); /* ours, not librados's */
+  if (j->outs && (j->op == OP_MIRROR_BOOTSTRAP_CREATE || j->op == OP_IMAGE_ID)) free(j->outs); /* ours, not librados's */
   else if (j->outs) rados_buffer_free(j->outs);
   free(j);
 }
@@ -943,6 +972,10 @@ static napi_value js_clone(napi_env env, napi_callback_info info) {
 static napi_value js_remove(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_REMOVE, "rbd_remove", 2, 0); }
 static napi_value js_rename(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_RENAME, "rbd_rename", 3, 0); }
 static napi_value js_list(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_LIST, "rbd_list2", 1, 0); }
+/* removeObject(cluster, pool, oid): one RADOS object (an interrupted rename's leftover name, see the driver) */
+static napi_value js_remove_object(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_REMOVE_OBJECT, "rados_remove", 2, 0); }
+/* statObject(cluster, pool, oid) → { sizeBytes, mtimeMs } (whole seconds) */
+static napi_value js_stat_object(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_STAT_OBJECT, "rados_stat", 2, 0); }
 /* poolStats(cluster, pool) → { images, provisionedBytes } */
 static napi_value js_pool_stats(napi_env env, napi_callback_info info) { return cluster_job(env, info, OP_POOL_STATS, "rbd_pool_stats_get", 1, 0); }
 
@@ -1023,6 +1056,7 @@ static napi_value js_children(napi_env env, napi_callback_info info) { return im
 static napi_value js_meta_set(napi_env env, napi_callback_info info) { return image_job(env, info, OP_META_SET, "rbd_metadata_set", 2, 0); }
 static napi_value js_meta_remove(napi_env env, napi_callback_info info) { return image_job(env, info, OP_META_REMOVE, "rbd_metadata_remove", 1, 0); }
 static napi_value js_meta_list(napi_env env, napi_callback_info info) { return image_job(env, info, OP_META_LIST, "rbd_metadata_list", 0, 0); }
+static napi_value js_image_id(napi_env env, napi_callback_info info) { return image_job(env, info, OP_IMAGE_ID, "rbd_get_id", 0, 0); }
 /* diffIterate(image, fromSnap, offset, length, wholeObject) */
 static napi_value js_diff(napi_env env, napi_callback_info info) { return image_job(env, info, OP_DIFF, "rbd_diff_iterate2", 1, 3); }
 
@@ -1284,7 +1318,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     FN("connect", js_connect), FN("shutdown", js_shutdown), FN("monCommand", js_mon_command),
     FN("createImage", js_create), FN("cloneImage", js_clone), FN("removeImage", js_remove),
-    FN("renameImage", js_rename), FN("listImages", js_list), FN("poolStats", js_pool_stats), FN("openImage", js_open),
+    FN("renameImage", js_rename), FN("removeObject", js_remove_object), FN("statObject", js_stat_object), FN("imageId", js_image_id), FN("listImages", js_list), FN("poolStats", js_pool_stats), FN("openImage", js_open),
     FN("closeImage", js_close), FN("stat", js_stat), FN("resize", js_resize), FN("flatten", js_flatten),
     FN("snapCreate", js_snap_create), FN("snapRemove", js_snap_remove), FN("snapRemoveById", js_snap_remove_by_id),
     FN("snapRollback", js_snap_rollback),

@@ -3,13 +3,17 @@
  * one-node Ceph cluster (rbd-fixture.ts): each call runs in a child process
  * (driver-child.ts) on a slowed cluster, is killed as soon as its first
  * change shows in the pool, and the same call made again must complete it,
- * leaving nothing behind and losing no data. (The driver's other faults are
+ * leaving nothing behind and losing no data. A rename's three writes are
+ * too quick to land a kill between, so the state such a kill leaves is made
+ * with the `rados` CLI. (The driver's other faults are
  * in rbd-driver-faults.test.ts: the two were one file, too long for the
  * runner's five minutes per file on a busy machine.)
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
@@ -243,4 +247,52 @@ test('rbd: a snapshot delete killed inside a clone\'s flatten (the clone unregis
   assert.ok(between, 'a kill landed between the flatten\'s two steps');
   await driver.deleteVolume(src);
   assert.deepEqual(await objects(pool), [], 'nothing is left');
+});
+
+test('rbd: a rename killed between its writes (a delete\'s `.deleted` mark, an unmanage) is completed by the next attempt, no name of it left behind', async (t) => {
+  const { driver: raw, pool } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-rename-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const idObjects = async (): Promise<string[]> => (await ceph.rados('-p', pool, 'ls')).split('\n').filter((o) => o.startsWith('rbd_id.')).sort();
+  /** Writes the id object librbd's rename writes first (`rbd_id.<to>`, a copy of `rbd_id.<from>`), dated `ageSeconds` ago. */
+  const idObjectCopy = async (from: string, to: string, ageSeconds: number): Promise<void> => {
+    const file = path.join(dir, from);
+    await ceph.rados('-p', pool, 'get', `rbd_id.${from}`, file);
+    await ceph.rados('-p', pool, 'put', `rbd_id.${to}`, file);
+    if (ageSeconds > 0) await ceph.rados('-p', pool, 'touch', `rbd_id.${to}`, String(Math.floor(Date.now() / 1000) - ageSeconds));
+  };
+
+  // A parent with a clone: its removal renames it `.deleted`. Killed after the rename's first write,
+  // the new name opens but the directory lists the old one, and librbd refuses every later rename (EEXIST).
+  const parent = { id: randomUUID(), sizeGiB: 1 };
+  const clone = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(parent);
+  await driver.cloneVolume(clone, parent);
+  const name = RbdDriver.imageName(parent.id);
+  await idObjectCopy(name, `${name}.deleted`, 0);
+  // Written a moment ago, it may be another member's rename running now: left alone, tried again later.
+  await assert.rejects(driver.deleteVolume(parent), (err: Error & { retryable?: boolean }) => /being renamed/.test(err.message) && err.retryable === true);
+  assert.ok((await idObjects()).includes(`rbd_id.${name}.deleted`));
+  await ceph.rados('-p', pool, 'touch', `rbd_id.${name}.deleted`, String(Math.floor(Date.now() / 1000) - 120));
+  await driver.deleteVolume(parent);
+  const listed = (await ceph.rbd('ls', pool)).split('\n').filter(Boolean).sort();
+  assert.deepEqual(listed, [`${name}.deleted`, RbdDriver.imageName(clone.id)].sort(), 'marked `.deleted`, kept for its clone');
+  assert.ok(!(await idObjects()).includes(`rbd_id.${name}`), 'the old name is gone');
+
+  // An unmanage killed after the directory's change, before the old name's id object went: it still opens.
+  const u = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(u);
+  const uName = RbdDriver.imageName(u.id);
+  await ceph.rbd('mv', `${pool}/${uName}`, `${pool}/unmanaged-${uName}`);
+  await idObjectCopy(`unmanaged-${uName}`, uName, 0);
+  await driver.unmanage!(u);
+  assert.ok((await ceph.rbd('ls', pool)).split('\n').includes(`unmanaged-${uName}`));
+  assert.ok(!(await idObjects()).includes(`rbd_id.${uName}`), 'the old name is gone');
+
+  await driver.deleteVolume(clone);
+  await ceph.rbd('rm', `${pool}/unmanaged-${uName}`);
+  assert.deepEqual(await objects(pool), [], 'the parent kept for its clone went with it');
+  assert.deepEqual(await idObjects(), [], 'no name is left');
 });

@@ -51,6 +51,8 @@ export interface Ceph {
   ceph(...args: string[]): Promise<string>;
   /** Runs the `rbd` CLI against the cluster and returns its stdout. */
   rbd(...args: string[]): Promise<string>;
+  /** Runs the `rados` CLI (objects of a pool) against the cluster and returns its stdout. */
+  rados(...args: string[]): Promise<string>;
   /** Kills every daemon it started by pid (SIGKILL: the cluster is thrown away) and removes its folder; on a shared cluster, removes its pools only. */
   stop(): Promise<void>;
 }
@@ -204,6 +206,7 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
     (await run(bin, args, { env, maxBuffer: 64 * 1024 * 1024, timeout: 60_000 })).stdout;
   const cli = (...args: string[]): Promise<string> => tool('ceph', ['-c', confPath, '--connect-timeout', '20', ...args]);
   const rbd = (...args: string[]): Promise<string> => tool('rbd', ['-c', confPath, ...args]);
+  const rados = (...args: string[]): Promise<string> => tool('rados', ['-c', confPath, ...args]);
   const pool = `basalt-${randomUUID().slice(0, 8)}`;
 
   const daemons: ChildProcess[] = [];
@@ -226,7 +229,7 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
   if (shared) {
     await createPool(cli, daemons, pool);
     return {
-      confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd,
+      confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd, rados,
       async stop() {
         for (const p of [pool, ...made]) await cli('osd', 'pool', 'rm', p, p, '--yes-i-really-really-mean-it');
       },
@@ -285,7 +288,7 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
     throw new Error(`the test Ceph cluster did not start: ${(err as Error).message}\n${logs}`, { cause: err });
   }
   return {
-    confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd,
+    confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd, rados,
     async stop() {
       await kill();
       fs.rmSync(dir, { recursive: true, force: true });

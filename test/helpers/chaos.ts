@@ -505,7 +505,7 @@ const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
  * RBD: every live volume's image is there at its size and every available
  * snapshot on its volume's image; no image or snapshot without its row
  * (an image renamed `.deleted` only while clones hang on it, a clone
- * snapshot only while its clone lives); every image listed opens; every
+ * snapshot only while its clone lives, or is kept `.deleted` for its own clones); every image listed opens; every
  * write a host had acknowledged reads back from its volume's image. Read
  * through a client of the test's own (the addon), read-only.
  */
@@ -560,7 +560,8 @@ async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<s
         const n = new RegExp(`^(?:snapshot-(${UUID})|volume-(${UUID})\\.clone_snap)$`).exec(snap);
         if (!n) bad(`snapshot ${name}@${snap} is no snapshot's`);
         else if (n[1] && !rows.has(n[1])) bad(`snapshot ${name}@${snap} has no row`);
-        else if (n[2] && !images.has(`volume-${n[2]}`)) bad(`clone snapshot ${name}@${snap} outlived its clone`);
+        // The clone may be deleted and kept as `.deleted` for clones of its own: it still hangs on this snapshot.
+        else if (n[2] && !images.has(`volume-${n[2]}`) && !images.has(`volume-${n[2]}.deleted`)) bad(`clone snapshot ${name}@${snap} outlived its clone`);
       }
     }
 

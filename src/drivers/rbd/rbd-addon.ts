@@ -86,6 +86,12 @@ export interface RbdAddon {
   cloneImage(cluster: RbdCluster, pool: string, parent: string, snap: string, child: string, features: number, order: number): Promise<void>;
   removeImage(cluster: RbdCluster, pool: string, name: string): Promise<void>;
   renameImage(cluster: RbdCluster, pool: string, from: string, to: string): Promise<void>;
+  /** rados_remove of one object of the pool (the driver removes an interrupted rename's leftover id object this way). */
+  removeObject(cluster: RbdCluster, pool: string, oid: string): Promise<void>;
+  /** rados_stat of one object: its size and when it was last written (whole seconds). */
+  statObject(cluster: RbdCluster, pool: string, oid: string): Promise<{ sizeBytes: number; mtimeMs: number }>;
+  /** rbd_get_id: the image's id, which its header and data objects are named by (the same under every name of it). */
+  imageId(image: RbdImage): Promise<string>;
   listImages(cluster: RbdCluster, pool: string): Promise<string[]>;
   /**
    * `rbd_pool_stats_get`: how many images the pool lists and the sum of their

@@ -124,6 +124,10 @@ const CLONE_SNAP = '.clone_snap';
  */
 const FLATTENING = 'basalt.flattening.';
 const DELETED = '.deleted';
+/** The prefix of the object that maps an image's name to its id (RBD format 2), one per name. */
+const RBD_ID_OBJECT = 'rbd_id.';
+/** How old a new name's id object must be to count as left by a rename killed midway (a rename's writes take milliseconds). */
+const RENAME_SETTLE_MS = 15_000;
 /** A copy across clusters under way (see {@link RbdDriver.copyAcross}): renamed to the volume's image once whole. */
 const COPYING = '.copying';
 /** What unmanage renames a volume's image or a snapshot to (`unmanaged-volume-<id>`, `unmanaged-snapshot-<id>`). */
@@ -876,13 +880,9 @@ export class RbdDriver implements VolumeDriver {
     if (!state) return this.finishRemoval(name);
     if (state.busy) {
       if (name.endsWith(DELETED)) return;
-      try {
-        await this.rbd.renameImage(this.conn, this.options.cephPool, name, `${name}${DELETED}`);
-      } catch (err) {
-        // Marked already: another removal of the same volume (a job run twice, its lease lost under
-        // load) renamed it since this one opened it; librbd checks the new name first.
-        if (!isRbdError(err, 'EEXIST')) throw err;
-      }
+      // Marked already (an earlier attempt, killed after its rename, or another removal of the same
+      // volume since this one opened it): renameOnce counts that as done.
+      await this.renameOnce(name, `${name}${DELETED}`);
       // A clone's removal (another process) may have released the last clone snapshot between the
       // look above and the rename, seeing the image not yet marked: look again under the new name.
       return this.removeImage(`${name}${DELETED}`);
@@ -1145,7 +1145,50 @@ export class RbdDriver implements VolumeDriver {
       if (isRbdError(err, 'ENOENT')) throw new DriverError(`Snapshot ${snap} of ${parent} is missing`, { cause: err });
       throw err;
     }
-    await this.rbd.renameImage(this.conn, this.options.cephPool, partial, name);
+    await this.renameOnce(partial, name);
+  }
+
+  /**
+   * rbd_rename, idempotent and completing a rename killed midway. librbd
+   * renames in three writes: the new name's id object (`rbd_id.<to>`), the
+   * pool's directory, then the old name's id object removed. A process killed
+   * after the first leaves `to` opening but unlisted, and every later rename
+   * fails EEXIST (the image stays listed under `from` for good: once found
+   * as a `.deleted` image's leftover name in the chaos run); killed after the
+   * second, `from` still opens though the directory says `to`. Such a
+   * leftover id object naming the same image is removed and the rename is
+   * done (again). A new name's id object is taken for a leftover only when
+   * it is older than {@link RENAME_SETTLE_MS}: younger, it may be the first
+   * write of a rename of the same image running now (a delete job run twice,
+   * two members), which removing it would break for good.
+   * @throws DriverError (retryable) while such a young id object is there; the rename's error (EEXIST) when `to` is another image.
+   */
+  private async renameOnce(from: string, to: string): Promise<void> {
+    try {
+      await this.rbd.renameImage(this.conn, this.options.cephPool, from, to);
+      return;
+    } catch (err) {
+      if (!isRbdError(err, 'EEXIST')) throw err;
+      const listed = await this.rbd.listImages(this.conn, this.options.cephPool);
+      if (listed.includes(to) && !listed.includes(from)) { // renamed already
+        if (await this.sameImage(from, to)) await this.rbd.removeObject(this.conn, this.options.cephPool, `${RBD_ID_OBJECT}${from}`);
+        return;
+      }
+      if (!listed.includes(from) || listed.includes(to) || !(await this.sameImage(from, to))) throw err;
+      const { mtimeMs } = await this.rbd.statObject(this.conn, this.options.cephPool, `${RBD_ID_OBJECT}${to}`);
+      if (Date.now() - mtimeMs < RENAME_SETTLE_MS) {
+        throw new DriverError(`Image ${from} is being renamed to ${to}, or such a rename was stopped midway a moment ago`, { cause: err, retryable: true });
+      }
+      await this.rbd.removeObject(this.conn, this.options.cephPool, `${RBD_ID_OBJECT}${to}`);
+      await this.rbd.renameImage(this.conn, this.options.cephPool, from, to);
+    }
+  }
+
+  /** Whether two names open the same image (false when either does not open). */
+  private async sameImage(a: string, b: string): Promise<boolean> {
+    const id = (name: string): Promise<string | undefined> => this.withImageIfAny(name, (img) => this.rbd.imageId(img), 'read');
+    const [x, y] = [await id(a), await id(b)];
+    return x !== undefined && x === y;
   }
 
   /** Whether the pool's directory lists `image` (whether or not it opens). */
@@ -1277,7 +1320,7 @@ export class RbdDriver implements VolumeDriver {
     const from = this.adoptable(ref);
     const to = RbdDriver.imageName(vol.id);
     try {
-      await this.rbd.renameImage(this.conn, this.options.cephPool, from, to);
+      await this.renameOnce(from, to);
     } catch (err) {
       // Renamed by an earlier attempt: the volume's image is there and the reference names nothing.
       if (!isRbdError(err, 'ENOENT') || !(await this.exists(to))) throw new DriverError(`No image ${from} to manage`, { cause: err });
@@ -1291,7 +1334,7 @@ export class RbdDriver implements VolumeDriver {
   /** Renames the volume's image to `unmanaged-volume-<id>`, which a manage request can name. */
   async unmanage(vol: Pick<VolumeRef, 'id'>): Promise<void> {
     try {
-      await this.rbd.renameImage(this.conn, this.options.cephPool, RbdDriver.imageName(vol.id), `${UNMANAGED}${RbdDriver.imageName(vol.id)}`);
+      await this.renameOnce(RbdDriver.imageName(vol.id), `${UNMANAGED}${RbdDriver.imageName(vol.id)}`);
     } catch (err) {
       if (!isRbdError(err, 'ENOENT')) throw err;
     }
