@@ -184,16 +184,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const s = await spawnBasalt({ ...env, ...m.env, ...(process.env.TEST_CHAOS_CEPH_ARGS ? { CEPH_ARGS: process.env.TEST_CHAOS_CEPH_ARGS } : {}) }, m.roles, m.ready, 'pipe');
     s.child.stdout!.pipe(fs.createWriteStream(path.join(logDir, `${m.name}.log`), { flags: 'a' }));
     // What a native library prints before it aborts the process goes to stderr.
-    const errFile = path.join(logDir, `${m.name}.stderr`);
-    s.child.stderr!.pipe(fs.createWriteStream(errFile, { flags: 'a' }));
+    let said = '';
+    s.child.stderr!.on('data', (b: Buffer) => { said = (said + b.toString()).slice(-2000); });
+    s.child.stderr!.pipe(fs.createWriteStream(path.join(logDir, `${m.name}.stderr`), { flags: 'a' }));
     m.child = s.child;
     if (s.url) m.url = s.url;
     // A member that ends without being killed (an abort, an exit) is a finding; it is started again.
-    s.child.once('exit', (code, signal) => {
+    // 'close': after its stderr's last bytes.
+    s.child.once('close', (code, signal) => {
       if (stopping || m.child !== s.child) return; // killed by the run
       delete m.child;
-      const said = fs.existsSync(errFile) ? fs.readFileSync(errFile, 'utf8').trim().split('\n').slice(-3).join(' / ').slice(-300) : '';
-      report.violations.push(`${m.name} ended by itself (${signal ?? `exit code ${code}`})${said ? `; its stderr ends: ${said}` : ''}`);
+      const tail = said.trim().split('\n').slice(-10).join(' / ').slice(-1000);
+      report.violations.push(`${m.name} ended by itself (${signal ?? `exit code ${code}`})${tail ? `; its stderr ends: ${tail}` : ''}`);
       log(`${m.name} ended by itself`);
       if (loading) restart(m, s.child);
     });
