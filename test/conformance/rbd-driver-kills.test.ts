@@ -296,3 +296,23 @@ test('rbd: a rename killed between its writes (a delete\'s `.deleted` mark, an u
   assert.deepEqual(await objects(pool), [], 'the parent kept for its clone went with it');
   assert.deepEqual(await idObjects(), [], 'no name is left');
 });
+
+test('rbd: a clone\'s removal killed after it dropped its deleted parent\'s clone snapshot removes the parent on retry', async () => {
+  const { driver: raw, pool } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const parent = { id: randomUUID(), sizeGiB: 1 };
+  const clone = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(parent);
+  await driver.cloneVolume(clone, parent);
+  await driver.deleteVolume(parent);
+  const kept = `${RbdDriver.imageName(parent.id)}.deleted`;
+  assert.ok((await ceph.rbd('ls', pool)).split('\n').includes(kept), 'the parent is kept for its clone');
+  // What the first attempt did before the kill: the clone removed, then its clone snapshot on the parent.
+  const snap = `${pool}/${kept}@${RbdDriver.imageName(clone.id)}.clone_snap`;
+  await ceph.rbd('rm', `${pool}/${RbdDriver.imageName(clone.id)}`);
+  await ceph.rbd('snap', 'unprotect', snap);
+  await ceph.rbd('snap', 'rm', snap);
+  await driver.deleteVolume(clone);
+  assert.deepEqual(await objects(pool), [], 'the parent went with its last clone');
+});

@@ -898,8 +898,9 @@ export class RbdDriver implements VolumeDriver {
    * not open it): it is removed now. Or it leaves the image gone but its clone snapshot on the parent
    * (`volume-<id>.clone_snap`, found by name: the image that named its parent
    * is gone), which is dropped as {@link releaseParent} would have, or a
-   * copy across clusters begun ({@link copyAcross}). Nothing to do for an
-   * image that was never made.
+   * copy across clusters begun ({@link copyAcross}), or a `.deleted` parent
+   * whose clone snapshot it had dropped already. Nothing to do for an image
+   * that was never made.
    */
   private async finishRemoval(name: string): Promise<void> {
     const listed = await this.rbd.listImages(this.conn, this.options.cephPool);
@@ -908,6 +909,20 @@ export class RbdDriver implements VolumeDriver {
     const cloneSnap = `${name.replace(/\.deleted$/, '')}${CLONE_SNAP}`;
     const parent = await this.imageWithSnapshot(cloneSnap);
     if (parent) await this.releaseParent(parent, cloneSnap, name);
+    else await this.removeReleasedParents(listed);
+  }
+
+  /**
+   * Removes every `.deleted` image of `listed` that has no snapshot left, so
+   * no clone: what a clone's removal killed between dropping its parent's
+   * clone snapshot and removing the parent leaves. Its next attempt no longer
+   * finds the parent by that snapshot (the chaos run found such a parent kept
+   * for good).
+   */
+  private async removeReleasedParents(listed: readonly string[]): Promise<void> {
+    for (const image of listed.filter((i) => i.endsWith(DELETED))) {
+      if ((await this.withImageIfAny(image, async (img) => (await this.rbd.snapList(img)).length, 'read')) === 0) await this.removeImage(image);
+    }
   }
 
   /**
