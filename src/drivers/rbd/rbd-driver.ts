@@ -126,7 +126,11 @@ const FLATTENING = 'basalt.flattening.';
 const DELETED = '.deleted';
 /** The prefix of the object that maps an image's name to its id (RBD format 2), one per name. */
 const RBD_ID_OBJECT = 'rbd_id.';
-/** How old a new name's id object must be to count as left by a rename killed midway (a rename's writes take milliseconds). */
+/**
+ * How old a new name's id object must be to count as left by a rename killed
+ * midway: a rename's writes take milliseconds, and the object's time is the
+ * renaming client's clock (hosts' clocks agree far better than this).
+ */
 const RENAME_SETTLE_MS = 15_000;
 /** A copy across clusters under way (see {@link RbdDriver.copyAcross}): renamed to the volume's image once whole. */
 const COPYING = '.copying';
@@ -1337,6 +1341,7 @@ export class RbdDriver implements VolumeDriver {
     try {
       await this.renameOnce(from, to);
     } catch (err) {
+      if (err instanceof DriverError) throw err; // a rename of it under way (renameOnce): tried again later
       // Renamed by an earlier attempt: the volume's image is there and the reference names nothing.
       if (!isRbdError(err, 'ENOENT') || !(await this.exists(to))) throw new DriverError(`No image ${from} to manage`, { cause: err });
     }
