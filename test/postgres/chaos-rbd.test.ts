@@ -32,6 +32,7 @@ test('150 operations under SIGKILLs leave a consistent cluster on a shared RBD p
   t.diagnostic(`seed ${report.seed}; ${((performance.now() - started) / 1000).toFixed(0)} s; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
   t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; error rows deleted ${report.deletedFailedCopies}`);
   for (const line of report.evidence) t.diagnostic(`evidence: ${line}`);
+  for (const line of report.aborts) t.diagnostic(`aborted by a native library (a process death like the kills): ${line}`);
   assert.deepEqual(report.violations, [], `invariants broken (seed ${report.seed})`);
   assert.deepEqual(report.outcomes.serverErrors, [], 'no request answered 5xx');
   assert.ok(Object.values(report.operations).reduce((a, b) => a + b, 0) >= 150);

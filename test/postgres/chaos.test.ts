@@ -29,6 +29,7 @@ for (const backend of ['etcd', 'file'] as const) {
     t.diagnostic(`seed ${report.seed}; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
     t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; failed copies deleted ${report.deletedFailedCopies}`);
     for (const line of report.evidence) t.diagnostic(`evidence: ${line}`);
+    for (const line of report.aborts) t.diagnostic(`aborted by a native library (a process death like the kills): ${line}`);
     assert.deepEqual(report.violations, [], `invariants broken (seed ${report.seed})`);
     assert.deepEqual(report.outcomes.serverErrors, [], 'no request answered 5xx');
     assert.ok(Object.values(report.operations).reduce((a, b) => a + b, 0) >= 500);
