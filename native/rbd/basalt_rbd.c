@@ -225,6 +225,8 @@ typedef struct job {
   rbd_image_info_t info;
   uint64_t features, overlap;
   uint64_t images, provisioned; /* OP_POOL_STATS */
+  uint64_t object_size;         /* OP_STAT_OBJECT */
+  time_t object_mtime;          /* OP_STAT_OBJECT */
   int flag;
   char *out, *outs;
   size_t outlen, outslen;
@@ -303,10 +305,7 @@ static int do_pool_stats(job_t *j, rados_ioctx_t io) {
 static int do_rename(job_t *j, rados_ioctx_t io) { return rbd_rename(io, j->s[1], j->s[2]); }
 static int do_remove_object(job_t *j, rados_ioctx_t io) { return rados_remove(io, j->s[1]); }
 static int do_stat_object(job_t *j, rados_ioctx_t io) {
-  time_t mtime = 0;
-  int rc = rados_stat(io, j->s[1], &j->images, &mtime);
-  j->provisioned = (uint64_t)mtime;
-  return rc;
+  return rados_stat(io, j->s[1], &j->object_size, &j->object_mtime);
 }
 
 /* The image's id (format 2: the name its header and data objects carry) into j->outs. */
@@ -739,8 +738,8 @@ static napi_value result_value(napi_env env, job_t *j) {
     }
     case OP_STAT_OBJECT:
       napi_create_object(env, &v);
-      set(env, v, "sizeBytes", number(env, (double)j->images));
-      set(env, v, "mtimeMs", number(env, (double)j->provisioned * 1000));
+      set(env, v, "sizeBytes", number(env, (double)j->object_size));
+      set(env, v, "mtimeMs", number(env, (double)j->object_mtime * 1000));
       return v;
     case OP_POOL_STATS:
       napi_create_object(env, &v);

@@ -21,7 +21,7 @@ const MV = { 'OpenStack-API-Version': 'volume 3.38' };
 /** Starts `basalt server` as a child; `kill` is SIGKILL, waiting for the exit (once). */
 async function spawnServer(stateDir: string, db: TestDatabase): Promise<{ kill: () => Promise<void>; url: string }> {
   const { child, url } = await spawnBasalt({ ...FAST_TIMINGS, BASALT_CONFIG: path.join(stateDir, 'basalt.conf'), BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_LOG_LEVEL: 'info', ...db.env });
-  return { kill: async () => { if (child.exitCode === null && child.signalCode === null) await kill9(child); }, url: url! };
+  return { kill: () => kill9(child), url: url! };
 }
 
 /** Fills a MiB of a volume's file at `offset` with `byte`. */

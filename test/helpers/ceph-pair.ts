@@ -19,7 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { startCeph, type Ceph } from './ceph.ts';
-import { pidAlive } from './process.ts';
+import { hasExited, kill9, pidAlive } from './process.ts';
 
 const run = promisify(execFile);
 
@@ -79,11 +79,7 @@ export async function startCephPair(o: StartCephPairOptions = {}): Promise<CephP
   const secondary = s.value;
   const daemons: ChildProcess[] = [];
   const stopDaemons = async (): Promise<void> => {
-    await Promise.all(daemons.map((d) => new Promise<void>((resolve) => {
-      if (d.exitCode !== null || d.signalCode !== null) return resolve();
-      d.once('exit', () => resolve());
-      process.kill(d.pid!, 'SIGKILL');
-    })));
+    await Promise.all(daemons.map(kill9));
   };
   try {
     await secondary.newPool(primary.pool);
@@ -157,6 +153,6 @@ async function startMirrorDaemon(c: Ceph): Promise<ChildProcess> {
   });
   // A daemon that cannot reach its cluster exits at once: give it a moment to say so.
   await new Promise((r) => setTimeout(r, 500));
-  if (child.exitCode !== null || child.signalCode !== null) throw new Error(`rbd-mirror on ${c.confPath} exited (${child.exitCode ?? child.signalCode})`);
+  if (hasExited(child)) throw new Error(`rbd-mirror on ${c.confPath} exited (${child.exitCode ?? child.signalCode})`);
   return child;
 }

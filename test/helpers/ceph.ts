@@ -25,6 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from './net.ts';
+import { hasExited, kill9 } from './process.ts';
 
 const run = promisify(execFile);
 
@@ -156,7 +157,7 @@ bdev_aio_poll_ms = 50
 async function until(what: string, timeoutMs: number, daemons: ChildProcess[], probe: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const dead = daemons.find((d) => d.exitCode !== null || d.signalCode !== null);
+    const dead = daemons.find(hasExited);
     if (dead) throw new Error(`${what}: ${dead.spawnfile} exited (${dead.exitCode ?? dead.signalCode})`);
     if (await probe().catch(() => false)) return;
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
@@ -211,11 +212,7 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
 
   const daemons: ChildProcess[] = [];
   const kill = async (): Promise<void> => {
-    await Promise.all(daemons.map((d) => new Promise<void>((resolve) => {
-      if (d.exitCode !== null || d.signalCode !== null) return resolve();
-      d.once('exit', () => resolve());
-      d.kill('SIGKILL');
-    })));
+    await Promise.all(daemons.map(kill9));
   };
   /** Pools made by {@link Ceph.newPool}, removed by `stop` on a shared cluster. */
   const made: string[] = [];

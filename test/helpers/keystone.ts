@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before } from 'node:test';
 import { freePort } from './net.ts';
+import { exited } from './process.ts';
 
 
 /** The users and projects of a test cloud. */
@@ -165,10 +166,10 @@ export async function startKeystone(): Promise<Keystone> {
       // SIGTERM, then SIGKILL to the whole group after 10 s: uwsgi's master sometimes waited on its
       // threaded workers for good, and the test file's process with it (two CI runs, 300 s timeouts).
       const group = (signal: NodeJS.Signals): void => { try { process.kill(-child.pid!, signal); } catch { /* gone */ } };
-      const exited = new Promise<void>((r) => child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r()));
+      const done = exited(child);
       group('SIGTERM');
       const timer = setTimeout(() => group('SIGKILL'), 10_000);
-      await exited;
+      await done;
       clearTimeout(timer);
       group('SIGKILL'); // workers the master left behind
       fs.rmSync(dir, { recursive: true, force: true });

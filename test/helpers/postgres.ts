@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import pg from 'pg';
 import { freePort } from './net.ts';
+import { exited, hasExited } from './process.ts';
 
 const BIN = (() => {
   const root = '/usr/lib/postgresql';
@@ -40,7 +41,7 @@ async function untilAccepting(url: string, child: ChildProcess): Promise<void> {
       await c.end();
       return;
     } catch (err) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`postgres exited (${child.exitCode ?? child.signalCode}) before accepting connections`, { cause: err });
+      if (hasExited(child)) throw new Error(`postgres exited (${child.exitCode ?? child.signalCode}) before accepting connections`, { cause: err });
       if (i > 6000) throw err; // five minutes of refusals from a live postmaster: it is stuck
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -49,10 +50,10 @@ async function untilAccepting(url: string, child: ChildProcess): Promise<void> {
 
 /** SIGINT (fast shutdown) and waits for the postmaster to exit. */
 async function shutDown(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
+  if (hasExited(child)) return;
+  const done = exited(child);
   child.kill('SIGINT');
-  await exited;
+  await done;
 }
 
 

@@ -34,16 +34,21 @@ export function spawnBasalt(env: Record<string, string>, roles?: string, ready =
  * for an 'exit' event that has been emitted already.
  */
 export function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  if (hasExited(child)) return Promise.resolve();
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-/** Kills a child with SIGKILL (a crash: no clean-up runs) and resolves once it has exited. */
-export function kill9(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
+/** Whether `child` has exited already (by itself or by a signal). */
+export function hasExited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+/** Kills a child with SIGKILL (a crash: no clean-up runs) and resolves once it has exited; at once if it has already. */
+export async function kill9(child: ChildProcess): Promise<void> {
+  if (hasExited(child)) return;
+  const done = exited(child);
+  child.kill('SIGKILL');
+  await done;
 }
 
 /** Whether a process of this pid is alive (signal 0 reaches it): for daemons started by pid and stopped by pid. */

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Ceph } from './ceph.ts';
 import { freePort } from './net.ts';
+import { kill9 } from './process.ts';
 
 const run = promisify(execFile);
 
@@ -41,9 +42,7 @@ export async function startRadosgw(ceph: Ceph): Promise<Radosgw> {
   const log = path.join(dir, 'radosgw.log');
   let child: ChildProcess | undefined;
   const stop = async (): Promise<void> => {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      await new Promise<void>((resolve) => { child!.once('exit', () => resolve()); child!.kill('SIGKILL'); });
-    }
+    if (child) await kill9(child);
     fs.rmSync(dir, { recursive: true, force: true });
   };
   let endpoint = '';

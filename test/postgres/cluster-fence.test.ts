@@ -61,7 +61,7 @@ interface Cluster {
 async function startCluster(t: TestContext): Promise<Cluster> {
   const procs: ChildProcess[] = [];
   // Registered before the state directory's removal, so they run first.
-  t.after(async () => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) await kill9(p); });
+  t.after(async () => { for (const p of procs) await kill9(p); });
   const database = await postgres.createDatabase();
   const proxy = await startPgProxy(Number(new URL(postgres.url).port));
   t.after(() => proxy.close());
