@@ -80,13 +80,17 @@ const MAX_EXTENTS = 1024;
 /** Context id of `base:allocation` on every connection. */
 const BASE_ALLOCATION_ID = 1;
 /**
- * The smallest READ the native data plane splices: below it the pipe's two
- * extra system calls cost more than the copies they save. At 64 KiB they
- * already save: bench/nbd.ts 64k randrw 70/30 QD16 over the Unix socket
- * (5 alternating rounds) 2120 MB/s at 94% CPU against 1815–1859 at 101%
- * with 256 KiB (nbdkit 1964–2026).
+ * The smallest READ the native data plane splices by default: none (0, every
+ * READ is copied). Spliced READs over a Unix socket once beat copied ones
+ * (1M reads 4442 MB/s against 3615; 64k randrw from 64 KiB 2120 against
+ * 1815–1859), but on this machine's kernel (6.18) the spliced reply is what
+ * waits: bench/nbd.ts, split placement, 5 alternating rounds in one run,
+ * 1M reads QD8 1901 MB/s spliced at 21% server CPU against 4170 copied
+ * (nbdkit 3380), 64k randrw 70/30 QD16 1818 against 2204 (nbdkit 2134).
+ * {@link NbdServerOptions.spliceMinBytes} turns it on again (64 KiB was the
+ * size from which it saved) where a kernel makes it pay.
  */
-export const SPLICE_MIN_BYTES = 64 * 1024;
+export const SPLICE_MIN_BYTES = 0;
 
 /** The smallest WRITE payload the native data plane splices by default (see {@link NbdServerOptions.spliceWriteMinBytes}). */
 export const SPLICE_WRITE_MIN_BYTES = 256 * 1024;
@@ -123,11 +127,10 @@ export interface NbdServerOptions {
   /**
    * READs of at least this many bytes on the native data plane's Unix-socket
    * connections are served with splice(2) (zero-copy from the page cache),
-   * smaller ones by copying. Default {@link SPLICE_MIN_BYTES}; 0 copies every READ.
-   * Measured (bench/nbd.ts, 1M sequential reads QD8, 5 alternating rounds, load 3):
-   * Unix socket 4442 MB/s spliced vs 3615 copied, at less CPU; TCP over
-   * loopback 2002 vs 2170 — there splicing saves CPU but loses throughput,
-   * so TCP connections copy unless {@link spliceOverTcp}.
+   * smaller ones by copying. Default {@link SPLICE_MIN_BYTES} (0: every READ
+   * is copied, which is faster on this machine's kernel; see there). On TCP over
+   * loopback splicing saved CPU but lost throughput (1M reads 2002 MB/s vs
+   * 2170), so TCP connections copy unless {@link spliceOverTcp}.
    */
   spliceMinBytes?: number;
   /** Splice READs and WRITEs on TCP connections too (for measuring it). Default false. */

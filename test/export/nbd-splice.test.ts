@@ -26,7 +26,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 test('spliced READs give the file\'s bytes: simple replies, structured ones under nbdcopy, and a short file\'s zero tail', { timeout: 120_000 }, async (t) => {
-  // Unix-socket connections splice by default; TCP ones only with spliceOverTcp.
+  // READs are copied by default: splicing is asked for (Unix-socket connections; TCP ones only with spliceOverTcp).
   const f = await startNbd(t, { plane: 'unix', volumes: [{ name: 'v', sizeGiB: 1 }], options: { spliceMinBytes: 64 * KiB } });
   const file = f.file('v');
   const data = randomBytes(24 * MiB);
