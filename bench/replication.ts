@@ -8,7 +8,9 @@
  *    (as bench/nbd.ts drives it) on a synchronously replicated volume against
  *    an unreplicated one on the same backend, at QD1 and QD32: IOPS and mean
  *    completion latency, the two volumes taking turns round after round,
- *    medians, and the ratio (the issue's goal: sync ≤ 1.3× the latency at QD1);
+ *    medians, and the ratio (the issue's goal: sync ≤ 1.3× the latency at QD1),
+ *    with the floor this machine puts under that ratio: a 4 KiB write's round
+ *    trip to another process and back (bench/roundtrip.c);
  * 2. the RPO an asynchronous volume achieves under write load (fio at QD4):
  *    the age of its last point, sampled every 100 ms, median and max, against
  *    the configured RPO;
@@ -46,6 +48,7 @@
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs, promisify } from 'node:util';
 import { fileOf } from '../test/helpers/backends.ts';
@@ -75,6 +78,27 @@ const run = promisify(execFile);
 interface FioRow { iops: number; latUs: number }
 
 /** One fio run of `rw` at `qd` against an NBD URI: IOPS and mean completion latency. */
+
+/**
+ * Prints the floor under the sync row on this machine (bench/roundtrip.c): a
+ * 4 KiB write's round trip to another process and back, with nothing done on
+ * either side. A synchronous replica's write is an unreplicated one plus at
+ * least that, whatever the server does, so `(plain + round trip) / plain` is
+ * the best latency ratio this machine allows.
+ */
+function floorOfSync(plainUs: number): void {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-roundtrip-'));
+  try {
+    const bin = path.join(dir, 'roundtrip');
+    execFileSync('cc', ['-O2', '-o', bin, path.join(import.meta.dirname, 'roundtrip.c')]);
+    const f = JSON.parse(execFileSync(bin).toString()) as Record<string, number>;
+    const best = (rt: number): string => ((plainUs + rt) / plainUs).toFixed(2);
+    console.log(`cross-process round trip of a 4 KiB write (bench/roundtrip.c): blocking p50 ${f.blocking_p50_us} µs, both sides polling ${f.polling_p50_us} µs;`
+      + ` so a sync write is at best ${best(f.blocking_p50_us!)}× (${best(f.polling_p50_us!)}× polling) the ${plainUs} µs of an unreplicated one here`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 async function fio(uri: string, qd: number, seconds = RUNTIME): Promise<FioRow> {
   const { stdout: out } = await run('fio', ['--name=r', '--output-format=json', '--time_based', `--runtime=${seconds}`, '--ioengine=nbd', `--uri=${uri}`,
     '--size=256M', '--rw=randwrite', '--bs=4k', `--iodepth=${qd}`], { maxBuffer: 64 * MiB });
@@ -158,6 +182,7 @@ async function main(): Promise<void> {
       });
     }
     console.table(rows);
+    floorOfSync(rows[0]!.plain_lat_us as number);
     load.push(os.loadavg()[0]!);
     if (args['latency-only']) return;
 
