@@ -12,7 +12,10 @@
  * prints each figure's median over the rounds (and every round's p50s): one
  * round's p50 moves by a third between runs on this noisy machine.
  *
- *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--warmup 20] [--rounds 1] [--url URL --pid-dir DIR]
+ *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--warmup 20] [--rounds 1] [--url URL --pid-dir DIR] [--no-floor]
+ *
+ * Then (unless --no-floor) the floor under the create p50: the same client, warm-up and
+ * concurrency against an empty Fastify route (bench/api-floor.ts).
  *   node --import tsx bench/api.ts --auth keystone   # noauth, then the same against Debian's Keystone
  *
  * With `--auth keystone` it runs twice in one go: Basalt with noauth, then Basalt with
@@ -39,7 +42,9 @@ const { values: args } = parseArgs({
     project: { type: 'string', default: 'bec0000000000000000000000000000b' },
     label: { type: 'string' },
     auth: { type: 'string', default: 'noauth' },
+    floor: { type: 'boolean', default: true },
   },
+  allowNegative: true,
 });
 const N = Number(args.n);
 const C = Number(args.c);
@@ -296,9 +301,44 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
   return result;
 }
 
+/**
+ * The same client, warm-up and concurrency against an empty Fastify route
+ * (bench/api-floor.ts): the create p50 any Node HTTP server gets here, which
+ * Basalt's cannot go below (the client shares the machine's two vCPUs).
+ */
+async function floor(): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'api-floor.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const stop = async (): Promise<void> => {
+    running.delete(stop);
+    const gone = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await gone;
+  };
+  running.add(stop);
+  const url = await new Promise<string>((resolve, reject) => {
+    readline.createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { url: string }).url));
+    child.once('exit', (code) => reject(new Error(`api-floor exited with ${code}`)));
+  });
+  const posts = async (n: number): Promise<number[]> => {
+    const ms: number[] = [];
+    await pool(Array.from({ length: n }, (_, i) => i), C, async (i) => {
+      const r = await call(url, 'POST', `/v3/${PROJECT}/volumes`, { volume: { size: 1, name: `floor-${i}` } });
+      if (r.status !== 202) throw new Error(`the floor's route answered ${r.status}`);
+      ms.push(r.ms);
+    });
+    return ms;
+  };
+  if (WARMUP > 0) await posts(WARMUP);
+  const p50s: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) p50s.push(pct(await posts(N), 50));
+  await stop();
+  return { label: 'floor: empty Fastify route, same client', n: N, concurrency: C, warmup: WARMUP, create_p50_ms: [...p50s].sort((a, b) => a - b)[Math.floor(p50s.length / 2)], ...(ROUNDS > 1 ? { create_p50s_ms: p50s } : {}) };
+}
+
 async function main(): Promise<void> {
   if (args.auth !== 'keystone') {
     console.log(JSON.stringify(await measure(args.label ?? (args.url ? args.url : 'basalt')), null, 2));
+    if (args.floor) console.log(JSON.stringify(await floor(), null, 2));
     return;
   }
   const plain = await measure('basalt noauth');
