@@ -13,10 +13,10 @@
  * round's p50 moves by a third between runs on this noisy machine.
  *
  *   node --import tsx bench/api.ts [--n 100] [--c 10] [--gets 200] [--warmup 20] [--rounds 1] [--url URL --pid-dir DIR] [--no-floor]
+ *   node --import tsx bench/api.ts --auth keystone   # noauth, then the same against Debian's Keystone
  *
  * Then (unless --no-floor) the floor under the create p50: the same client, warm-up and
  * concurrency against an empty Fastify route (bench/api-floor.ts).
- *   node --import tsx bench/api.ts --auth keystone   # noauth, then the same against Debian's Keystone
  *
  * With `--auth keystone` it runs twice in one go: Basalt with noauth, then Basalt with
  * auth_strategy = keystone against a real Keystone (test/helpers/keystone.ts), every request
@@ -165,34 +165,46 @@ async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise
 /** Servers this run started and has not stopped: a failed run stops them before it exits. */
 const running = new Set<() => Promise<void>>();
 
-async function startBasalt(env: Record<string, string> = {}): Promise<{ url: string; pids: number[]; stop: () => Promise<void> }> {
-  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-bench-'));
-  const bin = path.resolve(import.meta.dirname, '../bin/basalt.js');
-  const child = spawn(process.execPath, [bin, 'server'], {
-    env: { ...process.env, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const e = JSON.parse(line) as { msg?: string; url?: string };
-        if (e.msg === 'API listening' && e.url) resolve(e.url);
-      } catch { /* ignore */ }
-    });
-    child.once('exit', (code) => reject(new Error(`basalt exited with ${code}`)));
-  });
-  child.stdout!.resume();
-  // The state directory goes once the server has exited (it writes there until then).
+/**
+ * Starts `node args` and resolves once a JSON line of its stdout has a `url` (and, if given,
+ * `msg` equal to `ready`): its URL, pid and `stop` (SIGTERM, then `cleanUp` once it exited).
+ * A failed run stops it before it exits (`running`).
+ */
+async function startServer(args: string[], o: { env?: NodeJS.ProcessEnv; ready?: string; cleanUp?: () => void } = {}): Promise<{ url: string; pids: number[]; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, args, { env: o.env ?? process.env, stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const stop = async (): Promise<void> => {
     running.delete(stop);
     child.kill('SIGTERM');
     await exited;
-    fs.rmSync(stateDir, { recursive: true, force: true });
+    o.cleanUp?.();
   };
   running.add(stop);
+  const url = await new Promise<string>((resolve, reject) => {
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const e = JSON.parse(line) as { msg?: string; url?: string };
+        if (e.url && (o.ready === undefined || e.msg === o.ready)) resolve(e.url);
+      } catch { /* not a log line */ }
+    });
+    child.once('exit', (code) => reject(new Error(`${args.at(-1)} exited with ${code}`)));
+  });
+  child.stdout!.resume();
   return { url, pids: [child.pid!], stop };
 }
+
+/** Basalt with every role, a temporary state directory (removed once it has exited: it writes there until then) and free ports. */
+async function startBasalt(env: Record<string, string> = {}): Promise<{ url: string; pids: number[]; stop: () => Promise<void> }> {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-bench-'));
+  return startServer([path.resolve(import.meta.dirname, '../bin/basalt.js'), 'server'], {
+    env: { ...process.env, BASALT_STATE_DIR: stateDir, BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: 'info', ...env },
+    ready: 'API listening',
+    cleanUp: () => fs.rmSync(stateDir, { recursive: true, force: true }),
+  });
+}
+
+/** The middle value (the upper one of an even count), unrounded. */
+const middle = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function measure(label: string, env?: Record<string, string>): Promise<Record<string, unknown>> {
   let url = args.url;
@@ -282,8 +294,6 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
   clearInterval(sample);
   rssPeak = Math.max(rssPeak, rssMiB(pids));
 
-  /** The middle value (the upper one of an even count), unrounded. */
-  const middle = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   /** The median over the rounds of each figure of a phase. */
   const median = <K extends 'create' | 'list_detail' | 'delete'>(phase: K): Record<string, number> => Object.fromEntries(
     Object.keys(rounds[0]![phase]).map((k) => [k, middle(rounds.map((r) => (r[phase] as Record<string, number>)[k]!))]));
@@ -307,18 +317,7 @@ async function measure(label: string, env?: Record<string, string>): Promise<Rec
  * Basalt's cannot go below (the client shares the machine's two vCPUs).
  */
 async function floor(): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'api-floor.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const stop = async (): Promise<void> => {
-    running.delete(stop);
-    const gone = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await gone;
-  };
-  running.add(stop);
-  const url = await new Promise<string>((resolve, reject) => {
-    readline.createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { url: string }).url));
-    child.once('exit', (code) => reject(new Error(`api-floor exited with ${code}`)));
-  });
+  const { url, stop } = await startServer(['--import', 'tsx', path.join(import.meta.dirname, 'api-floor.ts')]);
   const posts = async (n: number): Promise<number[]> => {
     const ms: number[] = [];
     await pool(Array.from({ length: n }, (_, i) => i), C, async (i) => {
@@ -332,7 +331,7 @@ async function floor(): Promise<Record<string, unknown>> {
   const p50s: number[] = [];
   for (let r = 0; r < ROUNDS; r++) p50s.push(pct(await posts(N), 50));
   await stop();
-  return { label: 'floor: empty Fastify route, same client', n: N, concurrency: C, warmup: WARMUP, create_p50_ms: [...p50s].sort((a, b) => a - b)[Math.floor(p50s.length / 2)], ...(ROUNDS > 1 ? { create_p50s_ms: p50s } : {}) };
+  return { label: 'floor: empty Fastify route, same client', n: N, concurrency: C, warmup: WARMUP, create_p50_ms: middle(p50s), ...(ROUNDS > 1 ? { create_p50s_ms: p50s } : {}) };
 }
 
 async function main(): Promise<void> {

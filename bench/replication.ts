@@ -77,8 +77,6 @@ const run = promisify(execFile);
 
 interface FioRow { iops: number; latUs: number }
 
-/** One fio run of `rw` at `qd` against an NBD URI: IOPS and mean completion latency. */
-
 /**
  * Prints the floor under the sync row on this machine (bench/roundtrip.c): a
  * 4 KiB write's round trip to another process and back, with nothing done on
@@ -99,6 +97,7 @@ function floorOfSync(plainUs: number): void {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
+/** One fio run of `rw` at `qd` against an NBD URI: IOPS and mean completion latency. */
 async function fio(uri: string, qd: number, seconds = RUNTIME): Promise<FioRow> {
   const { stdout: out } = await run('fio', ['--name=r', '--output-format=json', '--time_based', `--runtime=${seconds}`, '--ioengine=nbd', `--uri=${uri}`,
     '--size=256M', '--rw=randwrite', '--bs=4k', `--iodepth=${qd}`], { maxBuffer: 64 * MiB });

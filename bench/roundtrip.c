@@ -13,6 +13,7 @@
  * both sides polling (MSG_DONTWAIT in a loop: no wake-up, two CPUs spinning).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +31,12 @@ static double now_us(void) {
   return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
-/* Receives exactly n bytes; polling: never sleeps in recv. 0, or -1 when the peer went away. */
+/* Receives exactly n bytes; polling: never sleeps in recv. 0, or -1 when the peer went away or the socket failed. */
 static int recv_all(int s, char *buf, size_t n, int polling) {
   for (size_t got = 0; got < n;) {
     ssize_t r = recv(s, buf + got, n - got, polling ? MSG_DONTWAIT : 0);
     if (r > 0) got += (size_t)r;
-    else if (r == 0) return -1;
+    else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return -1;
   }
   return 0;
 }
