@@ -599,17 +599,27 @@ class Flusher {
   wrote(bytes: number): void {
     if (this.failure) throw this.failure.err;
     this.since += bytes;
-    if (this.since < FLUSH_EVERY_BYTES || this.running) return;
+    this.startIfDue();
+  }
+
+  /**
+   * Starts a flush when {@link FLUSH_EVERY_BYTES} were written since the last
+   * one began and none is running. A flush slower than the writes starts the
+   * next one as it ends, so a restore that outruns its disk still drops its
+   * pages every flush and not only at the end.
+   */
+  private startIfDue(): void {
+    if (this.since < FLUSH_EVERY_BYTES || this.running || this.failure) return;
     this.since = 0;
     this.running = this.destination.flush()
       .then(() => this.destination.evict?.(0, this.destination.sizeBytes))
       .catch((err: unknown) => { this.failure ??= { err }; })
-      .finally(() => { this.running = undefined; });
+      .finally(() => { this.running = undefined; this.startIfDue(); });
   }
 
-  /** Waits for the flush under way. @throws what a flush threw. */
+  /** Waits for the flushes under way, the one a finishing flush starts included. @throws what a flush threw. */
   async settle(): Promise<void> {
-    await this.running;
+    while (this.running) await this.running;
     if (this.failure) throw this.failure.err;
   }
 }

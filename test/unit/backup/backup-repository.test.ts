@@ -175,7 +175,7 @@ test('a restore onto a volume that was not empty writes the zero blocks too', as
   await sameBytes(vol, old, 8 * MiB);
 });
 
-test('a restore drops what it wrote from the page cache only after a flush made it durable, and the volume reads back whole', async (t) => {
+test('a restore drops what it wrote from the page cache only after a flush made it durable, each 64 MiB even when the disk is slower, and the volume reads back whole', async (t) => {
   const s = await setup(t);
   const vol = await s.open('v1');
   await vol.write(0, randomBytes(160 * MiB)); // past two of the restore's 64 MiB background flushes
@@ -183,10 +183,18 @@ test('a restore drops what it wrote from the page cache only after a flush made 
   const copy = await s.open('r1');
   const calls: string[] = [];
   let flushing = 0;
+  // The first flush ends only when everything was written: a disk slower than the restore, which must not cost it the evictions.
+  let written = 0;
+  let allWritten!: () => void;
+  const whole = new Promise<void>((resolve) => { allWritten = resolve; });
   const dest = {
     sizeBytes: copy.sizeBytes,
-    write: (o: number, d: Buffer) => copy.write(o, d),
-    flush: async () => { flushing++; calls.push('flush'); await copy.flush(); flushing--; calls.push('flushed'); },
+    write: async (o: number, d: Buffer) => { await copy.write(o, d); if ((written += d.length) >= 160 * MiB) allWritten(); },
+    flush: async () => {
+      flushing++; calls.push('flush');
+      if (calls.length === 1) await whole;
+      await copy.flush(); flushing--; calls.push('flushed');
+    },
     evict: async (o: number, n: number) => { calls.push(flushing ? 'evict during a flush' : 'evict'); await copy.evict!(o, n); },
   };
   await s.repo.restore(b.manifest, dest, { zeroed: true });
