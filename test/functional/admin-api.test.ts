@@ -5,20 +5,13 @@
  * scheduling and management operations; cinderclient drives the same calls.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
+import { noauthCinder } from '../helpers/openstack-clients.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
-const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
 
-async function cinder(s: TestServer, ...args: string[]): Promise<string> {
-  const { stdout } = await run('/usr/bin/cinder', [
-    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', PROJECT, '--os-endpoint', `${s.url}/v3`, ...args,
-  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 });
-  return stdout;
-}
+const cinder = (s: TestServer, ...args: string[]): Promise<string> => noauthCinder(s, PROJECT, ...args);
 
 test('extensions, pools, capabilities and hosts', async (t) => {
   const s = await startTestServer(t);

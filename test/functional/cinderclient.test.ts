@@ -3,24 +3,15 @@
  * create, list, show, extend (the file grows), metadata and delete.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
+import { noauthCinder } from '../helpers/openstack-clients.ts';
 import { startTestServer, waitFor, type TestServer } from '../helpers/server.ts';
 
-const run = promisify(execFile);
-const CINDER = '/usr/bin/cinder';
 const PROJECT = 'cafe0000000000000000000000000001';
 
-async function cinder(s: TestServer, ...args: string[]): Promise<string> {
-  const { stdout } = await run(CINDER, [
-    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', PROJECT,
-    '--os-endpoint', `${s.url}/v3`, ...args,
-  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 });
-  return stdout;
-}
+const cinder = (s: TestServer, ...args: string[]): Promise<string> => noauthCinder(s, PROJECT, ...args);
 
 /** Reads a `cinder show`-style property table into an object. */
 function table(out: string): Record<string, string> {
@@ -33,7 +24,7 @@ function table(out: string): Record<string, string> {
 }
 
 test('python3-cinderclient: create, list, show, extend, metadata, delete', async (t) => {
-  assert.ok(fs.existsSync(CINDER), 'python3-cinderclient is installed by scripts/install-test-tools.sh');
+  assert.ok(fs.existsSync('/usr/bin/cinder'), 'python3-cinderclient is installed by scripts/install-test-tools.sh');
   const s = await startTestServer(t);
   const created = table(await cinder(s, 'create', '--name', 'oracle', '--metadata', 'team=storage', '1'));
   const id = created.id!;

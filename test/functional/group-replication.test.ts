@@ -6,11 +6,10 @@
  * hold exactly that point, and a failback brings the group home.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { bytesOf, fileOf, REPLICATING_BACKENDS } from '../helpers/backends.ts';
 import { fileDigest } from '../helpers/file-digest.ts';
+import { noauthCinder } from '../helpers/openstack-clients.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 import fs from 'node:fs';
 
@@ -170,10 +169,7 @@ test('group replication: consistent group points, failover to one point across v
 
 test('python3-cinderclient drives group replication: enable, list targets, failover, failback, disable', async (t) => {
   const s = await startTestServer(t, { ini: REPLICATING_BACKENDS });
-  const cinder = async (...args: string[]): Promise<string> => (await promisify(execFile)('/usr/bin/cinder', [
-    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', PROJECT, '--os-endpoint', `${s.url}/v3`,
-    '--os-volume-api-version', '3.38', ...args,
-  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 })).stdout;
+  const cinder = (...args: string[]): Promise<string> => noauthCinder(s, PROJECT, '--os-volume-api-version', '3.38', ...args);
   await post(s, '/types', { volume_type: { name: 'repl', extra_specs: REPLICATED } }, 200, {});
   await cinder('group-type-create', 'replicated');
   await cinder('group-type-key', 'replicated', 'set', 'consistent_group_replication_enabled=<is> True');

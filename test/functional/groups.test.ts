@@ -11,6 +11,7 @@ import type net from 'node:net';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { connectExport, requestFrame } from '../helpers/nbd-raw.ts';
+import { noauthCinder } from '../helpers/openstack-clients.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type Reply, type TestServer } from '../helpers/server.ts';
 import { streamedEvents } from '../helpers/webhook-receiver.ts';
 
@@ -362,10 +363,7 @@ test('a group snapshot is refused while a member is attached as a local loop dev
 test('python3-cinderclient drives group types, groups, volumes in them and group snapshots', async (t) => {
   const s = await startTestServer(t);
   const project = 'cafe0000000000000000000000000002';
-  const cinder = async (...args: string[]): Promise<string> => (await run('/usr/bin/cinder', [
-    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', project, '--os-endpoint', `${s.url}/v3`,
-    '--os-volume-api-version', '3.14', ...args,
-  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 })).stdout;
+  const cinder = (...args: string[]): Promise<string> => noauthCinder(s, project, '--os-volume-api-version', '3.14', ...args);
   const field = (out: string, name: string): string => new RegExp(`\\|\\s*${name}\\s*\\|\\s*(\\S+)\\s*\\|`).exec(out)![1]!;
   await cinder('type-create', 'gold');
   await cinder('group-type-create', 'gold-group');

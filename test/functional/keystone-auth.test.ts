@@ -9,15 +9,11 @@
  * nothing about the deployment when Keystone fails.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { basaltKeystoneEnv, keystoneDoor, keystoneForFile, type KeystoneDoor } from '../helpers/keystone.ts';
+import { openstackClient } from '../helpers/openstack-clients.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { freePort } from '../helpers/net.ts';
-
-const run = promisify(execFile);
-
 
 const ks = keystoneForFile();
 
@@ -180,8 +176,8 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
     OS_AUTH_URL: ks.cloud.authUrl, OS_USERNAME: 'alice', OS_PASSWORD: ks.cloud.password, OS_PROJECT_NAME: 'demo',
     OS_USER_DOMAIN_NAME: 'Default', OS_PROJECT_DOMAIN_NAME: 'Default', OS_IDENTITY_API_VERSION: '3', OS_REGION_NAME: 'RegionOne',
   };
-  const cinder = async (...args: string[]) => (await run('/usr/bin/cinder', ['--os-volume-api-version', '3.55', ...args], { env, timeout: 60_000 })).stdout;
-  const openstack = async (...args: string[]) => (await run('/usr/bin/openstack', args, { env: { ...env, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 })).stdout;
+  const cinder = async (...args: string[]) => (await openstackClient('cinder', ['--os-volume-api-version', '3.55', ...args], { env, timeout: 60_000 })).stdout;
+  const openstack = async (...args: string[]) => (await openstackClient('openstack', args, { env: { ...env, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 })).stdout;
 
   // openstackclient's volume create asks the catalog for an image service even without --image
   // (as against Cinder); an image entry in the catalog gets past it: Glance, or any URL ending in /v2
@@ -211,8 +207,8 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   assert.ok(types.some((x) => x.Name === '__DEFAULT__'));
   // Types are managed by the cloud admin; a member is refused.
   const adminEnv = { ...env, OS_USERNAME: 'admin', OS_PASSWORD: ks.cloud.adminPassword, OS_PROJECT_NAME: 'admin', OS_VOLUME_API_VERSION: '3' };
-  await run('/usr/bin/openstack', ['volume', 'type', 'create', '--property', 'tier=gold', 'gold'], { env: adminEnv, timeout: 60_000 });
-  const gold = JSON.parse((await run('/usr/bin/openstack', ['volume', 'type', 'show', 'gold', '-f', 'json'], { env: adminEnv, timeout: 60_000 })).stdout) as { name: string; properties: unknown };
+  await openstackClient('openstack', ['volume', 'type', 'create', '--property', 'tier=gold', 'gold'], { env: adminEnv, timeout: 60_000 });
+  const gold = JSON.parse((await openstackClient('openstack', ['volume', 'type', 'show', 'gold', '-f', 'json'], { env: adminEnv, timeout: 60_000 })).stdout) as { name: string; properties: unknown };
   assert.equal(gold.name, 'gold');
   assert.match(JSON.stringify(gold.properties), /tier/);
   const memberTry = await openstack('volume', 'type', 'create', 'tin').then(() => '', (e: { stderr: string }) => e.stderr);
@@ -224,9 +220,9 @@ test('cinderclient and openstackclient with Keystone credentials, through the ca
   const requests = JSON.parse(await openstack('volume', 'transfer', 'request', 'list', '-f', 'json')) as Array<{ ID: string; Name: string }>;
   assert.deepEqual(requests.map((x) => [x.ID, x.Name]), [[offer.id, 'to-rival']]);
   const rivalEnv = { ...env, OS_USERNAME: 'mallory', OS_PROJECT_NAME: 'rival' };
-  await run('/usr/bin/cinder', ['transfer-accept', offer.id, offer.auth_key], { env: rivalEnv, timeout: 60_000 });
-  const theirs = (await run('/usr/bin/cinder', ['list'], { env: rivalEnv, timeout: 60_000 })).stdout;
+  await openstackClient('cinder', ['transfer-accept', offer.id, offer.auth_key], { env: rivalEnv, timeout: 60_000 });
+  const theirs = (await openstackClient('cinder', ['list'], { env: rivalEnv, timeout: 60_000 })).stdout;
   assert.match(theirs, new RegExp(id), 'the volume now lists in the accepting project');
   assert.doesNotMatch(await cinder('list'), new RegExp(id));
-  await run('/usr/bin/openstack', ['volume', 'delete', id], { env: { ...rivalEnv, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 });
+  await openstackClient('openstack', ['volume', 'delete', id], { env: { ...rivalEnv, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 });
 });

@@ -5,18 +5,14 @@
  * effect), volumes and snapshots.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
+import { noauthOpenstack } from '../helpers/openstack-clients.ts';
 import { PROJECT, startTestServer, waitForStatus } from '../helpers/server.ts';
-
-const run = promisify(execFile);
 
 test('openstack volume, type, qos and snapshot commands against Basalt', { timeout: 240_000 }, async (t) => {
   const s = await startTestServer(t);
   const os = async (...args: string[]): Promise<any> => { // eslint-disable-line @typescript-eslint/no-explicit-any
-    const { stdout } = await run('openstack', ['--os-auth-type', 'admin_token', '--os-token', `admin:${PROJECT}`, '--os-endpoint', `${s.url}/v3/${PROJECT}`,
-      '--os-volume-api-version', '3.54', ...args, ...(args.includes('associate') || args.includes('delete') ? [] : ['-f', 'json'])], { env: { ...process.env, OS_CLOUD: '' } });
+    const stdout = await noauthOpenstack(s, PROJECT, '--os-volume-api-version', '3.54', ...args, ...(args.includes('associate') || args.includes('delete') ? [] : ['-f', 'json']));
     return stdout.trim() ? JSON.parse(stdout) : undefined;
   };
   assert.equal((await os('volume', 'type', 'create', 'gold')).name, 'gold');

@@ -6,14 +6,12 @@
  * nothing half-created.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { FIXED_KEY_ID, KeyNotFoundError, type KeyManager, type KeyRequest, type SymmetricKey } from '../../src/keymgr/index.ts';
+import { noauthCinder, noauthOpenstack } from '../helpers/openstack-clients.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
-const run = promisify(execFile);
 const V = `/v3/${PROJECT}`;
 const MEMBER = { 'X-Auth-Token': `alice:${PROJECT}`, 'X-Roles': 'member' };
 const KEY_ENV = { BASALT_KEY_MANAGER__FIXED_KEY: '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff' };
@@ -285,9 +283,7 @@ test('with a key per volume: copies get their own copy of the key, and a deleted
 
 test('python3-openstackclient: a type created with an encryption spec, shown with it', async (t) => {
   const s = await startTestServer(t);
-  const openstack = async (...args: string[]): Promise<string> => (await run('/usr/bin/openstack', [
-    '--os-auth-type', 'admin_token', '--os-token', `admin:${PROJECT}`, '--os-endpoint', `${s.url}/v3/${PROJECT}`, ...args,
-  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir, OS_VOLUME_API_VERSION: '3' }, timeout: 60_000 })).stdout;
+  const openstack = (...args: string[]): Promise<string> => noauthOpenstack(s, PROJECT, '--os-volume-api-version', '3', ...args);
   await openstack('volume', 'type', 'create', '--encryption-provider', 'luks', '--encryption-cipher', 'aes-xts-plain64',
     '--encryption-key-size', '256', '--encryption-control-location', 'front-end', 'LUKS');
   const shown = JSON.parse(await openstack('volume', 'type', 'show', '--encryption-type', 'LUKS', '-f', 'json')) as { encryption: Record<string, unknown> };
@@ -296,9 +292,7 @@ test('python3-openstackclient: a type created with an encryption spec, shown wit
 
 test('python3-cinderclient: encryption-type-create, -show, -update, -delete, -list', async (t) => {
   const s = await startTestServer(t);
-  const cinder = async (...args: string[]): Promise<string> => (await run('/usr/bin/cinder', [
-    '--os-auth-type', 'noauth', '--os-user-id', 'admin', '--os-project-id', PROJECT, '--os-endpoint', `${s.url}/v3`, ...args,
-  ], { env: { PATH: '/usr/bin:/bin', HOME: s.stateDir }, timeout: 60_000 })).stdout;
+  const cinder = (...args: string[]): Promise<string> => noauthCinder(s, PROJECT, ...args);
   const type = await createType(s, 'luks');
   const created = await cinder('encryption-type-create', '--cipher', 'aes-xts-plain64', '--key-size', '256', '--control-location', 'front-end', 'luks', 'luks');
   assert.match(created, new RegExp(`\\| ${type} \\| luks .*\\| aes-xts-plain64 .*\\| 256 .*\\| front-end`));
