@@ -1,10 +1,11 @@
 /**
- * Debian's Keystone for tests: keystone-manage sets up a fresh SQLite database
- * (WAL mode; bcrypt rounds at their minimum, for speed), fernet keys and the
- * bootstrap admin in a temporary folder; uwsgi serves it on a free loopback
- * port. `cloud()` then adds what a Basalt deployment needs: the service user
- * (role `service`, so it may validate tokens), a `volumev3` endpoint pointing at
- * Basalt, and a project with a member and a reader, and a second project.
+ * Debian's Keystone for tests: a copy, in a temporary folder, of the SQLite
+ * database (WAL mode; bcrypt rounds at their minimum, for speed), fernet keys
+ * and bootstrap admin that keystone-manage set up once (`keystoneTemplate`);
+ * uwsgi serves it on a free loopback port. `cloud()` then adds what a Basalt
+ * deployment needs: the service user (role `service`, so it may validate
+ * tokens), a `volumev3` endpoint pointing at Basalt, and a project with a
+ * member and a reader, and a second project.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,8 +14,9 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before } from 'node:test';
+import SQLite from 'better-sqlite3';
 import { freePort } from './net.ts';
-import { exited } from './process.ts';
+import { endsWithThisProcess, exited } from './process.ts';
 
 
 /** The users and projects of a test cloud. */
@@ -82,11 +84,11 @@ export function keystoneForFile(): KeystoneForFile {
   return fixture;
 }
 
-/** Starts Keystone; resolves once it answers. Needs Debian's python3-keystone, uwsgi-core and uwsgi-plugin-python3. */
-export async function startKeystone(): Promise<Keystone> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-keystone-'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+/** The identity endpoint a set-up template carries until a start names its own port. */
+const TEMPLATE_ENDPOINT = 'http://127.0.0.1:1/v3';
+
+/** Keystone's configuration for the database, keys and log kept in `dir`. */
+function keystoneConf(dir: string): string {
   const conf = path.join(dir, 'keystone.conf');
   fs.writeFileSync(conf, [
     '[DEFAULT]', `log_file = ${dir}/keystone.log`,
@@ -97,18 +99,55 @@ export async function startKeystone(): Promise<Keystone> {
     '[identity]', 'password_hash_rounds = 4',
     '[cache]', 'enabled = false', '',
   ].join('\n'));
+  return conf;
+}
+
+/**
+ * A set-up Keystone (migrated database, fernet keys, bootstrap admin, WAL mode)
+ * kept in the temporary folder for every start on this machine with this
+ * Keystone version: keystone-manage's three steps cost about 11 s of CPU, paid
+ * once instead of by each test file. Built aside and renamed into place, so
+ * that files starting at the same moment never see half of one.
+ */
+function keystoneTemplate(): string {
+  const version = execFileSync('dpkg-query', ['-W', '-f', '${Version}', 'python3-keystone'], { encoding: 'utf8' }).trim();
+  const template = path.join(os.tmpdir(), `basalt-keystone-template-${version}`);
+  if (fs.existsSync(template)) return template;
+  const building = fs.mkdtempSync(`${template}.building-`);
+  const conf = keystoneConf(building);
   const manage = (...args: string[]) => execFileSync('keystone-manage', ['--config-file', conf, ...args], { stdio: 'ignore' });
   manage('db_sync');
   manage('fernet_setup', '--keystone-user', 'root', '--keystone-group', 'root');
-  manage('bootstrap', '--bootstrap-password', 'secret', '--bootstrap-public-url', `${url}/v3`, '--bootstrap-region-id', 'RegionOne');
-  execFileSync('/usr/bin/python3', ['-c', `import sqlite3; sqlite3.connect('${dir}/keystone.db').execute('pragma journal_mode=wal')`]);
+  manage('bootstrap', '--bootstrap-password', 'secret', '--bootstrap-public-url', TEMPLATE_ENDPOINT, '--bootstrap-region-id', 'RegionOne');
+  const db = new SQLite(path.join(building, 'keystone.db'));
+  db.pragma('journal_mode = wal');
+  db.close();
+  fs.rmSync(path.join(building, 'keystone.log'), { force: true });
+  try {
+    fs.renameSync(building, template);
+  } catch {
+    fs.rmSync(building, { recursive: true, force: true }); // another file's start won the race: use its template
+  }
+  return template;
+}
+
+/** Starts Keystone; resolves once it answers. Needs Debian's python3-keystone, uwsgi-core and uwsgi-plugin-python3. */
+export async function startKeystone(): Promise<Keystone> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-keystone-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  fs.cpSync(keystoneTemplate(), dir, { recursive: true });
+  const conf = keystoneConf(dir);
+  const db = new SQLite(path.join(dir, 'keystone.db'));
+  db.prepare('update endpoint set url = ? where url = ?').run(`${url}/v3`, TEMPLATE_ENDPOINT);
+  db.close();
   const log = path.join(dir, 'uwsgi.log');
-  const child = spawn('uwsgi', [
+  const child = endsWithThisProcess(spawn('uwsgi', [
     '--plugin', 'python3', '--http-socket', `127.0.0.1:${port}`, '--wsgi-file', '/usr/bin/keystone-wsgi-public',
     '--env', `OS_KEYSTONE_CONFIG_FILES=${conf}`, '--master', '--processes', '2', '--threads', '2', '--die-on-term', '--logto', log,
     // As Debian's keystone uwsgi settings: clients must not reuse a connection uwsgi will close.
     '--add-header', 'Connection: close', '--buffer-size', '65535', '--lazy-apps', '--enable-threads',
-  ], { stdio: 'ignore', detached: true }); // its own process group: `stop` can end the workers with the master
+  ], { stdio: 'ignore', detached: true }), true); // its own process group: `stop` can end the workers with the master
   // Bounded by Keystone's readiness (or its exit), not by a guess of how long
   // a start takes on a busy machine; five minutes of a live uwsgi that never
   // answers is a Keystone that will not.
