@@ -1,5 +1,5 @@
 /**
- * The fault-injection run of test/postgres/chaos.test.ts, longer and with a
+ * The fault-injection run of test/helpers/cluster-chaos.ts, longer and with a
  * choice of coordination backend: PostgreSQL, 2 API processes, 1 scheduler,
  * 3 volume services in one cluster; random SIGKILLs and restarts under a
  * random operation mix; then the invariant checks. Prints the report as JSON

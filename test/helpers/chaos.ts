@@ -25,12 +25,14 @@
  * through the API and must take their images with them, and every
  * acknowledged write reads back from its image.
  *
- * Used by test/postgres/chaos.test.ts, test/postgres/chaos-rbd.test.ts and bench/chaos.ts.
+ * Used by test/helpers/cluster-chaos.ts, test/postgres/chaos-rbd.test.ts and bench/chaos.ts.
  */
+import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { TestContext } from 'node:test';
 import pg from 'pg';
 import type { Ceph } from './ceph.ts';
 import { checkBlocks, DRILL_BLOCK_BYTES, DrillWriter, type NbdConnectionData } from './drill-writer.ts';
@@ -592,4 +594,20 @@ async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<s
   } finally {
     await rbd.shutdown(cluster);
   }
+}
+
+/**
+ * Reports a chaos run through `t` (its seed, counts and evidence) and asserts
+ * what every run must show: no invariant broken, no request answered 5xx, at
+ * least `operations` operations and five kills.
+ */
+export function checkChaosReport(t: TestContext, report: ChaosReport, operations: number): void {
+  t.diagnostic(`seed ${report.seed}; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
+  t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; failed copies deleted ${report.deletedFailedCopies}`);
+  for (const line of report.evidence) t.diagnostic(`evidence: ${line}`);
+  for (const line of report.aborts) t.diagnostic(`aborted by a native library (a process death like the kills): ${line}`);
+  assert.deepEqual(report.violations, [], `invariants broken (seed ${report.seed})`);
+  assert.deepEqual(report.outcomes.serverErrors, [], 'no request answered 5xx');
+  assert.ok(Object.values(report.operations).reduce((a, b) => a + b, 0) >= operations);
+  assert.ok(Object.values(report.kills).reduce((a, b) => a + b, 0) >= 5, `processes were killed: ${JSON.stringify(report.kills)}`);
 }

@@ -1,5 +1,5 @@
 /**
- * Fault injection on RBD (issue 14 part 4): the chaos run of chaos.test.ts
+ * Fault injection on RBD (issue 14 part 4): the chaos run of cluster-chaos.ts
  * with the three volume services sharing one RBD pool on the run's Ceph
  * cluster instead of a file folder. Hosts write through the attachments'
  * exports while members are SIGKILLed, so images' exclusive locks move
@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { startCeph } from '../helpers/ceph.ts';
-import { runChaos } from '../helpers/chaos.ts';
+import { checkChaosReport, runChaos } from '../helpers/chaos.ts';
 
 const ceph = await startCeph();
 after(() => ceph.stop());
@@ -29,15 +29,9 @@ test('150 operations under SIGKILLs leave a consistent cluster on a shared RBD p
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const started = performance.now();
   const report = await runChaos({ operations: 150, killEveryMs: 2000, coordination: `file://${dir}`, ceph, budgetMs: 230_000, minKills: 5 });
-  t.diagnostic(`seed ${report.seed}; ${((performance.now() - started) / 1000).toFixed(0)} s; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
-  t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; error rows deleted ${report.deletedFailedCopies}`);
-  for (const line of report.evidence) t.diagnostic(`evidence: ${line}`);
-  for (const line of report.aborts) t.diagnostic(`aborted by a native library (a process death like the kills): ${line}`);
-  assert.deepEqual(report.violations, [], `invariants broken (seed ${report.seed})`);
-  assert.deepEqual(report.outcomes.serverErrors, [], 'no request answered 5xx');
-  assert.ok(Object.values(report.operations).reduce((a, b) => a + b, 0) >= 150);
+  t.diagnostic(`the run took ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  checkChaosReport(t, report, 150);
   assert.ok((report.operations.attach ?? 0) > 0 && (report.operations.snapshot ?? 0) > 0 && (report.operations.clone ?? 0) > 0, 'attaches, snapshots and clones ran, not only creates');
-  assert.ok(Object.values(report.kills).reduce((a, b) => a + b, 0) >= 5, `processes were killed: ${JSON.stringify(report.kills)}`);
   assert.ok(report.checked.volumes > 0 && report.checked.files > 0 && report.checked.quotaResources >= 3, 'the checks saw rows, images and quota usage');
   assert.ok(report.checked.writes > 0, 'hosts wrote through the exports, and their writes were read back');
 });
