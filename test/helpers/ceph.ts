@@ -25,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from './net.ts';
-import { hasExited, kill9 } from './process.ts';
+import { endsWithThisProcess, hasExited, kill9 } from './process.ts';
 
 const run = promisify(execFile);
 
@@ -245,6 +245,7 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
       daemons.push(child);
       fs.appendFileSync(path.join(dir, 'pids'), `${child.pid}\n`);
       if (o.detached) child.unref();
+      else endsWithThisProcess(child);
       return child;
     };
 

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './net.ts';
+import { endsWithThisProcess } from './process.ts';
 
 
 /** Starts etcd; resolves with its client URL and a stop function once it answers. */
@@ -11,11 +12,11 @@ export async function startEtcd(): Promise<{ url: string; stop(): Promise<void> 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-etcd-'));
   const [client, peer] = [await freePort(), await freePort()];
   const url = `http://127.0.0.1:${client}`;
-  const child = spawn('etcd', [
+  const child = endsWithThisProcess(spawn('etcd', [
     '--name', 'test', '--data-dir', dir, '--listen-client-urls', url, '--advertise-client-urls', url,
     '--listen-peer-urls', `http://127.0.0.1:${peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
     '--initial-cluster', `test=http://127.0.0.1:${peer}`, '--unsafe-no-fsync',
-  ], { stdio: 'ignore' });
+  ], { stdio: 'ignore' }));
   for (let i = 0; ; i++) {
     const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
     if (ok) break;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import pg from 'pg';
 import { freePort } from './net.ts';
-import { exited, hasExited } from './process.ts';
+import { endsWithThisProcess, exited, hasExited } from './process.ts';
 
 const BIN = (() => {
   const root = '/usr/lib/postgresql';
@@ -82,8 +82,8 @@ export async function startPostgres(): Promise<Postgres> {
   execFileSync('setpriv', [...asPostgres, path.join(BIN, 'initdb'), '-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync'], { stdio: 'ignore' });
   const port = await freePort();
   const url = `postgresql://postgres@127.0.0.1:${port}`;
-  const launch = (): ChildProcess => spawn('setpriv', [...asPostgres, path.join(BIN, 'postgres'), '-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', sock,
-    '-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'full_page_writes=off'], { stdio: 'ignore' });
+  const launch = (): ChildProcess => endsWithThisProcess(spawn('setpriv', [...asPostgres, path.join(BIN, 'postgres'), '-D', data, '-h', '127.0.0.1', '-p', String(port), '-k', sock,
+    '-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'full_page_writes=off'], { stdio: 'ignore' }));
   let child = launch();
   await untilAccepting(url, child);
   return {

@@ -16,7 +16,7 @@ export interface Spawned { child: ChildProcess; url?: string }
  */
 export function spawnBasalt(env: Record<string, string>, roles?: string, ready = 'API listening', stderr: 'inherit' | 'pipe' = 'inherit'): Promise<Spawned> {
   const args = [BIN, 'server', ...(roles ? ['--roles', roles] : [])];
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', stderr] });
+  const child = endsWithThisProcess(spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', stderr] }));
   return new Promise((resolve, reject) => {
     readline.createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
@@ -36,6 +36,41 @@ export function spawnBasalt(env: Record<string, string>, roles?: string, ready =
 export function exited(child: ChildProcess): Promise<void> {
   if (hasExited(child)) return Promise.resolve();
   return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Children SIGKILLed when this process ends (see {@link endsWithThisProcess}), with whether each leads a process group. */
+const owned = new Map<ChildProcess, boolean>();
+let killsOwnedAtExit = false;
+
+/** SIGKILLs every child still owned (synchronously: it also runs on 'exit'). */
+function killOwned(): void {
+  for (const [child, group] of owned) {
+    try {
+      if (group) process.kill(-child.pid!, 'SIGKILL');
+      else child.kill('SIGKILL');
+    } catch { /* gone already */ }
+  }
+  owned.clear();
+}
+
+/**
+ * Makes `child` (its whole process group with `group`, for a child spawned
+ * `detached`) end with this test process however that ends. A file's
+ * `after` hooks do not run when the test runner stops it at its timeout
+ * (SIGTERM): a cluster of Basalt processes and its PostgreSQL went on
+ * running through the rest of a CI run after one did. Returns `child`.
+ */
+export function endsWithThisProcess<C extends ChildProcess>(child: C, group = false): C {
+  if (!killsOwnedAtExit) {
+    killsOwnedAtExit = true;
+    process.on('exit', killOwned);
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+      process.once(signal, () => { killOwned(); process.kill(process.pid, signal); });
+    }
+  }
+  owned.set(child, group);
+  child.once('exit', () => owned.delete(child));
+  return child;
 }
 
 /** Whether `child` has exited already (by itself or by a signal). */

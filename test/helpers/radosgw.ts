@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Ceph } from './ceph.ts';
 import { freePort } from './net.ts';
-import { kill9 } from './process.ts';
+import { endsWithThisProcess, kill9 } from './process.ts';
 
 const run = promisify(execFile);
 
@@ -53,11 +53,11 @@ export async function startRadosgw(ceph: Ceph): Promise<Radosgw> {
       const port = await freePort();
       endpoint = `http://127.0.0.1:${port}`;
       const out = fs.openSync(path.join(dir, 'radosgw.stderr'), 'a');
-      const started: ChildProcess = spawn('radosgw', [
+      const started: ChildProcess = endsWithThisProcess(spawn('radosgw', [
         '-f', '-c', ceph.confPath, '-n', name, '--keyring', keyring,
         '--rgw-frontends', `beast endpoint=127.0.0.1:${port}`,
         '--rgw-data', dir, '--run-dir', dir, '--admin-socket', path.join(dir, 'asok'), '--log-file', log, '--pid-file', path.join(dir, 'pid'),
-      ], { stdio: ['ignore', out, out] });
+      ], { stdio: ['ignore', out, out] }));
       child = started;
       fs.closeSync(out);
       let answered = false;
