@@ -22,7 +22,7 @@
 import { BasaltError, DriverError, InvalidInputError } from '../errors/index.ts';
 import {
   GiB, resolveCapabilities, VOLUME_ID_PLACEHOLDER,
-  type BackendStats, type ChangedExtent, type DriverCapabilities, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
+  type BackendStats, type ChangedExtent, type DriverCapabilities, type FailoverResult, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
   type VolumeHandle, type VolumeRef,
 } from './volume-driver.ts';
 
@@ -175,13 +175,13 @@ export class GuardedDriver implements VolumeDriver {
   }
 
   /** Serves from target `backendId` (`default`: the backend's own storage), promoting `vols` there. @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication`. */
-  async failOver(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+  async failOver(backendId: string, vols: readonly VolumeRef[]): Promise<FailoverResult> {
     const fn = this.replicationMethod('failOver');
     return this.call('failOver', vols.map((v) => volumeKey(v.id)), () => fn(backendId, vols));
   }
 
   /** Serves just `vols` from target `backendId` (`default`: the backend's own storage again). @throws BasaltError NOT_IMPLEMENTED without `supportsBackendReplication` and the method. */
-  async failOverVolumes(backendId: string, vols: readonly VolumeRef[], o: { prepare?: boolean } = {}): Promise<{ failed: string[] }> {
+  async failOverVolumes(backendId: string, vols: readonly VolumeRef[], o: { prepare?: boolean } = {}): Promise<FailoverResult> {
     const fn = this.replicationMethod('failOverVolumes');
     return this.call('failOverVolumes', vols.map((v) => volumeKey(v.id)), () => fn(backendId, vols, o));
   }

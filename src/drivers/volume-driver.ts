@@ -259,6 +259,12 @@ export interface VolumeRef {
   readonly sizeGiB: number;
 }
 
+/** What a failover of volumes (`failOver`, `failOverVolumes`) could not do: the volumes whose copy was not promoted, and why, by volume id, when known. */
+export interface FailoverResult {
+  failed: string[];
+  reasons?: Readonly<Record<string, string>>;
+}
+
 /** The part of a snapshot a driver needs. */
 export interface SnapshotRef {
   /** The snapshot's UUID; drivers name their objects after it. */
@@ -267,6 +273,12 @@ export interface SnapshotRef {
   readonly volumeId: string;
   /** Size in GiB of the volume when the snapshot was taken. */
   readonly sizeGiB: number;
+}
+
+/** What a failover of volumes (`failOver`, `failOverVolumes`) could not do: the volumes whose copy was not promoted, and why, by volume id, when known. */
+export interface FailoverResult {
+  failed: string[];
+  reasons?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -789,14 +801,15 @@ export interface VolumeDriver {
    *   handles open before fail every call and the driver reports their
    *   volumes lost (`watchLostVolumes`), so the core drops their exports and
    *   hosts reconnect. The result names the volumes whose copy could not be
-   *   promoted (they stay where they were).
+   *   promoted (they stay where they were), with why in `reasons` (for
+   *   operators' logs) when the driver knows.
    * - Idempotency: a volume already promoted there counts as done; a call
    *   after a crash midway completes the rest.
    * - Errors: `DriverError`, retryable when a failback waits for copies to
    *   be in step on the backend's own storage.
    * - Default if omitted: refused (`NOT_IMPLEMENTED`).
    */
-  failOver?(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }>;
+  failOver?(backendId: string, vols: readonly VolumeRef[]): Promise<FailoverResult>;
 
   /**
    * Makes the replication target `backendId` serve just `vols` (`default`:
@@ -825,7 +838,7 @@ export interface VolumeDriver {
    * volume from another side yet, returns no failures; throws the retryable
    * `DriverError` the real call would.
    */
-  failOverVolumes?(backendId: string, vols: readonly VolumeRef[], o?: { prepare?: boolean }): Promise<{ failed: string[] }>;
+  failOverVolumes?(backendId: string, vols: readonly VolumeRef[], o?: { prepare?: boolean }): Promise<FailoverResult>;
 
   /**
    * The extents of a snapshot that may hold data. Optional: present exactly

@@ -191,7 +191,7 @@ export function groupReplicationHandlers(deps: GroupReplicationDeps, driver: Gua
       if (driver.capabilities.supportsBackendReplication) {
         // The group's own backend promotes its members' images on the other side (the API sent the job here).
         const members = (await groups.members(db.kysely, g.id)).filter((v) => v.replication_status === 'failing-over');
-        const failed = await withLocks(deps, memberLocks(members), () => moveGroupInDriver(deps, driver, members.map((v) => ({ id: v.id, sizeGiB: v.size })), p.backendId));
+        const failed = await withLocks(deps, memberLocks(members), () => moveGroupInDriver(deps, driver, members.map((v) => ({ id: v.id, sizeGiB: v.size })), p.backendId, ctx.log));
         await ctx.complete(async (tx) => {
           await recordMoves(deps, tx, members, failed, { cluster, backendId: p.backendId }, ctx.job.request_id);
           await settle(tx, g.id, 'failing-over', back ? 'enabled' : 'failed-over');

@@ -56,7 +56,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import type { Db, ServiceRepository, Tx, VolumeRepository, VolumeTypeRepository, VolumeRow } from '../db/index.ts';
-import type { GuardedDriver, VolumeRef } from '../drivers/index.ts';
+import type { FailoverResult, GuardedDriver, VolumeRef } from '../drivers/index.ts';
 import { reporting, replicationTargetsOf } from '../services/index.ts';
 import { quiesceAll } from './group-handlers.ts';
 import { failUnreplicated, FAILBACK_ID, moveGroups, type FailoverPayload, type ReplicationDeps } from './replication-jobs.ts';
@@ -211,11 +211,11 @@ export class BackendReplicator {
     const target = reporting(rows).flatMap(({ report }) => replicationTargetsOf(report))[0];
     const refs = (list: readonly VolumeRow[]) => list.map((v) => ({ id: v.id, sizeGiB: v.size }));
     if (target && toMove.length > 0) {
-      const { failed } = await driver.failOverVolumes(target, refs(toMove));
+      const { failed } = logUnpromoted(this.o.log, target, await driver.failOverVolumes(target, refs(toMove)));
       for (const v of toMove) if (!failed.includes(v.id)) this.movedHere.set(v.id, target);
     }
     if (back.length > 0) {
-      const { failed } = await driver.failOverVolumes(FAILBACK_ID, refs(back));
+      const { failed } = logUnpromoted(this.o.log, FAILBACK_ID, await driver.failOverVolumes(FAILBACK_ID, refs(back)));
       for (const v of back) if (!failed.includes(v.id)) this.movedHere.delete(v.id);
     }
   }
@@ -239,16 +239,22 @@ export class BackendReplicator {
  * a crash promotes what is left and sets the same statuses).
  * @throws DriverError from the driver (retryable while a failback waits for copies to be in step).
  */
-export async function failOverInDriver(deps: ReplicationDeps, driver: GuardedDriver, p: FailoverPayload, requestId: string | null): Promise<void> {
+export async function failOverInDriver(deps: ReplicationDeps, driver: GuardedDriver, p: FailoverPayload, requestId: string | null, log: Logger): Promise<void> {
   const { db } = deps;
   const back = p.backendId === FAILBACK_ID;
   const vols = await db.kysely.selectFrom('volumes').select(['id', 'project_id', 'size', 'replication_status']).where('cluster_name', '=', p.cluster)
     .where('replication_status', 'in', back ? ['failed-over', 'error'] : [...SHOWN, 'failed-over']).execute();
-  const { failed } = await driver.failOver(p.backendId, vols.map((v) => ({ id: v.id, sizeGiB: v.size })));
+  const { failed } = logUnpromoted(log, p.backendId, await driver.failOver(p.backendId, vols.map((v) => ({ id: v.id, sizeGiB: v.size }))));
   await db.kysely.transaction().execute((tx) => recordMoves(deps, tx, vols, failed, p, requestId));
   // The backend's groups follow their members, as a file backend's do.
   await moveGroups(deps, p.cluster, p.cluster, back ? { 'failed-over': 'enabled' } : { enabled: 'failed-over' });
   if (!back) await failUnreplicated(deps, p.cluster, requestId);
+}
+
+/** Logs why the driver could not promote each volume `result` names (its replication status becomes `error`); returns `result`. */
+function logUnpromoted(log: Logger, backendId: string, result: FailoverResult): FailoverResult {
+  for (const id of result.failed) log.warn({ volume_id: id, backend_id: backendId, reason: result.reasons?.[id] ?? 'not given by the driver' }, 'the driver could not promote the volume\'s copy');
+  return result;
 }
 
 /**
@@ -299,7 +305,7 @@ export async function groupPointInDriver(driver: GuardedDriver, exports: ExportS
  * @throws DriverError (retryable while a failback waits for the members' copies to be in step).
  */
 export async function moveGroupInDriver(
-  deps: Pick<ReplicationDeps, 'exports' | 'attachments' | 'db'>, driver: GuardedDriver, members: readonly VolumeRef[], backendId: string,
+  deps: Pick<ReplicationDeps, 'exports' | 'attachments' | 'db'>, driver: GuardedDriver, members: readonly VolumeRef[], backendId: string, log: Logger,
 ): Promise<string[]> {
   const ids = members.map((m) => m.id);
   // A failback's wait for the copies to be in step (up to a minute on
@@ -307,7 +313,7 @@ export async function moveGroupInDriver(
   // the sides change.
   await driver.failOverVolumes(backendId, members, { prepare: true });
   return quiesceAll(deps, ids, async () => {
-    const { failed } = await driver.failOverVolumes(backendId, members);
+    const { failed } = logUnpromoted(log, backendId, await driver.failOverVolumes(backendId, members));
     for (const id of ids) {
       if (failed.includes(id)) continue;
       for (const a of await deps.attachments.ofVolume(deps.db.kysely, id)) await deps.exports?.closeExport(a.export_name);

@@ -228,7 +228,7 @@ export function replicationHandlers(deps: ReplicationDeps, driver: GuardedDriver
     kind: kinds.failover,
     async run(ctx, p) {
       // A backend that replicates itself (RBD's rbd-mirror) promotes the target's copies through its driver (`replication-backend.ts`).
-      if (driver.capabilities.supportsBackendReplication) await failOverInDriver(deps, driver, p, ctx.job.request_id);
+      if (driver.capabilities.supportsBackendReplication) await failOverInDriver(deps, driver, p, ctx.job.request_id, ctx.log);
       else if (p.backendId === FAILBACK_ID) await failBack(deps, driver, cluster, p, ctx.job.request_id);
       else await failOver(deps, driver, cluster, p, ctx.job.request_id);
       await ctx.complete(async (tx) => {

@@ -47,7 +47,9 @@ async function volumeService(s: TestServer): Promise<any> { // eslint-disable-li
 }
 
 test('drill: the primary cluster is lost mid-stream; failover promotes a consistent copy within the RPO', async (t) => {
+  const logLines: string[] = []; // why a promotion failed, should one
   const s = await startTestServer(t, {
+    logLines,
     ini: [
       '[DEFAULT]', 'enabled_backends = ceph',
       '[ceph]', 'volume_driver = rbd', `rbd_pool = ${pool}`, `rbd_user = ${a.user}`, `rbd_ceph_conf = ${a.confPath}`, `rbd_keyring_conf = ${a.keyringPath}`,
@@ -92,7 +94,7 @@ test('drill: the primary cluster is lost mid-stream; failover promotes a consist
   assert.equal(failover.status, 202, JSON.stringify(failover.body));
   await waitFor('failed over', async () => (await volumeService(s)).replication_status === 'failed-over', 240_000);
   const failedOverMs = Date.now() - killedAt;
-  assert.equal((await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status, 'failed-over');
+  assert.equal((await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status, 'failed-over', logLines.filter((l) => /could not promote/.test(l)).join('\n'));
 
   // The promoted copy: a prefix of the blocks, within the RPO.
   const other = await rbd.connect(b.confPath, b.user, b.keyringPath, {});

@@ -66,7 +66,7 @@ import type { DataPlaneBackend } from '../../common/index.ts';
 import { ConfigError, DriverError, NoRoomError } from '../../errors/index.ts';
 import {
   GiB,
-  type BackendStats, type ChangedExtent, type DeclaredCapabilities, type Extent, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
+  type BackendStats, type ChangedExtent, type DeclaredCapabilities, type Extent, type FailoverResult, type ManageableResource, type ManageReference, type NativeConnection, type SnapshotRef, type VolumeDriver,
   type VolumeHandle, type VolumeRef,
 } from '../volume-driver.ts';
 import { isRbdError, loadRbdAddon, RBD_FEATURES, type RbdAddon, type RbdCluster, type RbdImage, type RbdSnapshotInfo } from './rbd-addon.ts';
@@ -502,17 +502,16 @@ export class RbdDriver implements VolumeDriver {
    * their volumes reported lost, so their exports are dropped and reopened
    * from the new cluster.
    */
-  async failOver(backendId: string, vols: readonly VolumeRef[]): Promise<{ failed: string[] }> {
+  async failOver(backendId: string, vols: readonly VolumeRef[]): Promise<FailoverResult> {
     const mirror = this.mirrored();
-    const images = await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)));
+    const result = failedVolumes(vols, await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id))));
     const next = backendId === OWN_SITE ? undefined : await mirror.client(backendId);
-    const failed = vols.filter((v) => images.includes(RbdDriver.imageName(v.id))).map((v) => v.id);
     // Promoted where the whole backend now serves: a group failed over alone before is no exception any more.
-    for (const v of vols) if (!failed.includes(v.id)) this.moved.delete(RbdDriver.imageName(v.id));
-    if (next === this.serving) return { failed };
+    for (const v of vols) if (!result.failed.includes(v.id)) this.moved.delete(RbdDriver.imageName(v.id));
+    if (next === this.serving) return result;
     this.serving = next;
     this.dropHandles([...this.shared.keys()]);
-    return { failed };
+    return result;
   }
 
   /**
@@ -523,22 +522,21 @@ export class RbdDriver implements VolumeDriver {
    * exports are dropped and reopened from the new cluster. With
    * `o.prepare`, only the wait a failback needs for the own images to be in step.
    */
-  async failOverVolumes(backendId: string, vols: readonly VolumeRef[], o: { prepare?: boolean } = {}): Promise<{ failed: string[] }> {
+  async failOverVolumes(backendId: string, vols: readonly VolumeRef[], o: { prepare?: boolean } = {}): Promise<FailoverResult> {
     const mirror = this.mirrored();
     if (o.prepare) {
       await mirror.prepareFailOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)));
       return { failed: [] };
     }
-    const images = await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)), { imagesOnly: true });
+    const result = failedVolumes(vols, await mirror.failOver(backendId, vols.map((v) => RbdDriver.imageName(v.id)), { imagesOnly: true }));
     const client = backendId === mirror.active ? undefined : await mirror.client(backendId);
-    const failed = vols.filter((v) => images.includes(RbdDriver.imageName(v.id))).map((v) => v.id);
-    const movedIds = vols.map((v) => v.id).filter((id) => !failed.includes(id));
+    const movedIds = vols.map((v) => v.id).filter((id) => !result.failed.includes(id));
     for (const id of movedIds) {
       if (client) this.moved.set(RbdDriver.imageName(id), { site: backendId, client });
       else this.moved.delete(RbdDriver.imageName(id));
     }
     this.dropHandles(movedIds.filter((id) => this.shared.has(id)));
-    return { failed };
+    return result;
   }
 
   /** Forgets the open images of volumes `ids` (their handles fail every call) and reports the volumes lost. */
@@ -1547,4 +1545,10 @@ class RbdHandle implements VolumeHandle {
     await Promise.allSettled([...this.inFlight]);
     await this.release(); // the image closes with the volume's last handle
   }
+}
+
+/** The volumes of `vols` whose images a mirror failover could not promote (`reasons`: image name → why), by volume id. */
+function failedVolumes(vols: readonly VolumeRef[], reasons: ReadonlyMap<string, string>): FailoverResult {
+  const failed = vols.filter((v) => reasons.has(RbdDriver.imageName(v.id)));
+  return { failed: failed.map((v) => v.id), reasons: Object.fromEntries(failed.map((v) => [v.id, reasons.get(RbdDriver.imageName(v.id))!])) };
 }

@@ -223,7 +223,7 @@ export class RbdMirror {
 
   /**
    * Makes `to` the serving site for `images` (see the module comment) and
-   * returns the images that could not be promoted there. `to` equal to the
+   * returns the images that could not be promoted there, each with why. `to` equal to the
    * active site only promotes what is not primary there yet (a run after a
    * crash). The caller switches its handles afterwards.
    *
@@ -232,16 +232,16 @@ export class RbdMirror {
    * site): the same steps, image by image, as the whole backend's.
    * @throws DriverError (retryable) when a failback waits for the backend's own images to be in step.
    */
-  async failOver(to: string, images: readonly string[], o: { imagesOnly?: boolean } = {}): Promise<string[]> {
+  async failOver(to: string, images: readonly string[], o: { imagesOnly?: boolean } = {}): Promise<Map<string, string>> {
     const { from, failback } = this.direction(to);
-    const failed: string[] = [];
+    const failed = new Map<string, string>();
     for (const image of images) {
       try {
         if (failback) await this.failBackImage(from, image);
         else await this.failOverImage(from, to, image);
       } catch (err) {
         if (failback) throw err;
-        failed.push(image);
+        failed.set(image, err instanceof Error ? err.message : String(err));
       }
     }
     if (!o.imagesOnly) this.active = to;
