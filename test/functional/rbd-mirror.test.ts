@@ -176,7 +176,7 @@ test('a volume failed over onto a target with no copy of it stays writable at ho
   const image = `volume-${vol.id}`;
   await driver.createVolume(vol);
   await driver.enableReplication(vol, { mode: 'snapshot' });
-  assert.deepEqual(await driver.failOverVolumes('site-b', [vol]), { failed: [vol.id] });
+  assert.deepEqual(await driver.failOverVolumes('site-b', [vol]), { failed: [vol.id], reasons: { [vol.id]: 'rbd_open: No such file or directory' } }, 'no copy on site-b, and the reason says so');
   assert.equal((await mirroring(a, pool, image))?.primary, true, 'the image demoted for the failover is primary again');
   const handle = await driver.openVolume(vol);
   await handle.write(0, Buffer.alloc(4096, 0x5a));
@@ -184,7 +184,7 @@ test('a volume failed over onto a target with no copy of it stays writable at ho
   assert.ok((await handle.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a)));
   await handle.close();
   // The whole backend's failover reports it failed too; its failback finds no copy to take back and is done with it.
-  assert.deepEqual(await driver.failOver('site-b', [vol]), { failed: [vol.id] });
+  assert.deepEqual(await driver.failOver('site-b', [vol]), { failed: [vol.id], reasons: { [vol.id]: 'rbd_open: No such file or directory' } });
   assert.deepEqual(await driver.failOver('default', [vol]), { failed: [] });
   assert.equal((await mirroring(a, pool, image))?.primary, true);
   const home = await driver.openVolume(vol);

@@ -1550,5 +1550,6 @@ class RbdHandle implements VolumeHandle {
 /** The volumes of `vols` whose images a mirror failover could not promote (`reasons`: image name → why), by volume id. */
 function failedVolumes(vols: readonly VolumeRef[], reasons: ReadonlyMap<string, string>): FailoverResult {
   const failed = vols.filter((v) => reasons.has(RbdDriver.imageName(v.id)));
+  if (failed.length === 0) return { failed: [] };
   return { failed: failed.map((v) => v.id), reasons: Object.fromEntries(failed.map((v) => [v.id, reasons.get(RbdDriver.imageName(v.id))!])) };
 }
