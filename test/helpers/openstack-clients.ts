@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
+import { endsWithThisProcess } from './process.ts';
 
 /** What a command printed; a failed one rejects with these and its exit `code`, as execFile does. */
 export interface ClientOutput { stdout: string; stderr: string }
@@ -23,7 +24,8 @@ const SCRIPT = path.join(import.meta.dirname, 'openstack-clients.py');
 let runner: { child: ChildProcess; answers: Readable; pending: Pending[] } | undefined;
 
 function start(): NonNullable<typeof runner> {
-  const child = spawn('/usr/bin/python3', [SCRIPT], { stdio: ['pipe', 'ignore', 'inherit', 'pipe'] });
+  // A process group of its own: a timeout or the file's end kills the command's fork with it.
+  const child = endsWithThisProcess(spawn('/usr/bin/python3', [SCRIPT], { stdio: ['pipe', 'ignore', 'inherit', 'pipe'], detached: true }), true);
   const answers = child.stdio[3] as Readable;
   const r = { child, answers, pending: [] as Pending[] };
   readline.createInterface({ input: answers }).on('line', (line) => {
@@ -45,17 +47,18 @@ function idle(r: NonNullable<typeof runner>): void {
 
 /**
  * Runs `command args` with exactly `env` as its environment; rejects after
- * `timeout` ms (the Python process is killed and the next command starts a
- * new one) or when the command exits non-zero.
+ * `timeout` ms (the Python process and the command's fork are killed, and
+ * the next command starts a new one) or when the command exits non-zero.
  */
 export async function openstackClient(command: 'cinder' | 'openstack', args: string[], o: { env: Record<string, string>; timeout?: number }): Promise<ClientOutput> {
   const r = runner ??= start();
   const answer = new Promise<ClientOutput & { code: number }>((resolve, reject) => r.pending.push({ resolve, reject }));
   idle(r);
   r.child.stdin!.write(JSON.stringify({ command, args, env: o.env }) + '\n');
-  const timer = setTimeout(() => r.child.kill('SIGKILL'), o.timeout ?? 60_000);
+  const timeout = o.timeout ?? 60_000;
+  const timer = setTimeout(() => { try { process.kill(-r.child.pid!, 'SIGKILL'); } catch { /* gone */ } }, timeout);
   try {
-    const out = await answer;
+    const out = await answer.catch((err: Error) => { throw new Error(`${command} ${args.join(' ')}: no answer (${err.message}; a command has ${timeout} ms)`); });
     if (out.code !== 0) {
       throw Object.assign(new Error(`Command failed: ${command} ${args.join(' ')}\n${out.stderr}`), out);
     }
