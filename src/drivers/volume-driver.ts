@@ -275,12 +275,6 @@ export interface SnapshotRef {
   readonly sizeGiB: number;
 }
 
-/** What a failover of volumes (`failOver`, `failOverVolumes`) could not do: the volumes whose copy was not promoted, and why, by volume id, when known. */
-export interface FailoverResult {
-  failed: string[];
-  reasons?: Readonly<Record<string, string>>;
-}
-
 /**
  * Block I/O on an open volume: what the NBD export, backups and image
  * transfers use. Offsets and lengths are in bytes.

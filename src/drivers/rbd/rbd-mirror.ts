@@ -223,9 +223,9 @@ export class RbdMirror {
 
   /**
    * Makes `to` the serving site for `images` (see the module comment) and
-   * returns the images that could not be promoted there, each with why. `to` equal to the
-   * active site only promotes what is not primary there yet (a run after a
-   * crash). The caller switches its handles afterwards.
+   * returns the images that could not be promoted there, each with why. `to`
+   * equal to the active site only promotes what is not primary there yet (a
+   * run after a crash). The caller switches its handles afterwards.
    *
    * With `o.imagesOnly` the active site stays as it is and only `images`
    * change sides (a group's failover, its failback with `to` the active
