@@ -8,9 +8,9 @@
  * test suite runs a few hundred of them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
-import type { Readable } from 'node:stream';
 import { endsWithThisProcess } from './process.ts';
 
 /** What a command printed; a failed one rejects with these and its exit `code`, as execFile does. */
@@ -21,12 +21,12 @@ interface Pending { resolve(out: ClientOutput & { code: number }): void; reject(
 const SCRIPT = path.join(import.meta.dirname, 'openstack-clients.py');
 
 /** The Python process and the commands sent to it, answered in order. */
-let runner: { child: ChildProcess; answers: Readable; pending: Pending[] } | undefined;
+let runner: { child: ChildProcess; answers: Socket; pending: Pending[] } | undefined;
 
 function start(): NonNullable<typeof runner> {
   // A process group of its own: a timeout or the file's end kills the command's fork with it.
   const child = endsWithThisProcess(spawn('/usr/bin/python3', [SCRIPT], { stdio: ['pipe', 'ignore', 'inherit', 'pipe'], detached: true }), true);
-  const answers = child.stdio[3] as Readable;
+  const answers = child.stdio[3] as Socket; // pipes are sockets: they can be unref'd
   const r = { child, answers, pending: [] as Pending[] };
   readline.createInterface({ input: answers }).on('line', (line) => {
     r.pending.shift()?.resolve(JSON.parse(line) as ClientOutput & { code: number });
@@ -41,7 +41,7 @@ function start(): NonNullable<typeof runner> {
 
 /** Lets the test file's process end while no command waits for an answer. */
 function idle(r: NonNullable<typeof runner>): void {
-  const refs = [r.child, r.answers as unknown as { ref(): void; unref(): void }, r.child.stdin as unknown as { ref(): void; unref(): void }];
+  const refs = [r.child, r.answers, r.child.stdin as Socket];
   for (const x of refs) if (r.pending.length) x.ref(); else x.unref();
 }
 
