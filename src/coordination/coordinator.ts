@@ -20,10 +20,11 @@
  *   stored and counts on it.
  */
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import pg from 'pg';
-import { Etcd3, EtcdLockFailedError } from 'etcd3';
+import type * as Etcd3Module from 'etcd3';
 import { ConfigError, BasaltError } from '../errors/index.ts';
 
 /** A held lock. */
@@ -144,10 +145,14 @@ class PostgresCoordinator implements Coordinator {
 
 /** etcd locks: each held lock is a key on a lease that dies with its holder (TTL, default 10 s). */
 class EtcdCoordinator implements Coordinator {
-  private readonly client: Etcd3;
+  private readonly client: Etcd3Module.Etcd3;
+  private readonly etcd3: typeof Etcd3Module;
 
   constructor(hosts: string[], private readonly ttlSeconds: number) {
-    this.client = new Etcd3({ hosts });
+    // Loaded here, not at import: the etcd3 client (gRPC) costs about 0.2 s of CPU to load,
+    // paid by every process start otherwise, and only etcd deployments use it.
+    this.etcd3 = createRequire(import.meta.url)('etcd3') as typeof Etcd3Module;
+    this.client = new this.etcd3.Etcd3({ hosts });
   }
 
   async lock(name: string, timeoutMs: number): Promise<Lock> {
@@ -160,7 +165,7 @@ class EtcdCoordinator implements Coordinator {
         let released = false;
         return { release: async () => { if (!released) { released = true; await lock.release(); } } };
       } catch (err) {
-        if (!(err instanceof EtcdLockFailedError)) throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
+        if (!(err instanceof this.etcd3.EtcdLockFailedError)) throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
         if (Date.now() > deadline) throw timedOut(name, timeoutMs);
         await new Promise((r) => setTimeout(r, 25));
       }

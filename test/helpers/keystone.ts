@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before } from 'node:test';
 import SQLite from 'better-sqlite3';
+import { debianVersion, machineCache } from './machine-cache.ts';
 import { freePort } from './net.ts';
 import { endsWithThisProcess, exited } from './process.ts';
 
@@ -106,29 +107,20 @@ function keystoneConf(dir: string): string {
  * A set-up Keystone (migrated database, fernet keys, bootstrap admin, WAL mode)
  * kept in the temporary folder for every start on this machine with this
  * Keystone version: keystone-manage's three steps cost about 11 s of CPU, paid
- * once instead of by each test file. Built aside and renamed into place, so
- * that files starting at the same moment never see half of one.
+ * once instead of by each test file.
  */
 function keystoneTemplate(): string {
-  const version = execFileSync('dpkg-query', ['-W', '-f', '${Version}', 'python3-keystone'], { encoding: 'utf8' }).trim();
-  const template = path.join(os.tmpdir(), `basalt-keystone-template-${version}`);
-  if (fs.existsSync(template)) return template;
-  const building = fs.mkdtempSync(`${template}.building-`);
-  const conf = keystoneConf(building);
-  const manage = (...args: string[]) => execFileSync('keystone-manage', ['--config-file', conf, ...args], { stdio: 'ignore' });
-  manage('db_sync');
-  manage('fernet_setup', '--keystone-user', 'root', '--keystone-group', 'root');
-  manage('bootstrap', '--bootstrap-password', 'secret', '--bootstrap-public-url', TEMPLATE_ENDPOINT, '--bootstrap-region-id', 'RegionOne');
-  const db = new SQLite(path.join(building, 'keystone.db'));
-  db.pragma('journal_mode = wal');
-  db.close();
-  fs.rmSync(path.join(building, 'keystone.log'), { force: true });
-  try {
-    fs.renameSync(building, template);
-  } catch {
-    fs.rmSync(building, { recursive: true, force: true }); // another file's start won the race: use its template
-  }
-  return template;
+  return machineCache(`basalt-keystone-template-${debianVersion('python3-keystone')}`, (building) => {
+    const conf = keystoneConf(building);
+    const manage = (...args: string[]) => execFileSync('keystone-manage', ['--config-file', conf, ...args], { stdio: 'ignore' });
+    manage('db_sync');
+    manage('fernet_setup', '--keystone-user', 'root', '--keystone-group', 'root');
+    manage('bootstrap', '--bootstrap-password', 'secret', '--bootstrap-public-url', TEMPLATE_ENDPOINT, '--bootstrap-region-id', 'RegionOne');
+    const db = new SQLite(path.join(building, 'keystone.db'));
+    db.pragma('journal_mode = wal');
+    db.close();
+    fs.rmSync(path.join(building, 'keystone.log'), { force: true });
+  });
 }
 
 /** Starts Keystone; resolves once it answers. Needs Debian's python3-keystone, uwsgi-core and uwsgi-plugin-python3. */
