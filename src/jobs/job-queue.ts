@@ -165,10 +165,13 @@ export class JobQueue {
     for (let attempt = 1; ; attempt++) {
       /** Each target enqueued for, with the kinds enqueued for it. */
       const targets = new Map<string, Set<string>>();
+      /** Jobs due later: their targets are woken when they are due. */
+      const later: Array<{ target: string; notBefore: number }> = [];
       const body = (tx: Tx) => fn(tx, (kind, job) => {
         let kinds = targets.get(job.target);
         if (!kinds) targets.set(job.target, kinds = new Set());
         kinds.add(kind.kind);
+        if (job.notBefore !== undefined) later.push({ target: job.target, notBefore: job.notBefore });
         return this.insert(tx, kind, job);
       });
       try {
@@ -182,6 +185,7 @@ export class JobQueue {
           // Other processes on PostgreSQL hear it through LISTEN (see listenForWakeups).
           if (this.db.dialect === 'postgres') void this.db.notify(WAKE_CHANNEL, t).catch(() => undefined);
         }
+        for (const { target, notBefore } of later) this.wakeWhenDue(target, notBefore);
         return result;
       } catch (err) {
         // A deadlock (or a serialization failure) ends one transaction of the
@@ -336,7 +340,20 @@ export class JobQueue {
       .set({ state: 'queued', lease_owner: null, lease_expires_at: null, not_before: now + delay, last_error: error, updated_at: isoAt(now) })
       .where('id', '=', job.id).where('lease_owner', '=', owner).where('state', '=', 'running')
       .executeTakeFirst();
-    return r.numUpdatedRows > 0n;
+    if (r.numUpdatedRows === 0n) return false;
+    this.wakeWhenDue(job.target, now + delay);
+    return true;
+  }
+
+  /**
+   * Wakes this process's workers for `target` when a job this process queued
+   * for later (a retry, a delayed job) is due, instead of at the first poll
+   * after it: the poll is then only for other processes' jobs and expired leases.
+   */
+  private wakeWhenDue(target: string, dueAt: number): void {
+    // setTimeout fires at once past 2^31-1 ms: a wake that early only claims nothing.
+    const delay = Math.min(Math.max(0, dueAt - this.clock.now()), 2 ** 31 - 1);
+    setTimeout(() => this.wakeups.emit('wake', target), delay).unref();
   }
 
   /**
