@@ -60,13 +60,46 @@ async function shutDown(child: ChildProcess): Promise<void> {
 let databases = 0;
 
 /** Creates an empty database on the cluster at `url` (no database part) and returns its URL. */
-export async function createDatabase(url: string): Promise<string> {
+export async function createDatabase(url: string, template?: string): Promise<string> {
   const name = `basalt_${process.pid}_${databases++}`;
   const c = new pg.Client({ connectionString: `${url}/postgres` });
   await c.connect();
-  await c.query(`CREATE DATABASE ${name}`);
-  await c.end();
+  try {
+    // A copy of a migrated template by files: a few tens of ms here, where migrating an empty one took 0.2-0.5 s.
+    await c.query(template ? `CREATE DATABASE ${name} TEMPLATE ${template} STRATEGY = FILE_COPY` : `CREATE DATABASE ${name}`);
+  } finally {
+    await c.end();
+  }
   return `${url}/${name}`;
+}
+
+/** Per cluster URL: the migrated database that test servers' databases are copied from. */
+const templates = new Map<string, Promise<string>>();
+
+/**
+ * A database with Basalt's schema, for a test server: a copy of one this process
+ * migrated once on the cluster at `url`. The server still runs its migrations at
+ * start (and finds them applied); the migrations themselves ran on PostgreSQL in
+ * making the template, and run from empty where a test is about them.
+ */
+export async function createMigratedDatabase(url: string): Promise<string> {
+  let template = templates.get(url);
+  if (!template) {
+    template = (async () => {
+      const made = await createDatabase(url);
+      const { migrateToLatest, openDatabase } = await import('../../src/db/database.ts');
+      const db = openDatabase(made);
+      try {
+        await migrateToLatest(db);
+      } finally {
+        await db.close(); // no session may be left on a template being copied
+      }
+      return made.slice(made.lastIndexOf('/') + 1);
+    })();
+    templates.set(url, template);
+    template.catch(() => templates.delete(url));
+  }
+  return createDatabase(url, await template);
 }
 
 /** Starts a fresh cluster. */

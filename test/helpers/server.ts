@@ -12,14 +12,14 @@ import pino from 'pino';
 import { loadConfig } from '../../src/config/index.ts';
 import type { KeyManager } from '../../src/keymgr/index.ts';
 import { startServer, type RunningServer } from '../../src/server/index.ts';
-import { createDatabase } from './postgres.ts';
+import { createDatabase, createMigratedDatabase } from './postgres.ts';
 import { checkResponse } from '../schemas/response-check.ts';
 
 /** Fast timings for tests: short leases and heartbeats, quick polling. */
 export const FAST_TIMINGS = {
-  BASALT_REPORT_INTERVAL: '0.2',
+  BASALT_REPORT_INTERVAL: '1',
   BASALT_SERVICE_DOWN_TIME: '5',
-  BASALT_JOB_POLL_INTERVAL_SECONDS: '0.05',
+  BASALT_JOB_POLL_INTERVAL_SECONDS: '0.25',
   BASALT_JOB_LEASE_SECONDS: '2',
   BASALT_JOB_RETRY_DELAY_SECONDS: '0.05',
   BASALT_NBD_PORT: '0',
@@ -128,8 +128,8 @@ export async function startTestServer(t: TestContext, o: TestServerOptions = {})
     configFile = path.join(stateDir, 'basalt.conf');
     fs.writeFileSync(configFile, o.ini);
   }
-  // With TEST_BASALT_PG_URL (set by the PostgreSQL runs), each server gets a fresh database there.
-  const pgDatabase = process.env.TEST_BASALT_PG_URL ? await createDatabase(process.env.TEST_BASALT_PG_URL) : undefined;
+  // With TEST_BASALT_PG_URL (set by the PostgreSQL runs), each server gets a fresh copy of a migrated database there.
+  const pgDatabase = process.env.TEST_BASALT_PG_URL ? await createMigratedDatabase(process.env.TEST_BASALT_PG_URL) : undefined;
   const config = loadConfig({
     configFile,
     env: { ...FAST_TIMINGS, BASALT_PORT: '0', BASALT_STATE_DIR: stateDir, ...(pgDatabase ? { BASALT_DATABASE__CONNECTION: pgDatabase } : {}), ...o.env },
