@@ -11,10 +11,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { cinderTime } from '../common/index.ts';
+import { rootPath } from '../common/root.ts';
 import { eventDetail, recentEvents } from '../db/index.ts';
 import { InvalidInputError } from '../errors/index.ts';
 import { scopeOf } from '../volume/index.ts';
@@ -24,7 +24,7 @@ import { queryValue, truthy } from './pagination.ts';
 import type { PoolHistory } from './pool-history.ts';
 
 /** Where `npm ci` (scripts/build-dashboard.mjs) leaves the built app. */
-export const DASHBOARD_DIST = fileURLToPath(new URL('../../dashboard/dist/', import.meta.url));
+export const DASHBOARD_DIST = `${rootPath('dashboard', 'dist')}/`;
 
 /**
  * What the browser may load for the dashboard's pages: only Basalt's own files,

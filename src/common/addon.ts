@@ -5,6 +5,7 @@
  * Loaded once; each user wraps the calls it needs in typed functions.
  */
 import { createRequire } from 'node:module';
+import { rootPath } from './root.ts';
 
 /** Options of {@link Addon.nbdServe}; see `native/nbd_dataplane.c`. */
 export interface NbdServeOptions {
@@ -129,4 +130,4 @@ export interface Addon {
  * `BASALT_ADDON_PATH` names (scripts/sanitize-native.sh loads a build with
  * AddressSanitizer or ThreadSanitizer that way, leaving the normal build alone).
  */
-export const addon = createRequire(import.meta.url)(process.env.BASALT_ADDON_PATH || '../../build/Release/basalt_io.node') as Addon;
+export const addon = createRequire(import.meta.url)(process.env.BASALT_ADDON_PATH || rootPath('build', 'Release', 'basalt_io.node')) as Addon;

@@ -1,7 +1,8 @@
 /** The release of this code, from package.json. */
-import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import { rootPath } from '../common/root.ts';
 
-const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
+const pkg = JSON.parse(fs.readFileSync(rootPath('package.json'), 'utf8')) as { version: string };
 
 /** Basalt's version, recorded in `services` rows. */
 export const BASALT_VERSION: string = pkg.version;

@@ -15,8 +15,8 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import path from 'node:path';
 import type { DataPlaneBackend } from '../../common/index.ts';
+import { rootPath } from '../../common/root.ts';
 import { DriverError } from '../../errors/index.ts';
 
 /** An opaque connected cluster (a `rados_t`). */
@@ -201,7 +201,7 @@ export const RBD_FEATURES = Object.freeze({
  * `BASALT_RBD_ADDON_PATH` names (a build with a sanitizer; the tests of the
  * messages below).
  */
-export const RBD_ADDON_PATH = process.env.BASALT_RBD_ADDON_PATH || path.resolve(import.meta.dirname, '../../../native/rbd/build/Release/basalt_rbd.node');
+export const RBD_ADDON_PATH = process.env.BASALT_RBD_ADDON_PATH || rootPath('native', 'rbd', 'build', 'Release', 'basalt_rbd.node');
 
 let loaded: RbdAddon | undefined;
 

@@ -63,6 +63,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DataPlaneBackend } from '../../common/index.ts';
+import { rootPath } from '../../common/root.ts';
 import { ConfigError, DriverError, NoRoomError } from '../../errors/index.ts';
 import {
   GiB,
@@ -311,7 +312,7 @@ export class RbdDriver implements VolumeDriver {
    */
   private async promoteByForce(site: Pick<RbdDriverOptions, 'confPath' | 'user' | 'keyringPath'>, image: string): Promise<void> {
     const job = { conf: site.confPath || null, user: site.user, keyring: site.keyringPath || null, settings: this.clientSettings(), pool: this.options.cephPool, image };
-    const child = path.join(import.meta.dirname, 'rbd-promote-child.ts');
+    const child = rootPath('src', 'drivers', 'rbd', 'rbd-promote-child.ts');
     // The child loads TypeScript as this process does, whatever its working directory.
     const args = ['--import', import.meta.resolve('tsx'), child, JSON.stringify(job)];
     const timeout = Math.max(60, 4 * this.options.connectTimeoutSeconds) * 1000;
