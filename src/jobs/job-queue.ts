@@ -351,7 +351,7 @@ export class JobQueue {
    * after it: the poll is then only for other processes' jobs and expired leases.
    */
   private wakeWhenDue(target: string, dueAt: number): void {
-    // setTimeout fires at once past 2^31-1 ms: a wake that early only claims nothing.
+    // Capped: setTimeout fires at once past 2^31-1 ms. A wake before the job is due finds nothing to claim.
     const delay = Math.min(Math.max(0, dueAt - this.clock.now()), 2 ** 31 - 1);
     setTimeout(() => this.wakeups.emit('wake', target), delay).unref();
   }

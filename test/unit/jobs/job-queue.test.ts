@@ -131,6 +131,36 @@ test('a worker retries transient errors and fails permanent ones', async (t) => 
   assert.equal(failures[0]!.error.code, 'DRIVER_FAILED');
 });
 
+test('a retry and a job queued for later wake their worker when due, not at the next poll', async (t) => {
+  const { db, kind } = await setup(t);
+  const real = new JobQueue(db, { now: () => Date.now() }, { maxAttempts: 3, leaseMs: 1000, retryDelayMs: 100 });
+  const done = new Map<number, () => void>();
+  const ran = (n: number) => new Promise<void>((resolve) => { done.set(n, resolve); });
+  const worker = new Worker({
+    // A poll a minute apart: only the wake-ups can run these jobs within the test's bound.
+    queue: real, owner: 'W', targets: ['t'], concurrency: 2, pollMs: 60_000, log: pino({ level: 'silent' }),
+    handlers: [{
+      kind,
+      async run(ctx, p) {
+        if (p.n === 1 && ctx.job.attempts < 2) throw new BasaltError('BACKEND_UNAVAILABLE', 'busy', { retryable: true });
+        await ctx.complete();
+        done.get(p.n)?.();
+      },
+    }],
+  });
+  worker.start();
+  t.after(() => worker.stop());
+  const bound = (what: string) => new Promise<never>((_, reject) => { setTimeout(() => reject(new Error(`${what} did not run within 5 s`)), 5000).unref(); });
+  const retried = ran(1);
+  await real.transaction((_tx, enq) => enq(kind, { target: 't', resourceId: 'r1', payload: { n: 1 } }));
+  await Promise.race([retried, bound('the retry')]);
+  const later = ran(2);
+  const queuedAt = Date.now();
+  await real.transaction((_tx, enq) => enq(kind, { target: 't', resourceId: 'r2', payload: { n: 2 }, notBefore: queuedAt + 200 }));
+  await Promise.race([later, bound('the job queued for later')]);
+  assert.ok(Date.now() - queuedAt >= 200, 'not before it was due');
+});
+
 test('issue 13 defect 10: a job waits while an earlier job of its resource whose kind holds later jobs (a fence) is unfinished', async (t) => {
   const { clock, queue, kind } = await setup(t);
   const fence: JobKind<P> = { ...kind, kind: 'test.fence', holdsLaterJobs: true };
