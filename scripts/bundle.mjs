@@ -14,12 +14,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(import.meta.url);
-const root = path.resolve(path.dirname(here), '..');
-const src = path.join(root, 'src');
-const out = path.join(root, 'bundle');
 
 /** A hash of what the bundle is made from. */
-function sourcesKey() {
+function sourcesKey(root, src) {
   const h = createHash('sha256');
   const add = (file) => {
     const st = fs.statSync(file);
@@ -37,9 +34,14 @@ function sourcesKey() {
   return h.digest('hex').slice(0, 16);
 }
 
-/** The bundle's entry (built first if the sources changed since the last one). */
-export async function bundledMain() {
-  const dir = path.join(out, sourcesKey());
+/**
+ * The bundle's entry (built first if the sources changed since the last one).
+ * `root`: the checkout whose src/ to bundle into its bundle/ (this one's by default).
+ */
+export async function bundledMain(root = path.resolve(path.dirname(here), '..')) {
+  const src = path.join(root, 'src');
+  const out = path.join(root, 'bundle');
+  const dir = path.join(out, sourcesKey(root, src));
   const main = path.join(dir, 'main.mjs');
   if (fs.existsSync(main)) return main;
   const { build } = await import('esbuild');
