@@ -31,7 +31,7 @@ log=$(mktemp)
 ceph_dir=$(node --import tsx test/helpers/ceph-shared.ts start) || ceph_dir=
 tempest_pid=
 cleanup() {
-  rm -f "$log"
+  rm -f "$log" "${tempest_log:-}"
   if [ -n "$tempest_pid" ]; then kill "$tempest_pid" 2>/dev/null || true; fi
   if [ -n "$ceph_dir" ]; then node --import tsx test/helpers/ceph-shared.ts stop "$ceph_dir"; fi
 }

@@ -1,8 +1,5 @@
 /** The release of this code, from package.json. */
-import fs from 'node:fs';
-import { rootPath } from '../common/root.ts';
-
-const pkg = JSON.parse(fs.readFileSync(rootPath('package.json'), 'utf8')) as { version: string };
+import { MANIFEST } from '../common/root.ts';
 
 /** Basalt's version, recorded in `services` rows. */
-export const BASALT_VERSION: string = pkg.version;
+export const BASALT_VERSION: string = MANIFEST.version;
