@@ -316,3 +316,44 @@ test('rbd: a clone\'s removal killed after it dropped its deleted parent\'s clon
   await driver.deleteVolume(clone);
   assert.deepEqual(await objects(pool), [], 'the parent went with its last clone');
 });
+
+test('rbd: a clone\'s removal killed after it removed its deleted parent, before that parent\'s own clone snapshot went, releases it on retry', async (t) => {
+  const { driver: raw, pool, options } = await rbdBackend();
+  const driver = new GuardedDriver(raw, 60_000);
+  await driver.init();
+  const { rbd, cluster } = await addonClient(t);
+  const root = { id: randomUUID(), sizeGiB: 1 };
+  await driver.createVolume(root);
+  const rootImage = RbdDriver.imageName(root.id);
+  const snaps = async (): Promise<string[]> => {
+    const img = await rbd.openImage(cluster, pool, rootImage, null, true);
+    try {
+      return (await rbd.snapList(img)).map((s) => s.name);
+    } finally {
+      await rbd.closeImage(img);
+    }
+  };
+  // root ← middle ← leaf, the middle deleted (kept `.deleted` for the leaf); the leaf's removal
+  // removes the middle after it, then drops the middle's clone snapshot on root: the kill comes
+  // between the two, where the retry, the leaf's, no longer finds the middle by any name.
+  let between = false;
+  for (let attempt = 1; attempt <= KILL_TRIES && !between; attempt++) {
+    const middle = { id: randomUUID(), sizeGiB: 1 };
+    const leaf = { id: randomUUID(), sizeGiB: 1 };
+    await driver.cloneVolume(middle, root);
+    await driver.cloneVolume(leaf, middle);
+    await driver.deleteVolume(middle);
+    const kept = `${RbdDriver.imageName(middle.id)}.deleted`;
+    const cloneSnap = `${RbdDriver.imageName(middle.id)}.clone_snap`;
+    assert.ok((await rbd.listImages(cluster, pool)).includes(kept), 'the middle is kept for its clone');
+    await killMidway(t, rbd, cluster, pool, rootImage, { method: 'deleteVolume', vol: leaf }, options, async () => !(await rbd.listImages(cluster, pool)).includes(kept));
+    between = (await snaps()).includes(cloneSnap);
+    t.diagnostic(`attempt ${attempt}: after the kill root's clone snapshot for the removed middle is ${between ? 'still there' : 'gone'}`);
+    // The job's next attempt.
+    await driver.deleteVolume(leaf);
+    assert.deepEqual(await snaps(), [], 'the retry released root\'s clone snapshot for the middle');
+  }
+  assert.ok(between, 'a kill landed after the middle went and before its clone snapshot did');
+  await driver.deleteVolume(root);
+  assert.deepEqual(await objects(pool), [], 'nothing is left');
+});

@@ -124,6 +124,14 @@ const CLONE_SNAP = '.clone_snap';
  * {@link RbdDriver.dropSnapshot}).
  */
 const FLATTENING = 'basalt.flattening.';
+/**
+ * A key of a parent image's metadata, `basalt.releasing.<clone snapshot>`,
+ * whose value names the clone being removed: set before the clone goes, gone
+ * with the snapshot. A removal killed between the two leaves the snapshot
+ * found by it, even where nothing else leads there (see
+ * {@link RbdDriver.releaseMarked}).
+ */
+const RELEASING = 'basalt.releasing.';
 const DELETED = '.deleted';
 /** The prefix of the object that maps an image's name to its id (RBD format 2), one per name. */
 const RBD_ID_OBJECT = 'rbd_id.';
@@ -890,8 +898,14 @@ export class RbdDriver implements VolumeDriver {
       // look above and the rename, seeing the image not yet marked: look again under the new name.
       return this.removeImage(`${name}${DELETED}`);
     }
+    const parent = state.parent && state.parent.pool === this.options.cephPool && releases(state.parent) ? state.parent : undefined;
+    if (parent?.snap.endsWith(CLONE_SNAP)) {
+      // The parent's own removal may have renamed it to `.deleted` meanwhile: the mark goes on whichever name it has.
+      await this.withImage(parent.image, (img) => this.rbd.metadataSet(img, `${RELEASING}${parent.snap}`, name))
+        .catch((err) => (isRbdError(err, 'ENOENT') ? this.withImage(`${parent.image.replace(/\.deleted$/, '')}${DELETED}`, (img) => this.rbd.metadataSet(img, `${RELEASING}${parent.snap}`, name)) : Promise.reject(err)));
+    }
     await this.removeUnwatched(name);
-    if (state.parent && state.parent.pool === this.options.cephPool) await this.releaseParent(state.parent.image, state.parent.snap, name);
+    if (parent) await this.releaseParent(parent.image, parent.snap, name);
   }
 
   /**
@@ -913,6 +927,25 @@ export class RbdDriver implements VolumeDriver {
     const parent = await this.imageWithSnapshot(cloneSnap);
     if (parent) await this.releaseParent(parent, cloneSnap, name);
     else await this.removeReleasedParents(listed);
+    await this.releaseMarked(listed);
+  }
+
+  /**
+   * Releases every clone snapshot whose parent's metadata names a clone being
+   * removed ({@link RELEASING}) that the pool no longer lists: what a removal
+   * killed between removing a clone and releasing its parent leaves. Its next
+   * attempt finds such a snapshot by the clone's name, except where the
+   * clone was a `.deleted` parent removed with its own last clone: the retry
+   * is then that clone's, whose name leads only as far as the removed parent
+   * (the chaos run found its parent's clone snapshot kept for good).
+   */
+  private async releaseMarked(listed: readonly string[]): Promise<void> {
+    for (const image of listed) {
+      const marks = await this.withImageIfAny(image, (img) => this.rbd.metadataList(img), 'read').catch((err) => (isRbdError(err, 'ENOENT') ? [] : Promise.reject(err)));
+      for (const m of marks ?? []) {
+        if (m.key.startsWith(RELEASING) && !listed.includes(m.value)) await this.releaseParent(image, m.key.slice(RELEASING.length), m.value);
+      }
+    }
   }
 
   /**
@@ -963,14 +996,16 @@ export class RbdDriver implements VolumeDriver {
    * `removed` names the clone just removed, when that is why.
    */
   private async releaseParent(image: string, snap: string, removed?: string): Promise<void> {
-    if (!snap.endsWith(CLONE_SNAP) && !image.endsWith(DELETED)) return;
+    if (!releases({ image, snap })) return;
     const base = image.replace(/\.deleted$/, '');
     // The parent's removal (another process) may rename it to `.deleted` at any moment: the name it
     // has now counts, before the snapshot is dropped (to find it) and after (to know it is marked).
     let empty: boolean | undefined;
     for (const name of [image, image === base ? `${base}${DELETED}` : base]) {
       empty = await this.withImageIfAny(name, async (img) => {
-        if (snap.endsWith(CLONE_SNAP)) await this.dropSnapshot(img, name, snap, true, removed);
+        if (snap.endsWith(CLONE_SNAP) && (await this.dropSnapshot(img, name, snap, true, removed))) {
+          await this.rbd.metadataRemove(img, `${RELEASING}${snap}`).catch((err) => (isRbdError(err, 'ENOENT') ? undefined : Promise.reject(err)));
+        }
         return (await this.rbd.snapList(img)).length === 0;
       }).catch((err) => (isRbdError(err, 'ENOENT') ? undefined : Promise.reject(err))); // renamed or released meanwhile: look under the other name
       if (empty !== undefined) break;
@@ -1549,6 +1584,11 @@ class RbdHandle implements VolumeHandle {
 }
 
 /** The volumes of `vols` whose images a mirror failover could not promote (`reasons`: image name → why), by volume id. */
+/** Whether a clone's removal releases anything of its parent: its clone snapshot, or a `.deleted` parent kept for it. */
+function releases(parent: { image: string; snap: string }): boolean {
+  return parent.snap.endsWith(CLONE_SNAP) || parent.image.endsWith(DELETED);
+}
+
 function failedVolumes(vols: readonly VolumeRef[], reasons: ReadonlyMap<string, string>): FailoverResult {
   const failed = vols.filter((v) => reasons.has(RbdDriver.imageName(v.id)));
   if (failed.length === 0) return { failed: [] };
