@@ -47,9 +47,9 @@ async function addonClient(t: TestContext): Promise<{ rbd: RbdAddon; cluster: Rb
   return { rbd, cluster };
 }
 
-// Every reply from the OSD reaches the child up to 300 ms late: its calls take
+// Every reply from the OSD reaches the child up to `maxSeconds` late (300 ms by default): its calls take
 // seconds, and a kill as soon as the pool shows their first change lands mid-way.
-const SLOW_OSD = { ...process.env, CEPH_ARGS: '--ms_inject_delay_type osd --ms_inject_delay_max 0.3 --ms_inject_delay_probability 1' };
+const slowOsd = (maxSeconds: number): NodeJS.ProcessEnv => ({ ...process.env, CEPH_ARGS: `--ms_inject_delay_type osd --ms_inject_delay_max ${maxSeconds} --ms_inject_delay_probability 1` });
 
 /**
  * Runs `job` in a process of its own (driver-child.ts) against a slowed
@@ -58,11 +58,11 @@ const SLOW_OSD = { ...process.env, CEPH_ARGS: '--ms_inject_delay_type osd --ms_i
  * made, the rest not. Says whether the point was seen, and whether the call
  * had returned all the same (a point that lasts less than a poll is missed).
  */
-async function killMidway(t: TestContext, rbd: RbdAddon, cluster: RbdCluster, pool: string, image: string, job: ChildCall, options: Record<string, unknown>, reached?: () => Promise<boolean>): Promise<{ changed: boolean; done: boolean }> {
+async function killMidway(t: TestContext, rbd: RbdAddon, cluster: RbdCluster, pool: string, image: string, job: ChildCall, options: Record<string, unknown>, reached?: () => Promise<boolean>, delayMaxSeconds = 0.3): Promise<{ changed: boolean; done: boolean }> {
   const before = JSON.stringify(await names(rbd, cluster, pool, image));
   const at = reached ?? (async () => JSON.stringify(await names(rbd, cluster, pool, image)) !== before);
   const child = path.join(import.meta.dirname, 'driver-child.ts');
-  const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ driver: 'rbd', backendName: 'ceph', options, ...job })], { env: SLOW_OSD, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ driver: 'rbd', backendName: 'ceph', options, ...job })], { env: slowOsd(delayMaxSeconds), stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => { proc.kill('SIGKILL'); });
   let stdout = '';
   proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
@@ -346,7 +346,8 @@ test('rbd: a clone\'s removal killed after it removed its deleted parent, before
     const kept = `${RbdDriver.imageName(middle.id)}.deleted`;
     const cloneSnap = `${RbdDriver.imageName(middle.id)}.clone_snap`;
     assert.ok((await rbd.listImages(cluster, pool)).includes(kept), 'the middle is kept for its clone');
-    await killMidway(t, rbd, cluster, pool, rootImage, { method: 'deleteVolume', vol: leaf }, options, async () => !(await rbd.listImages(cluster, pool)).includes(kept));
+    // The moment lasts a dozen OSD round trips (root opened, its snapshot looked at and dropped): a short delay each is enough.
+    await killMidway(t, rbd, cluster, pool, rootImage, { method: 'deleteVolume', vol: leaf }, options, async () => !(await rbd.listImages(cluster, pool)).includes(kept), 0.05);
     between = (await snaps()).includes(cloneSnap);
     t.diagnostic(`attempt ${attempt}: after the kill root's clone snapshot for the removed middle is ${between ? 'still there' : 'gone'}`);
     // The job's next attempt.

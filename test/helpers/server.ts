@@ -221,6 +221,9 @@ export async function waitForStatus(s: TestServer, id: string, status: string, t
       return last === status ? r.body.volume : undefined;
     }, timeoutMs);
   } catch (err) {
-    throw new Error(`${(err as Error).message} (last status ${last})`);
+    // What the volume's user messages say (why a create failed, say): the evidence a CI log keeps.
+    const messages = await s.request('GET', `/v3/${PROJECT}/messages?resource_uuid=${id}`, undefined, { 'OpenStack-API-Version': 'volume 3.3' })
+      .then((r) => ((r.body?.messages ?? []) as Array<{ event_id: string; user_message: string }>).map((m) => `${m.event_id}: ${m.user_message}`), () => []);
+    throw new Error(`${(err as Error).message} (last status ${last}${messages.length ? `; its messages: ${messages.join(' | ')}` : ''})`);
   }
 }
