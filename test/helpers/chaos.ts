@@ -90,10 +90,10 @@ export interface ChaosReport {
   /** When a violation names a volume or snapshot: the members' warnings and errors that name it too (at most 40 lines). */
   evidence: string[];
   /**
-   * Members that a native library aborted (a signal, and `terminate called`
-   * on stderr: seen from librados's own threads, see the README's RBD
-   * section): another process death the run must survive, reported apart.
-   * Any other end of a member by itself is a violation.
+   * Members that a native library aborted (SIGABRT, and {@link NATIVE_ABORT}
+   * on stderr: seen under librados, see the README's RBD section): another
+   * process death the run must survive, reported apart. Any other end of a
+   * member by itself is a violation.
    */
   aborts: string[];
 }
@@ -115,6 +115,13 @@ const REQUEST_MAX_MS = 30_000;
 const GiB = 1024 ** 3;
 
 /** A small deterministic PRNG (mulberry32). */
+/**
+ * What a native library prints as it aborts the process: a C++ exception no
+ * one caught (`terminate called after throwing …`), or a failed assertion of
+ * glibc or of the library (`…: Assertion `…' failed.`).
+ */
+const NATIVE_ABORT = /terminate called|: Assertion `.*' failed/;
+
 function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -205,7 +212,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       delete m.child;
       const tail = said.trim().split('\n').slice(-10).join(' / ').slice(-1000);
       const what = `${m.name} ended by itself (${signal ?? `exit code ${code}`})${tail ? `; its stderr ends: ${tail}` : ''}`;
-      (signal && /terminate called/.test(said) ? report.aborts : report.violations).push(what);
+      (signal === 'SIGABRT' && NATIVE_ABORT.test(said) ? report.aborts : report.violations).push(what);
       log(`${m.name} ended by itself`);
       if (loading) restart(m, s.child);
     });
