@@ -171,12 +171,33 @@ async function bindRange(): Promise<number> {
   return p > 60000 ? p - 200 : p;
 }
 
+/** Sends JSON commands to a cluster's monitors (the manager's through them). */
+type MonCommand = (command: Record<string, unknown>) => Promise<string>;
+
+/**
+ * Runs `fn` with monitor commands sent through a librados client of this
+ * process (the RBD addon's), connected for it and shut down after: a
+ * command costs milliseconds, where each run of the `ceph` command (Python)
+ * cost about 0.4 s of CPU, and a pool's making and removal took five of them.
+ */
+async function withMonCommands<T>(confPath: string, keyringPath: string, fn: (mon: MonCommand) => Promise<T>): Promise<T> {
+  const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
+  const rbd = loadRbdAddon();
+  const timeout = '60';
+  const cluster = await rbd.connect(confPath, 'admin', keyringPath, { client_mount_timeout: timeout, rados_mon_op_timeout: timeout, rados_osd_op_timeout: timeout });
+  try {
+    return await fn(async (command) => (await rbd.monCommand(cluster, JSON.stringify(command))).out);
+  } finally {
+    await rbd.shutdown(cluster);
+  }
+}
+
 /** Creates an RBD pool of 8 placement groups and waits until they are all `active+clean`. */
-async function createPool(cli: (...a: string[]) => Promise<string>, daemons: ChildProcess[], name: string): Promise<void> {
-  await cli('osd', 'pool', 'create', name, '8', '8');
-  await cli('osd', 'pool', 'application', 'enable', name, 'rbd');
+async function createPool(mon: MonCommand, daemons: ChildProcess[], name: string): Promise<void> {
+  await mon({ prefix: 'osd pool create', pool: name, pg_num: 8, pgp_num: 8 });
+  await mon({ prefix: 'osd pool application enable', pool: name, app: 'rbd' });
   await until(`pool ${name} clean`, 120_000, daemons, async () => {
-    const stat = JSON.parse(await cli('pg', 'ls-by-pool', name, '-f', 'json')) as { pg_stats?: Array<{ state: string }> } | Array<{ state: string }>;
+    const stat = JSON.parse(await mon({ prefix: 'pg ls-by-pool', poolstr: name, format: 'json' })) as { pg_stats?: Array<{ state: string }> } | Array<{ state: string }>;
     const pgs = Array.isArray(stat) ? stat : stat.pg_stats ?? [];
     return pgs.length === 8 && pgs.every((pg) => pg.state === 'active+clean');
   });
@@ -218,17 +239,19 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
   const made: string[] = [];
   const newPool = async (name = `basalt-${randomUUID().slice(0, 8)}`): Promise<string> => {
     made.push(name);
-    await createPool(cli, daemons, name);
+    await withMonCommands(confPath, keyringPath, (mon) => createPool(mon, daemons, name));
     return name;
   };
   const monitor = (): string => /v1:(127\.0\.0\.1:\d+)/.exec(fs.readFileSync(confPath, 'utf8'))![1]!;
 
   if (shared) {
-    await createPool(cli, daemons, pool);
+    await withMonCommands(confPath, keyringPath, (mon) => createPool(mon, daemons, pool));
     return {
       confPath, keyringPath, user: 'admin', pool, monitor: monitor(), newPool, ceph: cli, rbd, rados,
       async stop() {
-        for (const p of [pool, ...made]) await cli('osd', 'pool', 'rm', p, p, '--yes-i-really-really-mean-it');
+        await withMonCommands(confPath, keyringPath, async (mon) => {
+          for (const p of [pool, ...made]) await mon({ prefix: 'osd pool rm', pool: p, pool2: p, yes_i_really_really_mean_it: true });
+        });
       },
     };
   }
@@ -274,11 +297,13 @@ export async function startCeph(o: StartCephOptions = {}): Promise<Ceph> {
     await tool('ceph-authtool', ['--create-keyring', path.join(dir, 'osd', 'keyring'), '--name', `osd.${osdId}`, '--add-key', secret]);
     await tool('ceph-osd', ['-c', confPath, '-i', osdId, '--mkfs', '--osd-uuid', osdUuid]);
     daemon('ceph-osd', ['-i', osdId]);
-    await until('ceph-osd up', 60_000, daemons, async () => (JSON.parse(await cli('osd', 'stat', '-f', 'json')) as { num_up_osds: number }).num_up_osds === 1);
-
-    await createPool(cli, daemons, pool);
-    await until('ceph-mgr available', 60_000, daemons, async () => (JSON.parse(await cli('mgr', 'stat', '-f', 'json')) as { available: boolean }).available);
-    await until('HEALTH_OK', 60_000, daemons, async () => (JSON.parse(await cli('health', '-f', 'json')) as { status: string }).status === 'HEALTH_OK');
+    await withMonCommands(confPath, keyringPath, async (mon) => {
+      await until('ceph-osd up', 60_000, daemons, async () => (JSON.parse(await mon({ prefix: 'osd stat', format: 'json' })) as { num_up_osds: number }).num_up_osds === 1);
+      // The manager first: it answers the pool's placement-group listing.
+      await until('ceph-mgr available', 60_000, daemons, async () => (JSON.parse(await mon({ prefix: 'mgr stat', format: 'json' })) as { available: boolean }).available);
+      await createPool(mon, daemons, pool);
+      await until('HEALTH_OK', 60_000, daemons, async () => (JSON.parse(await mon({ prefix: 'health', format: 'json' })) as { status: string }).status === 'HEALTH_OK');
+    });
   } catch (err) {
     await kill();
     const logs = fs.existsSync(path.join(dir, 'log')) ? fs.readdirSync(path.join(dir, 'log')).map((f) => `${f}: ${tail(path.join(dir, 'log', f))}`).join('\n') : '';
