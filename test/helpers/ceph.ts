@@ -192,7 +192,11 @@ async function withMonCommands<T>(confPath: string, keyringPath: string, fn: (mo
   }
 }
 
-/** Creates an RBD pool of 8 placement groups and waits until they are all `active+clean`. */
+/**
+ * Creates an RBD pool of 8 placement groups and waits until they are all
+ * `active+clean` and the manager's `df` (a backend's capacity) lists the
+ * pool: it may list it a moment after its placement groups are clean.
+ */
 async function createPool(mon: MonCommand, daemons: ChildProcess[], name: string): Promise<void> {
   await mon({ prefix: 'osd pool create', pool: name, pg_num: 8, pgp_num: 8 });
   await mon({ prefix: 'osd pool application enable', pool: name, app: 'rbd' });
@@ -201,6 +205,8 @@ async function createPool(mon: MonCommand, daemons: ChildProcess[], name: string
     const pgs = Array.isArray(stat) ? stat : stat.pg_stats ?? [];
     return pgs.length === 8 && pgs.every((pg) => pg.state === 'active+clean');
   });
+  await until(`pool ${name} in df`, 120_000, daemons, async () =>
+    (JSON.parse(await mon({ prefix: 'df', detail: 'detail', format: 'json' })) as { pools: Array<{ name: string }> }).pools.some((p) => p.name === name));
 }
 
 /** How to start. */
