@@ -100,7 +100,10 @@ function keystoneConf(dir: string): string {
     '[identity]', 'password_hash_rounds = 4',
     // Keystone's own cache, in its one process's memory (a deployment's is memcached): without it a
     // token's validation recomputed the token's roles a dozen times, about 1.4 s of CPU each, and
-    // tempest's Keystone alone burnt some 12 minutes of CPU in a run.
+    // tempest's Keystone alone burnt some 12 minutes of CPU in a run. One process, so that every
+    // invalidation reaches the cache; one thread: with four, uwsgi closed about a third of the
+    // connections of concurrent project deletes without an answer (the delete done), which failed a
+    // tempest cleanup; with one, none in the same load.
     '[cache]', 'enabled = true', 'backend = dogpile.cache.memory', '',
   ].join('\n'));
   return conf;
@@ -139,7 +142,7 @@ export async function startKeystone(): Promise<Keystone> {
   const log = path.join(dir, 'uwsgi.log');
   const child = endsWithThisProcess(spawn('uwsgi', [
     '--plugin', 'python3', '--http-socket', `127.0.0.1:${port}`, '--wsgi-file', '/usr/bin/keystone-wsgi-public',
-    '--env', `OS_KEYSTONE_CONFIG_FILES=${conf}`, '--master', '--processes', '1', '--threads', '4', '--die-on-term', '--logto', log,
+    '--env', `OS_KEYSTONE_CONFIG_FILES=${conf}`, '--master', '--processes', '1', '--threads', '1', '--die-on-term', '--logto', log,
     // As Debian's keystone uwsgi settings: clients must not reuse a connection uwsgi will close.
     '--add-header', 'Connection: close', '--buffer-size', '65535', '--lazy-apps', '--enable-threads',
   ], { stdio: 'ignore', detached: true }), true); // its own process group: `stop` can end the workers with the master
