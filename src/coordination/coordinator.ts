@@ -165,7 +165,12 @@ class EtcdCoordinator implements Coordinator {
         let released = false;
         return { release: async () => { if (!released) { released = true; await lock.release(); } } };
       } catch (err) {
-        if (!(err instanceof this.etcd3.EtcdLockFailedError)) throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
+        if (!(err instanceof this.etcd3.EtcdLockFailedError)) {
+          // The lease was granted before the failed put, and this client keeps a granted lease
+          // alive: revoked now, or a put that landed unanswered would hold the lock for good.
+          await lock.release().catch(() => undefined);
+          throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
+        }
         if (Date.now() > deadline) throw timedOut(name, timeoutMs);
         await new Promise((r) => setTimeout(r, 25));
       }

@@ -439,7 +439,8 @@ function isSerializationFailure(err: unknown): boolean {
 /** Log-safe one-line description of an error, kept in `jobs.last_error` (never shown to users). */
 export function describe(err: unknown): string {
   if (err instanceof Error) {
-    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    // The sweeper's cause is the job's last error as stored (a string).
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : typeof err.cause === 'string' ? `: ${err.cause}` : '';
     return `${err.name}: ${err.message}${cause}`.slice(0, 2000);
   }
   return String(err).slice(0, 2000);

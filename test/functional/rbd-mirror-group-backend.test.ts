@@ -72,7 +72,9 @@ test('a group failed over alone, then the whole backend failed over and back: th
     assert.equal((await mirroring(a, pool, `volume-${id}`))?.primary, true, `volume-${id} primary at home`);
   }
   assert.equal((await group(s, g)).replication_status, 'enabled', 'the group came home with its member');
-  // And it can fail over alone again, as any enabled group.
+  // And it can fail over alone again, as any enabled group, once its member's copy at site-b is in step
+  // again (rbd-mirror resyncs the demoted image after the failback: the member reports copying meanwhile).
+  await waitFor('the member in step again', async () => (await volume(s, member)).replication_status === 'enabled' && (await group(s, g)).replication_status === 'enabled', 180_000);
   await action(s, g, { failover_replication: { allow_attached_volume: true, secondary_backend_id: 'site-b' } }, 202);
   await waitFor('group failed over again', async () => (await group(s, g)).replication_status === 'failed-over', 240_000);
 });

@@ -136,9 +136,18 @@ test('replicated volumes: placement, asynchronous points over the NBD export, fa
   assert.equal((await put('freeze', { cluster: alpha.host }, '3.25')).status, 400, 'cluster is 3.26');
   assert.equal((await put('freeze', { host: alpha.host, cluster: alpha.host }, '3.26')).status, 400, 'one of host and cluster');
 
+  // Alpha takes a write after its last point (the volume's lock held, no point ships it) and then fails:
+  // its copy diverges from beta's, as a primary's does that dies with writes not yet shipped. (Written
+  // after the failover, it raced the reverse copy's preparation, which reads alpha's divergence then.)
+  const coordinator = openCoordinator(s.server.config.coordination.backend_url);
+  t.after(() => coordinator.close());
+  const shipping = await coordinator.lock(`volume-${id}`, 30_000);
+  writePattern(fileOf(s.stateDir, 'alpha', id), [900 * MiB], MiB);
+
   // Failover: the volume is served from beta's copy; the volume without one goes to error.
   assert.equal((await put('failover', { cluster: alpha.host, backend_id: 'beta' }, '3.26')).status, 202);
   await waitFor('alpha failed over', async () => (await volumeService(s, 'alpha')).replication_status === 'failed-over');
+  await shipping.release();
   const over = await volumeService(s, 'alpha');
   assert.equal(over.active_backend_id, 'beta');
   assert.equal(over.status, 'disabled');
@@ -149,9 +158,8 @@ test('replicated volumes: placement, asynchronous points over the NBD export, fa
   assert.deepEqual([lost.status, lost.replication_status], ['error', 'not-capable']);
   assert.match((await put('failover_host', { host: alpha.host, backend_id: 'beta' })).body.badRequest.message, /failed over already/);
 
-  // Written while failed over (on beta) and diverged on alpha after its last point: failback ships both back.
+  // Written while failed over (on beta), and alpha's divergence: failback ships both back.
   writePattern(fileOf(s.stateDir, 'beta', id), [700 * MiB], MiB);
-  writePattern(fileOf(s.stateDir, 'alpha', id), [900 * MiB], MiB);
   await waitFor('beta shipping back to alpha', async () => (await replication(s, id)).state === 'enabled');
   assert.equal((await put('failover_host', { host: alpha.host, backend_id: 'default' })).status, 202);
   await waitFor('alpha failed back', async () => (await volumeService(s, 'alpha')).replication_status === 'enabled');
