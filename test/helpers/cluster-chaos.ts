@@ -22,7 +22,10 @@ export function clusterChaosTest(backend: 'etcd' | 'file'): void {
     if (backend === 'etcd') {
       const etcd = await startEtcd();
       t.after(() => etcd.stop());
-      coordination = `etcd3+http://${etcd.url.slice('http://'.length)}`;
+      // A dead holder's locks last as long as its jobs' leases (the run's 4 s), not etcd's default 10 s. With a member
+      // killed every few seconds, a job that waits out a dead holder's lock may see its own runners killed meanwhile,
+      // each death an attempt: the likely way a snapshot delete ran out of its ten in a loaded CI run.
+      coordination = `etcd3+http://${etcd.url.slice('http://'.length)}?ttl=4`;
     } else {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chaos-locks-'));
       t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
