@@ -93,6 +93,10 @@ test('the sweeper fails a job that ran out of attempts, through its kind', async
   await sweeper.sweepOnce();
   assert.equal(failures.length, 1);
   assert.deepEqual(failures[0]!.payload, { n: 7 });
+  // The failed job says why its last attempt ended, not only that attempts ran out.
+  const row = await queue.db.kysely.selectFrom('jobs').select(['state', 'last_error']).executeTakeFirstOrThrow();
+  assert.equal(row.state, 'failed');
+  assert.match(row.last_error!, /^BasaltError: Job test\.thing ran out of attempts: lease ran out; taken over by w2 at /);
   await sweeper.sweepOnce();
   assert.equal(failures.length, 1, 'failed once only');
 });
