@@ -168,7 +168,8 @@ class EtcdCoordinator implements Coordinator {
         if (!(err instanceof this.etcd3.EtcdLockFailedError)) {
           // The lease was granted before the failed put, and this client keeps a granted lease
           // alive: revoked now, or a put that landed unanswered would hold the lock for good.
-          await lock.release().catch(() => undefined);
+          // Not awaited: the keep-alive stops at the call, and a revoke etcd does not answer must not hold this up.
+          void lock.release().catch(() => undefined);
           throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
         }
         if (Date.now() > deadline) throw timedOut(name, timeoutMs);
