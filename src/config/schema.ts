@@ -189,7 +189,7 @@ export const DEFAULT_OPTIONS = {
   }),
   job_retry_delay_seconds: opt<number>({
     type: 'float', default: 1, min: 0,
-    help: 'First retry delay; doubles with each attempt (exponential back-off).',
+    help: 'First retry delay; doubles with each attempt (exponential back-off), up to 64 times this.',
   }),
   job_poll_interval_seconds: opt<number>({
     type: 'float', default: 1, min: 0.01,

@@ -124,6 +124,9 @@ function claimQuery(postgres: boolean, mode: 'queued' | 'expired', targets: numb
   });
 }
 
+/** Most times a retry's delay doubles: at most 64 times `job_retry_delay_seconds` (64 s by default). */
+export const MAX_BACKOFF_DOUBLINGS = 6;
+
 /** How long a claim that finds queued jobs may go without looking for expired leases. */
 const EXPIRED_CHECK_MS = 1000;
 
@@ -332,10 +335,16 @@ export class JobQueue {
     if (Number(r.numAffectedRows ?? 0) === 0) throw new LeaseLostError(jobId);
   }
 
-  /** Puts a job back in the queue after a transient failure, with exponential back-off. */
+  /**
+   * Puts a job back in the queue after a transient failure, with exponential
+   * back-off: the first delay doubled with each attempt, up to
+   * {@link MAX_BACKOFF_DOUBLINGS} times. Attempts count takeovers too (a
+   * runner that died), so without the bound a job that outlived a few runners
+   * and then met a transient error waited hours.
+   */
   async retryLater(job: JobRow, owner: string, error: string): Promise<boolean> {
     const now = this.clock.now();
-    const delay = this.options.retryDelayMs * 2 ** Math.max(0, job.attempts - 1);
+    const delay = this.options.retryDelayMs * 2 ** Math.min(MAX_BACKOFF_DOUBLINGS, Math.max(0, job.attempts - 1));
     const r = await this.db.kysely.updateTable('jobs')
       .set({ state: 'queued', lease_owner: null, lease_expires_at: null, not_before: now + delay, last_error: error, updated_at: isoAt(now) })
       .where('id', '=', job.id).where('lease_owner', '=', owner).where('state', '=', 'running')

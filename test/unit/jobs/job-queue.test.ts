@@ -81,6 +81,17 @@ test('retries back off exponentially; a dead incarnation\'s leases are released 
   assert.equal((await queue.claim('B', ['t'], ['test.thing']))?.attempts, 2, 'taken over without waiting for the lease');
 });
 
+test('a retry\'s delay doubles up to 64 times the first, however many attempts (takeovers count) came before', async (t) => {
+  const { clock, queue, enqueue } = await setup(t);
+  await enqueue(1);
+  const job = (await queue.claim('A', ['t'], ['test.thing']))!;
+  assert.ok(await queue.retryLater({ ...job, attempts: 20 }, 'A', 'flaky'));
+  clock.ms += 6399;
+  assert.equal(await queue.claim('A', ['t'], ['test.thing']), undefined);
+  clock.ms += 1;
+  assert.ok(await queue.claim('A', ['t'], ['test.thing']), 'due at 64 × 100 ms, not 2^19 × 100 ms');
+});
+
 test('the sweeper fails a job that ran out of attempts, through its kind', async (t) => {
   const { clock, queue, kind, failures, enqueue } = await setup(t);
   await enqueue(7);
