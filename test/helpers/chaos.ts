@@ -158,9 +158,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     BASALT_STATE_DIR: stateDir, BASALT_DATABASE__CONNECTION: database, BASALT_COORDINATION__BACKEND_URL: coordination,
     BASALT_PORT: '0', BASALT_NBD_PORT: '0', BASALT_LOG_LEVEL: process.env.TEST_CHAOS_LOG_LEVEL ?? 'info',
     BASALT_REPORT_INTERVAL: '0.5', BASALT_SERVICE_DOWN_TIME: '3', BASALT_JOB_LEASE_SECONDS: '4',
-    // Every runner a job loses to a kill is one of its attempts, and here a volume service dies every few seconds:
-    // a delete waiting out a dead holder's lock (stale after 10 s on file:// locks) lost ten runners twice in CI.
-    BASALT_JOB_POLL_INTERVAL_SECONDS: '0.2', BASALT_JOB_RETRY_DELAY_SECONDS: '0.1', BASALT_JOB_MAX_ATTEMPTS: '30',
+    BASALT_JOB_POLL_INTERVAL_SECONDS: '0.2', BASALT_JOB_RETRY_DELAY_SECONDS: '0.1', BASALT_JOB_MAX_ATTEMPTS: '10',
     BASALT_COORDINATION__LOCK_TIMEOUT_SECONDS: '20',
     BASALT_BACKEND_DEFAULTS__CLUSTER: 'c1',
     BASALT_QUOTA_VOLUMES: '10000', BASALT_QUOTA_SNAPSHOTS: '10000', BASALT_QUOTA_GIGABYTES: '100000',
