@@ -8,6 +8,7 @@
  *   seekHole(fd, offset)           lseek(SEEK_HOLE): next hole offset, or -errno
  *   fallocate(fd, mode, offset, length)  0 or the errno
  *   fiemap(fd, offset, length)     FS_IOC_FIEMAP: Float64Array of [logical, physical, length, flags] per extent, or -errno
+ *   tryLockExclusive(fd)           flock(LOCK_EX | LOCK_NB): 0, or the errno (EWOULDBLOCK: another open file holds it)
  *
  * The NOWAIT calls are the data path's fast path: they serve a request on the
  * event loop when it needs no disk wait, and say "would block" otherwise (the
@@ -21,6 +22,7 @@
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <node_api.h>
 #include <sys/uio.h>
@@ -137,6 +139,17 @@ static napi_value do_fadvise(napi_env env, napi_callback_info info) {
   return number(env, posix_fadvise((int)int_arg(env, argv[0]), (off_t)int_arg(env, argv[1]), (off_t)int_arg(env, argv[2]), (int)int_arg(env, argv[3])));
 }
 
+/*
+ * An exclusive lock on the open file, without waiting. The kernel drops it
+ * when the last descriptor of that open file closes, and so when its process
+ * dies however it dies: what the file coordinator's locks need.
+ */
+static napi_value try_lock_exclusive(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return NULL;
+  return number(env, flock((int)int_arg(env, argv[0]), LOCK_EX | LOCK_NB) == 0 ? 0 : errno);
+}
+
 /* Extents asked for per FS_IOC_FIEMAP call. */
 #define FIEMAP_BATCH 512
 
@@ -206,6 +219,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "fallocate", NULL, do_fallocate, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fiemap", NULL, do_fiemap, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fadvise", NULL, do_fadvise, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "tryLockExclusive", NULL, try_lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   nbd_dataplane_register(env, exports);

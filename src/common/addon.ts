@@ -111,6 +111,8 @@ export interface Addon {
   fiemap(fd: number, offset: number, length: number): Float64Array | number;
   /** posix_fadvise(2): 0 or the error number. */
   fadvise(fd: number, offset: number, length: number, advice: number): number;
+  /** flock(LOCK_EX | LOCK_NB): 0, or the error number (EWOULDBLOCK while another open file holds the lock). */
+  tryLockExclusive(fd: number): number;
   nbdServe(options: NbdServeOptions, onClose: (reason: NbdCloseReason) => void): NbdConnectionRef;
   /** Shuts the connection down and drops writes not yet started; resolves once no write is in flight. */
   nbdFence(conn: NbdConnectionRef): Promise<void>;

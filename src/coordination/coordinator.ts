@@ -1,12 +1,13 @@
 /**
  * Named locks shared by every process of a deployment, chosen by
  * `[coordination] backend_url`:
- * - `file://DIR` (default `<state_dir>/locks`): lock files, for processes on one host;
+ * - `file://DIR` (default `<state_dir>/locks`): flock(2)ed lock files, for processes on one host;
  * - `postgresql://…`: PostgreSQL session advisory locks, for a cluster on one database;
  * - `etcd3+http://HOST:PORT[,HOST:PORT…][?ttl=SECONDS]`: etcd locks on leases (the etcd3 client).
  *
  * Code takes locks the same way whatever the backend. A lock held by a process
- * that dies is released (its PostgreSQL session ends; a file lock goes stale).
+ * that dies is released (the kernel drops its file locks; its PostgreSQL session
+ * ends; its etcd lease expires).
  *
  * Lock inventory (names are templates over ids):
  * - `volume-<id>`: held around every driver call that changes or reads a
@@ -20,11 +21,12 @@
  *   stored and counts on it.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import lockfile from 'proper-lockfile';
 import pg from 'pg';
 import type * as Etcd3Module from 'etcd3';
+import { addon } from '../common/addon.ts';
 import { ConfigError, BasaltError } from '../errors/index.ts';
 
 /** A held lock. */
@@ -62,7 +64,15 @@ function checkName(name: string): void {
   if (!/^[A-Za-z0-9_.-]{1,200}$/.test(name)) throw new ConfigError(`Invalid lock name ${name}`);
 }
 
-/** Lock files in a folder (proper-lockfile: atomic mkdir, refreshed mtime, stale after 10 s). */
+/**
+ * Lock files in a folder, each held by flock(2) on an open file: the kernel
+ * drops a lock when its holder closes the file or dies, so a killed holder's
+ * locks are free at once (a staleness timeout would hold its volumes' jobs up
+ * meanwhile, and break the lock of a holder merely stopped). A holder removes
+ * its file before it lets go, so the folder holds only the locks held now
+ * (and those of holders that died). A waiter that wins the lock on a file
+ * already removed opens the name again.
+ */
 class FileCoordinator implements Coordinator {
   constructor(private readonly dir: string) {
     fs.mkdirSync(dir, { recursive: true });
@@ -70,28 +80,75 @@ class FileCoordinator implements Coordinator {
 
   async lock(name: string, timeoutMs: number): Promise<Lock> {
     checkName(name);
-    // The lock is the directory `<name>.lock` alone (realpath: false): no file per name is made,
-    // so the folder holds only the locks held now, not one file for every volume there ever was.
-    const file = path.join(this.dir, name);
+    const file = path.join(this.dir, `${name}.lock`);
     const deadline = Date.now() + timeoutMs;
+    const wait = async (): Promise<void> => {
+      if (Date.now() > deadline) throw timedOut(name, timeoutMs);
+      await new Promise((r) => setTimeout(r, 20));
+    };
     for (;;) {
+      const handle = await this.#open(name, file);
+      if (!handle) {
+        await wait();
+        continue;
+      }
+      let held = false;
       try {
-        // A lock whose directory went (the folder removed or unreadable under it) cannot be refreshed:
-        // proper-lockfile's default then throws from its timer, an uncaught exception that ended the
-        // whole process (seen when a test removed a state directory under a running job). Such a lock
-        // is lost, as a stale one is; its holder's work goes on, and releasing it does nothing.
-        let lost = false;
-        const release = await lockfile.lock(file, { stale: 10_000, update: 2_000, realpath: false, onCompromised: () => { lost = true; } });
+        for (;;) {
+          const errno = addon.tryLockExclusive(handle.fd);
+          if (errno === 0) break;
+          if (errno !== os.constants.errno.EWOULDBLOCK) throw new BasaltError('BACKEND_UNAVAILABLE', `Lock ${name} cannot be taken: flock failed with errno ${errno}`, { retryable: true });
+          await wait();
+        }
+        // Still linked: still the file at the name (a holder removes it as it releases the lock, and nothing
+        // else links or renames these files). An fstat of an open file needs no disk.
+        held = fs.fstatSync(handle.fd).nlink > 0;
+      } finally {
+        if (!held) await handle.close();
+      }
+      if (held) {
         let released = false;
-        return { release: async () => { if (!released) { released = true; if (!lost) await release(); } } };
+        return {
+          release: async () => {
+            if (released) return;
+            released = true;
+            // Removed while still held: a waiter on this file then finds it gone and opens the name again.
+            await fs.promises.unlink(file).catch(() => undefined);
+            await handle.close();
+          },
+        };
+      }
+    }
+  }
+
+  /**
+   * Opens (makes) the lock file; a folder removed meanwhile is made again.
+   * Undefined while the name is a lock directory of the previous release
+   * (proper-lockfile's, refreshed every 2 s by a live holder): held, unless
+   * unrefreshed for 10 s, when it is removed as that release did. That
+   * release's processes find a lock file where they make their directory and
+   * take it as held, so a host's processes exclude each other during a
+   * rolling upgrade; the next release drops this.
+   */
+  async #open(name: string, file: string): Promise<fs.promises.FileHandle | undefined> {
+    for (let again = true; ; again = false) {
+      try {
+        return await fs.promises.open(file, 'a', 0o600);
       } catch (err) {
         const code = (err as { code?: string }).code;
-        // A full folder (by default in the state directory, issue 13): a lock is a new directory,
-        // which needs a block on most filesystems. Retried later, as a lock held too long is.
+        if (code === 'ENOENT' && again) {
+          await fs.promises.mkdir(this.dir, { recursive: true });
+          continue;
+        }
+        if (code === 'EISDIR') {
+          const dir = await fs.promises.stat(file).catch(() => undefined);
+          if (dir && dir.mtimeMs < Date.now() - 10_000) await fs.promises.rmdir(file).catch(() => undefined);
+          return undefined;
+        }
+        // A full folder (by default in the state directory, issue 13): a new lock file needs an inode and
+        // maybe a directory block. Retried later, as a lock held too long is.
         if (code === 'ENOSPC' || code === 'EDQUOT') throw new BasaltError('BACKEND_UNAVAILABLE', `Lock ${name} cannot be taken: the lock folder is full`, { cause: err, retryable: true });
-        if (code !== 'ELOCKED') throw err;
-        if (Date.now() > deadline) throw timedOut(name, timeoutMs);
-        await new Promise((r) => setTimeout(r, 20));
+        throw err;
       }
     }
   }

@@ -1,4 +1,4 @@
-/** Named locks on both backends: exclusion, timeouts, release, and a dead holder's lock freed (PostgreSQL). */
+/** Named locks on every backend: exclusion, timeouts, release, and a dead holder's lock freed. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -38,23 +38,63 @@ test('file:// locks exclude each other across coordinators', async (t) => {
   const a = openCoordinator(`file://${dir}`);
   const b = openCoordinator(`file://${dir}`);
   await exclusion(t, a, b);
+  // Many waiters on one name, each release removing the file others wait on: still one holder at a time.
+  let inside = 0;
+  let most = 0;
+  await Promise.all(Array.from({ length: 20 }, (_, i) => (async () => {
+    for (let k = 0; k < 5; k++) {
+      await withLock(i % 2 ? a : b, 'volume-5', 10_000, async () => {
+        most = Math.max(most, ++inside);
+        await new Promise((r) => setTimeout(r, Math.random() * 3));
+        inside--;
+      });
+    }
+  })()));
+  assert.equal(most, 1, 'never two holders at once');
   // Bounded: a released lock leaves nothing in the folder (it once kept a file per name, forever).
   for (let i = 0; i < 20; i++) await (await a.lock(`volume-${i}`, 1000)).release();
   assert.deepEqual(fs.readdirSync(dir), [], 'the folder holds only the locks held now');
 });
 
-test('a file:// lock whose folder is removed under it is lost without ending the process, and releases quietly', async (t) => {
+test('a file:// lock whose folder is removed under it stays held and releases quietly; the next lock makes the folder again', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-locks-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const uncaught: unknown[] = [];
-  const onUncaught = (err: unknown): void => { uncaught.push(err); };
-  process.on('uncaughtException', onUncaught);
-  t.after(() => process.off('uncaughtException', onUncaught));
-  const held = await openCoordinator(`file://${dir}`).lock('volume-1', 1000);
+  const c = openCoordinator(`file://${dir}`);
+  const held = await c.lock('volume-1', 1000);
   fs.rmSync(dir, { recursive: true, force: true });
-  await new Promise((r) => setTimeout(r, 4500)); // two refreshes (every 2 s) find it gone
-  assert.deepEqual(uncaught, []);
   await held.release();
+  await (await c.lock('volume-1', 1000)).release();
+  assert.deepEqual(fs.readdirSync(dir), []);
+});
+
+test('a killed holder\'s file:// lock is free at once (the kernel drops it; no staleness to wait out)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-locks-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const url = `file://${dir}`;
+  const holder = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '../../helpers/lock-holder.ts'), url, 'volume-7'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((r) => holder.stdout!.once('data', r));
+  const b = openCoordinator(url);
+  await assert.rejects(b.lock('volume-7', 100), /stayed held/);
+  const exited = new Promise((r) => holder.once('exit', r));
+  holder.kill('SIGKILL');
+  await exited;
+  // A stale lock directory waited 10 s; the kernel dropped this one with its holder.
+  const freed = await b.lock('volume-7', 1000);
+  await freed.release();
+});
+
+test('a lock directory of the previous release holds its name while refreshed, and goes once unrefreshed for 10 s', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-locks-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const c = openCoordinator(`file://${dir}`);
+  const old = path.join(dir, 'volume-4.lock');
+  fs.mkdirSync(old);
+  await assert.rejects(c.lock('volume-4', 100), /stayed held/);
+  const past = new Date(Date.now() - 11_000);
+  fs.utimesSync(old, past, past);
+  const got = await c.lock('volume-4', 1000);
+  assert.ok(fs.statSync(old).isFile(), 'the name is a lock file now');
+  await got.release();
 });
 
 test('postgresql:// advisory locks exclude each other, and a dead holder\'s lock is freed', async (t) => {
