@@ -21,7 +21,7 @@ const { values: args } = parseArgs({
 });
 const etcd = args.coordination === 'etcd' ? await startEtcd() : undefined;
 const lockDir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-chaos-locks-'));
-const coordination = etcd ? `etcd3+http://${etcd.url.slice('http://'.length)}` : args.coordination === 'file' ? `file://${lockDir}` : 'postgresql';
+const coordination = etcd ? `etcd3+http://${etcd.url.slice('http://'.length)}?ttl=4` : args.coordination === 'file' ? `file://${lockDir}` : 'postgresql';
 const t = performance.now();
 try {
   const report = await runChaos({

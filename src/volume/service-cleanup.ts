@@ -14,7 +14,7 @@
  *   and (the same sweep) native connection info naming a site a failover or
  *   failback left.
  *
- * Locks it held need nothing: file locks go stale, PostgreSQL advisory locks
+ * Locks it held need nothing: the kernel dropped its file locks, PostgreSQL advisory locks
  * die with its sessions, etcd locks with its lease. The sweeper runs this for
  * every dead service; the API runs it on demand for a filtered set.
  */
