@@ -203,35 +203,46 @@ class PostgresCoordinator implements Coordinator {
 /** etcd locks: each held lock is a key on a lease that dies with its holder (TTL, default 10 s). */
 class EtcdCoordinator implements Coordinator {
   private readonly client: Etcd3Module.Etcd3;
-  private readonly etcd3: typeof Etcd3Module;
 
   constructor(hosts: string[], private readonly ttlSeconds: number) {
     // Loaded here, not at import: the etcd3 client (gRPC) costs about 0.2 s of CPU to load,
     // paid by every process start otherwise, and only etcd deployments use it.
-    this.etcd3 = createRequire(import.meta.url)('etcd3') as typeof Etcd3Module;
-    this.client = new this.etcd3.Etcd3({ hosts });
+    const etcd3 = createRequire(import.meta.url)('etcd3') as typeof Etcd3Module;
+    this.client = new etcd3.Etcd3({ hosts });
   }
 
+  /**
+   * One lease for the whole wait, and a write only when the key looks free:
+   * a waiter polls with reads, which etcd answers without a write to its log.
+   * (The etcd3 client's Lock grants a lease, tries its put and revokes the lease
+   * at every attempt: three writes, each synced to disk, every 25 ms for every
+   * waiter, which slowed the etcd every lock of a busy cluster goes through.)
+   */
   async lock(name: string, timeoutMs: number): Promise<Lock> {
     checkName(name);
+    const key = `basalt/locks/${name}`;
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const lock = this.client.lock(`basalt/locks/${name}`).ttl(this.ttlSeconds);
-      try {
-        await lock.acquire();
-        let released = false;
-        return { release: async () => { if (!released) { released = true; await lock.release(); } } };
-      } catch (err) {
-        if (!(err instanceof this.etcd3.EtcdLockFailedError)) {
-          // The lease was granted before the failed put, and this client keeps a granted lease
-          // alive: revoked now, or a put that landed unanswered would hold the lock for good.
-          // Not awaited: the keep-alive stops at the call, and a revoke etcd does not answer must not hold this up.
-          void lock.release().catch(() => undefined);
-          throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
+    // The client keeps a granted lease alive until it is revoked.
+    const lease = this.client.lease(this.ttlSeconds);
+    try {
+      const id = await lease.grant();
+      for (;;) {
+        if (!(await this.client.get(key).exists())) {
+          const put = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value('').lease(id)).commit();
+          if (put.succeeded) {
+            let released = false;
+            return { release: async () => { if (!released) { released = true; await lease.revoke(); } } };
+          }
         }
         if (Date.now() > deadline) throw timedOut(name, timeoutMs);
         await new Promise((r) => setTimeout(r, 25));
       }
+    } catch (err) {
+      // Also when a put landed with its answer lost: revoking the lease removes the key it holds. Not awaited:
+      // the keep-alive stops at the call, and a revoke etcd does not answer must not hold this up.
+      void lease.revoke().catch(() => undefined);
+      if (err instanceof BasaltError) throw err;
+      throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
     }
   }
 

@@ -29,16 +29,7 @@ async function exclusion(t: TestContext, a: Coordinator, b: Coordinator): Promis
   })));
   for (let i = 0; i < order.length; i += 2) assert.equal(order[i]!.slice(2), order[i + 1]!.slice(3), `critical sections do not overlap: ${order}`);
   await assert.rejects(a.lock('../etc/passwd', 10), /Invalid lock name/);
-  void t;
-}
-
-test('file:// locks exclude each other across coordinators', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-locks-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const a = openCoordinator(`file://${dir}`);
-  const b = openCoordinator(`file://${dir}`);
-  await exclusion(t, a, b);
-  // Many waiters on one name, each release removing the file others wait on: still one holder at a time.
+  // Many waiters on one name (for files: each release removing the file others wait on): one holder at a time.
   let inside = 0;
   let most = 0;
   await Promise.all(Array.from({ length: 20 }, (_, i) => (async () => {
@@ -51,6 +42,15 @@ test('file:// locks exclude each other across coordinators', async (t) => {
     }
   })()));
   assert.equal(most, 1, 'never two holders at once');
+  void t;
+}
+
+test('file:// locks exclude each other across coordinators', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'basalt-locks-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const a = openCoordinator(`file://${dir}`);
+  const b = openCoordinator(`file://${dir}`);
+  await exclusion(t, a, b);
   // Bounded: a released lock leaves nothing in the folder (it once kept a file per name, forever).
   for (let i = 0; i < 20; i++) await (await a.lock(`volume-${i}`, 1000)).release();
   assert.deepEqual(fs.readdirSync(dir), [], 'the folder holds only the locks held now');
@@ -128,6 +128,15 @@ test('etcd3+http:// locks exclude each other, and a dead holder\'s lock expires 
   const b = openCoordinator(url);
   t.after(async () => { await b.close(); });
   await exclusion(t, a, b);
+  // A waiter reads until the key is free: it adds next to nothing to etcd's log (the etcd3 client's
+  // Lock made three synced writes an attempt, every 25 ms: about a hundred in this second).
+  const proposals = async (): Promise<number> => Number(/^etcd_server_proposals_committed_total (\S+)$/m.exec(await (await fetch(`${etcd.url}/metrics`)).text())![1]);
+  const held = await a.lock('volume-8', 1000);
+  const before = await proposals();
+  await assert.rejects(b.lock('volume-8', 1000), /stayed held/);
+  const written = (await proposals()) - before;
+  assert.ok(written <= 5, `a waiter of 1 s made ${written} writes to etcd's log`);
+  await held.release();
   await a.close();
   // A holder process killed without releasing: its lease is no longer renewed and expires.
   const holder = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '../../helpers/lock-holder.ts'), url, 'volume-7'], { stdio: ['ignore', 'pipe', 'inherit'] });
