@@ -212,8 +212,9 @@ class EtcdCoordinator implements Coordinator {
   }
 
   /**
-   * One lease for the whole wait, and a write only when the key looks free:
-   * a waiter polls with reads, which etcd answers without a write to its log.
+   * One lease for the whole wait, and after a failed put a write only when
+   * the key looks free again: a waiter polls with reads, which etcd answers
+   * without a write to its log.
    * (The etcd3 client's Lock grants a lease, tries its put and revokes the lease
    * at every attempt: three writes, each synced to disk, every 25 ms for every
    * waiter, which slowed the etcd every lock of a busy cluster goes through.)
@@ -227,15 +228,15 @@ class EtcdCoordinator implements Coordinator {
     try {
       const id = await lease.grant();
       for (;;) {
-        if (!(await this.client.get(key).exists())) {
-          const put = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value('').lease(id)).commit();
-          if (put.succeeded) {
-            let released = false;
-            return { release: async () => { if (!released) { released = true; await lease.revoke(); } } };
-          }
+        const put = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value('').lease(id)).commit();
+        if (put.succeeded) {
+          let released = false;
+          return { release: async () => { if (!released) { released = true; await lease.revoke(); } } };
         }
-        if (Date.now() > deadline) throw timedOut(name, timeoutMs);
-        await new Promise((r) => setTimeout(r, 25));
+        do {
+          if (Date.now() > deadline) throw timedOut(name, timeoutMs);
+          await new Promise((r) => setTimeout(r, 25));
+        } while (await this.client.get(key).exists());
       }
     } catch (err) {
       // Also when a put landed with its answer lost: revoking the lease removes the key it holds. Not awaited:
