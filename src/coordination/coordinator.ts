@@ -76,6 +76,29 @@ function checkName(name: string): void {
 class FileCoordinator implements Coordinator {
   constructor(private readonly dir: string) {
     fs.mkdirSync(dir, { recursive: true });
+    this.#sweep();
+  }
+
+  /**
+   * Removes the files of locks no one holds: those of holders that died (a
+   * holder's file stays when it dies). Each is removed while locked, as a
+   * release does, so a waiter on it opens the name again.
+   */
+  #sweep(): void {
+    for (const entry of fs.readdirSync(this.dir)) {
+      if (!entry.endsWith('.lock')) continue;
+      let fd: number;
+      try {
+        fd = fs.openSync(path.join(this.dir, entry), 'r');
+      } catch {
+        continue; // gone meanwhile, or not ours to open
+      }
+      try {
+        if (fs.fstatSync(fd).isFile() && addon.tryLockExclusive(fd) === 0) fs.rmSync(path.join(this.dir, entry), { force: true });
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
   }
 
   async lock(name: string, timeoutMs: number): Promise<Lock> {

@@ -81,6 +81,12 @@ test('a killed holder\'s file:// lock is free at once (the kernel drops it; no s
   // A stale lock directory waited 10 s; the kernel dropped this one with its holder.
   const freed = await b.lock('volume-7', 1000);
   await freed.release();
+  // A dead holder's file stays until its name is locked again, or until a coordinator opens the folder.
+  const held = await b.lock('volume-8', 1000);
+  fs.writeFileSync(path.join(dir, 'volume-9.lock'), '');
+  openCoordinator(url);
+  assert.deepEqual(fs.readdirSync(dir), ['volume-8.lock'], 'the unheld file went, the held one stayed');
+  await held.release();
 });
 
 test('a lock directory of the previous release holds its name while refreshed, and goes once unrefreshed for 10 s', async (t) => {
