@@ -70,7 +70,8 @@ function checkName(name: string): void {
  * locks are free at once (a staleness timeout would hold its volumes' jobs up
  * meanwhile, and break the lock of a holder merely stopped). A holder removes
  * its file before it lets go, so the folder holds only the locks held now
- * (and those of holders that died). A waiter that wins the lock on a file
+ * (and those of holders that died, until their name is locked again or a
+ * coordinator opens the folder). A waiter that wins the lock on a file
  * already removed opens the name again.
  */
 class FileCoordinator implements Coordinator {
