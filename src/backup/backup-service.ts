@@ -85,7 +85,7 @@ export class BackupService {
     const backends = [...o.backends.values()];
     this.role = new RoleService({
       queue: o.queue, services: o.services, host: o.host, binary: 'cinder-backup', backend: null, cluster: null,
-      availabilityZone: o.availabilityZone, version: o.version, instanceId: o.instanceId, target: ANY_BACKUP_TARGET,
+      availabilityZone: o.availabilityZone, version: o.version, instanceId: o.instanceId, coordinator: o.coordinator, target: ANY_BACKUP_TARGET,
       extraTargets: [...backends.map((b) => backupTarget(b.cluster)), ...backends.map((b) => backupMemberTarget(b.serviceHost))],
       handlers: backupHandlers(o), concurrency: o.concurrency, pollMs: o.pollMs, heartbeatMs: o.heartbeatMs,
       log: o.log,

@@ -42,7 +42,21 @@ export interface Coordinator {
    * @throws BasaltError BACKEND_UNAVAILABLE (retryable) when it stays held, or when a file lock cannot be made because its folder is full.
    */
   lock(name: string, timeoutMs: number): Promise<Lock>;
+  /**
+   * Frees at once the locks that `owner`, a process incarnation known to be
+   * dead (its successor on the same host is starting), still holds where the
+   * backend would free them only later: etcd keys live out their lease's
+   * `ttl`. Files and PostgreSQL sessions ended with the process: nothing to do.
+   * Returns how many were freed.
+   */
+  releaseLocksOf(owner: string): Promise<number>;
   close(): Promise<void>;
+}
+
+/** Options of {@link openCoordinator}. */
+export interface CoordinatorOptions {
+  /** This process incarnation's id, recorded with each lock where the backend keeps a value (etcd) for {@link Coordinator.releaseLocksOf}. */
+  owner?: string;
 }
 
 /** Runs `fn` under the named lock. */
@@ -177,6 +191,10 @@ class FileCoordinator implements Coordinator {
     }
   }
 
+  async releaseLocksOf(): Promise<number> {
+    return 0; // the kernel dropped them with the process
+  }
+
   async close(): Promise<void> { /* nothing held open */ }
 }
 
@@ -219,16 +237,25 @@ class PostgresCoordinator implements Coordinator {
     };
   }
 
+  async releaseLocksOf(): Promise<number> {
+    return 0; // they ended with the process's sessions
+  }
+
   close(): Promise<void> {
     return this.pool.end();
   }
 }
 
-/** etcd locks: each held lock is a key on a lease that dies with its holder (TTL, default 10 s). */
+const LOCK_PREFIX = 'basalt/locks/';
+
+/**
+ * etcd locks: each held lock is a key on a lease that dies with its holder
+ * (TTL, default 10 s), its value the holder's incarnation id.
+ */
 class EtcdCoordinator implements Coordinator {
   private readonly client: Etcd3Module.Etcd3;
 
-  constructor(hosts: string[], private readonly ttlSeconds: number) {
+  constructor(hosts: string[], private readonly ttlSeconds: number, private readonly owner: string) {
     // Loaded here, not at import: the etcd3 client (gRPC) costs about 0.2 s of CPU to load,
     // paid by every process start otherwise, and only etcd deployments use it.
     const etcd3 = createRequire(import.meta.url)('etcd3') as typeof Etcd3Module;
@@ -245,14 +272,14 @@ class EtcdCoordinator implements Coordinator {
    */
   async lock(name: string, timeoutMs: number): Promise<Lock> {
     checkName(name);
-    const key = `basalt/locks/${name}`;
+    const key = `${LOCK_PREFIX}${name}`;
     const deadline = Date.now() + timeoutMs;
     // The client keeps a granted lease alive until it is revoked.
     const lease = this.client.lease(this.ttlSeconds);
     try {
       const id = await lease.grant();
       for (;;) {
-        const put = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value('').lease(id)).commit();
+        const put = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(this.owner).lease(id)).commit();
         if (put.succeeded) {
           let released = false;
           return { release: async () => { if (!released) { released = true; await lease.revoke(); } } };
@@ -271,6 +298,18 @@ class EtcdCoordinator implements Coordinator {
     }
   }
 
+  async releaseLocksOf(owner: string): Promise<number> {
+    if (!owner) return 0;
+    const held = await this.client.getAll().prefix(LOCK_PREFIX).strings();
+    let freed = 0;
+    for (const key of Object.keys(held).filter((k) => held[k] === owner)) {
+      // Only while it is still that incarnation's: a lock taken since by another is left alone.
+      const r = await this.client.if(key, 'Value', '==', owner).then(this.client.delete().key(key)).commit();
+      if (r.succeeded) freed++;
+    }
+    return freed;
+  }
+
   async close(): Promise<void> {
     this.client.close();
   }
@@ -280,10 +319,10 @@ class EtcdCoordinator implements Coordinator {
  * Opens the backend named by `url`.
  * @throws ConfigError for an unsupported scheme.
  */
-export function openCoordinator(url: string): Coordinator {
+export function openCoordinator(url: string, options: CoordinatorOptions = {}): Coordinator {
   if (url.startsWith('file://')) return new FileCoordinator(url.slice('file://'.length));
   if (/^postgres(ql)?:\/\//.test(url)) return new PostgresCoordinator(url);
   const etcd = /^etcd3\+(https?):\/\/([^/?]+)\/?(?:\?ttl=(\d+))?$/.exec(url);
-  if (etcd) return new EtcdCoordinator(etcd[2]!.split(',').map((h) => `${etcd[1]}://${h}`), Number(etcd[3] ?? 10));
+  if (etcd) return new EtcdCoordinator(etcd[2]!.split(',').map((h) => `${etcd[1]}://${h}`), Number(etcd[3] ?? 10), options.owner ?? '');
   throw new ConfigError(`Unsupported [coordination] backend_url "${url}": expected file://DIR, postgresql://… or etcd3+http://HOST:PORT`);
 }

@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { isStateDirectoryUnwritable } from '../errors/index.ts';
+import type { Coordinator } from '../coordination/index.ts';
 import type { ServiceRegistration, ServiceRepository, ServiceRow } from '../db/index.ts';
 import type { AnyJobHandler, AnyJobKind } from './job-kind.ts';
 import type { JobQueue } from './job-queue.ts';
@@ -23,6 +24,11 @@ export interface RoleServiceOptions extends Omit<ServiceRegistration, 'payloadVe
   pollMs: number;
   heartbeatMs: number;
   log: Logger;
+  /**
+   * The coordination backend of this role's locks: at start, the locks its
+   * dead previous incarnation still holds are freed with its job leases.
+   */
+  coordinator?: Pick<Coordinator, 'releaseLocksOf'>;
   /** Called at each heartbeat; its answer is stored as the row's capabilities. */
   reportCapabilities?: () => Promise<unknown>;
   /**
@@ -67,6 +73,12 @@ export class RoleService {
     this.row = row;
     this.recorded(registeredAt);
     if (previousInstanceId) {
+      // Locks first: a job handed over below must not wait out a lock its dead holder keeps (etcd's ttl).
+      const freed = await this.o.coordinator?.releaseLocksOf(previousInstanceId).catch((err: Error) => {
+        log.warn({ err: err.message, previous: previousInstanceId }, 'the locks of this service\'s previous, dead incarnation could not be freed; they end with their lease');
+        return 0;
+      }) ?? 0;
+      if (freed > 0) log.warn({ count: freed, previous: previousInstanceId }, 'freed the locks of this service\'s previous, dead incarnation');
       const n = await queue.releaseLeasesOf(previousInstanceId);
       if (n > 0) log.warn({ count: n, previous: previousInstanceId }, 'took over jobs of this service\'s previous, dead incarnation');
     }

@@ -149,7 +149,7 @@ async function startRoles(input: StartServerInput): Promise<RunningServer> {
   };
 
   const stoppers: Array<() => Promise<void>> = [];
-  const coordinator = openCoordinator(config.coordination.backend_url);
+  const coordinator = openCoordinator(config.coordination.backend_url, { owner: instanceId });
   stoppers.push(() => coordinator.close());
   const stopAll = async (): Promise<void> => {
     for (const stop of stoppers.reverse()) await stop().catch((err) => log.error({ err }, 'stop failed'));

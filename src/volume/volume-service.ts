@@ -75,7 +75,7 @@ export class VolumeService {
     this.role = new RoleService({
       queue: o.queue, services: o.services, host: this.serviceHost, binary: 'cinder-volume',
       backend: o.backend.name, cluster: this.cluster, availabilityZone: o.backend.backend_availability_zone,
-      version: o.version, instanceId: o.instanceId, target: volumeTarget(this.cluster), extraTargets: [memberTarget(this.serviceHost)],
+      version: o.version, instanceId: o.instanceId, coordinator: o.coordinator, target: volumeTarget(this.cluster), extraTargets: [memberTarget(this.serviceHost)],
       handlers: [...volumeHandlers(o, o.driver), ...groupHandlers(o, o.driver), ...(o.replication ? replicationHandlers({ ...o, ...o.replication }, o.driver, this.cluster) : []),
         ...(o.replication ? groupReplicationHandlers({ ...o, ...o.replication }, o.driver, this.cluster) : [])], concurrency: o.concurrency, pollMs: o.pollMs,
       heartbeatMs: o.heartbeatMs, log: o.log.child({ role: 'volume', backend: o.backend.name }),

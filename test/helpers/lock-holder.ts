@@ -1,7 +1,7 @@
-/** Takes a named lock on a coordination backend and holds it until killed: `lock-holder.ts URL NAME`. */
+/** Takes a named lock on a coordination backend and holds it until killed: `lock-holder.ts URL NAME [OWNER]` (OWNER: its incarnation id). */
 import { openCoordinator } from '../../src/coordination/index.ts';
 
-const [url, name] = process.argv.slice(2);
-await openCoordinator(url!).lock(name!, 10_000);
+const [url, name, owner] = process.argv.slice(2);
+await openCoordinator(url!, { owner }).lock(name!, 10_000);
 console.log('held');
 setInterval(() => undefined, 1 << 30);

@@ -126,7 +126,7 @@ test('postgresql:// advisory locks exclude each other, and a dead holder\'s lock
   assert.throws(() => openCoordinator('redis://x'), /Unsupported \[coordination\] backend_url/);
 });
 
-test('etcd3+http:// locks exclude each other, and a dead holder\'s lock expires with its lease', async (t) => {
+test('etcd3+http:// locks exclude each other; a dead holder\'s lock expires with its lease, or at once when its successor frees it', async (t) => {
   const etcd = await startEtcd();
   t.after(() => etcd.stop());
   const url = `etcd3+${etcd.url}?ttl=2`;
@@ -151,4 +151,19 @@ test('etcd3+http:// locks exclude each other, and a dead holder\'s lock expires 
   holder.kill('SIGKILL');
   const freed = await b.lock('volume-7', 10_000);
   await freed.release();
+  // Its successor frees at once what a dead incarnation holds, and nothing another holds.
+  const dead = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '../../helpers/lock-holder.ts'), `etcd3+${etcd.url}?ttl=30`, 'volume-6', 'incarnation-1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((r) => dead.stdout!.once('data', r));
+  const exited = new Promise((r) => dead.once('exit', r));
+  dead.kill('SIGKILL');
+  await exited;
+  const other = await b.lock('volume-5', 1000);
+  await assert.rejects(b.lock('volume-6', 100), /stayed held/, 'its lease has 30 s to run');
+  assert.equal(await b.releaseLocksOf('incarnation-1'), 1);
+  await (await b.lock('volume-6', 1000)).release();
+  assert.equal(await b.releaseLocksOf(''), 0);
+  const c = openCoordinator(url);
+  await assert.rejects(c.lock('volume-5', 100), /stayed held/, 'a lock of another incarnation stays');
+  await c.close();
+  await other.release();
 });
