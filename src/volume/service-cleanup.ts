@@ -15,7 +15,8 @@
  *   failback left.
  *
  * Locks it held need nothing: the kernel dropped its file locks, PostgreSQL advisory locks
- * die with its sessions, etcd locks with its lease. The sweeper runs this for
+ * die with its sessions, etcd locks with its lease (or when its successor
+ * starts: `RoleService`). The sweeper runs this for
  * every dead service; the API runs it on demand for a filtered set.
  */
 import type { AttachmentRepository, Db, ServiceRepository, ServiceRow, VolumeRepository } from '../db/index.ts';
