@@ -109,7 +109,9 @@ class FileCoordinator implements Coordinator {
         continue; // gone meanwhile, or not ours to open
       }
       try {
-        if (fs.fstatSync(fd).isFile() && addon.tryLockExclusive(fd) === 0) fs.rmSync(path.join(this.dir, entry), { force: true });
+        // Still linked once locked: still the file at the name (as in lock()), so the name removed is not
+        // another's that a holder released and a third made again meanwhile.
+        if (fs.fstatSync(fd).isFile() && addon.tryLockExclusive(fd) === 0 && fs.fstatSync(fd).nlink > 0) fs.rmSync(path.join(this.dir, entry), { force: true });
       } finally {
         fs.closeSync(fd);
       }
