@@ -94,12 +94,25 @@ export interface Db {
   listen(channel: string, fn: (payload: string) => void): Promise<() => Promise<void>>;
   /**
    * Locks rows of `table` by id until the end of transaction `tx`
-   * (PostgreSQL `SELECT … FOR UPDATE`, in id order so that two lockers cannot
-   * deadlock). Every check-and-change of a volume takes its row's lock first:
-   * under READ COMMITTED that is what serialises them. SQLite: nothing to do,
-   * a transaction holds the only connection.
+   * (PostgreSQL `SELECT … FOR NO KEY UPDATE`, in id order so that two lockers
+   * cannot deadlock). Every check-and-change of a volume takes its row's lock
+   * first: under READ COMMITTED that is what serialises them. The lock is the
+   * one an UPDATE of the row takes, not a DELETE's: a row inserted meanwhile
+   * that refers to the locked one (a clone's source, a snapshot's volume) does
+   * not wait for it; a delete of the row takes the stronger lock itself.
+   * SQLite: nothing to do, a transaction holds the only connection.
    */
-  lockRows(tx: Kysely<Database>, table: 'volumes' | 'services' | 'groups', ids: readonly string[]): Promise<void>;
+  lockRows(tx: Kysely<Database>, table: 'volumes' | 'groups', ids: readonly string[]): Promise<void>;
+  /**
+   * Serialises the transactions that name one of `keys` until the end of
+   * `tx`, without locking any row (PostgreSQL transaction-level advisory
+   * locks, in key order). For a rule over many rows, such as a pool's
+   * capacity under concurrent placements: locking the pool's service row for
+   * it made that service's heartbeat wait behind placements, which wait in
+   * turn on the volumes' rows, long enough under load to report the service
+   * down. SQLite: nothing to do, as for {@link lockRows}.
+   */
+  lockKeys(tx: Kysely<Database>, keys: readonly string[]): Promise<void>;
   /**
    * Resolves once every transaction committed so far in this process is on
    * stable storage. Awaited before anything leaves the process that depends on
@@ -165,7 +178,10 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
       durable: async () => undefined,
       lockRows: async (tx, table, ids) => {
         if (ids.length === 0) return;
-        await tx.selectFrom(table).select('id').where('id', 'in', [...ids].sort()).orderBy('id').forUpdate().execute();
+        await tx.selectFrom(table).select('id').where('id', 'in', [...ids].sort()).orderBy('id').forNoKeyUpdate().execute();
+      },
+      lockKeys: async (tx, keys) => {
+        for (const key of [...new Set(keys)].sort()) await sql`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(tx);
       },
       close: () => kysely.destroy(),
     };
@@ -188,7 +204,7 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
   const refusals = new WriteRefusals(options.log);
   if (file === ':memory:') {
     const kysely = new Kysely<Database>({ dialect: basaltSqliteDialect({ database, sqlite, refusals }) });
-    return { kysely, dialect: 'sqlite', notify: async () => undefined, listen: async () => async () => undefined, lockRows: async () => undefined, durable: async () => undefined, refusals, close: () => kysely.destroy() };
+    return { kysely, dialect: 'sqlite', notify: async () => undefined, listen: async () => async () => undefined, lockRows: async () => undefined, lockKeys: async () => undefined, durable: async () => undefined, refusals, close: () => kysely.destroy() };
   }
   // Durable at the answer, flushed in groups: see group-commit.ts.
   sqlite.pragma('synchronous = NORMAL');
@@ -206,6 +222,7 @@ export function openDatabase(connection: string, options: OpenDatabaseOptions = 
     notify: async () => undefined,
     listen: async () => async () => undefined,
     lockRows: async () => undefined,
+    lockKeys: async () => undefined,
     durable: () => commits.durable(commits.committed),
     durability: commits,
     refusals,

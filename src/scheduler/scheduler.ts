@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import type { ServiceRepository, ServiceRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import { claimGroupHost } from '../db/index.ts';
-import { fits, reporting, unmetSpecs, volumeTarget, type PoolReport, type ReportingService } from '../services/index.ts';
+import { fits, placementKey, reporting, unmetSpecs, volumeTarget, type PoolReport, type ReportingService } from '../services/index.ts';
 import { BasaltError, NoValidBackendError } from '../errors/index.ts';
 import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
 import type { SchedulePayload, VolumeJobKinds } from '../volume/index.ts';
@@ -68,11 +68,11 @@ export class Scheduler {
     const { candidates, reasons } = this.candidates(up, p, type?.extra_specs ?? {});
     await ctx.complete(async (tx, enqueue) => {
       // Capacity is checked against the database inside the placing transaction,
-      // so volumes placed since the last heartbeat count; the service row's lock
+      // so volumes placed since the last heartbeat count; the service's placement key
       // serialises concurrent placements on it, so they cannot overcommit a pool.
       for (const { service, pool } of candidates) {
         const host = `${service.host}#${pool.pool_name}`;
-        await queue.db.lockRows(tx, 'services', [service.id]);
+        await queue.db.lockKeys(tx, [placementKey(service.id)]);
         if (!fits(pool, await volumes.provisionedGiB(tx, host), p.sizeGiB)) {
           reasons.push(`${host}: CapacityFilter`);
           continue;

@@ -13,6 +13,15 @@ export interface PoolCapacity {
   thick_provisioning_support: boolean;
 }
 
+/**
+ * The key (`Db.lockKeys`) that serialises the capacity checks on one
+ * service's pools with the changes they admit (a placement, an extend), so
+ * that two of them cannot both fit in the same room.
+ */
+export function placementKey(serviceId: string): string {
+  return `placement:${serviceId}`;
+}
+
 /** Whether `sizeGiB` more fits, thinly or thickly, on a pool with `provisionedGiB` promised already. */
 export function fits(pool: PoolCapacity, provisionedGiB: number, sizeGiB: number): boolean {
   return fitsThin(pool, provisionedGiB, sizeGiB) || fitsThick(pool, sizeGiB);

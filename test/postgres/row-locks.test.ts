@@ -1,0 +1,111 @@
+/**
+ * What the PostgreSQL locks of `Db.lockRows` and `Db.lockKeys` hold back, and
+ * what they must not: a volume's row lock serialises its lockers but lets a
+ * row that refers to the volume be inserted; a placement key serialises
+ * placements on a service without making that service's heartbeat wait (it
+ * did: under a chaos run's load, heartbeats waited seconds behind placements
+ * that waited on volumes' rows, and the services were reported down).
+ */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { sql, type Kysely } from 'kysely';
+import { systemClock } from '../../src/common/index.ts';
+import { migrateToLatest, openDatabase, ServiceRepository, type Database, type Db } from '../../src/db/index.ts';
+import { placementKey } from '../../src/services/index.ts';
+import { startPostgres } from '../helpers/postgres.ts';
+
+const postgres = await startPostgres();
+after(() => postgres.stop());
+
+const at = '2026-12-07T00:00:00.000Z';
+
+async function fresh(): Promise<Db> {
+  const db = openDatabase(await postgres.createDatabase());
+  await migrateToLatest(db);
+  return db;
+}
+
+/**
+ * Runs `fn` in a transaction of its own connection that gives up waiting for
+ * a lock after `ms`: resolves 'done', or 'waited' when it had to give up.
+ */
+async function withinLockTimeout(db: Db, ms: number, fn: (tx: Kysely<Database>) => Promise<unknown>): Promise<'done' | 'waited'> {
+  try {
+    await db.kysely.transaction().execute(async (tx) => {
+      await sql.raw(`set local lock_timeout = '${ms}ms'`).execute(tx);
+      await fn(tx);
+    });
+    return 'done';
+  } catch (err) {
+    if ((err as { code?: string }).code === '55P03') return 'waited'; // lock_not_available
+    throw err;
+  }
+}
+
+/** Holds a transaction open in which `lock` ran, until the returned function is called. */
+async function holding(db: Db, lock: (tx: Kysely<Database>) => Promise<void>): Promise<() => Promise<void>> {
+  let release!: () => void;
+  const released = new Promise<void>((r) => { release = r; });
+  let locked!: () => void;
+  const isLocked = new Promise<void>((r) => { locked = r; });
+  const done = db.kysely.transaction().execute(async (tx) => {
+    await lock(tx);
+    locked();
+    await released;
+  });
+  await Promise.race([isLocked, done]);
+  return async () => { release(); await done; };
+}
+
+test('a volume row lock keeps out another locker of the row, not the insert of a snapshot or a clone that refers to it', async () => {
+  const db = await fresh();
+  try {
+    await db.kysely.insertInto('volumes').values({
+      id: 'v1', project_id: 'p1', user_id: 'u1', name: null, description: null, size: 1, status: 'available', attach_status: 'detached', availability_zone: 'nova',
+      host: null, cluster_name: null, volume_type_id: null, snapshot_id: null, source_volid: null, bootable: 0, multiattach: 0,
+      provider_location: null, readonly: null, created_at: at, updated_at: null, launched_at: null, encryption_key_id: null, group_id: null,
+      migration_status: null, migration_host: null, replication_status: null,
+    }).execute();
+    const release = await holding(db, (tx) => db.lockRows(tx, 'volumes', ['v1']));
+    try {
+      assert.equal(await withinLockTimeout(db, 500, (tx) => db.lockRows(tx, 'volumes', ['v1'])), 'waited', 'a second locker waits');
+      assert.equal(await withinLockTimeout(db, 2000, (tx) => tx.insertInto('snapshots').values({
+        id: 's1', project_id: 'p1', user_id: 'u1', volume_id: 'v1', volume_size: 1, volume_type_id: null, name: null, description: null,
+        status: 'creating', created_at: at, updated_at: null, group_snapshot_id: null, encryption_key_id: null, progress: null,
+      }).execute()), 'done', 'a snapshot of the locked volume is inserted without waiting');
+      assert.equal(await withinLockTimeout(db, 2000, (tx) => tx.insertInto('volumes').values({
+        id: 'v2', project_id: 'p1', user_id: 'u1', name: null, description: null, size: 1, status: 'creating', attach_status: 'detached', availability_zone: 'nova',
+        host: null, cluster_name: null, volume_type_id: null, snapshot_id: null, source_volid: 'v1', bootable: 0, multiattach: 0,
+        provider_location: null, readonly: null, created_at: at, updated_at: null, launched_at: null, encryption_key_id: null, group_id: null,
+        migration_status: null, migration_host: null, replication_status: null,
+      }).execute()), 'done', 'a clone of the locked volume is inserted without waiting');
+      assert.equal(await withinLockTimeout(db, 500, (tx) => tx.deleteFrom('volumes').where('id', '=', 'v1').execute()), 'waited', 'a delete of the locked row waits');
+    } finally {
+      await release();
+    }
+    assert.equal(await withinLockTimeout(db, 2000, (tx) => db.lockRows(tx, 'volumes', ['v1'])), 'done', 'released at the end of the holder\'s transaction');
+  } finally {
+    await db.close();
+  }
+});
+
+test('a placement key keeps out another placement on the service, not the service\'s heartbeat', async () => {
+  const db = await fresh();
+  try {
+    const services = new ServiceRepository(systemClock);
+    const { row } = await services.register(db.kysely, {
+      host: 'node-1@file', binary: 'cinder-volume', backend: 'file', cluster: 'c1', availabilityZone: 'nova', version: '1', payloadVersions: {}, instanceId: 'i1',
+    });
+    const release = await holding(db, (tx) => db.lockKeys(tx, [placementKey(row.id)]));
+    try {
+      assert.equal(await withinLockTimeout(db, 500, (tx) => db.lockKeys(tx, [placementKey(row.id)])), 'waited', 'a second placement on the service waits');
+      assert.equal(await withinLockTimeout(db, 2000, (tx) => db.lockKeys(tx, [placementKey('another service')])), 'done', 'a placement on another service does not');
+      assert.equal(await withinLockTimeout(db, 2000, (tx) => services.heartbeat(tx, row.id, { pools: [] })), 'done', 'the service\'s heartbeat does not wait');
+    } finally {
+      await release();
+    }
+    assert.equal(await withinLockTimeout(db, 2000, (tx) => db.lockKeys(tx, [placementKey(row.id)])), 'done', 'released at the end of the holder\'s transaction');
+  } finally {
+    await db.close();
+  }
+});
