@@ -28,7 +28,7 @@ try {
     operations: Number(args.ops), coordination, concurrency: Number(args.concurrency),
     ...(args.seed ? { seed: Number(args.seed) } : {}), log: (l) => process.stderr.write(`${l}\n`),
   });
-  console.log(JSON.stringify({ coordination: args.coordination, seconds: Math.round((performance.now() - t) / 1000), ...report }, null, 2));
+  console.log(JSON.stringify({ coordination: args.coordination, ...report, wallSeconds: Math.round((performance.now() - t) / 1000) }, null, 2));
   process.exitCode = report.violations.length || report.outcomes.serverErrors.length ? 1 : 0;
 } finally {
   await etcd?.stop();

@@ -49,6 +49,13 @@ export interface ChaosOptions {
   concurrency?: number;
   /** Mean pause between kills, ms. */
   killEveryMs?: number;
+  /**
+   * The most members down (killed, not yet ready again) at once; a kill waits below it. Default 2:
+   * the kills keep pace with the restarts on any machine, where a fixed rate on a slow one (a
+   * member takes 1-1.5 s of CPU to start, 2-3 s on a busy machine) kept most members down and the
+   * clients making volumes that never became available, past the test's bound.
+   */
+  maxDown?: number;
   /** Random seed (printed, so that a failing run can be repeated). Default: `TEST_CHAOS_SEED`, else random. */
   seed?: number;
   /** Run on an RBD backend in this cluster's pool (see the module comment). Default: a shared file folder. */
@@ -80,11 +87,14 @@ export interface ChaosOptions {
 export interface ChaosReport {
   seed: number;
   operations: Record<string, number>;
-  outcomes: { accepted: number; refused: number; serverErrors: string[]; cutOff: number };
+  /** `skipped`: operations drawn with nothing to do them on (not counted as issued); `refusedBy`: 4xx answers by operation, status and message. */
+  outcomes: { accepted: number; refused: number; serverErrors: string[]; cutOff: number; skipped: number; refusedBy: Record<string, number> };
   kills: Record<string, number>;
   /** `files`: the shared folder's files, or the pool's images and snapshots on RBD; `writes`: acknowledged host writes read back (RBD). */
   checked: { volumes: number; snapshots: number; files: number; quotaResources: number; jobs: number; attachments: number; writes: number };
   violations: string[];
+  /** Seconds from the run's start to the end of its load phase, of its settling, and of its checks. */
+  seconds: { load: number; settled: number; checked: number };
   /** Error rows that held a failed copy's half-written data and were deleted before the checks. */
   deletedFailedCopies: number;
   /** When a violation names a volume or snapshot: the members' warnings and errors that name it too (at most 40 lines). */
@@ -122,6 +132,12 @@ const GiB = 1024 ** 3;
  */
 const NATIVE_ABORT = /terminate called|: Assertion `.*' failed/;
 
+/** A refusal's kind: the operation, the status and the fault's message with its ids left out. */
+function refusal(op: string, r: { status: number; body?: unknown }): string {
+  const fault = Object.values((r.body ?? {}) as Record<string, { message?: string }>)[0];
+  return `${op} ${r.status} ${String(fault?.message ?? '').replace(/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}/g, '…').slice(0, 100)}`;
+}
+
 function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -144,8 +160,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const pick = <T>(xs: readonly T[]): T | undefined => xs.length ? xs[Math.floor(random() * xs.length)] : undefined;
   const log = o.log ?? (() => undefined);
   const report: ChaosReport = {
-    seed, operations: {}, outcomes: { accepted: 0, refused: 0, serverErrors: [], cutOff: 0 }, kills: {},
-    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0, writes: 0 }, violations: [], deletedFailedCopies: 0, evidence: [], aborts: [],
+    seed, operations: {}, outcomes: { accepted: 0, refused: 0, serverErrors: [], cutOff: 0, skipped: 0, refusedBy: {} }, kills: {},
+    checked: { volumes: 0, snapshots: 0, files: 0, quotaResources: 0, jobs: 0, attachments: 0, writes: 0 }, violations: [], deletedFailedCopies: 0, evidence: [], aborts: [], seconds: { load: 0, settled: 0, checked: 0 },
   };
   const postgres = await startPostgres();
   const database = await postgres.createDatabase();
@@ -342,11 +358,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }
 
     // The killer: a random live process dies every so often and comes back
-    // shortly after (several may be down at once; one API always stays up).
+    // shortly after (up to maxDown at once; one API always stays up).
     const killer = (async () => {
       while (loading) {
         await sleep((o.killEveryMs ?? 700) * (0.5 + random()));
         if (!loading) break;
+        if (members.filter((m) => !m.child).length >= (o.maxDown ?? 2)) continue;
         const victim = pick(members.filter((m) => m.child && (m.roles !== 'api' || apis().length > 1)));
         if (!victim) continue;
         const child = victim.child!;
@@ -368,20 +385,31 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         }
         const op = OPS[Math.floor(random() * OPS.length)]!;
         const r = await one(op);
-        if (r === 'skip') continue;
+        if (r === 'skip') {
+          // Nothing to do it on yet (no available volume, say): another operation after a pause,
+          // as a client would, rather than listing every volume again at once, six clients at a time.
+          report.outcomes.skipped++;
+          await sleep(50);
+          continue;
+        }
         issued++;
-        if (issued % 50 === 0) log(`${issued} operations issued`);
+        if (issued % 50 === 0) log(`${issued} operations issued (${report.outcomes.skipped} skipped) after ${Math.round((Date.now() - startedAt) / 1000)} s`);
         report.operations[op] = (report.operations[op] ?? 0) + 1;
         if (r === undefined) report.outcomes.cutOff++;
         else if (r.status < 400) report.outcomes.accepted++;
-        else if (r.status < 500) report.outcomes.refused++;
+        else if (r.status < 500) {
+          report.outcomes.refused++;
+          report.outcomes.refusedBy[refusal(op, r)] = (report.outcomes.refusedBy[refusal(op, r)] ?? 0) + 1;
+        }
         else report.outcomes.serverErrors.push(`${op}: ${r.status} ${JSON.stringify((r as { body?: unknown }).body)}`);
       }
     }));
     loading = false;
     await killer;
     await Promise.all(hosts.values());
-    log(`load done: ${JSON.stringify(report.operations)}`);
+    const elapsed = (): number => Math.round((Date.now() - startedAt) / 1000);
+    report.seconds.load = elapsed();
+    log(`load done after ${report.seconds.load} s: ${JSON.stringify(report.operations)}`);
 
     // Attachments the clients left half-made (their API died between create and complete) are finished, as a client would.
     for (const a of (await client.query(`select id from attachments where attach_status in ('reserved', 'attaching')`)).rows as Array<{ id: string }>) {
@@ -403,7 +431,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       ...((await client.query(`select id from snapshots where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => o.ceph || partials.has(r.id)).map((r) => `/snapshots/${r.id}`),
       ...((await client.query(`select id from volumes where status = 'error'`)).rows as Array<{ id: string }>).filter((r) => o.ceph || partials.has(r.id)).map((r) => `/volumes/${r.id}${o.ceph ? '?cascade=true' : ''}`),
     ];
-    log(`settled; deleting ${owners.length} error rows`);
+    report.seconds.settled = elapsed();
+    log(`settled after ${report.seconds.settled} s; deleting ${owners.length} error rows`);
     for (const owner of owners) {
       report.deletedFailedCopies++;
       await call('DELETE', owner);
@@ -412,6 +441,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }
     if (overBudget()) report.violations.push(`the run passed its budget of ${o.budgetMs! / 1000} s before its checks (settling or deleting error rows)`);
     await check(client, o.ceph ? { ceph: o.ceph, writers } : { shared }, env.BASALT_SERVICE_DOWN_TIME, report);
+    report.seconds.checked = elapsed();
     report.evidence = evidenceFor(report.violations, logDir);
     if (report.violations.length > 0) await dumpRows(client, path.join(logDir, 'db.json'));
     return report;
@@ -610,7 +640,7 @@ async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<s
  */
 export function checkChaosReport(t: TestContext, report: ChaosReport, operations: number): void {
   t.diagnostic(`seed ${report.seed}; operations ${JSON.stringify(report.operations)}; outcomes ${JSON.stringify({ ...report.outcomes, serverErrors: report.outcomes.serverErrors.length })}`);
-  t.diagnostic(`kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; failed copies deleted ${report.deletedFailedCopies}`);
+  t.diagnostic(`seconds ${JSON.stringify(report.seconds)}; kills ${JSON.stringify(report.kills)}; checked ${JSON.stringify(report.checked)}; failed copies deleted ${report.deletedFailedCopies}`);
   for (const line of report.evidence) t.diagnostic(`evidence: ${line}`);
   for (const line of report.aborts) t.diagnostic(`aborted by a native library (a process death like the kills): ${line}`);
   assert.deepEqual(report.violations, [], `invariants broken (seed ${report.seed})`);
