@@ -1,9 +1,12 @@
 // Bundles made by esbuild, ES modules under bundle/, packages left to node_modules:
 //
-// - the one `bin/basalt.js` runs: src/cli/main.ts and all of src/ it imports (one file, plus
-//   a chunk for each module src/ imports lazily). Loading it costs about half the CPU of
-//   loading the sources through tsx's loader hooks (1.1 s against 2.3 s here), paid by every
-//   process start: a server, each CLI command, every restart of a killed member;
+// - the one `bin/basalt.js` runs: src/cli/main.ts, all of src/ it imports and the packages
+//   they import (one file, plus a chunk for each module src/ imports lazily), but for the
+//   packages named in UNBUNDLED. Every process start pays for loading it: a server, each CLI
+//   command, every restart of a killed member. Loading the sources through tsx's loader hooks
+//   took 2.3 s of CPU here; the bundle of src/ alone 1.1 s, more than half of it Node's module
+//   loader resolving and reading some 600 package files one by one; with the packages in it,
+//   about 0.5 s;
 // - the test files, for scripts/test.sh (`node scripts/bundle.mjs tests FILE…` prints the
 //   bundled files, in the same order): each test file's process saves the same, some 1.5 s of
 //   CPU, about 150 files a run. In them `import.meta.dirname`, `.filename` and `.url` are the
@@ -78,11 +81,27 @@ async function bundleInto(out, dir, done, options) {
  */
 export async function bundledMain(root = checkout) {
   const out = path.join(root, 'bundle');
-  const dir = path.join(out, sourcesKey(root, [path.join(root, 'src')]));
+  // The installed packages are in it too: a bundle is made again after `npm ci` changed them.
+  const lock = path.join(root, 'node_modules', '.package-lock.json');
+  const installed = fs.existsSync(lock) ? `${fs.statSync(lock).mtimeMs}` : '';
+  const dir = path.join(out, sourcesKey(root, [path.join(root, 'src')], installed));
   const main = path.join(dir, 'main.mjs');
-  await bundleInto(out, dir, main, { entryPoints: { main: path.join(root, 'src', 'cli', 'main.ts') } });
+  await bundleInto(out, dir, main, {
+    entryPoints: { main: path.join(root, 'src', 'cli', 'main.ts') },
+    packages: 'bundle', external: UNBUNDLED,
+    // The packages written as CommonJS call require(); in an ES module it has to be made.
+    banner: { js: "import { createRequire as __basaltCreateRequire } from 'node:module'; const require = __basaltCreateRequire(import.meta.url);" },
+  });
   return main;
 }
+
+/**
+ * The packages the `basalt` bundle leaves to node_modules: native code
+ * (better-sqlite3), packages that read their own files at run time (etcd3 and
+ * gRPC load `.proto` files), the S3 client (large, loaded only for an S3
+ * backup target), an optional one pg looks for (pg-native), and the tools.
+ */
+const UNBUNDLED = ['better-sqlite3', 'etcd3', '@grpc/*', '@aws-sdk/*', '@smithy/*', 'pg-native', 'esbuild', 'tsx'];
 
 /**
  * Gives each module the `import.meta.dirname`, `.filename` and `.url` of its
