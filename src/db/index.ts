@@ -3,6 +3,7 @@ export * from './schema.ts';
 export { openDatabase, migrateTo, migrateToLatest, migrationStatus, type Db, type OpenDatabaseOptions } from './database.ts';
 export { CatalogueMemo } from './catalogue-memo.ts';
 export { GroupCommit, type Flush } from './group-commit.ts';
+export { last, withLastSteps } from './last-steps.ts';
 export { prepared, preparedShapes, type Builder, type Prepared } from './prepared.ts';
 export { startRefusal } from './start-refusal.ts';
 export { listenWithReconnect, type ListenerLog, type ListenerOptions } from './notification-listener.ts';

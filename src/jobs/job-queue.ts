@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import type { Clock, Foreground } from '../common/index.ts';
 import { isoAt, newId } from '../common/index.ts';
-import { prepared, preparedShapes, type Db, type JobRow, type Prepared } from '../db/index.ts';
+import { prepared, preparedShapes, withLastSteps, type Db, type JobRow, type Prepared } from '../db/index.ts';
 import { BasaltError } from '../errors/index.ts';
 import type { AnyJobKind, Enqueue, JobKind, NewJob, Tx } from './job-kind.ts';
 import { payloadVersionsOf, targetReaders } from '../services/index.ts';
@@ -182,7 +182,8 @@ export class JobQueue {
         // COMMITTED: single conditional UPDATEs (status compare-and-swap, quota
         // within limit) are atomic there, and a check that spans statements
         // takes the row lock of what it guards first (Db.lockRows).
-        const result = await this.db.kysely.transaction().execute(body);
+        // Quota usage changes go last (last-steps.ts): the project's usage rows stay locked only to the commit.
+        const result = await this.db.kysely.transaction().execute((tx) => withLastSteps(tx, () => body(tx)));
         for (const [t, kinds] of targets) {
           this.wakeups.emit('wake', t, kinds);
           // Other processes on PostgreSQL hear it through LISTEN (see listenForWakeups).

@@ -10,7 +10,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { DefaultOptions } from '../config/index.ts';
-import type { Database, QuotaRepository, UsageChange } from '../db/index.ts';
+import { last, type Database, type QuotaRepository, type UsageChange } from '../db/index.ts';
 import { InvalidInputError, QuotaExceededError } from '../errors/index.ts';
 
 type Q = Kysely<Database>;
@@ -117,12 +117,21 @@ export class QuotaEngine {
     const rows = await this.deps.repo.usages(tx, projectId);
     const changes = Object.entries(deltas).filter(([, delta]) => delta !== 0).map(([resource, delta]) => ({ resource, delta, limit: limits[resource] ?? -1 }));
     for (const c of changes) {
-      if (rows[c.resource] === undefined) await this.deps.repo.ensureUsage(tx, projectId, c.resource, await this.deps.count(tx, projectId, c.resource));
+      if (rows[c.resource] !== undefined) continue;
+      const counted = await this.deps.count(tx, projectId, c.resource);
+      await this.deps.repo.ensureUsage(tx, projectId, c.resource, counted);
+      rows[c.resource] = counted;
     }
-    const refused = await this.deps.repo.addUsages(tx, projectId, changes);
-    if (refused.length === 0) return;
-    const first = changes.find((c) => c.resource === refused[0])!;
-    throw exceeded(first.resource, first.delta, first.limit, (await this.deps.repo.usages(tx, projectId))[first.resource] ?? 0);
+    // Refused now when the usage read says so, before the rest of the request does anything (a key
+    // made for an encrypted volume, say); the UPDATE that decides goes last (last-steps.ts).
+    const over = changes.find((c) => c.delta > 0 && c.limit >= 0 && (rows[c.resource] ?? 0) + c.delta > c.limit);
+    if (over) throw exceeded(over.resource, over.delta, over.limit, rows[over.resource] ?? 0);
+    await last(tx, async () => {
+      const refused = await this.deps.repo.addUsages(tx, projectId, changes);
+      if (refused.length === 0) return;
+      const first = changes.find((c) => c.resource === refused[0])!;
+      throw exceeded(first.resource, first.delta, first.limit, (await this.deps.repo.usages(tx, projectId))[first.resource] ?? 0);
+    });
   }
 
   /**
@@ -137,7 +146,7 @@ export class QuotaEngine {
       if (rows[resource] === undefined) await this.deps.repo.ensureUsage(tx, projectId, resource, await this.deps.count(tx, projectId, resource));
       else given.push({ resource, delta: -delta, limit: -1 });
     }
-    await this.deps.repo.addUsages(tx, projectId, given);
+    if (given.length > 0) await last(tx, async () => { await this.deps.repo.addUsages(tx, projectId, given); });
   }
 
   /** Drops a project's own limits: it falls back to the defaults. */

@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { sql, type Kysely } from 'kysely';
 import { systemClock } from '../../src/common/index.ts';
-import { migrateToLatest, openDatabase, ServiceRepository, type Database, type Db } from '../../src/db/index.ts';
+import { migrateToLatest, openDatabase, QuotaRepository, ServiceRepository, type Database, type Db } from '../../src/db/index.ts';
+import { JobQueue } from '../../src/jobs/index.ts';
+import { QuotaEngine } from '../../src/quota/index.ts';
 import { placementKey } from '../../src/services/index.ts';
 import { startPostgres } from '../helpers/postgres.ts';
 
@@ -105,6 +107,51 @@ test('a placement key keeps out another placement on the service, not the servic
       await release();
     }
     assert.equal(await withinLockTimeout(db, 2000, (tx) => db.lockKeys(tx, [placementKey(row.id)])), 'done', 'released at the end of the holder\'s transaction');
+  } finally {
+    await db.close();
+  }
+});
+
+test('a transaction of the queue changes its project\'s quota usage last: the row is not held across its other statements', async () => {
+  const db = await fresh();
+  try {
+    const quotas = new QuotaEngine({
+      repo: new QuotaRepository(systemClock), count: async () => 0,
+      config: { quota_volumes: 10, quota_snapshots: 10, quota_gigabytes: 100, quota_backups: 10, quota_backup_gigabytes: 100, quota_groups: 10, per_volume_size_limit: -1 },
+    });
+    const queue = new JobQueue(db, systemClock, { maxAttempts: 3, leaseMs: 10_000, retryDelayMs: 100 });
+    const usage = async (): Promise<{ volumes?: number; gigabytes?: number }> => {
+      const { volumes, gigabytes } = await quotas.usage(db.kysely, 'p1');
+      return { volumes, gigabytes };
+    };
+    await queue.transaction((tx) => quotas.consume(tx, 'p1', { volumes: 1, gigabytes: 1 }));
+    assert.deepEqual(await usage(), { volumes: 1, gigabytes: 1 });
+
+    let resume!: () => void;
+    const paused = new Promise<void>((r) => { resume = r; });
+    let consumed!: () => void;
+    const afterConsume = new Promise<void>((r) => { consumed = r; });
+    const create = queue.transaction(async (tx) => {
+      await quotas.consume(tx, 'p1', { volumes: 1, gigabytes: 2 });
+      consumed();
+      await paused; // the rest of a create: its row, its job, its event
+    });
+    await afterConsume;
+    try {
+      assert.equal(await withinLockTimeout(db, 2000, (tx) => quotas.release(tx, 'p1', { volumes: 1, gigabytes: 1 })), 'done',
+        'another writer of the project changes the usage without waiting for the create');
+    } finally {
+      resume();
+      await create;
+    }
+    assert.deepEqual(await usage(), { volumes: 1, gigabytes: 2 }, 'both changes counted');
+
+    await assert.rejects(queue.transaction(async (tx) => {
+      await quotas.consume(tx, 'p1', { gigabytes: 90 });
+      await quotas.consume(tx, 'p1', { gigabytes: 9 }); // within the limit by the read, over it with the change before
+    }), { name: 'QuotaExceededError' }, 'the change made last still refuses what goes past the limit');
+    await assert.rejects(queue.transaction((tx) => quotas.consume(tx, 'p1', { gigabytes: 99 })), { name: 'QuotaExceededError' }, 'refused at once by the read');
+    assert.deepEqual(await usage(), { volumes: 1, gigabytes: 2 }, 'a refused transaction changed nothing');
   } finally {
     await db.close();
   }
