@@ -366,11 +366,22 @@ static int do_snap_list(job_t *j) {
     rc = 0;
     for (int i = 0; i < n && rc >= 0; i++) {
       /* The namespace (user, group, trash, mirror) in `flag`; a trashed snapshot's name before it was trashed in `b`. */
+      /* A mirror snapshot's state and whether rbd-mirror finished copying it, above the namespace's
+       * 8 bits of `flag`: bit 8 set when known, bits 9-11 the rbd_snap_mirror_state_t, bit 12 complete. */
       rbd_snap_namespace_type_t ns = RBD_SNAP_NAMESPACE_TYPE_USER;
       char trashed[256] = "";
-      if (rbd_snap_get_namespace_type(j->img->rbd, snaps[i].id, &ns) == 0 && ns == RBD_SNAP_NAMESPACE_TYPE_TRASH)
-        rbd_snap_get_trash_namespace(j->img->rbd, snaps[i].id, trashed, sizeof trashed);
-      rc = push(j, (entry_t){ .x = snaps[i].id, .y = snaps[i].size, .flag = (int)ns, .a = strdup(snaps[i].name), .b = trashed[0] ? strdup(trashed) : NULL });
+      int mirror = 0;
+      if (rbd_snap_get_namespace_type(j->img->rbd, snaps[i].id, &ns) == 0) {
+        if (ns == RBD_SNAP_NAMESPACE_TYPE_TRASH) rbd_snap_get_trash_namespace(j->img->rbd, snaps[i].id, trashed, sizeof trashed);
+        if (ns == RBD_SNAP_NAMESPACE_TYPE_MIRROR) {
+          rbd_snap_mirror_namespace_t m;
+          if (rbd_snap_get_mirror_namespace(j->img->rbd, snaps[i].id, &m, sizeof m) == 0) {
+            mirror = 1 | ((int)m.state & 7) << 1 | (m.complete ? 1 : 0) << 4;
+            rbd_snap_mirror_namespace_cleanup(&m, sizeof m);
+          }
+        }
+      }
+      rc = push(j, (entry_t){ .x = snaps[i].id, .y = snaps[i].size, .flag = (int)ns | mirror << 8, .a = strdup(snaps[i].name), .b = trashed[0] ? strdup(trashed) : NULL });
     }
     rbd_snap_list_end(snaps);
   }
@@ -645,11 +656,22 @@ static napi_value list_value(napi_env env, job_t *j) {
       case OP_LIST: v = string(env, e->a); break;
       case OP_SNAP_LIST: {
         static const char *namespaces[] = { "user", "group", "trash", "mirror" };
+        static const char *mirror_states[] = { "primary", "primary-demoted", "non-primary", "non-primary-demoted" };
+        int ns = e->flag & 0xff, mirror = e->flag >> 8;
         set(env, v, "id", number(env, (double)e->x));
         set(env, v, "name", string(env, e->a));
         set(env, v, "sizeBytes", number(env, (double)e->y));
-        set(env, v, "namespace", string(env, e->flag >= 0 && e->flag < 4 ? namespaces[e->flag] : "unknown"));
+        set(env, v, "namespace", string(env, ns < 4 ? namespaces[ns] : "unknown"));
         if (e->b) set(env, v, "trashedName", string(env, e->b));
+        if (mirror & 1) {
+          napi_value m, complete;
+          napi_create_object(env, &m);
+          int state = mirror >> 1 & 7;
+          set(env, m, "state", string(env, state < 4 ? mirror_states[state] : "unknown"));
+          napi_get_boolean(env, (mirror >> 4) & 1, &complete);
+          set(env, m, "complete", complete);
+          set(env, v, "mirror", m);
+        }
         break;
       }
       case OP_CHILDREN: {

@@ -32,6 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { GuardedDriver, rbdRegistration } from '../../src/drivers/index.ts';
+import { loadRbdAddon } from '../../src/drivers/rbd/rbd-addon.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
 import { imageDigest, mirroredServer, mirroring, V, volume, volumeService } from '../helpers/rbd-mirror-groups.ts';
 import { waitFor, waitForStatus } from '../helpers/server.ts';
@@ -147,6 +148,17 @@ test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror sta
   assert.equal((await mirroring(a, pool, image))?.primary, true);
   assert.equal((await mirroring(b, pool, image))?.primary, false);
   assert.equal(await imageDigest(a, pool, image), later, 'the primary holds every write made while failed over');
+  // Promoted only once its copy of the target's demotion was complete (the snapshot the failback waits for).
+  const rbd = loadRbdAddon();
+  const client = await rbd.connect(a.confPath, a.user, a.keyringPath, {});
+  try {
+    const img = await rbd.openImage(client, pool, image, null, true);
+    const snaps = (await rbd.snapList(img)).filter((x) => x.namespace === 'mirror').sort((x, y) => x.id - y.id);
+    await rbd.closeImage(img);
+    assert.deepEqual(snaps.slice(-2).map((x) => x.mirror), [{ state: 'non-primary-demoted', complete: true }, { state: 'primary', complete: true }]);
+  } finally {
+    await rbd.shutdown(client);
+  }
   assert.deepEqual(await attachedInfo(), home, 'the attachment names the primary again');
 });
 

@@ -65,6 +65,8 @@ export interface RbdSnapshotInfo {
   sizeBytes: number;
   namespace: 'user' | 'group' | 'trash' | 'mirror' | 'unknown';
   trashedName?: string;
+  /** A mirror snapshot's state, and whether rbd-mirror finished copying it (always true on the side that took it). */
+  mirror?: { state: 'primary' | 'primary-demoted' | 'non-primary' | 'non-primary-demoted' | 'unknown'; complete: boolean };
 }
 /** Where a clone comes from. */
 export interface RbdParent { pool: string; image: string; snap: string }

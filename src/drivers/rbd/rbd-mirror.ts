@@ -305,9 +305,13 @@ export class RbdMirror {
    * (as before, seen in CI runs), both images sat non-primary, the own one's
    * latest snapshot its own demotion: rbd-mirror copied nothing, and a
    * promotion without force took the own image back at once, without any
-   * write made while failed over. Then the target's image is demoted and the
-   * own one promoted without force, which librbd allows only once the own
-   * image's latest snapshot is a complete copy of that demotion.
+   * write made while failed over. Then the target's image is demoted, and
+   * the own one promoted without force once its latest snapshot is a
+   * complete copy of that demotion. Basalt waits for that itself: rbd-mirror
+   * makes the copy's snapshot before it copies the data into it, and
+   * Pacific's librbd promoted an image whose copy of the demotion was not
+   * complete yet, without the writes still being copied (a CI run: the
+   * primary back without the writes made while failed over).
    * A pair promoted by force is resynced (rbd-mirror copies it again).
    * @throws DriverError (retryable) while the own image is not in step.
    */
@@ -316,7 +320,30 @@ export class RbdMirror {
     const remote = await this.readyToFailBack(from, image);
     if (remote === 'done') return;
     if (remote.primary) await this.onImage(from, image, (img) => addon.mirrorDemote(img));
+    await this.demotionCopied(from, image);
     await this.promote(OWN_SITE, image, PROMOTE_WAIT_MS, { force: false });
+  }
+
+  /**
+   * Waits up to {@link PROMOTE_WAIT_MS} until the own image's latest mirror
+   * snapshot is a complete copy of the target's demotion: every write the
+   * target took is then in the own image (snapshot mode; nothing to wait for
+   * in journal mode).
+   * @throws DriverError (retryable) when it is not yet.
+   */
+  private async demotionCopied(from: string, image: string): Promise<void> {
+    const addon = this.host.addon();
+    const deadline = Date.now() + PROMOTE_WAIT_MS;
+    for (;;) {
+      const { mode, snaps } = await this.onImage(OWN_SITE, image, async (img) => ({ mode: (await addon.mirrorInfo(img)).mode, snaps: await addon.snapList(img) }));
+      if (mode !== 'snapshot') return; // journal mode: librbd's promotion waits for the journal's replay
+      const latest = snaps.filter((x) => x.namespace === 'mirror').sort((a, b) => a.id - b.id).at(-1);
+      if (latest?.mirror?.state === 'non-primary-demoted' && latest.mirror.complete) return;
+      if (Date.now() >= deadline) {
+        throw new DriverError(`${image} has not received all of ${from}'s writes yet (its latest mirror snapshot: ${latest?.mirror ? `${latest.mirror.state}${latest.mirror.complete ? '' : ', being copied'}` : 'none'}): failback waits for them`, { retryable: true });
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 
   /**
