@@ -22,6 +22,7 @@ mapfile -t files < <(find test -name '*.test.ts' ! -path 'test/tempest/*' ! -nam
 # 5 minutes per file (a CI run: 207 s and a timeout). The runner starts files in the order given,
 # two at a time, so these go at even intervals through the list, each beside light files.
 heavy=(test/postgres/chaos-etcd.test.ts test/conformance/rbd-driver-kills.test.ts test/postgres/chaos-file.test.ts test/postgres/chaos-rbd.test.ts)
+for f in "${heavy[@]}"; do [ -f "$f" ] || { echo "scripts/test.sh: $f is gone: update the list of heavy files" >&2; exit 1; }; done
 mapfile -t light < <(printf '%s\n' "${files[@]}" | grep -vxF -f <(printf '%s\n' "${heavy[@]}"))
 files=()
 step=$(( ${#light[@]} / ${#heavy[@]} ))
