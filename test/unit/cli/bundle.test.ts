@@ -39,7 +39,7 @@ test('the bundle is kept for unchanged sources and made again when one changes',
 });
 
 test('the bundle holds the packages but for the ones left to node_modules', async () => {
-  const main: string = await bundledMain();
+  const main: string = await bundledMain(ROOT);
   const text = fs.readdirSync(path.dirname(main)).filter((f) => f.endsWith('.mjs')).map((f) => fs.readFileSync(path.join(path.dirname(main), f), 'utf8')).join('');
   // What a bundle leaves out, it imports at the top of a file: the Node modules and the packages left to node_modules.
   const imported = new Set([...text.matchAll(/^import [^;]* from "([^"]+)";$/gm)].map((m) => m[1]!).filter((m) => !m.startsWith('node:') && !m.startsWith('./') && m !== 'crypto'));
