@@ -9,9 +9,10 @@
 //   volume service is ready in 0.75 s instead of 1.2 s;
 // - the test files (their packages left to node_modules), for scripts/test.sh (`node
 //   scripts/bundle.mjs tests FILE…` prints the bundled files, in the same order): each test
-//   file's process saves some 1.5 s of CPU against tsx, about 150 files a run. In them `import.meta.dirname`, `.filename` and `.url` are the
-//   source file's, as when run through tsx, so that a test finds its fixtures and the helper
-//   scripts it starts in their own processes.
+//   file's process saves some 1.5 s of CPU against tsx, about 150 files a run. In them
+//   `import.meta.dirname`, `.filename` and `.url` are the source file's, as when run through
+//   tsx, so that a test finds its fixtures and the helper scripts it starts in their own
+//   processes.
 //
 // A bundle is made again whenever a file it is made from (or this script) changed: its folder
 // is named by a hash of their paths, sizes and modification times, so an edited tree never
