@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../common/index.ts';
 import type { ServiceRepository, ServiceRow, VolumeRepository, VolumeTypeRepository } from '../db/index.ts';
 import { claimGroupHost } from '../db/index.ts';
-import { fits, placementKey, reporting, unmetSpecs, volumeTarget, type PoolReport, type ReportingService } from '../services/index.ts';
+import { reporting, roomFor, unmetSpecs, volumeTarget, type PoolReport, type ReportingService } from '../services/index.ts';
 import { BasaltError, NoValidBackendError } from '../errors/index.ts';
 import { RoleService, type JobHandler, type JobQueue } from '../jobs/index.ts';
 import type { SchedulePayload, VolumeJobKinds } from '../volume/index.ts';
@@ -72,8 +72,7 @@ export class Scheduler {
       // serialises concurrent placements on it, so they cannot overcommit a pool.
       for (const { service, pool } of candidates) {
         const host = `${service.host}#${pool.pool_name}`;
-        await queue.db.lockKeys(tx, [placementKey(service.id)]);
-        if (!fits(pool, await volumes.provisionedGiB(tx, host), p.sizeGiB)) {
+        if (!(await roomFor(tx, { db: queue.db, volumes }, { serviceId: service.id, host, pool }, p.sizeGiB))) {
           reasons.push(`${host}: CapacityFilter`);
           continue;
         }

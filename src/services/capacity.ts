@@ -1,7 +1,8 @@
 /**
  * Whether a pool has room for more GiB: the capacity filter of placements
- * (scheduler) and of extends (volume manager), over the pools' reports.
+ * (scheduler), extends (volume manager) and moves, over the pools' reports.
  */
+import type { Db, Tx, VolumeRepository } from '../db/index.ts';
 
 /** The capacity fields of a pool's reported capabilities. */
 export interface PoolCapacity {
@@ -14,12 +15,16 @@ export interface PoolCapacity {
 }
 
 /**
- * The key (`Db.lockKeys`) that serialises the capacity checks on one
- * service's pools with the changes they admit (a placement, an extend), so
- * that two of them cannot both fit in the same room.
+ * Whether `at.host`'s pool, as its service `at.serviceId` reported it, holds
+ * `sizeGiB` more beside what its volumes are promised already: the
+ * capacity filter of a placement, an extend and a move. It first takes the
+ * service's placement key (`Db.lockKeys`) until the end of `tx`, in which the
+ * caller makes the change it admits, so that two changes cannot both fit in
+ * the same room.
  */
-export function placementKey(serviceId: string): string {
-  return `placement:${serviceId}`;
+export async function roomFor(tx: Tx, deps: { db: Pick<Db, 'lockKeys'>; volumes: Pick<VolumeRepository, 'provisionedGiB'> }, at: { serviceId: string; host: string; pool: PoolCapacity }, sizeGiB: number): Promise<boolean> {
+  await deps.db.lockKeys(tx, [`placement:${at.serviceId}`]);
+  return fits(at.pool, await deps.volumes.provisionedGiB(tx, at.host), sizeGiB);
 }
 
 /** Whether `sizeGiB` more fits, thinly or thickly, on a pool with `provisionedGiB` promised already. */

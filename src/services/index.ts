@@ -8,6 +8,6 @@ export {
   MANAGEABLE_LIMIT, manageableOf, replicatesInDriver, replicationTargetsOf, backendDownReason, type ManageableReport, nativeConnectionOf, nativeConnectionAt, nativeConnectionFor, HOME_SITE, type NativeConnectionReport,
   type ServiceReport, type PoolReport, type NbdEndpoint, type LocalEndpoint, type ReportingService, type PoolFlag,
 } from './service-report.ts';
-export { fits, placementKey, type PoolCapacity } from './capacity.ts';
+export { fits, roomFor, type PoolCapacity } from './capacity.ts';
 export { matchesSpec, capabilityKey, unmetSpecs, REPLICATION_MODE_SPEC } from './pool-match.ts';
 export { volumeTarget, memberTarget, targetReaders, backupTarget, backupMemberTarget, backupTargetFor, ANY_BACKUP_TARGET, type TargetReaders } from './job-targets.ts';

@@ -13,7 +13,7 @@ import { BasaltError, InvalidInputError, InvalidStatusError, NotFoundError } fro
 import type { KeyManager } from '../keymgr/index.ts';
 import type { Enqueue, JobQueue, Tx } from '../jobs/index.ts';
 import type { QuotaEngine } from '../quota/index.ts';
-import { fits, placementKey, reportedPool, unmetSpecs } from '../services/index.ts';
+import { reportedPool, roomFor, unmetSpecs } from '../services/index.ts';
 import { busyReason } from './lifecycle.ts';
 import { exporterKey, isLocal, liveExporters, nbdAddress } from './connection-info.ts';
 import { memberTarget, volumeTarget, type VolumeJobKinds } from './volume-jobs.ts';
@@ -356,8 +356,7 @@ export class VolumeManager {
   async refuseIfNoRoom(tx: Tx, v: VolumeRow, moreGiB: number): Promise<void> {
     const reported = v.host ? await reportedPool(tx, v.host) : undefined;
     if (!reported) return; // not reported yet: the driver's own check decides
-    await this.deps.db.lockKeys(tx, [placementKey(reported.service.id)]);
-    if (!fits(reported.pool, await this.deps.volumes.provisionedGiB(tx, v.host!), moreGiB)) {
+    if (!(await roomFor(tx, this.deps, { serviceId: reported.service.id, host: v.host!, pool: reported.pool }, moreGiB))) {
       throw new InvalidInputError(`Invalid input received: Insufficient free space for volume extension: pool ${v.host} cannot hold ${moreGiB} GiB more.`);
     }
   }

@@ -297,7 +297,12 @@ test('rbd: a rename killed between its writes (a delete\'s `.deleted` mark, an u
   assert.deepEqual(await idObjects(), [], 'no name is left');
 });
 
-test('rbd: a clone\'s removal killed after it dropped its deleted parent\'s clone snapshot removes the parent on retry', async () => {
+/**
+ * A parent deleted while its clone lived (kept `.deleted`), then what the
+ * clone's removal did before it was killed: the clone removed, then its clone
+ * snapshot on the parent dropped.
+ */
+async function keptParentReleased(): Promise<{ driver: GuardedDriver; pool: string; clone: { id: string; sizeGiB: number }; kept: string }> {
   const { driver: raw, pool } = await rbdBackend();
   const driver = new GuardedDriver(raw, 60_000);
   await driver.init();
@@ -308,13 +313,29 @@ test('rbd: a clone\'s removal killed after it dropped its deleted parent\'s clon
   await driver.deleteVolume(parent);
   const kept = `${RbdDriver.imageName(parent.id)}.deleted`;
   assert.ok((await ceph.rbd('ls', pool)).split('\n').includes(kept), 'the parent is kept for its clone');
-  // What the first attempt did before the kill: the clone removed, then its clone snapshot on the parent.
   const snap = `${pool}/${kept}@${RbdDriver.imageName(clone.id)}.clone_snap`;
   await ceph.rbd('rm', `${pool}/${RbdDriver.imageName(clone.id)}`);
   await ceph.rbd('snap', 'unprotect', snap);
   await ceph.rbd('snap', 'rm', snap);
+  return { driver, pool, clone, kept };
+}
+
+test('rbd: a clone\'s removal killed after it dropped its deleted parent\'s clone snapshot removes the parent on retry', async () => {
+  const { driver, pool, clone } = await keptParentReleased();
   await driver.deleteVolume(clone);
   assert.deepEqual(await objects(pool), [], 'the parent went with its last clone');
+});
+
+test('rbd: a clone\'s removal killed inside its deleted parent\'s removal (the header gone, the name still listed) completes it on retry', async () => {
+  const { driver, pool, clone, kept } = await keptParentReleased();
+  // The kill came next inside the parent's removal, where librbd removes the header before the name.
+  const { id } = JSON.parse(await ceph.rbd('info', '--format', 'json', `${pool}/${kept}`)) as { id: string };
+  await ceph.rados('-p', pool, 'rm', `rbd_header.${id}`);
+  const directory = async (): Promise<string[]> => (await ceph.rbd('ls', pool)).split('\n').filter(Boolean);
+  assert.deepEqual(await directory(), [kept], 'the parent is listed');
+  await assert.rejects(ceph.rbd('info', `${pool}/${kept}`), /No such file/, 'and does not open');
+  await driver.deleteVolume(clone);
+  assert.deepEqual(await directory(), [], 'the retry completed the parent\'s removal');
 });
 
 test('rbd: a clone\'s removal killed after it removed its deleted parent, before that parent\'s own clone snapshot went, releases it on retry', async (t) => {

@@ -206,14 +206,19 @@ test('a volume failed over onto a target with no copy of it stays writable at ho
   await driver.deleteVolume(vol).catch(() => undefined);
 });
 
-test('failed over, a client the target\'s cluster blocklists is replaced: its volumes are reported lost and open again there, data intact', async (t) => {
+test('failed over, a client the target\'s cluster blocklists is replaced: its volumes are reported lost and open again there, data intact', { timeout: 150_000 }, async (t) => {
+  // A CI run once stopped inside this test for minutes: its report names the last step reached.
+  const began = Date.now();
+  const step = (what: string): void => t.diagnostic(`${((Date.now() - began) / 1000).toFixed(1)} s: ${what}`);
   const pool = await pair.newPool();
   const driver = await mirroredDriver(t, pool);
   const vol = { id: randomUUID(), sizeGiB: 1 };
   const image = `volume-${vol.id}`;
+  step('creating');
   await driver.createVolume(vol);
   await driver.enableReplication(vol, { mode: 'snapshot' });
   await until('the secondary\'s copy', 120_000, async () => (await mirroring(b, pool, image))?.state === 'enabled');
+  step('mirrored; failing over');
   assert.deepEqual(await driver.failOver('site-b', [vol]), { failed: [] });
   const lost: string[] = [];
   driver.watchLostVolumes((ids) => lost.push(...ids));
@@ -221,6 +226,7 @@ test('failed over, a client the target\'s cluster blocklists is replaced: its vo
   // Served from site-b: a handle there writes, its client the image's new watcher on site-b.
   const watchers = async () => (JSON.parse(await b.rbd('status', '--format', 'json', `${pool}/${image}`)) as { watchers: Array<{ address: string }> }).watchers.map((w) => w.address);
   const before = await watchers();
+  step('failed over; opening on site-b');
   const handle = await driver.openVolume(vol);
   await handle.write(0, Buffer.alloc(65536, 0x11));
   await handle.flush();
@@ -228,17 +234,22 @@ test('failed over, a client the target\'s cluster blocklists is replaced: its vo
   assert.equal(ours.length, 1, `one new watcher: ${JSON.stringify({ before, after: await watchers() })}`);
 
   // Site-b blocklists that client (as when another member broke its lock there): the driver notices and reports the volume.
+  step('written; blocklisting its client');
   await b.ceph('osd', 'blocklist', 'add', ours[0]!);
   await until('the volume reported lost', 60_000, async () => lost.includes(vol.id));
+  step('reported lost; closing the old handle');
   await handle.close();
   // Opened again, through a fresh client of site-b: every byte there, and writes work.
+  step('opening again');
   const again = await driver.openVolume(vol);
   assert.ok((await again.read(0, 65536)).equals(Buffer.alloc(65536, 0x11)));
   await again.write(65536, Buffer.alloc(65536, 0x33));
   await again.flush();
   assert.ok((await again.read(65536, 65536)).equals(Buffer.alloc(65536, 0x33)));
+  step('written again; closing');
   await again.close();
   assert.ok(!(await watchers()).includes(ours[0]!), 'the blocklisted client is gone from the image');
+  step('deleting');
   await driver.deleteVolume(vol).catch(() => undefined);
 });
 

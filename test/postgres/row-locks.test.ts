@@ -10,10 +10,10 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { sql, type Kysely } from 'kysely';
 import { systemClock } from '../../src/common/index.ts';
-import { migrateToLatest, openDatabase, QuotaRepository, ServiceRepository, type Database, type Db } from '../../src/db/index.ts';
+import { migrateToLatest, openDatabase, QuotaRepository, ServiceRepository, VolumeRepository, type Database, type Db, type Tx } from '../../src/db/index.ts';
 import { JobQueue } from '../../src/jobs/index.ts';
 import { QuotaEngine } from '../../src/quota/index.ts';
-import { placementKey } from '../../src/services/index.ts';
+import { roomFor } from '../../src/services/index.ts';
 import { startPostgres } from '../helpers/postgres.ts';
 
 const postgres = await startPostgres();
@@ -98,15 +98,18 @@ test('a placement key keeps out another placement on the service, not the servic
     const { row } = await services.register(db.kysely, {
       host: 'node-1@file', binary: 'cinder-volume', backend: 'file', cluster: 'c1', availabilityZone: 'nova', version: '1', payloadVersions: {}, instanceId: 'i1',
     });
-    const release = await holding(db, (tx) => db.lockKeys(tx, [placementKey(row.id)]));
+    const pool = { total_capacity_gb: 100, free_capacity_gb: 100, reserved_percentage: 0, max_over_subscription_ratio: 1, thin_provisioning_support: true, thick_provisioning_support: false };
+    const volumes = new VolumeRepository(systemClock);
+    const place = (serviceId: string) => async (tx: Tx) => { assert.ok(await roomFor(tx, { db, volumes }, { serviceId, host: 'node-1@file#file', pool }, 1)); };
+    const release = await holding(db, place(row.id));
     try {
-      assert.equal(await withinLockTimeout(db, 500, (tx) => db.lockKeys(tx, [placementKey(row.id)])), 'waited', 'a second placement on the service waits');
-      assert.equal(await withinLockTimeout(db, 2000, (tx) => db.lockKeys(tx, [placementKey('another service')])), 'done', 'a placement on another service does not');
+      assert.equal(await withinLockTimeout(db, 500, place(row.id)), 'waited', 'a second placement on the service waits');
+      assert.equal(await withinLockTimeout(db, 2000, place('another service')), 'done', 'a placement on another service does not');
       assert.equal(await withinLockTimeout(db, 2000, (tx) => services.heartbeat(tx, row.id, { pools: [] })), 'done', 'the service\'s heartbeat does not wait');
     } finally {
       await release();
     }
-    assert.equal(await withinLockTimeout(db, 2000, (tx) => db.lockKeys(tx, [placementKey(row.id)])), 'done', 'released at the end of the holder\'s transaction');
+    assert.equal(await withinLockTimeout(db, 2000, place(row.id)), 'done', 'released at the end of the holder\'s transaction');
   } finally {
     await db.close();
   }

@@ -953,11 +953,15 @@ export class RbdDriver implements VolumeDriver {
    * no clone: what a clone's removal killed between dropping its parent's
    * clone snapshot and removing the parent leaves. Its next attempt no longer
    * finds the parent by that snapshot (the chaos run found such a parent kept
-   * for good).
+   * for good). A `.deleted` image listed that does not open is one whose own
+   * removal was killed midway (its header gone, its directory entry left):
+   * that removal is completed (the chaos run found one listed for good).
    */
   private async removeReleasedParents(listed: readonly string[]): Promise<void> {
     for (const image of listed.filter((i) => i.endsWith(DELETED))) {
-      if ((await this.withImageIfAny(image, async (img) => (await this.rbd.snapList(img)).length, 'read')) === 0) await this.removeImage(image);
+      const snapshots = await this.withImageIfAny(image, async (img) => (await this.rbd.snapList(img)).length, 'read');
+      if (snapshots === 0) await this.removeImage(image);
+      else if (snapshots === undefined) await this.removeUnwatched(image);
     }
   }
 

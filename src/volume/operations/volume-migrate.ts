@@ -40,7 +40,7 @@ import type { Db, Tx, VolumeRow, VolumeType } from '../../db/index.ts';
 import type { GuardedDriver, VolumeHandle } from '../../drivers/index.ts';
 import { DriverError, InvalidInputError, InvalidStatusError } from '../../errors/index.ts';
 import { MESSAGE_ACTIONS } from '../../messages/index.ts';
-import { fits, placementKey, reportedPool, reporting, unmetSpecs, volumeTarget } from '../../services/index.ts';
+import { fits, reportedPool, roomFor, reporting, unmetSpecs, volumeTarget } from '../../services/index.ts';
 import { openClusterExport } from '../export-connect.ts';
 import { isoAt } from '../../common/index.ts';
 import { typeNameOf } from '../volume-quota.ts';
@@ -246,11 +246,8 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     }
     const apart = await crossesProcesses(ctx, v.cluster_name!, dest, v.status === 'in-use');
     const reported = await reportedPool(tx, dest.host);
-    if (reported) {
-      await deps.db.lockKeys(tx, [placementKey(reported.service.id)]);
-      if (!fits(reported.pool, await deps.volumes.provisionedGiB(tx, dest.host), v.size)) {
-        throw new InvalidInputError(`Invalid input received: Insufficient free space: pool ${dest.host} cannot hold ${v.size} GiB.`);
-      }
+    if (reported && !(await roomFor(tx, deps, { serviceId: reported.service.id, host: dest.host, pool: reported.pool }, v.size))) {
+      throw new InvalidInputError(`Invalid input received: Insufficient free space: pool ${dest.host} cannot hold ${v.size} GiB.`);
     }
     if (input.newType) {
       // Only the per-type resources move (the totals stay): the new type's are taken now, the old type's given back when the move ends.
