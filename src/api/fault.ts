@@ -26,6 +26,9 @@ const FAULT_NAMES: ReadonlyMap<number, string> = new Map([
  */
 const STATE_DIRECTORY_RETRY_AFTER_S = 30;
 
+/** Seconds a client is asked to wait while the database is out of reach: a restart or a failover takes seconds. */
+const DATABASE_RETRY_AFTER_S = 5;
+
 /** The message of Cinder's generic 500. */
 const INTERNAL_MESSAGE = 'The server has either erred or is incapable of performing the requested operation.';
 
@@ -79,6 +82,10 @@ export function handleError(err: FastifyError | Error, req: FastifyRequest, repl
       // The database logged the episode once, with its cause; each refused request only at debug.
       req.log.debug({ code: err.code, status }, 'write refused: state directory unwritable');
       reply.header('Retry-After', String(STATE_DIRECTORY_RETRY_AFTER_S));
+    } else if (err.code === 'DATABASE_UNAVAILABLE') {
+      // An outage the readiness check reports too: one line per request, no stack.
+      req.log.warn({ code: err.code, cause: (err.cause as Error | undefined)?.message }, 'request failed: database unreachable');
+      reply.header('Retry-After', String(DATABASE_RETRY_AFTER_S));
     } else if (status >= 500) req.log.error({ err }, 'request failed');
   } else if (client) {
     [status, message] = client;

@@ -74,6 +74,13 @@ withCommon(program.command('server'))
       if (stopping) return;
       stopping = true;
       process.stderr.write(`basalt: ${signal}, stopping\n`);
+      const limit = config.DEFAULT.graceful_shutdown_timeout;
+      if (limit > 0) {
+        setTimeout(() => {
+          process.stderr.write(`basalt: not stopped within graceful_shutdown_timeout (${limit} s): exiting with what is still running left to its job's lease\n`);
+          process.exit(1);
+        }, limit * 1000).unref();
+      }
       server.close().then(() => process.exit(0), () => process.exit(1));
     };
     process.on('SIGTERM', () => stop('SIGTERM'));

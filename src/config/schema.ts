@@ -179,6 +179,10 @@ export const DEFAULT_OPTIONS = {
     type: 'float', default: 60, min: 0.1,
     help: 'Seconds without a heartbeat after which a service counts as down. On PostgreSQL a volume service that cannot record its heartbeat for three quarters of it drops its NBD connections and refuses new ones until it can again (self-fencing), so that its peers, which then stop waiting for it to fence deleted attachments, are right that it serves nothing.',
   }),
+  graceful_shutdown_timeout: opt<number>({
+    type: 'float', default: 60, min: 0,
+    help: 'Seconds `basalt server` waits, after SIGTERM or SIGINT, for its roles to stop (running jobs and driver calls to end, connections to close) before it exits anyway, with status 1 (as oslo.service\'s option of that name); 0: no limit. A call stuck on storage that does not answer (a Ceph cluster gone) cannot then keep the process from ending; its job is taken over by another worker when its lease ends, as after a kill.',
+  }),
   job_lease_seconds: opt<number>({
     type: 'float', default: 30, min: 0.1,
     help: 'How long a claimed job stays leased without renewal; a dead worker\'s jobs are taken over after this.',

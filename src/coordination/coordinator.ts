@@ -206,7 +206,10 @@ class PostgresCoordinator implements Coordinator {
 
   constructor(url: string) {
     this.pool = new pg.Pool({ connectionString: url, max: 20 });
+    // A session the server ends (restart, failover) must not crash the process, idle or holding a
+    // lock (see openDatabase): its lock ended with it, and its release finds the session broken.
     this.pool.on('error', () => undefined);
+    this.pool.on('connect', (client) => { client.on('error', () => undefined); });
   }
 
   async lock(name: string, timeoutMs: number): Promise<Lock> {

@@ -161,9 +161,12 @@ export interface OpenDatabaseOptions {
 export function openDatabase(connection: string, options: OpenDatabaseOptions = {}): Db {
   if (/^postgres(ql)?:\/\//.test(connection)) {
     const pool = new pg.Pool({ connectionString: connection, max: 10 });
-    // An idle pooled connection that the server drops (restart, failover) must
-    // not crash the process: the pool replaces it at the next query.
+    // A pooled connection that the server drops (restart, failover) must not crash the process: idle,
+    // the pool replaces it at the next query; checked out between two queries (a transaction's), pg
+    // emits the error on the client itself, where the pool listens only while it is idle. Its next
+    // query fails (the transaction with it, a job then tries again) and the pool drops it on release.
     pool.on('error', () => undefined);
+    pool.on('connect', (client) => { client.on('error', () => undefined); });
     const refusals = new WriteRefusals(options.log);
     const kysely = new Kysely<Database>({ dialect: basaltPostgresDialect({ pool, refusals }) });
     return {

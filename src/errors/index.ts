@@ -58,6 +58,12 @@ export const ERROR_CATALOGUE = {
    */
   DATABASE_DISK_FULL: 413,
   /**
+   * The PostgreSQL database cannot be reached, or ended the session (a
+   * restart, a failover, a network cut): nothing was changed, the request can
+   * be sent again (`Retry-After`); a job is retried.
+   */
+  DATABASE_UNAVAILABLE: 503,
+  /**
    * A backup's stored data is missing or fails its checksum: the chunk (or
    * manifest) is named; the backup cannot be restored as it is.
    */
