@@ -1,26 +1,25 @@
 /**
- * PostgreSQL restarted under load (a fast shutdown ends every session, as an
- * operator's restart or a failover of the database does): `basalt server`,
- * with its named locks on PostgreSQL too, keeps running through it, and every
- * create it accepted ends available. A session the server ends while Basalt
- * holds it between two queries (a transaction's, a named lock's) must not take
- * the process down with it.
+ * The peers a server depends on, restarted under load: PostgreSQL (a fast
+ * shutdown ends every session, as an operator's restart or a failover of the
+ * database does), with the named locks on it too; and etcd holding the named
+ * locks. `basalt server` keeps running through each, answers 503 at worst
+ * meanwhile, and every create it accepted ends available. (A session
+ * PostgreSQL ended while Basalt held it between two queries, a transaction's
+ * or a named lock's, once took the process down with it.)
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
+import { startEtcd } from '../helpers/etcd.ts';
 import { startPostgres } from '../helpers/postgres.ts';
 import { spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, tempStateDir, waitFor } from '../helpers/server.ts';
 
 const HEADERS = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json' };
 
-test('a restart of PostgreSQL under load: the server keeps running, and every create it accepted ends available', { timeout: 240_000 }, async (t) => {
-  const pg = await startPostgres();
-  t.after(() => pg.stop());
-  const database = await pg.createDatabase();
+/** A server with `env` added, under creates from four clients while `restart` runs twice; then every accepted create must end available. */
+async function restartedUnderLoad(t: TestContext, env: Record<string, string>, restart: () => Promise<void>): Promise<void> {
   const b = await spawnBasalt({
-    ...FAST_TIMINGS, BASALT_DATABASE__CONNECTION: database, BASALT_COORDINATION__BACKEND_URL: database,
-    BASALT_STATE_DIR: tempStateDir(t), BASALT_PORT: '0', BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1',
+    ...FAST_TIMINGS, BASALT_STATE_DIR: tempStateDir(t), BASALT_PORT: '0', BASALT_QUOTA_VOLUMES: '-1', BASALT_QUOTA_GIGABYTES: '-1', ...env,
   }, undefined, 'API listening', 'pipe');
   t.after(() => b.child.kill('SIGKILL'));
   let stderr = '';
@@ -49,12 +48,12 @@ test('a restart of PostgreSQL under load: the server keeps running, and every cr
     const before = accepted.length;
     await waitFor('creates accepted', async () => accepted.length >= before + 10 || exit !== undefined);
     assert.equal(exit, undefined, stderr);
-    await pg.restart();
+    await restart();
   }
   await waitFor('creates accepted after the restarts', async () => (await fetch(`${b.url}/readyz`)).status === 200 && accepted.length > 0, 60_000);
   restarting = false;
   await Promise.all(clients);
-  assert.equal(exit, undefined, `the server ${exit} when PostgreSQL restarted: ${stderr.slice(-3000)}`);
+  assert.equal(exit, undefined, `the server ${exit} when its peer restarted: ${stderr.slice(-3000)}`);
   t.diagnostic(`creates accepted ${accepted.length}; answers ${JSON.stringify(Object.fromEntries(statuses))}; ${JSON.stringify(Object.fromEntries(answers))}`);
 
   // Every accepted create settles as available (its job outlived the restarts).
@@ -63,6 +62,19 @@ test('a restart of PostgreSQL under load: the server keeps running, and every cr
     return ((await r.json()) as { volume: { status: string } }).volume.status;
   };
   for (const id of accepted) await waitFor(`volume ${id} available`, async () => (await status(id)) === 'available', 120_000);
-  assert.deepEqual([...statuses.keys()].filter((s) => s >= 500 && s !== 503), [], 'no answer but 503 while the database was away');
+  assert.deepEqual([...statuses.keys()].filter((s) => s >= 500 && s !== 503), [], 'no answer but 503 while the peer was away');
   assert.equal(exit, undefined, stderr);
+}
+
+test('a restart of PostgreSQL under load: the server keeps running, and every create it accepted ends available', { timeout: 240_000 }, async (t) => {
+  const pg = await startPostgres();
+  t.after(() => pg.stop());
+  const database = await pg.createDatabase();
+  await restartedUnderLoad(t, { BASALT_DATABASE__CONNECTION: database, BASALT_COORDINATION__BACKEND_URL: database }, () => pg.restart());
+});
+
+test('a restart of etcd (the named locks) under load: the server keeps running, and every create it accepted ends available', { timeout: 240_000 }, async (t) => {
+  const etcd = await startEtcd();
+  t.after(() => etcd.stop());
+  await restartedUnderLoad(t, { BASALT_COORDINATION__BACKEND_URL: `etcd3+${etcd.url}?ttl=2` }, () => etcd.restart());
 });
