@@ -4,7 +4,9 @@
  * Unknown errors become a generic 500 and are logged with the request id;
  * their text never reaches the client. A write refused because the state
  * directory is full is a 413 `overLimit` (503 when it fails to write) with
- * `Retry-After`, logged at debug (the database logs each episode once). A client's mistake the web framework
+ * `Retry-After`, logged at debug (the database logs each episode once); a
+ * PostgreSQL database out of reach is a 503 with `Retry-After`, one log line
+ * without a stack. A client's mistake the web framework
  * catches (a body that is too large, aborted or not JSON, a path that is not
  * valid percent-encoding or names nothing) is answered with its status as a
  * fault too, and logged once at debug level without a stack: a client must not
