@@ -395,6 +395,9 @@ static ssize_t recv_buffered(conn_t *c) {
   return r;
 }
 
+static void flush_batch(void);
+static int batch_held(void);
+
 /* Reads exactly n bytes into dst: from the buffer first, large rests straight from the socket. 0, or -1 at EOF/error. */
 static int read_exact(conn_t *c, uint8_t *dst, size_t n) {
   while (n > 0) {
@@ -408,6 +411,7 @@ static int read_exact(conn_t *c, uint8_t *dst, size_t n) {
       continue;
     }
     c->rstart = c->rend = 0;
+    flush_batch(); /* about to wait for the client: what it waits for goes first */
     ssize_t r;
     if (n >= c->rsize / 2) {
       r = recv(c->sock, dst, n, MSG_WAITALL);
@@ -444,6 +448,11 @@ static int ensure(buffer_t *b, size_t n) {
  */
 static void reserve(conn_t *c, request_t *r, uint32_t n) {
   pthread_mutex_lock(&c->lock);
+  if (c->held_bytes > 0 && c->held_bytes + n > c->max_bytes && c->why != END_FENCED && batch_held()) { /* no wait with replies held back */
+    pthread_mutex_unlock(&c->lock);
+    flush_batch();
+    pthread_mutex_lock(&c->lock);
+  }
   while (c->held_bytes > 0 && c->held_bytes + n > c->max_bytes && c->why != END_FENCED) pthread_cond_wait(&c->cond, &c->lock);
   c->held_bytes += n;
   pthread_mutex_unlock(&c->lock);
@@ -471,6 +480,11 @@ static void release(conn_t *c, request_t *r) {
  */
 static void admit(conn_t *c) {
   pthread_mutex_lock(&c->lock);
+  if (c->requests >= c->max_requests && !c->done && batch_held()) { /* the batch's replies give places back */
+    pthread_mutex_unlock(&c->lock);
+    flush_batch();
+    pthread_mutex_lock(&c->lock);
+  }
   while (c->requests >= c->max_requests && !c->done) pthread_cond_wait(&c->cond, &c->lock);
   c->requests++;
   pthread_mutex_unlock(&c->lock);
@@ -560,8 +574,61 @@ static int send_locked(conn_t *c, struct iovec *iov, int count, int flags) { ret
  */
 #define SEPARATE_PAYLOAD (64u * 1024)
 
+/*
+ * Replies a worker holds back while it serves requests already in the read
+ * buffer, sent together in one call before it could block (a read from the
+ * socket, handing the reading to another worker, its end): at queue depth
+ * 32 one sendmsg for a run of 4k writes instead of one each. Small replies
+ * only; a larger one sends the batch first, then itself.
+ */
+#define BATCH_BYTES (64u * 1024)
+#define BATCH_MAX_REPLY 32u
+/* The largest WRITE a worker serves itself, its ack batched, rather than hand the buffered requests to another (64k writes of a 70/30 mix measured 5-9% slower that way). */
+#define BATCH_WRITE_MAX (8u * 1024)
+typedef struct batch {
+  conn_t *c;
+  size_t len;
+  int on;      /* the request being served is served holding the read lock: its reply may wait in the batch */
+  int took;    /* the reply of the request being served went into the batch */
+  int retires; /* requests whose replies the batch holds: their places are given back once sent */
+  uint8_t data[BATCH_BYTES];
+} batch_t;
+static __thread batch_t *tl_batch;
+static int batching = -1; /* BASALT_NBD_BATCH=0 turns it off (A/B) */
+
+/* Whether the calling worker's batch holds replies. */
+static int batch_held(void) { return tl_batch && tl_batch->len > 0; }
+
+/* Sends what the calling worker's batch holds. */
+static void flush_batch(void) {
+  batch_t *bt = tl_batch;
+  if (!bt || bt->len == 0) return;
+  struct iovec iov = { bt->data, bt->len };
+  bt->len = 0;
+  pthread_mutex_lock(&bt->c->write_lock);
+  int failed = send_locked(bt->c, &iov, 1, 0);
+  pthread_mutex_unlock(&bt->c->write_lock);
+  if (failed) stop(bt->c, END_DISCONNECT, 1);
+  for (; bt->retires > 0; bt->retires--) retire(bt->c);
+}
+
 /* Sends the iovecs whole (the last one the payload), under the write lock. A failed send ends the connection. */
 static void send_all(conn_t *c, struct iovec *iov, int count) {
+  batch_t *bt = tl_batch;
+  if (bt && bt->c == c && bt->on) {
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += iov[i].iov_len;
+    if (total <= BATCH_MAX_REPLY) {
+      if (bt->len + total > BATCH_BYTES) flush_batch();
+      for (int i = 0; i < count; i++) {
+        memcpy(bt->data + bt->len, iov[i].iov_base, iov[i].iov_len);
+        bt->len += iov[i].iov_len;
+      }
+      bt->took = 1;
+      return;
+    }
+    flush_batch();
+  }
   pthread_mutex_lock(&c->write_lock);
   int failed;
   if (count > 1 && iov[count - 1].iov_len >= SEPARATE_PAYLOAD) {
@@ -658,6 +725,8 @@ static void data_reply(conn_t *c, const request_t *r, const uint8_t *data) {
 
 /* Lets the read lock go if this worker still holds it: before anything that may block. */
 static void let_go(conn_t *c, int *holding) {
+  flush_batch();
+  if (tl_batch) tl_batch->on = 0; /* no longer reading: replies go out at once */
   if (!*holding) return;
   *holding = 0;
   pthread_mutex_unlock(&c->read_lock);
@@ -783,6 +852,7 @@ static void drop_pipe(buffer_t *b) {
  * client went away.
  */
 static int splice_payload(conn_t *c, request_t *r, buffer_t *b) {
+  flush_batch(); /* it may wait for the client */
   size_t in = 0;
   size_t have = c->rend - c->rstart;
   if (have > r->length) have = r->length;
@@ -1476,6 +1546,19 @@ static int serve_backend(conn_t *c, request_t *r, buffer_t *b, int *holding, int
 static void *worker(void *arg) {
   conn_t *c = arg;
   buffer_t b = { NULL, 0, -1, -1, 0 };
+  if (batching < 0) {
+    const char *e = getenv("BASALT_NBD_BATCH");
+    batching = !(e && strcmp(e, "0") == 0);
+  }
+  batch_t *batch = batching && !c->be ? malloc(sizeof *batch) : NULL;
+  if (batch) {
+    batch->c = c;
+    batch->len = 0;
+    batch->on = 0;
+    batch->took = 0;
+    batch->retires = 0;
+  }
+  tl_batch = batch;
   int holding = 0; /* this worker holds the read lock */
   int engaged = 0;  /* this worker counts in c->engaged (files only; see engage) */
   for (;;) {
@@ -1501,6 +1584,7 @@ static void *worker(void *arg) {
     }
     end_reason why = read_request(c, &r, &b);
     if (why != END_NONE) {
+      flush_batch(); /* answered before the connection ends */
       if (r.spliced) drop_pipe(&b);
       release(c, &r); /* a WRITE whose payload never came */
       retire(c);
@@ -1517,7 +1601,7 @@ static void *worker(void *arg) {
      * A backend's requests are only submitted, which is quick: the worker keeps
      * reading, except for block status (a synchronous round trip).
      */
-    if (c->be ? r.type == CMD_BLOCK_STATUS : c->rend > c->rstart || !may_serve_holding(c, &r)) let_go(c, &holding);
+    if (c->be ? r.type == CMD_BLOCK_STATUS : ((!batch || r.type != CMD_WRITE || r.length > BATCH_WRITE_MAX) && c->rend > c->rstart) || !may_serve_holding(c, &r)) let_go(c, &holding);
     if (r.type == CMD_READ && r.length <= MAX_PAYLOAD) reserve(c, &r, r.length);
     if (c->qos_tat && qos_counts(&r)) {
       int64_t at = qos_admit(c, &r);
@@ -1530,6 +1614,11 @@ static void *worker(void *arg) {
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (batch) {
+      /* Only a worker that goes on reading may hold replies back: it sends them before it could wait. */
+      batch->on = holding;
+      batch->took = 0;
+    }
     if (c->be) {
       if (serve_backend(c, &r, &b, &holding, (int64_t)t0.tv_sec * 1000000000LL + t0.tv_nsec)) continue; /* the replier answers it */
     } else {
@@ -1538,7 +1627,8 @@ static void *worker(void *arg) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     count_request(c, &r, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
     release(c, &r);
-    retire(c);
+    if (batch && batch->took && batch->len > 0) batch->retires++; /* its place goes back once its reply is sent */
+    else retire(c);
     /* One too many engaged (back from sleeping) waits again; one that kept the read lock goes on reading. */
     if (engaged && !holding && over_engaged(c)) engaged = 0;
     if (b.capacity > KEEP_BUFFER) {
@@ -1547,6 +1637,9 @@ static void *worker(void *arg) {
       b.capacity = 0;
     }
   }
+  flush_batch();
+  tl_batch = NULL;
+  free(batch);
   if (engaged) disengage(c);
   free(b.data);
   drop_pipe(&b);
