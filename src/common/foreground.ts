@@ -86,6 +86,9 @@ export class Foreground {
 
   #wake(): void {
     this.#idleTimer = undefined;
+    // The timer's clock is libuv's whole milliseconds: it may fire a fraction of one before
+    // performance.now() says the window passed. It passed: a quiet() right after must not wait again.
+    this.#idleSince = Math.min(this.#idleSince, performance.now() - this.idleMs);
     for (const go of this.#waiting) go();
   }
 }
