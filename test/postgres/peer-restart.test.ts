@@ -14,6 +14,9 @@ import { startPostgres } from '../helpers/postgres.ts';
 import { spawnBasalt } from '../helpers/process.ts';
 import { FAST_TIMINGS, PROJECT, tempStateDir, waitFor } from '../helpers/server.ts';
 
+/** Creates accepted at most (a bounded load: an etcd restart can take seconds, thousands of creates meanwhile). */
+const MAX_CREATES = 300;
+
 const HEADERS = { 'X-Auth-Token': `admin:${PROJECT}`, 'Content-Type': 'application/json' };
 
 /** A server with `env` added, under creates from four clients while `restart` runs twice; then every accepted create must end available. */
@@ -33,7 +36,7 @@ async function restartedUnderLoad(t: TestContext, env: Record<string, string>, r
   const answers = new Map<number, string>(); // the first body of each status but 202
   let restarting = true;
   const client = async (): Promise<void> => {
-    while (restarting && !exit) {
+    while (restarting && !exit && accepted.length < MAX_CREATES) {
       const r = await fetch(`${b.url}/v3/${PROJECT}/volumes`, { method: 'POST', headers: HEADERS, body: JSON.stringify({ volume: { size: 1 } }) }).catch(() => undefined);
       if (!r) continue;
       statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
@@ -46,7 +49,7 @@ async function restartedUnderLoad(t: TestContext, env: Record<string, string>, r
   const clients = Array.from({ length: 4 }, client);
   for (let i = 0; i < 2; i++) {
     const before = accepted.length;
-    await waitFor('creates accepted', async () => accepted.length >= before + 10 || exit !== undefined);
+    await waitFor('creates accepted', async () => accepted.length >= Math.min(before + 10, MAX_CREATES) || exit !== undefined);
     assert.equal(exit, undefined, stderr);
     await restart();
   }
@@ -61,7 +64,13 @@ async function restartedUnderLoad(t: TestContext, env: Record<string, string>, r
     const r = await fetch(`${b.url}/v3/${PROJECT}/volumes/${id}`, { headers: HEADERS });
     return ((await r.json()) as { volume: { status: string } }).volume.status;
   };
-  for (const id of accepted) await waitFor(`volume ${id} available`, async () => (await status(id)) === 'available', 120_000);
+  for (const id of accepted) {
+    // A wait that times out names the status the volume was left in (and how many were available by then).
+    await waitFor(`volume ${id} available`, async () => (await status(id)) === 'available', 120_000).catch(async (err: Error) => {
+      const left = await Promise.all(accepted.map(status));
+      throw new Error(`${err.message}: it is ${await status(id)}; of ${accepted.length} accepted, ${JSON.stringify(left.reduce<Record<string, number>>((n, x) => ({ ...n, [x]: (n[x] ?? 0) + 1 }), {}))}`);
+    });
+  }
   assert.deepEqual([...statuses.keys()].filter((s) => s >= 500 && s !== 503), [], 'no answer but 503 while the peer was away');
   assert.equal(exit, undefined, stderr);
 }
@@ -73,10 +82,12 @@ test('a restart of PostgreSQL under load: the server keeps running, and every cr
   await restartedUnderLoad(t, { BASALT_DATABASE__CONNECTION: database, BASALT_COORDINATION__BACKEND_URL: database }, () => pg.restart());
 });
 
-// todo: in one CI run (7 December, 677 creates accepted) a volume was not available 120 s after
-// the restarts: not yet known whether a create stayed behind a lock of the restarted etcd or the
-// loaded machine was slow. Runs and reports every time; does not fail the suite until that is known.
-test('a restart of etcd (the named locks) under load: the server keeps running, and every create it accepted ends available', { timeout: 240_000, todo: 'a create not available 120 s after etcd restarts in one CI run: being looked into' }, async (t) => {
+// todo: found by this test (7 December): creates whose jobs run while etcd is down fail for good
+// (every one of 303 ended in `error`): a lock etcd cannot give is a retryable error, and the job's
+// attempts (5, from 50 ms doubling under FAST_TIMINGS; 1 s doubling by default, about 15 s) run out
+// before etcd is back. An outage of the coordination service should not use up attempts. Runs and
+// reports every time; does not fail the suite until that is mended.
+test('a restart of etcd (the named locks) under load: the server keeps running, and every create it accepted ends available', { timeout: 240_000, todo: 'creates whose jobs run while etcd is down use up their attempts and end in error (issue to mend)' }, async (t) => {
   const etcd = await startEtcd();
   t.after(() => etcd.stop());
   await restartedUnderLoad(t, { BASALT_COORDINATION__BACKEND_URL: `etcd3+${etcd.url}?ttl=2` }, () => etcd.restart());
