@@ -59,8 +59,9 @@ export const ERROR_CATALOGUE = {
   DATABASE_DISK_FULL: 413,
   /**
    * The PostgreSQL database cannot be reached, or ended the session (a
-   * restart, a failover, a network cut): nothing was changed, the request can
-   * be sent again (`Retry-After`); a job is retried.
+   * restart, a failover, a network cut): the request was not done, unless it
+   * was cut off at its COMMIT, which may have taken effect (`Retry-After`); a
+   * job is retried (its steps are idempotent).
    */
   DATABASE_UNAVAILABLE: 503,
   /**
