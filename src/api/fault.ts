@@ -84,9 +84,9 @@ export function handleError(err: FastifyError | Error, req: FastifyRequest, repl
       // The database logged the episode once, with its cause; each refused request only at debug.
       req.log.debug({ code: err.code, status }, 'write refused: state directory unwritable');
       reply.header('Retry-After', String(STATE_DIRECTORY_RETRY_AFTER_S));
-    } else if (err.code === 'DATABASE_UNAVAILABLE') {
+    } else if (err.code === 'DATABASE_UNAVAILABLE' || err.code === 'COORDINATION_UNAVAILABLE') {
       // An outage the readiness check reports too: one line per request, no stack.
-      req.log.warn({ code: err.code, cause: (err.cause as Error | undefined)?.message }, 'request failed: database unreachable');
+      req.log.warn({ code: err.code, cause: (err.cause as Error | undefined)?.message }, 'request failed: a service Basalt runs on is unreachable');
       reply.header('Retry-After', String(DATABASE_RETRY_AFTER_S));
     } else if (status >= 500) req.log.error({ err }, 'request failed');
   } else if (client) {

@@ -28,6 +28,7 @@ import pg from 'pg';
 import type * as Etcd3Module from 'etcd3';
 import { addon } from '../common/addon.ts';
 import { ConfigError, BasaltError } from '../errors/index.ts';
+import { asUnavailable } from '../db/postgres-dialect.ts';
 
 /** A held lock. */
 export interface Lock {
@@ -39,7 +40,8 @@ export interface Lock {
 export interface Coordinator {
   /**
    * Takes the named lock, waiting up to `timeoutMs`.
-   * @throws BasaltError BACKEND_UNAVAILABLE (retryable) when it stays held, or when a file lock cannot be made because its folder is full.
+   * @throws BasaltError BACKEND_UNAVAILABLE (retryable) when it stays held, or when a file lock cannot be made because its folder is full;
+   *   COORDINATION_UNAVAILABLE (etcd) or DATABASE_UNAVAILABLE (PostgreSQL) when the backend cannot be reached.
    */
   lock(name: string, timeoutMs: number): Promise<Lock>;
   /**
@@ -214,7 +216,7 @@ class PostgresCoordinator implements Coordinator {
 
   async lock(name: string, timeoutMs: number): Promise<Lock> {
     checkName(name);
-    const client = await this.pool.connect();
+    const client = await this.pool.connect().catch((err: unknown) => { throw asUnavailable(err) ?? err; });
     const deadline = Date.now() + timeoutMs;
     try {
       for (;;) {
@@ -224,8 +226,10 @@ class PostgresCoordinator implements Coordinator {
         await new Promise((res) => setTimeout(res, 20));
       }
     } catch (err) {
-      client.release();
-      throw err;
+      const unavailable = asUnavailable(err);
+      // A broken session is not put back in the pool.
+      client.release(unavailable ? (err as Error) : undefined);
+      throw unavailable ?? err;
     }
     let released = false;
     return {
@@ -258,13 +262,14 @@ const LOCK_PREFIX = 'basalt/locks/';
  * (TTL, default 10 s), its value the holder's incarnation id.
  */
 class EtcdCoordinator implements Coordinator {
+  private readonly etcd3: typeof Etcd3Module;
   private readonly client: Etcd3Module.Etcd3;
 
   constructor(hosts: string[], private readonly ttlSeconds: number, private readonly owner: string) {
     // Loaded here, not at import: the etcd3 client (gRPC) costs about 0.2 s of CPU to load,
     // paid by every process start otherwise, and only etcd deployments use it.
-    const etcd3 = createRequire(import.meta.url)('etcd3') as typeof Etcd3Module;
-    this.client = new etcd3.Etcd3({ hosts });
+    this.etcd3 = createRequire(import.meta.url)('etcd3') as typeof Etcd3Module;
+    this.client = new this.etcd3.Etcd3({ hosts });
   }
 
   /**
@@ -287,7 +292,8 @@ class EtcdCoordinator implements Coordinator {
         const put = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(this.owner).lease(id)).commit();
         if (put.succeeded) {
           let released = false;
-          return { release: async () => { if (!released) { released = true; await lease.revoke(); } } };
+          // A revoke etcd does not take (down, or the lease already expired) leaves the key to expire with its lease.
+          return { release: async () => { if (!released) { released = true; await lease.revoke().catch(() => undefined); } } };
         }
         do {
           if (Date.now() > deadline) throw timedOut(name, timeoutMs);
@@ -299,6 +305,10 @@ class EtcdCoordinator implements Coordinator {
       // the keep-alive stops at the call, and a revoke etcd does not answer must not hold this up.
       void lease.revoke().catch(() => undefined);
       if (err instanceof BasaltError) throw err;
+      // Network and server errors (the client's own retries and circuit breaker gave up): etcd is away.
+      if (this.etcd3.isRecoverableError(err as Error) || (err as { isBrokenCircuitError?: unknown }).isBrokenCircuitError === true) {
+        throw new BasaltError('COORDINATION_UNAVAILABLE', `The coordination service (etcd) cannot be reached: lock ${name} was not taken; try again in a moment.`, { cause: err, retryable: true });
+      }
       throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
     }
   }

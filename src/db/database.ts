@@ -43,6 +43,7 @@ import * as m0025 from './migrations/0025-jobs-claim-order.ts';
 import * as m0026 from './migrations/0026-pool-usage.ts';
 import * as m0027 from './migrations/0027-catalogue-generation.ts';
 import * as m0028 from './migrations/0028-event-place-at-commit.ts';
+import * as m0029 from './migrations/0029-job-deferrals.ts';
 
 /** Every migration, in order. Append only; never edit a released one. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -74,6 +75,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0026-pool-usage': m0026,
   '0027-catalogue-generation': m0027,
   '0028-event-place-at-commit': m0028,
+  '0029-job-deferrals': m0029,
 };
 
 /** An open database. */

@@ -87,6 +87,8 @@ export interface JobsTable {
   state: string;
   attempts: number;
   max_attempts: number;
+  /** Times put back because the database or coordination service was out of reach (migration 0029); these use no attempt. */
+  deferrals: Generated<number>;
   lease_owner: string | null;
   lease_expires_at: number | null;
   not_before: number;

@@ -65,6 +65,12 @@ export const ERROR_CATALOGUE = {
    */
   DATABASE_UNAVAILABLE: 503,
   /**
+   * The coordination service (etcd) cannot be reached, so a lock could not be
+   * taken: the request was not done (`Retry-After`); a job waits for the
+   * service without using up its attempts.
+   */
+  COORDINATION_UNAVAILABLE: 503,
+  /**
    * A backup's stored data is missing or fails its checksum: the chunk (or
    * manifest) is named; the backup cannot be restored as it is.
    */

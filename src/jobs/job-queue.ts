@@ -50,7 +50,7 @@ const READERS_IN_CLUSTER = prepared<{ binary: string; place: string }>()((q, a) 
   q.selectFrom('services').select(['payload_versions', 'heartbeat_ms']).where('binary', '=', a('binary')).where('cluster', '=', a('place')));
 const READERS_ON_HOST = prepared<{ binary: string; place: string }>()((q, a) =>
   q.selectFrom('services').select(['payload_versions', 'heartbeat_ms']).where('binary', '=', a('binary')).where('host', '=', a('place')));
-const INSERT_JOB = prepared<JobRow>()((q, a) => q.insertInto('jobs').values({
+const INSERT_JOB = prepared<Omit<JobRow, 'deferrals'>>()((q, a) => q.insertInto('jobs').values({
   id: a('id'), kind: a('kind'), payload_version: a('payload_version'), payload: a('payload'), target: a('target'),
   resource_type: a('resource_type'), resource_id: a('resource_id'), state: a('state'), attempts: a('attempts'),
   max_attempts: a('max_attempts'), lease_owner: a('lease_owner'), lease_expires_at: a('lease_expires_at'),
@@ -126,6 +126,17 @@ function claimQuery(postgres: boolean, mode: 'queued' | 'expired', targets: numb
 
 /** Most times a retry's delay doubles: at most 64 times `job_retry_delay_seconds` (64 s by default). */
 export const MAX_BACKOFF_DOUBLINGS = 6;
+
+/** Most times a deferral's delay doubles ({@link JobQueue.deferLater}): at most 8 times `job_retry_delay_seconds`. */
+export const MAX_DEFERRAL_DOUBLINGS = 3;
+
+/**
+ * Whether `err` says that Basalt's own database or coordination service could
+ * not be reached: the job waits for it without using up its attempts.
+ */
+export function isOutage(err: BasaltError): boolean {
+  return err.code === 'DATABASE_UNAVAILABLE' || err.code === 'COORDINATION_UNAVAILABLE';
+}
 
 /** How long a claim that finds queued jobs may go without looking for expired leases. */
 const EXPIRED_CHECK_MS = 1000;
@@ -348,6 +359,29 @@ export class JobQueue {
     const delay = this.options.retryDelayMs * 2 ** Math.min(MAX_BACKOFF_DOUBLINGS, Math.max(0, job.attempts - 1));
     const r = await this.db.kysely.updateTable('jobs')
       .set({ state: 'queued', lease_owner: null, lease_expires_at: null, not_before: now + delay, last_error: error, updated_at: isoAt(now) })
+      .where('id', '=', job.id).where('lease_owner', '=', owner).where('state', '=', 'running')
+      .executeTakeFirst();
+    if (r.numUpdatedRows === 0n) return false;
+    this.wakeWhenDue(job.target, now + delay);
+    return true;
+  }
+
+  /**
+   * Puts a job back in the queue because Basalt's own database or
+   * coordination service could not be reached ({@link isOutage}): the run
+   * did not get to do its work, so the attempt its claim counted is given
+   * back. Its delay doubles with each deferral up to
+   * {@link MAX_DEFERRAL_DOUBLINGS} times (8 s by default), so that the queue
+   * moves again soon after the service returns, however long it was away.
+   */
+  async deferLater(job: JobRow, owner: string, error: string): Promise<boolean> {
+    const now = this.clock.now();
+    const delay = this.options.retryDelayMs * 2 ** Math.min(MAX_DEFERRAL_DOUBLINGS, job.deferrals);
+    const r = await this.db.kysely.updateTable('jobs')
+      .set((eb) => ({
+        state: 'queued', lease_owner: null, lease_expires_at: null, not_before: now + delay, last_error: error, updated_at: isoAt(now),
+        attempts: eb('attempts', '-', 1), deferrals: eb('deferrals', '+', 1),
+      }))
       .where('id', '=', job.id).where('lease_owner', '=', owner).where('state', '=', 'running')
       .executeTakeFirst();
     if (r.numUpdatedRows === 0n) return false;

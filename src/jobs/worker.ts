@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { JobRow } from '../db/index.ts';
 import { BasaltError, isStateDirectoryUnwritable, toBasaltError } from '../errors/index.ts';
 import type { AnyJobHandler, JobContext } from './job-kind.ts';
-import { describe, JobQueue, LeaseLostError } from './job-queue.ts';
+import { describe, isOutage, JobQueue, LeaseLostError } from './job-queue.ts';
 
 /** Settings of one {@link Worker}. */
 export interface WorkerOptions {
@@ -232,6 +232,11 @@ export class Worker {
         log.warn('job lease lost; another worker owns it now');
       } else if (this.stopped && abort.signal.aborted) {
         log.info('job interrupted by shutdown; it will be taken over');
+      } else if (isOutage(err)) {
+        // Not the job's failure: it waits for the service however long it is away. Said once per job, with no stack.
+        log[job.deferrals === 0 ? 'warn' : 'debug']({ code: err.code, cause: (err.cause as Error | undefined)?.message }, 'job deferred: Basalt\'s database or coordination service is out of reach');
+        // The database away, this write fails too: the lease then expires and the job is claimed again.
+        await queue.deferLater(job, owner, describe(raw)).catch((e) => quietIfRefused(log, e, 'warn', 'deferral bookkeeping failed'));
       } else if (err.retryable && job.attempts < job.max_attempts) {
         quietIfRefused(log, raw, 'warn', 'job failed; retrying later');
         // On a full state directory this write fails too: the lease then expires and the job is claimed again.

@@ -146,6 +146,37 @@ test('a worker retries transient errors and fails permanent ones', async (t) => 
   assert.equal(failures[0]!.error.code, 'DRIVER_FAILED');
 });
 
+test('an outage of the database or coordination service defers a job without using up its attempts', async (t) => {
+  const { db, kind, failures, enqueue } = await setup(t);
+  const real = new JobQueue(db, { now: () => Date.now() }, { maxAttempts: 3, leaseMs: 1000, retryDelayMs: 1 });
+  let calls = 0;
+  const worker = new Worker({
+    queue: real, owner: 'W', targets: ['t'], concurrency: 1, pollMs: 20, log: pino({ level: 'silent' }),
+    handlers: [{
+      kind,
+      async run(ctx) {
+        calls++;
+        // Twice the job's attempts of outages, alternating the two services, then one transient error.
+        if (calls <= 6) throw new BasaltError(calls % 2 ? 'COORDINATION_UNAVAILABLE' : 'DATABASE_UNAVAILABLE', 'away', { retryable: true });
+        if (calls === 7) throw new BasaltError('BACKEND_UNAVAILABLE', 'busy', { retryable: true });
+        await ctx.complete();
+      },
+    }],
+  });
+  worker.start();
+  t.after(() => worker.stop());
+  await enqueue(1);
+  const deadline = Date.now() + 10_000;
+  let row: { state: string; attempts: number; deferrals: number } | undefined;
+  while (Date.now() < deadline) {
+    row = await db.kysely.selectFrom('jobs').select(['state', 'attempts', 'deferrals']).executeTakeFirstOrThrow();
+    if (row.state === 'done' || row.state === 'failed') break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(row, { state: 'done', attempts: 2, deferrals: 6 }, 'six deferrals, then a retry and a success: two attempts used of three');
+  assert.equal(failures.length, 0);
+});
+
 test('a retry and a job queued for later wake their worker when due, not at the next poll', async (t) => {
   const { db, kind } = await setup(t);
   const real = new JobQueue(db, { now: () => Date.now() }, { maxAttempts: 3, leaseMs: 1000, retryDelayMs: 100 });
