@@ -34,7 +34,17 @@ import { asUnavailable } from '../db/postgres-dialect.ts';
 export interface Lock {
   /** Releases the lock. Idempotent. */
   release(): Promise<void>;
+  /**
+   * Aborted once the lock may be another's: its PostgreSQL session ended, or
+   * its etcd lease went unrenewed for two thirds of its ttl (before etcd lets
+   * it expire) or was lost. A file lock is never lost while its process lives.
+   * {@link withLock} checks it once its function is done.
+   */
+  readonly lost: AbortSignal;
 }
+
+/** The `lost` of a lock that cannot be lost. */
+const NEVER_LOST = new AbortController().signal;
 
 /** The coordination backend. */
 export interface Coordinator {
@@ -61,14 +71,23 @@ export interface CoordinatorOptions {
   owner?: string;
 }
 
-/** Runs `fn` under the named lock. */
+/**
+ * Runs `fn` under the named lock.
+ * @throws BasaltError COORDINATION_UNAVAILABLE (retryable) when the lock was
+ *   lost while `fn` ran ({@link Lock.lost}): what `fn` did was not done
+ *   under the lock alone, so its caller (a job, whose steps are idempotent)
+ *   runs it again rather than take its result.
+ */
 export async function withLock<T>(c: Coordinator, name: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
   const lock = await c.lock(name, timeoutMs);
+  let result: T;
   try {
-    return await fn();
+    result = await fn();
   } finally {
     await lock.release();
   }
+  if (lock.lost.aborted) throw new BasaltError('COORDINATION_UNAVAILABLE', `Lock ${name} was lost while held (${(lock.lost.reason as Error).message}): the step it guarded will run again.`, { cause: lock.lost.reason, retryable: true });
+  return result;
 }
 
 function timedOut(name: string, timeoutMs: number): BasaltError {
@@ -158,6 +177,7 @@ class FileCoordinator implements Coordinator {
             await fs.promises.unlink(file).catch(() => undefined);
             await handle.close();
           },
+          lost: NEVER_LOST,
         };
       }
     }
@@ -232,17 +252,24 @@ class PostgresCoordinator implements Coordinator {
       throw unavailable ?? err;
     }
     let released = false;
+    // The session's end is the lock's: a restart, a failover, pg_terminate_backend, a cut network.
+    const lost = new AbortController();
+    const ended = (err?: Error): void => { lost.abort(new Error(`its PostgreSQL session ended${err ? `: ${err.message}` : ''}`)); };
+    client.on('error', ended).on('end', ended);
     return {
       release: async () => {
         if (released) return;
         released = true;
         try {
           await client.query('select pg_advisory_unlock(hashtext($1))', [name]);
+          client.off('error', ended).off('end', ended);
           client.release();
         } catch (err) {
+          client.off('error', ended).off('end', ended);
           client.release(err as Error); // a broken session drops its locks anyway
         }
       },
+      lost: lost.signal,
     };
   }
 
@@ -257,6 +284,9 @@ class PostgresCoordinator implements Coordinator {
 
 const LOCK_PREFIX = 'basalt/locks/';
 
+/** How long one etcd call may take before it counts as etcd out of reach (the client tries a call up to three times). */
+const ETCD_CALL_DEADLINE_MS = 5000;
+
 /**
  * etcd locks: each held lock is a key on a lease that dies with its holder
  * (TTL, default 10 s), its value the holder's incarnation id.
@@ -269,7 +299,9 @@ class EtcdCoordinator implements Coordinator {
     // Loaded here, not at import: the etcd3 client (gRPC) costs about 0.2 s of CPU to load,
     // paid by every process start otherwise, and only etcd deployments use it.
     this.etcd3 = createRequire(import.meta.url)('etcd3') as typeof Etcd3Module;
-    this.client = new this.etcd3.Etcd3({ hosts });
+    // Each call has a deadline (not the lease's keep-alive stream): behind a network that holds its bytes,
+    // a call would otherwise wait for ever, and with it the job taking or releasing a lock.
+    this.client = new this.etcd3.Etcd3({ hosts, defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }) });
   }
 
   /**
@@ -292,8 +324,17 @@ class EtcdCoordinator implements Coordinator {
         const put = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(this.owner).lease(id)).commit();
         if (put.succeeded) {
           let released = false;
-          // A revoke etcd does not take (down, or the lease already expired) leaves the key to expire with its lease.
-          return { release: async () => { if (!released) { released = true; await lease.revoke().catch(() => undefined); } } };
+          const { signal, stop } = this.#watchLease(lease);
+          return {
+            release: async () => {
+              if (released) return;
+              released = true;
+              stop();
+              // A revoke etcd does not take (down, or the lease already expired) leaves the key to expire with its lease.
+              await lease.revoke().catch(() => undefined);
+            },
+            lost: signal,
+          };
         }
         do {
           if (Date.now() > deadline) throw timedOut(name, timeoutMs);
@@ -311,6 +352,31 @@ class EtcdCoordinator implements Coordinator {
       }
       throw new BasaltError('BACKEND_UNAVAILABLE', `etcd lock ${name} failed`, { cause: err, retryable: true });
     }
+  }
+
+  /**
+   * A signal aborted when `lease` may have expired in etcd: renewals (every
+   * third of the ttl) have not succeeded for two thirds of it, so the holder
+   * learns of the loss before etcd gives the lock to another; or the client
+   * says the lease is lost.
+   */
+  #watchLease(lease: Etcd3Module.Lease): { signal: AbortSignal; stop: () => void } {
+    const lost = new AbortController();
+    const ttlMs = this.ttlSeconds * 1000;
+    let renewed = Date.now();
+    const onRenewed = (): void => { renewed = Date.now(); };
+    const onLost = (err: Error): void => { lost.abort(new Error(`its etcd lease was lost: ${err.message}`)); };
+    lease.on('keepaliveSucceeded', onRenewed).on('lost', onLost);
+    const check = setInterval(() => {
+      if (Date.now() - renewed > (ttlMs * 2) / 3) lost.abort(new Error(`its etcd lease was not renewed for ${Date.now() - renewed} ms (ttl ${this.ttlSeconds} s)`));
+    }, Math.max(50, ttlMs / 12));
+    check.unref();
+    const stop = (): void => {
+      clearInterval(check);
+      lease.off('keepaliveSucceeded', onRenewed).off('lost', onLost);
+    };
+    lost.signal.addEventListener('abort', () => clearInterval(check), { once: true });
+    return { signal: lost.signal, stop };
   }
 
   async releaseLocksOf(owner: string): Promise<number> {

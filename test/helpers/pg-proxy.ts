@@ -1,5 +1,5 @@
 /**
- * A TCP relay in front of PostgreSQL for fault tests: one process reaches the
+ * A TCP relay in front of PostgreSQL (or etcd: it relays any TCP) for fault tests: one process reaches the
  * database through it, and the test cuts that process off (a network
  * partition: every byte held, nothing lost, until healed) or silences its
  * notification sessions (a LISTEN session that misses what is sent).
@@ -18,6 +18,8 @@ interface Pair {
 
 /** A running relay. */
 export interface PgProxy {
+  /** The relay's loopback port (for a TCP service other than PostgreSQL, e.g. etcd). */
+  readonly port: number;
   /** `postgresql://postgres@127.0.0.1:PORT/<database>` of a database URL on the real server. */
   url(databaseUrl: string): string;
   /**
@@ -62,6 +64,7 @@ export async function startPgProxy(upstreamPort: number): Promise<PgProxy> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as net.AddressInfo;
   return {
+    port,
     url(databaseUrl) {
       const u = new URL(databaseUrl);
       u.port = String(port);

@@ -8,6 +8,7 @@ import { test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { openCoordinator, withLock, type Coordinator } from '../../../src/coordination/index.ts';
 import { startEtcd } from '../../helpers/etcd.ts';
+import { startPgProxy } from '../../helpers/pg-proxy.ts';
 import { startPostgres } from '../../helpers/postgres.ts';
 
 async function exclusion(t: TestContext, a: Coordinator, b: Coordinator): Promise<void> {
@@ -103,13 +104,19 @@ test('a lock directory of the previous release holds its name while refreshed, a
   await got.release();
 });
 
-test('postgresql:// advisory locks exclude each other, and a dead holder\'s lock is freed', async (t) => {
+/** Two coordinators on one new PostgreSQL database, closed (and the server stopped) after the test. */
+async function twoOnPostgres(t: TestContext): Promise<{ url: string; a: Coordinator; b: Coordinator }> {
   const server = await startPostgres();
   t.after(() => server.stop());
   const url = await server.createDatabase();
   const a = openCoordinator(url);
   const b = openCoordinator(url);
   t.after(async () => { await a.close(); await b.close(); });
+  return { url, a, b };
+}
+
+test('postgresql:// advisory locks exclude each other, and a dead holder\'s lock is freed', async (t) => {
+  const { url, a, b } = await twoOnPostgres(t);
   await exclusion(t, a, b);
   // A holder whose session dies (its process was killed) loses the lock.
   const holder = new pg.Client({ connectionString: url });
@@ -166,4 +173,65 @@ test('etcd3+http:// locks exclude each other; a dead holder\'s lock expires with
   await assert.rejects(c.lock('volume-5', 100), /stayed held/, 'a lock of another incarnation stays');
   await c.close();
   await other.release();
+});
+
+/** Resolves once `signal` is aborted; rejects after `ms`. */
+function abortedWithin(signal: AbortSignal, ms: number): Promise<unknown> {
+  if (signal.aborted) return Promise.resolve(signal.reason);
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`not aborted within ${ms} ms`)), ms);
+    signal.addEventListener('abort', () => { clearTimeout(t); resolve(signal.reason); }, { once: true });
+  });
+}
+
+test('a lock whose PostgreSQL session ends is lost: its holder learns it, and withLock does not take the result', async (t) => {
+  const { url, a, b } = await twoOnPostgres(t);
+  const kill = async (): Promise<void> => {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    await admin.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and pid <> pg_backend_pid()`);
+    await admin.end();
+  };
+  const held = await a.lock('volume-11', 1000);
+  assert.equal(held.lost.aborted, false);
+  await kill();
+  assert.match(String(await abortedWithin(held.lost, 10_000)), /PostgreSQL session ended/);
+  await (await b.lock('volume-11', 2000)).release();
+  await held.release(); // quietly: the session is gone
+  // Lost while its function ran: the function's result is not taken.
+  await assert.rejects(withLock(a, 'volume-12', 1000, async () => {
+    await kill();
+    await new Promise((r) => setTimeout(r, 500));
+    return 'done';
+  }), (e: { code: string; retryable: boolean; message: string }) => e.code === 'COORDINATION_UNAVAILABLE' && e.retryable && /Lock volume-12 was lost/.test(e.message));
+  assert.equal(await withLock(a, 'volume-12', 1000, async () => 'done'), 'done', 'a lock kept to the end gives its result');
+});
+
+test('an etcd lock cut off from etcd is lost before etcd lets another take it', { timeout: 60_000 }, async (t) => {
+  const etcd = await startEtcd();
+  t.after(() => etcd.stop());
+  const relay = await startPgProxy(Number(new URL(etcd.url).port));
+  t.after(() => relay.close());
+  const a = openCoordinator(`etcd3+http://127.0.0.1:${relay.port}?ttl=2`);
+  const b = openCoordinator(`etcd3+${etcd.url}?ttl=2`);
+  t.after(async () => { relay.heal(); await a.close(); await b.close(); });
+  const held = await a.lock('volume-13', 1000);
+  // Renewals go on while it is reachable: held past several ttls.
+  await new Promise((r) => setTimeout(r, 5000));
+  assert.equal(held.lost.aborted, false, 'renewed, not lost');
+  relay.partition();
+  const cut = Date.now();
+  let lostAt = 0;
+  void abortedWithin(held.lost, 30_000).then(() => { lostAt = Date.now(); }, () => undefined);
+  const other = await b.lock('volume-13', 30_000);
+  const takenAt = Date.now();
+  assert.ok(lostAt > 0 && lostAt <= takenAt, `lost ${lostAt - cut} ms after the cut, taken by another ${takenAt - cut} ms after it`);
+  assert.match(String(held.lost.reason), /etcd lease was not renewed/);
+  await other.release();
+  // A lock asked for while cut off fails as etcd out of reach, within the calls' deadline (it waited for ever).
+  const asked = Date.now();
+  await assert.rejects(a.lock('volume-14', 1000), (e: { code: string; retryable: boolean }) => e.code === 'COORDINATION_UNAVAILABLE' && e.retryable);
+  assert.ok(Date.now() - asked < 30_000, `failed after ${Date.now() - asked} ms (the client tries each call three times)`);
+  relay.heal();
+  await held.release();
 });
