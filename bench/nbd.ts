@@ -127,6 +127,8 @@ const SERVERS = ([
   // The same server splicing READs of 64 KiB and more, on both transports (by default every READ is copied):
   // the A/B of the zero-copy read path, in the same run (--servers basalt,basalt-splice,…).
   { name: 'basalt-splice', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_MIN=65536', 'NBD_SPLICE_TCP=1']) },
+  // The same server copying every READ (by default READs from 64 KiB to 256 KiB are spliced over a Unix socket).
+  { name: 'basalt-copyr', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_MIN=0']) },
   // The same server copying every WRITE payload (no splice into the file): the A/B of the zero-copy write path.
   { name: 'basalt-copyw', start: (file, a) => basaltServe(file, a, ['NBD_SPLICE_WRITE_MIN=0']) },
   // The same server with --threads workers per connection (NBD_THREADS; the default is the server's own): the A/B of the thread count.
@@ -140,7 +142,7 @@ const SERVERS = ([
     start: (file, a) => spawnPinned('qemu-nbd', ['-f', 'raw', '-x', 'bench', ...a.socket ? ['-k', a.socket] : ['-p', String(a.port), '-b', '127.0.0.1'], '-t', '--cache=writeback', '--aio=threads', '-e', '16', file]),
   },
   { name: 'nbdkit', start: (file, a) => spawnPinned('nbdkit', ['-f', ...a.socket ? ['-U', a.socket] : ['-p', String(a.port), '-i', '127.0.0.1'], '-e', 'bench', 'file', file]) },
-] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : !['basalt-splice', 'basalt-copyw'].includes(s.name) && (s.name !== 'basalt-qos' || args.qos !== undefined) && (s.name !== 'basalt-threads' || args.threads !== undefined) && (s.name !== 'basalt-addon' || args.addon !== undefined)));
+] satisfies Server[]).filter((s) => (args.servers ? args.servers.split(',').includes(s.name) : !['basalt-splice', 'basalt-copyr', 'basalt-copyw'].includes(s.name) && (s.name !== 'basalt-qos' || args.qos !== undefined) && (s.name !== 'basalt-threads' || args.threads !== undefined) && (s.name !== 'basalt-addon' || args.addon !== undefined)));
 /** The other servers Basalt is compared with (not its own variants). */
 const PEERS = SERVERS.filter((s) => !s.name.startsWith('basalt'));
 

@@ -80,17 +80,17 @@ const MAX_EXTENTS = 1024;
 /** Context id of `base:allocation` on every connection. */
 const BASE_ALLOCATION_ID = 1;
 /**
- * The smallest READ the native data plane splices by default: none (0, every
- * READ is copied). Spliced READs over a Unix socket once beat copied ones
- * (1M reads 4442 MB/s against 3615; 64k randrw from 64 KiB 2120 against
- * 1815–1859), but on this machine's kernel (6.18) the spliced reply is what
- * waits: bench/nbd.ts, split placement, 5 alternating rounds in one run,
- * 1M reads QD8 1901 MB/s spliced at 21% server CPU against 4170 copied
- * (nbdkit 3380), 64k randrw 70/30 QD16 1818 against 2204 (nbdkit 2134).
- * {@link NbdServerOptions.spliceMinBytes} turns it on again (64 KiB was the
- * size from which it saved) where a kernel makes it pay.
+ * The smallest READ the native data plane splices by default over a Unix
+ * socket (the largest is 256 KiB, SPLICE_READ_MAX in the addon: larger
+ * replies are copied). History, bench/nbd.ts on this 2-vCPU VM, kernel 6.18:
+ * on 6 December every spliced READ waited (1M reads 1901 MB/s spliced against
+ * 4170 copied, 64k randrw 70/30 QD16 1818 against 2204), so none was; on 8
+ * December, after the changes since, 64 KiB READs spliced beat copied ones
+ * (64k randrw 3516 against 3006 MB/s unpinned, 3935 against 3670 split, nbdkit
+ * 2976 and 3283) while 1M READs still did not (4092 against 4328).
+ * {@link NbdServerOptions.spliceMinBytes} changes it (0: copy every READ).
  */
-export const SPLICE_MIN_BYTES = 0;
+export const SPLICE_MIN_BYTES = 64 * 1024;
 
 /** The smallest WRITE payload the native data plane splices by default (see {@link NbdServerOptions.spliceWriteMinBytes}). */
 export const SPLICE_WRITE_MIN_BYTES = 256 * 1024;
@@ -127,8 +127,8 @@ export interface NbdServerOptions {
   /**
    * READs of at least this many bytes on the native data plane's Unix-socket
    * connections are served with splice(2) (zero-copy from the page cache),
-   * smaller ones by copying. Default {@link SPLICE_MIN_BYTES} (0: every READ
-   * is copied, which is faster on this machine's kernel; see there). On TCP over
+   * smaller ones (and those over 256 KiB) by copying. Default
+   * {@link SPLICE_MIN_BYTES} (64 KiB; 0: every READ is copied). On TCP over
    * loopback splicing saved CPU but lost throughput (1M reads 2002 MB/s vs
    * 2170), so TCP connections copy unless {@link spliceOverTcp}.
    */
