@@ -222,12 +222,17 @@ class FileCoordinator implements Coordinator {
   async close(): Promise<void> { /* nothing held open */ }
 }
 
+/** How long a connect or a query of the PostgreSQL coordinator may take before the database counts as out of reach. */
+const PG_CALL_DEADLINE_MS = 5000;
+
 /** PostgreSQL session advisory locks, each on its own connection (the lock lives as long as the session). */
 class PostgresCoordinator implements Coordinator {
   private readonly pool: pg.Pool;
 
   constructor(url: string) {
-    this.pool = new pg.Pool({ connectionString: url, max: 20 });
+    // Bounded waits (the lock itself is polled, each query is short): behind a network that holds its
+    // bytes a connect or a query would otherwise wait until TCP gives up, and with it the job asking.
+    this.pool = new pg.Pool({ connectionString: url, max: 20, connectionTimeoutMillis: PG_CALL_DEADLINE_MS, query_timeout: PG_CALL_DEADLINE_MS });
     // A session the server ends (restart, failover) must not crash the process, idle or holding a
     // lock (see openDatabase): its lock ended with it, and its release finds the session broken.
     this.pool.on('error', () => undefined);

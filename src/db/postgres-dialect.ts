@@ -18,13 +18,13 @@ const SESSION_ENDED: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03']);
  * The `DATABASE_UNAVAILABLE` error (503, retryable) for an error that says the
  * database could not be reached or ended the session: a restart, a failover,
  * a network cut (SQLSTATE class 08 too, and pg's own words for a connection
- * it lost); undefined for anything else.
+ * it lost or a query that got no answer in time); undefined for anything else.
  */
 export function asUnavailable(err: unknown): BasaltError | undefined {
   if (err instanceof BasaltError) return undefined;
   const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
   const lost = typeof code === 'string' && (SOCKET_CODES.has(code) || SESSION_ENDED.has(code) || code.startsWith('08'))
-    || (typeof message === 'string' && /^Connection terminated|not queryable|timeout exceeded when trying to connect/.test(message));
+    || (typeof message === 'string' && /^Connection terminated|not queryable|timeout exceeded when trying to connect|^Query read timeout/.test(message));
   if (!lost) return undefined;
   return new BasaltError('DATABASE_UNAVAILABLE', 'Basalt\'s PostgreSQL database cannot be reached: try again in a moment.', { cause: err, retryable: true });
 }

@@ -207,6 +207,22 @@ test('a lock whose PostgreSQL session ends is lost: its holder learns it, and wi
   assert.equal(await withLock(a, 'volume-12', 1000, async () => 'done'), 'done', 'a lock kept to the end gives its result');
 });
 
+test('a PostgreSQL lock asked for while the database is cut off fails as out of reach instead of waiting', { timeout: 60_000 }, async (t) => {
+  const server = await startPostgres();
+  t.after(() => server.stop());
+  const relay = await startPgProxy(Number(new URL(server.url).port));
+  t.after(() => relay.close());
+  const a = openCoordinator(relay.url(await server.createDatabase()));
+  t.after(async () => { relay.heal(); await a.close(); });
+  await (await a.lock('volume-15', 1000)).release(); // a pooled session to the database, idle
+  relay.partition();
+  const asked = Date.now();
+  await assert.rejects(a.lock('volume-15', 1000), (e: { code: string; retryable: boolean }) => e.code === 'DATABASE_UNAVAILABLE' && e.retryable);
+  assert.ok(Date.now() - asked < 30_000, `failed after ${Date.now() - asked} ms`);
+  relay.heal();
+  await (await a.lock('volume-15', 5000)).release();
+});
+
 test('an etcd lock cut off from etcd is lost before etcd lets another take it', { timeout: 60_000 }, async (t) => {
   const etcd = await startEtcd();
   t.after(() => etcd.stop());
