@@ -18,6 +18,7 @@ import readline from 'node:readline';
 import { after, test } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver, rbdRegistration, type VolumeRef } from '../../src/drivers/index.ts';
 import { freePort } from '../helpers/net.ts';
+import { TEST_CLIENT_TIMEOUTS } from '../helpers/ceph.ts';
 import { rbdFixture } from './rbd-fixture.ts';
 
 const { ceph, rbdBackend, objects } = await rbdFixture();
@@ -117,7 +118,7 @@ test('rbd: the addon refuses what would crash librbd: a close or shutdown under 
   const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
   const rbd = loadRbdAddon();
   const pool = await ceph.newPool();
-  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
+  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, TEST_CLIENT_TIMEOUTS);
   await rbd.createImage(cluster, pool, 'probe', 64 * 1024 * 1024, 61, 22);
   const img = await rbd.openImage(cluster, pool, 'probe', null, false);
   const write = rbd.aioWrite(img, 0, Buffer.alloc(1024 * 1024, 1));

@@ -19,6 +19,7 @@ import { test, type TestContext } from 'node:test';
 import { GiB, GuardedDriver, RbdDriver } from '../../src/drivers/index.ts';
 import { loadRbdAddon, type RbdAddon, type RbdCluster } from '../../src/drivers/rbd/rbd-addon.ts';
 import type { ChildCall } from './driver-child.ts';
+import { TEST_CLIENT_TIMEOUTS } from '../helpers/ceph.ts';
 import { rbdFixture } from './rbd-fixture.ts';
 
 const { ceph, rbdBackend, objects } = await rbdFixture();
@@ -42,7 +43,7 @@ async function names(rbd: RbdAddon, cluster: RbdCluster, pool: string, image: st
 /** A client of the test's own (the addon) on the run's cluster, shut down after the test. */
 async function addonClient(t: TestContext): Promise<{ rbd: RbdAddon; cluster: RbdCluster }> {
   const rbd = loadRbdAddon();
-  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
+  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, TEST_CLIENT_TIMEOUTS);
   t.after(() => rbd.shutdown(cluster));
   return { rbd, cluster };
 }
@@ -50,6 +51,9 @@ async function addonClient(t: TestContext): Promise<{ rbd: RbdAddon; cluster: Rb
 // Every reply from the OSD reaches the child up to `maxSeconds` late (300 ms by default): its calls take
 // seconds, and a kill as soon as the pool shows their first change lands mid-way.
 const slowOsd = (maxSeconds: number): NodeJS.ProcessEnv => ({ ...process.env, CEPH_ARGS: `--ms_inject_delay_type osd --ms_inject_delay_max ${maxSeconds} --ms_inject_delay_probability 1` });
+
+/** The longest a call killed mid-way may run in its child without changing the pool: calls here take seconds. */
+const CALL_LIMIT_MS = 120_000;
 
 /**
  * Runs `job` in a process of its own (driver-child.ts) against a slowed
@@ -65,10 +69,20 @@ async function killMidway(t: TestContext, rbd: RbdAddon, cluster: RbdCluster, po
   const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ driver: 'rbd', backendName: 'ceph', options, ...job })], { env: slowOsd(delayMaxSeconds), stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => { proc.kill('SIGKILL'); });
   let stdout = '';
+  let stderr = '';
   proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+  proc.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   let changed = false;
-  while (!changed && proc.exitCode === null) changed = await at();
+  // A call that neither changes the pool nor ends is a failure of its own, reported with what the child said.
+  const deadline = Date.now() + CALL_LIMIT_MS;
+  while (!changed && proc.exitCode === null) {
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      assert.fail(`${job.method} in its child neither changed ${pool}/${image} nor ended within ${CALL_LIMIT_MS / 1000} s; its output: ${stdout}${stderr}`);
+    }
+    changed = await at();
+  }
   proc.kill('SIGKILL');
   await exited;
   return { changed, done: /done/.test(stdout) };

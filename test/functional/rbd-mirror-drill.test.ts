@@ -19,6 +19,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { after, test } from 'node:test';
 import { loadRbdAddon } from '../../src/drivers/rbd/rbd-addon.ts';
+import { TEST_CLIENT_TIMEOUTS } from '../helpers/ceph.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
 import { PROJECT, startTestServer, waitFor, waitForStatus, type TestServer } from '../helpers/server.ts';
 
@@ -97,7 +98,7 @@ test('drill: the primary cluster is lost mid-stream; failover promotes a consist
   assert.equal((await s.request('GET', `${V}/volumes/${id}`)).body.volume.replication_status, 'failed-over', logLines.filter((l) => /could not promote/.test(l)).join('\n'));
 
   // The promoted copy: a prefix of the blocks, within the RPO.
-  const other = await rbd.connect(b.confPath, b.user, b.keyringPath, {});
+  const other = await rbd.connect(b.confPath, b.user, b.keyringPath, TEST_CLIENT_TIMEOUTS);
   const copy = await rbd.openImage(other, pool, image, null, true);
   let present = 0;
   const buf = Buffer.alloc(BLOCK);

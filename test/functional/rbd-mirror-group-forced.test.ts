@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { loadRbdAddon } from '../../src/drivers/rbd/rbd-addon.ts';
+import { TEST_CLIENT_TIMEOUTS } from '../helpers/ceph.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
 import { action, group, mirroredServer, post, volume } from '../helpers/rbd-mirror-groups.ts';
 import { waitFor, waitForStatus } from '../helpers/server.ts';
@@ -47,7 +48,7 @@ async function point(image: string): Promise<void> {
 
 /** Writes 4 KiB of `byte` at the start of an image on the primary cluster, through librbd (as a hypervisor would). */
 async function writeBlock(image: string, byte: number): Promise<void> {
-  const c = await rbd.connect(a.confPath, a.user, a.keyringPath, {});
+  const c = await rbd.connect(a.confPath, a.user, a.keyringPath, TEST_CLIENT_TIMEOUTS);
   try {
     const img = await rbd.openImage(c, pool, image, null, false);
     await rbd.aioWrite(img, 0, Buffer.alloc(4096, byte));
@@ -60,7 +61,7 @@ async function writeBlock(image: string, byte: number): Promise<void> {
 
 /** The first byte of an image on the secondary cluster. */
 async function firstByte(image: string): Promise<number> {
-  const c = await rbd.connect(b.confPath, b.user, b.keyringPath, {});
+  const c = await rbd.connect(b.confPath, b.user, b.keyringPath, TEST_CLIENT_TIMEOUTS);
   try {
     const img = await rbd.openImage(c, pool, image, null, true);
     const buf = Buffer.alloc(4096);

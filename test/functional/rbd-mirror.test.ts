@@ -33,6 +33,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { GuardedDriver, rbdRegistration } from '../../src/drivers/index.ts';
 import { loadRbdAddon } from '../../src/drivers/rbd/rbd-addon.ts';
+import { TEST_CLIENT_TIMEOUTS } from '../helpers/ceph.ts';
 import { startCephPair } from '../helpers/ceph-pair.ts';
 import { imageDigest, mirroredServer, mirroring, V, volume, volumeService } from '../helpers/rbd-mirror-groups.ts';
 import { waitFor, waitForStatus } from '../helpers/server.ts';
@@ -150,7 +151,7 @@ test('a replicated volume on rbd is mirrored by rbd-mirror, shows its mirror sta
   assert.equal(await imageDigest(a, pool, image), later, 'the primary holds every write made while failed over');
   // Promoted only once its copy of the target's demotion was complete (the snapshot the failback waits for).
   const rbd = loadRbdAddon();
-  const client = await rbd.connect(a.confPath, a.user, a.keyringPath, {});
+  const client = await rbd.connect(a.confPath, a.user, a.keyringPath, TEST_CLIENT_TIMEOUTS);
   try {
     const img = await rbd.openImage(client, pool, image, null, true);
     const snaps = (await rbd.snapList(img)).filter((x) => x.namespace === 'mirror').sort((x, y) => x.id - y.id);

@@ -175,6 +175,14 @@ async function bindRange(): Promise<number> {
 type MonCommand = (command: Record<string, unknown>) => Promise<string>;
 
 /**
+ * Settings of the tests' own librados clients (the addon's `connect`): a
+ * connect or a call the cluster does not answer fails after a minute with
+ * ETIMEDOUT, naming itself, instead of holding its test until the runner's
+ * limit per file (librados waits for ever by default).
+ */
+export const TEST_CLIENT_TIMEOUTS: Readonly<Record<string, string>> = { client_mount_timeout: '60', rados_mon_op_timeout: '60', rados_osd_op_timeout: '60' };
+
+/**
  * Runs `fn` with monitor commands sent through a librados client of this
  * process (the RBD addon's), connected for it and shut down after: a
  * command costs milliseconds, where each run of the `ceph` command (Python)
@@ -183,8 +191,7 @@ type MonCommand = (command: Record<string, unknown>) => Promise<string>;
 async function withMonCommands<T>(confPath: string, keyringPath: string, fn: (mon: MonCommand) => Promise<T>): Promise<T> {
   const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
   const rbd = loadRbdAddon();
-  const timeout = '60';
-  const cluster = await rbd.connect(confPath, 'admin', keyringPath, { client_mount_timeout: timeout, rados_mon_op_timeout: timeout, rados_osd_op_timeout: timeout });
+  const cluster = await rbd.connect(confPath, 'admin', keyringPath, TEST_CLIENT_TIMEOUTS);
   try {
     return await fn(async (command) => (await rbd.monCommand(cluster, JSON.stringify(command))).out);
   } finally {

@@ -34,7 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import pg from 'pg';
-import type { Ceph } from './ceph.ts';
+import { TEST_CLIENT_TIMEOUTS, type Ceph } from './ceph.ts';
 import { checkBlocks, DRILL_BLOCK_BYTES, DrillWriter, type NbdConnectionData } from './drill-writer.ts';
 import { startPostgres } from './postgres.ts';
 import { exited, spawnBasalt } from './process.ts';
@@ -561,7 +561,7 @@ const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 async function checkImages(client: pg.Client, ceph: Ceph, writers: ReadonlyMap<string, DrillWriter>, volumes: VolumeRows, snapshots: SnapshotRows, bad: (msg: string) => void, report: ChaosReport): Promise<void> {
   const { loadRbdAddon } = await import('../../src/drivers/rbd/rbd-addon.ts');
   const rbd = loadRbdAddon();
-  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, {});
+  const cluster = await rbd.connect(ceph.confPath, ceph.user, ceph.keyringPath, TEST_CLIENT_TIMEOUTS);
   try {
     const images = new Map<string, { sizeBytes: number; snaps: string[]; parent: string | undefined }>();
     for (const name of await rbd.listImages(cluster, ceph.pool)) {
