@@ -302,7 +302,7 @@ async function changedRanges(deps: BackupHandlerDeps, driver: GuardedDriver, v: 
 /** Builds the handlers of the backup jobs. */
 export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // eslint-disable-line @typescript-eslint/no-explicit-any
   const { db, backups, volumes, repository, kinds } = deps;
-  const locked = <T>(name: string, fn: () => Promise<T>): Promise<T> => withLock(deps.coordinator, name, deps.lockTimeoutMs, fn);
+  const locked = <T>(name: string, fn: (lost: AbortSignal) => Promise<T>): Promise<T> => withLock(deps.coordinator, name, deps.lockTimeoutMs, fn);
   const set = { service: repository.target.kind, host: deps.host };
 
   const create: JobHandler<BackupCreatePayload> = {
@@ -317,7 +317,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       const driver = driverOf(deps, v);
       let stats: BackupStats | undefined;
       let done: Record<string, unknown> | undefined;
-      await locked(`volume-${v.id}`, () => locked(`backup-volume-${v.id}`, async () => {
+      await locked(`volume-${v.id}`, (volumeLost) => locked(`backup-volume-${v.id}`, async (backupLost) => {
         const now = await backups.get(db.kysely, b.id);
         if (now?.status !== 'creating') return; // force-deleted or reset meanwhile
         const parentRow = b.parent_id ? await backups.get(db.kysely, b.parent_id) : undefined;
@@ -337,7 +337,8 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
             try {
               stats = await repository.create({
                 volumeId: v.id, backupId: b.id, source: read, ...(parent ? { parent } : {}), ...(changed ? { changed } : {}), createdAt: b.created_at,
-                onProgress: progress.onProgress,
+                // A lost lock stops the backup at its next read (withLock has the job run again).
+                onProgress: (x) => { volumeLost.throwIfAborted(); backupLost.throwIfAborted(); progress.onProgress(x); },
               });
             } finally {
               await progress.settled();
@@ -380,7 +381,7 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
       if (v?.status !== 'restoring-backup') throw new InvalidInputError(`Invalid input received: volume ${p.volumeId} is no longer waiting for the restore of backup ${b.id}.`);
       const driver = driverOf(deps, v);
       let done: Record<string, unknown> | undefined;
-      await locked(`volume-${v.id}`, async () => {
+      await locked(`volume-${v.id}`, async (lost) => {
         const manifest = await repository.manifest(b.volume_id, dataIdOf(b));
         if (!manifest) throw new BackupCorruptError(`Backup ${b.id}: its manifest is missing from ${repository.target.location}`);
         // The restore writes past the export's tracker: the next incremental backup reads the volume whole.
@@ -388,7 +389,8 @@ export function backupHandlers(deps: BackupHandlerDeps): JobHandler<any>[] { // 
         const handle = await driver.openVolume({ id: v.id, sizeGiB: v.size });
         const progress = progressReporter(deps, ctx.log, 'restore', b);
         try {
-          const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: progress.onProgress });
+          // A lost lock stops the restore at its next write (withLock has the job run again).
+          const r = await repository.restore(manifest, handle, { zeroed: p.zeroed, onProgress: (x) => { lost.throwIfAborted(); progress.onProgress(x); } });
           ctx.log.info({ backup_id: b.id, volume_id: v.id, bytes_written: r.bytesWritten }, 'backup restored');
           done = { ...progress.doneDetail(), volume_id: v.id, bytes_written: r.bytesWritten };
         } finally {

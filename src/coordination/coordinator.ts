@@ -72,22 +72,30 @@ export interface CoordinatorOptions {
 }
 
 /**
- * Runs `fn` under the named lock.
+ * Runs `fn` under the named lock, passing it the lock's {@link Lock.lost}: a
+ * long step (a copy) checks it between chunks and stops once it is aborted.
  * @throws BasaltError COORDINATION_UNAVAILABLE (retryable) when the lock was
- *   lost while `fn` ran ({@link Lock.lost}): what `fn` did was not done
- *   under the lock alone, so its caller (a job, whose steps are idempotent)
- *   runs it again rather than take its result.
+ *   lost while `fn` ran, whether `fn` returned or failed (it may have failed
+ *   because it stopped): what `fn` did was not done under the lock alone, so
+ *   its caller (a job, whose steps are idempotent) runs it again rather than
+ *   take its result or its error.
  */
-export async function withLock<T>(c: Coordinator, name: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(c: Coordinator, name: string, timeoutMs: number, fn: (lost: AbortSignal) => Promise<T>): Promise<T> {
   const lock = await c.lock(name, timeoutMs);
-  let result: T;
+  let outcome: { value: T } | { error: unknown };
   try {
-    result = await fn();
+    outcome = { value: await fn(lock.lost) };
+  } catch (error) {
+    outcome = { error };
   } finally {
     await lock.release();
   }
-  if (lock.lost.aborted) throw new BasaltError('COORDINATION_UNAVAILABLE', `Lock ${name} was lost while held (${(lock.lost.reason as Error).message}): the step it guarded will run again.`, { cause: lock.lost.reason, retryable: true });
-  return result;
+  if (lock.lost.aborted) {
+    const cause = 'error' in outcome ? outcome.error : lock.lost.reason;
+    throw new BasaltError('COORDINATION_UNAVAILABLE', `Lock ${name} was lost while held (${(lock.lost.reason as Error).message}): the step it guarded will run again.`, { cause, retryable: true });
+  }
+  if ('error' in outcome) throw outcome.error;
+  return outcome.value;
 }
 
 function timedOut(name: string, timeoutMs: number): BasaltError {

@@ -25,12 +25,17 @@ export interface GroupHandlerDeps extends VolumeHandlerDeps {
 /**
  * Runs `fn` holding every named lock, taken in name order so that two
  * holders of overlapping sets cannot deadlock; each is waited for up to
- * `waitMs` (default: the deps' lock timeout).
+ * `waitMs` (default: the deps' lock timeout). `fn` gets a signal aborted as
+ * soon as any of the locks is lost (see {@link withLock}).
  */
-export async function withLocks<T>(deps: Pick<VolumeHandlerDeps, 'coordinator' | 'lockTimeoutMs'>, names: string[], fn: () => Promise<T>, waitMs = deps.lockTimeoutMs): Promise<T> {
-  const [first, ...rest] = [...names].sort();
-  if (first === undefined) return fn();
-  return withLock(deps.coordinator, first, waitMs, () => withLocks(deps, rest, fn, waitMs));
+export async function withLocks<T>(deps: Pick<VolumeHandlerDeps, 'coordinator' | 'lockTimeoutMs'>, names: string[], fn: (lost: AbortSignal) => Promise<T>, waitMs = deps.lockTimeoutMs): Promise<T> {
+  const anyLost = new AbortController();
+  const take = ([first, ...rest]: string[]): Promise<T> => first === undefined ? fn(anyLost.signal) : withLock(deps.coordinator, first, waitMs, (lost) => {
+    if (lost.aborted) anyLost.abort(lost.reason);
+    else lost.addEventListener('abort', () => anyLost.abort(lost.reason), { once: true });
+    return take(rest);
+  });
+  return take([...names].sort());
 }
 
 /**

@@ -334,7 +334,7 @@ export class Replicator {
     if (m && !m.broken) return;
     if (!deps.moves) return;
     if (m) await this.endMirror(v.id);
-    await withLock(deps.coordinator, `volume-${v.id}`, LOCK_WAIT_MS, async () => {
+    await withLock(deps.coordinator, `volume-${v.id}`, LOCK_WAIT_MS, async (lost) => {
       // Queued a while ago: still this process's to mirror, through the same export?
       const r = await replicaOf(deps.db.kysely, v.id);
       if (!r || r.primary_cluster !== queued.primary_cluster || r.export_name !== queued.export_name || r.mode !== 'sync' || this.mirrors.get(v.id)?.broken === false) return;
@@ -356,7 +356,7 @@ export class Replicator {
         // The changes are read once the mirror serves the volume: a write before is in them, a write after on both copies.
         const ranges = await this.resyncRanges(r, v, driver);
         // The copy may be an old primary's (after a failover): what it holds where the volume has holes goes.
-        const bytes = await move.copy(undefined, { zeroHoles: true, ...(ranges ? { ranges } : {}) });
+        const bytes = await move.copy(() => lost.throwIfAborted(), { zeroHoles: true, ...(ranges ? { ranges } : {}) });
         await deps.queue.transaction(async (tx) => {
           await tx.updateTable('volume_replicas').set({
             state: 'enabled', last_point_at: isoAt(deps.clock.now()), last_error: null, pending_ranges: null,
@@ -467,12 +467,12 @@ export class Replicator {
    */
   async shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void> {
     const { deps } = this.o;
-    await withLock(deps.coordinator, `volume-${volumeId}`, o.quiesced ? deps.lockTimeoutMs : LOCK_WAIT_MS, async () => {
+    await withLock(deps.coordinator, `volume-${volumeId}`, o.quiesced ? deps.lockTimeoutMs : LOCK_WAIT_MS, async (lost) => {
       const r = await replicaOf(deps.db.kysely, volumeId);
       const v = await deps.volumes.get(deps.db.kysely, volumeId);
       if (!r || !v || !r.export_name || this.o.drivers.get(r.primary_cluster) !== driver) return;
       try {
-        const shipped = await this.ship(r, v, driver, o.quiesced);
+        const shipped = await this.ship(r, v, driver, o.quiesced, lost);
         this.o.log.info({ volume_id: v.id, bytes: shipped.bytes, full: shipped.full, ms: shipped.ms, via: shipped.via }, 'replication point shipped');
       } catch (err) {
         await this.recordFailure(r, v, err as Error);
@@ -481,7 +481,7 @@ export class Replicator {
     });
   }
 
-  private async ship(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver, quiesced: boolean): Promise<Shipment> {
+  private async ship(r: VolumeReplicaRow, v: VolumeRow, driver: GuardedDriver, quiesced: boolean, stop: AbortSignal): Promise<Shipment> {
     const { deps } = this.o;
     const w = await this.beginPoint(r, v, driver);
     // What is cached goes out before the writes are held, not while they are.
@@ -496,7 +496,7 @@ export class Replicator {
       if (deps.exports && !quiesced) await deps.exports.quiesce(v.id, take);
       else await take();
       w.ms.snapshot = deps.clock.now() - pointAt;
-      await this.send(w, driver);
+      await this.send(w, driver, stop);
       const committing = deps.clock.now();
       await deps.queue.transaction((tx) => this.commitPoint(tx, w, pointAt));
       w.committed = true;
@@ -522,7 +522,7 @@ export class Replicator {
   async shipGroupNow(groupId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void> {
     const { deps } = this.o;
     const ids = (await deps.db.kysely.selectFrom('volumes').select('id').where('group_id', '=', groupId).orderBy('id').execute()).map((x) => x.id);
-    await withLocks(deps, ids.map((id) => `volume-${id}`), async () => {
+    await withLocks(deps, ids.map((id) => `volume-${id}`), async (lost) => {
       const works: PointWork[] = [];
       for (const id of ids) {
         const r = await replicaOf(deps.db.kysely, id);
@@ -547,7 +547,7 @@ export class Replicator {
         else await quiesceAll(deps, works.map((w) => w.v.id), take);
         // From the first write until the point is recorded, the copies may be past their last point.
         await deps.db.kysely.updateTable('volume_replicas').set({ shipping_point_id: works[0]!.point.id }).where('volume_id', 'in', works.map((w) => w.v.id)).execute();
-        for (const w of works) await this.send(w, driver);
+        for (const w of works) await this.send(w, driver, lost);
         await deps.queue.transaction(async (tx, enqueue) => {
           for (const w of works) {
             await this.commitPoint(tx, w, pointAt);
@@ -582,7 +582,7 @@ export class Replicator {
    * those the secondary diverged in), or every allocated one, read through a
    * temporary volume made from the point, then flushed on the secondary.
    */
-  private async send(w: PointWork, driver: GuardedDriver): Promise<void> {
+  private async send(w: PointWork, driver: GuardedDriver, stop?: AbortSignal): Promise<void> {
     const { deps } = this.o;
     const { r, v, point } = w;
     const temp = { id: point.id, sizeGiB: v.size };
@@ -604,7 +604,7 @@ export class Replicator {
         throw new DriverError(`The secondary copy of volume ${v.id} is smaller than the volume: it is being grown.`, { retryable: true });
       }
       const pending = r.pending_ranges ? (JSON.parse(r.pending_ranges) as [number, number][]).map(([offset, length]) => ({ offset, length })) : [];
-      w.bytes = changed ? await copyRanges(from, to, mergeRanges([...changed, ...pending], from.sizeBytes)) : await copyAllocated(from, to);
+      w.bytes = changed ? await copyRanges(from, to, mergeRanges([...changed, ...pending], from.sizeBytes), stop) : await copyAllocated(from, to, stop);
       w.full = !changed;
       at = step('copy', at);
       await to.flush();
@@ -737,7 +737,7 @@ function mergeRanges(ranges: readonly { offset: number; length: number }[], size
 }
 
 /** Copies `ranges` of `from` to `to`, {@link SHIP_DEPTH} chunks at a time: a chunk of zeros becomes a punched hole there. Returns the bytes written. */
-async function copyRanges(from: VolumeHandle, to: VolumeHandle, ranges: readonly { offset: number; length: number }[]): Promise<number> {
+async function copyRanges(from: VolumeHandle, to: VolumeHandle, ranges: readonly { offset: number; length: number }[], stop?: AbortSignal): Promise<number> {
   let bytes = 0;
   const inFlight = new Set<Promise<void>>();
   const copyChunk = async (at: number, n: number): Promise<void> => {
@@ -749,11 +749,13 @@ async function copyRanges(from: VolumeHandle, to: VolumeHandle, ranges: readonly
       bytes += n;
     }
   };
-  // The first chunk that fails stops the shipment, once the chunks in flight have settled.
+  // The first chunk that fails stops the shipment, once the chunks in flight have settled; so does a lost lock (`stop`).
   let failure: { err: unknown } | undefined;
   for (const { offset, length } of ranges) {
     for (let at = offset; at < offset + length && !failure; at += SHIP_CHUNK_BYTES) {
       while (inFlight.size >= SHIP_DEPTH) await Promise.race(inFlight);
+      if (stop?.aborted) failure ??= { err: stop.reason };
+      if (failure) break;
       const chunk: Promise<void> = copyChunk(at, Math.min(SHIP_CHUNK_BYTES, offset + length - at))
         .catch((err: unknown) => { failure ??= { err }; })
         .finally(() => inFlight.delete(chunk));
@@ -770,7 +772,7 @@ async function copyRanges(from: VolumeHandle, to: VolumeHandle, ranges: readonly
  * the rest read as zeros there, without reading it: the first point, or one
  * whose changes the driver cannot tell. Returns the bytes written.
  */
-async function copyAllocated(from: VolumeHandle, to: VolumeHandle): Promise<number> {
+async function copyAllocated(from: VolumeHandle, to: VolumeHandle, stop?: AbortSignal): Promise<number> {
   const size = from.sizeBytes;
   const data: { offset: number; length: number }[] = [];
   for (let offset = 0; offset < size;) {
@@ -787,5 +789,5 @@ async function copyAllocated(from: VolumeHandle, to: VolumeHandle): Promise<numb
       offset += len;
     }
   }
-  return copyRanges(from, to, data);
+  return copyRanges(from, to, data, stop);
 }

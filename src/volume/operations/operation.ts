@@ -80,8 +80,14 @@ export interface RunContext {
   readonly deps: VolumeHandlerDeps;
   readonly driver: GuardedDriver;
   readonly job: JobContext;
-  /** Runs `fn` holding a named lock (`volume-<id>`, `snapshot-<id>`). */
-  locked<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  /** Runs `fn` holding a named lock (`volume-<id>`, `snapshot-<id>`); `fn` gets the lock's loss (see `lost`). */
+  locked<T>(name: string, fn: (lost: AbortSignal) => Promise<T>): Promise<T>;
+  /**
+   * Aborted when the operation's own lock is lost while `run` runs (an etcd
+   * lease not renewed, a PostgreSQL session ended): a long step (a copy)
+   * stops at its next chunk. The job runs `run` again (idempotent).
+   */
+  readonly lost: AbortSignal;
 }
 
 /** Given to `finish`: the transaction that also marks the job done. */

@@ -104,7 +104,7 @@ export function operationJobKind<P>(op: AnyOperation, schema: PayloadSchema<P>, 
  */
 export function operationHandler<P>(op: AnyOperation, kind: JobKind<P>, deps: VolumeHandlerDeps, driver: GuardedDriver): JobHandler<P> {
   const repo = repoOf(deps, op.resource);
-  const locked = <T>(name: string, fn: () => Promise<T>): Promise<T> => withLock(deps.coordinator, name, deps.lockTimeoutMs, fn);
+  const locked = <T>(name: string, fn: (lost: AbortSignal) => Promise<T>): Promise<T> => withLock(deps.coordinator, name, deps.lockTimeoutMs, fn);
   return {
     kind,
     async run(ctx, payload) {
@@ -118,7 +118,7 @@ export function operationHandler<P>(op: AnyOperation, kind: JobKind<P>, deps: Vo
         volumeId = snap.volume_id;
       }
       const lockName = `${op.lock ?? op.resource}-${op.lock === 'volume' ? volumeId : id}`;
-      const row = await locked(lockName, async () => {
+      const row = await locked(lockName, async (lost) => {
         // Read (again) under the lock: a forced delete (or an admin's reset)
         // may have come first, and touching storage now would leak or destroy it.
         const now = op.prepare
@@ -131,7 +131,7 @@ export function operationHandler<P>(op: AnyOperation, kind: JobKind<P>, deps: Vo
           })
           : await repo.get(deps.db.kysely, id);
         if (now?.status !== op.transitional) return undefined; // deleted or settled meanwhile
-        await op.run?.({ deps, driver, job: ctx, locked }, now as never, payload as never);
+        await op.run?.({ deps, driver, job: ctx, locked, lost }, now as never, payload as never);
         return now;
       });
       if (!row) return ctx.complete();

@@ -265,7 +265,7 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     };
   },
 
-  async run({ deps, driver }, v, p) {
+  async run({ deps, driver, lost }, v, p) {
     const local = deps.drivers?.get(p.sourceCluster);
     if (!local && !p.sourceExport) {
       throw new DriverError(`The source backend ${p.sourceCluster} of volume ${v.id} is not served by the process serving ${p.destCluster}, and the move has no export to read it through.`, { retryable: true });
@@ -280,10 +280,11 @@ export const volumeMigrate = operation<'volume', MigratePayload, MigrateVolumeIn
     // The copy is written past the export's changed-block tracker.
     await deps.exports?.changedBlocks?.markAllChanged(v.id, `migration from ${p.sourceCluster}`);
     try {
-      if (await isAttached(deps.db.kysely, v.id)) await copyAttached(deps, source, driver, vol);
-      else await copyVolume(source, driver, vol);
+      if (await isAttached(deps.db.kysely, v.id)) await copyAttached(deps, source, driver, vol, lost);
+      else await copyVolume(source, driver, vol, lost);
     } catch (err) {
       if (err instanceof DriverError && err.retryable) throw err; // the retry copies again into the same volume
+      if (lost.aborted) throw err; // another may hold the lock now: touch nothing (withLock has the job run again)
       await driver.deleteVolume(vol).catch(() => undefined); // a lost copy: the job fails with the original error
       throw err;
     }
@@ -355,9 +356,10 @@ export function migrateCleanupHandler(deps: VolumeHandlerDeps, driver: GuardedDr
  * Copies a volume between two drivers block by block: ranges the source
  * reports as holes or zeros are skipped (the destination is new, so they read
  * as zeros there), data ranges are read and written in chunks, and the
- * destination is flushed before the handles close.
+ * destination is flushed before the handles close. Once `stop` is aborted
+ * (the move's lock lost) no further chunk is read: it throws its reason.
  */
-export async function copyVolume(source: Pick<GuardedDriver, 'openVolume'>, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
+export async function copyVolume(source: Pick<GuardedDriver, 'openVolume'>, dest: GuardedDriver, vol: { id: string; sizeGiB: number }, stop?: AbortSignal): Promise<void> {
   const from = await source.openVolume(vol);
   let to: VolumeHandle | undefined;
   try {
@@ -370,6 +372,7 @@ export async function copyVolume(source: Pick<GuardedDriver, 'openVolume'>, dest
         const end = Math.min(offset + e.length, size);
         if (!e.zero) {
           for (let at = offset; at < end; at += COPY_CHUNK_BYTES) {
+            stop?.throwIfAborted();
             const data = await from.read(at, Math.min(COPY_CHUNK_BYTES, end - at));
             // A chunk of zeros in a data extent is left as the destination's hole.
             if (!data.every((b) => b === 0)) await to.write(at, data);
@@ -396,17 +399,18 @@ async function isAttached(q: Tx | Db['kysely'], volumeId: string): Promise<boole
  * Copies an attached volume while its export serves a mirror of source and
  * destination (`../live-move.ts`). The mirror stays after the copy — the
  * cleanup job ends it once the row names the destination; a failed copy
- * ends it here, and the connections go back to the source alone.
+ * ends it here, and the connections go back to the source alone. Once
+ * `stop` is aborted the copy ends after the chunk in flight.
  * @throws DriverError when this process exports no volume (nothing can mirror the host's writes).
  */
-async function copyAttached(deps: VolumeHandlerDeps, source: Pick<GuardedDriver, 'openVolume'>, dest: GuardedDriver, vol: { id: string; sizeGiB: number }): Promise<void> {
+async function copyAttached(deps: VolumeHandlerDeps, source: Pick<GuardedDriver, 'openVolume'>, dest: GuardedDriver, vol: { id: string; sizeGiB: number }, stop: AbortSignal): Promise<void> {
   if (!deps.moves) throw new DriverError(`Volume ${vol.id} is attached and this process serves no NBD export: it cannot move while attached.`);
   const from = await source.openVolume(vol);
   const to = await dest.openVolume(vol).catch(async (err: unknown) => { await from.close(); throw err; });
   const move = new LiveMove(from, to);
   try {
     await deps.moves.begin(vol.id, move);
-    await move.copy();
+    await move.copy(() => stop.throwIfAborted());
   } catch (err) {
     // The connections go back to the source alone; the pair is closed even if the mirror never started.
     await deps.moves.end(vol.id);

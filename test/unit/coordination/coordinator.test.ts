@@ -7,6 +7,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { openCoordinator, withLock, type Coordinator } from '../../../src/coordination/index.ts';
+import { withLocks } from '../../../src/volume/group-handlers.ts';
 import { startEtcd } from '../../helpers/etcd.ts';
 import { startPgProxy } from '../../helpers/pg-proxy.ts';
 import { startPostgres } from '../../helpers/postgres.ts';
@@ -206,6 +207,19 @@ test('a lock whose PostgreSQL session ends is lost: its holder learns it, and wi
     return 'done';
   }), (e: { code: string; retryable: boolean; message: string }) => e.code === 'COORDINATION_UNAVAILABLE' && e.retryable && /Lock volume-12 was lost/.test(e.message));
   assert.equal(await withLock(a, 'volume-12', 1000, async () => 'done'), 'done', 'a lock kept to the end gives its result');
+  // The step is told (a copy stops at its next chunk): what it then throws is the cause, the loss the error.
+  const lostOne = (e: { code: string; retryable: boolean; cause?: unknown }): boolean => e.code === 'COORDINATION_UNAVAILABLE' && e.retryable && /PostgreSQL session ended/.test(String((e.cause as Error | undefined)?.message));
+  const stopsWhenLost = async (lost: AbortSignal): Promise<string> => {
+    assert.equal(lost.aborted, false);
+    await kill();
+    await abortedWithin(lost, 10_000);
+    lost.throwIfAborted();
+    return 'done';
+  };
+  await assert.rejects(withLock(a, 'volume-13', 1000, stopsWhenLost), lostOne);
+  // Of several locks held together, losing any tells the step.
+  await assert.rejects(withLocks({ coordinator: a, lockTimeoutMs: 1000 }, ['volume-15', 'volume-14'], stopsWhenLost), lostOne);
+  assert.equal(await withLocks({ coordinator: a, lockTimeoutMs: 1000 }, ['volume-15', 'volume-14'], async (lost) => (lost.aborted ? 'lost' : 'held')), 'held');
 });
 
 test('a PostgreSQL lock asked for while the database is cut off fails as out of reach instead of waiting', { timeout: 60_000 }, async (t) => {
