@@ -176,6 +176,12 @@ async function round(base: string, swap: boolean): Promise<Record<string, Step>>
   }
 }
 
+try {
+  execFileSync('restic', ['version'], { stdio: 'ignore' });
+} catch {
+  console.error('bench/backup: restic is not installed (the peer this bench measures against): bash scripts/install-test-tools.sh, or apt-get install restic');
+  process.exit(2);
+}
 const loadBefore = os.loadavg();
 const all: Record<string, Step[]> = {};
 for (let i = 0; i < ROUNDS; i++) {

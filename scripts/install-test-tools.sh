@@ -6,6 +6,7 @@ set -euo pipefail
 # postgresql: the functional suite runs again on a real PostgreSQL; etcd-server: the etcd lock backend.
 # strace: the driver conformance suite kills a driver mid-create at a chosen system call (fault injection).
 # qemu-utils, libnbd-bin: real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy); fio and nbdkit for bench/nbd.
+# restic: the peer bench/backup measures Basalt's backup repository against.
 # qemu-block-extra: qemu-img/qemu-io open `rbd:` URLs (the rbd connection info test, as a librbd hypervisor would).
 # python3-keystone + uwsgi: a real Keystone for the auth tests; python3-openstackclient drives Basalt through its catalog.
 # tempest: OpenStack Tempest's volume API tests judge API fidelity (test/tempest).
@@ -15,7 +16,7 @@ set -euo pipefail
 # radosgw: Ceph's S3 endpoint, the real store of the s3 backup target's tests (test/helpers/radosgw.ts).
 # chromium, chromium-driver: the browser Playwright (playwright-core) drives in the dashboard's test; Debian's,
 # since a test tool's own browser download does not work here.
-PKGS=(python3-cinderclient xfsprogs strace qemu-utils qemu-block-extra libnbd-bin fio nbdkit postgresql etcd-server
+PKGS=(python3-cinderclient xfsprogs strace qemu-utils qemu-block-extra libnbd-bin fio nbdkit restic postgresql etcd-server
   python3-keystone uwsgi-core uwsgi-plugin-python3 python3-openstackclient
   tempest python3-tempest
   ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev radosgw rbd-mirror
