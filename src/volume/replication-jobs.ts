@@ -93,9 +93,9 @@ export interface ReplicationDeps extends VolumeHandlerDeps {
   attachments: AttachmentRepository;
   /** This process's shipping loop (absent: it ships nothing, and cannot fail back). */
   replicator?: {
-    shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void>;
+    shipNow(volumeId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<boolean>;
     /** Ships one point of a group's members, all of one instant (`Replicator.shipGroupNow`). */
-    shipGroupNow(groupId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<void>;
+    shipGroupNow(groupId: string, driver: GuardedDriver, o: { quiesced: boolean }): Promise<boolean>;
     /** Ends a synchronous replica's mirror in this process (its connections reconnect to what the row names). */
     endMirror(volumeId: string): Promise<void>;
   };
