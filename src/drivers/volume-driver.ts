@@ -303,7 +303,9 @@ export interface VolumeHandle {
   /**
    * Writes bytes.
    * - When: an NBD WRITE (with FUA, followed by `flush`); a restore.
-   * - Preconditions: common (above); the export is not read-only.
+   * - Preconditions: common (above); the export is not read-only; `data`
+   *   stays unchanged until the call settles (a handle may write it out as
+   *   it is, uncopied, as an `fs` write or a socket write does).
    * - Postconditions: reads through this handle (and, with `canMultiConn`,
    *   through every handle) return `data`; durable only after `flush`.
    * - Idempotency: writing the same data again changes nothing.

@@ -193,8 +193,15 @@ export class NbdClient implements VolumeHandle {
     const answered = new Promise<Buffer | Extent[] | undefined>((resolve, reject) => {
       this.pending.set(cookie, { type, offset, length, resolve, reject });
       const head = header(type, flags, cookie, offset, length);
-      if (payload) this.socket.write(Buffer.concat([head, payload]));
-      else this.socket.write(head);
+      if (payload) {
+        // Corked: the header and the payload leave in one writev, the payload not copied first.
+        this.socket.cork();
+        this.socket.write(head);
+        this.socket.write(payload);
+        this.socket.uncork();
+      } else {
+        this.socket.write(head);
+      }
     });
     this.inflight.add(answered);
     void answered.finally(() => this.inflight.delete(answered)).catch(() => undefined);
