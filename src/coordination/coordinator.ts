@@ -38,7 +38,8 @@ export interface Lock {
    * Aborted once the lock may be another's: its PostgreSQL session ended, or
    * its etcd lease went unrenewed for two thirds of its ttl (before etcd lets
    * it expire) or was lost. A file lock is never lost while its process lives.
-   * {@link withLock} checks it once its function is done.
+   * {@link withLock} hands it to its function (a long step stops on it) and
+   * checks it once the function is done.
    */
   readonly lost: AbortSignal;
 }
